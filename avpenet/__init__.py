@@ -1,0 +1,1 @@
+"""AVPENet: audio-visual pain estimation for patients who cannot self-report."""

@@ -1,0 +1,54 @@
+"""The `avpenet` command. Each subcommand lives in the module that owns its work and is imported only
+when called, so `avpenet --help` stays fast and `avpenet synth` never loads Triton or Ray.
+
+A subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "synth": "avpenet.synth.cli",
+    "features": "avpenet.features.cli",
+    "train": "avpenet.train",
+    "evaluate": "avpenet.evaluate",
+    "export": "ensemble.export",
+    "triton": "ensemble.server",
+    "serve": "preprocess_service.serve",
+    "score": "preprocess_service.client",
+    "demo": "avpenet.demo",
+    "loadtest": "loadtests.run",
+    "bench": "loadtests.bench",
+    "soak": "loadtests.soak",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(COMMANDS[name])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="avpenet", description="AVPENet Serve: pain estimation from non-verbal sounds and the face."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    for name in COMMANDS:
+        if name == chosen:
+            module = _load(name)
+            module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        else:
+            sub.add_parser(name, add_help=False, help=f"(see avpenet {name} --help)")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(_load(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
