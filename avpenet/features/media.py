@@ -1,0 +1,101 @@
+"""Container sniffing and PyAV opening shared by the audio and video decoders.
+
+The container kind is read from the first bytes, never from a file name or a client's Content-Type, so
+errors are consistent: content of a kind we do not decode is UnsupportedMedia (415); a supported kind whose
+content fails to decode (truncated, corrupt) is UndecodableMedia (422). Bytes are decoded from memory: patient
+media is never written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import av
+
+from avpenet.errors import UndecodableMedia, UnsupportedMedia
+
+Source = str | os.PathLike | bytes | bytearray | memoryview
+
+# kind -> what to tell an integrator; ISO-BMFF covers MP4/MOV/M4A, EBML covers MKV/WebM.
+AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "mp3")
+AV_CONTAINER_KINDS = ("isobmff", "ebml")
+SUPPORTED_AUDIO = "WAV, FLAC, OGG, MP3, or the audio track of MP4/MOV/WebM/MKV"
+SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
+HEAD_BYTES = 64
+
+
+def sniff(head: bytes) -> str | None:
+    """The container kind of media starting with `head`, or None when it is none we decode."""
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if len(head) >= 12 and head[:4] == b"RF64" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return "isobmff"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "ebml"
+    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
+        return "mp3"
+    return None
+
+
+def read_head(source: Source) -> bytes:
+    """The first HEAD_BYTES of a path or a buffer; an empty or missing input is UndecodableMedia."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        head = bytes(source[:HEAD_BYTES])
+    else:
+        try:
+            with open(source, "rb") as fh:
+                head = fh.read(HEAD_BYTES)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise UndecodableMedia(f"cannot read media file ({type(exc).__name__})") from None
+    if not head:
+        raise UndecodableMedia("media is empty (0 bytes)")
+    return head
+
+
+def as_file(source: Source) -> io.BytesIO | str:
+    """What soundfile / PyAV open: an in-memory file for bytes, a path string otherwise."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return io.BytesIO(bytes(source))
+    return str(Path(source))
+
+
+def open_av(source: Source, kind: str) -> av.container.InputContainer:
+    """Open a container with PyAV; errors become UnsupportedMedia / UndecodableMedia."""
+    if kind not in AV_CONTAINER_KINDS + ("mp3",):
+        raise UnsupportedMedia(f"unsupported media type; send {SUPPORTED_VIDEO}")
+    try:
+        return av.open(as_file(source), mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise UndecodableMedia(f"{describe(kind)} could not be opened: {_reason(exc)}") from None
+
+
+def describe(kind: str) -> str:
+    return {
+        "isobmff": "MP4/MOV container",
+        "ebml": "MKV/WebM container",
+        "mp3": "MP3 file",
+        "wav": "WAV file",
+        "flac": "FLAC file",
+        "ogg": "OGG file",
+    }.get(kind, "media")
+
+
+def _reason(exc: Exception) -> str:
+    # FFmpeg messages name the problem ("Invalid data found when processing input") without media bytes;
+    # drop the file name part PyAV appends.
+    text = getattr(exc, "strerror", None) or type(exc).__name__
+    return str(text)[:200]
+
+
+def av_error(kind: str, exc: Exception) -> UndecodableMedia:
+    return UndecodableMedia(f"{describe(kind)} is corrupt or truncated: {_reason(exc)}")

