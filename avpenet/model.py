@@ -1,0 +1,483 @@
+"""AVPENet: pain (0-10) from 3 s of non-speech sound and face, in four separately exportable parts.
+
+    waveform ─ audio_frontend ─ log_mel ─ audio_encoder ─ audio_tokens ─┐
+    visual_features, frame_mask ─ visual_encoder ─ visual_tokens ───────┴─ fusion ─ score, class_probs, ...
+
+Follows the AVPENet paper (Naouali & El Othmani 2026, see ../docs and /shared/paper/AVPENet.md): a ResNet over
+log-mel, a convolutional encoder over facial landmarks/AUs, cross-modal attention fusion. Unlike the public
+research code it attends over token SEQUENCES (38 audio steps x 30 video frames, not one token each), encodes
+per-frame landmark/AU features over time instead of a pixel-averaged image, handles a missing or masked
+modality explicitly, and stays around 2M parameters.
+
+Every part is plain conv/matmul/softmax math with explicit masks, so each exports to ONNX opset 17 with a
+dynamic batch axis (``torch.onnx.export(part.eval(), ..., dynamo=False, opset_version=17)``) and runs on CPU
+or GPU execution providers. Tensor names and shapes come from ``avpenet.contract``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avpenet import contract as C
+
+# z of the two-sided normal interval with contract.INTERVAL_COVERAGE (0.90 -> 1.6449)
+Z_INTERVAL: float = float(
+    torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + C.INTERVAL_COVERAGE / 2))
+)
+MASK_NEG: float = (
+    -1e9
+)  # additive attention mask: finite, so a row with every key masked stays finite (no NaN)
+
+
+@dataclass
+class AVPENetConfig:
+    """Model hyper-parameters; saved in every checkpoint's config.json so a run can be rebuilt exactly."""
+
+    embed_dim: int = C.EMBED_DIM  # token width D shared by both encoders and the fusion (contract)
+    audio_channels: tuple[int, ...] = (24, 48, 96)  # ResNet stage widths; three stride-2 stages -> 38 steps
+    audio_stem_channels: int = 16  # the stem halves the mel axis at once: most FLOPs live at full resolution
+    visual_hidden: int = 128  # temporal CNN width; the visual signal is low-dimensional, keep it narrow
+    visual_dilations: tuple[int, ...] = (
+        1,
+        2,
+        4,
+    )  # receptive field 15 frames = 1.5 s, an AU onset-apex-offset
+    n_heads: int = 4  # attention heads of width 32
+    n_fusion_layers: int = 2  # each = bidirectional cross-attention + self-attention over both sequences
+    ffn_mult: int = 2  # feed-forward width multiplier (2 keeps the fusion small; 4 added nothing here)
+    dropout: float = 0.1
+    visual_feature_dim: int = C.VISUAL_FEATURE_DIM
+
+    def __post_init__(self) -> None:
+        self.audio_channels = tuple(self.audio_channels)
+        self.visual_dilations = tuple(self.visual_dilations)
+        assert self.embed_dim % self.n_heads == 0, (
+            f"embed_dim {self.embed_dim} not divisible by {self.n_heads}"
+        )
+        assert len(self.audio_channels) == 3, "three stride-2 stages give contract.AUDIO_TOKENS time steps"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. audio_frontend: waveform -> log-mel, STFT as a strided conv with a fixed DFT basis
+# ----------------------------------------------------------------------------------------------------
+
+
+def mel_filterbank() -> np.ndarray:
+    """Slaney-style mel filters [N_MELS, N_FFT//2+1] for the contract's band (librosa's default, float64)."""
+    import librosa  # imported lazily: only building the model needs it, not serving the exported ONNX
+
+    return librosa.filters.mel(
+        sr=C.SAMPLE_RATE, n_fft=C.N_FFT, n_mels=C.N_MELS, fmin=C.F_MIN, fmax=C.F_MAX, dtype=np.float64
+    )
+
+
+class AudioFrontend(nn.Module):
+    """librosa-equivalent log-mel: centre zero-pad, periodic Hann, |rfft|^2, Slaney mel, natural log.
+
+    The STFT is a Conv1d whose kernels are the Hann-windowed cos/sin DFT rows, so the ONNX graph is one Pad,
+    one Conv, a square-sum and a MatMul: no STFT/complex op that a GPU execution provider may lack.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        n_freq = C.N_FFT // 2 + 1
+        n = np.arange(C.N_FFT)
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * n / C.N_FFT)  # periodic Hann (scipy/librosa 'hann', fftbins)
+        k = np.arange(n_freq)[:, None]
+        phase = 2 * np.pi * k * n[None, :] / C.N_FFT
+        basis = np.concatenate([np.cos(phase) * window, -np.sin(phase) * window])  # (2*n_freq, N_FFT)
+        # fixed, derived from the contract: not trained, not stored in checkpoints
+        self.register_buffer("dft", torch.tensor(basis[:, None, :], dtype=torch.float32), persistent=False)
+        self.register_buffer("mel", torch.tensor(mel_filterbank(), dtype=torch.float32), persistent=False)
+        self.n_freq = n_freq
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        # waveform (B, WINDOW_SAMPLES) -> log_mel (B, 1, N_MELS, MEL_FRAMES)
+        x = F.pad(waveform.unsqueeze(1), (C.N_FFT // 2, C.N_FFT // 2))  # (B, 1, S + N_FFT), center=True
+        spec = F.conv1d(x, self.dft, stride=C.HOP_LENGTH)  # (B, 2*n_freq, 301)
+        spec = spec[:, :, : C.MEL_FRAMES]  # (B, 2*n_freq, 300): the contract keeps the first 300 frames
+        power = spec[:, : self.n_freq] ** 2 + spec[:, self.n_freq :] ** 2  # (B, n_freq, 300)
+        mel = torch.matmul(self.mel, power)  # (B, N_MELS, 300)
+        return torch.log(torch.clamp(mel, min=C.LOG_MEL_FLOOR)).unsqueeze(1)  # (B, 1, N_MELS, 300)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. audio_encoder: compact ResNet over the log-mel -> 38 audio tokens
+# ----------------------------------------------------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with a strided 1x1 projection shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.short = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.short(x))
+
+
+class AudioEncoder(nn.Module):
+    """log-mel -> a sequence of audio tokens, one per ~80 ms, each summarising all mel bands."""
+
+    def __init__(self, cfg: AVPENetConfig) -> None:
+        super().__init__()
+        self.in_norm = nn.BatchNorm1d(C.N_MELS)  # per-mel-band standardisation learned from training data
+        c0 = cfg.audio_stem_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, c0, 3, stride=(2, 1), padding=1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()
+        )
+        chans = (c0, *cfg.audio_channels)
+        self.stages = nn.Sequential(
+            *[BasicBlock(a, b, 2) for a, b in zip(chans[:-1], chans[1:], strict=True)]
+        )
+        freq_after = C.N_MELS // 2 // 2 ** len(cfg.audio_channels)  # 128 -> 64 (stem) -> 8 after three stages
+        # keep spectral shape (which bands are active) instead of a plain mean over frequency
+        self.proj = nn.Linear(chans[-1] * freq_after, cfg.embed_dim)
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        # log_mel (B, 1, N_MELS, 300) -> audio_tokens (B, AUDIO_TOKENS, D)
+        x = self.in_norm(log_mel.squeeze(1)).unsqueeze(1)  # (B, 1, 128, 300)
+        x = self.stages(self.stem(x))  # (B, C, 8, 38)
+        b, c, f, t = x.shape
+        x = x.permute(0, 3, 1, 2).reshape(b, t, c * f)  # (B, 38, C*8)
+        return self.norm(self.proj(x))  # (B, 38, D)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. visual_encoder: temporal CNN over per-frame landmark/AU features -> 30 visual tokens
+# ----------------------------------------------------------------------------------------------------
+
+
+class TemporalBlock(nn.Module):
+    """Residual dilated 1-D conv over frames; masked frames are zeroed before each conv (they add nothing)."""
+
+    def __init__(self, width: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(width, width, 3, padding=dilation, dilation=dilation)
+        self.norm = nn.BatchNorm1d(width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x (B, W, T), mask (B, 1, T)
+        return x + self.drop(F.gelu(self.norm(self.conv(x * mask))))
+
+
+class VisualEncoder(nn.Module):
+    """Standardise features (statistics fitted on training frames), then a dilated temporal CNN."""
+
+    def __init__(self, cfg: AVPENetConfig) -> None:
+        super().__init__()
+        fdim = cfg.visual_feature_dim
+        # set by training from the valid training frames; identity until then
+        self.register_buffer("feature_mean", torch.zeros(fdim))
+        self.register_buffer("feature_std", torch.ones(fdim))
+        self.inp = nn.Conv1d(fdim + 1, cfg.visual_hidden, 1)  # +1: the mask itself is an input channel
+        self.blocks = nn.ModuleList(
+            TemporalBlock(cfg.visual_hidden, d, cfg.dropout) for d in cfg.visual_dilations
+        )
+        self.out = nn.Linear(cfg.visual_hidden, cfg.embed_dim)
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+
+    def forward(self, visual_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        # visual_features (B, T, F), frame_mask (B, T) -> visual_tokens (B, T, D)
+        m = (frame_mask > 0.5).to(visual_features.dtype).unsqueeze(-1)  # (B, T, 1)
+        x = (visual_features - self.feature_mean) / self.feature_std * m  # invalid frames -> 0
+        x = torch.cat([x, m], dim=-1).transpose(1, 2)  # (B, F+1, T)
+        mt = m.transpose(1, 2)  # (B, 1, T)
+        x = self.inp(x)
+        for block in self.blocks:
+            x = block(x, mt)
+        return self.norm(self.out(x.transpose(1, 2)))  # (B, T, D)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. fusion: bidirectional cross-modal attention + self-attention over both sequences, then heads
+# ----------------------------------------------------------------------------------------------------
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head attention with an explicit additive key mask (no fused fast path, exports as plain ops).
+
+    A query whose keys are all masked gets a zero output rather than NaN, which is what lets a window with no
+    audio (or no face) pass through the cross-attention untouched.
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.h = n_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.o = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        # x (B, Tq, D) queries, ctx (B, Tk, D) keys/values, key_valid (B, Tk) in {0, 1}
+        b, tq, d = x.shape
+        tk = ctx.shape[1]
+        hs = d // self.h
+        q = self.q(x).reshape(b, tq, self.h, hs).transpose(1, 2)  # (B, h, Tq, hs)
+        k, v = self.kv(ctx).reshape(b, tk, 2, self.h, hs).permute(2, 0, 3, 1, 4)  # each (B, h, Tk, hs)
+        att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(hs)  # (B, h, Tq, Tk)
+        att = att + (1.0 - key_valid)[:, None, None, :] * MASK_NEG
+        att = self.drop(torch.softmax(att, dim=-1))
+        y = torch.matmul(att, v).transpose(1, 2).reshape(b, tq, d)  # (B, Tq, D)
+        any_valid = key_valid.amax(dim=1)[:, None, None]  # (B, 1, 1): 0 when every key is masked
+        return self.o(y) * any_valid
+
+
+class FusionLayer(nn.Module):
+    """audio<-visual and visual<-audio cross-attention, then self-attention over [audio; visual], then FFN."""
+
+    def __init__(self, cfg: AVPENetConfig) -> None:
+        super().__init__()
+        d = cfg.embed_dim
+        self.norm_a, self.norm_v, self.norm_s, self.norm_f = (nn.LayerNorm(d) for _ in range(4))
+        self.a_from_v = MaskedAttention(d, cfg.n_heads, cfg.dropout)
+        self.v_from_a = MaskedAttention(d, cfg.n_heads, cfg.dropout)
+        self.self_att = MaskedAttention(d, cfg.n_heads, cfg.dropout)
+        self.ffn = nn.Sequential(
+            nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Linear(cfg.ffn_mult * d, d), nn.Dropout(cfg.dropout)
+        )
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, n_audio: int) -> torch.Tensor:
+        # x (B, Ta+Tv, D) = [audio; visual], valid (B, Ta+Tv)
+        a, v = x[:, :n_audio], x[:, n_audio:]
+        va, vv = valid[:, :n_audio], valid[:, n_audio:]
+        na, nv = self.norm_a(a), self.norm_v(v)
+        a = a + self.a_from_v(na, nv, vv)  # audio tokens read the face (pre-norm residuals)
+        v = v + self.v_from_a(nv, na, va)  # face tokens read the audio
+        x = torch.cat([a, v], dim=1)
+        s = self.norm_s(x)
+        x = x + self.self_att(s, s, valid)
+        return x + self.ffn(self.norm_f(x))
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid tokens: x (B, T, D), valid (B, T) -> (B, D); zeros when no token is valid."""
+    w = valid.unsqueeze(-1)
+    return (x * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1.0)
+
+
+class Fusion(nn.Module):
+    """Fuse the two token sequences and produce every served output.
+
+    modality_weights is the gate the fused vector is literally built from: after the attention layers each
+    modality is mean-pooled over its valid tokens, a learned scorer gives each pooled summary a logit, a
+    softmax over the PRESENT modalities gives (w_audio, w_visual), and the heads read
+    ``w_audio * audio_summary + w_visual * visual_summary`` (plus the age embedding). An absent modality gets
+    weight 0 exactly; with neither present both weights are 0 (the gateway refuses such a request anyway).
+    interval_90 = score -/+ Z_INTERVAL * interval_scale * exp(log_variance / 2), clipped to 0-10, where the
+    buffer ``interval_scale`` is fitted on the validation subjects so that 90% of clips are covered.
+    """
+
+    def __init__(self, cfg: AVPENetConfig) -> None:
+        super().__init__()
+        d = cfg.embed_dim
+        self.pos_a = nn.Parameter(torch.zeros(1, C.AUDIO_TOKENS, d))  # learned positions + modality identity
+        self.pos_v = nn.Parameter(torch.zeros(1, C.VISUAL_TOKENS, d))
+        nn.init.normal_(self.pos_a, std=0.02)
+        nn.init.normal_(self.pos_v, std=0.02)
+        self.age = nn.Embedding(len(C.AGE_GROUPS), d)  # neonate | adult | unknown conditions every token
+        self.layers = nn.ModuleList(FusionLayer(cfg) for _ in range(cfg.n_fusion_layers))
+        self.norm = nn.LayerNorm(d)
+        self.gate = nn.Linear(d, 1)  # shared scorer: how much each modality's summary should count
+        self.trunk = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Dropout(cfg.dropout))
+        self.score_head = nn.Linear(d, 1)
+        self.class_head = nn.Linear(d, len(C.LEVELS))
+        self.logvar_head = nn.Linear(d, 1)
+        self.register_buffer("interval_scale", torch.ones(1))  # calibrated on validation after training
+
+    def predict(
+        self,
+        audio_tokens: torch.Tensor,  # (B, Ta, D)
+        visual_tokens: torch.Tensor,  # (B, Tv, D)
+        frame_mask: torch.Tensor,  # (B, Tv)
+        audio_present: torch.Tensor,  # (B, 1)
+        age_group: torch.Tensor,  # (B, 1) int64
+    ) -> dict[str, torch.Tensor]:
+        """All outputs plus the training-only tensors (class logits, the raw score before squashing)."""
+        ta = audio_tokens.shape[1]
+        a_valid = (audio_present > 0.5).to(audio_tokens.dtype).expand(-1, ta)  # (B, Ta)
+        v_valid = (frame_mask > 0.5).to(audio_tokens.dtype)  # (B, Tv)
+        age = self.age(torch.clamp(age_group[:, 0], 0, len(C.AGE_GROUPS) - 1))  # (B, D)
+        x = torch.cat([audio_tokens + self.pos_a, visual_tokens + self.pos_v], dim=1) + age[:, None, :]
+        valid = torch.cat([a_valid, v_valid], dim=1)  # (B, Ta+Tv)
+        for layer in self.layers:
+            x = layer(x, valid, ta)
+        x = self.norm(x)
+        pooled = torch.stack(
+            [masked_mean(x[:, :ta], a_valid), masked_mean(x[:, ta:], v_valid)], dim=1
+        )  # (B,2,D)
+        present = torch.stack([a_valid.amax(dim=1), v_valid.amax(dim=1)], dim=1)  # (B, 2)
+        logits = self.gate(pooled).squeeze(-1) + (1.0 - present) * MASK_NEG  # (B, 2)
+        weights = torch.softmax(logits, dim=-1) * present  # absent modality -> exactly 0
+        fused = (weights.unsqueeze(-1) * pooled).sum(dim=1)  # (B, D)
+        h = self.trunk(torch.cat([fused, age], dim=-1))  # (B, D)
+        raw = self.score_head(h)  # (B, 1)
+        score = C.SCORE_MAX * torch.sigmoid(raw)  # (B, 1) in [0, 10]
+        log_variance = torch.clamp(self.logvar_head(h), -8.0, 6.0)  # (B, 1); clamp keeps exp() sane
+        half = Z_INTERVAL * self.interval_scale * torch.exp(0.5 * log_variance)
+        interval = torch.clamp(torch.cat([score - half, score + half], dim=-1), C.SCORE_MIN, C.SCORE_MAX)
+        class_logits = self.class_head(h)  # (B, 3)
+        return {
+            C.SCORE.name: score,
+            C.CLASS_PROBS.name: torch.softmax(class_logits, dim=-1),
+            C.LOG_VARIANCE.name: log_variance,
+            C.INTERVAL.name: interval,
+            C.MODALITY_WEIGHTS.name: weights,
+            "class_logits": class_logits,
+        }
+
+    def forward(self, audio_tokens, visual_tokens, frame_mask, audio_present, age_group):
+        # -> score (B,1), class_probs (B,3), log_variance (B,1), interval_90 (B,2), modality_weights (B,2)
+        out = self.predict(audio_tokens, visual_tokens, frame_mask, audio_present, age_group)
+        return tuple(out[spec.name] for spec in C.FUSION.outputs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole model
+# ----------------------------------------------------------------------------------------------------
+
+
+class AVPENet(nn.Module):
+    """The four parts, named exactly as the Triton models they are exported to (contract.PARTS)."""
+
+    def __init__(self, cfg: AVPENetConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or AVPENetConfig()
+        self.audio_frontend = AudioFrontend()
+        self.audio_encoder = AudioEncoder(self.cfg)
+        self.visual_encoder = VisualEncoder(self.cfg)
+        self.fusion = Fusion(self.cfg)
+
+    def predict(
+        self, waveform, visual_features, frame_mask, audio_present, age_group
+    ) -> dict[str, torch.Tensor]:
+        """The ensemble: every contract output plus ``class_logits`` (used by training)."""
+        # an absent audio track is zeroed here too, so no stale waveform leaks through the tokens
+        audio_tokens = self.audio_encoder(self.audio_frontend(waveform))  # (B, 38, D)
+        visual_tokens = self.visual_encoder(visual_features, frame_mask)  # (B, 30, D)
+        return self.fusion.predict(audio_tokens, visual_tokens, frame_mask, audio_present, age_group)
+
+    def forward(
+        self, waveform, visual_features, frame_mask, audio_present, age_group
+    ) -> dict[str, torch.Tensor]:
+        """Ensemble inputs (contract names) -> dict of the ensemble outputs keyed by contract names."""
+        out = self.predict(waveform, visual_features, frame_mask, audio_present, age_group)
+        return {spec.name: out[spec.name] for spec in C.ENSEMBLE.outputs}
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def part(self, name: str) -> nn.Module:
+        """The submodule exported as Triton model ``name`` (one of contract.PARTS)."""
+        assert name in {spec.name for spec in C.PARTS}, f"unknown part {name!r}"
+        return getattr(self, name)
+
+
+def example_inputs(spec: C.ModelSpec, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random but valid inputs for a part or the ensemble (for export tracing and tests)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for t in spec.inputs:
+        shape = (batch, *t.shape)
+        if t.name == C.AGE_GROUP.name:
+            out.append(torch.randint(0, len(C.AGE_GROUPS), shape, generator=g, dtype=torch.int64))
+        elif t.name in (C.FRAME_MASK.name, C.AUDIO_PRESENT.name):
+            out.append(torch.ones(shape))
+        elif t.name == C.WAVEFORM.name:
+            out.append(0.1 * torch.randn(shape, generator=g))
+        elif t.name == C.LOG_MEL.name:
+            out.append(torch.randn(shape, generator=g) - 8.0)
+        else:
+            out.append(torch.randn(shape, generator=g))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Clip-level aggregation (shared with the gateway) and checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+
+def aggregate_windows(
+    score: np.ndarray,
+    log_variance: np.ndarray,
+    class_probs: np.ndarray,
+    modality_weights: np.ndarray,
+    interval_scale: float,
+) -> dict[str, np.ndarray | float]:
+    """One clip's outputs from its windows' outputs (arrays with one row per window).
+
+    score, class_probs and modality_weights are averaged over the windows. The spread is the mean of the
+    windows' variances (not divided by the window count: overlapping windows of one clip are far from
+    independent), and the 90% interval is rebuilt from it with the model's calibrated ``interval_scale``
+    (``fusion.interval_scale``, fitted on validation clips aggregated exactly this way), clipped to 0-10.
+    Evaluation and the gateway both call this function, so their clip scores agree.
+    """
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    variance = np.exp(np.asarray(log_variance, dtype=np.float64).reshape(-1))
+    s = float(score.mean())
+    var = float(variance.mean())
+    half = Z_INTERVAL * float(interval_scale) * math.sqrt(var)
+    return {
+        "score": s,
+        "log_variance": math.log(var),
+        "interval_90": np.clip([s - half, s + half], C.SCORE_MIN, C.SCORE_MAX),
+        "class_probs": np.asarray(class_probs, dtype=np.float64).reshape(-1, len(C.LEVELS)).mean(axis=0),
+        "modality_weights": np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).mean(axis=0),
+    }
+
+
+CHECKPOINT_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"  # the committed reference run
+
+
+@dataclass
+class Checkpoint:
+    """What a run directory holds about the model (config.json's "model" section + model.pt)."""
+
+    model: AVPENet
+    config: dict = field(default_factory=dict)  # the whole config.json (model, training, data, metrics)
+
+
+def save_model(model: AVPENet, run_dir: Path, extra: dict | None = None) -> None:
+    """Write model.pt (state dict, fp32) and config.json (model config + whatever the caller adds)."""
+    import json
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), run_dir / CHECKPOINT_FILE)
+    config = {"model": model.cfg.to_dict(), "params": model.num_params(), **(extra or {})}
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(run_dir: Path | str | None = None) -> Checkpoint:
+    """Rebuild the model of a run directory (default: the committed reference run), in eval mode."""
+    import json
+
+    run_dir = Path(run_dir) if run_dir is not None else REFERENCE_DIR
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    model = AVPENet(AVPENetConfig(**config["model"]))
+    state = torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return Checkpoint(model=model.eval(), config=config)
