@@ -1,0 +1,180 @@
+"""Audio decoding to 16 kHz mono and the 3 s / 1 s-hop windows the model scores.
+
+Decoders: soundfile (libsndfile) for WAV/FLAC/OGG, PyAV (FFmpeg) for MP3 and the audio track of
+MP4/MOV/WebM/MKV. Both read from memory when given bytes. Resampling uses soxr (high quality, linear phase),
+so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel sees.
+
+A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
+then scored on the face alone (``audio_present = 0``). Decoding failures raise ``avpenet.errors`` types.
+
+Level normalisation (``normalise_window``): recording gain differs by device and microphone distance, so each
+3 s window is scaled toward ``contract.AUDIO_TARGET_RMS_DBFS`` (-20 dBFS RMS). Plain RMS normalisation would
+lift a quiet room's noise floor to the level of a cry, so the gain has a soft knee: windows below
+``contract.AUDIO_SILENCE_DBFS`` (-60 dBFS) are left as they are, and above it the gain may not exceed the
+window's distance from the silence threshold nor ``MAX_GAIN_DB``. The output level is then a monotone function
+of the input level (a quieter window never comes out louder than a louder one): -60 → -60, -50 → -40,
+-40 and above → -20 dBFS. A -50 dBFS noise floor stays 20 dB below a normalised cry.
+"""
+
+from __future__ import annotations
+
+import math
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+
+from avpenet import contract
+from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
+from avpenet.features import media
+
+MAX_GAIN_DB = 20.0  # the most a quiet window is amplified
+DEFAULT_MAX_SECONDS = 600.0
+_EPS = 1e-12
+
+
+def load_audio(
+    source: media.Source, *, name: str | None = None, max_seconds: float | None = None
+) -> np.ndarray | None:
+    """Decode a path or in-memory bytes to float32 mono at contract.SAMPLE_RATE; None if there is no audio.
+
+    ``name`` (an upload's file name) is only used for its extension in error messages; patient media and
+    names are never logged. Raises UnsupportedMedia (not a format we decode), UndecodableMedia (corrupt,
+    truncated, non-finite samples) and TooLarge (longer than ``max_seconds``, default 600 s).
+    """
+    limit = DEFAULT_MAX_SECONDS if max_seconds is None else float(max_seconds)
+    kind = media.sniff(media.read_head(source))
+    if kind is None:
+        ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
+        raise UnsupportedMedia(f"unsupported audio type{ext}; send {media.SUPPORTED_AUDIO}")
+    if kind in ("wav", "flac", "ogg"):
+        try:
+            wave, sr = _read_soundfile(source, kind, limit)
+        except UndecodableMedia:
+            if kind != "ogg":
+                raise
+            wave, sr = _read_av(source, kind, limit)  # Ogg with a codec libsndfile lacks
+    else:
+        wave, sr = _read_av(source, kind, limit)
+    if wave is None or wave.size == 0:
+        return None
+    if not np.all(np.isfinite(wave)):
+        raise UndecodableMedia(f"{media.describe(kind)} contains NaN or Inf samples")
+    return resample(wave, sr)
+
+
+def resample(wave: np.ndarray, sr: int) -> np.ndarray:
+    """float32 mono at contract.SAMPLE_RATE (soxr high quality)."""
+    wave = np.asarray(wave, np.float32)
+    if sr == contract.SAMPLE_RATE:
+        return np.ascontiguousarray(wave)
+    return soxr.resample(wave, sr, contract.SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+
+
+def _too_long(seconds: float, limit: float) -> TooLarge:
+    return TooLarge(f"audio lasts {seconds:.0f} s; the limit is {limit:.0f} s")
+
+
+def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int]:
+    try:
+        with sf.SoundFile(media.as_file(source)) as f:
+            sr = int(f.samplerate)
+            if sr <= 0:
+                raise UndecodableMedia(f"{media.describe(kind)} declares sample rate {sr}")
+            if f.frames > limit * sr:
+                raise _too_long(f.frames / sr, limit)
+            data = f.read(dtype="float32", always_2d=True)
+    except (TooLarge, UndecodableMedia):
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        raise UndecodableMedia(f"{media.describe(kind)} cannot be decoded ({type(exc).__name__})") from None
+    return data.mean(axis=1), sr
+
+
+def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
+    container = media.open_av(source, kind)
+    try:
+        if not container.streams.audio:
+            return None, contract.SAMPLE_RATE
+        stream = container.streams.audio[0]
+        if stream.codec_context is None or not stream.codec_context.sample_rate:
+            raise UnsupportedMedia(f"the audio codec in this {media.describe(kind)} is not supported")
+        sr = int(stream.codec_context.sample_rate)
+        if stream.duration and stream.time_base and float(stream.duration * stream.time_base) > limit:
+            raise _too_long(float(stream.duration * stream.time_base), limit)
+        # Downmix with swresample at the native rate; the rate change is soxr's job (better filter).
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []
+        total = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    total += chunk.size
+                if total > limit * sr:
+                    raise _too_long(total / sr, limit)
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as exc:
+            if total == 0:
+                raise media.av_error(kind, exc) from None
+            # A damaged tail: keep what decoded (the start of a cut-off upload is still scoreable).
+        wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return wave.astype(np.float32, copy=False), sr
+    finally:
+        container.close()
+
+
+# --- windows ----------------------------------------------------------------------------------------------
+def window_count(n_samples: int) -> int:
+    """Windows of WINDOW_SAMPLES with HOP_SAMPLES hop covering n_samples (the last padded); 0 for none."""
+    return _count(n_samples, contract.WINDOW_SAMPLES, contract.HOP_SAMPLES)
+
+
+def _count(n: int, window: int, hop: int) -> int:
+    if n <= 0:
+        return 0
+    return 1 + max(0, math.ceil((n - window) / hop))
+
+
+def rms_dbfs(x: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (a full-scale sine is -3 dBFS)."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    return 20.0 * math.log10(max(rms, _EPS))
+
+
+def normalisation_gain_db(level_dbfs: float) -> float:
+    """Gain toward AUDIO_TARGET_RMS_DBFS with a soft knee above AUDIO_SILENCE_DBFS (see the module doc)."""
+    if level_dbfs <= contract.AUDIO_SILENCE_DBFS:
+        return 0.0
+    return min(
+        contract.AUDIO_TARGET_RMS_DBFS - level_dbfs,
+        MAX_GAIN_DB,
+        level_dbfs - contract.AUDIO_SILENCE_DBFS,
+    )
+
+
+def normalise_window(window: np.ndarray) -> np.ndarray:
+    """One window scaled by normalisation_gain_db of its RMS level (float32)."""
+    gain = 10.0 ** (normalisation_gain_db(rms_dbfs(window)) / 20.0)
+    return (np.asarray(window, np.float64) * gain).astype(np.float32)
+
+
+def windows(wave: np.ndarray | None) -> np.ndarray:
+    """[N, WINDOW_SAMPLES] float32: window i = samples [i*HOP, i*HOP + WINDOW), zero-padded, normalised.
+
+    The level of a padded last window is measured on its real samples only, so padding does not make a
+    short tail look quieter and earn extra gain.
+    """
+    if wave is None:
+        return np.zeros((0, contract.WINDOW_SAMPLES), np.float32)
+    wave = np.asarray(wave, np.float32).reshape(-1)
+    n = window_count(wave.size)
+    out = np.zeros((n, contract.WINDOW_SAMPLES), np.float32)
+    for i in range(n):
+        piece = wave[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
+        gain = 10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0)
+        out[i, : piece.size] = piece * np.float32(gain)
+    return out
