@@ -1,0 +1,1 @@
+"""The Python-backend model source copied into every version folder of the repository."""

@@ -1,0 +1,158 @@
+"""config.pbtxt for every model of the repository, built as Triton `ModelConfig` protobufs from the contract.
+
+Two sets with identical tensors: `config.pbtxt` (Python backend + onnxruntime on CPU: this machine and any CPU
+host) and `configs/gpu.pbtxt` (native `onnxruntime_onnx` on `KIND_GPU` in the NGC 24.10 container, chosen with
+`tritonserver --model-config-name=gpu`). Building protobufs rather than text means a typo in a field name
+fails here, not at server start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from avpenet import contract
+from ensemble.batching import BatchingPlan, load_plan
+
+GPU_CONFIG_NAME = "gpu"
+# Only the newest version of a part is served. A swap is zero-downtime because Triton loads version N+1 while
+# N keeps serving, then retires N once N+1 is ready; in-flight requests finish on N. Two served versions would
+# double memory for a rollback that re-exporting (or deleting N+1 and reloading) gives anyway.
+SERVED_VERSIONS = 1
+INSTANCES_CPU = 1  # per part: on a 2-core host a second instance only competes for the same cores
+INSTANCES_GPU = 1
+QUEUE_BOUND_REQUESTS = (
+    2 * contract.MAX_BATCH_SIZE
+)  # beyond this, reject at once (UNAVAILABLE) instead of queueing
+QUEUE_TIMEOUT_US = 2_000_000  # a request queued longer than this is rejected: callers retry or shed load
+# Inclusive bounds the Python backend checks per request (the ONNX graphs would index out of range otherwise).
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    contract.AGE_GROUP.name: (0, len(contract.AGE_GROUPS) - 1),
+    contract.FRAME_MASK.name: (0, 1),
+    contract.AUDIO_PRESENT.name: (0, 1),
+}
+
+_DTYPES = {"FP32": mc.TYPE_FP32, "INT64": mc.TYPE_INT64, "BYTES": mc.TYPE_STRING}
+_TENSORRT_HINT = """\
+# TensorRT (optional, NGC container with a GPU): add inside this file
+#   optimization { execution_accelerators { gpu_execution_accelerator: [
+#     { name: "tensorrt" parameters { key: "precision_mode" value: "FP16" }
+#                        parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }
+# and check parity against the PyTorch model again: FP16 moves scores by ~1e-3.
+"""
+
+
+def _tensor(spec: contract.TensorSpec, cls: type) -> object:
+    return cls(name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.shape))
+
+
+def _add_tensors(config: mc.ModelConfig, model: contract.ModelSpec) -> None:
+    config.input.extend(_tensor(t, mc.ModelInput) for t in model.inputs)
+    config.output.extend(_tensor(t, mc.ModelOutput) for t in model.outputs)
+
+
+def _dynamic_batching(config: mc.ModelConfig, delay_us: int, preferred: list[int]) -> None:
+    batching = config.dynamic_batching
+    batching.max_queue_delay_microseconds = delay_us
+    batching.preferred_batch_size.extend(preferred)
+    policy = batching.default_queue_policy
+    policy.max_queue_size = QUEUE_BOUND_REQUESTS
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = QUEUE_TIMEOUT_US
+    policy.allow_timeout_override = True
+
+
+def _warmup(config: mc.ModelConfig, model: contract.ModelSpec) -> None:
+    """One zero-filled batch of 1 at load, so the first caller does not pay ORT's lazy initialisation."""
+    warmup = config.model_warmup.add(name=f"{model.name}_zero_batch1", batch_size=1)
+    for spec in model.inputs:
+        warmup.inputs[spec.name].CopyFrom(
+            mc.ModelWarmup.Input(data_type=_DTYPES[spec.dtype], dims=list(spec.shape), zero_data=True)
+        )
+
+
+def part_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelConfig:
+    """Default (CPU) config of one part: the Python backend running model.onnx with onnxruntime."""
+    config = mc.ModelConfig(name=model.name, backend="python", max_batch_size=contract.MAX_BATCH_SIZE)
+    config.version_policy.latest.num_versions = SERVED_VERSIONS
+    _add_tensors(config, model)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=INSTANCES_CPU)
+    _dynamic_batching(config, plan.delay_us(model.name), plan.preferred_batch_sizes)
+    _warmup(config, model)
+    ranges = {t.name: VALUE_RANGES[t.name] for t in model.inputs if t.name in VALUE_RANGES}
+    config.parameters["onnx_file"].string_value = "model.onnx"
+    config.parameters["intra_op_threads"].string_value = str(plan.intra_op_threads)
+    config.parameters["value_ranges"].string_value = json.dumps(ranges, sort_keys=True)
+    return config
+
+
+def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelConfig:
+    """NGC-container config of one part: native ONNX Runtime on the GPU, same tensors and batching limits."""
+    config = mc.ModelConfig(
+        name=model.name,
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        max_batch_size=contract.MAX_BATCH_SIZE,
+        default_model_filename="model.onnx",
+    )
+    config.version_policy.latest.num_versions = SERVED_VERSIONS
+    _add_tensors(config, model)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=INSTANCES_GPU)
+    _dynamic_batching(config, plan.gpu_delay_us, plan.preferred_batch_sizes)
+    _warmup(config, model)
+    return config
+
+
+def ensemble_config() -> mc.ModelConfig:
+    """The `avpenet` ensemble: audio_frontend -> audio_encoder; visual_encoder; both -> fusion (all FP32)."""
+    config = mc.ModelConfig(
+        name=contract.ENSEMBLE.name, platform="ensemble", max_batch_size=contract.MAX_BATCH_SIZE
+    )
+    _add_tensors(config, contract.ENSEMBLE)
+    for part in contract.PARTS:
+        step = config.ensemble_scheduling.step.add(
+            model_name=part.name, model_version=-1
+        )  # -1: newest served
+        for tensor in part.inputs:
+            step.input_map[tensor.name] = tensor.name
+        for tensor in part.outputs:
+            step.output_map[tensor.name] = tensor.name
+    return config
+
+
+def render(config: mc.ModelConfig, header: str) -> str:
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.strip().splitlines())
+    return comment + "\n" + text_format.MessageToString(config)
+
+
+def parse(path: Path) -> mc.ModelConfig:
+    """A config file as Triton reads it (raises on unknown fields)."""
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def write_configs(repo: Path, plan: BatchingPlan | None = None) -> list[Path]:
+    """(Re)write config.pbtxt and configs/gpu.pbtxt of every model; returns the files written."""
+    plan = plan or load_plan()
+    written: list[Path] = []
+    generated = "Generated by `avpenet export` (ensemble/configs.py) from avpenet/contract.py; do not edit."
+    for part in contract.PARTS:
+        folder = repo / part.name
+        (folder / "configs").mkdir(parents=True, exist_ok=True)
+        header = "\n".join([generated, *plan.describe(part.name)])
+        written.append(folder / "config.pbtxt")
+        written[-1].write_text(render(part_config(part, plan), header))
+        gpu_header = "\n".join(
+            [generated, "NGC tritonserver:24.10-py3 with --model-config-name=gpu.", *plan.describe_gpu()]
+        )
+        written.append(folder / "configs" / f"{GPU_CONFIG_NAME}.pbtxt")
+        written[-1].write_text(render(part_gpu_config(part, plan), gpu_header) + "\n" + _TENSORRT_HINT)
+    folder = repo / contract.ENSEMBLE.name
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    text = render(ensemble_config(), f"{generated}\nThe same ensemble serves both config sets.")
+    for path in (folder / "config.pbtxt", folder / "configs" / f"{GPU_CONFIG_NAME}.pbtxt"):
+        path.write_text(text)
+        written.append(path)
+    return written

@@ -1,0 +1,131 @@
+"""`avpenet export`: a trained run (or the committed reference) -> the Triton model repository.
+
+Each of the four AVPENet parts becomes an ONNX graph served by the Python backend (ensemble/backend/model.py,
+copied beside it), with config.pbtxt + configs/gpu.pbtxt from the contract, and the `avpenet` ensemble chains
+them. Only parts whose bytes changed get a new version, so a retrained visual encoder is rolled out alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from avpenet import contract
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, PROJECT_ROOT, configs, versions
+from ensemble.onnx_export import OPSET, export_part
+
+HELP = "Export a trained run (default: the committed reference) to the Triton model repository."
+DEFAULT_SEED = 0
+
+
+def _display_path(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def load_source(checkpoint: Path | None = None, seed: int = DEFAULT_SEED):
+    """(model in eval mode, source record for manifests); falls back to the reference, then a seeded init."""
+    import torch
+
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, REFERENCE_DIR, AVPENet, load_model
+
+    run_dir = Path(checkpoint) if checkpoint is not None else REFERENCE_DIR
+    if checkpoint is not None or (run_dir / CHECKPOINT_FILE).exists():
+        loaded = load_model(run_dir)
+        metrics = loaded.config.get("metrics")
+        if metrics is None and (run_dir / "metrics.json").exists():
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        source = {
+            "kind": "checkpoint" if checkpoint is not None else "reference",
+            "run_dir": _display_path(run_dir),
+            "checkpoint_sha256": versions.sha256_file(run_dir / CHECKPOINT_FILE),
+            "config_sha256": versions.sha256_file(run_dir / CONFIG_FILE),
+            "metrics": metrics,
+        }
+        return loaded.model, source
+    torch.manual_seed(seed)
+    model = AVPENet().eval()
+    note = "untrained: no --checkpoint and no avpenet/reference/ run; scores are meaningless until trained"
+    return model, {"kind": "random-init", "seed": seed, "note": note, "metrics": None}
+
+
+def model_from_source(source: dict):
+    """Rebuild the PyTorch model a manifest's `source` describes (the parity tests compare against it)."""
+    if source["kind"] == "random-init":
+        import torch
+
+        from avpenet.model import AVPENet
+
+        torch.manual_seed(int(source["seed"]))
+        return AVPENet().eval()
+    run_dir = Path(source["run_dir"])
+    return load_source(run_dir if run_dir.is_absolute() else PROJECT_ROOT / run_dir)[0]
+
+
+def export_repository(
+    model, repo: Path = DEFAULT_REPOSITORY, source: dict | None = None, keep: int = versions.DEFAULT_KEEP
+) -> dict[str, dict]:
+    """Write or update `repo` from `model`; returns {model name: {"version", "created", "pruned"}}."""
+    repo = Path(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    source = source or {"kind": "in-memory"}
+    backend = BACKEND_SOURCE.read_bytes()
+    report: dict[str, dict] = {}
+    for spec in contract.PARTS:
+        onnx_bytes, diff = export_part(model.part(spec.name), spec)
+        manifest = {
+            "source": source,
+            "onnx_opset": OPSET,
+            "parity_max_abs_diff_torch_vs_onnx": diff,
+            "inputs": {t.name: [t.dtype, ["batch", *t.shape]] for t in spec.inputs},
+            "outputs": {t.name: [t.dtype, ["batch", *t.shape]] for t in spec.outputs},
+        }
+        version, created = versions.add_version(
+            repo / spec.name, {"model.onnx": onnx_bytes, "model.py": backend}, manifest
+        )
+        pruned = versions.prune(repo / spec.name, keep)
+        report[spec.name] = {"version": version, "created": created, "pruned": pruned}
+    ensemble_dir = repo / contract.ENSEMBLE.name / "1"  # the graph only; steps use each part's newest version
+    ensemble_dir.mkdir(parents=True, exist_ok=True)
+    steps = {name: r["version"] for name, r in report.items()}
+    record = {"model": contract.ENSEMBLE.name, "version": 1, "steps_served": steps, "source": source}
+    (ensemble_dir / versions.MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    report[contract.ENSEMBLE.name] = {"version": 1, "created": False, "pruned": []}
+    configs.write_configs(repo)
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="run directory (model.pt + config.json)"
+    )
+    parser.add_argument(
+        "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--keep", type=int, default=versions.DEFAULT_KEEP, help="versions kept per part on disk"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the random init fallback")
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    import torch
+
+    # The tracer warns about shapes taken as constants; the parity check after export is what proves the graph.
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    if args.checkpoint is not None and not (args.checkpoint / "config.json").exists():
+        print(f"avpenet export: {args.checkpoint} is not a run directory (no config.json)", file=sys.stderr)
+        return 2
+    model, source = load_source(args.checkpoint, args.seed)
+    report = export_repository(model, args.repo, source, args.keep)
+    print(f"model repository {args.repo} from {source['kind']} {source.get('run_dir', '')}".rstrip())
+    for name, row in report.items():
+        state = "new" if row["created"] else "unchanged"
+        pruned = f", pruned {row['pruned']}" if row["pruned"] else ""
+        print(f"  {name:<16} version {row['version']} ({state}{pruned})")
+    return 0

@@ -1,0 +1,364 @@
+"""`avpenet triton`: the real tritonserver (from the nvidia-pytriton wheel) on loopback, as a context manager.
+
+The wheel ships only the Python backend, and its stub must import this venv's numpy/onnxruntime against this
+venv's libpython; getting the backend directory and environment right is the whole point of this module, so
+tests, the gateway's local mode and the demo all start Triton through `TritonServer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from ensemble import DEFAULT_REPOSITORY
+
+HELP = "Run the real Triton Inference Server on the model repository (loopback only)."
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+LOG_TAIL_LINES = 60
+# The Python backend grows each stub's shared-memory region in these steps; one 64-window waveform batch is
+# 12 MB, so 1 MB steps (the default) would mean a dozen remaps on the first big request.
+SHM_DEFAULT_BYTES = 4 * 1024 * 1024
+SHM_GROWTH_BYTES = 16 * 1024 * 1024
+
+
+class TritonStartError(RuntimeError):
+    """tritonserver exited or never became ready; the message carries the tail of its log."""
+
+
+def _pytriton_root() -> Path:
+    import pytriton  # imported here so `avpenet --help` stays fast
+
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def tritonserver_binary() -> Path:
+    return _pytriton_root() / "bin" / "tritonserver"
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (the OS picks it; losing a race to another process is retried)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def make_backend_directory(target: Path) -> Path:
+    """`<target>/python/` with links to the wheel's Python backend and the Python 3.11 stub (RECIPES.md).
+
+    Triton 2.51 ignores a stub placed inside a model folder, so the stub must sit next to the backend library.
+    """
+    root = _pytriton_root()
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = [
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    ]
+    for source in sources:
+        if not source.exists():
+            raise TritonStartError(f"nvidia-pytriton is missing {source}; reinstall it with `make setup`")
+        link = python_dir / source.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
+    return target
+
+
+def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment in which the Python-backend stub imports this venv's packages with its own libpython.
+
+    Without LD_LIBRARY_PATH the stub may bind the system libpython against another stdlib, and
+    `multiprocessing` then fails with "'_thread.RLock' object has no attribute '_recursion_count'".
+    """
+    env = dict(os.environ if base is None else base)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")]).rstrip(os.pathsep)
+    libs = [str(sysconfig.get_config_var("LIBDIR") or "")]
+    libs.append(str(_pytriton_root().parent.parent / "nvidia_pytriton.libs"))
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
+    env.setdefault("OMP_NUM_THREADS", "1")  # ORT sizes its own pools; stray OpenMP pools only oversubscribe
+    return env
+
+
+class TritonServer:
+    """The real tritonserver bound to loopback; `with TritonServer() as triton: triton.grpc_url ...`.
+
+    Ports given as 0 are picked free at start. `model_control="explicit"` starts with every model loaded
+    (`--load-model=*`) and allows load/unload over the API, which is how a new version is swapped in.
+    """
+
+    def __init__(
+        self,
+        repo: str | Path = DEFAULT_REPOSITORY,
+        *,
+        http_port: int = 0,
+        grpc_port: int = 0,
+        metrics_port: int = 0,
+        model_control: str = "none",
+        log_verbose: int = 0,
+        model_config_name: str | None = None,
+        extra_args: Sequence[str] = (),
+        echo_log: bool = False,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+    ) -> None:
+        if model_control not in ("none", "explicit", "poll"):
+            raise ValueError(f"model_control must be none, explicit or poll; got {model_control!r}")
+        self.repo = Path(repo).resolve()
+        self._requested_ports = (http_port, grpc_port, metrics_port)
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.model_control = model_control
+        self.log_verbose = log_verbose
+        self.model_config_name = model_config_name
+        self.extra_args = tuple(extra_args)
+        self.echo_log = echo_log
+        self.ready_timeout_s = ready_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._reader: threading.Thread | None = None
+
+    # --- addresses ---------------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        """host:port for `tritonclient.http` (which takes no scheme)."""
+        return f"{HOST}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port for `tritonclient.grpc`."""
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics endpoint."""
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def log_tail(self) -> str:
+        return "\n".join(self._log_tail)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        assert self._workdir is not None
+        args = [
+            str(tritonserver_binary()),
+            f"--model-repository={self.repo}",
+            f"--backend-directory={self._workdir / 'backends'}",
+            f"--http-address={HOST}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={HOST}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={HOST}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            "--exit-timeout-secs=10",
+            f"--log-verbose={self.log_verbose}",
+            f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+            f"--model-control-mode={self.model_control}",
+        ]
+        if self.model_control == "explicit":
+            args.append("--load-model=*")
+        if self.model_config_name:
+            args.append(f"--model-config-name={self.model_config_name}")
+        return [*args, *self.extra_args]
+
+    def start(self) -> TritonServer:
+        if self._process is not None:
+            raise RuntimeError("this TritonServer is already running")
+        if not (self.repo / "avpenet").is_dir() and not any(self.repo.glob("*/config.pbtxt")):
+            raise TritonStartError(f"{self.repo} holds no model; build it with `avpenet export`")
+        self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
+        make_backend_directory(self._workdir / "backends")
+        attempts = 3  # a port picked free can be taken before Triton binds it (models load first)
+        for attempt in range(attempts):
+            self.http_port, self.grpc_port, self.metrics_port = (
+                p or free_port() for p in self._requested_ports
+            )
+            try:
+                self._launch()
+                return self
+            except TritonStartError as exc:
+                clash = "address already in use" in str(exc).lower() or "failed to start" in str(exc).lower()
+                self.stop()
+                if not clash or attempt == attempts - 1 or all(self._requested_ports):
+                    raise
+                self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
+                make_backend_directory(self._workdir / "backends")
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        self._log_tail.clear()
+        self._process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=stub_environment(),
+            cwd=self._workdir,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton in order
+        )
+        self._reader = threading.Thread(target=self._pump_log, name="tritonserver-log", daemon=True)
+        self._reader.start()
+        self._wait_ready()
+
+    def _pump_log(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for raw in self._process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._log_tail.append(line)
+            if self.echo_log:
+                print(line, file=sys.stderr, flush=True)
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                if self._reader:
+                    self._reader.join(timeout=2)
+                raise TritonStartError(
+                    f"tritonserver exited with code {self._process.returncode} before it was ready; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.1)
+        raise TritonStartError(
+            f"tritonserver not ready after {self.ready_timeout_s:.0f} s; log tail:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), then SIGKILL of its process group after a timeout."""
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=STOP_TIMEOUT_S)
+            # Stubs are Triton's children in its session; none may outlive it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            code = process.returncode
+            if self._reader:
+                self._reader.join(timeout=2)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        return code
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--http-port", type=int, default=8000, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=8001, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=8002, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit", "poll"),
+        default="none",
+        help="explicit: all models loaded at start, load/unload allowed over the API (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-config-name",
+        default=None,
+        help="read <model>/configs/NAME.pbtxt instead of config.pbtxt (e.g. gpu)",
+    )
+    parser.add_argument("--log-verbose", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    server = TritonServer(
+        repo=args.repo,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        model_control=args.model_control_mode,
+        log_verbose=args.log_verbose,
+        model_config_name=args.model_config_name,
+        echo_log=True,
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            server.start()
+        except TritonStartError as exc:
+            print(f"avpenet triton: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}"
+            f"  (pid {server.pid}; Ctrl-C stops it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.is_set():
+            if server._process is None or server._process.poll() is not None:
+                print("avpenet triton: tritonserver exited unexpectedly", file=sys.stderr)
+                return 1
+            stop.wait(0.5)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,89 @@
+"""Numbered version folders of a Triton model: add only what changed, describe each in a manifest, prune.
+
+A part gets version N+1 only when the files it would serve (model.onnx, the backend model.py) differ by sha256
+from version N, so re-exporting the same checkpoint is a no-op and retraining one part bumps that part alone.
+Triton serves the newest version (`version_policy: latest { num_versions: 1 }`, see configs.py); older folders
+stay on disk for rollback until pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+DEFAULT_KEEP = 2  # newest + one to roll back to; each part version is a few MB of ONNX
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Version numbers present on disk, ascending (Triton's rule: folders named by a positive integer)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
+
+
+def latest(model_dir: Path) -> int | None:
+    found = versions(model_dir)
+    return found[-1] if found else None
+
+
+def read_manifest(model_dir: Path, version: int) -> dict:
+    path = model_dir / str(version) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _served_hashes(folder: Path, names: list[str]) -> dict[str, str]:
+    return {name: sha256_file(folder / name) for name in names if (folder / name).exists()}
+
+
+def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tuple[int, bool]:
+    """Write `files` as version N+1 unless version N serves identical bytes; returns (version, created).
+
+    The folder is written under a temporary name and renamed into place, so a polling or reloading Triton
+    never sees a half-written version.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    hashes = {name: sha256_bytes(data) for name, data in sorted(files.items())}
+    current = latest(model_dir)
+    if current is not None and _served_hashes(model_dir / str(current), list(hashes)) == hashes:
+        return current, False
+    version = (current or 0) + 1
+    staging = model_dir / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+    record = {
+        "model": model_dir.name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": hashes,
+        "previous_version": current,
+        **manifest,
+    }
+    (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    staging.rename(model_dir / str(version))
+    return version, True
+
+
+def prune(model_dir: Path, keep: int = DEFAULT_KEEP) -> list[int]:
+    """Delete all but the newest `keep` versions; returns the removed version numbers."""
+    if keep < 1:
+        raise ValueError("keep must be >= 1: the newest version is the one being served")
+    removed = versions(model_dir)[:-keep]
+    for version in removed:
+        shutil.rmtree(model_dir / str(version))
+    return removed

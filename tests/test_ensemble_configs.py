@@ -1,0 +1,101 @@
+"""The committed model repository: both config sets agree with each other and with the contract; current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from avpenet import contract
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, versions
+
+REPO = DEFAULT_REPOSITORY
+DTYPE_NAMES = {"FP32": "TYPE_FP32", "INT64": "TYPE_INT64"}
+
+
+def _tensors(entries) -> list[tuple[str, str, tuple[int, ...]]]:
+    return [(e.name, mc.DataType.Name(e.data_type), tuple(e.dims)) for e in entries]
+
+
+def _contract_tensors(specs) -> list[tuple[str, str, tuple[int, ...]]]:
+    return [(t.name, DTYPE_NAMES[t.dtype], t.shape) for t in specs]
+
+
+@pytest.mark.parametrize("model", contract.MODELS, ids=lambda m: m.name)
+def test_default_and_gpu_configs_declare_the_contract_tensors(model: contract.ModelSpec) -> None:
+    default = configs.parse(REPO / model.name / "config.pbtxt")
+    gpu = configs.parse(REPO / model.name / "configs" / f"{configs.GPU_CONFIG_NAME}.pbtxt")
+    for config in (default, gpu):
+        assert config.name == model.name
+        assert config.max_batch_size == contract.MAX_BATCH_SIZE
+        assert _tensors(config.input) == _contract_tensors(model.inputs)
+        assert _tensors(config.output) == _contract_tensors(model.outputs)
+    assert _tensors(default.input) == _tensors(gpu.input) and _tensors(default.output) == _tensors(gpu.output)
+
+
+@pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)
+def test_part_configs_batch_bound_the_queue_and_pick_their_hardware(model: contract.ModelSpec) -> None:
+    default = configs.parse(REPO / model.name / "config.pbtxt")
+    gpu = configs.parse(REPO / model.name / "configs" / f"{configs.GPU_CONFIG_NAME}.pbtxt")
+    assert default.backend == "python" and default.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert gpu.platform == "onnxruntime_onnx" and gpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    for config in (default, gpu):
+        assert config.version_policy.latest.num_versions == configs.SERVED_VERSIONS
+        policy = config.dynamic_batching.default_queue_policy
+        assert 0 < policy.max_queue_size <= 4 * contract.MAX_BATCH_SIZE
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.default_timeout_microseconds > 0
+        assert all(1 <= b <= contract.MAX_BATCH_SIZE for b in config.dynamic_batching.preferred_batch_size)
+        assert {i for w in config.model_warmup for i in w.inputs} == {t.name for t in model.inputs}
+    assert "max_queue_delay_microseconds" in (REPO / model.name / "config.pbtxt").read_text()
+
+
+def test_ensemble_steps_form_the_documented_graph() -> None:
+    config = configs.parse(REPO / contract.ENSEMBLE.name / "config.pbtxt")
+    assert config.platform == "ensemble"
+    steps = config.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == [p.name for p in contract.PARTS]
+    available = {t.name for t in contract.ENSEMBLE.inputs}
+    for step, part in zip(steps, contract.PARTS, strict=True):
+        assert step.model_version == -1
+        assert (
+            set(step.input_map) == {t.name for t in part.inputs} and set(step.input_map.values()) <= available
+        )
+        available |= set(step.output_map.values())
+    assert {t.name for t in contract.ENSEMBLE.outputs} <= available
+
+
+def test_committed_configs_are_what_the_generator_writes_now(tmp_path: Path) -> None:
+    """A contract or config change must be followed by `avpenet export` (which rewrites the configs)."""
+    for written in configs.write_configs(tmp_path):
+        relative = written.relative_to(tmp_path)
+        assert (REPO / relative).read_text() == written.read_text(), (
+            f"{relative} is stale: run avpenet export"
+        )
+
+
+@pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)
+def test_every_version_matches_its_manifest_and_serves_the_current_backend(model: contract.ModelSpec) -> None:
+    folder = REPO / model.name
+    found = versions.versions(folder)
+    assert found, f"{model.name} has no version folder"
+    for version in found:
+        manifest = versions.read_manifest(folder, version)
+        assert manifest["version"] == version and manifest["model"] == model.name
+        for name, digest in manifest["files"].items():
+            assert versions.sha256_file(folder / str(version) / name) == digest
+        assert manifest["source"]["kind"] in ("checkpoint", "reference", "random-init")
+    newest = folder / str(found[-1])
+    assert (newest / "model.py").read_bytes() == BACKEND_SOURCE.read_bytes(), (
+        "backend changed: run avpenet export"
+    )
+
+
+def test_repository_is_small_enough_to_commit() -> None:
+    total = sum(p.stat().st_size for p in REPO.rglob("*") if p.is_file())
+    assert total < 25 * 1024 * 1024
+    ensemble_manifest = json.loads((REPO / contract.ENSEMBLE.name / "1" / versions.MANIFEST).read_text())
+    assert ensemble_manifest["steps_served"] == {
+        p.name: versions.latest(REPO / p.name) for p in contract.PARTS
+    }

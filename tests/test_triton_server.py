@@ -1,0 +1,191 @@
+"""The committed repository on the real tritonserver: PyTorch parity, dynamic batching, readable errors."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from avpenet import contract
+from ensemble import DEFAULT_REPOSITORY, export, versions
+from ensemble.onnx_export import run_torch, valid_inputs
+from ensemble.server import TritonServer
+
+pytestmark = pytest.mark.integration
+SCORE_TOL = 1e-4
+OUTPUT_TOL = 1e-4
+
+
+def _inputs(module, spec: contract.ModelSpec, arrays: dict[str, np.ndarray]) -> list:
+    tensors = []
+    for t in spec.inputs:
+        tensor = module.InferInput(t.name, list(arrays[t.name].shape), t.dtype)
+        tensor.set_data_from_numpy(arrays[t.name])
+        tensors.append(tensor)
+    return tensors
+
+
+def _served_model(spec: contract.ModelSpec):
+    """The PyTorch model the served version of `spec` was exported from (its manifest names the source)."""
+    folder = DEFAULT_REPOSITORY / spec.name
+    return export.model_from_source(versions.read_manifest(folder, versions.latest(folder))["source"])
+
+
+def _clips(batch: int = 6, seed: int = 7) -> dict[str, np.ndarray]:
+    """Windows of synthetic clips covering both modalities, audio-only, face-only and partly tracked faces."""
+    arrays = valid_inputs(contract.ENSEMBLE, batch=batch, seed=seed)
+    arrays[contract.FRAME_MASK.name][:] = 1.0
+    arrays[contract.AUDIO_PRESENT.name][:] = 1.0
+    arrays[contract.FRAME_MASK.name][1] = 0.0  # audio only: no face in any frame
+    arrays[contract.AUDIO_PRESENT.name][2] = 0.0  # face only
+    arrays[contract.WAVEFORM.name][2] = 0.0
+    arrays[contract.FRAME_MASK.name][3, ::3] = 0.0  # face lost in a third of the frames
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    model = _served_model(contract.FUSION)
+    for part in contract.PARTS:  # parity below needs one source for all parts (true for a full export)
+        assert (
+            versions.read_manifest(
+                DEFAULT_REPOSITORY / part.name, versions.latest(DEFAULT_REPOSITORY / part.name)
+            )["source"]
+            == versions.read_manifest(
+                DEFAULT_REPOSITORY / contract.FUSION.name,
+                versions.latest(DEFAULT_REPOSITORY / contract.FUSION.name),
+            )["source"]
+        )
+    return model
+
+
+def test_server_is_ready_with_every_model(triton_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    assert client.is_server_ready()
+    for spec in contract.MODELS:
+        assert client.is_model_ready(spec.name), spec.name
+    newest = versions.latest(DEFAULT_REPOSITORY / contract.FUSION.name)
+    assert client.is_model_ready(contract.FUSION.name, str(newest))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_ensemble_matches_the_pytorch_model(triton_server: TritonServer, torch_model, protocol: str) -> None:
+    arrays = _clips()
+    with torch.inference_mode():
+        expected = torch_model(*(torch.from_numpy(arrays[t.name]) for t in contract.ENSEMBLE.inputs))
+    module = grpcclient if protocol == "grpc" else httpclient
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    result = module.InferenceServerClient(url).infer(
+        contract.ENSEMBLE.name, _inputs(module, contract.ENSEMBLE, arrays)
+    )
+    for t in contract.ENSEMBLE.outputs:
+        got = result.as_numpy(t.name)
+        assert got.shape == (6, *t.shape) and got.dtype == np.float32
+        tolerance = SCORE_TOL if t == contract.SCORE else OUTPUT_TOL
+        np.testing.assert_allclose(got, expected[t.name].numpy(), atol=tolerance, rtol=0, err_msg=t.name)
+    score = result.as_numpy(contract.SCORE.name)
+    assert ((score >= contract.SCORE_MIN) & (score <= contract.SCORE_MAX)).all()
+    np.testing.assert_allclose(result.as_numpy(contract.CLASS_PROBS.name).sum(axis=1), 1.0, atol=1e-5)
+    weights = result.as_numpy(contract.MODALITY_WEIGHTS.name)
+    assert weights[1, 1] == 0.0 and weights[2, 0] == 0.0  # the absent modality counts for nothing
+
+
+@pytest.mark.parametrize("part", contract.PARTS, ids=lambda p: p.name)
+def test_each_part_alone_matches_its_pytorch_module(triton_server: TritonServer, torch_model, part) -> None:
+    arrays = valid_inputs(part, batch=3, seed=11)
+    expected = run_torch(torch_model.part(part.name), part, arrays)
+    result = grpcclient.InferenceServerClient(triton_server.grpc_url).infer(
+        part.name, _inputs(grpcclient, part, arrays)
+    )
+    for t in part.outputs:
+        np.testing.assert_allclose(
+            result.as_numpy(t.name), expected[t.name], atol=OUTPUT_TOL, rtol=0, err_msg=t.name
+        )
+
+
+def _batch_counters(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """{model: (nv_inference_count, nv_inference_exec_count)} summed over served versions."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    counts: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("nv_inference_count", "nv_inference_exec_count"):
+            continue
+        for sample in family.samples:
+            pair = counts.setdefault(sample.labels["model"], [0.0, 0.0])
+            pair[0 if family.name == "nv_inference_count" else 1] += sample.value
+    return {model: (c[0], c[1]) for model, c in counts.items()}
+
+
+async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list:
+    client = grpcaio.InferenceServerClient(url)
+    try:
+        calls = [
+            client.infer(contract.ENSEMBLE.name, _inputs(grpcaio, contract.ENSEMBLE, r)) for r in requests
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await client.close()
+
+
+def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer) -> None:
+    before = _batch_counters(triton_server.metrics_url)
+    requests = [valid_inputs(contract.ENSEMBLE, batch=1, seed=i) for i in range(32)]
+    results = asyncio.run(_concurrent(triton_server.grpc_url, requests))
+    assert not [r for r in results if isinstance(r, Exception)]
+    after = _batch_counters(triton_server.metrics_url)
+    for model in (contract.AUDIO_FRONTEND.name, contract.AUDIO_ENCODER.name, contract.FUSION.name):
+        items = after[model][0] - before.get(model, (0, 0))[0]
+        executions = after[model][1] - before.get(model, (0, 0))[1]
+        assert items == 32, model
+        assert items / executions > 1.0, f"{model}: {items:.0f} windows in {executions:.0f} executions"
+
+
+def _expect_error(url: str, arrays: dict[str, np.ndarray], *fragments: str) -> str:
+    with pytest.raises(InferenceServerException) as info:
+        grpcclient.InferenceServerClient(url).infer(
+            contract.ENSEMBLE.name, _inputs(grpcclient, contract.ENSEMBLE, arrays)
+        )
+    message = info.value.message()
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_bad_tensors_get_readable_errors_and_the_server_keeps_serving(triton_server: TritonServer) -> None:
+    url = triton_server.grpc_url
+    short = valid_inputs(contract.ENSEMBLE, batch=1)
+    short[contract.WAVEFORM.name] = short[contract.WAVEFORM.name][:, :1000].copy()
+    _expect_error(url, short, contract.WAVEFORM.name, "shape")
+
+    nan = valid_inputs(contract.ENSEMBLE, batch=2)
+    nan[contract.VISUAL_FEATURES.name][1, 4, 7] = np.nan
+    _expect_error(url, nan, contract.VISUAL_FEATURES.name, "NaN")
+
+    inf = valid_inputs(contract.ENSEMBLE, batch=1)
+    inf[contract.WAVEFORM.name][0, 9] = np.inf
+    _expect_error(url, inf, contract.WAVEFORM.name, "NaN or Inf")
+
+    age = valid_inputs(contract.ENSEMBLE, batch=1)
+    age[contract.AGE_GROUP.name][0, 0] = len(contract.AGE_GROUPS)
+    _expect_error(url, age, contract.AGE_GROUP.name, "within")
+
+    http = httpclient.InferenceServerClient(triton_server.http_url)
+    with pytest.raises(InferenceServerException, match="NaN"):
+        http.infer(contract.ENSEMBLE.name, _inputs(httpclient, contract.ENSEMBLE, nan))
+
+    # One poisoned request inside a dynamic batch fails alone; its batch-mates are answered.
+    requests = [valid_inputs(contract.ENSEMBLE, batch=1, seed=i) for i in range(12)]
+    requests[5] = nan
+    results = asyncio.run(_concurrent(url, requests))
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [5]
+    assert grpcclient.InferenceServerClient(url).is_server_live()
+    assert grpcclient.InferenceServerClient(url).is_model_ready(contract.ENSEMBLE.name)
