@@ -1,0 +1,179 @@
+"""AVPENet model: contract shapes, masking of absent modalities, log-mel parity, ONNX export of every part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avpenet import contract as C
+from avpenet.model import AVPENet, AVPENetConfig, aggregate_windows, example_inputs, load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def model() -> AVPENet:
+    torch.manual_seed(0)
+    return AVPENet().eval()
+
+
+def _realistic_window(seed: int) -> np.ndarray:
+    """A vocalisation-like harmonic sweep in coloured background noise, RMS-normalised like the features."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(C.WINDOW_SAMPLES) / C.SAMPLE_RATE
+    f0 = rng.uniform(100, 600) * (1 + 0.3 * np.sin(2 * np.pi * rng.uniform(0.3, 1.0) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / C.SAMPLE_RATE
+    voice = sum(np.sin(h * phase) / h for h in range(1, 8)) * (t > rng.uniform(0, 1.5))
+    noise = np.cumsum(rng.standard_normal(t.size)) * 1e-3 + rng.standard_normal(t.size) * 10 ** rng.uniform(
+        -3, -1
+    )
+    w = voice + noise
+    return (w / np.sqrt(np.mean(w**2)) * 10 ** (C.AUDIO_TARGET_RMS_DBFS / 20)).astype(np.float32)
+
+
+def _librosa_log_mel(wave: np.ndarray) -> np.ndarray:
+    librosa = pytest.importorskip("librosa")
+    mel = librosa.feature.melspectrogram(
+        y=wave.astype(np.float64), sr=C.SAMPLE_RATE, n_fft=C.N_FFT, hop_length=C.HOP_LENGTH, n_mels=C.N_MELS,
+        fmin=C.F_MIN, fmax=C.F_MAX, center=True, pad_mode="constant", power=2.0,
+    )  # fmt: skip
+    return np.log(np.maximum(mel, C.LOG_MEL_FLOOR))[None, :, : C.MEL_FRAMES]
+
+
+class TestShapes:
+    def test_parameter_budget(self, model):
+        assert model.num_params() <= 5_000_000
+        assert {n for n, _ in model.named_children()} == {spec.name for spec in C.PARTS}
+
+    @pytest.mark.parametrize("spec", C.PARTS, ids=lambda s: s.name)
+    def test_each_part_matches_contract(self, model, spec):
+        with torch.no_grad():
+            out = model.part(spec.name)(*example_inputs(spec, batch=3))
+        out = out if isinstance(out, tuple) else (out,)
+        assert [tuple(o.shape) for o in out] == [(3, *t.shape) for t in spec.outputs]
+
+    def test_ensemble_outputs(self, model):
+        with torch.no_grad():
+            out = model(*example_inputs(C.ENSEMBLE, batch=5))
+        assert list(out) == [t.name for t in C.ENSEMBLE.outputs]
+        score, probs, interval, weights = (
+            out["score"],
+            out["class_probs"],
+            out["interval_90"],
+            out["modality_weights"],
+        )
+        assert ((score >= C.SCORE_MIN) & (score <= C.SCORE_MAX)).all()
+        assert torch.allclose(probs.sum(-1), torch.ones(5), atol=1e-5)
+        assert ((interval[:, :1] <= score) & (score <= interval[:, 1:])).all()
+        assert ((interval >= C.SCORE_MIN) & (interval <= C.SCORE_MAX)).all()
+        assert torch.allclose(weights.sum(-1), torch.ones(5), atol=1e-5)
+
+
+class TestMasks:
+    def _run(self, model, audio: bool, face: bool, frames_valid: int = C.FRAMES_PER_WINDOW):
+        wave, feats, mask, present, age = example_inputs(C.ENSEMBLE, batch=4, seed=3)
+        mask = mask.clone()
+        mask[:, frames_valid:] = 0
+        if not face:
+            mask.zero_()
+            feats = torch.full_like(feats, 1e3)  # garbage behind a zero mask must not matter
+        if not audio:
+            present = torch.zeros_like(present)
+        with torch.no_grad():
+            return model(wave, feats, mask, present, age), (wave, feats, mask, present, age)
+
+    @pytest.mark.parametrize(("audio", "face"), [(True, False), (False, True), (False, False)])
+    def test_absent_modality_gives_finite_outputs(self, model, audio, face):
+        out, _ = self._run(model, audio, face)
+        for name, value in out.items():
+            assert torch.isfinite(value).all(), name
+        weights = out["modality_weights"]
+        assert torch.all(weights[:, 0] == 0) if not audio else torch.all(weights[:, 0] > 0)
+        assert torch.all(weights[:, 1] == 0) if not face else torch.all(weights[:, 1] > 0)
+
+    def test_absent_audio_ignores_the_waveform(self, model):
+        out, (wave, feats, mask, present, age) = self._run(model, audio=False, face=True)
+        with torch.no_grad():
+            other = model(torch.randn_like(wave), feats, mask, present, age)
+        assert torch.allclose(out["score"], other["score"], atol=1e-5)
+
+    def test_masked_frames_are_ignored(self, model):
+        out, (wave, feats, mask, present, age) = self._run(model, audio=True, face=True, frames_valid=12)
+        feats = feats.clone()
+        feats[:, 12:] = 50.0  # change only frames the mask hides
+        with torch.no_grad():
+            other = model(wave, feats, mask, present, age)
+        assert torch.allclose(out["score"], other["score"], atol=1e-5)
+
+    def test_age_group_changes_the_prediction(self, model):
+        wave, feats, mask, present, _ = example_inputs(C.ENSEMBLE, batch=2)
+        with torch.no_grad():
+            scores = [model(wave, feats, mask, present, torch.full((2, 1), i))["score"] for i in range(3)]
+        assert not torch.allclose(scores[0], scores[1])
+
+
+class TestFrontend:
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_parity_with_librosa(self, model, seed):
+        wave = _realistic_window(seed)
+        with torch.no_grad():
+            ours = model.audio_frontend(torch.from_numpy(wave)[None])[0].numpy()
+        assert np.abs(ours - _librosa_log_mel(wave)).max() <= 1e-4
+
+    def test_parity_with_feature_reference(self, model):
+        logmel = pytest.importorskip("avpenet.features.logmel")
+        wave = _realistic_window(7)
+        with torch.no_grad():
+            ours = model.audio_frontend(torch.from_numpy(wave)[None])[0].numpy()
+        assert np.abs(ours - logmel.reference_log_mel(wave)).max() <= 1e-4
+
+    def test_silence_hits_the_floor(self, model):
+        with torch.no_grad():
+            out = model.audio_frontend(torch.zeros(1, C.WINDOW_SAMPLES))
+        assert torch.allclose(out, torch.full_like(out, float(np.log(C.LOG_MEL_FLOOR))))
+
+
+@pytest.mark.parametrize("spec", C.PARTS, ids=lambda s: s.name)
+def test_onnx_export_matches_torch(model, spec, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    part = model.part(spec.name).eval()
+    path = tmp_path / f"{spec.name}.onnx"
+    names = [t.name for t in (*spec.inputs, *spec.outputs)]
+    torch.onnx.export(
+        part, example_inputs(spec, batch=2), str(path), dynamo=False, opset_version=17,
+        input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+        dynamic_axes={n: {0: "batch"} for n in names},
+    )  # fmt: skip
+    inputs = example_inputs(spec, batch=5, seed=1)  # another batch size: the batch axis is dynamic
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {t.name: x.numpy() for t, x in zip(spec.inputs, inputs, strict=True)})
+    with torch.no_grad():
+        ref = part(*inputs)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    for t, g, r in zip(spec.outputs, got, ref, strict=True):
+        assert np.abs(g - r.numpy()).max() <= 1e-4, t.name
+
+
+def test_aggregate_windows_is_mean_with_calibrated_interval():
+    agg = aggregate_windows(
+        score=np.array([[2.0], [4.0]]), log_variance=np.log([[0.25], [0.25]]),
+        class_probs=np.array([[1.0, 0, 0], [0, 1.0, 0]]), modality_weights=np.array([[1.0, 0], [0.5, 0.5]]),
+        interval_scale=2.0,
+    )  # fmt: skip
+    assert agg["score"] == pytest.approx(3.0)
+    half = 1.6448536 * 2.0 * 0.5
+    assert np.allclose(agg["interval_90"], [3.0 - half, 3.0 + half], atol=1e-5)
+    assert np.allclose(agg["class_probs"], [0.5, 0.5, 0.0]) and np.allclose(
+        agg["modality_weights"], [0.75, 0.25]
+    )
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = AVPENet(AVPENetConfig(audio_channels=(8, 16, 32), n_fusion_layers=1)).eval()
+    model.fusion.interval_scale.fill_(1.7)
+    save_model(model, tmp_path, extra={"note": "x"})
+    loaded = load_model(tmp_path)
+    inputs = example_inputs(C.ENSEMBLE, batch=2)
+    with torch.no_grad():
+        assert torch.equal(model(*inputs)["interval_90"], loaded.model(*inputs)["interval_90"])
+    assert loaded.config["note"] == "x" and loaded.model.cfg.n_fusion_layers == 1
