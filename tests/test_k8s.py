@@ -1,0 +1,338 @@
+"""Offline validation of k8s/: every overlay renders, validates against Kubernetes 1.31 (strict), the custom
+resources match their schemas, the gateway's serveConfigV2 IS the local Serve config, and names cross-refer.
+
+No cluster can run here (RECIPES.md), so each check uses the best offline authority: kubernetes-validate's
+schemas for built-in kinds and pod templates, Ray Serve's own config schema, promtool for the alert rules.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+OVERLAYS = ("cpu", "gpu")
+K8S_VERSION = "1.31"  # the Kubernetes version the manifests are validated for (docs/DEPLOY.md)
+CUSTOM_KINDS = {"RayService", "ServiceMonitor", "PrometheusRule"}
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"k8s_{name}", K8S / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load("render")
+generate = _load("generate")
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render.render(K8S / "overlays" / request.param)
+
+
+def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _pod_templates(docs: list[dict]) -> list[tuple[str, dict]]:
+    """(owner, PodTemplateSpec) for the Triton Deployment and every Ray group of the RayService."""
+    out = [
+        (f"Deployment/{d['metadata']['name']}", d["spec"]["template"])
+        for d in docs
+        if d["kind"] == "Deployment"
+    ]
+    for rs in (d for d in docs if d["kind"] == "RayService"):
+        cluster = rs["spec"]["rayClusterConfig"]
+        out.append(("RayService/head", cluster["headGroupSpec"]["template"]))
+        out += [(f"RayService/{g['groupName']}", g["template"]) for g in cluster["workerGroupSpecs"]]
+    return out
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# --- rendering ---
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl not installed: k8s/render.py alone renders"
+)
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_python_renderer_equals_kubectl_kustomize(name: str) -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    key = lambda d: (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+    theirs = {key(d): d for d in yaml.safe_load_all(out) if d}
+    ours = {key(d): d for d in render.render(K8S / "overlays" / name)}
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert ours[k] == theirs[k], f"{k} differs between k8s/render.py and kubectl kustomize"
+
+
+def test_renderer_refuses_unknown_kustomize_features(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nreplicas: [{name: triton, count: 3}]\n")
+    with pytest.raises(render.RenderError, match="replicas"):
+        render.render(tmp_path)
+
+
+def test_generated_manifests_are_fresh() -> None:
+    """base/gateway-rayservice.yaml and base/prometheusrule.yaml equal what their sources generate now."""
+    if not generate.SERVE_CONFIG.exists():
+        pytest.skip("preprocess_service/serve_config.yaml has not landed yet")
+    assert generate.stale() == [], "run: python k8s/generate.py"
+
+
+# --- schemas ---
+def test_builtin_kinds_validate_strictly(overlay) -> None:
+    name, docs = overlay
+    checked = set()
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any unknown or wrong field
+        checked.add(doc["kind"])
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    } <= checked
+
+
+def test_strict_validation_catches_a_typo(overlay) -> None:
+    _, docs = overlay
+    bad = yaml.safe_load(yaml.safe_dump(_one(docs, "Deployment", "triton")))
+    bad["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {
+        "httpGet": {"path": "/", "port": 8000}
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_rayservice_pod_templates_validate_as_kubernetes_pods(overlay) -> None:
+    _, docs = overlay
+    rs = _one(docs, "RayService")
+    templates = [t for owner, t in _pod_templates(docs) if owner.startswith("RayService")]
+    autoscaler = rs["spec"]["rayClusterConfig"]["autoscalerOptions"]
+    templates.append(
+        {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "autoscaler",
+                        "image": "x",
+                        **{k: autoscaler[k] for k in ("securityContext", "resources")},
+                    }
+                ]
+            }
+        }
+    )
+    for template in templates:
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "t"},
+            "template": template,
+        }
+        kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOM_KINDS))
+def test_custom_resources_match_their_schemas(overlay, kind: str) -> None:
+    _, docs = overlay
+    schema = yaml.safe_load((K8S / "schemas" / f"{kind.lower()}.schema.yaml").read_text())
+    found = [d for d in docs if d["kind"] == kind]
+    assert found
+    for doc in found:
+        jsonschema.validate(doc, schema)
+    broken = yaml.safe_load(yaml.safe_dump(found[0]))
+    broken["spec"]["unknownField"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+# --- the gateway's Serve config ---
+def test_serve_config_v2_is_the_local_serve_config_and_valid(overlay) -> None:
+    _, docs = overlay
+    if not generate.SERVE_CONFIG.exists():
+        pytest.skip("preprocess_service/serve_config.yaml has not landed yet")
+    embedded = _one(docs, "RayService")["spec"]["serveConfigV2"]
+    assert embedded == generate.SERVE_CONFIG.read_text()
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(embedded))
+    for app in config.applications:
+        module = (
+            app.import_path.rsplit(":", 1)[0] if ":" in app.import_path else app.import_path.rsplit(".", 1)[0]
+        )
+        assert importlib.util.find_spec(module) is not None, f"{app.import_path} is not importable"
+
+
+def test_gateway_pod_environment_is_accepted_by_gateway_settings(overlay) -> None:
+    _, docs = overlay
+    if not generate.SERVE_CONFIG.exists():
+        pytest.skip("preprocess_service/serve_config.yaml has not landed yet")
+    settings_module = pytest.importorskip("preprocess_service.settings")
+    apps = yaml.safe_load(generate.SERVE_CONFIG.read_text())["applications"]
+    for owner, template in _pod_templates(docs):
+        if not owner.startswith("RayService"):
+            continue
+        env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"] if "value" in e}
+        for app in apps:
+            settings = settings_module.GatewaySettings.load(app.get("args") or {}, environ=env)
+            assert settings.triton_url == "triton.avpenet.svc.cluster.local:8001"
+            assert settings.auth_required and settings.api_keys_file
+
+
+# --- Triton and security ---
+def test_triton_deployment_shape(overlay) -> None:
+    name, docs = overlay
+    spec = _one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    assert ("--model-config-name=gpu" in server["args"]) == (name == "gpu")
+    if name == "gpu":
+        assert server["image"] == TRITON_IMAGE
+        assert (
+            server["resources"]["limits"]["nvidia.com/gpu"]
+            == server["resources"]["requests"]["nvidia.com/gpu"]
+        )
+    else:
+        assert "nvidia.com/gpu" not in server["resources"].get("limits", {})
+    probes = {p: server[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert all(path.startswith("/v2/health/") for path in probes.values())
+    assert probes["readinessProbe"] == "/v2/health/ready"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    models = mounts["/models"]
+    assert any(m["name"] == models for c in spec["initContainers"] for m in c["volumeMounts"])
+    assert "--model-repository=/models" in server["args"]
+
+
+def test_every_pod_runs_non_root_without_capabilities(overlay) -> None:
+    _, docs = overlay
+    templates = _pod_templates(docs)
+    assert len(templates) >= 3
+    for owner, template in templates:
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, owner
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", owner
+        assert pod.get("automountServiceAccountToken") is False, owner
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, f"{owner}/{container['name']}"
+            assert sc["capabilities"]["drop"] == ["ALL"], f"{owner}/{container['name']}"
+            assert "memory" in container["resources"]["limits"], f"{owner}/{container['name']}"
+
+
+def test_api_keys_come_from_a_secret(overlay) -> None:
+    _, docs = overlay
+    for owner, template in _pod_templates(docs):
+        if owner.startswith("RayService"):
+            secrets = [v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v]
+            assert secrets == ["avpenet-api-keys"], owner
+    assert not [d for d in docs if d["kind"] == "Secret"], "no Secret may be committed"
+
+
+# --- cross references ---
+def test_services_select_pods_and_named_ports(overlay) -> None:
+    _, docs = overlay
+    templates = _pod_templates(docs)
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        selected = [t for _, t in templates if _matches(svc["spec"]["selector"], t["metadata"]["labels"])]
+        assert selected, f"Service {svc['metadata']['name']} selects no pod"
+        for port in svc["spec"]["ports"]:
+            for t in selected:
+                names = {p["name"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
+                assert port["targetPort"] in names, f"{svc['metadata']['name']}:{port['name']}"
+
+
+def test_service_monitors_find_their_services_and_set_job_names(overlay) -> None:
+    _, docs = overlay
+    services = [d for d in docs if d["kind"] == "Service"]
+    jobs = set()
+    for sm in (d for d in docs if d["kind"] == "ServiceMonitor"):
+        (svc,) = [
+            s for s in services if _matches(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
+        ports = {p["name"] for p in svc["spec"]["ports"]}
+        assert {e["port"] for e in sm["spec"]["endpoints"]} <= ports
+        jobs.add(svc["metadata"]["labels"][sm["spec"]["jobLabel"]])
+        jobs |= {r["replacement"] for e in sm["spec"]["endpoints"] for r in e.get("relabelings", [])}
+    local = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    assert jobs == {c["job_name"] for c in local["scrape_configs"]}, (
+        "k8s and local job names must agree (alerts)"
+    )
+
+
+def test_hpa_and_pdb_target_triton(overlay) -> None:
+    _, docs = overlay
+    deployment = _one(docs, "Deployment", "triton")
+    hpa = _one(docs, "HorizontalPodAutoscaler", "triton")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    pdb = _one(docs, "PodDisruptionBudget")
+    assert _matches(
+        pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"]
+    )
+    assert hpa["spec"]["minReplicas"] >= 2, "a PDB with maxUnavailable 1 needs 2 pods to keep serving"
+    adapter = yaml.safe_load((ROOT / "monitoring" / "prometheus-adapter" / "values.yaml").read_text())
+    served = {r["name"]["as"] for r in adapter["rules"]["custom"]}
+    used = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+    assert used and used <= served
+
+
+def test_only_the_gateway_reaches_triton(overlay) -> None:
+    _, docs = overlay
+    policy = _one(docs, "NetworkPolicy", "triton-ingress")
+    triton = _one(docs, "Deployment", "triton")["spec"]["template"]["metadata"]["labels"]
+    assert _matches(policy["spec"]["podSelector"]["matchLabels"], triton)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    inference_rules = [
+        r for r in policy["spec"]["ingress"] if {p["port"] for p in r["ports"]} & {"http", "grpc"}
+    ]
+    (rule,) = inference_rules
+    (peer,) = rule["from"]
+    assert set(peer) == {"podSelector"}, "inference ports must not be opened to a namespace or IP block"
+    allowed = [
+        o
+        for o, t in _pod_templates(docs)
+        if _matches(peer["podSelector"]["matchLabels"], t["metadata"]["labels"])
+    ]
+    assert allowed and all(o.startswith("RayService") for o in allowed)
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing: `make setup` apt-installs prometheus"
+)
+def test_prometheusrule_passes_promtool(overlay, tmp_path: Path) -> None:
+    _, docs = overlay
+    rule = _one(docs, "PrometheusRule")
+    source = yaml.safe_load(generate.ALERT_RULES.read_text())
+    assert rule["spec"]["groups"] == source["groups"]
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
