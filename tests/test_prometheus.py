@@ -1,0 +1,158 @@
+"""A real Prometheus (Debian's `prometheus`) scrapes the live local stack with the repo's scrape config, and
+PromQL over its HTTP API finds Triton's series after traffic (and the gateway's, once its fixture runs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from avpenet import contract
+from ensemble.server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRAPE_CONFIG = ROOT / "monitoring" / "prometheus.yml"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None, reason="prometheus missing: `make setup` apt-installs it"
+    ),
+]
+
+
+def scrape_config_for(targets: dict[str, str], rules_dir: Path, interval: str = "1s") -> dict:
+    """The repo's prometheus.yml, each job's target set to the live address (jobs not given are dropped)."""
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    config["global"]["scrape_interval"] = interval
+    config["rule_files"] = [str(rules_dir / Path(p).relative_to("rules")) for p in config["rule_files"]]
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] in targets:
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+            jobs.append(job)
+    config["scrape_configs"] = jobs
+    return config
+
+
+class Prometheus:
+    """`prometheus` on a free loopback port with a private TSDB; stopped (and its data removed) on exit."""
+
+    def __init__(self, config: dict, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Prometheus:
+        self.process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "prometheus.log", "wb"),  # noqa: SIM115 - closed with the process
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.workdir / "prometheus.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError("prometheus not ready in 30 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def api(self, path: str, **params: str) -> dict:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def wait_for(self, promql: str, timeout_s: float = 30) -> list[dict]:
+        """The query's result vector once it is non-empty (scrapes land every second)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = self.api("query", query=promql)["result"]
+            if result:
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"no series for {promql!r} after {timeout_s:.0f} s")
+
+
+def _score_directly(http_url: str, n: int) -> None:
+    """n ensemble requests of one zero window each, straight to Triton (the gateway-free traffic source)."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http_url)
+    for _ in range(n):
+        inputs = []
+        for spec in contract.ENSEMBLE.inputs:
+            data = np.zeros((1, *spec.shape), dtype=spec.numpy_dtype)
+            tensor = httpclient.InferInput(spec.name, list(data.shape), spec.dtype)
+            tensor.set_data_from_numpy(data)
+            inputs.append(tensor)
+        client.infer(contract.ENSEMBLE.name, inputs)
+
+
+@pytest.fixture()
+def prometheus_on_triton(triton_server, tmp_path: Path) -> Iterator[Prometheus]:
+    config = scrape_config_for(
+        {"triton": f"127.0.0.1:{triton_server.metrics_port}"}, ROOT / "monitoring" / "rules"
+    )
+    with Prometheus(config, tmp_path) as prometheus:
+        yield prometheus
+
+
+def test_prometheus_scrapes_triton_series_after_traffic(
+    triton_server, prometheus_on_triton: Prometheus
+) -> None:
+    prometheus = prometheus_on_triton
+    (up,) = prometheus.wait_for('up{job="triton"} == 1')
+    before = prometheus.api(
+        "query", query=f'nv_inference_request_success{{model="{contract.ENSEMBLE.name}"}}'
+    )
+    sent = 5
+    _score_directly(triton_server.http_url, sent)
+    baseline = float(before["result"][0]["value"][1]) if before["result"] else 0.0
+    deadline = time.monotonic() + 30
+    count = baseline
+    while time.monotonic() < deadline and count < baseline + sent:
+        result = prometheus.api(
+            "query", query=f'nv_inference_request_success{{job="triton", model="{contract.ENSEMBLE.name}"}}'
+        )
+        count = float(result["result"][0]["value"][1]) if result["result"] else 0.0
+        time.sleep(0.5)
+    assert count >= baseline + sent
+    models = {s["metric"]["model"] for s in prometheus.wait_for('nv_inference_exec_count{job="triton"}')}
+    assert {m.name for m in contract.MODELS} <= models
+    # The repo's rules are loaded, and the alert on Triton being down is not firing while it is up.
+    groups = {g["name"]: g for g in prometheus.api("rules")["groups"]}
+    assert {"avpenet-recording", "avpenet-alerts"} <= groups.keys()
+    firing = prometheus.api("alerts")["alerts"]
+    assert not [a for a in firing if a["labels"]["alertname"] == "AvpenetTritonNotReady"]
