@@ -162,19 +162,22 @@ def normalise_window(window: np.ndarray) -> np.ndarray:
     return (np.asarray(window, np.float64) * gain).astype(np.float32)
 
 
-def windows(wave: np.ndarray | None) -> np.ndarray:
+def windows(wave: np.ndarray | None, n_windows: int | None = None) -> np.ndarray:
     """[N, WINDOW_SAMPLES] float32: window i = samples [i*HOP, i*HOP + WINDOW), zero-padded, normalised.
 
-    The level of a padded last window is measured on its real samples only, so padding does not make a
-    short tail look quieter and earn extra gain.
+    N is window_count(len(wave)) unless n_windows is given (windows past the end are all zeros). The level
+    of a padded window is measured on its real samples only, so padding does not make a short tail look
+    quieter and earn extra gain.
     """
-    if wave is None:
-        return np.zeros((0, contract.WINDOW_SAMPLES), np.float32)
-    wave = np.asarray(wave, np.float32).reshape(-1)
-    n = window_count(wave.size)
+    size = 0 if wave is None else int(np.asarray(wave).size)
+    n = window_count(size) if n_windows is None else int(n_windows)
     out = np.zeros((n, contract.WINDOW_SAMPLES), np.float32)
+    if wave is None:
+        return out
+    wave = np.asarray(wave, np.float32).reshape(-1)
     for i in range(n):
         piece = wave[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
-        gain = 10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0)
-        out[i, : piece.size] = piece * np.float32(gain)
+        if piece.size:
+            gain = 10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0)
+            out[i, : piece.size] = piece * np.float32(gain)
     return out

@@ -1,0 +1,202 @@
+"""Per-frame visual feature vector from a FaceTrack — the same function for training and serving.
+
+Layout (contract.VISUAL_FEATURE_SEGMENTS, VISUAL_FEATURE_DIM = 201 columns; `contract.feature_slice(name)`):
+
+- ``landmarks_xy`` (140): x, y of the 70 points of contract.LANDMARK_SUBSET (grouped jaw, brows, nose, eyes,
+  mouth) in the canonical face frame, interleaved [x0, y0, x1, y1, ...]. Each frame's landmarks (in pixels,
+  so the image aspect ratio is respected) are mapped by the least-squares similarity transform
+  (Procrustes/Umeyama: translation + uniform scale + in-plane rotation) that best fits its STABLE_POINTS
+  (eye corners, nose bridge) to the same points of the canonical template. The template is the neutral
+  face the real FaceLandmarker reports on `skimage.data.astronaut()` (``canonical_face.npy``, rebuilt by
+  ``python -m avpenet.features.visual``), expressed with its origin between the eyes, x along the eye line
+  (toward the subject's left eye, i.e. image right), y down, and unit = inter-ocular distance (IOD). So
+  values are O(1) and position, scale and roll are gone; yaw/pitch remain as shape changes and are given
+  explicitly in ``head_pose``.
+- ``blendshapes`` (52): the tracker's scores in contract.BLENDSHAPE_NAMES order, 0-1.
+- ``au_proxies`` (6): contract.AU_NAMES. Blendshapes where they work on real faces (RECIPES.md caveats):
+  AU4 = mean browDown, AU7 = mean eyeSquint (note its 0.1-0.5 neutral baseline), AU10 = mean mouthUpperUp.
+  Geometry where blendshapes are blind (cheekSquint/noseSneer stay 0): AU6 = cheek points rising toward
+  the lower lids, AU9 = nose wings rising toward the inner eye corners, both as the change from the
+  template's distance in IOD times AU_GEOMETRY_GAIN (≈ 1 for a 5 % IOD movement, signed, identity shifts
+  the zero point). AU43 = eye closure from lid distance: 1 - (lid gap / eye width) / template ratio,
+  clipped to [0, 1].
+- ``head_pose`` (3): yaw, pitch, roll in radians from the rotation part of the tracker's 4×4 facial
+  transformation matrix (R = Rz(roll) · Ry(yaw) · Rx(pitch)).
+
+Mask: 1 where the frame is usable — a face was found, its inter-ocular distance is at least MIN_IOD_PX
+pixels, at least MIN_IN_FRAME of the subset lies inside the image, |yaw| ≤ MAX_YAW, and the aligned shape is
+plausible (mean distance of the aligned subset to the template ≤ MAX_SHAPE_ERROR IOD; catches tracker
+failures, not identity or pose). Masked frames have all-zero features. All values are finite float32.
+Not detected here: a mask or pacifier over the mouth — mediapipe then hallucinates a plausible, still lower
+face and its mouth blendshapes collapse; the model sees that in the features, the mask cannot.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract
+from avpenet.features.track import FaceTrack
+
+TEMPLATE_PATH = Path(__file__).with_name("canonical_face.npy")
+
+# mediapipe face-mesh indices (the subject's right eye is on the image left).
+RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER = 33, 133, 362, 263
+RIGHT_UPPER_LID, RIGHT_LOWER_LID, LEFT_UPPER_LID, LEFT_LOWER_LID = (159, 158, 160), (145, 144, 153), (
+    386, 385, 387), (374, 373, 380)  # fmt: skip
+RIGHT_CHEEK, LEFT_CHEEK = (50, 205), (280, 425)
+RIGHT_NOSE_WING, LEFT_NOSE_WING = (129, 98), (358, 327)
+STABLE_POINTS = (RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER, 168, 6, 197)
+
+AU_GEOMETRY_GAIN = 20.0  # a 5 % IOD movement → 1.0
+MIN_IOD_PX = 8.0
+MIN_IN_FRAME = 0.8
+MAX_YAW = np.deg2rad(50.0)  # beyond this one half of the face is hidden
+MAX_SHAPE_ERROR = 0.6  # IOD; neonate proportions at 35° yaw reach ~0.35, at 50° ~0.5
+FEATURE_LIMIT = 10.0  # features are clipped to ± this (they are O(1); guards against degenerate frames)
+
+_BS = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
+_SUBSET = np.asarray(contract.LANDMARK_SUBSET)
+_STABLE = np.asarray(STABLE_POINTS)
+
+
+def canonical_frame(points_px: np.ndarray) -> np.ndarray:
+    """Express one face's landmarks [478, 2] (pixels) with origin between the eyes, x along the eye line and
+    unit = inter-ocular distance — the frame the template is stored in."""
+    right = points_px[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER]].mean(0)
+    left = points_px[[LEFT_EYE_INNER, LEFT_EYE_OUTER]].mean(0)
+    axis = left - right
+    iod = float(np.hypot(*axis))
+    c, s = axis / iod
+    rot = np.array([[c, s], [-s, c]])  # rotates the eye axis onto +x
+    return ((points_px - (left + right) / 2) @ rot.T) / iod
+
+
+def build_template() -> np.ndarray:
+    """Run the real FaceLandmarker on skimage's astronaut photo → canonical landmarks [478, 2] float32."""
+    from skimage import data
+
+    from avpenet.features.tracker import detect_image
+
+    image = data.astronaut()
+    track = detect_image(image)
+    if not track.face_present[0]:
+        raise RuntimeError("FaceLandmarker found no face on the astronaut photo")
+    h, w = image.shape[:2]
+    return canonical_frame(track.landmarks[0, :, :2] * np.array([w, h])).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def template() -> np.ndarray:
+    """The canonical template [478, 2] (IOD units), loaded from the committed asset."""
+    return np.load(TEMPLATE_PATH, allow_pickle=False).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _template_measures() -> dict[str, float]:
+    t = template()[None]
+    return {k: float(v[0]) for k, v in _geometry(t).items()}
+
+
+def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame geometric measures of aligned landmarks [T, 478, 2] (IOD units, y down)."""
+
+    def y(idx) -> np.ndarray:
+        return p[:, list(idx), 1].mean(1)
+
+    def eye_ratio(upper, lower, a, b) -> np.ndarray:
+        gap = y(lower) - y(upper)
+        width = np.linalg.norm(p[:, a] - p[:, b], axis=-1)
+        return gap / np.maximum(width, 1e-6)
+
+    return {
+        # cheek below lower lid: shrinks when the cheeks rise (AU6)
+        "cheek_gap": 0.5 * ((y(RIGHT_CHEEK) - y(RIGHT_LOWER_LID)) + (y(LEFT_CHEEK) - y(LEFT_LOWER_LID))),
+        # nose wings below inner eye corners: shrinks when the nose wrinkles (AU9)
+        "nose_gap": 0.5 * (
+            (y(RIGHT_NOSE_WING) - p[:, RIGHT_EYE_INNER, 1]) + (y(LEFT_NOSE_WING) - p[:, LEFT_EYE_INNER, 1])
+        ),
+        "eye_ratio": 0.5 * (
+            eye_ratio(RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_EYE_OUTER, RIGHT_EYE_INNER)
+            + eye_ratio(LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_EYE_OUTER, LEFT_EYE_INNER)
+        ),
+    }  # fmt: skip
+
+
+def align(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity-align landmarks [T, 478, 2] (pixels) to the template on STABLE_POINTS.
+
+    Returns the aligned landmarks [T, 478, 2] in template units and each frame's scale (pixels per IOD).
+    2-D similarity in complex form: z ↦ a·(z − mean z) + mean q with a = Σ conj(z̃)·q̃ / Σ |z̃|².
+    """
+    z = points[..., 0] + 1j * points[..., 1]
+    q = template()[_STABLE]
+    q = q[:, 0] + 1j * q[:, 1]
+    zs = z[:, _STABLE]
+    z_mean = zs.mean(1, keepdims=True)
+    zc, qc = zs - z_mean, q - q.mean()
+    denom = np.sum(np.abs(zc) ** 2, axis=1, keepdims=True)
+    a = np.sum(np.conj(zc) * qc[None], axis=1, keepdims=True) / np.maximum(denom, 1e-12)
+    aligned = a * (z - z_mean) + q.mean()
+    scale = 1.0 / np.maximum(np.abs(a[:, 0]), 1e-12)
+    return np.stack([aligned.real, aligned.imag], axis=-1), scale
+
+
+def head_pose_angles(matrices: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) radians [T, 3] from 4×4 facial transforms [T, 4, 4]; zeros for all-zero matrices."""
+    r = np.asarray(matrices, np.float64)[:, :3, :3]
+    norms = np.linalg.norm(r, axis=1, keepdims=True)  # column norms: remove any scale in the transform
+    r = r / np.where(norms > 1e-9, norms, 1.0)
+    yaw = np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0))
+    pitch = np.arctan2(r[:, 2, 1], r[:, 2, 2])
+    roll = np.arctan2(r[:, 1, 0], r[:, 0, 0])
+    out = np.stack([yaw, pitch, roll], axis=1)
+    out[np.all(norms[:, 0] < 1e-9, axis=1)] = 0.0
+    return out
+
+
+def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
+    """(features [T, VISUAL_FEATURE_DIM] float32, mask [T] float32) of a face track (see module doc)."""
+    t = track.n_frames
+    feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
+    if t == 0:
+        return feats.astype(np.float32), np.zeros(0, np.float32)
+    w, h = (int(v) for v in track.image_size)
+    size = np.array([w, h] if w > 0 and h > 0 else [1, 1], np.float64)
+    lm = np.nan_to_num(np.asarray(track.landmarks, np.float64)[..., :2])
+    present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
+
+    aligned, px_per_iod = align(lm * size)
+    err = np.mean(np.linalg.norm(aligned[:, _SUBSET] - template()[_SUBSET], axis=-1), axis=1)
+    sub = lm[:, _SUBSET]
+    in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
+    pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
+    usable = present & (in_frame >= MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= MAX_YAW) & (err <= MAX_SHAPE_ERROR)
+    if w > 0 and h > 0:
+        usable &= px_per_iod >= MIN_IOD_PX
+
+    bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
+    geo, ref = _geometry(aligned), _template_measures()
+    au = {
+        "AU4": 0.5 * (bs[:, _BS["browDownLeft"]] + bs[:, _BS["browDownRight"]]),
+        "AU6": (ref["cheek_gap"] - geo["cheek_gap"]) * AU_GEOMETRY_GAIN,
+        "AU7": 0.5 * (bs[:, _BS["eyeSquintLeft"]] + bs[:, _BS["eyeSquintRight"]]),
+        "AU9": (ref["nose_gap"] - geo["nose_gap"]) * AU_GEOMETRY_GAIN,
+        "AU10": 0.5 * (bs[:, _BS["mouthUpperUpLeft"]] + bs[:, _BS["mouthUpperUpRight"]]),
+        "AU43": np.clip(1.0 - geo["eye_ratio"] / ref["eye_ratio"], 0.0, 1.0),
+    }
+    feats[:, contract.feature_slice("landmarks_xy")] = aligned[:, _SUBSET].reshape(t, -1)
+    feats[:, contract.feature_slice("blendshapes")] = bs
+    feats[:, contract.feature_slice("au_proxies")] = np.stack([au[n] for n in contract.AU_NAMES], axis=1)
+    feats[:, contract.feature_slice("head_pose")] = pose
+    feats = np.clip(np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), -FEATURE_LIMIT, FEATURE_LIMIT)
+    feats[~usable] = 0.0
+    return feats.astype(np.float32), usable.astype(np.float32)
+
+
+if __name__ == "__main__":  # python -m avpenet.features.visual: rebuild the committed template
+    np.save(TEMPLATE_PATH, build_template())
+    print(f"wrote {TEMPLATE_PATH}")

@@ -1,0 +1,99 @@
+"""Per-window ensemble inputs: the one function training, evaluation, the gateway and the tests call.
+
+Audio and video share one 1 s grid: window i covers audio samples [i*HOP_SAMPLES, +WINDOW_SAMPLES) and
+video frames [i*FRAMES_PER_HOP, +FRAMES_PER_WINDOW). N = the larger window count of the modalities present;
+the shorter one is zero-padded (audio_present 0 for windows holding no audio sample, frame_mask 0 for
+frames past the end or without a usable face). Every clip is decoded and tracked once; overlapping windows
+share the frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avpenet import contract
+from avpenet.errors import NothingToScore
+from avpenet.features import audio
+from avpenet.features.track import FaceTrack
+
+
+def frame_window_count(n_frames: int) -> int:
+    """Windows of FRAMES_PER_WINDOW with FRAMES_PER_HOP hop covering n_frames (the last padded)."""
+    return audio._count(n_frames, contract.FRAMES_PER_WINDOW, contract.FRAMES_PER_HOP)
+
+
+def window_starts_s(n: int) -> np.ndarray:
+    """Start time (s) of each of n windows: the timeline the gateway reports."""
+    return np.arange(n, dtype=np.float64) * contract.HOP_SECONDS
+
+
+def _age(age_group: str | int) -> int:
+    if isinstance(age_group, int | np.integer):
+        if not 0 <= int(age_group) < len(contract.AGE_GROUPS):
+            raise ValueError(f"age_group index must be in [0, {len(contract.AGE_GROUPS)}); got {age_group}")
+        return int(age_group)
+    return contract.age_index(age_group)
+
+
+def inputs_from_features(
+    wave: np.ndarray | None,
+    feats: np.ndarray | None,
+    mask: np.ndarray | None,
+    age_group: str | int,
+    *,
+    require_signal: bool = False,
+) -> dict[str, np.ndarray]:
+    """Batched ensemble inputs {contract tensor name: array with a leading window axis N}.
+
+    wave: 16 kHz mono float32 [S] or None (no audio track); feats [T, VISUAL_FEATURE_DIM] and mask [T] from
+    visual.frame_features, or None (no video). With require_signal=True a clip with neither audio samples nor
+    a single usable face frame raises NothingToScore (the gateway's 422); training leaves it False.
+    """
+    age = _age(age_group)
+    n_samples = 0 if wave is None else int(np.asarray(wave).size)
+    if (feats is None) != (mask is None):
+        raise ValueError("feats and mask must both be given or both be None")
+    n_frames = 0
+    if feats is not None:
+        feats = np.asarray(feats, np.float32)
+        mask = np.asarray(mask, np.float32).reshape(-1)
+        if feats.ndim != 2 or feats.shape[1] != contract.VISUAL_FEATURE_DIM or feats.shape[0] != mask.size:
+            raise ValueError(
+                f"feats must be [T, {contract.VISUAL_FEATURE_DIM}] with mask [T]; "
+                f"got {feats.shape} and {mask.shape}"
+            )
+        n_frames = feats.shape[0]
+    if require_signal and n_samples == 0 and (mask is None or not mask.any()):
+        raise NothingToScore(
+            "the clip has no audio and no usable face in any frame; send audio or a visible face"
+        )
+    n = max(audio.window_count(n_samples), frame_window_count(n_frames))
+
+    waveform = audio.windows(wave if n_samples else None, n_windows=n)
+    present = np.array([i * contract.HOP_SAMPLES < n_samples for i in range(n)], np.float32)
+    visual = np.zeros((n, contract.FRAMES_PER_WINDOW, contract.VISUAL_FEATURE_DIM), np.float32)
+    frame_mask = np.zeros((n, contract.FRAMES_PER_WINDOW), np.float32)
+    if feats is not None:
+        for i in range(n):
+            start = i * contract.FRAMES_PER_HOP
+            piece = slice(start, min(start + contract.FRAMES_PER_WINDOW, n_frames))
+            k = max(0, piece.stop - piece.start)
+            visual[i, :k] = feats[piece]
+            frame_mask[i, :k] = mask[piece]
+    return {
+        contract.WAVEFORM.name: waveform,
+        contract.VISUAL_FEATURES.name: visual,
+        contract.FRAME_MASK.name: frame_mask,
+        contract.AUDIO_PRESENT.name: present[:, None],
+        contract.AGE_GROUP.name: np.full((n, 1), age, np.int64),
+    }
+
+
+def model_inputs(
+    wave: np.ndarray | None, track: FaceTrack | None, age_group: str | int, *, require_signal: bool = False
+) -> dict[str, np.ndarray]:
+    """frame_features(track) + inputs_from_features: decoded audio and face track → ensemble inputs."""
+    from avpenet.features.visual import frame_features
+
+    feats, mask = frame_features(track) if track is not None else (None, None)
+    return inputs_from_features(wave, feats, mask, age_group, require_signal=require_signal)
