@@ -1,0 +1,113 @@
+"""A retrained part is exported as version N+1 and swapped in under traffic with zero failed requests."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+
+from avpenet import contract
+from ensemble import DEFAULT_REPOSITORY, export, versions
+from ensemble.onnx_export import valid_inputs
+from ensemble.server import TritonServer
+
+pytestmark = pytest.mark.integration
+SWAP_TIMEOUT_S = 60.0
+
+
+def _request(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    tensors = []
+    for t in contract.ENSEMBLE.inputs:
+        tensor = grpcclient.InferInput(t.name, list(arrays[t.name].shape), t.dtype)
+        tensor.set_data_from_numpy(arrays[t.name])
+        tensors.append(tensor)
+    return tensors
+
+
+class Traffic:
+    """Clients calling the ensemble in a loop; records every score and every failure."""
+
+    def __init__(self, url: str, arrays: dict[str, np.ndarray], clients: int = 2) -> None:
+        self.url, self.arrays = url, arrays
+        self.scores: list[np.ndarray] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
+
+    def _loop(self) -> None:
+        client = grpcclient.InferenceServerClient(self.url)
+        inputs = _request(self.arrays)
+        while not self._stop.is_set():
+            try:
+                result = client.infer(contract.ENSEMBLE.name, inputs, client_timeout=10)
+                self.scores.append(result.as_numpy(contract.SCORE.name).copy())
+            except Exception as exc:  # every failure is the test's business, whatever its type
+                self.failures.append(repr(exc))
+        client.close()
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def test_new_fusion_version_swaps_in_under_traffic_without_failures(tmp_path: Path) -> None:
+    warnings.filterwarnings("ignore")
+    repo = tmp_path / "repo"
+    shutil.copytree(DEFAULT_REPOSITORY, repo)
+    fusion_dir = repo / contract.FUSION.name
+    old_version = versions.latest(fusion_dir)
+    old_model = export.model_from_source(versions.read_manifest(fusion_dir, old_version)["source"])
+    new_model = copy.deepcopy(old_model)
+    with torch.no_grad():
+        new_model.fusion.score_head.bias.add_(
+            1.5
+        )  # a visibly different score: we can tell which version answered
+    arrays = valid_inputs(contract.ENSEMBLE, batch=2, seed=5)
+    with torch.inference_mode():
+        as_tensors = [torch.from_numpy(arrays[t.name]) for t in contract.ENSEMBLE.inputs]
+        old_score = old_model(*as_tensors)[contract.SCORE.name].numpy()
+        new_score = new_model(*as_tensors)[contract.SCORE.name].numpy()
+    assert np.abs(old_score - new_score).min() > 1e-2
+
+    with (
+        TritonServer(repo=repo, model_control="explicit") as server,
+        Traffic(server.grpc_url, arrays) as traffic,
+    ):
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        time.sleep(0.5)
+        report = export.export_repository(new_model, repo, {"kind": "in-memory", "note": "test"}, keep=3)
+        assert (
+            report[contract.FUSION.name]["created"]
+            and report[contract.FUSION.name]["version"] == old_version + 1
+        )
+        assert not any(report[p.name]["created"] for p in contract.PARTS if p != contract.FUSION)
+        client.load_model(contract.FUSION.name)
+        deadline = time.monotonic() + SWAP_TIMEOUT_S
+        while not client.is_model_ready(contract.FUSION.name, str(old_version + 1)):
+            assert time.monotonic() < deadline, "version N+1 never became ready"
+            time.sleep(0.05)
+        swapped_at = len(traffic.scores)
+        time.sleep(1.0)
+        assert not client.is_model_ready(contract.FUSION.name, str(old_version))  # latest {num_versions: 1}
+        assert client.is_model_ready(contract.ENSEMBLE.name)
+
+    assert traffic.failures == []
+    assert swapped_at >= 2 and len(traffic.scores) > swapped_at + 2
+    np.testing.assert_allclose(traffic.scores[0], old_score, atol=1e-4)
+    np.testing.assert_allclose(traffic.scores[-1], new_score, atol=1e-4)
+    for score in traffic.scores:  # every answer came whole from one version or the other
+        assert np.allclose(score, old_score, atol=1e-4) or np.allclose(score, new_score, atol=1e-4)
