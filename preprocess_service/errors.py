@@ -1,0 +1,68 @@
+"""Gateway-side failures, each tied to an HTTP status and a gRPC code like `avpenet.errors.InputError`.
+
+Input problems come from `avpenet.errors` (raised by the shared feature code); these cover the rest: the
+request's shape, auth, overload and Triton. Every class carries `http_status` and `grpc_code` so HTTP and gRPC
+answer the same failure the same way (`status_of`).
+"""
+
+from __future__ import annotations
+
+from avpenet.errors import InputError
+
+
+class InvalidRequest(InputError):
+    """Parts missing or combined wrongly, unknown age_group, bad field values (422)."""
+
+    http_status = 422
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class GatewayError(Exception):
+    """A request that failed for a reason other than its content."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+    retry_after_s: int | None = None
+
+
+class Unauthenticated(GatewayError):
+    """Missing or wrong API key (401)."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class Overloaded(GatewayError):
+    """The replica's in-flight limit or Triton's queue is full: retry after a moment (429)."""
+
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TritonUnavailable(GatewayError):
+    """Triton is down, not ready or unreachable after the retries (503 + Retry-After)."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TritonTimeout(GatewayError):
+    """Triton did not answer within the deadline (504)."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    """(HTTP status, gRPC code name) for any exception; unknown ones are internal errors."""
+    if isinstance(exc, InputError | GatewayError):
+        return int(exc.http_status), str(exc.grpc_code)
+    return 500, "INTERNAL"

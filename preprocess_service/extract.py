@@ -1,0 +1,83 @@
+"""Decode an upload and build its batched model inputs with the shared feature code (the CPU-heavy stage).
+
+Each audio sample and video frame is decoded and face-tracked once for the whole clip; `windows.model_inputs`
+then cuts the shared wave and track into overlapping 3 s windows. Runs synchronously: callers put it on a
+worker thread (or in the FeatureExtractor deployment) so no event loop ever blocks on decoding. Bytes stay in
+memory; nothing is written to disk.
+
+Stages as timed and traced: `decode` = audio decoding and landmarks-file parsing; `features` = video decoding
+with face tracking (they are one pass over the frames) and window building.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from avpenet import contract
+from avpenet.errors import NothingToScore
+from preprocess_service import telemetry
+from preprocess_service.limits import check_duration
+from preprocess_service.protocol import ScoreRequest
+from preprocess_service.settings import Limits
+
+
+@dataclass
+class Extracted:
+    inputs: dict[str, np.ndarray]  # contract input name -> [N windows, ...]
+    duration_s: float
+    modalities: list[str]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_windows(self) -> int:
+        return int(len(self.inputs[contract.WAVEFORM.name]))
+
+
+def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | None = None) -> Extracted:
+    """Model inputs for one request; raises `avpenet.errors.InputError` subclasses for bad media."""
+    from avpenet.features import audio, tracker, windows
+    from avpenet.features.track import FaceTrack
+
+    tracer = telemetry.tracer()
+    parent = telemetry.extract_context(carrier or {})
+    timings: dict[str, float] = {}
+    video_limits = tracker.VideoLimits(max_seconds=limits.max_duration_s, max_pixels=limits.max_pixels)
+    max_frames = int(limits.max_duration_s * contract.FPS)
+
+    wave = track = None
+    t0 = time.perf_counter()
+    with tracer.start_as_current_span("decode", context=parent) as span:
+        sound = request.clip or request.audio
+        if sound is not None:
+            wave = audio.load_audio(sound.data, name=sound.filename, max_seconds=limits.max_duration_s)
+        if request.landmarks is not None:
+            track = FaceTrack.load_npz(request.landmarks.data, max_frames=max_frames)
+        span.set_attribute("avpenet.audio_seconds", 0.0 if wave is None else len(wave) / contract.SAMPLE_RATE)
+    timings["decode"] = (time.perf_counter() - t0) * 1000.0
+
+    t1 = time.perf_counter()
+    with tracer.start_as_current_span("features", context=parent) as span:
+        picture = request.clip or request.video
+        if picture is not None:
+            track = tracker.track_video(picture.data, video_limits)
+        duration = max(
+            0.0 if wave is None else len(wave) / contract.SAMPLE_RATE,
+            0.0 if track is None else track.duration_s,
+        )
+        check_duration(duration, limits.max_duration_s)
+        face = track is not None and bool(np.any(track.face_present))
+        if wave is None and not face:
+            raise NothingToScore(
+                "no audio track and no face found; send audio, or video where a face is visible"
+                if track is not None
+                else "no audio track found; send audio or a video with sound"
+            )
+        inputs = windows.model_inputs(wave, track, request.age_group)
+        span.set_attribute("avpenet.windows", int(len(inputs[contract.WAVEFORM.name])))
+    timings["features"] = (time.perf_counter() - t1) * 1000.0
+    modalities = [m for m, present in (("audio", wave is not None), ("visual", face)) if present]
+    return Extracted(inputs=inputs, duration_s=duration, modalities=modalities, timings_ms=timings)

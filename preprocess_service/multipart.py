@@ -1,0 +1,100 @@
+"""Parse a `multipart/form-data` scoring upload fully in memory into a ScoreRequest.
+
+Starlette's form parser spools files over 1 MB to a temporary file; patient media must never touch disk, so
+the body (already bounded by the upload limit) is parsed here with python-multipart's streaming parser.
+"""
+
+from __future__ import annotations
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from avpenet.errors import UnsupportedMedia
+from preprocess_service.errors import InvalidRequest
+from preprocess_service.protocol import MEDIA_PARTS, MediaPart, ScoreRequest
+
+TEXT_FIELDS = ("age_group", "subject_ref", "encounter_ref")
+MAX_TEXT_BYTES = 256
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    """The multipart boundary; anything but multipart/form-data is 415."""
+    ctype, params = parse_options_header(content_type or "")
+    if ctype != b"multipart/form-data":
+        raise UnsupportedMedia(
+            "send the upload as multipart/form-data (clip, audio, video or landmarks parts)"
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidRequest("multipart/form-data without a boundary")
+    return boundary
+
+
+def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> ScoreRequest:
+    """ScoreRequest from a multipart body; unknown, duplicate or non-UTF-8 fields are 422."""
+    boundary = boundary_of(content_type)
+    parts: list[tuple[dict[bytes, bytes], bytearray]] = []
+    header_field = bytearray()
+    header_value = bytearray()
+
+    def on_part_begin() -> None:
+        parts.append(({}, bytearray()))
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        parts[-1][0][bytes(header_field).lower()] = bytes(header_value)
+        header_field.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][1].extend(data[start:end])
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:  # python-multipart raises its own error types for malformed bodies
+        raise InvalidRequest(f"malformed multipart body ({type(exc).__name__})") from None
+
+    media: dict[str, MediaPart] = {}
+    fields: dict[str, str] = {}
+    for headers, data in parts:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        try:
+            name = disposition.get(b"name", b"").decode("utf-8")
+            filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
+        except UnicodeDecodeError:
+            raise InvalidRequest("a multipart field name is not UTF-8") from None
+        if name in media or name in fields:
+            raise InvalidRequest(f"part {name!r} sent twice")
+        if name in MEDIA_PARTS:
+            ctype = headers.get(b"content-type", b"").decode("latin-1")
+            media[name] = MediaPart(data=bytes(data), filename=filename, content_type=ctype)
+        elif name in TEXT_FIELDS:
+            if len(data) > MAX_TEXT_BYTES:
+                raise InvalidRequest(f"field {name!r} is longer than {MAX_TEXT_BYTES} bytes")
+            try:
+                fields[name] = bytes(data).decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise InvalidRequest(f"field {name!r} is not UTF-8 text") from None
+        else:
+            allowed = ", ".join((*MEDIA_PARTS, *TEXT_FIELDS))
+            raise InvalidRequest(f"unknown part {name[:32]!r}; expected {allowed}")
+    return ScoreRequest(
+        **media,
+        age_group=fields.get("age_group") or "unknown",
+        subject_ref=fields.get("subject_ref") or None,
+        encounter_ref=fields.get("encounter_ref") or None,
+        request_id=request_id,
+    )

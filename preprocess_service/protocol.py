@@ -1,0 +1,224 @@
+"""Request and response types of the scoring API, in one place, with their JSON and protobuf forms.
+
+HTTP and gRPC build the same `ScoreRequest`, the service answers one `ScoreResponse`, and the edges convert
+(`to_json` / `to_proto` / `from_proto`; FHIR in fhir.py), so both protocols carry identical numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from avpenet import contract
+from preprocess_service.errors import InvalidRequest
+
+MEDIA_PARTS = ("clip", "audio", "video", "landmarks")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid FHIR id
+REF_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}/[A-Za-z0-9.-]{1,64}$")  # FHIR relative reference Type/id
+AGGREGATION = (
+    "mean of the overlapping 3 s windows (1 s hop) for score, class probabilities and modality weights; "
+    "the 90% interval is rebuilt from the mean window variance with the model's calibrated scale "
+    "(avpenet.model.aggregate_windows)"
+)
+
+
+def new_request_id(candidate: str | None = None) -> str:
+    """The caller's id when it is safe to echo and log (short, plain characters), else a fresh uuid4 hex."""
+    if candidate and REQUEST_ID_RE.match(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+class MediaPart(BaseModel):
+    """One uploaded file, in memory only; the filename is a hint, never logged (it may name a patient)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: bytes
+    filename: str = ""
+    content_type: str = ""
+
+
+class ScoreRequest(BaseModel):
+    """What to score: `clip`, or `audio` and/or `video`, or `landmarks` (optionally with `audio`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    clip: MediaPart | None = None
+    audio: MediaPart | None = None
+    video: MediaPart | None = None
+    landmarks: MediaPart | None = None
+    age_group: str = "unknown"
+    subject_ref: str | None = None
+    encounter_ref: str | None = None
+    request_id: str = Field(default_factory=new_request_id)
+
+    def parts(self) -> dict[str, MediaPart]:
+        return {name: part for name in MEDIA_PARTS if (part := getattr(self, name)) is not None}
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(len(p.data) for p in self.parts().values())
+
+    def validate_combination(self) -> None:
+        """Raise InvalidRequest for part combinations and fields the service cannot act on."""
+        parts = self.parts()
+        if not parts:
+            raise InvalidRequest("send a `clip`, or `audio` and/or `video`, or `landmarks` (.npz)")
+        if self.clip is not None and len(parts) > 1:
+            raise InvalidRequest("`clip` carries both modalities; send it alone")
+        if self.video is not None and self.landmarks is not None:
+            raise InvalidRequest("send either `video` or `landmarks`, not both")
+        empty = [name for name, p in parts.items() if not p.data]
+        if empty:
+            raise InvalidRequest(f"part(s) {', '.join(empty)} are empty")
+        if self.age_group not in contract.AGE_GROUPS:
+            raise InvalidRequest(f"age_group must be one of {', '.join(contract.AGE_GROUPS)}")
+        for name in ("subject_ref", "encounter_ref"):
+            value = getattr(self, name)
+            if value is not None and not REF_RE.match(value):
+                raise InvalidRequest(f"{name} must be a FHIR relative reference like Patient/123")
+
+    @classmethod
+    def from_proto(cls, msg: Any, request_id: str | None = None) -> ScoreRequest:
+        """From an `avpenet.v1.ScoreRequest`; unset media fields stay None."""
+        parts = {}
+        for name in MEDIA_PARTS:
+            if msg.HasField(name):
+                f = getattr(msg, name)
+                parts[name] = MediaPart(data=f.data, filename=f.filename, content_type=f.content_type)
+        return cls(
+            **parts,
+            age_group=msg.age_group or "unknown",
+            subject_ref=msg.subject_ref or None,
+            encounter_ref=msg.encounter_ref or None,
+            request_id=new_request_id(msg.request_id or request_id),
+        )
+
+    def to_proto(self) -> Any:
+        from avpenet.v1 import scoring_pb2
+
+        msg = scoring_pb2.ScoreRequest(
+            age_group=self.age_group,
+            subject_ref=self.subject_ref or "",
+            encounter_ref=self.encounter_ref or "",
+            request_id=self.request_id,
+        )
+        for name, part in self.parts().items():
+            getattr(msg, name).CopyFrom(
+                scoring_pb2.MediaFile(data=part.data, filename=part.filename, content_type=part.content_type)
+            )
+        return msg
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+
+
+class ModalityWeights(BaseModel):
+    """Share of the fused representation from each modality (sums to 1)."""
+
+    audio: float
+    visual: float
+
+
+class WindowScore(BaseModel):
+    index: int
+    start_s: float
+    end_s: float
+    score: float
+    level: str
+    class_probs: dict[str, float]
+    interval_90: Interval
+    modality_weights: ModalityWeights
+
+
+class ScoreResponse(BaseModel):
+    """The clip's pain estimate with its per-window timeline (HTTP JSON and gRPC carry the same fields)."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "example": {
+                "request_id": "4f1c2a", "score": 4.2, "level": "moderate",
+                "class_probs": {"low": 0.2, "moderate": 0.6, "high": 0.2},
+                "interval_90": {"low": 2.9, "high": 5.5}, "modality_weights": {"audio": 0.55, "visual": 0.45},
+                "timeline": [], "duration_s": 3.0, "modalities": ["audio", "visual"], "age_group": "neonate",
+                "aggregation": AGGREGATION, "model_name": "avpenet", "model_versions": {"avpenet": "1"},
+                "timings_ms": {"decode": 5.0, "features": 120.0, "triton": 15.0, "total": 141.0},
+            }
+        },
+    )  # fmt: skip
+
+    request_id: str
+    score: float
+    level: str
+    class_probs: dict[str, float]
+    interval_90: Interval
+    modality_weights: ModalityWeights
+    timeline: list[WindowScore]
+    duration_s: float
+    modalities: list[str]
+    age_group: str
+    aggregation: str = AGGREGATION
+    model_name: str
+    model_versions: dict[str, str]
+    timings_ms: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_proto(self) -> Any:
+        from avpenet.v1 import scoring_pb2 as pb
+
+        data = self.model_dump()
+        timeline = [
+            pb.WindowScore(
+                **{k: v for k, v in w.items() if k not in ("interval_90", "modality_weights")},
+                interval_90=pb.Interval(**w["interval_90"]),
+                modality_weights=pb.ModalityWeights(**w["modality_weights"]),
+            )
+            for w in data.pop("timeline")
+        ]
+        interval = pb.Interval(**data.pop("interval_90"))
+        weights = pb.ModalityWeights(**data.pop("modality_weights"))
+        return pb.ScoreResponse(**data, timeline=timeline, interval_90=interval, modality_weights=weights)
+
+    @classmethod
+    def from_proto(cls, msg: Any) -> ScoreResponse:
+        from google.protobuf.json_format import MessageToDict
+
+        data = MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        return cls.model_validate(data)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    state: str
+
+
+class ModelsResponse(BaseModel):
+    """`GET /v1/models`: the ensemble the gateway calls and every model version Triton serves."""
+
+    ensemble: str
+    models: list[ModelInfo]
+
+    def to_proto(self) -> Any:
+        from avpenet.v1 import scoring_pb2 as pb
+
+        return pb.ListModelsResponse(
+            ensemble=self.ensemble, models=[pb.ModelVersion(**m.model_dump()) for m in self.models]
+        )
+
+
+class ErrorResponse(BaseModel):
+    """Every HTTP error body: what went wrong and what to send instead; never media or identifiers."""
+
+    error: str  # the error class, e.g. UndecodableMedia
+    detail: str
+    request_id: str

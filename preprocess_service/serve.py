@@ -1,0 +1,87 @@
+"""`avpenet serve`: Triton + the Ray Serve gateway on this machine, until Ctrl-C; then both stop cleanly.
+
+Ray's gRPC proxy binds all interfaces, so with gRPC on the gateway is reachable from other hosts and API keys
+are mandatory: without AVPENET_API_KEYS / --api-key-file a random key is made for this session and printed
+once (like a notebook token). `--no-grpc` on loopback runs without keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+HELP = "Start Triton + the Ray Serve gateway locally (HTTP and gRPC), print the URLs, stop on Ctrl-C."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: %(default)s)")
+    parser.add_argument(
+        "--http-port", type=int, default=8080, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=9090, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument("--no-grpc", action="store_true", help="HTTP only (loopback then needs no API key)")
+    parser.add_argument(
+        "--repo", type=Path, default=None, help="Triton model repository (default: the bundled one)"
+    )
+    parser.add_argument("--config", type=Path, default=None, help="Serve config (default: the bundled one)")
+    parser.add_argument("--api-key-file", type=Path, default=None, help="file of API keys, one per line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from preprocess_service.client import KEY_ENV
+    from preprocess_service.stack import CONFIG_PATH, KEYS_ENV, LocalStack
+
+    gateway_args = {}
+    keys: list[str] = []
+    if args.api_key_file:
+        gateway_args["api_keys_file"] = str(args.api_key_file.resolve())
+    elif not os.environ.get(KEYS_ENV) and not (
+        args.no_grpc and args.host in ("127.0.0.1", "localhost", "::1")
+    ):
+        keys = [secrets.token_urlsafe(24)]
+    stack = LocalStack(
+        repo=args.repo,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=None if args.no_grpc else args.grpc_port,
+        api_keys=keys,
+        args=gateway_args,
+        config_path=args.config or CONFIG_PATH,
+    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print("starting Triton and the Ray Serve gateway (about 30 s)...", file=sys.stderr, flush=True)
+        stack.start()
+        print(
+            f"HTTP    {stack.http_url}/v1/score   (docs {stack.http_url}/docs, "
+            f"metrics {stack.http_url}/metrics)"
+        )
+        if not args.no_grpc:
+            print(f"gRPC    {stack.grpc_target}   (avpenet.v1.Scoring; health + reflection)")
+        print(f"Triton  gRPC {stack.triton.grpc_url}   metrics {stack.triton.metrics_url}")
+        if keys:
+            print(f"API key for this session: {keys[0]}   (export {KEY_ENV}=<key> for avpenet score)")
+        print("Ctrl-C stops both.", flush=True)
+        while not stop.is_set():
+            if stack.triton is None or not stack.triton.is_ready():
+                print(
+                    "avpenet serve: Triton stopped answering; the gateway reports not ready", file=sys.stderr
+                )
+            stop.wait(5.0)
+        return 0
+    except Exception as exc:  # start failures: say why, exit non-zero
+        print(f"avpenet serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

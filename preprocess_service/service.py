@@ -1,0 +1,261 @@
+"""The scoring service both protocols call: auth, admission, feature extraction, one Triton call, the answer.
+
+Independent of Ray and of the wire format, so tests can run it in-process against a real Triton. The Ray app
+(app.py) wraps it with FastAPI routes and gRPC methods; the feature stage is injected (a thread locally, the
+FeatureExtractor deployment under Ray).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+
+import numpy as np
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from avpenet import contract
+from preprocess_service import telemetry
+from preprocess_service.auth import ApiKeys
+from preprocess_service.errors import status_of
+from preprocess_service.extract import Extracted, extract
+from preprocess_service.limits import InFlightLimiter, check_upload_size
+from preprocess_service.protocol import (
+    Interval,
+    ModalityWeights,
+    ModelInfo,
+    ModelsResponse,
+    ScoreRequest,
+    ScoreResponse,
+    WindowScore,
+)
+from preprocess_service.settings import GatewaySettings
+from preprocess_service.triton_client import InferOutput, TritonClient
+
+log = logging.getLogger("avpenet.gateway")
+Extractor = Callable[[ScoreRequest, Mapping[str, str]], Awaitable[Extracted]]
+INTERVAL_SCALE_PARAMETER = "interval_scale"  # optional Triton config parameter of the fusion/ensemble model
+
+
+def media_digest(data: bytes) -> str:
+    """What logs may say about an upload: a short SHA-256, never the bytes or the file name."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class ScoringService:
+    def __init__(self, settings: GatewaySettings, extractor: Extractor | None = None) -> None:
+        self.settings = settings
+        self.keys = ApiKeys(settings.api_keys, settings.api_keys_file)
+        if settings.auth_required and not self.keys.configured:
+            raise ValueError(
+                "API keys are required when the gateway is reachable from other hosts (non-loopback bind or "
+                "gRPC enabled): set AVPENET_API_KEYS or AVPENET_API_KEYS_FILE"
+            )
+        telemetry.setup_tracing(settings.service_name)
+        self.metrics = telemetry.Metrics()
+        self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
+        self.triton = TritonClient(
+            settings.triton_url,
+            model=settings.model_name,
+            timeout_s=settings.triton_timeout_s,
+            retries=settings.triton_retries,
+            backoff_s=settings.triton_backoff_s,
+            retry_after_s=settings.limits.retry_after_s,
+            ssl=settings.triton_ssl,
+            root_certificates=settings.triton_root_certificates,
+        )
+        self.extractor = extractor or self._extract_in_thread
+        self._interval_scale: float | None = None
+
+    async def _extract_in_thread(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
+        return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
+
+    async def close(self) -> None:
+        await self.triton.close()
+
+    # --- requests -------------------------------------------------------------------------------------------
+    def authenticate(self, token: str | None) -> None:
+        self.keys.require(token)
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Admission for one request (429 when the replica is full), tracked by the in-flight gauge."""
+        with self.limiter.admit():
+            self.metrics.in_flight.inc()
+            try:
+                yield
+            finally:
+                self.metrics.in_flight.dec()
+
+    def record(self, route: str, protocol: str, status: int | str) -> None:
+        self.metrics.requests.labels(route, protocol, str(status)).inc()
+
+    async def score(
+        self, request: ScoreRequest, *, protocol: str, trace_headers: Mapping[str, str] | None = None
+    ) -> ScoreResponse:
+        """Score one request (auth and admission done); raises InputError / GatewayError."""
+        start = time.perf_counter()
+        parent = telemetry.extract_context(trace_headers or {})
+        tracer = telemetry.tracer()
+        with tracer.start_as_current_span("avpenet.score", context=parent, kind=SpanKind.SERVER) as span:
+            span.set_attribute("avpenet.request_id", request.request_id)
+            span.set_attribute("avpenet.protocol", protocol)
+            try:
+                response = await self._score(request, protocol, start)
+            except Exception as exc:
+                status, code = status_of(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.set_attribute("avpenet.status", status)
+                log.info(
+                    "request %s %s failed: %s %s (%s)", request.request_id, protocol, status, code,
+                    type(exc).__name__,
+                )  # fmt: skip
+                if status >= 500 and code == "INTERNAL":
+                    log.exception("request %s: internal error", request.request_id)
+                raise
+            span.set_attribute("avpenet.score", response.score)
+        return response
+
+    async def _score(self, request: ScoreRequest, protocol: str, start: float) -> ScoreResponse:
+        request.validate_combination()
+        check_upload_size(request.upload_bytes, self.settings.limits.max_upload_bytes)
+        digests = {name: media_digest(p.data) for name, p in request.parts().items()}
+        log.info("request %s %s parts %s", request.request_id, protocol, digests)
+
+        extracted = await self.extractor(request, telemetry.inject_context())
+        t_triton = time.perf_counter()
+        with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("avpenet.windows", extracted.n_windows)
+            result = await self.triton.infer(
+                extracted.inputs, request_id=request.request_id, headers=telemetry.inject_context()
+            )
+        timings = dict(extracted.timings_ms)
+        timings["triton"] = (time.perf_counter() - t_triton) * 1000.0
+        versions = await self._versions(result)
+        scale = await self._scale()
+        timings["total"] = (time.perf_counter() - start) * 1000.0
+        response = build_response(
+            request, extracted, result, versions, timings, self.settings.model_name, scale
+        )
+
+        self.metrics.observe_stages(timings, protocol)
+        self.metrics.clip_seconds.labels(protocol).inc(extracted.duration_s)
+        self.metrics.windows.labels(protocol).inc(extracted.n_windows)
+        self.metrics.scores.labels(result.model_version).observe(response.score)
+        log.info(
+            "request %s %s scored %d windows in %.0f ms", request.request_id, protocol, extracted.n_windows,
+            timings["total"],
+        )  # fmt: skip
+        return response
+
+    async def _versions(self, result: InferOutput) -> dict[str, str]:
+        try:
+            versions = dict(await self.triton.model_versions())
+        except Exception:  # versions are informative; a failed lookup must not fail a scored request
+            versions = {}
+        versions[self.settings.model_name] = result.model_version
+        return versions
+
+    async def _scale(self) -> float | None:
+        if self._interval_scale is None:
+            for model in (contract.FUSION.name, self.settings.model_name):
+                raw = await self.triton.parameter(model, INTERVAL_SCALE_PARAMETER)
+                if raw:
+                    self._interval_scale = float(raw)
+                    break
+        return self._interval_scale
+
+    async def models(self) -> ModelsResponse:
+        rows = await self.triton.repository()
+        return ModelsResponse(ensemble=self.settings.model_name, models=[ModelInfo(**r) for r in rows])
+
+    async def ready(self) -> bool:
+        return await self.triton.ready()
+
+
+# --- response building --------------------------------------------------------------------------------------
+def interval_scale_from_windows(outputs: Mapping[str, np.ndarray]) -> float | None:
+    """The fusion's calibrated interval scale, read back from its windows: half = Z * scale * exp(lv / 2).
+
+    Used when Triton's config does not publish `interval_scale`. Only the side of an interval that was not
+    clipped to 0-10 carries the half width; None when every window is clipped on both sides.
+    """
+    from avpenet.model import Z_INTERVAL
+
+    score = outputs[contract.SCORE.name].reshape(-1).astype(np.float64)
+    sigma = np.exp(outputs[contract.LOG_VARIANCE.name].reshape(-1).astype(np.float64) / 2)
+    low, high = outputs[contract.INTERVAL.name].reshape(-1, 2).astype(np.float64).T
+    eps = 1e-4
+    half = np.where(
+        low > contract.SCORE_MIN + eps,
+        score - low,
+        np.where(high < contract.SCORE_MAX - eps, high - score, np.nan),
+    )
+    scales = half / (Z_INTERVAL * sigma)
+    scales = scales[np.isfinite(scales)]
+    return float(np.median(scales)) if scales.size else None
+
+
+def build_response(
+    request: ScoreRequest,
+    extracted: Extracted,
+    result: InferOutput,
+    versions: dict[str, str],
+    timings_ms: dict[str, float],
+    model_name: str,
+    interval_scale: float | None = None,
+) -> ScoreResponse:
+    """Per-window timeline plus the clip aggregate (avpenet.model.aggregate_windows, as evaluation)."""
+    from avpenet.model import aggregate_windows
+
+    out = result.outputs
+    scores = out[contract.SCORE.name].reshape(-1)
+    probs = out[contract.CLASS_PROBS.name].reshape(-1, len(contract.LEVELS))
+    intervals = out[contract.INTERVAL.name].reshape(-1, 2)
+    weights = out[contract.MODALITY_WEIGHTS.name].reshape(-1, 2)
+    span_end = max(extracted.duration_s, contract.WINDOW_SECONDS)
+    timeline = [
+        WindowScore(
+            index=i,
+            start_s=i * contract.HOP_SECONDS,
+            end_s=min(i * contract.HOP_SECONDS + contract.WINDOW_SECONDS, span_end),
+            score=float(scores[i]),
+            level=contract.level_of(float(scores[i])),
+            class_probs={lvl: float(p) for lvl, p in zip(contract.LEVELS, probs[i], strict=True)},
+            interval_90=Interval(low=float(intervals[i, 0]), high=float(intervals[i, 1])),
+            modality_weights=ModalityWeights(audio=float(weights[i, 0]), visual=float(weights[i, 1])),
+        )
+        for i in range(len(scores))
+    ]
+    scale = interval_scale if interval_scale is not None else interval_scale_from_windows(out)
+    clip = aggregate_windows(
+        out[contract.SCORE.name],
+        out[contract.LOG_VARIANCE.name],
+        probs,
+        weights,
+        1.0 if scale is None else scale,
+    )
+    interval = np.asarray(clip["interval_90"], dtype=np.float64)
+    if scale is None:  # every window clipped on both sides: the clip interval is their mean
+        interval = intervals.astype(np.float64).mean(axis=0)
+    score = float(clip["score"])
+    return ScoreResponse(
+        request_id=request.request_id,
+        score=score,
+        level=contract.level_of(score),
+        class_probs={lvl: float(p) for lvl, p in zip(contract.LEVELS, clip["class_probs"], strict=True)},
+        interval_90=Interval(low=float(interval[0]), high=float(interval[1])),
+        modality_weights=ModalityWeights(
+            audio=float(clip["modality_weights"][0]), visual=float(clip["modality_weights"][1])
+        ),
+        timeline=timeline,
+        duration_s=round(extracted.duration_s, 3),
+        modalities=extracted.modalities,
+        age_group=request.age_group,
+        model_name=model_name,
+        model_versions=versions,
+        timings_ms={k: round(v, 2) for k, v in timings_ms.items()},
+    )

@@ -1,0 +1,109 @@
+"""Typed gateway settings: code defaults < Serve config `args` (YAML) < `AVPENET_*` environment variables.
+
+The Serve config (serve_config.yaml, embedded verbatim by the k8s RayService) carries per-environment values;
+the environment carries what operators inject per pod (Triton address, secrets paths). Unknown keys are
+errors, so a typo in YAML fails the deploy instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from avpenet import contract
+
+ENV_PREFIX = "AVPENET_"
+# The longest clip whose windows fit one Triton batch: (MAX_BATCH_SIZE - 1) hops + one window.
+ONE_BATCH_SECONDS = (contract.MAX_BATCH_SIZE - 1) * contract.HOP_SECONDS + contract.WINDOW_SECONDS
+
+
+class Limits(BaseModel):
+    """Per-request resource limits (issue 7): beyond any of them the answer is 413 / RESOURCE_EXHAUSTED."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)  # whole request body
+    max_duration_s: float = Field(60.0, gt=0)  # media seconds; the default keeps one Triton batch
+    max_pixels: int = Field(1920 * 1080, gt=0)  # width * height of coded video frames
+    max_in_flight: int = Field(16, gt=0)  # concurrent scoring requests per gateway replica, then 429
+    retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
+
+
+class GatewaySettings(BaseModel):
+    """Everything the gateway reads at start; one instance per replica."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Triton
+    triton_url: str = "127.0.0.1:8001"  # host:port of Triton's gRPC endpoint
+    triton_timeout_s: float = Field(10.0, gt=0)  # deadline of one inference call (all retries included)
+    triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
+    triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
+    triton_ssl: bool = False
+    triton_root_certificates: str | None = None
+    model_name: str = contract.ENSEMBLE.name
+    # Exposure and auth
+    bind_host: str = "127.0.0.1"  # where the proxies listen (the Serve config's http_options.host)
+    grpc_enabled: bool = True  # Ray's gRPC proxy always binds all interfaces (see require_auth)
+    require_auth: bool = False  # force API keys even on loopback
+    api_keys: tuple[str, ...] = ()  # prefer api_keys_file / AVPENET_API_KEYS: keep secrets out of YAML
+    api_keys_file: str | None = None  # one key per line; re-read when it changes (revocation without restart)
+    # Limits
+    limits: Limits = Limits()
+    # Observability
+    service_name: str = "avpenet-gateway"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _window_batches(self) -> GatewaySettings:
+        if self.limits.max_duration_s > 3600:
+            raise ValueError("limits.max_duration_s above one hour is not a per-request clip")
+        return self
+
+    @property
+    def exposed(self) -> bool:
+        """True when any listener is reachable from other hosts; API keys are then mandatory."""
+        return self.grpc_enabled or not is_loopback(self.bind_host)
+
+    @property
+    def auth_required(self) -> bool:
+        return self.require_auth or self.exposed
+
+    @classmethod
+    def load(
+        cls, args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> GatewaySettings:
+        """Defaults, then `args` (the Serve config's application args), then AVPENET_* variables."""
+        values: dict[str, Any] = dict(args or {})
+        env = os.environ if environ is None else environ
+        limits = dict(values.pop("limits", None) or {})
+        for name in cls.model_fields:
+            if name == "limits":
+                continue
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _split(raw) if name == "api_keys" else raw
+        for name in Limits.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                limits[name] = raw
+        values["limits"] = limits
+        return cls.model_validate(values)
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 and ::1 are loopback; 0.0.0.0, :: and every other address are not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere

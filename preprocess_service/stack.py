@@ -1,0 +1,226 @@
+"""The whole stack on one machine: real Triton + Ray Serve deploying serve_config.yaml, all on loopback.
+
+`avpenet serve`, the demo, the load tests and the end-to-end tests start it the same way:
+
+    with LocalStack(api_keys=["k"]) as stack:
+        stack.http_url, stack.grpc_target, stack.triton.grpc_url
+
+Ray on a small box (RECIPES.md): `num_cpus` from the machine, no dashboard, a private temp dir,
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, explicit ports (Ray's default 8000 is also Triton's), replicas capped to
+what fits. The config file is deployed the way KubeRay deploys serveConfigV2, with local overrides only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
+HOST = "127.0.0.1"
+APP_NAME = "avpenet"
+DEPLOY_TIMEOUT_S = 180.0
+KEYS_ENV = "AVPENET_API_KEYS"
+
+
+def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def localize(
+    config: Mapping[str, Any],
+    *,
+    host: str,
+    http_port: int,
+    grpc_port: int | None,
+    triton_url: str,
+    max_replicas: int = 1,
+    args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Serve config with this machine's hosts, ports, Triton address and replica caps (nothing else)."""
+    out = copy.deepcopy(dict(config))
+    out["proxy_location"] = "HeadOnly"
+    out["http_options"] = {**out.get("http_options", {}), "host": host, "port": http_port}
+    if grpc_port is None:
+        out["grpc_options"] = {**out.get("grpc_options", {}), "grpc_servicer_functions": []}
+    else:
+        out["grpc_options"] = {**out.get("grpc_options", {}), "port": grpc_port}
+    for app in out["applications"]:
+        app["args"] = {
+            **app.get("args", {}),
+            "triton_url": triton_url,
+            "bind_host": host,
+            "grpc_enabled": grpc_port is not None,
+            **dict(args or {}),
+        }
+        for dep in app.get("deployments", []):
+            scaling = dep.get("autoscaling_config")
+            if scaling:
+                scaling["max_replicas"] = max(
+                    scaling.get("min_replicas", 1), min(scaling["max_replicas"], max_replicas)
+                )
+    return out
+
+
+class LocalStack:
+    """Triton (ensemble.server.TritonServer) + a local Ray cluster running the gateway app."""
+
+    def __init__(
+        self,
+        *,
+        repo: str | os.PathLike | None = None,
+        host: str = HOST,
+        http_port: int = 0,
+        grpc_port: int | None = 0,
+        api_keys: Sequence[str] = (),
+        args: Mapping[str, Any] | None = None,
+        config_path: str | os.PathLike = CONFIG_PATH,
+        num_cpus: int | None = None,
+        max_replicas: int = 1,
+        triton_kwargs: Mapping[str, Any] | None = None,
+        triton: Any = None,
+    ) -> None:
+        self.repo = repo
+        self.host = host
+        self._ports = (http_port, grpc_port)
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.api_keys = tuple(api_keys)
+        self.args = dict(args or {})
+        self.config_path = config_path
+        self.num_cpus = num_cpus or min(os.cpu_count() or 2, 2)
+        self.max_replicas = max_replicas
+        self.triton_kwargs = dict(triton_kwargs or {})
+        self.triton = triton  # an already running ensemble.server.TritonServer to use (and leave running)
+        self._own_triton = triton is None
+        self._ray_dir: str | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{HOST if self.host in ('0.0.0.0', '::') else self.host}:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    def start(self) -> LocalStack:
+        from ensemble.server import TritonServer, free_port
+
+        if self._own_triton:
+            kwargs = dict(self.triton_kwargs)
+            if self.repo is not None:
+                kwargs["repo"] = self.repo
+            self.triton = TritonServer(**kwargs).start()
+        try:
+            self.http_port = self._ports[0] or free_port()
+            if self._ports[1] is not None:
+                self.grpc_port = self._ports[1] or free_port()
+            self._start_serve()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _set_env(self, name: str, value: str | None) -> None:
+        self._saved_env.setdefault(name, os.environ.get(name))
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+    def _start_serve(self) -> None:
+        # Ray's processes inherit this environment: loopback-only cluster, and the keys for the replicas
+        # (never written into the Serve config, which Ray stores).
+        self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        self._set_env("RAY_USAGE_STATS_ENABLED", "0")
+        if self.api_keys:
+            self._set_env(KEYS_ENV, ",".join(self.api_keys))
+        import ray
+        from ray.serve._private.api import serve_start
+        from ray.serve.config import gRPCOptions
+        from ray.serve.schema import ServeDeploySchema
+
+        self._ray_dir = tempfile.mkdtemp(prefix="avpenet-ray-")
+        ray.init(
+            num_cpus=self.num_cpus,
+            include_dashboard=False,
+            _temp_dir=self._ray_dir,
+            _node_ip_address=HOST,
+            configure_logging=False,
+            log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
+        )
+        config = localize(
+            load_config(self.config_path),
+            host=self.host,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            triton_url=self.triton.grpc_url,
+            max_replicas=self.max_replicas,
+            args=self.args,
+        )
+        schema = ServeDeploySchema.model_validate(config)
+        client = serve_start(
+            http_options=schema.http_options.model_dump(),
+            grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+            proxy_location=schema.proxy_location,
+        )
+        client.deploy_apps(schema)
+        self._wait_running()
+
+    def _wait_running(self) -> None:
+        from ray import serve
+
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+        status = None
+        while time.monotonic() < deadline:
+            app = serve.status().applications.get(APP_NAME)
+            status = app.status if app else None
+            if status == "RUNNING":
+                return
+            if status == "DEPLOY_FAILED":
+                raise RuntimeError(f"gateway deploy failed: {app.message}")
+            time.sleep(0.5)
+        raise RuntimeError(f"gateway not running after {DEPLOY_TIMEOUT_S:.0f} s (status {status})")
+
+    def stop(self) -> None:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                from ray import serve
+
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+        finally:
+            if self.triton is not None and self._own_triton:
+                self.triton.stop()
+                self.triton = None
+            if self._ray_dir:
+                shutil.rmtree(self._ray_dir, ignore_errors=True)
+                self._ray_dir = None
+            for name, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            self._saved_env.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

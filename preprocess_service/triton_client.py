@@ -1,0 +1,188 @@
+"""Async gRPC client for the Triton ensemble: one shared channel, deadlines, retries on UNAVAILABLE.
+
+Every request's windows go to Triton in one call (so the dynamic batcher sees them together); only a clip
+longer than `contract.MAX_BATCH_SIZE` windows is split, and its chunks run concurrently. A retry happens only
+on UNAVAILABLE (Triton restarting, connection refused), with exponential backoff, and never past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from avpenet import contract
+from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
+
+log = logging.getLogger(__name__)
+VERSIONS_TTL_S = 10.0  # the model versions in responses are at most this stale
+
+
+@dataclass
+class InferOutput:
+    outputs: dict[str, np.ndarray]  # contract output name -> [N, ...] one row per window
+    model_version: str  # version of the ensemble that answered
+
+
+def _code(exc: InferenceServerException) -> str:
+    """'UNAVAILABLE' from tritonclient's status strings such as 'StatusCode.UNAVAILABLE'."""
+    return str(exc.status() or "").rsplit(".", 1)[-1].upper()
+
+
+class TritonClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str = contract.ENSEMBLE.name,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        retry_after_s: int = 2,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.retry_after_s = retry_after_s
+        self._ssl = (ssl, root_certificates)
+        self._channel_client: grpcclient.InferenceServerClient | None = None
+        self._versions: dict[str, str] = {}
+        self._versions_at = -VERSIONS_TTL_S
+
+    @property
+    def _client(self) -> grpcclient.InferenceServerClient:
+        # Made on first use, inside the event loop that drives it (a grpc.aio channel belongs to one loop).
+        if self._channel_client is None:
+            ssl, roots = self._ssl
+            self._channel_client = grpcclient.InferenceServerClient(
+                self.url, ssl=ssl, root_certificates=roots
+            )
+        return self._channel_client
+
+    async def close(self) -> None:
+        if self._channel_client is not None:
+            await self._channel_client.close()
+            self._channel_client = None
+
+    # --- inference ----------------------------------------------------------------------------------------
+    async def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        request_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> InferOutput:
+        """The ensemble's outputs for N windows (inputs keyed by contract names, one row per window)."""
+        n = len(next(iter(inputs.values())))
+        step = contract.MAX_BATCH_SIZE
+        chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, n, step)]
+        results = await asyncio.gather(*(self._infer_once(c, request_id, headers) for c in chunks))
+        outputs = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
+        return InferOutput(outputs, results[0].model_version)
+
+    async def _infer_once(
+        self, inputs: Mapping[str, np.ndarray], request_id: str, headers: Mapping[str, str] | None
+    ) -> InferOutput:
+        infer_inputs = []
+        for spec in contract.ENSEMBLE.inputs:
+            array = np.ascontiguousarray(inputs[spec.name], dtype=spec.numpy_dtype)
+            item = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
+            item.set_data_from_numpy(array)
+            infer_inputs.append(item)
+        requested = [grpcclient.InferRequestedOutput(spec.name) for spec in contract.ENSEMBLE.outputs]
+        result = await self._call(
+            lambda remaining: self._client.infer(
+                self.model,
+                infer_inputs,
+                outputs=requested,
+                request_id=request_id,
+                headers=dict(headers or {}),
+                client_timeout=remaining,
+            )
+        )
+        outputs = {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
+        return InferOutput(outputs, str(result.get_response().model_version))
+
+    async def _call(self, fn):
+        """Run `fn(remaining_seconds)` under the deadline, retrying UNAVAILABLE with exponential backoff."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TritonTimeout(f"Triton did not answer within {self.timeout_s:.1f} s")
+            try:
+                return await fn(remaining)
+            except InferenceServerException as exc:
+                code = _code(exc)
+                if code == "UNAVAILABLE":
+                    if attempt < self.retries and deadline - time.monotonic() > delay:
+                        log.info("triton unavailable (attempt %d), retrying in %.2f s", attempt + 1, delay)
+                        await asyncio.sleep(delay)
+                        delay *= 2
+                        continue
+                    raise TritonUnavailable(
+                        "inference server unavailable; retry later", self.retry_after_s
+                    ) from None
+                if code == "DEADLINE_EXCEEDED":
+                    raise TritonTimeout(f"Triton did not answer within {self.timeout_s:.1f} s") from None
+                if code == "RESOURCE_EXHAUSTED":
+                    raise Overloaded("inference queue full; retry shortly", self.retry_after_s) from None
+                log.error("triton error %s: %s", code, exc.message())
+                raise GatewayError(f"inference failed ({code or 'unknown'})") from None
+        raise AssertionError("unreachable")
+
+    # --- health and versions -----------------------------------------------------------------------------
+    async def ready(self) -> bool:
+        """True when Triton answers and the ensemble is ready to serve (what /readyz reports)."""
+        try:
+            return bool(
+                await self._client.is_model_ready(self.model, client_timeout=min(self.timeout_s, 2.0))
+            )
+        except InferenceServerException:
+            return False
+
+    async def repository(self) -> list[dict[str, str]]:
+        """Every model version Triton knows: [{name, version, state}], sorted."""
+        try:
+            index = await self._client.get_model_repository_index(as_json=True, client_timeout=2.0)
+        except InferenceServerException as exc:
+            if _code(exc) in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise TritonUnavailable("inference server unavailable", self.retry_after_s) from None
+            raise
+        rows = [
+            {"name": m.get("name", ""), "version": str(m.get("version", "")), "state": m.get("state", "")}
+            for m in index.get("models", [])
+        ]
+        return sorted(rows, key=lambda r: (r["name"], r["version"]))
+
+    async def model_versions(self) -> dict[str, str]:
+        """Ready model -> version (highest ready version per model), cached for VERSIONS_TTL_S."""
+        if time.monotonic() - self._versions_at < VERSIONS_TTL_S:
+            return self._versions
+        versions: dict[str, str] = {}
+        for row in await self.repository():
+            if row["state"] == "READY" and row["version"]:
+                best = versions.get(row["name"])
+                if best is None or int(row["version"]) > int(best):
+                    versions[row["name"]] = row["version"]
+        self._versions, self._versions_at = versions, time.monotonic()
+        return versions
+
+    async def parameter(self, model: str, key: str) -> str | None:
+        """A `parameters { key: ... }` string value from a model's config, or None."""
+        try:
+            config = await self._client.get_model_config(model, as_json=True, client_timeout=2.0)
+        except InferenceServerException:
+            return None
+        return config.get("config", {}).get("parameters", {}).get(key, {}).get("string_value")
