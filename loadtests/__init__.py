@@ -1,0 +1,1 @@
+"""Load tests, the benchmark and the soak for AVPENet Serve (`avpenet loadtest | bench | soak`)."""
