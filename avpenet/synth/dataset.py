@@ -1,0 +1,518 @@
+"""AVPE-Synth orchestration: subjects, clip scenarios, rater labels, and parallel rendering of the files.
+
+Two stages keep the output deterministic for any worker count:
+1. `plan()` (main process, cheap) draws every discrete fact of every clip — latent pain, duration,
+   expressivity, vocalising or not, occlusion, missing files, rater scores — from per-subject and per-clip
+   seeds derived from (seed, index). labels.csv depends on the plan only.
+2. `make_clip()` (worker processes) synthesises the signals of one clip from its own seed (seed, index)
+   and writes its WAV / NPZ / MP4, returning the measured truth (SNR, missing-face fraction ...).
+
+The generative model and its parameters are documented in docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from avpenet import contract
+from avpenet.synth import face, noise, vocal
+
+# --- defaults mirror the paper: 428 subjects (215 neonates, 213 adults), 3,247 clips ------------------------
+DEFAULT_SUBJECTS = 428
+DEFAULT_NEONATES = 215
+DEFAULT_CLIPS = 3247
+MIN_CLIPS_PER_SUBJECT = 3
+DURATION_S = (3.0, 6.0)  # clip length, in steps of one video frame
+SAMPLE_RATES = (16_000, 44_100, 48_000)  # WAV rates as hospitals hand them over; features resample
+LEVEL_MIX = (0.38, 0.31, 0.31)  # average share of low / moderate / high latent pain
+LEVEL_CONCENTRATION = 6.0  # Dirichlet concentration of a subject's own level mix (lower = more varied)
+
+# Raters: three per clip from a pool per age group; neonates on NIPS 0-7 rescaled ×10/7, adults integer NRS.
+RATER_SIGMA = 0.8  # per-rater noise, points on the 0-10 scale, before rounding to the scale's integers
+RATER_BIAS_SD = 0.25  # each pool rater's constant leniency/severity (0-10 points)
+RATERS_PER_POOL = 8
+NIPS_MAX = 7
+
+# Expressivity: arousal = gain · pain/10 + noise; weak subjects have gain WEAK_GAIN in one modality.
+WEAK_AUDIO_SHARE = 0.14
+WEAK_FACE_SHARE = 0.14
+STRONG_GAIN = (0.75, 1.25)
+WEAK_GAIN = (0.1, 0.3)
+AUDIO_AROUSAL_NOISE = 0.10
+FACE_AROUSAL_NOISE = 0.08
+SHARED_AROUSAL_NOISE = 0.05  # distress not caused by pain (hunger, agitation) seen by both modalities
+VOCAL_THRESHOLD = 0.2  # arousal at which half the clips contain pain vocalisation
+VOCAL_SLOPE = 0.06
+
+# Recording conditions.
+SNR_DB = (-5.0, 30.0)  # drawn as -5 + 35·Beta(2, 1.5): mean ≈ 15 dB
+OCCLUDED_SHARE = {"neonate": 0.11, "adult": 0.08}  # pacifier / surgical or oxygen mask over the lower face
+FACE_MOSTLY_MISSING_SHARE = 0.045  # turned away, covered by hands/blanket, out of frame
+SHORT_DROPOUT_SHARE = 0.3  # clips with a few short tracking losses
+MISSING_AUDIO_SHARE = 0.015  # clip delivered without an audio file
+MISSING_VISUAL_SHARE = 0.015  # clip delivered without a landmarks file
+AUDIO_CONFOUNDERS = {
+    "neonate": {"fussing": 0.2, "cough": 0.06, "babble": 0.15},
+    "adult": {"cough": 0.12, "babble": 0.2, "sigh": 0.1},
+}
+FACE_CONFOUNDERS = {
+    "neonate": {"smile": 0.05, "talking": 0.05, "yawn": 0.06},  # "talking" = mouthing/sucking for neonates
+    "adult": {"smile": 0.08, "talking": 0.12, "yawn": 0.05},
+}
+TRUTH_COLUMNS = (
+    "clip_id", "subject_id", "age_group", "latent_pain", "audio_arousal", "face_arousal", "vocalizing",
+    "voiced_fraction", "confounder", "snr_db", "sample_rate", "face_missing_fraction", "lower_face_occluded",
+    "weak_audio", "weak_face", "audio_missing", "visual_missing", "rendered",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Subject:
+    index: int
+    subject_id: str
+    age_group: str
+    weak_audio: bool
+    weak_face: bool
+    audio_gain: float
+    face_gain: float
+    level_mix: tuple[float, float, float]
+
+
+@dataclass
+class ClipPlan:
+    """Everything discrete about one clip, drawn in the main process (labels depend only on this)."""
+
+    seed: int
+    index: int
+    clip_id: str
+    subject: Subject
+    duration_s: float
+    latent_pain: float
+    audio_arousal: float
+    face_arousal: float
+    vocalizing: bool
+    sample_rate: int
+    snr_db: float
+    audio_confounders: tuple[str, ...]
+    face_confounders: tuple[str, ...]
+    occluded: bool
+    face_mostly_missing: bool
+    short_dropouts: bool
+    audio_missing: bool
+    visual_missing: bool
+    raters: tuple[float, float, float]
+    render: bool = False
+    truth: dict = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return float(np.median(self.raters))
+
+    @property
+    def n_frames(self) -> int:
+        return round(self.duration_s * contract.FPS)
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """Independent stream per (seed, purpose, index): results never depend on processing order."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *key])
+
+
+_SUBJECT, _CLIP_PLAN, _CLIP_SIGNAL, _IDENTITY, _POOL = 1, 2, 3, 4, 5
+
+
+def make_subjects(seed: int, n_subjects: int) -> list[Subject]:
+    """Age groups in the paper's proportion; exactly round(share·N) weak-audio and weak-face subjects."""
+    rng = _rng(seed, _SUBJECT)
+    n_neo = round(n_subjects * DEFAULT_NEONATES / DEFAULT_SUBJECTS)
+    ages = np.array(["neonate"] * n_neo + ["adult"] * (n_subjects - n_neo))[rng.permutation(n_subjects)]
+    order = rng.permutation(n_subjects)
+    n_wa, n_wf = round(n_subjects * WEAK_AUDIO_SHARE), round(n_subjects * WEAK_FACE_SHARE)
+    weak_audio = np.zeros(n_subjects, bool)
+    weak_face = np.zeros(n_subjects, bool)
+    weak_audio[order[:n_wa]] = True
+    weak_face[order[n_wa : n_wa + n_wf]] = True
+    out = []
+    for i in range(n_subjects):
+        srng = _rng(seed, _SUBJECT, i)
+        mix = srng.dirichlet(np.asarray(LEVEL_MIX) * LEVEL_CONCENTRATION)
+        out.append(
+            Subject(
+                index=i,
+                subject_id=f"S{i + 1:04d}",
+                age_group=str(ages[i]),
+                weak_audio=bool(weak_audio[i]),
+                weak_face=bool(weak_face[i]),
+                audio_gain=float(srng.uniform(*(WEAK_GAIN if weak_audio[i] else STRONG_GAIN))),
+                face_gain=float(srng.uniform(*(WEAK_GAIN if weak_face[i] else STRONG_GAIN))),
+                level_mix=tuple(float(x) for x in mix),
+            )
+        )
+    return out
+
+
+def clip_counts(seed: int, n_subjects: int, n_clips: int) -> np.ndarray:
+    """Clips per subject: at least MIN_CLIPS_PER_SUBJECT, the rest spread unevenly, summing to n_clips."""
+    base = min(MIN_CLIPS_PER_SUBJECT, n_clips // max(n_subjects, 1))
+    rng = _rng(seed, _SUBJECT, 10**6)
+    weights = rng.gamma(2.0, size=n_subjects)
+    return base + rng.multinomial(n_clips - base * n_subjects, weights / weights.sum())
+
+
+def _rater_pools(seed: int) -> dict[str, np.ndarray]:
+    rng = _rng(seed, _POOL)
+    return {g: rng.normal(0, RATER_BIAS_SD, RATERS_PER_POOL) for g in ("neonate", "adult")}
+
+
+def rate(age_group: str, latent: float, biases: np.ndarray, rng: np.random.Generator) -> tuple[float, ...]:
+    """Three observers' scores on the 0-10 scale: NIPS 0-7 ×10/7 for neonates, integer NRS for adults."""
+    noisy = latent + biases + rng.normal(0, RATER_SIGMA, biases.size)
+    if age_group == "neonate":
+        nips = np.clip(np.round(noisy * NIPS_MAX / contract.SCORE_MAX), 0, NIPS_MAX)
+        return tuple(float(x) for x in nips * contract.SCORE_MAX / NIPS_MAX)
+    return tuple(float(x) for x in np.clip(np.round(noisy), contract.SCORE_MIN, contract.SCORE_MAX))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def plan_clip(seed: int, index: int, subject: Subject, k: int, pools: dict[str, np.ndarray]) -> ClipPlan:
+    rng = _rng(seed, _CLIP_PLAN, index)
+    g = subject.age_group
+    level = int(rng.choice(3, p=subject.level_mix))
+    lo, hi = (0.0, *contract.LEVEL_UPPER_BOUNDS)[level], contract.LEVEL_UPPER_BOUNDS[level]
+    pain = float(rng.uniform(lo, hi))
+    shared = rng.normal(0, SHARED_AROUSAL_NOISE)
+    e_a = float(np.clip(subject.audio_gain * pain / 10 + shared + rng.normal(0, AUDIO_AROUSAL_NOISE), 0, 1.2))
+    e_f = float(np.clip(subject.face_gain * pain / 10 + shared + rng.normal(0, FACE_AROUSAL_NOISE), 0, 1.2))
+    vocalizing = bool(rng.uniform() < _sigmoid((e_a - VOCAL_THRESHOLD) / VOCAL_SLOPE))
+    frames = int(rng.integers(round(DURATION_S[0] * contract.FPS), round(DURATION_S[1] * contract.FPS) + 1))
+    a_conf = tuple(c for c, p in AUDIO_CONFOUNDERS[g].items() if rng.uniform() < p)
+    f_conf = tuple(c for c, p in FACE_CONFOUNDERS[g].items() if rng.uniform() < p)
+    missing = rng.uniform()
+    audio_missing = missing < MISSING_AUDIO_SHARE
+    visual_missing = MISSING_AUDIO_SHARE <= missing < MISSING_AUDIO_SHARE + MISSING_VISUAL_SHARE
+    occluded = bool(rng.uniform() < OCCLUDED_SHARE[g])
+    mostly_missing = bool(rng.uniform() < FACE_MOSTLY_MISSING_SHARE)
+    raters = rng.choice(RATERS_PER_POOL, size=3, replace=False)
+    return ClipPlan(
+        seed=seed,
+        index=index,
+        clip_id=f"{subject.subject_id}-C{k + 1:02d}",
+        subject=subject,
+        duration_s=frames / contract.FPS,
+        latent_pain=pain,
+        audio_arousal=e_a,
+        face_arousal=e_f,
+        vocalizing=vocalizing,
+        sample_rate=int(rng.choice(SAMPLE_RATES)),
+        snr_db=float(SNR_DB[0] + (SNR_DB[1] - SNR_DB[0]) * rng.beta(2.0, 1.5)),
+        audio_confounders=a_conf,
+        face_confounders=f_conf,
+        occluded=occluded,
+        face_mostly_missing=mostly_missing,
+        short_dropouts=bool(rng.uniform() < SHORT_DROPOUT_SHARE),
+        audio_missing=bool(audio_missing),
+        visual_missing=bool(visual_missing),
+        raters=rate(g, pain, pools[g][raters], rng),  # type: ignore[arg-type]
+    )
+
+
+def plan(
+    seed: int, n_subjects: int = DEFAULT_SUBJECTS, n_clips: int | None = None, render: int = 0
+) -> list[ClipPlan]:
+    """The whole dataset's plan; n_clips defaults to the paper's clips-per-subject ratio."""
+    if n_subjects < 1:
+        raise ValueError("need at least one subject")
+    if n_clips is None:
+        n_clips = round(n_subjects * DEFAULT_CLIPS / DEFAULT_SUBJECTS)
+    n_clips = max(n_clips, n_subjects)
+    subjects = make_subjects(seed, n_subjects)
+    counts = clip_counts(seed, n_subjects, n_clips)
+    pools = _rater_pools(seed)
+    plans, index = [], 0
+    for subject, count in zip(subjects, counts, strict=True):
+        for k in range(int(count)):
+            plans.append(plan_clip(seed, index, subject, k, pools))
+            index += 1
+    for p in choose_renders(plans, render):
+        p.render = True
+    return plans
+
+
+def choose_renders(plans: list[ClipPlan], n: int) -> list[ClipPlan]:
+    """n clips to render as MP4: both modalities, face visible throughout, spread over the pain range."""
+    ok = [
+        p for p in plans
+        if not (p.audio_missing or p.visual_missing or p.occluded)
+        and not (p.face_mostly_missing or p.short_dropouts)
+    ]  # fmt: skip
+    if n <= 0 or not ok:
+        return []
+    ok.sort(key=lambda p: (p.latent_pain, p.index))
+    picks = np.unique(np.round(np.linspace(0, len(ok) - 1, min(n, len(ok)))).astype(int))
+    return [ok[i] for i in picks]
+
+
+# --- one clip's signals ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _subject_identity(seed: int, subject_index: int, age_group: str) -> tuple[vocal.Voice, face.Identity]:
+    rng = _rng(seed, _IDENTITY, subject_index)
+    return vocal.make_voice(age_group, rng), face.make_identity(age_group, _worker_neutral(), rng)
+
+
+def _episodes(pain: float, duration: float, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Distress episodes (start_s, end_s): more and longer with pain, near-continuous at high pain."""
+    coverage = float(np.clip(0.15 + 0.85 * pain / 10 + rng.normal(0, 0.1), 0.1, 1.0))
+    if pain < 1.5 and rng.uniform() < 0.5:
+        return []
+    k = int(rng.integers(1, 3))
+    length = duration * coverage / k
+    out = []
+    for j in range(k):
+        slot = duration / k
+        start = j * slot + rng.uniform(0, max(0.0, slot - length))
+        out.append((float(start), float(min(duration, start + length))))
+    return out
+
+
+def _audio(plan_: ClipPlan, voice: vocal.Voice, episodes, rng: np.random.Generator):
+    """Mixed clip audio at the clip's file rate (float32 in [-1, 1]) and the voiced mask at SR."""
+    n16 = round(plan_.duration_s * vocal.SR)
+    if plan_.vocalizing:
+        result = vocal.vocalize(voice, plan_.audio_arousal, episodes, n16, rng, vocal_share=0.9)
+        if not result.voiced.any():  # every episode came out silent: voice the longest one
+            longest = max(episodes or [(0.2, plan_.duration_s - 0.2)], key=lambda e: e[1] - e[0])
+            result = vocal.vocalize(voice, plan_.audio_arousal, [longest], n16, rng)
+    else:
+        result = vocal.vocalize(voice, 0.3, [], n16, rng)
+    mix = result.wave.copy()
+    for conf in plan_.audio_confounders:
+        if conf == "babble":
+            mix += vocal.babble(n16, rng) * 10 ** (rng.uniform(-18, -4) / 20)
+        else:
+            mix += getattr(vocal, conf)(voice, n16, rng) * 10 ** (rng.uniform(-6, 2) / 20)
+    sr = plan_.sample_rate
+    if sr != vocal.SR:
+        g = math.gcd(sr, vocal.SR)
+        mix = signal.resample_poly(mix, sr // g, vocal.SR // g)
+    n = round(plan_.duration_s * sr)
+    mix = np.pad(mix[:n], (0, max(0, n - mix.size)))
+    reference = result.active_rms if plan_.vocalizing else vocal.REFERENCE_RMS * 10 ** (-5 / 20)
+    mixed = noise.mix_at_snr(mix, noise.hospital_noise(n, rng, sr), plan_.snr_db, reference_rms=reference)
+    gain = 10 ** (rng.uniform(-32, -20) / 20) / vocal.REFERENCE_RMS  # recorder gain, no AGC
+    mixed = mixed.astype(np.float64) * gain
+    peak = float(np.max(np.abs(mixed))) if mixed.size else 0.0
+    if peak > 0.99:  # the recorder's limiter
+        mixed *= 0.99 / peak
+    return mixed.astype(np.float32), result.voiced
+
+
+def _voiced_frames(voiced: np.ndarray, n_frames: int) -> np.ndarray:
+    per = vocal.SR // contract.FPS
+    v = np.pad(voiced[: n_frames * per], (0, max(0, n_frames * per - voiced.size)))
+    return v.reshape(n_frames, per).mean(axis=1)
+
+
+def _face_dropouts(plan_: ClipPlan, n: int, rng: np.random.Generator) -> np.ndarray:
+    lost = np.zeros(n, bool)
+    if plan_.face_mostly_missing:
+        length = int(np.ceil(n * rng.uniform(0.55, 1.0)))
+        start = int(rng.integers(0, n - length + 1))
+        lost[start : start + length] = True
+    elif plan_.short_dropouts:
+        for _ in range(int(rng.integers(1, 4))):
+            length = int(rng.integers(2, 9))
+            start = int(rng.integers(0, max(1, n - length)))
+            lost[start : start + length] = True
+    return lost
+
+
+def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
+    """Synthesise and write one clip's files; returns its truth row."""
+    rng = _rng(plan_.seed, _CLIP_SIGNAL, plan_.index)
+    subject = plan_.subject
+    voice, identity = _subject_identity(plan_.seed, subject.index, subject.age_group)
+    episodes = _episodes(plan_.latent_pain, plan_.duration_s, rng)
+    wave, voiced = _audio(plan_, voice, episodes, rng)
+    out = Path(out_dir)
+    if not plan_.audio_missing:
+        sf.write(out / "audio" / f"{plan_.clip_id}.wav", wave, plan_.sample_rate, subtype="PCM_16")
+    n = plan_.n_frames
+    neutral = _worker_neutral()
+    expr = face.expression(
+        identity, subject.age_group, plan_.face_arousal, episodes, _voiced_frames(voiced, n),
+        plan_.face_confounders, n, rng, pose_scale=0.5 if plan_.render else 1.0,
+    )  # fmt: skip
+    camera = face.random_camera(rng)
+    if plan_.render:
+        camera = face.render_camera(neutral)
+    track = face.synth_track(identity, expr, neutral, camera, rng)
+    if plan_.occluded:
+        track = face.occlude_lower_face(track, rng)
+    track = face.drop_frames(track, _face_dropouts(plan_, n, rng) & track.face_present)
+    if not plan_.visual_missing:
+        track.save_npz(out / "visual" / f"{plan_.clip_id}.npz")
+    if plan_.render:
+        from avpenet.synth import render
+
+        frames = render.render_frames(neutral, face.driven_points(identity, expr, camera), expr.closure)
+        render.write_mp4(out / "video" / f"{plan_.clip_id}.mp4", frames, wave, plan_.sample_rate)
+    confounders = plan_.audio_confounders + plan_.face_confounders
+    return {
+        "voiced_fraction": round(float(voiced.mean()), 4),
+        "face_missing_fraction": round(float(1 - track.face_present.mean()), 4),
+        "confounder": "+".join(confounders) if confounders else "none",
+    }
+
+
+# --- worker state -------------------------------------------------------------------------------------------
+_NEUTRAL_STATE: dict | None = None
+
+
+def _init_worker(neutral_state: dict) -> None:
+    """Hand the neutral face to a worker so mediapipe runs once per dataset, not once per process."""
+    global _NEUTRAL_STATE
+    _NEUTRAL_STATE = neutral_state
+    _subject_identity.cache_clear()
+    _worker_neutral.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_neutral() -> face.NeutralFace:
+    if _NEUTRAL_STATE is None:
+        return face.neutral_face()
+    return face.neutral_from_arrays(_NEUTRAL_STATE)
+
+
+def _work(args: tuple[ClipPlan, str]) -> dict:
+    return make_clip(*args)
+
+
+# --- the whole dataset --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Summary:
+    n_subjects: int
+    n_clips: int
+    n_rendered: int
+    out_dir: str
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    n_subjects: int = DEFAULT_SUBJECTS,
+    n_clips: int | None = None,
+    render: int = 0,
+    workers: int = 2,
+    progress: bool = True,
+) -> Summary:
+    """Write labels.csv, truth.csv, audio/, visual/ and video/ under out_dir."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    for sub in ("audio", "visual", "video"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    plans = plan(seed, n_subjects, n_clips, render)
+    state = face.neutral_state()
+    jobs = [(p, str(out)) for p in plans]
+    bar = tqdm(total=len(jobs), desc="avpe-synth", unit="clip", disable=not progress)
+    # Rendered clips are slow: start them first so they do not trail at the end.
+    order = sorted(range(len(jobs)), key=lambda i: not plans[i].render)
+    if workers <= 1:
+        _init_worker(state)
+        for i in order:
+            plans[i].truth = _work(jobs[i])
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(state,)) as pool:
+            results = pool.map(_work, [jobs[i] for i in order], chunksize=4)
+            for i, truth in zip(order, results, strict=True):
+                plans[i].truth = truth
+                bar.update()
+    bar.close()
+    write_labels(out / "labels.csv", plans)
+    write_truth(out / "truth.csv", plans)
+    return Summary(n_subjects, len(plans), sum(p.render for p in plans), str(out))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+def label_row(p: ClipPlan) -> dict[str, str]:
+    score = p.score
+    row = {
+        "clip_id": p.clip_id,
+        "subject_id": p.subject.subject_id,
+        "age_group": p.subject.age_group,
+        "audio": "" if p.audio_missing else f"audio/{p.clip_id}.wav",
+        "visual": "" if p.visual_missing else f"visual/{p.clip_id}.npz",
+        "video": f"video/{p.clip_id}.mp4" if p.render else "",
+        "duration_s": f"{p.duration_s:.1f}",
+        "score": _fmt(score),
+        "rater_1": _fmt(p.raters[0]),
+        "rater_2": _fmt(p.raters[1]),
+        "rater_3": _fmt(p.raters[2]),
+        "level": contract.level_of(score),
+    }
+    assert tuple(row) == contract.LABEL_COLUMNS
+    return row
+
+
+def write_labels(path: Path, plans: list[ClipPlan]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=contract.LABEL_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for p in plans:
+            writer.writerow(label_row(p))
+
+
+def truth_row(p: ClipPlan) -> dict[str, str]:
+    t = p.truth
+    row = {
+        "clip_id": p.clip_id,
+        "subject_id": p.subject.subject_id,
+        "age_group": p.subject.age_group,
+        "latent_pain": f"{p.latent_pain:.4f}",
+        "audio_arousal": f"{p.audio_arousal:.4f}",
+        "face_arousal": f"{p.face_arousal:.4f}",
+        "vocalizing": str(int(p.vocalizing)),
+        "voiced_fraction": str(t.get("voiced_fraction", "")),
+        "confounder": t.get("confounder", ""),
+        "snr_db": f"{p.snr_db:.2f}",
+        "sample_rate": str(p.sample_rate),
+        "face_missing_fraction": str(t.get("face_missing_fraction", "")),
+        "lower_face_occluded": str(int(p.occluded)),
+        "weak_audio": str(int(p.subject.weak_audio)),
+        "weak_face": str(int(p.subject.weak_face)),
+        "audio_missing": str(int(p.audio_missing)),
+        "visual_missing": str(int(p.visual_missing)),
+        "rendered": str(int(p.render)),
+    }
+    assert tuple(row) == TRUTH_COLUMNS
+    return row
+
+
+def write_truth(path: Path, plans: list[ClipPlan]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for p in plans:
+            writer.writerow(truth_row(p))
+
+
+def summary_dict(s: Summary) -> dict:
+    return asdict(s)
