@@ -85,6 +85,20 @@ def test_geometric_au_proxies_respond(face):
     assert abs(nose[names.index("AU6")] - base[names.index("AU6")]) < 0.05
 
 
+def test_geometric_aus_ignore_head_pitch_and_yaw(face):
+    base = visual.frame_features(face)[0][0, AU]
+    size = np.array([*face.image_size, face.image_size[0]], np.float64)
+    p = face.landmarks[0].astype(np.float64) * size
+    c = p.mean(0)
+    for a, b in ((0.35, 0.0), (0.0, 0.35)):  # pitch, yaw (radians)
+        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+        turned = FaceTrack.concat([face])
+        turned.landmarks[0] = (((p - c) @ (rx @ ry).T + c) / size).astype(np.float32)
+        au = visual.frame_features(turned)[0][0, AU]
+        assert np.abs(au - base).max() < 0.15, (a, b, au - base)
+
+
 def test_head_pose_angles():
     yaw, pitch, roll = 0.3, -0.2, 0.1
     rz = np.array([[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]])

@@ -15,11 +15,13 @@ Layout (contract.VISUAL_FEATURE_SEGMENTS, VISUAL_FEATURE_DIM = 201 columns; `con
 - ``blendshapes`` (52): the tracker's scores in contract.BLENDSHAPE_NAMES order, 0-1.
 - ``au_proxies`` (6): contract.AU_NAMES. Blendshapes where they work on real faces (RECIPES.md caveats):
   AU4 = mean browDown, AU7 = mean eyeSquint (note its 0.1-0.5 neutral baseline), AU10 = mean mouthUpperUp.
-  Geometry where blendshapes are blind (cheekSquint/noseSneer stay 0): AU6 = cheek points rising toward
-  the lower lids, AU9 = nose wings rising toward the inner eye corners, both as the change from the
-  template's distance in IOD times AU_GEOMETRY_GAIN (≈ 1 for a 5 % IOD movement, signed, identity shifts
-  the zero point). AU43 = eye closure from lid distance: 1 - (lid gap / eye width) / template ratio,
-  clipped to [0, 1].
+  Geometry where blendshapes are blind (cheekSquint/noseSneer stay 0), measured on the 3-D landmarks
+  rigidly aligned to the 3-D template (`align3d`, so yaw/pitch do not fake motion): AU6 = cheek points
+  rising toward the lower lids, AU9 = nose wings rising toward the inner eye corners; each gap is divided
+  by the eye-line-to-nose-tip height (so neonate proportions largely cancel) and reported as the change
+  from the template's value, scaled so a 5 % IOD movement ≈ 1 (AU_GEOMETRY_GAIN; signed; remaining
+  identity differences shift the zero point by a few tenths). AU43 = eye closure from lid distance:
+  1 - (lid gap / eye width) / template ratio, clipped to [0, 1].
 - ``head_pose`` (3): yaw, pitch, roll in radians from the rotation part of the tracker's 4×4 facial
   transformation matrix (R = Rz(roll) · Ry(yaw) · Rx(pitch)).
 
@@ -49,7 +51,10 @@ RIGHT_UPPER_LID, RIGHT_LOWER_LID, LEFT_UPPER_LID, LEFT_LOWER_LID = (159, 158, 16
     386, 385, 387), (374, 373, 380)  # fmt: skip
 RIGHT_CHEEK, LEFT_CHEEK = (50, 205), (280, 425)
 RIGHT_NOSE_WING, LEFT_NOSE_WING = (129, 98), (358, 327)
+NOSE_TIP = 4
 STABLE_POINTS = (RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER, 168, 6, 197)
+# Points that move little with expression, spread in depth: eye corners, nose bridge, face sides, forehead.
+RIGID_POINTS = (*STABLE_POINTS, 234, 454, 10, 151)
 
 AU_GEOMETRY_GAIN = 20.0  # a 5 % IOD movement → 1.0
 MIN_IOD_PX = 8.0
@@ -61,6 +66,7 @@ FEATURE_LIMIT = 10.0  # features are clipped to ± this (they are O(1); guards a
 _BS = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
 _SUBSET = np.asarray(contract.LANDMARK_SUBSET)
 _STABLE = np.asarray(STABLE_POINTS)
+_RIGID = np.asarray(RIGID_POINTS)
 
 
 def canonical_frame(points_px: np.ndarray) -> np.ndarray:
@@ -86,19 +92,47 @@ def build_template() -> np.ndarray:
     if not track.face_present[0]:
         raise RuntimeError("FaceLandmarker found no face on the astronaut photo")
     h, w = image.shape[:2]
-    return canonical_frame(track.landmarks[0, :, :2] * np.array([w, h])).astype(np.float32)
+    px = track.landmarks[0].astype(np.float64) * np.array([w, h, w])  # mediapipe z is in units of width
+    xy = canonical_frame(px[:, :2])
+    left = px[[LEFT_EYE_INNER, LEFT_EYE_OUTER], :2].mean(0)
+    iod = np.linalg.norm(left - px[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER], :2].mean(0))
+    z = (px[:, 2] - px[:, 2].mean()) / iod
+    return np.concatenate([xy, z[:, None]], axis=1).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
-def template() -> np.ndarray:
-    """The canonical template [478, 2] (IOD units), loaded from the committed asset."""
+def template3d() -> np.ndarray:
+    """The canonical template [478, 3] (IOD units; z = mediapipe depth), from the committed asset."""
     return np.load(TEMPLATE_PATH, allow_pickle=False).astype(np.float64)
+
+
+def template() -> np.ndarray:
+    """The 2-D canonical template [478, 2]: what landmarks_xy are aligned to."""
+    return template3d()[:, :2]
 
 
 @functools.lru_cache(maxsize=1)
 def _template_measures() -> dict[str, float]:
-    t = template()[None]
+    t = template3d()[None]
     return {k: float(v[0]) for k, v in _geometry(t).items()}
+
+
+def align3d(points: np.ndarray) -> np.ndarray:
+    """Rigid + scale alignment of landmarks [T, 478, 3] (pixels, z in pixels) to the 3-D template on
+    RIGID_POINTS (Umeyama): removes yaw and pitch too, so AU geometry is measured on a frontal face."""
+    src = points[:, _RIGID]
+    dst = template3d()[_RIGID]
+    mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(0)
+    sc, dc = src - mu_s, dst - mu_d
+    cov = np.einsum("nd,tne->tde", dc, sc) / len(RIGID_POINTS)  # [T, 3, 3]
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    fix = np.ones((points.shape[0], 3))
+    fix[:, 2] = d
+    rot = u @ (fix[:, :, None] * vt)
+    var = np.maximum(np.sum(sc**2, axis=(1, 2)) / len(RIGID_POINTS), 1e-12)
+    scale = np.sum(sig * fix, axis=1) / var
+    return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, points - mu_s) + mu_d
 
 
 def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
@@ -112,18 +146,21 @@ def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
         width = np.linalg.norm(p[:, a] - p[:, b], axis=-1)
         return gap / np.maximum(width, 1e-6)
 
+    # Vertical gaps are divided by the eye-line-to-nose-tip height, so face proportions (a neonate's short
+    # mid-face) and head pitch cancel to first order; the ratio is scaled back to IOD at the template.
+    eye_line = 0.5 * (p[:, RIGHT_EYE_INNER, 1] + p[:, LEFT_EYE_INNER, 1])
+    nose_len = np.maximum(p[:, NOSE_TIP, 1] - eye_line, 1e-3)
+    cheek_gap = 0.5 * ((y(RIGHT_CHEEK) - y(RIGHT_LOWER_LID)) + (y(LEFT_CHEEK) - y(LEFT_LOWER_LID)))
+    nose_gap = 0.5 * (y(RIGHT_NOSE_WING) + y(LEFT_NOSE_WING)) - eye_line
     return {
-        # cheek below lower lid: shrinks when the cheeks rise (AU6)
-        "cheek_gap": 0.5 * ((y(RIGHT_CHEEK) - y(RIGHT_LOWER_LID)) + (y(LEFT_CHEEK) - y(LEFT_LOWER_LID))),
-        # nose wings below inner eye corners: shrinks when the nose wrinkles (AU9)
-        "nose_gap": 0.5 * (
-            (y(RIGHT_NOSE_WING) - p[:, RIGHT_EYE_INNER, 1]) + (y(LEFT_NOSE_WING) - p[:, LEFT_EYE_INNER, 1])
-        ),
+        "nose_len": nose_len,
+        "cheek_ratio": cheek_gap / nose_len,  # cheek below lower lid: shrinks when the cheeks rise (AU6)
+        "nose_ratio": nose_gap / nose_len,  # nose wings below inner eye corners: shrinks with AU9
         "eye_ratio": 0.5 * (
             eye_ratio(RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_EYE_OUTER, RIGHT_EYE_INNER)
             + eye_ratio(LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_EYE_OUTER, LEFT_EYE_INNER)
         ),
-    }  # fmt: skip
+    }
 
 
 def align(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +203,8 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
         return feats.astype(np.float32), np.zeros(0, np.float32)
     w, h = (int(v) for v in track.image_size)
     size = np.array([w, h] if w > 0 and h > 0 else [1, 1], np.float64)
-    lm = np.nan_to_num(np.asarray(track.landmarks, np.float64)[..., :2])
+    lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
+    lm = lm3[..., :2]
     present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
 
     aligned, px_per_iod = align(lm * size)
@@ -179,12 +217,13 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
         usable &= px_per_iod >= MIN_IOD_PX
 
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
-    geo, ref = _geometry(aligned), _template_measures()
+    frontal = align3d(lm3 * np.array([*size, size[0]]))
+    geo, ref = _geometry(frontal), _template_measures()
     au = {
         "AU4": 0.5 * (bs[:, _BS["browDownLeft"]] + bs[:, _BS["browDownRight"]]),
-        "AU6": (ref["cheek_gap"] - geo["cheek_gap"]) * AU_GEOMETRY_GAIN,
+        "AU6": (ref["cheek_ratio"] - geo["cheek_ratio"]) * ref["nose_len"] * AU_GEOMETRY_GAIN,
         "AU7": 0.5 * (bs[:, _BS["eyeSquintLeft"]] + bs[:, _BS["eyeSquintRight"]]),
-        "AU9": (ref["nose_gap"] - geo["nose_gap"]) * AU_GEOMETRY_GAIN,
+        "AU9": (ref["nose_ratio"] - geo["nose_ratio"]) * ref["nose_len"] * AU_GEOMETRY_GAIN,
         "AU10": 0.5 * (bs[:, _BS["mouthUpperUpLeft"]] + bs[:, _BS["mouthUpperUpRight"]]),
         "AU43": np.clip(1.0 - geo["eye_ratio"] / ref["eye_ratio"], 0.0, 1.0),
     }

@@ -1,0 +1,244 @@
+"""Feature cache for training: decode + face-track every clip of a dataset once, load it back fast.
+
+Layout under ``DIR/features/``: one uncompressed ``clips/<clip>.npz`` per clip (wave float32 [S] at 16 kHz,
+features [T, VISUAL_FEATURE_DIM] and mask [T], plus a JSON ``meta`` string with the clip's age group, which
+sources it came from and their size/mtime) and ``manifest.json`` (counts, for people). A clip is recomputed
+only when its cache file is missing, was made by another CACHE_VERSION, or its source files changed — so a
+second run is a no-op and an interrupted run resumes. Files are written atomically (temp file + rename).
+
+The face track of a clip comes from its MP4 (``video`` column) with the real FaceLandmarker when present,
+else from its ``.npz`` track (``visual`` column); its audio from ``audio``, else from the MP4's audio track.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract
+from avpenet.errors import InputError
+
+CACHE_VERSION = 1  # bump when decoding or frame_features change meaning
+REQUIRED_COLUMNS = ("clip_id", "age_group", "audio", "visual", "video")
+
+
+@dataclass
+class ClipFeatures:
+    """One clip's decoded inputs, ready for windows.inputs_from_features."""
+
+    clip_id: str
+    age_group: str
+    wave: np.ndarray | None  # float32 [S] at contract.SAMPLE_RATE; None: no audio
+    features: np.ndarray | None  # float32 [T, VISUAL_FEATURE_DIM]; None: no video/track
+    mask: np.ndarray | None  # float32 [T]
+    visual_source: str = "none"  # "video" (tracked MP4), "npz" (track file) or "none"
+
+
+def cache_dir(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / "features"
+
+
+def clip_path(data_dir: str | os.PathLike, clip_id: str) -> Path:
+    """Cache file of a clip; ids with characters unsafe in file names are hashed."""
+    name = clip_id if re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", clip_id) and clip_id[0] != "." else (
+        "id-" + hashlib.sha256(clip_id.encode()).hexdigest()[:24]
+    )  # fmt: skip
+    return cache_dir(data_dir) / "clips" / f"{name}.npz"
+
+
+def read_labels(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of DIR/labels.csv (columns contract.LABEL_COLUMNS; REQUIRED_COLUMNS must be there)."""
+    path = Path(data_dir) / "labels.csv"
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path} lacks column(s) {', '.join(missing)}; expected {', '.join(contract.LABEL_COLUMNS)}"
+            )
+        rows = list(reader)
+    ids = [r["clip_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path} has duplicate clip_id values")
+    return rows
+
+
+def _source(data_dir: Path, rel: str | None) -> Path | None:
+    rel = (rel or "").strip()
+    return data_dir / rel if rel else None
+
+
+def _signature(data_dir: Path, row: dict[str, str]) -> dict:
+    sig: dict = {"version": CACHE_VERSION, "age_group": row["age_group"]}
+    for col in ("audio", "visual", "video"):
+        p = _source(data_dir, row.get(col))
+        if p is not None and p.exists():
+            st = p.stat()
+            sig[col] = [row[col], st.st_size, st.st_mtime_ns]
+        else:
+            sig[col] = None
+    return sig
+
+
+def _cached_meta(path: Path) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return json.loads(str(npz["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
+    meta = _cached_meta(clip_path(data_dir, row["clip_id"]))
+    return meta is not None and meta.get("signature") == _signature(Path(data_dir), row)
+
+
+def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
+    """Decode, track and featurise one clip, write its cache file; returns a small summary dict."""
+    from avpenet.features import audio, tracker, visual
+    from avpenet.features.track import FaceTrack
+
+    data_dir = Path(data_dir)
+    contract.age_index(row["age_group"])  # refuse unknown groups early
+    audio_path = _source(data_dir, row.get("audio"))
+    video_path = _source(data_dir, row.get("video"))
+    npz_path = _source(data_dir, row.get("visual"))
+    for p in (audio_path, video_path, npz_path):
+        if p is not None and not p.exists():
+            raise FileNotFoundError(f"clip {row['clip_id']}: {p} does not exist")
+
+    wave = audio.load_audio(audio_path) if audio_path else None
+    track, source = None, "none"
+    if video_path is not None:
+        track, source = tracker.track_video(video_path), "video"
+        if wave is None and audio_path is None:
+            wave = audio.load_audio(video_path)
+    elif npz_path is not None:
+        track, source = FaceTrack.load_npz(npz_path), "npz"
+
+    arrays: dict[str, np.ndarray] = {}
+    if wave is not None:
+        arrays["wave"] = np.asarray(wave, np.float32)
+    if track is not None:
+        feats, mask = visual.frame_features(track)
+        arrays["features"], arrays["mask"] = feats, mask
+    from avpenet.features.windows import frame_window_count
+
+    n_samples = arrays["wave"].size if "wave" in arrays else 0
+    n_frames = arrays["mask"].size if "mask" in arrays else 0
+    meta = {
+        "clip_id": row["clip_id"],
+        "age_group": row["age_group"],
+        "visual_source": source if track is not None else "none",
+        "signature": _signature(data_dir, row),
+        "windows": max(audio.window_count(n_samples), frame_window_count(n_frames)),
+        "frames": n_frames,
+        "usable_frames": int(arrays["mask"].sum()) if "mask" in arrays else 0,
+    }
+    out = clip_path(data_dir, row["clip_id"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, out)
+    return meta
+
+
+def _worker_init() -> None:
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a project dependency
+        pass
+
+
+def _safe_extract(data_dir: str, row: dict[str, str]) -> dict:
+    try:
+        return extract_clip(data_dir, row)
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        return {"clip_id": row["clip_id"], "error": f"{type(exc).__name__}: {exc}"}
+
+
+def build_cache(
+    data_dir: str | os.PathLike, *, workers: int = 2, force: bool = False, progress: bool = True
+) -> dict:
+    """Extract every clip of DIR/labels.csv that is not up to date; returns and writes the manifest."""
+    from tqdm import tqdm
+
+    data_dir = Path(data_dir)
+    rows = read_labels(data_dir)
+    todo = [r for r in rows if force or not is_fresh(data_dir, r)]
+    results: list[dict] = []
+    bar = tqdm(total=len(todo), desc="features", unit="clip", disable=not progress)
+    if workers <= 1 or len(todo) <= 1:
+        _worker_init()
+        for row in todo:
+            results.append(_safe_extract(str(data_dir), row))
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # mediapipe and PyAV are not fork-safe once initialised
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = [pool.submit(_safe_extract, str(data_dir), row) for row in todo]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                bar.update()
+    bar.close()
+
+    errors = {r["clip_id"]: r["error"] for r in results if "error" in r}
+    done = [r for r in results if "error" not in r]
+    # Totals describe the whole cache (this run and earlier ones), read from each clip's meta.
+    metas = [m for r in rows if (m := _cached_meta(clip_path(data_dir, r["clip_id"]))) is not None]
+    manifest = {
+        "cache_version": CACHE_VERSION,
+        "clips": len(rows),
+        "cached": len(metas),
+        "extracted": len(done),
+        "skipped_up_to_date": len(rows) - len(todo),
+        "failed": len(errors),
+        "errors": errors,
+        "windows": int(sum(m.get("windows", 0) for m in metas)),
+        "from_video_with_tracker": sum(m["visual_source"] == "video" for m in metas),
+        "from_npz_track": sum(m["visual_source"] == "npz" for m in metas),
+        "without_visual": sum(m["visual_source"] == "none" for m in metas),
+        "usable_frame_share": (
+            sum(m.get("usable_frames", 0) for m in metas) / max(1, sum(m.get("frames", 0) for m in metas))
+        ),
+    }
+    cache_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    (cache_dir(data_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def load_clip(path: str | os.PathLike) -> ClipFeatures:
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        return ClipFeatures(
+            clip_id=meta["clip_id"],
+            age_group=meta["age_group"],
+            wave=npz["wave"] if "wave" in npz.files else None,
+            features=npz["features"] if "features" in npz.files else None,
+            mask=npz["mask"] if "mask" in npz.files else None,
+            visual_source=meta.get("visual_source", "none"),
+        )
+
+
+def load_cache(data_dir: str | os.PathLike, clip_ids: list[str] | None = None) -> dict[str, ClipFeatures]:
+    """ClipFeatures of every clip in DIR/labels.csv (or of clip_ids); raises if the cache is incomplete."""
+    ids = clip_ids if clip_ids is not None else [r["clip_id"] for r in read_labels(data_dir)]
+    missing = [c for c in ids if not clip_path(data_dir, c).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} clip(s) not in the feature cache (e.g. {missing[0]!r}); "
+            f"run `avpenet features --data {data_dir}`"
+        )
+    return {c: load_clip(clip_path(data_dir, c)) for c in ids}
