@@ -189,9 +189,10 @@ class TestOcclusion:
         eyes = list(face.RIGHT_UPPER_LID + face.LEFT_UPPER_LID)
         np.testing.assert_array_equal(occ.landmarks[both][:, eyes], track.landmarks[both][:, eyes])
         lip = 14  # lower inner lip: its motion is replaced by the tracker's still guess
-        assert np.ptp(occ.landmarks[both][:, lip, 1] - occ.landmarks[both][:, 168, 1]) < np.ptp(
-            track.landmarks[both][:, lip, 1] - track.landmarks[both][:, 168, 1]
-        ) + 0.01
+        assert (
+            np.ptp(occ.landmarks[both][:, lip, 1] - occ.landmarks[both][:, 168, 1])
+            < np.ptp(track.landmarks[both][:, lip, 1] - track.landmarks[both][:, 168, 1]) + 0.01
+        )
         jaw = face.BS["jawOpen"]
         assert occ.blendshapes[both][:, jaw].max() < 0.25
         assert np.all(occ.landmarks[~occ.face_present] == 0)

@@ -17,7 +17,7 @@ import functools
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -356,8 +356,9 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
         plan_.face_confounders, n, rng, pose_scale=0.5 if plan_.render else 1.0,
     )  # fmt: skip
     camera = face.random_camera(rng)
-    if plan_.render:
+    if plan_.render:  # the video animates the real photo: its camera, and its face as the identity
         camera = face.render_camera(neutral)
+        identity = replace(identity, shape=neutral.shape.copy())
     track = face.synth_track(identity, expr, neutral, camera, rng)
     if plan_.occluded:
         track = face.occlude_lower_face(track, rng)

@@ -106,19 +106,12 @@ class Renderer:
         ids = np.full((h * ss, w * ss), -1, np.int32)
         for i, tri in enumerate(np.round(tri_dst * 16).astype(np.int32)):
             cv2.fillConvexPoly(ids, tri, i, lineType=cv2.LINE_8, shift=4)
-        lhs = np.concatenate([tri_dst, np.ones((len(tri_dst), 3, 1))], axis=2)
-        det = np.linalg.det(lhs)
-        ok = np.abs(det) > 1e-6
-        affine = np.zeros((len(tri_dst), 3, 2))
-        affine[ok] = np.linalg.solve(lhs[ok], tri_src[ok])
-        affine[~ok, 2] = tri_src[~ok].mean(axis=1)  # collapsed triangle: sample its centroid
-        flat = ids.ravel()
-        covered = flat >= 0
-        maps = self.grid[:, :2].copy()
-        sel = affine[flat[covered]].astype(np.float32)
-        maps[covered] = np.einsum("nk,nkj->nj", self.grid[covered], sel)
-        map_x = maps[:, 0].reshape(h * ss, w * ss) - 0.5
-        map_y = maps[:, 1].reshape(h * ss, w * ss) - 0.5
+        affine = _inverse_affines(tri_dst, tri_src)  # [M + 1, 2, 3]; row M = identity for uncovered pixels
+        flat = np.where(ids < 0, len(tri_dst), ids).ravel()
+        gx, gy = self.grid[:, 0], self.grid[:, 1]
+        coef = [np.take(affine[:, r, c], flat) for r in range(2) for c in range(3)]
+        map_x = (coef[0] * gx + coef[1] * gy + coef[2]).reshape(h * ss, w * ss) - 0.5
+        map_y = (coef[3] * gx + coef[4] * gy + coef[5]).reshape(h * ss, w * ss) - 0.5
         source = self.image
         weights = np.clip((np.asarray(closure) - 0.35) / 0.5, 0, 1) ** 2
         if weights.max() > 0:
@@ -126,6 +119,31 @@ class Renderer:
         out = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _inverse_affines(tri_dst: np.ndarray, tri_src: np.ndarray) -> np.ndarray:
+    """Per-triangle affine maps dst → src as float32 [M + 1, 2, 3], with an identity map appended.
+
+    Closed-form 3-point solve (vectorised); a collapsed destination triangle samples its source centroid.
+    """
+    (x0, y0), (x1, y1), (x2, y2) = tri_dst[:, 0].T, tri_dst[:, 1].T, tri_dst[:, 2].T
+    det = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    ok = np.abs(det) > 1e-6
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    # Barycentric weights of a point p: l1 = a1·(p - p0), l2 = a2·(p - p0), l0 = 1 - l1 - l2.
+    a1 = np.stack([(y2 - y0) * inv, -(x2 - x0) * inv], 1)
+    a2 = np.stack([-(y1 - y0) * inv, (x1 - x0) * inv], 1)
+    s0, s1, s2 = tri_src[:, 0], tri_src[:, 1], tri_src[:, 2]
+    d1, d2 = s1 - s0, s2 - s0  # [M, 2]
+    lin = d1[:, :, None] * a1[:, None, :] + d2[:, :, None] * a2[:, None, :]  # [M, 2, 2]
+    shift = s0 - np.einsum("mij,mj->mi", lin, tri_dst[:, 0])
+    centroid = tri_src.mean(axis=1)
+    lin[~ok] = 0.0
+    shift[~ok] = centroid[~ok]
+    out = np.zeros((len(tri_dst) + 1, 2, 3), np.float32)
+    out[:-1, :, :2], out[:-1, :, 2] = lin, shift
+    out[-1] = [[1, 0, 0], [0, 1, 0]]
+    return out
 
 
 def _eye_polygons() -> tuple[tuple[int, ...], tuple[int, ...]]:
