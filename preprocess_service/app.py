@@ -9,7 +9,7 @@ and by the k8s RayService. The gRPC proxy routes `/avpenet.v1.Scoring/<Method>` 
 `/grpc.health.v1.Health/Check` to the Gateway method of the same name; reflection is Ray's own.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see real types on the class-based routes.
 
 import asyncio
 import logging
@@ -97,6 +97,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+# Helpers sit above the deployments: Ray pickles a deployment class when it is decorated.
+def _metadata(grpc_context) -> dict[str, str]:
+    return {str(k).lower(): v for k, v in (grpc_context.invocation_metadata() or []) if isinstance(v, str)}
+
+
+def _grpc_token(metadata: Mapping[str, str]) -> str | None:
+    """`authorization: Bearer <key>` metadata (a bare key too: some tools add no scheme)."""
+    value = metadata.get("authorization")
+    if value is None:
+        return None
+    return bearer_token(value) or (value.strip() or None)
+
+
 @serve.deployment(name="FeatureExtractor", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4)
 class FeatureExtractor:
     """Decoding, face tracking and window building; scaled apart: it is the CPU hog."""
@@ -151,7 +164,7 @@ class Gateway:
                 )
         except Exception as exc:
             return self._http_error(exc, rid, SCORE_ROUTE)
-        headers = {"X-Request-ID": rid}
+        headers: dict[str, str] = {}  # Ray Serve's proxy sets X-Request-ID (the caller's, or its own = rid)
         self.service.record(SCORE_ROUTE, "http", 200)
         if wants_fhir(request.headers.get("accept")):
             text = fhir.observation_json(
@@ -169,7 +182,7 @@ class Gateway:
         except Exception as exc:
             return self._http_error(exc, rid, "/v1/models")
         self.service.record("/v1/models", "http", 200)
-        return JSONResponse(models.model_dump(mode="json"), headers={"X-Request-ID": rid})
+        return JSONResponse(models.model_dump(mode="json"))
 
     @api.get("/healthz", summary="Liveness: the gateway process answers")
     async def healthz(self) -> dict[str, str]:
@@ -196,7 +209,7 @@ class Gateway:
         status, _ = status_of(exc)
         self.service.record(route, "http", status)
         detail = str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"
-        headers = {"X-Request-ID": rid}
+        headers = {}
         retry = getattr(exc, "retry_after_s", None)
         if retry:
             headers["Retry-After"] = str(retry)
@@ -262,18 +275,6 @@ class Gateway:
         if retry:
             trailing.append(("retry-after", str(retry)))
         grpc_context.set_trailing_metadata(trailing)
-
-
-def _metadata(grpc_context) -> dict[str, str]:
-    return {str(k).lower(): v for k, v in (grpc_context.invocation_metadata() or []) if isinstance(v, str)}
-
-
-def _grpc_token(metadata: Mapping[str, str]) -> str | None:
-    """`authorization: Bearer <key>` metadata (a bare key too: some tools add no scheme)."""
-    value = metadata.get("authorization")
-    if value is None:
-        return None
-    return bearer_token(value) or (value.strip() or None)
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:

@@ -1,7 +1,7 @@
 """Gateway test media and the ONE gateway stack per test session (real Ray Serve + the shared real Triton).
 
-Imported by tests/test_gateway*.py via `pytest_plugins`. Media is built in memory with the feature package's
-test helpers: a WAV tone, a face-track .npz shaped like tracker output, an MP4 with sound.
+Imported by tests/test_gateway*.py. Media is built in memory with the feature package's test helpers: a
+WAV tone, a face-track .npz shaped like tracker output, an MP4 with sound.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def face_track(seconds: float, seed: int = 0):
     from avpenet.features.track import FaceTrack
 
     rng = np.random.default_rng(seed)
-    canon = np.load(files("avpenet.features") / "canonical_face.npy").astype(np.float32)  # [478, 2]
+    canon = np.load(files("avpenet.features") / "canonical_face.npy").astype(np.float32)[:, :2]  # x, y
     t = int(round(seconds * contract.FPS))
     xy = 0.5 + 0.15 * (canon - canon.mean(0)) / np.abs(canon).max()
     landmarks = np.zeros((t, contract.N_LANDMARKS, 3), np.float32)

@@ -1,0 +1,237 @@
+"""End to end: real Ray Serve (serve_config.yaml) + real Triton over loopback, HTTP and gRPC.
+
+One stack for the whole session (`gateway_stack` in conftest_gateway.py, ~30 s to start); each test sends a
+few small in-memory clips. The big hostile-input corpus and fault tests live elsewhere (issue 7).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import conftest_gateway
+import grpc
+import numpy as np
+import pytest
+import requests
+from conftest_gateway import API_KEY, face_track, mp4_bytes, wav_bytes
+
+from avpenet import contract
+from preprocess_service import telemetry
+from preprocess_service.client import ScoreError, score_grpc, score_http
+from preprocess_service.protocol import MediaPart, ScoreRequest
+
+pytestmark = pytest.mark.integration
+gateway_stack = conftest_gateway.gateway_stack  # the session's stack fixture
+
+
+@functools.cache
+def audio_and_landmarks() -> tuple[bytes, bytes]:
+    return wav_bytes(5.0, freq=500.0), face_track(5.0, seed=1).to_npz_bytes()
+
+
+def av_request(**fields) -> ScoreRequest:
+    wav, npz = audio_and_landmarks()
+    return ScoreRequest(
+        audio=MediaPart(data=wav, filename="cry.wav"),
+        landmarks=MediaPart(data=npz, filename="face.npz"),
+        age_group="neonate",
+        **fields,
+    )
+
+
+def direct_triton(triton_url: str, wav: bytes, npz: bytes, age_group: str) -> dict[str, np.ndarray]:
+    """The ensemble's window outputs for the same media, computed without the gateway."""
+    import tritonclient.grpc as grpcclient
+
+    from avpenet.features import audio, windows
+    from avpenet.features.track import FaceTrack
+
+    inputs = windows.model_inputs(audio.load_audio(wav), FaceTrack.load_npz(npz), age_group)
+    client = grpcclient.InferenceServerClient(triton_url)
+    items = []
+    for spec in contract.ENSEMBLE.inputs:
+        item = grpcclient.InferInput(spec.name, list(inputs[spec.name].shape), spec.dtype)
+        item.set_data_from_numpy(inputs[spec.name].astype(spec.numpy_dtype))
+        items.append(item)
+    result = client.infer(contract.ENSEMBLE.name, items)
+    client.close()
+    return {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
+
+
+class TestScoring:
+    def test_http_grpc_and_direct_triton_agree(self, gateway_stack):
+        request = av_request()
+        http = score_http(gateway_stack.http_url, request, api_key=API_KEY)
+        rpc = score_grpc(gateway_stack.grpc_target, request, api_key=API_KEY)
+        wav, npz = audio_and_landmarks()
+        direct = direct_triton(gateway_stack.triton.grpc_url, wav, npz, "neonate")
+
+        n = audio_windows = len(direct[contract.SCORE.name])
+        assert audio_windows == 3  # 5 s → windows at 0, 1, 2 s
+        assert len(http.timeline) == len(rpc.timeline) == n
+        np.testing.assert_allclose(
+            [w.score for w in http.timeline], direct[contract.SCORE.name][:, 0], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            [w.score for w in rpc.timeline], [w.score for w in http.timeline], atol=1e-9
+        )
+        assert http.score == pytest.approx(float(direct[contract.SCORE.name].mean()), abs=1e-5)
+        assert rpc.score == pytest.approx(http.score, abs=1e-9)
+        assert rpc.interval_90 == http.interval_90 and rpc.class_probs == http.class_probs
+        assert http.level == contract.level_of(http.score) and http.modalities == ["audio", "visual"]
+        assert http.interval_90.low <= http.score <= http.interval_90.high
+        assert http.model_versions[contract.ENSEMBLE.name] == "1"
+        assert set(http.timings_ms) == {"decode", "features", "triton", "total"}
+        assert http.request_id == request.request_id  # the caller's X-Request-ID is echoed
+
+    def test_mp4_clip_with_sound_is_scored(self, gateway_stack):
+        request = ScoreRequest(clip=MediaPart(data=mp4_bytes(4.0), filename="bed7.mp4"), age_group="adult")
+        result = score_http(gateway_stack.http_url, request, api_key=API_KEY)
+        from avpenet.features.audio import window_count
+
+        assert result.duration_s == pytest.approx(4.0, abs=0.15)  # AAC may pad a few ms
+        assert len(result.timeline) == window_count(round(result.duration_s * contract.SAMPLE_RATE))
+        assert result.modalities == ["audio"]  # noise frames: no face, scored with the visual side masked
+        assert result.modality_weights.audio > result.modality_weights.visual
+
+    def test_fhir_observation_validates(self, gateway_stack):
+        from fhir.resources.R4B.observation import Observation
+
+        request = av_request(subject_ref="Patient/p-17", encounter_ref="Encounter/e-3")
+        reply = requests.post(
+            f"{gateway_stack.http_url}/v1/score",
+            files={n: (p.filename, p.data) for n, p in request.parts().items()},
+            data={"age_group": "neonate", "subject_ref": "Patient/p-17", "encounter_ref": "Encounter/e-3"},
+            headers={"Authorization": f"Bearer {API_KEY}", "Accept": "application/fhir+json"},
+            timeout=60,
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["content-type"].startswith("application/fhir+json")
+        obs = Observation.model_validate_json(reply.text)
+        assert obs.code.coding[0].code == "72514-3" and obs.subject.reference == "Patient/p-17"
+        assert obs.encounter.reference == "Encounter/e-3"
+        assert 0 <= float(obs.valueQuantity.value) <= 10
+        assert obs.interpretation[0].coding[0].code in contract.LEVELS
+
+
+def post(stack, files=None, data=None, headers=None, key=API_KEY, **kw):
+    hdrs = {"Authorization": f"Bearer {key}"} if key else {}
+    hdrs.update(headers or {})
+    return requests.post(f"{stack.http_url}/v1/score", files=files, data=data, headers=hdrs, timeout=60, **kw)
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("case", "status"),
+        [
+            ("random_bytes_audio", 415),
+            ("truncated_landmarks", 422),
+            ("no_media_parts", 422),
+            ("unknown_age_group", 422),
+            ("not_multipart", 415),
+            ("too_large", 413),
+        ],
+    )
+    def test_http_status_per_error_class(self, gateway_stack, case, status):
+        wav, npz = audio_and_landmarks()
+        files, data, extra = None, {"age_group": "adult"}, {}
+        if case == "random_bytes_audio":
+            files = {"audio": ("x.wav", np.random.default_rng(0).bytes(4000))}
+        elif case == "truncated_landmarks":
+            files = {"landmarks": ("f.npz", npz[: len(npz) // 2])}
+        elif case == "no_media_parts":
+            files, data = {"age_group": (None, "adult")}, None
+        elif case == "unknown_age_group":
+            files, data = {"audio": ("a.wav", wav)}, {"age_group": "toddler"}
+        elif case == "not_multipart":
+            extra = {"json": {"audio": "AAAA"}}
+            data = None
+        elif case == "too_large":
+            files = {"audio": ("big.wav", b"RIFF" + bytes(5 * 1024 * 1024))}  # limit in the fixture: 4 MiB
+        reply = post(gateway_stack, files=files, data=data, **extra)
+        assert reply.status_code == status, reply.text
+        body = reply.json()
+        assert body["detail"] and body["request_id"] == reply.headers["x-request-id"]  # Ray Serve's id
+        assert "RIFF" not in reply.text  # no media bytes echoed
+
+    def test_nothing_to_score_is_422_with_reason(self, gateway_stack):
+        from avpenet.features import testmedia
+
+        silent_video = testmedia.video_bytes(testmedia.noise_frames(20), 10)  # no audio track, no face
+        reply = post(gateway_stack, files={"video": ("v.mp4", silent_video)})
+        assert reply.status_code == 422 and reply.json()["error"] == "NothingToScore"
+
+    def test_grpc_codes_match_http(self, gateway_stack):
+        bad = ScoreRequest(audio=MediaPart(data=b"not audio at all" * 10), age_group="adult")
+        with pytest.raises(ScoreError) as info:
+            score_grpc(gateway_stack.grpc_target, bad, api_key=API_KEY)
+        assert info.value.status == "INVALID_ARGUMENT" and "unsupported" in info.value.detail.lower()
+        huge = ScoreRequest(audio=MediaPart(data=b"RIFF" + bytes(5 * 1024 * 1024)), age_group="adult")
+        with pytest.raises(ScoreError) as info:
+            score_grpc(gateway_stack.grpc_target, huge, api_key=API_KEY)
+        assert info.value.status == "RESOURCE_EXHAUSTED"
+
+
+class TestAuth:
+    @pytest.mark.parametrize("key", [None, "wrong-key"])
+    def test_http_rejects_missing_or_wrong_key(self, gateway_stack, key):
+        wav, _ = audio_and_landmarks()
+        reply = post(gateway_stack, files={"audio": ("a.wav", wav)}, key=key)
+        assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
+        models = requests.get(
+            f"{gateway_stack.http_url}/v1/models", headers={"Authorization": f"Bearer {key}"} if key else {}
+        )
+        assert models.status_code == 401
+
+    @pytest.mark.parametrize("key", [None, "wrong-key"])
+    def test_grpc_rejects_missing_or_wrong_key(self, gateway_stack, key):
+        with pytest.raises(ScoreError) as info:
+            score_grpc(gateway_stack.grpc_target, av_request(), api_key=key)
+        assert info.value.status == "UNAUTHENTICATED"
+
+    def test_probes_and_metrics_need_no_key(self, gateway_stack):
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert requests.get(gateway_stack.http_url + path, timeout=10).status_code == 200, path
+
+
+class TestOperations:
+    def test_models_ready_and_docs(self, gateway_stack):
+        url = gateway_stack.http_url
+        models = requests.get(
+            f"{url}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
+        ).json()
+        names = {(m["name"], m["state"]) for m in models["models"]}
+        assert (
+            models["ensemble"] == "avpenet" and ("avpenet", "READY") in names and ("fusion", "READY") in names
+        )
+        assert requests.get(f"{url}/readyz", timeout=10).json()["status"] == "ready"
+        assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+        spec = requests.get(f"{url}/openapi.json", timeout=10).json()
+        assert "multipart/form-data" in spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]
+
+    def test_grpc_health_and_reflection(self, gateway_stack):
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+        with grpc.insecure_channel(gateway_stack.grpc_target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = health.Check(health_pb2.HealthCheckRequest(service="avpenet.v1.Scoring"), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            answers = stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            services = {s.name for a in answers for s in a.list_services_response.service}
+        assert "avpenet.v1.Scoring" in services
+
+    def test_metrics_after_traffic(self, gateway_stack):
+        score_http(gateway_stack.http_url, av_request(), api_key=API_KEY)
+        score_grpc(gateway_stack.grpc_target, av_request(), api_key=API_KEY)
+        text = requests.get(f"{gateway_stack.http_url}/metrics", timeout=10).text
+        for name in telemetry.METRIC_NAMES:
+            assert f"# TYPE {name}" in text, name
+        # The gateway's /metrics is per replica; one replica here sees both protocols.
+        assert 'avpenet_gateway_requests_total{protocol="http",route="/v1/score",status="200"}' in text
+        assert 'avpenet_gateway_requests_total{protocol="grpc",route="Score",status="OK"}' in text
+        assert 'avpenet_gateway_stage_seconds_count{protocol="grpc",stage="triton"}' in text
+        assert 'avpenet_gateway_score_count{model_version="1"}' in text
