@@ -97,6 +97,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def warm_up() -> None:
+    """Import the feature stack and verify the face model file now, not on a patient's first request."""
+    from avpenet.features import audio, tracker, windows  # noqa: F401
+
+    tracker.model_bytes()
+    with tracker.FaceTracker():  # loads mediapipe's graph once; a broken model fails the deploy, loudly
+        pass
+
+
 # Helpers sit above the deployments: Ray pickles a deployment class when it is decorated.
 def _metadata(grpc_context) -> dict[str, str]:
     return {str(k).lower(): v for k, v in (grpc_context.invocation_metadata() or []) if isinstance(v, str)}
@@ -119,6 +128,7 @@ class FeatureExtractor:
 
         self.limits = Limits.model_validate(dict(limits or {}))
         telemetry.setup_tracing("avpenet-features")
+        warm_up()
 
     async def extract(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted | InputError:
         # An input error is returned, not raised, so its class (and so its status) survives Ray's wrapping.
@@ -157,7 +167,9 @@ class Gateway:
             self.service.authenticate(bearer_token(request.headers.get("authorization")))
             with self.service.admit():
                 body = await read_body(request, self.settings.limits.max_upload_bytes)
-                parsed = parse_score_form(body, request.headers.get("content-type"), rid)
+                parsed = await asyncio.to_thread(
+                    parse_score_form, body, request.headers.get("content-type"), rid
+                )
                 del body
                 result = await self.service.score(
                     parsed, protocol="http", trace_headers=dict(request.headers)

@@ -36,8 +36,13 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
     header_field = bytearray()
     header_value = bytearray()
 
+    ended: list[bool] = []
+
     def on_part_begin() -> None:
         parts.append(({}, bytearray()))
+
+    def on_end() -> None:
+        ended.append(True)
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header_field.extend(data[start:end])
@@ -59,6 +64,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         "on_header_value": on_header_value,
         "on_header_end": on_header_end,
         "on_part_data": on_part_data,
+        "on_end": on_end,
     }
     try:
         parser = MultipartParser(boundary, callbacks)
@@ -66,6 +72,8 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         parser.finalize()
     except Exception as exc:  # python-multipart raises its own error types for malformed bodies
         raise InvalidRequest(f"malformed multipart body ({type(exc).__name__})") from None
+    if parts and not ended:  # a body cut off mid-part would otherwise be scored as if it were whole
+        raise InvalidRequest("multipart body ends before its closing boundary (upload cut off?)")
 
     media: dict[str, MediaPart] = {}
     fields: dict[str, str] = {}
