@@ -1,0 +1,120 @@
+"""Helpers the reliability, fault and security tests share: raw calls, stack processes, logs, temp files.
+
+Raw calls send the corpus's bytes as they are (no client library fixes them up) and return what came back
+with the elapsed time, so each test can bound latency as well as check the status.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psutil
+import requests
+
+SCORE_METHOD = "/avpenet.v1.Scoring/Score"
+GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+
+
+@dataclass
+class Answer:
+    status: int | str  # HTTP status or gRPC code name
+    seconds: float
+    detail: str = ""
+    headers: dict[str, str] | None = None
+
+
+def http_post(url: str, body: bytes, content_type: str, *, key: str | None, timeout: float = 60.0,
+              headers: dict[str, str] | None = None) -> Answer:  # fmt: skip
+    hdrs = {"Content-Type": content_type, **(headers or {})}
+    if key:
+        hdrs["Authorization"] = f"Bearer {key}"
+    start = time.perf_counter()
+    reply = requests.post(f"{url}/v1/score", data=body, headers=hdrs, timeout=timeout)
+    return Answer(reply.status_code, time.perf_counter() - start, reply.text, dict(reply.headers))
+
+
+def grpc_call(channel: grpc.Channel, message: bytes, *, key: str | None, timeout: float = 60.0,
+              metadata: Iterable[tuple[str, str]] = ()) -> Answer:  # fmt: skip
+    """Score with raw request bytes (no serializer: the bytes go out exactly as given)."""
+    call = channel.unary_unary(SCORE_METHOD, request_serializer=None, response_deserializer=None)
+    md = list(metadata)
+    if key:
+        md.append(("authorization", f"Bearer {key}"))
+    start = time.perf_counter()
+    try:
+        call(message, metadata=md, timeout=timeout)
+    except grpc.RpcError as exc:
+        return Answer(exc.code().name, time.perf_counter() - start, exc.details() or "")
+    return Answer("OK", time.perf_counter() - start)
+
+
+# --- the stack's processes ----------------------------------------------------------------------------------
+def serve_replicas(*names: str) -> list[psutil.Process]:
+    """This session's Ray Serve replica processes (optionally only some deployments), by process title."""
+    out = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if "ServeReplica" in title and (not names or any(n in title for n in names)):
+            out.append(proc)
+    return out
+
+
+def rss_mb(procs: Iterable[psutil.Process]) -> float:
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+# --- logs and temp files ------------------------------------------------------------------------------------
+def log_files(ray_dir: str | os.PathLike) -> list[Path]:
+    """Every log Ray and Serve wrote for the session (driver, raylet, workers, proxies, replicas)."""
+    return [p for p in Path(ray_dir).rglob("*") if p.is_file() and (p.suffix in (".log", ".out", ".err"))]
+
+
+def find_in_files(paths: Iterable[Path], needles: Iterable[bytes]) -> dict[str, list[str]]:
+    """needle -> files containing it (read in full: logs of a test session are a few MB)."""
+    needles = list(needles)
+    hits: dict[str, list[str]] = {}
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for needle in needles:
+            if needle in data:
+                hits.setdefault(needle.decode("latin-1"), []).append(str(path))
+    return hits
+
+
+def temp_listing(skip: Iterable[str | os.PathLike] = ()) -> set[Path]:
+    """Files under the temp dir (3 levels), leaving out trees that are expected to change (Ray's logs)."""
+    root = Path(tempfile.gettempdir())
+    skipped = {Path(s).resolve() for s in skip}
+    return set(_walk(root, skipped, depth=3))
+
+
+def _walk(folder: Path, skipped: set[Path], depth: int) -> Iterator[Path]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if path.resolve() in skipped or entry.name.startswith("pytest-of-"):
+            continue
+        yield path
+        if depth > 1 and entry.is_dir(follow_symlinks=False):
+            yield from _walk(path, skipped, depth - 1)
