@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    # The tracer warns about shapes taken as constants; the parity check after export is what proves the graph.
+    # The tracer warns about shapes taken as constants; the parity check after export proves the graph.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.checkpoint is not None and not (args.checkpoint / "config.json").exists():
