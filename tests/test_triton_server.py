@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import urllib.request
 
 import numpy as np
@@ -39,16 +40,27 @@ def _served_model(spec: contract.ModelSpec):
     return export.model_from_source(versions.read_manifest(folder, versions.latest(folder))["source"])
 
 
-def _clips(batch: int = 6, seed: int = 7) -> dict[str, np.ndarray]:
-    """Windows of synthetic clips covering both modalities, audio-only, face-only and partly tracked faces."""
-    arrays = valid_inputs(contract.ENSEMBLE, batch=batch, seed=seed)
-    arrays[contract.FRAME_MASK.name][:] = 1.0
-    arrays[contract.AUDIO_PRESENT.name][:] = 1.0
-    arrays[contract.FRAME_MASK.name][1] = 0.0  # audio only: no face in any frame
-    arrays[contract.AUDIO_PRESENT.name][2] = 0.0  # face only
-    arrays[contract.WAVEFORM.name][2] = 0.0
-    arrays[contract.FRAME_MASK.name][3, ::3] = 0.0  # face lost in a third of the frames
-    return arrays
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """Windows of AVPE-Synth clips through the shared feature code, plus audio-only and face-only windows."""
+    from avpenet.features import audio, windows
+    from avpenet.features.track import FaceTrack
+    from avpenet.synth.dataset import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, seed=1, n_subjects=2, n_clips=3, render=0, workers=1, progress=False)
+    rows = []
+    for row in csv.DictReader((root / "labels.csv").open()):
+        wave = audio.load_audio(root / row["audio"]) if row["audio"] else None
+        track = FaceTrack.load_npz(root / row["visual"]) if row["visual"] else None
+        rows.append(windows.model_inputs(wave, track, row["age_group"]))
+    arrays = {t.name: np.concatenate([r[t.name] for r in rows]) for t in contract.ENSEMBLE.inputs}
+    audio_only = {name: a[:1].copy() for name, a in arrays.items()}
+    audio_only[contract.FRAME_MASK.name][:] = 0.0
+    face_only = {name: a[:1].copy() for name, a in arrays.items()}
+    face_only[contract.AUDIO_PRESENT.name][:] = 0.0
+    face_only[contract.WAVEFORM.name][:] = 0.0
+    return {name: np.concatenate([arrays[name], audio_only[name], face_only[name]]) for name in arrays}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +89,11 @@ def test_server_is_ready_with_every_model(triton_server: TritonServer) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_ensemble_matches_the_pytorch_model(triton_server: TritonServer, torch_model, protocol: str) -> None:
-    arrays = _clips()
+def test_ensemble_matches_the_pytorch_model(
+    triton_server: TritonServer, torch_model, clips, protocol: str
+) -> None:
+    arrays = clips
+    n = len(arrays[contract.AGE_GROUP.name])
     with torch.inference_mode():
         expected = torch_model(*(torch.from_numpy(arrays[t.name]) for t in contract.ENSEMBLE.inputs))
     module = grpcclient if protocol == "grpc" else httpclient
@@ -88,14 +103,14 @@ def test_ensemble_matches_the_pytorch_model(triton_server: TritonServer, torch_m
     )
     for t in contract.ENSEMBLE.outputs:
         got = result.as_numpy(t.name)
-        assert got.shape == (6, *t.shape) and got.dtype == np.float32
+        assert got.shape == (n, *t.shape) and got.dtype == np.float32
         tolerance = SCORE_TOL if t == contract.SCORE else OUTPUT_TOL
         np.testing.assert_allclose(got, expected[t.name].numpy(), atol=tolerance, rtol=0, err_msg=t.name)
     score = result.as_numpy(contract.SCORE.name)
     assert ((score >= contract.SCORE_MIN) & (score <= contract.SCORE_MAX)).all()
     np.testing.assert_allclose(result.as_numpy(contract.CLASS_PROBS.name).sum(axis=1), 1.0, atol=1e-5)
     weights = result.as_numpy(contract.MODALITY_WEIGHTS.name)
-    assert weights[1, 1] == 0.0 and weights[2, 0] == 0.0  # the absent modality counts for nothing
+    assert weights[-2, 1] == 0.0 and weights[-1, 0] == 0.0  # the absent modality counts for nothing
 
 
 @pytest.mark.parametrize("part", contract.PARTS, ids=lambda p: p.name)
