@@ -33,7 +33,7 @@ from preprocess_service.protocol import (
     WindowScore,
 )
 from preprocess_service.settings import GatewaySettings
-from preprocess_service.triton_client import InferOutput, TritonClient
+from preprocess_service.triton_client import VERSIONS_TTL_S, InferOutput, TritonClient
 
 log = logging.getLogger("avpenet.gateway")
 Extractor = Callable[[ScoreRequest, Mapping[str, str]], Awaitable[Extracted]]
@@ -69,6 +69,7 @@ class ScoringService:
         )
         self.extractor = extractor or self._extract_in_thread
         self._interval_scale: float | None = None
+        self._scale_at = -VERSIONS_TTL_S
 
     async def _extract_in_thread(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
@@ -160,7 +161,10 @@ class ScoringService:
         return versions
 
     async def _scale(self) -> float | None:
-        if self._interval_scale is None:
+        """The published `interval_scale` (re-read every VERSIONS_TTL_S: a version swap may change it)."""
+        now = time.monotonic()
+        if now - self._scale_at >= VERSIONS_TTL_S:
+            self._interval_scale, self._scale_at = None, now
             for model in (contract.FUSION.name, self.settings.model_name):
                 raw = await self.triton.parameter(model, INTERVAL_SCALE_PARAMETER)
                 if raw:
@@ -230,7 +234,11 @@ def build_response(
         )
         for i in range(len(scores))
     ]
-    scale = interval_scale if interval_scale is not None else interval_scale_from_windows(out)
+    # The answering model's own windows give its scale exactly (right across version swaps); the published
+    # parameter covers the case where every window's interval is clipped on both sides.
+    scale = interval_scale_from_windows(out)
+    if scale is None:
+        scale = interval_scale
     clip = aggregate_windows(
         out[contract.SCORE.name],
         out[contract.LOG_VARIANCE.name],

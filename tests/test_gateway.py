@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 
-import conftest_gateway
 import grpc
 import numpy as np
 import pytest
@@ -20,8 +19,8 @@ from preprocess_service import telemetry
 from preprocess_service.client import ScoreError, score_grpc, score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
 
+pytest_plugins = ["conftest_gateway"]  # one `gateway_stack` fixture per session, shared with other modules
 pytestmark = pytest.mark.integration
-gateway_stack = conftest_gateway.gateway_stack  # the session's stack fixture
 
 
 @functools.cache

@@ -92,6 +92,17 @@ class TestScoreResponse:
         clipped[contract.INTERVAL.name][:] = [0.0, 10.0]
         assert interval_scale_from_windows(clipped) is None
 
+    def test_fully_clipped_windows_fall_back_to_published_scale_then_mean(self):
+        out = window_outputs(3)
+        out[contract.INTERVAL.name][:] = [0.0, 10.0]
+        request = ScoreRequest(audio=MediaPart(data=b"x"))
+        extracted = Extracted(inputs={}, duration_s=5.0, modalities=["audio"])
+        args = (request, extracted, InferOutput(out, "1"), {}, {}, "avpenet")
+        published = build_response(*args, interval_scale=0.01)  # a tiny scale: a narrow clip interval
+        assert 0 < published.interval_90.high - published.interval_90.low < 1
+        unknown = build_response(*args)
+        assert (unknown.interval_90.low, unknown.interval_90.high) == (0.0, 10.0)
+
 
 class TestScoreRequest:
     def test_proto_round_trip(self):
