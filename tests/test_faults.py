@@ -1,0 +1,229 @@
+"""Faults against the real stack: overload, client deadlines, a killed Serve replica, a killed Triton.
+
+Each test breaks one thing under traffic, checks that callers get a fast, documented answer (429 /
+RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, 503 / UNAVAILABLE) instead of hanging, and then that the stack heals
+by itself before the next test starts (the session's stack is shared with the gateway tests). Triton is
+killed with SIGKILL (a crash, not a drain) and brought back on the same ports, as Kubernetes would.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import corpus
+import grpc
+import pytest
+import requests
+from conftest_gateway import API_KEY, face_track, wav_bytes
+from corpus import Case, Upload
+from corpus.harness import GRPC_OPTIONS, Answer, grpc_call, http_post, serve_replicas
+from corpus.wire import BOUNDARY
+
+pytest_plugins = ["conftest_gateway"]
+pytestmark = pytest.mark.integration
+
+FAST_S = 2.0  # a refusal (429, 503, deadline) must come back within this
+RECOVER_S = 90.0  # Serve restarts a replica / the gateway reconnects to Triton within this
+
+
+@functools.cache
+def clip(seconds: float = 8.0) -> tuple[bytes, bytes]:
+    """An audio + landmarks request as a multipart body and as protobuf bytes."""
+    wav, npz = wav_bytes(seconds, freq=520.0), face_track(seconds, seed=5).to_npz_bytes()
+    upload = Upload(
+        files=(("audio", "a.wav", wav), ("landmarks", "f.npz", npz)), fields=(("age_group", b"adult"),)
+    )
+    case = Case("load", "a valid 8 s request", 200, "OK", lambda: upload)
+    return corpus.http_request(case)[0], corpus.grpc_message(case)
+
+
+CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def score_http(stack, timeout: float = 30.0) -> Answer:
+    return http_post(stack.http_url, clip()[0], CTYPE, key=API_KEY, timeout=timeout)
+
+
+def score_grpc(channel, timeout: float = 30.0) -> Answer:
+    return grpc_call(channel, clip()[1], key=API_KEY, timeout=timeout)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.5) -> float:
+    """Seconds until predicate() held; fails the test after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except (requests.RequestException, grpc.RpcError):
+            pass
+        time.sleep(step)
+    pytest.fail(f"not recovered within {timeout:.0f} s")
+
+
+def scores_ok(stack) -> bool:
+    return score_http(stack).status == 200
+
+
+class Load:
+    """Background callers (HTTP and gRPC) recording (start time, answer) until stopped."""
+
+    def __init__(self, stack, workers: int = 3) -> None:
+        self.stack, self.workers = stack, workers
+        self.records: list[tuple[float, str, Answer]] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _run(self, proto: str) -> None:
+        channel = grpc.insecure_channel(self.stack.grpc_target, options=GRPC_OPTIONS)
+        try:
+            while not self._stop.is_set():
+                t = time.monotonic()
+                answer = score_grpc(channel) if proto == "grpc" else score_http(self.stack)
+                self.records.append((t, proto, answer))
+        finally:
+            channel.close()
+
+    def __enter__(self) -> Load:
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._run, args=("grpc" if i % 3 == 2 else "http",), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        assert not any(t.is_alive() for t in self._threads), "a caller hung"
+
+
+# --- overload -----------------------------------------------------------------------------------------------
+def test_overload_is_refused_fast_with_429_and_resource_exhausted(gateway_stack):
+    """Far more concurrent requests than max_in_flight (8): the excess is refused at once; none hangs."""
+    assert score_http(gateway_stack).status == 200  # warm
+    n = 40
+    channel = grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS)
+    barrier = threading.Barrier(n)
+
+    def call(i: int) -> tuple[str, Answer]:
+        barrier.wait()
+        if i % 2:
+            return "grpc", score_grpc(channel, timeout=60)
+        return "http", score_http(gateway_stack, timeout=60)
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(call, range(n)))
+    channel.close()
+    statuses = [a.status for _, a in answers]
+    assert set(statuses) <= {200, "OK", 429, "RESOURCE_EXHAUSTED"}, statuses
+    refused = [(p, a) for p, a in answers if a.status in (429, "RESOURCE_EXHAUSTED")]
+    served = [a for _, a in answers if a.status in (200, "OK")]
+    assert refused and served, statuses
+    assert max(a.seconds for _, a in refused) < FAST_S
+    assert {p for p, _ in refused} == {"http", "grpc"}
+    assert all(a.headers["retry-after"] for p, a in refused if p == "http")
+    assert score_http(gateway_stack).status == 200  # admission released every slot
+
+
+# --- deadlines ----------------------------------------------------------------------------------------------
+def test_grpc_deadline_is_honoured(gateway_stack):
+    channel = grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS)
+    try:
+        answer = score_grpc(channel, timeout=0.05)
+        assert answer.status == "DEADLINE_EXCEEDED" and answer.seconds < 0.5
+        assert score_grpc(channel).status == "OK"  # the abandoned call left the gateway serving
+    finally:
+        channel.close()
+
+
+def test_triton_deadline_maps_to_504(triton_server):
+    """The gateway's own deadline toward Triton (triton_timeout_s) ends in 504 / DEADLINE_EXCEEDED."""
+    import asyncio
+
+    from avpenet.features import audio, windows
+    from avpenet.features.track import FaceTrack
+    from preprocess_service.errors import TritonTimeout, status_of
+    from preprocess_service.triton_client import TritonClient
+
+    track = FaceTrack.load_npz(face_track(8.0).to_npz_bytes())
+    inputs = windows.model_inputs(audio.load_audio(wav_bytes(8.0)), track, "adult")
+
+    async def infer_with_1ms_deadline() -> BaseException | None:
+        client = TritonClient(triton_server.grpc_url, timeout_s=0.001, retries=0)
+        try:
+            await client.infer(inputs)
+        except Exception as exc:  # noqa: BLE001 (the test inspects it)
+            return exc
+        finally:
+            await client.close()
+        return None
+
+    start = time.perf_counter()
+    exc = asyncio.run(infer_with_1ms_deadline())
+    assert isinstance(exc, TritonTimeout) and status_of(exc) == (504, "DEADLINE_EXCEEDED")
+    assert time.perf_counter() - start < FAST_S
+
+
+# --- a Serve replica dies -----------------------------------------------------------------------------------
+def test_killed_feature_replica_fails_cleanly_and_recovers(gateway_stack):
+    assert scores_ok(gateway_stack)
+    victims = serve_replicas("FeatureExtractor")
+    assert victims, "no FeatureExtractor replica process found"
+    with Load(gateway_stack) as load:
+        time.sleep(1.0)
+        for proc in victims:
+            os.kill(proc.pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        recovered = wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
+    allowed = {200, "OK", 500, 503, "INTERNAL", "UNAVAILABLE"}
+    assert {a.status for _, _, a in load.records} <= allowed, {a.status for _, _, a in load.records}
+    after = [a for t, _, a in load.records if t > t_kill]
+    assert after and max(a.seconds for a in after) < 30.0, "a request hung on the dead replica"
+    assert serve_replicas("FeatureExtractor"), "Serve did not start a new replica"
+    print(f"feature replica killed: recovered in {recovered:.1f} s")
+
+
+# --- Triton dies --------------------------------------------------------------------------------------------
+def restart_on_same_ports(server) -> None:
+    """Start the (dead) session Triton again where the gateway expects it."""
+    ports = {
+        "http_port": server.http_port,
+        "grpc_port": server.grpc_port,
+        "metrics_port": server.metrics_port,
+    }
+    server.stop()  # reaps the killed process group and its work dir
+    server.__init__(server.repo, model_control=server.model_control, **ports)
+    server.start()
+
+
+def test_triton_killed_under_load_gives_fast_503_then_recovers(gateway_stack, triton_server):
+    url = gateway_stack.http_url
+    assert scores_ok(gateway_stack)
+    with Load(gateway_stack) as load:
+        time.sleep(1.0)
+        os.killpg(triton_server.pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        time.sleep(4.0)
+        ready = requests.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.headers["retry-after"]
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(gateway_stack.grpc_target) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    down = [(p, a) for t, p, a in load.records if t > t_kill + 0.5]
+    assert down, "no request was sent while Triton was down"
+    assert {a.status for _, a in down} <= {503, "UNAVAILABLE"}, [a.status for _, a in down]
+    assert max(a.seconds for _, a in down) < FAST_S
+    assert {p for p, _ in down} == {"http", "grpc"}
+    restart_on_same_ports(triton_server)
+    recovered = wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200, RECOVER_S)
+    assert scores_ok(gateway_stack)  # no gateway restart: it reconnected by itself
+    print(f"Triton back: gateway ready again {recovered:.1f} s after Triton's restart")
