@@ -8,6 +8,7 @@ tests, the gateway's local mode and the demo all start Triton through `TritonSer
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import contextlib
 import os
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +40,16 @@ LOG_TAIL_LINES = 60
 # 12 MB, so 1 MB steps (the default) would mean a dozen remaps on the first big request.
 SHM_DEFAULT_BYTES = 4 * 1024 * 1024
 SHM_GROWTH_BYTES = 16 * 1024 * 1024
+
+
+_RUNNING: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """A server left running by a crashed test or an unhandled exception must not outlive this interpreter."""
+    for server in list(_RUNNING):
+        server.stop()
 
 
 class TritonStartError(RuntimeError):
@@ -225,6 +237,7 @@ class TritonServer:
             cwd=self._workdir,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton in order
         )
+        _RUNNING.add(self)
         self._reader = threading.Thread(target=self._pump_log, name="tritonserver-log", daemon=True)
         self._reader.start()
         self._wait_ready()
@@ -265,6 +278,7 @@ class TritonServer:
     def stop(self) -> int | None:
         """SIGTERM (Triton drains in-flight requests), then SIGKILL of its process group after a timeout."""
         process, self._process = self._process, None
+        _RUNNING.discard(self)
         code = None
         if process is not None:
             if process.poll() is None:
