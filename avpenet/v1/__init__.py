@@ -1,1 +1,1 @@
-"""Generated gRPC code for package avpenet.v1 (from proto/avpenet/v1/*.proto by `make setup`; not committed)."""
+"""gRPC code for avpenet.v1, generated from proto/avpenet/v1/*.proto by `make setup` (not committed)."""
