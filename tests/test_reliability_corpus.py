@@ -137,3 +137,11 @@ def test_no_media_bytes_or_patient_refs_in_logs(corpus_run):
     # The logs are the right ones: request ids (and only ids and digests) are there.
     ids = find_in_files(logs, [f"{RID_PREFIX}valid_audio_landmarks".encode()])
     assert ids, "request ids missing from the replica logs: the grep looked at the wrong files"
+
+
+def test_every_case_is_documented_with_its_statuses():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "RELIABILITY.md").read_text()
+    for case in CASES:
+        assert f"| `{case.name}` | {case.what} | {case.http_status} | {case.grpc_code} |" in doc, case.name
