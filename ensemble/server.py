@@ -205,7 +205,7 @@ class TritonServer:
     def start(self) -> TritonServer:
         if self._process is not None:
             raise RuntimeError("this TritonServer is already running")
-        if not (self.repo / "avpenet").is_dir() and not any(self.repo.glob("*/config.pbtxt")):
+        if not any(self.repo.glob("*/config.pbtxt")):
             raise TritonStartError(f"{self.repo} holds no model; build it with `avpenet export`")
         self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
         make_backend_directory(self._workdir / "backends")

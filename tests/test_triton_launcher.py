@@ -72,7 +72,7 @@ def test_cli_serves_every_model_on_loopback_and_stops_on_sigterm() -> None:
 
 def test_failed_start_raises_with_the_log_tail(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    shutil.copytree(DEFAULT_REPOSITORY, repo)
+    shutil.copytree(DEFAULT_REPOSITORY / contract.FUSION.name, repo / contract.FUSION.name)
     newest = versions.latest(repo / contract.FUSION.name)
     (repo / contract.FUSION.name / str(newest) / "model.onnx").unlink()
     server = TritonServer(repo=repo)
