@@ -16,8 +16,9 @@ from avpenet import contract
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
 
 HELP = "Score clips (video, audio, landmarks .npz) against a running gateway; prints a table."
-DEFAULT_HTTP = "http://127.0.0.1:8000"
-DEFAULT_GRPC = "127.0.0.1:9000"
+HTTP_PORT, GRPC_PORT = 8080, 9090  # `avpenet serve` defaults (8000/8001 are Triton's)
+DEFAULT_HTTP = f"http://127.0.0.1:{HTTP_PORT}"
+DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
 KEY_ENV = "AVPENET_API_KEY"
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}
 

@@ -15,16 +15,18 @@ import sys
 import threading
 from pathlib import Path
 
+from preprocess_service.client import GRPC_PORT, HTTP_PORT
+
 HELP = "Start Triton + the Ray Serve gateway locally (HTTP and gRPC), print the URLs, stop on Ctrl-C."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: %(default)s)")
     parser.add_argument(
-        "--http-port", type=int, default=8080, help="0 picks a free port (default: %(default)s)"
+        "--http-port", type=int, default=HTTP_PORT, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument(
-        "--grpc-port", type=int, default=9090, help="0 picks a free port (default: %(default)s)"
+        "--grpc-port", type=int, default=GRPC_PORT, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument("--no-grpc", action="store_true", help="HTTP only (loopback then needs no API key)")
     parser.add_argument(

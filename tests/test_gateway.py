@@ -234,3 +234,22 @@ class TestOperations:
         assert 'avpenet_gateway_requests_total{protocol="grpc",route="Score",status="OK"}' in text
         assert 'avpenet_gateway_stage_seconds_count{protocol="grpc",stage="triton"}' in text
         assert 'avpenet_gateway_score_count{model_version="1"}' in text
+
+
+class TestCli:
+    @pytest.mark.parametrize("protocol", ["http", "grpc"])
+    def test_avpenet_score_prints_a_table(self, gateway_stack, tmp_path, capsys, protocol):
+        from avpenet.cli import main
+
+        wav, npz = audio_and_landmarks()
+        (tmp_path / "cry.wav").write_bytes(wav)
+        (tmp_path / "face.npz").write_bytes(npz)
+        url = gateway_stack.http_url if protocol == "http" else gateway_stack.grpc_target
+        argv = ["score", str(tmp_path / "cry.wav"), str(tmp_path / "face.npz"), "--together", "--url", url]
+        argv += ["--api-key", API_KEY, "--age-group", "neonate"] + (["--grpc"] if protocol == "grpc" else [])
+        assert main(argv) == 0
+        expected = score_http(gateway_stack.http_url, av_request(), api_key=API_KEY)
+        row = capsys.readouterr().out.splitlines()[-1].split()
+        assert row[0] == "cry.wav+face.npz" and row[1] == protocol
+        assert float(row[2]) == pytest.approx(expected.score, abs=0.006) and row[3] == expected.level
+        assert main([*argv, "--api-key", "wrong"]) == 1  # the last --api-key wins: refused, exit code 1
