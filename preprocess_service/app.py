@@ -235,7 +235,7 @@ class Gateway:
         from avpenet.v1 import scoring_pb2
 
         metadata = _metadata(grpc_context)
-        rid = new_request_id(request.request_id or metadata.get("x-request-id"))
+        rid = new_request_id(request.request_id or metadata.get("x-request-id") or metadata.get("request_id"))
         try:
             self.service.authenticate(_grpc_token(metadata))
             with self.service.admit():
