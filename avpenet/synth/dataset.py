@@ -46,11 +46,11 @@ NIPS_MAX = 7
 # Expressivity: arousal = gain · pain/10 + noise; weak subjects have gain WEAK_GAIN in one modality.
 WEAK_AUDIO_SHARE = 0.14
 WEAK_FACE_SHARE = 0.14
-STRONG_GAIN = (0.75, 1.25)
+STRONG_GAIN = (0.85, 1.15)
 WEAK_GAIN = (0.1, 0.3)
 AUDIO_AROUSAL_NOISE = 0.10
-FACE_AROUSAL_NOISE = 0.08
-SHARED_AROUSAL_NOISE = 0.05  # distress not caused by pain (hunger, agitation) seen by both modalities
+FACE_AROUSAL_NOISE = 0.06
+SHARED_AROUSAL_NOISE = 0.03  # distress not caused by pain (hunger, agitation) seen by both modalities
 VOCAL_THRESHOLD = 0.2  # arousal at which half the clips contain pain vocalisation
 VOCAL_SLOPE = 0.06
 
