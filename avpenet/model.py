@@ -381,8 +381,10 @@ class AVPENet(nn.Module):
         self, waveform, visual_features, frame_mask, audio_present, age_group
     ) -> dict[str, torch.Tensor]:
         """The ensemble: every contract output plus ``class_logits`` (used by training)."""
-        # an absent audio track is zeroed here too, so no stale waveform leaks through the tokens
-        audio_tokens = self.audio_encoder(self.audio_frontend(waveform))  # (B, 38, D)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(audio_present.any()):
+            audio_tokens = self.audio_encoder(self.audio_frontend(waveform))  # (B, 38, D)
+        else:  # no window has audio: the tokens are fully masked in the fusion, skip the costly encoder
+            audio_tokens = waveform.new_zeros(waveform.shape[0], C.AUDIO_TOKENS, self.cfg.embed_dim)
         visual_tokens = self.visual_encoder(visual_features, frame_mask)  # (B, 30, D)
         return self.fusion.predict(audio_tokens, visual_tokens, frame_mask, audio_present, age_group)
 

@@ -1,0 +1,180 @@
+"""Clips and windows for training and evaluation, read from a dataset directory (labels.csv + media).
+
+Every window is built by the same feature code the gateway calls (``avpenet.features``): decoded 16 kHz
+audio cut into RMS-normalised 3 s windows, per-frame landmark/AU features with their validity mask, aligned on
+the 1 s grid. A clip keeps its face track so evaluation can occlude it, and its normalised audio windows so
+training and evaluation can add hospital noise. The split is by SUBJECT (no subject in two parts), stratified
+by age group, fixed by a seed, and written as ``split.json`` ({"train": [...], "val": [...], "test": [...]}).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract as C
+
+SPLIT_FILE = "split.json"
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train / val / test subjects per age group
+
+
+@dataclass
+class Clip:
+    """One labelled clip and its model inputs (one row per window, keyed by contract tensor names)."""
+
+    clip_id: str
+    subject_id: str
+    age_group: str  # contract.AGE_GROUPS
+    score: float  # rater-median label, 0-10
+    inputs: dict[str, np.ndarray]  # features.windows.inputs_from_features of the decoded clip
+    track: object | None = None  # the FaceTrack (kept for occlusion robustness); None = no face track
+
+    @property
+    def level(self) -> int:
+        return C.LEVELS.index(C.level_of(self.score))
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.inputs[C.AGE_GROUP.name])
+
+
+def visual_inputs(
+    features: np.ndarray, frame_mask: np.ndarray, n_windows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(visual_features [N, 30, F], frame_mask [N, 30]) of per-frame features on the shared 1 s grid, N fixed
+    (used to swap in the features of an altered face track, e.g. an occluded one)."""
+    from avpenet.features.windows import inputs_from_features
+
+    win = inputs_from_features(None, features, frame_mask, 0)
+    feats = np.zeros((n_windows, C.FRAMES_PER_WINDOW, C.VISUAL_FEATURE_DIM), np.float32)
+    mask = np.zeros((n_windows, C.FRAMES_PER_WINDOW), np.float32)
+    k = min(n_windows, len(win[C.FRAME_MASK.name]))
+    feats[:k] = win[C.VISUAL_FEATURES.name][:k]
+    mask[:k] = win[C.FRAME_MASK.name][:k]
+    return feats, mask
+
+
+# --- loading a dataset directory -------------------------------------------------------------------------
+
+
+def read_labels(data_dir: Path) -> list[dict[str, str]]:
+    with open(Path(data_dir) / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _decode(data_dir: Path, row: dict[str, str]):
+    """(wave, features, mask) of a clip: from the feature cache when it is up to date (``avpenet features``),
+    else decoded now with the same functions (the face from the MP4 via the real tracker only when there is
+    no .npz track)."""
+    from avpenet.features import cache
+
+    if cache.is_fresh(data_dir, row):
+        c = cache.load_clip(cache.clip_path(data_dir, row["clip_id"]))
+        return c.wave, c.features, c.mask
+    from avpenet.features.audio import load_audio
+    from avpenet.features.visual import frame_features
+
+    wave = load_audio(str(data_dir / row["audio"])) if row.get("audio") else None
+    track = _track(data_dir, row)
+    if track is None and row.get("video"):
+        from avpenet.features.tracker import track_video
+
+        track = track_video(str(data_dir / row["video"]))
+        if wave is None and not row.get("audio"):
+            wave = load_audio(str(data_dir / row["video"]))
+    features, mask = frame_features(track) if track is not None else (None, None)
+    return wave, features, mask
+
+
+def _track(data_dir: Path, row: dict[str, str]):
+    from avpenet.features.track import FaceTrack
+
+    return FaceTrack.load_npz(str(data_dir / row["visual"])) if row.get("visual") else None
+
+
+def load_clip(data_dir: Path, row: dict[str, str], keep_track: bool = True) -> Clip:
+    """One labels.csv row as model inputs, built by the shared feature code (the calls the gateway makes).
+
+    keep_track: also keep the clip's .npz face track, for occlusion augmentation and robustness tests.
+    """
+    from avpenet.features.windows import inputs_from_features
+
+    data_dir = Path(data_dir)
+    wave, features, mask = _decode(data_dir, row)
+    return Clip(
+        clip_id=row["clip_id"],
+        subject_id=row["subject_id"],
+        age_group=row["age_group"],
+        score=float(row["score"]),
+        inputs=inputs_from_features(wave, features, mask, row["age_group"]),
+        track=_track(data_dir, row) if keep_track else None,
+    )
+
+
+def load_clips(data_dir: Path, subjects: Iterable[str] | None = None, progress: bool = True) -> list[Clip]:
+    """Every clip of the dataset (or of the given subjects), decoded, with a progress bar."""
+    from tqdm import tqdm
+
+    rows = read_labels(data_dir)
+    if subjects is not None:
+        keep = set(subjects)
+        rows = [r for r in rows if r["subject_id"] in keep]
+    return [
+        load_clip(data_dir, r) for r in tqdm(rows, desc="loading clips", unit="clip", disable=not progress)
+    ]
+
+
+# --- subject-independent split ---------------------------------------------------------------------------
+
+
+def make_split(rows: Sequence[dict[str, str]], seed: int) -> dict[str, list[str]]:
+    """80/10/10 of the SUBJECTS of each age group (train/val/test), shuffled by seed; every part non-empty
+    when the group has at least three subjects."""
+    by_age: dict[str, list[str]] = {}
+    for r in rows:
+        subjects = by_age.setdefault(r["age_group"], [])
+        if r["subject_id"] not in subjects:
+            subjects.append(r["subject_id"])
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for age in sorted(by_age):
+        subjects = sorted(by_age[age])
+        rng.shuffle(subjects)
+        n = len(subjects)
+        n_val = max(1, round(n * SPLIT_FRACTIONS[1])) if n >= 3 else 0
+        n_test = max(1, round(n * SPLIT_FRACTIONS[2])) if n >= 3 else 0
+        split["val"] += subjects[:n_val]
+        split["test"] += subjects[n_val : n_val + n_test]
+        split["train"] += subjects[n_val + n_test :]
+    return {k: sorted(v) for k, v in split.items()}
+
+
+def write_split(split: dict[str, list[str]], path: Path) -> None:
+    Path(path).write_text(json.dumps(split, indent=1) + "\n")
+
+
+def read_split(path: Path) -> dict[str, list[str]]:
+    split = json.loads(Path(path).read_text())
+    for part in ("train", "val", "test"):
+        split.setdefault(part, [])
+    overlap = set(split["train"]) & set(split["test"])
+    if overlap:
+        raise ValueError(f"{path}: {len(overlap)} subjects are in both train and test")
+    return split
+
+
+def evaluation_subjects(data_dir: Path, rows: Sequence[dict[str, str]]) -> tuple[list[str], str]:
+    """The subjects to evaluate on and where that choice came from.
+
+    A dataset with its own split.json is evaluated on its "test" subjects; without one, every subject is
+    unseen test data (a new dataset the model never trained on).
+    """
+    path = Path(data_dir) / SPLIT_FILE
+    if path.exists():
+        return read_split(path)["test"], f"{path} (test)"
+    return sorted({r["subject_id"] for r in rows}), "all subjects (no split.json in the data)"

@@ -1,0 +1,260 @@
+"""`avpenet evaluate`: judge a checkpoint on unseen subjects, with robustness and calibration figures.
+
+    avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report DIR]
+
+Clips of the test subjects only (DIR/split.json "test"; without a split file every subject is unseen).
+A clip's score is the mean of its windows' scores (``model.aggregate_windows``, as the gateway serves it).
+Figures, under stable JSON keys:
+- ``fusion``, ``audio_only``, ``visual_only`` (the same model with the other modality masked as absent),
+  ``audio_only_trained``/``visual_only_trained`` (single-modality models trained alone, when the checkpoint
+  directory holds ``audio_only/`` and ``visual_only/`` runs): mae, rmse, pearson_r, icc, accuracy_3class,
+  macro_f1, n, label_noise_floor_mae;
+- ``by_age.neonate`` / ``by_age.adult``: the fusion figures per age group;
+- ``robustness``: per condition (clean, hospital noise at SNR 20/10/5/0 dB, lower face occluded, audio
+  missing, face missing) the figures and ``mae_change`` relative to clean;
+- ``interval_coverage_90``: share of clips whose label lies in the served 90% interval;
+- ``label_noise_floor_mae``: MAE of the rater-median label against the latent pain (DIR/truth.csv, synthetic
+  data only; null otherwise) — no model can be expected to go below it against the labels;
+- ``targets``: each target of the model issue with the measured figure and whether it is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract as C
+from avpenet import data
+from avpenet.model import REFERENCE_DIR, load_model
+from avpenet.predict import predict_clips, regression_metrics
+from avpenet.train import mask_audio, mask_face, restrict
+
+HELP = "evaluate a checkpoint on the test subjects of a dataset (metrics JSON + optional Markdown report)"
+SNRS_DB = (20.0, 10.0, 5.0, 0.0)
+SINGLE_MODALITY_DIRS = {"audio_only_trained": "audio_only", "visual_only_trained": "visual_only"}
+TARGETS = {  # the model issue's targets: key -> (description, comparison, threshold)
+    "fusion_mae": ("fusion MAE", "<=", 0.89),
+    "fusion_pearson_r": ("fusion Pearson r", ">=", 0.89),
+    "fusion_accuracy_3class": ("fusion 3-class accuracy", ">=", 0.814),
+    "fusion_gain_over_best_single": ("fusion MAE reduction vs best single modality", ">=", 0.25),
+    "neonate_mae": ("neonate MAE", "<=", 0.95),
+    "adult_mae": ("adult MAE", "<=", 0.95),
+    "snr_0_mae_rise": ("MAE rise at SNR 0 dB", "<=", 0.20),
+    "occlusion_mae_rise": ("MAE rise with lower face occluded", "<=", 0.20),
+    "interval_coverage_low": ("90% interval coverage (lower bound)", ">=", 0.88),
+    "interval_coverage_high": ("90% interval coverage (upper bound)", "<=", 0.92),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="dataset directory with labels.csv")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=REFERENCE_DIR,
+        help="run directory (default: the committed reference)",
+    )
+    parser.add_argument("--json", type=Path, required=True, help="where to write the metrics JSON")
+    parser.add_argument(
+        "--report", type=Path, help="write EVALUATION.md and img/*.png plots into this folder"
+    )
+    parser.add_argument(
+        "--notes", type=Path, help="Markdown to include in the report (discussion of results)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the added noise and occlusion")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--quiet", action="store_true")
+
+
+def label_noise_floor(data_dir: Path, clips: list[data.Clip]) -> dict[str, float] | None:
+    """MAE of the rater-median label vs the latent pain, overall and per age (None without truth.csv)."""
+    path = Path(data_dir) / "truth.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        latent = {r["clip_id"]: float(r["latent_pain"]) for r in csv.DictReader(f) if r.get("latent_pain")}
+    out: dict[str, float] = {}
+    for name, group in (("all", clips), *((a, [c for c in clips if c.age_group == a]) for a in C.AGE_GROUPS)):
+        err = [abs(c.score - latent[c.clip_id]) for c in group if c.clip_id in latent]
+        if err:
+            out[name] = float(np.mean(err))
+    return out
+
+
+def noisy_inputs(
+    inputs: dict[str, np.ndarray], snr_db: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Hospital noise mixed into each present audio window at snr_db (relative to the window's level), then
+    re-normalised exactly as the feature code normalises windows."""
+    from avpenet.features.audio import normalise_window
+    from avpenet.synth.noise import hospital_noise, mix_at_snr
+
+    x = dict(inputs)
+    waves = x[C.WAVEFORM.name].copy()
+    for i in np.flatnonzero(x[C.AUDIO_PRESENT.name][:, 0] > 0.5):
+        noise = hospital_noise(C.WINDOW_SAMPLES, rng)
+        waves[i] = normalise_window(mix_at_snr(waves[i], noise, snr_db))
+    x[C.WAVEFORM.name] = waves
+    return x
+
+
+def occluded_inputs(clip: data.Clip, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The clip with its face track passed through synth.face.occlude_lower_face (mask/pacifier/hand)."""
+    from avpenet.features.visual import frame_features
+    from avpenet.synth.face import occlude_lower_face
+
+    x = dict(clip.inputs)
+    if clip.track is None or not clip.track.face_present.any():
+        return x
+    feats, mask = frame_features(occlude_lower_face(clip.track, rng))
+    x[C.VISUAL_FEATURES.name], x[C.FRAME_MASK.name] = data.visual_inputs(feats, mask, clip.n_windows)
+    return x
+
+
+def _masked(inputs: dict[str, np.ndarray], fn) -> dict[str, np.ndarray]:
+    x = dict(inputs)
+    fn(x)
+    return x
+
+
+def _with_floor(metrics: dict, floor: float | None) -> dict:
+    return {**metrics, "label_noise_floor_mae": floor}
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    t0 = time.monotonic()
+    ckpt = load_model(args.checkpoint)
+    model = ckpt.model
+    modality = ckpt.config.get("modality", "both")
+    rows = data.read_labels(args.data)
+    subjects, split_source = data.evaluation_subjects(args.data, rows)
+    clips = data.load_clips(args.data, subjects, progress=not args.quiet)
+    if not clips:
+        raise SystemExit(f"no clips of the test subjects in {args.data}")
+    scores = np.array([c.score for c in clips])
+    ages = np.array([c.age_group for c in clips])
+    floor = label_noise_floor(args.data, clips)
+    floor_all = None if floor is None else floor.get("all")
+    base = [restrict(dict(c.inputs), modality) for c in clips]
+
+    def run(inputs: list[dict[str, np.ndarray]]) -> dict:
+        return predict_clips(model, inputs, args.batch_size)
+
+    def metrics(pred: dict, sel: np.ndarray | None = None) -> dict:
+        sel = np.ones(len(clips), bool) if sel is None else sel
+        return regression_metrics(pred["score"][sel], scores[sel])
+
+    say = (lambda *_: None) if args.quiet else (lambda m: print(m, flush=True))
+    say(f"evaluating {len(clips)} clips of {len(subjects)} subjects ({split_source})")
+    fusion_pred = run(base)
+    result: dict = {
+        "n_clips": len(clips),
+        "n_subjects": len(subjects),
+        "n_windows": int(sum(c.n_windows for c in clips)),
+        "params": model.num_params(),
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_modality": modality,
+        "data": str(args.data),
+        "test_subjects_from": split_source,
+        "fusion": _with_floor(metrics(fusion_pred), floor_all),
+        "audio_only": _with_floor(metrics(run([_masked(x, mask_face) for x in base])), floor_all),
+        "visual_only": _with_floor(metrics(run([_masked(x, mask_audio) for x in base])), floor_all),
+    }
+    for key, sub in SINGLE_MODALITY_DIRS.items():
+        path = Path(args.checkpoint) / sub
+        if (path / "config.json").exists():
+            single = load_model(path)
+            inputs = [restrict(dict(c.inputs), single.config.get("modality", "both")) for c in clips]
+            pred = predict_clips(single.model, inputs, args.batch_size)
+            result[key] = _with_floor(regression_metrics(pred["score"], scores), floor_all)
+    result["by_age"] = {
+        age: _with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age))
+        for age in ("neonate", "adult")
+    }
+    lo, hi = fusion_pred["interval_90"][:, 0], fusion_pred["interval_90"][:, 1]
+    result["interval_coverage_90"] = float(np.mean((scores >= lo) & (scores <= hi)))
+    result["interval_mean_width"] = float(np.mean(hi - lo))
+    result["label_noise_floor_mae"] = floor_all
+
+    say("robustness: noise, occlusion, missing modality")
+    rng = np.random.default_rng(args.seed)
+    clean = result["fusion"]
+    robustness = {"clean": clean}
+    for snr in SNRS_DB:
+        robustness[f"snr_{snr:g}db"] = metrics(run([noisy_inputs(x, snr, rng) for x in base]))
+    robustness["lower_face_occluded"] = metrics(
+        run([restrict(occluded_inputs(c, rng), modality) for c in clips])
+    )
+    robustness["audio_missing"] = result["visual_only"]
+    robustness["face_missing"] = result["audio_only"]
+    for cond in robustness.values():
+        cond["mae_change"] = cond["mae"] / clean["mae"] - 1.0
+    result["robustness"] = robustness
+    result["targets"] = judge_targets(result)
+    result["elapsed_s"] = round(time.monotonic() - t0, 1)
+    result["_predictions"] = {  # for the report; stripped from the JSON
+        "score": fusion_pred["score"],
+        "true": scores,
+        "age": ages,
+        "interval_90": fusion_pred["interval_90"],
+        "modality_weights": fusion_pred["modality_weights"],
+    }
+    return result
+
+
+def judge_targets(r: dict) -> dict:
+    singles = [r[k]["mae"] for k in ("audio_only", "visual_only", *SINGLE_MODALITY_DIRS) if k in r]
+    best_single = min(singles)
+    measured = {
+        "fusion_mae": r["fusion"]["mae"],
+        "fusion_pearson_r": r["fusion"]["pearson_r"],
+        "fusion_accuracy_3class": r["fusion"]["accuracy_3class"],
+        "fusion_gain_over_best_single": 1.0 - r["fusion"]["mae"] / best_single,
+        "neonate_mae": r["by_age"]["neonate"]["mae"],
+        "adult_mae": r["by_age"]["adult"]["mae"],
+        "snr_0_mae_rise": r["robustness"]["snr_0db"]["mae_change"],
+        "occlusion_mae_rise": r["robustness"]["lower_face_occluded"]["mae_change"],
+        "interval_coverage_low": r["interval_coverage_90"],
+        "interval_coverage_high": r["interval_coverage_90"],
+    }
+    out = {}
+    for key, (desc, op, threshold) in TARGETS.items():
+        value = measured[key]
+        met = bool(value <= threshold if op == "<=" else value >= threshold) if np.isfinite(value) else False
+        out[key] = {"description": desc, "target": f"{op} {threshold:g}", "measured": value, "met": met}
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items() if not k.startswith("_")}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate(args)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    f, a, v = result["fusion"], result["audio_only"], result["visual_only"]
+    print(
+        f"fusion MAE {f['mae']:.3f} r {f['pearson_r']:.3f} acc {f['accuracy_3class']:.3f} "
+        f"on {result['n_clips']} clips; audio-only MAE {a['mae']:.3f}, visual-only {v['mae']:.3f}; "
+        f"90% coverage {result['interval_coverage_90']:.3f}; wrote {args.json}"
+    )
+    if args.report:
+        from avpenet.report import write_report
+
+        path = write_report(result, args.report, notes=args.notes)
+        print(f"wrote {path}")
+    return 0

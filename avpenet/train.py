@@ -1,0 +1,368 @@
+"""`avpenet train`: fit AVPENet on a dataset directory with a subject-independent split.
+
+    avpenet train --data DIR --out RUN_DIR [--epochs 40 --seed 0 --batch-size 32 --modality both]
+
+One epoch = one randomly chosen 3 s window of every training clip (clips have 1-4 windows; this keeps clips
+equally weighted and an epoch short). Augmentation, so degraded inputs at serving time are not new:
+- modality dropout: the audio or the face of a window is masked as absent (the presence masks the gateway
+  sends), so the fusion learns to score from either modality alone;
+- hospital noise (``avpenet.synth.noise``) mixed into the normalised window at a random SNR, then the window
+  re-normalised exactly as the feature code does;
+- lower-face occlusion: the visual features of a copy of the clip's face track passed through
+  ``avpenet.synth.face.occlude_lower_face`` (mask, pacifier, hand) replace the clean ones.
+Losses (all on the clip's rater-median score y, the only label a hospital has):
+- L1(score, y): the MAE the service is judged on, robust to the rater noise in y;
+- beta-NLL (Seitzer et al. 2022, beta = 0.5) of y under N(score, exp(log_variance)): learns the spread used
+  for the interval without letting high-variance windows stop learning the mean (plain NLL's failure mode);
+- cross-entropy of the 3 pain levels of y: the class head the contract serves.
+Early stopping on the validation subjects' clip MAE (clip score = mean of its windows, as served); then the
+interval scale is fitted on the validation clips so 90% of them are covered. The run directory gets
+model.pt, config.json (model + training config + history + validation metrics) and split.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avpenet import contract as C
+from avpenet import data
+from avpenet.model import Z_INTERVAL, AVPENet, AVPENetConfig, save_model
+from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics
+
+HELP = "train AVPENet on a dataset directory (subject-independent split, early stopping)"
+MODALITIES = ("both", "audio", "visual")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="dataset directory with labels.csv")
+    parser.add_argument("--out", type=Path, required=True, help="run directory to write")
+    parser.add_argument("--epochs", type=int, default=40, help="maximum epochs (early stopping ends sooner)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, initialisation and augmentation"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--modality", choices=MODALITIES, default="both", help="train a single-modality model"
+    )
+    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.02)
+    parser.add_argument(
+        "--patience", type=int, default=6, help="epochs without validation gain before stopping"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=22.0, help="stop (keeping the best epoch) after this"
+    )
+    parser.add_argument("--split", type=Path, help="split.json to use instead of making one from --seed")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# --- augmentation ------------------------------------------------------------------------------------------
+
+
+class Augmenter:
+    """Per-window augmentation in numpy; every random choice comes from one seeded generator."""
+
+    p_drop_audio = 0.15  # of windows with both modalities: score from the face alone
+    p_drop_face = 0.15  # ... from the audio alone
+    p_noise = 0.5  # extra hospital noise
+    snr_db = (-5.0, 25.0)  # uniform SNR of the added noise (the data already carries -5..30 dB)
+    p_occlude = 0.25  # lower face occluded (when the clip has a face track)
+    n_noise_bank = 48  # pre-generated noise windows (generating per step would dominate a step's time)
+
+    def __init__(self, rng: np.random.Generator, modality: str) -> None:
+        from avpenet.synth.noise import hospital_noise
+
+        self.rng = rng
+        self.modality = modality
+        self.bank = np.stack([hospital_noise(2 * C.WINDOW_SAMPLES, rng) for _ in range(self.n_noise_bank)])
+
+    def noise_window(self) -> np.ndarray:
+        row = self.bank[self.rng.integers(len(self.bank))]
+        start = self.rng.integers(row.size - C.WINDOW_SAMPLES)
+        return row[start : start + C.WINDOW_SAMPLES]
+
+    def __call__(self, x: dict[str, np.ndarray], occluded: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Augment one window's inputs in place (arrays without the batch axis)."""
+        from avpenet.features.audio import normalise_window
+        from avpenet.synth.noise import mix_at_snr
+
+        rng = self.rng
+        has_audio = x[C.AUDIO_PRESENT.name][0] > 0.5
+        has_face = x[C.FRAME_MASK.name].max() > 0.5
+        if occluded is not None and rng.uniform() < self.p_occlude:
+            x[C.VISUAL_FEATURES.name], x[C.FRAME_MASK.name] = occluded[0].copy(), occluded[1].copy()
+        if has_audio and rng.uniform() < self.p_noise:
+            noisy = mix_at_snr(x[C.WAVEFORM.name], self.noise_window(), rng.uniform(*self.snr_db))
+            x[C.WAVEFORM.name] = normalise_window(noisy)
+        if self.modality == "both" and has_audio and has_face:
+            u = rng.uniform()
+            if u < self.p_drop_audio:
+                mask_audio(x)
+            elif u < self.p_drop_audio + self.p_drop_face:
+                mask_face(x)
+        restrict(x, self.modality)
+
+
+def mask_audio(x: dict[str, np.ndarray]) -> None:
+    """Mark the audio of windows (any leading shape) absent, as the gateway does for a silent upload."""
+    x[C.WAVEFORM.name] = np.zeros_like(x[C.WAVEFORM.name])
+    x[C.AUDIO_PRESENT.name] = np.zeros_like(x[C.AUDIO_PRESENT.name])
+
+
+def mask_face(x: dict[str, np.ndarray]) -> None:
+    """Mark the face of windows absent (no usable frame)."""
+    x[C.VISUAL_FEATURES.name] = np.zeros_like(x[C.VISUAL_FEATURES.name])
+    x[C.FRAME_MASK.name] = np.zeros_like(x[C.FRAME_MASK.name])
+
+
+def restrict(x: dict[str, np.ndarray], modality: str) -> dict[str, np.ndarray]:
+    """Keep only the modality a single-modality model uses (in place; returns x)."""
+    if modality == "audio":
+        mask_face(x)
+    elif modality == "visual":
+        mask_audio(x)
+    return x
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+
+def fit_visual_normalisation(model: AVPENet, clips: list[data.Clip]) -> None:
+    """Per-feature mean/std over the usable frames of the training windows, stored in the visual encoder."""
+    feats = np.concatenate(
+        [c.inputs[C.VISUAL_FEATURES.name].reshape(-1, C.VISUAL_FEATURE_DIM) for c in clips]
+    )
+    mask = np.concatenate([c.inputs[C.FRAME_MASK.name].reshape(-1) for c in clips]) > 0.5
+    if mask.sum() < 2:
+        return
+    valid = feats[mask].astype(np.float64)
+    enc = model.visual_encoder
+    enc.feature_mean.copy_(torch.from_numpy(valid.mean(axis=0)).float())
+    enc.feature_std.copy_(torch.from_numpy(np.maximum(valid.std(axis=0), 1e-3)).float())
+
+
+def loss_terms(out: dict[str, torch.Tensor], y: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
+    """y (B, 1) clip scores, level (B,) level indices -> the three loss terms (means over the batch)."""
+    score, log_var = out[C.SCORE.name], out[C.LOG_VARIANCE.name]
+    var = torch.exp(log_var)
+    nll = 0.5 * (log_var + (y - score) ** 2 / var)
+    return {
+        "l1": (score - y).abs().mean(),
+        "beta_nll": (nll * var.detach() ** 0.5).mean(),
+        "ce": F.cross_entropy(out["class_logits"], level),
+    }
+
+
+LOSS_WEIGHTS = {"l1": 1.0, "beta_nll": 1.0, "ce": 0.5}
+
+
+def calibrate_interval(
+    model: AVPENet, val_inputs: list[dict[str, np.ndarray]], val_scores: np.ndarray
+) -> float:
+    """Set fusion.interval_scale so that the 90% interval of the validation CLIPS covers 90% of them."""
+    model.fusion.interval_scale.fill_(1.0)
+    pred = predict_clips(model, val_inputs)
+    sigma = np.exp(0.5 * pred["log_variance"])
+    z = np.abs(val_scores - pred["score"]) / np.maximum(sigma, 1e-6) / Z_INTERVAL
+    scale = float(np.quantile(z, C.INTERVAL_COVERAGE)) if len(z) else 1.0
+    model.fusion.interval_scale.fill_(max(scale, 1e-3))
+    return scale
+
+
+def batches(order: np.ndarray, batch_size: int):
+    for lo in range(0, len(order), batch_size):
+        yield order[lo : lo + batch_size]
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run one training; returns the config written to RUN_DIR/config.json."""
+    from tqdm import tqdm
+
+    from avpenet.synth.face import occlude_lower_face
+
+    t0 = time.monotonic()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = data.read_labels(args.data)
+    if args.split:
+        split = data.read_split(args.split)
+    elif (Path(args.data) / data.SPLIT_FILE).exists():
+        split = data.read_split(Path(args.data) / data.SPLIT_FILE)  # the dataset's own split wins
+    else:
+        split = data.make_split(rows, args.seed)
+    data.write_split(split, out_dir / data.SPLIT_FILE)
+    clips = data.load_clips(args.data, split["train"] + split["val"], progress=not args.quiet)
+    train_set = set(split["train"])
+    train_clips = [c for c in clips if c.subject_id in train_set]
+    val_clips = [c for c in clips if c.subject_id not in train_set]
+    if not train_clips or not val_clips:
+        raise SystemExit(f"need training and validation clips; got {len(train_clips)} and {len(val_clips)}")
+
+    # occluded visual features of every training clip with a face (computed once, swapped in at random)
+    from avpenet.features.visual import frame_features
+
+    occluded: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for c in train_clips:
+        if c.track is not None and args.modality != "audio" and c.track.face_present.any():
+            f, m = frame_features(occlude_lower_face(c.track, rng))
+            occluded.append(data.visual_inputs(f, m, c.n_windows))
+        else:
+            occluded.append(None)
+    for c in clips:
+        c.track = None  # the raw landmarks are no longer needed: free ~0.3 MB per clip
+
+    model = AVPENet(AVPENetConfig())
+    fit_visual_normalisation(model, train_clips)
+    model.audio_encoder.to(memory_format=torch.channels_last)
+    augment = Augmenter(rng, args.modality)
+    val_inputs = [restrict(dict(c.inputs), args.modality) for c in val_clips]
+    val_scores = np.array([c.score for c in val_clips])
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos_" in n]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+    )
+    steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
+    # cosine decay over the epochs that will actually run: re-planned after epoch 1 from its duration and the
+    # time budget, so a budget-limited run still anneals instead of stopping at a high learning rate
+    plan = {"total": max(1, args.epochs * steps_per_epoch)}
+    warmup = min(steps_per_epoch, plan["total"] // 10 + 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s / plan["total"], 1.0))),
+    )
+
+    history: list[dict] = []
+    best = {"val_mae": float("inf"), "epoch": -1, "state": None}
+    stopped = "max epochs"
+    for epoch in range(args.epochs):
+        model.train()
+        t_epoch = time.monotonic()
+        order = rng.permutation(len(train_clips))
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            list(batches(order, args.batch_size)), desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.quiet
+        )
+        for idx in bar:
+            rows_ = []
+            for i in idx:
+                c = train_clips[i]
+                w = int(rng.integers(c.n_windows))
+                x = {k: c.inputs[k][w].copy() for k in INPUT_NAMES}
+                occ = occluded[i]
+                augment(x, None if occ is None else (occ[0][w], occ[1][w]))
+                rows_.append(x)
+            batch = [torch.from_numpy(np.stack([r[k] for r in rows_])) for k in INPUT_NAMES]
+            y = torch.tensor([[train_clips[i].score] for i in idx], dtype=torch.float32)
+            level = torch.tensor([train_clips[i].level for i in idx], dtype=torch.int64)
+            out = model.predict(*batch)
+            terms = loss_terms(out, y, level)
+            loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+            opt.step()
+            sched.step()
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{terms['l1'].item():.3f}")
+        train_stats = {k: v / len(train_clips) for k, v in sums.items()}
+        val_pred = predict_clips(model, val_inputs)
+        val = regression_metrics(val_pred["score"], val_scores)
+        elapsed = time.monotonic() - t0
+        if epoch == 0:
+            per_epoch = time.monotonic() - t_epoch
+            fit = int((args.max_minutes * 60 - (t_epoch - t0)) / per_epoch)
+            plan["epochs"] = max(2, min(args.epochs, fit))
+            plan["total"] = plan["epochs"] * steps_per_epoch
+        history.append(
+            {"epoch": epoch + 1, "train": train_stats, "val_mae": val["mae"], "elapsed_s": elapsed}
+        )
+        if not args.quiet:
+            print(
+                f"epoch {epoch + 1}: train loss {train_stats['loss']:.3f} l1 {train_stats['l1']:.3f} | "
+                f"val MAE {val['mae']:.3f} r {val['pearson_r']:.3f} acc {val['accuracy_3class']:.3f} | "
+                f"{elapsed / 60:.1f} min",
+                flush=True,
+            )
+        if val["mae"] < best["val_mae"]:
+            best = {"val_mae": val["mae"], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+        elif epoch + 1 - best["epoch"] >= args.patience:
+            stopped = f"no validation gain for {args.patience} epochs"
+            break
+        if epoch + 1 >= plan.get("epochs", args.epochs):
+            stopped = f"schedule done ({plan['epochs']} epochs fit --epochs and --max-minutes)"
+            break
+        if elapsed / 60 * (epoch + 2) / (epoch + 1) > args.max_minutes:
+            stopped = f"time budget ({args.max_minutes} min) reached"
+            break
+
+    model.load_state_dict(best["state"])
+    model.audio_encoder.to(memory_format=torch.contiguous_format)
+    scale = calibrate_interval(model, val_inputs, val_scores)
+    val_pred = predict_clips(model, val_inputs)
+    val = regression_metrics(val_pred["score"], val_scores)
+    lo, hi = val_pred["interval_90"][:, 0], val_pred["interval_90"][:, 1]
+    val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
+    config = {
+        "train": {
+            **{
+                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func",)
+            },
+            "augment": {
+                k: getattr(Augmenter, k) for k in dir(Augmenter) if k.startswith(("p_", "snr", "n_"))
+            },
+            "loss_weights": LOSS_WEIGHTS,
+        },
+        "modality": args.modality,
+        "data": {
+            "dir": str(args.data),
+            "train_subjects": len(split["train"]),
+            "val_subjects": len(split["val"]),
+            "test_subjects": len(split["test"]),
+            "train_clips": len(train_clips),
+            "val_clips": len(val_clips),
+        },
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "epochs_planned": plan.get("epochs"),
+        "stopped": stopped,
+        "interval_scale": scale,
+        "val": val,
+        "elapsed_s": round(time.monotonic() - t0, 1),
+        "history": history,
+    }
+    save_model(model, out_dir, extra=config)
+    print(
+        f"best epoch {best['epoch']} ({stopped}): val clip MAE {val['mae']:.3f}, "
+        f"interval scale {scale:.3f}; wrote {out_dir} in {config['elapsed_s'] / 60:.1f} min",
+        flush=True,
+    )
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Programmatic entry (tests): the same arguments as the CLI."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return train(parser.parse_args(argv))

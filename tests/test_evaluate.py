@@ -1,0 +1,71 @@
+"""Evaluation on a tiny real set: the stable JSON keys, metric maths, and the Markdown report with plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from avpenet import evaluate
+from avpenet.predict import icc_a1, level_index, regression_metrics
+
+pytest_plugins = ["model_fixtures"]
+METRICS = {"mae", "rmse", "pearson_r", "icc", "accuracy_3class", "macro_f1"}
+
+
+def test_metrics_maths():
+    true = np.array([0.0, 2.0, 4.0, 7.0, 9.0])
+    m = regression_metrics(true + 1.5, true)
+    assert m["mae"] == pytest.approx(1.5) and m["rmse"] == pytest.approx(1.5)
+    assert m["pearson_r"] == pytest.approx(1.0)
+    assert m["icc"] < 1.0  # absolute agreement punishes the constant bias that Pearson ignores
+    assert icc_a1(true, true) == pytest.approx(1.0)
+    assert list(level_index([0.0, 3.0, 3.01, 6.0, 6.5, 10.0])) == [0, 0, 1, 1, 2, 2]
+    assert m["accuracy_3class"] == pytest.approx(0.8)  # only 2 -> 3.5 crosses a level bound
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_set, tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    run_dir, _ = tiny_run
+    args = argparse.Namespace(
+        data=tiny_set, checkpoint=run_dir, json=out / "eval.json", report=out / "report", notes=None,
+        seed=0, batch_size=32, quiet=True,
+    )  # fmt: skip
+    assert evaluate.run(args) == 0
+    return json.loads((out / "eval.json").read_text()), out
+
+
+def test_json_has_the_stable_keys(evaluated, tiny_set):
+    result, _ = evaluated
+    n_labels = len((tiny_set / "labels.csv").read_text().strip().splitlines()) - 1
+    assert result["n_clips"] == n_labels  # no split.json in the data: every subject is test data
+    assert result["params"] > 0
+    for key in ("fusion", "audio_only", "visual_only", "by_age"):
+        assert key in result
+    for block in (result["fusion"], result["audio_only"], result["visual_only"], *result["by_age"].values()):
+        assert set(block) >= METRICS
+        assert block["mae"] >= 0
+    assert set(result["by_age"]) == {"neonate", "adult"}
+    assert {"clean", "snr_20db", "snr_10db", "snr_5db", "snr_0db", "lower_face_occluded", "audio_missing",
+            "face_missing"} <= set(result["robustness"])  # fmt: skip
+    assert all("mae" in v for v in result["robustness"].values())
+    assert 0.0 <= result["interval_coverage_90"] <= 1.0
+    assert result["label_noise_floor_mae"] > 0  # truth.csv is present in synthetic data
+    assert all(t["met"] in (True, False) for t in result["targets"].values())
+
+
+def test_noise_changes_the_prediction(evaluated):
+    result, _ = evaluated
+    assert result["robustness"]["snr_0db"]["mae"] != result["robustness"]["clean"]["mae"]
+
+
+def test_report_has_every_plot(evaluated):
+    _, out = evaluated
+    md = (out / "report" / "EVALUATION.md").read_text()
+    for name in ("pred_vs_true", "bland_altman", "confusion", "per_age", "robustness"):
+        png = out / "report" / "img" / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 1000
+        assert f"img/{name}.png" in md

@@ -1,0 +1,104 @@
+"""Training: subject-independent split, augmentation, losses, and a tiny real run that lowers its loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from avpenet import contract as C
+from avpenet import data, train
+from avpenet.model import AVPENet, example_inputs, load_model
+
+pytest_plugins = ["model_fixtures"]
+
+
+def _rows(n_per_age: int) -> list[dict[str, str]]:
+    return [
+        {"subject_id": f"{age[0]}{i:03d}", "age_group": age, "clip_id": f"{age}{i}-{k}"}
+        for age in ("neonate", "adult")
+        for i in range(n_per_age)
+        for k in range(3)
+    ]
+
+
+class TestSplit:
+    def test_subject_independent_stratified_and_seeded(self):
+        rows = _rows(20)
+        split = data.make_split(rows, seed=3)
+        parts = [set(split[p]) for p in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert set().union(*parts) == {r["subject_id"] for r in rows}
+        for part, n in (("train", 16), ("val", 2), ("test", 2)):
+            assert sum(s.startswith("n") for s in split[part]) == n
+            assert sum(s.startswith("a") for s in split[part]) == n
+        assert data.make_split(rows, seed=3) == split
+        assert data.make_split(rows, seed=4) != split
+
+    def test_read_split_rejects_leaks(self, tmp_path):
+        path = tmp_path / "split.json"
+        path.write_text(json.dumps({"train": ["a", "b"], "val": [], "test": ["b"]}))
+        with pytest.raises(ValueError, match="both train and test"):
+            data.read_split(path)
+
+
+class TestAugmentation:
+    def _window(self) -> dict[str, np.ndarray]:
+        return {
+            k: v[0].numpy().copy()
+            for k, v in zip(train.INPUT_NAMES, example_inputs(C.ENSEMBLE, 1), strict=True)
+        }
+
+    def test_single_modality_restriction(self):
+        x = train.restrict(self._window(), "audio")
+        assert x[C.FRAME_MASK.name].max() == 0 and x[C.AUDIO_PRESENT.name][0] == 1
+        x = train.restrict(self._window(), "visual")
+        assert x[C.AUDIO_PRESENT.name][0] == 0 and not x[C.WAVEFORM.name].any()
+
+    def test_noise_changes_audio_and_keeps_the_level(self):
+        from avpenet.features.audio import normalise_window, rms_dbfs
+
+        aug = train.Augmenter(np.random.default_rng(0), "both")
+        aug.p_noise, aug.p_drop_audio, aug.p_drop_face, aug.p_occlude = 1.0, 0.0, 0.0, 0.0
+        x = self._window()
+        x[C.WAVEFORM.name] = normalise_window(x[C.WAVEFORM.name])
+        before = x[C.WAVEFORM.name].copy()
+        aug(x, None)
+        assert not np.allclose(before, x[C.WAVEFORM.name])
+        assert abs(rms_dbfs(x[C.WAVEFORM.name]) - C.AUDIO_TARGET_RMS_DBFS) < 0.5
+
+    def test_modality_dropout_rate(self):
+        aug = train.Augmenter(np.random.default_rng(1), "both")
+        aug.p_noise = aug.p_occlude = 0.0
+        dropped = 0
+        for _ in range(400):
+            x = self._window()
+            aug(x, None)
+            dropped += int(x[C.AUDIO_PRESENT.name][0] == 0 or x[C.FRAME_MASK.name].max() == 0)
+        assert 0.2 < dropped / 400 < 0.4  # 0.15 + 0.15
+
+
+def test_losses_are_finite_and_penalise_error():
+    model = AVPENet().eval()
+    with torch.no_grad():
+        out = model.predict(*example_inputs(C.ENSEMBLE, 4))
+        near = train.loss_terms(out, out[C.SCORE.name].clone(), torch.zeros(4, dtype=torch.int64))
+        far = train.loss_terms(out, out[C.SCORE.name] + 5.0, torch.zeros(4, dtype=torch.int64))
+    assert all(torch.isfinite(v) for v in near.values())
+    assert far["l1"] > near["l1"] and far["beta_nll"] > near["beta_nll"]
+
+
+def test_tiny_training_run_lowers_its_loss_and_writes_the_run(tiny_run, tiny_set):
+    out, config = tiny_run
+    losses = [h["train"]["loss"] for h in config["history"]]
+    assert losses[-1] < losses[0]
+    for name in ("model.pt", "config.json", "split.json"):
+        assert (out / name).exists()
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"])
+    loaded = load_model(out)
+    assert float(loaded.model.fusion.interval_scale) == pytest.approx(config["interval_scale"], rel=1e-5)
+    assert loaded.model.visual_encoder.feature_std.min() > 0
+    assert not torch.all(loaded.model.visual_encoder.feature_mean == 0)  # fitted on the training frames
