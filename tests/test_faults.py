@@ -9,6 +9,7 @@ killed with SIGKILL (a crash, not a drain) and brought back on the same ports, a
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import threading
@@ -191,15 +192,17 @@ def test_killed_feature_replica_fails_cleanly_and_recovers(gateway_stack):
 
 
 # --- Triton dies --------------------------------------------------------------------------------------------
-def restart_on_same_ports(server) -> None:
-    """Start the (dead) session Triton again where the gateway expects it."""
+def restart_on_same_ports(server, repo=None, model_control: str | None = None) -> None:
+    """Start the session Triton again where the gateway expects it (optionally on another repository)."""
     ports = {
         "http_port": server.http_port,
         "grpc_port": server.grpc_port,
         "metrics_port": server.metrics_port,
     }
-    server.stop()  # reaps the killed process group and its work dir
-    server.__init__(server.repo, model_control=server.model_control, **ports)
+    repo = server.repo if repo is None else repo
+    model_control = server.model_control if model_control is None else model_control
+    server.stop()  # drains, or reaps a killed process group, and removes its work dir
+    server.__init__(repo, model_control=model_control, **ports)
     server.start()
 
 
@@ -227,3 +230,50 @@ def test_triton_killed_under_load_gives_fast_503_then_recovers(gateway_stack, tr
     recovered = wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200, RECOVER_S)
     assert scores_ok(gateway_stack)  # no gateway restart: it reconnected by itself
     print(f"Triton back: gateway ready again {recovered:.1f} s after Triton's restart")
+
+
+# --- a new model version under load -------------------------------------------------------------------------
+def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack, triton_server, tmp_path):
+    """Export fusion N+1 and load it while callers score through the gateway: every request succeeds."""
+    import copy
+    import shutil
+    import warnings
+
+    import torch
+
+    from avpenet import contract
+    from ensemble import DEFAULT_REPOSITORY, export, versions
+
+    warnings.filterwarnings("ignore")
+    repo = tmp_path / "repo"
+    shutil.copytree(DEFAULT_REPOSITORY, repo)
+    fusion = repo / contract.FUSION.name
+    old = versions.latest(fusion)
+    model = copy.deepcopy(export.model_from_source(versions.read_manifest(fusion, old)["source"]))
+    with torch.no_grad():
+        model.fusion.score_head.bias.add_(1.5)  # a visibly different score tells the versions apart
+    original = triton_server.repo
+    restart_on_same_ports(triton_server, repo=repo, model_control="explicit")
+    try:
+        wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
+        before = http_post(gateway_stack.http_url, clip()[0], CTYPE, key=API_KEY)
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+        with Load(gateway_stack) as load:
+            time.sleep(1.0)
+            export.export_repository(model, repo, {"kind": "in-memory", "note": "swap test"}, keep=3)
+            client.load_model(contract.FUSION.name)
+            wait_until(lambda: client.is_model_ready(contract.FUSION.name, str(old + 1)), 60, step=0.1)
+            swapped = len(load.records)
+            time.sleep(2.0)
+        client.close()
+        after = http_post(gateway_stack.http_url, clip()[0], CTYPE, key=API_KEY)
+    finally:
+        restart_on_same_ports(triton_server, repo=original, model_control="none")
+        wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
+    statuses = [a.status for _, _, a in load.records]
+    assert set(statuses) <= {200, "OK"}, statuses
+    assert swapped >= 2 and len(load.records) > swapped + 2, "too little traffic around the swap"
+    old_score, new_score = json.loads(before.detail)["score"], json.loads(after.detail)["score"]
+    assert abs(new_score - old_score) > 1e-2, "the gateway still scores with the old fusion version"
