@@ -1,0 +1,136 @@
+"""The naive alternative the benchmark compares against: one Ray Serve deployment, eager PyTorch per request.
+
+What a user would build without Triton: a FastAPI ingress that parses the upload, runs the same feature code
+(`preprocess_service.extract.extract`, i.e. `avpenet.features`) and calls the PyTorch model once per request
+in eval mode under `torch.inference_mode()` - no dynamic batching across requests, no ONNX Runtime, no
+separate feature deployment. The weights are the ones Triton serves (rebuilt from each part's manifest), so
+both systems compute the same score from the same bytes; `avpenet bench` checks that before timing anything.
+
+Deployed as a second Serve application (route prefix `/naive`) in the bench's Ray cluster, behind the same
+HTTP proxy as the gateway, so the two differ only in what happens after the proxy.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see real types on the class-based route.
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+APP_NAME = "naive"
+ROUTE_PREFIX = "/naive"
+SCORE_ROUTE = "/v1/score"
+IMPORT_PATH = "loadtests.baseline:build_app"
+MAX_ONGOING = 64  # accepts the bench's highest concurrency (32) without queueing in the proxy
+
+api = FastAPI(title="AVPENet naive baseline")
+
+
+def served_model(repo: str | os.PathLike | None = None):
+    """The PyTorch AVPENet whose parts carry the weights of the newest version Triton serves of each part."""
+    from avpenet import contract
+    from avpenet.model import AVPENet
+    from ensemble import DEFAULT_REPOSITORY
+    from ensemble.export import model_from_source
+    from ensemble.versions import latest, read_manifest
+
+    repo = Path(repo) if repo is not None else DEFAULT_REPOSITORY
+    model = AVPENet().eval()
+    for spec in contract.PARTS:
+        version = latest(repo / spec.name)
+        source = read_manifest(repo / spec.name, version).get("source") if version else None
+        if source is None:
+            raise RuntimeError(f"{repo / spec.name}: no manifest with a source; run `avpenet export` first")
+        part = model_from_source(source).part(spec.name)
+        setattr(model, spec.name, part)
+    return model.eval()
+
+
+@serve.deployment(name="NaiveScorer", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=MAX_ONGOING)
+@serve.ingress(api)
+class NaiveScorer:
+    """Parse, extract features, run eager PyTorch: each request through the model alone, nothing batched."""
+
+    def __init__(self, repo: str | None = None, threads: int | None = None) -> None:
+        import torch
+
+        from preprocess_service.app import warm_up
+        from preprocess_service.settings import Limits
+
+        # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); a user outside Ray gets every core: give it that.
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.model = served_model(repo)
+        self.limits = Limits()
+        warm_up()
+
+    def _infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from avpenet import contract
+
+        with torch.inference_mode():
+            tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
+            out = self.model(**tensors)
+        return {spec.name: out[spec.name].numpy() for spec in contract.ENSEMBLE.outputs}
+
+    @api.post(SCORE_ROUTE)
+    async def score(self, request: Request) -> JSONResponse:
+        from avpenet import contract
+        from avpenet.model import aggregate_windows
+        from preprocess_service.errors import status_of
+        from preprocess_service.extract import extract
+        from preprocess_service.multipart import parse_score_form
+        from preprocess_service.protocol import new_request_id
+
+        start = time.perf_counter()
+        try:
+            body = await request.body()
+            parsed = await asyncio.to_thread(
+                parse_score_form, body, request.headers.get("content-type"), new_request_id(None)
+            )
+            extracted = await asyncio.to_thread(extract, parsed, self.limits)
+            t_model = time.perf_counter()
+            out = await asyncio.to_thread(self._infer, extracted.inputs)
+        except Exception as exc:
+            status, _ = status_of(exc)
+            return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+        timings = dict(extracted.timings_ms)
+        timings["model"] = (time.perf_counter() - t_model) * 1000.0
+        clip = aggregate_windows(
+            out[contract.SCORE.name],
+            out[contract.LOG_VARIANCE.name],
+            out[contract.CLASS_PROBS.name],
+            out[contract.MODALITY_WEIGHTS.name],
+            1.0,
+        )
+        timings["total"] = (time.perf_counter() - start) * 1000.0
+        windows = out[contract.SCORE.name].reshape(-1)
+        return JSONResponse(
+            {
+                "score": float(clip["score"]),
+                "level": contract.level_of(float(clip["score"])),
+                "timeline": [{"index": i, "score": float(s)} for i, s in enumerate(windows)],
+                "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+            }
+        )
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """Application builder (import path IMPORT_PATH); args: `repo`, `threads`."""
+    args = dict(args or {})
+    return NaiveScorer.bind(args.get("repo"), args.get("threads"))
+
+
+def app_config(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """This app as a ServeDeploySchema application entry (deployed beside the gateway's)."""
+    return {
+        "name": APP_NAME,
+        "route_prefix": ROUTE_PREFIX,
+        "import_path": IMPORT_PATH,
+        "args": {"repo": None if repo is None else str(repo)},
+    }

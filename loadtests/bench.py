@@ -1,0 +1,521 @@
+"""`avpenet bench`: naive eager PyTorch vs AVPENet Serve, same clips, same machine, side by side.
+
+One run starts the local stack (Triton + the gateway app, preprocess_service.stack.LocalStack), deploys the
+naive baseline (loadtests.baseline) as a second Serve app behind the same proxy, checks that both give the
+same score on the same clip, measures the model's FLOPs and the kernel limit, then for each mix and
+concurrency (1, 8, 32) measures the naive app and AVPENet Serve back to back with closed-loop asyncio +
+aiohttp clients. Per cell it records client latency, throughput, the responses' per-stage timings, CPU time
+of every process of the bench's tree by group (psutil; the load generator is separated, and machine-wide CPU
+tells how busy the box was with other work) and Triton's metric deltas (average batch, compute time). The
+report goes to stdout and, outside --quick, to docs/BENCHMARKS.md with a PNG plot in docs/img/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadtests import benchreport as br
+from loadtests import clips
+
+HELP = "Benchmark naive eager PyTorch vs AVPENet Serve (throughput, p50/p99, batch, CPU, efficiency)."
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DOCS = PROJECT_ROOT / "docs"
+MARKDOWN = DOCS / "BENCHMARKS.md"
+PLOT = DOCS / "img" / "bench.png"
+RAW = DOCS / "img" / "bench.json"
+CONCURRENCIES = (1, 8, 32)
+MIXES = ("model", "video")
+CONTENT_TYPES = {".mp4": "video/mp4", ".wav": "audio/wav", ".npz": "application/octet-stream"}
+TIMEOUT_S = 120.0
+BENCH_LIMITS = {"max_in_flight": 64}  # the gateway's per-replica admission bound (16) would 429 at c=32
+TRITON_METRICS = (
+    "nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
+    "nv_inference_compute_infer_duration_us", "nv_inference_queue_duration_us",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Measured window per cell: at least `warmup_s` and one full round of requests before it."""
+
+    warmup_s: float
+    measure_s: float
+    warmup_max_s: float
+
+
+QUICK = Timing(warmup_s=1.0, measure_s=4.0, warmup_max_s=15.0)
+DEFAULT = Timing(warmup_s=2.0, measure_s=15.0, warmup_max_s=30.0)
+
+
+# --- CPU accounting ----------------------------------------------------------------------------------------
+class CpuMeter:
+    """CPU time of the bench process and all its descendants (Triton + stubs, Ray + replicas), by group."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.me = psutil.Process()
+        self.cores = psutil.cpu_count() or 1
+        self._groups: dict[tuple[int, float], str] = {}
+
+    def _group(self, proc) -> str:
+        key = (proc.pid, proc.create_time())
+        if key not in self._groups:
+            if proc.pid == self.me.pid:
+                self._groups[key] = "loadgen"
+            else:
+                self._groups[key] = br.classify_process(proc.name(), " ".join(proc.cmdline()[:3]))
+        return self._groups[key]
+
+    def snapshot(self) -> tuple[dict[tuple[int, float], tuple[str, float]], float]:
+        """({(pid, start time): (group, CPU-s)}, machine busy CPU-s)."""
+        out = {}
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                with proc.oneshot():
+                    t = proc.cpu_times()
+                    out[(proc.pid, proc.create_time())] = (self._group(proc), t.user + t.system)
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
+                continue
+        m = self.psutil.cpu_times()
+        busy = (
+            sum(m)
+            - m.idle
+            - getattr(m, "iowait", 0.0)
+            - getattr(m, "guest", 0.0)
+            - getattr(m, "guest_nice", 0.0)
+        )
+        return out, busy
+
+    @staticmethod
+    def delta(start, end) -> tuple[dict[str, float], float]:
+        groups = dict.fromkeys(br.GROUPS, 0.0)
+        for key, (group, cpu) in end[0].items():
+            before = start[0].get(key, (group, 0.0))[1]
+            groups[group] = groups.get(group, 0.0) + max(0.0, cpu - before)
+        return groups, end[1] - start[1]
+
+
+# --- Triton metrics ---------------------------------------------------------------------------------------
+def triton_counters(url: str | None) -> dict[str, dict[str, float]]:
+    """{model: {metric: value summed over versions}} from Triton's Prometheus endpoint."""
+    if not url:
+        return {}
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return parse_triton_metrics(response.read().decode())
+
+
+def parse_triton_metrics(text: str) -> dict[str, dict[str, float]]:
+    """The TRITON_METRICS samples of a Prometheus exposition, per model, summed over versions."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name.removesuffix("_total")  # the parser names counter samples *_total
+            if name in TRITON_METRICS and "model" in sample.labels:
+                row = out.setdefault(sample.labels["model"], {})
+                row[name] = row.get(name, 0.0) + float(sample.value)
+    return out
+
+
+def counter_delta(start: dict, end: dict) -> dict[str, dict[str, float]]:
+    return {
+        model: {k: v - start.get(model, {}).get(k, 0.0) for k, v in metrics.items()}
+        for model, metrics in end.items()
+    }
+
+
+# --- load generation ---------------------------------------------------------------------------------------
+@dataclass
+class Done:
+    t_end: float
+    latency_ms: float
+    ok: bool
+    windows: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    detail: str = ""  # why it failed
+
+
+def payload(clip_dir: Path, mix: str) -> list[tuple[str, str, bytes, str]]:
+    """[(field, filename, bytes, content type)] of the mix's one request kind (the bench mixes have one)."""
+    manifest = json.loads((clip_dir / "manifest.json").read_text())
+    (kind,) = clips.MIXES[mix]
+    return [
+        (f, name, (clip_dir / name).read_bytes(), CONTENT_TYPES[Path(name).suffix])
+        for f, name in manifest[kind].items()
+    ]
+
+
+async def post(session, url: str, parts: list[tuple[str, str, bytes, str]]) -> Done:
+    import aiohttp
+
+    form = aiohttp.FormData()
+    for f, name, data, ctype in parts:
+        form.add_field(f, data, filename=name, content_type=ctype)
+    form.add_field("age_group", "neonate")
+    t0 = time.perf_counter()
+    try:
+        async with session.post(url, data=form) as response:
+            body = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        t1 = time.perf_counter()
+        return Done(t1, (t1 - t0) * 1000.0, False, detail=repr(exc))
+    t1 = time.perf_counter()
+    if status != 200:
+        return Done(t1, (t1 - t0) * 1000.0, False, detail=f"HTTP {status}: {body[:300]!r}")
+    answer = json.loads(body)
+    return Done(t1, (t1 - t0) * 1000.0, True, len(answer.get("timeline", [])), answer.get("timings_ms", {}))
+
+
+async def closed_loop(
+    url: str,
+    parts: list[tuple[str, str, bytes, str]],
+    concurrency: int,
+    timing: Timing,
+    on_start: Callable[[], object],
+    on_end: Callable[[], object],
+) -> tuple[list[Done], float, float, object, object]:
+    """`concurrency` clients each posting back to back; returns (done, t0, t1, on_start(), on_end()).
+
+    Warm-up lasts `warmup_s` and until every client finished one request (capped at `warmup_max_s`), so the
+    measured window starts with the pipeline full. Requests still running at t1 are awaited but not counted.
+    """
+    import aiohttp
+
+    done: list[Done] = []
+    stop = asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client() -> None:
+            while not stop.is_set():
+                done.append(await post(session, url, parts))
+
+        tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
+        begin = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.1)
+            elapsed = time.perf_counter() - begin
+            if elapsed >= timing.warmup_max_s or (elapsed >= timing.warmup_s and len(done) >= concurrency):
+                break
+        start_state = on_start()
+        t0 = time.perf_counter()
+        await asyncio.sleep(timing.measure_s)
+        t1 = time.perf_counter()
+        end_state = on_end()
+        stop.set()
+        await asyncio.gather(*tasks)
+    return [d for d in done if t0 <= d.t_end <= t1], t0, t1, start_state, end_state
+
+
+def measure_cell(
+    *,
+    system: str,
+    mix: str,
+    url: str,
+    parts: list[tuple[str, str, bytes, str]],
+    concurrency: int,
+    timing: Timing,
+    meter: CpuMeter,
+    triton_metrics_url: str | None,
+    media_seconds_per_clip: float,
+) -> br.Cell:
+    def snap():
+        return meter.snapshot(), triton_counters(triton_metrics_url)
+
+    done, t0, t1, start, end = asyncio.run(closed_loop(url, parts, concurrency, timing, snap, snap))
+    ok = [d for d in done if d.ok]
+    cpu, busy = CpuMeter.delta(start[0], end[0])
+    triton = counter_delta(start[1], end[1]) if system == "avpenet" else {}
+    stages = sorted({k for d in ok for k in d.timings})
+    stage_means = {s: sum(d.timings.get(s, 0.0) for d in ok) / len(ok) for s in stages} if ok else {}
+    if system == "avpenet":
+        model_s = br.triton_busy_s(triton, [p.name for p in _parts()])
+    else:
+        model_s = sum(d.timings.get("model", 0.0) for d in ok) / 1000.0
+    return br.Cell(
+        system=system,
+        mix=mix,
+        concurrency=concurrency,
+        seconds=t1 - t0,
+        latencies_ms=[d.latency_ms for d in ok],
+        errors=len(done) - len(ok),
+        windows=sum(d.windows for d in ok),
+        media_seconds=media_seconds_per_clip * len(ok),
+        stages_ms=stage_means,
+        cpu_s=cpu,
+        machine_busy_s=busy,
+        cores=meter.cores,
+        model_s=model_s,
+        triton=triton,
+    )
+
+
+def _parts():
+    from avpenet import contract
+
+    return contract.PARTS
+
+
+# --- the two systems ----------------------------------------------------------------------------------------
+def deploy_naive(stack) -> None:
+    """Add the naive app to the stack's Ray Serve (same proxy), keeping the gateway app's config unchanged."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from loadtests import baseline
+    from preprocess_service.stack import load_config, localize
+
+    config = localize(
+        load_config(stack.config_path),
+        host=stack.host,
+        http_port=stack.http_port,
+        grpc_port=stack.grpc_port,
+        triton_url=stack.triton.grpc_url,
+        max_replicas=stack.max_replicas,
+        args=stack.args,
+    )
+    config["applications"].append(baseline.app_config(stack.repo))
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(baseline.APP_NAME)
+        if app and app.status == "RUNNING":
+            return
+        if app and app.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"naive baseline deploy failed: {app.message}")
+        time.sleep(0.5)
+    raise RuntimeError("naive baseline not running after 180 s")
+
+
+def urls(http_url: str) -> dict[str, str]:
+    from loadtests import baseline
+    from preprocess_service.app import SCORE_ROUTE
+
+    return {
+        "naive": http_url + baseline.ROUTE_PREFIX + baseline.SCORE_ROUTE,
+        "avpenet": http_url + SCORE_ROUTE,
+    }
+
+
+def parity(targets: dict[str, str], parts) -> float:
+    """|score(b) - score(a)| on one clip (also the first, warming request of each system)."""
+
+    async def both() -> list[float]:
+        import aiohttp
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
+            scores = []
+            for system in br.SYSTEMS:
+                for _ in range(3):  # warm both: first calls pay lazy initialisation
+                    done = await post(session, targets[system], parts)
+                if not done.ok:
+                    raise RuntimeError(f"{system} failed to score the benchmark clip: {done.detail}")
+                async with session.post(targets[system], data=_form(parts)) as response:
+                    scores.append(float((await response.json())["score"]))
+            return scores
+
+    a, b = asyncio.run(both())
+    return abs(b - a)
+
+
+def _form(parts):
+    import aiohttp
+
+    form = aiohttp.FormData()
+    for f, name, data, ctype in parts:
+        form.add_field(f, data, filename=name, content_type=ctype)
+    form.add_field("age_group", "neonate")
+    return form
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+# --- CLI --------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a few seconds per cell; writes no docs by default"
+    )
+    parser.add_argument(
+        "--concurrency", default=",".join(map(str, CONCURRENCIES)), help="comma list (default: %(default)s)"
+    )
+    parser.add_argument("--mixes", default=",".join(MIXES), help="comma list of model, video (default: both)")
+    parser.add_argument("--measure-s", type=float, default=None, help="measured seconds per cell")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help=f"report path (default: {MARKDOWN.relative_to(PROJECT_ROOT)} unless --quick)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--max-replicas", type=int, default=1, help="Serve replica cap of the gateway app")
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadtests import kernels
+    from loadtests.baseline import served_model
+    from preprocess_service.stack import LocalStack
+
+    timing = QUICK if args.quick else DEFAULT
+    if args.measure_s:
+        timing = Timing(timing.warmup_s, args.measure_s, timing.warmup_max_s)
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    markdown_path = None if args.no_write else (args.markdown or (None if args.quick else MARKDOWN))
+    command = "avpenet bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "avpenet bench"
+
+    work = Path(tempfile.mkdtemp(prefix="avpenet-bench-"))
+    print("building the benchmark clips ...", file=sys.stderr, flush=True)
+    kinds = {m: next(iter(clips.MIXES[m])) for m in mixes}
+    clips.build(work / "clips", sorted(set(kinds.values())))
+    payloads = {m: payload(work / "clips", m) for m in mixes}
+
+    print("counting FLOPs and measuring kernel rates ...", file=sys.stderr, flush=True)
+    model = served_model()
+    flops = kernels.flops_per_window(model)
+    rates = kernels.measure(model, seconds=1.0 if args.quick else 2.0)
+    del model
+    meter = CpuMeter()
+    cells: list[br.Cell] = []
+    print("starting the local stack (Triton + Ray Serve) and the naive app ...", file=sys.stderr, flush=True)
+    limits = {**_default_limits(), **BENCH_LIMITS}
+    with LocalStack(grpc_port=None, max_replicas=args.max_replicas, args={"limits": limits}) as stack:
+        deploy_naive(stack)
+        targets = urls(stack.http_url)
+        diffs = {m: parity(targets, payloads[m]) for m in mixes}
+        print("same clip, |score(b) - score(a)|: " + ", ".join(f"{m} {d:.1e}" for m, d in diffs.items()))
+        for mix in mixes:
+            for c in concurrencies:
+                for system in br.SYSTEMS:
+                    cell = measure_cell(
+                        system=system,
+                        mix=mix,
+                        url=targets[system],
+                        parts=payloads[mix],
+                        concurrency=c,
+                        timing=timing,
+                        meter=meter,
+                        triton_metrics_url=stack.triton.metrics_url,
+                        media_seconds_per_clip=clips.KINDS[kinds[mix]].seconds,
+                    )
+                    cells.append(cell)
+                    print(
+                        f"  {mix:<6} c={c:<3} {system:<8} {cell.throughput:6.1f} clips/s"
+                        f"  p50 {cell.p50_ms:7.0f} ms  p99 {cell.p99_ms:7.0f} ms  errors {cell.errors}"
+                        f"  other load {cell.other_load:.0%}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    report = br.Report(
+        command=command,
+        when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine(),
+        cores=meter.cores,
+        quick=args.quick,
+        flops=flops,
+        kernels=[vars(r) for r in rates],
+        parity=diffs,
+        cells=cells,
+        notes=notes(cells),
+    )
+    print(br.text_table(report))
+    print()
+    for title, rows in (
+        ("mean ms per stage", br.stage_rows(report)),
+        ("CPU ms per clip", br.cpu_rows(report)),
+    ):
+        print(f"{title}:")
+        print(br.text_table_of(rows))
+        print()
+    for t in br.targets(report):
+        verdict = {True: "met", False: "MISSED"}[bool(t.met)]
+        print(f"{verdict:>6}  {t.name}: {t.measured} (target {t.wanted}){'' if t.met else ' - ' + t.limit}")
+    raw = work / "bench.json"
+    raw.write_text(to_json(report))
+    print(f"raw results: {raw}")
+    if markdown_path is not None:
+        write(report, Path(markdown_path))
+        print(f"wrote {markdown_path}")
+    return 0 if all(c.requests for c in cells) else 1
+
+
+def _default_limits() -> dict:
+    """The limits serve_config.yaml deploys (the bench raises only the admission bound)."""
+    from preprocess_service.stack import load_config
+
+    (app,) = load_config()["applications"]
+    return dict(app.get("args", {}).get("limits", {}))
+
+
+def notes(cells: list[br.Cell]) -> list[str]:
+    """What a reader must know to trust this run's figures (busy machine, errors, thin samples)."""
+    out = []
+    busy = [c for c in cells if c.other_load > 0.15]
+    if busy:
+        worst = max(busy, key=lambda c: c.other_load)
+        out.append(
+            f"The machine was busy with other work during {len(busy)} of {len(cells)} cells (worst: "
+            f"{worst.other_load:.0%} of the cores in {worst.mix} c={worst.concurrency} {worst.system}); "
+            "throughputs there are lower than on a quiet box, CPU-seconds per clip are not affected."
+        )
+    failed = [c for c in cells if c.errors]
+    if failed:
+        out.append(
+            "Failed requests in: "
+            + ", ".join(f"{c.mix} c={c.concurrency} {c.system} ({c.errors})" for c in failed)
+        )
+    thin = [c for c in cells if 0 < c.requests < 100]
+    if thin:
+        out.append(
+            f"{len(thin)} cells completed fewer than 100 requests: their p99 is close to their maximum."
+        )
+    return out
+
+
+def write(report: br.Report, path: Path) -> None:
+    plot_path = path.parent / "img" / "bench.png"
+    br.plot(report, plot_path)
+    plot_path.with_suffix(".json").write_text(to_json(report))
+    rel = os.path.relpath(plot_path, path.parent)
+    path.write_text(br.markdown(report, rel))
+
+
+def to_json(report: br.Report) -> str:
+    data = {k: v for k, v in vars(report).items() if k != "cells"}
+    data["cells"] = [c.to_dict() for c in report.cells]
+    return json.dumps(data, indent=1, default=_json_default) + "\n"
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

@@ -1,0 +1,192 @@
+"""The benchmark's pure logic: statistics, ratios, batch/efficiency math, CPU accounting, report rendering."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from loadtests import bench
+from loadtests import benchreport as br
+
+TRITON_TEXT = """# HELP nv_inference_count Number of inferences performed
+# TYPE nv_inference_count counter
+nv_inference_count{model="audio_encoder",version="1"} 96
+nv_inference_count{model="audio_encoder",version="2"} 4
+nv_inference_count{model="fusion",version="2"} 40
+# HELP nv_inference_exec_count Number of model executions performed
+# TYPE nv_inference_exec_count counter
+nv_inference_exec_count{model="audio_encoder",version="1"} 10
+nv_inference_exec_count{model="fusion",version="2"} 20
+# HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]
+# TYPE nv_cpu_utilization gauge
+nv_cpu_utilization 0.5
+"""
+
+
+def make_cell(system="avpenet", mix="model", c=32, *, n=100, seconds=10.0, **kw) -> br.Cell:
+    base = dict(
+        system=system,
+        mix=mix,
+        concurrency=c,
+        seconds=seconds,
+        latencies_ms=[float(i) for i in range(1, n + 1)],
+        errors=0,
+        windows=n,
+        media_seconds=3.0 * n,
+        stages_ms={"decode": 2.0, "total": 30.0},
+        cpu_s={"loadgen": 1.0, "gateway": 2.0, "triton": 3.0, "features": 1.5},
+        machine_busy_s=10.0,
+        cores=2,
+        model_s=2.0,
+        triton={"audio_encoder": {"nv_inference_count": 320.0, "nv_inference_exec_count": 32.0}},
+    )
+    base.update(kw)
+    return br.Cell(**base)
+
+
+def make_report(naive_rps: float, avpenet_rps: float) -> br.Report:
+    cells = []
+    for mix in ("model", "video"):
+        for c in (1, 32):
+            cells.append(make_cell("naive", mix, c, n=int(naive_rps * 10), triton={}))
+            cells.append(make_cell("avpenet", mix, c, n=int(avpenet_rps * 10)))
+    return br.Report(
+        command="avpenet bench --quick",
+        when="now",
+        machine="test box",
+        cores=2,
+        quick=True,
+        flops={
+            "audio_frontend": 1e8,
+            "audio_encoder": 2.5e8,
+            "visual_encoder": 1e7,
+            "fusion": 8e7,
+            "total": 4.4e8,
+        },
+        kernels=[
+            {"name": "matmul", "shape": "a", "gflops": 50.0},
+            {"name": "conv3x3", "shape": "b", "gflops": 80.0},
+        ],
+        parity={"model": 1e-6, "video": 2e-6},
+        cells=cells,
+    )
+
+
+class TestStatistics:
+    def test_percentiles_interpolate(self):
+        values = [float(v) for v in range(1, 101)]
+        assert br.percentile(values, 50) == pytest.approx(50.5)
+        assert br.percentile(values, 99) == pytest.approx(99.01)
+        assert math.isnan(br.percentile([], 50))
+
+    def test_ratio_and_batch_guard_division_by_zero(self):
+        assert br.ratio(30.0, 10.0) == pytest.approx(3.0)
+        assert math.isnan(br.ratio(1.0, 0.0))
+        assert br.average_batch(96, 12) == pytest.approx(8.0)
+        assert math.isnan(br.average_batch(5, 0))
+
+    def test_efficiency_is_flops_rate_over_kernel_rate(self):
+        # 0.5 GFLOP/window x 100 windows/s = 50 GFLOP/s of 200 GFLOP/s = 25 %
+        assert br.efficiency(0.5e9, 100.0, 200.0) == pytest.approx(0.25)
+
+    def test_triton_busy_time_counts_each_batch_once(self):
+        # 8 executions of batch 4 lasting 10 ms each: Triton reports 32 requests x 10 ms = 320 ms
+        deltas = {
+            "audio_encoder": {
+                "nv_inference_count": 32.0,
+                "nv_inference_exec_count": 8.0,
+                "nv_inference_compute_infer_duration_us": 320_000.0,
+            },
+            "fusion": {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0},
+        }
+        assert br.triton_busy_s(deltas, ["audio_encoder", "fusion", "absent"]) == pytest.approx(0.08)
+
+
+class TestCell:
+    def test_derived_figures(self):
+        cell = make_cell(n=100, seconds=10.0)
+        assert cell.throughput == pytest.approx(10.0)
+        assert cell.p50_ms == pytest.approx(50.5)
+        assert cell.server_cpu_s == pytest.approx(6.5)  # the load generator is not the server
+        assert cell.cpu_s_per_clip == pytest.approx(0.065)
+        assert cell.loadgen_cpu_s_per_clip == pytest.approx(0.01)
+        assert cell.avg_batch("audio_encoder") == pytest.approx(10.0)
+        assert math.isnan(cell.avg_batch("fusion"))
+        # 1.5 CPU-s of the FeatureExtractor over 300 s of media
+        assert cell.features_ms_per_media_s == pytest.approx(5.0)
+        # 10 busy CPU-s on the machine, 7.5 of them ours, capacity 2 cores x 10 s
+        assert cell.other_load == pytest.approx(0.125)
+
+    def test_naive_feature_cpu_is_its_replica(self):
+        cell = make_cell("naive", cpu_s={"naive": 3.0}, n=10)
+        assert cell.features_ms_per_media_s == pytest.approx(100.0)
+
+    def test_process_groups(self):
+        assert br.classify_process("tritonserver", "/x/tritonserver --model-repository") == "triton"
+        assert br.classify_process("triton_python_b", "/x/triton_python_backend_stub model.py") == "triton"
+        assert (
+            br.classify_process("ray::ServeRepli", "ray::ServeReplica:avpenet:FeatureExtractor") == "features"
+        )
+        assert br.classify_process("ray::ServeRepli", "ray::ServeReplica:avpenet:Gateway.handle") == "gateway"
+        assert br.classify_process("ray::ServeRepli", "ray::ServeReplica:naive:NaiveScorer") == "naive"
+        assert br.classify_process("ray::ProxyActor", "ray::ProxyActor") == "proxy"
+        assert br.classify_process("raylet", "/x/raylet --raylet_socket_name") == "ray"
+        assert set(br.GROUPS) >= {"loadgen", "ray", "triton"}
+
+
+class TestMeasurementPlumbing:
+    def test_triton_metrics_sum_versions_per_model(self):
+        parsed = bench.parse_triton_metrics(TRITON_TEXT)
+        assert parsed["audio_encoder"]["nv_inference_count"] == 100.0
+        assert parsed["audio_encoder"]["nv_inference_exec_count"] == 10.0
+        assert parsed["fusion"] == {"nv_inference_count": 40.0, "nv_inference_exec_count": 20.0}
+        assert "nv_cpu_utilization" not in str(parsed)
+
+    def test_counter_delta(self):
+        start = {"fusion": {"nv_inference_count": 40.0}}
+        end = {"fusion": {"nv_inference_count": 100.0}, "audio_encoder": {"nv_inference_count": 7.0}}
+        assert bench.counter_delta(start, end) == {
+            "fusion": {"nv_inference_count": 60.0},
+            "audio_encoder": {"nv_inference_count": 7.0},
+        }
+
+    def test_cpu_delta_counts_new_processes_whole_and_groups(self):
+        start = ({(1, 0.0): ("loadgen", 5.0), (2, 0.0): ("triton", 10.0)}, 100.0)
+        end = ({(1, 0.0): ("loadgen", 6.0), (2, 0.0): ("triton", 13.0), (3, 9.0): ("triton", 0.5)}, 120.0)
+        groups, busy = bench.CpuMeter.delta(start, end)
+        assert groups["loadgen"] == pytest.approx(1.0)
+        assert groups["triton"] == pytest.approx(3.5)
+        assert groups["gateway"] == 0.0
+        assert busy == pytest.approx(20.0)
+
+
+class TestReport:
+    def test_targets_met_and_missed(self):
+        met = {t.name: t for t in br.targets(make_report(naive_rps=5.0, avpenet_rps=20.0))}
+        ratio = next(t for n, t in met.items() if "throughput" in n)
+        assert ratio.met and ratio.measured == "4.00x"
+        missed = {t.name: t for t in br.targets(make_report(naive_rps=10.0, avpenet_rps=20.0))}
+        ratio = next(t for n, t in missed.items() if "throughput" in n)
+        assert ratio.met is False and ratio.measured == "2.00x" and ratio.limit
+        batch = next(t for n, t in missed.items() if "batch" in n)
+        assert batch.met and batch.measured == "10.0"
+        # 0.44 GFLOP x 20 windows/s = 8.8 GFLOP/s of the 80 GFLOP/s limit (the larger kernel) = 11 %
+        eff = next(t for n, t in missed.items() if "efficiency" in n)
+        assert eff.met is False and eff.measured.startswith("11%")
+
+    def test_kernel_limit_is_the_larger_rate(self):
+        assert make_report(1.0, 2.0).kernel_limit == 80.0
+
+    def test_rendering(self, tmp_path):
+        report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+        text = br.text_table(report)
+        assert len(text.splitlines()) == 1 + len(report.cells)
+        assert "4.00" in text  # (b)/(a) on the avpenet rows
+        md = br.markdown(report, "img/bench.png")
+        assert "![throughput and p99 latency](img/bench.png)" in md
+        assert "`avpenet bench --quick`" in md
+        assert "| model | 32 | avpenet | 20.0 | 4.00 |" in md
+        assert "MISSED" in md  # the efficiency target, with what limits it
+        png = br.plot(report, tmp_path / "img" / "bench.png")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
