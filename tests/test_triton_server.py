@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import time
 import urllib.request
 
 import numpy as np
@@ -155,8 +156,16 @@ def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer
     requests = [valid_inputs(contract.ENSEMBLE, batch=1, seed=i) for i in range(32)]
     results = asyncio.run(_concurrent(triton_server.grpc_url, requests))
     assert not [r for r in results if isinstance(r, Exception)]
-    after = _batch_counters(triton_server.metrics_url)
-    for model in (contract.AUDIO_FRONTEND.name, contract.AUDIO_ENCODER.name, contract.FUSION.name):
+    models = (contract.AUDIO_FRONTEND.name, contract.AUDIO_ENCODER.name, contract.FUSION.name)
+    # A composing model records its statistics after the ensemble has answered: poll briefly for them.
+    deadline = time.monotonic() + 10.0
+    while True:
+        after = _batch_counters(triton_server.metrics_url)
+        settled = all(after[m][0] - before.get(m, (0, 0))[0] >= 32 for m in models)
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for model in models:
         items = after[model][0] - before.get(model, (0, 0))[0]
         executions = after[model][1] - before.get(model, (0, 0))[1]
         assert items == 32, model
