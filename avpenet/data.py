@@ -154,6 +154,13 @@ def make_split(rows: Sequence[dict[str, str]], seed: int) -> dict[str, list[str]
     return {k: sorted(v) for k, v in split.items()}
 
 
+def labels_digest(data_dir: Path) -> str:
+    """sha256 of labels.csv: recognises the dataset a model was trained on, wherever it lies on disk."""
+    import hashlib
+
+    return hashlib.sha256((Path(data_dir) / "labels.csv").read_bytes()).hexdigest()
+
+
 def write_split(split: dict[str, list[str]], path: Path) -> None:
     Path(path).write_text(json.dumps(split, indent=1) + "\n")
 

@@ -2,7 +2,8 @@
 
     avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report DIR]
 
-Clips of the test subjects only (DIR/split.json "test"; without a split file every subject is unseen).
+Clips of the test subjects only: --split, DIR/split.json, or the checkpoint's own split when DIR is the
+dataset it was trained on (same labels.csv digest); otherwise every subject is unseen test data.
 A clip's score is the mean of its windows' scores (``model.aggregate_windows``, as the gateway serves it).
 Figures, under stable JSON keys:
 - ``fusion``, ``audio_only``, ``visual_only`` (the same model with the other modality masked as absent),
@@ -66,9 +67,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--notes", type=Path, help="Markdown to include in the report (discussion of results)"
     )
+    parser.add_argument(
+        "--split", type=Path, help="split.json whose test subjects to use (see choose_subjects)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the added noise and occlusion")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--quiet", action="store_true")
+
+
+def choose_subjects(
+    args: argparse.Namespace, config: dict, rows: list[dict[str, str]]
+) -> tuple[list[str], str]:
+    """Test subjects: --split, else DIR/split.json, else — when DIR is the very dataset the checkpoint was
+    trained on (same labels.csv digest) — the checkpoint's own split, else every subject (unseen data)."""
+    if getattr(args, "split", None):
+        return data.read_split(args.split)["test"], f"{args.split} (test)"
+    if (Path(args.data) / data.SPLIT_FILE).exists():
+        return data.evaluation_subjects(args.data, rows)
+    own = Path(args.checkpoint) / data.SPLIT_FILE
+    if own.exists() and config.get("data", {}).get("labels_sha256") == data.labels_digest(args.data):
+        return data.read_split(own)["test"], "the checkpoint's split.json (test): the data it was trained on"
+    return data.evaluation_subjects(args.data, rows)
 
 
 def label_noise_floor(data_dir: Path, clips: list[data.Clip]) -> dict[str, float] | None:
@@ -132,7 +151,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     model = ckpt.model
     modality = ckpt.config.get("modality", "both")
     rows = data.read_labels(args.data)
-    subjects, split_source = data.evaluation_subjects(args.data, rows)
+    subjects, split_source = choose_subjects(args, ckpt.config, rows)
     clips = data.load_clips(args.data, subjects, progress=not args.quiet)
     if not clips:
         raise SystemExit(f"no clips of the test subjects in {args.data}")

@@ -332,6 +332,7 @@ def train(args: argparse.Namespace) -> dict:
         "modality": args.modality,
         "data": {
             "dir": str(args.data),
+            "labels_sha256": data.labels_digest(args.data),
             "train_subjects": len(split["train"]),
             "val_subjects": len(split["val"]),
             "test_subjects": len(split["test"]),

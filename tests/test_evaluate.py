@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from avpenet import evaluate
+from avpenet import data, evaluate
 from avpenet.predict import icc_a1, level_index, regression_metrics
 
 pytest_plugins = ["model_fixtures"]
@@ -32,16 +32,28 @@ def evaluated(tiny_set, tiny_run, tmp_path_factory):
     run_dir, _ = tiny_run
     args = argparse.Namespace(
         data=tiny_set, checkpoint=run_dir, json=out / "eval.json", report=out / "report", notes=None,
-        seed=0, batch_size=32, quiet=True,
+        seed=0, batch_size=32, quiet=True, split=None,
     )  # fmt: skip
     assert evaluate.run(args) == 0
     return json.loads((out / "eval.json").read_text()), out
 
 
-def test_json_has_the_stable_keys(evaluated, tiny_set):
+def test_only_test_subjects_of_the_training_data_are_scored(evaluated, tiny_set, tiny_run):
     result, _ = evaluated
-    n_labels = len((tiny_set / "labels.csv").read_text().strip().splitlines()) - 1
-    assert result["n_clips"] == n_labels  # no split.json in the data: every subject is test data
+    split = json.loads((tiny_run[0] / "split.json").read_text())
+    rows = data.read_labels(tiny_set)
+    assert 0 < result["n_clips"] == sum(r["subject_id"] in split["test"] for r in rows) < len(rows)
+    assert "checkpoint's split" in result["test_subjects_from"]
+
+
+def test_unseen_data_is_all_test_data(tiny_set, tmp_path):
+    rows = data.read_labels(tiny_set)
+    subjects, source = data.evaluation_subjects(tmp_path, rows)  # a folder without split.json
+    assert subjects == sorted({r["subject_id"] for r in rows}) and "no split" in source
+
+
+def test_json_has_the_stable_keys(evaluated):
+    result, _ = evaluated
     assert result["params"] > 0
     for key in ("fusion", "audio_only", "visual_only", "by_age"):
         assert key in result

@@ -169,7 +169,7 @@ def test_aggregate_windows_is_mean_with_calibrated_interval():
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(1)
-    model = AVPENet(AVPENetConfig(audio_channels=(8, 16, 32), n_fusion_layers=1)).eval()
+    model = AVPENet(AVPENetConfig(audio_width=32, n_fusion_layers=1)).eval()
     model.fusion.interval_scale.fill_(1.7)
     save_model(model, tmp_path, extra={"note": "x"})
     loaded = load_model(tmp_path)
