@@ -96,6 +96,7 @@ class Cell:
     cores: int
     model_s: float = 0.0  # seconds the model stage computed (Triton compute_infer sum / naive model timings)
     triton: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric deltas
+    attempts: int = 1  # measurements taken (a cell disturbed by other users' work is measured again)
 
     @property
     def requests(self) -> int:
@@ -164,6 +165,7 @@ class Report:
     parity: dict[str, float]  # mix -> |score(b) - score(a)| on the same clip
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)
+    repository: str = "model_repository/ (committed)"  # what Triton served; the naive app runs its weights
 
     @property
     def kernel_limit(self) -> float:
@@ -261,6 +263,27 @@ def targets(report: Report, c: int = TARGET_CONCURRENCY) -> list[Target]:
             )
         )
     return out
+
+
+def cpu_bound(report: Report, mix: str = "model", c: int = TARGET_CONCURRENCY) -> dict[str, float] | None:
+    """Where (b)'s CPU goes and the best (b)/(a) a CPU-bound box allows, even with a free model stage.
+
+    On a machine where every stage shares the same cores, throughput ~ available cores / CPU-s per clip, so
+    (b)/(a) <= cpu(a) / (cpu(b) - cpu(b's model stage)).
+    """
+    a, b = report.cell("naive", mix, c), report.cell("avpenet", mix, c)
+    if not (a and b and a.requests and b.requests):
+        return None
+    model = b.cpu_s.get("triton", 0.0) / b.requests
+    rest = b.cpu_s_per_clip - model
+    return {
+        "cpu_a": a.cpu_s_per_clip,
+        "cpu_b": b.cpu_s_per_clip,
+        "model_b": model,
+        "rest_b": rest,
+        "cpu_ratio": ratio(a.cpu_s_per_clip, b.cpu_s_per_clip),
+        "bound": ratio(a.cpu_s_per_clip, rest),
+    }
 
 
 # --- rendering --------------------------------------------------------------------------------------------
@@ -398,6 +421,7 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         "code and calls the PyTorch model eagerly per request (no Triton, no batching across requests). "
         "(b) AVPENet Serve: Gateway + FeatureExtractor deployments + Triton ensemble (ONNX Runtime, "
         "dynamic batching), the repo's serve_config.yaml with one replica each.",
+        f"- Model: {report.repository}.",
         "- Same answer: |score(b) - score(a)| on the same clip: "
         + ", ".join(f"{m} {d:.1e}" for m, d in report.parity.items())
         + ".",
@@ -416,6 +440,27 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         "## Targets (issue 6)",
         "",
     ]
+    bound = cpu_bound(report)
+    analysis = []
+    if bound:
+        analysis = [
+            "## What limits AVPENet Serve on this machine",
+            "",
+            f"Every process shares the same {report.cores} cores, so throughput ~ free cores / server "
+            f"CPU per clip. On the model-bound path at c={TARGET_CONCURRENCY}, (a) spends "
+            f"{1000 * bound['cpu_a']:.0f} ms of CPU per clip and (b) {1000 * bound['cpu_b']:.0f} ms, of "
+            f"which only {1000 * bound['model_b']:.0f} ms ({bound['model_b'] / bound['cpu_b']:.0%}) is the "
+            f"model stage (Triton + ONNX Runtime); the other {1000 * bound['rest_b']:.0f} ms is HTTP "
+            "proxying, multipart parsing, the npz and window code, the Ray handle hop to the "
+            "FeatureExtractor, the gRPC call and the JSON answer. Even with a free model stage (b) could "
+            f"reach at most **{bound['bound']:.1f}x** (a) here: the 3x target needs the model to dominate "
+            "a request's cost (a GPU pod with many gateway cores in front of it, or long clips with many "
+            "windows per request), not a 2-core box where it is a small share. Batches stay small for the "
+            "same reason: the CPU-bound stages in front of Triton release requests one by one, so few "
+            "wait together in its queue.",
+            "",
+        ]
+    lines += analysis
     target_rows = [
         [
             t.name,
@@ -513,3 +558,9 @@ def plot(report: Report, path: Path) -> Path:
 
 def cell_from_dict(data: Mapping) -> Cell:
     return Cell(**dict(data))
+
+
+def report_from_dict(data: Mapping) -> Report:
+    """A Report from its JSON form (docs/img/bench.json), to re-render without measuring again."""
+    fields = {k: v for k, v in data.items() if k != "cells"}
+    return Report(**fields, cells=[cell_from_dict(c) for c in data["cells"]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -190,3 +191,20 @@ class TestReport:
         assert "MISSED" in md  # the efficiency target, with what limits it
         png = br.plot(report, tmp_path / "img" / "bench.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_cpu_bound_caps_the_ratio_even_with_a_free_model(self):
+        report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+        a = report.cell("naive", "model", 32)
+        a.cpu_s = {"naive": 5.0}  # 100 ms per clip (50 clips)
+        b = report.cell("avpenet", "model", 32)
+        b.cpu_s = {"gateway": 8.0, "triton": 4.0}  # 60 ms per clip (200 clips), 20 of them the model
+        bound = br.cpu_bound(report)
+        assert bound["cpu_a"] == pytest.approx(0.1) and bound["cpu_b"] == pytest.approx(0.06)
+        assert bound["model_b"] == pytest.approx(0.02)
+        assert bound["bound"] == pytest.approx(2.5)  # 100 ms / (60 - 20) ms
+        assert "**2.5x**" in br.markdown(report)
+
+    def test_json_round_trip_renders_the_same(self):
+        report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+        again = br.report_from_dict(json.loads(bench.to_json(report)))
+        assert br.markdown(again) == br.markdown(report)
