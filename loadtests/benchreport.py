@@ -389,8 +389,8 @@ def capacity_rows(
         )
         if cell is None or not cell.requests:
             continue
-        per_window = cell.server_cpu_s / max(cell.windows, 1)
-        model = cell.cpu_s.get("triton", 0.0) / max(cell.windows, 1)
+        per_window = cell.server_cpu_s / cell.requests  # one 3 s clip request per bed-second
+        model = cell.cpu_s.get("triton", 0.0) / cell.requests
         rows.append(
             [
                 mix,
@@ -399,7 +399,7 @@ def capacity_rows(
                 *(f"{math.ceil(n * per_window / utilisation)}" for n in beds),
             ]
         )
-    return [["mix", "CPU-s per window", "of which Triton", *(f"cores for {n} beds" for n in beds)], *rows]
+    return [["mix", "CPU-s per 3 s clip", "of which Triton", *(f"cores for {n} beds" for n in beds)], *rows]
 
 
 def markdown(report: Report, plot_path: str | None = None) -> str:
