@@ -25,6 +25,7 @@ F_MIN: Final = 50.0
 F_MAX: Final = 8_000.0
 MEL_FRAMES: Final = 300  # first 300 of the 301 centred STFT frames of a 3 s window
 LOG_MEL_FLOOR: Final = 1e-10  # log(max(mel_power, floor)); natural log
+WINDOW_TAIL_TOLERANCE_S: Final = 0.1  # a shorter tail after the last window (e.g. AAC padding) adds no window
 AUDIO_TARGET_RMS_DBFS: Final = -20.0  # windows are RMS-normalised to this level (silence is left as is)
 AUDIO_SILENCE_DBFS: Final = -60.0  # below this RMS a window counts as silent (no normalisation gain)
 

@@ -115,7 +115,8 @@ def test_duration_limit():
 
 # --- windows ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "seconds, expected", [(0.0, 0), (0.5, 1), (3.0, 1), (3.01, 2), (4.0, 2), (5.5, 4), (10.0, 8)]
+    "seconds, expected",
+    [(0.0, 0), (0.5, 1), (3.0, 1), (3.01, 1), (3.1, 1), (3.2, 2), (4.0, 2), (5.5, 4), (10.0, 8)],
 )
 def test_window_count(seconds, expected):
     n = int(round(seconds * contract.SAMPLE_RATE))

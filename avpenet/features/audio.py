@@ -130,13 +130,16 @@ def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray 
 # --- windows ----------------------------------------------------------------------------------------------
 def window_count(n_samples: int) -> int:
     """Windows of WINDOW_SAMPLES with HOP_SAMPLES hop covering n_samples (the last padded); 0 for none."""
-    return _count(n_samples, contract.WINDOW_SAMPLES, contract.HOP_SAMPLES)
+    return _count(n_samples, contract.WINDOW_SAMPLES, contract.HOP_SAMPLES, contract.SAMPLE_RATE)
 
 
-def _count(n: int, window: int, hop: int) -> int:
+def _count(n: int, window: int, hop: int, per_second: float) -> int:
+    """Windows covering n items; a tail of at most WINDOW_TAIL_TOLERANCE_S past the last window is dropped,
+    so a 3 s clip whose container pads a few milliseconds (AAC priming) stays one window, not two."""
     if n <= 0:
         return 0
-    return 1 + max(0, math.ceil((n - window) / hop))
+    tolerance = int(round(contract.WINDOW_TAIL_TOLERANCE_S * per_second))
+    return 1 + max(0, math.ceil((n - window - tolerance) / hop))
 
 
 def rms_dbfs(x: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from avpenet.features.track import FaceTrack
 
 def frame_window_count(n_frames: int) -> int:
     """Windows of FRAMES_PER_WINDOW with FRAMES_PER_HOP hop covering n_frames (the last padded)."""
-    return audio._count(n_frames, contract.FRAMES_PER_WINDOW, contract.FRAMES_PER_HOP)
+    return audio._count(n_frames, contract.FRAMES_PER_WINDOW, contract.FRAMES_PER_HOP, contract.FPS)
 
 
 def window_starts_s(n: int) -> np.ndarray:
