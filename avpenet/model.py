@@ -303,8 +303,10 @@ class Fusion(nn.Module):
     softmax over the PRESENT modalities gives (w_audio, w_visual), and the heads read
     ``w_audio * audio_summary + w_visual * visual_summary`` (plus the age embedding). An absent modality gets
     weight 0 exactly; with neither present both weights are 0 (the gateway refuses such a request anyway).
-    interval_90 = score -/+ Z_INTERVAL * interval_scale * exp(log_variance / 2), clipped to 0-10, where the
-    buffer ``interval_scale`` is fitted on the validation subjects so that 90% of clips are covered.
+    The served log_variance is calibrated: the buffer ``interval_scale`` (fitted on the validation subjects
+    after training so that 90% of clips are covered; 1 while training) is folded into it, so
+    interval_90 = score -/+ Z_INTERVAL * exp(log_variance / 2), clipped to 0-10, follows from the outputs
+    alone, for one window here and for a whole clip in ``aggregate_windows``.
     """
 
     def __init__(self, cfg: AVPENetConfig) -> None:
@@ -353,7 +355,8 @@ class Fusion(nn.Module):
         raw = self.score_head(h)  # (B, 1)
         score = C.SCORE_MAX * torch.sigmoid(raw)  # (B, 1) in [0, 10]
         log_variance = torch.clamp(self.logvar_head(h), -8.0, 6.0)  # (B, 1); clamp keeps exp() sane
-        half = Z_INTERVAL * self.interval_scale * torch.exp(0.5 * log_variance)
+        log_variance = log_variance + 2.0 * torch.log(self.interval_scale)  # calibrated spread
+        half = Z_INTERVAL * torch.exp(0.5 * log_variance)
         interval = torch.clamp(torch.cat([score - half, score + half], dim=-1), C.SCORE_MIN, C.SCORE_MAX)
         class_logits = self.class_head(h)  # (B, 3)
         return {
@@ -443,21 +446,20 @@ def aggregate_windows(
     log_variance: np.ndarray,
     class_probs: np.ndarray,
     modality_weights: np.ndarray,
-    interval_scale: float,
 ) -> dict[str, np.ndarray | float]:
     """One clip's outputs from its windows' outputs (arrays with one row per window).
 
     score, class_probs and modality_weights are averaged over the windows. The spread is the mean of the
     windows' variances (not divided by the window count: overlapping windows of one clip are far from
-    independent), and the 90% interval is rebuilt from it with the model's calibrated ``interval_scale``
-    (``fusion.interval_scale``, fitted on validation clips aggregated exactly this way), clipped to 0-10.
+    independent), and the 90% interval is rebuilt from it (the served log_variance is already calibrated on
+    validation clips aggregated exactly this way), clipped to 0-10.
     Evaluation and the gateway both call this function, so their clip scores agree.
     """
     score = np.asarray(score, dtype=np.float64).reshape(-1)
     variance = np.exp(np.asarray(log_variance, dtype=np.float64).reshape(-1))
     s = float(score.mean())
     var = float(variance.mean())
-    half = Z_INTERVAL * float(interval_scale) * math.sqrt(var)
+    half = Z_INTERVAL * math.sqrt(var)
     return {
         "score": s,
         "log_variance": math.log(var),

@@ -39,7 +39,6 @@ def predict_clips(model: AVPENet, clip_inputs: Sequence[dict[str, np.ndarray]], 
     if not clip_inputs:
         return {"score": np.zeros(0), "interval_90": np.zeros((0, 2)), "class_probs": np.zeros((0, 3))}
     out = predict_windows(model, concat_inputs(clip_inputs), batch_size)
-    scale = float(model.fusion.interval_scale)
     bounds = np.cumsum([0] + [len(x[C.AGE_GROUP.name]) for x in clip_inputs])
     clips = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -49,7 +48,6 @@ def predict_clips(model: AVPENet, clip_inputs: Sequence[dict[str, np.ndarray]], 
                 out[C.LOG_VARIANCE.name][lo:hi],
                 out[C.CLASS_PROBS.name][lo:hi],
                 out[C.MODALITY_WEIGHTS.name][lo:hi],
-                scale,
             )
         )
     keys = clips[0].keys()

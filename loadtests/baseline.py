@@ -106,7 +106,6 @@ class NaiveScorer:
             out[contract.LOG_VARIANCE.name],
             out[contract.CLASS_PROBS.name],
             out[contract.MODALITY_WEIGHTS.name],
-            1.0,
         )
         timings["total"] = (time.perf_counter() - start) * 1000.0
         windows = out[contract.SCORE.name].reshape(-1)

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-import numpy as np
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from avpenet import contract
@@ -33,11 +32,10 @@ from preprocess_service.protocol import (
     WindowScore,
 )
 from preprocess_service.settings import GatewaySettings
-from preprocess_service.triton_client import VERSIONS_TTL_S, InferOutput, TritonClient
+from preprocess_service.triton_client import InferOutput, TritonClient
 
 log = logging.getLogger("avpenet.gateway")
 Extractor = Callable[[ScoreRequest, Mapping[str, str]], Awaitable[Extracted]]
-INTERVAL_SCALE_PARAMETER = "interval_scale"  # optional Triton config parameter of the fusion/ensemble model
 
 
 def media_digest(data: bytes) -> str:
@@ -68,8 +66,6 @@ class ScoringService:
             root_certificates=settings.triton_root_certificates,
         )
         self.extractor = extractor or self._extract_in_thread
-        self._interval_scale: float | None = None
-        self._scale_at = -VERSIONS_TTL_S
 
     async def _extract_in_thread(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
@@ -136,11 +132,8 @@ class ScoringService:
         timings = dict(extracted.timings_ms)
         timings["triton"] = (time.perf_counter() - t_triton) * 1000.0
         versions = await self._versions(result)
-        scale = await self._scale()
         timings["total"] = (time.perf_counter() - start) * 1000.0
-        response = build_response(
-            request, extracted, result, versions, timings, self.settings.model_name, scale
-        )
+        response = build_response(request, extracted, result, versions, timings, self.settings.model_name)
 
         self.metrics.observe_stages(timings, protocol)
         self.metrics.clip_seconds.labels(protocol).inc(extracted.duration_s)
@@ -160,18 +153,6 @@ class ScoringService:
         versions[self.settings.model_name] = result.model_version
         return versions
 
-    async def _scale(self) -> float | None:
-        """The published `interval_scale` (re-read every VERSIONS_TTL_S: a version swap may change it)."""
-        now = time.monotonic()
-        if now - self._scale_at >= VERSIONS_TTL_S:
-            self._interval_scale, self._scale_at = None, now
-            for model in (contract.FUSION.name, self.settings.model_name):
-                raw = await self.triton.parameter(model, INTERVAL_SCALE_PARAMETER)
-                if raw:
-                    self._interval_scale = float(raw)
-                    break
-        return self._interval_scale
-
     async def models(self) -> ModelsResponse:
         rows = await self.triton.repository()
         return ModelsResponse(ensemble=self.settings.model_name, models=[ModelInfo(**r) for r in rows])
@@ -181,28 +162,6 @@ class ScoringService:
 
 
 # --- response building --------------------------------------------------------------------------------------
-def interval_scale_from_windows(outputs: Mapping[str, np.ndarray]) -> float | None:
-    """The fusion's calibrated interval scale, read back from its windows: half = Z * scale * exp(lv / 2).
-
-    Used when Triton's config does not publish `interval_scale`. Only the side of an interval that was not
-    clipped to 0-10 carries the half width; None when every window is clipped on both sides.
-    """
-    from avpenet.model import Z_INTERVAL
-
-    score = outputs[contract.SCORE.name].reshape(-1).astype(np.float64)
-    sigma = np.exp(outputs[contract.LOG_VARIANCE.name].reshape(-1).astype(np.float64) / 2)
-    low, high = outputs[contract.INTERVAL.name].reshape(-1, 2).astype(np.float64).T
-    eps = 1e-4
-    half = np.where(
-        low > contract.SCORE_MIN + eps,
-        score - low,
-        np.where(high < contract.SCORE_MAX - eps, high - score, np.nan),
-    )
-    scales = half / (Z_INTERVAL * sigma)
-    scales = scales[np.isfinite(scales)]
-    return float(np.median(scales)) if scales.size else None
-
-
 def build_response(
     request: ScoreRequest,
     extracted: Extracted,
@@ -210,7 +169,6 @@ def build_response(
     versions: dict[str, str],
     timings_ms: dict[str, float],
     model_name: str,
-    interval_scale: float | None = None,
 ) -> ScoreResponse:
     """Per-window timeline plus the clip aggregate (avpenet.model.aggregate_windows, as evaluation)."""
     from avpenet.model import aggregate_windows
@@ -234,21 +192,8 @@ def build_response(
         )
         for i in range(len(scores))
     ]
-    # The answering model's own windows give its scale exactly (right across version swaps); the published
-    # parameter covers the case where every window's interval is clipped on both sides.
-    scale = interval_scale_from_windows(out)
-    if scale is None:
-        scale = interval_scale
-    clip = aggregate_windows(
-        out[contract.SCORE.name],
-        out[contract.LOG_VARIANCE.name],
-        probs,
-        weights,
-        1.0 if scale is None else scale,
-    )
-    interval = np.asarray(clip["interval_90"], dtype=np.float64)
-    if scale is None:  # every window clipped on both sides: the clip interval is their mean
-        interval = intervals.astype(np.float64).mean(axis=0)
+    clip = aggregate_windows(out[contract.SCORE.name], out[contract.LOG_VARIANCE.name], probs, weights)
+    interval = clip["interval_90"]
     score = float(clip["score"])
     return ScoreResponse(
         request_id=request.request_id,

@@ -178,11 +178,3 @@ class TritonClient:
                     versions[row["name"]] = row["version"]
         self._versions, self._versions_at = versions, time.monotonic()
         return versions
-
-    async def parameter(self, model: str, key: str) -> str | None:
-        """A `parameters { key: ... }` string value from a model's config, or None."""
-        try:
-            config = await self._client.get_model_config(model, as_json=True, client_timeout=2.0)
-        except InferenceServerException:
-            return None
-        return config.get("config", {}).get("parameters", {}).get(key, {}).get("string_value")

@@ -155,12 +155,11 @@ def test_onnx_export_matches_torch(model, spec, tmp_path):
 
 def test_aggregate_windows_is_mean_with_calibrated_interval():
     agg = aggregate_windows(
-        score=np.array([[2.0], [4.0]]), log_variance=np.log([[0.25], [0.25]]),
+        score=np.array([[2.0], [4.0]]), log_variance=np.log([[0.25], [1.0]]),
         class_probs=np.array([[1.0, 0, 0], [0, 1.0, 0]]), modality_weights=np.array([[1.0, 0], [0.5, 0.5]]),
-        interval_scale=2.0,
     )  # fmt: skip
     assert agg["score"] == pytest.approx(3.0)
-    half = 1.6448536 * 2.0 * 0.5
+    half = 1.6448536 * np.sqrt(0.625)  # the clip spread is the mean of the window variances
     assert np.allclose(agg["interval_90"], [3.0 - half, 3.0 + half], atol=1e-5)
     assert np.allclose(agg["class_probs"], [0.5, 0.5, 0.0]) and np.allclose(
         agg["modality_weights"], [0.75, 0.25]
@@ -177,3 +176,19 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(*inputs)["interval_90"], loaded.model(*inputs)["interval_90"])
     assert loaded.config["note"] == "x" and loaded.model.cfg.n_fusion_layers == 1
+
+
+def test_calibration_scale_is_folded_into_the_served_spread():
+    torch.manual_seed(2)
+    model = AVPENet(AVPENetConfig(audio_width=32, n_fusion_layers=1)).eval()
+    inputs = example_inputs(C.ENSEMBLE, batch=3)
+    with torch.no_grad():
+        raw = model(*inputs)
+        model.fusion.interval_scale.fill_(1.7)
+        cal = model(*inputs)
+    lv = cal[C.LOG_VARIANCE.name]
+    assert torch.allclose(lv, raw[C.LOG_VARIANCE.name] + 2 * np.log(1.7), atol=1e-5)
+    half = 1.6448536 * torch.exp(0.5 * lv)
+    score = cal[C.SCORE.name]
+    expected = torch.clamp(torch.cat([score - half, score + half], dim=-1), C.SCORE_MIN, C.SCORE_MAX)
+    assert torch.allclose(cal[C.INTERVAL.name], expected, atol=1e-5)

@@ -27,19 +27,20 @@ from preprocess_service.extract import Extracted
 from preprocess_service.limits import InFlightLimiter
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse, new_request_id
-from preprocess_service.service import build_response, interval_scale_from_windows
+from preprocess_service.service import build_response
 from preprocess_service.settings import GatewaySettings, is_loopback
 from preprocess_service.triton_client import InferOutput, TritonClient
 
 
-def window_outputs(n: int, seed: int = 0, scale: float = 1.3) -> dict[str, np.ndarray]:
-    """Ensemble outputs of n windows built the way the fusion builds them (interval from log-variance)."""
+def window_outputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Ensemble outputs of n windows built the way the fusion builds them (interval from the calibrated
+    log-variance)."""
     from avpenet.model import Z_INTERVAL
 
     rng = np.random.default_rng(seed)
     score = rng.uniform(1, 9, (n, 1)).astype(np.float32)
     logvar = rng.uniform(-2, 0, (n, 1)).astype(np.float32)
-    half = Z_INTERVAL * scale * np.exp(logvar / 2)
+    half = Z_INTERVAL * np.exp(logvar / 2)
     interval = np.clip(np.concatenate([score - half, score + half], 1), 0, 10).astype(np.float32)
     probs = rng.dirichlet(np.ones(3), n).astype(np.float32)
     audio_w = rng.uniform(0.2, 0.8, (n, 1)).astype(np.float32)
@@ -74,7 +75,7 @@ class TestScoreResponse:
 
         resp, out = make_response(6)
         expected = aggregate_windows(
-            out["score"], out["log_variance"], out["class_probs"], out["modality_weights"], 1.3
+            out["score"], out["log_variance"], out["class_probs"], out["modality_weights"]
         )
         assert resp.score == pytest.approx(expected["score"], abs=1e-9)
         assert [resp.interval_90.low, resp.interval_90.high] == pytest.approx(
@@ -86,22 +87,14 @@ class TestScoreResponse:
         assert resp.timeline[2].score == pytest.approx(float(out["score"][2, 0]))
         assert sum(resp.class_probs.values()) == pytest.approx(1.0, abs=1e-5)
 
-    def test_interval_scale_read_back_from_windows(self):
-        assert interval_scale_from_windows(window_outputs(8, scale=0.7)) == pytest.approx(0.7, rel=1e-4)
-        clipped = window_outputs(3)
-        clipped[contract.INTERVAL.name][:] = [0.0, 10.0]
-        assert interval_scale_from_windows(clipped) is None
-
-    def test_fully_clipped_windows_fall_back_to_published_scale_then_mean(self):
+    def test_clip_interval_comes_from_the_calibrated_spread_even_when_windows_are_clipped(self):
         out = window_outputs(3)
-        out[contract.INTERVAL.name][:] = [0.0, 10.0]
+        out[contract.LOG_VARIANCE.name][:] = np.log(0.09)  # sigma 0.3: half width 0.49
+        out[contract.INTERVAL.name][:] = [0.0, 10.0]  # what the windows report is not re-read
         request = ScoreRequest(audio=MediaPart(data=b"x"))
         extracted = Extracted(inputs={}, duration_s=5.0, modalities=["audio"])
-        args = (request, extracted, InferOutput(out, "1"), {}, {}, "avpenet")
-        published = build_response(*args, interval_scale=0.01)  # a tiny scale: a narrow clip interval
-        assert 0 < published.interval_90.high - published.interval_90.low < 1
-        unknown = build_response(*args)
-        assert (unknown.interval_90.low, unknown.interval_90.high) == (0.0, 10.0)
+        resp = build_response(request, extracted, InferOutput(out, "1"), {}, {}, "avpenet")
+        assert resp.interval_90.high - resp.interval_90.low == pytest.approx(2 * 1.6448536 * 0.3, abs=1e-4)
 
 
 class TestScoreRequest:
