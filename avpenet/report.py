@@ -45,7 +45,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
         f"Predicted vs true (MAE {result['fusion']['mae']:.2f}, r {result['fusion']['pearson_r']:.2f})"
     )
     ax.legend()
-    files["pred_vs_true"] = _save(fig, img / "pred_vs_true.png")
+    files["pred_vs_true"] = _save(fig, img / "eval_pred_vs_true.png")
 
     mean, diff = (pred + true) / 2, pred - true
     bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
@@ -62,7 +62,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     ax.set(xlabel="mean of prediction and label", ylabel="prediction - label", xlim=(0, 10))
     ax.set_title("Bland-Altman with 95% limits of agreement")
     ax.legend(loc="lower left")
-    files["bland_altman"] = _save(fig, img / "bland_altman.png")
+    files["bland_altman"] = _save(fig, img / "eval_bland_altman.png")
     result["_bland_altman"] = {"bias": bias, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
 
     from avpenet.predict import level_index
@@ -77,7 +77,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="k")
     ax.set(xticks=range(3), yticks=range(3), xticklabels=C.LEVELS, yticklabels=C.LEVELS)
     ax.set(xlabel="predicted level", ylabel="true level", title="Confusion matrix (3 levels)")
-    files["confusion"] = _save(fig, img / "confusion.png")
+    files["confusion"] = _save(fig, img / "eval_confusion.png")
     result["_confusion"] = cm.tolist()
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -90,7 +90,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     ax.axhline(0.95, color="r", ls="--", lw=1, label="target 0.95")
     ax.set(xticks=x, xticklabels=groups, ylabel="MAE (0-10)", title="MAE per age group")
     ax.legend()
-    files["per_age"] = _save(fig, img / "per_age.png")
+    files["per_age"] = _save(fig, img / "eval_per_age.png")
 
     rob = result["robustness"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -110,7 +110,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     a2.axhline(1.2 * rob["clean"]["mae"], color="r", ls="--", lw=1)
     a2.set(xticks=range(len(names)), xticklabels=[n.replace("_", "\n") for n in names], ylabel="MAE")
     a2.set_title("Occlusion and missing modality")
-    files["robustness"] = _save(fig, img / "robustness.png")
+    files["robustness"] = _save(fig, img / "eval_robustness.png")
 
     keys = [
         k
@@ -124,7 +124,16 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
         ax.legend()
     ax.set(xticks=range(len(keys)), xticklabels=[k.replace("_", "\n") for k in keys], ylabel="MAE")
     ax.set_title("Fusion vs single modality")
-    files["modalities"] = _save(fig, img / "modalities.png")
+    files["modalities"] = _save(fig, img / "eval_modalities.png")
+    hist = result.get("_history") or []
+    if hist:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ep = [h["epoch"] for h in hist]
+        ax.plot(ep, [h["train"]["l1"] for h in hist], "o-", label="train L1 (augmented windows)")
+        ax.plot(ep, [h["val_mae"] for h in hist], "o-", label="validation clip MAE")
+        ax.set(xlabel="epoch", ylabel="MAE (0-10)", title="Training")
+        ax.legend()
+        files["training"] = _save(fig, img / "eval_training.png")
     return files
 
 
@@ -222,6 +231,19 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         "",
         f"![robustness](img/{files['robustness']})",
         "",
+        *(
+            [
+                "## Training",
+                "",
+                "Best epoch {best_epoch} of {epochs_run} ({stopped}), {elapsed_s} s of wall time on the "
+                "shared 2-core machine.".format(**r["_training"]),
+                "",
+                f"![training](img/{files['training']})",
+                "",
+            ]
+            if "training" in files
+            else []
+        ),
         "## Interval",
         "",
         f"90% interval coverage on test clips: {_fmt(r['interval_coverage_90'], pct=True)} (mean width "

@@ -238,8 +238,8 @@ def train(args: argparse.Namespace) -> dict:
         lr=args.lr,
     )
     steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
-    # cosine decay over the epochs that will actually run: re-planned after epoch 1 from its duration and the
-    # time budget, so a budget-limited run still anneals instead of stopping at a high learning rate
+    # cosine decay over the epochs that will actually run: re-planned after every epoch from its duration and
+    # the time budget left, so a budget-limited run still anneals instead of stopping at a high learning rate
     plan = {"total": max(1, args.epochs * steps_per_epoch)}
     warmup = min(steps_per_epoch, plan["total"] // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -248,6 +248,7 @@ def train(args: argparse.Namespace) -> dict:
     )
 
     history: list[dict] = []
+    epoch_times: list[float] = []
     best = {"val_mae": float("inf"), "epoch": -1, "state": None}
     stopped = "max epochs"
     for epoch in range(args.epochs):
@@ -285,11 +286,11 @@ def train(args: argparse.Namespace) -> dict:
         val_pred = predict_clips(model, val_inputs)
         val = regression_metrics(val_pred["score"], val_scores)
         elapsed = time.monotonic() - t0
-        if epoch == 0:
-            per_epoch = time.monotonic() - t_epoch
-            fit = int((args.max_minutes * 60 - (t_epoch - t0)) / per_epoch)
-            plan["epochs"] = max(2, min(args.epochs, fit))
-            plan["total"] = plan["epochs"] * steps_per_epoch
+        # re-plan from the latest epoch's duration (the machine is shared: its speed changes)
+        epoch_times.append(time.monotonic() - t_epoch)
+        left = args.max_minutes * 60 - elapsed
+        plan["epochs"] = max(epoch + 2, min(args.epochs, epoch + 1 + int(left / epoch_times[-1])))
+        plan["total"] = plan["epochs"] * steps_per_epoch
         history.append(
             {"epoch": epoch + 1, "train": train_stats, "val_mae": val["mae"], "elapsed_s": elapsed}
         )
@@ -302,13 +303,14 @@ def train(args: argparse.Namespace) -> dict:
             )
         if val["mae"] < best["val_mae"]:
             best = {"val_mae": val["mae"], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
-        elif epoch + 1 - best["epoch"] >= args.patience:
+        elif epoch + 1 - best["epoch"] >= args.patience and epoch + 1 >= plan["epochs"] / 2:
+            # only once the learning rate has decayed: early high-LR epochs are noisy by design
             stopped = f"no validation gain for {args.patience} epochs"
             break
         if epoch + 1 >= plan.get("epochs", args.epochs):
             stopped = f"schedule done ({plan['epochs']} epochs fit --epochs and --max-minutes)"
             break
-        if elapsed / 60 * (epoch + 2) / (epoch + 1) > args.max_minutes:
+        if elapsed + epoch_times[-1] > args.max_minutes * 60:
             stopped = f"time budget ({args.max_minutes} min) reached"
             break
 

@@ -78,6 +78,6 @@ def test_report_has_every_plot(evaluated):
     _, out = evaluated
     md = (out / "report" / "EVALUATION.md").read_text()
     for name in ("pred_vs_true", "bland_altman", "confusion", "per_age", "robustness"):
-        png = out / "report" / "img" / f"{name}.png"
+        png = out / "report" / "img" / f"eval_{name}.png"
         assert png.exists() and png.stat().st_size > 1000
-        assert f"img/{name}.png" in md
+        assert f"img/eval_{name}.png" in md
