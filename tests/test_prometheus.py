@@ -1,5 +1,5 @@
 """A real Prometheus (Debian's `prometheus`) scrapes the live local stack with the repo's scrape config, and
-PromQL over its HTTP API finds Triton's series after traffic (and the gateway's, once its fixture runs).
+PromQL over its HTTP API finds Triton's and the gateway's series after traffic.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from ensemble.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRAPE_CONFIG = ROOT / "monitoring" / "prometheus.yml"
+
+pytest_plugins = ["conftest_gateway"]  # the session gateway stack
 
 pytestmark = [
     pytest.mark.integration,
@@ -156,3 +158,39 @@ def test_prometheus_scrapes_triton_series_after_traffic(
     assert {"avpenet-recording", "avpenet-alerts"} <= groups.keys()
     firing = prometheus.api("alerts")["alerts"]
     assert not [a for a in firing if a["labels"]["alertname"] == "AvpenetTritonNotReady"]
+
+
+def test_prometheus_scrapes_gateway_and_triton_series_after_gateway_traffic(
+    gateway_stack, tmp_path: Path
+) -> None:
+    """The whole local stack: clips scored through the gateway show up in both jobs' series."""
+    from conftest_gateway import API_KEY, face_track, wav_bytes
+
+    from preprocess_service.client import score_http
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+    from preprocess_service.telemetry import REQUESTS, SCORES, STAGE_SECONDS
+
+    gateway = urllib.parse.urlsplit(gateway_stack.http_url).netloc
+    triton = f"127.0.0.1:{gateway_stack.triton.metrics_port}"
+    config = scrape_config_for({"triton": triton, "avpenet-gateway": gateway}, ROOT / "monitoring" / "rules")
+    with Prometheus(config, tmp_path) as prometheus:
+        prometheus.wait_for('up{job="avpenet-gateway"} == 1')
+        prometheus.wait_for('up{job="triton"} == 1')
+        request = ScoreRequest(
+            audio=MediaPart(data=wav_bytes(4.0), filename="a.wav"),
+            landmarks=MediaPart(data=face_track(4.0).to_npz_bytes(), filename="f.npz"),
+            age_group="adult",
+        )
+        for _ in range(3):
+            score_http(gateway_stack.http_url, request, api_key=API_KEY)
+        ok = prometheus.wait_for(
+            f'sum({REQUESTS}_total{{job="avpenet-gateway", route="/v1/score", status="200"}}) >= 3'
+        )
+        assert float(ok[0]["value"][1]) >= 3
+        stages = prometheus.wait_for(f'{STAGE_SECONDS}_count{{job="avpenet-gateway"}} > 0')
+        assert {"decode", "features", "triton", "total"} <= {s["metric"]["stage"] for s in stages}
+        assert prometheus.wait_for(f'{SCORES}_count{{job="avpenet-gateway"}} > 0')
+        served = prometheus.wait_for(
+            f'nv_inference_request_success{{job="triton", model="{contract.ENSEMBLE.name}"}} > 0'
+        )
+        assert served
