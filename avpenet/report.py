@@ -99,7 +99,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     ys = [rob["clean"]["mae"]] + [rob[k]["mae"] for k in snrs]
     a1.plot(xs, ys, "o-")
     a1.axhline(1.2 * rob["clean"]["mae"], color="r", ls="--", lw=1, label="+20% of clean")
-    a1.set(xlabel="added hospital noise (SNR)", ylabel="MAE", title="Noise robustness")
+    a1.set(xlabel="added hospital noise (SNR)", ylabel="MAE", title="Noise robustness", ylim=(0, None))
     a1.legend()
     names = ["clean", "lower_face_occluded", "audio_missing", "face_missing"]
     a2.bar(
