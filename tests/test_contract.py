@@ -29,8 +29,10 @@ def test_visual_layout_covers_feature_vector():
         c.feature_slice("nope")
 
 
-@pytest.mark.parametrize(("score", "level"), [(0, "low"), (3.0, "low"), (3.01, "moderate"), (6, "moderate"),
-                                              (6.5, "high"), (10, "high")])
+@pytest.mark.parametrize(
+    ("score", "level"),
+    [(0, "low"), (3.0, "low"), (3.01, "moderate"), (6, "moderate"), (6.5, "high"), (10, "high")],
+)
 def test_levels_follow_paper_thresholds(score, level):
     assert c.level_of(score) == level
 
