@@ -461,11 +461,11 @@ def aggregate_windows(
     var = float(variance.mean())
     half = Z_INTERVAL * math.sqrt(var)
     return {
-        "score": s,
-        "log_variance": math.log(var),
-        "interval_90": np.clip([s - half, s + half], C.SCORE_MIN, C.SCORE_MAX),
-        "class_probs": np.asarray(class_probs, dtype=np.float64).reshape(-1, len(C.LEVELS)).mean(axis=0),
-        "modality_weights": np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).mean(axis=0),
+        C.SCORE.name: s,
+        C.LOG_VARIANCE.name: math.log(var),
+        C.INTERVAL.name: np.clip([s - half, s + half], C.SCORE_MIN, C.SCORE_MAX),
+        C.CLASS_PROBS.name: np.asarray(class_probs, dtype=np.float64).reshape(-1, len(C.LEVELS)).mean(axis=0),
+        C.MODALITY_WEIGHTS.name: np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).mean(axis=0),
     }
 
 

@@ -37,7 +37,11 @@ def predict_windows(
 def predict_clips(model: AVPENet, clip_inputs: Sequence[dict[str, np.ndarray]], batch_size: int = 64) -> dict:
     """Clip-level predictions (``aggregate_windows`` of each clip's windows), as arrays over clips."""
     if not clip_inputs:
-        return {"score": np.zeros(0), "interval_90": np.zeros((0, 2)), "class_probs": np.zeros((0, 3))}
+        return {
+            C.SCORE.name: np.zeros(0),
+            C.INTERVAL.name: np.zeros((0, 2)),
+            C.CLASS_PROBS.name: np.zeros((0, len(C.LEVELS))),
+        }
     out = predict_windows(model, concat_inputs(clip_inputs), batch_size)
     bounds = np.cumsum([0] + [len(x[C.AGE_GROUP.name]) for x in clip_inputs])
     clips = []
