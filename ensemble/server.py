@@ -66,6 +66,23 @@ def tritonserver_binary() -> Path:
     return _pytriton_root() / "bin" / "tritonserver"
 
 
+def batch_counters(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """{model: (nv_inference_count, nv_inference_exec_count)} from Triton's metrics, summed over versions.
+
+    The ratio of two deltas is the average executed batch: how the batching tests and the tuner read it.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    counts: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("nv_inference_count", "nv_inference_exec_count"):
+            for sample in family.samples:
+                pair = counts.setdefault(sample.labels["model"], [0.0, 0.0])
+                pair[0 if family.name == "nv_inference_count" else 1] += sample.value
+    return {model: (c[0], c[1]) for model, c in counts.items()}
+
+
 def free_port() -> int:
     """A currently free loopback TCP port (the OS picks it; losing a race to another process is retried)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -18,7 +18,6 @@ import random
 import statistics
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,13 +25,12 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from google.protobuf import json_format
-from prometheus_client.parser import text_string_to_metric_families
 
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, configs
 from ensemble.batching import PLAN_FILE, BatchingPlan, load_plan, save_plan
 from ensemble.onnx_export import valid_inputs
-from ensemble.server import TritonServer
+from ensemble.server import TritonServer, batch_counters
 
 DEFAULT_DELAYS = (0, 250, 500, 1000, 2000, 4000)
 CONCURRENCY = 32
@@ -46,17 +44,6 @@ def _inputs(module, arrays: dict[str, np.ndarray]) -> list:
         tensor.set_data_from_numpy(arrays[t.name])
         tensors.append(tensor)
     return tensors
-
-
-def _counters(metrics_url: str) -> dict[str, list[float]]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    out: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in ("nv_inference_count", "nv_inference_exec_count"):
-            for sample in family.samples:
-                pair = out.setdefault(sample.labels["model"], [0.0, 0.0])
-                pair[0 if family.name == "nv_inference_count" else 1] += sample.value
-    return out
 
 
 async def _closed_loop(url: str, arrays: dict[str, np.ndarray], clients: int, seconds: float) -> int:
@@ -103,15 +90,15 @@ def measure(server: TritonServer, delay_us: int, lone: int, seconds: float, conc
         start = time.perf_counter()
         client.infer(contract.ENSEMBLE.name, _inputs(grpcclient, arrays))
         latencies.append((time.perf_counter() - start) * 1000)
-    before = _counters(server.metrics_url)
+    before = batch_counters(server.metrics_url)
     started = time.perf_counter()
     done = asyncio.run(_closed_loop(server.grpc_url, arrays, concurrency, seconds))
     elapsed = time.perf_counter() - started
-    after = _counters(server.metrics_url)
+    after = batch_counters(server.metrics_url)
     avg_batch = {}
     for part in contract.PARTS:
-        count, execs = after.get(part.name, [0, 0])
-        d_count, d_exec = count - before.get(part.name, [0, 0])[0], execs - before.get(part.name, [0, 0])[1]
+        count, execs = after.get(part.name, (0, 0))
+        d_count, d_exec = count - before.get(part.name, (0, 0))[0], execs - before.get(part.name, (0, 0))[1]
         avg_batch[part.name] = d_count / d_exec if d_exec else 0.0
     return {
         "delay_us": delay_us,

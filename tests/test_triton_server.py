@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -13,13 +12,12 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, export, versions
 from ensemble.onnx_export import run_torch, valid_inputs
-from ensemble.server import TritonServer
+from ensemble.server import TritonServer, batch_counters
 
 pytestmark = pytest.mark.integration
 SCORE_TOL = 1e-4
@@ -129,19 +127,6 @@ def test_each_part_alone_matches_its_pytorch_module(triton_server: TritonServer,
         )
 
 
-def _batch_counters(metrics_url: str) -> dict[str, tuple[float, float]]:
-    """{model: (nv_inference_count, nv_inference_exec_count)} summed over served versions."""
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    counts: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in ("nv_inference_count", "nv_inference_exec_count"):
-            continue
-        for sample in family.samples:
-            pair = counts.setdefault(sample.labels["model"], [0.0, 0.0])
-            pair[0 if family.name == "nv_inference_count" else 1] += sample.value
-    return {model: (c[0], c[1]) for model, c in counts.items()}
-
-
 async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list:
     client = grpcaio.InferenceServerClient(url)
     try:
@@ -154,7 +139,7 @@ async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list:
 
 
 def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer) -> None:
-    before = _batch_counters(triton_server.metrics_url)
+    before = batch_counters(triton_server.metrics_url)
     requests = [valid_inputs(contract.ENSEMBLE, batch=1, seed=i) for i in range(32)]
     results = asyncio.run(_concurrent(triton_server.grpc_url, requests))
     assert not [r for r in results if isinstance(r, Exception)]
@@ -162,7 +147,7 @@ def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer
     # A composing model records its statistics after the ensemble has answered: poll briefly for them.
     deadline = time.monotonic() + 10.0
     while True:
-        after = _batch_counters(triton_server.metrics_url)
+        after = batch_counters(triton_server.metrics_url)
         settled = all(after[m][0] - before.get(m, (0, 0))[0] >= 32 for m in models)
         if settled or time.monotonic() > deadline:
             break
