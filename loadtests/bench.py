@@ -288,17 +288,8 @@ def deploy_naive(stack) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     from loadtests import baseline
-    from preprocess_service.stack import load_config, localize
 
-    config = localize(
-        load_config(stack.config_path),
-        host=stack.host,
-        http_port=stack.http_port,
-        grpc_port=stack.grpc_port,
-        triton_url=stack.triton.grpc_url,
-        max_replicas=stack.max_replicas,
-        args=stack.args,
-    )
+    config = stack.serve_config()
     config["applications"].append(baseline.app_config(stack.repo))
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
     deadline = time.monotonic() + 180

@@ -159,7 +159,18 @@ class LocalStack:
             configure_logging=False,
             log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
         )
-        config = localize(
+        schema = ServeDeploySchema.model_validate(self.serve_config())
+        client = serve_start(
+            http_options=schema.http_options.model_dump(),
+            grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+            proxy_location=schema.proxy_location,
+        )
+        client.deploy_apps(schema)
+        self._wait_running()
+
+    def serve_config(self) -> dict[str, Any]:
+        """The Serve config this stack deploys: serve_config.yaml localised to its ports, Triton and args."""
+        return localize(
             load_config(self.config_path),
             host=self.host,
             http_port=self.http_port,
@@ -168,14 +179,6 @@ class LocalStack:
             max_replicas=self.max_replicas,
             args=self.args,
         )
-        schema = ServeDeploySchema.model_validate(config)
-        client = serve_start(
-            http_options=schema.http_options.model_dump(),
-            grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
-            proxy_location=schema.proxy_location,
-        )
-        client.deploy_apps(schema)
-        self._wait_running()
 
     def _wait_running(self) -> None:
         from ray import serve
