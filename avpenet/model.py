@@ -76,15 +76,6 @@ class AVPENetConfig:
 # ----------------------------------------------------------------------------------------------------
 
 
-def mel_filterbank() -> np.ndarray:
-    """Slaney-style mel filters [N_MELS, N_FFT//2+1] for the contract's band (librosa's default, float64)."""
-    import librosa  # imported lazily: only building the model needs it, not serving the exported ONNX
-
-    return librosa.filters.mel(
-        sr=C.SAMPLE_RATE, n_fft=C.N_FFT, n_mels=C.N_MELS, fmin=C.F_MIN, fmax=C.F_MAX, dtype=np.float64
-    )
-
-
 class AudioFrontend(nn.Module):
     """librosa-equivalent log-mel: centre zero-pad, periodic Hann, |rfft|^2, Slaney mel, natural log.
 
@@ -97,17 +88,18 @@ class AudioFrontend(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        n_freq = C.N_FFT // 2 + 1
+        from avpenet.features import logmel  # the same basis and filters as the feature reference
+
+        re, im = logmel.dft_basis()  # Hann-windowed, (n_freq, N_FFT) each
+        n_freq = re.shape[0]
         n = np.arange(C.N_FFT)
-        window = 0.5 - 0.5 * np.cos(2 * np.pi * n / C.N_FFT)  # periodic Hann (scipy/librosa 'hann', fftbins)
-        k = np.arange(n_freq)[:, None]
-        phase = 2 * np.pi * k * n[None, :] / C.N_FFT
-        basis = np.concatenate([np.cos(phase) * window, -np.sin(phase) * window])  # (2*n_freq, N_FFT)
         frames = np.arange(C.MEL_FRAMES)[:, None] * C.HOP_LENGTH + n[None, :]  # (300, N_FFT) sample indices
         # fixed, derived from the contract: not trained, not stored in checkpoints
         self.register_buffer("frame_index", torch.tensor(frames, dtype=torch.int64), persistent=False)
-        self.register_buffer("dft", torch.tensor(basis.T, dtype=torch.float64), persistent=False)
-        self.register_buffer("mel", torch.tensor(mel_filterbank().T, dtype=torch.float64), persistent=False)
+        basis = np.concatenate([re, im]).T  # (N_FFT, 2*n_freq)
+        self.register_buffer("dft", torch.tensor(basis, dtype=torch.float64), persistent=False)
+        mel = logmel.mel_filterbank().T  # (n_freq, N_MELS)
+        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float64), persistent=False)
         self.n_freq = n_freq
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
