@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from ensemble import DEFAULT_REPOSITORY
 
 HELP = "Run the real Triton Inference Server on the model repository (loopback only)."
@@ -64,6 +66,17 @@ def _pytriton_root() -> Path:
 
 def tritonserver_binary() -> Path:
     return _pytriton_root() / "bin" / "tritonserver"
+
+
+def infer_inputs(client_module, spec, arrays) -> list:
+    """tritonclient InferInputs (`client_module`: grpc or http) for `spec`'s inputs, contract dtypes."""
+    tensors = []
+    for t in spec.inputs:
+        array = np.ascontiguousarray(arrays[t.name], dtype=t.numpy_dtype)
+        tensor = client_module.InferInput(t.name, list(array.shape), t.dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
 
 
 def batch_counters(metrics_url: str) -> dict[str, tuple[float, float]]:

@@ -30,20 +30,11 @@ from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, configs
 from ensemble.batching import PLAN_FILE, BatchingPlan, load_plan, save_plan
 from ensemble.onnx_export import valid_inputs
-from ensemble.server import TritonServer, batch_counters
+from ensemble.server import TritonServer, batch_counters, infer_inputs
 
 DEFAULT_DELAYS = (0, 250, 500, 1000, 2000, 4000)
 CONCURRENCY = 32
 TOLERANCE = 0.10  # throughput within 10% of the best counts as "as good" (the noise on a shared 2-core box)
-
-
-def _inputs(module, arrays: dict[str, np.ndarray]) -> list:
-    tensors = []
-    for t in contract.ENSEMBLE.inputs:
-        tensor = module.InferInput(t.name, list(arrays[t.name].shape), t.dtype)
-        tensor.set_data_from_numpy(arrays[t.name])
-        tensors.append(tensor)
-    return tensors
 
 
 async def _closed_loop(url: str, arrays: dict[str, np.ndarray], clients: int, seconds: float) -> int:
@@ -54,7 +45,7 @@ async def _closed_loop(url: str, arrays: dict[str, np.ndarray], clients: int, se
     async def worker() -> None:
         nonlocal done
         while time.monotonic() < stop_at:
-            await client.infer(contract.ENSEMBLE.name, _inputs(grpcaio, arrays))
+            await client.infer(contract.ENSEMBLE.name, infer_inputs(grpcaio, contract.ENSEMBLE, arrays))
             done += 1
 
     try:
@@ -84,11 +75,11 @@ def measure(server: TritonServer, delay_us: int, lone: int, seconds: float, conc
     _set_delay(client, delay_us, load_plan())
     arrays = valid_inputs(contract.ENSEMBLE, batch=1, seed=0)
     for _ in range(5):
-        client.infer(contract.ENSEMBLE.name, _inputs(grpcclient, arrays))
+        client.infer(contract.ENSEMBLE.name, infer_inputs(grpcclient, contract.ENSEMBLE, arrays))
     latencies = []
     for _ in range(lone):
         start = time.perf_counter()
-        client.infer(contract.ENSEMBLE.name, _inputs(grpcclient, arrays))
+        client.infer(contract.ENSEMBLE.name, infer_inputs(grpcclient, contract.ENSEMBLE, arrays))
         latencies.append((time.perf_counter() - start) * 1000)
     before = batch_counters(server.metrics_url)
     started = time.perf_counter()

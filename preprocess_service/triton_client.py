@@ -18,6 +18,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
+from ensemble.server import infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,12 @@ class TritonClient:
     async def _infer_once(
         self, inputs: Mapping[str, np.ndarray], request_id: str, headers: Mapping[str, str] | None
     ) -> InferOutput:
-        infer_inputs = []
-        for spec in contract.ENSEMBLE.inputs:
-            array = np.ascontiguousarray(inputs[spec.name], dtype=spec.numpy_dtype)
-            item = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
-            item.set_data_from_numpy(array)
-            infer_inputs.append(item)
+        tensors = infer_inputs(grpcclient, contract.ENSEMBLE, inputs)
         requested = [grpcclient.InferRequestedOutput(spec.name) for spec in contract.ENSEMBLE.outputs]
         result = await self._call(
             lambda remaining: self._client.infer(
                 self.model,
-                infer_inputs,
+                tensors,
                 outputs=requested,
                 request_id=request_id,
                 headers=dict(headers or {}),

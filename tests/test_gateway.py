@@ -15,6 +15,7 @@ import requests
 from conftest_gateway import API_KEY, face_track, mp4_bytes, wav_bytes
 
 from avpenet import contract
+from ensemble.server import infer_inputs
 from preprocess_service import telemetry
 from preprocess_service.client import ScoreError, score_grpc, score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
@@ -47,12 +48,7 @@ def direct_triton(triton_url: str, wav: bytes, npz: bytes, age_group: str) -> di
 
     inputs = windows.model_inputs(audio.load_audio(wav), FaceTrack.load_npz(npz), age_group)
     client = grpcclient.InferenceServerClient(triton_url)
-    items = []
-    for spec in contract.ENSEMBLE.inputs:
-        item = grpcclient.InferInput(spec.name, list(inputs[spec.name].shape), spec.dtype)
-        item.set_data_from_numpy(inputs[spec.name].astype(spec.numpy_dtype))
-        items.append(item)
-    result = client.infer(contract.ENSEMBLE.name, items)
+    result = client.infer(contract.ENSEMBLE.name, infer_inputs(grpcclient, contract.ENSEMBLE, inputs))
     client.close()
     return {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
 

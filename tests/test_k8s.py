@@ -188,6 +188,7 @@ def test_serve_config_v2_is_the_local_serve_config_and_valid(overlay) -> None:
 def test_gateway_pod_environment_is_accepted_by_gateway_settings(overlay) -> None:
     _, docs = overlay
     from preprocess_service import settings as settings_module
+
     apps = yaml.safe_load(generate.SERVE_CONFIG.read_text())["applications"]
     for owner, template in _pod_templates(docs):
         if not owner.startswith("RayService"):

@@ -32,6 +32,7 @@ def _realistic_window(seed: int) -> np.ndarray:
 
 def _librosa_log_mel(wave: np.ndarray) -> np.ndarray:
     import librosa
+
     mel = librosa.feature.melspectrogram(
         y=wave.astype(np.float64), sr=C.SAMPLE_RATE, n_fft=C.N_FFT, hop_length=C.HOP_LENGTH, n_mels=C.N_MELS,
         fmin=C.F_MIN, fmax=C.F_MAX, center=True, pad_mode="constant", power=2.0,
@@ -121,6 +122,7 @@ class TestFrontend:
 
     def test_parity_with_feature_reference(self, model):
         from avpenet.features import logmel
+
         wave = _realistic_window(7)
         with torch.no_grad():
             ours = model.audio_frontend(torch.from_numpy(wave)[None])[0].numpy()
@@ -135,6 +137,7 @@ class TestFrontend:
 @pytest.mark.parametrize("spec", C.PARTS, ids=lambda s: s.name)
 def test_onnx_export_matches_torch(model, spec, tmp_path):
     import onnxruntime as ort
+
     part = model.part(spec.name).eval()
     path = tmp_path / f"{spec.name}.onnx"
     names = [t.name for t in (*spec.inputs, *spec.outputs)]

@@ -69,6 +69,7 @@ def test_local_scrape_config_is_valid() -> None:
 
 def test_gateway_metric_names_in_rules_are_the_gateways() -> None:
     from preprocess_service import telemetry
+
     text = RULES.read_text()
     assert f"{telemetry.REQUESTS}_total" in text
     assert f"{telemetry.STAGE_SECONDS}_bucket" in text

@@ -17,20 +17,11 @@ from tritonclient.utils import InferenceServerException
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, export, versions
 from ensemble.onnx_export import run_torch, valid_inputs
-from ensemble.server import TritonServer, batch_counters
+from ensemble.server import TritonServer, batch_counters, infer_inputs
 
 pytestmark = pytest.mark.integration
 SCORE_TOL = 1e-4
 OUTPUT_TOL = 1e-4
-
-
-def _inputs(module, spec: contract.ModelSpec, arrays: dict[str, np.ndarray]) -> list:
-    tensors = []
-    for t in spec.inputs:
-        tensor = module.InferInput(t.name, list(arrays[t.name].shape), t.dtype)
-        tensor.set_data_from_numpy(arrays[t.name])
-        tensors.append(tensor)
-    return tensors
 
 
 def _served_model(spec: contract.ModelSpec):
@@ -100,7 +91,7 @@ def test_ensemble_matches_the_pytorch_model(
     module = grpcclient if protocol == "grpc" else httpclient
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
     result = module.InferenceServerClient(url).infer(
-        contract.ENSEMBLE.name, _inputs(module, contract.ENSEMBLE, arrays)
+        contract.ENSEMBLE.name, infer_inputs(module, contract.ENSEMBLE, arrays)
     )
     for t in contract.ENSEMBLE.outputs:
         got = result.as_numpy(t.name)
@@ -119,7 +110,7 @@ def test_each_part_alone_matches_its_pytorch_module(triton_server: TritonServer,
     arrays = valid_inputs(part, batch=3, seed=11)
     expected = run_torch(torch_model.part(part.name), part, arrays)
     result = grpcclient.InferenceServerClient(triton_server.grpc_url).infer(
-        part.name, _inputs(grpcclient, part, arrays)
+        part.name, infer_inputs(grpcclient, part, arrays)
     )
     for t in part.outputs:
         np.testing.assert_allclose(
@@ -131,7 +122,8 @@ async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list:
     client = grpcaio.InferenceServerClient(url)
     try:
         calls = [
-            client.infer(contract.ENSEMBLE.name, _inputs(grpcaio, contract.ENSEMBLE, r)) for r in requests
+            client.infer(contract.ENSEMBLE.name, infer_inputs(grpcaio, contract.ENSEMBLE, r))
+            for r in requests
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
     finally:
@@ -162,7 +154,7 @@ def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer
 def _expect_error(url: str, arrays: dict[str, np.ndarray], *fragments: str) -> str:
     with pytest.raises(InferenceServerException) as info:
         grpcclient.InferenceServerClient(url).infer(
-            contract.ENSEMBLE.name, _inputs(grpcclient, contract.ENSEMBLE, arrays)
+            contract.ENSEMBLE.name, infer_inputs(grpcclient, contract.ENSEMBLE, arrays)
         )
     message = info.value.message()
     for fragment in fragments:
@@ -190,7 +182,7 @@ def test_bad_tensors_get_readable_errors_and_the_server_keeps_serving(triton_ser
 
     http = httpclient.InferenceServerClient(triton_server.http_url)
     with pytest.raises(InferenceServerException, match="NaN"):
-        http.infer(contract.ENSEMBLE.name, _inputs(httpclient, contract.ENSEMBLE, nan))
+        http.infer(contract.ENSEMBLE.name, infer_inputs(httpclient, contract.ENSEMBLE, nan))
 
     # One poisoned request inside a dynamic batch fails alone; its batch-mates are answered.
     requests = [valid_inputs(contract.ENSEMBLE, batch=1, seed=i) for i in range(12)]

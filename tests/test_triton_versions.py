@@ -17,19 +17,14 @@ import tritonclient.grpc as grpcclient
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, export, versions
 from ensemble.onnx_export import valid_inputs
-from ensemble.server import TritonServer
+from ensemble.server import TritonServer, infer_inputs
 
 pytestmark = pytest.mark.integration
 SWAP_TIMEOUT_S = 60.0
 
 
 def _request(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
-    tensors = []
-    for t in contract.ENSEMBLE.inputs:
-        tensor = grpcclient.InferInput(t.name, list(arrays[t.name].shape), t.dtype)
-        tensor.set_data_from_numpy(arrays[t.name])
-        tensors.append(tensor)
-    return tensors
+    return infer_inputs(grpcclient, contract.ENSEMBLE, arrays)
 
 
 class Traffic:
