@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from avpenet import contract
-from ensemble.server import free_port
+from ensemble.server import free_port, infer_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRAPE_CONFIG = ROOT / "monitoring" / "prometheus.yml"
@@ -112,14 +112,9 @@ def _score_directly(http_url: str, n: int) -> None:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(http_url)
+    zeros = {t.name: np.zeros((1, *t.shape), dtype=t.numpy_dtype) for t in contract.ENSEMBLE.inputs}
     for _ in range(n):
-        inputs = []
-        for spec in contract.ENSEMBLE.inputs:
-            data = np.zeros((1, *spec.shape), dtype=spec.numpy_dtype)
-            tensor = httpclient.InferInput(spec.name, list(data.shape), spec.dtype)
-            tensor.set_data_from_numpy(data)
-            inputs.append(tensor)
-        client.infer(contract.ENSEMBLE.name, inputs)
+        client.infer(contract.ENSEMBLE.name, infer_inputs(httpclient, contract.ENSEMBLE, zeros))
 
 
 @pytest.fixture()
