@@ -17,6 +17,27 @@ class InvalidRequest(InputError):
     grpc_code = "INVALID_ARGUMENT"
 
 
+class NotFound(InputError):
+    """A pinned model version that Triton does not serve (404 / NOT_FOUND); the detail names it."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class NotAcceptable(InputError):
+    """An `Accept` type the gateway cannot answer in (406); gRPC picks its format by field instead."""
+
+    http_status = 406
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class DeliveryNotConfigured(InputError):
+    """HL7 delivery asked for but no interface engine is configured (422 / FAILED_PRECONDITION)."""
+
+    http_status = 422
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class GatewayError(Exception):
     """A request that failed for a reason other than its content."""
 

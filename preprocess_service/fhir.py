@@ -1,110 +1,355 @@
-"""The score as a FHIR R4 Observation (`Accept: application/fhir+json`), validated with fhir.resources.
+"""The score as FHIR R4: an Observation (with its Device contained), or a transaction Bundle of Observation,
+Device and Provenance. Every resource is validated with fhir.resources before it leaves the gateway.
 
-fhir.resources 8 ships R4B (FHIR 4.3), whose Observation has the same shape as R4. The Observation says
-plainly that the value is a model estimate (method, device, note), never a clinician's rating, so an EHR can
-file it apart from nurse-entered pain scores.
+Why these choices (docs/INTEGRATION.md has the full reasoning):
+- R4 is emitted, validated with fhir.resources' R4B models: no maintained package has R4 models on pydantic
+  2 (fhir.resources >= 7 ships R5/R4B/STU3, 6.x is pydantic 1, google-fhir-r4 needs protobuf 3). R4B changed
+  none of Observation, Device, Provenance or Bundle; `R4_ELEMENTS` lists the R4 elements and tests check that
+  nothing else is emitted. The content type says `fhirVersion=4.0`.
+- `code` is a local code in a CodeSystem the deployment sets (no LOINC/SNOMED code means "a model's 0-10
+  estimate of observer-rated pain"), with SNOMED CT 406127006 |Pain intensity| as the broader concept.
+- `status` is preliminary until a clinician confirms; `meta.security` carries AIAST (AI asserted).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.provenance import Provenance
 
 from avpenet import contract
 from preprocess_service.protocol import ScoreResponse
 
 MEDIA_TYPE = "application/fhir+json"
-LOINC = "http://loinc.org"
-PAIN_SEVERITY_CODE = "72514-3"
-PAIN_SEVERITY_DISPLAY = "Pain severity - 0-10 verbal numeric rating [Score] - Reported"
+CONTENT_TYPE = f"{MEDIA_TYPE}; fhirVersion=4.0"  # the R4 version parameter of the FHIR mime type
+FHIR_VERSION = "4.0.1"
+STATUSES = ("registered", "preliminary", "final", "amended")  # what a deployment may configure
+KINDS = ("observation", "bundle")
+
+SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
-LEVEL_SYSTEM = "urn:avpenet:pain-level"  # low | moderate | high (contract.LEVELS)
-REQUEST_ID_SYSTEM = "urn:avpenet:request-id"
-METHOD_TEXT = (
-    "Automated estimate by the AVPENet audio-visual model from non-speech sound and facial expression"
-)
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+V3_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+V3_DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+PROVENANCE_AGENT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+PAIN_INTENSITY = {"system": SNOMED, "code": "406127006", "display": "Pain intensity (observable entity)"}
+AI_ASSERTED = {"system": V3_OBSERVATION_VALUE, "code": "AIAST", "display": "Artificial Intelligence asserted"}
+# Severity qualifiers for the interpretation: low 0-3 / moderate 3-6 / high 6-10 (contract.LEVEL_EDGES).
+LEVEL_SNOMED = {
+    "low": ("255604002", "Mild (qualifier value)"),
+    "moderate": ("6736007", "Moderate (severity modifier) (qualifier value)"),
+    "high": ("24484000", "Severe (severity modifier) (qualifier value)"),
+}
+NIPS_MAX = 7  # Neonatal Infant Pain Scale 0-7; neonatal labels were NIPS rescaled x10/7
+SCORE_UNIT = {"unit": "{score}", "system": UCUM, "code": "{score}"}
+RATIO_UNIT = {"unit": "1", "system": UCUM, "code": "1"}
+UUID_NS = uuid.UUID("7b1d6c52-4a0e-4b8e-9a55-6a1f3c2b9e10")  # stable urn:uuid fullUrls for one request
+
+
+@dataclass(frozen=True)
+class FhirConfig:
+    """What a deployment binds: its CodeSystem URI (so the hospital maps the code to a flowsheet row)."""
+
+    code_system: str = "urn:avpenet:fhir:CodeSystem:pain-estimate"
+    code: str = "pain-estimate-0-10"
+    display: str = "Pain severity 0-10, estimated by the AVPENet audio-visual model (not a rating)"
+    status: str = "preliminary"
+    identifier_system: str = "urn:avpenet:fhir:observation-id"
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"fhir status must be one of {', '.join(STATUSES)}")
+
+    def local(self, code: str) -> str:
+        """URI of a local sub-concept (components, method) in the deployment's CodeSystem."""
+        return f"{self.code_system}#{code}"
+
+    def coding(self, code: str, display: str) -> dict[str, str]:
+        return {"system": self.code_system, "code": code, "display": display}
+
+
+@dataclass(frozen=True)
+class Context:
+    """The request's clinical context: references (validated upstream, never logged)."""
+
+    subject_ref: str | None = None
+    encounter_ref: str | None = None
+
+
+NO_CONTEXT = Context()
+DEFAULT_CONFIG = FhirConfig()
+
+
+def device_id(result: ScoreResponse) -> str:
+    """A stable id per set of served versions: the same model build is one Device in the EHR."""
+    blob = json.dumps(sorted(result.model_versions.items())).encode()
+    return f"avpenet-{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def device(result: ScoreResponse) -> dict[str, Any]:
+    """The model as a Device: name, software kind, and the version of the ensemble and of every part."""
+    versions = [
+        {"type": {"text": "ensemble" if name == result.model_name else "model part"},
+         "component": {"value": name}, "value": str(version)}
+        for name, version in sorted(result.model_versions.items())
+    ]  # fmt: skip
+    return {
+        "resourceType": "Device",
+        "id": device_id(result),
+        "identifier": [{"system": "urn:avpenet:fhir:device-id", "value": device_id(result)}],
+        "status": "active",
+        "manufacturer": "AVPENet Serve",
+        "deviceName": [
+            {"name": f"AVPENet pain estimation model ({result.model_name})", "type": "model-name"}
+        ],
+        "type": {
+            "text": "Software: AI model estimating pain (0-10) from non-speech sound and facial expression"
+        },
+        "version": versions,
+        "note": [
+            {"text": "Decision support only; estimates must be validated by a clinician before filing."}
+        ],
+    }
+
+
+def _component(coding: dict[str, str], text: str, **value: Any) -> dict[str, Any]:
+    return {"code": {"coding": [coding], "text": text}, **value}
+
+
+def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
+    low, high = result.interval_90.low, result.interval_90.high
+    pct = int(round(contract.INTERVAL_COVERAGE * 100))
+    out = [
+        _component(
+            cfg.coding("prediction-interval-90", f"{pct}% prediction interval"),
+            f"{pct}% prediction interval of the estimate",
+            valueRange={"low": {"value": round(low, 2), **SCORE_UNIT},
+                        "high": {"value": round(high, 2), **SCORE_UNIT}},
+        ),
+        *(
+            _component(
+                cfg.coding(f"modality-weight-{m}", f"{m} modality weight"),
+                f"share of the {m} modality in the fused estimate",
+                valueQuantity={"value": round(getattr(result.modality_weights, m), 4), **RATIO_UNIT},
+            )
+            for m in ("audio", "visual")
+        ),
+        *(
+            _component(
+                cfg.coding(f"probability-{level}", f"probability of {level} pain"),
+                f"model probability of {level} pain",
+                valueQuantity={"value": round(p, 4), **RATIO_UNIT},
+            )
+            for level, p in result.class_probs.items()
+        ),
+    ]  # fmt: skip
+    if result.age_group == "neonate":
+        nips = round(result.score * NIPS_MAX / contract.SCORE_MAX, 1)
+        out.append(
+            _component(
+                cfg.coding("nips-equivalent-estimate", "NIPS-equivalent estimate (0-7)"),
+                "ESTIMATE on the NIPS 0-7 scale (model score x 7/10), not a NIPS assessment by an observer",
+                valueQuantity={"value": nips, **SCORE_UNIT},
+            )
+        )
+    return out
+
+
+def _effective(result: ScoreResponse) -> tuple[str, str | None]:
+    """(effectiveDateTime, note): the recording time from the request, else the server's, labelled."""
+    if result.recorded_at:
+        return result.recorded_at, None
+    return result.scored_at, (
+        "effectiveDateTime is the time the gateway scored the clip: the request gave no recording time."
+    )
 
 
 def observation(
     result: ScoreResponse,
+    ctx: Context = NO_CONTEXT,
+    cfg: FhirConfig = DEFAULT_CONFIG,
     *,
-    subject_ref: str | None = None,
-    encounter_ref: str | None = None,
-    when: dt.datetime | None = None,
-) -> Observation:
-    """A final Observation carrying the clip score; raises ValidationError if it is not valid FHIR."""
-    when = when or dt.datetime.now(dt.UTC)
-    versions = ", ".join(f"{name} v{v}" for name, v in sorted(result.model_versions.items()))
-    low, high = result.interval_90.low, result.interval_90.high
-    resource = {
+    device_ref: str | None = None,
+) -> dict[str, Any]:
+    """The Observation (validated). Without `device_ref` the Device is contained, so it stands alone."""
+    effective, fallback_note = _effective(result)
+    level_code, level_display = LEVEL_SNOMED[result.level]
+    versions = ", ".join(f"{n} v{v}" for n, v in sorted(result.model_versions.items()))
+    notes = [
+        f"AI model estimate, not a clinician's rating; to be validated before filing. {len(result.timeline)} "
+        f"window(s) over {result.duration_s:.1f} s; modalities: {', '.join(result.modalities)}; {versions}."
+    ]
+    if fallback_note:
+        notes.append(fallback_note)
+    resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": result.request_id,
-        "identifier": [{"system": REQUEST_ID_SYSTEM, "value": result.request_id}],
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "survey",
-                        "display": "Survey",
-                    }
-                ]
-            }
-        ],
-        "code": {
-            "coding": [{"system": LOINC, "code": PAIN_SEVERITY_CODE, "display": PAIN_SEVERITY_DISPLAY}],
-            "text": "Pain severity 0-10 (model estimate)",
-        },
-        "effectiveDateTime": when.isoformat(),
-        "issued": when.isoformat(),
-        "valueQuantity": {
-            "value": round(result.score, 2),
-            "unit": "{score}",
-            "system": UCUM,
-            "code": "{score}",
-        },
+        "meta": {"security": [AI_ASSERTED]},
+        "identifier": [{"system": cfg.identifier_system, "value": result.request_id}],
+        "status": cfg.status,
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "survey", "display": "Survey"}]}],
+        "code": {"coding": [cfg.coding(cfg.code, cfg.display), PAIN_INTENSITY], "text": cfg.display},
+        "effectiveDateTime": effective,
+        "issued": result.scored_at,
+        "valueQuantity": {"value": round(result.score, 2), **SCORE_UNIT},
         "interpretation": [
             {
-                "coding": [{"system": LEVEL_SYSTEM, "code": result.level, "display": f"{result.level} pain"}],
-                "text": f"{result.level} pain (low 0-3, moderate 3-6, high 6-10)",
+                "coding": [
+                    {"system": SNOMED, "code": level_code, "display": level_display},
+                    cfg.coding(f"level-{result.level}", f"{result.level} pain"),
+                ],
+                "text": f"{result.level} pain (model estimate; low 0-3, moderate 3-6, high 6-10)",
             }
         ],
-        "method": {"text": METHOD_TEXT},
-        "device": {"display": f"AVPENet Serve ({result.model_name}; {versions or 'version unknown'})"},
-        "component": [
-            _component("90% prediction interval, lower bound", low),
-            _component("90% prediction interval, upper bound", high),
-            *(
-                _component(f"probability of {level} pain", p, unit="1")
-                for level, p in result.class_probs.items()
-            ),
-        ],
-        "note": [
-            {
-                "text": (
-                    f"Model estimate, not a clinician rating. {len(result.timeline)} window(s) over "
-                    f"{result.duration_s:.1f} s; modalities: {', '.join(result.modalities)}; weights audio "
-                    f"{result.modality_weights.audio:.2f} / visual {result.modality_weights.visual:.2f}; "
-                    f"{int(contract.INTERVAL_COVERAGE * 100)}% interval {low:.1f}-{high:.1f}."
-                )
-            }
-        ],
-    }
-    if subject_ref:
-        resource["subject"] = {"reference": subject_ref}
-    if encounter_ref:
-        resource["encounter"] = {"reference": encounter_ref}
-    return Observation.model_validate(resource)
+        "method": {
+            "coding": [cfg.coding("avpenet-audio-visual-model", "AVPENet audio-visual model estimate")],
+            "text": "Automated estimate by an AI model from non-speech sound and facial expression",
+        },
+        "referenceRange": [{"low": {"value": contract.SCORE_MIN, **SCORE_UNIT},
+                            "high": {"value": contract.SCORE_MAX, **SCORE_UNIT}, "text": "scale 0-10"}],
+        "component": _components(result, cfg),
+        "note": [{"text": n} for n in notes],
+    }  # fmt: skip
+    if result.clip_sha256:
+        resource["derivedFrom"] = [_clip_reference(result)]
+    if device_ref is None:
+        resource["contained"] = [device(result)]
+        resource["device"] = {"reference": f"#{device_id(result)}"}
+    else:
+        resource["device"] = {"reference": device_ref}
+    if ctx.subject_ref:
+        resource["subject"] = {"reference": ctx.subject_ref}
+    if ctx.encounter_ref:
+        resource["encounter"] = {"reference": ctx.encounter_ref}
+    return _valid(Observation, resource)
 
 
-def _component(text: str, value: float, unit: str = "{score}") -> dict:
+def _clip_reference(result: ScoreResponse) -> dict[str, Any]:
+    """A logical reference to the clip by its SHA-256: the media itself never leaves the gateway."""
     return {
-        "code": {"text": text},
-        "valueQuantity": {"value": round(float(value), 4), "unit": unit, "system": UCUM, "code": unit},
+        "type": "Media",
+        "identifier": {"system": "urn:avpenet:fhir:clip-sha256", "value": result.clip_sha256},
+        "display": f"scored clip ({'+'.join(result.modalities)}), SHA-256 {result.clip_sha256[:16]}...",
     }
 
 
-def observation_json(result: ScoreResponse, **kwargs) -> str:
-    return observation(result, **kwargs).model_dump_json(exclude_none=True)
+def provenance(result: ScoreResponse, target_ref: str, device_ref: str) -> dict[str, Any]:
+    """Who made the Observation (the model, as a Device), when, and from what (the clip digest)."""
+    effective, _ = _effective(result)
+    resource = {
+        "resourceType": "Provenance",
+        "target": [{"reference": target_ref}],
+        "occurredDateTime": effective,
+        "recorded": result.scored_at,
+        "activity": {"coding": [{"system": V3_DATA_OPERATION, "code": "CREATE", "display": "create"}]},
+        "agent": [
+            {
+                "type": {"coding": [{"system": PROVENANCE_AGENT, "code": "author", "display": "Author"}]},
+                "who": {"reference": device_ref, "display": "AVPENet pain estimation model"},
+            }
+        ],
+    }
+    if result.clip_sha256:
+        resource["entity"] = [{"role": "source", "what": _clip_reference(result)}]
+    return _valid(Provenance, resource)
+
+
+def bundle(
+    result: ScoreResponse, ctx: Context = NO_CONTEXT, cfg: FhirConfig = DEFAULT_CONFIG
+) -> dict[str, Any]:
+    """A transaction Bundle: Device (created only if absent), Observation, Provenance, linked by urn:uuid."""
+    urls = {k: f"urn:uuid:{uuid.uuid5(UUID_NS, f'{result.request_id}/{k}')}" for k in ("obs", "dev", "prov")}
+    dev = device(result)
+    dev.pop("id")
+    ident = dev["identifier"][0]
+    obs = observation(result, ctx, cfg, device_ref=urls["dev"])
+    obs.pop("id")
+    entries = [
+        (urls["dev"], dev, {"method": "POST", "url": "Device",
+                            "ifNoneExist": f"identifier={ident['system']}|{ident['value']}"}),
+        (urls["obs"], obs, {"method": "POST", "url": "Observation",
+                            "ifNoneExist": f"identifier={cfg.identifier_system}|{result.request_id}"}),
+        (urls["prov"], provenance(result, urls["obs"], urls["dev"]), {"method": "POST", "url": "Provenance"}),
+    ]  # fmt: skip
+    resource = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "timestamp": result.scored_at,
+        "entry": [{"fullUrl": url, "resource": res, "request": req} for url, res, req in entries],
+    }
+    return _valid(Bundle, resource)
+
+
+def _valid(model: type, resource: dict[str, Any]) -> dict[str, Any]:
+    """Validate with fhir.resources (raises pydantic.ValidationError) and hand back the plain dict."""
+    model.model_validate(resource)
+    return resource
+
+
+def render(
+    result: ScoreResponse,
+    ctx: Context = NO_CONTEXT,
+    cfg: FhirConfig = DEFAULT_CONFIG,
+    kind: str = "observation",
+) -> str:
+    """JSON text of an Observation or a transaction Bundle (`kind`)."""
+    if kind not in KINDS:
+        raise ValueError(f"FHIR kind must be one of {', '.join(KINDS)}")
+    resource = bundle(result, ctx, cfg) if kind == "bundle" else observation(result, ctx, cfg)
+    return json.dumps(resource, separators=(",", ":"))
+
+
+def parse_recorded_at(value: str, now: dt.datetime | None = None, skew_s: float = 300.0) -> str:
+    """A recording time as FHIR dateTime with a time zone; ValueError names the reason (format or future)."""
+    text = value.strip()
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("is not an ISO 8601 date-time such as 2026-05-01T10:15:00Z") from None
+    if when.tzinfo is None:
+        raise ValueError("has no time zone; add Z or an offset such as +01:00")
+    now = now or dt.datetime.now(dt.UTC)
+    if when - now > dt.timedelta(seconds=skew_s):
+        raise ValueError(f"is in the future (more than {int(skew_s)} s after the server's clock)")
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# R4 (4.0.1) element names of the resources emitted here; tests assert nothing outside them is sent.
+_R4_DOMAIN = {"resourceType", "id", "meta", "implicitRules", "language", "text", "contained", "extension",
+              "modifierExtension"}  # fmt: skip
+R4_ELEMENTS: dict[str, set[str]] = {
+    "Observation": _R4_DOMAIN | {
+        "identifier", "basedOn", "partOf", "status", "category", "code", "subject", "focus", "encounter",
+        "effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant", "issued", "performer",
+        "valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
+        "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod", "dataAbsentReason",
+        "interpretation", "note", "bodySite", "method", "specimen", "device", "referenceRange", "hasMember",
+        "derivedFrom", "component",
+    },
+    "Device": _R4_DOMAIN | {
+        "identifier", "definition", "udiCarrier", "status", "statusReason", "distinctIdentifier",
+        "manufacturer", "manufactureDate", "expirationDate", "lotNumber", "serialNumber", "deviceName",
+        "modelNumber", "partNumber", "type", "specialization", "version", "property", "patient", "owner",
+        "contact", "location", "url", "note", "safety", "parent",
+    },
+    "Provenance": _R4_DOMAIN | {
+        "target", "occurredPeriod", "occurredDateTime", "recorded", "policy", "location", "reason",
+        "activity", "agent", "entity", "signature",
+    },
+    "Bundle": {"resourceType", "id", "meta", "implicitRules", "language", "identifier", "type", "timestamp",
+               "total", "link", "entry", "signature"},
+}  # fmt: skip
+
+
+def observation_json(
+    result: ScoreResponse, subject_ref: str | None = None, encounter_ref: str | None = None
+) -> str:
+    """The standalone Observation as JSON text (the default `Accept: application/fhir+json` answer)."""
+    return render(result, Context(subject_ref, encounter_ref))

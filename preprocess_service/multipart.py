@@ -10,9 +10,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from avpenet.errors import UnsupportedMedia
 from preprocess_service.errors import InvalidRequest
-from preprocess_service.protocol import MEDIA_PARTS, MediaPart, ScoreRequest
+from preprocess_service.protocol import MEDIA_PARTS, MediaPart, ScoreRequest, parse_pins
 
-TEXT_FIELDS = ("age_group", "subject_ref", "encounter_ref")
+TEXT_FIELDS = ("age_group", "subject_ref", "encounter_ref", "recorded_at", "model_versions", "deliver")
 MAX_TEXT_BYTES = 256
 
 
@@ -104,5 +104,15 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         age_group=fields.get("age_group") or "unknown",
         subject_ref=fields.get("subject_ref") or None,
         encounter_ref=fields.get("encounter_ref") or None,
+        recorded_at=fields.get("recorded_at") or None,
+        model_versions=parse_pins(fields.get("model_versions", "")),
+        deliver_hl7=_deliver(fields.get("deliver", "")),
         request_id=request_id,
     )
+
+
+def _deliver(value: str) -> bool:
+    """`deliver=hl7v2` asks the gateway to also send the ORU^R01 to its interface engine."""
+    if value not in ("", "hl7v2"):
+        raise InvalidRequest("deliver must be hl7v2 (send the HL7 v2 message over MLLP) or absent")
+    return value == "hl7v2"

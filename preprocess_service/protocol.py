@@ -6,6 +6,7 @@ HTTP and gRPC build the same `ScoreRequest`, the service answers one `ScoreRespo
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -18,11 +19,29 @@ from preprocess_service.errors import InvalidRequest
 MEDIA_PARTS = ("clip", "audio", "video", "landmarks")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid FHIR id
 REF_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}/[A-Za-z0-9.-]{1,64}$")  # FHIR relative reference Type/id
+PIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a Triton model name
+MAX_PINS = 8
 AGGREGATION = (
     "mean of the overlapping 3 s windows (1 s hop) for score, class probabilities and modality weights; "
     "the 90% interval is rebuilt from the mean window variance with the model's calibrated scale "
     "(avpenet.model.aggregate_windows)"
 )
+
+
+def utc_now() -> str:
+    """Now as an ISO 8601 UTC time to the second (a FHIR instant)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_pins(text: str) -> dict[str, str]:
+    """`avpenet=1,fusion=2` → {"avpenet": "1", "fusion": "2"} (the HTTP form of version pins)."""
+    pins: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, version = item.partition("=")
+        if not sep or name.strip() in pins:
+            raise InvalidRequest("model_versions must be name=version pairs such as avpenet=1,fusion=2")
+        pins[name.strip()] = version.strip()
+    return pins
 
 
 def new_request_id(candidate: str | None = None) -> str:
@@ -54,6 +73,9 @@ class ScoreRequest(BaseModel):
     age_group: str = "unknown"
     subject_ref: str | None = None
     encounter_ref: str | None = None
+    recorded_at: str | None = None  # ISO 8601 with a zone: when the clip was recorded (FHIR effective time)
+    model_versions: dict[str, str] = Field(default_factory=dict)  # pins: model name -> version
+    deliver_hl7: bool = False  # also send the HL7 v2 message to the configured interface engine
     request_id: str = Field(default_factory=new_request_id)
 
     def parts(self) -> dict[str, MediaPart]:
@@ -81,6 +103,18 @@ class ScoreRequest(BaseModel):
             value = getattr(self, name)
             if value is not None and not REF_RE.match(value):
                 raise InvalidRequest(f"{name} must be a FHIR relative reference like Patient/123")
+        if self.recorded_at is not None:
+            from preprocess_service.fhir import parse_recorded_at
+
+            try:
+                parse_recorded_at(self.recorded_at)
+            except ValueError as exc:
+                raise InvalidRequest(f"recorded_at {exc}") from None
+        if len(self.model_versions) > MAX_PINS:
+            raise InvalidRequest(f"model_versions pins at most {MAX_PINS} models")
+        for name, version in self.model_versions.items():
+            if not PIN_NAME_RE.match(name) or not version.isdigit() or len(version) > 9:
+                raise InvalidRequest("model_versions must be name=version pairs such as avpenet=1,fusion=2")
 
     @classmethod
     def from_proto(cls, msg: Any, request_id: str | None = None) -> ScoreRequest:
@@ -95,6 +129,9 @@ class ScoreRequest(BaseModel):
             age_group=msg.age_group or "unknown",
             subject_ref=msg.subject_ref or None,
             encounter_ref=msg.encounter_ref or None,
+            recorded_at=msg.recorded_at or None,
+            model_versions=dict(msg.model_versions),
+            deliver_hl7=msg.deliver_hl7,
             request_id=new_request_id(msg.request_id or request_id),
         )
 
@@ -106,6 +143,9 @@ class ScoreRequest(BaseModel):
             subject_ref=self.subject_ref or "",
             encounter_ref=self.encounter_ref or "",
             request_id=self.request_id,
+            recorded_at=self.recorded_at or "",
+            model_versions=self.model_versions,
+            deliver_hl7=self.deliver_hl7,
         )
         for name, part in self.parts().items():
             getattr(msg, name).CopyFrom(
@@ -166,8 +206,11 @@ class ScoreResponse(BaseModel):
     age_group: str
     aggregation: str = AGGREGATION
     model_name: str
-    model_versions: dict[str, str]
+    model_versions: dict[str, str]  # the versions that produced this answer (checked around the call)
     timings_ms: dict[str, float]
+    clip_sha256: str = ""  # SHA-256 over the uploaded parts: the clip's identity in FHIR and the audit log
+    recorded_at: str | None = None  # the request's recording time (UTC), None when it gave none
+    scored_at: str = Field(default_factory=utc_now)  # when the gateway scored it (UTC, ISO 8601)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -184,6 +227,7 @@ class ScoreResponse(BaseModel):
             )
             for w in data.pop("timeline")
         ]
+        data["recorded_at"] = data["recorded_at"] or ""
         interval = pb.Interval(**data.pop("interval_90"))
         weights = pb.ModalityWeights(**data.pop("modality_weights"))
         return pb.ScoreResponse(**data, timeline=timeline, interval_90=interval, modality_weights=weights)
@@ -193,6 +237,7 @@ class ScoreResponse(BaseModel):
         from google.protobuf.json_format import MessageToDict
 
         data = MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        data["recorded_at"] = data.get("recorded_at") or None
         return cls.model_validate(data)
 
 

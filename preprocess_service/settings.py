@@ -52,6 +52,20 @@ class GatewaySettings(BaseModel):
     require_auth: bool = False  # force API keys even on loopback
     api_keys: tuple[str, ...] = ()  # prefer api_keys_file / AVPENET_API_KEYS: keep secrets out of YAML
     api_keys_file: str | None = None  # one key per line; re-read when it changes (revocation without restart)
+    # Clinical integration (docs/INTEGRATION.md): the CodeSystem the hospital binds to its flowsheet row,
+    # the Observation status until a clinician confirms, HL7 v2 names and the interface engine (host:port).
+    fhir_code_system: str = "urn:avpenet:fhir:CodeSystem:pain-estimate"
+    fhir_code: str = "pain-estimate-0-10"
+    fhir_status: str = Field("preliminary", pattern="^(registered|preliminary|final|amended)$")
+    hl7_sending_facility: str = "AVPENET"
+    hl7_receiving_application: str = ""
+    hl7_receiving_facility: str = ""
+    hl7_assigning_authority: str = "HOSP"  # PID-3 assigning authority of the subject_ref ids
+    hl7_mllp_target: str | None = None  # host:port of the interface engine; None = no MLLP delivery
+    hl7_mllp_timeout_s: float = Field(5.0, gt=0)
+    hl7_mllp_retries: int = Field(2, ge=0)
+    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)  # how long a replayed answer is kept per replica
+    idempotency_max_entries: int = Field(10_000, gt=0)
     # Limits
     limits: Limits = Limits()
     # Observability

@@ -1,0 +1,129 @@
+"""The clinical edge of a scoring request: which format the caller asked for, rendering it (JSON, FHIR R4,
+HL7 v2), HL7 delivery over MLLP, and the request's identity for idempotency and the audit line.
+
+One `Clinical` per gateway replica, built from GatewaySettings; HTTP and gRPC both use it, so the same request
+gives the same documents over either protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from preprocess_service import fhir, hl7v2, mllp
+from preprocess_service.errors import DeliveryNotConfigured, NotAcceptable
+from preprocess_service.idempotency import IdempotencyCache
+from preprocess_service.protocol import ScoreRequest, ScoreResponse
+from preprocess_service.settings import GatewaySettings
+
+JSON_TYPE = "application/json"
+FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")
+CONTENT_TYPES = {
+    "json": JSON_TYPE,
+    "fhir-observation": fhir.CONTENT_TYPE,
+    "fhir-bundle": fhir.CONTENT_TYPE,
+    "hl7v2": hl7v2.MEDIA_TYPE,
+}
+ACCEPTED = f"{JSON_TYPE}, {fhir.MEDIA_TYPE} or {hl7v2.MEDIA_TYPE}"
+
+
+def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
+    """The format for an `Accept` header (q-values honoured; none or */* = JSON); NotAcceptable names it."""
+    if fhir_kind not in (None, "", *fhir.KINDS):
+        raise NotAcceptable(f"fhir must be {' or '.join(fhir.KINDS)}")
+    ranges = []
+    for i, item in enumerate((accept or "").split(",")):
+        media, *params = (p.strip().lower() for p in item.split(";"))
+        q = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            weight = float(q)
+        except ValueError:
+            weight = 0.0
+        if media and weight > 0:
+            ranges.append((-weight, i, media))
+    if not ranges:
+        return "json"
+    for _, _, media in sorted(ranges):
+        if media in (JSON_TYPE, "*/*", "application/*"):
+            return "json"
+        if media == fhir.MEDIA_TYPE:
+            return "fhir-bundle" if fhir_kind == "bundle" else "fhir-observation"
+        if media == hl7v2.MEDIA_TYPE:
+            return "hl7v2"
+    shown = ", ".join(m for _, _, m in sorted(ranges))[:80]
+    raise NotAcceptable(f"Accept: {shown!r} is not supported; ask for {ACCEPTED}")
+
+
+def clip_sha256(request: ScoreRequest) -> str:
+    """SHA-256 over the uploaded parts (name and content digest, in part order): the clip's identity."""
+    h = hashlib.sha256()
+    for name, part in request.parts().items():
+        h.update(f"{name}:{hashlib.sha256(part.data).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def fingerprint(request: ScoreRequest, clip: str) -> str:
+    """What makes two requests 'the same' for Idempotency-Key: the clip and every field but the request id."""
+    fields = request.model_dump(exclude={"clip", "audio", "video", "landmarks", "request_id"})
+    return hashlib.sha256(json.dumps([clip, fields], sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str
+    content_type: str
+
+
+class Clinical:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.fhir = fhir.FhirConfig(
+            code_system=settings.fhir_code_system, code=settings.fhir_code, status=settings.fhir_status
+        )
+        self.hl7 = hl7v2.Hl7Config(
+            sending_facility=settings.hl7_sending_facility,
+            receiving_application=settings.hl7_receiving_application,
+            receiving_facility=settings.hl7_receiving_facility,
+            assigning_authority=settings.hl7_assigning_authority,
+        )
+        self.target = (
+            mllp.MllpTarget.parse(
+                settings.hl7_mllp_target,
+                timeout_s=settings.hl7_mllp_timeout_s,
+                retries=settings.hl7_mllp_retries,
+            )
+            if settings.hl7_mllp_target
+            else None
+        )
+        self.idempotency: IdempotencyCache = IdempotencyCache(
+            settings.idempotency_ttl_s, settings.idempotency_max_entries
+        )
+
+    def check(self, request: ScoreRequest) -> None:
+        """Refuse before scoring what cannot be honoured after it (delivery without an engine)."""
+        if request.deliver_hl7 and self.target is None:
+            raise DeliveryNotConfigured(
+                "deliver=hl7v2 needs an interface engine: the gateway has no hl7_mllp_target configured"
+            )
+
+    def render(self, fmt: str, result: ScoreResponse, request: ScoreRequest) -> Rendered:
+        ctx = fhir.Context(request.subject_ref, request.encounter_ref)
+        if fmt == "json":
+            return Rendered(result.model_dump_json(), JSON_TYPE)
+        if fmt in ("fhir-observation", "fhir-bundle"):
+            kind = "bundle" if fmt == "fhir-bundle" else "observation"
+            return Rendered(fhir.render(result, ctx, self.fhir, kind), fhir.CONTENT_TYPE)
+        if fmt == "hl7v2":
+            return Rendered(hl7v2.oru_r01(result, ctx, self.fhir, self.hl7), hl7v2.MEDIA_TYPE)
+        raise ValueError(f"unknown format {fmt!r}")
+
+    async def deliver(self, result: ScoreResponse, request: ScoreRequest) -> str:
+        """Send the ORU^R01 when asked; a one-line outcome for the answer (never raises for a NACK)."""
+        if not request.deliver_hl7 or self.target is None:
+            return ""
+        message = self.render("hl7v2", result, request).body
+        try:
+            done = await mllp.send(self.target, message, result.request_id[:199])
+        except mllp.DeliveryError as exc:
+            return f"{exc.code} after {exc.attempts} attempt(s): {exc.detail[:120]}"
+        return f"{done.code} after {done.attempts} attempt(s)"

@@ -1,0 +1,92 @@
+"""`Idempotency-Key` (HTTP header, gRPC metadata): a retried request gets the first answer, not a new score.
+
+A bounded TTL cache per gateway replica, keyed by (API key id, Idempotency-Key). The same key with the same
+request (its fingerprint: clip digest and every field) returns the stored answer, marked as a replay; a retry
+that arrives while the first is still running waits for it; the same key with a different request is refused
+(422). Failures are not stored, so a retry after an error runs again. Across replicas nothing is shared: a
+retry routed to another replica scores again, and the answer is still the same Observation identity only if
+the caller also resends its X-Request-ID (docs/INTEGRATION.md). Entries live `ttl_s` and at most
+`max_entries` are kept (oldest evicted first), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from preprocess_service.errors import InvalidRequest
+
+T = TypeVar("T")
+HEADER = "idempotency-key"
+KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces (IETF httpapi draft: a string)
+
+
+class IdempotencyMismatch(InvalidRequest):
+    """The key was already used for a different request (422 / INVALID_ARGUMENT)."""
+
+
+def check_key(key: str | None) -> str | None:
+    """The key if present and well formed; InvalidRequest naming the header otherwise."""
+    if key is None or key == "":
+        return None
+    if not KEY_RE.match(key):
+        raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
+    return key
+
+
+@dataclass
+class _Entry(Generic[T]):
+    fingerprint: str
+    future: asyncio.Future
+    expires: float = field(default=0.0)
+
+
+class IdempotencyCache(Generic[T]):
+    def __init__(self, ttl_s: float = 24 * 3600.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _evict(self, now: float) -> None:
+        for k in [k for k, e in self._entries.items() if e.future.done() and e.expires <= now]:
+            del self._entries[k]
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    async def run(
+        self, scope: str, key: str | None, fingerprint: str, fn: Callable[[], Awaitable[T]]
+    ) -> tuple[T, bool]:
+        """(answer, replayed): `fn()` once per (scope, key) within the TTL; without a key, always `fn()`."""
+        if key is None:
+            return await fn(), False
+        now = time.monotonic()
+        self._evict(now)
+        slot = (scope, key)
+        entry = self._entries.get(slot)
+        if entry is not None:
+            if entry.fingerprint != fingerprint:
+                raise IdempotencyMismatch(
+                    "Idempotency-Key was already used with a different request; use a new key per request"
+                )
+            return await asyncio.shield(entry.future), True
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._entries[slot] = _Entry(fingerprint, future, expires=float("inf"))
+        self._evict(now)
+        try:
+            answer = await fn()
+        except BaseException as exc:
+            self._entries.pop(slot, None)  # not stored: a retry runs again
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        future.set_result(answer)
+        self._entries[slot].expires = time.monotonic() + self.ttl_s
+        return answer, False

@@ -1,0 +1,119 @@
+"""Send an HL7 v2 message to an interface engine over MLLP (TCP, <VT> message <FS><CR>) and read its ACK.
+
+Original-mode acknowledgement (MSA-1): AA/CA = accepted; AE/CE = the engine failed to process it (retried, the
+failure may be transient); AR/CR = rejected (not retried: resending the same message cannot help). Connection
+errors and timeouts are retried with exponential backoff. Every attempt opens its own connection, so a
+half-read ACK from a broken connection can never be matched to the wrong message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger("avpenet.gateway")
+START, END = b"\x0b", b"\x1c\x0d"
+MAX_ACK_BYTES = 64 * 1024
+
+
+class DeliveryError(Exception):
+    """The message was not accepted: `code` is the MSA-1 code, or TIMEOUT / UNREACHABLE / BAD_ACK."""
+
+    def __init__(self, code: str, detail: str, attempts: int) -> None:
+        super().__init__(f"HL7 delivery failed ({code}) after {attempts} attempt(s): {detail}")
+        self.code = code
+        self.detail = detail
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An accepted message: the engine's MSA-1 code and how many attempts it took."""
+
+    code: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class MllpTarget:
+    host: str
+    port: int
+    timeout_s: float = 5.0  # per attempt: connect, send and read the ACK
+    retries: int = 2  # extra attempts after the first
+    backoff_s: float = 0.2  # first retry delay; doubles each time
+
+    @classmethod
+    def parse(cls, target: str, **kwargs) -> MllpTarget:
+        """`host:port` (the gateway setting `hl7_mllp_target`)."""
+        host, sep, port = target.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"MLLP target {target!r} is not host:port")
+        return cls(host.strip("[]"), int(port), **kwargs)
+
+
+def frame(message: str) -> bytes:
+    return START + message.encode("utf-8") + END
+
+
+async def read_frame(reader: asyncio.StreamReader) -> str:
+    """One MLLP frame's payload; bytes before <VT> are discarded (MLLP allows none, engines send some)."""
+    data = await reader.readuntil(END)
+    if len(data) > MAX_ACK_BYTES:
+        raise ValueError("ACK larger than 64 KiB")
+    start = data.find(START)
+    if start < 0:
+        raise ValueError("frame without a <VT> start byte")
+    return data[start + 1 : -len(END)].decode("utf-8", "replace")
+
+
+def ack_code(ack: str, control_id: str) -> tuple[str, str]:
+    """(MSA-1, MSA-3 text) of an ACK to `control_id`; ValueError if it is not one."""
+    from preprocess_service import hl7v2
+
+    message = hl7v2.parse(ack)
+    msa = message.msa
+    code = msa.msa_1.value
+    if msa.msa_2.value != control_id:
+        raise ValueError(f"ACK is for message {msa.msa_2.value[:32]!r}, not this one")
+    text = msa.msa_3.value if msa.msa_3 else ""
+    return code, text
+
+
+async def _attempt(target: MllpTarget, message: str, control_id: str) -> tuple[str, str]:
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        writer.write(frame(message))
+        await writer.drain()
+        return ack_code(await read_frame(reader), control_id)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def send(target: MllpTarget, message: str, control_id: str) -> Delivery:
+    """Deliver `message` (MSH-10 = `control_id`); raises DeliveryError once retries are spent or on AR/CR."""
+    delay = target.backoff_s
+    last = ("UNREACHABLE", "")
+    for attempt in range(1, target.retries + 2):
+        try:
+            code, text = await asyncio.wait_for(_attempt(target, message, control_id), target.timeout_s)
+        except TimeoutError:
+            last = ("TIMEOUT", f"no ACK within {target.timeout_s:.1f} s")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            last = ("UNREACHABLE", type(exc).__name__)
+        except Exception as exc:  # an answer that is not a valid ACK to this message
+            last = ("BAD_ACK", str(exc)[:200])
+        else:
+            if code in ("AA", "CA"):
+                return Delivery(code, attempt)
+            last = (code, text or "no reason given")
+            if code in ("AR", "CR"):
+                raise DeliveryError(code, last[1], attempt)
+        log.info("HL7 delivery attempt %d failed: %s", attempt, last[0])
+        if attempt <= target.retries:
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise DeliveryError(last[0], last[1], target.retries + 1)

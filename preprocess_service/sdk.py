@@ -1,0 +1,235 @@
+"""A small Python client for the gateway, HTTP or gRPC, with typed results and safe retries.
+
+    client = Client("http://127.0.0.1:8080", api_key="...")  # or Client("127.0.0.1:9090", grpc=True)
+    result = client.score(ScoreRequest(clip=MediaPart(data=mp4)), fmt="fhir-bundle")
+    result.score          # ScoreResponse (always over gRPC; over HTTP only for fmt="json")
+    result.document       # the FHIR JSON / HL7 v2 text when asked for
+
+Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED (gRPC) and
+connection errors are retried with exponential backoff, honouring Retry-After. Every call sends an
+Idempotency-Key (a fresh one per call unless given), so a retry of a request the gateway already scored gets
+the first answer back instead of a second Observation. Other failures raise ScoreError at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from preprocess_service.protocol import ModelsResponse, ScoreRequest, ScoreResponse
+
+FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")
+ACCEPT = {
+    "json": "application/json",
+    "fhir-observation": "application/fhir+json",
+    "fhir-bundle": "application/fhir+json",
+    "hl7v2": "x-application/hl7-v2+er7",
+}
+RETRY_HTTP = {429, 503, 504}
+RETRY_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+
+
+class ScoreError(RuntimeError):
+    """The gateway refused a request: the HTTP status or gRPC code, the error class and its reason."""
+
+    def __init__(self, status: int | str, detail: str, error: str = "") -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    score: ScoreResponse | None  # None over HTTP when a document format was asked for
+    document: str | None  # FHIR JSON or HL7 v2 ER7 text, when asked for
+    content_type: str
+    replayed: bool  # the gateway answered from its Idempotency-Key cache
+    attempts: int
+    hl7_delivery: str = ""  # MLLP outcome when deliver_hl7 was asked for
+
+    def fhir(self) -> dict[str, Any]:
+        """The FHIR resource as a dict (fmt fhir-observation / fhir-bundle)."""
+        import json
+
+        if self.document is None or "fhir" not in self.content_type:
+            raise ValueError("this result carries no FHIR document")
+        return json.loads(self.document)
+
+
+class Client:
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        grpc: bool = False,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        timeout_s: float = 120.0,
+        channel: Any = None,
+    ) -> None:
+        self.target, self.api_key, self.grpc = target, api_key, grpc
+        self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
+        self._channel = channel
+
+    # --- public ---------------------------------------------------------------------------------------------
+    def score(
+        self, request: ScoreRequest, *, fmt: str = "json", idempotency_key: str | None = None
+    ) -> ScoreResult:
+        """Score one request; retried safely under one Idempotency-Key. Raises ScoreError."""
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}")
+        key = idempotency_key or uuid.uuid4().hex
+        call = self._score_grpc if self.grpc else self._score_http
+        return self._retrying(lambda attempt: call(request, fmt, key, attempt))
+
+    def models(self) -> ModelsResponse:
+        """The ensemble and every model version Triton serves."""
+        return self._retrying(lambda _: self._models_grpc() if self.grpc else self._models_http())
+
+    # --- retries --------------------------------------------------------------------------------------------
+    def _retrying(self, fn):
+        delay = self.backoff_s
+        for attempt in range(1, self.retries + 2):
+            try:
+                return fn(attempt)
+            except _Retryable as exc:
+                if attempt > self.retries:
+                    raise exc.error from None
+                time.sleep(max(delay, exc.retry_after_s))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    # --- HTTP -----------------------------------------------------------------------------------------------
+    def _headers(self, extra: dict[str, str]) -> dict[str, str]:
+        headers = dict(extra)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _http(self, method: str, path: str, **kwargs):
+        import requests
+
+        try:
+            return requests.request(
+                method, f"{self.target.rstrip('/')}{path}", timeout=self.timeout_s, **kwargs
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Retryable(ScoreError("UNREACHABLE", type(exc).__name__), 0.0) from None
+
+    def _score_http(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
+        files = {n: (p.filename or n, p.data, p.content_type or None) for n, p in request.parts().items()}
+        data = {"age_group": request.age_group}
+        for name in ("subject_ref", "encounter_ref", "recorded_at"):
+            if value := getattr(request, name):
+                data[name] = value
+        if request.model_versions:
+            data["model_versions"] = ",".join(f"{k}={v}" for k, v in request.model_versions.items())
+        if request.deliver_hl7:
+            data["deliver"] = "hl7v2"
+        headers = self._headers(
+            {"X-Request-ID": request.request_id, "Accept": ACCEPT[fmt], "Idempotency-Key": key}
+        )
+        params = {"fhir": "bundle"} if fmt == "fhir-bundle" else None
+        reply = self._http("POST", "/v1/score", files=files, data=data, headers=headers, params=params)
+        _raise_for_http(reply)
+        ctype = reply.headers.get("content-type", "")
+        return ScoreResult(
+            score=ScoreResponse.model_validate(reply.json()) if fmt == "json" else None,
+            document=None if fmt == "json" else reply.text,
+            content_type=ctype,
+            replayed=reply.headers.get("idempotent-replayed") == "true",
+            attempts=attempt,
+            hl7_delivery=reply.headers.get("x-hl7-delivery", ""),
+        )
+
+    def _models_http(self) -> ModelsResponse:
+        reply = self._http("GET", "/v1/models", headers=self._headers({}))
+        _raise_for_http(reply)
+        return ModelsResponse.model_validate(reply.json())
+
+    # --- gRPC -----------------------------------------------------------------------------------------------
+    def _stub(self):
+        import grpc
+
+        from avpenet.v1 import scoring_pb2_grpc
+
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
+        return scoring_pb2_grpc.ScoringStub(self._channel)
+
+    def _metadata(self, extra: dict[str, str]) -> list[tuple[str, str]]:
+        md = [(k.lower(), v) for k, v in extra.items()]
+        if self.api_key:
+            md.append(("authorization", f"Bearer {self.api_key}"))
+        return md
+
+    def _grpc(self, method: str, message, extra: dict[str, str]):
+        import grpc
+
+        try:
+            reply, call = getattr(self._stub(), method).with_call(
+                message, metadata=self._metadata(extra), timeout=self.timeout_s
+            )
+        except grpc.RpcError as exc:
+            error = ScoreError(exc.code().name, exc.details() or "")
+            if exc.code().name in RETRY_GRPC:
+                retry = dict(exc.trailing_metadata() or ()).get("retry-after", "0")
+                raise _Retryable(error, float(retry) if retry.isdigit() else 0.0) from None
+            raise error from None
+        return reply, dict(call.trailing_metadata() or ())
+
+    def _score_grpc(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
+        from avpenet.v1 import scoring_pb2 as pb
+
+        message = request.to_proto()
+        message.format = {"json": 0, "fhir-observation": pb.FHIR_OBSERVATION, "fhir-bundle": pb.FHIR_BUNDLE,
+                          "hl7v2": pb.HL7V2}[fmt]  # fmt: skip
+        reply, trailing = self._grpc("Score", message, {"idempotency-key": key})
+        return ScoreResult(
+            score=ScoreResponse.from_proto(reply),
+            document=reply.document or None,
+            content_type=reply.document_type or ACCEPT["json"],
+            replayed=trailing.get("idempotent-replayed") == "true",
+            attempts=attempt,
+            hl7_delivery=reply.hl7_delivery,
+        )
+
+    def _models_grpc(self) -> ModelsResponse:
+        from google.protobuf.json_format import MessageToDict
+
+        from avpenet.v1 import scoring_pb2 as pb
+
+        reply, _ = self._grpc("ListModels", pb.ListModelsRequest(), {})
+        return ModelsResponse.model_validate(MessageToDict(reply, preserving_proto_field_name=True))
+
+    def close(self) -> None:
+        if self._channel is not None and hasattr(self._channel, "close"):
+            self._channel.close()
+            self._channel = None
+
+
+class _Retryable(Exception):
+    def __init__(self, error: ScoreError, retry_after_s: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after_s = retry_after_s
+
+
+def _raise_for_http(reply) -> None:
+    if reply.status_code < 400:
+        return
+    try:
+        body = reply.json()
+        detail, error = body.get("detail", reply.text), body.get("error", "")
+    except ValueError:
+        detail, error = reply.text, ""
+    exc = ScoreError(reply.status_code, str(detail), error)
+    if reply.status_code in RETRY_HTTP:
+        retry = reply.headers.get("retry-after", "0")
+        raise _Retryable(exc, float(retry) if retry.isdigit() else 0.0)
+    raise exc

@@ -1,0 +1,27 @@
+"""Unit tests of the audit line: one JSON line, the fields an auditor needs, nothing identifying a patient."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from preprocess_service import audit
+
+
+def test_one_json_line_with_the_fields_and_no_key(caplog):
+    record = audit.AuditRecord(route="/v1/score", protocol="http", request_id="req-1")
+    record.api_key_id = audit.key_id("secret-key-123")
+    record.clip_sha256 = "ab" * 32
+    record.model_versions = {"avpenet": "1"}
+    with caplog.at_level(logging.INFO, logger=audit.LOGGER):
+        audit.log.propagate = True
+        try:
+            line = record.emit(200)
+        finally:
+            audit.log.propagate = False
+    assert [r.getMessage() for r in caplog.records if r.name == audit.LOGGER] == [line]
+    data = json.loads(line)
+    assert {"api_key_id", "request_id", "clip_sha256", "model_versions", "outcome", "latency_ms"} <= set(data)
+    assert data["outcome"] == "200" and data["api_key_id"].startswith("key-")
+    assert "secret-key-123" not in line
+    assert audit.key_id("secret-key-123") == data["api_key_id"] and audit.key_id(None) == "none"

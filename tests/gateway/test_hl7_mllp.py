@@ -1,0 +1,86 @@
+"""MLLP delivery against real MLLP listeners on loopback: one that ACKs, one that NACKs, one that drops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from clinical_samples import response
+
+from preprocess_service import fhir, hl7v2, mllp
+
+
+class Listener:
+    """An interface engine stand-in: parses each message with hl7apy and answers with `codes` in turn."""
+
+    def __init__(self, codes: list[str]) -> None:
+        self.codes = codes
+        self.received: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        payload = await mllp.read_frame(reader)
+        self.received.append(payload)
+        code = self.codes[min(len(self.received), len(self.codes)) - 1]
+        if code == "DROP":
+            writer.close()
+            return
+        control_id = hl7v2.parse(payload).msh.msh_10.value
+        writer.write(mllp.frame(hl7v2.ack(control_id, code, "" if code == "AA" else "engine says no")))
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> mllp.MllpTarget:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return mllp.MllpTarget("127.0.0.1", port, timeout_s=5.0, retries=2, backoff_s=0.01)
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def message() -> str:
+    return hl7v2.oru_r01(response(), fhir.Context(subject_ref="Patient/p-17"))
+
+
+def test_acked_message_is_delivered_once():
+    async def run():
+        listener = Listener(["AA"])
+        async with listener as target:
+            delivery = await mllp.send(target, message(), "req-7f3a")
+        return listener, delivery
+
+    listener, delivery = asyncio.run(run())
+    assert delivery == mllp.Delivery("AA", 1)
+    assert len(listener.received) == 1 and hl7v2.parse(listener.received[0]).name == "ORU_R01"
+
+
+def test_reject_is_not_retried_and_error_is_retried_until_accepted():
+    async def run(codes):
+        listener = Listener(codes)
+        async with listener as target:
+            try:
+                return listener, await mllp.send(target, message(), "req-7f3a")
+            except mllp.DeliveryError as exc:
+                return listener, exc
+
+    listener, result = asyncio.run(run(["AR"]))
+    assert isinstance(result, mllp.DeliveryError) and result.code == "AR" and result.attempts == 1
+    assert "engine says no" in result.detail and len(listener.received) == 1
+    listener, result = asyncio.run(run(["AE", "DROP", "AA"]))
+    assert result == mllp.Delivery("AA", 3)
+    listener, result = asyncio.run(run(["AE"]))
+    assert isinstance(result, mllp.DeliveryError) and result.attempts == 3 and len(listener.received) == 3
+
+
+def test_unreachable_engine_fails_after_retries():
+    from ensemble.ports import free_port
+
+    target = mllp.MllpTarget("127.0.0.1", free_port(), timeout_s=1.0, retries=1, backoff_s=0.01)
+    with pytest.raises(mllp.DeliveryError) as info:
+        asyncio.run(mllp.send(target, message(), "req-7f3a"))
+    assert info.value.code == "UNREACHABLE" and info.value.attempts == 2
+    assert mllp.MllpTarget.parse("engine.example:2575").port == 2575
+    with pytest.raises(ValueError, match="host:port"):
+        mllp.MllpTarget.parse("engine.example")

@@ -1,0 +1,79 @@
+"""Unit tests of the per-replica Idempotency-Key cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from preprocess_service import idempotency
+from preprocess_service.errors import InvalidRequest
+
+
+def test_same_key_same_request_runs_once_and_replays():
+    async def run():
+        cache = idempotency.IdempotencyCache(ttl_s=60, max_entries=10)
+        calls = []
+
+        async def work():
+            calls.append(1)
+            await asyncio.sleep(0.01)
+            return {"n": len(calls)}
+
+        first, second = await asyncio.gather(
+            cache.run("k1", "key-a", "fp", work), cache.run("k1", "key-a", "fp", work)
+        )  # concurrent: the second waits for the first
+        third = await cache.run("k1", "key-a", "fp", work)
+        other_scope = await cache.run("k2", "key-a", "fp", work)  # another API key: its own namespace
+        no_key = await cache.run("k1", None, "fp", work)
+        return calls, first, second, third, other_scope, no_key
+
+    calls, first, second, third, other_scope, no_key = asyncio.run(run())
+    assert first == ({"n": 1}, False) and second == ({"n": 1}, True) and third == ({"n": 1}, True)
+    assert other_scope == ({"n": 2}, False) and no_key == ({"n": 3}, False) and len(calls) == 3
+
+
+def test_different_request_with_same_key_is_refused_and_failures_are_not_stored():
+    async def run():
+        cache = idempotency.IdempotencyCache()
+        attempts = []
+
+        async def flaky():
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise RuntimeError("triton down")
+            return "ok"
+
+        with pytest.raises(RuntimeError):
+            await cache.run("k", "key", "fp", flaky)
+        answer = await cache.run("k", "key", "fp", flaky)
+        with pytest.raises(idempotency.IdempotencyMismatch, match="different request"):
+            await cache.run("k", "key", "other-fp", flaky)
+        return answer
+
+    assert asyncio.run(run()) == ("ok", False)
+
+
+def test_bounded_by_ttl_and_size():
+    async def run():
+        cache = idempotency.IdempotencyCache(ttl_s=0.0, max_entries=2)
+
+        async def work():
+            return 1
+
+        await cache.run("k", "a", "fp", work)
+        expired = await cache.run("k", "a", "fp", work)  # ttl 0: already expired, runs again
+        big = idempotency.IdempotencyCache(ttl_s=60, max_entries=2)
+        for key in "abc":
+            await big.run("k", key, "fp", work)
+        return expired, len(big)
+
+    expired, size = asyncio.run(run())
+    assert expired == (1, False) and size == 2
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 256, "é"])
+def test_malformed_keys_are_named(key):
+    with pytest.raises(InvalidRequest, match="Idempotency-Key"):
+        idempotency.check_key(key)
+    assert idempotency.check_key("3f1c-retry-1") == "3f1c-retry-1" and idempotency.check_key(None) is None
