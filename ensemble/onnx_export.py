@@ -1,7 +1,8 @@
 """One AVPENet part -> ONNX bytes with contract tensor names and a dynamic batch axis, checked vs PyTorch.
 
-The legacy TorchScript exporter (opset 17) is used: its output is byte-identical for identical weights, which
-is what lets `versions.py` decide "changed or not" from a sha256 of the file.
+The legacy TorchScript exporter (opset 17) is used: for identical weights it writes the same graph, and on the
+same CPU the same bytes. Folded constants can differ in their last bits between CPUs, which is why
+`versions.py` compares graphs with graph_diff.py rather than by file digest.
 """
 
 from __future__ import annotations

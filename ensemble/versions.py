@@ -1,7 +1,9 @@
 """Numbered version folders of a Triton model: add only what changed, describe each in a manifest, prune.
 
-A part gets version N+1 only when the files it would serve (model.onnx, the backend model.py) differ by sha256
-from version N, so re-exporting the same checkpoint is a no-op and retraining one part bumps that part alone.
+A part gets version N+1 only when the files it would serve differ from version N: the backend model.py by
+sha256, model.onnx by structure and by float constants beyond CPU rounding (graph_diff.py). So re-exporting
+the same checkpoint is a no-op on any CPU, retraining one part bumps that part alone, and a changed backend
+bumps its part. The new version's manifest says what changed.
 Triton serves the newest version (`version_policy: latest { num_versions: 1 }`, see configs.py); older folders
 stay on disk for rollback until pruned.
 """
@@ -14,8 +16,13 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
+from ensemble import graph_diff
+
 MANIFEST = "manifest.json"
 DEFAULT_KEEP = 2  # newest + one to roll back to; each part version is a few MB of ONNX
+_NOT_ONNX = (DecodeError, ValueError)  # bytes that are not a model (a truncated file, test stand-ins)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -45,12 +52,31 @@ def read_manifest(model_dir: Path, version: int) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _served_hashes(folder: Path, names: list[str]) -> dict[str, str]:
-    return {name: sha256_file(folder / name) for name in names if (folder / name).exists()}
+def changed_files(folder: Path, files: dict[str, bytes]) -> dict[str, list[str]]:
+    """{file name: reasons} for each of `files` that differs from what `folder` serves (empty: same part)."""
+    changes: dict[str, list[str]] = {}
+    for name, data in sorted(files.items()):
+        path = folder / name
+        if not path.exists():
+            changes[name] = ["not in the previous version"]
+            continue
+        served = path.read_bytes()
+        if served == data:
+            continue
+        if name.endswith(".onnx"):
+            try:
+                reasons = graph_diff.differences(data, served)
+            except _NOT_ONNX as exc:
+                reasons = [f"not comparable as ONNX ({type(exc).__name__})"]
+        else:
+            reasons = ["sha256 differs"]
+        if reasons:
+            changes[name] = reasons
+    return changes
 
 
 def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tuple[int, bool]:
-    """Write `files` as version N+1 unless version N serves identical bytes; returns (version, created).
+    """Write `files` as version N+1 unless version N serves the same part (changed_files); (version, created).
 
     The folder is written under a temporary name and renamed into place, so a polling or reloading Triton
     never sees a half-written version.
@@ -58,7 +84,8 @@ def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tup
     model_dir.mkdir(parents=True, exist_ok=True)
     hashes = {name: sha256_bytes(data) for name, data in sorted(files.items())}
     current = latest(model_dir)
-    if current is not None and _served_hashes(model_dir / str(current), list(hashes)) == hashes:
+    changes = changed_files(model_dir / str(current), files) if current is not None else {}
+    if current is not None and not changes:
         return current, False
     version = (current or 0) + 1
     staging = model_dir / f".staging-{version}"
@@ -72,6 +99,7 @@ def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tup
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": hashes,
         "previous_version": current,
+        "changes_from_previous": changes,
         **manifest,
     }
     (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
