@@ -26,14 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from avpenet import contract as C
+from avpenet.aggregate import Z_INTERVAL
 
-# z of the two-sided normal interval with contract.INTERVAL_COVERAGE (0.90 -> 1.6449)
-Z_INTERVAL: float = float(
-    torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + C.INTERVAL_COVERAGE / 2))
-)
-MASK_NEG: float = (
-    -1e9
-)  # additive attention mask: finite, so a row with every key masked stays finite (no NaN)
+# Additive attention mask: finite, so a row with every key masked stays finite (no NaN).
+MASK_NEG: float = -1e9
 
 
 @dataclass
@@ -429,36 +425,8 @@ def example_inputs(spec: C.ModelSpec, batch: int = 2, seed: int = 0) -> tuple[to
 
 
 # ----------------------------------------------------------------------------------------------------
-# Clip-level aggregation (shared with the gateway) and checkpoints
+# Checkpoints
 # ----------------------------------------------------------------------------------------------------
-
-
-def aggregate_windows(
-    score: np.ndarray,
-    log_variance: np.ndarray,
-    class_probs: np.ndarray,
-    modality_weights: np.ndarray,
-) -> dict[str, np.ndarray | float]:
-    """One clip's outputs from its windows' outputs (arrays with one row per window).
-
-    score, class_probs and modality_weights are averaged over the windows. The spread is the mean of the
-    windows' variances (not divided by the window count: overlapping windows of one clip are far from
-    independent), and the 90% interval is rebuilt from it (the served log_variance is already calibrated on
-    validation clips aggregated exactly this way), clipped to 0-10.
-    Evaluation and the gateway both call this function, so their clip scores agree.
-    """
-    score = np.asarray(score, dtype=np.float64).reshape(-1)
-    variance = np.exp(np.asarray(log_variance, dtype=np.float64).reshape(-1))
-    s = float(score.mean())
-    var = float(variance.mean())
-    half = Z_INTERVAL * math.sqrt(var)
-    return {
-        C.SCORE.name: s,
-        C.LOG_VARIANCE.name: math.log(var),
-        C.INTERVAL.name: np.clip([s - half, s + half], C.SCORE_MIN, C.SCORE_MAX),
-        C.CLASS_PROBS.name: np.asarray(class_probs, dtype=np.float64).reshape(-1, len(C.LEVELS)).mean(axis=0),
-        C.MODALITY_WEIGHTS.name: np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).mean(axis=0),
-    }
 
 
 CHECKPOINT_FILE = "model.pt"

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from avpenet import contract as C
-from avpenet.model import AVPENet, aggregate_windows
+from avpenet.aggregate import aggregate_windows
+from avpenet.model import AVPENet
 
 INPUT_NAMES = tuple(t.name for t in C.ENSEMBLE.inputs)
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from avpenet import contract as C
 from avpenet import data
-from avpenet.model import Z_INTERVAL, AVPENet, AVPENetConfig, save_model
+from avpenet.aggregate import Z_INTERVAL
+from avpenet.model import AVPENet, AVPENetConfig, save_model
 from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics
 
 HELP = "train AVPENet on a dataset directory (subject-independent split, early stopping)"

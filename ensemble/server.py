@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -28,13 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-import numpy as np
-
 from ensemble import DEFAULT_REPOSITORY
+from ensemble.ports import HOST, free_port
 
 HELP = "Run the real Triton Inference Server on the model repository (loopback only)."
 
-HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 60
@@ -66,41 +63,6 @@ def _pytriton_root() -> Path:
 
 def tritonserver_binary() -> Path:
     return _pytriton_root() / "bin" / "tritonserver"
-
-
-def infer_inputs(client_module, spec, arrays) -> list:
-    """tritonclient InferInputs (`client_module`: grpc or http) for `spec`'s inputs, contract dtypes."""
-    tensors = []
-    for t in spec.inputs:
-        array = np.ascontiguousarray(arrays[t.name], dtype=t.numpy_dtype)
-        tensor = client_module.InferInput(t.name, list(array.shape), t.dtype)
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return tensors
-
-
-def batch_counters(metrics_url: str) -> dict[str, tuple[float, float]]:
-    """{model: (nv_inference_count, nv_inference_exec_count)} from Triton's metrics, summed over versions.
-
-    The ratio of two deltas is the average executed batch: how the batching tests and the tuner read it.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    counts: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in ("nv_inference_count", "nv_inference_exec_count"):
-            for sample in family.samples:
-                pair = counts.setdefault(sample.labels["model"], [0.0, 0.0])
-                pair[0 if family.name == "nv_inference_count" else 1] += sample.value
-    return {model: (c[0], c[1]) for model, c in counts.items()}
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port (the OS picks it; losing a race to another process is retried)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def make_backend_directory(target: Path) -> Path:

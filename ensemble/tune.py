@@ -29,8 +29,9 @@ from google.protobuf import json_format
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, configs
 from ensemble.batching import PLAN_FILE, BatchingPlan, load_plan, save_plan
+from ensemble.client import average_batch, infer_inputs, metrics_delta, read_metrics
 from ensemble.onnx_export import valid_inputs
-from ensemble.server import TritonServer, batch_counters, infer_inputs
+from ensemble.server import TritonServer
 
 DEFAULT_DELAYS = (0, 250, 500, 1000, 2000, 4000)
 CONCURRENCY = 32
@@ -81,16 +82,12 @@ def measure(server: TritonServer, delay_us: int, lone: int, seconds: float, conc
         start = time.perf_counter()
         client.infer(contract.ENSEMBLE.name, infer_inputs(grpcclient, contract.ENSEMBLE, arrays))
         latencies.append((time.perf_counter() - start) * 1000)
-    before = batch_counters(server.metrics_url)
+    before = read_metrics(server.metrics_url)
     started = time.perf_counter()
     done = asyncio.run(_closed_loop(server.grpc_url, arrays, concurrency, seconds))
     elapsed = time.perf_counter() - started
-    after = batch_counters(server.metrics_url)
-    avg_batch = {}
-    for part in contract.PARTS:
-        count, execs = after.get(part.name, (0, 0))
-        d_count, d_exec = count - before.get(part.name, (0, 0))[0], execs - before.get(part.name, (0, 0))[1]
-        avg_batch[part.name] = d_count / d_exec if d_exec else 0.0
+    delta = metrics_delta(before, read_metrics(server.metrics_url))
+    avg_batch = {part.name: average_batch(delta, part.name) for part in contract.PARTS}
     return {
         "delay_us": delay_us,
         "lone_p50_ms": statistics.median(latencies),

@@ -59,7 +59,7 @@ class NaiveScorer:
     def __init__(self, repo: str | None = None, threads: int | None = None) -> None:
         import torch
 
-        from preprocess_service.app import warm_up
+        from preprocess_service.deployments import warm_up
         from preprocess_service.settings import Limits
 
         # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); a user outside Ray gets every core: give it that.
@@ -81,7 +81,7 @@ class NaiveScorer:
     @api.post(SCORE_ROUTE)
     async def score(self, request: Request) -> JSONResponse:
         from avpenet import contract
-        from avpenet.model import aggregate_windows
+        from avpenet.aggregate import aggregate_windows
         from preprocess_service.errors import status_of
         from preprocess_service.extract import extract
         from preprocess_service.multipart import parse_score_form

@@ -23,13 +23,13 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips
 
@@ -47,10 +47,6 @@ RETRY_OTHER_LOAD = 0.3  # a cell measured while others' work held more of the co
 RETRIES_WHEN_BUSY = 1  # ... once (default mode), keeping the less disturbed measurement
 PARITY_TOL = 1e-3  # |score(b) - score(a)| allowed on the same clip (ORT vs PyTorch fp32)
 BENCH_LIMITS = {"max_in_flight": 64}  # the gateway's per-replica admission bound (16) would 429 at c=32
-TRITON_METRICS = (
-    "nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
-    "nv_inference_compute_infer_duration_us", "nv_inference_queue_duration_us",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,36 +110,6 @@ class CpuMeter:
             before = start[0].get(key, (group, 0.0))[1]
             groups[group] = groups.get(group, 0.0) + max(0.0, cpu - before)
         return groups, end[1] - start[1]
-
-
-# --- Triton metrics ---------------------------------------------------------------------------------------
-def triton_counters(url: str | None) -> dict[str, dict[str, float]]:
-    """{model: {metric: value summed over versions}} from Triton's Prometheus endpoint."""
-    if not url:
-        return {}
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return parse_triton_metrics(response.read().decode())
-
-
-def parse_triton_metrics(text: str) -> dict[str, dict[str, float]]:
-    """The TRITON_METRICS samples of a Prometheus exposition, per model, summed over versions."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name.removesuffix("_total")  # the parser names counter samples *_total
-            if name in TRITON_METRICS and "model" in sample.labels:
-                row = out.setdefault(sample.labels["model"], {})
-                row[name] = row.get(name, 0.0) + float(sample.value)
-    return out
-
-
-def counter_delta(start: dict, end: dict) -> dict[str, dict[str, float]]:
-    return {
-        model: {k: v - start.get(model, {}).get(k, 0.0) for k, v in metrics.items()}
-        for model, metrics in end.items()
-    }
 
 
 # --- load generation ---------------------------------------------------------------------------------------
@@ -244,12 +210,12 @@ def measure_cell(
     media_seconds_per_clip: float,
 ) -> br.Cell:
     def snap():
-        return meter.snapshot(), triton_counters(triton_metrics_url)
+        return meter.snapshot(), read_metrics(triton_metrics_url)
 
     done, t0, t1, start, end = asyncio.run(closed_loop(url, parts, concurrency, timing, snap, snap))
     ok = [d for d in done if d.ok]
     cpu, busy = CpuMeter.delta(start[0], end[0])
-    triton = counter_delta(start[1], end[1]) if system == "avpenet" else {}
+    triton = metrics_delta(start[1], end[1]) if system == "avpenet" else {}
     stages = sorted({k for d in ok for k in d.timings})
     stage_means = {s: sum(d.timings.get(s, 0.0) for d in ok) / len(ok) for s in stages} if ok else {}
     if system == "avpenet":
@@ -305,7 +271,7 @@ def deploy_naive(stack) -> None:
 
 def urls(http_url: str) -> dict[str, str]:
     from loadtests import baseline
-    from preprocess_service.app import SCORE_ROUTE
+    from preprocess_service.openapi import SCORE_ROUTE
 
     return {
         "naive": http_url + baseline.ROUTE_PREFIX + baseline.SCORE_ROUTE,

@@ -24,7 +24,7 @@ MAX_PINS = 8
 AGGREGATION = (
     "mean of the overlapping 3 s windows (1 s hop) for score, class probabilities and modality weights; "
     "the 90% interval is rebuilt from the mean window variance with the model's calibrated scale "
-    "(avpenet.model.aggregate_windows)"
+    "(avpenet.aggregate.aggregate_windows)"
 )
 
 

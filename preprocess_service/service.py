@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from avpenet import contract
+from avpenet.aggregate import aggregate_windows
 from preprocess_service import telemetry
 from preprocess_service.auth import ApiKeys
 from preprocess_service.errors import status_of
@@ -170,9 +171,7 @@ def build_response(
     timings_ms: dict[str, float],
     model_name: str,
 ) -> ScoreResponse:
-    """Per-window timeline plus the clip aggregate (avpenet.model.aggregate_windows, as evaluation)."""
-    from avpenet.model import aggregate_windows
-
+    """Per-window timeline plus the clip aggregate (avpenet.aggregate.aggregate_windows, as evaluation)."""
     out = result.outputs
     scores = out[contract.SCORE.name].reshape(-1)
     probs = out[contract.CLASS_PROBS.name].reshape(-1, len(contract.LEVELS))
@@ -193,17 +192,17 @@ def build_response(
         for i in range(len(scores))
     ]
     clip = aggregate_windows(out[contract.SCORE.name], out[contract.LOG_VARIANCE.name], probs, weights)
-    interval = clip["interval_90"]
-    score = float(clip["score"])
+    interval, weights = clip[contract.INTERVAL.name], clip[contract.MODALITY_WEIGHTS.name]
+    score = float(clip[contract.SCORE.name])
     return ScoreResponse(
         request_id=request.request_id,
         score=score,
         level=contract.level_of(score),
-        class_probs={lvl: float(p) for lvl, p in zip(contract.LEVELS, clip["class_probs"], strict=True)},
+        class_probs={
+            lvl: float(p) for lvl, p in zip(contract.LEVELS, clip[contract.CLASS_PROBS.name], strict=True)
+        },
         interval_90=Interval(low=float(interval[0]), high=float(interval[1])),
-        modality_weights=ModalityWeights(
-            audio=float(clip["modality_weights"][0]), visual=float(clip["modality_weights"][1])
-        ),
+        modality_weights=ModalityWeights(audio=float(weights[0]), visual=float(weights[1])),
         timeline=timeline,
         duration_s=round(extracted.duration_s, 3),
         modalities=extracted.modalities,

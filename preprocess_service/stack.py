@@ -114,7 +114,8 @@ class LocalStack:
         return f"{HOST}:{self.grpc_port}"
 
     def start(self) -> LocalStack:
-        from ensemble.server import TritonServer, free_port
+        from ensemble.ports import free_port
+        from ensemble.server import TritonServer
 
         if self._own_triton:
             kwargs = dict(self.triton_kwargs)

@@ -18,7 +18,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
-from ensemble.server import infer_inputs
+from ensemble.client import infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from ensemble import client
 from loadtests import bench
 from loadtests import benchreport as br
 
@@ -138,7 +139,7 @@ class TestCell:
 
 class TestMeasurementPlumbing:
     def test_triton_metrics_sum_versions_per_model(self):
-        parsed = bench.parse_triton_metrics(TRITON_TEXT)
+        parsed = client.parse_metrics(TRITON_TEXT)
         assert parsed["audio_encoder"]["nv_inference_count"] == 100.0
         assert parsed["audio_encoder"]["nv_inference_exec_count"] == 10.0
         assert parsed["fusion"] == {"nv_inference_count": 40.0, "nv_inference_exec_count": 20.0}
@@ -147,7 +148,7 @@ class TestMeasurementPlumbing:
     def test_counter_delta(self):
         start = {"fusion": {"nv_inference_count": 40.0}}
         end = {"fusion": {"nv_inference_count": 100.0}, "audio_encoder": {"nv_inference_count": 7.0}}
-        assert bench.counter_delta(start, end) == {
+        assert client.metrics_delta(start, end) == {
             "fusion": {"nv_inference_count": 60.0},
             "audio_encoder": {"nv_inference_count": 7.0},
         }

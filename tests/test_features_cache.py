@@ -11,10 +11,10 @@ import pytest
 from skimage import data
 
 from avpenet import contract
-from avpenet.cli import main
 from avpenet.features import cache, windows
 from avpenet.features import testmedia as tm
 from avpenet.features.tracker import detect_image
+from cli.main import main
 
 
 @pytest.fixture(scope="module")

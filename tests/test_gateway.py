@@ -15,7 +15,7 @@ import requests
 from conftest_gateway import API_KEY, face_track, mp4_bytes, wav_bytes
 
 from avpenet import contract
-from ensemble.server import infer_inputs
+from ensemble.client import infer_inputs
 from preprocess_service import telemetry
 from preprocess_service.client import ScoreError, score_grpc, score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
@@ -216,7 +216,7 @@ class TestOperations:
 class TestCli:
     @pytest.mark.parametrize("protocol", ["http", "grpc"])
     def test_avpenet_score_prints_a_table(self, gateway_stack, tmp_path, capsys, protocol):
-        from avpenet.cli import main
+        from cli.main import main
 
         wav, npz = audio_and_landmarks()
         (tmp_path / "cry.wav").write_bytes(wav)

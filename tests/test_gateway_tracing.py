@@ -84,7 +84,7 @@ def test_span_per_stage_with_propagated_traceparent(triton_server, spans):
 
 
 def test_triton_down_is_503_fast_and_not_ready(spans):
-    from ensemble.server import free_port
+    from ensemble.ports import free_port
 
     settings = GatewaySettings.load(
         {"triton_url": f"127.0.0.1:{free_port()}", "grpc_enabled": False, "triton_timeout_s": 3}, {}

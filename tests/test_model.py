@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from avpenet import contract as C
-from avpenet.model import AVPENet, AVPENetConfig, aggregate_windows, example_inputs, load_model, save_model
+from avpenet.aggregate import aggregate_windows
+from avpenet.model import AVPENet, AVPENetConfig, example_inputs, load_model, save_model
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from avpenet import contract
-from ensemble.server import free_port, infer_inputs
+from ensemble.client import infer_inputs
+from ensemble.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRAPE_CONFIG = ROOT / "monitoring" / "prometheus.yml"

@@ -35,7 +35,7 @@ from preprocess_service.triton_client import InferOutput, TritonClient
 def window_outputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Ensemble outputs of n windows built the way the fusion builds them (interval from the calibrated
     log-variance)."""
-    from avpenet.model import Z_INTERVAL
+    from avpenet.aggregate import Z_INTERVAL
 
     rng = np.random.default_rng(seed)
     score = rng.uniform(1, 9, (n, 1)).astype(np.float32)
@@ -71,7 +71,7 @@ class TestScoreResponse:
         assert back.to_json() == resp.to_json()
 
     def test_clip_aggregate_is_the_shared_aggregation(self):
-        from avpenet.model import aggregate_windows
+        from avpenet.aggregate import aggregate_windows
 
         resp, out = make_response(6)
         expected = aggregate_windows(
@@ -269,7 +269,7 @@ class TestTritonClient:
     def test_unreachable_server_fails_fast_not_hangs(self):
         import time
 
-        from ensemble.server import free_port
+        from ensemble.ports import free_port
 
         async def go():
             client = TritonClient(f"127.0.0.1:{free_port()}", retries=2, backoff_s=0.05, timeout_s=3)

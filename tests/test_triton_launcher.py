@@ -35,7 +35,7 @@ def test_cli_serves_every_model_on_loopback_and_stops_on_sigterm() -> None:
     command = [
         sys.executable,
         "-m",
-        "avpenet.cli",
+        "cli",
         "triton",
         "--http-port=0",
         "--grpc-port=0",

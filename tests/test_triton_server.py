@@ -16,8 +16,9 @@ from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, export, versions
+from ensemble.client import COUNT, EXEC_COUNT, infer_inputs, metrics_delta, read_metrics
 from ensemble.onnx_export import run_torch, valid_inputs
-from ensemble.server import TritonServer, batch_counters, infer_inputs
+from ensemble.server import TritonServer
 
 pytestmark = pytest.mark.integration
 SCORE_TOL = 1e-4
@@ -131,7 +132,7 @@ async def _concurrent(url: str, requests: list[dict[str, np.ndarray]]) -> list:
 
 
 def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer) -> None:
-    before = batch_counters(triton_server.metrics_url)
+    before = read_metrics(triton_server.metrics_url)
     requests = [valid_inputs(contract.ENSEMBLE, batch=1, seed=i) for i in range(32)]
     results = asyncio.run(_concurrent(triton_server.grpc_url, requests))
     assert not [r for r in results if isinstance(r, Exception)]
@@ -139,14 +140,13 @@ def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer
     # A composing model records its statistics after the ensemble has answered: poll briefly for them.
     deadline = time.monotonic() + 10.0
     while True:
-        after = batch_counters(triton_server.metrics_url)
-        settled = all(after[m][0] - before.get(m, (0, 0))[0] >= 32 for m in models)
+        delta = metrics_delta(before, read_metrics(triton_server.metrics_url))
+        settled = all(delta.get(m, {}).get(COUNT, 0.0) >= 32 for m in models)
         if settled or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     for model in models:
-        items = after[model][0] - before.get(model, (0, 0))[0]
-        executions = after[model][1] - before.get(model, (0, 0))[1]
+        items, executions = delta[model][COUNT], delta[model][EXEC_COUNT]
         assert items == 32, model
         assert items / executions > 1.0, f"{model}: {items:.0f} windows in {executions:.0f} executions"
 

@@ -16,8 +16,9 @@ import tritonclient.grpc as grpcclient
 
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, export, versions
+from ensemble.client import infer_inputs
 from ensemble.onnx_export import valid_inputs
-from ensemble.server import TritonServer, infer_inputs
+from ensemble.server import TritonServer
 
 pytestmark = pytest.mark.integration
 SWAP_TIMEOUT_S = 60.0

@@ -1,5 +1,5 @@
-"""The `avpenet` command. Each subcommand lives in the module that owns its work and is imported only
-when called, so `avpenet --help` stays fast and `avpenet synth` never loads Triton or Ray.
+"""The `avpenet` command's dispatcher. Each subcommand lives in the module that owns its work and is imported
+only when called, so `avpenet --help` stays fast and `avpenet synth` never loads Triton or Ray.
 
 A subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 """
@@ -19,7 +19,7 @@ COMMANDS: dict[str, str] = {
     "triton": "ensemble.server",
     "serve": "preprocess_service.serve",
     "score": "preprocess_service.client",
-    "demo": "avpenet.demo",
+    "demo": "cli.demo",
     "loadtest": "loadtests.run",
     "bench": "loadtests.bench",
     "soak": "loadtests.soak",

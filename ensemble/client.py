@@ -1,0 +1,71 @@
+"""Client-side Triton helpers shared by the gateway, the batching tuner, the benchmark and the tests.
+
+`infer_inputs` builds request tensors from the contract; `read_metrics` is the one reader of Triton's
+Prometheus endpoint (counters per model, summed over versions). Kept apart from the launcher (server.py) so a
+client never imports the code that starts a tritonserver.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Mapping
+
+import numpy as np
+
+# The Triton counters the tuner and the benchmark read: items, executions (their ratio is the average batch)
+# and where the time went.
+TRITON_METRICS = (
+    "nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
+    "nv_inference_compute_infer_duration_us", "nv_inference_queue_duration_us",
+)  # fmt: skip
+COUNT, EXEC_COUNT = TRITON_METRICS[:2]
+
+Metrics = dict[str, dict[str, float]]
+
+
+def infer_inputs(client_module, spec, arrays: Mapping[str, np.ndarray]) -> list:
+    """tritonclient InferInputs (`client_module`: grpc, grpc.aio or http) for `spec`'s inputs."""
+    tensors = []
+    for t in spec.inputs:
+        array = np.ascontiguousarray(arrays[t.name], dtype=t.numpy_dtype)
+        tensor = client_module.InferInput(t.name, list(array.shape), t.dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
+def parse_metrics(text: str) -> Metrics:
+    """{model: {metric: value}} of the TRITON_METRICS samples in an exposition, summed over versions."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Metrics = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name.removesuffix("_total")  # the parser names counter samples *_total
+            if name in TRITON_METRICS and "model" in sample.labels:
+                row = out.setdefault(sample.labels["model"], {})
+                row[name] = row.get(name, 0.0) + float(sample.value)
+    return out
+
+
+def read_metrics(url: str | None) -> Metrics:
+    """`parse_metrics` of Triton's metrics endpoint (full URL); {} without one."""
+    if not url:
+        return {}
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return parse_metrics(response.read().decode())
+
+
+def metrics_delta(start: Metrics, end: Metrics) -> Metrics:
+    """end - start per model and metric (a model first seen at `end` counts from zero)."""
+    return {
+        model: {k: v - start.get(model, {}).get(k, 0.0) for k, v in metrics.items()}
+        for model, metrics in end.items()
+    }
+
+
+def average_batch(delta: Metrics, model: str) -> float:
+    """Items per execution of `model` in a `metrics_delta`: the batch Triton's dynamic batcher formed."""
+    row = delta.get(model, {})
+    executions = row.get(EXEC_COUNT, 0.0)
+    return row.get(COUNT, 0.0) / executions if executions else 0.0

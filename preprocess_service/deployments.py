@@ -1,0 +1,108 @@
+"""The two Ray Serve deployments: `Gateway` (FastAPI + gRPC ingress) and `FeatureExtractor` (decode + track).
+
+    HTTP  POST /v1/score ─┐                          ┌─ FeatureExtractor (CPU: decode, face tracking, windows)
+                          ├─ Gateway ─ ScoringService┤
+    gRPC  Scoring/Score ──┘   (auth, limits, FHIR)   └─ Triton ensemble (async gRPC, all windows in one call)
+
+The HTTP routes are declared here because Ray Serve binds FastAPI routes to methods of the ingress class;
+their bodies are in http_routes.py, the gRPC methods in grpc_methods.py.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see real types on the class-based routes.
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from avpenet.errors import InputError
+from preprocess_service import http_routes
+from preprocess_service.extract import Extracted, extract
+from preprocess_service.grpc_methods import GrpcMethods
+from preprocess_service.openapi import (
+    API_INFO,
+    ERRORS,
+    MODELS_ROUTE,
+    SCORE_OPENAPI,
+    SCORE_RESPONSES,
+    SCORE_ROUTE,
+)
+from preprocess_service.protocol import ErrorResponse, ModelsResponse, ScoreRequest
+from preprocess_service.service import ScoringService
+from preprocess_service.settings import GatewaySettings, Limits
+
+api = FastAPI(**API_INFO)
+
+
+def warm_up() -> None:
+    """Import the feature stack and verify the face model file now, not on a patient's first request."""
+    from avpenet.features import audio, tracker, windows  # noqa: F401
+
+    tracker.model_bytes()
+    with tracker.FaceTracker():  # loads mediapipe's graph once; a broken model fails the deploy, loudly
+        pass
+
+
+@serve.deployment(name="FeatureExtractor", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4)
+class FeatureExtractor:
+    """Decoding, face tracking and window building; scaled apart: it is the CPU hog."""
+
+    def __init__(self, limits: Mapping[str, Any] | None = None) -> None:
+        from preprocess_service import telemetry
+
+        self.limits = Limits.model_validate(dict(limits or {}))
+        telemetry.setup_tracing("avpenet-features")
+        warm_up()
+
+    async def extract(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted | InputError:
+        # An input error is returned, not raised, so its class (and so its status) survives Ray's wrapping.
+        try:
+            return await asyncio.to_thread(extract, request, self.limits, carrier)
+        except InputError as exc:
+            return exc
+
+
+@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.ingress(api)
+class Gateway(GrpcMethods):
+    def __init__(self, extractor: DeploymentHandle | None, args: Mapping[str, Any] | None = None) -> None:
+        self.settings = GatewaySettings.load(args)
+        logging.getLogger("avpenet").setLevel(self.settings.log_level)
+
+        async def remote_extract(request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
+            result = await extractor.extract.remote(request, dict(carrier))
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+        self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)
+
+    @api.post(
+        SCORE_ROUTE, summary="Score a clip for pain", openapi_extra=SCORE_OPENAPI, responses=SCORE_RESPONSES
+    )
+    async def score(self, request: Request) -> Response:
+        """Multipart upload → JSON score (or a FHIR R4 Observation with `Accept: application/fhir+json`)."""
+        return await http_routes.score(self.service, request)
+
+    @api.get(MODELS_ROUTE, response_model=ModelsResponse, responses=ERRORS, summary="Model versions served")
+    async def list_models(self, request: Request) -> Response:
+        return await http_routes.list_models(self.service, request)
+
+    @api.get("/healthz", summary="Liveness: the gateway process answers")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get(
+        "/readyz", summary="Readiness: Triton's ensemble is ready", responses={503: {"model": ErrorResponse}}
+    )
+    async def readyz(self) -> Response:
+        return await http_routes.readyz(self.service)
+
+    @api.get("/metrics", summary="Prometheus metrics of this replica", response_class=PlainTextResponse)
+    async def metrics(self) -> Response:
+        return http_routes.metrics(self.service)

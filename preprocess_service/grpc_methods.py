@@ -1,0 +1,118 @@
+"""The gateway's gRPC methods: `avpenet.v1.Scoring/Score`, `/ListModels` and `grpc.health.v1.Health/Check`.
+
+Ray Serve's gRPC proxy calls the ingress deployment's method named like the rpc, so these are methods of a
+mixin that `Gateway` inherits; they need only `self.service` (a `ScoringService`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import grpc
+
+from preprocess_service import audit, idempotency
+from preprocess_service.auth import bearer_token
+from preprocess_service.clinical import proto_format
+from preprocess_service.errors import status_of
+from preprocess_service.protocol import ScoreRequest, new_request_id
+
+if TYPE_CHECKING:
+    from preprocess_service.service import ScoringService
+
+HEALTH_SERVICES = ("", "avpenet.v1.Scoring")
+
+
+def _metadata(grpc_context) -> dict[str, str]:
+    return {str(k).lower(): v for k, v in (grpc_context.invocation_metadata() or []) if isinstance(v, str)}
+
+
+def _grpc_token(metadata: Mapping[str, str]) -> str | None:
+    """`authorization: Bearer <key>` metadata (a bare key too: some tools add no scheme)."""
+    value = metadata.get("authorization")
+    if value is None:
+        return None
+    return bearer_token(value) or (value.strip() or None)
+
+
+class GrpcMethods:
+    """Method names are the rpc names, hence the N802 exceptions."""
+
+    service: ScoringService
+
+    async def Score(self, request, grpc_context):  # noqa: N802
+        from avpenet.v1 import scoring_pb2
+
+        metadata = _metadata(grpc_context)
+        rid = new_request_id(request.request_id or metadata.get("x-request-id") or metadata.get("request_id"))
+        record = audit.AuditRecord("Score", "grpc", rid)
+        try:
+            token = _grpc_token(metadata)
+            self.service.authenticate(token)
+            record.api_key_id = audit.key_id(token)
+            fmt = proto_format(request.format)
+            key = idempotency.check_key(metadata.get(idempotency.HEADER))
+            with self.service.admit():
+                parsed = ScoreRequest.from_proto(request, rid)
+                answer = await self.service.clinical.answer(
+                    lambda: self.service.score(parsed, protocol="grpc", trace_headers=metadata),
+                    parsed,
+                    fmt=fmt,
+                    key=key,
+                    record=record,
+                )
+        except Exception as exc:
+            record.emit(status_of(exc)[1])
+            self._grpc_error(exc, rid, grpc_context, "Score")
+            return scoring_pb2.ScoreResponse(request_id=rid)
+        record.emit("OK")
+        self.service.record("Score", "grpc", "OK")
+        trailing = [("x-request-id", rid)]
+        if answer.replayed:
+            trailing.append(("idempotent-replayed", "true"))
+        grpc_context.set_trailing_metadata(trailing)
+        reply = answer.result.to_proto()
+        if fmt != "json":
+            reply.document, reply.document_type = answer.rendered.body, answer.rendered.content_type
+        reply.hl7_delivery = answer.delivery
+        return reply
+
+    async def ListModels(self, request, grpc_context):  # noqa: N802
+        from avpenet.v1 import scoring_pb2
+
+        metadata = _metadata(grpc_context)
+        rid = new_request_id(metadata.get("x-request-id"))
+        try:
+            self.service.authenticate(_grpc_token(metadata))
+            models = await self.service.models()
+        except Exception as exc:
+            self._grpc_error(exc, rid, grpc_context, "ListModels")
+            return scoring_pb2.ListModelsResponse()
+        self.service.record("ListModels", "grpc", "OK")
+        return models.to_proto()
+
+    async def Check(self, request, grpc_context):  # noqa: N802
+        from grpc_health.v1 import health_pb2
+
+        if request.service not in HEALTH_SERVICES:
+            grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
+            grpc_context.set_details(f"unknown service {request.service[:64]!r}")
+            return health_pb2.HealthCheckResponse()
+        ready = await self.service.ready()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        return health_pb2.HealthCheckResponse(status=status)
+
+    def _grpc_error(self, exc: Exception, rid: str, grpc_context, method: str) -> None:
+        status, code = status_of(exc)
+        self.service.record(method, "grpc", code)
+        grpc_context.set_code(grpc.StatusCode[code])
+        grpc_context.set_details(
+            str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"
+        )
+        trailing = [("x-request-id", rid)]
+        retry = getattr(exc, "retry_after_s", None)
+        if retry:
+            trailing.append(("retry-after", str(retry)))
+        grpc_context.set_trailing_metadata(trailing)

@@ -1,0 +1,109 @@
+"""What the gateway's HTTP routes do: read the body under its limit, score, and answer JSON, FHIR or an error.
+
+The routes themselves are declared on the `Gateway` ingress class (deployments.py), because Ray Serve binds
+FastAPI routes to the methods of that class; each method there is one line that calls a handler here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from avpenet.errors import TooLarge
+from preprocess_service import audit, idempotency
+from preprocess_service.auth import bearer_token
+from preprocess_service.clinical import negotiate
+from preprocess_service.errors import status_of
+from preprocess_service.multipart import parse_score_form
+from preprocess_service.openapi import MODELS_ROUTE, SCORE_ROUTE
+from preprocess_service.protocol import ErrorResponse, new_request_id
+from preprocess_service.service import ScoringService
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (before it is all in memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"upload is {declared} bytes; the limit is {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise TooLarge(f"upload exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def score(service: ScoringService, request: Request) -> Response:
+    """Multipart upload → the score as JSON, FHIR R4 or HL7 v2 (by `Accept`); one audit line per request."""
+    rid = new_request_id(request.headers.get("x-request-id"))
+    record = audit.AuditRecord(SCORE_ROUTE, "http", rid)
+    try:
+        token = bearer_token(request.headers.get("authorization"))
+        service.authenticate(token)
+        record.api_key_id = audit.key_id(token)
+        fmt = negotiate(request.headers.get("accept"), request.query_params.get("fhir"))
+        key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+        with service.admit():
+            body = await read_body(request, service.settings.limits.max_upload_bytes)
+            parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
+            del body
+            answer = await service.clinical.answer(
+                lambda: service.score(parsed, protocol="http", trace_headers=dict(request.headers)),
+                parsed,
+                fmt=fmt,
+                key=key,
+                record=record,
+            )
+    except Exception as exc:
+        record.emit(status_of(exc)[0])
+        return http_error(service, exc, rid, SCORE_ROUTE)
+    record.emit(200)
+    service.record(SCORE_ROUTE, "http", 200)
+    headers: dict[str, str] = {}  # Ray Serve's proxy sets X-Request-ID (the caller's, or its own = rid)
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if answer.delivery:
+        headers["X-HL7-Delivery"] = answer.delivery
+    return Response(answer.rendered.body, media_type=answer.rendered.content_type, headers=headers)
+
+
+async def list_models(service: ScoringService, request: Request) -> Response:
+    rid = new_request_id(request.headers.get("x-request-id"))
+    try:
+        service.authenticate(bearer_token(request.headers.get("authorization")))
+        models = await service.models()
+    except Exception as exc:
+        return http_error(service, exc, rid, MODELS_ROUTE)
+    service.record(MODELS_ROUTE, "http", 200)
+    return JSONResponse(models.model_dump(mode="json"))
+
+
+async def readyz(service: ScoringService) -> Response:
+    body = {"status": "ready", "model": service.settings.model_name}
+    if await service.ready():
+        return JSONResponse(body)
+    retry = str(service.settings.limits.retry_after_s)
+    body["status"] = "not ready"
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
+
+
+def metrics(service: ScoringService) -> Response:
+    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def http_error(service: ScoringService, exc: Exception, rid: str, route: str) -> Response:
+    """The error as JSON; a 5xx hides its internals unless the caller can act on them (Retry-After)."""
+    status, _ = status_of(exc)
+    service.record(route, "http", status)
+    detail = str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"
+    headers = {}
+    retry = getattr(exc, "retry_after_s", None)
+    if retry:
+        headers["Retry-After"] = str(retry)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    body = ErrorResponse(error=type(exc).__name__, detail=detail, request_id=rid)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
