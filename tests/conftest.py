@@ -1,4 +1,5 @@
-"""Shared fixtures. `triton_server`: ONE real tritonserver per test session, on the committed repository.
+"""Session fixtures shared by every test folder: ONE real tritonserver (`triton_server`, on the committed
+repository) and ONE gateway stack (`gateway_stack`: real Ray Serve in front of that Triton) per session.
 
 Starting Triton costs seconds and hundreds of MB on a 2-core box, so every test that needs it shares this
 one (loopback, free ports). Tests that must change the repository or load/unload models start their own
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.gateway import API_KEY
 
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.server import TritonServer
@@ -20,3 +22,13 @@ def triton_server() -> Iterator[TritonServer]:
     """The running server; use `.grpc_url` / `.http_url` (host:port for tritonclient) and `.metrics_url`."""
     with TritonServer(repo=DEFAULT_REPOSITORY) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gateway_stack(triton_server) -> Iterator:
+    """Ray Serve running serve_config.yaml against the session's Triton; API keys required (gRPC is on)."""
+    from preprocess_service.stack import LocalStack
+
+    args = {"limits": {"max_upload_bytes": 4 * 1024 * 1024, "max_duration_s": 20, "max_in_flight": 8}}
+    with LocalStack(triton=triton_server, api_keys=[API_KEY], args=args) as stack:
+        yield stack

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "rules" / "avpenet-alerts.yml"
 RULE_TESTS = MONITORING / "rules" / "avpenet-alerts.test.yml"

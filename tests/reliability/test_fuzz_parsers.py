@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import testmedia
 
 from avpenet import contract
 from avpenet.errors import InputError
-from avpenet.features import audio, testmedia, tracker
+from avpenet.features import audio, tracker
 from avpenet.features.track import FaceTrack
 from avpenet.features.tracker import VideoLimits
 
@@ -34,7 +35,7 @@ LIMIT_S = 20.0
 
 @functools.cache
 def seeds() -> dict[str, bytes]:
-    from conftest_gateway import face_track
+    from support.gateway import face_track
 
     tone = testmedia.tone(1.0, contract.SAMPLE_RATE)
     frames = testmedia.noise_frames(6, size=(48, 32))

@@ -8,11 +8,11 @@ import av
 import librosa
 import numpy as np
 import pytest
+from support import testmedia as tm
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import audio, logmel
-from avpenet.features import testmedia as tm
 
 
 def _dominant_hz(wave: np.ndarray) -> float:

@@ -21,12 +21,11 @@ import corpus
 import grpc
 import pytest
 import requests
-from conftest_gateway import API_KEY, face_track, wav_bytes
 from corpus import Case, Upload
 from corpus.harness import GRPC_OPTIONS, Answer, grpc_call, http_post, serve_replicas
 from corpus.wire import BOUNDARY
+from support.gateway import API_KEY, face_track, wav_bytes
 
-pytest_plugins = ["conftest_gateway"]
 pytestmark = pytest.mark.integration
 
 FAST_S = 2.0  # a refusal (429, 503, deadline) must come back within this

@@ -11,11 +11,11 @@ import asyncio
 import time
 
 import pytest
-from conftest_gateway import face_track, wav_bytes
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.gateway import face_track, wav_bytes
 
 from preprocess_service.errors import TritonUnavailable, status_of
 from preprocess_service.protocol import MediaPart, ScoreRequest

@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 from skimage import data
+from support import testmedia as tm
 
 from avpenet import contract
 from avpenet.features import cache, windows
-from avpenet.features import testmedia as tm
 from avpenet.features.tracker import detect_image
 from cli.main import main
 

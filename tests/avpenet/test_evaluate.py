@@ -11,7 +11,6 @@ import pytest
 from avpenet import data, evaluate
 from avpenet.predict import icc_a1, level_index, regression_metrics
 
-pytest_plugins = ["model_fixtures"]
 METRICS = {"mae", "rmse", "pearson_r", "icc", "accuracy_3class", "macro_f1"}
 
 

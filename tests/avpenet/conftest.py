@@ -1,4 +1,4 @@
-"""Fixtures shared by the model tests (pulled in with ``pytest_plugins = ["model_fixtures"]``).
+"""Fixtures shared by the model tests (training, evaluation).
 
 One tiny real AVPE-Synth set and one tiny training run per test session: generating and training cost
 seconds on 2 cores, so the training and evaluation tests share them.

@@ -21,10 +21,9 @@ from avpenet import contract
 from ensemble.client import infer_inputs
 from ensemble.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_CONFIG = ROOT / "monitoring" / "prometheus.yml"
 
-pytest_plugins = ["conftest_gateway"]  # the session gateway stack
 
 pytestmark = [
     pytest.mark.integration,
@@ -160,7 +159,7 @@ def test_prometheus_scrapes_gateway_and_triton_series_after_gateway_traffic(
     gateway_stack, tmp_path: Path
 ) -> None:
     """The whole local stack: clips scored through the gateway show up in both jobs' series."""
-    from conftest_gateway import API_KEY, face_track, wav_bytes
+    from support.gateway import API_KEY, face_track, wav_bytes
 
     from preprocess_service.client import score_http
     from preprocess_service.protocol import MediaPart, ScoreRequest

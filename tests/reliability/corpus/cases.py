@@ -59,7 +59,7 @@ def _named(ext: str) -> str:
 
 def _wav(wave: np.ndarray, sr: int = contract.SAMPLE_RATE, subtype: str | None = None) -> bytes:
     """WAV bytes with a trailing `junk` chunk holding MARKER (decoders skip unknown chunks)."""
-    from avpenet.features import testmedia
+    from support import testmedia
 
     raw = testmedia.audio_bytes(wave, sr, subtype=subtype)
     junk = b"junk" + struct.pack("<I", len(MARKER)) + MARKER
@@ -69,13 +69,13 @@ def _wav(wave: np.ndarray, sr: int = contract.SAMPLE_RATE, subtype: str | None =
 
 @functools.cache
 def _tone_wav(seconds: float = 4.0) -> bytes:
-    from avpenet.features import testmedia
+    from support import testmedia
 
     return _wav(testmedia.tone(seconds, contract.SAMPLE_RATE, freq=450.0))
 
 
 def _track(seconds: float = 4.0):
-    from conftest_gateway import face_track
+    from support.gateway import face_track
 
     return face_track(seconds, seed=3)
 
@@ -94,7 +94,7 @@ def _npz_with(**replace: np.ndarray) -> bytes:
 
 
 def _video(frames: list[np.ndarray], fps: float = 10, *, audio: bool = False, **kw) -> bytes:
-    from avpenet.features import testmedia
+    from support import testmedia
 
     seconds = len(frames) / fps
     wave = testmedia.tone(seconds, contract.SAMPLE_RATE, freq=300.0) if audio else None
@@ -103,15 +103,14 @@ def _video(frames: list[np.ndarray], fps: float = 10, *, audio: bool = False, **
 
 @functools.cache
 def _mp4_with_sound() -> bytes:
-    from avpenet.features import testmedia
+    from support import testmedia
 
     return _video(testmedia.noise_frames(30, size=(96, 64)), audio=True)
 
 
 def _two_faces() -> bytes:
     from skimage import data
-
-    from avpenet.features import testmedia
+    from support import testmedia
 
     face = data.astronaut()[20:260, 120:360]  # 240 x 240 around the face
     pair = np.ascontiguousarray(np.concatenate([face, face[:, ::-1]], axis=1))  # two faces side by side
@@ -147,8 +146,7 @@ def _bomb_mp4(limits) -> bytes:
 def _claims_16k_frames() -> bytes:
     """A Motion-JPEG Matroska whose container and JPEG headers claim 16384 x 16384 frames (~100 kB)."""
     import av
-
-    from avpenet.features import testmedia
+    from support import testmedia
 
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="matroska") as out:
@@ -175,7 +173,7 @@ def _claims_16k_frames() -> bytes:
 
 def _unknown_codec_mkv() -> bytes:
     """A Matroska video whose CodecID names no codec FFmpeg knows (same length, so sizes stay valid)."""
-    from avpenet.features import testmedia
+    from support import testmedia
 
     raw = _video(testmedia.noise_frames(5, size=(64, 64)), container="matroska")
     assert b"V_MPEG4/ISO/AVC" in raw
@@ -189,13 +187,13 @@ def _tiny_frames() -> bytes:
 
 def _silent_long_flac(seconds: float) -> bytes:
     """Digital silence compresses to almost nothing: a small FLAC that lasts `seconds`."""
-    from avpenet.features import testmedia
+    from support import testmedia
 
     return testmedia.audio_bytes(np.zeros(int(seconds * 8000), np.float32), 8000, fmt="FLAC")
 
 
 def _aiff() -> bytes:
-    from avpenet.features import testmedia
+    from support import testmedia
 
     return testmedia.audio_bytes(testmedia.tone(2.0, 16000), 16000, fmt="AIFF")
 
@@ -273,7 +271,7 @@ def _pickled_npz() -> bytes:
 
 
 def _nan_wav() -> bytes:
-    from avpenet.features import testmedia
+    from support import testmedia
 
     wave = testmedia.tone(3.0, contract.SAMPLE_RATE)
     wave[1000:1100] = np.nan
@@ -281,7 +279,7 @@ def _nan_wav() -> bytes:
 
 
 def _clipped_wav() -> bytes:
-    from avpenet.features import testmedia
+    from support import testmedia
 
     return _wav(np.clip(8.0 * testmedia.tone(4.0, contract.SAMPLE_RATE, freq=700.0), -1.0, 1.0))
 
@@ -328,7 +326,7 @@ def build(limits) -> list[Case]:
     def part(name: str, ext: str, data: Callable[[], bytes]) -> Callable[[], tuple[str, str, bytes]]:
         return lambda: (name, _named(ext), data())
 
-    from avpenet.features import testmedia
+    from support import testmedia
 
     cases = [
         # --- controls: hostile-looking but valid, so they must be scored ---

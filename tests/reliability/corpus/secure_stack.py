@@ -1,5 +1,5 @@
 """A second gateway stack in its own process, configured the way a hospital deploys it: HTTPS in, API keys
-from a file (re-read on change), TLS toward Triton. Used by tests/test_security.py.
+from a file (re-read on change), TLS toward Triton. Used by tests/reliability/test_security.py.
 
 A process can hold one Ray cluster, and the session's stack already holds this one, so the secure stack runs
 as `python -m corpus.secure_stack CONFIG.json`: it prints one JSON line with its ports when it is serving and

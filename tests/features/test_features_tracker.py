@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from skimage import data
+from support import testmedia as tm
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
-from avpenet.features import testmedia as tm
 from avpenet.features import tracker
 from avpenet.features.tracker import VideoLimits
 

@@ -9,7 +9,7 @@ import yaml
 from loadtests import clips
 from loadtests import run as loadtest
 
-RULES = Path(__file__).resolve().parents[1] / "monitoring" / "rules" / "avpenet-alerts.yml"
+RULES = Path(__file__).resolve().parents[2] / "monitoring" / "rules" / "avpenet-alerts.yml"
 
 
 def _alert(name: str) -> dict:

@@ -1,12 +1,12 @@
 """Security as a hospital configures it: HTTPS, TLS toward Triton, API keys on both protocols, revocation.
 
-A second stack runs in its own process (tests/corpus/secure_stack.py) with the repo's serve_config.yaml plus
-TLS settings, against a second real Triton whose gRPC endpoint only speaks TLS; certificates are made here
-with `cryptography`. The session's stack covers missing/wrong keys (tests/test_gateway.py); limits on bytes,
-duration, resolution and frames are corpus cases (tests/test_reliability_corpus.py); non-root containers are
-tests/test_k8s.py::test_every_pod_runs_non_root_without_capabilities.
+A second stack runs in its own process (tests/reliability/corpus/secure_stack.py) with the repo's
+serve_config.yaml plus TLS settings, against a second real Triton whose gRPC endpoint only speaks TLS;
+certificates are made here with `cryptography`. The session's stack covers missing/wrong keys
+(tests/gateway/test_gateway.py); limits on bytes, duration, resolution and frames are corpus cases
+(tests/reliability/test_reliability_corpus.py); non-root containers are
+tests/deploy/test_k8s.py::test_every_pod_runs_non_root_without_capabilities.
 """
-
 from __future__ import annotations
 
 import datetime
@@ -28,7 +28,7 @@ from corpus.harness import GRPC_OPTIONS, grpc_call
 from preprocess_service.settings import Limits
 
 pytestmark = pytest.mark.integration
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, for the `support` helpers
 START_S = 240.0
 KEY_A, KEY_B = "key-a-" + "a" * 26, "key-b-" + "b" * 26
 VALID = corpus.build(Limits())[0]
@@ -99,7 +99,8 @@ def secure_stack(pki, tls_triton, tmp_path_factory):
         "triton_grpc_url": tls_triton.grpc_url, "triton_root_certificates": str(certfile),
     }))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [str(Path(__file__).resolve().parent), str(TESTS), env.get("PYTHONPATH", "")]  # corpus, support
+    env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
     proc = subprocess.Popen(
         [sys.executable, "-m", "corpus.secure_stack", str(config)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=TESTS.parent, text=True,

@@ -12,8 +12,6 @@ from avpenet import contract as C
 from avpenet import data, train
 from avpenet.model import AVPENet, example_inputs, load_model
 
-pytest_plugins = ["model_fixtures"]
-
 
 def _rows(n_per_age: int) -> list[dict[str, str]]:
     return [

@@ -1,6 +1,6 @@
 """End to end: real Ray Serve (serve_config.yaml) + real Triton over loopback, HTTP and gRPC.
 
-One stack for the whole session (`gateway_stack` in conftest_gateway.py, ~30 s to start); each test sends a
+One stack for the whole session (`gateway_stack` in tests/conftest.py, ~30 s to start); each test sends a
 few small in-memory clips. The big hostile-input corpus and fault tests live elsewhere (issue 7).
 """
 
@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
-from conftest_gateway import API_KEY, face_track, mp4_bytes, wav_bytes
+from support.gateway import API_KEY, face_track, mp4_bytes, wav_bytes
 
 from avpenet import contract
 from ensemble.client import infer_inputs
@@ -20,7 +20,6 @@ from preprocess_service import telemetry
 from preprocess_service.client import ScoreError, score_grpc, score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
 
-pytest_plugins = ["conftest_gateway"]  # one `gateway_stack` fixture per session, shared with other modules
 pytestmark = pytest.mark.integration
 
 
@@ -131,7 +130,7 @@ class TestErrors:
         assert "RIFF" not in reply.text  # no media bytes echoed
 
     def test_nothing_to_score_is_422_with_reason(self, gateway_stack):
-        from avpenet.features import testmedia
+        from support import testmedia
 
         silent_video = testmedia.video_bytes(testmedia.noise_frames(20), 10)  # no audio track, no face
         reply = post(gateway_stack, files={"video": ("v.mp4", silent_video)})

@@ -15,7 +15,6 @@ import corpus
 import grpc
 import pytest
 import requests
-from conftest_gateway import API_KEY
 from corpus.harness import (
     GRPC_OPTIONS,
     Answer,
@@ -27,10 +26,10 @@ from corpus.harness import (
     serve_replicas,
     temp_listing,
 )
+from support.gateway import API_KEY
 
 from preprocess_service.settings import Limits
 
-pytest_plugins = ["conftest_gateway"]
 pytestmark = pytest.mark.integration
 
 CASE_BOUND_S = 20.0  # the slowest case (face tracking of two faces) takes ~6 s on a busy 2-core box
@@ -142,6 +141,6 @@ def test_no_media_bytes_or_patient_refs_in_logs(corpus_run):
 def test_every_case_is_documented_with_its_statuses():
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "RELIABILITY.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md").read_text()
     for case in CASES:
         assert f"| `{case.name}` | {case.what} | {case.http_status} | {case.grpc_code} |" in doc, case.name

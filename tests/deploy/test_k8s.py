@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("cpu", "gpu")
 K8S_VERSION = "1.31"  # the Kubernetes version the manifests are validated for (docs/DEPLOY.md)

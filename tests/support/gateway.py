@@ -1,0 +1,52 @@
+"""What tests send to the session gateway (`gateway_stack` in tests/conftest.py): its API key and uploads
+built in memory with `support.testmedia` (a WAV tone, a face-track .npz shaped like tracker output, an MP4
+with sound)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avpenet import contract
+
+API_KEY = "test-key-" + "x" * 24
+
+
+def face_track(seconds: float, seed: int = 0):
+    """A FaceTrack of `seconds` at FPS: a canonical face, slightly moving, face found in every frame."""
+    from importlib.resources import files
+
+    from avpenet.features.track import FaceTrack
+
+    rng = np.random.default_rng(seed)
+    canon = np.load(files("avpenet.features") / "canonical_face.npy").astype(np.float32)[:, :2]  # x, y
+    t = int(round(seconds * contract.FPS))
+    xy = 0.5 + 0.15 * (canon - canon.mean(0)) / np.abs(canon).max()
+    landmarks = np.zeros((t, contract.N_LANDMARKS, 3), np.float32)
+    landmarks[:, :, :2] = xy[None] + rng.normal(0, 0.002, (t, contract.N_LANDMARKS, 2))
+    blend = np.clip(rng.normal(0.1, 0.05, (t, contract.N_BLENDSHAPES)), 0, 1).astype(np.float32)
+    pose = np.tile(np.eye(4, dtype=np.float32), (t, 1, 1))
+    return FaceTrack(
+        landmarks=landmarks,
+        blendshapes=blend,
+        face_present=np.ones(t, np.bool_),
+        head_pose=pose,
+        image_size=np.array([640, 480], np.int32),
+    )
+
+
+def wav_bytes(seconds: float, freq: float = 440.0) -> bytes:
+    from support import testmedia
+
+    return testmedia.audio_bytes(
+        testmedia.tone(seconds, contract.SAMPLE_RATE, freq=freq), contract.SAMPLE_RATE
+    )
+
+
+def mp4_bytes(seconds: float) -> bytes:
+    """A small MP4 (H.264 + AAC) of a moving noise picture with a tone: decodes, has audio, no face."""
+    from support import testmedia
+
+    fps = 10
+    frames = testmedia.noise_frames(int(seconds * fps), size=(160, 120))
+    audio = testmedia.tone(seconds, contract.SAMPLE_RATE, freq=300.0)
+    return testmedia.video_bytes(frames, fps, audio=audio)
