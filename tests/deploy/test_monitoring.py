@@ -20,6 +20,7 @@ ALERTS = {
     "AvpenetHighErrorRatio",
     "AvpenetP99LatencyHigh",
     "AvpenetTritonQueueTimeHigh",
+    "AvpenetProxyRejections",
 }
 
 pytestmark = pytest.mark.skipif(
