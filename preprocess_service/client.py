@@ -1,7 +1,8 @@
-"""`avpenet score FILE...`: score clips against a running gateway over HTTP (default) or gRPC, print a table.
+"""`avpenet score FILE...`: score clips against a running gateway over HTTP (default) or gRPC with the SDK
+(sdk.py: retries under an Idempotency-Key, typed results); prints a table, or FHIR / HL7 v2 documents.
 
 The part a file is sent as follows its extension: .npz → landmarks, WAV/FLAC/OGG/MP3 → audio, a video →
-clip. `score_http` / `score_grpc` are the library form (the demo and the load tests call them).
+clip. `score_http` / `score_grpc` are single-attempt library forms (the demo and the load tests call them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import time
 from pathlib import Path
 
 from avpenet import contract
-from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
+from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse, parse_pins
+from preprocess_service.sdk import FORMATS, Client, ScoreError
+
+__all__ = ["ScoreError", "request_for", "score_grpc", "score_http"]
 
 HELP = "Score clips (video, audio, landmarks .npz) against a running gateway; prints a table."
 HTTP_PORT, GRPC_PORT = 8080, 9090  # `avpenet serve` defaults (8000/8001 are Triton's)
@@ -21,15 +25,6 @@ DEFAULT_HTTP = f"http://127.0.0.1:{HTTP_PORT}"
 DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
 KEY_ENV = "AVPENET_API_KEY"
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}
-
-
-class ScoreError(RuntimeError):
-    """The gateway refused a request: carries the HTTP status or gRPC code and its reason."""
-
-    def __init__(self, status: int | str, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
 
 
 def part_for(path: Path) -> str:
@@ -52,60 +47,23 @@ def request_for(paths: list[Path], age_group: str = "unknown", **refs: str | Non
 def score_http(
     url: str, request: ScoreRequest, *, api_key: str | None = None, fhir: bool = False, timeout_s: float = 120
 ) -> ScoreResponse | dict:
-    """POST /v1/score; a ScoreResponse, or the Observation dict when `fhir`. Raises ScoreError."""
-    import requests
-
-    files = {
-        name: (p.filename or name, p.data, p.content_type or None) for name, p in request.parts().items()
-    }
-    data = {"age_group": request.age_group}
-    data.update({k: v for k in ("subject_ref", "encounter_ref") if (v := getattr(request, k))})
-    headers = {"X-Request-ID": request.request_id}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    if fhir:
-        headers["Accept"] = "application/fhir+json"
-    reply = requests.post(
-        f"{url.rstrip('/')}/v1/score", files=files, data=data, headers=headers, timeout=timeout_s
-    )
-    if reply.status_code != 200:
-        try:
-            detail = reply.json().get("detail", reply.text)
-        except ValueError:
-            detail = reply.text
-        raise ScoreError(reply.status_code, detail)
-    return reply.json() if fhir else ScoreResponse.model_validate(reply.json())
-
-
-def grpc_metadata(api_key: str | None, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    md = [(k.lower(), v) for k, v in (extra or {}).items()]
-    if api_key:
-        md.append(("authorization", f"Bearer {api_key}"))
-    return md
+    """POST /v1/score once (no retries); a ScoreResponse, or the Observation dict when `fhir`. Raises
+    ScoreError. The SDK (`preprocess_service.sdk.Client`) is the retrying, all-formats form."""
+    client = Client(url, api_key=api_key, retries=0, timeout_s=timeout_s)
+    result = client.score(request, fmt="fhir-observation" if fhir else "json")
+    return result.fhir() if fhir else result.score
 
 
 def score_grpc(
     target: str, request: ScoreRequest, *, api_key: str | None = None, timeout_s: float = 120, channel=None
 ) -> ScoreResponse:
-    """avpenet.v1.Scoring/Score over an insecure channel (or `channel`); raises ScoreError."""
-    import grpc
-
-    from avpenet.v1 import scoring_pb2_grpc
-
-    own = channel is None
-    channel = channel or grpc.insecure_channel(
-        target,
-        options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
-    )
+    """avpenet.v1.Scoring/Score once (no retries) on an insecure channel (or `channel`); raises ScoreError."""
+    client = Client(target, api_key=api_key, grpc=True, retries=0, timeout_s=timeout_s, channel=channel)
     try:
-        stub = scoring_pb2_grpc.ScoringStub(channel)
-        reply = stub.Score(request.to_proto(), metadata=grpc_metadata(api_key), timeout=timeout_s)
-    except grpc.RpcError as exc:
-        raise ScoreError(exc.code().name, exc.details() or "") from None
+        return client.score(request).score
     finally:
-        if own:
-            channel.close()
-    return ScoreResponse.from_proto(reply)
+        if channel is None:
+            client.close()
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
@@ -121,6 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--together", action="store_true", help="send all files as ONE request (e.g. wav + npz)"
     )
     parser.add_argument("--json", action="store_true", help="print the JSON answers instead of a table")
+    parser.add_argument(
+        "--format",
+        default="json",
+        choices=FORMATS,
+        help="print FHIR R4 or HL7 v2 documents instead of a table",
+    )
+    parser.add_argument("--recorded-at", help="when the clips were recorded (ISO 8601 with a zone)")
+    parser.add_argument("--subject", help="FHIR reference of the patient, e.g. Patient/123")
+    parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
+    parser.add_argument(
+        "--retries", type=int, default=3, help="retries on 429/503/504 (safe: Idempotency-Key)"
+    )
 
 
 def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]]) -> str:
@@ -145,31 +115,43 @@ def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]])
 def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(KEY_ENV)
     groups = [args.files] if args.together else [[f] for f in args.files]
+    target = args.url or (DEFAULT_GRPC if args.grpc else DEFAULT_HTTP)
+    client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
     rows = []
     failed = 0
+    try:
+        pins = parse_pins(args.pin)
+    except ValueError as exc:
+        print(f"avpenet score: {exc}", file=sys.stderr)
+        return 2
     for paths in groups:
         missing = [p for p in paths if not p.is_file()]
         if missing:
             print(f"avpenet score: no such file: {missing[0]}", file=sys.stderr)
             return 2
-        request = request_for(paths, args.age_group)
+        request = request_for(paths, args.age_group, subject_ref=args.subject, recorded_at=args.recorded_at)
+        request = request.model_copy(update={"model_versions": pins})
         t0 = time.perf_counter()
         try:
-            if args.grpc:
-                result = score_grpc(args.url or DEFAULT_GRPC, request, api_key=api_key)
-            else:
-                result = score_http(args.url or DEFAULT_HTTP, request, api_key=api_key)
+            answer = client.score(request, fmt=args.format)
         except ScoreError as exc:
-            result, failed = exc, failed + 1
-        except OSError as exc:  # connection refused etc.
-            print(
-                f"avpenet score: cannot reach the gateway ({exc.__class__.__name__}); is `avpenet serve` up?"
-            )
-            return 1
+            if exc.status == "UNREACHABLE":
+                print(f"avpenet score: cannot reach the gateway ({exc.detail}); is `avpenet serve` up?")
+                return 1
+            answer, failed = exc, failed + 1
         ms = (time.perf_counter() - t0) * 1000
-        rows.append(("+".join(p.name for p in paths), "grpc" if args.grpc else "http", result, ms))
-        if args.json and not isinstance(result, ScoreError):
-            print(result.model_dump_json(indent=2))
-    if not args.json:
+        name = "+".join(p.name for p in paths)
+        if isinstance(answer, ScoreError):
+            rows.append((name, "grpc" if args.grpc else "http", answer, ms))
+            if args.format != "json":
+                print(f"{name}: error {answer.status}: {answer.detail}", file=sys.stderr)
+        elif answer.document is not None:
+            print(answer.document.replace("\r", "\n") if args.format == "hl7v2" else answer.document)
+        else:
+            rows.append((name, "grpc" if args.grpc else "http", answer.score, ms))
+            if args.json:
+                print(answer.score.model_dump_json(indent=2))
+    client.close()
+    if args.format == "json" and not args.json:
         print(format_table(rows))
     return 1 if failed else 0

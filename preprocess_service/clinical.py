@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from preprocess_service import fhir, hl7v2, mllp
-from preprocess_service.errors import DeliveryNotConfigured, NotAcceptable
+from preprocess_service.audit import AuditRecord
+from preprocess_service.errors import DeliveryNotConfigured, InvalidRequest, NotAcceptable
 from preprocess_service.idempotency import IdempotencyCache
 from preprocess_service.protocol import ScoreRequest, ScoreResponse
 from preprocess_service.settings import GatewaySettings
@@ -26,6 +28,14 @@ CONTENT_TYPES = {
     "hl7v2": hl7v2.MEDIA_TYPE,
 }
 ACCEPTED = f"{JSON_TYPE}, {fhir.MEDIA_TYPE} or {hl7v2.MEDIA_TYPE}"
+PROTO_FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")  # index = avpenet.v1.Format value
+
+
+def proto_format(value: int) -> str:
+    """The format of a gRPC `ScoreRequest.format` enum value; unknown values are INVALID_ARGUMENT."""
+    if not 0 <= value < len(PROTO_FORMATS):
+        raise InvalidRequest(f"format {value} is not a known avpenet.v1.Format value")
+    return PROTO_FORMATS[value]
 
 
 def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
@@ -73,6 +83,14 @@ def fingerprint(request: ScoreRequest, clip: str) -> str:
 class Rendered:
     body: str
     content_type: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    result: ScoreResponse
+    rendered: Rendered
+    delivery: str  # MLLP outcome, "" when not asked for
+    replayed: bool  # answered from the Idempotency-Key cache
 
 
 class Clinical:
@@ -127,3 +145,27 @@ class Clinical:
         except mllp.DeliveryError as exc:
             return f"{exc.code} after {exc.attempts} attempt(s): {exc.detail[:120]}"
         return f"{done.code} after {done.attempts} attempt(s)"
+
+    async def answer(
+        self,
+        score: Callable[[], Awaitable[ScoreResponse]],
+        request: ScoreRequest,
+        *,
+        fmt: str,
+        key: str | None,
+        record: AuditRecord,
+    ) -> Answer:
+        """Score once per Idempotency-Key (deliver HL7 when asked), render `fmt`, fill the audit record."""
+        self.check(request)
+        clip = clip_sha256(request)
+        record.clip_sha256, record.format = clip, fmt
+
+        async def work() -> tuple[ScoreResponse, str]:
+            result = await score()
+            return result, await self.deliver(result, request)
+
+        (result, delivery), replayed = await self.idempotency.run(
+            record.api_key_id, key, fingerprint(request, clip), work
+        )
+        record.model_versions, record.replayed = dict(result.model_versions), replayed
+        return Answer(result, self.render(fmt, result, request), delivery, replayed)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from preprocess_service import audit, idempotency
 from preprocess_service.auth import bearer_token
+from preprocess_service.clinical import proto_format
 from preprocess_service.errors import status_of
 from preprocess_service.protocol import ScoreRequest, new_request_id
 
@@ -43,17 +45,37 @@ class GrpcMethods:
 
         metadata = _metadata(grpc_context)
         rid = new_request_id(request.request_id or metadata.get("x-request-id") or metadata.get("request_id"))
+        record = audit.AuditRecord("Score", "grpc", rid)
         try:
-            self.service.authenticate(_grpc_token(metadata))
+            token = _grpc_token(metadata)
+            self.service.authenticate(token)
+            record.api_key_id = audit.key_id(token)
+            fmt = proto_format(request.format)
+            key = idempotency.check_key(metadata.get(idempotency.HEADER))
             with self.service.admit():
                 parsed = ScoreRequest.from_proto(request, rid)
-                result = await self.service.score(parsed, protocol="grpc", trace_headers=metadata)
+                answer = await self.service.clinical.answer(
+                    lambda: self.service.score(parsed, protocol="grpc", trace_headers=metadata),
+                    parsed,
+                    fmt=fmt,
+                    key=key,
+                    record=record,
+                )
         except Exception as exc:
+            record.emit(status_of(exc)[1])
             self._grpc_error(exc, rid, grpc_context, "Score")
             return scoring_pb2.ScoreResponse(request_id=rid)
+        record.emit("OK")
         self.service.record("Score", "grpc", "OK")
-        grpc_context.set_trailing_metadata([("x-request-id", rid)])
-        return result.to_proto()
+        trailing = [("x-request-id", rid)]
+        if answer.replayed:
+            trailing.append(("idempotent-replayed", "true"))
+        grpc_context.set_trailing_metadata(trailing)
+        reply = answer.result.to_proto()
+        if fmt != "json":
+            reply.document, reply.document_type = answer.rendered.body, answer.rendered.content_type
+        reply.hl7_delivery = answer.delivery
+        return reply
 
     async def ListModels(self, request, grpc_context):  # noqa: N802
         from avpenet.v1 import scoring_pb2

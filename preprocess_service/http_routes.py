@@ -13,17 +13,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from avpenet.errors import TooLarge
-from preprocess_service import fhir
+from preprocess_service import audit, idempotency
 from preprocess_service.auth import bearer_token
+from preprocess_service.clinical import negotiate
 from preprocess_service.errors import status_of
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.openapi import MODELS_ROUTE, SCORE_ROUTE
 from preprocess_service.protocol import ErrorResponse, new_request_id
 from preprocess_service.service import ScoringService
-
-
-def wants_fhir(accept: str | None) -> bool:
-    return fhir.MEDIA_TYPE in (accept or "").lower()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -40,25 +37,37 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def score(service: ScoringService, request: Request) -> Response:
-    """Multipart upload → JSON score (or a FHIR R4 Observation with `Accept: application/fhir+json`)."""
+    """Multipart upload → the score as JSON, FHIR R4 or HL7 v2 (by `Accept`); one audit line per request."""
     rid = new_request_id(request.headers.get("x-request-id"))
+    record = audit.AuditRecord(SCORE_ROUTE, "http", rid)
     try:
-        service.authenticate(bearer_token(request.headers.get("authorization")))
+        token = bearer_token(request.headers.get("authorization"))
+        service.authenticate(token)
+        record.api_key_id = audit.key_id(token)
+        fmt = negotiate(request.headers.get("accept"), request.query_params.get("fhir"))
+        key = idempotency.check_key(request.headers.get(idempotency.HEADER))
         with service.admit():
             body = await read_body(request, service.settings.limits.max_upload_bytes)
             parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
             del body
-            result = await service.score(parsed, protocol="http", trace_headers=dict(request.headers))
+            answer = await service.clinical.answer(
+                lambda: service.score(parsed, protocol="http", trace_headers=dict(request.headers)),
+                parsed,
+                fmt=fmt,
+                key=key,
+                record=record,
+            )
     except Exception as exc:
+        record.emit(status_of(exc)[0])
         return http_error(service, exc, rid, SCORE_ROUTE)
-    headers: dict[str, str] = {}  # Ray Serve's proxy sets X-Request-ID (the caller's, or its own = rid)
+    record.emit(200)
     service.record(SCORE_ROUTE, "http", 200)
-    if wants_fhir(request.headers.get("accept")):
-        text = fhir.observation_json(
-            result, subject_ref=parsed.subject_ref, encounter_ref=parsed.encounter_ref
-        )
-        return Response(text, media_type=fhir.MEDIA_TYPE, headers=headers)
-    return JSONResponse(result.to_json(), headers=headers)
+    headers: dict[str, str] = {}  # Ray Serve's proxy sets X-Request-ID (the caller's, or its own = rid)
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if answer.delivery:
+        headers["X-HL7-Delivery"] = answer.delivery
+    return Response(answer.rendered.body, media_type=answer.rendered.content_type, headers=headers)
 
 
 async def list_models(service: ScoringService, request: Request) -> Response:

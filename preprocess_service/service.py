@@ -18,9 +18,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from avpenet import contract
 from avpenet.aggregate import aggregate_windows
-from preprocess_service import telemetry
+from preprocess_service import audit, fhir, pinning, telemetry
 from preprocess_service.auth import ApiKeys
-from preprocess_service.errors import status_of
+from preprocess_service.clinical import Clinical, clip_sha256
+from preprocess_service.errors import TritonUnavailable, status_of
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.limits import InFlightLimiter, check_upload_size
 from preprocess_service.protocol import (
@@ -67,6 +68,8 @@ class ScoringService:
             root_certificates=settings.triton_root_certificates,
         )
         self.extractor = extractor or self._extract_in_thread
+        self.clinical = Clinical(settings)  # formats, HL7 delivery, Idempotency-Key cache (clinical.py)
+        audit.setup()
 
     async def _extract_in_thread(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
@@ -127,14 +130,13 @@ class ScoringService:
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
             span.set_attribute("avpenet.windows", extracted.n_windows)
-            result = await self.triton.infer(
-                extracted.inputs, request_id=request.request_id, headers=telemetry.inject_context()
-            )
+            result, versions = await self._infer_pinned(request, extracted)
         timings = dict(extracted.timings_ms)
         timings["triton"] = (time.perf_counter() - t_triton) * 1000.0
-        versions = await self._versions(result)
         timings["total"] = (time.perf_counter() - start) * 1000.0
         response = build_response(request, extracted, result, versions, timings, self.settings.model_name)
+        recorded = fhir.parse_recorded_at(request.recorded_at) if request.recorded_at else None
+        response = response.model_copy(update={"clip_sha256": clip_sha256(request), "recorded_at": recorded})
 
         self.metrics.observe_stages(timings, protocol)
         self.metrics.clip_seconds.labels(protocol).inc(extracted.duration_s)
@@ -146,13 +148,26 @@ class ScoringService:
         )  # fmt: skip
         return response
 
-    async def _versions(self, result: InferOutput) -> dict[str, str]:
-        try:
-            versions = dict(await self.triton.model_versions())
-        except Exception:  # versions are informative; a failed lookup must not fail a scored request
-            versions = {}
-        versions[self.settings.model_name] = result.model_version
-        return versions
+    async def _infer_pinned(self, request: ScoreRequest, extracted: Extracted) -> tuple[InferOutput, dict]:
+        """One Triton call honouring the request's version pins, with the versions that produced it: read
+        fresh before and after the call, repeated once if a rollout changed them in between (pinning.py)."""
+        pins = request.model_versions
+        for _ in range(2):
+            before = pinning.served(await self.triton.repository())
+            pinning.check(pins, before, known=set(before))
+            result = await self.triton.infer(
+                extracted.inputs,
+                request_id=request.request_id,
+                headers=telemetry.inject_context(),
+                model_version=pins.get(self.settings.model_name, ""),
+            )
+            after = pinning.served(await self.triton.repository())
+            if pinning.in_use(before) == pinning.in_use(after):
+                return result, {**pinning.in_use(after), self.settings.model_name: result.model_version}
+        raise TritonUnavailable(
+            "model versions changed during the call (a rollout is in progress); retry",
+            self.settings.limits.retry_after_s,
+        )
 
     async def models(self) -> ModelsResponse:
         rows = await self.triton.repository()

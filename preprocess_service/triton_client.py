@@ -82,17 +82,25 @@ class TritonClient:
         *,
         request_id: str = "",
         headers: Mapping[str, str] | None = None,
+        model_version: str = "",
     ) -> InferOutput:
-        """The ensemble's outputs for N windows (inputs keyed by contract names, one row per window)."""
+        """The ensemble's outputs for N windows (inputs keyed by contract names, one row per window);
+        `model_version` pins the ensemble version ("" = Triton's policy)."""
         n = len(next(iter(inputs.values())))
         step = contract.MAX_BATCH_SIZE
         chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, n, step)]
-        results = await asyncio.gather(*(self._infer_once(c, request_id, headers) for c in chunks))
+        results = await asyncio.gather(
+            *(self._infer_once(c, request_id, headers, model_version) for c in chunks)
+        )
         outputs = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
         return InferOutput(outputs, results[0].model_version)
 
     async def _infer_once(
-        self, inputs: Mapping[str, np.ndarray], request_id: str, headers: Mapping[str, str] | None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        request_id: str,
+        headers: Mapping[str, str] | None,
+        model_version: str = "",
     ) -> InferOutput:
         tensors = infer_inputs(grpcclient, contract.ENSEMBLE, inputs)
         requested = [grpcclient.InferRequestedOutput(spec.name) for spec in contract.ENSEMBLE.outputs]
@@ -100,6 +108,7 @@ class TritonClient:
             lambda remaining: self._client.infer(
                 self.model,
                 tensors,
+                model_version=model_version,
                 outputs=requested,
                 request_id=request_id,
                 headers=dict(headers or {}),
@@ -147,6 +156,20 @@ class TritonClient:
             )
         except InferenceServerException:
             return False
+
+    async def probe(self, timeout_s: float) -> None:
+        """One zero window through the whole ensemble (ensemble.probe); raises unless it answers in time."""
+        from ensemble import probe
+
+        tensors = infer_inputs(grpcclient, contract.ENSEMBLE, probe.probe_inputs())
+        result = await self._client.infer(
+            self.model,
+            tensors,
+            outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
+            request_id=probe.PROBE_REQUEST_ID,
+            client_timeout=timeout_s,
+        )
+        probe.check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
 
     async def repository(self) -> list[dict[str, str]]:
         """Every model version Triton knows: [{name, version, state}], sorted."""
