@@ -1,0 +1,110 @@
+"""The layering a newcomer relies on: cli → loadtests → preprocess_service → ensemble → avpenet.
+
+A module may import its own layer or a lower one, never a higher one (checked on the source with `ast`, lazy
+imports inside functions included), module-level imports form no cycle, and the gateway runs without torch:
+its window averaging is numpy (avpenet.aggregate), the model lives in Triton.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("avpenet", "ensemble", "preprocess_service", "loadtests", "cli")  # bottom to top
+RANK = {name: i for i, name in enumerate(LAYERS)}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "_pb2" in path.name:  # generated gRPC code
+                continue
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(module: str, path: Path, *, top_level_only: bool = False) -> list[tuple[int, str]]:
+    """(line, imported module) for every import of a project module, relative imports resolved."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join([*parts, *([node.module] if node.module else [])])
+            # `from pkg import mod` imports pkg.mod when that is a module, else a name of pkg.
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        out += [(node.lineno, name) for name in names if name.split(".")[0] in RANK]
+    return out
+
+
+def test_no_import_runs_up_the_layers() -> None:
+    edges = [(m, t) for m, p in MODULES.items() for _, t in _imports(m, p)]
+    assert ("preprocess_service.service", "avpenet.aggregate") in edges  # the reader sees real imports
+    upward = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for module, path in MODULES.items()
+        for line, target in _imports(module, path)
+        if RANK[target.split(".")[0]] > RANK[module.split(".")[0]]
+    ]
+    assert not upward, "a lower layer imports a higher one:\n" + "\n".join(upward)
+
+
+def test_no_layer_below_the_cli_loads_modules_by_name() -> None:
+    """`importlib.import_module` would hide an upward arrow from the check above; only the CLI dispatches."""
+    hidden = [
+        str(path.relative_to(ROOT))
+        for module, path in MODULES.items()
+        if not module.startswith("cli") and "import_module(" in path.read_text()
+    ]
+    assert not hidden
+
+
+def test_module_level_imports_have_no_cycle() -> None:
+    graph = {
+        m: {t for _, t in _imports(m, p, top_level_only=True) if t in MODULES} for m, p in MODULES.items()
+    }
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path, node, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*path, node])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [])):
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_gateway_imports_no_torch() -> None:
+    """Every gateway module, imported in a fresh interpreter so other tests' imports cannot mask one."""
+    gateway = sorted(m for m in MODULES if m.startswith("preprocess_service"))
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {gateway!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
