@@ -3,7 +3,7 @@
     waveform ─ audio_frontend ─ log_mel ─ audio_encoder ─ audio_tokens ─┐
     visual_features, frame_mask ─ visual_encoder ─ visual_tokens ───────┴─ fusion ─ score, class_probs, ...
 
-Follows the AVPENet paper (Naouali & El Othmani 2026, see ../docs and /shared/paper/AVPENet.md): a ResNet over
+Follows the AVPENet method (Naouali & El Othmani 2026; docs/ARCHITECTURE.md summarises it): a ResNet over
 log-mel, a convolutional encoder over facial landmarks/AUs, cross-modal attention fusion. Unlike the public
 research code it attends over token SEQUENCES (38 audio steps x 30 video frames, not one token each), encodes
 per-frame landmark/AU features over time instead of a pixel-averaged image, handles a missing or masked

@@ -66,7 +66,7 @@ def tritonserver_binary() -> Path:
 
 
 def make_backend_directory(target: Path) -> Path:
-    """`<target>/python/` with links to the wheel's Python backend and the Python 3.11 stub (RECIPES.md).
+    """`<target>/python/`: links to the wheel's Python backend and its Python 3.11 stub (ensemble/README.md).
 
     Triton 2.51 ignores a stub placed inside a model folder, so the stub must sit next to the backend library.
     """

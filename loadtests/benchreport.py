@@ -1,6 +1,6 @@
 """The benchmark's arithmetic and rendering: per-cell statistics, ratios, efficiency, targets, tables.
 
-Pure functions over measured numbers (no servers here), so tests/test_bench.py checks them directly.
+Pure functions over measured numbers (no servers here), so tests/loadtests/test_bench.py checks them.
 A *cell* is one (system, mix, concurrency) measurement; `systems` are "naive" (eager PyTorch in one Ray
 Serve deployment) and "avpenet" (gateway + Triton ensemble).
 """

@@ -35,7 +35,7 @@ TIMEOUT_S = 60.0
 
 @lru_cache(maxsize=1)
 def clip_set() -> dict[str, dict[str, tuple[str, bytes]]]:
-    """{kind: {field: (filename, bytes)}}, read once per process (payloads built once, as CP's locustfile)."""
+    """{kind: {field: (filename, bytes)}}, read once per process (built once: locust measures the server)."""
     folder = Path(os.environ["AVPENET_LOADTEST_CLIPS"])
     manifest = json.loads((folder / "manifest.json").read_text())
     return {

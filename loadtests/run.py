@@ -1,7 +1,7 @@
 """`avpenet loadtest`: start the local stack, run locust headless against it, print a table and PASS/FAIL.
 
 The SLOs are the alert thresholds of monitoring/rules/avpenet-alerts.yml: p99 end-to-end latency <= 2 s and
-error ratio <= 1% (tests/test_monitoring_slo.py keeps the two in step). Locust runs in its own process:
+error ratio <= 1% (tests/deploy/test_monitoring_slo.py keeps the two in step). Locust runs in its own process:
 importing locust (gevent monkey-patching) after Ray/ssl in one interpreter recurses.
 """
 

@@ -1,5 +1,5 @@
 """`avpenet soak`: the load test held for 10 minutes at a stated rate, with RSS growth of Triton and the
-gateway's Ray processes checked (< 10%) on top of the SLOs. Not part of `make test` (issue 7).
+gateway's Ray processes checked (< 10%) on top of the SLOs. Not part of `make test` (ten minutes).
 """
 
 from __future__ import annotations

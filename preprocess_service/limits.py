@@ -1,7 +1,7 @@
 """Admission control: a bounded number of requests in flight per replica, refused fast when full.
 
 Queuing beyond capacity only turns overload into timeouts and memory growth, so a full replica answers 429 /
-RESOURCE_EXHAUSTED at once with Retry-After (issue 7). Ray Serve's `max_queued_requests` bounds the queue in
+RESOURCE_EXHAUSTED at once with Retry-After. Ray Serve's `max_queued_requests` bounds the queue in
 front of the replica the same way.
 """
 

@@ -22,7 +22,7 @@ ONE_BATCH_SECONDS = (contract.MAX_BATCH_SIZE - 1) * contract.HOP_SECONDS + contr
 
 
 class Limits(BaseModel):
-    """Per-request resource limits (issue 7): beyond any of them the answer is 413 / RESOURCE_EXHAUSTED."""
+    """Per-request resource limits: beyond any of them the answer is 413 / RESOURCE_EXHAUSTED."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

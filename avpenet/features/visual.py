@@ -13,7 +13,8 @@ Layout (contract.VISUAL_FEATURE_SEGMENTS, VISUAL_FEATURE_DIM = 201 columns; `con
   values are O(1) and position, scale and roll are gone; yaw/pitch remain as shape changes and are given
   explicitly in ``head_pose``.
 - ``blendshapes`` (52): the tracker's scores in contract.BLENDSHAPE_NAMES order, 0-1.
-- ``au_proxies`` (6): contract.AU_NAMES. Blendshapes where they work on real faces (RECIPES.md caveats):
+- ``au_proxies`` (6): contract.AU_NAMES. Blendshapes where they work on real faces (docs/ARCHITECTURE.md,
+  Platform notes):
   AU4 = mean browDown, AU7 = mean eyeSquint (note its 0.1-0.5 neutral baseline), AU10 = mean mouthUpperUp.
   Geometry where blendshapes are blind (cheekSquint/noseSneer stay 0), measured on the 3-D landmarks
   rigidly aligned to the 3-D template (`align3d`, so yaw/pitch do not fake motion): AU6 = cheek points

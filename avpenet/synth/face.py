@@ -6,9 +6,10 @@ Built on a real neutral face: the real FaceLandmarker is run once (IMAGE mode) o
   pain action units AU4, AU6/7, AU9/10, AU43 plus cry mouth opening and lip stretch (onset–apex–offset),
   confounders (smile, talking, yawn), blinks, head pose and tracker jitter,
 then placed in a camera frame. Motion and blendshapes are what the tracker reports on rendered video
-(docs/RECIPES: brows/nose under-reported, a closed eye still reads 25-40 % open, eyeBlink ≤ ~0.5,
-cheekSquint/noseSneer stuck at 0, eyeSquint baseline 0.1-0.5, mouthUpperUp rising with smiles), so the
-synthetic `.npz` and a tracked render of the same clip agree (tests/test_synth_render.py closes the loop).
+(docs/ARCHITECTURE.md, Platform notes: brows/nose under-reported, a closed eye still reads 25-40 % open,
+eyeBlink ≤ ~0.5, cheekSquint/noseSneer stuck at 0, eyeSquint baseline 0.1-0.5, mouthUpperUp rising with
+smiles), so the synthetic `.npz` and a tracked render of the same clip agree (tests/synth/test_synth_render.py
+closes the loop).
 
 Geometry works in a face frame: origin between the irises, u along the inter-ocular axis, v down, unit =
 inter-ocular distance (IOD); z is mediapipe's relative depth in the same unit.
@@ -54,8 +55,8 @@ RIGID_POINTS = (
 )  # fmt: skip
 
 # Share of a driven displacement the real tracker reports on our renders (measured with
-# tests/test_synth_render.py's method: single-action clips, regression of recovered on driven motion; see
-# docs/DATA.md). Nose-wing motion (AU9) is not recovered at all, as RECIPES.md warns for noseSneer.
+# tests/synth/test_synth_render.py's method: single-action clips, regression of recovered on driven motion;
+# see docs/DATA.md). Nose-wing motion (AU9) is not recovered at all, as noseSneer never moves on real faces.
 REPORTED_SHARE = {
     "AU4": 0.4, "AU6": 0.35, "AU7": 0.35, "AU9": 0.0, "AU10": 0.65, "AU43": 0.45,
     "jaw": 0.75, "stretch": 0.5, "smile": 0.6, "brow_raise": 0.65,

@@ -3,7 +3,7 @@
 Why our own warp: a piecewise-affine warp over a Delaunay triangulation of the 468 mesh points plus a
 head ring and frame-border anchors, done as ONE cv2.remap per frame (triangle ids rasterised with OpenCV,
 per-triangle inverse affines applied with numpy), costs milliseconds; skimage's PiecewiseAffineTransform
-takes seconds per frame (RECIPES.md). Frames are supersampled 2× to avoid jagged lid lines; closing eyes
+takes 1-8.5 s per frame. Frames are supersampled 2× to avoid jagged lid lines; closing eyes
 blend in a copy of the photo whose eye openings are inpainted with skin, so no white sclera sliver shows.
 
 Encoding uses PyAV's bundled FFmpeg: H.264 (libx264, yuv420p) at contract.FPS plus the clip's audio as AAC.

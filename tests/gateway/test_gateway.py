@@ -1,7 +1,7 @@
 """End to end: real Ray Serve (serve_config.yaml) + real Triton over loopback, HTTP and gRPC.
 
 One stack for the whole session (`gateway_stack` in tests/conftest.py, ~30 s to start); each test sends a
-few small in-memory clips. The big hostile-input corpus and fault tests live elsewhere (issue 7).
+few small in-memory clips. The big hostile-input corpus and fault tests live in tests/reliability/.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AVPE-Synth: determinism, on-disk format against the contract, and the difficulty spec of issue 2."""
+"""AVPE-Synth: determinism, on-disk format against the contract, and the difficulty spec of docs/DATA.md."""
 
 from __future__ import annotations
 

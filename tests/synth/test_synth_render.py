@@ -1,5 +1,6 @@
 """The render round trip: a synthetic clip rendered to MP4 and tracked by the REAL FaceLandmarker must give
-back landmarks close to the synthetic (reported) track, within the tolerances RECIPES.md measured:
+back landmarks close to the synthetic (reported) track, within the tolerances
+measured for it (docs/ARCHITECTURE.md, Platform notes):
 neutral frames ≤ 2 % of the inter-ocular distance (IOD), moved regions at apex ≤ 5 % IOD, recovered share
 of the driven motion ≥ 0.3, and the recovered motion following the driven intensity (r ≥ 0.9).
 """

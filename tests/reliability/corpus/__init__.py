@@ -1,4 +1,4 @@
-"""The bad-input corpus (issue 7): hostile and broken uploads, each with its documented HTTP status
+"""The bad-input corpus: hostile and broken uploads, each with its documented HTTP status
 and gRPC code.
 
 `build(limits)` returns the cases sized against the gateway's limits; `http_request(case)` and
