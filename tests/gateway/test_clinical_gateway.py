@@ -236,3 +236,22 @@ def test_committed_openapi_is_what_the_gateway_serves(gateway_stack):
     assert {"application/fhir+json", hl7v2.MEDIA_TYPE} <= set(score["responses"]["200"]["content"])
     assert {"404", "406", "422"} <= set(score["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in score["parameters"])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_avpenet_score_prints_documents_through_the_sdk(gateway_stack, tmp_path, capsys, protocol):
+    from cli.main import main
+
+    wav, npz = media()
+    (tmp_path / "cry.wav").write_bytes(wav)
+    (tmp_path / "face.npz").write_bytes(npz)
+    url = gateway_stack.http_url if protocol == "http" else gateway_stack.grpc_target
+    argv = ["score", str(tmp_path / "cry.wav"), str(tmp_path / "face.npz"), "--together", "--url", url]
+    argv += ["--api-key", API_KEY, "--age-group", "neonate", "--recorded-at", RECORDED, "--pin", "avpenet=1"]
+    argv += ["--grpc"] if protocol == "grpc" else []
+    assert main([*argv, "--format", "fhir-bundle"]) == 0
+    Bundle.model_validate_json(capsys.readouterr().out)
+    assert main([*argv, "--format", "hl7v2", "--subject", "Patient/p-9"]) == 0
+    assert hl7v2.parse(capsys.readouterr().out).msh.msh_9.value == "ORU^R01^ORU_R01"
+    assert main([*argv, "--pin", "fusion=77"]) == 1  # the last --pin wins: not served
+    assert "fusion version 77" in capsys.readouterr().out
