@@ -28,6 +28,10 @@ LOG_MEL_FLOOR: Final = 1e-10  # log(max(mel_power, floor)); natural log
 WINDOW_TAIL_TOLERANCE_S: Final = 0.1  # a shorter tail after the last window (e.g. AAC padding) adds no window
 AUDIO_TARGET_RMS_DBFS: Final = -20.0  # windows are RMS-normalised to this level (silence is left as is)
 AUDIO_SILENCE_DBFS: Final = -60.0  # below this RMS a window counts as silent (no normalisation gain)
+# Sample rates an upload may declare: telephone-band 8 kHz up to studio 192 kHz. Outside them a header is forged
+# or broken (1 Hz would stretch a few KB into minutes; GHz rates cost seconds of CPU to resample to nothing).
+AUDIO_MIN_INPUT_RATE: Final = 8_000
+AUDIO_MAX_INPUT_RATE: Final = 192_000
 
 # --- Video / face track ---
 FPS: Final = 10  # face tracks are sampled at 10 frames per second
@@ -102,6 +106,7 @@ def feature_slice(segment: str) -> slice:
 
 # --- Labels ---
 AGE_GROUPS: Final[tuple[str, ...]] = ("neonate", "adult", "unknown")  # index = the model's age_group input
+LABELLED_AGE_GROUPS: Final = AGE_GROUPS[:2]  # a dataset's clips; "unknown" is only a request value
 SCORE_MIN: Final = 0.0
 SCORE_MAX: Final = 10.0
 LEVELS: Final[tuple[str, ...]] = ("low", "moderate", "high")

@@ -69,14 +69,17 @@ def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | 
             0.0 if track is None else track.duration_s,
         )
         check_duration(duration, limits.max_duration_s)
-        face = track is not None and bool(np.any(track.face_present))
+        if wave is None and track is None:
+            raise NothingToScore("no audio track found; send audio or a video with sound")
+        # The feature code's usability check decides, not the face_present flag: a track of collapsed,
+        # off-frame or frozen landmarks has "a face" in every frame and nothing a model can read.
+        inputs = windows.model_inputs(wave, track, request.age_group)
+        face = bool(np.any(inputs[contract.FRAME_MASK.name]))
         if wave is None and not face:
             raise NothingToScore(
-                "no audio track and no face found; send audio, or video where a face is visible"
-                if track is not None
-                else "no audio track found; send audio or a video with sound"
+                "no usable face in any frame (none found, or landmarks collapsed, outside the frame or "
+                "frozen) and no audio; send audio, or video where a face is visible"
             )
-        inputs = windows.model_inputs(wave, track, request.age_group)
         span.set_attribute("avpenet.windows", int(len(inputs[contract.WAVEFORM.name])))
     timings["features"] = (time.perf_counter() - t1) * 1000.0
     modalities = [m for m, present in (("audio", wave is not None), ("visual", face)) if present]

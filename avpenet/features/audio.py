@@ -7,6 +7,11 @@ so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the ba
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). Decoding failures raise ``avpenet.errors`` types.
 
+Hostile samples: a declared rate outside [AUDIO_MIN_INPUT_RATE, AUDIO_MAX_INPUT_RATE] is refused, and so
+are samples beyond ``MAX_SAMPLE_MAGNITUDE`` (float WAVs can hold up to 3.4e38; the resampler's overshoot
+then overflows float32 to Inf/NaN). The waveform is checked for NaN/Inf after every step that can create them
+(decoding, channel mixing, resampling, the window gain), so a poisoned wave never reaches the model.
+
 Level normalisation (``normalise_window``): recording gain differs by device and microphone distance, so each
 3 s window is scaled toward ``contract.AUDIO_TARGET_RMS_DBFS`` (-20 dBFS RMS). Plain RMS normalisation would
 lift a quiet room's noise floor to the level of a cry, so the gain has a soft knee: windows below
@@ -27,9 +32,12 @@ import soxr
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
-from avpenet.features import media
+from avpenet.features import media, mp4index
 
 MAX_GAIN_DB = 20.0  # the most a quiet window is amplified
+# Full scale is ±1. Float recordings may exceed it a little (a hot float mix), not by 60 dB: beyond this the
+# "audio" is numbers, and near float32's limit mixing and resampling overflow.
+MAX_SAMPLE_MAGNITUDE = 1000.0
 DEFAULT_MAX_SECONDS = 600.0
 _EPS = 1e-12
 
@@ -44,10 +52,11 @@ def load_audio(
     truncated, non-finite samples) and TooLarge (longer than ``max_seconds``, default 600 s).
     """
     limit = DEFAULT_MAX_SECONDS if max_seconds is None else float(max_seconds)
-    kind = media.sniff(media.read_head(source))
+    head = media.read_head(source)
+    kind = media.sniff(head)
     if kind is None:
         ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
-        raise UnsupportedMedia(f"unsupported audio type{ext}; send {media.SUPPORTED_AUDIO}")
+        raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
     if kind in ("wav", "flac", "ogg"):
         try:
             wave, sr = _read_soundfile(source, kind, limit)
@@ -59,17 +68,39 @@ def load_audio(
         wave, sr = _read_av(source, kind, limit)
     if wave is None or wave.size == 0:
         return None
+    return resample(check_wave(wave, f"the mixed samples of this {media.describe(kind)}"), sr)
+
+
+def check_wave(wave: np.ndarray, what: str) -> np.ndarray:
+    """`wave` unchanged if every sample is finite and within ±MAX_SAMPLE_MAGNITUDE; else UndecodableMedia."""
     if not np.all(np.isfinite(wave)):
-        raise UndecodableMedia(f"{media.describe(kind)} contains NaN or Inf samples")
-    return resample(wave, sr)
+        raise UndecodableMedia(f"{what} contain NaN or Inf values; send finite audio samples")
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise UndecodableMedia(
+            f"{what} reach {peak:.3g}; audio samples must lie within ±{MAX_SAMPLE_MAGNITUDE:g} "
+            "(full scale is ±1)"
+        )
+    return wave
+
+
+def check_rate(sr: int, kind: str) -> int:
+    """`sr` if it is an accepted input sample rate; else UndecodableMedia naming the accepted range."""
+    if not contract.AUDIO_MIN_INPUT_RATE <= sr <= contract.AUDIO_MAX_INPUT_RATE:
+        raise UndecodableMedia(
+            f"{media.describe(kind)} declares a sample rate of {sr} Hz; accepted rates are "
+            f"{contract.AUDIO_MIN_INPUT_RATE}-{contract.AUDIO_MAX_INPUT_RATE} Hz"
+        )
+    return sr
 
 
 def resample(wave: np.ndarray, sr: int) -> np.ndarray:
-    """float32 mono at contract.SAMPLE_RATE (soxr high quality)."""
-    wave = np.asarray(wave, np.float32)
+    """float32 mono at contract.SAMPLE_RATE (soxr high quality, computed in float64 so no overshoot of a
+    loud input can overflow), checked finite afterwards."""
     if sr == contract.SAMPLE_RATE:
-        return np.ascontiguousarray(wave)
-    return soxr.resample(wave, sr, contract.SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+        return np.ascontiguousarray(np.asarray(wave, np.float32))
+    out = soxr.resample(np.asarray(wave, np.float64), sr, contract.SAMPLE_RATE, quality="HQ")
+    return check_wave(out.astype(np.float32), "the resampled samples")
 
 
 def _too_long(seconds: float, limit: float) -> TooLarge:
@@ -79,9 +110,7 @@ def _too_long(seconds: float, limit: float) -> TooLarge:
 def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(media.as_file(source)) as f:
-            sr = int(f.samplerate)
-            if sr <= 0:
-                raise UndecodableMedia(f"{media.describe(kind)} declares sample rate {sr}")
+            sr = check_rate(int(f.samplerate), kind)
             if f.frames > limit * sr:
                 raise _too_long(f.frames / sr, limit)
             data = f.read(dtype="float32", always_2d=True)
@@ -89,18 +118,19 @@ def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.n
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise UndecodableMedia(f"{media.describe(kind)} cannot be decoded ({type(exc).__name__})") from None
-    return data.mean(axis=1), sr
+    check_wave(data, f"the samples of this {media.describe(kind)}")
+    return data.mean(axis=1, dtype=np.float64).astype(np.float32), sr
 
 
 def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
-    container = media.open_av(source, kind)
+    container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
     try:
         if not container.streams.audio:
             return None, contract.SAMPLE_RATE
         stream = container.streams.audio[0]
         if stream.codec_context is None or not stream.codec_context.sample_rate:
             raise UnsupportedMedia(f"the audio codec in this {media.describe(kind)} is not supported")
-        sr = int(stream.codec_context.sample_rate)
+        sr = check_rate(int(stream.codec_context.sample_rate), kind)
         if stream.duration and stream.time_base and float(stream.duration * stream.time_base) > limit:
             raise _too_long(float(stream.duration * stream.time_base), limit)
         # Downmix with swresample at the native rate; the rate change is soxr's job (better filter).
@@ -183,4 +213,4 @@ def windows(wave: np.ndarray | None, n_windows: int | None = None) -> np.ndarray
         if piece.size:
             gain = 10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0)
             out[i, : piece.size] = piece * np.float32(gain)
-    return out
+    return check_wave(out, "the level-normalised windows")

@@ -4,6 +4,13 @@ The container kind is read from the first bytes, never from a file name or a cli
 errors are consistent: content of a kind we do not decode is UnsupportedMedia (415); a supported kind whose
 content fails to decode (truncated, corrupt) is UndecodableMedia (422). Bytes are decoded from memory: patient
 media is never written to disk.
+
+FFmpeg is never left to guess. Each sniffed kind is opened with its own demuxer (`DEMUXERS`), so bytes that
+merely start like an MP3 frame or an `ftyp` box are never probed as SDP, HLS or a concat list;
+`format_whitelist` keeps any demuxer from handing over to another, and an empty `protocol_whitelist` forbids
+every protocol (udp, rtp, http, file...) for nested opens: an upload is bytes in memory and may open nothing.
+An MP4/MOV's sample tables are checked against the file size and the duration limit before FFmpeg allocates
+its index (`mp4index`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 import av
 
 from avpenet.errors import UndecodableMedia, UnsupportedMedia
+from avpenet.features.mp4index import SampleBounds, check_sample_tables
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
@@ -24,6 +32,10 @@ AV_CONTAINER_KINDS = ("isobmff", "ebml")
 SUPPORTED_AUDIO = "WAV, FLAC, OGG, MP3, or the audio track of MP4/MOV/WebM/MKV"
 SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
 HEAD_BYTES = 64
+# The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
+DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "ogg": "ogg"}
+# Containers recognised only to be refused with a reason (sniff_refused): video the API does not accept.
+REFUSED_VIDEO = {"avi": "AVI", "mpegts": "MPEG-TS", "mpegps": "MPEG-PS", "flv": "FLV", "asf": "ASF/WMV"}
 
 
 def sniff(head: bytes) -> str | None:
@@ -43,6 +55,29 @@ def sniff(head: bytes) -> str | None:
     if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
         return "mp3"
     return None
+
+
+def sniff_refused(head: bytes) -> str | None:
+    """The name of a video container we recognise but do not accept (AVI, MPEG-TS...), else None."""
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return REFUSED_VIDEO["avi"]
+    if len(head) >= 1 and head[0] == 0x47 and (len(head) < 189 or head[188] == 0x47):
+        return REFUSED_VIDEO["mpegts"]  # 188-byte packets, each starting with the 0x47 sync byte
+    if head[:4] == b"\x00\x00\x01\xba":
+        return REFUSED_VIDEO["mpegps"]
+    if head[:3] == b"FLV":
+        return REFUSED_VIDEO["flv"]
+    if head[:4] == b"\x30\x26\xb2\x75":
+        return REFUSED_VIDEO["asf"]
+    return None
+
+
+def refusal(head: bytes, what: str, supported: str) -> UnsupportedMedia:
+    """UnsupportedMedia for content no decoder here takes, naming a recognised video container."""
+    container = sniff_refused(head)
+    if container is not None:
+        return UnsupportedMedia(f"{container} video containers are not accepted; send {SUPPORTED_VIDEO}")
+    return UnsupportedMedia(f"unsupported {what}; send {supported}")
 
 
 def read_head(source: Source) -> bytes:
@@ -69,12 +104,19 @@ def as_file(source: Source) -> io.BytesIO | str:
     return str(Path(source))
 
 
-def open_av(source: Source, kind: str) -> av.container.InputContainer:
-    """Open a container with PyAV; errors become UnsupportedMedia / UndecodableMedia."""
-    if kind not in AV_CONTAINER_KINDS + ("mp3",):
+def open_av(source: Source, kind: str, bounds: SampleBounds | None = None) -> av.container.InputContainer:
+    """Open a container with PyAV, its own demuxer and no protocol; errors become UnsupportedMedia /
+    UndecodableMedia; an ISO-BMFF whose sample tables exceed `bounds` is refused before FFmpeg reads it."""
+    if kind not in DEMUXERS:
         raise UnsupportedMedia(f"unsupported media type; send {SUPPORTED_VIDEO}")
+    if kind == "isobmff":
+        check_sample_tables(source, bounds or SampleBounds())
+    demuxer = DEMUXERS[kind]
+    options = {"protocol_whitelist": "", "format_whitelist": demuxer}
     try:
-        return av.open(as_file(source), mode="r", metadata_errors="ignore")
+        return av.open(
+            as_file(source), mode="r", format=demuxer, container_options=options, metadata_errors="ignore"
+        )
     except av.error.FFmpegError as exc:
         raise UndecodableMedia(f"{describe(kind)} could not be opened: {_reason(exc)}") from None
 

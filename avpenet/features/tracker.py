@@ -27,6 +27,7 @@ import numpy as np
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import media
+from avpenet.features.mp4index import SampleBounds
 from avpenet.features.track import FaceTrack
 
 MODEL_ENV = "AVPENET_FACE_MODEL"
@@ -302,10 +303,12 @@ def iter_video_frames(source: media.Source, limits: VideoLimits | None = None) -
     nothing when the container has no video stream.
     """
     limits = limits or VideoLimits()
-    kind = media.sniff(media.read_head(source))
+    head = media.read_head(source)
+    kind = media.sniff(head)
     if kind not in media.AV_CONTAINER_KINDS:
-        raise UnsupportedMedia(f"unsupported video type; send {media.SUPPORTED_VIDEO}")
-    container = media.open_av(source, kind)
+        raise media.refusal(head, "video type", media.SUPPORTED_VIDEO)
+    bounds = SampleBounds(max_seconds=limits.max_seconds, video_per_second=limits.max_decoded_per_second)
+    container = media.open_av(source, kind, bounds)
     try:
         yield from _sample(container, kind, limits)
     finally:

@@ -29,7 +29,12 @@ Layout (contract.VISUAL_FEATURE_SEGMENTS, VISUAL_FEATURE_DIM = 201 columns; `con
 Mask: 1 where the frame is usable — a face was found, its inter-ocular distance is at least MIN_IOD_PX
 pixels, at least MIN_IN_FRAME of the subset lies inside the image, |yaw| ≤ MAX_YAW, and the aligned shape is
 plausible (mean distance of the aligned subset to the template ≤ MAX_SHAPE_ERROR IOD; catches tracker
-failures, not identity or pose). Masked frames have all-zero features. All values are finite float32.
+failures, not identity or pose). When the image size is unknown (an uploaded track may carry 0 × 0) the
+inter-ocular distance must be at least MIN_IOD_NORM of the frame instead. A track whose landmarks never move
+(every present frame identical over at least FROZEN_MIN_FRAMES) is a copied frame or a fabricated file, not a
+tracked face: no frame of it is usable. Masked frames have all-zero features. All values are finite float32.
+`usable_frames` is this one check; the gateway refuses a clip with no audio and no usable frame (422),
+whether its track came from the tracker or from an uploaded `.npz`.
 Not detected here: a mask or pacifier over the mouth — mediapipe then hallucinates a plausible, still lower
 face and its mouth blendshapes collapse; the model sees that in the features, the mask cannot.
 """
@@ -59,6 +64,9 @@ RIGID_POINTS = (*STABLE_POINTS, 234, 454, 10, 151)
 
 AU_GEOMETRY_GAIN = 20.0  # a 5 % IOD movement → 1.0
 MIN_IOD_PX = 8.0
+MIN_IOD_NORM = 0.01  # of the frame width, when the image size is unknown (8 px of a 800 px frame)
+FROZEN_MIN_FRAMES = contract.FPS  # a face exactly still for 1 s has not been tracked; real trackers jitter
+FROZEN_TOLERANCE = 1e-6  # normalised units: far below any tracker's frame-to-frame noise (~1e-4)
 MIN_IN_FRAME = 0.8
 MAX_YAW = np.deg2rad(50.0)  # beyond this one half of the face is hidden
 MAX_SHAPE_ERROR = 0.6  # IOD; neonate proportions at 35° yaw reach ~0.35, at 50° ~0.5
@@ -196,26 +204,43 @@ def head_pose_angles(matrices: np.ndarray) -> np.ndarray:
     return out
 
 
-def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
-    """(features [T, VISUAL_FEATURE_DIM] float32, mask [T] float32) of a face track (see module doc)."""
-    t = track.n_frames
-    feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
-    if t == 0:
-        return feats.astype(np.float32), np.zeros(0, np.float32)
+def _image_size(track: FaceTrack) -> tuple[np.ndarray, bool]:
     w, h = (int(v) for v in track.image_size)
-    size = np.array([w, h] if w > 0 and h > 0 else [1, 1], np.float64)
-    lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
-    lm = lm3[..., :2]
-    present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
+    known = w > 0 and h > 0
+    return np.array([w, h] if known else [1, 1], np.float64), known
 
+
+def usable_frames(track: FaceTrack) -> np.ndarray:
+    """[T] bool: frames whose face the model may use (see the module doc), for tracked and uploaded tracks."""
+    if track.n_frames == 0:
+        return np.zeros(0, bool)
+    size, known = _image_size(track)
+    lm = np.nan_to_num(np.asarray(track.landmarks, np.float64))[..., :2]
+    present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
     aligned, px_per_iod = align(lm * size)
     err = np.mean(np.linalg.norm(aligned[:, _SUBSET] - template()[_SUBSET], axis=-1), axis=1)
     sub = lm[:, _SUBSET]
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
     pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
     usable = present & (in_frame >= MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= MAX_YAW) & (err <= MAX_SHAPE_ERROR)
-    if w > 0 and h > 0:
-        usable &= px_per_iod >= MIN_IOD_PX
+    usable &= px_per_iod >= (MIN_IOD_PX if known else MIN_IOD_NORM)
+    still = lm[present]
+    if len(still) >= FROZEN_MIN_FRAMES and float(np.ptp(still, axis=0).max()) <= FROZEN_TOLERANCE:
+        usable[:] = False
+    return usable
+
+
+def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
+    """(features [T, VISUAL_FEATURE_DIM] float32, mask [T] float32) of a face track (see module doc)."""
+    t = track.n_frames
+    feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
+    if t == 0:
+        return feats.astype(np.float32), np.zeros(0, np.float32)
+    size, _ = _image_size(track)
+    lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
+    aligned, _ = align(lm3[..., :2] * size)
+    pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
+    usable = usable_frames(track)
 
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
     frontal = align3d(lm3 * np.array([*size, size[0]]))

@@ -23,7 +23,10 @@ def face() -> FaceTrack:
 
 
 def _repeat(track: FaceTrack, n: int) -> FaceTrack:
-    return FaceTrack.concat([track] * n)
+    """n copies of a tracked frame with sub-pixel tracker jitter (an exactly still track is unusable)."""
+    out = FaceTrack.concat([track] * n)
+    out.landmarks += np.random.default_rng(n).normal(0, 1e-5, out.landmarks.shape).astype(np.float32)
+    return out
 
 
 def _transform(track: FaceTrack, angle: float, scale: float, shift: tuple[float, float]) -> FaceTrack:
@@ -181,3 +184,38 @@ def test_audio_only_video_only_and_nothing(face):
     assert silent[contract.AUDIO_PRESENT.name][0, 0] == 1 and not silent[contract.WAVEFORM.name].any()
     with pytest.raises(ValueError):
         windows.model_inputs(None, face, "toddler")
+
+
+# --- usability: one check for tracked and uploaded tracks ------------------------------------------------
+def _degenerate(face: FaceTrack, landmarks: np.ndarray, image_size=None) -> FaceTrack:
+    track = _repeat(face, 40)
+    track.landmarks = np.broadcast_to(landmarks, track.landmarks.shape).astype(np.float32).copy()
+    if image_size is not None:
+        track.image_size = np.asarray(image_size, np.int32)
+    return track
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 9.99])
+def test_constant_landmarks_have_no_usable_frame(face, value):
+    track = _degenerate(face, np.full((contract.N_LANDMARKS, 3), value))
+    assert track.face_present.all()
+    assert not visual.usable_frames(track).any()
+    _, mask = visual.frame_features(track)
+    assert not mask.any()
+
+
+def test_collapsed_face_without_image_size_is_unusable(face):
+    base = _repeat(face, 40)
+    tiny = 0.5 + (base.landmarks - 0.5) * 1e-3  # the same face, a thousandth of its size
+    track = _degenerate(face, tiny, image_size=(0, 0))
+    assert not visual.usable_frames(track).any()
+    base.image_size = np.zeros(2, np.int32)
+    assert visual.usable_frames(base).all()  # a normal-sized face needs no image size
+
+
+def test_frozen_track_is_unusable_but_a_short_still_is_not(face):
+    frozen = FaceTrack.concat([face] * visual.FROZEN_MIN_FRAMES)
+    assert not visual.usable_frames(frozen).any()
+    short = FaceTrack.concat([face] * (visual.FROZEN_MIN_FRAMES - 1))
+    assert visual.usable_frames(short).all()
+    assert visual.usable_frames(_repeat(face, 40)).all()  # tracker jitter: usable

@@ -1,0 +1,262 @@
+"""Hostile uploads against the shared feature code: overflowing samples, forged rates, SDP text behind a
+container's magic bytes, forged MP4 sample tables, refused video containers.
+
+Each case was once a denial of service (a wedged Triton, FFmpeg listening on UDP for 30 s, gigabytes for a
+6 KB file); here each must end in an `avpenet.errors` type with an actionable reason, quickly and cheaply.
+"""
+
+from __future__ import annotations
+
+import io
+import resource
+import struct
+import threading
+import time
+
+import av
+import numpy as np
+import psutil
+import pytest
+import soundfile as sf
+
+from avpenet import contract
+from avpenet.errors import InputError, TooLarge, UndecodableMedia, UnsupportedMedia
+from avpenet.features import audio, media, mp4index, tracker
+
+SDP = (
+    b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=probe\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 46101 RTP/AVP 0\r\n"
+)
+SDP_PROBES = {
+    "mp3_frame_header": b"\xff\xfb\n" + SDP,
+    "ftyp_prefix": b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom" + SDP,
+}
+
+
+def wav(x: np.ndarray, rate: int, subtype: str = "FLOAT") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def with_rate(data: bytes, rate: int) -> bytes:
+    raw = bytearray(data)
+    raw[24:28] = struct.pack("<I", rate)  # fmt chunk: sample rate (the byte rate is left as written)
+    return bytes(raw)
+
+
+# --- samples ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", [16000, 44100, 48000])
+def test_float_wav_at_float32_limit_is_refused_not_passed_on(rate):
+    x = np.full(144000, 3.4e38, np.float32)
+    x[::2] *= -1
+    with pytest.raises(UndecodableMedia, match="within ±1000"):
+        audio.load_audio(wav(x, rate))
+
+
+def test_multichannel_huge_samples_cannot_overflow_in_the_mix():
+    x = np.full((48000, 4), 3.0e38, np.float32)  # the float32 sum of the channels is Inf
+    with pytest.raises(UndecodableMedia, match="reach 3e\\+38"):
+        audio.load_audio(wav(x, 48000))
+
+
+def test_loud_but_bounded_float_audio_is_scored_with_finite_windows():
+    t = np.arange(3 * 48000) / 48000
+    x = (900.0 * np.sin(2 * np.pi * 600 * t)).astype(np.float32)  # +59 dBFS: accepted, normalised
+    wave = audio.load_audio(wav(x, 48000))
+    assert np.isfinite(wave).all()
+    win = audio.windows(wave)
+    assert np.isfinite(win).all() and 0.05 < float(np.sqrt(np.mean(win**2))) < 0.2
+
+
+def test_check_wave_catches_non_finite_after_any_step():
+    with pytest.raises(UndecodableMedia, match="resampled samples contain NaN"):
+        audio.check_wave(np.array([0.0, np.nan], np.float32), "the resampled samples")
+
+
+@pytest.mark.parametrize("rate", [1, 7999, 192001, 2_100_000_000])
+def test_wav_declaring_a_rate_outside_the_accepted_range_is_refused(rate):
+    data = with_rate(wav(np.zeros(16000, np.float32), 16000, "PCM_16"), rate)
+    started = time.perf_counter()
+    with pytest.raises(UndecodableMedia, match=f"{rate} Hz; accepted rates are 8000-192000 Hz"):
+        audio.load_audio(data)
+    assert time.perf_counter() - started < 5.0  # refused from the header, not after resampling
+
+
+def test_accepted_range_ends_decode():
+    for rate in (contract.AUDIO_MIN_INPUT_RATE, contract.AUDIO_MAX_INPUT_RATE):
+        wave = audio.load_audio(wav(np.zeros(rate, np.float32), rate, "PCM_16"))
+        assert wave.shape == (contract.SAMPLE_RATE,)
+
+
+# --- FFmpeg: no probing, no protocols ----------------------------------------------------------------------
+def _udp_sockets() -> int:
+    return len(psutil.Process().net_connections(kind="udp"))
+
+
+@pytest.mark.parametrize("name", sorted(SDP_PROBES))
+def test_sdp_behind_magic_bytes_opens_no_socket_and_fails_fast(name):
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(_udp_sockets())
+            time.sleep(0.005)
+
+    before = _udp_sockets()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(InputError):
+            audio.load_audio(SDP_PROBES[name])
+    finally:
+        done.set()
+        watcher.join()
+    assert time.perf_counter() - started < 2.0  # FFmpeg's SDP demuxer waited 20-30 s for RTP
+    assert max(seen, default=before) == before, "a UDP socket was opened while decoding"
+
+
+def test_every_av_open_names_its_demuxer_and_forbids_protocols(monkeypatch):
+    calls = []
+    real_open = av.open
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(media.av, "open", spy)
+    with pytest.raises(InputError):
+        audio.load_audio(SDP_PROBES["mp3_frame_header"])
+    assert calls and calls[0]["format"] == "mp3"
+    assert calls[0]["container_options"] == {"protocol_whitelist": "", "format_whitelist": "mp3"}
+
+
+# --- refused video containers ------------------------------------------------------------------------------
+def _video(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for _ in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("avi", "AVI"), ("mpegts", "MPEG-TS")])
+def test_refused_video_containers_say_so_as_audio_and_as_video(fmt, name):
+    data = _video(fmt)
+    message = f"{name} video containers are not accepted; send MP4, MOV, WebM or MKV"
+    with pytest.raises(UnsupportedMedia, match=message):
+        audio.load_audio(data)
+    with pytest.raises(UnsupportedMedia, match=message):
+        list(tracker.iter_video_frames(data))
+
+
+def test_unknown_bytes_still_say_unsupported_audio_type():
+    with pytest.raises(UnsupportedMedia, match="unsupported audio type"):
+        audio.load_audio(b"\x00" * 64)
+
+
+# --- MP4 sample tables -------------------------------------------------------------------------------------
+def two_frame_mp4() -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for pts in range(2):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = pts
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def forge(raw: bytes, box: bytes, at: int, *values: int) -> bytes:
+    """Overwrite big-endian u32 fields of the first `box`, `at` bytes after its type."""
+    data = bytearray(raw)
+    start = data.find(box)
+    assert start > 4, f"{box!r} not found"
+    for i, value in enumerate(values):
+        data[start + at + 4 * i : start + at + 4 * i + 4] = struct.pack(">I", value)
+    return bytes(data)
+
+
+def huge_timescale(raw: bytes) -> bytes:
+    return forge(raw, b"mdhd", 16, 2_000_000_000)  # the claimed duration of 3e7 one-tick samples: 15 ms
+
+
+SAMPLES = 30_000_000
+FORGERIES = {
+    # stts: one run of 3e7 samples → too many for 20 s at 240 frames/s (413)
+    "stts_run": (lambda raw: forge(raw, b"stts", 8, 1, SAMPLES, 1), TooLarge, "30,000,000 samples"),
+    # stsz: constant 1-byte samples, 3e7 of them: more data than the file (422)
+    "stsz_constant": (lambda raw: forge(raw, b"stsz", 8, 1, SAMPLES), UndecodableMedia, "more data than"),
+    # stsz + stsc: the combination that took FFmpeg 1.7 GB and 22 s
+    "stsz_stsc": (
+        lambda raw: forge(forge(raw, b"stsz", 8, 1, SAMPLES), b"stsc", 16, SAMPLES),
+        UndecodableMedia,
+        "more data than",
+    ),
+    # stsz with per-sample sizes: the table would need 120 MB in a 1.5 KB file (422)
+    "stsz_table": (lambda raw: forge(raw, b"stsz", 8, 0, SAMPLES), UndecodableMedia, "truncated or forged"),
+    "stco_count": (lambda raw: forge(raw, b"stco", 8, SAMPLES), UndecodableMedia, "'stco' table claims"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_sample_tables_are_refused_before_ffmpeg_allocates(name):
+    make, error, reason = FORGERIES[name]
+    data = huge_timescale(make(two_frame_mp4()))
+    assert len(data) < 8192
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(error, match=reason):
+        list(tracker.iter_video_frames(data, tracker.VideoLimits(max_seconds=20)))
+    with pytest.raises(error, match=reason):
+        audio.load_audio(data, max_seconds=20)
+    assert time.perf_counter() - started < 2.0
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mb < 100, f"peak RSS grew {grown_mb:.0f} MB"
+
+
+def test_real_mp4_passes_the_walker_and_decodes():
+    data = two_frame_mp4()
+    mp4index.check_sample_tables(data, mp4index.SampleBounds(max_seconds=20))
+    assert len(list(tracker.iter_video_frames(data, tracker.VideoLimits(max_seconds=20)))) == 2
+
+
+def test_fragmented_mp4_trun_counts_are_bounded():
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"}) as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for pts in range(4):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = pts
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.mux(stream.encode(None))
+    data = buf.getvalue()
+    bounds = mp4index.SampleBounds(max_seconds=20)
+    mp4index.check_sample_tables(data, bounds)  # the real fragmented file passes
+    with pytest.raises(UndecodableMedia, match="'trun' table claims"):
+        mp4index.check_sample_tables(forge(data, b"trun", 8, SAMPLES), bounds)
+
+
+def test_pcm_tracks_are_bounded_per_audio_sample_not_per_frame():
+    bounds = mp4index.SampleBounds(max_seconds=20)
+    track = mp4index._Track(handler=b"soun", stts_entries=1, stts_first_delta=1, sample_size=2)
+    track.sample_count = track.stts_samples = 20 * contract.AUDIO_MAX_INPUT_RATE
+    mp4index._check_track(track, file_size=100, bounds=bounds)  # chunk-indexed: within the bound
+    track.sample_count += 1
+    with pytest.raises(TooLarge, match="audio samples"):
+        mp4index._check_track(track, file_size=100, bounds=bounds)
