@@ -346,10 +346,3 @@ R4_ELEMENTS: dict[str, set[str]] = {
     "Bundle": {"resourceType", "id", "meta", "implicitRules", "language", "identifier", "type", "timestamp",
                "total", "link", "entry", "signature"},
 }  # fmt: skip
-
-
-def observation_json(
-    result: ScoreResponse, subject_ref: str | None = None, encounter_ref: str | None = None
-) -> str:
-    """The standalone Observation as JSON text (the default `Accept: application/fhir+json` answer)."""
-    return render(result, Context(subject_ref, encounter_ref))

@@ -22,7 +22,6 @@ from ensemble.client import infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
-VERSIONS_TTL_S = 10.0  # the model versions in responses are at most this stale
 
 
 @dataclass
@@ -57,8 +56,6 @@ class TritonClient:
         self.retry_after_s = retry_after_s
         self._ssl = (ssl, root_certificates)
         self._channel_client: grpcclient.InferenceServerClient | None = None
-        self._versions: dict[str, str] = {}
-        self._versions_at = -VERSIONS_TTL_S
 
     @property
     def _client(self) -> grpcclient.InferenceServerClient:
@@ -184,16 +181,3 @@ class TritonClient:
             for m in index.get("models", [])
         ]
         return sorted(rows, key=lambda r: (r["name"], r["version"]))
-
-    async def model_versions(self) -> dict[str, str]:
-        """Ready model -> version (highest ready version per model), cached for VERSIONS_TTL_S."""
-        if time.monotonic() - self._versions_at < VERSIONS_TTL_S:
-            return self._versions
-        versions: dict[str, str] = {}
-        for row in await self.repository():
-            if row["state"] == "READY" and row["version"]:
-                best = versions.get(row["name"])
-                if best is None or int(row["version"]) > int(best):
-                    versions[row["name"]] = row["version"]
-        self._versions, self._versions_at = versions, time.monotonic()
-        return versions
