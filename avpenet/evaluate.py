@@ -179,7 +179,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     def metrics(pred: dict, sel: np.ndarray | None = None) -> dict:
         sel = np.ones(len(clips), bool) if sel is None else sel
-        return regression_metrics(pred["score"][sel], scores[sel])
+        return regression_metrics(pred[C.SCORE.name][sel], scores[sel])
 
     say = (lambda *_: None) if args.quiet else (lambda m: print(m, flush=True))
     say(f"evaluating {len(clips)} clips of {len(subjects)} subjects ({split_source})")
@@ -203,12 +203,12 @@ def evaluate(args: argparse.Namespace) -> dict:
             single = load_model(path)
             inputs = [restrict(dict(c.inputs), single.config.get("modality", "both")) for c in clips]
             pred = predict_clips(single.model, inputs, args.batch_size)
-            result[key] = _with_floor(regression_metrics(pred["score"], scores), floor_all)
+            result[key] = _with_floor(regression_metrics(pred[C.SCORE.name], scores), floor_all)
     result["by_age"] = {
         age: _with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age))
-        for age in ("neonate", "adult")
+        for age in C.LABELLED_AGE_GROUPS
     }
-    lo, hi = fusion_pred["interval_90"][:, 0], fusion_pred["interval_90"][:, 1]
+    lo, hi = fusion_pred[C.INTERVAL.name][:, 0], fusion_pred[C.INTERVAL.name][:, 1]
     result["interval_coverage_90"] = float(np.mean((scores >= lo) & (scores <= hi)))
     result["interval_mean_width"] = float(np.mean(hi - lo))
     result["label_noise_floor_mae"] = floor_all
@@ -235,11 +235,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         k: ckpt.config.get(k) for k in ("best_epoch", "epochs_run", "stopped", "elapsed_s")
     }
     result["_predictions"] = {  # for the report; stripped from the JSON
-        "score": fusion_pred["score"],
+        C.SCORE.name: fusion_pred[C.SCORE.name],
         "true": scores,
         "age": ages,
-        "interval_90": fusion_pred["interval_90"],
-        "modality_weights": fusion_pred["modality_weights"],
+        C.INTERVAL.name: fusion_pred[C.INTERVAL.name],
+        C.MODALITY_WEIGHTS.name: fusion_pred[C.MODALITY_WEIGHTS.name],
     }
     return result
 

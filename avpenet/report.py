@@ -29,7 +29,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
 
     img.mkdir(parents=True, exist_ok=True)
     p = result["_predictions"]
-    pred, true, age = np.asarray(p["score"]), np.asarray(p["true"]), np.asarray(p["age"])
+    pred, true, age = np.asarray(p[C.SCORE.name]), np.asarray(p["true"]), np.asarray(p["age"])
     files: dict[str, str] = {}
     colors = {"neonate": "tab:orange", "adult": "tab:blue", "unknown": "tab:gray"}
 
@@ -81,7 +81,7 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     result["_confusion"] = cm.tolist()
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    groups = ["neonate", "adult"]
+    groups = list(C.LABELLED_AGE_GROUPS)
     x = np.arange(len(groups))
     fus = [result["by_age"][g]["mae"] for g in groups]
     floor = [result["by_age"][g].get("label_noise_floor_mae") or 0.0 for g in groups]
@@ -193,7 +193,7 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
                       ("visual_only_trained", "visual-only model (trained alone)")):  # fmt: skip
         if key in r:
             rows.append((name, r[key]))
-    rows += [(f"fusion, {age}s", r["by_age"][age]) for age in ("neonate", "adult")]
+    rows += [(f"fusion, {age}s", r["by_age"][age]) for age in C.LABELLED_AGE_GROUPS]
     lines += _metrics_table(rows)
     lines += [
         "",

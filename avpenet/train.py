@@ -172,8 +172,8 @@ def calibrate_interval(
     """Set fusion.interval_scale so that the 90% interval of the validation CLIPS covers 90% of them."""
     model.fusion.interval_scale.fill_(1.0)
     pred = predict_clips(model, val_inputs)
-    sigma = np.exp(0.5 * pred["log_variance"])
-    z = np.abs(val_scores - pred["score"]) / np.maximum(sigma, 1e-6) / Z_INTERVAL
+    sigma = np.exp(0.5 * pred[C.LOG_VARIANCE.name])
+    z = np.abs(val_scores - pred[C.SCORE.name]) / np.maximum(sigma, 1e-6) / Z_INTERVAL
     scale = float(np.quantile(z, C.INTERVAL_COVERAGE)) if len(z) else 1.0
     model.fusion.interval_scale.fill_(max(scale, 1e-3))
     return scale
@@ -285,7 +285,7 @@ def train(args: argparse.Namespace) -> dict:
             bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{terms['l1'].item():.3f}")
         train_stats = {k: v / len(train_clips) for k, v in sums.items()}
         val_pred = predict_clips(model, val_inputs)
-        val = regression_metrics(val_pred["score"], val_scores)
+        val = regression_metrics(val_pred[C.SCORE.name], val_scores)
         elapsed = time.monotonic() - t0
         # re-plan from the latest epoch's duration (the machine is shared: its speed changes)
         epoch_times.append(time.monotonic() - t_epoch)
@@ -319,8 +319,8 @@ def train(args: argparse.Namespace) -> dict:
     model.audio_encoder.to(memory_format=torch.contiguous_format)
     scale = calibrate_interval(model, val_inputs, val_scores)
     val_pred = predict_clips(model, val_inputs)
-    val = regression_metrics(val_pred["score"], val_scores)
-    lo, hi = val_pred["interval_90"][:, 0], val_pred["interval_90"][:, 1]
+    val = regression_metrics(val_pred[C.SCORE.name], val_scores)
+    lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]
     val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
     config = {
         "train": {

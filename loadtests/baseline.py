@@ -22,9 +22,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from preprocess_service.openapi import SCORE_ROUTE
+
 APP_NAME = "naive"
 ROUTE_PREFIX = "/naive"
-SCORE_ROUTE = "/v1/score"
 IMPORT_PATH = "loadtests.baseline:build_app"
 MAX_ONGOING = 64  # accepts the bench's highest concurrency (32) without queueing in the proxy
 

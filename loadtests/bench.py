@@ -41,7 +41,6 @@ PLOT = DOCS / "img" / "bench.png"
 RAW = DOCS / "img" / "bench.json"
 CONCURRENCIES = (1, 8, 32)
 MIXES = ("model", "video")
-CONTENT_TYPES = {".mp4": "video/mp4", ".wav": "audio/wav", ".npz": "application/octet-stream"}
 TIMEOUT_S = 120.0
 RETRY_OTHER_LOAD = 0.3  # a cell measured while others' work held more of the cores is measured again
 RETRIES_WHEN_BUSY = 1  # ... once (default mode), keeping the less disturbed measurement
@@ -128,7 +127,7 @@ def payload(clip_dir: Path, mix: str) -> list[tuple[str, str, bytes, str]]:
     manifest = json.loads((clip_dir / "manifest.json").read_text())
     (kind,) = clips.MIXES[mix]
     return [
-        (f, name, (clip_dir / name).read_bytes(), CONTENT_TYPES[Path(name).suffix])
+        (f, name, (clip_dir / name).read_bytes(), clips.CONTENT_TYPES[Path(name).suffix])
         for f, name in manifest[kind].items()
     ]
 

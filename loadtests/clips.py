@@ -42,6 +42,9 @@ KINDS: dict[str, ClipKind] = {
     )
 }
 
+# Content-Type of each clip file as the load generators upload it.
+CONTENT_TYPES = {".mp4": "video/mp4", ".wav": "audio/wav", ".npz": "application/octet-stream"}
+
 # Request mixes (shares sum to 1). `ward` is what a monitored ward sends; the other two are the benchmark's.
 MIXES: dict[str, dict[str, float]] = {
     "ward": {"av_3s": 0.5, "audio_3s": 0.2, "landmarks_3s": 0.15, "av_10s": 0.1, "audio_30s": 0.05},

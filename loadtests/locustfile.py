@@ -25,11 +25,11 @@ grpc_gevent.init_gevent()  # before any channel exists: gRPC must yield to geven
 import grpc  # noqa: E402
 from locust import HttpUser, User, between, task  # noqa: E402
 
+from avpenet.contract import SCORE_MAX, SCORE_MIN  # noqa: E402
 from avpenet.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
-from loadtests.clips import MIXES  # noqa: E402
+from loadtests.clips import CONTENT_TYPES, MIXES  # noqa: E402
+from preprocess_service.openapi import SCORE_ROUTE  # noqa: E402
 
-SCORE_ROUTE = "/v1/score"
-CONTENT_TYPES = {".mp4": "video/mp4", ".wav": "audio/wav", ".npz": "application/octet-stream"}
 TIMEOUT_S = 60.0
 
 
@@ -77,7 +77,7 @@ class HttpScorer(HttpUser):
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
-            elif not 0.0 <= response.json()["score"] <= 10.0:
+            elif not SCORE_MIN <= response.json()["score"] <= SCORE_MAX:
                 response.failure("score outside 0-10")
 
 
@@ -106,7 +106,7 @@ class GrpcScorer(User):
         try:
             reply = self.stub.Score(request, metadata=self.metadata, timeout=TIMEOUT_S)
             size = reply.ByteSize()
-            if not 0.0 <= reply.score <= 10.0:
+            if not SCORE_MIN <= reply.score <= SCORE_MAX:
                 exception = ValueError("score outside 0-10")
         except grpc.RpcError as exc:
             exception = exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from avpenet import contract
 from preprocess_service import fhir, hl7v2
 from preprocess_service.protocol import ErrorResponse, ScoreResponse
 
@@ -39,7 +40,7 @@ SCORE_OPENAPI: dict[str, Any] = {
                         },
                         "video": {**_MEDIA, "description": "video without usable sound"},
                         "landmarks": {**_MEDIA, "description": "face-track .npz (privacy mode)"},
-                        "age_group": {"type": "string", "enum": ["neonate", "adult", "unknown"]},
+                        "age_group": {"type": "string", "enum": list(contract.AGE_GROUPS)},
                         "subject_ref": {
                             "type": "string",
                             "example": "Patient/123",

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from avpenet import contract
 
 ENV_PREFIX = "AVPENET_"
-# The longest clip whose windows fit one Triton batch: (MAX_BATCH_SIZE - 1) hops + one window.
-ONE_BATCH_SECONDS = (contract.MAX_BATCH_SIZE - 1) * contract.HOP_SECONDS + contract.WINDOW_SECONDS
 
 
 class Limits(BaseModel):

@@ -171,7 +171,7 @@ def clip_counts(seed: int, n_subjects: int, n_clips: int) -> np.ndarray:
 
 def _rater_pools(seed: int) -> dict[str, np.ndarray]:
     rng = _rng(seed, _POOL)
-    return {g: rng.normal(0, RATER_BIAS_SD, RATERS_PER_POOL) for g in ("neonate", "adult")}
+    return {g: rng.normal(0, RATER_BIAS_SD, RATERS_PER_POOL) for g in contract.LABELLED_AGE_GROUPS}
 
 
 def rate(age_group: str, latent: float, biases: np.ndarray, rng: np.random.Generator) -> tuple[float, ...]:

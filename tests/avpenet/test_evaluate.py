@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from avpenet import contract as C
 from avpenet import data, evaluate
 from avpenet.predict import icc_a1, level_index, regression_metrics
 
@@ -59,7 +60,7 @@ def test_json_has_the_stable_keys(evaluated):
     for block in (result["fusion"], result["audio_only"], result["visual_only"], *result["by_age"].values()):
         assert set(block) >= METRICS
         assert block["mae"] >= 0
-    assert set(result["by_age"]) == {"neonate", "adult"}
+    assert set(result["by_age"]) == set(C.LABELLED_AGE_GROUPS)
     assert {"clean", "snr_20db", "snr_10db", "snr_5db", "snr_0db", "lower_face_occluded", "audio_missing",
             "face_missing"} <= set(result["robustness"])  # fmt: skip
     assert all("mae" in v for v in result["robustness"].values())

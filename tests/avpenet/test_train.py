@@ -16,7 +16,7 @@ from avpenet.model import AVPENet, example_inputs, load_model
 def _rows(n_per_age: int) -> list[dict[str, str]]:
     return [
         {"subject_id": f"{age[0]}{i:03d}", "age_group": age, "clip_id": f"{age}{i}-{k}"}
-        for age in ("neonate", "adult")
+        for age in C.LABELLED_AGE_GROUPS
         for i in range(n_per_age)
         for k in range(3)
     ]

@@ -7,6 +7,7 @@ certificates are made here with `cryptography`. The session's stack covers missi
 (tests/reliability/test_reliability_corpus.py); non-root containers are
 tests/deploy/test_k8s.py::test_every_pod_runs_non_root_without_capabilities.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -25,6 +26,7 @@ import pytest
 import requests
 from corpus.harness import GRPC_OPTIONS, grpc_call
 
+from avpenet import contract
 from preprocess_service.settings import Limits
 
 pytestmark = pytest.mark.integration
@@ -142,7 +144,7 @@ def grpc_score(stack, key: str | None) -> str:
 def test_https_scores_through_a_tls_only_triton(secure_stack, tls_triton):
     reply = https_score(secure_stack, KEY_A)
     assert reply.status_code == 200, reply.text
-    assert 0.0 <= reply.json()["score"] <= 10.0
+    assert contract.SCORE_MIN <= reply.json()["score"] <= contract.SCORE_MAX
     # Triton really refuses plaintext gRPC, so the 200 above went over TLS.
     import tritonclient.grpc as grpcclient
 

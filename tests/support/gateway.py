@@ -46,7 +46,7 @@ def mp4_bytes(seconds: float) -> bytes:
     """A small MP4 (H.264 + AAC) of a moving noise picture with a tone: decodes, has audio, no face."""
     from support import testmedia
 
-    fps = 10
+    fps = contract.FPS
     frames = testmedia.noise_frames(int(seconds * fps), size=(160, 120))
     audio = testmedia.tone(seconds, contract.SAMPLE_RATE, freq=300.0)
     return testmedia.video_bytes(frames, fps, audio=audio)

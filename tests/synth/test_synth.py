@@ -65,7 +65,7 @@ class TestFormat:
             assert float(r["score"]) == pytest.approx(float(np.median(raters)), abs=1e-3)
             assert contract.SCORE_MIN <= float(r["score"]) <= contract.SCORE_MAX
             assert r["level"] == contract.level_of(float(r["score"]))
-            assert r["age_group"] in contract.AGE_GROUPS[:2]
+            assert r["age_group"] in contract.LABELLED_AGE_GROUPS
             assert r["audio"] or r["visual"], "a clip must keep at least one modality"
             for key in ("audio", "visual", "video"):
                 assert not r[key] or (small_set / r[key]).is_file()
@@ -105,7 +105,7 @@ class TestFormat:
         assert [t["clip_id"] for t in truth] == [r["clip_id"] for r in labels]
         assert tuple(truth[0]) == dataset.TRUTH_COLUMNS
         for t in truth:
-            assert 0 <= float(t["latent_pain"]) <= 10
+            assert contract.SCORE_MIN <= float(t["latent_pain"]) <= contract.SCORE_MAX
             assert dataset.SNR_DB[0] <= float(t["snr_db"]) <= dataset.SNR_DB[1]
             assert 0 <= float(t["face_missing_fraction"]) <= 1
 
