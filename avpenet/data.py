@@ -9,7 +9,6 @@ by age group, fixed by a seed, and written as ``split.json`` ({"train": [...], "
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,56 +62,44 @@ def visual_inputs(
 
 
 def read_labels(data_dir: Path) -> list[dict[str, str]]:
-    with open(Path(data_dir) / "labels.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    """Rows of DIR/labels.csv, checked (one reader for the cache, training and evaluation)."""
+    from avpenet.features.cache import read_labels as read
+
+    return read(data_dir)
 
 
 def _decode(data_dir: Path, row: dict[str, str]):
-    """(wave, features, mask) of a clip: from the feature cache when it is up to date (``avpenet features``),
-    else decoded now with the same functions (the face from the MP4 via the real tracker only when there is
-    no .npz track)."""
+    """(wave, features, mask, track) of a clip: from the feature cache when it is up to date (``avpenet
+    features``), else decoded now by the cache's own reader (``cache.decode_row``: the gateway's precedence,
+    the MP4 through the real tracker before any .npz track)."""
     from avpenet.features import cache
+    from avpenet.features.visual import frame_features
 
     if cache.is_fresh(data_dir, row):
         c = cache.load_clip(cache.clip_path(data_dir, row["clip_id"]))
-        return c.wave, c.features, c.mask
-    from avpenet.features.audio import load_audio
-    from avpenet.features.visual import frame_features
-
-    wave = load_audio(str(data_dir / row["audio"])) if row.get("audio") else None
-    track = _track(data_dir, row)
-    if track is None and row.get("video"):
-        from avpenet.features.tracker import track_video
-
-        track = track_video(str(data_dir / row["video"]))
-        if wave is None and not row.get("audio"):
-            wave = load_audio(str(data_dir / row["video"]))
+        return c.wave, c.features, c.mask, c.track
+    wave, track, _ = cache.decode_row(data_dir, row)
     features, mask = frame_features(track) if track is not None else (None, None)
-    return wave, features, mask
-
-
-def _track(data_dir: Path, row: dict[str, str]):
-    from avpenet.features.track import FaceTrack
-
-    return FaceTrack.load_npz(str(data_dir / row["visual"])) if row.get("visual") else None
+    return wave, features, mask, track
 
 
 def load_clip(data_dir: Path, row: dict[str, str], keep_track: bool = True) -> Clip:
     """One labels.csv row as model inputs, built by the shared feature code (the calls the gateway makes).
 
-    keep_track: also keep the clip's .npz face track, for occlusion augmentation and robustness tests.
+    keep_track: also keep the clip's face track (the one its features came from), for occlusion
+    augmentation and robustness tests.
     """
     from avpenet.features.windows import inputs_from_features
 
     data_dir = Path(data_dir)
-    wave, features, mask = _decode(data_dir, row)
+    wave, features, mask, track = _decode(data_dir, row)
     return Clip(
         clip_id=row["clip_id"],
         subject_id=row["subject_id"],
         age_group=row["age_group"],
         score=float(row["score"]),
         inputs=inputs_from_features(wave, features, mask, row["age_group"]),
-        track=_track(data_dir, row) if keep_track else None,
+        track=track if keep_track else None,
     )
 
 

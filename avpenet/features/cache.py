@@ -6,8 +6,14 @@ sources it came from and their size/mtime) and ``manifest.json`` (counts, for pe
 only when its cache file is missing, was made by another CACHE_VERSION, or its source files changed — so a
 second run is a no-op and an interrupted run resumes. Files are written atomically (temp file + rename).
 
-The face track of a clip comes from its MP4 (``video`` column) with the real FaceLandmarker when present,
-else from its ``.npz`` track (``visual`` column); its audio from ``audio``, else from the MP4's audio track.
+``decode_row`` is the ONE reader of a dataset row, for the cache and for ``avpenet.data`` alike, with the
+gateway's source precedence (preprocess_service.extract): the face comes from the MP4 (``video`` column)
+through the real FaceLandmarker when there is one — as when an upload carries both video and landmarks —
+else from the ``.npz`` track (``visual`` column); the audio from ``audio``, else from the MP4's audio track.
+The cache keeps the face track itself too (occlusion augmentation and robustness tests need it). A rendered
+clip whose tracker finds no face in any frame is listed under ``tracking_failed`` in the manifest (and one
+with a face in under half its frames under ``tracking_partial``): it stays in the data with its visual
+modality masked, as the gateway masks it, and is never dropped silently.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import numpy as np
 from avpenet import contract
 from avpenet.errors import InputError
 
-CACHE_VERSION = 1  # bump when decoding or frame_features change meaning
+CACHE_VERSION = 2  # bump when decoding or frame_features change meaning (2: the face track is kept)
+TRACK_PREFIX = "track_"  # cache arrays holding the FaceTrack fields
+PARTIAL_TRACKING = 0.5  # a tracked MP4 with a face in fewer frames than this share is reported
 REQUIRED_COLUMNS = ("clip_id", "age_group", "audio", "visual", "video")
 
 
@@ -40,6 +48,7 @@ class ClipFeatures:
     features: np.ndarray | None  # float32 [T, VISUAL_FEATURE_DIM]; None: no video/track
     mask: np.ndarray | None  # float32 [T]
     visual_source: str = "none"  # "video" (tracked MP4), "npz" (track file) or "none"
+    track: object | None = None  # the FaceTrack the features came from (None: no video/track)
 
 
 def cache_dir(data_dir: str | os.PathLike) -> Path:
@@ -101,9 +110,9 @@ def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
     return meta is not None and meta.get("signature") == _signature(Path(data_dir), row)
 
 
-def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
-    """Decode, track and featurise one clip, write its cache file; returns a small summary dict."""
-    from avpenet.features import audio, tracker, visual
+def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
+    """(wave, track, source) of one labels.csv row with the gateway's precedence (see the module doc)."""
+    from avpenet.features import audio, tracker
     from avpenet.features.track import FaceTrack
 
     data_dir = Path(data_dir)
@@ -114,34 +123,44 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
     for p in (audio_path, video_path, npz_path):
         if p is not None and not p.exists():
             raise FileNotFoundError(f"clip {row['clip_id']}: {p} does not exist")
-
-    wave = audio.load_audio(audio_path) if audio_path else None
+    # bytes in memory, as an upload reaches the gateway (its decoders open no files or protocols)
+    wave = audio.load_audio(audio_path.read_bytes(), name=audio_path.name) if audio_path else None
     track, source = None, "none"
     if video_path is not None:
-        track, source = tracker.track_video(video_path), "video"
-        if wave is None and audio_path is None:
-            wave = audio.load_audio(video_path)
+        video = video_path.read_bytes()
+        track, source = tracker.track_video(video), "video"
+        if wave is None:
+            wave = audio.load_audio(video, name=video_path.name)
     elif npz_path is not None:
         track, source = FaceTrack.load_npz(npz_path), "npz"
+    return wave, track, source if track is not None else "none"
 
+
+def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
+    """Decode, track and featurise one clip, write its cache file; returns a small summary dict."""
+    from avpenet.features import audio, visual
+    from avpenet.features.windows import frame_window_count
+
+    data_dir = Path(data_dir)
+    wave, track, source = decode_row(data_dir, row)
     arrays: dict[str, np.ndarray] = {}
     if wave is not None:
         arrays["wave"] = np.asarray(wave, np.float32)
     if track is not None:
         feats, mask = visual.frame_features(track)
         arrays["features"], arrays["mask"] = feats, mask
-    from avpenet.features.windows import frame_window_count
-
+        arrays.update({TRACK_PREFIX + k: v for k, v in track.arrays().items()})
     n_samples = arrays["wave"].size if "wave" in arrays else 0
     n_frames = arrays["mask"].size if "mask" in arrays else 0
     meta = {
         "clip_id": row["clip_id"],
         "age_group": row["age_group"],
-        "visual_source": source if track is not None else "none",
+        "visual_source": source,
         "signature": _signature(data_dir, row),
         "windows": max(audio.window_count(n_samples), frame_window_count(n_frames)),
         "frames": n_frames,
         "usable_frames": int(arrays["mask"].sum()) if "mask" in arrays else 0,
+        "face_frames": int(track.face_present.sum()) if track is not None else 0,
     }
     out = clip_path(data_dir, row["clip_id"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,6 +227,14 @@ def build_cache(
         "errors": errors,
         "windows": int(sum(m.get("windows", 0) for m in metas)),
         "from_video_with_tracker": sum(m["visual_source"] == "video" for m in metas),
+        "tracking_failed": sorted(
+            m["clip_id"] for m in metas if m["visual_source"] == "video" and m.get("face_frames", 0) == 0
+        ),
+        "tracking_partial": sorted(
+            m["clip_id"]
+            for m in metas
+            if m["visual_source"] == "video" and 0 < m.get("face_frames", 0) < PARTIAL_TRACKING * m["frames"]
+        ),
         "from_npz_track": sum(m["visual_source"] == "npz" for m in metas),
         "without_visual": sum(m["visual_source"] == "none" for m in metas),
         "usable_frame_share": (
@@ -229,7 +256,15 @@ def load_clip(path: str | os.PathLike) -> ClipFeatures:
             features=npz["features"] if "features" in npz.files else None,
             mask=npz["mask"] if "mask" in npz.files else None,
             visual_source=meta.get("visual_source", "none"),
+            track=_track_from(npz),
         )
+
+
+def _track_from(npz) -> object | None:
+    from avpenet.features.track import FaceTrack
+
+    arrays = {k[len(TRACK_PREFIX) :]: npz[k] for k in npz.files if k.startswith(TRACK_PREFIX)}
+    return FaceTrack(**arrays) if arrays else None
 
 
 def load_cache(data_dir: str | os.PathLike, clip_ids: list[str] | None = None) -> dict[str, ClipFeatures]:
