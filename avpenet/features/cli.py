@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
         f"{m['from_video_with_tracker']}, from .npz: {m['from_npz_track']}, none: {m['without_visual']}; "
         f"usable face frames {100 * m['usable_frame_share']:.0f}%"
     )
+    tracking = {"tracking_failed": "no face in any frame", "tracking_partial": "a face in < 50% of frames"}
+    for key, what in tracking.items():
+        if m[key]:
+            print(f"  tracker, {what}: {len(m[key])} MP4 clip(s): {', '.join(m[key])}", file=sys.stderr)
     for clip_id, error in manifest["errors"].items():
         print(f"  failed {clip_id}: {error}", file=sys.stderr)
     if manifest["errors"] and args.strict:
