@@ -8,7 +8,7 @@
   kube-prometheus-stack's Grafana sidecar loads dashboards by.
 
 Run `python k8s/generate.py` after changing any source; `--check` exits 1 when a written file is stale
-(tests/test_k8s.py runs the same check).
+(tests/deploy/test_k8s.py runs the same check).
 """
 
 from __future__ import annotations
