@@ -86,7 +86,8 @@ async def _attempt(target: MllpTarget, message: str, control_id: str) -> tuple[s
     try:
         writer.write(frame(message))
         await writer.drain()
-        return ack_code(await read_frame(reader), control_id)
+        ack = await read_frame(reader)
+        return await asyncio.to_thread(ack_code, ack, control_id)  # hl7apy parsing is CPU work
     finally:
         writer.close()
         with contextlib.suppress(OSError):
