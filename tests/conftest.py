@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.gateway import API_KEY
+from support.gateway import API_KEY, MllpEngine
 
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.server import TritonServer
@@ -25,10 +25,22 @@ def triton_server() -> Iterator[TritonServer]:
 
 
 @pytest.fixture(scope="session")
-def gateway_stack(triton_server) -> Iterator:
-    """Ray Serve running serve_config.yaml against the session's Triton; API keys required (gRPC is on)."""
+def mllp_engine() -> Iterator[MllpEngine]:
+    engine = MllpEngine()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_stack(triton_server, mllp_engine) -> Iterator:
+    """Ray Serve running serve_config.yaml against the session's Triton; API keys required (gRPC is on);
+    HL7 v2 delivery goes to the loopback MLLP listener `mllp_engine`."""
     from preprocess_service.stack import LocalStack
 
-    args = {"limits": {"max_upload_bytes": 4 * 1024 * 1024, "max_duration_s": 20, "max_in_flight": 8}}
+    args = {
+        "limits": {"max_upload_bytes": 4 * 1024 * 1024, "max_duration_s": 20, "max_in_flight": 8},
+        "hl7_mllp_target": mllp_engine.target,
+        "hl7_mllp_retries": 1,
+    }
     with LocalStack(triton=triton_server, api_keys=[API_KEY], args=args) as stack:
         yield stack

@@ -50,3 +50,41 @@ def mp4_bytes(seconds: float) -> bytes:
     frames = testmedia.noise_frames(int(seconds * fps), size=(160, 120))
     audio = testmedia.tone(seconds, contract.SAMPLE_RATE, freq=300.0)
     return testmedia.video_bytes(frames, fps, audio=audio)
+
+
+class MllpEngine:
+    """A real MLLP listener on loopback standing in for the interface engine: parses every message with
+    hl7apy and ACKs it (AA), except for patients whose id starts with `nack` (AR: rejected)."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        engine = self
+        self.received: list[str] = []
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                from preprocess_service import hl7v2, mllp
+
+                data = b""
+                while not data.endswith(mllp.END):
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                text = data[1 : -len(mllp.END)].decode()
+                engine.received.append(text)
+                message = hl7v2.parse(text)
+                pid = message.oru_r01_patient_result.oru_r01_patient.pid.pid_3.value
+                code = "AR" if pid.startswith("nack") else "AA"
+                self.request.sendall(mllp.frame(hl7v2.ack(message.msh.msh_10.value, code, "test reject")))
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
