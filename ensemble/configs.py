@@ -86,6 +86,8 @@ def part_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelConfig
     config.parameters["onnx_file"].string_value = "model.onnx"
     config.parameters["intra_op_threads"].string_value = str(plan.intra_op_threads)
     config.parameters["value_ranges"].string_value = json.dumps(ranges, sort_keys=True)
+    if model is STEP_ORDER[0]:  # the first entry step answers bad requests with NaN (backend/model.py)
+        config.parameters["defer_rejection"].string_value = "true"
     return config
 
 
@@ -106,13 +108,26 @@ def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelCo
     return config
 
 
+# Step order is scheduling order, and it matters. Triton 2.51 deadlocks when a composing model answers an
+# error while the ensemble is still scheduling its entry steps: the gRPC frontend holds the request's lock
+# across InferAsync, the ensemble takes its context lock before scheduling each entry step, and the error
+# callback holds the context lock while it waits for the frontend's lock (found with gdb on a wedged server;
+# the stub then waits forever for the server to take its reply). audio_frontend rejects poisoned waveforms
+# within microseconds, so it is scheduled LAST among the entry steps: once it is handed over, the scheduling
+# thread takes no further lock, and its error cannot deadlock. visual_encoder, the other entry step, goes
+# first (ensemble/README.md: what it may and may not reject).
+STEP_ORDER: tuple[contract.ModelSpec, ...] = (
+    contract.VISUAL_ENCODER, contract.AUDIO_FRONTEND, contract.AUDIO_ENCODER, contract.FUSION,
+)  # fmt: skip
+
+
 def ensemble_config() -> mc.ModelConfig:
     """The `avpenet` ensemble: audio_frontend -> audio_encoder; visual_encoder; both -> fusion (all FP32)."""
     config = mc.ModelConfig(
         name=contract.ENSEMBLE.name, platform="ensemble", max_batch_size=contract.MAX_BATCH_SIZE
     )
     _add_tensors(config, contract.ENSEMBLE)
-    for part in contract.PARTS:
+    for part in STEP_ORDER:
         step = config.ensemble_scheduling.step.add(
             model_name=part.name, model_version=-1
         )  # -1: newest served

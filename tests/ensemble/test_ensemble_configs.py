@@ -55,9 +55,10 @@ def test_ensemble_steps_form_the_documented_graph() -> None:
     config = configs.parse(REPO / contract.ENSEMBLE.name / "config.pbtxt")
     assert config.platform == "ensemble"
     steps = config.ensemble_scheduling.step
-    assert [s.model_name for s in steps] == [p.name for p in contract.PARTS]
+    assert [s.model_name for s in steps] == [p.name for p in configs.STEP_ORDER]  # scheduling order matters
+    assert set(configs.STEP_ORDER) == set(contract.PARTS)
     available = {t.name for t in contract.ENSEMBLE.inputs}
-    for step, part in zip(steps, contract.PARTS, strict=True):
+    for step, part in zip(steps, configs.STEP_ORDER, strict=True):
         assert step.model_version == -1
         assert (
             set(step.input_map) == {t.name for t in part.inputs} and set(step.input_map.values()) <= available
