@@ -8,15 +8,21 @@ Video is decoded with PyAV from a path or from memory (uploads never touch disk)
 by presentation time — the same code for training (MP4 files) and serving (uploaded bytes), so both see the
 same frames. A FaceLandmarker in VIDEO mode tracks across frames and needs strictly increasing timestamps,
 so each stream gets its own FaceTracker.
+
+Every FaceLandmarker this module creates is closed at interpreter exit by `close_landmarkers`, while
+mediapipe can still run the call: a landmarker left to its `__del__` during module teardown calls into
+half-destroyed mediapipe modules and prints "TypeError: 'NoneType' object is not callable".
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import importlib.metadata
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +119,61 @@ def _options(mode: str, num_faces: int, min_confidence: float):
     )
 
 
+# --- landmarker lifetime -----------------------------------------------------------------------------------
+# Each landmarker not closed yet -> the pid that created it. A forked child (ProcessPoolExecutor workers)
+# inherits these objects but not mediapipe's worker threads: it must neither close nor drop them (either would
+# call into an executor whose thread does not exist there, and wait forever).
+_open_landmarkers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_lifetime_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _create_landmarker(mode: str, num_faces: int, min_confidence: float):
+    """A FaceLandmarker that `close_landmarkers` will close at exit if its owner does not."""
+    from mediapipe.tasks.python import vision
+
+    global _exit_hook_registered
+    landmarker = vision.FaceLandmarker.create_from_options(_options(mode, num_faces, min_confidence))
+    with _lifetime_lock:
+        _open_landmarkers[landmarker] = os.getpid()
+        if not _exit_hook_registered:
+            _register_exit_hook()
+            _exit_hook_registered = True
+    return landmarker
+
+
+def _register_exit_hook() -> None:
+    """Run close_landmarkers at exit before mediapipe's worker threads stop taking calls.
+
+    mediapipe runs every C call on a concurrent.futures executor, and concurrent.futures stops those in a
+    `threading` exit hook, which runs before any atexit function; threading's hooks run last-registered first,
+    so one registered now (mediapipe is loaded) runs before that. atexit is the fallback on other Pythons.
+    """
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(close_landmarkers)
+
+
+def _close_landmarker(landmarker) -> None:
+    with _lifetime_lock:
+        _open_landmarkers.pop(landmarker, None)
+    landmarker.close()
+
+
+def close_landmarkers() -> None:
+    """Close every FaceLandmarker this process opened (the shared IMAGE-mode one is re-created on use)."""
+    global _image_landmarker_instance
+    pid = os.getpid()
+    with _lifetime_lock:
+        mine = [lm for lm, owner in _open_landmarkers.items() if owner == pid]
+        for landmarker in mine:
+            del _open_landmarkers[landmarker]
+    with _image_lock:
+        if _image_landmarker_instance in mine:
+            _image_landmarker_instance = None
+    for landmarker in mine:
+        landmarker.close()
+
+
 # --- one frame of results -----------------------------------------------------------------------------------
 _BLENDSHAPE_INDEX = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
 
@@ -204,13 +265,15 @@ def _mp_image(rgb: np.ndarray):
 
 # --- still images -------------------------------------------------------------------------------------------
 _image_lock = threading.Lock()
+_image_landmarker_instance = None
 
 
-@functools.lru_cache(maxsize=1)
 def _image_landmarker():
-    from mediapipe.tasks.python import vision
-
-    return vision.FaceLandmarker.create_from_options(_options("IMAGE", num_faces=2, min_confidence=0.5))
+    """The shared IMAGE-mode landmarker (call with _image_lock held)."""
+    global _image_landmarker_instance
+    if _image_landmarker_instance is None:
+        _image_landmarker_instance = _create_landmarker("IMAGE", num_faces=2, min_confidence=0.5)
+    return _image_landmarker_instance
 
 
 def detect_image(rgb: np.ndarray) -> FaceTrack:
@@ -232,11 +295,7 @@ class FaceTracker:
     """
 
     def __init__(self, *, num_faces: int = 1, min_confidence: float = 0.5) -> None:
-        from mediapipe.tasks.python import vision
-
-        self._landmarker = vision.FaceLandmarker.create_from_options(
-            _options("VIDEO", num_faces=num_faces, min_confidence=min_confidence)
-        )
+        self._landmarker = _create_landmarker("VIDEO", num_faces, min_confidence)
         self._next_ts_ms = 0
 
     def __enter__(self) -> FaceTracker:
@@ -247,7 +306,7 @@ class FaceTracker:
 
     def close(self) -> None:
         if self._landmarker is not None:
-            self._landmarker.close()
+            _close_landmarker(self._landmarker)
             self._landmarker = None
 
     def _track_one(self, rgb: np.ndarray) -> _Frame:
