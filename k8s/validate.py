@@ -4,7 +4,7 @@ No API server can run in CI, so every object is checked against the schema its o
 
 - built-in kinds (Deployment, Service, Ingress, NetworkPolicy, PDB, HPA, ConfigMap, ...): kubernetes-validate,
   strict;
-- RayService (ray.io/v1): KubeRay's own CRD schema of releases 1.3.0 and 1.7.0 (k8s/schemas/kuberay/);
+- RayService (ray.io/v1): KubeRay's own CRD schema of releases 1.5.1 and 1.7.0 (k8s/schemas/kuberay/);
 - ServiceMonitor, PodMonitor, PrometheusRule: cloudcoil-models-prometheus-operator (models generated from the
   prometheus-operator CRDs);
 - Certificate, Issuer, ClusterIssuer: cloudcoil-models-cert-manager (generated from cert-manager's CRDs).
@@ -29,7 +29,7 @@ import jsonschema
 import kubernetes_validate
 
 K8S_VERSION = "1.31"  # the Kubernetes version the manifests are validated for (docs/DEPLOY.md)
-KUBERAY_VERSIONS = ("1.3.0", "1.7.0")  # the oldest KubeRay the docs support and the newest release
+KUBERAY_VERSIONS = ("1.5.1", "1.7.0")  # the oldest KubeRay with Ray token auth (authOptions), the newest
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 Doc = dict[str, Any]
 

@@ -297,7 +297,8 @@ def test_service_monitors_find_their_services_and_set_job_names(overlay) -> None
                 assert endpoint["port"] in {
                     p["name"] for c in t["spec"]["containers"] for p in c.get("ports", [])
                 }
-            jobs |= {r["replacement"] for r in endpoint.get("relabelings", []) if r["targetLabel"] == "job"}
+            relabelings = endpoint.get("relabelings", []) + endpoint.get("metricRelabelings", [])
+            jobs |= {r["replacement"] for r in relabelings if r["targetLabel"] == "job"}
     for sm in (d for d in docs if d["kind"] == "ServiceMonitor"):
         (svc,) = [
             s for s in services if _matches(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])

@@ -193,6 +193,11 @@ def test_ray_pods_reach_only_triton_dns_and_each_other(docs) -> None:
     assert deny["spec"]["podSelector"] == {} and set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
+def test_ray_requires_its_auth_token(docs) -> None:
+    """Behind the NetworkPolicy, Ray's own token auth: the dashboard and job API refuse callers without it."""
+    assert _rayservice(docs)["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+
+
 def test_only_the_autoscaler_holds_an_api_token(docs) -> None:
     cluster = _rayservice(docs)["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]["template"]["spec"]
@@ -249,7 +254,9 @@ def test_gpu_scheduling_per_overlay(overlay: str) -> None:
 
 
 # --- comments name files that exist ---
-PATH_IN_TEXT = re.compile(r"(?<![\w/.-])((?:k8s|monitoring|docs|preprocess_service|tests|ensemble|loadtests)/[\w./-]*\w)")
+PATH_IN_TEXT = re.compile(
+    r"(?<![\w/.-])((?:k8s|monitoring|docs|preprocess_service|tests|ensemble|loadtests)/[\w./-]*\w)"
+)
 
 
 def test_paths_named_in_k8s_and_monitoring_exist() -> None:
