@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup proto demo test lint serve triton loadtest bench soak clean
+.PHONY: setup proto demo test lint serve triton loadtest bench soak reliability clean
 
 setup: $(STAMP) proto
 
@@ -55,6 +55,12 @@ bench: setup
 
 soak: setup
 	$(BIN)/avpenet soak
+
+# The slow hostile-caller checks: `avpenet serve` hung-stub recovery and every stop signal (a stack each),
+# and the hostile campaign at 600 requests (docs/RELIABILITY.md).
+reliability: setup
+	AVPENET_CAMPAIGN_REQUESTS=600 $(BIN)/python -m pytest -q -s -m "slow or integration" \
+	  tests/reliability/test_serve_lifecycle.py tests/reliability/test_hostile_campaign.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

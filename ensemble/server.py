@@ -51,6 +51,20 @@ def _stop_all() -> None:
         server.stop()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started Triton dies, however it dies.
+
+    Without it a launcher killed by SIGKILL, or aborted inside Ray's signal handling, left tritonserver and
+    its stubs running with parent 1. Linux ties this to the starting *thread*: start Triton from a thread that
+    lives as long as the server (the main thread, as `avpenet serve`, the tests and the supervisor do).
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 class TritonStartError(RuntimeError):
     """tritonserver exited or never became ready; the message carries the tail of its log."""
 
@@ -228,6 +242,7 @@ class TritonServer:
             env=stub_environment(),
             cwd=self._workdir,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton in order
+            preexec_fn=_die_with_parent,
         )
         _RUNNING.add(self)
         self._reader = threading.Thread(target=self._pump_log, name="tritonserver-log", daemon=True)
@@ -267,8 +282,11 @@ class TritonServer:
             f"tritonserver not ready after {self.ready_timeout_s:.0f} s; log tail:\n{self.log_tail()}"
         )
 
-    def stop(self) -> int | None:
-        """SIGTERM (Triton drains in-flight requests), then SIGKILL of its process group after a timeout."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), then SIGKILL of its process group after `timeout_s`.
+
+        A Triton whose stub hangs in `execute` never finishes draining: the supervisor passes 0 (kill now).
+        """
         process, self._process = self._process, None
         _RUNNING.discard(self)
         code = None
@@ -276,7 +294,7 @@ class TritonServer:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
-                    process.wait(timeout=STOP_TIMEOUT_S)
+                    process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
@@ -291,6 +309,14 @@ class TritonServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
+
+    def restart(self, stop_timeout_s: float = 0.0) -> TritonServer:
+        """Stop (SIGKILL after `stop_timeout_s`: a hung stub never drains) and start again on the same ports,
+        repository and flags, so every client reconnects to the same address."""
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        self.stop(timeout_s=stop_timeout_s)
+        self._requested_ports = ports
+        return self.start()
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -38,6 +38,13 @@ class DeliveryNotConfigured(InputError):
     grpc_code = "FAILED_PRECONDITION"
 
 
+class SlowUpload(InputError):
+    """The request body arrived slower than the minimum upload rate (408): a slow-loris or a dead link."""
+
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
 class GatewayError(Exception):
     """A request that failed for a reason other than its content."""
 
@@ -80,6 +87,11 @@ class TritonTimeout(GatewayError):
 
     http_status = 504
     grpc_code = "DEADLINE_EXCEEDED"
+
+
+def reason_of(exc: BaseException) -> str:
+    """A bounded label for metrics: the error class of this hierarchy, else "InternalError"."""
+    return type(exc).__name__ if isinstance(exc, InputError | GatewayError) else "InternalError"
 
 
 def status_of(exc: BaseException) -> tuple[int, str]:

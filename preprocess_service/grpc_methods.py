@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from preprocess_service import audit, idempotency
+from preprocess_service import audit, grpc_wire, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import proto_format
-from preprocess_service.errors import status_of
+from preprocess_service.errors import InvalidRequest, status_of
 from preprocess_service.protocol import ScoreRequest, new_request_id
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ class GrpcMethods:
         from avpenet.v1 import scoring_pb2
 
         metadata = _metadata(grpc_context)
+        try:  # the proxy passes the message unparsed (grpc_wire): malformed bytes are INVALID_ARGUMENT
+            request = grpc_wire.parse(scoring_pb2.ScoreRequest, request)
+        except InvalidRequest as exc:
+            self._grpc_error(exc, new_request_id(metadata.get("x-request-id")), grpc_context, "Score")
+            return scoring_pb2.ScoreResponse()
         rid = new_request_id(request.request_id or metadata.get("x-request-id") or metadata.get("request_id"))
         record = audit.AuditRecord("Score", "grpc", rid)
         try:
@@ -83,6 +88,7 @@ class GrpcMethods:
         metadata = _metadata(grpc_context)
         rid = new_request_id(metadata.get("x-request-id"))
         try:
+            grpc_wire.parse(scoring_pb2.ListModelsRequest, request)
             self.service.authenticate(_grpc_token(metadata))
             models = await self.service.models()
         except Exception as exc:
@@ -107,6 +113,7 @@ class GrpcMethods:
     def _grpc_error(self, exc: Exception, rid: str, grpc_context, method: str) -> None:
         status, code = status_of(exc)
         self.service.record(method, "grpc", code)
+        self.service.refused(exc, "grpc")
         grpc_context.set_code(grpc.StatusCode[code])
         grpc_context.set_details(
             str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"

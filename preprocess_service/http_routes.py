@@ -7,6 +7,7 @@ FastAPI routes to the methods of that class; each method there is one line that 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -16,24 +17,39 @@ from avpenet.errors import TooLarge
 from preprocess_service import audit, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import negotiate
-from preprocess_service.errors import status_of
+from preprocess_service.errors import SlowUpload, status_of
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.openapi import MODELS_ROUTE, SCORE_ROUTE
 from preprocess_service.protocol import ErrorResponse, new_request_id
 from preprocess_service.service import ScoringService
+from preprocess_service.settings import Limits
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes (before it is all in memory)."""
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The request body, refused with 413 as soon as it passes the upload limit (before it is all in memory)
+    and with 408 when it arrives slower than `min_upload_bytes_per_s` after `upload_grace_s` (slow-loris)."""
+    limit = limits.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"upload is {declared} bytes; the limit is {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    start = time.monotonic()
+    chunks = request.stream().__aiter__()
+    while True:
+        # The next chunk must come before the average rate since the start drops below the minimum.
+        deadline = start + limits.upload_grace_s + (len(body) + 1) / limits.min_upload_bytes_per_s
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(deadline - time.monotonic(), 0.001))
+        except StopAsyncIteration:
+            return bytes(body)
+        except TimeoutError:
+            raise SlowUpload(
+                f"upload too slow: {len(body)} bytes in {time.monotonic() - start:.0f} s; send at least "
+                f"{limits.min_upload_bytes_per_s} bytes/s after the first {limits.upload_grace_s:.0f} s"
+            ) from None
         body.extend(chunk)
         if len(body) > limit:
             raise TooLarge(f"upload exceeds the limit of {limit} bytes")
-    return bytes(body)
 
 
 async def score(service: ScoringService, request: Request) -> Response:
@@ -46,8 +62,9 @@ async def score(service: ScoringService, request: Request) -> Response:
         record.api_key_id = audit.key_id(token)
         fmt = negotiate(request.headers.get("accept"), request.query_params.get("fhir"))
         key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+        # The whole body first, then admission: a slow sender holds no scoring slot (min rate in read_body).
+        body = await read_body(request, service.settings.limits)
         with service.admit():
-            body = await read_body(request, service.settings.limits.max_upload_bytes)
             parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
             del body
             answer = await service.clinical.answer(
@@ -98,6 +115,7 @@ def http_error(service: ScoringService, exc: Exception, rid: str, route: str) ->
     """The error as JSON; a 5xx hides its internals unless the caller can act on them (Retry-After)."""
     status, _ = status_of(exc)
     service.record(route, "http", status)
+    service.refused(exc, "http")
     detail = str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"
     headers = {}
     retry = getattr(exc, "retry_after_s", None)

@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from avpenet import contract
 from preprocess_service.errors import InvalidRequest
@@ -46,7 +46,7 @@ def parse_pins(text: str) -> dict[str, str]:
 
 def new_request_id(candidate: str | None = None) -> str:
     """The caller's id when it is safe to echo and log (short, plain characters), else a fresh uuid4 hex."""
-    if candidate and REQUEST_ID_RE.match(candidate):
+    if candidate and REQUEST_ID_RE.fullmatch(candidate):  # fullmatch: `$` would let "id\n" through
         return candidate
     return uuid.uuid4().hex
 
@@ -78,6 +78,17 @@ class ScoreRequest(BaseModel):
     deliver_hl7: bool = False  # also send the HL7 v2 message to the configured interface engine
     request_id: str = Field(default_factory=new_request_id)
 
+    @field_validator("age_group", "subject_ref", "encounter_ref", "recorded_at", mode="before")
+    @classmethod
+    def _strip_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """One rule for both protocols: surrounding whitespace is ignored; blank means "not given"."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if value:
+            return value
+        return "unknown" if info.field_name == "age_group" else None
+
     def parts(self) -> dict[str, MediaPart]:
         return {name: part for name in MEDIA_PARTS if (part := getattr(self, name)) is not None}
 
@@ -101,7 +112,7 @@ class ScoreRequest(BaseModel):
             raise InvalidRequest(f"age_group must be one of {', '.join(contract.AGE_GROUPS)}")
         for name in ("subject_ref", "encounter_ref"):
             value = getattr(self, name)
-            if value is not None and not REF_RE.match(value):
+            if value is not None and not REF_RE.fullmatch(value):
                 raise InvalidRequest(f"{name} must be a FHIR relative reference like Patient/123")
         if self.recorded_at is not None:
             from preprocess_service.fhir import parse_recorded_at
@@ -113,7 +124,7 @@ class ScoreRequest(BaseModel):
         if len(self.model_versions) > MAX_PINS:
             raise InvalidRequest(f"model_versions pins at most {MAX_PINS} models")
         for name, version in self.model_versions.items():
-            if not PIN_NAME_RE.match(name) or not version.isdigit() or len(version) > 9:
+            if not PIN_NAME_RE.fullmatch(name) or not version.isdigit() or len(version) > 9:
                 raise InvalidRequest("model_versions must be name=version pairs such as avpenet=1,fusion=2")
 
     @classmethod
@@ -124,6 +135,10 @@ class ScoreRequest(BaseModel):
             if msg.HasField(name):
                 f = getattr(msg, name)
                 parts[name] = MediaPart(data=f.data, filename=f.filename, content_type=f.content_type)
+        if msg.request_id and not REQUEST_ID_RE.fullmatch(msg.request_id):
+            raise InvalidRequest(
+                "request_id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
         return cls(
             **parts,
             age_group=msg.age_group or "unknown",

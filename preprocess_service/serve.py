@@ -1,5 +1,9 @@
 """`avpenet serve`: Triton + the Ray Serve gateway on this machine, until Ctrl-C; then both stop cleanly.
 
+SIGINT or SIGTERM (to the process or its whole group) stops Triton and its stubs, then Ray, and removes Ray's
+temp dir; Triton also dies with this process if it is killed outright (see ensemble.server). While running,
+Triton is probed with a real inference every few seconds and restarted when it hangs (LocalStack.supervise).
+
 Ray's gRPC proxy binds all interfaces, so with gRPC on the gateway is reachable from other hosts and API keys
 are mandatory: without AVPENET_API_KEYS / --api-key-file a random key is made for this session and printed
 once (like a notebook token). `--no-grpc` on loopback runs without keys.
@@ -17,6 +21,8 @@ from pathlib import Path
 
 from preprocess_service.client import GRPC_PORT, HTTP_PORT
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SUPERVISE_PERIOD_S = 3.0  # a probe inference this often; two failures in a row restart Triton
 HELP = "Start Triton + the Ray Serve gateway locally (HTTP and gRPC), print the URLs, stop on Ctrl-C."
 
 
@@ -58,10 +64,14 @@ def run(args: argparse.Namespace) -> int:
         config_path=args.config or CONFIG_PATH,
     )
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         print("starting Triton and the Ray Serve gateway (about 30 s)...", file=sys.stderr, flush=True)
         stack.start()
+        # ray.init replaced our SIGTERM handler with its own (sys.exit inside the handler, then an abort while
+        # Ray's processes die): put ours back, so a signal only sets `stop` and `finally` stops in order.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda *_: stop.set())
         print(
             f"HTTP    {stack.http_url}/v1/score   (docs {stack.http_url}/docs, "
             f"metrics {stack.http_url}/metrics)"
@@ -72,18 +82,18 @@ def run(args: argparse.Namespace) -> int:
         if keys:
             print(f"API key for this session: {keys[0]}   (export {KEY_ENV}=<key> for avpenet score)")
         print("Ctrl-C stops both.", flush=True)
-        while not stop.is_set():
-            if stack.triton is None or not stack.triton.is_ready():
-                print(
-                    "avpenet serve: Triton stopped answering; the gateway reports not ready", file=sys.stderr
-                )
-            stop.wait(5.0)
+        while not stop.wait(SUPERVISE_PERIOD_S):
+            restarts = stack.triton_restarts
+            if not stack.supervise():
+                print("avpenet serve: Triton failed a probe inference", file=sys.stderr, flush=True)
+            if stack.triton_restarts > restarts:
+                print("avpenet serve: Triton restarted", file=sys.stderr, flush=True)
         return 0
     except Exception as exc:  # start failures: say why, exit non-zero
         print(f"avpenet serve: {exc}", file=sys.stderr)
         return 1
     finally:
         print("stopping...", file=sys.stderr, flush=True)
-        stack.stop()
+        stack.stop(graceful=False)  # a signal may have reached Ray's processes too: no 30 s Serve drain
         for sig, handler in previous.items():
             signal.signal(sig, handler)

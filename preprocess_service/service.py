@@ -21,7 +21,7 @@ from avpenet.aggregate import aggregate_windows
 from preprocess_service import audit, fhir, pinning, telemetry
 from preprocess_service.auth import ApiKeys
 from preprocess_service.clinical import Clinical, clip_sha256
-from preprocess_service.errors import TritonUnavailable, status_of
+from preprocess_service.errors import TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.limits import InFlightLimiter, check_upload_size
 from preprocess_service.protocol import (
@@ -35,6 +35,7 @@ from preprocess_service.protocol import (
 )
 from preprocess_service.settings import GatewaySettings
 from preprocess_service.triton_client import InferOutput, TritonClient
+from preprocess_service.watchdog import TritonWatchdog
 
 log = logging.getLogger("avpenet.gateway")
 Extractor = Callable[[ScoreRequest, Mapping[str, str]], Awaitable[Extracted]]
@@ -67,6 +68,12 @@ class ScoringService:
             ssl=settings.triton_ssl,
             root_certificates=settings.triton_root_certificates,
         )
+        self.watchdog = TritonWatchdog(
+            self.triton.probe,
+            period_s=settings.watchdog_period_s,
+            timeout_s=settings.watchdog_timeout_s,
+            failures=settings.watchdog_failures,
+        )
         self.extractor = extractor or self._extract_in_thread
         self.clinical = Clinical(settings)  # formats, HL7 delivery, Idempotency-Key cache (clinical.py)
         audit.setup()
@@ -75,6 +82,7 @@ class ScoringService:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
 
     async def close(self) -> None:
+        await self.watchdog.close()
         await self.triton.close()
 
     # --- requests -------------------------------------------------------------------------------------------
@@ -84,6 +92,7 @@ class ScoringService:
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
         """Admission for one request (429 when the replica is full), tracked by the in-flight gauge."""
+        self.watchdog.ensure_started()
         with self.limiter.admit():
             self.metrics.in_flight.inc()
             try:
@@ -93,6 +102,11 @@ class ScoringService:
 
     def record(self, route: str, protocol: str, status: int | str) -> None:
         self.metrics.requests.labels(route, protocol, str(status)).inc()
+
+    def refused(self, exc: BaseException, protocol: str) -> None:
+        """Count a request answered with an error, by reason (the error class): attacks and broken clients
+        show up as a rising reason, not only as a rising 4xx rate."""
+        self.metrics.refusals.labels(reason_of(exc), protocol).inc()
 
     async def score(
         self, request: ScoreRequest, *, protocol: str, trace_headers: Mapping[str, str] | None = None
@@ -121,6 +135,10 @@ class ScoringService:
         return response
 
     async def _score(self, request: ScoreRequest, protocol: str, start: float) -> ScoreResponse:
+        if not self.watchdog.healthy:  # Triton is hung: answer now, not after the full Triton deadline
+            raise TritonUnavailable(
+                "inference server not answering (restarting); retry later", self.settings.limits.retry_after_s
+            )
         request.validate_combination()
         check_upload_size(request.upload_bytes, self.settings.limits.max_upload_bytes)
         digests = {name: media_digest(p.data) for name, p in request.parts().items()}
@@ -174,7 +192,9 @@ class ScoringService:
         return ModelsResponse(ensemble=self.settings.model_name, models=[ModelInfo(**r) for r in rows])
 
     async def ready(self) -> bool:
-        return await self.triton.ready()
+        """Triton's ensemble is loaded AND the watchdog's last probe inferences answered (watchdog.py)."""
+        self.watchdog.ensure_started()
+        return self.watchdog.healthy and await self.triton.ready()
 
 
 # --- response building --------------------------------------------------------------------------------------

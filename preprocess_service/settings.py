@@ -29,6 +29,10 @@ class Limits(BaseModel):
     max_pixels: int = Field(1920 * 1080, gt=0)  # width * height of coded video frames
     max_in_flight: int = Field(16, gt=0)  # concurrent scoring requests per gateway replica, then 429
     retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
+    # Slow uploads (slow-loris): the body must keep arriving at this average rate once the grace has passed,
+    # else 408. Admission is taken only after the whole body is in, so a slow sender holds no scoring slot.
+    min_upload_bytes_per_s: int = Field(16 * 1024, gt=0)
+    upload_grace_s: float = Field(5.0, gt=0)
 
 
 class GatewaySettings(BaseModel):
@@ -41,6 +45,10 @@ class GatewaySettings(BaseModel):
     triton_timeout_s: float = Field(10.0, gt=0)  # deadline of one inference call (all retries included)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
+    # Watchdog: a real one-window inference this often; `watchdog_failures` failed in a row = not ready
+    watchdog_period_s: float = Field(3.0, gt=0)
+    watchdog_timeout_s: float = Field(3.0, gt=0)
+    watchdog_failures: int = Field(2, ge=1)
     triton_ssl: bool = False
     triton_root_certificates: str | None = None
     model_name: str = contract.ENSEMBLE.name

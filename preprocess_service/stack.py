@@ -14,6 +14,7 @@ serveConfigV2, with local overrides only.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import shutil
 import tempfile
@@ -25,11 +26,14 @@ from typing import Any
 
 import yaml
 
+from preprocess_service import grpc_wire
+
 CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
 HOST = "127.0.0.1"
 APP_NAME = "avpenet"
 DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
+log = logging.getLogger("avpenet.stack")
 
 
 def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
@@ -72,6 +76,35 @@ def localize(
     return out
 
 
+def _stop_ray(graceful: bool) -> None:
+    """Serve (graceful: lets replicas finish), then the local Ray cluster with all its processes.
+
+    After a signal to the whole process group Ray's raylet is already going down and Serve's shutdown waits
+    30 s on its controller: `avpenet serve` stops without it (ray.shutdown kills every actor anyway).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return
+    try:
+        if graceful and _raylet_alive():
+            from ray import serve
+
+            serve.shutdown()
+    except Exception as exc:  # noqa: BLE001 (shutting down: go on to ray.shutdown whatever happened)
+        log.warning("Serve shutdown failed: %s", exc)
+    finally:
+        ray.shutdown()
+
+
+def _raylet_alive() -> bool:
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    procs = getattr(node, "all_processes", {}).get("raylet", []) if node is not None else []
+    return all(p.process is None or p.process.poll() is None for p in procs)
+
+
 class LocalStack:
     """Triton (ensemble.server.TritonServer) + a local Ray cluster running the gateway app."""
 
@@ -104,6 +137,7 @@ class LocalStack:
         self.triton = triton  # an already running ensemble.server.TritonServer to use (and leave running)
         self._own_triton = triton is None
         self._ray_dir: str | None = None
+        self._supervisor: Any = None  # ensemble.supervisor.TritonSupervisor, made on the first supervise()
         self._saved_env: dict[str, str | None] = {}
 
     @property
@@ -119,10 +153,7 @@ class LocalStack:
         from ensemble.server import TritonServer
 
         if self._own_triton:
-            kwargs = dict(self.triton_kwargs)
-            if self.repo is not None:
-                kwargs["repo"] = self.repo
-            self.triton = TritonServer(**kwargs).start()
+            self.triton = TritonServer(**self._triton_args()).start()
         try:
             self.http_port = self._ports[0] or free_port()
             if self._ports[1] is not None:
@@ -147,6 +178,8 @@ class LocalStack:
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
         if self.api_keys:
             self._set_env(KEYS_ENV, ",".join(self.api_keys))
+        if grpc_wire.MAX_MESSAGE_ENV not in os.environ:  # the gRPC proxy refuses bigger messages unread
+            self._set_env(grpc_wire.MAX_MESSAGE_ENV, str(self._max_grpc_message_bytes()))
         import ray
         from ray.serve._private.api import serve_start
         from ray.serve.config import gRPCOptions
@@ -169,6 +202,12 @@ class LocalStack:
         )
         client.deploy_apps(schema)
         self._wait_running()
+
+    def _max_grpc_message_bytes(self) -> int:
+        from preprocess_service.settings import GatewaySettings
+
+        app = next(a for a in self.serve_config()["applications"] if a["name"] == APP_NAME)
+        return grpc_wire.max_message_bytes(GatewaySettings.load(app.get("args")).limits.max_upload_bytes)
 
     def serve_config(self) -> dict[str, Any]:
         """The Serve config this stack deploys: serve_config.yaml localised to its ports, Triton and args."""
@@ -197,30 +236,52 @@ class LocalStack:
             time.sleep(0.5)
         raise RuntimeError(f"gateway not running after {DEPLOY_TIMEOUT_S:.0f} s (status {status})")
 
-    def stop(self) -> None:
+    # --- supervision (`avpenet serve` calls this on a period, from the main thread) ------------------------
+    def supervise(self) -> bool:
+        """A probe inference; Triton is restarted on its ports after repeated failures (ensemble.supervisor).
+
+        Readiness alone misses a Python-backend stub hung in `execute`. True when the probe answered.
+        """
+        if not self._own_triton or self.triton is None:
+            return True  # someone else's Triton: they supervise it
+        if self._supervisor is None or self._supervisor.server is not self.triton:
+            from ensemble.supervisor import TritonSupervisor
+
+            self._supervisor = TritonSupervisor(self.triton)
+        return self._supervisor.check()
+
+    @property
+    def triton_restarts(self) -> int:
+        return self._supervisor.restarts if self._supervisor is not None else 0
+
+    def _triton_args(self) -> dict[str, Any]:
+        kwargs = dict(self.triton_kwargs)
+        if self.repo is not None:
+            kwargs["repo"] = self.repo
+        return kwargs
+
+    def stop(self, graceful: bool = True) -> None:
+        """Triton first (ours, quick), then Ray, then Ray's temp dir; each step runs if one before fails."""
         try:
-            import ray
-
-            if ray.is_initialized():
-                from ray import serve
-
-                try:
-                    serve.shutdown()
-                finally:
-                    ray.shutdown()
-        finally:
             if self.triton is not None and self._own_triton:
                 self.triton.stop()
                 self.triton = None
-            if self._ray_dir:
-                shutil.rmtree(self._ray_dir, ignore_errors=True)
-                self._ray_dir = None
-            for name, value in self._saved_env.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            self._saved_env.clear()
+        finally:
+            try:
+                _stop_ray(graceful)
+            finally:
+                self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._ray_dir:
+            shutil.rmtree(self._ray_dir, ignore_errors=True)
+            self._ray_dir = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
 
     def __enter__(self) -> LocalStack:
         return self.start()

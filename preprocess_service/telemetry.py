@@ -24,7 +24,8 @@ CLIP_SECONDS = "avpenet_gateway_clip_seconds"  # counter: media seconds scored, 
 WINDOWS = "avpenet_gateway_windows"  # counter: 3 s windows sent to Triton
 IN_FLIGHT = "avpenet_gateway_in_flight_requests"  # gauge
 SCORES = "avpenet_gateway_score"  # histogram of clip scores: model_version (drift watching)
-METRIC_NAMES = (REQUESTS, STAGE_SECONDS, CLIP_SECONDS, WINDOWS, IN_FLIGHT, SCORES)
+REFUSALS = "avpenet_gateway_refusals"  # counter: reason (error class), protocol; every non-success answer
+METRIC_NAMES = (REQUESTS, STAGE_SECONDS, CLIP_SECONDS, WINDOWS, IN_FLIGHT, SCORES, REFUSALS)
 
 # Latency buckets from 5 ms (a landmarks file) to 30 s (a long video on a busy CPU).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -50,6 +51,9 @@ class Metrics:
             ("model_version",),
             buckets=SCORE_BUCKETS,
             registry=r,
+        )
+        self.refusals = Counter(
+            REFUSALS, "Requests refused or failed, by reason", ("reason", "protocol"), registry=r
         )
         for stage in STAGES:  # series exist from the start, so dashboards and alerts see zeros, not gaps
             for protocol in ("http", "grpc"):

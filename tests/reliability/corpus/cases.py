@@ -386,7 +386,7 @@ def build(limits) -> list[Case]:
             "not_multipart",
             "a JSON body / JSON bytes as a protobuf message",
             415,
-            "UNKNOWN",
+            "INVALID_ARGUMENT",  # the gateway parses the bytes (grpc_wire), not the proxy
             lambda: Upload(
                 http_body=json.dumps({"audio": "AAAA"}).encode(),
                 http_content_type="application/json",
@@ -397,7 +397,7 @@ def build(limits) -> list[Case]:
             "multipart_without_boundary",
             "multipart Content-Type without a boundary / a truncated message",
             422,
-            "UNKNOWN",
+            "INVALID_ARGUMENT",  # the gateway parses the bytes (grpc_wire), not the proxy
             lambda: Upload(
                 http_body=b"--x\r\n\r\n", http_content_type="multipart/form-data", grpc_raw=_truncated_grpc()
             ),
@@ -406,7 +406,7 @@ def build(limits) -> list[Case]:
             "multipart_cut_off",
             "a multipart body cut off before its closing boundary / random bytes",
             422,
-            "UNKNOWN",
+            "INVALID_ARGUMENT",  # the gateway parses the bytes (grpc_wire), not the proxy
             lambda: Upload(
                 http_body=_multipart_without_close(),
                 http_content_type=ctype,
@@ -418,7 +418,7 @@ def build(limits) -> list[Case]:
             "non_utf8_field",
             "age_group bytes that are not UTF-8",
             422,
-            "UNKNOWN",
+            "INVALID_ARGUMENT",  # the gateway parses the bytes (grpc_wire), not the proxy
             lambda: Upload(
                 files=(("audio", _named("wav"), wav()),),
                 fields=(("age_group", b"\xff\xfeadult"),),

@@ -1,0 +1,52 @@
+"""A real, tiny inference through the whole ensemble: the health check that notices a hung or wedged model.
+
+Triton's own `/v2/health/ready` and `is_model_ready` only say that models are loaded: a Python-backend stub
+stuck in `execute` (or a model that errors on every request) still reports ready. One zero window through
+every step (audio_frontend, audio_encoder, visual_encoder, fusion) with a short deadline is what tells the
+truth. The gateway's watchdog (preprocess_service/watchdog.py) and the local supervisor (LocalStack.supervise,
+`avpenet serve`) both send exactly these inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avpenet import contract
+
+PROBE_TIMEOUT_S = 3.0  # one zero window takes ~10-50 ms on a busy 2-core box; a hang takes forever
+PROBE_REQUEST_ID = "avpenet-probe"  # visible in Triton's traces, so probes are not mistaken for patients
+
+
+def probe_inputs() -> dict[str, np.ndarray]:
+    """One all-zero window (silence, no face, age group "unknown"): valid input for every step."""
+    arrays = {t.name: np.zeros((1, *t.shape), t.numpy_dtype) for t in contract.ENSEMBLE.inputs}
+    arrays[contract.AGE_GROUP.name][:] = contract.age_index("unknown")
+    return arrays
+
+
+def check_outputs(outputs: dict[str, np.ndarray]) -> None:
+    """Raise RuntimeError unless every output is present and finite (a wedged model may answer garbage)."""
+    for spec in contract.ENSEMBLE.outputs:
+        value = outputs.get(spec.name)
+        if value is None or not np.all(np.isfinite(value)):
+            raise RuntimeError(f"probe output {spec.name} missing or not finite")
+
+
+def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = contract.ENSEMBLE.name) -> None:
+    """One probe inference over gRPC (blocking); raises on error, timeout or non-finite outputs."""
+    import tritonclient.grpc as grpcclient
+
+    from ensemble.client import infer_inputs
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        result = client.infer(
+            model,
+            infer_inputs(grpcclient, contract.ENSEMBLE, probe_inputs()),
+            outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
+            request_id=PROBE_REQUEST_ID,
+            client_timeout=timeout_s,
+        )
+        check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
+    finally:
+        client.close()

@@ -1,0 +1,77 @@
+"""The gateway's Triton watchdog: a real one-window inference on a period, so readiness tells the truth.
+
+Triton keeps saying "ready" while a Python-backend stub hangs in `execute` or a model fails every request;
+only an inference notices. The watchdog sends `ensemble.probe`'s zero window every `watchdog_period_s` with a
+`watchdog_timeout_s` deadline; after `watchdog_failures` failures in a row the gateway reports not ready
+(`/readyz` 503, gRPC health NOT_SERVING) and refuses scoring at once with 503 / UNAVAILABLE instead of letting
+every caller wait for the full Triton deadline. One good probe makes it healthy again. Who restarts Triton:
+`avpenet serve` (LocalStack.supervise) locally, the Triton pod's liveness probe in Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("avpenet.gateway")
+
+
+class TritonWatchdog:
+    """Runs `probe()` on the event loop of the replica; `healthy` is False after enough failures in a row."""
+
+    def __init__(
+        self, probe: Callable[[float], Awaitable[None]], *, period_s: float, timeout_s: float, failures: int
+    ) -> None:
+        self.probe = probe
+        self.period_s = period_s
+        self.timeout_s = timeout_s
+        self.failures_to_trip = failures
+        self.failures = 0  # failed probes in a row
+        self.probes = 0
+        self.last_ok: float | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures < self.failures_to_trip
+
+    def ensure_started(self) -> None:
+        """Start the probe loop on the running event loop (first request or health check of the replica)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="triton-watchdog")
+
+    async def check_once(self) -> bool:
+        """One probe now; updates the failure count; True when Triton answered in time."""
+        self.probes += 1
+        try:
+            await asyncio.wait_for(self.probe(self.timeout_s), self.timeout_s + 1.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (every failure of the probe is a failure)
+            was_healthy = self.healthy
+            self.failures += 1
+            if was_healthy and not self.healthy:
+                log.error("Triton failed %d probe inferences in a row (%s): not ready", self.failures,
+                          type(exc).__name__)  # fmt: skip
+            return False
+        if not self.healthy:
+            log.warning("Triton answers probe inferences again: ready")
+        self.failures = 0
+        self.last_ok = time.monotonic()
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            ok = await self.check_once()
+            # After a failure probe again at once: a hang is confirmed within failures * timeout seconds.
+            await asyncio.sleep(self.period_s if ok else 0.2)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
