@@ -33,6 +33,7 @@ from preprocess_service.openapi import (
     SCORE_ROUTE,
 )
 from preprocess_service.protocol import ErrorResponse, ModelsResponse, ScoreRequest
+from preprocess_service.ray_metrics import RayMirror
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings, Limits
 
@@ -81,6 +82,8 @@ class Gateway(GrpcMethods):
             return result
 
         self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)
+        # This replica's metrics on Ray's metrics port too, which k8s scrapes pod by pod (ray_metrics.py).
+        self.metrics_mirror = RayMirror(self.service.metrics.registry).start()
 
     @api.post(
         SCORE_ROUTE, summary="Score a clip for pain", openapi_extra=SCORE_OPENAPI, responses=SCORE_RESPONSES
