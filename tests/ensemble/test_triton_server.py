@@ -147,7 +147,8 @@ def test_concurrent_requests_are_batched_dynamically(triton_server: TritonServer
         time.sleep(0.2)
     for model in models:
         items, executions = delta[model][COUNT], delta[model][EXEC_COUNT]
-        assert items == 32, model
+        # >= : a running gateway's watchdog adds its one-window probe inferences to the session Triton
+        assert 32 <= items <= 40, model
         assert items / executions > 1.0, f"{model}: {items:.0f} windows in {executions:.0f} executions"
 
 
