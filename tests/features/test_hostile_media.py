@@ -2,14 +2,13 @@
 container's magic bytes, forged MP4 sample tables, refused video containers.
 
 Each case was once a denial of service (a wedged Triton, FFmpeg listening on UDP for 30 s, gigabytes for a
-6 KB file); here each must end in an `avpenet.errors` type with an actionable reason, quickly and cheaply.
+6 KB file); here each must end in an `avpenet.errors` type with an actionable reason, without opening a
+socket or growing the process (the real-stack corpus bounds the answer time).
 """
 
 from __future__ import annotations
 
-import io
 import resource
-import struct
 import threading
 import time
 
@@ -17,32 +16,20 @@ import av
 import numpy as np
 import psutil
 import pytest
-import soundfile as sf
+from support.hostile_media import (
+    FORGED_SAMPLES,
+    SDP_PROBES,
+    forge,
+    huge_timescale,
+    two_frame_mp4,
+    video,
+    with_rate,
+)
+from support.hostile_media import float_wav as wav
 
 from avpenet import contract
 from avpenet.errors import InputError, TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import audio, media, mp4index, tracker
-
-SDP = (
-    b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=probe\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 46101 RTP/AVP 0\r\n"
-)
-SDP_PROBES = {
-    "mp3_frame_header": b"\xff\xfb\n" + SDP,
-    "ftyp_prefix": b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom" + SDP,
-}
-
-
-def wav(x: np.ndarray, rate: int, subtype: str = "FLOAT") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, x, rate, subtype=subtype, format="WAV")
-    return buf.getvalue()
-
-
-def with_rate(data: bytes, rate: int) -> bytes:
-    raw = bytearray(data)
-    raw[24:28] = struct.pack("<I", rate)  # fmt chunk: sample rate (the byte rate is left as written)
-    return bytes(raw)
 
 
 # --- samples ------------------------------------------------------------------------------------------------
@@ -77,10 +64,8 @@ def test_check_wave_catches_non_finite_after_any_step():
 @pytest.mark.parametrize("rate", [1, 7999, 192001, 2_100_000_000])
 def test_wav_declaring_a_rate_outside_the_accepted_range_is_refused(rate):
     data = with_rate(wav(np.zeros(16000, np.float32), 16000, "PCM_16"), rate)
-    started = time.perf_counter()
     with pytest.raises(UndecodableMedia, match=f"{rate} Hz; accepted rates are 8000-192000 Hz"):
-        audio.load_audio(data)
-    assert time.perf_counter() - started < 5.0  # refused from the header, not after resampling
+        audio.load_audio(data)  # from the header, before any sample is read or resampled
 
 
 def test_accepted_range_ends_decode():
@@ -107,15 +92,13 @@ def test_sdp_behind_magic_bytes_opens_no_socket_and_fails_fast(name):
     before = _udp_sockets()
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(InputError):
-            audio.load_audio(SDP_PROBES[name])
+            audio.load_audio(SDP_PROBES[name])  # FFmpeg's SDP demuxer bound UDP ports and waited 20-30 s
     finally:
         done.set()
         watcher.join()
-    assert time.perf_counter() - started < 2.0  # FFmpeg's SDP demuxer waited 20-30 s for RTP
-    assert max(seen, default=before) == before, "a UDP socket was opened while decoding"
+    assert seen and max(seen) == before, "a UDP socket was opened while decoding"
 
 
 def test_every_av_open_names_its_demuxer_and_forbids_protocols(monkeypatch):
@@ -134,23 +117,9 @@ def test_every_av_open_names_its_demuxer_and_forbids_protocols(monkeypatch):
 
 
 # --- refused video containers ------------------------------------------------------------------------------
-def _video(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format=fmt) as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for _ in range(3):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        out.mux(stream.encode(None))
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize(("fmt", "name"), [("avi", "AVI"), ("mpegts", "MPEG-TS")])
 def test_refused_video_containers_say_so_as_audio_and_as_video(fmt, name):
-    data = _video(fmt)
+    data = video(fmt)
     message = f"{name} video containers are not accepted; send MP4, MOV, WebM or MKV"
     with pytest.raises(UnsupportedMedia, match=message):
         audio.load_audio(data)
@@ -164,36 +133,7 @@ def test_unknown_bytes_still_say_unsupported_audio_type():
 
 
 # --- MP4 sample tables -------------------------------------------------------------------------------------
-def two_frame_mp4() -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for pts in range(2):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            frame.pts = pts
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        out.mux(stream.encode(None))
-    return buf.getvalue()
-
-
-def forge(raw: bytes, box: bytes, at: int, *values: int) -> bytes:
-    """Overwrite big-endian u32 fields of the first `box`, `at` bytes after its type."""
-    data = bytearray(raw)
-    start = data.find(box)
-    assert start > 4, f"{box!r} not found"
-    for i, value in enumerate(values):
-        data[start + at + 4 * i : start + at + 4 * i + 4] = struct.pack(">I", value)
-    return bytes(data)
-
-
-def huge_timescale(raw: bytes) -> bytes:
-    return forge(raw, b"mdhd", 16, 2_000_000_000)  # the claimed duration of 3e7 one-tick samples: 15 ms
-
-
-SAMPLES = 30_000_000
+SAMPLES = FORGED_SAMPLES
 FORGERIES = {
     # stts: one run of 3e7 samples → too many for 20 s at 240 frames/s (413)
     "stts_run": (lambda raw: forge(raw, b"stts", 8, 1, SAMPLES, 1), TooLarge, "30,000,000 samples"),
@@ -217,12 +157,10 @@ def test_forged_sample_tables_are_refused_before_ffmpeg_allocates(name):
     data = huge_timescale(make(two_frame_mp4()))
     assert len(data) < 8192
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
     with pytest.raises(error, match=reason):
         list(tracker.iter_video_frames(data, tracker.VideoLimits(max_seconds=20)))
     with pytest.raises(error, match=reason):
         audio.load_audio(data, max_seconds=20)
-    assert time.perf_counter() - started < 2.0
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
     assert grown_mb < 100, f"peak RSS grew {grown_mb:.0f} MB"
 
@@ -234,18 +172,7 @@ def test_real_mp4_passes_the_walker_and_decodes():
 
 
 def test_fragmented_mp4_trun_counts_are_bounded():
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"}) as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for pts in range(4):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            frame.pts = pts
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        out.mux(stream.encode(None))
-    data = buf.getvalue()
+    data = two_frame_mp4({"movflags": "frag_keyframe+empty_moov"}, frames=4)
     bounds = mp4index.SampleBounds(max_seconds=20)
     mp4index.check_sample_tables(data, bounds)  # the real fragmented file passes
     with pytest.raises(UndecodableMedia, match="'trun' table claims"):

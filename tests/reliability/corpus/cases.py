@@ -651,6 +651,9 @@ def build(limits) -> list[Case]:
             u(part("landmarks", "npz", _npz_zip_bomb)),
         ),
     ]
+    from corpus import hostile_media
+
+    cases += hostile_media.build()
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
     return cases

@@ -1,0 +1,61 @@
+"""Corpus cases for hostile media: each once took the service down or scored nothing as a face.
+
+A float WAV at float32's limit wedged Triton; SDP text behind an MP3 or `ftyp` header made FFmpeg listen on
+UDP for 20-30 s; a 1.5 KB MP4 with forged sample tables took gigabytes; forged WAV rates stretched or shrank
+time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landmarks got a "moderate" score.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from support import hostile_media as hm
+
+from corpus.cases import Case, Upload, _named, _npz_with, _tone_wav, _track
+
+BAD = "INVALID_ARGUMENT"
+
+
+@functools.cache
+def _landmarks(value: float | None) -> bytes:
+    track = hm.degenerate_landmarks(_track(), value)
+    return _npz_with(landmarks=track.landmarks, face_present=track.face_present)
+
+
+def build() -> list[Case]:
+    def one(part: str, ext: str, make: Callable[[], bytes]) -> Callable[[], Upload]:
+        return lambda: Upload(files=((part, _named(ext), make()),), fields=(("age_group", b"adult"),))
+
+    def rate(hz: int):
+        return lambda: hm.with_rate(_tone_wav(), hz)
+
+    cases = [
+        ("overflowing_float_wav", "a float WAV of ±3.4e38 samples at 48 kHz (overflowed in resampling)",
+         422, BAD, one("audio", "wav", hm.overflowing_wav)),
+        ("sdp_behind_mp3_header", "an MP3 frame header, then an SDP session (RTP on loopback): no socket",
+         422, BAD, one("audio", "mp3", lambda: hm.SDP_PROBES["mp3_frame_header"])),
+        ("sdp_behind_ftyp", "an ISO-BMFF ftyp box, then an SDP session: no socket opened",
+         422, BAD, one("audio", "mp4", lambda: hm.SDP_PROBES["ftyp_prefix"])),
+        ("mp4_sample_table_bomb", "1.5 KB MP4 whose stsz/stsc claim 3e7 samples (took 1.7 GB): refused",
+         422, BAD, one("video", "mp4", hm.sample_table_bomb)),
+        ("mp4_sample_count_bomb", "an MP4 whose stts claims 3e7 frames in 15 ms (2e9 timescale)",
+         413, "RESOURCE_EXHAUSTED", one("video", "mp4", hm.sample_count_bomb)),
+        ("wav_rate_1_hz", "a WAV header declaring 1 Hz (4 s of samples would last 18 h)",
+         422, BAD, one("audio", "wav", rate(1))),
+        ("wav_rate_2_1_ghz", "a WAV header declaring 2.1 GHz",
+         422, BAD, one("audio", "wav", rate(2_100_000_000))),
+        ("avi_video", "AVI video in the video part: container not accepted",
+         415, BAD, one("video", "avi", lambda: hm.video("avi"))),
+        ("mpegts_as_audio", "MPEG-TS video in the audio part: a video container, said so",
+         415, BAD, one("audio", "ts", lambda: hm.video("mpegts"))),
+        ("landmarks_all_zero", "a track with a face in every frame and every landmark 0",
+         422, BAD, one("landmarks", "npz", lambda: _landmarks(0.0))),
+        ("landmarks_all_half", "every landmark 0.5: a face collapsed to one point",
+         422, BAD, one("landmarks", "npz", lambda: _landmarks(0.5))),
+        ("landmarks_off_frame", "every landmark 9.99: outside the picture",
+         422, BAD, one("landmarks", "npz", lambda: _landmarks(9.99))),
+        ("landmarks_frozen", "one real frame copied into every frame: a face that never moves",
+         422, BAD, one("landmarks", "npz", lambda: _landmarks(None))),
+    ]  # fmt: skip
+    return [Case(name, what, status, code, make) for name, what, status, code, make in cases]

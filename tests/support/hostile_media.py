@@ -1,0 +1,109 @@
+"""Hostile media built in memory for the feature tests and the bad-input corpus: SDP text behind a container's
+magic bytes, MP4s with forged sample tables, WAVs with forged rates, refused video containers, degenerate
+face tracks. Each was a denial of service or a score from no signal before the decoders refused it."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import av
+import numpy as np
+import soundfile as sf
+
+SDP = (
+    b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=probe\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 46101 RTP/AVP 0\r\n"
+)
+SDP_PROBES = {
+    "mp3_frame_header": b"\xff\xfb\n" + SDP,
+    "ftyp_prefix": b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom" + SDP,
+}
+FORGED_SAMPLES = 30_000_000
+
+
+def float_wav(x: np.ndarray, rate: int, subtype: str = "FLOAT") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def overflowing_wav(rate: int = 48000) -> bytes:
+    """3 s of finite float samples at ±3.4e38: resampling overflows them to Inf/NaN."""
+    x = np.full(3 * rate, 3.4e38, np.float32)
+    x[::2] *= -1
+    return float_wav(x, rate)
+
+
+def with_rate(data: bytes, rate: int) -> bytes:
+    """A WAV whose fmt chunk declares `rate` (the byte rate is left as written)."""
+    raw = bytearray(data)
+    raw[24:28] = struct.pack("<I", rate)
+    return bytes(raw)
+
+
+def video(fmt: str, frames: int = 3) -> bytes:
+    """A tiny MPEG-4 Part 2 video in container `fmt` (avi, mpegts...)."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def two_frame_mp4(options: dict[str, str] | None = None, frames: int = 2) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options=options or {}) as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for pts in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = pts
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def forge(raw: bytes, box: bytes, at: int, *values: int) -> bytes:
+    """Overwrite big-endian u32 fields of the first `box`, `at` bytes after its type."""
+    data = bytearray(raw)
+    start = data.find(box)
+    assert start > 4, f"{box!r} not found"
+    for i, value in enumerate(values):
+        data[start + at + 4 * i : start + at + 4 * i + 4] = struct.pack(">I", value)
+    return bytes(data)
+
+
+def huge_timescale(raw: bytes) -> bytes:
+    """mdhd timescale 2e9: 3e7 one-tick samples then claim 15 ms, so no duration check sees them."""
+    return forge(raw, b"mdhd", 16, 2_000_000_000)
+
+
+def sample_table_bomb() -> bytes:
+    """The 1.5 KB MP4 whose stsz + stsc claim 3e7 one-byte samples (FFmpeg: 1.7 GB and 22 s to open)."""
+    raw = forge(two_frame_mp4(), b"stsz", 8, 1, FORGED_SAMPLES)
+    return huge_timescale(forge(raw, b"stsc", 16, FORGED_SAMPLES))
+
+
+def sample_count_bomb() -> bytes:
+    """An MP4 whose stts is one run of 3e7 samples: more than the duration limit allows at 240 fps."""
+    return huge_timescale(forge(two_frame_mp4(), b"stts", 8, 1, FORGED_SAMPLES, 1))
+
+
+def degenerate_landmarks(track, value: float | None = None):
+    """`track` with face_present all true and every landmark `value`, or (None) its first frame frozen."""
+    arrays = track.arrays()
+    arrays["face_present"] = np.ones_like(arrays["face_present"])
+    if value is None:
+        arrays["landmarks"] = np.repeat(arrays["landmarks"][:1], len(arrays["landmarks"]), axis=0)
+    else:
+        arrays["landmarks"] = np.full_like(arrays["landmarks"], value)
+    return type(track)(**arrays)
