@@ -247,7 +247,8 @@ def test_avpenet_score_prints_documents_through_the_sdk(gateway_stack, tmp_path,
     (tmp_path / "face.npz").write_bytes(npz)
     url = gateway_stack.http_url if protocol == "http" else gateway_stack.grpc_target
     argv = ["score", str(tmp_path / "cry.wav"), str(tmp_path / "face.npz"), "--together", "--url", url]
-    argv += ["--api-key", API_KEY, "--age-group", "neonate", "--recorded-at", RECORDED, "--pin", "avpenet=1"]
+    pin = f"avpenet={served_versions(gateway_stack)['avpenet']}"
+    argv += ["--api-key", API_KEY, "--age-group", "neonate", "--recorded-at", RECORDED, "--pin", pin]
     argv += ["--grpc"] if protocol == "grpc" else []
     assert main([*argv, "--format", "fhir-bundle"]) == 0
     Bundle.model_validate_json(capsys.readouterr().out)
