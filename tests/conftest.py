@@ -8,6 +8,7 @@ one (loopback, free ports). Tests that must change the repository or load/unload
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,16 @@ def triton_server() -> Iterator[TritonServer]:
     """The running server; use `.grpc_url` / `.http_url` (host:port for tritonclient) and `.metrics_url`."""
     with TritonServer(repo=DEFAULT_REPOSITORY) as server:
         yield server
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound, so no other process can take it,
+    but never listening. (A port merely found free may be taken by another process before the test connects.)
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

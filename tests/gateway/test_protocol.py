@@ -31,6 +31,8 @@ from preprocess_service.service import build_response
 from preprocess_service.settings import GatewaySettings, is_loopback
 from preprocess_service.triton_client import InferOutput, TritonClient
 
+HANG_GUARD_S = 120.0  # far beyond any deadline these tests configure; reaching it means a hang
+
 
 def window_outputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Ensemble outputs of n windows built the way the fusion builds them (interval from the calibrated
@@ -266,13 +268,9 @@ class TestTritonClient:
             asyncio.run(client._call(down))
         assert len(calls) == 3 and status_of(info.value)[0] == 503 and info.value.retry_after_s >= 1
 
-    def test_unreachable_server_fails_fast_not_hangs(self):
-        import time
-
-        from ensemble.ports import free_port
-
+    def test_unreachable_server_fails_not_hangs(self, refused_port):
         async def go():
-            client = TritonClient(f"127.0.0.1:{free_port()}", retries=2, backoff_s=0.05, timeout_s=3)
+            client = TritonClient(f"127.0.0.1:{refused_port}", retries=2, backoff_s=0.05, timeout_s=3)
             try:
                 await client.infer(
                     {s.name: np.zeros((1, *s.shape), s.numpy_dtype) for s in contract.ENSEMBLE.inputs}
@@ -280,7 +278,6 @@ class TestTritonClient:
             finally:
                 await client.close()
 
-        t0 = time.monotonic()
+        # A hang guard, not a speed check: the deadline's arithmetic is tested above without a clock.
         with pytest.raises((TritonUnavailable, TritonTimeout)):
-            asyncio.run(go())
-        assert time.monotonic() - t0 < 4.0
+            asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
