@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avpenet import contract
-from avpenet.errors import NothingToScore
+from avpenet.errors import NothingToScore, UndecodableMedia
 from preprocess_service import telemetry
 from preprocess_service.limits import check_duration
 from preprocess_service.protocol import ScoreRequest
@@ -74,6 +74,9 @@ def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | 
         # The feature code's usability check decides, not the face_present flag: a track of collapsed,
         # off-frame or frozen landmarks has "a face" in every frame and nothing a model can read.
         inputs = windows.model_inputs(wave, track, request.age_group)
+        poisoned = [k for k, v in inputs.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if poisoned:  # the decoders check every step; this is the last gate before Triton
+            raise UndecodableMedia(f"the upload gave non-finite {', '.join(poisoned)}; it cannot be scored")
         face = bool(np.any(inputs[contract.FRAME_MASK.name]))
         if wave is None and not face:
             raise NothingToScore(
