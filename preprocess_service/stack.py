@@ -34,6 +34,14 @@ APP_NAME = "avpenet"
 DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
 log = logging.getLogger("avpenet.stack")
+# Ports picked free (port 0) can be taken by another process before Serve's proxy binds them: retry with new
+# ones. The proxy binds without SO_REUSEPORT so that such a clash fails loudly instead of sharing the port.
+BIND_ATTEMPTS = 3
+BIND_FAILURE = "Failed to bind to address"  # what both of Serve's proxies (uvicorn, grpc) raise
+
+
+class PortTaken(RuntimeError):
+    """Serve's proxy could not bind its HTTP or gRPC port: another process holds it."""
 
 
 def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
@@ -155,14 +163,30 @@ class LocalStack:
         if self._own_triton:
             self.triton = TritonServer(**self._triton_args()).start()
         try:
-            self.http_port = self._ports[0] or free_port()
-            if self._ports[1] is not None:
-                self.grpc_port = self._ports[1] or free_port()
-            self._start_serve()
+            for attempt in range(1, BIND_ATTEMPTS + 1):
+                self.http_port = self._ports[0] or free_port()
+                if self._ports[1] is not None:
+                    self.grpc_port = self._ports[1] or free_port()
+                try:
+                    self._start_serve()
+                    break
+                except PortTaken as exc:
+                    picked = self._ports[0] == 0 or self._ports[1] == 0
+                    if not picked or attempt == BIND_ATTEMPTS:
+                        raise
+                    log.warning("%s; retrying on other ports (%d/%d)", exc, attempt + 1, BIND_ATTEMPTS)
+                    self._stop_serve_attempt()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _stop_serve_attempt(self) -> None:
+        """Ray down and its temp dir gone, Triton and the saved environment kept: ready for another try."""
+        _stop_ray(graceful=False)
+        if self._ray_dir:
+            shutil.rmtree(self._ray_dir, ignore_errors=True)
+            self._ray_dir = None
 
     def _set_env(self, name: str, value: str | None) -> None:
         self._saved_env.setdefault(name, os.environ.get(name))
@@ -176,6 +200,7 @@ class LocalStack:
         # (never written into the Serve config, which Ray stores).
         self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
+        self._set_env("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")  # a taken port fails to bind, see BIND_ATTEMPTS
         if self.api_keys:
             self._set_env(KEYS_ENV, ",".join(self.api_keys))
         if grpc_wire.MAX_MESSAGE_ENV not in os.environ:  # the gRPC proxy refuses bigger messages unread
@@ -195,11 +220,17 @@ class LocalStack:
             log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
         )
         schema = ServeDeploySchema.model_validate(self.serve_config())
-        client = serve_start(
-            http_options=schema.http_options.model_dump(),
-            grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
-            proxy_location=schema.proxy_location,
-        )
+        try:  # serve_start waits for the proxies, so a bind failure surfaces here (as a RayTaskError)
+            client = serve_start(
+                http_options=schema.http_options.model_dump(),
+                grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+                proxy_location=schema.proxy_location,
+            )
+        except Exception as exc:
+            if BIND_FAILURE in str(exc):
+                ports = f"HTTP {self.http_port}, gRPC {self.grpc_port}"
+                raise PortTaken(f"Serve could not bind its ports ({ports})") from exc
+            raise
         client.deploy_apps(schema)
         self._wait_running()
 

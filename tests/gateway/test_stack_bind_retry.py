@@ -1,0 +1,98 @@
+"""LocalStack picks free ports before Serve binds them; when another process takes one first, it retries.
+
+The unit tests fake Serve's start (they check the retry decisions); the slow test takes the first port for
+real and starts real Triton + Ray Serve in a subprocess (Ray allows one cluster per process, and the session's
+gateway stack may already hold it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ensemble import ports
+from preprocess_service import stack as stack_mod
+from preprocess_service.stack import BIND_ATTEMPTS, LocalStack, PortTaken
+
+
+class _FakeTriton:
+    grpc_url = "127.0.0.1:1"
+
+
+def _fake_stack(monkeypatch, clashes: int, **kwargs) -> tuple[LocalStack, list[tuple], list[str]]:
+    """A LocalStack whose Serve start fails with PortTaken `clashes` times, recording what it was asked."""
+    attempts: list[tuple] = []
+    events: list[str] = []
+    picks = iter(range(41000, 41100))
+    monkeypatch.setattr(ports, "free_port", lambda: next(picks))
+
+    def start_serve(self) -> None:
+        attempts.append((self.http_port, self.grpc_port))
+        if len(attempts) <= clashes:
+            raise PortTaken("Serve could not bind its ports")
+
+    monkeypatch.setattr(LocalStack, "_start_serve", start_serve)
+    monkeypatch.setattr(LocalStack, "_stop_serve_attempt", lambda self: events.append("ray down"))
+    monkeypatch.setattr(stack_mod, "_stop_ray", lambda graceful: events.append("stop"))
+    return LocalStack(triton=_FakeTriton(), **kwargs), attempts, events
+
+
+def test_a_taken_port_is_retried_on_new_ports(monkeypatch) -> None:
+    local, attempts, events = _fake_stack(monkeypatch, clashes=1)
+    local.start()
+    assert attempts == [(41000, 41001), (41002, 41003)]
+    assert (local.http_port, local.grpc_port) == (41002, 41003)
+    assert events == ["ray down"]  # the failed attempt's Ray went down before the next one
+
+
+def test_retries_are_bounded(monkeypatch) -> None:
+    local, attempts, events = _fake_stack(monkeypatch, clashes=BIND_ATTEMPTS)
+    with pytest.raises(PortTaken):
+        local.start()
+    assert len(attempts) == BIND_ATTEMPTS and len(set(attempts)) == BIND_ATTEMPTS
+    assert events[-1] == "stop"  # and the stack was stopped, not left half-started
+
+
+def test_ports_given_explicitly_are_not_retried(monkeypatch) -> None:
+    local, attempts, _ = _fake_stack(monkeypatch, clashes=1, http_port=8100, grpc_port=9100)
+    with pytest.raises(PortTaken):
+        local.start()
+    assert attempts == [(8100, 9100)]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import socket
+    import urllib.request
+
+    from ensemble import ports
+    from preprocess_service.stack import LocalStack
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    taken_port = taken.getsockname()[1]
+    real_free_port, calls = ports.free_port, []
+
+    def first_pick_is_taken():  # another process wins the race for the first port picked
+        calls.append(1)
+        return taken_port if len(calls) == 1 else real_free_port()
+
+    ports.free_port = first_pick_is_taken
+    with LocalStack(grpc_port=None) as local:
+        assert local.http_port != taken_port
+        with urllib.request.urlopen(local.http_url + "/readyz", timeout=30) as reply:
+            print("ready", reply.status, local.http_port, taken_port)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_port_taken_for_real_is_retried() -> None:
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "ready 200" in done.stdout, done.stdout + done.stderr[-2000:]
