@@ -35,7 +35,9 @@ DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
 log = logging.getLogger("avpenet.stack")
 # Ports picked free (port 0) can be taken by another process before Serve's proxy binds them: retry with new
-# ones. The proxy binds without SO_REUSEPORT so that such a clash fails loudly instead of sharing the port.
+# ones. Picked ports are bound without SO_REUSEPORT, so a clash fails loudly instead of two servers sharing
+# the port; ports given explicitly keep Ray's default (SO_REUSEADDR with it, so a restart on the same port
+# is not refused while old connections linger in TIME_WAIT).
 BIND_ATTEMPTS = 3
 BIND_FAILURE = "Failed to bind to address"  # what both of Serve's proxies (uvicorn, grpc) raise
 
@@ -200,7 +202,8 @@ class LocalStack:
         # (never written into the Serve config, which Ray stores).
         self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
-        self._set_env("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")  # a taken port fails to bind, see BIND_ATTEMPTS
+        if 0 in self._ports:  # see BIND_ATTEMPTS
+            self._set_env("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")
         if self.api_keys:
             self._set_env(KEYS_ENV, ",".join(self.api_keys))
         if grpc_wire.MAX_MESSAGE_ENV not in os.environ:  # the gRPC proxy refuses bigger messages unread
