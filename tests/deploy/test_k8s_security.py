@@ -100,6 +100,17 @@ def test_ingress_limits_match_the_serve_config(docs) -> None:
         )
 
 
+def test_grpc_proxy_limit_matches_the_upload_limit(docs) -> None:
+    """Ray's gRPC proxy refuses bigger messages unread; unset, it would accept 2 GiB."""
+    from preprocess_service import grpc_wire
+
+    limit = _serve_config()["applications"][0]["args"]["limits"]["max_upload_bytes"]
+    for pod in _ray_pods(docs).values():
+        (container,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[grpc_wire.MAX_MESSAGE_ENV] == str(grpc_wire.max_message_bytes(limit))
+
+
 # --- gateway -> Triton ---
 def test_triton_grpc_is_tls_with_a_certificate_for_the_gateways_address(docs) -> None:
     triton = _one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
