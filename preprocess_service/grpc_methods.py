@@ -47,7 +47,9 @@ class GrpcMethods:
         try:  # the proxy passes the message unparsed (grpc_wire): malformed bytes are INVALID_ARGUMENT
             request = grpc_wire.parse(scoring_pb2.ScoreRequest, request)
         except InvalidRequest as exc:
-            self._grpc_error(exc, new_request_id(metadata.get("x-request-id")), grpc_context, "Score")
+            rid = new_request_id(metadata.get("x-request-id"))
+            audit.AuditRecord("Score", "grpc", rid).emit(status_of(exc)[1])
+            self._grpc_error(exc, rid, grpc_context, "Score")
             return scoring_pb2.ScoreResponse()
         rid = new_request_id(request.request_id or metadata.get("x-request-id") or metadata.get("request_id"))
         record = audit.AuditRecord("Score", "grpc", rid)
@@ -87,13 +89,18 @@ class GrpcMethods:
 
         metadata = _metadata(grpc_context)
         rid = new_request_id(metadata.get("x-request-id"))
+        record = audit.AuditRecord("ListModels", "grpc", rid)
         try:
             grpc_wire.parse(scoring_pb2.ListModelsRequest, request)
-            self.service.authenticate(_grpc_token(metadata))
+            token = _grpc_token(metadata)
+            self.service.authenticate(token)
+            record.api_key_id = audit.key_id(token)
             models = await self.service.models()
         except Exception as exc:
+            record.emit(status_of(exc)[1])
             self._grpc_error(exc, rid, grpc_context, "ListModels")
             return scoring_pb2.ListModelsResponse()
+        record.emit("OK")
         self.service.record("ListModels", "grpc", "OK")
         return models.to_proto()
 

@@ -89,11 +89,16 @@ async def score(service: ScoringService, request: Request) -> Response:
 
 async def list_models(service: ScoringService, request: Request) -> Response:
     rid = new_request_id(request.headers.get("x-request-id"))
+    record = audit.AuditRecord(MODELS_ROUTE, "http", rid)
     try:
-        service.authenticate(bearer_token(request.headers.get("authorization")))
+        token = bearer_token(request.headers.get("authorization"))
+        service.authenticate(token)
+        record.api_key_id = audit.key_id(token)
         models = await service.models()
     except Exception as exc:
+        record.emit(status_of(exc)[0])
         return http_error(service, exc, rid, MODELS_ROUTE)
+    record.emit(200)
     service.record(MODELS_ROUTE, "http", 200)
     return JSONResponse(models.model_dump(mode="json"))
 

@@ -197,8 +197,15 @@ def test_one_audit_line_per_request_without_phi(gateway_stack):
     assert reply.status_code == 200
     bad = post(gateway_stack, headers={"X-Request-ID": rid + "b", "Accept": "image/png"})
     assert bad.status_code == 406
-    lines = _audit_lines(gateway_stack, (rid, rid + "b"))
-    assert len(lines[rid]) == 1 and len(lines[rid + "b"]) == 1
+    models = requests.get(
+        f"{gateway_stack.http_url}/v1/models",
+        headers={"Authorization": f"Bearer {API_KEY}", "X-Request-ID": rid + "m"},
+        timeout=30,
+    )
+    assert models.status_code == 200
+    lines = _audit_lines(gateway_stack, (rid, rid + "b", rid + "m"))
+    assert [len(lines[r]) for r in (rid, rid + "b", rid + "m")] == [1, 1, 1]
+    assert json.loads(lines[rid + "m"][0])["route"] == "/v1/models"
     ok, refused = json.loads(lines[rid][0]), json.loads(lines[rid + "b"][0])
     assert ok["outcome"] == "200" and refused["outcome"] == "406"
     assert ok["clip_sha256"] == clip_digest() and ok["model_versions"] == served_versions(gateway_stack)
