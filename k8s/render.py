@@ -3,8 +3,8 @@
 CI machines may lack kubectl, yet every overlay must be rendered and validated in `make test`. This renders
 `resources` (files and nested kustomizations), `namespace`, `labels` (metadata only), `images` and inline
 JSON6902 `patches` targeted by kind/name — and raises on any other kustomization field, so a manifest can
-never silently use a feature this renderer ignores. Where kubectl is installed, tests/deploy/test_k8s.py checks
-that this renderer and `kubectl kustomize` produce the same objects.
+never silently use a feature this renderer ignores. Where kubectl is installed, tests/deploy/test_k8s.py
+checks that this renderer and `kubectl kustomize` produce the same objects.
 """
 
 from __future__ import annotations
