@@ -124,8 +124,8 @@ class NoiseBank:
 def noisy_inputs(inputs: dict[str, np.ndarray], snr_db: float, noise: NoiseBank) -> dict[str, np.ndarray]:
     """Hospital noise mixed into each present audio window at snr_db (relative to the window's level), then
     re-normalised exactly as the feature code normalises windows."""
+    from avpenet.augment import mix_at_snr
     from avpenet.features.audio import normalise_window
-    from avpenet.synth.noise import mix_at_snr
 
     x = dict(inputs)
     waves = x[C.WAVEFORM.name].copy()
@@ -136,9 +136,9 @@ def noisy_inputs(inputs: dict[str, np.ndarray], snr_db: float, noise: NoiseBank)
 
 
 def occluded_inputs(clip: data.Clip, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The clip with its face track passed through synth.face.occlude_lower_face (mask/pacifier/hand)."""
+    """The clip with its face track passed through augment.occlude_lower_face (mask/pacifier/hand)."""
+    from avpenet.augment import occlude_lower_face
     from avpenet.features.visual import frame_features
-    from avpenet.synth.face import occlude_lower_face
 
     x = dict(clip.inputs)
     if clip.track is None or not clip.track.face_present.any():
@@ -156,6 +156,36 @@ def _masked(inputs: dict[str, np.ndarray], fn) -> dict[str, np.ndarray]:
 
 def _with_floor(metrics: dict, floor: float | None) -> dict:
     return {**metrics, "label_noise_floor_mae": floor}
+
+
+def _single_modality_models(args: argparse.Namespace, clips: list, scores: np.ndarray, floor) -> dict:
+    """Metrics of the single-modality models trained alone, when the checkpoint carries them."""
+    out = {}
+    for key, sub in SINGLE_MODALITY_DIRS.items():
+        path = Path(args.checkpoint) / sub
+        if (path / "config.json").exists():
+            single = load_model(path)
+            inputs = [restrict(dict(c.inputs), single.config.get("modality", "both")) for c in clips]
+            pred = predict_clips(single.model, inputs, args.batch_size)
+            out[key] = _with_floor(regression_metrics(pred[C.SCORE.name], scores), floor)
+    return out
+
+
+def _robustness(result: dict, base: list, occluded, score, seed: int) -> dict:
+    """Metrics under hospital noise at each SNR, lower-face occlusion and a missing modality, each with its
+    change of MAE from clean inputs. `score(inputs)` gives metrics; `occluded(rng)` the occluded inputs."""
+    rng = np.random.default_rng(seed)
+    noise = NoiseBank(rng)
+    clean = result["fusion"]
+    robustness = {"clean": clean}
+    for snr in SNRS_DB:
+        robustness[f"snr_{snr:g}db"] = score([noisy_inputs(x, snr, noise) for x in base])
+    robustness["lower_face_occluded"] = score(occluded(rng))
+    robustness["audio_missing"] = result["visual_only"]
+    robustness["face_missing"] = result["audio_only"]
+    for cond in robustness.values():
+        cond["mae_change"] = cond["mae"] / clean["mae"] - 1.0
+    return robustness
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -197,13 +227,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "audio_only": _with_floor(metrics(run([_masked(x, mask_face) for x in base])), floor_all),
         "visual_only": _with_floor(metrics(run([_masked(x, mask_audio) for x in base])), floor_all),
     }
-    for key, sub in SINGLE_MODALITY_DIRS.items():
-        path = Path(args.checkpoint) / sub
-        if (path / "config.json").exists():
-            single = load_model(path)
-            inputs = [restrict(dict(c.inputs), single.config.get("modality", "both")) for c in clips]
-            pred = predict_clips(single.model, inputs, args.batch_size)
-            result[key] = _with_floor(regression_metrics(pred[C.SCORE.name], scores), floor_all)
+    result.update(_single_modality_models(args, clips, scores, floor_all))
     result["by_age"] = {
         age: _with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age))
         for age in C.LABELLED_AGE_GROUPS
@@ -214,20 +238,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     result["label_noise_floor_mae"] = floor_all
 
     say("robustness: noise, occlusion, missing modality")
-    rng = np.random.default_rng(args.seed)
-    noise = NoiseBank(rng)
-    clean = result["fusion"]
-    robustness = {"clean": clean}
-    for snr in SNRS_DB:
-        robustness[f"snr_{snr:g}db"] = metrics(run([noisy_inputs(x, snr, noise) for x in base]))
-    robustness["lower_face_occluded"] = metrics(
-        run([restrict(occluded_inputs(c, rng), modality) for c in clips])
-    )
-    robustness["audio_missing"] = result["visual_only"]
-    robustness["face_missing"] = result["audio_only"]
-    for cond in robustness.values():
-        cond["mae_change"] = cond["mae"] / clean["mae"] - 1.0
-    result["robustness"] = robustness
+
+    def occluded(rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+        return [restrict(occluded_inputs(c, rng), modality) for c in clips]
+
+    result["robustness"] = _robustness(result, base, occluded, lambda x: metrics(run(x)), args.seed)
     result["targets"] = judge_targets(result)
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result["_history"] = ckpt.config.get("history", [])

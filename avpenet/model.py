@@ -12,6 +12,9 @@ modality explicitly, and stays around 2M parameters.
 Every part is plain conv/matmul/softmax math with explicit masks, so each exports to ONNX opset 17 with a
 dynamic batch axis (``torch.onnx.export(part.eval(), ..., dynamo=False, opset_version=17)``) and runs on CPU
 or GPU execution providers. Tensor names and shapes come from ``avpenet.contract``.
+
+Why one module over 300 lines: the four parts share their blocks, masks and config, and the export
+reads them as one; splitting them would scatter one network over files.
 """
 
 from __future__ import annotations
@@ -41,11 +44,8 @@ class AVPENetConfig:
     audio_width: int = 128  # channels of the 1-D ResNet over time
     audio_strides: tuple[int, ...] = (1, 2, 2)  # 150 stem frames -> 75 -> 38 = contract.AUDIO_TOKENS
     visual_hidden: int = 128  # temporal CNN width; the visual signal is low-dimensional, keep it narrow
-    visual_dilations: tuple[int, ...] = (
-        1,
-        2,
-        4,
-    )  # receptive field 15 frames = 1.5 s, an AU onset-apex-offset
+    # Receptive field 15 frames = 1.5 s: one AU onset-apex-offset.
+    visual_dilations: tuple[int, ...] = (1, 2, 4)
     n_heads: int = 4  # attention heads of width 32
     n_fusion_layers: int = 2  # each = bidirectional cross-attention + self-attention over both sequences
     ffn_mult: int = 2  # feed-forward width multiplier (2 keeps the fusion small; 4 added nothing here)

@@ -21,7 +21,11 @@ def _fmt(v, pct: bool = False) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
 
 
+_AGE_COLORS = {"neonate": "tab:orange", "adult": "tab:blue", "unknown": "tab:gray"}
+
+
 def _plots(result: dict, img: Path) -> dict[str, str]:
+    """Every figure of the report as img/eval_*.png; returns {figure: file name}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,13 +33,18 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
 
     img.mkdir(parents=True, exist_ok=True)
     p = result["_predictions"]
-    pred, true, age = np.asarray(p[C.SCORE.name]), np.asarray(p["true"]), np.asarray(p["age"])
     files: dict[str, str] = {}
-    colors = {"neonate": "tab:orange", "adult": "tab:blue", "unknown": "tab:gray"}
+    for plot in (_pred_vs_true, _bland_altman, _confusion, _per_age, _robustness, _modalities, _training):
+        plot(plt, result, p, img, files)
+    return files
 
+
+def _pred_vs_true(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """Predicted against rater-median score, per age group."""
+    pred, true, age = np.asarray(p[C.SCORE.name]), np.asarray(p["true"]), np.asarray(p["age"])
     fig, ax = plt.subplots(figsize=(5, 5))
     for a in np.unique(age):
-        ax.scatter(true[age == a], pred[age == a], s=10, alpha=0.6, label=a, color=colors.get(a))
+        ax.scatter(true[age == a], pred[age == a], s=10, alpha=0.6, label=a, color=_AGE_COLORS.get(a))
     ax.plot([0, 10], [0, 10], "k--", lw=1)
     for b in C.LEVEL_UPPER_BOUNDS[:-1]:
         ax.axvline(b, color="gray", lw=0.5)
@@ -47,11 +56,15 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     ax.legend()
     files["pred_vs_true"] = _save(fig, img / "eval_pred_vs_true.png")
 
+
+def _bland_altman(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """Bland-Altman plot; the bias and limits of agreement go into the result for the text."""
+    pred, true, age = np.asarray(p[C.SCORE.name]), np.asarray(p["true"]), np.asarray(p["age"])
     mean, diff = (pred + true) / 2, pred - true
     bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     fig, ax = plt.subplots(figsize=(6, 4))
     for a in np.unique(age):
-        ax.scatter(mean[age == a], diff[age == a], s=10, alpha=0.6, label=a, color=colors.get(a))
+        ax.scatter(mean[age == a], diff[age == a], s=10, alpha=0.6, label=a, color=_AGE_COLORS.get(a))
     for y, style, name in (
         (bias, "-", "bias"),
         (bias + 1.96 * sd, "--", "+1.96 SD"),
@@ -65,6 +78,10 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     files["bland_altman"] = _save(fig, img / "eval_bland_altman.png")
     result["_bland_altman"] = {"bias": bias, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
 
+
+def _confusion(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """Confusion matrix of the three pain levels; the counts go into the result."""
+    pred, true = np.asarray(p[C.SCORE.name]), np.asarray(p["true"])
     from avpenet.predict import level_index
 
     cm = np.zeros((3, 3), int)
@@ -80,6 +97,9 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     files["confusion"] = _save(fig, img / "eval_confusion.png")
     result["_confusion"] = cm.tolist()
 
+
+def _per_age(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """MAE per age group beside its label-noise floor."""
     fig, ax = plt.subplots(figsize=(6, 4))
     groups = list(C.LABELLED_AGE_GROUPS)
     x = np.arange(len(groups))
@@ -92,6 +112,9 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     ax.legend()
     files["per_age"] = _save(fig, img / "eval_per_age.png")
 
+
+def _robustness(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """MAE under added noise, occlusion and a missing modality."""
     rob = result["robustness"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     snrs = [k for k in rob if k.startswith("snr_")]
@@ -112,6 +135,9 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     a2.set_title("Occlusion and missing modality")
     files["robustness"] = _save(fig, img / "eval_robustness.png")
 
+
+def _modalities(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """Fusion against each single modality."""
     keys = [
         k
         for k in ("fusion", "audio_only", "visual_only", "audio_only_trained", "visual_only_trained")
@@ -125,6 +151,10 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
     ax.set(xticks=range(len(keys)), xticklabels=[k.replace("_", "\n") for k in keys], ylabel="MAE")
     ax.set_title("Fusion vs single modality")
     files["modalities"] = _save(fig, img / "eval_modalities.png")
+
+
+def _training(plt, result: dict, p: dict, img: Path, files: dict[str, str]) -> None:
+    """Training and validation curves, when the checkpoint kept its history."""
     hist = result.get("_history") or []
     if hist:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -134,7 +164,6 @@ def _plots(result: dict, img: Path) -> dict[str, str]:
         ax.set(xlabel="epoch", ylabel="MAE (0-10)", title="Training")
         ax.legend()
         files["training"] = _save(fig, img / "eval_training.png")
-    return files
 
 
 def _save(fig, path: Path) -> str:
@@ -175,7 +204,14 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
     ]
     if notes and Path(notes).exists():
         lines += [Path(notes).read_text().strip(), ""]
-    lines += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    lines += _targets_section(r) + _accuracy_section(r, files) + _robustness_section(r, files)
+    path = out_dir / "EVALUATION.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _targets_section(r: dict) -> list[str]:
+    lines = ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     for t in r["targets"].values():
         pct = (
             "accuracy" in t["description"]
@@ -186,7 +222,11 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         lines.append(
             f"| {t['description']} | {t['target']} | {_fmt(t['measured'], pct=pct)} | {_fmt(t['met'])} |"
         )
-    lines += ["", "## Accuracy", ""]
+    return lines
+
+
+def _accuracy_section(r: dict, files: dict[str, str]) -> list[str]:
+    lines = ["", "## Accuracy", ""]
     rows = [("fusion", r["fusion"]), ("audio only (same model, face masked)", r["audio_only"])]
     rows.append(("visual only (same model, audio masked)", r["visual_only"]))
     for key, name in (("audio_only_trained", "audio-only model (trained alone)"),
@@ -211,6 +251,13 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         "",
         f"![confusion matrix](img/{files['confusion']}) ![per-age MAE](img/{files['per_age']})",
         "",
+    ]
+    return lines
+
+
+def _robustness_section(r: dict, files: dict[str, str]) -> list[str]:
+    """Robustness, training and interval sections."""
+    lines = [
         "## Robustness",
         "",
         "| condition | MAE | change vs clean | Pearson r | 3-class acc |",
@@ -225,7 +272,7 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         "",
         "Noise: hospital background (`avpenet.synth.noise.hospital_noise`) mixed into every audio window at "
         "the given SNR relative to the window's own level, then re-normalised like the feature code does. "
-        "Occlusion: the face track passed through `avpenet.synth.face.occlude_lower_face` "
+        "Occlusion: the face track passed through `avpenet.augment.occlude_lower_face` "
         "(mask/pacifier/hand: still, hallucinated lower face, collapsed mouth blendshapes, lost frames) "
         "and re-featurised. Missing: the modality's presence mask set to absent.",
         "",
@@ -251,6 +298,4 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         "head, s fitted on the validation subjects' clips.",
         "",
     ]
-    path = out_dir / "EVALUATION.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines

@@ -9,7 +9,7 @@ equally weighted and an epoch short). Augmentation, so degraded inputs at servin
 - hospital noise (``avpenet.synth.noise``) mixed into the normalised window at a random SNR, then the window
   re-normalised exactly as the feature code does;
 - lower-face occlusion: the visual features of a copy of the clip's face track passed through
-  ``avpenet.synth.face.occlude_lower_face`` (mask, pacifier, hand) replace the clean ones.
+  ``avpenet.augment.occlude_lower_face`` (mask, pacifier, hand) replace the clean ones.
 Losses (all on the clip's rater-median score y, the only label a hospital has):
 - L1(score, y): the MAE the service is judged on, robust to the rater noise in y;
 - beta-NLL (Seitzer et al. 2022, beta = 0.5) of y under N(score, exp(log_variance)): learns the spread used
@@ -18,6 +18,9 @@ Losses (all on the clip's rater-median score y, the only label a hospital has):
 Early stopping on the validation subjects' clip MAE (clip score = mean of its windows, as served); then the
 interval scale is fitted on the validation clips so 90% of them are covered. The run directory gets
 model.pt, config.json (model + training config + history + validation metrics) and split.json.
+
+Why one module over 300 lines: the augmenter, the losses, the loop and the interval calibration
+are one training recipe, recorded together in config.json.
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ class Augmenter:
 
     def __call__(self, x: dict[str, np.ndarray], occluded: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Augment one window's inputs in place (arrays without the batch axis)."""
+        from avpenet.augment import mix_at_snr
         from avpenet.features.audio import normalise_window
-        from avpenet.synth.noise import mix_at_snr
 
         rng = self.rng
         has_audio = x[C.AUDIO_PRESENT.name][0] > 0.5
@@ -184,26 +187,14 @@ def batches(order: np.ndarray, batch_size: int):
         yield order[lo : lo + batch_size]
 
 
-def train(args: argparse.Namespace) -> dict:
-    """Run one training; returns the config written to RUN_DIR/config.json."""
-    from tqdm import tqdm
-
-    from avpenet.synth.face import occlude_lower_face
-
-    t0 = time.monotonic()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    rows = data.read_labels(args.data)
+def _split_clips(args: argparse.Namespace, out_dir: Path) -> tuple[dict, list[data.Clip], list[data.Clip]]:
+    """The split (given, the dataset's own, or made by subject) and the training and validation clips."""
     if args.split:
         split = data.read_split(args.split)
     elif (Path(args.data) / data.SPLIT_FILE).exists():
         split = data.read_split(Path(args.data) / data.SPLIT_FILE)  # the dataset's own split wins
     else:
-        split = data.make_split(rows, args.seed)
+        split = data.make_split(data.read_labels(args.data), args.seed)
     data.write_split(split, out_dir / data.SPLIT_FILE)
     clips = data.load_clips(args.data, split["train"] + split["val"], progress=not args.quiet)
     train_set = set(split["train"])
@@ -211,86 +202,117 @@ def train(args: argparse.Namespace) -> dict:
     val_clips = [c for c in clips if c.subject_id not in train_set]
     if not train_clips or not val_clips:
         raise SystemExit(f"need training and validation clips; got {len(train_clips)} and {len(val_clips)}")
+    return split, train_clips, val_clips
 
-    # occluded visual features of every training clip with a face (computed once, swapped in at random)
+
+def _occluded_windows(clips: list[data.Clip], rng: np.random.Generator, modality: str) -> list:
+    """Per training clip with a face: its windows' visual inputs with the lower face occluded (else None).
+
+    Computed once and swapped in at random by the Augmenter; the raw tracks are freed afterwards.
+    """
+    from avpenet.augment import occlude_lower_face
     from avpenet.features.visual import frame_features
 
     occluded: list[tuple[np.ndarray, np.ndarray] | None] = []
-    for c in train_clips:
-        if c.track is not None and args.modality != "audio" and c.track.face_present.any():
+    for c in clips:
+        if c.track is not None and modality != "audio" and c.track.face_present.any():
             f, m = frame_features(occlude_lower_face(c.track, rng))
             occluded.append(data.visual_inputs(f, m, c.n_windows))
         else:
             occluded.append(None)
-    for c in clips:
-        c.track = None  # the raw landmarks are no longer needed: free ~0.3 MB per clip
+    return occluded
 
-    model = AVPENet(AVPENetConfig())
-    fit_visual_normalisation(model, train_clips)
-    model.audio_encoder.to(memory_format=torch.channels_last)
-    augment = Augmenter(rng, args.modality)
-    val_inputs = [restrict(dict(c.inputs), args.modality) for c in val_clips]
-    val_scores = np.array([c.score for c in val_clips])
 
+def _optimiser(model: AVPENet, args: argparse.Namespace, steps_per_epoch: int):
+    """AdamW (no decay on biases, norms and position embeddings), warm-up then cosine decay over `plan`.
+
+    The cosine runs over the epochs that will actually run: `plan["total"]` is re-planned after every epoch
+    from its duration and the time budget left, so a budget-limited run still anneals instead of stopping at
+    a high learning rate.
+    """
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos_" in n]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
     )
-    steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
-    # cosine decay over the epochs that will actually run: re-planned after every epoch from its duration and
-    # the time budget left, so a budget-limited run still anneals instead of stopping at a high learning rate
     plan = {"total": max(1, args.epochs * steps_per_epoch)}
     warmup = min(steps_per_epoch, plan["total"] // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s / plan["total"], 1.0))),
     )
+    return opt, sched, plan
 
+
+def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: int) -> dict[str, float]:
+    """One random window of every training clip, augmented; returns the mean loss terms."""
+    from tqdm import tqdm
+
+    model.train()
+    order = rng.permutation(len(clips))
+    sums: dict[str, float] = {}
+    desc = f"epoch {epoch + 1}/{args.epochs}"
+    bar = tqdm(list(batches(order, args.batch_size)), desc=desc, disable=args.quiet)
+    for idx in bar:
+        rows_ = []
+        for i in idx:
+            c = clips[i]
+            w = int(rng.integers(c.n_windows))
+            x = {k: c.inputs[k][w].copy() for k in INPUT_NAMES}
+            occ = occluded[i]
+            augment(x, None if occ is None else (occ[0][w], occ[1][w]))
+            rows_.append(x)
+        batch = [torch.from_numpy(np.stack([r[k] for r in rows_])) for k in INPUT_NAMES]
+        y = torch.tensor([[clips[i].score] for i in idx], dtype=torch.float32)
+        level = torch.tensor([clips[i].level for i in idx], dtype=torch.int64)
+        terms = loss_terms(model.predict(*batch), y, level)
+        loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        opt.step()
+        sched.step()
+        for k, v in {"loss": loss, **terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+        bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{terms['l1'].item():.3f}")
+    return {k: v / len(clips) for k, v in sums.items()}
+
+
+def _stop_reason(
+    args, epoch: int, improved: bool, best_epoch: int, plan: dict, elapsed: float, last_s: float
+):
+    """Why training stops after `epoch` (0-based), or None to go on."""
+    done = epoch + 1
+    if not improved and done - best_epoch >= args.patience and done >= plan["epochs"] / 2:
+        # only once the learning rate has decayed: early high-LR epochs are noisy by design
+        return f"no validation gain for {args.patience} epochs"
+    if done >= plan.get("epochs", args.epochs):
+        return f"schedule done ({plan['epochs']} epochs fit --epochs and --max-minutes)"
+    if elapsed + last_s > args.max_minutes * 60:
+        return f"time budget ({args.max_minutes} min) reached"
+    return None
+
+
+def _fit(
+    model, train_clips, occluded, val_inputs, val_scores, rng, args, t0: float
+) -> tuple[dict, list, dict, str]:
+    """The epochs with early stopping; returns (best, history, plan, why it stopped) with the best weights."""
+    steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
+    opt, sched, plan = _optimiser(model, args, steps_per_epoch)
+    augment = Augmenter(rng, args.modality)
     history: list[dict] = []
-    epoch_times: list[float] = []
     best = {"val_mae": float("inf"), "epoch": -1, "state": None}
     stopped = "max epochs"
     for epoch in range(args.epochs):
-        model.train()
         t_epoch = time.monotonic()
-        order = rng.permutation(len(train_clips))
-        sums: dict[str, float] = {}
-        bar = tqdm(
-            list(batches(order, args.batch_size)), desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.quiet
-        )
-        for idx in bar:
-            rows_ = []
-            for i in idx:
-                c = train_clips[i]
-                w = int(rng.integers(c.n_windows))
-                x = {k: c.inputs[k][w].copy() for k in INPUT_NAMES}
-                occ = occluded[i]
-                augment(x, None if occ is None else (occ[0][w], occ[1][w]))
-                rows_.append(x)
-            batch = [torch.from_numpy(np.stack([r[k] for r in rows_])) for k in INPUT_NAMES]
-            y = torch.tensor([[train_clips[i].score] for i in idx], dtype=torch.float32)
-            level = torch.tensor([train_clips[i].level for i in idx], dtype=torch.int64)
-            out = model.predict(*batch)
-            terms = loss_terms(out, y, level)
-            loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-            opt.step()
-            sched.step()
-            for k, v in {"loss": loss, **terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
-            bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{terms['l1'].item():.3f}")
-        train_stats = {k: v / len(train_clips) for k, v in sums.items()}
-        val_pred = predict_clips(model, val_inputs)
-        val = regression_metrics(val_pred[C.SCORE.name], val_scores)
+        train_stats = _train_epoch(model, train_clips, occluded, augment, opt, sched, rng, args, epoch)
+        val = regression_metrics(predict_clips(model, val_inputs)[C.SCORE.name], val_scores)
         elapsed = time.monotonic() - t0
         # re-plan from the latest epoch's duration (the machine is shared: its speed changes)
-        epoch_times.append(time.monotonic() - t_epoch)
+        last_s = time.monotonic() - t_epoch
         left = args.max_minutes * 60 - elapsed
-        plan["epochs"] = max(epoch + 2, min(args.epochs, epoch + 1 + int(left / epoch_times[-1])))
+        plan["epochs"] = max(epoch + 2, min(args.epochs, epoch + 1 + int(left / last_s)))
         plan["total"] = plan["epochs"] * steps_per_epoch
         history.append(
             {"epoch": epoch + 1, "train": train_stats, "val_mae": val["mae"], "elapsed_s": elapsed}
@@ -302,27 +324,21 @@ def train(args: argparse.Namespace) -> dict:
                 f"{elapsed / 60:.1f} min",
                 flush=True,
             )
-        if val["mae"] < best["val_mae"]:
+        improved = val["mae"] < best["val_mae"]
+        if improved:
             best = {"val_mae": val["mae"], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
-        elif epoch + 1 - best["epoch"] >= args.patience and epoch + 1 >= plan["epochs"] / 2:
-            # only once the learning rate has decayed: early high-LR epochs are noisy by design
-            stopped = f"no validation gain for {args.patience} epochs"
+        reason = _stop_reason(args, epoch, improved, best["epoch"], plan, elapsed, last_s)
+        if reason:
+            stopped = reason
             break
-        if epoch + 1 >= plan.get("epochs", args.epochs):
-            stopped = f"schedule done ({plan['epochs']} epochs fit --epochs and --max-minutes)"
-            break
-        if elapsed + epoch_times[-1] > args.max_minutes * 60:
-            stopped = f"time budget ({args.max_minutes} min) reached"
-            break
-
     model.load_state_dict(best["state"])
-    model.audio_encoder.to(memory_format=torch.contiguous_format)
-    scale = calibrate_interval(model, val_inputs, val_scores)
-    val_pred = predict_clips(model, val_inputs)
-    val = regression_metrics(val_pred[C.SCORE.name], val_scores)
-    lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]
-    val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
-    config = {
+    return best, history, plan, stopped
+
+
+def _run_record(args, split: dict, n_clips: tuple[int, int], fit: tuple, scale: float, val: dict, t0: float):
+    """config.json's training part: arguments, augmentation, data, how the run went, validation metrics."""
+    best, history, plan, stopped = fit
+    return {
         "train": {
             **{
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func",)
@@ -339,8 +355,8 @@ def train(args: argparse.Namespace) -> dict:
             "train_subjects": len(split["train"]),
             "val_subjects": len(split["val"]),
             "test_subjects": len(split["test"]),
-            "train_clips": len(train_clips),
-            "val_clips": len(val_clips),
+            "train_clips": n_clips[0],
+            "val_clips": n_clips[1],
         },
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
@@ -351,9 +367,38 @@ def train(args: argparse.Namespace) -> dict:
         "elapsed_s": round(time.monotonic() - t0, 1),
         "history": history,
     }
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run one training; returns the config written to RUN_DIR/config.json."""
+    t0 = time.monotonic()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split, train_clips, val_clips = _split_clips(args, out_dir)
+    occluded = _occluded_windows(train_clips, rng, args.modality)
+    for c in (*train_clips, *val_clips):
+        c.track = None  # the raw landmarks are no longer needed: free ~0.3 MB per clip
+
+    model = AVPENet(AVPENetConfig())
+    fit_visual_normalisation(model, train_clips)
+    model.audio_encoder.to(memory_format=torch.channels_last)
+    val_inputs = [restrict(dict(c.inputs), args.modality) for c in val_clips]
+    val_scores = np.array([c.score for c in val_clips])
+    fit = _fit(model, train_clips, occluded, val_inputs, val_scores, rng, args, t0)
+
+    model.audio_encoder.to(memory_format=torch.contiguous_format)
+    scale = calibrate_interval(model, val_inputs, val_scores)
+    val_pred = predict_clips(model, val_inputs)
+    val = regression_metrics(val_pred[C.SCORE.name], val_scores)
+    lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]
+    val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
+    config = _run_record(args, split, (len(train_clips), len(val_clips)), fit, scale, val, t0)
     save_model(model, out_dir, extra=config)
     print(
-        f"best epoch {best['epoch']} ({stopped}): val clip MAE {val['mae']:.3f}, "
+        f"best epoch {fit[0]['epoch']} ({fit[3]}): val clip MAE {val['mae']:.3f}, "
         f"interval scale {scale:.3f}; wrote {out_dir} in {config['elapsed_s'] / 60:.1f} min",
         flush=True,
     )

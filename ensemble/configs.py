@@ -24,9 +24,8 @@ GPU_CONFIG_NAME = "gpu"
 SERVED_VERSIONS = 1
 INSTANCES_CPU = 1  # per part: on a 2-core host a second instance only competes for the same cores
 INSTANCES_GPU = 1
-QUEUE_BOUND_REQUESTS = (
-    2 * contract.MAX_BATCH_SIZE
-)  # beyond this, reject at once (UNAVAILABLE) instead of queueing
+# Beyond this many queued requests a part rejects at once (UNAVAILABLE) instead of queueing.
+QUEUE_BOUND_REQUESTS = 2 * contract.MAX_BATCH_SIZE
 QUEUE_TIMEOUT_US = 2_000_000  # a request queued longer than this is rejected: callers retry or shed load
 # Inclusive bounds the Python backend checks per request (the ONNX graphs would index out of range otherwise).
 VALUE_RANGES: dict[str, tuple[float, float]] = {
@@ -128,9 +127,8 @@ def ensemble_config() -> mc.ModelConfig:
     )
     _add_tensors(config, contract.ENSEMBLE)
     for part in STEP_ORDER:
-        step = config.ensemble_scheduling.step.add(
-            model_name=part.name, model_version=-1
-        )  # -1: newest served
+        # model_version -1: the newest version Triton serves of that part
+        step = config.ensemble_scheduling.step.add(model_name=part.name, model_version=-1)
         for tensor in part.inputs:
             step.input_map[tensor.name] = tensor.name
         for tensor in part.outputs:

@@ -3,6 +3,9 @@
 The wheel ships only the Python backend, and its stub must import this venv's numpy/onnxruntime against this
 venv's libpython; getting the backend directory and environment right is the whole point of this module, so
 tests, the gateway's local mode and the demo all start Triton through `TritonServer`.
+
+Why one module over 300 lines: the launcher's process handling (ports, readiness, log, stop)
+and its `avpenet triton` command are one lifecycle.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Why these choices (docs/INTEGRATION.md has the full reasoning):
 - `code` is a local code in a CodeSystem the deployment sets (no LOINC/SNOMED code means "a model's 0-10
   estimate of observer-rated pain"), with SNOMED CT 406127006 |Pain intensity| as the broader concept.
 - `status` is preliminary until a clinician confirms; `meta.security` carries AIAST (AI asserted).
+
+Why one module over 300 lines: the four resources reference each other and are validated together
+against the R4 element lists kept here.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Two stages keep the output deterministic for any worker count:
    and writes its WAV / NPZ / MP4, returning the measured truth (SNR, missing-face fraction ...).
 
 The generative model and its parameters are documented in docs/DATA.md.
+
+Why one module over 300 lines: the clip plan, the rater model and the writer are one generative
+story whose parameters are read together with docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from avpenet import contract
+from avpenet import augment, contract
 from avpenet.synth import face, noise, vocal
 
 # --- defaults mirror the paper: 428 subjects (215 neonates, 213 adults), 3,247 clips ------------------------
@@ -310,7 +313,7 @@ def _audio(plan_: ClipPlan, voice: vocal.Voice, episodes, rng: np.random.Generat
     n = round(plan_.duration_s * sr)
     mix = np.pad(mix[:n], (0, max(0, n - mix.size)))
     reference = result.active_rms if plan_.vocalizing else vocal.REFERENCE_RMS * 10 ** (-5 / 20)
-    mixed = noise.mix_at_snr(mix, noise.hospital_noise(n, rng, sr), plan_.snr_db, reference_rms=reference)
+    mixed = augment.mix_at_snr(mix, noise.hospital_noise(n, rng, sr), plan_.snr_db, reference_rms=reference)
     gain = 10 ** (rng.uniform(-32, -20) / 20) / vocal.REFERENCE_RMS  # recorder gain, no AGC
     mixed = mixed.astype(np.float64) * gain
     peak = float(np.max(np.abs(mixed))) if mixed.size else 0.0
@@ -361,8 +364,8 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
         identity = replace(identity, shape=neutral.shape.copy())
     track = face.synth_track(identity, expr, neutral, camera, rng)
     if plan_.occluded:
-        track = face.occlude_lower_face(track, rng)
-    track = face.drop_frames(track, _face_dropouts(plan_, n, rng) & track.face_present)
+        track = augment.occlude_lower_face(track, rng)
+    track = augment.drop_frames(track, _face_dropouts(plan_, n, rng) & track.face_present)
     if not plan_.visual_missing:
         track.save_npz(out / "visual" / f"{plan_.clip_id}.npz")
     if plan_.render:

@@ -13,12 +13,15 @@ closes the loop).
 
 Geometry works in a face frame: origin between the irises, u along the inter-ocular axis, v down, unit =
 inter-ocular distance (IOD); z is mediapipe's relative depth in the same unit.
+
+Why one module over 300 lines: identity, expression, pose, camera and the reported blendshapes all
+work on the same mesh indices and face frame.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -330,16 +333,8 @@ def expression(
         acts["brow_raise"] = np.maximum(acts["brow_raise"], yawn * rng.uniform(0.2, 0.6))
         acts["AU7"] = np.maximum(acts["AU7"], yawn * 0.4)
     acts["jaw"] = np.clip(jaw + np.abs(rng.normal(0, 0.01, n)), 0, 1)
-    # Blinks (2-3 frames) and AU43 per eye.
-    blinks = np.zeros(n)
-    rate = identity.blink_per_min / 60 / contract.FPS
-    for i in np.flatnonzero(rng.uniform(size=n) < rate):
-        blinks[i] = 1.0
-        if i + 1 < n:
-            blinks[i + 1] = max(blinks[i + 1], 0.6)
-        if i > 0:
-            blinks[i - 1] = max(blinks[i - 1], 0.3)
-    base = np.maximum.reduce([acts["AU43"], blinks, closure_extra])
+    # Blinks and AU43 per eye.
+    base = np.maximum.reduce([acts["AU43"], _blinks(identity, n, rng), closure_extra])
     closure = np.clip(
         np.stack([base, base], axis=1) + rng.normal(0, 0.03, (n, 2)) * (base[:, None] > 0.05), 0, 1
     )
@@ -353,6 +348,19 @@ def expression(
     ) * pose_scale
     gaze = identity.gaze_bias + np.stack([_smooth(rng.normal(0, 0.25, n), 3) for _ in range(2)], axis=1)
     return Expression(actions=acts, closure=closure, pose=pose, gaze=gaze)
+
+
+def _blinks(identity: Identity, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[n] eye closure of spontaneous blinks at the subject's rate: 2-3 frames each."""
+    blinks = np.zeros(n)
+    rate = identity.blink_per_min / 60 / contract.FPS
+    for i in np.flatnonzero(rng.uniform(size=n) < rate):
+        blinks[i] = 1.0
+        if i + 1 < n:
+            blinks[i + 1] = max(blinks[i + 1], 0.6)
+        if i > 0:
+            blinks[i - 1] = max(blinks[i - 1], 0.3)
+    return blinks
 
 
 def _smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -560,76 +568,3 @@ def synth_track(
 def driven_points(identity: Identity, expr: Expression, camera: Camera) -> np.ndarray:
     """[T, 478, 3] the TRUE (driven) mesh in pixels: what the renderer animates the photo with."""
     return to_pixels(posed(deformed_shapes(identity, expr, reported=False), expr.pose), camera)
-
-
-# --- what a tracker reports when things get in the way ------------------------------------------------------
-LOWER_FACE_BLENDSHAPES = tuple(
-    i for n, i in BS.items() if n.startswith(("mouth", "jaw", "cheekPuff"))
-)  # fmt: skip
-
-
-def _lower_face_weights(track: FaceTrack) -> np.ndarray:
-    """[478] 0 above the nose tip, rising to 1 at the mouth and below (from the track's median mesh)."""
-    present = track.face_present
-    pts = np.median(track.landmarks[present][:, :, :2], axis=0) * track.image_size.astype(np.float64)
-    right, left = pts[IRIS_RIGHT[0]], pts[IRIS_LEFT[0]]
-    iod = max(float(np.linalg.norm(left - right)), 1e-6)
-    u = (left - right) / iod
-    v = np.array([-u[1], u[0]])
-    depth = (pts - (right + left) / 2) @ v / iod
-    nose, mouth = depth[4], depth[13]
-    return np.clip((depth - nose) / max(mouth - nose, 1e-3), 0, 1)
-
-
-def occlude_lower_face(track: FaceTrack, rng: np.random.Generator) -> FaceTrack:
-    """What a tracker reports when a surgical mask, pacifier or hand covers the mouth and jaw.
-
-    mediapipe still returns all 478 points, but below the nose it hallucinates a still, average-looking mouth
-    with extra jitter; mouth/jaw blendshapes collapse towards low, nearly constant values; and it loses the
-    face on some frames. The upper face (brows, eyes) is untouched. Returns a new track.
-    """
-    out = replace(
-        track,
-        landmarks=track.landmarks.copy(),
-        blendshapes=track.blendshapes.copy(),
-        face_present=track.face_present.copy(),
-        head_pose=track.head_pose.copy(),
-    )
-    present = out.face_present
-    if not present.any():
-        return out
-    weights = _lower_face_weights(track)[None, :, None]
-    lm = out.landmarks[present].astype(np.float64)
-    # Replace lower-face motion by the clip's median lower face (kept attached to the moving upper face).
-    upper = weights[0, :, 0] < 0.05
-    shift = (lm[:, upper] - np.median(lm[:, upper], axis=0)).mean(axis=1, keepdims=True)
-    still = np.median(lm, axis=0)[None] + shift
-    size = track.image_size.astype(np.float64)
-    iod = float(np.linalg.norm((lm[:, IRIS_LEFT[0], :2] - lm[:, IRIS_RIGHT[0], :2]) * size, axis=1).mean())
-    noise = rng.normal(0, 0.008 * iod, lm.shape) / np.array([size[0], size[1], size[0]])
-    mixed = lm * (1 - weights) + (still + noise) * weights
-    out.landmarks[present] = mixed.astype(np.float32)
-    lower = list(LOWER_FACE_BLENDSHAPES)
-    n_present = int(present.sum())
-    level = rng.uniform(0.0, 0.12, len(lower))
-    out.blendshapes[np.ix_(present, lower)] = np.clip(
-        level + rng.normal(0, 0.02, (n_present, len(lower))), 0, 1
-    ).astype(np.float32)
-    lost = rng.uniform(size=out.face_present.size) < rng.uniform(0.05, 0.3)
-    return drop_frames(out, lost)
-
-
-def drop_frames(track: FaceTrack, lost: np.ndarray) -> FaceTrack:
-    """Frames where the tracker found no face: zeros and face_present False (as features.tracker reports)."""
-    out = replace(
-        track,
-        landmarks=track.landmarks.copy(),
-        blendshapes=track.blendshapes.copy(),
-        face_present=track.face_present.copy(),
-        head_pose=track.head_pose.copy(),
-    )
-    out.landmarks[lost] = 0.0
-    out.blendshapes[lost] = 0.0
-    out.head_pose[lost] = 0.0
-    out.face_present[lost] = False
-    return out

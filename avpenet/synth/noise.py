@@ -118,7 +118,7 @@ def hospital_noise(
     """A mono hospital background of n_samples at sample_rate, float32 with unit RMS.
 
     Always HVAC; a ventilator, an alarm and handling transients each with their own chance, at random
-    relative levels. Scale it with mix_at_snr.
+    relative levels. Scale it with avpenet.augment.mix_at_snr.
     """
     if n_samples <= 0:
         return np.zeros(max(n_samples, 0), np.float32)
@@ -136,26 +136,3 @@ def hospital_noise(
             if rms > 0:
                 mix += part / rms * 10 ** (rng.uniform(*level_db) / 20)
     return (mix / max(_rms(mix), 1e-12)).astype(np.float32)
-
-
-def mix_at_snr(
-    signal_: np.ndarray, noise: np.ndarray, snr_db: float, *, reference_rms: float | None = None
-) -> np.ndarray:
-    """signal + noise scaled so that 20·log10(signal RMS / noise RMS) = snr_db; float32, same length.
-
-    reference_rms replaces the signal's own RMS as the level the SNR refers to (the generator passes the
-    active vocalisation level, so pauses do not inflate the noise); a silent signal with no reference gets
-    the noise at unit-RMS reference, so the result is never all zeros.
-    """
-    sig = np.asarray(signal_, dtype=np.float32)
-    noi = np.asarray(noise, dtype=np.float32)
-    if sig.shape != noi.shape:
-        raise ValueError(f"signal and noise must have the same shape; got {sig.shape} and {noi.shape}")
-    ref = _rms(sig) if reference_rms is None else float(reference_rms)
-    if ref <= 1e-9:
-        ref = 1.0
-    noise_rms = _rms(noi)
-    if noise_rms <= 0:
-        return sig.copy()
-    gain = ref / noise_rms * 10 ** (-snr_db / 20)
-    return (sig + noi * np.float32(gain)).astype(np.float32)

@@ -8,6 +8,9 @@ formant resonators gives those cues directly and costs a few milliseconds per cl
 Voices are synthesised at contract.SAMPLE_RATE (all cues lie below 8 kHz); the dataset step resamples to
 the clip's file rate. Levels: a unit's voiced RMS equals its `level` (linear), with the nominal vocal level
 REFERENCE_RMS for a medium-effort unit.
+
+Why one module over 300 lines: the source, the filters and the three kinds of vocalisation share
+one source-filter model and its levels.
 """
 
 from __future__ import annotations

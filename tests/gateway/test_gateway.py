@@ -6,13 +6,11 @@ few small in-memory clips. The big hostile-input corpus and fault tests live in 
 
 from __future__ import annotations
 
-import functools
-
 import grpc
 import numpy as np
 import pytest
 import requests
-from support.gateway import API_KEY, face_track, mp4_bytes, wav_bytes
+from support.gateway import API_KEY, audio_and_landmarks, av_request, mp4_bytes
 
 from avpenet import contract
 from ensemble.client import infer_inputs
@@ -21,21 +19,6 @@ from preprocess_service.client import ScoreError, score_grpc, score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
 
 pytestmark = pytest.mark.integration
-
-
-@functools.cache
-def audio_and_landmarks() -> tuple[bytes, bytes]:
-    return wav_bytes(5.0, freq=500.0), face_track(5.0, seed=1).to_npz_bytes()
-
-
-def av_request(**fields) -> ScoreRequest:
-    wav, npz = audio_and_landmarks()
-    return ScoreRequest(
-        audio=MediaPart(data=wav, filename="cry.wav"),
-        landmarks=MediaPart(data=npz, filename="face.npz"),
-        age_group="neonate",
-        **fields,
-    )
 
 
 def direct_triton(triton_url: str, wav: bytes, npz: bytes, age_group: str) -> dict[str, np.ndarray]:
@@ -210,22 +193,3 @@ class TestOperations:
         assert 'avpenet_gateway_requests_total{protocol="grpc",route="Score",status="OK"}' in text
         assert 'avpenet_gateway_stage_seconds_count{protocol="grpc",stage="triton"}' in text
         assert 'avpenet_gateway_score_count{model_version="1"}' in text
-
-
-class TestCli:
-    @pytest.mark.parametrize("protocol", ["http", "grpc"])
-    def test_avpenet_score_prints_a_table(self, gateway_stack, tmp_path, capsys, protocol):
-        from cli.main import main
-
-        wav, npz = audio_and_landmarks()
-        (tmp_path / "cry.wav").write_bytes(wav)
-        (tmp_path / "face.npz").write_bytes(npz)
-        url = gateway_stack.http_url if protocol == "http" else gateway_stack.grpc_target
-        argv = ["score", str(tmp_path / "cry.wav"), str(tmp_path / "face.npz"), "--together", "--url", url]
-        argv += ["--api-key", API_KEY, "--age-group", "neonate"] + (["--grpc"] if protocol == "grpc" else [])
-        assert main(argv) == 0
-        expected = score_http(gateway_stack.http_url, av_request(), api_key=API_KEY)
-        row = capsys.readouterr().out.splitlines()[-1].split()
-        assert row[0] == "cry.wav+face.npz" and row[1] == protocol
-        assert float(row[2]) == pytest.approx(expected.score, abs=0.006) and row[3] == expected.level
-        assert main([*argv, "--api-key", "wrong"]) == 1  # the last --api-key wins: refused, exit code 1

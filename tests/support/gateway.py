@@ -4,9 +4,15 @@ with sound)."""
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from avpenet import contract
+
+if TYPE_CHECKING:
+    from preprocess_service.protocol import ScoreRequest
 
 API_KEY = "test-key-" + "x" * 24
 
@@ -50,6 +56,25 @@ def mp4_bytes(seconds: float) -> bytes:
     frames = testmedia.noise_frames(int(seconds * fps), size=(160, 120))
     audio = testmedia.tone(seconds, contract.SAMPLE_RATE, freq=300.0)
     return testmedia.video_bytes(frames, fps, audio=audio)
+
+
+@functools.cache
+def audio_and_landmarks() -> tuple[bytes, bytes]:
+    """A 5 s cry-like tone and a matching face-track .npz: the light request most gateway tests send."""
+    return wav_bytes(5.0, freq=500.0), face_track(5.0, seed=1).to_npz_bytes()
+
+
+def av_request(**fields) -> ScoreRequest:
+    """`audio_and_landmarks` as a neonate's ScoreRequest (for the Python clients)."""
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+
+    wav, npz = audio_and_landmarks()
+    return ScoreRequest(
+        audio=MediaPart(data=wav, filename="cry.wav"),
+        landmarks=MediaPart(data=npz, filename="face.npz"),
+        age_group="neonate",
+        **fields,
+    )
 
 
 class MllpEngine:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avpenet import contract
+from avpenet import augment, contract
 from avpenet.features.track import FaceTrack
 from avpenet.synth import dataset, face, noise
 
@@ -167,14 +167,14 @@ class TestNoise:
         rng = np.random.default_rng(1)
         sig = np.sin(np.linspace(0, 2000, 48_000)).astype(np.float32) * 0.3
         n = noise.hospital_noise(sig.size, rng)
-        mixed = noise.mix_at_snr(sig, n, snr_db)
+        mixed = augment.mix_at_snr(sig, n, snr_db)
         resid = mixed - sig
         measured = 20 * np.log10(np.sqrt(np.mean(sig**2)) / np.sqrt(np.mean(resid**2)))
         assert measured == pytest.approx(snr_db, abs=0.01)
 
     def test_mix_at_snr_rejects_mismatched_lengths(self):
         with pytest.raises(ValueError):
-            noise.mix_at_snr(np.zeros(10), np.zeros(11), 10.0)
+            augment.mix_at_snr(np.zeros(10), np.zeros(11), 10.0)
 
 
 class TestOcclusion:
@@ -183,7 +183,7 @@ class TestOcclusion:
         labels = {r["clip_id"]: r for r in _rows(small_set / "labels.csv")}
         clip = next(r["clip_id"] for r in rows if labels[r["clip_id"]]["visual"])
         track = FaceTrack.load_npz(small_set / labels[clip]["visual"])
-        occ = face.occlude_lower_face(track, np.random.default_rng(0))
+        occ = augment.occlude_lower_face(track, np.random.default_rng(0))
         both = track.face_present & occ.face_present
         assert both.sum() > 5
         eyes = list(face.RIGHT_UPPER_LID + face.LEFT_UPPER_LID)
