@@ -157,6 +157,8 @@ class TestIdempotencyAndPins:
         assert missing.status_code == 404 and "fusion version 99" in missing.json()["detail"]
         client = Client(gateway_stack.grpc_target, api_key=API_KEY, grpc=True)
         try:
+            pinned = client.score(sdk_request(model_versions={"fusion": served["fusion"]}))
+            assert pinned.score.model_versions == served
             with pytest.raises(ScoreError) as info:
                 client.score(sdk_request(model_versions={"avpenet": "42"}))
         finally:
