@@ -73,9 +73,10 @@ def load_audio(
 
 def check_wave(wave: np.ndarray, what: str) -> np.ndarray:
     """`wave` unchanged if every sample is finite and within ±MAX_SAMPLE_MAGNITUDE; else UndecodableMedia."""
-    if not np.all(np.isfinite(wave)):
+    # max/min propagate NaN and need no temporary copy of a long multichannel recording (abs/isfinite would)
+    peak = max(float(np.max(wave)), -float(np.min(wave))) if wave.size else 0.0
+    if not math.isfinite(peak):
         raise UndecodableMedia(f"{what} contain NaN or Inf values; send finite audio samples")
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > MAX_SAMPLE_MAGNITUDE:
         raise UndecodableMedia(
             f"{what} reach {peak:.3g}; audio samples must lie within ±{MAX_SAMPLE_MAGNITUDE:g} "
