@@ -13,6 +13,11 @@ from avpenet.synth import dataset
 HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ + rendered MP4s)"
 
 
+def _render_count(text: str) -> int | None:
+    """--render-video: "all" (None) or a count."""
+    return None if text == "all" else int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
@@ -24,19 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clips", type=int, default=None,
         help=f"number of clips (default: subjects × {dataset.DEFAULT_CLIPS}/{dataset.DEFAULT_SUBJECTS})",
     )  # fmt: skip
-    parser.add_argument("--render-video", type=int, default=0, metavar="N", help="also render N clips as MP4")
+    parser.add_argument(
+        "--render-video", default="all", type=_render_count, metavar="N|all",
+        help="render every clip that has a face as MP4 (default: all; its .npz is then the tracked MP4), or "
+        "only N clean clips spread over the pain range (0: none, fast, synthetic .npz tracks only)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.subjects < 1 or args.workers < 1 or args.render_video < 0:
+    render = args.render_video
+    if args.subjects < 1 or args.workers < 1 or (render is not None and render < 0):
         print("avpenet synth: --subjects and --workers must be ≥ 1, --render-video ≥ 0", file=sys.stderr)
         return 2
     start = time.perf_counter()
     summary = dataset.generate(
         args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips,
-        render=args.render_video, workers=args.workers, progress=not args.quiet,
+        render=render, workers=args.workers, progress=not args.quiet,
     )  # fmt: skip
     report = dataset.summary_dict(summary) | {"seconds": round(time.perf_counter() - start, 1)}
     print(json.dumps(report))

@@ -20,7 +20,7 @@ import functools
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import soundfile as sf
 from scipy import signal
 
 from avpenet import augment, contract
-from avpenet.synth import face, noise, vocal
+from avpenet.synth import face, noise, sources, vocal
 
 # --- defaults mirror the paper: 428 subjects (215 neonates, 213 adults), 3,247 clips ------------------------
 DEFAULT_SUBJECTS = 428
@@ -131,7 +131,7 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *key])
 
 
-_SUBJECT, _CLIP_PLAN, _CLIP_SIGNAL, _IDENTITY, _POOL = 1, 2, 3, 4, 5
+_SUBJECT, _CLIP_PLAN, _CLIP_SIGNAL, _IDENTITY, _POOL, _RENDER = 1, 2, 3, 4, 5, 6
 
 
 def make_subjects(seed: int, n_subjects: int) -> list[Subject]:
@@ -233,7 +233,7 @@ def plan_clip(seed: int, index: int, subject: Subject, k: int, pools: dict[str, 
 
 
 def plan(
-    seed: int, n_subjects: int = DEFAULT_SUBJECTS, n_clips: int | None = None, render: int = 0
+    seed: int, n_subjects: int = DEFAULT_SUBJECTS, n_clips: int | None = None, render: int | None = 0
 ) -> list[ClipPlan]:
     """The whole dataset's plan; n_clips defaults to the paper's clips-per-subject ratio."""
     if n_subjects < 1:
@@ -254,8 +254,12 @@ def plan(
     return plans
 
 
-def choose_renders(plans: list[ClipPlan], n: int) -> list[ClipPlan]:
-    """n clips to render as MP4: both modalities, face visible throughout, spread over the pain range."""
+def choose_renders(plans: list[ClipPlan], n: int | None) -> list[ClipPlan]:
+    """Clips to render as MP4. None: every clip delivered with a face (the default of `avpenet synth`:
+    training data = what the service is sent). n: n clips with both modalities and the face visible
+    throughout, spread over the pain range (small demo sets)."""
+    if n is None:
+        return [p for p in plans if not p.visual_missing]
     ok = [
         p for p in plans
         if not (p.audio_missing or p.visual_missing or p.occluded)
@@ -272,7 +276,8 @@ def choose_renders(plans: list[ClipPlan], n: int) -> list[ClipPlan]:
 @functools.lru_cache(maxsize=64)
 def _subject_identity(seed: int, subject_index: int, age_group: str) -> tuple[vocal.Voice, face.Identity]:
     rng = _rng(seed, _IDENTITY, subject_index)
-    return vocal.make_voice(age_group, rng), face.make_identity(age_group, _worker_neutral(), rng)
+    neutral = _worker_neutral(sources.subject_source(seed, subject_index))
+    return vocal.make_voice(age_group, rng), face.make_identity(age_group, neutral, rng)
 
 
 def _episodes(pain: float, duration: float, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -342,6 +347,25 @@ def _face_dropouts(plan_: ClipPlan, n: int, rng: np.random.Generator) -> np.ndar
     return lost
 
 
+def _render(plan_: ClipPlan, out: Path, neutral, driven, expr, synthetic, wave):
+    """Write the clip's MP4 (the mask and lost frames of its synthetic track painted in) and return what the
+    real tracker reports for that MP4: the clip's .npz, so a privacy-mode upload of landmarks carries what a
+    bedside device tracking this video would send."""
+    from avpenet.features import tracker
+    from avpenet.features.track import FaceTrack
+    from avpenet.synth import render
+
+    rng = _rng(plan_.seed, _RENDER, plan_.index)
+    frames = render.render_frames(neutral, driven, expr.closure)
+    if plan_.occluded:
+        frames = render.cover_lower_face(frames, driven, rng)
+    frames = render.cover_face(frames, driven, ~synthetic.face_present, rng)
+    path = out / "video" / f"{plan_.clip_id}.mp4"
+    render.write_mp4(path, frames, wave, plan_.sample_rate)
+    tracked = tracker.track_video(path.read_bytes())
+    return tracked if tracked is not None else FaceTrack.empty(plan_.n_frames, frames.shape[2:0:-1])
+
+
 def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
     """Synthesise and write one clip's files; returns its truth row."""
     rng = _rng(plan_.seed, _CLIP_SIGNAL, plan_.index)
@@ -353,26 +377,22 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
     if not plan_.audio_missing:
         sf.write(out / "audio" / f"{plan_.clip_id}.wav", wave, plan_.sample_rate, subtype="PCM_16")
     n = plan_.n_frames
-    neutral = _worker_neutral()
+    neutral = _worker_neutral(sources.subject_source(plan_.seed, subject.index))
     expr = face.expression(
         identity, subject.age_group, plan_.face_arousal, episodes, _voiced_frames(voiced, n),
         plan_.face_confounders, n, rng, pose_scale=0.5 if plan_.render else 1.0,
     )  # fmt: skip
     camera = face.random_camera(rng)
-    if plan_.render:  # the video animates the real photo: its camera, and its face as the identity
-        camera = face.render_camera(neutral)
-        identity = replace(identity, shape=neutral.shape.copy())
+    if plan_.render:  # the video animates the subject's source photo in its own frame, with the subject's
+        camera = face.render_camera(neutral)  # face shape (neonate proportions included)
     track = face.synth_track(identity, expr, neutral, camera, rng)
     if plan_.occluded:
         track = augment.occlude_lower_face(track, rng)
     track = augment.drop_frames(track, _face_dropouts(plan_, n, rng) & track.face_present)
+    if plan_.render:
+        track = _render(plan_, out, neutral, face.driven_points(identity, expr, camera), expr, track, wave)
     if not plan_.visual_missing:
         track.save_npz(out / "visual" / f"{plan_.clip_id}.npz")
-    if plan_.render:
-        from avpenet.synth import render
-
-        frames = render.render_frames(neutral, face.driven_points(identity, expr, camera), expr.closure)
-        render.write_mp4(out / "video" / f"{plan_.clip_id}.mp4", frames, wave, plan_.sample_rate)
     confounders = plan_.audio_confounders + plan_.face_confounders
     return {
         "voiced_fraction": round(float(voiced.mean()), 4),
@@ -385,19 +405,19 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
 _NEUTRAL_STATE: dict | None = None
 
 
-def _init_worker(neutral_state: dict) -> None:
-    """Hand the neutral face to a worker so mediapipe runs once per dataset, not once per process."""
+def _init_worker(neutral_states: dict) -> None:
+    """Hand the neutral source faces to a worker so mediapipe runs once per dataset, not once per process."""
     global _NEUTRAL_STATE
-    _NEUTRAL_STATE = neutral_state
+    _NEUTRAL_STATE = neutral_states
     _subject_identity.cache_clear()
     _worker_neutral.cache_clear()
 
 
-@functools.lru_cache(maxsize=1)
-def _worker_neutral() -> face.NeutralFace:
+@functools.lru_cache(maxsize=len(sources.SOURCES))
+def _worker_neutral(name: str) -> face.NeutralFace:
     if _NEUTRAL_STATE is None:
-        return face.neutral_face()
-    return face.neutral_from_arrays(_NEUTRAL_STATE)
+        return sources.neutral_face(name)
+    return face.neutral_from_arrays(_NEUTRAL_STATE[name])
 
 
 def _work(args: tuple[ClipPlan, str]) -> dict:
@@ -419,7 +439,7 @@ def generate(
     seed: int = 0,
     n_subjects: int = DEFAULT_SUBJECTS,
     n_clips: int | None = None,
-    render: int = 0,
+    render: int | None = 0,
     workers: int = 2,
     progress: bool = True,
 ) -> Summary:
@@ -430,7 +450,7 @@ def generate(
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
-    state = face.neutral_state()
+    state = sources.neutral_states()
     jobs = [(p, str(out)) for p in plans]
     bar = tqdm(total=len(jobs), desc="avpe-synth", unit="clip", disable=not progress)
     # Rendered clips are slow: start them first so they do not trail at the end.
@@ -441,7 +461,11 @@ def generate(
             plans[i].truth = _work(jobs[i])
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(state,)) as pool:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # workers track their renders: mediapipe is not fork-safe
+        pool_args = {"mp_context": ctx, "initializer": _init_worker, "initargs": (state,)}
+        with ProcessPoolExecutor(workers, **pool_args) as pool:
             results = pool.map(_work, [jobs[i] for i in order], chunksize=4)
             for i, truth in zip(order, results, strict=True):
                 plans[i].truth = truth

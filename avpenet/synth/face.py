@@ -181,6 +181,7 @@ def _build_fields(s: np.ndarray) -> dict[str, np.ndarray]:
     w_nose = _rbf(s, NOSE_WINGS, 0.04)
     f["AU9"] = np.stack([-0.012 * np.sign(s[:, 0]) * w_nose, -0.04 * w_nose, np.zeros(n)], axis=1)
     w_lip = _rbf(s, UPPER_LIP, 0.035) * np.clip(1.2 - np.abs(s[:, 0]) / 0.7, 0.3, 1.0)
+    w_lip[list(LOWER_LIP_INNER)] = 0.0  # the upper lip rises off the lower one (on a closed mouth they touch)
     f["AU10"] = np.stack([np.zeros(n), -0.05 * w_lip, np.zeros(n)], axis=1)
     f["AU43_right"] = _lid_closure(s, RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_UPPER_RING)
     f["AU43_left"] = _lid_closure(s, LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_UPPER_RING)

@@ -20,6 +20,11 @@ from avpenet import contract
 from avpenet.synth import face
 
 SUPERSAMPLE = 2
+# The inner lip contour (mediapipe ids): the opening between the lips is painted as a dark mouth cavity, since
+# a warp only stretches lip skin there (or teeth) and the tracker would read that as a closed mouth.
+INNER_MOUTH = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+CAVITY_RGB = (48, 18, 22)
+LASH_RGB = (40, 30, 28)
 RING_POINTS = 20
 RING_SCALE = 1.45  # head ring radius relative to the face outline: hair and neck move with the head
 
@@ -117,8 +122,35 @@ class Renderer:
         if weights.max() > 0:
             source = source + sum(wt * d for wt, d in zip(weights, self.eye_deltas, strict=True))
         out = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out = _paint_cavity(out, points_px[list(INNER_MOUTH), :2] * ss)
+        for wt, lid in zip(weights, (face.RIGHT_UPPER_LID, face.LEFT_UPPER_LID), strict=True):
+            if wt > 0:  # a closed eye shows its lash line: without it the tracker reads a skin patch as open
+                out = _paint_lashes(out, points_px[list(lid), :2] * ss, float(wt), ss)
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _paint_cavity(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """The open mouth (inner lip polygon, supersampled pixels) filled with a dark cavity, soft-edged."""
+    import cv2
+
+    mask = np.zeros(image.shape[:2], np.float32)
+    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    if mask.sum() < 4.0:  # lips closed: nothing to paint
+        return image
+    soft = cv2.GaussianBlur(mask, (5, 5), 0)[..., None]
+    return image * (1 - soft) + np.asarray(CAVITY_RGB, np.float32) * soft
+
+
+def _paint_lashes(image: np.ndarray, lid: np.ndarray, weight: float, ss: int) -> np.ndarray:
+    """A dark, soft line along the (closed) upper lid, blended in with weight 0..1."""
+    import cv2
+
+    mask = np.zeros(image.shape[:2], np.float32)
+    pts = np.round(lid * 16).astype(np.int32)[None]
+    cv2.polylines(mask, pts, False, 1.0, thickness=max(1, round(1.5 * ss)), lineType=cv2.LINE_AA, shift=4)
+    soft = cv2.GaussianBlur(mask, (3, 3), 0)[..., None] * (0.8 * weight)
+    return image * (1 - soft) + np.asarray(LASH_RGB, np.float32) * soft
 
 
 def _inverse_affines(tri_dst: np.ndarray, tri_src: np.ndarray) -> np.ndarray:
@@ -160,6 +192,50 @@ def _eye_polygons() -> tuple[tuple[int, ...], tuple[int, ...]]:
         *face.LEFT_LOWER_LID[::-1],
     )
     return right, left
+
+
+# What covers a face in a rendered clip, as in the .npz generator: a mask (or pacifier and hand) over the
+# lower face from the nose bridge down, and a blanket or hand over the whole face when the tracker should
+# lose it.
+LOWER_FACE = (
+    234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 6,
+)  # fmt: skip
+FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+    176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+MASK_RGB = (150, 190, 215)  # a surgical mask's pale blue
+BLANKET_RGB = (205, 200, 185)
+
+
+def _cover(frame: np.ndarray, polygon: np.ndarray, rgb, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    out = frame.copy()
+    cv2.fillPoly(out, [np.round(polygon).astype(np.int32)], tuple(int(c) for c in rgb), lineType=cv2.LINE_AA)
+    inside = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(polygon).astype(np.int32)], 1)
+    grain = rng.normal(0, 6, frame.shape).astype(np.float32) * inside[..., None]  # cloth texture, not flat
+    return np.clip(out.astype(np.float32) + grain, 0, 255).astype(np.uint8)
+
+
+def cover_lower_face(frames: np.ndarray, driven_px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Frames with the lower face (nose bridge down to the chin) covered by a mask, following the head."""
+    return np.stack(
+        [_cover(f, p[list(LOWER_FACE), :2], MASK_RGB, rng) for f, p in zip(frames, driven_px, strict=False)]
+    )
+
+
+def cover_face(
+    frames: np.ndarray, driven_px: np.ndarray, lost: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Frames where `lost` is set get the whole face (its outline, enlarged 20%) covered by a blanket."""
+    out = frames.copy()
+    for i in np.flatnonzero(lost):
+        oval = driven_px[i][list(FACE_OVAL), :2]
+        centre = oval.mean(axis=0)
+        out[i] = _cover(frames[i], centre + 1.2 * (oval - centre), BLANKET_RGB, rng)
+    return out
 
 
 def render_frames(neutral: face.NeutralFace, driven_px: np.ndarray, closure: np.ndarray) -> np.ndarray:
