@@ -442,14 +442,18 @@ def generate(
     render: int | None = 0,
     workers: int = 2,
     progress: bool = True,
+    subjects: set[str] | None = None,
 ) -> Summary:
-    """Write labels.csv, truth.csv, audio/, visual/ and video/ under out_dir."""
+    """Write labels.csv, truth.csv, audio/, visual/ and video/ under out_dir (only the clips of `subjects`
+    when given: the same files as in the whole set, e.g. one split's subjects rendered on a budget)."""
     from tqdm import tqdm
 
     out = Path(out_dir)
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
+    if subjects is not None:
+        plans = [p for p in plans if p.subject.subject_id in subjects]
     state = sources.neutral_states()
     jobs = [(p, str(out)) for p in plans]
     bar = tqdm(total=len(jobs), desc="avpe-synth", unit="clip", disable=not progress)
@@ -473,6 +477,7 @@ def generate(
     bar.close()
     write_labels(out / "labels.csv", plans)
     write_truth(out / "truth.csv", plans)
+    n_subjects = len({p.subject.subject_id for p in plans})
     return Summary(n_subjects, len(plans), sum(p.render for p in plans), str(out))
 
 
