@@ -171,7 +171,9 @@ def test_bad_tensors_get_readable_errors_and_the_server_keeps_serving(triton_ser
 
     nan = valid_inputs(contract.ENSEMBLE, batch=2)
     nan[contract.VISUAL_FEATURES.name][1, 4, 7] = np.nan
-    _expect_error(url, nan, contract.VISUAL_FEATURES.name, "NaN")
+    # visual_encoder, the first-scheduled entry step, defers its rejection (configs.STEP_ORDER): it answers
+    # NaN tokens and fusion refuses them, so the message names the tokens, not visual_features.
+    _expect_error(url, nan, "fusion", contract.VISUAL_TOKENS_T.name, "NaN")
 
     inf = valid_inputs(contract.ENSEMBLE, batch=1)
     inf[contract.WAVEFORM.name][0, 9] = np.inf
