@@ -52,6 +52,47 @@ def served_model(repo: str | os.PathLike | None = None):
     return model.eval()
 
 
+async def score_upload(request: Request, limits: Any, infer: Any) -> JSONResponse:
+    """Parse, extract on a thread, `infer(inputs)` on a thread, aggregate: the peers' whole request path."""
+    from avpenet import contract
+    from avpenet.aggregate import aggregate_windows
+    from preprocess_service.errors import status_of
+    from preprocess_service.extract import extract
+    from preprocess_service.multipart import parse_score_form
+    from preprocess_service.protocol import new_request_id
+
+    start = time.perf_counter()
+    try:
+        body = await request.body()
+        parsed = await asyncio.to_thread(
+            parse_score_form, body, request.headers.get("content-type"), new_request_id(None)
+        )
+        extracted = await asyncio.to_thread(extract, parsed, limits)
+        t_model = time.perf_counter()
+        out = await asyncio.to_thread(infer, extracted.inputs)
+    except Exception as exc:
+        status, _ = status_of(exc)
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+    timings = dict(extracted.timings_ms)
+    timings["model"] = (time.perf_counter() - t_model) * 1000.0
+    clip = aggregate_windows(
+        out[contract.SCORE.name],
+        out[contract.LOG_VARIANCE.name],
+        out[contract.CLASS_PROBS.name],
+        out[contract.MODALITY_WEIGHTS.name],
+    )
+    timings["total"] = (time.perf_counter() - start) * 1000.0
+    windows = out[contract.SCORE.name].reshape(-1)
+    return JSONResponse(
+        {
+            "score": float(clip["score"]),
+            "level": contract.level_of(float(clip["score"])),
+            "timeline": [{"index": i, "score": float(s)} for i, s in enumerate(windows)],
+            "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        }
+    )
+
+
 @serve.deployment(name="NaiveScorer", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=MAX_ONGOING)
 @serve.ingress(api)
 class NaiveScorer:
@@ -81,43 +122,7 @@ class NaiveScorer:
 
     @api.post(SCORE_ROUTE)
     async def score(self, request: Request) -> JSONResponse:
-        from avpenet import contract
-        from avpenet.aggregate import aggregate_windows
-        from preprocess_service.errors import status_of
-        from preprocess_service.extract import extract
-        from preprocess_service.multipart import parse_score_form
-        from preprocess_service.protocol import new_request_id
-
-        start = time.perf_counter()
-        try:
-            body = await request.body()
-            parsed = await asyncio.to_thread(
-                parse_score_form, body, request.headers.get("content-type"), new_request_id(None)
-            )
-            extracted = await asyncio.to_thread(extract, parsed, self.limits)
-            t_model = time.perf_counter()
-            out = await asyncio.to_thread(self._infer, extracted.inputs)
-        except Exception as exc:
-            status, _ = status_of(exc)
-            return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
-        timings = dict(extracted.timings_ms)
-        timings["model"] = (time.perf_counter() - t_model) * 1000.0
-        clip = aggregate_windows(
-            out[contract.SCORE.name],
-            out[contract.LOG_VARIANCE.name],
-            out[contract.CLASS_PROBS.name],
-            out[contract.MODALITY_WEIGHTS.name],
-        )
-        timings["total"] = (time.perf_counter() - start) * 1000.0
-        windows = out[contract.SCORE.name].reshape(-1)
-        return JSONResponse(
-            {
-                "score": float(clip["score"]),
-                "level": contract.level_of(float(clip["score"])),
-                "timeline": [{"index": i, "score": float(s)} for i, s in enumerate(windows)],
-                "timings_ms": {k: round(v, 2) for k, v in timings.items()},
-            }
-        )
+        return await score_upload(request, self.limits, self._infer)
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:

@@ -1,9 +1,10 @@
-"""`avpenet bench`: naive eager PyTorch vs AVPENet Serve, same clips, same machine, side by side.
+"""`avpenet bench`: naive eager PyTorch, one-process ONNX Runtime and AVPENet Serve, same clips, side by side.
 
 One run starts the local stack (Triton + the gateway app, preprocess_service.stack.LocalStack), deploys the
-naive baseline (loadtests.baseline) as a second Serve app behind the same proxy, checks that both give the
+naive baseline (loadtests.baseline) and the ONNX Runtime peer (loadtests.ort_peer) as two more Serve apps
+behind the same proxy, checks that all give the
 same score on the same clip, measures the model's FLOPs and the kernel limit, then for each mix and
-concurrency (1, 8, 32) measures the naive app and AVPENet Serve back to back with closed-loop asyncio +
+concurrency (1, 8, 32) measures the three systems back to back with closed-loop asyncio +
 aiohttp clients. Per cell it records client latency, throughput, the responses' per-stage timings, CPU time
 of every process of the bench's tree by group (psutil; the load generator is separated, and machine-wide CPU
 tells how busy the box was with other work) and Triton's metric deltas (average batch, compute time). The
@@ -33,14 +34,14 @@ from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips
 
-HELP = "Benchmark naive eager PyTorch vs AVPENet Serve (throughput, p50/p99, batch, CPU, efficiency)."
+HELP = "Benchmark naive PyTorch, an ONNX Runtime app and AVPENet Serve (throughput, p50/p99, CPU, batch)."
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCS = PROJECT_ROOT / "docs"
 MARKDOWN = DOCS / "BENCHMARKS.md"
 PLOT = DOCS / "img" / "bench.png"
 RAW = DOCS / "img" / "bench.json"
 CONCURRENCIES = (1, 8, 32)
-MIXES = ("model", "video")
+MIXES = ("model", "long", "video")
 TIMEOUT_S = 120.0
 RETRY_OTHER_LOAD = 0.3  # a cell measured while others' work held more of the cores is measured again
 RETRIES_WHEN_BUSY = 1  # ... once (default mode), keeping the less disturbed measurement
@@ -245,41 +246,45 @@ def _parts():
     return contract.PARTS
 
 
-# --- the two systems ----------------------------------------------------------------------------------------
-def deploy_naive(stack) -> None:
-    """Add the naive app to the stack's Ray Serve (same proxy), keeping the gateway app's config unchanged."""
+# --- the three systems --------------------------------------------------------------------------------------
+def deploy_peers(stack) -> None:
+    """Add the naive and ONNX Runtime apps to the stack's Serve (same proxy), the gateway app unchanged."""
     from ray import serve
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    from loadtests import baseline
+    from loadtests import baseline, ort_peer
 
     config = stack.serve_config()
-    config["applications"].append(baseline.app_config(stack.repo))
+    config["applications"] += [baseline.app_config(stack.repo), ort_peer.app_config(stack.repo)]
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        app = serve.status().applications.get(baseline.APP_NAME)
-        if app and app.status == "RUNNING":
-            return
-        if app and app.status == "DEPLOY_FAILED":
-            raise RuntimeError(f"naive baseline deploy failed: {app.message}")
+    pending = {baseline.APP_NAME, ort_peer.APP_NAME}
+    while pending and time.monotonic() < deadline:
+        for name in sorted(pending):
+            app = serve.status().applications.get(name)
+            if app and app.status == "RUNNING":
+                pending.discard(name)
+            elif app and app.status == "DEPLOY_FAILED":
+                raise RuntimeError(f"{name} app deploy failed: {app.message}")
         time.sleep(0.5)
-    raise RuntimeError("naive baseline not running after 180 s")
+    if pending:
+        raise RuntimeError(f"{', '.join(sorted(pending))} not running after 180 s")
 
 
 def urls(http_url: str) -> dict[str, str]:
-    from loadtests import baseline
+    from loadtests import baseline, ort_peer
     from preprocess_service.openapi import SCORE_ROUTE
 
     return {
         "naive": http_url + baseline.ROUTE_PREFIX + baseline.SCORE_ROUTE,
+        "ort": http_url + ort_peer.ROUTE_PREFIX + ort_peer.SCORE_ROUTE,
         "avpenet": http_url + SCORE_ROUTE,
     }
 
 
 def parity(targets: dict[str, str], parts) -> float:
-    """|score(b) - score(a)| on one clip (also the first, warming request of each system)."""
+    """The largest |score(x) - score(naive)| on one clip (also the first, warming requests of each system)."""
 
     async def both() -> list[float]:
         import aiohttp
@@ -295,8 +300,8 @@ def parity(targets: dict[str, str], parts) -> float:
                     scores.append(float((await response.json())["score"]))
             return scores
 
-    a, b = asyncio.run(both())
-    return abs(b - a)
+    naive, *others = asyncio.run(both())
+    return max(abs(x - naive) for x in others)
 
 
 def _form(parts):
@@ -389,7 +394,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", default=",".join(map(str, CONCURRENCIES)), help="comma list (default: %(default)s)"
     )
-    parser.add_argument("--mixes", default=",".join(MIXES), help="comma list of model, video (default: both)")
+    parser.add_argument("--mixes", default=",".join(MIXES), help="comma list of %(default)s")
     parser.add_argument("--measure-s", type=float, default=None, help="measured seconds per cell")
     parser.add_argument(
         "--markdown",
@@ -442,13 +447,13 @@ def run(args: argparse.Namespace) -> int:
     del model
     meter = CpuMeter()
     cells: list[br.Cell] = []
-    print("starting the local stack (Triton + Ray Serve) and the naive app ...", file=sys.stderr, flush=True)
+    print("starting the local stack (Triton + Ray Serve) and the peer apps ...", file=sys.stderr, flush=True)
     limits = {**_default_limits(), **BENCH_LIMITS}
     signal.signal(signal.SIGTERM, _interrupt)  # stop Triton and Ray on `kill` too, not only on Ctrl-C
     with LocalStack(
         repo=repo, grpc_port=None, max_replicas=args.max_replicas, args={"limits": limits}
     ) as stack:
-        deploy_naive(stack)
+        deploy_peers(stack)
         targets = urls(stack.http_url)
         diffs = {m: parity(targets, payloads[m]) for m in mixes}
         print("same clip, |score(b) - score(a)|: " + ", ".join(f"{m} {d:.1e}" for m, d in diffs.items()))

@@ -39,16 +39,18 @@ KINDS: dict[str, ClipKind] = {
         ClipKind("audio_3s", ("audio",), 3.0),  # audio only (face not visible): visual modality masked
         ClipKind("audio_30s", ("audio",), 30.0),  # long audio: 28 windows in one Triton call
         ClipKind("landmarks_3s", ("audio", "landmarks"), 3.0),  # privacy mode: the model-bound path
+        ClipKind("landmarks_60s", ("audio", "landmarks"), 60.0),  # the bedside minute: 58 windows, one call
     )
 }
 
 # Content-Type of each clip file as the load generators upload it.
 CONTENT_TYPES = {".mp4": "video/mp4", ".wav": "audio/wav", ".npz": "application/octet-stream"}
 
-# Request mixes (shares sum to 1). `ward` is what a monitored ward sends; the other two are the benchmark's.
+# Request mixes (shares sum to 1). `ward` is what a monitored ward sends; the others are the benchmark's.
 MIXES: dict[str, dict[str, float]] = {
     "ward": {"av_3s": 0.5, "audio_3s": 0.2, "landmarks_3s": 0.15, "av_10s": 0.1, "audio_30s": 0.05},
     "model": {"landmarks_3s": 1.0},
+    "long": {"landmarks_60s": 1.0},
     "video": {"av_3s": 1.0},
 }
 
