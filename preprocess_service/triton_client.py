@@ -35,6 +35,27 @@ def _code(exc: InferenceServerException) -> str:
     return str(exc.status() or "").rsplit(".", 1)[-1].upper()
 
 
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's defaults (message sizes, keepalive) plus a short reconnect backoff.
+
+    gRPC's default backoff grows to 120 s: after Triton restarts (a crash, the supervisor) the gateway would
+    wait up to minutes for its next connection attempt; capped at 2 s it is back within seconds.
+    """
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
 class TritonClient:
     def __init__(
         self,
@@ -63,7 +84,7 @@ class TritonClient:
         if self._channel_client is None:
             ssl, roots = self._ssl
             self._channel_client = grpcclient.InferenceServerClient(
-                self.url, ssl=ssl, root_certificates=roots
+                self.url, ssl=ssl, root_certificates=roots, channel_args=channel_args()
             )
         return self._channel_client
 
