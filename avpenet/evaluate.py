@@ -72,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the added noise and occlusion")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--paths", action="store_true",
+        help="also judge each input path (video, audio+landmarks, audio, landmarks), subject-bootstrap CIs",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -188,10 +192,12 @@ def _robustness(result: dict, base: list, occluded, score, seed: int) -> dict:
     return robustness
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: argparse.Namespace, model=None) -> dict:
+    """`model`: a stand-in called like AVPENet (e.g. the ONNX graphs a repository serves, fp32 or int8, from
+    `avpenet quantize --evaluate`); by default the checkpoint's PyTorch model."""
     t0 = time.monotonic()
     ckpt = load_model(args.checkpoint)
-    model = ckpt.model
+    model = ckpt.model if model is None else model
     modality = ckpt.config.get("modality", "both")
     rows = data.read_labels(args.data)
     subjects, split_source = choose_subjects(args, ckpt.config, rows)
@@ -244,6 +250,11 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     result["robustness"] = _robustness(result, base, occluded, lambda x: metrics(run(x)), args.seed)
     result["targets"] = judge_targets(result)
+    if getattr(args, "paths", False):
+        from avpenet.evaluate_paths import evaluate_paths
+
+        say("input paths: video, audio+landmarks, audio only, landmarks only")
+        result["paths"] = evaluate_paths(model, Path(args.data), rows, subjects, modality)
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result["_history"] = ckpt.config.get("history", [])
     result["_training"] = {

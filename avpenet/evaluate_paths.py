@@ -1,0 +1,90 @@
+"""Every input path a client can send, judged separately, with subject-bootstrap 95% confidence intervals.
+
+    avpenet evaluate --data DIR --json OUT.json --paths
+
+Why: the gateway accepts a video upload (tracked by the real FaceLandmarker), audio with a landmarks file
+(privacy mode), audio alone or landmarks alone, and a model can be good on one and poor on another. Each path
+rebuilds a clip's labels.csv row as that upload would be (the other columns blanked) and decodes it with the
+one dataset reader (``features.cache.decode_row``: the gateway's precedence), so:
+- ``video``: the MP4 through the tracker, with the clip's audio (its WAV when delivered, else the MP4's);
+- ``audio_landmarks``: the WAV and the ``.npz`` track; ``audio_only``: the WAV; ``landmarks_only``: the .npz.
+A path is judged on the clips that can take it (no MP4: no video path), and on every one of them: a clip
+whose face is never found is scored with its visual modality masked, as the gateway scores it.
+Confidence intervals resample SUBJECTS with replacement (clips of one subject are not independent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+PATHS = {  # path -> (columns kept, column that must be present)
+    "video": (("audio", "video"), "video"),
+    "audio_landmarks": (("audio", "visual"), "visual"),
+    "audio_only": (("audio",), "audio"),
+    "landmarks_only": (("visual",), "visual"),
+}
+BOOTSTRAP = 1000
+
+
+def path_row(row: dict[str, str], path: str) -> dict[str, str] | None:
+    """The labels row as the upload of this path would carry it; None when the clip cannot take the path."""
+    keep, required = PATHS[path]
+    if not (row.get(required) or "").strip():
+        return None
+    return {**row, **{c: (row[c] if c in keep else "") for c in ("audio", "visual", "video")}}
+
+
+def subject_bootstrap(
+    pred: np.ndarray, true: np.ndarray, subjects: Sequence[str], n: int = BOOTSTRAP, seed: int = 0
+) -> dict[str, list[float]]:
+    """95% percentile intervals of MAE, Pearson r and 3-class accuracy over subject resamples."""
+    from avpenet.predict import regression_metrics
+
+    subjects = np.asarray(subjects)
+    ids = np.unique(subjects)
+    members = [np.flatnonzero(subjects == s) for s in ids]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"mae": [], "pearson_r": [], "accuracy_3class": []}
+    for _ in range(n):
+        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+        m = regression_metrics(pred[idx], true[idx])
+        for k in draws:
+            draws[k].append(m[k])
+    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
+
+
+def evaluate_paths(model, data_dir: Path, rows: list[dict[str, str]], subjects: Sequence[str], modality: str):
+    """{path: metrics + ci95 + n_clips + clips whose tracked face was never found} for the test subjects."""
+    from avpenet import contract as C
+    from avpenet import data
+    from avpenet.predict import predict_clips, regression_metrics
+    from avpenet.train import restrict
+
+    keep = set(subjects)
+    out: dict[str, dict] = {}
+    for path in PATHS:
+        picked = [r for row in rows if row["subject_id"] in keep and (r := path_row(row, path)) is not None]
+        if not picked:
+            continue
+        clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
+        inputs = [restrict(dict(c.inputs), modality) for c in clips]
+        pred = predict_clips(model, inputs)[C.SCORE.name]
+        true = np.array([c.score for c in clips])
+        who = [c.subject_id for c in clips]
+        no_face = [c.clip_id for c, r in zip(clips, picked, strict=True) if r["video"] and not _has_face(c)]
+        out[path] = {
+            **regression_metrics(pred, true),
+            "ci95": subject_bootstrap(pred, true, who),
+            "n_subjects": len(set(who)),
+            "face_never_found": no_face,
+        }
+    return out
+
+
+def _has_face(clip) -> bool:
+    from avpenet import contract as C
+
+    return bool(clip.inputs[C.FRAME_MASK.name].any())
