@@ -28,8 +28,8 @@ LOG_MEL_FLOOR: Final = 1e-10  # log(max(mel_power, floor)); natural log
 WINDOW_TAIL_TOLERANCE_S: Final = 0.1  # a shorter tail after the last window (e.g. AAC padding) adds no window
 AUDIO_TARGET_RMS_DBFS: Final = -20.0  # windows are RMS-normalised to this level (silence is left as is)
 AUDIO_SILENCE_DBFS: Final = -60.0  # below this RMS a window counts as silent (no normalisation gain)
-# Sample rates an upload may declare: telephone-band 8 kHz up to studio 192 kHz. Outside them a header is forged
-# or broken (1 Hz would stretch a few KB into minutes; GHz rates cost seconds of CPU to resample to nothing).
+# Sample rates an upload may declare: telephone-band 8 kHz up to studio 192 kHz. Outside them a header is
+# forged or broken (1 Hz would stretch a few KB into minutes; GHz rates cost seconds of CPU for nothing).
 AUDIO_MIN_INPUT_RATE: Final = 8_000
 AUDIO_MAX_INPUT_RATE: Final = 192_000
 
