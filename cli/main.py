@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "train": "avpenet.train",
     "evaluate": "avpenet.evaluate",
     "export": "ensemble.export",
+    "quantize": "ensemble.quantize",
     "triton": "ensemble.server",
     "serve": "preprocess_service.serve",
     "score": "preprocess_service.client",

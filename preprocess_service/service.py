@@ -67,6 +67,8 @@ class ScoringService:
             retry_after_s=settings.limits.retry_after_s,
             ssl=settings.triton_ssl,
             root_certificates=settings.triton_root_certificates,
+            lb_policy=settings.triton_lb_policy,
+            refresh_s=settings.triton_refresh_s,
         )
         self.watchdog = TritonWatchdog(
             self.triton.probe,
@@ -77,6 +79,13 @@ class ScoringService:
         self.extractor = extractor or self._extract_in_thread
         self.clinical = Clinical(settings)  # formats, HL7 delivery, Idempotency-Key cache (clinical.py)
         audit.setup()
+
+    def _extractor_for(self, request: ScoreRequest) -> Extractor:
+        """Video goes to the injected extractor (the FeatureExtractor deployment: face tracking is the CPU
+        hog, scaled apart). Light uploads (audio, landmarks) are decoded here on a worker thread: for them
+        the hop (pickling the upload, a Ray round trip, another replica's queue) costs more than decoding."""
+        video = request.clip is not None or request.video is not None
+        return self.extractor if video else self._extract_in_thread
 
     async def _extract_in_thread(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
@@ -144,7 +153,7 @@ class ScoringService:
         digests = {name: media_digest(p.data) for name, p in request.parts().items()}
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
-        extracted = await self.extractor(request, telemetry.inject_context())
+        extracted = await self._extractor_for(request)(request, telemetry.inject_context())
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
             span.set_attribute("avpenet.windows", extracted.n_windows)
