@@ -13,77 +13,25 @@ serveConfigV2, with local overrides only.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import yaml
-
+from ensemble import ports
 from preprocess_service import grpc_wire
+from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
-CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
 HOST = "127.0.0.1"
 APP_NAME = "avpenet"
 DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
 log = logging.getLogger("avpenet.stack")
-# Ports picked free (port 0) can be taken by another process before Serve's proxy binds them: retry with new
-# ones. Picked ports are bound without SO_REUSEPORT, so a clash fails loudly instead of two servers sharing
-# the port; ports given explicitly keep Ray's default (SO_REUSEADDR with it, so a restart on the same port
-# is not refused while old connections linger in TIME_WAIT).
-BIND_ATTEMPTS = 3
 BIND_FAILURE = "Failed to bind to address"  # what both of Serve's proxies (uvicorn, grpc) raise
-
-
-class PortTaken(RuntimeError):
-    """Serve's proxy could not bind its HTTP or gRPC port: another process holds it."""
-
-
-def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def localize(
-    config: Mapping[str, Any],
-    *,
-    host: str,
-    http_port: int,
-    grpc_port: int | None,
-    triton_url: str,
-    max_replicas: int = 1,
-    args: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The Serve config with this machine's hosts, ports, Triton address and replica caps (nothing else)."""
-    out = copy.deepcopy(dict(config))
-    out["proxy_location"] = "HeadOnly"
-    out["http_options"] = {**out.get("http_options", {}), "host": host, "port": http_port}
-    if grpc_port is None:
-        out["grpc_options"] = {**out.get("grpc_options", {}), "grpc_servicer_functions": []}
-    else:
-        out["grpc_options"] = {**out.get("grpc_options", {}), "port": grpc_port}
-    for app in out["applications"]:
-        app["args"] = {
-            **app.get("args", {}),
-            "triton_url": triton_url,
-            "bind_host": host,
-            "grpc_enabled": grpc_port is not None,
-            **dict(args or {}),
-        }
-        for dep in app.get("deployments", []):
-            scaling = dep.get("autoscaling_config")
-            if scaling:
-                scaling["max_replicas"] = max(
-                    scaling.get("min_replicas", 1), min(scaling["max_replicas"], max_replicas)
-                )
-    return out
 
 
 def _stop_ray(graceful: bool) -> None:
@@ -159,36 +107,21 @@ class LocalStack:
         return f"{HOST}:{self.grpc_port}"
 
     def start(self) -> LocalStack:
-        from ensemble.ports import free_port
         from ensemble.server import TritonServer
 
         if self._own_triton:
             self.triton = TritonServer(**self._triton_args()).start()
-        try:
-            for attempt in range(1, BIND_ATTEMPTS + 1):
-                self.http_port = self._ports[0] or free_port()
-                if self._ports[1] is not None:
-                    self.grpc_port = self._ports[1] or free_port()
-                try:
-                    self._start_serve()
-                    break
-                except PortTaken as exc:
-                    picked = self._ports[0] == 0 or self._ports[1] == 0
-                    if not picked or attempt == BIND_ATTEMPTS:
-                        raise
-                    log.warning("%s; retrying on other ports (%d/%d)", exc, attempt + 1, BIND_ATTEMPTS)
-                    self._stop_serve_attempt()
+        try:  # picked ports may be taken before Serve binds them: retried on new ones (ensemble.ports)
+            ports.retry_on_taken_port(self._start_on_ports, self._stop_serve_attempt, picked=0 in self._ports)
         except BaseException:
             self.stop()
             raise
         return self
 
     def _stop_serve_attempt(self) -> None:
-        """Ray down and its temp dir gone, Triton and the saved environment kept: ready for another try."""
+        """Ray down, its temp dir gone, the environment restored (the next try sets it again); Triton kept."""
         _stop_ray(graceful=False)
-        if self._ray_dir:
-            shutil.rmtree(self._ray_dir, ignore_errors=True)
-            self._ray_dir = None
+        self._cleanup()
 
     def _set_env(self, name: str, value: str | None) -> None:
         self._saved_env.setdefault(name, os.environ.get(name))
@@ -197,12 +130,21 @@ class LocalStack:
         else:
             os.environ[name] = value
 
+    def _start_on_ports(self) -> None:
+        """One try: pick the ports not given, then start Serve on them."""
+        self.http_port = self._ports[0] or ports.free_port()
+        if self._ports[1] is not None:
+            self.grpc_port = self._ports[1] or ports.free_port()
+        self._start_serve()
+
     def _start_serve(self) -> None:
         # Ray's processes inherit this environment: loopback-only cluster, and the keys for the replicas
         # (never written into the Serve config, which Ray stores).
         self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
-        if 0 in self._ports:  # see BIND_ATTEMPTS
+        # Picked ports bind without SO_REUSEPORT, so a clash fails (and is retried) instead of two servers
+        # sharing the port; explicit ones keep Ray's default, whose SO_REUSEADDR lets a restart rebind them.
+        if 0 in self._ports:
             self._set_env("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")
         if self.api_keys:
             self._set_env(KEYS_ENV, ",".join(self.api_keys))
@@ -231,8 +173,8 @@ class LocalStack:
             )
         except Exception as exc:
             if BIND_FAILURE in str(exc):
-                ports = f"HTTP {self.http_port}, gRPC {self.grpc_port}"
-                raise PortTaken(f"Serve could not bind its ports ({ports})") from exc
+                taken = f"HTTP {self.http_port}, gRPC {self.grpc_port}"
+                raise ports.PortTaken(f"Serve could not bind its ports ({taken})") from exc
             raise
         client.deploy_apps(schema)
         self._wait_running()

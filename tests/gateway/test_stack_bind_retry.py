@@ -14,8 +14,9 @@ import textwrap
 import pytest
 
 from ensemble import ports
+from ensemble.ports import BIND_ATTEMPTS, PortTaken
 from preprocess_service import stack as stack_mod
-from preprocess_service.stack import BIND_ATTEMPTS, LocalStack, PortTaken
+from preprocess_service.stack import LocalStack
 
 
 class _FakeTriton:

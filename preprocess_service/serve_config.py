@@ -1,0 +1,56 @@
+"""serve_config.yaml, the gateway's Serve config (the file KubeRay deploys), and its local overrides.
+
+`localize` is all a machine changes in it: hosts, ports, the Triton address, replica caps and app args.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
+
+
+def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def localize(
+    config: Mapping[str, Any],
+    *,
+    host: str,
+    http_port: int,
+    grpc_port: int | None,
+    triton_url: str,
+    max_replicas: int = 1,
+    args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Serve config with this machine's hosts, ports, Triton address and replica caps (nothing else)."""
+    out = copy.deepcopy(dict(config))
+    out["proxy_location"] = "HeadOnly"
+    out["http_options"] = {**out.get("http_options", {}), "host": host, "port": http_port}
+    if grpc_port is None:
+        out["grpc_options"] = {**out.get("grpc_options", {}), "grpc_servicer_functions": []}
+    else:
+        out["grpc_options"] = {**out.get("grpc_options", {}), "port": grpc_port}
+    for app in out["applications"]:
+        app["args"] = {
+            **app.get("args", {}),
+            "triton_url": triton_url,
+            "bind_host": host,
+            "grpc_enabled": grpc_port is not None,
+            **dict(args or {}),
+        }
+        for dep in app.get("deployments", []):
+            scaling = dep.get("autoscaling_config")
+            if scaling:
+                scaling["max_replicas"] = max(
+                    scaling.get("min_replicas", 1), min(scaling["max_replicas"], max_replicas)
+                )
+    return out
