@@ -30,6 +30,7 @@ CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"moof", b"t
 # Tables laid out as version/flags, a 32-bit entry count, then fixed-size entries: bytes per entry.
 COUNTED_TABLES = {b"stts": 8, b"ctts": 8, b"stsc": 12, b"stco": 4, b"co64": 8, b"stss": 4, b"stps": 4}
 MAX_BOXES = 200_000  # a real clip has hundreds; walking is bounded whatever the file claims
+MAX_TRACKS = 16  # = media.MAX_STREAMS: phones and cameras write 2-6 (video, audio, timecode, metadata)
 MAX_DEPTH = 8
 _U32 = struct.Struct(">I")
 
@@ -87,6 +88,10 @@ def check_sample_tables(
 def _check(data: memoryview, bounds: SampleBounds) -> None:
     walk = _Walk(data)
     _walk(walk, 0, len(data), 0)
+    if len(walk.tracks) > MAX_TRACKS:
+        raise UndecodableMedia(
+            f"MP4/MOV container has {len(walk.tracks)} tracks; a recording has at most {MAX_TRACKS}"
+        )
     for track in walk.tracks:
         track.fragment_samples = walk.fragments.get(track.track_id, 0)
         _check_track(track, len(data), bounds)

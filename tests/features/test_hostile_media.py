@@ -20,6 +20,7 @@ from support.hostile_media import (
     SDP_PROBES,
     forge,
     huge_timescale,
+    many_tracks_mp4,
     two_frame_mp4,
     video,
     with_rate,
@@ -112,7 +113,9 @@ def test_every_av_open_names_its_demuxer_and_forbids_protocols(monkeypatch):
     with pytest.raises(InputError):
         audio.load_audio(SDP_PROBES["mp3_frame_header"])
     assert calls and calls[0]["format"] == "mp3"
-    assert calls[0]["container_options"] == {"protocol_whitelist": "", "format_whitelist": "mp3"}
+    options = calls[0]["container_options"]
+    assert options["protocol_whitelist"] == "" and options["format_whitelist"] == "mp3"
+    assert options["max_streams"] == str(media.MAX_STREAMS)
 
 
 # --- refused video containers ------------------------------------------------------------------------------
@@ -177,6 +180,14 @@ def test_forged_sample_tables_are_refused_before_ffmpeg_allocates(name):
         watcher.join()
     grown_mb = (max(samples, default=before) - before) / 2**20
     assert grown_mb < 100, f"RSS grew {grown_mb:.0f} MB"
+
+
+def test_an_mp4_with_hundreds_of_tracks_is_refused_and_a_few_extra_pass():
+    bounds = mp4index.SampleBounds(max_seconds=20)
+    mp4index.check_sample_tables(many_tracks_mp4(mp4index.MAX_TRACKS - 1), bounds)
+    with pytest.raises(UndecodableMedia, match="991 tracks; a recording has at most 16"):
+        mp4index.check_sample_tables(many_tracks_mp4(990), bounds)
+    assert mp4index.MAX_TRACKS == media.MAX_STREAMS
 
 
 def test_real_mp4_passes_the_walker_and_decodes():

@@ -98,6 +98,17 @@ def sample_count_bomb() -> bytes:
     return huge_timescale(forge(two_frame_mp4(), b"stts", 8, 1, FORGED_SAMPLES, 1))
 
 
+def many_tracks_mp4(copies: int) -> bytes:
+    """The 2-frame MP4 with its video `trak` repeated: 990 copies took FFmpeg 7.7 s and 840 MB to open."""
+    raw = two_frame_mp4()
+    moov = raw.find(b"moov") - 4
+    moov_size = struct.unpack(">I", raw[moov : moov + 4])[0]
+    trak = raw.find(b"trak", moov) - 4
+    box = raw[trak : trak + struct.unpack(">I", raw[trak : trak + 4])[0]]
+    body = raw[moov + 4 : moov + moov_size] + box * copies
+    return raw[:moov] + struct.pack(">I", len(body) + 4) + body + raw[moov + moov_size :]
+
+
 def degenerate_landmarks(track, value: float | None = None):
     """`track` with face_present all true and every landmark `value`, or (None) its first frame frozen."""
     arrays = track.arrays()
