@@ -67,6 +67,8 @@ class ScoringService:
             retry_after_s=settings.limits.retry_after_s,
             ssl=settings.triton_ssl,
             root_certificates=settings.triton_root_certificates,
+            lb_policy=settings.triton_lb_policy,
+            refresh_s=settings.triton_refresh_s,
         )
         self.watchdog = TritonWatchdog(
             self.triton.probe,

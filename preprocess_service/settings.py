@@ -41,7 +41,12 @@ class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Triton
-    triton_url: str = "127.0.0.1:8001"  # host:port of Triton's gRPC endpoint
+    # Triton's gRPC endpoint: host:port, or a gRPC target naming every pod (`dns:///<headless service>:8001`,
+    # `ipv4:a:8001,b:8001`) over which `triton_lb_policy` spreads calls; the channel is remade every
+    # `triton_refresh_s` so DNS is read again (pods added by the autoscaler); 0 = never
+    triton_url: str = "127.0.0.1:8001"
+    triton_lb_policy: str = Field("round_robin", pattern="^(round_robin|pick_first)$")
+    triton_refresh_s: float = Field(60.0, ge=0)
     triton_timeout_s: float = Field(10.0, gt=0)  # deadline of one inference call (all retries included)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt

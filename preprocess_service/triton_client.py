@@ -1,4 +1,10 @@
-"""Async gRPC client for the Triton ensemble: one shared channel, deadlines, retries on UNAVAILABLE.
+"""Async gRPC client for the Triton ensemble: one channel over every Triton pod, deadlines, retries.
+
+The channel's target may name many servers: `dns:///triton-headless.ns.svc:8001` (a headless Service: one
+address per pod) or `ipv4:10.0.0.1:8001,10.0.0.2:8001`. With the `round_robin` policy gRPC keeps a
+subchannel per address and spreads calls over the ready ones, so pods the HPA adds take load (a ClusterIP
+would pin a replica's one connection to one pod). gRPC re-resolves DNS only when a connection drops, so the
+channel is remade every `refresh_s` to pick up new pods; the old one closes after its calls' deadline.
 
 Every request's windows go to Triton in one call (so the dynamic batcher sees them together); only a clip
 longer than `contract.MAX_BATCH_SIZE` windows is split, and its chunks run concurrently. A retry happens only
@@ -68,6 +74,8 @@ class TritonClient:
         retry_after_s: int = 2,
         ssl: bool = False,
         root_certificates: str | None = None,
+        lb_policy: str = "round_robin",
+        refresh_s: float = 0.0,
     ) -> None:
         self.url = url
         self.model = model
@@ -76,19 +84,42 @@ class TritonClient:
         self.backoff_s = backoff_s
         self.retry_after_s = retry_after_s
         self._ssl = (ssl, root_certificates)
+        self.lb_policy = lb_policy
+        self.refresh_s = refresh_s  # 0 = never remade
         self._channel_client: grpcclient.InferenceServerClient | None = None
+        self._made_at = 0.0
+        self._retiring: set[asyncio.Task] = set()
 
     @property
     def _client(self) -> grpcclient.InferenceServerClient:
         # Made on first use, inside the event loop that drives it (a grpc.aio channel belongs to one loop).
+        now = time.monotonic()
+        if self._channel_client is not None and self.refresh_s and now - self._made_at > self.refresh_s:
+            self._retire(self._channel_client)
+            self._channel_client = None
         if self._channel_client is None:
             ssl, roots = self._ssl
+            options = [*channel_args(), ("grpc.lb_policy_name", self.lb_policy)]
             self._channel_client = grpcclient.InferenceServerClient(
-                self.url, ssl=ssl, root_certificates=roots, channel_args=channel_args()
+                self.url, ssl=ssl, root_certificates=roots, channel_args=options
             )
+            self._made_at = now
         return self._channel_client
 
+    def _retire(self, client: grpcclient.InferenceServerClient) -> None:
+        """Close a replaced channel once the calls it carries have reached their deadline."""
+
+        async def close_later() -> None:
+            await asyncio.sleep(self.timeout_s)
+            await client.close()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         if self._channel_client is not None:
             await self._channel_client.close()
             self._channel_client = None

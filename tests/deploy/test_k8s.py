@@ -206,7 +206,9 @@ def test_gateway_pod_environment_is_accepted_by_gateway_settings(overlay) -> Non
         env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"] if "value" in e}
         for app in apps:
             settings = settings_module.GatewaySettings.load(app.get("args") or {}, environ=env)
-            assert settings.triton_url == "triton.avpenet.svc.cluster.local:8001"
+            # every Triton pod through the headless Service (round_robin over its addresses)
+            assert settings.triton_url == "dns:///triton.avpenet.svc.cluster.local:8001"
+            assert settings.triton_lb_policy == "round_robin" and settings.triton_refresh_s > 0
             assert settings.auth_required and settings.api_keys_file
             assert settings.triton_ssl and settings.triton_root_certificates, "gateway -> Triton is TLS"
 

@@ -136,7 +136,7 @@ def test_triton_grpc_is_tls_with_a_certificate_for_the_gateways_address(docs) ->
     for pod in _ray_pods(docs).values():
         (container,) = pod["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        host = env["AVPENET_TRITON_URL"].rsplit(":", 1)[0]
+        host = env["AVPENET_TRITON_URL"].removeprefix("dns:///").rsplit(":", 1)[0]
         assert host in certificate["spec"]["dnsNames"], "the gateway would reject Triton's certificate"
         assert env["AVPENET_TRITON_SSL"] == "true"
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
