@@ -513,13 +513,12 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
             f"{1000 * bound['cpu_a']:.0f} ms of CPU per clip and (b) {1000 * bound['cpu_b']:.0f} ms, of "
             f"which only {1000 * bound['model_b']:.0f} ms ({bound['model_b'] / bound['cpu_b']:.0%}) is the "
             f"model stage (Triton + ONNX Runtime); the other {1000 * bound['rest_b']:.0f} ms is HTTP "
-            "proxying, multipart parsing, the npz and window code, the Ray handle hop to the "
-            "FeatureExtractor, the gRPC call and the JSON answer. Even with a free model stage (b) could "
-            f"reach at most **{bound['bound']:.1f}x** (a) here: the 3x target needs the model to dominate "
-            "a request's cost (a GPU pod with many gateway cores in front of it, or long clips with many "
-            "windows per request), not a 2-core box where it is a small share. Batches stay small for the "
-            "same reason: the CPU-bound stages in front of Triton release requests one by one, so few "
-            "wait together in its queue.",
+            "proxying, multipart parsing, the npz and window code (in the Gateway replica: only video takes "
+            "the Ray hop to the FeatureExtractor), the gRPC call and the JSON answer. Even with a free model "
+            "stage (b) could "
+            f"reach at most **{bound['bound']:.1f}x** (a) here on 3 s clips: batching pays where a request "
+            "carries many windows (the `long` mix) or where the model dominates a request's cost (a GPU pod "
+            "behind many gateway cores), not where every window comes with its own HTTP request.",
             "",
         ]
     lines += analysis
