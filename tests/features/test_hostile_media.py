@@ -18,6 +18,7 @@ import pytest
 from support.hostile_media import (
     FORGED_SAMPLES,
     SDP_PROBES,
+    edit_list_bomb,
     forge,
     huge_timescale,
     many_tracks_mp4,
@@ -188,6 +189,12 @@ def test_an_mp4_with_hundreds_of_tracks_is_refused_and_a_few_extra_pass():
     with pytest.raises(UndecodableMedia, match="991 tracks; a recording has at most 16"):
         mp4index.check_sample_tables(many_tracks_mp4(990), bounds)
     assert mp4index.MAX_TRACKS == media.MAX_STREAMS
+
+
+def test_an_edit_list_of_thousands_of_entries_is_refused_a_short_one_is_not():
+    with pytest.raises(UndecodableMedia, match="edit list has 100,000 entries; a recording has at most 64"):
+        list(tracker.iter_video_frames(edit_list_bomb(), tracker.VideoLimits(max_seconds=20)))
+    assert list(tracker.iter_video_frames(edit_list_bomb(edits=3), tracker.VideoLimits(max_seconds=20)))
 
 
 def test_real_mp4_passes_the_walker_and_decodes():
