@@ -16,7 +16,10 @@ Figures, under stable JSON keys:
 - ``interval_coverage_90``: share of clips whose label lies in the served 90% interval;
 - ``label_noise_floor_mae``: MAE of the rater-median label against the latent pain (DIR/truth.csv, synthetic
   data only; null otherwise) — no model can be expected to go below it against the labels;
-- ``targets``: each target of the model issue with the measured figure and whether it is met.
+- ``targets``: each accuracy target the model is held to, with the measured figure and whether it is met.
+
+Why one module over 300 lines: one evaluation procedure (which subjects, which conditions, which targets)
+whose JSON keys are listed above.
 """
 
 from __future__ import annotations
