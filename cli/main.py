@@ -20,10 +20,12 @@ COMMANDS: dict[str, str] = {
     "triton": "ensemble.server",
     "serve": "preprocess_service.serve",
     "score": "preprocess_service.client",
+    "monitor": "cli.monitor",
     "demo": "cli.demo",
     "loadtest": "loadtests.run",
     "bench": "loadtests.bench",
     "soak": "loadtests.soak",
+    "stream-bench": "loadtests.streams",
 }
 
 

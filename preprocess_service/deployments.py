@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -36,6 +36,8 @@ from preprocess_service.protocol import ErrorResponse, ModelsResponse, ScoreRequ
 from preprocess_service.ray_metrics import RayMirror
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings, Limits
+from preprocess_service.stream.protocol import STREAM_ROUTE
+from preprocess_service.stream.route import StreamHub, serve_stream
 
 api = FastAPI(**API_INFO)
 
@@ -83,6 +85,7 @@ class Gateway(GrpcMethods):
 
         self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)
         # This replica's metrics on Ray's metrics port too, which k8s scrapes pod by pod (ray_metrics.py).
+        self.streams = StreamHub(self.service)  # bedside monitoring streams held by this replica
         self.metrics_mirror = RayMirror(self.service.metrics.registry).start()
 
     @api.post(
@@ -95,6 +98,11 @@ class Gateway(GrpcMethods):
     @api.get(MODELS_ROUTE, response_model=ModelsResponse, responses=ERRORS, summary="Model versions served")
     async def list_models(self, request: Request) -> Response:
         return await http_routes.list_models(self.service, request)
+
+    @api.websocket(STREAM_ROUTE)
+    async def stream(self, websocket: WebSocket) -> None:
+        """Bedside monitoring: audio and face frames in, scores and alerts out (see stream/)."""
+        await serve_stream(self.streams, websocket)
 
     @api.get("/healthz", summary="Liveness: the gateway process answers")
     async def healthz(self) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from avpenet import contract
+from preprocess_service.stream.limits import StreamLimits
 
 ENV_PREFIX = "AVPENET_"
 
@@ -79,6 +80,7 @@ class GatewaySettings(BaseModel):
     idempotency_max_entries: int = Field(10_000, gt=0)
     # Limits
     limits: Limits = Limits()
+    streams: StreamLimits = StreamLimits()  # bedside monitoring streams (stream/limits.py)
     # Observability
     service_name: str = "avpenet-gateway"
     log_level: str = "INFO"

@@ -1,0 +1,145 @@
+"""`avpenet stream-bench`: how many real-time monitoring streams the gateway holds with lag p99 < 1 s.
+
+For each stream count N of a ladder, N clients replay a recording at real time for `--seconds`, all at once
+(landmarks streams: the example's audio + face track; video streams: the calm MP4's frames as JPEG plus its
+sound, tracked by the gateway). Lag per window is the server's (`lag_s`: completed window → score event
+queued) and the client's (last chunk of the window sent → score event received). The ladder stops at the first
+N whose client lag p99 reaches 1 s or that drops frames; the largest N before it is reported. Starts its own
+local stack unless `--url` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract
+
+HELP = "Drive N concurrent real-time monitoring streams; report the most streams held with lag p99 < 1 s."
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+LAG_LIMIT_S = 1.0
+
+
+def recording(mode: str, seconds: float):
+    """A `seconds`-long recording for `mode` (landmarks | video), the example looped."""
+    from avpenet.features import audio, tracker
+    from avpenet.features.track import FaceTrack
+    from preprocess_service.stream.client import Recording
+
+    if mode == "landmarks":
+        wave = audio.load_audio((EXAMPLES / "adult-S0003-C02.wav").read_bytes())
+        track = FaceTrack.load_npz((EXAMPLES / "adult-S0003-C02.npz").read_bytes())
+        loops = int(np.ceil(seconds * contract.FPS / track.n_frames))
+        n = track.n_frames * loops
+        tile = lambda a: np.concatenate([a] * loops)[: int(seconds * contract.FPS)]  # noqa: E731
+        track = FaceTrack(tile(track.landmarks), tile(track.blendshapes), tile(track.face_present),
+                          tile(track.head_pose), track.image_size)  # fmt: skip
+        step = contract.SAMPLE_RATE // contract.FPS
+        wave = np.tile(wave[: (n // loops) * step], loops)[: track.n_frames * step]
+        return Recording(wave=wave, track=track)
+    data = (EXAMPLES / "neonate-calm-low.mp4").read_bytes()
+    frames = list(tracker.iter_video_frames(data))
+    loops = int(np.ceil(seconds * contract.FPS / len(frames)))
+    wave = audio.load_audio(data)[: len(frames) * 1600]
+    n = int(seconds * contract.FPS)
+    return Recording(wave=np.tile(wave, loops)[: n * 1600], frames=(frames * loops)[:n])
+
+
+async def one_stream(url: str, key: str | None, rec, age_group: str) -> dict:
+    from preprocess_service.stream.client import open_stream, send_recording
+
+    stream = await open_stream(url, key, rec.start(age_group))
+    sent_at: dict[int, float] = {}  # tick -> monotonic time sent
+    client_lag: list[float] = []
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "score":
+            last_tick = int(round(event["end_s"] * contract.FPS)) - 1
+            if last_tick in sent_at:
+                client_lag.append(time.monotonic() - sent_at[last_tick])
+
+    reader = asyncio.create_task(stream.receive_all(on_event))
+    orig = stream.send_audio
+
+    async def stamped(samples, rate=contract.SAMPLE_RATE):  # the tick's audio goes out first
+        sent_at[stream.seq["audio"]] = time.monotonic()
+        await orig(samples, rate)
+
+    stream.send_audio = stamped
+    await send_recording(stream, rec, speed=1.0, fmt="jpeg")
+    await reader
+    server_lag = [e["lag_s"] for e in stream.events if e["type"] == "score"]
+    errors = [e.get("code") for e in stream.events if e["type"] == "error"]
+    return {"client_lag": client_lag, "server_lag": server_lag, "errors": errors, "close": stream.close_code}
+
+
+async def step(url: str, key: str | None, rec, n: int) -> dict:
+    results = await asyncio.gather(*(one_stream(url, key, rec, "neonate") for _ in range(n)))
+    client = np.concatenate([r["client_lag"] for r in results] or [[]])
+    server = np.concatenate([r["server_lag"] for r in results] or [[]])
+    errors = [c for r in results for c in r["errors"] if c != "proxy_timeout"]
+    return {
+        "streams": n,
+        "windows": int(client.size),
+        "client_lag_p50_s": float(np.percentile(client, 50)) if client.size else None,
+        "client_lag_p99_s": float(np.percentile(client, 99)) if client.size else None,
+        "server_lag_p99_s": float(np.percentile(server, 99)) if server.size else None,
+        "errors": sorted(set(errors)),
+        "abnormal_closes": sum(r["close"] != 1000 for r in results),
+    }
+
+
+def ladder(url: str, key: str | None, mode: str, seconds: float, counts: list[int]) -> dict:
+    rec = recording(mode, seconds)
+    rows, held = [], 0
+    for n in counts:
+        row = asyncio.run(step(url, key, rec, n))
+        rows.append(row)
+        print(json.dumps({"mode": mode, **row}), flush=True)
+        ok = row["client_lag_p99_s"] is not None and row["client_lag_p99_s"] < LAG_LIMIT_S
+        if not ok or row["errors"] or row["abnormal_closes"]:
+            break
+        held = n
+    return {"mode": mode, "seconds": seconds, "max_streams_lag_p99_under_1s": held, "steps": rows}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="gateway HTTP URL (default: start a local stack)")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--modes", default="landmarks,video")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each stream")
+    parser.add_argument("--counts", default="1,2,4,8,12,16,24,32,48,64")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    import secrets
+
+    from preprocess_service.stream.client import ws_url
+
+    counts = [int(c) for c in args.counts.split(",")]
+    modes = args.modes.split(",")
+
+    def measure(url: str, key: str | None) -> list[dict]:
+        return [ladder(ws_url(url), key, m, args.seconds, counts) for m in modes]
+
+    if args.url:
+        results = measure(args.url, args.api_key or os.environ.get("AVPENET_API_KEY"))
+    else:
+        from preprocess_service.stack import LocalStack
+
+        key = secrets.token_urlsafe(24)
+        limits = {"max_streams": 256, "max_streams_per_key": 256}
+        with LocalStack(api_keys=[key], args={"streams": limits}) as stack:
+            results = measure(stack.http_url, key)
+    summary = {r["mode"]: r["max_streams_lag_p99_under_1s"] for r in results}
+    print(json.dumps({"cpus": os.cpu_count(), "max_streams_lag_p99_under_1s": summary}))
+    if args.out:
+        args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
+    return 0

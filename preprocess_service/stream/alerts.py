@@ -1,0 +1,161 @@
+"""Alert logic of one stream, pure (no I/O, no clock): window scores in, events out.
+
+- Baseline: windows ending within the first `baseline_s` raise no alert; their median is the patient's
+  baseline, and afterwards a window counts only when score > baseline + baseline_margin as well.
+- Alert: `windows` consecutive counted windows above `threshold` (on the stream's scale, e.g. NIPS-equivalent)
+  raise one `alert`; `clear_windows` consecutive windows at or below it raise `alert_cleared`.
+- Suppression: a window overlapping declared handling (or its grace after the end) is suppressed: it is
+  reported, it neither counts toward nor clears an alert, and it restarts the run (pain must persist after
+  the handling to alert).
+- Trend: exponentially smoothed score plus the slope (points per minute) of the last TREND_SPAN windows.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from preprocess_service.stream.protocol import StreamConfig, on_scale
+
+TREND_SPAN = 60  # windows (one minute) the trend's slope is fitted over
+
+
+@dataclass(frozen=True)
+class Window:
+    """One scored window, as the model answered it (scores on the model's 0-10 scale)."""
+
+    index: int
+    start_s: float
+    end_s: float
+    score: float
+    low: float
+    high: float
+    level: str
+    audio_weight: float
+    visual_weight: float
+
+
+@dataclass
+class Handling:
+    """Declared handling periods in media seconds; an open period has end None."""
+
+    periods: list[tuple[float, float | None]] = field(default_factory=list)
+
+    def set(self, active: bool, at_s: float) -> bool:
+        """Open or close a period at media time at_s; False when nothing changes (already in that state)."""
+        open_ = bool(self.periods) and self.periods[-1][1] is None
+        if active == open_:
+            return False
+        if active:
+            self.periods.append((at_s, None))
+        else:
+            self.periods[-1] = (self.periods[-1][0], max(at_s, self.periods[-1][0]))
+        return True
+
+    def covers(self, start_s: float, end_s: float, grace_s: float) -> bool:
+        for begin, stop in self.periods:
+            if begin < end_s and (stop is None or start_s < stop + grace_s):
+                return True
+        return False
+
+    def forget_before(self, t_s: float, grace_s: float) -> None:
+        """Drop closed periods no later window can touch (keeps the list bounded on long streams)."""
+        self.periods = [p for p in self.periods if p[1] is None or p[1] + grace_s > t_s]
+
+
+class AlertMonitor:
+    """Feeds window scores in order and says which events they raise."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self.handling = Handling()
+        self.baseline_scores: list[float] = []
+        self.baseline: float | None = None
+        self.run = 0  # consecutive counted windows above the threshold
+        self.calm = 0  # consecutive windows at or below it while alerting
+        self.run_start_s = 0.0
+        self.alerting = False
+        self.trend: float | None = None
+        self.recent: list[tuple[float, float]] = []  # (end_s, score) of the last TREND_SPAN windows
+        self.n = 0
+
+    def threshold(self) -> float:
+        """The effective threshold on the stream's scale (the baseline rule included)."""
+        if self.baseline is None:
+            return self.config.threshold
+        return max(
+            self.config.threshold, on_scale(self.baseline, self.config.scale) + self.config.baseline_margin
+        )
+
+    def feed(self, w: Window) -> list[dict]:
+        cfg = self.config
+        in_baseline = w.end_s <= cfg.baseline_s
+        suppressed = self.handling.covers(w.start_s, w.end_s, cfg.handling_grace_s)
+        self.handling.forget_before(w.start_s, cfg.handling_grace_s)
+        value = on_scale(w.score, cfg.scale)
+        events = [self._score_event(w, value, suppressed, in_baseline)]
+        if in_baseline:
+            self.baseline_scores.append(w.score)
+        elif self.baseline is None and self.baseline_scores:
+            self.baseline = float(statistics.median(self.baseline_scores))
+        if not in_baseline:
+            events += self._alerting(w, value, suppressed)
+        events += self._trend(w)
+        return events
+
+    def _score_event(self, w: Window, value: float, suppressed: bool, in_baseline: bool) -> dict:
+        return {
+            "type": "score", "window": w.index, "start_s": w.start_s, "end_s": w.end_s,
+            "score": round(w.score, 4), "scaled": round(value, 4), "scale": self.config.scale,
+            "level": w.level, "interval_90": {"low": round(w.low, 4), "high": round(w.high, 4)},
+            "modality_weights": {"audio": round(w.audio_weight, 4), "visual": round(w.visual_weight, 4)},
+            "suppressed": suppressed, "baseline": in_baseline,
+        }  # fmt: skip
+
+    def _alerting(self, w: Window, value: float, suppressed: bool) -> list[dict]:
+        cfg = self.config
+        if suppressed:
+            self.run = 0
+            return []
+        limit = self.threshold()
+        if value > limit:
+            if self.run == 0:
+                self.run_start_s = w.start_s
+            self.run += 1
+            self.calm = 0
+            if not self.alerting and self.run >= cfg.windows:
+                self.alerting = True
+                return [{
+                    "type": "alert", "window": w.index, "at_s": w.end_s, "since_s": self.run_start_s,
+                    "score": round(w.score, 4), "scaled": round(value, 4), "threshold": round(limit, 4),
+                    "scale": cfg.scale, "windows": self.run,
+                }]  # fmt: skip
+            return []
+        self.run = 0
+        if self.alerting:
+            self.calm += 1
+            if self.calm >= cfg.clear_windows:
+                self.alerting = False
+                self.calm = 0
+                return [
+                    {"type": "alert_cleared", "window": w.index, "at_s": w.end_s, "scaled": round(value, 4)}
+                ]
+        return []
+
+    def _trend(self, w: Window) -> list[dict]:
+        a = self.config.trend_alpha
+        self.trend = w.score if self.trend is None else a * w.score + (1 - a) * self.trend
+        self.recent = [*self.recent[-(TREND_SPAN - 1) :], (w.end_s, w.score)]
+        self.n += 1
+        if self.n % self.config.trend_every:
+            return []
+        slope = 0.0
+        if len(self.recent) >= 2:
+            t, s = np.array(self.recent).T
+            slope = float(np.polyfit(t, s, 1)[0]) * 60.0
+        return [{
+            "type": "trend", "window": w.index, "at_s": w.end_s, "trend": round(self.trend, 4),
+            "scaled": round(on_scale(self.trend, self.config.scale), 4), "slope_per_min": round(slope, 4),
+        }]  # fmt: skip

@@ -1,0 +1,19 @@
+"""Per-replica limits of monitoring streams (GatewaySettings.streams; Serve config `args.streams`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StreamLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_streams: int = Field(64, gt=0)  # attached + detached streams per Gateway replica, then close 4429
+    max_streams_per_key: int = Field(16, gt=0)  # per API key (per replica), then close 4429
+    start_timeout_s: float = Field(10.0, gt=0)  # the start message must come within this
+    stall_timeout_s: float = Field(10.0, gt=0)  # no message for this long: close 4408 (resumable)
+    resume_ttl_s: float = Field(60.0, ge=0)  # a dropped stream's state is kept this long for a resume
+    max_pending_items: int = Field(300, gt=0)  # chunks received but not yet processed (30 s of frames)
+    max_pending_bytes: int = Field(8 * 1024 * 1024, gt=0)  # their payload bytes; beyond: drop oldest frames
+    max_queued_events: int = Field(256, gt=0)  # events the client has not read; beyond: close 4409
+    replay_events: int = Field(64, ge=0)  # last events kept per stream for a resume (`last_event`)

@@ -1,0 +1,168 @@
+"""The monitoring stream's wire format: a JSON `start`, binary chunks with a JSON header, JSON events back.
+
+Client → server:
+- text `{"type": "start", "mode": "landmarks"|"video"|"audio", "age_group": ..., "sample_rate": 16000,
+  "stream_id": optional (resume), "config": {...StreamConfig}}` — first message, exactly once.
+- binary chunk: 4-byte big-endian header length, a JSON header, then the payload. Header
+  `{"kind": "audio", "seq": n, "rate": 16000}` + little-endian float32 mono samples, or
+  `{"kind": "frame", "seq": n}` + a landmark frame (FRAME_LAYOUT, float32) in landmarks mode, or
+  `{"kind": "frame", "seq": n, "format": "jpeg"|"png"|"rgb", "width": w, "height": h}` + the image in video
+  mode. `seq` counts chunks of that kind from 0; frames are at contract.FPS.
+- text `{"type": "handling", "active": true|false}` (a nappy change, suctioning: alerts are suppressed),
+  `{"type": "end"}` (score the tail and close).
+
+Server → client: one JSON object per event with a `type` (EVENT_TYPES). Close codes: CLOSE_* below.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from avpenet import contract
+
+STREAM_ROUTE = "/v1/stream"
+EVENT_TYPES = (
+    "started", "score", "trend", "alert", "alert_cleared", "signal_lost", "signal_back", "error", "end",
+)  # fmt: skip
+# Close codes (4000-4999 are the application's): the reason string says what to do.
+CLOSE_NORMAL = 1000
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_BAD_START = 4400
+CLOSE_GARBAGE = 4415
+CLOSE_STALLED = 4408
+CLOSE_SLOW_CONSUMER = 4409
+CLOSE_OVER_LIMIT = 4429
+CLOSE_UNAVAILABLE = 4503
+MAX_HEADER_BYTES = 1024
+NIPS_PER_POINT = 0.7  # NIPS (0-7) rescaled to the model's 0-10: nips = score * 0.7
+# One landmark frame: landmarks [478, 3], blendshapes [52], head_pose [4, 4], face_present [1] as float32.
+FRAME_LAYOUT = (
+    ("landmarks", (contract.N_LANDMARKS, 3)),
+    ("blendshapes", (contract.N_BLENDSHAPES,)),
+    ("head_pose", (4, 4)),
+    ("face_present", (1,)),
+)
+FRAME_FLOATS = sum(int(np.prod(shape)) for _, shape in FRAME_LAYOUT)
+MAX_AUDIO_CHUNK_S = 2.0  # a chunk longer than this is a file upload, not a live stream
+
+
+class StreamRejected(Exception):
+    """A message the stream refuses; `code` is the error event's code, the stream keeps its state."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class StreamConfig(BaseModel):
+    """Per-stream alerting and flow-control settings (each has a default; send only what differs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: Literal["avpenet", "nips"] = "avpenet"  # the threshold's scale: model 0-10, or NIPS-equivalent 0-7
+    threshold: float = Field(6.0, ge=0, le=10)  # alert when the score (on `scale`) stays above this
+    windows: int = Field(5, ge=1, le=600)  # ... for this many consecutive unsuppressed windows
+    clear_windows: int = Field(5, ge=1, le=600)  # alert_cleared after this many windows at or below
+    baseline_s: float = Field(0.0, ge=0, le=3600)  # first seconds: no alerts; their median is the baseline
+    baseline_margin: float = Field(
+        0.0, ge=0, le=10
+    )  # after the baseline: also require score > baseline + margin
+    handling_grace_s: float = Field(contract.WINDOW_SECONDS, ge=0, le=600)  # suppressed after handling ends
+    trend_alpha: float = Field(0.3, gt=0, le=1)  # exponential smoothing of the score trend
+    trend_every: int = Field(5, ge=1, le=600)  # a trend event every this many windows
+    signal_timeout_s: float = Field(2.0, gt=0, le=60)  # a modality this far behind the other is lost
+
+
+class Start(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["start"]
+    mode: Literal["landmarks", "video", "audio"]
+    age_group: str = "unknown"
+    sample_rate: int = Field(
+        contract.SAMPLE_RATE, ge=contract.AUDIO_MIN_INPUT_RATE, le=contract.AUDIO_MAX_INPUT_RATE
+    )
+    audio: bool = True  # False: frames only (the audio modality is masked)
+    image_size: tuple[int, int] = (0, 0)  # landmarks mode: (width, height) of the frames the device tracked
+    stream_id: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    last_event: int = Field(-1, ge=-1)  # resume: events after this seq are sent again (as far as kept)
+    config: StreamConfig = StreamConfig()
+
+    @field_validator("age_group")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        contract.age_index(value)  # ValueError with the allowed names
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> Start:
+        if self.mode == "audio" and not self.audio:
+            raise ValueError("mode 'audio' with audio false sends nothing to score")
+        return self
+
+
+def parse_start(text: str | bytes) -> Start:
+    """The start message, or StreamRejected('bad_start') naming the field at fault."""
+    try:
+        return Start.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        raise StreamRejected("bad_start", f"start message: {where}: {first.get('msg', 'invalid')}") from None
+
+
+def parse_control(text: str) -> dict:
+    """A text message after start: handling / end (anything else is refused)."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise StreamRejected("garbage", "text message is not JSON") from None
+    if not isinstance(msg, dict) or msg.get("type") not in ("handling", "end"):
+        raise StreamRejected("garbage", "text messages after start are {'type': 'handling'|'end'}")
+    if msg["type"] == "handling" and not isinstance(msg.get("active"), bool):
+        raise StreamRejected("garbage", "handling needs 'active': true or false")
+    return msg
+
+
+def parse_chunk(data: bytes) -> tuple[dict, memoryview]:
+    """(header, payload) of a binary chunk; StreamRejected('garbage') when it is not one."""
+    if len(data) < 4:
+        raise StreamRejected("garbage", "binary message shorter than its 4-byte header length")
+    (size,) = struct.unpack(">I", data[:4])
+    if not 2 <= size <= MAX_HEADER_BYTES or len(data) < 4 + size:
+        raise StreamRejected("garbage", f"chunk header length {size} is not within 2..{MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(bytes(data[4 : 4 + size]))
+    except ValueError:
+        raise StreamRejected("garbage", "chunk header is not JSON") from None
+    if not isinstance(header, dict) or header.get("kind") not in ("audio", "frame"):
+        raise StreamRejected("garbage", "chunk header needs 'kind': 'audio' or 'frame'")
+    seq = header.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise StreamRejected("garbage", "chunk header needs 'seq': a non-negative integer")
+    return header, memoryview(data)[4 + size :]
+
+
+def encode_chunk(header: dict, payload: bytes) -> bytes:
+    """A binary chunk as clients send it."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack(">I", len(head)) + head + payload
+
+
+def landmark_frame_bytes(
+    landmarks: np.ndarray, blendshapes: np.ndarray, head_pose: np.ndarray, present: bool
+) -> bytes:
+    """One FRAME_LAYOUT payload (a tracked frame in privacy mode)."""
+    parts = (landmarks, blendshapes, head_pose, np.array([1.0 if present else 0.0]))
+    return b"".join(np.asarray(p, "<f4").reshape(-1).tobytes() for p in parts)
+
+
+def on_scale(score: float, scale: str) -> float:
+    """A 0-10 model score on the stream's threshold scale."""
+    return score * NIPS_PER_POINT if scale == "nips" else score

@@ -1,0 +1,101 @@
+"""The replica's monitoring streams: limits per key and per replica, and dropped streams kept for a resume.
+
+A stream's state (buffers, its FaceLandmarker, the alert state) lives in the Gateway replica that accepted
+it. A reconnect with the same stream id reaches that state only on the same replica (Serve's HTTP proxy picks
+a replica per connection; with several Gateway replicas a resume may land elsewhere and then starts afresh
+under the same id, `resumed: false`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from preprocess_service.stream.alerts import AlertMonitor
+from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.protocol import Start, StreamRejected
+from preprocess_service.stream.state import StreamState
+
+
+@dataclass
+class Entry:
+    """One stream: what survives a reconnect."""
+
+    stream_id: str
+    key_id: str
+    start: Start
+    state: StreamState
+    monitor: AlertMonitor
+    events: deque = field(default_factory=deque)  # the last events sent (for a resume)
+    event_seq: int = 0
+    attached: bool = True
+    detached_at: float = 0.0
+    finished: bool = False
+
+
+class StreamRegistry:
+    def __init__(self, limits: StreamLimits, max_pixels: int) -> None:
+        self.limits = limits
+        self.max_pixels = max_pixels
+        self.streams: dict[str, Entry] = {}
+
+    def sweep(self, now: float | None = None) -> None:
+        """Forget detached streams past their resume window (closing their trackers)."""
+        now = time.monotonic() if now is None else now
+        for sid, entry in list(self.streams.items()):
+            if not entry.attached and now - entry.detached_at > self.limits.resume_ttl_s:
+                self.drop(sid)
+
+    def acquire(self, start: Start, stream_id: str, key_id: str) -> tuple[Entry, bool]:
+        """(entry, resumed): the detached stream of that id and key, or a new one within the limits."""
+        self.sweep()
+        entry = self.streams.get(stream_id)
+        if entry is not None:
+            if entry.key_id != key_id:
+                raise StreamRejected(
+                    "stream_id_taken", "this stream id belongs to another API key; use a new id"
+                )
+            if entry.attached:
+                raise StreamRejected("stream_id_taken", "this stream id is open on another connection")
+            if entry.start.model_dump(exclude={"last_event"}) != start.model_dump(exclude={"last_event"}):
+                raise StreamRejected(
+                    "bad_start", "a resume must send the same start message (mode, rates, config)"
+                )
+            entry.attached = True
+            return entry, True
+        if len(self.streams) >= self.limits.max_streams:
+            raise StreamRejected(
+                "over_limit", f"this replica holds {self.limits.max_streams} streams; retry later"
+            )
+        mine = sum(1 for e in self.streams.values() if e.key_id == key_id)
+        if mine >= self.limits.max_streams_per_key:
+            raise StreamRejected(
+                "over_limit",
+                f"this API key has {self.limits.max_streams_per_key} open streams; end one first",
+            )
+        entry = Entry(
+            stream_id=stream_id,
+            key_id=key_id,
+            start=start,
+            state=StreamState(start, self.max_pixels),
+            monitor=AlertMonitor(start.config),
+            events=deque(maxlen=self.limits.replay_events),
+        )
+        self.streams[stream_id] = entry
+        return entry, False
+
+    def detach(self, entry: Entry) -> None:
+        """The connection went away: keep the state for `resume_ttl_s` (a finished stream is dropped)."""
+        entry.attached = False
+        entry.detached_at = time.monotonic()
+        if entry.finished or self.limits.resume_ttl_s == 0:
+            self.drop(entry.stream_id)
+
+    def drop(self, stream_id: str) -> None:
+        entry = self.streams.pop(stream_id, None)
+        if entry is not None:
+            entry.state.close()
+
+    def count(self) -> int:
+        return len(self.streams)

@@ -1,0 +1,103 @@
+"""The `/v1/stream` WebSocket handler: authenticate, read the start message, admit, run the session.
+
+The Gateway ingress declares the route (deployments.py) and calls `serve_stream`. Refusals are sent as an
+`error` event with the full reason, then a close with a 4xxx code (CLOSE_* in protocol.py). One audit line per
+stream (route, key id, stream id, close code), never media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from preprocess_service import audit
+from preprocess_service.auth import bearer_token
+from preprocess_service.service import ScoringService
+from preprocess_service.stream.metrics import StreamMetrics
+from preprocess_service.stream.protocol import (
+    CLOSE_BAD_START,
+    CLOSE_OVER_LIMIT,
+    CLOSE_UNAUTHENTICATED,
+    STREAM_ROUTE,
+    StreamRejected,
+    parse_start,
+)
+from preprocess_service.stream.registry import StreamRegistry
+from preprocess_service.stream.session import Session
+
+log = logging.getLogger("avpenet.gateway.stream")
+PROXY_TIMEOUT_HEADER = "x-request-timeout-seconds"  # Ray Serve's per-request override of request_timeout_s
+
+
+class StreamHub:
+    """What the replica's streams share: the scoring service (keys, Triton), the registry, the metrics."""
+
+    def __init__(self, service: ScoringService) -> None:
+        self.service = service
+        self.registry = StreamRegistry(service.settings.streams, service.settings.limits.max_pixels)
+        self.metrics = StreamMetrics(service.metrics.registry)
+
+
+async def _refuse(ws, hub: StreamHub, code: int, error: str, detail: str) -> int:
+    try:
+        await ws.send_json({"type": "error", "code": error, "detail": detail, "fatal": True})
+        await ws.close(code, detail.encode()[:120].decode(errors="ignore"))
+    except Exception:  # noqa: BLE001 (client already gone)
+        pass
+    return code
+
+
+async def serve_stream(hub: StreamHub, ws) -> None:
+    """One monitoring connection, from the handshake to the close."""
+    token = bearer_token(ws.headers.get("authorization"))
+    record = audit.AuditRecord(STREAM_ROUTE, "websocket", uuid.uuid4().hex, api_key_id=audit.key_id(token))
+    await ws.accept()
+    code = await _admit_and_run(hub, ws, token, record)
+    hub.metrics.closes.labels(str(code)).inc()
+    hub.metrics.held.set(hub.registry.count())
+    record.emit(code)
+
+
+async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.AuditRecord) -> int:
+    limits = hub.registry.limits
+    try:
+        hub.service.authenticate(token)
+    except Exception as exc:  # noqa: BLE001 (Unauthenticated: the reason names what to send)
+        hub.service.refused(exc, "websocket")
+        return await _refuse(ws, hub, CLOSE_UNAUTHENTICATED, "unauthenticated", str(exc))
+    try:
+        msg = await asyncio.wait_for(ws.receive(), limits.start_timeout_s)
+        if msg.get("text") is None:
+            raise StreamRejected("bad_start", "the first message must be the JSON start message (text)")
+        start = parse_start(msg["text"])
+    except TimeoutError:
+        return await _refuse(
+            ws, hub, CLOSE_BAD_START, "bad_start", f"no start message within {limits.start_timeout_s:g} s"
+        )
+    except StreamRejected as exc:
+        return await _refuse(ws, hub, CLOSE_BAD_START, exc.code, exc.detail)
+    sid = start.stream_id or uuid.uuid4().hex
+    record.request_id = sid
+    try:
+        entry, resumed = hub.registry.acquire(start, sid, record.api_key_id)
+    except StreamRejected as exc:
+        code = CLOSE_OVER_LIMIT if exc.code == "over_limit" else CLOSE_BAD_START
+        return await _refuse(ws, hub, code, exc.code, exc.detail)
+    mode = start.mode
+    hub.metrics.active.labels(mode).inc()
+    hub.metrics.held.set(hub.registry.count())
+    log.info("stream %s %s (%s)", sid, "resumed" if resumed else "opened", mode)
+    try:
+        session = Session(ws, hub, entry, resumed, start.last_event)
+        if PROXY_TIMEOUT_HEADER not in ws.headers:
+            session.notes.append({
+                "type": "error", "code": "proxy_timeout",
+                "detail": f"send the header {PROXY_TIMEOUT_HEADER}: 0, or the HTTP proxy ends this "
+                "connection after its request timeout (the stream can then be resumed)",
+            })  # fmt: skip
+        return await session.run()
+    finally:
+        hub.metrics.active.labels(mode).dec()
+        hub.registry.detach(entry)
+        log.info("stream %s closed", sid)

@@ -1,0 +1,292 @@
+"""One monitoring connection: receive → bounded queue → processing (a worker thread) → Triton → events.
+
+Three tasks share a stream: the receiver checks each message's sequence on arrival and queues it, the
+processor feeds the stream state on a worker thread and scores completed windows (one Triton call for all
+windows ready at once, the same ensemble call as clip scoring), the sender writes events out.
+
+Flow control (stated policy):
+- inbound: chunks wait in a queue bounded by `max_pending_bytes` and `max_pending_items`. Beyond the byte
+  bound the OLDEST queued frames are dropped unread (each becomes a frame without a face, so the timeline
+  holds; an `error` event `frames_dropped` says how many); when only audio is left to drop, or beyond the item
+  bound, the stream is closed 4409 (audio is never dropped: a gap in sound would change the scores).
+- outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409.
+- stall: no message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from avpenet.errors import InputError
+from preprocess_service.stream.protocol import (
+    CLOSE_GARBAGE,
+    CLOSE_NORMAL,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_STALLED,
+    StreamRejected,
+    parse_chunk,
+    parse_control,
+)
+from preprocess_service.stream.registry import Entry
+from preprocess_service.stream.scoring import score_windows
+from preprocess_service.stream.state import ReadyWindow
+
+log = logging.getLogger("avpenet.gateway.stream")
+GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
+BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
+DRAIN_TIMEOUT_S = 30.0  # after a disconnect, finish the queued chunks within this (their seqs are accepted)
+
+
+@dataclass
+class Item:
+    kind: str  # audio | frame | dropped | handling | end | stop
+    header: dict
+    payload: bytes | None
+    arrived: float
+
+
+class Session:
+    def __init__(self, ws, hub, entry: Entry, resumed: bool, last_event: int = -1) -> None:
+        self.ws, self.hub, self.entry, self.resumed, self.last_event = ws, hub, entry, resumed, last_event
+        self.limits = hub.registry.limits
+        self.state, self.monitor = entry.state, entry.monitor
+        self.pending: deque[Item] = deque()
+        self.pending_bytes = 0
+        self.wake = asyncio.Event()
+        self.done = asyncio.Event()
+        self.out: asyncio.Queue = asyncio.Queue(self.limits.max_queued_events)
+        self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
+        self.connected = True
+        self.dropped_unreported = 0
+        self.notes: list[dict] = []  # per-connection notices sent right after `started` (not replayed)
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Serve the connection until it ends; returns the close code."""
+        sender = asyncio.create_task(self._sender())
+        processor = asyncio.create_task(self._processor())
+        self._started()
+        receiver = asyncio.create_task(self._receiver())
+        await self.done.wait()
+        receiver.cancel()
+        self._enqueue(Item("stop", {}, None, time.monotonic()))
+        try:
+            await asyncio.wait_for(processor, DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "stream %s: queued chunks not processed in %.0f s", self.entry.stream_id, DRAIN_TIMEOUT_S
+            )
+        if self.connected:
+            try:
+                self.out.put_nowait(None)  # flush what is queued, then close
+            except asyncio.QueueFull:
+                sender.cancel()  # a client that stopped reading gets no flush
+            await asyncio.wait({sender}, timeout=5.0)
+            await self._close()
+        sender.cancel()
+        return self.close_code
+
+    def fail(self, code: int, reason: str, error: str) -> None:
+        """End the stream with `code`; the full reason also goes out as an error event first."""
+        if self.done.is_set():
+            return
+        self.emit({"type": "error", "code": error, "detail": reason, "fatal": True}, force=True)
+        self.close_code, self.close_reason = code, reason
+        self.done.set()
+
+    async def _close(self) -> None:
+        reason = self.close_reason.encode()[:120].decode(errors="ignore")  # a close reason is <= 123 bytes
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self.ws.close(self.close_code, reason)
+
+    def _started(self) -> None:
+        s = self.state
+        self.emit({
+            "type": "started", "stream_id": self.entry.stream_id, "resumed": self.resumed,
+            "next_seq": dict(s.next_seq), "media_s": round(s.media_s, 3), "next_window": s.next_window,
+            "config": self.entry.start.config.model_dump(),
+        }, record=False)  # fmt: skip
+        for note in self.notes:
+            self.emit(note, record=False)
+        if self.resumed:
+            for event in list(self.entry.events):
+                if event["seq"] > self.last_event:
+                    self.emit(event, record=False)
+
+    # --- events ---------------------------------------------------------------------------------------------
+    def emit(self, event: dict, *, record: bool = True, force: bool = False) -> None:
+        if record:
+            event["seq"] = self.entry.event_seq
+            self.entry.event_seq += 1
+            self.entry.events.append(event)
+            self.hub.metrics.events.labels(event["type"]).inc()
+        if not self.connected or (self.done.is_set() and not force):
+            return
+        try:
+            self.out.put_nowait(event)
+        except asyncio.QueueFull:
+            self.close_code = CLOSE_SLOW_CONSUMER
+            self.close_reason = f"client read no events while {self.limits.max_queued_events} were waiting"
+            self.done.set()
+
+    async def _sender(self) -> None:
+        while (event := await self.out.get()) is not None:
+            try:
+                await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+            except Exception:  # noqa: BLE001 (disconnected mid-send)
+                self.connected = False
+                self.done.set()
+                return
+
+    # --- receiving ------------------------------------------------------------------------------------------
+    async def _receiver(self) -> None:
+        garbage = 0
+        stall = self.limits.stall_timeout_s
+        while True:
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), stall)
+            except TimeoutError:
+                return self.fail(
+                    CLOSE_STALLED,
+                    f"no data for {stall:g} s; reconnect with the stream id to resume",
+                    "stalled",
+                )
+            except Exception:  # noqa: BLE001 (the connection broke)
+                msg = {"type": "websocket.disconnect"}
+            if msg["type"] == "websocket.disconnect":
+                self.connected = False
+                self.close_code, self.close_reason = int(msg.get("code") or 1006), "client disconnected"
+                return self.done.set()
+            try:
+                if msg.get("bytes") is not None:
+                    self._chunk(msg["bytes"])
+                elif msg.get("text") is not None:
+                    control = parse_control(msg["text"])
+                    self._enqueue(Item(control["type"], control, None, time.monotonic()))
+                    if control["type"] == "end":
+                        return
+                garbage = 0
+            except StreamRejected as exc:
+                self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
+                garbage = garbage + 1 if exc.code == "garbage" else 0
+                if garbage >= GARBAGE_LIMIT:
+                    self.entry.finished = True  # nothing worth resuming
+                    return self.fail(CLOSE_GARBAGE, f"{garbage} unreadable messages in a row", "garbage")
+
+    def _chunk(self, data: bytes) -> None:
+        header, payload = parse_chunk(data)
+        self.state.check_seq(header["kind"], header["seq"])
+        self._enqueue(Item(header["kind"], header, bytes(payload), time.monotonic()))
+
+    def _enqueue(self, item: Item) -> None:
+        self.pending.append(item)
+        self.pending_bytes += len(item.payload or b"")
+        self.wake.set()
+        if self.pending_bytes > self.limits.max_pending_bytes:
+            self._drop_frames()
+        if (
+            self.pending_bytes > self.limits.max_pending_bytes
+            or len(self.pending) > self.limits.max_pending_items
+        ):
+            self.fail(
+                CLOSE_SLOW_CONSUMER,
+                "sending faster than the stream is processed (queue full); send at real time",
+                "overloaded",
+            )
+
+    def _drop_frames(self) -> None:
+        """Drop the oldest queued frames unread until the queue is back under its byte bound."""
+        for item in self.pending:
+            if self.pending_bytes <= self.limits.max_pending_bytes:
+                return
+            if item.kind == "frame":
+                self.pending_bytes -= len(item.payload or b"")
+                item.kind, item.payload = "dropped", None
+                self.dropped_unreported += 1
+                self.hub.metrics.dropped.inc()
+
+    # --- processing -----------------------------------------------------------------------------------------
+    async def _processor(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                batch = [self.pending.popleft() for _ in range(min(BATCH_ITEMS, len(self.pending)))]
+                self.pending_bytes -= sum(len(i.payload or b"") for i in batch)
+                ready, errors = await asyncio.to_thread(self._process, batch)
+                for event in errors:
+                    self.emit(event)
+                if self.dropped_unreported:
+                    n, self.dropped_unreported = self.dropped_unreported, 0
+                    detail = f"{n} frames dropped unread: the stream sends faster than it is tracked"
+                    self.emit({"type": "error", "code": "frames_dropped", "count": n, "detail": detail})
+                await self._score(ready)
+                if any(i.kind == "end" for i in batch):
+                    return await self._finish()
+                if any(i.kind == "stop" for i in batch):
+                    return
+
+    def _process(self, batch: list[Item]) -> tuple[list[tuple[ReadyWindow, float]], list[dict]]:
+        """Feed a batch to the state (worker thread); the windows it completes and the error events."""
+        ready, errors = [], []
+        for item in batch:
+            try:
+                if item.kind == "audio":
+                    self.state.add_audio(item.header, memoryview(item.payload))
+                elif item.kind == "frame":
+                    self.state.add_frame(item.header, memoryview(item.payload))
+                elif item.kind == "dropped":
+                    self.state.add_dropped_frame()
+                elif item.kind == "handling":
+                    self.monitor.handling.set(item.header["active"], self.state.media_s)
+            except StreamRejected as exc:
+                errors.append(
+                    {"type": "error", "code": exc.code, "detail": exc.detail, "chunk": item.header.get("seq")}
+                )
+            except InputError as exc:
+                errors.append(
+                    {
+                        "type": "error",
+                        "code": "bad_media",
+                        "detail": str(exc),
+                        "chunk": item.header.get("seq"),
+                    }
+                )
+            ready += [(w, item.arrived) for w in self.state.ready()]
+        return ready, errors
+
+    async def _finish(self) -> None:
+        tail = await asyncio.to_thread(self.state.finish)
+        await self._score([(w, time.monotonic()) for w in tail])
+        self.emit({"type": "end", "windows": self.state.next_window, "media_s": round(self.state.media_s, 3)})
+        self.entry.finished = True
+        self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
+        self.done.set()
+
+    async def _score(self, ready: list[tuple[ReadyWindow, float]]) -> None:
+        if not ready:
+            return
+        self.hub.service.watchdog.ensure_started()
+        rid = f"{self.entry.stream_id}-{ready[0][0].index}"
+        try:
+            scored, version = await score_windows(self.hub.service.triton, [w for w, _ in ready], rid)
+        except Exception as exc:  # noqa: BLE001 (Triton down or overloaded: the stream goes on)
+            detail = str(exc) if getattr(exc, "retry_after_s", None) else "inference failed"
+            for w, _ in ready:
+                self.emit({"type": "error", "code": "unavailable", "window": w.index, "detail": detail})
+            return
+        for (w, arrived), window in zip(ready, scored, strict=True):
+            for event in self.state.signal_events(w):
+                self.emit(event)
+            lag = time.monotonic() - arrived
+            self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
+            for event in self.monitor.feed(window):
+                if event["type"] == "score":
+                    event.update(lag_s=round(lag, 3), model_version=version)
+                self.emit(event)

@@ -1,0 +1,292 @@
+"""Monitoring streams end to end: real Ray Serve (WebSocket through Serve's HTTP proxy) + real Triton.
+
+Recordings are the committed examples: the adult audio + landmarks clip (privacy mode), and the neonate cry
+and calm MP4s looped three times (video mode: the gateway tracks every frame) as a recording built to sustain
+pain and a calm one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+from support.gateway import API_KEY
+
+from avpenet.features import audio, tracker
+from avpenet.features.track import FaceTrack
+from preprocess_service.client import score_http
+from preprocess_service.protocol import MediaPart, ScoreRequest
+from preprocess_service.stream.client import Recording, open_stream, replay, send_recording, ws_url
+from preprocess_service.stream.protocol import encode_chunk
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ALERTING = {"threshold": 6.0, "windows": 3, "clear_windows": 3}
+
+
+def adult_clip() -> tuple[bytes, bytes, Recording]:
+    wav, npz = (
+        (EXAMPLES / "adult-S0003-C02.wav").read_bytes(),
+        (EXAMPLES / "adult-S0003-C02.npz").read_bytes(),
+    )
+    return wav, npz, Recording(wave=audio.load_audio(wav), track=FaceTrack.load_npz(npz))
+
+
+@functools.cache
+def looped(name: str, times: int = 3) -> Recording:
+    data = (EXAMPLES / name).read_bytes()
+    wave = audio.load_audio(data)
+    frames = list(tracker.iter_video_frames(data))
+    n = len(frames) * 1600  # audio cut to the frames' length, so loops stay aligned
+    return Recording(wave=np.tile(wave[:n], times), frames=frames * times)
+
+
+def kinds(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["type"] == kind]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 240))
+
+
+def test_replay_scores_each_window_as_the_clip_endpoint(gateway_stack):
+    wav, npz, rec = adult_clip()
+    clip = score_http(
+        gateway_stack.http_url,
+        ScoreRequest(
+            audio=MediaPart(data=wav, filename="a.wav"),
+            landmarks=MediaPart(data=npz, filename="a.npz"),
+            age_group="adult",
+        ),
+        api_key=API_KEY,
+    )
+    received: list[tuple[float, dict]] = []
+    t0 = time.monotonic()
+    stream = run(
+        replay(
+            ws_url(gateway_stack.http_url),
+            API_KEY,
+            rec,
+            age_group="adult",
+            speed=1.0,
+            on_event=lambda e: received.append((time.monotonic() - t0, e)),
+        )
+    )
+    scores = kinds(stream.events, "score")
+    assert [s["window"] for s in scores] == [w.index for w in clip.timeline]
+    assert [s["start_s"] for s in scores] == [float(i) for i in range(len(scores))]  # one per second
+    np.testing.assert_allclose([s["score"] for s in scores], [w.score for w in clip.timeline], atol=1e-4)
+    for at, event in received:  # causal: a window is scored only once its last second has been sent
+        if event["type"] == "score" and event["end_s"] <= 5.5:
+            assert at >= event["end_s"] - 0.2, event
+    assert stream.close_code == 1000 and kinds(stream.events, "end")
+    assert not kinds(stream.events, "error")
+
+
+def test_sustained_pain_alerts_and_a_calm_recording_does_not(gateway_stack):
+    url = ws_url(gateway_stack.http_url)
+    pain = run(
+        replay(
+            url,
+            API_KEY,
+            looped("neonate-cry-high.mp4"),
+            age_group="neonate",
+            speed=0,
+            config=ALERTING,
+            fmt="jpeg",
+        )
+    )
+    calm = run(
+        replay(
+            url,
+            API_KEY,
+            looped("neonate-calm-low.mp4"),
+            age_group="neonate",
+            speed=0,
+            config=ALERTING,
+            fmt="jpeg",
+        )
+    )
+    pain_scores = [s["score"] for s in kinds(pain.events, "score")]
+    calm_scores = [s["score"] for s in kinds(calm.events, "score")]
+    assert len(pain_scores) >= 10 and len(calm_scores) >= 10
+    assert kinds(pain.events, "alert"), pain_scores
+    assert not kinds(calm.events, "alert"), calm_scores
+    assert all(
+        s["modality_weights"]["visual"] > 0 for s in kinds(pain.events, "score")
+    )  # frames were tracked
+
+
+def test_declared_handling_suppresses_the_alert(gateway_stack):
+    rec = looped("neonate-cry-high.mp4")
+    stream = run(
+        replay(
+            ws_url(gateway_stack.http_url),
+            API_KEY,
+            rec,
+            age_group="neonate",
+            speed=0,
+            config={**ALERTING, "handling_grace_s": 3.0},
+            handling=[(1.0, 9.0)],
+            fmt="jpeg",
+        )
+    )
+    scores = kinds(stream.events, "score")
+    assert all(s["suppressed"] for s in scores if s["start_s"] < 12.0)
+    assert not kinds(stream.events, "alert")
+
+
+def _gateway_rss_mb() -> float:
+    procs = [p for p in psutil.Process().children(recursive=True) if "Gateway" in " ".join(p.cmdline())]
+    return sum(p.memory_info().rss for p in procs) / 2**20
+
+
+def test_a_flood_is_bounded_and_other_streams_keep_going(gateway_stack):
+    url = ws_url(gateway_stack.http_url)
+    _, _, rec = adult_clip()
+
+    async def scenario():
+        calm = await open_stream(url, API_KEY, rec.start("adult"))
+        reader = asyncio.create_task(calm.receive_all())
+        calm_sender = asyncio.create_task(send_recording(calm, rec, speed=1.0))  # real time, meanwhile
+        flood = await open_stream(url, API_KEY, {"type": "start", "mode": "video", "audio": False})
+        frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
+        rss0 = _gateway_rss_mb()
+        for _ in range(120):  # 330 MB of raw frames, far faster than they can be tracked
+            try:
+                await flood.send_image(frame, fmt="rgb")
+            except Exception:  # noqa: BLE001 (closed by the server: the policy allows it)
+                break
+        flood_reader = asyncio.create_task(flood.receive_all())
+        await asyncio.wait_for(flood.conn.close(), 30)
+        await flood_reader
+        grown = _gateway_rss_mb() - rss0
+        await calm_sender
+        await reader
+        return calm, flood, grown
+
+    calm, flood, grown = run(scenario())
+    codes = {e.get("code") for e in kinds(flood.events, "error")}
+    assert "frames_dropped" in codes or flood.close_code == 4409, (flood.close_code, codes)
+    assert grown < 150, f"gateway RSS grew {grown:.0f} MB under a 330 MB flood"
+    assert [s["window"] for s in kinds(calm.events, "score")] == [0, 1, 2, 3]
+
+
+def test_resume_after_reconnect(gateway_stack):
+    url = ws_url(gateway_stack.http_url)
+    _, _, rec = adult_clip()
+    sid = "bed-7-resume-test"
+
+    async def scenario():
+        first = await open_stream(url, API_KEY, rec.start("adult", stream_id=sid))
+        reader = asyncio.create_task(first.receive_all())
+        await send_recording(first, rec, speed=0, end=False)  # the whole clip, then the link drops
+        await asyncio.sleep(1.0)
+        first.conn.transport.abort()
+        await reader
+        last = max((e["seq"] for e in first.events if "seq" in e), default=-1)
+        second = await open_stream(url, API_KEY, rec.start("adult", stream_id=sid, last_event=last))
+        reader = asyncio.create_task(second.receive_all())
+        await second.control(type="end")
+        await reader
+        return first, second
+
+    first, second = run(scenario())
+    assert second.started["resumed"] is True
+    assert second.started["next_seq"] == {"audio": rec.ticks(), "frame": rec.n_frames}
+    windows = [s["window"] for s in kinds(first.events + second.events, "score")]
+    assert sorted(set(windows)) == [0, 1, 2, 3]
+
+
+def test_bad_input_is_refused_with_reasons_and_other_streams_keep_state(gateway_stack):
+    url = ws_url(gateway_stack.http_url)
+    _, _, rec = adult_clip()
+
+    async def scenario():
+        good = await open_stream(url, API_KEY, rec.start("adult"))
+        good_reader = asyncio.create_task(good.receive_all())
+        half = rec.ticks() // 2
+        await send_recording(
+            good, Recording(rec.wave[: half * 1600], track=_head(rec.track, half)), speed=0, end=False
+        )
+        bad = await open_stream(url, API_KEY, {"type": "start", "mode": "video", "sample_rate": 16000})
+        reader = asyncio.create_task(bad.receive_all())
+        await bad.send_audio(np.zeros(1600, np.float32))
+        await bad.conn.send(encode_chunk({"kind": "audio", "seq": 0, "rate": 16000}, b"\0" * 64))  # duplicate
+        await bad.conn.send(encode_chunk({"kind": "audio", "seq": 7, "rate": 16000}, b"\0" * 64))  # gap
+        await bad.send_audio(np.zeros(4800, np.float32), rate=48000)  # rate change
+        await bad.send_image(np.zeros((120, 160, 3), np.uint8), fmt="rgb")
+        await bad.send_image(np.zeros((240, 320, 3), np.uint8), fmt="rgb")  # frame size change
+        for _ in range(25):
+            await bad.conn.send(b"\x00\x01garbage")
+        await reader
+        refused = {}
+        for name, headers_key, start in (
+            ("unauthenticated", None, {"type": "start", "mode": "audio"}),
+            ("bad_start", API_KEY, {"type": "start", "mode": "smell"}),
+        ):
+            try:
+                await open_stream(url, headers_key, start)
+            except ConnectionError as exc:
+                refused[name] = str(exc)
+        held = []
+        try:  # the per-key limit: open until refused
+            for _ in range(8):
+                held.append(await open_stream(url, API_KEY, {"type": "start", "mode": "audio"}))
+        except ConnectionError as exc:
+            refused["over_limit"] = str(exc)
+        for s in held:
+            await s.control(type="end")
+        rest = Recording(rec.wave, track=rec.track)
+        await send_recording(good, rest, speed=0, first_tick=half)
+        await good_reader
+        return good, bad, refused
+
+    good, bad, refused = run(scenario())
+    codes = [e.get("code") for e in kinds(bad.events, "error")]
+    for code in ("duplicate", "out_of_order", "rate_changed", "frame_size_changed", "garbage"):
+        assert code in codes, codes
+    assert bad.close_code == 4415
+    assert "unauthenticated" in refused["unauthenticated"] or "API key" in refused["unauthenticated"]
+    assert "mode" in refused["bad_start"]
+    assert "open streams" in refused["over_limit"]
+    assert [s["window"] for s in kinds(good.events, "score")] == [0, 1, 2, 3]
+    assert not kinds(good.events, "error")
+
+
+def _head(track: FaceTrack, n: int) -> FaceTrack:
+    return FaceTrack(
+        track.landmarks[:n],
+        track.blendshapes[:n],
+        track.face_present[:n],
+        track.head_pose[:n],
+        track.image_size,
+    )
+
+
+def test_stall_closes_with_a_reason_and_metrics_count_streams(gateway_stack):
+    url = ws_url(gateway_stack.http_url)
+
+    async def scenario():
+        stream = await open_stream(url, API_KEY, {"type": "start", "mode": "audio"})
+        await stream.receive_all()  # nothing sent: the stall timeout closes it
+        return stream
+
+    stream = run(scenario())
+    assert stream.close_code == 4408 and "resume" in stream.close_reason
+    text = requests.get(gateway_stack.http_url + "/metrics", timeout=10).text
+    assert 'avpenet_gateway_stream_events_total{type="score"}' in text
+    assert 'avpenet_gateway_stream_closes_total{code="4408"}' in text
+    lag = [
+        json.loads(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("avpenet_gateway_stream_lag_seconds_count")
+    ]
+    assert sum(lag) > 0

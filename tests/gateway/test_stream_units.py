@@ -1,0 +1,210 @@
+"""Monitoring streams without a server: a stream cuts the clip's windows; alert logic, protocol, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avpenet import contract
+from avpenet.features import audio, windows
+from avpenet.features.track import FaceTrack
+from preprocess_service.stream import protocol
+from preprocess_service.stream.alerts import AlertMonitor, Window
+from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.protocol import Start, StreamConfig, StreamRejected, encode_chunk
+from preprocess_service.stream.registry import StreamRegistry
+from preprocess_service.stream.state import StreamState
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+STEP = contract.SAMPLE_RATE // contract.FPS
+
+
+def feed(state: StreamState, wave: np.ndarray | None, track: FaceTrack | None) -> list:
+    """Send a recording tick by tick (1/FPS s of audio, one frame) as a device would; its windows."""
+    out = []
+    ticks = max(0 if track is None else track.n_frames, 0 if wave is None else -(-wave.size // STEP))
+    for k in range(ticks):
+        if wave is not None and k * STEP < wave.size:
+            state.check_seq("audio", k)
+            piece = wave[k * STEP : (k + 1) * STEP]
+            state.add_audio({"rate": contract.SAMPLE_RATE}, memoryview(piece.astype("<f4").tobytes()))
+        if track is not None and k < track.n_frames:
+            state.check_seq("frame", k)
+            payload = protocol.landmark_frame_bytes(
+                track.landmarks[k], track.blendshapes[k], track.head_pose[k], bool(track.face_present[k])
+            )
+            state.add_frame({}, memoryview(payload))
+        out += state.ready()
+    return out + state.finish()
+
+
+def start(**kw) -> Start:
+    return Start(**{"type": "start", "mode": "landmarks", "age_group": "adult", **kw})
+
+
+def test_stream_windows_equal_clip_windows():
+    """The example recording (audio + landmarks) streamed gives the clip's model inputs, window by window."""
+    wave = audio.load_audio((EXAMPLES / "adult-S0003-C02.wav").read_bytes())
+    track = FaceTrack.load_npz((EXAMPLES / "adult-S0003-C02.npz").read_bytes())
+    clip = windows.model_inputs(wave, track, "adult")
+    state = StreamState(start(image_size=tuple(int(v) for v in track.image_size)), max_pixels=10**7)
+    got = feed(state, wave, track)
+    assert [w.index for w in got] == list(range(len(clip[contract.WAVEFORM.name])))
+    for name, expected in clip.items():
+        np.testing.assert_allclose(
+            np.concatenate([w.inputs[name] for w in got]), expected, atol=1e-6, err_msg=name
+        )
+
+
+def test_audio_only_and_landmarks_only_streams_match_clips():
+    wave = audio.load_audio((EXAMPLES / "adult-moan-audio-only.wav").read_bytes())
+    got = feed(StreamState(start(mode="audio"), 10**7), wave, None)
+    clip = windows.model_inputs(wave, None, "adult")
+    np.testing.assert_allclose(
+        np.concatenate([w.inputs["waveform"] for w in got]), clip["waveform"], atol=1e-6
+    )
+    track = FaceTrack.load_npz((EXAMPLES / "adult-landmarks-only.npz").read_bytes())
+    size = tuple(int(v) for v in track.image_size)
+    got = feed(StreamState(start(audio=False, image_size=size), 10**7), None, track)
+    clip = windows.model_inputs(None, track, "adult")
+    for name in ("visual_features", "frame_mask", "audio_present"):
+        np.testing.assert_allclose(np.concatenate([w.inputs[name] for w in got]), clip[name], atol=1e-6)
+
+
+def test_buffers_stay_bounded_on_a_long_stream():
+    state = StreamState(start(mode="audio"), 10**7)
+    for k in range(600):  # 60 s
+        state.check_seq("audio", k)
+        state.add_audio({}, memoryview(np.zeros(STEP, "<f4").tobytes()))
+        state.ready()
+    assert state.audio_buf.size <= contract.WINDOW_SAMPLES + STEP
+    assert state.next_window == 58
+
+
+def test_sequence_rate_and_size_checks():
+    state = StreamState(start(mode="video", sample_rate=16000), 10**7)
+    state.check_seq("audio", 0)
+    with pytest.raises(StreamRejected, match="already received") as dup:
+        state.check_seq("audio", 0)
+    assert dup.value.code == "duplicate"
+    with pytest.raises(StreamRejected, match="resend from 1") as gap:
+        state.check_seq("audio", 5)
+    assert gap.value.code == "out_of_order"
+    with pytest.raises(StreamRejected) as rate:
+        state.add_audio({"rate": 48000}, memoryview(np.zeros(10, "<f4").tobytes()))
+    assert rate.value.code == "rate_changed"
+    with pytest.raises(StreamRejected) as nan:
+        state.add_audio({}, memoryview(np.full(10, np.nan, "<f4").tobytes()))
+    assert nan.value.code == "bad_audio"
+    black = {"format": "rgb", "width": 64, "height": 48}
+    state.add_frame(black, memoryview(np.zeros((48, 64, 3), np.uint8).tobytes()))
+    with pytest.raises(StreamRejected) as size:
+        state.add_frame(
+            {"format": "rgb", "width": 32, "height": 48},
+            memoryview(np.zeros((48, 32, 3), np.uint8).tobytes()),
+        )
+    assert size.value.code == "frame_size_changed"
+    with pytest.raises(StreamRejected) as junk:
+        state.add_frame({"format": "png", "width": 64, "height": 48}, memoryview(b"not a png"))
+    assert junk.value.code == "bad_frame"
+    state.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", encode_chunk({"kind": "x", "seq": 0}, b""),
+     encode_chunk({"kind": "audio", "seq": -1}, b""), encode_chunk({"kind": "audio", "seq": True}, b"")],
+)  # fmt: skip
+def test_garbage_chunks_are_refused(data):
+    with pytest.raises(StreamRejected) as exc:
+        protocol.parse_chunk(data)
+    assert exc.value.code == "garbage"
+
+
+def test_bad_start_names_the_field():
+    with pytest.raises(StreamRejected, match="age_group"):
+        protocol.parse_start('{"type": "start", "mode": "audio", "age_group": "toddler"}')
+    with pytest.raises(StreamRejected, match="config.threshold"):
+        protocol.parse_start('{"type": "start", "mode": "audio", "config": {"threshold": 99}}')
+    with pytest.raises(StreamRejected):
+        protocol.parse_start("garbage")
+
+
+# --- alerts -------------------------------------------------------------------------------------------------
+def run(scores, config: StreamConfig, handling=()) -> list[dict]:
+    """Window i completes (and is fed) at media time i + 3 s; handling declared by then applies first."""
+    mon = AlertMonitor(config)
+    events, todo = [], list(handling)
+    for i, s in enumerate(scores):
+        while todo and todo[0][0] <= i + contract.WINDOW_SECONDS:
+            at_s, active = todo.pop(0)
+            mon.handling.set(active, float(at_s))
+        w = Window(i, float(i), i + 3.0, s, max(s - 1, 0), min(s + 1, 10), contract.level_of(s), 0.5, 0.5)
+        events += mon.feed(w)
+    return events
+
+
+def kinds(events, kind):
+    return [e for e in events if e["type"] == kind]
+
+
+def test_sustained_pain_alerts_once_and_clears():
+    cfg = StreamConfig(threshold=6, windows=5, clear_windows=3)
+    events = run([2] * 5 + [8] * 10 + [1] * 5, cfg)
+    assert [e["window"] for e in kinds(events, "alert")] == [9]  # the 5th window above 6
+    assert kinds(events, "alert")[0]["since_s"] == 5.0
+    assert [e["window"] for e in kinds(events, "alert_cleared")] == [17]
+    assert len(kinds(events, "score")) == 20 and len(kinds(events, "trend")) == 4
+
+
+def test_calm_or_intermittent_pain_does_not_alert():
+    cfg = StreamConfig(threshold=6, windows=5)
+    assert not kinds(run([1] * 30, cfg), "alert")
+    assert not kinds(run([8, 8, 8, 8, 2] * 6, cfg), "alert")
+
+
+def test_nips_scale_threshold():
+    cfg = StreamConfig(scale="nips", threshold=3, windows=3)  # NIPS-equivalent > 3 = model score > 4.29
+    assert kinds(run([4.5] * 3, cfg), "alert")
+    assert not kinds(run([4.2] * 10, cfg), "alert")
+
+
+def test_handling_suppresses_and_restarts_the_run():
+    cfg = StreamConfig(threshold=6, windows=5, handling_grace_s=3)
+    events = run([8] * 12, cfg, handling=[(2, True), (6, False)])
+    scores = kinds(events, "score")
+    # windows [i, i+3) overlapping handling [2, 6) + 3 s grace are suppressed: 0..8
+    assert [s["suppressed"] for s in scores] == [True] * 9 + [False] * 3
+    assert not kinds(events, "alert")
+    events = run([8] * 20, cfg, handling=[(2, True), (6, False)])
+    assert [e["window"] for e in kinds(events, "alert")] == [13]  # 5 unsuppressed windows after the grace
+
+
+def test_baseline_raises_the_threshold():
+    cfg = StreamConfig(threshold=3, windows=2, baseline_s=10, baseline_margin=2)
+    events = run([5] * 8 + [6] * 5 + [8] * 3, cfg)  # baseline median 5: alert needs > 7
+    assert all(s["baseline"] for s in kinds(events, "score")[:8])
+    assert [e["window"] for e in kinds(events, "alert")] == [14]
+
+
+# --- registry -----------------------------------------------------------------------------------------------
+def test_registry_limits_and_resume():
+    reg = StreamRegistry(StreamLimits(max_streams=3, max_streams_per_key=2, resume_ttl_s=60), 10**7)
+    s = start(mode="audio")
+    a, resumed = reg.acquire(s, "stream-a1", "key-1")
+    assert not resumed
+    reg.acquire(s, "stream-a2", "key-1")
+    with pytest.raises(StreamRejected, match="2 open streams"):
+        reg.acquire(s, "stream-a3", "key-1")
+    with pytest.raises(StreamRejected, match="another connection"):
+        reg.acquire(s, "stream-a1", "key-1")
+    reg.detach(a)
+    with pytest.raises(StreamRejected, match="another API key"):
+        reg.acquire(s, "stream-a1", "key-2")
+    again, resumed = reg.acquire(s, "stream-a1", "key-1")
+    assert resumed and again is a
+    reg.detach(a)
+    reg.sweep(now=a.detached_at + 61)
+    assert "stream-a1" not in reg.streams
