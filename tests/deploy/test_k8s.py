@@ -227,9 +227,11 @@ def test_triton_deployment_shape(overlay) -> None:
         )
     else:
         assert "nvidia.com/gpu" not in server["resources"].get("limits", {})
-    probes = {p: server[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+    probes = {p: server[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe")}
     assert all(path.startswith("/v2/health/") for path in probes.values())
     assert probes["readinessProbe"] == "/v2/health/ready"
+    # liveness is a real inference (a hung stub leaves /v2/health/* OK): tests/deploy/test_triton_liveness.py
+    assert server["livenessProbe"]["exec"]["command"][:2] == ["python3", "-c"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
