@@ -35,9 +35,10 @@ from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import media, mp4index
 
 MAX_GAIN_DB = 20.0  # the most a quiet window is amplified
-# Full scale is ±1. Float recordings may exceed it a little (a hot float mix), not by 60 dB: beyond this the
-# "audio" is numbers, and near float32's limit mixing and resampling overflow.
-MAX_SAMPLE_MAGNITUDE = 1000.0
+# Full scale is ±1. Float recordings may exceed it (a hot mix; some tools write floats in int16 units, ±32768:
+# the window normaliser makes level irrelevant), not by 120 dB: beyond this the "audio" is numbers, and near
+# float32's limit mixing and resampling overflow.
+MAX_SAMPLE_MAGNITUDE = 1e6
 DEFAULT_MAX_SECONDS = 600.0
 _EPS = 1e-12
 
