@@ -32,6 +32,7 @@ from types import TracebackType
 
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.ports import HOST, free_port
+from ensemble.tracing import otel_args
 
 HELP = "Run the real Triton Inference Server on the model repository (loopback only)."
 
@@ -356,6 +357,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read <model>/configs/NAME.pbtxt instead of config.pbtxt (e.g. gpu)",
     )
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--trace-endpoint",
+        default=None,
+        help="export Triton's OpenTelemetry spans to this OTLP/HTTP endpoint (host:port/v1/traces)",
+    )
+    parser.add_argument("--trace-rate", type=int, default=1000, help="trace 1 request in N")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -367,6 +374,7 @@ def run(args: argparse.Namespace) -> int:
         model_control=args.model_control_mode,
         log_verbose=args.log_verbose,
         model_config_name=args.model_config_name,
+        extra_args=otel_args(args.trace_endpoint, rate=args.trace_rate) if args.trace_endpoint else (),
         echo_log=True,
     )
     stop = threading.Event()
