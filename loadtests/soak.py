@@ -1,19 +1,35 @@
-"""`avpenet soak`: the load test held for 10 minutes at a stated rate, with RSS growth of Triton and the
-gateway's Ray processes checked (< 10%) on top of the SLOs. Not part of `make test` (ten minutes).
+"""`avpenet soak`: the load test held for an hour (configurable) against the real stack, with the RSS of
+every stack process sampled and its slope after warm-up judged, on top of zero errors.
+
+A leak shows as a steady slope, not as growth from start to end (warm-up fills caches, ORT arenas and
+mediapipe graphs in the first minutes): each process's RSS after `--warmup` is fitted by least squares and
+the soak fails when any process grows faster than `--max-slope` percent of its size per minute.
+`--memprofile N` also has the gateway and FeatureExtractor replicas write tracemalloc growth and gc object
+counts every N s (preprocess_service/memprofile.py), summarised at the end. Not part of `make test`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import tempfile
 import threading
 import time
+from collections import defaultdict
+from pathlib import Path
 
+import numpy as np
 import psutil
 
 from loadtests import run as loadtest
 
-HELP = "Soak: 10 minutes of mixed locust load; zero errors and < 10% RSS growth of Triton and the gateway."
-MAX_RSS_GROWTH = 0.10
+HELP = "Soak: an hour of mixed load (--duration); zero errors, no process's RSS slope above a bound."
+MAX_SLOPE_PCT_PER_MIN = 0.05  # 3% an hour: above it a process is leaking, not settling
+WARMUP_S = 300.0
+MIN_PROCESS_MB = 20.0  # processes smaller than this are not judged (a 1 MB wobble would be 5%)
+Series = dict[str, list[tuple[float, float]]]  # process label -> [(seconds, rss MB)]
 
 
 def _is_locust(proc: psutil.Process) -> bool:
@@ -23,22 +39,45 @@ def _is_locust(proc: psutil.Process) -> bool:
         return False
 
 
-def stack_rss_mb() -> float:
-    """Resident memory of the stack this process started (Triton, its stubs, Ray's raylet and workers).
+def label(proc: psutil.Process) -> str:
+    """A readable, stable name per process: `tritonserver`, `stub:fusion`, `ray::ServeReplica:...` + pid."""
+    cmd = proc.cmdline()
+    head = os.path.basename(cmd[0]) if cmd else proc.name()
+    if "triton_python_backend_stub" in head and len(cmd) > 1:
+        match = re.search(r"/([^/]+)/\d+/model\.py", cmd[1])
+        head = f"stub:{match.group(1) if match else '?'}"
+    elif head.startswith("ray::"):
+        head = head.split(" ")[0]
+    return f"{head}[{proc.pid}]"
 
-    The locust load generator (also our child) is left out: its memory is the client's, not the service's.
-    """
-    total = 0
+
+def stack_processes() -> list[psutil.Process]:
+    """The stack this process started (Triton, its stubs, Ray's processes), without the locust client."""
     children = psutil.Process().children(recursive=True)
     load = {p.pid for p in children if _is_locust(p)}
+    out = []
     for child in children:
         try:
-            if child.pid in load or child.ppid() in load:
-                continue
-            total += child.memory_info().rss
+            if child.pid not in load and child.ppid() not in load:
+                out.append(child)
         except psutil.Error:
             continue
-    return total / 2**20
+    return out
+
+
+def sample() -> dict[str, float]:
+    """RSS in MB per stack process, by label."""
+    rss = {}
+    for proc in stack_processes():
+        try:
+            rss[label(proc)] = proc.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    return rss
+
+
+def stack_rss_mb() -> float:
+    return sum(sample().values())
 
 
 def load_running() -> bool:
@@ -46,38 +85,109 @@ def load_running() -> bool:
     return any(_is_locust(p) for p in psutil.Process().children(recursive=True))
 
 
+def slopes(series: Series, warmup_s: float) -> dict[str, tuple[float, float, float]]:
+    """Per process: (MB at the end of warm-up, MB at the end, least-squares slope in % of its size per
+    minute) over the samples after `warmup_s`; processes with fewer than 3 such samples are left out."""
+    out = {}
+    for name, points in series.items():
+        after = [(t, mb) for t, mb in points if t >= warmup_s]
+        if len(after) < 3 or after[-1][0] - after[0][0] <= 0:
+            continue
+        t, mb = np.array(after).T
+        per_s = np.polyfit(t, mb, 1)[0]
+        out[name] = (float(mb[0]), float(mb[-1]), float(per_s * 60 / mb.mean() * 100))
+    return out
+
+
+def verdict(table: dict[str, tuple[float, float, float]], max_slope: float) -> list[str]:
+    """The processes growing faster than `max_slope` %/min (only those of at least MIN_PROCESS_MB)."""
+    return [
+        f"{name}: {pct:+.3f}%/min > {max_slope}%/min"
+        for name, (start, _end, pct) in sorted(table.items())
+        if start >= MIN_PROCESS_MB and pct > max_slope
+    ]
+
+
+def _sampler(series: Series, stop: threading.Event, period_s: float) -> None:
+    t0 = None
+    while not stop.wait(period_s):
+        if not load_running():
+            continue
+        now = time.monotonic()
+        t0 = t0 if t0 is not None else now
+        total = 0.0
+        for name, mb in sample().items():
+            series[name].append((now - t0, mb))
+            total += mb
+        series["stack total"].append((now - t0, total))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     loadtest.add_arguments(parser)
-    parser.set_defaults(duration="10m", users=4, slo_error_ratio=0.0)
+    parser.set_defaults(duration="60m", users=4, slo_error_ratio=0.0)
+    parser.add_argument("--warmup", type=float, default=WARMUP_S, help="seconds not judged (default: 300)")
+    parser.add_argument("--sample-s", type=float, default=10.0, help="RSS sampling period in seconds")
+    parser.add_argument(
+        "--max-slope", type=float, default=MAX_SLOPE_PCT_PER_MIN, help="%% of RSS per minute (default: 0.05)"
+    )
+    parser.add_argument("--memprofile", type=float, default=0.0, help="tracemalloc sample period in replicas")
 
 
 def run(args: argparse.Namespace) -> int:
-    samples: list[tuple[float, float]] = []
+    args.out = args.out or Path(tempfile.mkdtemp(prefix="avpenet-soak-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.memprofile > 0:  # read by the replicas at start (they inherit this environment)
+        os.environ["AVPENET_MEMPROFILE_S"] = str(args.memprofile)
+        os.environ["AVPENET_MEMPROFILE_DIR"] = str(args.out)
+        os.environ["AVPENET_MEMPROFILE_BASE_S"] = str(args.warmup)
+    series: Series = defaultdict(list)
     stop = threading.Event()
-
-    def sample() -> None:  # RSS every 10 s while the load runs (the first minute is skipped below)
-        while not stop.wait(10.0):
-            if load_running():
-                samples.append((time.monotonic(), stack_rss_mb()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = threading.Thread(target=_sampler, args=(series, stop, args.sample_s), daemon=True)
     sampler.start()
     try:
         code = loadtest.run(args)
     finally:
         stop.set()
-        sampler.join(timeout=15)
-    warm = [mb for _, mb in samples[6:]] or [mb for _, mb in samples]
-    if len(warm) < 2:
-        print("soak: too short to judge memory growth")
-        return code
-    growth = (max(warm[-3:]) - warm[0]) / warm[0]
-    if args.out:
-        with open(args.out / "soak_rss.csv", "w") as fh:
-            fh.write("seconds,stack_rss_mb\n")
-            fh.writelines(f"{t - samples[0][0]:.0f},{mb:.1f}\n" for t, mb in samples)
-    print(f"stack RSS: {warm[0]:.0f} MB after warm-up -> {warm[-1]:.0f} MB at the end ({growth:+.1%})")
-    if growth > MAX_RSS_GROWTH:
-        print(f"FAIL: RSS grew {growth:.1%} > {MAX_RSS_GROWTH:.0%}")
-        return 1
-    return code
+        sampler.join(timeout=args.sample_s + 5)
+    write_csv(args.out / "soak_rss.csv", series)
+    table = slopes(series, args.warmup)
+    if not table:
+        print("soak: too short to judge memory (fewer than 3 samples after warm-up)")
+        return code or 1
+    print(report(table))
+    print(memprofile_summary(args.out))
+    misses = verdict(table, args.max_slope)
+    for miss in misses:
+        print(f"FAIL: RSS slope {miss}")
+    print(f"RSS series: {args.out / 'soak_rss.csv'}")
+    return 1 if misses else code
+
+
+def write_csv(path: Path, series: Series) -> None:
+    with open(path, "w") as fh:
+        fh.write("seconds,process,rss_mb\n")
+        for name, points in sorted(series.items()):
+            fh.writelines(f"{t:.0f},{name},{mb:.1f}\n" for t, mb in points)
+
+
+def report(table: dict[str, tuple[float, float, float]]) -> str:
+    lines = [f"{'process':<48}{'MB after warm-up':>18}{'MB at end':>11}{'slope %/min':>13}"]
+    for name, (start, end, pct) in sorted(table.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{name:<48}{start:>18.0f}{end:>11.0f}{pct:>+13.3f}")
+    return "\n".join(lines)
+
+
+def memprofile_summary(folder: Path) -> str:
+    """Last line of each replica's memprofile: traced MB, gc objects and top growth sites (if any ran)."""
+    lines = []
+    for path in sorted(folder.glob("memprofile-*.jsonl")):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        if len(rows) < 2:
+            continue
+        first, last = rows[0], rows[-1]
+        lines.append(
+            f"{path.stem}: traced {first['traced_mb']} -> {last['traced_mb']} MB, gc objects "
+            f"{first['gc_objects']} -> {last['gc_objects']} over {last['t_s'] - first['t_s']:.0f} s"
+        )
+        lines.extend(f"    {g['kb']:+.0f} KB ({g['count']:+d}) {g['site']}" for g in last["top_growth"][:5])
+    return "\n".join(lines)

@@ -56,10 +56,11 @@ class FeatureExtractor:
     """Decoding, face tracking and window building; scaled apart: it is the CPU hog."""
 
     def __init__(self, limits: Mapping[str, Any] | None = None) -> None:
-        from preprocess_service import telemetry
+        from preprocess_service import memprofile, telemetry
 
         self.limits = Limits.model_validate(dict(limits or {}))
         telemetry.setup_tracing("avpenet-features")
+        memprofile.start("features")  # only under `avpenet soak --memprofile`
         warm_up()
 
     async def extract(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted | InputError:

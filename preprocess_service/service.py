@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from avpenet import contract
 from avpenet.aggregate import aggregate_windows
-from preprocess_service import audit, fhir, pinning, telemetry
+from preprocess_service import audit, fhir, memprofile, pinning, telemetry
 from preprocess_service.auth import ApiKeys
 from preprocess_service.clinical import Clinical, clip_sha256
 from preprocess_service.errors import TritonUnavailable, reason_of, status_of
@@ -56,6 +56,7 @@ class ScoringService:
                 "gRPC enabled): set AVPENET_API_KEYS or AVPENET_API_KEYS_FILE"
             )
         telemetry.setup_tracing(settings.service_name)
+        memprofile.start("gateway")  # only under `avpenet soak --memprofile`
         self.metrics = telemetry.Metrics()
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
         self.triton = TritonClient(

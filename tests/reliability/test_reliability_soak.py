@@ -1,33 +1,55 @@
-"""The soak's memory check measures the service, not the load generator, and only while the load runs."""
+"""The soak's code against the real stack (the session gateway: Triton, its stubs, Ray Serve), for a short
+bounded run: locust load over HTTP and gRPC, RSS sampled per stack process, slopes fitted after warm-up.
+The hour-long run with the real bound is `make soak` (docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+import argparse
+import csv
 
-import psutil
+import pytest
+from support.gateway import API_KEY
 
 from loadtests import soak
 
-SLEEPER = [sys.executable, "-c", "import time; b = bytearray(64 << 20); time.sleep(30)"]
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    soak.add_arguments(parser)
+    return parser.parse_args(list(argv))
 
 
-def test_stack_rss_leaves_out_locust_and_sampling_waits_for_the_load():
-    service = subprocess.Popen(SLEEPER)
-    try:
-        time.sleep(1.5)  # both allocate their 64 MB
-        assert not soak.load_running()
-        alone = soak.stack_rss_mb()
-        assert alone >= psutil.Process(service.pid).memory_info().rss / 2**20 * 0.99
-        locust = subprocess.Popen([*SLEEPER, "locust", "--headless"])
-        try:
-            time.sleep(1.5)
-            assert soak.load_running()
-            assert abs(soak.stack_rss_mb() - alone) < 16  # locust's 64 MB are not counted
-        finally:
-            locust.kill()
-            locust.wait()
-    finally:
-        service.kill()
-        service.wait()
+def test_slope_flags_a_steady_climb_not_warm_up_or_small_processes():
+    minutes = range(0, 61)
+    series = {
+        "leaking[1]": [(m * 60.0, 1000.0 + 4.0 * m) for m in minutes],  # +0.4%/min, the old creep
+        "settling[2]": [(m * 60.0, 800.0 + (300.0 if m >= 5 else 60.0 * m)) for m in minutes],  # warm-up only
+        "tiny[3]": [(m * 60.0, 5.0 + 0.05 * m) for m in minutes],  # 1%/min of 5 MB: not judged
+    }
+    table = soak.slopes(series, warmup_s=300)
+    assert table["leaking[1]"][2] > 0.3 and abs(table["settling[2]"][2]) < 1e-9
+    misses = soak.verdict(table, soak.MAX_SLOPE_PCT_PER_MIN)
+    assert len(misses) == 1 and misses[0].startswith("leaking[1]")
+    assert soak.slopes({"short[4]": [(0.0, 1.0), (400.0, 2.0)]}, warmup_s=300) == {}
+
+
+@pytest.mark.integration
+def test_short_soak_against_the_real_stack(gateway_stack, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AVPENET_API_KEY", API_KEY)
+    args = _args(
+        "--url", gateway_stack.http_url, "--grpc-target", gateway_stack.grpc_target,
+        "--duration", "40s", "--users", "2", "--mix", "video", "--warmup", "10", "--sample-s", "2",
+        "--max-slope", "100", "--slo-p99-ms", "120000", "--out", str(tmp_path),
+    )  # fmt: skip
+    code = soak.run(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    with open(tmp_path / "soak_rss.csv") as fh:
+        names = {row["process"].split("[")[0] for row in csv.DictReader(fh)}
+    # every part of the stack is measured, process by process; the load generator is not
+    assert {"tritonserver", "stack total"} <= names, names
+    assert {"stub:audio_frontend", "stub:audio_encoder", "stub:visual_encoder", "stub:fusion"} <= names
+    assert any("ServeReplica:avpenet:Gateway" in n for n in names), names
+    assert any("ServeReplica:avpenet:FeatureExtractor" in n for n in names), names
+    assert not any("locust" in n for n in names)
+    assert "slope %/min" in out and "stack total" in out
