@@ -15,7 +15,7 @@ Figures, under stable JSON keys:
   missing, face missing) the figures and ``mae_change`` relative to clean;
 - ``interval_coverage_90``: share of clips whose label lies in the served 90% interval;
 - ``label_noise_floor_mae``: MAE of the rater-median label against the latent pain (DIR/truth.csv, synthetic
-  data only; null otherwise) — no model can be expected to go below it against the labels;
+  data only; null otherwise) — what outputting the latent pain would score (not a floor, docs/DATA.md);
 - ``targets``: each accuracy target the model is held to, with the measured figure and whether it is met.
 
 Why one module over 300 lines: one evaluation procedure (which subjects, which conditions, which targets)
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -309,7 +310,13 @@ def _jsonable(x):
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate(args)
+    from avpenet.labelcheck import LabelsError
+
+    try:
+        result = evaluate(args)
+    except LabelsError as exc:  # bad rows: reported with line numbers, nothing scored
+        print(f"avpenet evaluate: {exc}", file=sys.stderr)
+        return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     f, a, v = result["fusion"], result["audio_only"], result["visual_only"]

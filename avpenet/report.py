@@ -176,7 +176,7 @@ def _save(fig, path: Path) -> str:
 
 
 def _metrics_table(rows: list[tuple[str, dict]]) -> list[str]:
-    head = "| | MAE | RMSE | Pearson r | ICC(A,1) | 3-class acc | macro-F1 | clips | label-noise floor MAE |"
+    head = "| | MAE | RMSE | Pearson r | ICC(A,1) | 3-class acc | macro-F1 | clips | label noise MAE |"
     out = [head, "|---|---|---|---|---|---|---|---|---|"]
     for name, m in rows:
         cells = [_fmt(m.get(k), pct=k == "accuracy_3class") for k in METRIC_KEYS]
@@ -237,8 +237,9 @@ def _accuracy_section(r: dict, files: dict[str, str]) -> list[str]:
     lines += _metrics_table(rows)
     lines += [
         "",
-        "The label-noise floor is the MAE of the rater-median label against the latent pain the generator "
-        "drew (truth.csv): the part of the error against labels that no model can remove.",
+        "The label-noise column is the MAE of the rater-median label against the latent pain the generator "
+        "drew (truth.csv): what outputting the latent pain itself would score. It is not a floor: the "
+        "label's conditional median given the latent pain scores lower (docs/DATA.md).",
         "",
         f"![predicted vs true](img/{files['pred_vs_true']})",
         f"![fusion vs single modality](img/{files['modalities']})",
