@@ -1,6 +1,7 @@
 """`avpenet train`: fit AVPENet on a dataset directory with a subject-independent split.
 
     avpenet train --data DIR --out RUN_DIR [--epochs 40 --seed 0 --batch-size 32 --modality both]
+    avpenet train --init RUN_DIR --data HOSPITAL_DIR --out RUN_DIR   # fine-tune (avpenet.finetune)
 
 One epoch = one randomly chosen 3 s window of every training clip (clips have 1-4 windows; this keeps clips
 equally weighted and an epoch short). Augmentation, so degraded inputs at serving time are not new:
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +40,9 @@ import torch.nn.functional as F
 from avpenet import contract as C
 from avpenet import data
 from avpenet.aggregate import Z_INTERVAL
-from avpenet.model import AVPENet, AVPENetConfig, save_model
+from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
+from avpenet.labelcheck import check_split
+from avpenet.model import AVPENet, save_model
 from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics
 
 HELP = "train AVPENet on a dataset directory (subject-independent split, early stopping)"
@@ -56,7 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modality", choices=MODALITIES, default="both", help="train a single-modality model"
     )
-    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="AdamW peak learning rate (default 2e-3; 3e-4 with --init)"
+    )
+    parser.add_argument(
+        "--init", type=Path, help="fine-tune: start from this run directory (e.g. avpenet/reference)"
+    )
+    parser.add_argument(
+        "--freeze",
+        choices=FREEZE_CHOICES,
+        default="encoders",
+        help="with --init: parts kept fixed (default: both encoders; only the fusion adapts)",
+    )
     parser.add_argument("--weight-decay", type=float, default=0.02)
     parser.add_argument(
         "--patience", type=int, default=6, help="epochs without validation gain before stopping"
@@ -194,7 +209,9 @@ def _split_clips(args: argparse.Namespace, out_dir: Path) -> tuple[dict, list[da
     elif (Path(args.data) / data.SPLIT_FILE).exists():
         split = data.read_split(Path(args.data) / data.SPLIT_FILE)  # the dataset's own split wins
     else:
-        split = data.make_split(data.read_labels(args.data), args.seed)
+        rows = data.read_labels(args.data)
+        split = data.make_split(rows, args.seed)
+        check_split(split, rows)
     data.write_split(split, out_dir / data.SPLIT_FILE)
     clips = data.load_clips(args.data, split["train"] + split["val"], progress=not args.quiet)
     train_set = set(split["train"])
@@ -234,7 +251,7 @@ def _optimiser(model: AVPENet, args: argparse.Namespace, steps_per_epoch: int):
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos_" in n]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
+        lr=learning_rate(args),
     )
     plan = {"total": max(1, args.epochs * steps_per_epoch)}
     warmup = min(steps_per_epoch, plan["total"] // 10 + 1)
@@ -250,6 +267,7 @@ def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: 
     from tqdm import tqdm
 
     model.train()
+    keep_frozen_eval(model, getattr(model, "frozen_parts", ()))
     order = rng.permutation(len(clips))
     sums: dict[str, float] = {}
     desc = f"epoch {epoch + 1}/{args.epochs}"
@@ -382,8 +400,9 @@ def train(args: argparse.Namespace) -> dict:
     for c in (*train_clips, *val_clips):
         c.track = None  # the raw landmarks are no longer needed: free ~0.3 MB per clip
 
-    model = AVPENet(AVPENetConfig())
-    fit_visual_normalisation(model, train_clips)
+    model, model.frozen_parts = start_model(args)
+    if args.init is None:  # a fine-tuned model keeps its checkpoint's feature normalisation
+        fit_visual_normalisation(model, train_clips)
     model.audio_encoder.to(memory_format=torch.channels_last)
     val_inputs = [restrict(dict(c.inputs), args.modality) for c in val_clips]
     val_scores = np.array([c.score for c in val_clips])
@@ -396,6 +415,8 @@ def train(args: argparse.Namespace) -> dict:
     lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]
     val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
     config = _run_record(args, split, (len(train_clips), len(val_clips)), fit, scale, val, t0)
+    if args.init is not None:
+        config["finetune"] = before_after(args, model, split, out_dir)
     save_model(model, out_dir, extra=config)
     print(
         f"best epoch {fit[0]['epoch']} ({fit[3]}): val clip MAE {val['mae']:.3f}, "
@@ -406,7 +427,13 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    train(args)
+    from avpenet.labelcheck import LabelsError
+
+    try:
+        train(args)
+    except LabelsError as exc:  # bad rows: reported with line numbers, nothing trained
+        print(f"avpenet train: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

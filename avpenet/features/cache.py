@@ -74,9 +74,9 @@ def read_labels(data_dir: str | os.PathLike) -> list[dict[str, str]]:
                 f"{path} lacks column(s) {', '.join(missing)}; expected {', '.join(contract.LABEL_COLUMNS)}"
             )
         rows = list(reader)
-    ids = [r["clip_id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path} has duplicate clip_id values")
+    from avpenet.labelcheck import check_rows
+
+    check_rows(path, rows, list(reader.fieldnames or []))  # every bad row, with its line number and reason
     return rows
 
 
