@@ -19,7 +19,7 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.errors import NothingToScore, UndecodableMedia
-from preprocess_service import telemetry
+from preprocess_service import masking, telemetry
 from preprocess_service.limits import check_duration
 from preprocess_service.protocol import ScoreRequest
 from preprocess_service.settings import Limits
@@ -31,6 +31,7 @@ class Extracted:
     duration_s: float
     modalities: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    masked: dict[str, str] = field(default_factory=dict)  # modality -> why it was not used (masking.py)
 
     @property
     def n_windows(self) -> int:
@@ -85,5 +86,5 @@ def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | 
             )
         span.set_attribute("avpenet.windows", int(len(inputs[contract.WAVEFORM.name])))
     timings["features"] = (time.perf_counter() - t1) * 1000.0
-    modalities = [m for m, present in (("audio", wave is not None), ("visual", face)) if present]
-    return Extracted(inputs=inputs, duration_s=duration, modalities=modalities, timings_ms=timings)
+    modalities, masked = masking.apply(inputs, wave, track)
+    return Extracted(inputs, duration, modalities, timings, masked)

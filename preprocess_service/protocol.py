@@ -202,8 +202,9 @@ class ScoreResponse(BaseModel):
                 "request_id": "4f1c2a", "score": 4.2, "level": "moderate",
                 "class_probs": {"low": 0.2, "moderate": 0.6, "high": 0.2},
                 "interval_90": {"low": 2.9, "high": 5.5}, "modality_weights": {"audio": 0.55, "visual": 0.45},
-                "timeline": [], "duration_s": 3.0, "modalities": ["audio", "visual"], "age_group": "neonate",
-                "aggregation": AGGREGATION, "model_name": "avpenet", "model_versions": {"avpenet": "1"},
+                "timeline": [], "duration_s": 3.0, "modalities": ["audio", "visual"], "masked": {},
+                "age_group": "neonate", "aggregation": AGGREGATION, "model_name": "avpenet",
+                "model_versions": {"avpenet": "1"},
                 "timings_ms": {"decode": 5.0, "features": 120.0, "triton": 15.0, "total": 141.0},
             }
         },
@@ -218,6 +219,7 @@ class ScoreResponse(BaseModel):
     timeline: list[WindowScore]
     duration_s: float
     modalities: list[str]
+    masked: dict[str, str] = {}  # modality -> why it was not used (not sent, no face found, silent)
     age_group: str
     aggregation: str = AGGREGATION
     model_name: str

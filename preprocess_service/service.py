@@ -251,6 +251,7 @@ def build_response(
         timeline=timeline,
         duration_s=round(extracted.duration_s, 3),
         modalities=extracted.modalities,
+        masked=extracted.masked,
         age_group=request.age_group,
         model_name=model_name,
         model_versions=versions,
