@@ -28,6 +28,9 @@ APP_NAME = "naive"
 ROUTE_PREFIX = "/naive"
 IMPORT_PATH = "loadtests.baseline:build_app"
 MAX_ONGOING = 64  # accepts the bench's highest concurrency (32) without queueing in the proxy
+# Ray's logical CPUs for each peer app: the bench's 2-CPU cluster holds the gateway app (0.75) + two peers.
+# A scheduling token only: each peer sets its own thread count to every core.
+PEER_CPUS = 0.5
 
 api = FastAPI(title="AVPENet naive baseline")
 
@@ -93,7 +96,9 @@ async def score_upload(request: Request, limits: Any, infer: Any) -> JSONRespons
     )
 
 
-@serve.deployment(name="NaiveScorer", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=MAX_ONGOING)
+@serve.deployment(
+    name="NaiveScorer", ray_actor_options={"num_cpus": PEER_CPUS}, max_ongoing_requests=MAX_ONGOING
+)
 @serve.ingress(api)
 class NaiveScorer:
     """Parse, extract features, run eager PyTorch: each request through the model alone, nothing batched."""

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from loadtests.baseline import score_upload
+from loadtests.baseline import PEER_CPUS, score_upload
 
 APP_NAME = "ort"
 ROUTE_PREFIX = "/ort"
@@ -30,7 +30,9 @@ MAX_ONGOING = 64  # accepts the bench's highest concurrency (32) without queuein
 api = FastAPI(title="AVPENet one-process ONNX Runtime peer")
 
 
-@serve.deployment(name="OrtScorer", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=MAX_ONGOING)
+@serve.deployment(
+    name="OrtScorer", ray_actor_options={"num_cpus": PEER_CPUS}, max_ongoing_requests=MAX_ONGOING
+)
 @serve.ingress(api)
 class OrtScorer:
     """Parse, extract features, run the ONNX chain: each request alone, nothing batched across requests."""
