@@ -6,9 +6,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup proto demo test lint serve triton loadtest bench soak reliability clean
+.PHONY: setup proto demo test lint serve triton loadtest bench soak reliability clean realmedia realmedia-packages
 
-setup: $(STAMP) proto
+setup: $(STAMP) proto realmedia-packages
+
+# Debian packages whose files the real-media smoke set is built from (avpenet.realmedia; docs/DATA.md).
+REALMEDIA_PKGS := openarena-data openarena-081-players
+realmedia-packages:
+	@test -e /usr/share/games/openarena/baseoa/pak2-players.pk3 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(REALMEDIA_PKGS) >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(REALMEDIA_PKGS) >/dev/null; fi; }
+
+# The real-media clips (A/V MP4s + clips.csv) and the tracker's detection rate on real faces.
+realmedia: setup
+	$(BIN)/python -m avpenet.realmedia build --out build/realmedia
+	$(BIN)/python -m avpenet.realmedia detect
+	$(BIN)/python -m cli.realmedia_report --plot build/realmedia/scores.png
 
 # One venv from pinned, verified versions; Debian packages the stack shells out to (prometheus/promtool).
 $(STAMP): pyproject.toml requirements/base.txt requirements/nodeps.txt requirements/constraints.txt
