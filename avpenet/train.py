@@ -390,6 +390,7 @@ def _run_record(args, split: dict, n_clips: tuple[int, int], fit: tuple, scale: 
 def train(args: argparse.Namespace) -> dict:
     """Run one training; returns the config written to RUN_DIR/config.json."""
     t0 = time.monotonic()
+    args.lr = learning_rate(args)  # recorded in config.json as used
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
