@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
                 fhir=True,
             )
             print(f"FHIR R4 Observation for {examples[0].name}:\n{json.dumps(obs, indent=2)}\n")
+        clip = args.examples / "neonate-cry-high.mp4"
+        if clip.exists():
+            from cli.monitor import demo_session
+
+            print(f"monitoring stream (WebSocket /v1/stream): {clip.name} looped twice, 4x real time:")
+            print("\n".join("  " + line for line in demo_session(stack.http_url, key, clip)) + "\n")
     print(_table(rows))
     print(
         "\nlabel = median of three simulated raters; * = level differs from the label's level."

@@ -114,3 +114,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet monitor: {exc}", file=sys.stderr)
         return 1
     return 0 if stream.close_code == 1000 else 1
+
+
+def demo_session(http_url: str, api_key: str, clip: Path) -> list[str]:
+    """`make demo`'s monitoring session: `clip` looped twice as a video stream at 4x real time, alert after
+    3 windows above 6; the event lines as `avpenet monitor` prints them."""
+    import numpy as np
+
+    from preprocess_service.stream.client import Recording, replay, ws_url
+
+    rec = load_recording(clip)
+    step = contract.SAMPLE_RATE // contract.FPS
+    wave = None if rec.wave is None else np.tile(rec.wave[: rec.n_frames * step], 2)
+    looped = Recording(wave=wave, frames=(rec.frames or []) * 2 or None)
+    lines: list[str] = []
+    config = {"threshold": 6.0, "windows": 3, "trend_every": 3}
+    asyncio.run(
+        replay(ws_url(http_url), api_key, looped, age_group="neonate", speed=4.0, config=config,
+               on_event=lambda e: lines.append(describe(e)), fmt="jpeg")
+    )  # fmt: skip
+    return lines

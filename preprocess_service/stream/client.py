@@ -8,6 +8,7 @@ tests and the load driver use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
@@ -116,8 +118,12 @@ async def open_stream(url: str, api_key: str | None, start: dict, *, timeout_s: 
     headers = {"x-request-timeout-seconds": "0"}  # Ray's proxy would otherwise end the stream after 60 s
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    conn = await connect(url, additional_headers=headers, proxy=None, max_size=2**22, open_timeout=timeout_s)
-    await conn.send(json.dumps(start))
+    # No permessage-deflate: samples and frames hardly compress; deflating big frames blocks the loop.
+    conn = await connect(
+        url, additional_headers=headers, proxy=None, max_size=2**22, open_timeout=timeout_s, compression=None
+    )
+    with contextlib.suppress(ConnectionClosed):  # refused before reading it: the reason is queued to read
+        await conn.send(json.dumps(start))
     try:
         first = json.loads(await asyncio.wait_for(conn.recv(), timeout_s))
     except Exception as exc:  # noqa: BLE001

@@ -15,5 +15,9 @@ class StreamLimits(BaseModel):
     resume_ttl_s: float = Field(60.0, ge=0)  # a dropped stream's state is kept this long for a resume
     max_pending_items: int = Field(300, gt=0)  # chunks received but not yet processed (30 s of frames)
     max_pending_bytes: int = Field(8 * 1024 * 1024, gt=0)  # their payload bytes; beyond: drop oldest frames
+    # Media received ahead of the wall clock since the stream opened (a resume may catch up on its gap):
+    # beyond this the sender is flooding, closed 4409. Serve's HTTP proxy buffers a WebSocket's incoming
+    # messages without backpressure, so closing early is what bounds its memory.
+    max_ahead_s: float = Field(10.0, gt=0)
     max_queued_events: int = Field(256, gt=0)  # events the client has not read; beyond: close 4409
     replay_events: int = Field(64, ge=0)  # last events kept per stream for a resume (`last_event`)

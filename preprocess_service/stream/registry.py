@@ -29,6 +29,8 @@ class Entry:
     monitor: AlertMonitor
     events: deque = field(default_factory=deque)  # the last events sent (for a resume)
     event_seq: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+    received_s: dict = field(default_factory=lambda: {"audio": 0.0, "frame": 0.0})  # media seconds received
     attached: bool = True
     detached_at: float = 0.0
     finished: bool = False

@@ -9,6 +9,9 @@ Flow control (stated policy):
   bound the OLDEST queued frames are dropped unread (each becomes a frame without a face, so the timeline
   holds; an `error` event `frames_dropped` says how many); when only audio is left to drop, or beyond the item
   bound, the stream is closed 4409 (audio is never dropped: a gap in sound would change the scores).
+- pacing: media received more than `max_ahead_s` ahead of the wall clock since the stream opened (a resume
+  may catch up on its gap) closes 4409 `too_fast`: Serve's HTTP proxy reads WebSocket messages without
+  backpressure, so a flooding sender must be cut off early for the proxy's buffer to stay bounded.
 - outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409.
 - stall: no message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
 """
@@ -20,12 +23,12 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass
 
 from avpenet.errors import InputError
+from preprocess_service.stream.inbound import Inbound, Item, ahead_s
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
+    CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_SLOW_CONSUMER,
     CLOSE_STALLED,
@@ -43,27 +46,17 @@ BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
 DRAIN_TIMEOUT_S = 30.0  # after a disconnect, finish the queued chunks within this (their seqs are accepted)
 
 
-@dataclass
-class Item:
-    kind: str  # audio | frame | dropped | handling | end | stop
-    header: dict
-    payload: bytes | None
-    arrived: float
-
-
 class Session:
     def __init__(self, ws, hub, entry: Entry, resumed: bool, last_event: int = -1) -> None:
         self.ws, self.hub, self.entry, self.resumed, self.last_event = ws, hub, entry, resumed, last_event
         self.limits = hub.registry.limits
         self.state, self.monitor = entry.state, entry.monitor
-        self.pending: deque[Item] = deque()
-        self.pending_bytes = 0
+        self.inbound = Inbound(self.limits)
         self.wake = asyncio.Event()
         self.done = asyncio.Event()
         self.out: asyncio.Queue = asyncio.Queue(self.limits.max_queued_events)
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.connected = True
-        self.dropped_unreported = 0
         self.notes: list[dict] = []  # per-connection notices sent right after `started` (not replayed)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -71,6 +64,7 @@ class Session:
         """Serve the connection until it ends; returns the close code."""
         sender = asyncio.create_task(self._sender())
         processor = asyncio.create_task(self._processor())
+        processor.add_done_callback(self._processor_died)
         self._started()
         receiver = asyncio.create_task(self._receiver())
         await self.done.wait()
@@ -92,11 +86,18 @@ class Session:
         sender.cancel()
         return self.close_code
 
+    def _processor_died(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stream %s: processing failed", self.entry.stream_id, exc_info=task.exception())
+            self.fail(
+                CLOSE_INTERNAL, "internal error while processing the stream; resume to continue", "internal"
+            )
+
     def fail(self, code: int, reason: str, error: str) -> None:
         """End the stream with `code`; the full reason also goes out as an error event first."""
         if self.done.is_set():
             return
-        self.emit({"type": "error", "code": error, "detail": reason, "fatal": True}, force=True)
+        self.emit({"type": "error", "code": error, "detail": reason, "fatal": True})
         self.close_code, self.close_reason = code, reason
         self.done.set()
 
@@ -120,17 +121,21 @@ class Session:
                     self.emit(event, record=False)
 
     # --- events ---------------------------------------------------------------------------------------------
-    def emit(self, event: dict, *, record: bool = True, force: bool = False) -> None:
+    def emit(self, event: dict, *, record: bool = True) -> None:
+        """Record the event (for a resume) and queue it for the client; events of the chunks drained after a
+        close decision still go out before the close frame."""
         if record:
             event["seq"] = self.entry.event_seq
             self.entry.event_seq += 1
             self.entry.events.append(event)
             self.hub.metrics.events.labels(event["type"]).inc()
-        if not self.connected or (self.done.is_set() and not force):
+        if not self.connected:
             return
         try:
             self.out.put_nowait(event)
         except asyncio.QueueFull:
+            if self.done.is_set():
+                return
             self.close_code = CLOSE_SLOW_CONSUMER
             self.close_reason = f"client read no events while {self.limits.max_queued_events} were waiting"
             self.done.set()
@@ -172,6 +177,8 @@ class Session:
                     if control["type"] == "end":
                         return
                 garbage = 0
+                if self.done.is_set():  # closed by the flow control
+                    return
             except StreamRejected as exc:
                 self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
                 garbage = garbage + 1 if exc.code == "garbage" else 0
@@ -182,48 +189,38 @@ class Session:
     def _chunk(self, data: bytes) -> None:
         header, payload = parse_chunk(data)
         self.state.check_seq(header["kind"], header["seq"])
+        self._pace(header, len(payload))
         self._enqueue(Item(header["kind"], header, bytes(payload), time.monotonic()))
 
-    def _enqueue(self, item: Item) -> None:
-        self.pending.append(item)
-        self.pending_bytes += len(item.payload or b"")
-        self.wake.set()
-        if self.pending_bytes > self.limits.max_pending_bytes:
-            self._drop_frames()
-        if (
-            self.pending_bytes > self.limits.max_pending_bytes
-            or len(self.pending) > self.limits.max_pending_items
-        ):
-            self.fail(
-                CLOSE_SLOW_CONSUMER,
-                "sending faster than the stream is processed (queue full); send at real time",
-                "overloaded",
+    def _pace(self, header: dict, size: int) -> None:
+        """Close a stream whose media runs more than `max_ahead_s` ahead of the wall clock (a flood)."""
+        e, limit = self.entry, self.limits.max_ahead_s
+        ahead = ahead_s(e.received_s, header, size, e.start.sample_rate, e.opened_at)
+        if ahead > limit:
+            reason = (
+                f"media arrives {ahead:.0f} s ahead of real time (limit {limit:g} s); stream at real time"
             )
+            self.fail(CLOSE_SLOW_CONSUMER, reason, "too_fast")
 
-    def _drop_frames(self) -> None:
-        """Drop the oldest queued frames unread until the queue is back under its byte bound."""
-        for item in self.pending:
-            if self.pending_bytes <= self.limits.max_pending_bytes:
-                return
-            if item.kind == "frame":
-                self.pending_bytes -= len(item.payload or b"")
-                item.kind, item.payload = "dropped", None
-                self.dropped_unreported += 1
-                self.hub.metrics.dropped.inc()
+    def _enqueue(self, item: Item) -> None:
+        self.inbound.put(item)
+        self.wake.set()
+        if reason := self.inbound.overflow():
+            self.fail(CLOSE_SLOW_CONSUMER, reason, "overloaded")
 
     # --- processing -----------------------------------------------------------------------------------------
     async def _processor(self) -> None:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.pending:
-                batch = [self.pending.popleft() for _ in range(min(BATCH_ITEMS, len(self.pending)))]
-                self.pending_bytes -= sum(len(i.payload or b"") for i in batch)
+            while self.inbound.items:
+                batch = self.inbound.take(BATCH_ITEMS)
                 ready, errors = await asyncio.to_thread(self._process, batch)
                 for event in errors:
                     self.emit(event)
-                if self.dropped_unreported:
-                    n, self.dropped_unreported = self.dropped_unreported, 0
+                if self.inbound.dropped:
+                    n, self.inbound.dropped = self.inbound.dropped, 0
+                    self.hub.metrics.dropped.inc(n)
                     detail = f"{n} frames dropped unread: the stream sends faster than it is tracked"
                     self.emit({"type": "error", "code": "frames_dropped", "count": n, "detail": detail})
                 await self._score(ready)

@@ -208,3 +208,17 @@ def test_registry_limits_and_resume():
     reg.detach(a)
     reg.sweep(now=a.detached_at + 61)
     assert "stream-a1" not in reg.streams
+
+
+def test_inbound_queue_drops_oldest_frames_never_audio():
+    from preprocess_service.stream.inbound import Inbound, Item
+
+    q = Inbound(StreamLimits(max_pending_bytes=1000, max_pending_items=10))
+    q.put(Item("audio", {}, b"a" * 400, 0.0))
+    for _ in range(3):
+        q.put(Item("frame", {}, b"f" * 300, 0.0))
+    assert [i.kind for i in q.items] == ["audio", "dropped", "frame", "frame"] and q.dropped == 1
+    assert q.bytes == 1000 and q.overflow() is None
+    q.put(Item("audio", {}, b"a" * 700, 0.0))  # only audio left to drop: over the bound
+    assert q.overflow() and [i.kind for i in q.items].count("frame") == 0
+    assert [i.kind for i in q.take(2)] == ["audio", "dropped"] and q.bytes == 700

@@ -1,0 +1,65 @@
+"""The bounded queue between a stream's receiver and its processor, and the real-time pacing check.
+
+Policy (stated in session.py): beyond `max_pending_bytes` the OLDEST queued frames are dropped unread (each
+becomes a frame without a face, so the timeline holds); audio is never dropped. `overflow()` names what is
+still over a bound after that (the session then closes 4409). `ahead_s()` is how far the media received runs
+ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a WebSocket's incoming messages
+without backpressure, so closing a flooding sender early is what bounds the proxy's memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from avpenet import contract
+from preprocess_service.stream.limits import StreamLimits
+
+
+@dataclass
+class Item:
+    kind: str  # audio | frame | dropped | handling | end | stop
+    header: dict
+    payload: bytes | None
+    arrived: float
+
+
+class Inbound:
+    def __init__(self, limits: StreamLimits) -> None:
+        self.limits = limits
+        self.items: deque[Item] = deque()
+        self.bytes = 0
+        self.dropped = 0  # frames dropped since the last take()
+
+    def put(self, item: Item) -> None:
+        self.items.append(item)
+        self.bytes += len(item.payload or b"")
+        for old in self.items:  # over the byte bound: the oldest frames go first
+            if self.bytes <= self.limits.max_pending_bytes:
+                break
+            if old.kind == "frame":
+                self.bytes -= len(old.payload or b"")
+                old.kind, old.payload = "dropped", None
+                self.dropped += 1
+
+    def overflow(self) -> str | None:
+        if self.bytes > self.limits.max_pending_bytes or len(self.items) > self.limits.max_pending_items:
+            return "sending faster than the stream is processed (queue full); send at real time"
+        return None
+
+    def take(self, n: int) -> list[Item]:
+        batch = [self.items.popleft() for _ in range(min(n, len(self.items)))]
+        self.bytes -= sum(len(i.payload or b"") for i in batch)
+        return batch
+
+
+def ahead_s(received_s: dict, header: dict, size: int, default_rate: int, opened_at: float) -> float:
+    """Count a chunk into `received_s` (media seconds per kind); seconds the media runs ahead of real time."""
+    if header["kind"] == "audio":
+        rate = header.get("rate")
+        rate = rate if isinstance(rate, int) and rate > 0 else default_rate
+        received_s["audio"] += size / 4 / rate
+    else:
+        received_s["frame"] += 1 / contract.FPS
+    return max(received_s.values()) - (time.monotonic() - opened_at)
