@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup proto demo test lint serve triton loadtest bench soak reliability clean realmedia realmedia-packages
+.PHONY: setup proto demo test lint serve triton loadtest bench soak multinode reliability clean realmedia realmedia-packages
 
 setup: $(STAMP) proto realmedia-packages
 
@@ -68,6 +68,10 @@ bench: setup
 
 soak: setup
 	$(BIN)/avpenet soak
+
+# The gateway on a two-node Ray cluster (`ray start` head + worker on loopback): ~3 min on 2 cores.
+multinode: setup
+	$(BIN)/python -m pytest -q -m slow tests/deploy/test_multinode.py
 
 # The slow hostile-caller checks: `avpenet serve` hung-stub recovery and every stop signal (a stack each),
 # and the hostile campaign at 600 requests (docs/RELIABILITY.md).
