@@ -58,6 +58,8 @@ class OrtChain:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # As the Triton backend: spinning intra-op pools of concurrent runs burn the cores they wait for.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.graphs = {spec.name: served_graph(self.repo, spec.name) for spec in contract.PARTS}
         for part, name in (graphs or {}).items():
             self.graphs[part] = self.graphs[part].with_name(name)
