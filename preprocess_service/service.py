@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from avpenet import contract
 from avpenet.aggregate import aggregate_windows
-from preprocess_service import audit, fhir, memprofile, pinning, telemetry
+from preprocess_service import audit, fhir, memprofile, pinning, telemetry, warmup
 from preprocess_service.auth import ApiKeys
 from preprocess_service.clinical import Clinical, clip_sha256
 from preprocess_service.errors import TritonUnavailable, reason_of, status_of
@@ -80,6 +80,7 @@ class ScoringService:
         self.extractor = extractor or self._extract_in_thread
         self.clinical = Clinical(settings)  # formats, HL7 delivery, Idempotency-Key cache (clinical.py)
         audit.setup()
+        self._warm: asyncio.Task | None = None  # the warm-up clip (warmup.py): the first ready() starts it
 
     def _extractor_for(self, request: ScoreRequest) -> Extractor:
         """Video goes to the injected extractor (the FeatureExtractor deployment: face tracking is the CPU
@@ -92,6 +93,10 @@ class ScoringService:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
 
     async def close(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel()
+            with contextlib.suppress(BaseException):
+                await self._warm
         await self.watchdog.close()
         await self.triton.close()
 
@@ -202,9 +207,32 @@ class ScoringService:
         return ModelsResponse(ensemble=self.settings.model_name, models=[ModelInfo(**r) for r in rows])
 
     async def ready(self) -> bool:
-        """Triton's ensemble is loaded AND the watchdog's last probe inferences answered (watchdog.py)."""
+        """Triton's ensemble is loaded, the watchdog's last probe inferences answered (watchdog.py) AND this
+        replica has scored its warm-up clip (warmup.py), so the first patient request is not a cold one."""
         self.watchdog.ensure_started()
-        return self.watchdog.healthy and await self.triton.ready()
+        warm = self._start_warm_up(asyncio.get_running_loop())
+        with contextlib.suppress(Exception):  # a failed or slow warm-up is "not ready"; retried next time
+            await asyncio.wait_for(asyncio.shield(warm), self.settings.triton_timeout_s)
+        warmed = warm.done() and not warm.cancelled() and warm.exception() is None
+        return warmed and self.watchdog.healthy and await self.triton.ready()
+
+    def _start_warm_up(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
+        failed = (
+            self._warm is not None
+            and self._warm.done()
+            and (self._warm.cancelled() or self._warm.exception() is not None)
+        )
+        if self._warm is None or failed:
+            self._warm = loop.create_task(self._warm_up(), name="gateway-warm-up")
+        return self._warm
+
+    async def _warm_up(self) -> None:
+        """One synthetic clip through decode, features, Triton and response building; no metrics."""
+        request = warmup.synthetic_request()
+        extracted = await self._extract_in_thread(request, {})
+        result, versions = await self._infer_pinned(request, extracted)
+        timings = {**extracted.timings_ms, "triton": 0.0, "total": 0.0}
+        build_response(request, extracted, result, versions, timings, self.settings.model_name)
 
 
 # --- response building --------------------------------------------------------------------------------------
