@@ -205,6 +205,27 @@ class ChainModel:
         return {k: torch.from_numpy(v) for k, v in self.chain(inputs).items()}
 
 
+def chain_ms(repo: Path, parts: tuple[str, ...], tensors: dict, rounds: int = 7) -> dict[str, float]:
+    """The whole model stage (every part, the chosen ones at int8) on 32 windows: interleaved medians."""
+    import statistics
+    import time
+
+    feeds = {k: v[:32] for k, v in tensors.items()}
+    chains = {
+        name: OrtChain(repo, graphs={p: INT8_FILE if p in int8 else "model.onnx" for p in QUANTISABLE})
+        for name, int8 in (("fp32", ()), ("int8", parts))
+    }
+    times: dict[str, list[float]] = {name: [] for name in chains}
+    for chain in chains.values():
+        chain(feeds)
+    for _ in range(rounds):
+        for name, chain in chains.items():
+            start = time.perf_counter()
+            chain(feeds)
+            times[name].append(1000.0 * (time.perf_counter() - start))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def evaluate_precisions(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, dict]:
     """`avpenet evaluate`'s figures for the fp32 graphs and for `parts` at int8, on the same clips."""
     from avpenet.evaluate import evaluate
@@ -254,16 +275,20 @@ def run(args: argparse.Namespace) -> int:
     calibration = {"data": str(args.data), "clips": args.clips, "seed": args.seed,
                    "windows": int(len(tensors[contract.WAVEFORM.name]))}  # fmt: skip
     report = quantize_repository(Path(args.repo), tensors, parts, calibration)
+    report["model_stage_ms_per_32_windows"] = chain_ms(Path(args.repo), parts, tensors)
     if args.evaluate is not None:
         report["evaluation"] = evaluate_precisions(Path(args.repo), args.evaluate, parts)
     for name, row in report.items():
-        if name == "evaluation":
+        if name in ("evaluation", "model_stage_ms_per_32_windows"):
             continue
         state = "new" if row["created"] else "unchanged"
         fp32_ms, int8_ms = row["ms_per_32_windows_fp32_int8"]
         print(f"  {name:<16} version {row['version']} ({state}): 32 windows {fp32_ms:.0f} ms fp32, "
               f"{int8_ms:.0f} ms int8 ({fp32_ms / int8_ms:.2f}x)")  # fmt: skip
     print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `avpenet export` (configs)")
+    stage = report["model_stage_ms_per_32_windows"]
+    print(f"model stage, 32 windows: {stage['fp32']:.0f} ms fp32, {stage['int8']:.0f} ms with the int8 parts "
+          f"({stage['fp32'] / stage['int8']:.2f}x)")  # fmt: skip
     if "evaluation" in report:
         e = report["evaluation"]
         print(f"fusion MAE on {e['fp32']['n_clips']} clips: fp32 {e['fp32']['fusion']['mae']:.4f}, int8 "

@@ -409,6 +409,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="re-render a saved run (docs/img/bench.json), measure nothing",
     )
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="Markdown file whose paragraphs are added to the report's notes (figures measured outside it)",
+    )
     parser.add_argument("--max-replicas", type=int, default=1, help="Serve replica cap of the gateway app")
     parser.add_argument(
         "--repo", type=Path, default=None, help="model repository to serve (default: the committed one)"
@@ -434,6 +440,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_json is not None:
         report = br.report_from_dict(json.loads(args.from_json.read_text()))
+        if args.notes is not None:
+            report.notes += [n.strip() for n in args.notes.read_text().split("\n\n") if n.strip()]
         print_report(report)
         write(report, args.markdown or MARKDOWN)
         print(f"wrote {args.markdown or MARKDOWN}")
