@@ -4,7 +4,7 @@ A hospital has tens to a few hundred labelled clips, not thousands, so training 
 throw away what the reference learned. Fine-tuning therefore starts from a checkpoint and, by default:
 - freezes both encoders (``--freeze encoders``): the audio ResNet and the visual temporal encoder keep the
   reference's weights, batch-norm statistics and feature normalisation; only the cross-modal fusion and its
-  heads (about a third of the parameters) adapt to the hospital's recordings, raters and scale use;
+  heads (49% of the parameters) adapt to the hospital's recordings, raters and scale use;
 - uses a learning rate 7x lower than training from scratch (3e-4 instead of 2e-3), so a few noisy clips
   cannot move the weights far from the reference;
 - keeps everything else of ``avpenet train``: the subject-independent split, augmentation, early stopping on
