@@ -237,7 +237,20 @@ def measure_cell(
         cores=meter.cores,
         model_s=model_s,
         triton=triton,
+        error_kinds=error_kinds(d.detail for d in done if not d.ok),
     )
+
+
+def error_kinds(details) -> dict[str, int]:
+    """Failed requests counted by kind: `HTTP 503 Overloaded`, or the client exception's class."""
+    import re
+    from collections import Counter
+
+    def kind(detail: str) -> str:
+        found = re.match(r'HTTP (\d+): b?[\'"]?.*?"error": ?"(\w+)"', detail)
+        return f"HTTP {found.group(1)} {found.group(2)}" if found else detail.split(":", 1)[0][:40]
+
+    return dict(Counter(kind(d) for d in details))
 
 
 def _parts():
@@ -595,7 +608,12 @@ def notes(cells: list[br.Cell]) -> list[str]:
     if failed:
         out.append(
             "Failed requests in: "
-            + ", ".join(f"{c.mix} c={c.concurrency} {c.system} ({c.errors})" for c in failed)
+            + ", ".join(
+                f"{c.mix} c={c.concurrency} {c.system} ({c.errors}: "
+                + (", ".join(f"{k} x{n}" for k, n in c.error_kinds.items()) or "kinds not recorded")
+                + ")"
+                for c in failed
+            )
         )
     thin = [c for c in cells if 0 < c.requests < 100]
     if thin:

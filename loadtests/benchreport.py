@@ -112,6 +112,7 @@ class Cell:
     model_s: float = 0.0  # seconds the model stage computed (Triton compute_infer sum / naive model timings)
     triton: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric deltas
     attempts: int = 1  # measurements taken (a cell disturbed by other users' work is measured again)
+    error_kinds: dict[str, int] = field(default_factory=dict)  # failed requests by status / exception
 
     @property
     def requests(self) -> int:

@@ -57,3 +57,17 @@ def test_long_mix_is_a_minute_within_the_default_limit():
     (kind,) = clips.MIXES["long"]
     assert clips.KINDS[kind].seconds == Limits().max_duration_s == 60.0
     assert set(clips.KINDS[kind].fields) == {"audio", "landmarks"}
+
+
+def test_failed_requests_are_counted_by_kind_and_named_in_the_notes():
+    from loadtests import bench
+
+    details = [
+        'HTTP 503: b\'{"error":"Overloaded","detail":"x"}\'',
+        'HTTP 503: b\'{"error": "Overloaded"}\'',
+        "ServerDisconnectedError()",
+    ]
+    kinds = bench.error_kinds(details)
+    assert kinds == {"HTTP 503 Overloaded": 2, "ServerDisconnectedError()": 1}
+    cell = make_cell(errors=3, error_kinds=kinds)
+    assert any("HTTP 503 Overloaded x2" in note for note in bench.notes([cell]))
