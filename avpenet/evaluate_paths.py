@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 PATHS = {  # path -> (columns kept, column that must be present)
-    "video": (("audio", "video"), "video"),
+    # the MP4 wins over the .npz (the reader's precedence), so the row stays whole and the cached tracking is
+    # reused: blanking `visual` would change the cache signature and track every MP4 again
+    "video": (("audio", "visual", "video"), "video"),
     "audio_landmarks": (("audio", "visual"), "visual"),
     "audio_only": (("audio",), "audio"),
     "landmarks_only": (("visual",), "visual"),

@@ -12,7 +12,7 @@ ROW = {"clip_id": "c", "subject_id": "s", "audio": "a.wav", "visual": "v.npz", "
 
 
 def test_rows_carry_what_each_upload_carries():
-    assert path_row(ROW, "video") == {**ROW, "visual": ""}
+    assert path_row(ROW, "video") == ROW  # the MP4 wins over the .npz in the reader: nothing to blank
     assert path_row(ROW, "audio_landmarks") == {**ROW, "video": ""}
     assert path_row(ROW, "audio_only") == {**ROW, "visual": "", "video": ""}
     assert path_row(ROW, "landmarks_only") == {**ROW, "audio": "", "video": ""}
