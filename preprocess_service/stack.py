@@ -28,6 +28,8 @@ from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
 HOST = "127.0.0.1"
 APP_NAME = "avpenet"
+RAY_START_TIMEOUT = "timed out during startup"  # Ray's own message when the raylet misses its window
+RAY_START_ATTEMPTS = 3
 DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
 log = logging.getLogger("avpenet.stack")
@@ -155,15 +157,7 @@ class LocalStack:
         from ray.serve.config import gRPCOptions
         from ray.serve.schema import ServeDeploySchema
 
-        self._ray_dir = tempfile.mkdtemp(prefix="avpenet-ray-")
-        ray.init(
-            num_cpus=self.num_cpus,
-            include_dashboard=False,
-            _temp_dir=self._ray_dir,
-            _node_ip_address=HOST,
-            configure_logging=False,
-            log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
-        )
+        self._init_ray(ray)
         schema = ServeDeploySchema.model_validate(self.serve_config())
         try:  # serve_start waits for the proxies, so a bind failure surfaces here (as a RayTaskError)
             client = serve_start(
@@ -178,6 +172,35 @@ class LocalStack:
             raise
         client.deploy_apps(schema)
         self._wait_running()
+
+    def _init_ray(self, ray: Any) -> None:
+        """ray.init, tried again when the raylet misses Ray's fixed 30 s registration window.
+
+        That window is hard-coded in Ray; a box busy with other work (a CI neighbour, a training run) can miss
+        it once while the next try starts in seconds, so one slow start must not fail the whole stack.
+        """
+        for attempt in range(1, RAY_START_ATTEMPTS + 1):
+            self._ray_dir = tempfile.mkdtemp(prefix="avpenet-ray-")
+            try:
+                ray.init(
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    _temp_dir=self._ray_dir,
+                    _node_ip_address=HOST,
+                    configure_logging=False,
+                    log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
+                )
+                return
+            except Exception as exc:
+                if RAY_START_TIMEOUT not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                    raise
+                log.warning(
+                    "Ray node missed its start-up window; starting it again (%d/%d)",
+                    attempt + 1,
+                    RAY_START_ATTEMPTS,
+                )
+                ray.shutdown()  # whatever of the node did start
+                shutil.rmtree(self._ray_dir, ignore_errors=True)
 
     def _max_grpc_message_bytes(self) -> int:
         from preprocess_service.settings import GatewaySettings

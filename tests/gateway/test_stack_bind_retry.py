@@ -97,3 +97,47 @@ def test_a_port_taken_for_real_is_retried() -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "ready 200" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+class _FlakyRay:
+    """ray.init that misses the raylet's start-up window `misses` times (Ray's own message), then starts."""
+
+    def __init__(self, misses: int) -> None:
+        self.misses, self.inits, self.shutdowns, self.temp_dirs = misses, 0, 0, []
+
+    def init(self, **kwargs) -> None:
+        self.inits += 1
+        self.temp_dirs.append(kwargs["_temp_dir"])
+        if self.inits <= self.misses:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_slow_ray_start_is_tried_again_on_a_fresh_temp_dir() -> None:
+    import os
+
+    fake = _FlakyRay(misses=1)
+    local = LocalStack(triton=_FakeTriton())
+    local._init_ray(fake)
+    assert (fake.inits, fake.shutdowns) == (2, 1)
+    assert len(set(fake.temp_dirs)) == 2 and not os.path.exists(fake.temp_dirs[0])
+    os.rmdir(fake.temp_dirs[1])
+
+
+def test_ray_start_retries_are_bounded_and_other_errors_are_not_retried() -> None:
+    fake = _FlakyRay(misses=stack_mod.RAY_START_ATTEMPTS)
+    with pytest.raises(Exception, match="timed out during startup"):
+        LocalStack(triton=_FakeTriton())._init_ray(fake)
+    assert fake.inits == stack_mod.RAY_START_ATTEMPTS
+
+    class _Broken(_FlakyRay):
+        def init(self, **kwargs) -> None:
+            super().init(**kwargs)
+            raise ValueError("bad argument")
+
+    broken = _Broken(misses=0)
+    with pytest.raises(ValueError):
+        LocalStack(triton=_FakeTriton())._init_ray(broken)
+    assert broken.inits == 1
