@@ -101,11 +101,12 @@ def read_head(source: Source) -> bytes:
     return head
 
 
-def as_file(source: Source) -> io.BytesIO | str:
-    """What soundfile / PyAV open: an in-memory file for bytes, a path string otherwise."""
+def as_file(source: Source) -> io.BytesIO:
+    """What soundfile / PyAV open: always an in-memory file. A path is read first, because FFmpeg is
+    allowed no protocol at all (not even `file`), so a path handed to it would not open."""
     if isinstance(source, bytes | bytearray | memoryview):
         return io.BytesIO(bytes(source))
-    return str(Path(source))
+    return io.BytesIO(Path(source).read_bytes())
 
 
 def open_av(source: Source, kind: str, bounds: SampleBounds | None = None) -> av.container.InputContainer:
