@@ -63,6 +63,7 @@ class ScoringService:
             settings.triton_url,
             model=settings.model_name,
             timeout_s=settings.triton_timeout_s,
+            timeout_per_window_s=settings.triton_timeout_per_window_s,
             retries=settings.triton_retries,
             backoff_s=settings.triton_backoff_s,
             retry_after_s=settings.limits.retry_after_s,

@@ -49,6 +49,8 @@ class GatewaySettings(BaseModel):
     triton_lb_policy: str = Field("round_robin", pattern="^(round_robin|pick_first)$")
     triton_refresh_s: float = Field(60.0, ge=0)
     triton_timeout_s: float = Field(10.0, gt=0)  # deadline of one inference call (all retries included)
+    # ... or this much per window when longer (a 60-s clip: 58 windows -> 29 s), so long clips can queue
+    triton_timeout_per_window_s: float = Field(0.5, ge=0)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
     # Watchdog: a real one-window inference this often; `watchdog_failures` failed in a row = not ready

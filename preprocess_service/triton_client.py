@@ -69,6 +69,7 @@ class TritonClient:
         *,
         model: str = contract.ENSEMBLE.name,
         timeout_s: float = 10.0,
+        timeout_per_window_s: float = 0.0,
         retries: int = 3,
         backoff_s: float = 0.1,
         retry_after_s: int = 2,
@@ -80,6 +81,8 @@ class TritonClient:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
+        self.timeout_per_window_s = timeout_per_window_s
+        self._longest_budget_s = timeout_s  # a retired channel stays open this long for calls in flight
         self.retries = retries
         self.backoff_s = backoff_s
         self.retry_after_s = retry_after_s
@@ -110,7 +113,7 @@ class TritonClient:
         """Close a replaced channel once the calls it carries have reached their deadline."""
 
         async def close_later() -> None:
-            await asyncio.sleep(self.timeout_s)
+            await asyncio.sleep(self._longest_budget_s)
             await client.close()
 
         task = asyncio.get_running_loop().create_task(close_later())
@@ -138,8 +141,10 @@ class TritonClient:
         n = len(next(iter(inputs.values())))
         step = contract.MAX_BATCH_SIZE
         chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, n, step)]
+        budget = self.deadline_s(n)
+        self._longest_budget_s = max(self._longest_budget_s, budget)
         results = await asyncio.gather(
-            *(self._infer_once(c, request_id, headers, model_version) for c in chunks)
+            *(self._infer_once(c, request_id, headers, model_version, budget) for c in chunks)
         )
         outputs = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
         return InferOutput(outputs, results[0].model_version)
@@ -150,6 +155,7 @@ class TritonClient:
         request_id: str,
         headers: Mapping[str, str] | None,
         model_version: str = "",
+        budget_s: float | None = None,
     ) -> InferOutput:
         tensors = infer_inputs(grpcclient, contract.ENSEMBLE, inputs)
         requested = [grpcclient.InferRequestedOutput(spec.name) for spec in contract.ENSEMBLE.outputs]
@@ -162,19 +168,28 @@ class TritonClient:
                 request_id=request_id,
                 headers=dict(headers or {}),
                 client_timeout=remaining,
-            )
+            ),
+            budget_s,
         )
         outputs = {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
         return InferOutput(outputs, str(result.get_response().model_version))
 
-    async def _call(self, fn):
+    def deadline_s(self, windows: int) -> float:
+        """One call's deadline: the base, or `timeout_per_window_s` per window when that is longer.
+
+        A 60-s clip is 58 windows; under load it queues behind other clips' windows, and a fixed deadline
+        sized for a 3-s clip would time it out (504) while the naive peers simply let it wait."""
+        return max(self.timeout_s, self.timeout_per_window_s * windows)
+
+    async def _call(self, fn, budget_s: float | None = None):
         """Run `fn(remaining_seconds)` under the deadline, retrying UNAVAILABLE with exponential backoff."""
-        deadline = time.monotonic() + self.timeout_s
+        budget = budget_s or self.timeout_s
+        deadline = time.monotonic() + budget
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TritonTimeout(f"Triton did not answer within {self.timeout_s:.1f} s")
+                raise TritonTimeout(f"Triton did not answer within {budget:.1f} s")
             try:
                 return await fn(remaining)
             except InferenceServerException as exc:
@@ -189,7 +204,7 @@ class TritonClient:
                         "inference server unavailable; retry later", self.retry_after_s
                     ) from None
                 if code == "DEADLINE_EXCEEDED":
-                    raise TritonTimeout(f"Triton did not answer within {self.timeout_s:.1f} s") from None
+                    raise TritonTimeout(f"Triton did not answer within {budget:.1f} s") from None
                 if code == "RESOURCE_EXHAUSTED":
                     raise Overloaded("inference queue full; retry shortly", self.retry_after_s) from None
                 log.error("triton error %s: %s", code, exc.message())

@@ -62,3 +62,16 @@ class TestTritonClient:
         # A hang guard, not a speed check: the deadline's arithmetic is tested above without a clock.
         with pytest.raises((TritonUnavailable, TritonTimeout)):
             asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+
+    def test_long_clips_get_a_deadline_per_window(self):
+        client = TritonClient("127.0.0.1:1", timeout_s=10, timeout_per_window_s=0.5)
+        assert client.deadline_s(1) == 10 and client.deadline_s(20) == 10  # short clips: the base
+        assert client.deadline_s(58) == 29  # a 60-s clip may queue behind others' windows
+        seen = []
+
+        async def first_budget(remaining):
+            seen.append(remaining)
+            return "ok"
+
+        asyncio.run(client._call(first_budget, client.deadline_s(58)))
+        assert 10 < seen[0] <= 29
