@@ -50,7 +50,8 @@ def gateway_stack(triton_server, mllp_engine) -> Iterator:
 
     args = {
         "limits": {"max_upload_bytes": 4 * 1024 * 1024, "max_duration_s": 20, "max_in_flight": 8},
-        "streams": {"max_streams_per_key": 4, "stall_timeout_s": 8, "resume_ttl_s": 30, "max_ahead_s": 15},  # monitoring tests
+        # monitoring tests: a small per-key limit and short stall/resume windows they can reach
+        "streams": {"max_streams_per_key": 4, "stall_timeout_s": 8, "resume_ttl_s": 30, "max_ahead_s": 15},
         "hl7_mllp_target": mllp_engine.target,
         "hl7_mllp_retries": 1,
     }

@@ -165,7 +165,8 @@ def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
         "nose_len": nose_len,
         "cheek_ratio": cheek_gap / nose_len,  # cheek below lower lid: shrinks when the cheeks rise (AU6)
         "nose_ratio": nose_gap / nose_len,  # nose wings below inner eye corners: shrinks with AU9
-        "eye_ratio": 0.5 * (
+        "eye_ratio": 0.5
+        * (
             eye_ratio(RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_EYE_OUTER, RIGHT_EYE_INNER)
             + eye_ratio(LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_EYE_OUTER, LEFT_EYE_INNER)
         ),
