@@ -447,18 +447,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ensemble import DEFAULT_REPOSITORY
     from loadtests import kernels
     from preprocess_service.stack import LocalStack
 
     if args.from_json is not None:
-        report = br.report_from_dict(json.loads(args.from_json.read_text()))
-        if args.notes is not None:
-            report.notes += [n.strip() for n in args.notes.read_text().split("\n\n") if n.strip()]
-        print_report(report)
-        write(report, args.markdown or MARKDOWN)
-        print(f"wrote {args.markdown or MARKDOWN}")
-        return 0
+        return _rerender(args)
     timing = QUICK if args.quick else DEFAULT
     if args.measure_s:
         timing = Timing(timing.warmup_s, args.measure_s, timing.warmup_max_s)
@@ -479,7 +472,6 @@ def run(args: argparse.Namespace) -> int:
     rates = kernels.measure(model, seconds=1.0 if args.quick else 2.0)
     del model
     meter = CpuMeter()
-    cells: list[br.Cell] = []
     print("starting the local stack (Triton + Ray Serve) and the peer apps ...", file=sys.stderr, flush=True)
     limits = {**_default_limits(), **BENCH_LIMITS}
     signal.signal(signal.SIGTERM, _interrupt)  # stop Triton and Ray on `kill` too, not only on Ctrl-C
@@ -500,35 +492,12 @@ def run(args: argparse.Namespace) -> int:
                 f"avpenet bench: the systems disagree by > {args.parity_tol}: not comparable", file=sys.stderr
             )
             return 1
-        for mix in mixes:
-            for c in concurrencies:
-                for system in br.SYSTEMS:
-                    cell = None
-                    for attempt in range(1, 1 + (1 if args.quick else RETRIES_WHEN_BUSY + 1)):
-                        again = measure_cell(
-                            system=system,
-                            mix=mix,
-                            url=targets[system],
-                            parts=payloads[mix],
-                            concurrency=c,
-                            timing=timing,
-                            meter=meter,
-                            triton_metrics_url=stack.triton.metrics_url,
-                            media_seconds_per_clip=clips.KINDS[kinds[mix]].seconds,
-                        )
-                        again.attempts = attempt
-                        cell = again if cell is None or again.other_load < cell.other_load else cell
-                        if cell.other_load <= RETRY_OTHER_LOAD:
-                            break
-                        print(f"  (others kept {again.other_load:.0%} of the cores busy)", file=sys.stderr)
-                    cells.append(cell)
-                    print(
-                        f"  {mix:<6} c={c:<3} {system:<8} {cell.throughput:6.1f} clips/s"
-                        f"  p50 {cell.p50_ms:7.0f} ms  p99 {cell.p99_ms:7.0f} ms  errors {cell.errors}"
-                        f"  other load {cell.other_load:.0%}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+        grid = [(mix, c) for mix in mixes for c in concurrencies]
+        cells = [
+            _measure_best(args, system, mix, c, targets, payloads, kinds, timing, meter, stack)
+            for mix, c in grid
+            for system in br.SYSTEMS
+        ]
     report = br.Report(
         command=command,
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -540,15 +509,68 @@ def run(args: argparse.Namespace) -> int:
         parity=diffs,
         cells=cells,
         notes=notes(cells),
-        repository=(
-            "model_repository/ (committed)"
-            if repo == DEFAULT_REPOSITORY
-            else "a fresh `avpenet export` of this checkout's model (model_repository/ was older than "
-            "avpenet/model.py)"
-            if repo.is_relative_to(work)
-            else str(repo)
-        ),
+        repository=_repository_label(repo, work),
     )
+    return _publish(report, work, markdown_path)
+
+
+def _rerender(args: argparse.Namespace) -> int:
+    """`--from-json`: the report of an earlier run re-rendered (with `--notes` paragraphs added)."""
+    report = br.report_from_dict(json.loads(args.from_json.read_text()))
+    if args.notes is not None:
+        report.notes += [n.strip() for n in args.notes.read_text().split("\n\n") if n.strip()]
+    print_report(report)
+    write(report, args.markdown or MARKDOWN)
+    print(f"wrote {args.markdown or MARKDOWN}")
+    return 0
+
+
+def _measure_best(args, system, mix, c, targets, payloads, kinds, timing, meter, stack) -> br.Cell:
+    """One cell, measured again (up to RETRIES_WHEN_BUSY times) while other work held the cores; the run
+    that others disturbed least is kept."""
+    cell = None
+    for attempt in range(1, 1 + (1 if args.quick else RETRIES_WHEN_BUSY + 1)):
+        again = measure_cell(
+            system=system,
+            mix=mix,
+            url=targets[system],
+            parts=payloads[mix],
+            concurrency=c,
+            timing=timing,
+            meter=meter,
+            triton_metrics_url=stack.triton.metrics_url,
+            media_seconds_per_clip=clips.KINDS[kinds[mix]].seconds,
+        )
+        again.attempts = attempt
+        cell = again if cell is None or again.other_load < cell.other_load else cell
+        if cell.other_load <= RETRY_OTHER_LOAD:
+            break
+        print(f"  (others kept {again.other_load:.0%} of the cores busy)", file=sys.stderr)
+    print(
+        f"  {mix:<6} c={c:<3} {system:<8} {cell.throughput:6.1f} clips/s"
+        f"  p50 {cell.p50_ms:7.0f} ms  p99 {cell.p99_ms:7.0f} ms  errors {cell.errors}"
+        f"  other load {cell.other_load:.0%}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cell
+
+
+def _repository_label(repo: Path, work: Path) -> str:
+    from ensemble import DEFAULT_REPOSITORY
+
+    if repo == DEFAULT_REPOSITORY:
+        return "model_repository/ (committed)"
+    if repo.is_relative_to(work):
+        return (
+            "a fresh `avpenet export` of this checkout's model (model_repository/ was older than "
+            "avpenet/model.py)"
+        )
+    return str(repo)
+
+
+def _publish(report: br.Report, work: Path, markdown_path: str | Path | None) -> int:
+    """Print the report, keep the raw JSON, write the markdown; non-zero when a cell completed nothing."""
     print_report(report)
     raw = work / "bench.json"
     raw.write_text(to_json(report))
@@ -556,7 +578,7 @@ def run(args: argparse.Namespace) -> int:
     if markdown_path is not None:
         write(report, Path(markdown_path))
         print(f"wrote {markdown_path}")
-    return 0 if all(c.requests for c in cells) else 1
+    return 0 if all(c.requests for c in report.cells) else 1
 
 
 def print_report(report: br.Report) -> None:

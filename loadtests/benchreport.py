@@ -461,7 +461,19 @@ def capacity_rows(
 
 
 def markdown(report: Report, plot_path: str | None = None) -> str:
-    k = {x["name"]: x for x in report.kernels}
+    """docs/BENCHMARKS.md: setup, results, targets with what limits them, model stage, per-stage tables."""
+    sections = (
+        _md_setup(report),
+        _md_results(report, plot_path),
+        _md_limits(report),
+        _md_targets(report),
+        _md_model_stage(report),
+        _md_notes(report),
+    )
+    return "\n".join(line for section in sections for line in section)
+
+
+def _md_setup(report: Report) -> list[str]:
     lines = [
         "# Benchmarks: naive eager PyTorch, one-process ONNX Runtime and AVPENet Serve",
         "",
@@ -487,6 +499,11 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         + ".",
         "",
     ]
+    return lines
+
+
+def _md_results(report: Report, plot_path: str | None) -> list[str]:
+    lines: list[str] = []
     if plot_path:
         lines += [f"![throughput and p99 latency]({plot_path})", ""]
     lines += ["## Results", "", markdown_table(HEADER, cell_rows(report)), ""]
@@ -503,6 +520,10 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         "## Targets",
         "",
     ]
+    return lines
+
+
+def _md_limits(report: Report) -> list[str]:
     bound = cpu_bound(report)
     analysis = []
     if bound:
@@ -522,7 +543,11 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
             "behind many gateway cores), not where every window comes with its own HTTP request.",
             "",
         ]
-    lines += analysis
+    return analysis
+
+
+def _md_targets(report: Report) -> list[str]:
+    lines: list[str] = []
     target_rows = [
         [
             t.name,
@@ -534,6 +559,12 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         for t in targets(report)
     ]
     lines += [markdown_table(["target", "wanted", "measured", "", "what limits it"], target_rows), ""]
+    return lines
+
+
+def _md_model_stage(report: Report) -> list[str]:
+    k = {x["name"]: x for x in report.kernels}
+    lines: list[str] = []
     lines += ["## Model stage: FLOPs and the kernel limit", ""]
     lines += [
         "FLOPs per 3 s window (torch.utils.flop_counter.FlopCounterMode, 1 multiply-add = 2 FLOPs): "
@@ -575,9 +606,14 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         "when Triton moves to a GPU.",
         "",
     ]
+    return lines
+
+
+def _md_notes(report: Report) -> list[str]:
+    lines: list[str] = []
     if report.notes:
         lines += ["## Notes on this run", "", *(f"- {n}" for n in report.notes), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _split(rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
