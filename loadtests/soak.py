@@ -46,8 +46,8 @@ def label(proc: psutil.Process) -> str:
     if "triton_python_backend_stub" in head and len(cmd) > 1:
         match = re.search(r"/([^/]+)/\d+/model\.py", cmd[1])
         head = f"stub:{match.group(1) if match else '?'}"
-    elif head.startswith("ray::"):
-        head = head.split(" ")[0]
+    elif head.startswith("ray::"):  # Ray retitles a worker per call (`...Gateway.handle_request`): one name
+        head = head.split(" ")[0].split(".")[0]
     return f"{head}[{proc.pid}]"
 
 
