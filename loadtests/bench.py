@@ -9,6 +9,9 @@ aiohttp clients. Per cell it records client latency, throughput, the responses' 
 of every process of the bench's tree by group (psutil; the load generator is separated, and machine-wide CPU
 tells how busy the box was with other work) and Triton's metric deltas (average batch, compute time). The
 report goes to stdout and, outside --quick, to docs/BENCHMARKS.md with a PNG plot in docs/img/.
+
+Why one module over 300 lines: the run's orchestration, the clients and the per-cell measurement share
+one state (the stack, the CPU meter, the payloads); the arithmetic and rendering live in benchreport.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Pure functions over measured numbers (no servers here), so tests/loadtests/test_
 A *cell* is one (system, mix, concurrency) measurement; `systems` are "naive" (eager PyTorch in one Ray
 Serve deployment), "ort" (the same ONNX graphs run in-process by one deployment, no Triton) and "avpenet"
 (gateway + Triton ensemble).
+
+Why one module over 300 lines: one data model (Report, Cell) with its statistics, targets and
+renderers (text, markdown, plot), all pure functions the unit tests check together.
 """
 
 from __future__ import annotations

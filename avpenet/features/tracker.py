@@ -12,6 +12,10 @@ so each stream gets its own FaceTracker.
 Every FaceLandmarker this module creates is closed at interpreter exit by `close_landmarkers`, while
 mediapipe can still run the call: a landmarker left to its `__del__` during module teardown calls into
 half-destroyed mediapipe modules and prints "TypeError: 'NoneType' object is not callable".
+
+Why one module over 300 lines: the FaceLandmarker's whole lifecycle (model-file check, one VIDEO-mode
+instance per stream, the cached IMAGE-mode instance, closing every one before mediapipe's teardown) stays in
+one place, so no caller can leak one.
 """
 
 from __future__ import annotations
