@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import corpus
 import grpc
@@ -43,15 +44,25 @@ def clip(seconds: float = 8.0) -> tuple[bytes, bytes]:
     return corpus.http_request(case)[0], corpus.grpc_message(case)
 
 
+@functools.cache
+def video_clip() -> tuple[bytes, bytes]:
+    """A rendered example MP4 (face + cry): the kind of request that needs the FeatureExtractor deployment
+    (audio and landmarks uploads are decoded in the Gateway replica)."""
+    mp4 = (Path(__file__).resolve().parents[2] / "examples" / "neonate-cry-high.mp4").read_bytes()
+    upload = Upload(files=(("clip", "c.mp4", mp4),), fields=(("age_group", b"neonate"),))
+    case = Case("load", "a rendered MP4", 200, "OK", lambda: upload)
+    return corpus.http_request(case)[0], corpus.grpc_message(case)
+
+
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def score_http(stack, timeout: float = 30.0) -> Answer:
-    return http_post(stack.http_url, clip()[0], CTYPE, key=API_KEY, timeout=timeout)
+def score_http(stack, timeout: float = 30.0, body: tuple[bytes, bytes] | None = None) -> Answer:
+    return http_post(stack.http_url, (body or clip())[0], CTYPE, key=API_KEY, timeout=timeout)
 
 
-def score_grpc(channel, timeout: float = 30.0) -> Answer:
-    return grpc_call(channel, clip()[1], key=API_KEY, timeout=timeout)
+def score_grpc(channel, timeout: float = 30.0, body: tuple[bytes, bytes] | None = None) -> Answer:
+    return grpc_call(channel, (body or clip())[1], key=API_KEY, timeout=timeout)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.5) -> float:
@@ -74,8 +85,8 @@ def scores_ok(stack) -> bool:
 class Load:
     """Background callers (HTTP and gRPC) recording (start time, answer) until stopped."""
 
-    def __init__(self, stack, workers: int = 3) -> None:
-        self.stack, self.workers = stack, workers
+    def __init__(self, stack, workers: int = 3, body: tuple[bytes, bytes] | None = None) -> None:
+        self.stack, self.workers, self.body = stack, workers, body
         self.records: list[tuple[float, str, Answer]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -85,7 +96,10 @@ class Load:
         try:
             while not self._stop.is_set():
                 t = time.monotonic()
-                answer = score_grpc(channel) if proto == "grpc" else score_http(self.stack)
+                if proto == "grpc":
+                    answer = score_grpc(channel, body=self.body)
+                else:
+                    answer = score_http(self.stack, body=self.body)
                 self.records.append((t, proto, answer))
         finally:
             channel.close()
@@ -173,21 +187,23 @@ def test_triton_deadline_maps_to_504(triton_server):
 
 # --- a Serve replica dies -----------------------------------------------------------------------------------
 def test_killed_feature_replica_fails_cleanly_and_recovers(gateway_stack):
-    assert scores_ok(gateway_stack)
+    video = video_clip()
+    assert score_http(gateway_stack, body=video).status == 200
     victims = serve_replicas("FeatureExtractor")
     assert victims, "no FeatureExtractor replica process found"
-    with Load(gateway_stack) as load:
+    with Load(gateway_stack, body=video) as load:
         time.sleep(1.0)
         for proc in victims:
             os.kill(proc.pid, signal.SIGKILL)
         t_kill = time.monotonic()
-        recovered = wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
+        assert scores_ok(gateway_stack), "audio + landmarks need no FeatureExtractor and must keep scoring"
+        recovered = wait_until(lambda: score_http(gateway_stack, body=video).status == 200, RECOVER_S)
     allowed = {200, "OK", 500, 503, "INTERNAL", "UNAVAILABLE"}
     assert {a.status for _, _, a in load.records} <= allowed, {a.status for _, _, a in load.records}
     after = [a for t, _, a in load.records if t > t_kill]
     assert after and max(a.seconds for a in after) < 30.0, "a request hung on the dead replica"
-    assert serve_replicas("FeatureExtractor"), "Serve did not start a new replica"
-    print(f"feature replica killed: recovered in {recovered:.1f} s")
+    wait_until(lambda: bool(serve_replicas("FeatureExtractor")), RECOVER_S)  # Serve starts a new replica
+    print(f"feature replica killed: video scored again after {recovered:.1f} s")
 
 
 # --- Triton dies --------------------------------------------------------------------------------------------
