@@ -136,11 +136,17 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     return NaiveScorer.bind(args.get("repo"), args.get("threads"))
 
 
-def app_config(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """This app as a ServeDeploySchema application entry (deployed beside the gateway's)."""
+def peer_app_entry(
+    name: str, prefix: str, import_path: str, repo: str | os.PathLike | None
+) -> dict[str, Any]:
+    """A peer app as a ServeDeploySchema application entry (deployed beside the gateway's)."""
     return {
-        "name": APP_NAME,
-        "route_prefix": ROUTE_PREFIX,
-        "import_path": IMPORT_PATH,
+        "name": name,
+        "route_prefix": prefix,
+        "import_path": import_path,
         "args": {"repo": None if repo is None else str(repo)},
     }
+
+
+def app_config(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    return peer_app_entry(APP_NAME, ROUTE_PREFIX, IMPORT_PATH, repo)

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from loadtests.baseline import PEER_CPUS, score_upload
+from loadtests.baseline import PEER_CPUS, peer_app_entry, score_upload
 
 APP_NAME = "ort"
 ROUTE_PREFIX = "/ort"
@@ -58,10 +58,4 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
 
 
 def app_config(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """This app as a ServeDeploySchema application entry (deployed beside the gateway's)."""
-    return {
-        "name": APP_NAME,
-        "route_prefix": ROUTE_PREFIX,
-        "import_path": IMPORT_PATH,
-        "args": {"repo": None if repo is None else str(repo)},
-    }
+    return peer_app_entry(APP_NAME, ROUTE_PREFIX, IMPORT_PATH, repo)
