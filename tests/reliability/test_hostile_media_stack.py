@@ -33,10 +33,15 @@ def post(url: str, part: str, name: str, data: bytes) -> requests.Response:
 
 
 def udp_sockets(procs: list[psutil.Process]) -> int:
+    """UDP sockets bound to receive from anyone (no peer): what FFmpeg's RTP demuxer opens for SDP text.
+
+    Connected UDP sockets (a DNS lookup, or a library finding the host's address) have a peer and are not
+    counted: on a CI machine some replica thread opened one while a refused upload ran.
+    """
     count = 0
     for proc in procs:
         try:
-            count += len(proc.net_connections(kind="udp"))
+            count += sum(1 for c in proc.net_connections(kind="udp") if not c.raddr)
         except psutil.Error:
             continue
     return count
