@@ -10,6 +10,9 @@ second run is a no-op and an interrupted run resumes. Files are written atomical
 gateway's source precedence (preprocess_service.extract): the face comes from the MP4 (``video`` column)
 through the real FaceLandmarker when there is one — as when an upload carries both video and landmarks —
 else from the ``.npz`` track (``visual`` column); the audio from ``audio``, else from the MP4's audio track.
+A rendered clip is tracked ONCE: ``avpenet synth`` tracks each render to write its ``.npz`` and stamps it
+(``features/tracked.py``); ``decode_row`` takes that ``.npz`` as the video's tracking when the stamp matches
+(same MP4 bytes, file, model and tracking code) and runs the tracker otherwise (a hospital's own files).
 The cache keeps the face track itself too (occlusion augmentation and robustness tests need it). A rendered
 clip whose tracker finds no face in any frame is listed under ``tracking_failed`` in the manifest (and one
 with a face in under half its frames under ``tracking_partial``): it stays in the data with its visual
@@ -112,7 +115,7 @@ def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
 
 def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     """(wave, track, source) of one labels.csv row with the gateway's precedence (see the module doc)."""
-    from avpenet.features import audio, tracker
+    from avpenet.features import audio, tracked, tracker
     from avpenet.features.track import FaceTrack
 
     data_dir = Path(data_dir)
@@ -128,7 +131,8 @@ def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     track, source = None, "none"
     if video_path is not None:
         video = video_path.read_bytes()
-        track, source = tracker.track_video(video), "video"
+        reused = tracked.stamped_track(video, npz_path) if npz_path is not None else None
+        track, source = reused if reused is not None else tracker.track_video(video), "video"
         if wave is None:
             wave = audio.load_audio(video, name=video_path.name)
     elif npz_path is not None:

@@ -28,6 +28,7 @@ import soundfile as sf
 from scipy import signal
 
 from avpenet import augment, contract
+from avpenet.features import tracked
 from avpenet.synth import face, noise, sources, vocal
 
 # --- defaults mirror the paper: 428 subjects (215 neonates, 213 adults), 3,247 clips ------------------------
@@ -392,7 +393,10 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
     if plan_.render:
         track = _render(plan_, out, neutral, face.driven_points(identity, expr, camera), expr, track, wave)
     if not plan_.visual_missing:
-        track.save_npz(out / "visual" / f"{plan_.clip_id}.npz")
+        npz = out / "visual" / f"{plan_.clip_id}.npz"
+        track.save_npz(npz)
+        if plan_.render:  # the .npz is this MP4's tracking: stamp it so `avpenet features` does not redo it
+            tracked.write_tracking_stamp((out / "video" / f"{plan_.clip_id}.mp4").read_bytes(), npz)
     confounders = plan_.audio_confounders + plan_.face_confounders
     return {
         "voiced_fraction": round(float(voiced.mean()), 4),

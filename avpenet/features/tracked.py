@@ -1,0 +1,56 @@
+"""The stamp that makes a rendered clip's ``.npz`` count as the tracking of its MP4, so it is tracked once.
+
+``avpenet synth`` tracks every render with the real FaceLandmarker to write the clip's ``.npz``, then writes
+``<clip>.tracked.json`` beside it: sha256 of the MP4 and of the ``.npz``, the face model's digest and
+TRACKING_VERSION. ``cache.decode_row`` reuses the ``.npz`` as the video's face only when every field matches
+what it would compute now — same MP4 bytes, same file, same model, same tracking code — and runs the tracker
+otherwise (a hospital's own MP4 and landmarks, an edited file, another model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+TRACKED_SUFFIX = ".tracked.json"
+TRACKING_VERSION = 1  # bump when tracker.py samples or reports frames differently: every stamp goes stale
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _tracking_stamp(video: bytes, npz_blob: bytes) -> dict:
+    from avpenet.features import tracker
+
+    model = os.environ.get(tracker.MODEL_SHA256_ENV) or tracker.MODEL_SHA256  # the digest model_bytes checks
+    return {
+        "video_sha256": _sha256(video), "npz_sha256": _sha256(npz_blob),
+        "face_model_sha256": model, "tracking_version": TRACKING_VERSION,
+    }  # fmt: skip
+
+
+def stamp_path(npz_path: str | os.PathLike) -> Path:
+    return Path(npz_path).with_suffix(TRACKED_SUFFIX)
+
+
+def write_tracking_stamp(video: bytes, npz_path: str | os.PathLike) -> None:
+    """Record that the .npz at npz_path is track_video(video) (called by the writer right after saving it)."""
+    stamp = _tracking_stamp(video, Path(npz_path).read_bytes())
+    stamp_path(npz_path).write_text(json.dumps(stamp, indent=1) + "\n")
+
+
+def stamped_track(video: bytes, npz_path: Path):
+    """The .npz's FaceTrack when its stamp says it is this MP4's tracking by this tracker; else None."""
+    from avpenet.features.track import FaceTrack
+
+    try:
+        stamp = json.loads(stamp_path(npz_path).read_text())
+        blob = npz_path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if stamp != _tracking_stamp(video, blob):
+        return None
+    return FaceTrack.load_npz(blob)

@@ -1,0 +1,70 @@
+"""A rendered clip is tracked once: `avpenet synth` stamps the .npz it wrote from tracking its MP4, and the
+dataset reader reuses that .npz as the video's face only when the stamp matches — the reused track must equal
+what the real tracker returns for that MP4, and any change to the MP4 or the .npz sends it back to the
+tracker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avpenet.features import cache, tracked, tracker
+from avpenet.synth import dataset
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """One AVPE-Synth clip rendered to MP4 (and tracked) by the generator's own code path."""
+    root = tmp_path_factory.mktemp("tracked_once")
+    for sub in ("audio", "visual", "video"):
+        (root / sub).mkdir()
+    plans = [p for p in dataset.plan(7, 2, 6, None) if p.render and not p.visual_missing][:1]
+    assert plans, "the plan renders every clip with a face by default"
+    plans[0].truth = dataset.make_clip(plans[0], str(root))
+    dataset.write_labels(root / "labels.csv", plans)
+    return root, cache.read_labels(root)[0]
+
+
+def _counting_tracker(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = tracker.track_video
+
+    def counted(source, limits=None):
+        calls.append(1)
+        return real(source, limits)
+
+    monkeypatch.setattr(tracker, "track_video", counted)
+    return calls
+
+
+def test_stamped_npz_is_reused_and_equals_the_tracker_on_that_mp4(rendered, monkeypatch):
+    root, row = rendered
+    assert tracked.stamp_path(root / row["visual"]).exists()
+    calls = _counting_tracker(monkeypatch)
+    _, reused, source = cache.decode_row(root, row)
+    assert calls == [] and source == "video"  # the stamp was honoured: no second tracking
+    fresh = tracker.track_video((root / row["video"]).read_bytes())
+    assert fresh.face_present.mean() > 0.5  # a real face track, not an empty one
+    for name, arr in fresh.arrays().items():
+        np.testing.assert_allclose(reused.arrays()[name], arr, atol=1e-6, err_msg=name)
+
+
+def test_a_changed_mp4_or_npz_is_tracked_again(rendered, monkeypatch):
+    root, row = rendered
+    calls = _counting_tracker(monkeypatch)
+    npz = root / row["visual"]
+    stamp = tracked.stamp_path(npz)
+    original = npz.read_bytes()
+    try:
+        npz.write_bytes(original + b"\0")  # the .npz is no longer the stamped file
+        _, track, source = cache.decode_row(root, row)
+        assert calls == [1] and source == "video" and track.face_present.any()
+    finally:
+        npz.write_bytes(original)
+    text = stamp.read_text()
+    try:
+        stamp.write_text(text.replace('"video_sha256": "', '"video_sha256": "0'))
+        cache.decode_row(root, row)
+        assert calls == [1, 1]  # a stamp naming another MP4 is not trusted
+    finally:
+        stamp.write_text(text)
