@@ -134,23 +134,41 @@ def _paint_cavity(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """The open mouth (inner lip polygon, supersampled pixels) filled with a dark cavity, soft-edged."""
     import cv2
 
-    mask = np.zeros(image.shape[:2], np.float32)
-    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    y0, y1, x0, x1 = _roi(polygon, image.shape, margin=6)  # the blend changes nothing outside the polygon
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    pts = np.round((polygon - [x0, y0]) * 16).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 1.0, lineType=cv2.LINE_AA, shift=4)
     if mask.sum() < 4.0:  # lips closed: nothing to paint
         return image
     soft = cv2.GaussianBlur(mask, (5, 5), 0)[..., None]
-    return image * (1 - soft) + np.asarray(CAVITY_RGB, np.float32) * soft
+    out = image.copy()
+    out[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1 - soft) + np.asarray(CAVITY_RGB, np.float32) * soft
+    return out
+
+
+def _roi(points: np.ndarray, shape: tuple, margin: int) -> tuple[int, int, int, int]:
+    """Integer pixel box (y0, y1, x0, x1) around points plus margin, inside the image: painting there is the
+    same as painting the whole image (the masks are zero beyond the polygon's antialiased edge + blur)."""
+    lo = np.floor(points.min(axis=0)).astype(int) - margin
+    hi = np.ceil(points.max(axis=0)).astype(int) + margin + 1
+    x0, y0 = max(0, lo[0]), max(0, lo[1])
+    x1, y1 = min(shape[1], hi[0]), min(shape[0], hi[1])
+    return y0, max(y0 + 1, y1), x0, max(x0 + 1, x1)
 
 
 def _paint_lashes(image: np.ndarray, lid: np.ndarray, weight: float, ss: int) -> np.ndarray:
     """A dark, soft line along the (closed) upper lid, blended in with weight 0..1."""
     import cv2
 
-    mask = np.zeros(image.shape[:2], np.float32)
-    pts = np.round(lid * 16).astype(np.int32)[None]
-    cv2.polylines(mask, pts, False, 1.0, thickness=max(1, round(1.5 * ss)), lineType=cv2.LINE_AA, shift=4)
+    thickness = max(1, round(1.5 * ss))
+    y0, y1, x0, x1 = _roi(lid, image.shape, margin=thickness + 4)
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    pts = np.round((lid - [x0, y0]) * 16).astype(np.int32)[None]
+    cv2.polylines(mask, pts, False, 1.0, thickness=thickness, lineType=cv2.LINE_AA, shift=4)
     soft = cv2.GaussianBlur(mask, (3, 3), 0)[..., None] * (0.8 * weight)
-    return image * (1 - soft) + np.asarray(LASH_RGB, np.float32) * soft
+    out = image.copy()
+    out[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1 - soft) + np.asarray(LASH_RGB, np.float32) * soft
+    return out
 
 
 def _inverse_affines(tri_dst: np.ndarray, tri_src: np.ndarray) -> np.ndarray:
