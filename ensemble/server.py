@@ -107,6 +107,12 @@ def make_backend_directory(target: Path) -> Path:
     return target
 
 
+# glibc gives each allocating thread its own malloc arena (up to 8 per core) and seldom returns their freed
+# pages: with many short-lived worker threads (gRPC, ORT, mediapipe, asyncio.to_thread) RSS climbs for hours.
+# Two arenas keep it flat (docs/RELIABILITY.md, Soak). Set for Triton, its stubs and the Ray processes.
+ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
 def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment in which the Python-backend stub imports this venv's packages with its own libpython.
 
@@ -122,6 +128,8 @@ def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
         libs.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
     env.setdefault("OMP_NUM_THREADS", "1")  # ORT sizes its own pools; stray OpenMP pools only oversubscribe
+    for name, value in ALLOCATOR_ENV.items():  # an operator's own value wins
+        env.setdefault(name, value)
     return env
 
 

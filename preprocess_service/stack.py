@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from ensemble import ports
+from ensemble.server import ALLOCATOR_ENV
 from preprocess_service import grpc_wire
 from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
@@ -144,6 +145,8 @@ class LocalStack:
         # (never written into the Serve config, which Ray stores).
         self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
+        for name, value in ALLOCATOR_ENV.items():  # bounded malloc arenas (ensemble/server.py), unless set
+            self._set_env(name, os.environ.get(name, value))
         # Picked ports bind without SO_REUSEPORT, so a clash fails (and is retried) instead of two servers
         # sharing the port; explicit ones keep Ray's default, whose SO_REUSEADDR lets a restart rebind them.
         if 0 in self._ports:

@@ -5,12 +5,16 @@ The hour-long run with the real bound is `make soak` (docs/RELIABILITY.md)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 
+import psutil
 import pytest
 from support.gateway import API_KEY
 
 from loadtests import soak
+
+JUDGED = ("tritonserver", "stub:", "raylet", "gcs_server", "ServeReplica", "ServeController", "ProxyActor")
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -53,3 +57,22 @@ def test_short_soak_against_the_real_stack(gateway_stack, tmp_path, monkeypatch,
     assert any("ServeReplica:avpenet:FeatureExtractor" in n for n in names), names
     assert not any("locust" in n for n in names)
     assert "slope %/min" in out and "stack total" in out
+
+
+@pytest.mark.integration
+def test_every_stack_process_runs_with_bounded_malloc_arenas(gateway_stack):
+    """The fix of the soak's native creep is in the launcher: Triton, its stubs, Ray's raylet and GCS and
+    every Serve actor (replicas, proxies, controller) start with ALLOCATOR_ENV. Ray's two agents are left
+    out: their retitling overwrites the environment block /proc shows, so it cannot be read back."""
+    from ensemble.server import ALLOCATOR_ENV
+
+    environs = {}
+    for proc in soak.stack_processes():
+        name = soak.label(proc)
+        if not any(part in name for part in JUDGED):
+            continue
+        with contextlib.suppress(psutil.Error):  # a Ray helper may exit between listing and reading
+            environs[name] = proc.environ()
+    assert any(n.startswith("tritonserver") for n in environs) and any("ServeReplica" in n for n in environs)
+    missing = [n for n, env in environs.items() if any(env.get(k) != v for k, v in ALLOCATOR_ENV.items())]
+    assert not missing, f"started without {ALLOCATOR_ENV}: {missing}"
