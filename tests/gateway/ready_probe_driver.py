@@ -32,15 +32,17 @@ async def measure(url: str, wav: bytes, npz: bytes, steady: int, cold: bool = Fa
             if time.monotonic() > deadline:
                 raise SystemExit("never ready")
             await asyncio.sleep(0.05)
-        samples = []
+        samples, imported = [], []
         for _ in range(steady + 1):
+            before = set(sys.modules)
             request = ScoreRequest(
                 audio=MediaPart(data=wav), landmarks=MediaPart(data=npz), age_group="adult"
             )
             start = time.perf_counter()
             await service.score(request, protocol="http")
             samples.append(time.perf_counter() - start)
-        return {"first": samples[0], "steady": samples[1:]}
+            imported.append(sorted(set(sys.modules) - before))
+        return {"first": samples[0], "steady": samples[1:], "first_imports": imported[0]}
     finally:
         await service.close()
 

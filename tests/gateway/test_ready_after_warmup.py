@@ -3,12 +3,17 @@ health report: ScoringService.ready) costs at most 1.5x the steady p99 — for a
 new replica is) against a freshly started Triton. The measurement runs in its own interpreter
 (ready_probe_driver.py), so nothing is imported or allocated before the replica would have it.
 
-A ratio, not a time. Repeat-tolerant: one first request is a single sample on a shared box, so a second
-fresh process is measured when the first misses, and the better ratio counts.
+A ratio, not a time. Repeat-tolerant: one first request is a single sample on a shared box, so another fresh
+process is measured when one misses, and the best ratio counts.
 
-The control shows the bound can fail: fresh processes with the warm-up clip skipped (readiness from Triton and
-the watchdog alone) against the same Triton must break it (first request ~2-3x the steady p99 and 4-5x the
-median on the 2-core box). Each control run is one more sample: the control passes when any run shows it.
+So that the test can fail, two checks do not depend on timing luck and one control shows the cost is real:
+- the warm process's first request imports no module (the warm-up went through the same decoders and
+  feature code); a cold one imports dozens (PyAV, soundfile, soxr, ...), deterministic on any machine;
+- the control: fresh processes with the warm-up skipped (readiness from Triton and the watchdog alone) against
+  the same Triton. Their first request was 1.9-5.1x the steady median in 8 of 8 runs here (load average up
+  to 30 on 2 cores), 2-3x the steady p99 when the box was calm but as low as 0.64x under that load (p99 of 20
+  samples is nearly the maximum, so it moves with every stall). The control therefore compares with the
+  median, and passes when any of its runs shows the penalty.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ pytestmark = pytest.mark.integration
 
 MAX_RATIO = 1.5
 STEADY = 20
-ATTEMPTS = 2
+ATTEMPTS = 3
 CONTROL_ATTEMPTS = 3
+COLD_OVER_MEDIAN = 1.5
 DRIVER = Path(__file__).with_name("ready_probe_driver.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def first_over_p99(triton_url: str, wav: Path, npz: Path, cold: bool = False) -> tuple[float, float]:
+def probe(triton_url: str, wav: Path, npz: Path, cold: bool = False) -> dict:
+    """One fresh gateway process: first request and steady samples (s), modules the first request imported."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     mode = ["cold"] if cold else []
     run = subprocess.run(
@@ -44,26 +51,32 @@ def first_over_p99(triton_url: str, wav: Path, npz: Path, cold: bool = False) ->
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    return result["first"], float(np.percentile(result["steady"], 99))
+    steady = np.asarray(result["steady"])
+    print(
+        f"{'no warm-up' if cold else 'warm-up'}: first {result['first']:.3f} s, steady median "
+        f"{np.median(steady):.3f} s, p99 {np.percentile(steady, 99):.3f} s, "
+        f"{len(result['first_imports'])} modules imported by the first request"
+    )
+    return {**result, "median": float(np.median(steady)), "p99": float(np.percentile(steady, 99))}
 
 
 def test_first_request_after_ready_is_not_a_cold_one(tmp_path):
     wav, npz = tmp_path / "a.wav", tmp_path / "f.npz"
     wav.write_bytes(wav_bytes(3.5))
     npz.write_bytes(face_track(3.5).to_npz_bytes())
-    ratios, control = [], []
+    warm, cold = [], []
     with TritonServer() as triton:  # fresh: its parts have never run
         for _ in range(ATTEMPTS):
-            first, p99 = first_over_p99(triton.grpc_url, wav, npz)
-            ratios.append(first / p99)
-            print(f"first request {first:.3f} s, steady p99 {p99:.3f} s, ratio {ratios[-1]:.2f}")
-            if ratios[-1] <= MAX_RATIO:
+            warm.append(probe(triton.grpc_url, wav, npz))
+            if warm[-1]["first"] <= MAX_RATIO * warm[-1]["p99"]:
                 break
         for _ in range(CONTROL_ATTEMPTS):
-            first, p99 = first_over_p99(triton.grpc_url, wav, npz, cold=True)
-            control.append(first / p99)
-            print(f"no warm-up: first request {first:.3f} s, steady p99 {p99:.3f} s, ratio {control[-1]:.2f}")
-            if control[-1] > MAX_RATIO:
+            cold.append(probe(triton.grpc_url, wav, npz, cold=True))
+            if cold[-1]["first"] > COLD_OVER_MEDIAN * cold[-1]["median"]:
                 break
+    assert all(not r["first_imports"] for r in warm), [r["first_imports"] for r in warm]
+    assert all(r["first_imports"] for r in cold), "a cold first request imported nothing: not a cold control"
+    ratios = [r["first"] / r["p99"] for r in warm]
     assert min(ratios) <= MAX_RATIO, f"first request / steady p99 = {ratios}"
-    assert max(control) > MAX_RATIO, f"without the warm-up the bound holds too ({control}): it tests nothing"
+    penalty = [r["first"] / r["median"] for r in cold]
+    assert max(penalty) > COLD_OVER_MEDIAN, f"without the warm-up the first request is not slower: {penalty}"
