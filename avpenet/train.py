@@ -3,12 +3,16 @@
     avpenet train --data DIR --out RUN_DIR [--epochs 40 --seed 0 --batch-size 32 --modality both]
     avpenet train --init RUN_DIR --data HOSPITAL_DIR --out RUN_DIR   # fine-tune (avpenet.finetune)
 
-One epoch = one randomly chosen 3 s window of every training clip (clips have 1-4 windows; this keeps clips
-equally weighted and an epoch short). Augmentation, so degraded inputs at serving time are not new:
-- modality dropout: the audio or the face of a window is masked as absent (the presence masks the gateway
-  sends), so the fusion learns to score from either modality alone;
-- hospital noise (``avpenet.synth.noise``) mixed into the normalised window at a random SNR, then the window
-  re-normalised exactly as the feature code does;
+One epoch = every training clip once. With ``--objective clip`` (the default) a clip's loss is taken on what
+the service answers for it: all its 3 s windows (1-4) go through the model and their outputs are aggregated
+as ``avpenet.aggregate`` does (mean score, mean variance, mean class probabilities); ``--objective window``
+scores one random window per clip instead (the earlier recipe). Augmentation, drawn once per clip as a
+degraded upload is degraded as a whole, so such inputs at serving time are not new:
+- modality dropout: the clip's audio or face is masked as absent (the presence masks the gateway sends), so
+  the fusion learns to score from either modality alone (``--drop-face`` sets how often the audio alone
+  must carry the score: the audio-only path);
+- hospital noise (``avpenet.synth.noise``) mixed into each normalised window at the clip's random SNR, then
+  the window re-normalised exactly as the feature code does;
 - lower-face occlusion: the visual features of a copy of the clip's face track passed through
   ``avpenet.augment.occlude_lower_face`` (mask, pacifier, hand) replace the clean ones.
 Losses (all on the clip's rater-median score y, the only label a hospital has):
@@ -47,6 +51,7 @@ from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics
 
 HELP = "train AVPENet on a dataset directory (subject-independent split, early stopping)"
 MODALITIES = ("both", "audio", "visual")
+OBJECTIVES = ("clip", "window")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --init: parts kept fixed (default: both encoders; only the fusion adapts)",
     )
     parser.add_argument("--weight-decay", type=float, default=0.02)
+    parser.add_argument(
+        "--objective", choices=OBJECTIVES, default="clip",
+        help="loss on the clip's aggregated windows (default, as served) or on one random window",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drop-face", type=float, default=None,
+        help=f"share of clips trained with the face masked (default {Augmenter.p_drop_face})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refit-normalisation", action="store_true",
+        help="with --init: refit the visual feature normalisation on this data (e.g. tracked faces)",
+    )  # fmt: skip
     parser.add_argument(
         "--patience", type=int, default=6, help="epochs without validation gain before stopping"
     )
@@ -110,18 +127,19 @@ class Augmenter:
         return row[start : start + C.WINDOW_SAMPLES]
 
     def __call__(self, x: dict[str, np.ndarray], occluded: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """Augment one window's inputs in place (arrays without the batch axis)."""
+        """Augment one clip's windows in place (arrays with a leading window axis): one draw per clip."""
         from avpenet.augment import mix_at_snr
         from avpenet.features.audio import normalise_window
 
         rng = self.rng
-        has_audio = x[C.AUDIO_PRESENT.name][0] > 0.5
+        has_audio = x[C.AUDIO_PRESENT.name].max() > 0.5
         has_face = x[C.FRAME_MASK.name].max() > 0.5
         if occluded is not None and rng.uniform() < self.p_occlude:
             x[C.VISUAL_FEATURES.name], x[C.FRAME_MASK.name] = occluded[0].copy(), occluded[1].copy()
         if has_audio and rng.uniform() < self.p_noise:
-            noisy = mix_at_snr(x[C.WAVEFORM.name], self.noise_window(), rng.uniform(*self.snr_db))
-            x[C.WAVEFORM.name] = normalise_window(noisy)
+            snr = rng.uniform(*self.snr_db)
+            for w, window in enumerate(x[C.WAVEFORM.name]):
+                x[C.WAVEFORM.name][w] = normalise_window(mix_at_snr(window, self.noise_window(), snr))
         if self.modality == "both" and has_audio and has_face:
             u = rng.uniform()
             if u < self.p_drop_audio:
@@ -182,6 +200,22 @@ def loss_terms(out: dict[str, torch.Tensor], y: torch.Tensor, level: torch.Tenso
 
 
 LOSS_WEIGHTS = {"l1": 1.0, "beta_nll": 1.0, "ce": 0.5}
+
+
+def clip_outputs(out: dict[str, torch.Tensor], owner: torch.Tensor, n_clips: int) -> dict[str, torch.Tensor]:
+    """Window outputs -> clip outputs as avpenet.aggregate forms them (mean score, mean variance, mean class
+    probabilities), differentiable; owner[i] is the clip (0..n_clips-1) of window i."""
+    counts = torch.bincount(owner, minlength=n_clips).to(out[C.SCORE.name].dtype).unsqueeze(1)
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return t.new_zeros(n_clips, t.shape[1]).index_add(0, owner, t) / counts
+
+    probs = mean(torch.softmax(out["class_logits"], dim=-1))
+    return {
+        C.SCORE.name: mean(out[C.SCORE.name]),
+        C.LOG_VARIANCE.name: torch.log(mean(torch.exp(out[C.LOG_VARIANCE.name]))),
+        "class_logits": torch.log(probs.clamp_min(1e-6)),  # log-probabilities: cross-entropy is their NLL
+    }
 
 
 def calibrate_interval(
@@ -262,8 +296,23 @@ def _optimiser(model: AVPENet, args: argparse.Namespace, steps_per_epoch: int):
     return opt, sched, plan
 
 
+def _clip_batch(clips, occluded, idx, augment, rng, objective: str):
+    """The batch's windows as model inputs (all of each clip's, or one at random) and each window's clip."""
+    rows, owner = [], []
+    for j, i in enumerate(idx):
+        c = clips[i]
+        ws = np.arange(c.n_windows) if objective == "clip" else rng.integers(c.n_windows, size=1)
+        x = {k: c.inputs[k][ws].copy() for k in INPUT_NAMES}
+        occ = occluded[i]
+        augment(x, None if occ is None else (occ[0][ws], occ[1][ws]))
+        rows.append(x)
+        owner += [j] * len(ws)
+    batch = [torch.from_numpy(np.concatenate([r[k] for r in rows])) for k in INPUT_NAMES]
+    return batch, torch.tensor(owner, dtype=torch.int64)
+
+
 def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: int) -> dict[str, float]:
-    """One random window of every training clip, augmented; returns the mean loss terms."""
+    """Every training clip once (its windows aggregated, or one window), augmented; the mean loss terms."""
     from tqdm import tqdm
 
     model.train()
@@ -273,18 +322,10 @@ def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: 
     desc = f"epoch {epoch + 1}/{args.epochs}"
     bar = tqdm(list(batches(order, args.batch_size)), desc=desc, disable=args.quiet)
     for idx in bar:
-        rows_ = []
-        for i in idx:
-            c = clips[i]
-            w = int(rng.integers(c.n_windows))
-            x = {k: c.inputs[k][w].copy() for k in INPUT_NAMES}
-            occ = occluded[i]
-            augment(x, None if occ is None else (occ[0][w], occ[1][w]))
-            rows_.append(x)
-        batch = [torch.from_numpy(np.stack([r[k] for r in rows_])) for k in INPUT_NAMES]
+        batch, owner = _clip_batch(clips, occluded, idx, augment, rng, args.objective)
         y = torch.tensor([[clips[i].score] for i in idx], dtype=torch.float32)
         level = torch.tensor([clips[i].level for i in idx], dtype=torch.int64)
-        terms = loss_terms(model.predict(*batch), y, level)
+        terms = loss_terms(clip_outputs(model.predict(*batch), owner, len(idx)), y, level)
         loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -319,6 +360,8 @@ def _fit(
     steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
     opt, sched, plan = _optimiser(model, args, steps_per_epoch)
     augment = Augmenter(rng, args.modality)
+    if getattr(args, "drop_face", None) is not None:
+        augment.p_drop_face = args.drop_face
     history: list[dict] = []
     best = {"val_mae": float("inf"), "epoch": -1, "state": None}
     stopped = "max epochs"
@@ -402,7 +445,7 @@ def train(args: argparse.Namespace) -> dict:
         c.track = None  # the raw landmarks are no longer needed: free ~0.3 MB per clip
 
     model, model.frozen_parts = start_model(args)
-    if args.init is None:  # a fine-tuned model keeps its checkpoint's feature normalisation
+    if args.init is None or args.refit_normalisation:  # a fine-tune keeps its checkpoint's normalisation
         fit_visual_normalisation(model, train_clips)
     model.audio_encoder.to(memory_format=torch.channels_last)
     val_inputs = [restrict(dict(c.inputs), args.modality) for c in val_clips]

@@ -43,10 +43,10 @@ class TestSplit:
 
 
 class TestAugmentation:
-    def _window(self) -> dict[str, np.ndarray]:
+    def _window(self, n: int = 1) -> dict[str, np.ndarray]:
+        """One clip of n windows (the Augmenter works on a clip's windows)."""
         return {
-            k: v[0].numpy().copy()
-            for k, v in zip(train.INPUT_NAMES, example_inputs(C.ENSEMBLE, 1), strict=True)
+            k: v.numpy().copy() for k, v in zip(train.INPUT_NAMES, example_inputs(C.ENSEMBLE, n), strict=True)
         }
 
     def test_single_modality_restriction(self):
@@ -60,22 +60,44 @@ class TestAugmentation:
 
         aug = train.Augmenter(np.random.default_rng(0), "both")
         aug.p_noise, aug.p_drop_audio, aug.p_drop_face, aug.p_occlude = 1.0, 0.0, 0.0, 0.0
-        x = self._window()
-        x[C.WAVEFORM.name] = normalise_window(x[C.WAVEFORM.name])
+        x = self._window(3)
+        x[C.WAVEFORM.name] = np.stack([normalise_window(w) for w in x[C.WAVEFORM.name]])
         before = x[C.WAVEFORM.name].copy()
         aug(x, None)
-        assert not np.allclose(before, x[C.WAVEFORM.name])
-        assert abs(rms_dbfs(x[C.WAVEFORM.name]) - C.AUDIO_TARGET_RMS_DBFS) < 0.5
+        for w in range(3):  # every window of the clip gets noise, and keeps the feature code's level
+            assert not np.allclose(before[w], x[C.WAVEFORM.name][w])
+            assert abs(rms_dbfs(x[C.WAVEFORM.name][w]) - C.AUDIO_TARGET_RMS_DBFS) < 0.5
 
     def test_modality_dropout_rate(self):
         aug = train.Augmenter(np.random.default_rng(1), "both")
         aug.p_noise = aug.p_occlude = 0.0
         dropped = 0
         for _ in range(400):
-            x = self._window()
+            x = self._window(2)
             aug(x, None)
-            dropped += int(x[C.AUDIO_PRESENT.name][0] == 0 or x[C.FRAME_MASK.name].max() == 0)
+            no_audio, no_face = x[C.AUDIO_PRESENT.name].max() == 0, x[C.FRAME_MASK.name].max() == 0
+            assert no_audio == (x[C.AUDIO_PRESENT.name].min() == 0)  # the whole clip, not one window
+            dropped += int(no_audio or no_face)
         assert 0.2 < dropped / 400 < 0.4  # 0.15 + 0.15
+
+
+def test_clip_outputs_aggregate_windows_as_served():
+    from avpenet.aggregate import aggregate_windows
+
+    model = AVPENet().eval()
+    with torch.no_grad():
+        out = model.predict(*example_inputs(C.ENSEMBLE, 5))
+        owner = torch.tensor([0, 0, 1, 1, 1])
+        clip = train.clip_outputs(out, owner, 2)
+    for j, rows in enumerate(([0, 1], [2, 3, 4])):
+        served = aggregate_windows(
+            out[C.SCORE.name][rows].numpy(), out[C.LOG_VARIANCE.name][rows].numpy(),
+            out[C.CLASS_PROBS.name][rows].numpy(), out[C.MODALITY_WEIGHTS.name][rows].numpy(),
+        )  # fmt: skip
+        assert float(clip[C.SCORE.name][j]) == pytest.approx(served[C.SCORE.name], abs=1e-5)
+        assert float(clip[C.LOG_VARIANCE.name][j]) == pytest.approx(served[C.LOG_VARIANCE.name], abs=1e-4)
+        probs = torch.exp(clip["class_logits"][j]).numpy()
+        np.testing.assert_allclose(probs, served[C.CLASS_PROBS.name], atol=1e-5)
 
 
 def test_losses_are_finite_and_penalise_error():
