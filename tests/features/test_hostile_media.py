@@ -80,7 +80,9 @@ def test_accepted_range_ends_decode():
 
 # --- FFmpeg: no probing, no protocols ----------------------------------------------------------------------
 def _udp_sockets() -> int:
-    return len(psutil.Process().net_connections(kind="udp"))
+    """Receiving UDP sockets (no peer), what FFmpeg's RTP demuxer binds; a connected one (a DNS lookup or an
+    address probe by another thread of this process, e.g. the session's Ray driver) is not FFmpeg's."""
+    return sum(1 for c in psutil.Process().net_connections(kind="udp") if not c.raddr)
 
 
 @pytest.mark.parametrize("name", sorted(SDP_PROBES))
@@ -102,7 +104,7 @@ def test_sdp_behind_magic_bytes_opens_no_socket_and_fails_fast(name):
     finally:
         done.set()
         watcher.join()
-    assert seen and max(seen) == before, "a UDP socket was opened while decoding"
+    assert seen and max(seen) <= before, "a UDP socket was opened while decoding"
 
 
 def test_every_av_open_names_its_demuxer_and_forbids_protocols(monkeypatch):

@@ -50,11 +50,15 @@ class TestScoring:
             [w.score for w in http.timeline], direct[contract.SCORE.name][:, 0], atol=1e-5
         )
         np.testing.assert_allclose(
-            [w.score for w in rpc.timeline], [w.score for w in http.timeline], atol=1e-9
+            [w.score for w in rpc.timeline], [w.score for w in http.timeline], atol=1e-6
         )
         assert http.score == pytest.approx(float(direct[contract.SCORE.name].mean()), abs=1e-5)
-        assert rpc.score == pytest.approx(http.score, abs=1e-9)
-        assert rpc.interval_90 == http.interval_90 and rpc.class_probs == http.class_probs
+        # Within float32 rounding, not bit for bit: Triton may batch either call with another request (the
+        # watchdog's probe), and a kernel's rounding can depend on the batch size on some CPUs.
+        assert rpc.score == pytest.approx(http.score, abs=1e-6)
+        interval = (rpc.interval_90.low, rpc.interval_90.high)
+        assert interval == pytest.approx((http.interval_90.low, http.interval_90.high), abs=1e-5)
+        assert rpc.class_probs == pytest.approx(http.class_probs, abs=1e-6)
         assert http.level == contract.level_of(http.score) and http.modalities == ["audio", "visual"]
         assert http.interval_90.low <= http.score <= http.interval_90.high
         assert http.model_versions[contract.ENSEMBLE.name] == "1"
