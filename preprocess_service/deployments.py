@@ -18,10 +18,13 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from avpenet.errors import InputError
 from preprocess_service import http_routes
+from preprocess_service.errors import FeaturesUnavailable
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.grpc_methods import GrpcMethods
 from preprocess_service.openapi import (
@@ -71,6 +74,28 @@ class FeatureExtractor:
             return exc
 
 
+UNAVAILABLE = (TimeoutError, RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+
+
+async def extract_remotely(
+    extractor: DeploymentHandle, request: ScoreRequest, carrier: Mapping[str, str], settings: GatewaySettings
+) -> Extracted:
+    """One call to the FeatureExtractor, bounded: a dead or restarting replica is a 503 + Retry-After at
+    `features_timeout_s`, not a caller waiting for Serve to bring a new one up."""
+    response = extractor.extract.remote(request, dict(carrier))
+    try:
+        result = await asyncio.wait_for(response, settings.features_timeout_s)
+    except UNAVAILABLE as exc:
+        response.cancel()
+        raise FeaturesUnavailable(
+            f"video feature extraction unavailable ({type(exc).__name__}); send the clip again",
+            settings.limits.retry_after_s,
+        ) from exc
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 @serve.ingress(api)
 class Gateway(GrpcMethods):
@@ -79,10 +104,7 @@ class Gateway(GrpcMethods):
         logging.getLogger("avpenet").setLevel(self.settings.log_level)
 
         async def remote_extract(request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
-            result = await extractor.extract.remote(request, dict(carrier))
-            if isinstance(result, BaseException):
-                raise result
-            return result
+            return await extract_remotely(extractor, request, carrier, self.settings)
 
         self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)
         # This replica's metrics on Ray's metrics port too, which k8s scrapes pod by pod (ray_metrics.py).

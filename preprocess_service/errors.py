@@ -82,6 +82,18 @@ class TritonUnavailable(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class FeaturesUnavailable(GatewayError):
+    """The FeatureExtractor deployment did not answer in time or its replica died (503 + Retry-After):
+    Serve is restarting it or it is saturated; the upload itself was fine and can be sent again."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class TritonTimeout(GatewayError):
     """Triton did not answer within the deadline (504)."""
 

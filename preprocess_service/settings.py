@@ -52,6 +52,9 @@ class GatewaySettings(BaseModel):
     # ... or this much per window when longer (a 60-s clip: 58 windows -> 29 s), so long clips can queue
     triton_timeout_per_window_s: float = Field(0.5, ge=0)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
+    # Deadline of the FeatureExtractor hop (video decode + tracking; ~2.5 CPU-s for the longest clip): past
+    # it, or when its replica dies, the caller gets 503 + Retry-After instead of waiting for a restart
+    features_timeout_s: float = Field(15.0, gt=0)
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
     # Watchdog: a real one-window inference this often; `watchdog_failures` failed in a row = not ready
     watchdog_period_s: float = Field(3.0, gt=0)

@@ -1,0 +1,70 @@
+"""The Gateway's hop to the FeatureExtractor is bounded: a replica that is dead, restarting or saturated is
+a 503 + Retry-After (UNAVAILABLE over gRPC) at `features_timeout_s`; the abandoned Serve request is cancelled.
+A fake handle stands in for Ray's DeploymentHandle; the real kill is in tests/reliability/test_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ray.exceptions import ActorDiedError
+
+from avpenet.errors import InputError
+from preprocess_service.deployments import extract_remotely
+from preprocess_service.errors import FeaturesUnavailable, status_of
+from preprocess_service.settings import GatewaySettings
+
+
+class FakeResponse:
+    def __init__(self, outcome: object, delay_s: float = 0.0) -> None:
+        self.outcome, self.delay_s, self.cancelled = outcome, delay_s, False
+
+    def __await__(self):
+        return self._wait().__await__()
+
+    async def _wait(self) -> object:
+        await asyncio.sleep(self.delay_s)
+        if isinstance(self.outcome, type) and issubclass(self.outcome, BaseException):
+            raise self.outcome()
+        return self.outcome
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeHandle:
+    def __init__(self, response: FakeResponse) -> None:
+        self.response = response
+        self.extract = self
+
+    def remote(self, request: object, carrier: dict) -> FakeResponse:
+        return self.response
+
+
+SETTINGS = GatewaySettings.load({"features_timeout_s": 0.05, "grpc_enabled": False}, {})
+
+
+def call(response: FakeResponse) -> object:
+    return asyncio.run(extract_remotely(FakeHandle(response), object(), {}, SETTINGS))
+
+
+def test_a_slow_extractor_is_a_503_with_retry_after_and_the_request_is_cancelled():
+    response = FakeResponse("never used", delay_s=5.0)
+    with pytest.raises(FeaturesUnavailable) as caught:
+        call(response)
+    assert status_of(caught.value) == (503, "UNAVAILABLE")
+    assert caught.value.retry_after_s == SETTINGS.limits.retry_after_s
+    assert "send the clip again" in str(caught.value)
+    assert response.cancelled
+
+
+def test_a_dead_replica_is_a_503_not_an_internal_error():
+    with pytest.raises(FeaturesUnavailable):
+        call(FakeResponse(ActorDiedError))
+
+
+def test_results_and_input_errors_pass_through():
+    assert call(FakeResponse("extracted")) == "extracted"
+    refusal = InputError("no audio track")
+    with pytest.raises(InputError, match="no audio track"):
+        call(FakeResponse(refusal))
