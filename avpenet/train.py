@@ -392,7 +392,8 @@ def _fit(
         if reason:
             stopped = reason
             break
-    model.load_state_dict(best["state"])
+    if best["state"] is not None:  # --epochs 0 (a fine-tune that only refits normalisation) keeps the start
+        model.load_state_dict(best["state"])
     return best, history, plan, stopped
 
 
