@@ -29,9 +29,12 @@ def test_slope_flags_a_steady_climb_not_warm_up_or_small_processes():
         "leaking[1]": [(m * 60.0, 1000.0 + 4.0 * m) for m in minutes],  # +0.4%/min, the old creep
         "settling[2]": [(m * 60.0, 800.0 + (300.0 if m >= 5 else 60.0 * m)) for m in minutes],  # warm-up only
         "tiny[3]": [(m * 60.0, 5.0 + 0.05 * m) for m in minutes],  # 1%/min of 5 MB: not judged
+        "step[5]": [(m * 60.0, 250.0 + (10.0 if m >= 40 else 0.0)) for m in minutes],  # one step, then flat
+        "hump[6]": [(m * 60.0, 120.0 + 30.0 - abs(m - 40) * 1.5) for m in minutes],  # up, given back
     }
     table = soak.slopes(series, warmup_s=300)
     assert table["leaking[1]"][2] > 0.3 and abs(table["settling[2]"][2]) < 1e-9
+    assert table["step[5]"][2] > soak.MAX_SLOPE_PCT_PER_MIN  # what one slope over the hour would fail
     misses = soak.verdict(table, soak.MAX_SLOPE_PCT_PER_MIN)
     assert len(misses) == 1 and misses[0].startswith("leaking[1]")
     assert soak.slopes({"short[4]": [(0.0, 1.0), (400.0, 2.0)]}, warmup_s=300) == {}
