@@ -182,9 +182,9 @@ async def _flood(url: str) -> tuple:
 
 
 def test_a_flood_is_bounded_and_other_streams_keep_going(gateway_stack):
-    """A flooding sender is cut off (4409) and what it cost is reused by the next flood, not added to;
-    a real-time stream beside it scores every window. (The allocator keeps freed memory: the first flood's
-    growth stays resident, a second one reuses it.)"""
+    """Two flooding senders are each cut off (4409, with the reason) while a real-time stream beside them
+    scores every window. The resident memory of the gateway and proxy is printed, not asserted: it moved by
+    tens of MB between identical runs; the queue bound itself is checked exactly in test_stream_units.py."""
     url = ws_url(gateway_stack.http_url)
     _, _, rec = adult_clip()
 
@@ -215,13 +215,10 @@ def test_a_flood_is_bounded_and_other_streams_keep_going(gateway_stack):
     for flood in floods:
         codes = {e.get("code") for e in kinds(flood.events, "error")}
         assert flood.close_code == 4409 and codes & {"too_fast", "overloaded"}, (flood.close_code, codes)
-    # Measured: +224 then +33 MB (2 loaded cores), +158 then +39, and on a fresh clone +61 then +91 MB: the
-    # proxy's and allocator's resident memory moves by tens of MB between runs, so this catches only gross
-    # growth per flood (a second flood keeping as much as it sent); the gateway's own queue bound
-    # (max_pending_bytes, drop-oldest) is checked exactly in test_stream_units.py.
-    assert second_mb < max(FLOOD_MB, first_mb / 2), (
-        f"a second flood added {second_mb:.0f} MB (first: {first_mb:.0f})"
-    )
+    # Measured first then second flood: +224 then +33 MB (2 loaded cores), +158 then +39, on fresh clones +61
+    # then +91 and +46 then +139 MB: allocator and proxy noise of the size of a flood itself (FLOOD_MB), so no
+    # memory bound here can fail only on a real leak. The gateway's own queue bound (max_pending_bytes,
+    # drop-oldest) is exact in test_stream_units.py; memory over time is the soak's (loadtests/soak.py).
     assert [s["window"] for s in kinds(calm.events, "score")] == [0, 1, 2, 3]
 
 
