@@ -18,12 +18,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
+
 CLIP = Path(__file__).resolve().parents[1] / "examples" / "neonate-cry-high.mp4"
 
 
 def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096 / 2**20
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def main(argv: list[str] | None = None) -> None:

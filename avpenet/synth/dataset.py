@@ -363,8 +363,8 @@ def _render(plan_: ClipPlan, out: Path, neutral, driven, expr, synthetic, wave):
     frames = render.cover_face(frames, driven, ~synthetic.face_present, rng)
     path = out / "video" / f"{plan_.clip_id}.mp4"
     render.write_mp4(path, frames, wave, plan_.sample_rate)
-    tracked = tracker.track_video(path.read_bytes())
-    return tracked if tracked is not None else FaceTrack.empty(plan_.n_frames, frames.shape[2:0:-1])
+    seen = tracker.track_video(path.read_bytes())  # (not named `tracked`: that is the stamp module)
+    return seen if seen is not None else FaceTrack.empty(plan_.n_frames, frames.shape[2:0:-1])
 
 
 def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
