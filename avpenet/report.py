@@ -217,7 +217,8 @@ def _targets_section(r: dict) -> list[str]:
             "accuracy" in t["description"]
             or "coverage" in t["description"]
             or "rise" in t["description"]
-            or ("reduction" in t["description"])
+            or "reduction" in t["description"]
+            or "relative" in t["description"]
         )
         lines.append(
             f"| {t['description']} | {t['target']} | {_fmt(t['measured'], pct=pct)} | {_fmt(t['met'])} |"

@@ -81,3 +81,32 @@ def test_report_has_every_plot(evaluated):
         png = out / "report" / "img" / f"eval_{name}.png"
         assert png.exists() and png.stat().st_size > 1000
         assert f"img/eval_{name}.png" in md
+
+
+def _fixed_result(fusion_mae: float, paths: dict | None = None) -> dict:
+    block = {"mae": fusion_mae, "pearson_r": 0.9, "accuracy_3class": 0.85}
+    r = {
+        "fusion": block, "audio_only": {"mae": 1.5}, "visual_only": {"mae": 1.4},
+        "by_age": {"neonate": {"mae": 0.9}, "adult": {"mae": 0.9}},
+        "robustness": {"snr_0db": {"mae_change": 0.1}, "lower_face_occluded": {"mae_change": 0.1}},
+        "interval_coverage_90": 0.9,
+    }  # fmt: skip
+    return {**r, "paths": paths} if paths else r
+
+
+def test_the_ceiling_fails_above_095_even_when_the_rest_passes():
+    from avpenet.evaluate import judge_targets
+
+    assert judge_targets(_fixed_result(0.93))["fusion_mae_ceiling"]["met"] is True
+    assert judge_targets(_fixed_result(0.96))["fusion_mae_ceiling"]["met"] is False
+
+
+def test_video_path_is_judged_against_the_landmarks_path_only_when_paths_ran():
+    from avpenet.evaluate import judge_targets
+
+    assert "video_vs_landmarks_mae" not in judge_targets(_fixed_result(0.9))
+    close = judge_targets(_fixed_result(0.9, {"video": {"mae": 1.04}, "landmarks_only": {"mae": 1.0}}))
+    far = judge_targets(_fixed_result(0.9, {"video": {"mae": 1.10}, "landmarks_only": {"mae": 1.0}}))
+    assert close["video_vs_landmarks_mae"]["met"] is True
+    assert far["video_vs_landmarks_mae"]["met"] is False
+    assert far["video_vs_landmarks_mae"]["measured"] == pytest.approx(0.10)
