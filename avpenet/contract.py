@@ -157,6 +157,9 @@ class TensorSpec:
 TRITON_TO_NUMPY: Final[dict[str, type]] = {"FP32": np.float32, "INT64": np.int64, "BYTES": np.object_}
 
 MAX_BATCH_SIZE: Final = 64  # every model of the ensemble batches up to this many windows
+# A request's deadline per window it carries (a 60-s clip: 58 windows -> 29 s): the gateway's default, and
+# with MAX_BATCH_SIZE the ceiling of every part's queue timeout (ensemble/configs.py QUEUE_TIMEOUT_US).
+DEADLINE_PER_WINDOW_S: Final = 0.5
 
 # Public ensemble inputs (one row per 3 s window).
 WAVEFORM = TensorSpec("waveform", "FP32", (WINDOW_SAMPLES,))  # 16 kHz mono, normalised window

@@ -29,7 +29,15 @@ INSTANCES_CPU = 1  # per part: on a 2-core host a second instance only competes 
 INSTANCES_GPU = 1
 # Beyond this many queued requests a part rejects at once (UNAVAILABLE) instead of queueing.
 QUEUE_BOUND_REQUESTS = 2 * contract.MAX_BATCH_SIZE
-QUEUE_TIMEOUT_US = 2_000_000  # a request queued longer than this is rejected: callers retry or shed load
+# How long a request may wait in a part's queue before Triton rejects it (UNAVAILABLE "Request timeout
+# expired"). A request's own `timeout` may shorten this, never lengthen it (allow_timeout_override: core
+# scheduler_utils.cc PolicyQueue::Enqueue takes the smaller), and the ensemble hands its request's timeout to
+# every step. So this is a ceiling sized for the longest call the gateway makes (MAX_BATCH_SIZE windows at
+# DEADLINE_PER_WINDOW_S: 32 s), and the gateway sends each call's remaining deadline as its timeout: a 3-s
+# clip leaves the queue once its caller's deadline has passed, a 60-s clip may wait its 29 s. A fixed 2 s
+# rejected 58-window clips under load although the gateway would have waited. Overload stays bounded by
+# QUEUE_BOUND_REQUESTS (a full queue answers UNAVAILABLE at once).
+QUEUE_TIMEOUT_US = int(contract.MAX_BATCH_SIZE * contract.DEADLINE_PER_WINDOW_S * 1_000_000)
 # Inclusive bounds the Python backend checks per request (the ONNX graphs would index out of range otherwise).
 VALUE_RANGES: dict[str, tuple[float, float]] = {
     contract.AGE_GROUP.name: (0, len(contract.AGE_GROUPS) - 1),

@@ -50,7 +50,8 @@ class GatewaySettings(BaseModel):
     triton_refresh_s: float = Field(60.0, ge=0)
     triton_timeout_s: float = Field(10.0, gt=0)  # deadline of one inference call (all retries included)
     # ... or this much per window when longer (a 60-s clip: 58 windows -> 29 s), so long clips can queue
-    triton_timeout_per_window_s: float = Field(0.5, ge=0)
+    # (a part's queue holds a call at most MAX_BATCH_SIZE x the default, 32 s: a larger value is capped there)
+    triton_timeout_per_window_s: float = Field(contract.DEADLINE_PER_WINDOW_S, ge=0)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
     # Deadline of the FeatureExtractor hop (video decode + tracking; ~2.5 CPU-s for the longest clip): past
     # it, or when its replica dies, the caller gets 503 + Retry-After instead of waiting for a restart

@@ -8,7 +8,10 @@ channel is remade every `refresh_s` to pick up new pods; the old one closes afte
 
 Every request's windows go to Triton in one call (so the dynamic batcher sees them together); only a clip
 longer than `contract.MAX_BATCH_SIZE` windows is split, and its chunks run concurrently. A retry happens only
-on UNAVAILABLE (Triton restarting, connection refused), with exponential backoff, and never past the deadline.
+on UNAVAILABLE (Triton restarting, connection refused, a full queue), with exponential backoff, and never past
+the deadline. Each call also carries its remaining deadline as Triton's per-request `timeout`, which the
+ensemble hands to every part: a request whose caller has given up leaves the parts' queues instead of being
+computed for nobody, and the parts' own queue timeout is only a ceiling (ensemble/configs.py).
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ from ensemble.client import infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
+# Triton's UNAVAILABLE message for a request that outlived its queue timeout (core dynamic_batch_scheduler.cc)
+QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
 
 
 @dataclass
 class InferOutput:
     outputs: dict[str, np.ndarray]  # contract output name -> [N, ...] one row per window
     model_version: str  # version of the ensemble that answered
+
+
+def queue_timeout_us(remaining_s: float) -> int:
+    """Triton's per-request `timeout` (µs) for a call with `remaining_s` left; never 0 (which means none)."""
+    return max(1, int(remaining_s * 1_000_000))
 
 
 def _code(exc: InferenceServerException) -> str:
@@ -168,6 +178,7 @@ class TritonClient:
                 request_id=request_id,
                 headers=dict(headers or {}),
                 client_timeout=remaining,
+                timeout=queue_timeout_us(remaining),
             ),
             budget_s,
         )
@@ -194,6 +205,9 @@ class TritonClient:
                 return await fn(remaining)
             except InferenceServerException as exc:
                 code = _code(exc)
+                if code == "UNAVAILABLE" and QUEUE_TIMEOUT_MESSAGE in (exc.message() or ""):
+                    # it waited in a part's queue for its whole remaining deadline: nothing left to retry
+                    raise TritonTimeout(f"Triton did not answer within {budget:.1f} s") from None
                 if code == "UNAVAILABLE":
                     if attempt < self.retries and deadline - time.monotonic() > delay:
                         log.info("triton unavailable (attempt %d), retrying in %.2f s", attempt + 1, delay)
@@ -232,6 +246,7 @@ class TritonClient:
             outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
             request_id=probe.PROBE_REQUEST_ID,
             client_timeout=timeout_s,
+            timeout=queue_timeout_us(timeout_s),
         )
         probe.check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
 

@@ -100,3 +100,20 @@ def test_repository_is_small_enough_to_commit() -> None:
     assert ensemble_manifest["steps_served"] == {
         p.name: versions.latest(REPO / p.name) for p in contract.PARTS
     }
+
+
+@pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)
+def test_a_parts_queue_holds_the_longest_call_for_its_whole_deadline(model: contract.ModelSpec) -> None:
+    """A 60-s clip (58 windows, one call) may wait in every part's queue as long as the gateway waits for it.
+
+    Triton lets a request's own timeout shorten the queue timeout, never lengthen it, so the configured one
+    must be the longest call's deadline; a fixed 2 s rejected long clips under load. Overload stays bounded
+    by the queue's length."""
+    longest_call_us = contract.MAX_BATCH_SIZE * contract.DEADLINE_PER_WINDOW_S * 1e6
+    sixty_s_windows = int((60 - contract.WINDOW_SECONDS) / contract.HOP_SECONDS) + 1
+    for path in (REPO / model.name / "config.pbtxt", REPO / model.name / "configs" / "gpu.pbtxt"):
+        policy = configs.parse(path).dynamic_batching.default_queue_policy
+        assert policy.allow_timeout_override, path  # the caller's remaining deadline governs
+        assert policy.default_timeout_microseconds >= longest_call_us, path
+        assert policy.default_timeout_microseconds >= sixty_s_windows * contract.DEADLINE_PER_WINDOW_S * 1e6
+        assert policy.max_queue_size == configs.QUEUE_BOUND_REQUESTS, path

@@ -75,3 +75,59 @@ class TestTritonClient:
 
         asyncio.run(client._call(first_budget, client.deadline_s(58)))
         assert 10 < seen[0] <= 29
+
+    def test_each_call_carries_its_remaining_deadline_as_tritons_queue_timeout(self):
+        """Triton's per-request `timeout` (µs) is what is left of the gateway's deadline, so a call leaves
+        the parts' queues when its caller gives up, and a 60-s clip may wait there for its whole 29 s."""
+        client = TritonClient("127.0.0.1:1", timeout_s=10, timeout_per_window_s=0.5)
+        sent: list[dict] = []
+
+        class Result:
+            def as_numpy(self, name):
+                spec = next(s for s in contract.ENSEMBLE.outputs if s.name == name)
+                return np.zeros((58, *spec.shape), spec.numpy_dtype)
+
+            def get_response(self):
+                return type("Response", (), {"model_version": "1"})()
+
+        class Channel:
+            async def infer(self, model, inputs, **kwargs):
+                sent.append(kwargs)
+                return Result()
+
+        client._channel_client = Channel()
+        client._made_at = float("inf")  # never remade during the test
+        rows = {s.name: np.zeros((58, *s.shape), s.numpy_dtype) for s in contract.ENSEMBLE.inputs}
+        asyncio.run(client.infer(rows))
+        (kwargs,) = sent
+        assert 10 < kwargs["client_timeout"] <= 29
+        assert kwargs["timeout"] == int(kwargs["client_timeout"] * 1_000_000)
+
+    def test_a_queue_timeout_rejection_is_a_504_and_not_retried(self):
+        from tritonclient.utils import InferenceServerException
+
+        client = TritonClient("127.0.0.1:1", retries=3, backoff_s=0.01, timeout_s=5)
+        calls = []
+
+        async def expired(remaining):
+            calls.append(remaining)
+            raise InferenceServerException(
+                "in ensemble 'avpenet', Request timeout expired", status="StatusCode.UNAVAILABLE"
+            )
+
+        with pytest.raises(TritonTimeout) as info:
+            asyncio.run(client._call(expired))
+        assert len(calls) == 1 and status_of(info.value)[0] == 504
+
+    def test_the_parts_queue_timeout_covers_the_gateways_longest_call(self):
+        """With default settings no call's deadline outlasts the queue timeout Triton's parts allow."""
+        from ensemble import configs
+        from preprocess_service.settings import GatewaySettings
+
+        settings = GatewaySettings()
+        client = TritonClient(
+            settings.triton_url,
+            timeout_s=settings.triton_timeout_s,
+            timeout_per_window_s=settings.triton_timeout_per_window_s,
+        )
+        assert client.deadline_s(contract.MAX_BATCH_SIZE) * 1_000_000 <= configs.QUEUE_TIMEOUT_US
