@@ -5,8 +5,10 @@ then cuts the shared wave and track into overlapping 3 s windows. Runs synchrono
 worker thread (or in the FeatureExtractor deployment) so no event loop ever blocks on decoding. Bytes stay in
 memory; nothing is written to disk.
 
-Stages as timed and traced: `decode` = audio decoding and landmarks-file parsing; `features` = video decoding
-with face tracking (they are one pass over the frames) and window building.
+Stages as timed and traced: `decode` = decoding a separate audio upload and parsing a landmarks file;
+`features` = video decoding with face tracking (one pass over the frames) and window building. A `clip` (one
+container with sound and picture) is opened and demuxed once (`avpenet.features.avclip`): its audio is decoded
+in the same pass as its video, so it is timed under `features`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Extracted:
 
 def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | None = None) -> Extracted:
     """Model inputs for one request; raises `avpenet.errors.InputError` subclasses for bad media."""
-    from avpenet.features import audio, tracker, windows
+    from avpenet.features import audio, avclip, tracker, windows
     from avpenet.features.track import FaceTrack
 
     tracer = telemetry.tracer()
@@ -52,7 +54,7 @@ def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | 
     wave = track = None
     t0 = time.perf_counter()
     with tracer.start_as_current_span("decode", context=parent) as span:
-        sound = request.clip or request.audio
+        sound = request.audio  # a clip's sound is decoded with its picture, below
         if sound is not None:
             wave = audio.load_audio(sound.data, name=sound.filename, max_seconds=limits.max_duration_s)
         if request.landmarks is not None:
@@ -62,9 +64,13 @@ def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | 
 
     t1 = time.perf_counter()
     with tracer.start_as_current_span("features", context=parent) as span:
-        picture = request.clip or request.video
-        if picture is not None:
-            track = tracker.track_video(picture.data, video_limits)
+        if request.clip is not None:
+            clip = request.clip
+            wave, track = avclip.decode_clip(
+                clip.data, video_limits, name=clip.filename, max_audio_seconds=limits.max_duration_s
+            )
+        elif request.video is not None:
+            track = tracker.track_video(request.video.data, video_limits)
         duration = max(
             0.0 if wave is None else len(wave) / contract.SAMPLE_RATE,
             0.0 if track is None else track.duration_s,

@@ -67,9 +67,7 @@ def load_audio(
             wave, sr = _read_av(source, kind, limit)  # Ogg with a codec libsndfile lacks
     else:
         wave, sr = _read_av(source, kind, limit)
-    if wave is None or wave.size == 0:
-        return None
-    return resample(check_wave(wave, f"the mixed samples of this {media.describe(kind)}"), sr)
+    return to_model_rate(wave, sr, kind)
 
 
 def check_wave(wave: np.ndarray, what: str) -> np.ndarray:
@@ -127,36 +125,91 @@ def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.n
 def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
     container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
     try:
-        if not container.streams.audio:
+        track = AvAudio.of(container, kind, limit)
+        if track is None:
             return None, contract.SAMPLE_RATE
-        stream = container.streams.audio[0]
+        demux_all(container, track)
+        return track.finish()
+    finally:
+        container.close()
+
+
+def demux_all(container, track: AvAudio) -> None:
+    """Decode `track` alone to its end (a demuxer error ends it like a decoder error)."""
+    try:
+        for packet in container.demux(track.stream):
+            track.feed(packet)
+            if track.ended:
+                break
+    except av.error.FFmpegError as exc:
+        track.stop(exc)
+
+
+class AvAudio:
+    """The audio track of an open PyAV container, decoded packet by packet: alone (`demux_all`), or in the
+    same demux pass as the video track (`avclip`), so a clip's container is opened and read once.
+
+    The track's header is checked when it is found (codec, rate, claimed duration); the decoded length is
+    checked as it grows. A decoder error before any sample is UndecodableMedia; after some, the damaged
+    tail is dropped and the start is kept (a clip cut off mid-upload is still scoreable).
+    """
+
+    def __init__(self, stream, kind: str, limit: float) -> None:
         if stream.codec_context is None or not stream.codec_context.sample_rate:
             raise UnsupportedMedia(f"the audio codec in this {media.describe(kind)} is not supported")
-        sr = check_rate(int(stream.codec_context.sample_rate), kind)
+        self.stream, self.kind, self.limit = stream, kind, limit
+        self.rate = check_rate(int(stream.codec_context.sample_rate), kind)
         if stream.duration and stream.time_base and float(stream.duration * stream.time_base) > limit:
             raise _too_long(float(stream.duration * stream.time_base), limit)
         # Downmix with swresample at the native rate; the rate change is soxr's job (better filter).
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks: list[np.ndarray] = []
-        total = 0
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        self._chunks: list[np.ndarray] = []
+        self._total = 0
+        self.ended = False  # an FFmpeg error ended the track: later packets are ignored, no flush
+
+    @classmethod
+    def of(cls, container, kind: str, limit: float) -> AvAudio | None:
+        """The container's first audio track, checked; None when it has none."""
+        return cls(container.streams.audio[0], kind, limit) if container.streams.audio else None
+
+    def feed(self, packet) -> None:
+        """Decode one demuxed packet of this track (the empty packets at the end flush the decoder)."""
+        if self.ended:
+            return
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
+            for frame in packet.decode():
+                for out in self._resampler.resample(frame):
                     chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += chunk.size
-                if total > limit * sr:
-                    raise _too_long(total / sr, limit)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                    self._chunks.append(chunk)
+                    self._total += chunk.size
+                if self._total > self.limit * self.rate:
+                    raise _too_long(self._total / self.rate, self.limit)
         except av.error.FFmpegError as exc:
-            if total == 0:
-                raise media.av_error(kind, exc) from None
-            # A damaged tail: keep what decoded (the start of a cut-off upload is still scoreable).
-        wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        return wave.astype(np.float32, copy=False), sr
-    finally:
-        container.close()
+            self.stop(exc)
+
+    def stop(self, exc: Exception) -> None:
+        """The track ended in an FFmpeg error: UndecodableMedia when nothing decoded, else keep the start."""
+        if self._total == 0:
+            raise media.av_error(self.kind, exc) from None
+        self.ended = True
+
+    def finish(self) -> tuple[np.ndarray, int]:
+        """(mono float32 samples at the track's rate, that rate)."""
+        if not self.ended:
+            try:
+                self._chunks.extend(out.to_ndarray().reshape(-1) for out in self._resampler.resample(None))
+            except av.error.FFmpegError as exc:
+                self.stop(exc)
+            self.ended = True
+        wave = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        return wave.astype(np.float32, copy=False), self.rate
+
+
+def to_model_rate(wave: np.ndarray | None, sr: int, kind: str) -> np.ndarray | None:
+    """Decoded samples checked and resampled to contract.SAMPLE_RATE; None when there are none."""
+    if wave is None or wave.size == 0:
+        return None
+    return resample(check_wave(wave, f"the mixed samples of this {media.describe(kind)}"), sr)
 
 
 # --- windows ----------------------------------------------------------------------------------------------

@@ -335,7 +335,10 @@ class FaceTracker:
 
     def track_video(self, source: media.Source, limits: VideoLimits | None = None) -> FaceTrack | None:
         """Decode a video (path or bytes), sample at contract.FPS and track it; None if it has no video."""
-        frames = iter_video_frames(source, limits)
+        return self.track_sampled(iter_video_frames(source, limits))
+
+    def track_sampled(self, frames: Iterator[np.ndarray]) -> FaceTrack | None:
+        """Track frames sampled at contract.FPS (`iter_video_frames`, `sample_frames`); None when none."""
         try:
             first = next(frames)
         except StopIteration:
@@ -370,15 +373,23 @@ def iter_video_frames(source: media.Source, limits: VideoLimits | None = None) -
     kind = media.sniff(head)
     if kind not in media.AV_CONTAINER_KINDS:
         raise media.refusal(head, "video type", media.SUPPORTED_VIDEO)
-    bounds = SampleBounds(max_seconds=limits.max_seconds, video_per_second=limits.max_decoded_per_second)
-    container = media.open_av(source, kind, bounds)
+    container = media.open_av(source, kind, sample_bounds(limits))
     try:
-        yield from _sample(container, kind, limits)
+        yield from sample_frames(container, kind, limits)
     finally:
         container.close()
 
 
-def _sample(container, kind: str, limits: VideoLimits) -> Iterator[np.ndarray]:
+def sample_bounds(limits: VideoLimits) -> SampleBounds:
+    """The MP4 sample-table bounds a video under `limits` must pass before FFmpeg reads it."""
+    return SampleBounds(max_seconds=limits.max_seconds, video_per_second=limits.max_decoded_per_second)
+
+
+def sample_frames(
+    container, kind: str, limits: VideoLimits, frames: Iterator | None = None
+) -> Iterator[np.ndarray]:
+    """`iter_video_frames` of an open container. `frames`: the first video stream's decoded frames when
+    the caller demuxes them itself (`avclip`: one pass for audio and video); default: decoded here."""
     if not container.streams.video:
         return
     stream = container.streams.video[0]
@@ -412,7 +423,7 @@ def _sample(container, kind: str, limits: VideoLimits) -> Iterator[np.ndarray]:
         return prev_rgb
 
     try:
-        for frame in container.decode(stream):
+        for frame in container.decode(stream) if frames is None else frames:
             decoded += 1
             if decoded > max_decoded:
                 raise TooLarge(f"video has over {max_decoded} frames; limit {limits.max_seconds:.0f} s")

@@ -1,0 +1,88 @@
+"""One upload carrying both modalities (a `clip`: MP4/MOV/WebM/MKV with sound) decoded in ONE pass.
+
+Decoding the audio with `audio.load_audio` and then the video with `tracker.track_video` opened the container
+twice: two copies of the bytes in memory, two walks of an MP4's sample tables, two FFmpeg indexes and two
+reads of every packet. Here the container is opened once (`media.open_av`, with every check it makes) and
+demuxed once: each audio packet goes to `audio.AvAudio`, each video packet is decoded and handed to the
+tracker's sampler as it comes, so the face is tracked while the file is read.
+
+Same answers as the two calls: the same checks and errors (the audio track's header first, then the video's),
+and a damaged tail handled per track (a video decode error is held back until the audio has been read to the
+end, as the separate audio pass read it; a demuxer error ends both tracks where it occurs, as it ended both
+passes). Content that is not an audio+video container goes through the two calls unchanged, so it is refused
+with the same reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import av
+import numpy as np
+
+from avpenet.features import audio, media, mp4index, tracker
+from avpenet.features.track import FaceTrack
+
+
+def decode_clip(
+    source: media.Source,
+    limits: tracker.VideoLimits,
+    *,
+    name: str | None = None,
+    max_audio_seconds: float | None = None,
+) -> tuple[np.ndarray | None, FaceTrack | None]:
+    """(16 kHz mono wave or None, FaceTrack or None) of an upload, opening its container once.
+
+    Raises what `audio.load_audio` (`name`, `max_audio_seconds`) and `tracker.track_video` raise for the
+    same bytes."""
+    audio_limit = audio.DEFAULT_MAX_SECONDS if max_audio_seconds is None else float(max_audio_seconds)
+    head = media.read_head(source)
+    kind = media.sniff(head)
+    if kind not in media.AV_CONTAINER_KINDS:
+        wave = audio.load_audio(source, name=name, max_seconds=audio_limit)
+        return wave, tracker.track_video(source, limits)
+    audio_bounds = mp4index.SampleBounds(max_seconds=audio_limit)
+    video_bounds = tracker.sample_bounds(limits)
+    if kind == "isobmff" and audio_bounds != video_bounds:  # both bounds hold, the audio's checked first
+        mp4index.check_sample_tables(source, audio_bounds)
+    container = media.open_av(source, kind, video_bounds)
+    try:
+        track_audio = audio.AvAudio.of(container, kind, audio_limit)
+        track = None
+        if container.streams.video:
+            frames = _video_frames(container, container.streams.video[0], track_audio)
+            with tracker.FaceTracker() as face_tracker:
+                track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
+            for _ in frames:  # normally spent already; a sampler that stopped early leaves audio to read
+                pass
+        elif track_audio is not None:
+            audio.demux_all(container, track_audio)
+        wave = audio.to_model_rate(*track_audio.finish(), kind) if track_audio is not None else None
+    finally:
+        container.close()
+    return wave, track
+
+
+def _video_frames(container, video, track_audio: audio.AvAudio | None) -> Iterator[av.VideoFrame]:
+    """Decoded frames of `video`, demuxed in the same pass as the audio track, which is decoded on the way."""
+    streams = [video] if track_audio is None else [video, track_audio.stream]
+    held: av.error.FFmpegError | None = None  # a video decode error, raised once the audio is read
+    try:
+        for packet in container.demux(*streams):
+            if packet.stream.index != video.index:
+                track_audio.feed(packet)
+            elif held is None:
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:
+                    held = exc
+                    continue
+                yield from decoded
+    except av.error.FFmpegError as exc:  # the demuxer failed: both tracks end here
+        if track_audio is not None and not track_audio.ended:
+            track_audio.stop(exc)
+        if held is not None:  # the video had already ended on its own error
+            raise held from None
+        raise
+    if held is not None:
+        raise held

@@ -1,0 +1,108 @@
+"""A clip (one container with sound and picture) is opened once and demuxed once, with the same answers as
+decoding its audio and its video separately: the same wave, the same face track, the same refusals."""
+
+from __future__ import annotations
+
+import functools
+
+import av
+import numpy as np
+import pytest
+from skimage import data as images
+from support import testmedia as tm
+
+from avpenet import contract
+from avpenet.errors import InputError, TooLarge
+from avpenet.features import audio, avclip, media, mp4index, tracker
+
+LIMITS = tracker.VideoLimits(max_seconds=20)
+
+
+@functools.cache
+def _clip(container: str = "mp4", audio_track: bool = True, seconds: float = 2.0) -> bytes:
+    frames = tm.face_frames(images.astronaut(), int(seconds * contract.FPS), size=(160, 160))
+    sound = tm.tone(seconds, contract.SAMPLE_RATE, freq=500.0) if audio_track else None
+    return tm.video_bytes(frames, contract.FPS, audio=sound, container=container)
+
+
+def _separately(data: bytes, max_audio_seconds: float = 20.0):
+    return audio.load_audio(data, max_seconds=max_audio_seconds), tracker.track_video(data, LIMITS)
+
+
+def _assert_same_track(one, other) -> None:
+    assert (one is None) == (other is None)
+    if one is not None:
+        np.testing.assert_array_equal(one.face_present, other.face_present)
+        np.testing.assert_allclose(one.landmarks, other.landmarks, atol=1e-5)
+        np.testing.assert_allclose(one.blendshapes, other.blendshapes, atol=1e-5)
+
+
+@pytest.fixture
+def opens(monkeypatch) -> dict[str, int]:
+    """How many containers FFmpeg opened and how many MP4 sample-table walks ran."""
+    counts = {"av.open": 0, "sample tables": 0}
+    real_open, real_walk = av.open, mp4index.check_sample_tables
+
+    def counted_open(*args, **kwargs):
+        counts["av.open"] += kwargs.get("mode", "r") == "r"  # reads only (test media is written with it)
+        return real_open(*args, **kwargs)
+
+    def counted_walk(*args, **kwargs):
+        counts["sample tables"] += 1
+        return real_walk(*args, **kwargs)
+
+    monkeypatch.setattr(media.av, "open", counted_open)
+    monkeypatch.setattr(media, "check_sample_tables", counted_walk)
+    monkeypatch.setattr(mp4index, "check_sample_tables", counted_walk)
+    return counts
+
+
+@pytest.mark.parametrize("container", ["mp4", "webm"])
+def test_a_clip_is_opened_once_and_gives_what_two_passes_give(container, opens):
+    data = _clip(container)
+    wave, track = avclip.decode_clip(data, LIMITS, max_audio_seconds=20)
+    assert opens["av.open"] == 1
+    assert opens["sample tables"] == (1 if container == "mp4" else 0)
+    assert track is not None and track.face_present.any() and wave is not None
+    reference_wave, reference_track = _separately(data)
+    assert opens["av.open"] == 3  # the separate calls open it twice (what the request path did)
+    np.testing.assert_array_equal(wave, reference_wave)
+    _assert_same_track(track, reference_track)
+
+
+def test_a_clip_without_sound_or_without_picture_is_read_once_too(opens):
+    silent = _clip(audio_track=False)
+    wave, track = avclip.decode_clip(silent, LIMITS)
+    assert wave is None and track is not None and opens["av.open"] == 1
+    sound_only = tm.video_bytes([], contract.FPS, audio=tm.tone(2.0, contract.SAMPLE_RATE))
+    wave, track = avclip.decode_clip(sound_only, LIMITS)
+    assert track is None and opens["av.open"] == 2
+    np.testing.assert_array_equal(wave, audio.load_audio(sound_only))
+
+
+def test_a_damaged_tail_keeps_the_same_start_of_each_track():
+    data = _clip(seconds=3.0)
+    cut = data[: len(data) * 3 // 4]  # moov at the end is lost: both ways refuse it the same way
+    with pytest.raises(InputError) as separate:
+        _separately(cut)
+    with pytest.raises(type(separate.value), match=str(separate.value)):
+        avclip.decode_clip(cut, LIMITS, max_audio_seconds=20)
+    webm = _clip("webm", seconds=3.0)  # clusters in order: a cut keeps a decodable start
+    cut = webm[: len(webm) * 3 // 4]
+    wave, track = avclip.decode_clip(cut, LIMITS, max_audio_seconds=20)
+    reference_wave, reference_track = _separately(cut)
+    np.testing.assert_array_equal(wave, reference_wave)
+    _assert_same_track(track, reference_track)
+
+
+def test_limits_and_refusals_are_those_of_the_separate_decoders():
+    data = _clip(seconds=2.0)
+    with pytest.raises(TooLarge, match="audio lasts 2 s; the limit is 1 s"):
+        avclip.decode_clip(data, LIMITS, max_audio_seconds=1.0)
+    with pytest.raises(TooLarge, match="video lasts"):
+        avclip.decode_clip(data, tracker.VideoLimits(max_seconds=1.0), max_audio_seconds=20)
+    wav = tm.audio_bytes(tm.tone(2.0, contract.SAMPLE_RATE), contract.SAMPLE_RATE)
+    with pytest.raises(InputError) as separate:
+        _separately(wav)
+    with pytest.raises(type(separate.value), match=str(separate.value)):
+        avclip.decode_clip(wav, LIMITS)  # WAV content sent as a clip: no video container
