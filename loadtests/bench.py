@@ -7,8 +7,10 @@ same score on the same clip, measures the model's FLOPs and the kernel limit, th
 concurrency (1, 8, 32) measures the three systems back to back with closed-loop asyncio +
 aiohttp clients. Per cell it records client latency, throughput, the responses' per-stage timings, CPU time
 of every process of the bench's tree by group (psutil; the load generator is separated, and machine-wide CPU
-tells how busy the box was with other work) and Triton's metric deltas (average batch, compute time). The
-report goes to stdout and, outside --quick, to docs/BENCHMARKS.md with a PNG plot in docs/img/.
+tells how busy the box was with other work), Triton's metric deltas (average batch, compute time) and, for
+AVPENet Serve, where a request's time went: Triton's queue and compute time per model and the gateway's stage
+histogram, read before and after the measured window (loadtests/stagetime.py). The report goes to stdout
+and, outside --quick, to docs/BENCHMARKS.md with a PNG plot in docs/img/.
 
 Why one module over 300 lines: the run's orchestration, the clients and the per-cell measurement share
 one state (the stack, the CPU meter, the payloads); the arithmetic and rendering live in benchreport.py.
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
-from loadtests import clips
+from loadtests import clips, stagetime
 
 HELP = "Benchmark naive PyTorch, an ONNX Runtime app and AVPENet Serve (throughput, p50/p99, CPU, batch)."
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -211,9 +213,14 @@ def measure_cell(
     meter: CpuMeter,
     triton_metrics_url: str | None,
     media_seconds_per_clip: float,
+    stage_urls: tuple[str | None, ...] = (),
 ) -> br.Cell:
+    """One cell; `stage_urls` (Triton's and the gateway's metrics) are read around the window for the
+    per-stage breakdown of AVPENet Serve cells (loadtests/stagetime.py)."""
+    staged = stage_urls if system == "avpenet" else ()
+
     def snap():
-        return meter.snapshot(), read_metrics(triton_metrics_url)
+        return meter.snapshot(), read_metrics(triton_metrics_url), stagetime.scrape(staged)
 
     done, t0, t1, start, end = asyncio.run(closed_loop(url, parts, concurrency, timing, snap, snap))
     ok = [d for d in done if d.ok]
@@ -241,6 +248,7 @@ def measure_cell(
         model_s=model_s,
         triton=triton,
         error_kinds=error_kinds(d.detail for d in done if not d.ok),
+        stage_time=stagetime.delta(start[2], end[2]),
     )
 
 
@@ -543,6 +551,7 @@ def _measure_best(args, system, mix, c, targets, payloads, kinds, timing, meter,
             meter=meter,
             triton_metrics_url=stack.triton.metrics_url,
             media_seconds_per_clip=clips.KINDS[kinds[mix]].seconds,
+            stage_urls=(stack.triton.metrics_url, stack.http_url + "/metrics"),
         )
         again.attempts = attempt
         cell = again if cell is None or again.other_load < cell.other_load else cell
@@ -589,8 +598,18 @@ def print_report(report: br.Report) -> None:
     print()
     for title, rows in (
         ("mean ms per stage", br.stage_rows(report)),
+        (
+            "where AVPENet Serve's time goes, mean ms per request (gateway histogram, Triton metrics)",
+            stagetime.path_rows(report.cells),
+        ),
+        (
+            "Triton per model: queue and compute ms per request, batches, busy share of the window",
+            stagetime.model_rows(report.cells),
+        ),
         ("CPU ms per clip", br.cpu_rows(report)),
     ):
+        if len(rows) == 1:  # nothing measured (a run saved before these were recorded)
+            continue
         print(f"{title}:")
         print(br.text_table_of(rows))
         print()

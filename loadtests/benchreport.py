@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtests import stagetime
+
 SYSTEMS = ("naive", "ort", "avpenet")
 PEERS = ("naive", "ort")  # the systems without Triton: their model runs inside their one replica
 SYSTEM_LABELS = {
@@ -80,12 +82,14 @@ def average_batch(count_delta: float, exec_delta: float) -> float:
 
 def triton_busy_s(deltas: Mapping[str, Mapping[str, float]], models: Iterable[str]) -> float:
     """Seconds the models computed. Triton adds a batch's compute time to EVERY request in it, so each
-    model's nv_inference_compute_infer_duration_us delta is divided by its average batch (exact when the
-    batch size is constant, close otherwise)."""
+    model's nv_inference_compute_infer_duration_us delta is divided by its requests per execution (exact
+    when that is constant, close otherwise). Requests, not windows: a 60-s clip is one request of 58 windows
+    (runs recorded before request counts were kept fall back to windows per execution)."""
     total = 0.0
     for model in models:
         d = deltas.get(model, {})
-        batch = average_batch(d.get("nv_inference_count", 0.0), d.get("nv_inference_exec_count", 0.0))
+        per_exec = d.get("nv_inference_request_success", d.get("nv_inference_count", 0.0))
+        batch = average_batch(per_exec, d.get("nv_inference_exec_count", 0.0))
         if not math.isnan(batch):
             total += d.get("nv_inference_compute_infer_duration_us", 0.0) / batch / 1e6
     return total
@@ -116,6 +120,7 @@ class Cell:
     triton: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric deltas
     attempts: int = 1  # measurements taken (a cell disturbed by other users' work is measured again)
     error_kinds: dict[str, int] = field(default_factory=dict)  # failed requests by status / exception
+    stage_time: dict[str, dict[str, float]] = field(default_factory=dict)  # stagetime.delta (avpenet cells)
 
     @property
     def requests(self) -> int:
@@ -471,6 +476,7 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
         _md_limits(report),
         _md_targets(report),
         _md_model_stage(report),
+        stagetime.markdown_lines(report.cells, markdown_table),
         _md_notes(report),
     )
     return "\n".join(line for section in sections for line in section)
