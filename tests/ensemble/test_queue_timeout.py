@@ -22,7 +22,7 @@ from preprocess_service.triton_client import TritonClient
 pytestmark = pytest.mark.integration
 SIXTY_S_WINDOWS = int((60 - contract.WINDOW_SECONDS) / contract.HOP_SECONDS) + 1  # 58
 QUEUED_WORK_S = 10.0  # aim for about this much queued work: several times the former 2 s queue timeout
-MAX_CALLS = 24  # well under each part's queue bound (configs.QUEUE_BOUND_REQUESTS)
+MAX_CALLS = 16  # well under each part's queue bound (configs.QUEUE_BOUND_REQUESTS); ~11 MB of waveform each
 
 
 def test_concurrent_60s_clips_wait_in_the_queue_and_are_all_scored(triton_server) -> None:
