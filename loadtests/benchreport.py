@@ -595,8 +595,9 @@ def _md_model_stage(report: Report) -> list[str]:
         "",
         "## Per-stage time (mean ms per request, from each response's `timings_ms`)",
         "",
-        "AVPENet Serve: `decode` (audio / landmarks file), `features` (video decode + face tracking + "
-        "windows), `triton` (the ensemble call), `total` (inside the gateway). Naive: the same feature "
+        "AVPENet Serve: `decode` (a separate audio upload / landmarks file), `features` (video decode + "
+        "face tracking + windows; an MP4's sound is decoded in the same demux pass, so it counts here), "
+        "`triton` (the ensemble call), `total` (inside the gateway). Naive: the same feature "
         "stages, then "
         "`model` (eager PyTorch). The gap between `total` and the client's latency is the proxy, Ray's "
         "handle hops and queueing.",
