@@ -53,14 +53,22 @@ def decode_clip(
             frames = _video_frames(container, container.streams.video[0], track_audio)
             with tracker.FaceTracker() as face_tracker:
                 track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
-            for _ in frames:  # normally spent already; a sampler that stopped early leaves audio to read
-                pass
+            _drain(frames)
         elif track_audio is not None:
             audio.demux_all(container, track_audio)
         wave = audio.to_model_rate(*track_audio.finish(), kind) if track_audio is not None else None
     finally:
         container.close()
     return wave, track
+
+
+def _drain(frames: Iterator[av.VideoFrame]) -> None:
+    """Read the rest of the pass for the audio: normally spent already (the sampler reads to the end)."""
+    try:
+        for _ in frames:
+            pass
+    except av.error.FFmpegError:  # the video's own error, after its track was decided: the audio is read
+        pass
 
 
 def _video_frames(container, video, track_audio: audio.AvAudio | None) -> Iterator[av.VideoFrame]:

@@ -106,3 +106,18 @@ def test_limits_and_refusals_are_those_of_the_separate_decoders():
         _separately(wav)
     with pytest.raises(type(separate.value), match=str(separate.value)):
         avclip.decode_clip(wav, LIMITS)  # WAV content sent as a clip: no video container
+
+
+def test_the_audio_is_read_to_its_end_even_when_the_video_sampler_stops_early(monkeypatch):
+    data = _clip(seconds=2.0)
+    real = tracker.sample_frames
+
+    def first_two(*args, **kwargs):
+        frames = real(*args, **kwargs)
+        yield next(frames)
+        yield next(frames)
+
+    monkeypatch.setattr(tracker, "sample_frames", first_two)
+    wave, track = avclip.decode_clip(data, LIMITS, max_audio_seconds=20)
+    assert track.n_frames == 2
+    np.testing.assert_array_equal(wave, audio.load_audio(data))
