@@ -105,8 +105,8 @@ def test_video_path_is_judged_against_the_landmarks_path_only_when_paths_ran():
     from avpenet.evaluate import judge_targets
 
     assert "video_vs_landmarks_mae" not in judge_targets(_fixed_result(0.9))
-    close = judge_targets(_fixed_result(0.9, {"video": {"mae": 1.04}, "landmarks_only": {"mae": 1.0}}))
-    far = judge_targets(_fixed_result(0.9, {"video": {"mae": 1.10}, "landmarks_only": {"mae": 1.0}}))
+    close = judge_targets(_fixed_result(0.9, {"video": {"mae": 1.04}, "audio_landmarks": {"mae": 1.0}}))
+    far = judge_targets(_fixed_result(0.9, {"video": {"mae": 1.10}, "audio_landmarks": {"mae": 1.0}}))
     assert close["video_vs_landmarks_mae"]["met"] is True
     assert far["video_vs_landmarks_mae"]["met"] is False
     assert far["video_vs_landmarks_mae"]["measured"] == pytest.approx(0.10)
