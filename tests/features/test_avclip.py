@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import functools
 
-import av
 import numpy as np
 import pytest
 from skimage import data as images
 from support import testmedia as tm
+from support.opens import count_opens
 
 from avpenet import contract
 from avpenet.errors import InputError, TooLarge
-from avpenet.features import audio, avclip, media, mp4index, tracker
+from avpenet.features import audio, avclip, tracker
 
 LIMITS = tracker.VideoLimits(max_seconds=20)
 
@@ -40,21 +40,7 @@ def _assert_same_track(one, other) -> None:
 @pytest.fixture
 def opens(monkeypatch) -> dict[str, int]:
     """How many containers FFmpeg opened and how many MP4 sample-table walks ran."""
-    counts = {"av.open": 0, "sample tables": 0}
-    real_open, real_walk = av.open, mp4index.check_sample_tables
-
-    def counted_open(*args, **kwargs):
-        counts["av.open"] += kwargs.get("mode", "r") == "r"  # reads only (test media is written with it)
-        return real_open(*args, **kwargs)
-
-    def counted_walk(*args, **kwargs):
-        counts["sample tables"] += 1
-        return real_walk(*args, **kwargs)
-
-    monkeypatch.setattr(media.av, "open", counted_open)
-    monkeypatch.setattr(media, "check_sample_tables", counted_walk)
-    monkeypatch.setattr(mp4index, "check_sample_tables", counted_walk)
-    return counts
+    return count_opens(monkeypatch)
 
 
 @pytest.mark.parametrize("container", ["mp4", "webm"])

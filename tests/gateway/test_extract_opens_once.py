@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import av
 from support.gateway import mp4_bytes
+from support.opens import count_opens
 
 from avpenet import contract
-from avpenet.features import media, mp4index
 from preprocess_service.extract import extract
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.settings import Limits
@@ -14,19 +13,7 @@ from preprocess_service.settings import Limits
 
 def test_a_clip_upload_is_opened_and_its_sample_tables_walked_once(monkeypatch):
     data = mp4_bytes(3.0)  # H.264 + AAC, both tracks
-    counts = {"av.open": 0, "sample tables": 0}
-    real_open, real_walk = av.open, mp4index.check_sample_tables
-
-    def counted_open(*args, **kwargs):
-        counts["av.open"] += 1
-        return real_open(*args, **kwargs)
-
-    def counted_walk(*args, **kwargs):
-        counts["sample tables"] += 1
-        return real_walk(*args, **kwargs)
-
-    monkeypatch.setattr(media.av, "open", counted_open)
-    monkeypatch.setattr(media, "check_sample_tables", counted_walk)
+    counts = count_opens(monkeypatch)
     extracted = extract(ScoreRequest(clip=MediaPart(data=data, filename="bed.mp4")), Limits())
     assert counts == {"av.open": 1, "sample tables": 1}
     assert extracted.n_windows == 1 and "audio" in extracted.modalities
