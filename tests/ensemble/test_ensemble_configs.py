@@ -9,6 +9,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from avpenet import contract
+from avpenet.features import audio
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, versions
 
 REPO = DEFAULT_REPOSITORY
@@ -110,7 +111,7 @@ def test_a_parts_queue_holds_the_longest_call_for_its_whole_deadline(model: cont
     must be the longest call's deadline; a fixed 2 s rejected long clips under load. Overload stays bounded
     by the queue's length."""
     longest_call_us = contract.MAX_BATCH_SIZE * contract.DEADLINE_PER_WINDOW_S * 1e6
-    sixty_s_windows = int((60 - contract.WINDOW_SECONDS) / contract.HOP_SECONDS) + 1
+    sixty_s_windows = audio.window_count(60 * contract.SAMPLE_RATE)  # as the gateway cuts them
     for path in (REPO / model.name / "config.pbtxt", REPO / model.name / "configs" / "gpu.pbtxt"):
         policy = configs.parse(path).dynamic_batching.default_queue_policy
         assert policy.allow_timeout_override, path  # the caller's remaining deadline governs

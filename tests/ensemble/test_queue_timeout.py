@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from avpenet import contract
+from avpenet.features import audio
 from preprocess_service.triton_client import TritonClient
 
 pytestmark = pytest.mark.integration
-SIXTY_S_WINDOWS = int((60 - contract.WINDOW_SECONDS) / contract.HOP_SECONDS) + 1  # 58
+SIXTY_S_WINDOWS = audio.window_count(60 * contract.SAMPLE_RATE)  # 58, as the gateway cuts them
 QUEUED_WORK_S = 10.0  # aim for about this much queued work: several times the former 2 s queue timeout
 MAX_CALLS = 16  # well under each part's queue bound (configs.QUEUE_BOUND_REQUESTS); ~11 MB of waveform each
 
