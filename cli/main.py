@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "features": "avpenet.features.cli",
     "train": "avpenet.train",
     "evaluate": "avpenet.evaluate",
+    "calibrate": "avpenet.calibrate",
     "export": "ensemble.export",
     "quantize": "ensemble.quantize",
     "triton": "ensemble.server",
