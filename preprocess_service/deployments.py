@@ -12,6 +12,8 @@ their bodies are in http_routes.py, the gRPC methods in grpc_methods.py.
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +29,7 @@ from preprocess_service import http_routes
 from preprocess_service.errors import FeaturesUnavailable
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.grpc_methods import GrpcMethods
+from preprocess_service.limits import video_seconds
 from preprocess_service.openapi import (
     API_INFO,
     ERRORS,
@@ -66,31 +69,63 @@ class FeatureExtractor:
         memprofile.start("features")  # only under `avpenet soak --memprofile`
         warm_up()
 
-    async def extract(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted | InputError:
+    async def extract(
+        self, request: ScoreRequest, carrier: Mapping[str, str], deadline: float | None = None
+    ) -> Extracted | InputError | None:
+        """The request's model inputs; None when the work was stopped because nobody waits for it any more:
+        the caller cancelled it (Serve cancels this task) or its wall-clock `deadline` (time.time()) passed.
+        The worker thread checks before each decoded frame, so a refused request stops costing CPU."""
+        from avpenet.features.tracker import Stopped
+
+        cancelled = threading.Event()
+
+        def stop() -> bool:
+            return cancelled.is_set() or (deadline is not None and time.time() > deadline)
+
         # An input error is returned, not raised, so its class (and so its status) survives Ray's wrapping.
         try:
-            return await asyncio.to_thread(extract, request, self.limits, carrier)
+            return await asyncio.to_thread(extract, request, self.limits, carrier, stop=stop)
+        except asyncio.CancelledError:
+            cancelled.set()  # the thread is not cancelled with this task: tell it to stop
+            raise
         except InputError as exc:
             return exc
+        except Stopped:
+            return None
 
 
 UNAVAILABLE = (TimeoutError, RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
 
 async def extract_remotely(
-    extractor: DeploymentHandle, request: ScoreRequest, carrier: Mapping[str, str], settings: GatewaySettings
+    extractor: DeploymentHandle,
+    request: ScoreRequest,
+    carrier: Mapping[str, str],
+    settings: GatewaySettings,
+    media_s: float = 0.0,
 ) -> Extracted:
-    """One call to the FeatureExtractor, bounded: a dead or restarting replica is a 503 + Retry-After at
-    `features_timeout_s`, not a caller waiting for Serve to bring a new one up."""
-    response = extractor.extract.remote(request, dict(carrier))
+    """One call to the FeatureExtractor, bounded by `settings.features_deadline_s(media_s)`: a dead,
+    restarting or saturated replica is a 503 + Retry-After then, not a caller waiting for Serve to bring a new
+    one up. The request is cancelled when the caller stops waiting (deadline or disconnect), and the replica
+    also gets the deadline, so it stops decoding and tracking what nobody will read."""
+    timeout = settings.features_deadline_s(media_s)
+    response = extractor.extract.remote(request, dict(carrier), time.time() + timeout)
     try:
-        result = await asyncio.wait_for(response, settings.features_timeout_s)
+        result = await asyncio.wait_for(response, timeout)
     except UNAVAILABLE as exc:
         response.cancel()
         raise FeaturesUnavailable(
             f"video feature extraction unavailable ({type(exc).__name__}); send the clip again",
             settings.limits.retry_after_s,
         ) from exc
+    except asyncio.CancelledError:  # the caller went away: so does the work
+        response.cancel()
+        raise
+    if result is None:  # the replica reached the deadline first (clocks differ slightly)
+        raise FeaturesUnavailable(
+            f"video feature extraction did not finish within {timeout:.0f} s; send the clip again",
+            settings.limits.retry_after_s,
+        )
     if isinstance(result, BaseException):
         raise result
     return result
@@ -104,7 +139,8 @@ class Gateway(GrpcMethods):
         logging.getLogger("avpenet").setLevel(self.settings.log_level)
 
         async def remote_extract(request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
-            return await extract_remotely(extractor, request, carrier, self.settings)
+            media_s = video_seconds(request, self.settings.limits.max_duration_s) or 0.0
+            return await extract_remotely(extractor, request, carrier, self.settings, media_s)
 
         self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)
         # This replica's metrics on Ray's metrics port too, which k8s scrapes pod by pod (ray_metrics.py).

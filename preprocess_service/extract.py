@@ -14,7 +14,7 @@ in the same pass as its video, so it is timed under `features`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,15 +40,28 @@ class Extracted:
         return int(len(self.inputs[contract.WAVEFORM.name]))
 
 
-def extract(request: ScoreRequest, limits: Limits, carrier: Mapping[str, str] | None = None) -> Extracted:
-    """Model inputs for one request; raises `avpenet.errors.InputError` subclasses for bad media."""
+def extract(
+    request: ScoreRequest,
+    limits: Limits,
+    carrier: Mapping[str, str] | None = None,
+    *,
+    stop: Callable[[], bool] | None = None,
+) -> Extracted:
+    """Model inputs for one request; raises `avpenet.errors.InputError` subclasses for bad media.
+
+    `stop` (asked before each decoded video frame) ends the work with `tracker.Stopped` once the caller no
+    longer waits for it (its deadline passed, or it was cancelled): refused work stops costing CPU."""
     from avpenet.features import audio, avclip, tracker, windows
     from avpenet.features.track import FaceTrack
 
     tracer = telemetry.tracer()
     parent = telemetry.extract_context(carrier or {})
     timings: dict[str, float] = {}
-    video_limits = tracker.VideoLimits(max_seconds=limits.max_duration_s, max_pixels=limits.max_pixels)
+    video_limits = tracker.VideoLimits(
+        max_seconds=limits.max_duration_s, max_pixels=limits.max_pixels, stop=stop
+    )
+    if stop is not None and stop():  # given up while it waited for a thread
+        raise tracker.Stopped("the caller stopped waiting before extraction started")
     max_frames = int(limits.max_duration_s * contract.FPS)
 
     wave = track = None

@@ -23,7 +23,12 @@ from preprocess_service.auth import ApiKeys
 from preprocess_service.clinical import Clinical, clip_sha256
 from preprocess_service.errors import TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
-from preprocess_service.limits import InFlightLimiter, check_upload_size
+from preprocess_service.limits import (
+    InFlightLimiter,
+    MediaSecondsLimiter,
+    check_upload_size,
+    video_seconds,
+)
 from preprocess_service.protocol import (
     Interval,
     ModalityWeights,
@@ -59,6 +64,10 @@ class ScoringService:
         memprofile.start("gateway")  # only under `avpenet soak --memprofile`
         self.metrics = telemetry.Metrics()
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
+        # video: by media seconds at the FeatureExtractor, refused before decoding (limits.py)
+        self.video_limiter = MediaSecondsLimiter(
+            settings.limits.max_video_seconds_in_flight, settings.limits.retry_after_s
+        )
         self.triton = TritonClient(
             settings.triton_url,
             model=settings.model_name,
@@ -160,7 +169,9 @@ class ScoringService:
         digests = {name: media_digest(p.data) for name, p in request.parts().items()}
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
-        extracted = await self._extractor_for(request)(request, telemetry.inject_context())
+        media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
+        with self.video_limiter.admit(media_s) if media_s is not None else contextlib.nullcontext():
+            extracted = await self._extractor_for(request)(request, telemetry.inject_context())
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
             span.set_attribute("avpenet.windows", extracted.n_windows)

@@ -29,6 +29,9 @@ class Limits(BaseModel):
     max_duration_s: float = Field(60.0, gt=0)  # media seconds; the default keeps one Triton batch
     max_pixels: int = Field(1920 * 1080, gt=0)  # width * height of coded video frames
     max_in_flight: int = Field(16, gt=0)  # concurrent scoring requests per gateway replica, then 429
+    # Video: media seconds a gateway replica may have at the FeatureExtractor at once, then 429 before any
+    # decoding (a clip costs there per second of video; a single clip is always admitted): README, Admission
+    max_video_seconds_in_flight: float = Field(60.0, gt=0)
     retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
     # Slow uploads (slow-loris): the body must keep arriving at this average rate once the grace has passed,
     # else 408. Admission is taken only after the whole body is in, so a slow sender holds no scoring slot.
@@ -53,9 +56,12 @@ class GatewaySettings(BaseModel):
     # (a part's queue holds a call at most MAX_BATCH_SIZE x the default, 32 s: a larger value is capped there)
     triton_timeout_per_window_s: float = Field(contract.DEADLINE_PER_WINDOW_S, ge=0)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
-    # Deadline of the FeatureExtractor hop (video decode + tracking; ~2.5 CPU-s for the longest clip): past
-    # it, or when its replica dies, the caller gets 503 + Retry-After instead of waiting for a restart
+    # Deadline of the FeatureExtractor hop (video decode + tracking, ~0.22 CPU-s per second of video): past
+    # it, or when its replica dies, the caller gets 503 + Retry-After instead of waiting for a restart, and
+    # the replica stops working on it. `features_timeout_s`, or this much per second of video when longer
+    # (a 60-s clip: 30 s), as the Triton call's deadline scales per window
     features_timeout_s: float = Field(15.0, gt=0)
+    features_timeout_per_media_s: float = Field(0.5, ge=0)
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
     # Watchdog: a real one-window inference this often; `watchdog_failures` failed in a row = not ready
     watchdog_period_s: float = Field(3.0, gt=0)
@@ -96,6 +102,10 @@ class GatewaySettings(BaseModel):
         if self.limits.max_duration_s > 3600:
             raise ValueError("limits.max_duration_s above one hour is not a per-request clip")
         return self
+
+    def features_deadline_s(self, media_s: float) -> float:
+        """The FeatureExtractor hop's deadline for a clip of `media_s` seconds (see the fields above)."""
+        return max(self.features_timeout_s, media_s * self.features_timeout_per_media_s)
 
     @property
     def exposed(self) -> bool:

@@ -229,3 +229,47 @@ def _check_track(track: _Track, file_size: int, bounds: SampleBounds) -> None:
 
 def _name(kind: bytes) -> str:
     return repr(kind.decode("latin-1"))
+
+
+def declared_seconds(data: bytes | bytearray | memoryview) -> float | None:
+    """The duration an MP4/MOV's movie header (`moov/mvhd`) declares, or None when it declares none.
+
+    Reads two levels of box headers (microseconds, no allocation) so a caller can size a request's cost
+    before decoding it. It is the file's own claim: the decoder still measures and bounds the real length.
+    """
+    view = memoryview(data)
+    moov = _child(view, 0, len(view), b"moov")
+    mvhd = None if moov is None else _child(view, moov[0], moov[1], b"mvhd")
+    if mvhd is None:
+        return None
+    body = view[mvhd[0] : mvhd[1]]
+    long = len(body) >= 1 and body[0] == 1  # version 1: 64-bit times and duration
+    if len(body) < (32 if long else 20):
+        return None
+    timescale = _U32.unpack_from(body, 20 if long else 12)[0]
+    duration = struct.unpack_from(">Q", body, 24)[0] if long else _U32.unpack_from(body, 16)[0]
+    if timescale == 0 or duration in (0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):  # all ones: "unknown"
+        return None
+    return duration / timescale
+
+
+def _child(data: memoryview, start: int, end: int, wanted: bytes) -> tuple[int, int] | None:
+    """(body start, body end) of the first `wanted` box in [start, end); at most 64 boxes looked at."""
+    pos = start
+    for _ in range(64):
+        if pos + 8 > end:
+            return None
+        size, kind = _U32.unpack_from(data, pos)[0], bytes(data[pos + 4 : pos + 8])
+        header = 8
+        if size == 1:
+            if pos + 16 > end:
+                return None
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return None
+        if kind == wanted:
+            return pos + header, min(pos + size, end)
+        pos += size
+    return None

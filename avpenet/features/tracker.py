@@ -27,8 +27,8 @@ import importlib.metadata
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -54,6 +54,10 @@ TRACK_MAX_SIDE = 1280
 TRACK_MIN_SIDE = 32
 
 
+class Stopped(Exception):
+    """Decoding was stopped because `VideoLimits.stop` said so: nobody waits for this result any more."""
+
+
 @dataclass(frozen=True)
 class VideoLimits:
     """Resource limits for one video; beyond any of them decoding stops with TooLarge."""
@@ -62,6 +66,8 @@ class VideoLimits:
     max_frames: int | None = None  # sampled frames at FPS; default max_seconds * FPS
     max_pixels: int = 3840 * 2160  # width * height of the coded frames
     max_decoded_per_second: int = 240  # raw frames per second of media (guards against bogus timestamps)
+    # Asked before each decoded frame: True stops decoding with `Stopped` (the caller stopped waiting)
+    stop: Callable[[], bool] | None = field(default=None, compare=False)
 
     @property
     def frame_limit(self) -> int:
@@ -425,6 +431,8 @@ def sample_frames(
     try:
         for frame in container.decode(stream) if frames is None else frames:
             decoded += 1
+            if limits.stop is not None and limits.stop():
+                raise Stopped(f"stopped after {decoded} decoded frames: the caller no longer waits")
             if decoded > max_decoded:
                 raise TooLarge(f"video has over {max_decoded} frames; limit {limits.max_seconds:.0f} s")
             t = frame.time if frame.time is not None else decoded / rate

@@ -1,10 +1,12 @@
 """The Gateway's hop to the FeatureExtractor is bounded: a replica that is dead, restarting or saturated is
-a 503 + Retry-After (UNAVAILABLE over gRPC) at `features_timeout_s`; the abandoned Serve request is cancelled.
+a 503 + Retry-After (UNAVAILABLE over gRPC) at `features_timeout_s` (longer for long clips); the abandoned
+Serve request is cancelled, also when the caller goes away.
 A fake handle stands in for Ray's DeploymentHandle; the real kill is in tests/reliability/test_faults.py."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from ray.exceptions import ActorDiedError
@@ -37,7 +39,8 @@ class FakeHandle:
         self.response = response
         self.extract = self
 
-    def remote(self, request: object, carrier: dict) -> FakeResponse:
+    def remote(self, request: object, carrier: dict, deadline: float) -> FakeResponse:
+        self.deadline = deadline
         return self.response
 
 
@@ -68,3 +71,31 @@ def test_results_and_input_errors_pass_through():
     refusal = InputError("no audio track")
     with pytest.raises(InputError, match="no audio track"):
         call(FakeResponse(refusal))
+
+
+def test_the_deadline_scales_with_the_clip_and_reaches_the_replica():
+    handle = FakeHandle(FakeResponse("extracted"))
+    settings = GatewaySettings.load({"features_timeout_s": 2, "features_timeout_per_media_s": 0.5}, {})
+    before = time.time()
+    assert asyncio.run(extract_remotely(handle, object(), {}, settings, media_s=60.0)) == "extracted"
+    assert before + 30 <= handle.deadline <= time.time() + 30  # 60 s x 0.5, not the 2 s floor
+
+
+def test_work_the_replica_stopped_at_its_deadline_is_a_503():
+    with pytest.raises(FeaturesUnavailable, match="did not finish within"):
+        call(FakeResponse(None))
+
+
+def test_a_caller_that_goes_away_cancels_the_extraction():
+    response = FakeResponse("never used", delay_s=5.0)
+    settings = GatewaySettings.load({"features_timeout_s": 30}, {})
+
+    async def scenario() -> None:
+        task = asyncio.create_task(extract_remotely(FakeHandle(response), object(), {}, settings))
+        await asyncio.sleep(0)  # let it start waiting
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert response.cancelled
