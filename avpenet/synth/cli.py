@@ -1,4 +1,9 @@
-"""`avpenet synth`: write an AVPE-Synth dataset (labels.csv, truth.csv, audio/, visual/, video/)."""
+"""`avpenet synth`: write an AVPE-Synth dataset (labels.csv, truth.csv, audio/, visual/, video/).
+
+    avpenet synth --out DIR --split SPLIT.json --parts test,val,train --resume
+
+renders subject by subject, held-out subjects first, and continues where a stopped run left off.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from avpenet.synth import dataset
+from avpenet.synth import dataset, progress
 
 HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ + rendered MP4s)"
 
@@ -35,6 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "only N clean clips spread over the pain range (0: none, fast, synthetic .npz tracks only)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="skip the clips a stopped run with the same options finished (DIR/.progress/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--split", type=Path, default=None,
+        help="split.json: make only the subjects of --parts, subject by subject in that order",
+    )  # fmt: skip
+    parser.add_argument(
+        "--parts", default="test,val,train",
+        help="with --split: which parts, in which order (default: test,val,train)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -44,10 +61,17 @@ def run(args: argparse.Namespace) -> int:
         print("avpenet synth: --subjects and --workers must be ≥ 1, --render-video ≥ 0", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    summary = dataset.generate(
-        args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips,
-        render=render, workers=args.workers, progress=not args.quiet,
-    )  # fmt: skip
+    try:
+        subjects = None
+        if args.split is not None:
+            subjects = progress.subject_order(args.split, [p for p in args.parts.split(",") if p])
+        summary = dataset.generate(
+            args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips, render=render,
+            workers=args.workers, progress=not args.quiet, subjects=subjects, resume=args.resume,
+        )  # fmt: skip
+    except ValueError as exc:  # a split of another set, an unknown part, a resume with other options
+        print(f"avpenet synth: {exc}", file=sys.stderr)
+        return 2
     report = dataset.summary_dict(summary) | {"seconds": round(time.perf_counter() - start, 1)}
     print(json.dumps(report))
     return 0

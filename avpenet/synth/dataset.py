@@ -19,6 +19,7 @@ import csv
 import functools
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from scipy import signal
 from avpenet import augment, contract
 from avpenet.features import tracked
 from avpenet.synth import face, noise, sources, vocal
+from avpenet.synth import progress as synth_progress
 
 # --- defaults mirror the paper: 428 subjects (215 neonates, 213 adults), 3,247 clips ------------------------
 DEFAULT_SUBJECTS = 428
@@ -446,43 +448,67 @@ def generate(
     render: int | None = 0,
     workers: int = 2,
     progress: bool = True,
-    subjects: set[str] | None = None,
+    subjects: Sequence[str] | set[str] | None = None,
+    resume: bool = False,
 ) -> Summary:
     """Write labels.csv, truth.csv, audio/, visual/ and video/ under out_dir (only the clips of `subjects`
-    when given: the same files as in the whole set, e.g. one split's subjects rendered on a budget)."""
-    from tqdm import tqdm
+    when given: the same files as in the whole set, e.g. one split's subjects rendered on a budget).
 
+    `subjects` as a list or tuple is also the order the clips are made in (subject by subject). With
+    `resume`, clips a previous run of the same options finished (DIR/.progress/, avpenet.synth.progress) are
+    not made again."""
     out = Path(out_dir)
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
     if subjects is not None:
-        plans = [p for p in plans if p.subject.subject_id in subjects]
-    state = sources.neutral_states()
-    jobs = [(p, str(out)) for p in plans]
-    bar = tqdm(total=len(jobs), desc="avpe-synth", unit="clip", disable=not progress)
-    # Rendered clips are slow: start them first so they do not trail at the end.
-    order = sorted(range(len(jobs)), key=lambda i: not plans[i].render)
-    if workers <= 1:
-        _init_worker(state)
-        for i in order:
-            plans[i].truth = _work(jobs[i])
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # workers track their renders: mediapipe is not fork-safe
-        pool_args = {"mp_context": ctx, "initializer": _init_worker, "initargs": (state,)}
-        with ProcessPoolExecutor(workers, **pool_args) as pool:
-            results = pool.map(_work, [jobs[i] for i in order], chunksize=4)
-            for i, truth in zip(order, results, strict=True):
-                plans[i].truth = truth
-                bar.update()
-    bar.close()
+        chosen = set(subjects)
+        unknown = sorted(chosen - {p.subject.subject_id for p in plans})
+        if unknown:
+            raise ValueError(f"subjects not in this set (seed {seed}, {n_subjects} subjects): {unknown}")
+        plans = [p for p in plans if p.subject.subject_id in chosen]
+    params = {"seed": seed, "n_subjects": n_subjects, "n_clips": n_clips, "render": render}
+    done = synth_progress.start(out, params, resume)
+    todo = [i for i, p in enumerate(plans) if p.clip_id not in done]
+    for p in plans:
+        p.truth = done.get(p.clip_id, p.truth)
+    if isinstance(subjects, list | tuple):  # subject by subject, in the order given
+        rank = {s: k for k, s in enumerate(subjects)}
+        todo.sort(key=lambda i: (rank[plans[i].subject.subject_id], plans[i].index))
+    else:  # rendered clips are slow: start them first so they do not trail at the end
+        todo.sort(key=lambda i: not plans[i].render)
+    _make_clips(plans, todo, out, workers, progress)
     write_labels(out / "labels.csv", plans)
     write_truth(out / "truth.csv", plans)
     n_subjects = len({p.subject.subject_id for p in plans})
     return Summary(n_subjects, len(plans), sum(p.render for p in plans), str(out))
+
+
+def _make_clips(plans: list[ClipPlan], todo: list[int], out: Path, workers: int, progress: bool) -> None:
+    """Make plans[i] for i in `todo`, in that order; each clip's truth recorded as soon as it is written."""
+    from tqdm import tqdm
+
+    state = sources.neutral_states()
+    jobs = [(plans[i], str(out)) for i in todo]
+    bar = tqdm(total=len(jobs), desc="avpe-synth", unit="clip", disable=not progress)
+    if workers <= 1:
+        _init_worker(state)
+        results = map(_work, jobs)
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # workers track their renders: mediapipe is not fork-safe
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(state,))
+        results = pool.map(_work, jobs, chunksize=1 if len(jobs) < 8 * workers else 4)
+    try:
+        for i, truth in zip(todo, results, strict=True):
+            plans[i].truth = truth
+            synth_progress.record(out, plans[i].clip_id, truth)
+            bar.update()
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
 
 
 def _fmt(x: float) -> str:

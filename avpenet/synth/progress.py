@@ -1,0 +1,59 @@
+"""Resumable, subject-ordered AVPE-Synth runs: which clips are finished, and which subjects come first.
+
+Rendering and tracking the default set takes about two hours on 2 cores, so a run stopped by a time limit or
+a reboot must not start over. `generate` records each finished clip's truth row under DIR/.progress/ once
+the clip's files are written (``record``); ``--resume`` skips those clips and refuses a folder made with
+another seed, size or render choice. ``subject_order`` lists the subjects of chosen parts of a split.json
+in that order (e.g. test, val, train: a run stopped for time then leaves whole held-out subjects, not a
+thin slice of every subject).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PROGRESS_DIR = ".progress"  # one <clip_id>.json truth row per finished clip, and run.json
+RUN_FILE = "run.json"  # the options whose plan the finished clips belong to
+
+
+def start(out: Path, params: dict, resume: bool) -> dict[str, dict]:
+    """The truth rows of the clips already finished in `out` (only when resuming).
+
+    A fresh run forgets earlier records; a resumed one must have been started with the same `params`.
+    """
+    folder = Path(out) / PROGRESS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    run = folder / RUN_FILE
+    old = json.loads(run.read_text()) if run.exists() else None
+    if resume and old is not None and old != params:
+        raise ValueError(
+            f"{out} was generated with {old}, not {params}: resume with the same options or use another --out"
+        )
+    records = sorted(p for p in folder.glob("*.json") if p.name != RUN_FILE)
+    if not resume:
+        for p in records:
+            p.unlink()
+        records = []
+    run.write_text(json.dumps(params, sort_keys=True) + "\n")
+    return {p.stem: json.loads(p.read_text()) for p in records}
+
+
+def record(out: Path, clip_id: str, truth: dict) -> None:
+    """Mark `clip_id` finished (after its files are written); atomic, so a kill never leaves half a record."""
+    path = Path(out) / PROGRESS_DIR / f"{clip_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(truth, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def subject_order(split_path: Path, parts: list[str]) -> list[str]:
+    """The subjects of `parts` of a split.json, part by part in the given order (each part as listed)."""
+    split = json.loads(Path(split_path).read_text())
+    unknown = [p for p in parts if p not in split]
+    if unknown:
+        raise ValueError(f"{split_path} has no part {', '.join(unknown)} (parts: {', '.join(split)})")
+    order: list[str] = []
+    for part in parts:
+        order += [s for s in split[part] if s not in order]
+    return order
