@@ -10,6 +10,8 @@ the queue in front of the replica the same way. The rule and its reasoning: prep
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -48,31 +50,84 @@ class MediaSecondsLimiter:
 
     A request's cost there grows with its length (decoding and face tracking per frame: a 60-s clip costs
     about 20 times a 3-s one), so counting requests lets a handful of long clips fill the queue past every
-    deadline. A clip that would take the total over `budget_s` is refused at once (429 + Retry-After) before
-    any decoding; one clip alone is always admitted, so a clip up to the length limit can run even when the
-    budget is set below it. Single-threaded event loop: no lock.
+    deadline. Two bounds, both checked before any decoding (429 + Retry-After):
+
+    - a budget: at most `budget_s` media seconds in flight (one clip alone is always admitted, so a clip up
+      to the length limit runs even when the budget is set below it);
+    - the measured rate: the media seconds the FeatureExtractor has been finishing per second of busy time
+      (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not
+      read as slowness). A clip is refused when the seconds ahead of it plus its own, at that rate, would
+      not finish within `ADMIT_SHARE` of its deadline: it would be refused later anyway, after its decoding.
+      Until `min_busy_s` of busy time is measured only the budget applies.
+
+    Single-threaded event loop: no lock.
     """
 
-    def __init__(self, budget_s: float, retry_after_s: int) -> None:
+    ADMIT_SHARE = 0.8  # of the deadline: headroom for the rate estimate's noise
+
+    def __init__(
+        self, budget_s: float, retry_after_s: int, *, tau_s: float = 30.0, min_busy_s: float = 5.0
+    ) -> None:
         self.budget_s = budget_s
         self.retry_after_s = retry_after_s
+        self.tau_s = tau_s
+        self.min_busy_s = min_busy_s
         self.in_flight_s = 0.0
         self.requests = 0
+        self.done_s = 0.0  # media seconds finished, decayed
+        self.busy_s = 0.0  # seconds with work in flight, decayed the same way
+        self._since = time.monotonic()
 
-    @contextlib.contextmanager
-    def admit(self, seconds: float) -> Iterator[None]:
-        if self.requests and self.in_flight_s + seconds > self.budget_s:
-            raise Overloaded(
+    @property
+    def rate(self) -> float | None:
+        """Media seconds finished per busy second, or None while too little is measured."""
+        return self.done_s / self.busy_s if self.busy_s >= self.min_busy_s and self.done_s > 0 else None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.requests:  # the clock runs only while the extractor has work
+            dt = now - self._since
+            decay = math.exp(-dt / self.tau_s)
+            self.done_s *= decay
+            self.busy_s = self.busy_s * decay + dt
+        self._since = now
+
+    def _refusal(self, seconds: float, deadline_s: float) -> Overloaded | None:
+        ahead = self.in_flight_s + seconds
+        if self.requests and ahead > self.budget_s:
+            return Overloaded(
                 f"video feature extraction busy: {self.in_flight_s:.0f} s of video in flight (limit "
                 f"{self.budget_s:.0f} s per gateway replica) and this clip declares {seconds:.1f} s; "
                 f"retry after {self.retry_after_s} s",
                 self.retry_after_s,
             )
+        rate = self.rate
+        if self.requests and rate is not None and ahead / rate > self.ADMIT_SHARE * deadline_s:
+            wait = math.ceil((ahead - rate * self.ADMIT_SHARE * deadline_s) / rate)
+            retry = min(max(self.retry_after_s, wait), 60)
+            return Overloaded(
+                f"video feature extraction busy: {self.in_flight_s:.0f} s of video ahead of this clip's "
+                f"{seconds:.1f} s would take about {ahead / rate:.0f} s at the current {rate:.1f} s of video "
+                f"per second, over its {deadline_s:.0f} s deadline; retry after {retry} s",
+                retry,
+            )
+        return None
+
+    @contextlib.contextmanager
+    def admit(self, seconds: float, deadline_s: float = math.inf) -> Iterator[None]:
+        self._tick()
+        refusal = self._refusal(seconds, deadline_s)
+        if refusal is not None:
+            raise refusal
         self.in_flight_s += seconds
         self.requests += 1
+        finished = False
         try:
             yield
+            finished = True
         finally:
+            self._tick()
+            self.done_s += seconds if finished else 0.0  # only work that finished tells the rate
             self.requests -= 1
             self.in_flight_s = max(0.0, self.in_flight_s - seconds) if self.requests else 0.0
 

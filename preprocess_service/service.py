@@ -170,7 +170,12 @@ class ScoringService:
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
-        with self.video_limiter.admit(media_s) if media_s is not None else contextlib.nullcontext():
+        admission = (
+            contextlib.nullcontext()
+            if media_s is None
+            else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
+        )
+        with admission:
             extracted = await self._extractor_for(request)(request, telemetry.inject_context())
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:

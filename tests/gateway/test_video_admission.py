@@ -5,12 +5,14 @@ the clip's length. The rule: preprocess_service/README.md, *Admission*."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from support.gateway import mp4_bytes, wav_bytes
 from support.testmedia import noise_frames, video_bytes
 
 from avpenet import contract
+from preprocess_service import limits
 from preprocess_service.errors import Overloaded, status_of
 from preprocess_service.limits import MediaSecondsLimiter, video_seconds
 from preprocess_service.protocol import MediaPart, ScoreRequest
@@ -28,7 +30,9 @@ def test_clips_are_admitted_until_their_seconds_fill_the_budget():
         with pytest.raises(Overloaded) as refused, limiter.admit(1.0):
             pass
         assert status_of(refused.value) == (429, "RESOURCE_EXHAUSTED") and refused.value.retry_after_s == 3
-        assert "10 s of video in flight (limit 10 s" in str(refused.value)  # a reason an integrator can act on
+        assert "10 s of video in flight (limit 10 s" in str(
+            refused.value
+        )  # a reason an integrator can act on
     assert limiter.in_flight_s == 0 and limiter.requests == 0
     with limiter.admit(10.0):  # exactly the budget fits
         pass
@@ -41,6 +45,56 @@ def test_one_clip_longer_than_the_budget_runs_alone_and_seconds_are_returned_on_
             pass
         raise RuntimeError("decoding failed")
     assert limiter.in_flight_s == 0 and limiter.requests == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_what_cannot_finish_within_its_deadline_at_the_measured_rate_is_refused_up_front(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(limits.time, "monotonic", clock)
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0)
+    for _ in range(10):  # the extractor finishes 3 s of video every 1.5 s of busy time: 2 s of video per s
+        with limiter.admit(3.0, deadline_s=15.0):
+            clock.now += 1.5
+    assert limiter.rate == pytest.approx(2.0)
+    with contextlib.ExitStack() as held:
+        for _ in range(6):  # 18 s of video ahead -> 9 s at 2 s/s, within 0.8 x 15 s: admitted
+            held.enter_context(limiter.admit(3.0, 15.0))
+        with pytest.raises(Overloaded) as refused, limiter.admit(9.0, 15.0):  # 27 s -> 13.5 s > 12 s
+            pass
+    detail = str(refused.value)
+    assert "would take about 14 s" in detail and "over its 15 s deadline" in detail
+    assert refused.value.retry_after_s == 2  # (27 - 2 x 12) / 2 = 1.5 s, at least the configured 2 s
+
+
+def test_idle_time_does_not_read_as_a_slow_extractor(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(limits.time, "monotonic", clock)
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0)
+    for _ in range(4):
+        with limiter.admit(3.0, 15.0):
+            clock.now += 1.5
+        clock.now += 600.0  # ten idle minutes between clips
+    assert limiter.rate == pytest.approx(2.0)
+
+
+def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measured(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(limits.time, "monotonic", clock)
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0)
+    with pytest.raises(RuntimeError), limiter.admit(3.0, 15.0):
+        clock.now += 3.0
+        raise RuntimeError("timed out")
+    assert limiter.rate is None  # 3 s busy, nothing finished: not measured yet
+    with limiter.admit(3.0, 15.0):
+        clock.now += 3.0
+    assert limiter.rate == pytest.approx(0.5, rel=0.1)  # 3 s of video finished in 6 s of busy time
 
 
 def test_a_clip_is_charged_what_its_header_declares_before_decoding():
