@@ -126,6 +126,7 @@ class Done:
     windows: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     detail: str = ""  # why it failed
+    retry_after_s: float = 0.0  # the refusal's Retry-After: the client waits that long, as the SDK does
 
 
 def payload(clip_dir: Path, mix: str) -> list[tuple[str, str, bytes, str]]:
@@ -150,12 +151,16 @@ async def post(session, url: str, parts: list[tuple[str, str, bytes, str]]) -> D
         async with session.post(url, data=form) as response:
             body = await response.read()
             status = response.status
+            wait = response.headers.get("Retry-After", "")
     except (aiohttp.ClientError, TimeoutError) as exc:
         t1 = time.perf_counter()
         return Done(t1, (t1 - t0) * 1000.0, False, detail=repr(exc))
     t1 = time.perf_counter()
-    if status != 200:
-        return Done(t1, (t1 - t0) * 1000.0, False, detail=f"HTTP {status}: {body[:300]!r}")
+    if status != 200:  # refusals stay errors, by kind; a Retry-After is honoured before the next request
+        wait_s = float(wait) if wait.replace(".", "", 1).isdigit() else 0.0
+        return Done(
+            t1, (t1 - t0) * 1000.0, False, detail=f"HTTP {status}: {body[:300]!r}", retry_after_s=wait_s
+        )
     answer = json.loads(body)
     return Done(t1, (t1 - t0) * 1000.0, True, len(answer.get("timeline", [])), answer.get("timings_ms", {}))
 
@@ -184,6 +189,8 @@ async def closed_loop(
         async def client() -> None:
             while not stop.is_set():
                 done.append(await post(session, url, parts))
+                if done[-1].retry_after_s:  # a refused client backs off as told (sdk.py does the same)
+                    await asyncio.sleep(min(done[-1].retry_after_s, TIMEOUT_S))
 
         tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
         begin = time.perf_counter()
