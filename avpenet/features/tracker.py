@@ -301,7 +301,10 @@ def detect_image(rgb: np.ndarray) -> FaceTrack:
 class FaceTracker:
     """A FaceLandmarker in VIDEO mode for ONE stream (frames at contract.FPS); use as a context manager.
 
-    Not thread-safe: create one per request/stream (creation takes ~70 ms).
+    Not thread-safe: create one per request/stream (creation: ~30-40 ms CPU). Not pooled across clips: a
+    reused landmarker cannot reproduce a fresh one's first second (mediapipe's landmark smoothing treats a
+    first timestamp of 0 as no sample), so serving would drift from training; measured in
+    tests/features/test_landmarker_reuse.py.
     """
 
     def __init__(self, *, num_faces: int = 1, min_confidence: float = 0.5) -> None:
