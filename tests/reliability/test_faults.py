@@ -205,7 +205,8 @@ def test_killed_feature_replica_fails_cleanly_and_recovers(gateway_stack):
         t_kill = time.monotonic()
         assert scores_ok(gateway_stack), "audio + landmarks need no FeatureExtractor and must keep scoring"
         recovered = wait_until(lambda: score_http(gateway_stack, body=video).status == 200, RECOVER_S)
-    allowed = {200, "OK", 500, 503, "INTERNAL", "UNAVAILABLE"}
+    # 429: video admission (the extractor's measured rate) may refuse up front while the replica is replaced
+    allowed = {200, "OK", 429, "RESOURCE_EXHAUSTED", 500, 503, "INTERNAL", "UNAVAILABLE"}
     assert {a.status for _, _, a in load.records} <= allowed, {a.status for _, _, a in load.records}
     after = [a for t, _, a in load.records if t > t_kill]
     assert after and max(a.seconds for a in after) < 30.0, "a request hung on the dead replica"
