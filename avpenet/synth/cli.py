@@ -1,8 +1,10 @@
 """`avpenet synth`: write an AVPE-Synth dataset (labels.csv, truth.csv, audio/, visual/, video/).
 
-    avpenet synth --out DIR --split SPLIT.json --parts test,val,train --resume
+    avpenet synth --out DIR --parts test,val,train --resume [--split SPLIT.json]
 
-renders subject by subject, held-out subjects first, and continues where a stopped run left off.
+renders subject by subject, held-out subjects first, and continues where a stopped run left off. Without
+--split the order comes from the split `avpenet train --seed SEED` makes of the whole set (written to
+DIR/.progress/split.json for reference).
 """
 
 from __future__ import annotations
@@ -45,14 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the clips a stopped run with the same options finished (DIR/.progress/)",
     )  # fmt: skip
     parser.add_argument(
-        "--split", type=Path, default=None,
-        help="split.json: make only the subjects of --parts, subject by subject in that order",
+        "--parts", default=None,
+        help="make only these parts of the split (e.g. test,val,train), subject by subject in that order",
     )  # fmt: skip
     parser.add_argument(
-        "--parts", default="test,val,train",
-        help="with --split: which parts, in which order (default: test,val,train)",
+        "--split", type=Path, default=None,
+        help="with --parts: a split.json (default: the split `avpenet train --seed SEED` makes of the set)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _default_split(args: argparse.Namespace) -> Path:
+    """The split `avpenet train --seed SEED` makes of this set (labels depend on the plan only), as a file."""
+    from avpenet import data
+
+    rows = [dataset.label_row(p) for p in dataset.plan(args.seed, args.subjects, args.clips)]
+    path = Path(args.out) / progress.PROGRESS_DIR / data.SPLIT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.write_split(data.make_split(rows, args.seed), path)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         subjects = None
-        if args.split is not None:
-            subjects = progress.subject_order(args.split, [p for p in args.parts.split(",") if p])
+        if args.parts is not None:
+            split = args.split or _default_split(args)
+            subjects = progress.subject_order(split, [p for p in args.parts.split(",") if p])
         summary = dataset.generate(
             args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips, render=render,
             workers=args.workers, progress=not args.quiet, subjects=subjects, resume=args.resume,

@@ -1,7 +1,7 @@
 """Resumable, subject-ordered AVPE-Synth runs: which clips are finished, and which subjects come first.
 
 Rendering and tracking the default set takes about two hours on 2 cores, so a run stopped by a time limit or
-a reboot must not start over. `generate` records each finished clip's truth row under DIR/.progress/ once
+a reboot must not start over. `generate` records each finished clip's truth row in DIR/.progress/clips/ once
 the clip's files are written (``record``); ``--resume`` skips those clips and refuses a folder made with
 another seed, size or render choice. ``subject_order`` lists the subjects of chosen parts of a split.json
 in that order (e.g. test, val, train: a run stopped for time then leaves whole held-out subjects, not a
@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PROGRESS_DIR = ".progress"  # one <clip_id>.json truth row per finished clip, and run.json
+PROGRESS_DIR = ".progress"  # run.json, clips/<clip_id>.json (one truth row per finished clip)
 RUN_FILE = "run.json"  # the options whose plan the finished clips belong to
+CLIPS_DIR = "clips"
 
 
 def start(out: Path, params: dict, resume: bool) -> dict[str, dict]:
@@ -23,14 +24,14 @@ def start(out: Path, params: dict, resume: bool) -> dict[str, dict]:
     A fresh run forgets earlier records; a resumed one must have been started with the same `params`.
     """
     folder = Path(out) / PROGRESS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
     run = folder / RUN_FILE
     old = json.loads(run.read_text()) if run.exists() else None
     if resume and old is not None and old != params:
         raise ValueError(
             f"{out} was generated with {old}, not {params}: resume with the same options or use another --out"
         )
-    records = sorted(p for p in folder.glob("*.json") if p.name != RUN_FILE)
+    records = sorted((folder / CLIPS_DIR).glob("*.json"))
     if not resume:
         for p in records:
             p.unlink()
@@ -41,7 +42,7 @@ def start(out: Path, params: dict, resume: bool) -> dict[str, dict]:
 
 def record(out: Path, clip_id: str, truth: dict) -> None:
     """Mark `clip_id` finished (after its files are written); atomic, so a kill never leaves half a record."""
-    path = Path(out) / PROGRESS_DIR / f"{clip_id}.json"
+    path = Path(out) / PROGRESS_DIR / CLIPS_DIR / f"{clip_id}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(truth, sort_keys=True) + "\n")
     tmp.replace(path)

@@ -107,3 +107,24 @@ def test_subject_order_takes_the_parts_in_the_order_given(tmp_path):
     assert progress.subject_order(path, ["val"]) == ["S0002"]
     with pytest.raises(ValueError, match="no part tset"):
         progress.subject_order(path, ["tset"])
+
+
+def test_cli_parts_follow_the_split_avpenet_train_makes(whole, tmp_path, capsys):
+    import argparse
+
+    from avpenet import data
+    from avpenet.synth import cli as synth_cli
+    from cli.main import main
+
+    out = tmp_path / "cli"
+    args = argparse.Namespace(seed=SEED, subjects=SUBJECTS, clips=None, out=out)
+    made = data.read_split(synth_cli._default_split(args))
+    assert made == data.make_split(data.read_labels(whole), SEED)  # what `avpenet train --seed` would use
+
+    base = f"synth --out {out} --seed {SEED} --subjects {SUBJECTS} --render-video 0 --workers 1 --quiet"
+    base = [*base.split(), "--resume"]
+    assert main([*base, "--parts", "tset"]) == 2
+    assert "no part tset" in capsys.readouterr().err
+    assert main([*base, "--parts", "test,val,train"]) == 0
+    assert (out / "labels.csv").read_bytes() == (whole / "labels.csv").read_bytes()
+    assert (out / "truth.csv").read_bytes() == (whole / "truth.csv").read_bytes()
