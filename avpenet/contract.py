@@ -28,6 +28,7 @@ LOG_MEL_FLOOR: Final = 1e-10  # log(max(mel_power, floor)); natural log
 WINDOW_TAIL_TOLERANCE_S: Final = 0.1  # a shorter tail after the last window (e.g. AAC padding) adds no window
 AUDIO_TARGET_RMS_DBFS: Final = -20.0  # windows are RMS-normalised to this level (silence is left as is)
 AUDIO_SILENCE_DBFS: Final = -60.0  # below this RMS a window counts as silent (no normalisation gain)
+AUDIO_MAX_GAIN_DB: Final = 20.0  # the most a quiet window is amplified (the window_gain input's bound)
 # Sample rates an upload may declare: telephone-band 8 kHz up to studio 192 kHz. Outside them a header is
 # forged or broken (1 Hz would stretch a few KB into minutes; GHz rates cost seconds of CPU for nothing).
 AUDIO_MIN_INPUT_RATE: Final = 8_000
@@ -161,8 +162,15 @@ MAX_BATCH_SIZE: Final = 64  # every model of the ensemble batches up to this man
 # with MAX_BATCH_SIZE the ceiling of every part's queue timeout (ensemble/configs.py QUEUE_TIMEOUT_US).
 DEADLINE_PER_WINDOW_S: Final = 0.5
 
-# Public ensemble inputs (one row per 3 s window).
+# The PyTorch model's audio input (training, evaluation, the naive peer): one normalised 3 s window per row.
 WAVEFORM = TensorSpec("waveform", "FP32", (WINDOW_SAMPLES,))  # 16 kHz mono, normalised window
+
+# Public ensemble inputs (one row per 3 s window). The sound crosses to Triton once, not as overlapping
+# windows: AUDIO holds the clip's 16 kHz samples laid row-major over the request's N rows (row length
+# audio_row_samples(N), zero-padded), WINDOW_GAIN the level-normalisation gain of each window; the
+# audio_frontend cuts the windows itself (each 1 s hop's STFT frames are computed once, not three times).
+AUDIO = TensorSpec("audio", "FP32", (-1,))
+WINDOW_GAIN = TensorSpec("window_gain", "FP32", (1,))  # linear gain of window i (features.audio.window_gains)
 VISUAL_FEATURES = TensorSpec("visual_features", "FP32", (FRAMES_PER_WINDOW, VISUAL_FEATURE_DIM))
 FRAME_MASK = TensorSpec("frame_mask", "FP32", (FRAMES_PER_WINDOW,))  # 1 = face found and usable
 AUDIO_PRESENT = TensorSpec("audio_present", "FP32", (1,))  # 0 = the clip has no audio track
@@ -190,7 +198,7 @@ class ModelSpec:
     outputs: tuple[TensorSpec, ...]
 
 
-AUDIO_FRONTEND = ModelSpec("audio_frontend", (WAVEFORM,), (LOG_MEL,))
+AUDIO_FRONTEND = ModelSpec("audio_frontend", (AUDIO, WINDOW_GAIN), (LOG_MEL,))
 AUDIO_ENCODER = ModelSpec("audio_encoder", (LOG_MEL,), (AUDIO_TOKENS_T,))
 VISUAL_ENCODER = ModelSpec("visual_encoder", (VISUAL_FEATURES, FRAME_MASK), (VISUAL_TOKENS_T,))
 FUSION = ModelSpec(
@@ -200,8 +208,32 @@ FUSION = ModelSpec(
 )
 ENSEMBLE = ModelSpec(
     "avpenet",
-    (WAVEFORM, VISUAL_FEATURES, FRAME_MASK, AUDIO_PRESENT, AGE_GROUP),
+    (AUDIO, WINDOW_GAIN, VISUAL_FEATURES, FRAME_MASK, AUDIO_PRESENT, AGE_GROUP),
     FUSION.outputs,
 )
+# The PyTorch model's inputs, in its argument order: the ensemble's, with the sound as windows.
+MODEL_INPUTS: Final[tuple[TensorSpec, ...]] = (WAVEFORM, *ENSEMBLE.inputs[2:])
+
+
+def audio_row_samples(n_windows: int) -> int:
+    """Row length of AUDIO for n windows: the fewest samples per row whose n rows hold all n windows."""
+    if n_windows <= 0:
+        return 0
+    needed = (n_windows - 1) * HOP_SAMPLES + WINDOW_SAMPLES
+    return -(-needed // n_windows)
+
+
+def batch_shape(spec: TensorSpec, rows: int) -> tuple[int, ...]:
+    """The full shape of `spec` for a request of `rows` windows (AUDIO's row length resolved)."""
+    if spec.name == AUDIO.name:
+        return (rows, audio_row_samples(rows))
+    return (rows, *spec.shape)
+
+
+def zero_inputs(model: ModelSpec, rows: int) -> dict[str, np.ndarray]:
+    """All-zero inputs of `model` for `rows` windows: silence, no face, age index 0 (valid for every part)."""
+    return {t.name: np.zeros(batch_shape(t, rows), t.numpy_dtype) for t in model.inputs}
+
+
 PARTS: Final[tuple[ModelSpec, ...]] = (AUDIO_FRONTEND, AUDIO_ENCODER, VISUAL_ENCODER, FUSION)
 MODELS: Final[tuple[ModelSpec, ...]] = (*PARTS, ENSEMBLE)

@@ -80,7 +80,22 @@ class AudioFrontend(nn.Module):
     in float64: a 400-term fp32 dot product loses ~1e-3 in the log of quiet mel bands next to loud ones
     (FFT libraries are more accurate), while fp64 keeps parity with librosa ~1e-7 at ~1 ms per window.
     Do not call ``.float()`` on this module: it would round the fp64 basis (``AVPENet`` never does).
+
+    Two entry points, one result. ``windows`` takes level-normalised windows (training, the PyTorch model).
+    ``forward`` is the served graph: the clip once (contract.AUDIO rows) and each window's gain. Windows
+    overlap by 2 s and a hop is exactly MEL_FRAMES_PER_HOP frames, so frame k of window i is the clip's frame
+    i*MEL_FRAMES_PER_HOP + k, computed once for the clip, times the window's gain squared (the power is
+    quadratic in the gain and the mel sum linear). Only EDGE_FRAMES reach past a window's ends, where the
+    window's own zero padding applies: those few are computed per window.
     """
+
+    MEL_FRAMES_PER_HOP = C.HOP_SAMPLES // C.HOP_LENGTH  # 100
+    # frames of a window whose N_FFT span leaves [0, WINDOW_SAMPLES): frame k spans k*HOP_LENGTH -+ 200
+    EDGE_FRAMES = tuple(
+        k
+        for k in range(C.MEL_FRAMES)
+        if k * C.HOP_LENGTH - C.N_FFT // 2 < 0 or k * C.HOP_LENGTH + C.N_FFT // 2 > C.WINDOW_SAMPLES
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -96,17 +111,54 @@ class AudioFrontend(nn.Module):
         self.register_buffer("dft", torch.tensor(basis, dtype=torch.float64), persistent=False)
         mel = logmel.mel_filterbank().T  # (n_freq, N_MELS)
         self.register_buffer("mel", torch.tensor(mel, dtype=torch.float64), persistent=False)
+        edges = frames[list(self.EDGE_FRAMES)]  # (E, N_FFT) indices into a window padded by N_FFT // 2
+        inside = (edges >= C.N_FFT // 2) & (edges < C.WINDOW_SAMPLES + C.N_FFT // 2)
+        self.register_buffer("edge_index", torch.tensor(edges, dtype=torch.int64), persistent=False)
+        self.register_buffer("edge_inside", torch.tensor(inside, dtype=torch.float64), persistent=False)
         self.n_freq = n_freq
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        # waveform (B, WINDOW_SAMPLES) -> log_mel (B, 1, N_MELS, MEL_FRAMES)
+    def _mel_power(self, frames: torch.Tensor) -> torch.Tensor:
+        """(..., N_FFT) float64 frames -> (..., N_MELS) mel power."""
+        spec = torch.matmul(frames, self.dft)  # (..., 2*n_freq)
+        power = spec[..., : self.n_freq] ** 2 + spec[..., self.n_freq :] ** 2
+        return torch.matmul(power, self.mel)
+
+    @staticmethod
+    def _log(mel: torch.Tensor) -> torch.Tensor:
+        """(B, 300, N_MELS) mel power -> (B, 1, N_MELS, 300) float32 log-mel."""
+        log_mel = torch.log(torch.clamp(mel, min=C.LOG_MEL_FLOOR)).to(torch.float32)
+        return log_mel.transpose(1, 2).unsqueeze(1)
+
+    def windows(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Normalised windows (B, WINDOW_SAMPLES) -> log_mel (B, 1, N_MELS, MEL_FRAMES)."""
         x = F.pad(waveform, (C.N_FFT // 2, C.N_FFT // 2)).to(torch.float64)  # (B, S + N_FFT), center=True
-        frames = x[:, self.frame_index]  # (B, 300, N_FFT): the contract keeps the first 300 of 301 frames
-        spec = torch.matmul(frames, self.dft)  # (B, 300, 2*n_freq)
-        power = spec[..., : self.n_freq] ** 2 + spec[..., self.n_freq :] ** 2  # (B, 300, n_freq)
-        mel = torch.matmul(power, self.mel)  # (B, 300, N_MELS)
-        log_mel = torch.log(torch.clamp(mel, min=C.LOG_MEL_FLOOR)).to(waveform.dtype)
-        return log_mel.transpose(1, 2).unsqueeze(1)  # (B, 1, N_MELS, 300)
+        # the contract keeps the first 300 of 301 frames
+        return self._log(self._mel_power(x[:, self.frame_index])).to(waveform.dtype)
+
+    def forward(self, audio: torch.Tensor, window_gain: torch.Tensor) -> torch.Tensor:
+        """AUDIO rows (R*N, L) + WINDOW_GAIN (R*N, 1) -> log_mel (R*N, 1, N_MELS, MEL_FRAMES), as ``windows``.
+
+        The rows are R requests of N windows each, as Triton's dynamic batcher stacks requests of one shape:
+        L = contract.audio_row_samples(N) fixes N (L - HOP_SAMPLES = ceil(2 * HOP_SAMPLES / N))."""
+        rows, row_samples = audio.shape[0], audio.shape[1]
+        extra = row_samples - C.HOP_SAMPLES  # = ceil(2 s of samples / n)
+        n = (C.WINDOW_SAMPLES - C.HOP_SAMPLES + extra - 1) // extra
+        pad = C.N_FFT // 2
+        clips = F.pad(audio.reshape(rows // n, n * row_samples), (pad, pad)).to(torch.float64)  # (R, S)
+        hop = self.MEL_FRAMES_PER_HOP
+        starts = torch.arange(n, dtype=torch.int64)[:, None]  # window i starts at clip frame i * hop
+        clip_frames = torch.arange((n - 1) * hop + C.MEL_FRAMES, dtype=torch.int64)[:, None] * C.HOP_LENGTH
+        clip_mel = self._mel_power(clips[:, clip_frames + torch.arange(C.N_FFT, dtype=torch.int64)[None, :]])
+        mel = clip_mel[:, starts * hop + torch.arange(C.MEL_FRAMES, dtype=torch.int64)[None, :]]
+        edge_samples = starts[:, :, None] * C.HOP_SAMPLES + self.edge_index[None]  # (N, E, N_FFT)
+        edge_mel = self._mel_power(clips[:, edge_samples] * self.edge_inside)  # the window's own zero padding
+        pieces, done = [], 0
+        for j, k in enumerate(self.EDGE_FRAMES):
+            pieces += ([mel[:, :, done:k]] if k > done else []) + [edge_mel[:, :, j : j + 1]]
+            done = k + 1
+        mel = torch.cat([*pieces, mel[:, :, done:]], dim=2).reshape(rows, C.MEL_FRAMES, C.N_MELS)
+        gain = window_gain.to(torch.float64).reshape(-1, 1, 1)
+        return self._log(mel * gain * gain)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -383,7 +435,7 @@ class AVPENet(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The ensemble: every contract output plus ``class_logits`` (used by training)."""
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(audio_present.any()):
-            audio_tokens = self.audio_encoder(self.audio_frontend(waveform))  # (B, 38, D)
+            audio_tokens = self.audio_encoder(self.audio_frontend.windows(waveform))  # (B, 38, D)
         else:  # no window has audio: the tokens are fully masked in the fusion, skip the costly encoder
             audio_tokens = waveform.new_zeros(waveform.shape[0], C.AUDIO_TOKENS, self.cfg.embed_dim)
         visual_tokens = self.visual_encoder(visual_features, frame_mask)  # (B, 30, D)
@@ -405,18 +457,22 @@ class AVPENet(nn.Module):
         return getattr(self, name)
 
 
-def example_inputs(spec: C.ModelSpec, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random but valid inputs for a part or the ensemble (for export tracing and tests)."""
+def example_inputs(
+    spec: C.ModelSpec | tuple[C.TensorSpec, ...], batch: int = 2, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Random but valid inputs for a part, the ensemble or the PyTorch model (C.MODEL_INPUTS)."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for t in spec.inputs:
-        shape = (batch, *t.shape)
+    for t in spec.inputs if isinstance(spec, C.ModelSpec) else spec:
+        shape = C.batch_shape(t, batch)
         if t.name == C.AGE_GROUP.name:
             out.append(torch.randint(0, len(C.AGE_GROUPS), shape, generator=g, dtype=torch.int64))
         elif t.name in (C.FRAME_MASK.name, C.AUDIO_PRESENT.name):
             out.append(torch.ones(shape))
-        elif t.name == C.WAVEFORM.name:
+        elif t.name in (C.WAVEFORM.name, C.AUDIO.name):
             out.append(0.1 * torch.randn(shape, generator=g))
+        elif t.name == C.WINDOW_GAIN.name:
+            out.append(0.5 + torch.rand(shape, generator=g))
         elif t.name == C.LOG_MEL.name:
             out.append(torch.randn(shape, generator=g) - 8.0)
         else:

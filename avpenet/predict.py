@@ -11,7 +11,7 @@ from avpenet import contract as C
 from avpenet.aggregate import aggregate_windows
 from avpenet.model import AVPENet
 
-INPUT_NAMES = tuple(t.name for t in C.ENSEMBLE.inputs)
+INPUT_NAMES = tuple(t.name for t in C.MODEL_INPUTS)  # the PyTorch model's windows, not the ensemble's rows
 
 
 def concat_inputs(inputs: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -43,6 +43,7 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {
     contract.AGE_GROUP.name: (0, len(contract.AGE_GROUPS) - 1),
     contract.FRAME_MASK.name: (0, 1),
     contract.AUDIO_PRESENT.name: (0, 1),
+    contract.WINDOW_GAIN.name: (0, 10.0 ** (contract.AUDIO_MAX_GAIN_DB / 20.0)),
 }
 
 _DTYPES = {"FP32": mc.TYPE_FP32, "INT64": mc.TYPE_INT64, "BYTES": mc.TYPE_STRING}
@@ -79,8 +80,9 @@ def _warmup(config: mc.ModelConfig, model: contract.ModelSpec) -> None:
     """One zero-filled batch of 1 at load, so the first caller does not pay ORT's lazy initialisation."""
     warmup = config.model_warmup.add(name=f"{model.name}_zero_batch1", batch_size=1)
     for spec in model.inputs:
+        dims = list(contract.batch_shape(spec, 1)[1:])
         warmup.inputs[spec.name].CopyFrom(
-            mc.ModelWarmup.Input(data_type=_DTYPES[spec.dtype], dims=list(spec.shape), zero_data=True)
+            mc.ModelWarmup.Input(data_type=_DTYPES[spec.dtype], dims=dims, zero_data=True)
         )
 
 
@@ -121,6 +123,13 @@ def part_config(model: contract.ModelSpec, plan: BatchingPlan, precision: str = 
     config.parameters["value_ranges"].string_value = json.dumps(ranges, sort_keys=True)
     if model is STEP_ORDER[0]:  # the first entry step answers bad requests with NaN (backend/model.py)
         config.parameters["defer_rejection"].string_value = "true"
+    if contract.AUDIO in model.inputs:  # the clip laid over the rows: the backend checks the layout
+        layout = {
+            "input": contract.AUDIO.name,
+            "window": contract.WINDOW_SAMPLES,
+            "hop": contract.HOP_SAMPLES,
+        }
+        config.parameters["clip_rows"].string_value = json.dumps(layout, sort_keys=True)
     return config
 
 

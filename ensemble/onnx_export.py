@@ -40,18 +40,25 @@ def valid_inputs(spec: contract.ModelSpec, batch: int = 2, seed: int = 0) -> dic
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for t in spec.inputs:
-        shape = (batch, *t.shape)
+        shape = contract.batch_shape(t, batch)
         if t.name == contract.AGE_GROUP.name:
             arrays[t.name] = rng.integers(0, len(contract.AGE_GROUPS), shape).astype(np.int64)
         elif t.name in (contract.FRAME_MASK.name, contract.AUDIO_PRESENT.name):
             arrays[t.name] = (rng.random(shape) > 0.2).astype(np.float32)
-        elif t.name == contract.WAVEFORM.name:
+        elif t.name in (contract.WAVEFORM.name, contract.AUDIO.name):
             arrays[t.name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        elif t.name == contract.WINDOW_GAIN.name:
+            arrays[t.name] = (0.5 + rng.random(shape)).astype(np.float32)
         elif t.name == contract.LOG_MEL.name:
             arrays[t.name] = (rng.standard_normal(shape) - 8.0).astype(np.float32)
         else:
             arrays[t.name] = rng.standard_normal(shape).astype(np.float32)
     return arrays
+
+
+def dynamic_axes(name: str) -> dict[int, str]:
+    """The batch axis, and AUDIO's row length (it follows the window count: contract.audio_row_samples)."""
+    return {0: "batch", 1: "row_samples"} if name == contract.AUDIO.name else {0: "batch"}
 
 
 def run_torch(
@@ -87,7 +94,7 @@ def export_part(part: nn.Module, spec: contract.ModelSpec) -> tuple[bytes, float
             buffer,
             input_names=names_in,
             output_names=names_out,
-            dynamic_axes={n: {0: "batch"} for n in names_in + names_out},
+            dynamic_axes={n: dynamic_axes(n) for n in names_in + names_out},
             opset_version=OPSET,
             dynamo=False,
             do_constant_folding=True,

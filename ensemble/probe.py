@@ -19,7 +19,7 @@ PROBE_REQUEST_ID = "avpenet-probe"  # visible in Triton's traces, so probes are 
 
 def probe_inputs() -> dict[str, np.ndarray]:
     """One all-zero window (silence, no face, age group "unknown"): valid input for every step."""
-    arrays = {t.name: np.zeros((1, *t.shape), t.numpy_dtype) for t in contract.ENSEMBLE.inputs}
+    arrays = contract.zero_inputs(contract.ENSEMBLE, 1)
     arrays[contract.AGE_GROUP.name][:] = contract.age_index("unknown")
     return arrays
 

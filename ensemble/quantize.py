@@ -55,7 +55,7 @@ def calibration_windows(data_dir: Path, n_clips: int, seed: int = 0) -> dict[str
     rng = np.random.default_rng(seed)
     chosen = [rows[i] for i in rng.permutation(len(rows))[:n_clips]]
     clips = [data.load_clip(data_dir, r) for r in chosen]
-    return {t.name: np.concatenate([c.inputs[t.name] for c in clips]) for t in contract.ENSEMBLE.inputs}
+    return {t.name: np.concatenate([c.inputs[t.name] for c in clips]) for t in contract.MODEL_INPUTS}
 
 
 class _Reader:
@@ -200,7 +200,7 @@ class ChainModel:
     def __call__(self, *tensors):
         import torch
 
-        names = [t.name for t in contract.ENSEMBLE.inputs]
+        names = [t.name for t in contract.MODEL_INPUTS]
         inputs = {n: np.ascontiguousarray(x.numpy()) for n, x in zip(names, tensors, strict=True)}
         return {k: torch.from_numpy(v) for k, v in self.chain(inputs).items()}
 

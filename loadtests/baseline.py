@@ -119,9 +119,10 @@ class NaiveScorer:
         import torch
 
         from avpenet import contract
+        from avpenet.features.windows import model_inputs_of
 
-        with torch.inference_mode():
-            tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
+        with torch.inference_mode():  # the request's AUDIO rows back to the windows the PyTorch model reads
+            tensors = {name: torch.from_numpy(array) for name, array in model_inputs_of(inputs).items()}
             out = self.model(**tensors)
         return {spec.name: out[spec.name].numpy() for spec in contract.ENSEMBLE.outputs}
 

@@ -352,22 +352,16 @@ def onnx_matches(model, repo: Path, tol: float = PARITY_TOL) -> bool:
     exported from older model code would make the two systems run different networks.
     """
     import numpy as np
-    import onnxruntime as ort
     import torch
 
     from avpenet import contract
-    from ensemble.versions import latest
+    from ensemble.ort_chain import OrtChain
     from loadtests.kernels import _example_inputs
 
     inputs = _example_inputs(2)
-    feeds = {k: v.numpy() for k, v in inputs.items()}
-    values = dict(feeds)
-    try:
-        for spec in contract.PARTS:
-            path = repo / spec.name / str(latest(repo / spec.name)) / "model.onnx"
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            out = session.run([t.name for t in spec.outputs], {t.name: values[t.name] for t in spec.inputs})
-            values.update({t.name: v for t, v in zip(spec.outputs, out, strict=True)})
+    try:  # each part's fp32 graph of its newest version, chained as the ensemble chains them
+        chain = OrtChain(repo, graphs={spec.name: "model.onnx" for spec in contract.PARTS})
+        values = chain.all_tensors({k: v.numpy() for k, v in inputs.items()})
     except Exception as exc:  # a missing or incompatible graph is a mismatch, with its reason shown
         print(f"model repository {repo}: {exc}", file=sys.stderr)
         return False

@@ -34,7 +34,7 @@ def _example_inputs(batch: int):
             if spec.dtype == "INT64"
             else torch.randn((batch, *spec.shape), generator=torch.Generator().manual_seed(0))
         )
-        for spec in contract.ENSEMBLE.inputs
+        for spec in contract.MODEL_INPUTS  # the PyTorch model's inputs: windows
     }
 
 

@@ -37,7 +37,7 @@ class Extracted:
 
     @property
     def n_windows(self) -> int:
-        return int(len(self.inputs[contract.WAVEFORM.name]))
+        return int(len(self.inputs[contract.AUDIO_PRESENT.name]))
 
 
 def extract(
@@ -93,7 +93,7 @@ def extract(
             raise NothingToScore("no audio track found; send audio or a video with sound")
         # The feature code's usability check decides, not the face_present flag: a track of collapsed,
         # off-frame or frozen landmarks has "a face" in every frame and nothing a model can read.
-        inputs = windows.model_inputs(wave, track, request.age_group)
+        inputs = windows.model_inputs(wave, track, request.age_group, served=True)
         poisoned = [k for k, v in inputs.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
         if poisoned:  # the decoders check every step; this is the last gate before Triton
             raise UndecodableMedia(f"the upload gave non-finite {', '.join(poisoned)}; it cannot be scored")
@@ -103,7 +103,7 @@ def extract(
                 "no usable face in any frame (none found, or landmarks collapsed, outside the frame or "
                 "frozen) and no audio; send audio, or video where a face is visible"
             )
-        span.set_attribute("avpenet.windows", int(len(inputs[contract.WAVEFORM.name])))
+        span.set_attribute("avpenet.windows", int(len(inputs[contract.AUDIO_PRESENT.name])))
     timings["features"] = (time.perf_counter() - t1) * 1000.0
     modalities, masked = masking.apply(inputs, wave, track)
     return Extracted(inputs, duration, modalities, timings, masked)

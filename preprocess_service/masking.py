@@ -44,7 +44,9 @@ def apply(inputs: dict[str, np.ndarray], wave, track) -> tuple[list[str], dict[s
     if wave is None:
         masked["audio"] = NOT_SENT_AUDIO
     elif face and is_silent(wave):
-        inputs[contract.WAVEFORM.name] = np.zeros_like(inputs[contract.WAVEFORM.name])
+        for sound in (contract.AUDIO.name, contract.WAVEFORM.name):  # served rows or the model's windows
+            if sound in inputs:
+                inputs[sound] = np.zeros_like(inputs[sound])
         inputs[contract.AUDIO_PRESENT.name] = np.zeros_like(inputs[contract.AUDIO_PRESENT.name])
         masked["audio"] = SILENT
     if track is None:

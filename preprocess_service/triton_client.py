@@ -27,6 +27,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
+from avpenet.features import windows
 from ensemble.client import infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
@@ -102,6 +103,7 @@ class TritonClient:
         self._channel_client: grpcclient.InferenceServerClient | None = None
         self._made_at = 0.0
         self._retiring: set[asyncio.Task] = set()
+        self.answered = 0  # inference calls Triton answered (the watchdog tells busy from hung with it)
 
     @property
     def _client(self) -> grpcclient.InferenceServerClient:
@@ -148,9 +150,12 @@ class TritonClient:
     ) -> InferOutput:
         """The ensemble's outputs for N windows (inputs keyed by contract names, one row per window);
         `model_version` pins the ensemble version ("" = Triton's policy)."""
-        n = len(next(iter(inputs.values())))
+        n = len(inputs[contract.AUDIO_PRESENT.name])
         step = contract.MAX_BATCH_SIZE
-        chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, n, step)]
+        if n <= step:
+            chunks = [inputs]
+        else:  # each chunk's AUDIO re-laid over its own rows (windows.split_rows)
+            chunks = [windows.split_rows(inputs, i, min(i + step, n)) for i in range(0, n, step)]
         budget = self.deadline_s(n)
         self._longest_budget_s = max(self._longest_budget_s, budget)
         results = await asyncio.gather(
@@ -182,6 +187,7 @@ class TritonClient:
             ),
             budget_s,
         )
+        self.answered += 1
         outputs = {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
         return InferOutput(outputs, str(result.get_response().model_version))
 

@@ -34,7 +34,7 @@ from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import media, mp4index
 
-MAX_GAIN_DB = 20.0  # the most a quiet window is amplified
+MAX_GAIN_DB = contract.AUDIO_MAX_GAIN_DB  # the most a quiet window is amplified
 # Full scale is ±1. Float recordings may exceed it (a hot mix; some tools write floats in int16 units, ±32768:
 # the window normaliser makes level irrelevant), not by 120 dB: beyond this the "audio" is numbers, and near
 # float32's limit mixing and resampling overflow.
@@ -250,22 +250,58 @@ def normalise_window(window: np.ndarray) -> np.ndarray:
     return (np.asarray(window, np.float64) * gain).astype(np.float32)
 
 
-def windows(wave: np.ndarray | None, n_windows: int | None = None) -> np.ndarray:
-    """[N, WINDOW_SAMPLES] float32: window i = samples [i*HOP, i*HOP + WINDOW), zero-padded, normalised.
+def window_gains(wave: np.ndarray | None, n: int) -> np.ndarray:
+    """[n] float32 level-normalisation gain of each window: what `windows` multiplies window i by.
 
-    N is window_count(len(wave)) unless n_windows is given (windows past the end are all zeros). The level
-    of a padded window is measured on its real samples only, so padding does not make a short tail look
-    quieter and earn extra gain.
-    """
-    size = 0 if wave is None else int(np.asarray(wave).size)
-    n = window_count(size) if n_windows is None else int(n_windows)
-    out = np.zeros((n, contract.WINDOW_SAMPLES), np.float32)
+    The level of a padded window is measured on its real samples only, so padding does not make a short tail
+    look quieter and earn extra gain. Windows without audio get gain 1 (they are all zeros anyway)."""
+    gains = np.ones(n, np.float32)
     if wave is None:
-        return out
+        return gains
     wave = np.asarray(wave, np.float32).reshape(-1)
     for i in range(n):
         piece = wave[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
         if piece.size:
-            gain = 10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0)
-            out[i, : piece.size] = piece * np.float32(gain)
+            gains[i] = np.float32(10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0))
+    return gains
+
+
+def windows(wave: np.ndarray | None, n_windows: int | None = None) -> np.ndarray:
+    """[N, WINDOW_SAMPLES] float32: window i = samples [i*HOP, i*HOP + WINDOW), zero-padded, times its gain.
+
+    N is window_count(len(wave)) unless n_windows is given (windows past the end are all zeros). This is the
+    PyTorch model's input; the ensemble gets the same sound once (`clip_rows`) and cuts these windows itself.
+    """
+    size = 0 if wave is None else int(np.asarray(wave).size)
+    n = window_count(size) if n_windows is None else int(n_windows)
+    rows, gains = clip_rows(wave, n)
+    return windows_from_rows(rows, gains)
+
+
+def clip_rows(wave: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble's AUDIO [n, audio_row_samples(n)] and WINDOW_GAIN [n, 1] for n windows of `wave`.
+
+    AUDIO is the clip's samples laid row-major over the n rows, zero-padded past the end (or all zeros
+    without audio): each sample crosses to Triton once, where `windows` would send most of them three times.
+    """
+    out = np.zeros(contract.batch_shape(contract.AUDIO, n), np.float32)
+    gains = window_gains(wave, n)
+    if wave is not None and n:
+        flat = out.reshape(-1)
+        wave = np.asarray(wave, np.float32).reshape(-1)[: flat.size]
+        flat[: wave.size] = wave
+        check_wave(out, "the clip's audio")
+    return out, gains[:, None]
+
+
+def windows_from_rows(rows: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """The windows [n, WINDOW_SAMPLES] an ensemble request's AUDIO and WINDOW_GAIN stand for (bit-exact
+    with `windows` of the same sound): how the PyTorch model and the ONNX Runtime chain read a request."""
+    n = rows.shape[0]
+    flat = np.asarray(rows, np.float32).reshape(-1)
+    out = np.zeros((n, contract.WINDOW_SAMPLES), np.float32)
+    gains = np.asarray(gains, np.float32).reshape(-1)
+    for i in range(n):
+        piece = flat[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
+        out[i, : piece.size] = piece * gains[i]
     return check_wave(out, "the level-normalised windows")

@@ -42,12 +42,15 @@ def inputs_from_features(
     age_group: str | int,
     *,
     require_signal: bool = False,
+    served: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Batched ensemble inputs {contract tensor name: array with a leading window axis N}.
+    """Batched model inputs {contract tensor name: array with a leading window axis N}.
 
     wave: 16 kHz mono float32 [S] or None (no audio track); feats [T, VISUAL_FEATURE_DIM] and mask [T] from
     visual.frame_features, or None (no video). With require_signal=True a clip with neither audio samples nor
     a single usable face frame raises NothingToScore (the gateway's 422); training leaves it False.
+    The sound is the PyTorch model's WAVEFORM windows, or with served=True the ensemble's AUDIO rows and
+    WINDOW_GAIN (contract.ENSEMBLE.inputs; `model_inputs_of` turns them back into the same windows).
     """
     age = _age(age_group)
     n_samples = 0 if wave is None else int(np.asarray(wave).size)
@@ -69,7 +72,11 @@ def inputs_from_features(
         )
     n = max(audio.window_count(n_samples), frame_window_count(n_frames))
 
-    waveform = audio.windows(wave if n_samples else None, n_windows=n)
+    if served:
+        rows, gains = audio.clip_rows(wave if n_samples else None, n)
+        sound = {contract.AUDIO.name: rows, contract.WINDOW_GAIN.name: gains}
+    else:
+        sound = {contract.WAVEFORM.name: audio.windows(wave if n_samples else None, n_windows=n)}
     present = np.array([i * contract.HOP_SAMPLES < n_samples for i in range(n)], np.float32)
     visual = np.zeros((n, contract.FRAMES_PER_WINDOW, contract.VISUAL_FEATURE_DIM), np.float32)
     frame_mask = np.zeros((n, contract.FRAMES_PER_WINDOW), np.float32)
@@ -81,7 +88,7 @@ def inputs_from_features(
             visual[i, :k] = feats[piece]
             frame_mask[i, :k] = mask[piece]
     return {
-        contract.WAVEFORM.name: waveform,
+        **sound,
         contract.VISUAL_FEATURES.name: visual,
         contract.FRAME_MASK.name: frame_mask,
         contract.AUDIO_PRESENT.name: present[:, None],
@@ -90,10 +97,41 @@ def inputs_from_features(
 
 
 def model_inputs(
-    wave: np.ndarray | None, track: FaceTrack | None, age_group: str | int, *, require_signal: bool = False
+    wave: np.ndarray | None,
+    track: FaceTrack | None,
+    age_group: str | int,
+    *,
+    require_signal: bool = False,
+    served: bool = False,
 ) -> dict[str, np.ndarray]:
-    """frame_features(track) + inputs_from_features: decoded audio and face track → ensemble inputs."""
+    """frame_features(track) + inputs_from_features: decoded audio and face track → model inputs."""
     from avpenet.features.visual import frame_features
 
     feats, mask = frame_features(track) if track is not None else (None, None)
-    return inputs_from_features(wave, feats, mask, age_group, require_signal=require_signal)
+    return inputs_from_features(wave, feats, mask, age_group, require_signal=require_signal, served=served)
+
+
+def model_inputs_of(ensemble_inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The PyTorch model's inputs (contract.MODEL_INPUTS) for an ensemble request (AUDIO rows -> windows)."""
+    if contract.WAVEFORM.name in ensemble_inputs:
+        return dict(ensemble_inputs)
+    out = {
+        k: v for k, v in ensemble_inputs.items() if k not in (contract.AUDIO.name, contract.WINDOW_GAIN.name)
+    }
+    out[contract.WAVEFORM.name] = audio.windows_from_rows(
+        ensemble_inputs[contract.AUDIO.name], ensemble_inputs[contract.WINDOW_GAIN.name]
+    )
+    return out
+
+
+def split_rows(ensemble_inputs: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Windows [start, stop) of an ensemble request as a request of their own (AUDIO re-laid for them):
+    how a clip longer than contract.MAX_BATCH_SIZE windows is sent in several calls."""
+    out = {k: v[start:stop] for k, v in ensemble_inputs.items() if k != contract.AUDIO.name}
+    flat = ensemble_inputs[contract.AUDIO.name].reshape(-1)
+    n = stop - start
+    rows = np.zeros(contract.batch_shape(contract.AUDIO, n), np.float32)
+    piece = flat[start * contract.HOP_SAMPLES : (stop - 1) * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
+    rows.reshape(-1)[: piece.size] = piece
+    out[contract.AUDIO.name] = rows
+    return out

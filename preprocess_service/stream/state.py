@@ -231,9 +231,9 @@ class StreamState:
                 np.zeros((0, contract.VISUAL_FEATURE_DIM), np.float32), np.zeros(0, np.float32))  # fmt: skip
         if wave is not None and wave.size == 0:
             wave = None
-        inputs = windows.inputs_from_features(wave, feats, mask, self.age)
-        if len(inputs[contract.WAVEFORM.name]) == 0:  # neither modality holds anything for this window
-            inputs = windows.inputs_from_features(np.zeros(1, np.float32), None, None, self.age)
+        inputs = windows.inputs_from_features(wave, feats, mask, self.age, served=True)
+        if len(inputs[contract.AUDIO_PRESENT.name]) == 0:  # neither modality holds anything for this window
+            inputs = windows.inputs_from_features(np.zeros(1, np.float32), None, None, self.age, served=True)
             inputs[contract.AUDIO_PRESENT.name][:] = 0.0
         self.next_window = i + 1
         self._trim()

@@ -46,7 +46,8 @@ class TestAugmentation:
     def _window(self, n: int = 1) -> dict[str, np.ndarray]:
         """One clip of n windows (the Augmenter works on a clip's windows)."""
         return {
-            k: v.numpy().copy() for k, v in zip(train.INPUT_NAMES, example_inputs(C.ENSEMBLE, n), strict=True)
+            k: v.numpy().copy()
+            for k, v in zip(train.INPUT_NAMES, example_inputs(C.MODEL_INPUTS, n), strict=True)
         }
 
     def test_single_modality_restriction(self):
@@ -86,7 +87,7 @@ def test_clip_outputs_aggregate_windows_as_served():
 
     model = AVPENet().eval()
     with torch.no_grad():
-        out = model.predict(*example_inputs(C.ENSEMBLE, 5))
+        out = model.predict(*example_inputs(C.MODEL_INPUTS, 5))
         owner = torch.tensor([0, 0, 1, 1, 1])
         clip = train.clip_outputs(out, owner, 2)
     for j, rows in enumerate(([0, 1], [2, 3, 4])):
@@ -103,7 +104,7 @@ def test_clip_outputs_aggregate_windows_as_served():
 def test_losses_are_finite_and_penalise_error():
     model = AVPENet().eval()
     with torch.no_grad():
-        out = model.predict(*example_inputs(C.ENSEMBLE, 4))
+        out = model.predict(*example_inputs(C.MODEL_INPUTS, 4))
         near = train.loss_terms(out, out[C.SCORE.name].clone(), torch.zeros(4, dtype=torch.int64))
         far = train.loss_terms(out, out[C.SCORE.name] + 5.0, torch.zeros(4, dtype=torch.int64))
     assert all(torch.isfinite(v) for v in near.values())

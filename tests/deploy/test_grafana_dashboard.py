@@ -134,14 +134,13 @@ def _triton_library() -> bytes:
 
 def _score_once(triton_server) -> None:
     """One ensemble request of zeros: Triton exports a model's request counters once it has served one."""
-    import numpy as np
     import tritonclient.http as httpclient
 
     from avpenet import contract
     from ensemble.client import infer_inputs
 
     client = httpclient.InferenceServerClient(triton_server.http_url)
-    zeros = {t.name: np.zeros((1, *t.shape), dtype=t.numpy_dtype) for t in contract.ENSEMBLE.inputs}
+    zeros = contract.zero_inputs(contract.ENSEMBLE, 1)
     client.infer(contract.ENSEMBLE.name, infer_inputs(httpclient, contract.ENSEMBLE, zeros))
 
 

@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -126,7 +125,7 @@ def _score_directly(http_url: str, n: int) -> None:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(http_url)
-    zeros = {t.name: np.zeros((1, *t.shape), dtype=t.numpy_dtype) for t in contract.ENSEMBLE.inputs}
+    zeros = contract.zero_inputs(contract.ENSEMBLE, 1)
     for _ in range(n):
         client.infer(contract.ENSEMBLE.name, infer_inputs(httpclient, contract.ENSEMBLE, zeros))
 

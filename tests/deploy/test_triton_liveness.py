@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from avpenet import contract
+
 pytestmark = pytest.mark.integration
 
 MANIFEST = Path(__file__).resolve().parents[2] / "k8s" / "base" / "triton-deployment.yaml"
@@ -37,5 +39,8 @@ def test_the_manifests_liveness_probe_passes_on_a_healthy_triton(triton_server):
     assert f"127.0.0.1:{port}/" in script and "/infer" in script
     python = shutil.which("python3") or "python3"
     local = re.sub(rf"127\.0\.0\.1:{port}/", f"127.0.0.1:{triton_server.http_port}/", script)
+    assert "127.0.0.1:8002/metrics" in script  # the manifest's --metrics-port
+    local = local.replace("127.0.0.1:8002/", f"127.0.0.1:{triton_server.metrics_port}/")
+    assert f"else {contract.audio_row_samples(1)} for d in" in script  # the audio row of one window
     done = subprocess.run([python, "-c", local], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -11,7 +11,6 @@ import ipaddress
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from cryptography import x509
@@ -118,7 +117,7 @@ def test_gateway_scores_over_tls_with_the_manifest_settings(tls_triton) -> None:
     _, env, pki = tls_triton
     settings = GatewaySettings.load({}, environ=env)
     assert settings.triton_ssl and settings.triton_root_certificates == str(pki["ca.crt"])
-    zeros = {t.name: np.zeros((2, *t.shape), dtype=t.numpy_dtype) for t in contract.ENSEMBLE.inputs}
+    zeros = contract.zero_inputs(contract.ENSEMBLE, 2)
 
     async def score():
         client = _client(settings)

@@ -26,22 +26,17 @@ ANSWER_BOUND_S = 10.0
 
 
 def valid(n: int) -> dict[str, np.ndarray]:
-    return {
-        contract.WAVEFORM.name: np.zeros((n, contract.WINDOW_SAMPLES), np.float32),
-        contract.VISUAL_FEATURES.name: np.zeros(
-            (n, contract.FRAMES_PER_WINDOW, contract.VISUAL_FEATURE_DIM), np.float32
-        ),
-        contract.FRAME_MASK.name: np.ones((n, contract.FRAMES_PER_WINDOW), np.float32),
-        contract.AUDIO_PRESENT.name: np.ones((n, 1), np.float32),
-        contract.AGE_GROUP.name: np.ones((n, 1), np.int64),
-    }
+    x = contract.zero_inputs(contract.ENSEMBLE, n)
+    for name in (contract.FRAME_MASK.name, contract.AUDIO_PRESENT.name, contract.AGE_GROUP.name):
+        x[name][:] = 1
+    return x
 
 
 def poison(kind: str, n: int) -> dict[str, np.ndarray]:
     x = valid(n)
     tensor, value = {
-        "nan_waveform": (contract.WAVEFORM.name, np.nan),
-        "inf_waveform": (contract.WAVEFORM.name, np.inf),
+        "nan_waveform": (contract.AUDIO.name, np.nan),
+        "inf_waveform": (contract.AUDIO.name, np.inf),
         "nan_visual_features": (contract.VISUAL_FEATURES.name, np.nan),
         "inf_frame_mask": (contract.FRAME_MASK.name, -np.inf),
         "age_group_out_of_range": (contract.AGE_GROUP.name, 7),

@@ -13,7 +13,6 @@ import asyncio
 import math
 import time
 
-import numpy as np
 import pytest
 
 from avpenet import contract
@@ -27,7 +26,7 @@ MAX_CALLS = 16  # well under each part's queue bound (configs.QUEUE_BOUND_REQUES
 
 
 def test_concurrent_60s_clips_wait_in_the_queue_and_are_all_scored(triton_server) -> None:
-    rows = {s.name: np.zeros((SIXTY_S_WINDOWS, *s.shape), s.numpy_dtype) for s in contract.ENSEMBLE.inputs}
+    rows = contract.zero_inputs(contract.ENSEMBLE, SIXTY_S_WINDOWS)
 
     async def go() -> tuple[float, list]:
         client = TritonClient(

@@ -48,14 +48,13 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     for row in csv.DictReader((root / "labels.csv").open()):
         wave = audio.load_audio(root / row["audio"]) if row["audio"] else None
         track = FaceTrack.load_npz(root / row["visual"]) if row["visual"] else None
-        rows.append(windows.model_inputs(wave, track, row["age_group"]))
-    arrays = {t.name: np.concatenate([r[t.name] for r in rows]) for t in contract.ENSEMBLE.inputs}
-    audio_only = {name: a[:1].copy() for name, a in arrays.items()}
+        rows.append(windows.model_inputs(wave, track, row["age_group"], served=True))
+    audio_only = {name: a.copy() for name, a in rows[0].items()}
     audio_only[contract.FRAME_MASK.name][:] = 0.0
-    face_only = {name: a[:1].copy() for name, a in arrays.items()}
+    face_only = {name: a.copy() for name, a in rows[0].items()}
     face_only[contract.AUDIO_PRESENT.name][:] = 0.0
-    face_only[contract.WAVEFORM.name][:] = 0.0
-    return {name: np.concatenate([arrays[name], audio_only[name], face_only[name]]) for name in arrays}
+    face_only[contract.AUDIO.name][:] = 0.0
+    return [*rows, audio_only, face_only]  # one ensemble request per clip: its sound laid over its rows
 
 
 @pytest.fixture(scope="module")
@@ -89,25 +88,28 @@ def test_server_is_ready_with_every_model(triton_server: TritonServer) -> None:
 def test_ensemble_matches_the_pytorch_model(
     triton_server: TritonServer, torch_model, clips, protocol: str
 ) -> None:
-    arrays = clips
-    n = len(arrays[contract.AGE_GROUP.name])
-    with torch.inference_mode():
-        expected = torch_model(*(torch.from_numpy(arrays[t.name]) for t in contract.ENSEMBLE.inputs))
+    from avpenet.features.windows import model_inputs_of
+
     module = grpcclient if protocol == "grpc" else httpclient
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
-    result = module.InferenceServerClient(url).infer(
-        contract.ENSEMBLE.name, infer_inputs(module, contract.ENSEMBLE, arrays)
-    )
-    for t in contract.ENSEMBLE.outputs:
-        got = result.as_numpy(t.name)
-        assert got.shape == (n, *t.shape) and got.dtype == np.float32
-        tolerance = SCORE_TOL if t == contract.SCORE else OUTPUT_TOL
-        np.testing.assert_allclose(got, expected[t.name].numpy(), atol=tolerance, rtol=0, err_msg=t.name)
-    score = result.as_numpy(contract.SCORE.name)
-    assert ((score >= contract.SCORE_MIN) & (score <= contract.SCORE_MAX)).all()
-    np.testing.assert_allclose(result.as_numpy(contract.CLASS_PROBS.name).sum(axis=1), 1.0, atol=1e-5)
-    weights = result.as_numpy(contract.MODALITY_WEIGHTS.name)
-    assert weights[-2, 1] == 0.0 and weights[-1, 0] == 0.0  # the absent modality counts for nothing
+    client = module.InferenceServerClient(url)
+    weights = []
+    for arrays in clips:  # the PyTorch model reads the same request as windows (model_inputs_of)
+        n = len(arrays[contract.AGE_GROUP.name])
+        windows = model_inputs_of(arrays)
+        with torch.inference_mode():
+            expected = torch_model(*(torch.from_numpy(windows[t.name]) for t in contract.MODEL_INPUTS))
+        result = client.infer(contract.ENSEMBLE.name, infer_inputs(module, contract.ENSEMBLE, arrays))
+        for t in contract.ENSEMBLE.outputs:
+            got = result.as_numpy(t.name)
+            assert got.shape == (n, *t.shape) and got.dtype == np.float32
+            tolerance = SCORE_TOL if t == contract.SCORE else OUTPUT_TOL
+            np.testing.assert_allclose(got, expected[t.name].numpy(), atol=tolerance, rtol=0, err_msg=t.name)
+        score = result.as_numpy(contract.SCORE.name)
+        assert ((score >= contract.SCORE_MIN) & (score <= contract.SCORE_MAX)).all()
+        np.testing.assert_allclose(result.as_numpy(contract.CLASS_PROBS.name).sum(axis=1), 1.0, atol=1e-5)
+        weights.append(result.as_numpy(contract.MODALITY_WEIGHTS.name))
+    assert (weights[-2][:, 1] == 0.0).all() and (weights[-1][:, 0] == 0.0).all()  # absent modality: nothing
 
 
 @pytest.mark.parametrize("part", contract.PARTS, ids=lambda p: p.name)
@@ -170,8 +172,8 @@ def _expect_error(url: str, arrays: dict[str, np.ndarray], *fragments: str) -> s
 def test_bad_tensors_get_readable_errors_and_the_server_keeps_serving(triton_server: TritonServer) -> None:
     url = triton_server.grpc_url
     short = valid_inputs(contract.ENSEMBLE, batch=1)
-    short[contract.WAVEFORM.name] = short[contract.WAVEFORM.name][:, :1000].copy()
-    _expect_error(url, short, contract.WAVEFORM.name, "shape")
+    short[contract.AUDIO.name] = short[contract.AUDIO.name][:, :1000].copy()
+    _expect_error(url, short, contract.AUDIO.name, "samples laid over its rows")
 
     nan = valid_inputs(contract.ENSEMBLE, batch=2)
     nan[contract.VISUAL_FEATURES.name][1, 4, 7] = np.nan
@@ -180,8 +182,8 @@ def test_bad_tensors_get_readable_errors_and_the_server_keeps_serving(triton_ser
     _expect_error(url, nan, "fusion", contract.VISUAL_TOKENS_T.name, "NaN")
 
     inf = valid_inputs(contract.ENSEMBLE, batch=1)
-    inf[contract.WAVEFORM.name][0, 9] = np.inf
-    _expect_error(url, inf, contract.WAVEFORM.name, "NaN or Inf")
+    inf[contract.AUDIO.name][0, 9] = np.inf
+    _expect_error(url, inf, contract.AUDIO.name, "NaN or Inf")
 
     age = valid_inputs(contract.ENSEMBLE, batch=1)
     age[contract.AGE_GROUP.name][0, 0] = len(contract.AGE_GROUPS)

@@ -15,6 +15,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from avpenet import contract
+from avpenet.features.windows import model_inputs_of
 from ensemble import DEFAULT_REPOSITORY, export, versions
 from ensemble.client import infer_inputs
 from ensemble.onnx_export import valid_inputs
@@ -73,8 +74,9 @@ def test_new_fusion_version_swaps_in_under_traffic_without_failures(tmp_path: Pa
             1.5
         )  # a visibly different score: we can tell which version answered
     arrays = valid_inputs(contract.ENSEMBLE, batch=2, seed=5)
+    windows = model_inputs_of(arrays)  # the same request as the PyTorch model reads it
     with torch.inference_mode():
-        as_tensors = [torch.from_numpy(arrays[t.name]) for t in contract.ENSEMBLE.inputs]
+        as_tensors = [torch.from_numpy(windows[t.name]) for t in contract.MODEL_INPUTS]
         old_score = old_model(*as_tensors)[contract.SCORE.name].numpy()
         new_score = new_model(*as_tensors)[contract.SCORE.name].numpy()
     assert np.abs(old_score - new_score).min() > 1e-2

@@ -71,7 +71,7 @@ def test_cli_builds_cache_and_rerun_skips(dataset, capsys):
     assert c5.wave is None and c5.mask.shape == (25,) and not c5.mask.any()  # no face, no audio track
     for clip in clips.values():
         inputs = windows.inputs_from_features(clip.wave, clip.features, clip.mask, clip.age_group)
-        for spec in contract.ENSEMBLE.inputs:
+        for spec in contract.MODEL_INPUTS:
             assert inputs[spec.name].shape[1:] == spec.shape and inputs[spec.name].dtype == spec.numpy_dtype
     with pytest.raises(FileNotFoundError, match="avpenet features"):
         cache.load_cache(dataset)  # c4 failed, so the full cache is incomplete

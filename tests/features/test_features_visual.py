@@ -139,10 +139,10 @@ def test_nan_safe_and_empty():
 
 
 # --- windows -----------------------------------------------------------------------------------------------
-def _check_contract(inputs: dict[str, np.ndarray], n: int) -> None:
-    assert set(inputs) == {spec.name for spec in contract.ENSEMBLE.inputs}
-    for spec in contract.ENSEMBLE.inputs:
-        assert inputs[spec.name].shape == (n, *spec.shape), spec.name
+def _check_contract(inputs: dict[str, np.ndarray], n: int, specs=contract.MODEL_INPUTS) -> None:
+    assert set(inputs) == {spec.name for spec in specs}
+    for spec in specs:
+        assert inputs[spec.name].shape == contract.batch_shape(spec, n), spec.name
         assert inputs[spec.name].dtype == spec.numpy_dtype, spec.name
         assert np.all(np.isfinite(inputs[spec.name])), spec.name
 
@@ -162,6 +162,15 @@ def test_model_inputs_align_audio_and_video(face):
     vis = inputs[contract.VISUAL_FEATURES.name]
     np.testing.assert_array_equal(vis[1, :25], feats[10:35])  # window 1 = frames [10, 40)
     np.testing.assert_array_equal(windows.window_starts_s(3), [0.0, 1.0, 2.0])
+
+    served = windows.model_inputs(wave, track, "neonate", served=True)  # what the gateway sends Triton
+    _check_contract(served, 3, contract.ENSEMBLE.inputs)
+    clip_samples = 2 * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES  # 3 windows cover 5 s
+    assert 0 <= served[contract.AUDIO.name].size - clip_samples < 3  # each sample once, padding under a row
+    again = windows.model_inputs_of(served)  # the same windows, bit for bit
+    assert set(again) == set(inputs)
+    for name, value in inputs.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)
 
 
 def test_audio_only_video_only_and_nothing(face):
@@ -219,3 +228,18 @@ def test_frozen_track_is_unusable_but_a_short_still_is_not(face):
     short = FaceTrack.concat([face] * (visual.FROZEN_MIN_FRAMES - 1))
     assert visual.usable_frames(short).all()
     assert visual.usable_frames(_repeat(face, 40)).all()  # tracker jitter: usable
+
+
+def test_a_request_over_the_batch_bound_splits_into_requests_of_its_own_windows():
+    """The gateway sends a clip longer than MAX_BATCH_SIZE windows in several calls: each call's AUDIO is
+    re-laid over its own rows and still stands for exactly its windows."""
+    rng = np.random.default_rng(3)
+    wave = rng.normal(0, 0.05, 75 * contract.SAMPLE_RATE).astype(np.float32)  # 73 windows
+    whole = windows.model_inputs(wave, None, "adult", served=True)
+    n = len(whole[contract.AUDIO_PRESENT.name])
+    expected = windows.model_inputs(wave, None, "adult")
+    for start, stop in ((0, contract.MAX_BATCH_SIZE), (contract.MAX_BATCH_SIZE, n)):
+        part = windows.split_rows(whole, start, stop)
+        _check_contract(part, stop - start, contract.ENSEMBLE.inputs)
+        for name, value in windows.model_inputs_of(part).items():
+            np.testing.assert_array_equal(value, expected[name][start:stop], err_msg=name)

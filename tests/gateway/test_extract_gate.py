@@ -20,12 +20,12 @@ def test_non_finite_model_inputs_never_leave_the_extractor(monkeypatch):
 
     def poisoned(*args, **kwargs):
         inputs = real(*args, **kwargs)
-        inputs[contract.WAVEFORM.name][0, 7] = np.inf
+        inputs[contract.AUDIO.name][0, 7] = np.inf
         return inputs
 
     monkeypatch.setattr(windows, "model_inputs", poisoned)
     request = ScoreRequest(audio=MediaPart(data=wav_bytes(3.0)), age_group="adult")
-    with pytest.raises(UndecodableMedia, match="non-finite waveform"):
+    with pytest.raises(UndecodableMedia, match="non-finite audio"):
         extract(request, Limits())
 
 

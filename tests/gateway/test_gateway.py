@@ -28,7 +28,8 @@ def direct_triton(triton_url: str, wav: bytes, npz: bytes, age_group: str) -> di
     from avpenet.features import audio, windows
     from avpenet.features.track import FaceTrack
 
-    inputs = windows.model_inputs(audio.load_audio(wav), FaceTrack.load_npz(npz), age_group)
+    track = FaceTrack.load_npz(npz)
+    inputs = windows.model_inputs(audio.load_audio(wav), track, age_group, served=True)
     client = grpcclient.InferenceServerClient(triton_url)
     result = client.infer(contract.ENSEMBLE.name, infer_inputs(grpcclient, contract.ENSEMBLE, inputs))
     client.close()

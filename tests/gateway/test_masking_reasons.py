@@ -21,7 +21,7 @@ def _cry(seconds: float = 3.0) -> np.ndarray:
 
 
 def _apply(wave, track):
-    inputs = windows.model_inputs(wave, track, "adult")
+    inputs = windows.model_inputs(wave, track, "adult", served=True)
     used, masked = masking.apply(inputs, wave, track)
     return inputs, used, masked
 
@@ -34,7 +34,7 @@ def test_both_used():
 def test_silent_audio_with_a_face_is_masked_and_zeroed():
     inputs, used, masked = _apply(np.zeros(3 * SR, np.float32), face_track(3.0))
     assert used == ["visual"] and masked == {"audio": masking.SILENT}
-    assert not inputs[C.AUDIO_PRESENT.name].any() and not inputs[C.WAVEFORM.name].any()
+    assert not inputs[C.AUDIO_PRESENT.name].any() and not inputs[C.AUDIO.name].any()
 
 
 def test_silence_alone_is_still_scored_from_the_audio():

@@ -52,9 +52,10 @@ def test_stream_windows_equal_clip_windows():
     state = StreamState(start(image_size=tuple(int(v) for v in track.image_size)), max_pixels=10**7)
     got = feed(state, wave, track)
     assert [w.index for w in got] == list(range(len(clip[contract.WAVEFORM.name])))
+    as_windows = [windows.model_inputs_of(w.inputs) for w in got]  # each window's own sound and gain
     for name, expected in clip.items():
         np.testing.assert_allclose(
-            np.concatenate([w.inputs[name] for w in got]), expected, atol=1e-6, err_msg=name
+            np.concatenate([w[name] for w in as_windows]), expected, atol=1e-6, err_msg=name
         )
 
 
@@ -62,9 +63,8 @@ def test_audio_only_and_landmarks_only_streams_match_clips():
     wave = audio.load_audio((EXAMPLES / "adult-moan-audio-only.wav").read_bytes())
     got = feed(StreamState(start(mode="audio"), 10**7), wave, None)
     clip = windows.model_inputs(wave, None, "adult")
-    np.testing.assert_allclose(
-        np.concatenate([w.inputs["waveform"] for w in got]), clip["waveform"], atol=1e-6
-    )
+    sent = [windows.model_inputs_of(w.inputs)[contract.WAVEFORM.name] for w in got]
+    np.testing.assert_allclose(np.concatenate(sent), clip[contract.WAVEFORM.name], atol=1e-6)
     track = FaceTrack.load_npz((EXAMPLES / "adult-landmarks-only.npz").read_bytes())
     size = tuple(int(v) for v in track.image_size)
     got = feed(StreamState(start(audio=False, image_size=size), 10**7), None, track)

@@ -53,9 +53,7 @@ class TestTritonClient:
         async def go():
             client = TritonClient(f"127.0.0.1:{refused_port}", retries=2, backoff_s=0.05, timeout_s=3)
             try:
-                await client.infer(
-                    {s.name: np.zeros((1, *s.shape), s.numpy_dtype) for s in contract.ENSEMBLE.inputs}
-                )
+                await client.infer(contract.zero_inputs(contract.ENSEMBLE, 1))
             finally:
                 await client.close()
 
@@ -97,8 +95,9 @@ class TestTritonClient:
 
         client._channel_client = Channel()
         client._made_at = float("inf")  # never remade during the test
-        rows = {s.name: np.zeros((58, *s.shape), s.numpy_dtype) for s in contract.ENSEMBLE.inputs}
+        rows = contract.zero_inputs(contract.ENSEMBLE, 58)
         asyncio.run(client.infer(rows))
+        assert client.answered == 1  # the watchdog's evidence that Triton is busy, not hung
         (kwargs,) = sent
         assert 10 < kwargs["client_timeout"] <= 29
         assert kwargs["timeout"] == int(kwargs["client_timeout"] * 1_000_000)

@@ -1,7 +1,7 @@
 """TEST ONLY: a Triton Python-backend model.py that is the real one, except that a marker request hangs it.
 
 The lifecycle test copies the model repository to a temp dir, renames a part's model.py to real_model.py and
-puts this file in its place. A request whose first waveform sample equals HANG_MARKER makes the stub sleep
+puts this file in its place. A request whose first audio sample equals HANG_MARKER makes the stub sleep
 inside `execute` forever: the model stays "ready" for Triton while nothing it is sent is ever answered, which
 is what a wedged stub looks like from outside. Never shipped: it lives only under tests/.
 """
@@ -13,7 +13,7 @@ import time
 from avpenet import contract
 
 HANG_MARKER = 1234.5
-INPUT = contract.WAVEFORM.name  # audio_frontend's input
+INPUT = contract.AUDIO.name  # audio_frontend's clip input
 
 
 class TritonPythonModel:

@@ -33,7 +33,7 @@ def hang_triton(target: str) -> threading.Thread:
 
     def send() -> None:
         arrays = probe_inputs()
-        arrays[contract.WAVEFORM.name][0, 0] = HANG_MARKER
+        arrays[contract.AUDIO.name][0, 0] = HANG_MARKER
         client = grpcclient.InferenceServerClient(target)
         try:
             tensors = infer_inputs(grpcclient, contract.ENSEMBLE, arrays)

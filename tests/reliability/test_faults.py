@@ -174,7 +174,7 @@ def test_triton_deadline_maps_to_504(triton_server):
     from preprocess_service.triton_client import TritonClient
 
     track = FaceTrack.load_npz(face_track(8.0).to_npz_bytes())
-    inputs = windows.model_inputs(audio.load_audio(wav_bytes(8.0)), track, "adult")
+    inputs = windows.model_inputs(audio.load_audio(wav_bytes(8.0)), track, "adult", served=True)
 
     async def infer_with_1ms_deadline() -> BaseException | None:
         client = TritonClient(triton_server.grpc_url, timeout_s=0.001, retries=0)

@@ -5,6 +5,11 @@ copied into each version folder next to its ONNX graph. Tensor names and dtypes 
 config.pbtxt (written from `avpenet.contract`), so this file names no tensor. Every request of a dynamic batch
 is validated on its own: a bad one (NaN, out-of-range value) gets its own error response and the others are
 still run together in one ONNX call.
+
+An ensemble's FIRST-scheduled entry step must not answer an error: Triton 2.51 deadlocks when an error reaches
+the ensemble while its gRPC request is still scheduling the entry steps (see ensemble/configs.py STEP_ORDER).
+A part configured with `defer_rejection` answers a bad request with NaN outputs instead; the next part, which
+runs only after scheduling is over, rejects them with INVALID_ARGUMENT. The first reason goes to Triton's log.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import triton_python_backend_utils as pb_utils
 #   onnx_file          file name in the version folder (default model.onnx)
 #   intra_op_threads   ORT threads of this instance; the whole box's cores are shared by all stubs
 #   value_ranges       JSON {input: [low, high]}: inclusive bounds checked per request (e.g. an index input)
+#   defer_rejection    "true": a bad request gets NaN outputs, not an error (the first entry step; see above)
+#   clip_rows          JSON {input, window, hop}: that input is one clip laid over its N rows, L = ceil(((N-1)
+#                      * hop + window) / N) samples each: the graph reads N from L
 DEFAULT_THREADS = 2
 
 
@@ -50,6 +58,9 @@ class TritonPythonModel:
         self.outputs = [
             (spec["name"], pb_utils.triton_string_to_numpy(spec["data_type"])) for spec in config["output"]
         ]
+        self.output_dims = {spec["name"]: [int(d) for d in spec["dims"]] for spec in config["output"]}
+        self.defer_rejection = _parameter(config, "defer_rejection", "false").lower() == "true"
+        self.clip_rows = json.loads(_parameter(config, "clip_rows", "{}"))
         self.value_ranges = {
             name: (float(low), float(high))
             for name, (low, high) in json.loads(_parameter(config, "value_ranges", "{}")).items()
@@ -82,7 +93,32 @@ class TritonPythonModel:
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1:
             raise ValueError(f"inputs disagree on the batch size: {sorted(rows)}")
+        if self.clip_rows:
+            clip = arrays[self.clip_rows["input"]]
+            n = clip.shape[0]
+            row = -(-((n - 1) * self.clip_rows["hop"] + self.clip_rows["window"]) // max(n, 1))
+            if clip.ndim != 2 or clip.shape[1] != row:
+                raise ValueError(
+                    f"input {self.clip_rows['input']!r} of {n} windows must be [{n}, {row}] (the clip's "
+                    f"samples laid over its rows); got shape {list(clip.shape)}"
+                )
         return arrays
+
+    def _reject(self, request, reason: str):
+        """An error response, or with defer_rejection NaN outputs the next part refuses (module doc)."""
+        if not self.defer_rejection:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.model_name}: {reason}", pb_utils.TritonError.INVALID_ARG)
+            )
+        pb_utils.Logger.log_warn(f"{self.model_name}: {reason}; answered with NaN outputs (deferred)")
+        tensor = pb_utils.get_input_tensor_by_name(request, self.inputs[0][0])
+        rows = int(tensor.as_numpy().shape[0]) if tensor is not None else 1
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(name, np.full([rows, *self.output_dims[name]], np.nan, dtype=dtype))
+                for name, dtype in self.outputs
+            ]
+        )
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -91,35 +127,43 @@ class TritonPythonModel:
             try:
                 good.append((index, self._read(request)))
             except ValueError as exc:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{self.model_name}: {exc}", pb_utils.TritonError.INVALID_ARG)
-                )
-        if good:
-            feeds = {
-                name: np.concatenate([arrays[name] for _, arrays in good])
-                if len(good) > 1
-                else good[0][1][name]
-                for name, _ in self.inputs
-            }
-            try:
-                results = self.session.run([name for name, _ in self.outputs], feeds)
-            except Exception as exc:  # an ORT failure must answer the callers, not kill the stub
-                error = pb_utils.TritonError(
-                    f"{self.model_name}: inference failed: {exc}", pb_utils.TritonError.INTERNAL
-                )
-                for index, _ in good:
-                    responses[index] = pb_utils.InferenceResponse(error=error)
-                return responses
-            start = 0
-            for index, arrays in good:
-                stop = start + next(iter(arrays.values())).shape[0]
-                tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(result[start:stop], dtype=dtype))
-                    for (name, dtype), result in zip(self.outputs, results, strict=True)
-                ]
-                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start = stop
+                responses[index] = self._reject(request, str(exc))
+        # One graph call per shape: Triton batches only requests of one shape, but a stub must not rely on it.
+        groups: dict[tuple, list] = {}
+        for item in good:
+            groups.setdefault(tuple(a.shape[1:] for a in item[1].values()), []).append(item)
+        for group in groups.values():
+            self._run(requests, group, responses)
         return responses
+
+    def _run(self, requests: list, good: list, responses: list) -> None:
+        """One graph call over the requests in `good` (their rows concatenated); fills their responses."""
+        feeds = {
+            name: np.concatenate([arrays[name] for _, arrays in good]) if len(good) > 1 else good[0][1][name]
+            for name, _ in self.inputs
+        }
+        try:
+            results = self.session.run([name for name, _ in self.outputs], feeds)
+        except Exception as exc:  # an ORT failure must answer the callers, not kill the stub
+            error = pb_utils.TritonError(
+                f"{self.model_name}: inference failed: {exc}", pb_utils.TritonError.INTERNAL
+            )
+            for index, _ in good:
+                responses[index] = (
+                    self._reject(requests[index], f"inference failed: {exc}")
+                    if self.defer_rejection
+                    else pb_utils.InferenceResponse(error=error)
+                )
+            return
+        start = 0
+        for index, arrays in good:
+            stop = start + next(iter(arrays.values())).shape[0]
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(result[start:stop], dtype=dtype))
+                for (name, dtype), result in zip(self.outputs, results, strict=True)
+            ]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
 
     def finalize(self) -> None:
         self.session = None
