@@ -18,7 +18,7 @@ TRITON_METRICS = (
     "nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
     "nv_inference_compute_infer_duration_us", "nv_inference_queue_duration_us",
 )  # fmt: skip
-COUNT, EXEC_COUNT = TRITON_METRICS[:2]
+COUNT, EXEC_COUNT, REQUEST_SUCCESS = TRITON_METRICS[:3]
 
 Metrics = dict[str, dict[str, float]]
 

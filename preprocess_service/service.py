@@ -86,6 +86,7 @@ class ScoringService:
             period_s=settings.watchdog_period_s,
             timeout_s=settings.watchdog_timeout_s,
             failures=settings.watchdog_failures,
+            progress=lambda: self.triton.answered,
         )
         self.extractor = extractor or self._extract_in_thread
         self.clinical = Clinical(settings)  # formats, HL7 delivery, Idempotency-Key cache (clinical.py)

@@ -6,6 +6,13 @@ only an inference notices. The watchdog sends `ensemble.probe`'s zero window eve
 (`/readyz` 503, gRPC health NOT_SERVING) and refuses scoring at once with 503 / UNAVAILABLE instead of letting
 every caller wait for the full Triton deadline. One good probe makes it healthy again. Who restarts Triton:
 `avpenet serve` (LocalStack.supervise) locally, the Triton pod's liveness probe in Kubernetes.
+
+A busy Triton is not a hung one. Under a burst of 60-s clips the probe's one window queues behind minutes of
+windows and misses its deadline although Triton keeps answering; counting that as a failure made the
+gateway refuse every request with 503 while Triton worked (440 such answers in one bench run). So a probe
+that times out while real scoring calls of this replica were answered (`progress`, the Triton client's
+count of answered calls) counts as busy, not failed. A hung stub or a model failing every call answers
+nothing, so those are still caught within `failures` probes.
 """
 
 from __future__ import annotations
@@ -23,9 +30,17 @@ class TritonWatchdog:
     """Runs `probe()` on the event loop of the replica; `healthy` is False after enough failures in a row."""
 
     def __init__(
-        self, probe: Callable[[float], Awaitable[None]], *, period_s: float, timeout_s: float, failures: int
+        self,
+        probe: Callable[[float], Awaitable[None]],
+        *,
+        period_s: float,
+        timeout_s: float,
+        failures: int,
+        progress: Callable[[], int] = lambda: 0,
     ) -> None:
         self.probe = probe
+        self.progress = progress  # calls Triton has answered so far (TritonClient.answered)
+        self.busy = 0  # probes that timed out while real calls were answered
         self.period_s = period_s
         self.timeout_s = timeout_s
         self.failures_to_trip = failures
@@ -46,11 +61,17 @@ class TritonWatchdog:
     async def check_once(self) -> bool:
         """One probe now; updates the failure count; True when Triton answered in time."""
         self.probes += 1
+        answered = self.progress()
         try:
             await asyncio.wait_for(self.probe(self.timeout_s), self.timeout_s + 1.0)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 (every failure of the probe is a failure)
+        except Exception as exc:  # noqa: BLE001 (every failure of the probe is a failure, unless busy)
+            if self.progress() > answered:  # Triton answered real calls meanwhile: queued, not hung
+                self.busy += 1
+                log.info("probe inference not answered in %.1f s while Triton answered %d calls: busy",
+                         self.timeout_s, self.progress() - answered)  # fmt: skip
+                return True
             was_healthy = self.healthy
             self.failures += 1
             if was_healthy and not self.healthy:
