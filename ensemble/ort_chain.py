@@ -77,23 +77,16 @@ class OrtChain:
         """The ensemble inputs plus every part's outputs (the internal tensors too).
 
         `inputs` is an ensemble request (AUDIO rows + WINDOW_GAIN) or the PyTorch model's windows
-        (contract.MODEL_INPUTS, e.g. from evaluation): each window is then its own one-row clip of gain 1."""
+        (contract.MODEL_INPUTS, e.g. from evaluation). Windows are already level-normalised 3 s rows, i.e.
+        one-window clips of gain 1 stacked as Triton stacks requests, which the frontend reads apart."""
         values = dict(inputs)
+        if contract.AUDIO.name not in values:
+            windows = values[contract.WAVEFORM.name]
+            values[contract.AUDIO.name] = windows
+            values[contract.WINDOW_GAIN.name] = np.ones((len(windows), 1), np.float32)
         for spec, session in self.parts:
             names = [t.name for t in spec.outputs]
-            if spec is contract.AUDIO_FRONTEND and contract.AUDIO.name not in values:
-                windows = values[contract.WAVEFORM.name]
-                one = np.ones((1, 1), np.float32)
-                out = [
-                    np.concatenate(parts)
-                    for parts in zip(
-                        *(session.run(names, {contract.AUDIO.name: w[None], contract.WINDOW_GAIN.name: one})
-                          for w in windows),
-                        strict=True,
-                    )
-                ]  # fmt: skip
-            else:
-                out = session.run(names, {t.name: values[t.name] for t in spec.inputs})
+            out = session.run(names, {t.name: values[t.name] for t in spec.inputs})
             values.update({t.name: v for t, v in zip(spec.outputs, out, strict=True)})
         return values
 
