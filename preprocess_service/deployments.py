@@ -29,7 +29,6 @@ from preprocess_service import http_routes
 from preprocess_service.errors import FeaturesUnavailable
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.grpc_methods import GrpcMethods
-from preprocess_service.limits import video_seconds
 from preprocess_service.openapi import (
     API_INFO,
     ERRORS,
@@ -138,8 +137,9 @@ class Gateway(GrpcMethods):
         self.settings = GatewaySettings.load(args)
         logging.getLogger("avpenet").setLevel(self.settings.log_level)
 
-        async def remote_extract(request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
-            media_s = video_seconds(request, self.settings.limits.max_duration_s) or 0.0
+        async def remote_extract(
+            request: ScoreRequest, carrier: Mapping[str, str], media_s: float
+        ) -> Extracted:
             return await extract_remotely(extractor, request, carrier, self.settings, media_s)
 
         self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)

@@ -43,7 +43,8 @@ from preprocess_service.triton_client import InferOutput, TritonClient
 from preprocess_service.watchdog import TritonWatchdog
 
 log = logging.getLogger("avpenet.gateway")
-Extractor = Callable[[ScoreRequest, Mapping[str, str]], Awaitable[Extracted]]
+# (request, trace carrier, the video's declared seconds read once at admission: 0 without video)
+Extractor = Callable[[ScoreRequest, Mapping[str, str], float], Awaitable[Extracted]]
 
 
 def media_digest(data: bytes) -> str:
@@ -100,7 +101,9 @@ class ScoringService:
         video = request.clip is not None or request.video is not None
         return self.extractor if video else self._extract_in_thread
 
-    async def _extract_in_thread(self, request: ScoreRequest, carrier: Mapping[str, str]) -> Extracted:
+    async def _extract_in_thread(
+        self, request: ScoreRequest, carrier: Mapping[str, str], media_s: float = 0.0
+    ) -> Extracted:
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
 
     async def close(self) -> None:
@@ -177,7 +180,9 @@ class ScoringService:
             else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
         )
         with admission:
-            extracted = await self._extractor_for(request)(request, telemetry.inject_context())
+            extracted = await self._extractor_for(request)(
+                request, telemetry.inject_context(), media_s or 0.0
+            )
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
             span.set_attribute("avpenet.windows", extracted.n_windows)

@@ -121,7 +121,7 @@ class HeldExtractor:
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def __call__(self, request: ScoreRequest, carrier) -> object:
+    async def __call__(self, request: ScoreRequest, carrier, media_s: float = 0.0) -> object:
         self.calls += 1
         await self.release.wait()
         raise asyncio.CancelledError  # never reaches Triton in this test
