@@ -167,7 +167,9 @@ class TestFrontend:
                 torch.from_numpy(np.concatenate([g for _, g in laid])),
             ).numpy()
             alone = [model.audio_frontend(torch.from_numpy(r), torch.from_numpy(g)).numpy() for r, g in laid]
-        np.testing.assert_allclose(stacked, np.concatenate(alone), atol=1e-6)
+        # a bleed would move values by whole units; 1e-5 leaves room for a last float32 bit of the fp64
+        # matmuls, which another CPU's kernels may round differently for another batch size
+        np.testing.assert_allclose(stacked, np.concatenate(alone), atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", C.PARTS, ids=lambda s: s.name)
