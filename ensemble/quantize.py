@@ -21,12 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
-from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, versions
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, int8_measure, versions
 from ensemble.ort_chain import OrtChain
 
 HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."
-INT8_FILE = "model.int8.onnx"
+INT8_FILE = configs.ONNX_FILES["int8"]
 QUANTISABLE = ("audio_encoder", "visual_encoder", "fusion")
+# Published by default: the encoders. The fusion's int8 MatMuls are no faster than fp32 on AVX2 without VNNI
+# (static QDQ or dynamic, 1 thread: 0.95-1.15x on the part, ensemble/README.md *INT8 versions*).
+DEFAULT_PARTS = ("audio_encoder", "visual_encoder")
 CALIBRATION_BATCH = 8  # windows per calibration step
 # What each part quantises (measured on 80 AVPE-Synth clips, MAE change of the clip score vs fp32):
 # - audio_encoder: every op but its first convolution, which sees raw log-mel values (int8 there: +3.5% MAE;
@@ -122,35 +125,12 @@ def _max_diff(spec: contract.ModelSpec, graphs: tuple[bytes, bytes], tensors: di
     return max(float(np.max(np.abs(a - b))) for a, b in zip(*outs, strict=True))
 
 
-def timed_ms(
-    graphs: tuple[bytes, ...], spec: contract.ModelSpec, tensors: dict, rounds: int = 7
-) -> list[float]:
-    """Median ms per run of each graph on the same 32 windows, runs interleaved so a busy (shared) machine
-    slows every graph alike; the ratio is the figure to trust, not the absolute times."""
-    import statistics
-    import time
-
-    import onnxruntime as ort
-
-    feeds = {t.name: np.ascontiguousarray(tensors[t.name][:32]) for t in spec.inputs}
-    names = [t.name for t in spec.outputs]
-    sessions = [ort.InferenceSession(g, providers=["CPUExecutionProvider"]) for g in graphs]
-    times: list[list[float]] = [[] for _ in graphs]
-    for session in sessions:
-        session.run(names, feeds)
-    for _ in range(rounds):
-        for session, out in zip(sessions, times, strict=True):
-            start = time.perf_counter()
-            session.run(names, feeds)
-            out.append(1000.0 * (time.perf_counter() - start))
-    return [statistics.median(t) for t in times]
-
-
 def quantize_repository(
     repo: Path,
     tensors: dict[str, np.ndarray],
     parts: tuple[str, ...] = QUANTISABLE,
     calibration: dict | None = None,
+    keep: int = versions.DEFAULT_KEEP,
 ) -> dict[str, dict]:
     """Add an int8 graph beside the fp32 one as a new version of each part; returns {part: version info}.
 
@@ -175,74 +155,25 @@ def quantize_repository(
             "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
             "calibration": calibration or {"windows": int(len(tensors[contract.WAVEFORM.name]))},
             "max_abs_diff_vs_fp32_on_calibration": _max_diff(spec, (fp32, int8), values),
-            "ms_per_32_windows_fp32_int8": [round(t, 2) for t in timed_ms((fp32, int8), spec, values)],
             "quantized_from_version": current,
         }
         files = {"model.onnx": fp32, INT8_FILE: int8, "model.py": BACKEND_SOURCE.read_bytes()}
         version, created = versions.add_version(model_dir, files, manifest)
-        report[spec.name] = {"version": version, "created": created, **manifest["int8"]}
+        pruned = versions.prune(model_dir, keep)  # as `avpenet export`: newest + one to roll back to
+        report[spec.name] = {"version": version, "created": created, "pruned": pruned, **manifest["int8"]}
+    _record_steps_served(repo)
     configs.write_configs(repo)
     return report
 
 
-class ChainModel:
-    """An OrtChain called like avpenet.model.AVPENet: what avpenet.evaluate.evaluate runs."""
-
-    def __init__(self, chain: OrtChain, params: int) -> None:
-        self.chain, self.params = chain, params
-
-    def eval(self) -> ChainModel:
-        return self
-
-    def num_params(self) -> int:
-        return self.params
-
-    def __call__(self, *tensors):
-        import torch
-
-        names = [t.name for t in contract.MODEL_INPUTS]
-        inputs = {n: np.ascontiguousarray(x.numpy()) for n, x in zip(names, tensors, strict=True)}
-        return {k: torch.from_numpy(v) for k, v in self.chain(inputs).items()}
-
-
-def chain_ms(repo: Path, parts: tuple[str, ...], tensors: dict, rounds: int = 7) -> dict[str, float]:
-    """The whole model stage (every part, the chosen ones at int8) on 32 windows: interleaved medians."""
-    import statistics
-    import time
-
-    feeds = {k: v[:32] for k, v in tensors.items()}
-    chains = {
-        name: OrtChain(repo, graphs={p: INT8_FILE if p in int8 else "model.onnx" for p in QUANTISABLE})
-        for name, int8 in (("fp32", ()), ("int8", parts))
-    }
-    times: dict[str, list[float]] = {name: [] for name in chains}
-    for chain in chains.values():
-        chain(feeds)
-    for _ in range(rounds):
-        for name, chain in chains.items():
-            start = time.perf_counter()
-            chain(feeds)
-            times[name].append(1000.0 * (time.perf_counter() - start))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def evaluate_precisions(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, dict]:
-    """`avpenet evaluate`'s figures for the fp32 graphs and for `parts` at int8, on the same clips."""
-    from avpenet.evaluate import evaluate
-    from avpenet.model import REFERENCE_DIR
-
-    args = argparse.Namespace(
-        data=Path(data_dir), checkpoint=REFERENCE_DIR, split=None, seed=0, batch_size=64, quiet=True
-    )
-    out = {}
-    for name, int8_parts in (("fp32", ()), ("int8", parts)):
-        graphs = {p.name: INT8_FILE if p.name in int8_parts else "model.onnx" for p in contract.PARTS}
-        chain = ChainModel(OrtChain(repo, graphs=graphs), params=0)
-        result = evaluate(args, model=chain)
-        out[name] = {k: result[k] for k in ("n_clips", "fusion", "audio_only", "visual_only", "by_age")}
-    fp32, int8 = out["fp32"]["fusion"]["mae"], out["int8"]["fusion"]["mae"]
-    out["fusion_mae_change"] = int8 / fp32 - 1.0
-    return out
+def _record_steps_served(repo: Path) -> None:
+    """The ensemble manifest names each part's newest version (what its steps serve), as export does."""
+    path = repo / contract.ENSEMBLE.name / "1" / versions.MANIFEST
+    if not path.exists():
+        return
+    record = json.loads(path.read_text())
+    record["steps_served"] = {p.name: versions.latest(repo / p.name) for p in contract.PARTS}
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -250,16 +181,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
     )
-    parser.add_argument("--parts", default=",".join(QUANTISABLE), help="comma list (default: %(default)s)")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help="comma list (default: %(default)s)")
     parser.add_argument(
         "--clips", type=int, default=DEFAULT_CLIPS, help="calibration clips (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="add no version: time (and --evaluate) the int8 graphs the newest versions already hold",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=int8_measure.ROUNDS, help="alternating timing rounds (%(default)s)"
+    )
+    parser.add_argument(
         "--evaluate",
         type=Path,
         default=None,
-        help="dataset to judge fp32 vs int8 on (avpenet evaluate's code)",
+        help="rendered dataset: video-path MAE of its test subjects, fp32 vs each part int8 vs all",
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="write the quantisation and evaluation report"
@@ -271,28 +210,22 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(parts) - set(QUANTISABLE)
     if unknown:
         raise SystemExit(f"avpenet quantize: cannot quantise {sorted(unknown)}; choose from {QUANTISABLE}")
+    repo = Path(args.repo)
     tensors = calibration_windows(args.data, args.clips, args.seed)
     calibration = {"data": str(args.data), "clips": args.clips, "seed": args.seed,
                    "windows": int(len(tensors[contract.WAVEFORM.name]))}  # fmt: skip
-    report = quantize_repository(Path(args.repo), tensors, parts, calibration)
-    report["model_stage_ms_per_32_windows"] = chain_ms(Path(args.repo), parts, tensors)
-    if args.evaluate is not None:
-        report["evaluation"] = evaluate_precisions(Path(args.repo), args.evaluate, parts)
-    for name, row in report.items():
-        if name in ("evaluation", "model_stage_ms_per_32_windows"):
-            continue
+    report: dict = {
+        "versions": {} if args.measure_only else quantize_repository(repo, tensors, parts, calibration)
+    }
+    for name, row in report["versions"].items():
         state = "new" if row["created"] else "unchanged"
-        fp32_ms, int8_ms = row["ms_per_32_windows_fp32_int8"]
-        print(f"  {name:<16} version {row['version']} ({state}): 32 windows {fp32_ms:.0f} ms fp32, "
-              f"{int8_ms:.0f} ms int8 ({fp32_ms / int8_ms:.2f}x)")  # fmt: skip
+        print(f"  {name:<16} version {row['version']} ({state}), max |int8 - fp32| on the calibration "
+              f"windows {row['max_abs_diff_vs_fp32_on_calibration']:.4f}")  # fmt: skip
     print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `avpenet export` (configs)")
-    stage = report["model_stage_ms_per_32_windows"]
-    print(f"model stage, 32 windows: {stage['fp32']:.0f} ms fp32, {stage['int8']:.0f} ms with the int8 parts "
-          f"({stage['fp32'] / stage['int8']:.2f}x)")  # fmt: skip
-    if "evaluation" in report:
-        e = report["evaluation"]
-        print(f"fusion MAE on {e['fp32']['n_clips']} clips: fp32 {e['fp32']['fusion']['mae']:.4f}, int8 "
-              f"{e['int8']['fusion']['mae']:.4f} ({100 * e['fusion_mae_change']:+.2f}%)")  # fmt: skip
+    report["model_stage_ms"] = int8_measure.stage_ms(repo, parts, tensors, args.rounds)
+    if args.evaluate is not None:
+        report["video_path"] = int8_measure.video_path(repo, args.evaluate, parts)
+    int8_measure.print_report(report["model_stage_ms"], report.get("video_path"))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0

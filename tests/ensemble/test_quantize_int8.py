@@ -10,7 +10,7 @@ from support.gateway import face_track, wav_bytes
 
 from avpenet import contract
 from avpenet.features import audio, windows
-from ensemble import DEFAULT_REPOSITORY, configs, quantize, versions
+from ensemble import DEFAULT_REPOSITORY, configs, int8_measure, quantize, versions
 from ensemble.ort_chain import OrtChain, configured_onnx_file
 
 
@@ -66,3 +66,51 @@ def test_unknown_precision_is_refused(tmp_path):
     path.write_text('{"parts": {"audio_frontend": "int4"}}')
     with pytest.raises(ValueError, match="int4"):
         configs.load_precision(path)
+
+
+def test_the_committed_int8_versions_keep_the_fp32_graph_they_were_made_from() -> None:
+    """The published int8 versions serve the same fp32 graph as before (precision.json: fp32, so the parity
+    tests against PyTorch still hold); the int8 graph is beside it, smaller."""
+    for part in quantize.DEFAULT_PARTS:
+        folder = DEFAULT_REPOSITORY / part
+        newest = versions.latest(folder)
+        manifest = versions.read_manifest(folder, newest)
+        made_from = manifest["int8"]["quantized_from_version"]
+        assert (folder / str(newest) / quantize.INT8_FILE).exists(), part
+        if made_from in versions.versions(folder):
+            fp32 = (folder / str(newest) / "model.onnx").read_bytes()
+            assert fp32 == (folder / str(made_from) / "model.onnx").read_bytes(), part
+        assert manifest["files"][quantize.INT8_FILE] == versions.sha256_file(
+            folder / str(newest) / quantize.INT8_FILE
+        )
+    assert set(configs.load_precision().values()) == {"fp32"}, "int8 by default breaks the 1e-4 parity tests"
+
+
+def test_stage_timing_covers_the_served_shapes_per_part(quantized):
+    """`avpenet quantize`'s timing: the model mix's stacked windows and one 58-window clip, every part,
+    both chains (no timing asserted: speed figures live in the docs, from the CLI)."""
+    repo, _, _, inputs = quantized
+    requests = int8_measure.stage_requests(inputs)
+    long = requests[f"{int8_measure.LONG_WINDOWS}-window clip"]
+    assert long[contract.AUDIO.name].shape == contract.batch_shape(contract.AUDIO, int8_measure.LONG_WINDOWS)
+    assert long[contract.WINDOW_GAIN.name].shape == (int8_measure.LONG_WINDOWS, 1)
+    scores = OrtChain(repo, threads=1)(long)[contract.SCORE.name]
+    assert scores.shape[0] == int8_measure.LONG_WINDOWS and np.all(np.isfinite(scores))
+    assert len(requests) == len(int8_measure.BATCHES) + 1
+    shapes = (next(iter(requests)), f"{int8_measure.LONG_WINDOWS}-window clip")  # 1 window and the clip
+    stage = int8_measure.stage_ms(repo, ("visual_encoder",), inputs, rounds=1, shapes=shapes)
+    assert tuple(stage) == shapes
+    for row in stage.values():
+        for name in ("fp32", "int8"):
+            assert set(row[name]) == {*(p.name for p in contract.PARTS), "chain"}
+        assert row["speedup"] > 0 and 0 < row["frontend_share_fp32"] < 1
+
+
+def test_accuracy_settings_are_fp32_each_part_alone_and_all() -> None:
+    settings = int8_measure.settings_of(("audio_encoder", "fusion"))
+    assert settings == {
+        "fp32": (),
+        "audio_encoder int8": ("audio_encoder",),
+        "fusion int8": ("fusion",),
+        "all int8": ("audio_encoder", "fusion"),
+    }

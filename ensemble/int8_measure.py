@@ -1,0 +1,175 @@
+"""fp32 against int8, measured as the served model stage runs: `avpenet quantize`'s timing and accuracy.
+
+Speed: each part's ONNX Runtime session with ONE intra-op thread and no spinning (as a Triton stub runs it),
+on the request shapes the server sees - 1, 8 and 32 stacked one-window requests (the model mix, as the
+dynamic batcher stacks them) and one 60-s clip of 58 windows (the long mix: its sound crosses once and the
+frontend cuts the windows). The fp32 and int8 chains alternate round by round, so the load of a shared
+machine slows both alike; medians per part and of the per-round chain totals. The frontend is fp32 (float64
+DFT) in both chains: its share of the chain bounds what int8 can win.
+
+Accuracy: the headline path of docs/EVALUATION.md - tracked video of the test subjects (evaluate_paths'
+rows and reader, the split `avpenet evaluate` picks) - scored by the fp32 graphs, by each part's int8 graph
+alone and by every chosen part at int8; the clips are read once and scored by each chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract
+from ensemble import configs
+from ensemble.ort_chain import OrtChain
+
+INT8_FILE = configs.ONNX_FILES["int8"]
+BATCHES = (1, 8, 32)  # stacked one-window requests (model mix)
+LONG_WINDOWS = 58  # a 60-s clip (long mix)
+ROUNDS = 15
+
+
+def chain_of(repo: Path, int8_parts: tuple[str, ...], threads: int | None = None) -> OrtChain:
+    """The four graphs of the newest versions, `int8_parts` at int8 and the rest fp32."""
+    graphs = {p.name: INT8_FILE if p.name in int8_parts else "model.onnx" for p in contract.PARTS}
+    return OrtChain(repo, threads=threads, graphs=graphs)
+
+
+def stage_requests(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """{shape name: ensemble request}: BATCHES one-window requests stacked, and one long clip whose sound
+    is rebuilt from consecutive windows' first hops (real audio, laid once over its rows)."""
+    from avpenet.features.audio import clip_rows
+
+    n = len(tensors[contract.WAVEFORM.name])
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for b in BATCHES:
+        idx = np.arange(b) % n
+        out[f"{b} window{'s' * (b > 1)}"] = {k: np.ascontiguousarray(v[idx]) for k, v in tensors.items()}
+    idx = np.arange(LONG_WINDOWS + 2) % n
+    wave = tensors[contract.WAVEFORM.name][idx, : contract.HOP_SAMPLES].reshape(-1)
+    audio, gains = clip_rows(wave, LONG_WINDOWS)
+    rows = {k: np.ascontiguousarray(v[idx[:LONG_WINDOWS]]) for k, v in tensors.items()}
+    rows.pop(contract.WAVEFORM.name)
+    out[f"{LONG_WINDOWS}-window clip"] = {
+        **rows,
+        contract.AUDIO.name: audio,
+        contract.WINDOW_GAIN.name: gains,
+    }
+    return out
+
+
+def _timed_parts(chain: OrtChain, feeds: dict[str, np.ndarray]) -> dict[str, float]:
+    """ms of each part's session run on `feeds` (every tensor of the chain, from one fp32 pass)."""
+    out = {}
+    for spec, session in chain.parts:
+        names = [t.name for t in spec.outputs]
+        inputs = {t.name: feeds[t.name] for t in spec.inputs}
+        start = time.perf_counter()
+        session.run(names, inputs)
+        out[spec.name] = 1000.0 * (time.perf_counter() - start)
+    return out
+
+
+def stage_ms(
+    repo: Path, int8_parts: tuple[str, ...], tensors: dict, rounds: int = ROUNDS, shapes: tuple[str, ...] = ()
+) -> dict:
+    """{shape: {"fp32"|"int8": {part: median ms, "chain": median of per-round totals}, "speedup": x}}
+    for the `shapes` of stage_requests (default all)."""
+    chains = {"fp32": chain_of(repo, (), threads=1), "int8": chain_of(repo, int8_parts, threads=1)}
+    report: dict[str, dict] = {}
+    for shape, request in stage_requests(tensors).items():
+        if shapes and shape not in shapes:
+            continue
+        feeds = chains["fp32"].all_tensors(request)  # every part's inputs; the int8 parts take the same
+        for chain in chains.values():
+            _timed_parts(chain, feeds)  # warm-up
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in chains}
+        for _ in range(rounds):
+            for name, chain in chains.items():
+                runs[name].append(_timed_parts(chain, feeds))
+        row: dict = {}
+        for name, rows in runs.items():
+            row[name] = {p.name: statistics.median(r[p.name] for r in rows) for p in contract.PARTS}
+            row[name]["chain"] = statistics.median(sum(r.values()) for r in rows)
+        row["speedup"] = row["fp32"]["chain"] / row["int8"]["chain"]
+        row["frontend_share_fp32"] = row["fp32"][contract.AUDIO_FRONTEND.name] / row["fp32"]["chain"]
+        report[shape] = row
+    return report
+
+
+class ChainModel:
+    """An OrtChain called like avpenet.model.AVPENet: what avpenet's evaluation code runs."""
+
+    def __init__(self, chain: OrtChain) -> None:
+        self.chain = chain
+
+    def eval(self) -> ChainModel:
+        return self
+
+    def num_params(self) -> int:
+        return 0
+
+    def __call__(self, *tensors):
+        import torch
+
+        names = [t.name for t in contract.MODEL_INPUTS]
+        inputs = {n: np.ascontiguousarray(x.numpy()) for n, x in zip(names, tensors, strict=True)}
+        return {k: torch.from_numpy(v) for k, v in self.chain(inputs).items()}
+
+
+def settings_of(parts: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """fp32, each part alone at int8, and all of `parts` at int8 (when more than one)."""
+    out = {"fp32": (), **{f"{p} int8": (p,) for p in parts}}
+    if len(parts) > 1:
+        out["all int8"] = parts
+    return out
+
+
+def video_path(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, dict]:
+    """{setting: video-path metrics on the test subjects + mae_change vs fp32}: EVALUATION.md's headline."""
+    from avpenet import data
+    from avpenet.evaluate import choose_subjects
+    from avpenet.evaluate_paths import path_row, subject_bootstrap
+    from avpenet.model import REFERENCE_DIR, load_model
+    from avpenet.predict import predict_clips, regression_metrics
+    from avpenet.train import restrict
+
+    ckpt = load_model(REFERENCE_DIR)
+    modality = ckpt.config.get("modality", "both")
+    rows = data.read_labels(data_dir)
+    args = argparse.Namespace(data=Path(data_dir), checkpoint=REFERENCE_DIR, split=None)
+    subjects, _ = choose_subjects(args, ckpt.config, rows)
+    keep = set(subjects)
+    picked = [r for row in rows if row["subject_id"] in keep and (r := path_row(row, "video")) is not None]
+    clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
+    inputs = [restrict(dict(c.inputs), modality) for c in clips]
+    true = np.array([c.score for c in clips])
+    who = [c.subject_id for c in clips]
+    out: dict[str, dict] = {}
+    for name, int8_parts in settings_of(parts).items():
+        pred = predict_clips(ChainModel(chain_of(repo, int8_parts)), inputs)[contract.SCORE.name]
+        out[name] = {**regression_metrics(pred, true), "ci95": subject_bootstrap(pred, true, who)}
+        out[name].update(n_clips=len(clips), n_subjects=len(keep))
+        out[name]["mae_change"] = out[name]["mae"] / out["fp32"]["mae"] - 1.0
+    return out
+
+
+def print_report(stage: dict | None, accuracy: dict | None) -> None:
+    """The timing and accuracy tables, as docs/EVALUATION.md and ensemble/README.md quote them."""
+    if stage:
+        print("model stage, 1 intra-op thread, median ms (fp32 -> int8):")
+        for shape, row in stage.items():
+            cells = ", ".join(
+                f"{p.name} {row['fp32'][p.name]:.1f}->{row['int8'][p.name]:.1f}" for p in contract.PARTS
+            )
+            print(f"  {shape:<16} chain {row['fp32']['chain']:.1f} -> {row['int8']['chain']:.1f} ms "
+                  f"({row['speedup']:.2f}x; frontend {100 * row['frontend_share_fp32']:.0f}% of fp32): "
+                  f"{cells}")  # fmt: skip
+    if accuracy:
+        print("video path, test subjects (MAE, change vs fp32):")
+        for name, row in accuracy.items():
+            acc = 100 * row["accuracy_3class"]
+            print(f"  {name:<22} MAE {row['mae']:.4f} ({100 * row['mae_change']:+.2f}%), r "
+                  f"{row['pearson_r']:.4f}, acc {acc:.1f}% on {row['n_clips']} clips")  # fmt: skip
