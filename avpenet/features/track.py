@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -152,6 +153,14 @@ class FaceTrack:
             )
 
 
+# numpy parses each .npy header with ast.literal_eval. CPython before 3.12 keeps the AST builder's recursion
+# depth in interpreter-wide state, so two threads parsing at once (the gateway decodes concurrent uploads on
+# worker threads) can fail with "SystemError: AST constructor recursion depth mismatch": a valid landmarks
+# file was then refused as unreadable (422), about once in a thousand requests under load. Header parses are
+# tiny; serialising them costs nothing measurable.
+_HEADER_LOCK = threading.Lock()
+
+
 def _read_members(zf: zipfile.ZipFile, max_frames: int) -> dict[str, np.ndarray]:
     """Read the contract arrays of an open npz, refusing oversized or pickled arrays from their headers."""
     names = {n.removesuffix(".npy"): n for n in zf.namelist()}
@@ -166,10 +175,11 @@ def _read_members(zf: zipfile.ZipFile, max_frames: int) -> dict[str, np.ndarray]
         budget = (max_frames * per_frame if "T" in shape else per_frame) * 8  # bytes at most (8-byte items)
         with zf.open(names[key]) as fh:
             version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                arr_shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                arr_shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            with _HEADER_LOCK:  # one header parse at a time in this process (see _HEADER_LOCK)
+                if version == (1, 0):
+                    arr_shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    arr_shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             if dtype.hasobject:
                 raise UndecodableMedia(f"array {key!r} holds Python objects; send numeric arrays")
             if "T" in shape and len(arr_shape) >= 1 and arr_shape[0] > max_frames:
@@ -179,6 +189,19 @@ def _read_members(zf: zipfile.ZipFile, max_frames: int) -> dict[str, np.ndarray]
                 )
             if int(np.prod(arr_shape, dtype=np.int64)) * dtype.itemsize > budget:
                 raise UndecodableMedia(f"array {key!r} has shape {arr_shape}; expected {shape}")
-        with zf.open(names[key]) as fh:
-            out[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            out[key] = _read_data(fh, arr_shape, bool(fortran), dtype)
     return out
+
+
+def _read_data(fh, shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
+    """The array data after its header, as `np.lib.format.read_array` reads it (same bytes, same writable
+    array, ValueError at a short read), without opening the member again and parsing its header twice."""
+    count = int(np.prod(shape, dtype=np.int64))
+    size = count * dtype.itemsize
+    array = np.ndarray(count, dtype=dtype)  # as numpy does: also right for empty and zero-width dtypes
+    if size:
+        data = fh.read(size)
+        if len(data) != size:
+            raise ValueError(f"EOF: reading array data, expected {size} bytes got {len(data)}")
+        array[:] = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
