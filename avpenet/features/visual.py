@@ -217,12 +217,25 @@ def usable_frames(track: FaceTrack) -> np.ndarray:
         return np.zeros(0, bool)
     size, known = _image_size(track)
     lm = np.nan_to_num(np.asarray(track.landmarks, np.float64))[..., :2]
-    present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
     aligned, px_per_iod = align(lm * size)
+    pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
+    return _usable(track, lm, known, aligned, px_per_iod, pose)
+
+
+def _usable(
+    track: FaceTrack,
+    lm: np.ndarray,
+    known: bool,
+    aligned: np.ndarray,
+    px_per_iod: np.ndarray,
+    pose: np.ndarray,
+) -> np.ndarray:
+    """usable_frames from the cleaned landmarks [T, 478, 2], their alignment and the head pose, which
+    frame_features computes anyway (so a clip is aligned once, not twice)."""
+    present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
     err = np.mean(np.linalg.norm(aligned[:, _SUBSET] - template()[_SUBSET], axis=-1), axis=1)
     sub = lm[:, _SUBSET]
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
-    pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
     usable = present & (in_frame >= MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= MAX_YAW) & (err <= MAX_SHAPE_ERROR)
     usable &= px_per_iod >= (MIN_IOD_PX if known else MIN_IOD_NORM)
     still = lm[present]
@@ -237,11 +250,11 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
     if t == 0:
         return feats.astype(np.float32), np.zeros(0, np.float32)
-    size, _ = _image_size(track)
+    size, known = _image_size(track)
     lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
-    aligned, _ = align(lm3[..., :2] * size)
+    aligned, px_per_iod = align(lm3[..., :2] * size)
     pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
-    usable = usable_frames(track)
+    usable = _usable(track, lm3[..., :2], known, aligned, px_per_iod, pose)
 
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
     frontal = align3d(lm3 * np.array([*size, size[0]]))
