@@ -70,7 +70,7 @@ def clip_sha256(request: ScoreRequest) -> str:
     """SHA-256 over the uploaded parts (name and content digest, in part order): the clip's identity."""
     h = hashlib.sha256()
     for name, part in request.parts().items():
-        h.update(f"{name}:{hashlib.sha256(part.data).hexdigest()}\n".encode())
+        h.update(f"{name}:{part.sha256}\n".encode())
     return h.hexdigest()
 
 

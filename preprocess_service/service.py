@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -31,6 +30,7 @@ from preprocess_service.limits import (
 )
 from preprocess_service.protocol import (
     Interval,
+    MediaPart,
     ModalityWeights,
     ModelInfo,
     ModelsResponse,
@@ -47,9 +47,9 @@ log = logging.getLogger("avpenet.gateway")
 Extractor = Callable[[ScoreRequest, Mapping[str, str], float], Awaitable[Extracted]]
 
 
-def media_digest(data: bytes) -> str:
+def media_digest(part: MediaPart) -> str:
     """What logs may say about an upload: a short SHA-256, never the bytes or the file name."""
-    return hashlib.sha256(data).hexdigest()[:16]
+    return part.sha256[:16]
 
 
 class ScoringService:
@@ -170,7 +170,7 @@ class ScoringService:
             )
         request.validate_combination()
         check_upload_size(request.upload_bytes, self.settings.limits.max_upload_bytes)
-        digests = {name: media_digest(p.data) for name, p in request.parts().items()}
+        digests = {name: media_digest(p) for name, p in request.parts().items()}
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
