@@ -110,8 +110,17 @@ def _exporter_from_env():
     raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not supported here (use otlp, console or none)")
 
 
+_TRACER: tuple[object, trace.Tracer] | None = None  # (the provider it came from, the tracer)
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("preprocess_service")
+    """The gateway's tracer, made once per tracer provider: `get_tracer` builds a new Tracer (scope,
+    attributes) on every call, and a request asks for it at each stage."""
+    global _TRACER
+    provider = trace.get_tracer_provider()
+    if _TRACER is None or _TRACER[0] is not provider:
+        _TRACER = (provider, provider.get_tracer("preprocess_service"))
+    return _TRACER[1]
 
 
 def extract_context(carrier: Mapping[str, str]) -> context.Context:
