@@ -56,7 +56,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         header_value.clear()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        parts[-1][1].extend(data[start:end])
+        parts[-1][1].extend(memoryview(data)[start:end])  # no intermediate copy of the slice
 
     callbacks = {
         "on_part_begin": on_part_begin,
