@@ -138,7 +138,7 @@ def video_path(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, 
     from avpenet.evaluate import choose_subjects
     from avpenet.evaluate_paths import path_row, subject_bootstrap
     from avpenet.model import REFERENCE_DIR, load_model
-    from avpenet.predict import predict_clips, regression_metrics
+    from avpenet.predict import concat_inputs, predict_clips, regression_metrics
     from avpenet.train import restrict
 
     ckpt = load_model(REFERENCE_DIR)
@@ -152,13 +152,28 @@ def video_path(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, 
     inputs = [restrict(dict(c.inputs), modality) for c in clips]
     true = np.array([c.score for c in clips])
     who = [c.subject_id for c in clips]
+    windows = concat_inputs(inputs)
     out: dict[str, dict] = {}
+    fp32_windows = None
     for name, int8_parts in settings_of(parts).items():
-        pred = predict_clips(ChainModel(chain_of(repo, int8_parts)), inputs)[contract.SCORE.name]
-        out[name] = {**regression_metrics(pred, true), "ci95": subject_bootstrap(pred, true, who)}
-        out[name].update(n_clips=len(clips), n_subjects=len(keep))
-        out[name]["mae_change"] = out[name]["mae"] / out["fp32"]["mae"] - 1.0
+        chain = chain_of(repo, int8_parts)
+        pred = predict_clips(ChainModel(chain), inputs)[contract.SCORE.name]
+        row = {**regression_metrics(pred, true), "ci95": subject_bootstrap(pred, true, who)}
+        row.update(n_clips=len(clips), n_subjects=len(keep))
+        scores = _window_scores(chain, windows)  # per window: what the parity tests compare
+        fp32_windows = scores if fp32_windows is None else fp32_windows
+        diff = np.abs(scores - fp32_windows)
+        row.update(n_windows=int(diff.size), window_score_max_abs_diff=float(diff.max()))
+        row["window_score_p99_abs_diff"] = float(np.percentile(diff, 99))
+        row["mae_change"] = row["mae"] / (out["fp32"]["mae"] if out else row["mae"]) - 1.0
+        out[name] = row
     return out
+
+
+def _window_scores(chain: OrtChain, windows: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    n = len(windows[contract.AGE_GROUP.name])
+    parts = [chain({k: v[i : i + batch] for k, v in windows.items()}) for i in range(0, n, batch)]
+    return np.concatenate([p[contract.SCORE.name].reshape(-1) for p in parts])
 
 
 def print_report(stage: dict | None, accuracy: dict | None) -> None:
@@ -178,4 +193,6 @@ def print_report(stage: dict | None, accuracy: dict | None) -> None:
         for name, row in accuracy.items():
             acc = 100 * row["accuracy_3class"]
             print(f"  {name:<22} MAE {row['mae']:.4f} ({100 * row['mae_change']:+.2f}%), r "
-                  f"{row['pearson_r']:.4f}, acc {acc:.1f}% on {row['n_clips']} clips")  # fmt: skip
+                  f"{row['pearson_r']:.4f}, acc {acc:.1f}% on {row['n_clips']} clips; window scores vs "
+                  f"fp32: max {row['window_score_max_abs_diff']:.3f}, "
+                  f"p99 {row['window_score_p99_abs_diff']:.3f} ({row['n_windows']} windows)")  # fmt: skip
