@@ -28,10 +28,12 @@ HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisati
 INT8_FILE = configs.ONNX_FILES["int8"]
 QUANTISABLE = ("audio_encoder", "visual_encoder", "fusion")
 # Published by default: the encoders. The fusion's int8 MatMuls are no faster than fp32 on AVX2 without VNNI
-# (static QDQ or dynamic, 1 thread: 0.95-1.15x on the part, ensemble/README.md *INT8 versions*).
+# (static QDQ 0.91-1.04x, dynamic 1.10-1.15x on the part, 1 thread; ensemble/README.md *INT8 versions*).
 DEFAULT_PARTS = ("audio_encoder", "visual_encoder")
 CALIBRATION_BATCH = 8  # windows per calibration step
-# What each part quantises (measured on 80 AVPE-Synth clips, MAE change of the clip score vs fp32):
+# What each part quantises (chosen on 80 AVPE-Synth clips with the previous weights, MAE change of the clip
+# score vs fp32; with the served reference, video path of the test subjects: audio_encoder +0.00%,
+# visual_encoder +0.80%, fusion -0.22%, docs/EVALUATION.md *INT8 versions*):
 # - audio_encoder: every op but its first convolution, which sees raw log-mel values (int8 there: +3.5% MAE;
 #   kept fp32: +0.01%);
 # - fusion: only MatMul/Gemm with constant weights; attention's activation x activation products, softmax and
