@@ -76,6 +76,12 @@ _BS = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
 _SUBSET = np.asarray(contract.LANDMARK_SUBSET)
 _STABLE = np.asarray(STABLE_POINTS)
 _RIGID = np.asarray(RIGID_POINTS)
+# The points _geometry measures: frame_features turns only these to the frontal template (align3d `only`).
+_GEOMETRY = np.unique(
+    [RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER, NOSE_TIP, *RIGHT_UPPER_LID,
+     *RIGHT_LOWER_LID, *LEFT_UPPER_LID, *LEFT_LOWER_LID, *RIGHT_CHEEK, *LEFT_CHEEK, *RIGHT_NOSE_WING,
+     *LEFT_NOSE_WING]
+)  # fmt: skip
 
 
 def canonical_frame(points_px: np.ndarray) -> np.ndarray:
@@ -126,9 +132,12 @@ def _template_measures() -> dict[str, float]:
     return {k: float(v[0]) for k, v in _geometry(t).items()}
 
 
-def align3d(points: np.ndarray) -> np.ndarray:
+def align3d(points: np.ndarray, only: np.ndarray | None = None) -> np.ndarray:
     """Rigid + scale alignment of landmarks [T, 478, 3] (pixels, z in pixels) to the 3-D template on
-    RIGID_POINTS (Umeyama): removes yaw and pitch too, so AU geometry is measured on a frontal face."""
+    RIGID_POINTS (Umeyama): removes yaw and pitch too, so AU geometry is measured on a frontal face.
+
+    `only` (landmark indices): transform just these points (each one exactly as without `only`); the
+    others are left 0. A 60-s track is 600 frames x 478 points: turning all of them cost ~20x the work."""
     src = points[:, _RIGID]
     dst = template3d()[_RIGID]
     mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(0)
@@ -141,7 +150,11 @@ def align3d(points: np.ndarray) -> np.ndarray:
     rot = u @ (fix[:, :, None] * vt)
     var = np.maximum(np.sum(sc**2, axis=(1, 2)) / len(RIGID_POINTS), 1e-12)
     scale = np.sum(sig * fix, axis=1) / var
-    return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, points - mu_s) + mu_d
+    if only is None:
+        return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, points - mu_s) + mu_d
+    out = np.zeros(points.shape)
+    out[:, only] = scale[:, None, None] * np.einsum("tde,tne->tnd", rot, points[:, only] - mu_s) + mu_d
+    return out
 
 
 def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
@@ -257,7 +270,7 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     usable = _usable(track, lm3[..., :2], known, aligned, px_per_iod, pose)
 
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
-    frontal = align3d(lm3 * np.array([*size, size[0]]))
+    frontal = align3d(lm3 * np.array([*size, size[0]]), only=_GEOMETRY)
     geo, ref = _geometry(frontal), _template_measures()
     au = {
         "AU4": 0.5 * (bs[:, _BS["browDownLeft"]] + bs[:, _BS["browDownRight"]]),
