@@ -257,15 +257,17 @@ class TritonClient:
         probe.check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
 
     async def repository(self) -> list[dict[str, str]]:
-        """Every model version Triton knows: [{name, version, state}], sorted."""
+        """Every model version Triton knows: [{name, version, state}], sorted.
+
+        Read twice per scoring request (pinning.py), so from the protobuf answer itself rather than through
+        tritonclient's as_json (protobuf -> JSON text -> dict in Python), and under the same deadline as the
+        inference call it brackets: a fixed 2 s refused valid requests with 503 while a loaded replica's
+        event loop lagged."""
         try:
-            index = await self._client.get_model_repository_index(as_json=True, client_timeout=2.0)
+            index = await self._client.get_model_repository_index(client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             if _code(exc) in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                 raise TritonUnavailable("inference server unavailable", self.retry_after_s) from None
             raise
-        rows = [
-            {"name": m.get("name", ""), "version": str(m.get("version", "")), "state": m.get("state", "")}
-            for m in index.get("models", [])
-        ]
+        rows = [{"name": m.name, "version": str(m.version), "state": m.state} for m in index.models]
         return sorted(rows, key=lambda r: (r["name"], r["version"]))
