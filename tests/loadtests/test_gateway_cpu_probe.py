@@ -1,0 +1,20 @@
+"""loadtests.gateway_cpu: the in-process gateway CPU measurement runs a real request path and answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loadtests import clips, gateway_cpu
+from preprocess_service.multipart import parse_score_form
+
+
+def test_form_parses_as_the_gateway_reads_it():
+    body, ctype = gateway_cpu.form([("audio", "a.wav", b"RIFF-bytes", "audio/wav")])
+    request = parse_score_form(body, ctype, "r")
+    assert request.audio.data == b"RIFF-bytes" and request.age_group == "neonate"
+
+
+def test_measures_cpu_per_request_against_triton(triton_server):
+    body, ctype = gateway_cpu.form([("audio", "a.wav", clips.wav_bytes(3.0), "audio/wav")])
+    ms, scores = asyncio.run(gateway_cpu.measure(body, ctype, triton_server.grpc_url, 3, 2))
+    assert ms > 0 and len(scores) == 3 and len(set(scores)) == 1 and 0.0 <= scores[0] <= 10.0
