@@ -35,7 +35,8 @@ CALIBRATION_BATCH = 8  # windows per calibration step
 # score vs fp32; with the served reference, video path of the test subjects: audio_encoder +0.00%,
 # visual_encoder +0.80%, fusion -0.22%, docs/EVALUATION.md *INT8 versions*):
 # - audio_encoder: every op but its first convolution, which sees raw log-mel values (int8 there: +3.5% MAE;
-#   kept fp32: +0.01%);
+#   kept fp32: +0.01%; with the served reference, int8 there: +3.7% video-path MAE and SLOWER, 71 vs 49 ms
+#   on 32 windows at 1 thread);
 # - fusion: only MatMul/Gemm with constant weights; attention's activation x activation products, softmax and
 #   layer norms stay fp32 (every op int8: +22% MAE; weights only: +0.05%);
 # - visual_encoder: every op (+0.4%).
