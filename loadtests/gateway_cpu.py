@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", default="landmarks_3s", choices=sorted(clips.KINDS))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repo", type=Path, default=None, help="model repository (default: committed)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="avpenet-gateway-cpu-"))
     files = clips.build(work, [args.kind])[args.kind]
     parts = [(f, n, (work / n).read_bytes(), clips.CONTENT_TYPES[Path(n).suffix]) for f, n in files.items()]
     body, ctype = form(parts)
-    with TritonServer() as triton:
+    with TritonServer(**({"repo": args.repo} if args.repo else {})) as triton:
         ms, scores = asyncio.run(measure(body, ctype, triton.grpc_url, args.requests, args.concurrency))
     shown = f"{args.requests} requests, {args.concurrency} at a time"
     print(f"{args.kind}: gateway CPU {ms:.1f} ms per request ({shown}); score {scores[0]!r}")
