@@ -31,7 +31,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,15 +56,19 @@ BENCH_LIMITS = {"max_in_flight": 64}  # the gateway's per-replica admission boun
 
 @dataclass(frozen=True)
 class Timing:
-    """Measured window per cell: at least `warmup_s` and one full round of requests before it."""
+    """Measured window per cell: at least `warmup_s` and one full round of requests before it; then at least
+    `measure_s` and until `min_requests` finished in it (capped at `measure_max_s`), so a cell of 60-s clips,
+    whose requests each take longer than a quick window, still measures a rate instead of none."""
 
     warmup_s: float
     measure_s: float
     warmup_max_s: float
+    min_requests: int = 8
+    measure_max_s: float = 120.0
 
 
-QUICK = Timing(warmup_s=1.0, measure_s=4.0, warmup_max_s=15.0)
-DEFAULT = Timing(warmup_s=2.0, measure_s=15.0, warmup_max_s=30.0)
+QUICK = Timing(warmup_s=1.0, measure_s=4.0, warmup_max_s=15.0, min_requests=8, measure_max_s=60.0)
+DEFAULT = Timing(warmup_s=2.0, measure_s=15.0, warmup_max_s=30.0, min_requests=16, measure_max_s=120.0)
 
 
 # --- CPU accounting ----------------------------------------------------------------------------------------
@@ -202,6 +206,11 @@ async def closed_loop(
         start_state = on_start()
         t0 = time.perf_counter()
         await asyncio.sleep(timing.measure_s)
+        while (
+            time.perf_counter() - t0 < timing.measure_max_s
+            and sum(1 for d in done if d.t_end >= t0) < timing.min_requests
+        ):
+            await asyncio.sleep(0.1)
         t1 = time.perf_counter()
         end_state = on_end()
         stop.set()
@@ -466,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
         return _rerender(args)
     timing = QUICK if args.quick else DEFAULT
     if args.measure_s:
-        timing = Timing(timing.warmup_s, args.measure_s, timing.warmup_max_s)
+        timing = replace(timing, measure_s=args.measure_s)
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
     markdown_path = None if args.no_write else (args.markdown or (None if args.quick else MARKDOWN))

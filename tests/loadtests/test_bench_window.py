@@ -1,0 +1,52 @@
+"""The measured window of a bench cell: requests slower than the window still give a rate (the long mix)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from loadtests import bench
+
+
+async def _slow_server(delay_s: float) -> tuple[web.AppRunner, str]:
+    async def score(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(delay_s)
+        return web.Response(text=json.dumps({"timeline": [{}], "timings_ms": {}}))
+
+    app = web.Application()
+    app.router.add_post("/score", score)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}/score"
+
+
+def _run(timing: bench.Timing, delay_s: float, concurrency: int) -> tuple[list[bench.Done], float]:
+    async def main():
+        runner, url = await _slow_server(delay_s)
+        try:
+            parts = [("audio", "a.wav", b"x", "audio/wav")]
+            done, t0, t1, _, _ = await bench.closed_loop(url, parts, concurrency, timing, dict, dict)
+            return done, t1 - t0
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+def test_window_waits_for_the_minimum_requests_when_each_takes_longer_than_it():
+    timing = bench.Timing(warmup_s=0.0, measure_s=0.2, warmup_max_s=0.1, min_requests=4, measure_max_s=30.0)
+    done, seconds = _run(timing, delay_s=1.0, concurrency=2)
+    assert len(done) >= 4 and all(d.ok for d in done)
+    assert seconds > timing.measure_s  # extended past measure_s, not cut at it
+
+
+def test_window_is_capped_when_the_minimum_never_arrives():
+    timing = bench.Timing(warmup_s=0.0, measure_s=0.1, warmup_max_s=0.1, min_requests=1000, measure_max_s=0.5)
+    done, seconds = _run(timing, delay_s=0.05, concurrency=2)
+    assert len(done) < 1000 and seconds < 10.0
