@@ -186,16 +186,18 @@ def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def align(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def align(points: np.ndarray, only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Similarity-align landmarks [T, 478, 2] (pixels) to the template on STABLE_POINTS.
 
     Returns the aligned landmarks [T, 478, 2] in template units and each frame's scale (pixels per IOD).
     2-D similarity in complex form: z ↦ a·(z − mean z) + mean q with a = Σ conj(z̃)·q̃ / Σ |z̃|².
+    `only` (landmark indices): return just those points, [T, len(only), 2], each exactly as without it.
     """
-    z = points[..., 0] + 1j * points[..., 1]
     q = template()[_STABLE]
     q = q[:, 0] + 1j * q[:, 1]
-    zs = z[:, _STABLE]
+    zs = points[:, _STABLE, 0] + 1j * points[:, _STABLE, 1]
+    turned = points if only is None else points[:, only]
+    z = turned[..., 0] + 1j * turned[..., 1]
     z_mean = zs.mean(1, keepdims=True)
     zc, qc = zs - z_mean, q - q.mean()
     denom = np.sum(np.abs(zc) ** 2, axis=1, keepdims=True)
@@ -230,7 +232,7 @@ def usable_frames(track: FaceTrack) -> np.ndarray:
         return np.zeros(0, bool)
     size, known = _image_size(track)
     lm = np.nan_to_num(np.asarray(track.landmarks, np.float64))[..., :2]
-    aligned, px_per_iod = align(lm * size)
+    aligned, px_per_iod = align(lm * size, only=_SUBSET)
     pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
     return _usable(track, lm, known, aligned, px_per_iod, pose)
 
@@ -243,10 +245,11 @@ def _usable(
     px_per_iod: np.ndarray,
     pose: np.ndarray,
 ) -> np.ndarray:
-    """usable_frames from the cleaned landmarks [T, 478, 2], their alignment and the head pose, which
-    frame_features computes anyway (so a clip is aligned once, not twice)."""
+    """usable_frames from the cleaned landmarks [T, 478, 2], the alignment of their LANDMARK_SUBSET points
+    ([T, len(subset), 2]) and the head pose, which frame_features computes anyway (so a clip is aligned
+    once, not twice)."""
     present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
-    err = np.mean(np.linalg.norm(aligned[:, _SUBSET] - template()[_SUBSET], axis=-1), axis=1)
+    err = np.mean(np.linalg.norm(aligned - template()[_SUBSET], axis=-1), axis=1)
     sub = lm[:, _SUBSET]
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
     usable = present & (in_frame >= MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= MAX_YAW) & (err <= MAX_SHAPE_ERROR)
@@ -265,7 +268,7 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
         return feats.astype(np.float32), np.zeros(0, np.float32)
     size, known = _image_size(track)
     lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
-    aligned, px_per_iod = align(lm3[..., :2] * size)
+    aligned, px_per_iod = align(lm3[..., :2] * size, only=_SUBSET)  # the points the features keep
     pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
     usable = _usable(track, lm3[..., :2], known, aligned, px_per_iod, pose)
 
@@ -280,7 +283,7 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
         "AU10": 0.5 * (bs[:, _BS["mouthUpperUpLeft"]] + bs[:, _BS["mouthUpperUpRight"]]),
         "AU43": np.clip(1.0 - geo["eye_ratio"] / ref["eye_ratio"], 0.0, 1.0),
     }
-    feats[:, contract.feature_slice("landmarks_xy")] = aligned[:, _SUBSET].reshape(t, -1)
+    feats[:, contract.feature_slice("landmarks_xy")] = aligned.reshape(t, -1)
     feats[:, contract.feature_slice("blendshapes")] = bs
     feats[:, contract.feature_slice("au_proxies")] = np.stack([au[n] for n in contract.AU_NAMES], axis=1)
     feats[:, contract.feature_slice("head_pose")] = pose
