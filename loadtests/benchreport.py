@@ -472,9 +472,9 @@ def markdown(report: Report, plot_path: str | None = None) -> str:
     """docs/BENCHMARKS.md: setup, results, targets with what limits them, model stage, per-stage tables."""
     sections = (
         _md_setup(report),
-        _md_results(report, plot_path),
-        _md_limits(report),
+        _md_results(report, plot_path),  # ends with the Targets heading: the targets table follows it
         _md_targets(report),
+        _md_limits(report),
         _md_model_stage(report),
         stagetime.markdown_lines(report.cells, markdown_table),
         _md_notes(report),
