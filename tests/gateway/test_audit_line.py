@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 from preprocess_service import audit
 
@@ -13,12 +12,17 @@ def test_one_json_line_with_the_fields_and_no_key(caplog):
     record.api_key_id = audit.key_id("secret-key-123")
     record.clip_sha256 = "ab" * 32
     record.model_versions = {"avpenet": "1"}
-    with caplog.at_level(logging.INFO, logger=audit.LOGGER):
-        audit.log.propagate = True
-        try:
-            line = record.emit(200)
-        finally:
-            audit.log.propagate = False
+    audit.setup()  # as the gateway runs it: its own handler, not propagating to the root logger
+    # pytest hooks caplog onto loggers that were non-propagating when the test began, so whether it is on the
+    # audit logger already depends on which test set it up first: hook it on here if not, exactly once.
+    hooked = caplog.handler in audit.log.handlers
+    if not hooked:
+        audit.log.addHandler(caplog.handler)
+    try:
+        line = record.emit(200)
+    finally:
+        if not hooked:
+            audit.log.removeHandler(caplog.handler)
     assert [r.getMessage() for r in caplog.records if r.name == audit.LOGGER] == [line]
     data = json.loads(line)
     assert {"api_key_id", "request_id", "clip_sha256", "model_versions", "outcome", "latency_ms"} <= set(data)
