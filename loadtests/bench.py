@@ -529,17 +529,17 @@ def run(args: argparse.Namespace) -> int:
         kernels=[vars(r) for r in rates],
         parity=diffs,
         cells=cells,
-        notes=notes(cells),
+        notes=notes(cells) + file_notes(args.notes),
         repository=_repository_label(repo, work),
     )
     return _publish(report, work, markdown_path)
 
 
 def _rerender(args: argparse.Namespace) -> int:
-    """`--from-json`: the report of an earlier run re-rendered (with `--notes` paragraphs added)."""
+    """`--from-json`: the report of an earlier run re-rendered. Its notes are made again from its cells plus
+    the `--notes` file as it is now, so re-rendering twice does not repeat the file's paragraphs."""
     report = br.report_from_dict(json.loads(args.from_json.read_text()))
-    if args.notes is not None:
-        report.notes += [n.strip() for n in args.notes.read_text().split("\n\n") if n.strip()]
+    report.notes = notes(report.cells) + file_notes(args.notes)
     print_report(report)
     write(report, args.markdown or MARKDOWN)
     print(f"wrote {args.markdown or MARKDOWN}")
@@ -638,6 +638,13 @@ def _default_limits() -> dict:
 
     (app,) = load_config()["applications"]
     return dict(app.get("args", {}).get("limits", {}))
+
+
+def file_notes(path: Path | None) -> list[str]:
+    """The paragraphs of a `--notes` Markdown file (figures measured outside the run), none without one."""
+    if path is None:
+        return []
+    return [n.strip() for n in path.read_text().split("\n\n") if n.strip()]
 
 
 def notes(cells: list[br.Cell]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The measured window of a bench cell: requests slower than the window still give a rate (the long mix)."""
+"""The bench's run mechanics: a cell's measured window (requests slower than it still give a rate, the long
+mix) and re-rendering a saved run with its notes file."""
 
 from __future__ import annotations
 
@@ -50,3 +51,22 @@ def test_window_is_capped_when_the_minimum_never_arrives():
     timing = bench.Timing(warmup_s=0.0, measure_s=0.1, warmup_max_s=0.1, min_requests=1000, measure_max_s=0.5)
     done, seconds = _run(timing, delay_s=0.05, concurrency=2)
     assert len(done) < 1000 and seconds < 10.0
+
+
+def test_rerendering_twice_keeps_one_copy_of_the_notes_file(tmp_path):
+    import argparse
+    import shutil
+
+    from loadtests import benchreport as br
+
+    (tmp_path / "img").mkdir()
+    saved = tmp_path / "img" / "bench.json"
+    shutil.copy(bench.PROJECT_ROOT / "docs" / "img" / "bench.json", saved)
+    notes_file = tmp_path / "notes.md"
+    notes_file.write_text("First paragraph, measured elsewhere.\n\nSecond paragraph.\n")
+    args = argparse.Namespace(from_json=saved, notes=notes_file, markdown=tmp_path / "BENCHMARKS.md")
+    for _ in range(2):  # the second reads back what the first wrote
+        assert bench._rerender(args) == 0
+    report = br.report_from_dict(json.loads(saved.read_text()))
+    assert report.notes.count("Second paragraph.") == 1
+    assert report.notes[: len(bench.notes(report.cells))] == bench.notes(report.cells)
