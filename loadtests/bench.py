@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.error
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -236,12 +237,12 @@ def measure_cell(
     staged = stage_urls if system == "avpenet" else ()
 
     def snap():
-        return meter.snapshot(), read_metrics(triton_metrics_url), stagetime.scrape(staged)
+        return meter.snapshot(), triton_counters(triton_metrics_url), stagetime.scrape(staged)
 
     done, t0, t1, start, end = asyncio.run(closed_loop(url, parts, concurrency, timing, snap, snap))
     ok = [d for d in done if d.ok]
     cpu, busy = CpuMeter.delta(start[0], end[0])
-    triton = metrics_delta(start[1], end[1]) if system == "avpenet" else {}
+    triton = triton_delta(start[1], end[1]) if system == "avpenet" else {}
     stages = sorted({k for d in ok for k in d.timings})
     stage_means = {s: sum(d.timings.get(s, 0.0) for d in ok) / len(ok) for s in stages} if ok else {}
     if system == "avpenet":
@@ -266,6 +267,29 @@ def measure_cell(
         error_kinds=error_kinds(d.detail for d in done if not d.ok),
         stage_time=stagetime.delta(start[2], end[2]),
     )
+
+
+def triton_counters(url: str | None):
+    """Triton's counters, or None when its metrics endpoint does not answer (Triton crashed or is being
+    restarted by the supervisor mid-cell): the cell is then reported with its failures and no Triton
+    columns, instead of the whole bench aborting on the read."""
+    try:
+        return read_metrics(url)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"Triton metrics: {url} not read ({exc})", file=sys.stderr)
+        return None
+
+
+def triton_delta(start, end) -> dict:
+    """Triton's counters over a cell; {} (not measured) when either read failed or a counter went back
+    (Triton restarted inside the window, so its counters began again from zero)."""
+    if start is None or end is None:
+        return {}
+    delta = metrics_delta(start, end)
+    if any(v < 0 for row in delta.values() for v in row.values()):
+        print("Triton metrics: counters went back (Triton restarted in the window)", file=sys.stderr)
+        return {}
+    return delta
 
 
 def error_kinds(details) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """The bench's run mechanics: a cell's measured window (requests slower than it still give a rate, the long
-mix) and re-rendering a saved run with its notes file."""
+mix), Triton's counters when Triton stops answering, and re-rendering a saved run with its notes."""
 
 from __future__ import annotations
 
@@ -70,3 +70,20 @@ def test_rerendering_twice_keeps_one_copy_of_the_notes_file(tmp_path):
     report = br.report_from_dict(json.loads(saved.read_text()))
     assert report.notes.count("Second paragraph.") == 1
     assert report.notes[: len(bench.notes(report.cells))] == bench.notes(report.cells)
+
+
+def test_a_triton_that_stops_answering_leaves_the_cell_unmeasured_not_the_bench_aborted():
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on: Triton down
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
+    assert bench.triton_counters(url) is None
+    assert bench.triton_counters(None) == {}
+    counters = {"fusion": {"nv_inference_count": 40.0}}
+    assert bench.triton_delta(None, counters) == {} and bench.triton_delta(counters, None) == {}
+    assert bench.triton_delta(counters, {"fusion": {"nv_inference_count": 46.0}}) == {
+        "fusion": {"nv_inference_count": 6.0}
+    }
+    restarted = {"fusion": {"nv_inference_count": 3.0}}  # counters began again from zero
+    assert bench.triton_delta(counters, restarted) == {}
