@@ -56,7 +56,11 @@ def flops_per_window(model, batch: int = 4) -> dict[str, float]:
     for spec in contract.PARTS[:-1]:
         key = f"{type(model).__name__}.{spec.name}"
         out[spec.name] = sum(counts.get(key, {}).values()) / batch
-    # the fusion runs through `predict`, not `__call__`, so the counter files its ops under the root module
+    # The frontend (`windows`) and the fusion (`predict`) run through methods, not `__call__`, so the counter
+    # files their ops under the root module: the frontend is counted on its own, the fusion is the rest.
+    with torch.inference_mode(), FlopCounterMode(display=False) as frontend:
+        model.audio_frontend.windows(inputs[contract.WAVEFORM.name])
+    out[contract.AUDIO_FRONTEND.name] = frontend.get_total_flops() / batch
     out[contract.FUSION.name] = total - sum(out.values())
     out["total"] = total
     return out

@@ -209,3 +209,17 @@ class TestReport:
         report = make_report(naive_rps=5.0, avpenet_rps=20.0)
         again = br.report_from_dict(json.loads(bench.to_json(report)))
         assert br.markdown(again) == br.markdown(report)
+
+
+def test_flops_per_window_counts_the_frontend_as_its_own_part():
+    """The frontend runs through a method, not `__call__`: its DFT and mel MatMuls are not the fusion's."""
+    from avpenet import contract as C
+    from avpenet.model import AVPENet
+    from loadtests import kernels
+
+    flops = kernels.flops_per_window(AVPENet().eval())
+    n_freq = C.N_FFT // 2 + 1
+    dft_and_mel = 2 * C.MEL_FRAMES * (C.N_FFT * 2 * n_freq + n_freq * C.N_MELS)  # 1 multiply-add = 2 FLOPs
+    assert flops[C.AUDIO_FRONTEND.name] == dft_and_mel
+    assert 0 < flops[C.FUSION.name] < flops["total"] - dft_and_mel
+    assert sum(v for k, v in flops.items() if k != "total") == pytest.approx(flops["total"])
