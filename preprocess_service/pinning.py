@@ -6,15 +6,54 @@ honoured when that version is the one served: an unknown or unserved version is 
 The ensemble pin is also passed to Triton with the call. The versions reported with an answer are read fresh
 from Triton's repository index right before and right after the call; if a rollout changed them in between,
 the call is repeated (the answer could have come from either), so the report is never a stale cache.
+
+Concurrent requests share those reads (`FreshReads`): a request takes the result of a read that STARTED after
+it asked, which is as fresh as one of its own. Each read costs ~0.4 ms of gateway CPU and ~0.2 ms of Triton's
+(loopback); 300 requests 16 at a time (`loadtests.gateway_cpu`'s loop) made 295 reads instead of 600.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, TypeVar
 
 from preprocess_service.errors import NotFound
 
 Served = dict[str, list[str]]  # model -> READY versions, ascending
+T = TypeVar("T")
+
+
+class FreshReads(Generic[T]):
+    """Single-flight reads that are never older than the request: `get()` answers with a read started after
+    the call. A read already in flight started earlier, so a caller waits it out and then joins (or starts)
+    the next one. Callers share a read's result or its exception; one that gives up does not cancel it."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._in_flight: asyncio.Task[T] | None = None
+        self.reads = 0  # reads started (against the callers' count, what sharing saved)
+
+    async def get(self) -> T:
+        task = self._current()
+        if task is not None:  # started before this call: not fresh enough to answer it
+            await asyncio.wait([task])
+        task = self._current()  # a read started after this call (by another waiter), or none yet
+        if task is None:
+            task = self._in_flight = asyncio.get_running_loop().create_task(self._read())
+            task.add_done_callback(self._finished)
+            self.reads += 1
+        return await asyncio.shield(task)
+
+    def _current(self) -> asyncio.Task[T] | None:
+        task = self._in_flight
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        if self._in_flight is task:
+            self._in_flight = None
 
 
 def served(rows: list[dict[str, str]]) -> Served:

@@ -82,6 +82,7 @@ class ScoringService:
             lb_policy=settings.triton_lb_policy,
             refresh_s=settings.triton_refresh_s,
         )
+        self.repository = pinning.FreshReads(self.triton.repository)  # reads shared by concurrent requests
         self.watchdog = TritonWatchdog(
             self.triton.probe,
             period_s=settings.watchdog_period_s,
@@ -209,7 +210,7 @@ class ScoringService:
         fresh before and after the call, repeated once if a rollout changed them in between (pinning.py)."""
         pins = request.model_versions
         for _ in range(2):
-            before = pinning.served(await self.triton.repository())
+            before = pinning.served(await self.repository.get())
             pinning.check(pins, before, known=set(before))
             result = await self.triton.infer(
                 extracted.inputs,
@@ -217,7 +218,7 @@ class ScoringService:
                 headers=telemetry.inject_context(),
                 model_version=pins.get(self.settings.model_name, ""),
             )
-            after = pinning.served(await self.triton.repository())
+            after = pinning.served(await self.repository.get())
             if pinning.in_use(before) == pinning.in_use(after):
                 return result, {**pinning.in_use(after), self.settings.model_name: result.model_version}
         raise TritonUnavailable(
@@ -226,7 +227,7 @@ class ScoringService:
         )
 
     async def models(self) -> ModelsResponse:
-        rows = await self.triton.repository()
+        rows = await self.repository.get()
         return ModelsResponse(ensemble=self.settings.model_name, models=[ModelInfo(**r) for r in rows])
 
     async def ready(self) -> bool:

@@ -259,10 +259,10 @@ class TritonClient:
     async def repository(self) -> list[dict[str, str]]:
         """Every model version Triton knows: [{name, version, state}], sorted.
 
-        Read twice per scoring request (pinning.py), so from the protobuf answer itself rather than through
-        tritonclient's as_json (protobuf -> JSON text -> dict in Python), and under the same deadline as the
-        inference call it brackets: a fixed 2 s refused valid requests with 503 while a loaded replica's
-        event loop lagged."""
+        Read around every scoring call (pinning.py; concurrent calls share reads), so from the protobuf, not
+        through tritonclient's as_json (protobuf -> JSON text -> dict in Python), and under the same deadline
+        as the inference call it brackets: a fixed 2 s refused valid requests with 503 while a loaded
+        replica's event loop lagged."""
         try:
             index = await self._client.get_model_repository_index(client_timeout=self.timeout_s)
         except InferenceServerException as exc:
