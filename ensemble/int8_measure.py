@@ -1,8 +1,9 @@
 """fp32 against int8, measured as the served model stage runs: `avpenet quantize`'s timing and accuracy.
 
-Speed: each part's ONNX Runtime session with ONE intra-op thread and no spinning (as a Triton stub runs it),
-on the request shapes the server sees - 1, 8 and 32 stacked one-window requests (the model mix, as the
-dynamic batcher stacks them) and one 60-s clip of 58 windows (the long mix: its sound crosses once and the
+Speed: each part's ONNX Runtime session with ONE intra-op thread and no spinning (its cost per core: under
+load every core holds some stub's work, so a session's own parallelism is not what the box gains), on the
+request shapes the server sees - 1, 8 and 32 stacked one-window requests (the model mix, as the dynamic
+batcher stacks them) and one 60-s clip of 58 windows (the long mix: its sound crosses once and the
 frontend cuts the windows). Each part's fp32 and int8 sessions alternate run by run, so the load of a
 shared machine slows both alike; medians per part, the chain as their sum. The frontend is fp32 (float64
 DFT) in both chains: its share of the chain bounds what int8 can win.

@@ -1,0 +1,176 @@
+"""Triton's own CPU per request, against the same four graphs chained in one process, per intra-op setting.
+
+`python -m loadtests.triton_cpu --threads 0,1 --rounds 2` copies the model repository once per setting of the
+parts' `intra_op_threads` (0 = ONNX Runtime's default, one thread per physical core), starts a real Triton on
+each copy in turn and sends one-window requests (`concurrency` clients, each waiting for its answer, as the
+gateway's callers do), then reads the CPU time of Triton's whole process tree (server and Python-backend
+stubs) per request. The same requests through `ensemble.ort_chain.OrtChain` in this process, with the same
+thread count, give the graphs' own cost: the difference is what the gRPC call, the ensemble scheduler and
+the stubs' shared-memory hops add. Settings alternate round by round, so a shared box's other load falls on
+both alike. It answers "how many threads should each part's session have" on the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avpenet import contract
+
+WARM_UP = 5
+
+
+def one_window(seed: int = 0) -> dict[str, np.ndarray]:
+    """An ensemble request of one 3-s window: noise for sound, random face features, every frame present."""
+    from avpenet.features import audio
+
+    rng = np.random.default_rng(seed)
+    inputs = contract.zero_inputs(contract.ENSEMBLE, 1)
+    wave = (0.1 * rng.standard_normal(contract.WINDOW_SAMPLES)).astype(np.float32)
+    inputs[contract.AUDIO.name], inputs[contract.WINDOW_GAIN.name] = audio.clip_rows(wave, 1)
+    shape = inputs[contract.VISUAL_FEATURES.name].shape
+    inputs[contract.VISUAL_FEATURES.name] = rng.standard_normal(shape).astype(np.float32)
+    inputs[contract.FRAME_MASK.name][:] = 1.0
+    inputs[contract.AUDIO_PRESENT.name][:] = 1.0
+    return inputs
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _tree_cpu_s(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # a stub that exited between listing and reading
+            continue
+        total += times.user + times.system
+    return total
+
+
+def chain_cpu_ms(repo: Path, threads: int, inputs: dict[str, np.ndarray], requests: int) -> float:
+    """CPU ms per request of the four graphs chained in this process (no Triton), one request at a time."""
+    from ensemble.ort_chain import OrtChain
+
+    chain = OrtChain(repo, threads=threads or None)
+    for _ in range(WARM_UP):
+        chain(inputs)
+    start = _own_cpu_s()
+    for _ in range(requests):
+        chain(inputs)
+    return (_own_cpu_s() - start) / requests * 1000.0
+
+
+def triton_cpu_ms(
+    url: str, pid: int, inputs: dict[str, np.ndarray], requests: int, concurrency: int
+) -> tuple[float, float]:
+    """(Triton process-tree CPU ms per request, requests per second) with `concurrency` blocking clients."""
+    import tritonclient.grpc as grpcclient
+
+    from ensemble.client import infer_inputs
+
+    outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs]
+    clients = [grpcclient.InferenceServerClient(url) for _ in range(concurrency)]
+
+    def send(client, n: int) -> None:
+        for _ in range(n):
+            tensors = infer_inputs(grpcclient, contract.ENSEMBLE, inputs)
+            client.infer(contract.ENSEMBLE.name, tensors, outputs=outputs)
+
+    for client in clients:
+        send(client, WARM_UP)
+    each = max(1, requests // concurrency)
+    workers = [threading.Thread(target=send, args=(client, each)) for client in clients]
+    cpu0, wall0 = _tree_cpu_s(pid), time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done = each * concurrency
+    cpu_ms = (_tree_cpu_s(pid) - cpu0) / done * 1000.0
+    for client in clients:
+        client.close()
+    return cpu_ms, done / (time.perf_counter() - wall0)
+
+
+def repository_with_threads(source: Path, threads: int, into: Path) -> Path:
+    """A copy of `source` whose parts' configs ask for `threads` intra-op threads (configs rewritten)."""
+    from ensemble.batching import load_plan
+    from ensemble.configs import write_configs
+
+    repo = into / f"threads-{threads}"
+    shutil.copytree(source, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    write_configs(repo, dataclasses.replace(load_plan(), intra_op_threads=threads))
+    return repo
+
+
+def measure(source: Path, settings: list[int], concurrency: list[int], requests: int, rounds: int) -> list:
+    """Rows (threads, round, chain ms, {concurrency: (triton ms, req/s)}), settings alternated per round."""
+    from ensemble.server import TritonServer
+
+    inputs = one_window()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="avpenet-triton-cpu-") as work:
+        repos = {t: repository_with_threads(source, t, Path(work)) for t in settings}
+        for round_ in range(rounds):
+            for threads in settings:
+                chain = chain_cpu_ms(repos[threads], threads, inputs, requests)
+                with TritonServer(repo=repos[threads]) as triton:
+                    assert triton.pid is not None
+                    url, pid = triton.grpc_url, triton.pid
+                    served = {c: triton_cpu_ms(url, pid, inputs, requests, c) for c in concurrency}
+                rows.append((threads, round_, chain, served))
+    return rows
+
+
+def report(rows: list, concurrency: list[int]) -> str:
+    head = ["intra-op threads", "chain in one process ms"]
+    for c in concurrency:
+        head += [f"Triton c={c} ms", f"Triton c={c} req/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for threads in sorted({r[0] for r in rows}):
+        mine = [r for r in rows if r[0] == threads]
+        cells = [f"{threads}{' (ORT default)' if threads == 0 else ''}"]
+        cells.append(f"{statistics.median(r[2] for r in mine):.1f}")
+        for c in concurrency:
+            cells.append(f"{statistics.median(r[3][c][0] for r in mine):.1f}")
+            cells.append(f"{statistics.median(r[3][c][1] for r in mine):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ensemble import DEFAULT_REPOSITORY
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--threads", default="0,1", help="comma list of intra_op_threads settings")
+    parser.add_argument("--concurrency", default="1,8", help="comma list of concurrent clients")
+    parser.add_argument("--requests", type=int, default=200, help="per setting, round and concurrency")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    settings = [int(t) for t in args.threads.split(",")]
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    rows = measure(args.repo, settings, concurrency, args.requests, args.rounds)
+    print(f"CPU ms per one-window request, median of {args.rounds} alternated rounds of {args.requests}:")
+    print(report(rows, concurrency))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
