@@ -100,7 +100,7 @@ def stage_ms(
         row["speedup_without_frontend"] = (row["fp32"]["chain"] - row["fp32"][frontend]) / (
             row["int8"]["chain"] - row["int8"][frontend]
         )
-        row["frontend_share_fp32"] = row["fp32"][contract.AUDIO_FRONTEND.name] / row["fp32"]["chain"]
+        row["frontend_share_fp32"] = row["fp32"][frontend] / row["fp32"]["chain"]
         report[shape] = row
     return report
 
