@@ -58,18 +58,27 @@ BENCH_LIMITS = {"max_in_flight": 64}  # the gateway's per-replica admission boun
 @dataclass(frozen=True)
 class Timing:
     """Measured window per cell: at least `warmup_s` and one full round of requests before it; then at least
-    `measure_s` and until `min_requests` finished in it (capped at `measure_max_s`), so a cell of 60-s clips,
-    whose requests each take longer than a quick window, still measures a rate instead of none."""
+    `measure_s` and until `min_requests`, and `min_rounds` requests per client, finished in it (capped at
+    `measure_max_s`). A cell of 60-s clips, whose requests each take longer than a quick window, still
+    measures a rate instead of none. Rounds: closed-loop clients that start together finish in waves, and a
+    window holding one or two waves counts a whole wave more or less (the long mix's (b)/(a) read 1.1-1.5x
+    over five 30-s runs on one day); four rounds per client bound that to a fraction of the count."""
 
     warmup_s: float
     measure_s: float
     warmup_max_s: float
     min_requests: int = 8
     measure_max_s: float = 120.0
+    min_rounds: float = 0.0
+
+    def requests_needed(self, concurrency: int) -> int:
+        return max(self.min_requests, math.ceil(self.min_rounds * concurrency))
 
 
 QUICK = Timing(warmup_s=1.0, measure_s=4.0, warmup_max_s=15.0, min_requests=8, measure_max_s=60.0)
-DEFAULT = Timing(warmup_s=2.0, measure_s=15.0, warmup_max_s=30.0, min_requests=16, measure_max_s=120.0)
+DEFAULT = Timing(
+    warmup_s=2.0, measure_s=15.0, warmup_max_s=30.0, min_requests=16, measure_max_s=150.0, min_rounds=4.0
+)
 
 
 # --- CPU accounting ----------------------------------------------------------------------------------------
@@ -207,9 +216,9 @@ async def closed_loop(
         start_state = on_start()
         t0 = time.perf_counter()
         await asyncio.sleep(timing.measure_s)
+        need = timing.requests_needed(concurrency)
         while (
-            time.perf_counter() - t0 < timing.measure_max_s
-            and sum(1 for d in done if d.t_end >= t0) < timing.min_requests
+            time.perf_counter() - t0 < timing.measure_max_s and sum(1 for d in done if d.t_end >= t0) < need
         ):
             await asyncio.sleep(0.1)
         t1 = time.perf_counter()

@@ -27,7 +27,8 @@ T = TypeVar("T")
 class FreshReads(Generic[T]):
     """Single-flight reads that are never older than the request: `get()` answers with a read started after
     the call. A read already in flight started earlier, so a caller waits it out and then joins (or starts)
-    the next one. Callers share a read's result or its exception; one that gives up does not cancel it."""
+    the next one. Callers share a read's result (read-only) or its exception; one that gives up does not
+    cancel it. A read in flight is waited out for at most its own deadline (TritonClient.repository's)."""
 
     def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
         self._read = read

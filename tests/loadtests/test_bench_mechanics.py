@@ -47,6 +47,19 @@ def test_window_waits_for_the_minimum_requests_when_each_takes_longer_than_it():
     assert seconds > timing.measure_s  # extended past measure_s, not cut at it
 
 
+def test_window_lasts_until_every_client_finished_its_rounds():
+    timing = bench.Timing(
+        warmup_s=0.0, measure_s=0.1, warmup_max_s=0.1, min_requests=1, measure_max_s=30.0, min_rounds=3.0
+    )
+    done, seconds = _run(timing, delay_s=0.3, concurrency=2)
+    assert len(done) >= 6 and seconds > timing.measure_s
+
+
+def test_the_default_window_holds_four_rounds_per_client_and_the_quick_one_does_not():
+    assert bench.DEFAULT.requests_needed(32) == 128 and bench.DEFAULT.requests_needed(1) == 16
+    assert bench.QUICK.requests_needed(32) == bench.QUICK.min_requests
+
+
 def test_window_is_capped_when_the_minimum_never_arrives():
     timing = bench.Timing(warmup_s=0.0, measure_s=0.1, warmup_max_s=0.1, min_requests=1000, measure_max_s=0.5)
     done, seconds = _run(timing, delay_s=0.05, concurrency=2)
