@@ -9,11 +9,14 @@ from loadtests import triton_cpu
 
 
 def test_each_setting_gets_a_copy_whose_parts_ask_for_that_many_threads(tmp_path):
-    repo = triton_cpu.repository_with_threads(DEFAULT_REPOSITORY, 1, tmp_path)
-    for part in contract.PARTS:
-        assert parse(repo / part.name / "config.pbtxt").parameters["intra_op_threads"].string_value == "1"
-        committed = parse(DEFAULT_REPOSITORY / part.name / "config.pbtxt")
-        assert committed.parameters["intra_op_threads"].string_value != "1"  # the source is left alone
+    configs = {p.name: (DEFAULT_REPOSITORY / p.name / "config.pbtxt").read_bytes() for p in contract.PARTS}
+    for threads in (1, 3):
+        repo = triton_cpu.repository_with_threads(DEFAULT_REPOSITORY, threads, tmp_path)
+        for part in contract.PARTS:
+            copied = parse(repo / part.name / "config.pbtxt")
+            assert copied.parameters["intra_op_threads"].string_value == str(threads)
+    for part in contract.PARTS:  # the source repository is left alone
+        assert (DEFAULT_REPOSITORY / part.name / "config.pbtxt").read_bytes() == configs[part.name]
 
 
 def test_reads_the_cpu_of_triton_and_its_stubs_per_request(triton_server):
