@@ -62,7 +62,8 @@ class Timing:
     `measure_max_s`). A cell of 60-s clips, whose requests each take longer than a quick window, still
     measures a rate instead of none. Rounds: closed-loop clients that start together finish in waves, and a
     window holding one or two waves counts a whole wave more or less (the long mix's (b)/(a) read 1.1-1.5x
-    over five 30-s runs on one day); four rounds per client bound that to a fraction of the count."""
+    over five 30-s runs on one day); with four rounds per client one wave is at most a quarter of the count.
+    A refused request (429) counts as a round: its client came back for another one."""
 
     warmup_s: float
     measure_s: float
