@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import resource
 import shutil
 import statistics
 import tempfile
@@ -44,11 +43,6 @@ def one_window(seed: int = 0) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _tree_cpu_s(pid: int) -> float:
     import psutil
 
@@ -70,10 +64,10 @@ def chain_cpu_ms(repo: Path, threads: int, inputs: dict[str, np.ndarray], reques
     chain = OrtChain(repo, threads=threads or None)
     for _ in range(WARM_UP):
         chain(inputs)
-    start = _own_cpu_s()
+    start = time.process_time()
     for _ in range(requests):
         chain(inputs)
-    return (_own_cpu_s() - start) / requests * 1000.0
+    return (time.process_time() - start) / requests * 1000.0
 
 
 def triton_cpu_ms(

@@ -38,14 +38,20 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def read_in_flight(fresh: FreshReads, late: int) -> tuple[asyncio.Task, list[asyncio.Task]]:
+    """A first caller whose read 0 is running, then `late` callers that asked after it started."""
+    first = asyncio.create_task(fresh.get())
+    await settle()
+    callers = [asyncio.create_task(fresh.get()) for _ in range(late)]
+    await settle()
+    return first, callers
+
+
 def test_callers_that_arrive_during_a_read_share_the_next_one_not_the_running_one():
     async def main() -> None:
         reads = Reads()
         fresh = FreshReads(reads)
-        first = asyncio.create_task(fresh.get())
-        await settle()
-        late = [asyncio.create_task(fresh.get()) for _ in range(5)]  # read 0 started before them
-        await settle()
+        first, late = await read_in_flight(fresh, 5)  # read 0 started before the five
         assert len(reads.started) == 1 and not any(t.done() for t in late)
         reads.release[0].set()
         assert await first == 0
@@ -63,10 +69,7 @@ def test_a_failed_read_fails_only_its_own_callers():
         reads = Reads()
         reads.fail.add(0)
         fresh = FreshReads(reads)
-        first = asyncio.create_task(fresh.get())
-        await settle()
-        late = [asyncio.create_task(fresh.get()) for _ in range(2)]
-        await settle()
+        first, late = await read_in_flight(fresh, 2)
         reads.release[0].set()
         with pytest.raises(RuntimeError, match="read 0 failed"):
             await first
@@ -81,10 +84,7 @@ def test_a_caller_that_gives_up_does_not_cancel_the_read_others_wait_for():
     async def main() -> None:
         reads = Reads()
         fresh = FreshReads(reads)
-        first = asyncio.create_task(fresh.get())
-        await settle()
-        quitter, stayer = asyncio.create_task(fresh.get()), asyncio.create_task(fresh.get())
-        await settle()
+        first, (quitter, stayer) = await read_in_flight(fresh, 2)
         reads.release[0].set()
         await settle()  # read 1 started for both
         quitter.cancel()
