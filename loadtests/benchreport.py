@@ -595,7 +595,8 @@ def _md_model_stage(report: Report) -> list[str]:
         "",
         "## Per-stage time (mean ms per request, from each response's `timings_ms`)",
         "",
-        "AVPENet Serve: `decode` (a separate audio upload / landmarks file), `features` (video decode + "
+        "AVPENet Serve: `queue` (a video's wait for its turn at the FeatureExtractor, inside the gateway), "
+        "`decode` (a separate audio upload / landmarks file), `features` (video decode + "
         "face tracking + windows; an MP4's sound is decoded in the same demux pass, so it counts here), "
         "`triton` (the ensemble call), `total` (inside the gateway). Naive: the same feature "
         "stages, then "

@@ -6,12 +6,14 @@ Two sources, each read just before and just after the measured phase and diffed:
   request. Triton charges a batch's compute time to EVERY request in the batch (each request reports the
   batch's timestamps), so the per-request compute time is what a request waited while its batch ran, and an
   instance's busy time is that total divided by the requests per execution.
-- the gateway's stage histogram (`avpenet_gateway_stage_seconds`: decode, features, triton, total; successful
-  requests only), read from the gateway replica's `/metrics`. With more than one gateway replica a scrape
-  reaches one of them, so the bench runs one (`--max-replicas 1`, its default).
+- the gateway's stage histogram (`avpenet_gateway_stage_seconds`: queue (a video's wait for admission),
+  decode, features, triton, total; successful requests only), read from the gateway replica's `/metrics`.
+  With more than one gateway replica a scrape reaches one of them, so the bench runs one (`--max-replicas
+  1`, its default).
 
 The client's latency minus the gateway's `total` is what lies outside the gateway (proxy, Ray's handle hop,
-admission); the gateway's `triton` minus the ensemble's time in Triton is the gRPC call itself.
+request admission; a video's wait for its turn at the FeatureExtractor is inside `total`, as `queue`); the
+gateway's `triton` minus the ensemble's time in Triton is the gRPC call itself.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def _f(value: float, spec: str) -> str:
 
 def path_rows(cells: Iterable) -> list[list[str]]:
     """Per AVPENet Serve cell: the client's mean latency and where it went (mean ms per request)."""
-    header = ["mix", "c", "client", "outside gateway", "gateway total", "decode", "features", "triton call",
+    header = ["mix", "c", "client", "outside gateway", "gateway total", "video queue", "decode", "features",
+              "triton call",
               f"in Triton ({ENSEMBLE})", "gRPC + gateway side"]  # fmt: skip
     rows = [header]
     for c in cells:
@@ -173,6 +176,7 @@ def path_rows(cells: Iterable) -> list[list[str]]:
                 _f(client, ".0f"),
                 _f(client - total, ".0f"),
                 _f(total, ".0f"),
+                _f(g.get("queue", math.nan), ".0f"),
                 _f(g.get("decode", math.nan), ".1f"),
                 _f(g.get("features", math.nan), ".1f"),
                 _f(call, ".0f"),

@@ -2,17 +2,20 @@
 also bounded by the media seconds in flight to the FeatureExtractor (what it costs there).
 
 Queuing beyond capacity only turns overload into timeouts and memory growth, so a full replica answers 429 /
-RESOURCE_EXHAUSTED at once with Retry-After, before any decoding. Ray Serve's `max_queued_requests` bounds
-the queue in front of the replica the same way. The rule and its reasoning: preprocess_service/README.md,
-*Admission*.
+RESOURCE_EXHAUSTED at once with Retry-After, before any decoding; a video clip waits (already uploaded, inside
+its request slot) only as long as the measured rate says it can still finish within its deadline. Ray Serve's
+`max_queued_requests` bounds the queue in front of the replica the same way. The rule and its reasoning:
+preprocess_service/README.md, *Admission*.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from avpenet import contract
@@ -50,15 +53,20 @@ class MediaSecondsLimiter:
 
     A request's cost there grows with its length (decoding and face tracking per frame: a 60-s clip costs
     about 20 times a 3-s one), so counting requests lets a handful of long clips fill the queue past every
-    deadline. Two bounds, both checked before any decoding (429 + Retry-After):
+    deadline. At most `budget_s` media seconds are in flight (one clip alone is always admitted, so a clip up
+    to the length limit runs even when the budget is set below it); a clip beyond it waits here, first in
+    first out, already uploaded and not yet decoded. A refused client re-uploads the whole clip (proxy and
+    gateway CPU spent again, a few times per clip under load), so waiting is cheaper whenever it can end in
+    time. Refused up front (429 + Retry-After), before any decoding:
 
-    - a budget: at most `budget_s` media seconds in flight (one clip alone is always admitted, so a clip up
-      to the length limit runs even when the budget is set below it);
-    - the measured rate: the media seconds the FeatureExtractor has been finishing per second of busy time
-      (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not
-      read as slowness). A clip is refused when the seconds ahead of it plus its own, at that rate, would
-      not finish within `ADMIT_SHARE` of its deadline: it would be refused later anyway, after its decoding.
-      Until `min_busy_s` of busy time is measured only the budget applies.
+    - by the measured rate: the media seconds the FeatureExtractor has been finishing per second of busy time
+      (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not read
+      as slowness). A clip is refused when the seconds in flight and waiting ahead of it plus its own, at that
+      rate, would not finish within `ADMIT_SHARE` of its deadline: it would be refused later anyway. The
+      Retry-After is the time that queue needs to make room;
+    - until `min_busy_s` of busy time is measured: when more than one budget of seconds already waits;
+    - a clip still waiting when its share of the deadline has passed (the rate fell meanwhile) leaves the
+      queue with a 429; one whose caller gives up leaves it at once.
 
     Single-threaded event loop: no lock.
     """
@@ -66,17 +74,26 @@ class MediaSecondsLimiter:
     ADMIT_SHARE = 0.8  # of the deadline: headroom for the rate estimate's noise
 
     def __init__(
-        self, budget_s: float, retry_after_s: int, *, tau_s: float = 30.0, min_busy_s: float = 5.0
+        self,
+        budget_s: float,
+        retry_after_s: int,
+        *,
+        tau_s: float = 30.0,
+        min_busy_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # the rate's clock (tests step it); waiting uses the event loop's own
         self.budget_s = budget_s
         self.retry_after_s = retry_after_s
         self.tau_s = tau_s
         self.min_busy_s = min_busy_s
         self.in_flight_s = 0.0
         self.requests = 0
+        self.waiting: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
+        self.waiting_s = 0.0
         self.done_s = 0.0  # media seconds finished, decayed
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
-        self._since = time.monotonic()
+        self._since = clock()
 
     @property
     def rate(self) -> float | None:
@@ -84,7 +101,7 @@ class MediaSecondsLimiter:
         return self.done_s / self.busy_s if self.busy_s >= self.min_busy_s and self.done_s > 0 else None
 
     def _tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.requests:  # the clock runs only while the extractor has work
             dt = now - self._since
             decay = math.exp(-dt / self.tau_s)
@@ -92,44 +109,104 @@ class MediaSecondsLimiter:
             self.busy_s = self.busy_s * decay + dt
         self._since = now
 
+    def _fits(self, seconds: float) -> bool:
+        return not self.requests or self.in_flight_s + seconds <= self.budget_s
+
     def _refusal(self, seconds: float, deadline_s: float) -> Overloaded | None:
-        ahead = self.in_flight_s + seconds
-        if self.requests and ahead > self.budget_s:
+        if not self.requests:
+            return None
+        ahead = self.in_flight_s + self.waiting_s + seconds
+        rate = self.rate
+        if rate is None:
+            if (self._fits(seconds) and not self.waiting) or self.waiting_s + seconds <= self.budget_s:
+                return None
             return Overloaded(
                 f"video feature extraction busy: {self.in_flight_s:.0f} s of video in flight (limit "
-                f"{self.budget_s:.0f} s per gateway replica) and this clip declares {seconds:.1f} s; "
-                f"retry after {self.retry_after_s} s",
+                f"{self.budget_s:.0f} s per gateway replica) and {self.waiting_s:.0f} s waiting; this clip "
+                f"declares {seconds:.1f} s; retry after {self.retry_after_s} s",
                 self.retry_after_s,
             )
-        rate = self.rate
-        if self.requests and rate is not None and ahead / rate > self.ADMIT_SHARE * deadline_s:
-            wait = math.ceil((ahead - rate * self.ADMIT_SHARE * deadline_s) / rate)
-            retry = min(max(self.retry_after_s, wait), 60)
-            return Overloaded(
-                f"video feature extraction busy: {self.in_flight_s:.0f} s of video ahead of this clip's "
-                f"{seconds:.1f} s would take about {ahead / rate:.0f} s at the current {rate:.1f} s of video "
-                f"per second, over its {deadline_s:.0f} s deadline; retry after {retry} s",
-                retry,
-            )
-        return None
+        if ahead / rate <= self.ADMIT_SHARE * deadline_s:
+            return None
+        wait = math.ceil((ahead - rate * self.ADMIT_SHARE * deadline_s) / rate)
+        retry = min(max(self.retry_after_s, wait), 60)
+        return Overloaded(
+            f"video feature extraction busy: {self.in_flight_s + self.waiting_s:.0f} s of video ahead of "
+            f"this clip's {seconds:.1f} s would take about {ahead / rate:.0f} s at the current {rate:.1f} s "
+            f"of video per second, over its {deadline_s:.0f} s deadline; retry after {retry} s",
+            retry,
+        )
 
-    @contextlib.contextmanager
-    def admit(self, seconds: float, deadline_s: float = math.inf) -> Iterator[None]:
+    def _take(self, seconds: float) -> None:
+        self._tick()
+        self.in_flight_s += seconds
+        self.requests += 1
+
+    def _release(self, seconds: float, finished: bool) -> None:
+        self._tick()
+        self.done_s += seconds if finished else 0.0  # only work that finished tells the rate
+        self.requests -= 1
+        self.in_flight_s = max(0.0, self.in_flight_s - seconds) if self.requests else 0.0
+        self._wake()
+
+    def _wake(self) -> None:
+        """Admit waiting clips in order while the head fits (it is charged here, before its task runs)."""
+        while self.waiting:
+            seconds, turn = self.waiting[0]
+            if not turn.done() and not self._fits(seconds):
+                return
+            self.waiting.popleft()
+            self.waiting_s = max(0.0, self.waiting_s - seconds) if self.waiting else 0.0
+            if not turn.done():
+                self._take(seconds)
+                turn.set_result(None)
+
+    async def _wait_turn(self, seconds: float, deadline_s: float) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (seconds, turn)
+        self.waiting.append(entry)
+        self.waiting_s += seconds
+        rate = self.rate
+        patience = self.ADMIT_SHARE * deadline_s - (seconds / rate if rate else 0.0)
+        try:
+            async with asyncio.timeout(max(patience, 0.0) if math.isfinite(patience) else None):
+                await turn
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():  # admitted just as it gave up: hand the seconds back
+                self._release(seconds, finished=False)
+            elif entry in self.waiting:  # (a release may have dropped it already, once cancelled)
+                self.waiting.remove(entry)
+                self.waiting_s = max(0.0, self.waiting_s - seconds) if self.waiting else 0.0
+                self._wake()  # the clip behind it may fit now
+            if isinstance(exc, TimeoutError):
+                raise Overloaded(
+                    f"video feature extraction busy: this clip waited {max(patience, 0.0):.0f} s for "
+                    f"{self.in_flight_s:.0f} s of video in flight and was not started within its "
+                    f"{deadline_s:.0f} s deadline; retry after {self.retry_after_s} s",
+                    self.retry_after_s,
+                ) from None
+            raise
+
+    @contextlib.asynccontextmanager
+    async def admit(self, seconds: float, deadline_s: float = math.inf) -> AsyncIterator[float]:
+        """Hold `seconds` of the budget for the block; yields the seconds spent waiting for them."""
         self._tick()
         refusal = self._refusal(seconds, deadline_s)
         if refusal is not None:
             raise refusal
-        self.in_flight_s += seconds
-        self.requests += 1
+        waited_s = 0.0
+        if not self.waiting and self._fits(seconds):
+            self._take(seconds)
+        else:
+            t0 = time.perf_counter()
+            await self._wait_turn(seconds, deadline_s)
+            waited_s = time.perf_counter() - t0
         finished = False
         try:
-            yield
+            yield waited_s
             finished = True
         finally:
-            self._tick()
-            self.done_s += seconds if finished else 0.0  # only work that finished tells the rate
-            self.requests -= 1
-            self.in_flight_s = max(0.0, self.in_flight_s - seconds) if self.requests else 0.0
+            self._release(seconds, finished)
 
 
 def video_seconds(request: ScoreRequest, max_duration_s: float) -> float | None:

@@ -175,15 +175,17 @@ class ScoringService:
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
-        admission = (
-            contextlib.nullcontext()
+        admission = (  # video waits its turn (FIFO) or is refused up front: limits.MediaSecondsLimiter
+            contextlib.nullcontext(None)
             if media_s is None
             else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
         )
-        with admission:
+        async with admission as waited_s:
             extracted = await self._extractor_for(request)(
                 request, telemetry.inject_context(), media_s or 0.0
             )
+        if waited_s is not None:
+            extracted.timings_ms["queue"] = waited_s * 1000.0
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
             span.set_attribute("avpenet.windows", extracted.n_windows)

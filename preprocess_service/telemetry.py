@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from avpenet import contract
 
-STAGES = ("decode", "features", "triton", "total")
+STAGES = ("queue", "decode", "features", "triton", "total")  # queue: a video's wait for admission
 REQUESTS = "avpenet_gateway_requests"  # counter (exposed as *_total): route, protocol, status
 STAGE_SECONDS = "avpenet_gateway_stage_seconds"  # histogram: stage, protocol
 CLIP_SECONDS = "avpenet_gateway_clip_seconds"  # counter: media seconds scored, protocol

@@ -5,14 +5,12 @@ the clip's length. The rule: preprocess_service/README.md, *Admission*."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 from support.gateway import mp4_bytes, wav_bytes
 from support.testmedia import noise_frames, video_bytes
 
 from avpenet import contract
-from preprocess_service import limits
 from preprocess_service.errors import Overloaded, status_of
 from preprocess_service.limits import MediaSecondsLimiter, video_seconds
 from preprocess_service.protocol import MediaPart, ScoreRequest
@@ -24,29 +22,6 @@ def clip(data: bytes) -> ScoreRequest:
     return ScoreRequest(clip=MediaPart(data=data), age_group="neonate")
 
 
-def test_clips_are_admitted_until_their_seconds_fill_the_budget():
-    limiter = MediaSecondsLimiter(10.0, retry_after_s=3)
-    with limiter.admit(4.0), limiter.admit(6.0):
-        with pytest.raises(Overloaded) as refused, limiter.admit(1.0):
-            pass
-        assert status_of(refused.value) == (429, "RESOURCE_EXHAUSTED") and refused.value.retry_after_s == 3
-        assert "10 s of video in flight (limit 10 s" in str(
-            refused.value
-        )  # a reason an integrator can act on
-    assert limiter.in_flight_s == 0 and limiter.requests == 0
-    with limiter.admit(10.0):  # exactly the budget fits
-        pass
-
-
-def test_one_clip_longer_than_the_budget_runs_alone_and_seconds_are_returned_on_errors():
-    limiter = MediaSecondsLimiter(5.0, retry_after_s=1)
-    with pytest.raises(RuntimeError), limiter.admit(60.0):  # alone: admitted, however long
-        with pytest.raises(Overloaded), limiter.admit(1.0):
-            pass
-        raise RuntimeError("decoding failed")
-    assert limiter.in_flight_s == 0 and limiter.requests == 0
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -55,45 +30,228 @@ class Clock:
         return self.now
 
 
-def test_what_cannot_finish_within_its_deadline_at_the_measured_rate_is_refused_up_front(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(limits.time, "monotonic", clock)
-    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0)
-    for _ in range(10):  # the extractor finishes 3 s of video every 1.5 s of busy time: 2 s of video per s
-        with limiter.admit(3.0, deadline_s=15.0):
-            clock.now += 1.5
+class Holder:
+    """Holds `seconds` of a limiter's budget in a task until released; records the order clips started in."""
+
+    started: list[str] = []
+
+    def __init__(self, limiter: MediaSecondsLimiter, name: str, seconds: float, deadline_s: float = 15.0):
+        self.name, self.release = name, asyncio.Event()
+        self.task = asyncio.create_task(self._hold(limiter, seconds, deadline_s))
+
+    async def _hold(self, limiter: MediaSecondsLimiter, seconds: float, deadline_s: float) -> float:
+        async with limiter.admit(seconds, deadline_s) as waited_s:
+            self.started.append(self.name)
+            await self.release.wait()
+        return waited_s
+
+
+async def settle() -> None:
+    for _ in range(5):  # let every ready task run; ordering by the event loop, not by time
+        await asyncio.sleep(0)
+
+
+def test_clips_beyond_the_budget_wait_their_turn_first_in_first_out():
+    async def scenario() -> None:
+        Holder.started = []
+        limiter = MediaSecondsLimiter(10.0, retry_after_s=3)
+        a, b = Holder(limiter, "a", 6.0), Holder(limiter, "b", 4.0)
+        await settle()
+        c, d = Holder(limiter, "c", 5.0), Holder(limiter, "d", 1.0)  # 10 s in flight: both wait
+        await settle()
+        assert Holder.started == ["a", "b"] and limiter.waiting_s == 6.0 and limiter.in_flight_s == 10.0
+        b.release.set()
+        await settle()  # 6 s in flight: c (5 s) does not fit yet, and d (1 s) may not overtake it
+        assert Holder.started == ["a", "b"] and limiter.in_flight_s == 6.0
+        a.release.set()
+        await settle()
+        assert Holder.started == ["a", "b", "c", "d"] and limiter.in_flight_s == 6.0 and not limiter.waiting
+        c.release.set(), d.release.set()
+        waits = await asyncio.gather(a.task, b.task, c.task, d.task)
+        assert waits[0] == 0.0 and waits[1] == 0.0 and min(waits[2:]) > 0.0  # reported as the `queue` stage
+        assert limiter.in_flight_s == 0 and limiter.requests == 0 and limiter.waiting_s == 0
+
+    asyncio.run(scenario())
+
+
+def test_before_a_rate_is_measured_more_than_one_budget_waiting_is_refused():
+    async def scenario() -> None:
+        limiter = MediaSecondsLimiter(10.0, retry_after_s=3)
+        held = [Holder(limiter, "a", 10.0), Holder(limiter, "b", 6.0), Holder(limiter, "c", 4.0)]
+        await settle()
+        assert limiter.waiting_s == 10.0
+        with pytest.raises(Overloaded) as refused:
+            async with limiter.admit(1.0):
+                pass
+        assert status_of(refused.value) == (429, "RESOURCE_EXHAUSTED") and refused.value.retry_after_s == 3
+        assert "10 s of video in flight (limit 10 s" in str(
+            refused.value
+        )  # a reason an integrator can act on
+        assert "10 s waiting" in str(refused.value)
+        for h in held:
+            h.release.set()
+        await asyncio.gather(*(h.task for h in held))
+        assert limiter.in_flight_s == 0 and limiter.requests == 0
+
+    asyncio.run(scenario())
+
+
+def test_one_clip_longer_than_the_budget_runs_alone_and_seconds_are_returned_on_errors():
+    async def scenario() -> None:
+        limiter = MediaSecondsLimiter(5.0, retry_after_s=1)
+        with pytest.raises(RuntimeError):
+            async with limiter.admit(60.0):  # alone: admitted, however long
+                raise RuntimeError("decoding failed")
+        assert limiter.in_flight_s == 0 and limiter.requests == 0 and limiter.rate is None
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_that_gives_up_while_waiting_leaves_the_queue_and_the_next_moves_up():
+    async def scenario() -> None:
+        Holder.started = []
+        limiter = MediaSecondsLimiter(4.0, retry_after_s=1)
+        a = Holder(limiter, "a", 4.0)
+        await settle()
+        b, c = Holder(limiter, "b", 3.0), Holder(limiter, "c", 1.0)
+        await settle()
+        assert limiter.waiting_s == 4.0
+        b.task.cancel()  # its client disconnected
+        await asyncio.gather(b.task, return_exceptions=True)
+        assert limiter.waiting_s == 1.0 and len(limiter.waiting) == 1
+        a.release.set()
+        await settle()
+        assert Holder.started == ["a", "c"]
+        c.release.set()
+        await asyncio.gather(a.task, c.task)
+        assert limiter.in_flight_s == 0 and limiter.requests == 0 and not limiter.waiting
+
+    asyncio.run(scenario())
+
+
+def test_seconds_granted_to_a_caller_that_gave_up_in_the_same_turn_are_handed_back():
+    async def scenario() -> None:
+        limiter = MediaSecondsLimiter(4.0, retry_after_s=1)
+        a = Holder(limiter, "a", 4.0)
+        await settle()
+        b = Holder(limiter, "b", 4.0)
+        await settle()
+        a.release.set()
+        await asyncio.sleep(0)  # a releases: b is granted its seconds before its own task runs again
+        b.task.cancel()  # ... and its caller gives up in that same turn
+        await asyncio.gather(a.task, b.task, return_exceptions=True)
+        assert b.task.cancelled()
+        assert limiter.in_flight_s == 0 and limiter.requests == 0 and not limiter.waiting
+
+    asyncio.run(scenario())
+
+
+def test_a_clip_not_started_within_its_share_of_the_deadline_leaves_with_429():
+    async def scenario() -> None:
+        limiter = MediaSecondsLimiter(4.0, retry_after_s=2)
+        a = Holder(limiter, "a", 4.0)
+        await settle()
+        with pytest.raises(Overloaded) as refused:
+            async with limiter.admit(2.0, deadline_s=0.05):  # waits at most 0.8 x 0.05 s, then gives up
+                pass
+        assert status_of(refused.value)[0] == 429 and "was not started within its 0 s deadline" in str(
+            refused.value
+        )
+        assert not limiter.waiting and limiter.waiting_s == 0 and limiter.in_flight_s == 4.0
+        a.release.set()
+        await a.task
+
+    asyncio.run(scenario())
+
+
+def measured(limiter: MediaSecondsLimiter, clock: Clock) -> None:
+    """Ten 3-s clips, each finished in 1.5 s of busy time: the extractor does 2 s of video per second."""
+
+    async def run() -> None:
+        for _ in range(10):
+            async with limiter.admit(3.0, deadline_s=15.0):
+                clock.now += 1.5
+
+    asyncio.run(run())
     assert limiter.rate == pytest.approx(2.0)
-    with contextlib.ExitStack() as held:
-        for _ in range(6):  # 18 s of video ahead -> 9 s at 2 s/s, within 0.8 x 15 s: admitted
-            held.enter_context(limiter.admit(3.0, 15.0))
-        with pytest.raises(Overloaded) as refused, limiter.admit(9.0, 15.0):  # 27 s -> 13.5 s > 12 s
-            pass
-    detail = str(refused.value)
-    assert "would take about 14 s" in detail and "over its 15 s deadline" in detail
-    assert refused.value.retry_after_s == 2  # (27 - 2 x 12) / 2 = 1.5 s, at least the configured 2 s
 
 
-def test_idle_time_does_not_read_as_a_slow_extractor(monkeypatch):
+def test_what_cannot_finish_within_its_deadline_at_the_measured_rate_is_refused_up_front():
     clock = Clock()
-    monkeypatch.setattr(limits.time, "monotonic", clock)
-    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0)
-    for _ in range(4):
-        with limiter.admit(3.0, 15.0):
-            clock.now += 1.5
-        clock.now += 600.0  # ten idle minutes between clips
+    limiter = MediaSecondsLimiter(12.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    measured(limiter, clock)
+
+    async def scenario() -> Overloaded:
+        held = [Holder(limiter, str(i), 3.0) for i in range(6)]  # 12 s in flight, 6 s waiting
+        await settle()
+        assert limiter.in_flight_s == 12.0 and limiter.waiting_s == 6.0  # 18 s -> 9 s at 2 s/s: may wait
+        with pytest.raises(Overloaded) as refused:
+            async with limiter.admit(9.0, 15.0):  # 27 s -> 13.5 s > 0.8 x 15 s: refused, not queued
+                pass
+        assert limiter.waiting_s == 6.0
+        for h in held:
+            h.release.set()
+        await asyncio.gather(*(h.task for h in held))
+        return refused.value
+
+    refusal = asyncio.run(scenario())
+    detail = str(refusal)
+    assert "18 s of video ahead" in detail and "would take about 14 s" in detail and "15 s deadline" in detail
+    assert refusal.retry_after_s == 2  # (27 - 2 x 12) / 2 = 1.5 s, at least the configured 2 s
+
+
+def test_the_retry_after_counts_the_clips_already_waiting():
+    clock = Clock()
+    limiter = MediaSecondsLimiter(12.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    measured(limiter, clock)
+
+    async def scenario() -> Overloaded:
+        held = [
+            Holder(limiter, str(i), 3.0, deadline_s=60.0) for i in range(16)
+        ]  # 12 s in flight, 36 waiting
+        await settle()
+        with pytest.raises(Overloaded) as refused:
+            async with limiter.admit(3.0, 15.0):  # 51 s ahead -> 25.5 s at 2 s/s > 12 s
+                pass
+        for h in held:
+            h.release.set()
+        await asyncio.gather(*(h.task for h in held))
+        return refused.value
+
+    assert asyncio.run(scenario()).retry_after_s == 14  # ceil((51 - 2 x 12) / 2): the queue's own time
+
+
+def test_idle_time_does_not_read_as_a_slow_extractor():
+    clock = Clock()
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+
+    async def run() -> None:
+        for _ in range(4):
+            async with limiter.admit(3.0, 15.0):
+                clock.now += 1.5
+            clock.now += 600.0  # ten idle minutes between clips
+
+    asyncio.run(run())
     assert limiter.rate == pytest.approx(2.0)
 
 
-def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measured(monkeypatch):
+def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measured():
     clock = Clock()
-    monkeypatch.setattr(limits.time, "monotonic", clock)
-    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0)
-    with pytest.raises(RuntimeError), limiter.admit(3.0, 15.0):
-        clock.now += 3.0
-        raise RuntimeError("timed out")
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+
+    async def fail() -> None:
+        async with limiter.admit(3.0, 15.0):
+            clock.now += 3.0
+            raise RuntimeError("timed out")
+
+    async def finish() -> None:
+        async with limiter.admit(3.0, 15.0):
+            clock.now += 3.0
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(fail())
     assert limiter.rate is None  # 3 s busy, nothing finished: not measured yet
-    with limiter.admit(3.0, 15.0):
-        clock.now += 3.0
+    asyncio.run(finish())
     assert limiter.rate == pytest.approx(0.5, rel=0.1)  # 3 s of video finished in 6 s of busy time
 
 
@@ -124,30 +282,38 @@ class HeldExtractor:
     async def __call__(self, request: ScoreRequest, carrier, media_s: float = 0.0) -> object:
         self.calls += 1
         await self.release.wait()
-        raise asyncio.CancelledError  # never reaches Triton in this test
+        raise RuntimeError("stand-in extractor: never reaches Triton in this test")
 
 
-def test_a_clip_over_the_budget_is_refused_before_the_extractor_sees_it():
+def test_a_clip_over_the_budget_waits_and_one_past_the_queue_is_refused_before_the_extractor_sees_it():
     settings = GatewaySettings.load(
         {"triton_url": "127.0.0.1:1", "grpc_enabled": False, "limits": {"max_video_seconds_in_flight": 6}}, {}
     )
 
-    async def scenario() -> tuple[BaseException, int, float]:
+    async def scenario() -> tuple[BaseException, int, float, float, int]:
         extractor = HeldExtractor()
         service = ScoringService(settings, extractor)
         data = mp4_bytes(4.0)
         first = asyncio.create_task(service.score(clip(data), protocol="http"))
         while extractor.calls == 0:  # wait for the condition, not for a time
             await asyncio.sleep(0.01)
-        with pytest.raises(Overloaded) as refused:
+        second = asyncio.create_task(service.score(clip(data), protocol="http"))
+        while not service.video_limiter.waiting:
+            await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as refused:  # 4 s in flight, 4 s waiting: a third would exceed both
             await service.score(clip(data), protocol="http")
-        held = service.video_limiter.in_flight_s
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
+        held, waiting, calls = (
+            service.video_limiter.in_flight_s,
+            service.video_limiter.waiting_s,
+            extractor.calls,
+        )
+        extractor.release.set()
+        await asyncio.gather(first, second, return_exceptions=True)
         await service.close()
-        return refused.value, extractor.calls, held
+        return refused.value, calls, held, waiting, extractor.calls
 
-    refusal, calls, held = asyncio.run(scenario())
-    assert calls == 1  # the second clip was never sent for decoding
-    assert held == pytest.approx(4.0, abs=0.15)
+    refusal, calls, held, waiting, calls_after = asyncio.run(scenario())
+    assert calls == 1  # the second clip waited, the third was never sent for decoding
+    assert held == pytest.approx(4.0, abs=0.15) and waiting == pytest.approx(4.0, abs=0.15)
     assert "retry after" in str(refusal)
+    assert calls_after == 2  # once the first was done, the waiting clip went to the extractor

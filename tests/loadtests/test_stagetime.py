@@ -108,6 +108,7 @@ def test_rows_say_where_the_time_went_and_render_in_the_report():
     assert values["gateway total"] == "150"
     assert values["triton call"] == "120" and values["in Triton (avpenet)"] == "100"
     assert values["gRPC + gateway side"] == "20" and values["features"] == "-"
+    assert values["video queue"] == "-"
     header, *rows = stagetime.model_rows([cell])
     encoder = dict(zip(header, next(r for r in rows if r[2] == "audio_encoder"), strict=True))
     assert encoder["queue ms"] == "5.0" and encoder["compute ms"] == "40.0"
