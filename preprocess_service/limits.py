@@ -3,9 +3,9 @@ also bounded by the media seconds in flight to the FeatureExtractor (what it cos
 
 Queuing beyond capacity only turns overload into timeouts and memory growth, so a full replica answers 429 /
 RESOURCE_EXHAUSTED at once with Retry-After, before any decoding; a video clip waits (already uploaded, inside
-its request slot) only as long as the measured rate says it can still finish within its deadline. Ray Serve's
-`max_queued_requests` bounds the queue in front of the replica the same way. The rule and its reasoning:
-preprocess_service/README.md, *Admission*.
+its request slot) at most `max_video_wait_s`, and only when the measured rate says it will be done in time.
+Ray Serve's `max_queued_requests` bounds the queue in front of the replica the same way. The rule and its
+reasoning: preprocess_service/README.md, *Admission*.
 """
 
 from __future__ import annotations
@@ -53,22 +53,24 @@ class MediaSecondsLimiter:
 
     A request's cost there grows with its length (decoding and face tracking per frame: a 60-s clip costs
     about 20 times a 3-s one), so counting requests lets a handful of long clips fill the queue past every
-    deadline. At most `budget_s` media seconds are in flight (one clip alone is always admitted, so a clip up
-    to the length limit runs even when the budget is set below it); a clip beyond it waits here, first in
-    first out, already uploaded and not yet decoded. A refused client re-uploads the whole clip (proxy and
-    gateway CPU spent again, a few times per clip under load), so waiting is cheaper whenever it can end in
-    time. Refused up front (429 + Retry-After), before any decoding:
+    deadline. A clip **starts** (goes to the FeatureExtractor) when it fits: at most `budget_s` media seconds
+    in flight and, once a rate is measured, those seconds done within `ADMIT_SHARE` of its hop's deadline
+    (one clip alone always starts, so a clip up to the length limit runs even with a smaller budget). A clip
+    that does not fit **waits** here, first in first out, already uploaded and not yet decoded, for at most
+    `max_wait_s`: a refused client sends the whole clip again (proxy and gateway CPU spent again, a few times
+    per clip under load), so waiting is cheaper whenever it can end in time. Refused up front (429 +
+    Retry-After), before any decoding:
 
     - by the measured rate: the media seconds the FeatureExtractor has been finishing per second of busy time
       (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not read
-      as slowness). A clip is refused when the seconds in flight and waiting ahead of it plus its own, at that
-      rate, would not finish within `ADMIT_SHARE` of its deadline: it would be refused later anyway. The
-      Retry-After is the time that queue needs to make room;
+      as slowness). A clip is refused when the seconds in flight and waiting ahead of it plus its own would
+      not be done, at that rate, within `ADMIT_SHARE` of its wait bound plus its deadline. The Retry-After is
+      the time that queue needs to make room, so it grows with the clips already waiting;
     - until `min_busy_s` of busy time is measured: when more than one budget of seconds already waits;
-    - a clip still waiting when its share of the deadline has passed (the rate fell meanwhile) leaves the
-      queue with a 429; one whose caller gives up leaves it at once.
+    - with `max_wait_s` 0: whenever it does not fit (nothing waits).
 
-    Single-threaded event loop: no lock.
+    A clip not started within `max_wait_s` (the rate fell meanwhile) leaves the queue with a 429; one whose
+    caller gives up leaves it at once. Single-threaded event loop: no lock.
     """
 
     ADMIT_SHARE = 0.8  # of the deadline: headroom for the rate estimate's noise
@@ -78,6 +80,7 @@ class MediaSecondsLimiter:
         budget_s: float,
         retry_after_s: int,
         *,
+        max_wait_s: float = 15.0,
         tau_s: float = 30.0,
         min_busy_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -85,11 +88,13 @@ class MediaSecondsLimiter:
         self.clock = clock  # the rate's clock (tests step it); waiting uses the event loop's own
         self.budget_s = budget_s
         self.retry_after_s = retry_after_s
+        self.max_wait_s = max_wait_s
         self.tau_s = tau_s
         self.min_busy_s = min_busy_s
         self.in_flight_s = 0.0
         self.requests = 0
-        self.waiting: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
+        # (seconds, the hop's deadline, resolved when the clip may start)
+        self.waiting: collections.deque[tuple[float, float, asyncio.Future[None]]] = collections.deque()
         self.waiting_s = 0.0
         self.done_s = 0.0  # media seconds finished, decayed
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
@@ -109,33 +114,35 @@ class MediaSecondsLimiter:
             self.busy_s = self.busy_s * decay + dt
         self._since = now
 
-    def _fits(self, seconds: float) -> bool:
-        return not self.requests or self.in_flight_s + seconds <= self.budget_s
+    def _fits(self, seconds: float, deadline_s: float) -> bool:
+        """May start now: alone, or within the budget and done within its deadline at the measured rate."""
+        if not self.requests:
+            return True
+        ahead, rate = self.in_flight_s + seconds, self.rate
+        return ahead <= self.budget_s and (rate is None or ahead / rate <= self.ADMIT_SHARE * deadline_s)
 
     def _refusal(self, seconds: float, deadline_s: float) -> Overloaded | None:
-        if not self.requests:
+        if not self.waiting and self._fits(seconds, deadline_s):
             return None
-        ahead = self.in_flight_s + self.waiting_s + seconds
-        rate = self.rate
-        if rate is None:
-            if (self._fits(seconds) and not self.waiting) or self.waiting_s + seconds <= self.budget_s:
-                return None
+        ahead, rate = self.in_flight_s + self.waiting_s + seconds, self.rate
+        horizon_s = self.ADMIT_SHARE * (self.max_wait_s + deadline_s)
+        if rate is not None and ahead / rate > horizon_s:
+            retry = min(max(self.retry_after_s, math.ceil((ahead - rate * horizon_s) / rate)), 60)
+            return Overloaded(
+                f"video feature extraction busy: {ahead - seconds:.0f} s of video in flight or waiting ahead "
+                f"of this clip's {seconds:.1f} s would take about {ahead / rate:.0f} s at the current "
+                f"{rate:.1f} s of video per second, over its {self.max_wait_s:.0f} s wait plus "
+                f"{deadline_s:.0f} s deadline; retry after {retry} s",
+                retry,
+            )
+        if self.max_wait_s <= 0 or (rate is None and self.waiting_s + seconds > self.budget_s):
             return Overloaded(
                 f"video feature extraction busy: {self.in_flight_s:.0f} s of video in flight (limit "
                 f"{self.budget_s:.0f} s per gateway replica) and {self.waiting_s:.0f} s waiting; this clip "
                 f"declares {seconds:.1f} s; retry after {self.retry_after_s} s",
                 self.retry_after_s,
             )
-        if ahead / rate <= self.ADMIT_SHARE * deadline_s:
-            return None
-        wait = math.ceil((ahead - rate * self.ADMIT_SHARE * deadline_s) / rate)
-        retry = min(max(self.retry_after_s, wait), 60)
-        return Overloaded(
-            f"video feature extraction busy: {self.in_flight_s + self.waiting_s:.0f} s of video ahead of "
-            f"this clip's {seconds:.1f} s would take about {ahead / rate:.0f} s at the current {rate:.1f} s "
-            f"of video per second, over its {deadline_s:.0f} s deadline; retry after {retry} s",
-            retry,
-        )
+        return None
 
     def _take(self, seconds: float) -> None:
         self._tick()
@@ -150,10 +157,10 @@ class MediaSecondsLimiter:
         self._wake()
 
     def _wake(self) -> None:
-        """Admit waiting clips in order while the head fits (it is charged here, before its task runs)."""
+        """Start waiting clips in order while the head fits (charged here, before its task runs again)."""
         while self.waiting:
-            seconds, turn = self.waiting[0]
-            if not turn.done() and not self._fits(seconds):
+            seconds, deadline_s, turn = self.waiting[0]
+            if not turn.done() and not self._fits(seconds, deadline_s):
                 return
             self.waiting.popleft()
             self.waiting_s = max(0.0, self.waiting_s - seconds) if self.waiting else 0.0
@@ -163,16 +170,14 @@ class MediaSecondsLimiter:
 
     async def _wait_turn(self, seconds: float, deadline_s: float) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (seconds, turn)
+        entry = (seconds, deadline_s, turn)
         self.waiting.append(entry)
         self.waiting_s += seconds
-        rate = self.rate
-        patience = self.ADMIT_SHARE * deadline_s - (seconds / rate if rate else 0.0)
         try:
-            async with asyncio.timeout(max(patience, 0.0) if math.isfinite(patience) else None):
+            async with asyncio.timeout(self.max_wait_s):
                 await turn
         except BaseException as exc:
-            if turn.done() and not turn.cancelled():  # admitted just as it gave up: hand the seconds back
+            if turn.done() and not turn.cancelled():  # started just as it gave up: hand the seconds back
                 self._release(seconds, finished=False)
             elif entry in self.waiting:  # (a release may have dropped it already, once cancelled)
                 self.waiting.remove(entry)
@@ -180,9 +185,9 @@ class MediaSecondsLimiter:
                 self._wake()  # the clip behind it may fit now
             if isinstance(exc, TimeoutError):
                 raise Overloaded(
-                    f"video feature extraction busy: this clip waited {max(patience, 0.0):.0f} s for "
-                    f"{self.in_flight_s:.0f} s of video in flight and was not started within its "
-                    f"{deadline_s:.0f} s deadline; retry after {self.retry_after_s} s",
+                    f"video feature extraction busy: this clip waited {self.max_wait_s:.0f} s (the limit) "
+                    f"behind {self.in_flight_s:.0f} s of video in flight and was not started; retry after "
+                    f"{self.retry_after_s} s",
                     self.retry_after_s,
                 ) from None
             raise
@@ -195,7 +200,7 @@ class MediaSecondsLimiter:
         if refusal is not None:
             raise refusal
         waited_s = 0.0
-        if not self.waiting and self._fits(seconds):
+        if not self.waiting and self._fits(seconds, deadline_s):
             self._take(seconds)
         else:
             t0 = time.perf_counter()

@@ -67,7 +67,9 @@ class ScoringService:
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
         # video: by media seconds at the FeatureExtractor, refused before decoding (limits.py)
         self.video_limiter = MediaSecondsLimiter(
-            settings.limits.max_video_seconds_in_flight, settings.limits.retry_after_s
+            settings.limits.max_video_seconds_in_flight,
+            settings.limits.retry_after_s,
+            max_wait_s=settings.limits.max_video_wait_s,
         )
         self.triton = TritonClient(
             settings.triton_url,

@@ -32,6 +32,9 @@ class Limits(BaseModel):
     # Video: media seconds a gateway replica may have at the FeatureExtractor at once, then 429 before any
     # decoding (a clip costs there per second of video; a single clip is always admitted): README, Admission
     max_video_seconds_in_flight: float = Field(60.0, gt=0)
+    # ... and a clip beyond it waits its turn in the gateway (FIFO, already uploaded) at most this long; a
+    # refusal makes its client upload the whole clip again. 0: refuse at once (README, Admission)
+    max_video_wait_s: float = Field(15.0, ge=0)
     retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
     # Slow uploads (slow-loris): the body must keep arriving at this average rate once the grace has passed,
     # else 408. Admission is taken only after the whole body is in, so a slow sender holds no scoring slot.

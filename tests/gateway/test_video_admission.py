@@ -63,11 +63,16 @@ def test_clips_beyond_the_budget_wait_their_turn_first_in_first_out():
         b.release.set()
         await settle()  # 6 s in flight: c (5 s) does not fit yet, and d (1 s) may not overtake it
         assert Holder.started == ["a", "b"] and limiter.in_flight_s == 6.0
+        e = Holder(limiter, "e", 1.0)  # would fit, but arrives behind c: no overtaking either
+        await settle()
+        assert Holder.started == ["a", "b"] and limiter.waiting_s == 7.0
         a.release.set()
         await settle()
-        assert Holder.started == ["a", "b", "c", "d"] and limiter.in_flight_s == 6.0 and not limiter.waiting
-        c.release.set(), d.release.set()
-        waits = await asyncio.gather(a.task, b.task, c.task, d.task)
+        assert (
+            Holder.started == ["a", "b", "c", "d", "e"] and limiter.in_flight_s == 7.0 and not limiter.waiting
+        )
+        c.release.set(), d.release.set(), e.release.set()
+        waits = await asyncio.gather(a.task, b.task, c.task, d.task, e.task)
         assert waits[0] == 0.0 and waits[1] == 0.0 and min(waits[2:]) > 0.0  # reported as the `queue` stage
         assert limiter.in_flight_s == 0 and limiter.requests == 0 and limiter.waiting_s == 0
 
@@ -146,18 +151,31 @@ def test_seconds_granted_to_a_caller_that_gave_up_in_the_same_turn_are_handed_ba
     asyncio.run(scenario())
 
 
-def test_a_clip_not_started_within_its_share_of_the_deadline_leaves_with_429():
+def test_a_clip_not_started_within_the_wait_bound_leaves_with_429():
     async def scenario() -> None:
-        limiter = MediaSecondsLimiter(4.0, retry_after_s=2)
+        limiter = MediaSecondsLimiter(4.0, retry_after_s=2, max_wait_s=0.05)
         a = Holder(limiter, "a", 4.0)
         await settle()
         with pytest.raises(Overloaded) as refused:
-            async with limiter.admit(2.0, deadline_s=0.05):  # waits at most 0.8 x 0.05 s, then gives up
+            async with limiter.admit(2.0, deadline_s=15.0):  # waits 0.05 s at most, then gives up
                 pass
-        assert status_of(refused.value)[0] == 429 and "was not started within its 0 s deadline" in str(
-            refused.value
-        )
+        assert status_of(refused.value)[0] == 429 and "was not started" in str(refused.value)
         assert not limiter.waiting and limiter.waiting_s == 0 and limiter.in_flight_s == 4.0
+        a.release.set()
+        await a.task
+
+    asyncio.run(scenario())
+
+
+def test_with_no_wait_allowed_a_clip_that_does_not_fit_is_refused_at_once():
+    async def scenario() -> None:
+        limiter = MediaSecondsLimiter(4.0, retry_after_s=2, max_wait_s=0.0)
+        a = Holder(limiter, "a", 4.0)
+        await settle()
+        with pytest.raises(Overloaded) as refused:
+            async with limiter.admit(1.0):
+                pass
+        assert "4 s of video in flight (limit 4 s" in str(refused.value) and not limiter.waiting
         a.release.set()
         await a.task
 
@@ -176,49 +194,78 @@ def measured(limiter: MediaSecondsLimiter, clock: Clock) -> None:
     assert limiter.rate == pytest.approx(2.0)
 
 
-def test_what_cannot_finish_within_its_deadline_at_the_measured_rate_is_refused_up_front():
+def test_what_cannot_finish_within_its_wait_and_deadline_at_the_measured_rate_is_refused_up_front():
     clock = Clock()
-    limiter = MediaSecondsLimiter(12.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    limiter = MediaSecondsLimiter(12.0, retry_after_s=2, max_wait_s=5.0, min_busy_s=5.0, clock=clock)
     measured(limiter, clock)
 
     async def scenario() -> Overloaded:
         held = [Holder(limiter, str(i), 3.0) for i in range(6)]  # 12 s in flight, 6 s waiting
         await settle()
-        assert limiter.in_flight_s == 12.0 and limiter.waiting_s == 6.0  # 18 s -> 9 s at 2 s/s: may wait
+        assert limiter.in_flight_s == 12.0 and limiter.waiting_s == 6.0
+        nine = Holder(limiter, "nine", 9.0)  # 27 s ahead -> 13.5 s at 2 s/s, within 0.8 x (5 + 15) s: waits
+        await settle()
+        assert limiter.waiting_s == 15.0
         with pytest.raises(Overloaded) as refused:
-            async with limiter.admit(9.0, 15.0):  # 27 s -> 13.5 s > 0.8 x 15 s: refused, not queued
+            async with limiter.admit(8.0, 15.0):  # 35 s -> 17.5 s > 16 s: refused, not queued
                 pass
-        assert limiter.waiting_s == 6.0
-        for h in held:
+        assert limiter.waiting_s == 15.0
+        for h in (*held, nine):
             h.release.set()
-        await asyncio.gather(*(h.task for h in held))
+        await asyncio.gather(*(h.task for h in (*held, nine)))
+        assert limiter.in_flight_s == 0 and not limiter.waiting
         return refused.value
 
     refusal = asyncio.run(scenario())
     detail = str(refusal)
-    assert "18 s of video ahead" in detail and "would take about 14 s" in detail and "15 s deadline" in detail
-    assert refusal.retry_after_s == 2  # (27 - 2 x 12) / 2 = 1.5 s, at least the configured 2 s
+    assert "27 s of video in flight or waiting ahead" in detail and "would take about 18 s" in detail
+    assert "5 s wait plus 15 s deadline" in detail
+    assert refusal.retry_after_s == 2  # (35 - 2 x 16) / 2 = 1.5 s, at least the configured 2 s
+
+
+def test_a_clip_waits_until_the_seconds_in_flight_are_done_within_its_deadline_at_the_rate():
+    clock = Clock()
+    limiter = MediaSecondsLimiter(100.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    measured(limiter, clock)
+
+    async def scenario() -> None:
+        Holder.started = []
+        held = [Holder(limiter, str(i), 3.0, deadline_s=15.0) for i in range(3)]  # 9 s -> 4.5 s: all start
+        await settle()
+        late = Holder(limiter, "late", 3.0, deadline_s=5.0)  # 12 s -> 6 s > 0.8 x 5 s: waits, budget or not
+        await settle()
+        assert Holder.started == ["0", "1", "2"] and limiter.waiting_s == 3.0
+        held[0].release.set()
+        await settle()  # 9 s -> 4.5 s > 4 s: still waits
+        assert "late" not in Holder.started
+        held[1].release.set()
+        await settle()  # 6 s -> 3 s: starts
+        assert Holder.started[-1] == "late"
+        for h in (*held, late):
+            h.release.set()
+        await asyncio.gather(*(h.task for h in (*held, late)))
+
+    asyncio.run(scenario())
 
 
 def test_the_retry_after_counts_the_clips_already_waiting():
     clock = Clock()
-    limiter = MediaSecondsLimiter(12.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    limiter = MediaSecondsLimiter(12.0, retry_after_s=2, max_wait_s=5.0, min_busy_s=5.0, clock=clock)
     measured(limiter, clock)
 
     async def scenario() -> Overloaded:
-        held = [
-            Holder(limiter, str(i), 3.0, deadline_s=60.0) for i in range(16)
-        ]  # 12 s in flight, 36 waiting
+        # 12 s in flight, 36 s waiting (clips with a longer deadline may wait that long)
+        held = [Holder(limiter, str(i), 3.0, deadline_s=60.0) for i in range(16)]
         await settle()
         with pytest.raises(Overloaded) as refused:
-            async with limiter.admit(3.0, 15.0):  # 51 s ahead -> 25.5 s at 2 s/s > 12 s
+            async with limiter.admit(3.0, 15.0):  # 51 s ahead -> 25.5 s at 2 s/s > 0.8 x (5 + 15) s
                 pass
         for h in held:
             h.release.set()
         await asyncio.gather(*(h.task for h in held))
         return refused.value
 
-    assert asyncio.run(scenario()).retry_after_s == 14  # ceil((51 - 2 x 12) / 2): the queue's own time
+    assert asyncio.run(scenario()).retry_after_s == 10  # ceil((51 - 2 x 16) / 2): the queue's own time
 
 
 def test_idle_time_does_not_read_as_a_slow_extractor():
