@@ -443,29 +443,34 @@ def batch_rows(report: Report) -> list[list[str]]:
 def capacity_rows(
     report: Report, beds: Sequence[int] = (10, 50, 200), utilisation: float = 0.6
 ) -> list[list[str]]:
-    """Cores for N beds sending one 3 s window per second each, at a target utilisation of the cores.
+    """Cores for N beds, each needing one 3 s window scored per second, at a target utilisation of the cores.
 
-    Per bed and second the service scores one window: the server CPU-seconds per clip measured at c=32
-    (model-bound: privacy mode, landmarks from the bedside; video: MP4 uploads, face tracking in the gateway).
+    A request of W windows serves W bed-seconds (windows hop 1 s): a 3-s clip is sent every second, a 60-s
+    clip (58 windows) once per 58 s. From the server CPU-seconds per request measured at c=32 (model-bound:
+    privacy mode, landmarks from the bedside; video: MP4 uploads, face tracking in the FeatureExtractor).
     """
     rows = []
     for mix in report.mixes():
         cell = report.cell("avpenet", mix, TARGET_CONCURRENCY) or next(
             (c for c in reversed(report.cells) if c.system == "avpenet" and c.mix == mix), None
         )
-        if cell is None or not cell.requests:
+        if cell is None or not cell.requests or not cell.windows:
             continue
-        per_window = cell.server_cpu_s / cell.requests  # one 3 s clip request per bed-second
+        per_request = cell.server_cpu_s / cell.requests
+        windows = cell.windows / cell.requests
+        per_bed_s = per_request / windows  # CPU-seconds per bed per second
         model = cell.cpu_s.get("triton", 0.0) / cell.requests
         rows.append(
             [
                 mix,
-                f"{per_window:.3f}",
+                f"{per_request:.3f}",
+                f"{windows:.0f}",
                 f"{model:.3f}",
-                *(f"{math.ceil(n * per_window / utilisation)}" for n in beds),
+                *(f"{math.ceil(n * per_bed_s / utilisation)}" for n in beds),
             ]
         )
-    return [["mix", "CPU-s per 3 s clip", "of which Triton", *(f"cores for {n} beds" for n in beds)], *rows]
+    header = ["mix", "CPU-s per request", "windows per request", "of which Triton"]
+    return [[*header, *(f"cores for {n} beds" for n in beds)], *rows]
 
 
 def markdown(report: Report, plot_path: str | None = None) -> str:
@@ -613,8 +618,9 @@ def _md_model_stage(report: Report) -> list[str]:
         "",
         markdown_table(*_split(capacity_rows(report))),
         "",
-        "One window per second per bed; cores at 60% utilisation; the gateway's CPU stages stay on CPU even "
-        "when Triton moves to a GPU.",
+        "One window scored per second per bed (a request of W windows serves a bed for W seconds: the `long` "
+        "mix's 60-s clip is sent every 58 s, a 3-s clip every second); cores at 60% utilisation; the "
+        "gateway's CPU stages stay on CPU even when Triton moves to a GPU.",
         "",
     ]
     return lines

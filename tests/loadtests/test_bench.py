@@ -223,3 +223,20 @@ def test_flops_per_window_counts_the_frontend_as_its_own_part():
     assert flops[C.AUDIO_FRONTEND.name] == dft_and_mel
     assert 0 < flops[C.FUSION.name] < flops["total"] - dft_and_mel
     assert sum(v for k, v in flops.items() if k != "total") == pytest.approx(flops["total"])
+
+
+def test_capacity_counts_a_long_clip_as_the_bed_seconds_its_windows_serve():
+    """A 60-s clip (58 windows) serves a bed for 58 s; sized as one request per second it would need 58x the
+    cores. Same CPU per request in both cells here, so the long mix needs 1/58 of the cores (rounded up)."""
+    short = make_cell(mix="model", n=100)
+    long = make_cell(mix="long", n=100, windows=100 * 58, media_seconds=60.0 * 100)
+    report = make_report(10, 10)
+    report.cells = [short, long]
+    header, *rows = br.capacity_rows(report, beds=(58, 580))
+    by_mix = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert by_mix["model"]["CPU-s per request"] == by_mix["long"]["CPU-s per request"]
+    assert by_mix["long"]["windows per request"] == "58" and by_mix["model"]["windows per request"] == "1"
+    per_request = short.server_cpu_s / short.requests
+    assert by_mix["model"]["cores for 58 beds"] == str(math.ceil(58 * per_request / 0.6))
+    assert by_mix["long"]["cores for 58 beds"] == str(math.ceil(per_request / 0.6))
+    assert by_mix["long"]["cores for 580 beds"] == str(math.ceil(10 * per_request / 0.6))
