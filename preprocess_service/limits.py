@@ -95,10 +95,14 @@ class MediaSecondsLimiter:
         self.requests = 0
         # (seconds, the hop's deadline, resolved when the clip may start)
         self.waiting: collections.deque[tuple[float, float, asyncio.Future[None]]] = collections.deque()
-        self.waiting_s = 0.0
         self.done_s = 0.0  # media seconds finished, decayed
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
         self._since = clock()
+
+    @property
+    def waiting_s(self) -> float:
+        """Media seconds waiting (the queue is at most `max_in_flight` long: summed, not tracked)."""
+        return sum(seconds for seconds, _, turn in self.waiting if not turn.done())
 
     @property
     def rate(self) -> float | None:
@@ -163,7 +167,6 @@ class MediaSecondsLimiter:
             if not turn.done() and not self._fits(seconds, deadline_s):
                 return
             self.waiting.popleft()
-            self.waiting_s = max(0.0, self.waiting_s - seconds) if self.waiting else 0.0
             if not turn.done():
                 self._take(seconds)
                 turn.set_result(None)
@@ -172,7 +175,6 @@ class MediaSecondsLimiter:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (seconds, deadline_s, turn)
         self.waiting.append(entry)
-        self.waiting_s += seconds
         try:
             async with asyncio.timeout(self.max_wait_s):
                 await turn
@@ -181,7 +183,6 @@ class MediaSecondsLimiter:
                 self._release(seconds, finished=False)
             elif entry in self.waiting:  # (a release may have dropped it already, once cancelled)
                 self.waiting.remove(entry)
-                self.waiting_s = max(0.0, self.waiting_s - seconds) if self.waiting else 0.0
                 self._wake()  # the clip behind it may fit now
             if isinstance(exc, TimeoutError):
                 raise Overloaded(
