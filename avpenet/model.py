@@ -97,9 +97,11 @@ class AudioFrontend(nn.Module):
         if k * C.HOP_LENGTH - C.N_FFT // 2 < 0 or k * C.HOP_LENGTH + C.N_FFT // 2 > C.WINDOW_SAMPLES
     )
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         from avpenet.features import logmel  # the same basis and filters as the feature reference
+
+        self.compute_dtype = dtype  # float64 everywhere but the published fp32-DFT graph (``fp32_dft``)
 
         re, im = logmel.dft_basis()  # Hann-windowed, (n_freq, N_FFT) each
         n_freq = re.shape[0]
@@ -108,13 +110,13 @@ class AudioFrontend(nn.Module):
         # fixed, derived from the contract: not trained, not stored in checkpoints
         self.register_buffer("frame_index", torch.tensor(frames, dtype=torch.int64), persistent=False)
         basis = np.concatenate([re, im]).T  # (N_FFT, 2*n_freq)
-        self.register_buffer("dft", torch.tensor(basis, dtype=torch.float64), persistent=False)
+        self.register_buffer("dft", torch.tensor(basis, dtype=dtype), persistent=False)
         mel = logmel.mel_filterbank().T  # (n_freq, N_MELS)
-        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float64), persistent=False)
+        self.register_buffer("mel", torch.tensor(mel, dtype=dtype), persistent=False)
         edges = frames[list(self.EDGE_FRAMES)]  # (E, N_FFT) indices into a window padded by N_FFT // 2
         inside = (edges >= C.N_FFT // 2) & (edges < C.WINDOW_SAMPLES + C.N_FFT // 2)
         self.register_buffer("edge_index", torch.tensor(edges, dtype=torch.int64), persistent=False)
-        self.register_buffer("edge_inside", torch.tensor(inside, dtype=torch.float64), persistent=False)
+        self.register_buffer("edge_inside", torch.tensor(inside, dtype=dtype), persistent=False)
         self.n_freq = n_freq
 
     def _mel_power(self, frames: torch.Tensor) -> torch.Tensor:
@@ -131,7 +133,7 @@ class AudioFrontend(nn.Module):
 
     def windows(self, waveform: torch.Tensor) -> torch.Tensor:
         """Normalised windows (B, WINDOW_SAMPLES) -> log_mel (B, 1, N_MELS, MEL_FRAMES)."""
-        x = F.pad(waveform, (C.N_FFT // 2, C.N_FFT // 2)).to(torch.float64)  # (B, S + N_FFT), center=True
+        x = F.pad(waveform, (C.N_FFT // 2, C.N_FFT // 2)).to(self.compute_dtype)  # (B, S + N_FFT), centred
         # the contract keeps the first 300 of 301 frames
         return self._log(self._mel_power(x[:, self.frame_index])).to(waveform.dtype)
 
@@ -144,7 +146,7 @@ class AudioFrontend(nn.Module):
         extra = row_samples - C.HOP_SAMPLES  # = ceil(2 s of samples / n)
         n = (C.WINDOW_SAMPLES - C.HOP_SAMPLES + extra - 1) // extra
         pad = C.N_FFT // 2
-        clips = F.pad(audio.reshape(rows // n, n * row_samples), (pad, pad)).to(torch.float64)  # (R, S)
+        clips = F.pad(audio.reshape(rows // n, n * row_samples), (pad, pad)).to(self.compute_dtype)  # (R, S)
         hop = self.MEL_FRAMES_PER_HOP
         starts = torch.arange(n, dtype=torch.int64)[:, None]  # window i starts at clip frame i * hop
         clip_frames = torch.arange((n - 1) * hop + C.MEL_FRAMES, dtype=torch.int64)[:, None] * C.HOP_LENGTH
@@ -157,7 +159,7 @@ class AudioFrontend(nn.Module):
             pieces += ([mel[:, :, done:k]] if k > done else []) + [edge_mel[:, :, j : j + 1]]
             done = k + 1
         mel = torch.cat([*pieces, mel[:, :, done:]], dim=2).reshape(rows, C.MEL_FRAMES, C.N_MELS)
-        gain = window_gain.to(torch.float64).reshape(-1, 1, 1)
+        gain = window_gain.to(self.compute_dtype).reshape(-1, 1, 1)
         return self._log(mel * gain * gain)
 
 

@@ -18,9 +18,17 @@ from avpenet import contract
 from ensemble.batching import BatchingPlan, load_plan
 
 GPU_CONFIG_NAME = "gpu"
-# Precision each part is served at: {part: "fp32" | "int8"}; int8 needs a version made by `avpenet quantize`.
+# Precision each part is served at (precision.json): the graph file of the part's newest version it names.
+# "fp32" is the exported graph (model.onnx; the frontend's DFT inside it runs in float64, librosa parity
+# ~1e-7). "int8": the encoders' and fusion's quantised graph, made by `avpenet quantize`. "fp32-dft": the
+# frontend with its DFT in float32, written by `avpenet export` beside model.onnx (~2x faster frontend;
+# log-mel within ~3e-3 of librosa in the quietest bands, ensemble/README.md *Frontend precision*).
 PRECISION_PATH = Path(__file__).resolve().parent / "precision.json"
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp32-dft": "model.fp32-dft.onnx"}
+MADE_BY = {"int8": "`avpenet quantize`", "fp32-dft": "`avpenet export`"}
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    p.name: ("fp32", "fp32-dft") if p is contract.AUDIO_FRONTEND else ("fp32", "int8") for p in contract.PARTS
+}
 # Only the newest version of a part is served. A swap is zero-downtime because Triton loads version N+1 while
 # N keeps serving, then retires N once N+1 is ready; in-flight requests finish on N. Two served versions would
 # double memory for a rollback that re-exporting (or deleting N+1 and reloading) gives anyway.
@@ -87,13 +95,11 @@ def _warmup(config: mc.ModelConfig, model: contract.ModelSpec) -> None:
 
 
 def load_precision(path: Path = PRECISION_PATH) -> dict[str, str]:
-    """{part: "fp32" | "int8"} from precision.json (parts not named are fp32); raises on unknown values."""
+    """{part: precision} from precision.json (parts not named: fp32); raises on a value PRECISIONS lacks."""
     chosen = json.loads(Path(path).read_text()).get("parts", {}) if Path(path).exists() else {}
-    bad = {
-        k: v for k, v in chosen.items() if v not in ONNX_FILES or k not in {p.name for p in contract.PARTS}
-    }
+    bad = {k: v for k, v in chosen.items() if v not in PRECISIONS.get(k, ())}
     if bad:
-        raise ValueError(f"{path}: unknown parts or precisions {bad}; precisions are {sorted(ONNX_FILES)}")
+        raise ValueError(f"{path}: unknown parts or precisions {bad}; each part's choices: {PRECISIONS}")
     return {p.name: chosen.get(p.name, "fp32") for p in contract.PARTS}
 
 
@@ -194,7 +200,7 @@ def write_configs(
 ) -> list[Path]:
     """(Re)write config.pbtxt and configs/gpu.pbtxt of every model; returns the files written.
 
-    `precision`: {part: "fp32" | "int8"}, by default ensemble/precision.json."""
+    `precision`: {part: one of PRECISIONS[part]}, by default ensemble/precision.json."""
     plan = plan or load_plan()
     precision = {**load_precision(), **(precision or {})}
     written: list[Path] = []
@@ -206,7 +212,8 @@ def write_configs(
         written.append(folder / "config.pbtxt")
         served = served_precision(repo, part.name, precision[part.name])
         if precision[part.name] != "fp32":
-            header += f"\nprecision: {served} ({precision[part.name]} wanted; int8 needs `avpenet quantize`)"
+            wanted = precision[part.name]
+            header += f"\nprecision: {served} ({wanted} wanted; its graph is made by {MADE_BY[wanted]})"
         written[-1].write_text(render(part_config(part, plan, served), header))
         gpu_header = "\n".join(
             [generated, "NGC tritonserver:24.10-py3 with --model-config-name=gpu.", *plan.describe_gpu()]

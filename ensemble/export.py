@@ -18,6 +18,10 @@ from ensemble.onnx_export import OPSET, export_part
 
 HELP = "Export a trained run (default: the committed reference) to the Triton model repository."
 DEFAULT_SEED = 0
+FP32_DFT_FILE = configs.ONNX_FILES["fp32-dft"]
+# Log-mel units (natural log of power). Seen: <= 3e-3 in the quietest bands of voiced windows, ~5e-6 on
+# average; a wrong graph (a bin or frame out of place) is off by O(1).
+FP32_DFT_ATOL = 1e-2
 
 
 def _display_path(path: Path) -> str:
@@ -64,6 +68,17 @@ def model_from_source(source: dict):
     return load_source(run_dir if run_dir.is_absolute() else PROJECT_ROOT / run_dir)[0]
 
 
+def fp32_dft_frontend() -> tuple[bytes, float]:
+    """The frontend graph with its DFT in float32 (no weights: the basis and filters come from the contract),
+    and its max |log-mel - the float64 frontend's| on the export's check inputs (bound: FP32_DFT_ATOL)."""
+    import torch
+
+    from avpenet.model import AudioFrontend
+
+    fp32, fp64 = AudioFrontend(torch.float32).eval(), AudioFrontend().eval()
+    return export_part(fp32, contract.AUDIO_FRONTEND, reference=fp64, atol=FP32_DFT_ATOL)
+
+
 def export_repository(
     model, repo: Path = DEFAULT_REPOSITORY, source: dict | None = None, keep: int = versions.DEFAULT_KEEP
 ) -> dict[str, dict]:
@@ -82,9 +97,10 @@ def export_repository(
             "inputs": {t.name: [t.dtype, ["batch", *t.shape]] for t in spec.inputs},
             "outputs": {t.name: [t.dtype, ["batch", *t.shape]] for t in spec.outputs},
         }
-        version, created = versions.add_version(
-            repo / spec.name, {"model.onnx": onnx_bytes, "model.py": backend}, manifest
-        )
+        files = {"model.onnx": onnx_bytes, "model.py": backend}
+        if spec is contract.AUDIO_FRONTEND:  # the fp32-DFT graph beside it: precision.json chooses
+            files[FP32_DFT_FILE], manifest["fp32_dft_max_abs_diff_vs_fp64_torch"] = fp32_dft_frontend()
+        version, created = versions.add_version(repo / spec.name, files, manifest)
         pruned = versions.prune(repo / spec.name, keep)
         report[spec.name] = {"version": version, "created": created, "pruned": pruned}
     ensemble_dir = repo / contract.ENSEMBLE.name / "1"  # the graph only; steps use each part's newest version

@@ -3,7 +3,8 @@
 Static QDQ quantisation with onnxruntime.quantization (per-channel int8 weights, uint8 activations whose
 ranges come from calibration windows run through the fp32 chain). Dynamic quantisation was measured first
 and rejected: on this CPU (AVX2, no VNNI) ONNX Runtime's ConvInteger made the audio encoder ~3x SLOWER;
-the QDQ graph runs MLAS's int8 convolutions. The frontend stays fp32: its fp64 DFT keeps log-mel parity.
+the QDQ graph runs MLAS's int8 convolutions. The frontend has no weights to quantise; its own faster option is
+the fp32-DFT graph `avpenet export` writes (configs.PRECISIONS).
 
 Each quantised part gets a new version holding both graphs - `model.onnx` (fp32, unchanged) and
 `model.int8.onnx` - so the serving config chooses the precision per part (ensemble/precision.json, read by
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
-from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, int8_measure, versions
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision_measure, versions
 from ensemble.ort_chain import OrtChain
 
 HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."
@@ -195,7 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add no version: time (and --evaluate) the int8 graphs the newest versions already hold",
     )
     parser.add_argument(
-        "--rounds", type=int, default=int8_measure.ROUNDS, help="alternating timing rounds (%(default)s)"
+        "--rounds", type=int, default=precision_measure.ROUNDS, help="alternating timing rounds (%(default)s)"
     )
     parser.add_argument(
         "--evaluate",
@@ -225,10 +226,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<16} version {row['version']} ({state}), max |int8 - fp32| on the calibration "
               f"windows {row['max_abs_diff_vs_fp32_on_calibration']:.4f}")  # fmt: skip
     print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `avpenet export` (configs)")
-    report["model_stage_ms"] = int8_measure.stage_ms(repo, parts, tensors, args.rounds)
+    chosen = {part: "int8" for part in parts}
+    report["model_stage_ms"] = precision_measure.stage_ms(repo, chosen, tensors, args.rounds)
     if args.evaluate is not None:
-        report["video_path"] = int8_measure.video_path(repo, args.evaluate, parts)
-    int8_measure.print_report(report["model_stage_ms"], report.get("video_path"))
+        report["video_path"] = precision_measure.video_path(repo, args.evaluate, chosen)
+    precision_measure.print_report(report["model_stage_ms"], report.get("video_path"))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0

@@ -10,7 +10,7 @@ from support.gateway import face_track, wav_bytes
 
 from avpenet import contract
 from avpenet.features import audio, windows
-from ensemble import DEFAULT_REPOSITORY, configs, int8_measure, quantize, versions
+from ensemble import DEFAULT_REPOSITORY, configs, precision_measure, quantize, versions
 from ensemble.ort_chain import OrtChain, configured_onnx_file
 
 
@@ -83,34 +83,36 @@ def test_the_committed_int8_versions_keep_the_fp32_graph_they_were_made_from() -
         assert manifest["files"][quantize.INT8_FILE] == versions.sha256_file(
             folder / str(newest) / quantize.INT8_FILE
         )
-    assert set(configs.load_precision().values()) == {"fp32"}, "int8 by default breaks the 1e-4 parity tests"
+    served = configs.load_precision()
+    assert {served[p] for p in quantize.QUANTISABLE} == {"fp32"}, "int8 by default breaks the parity tests"
 
 
 def test_stage_timing_covers_the_served_shapes_per_part(quantized):
     """`avpenet quantize`'s timing: the model mix's stacked windows and one 58-window clip, every part,
     both chains (no timing asserted: speed figures live in the docs, from the CLI)."""
     repo, _, _, inputs = quantized
-    requests = int8_measure.stage_requests(inputs)
-    long = requests[f"{int8_measure.LONG_WINDOWS}-window clip"]
-    assert long[contract.AUDIO.name].shape == contract.batch_shape(contract.AUDIO, int8_measure.LONG_WINDOWS)
-    assert long[contract.WINDOW_GAIN.name].shape == (int8_measure.LONG_WINDOWS, 1)
+    requests = precision_measure.stage_requests(inputs)
+    long = requests[f"{precision_measure.LONG_WINDOWS}-window clip"]
+    n = precision_measure.LONG_WINDOWS
+    assert long[contract.AUDIO.name].shape == contract.batch_shape(contract.AUDIO, n)
+    assert long[contract.WINDOW_GAIN.name].shape == (precision_measure.LONG_WINDOWS, 1)
     scores = OrtChain(repo, threads=1)(long)[contract.SCORE.name]
-    assert scores.shape[0] == int8_measure.LONG_WINDOWS and np.all(np.isfinite(scores))
-    assert len(requests) == len(int8_measure.BATCHES) + 1
-    shapes = (next(iter(requests)), f"{int8_measure.LONG_WINDOWS}-window clip")  # 1 window and the clip
-    stage = int8_measure.stage_ms(repo, ("visual_encoder",), inputs, rounds=1, shapes=shapes)
+    assert scores.shape[0] == precision_measure.LONG_WINDOWS and np.all(np.isfinite(scores))
+    assert len(requests) == len(precision_measure.BATCHES) + 1
+    shapes = (next(iter(requests)), f"{precision_measure.LONG_WINDOWS}-window clip")  # 1 window and the clip
+    stage = precision_measure.stage_ms(repo, {"visual_encoder": "int8"}, inputs, rounds=1, shapes=shapes)
     assert tuple(stage) == shapes
     for row in stage.values():
-        for name in ("fp32", "int8"):
+        for name in ("fp32", "chosen"):
             assert set(row[name]) == {*(p.name for p in contract.PARTS), "chain"}
         assert row["speedup"] > 0 and 0 < row["frontend_share_fp32"] < 1
 
 
 def test_accuracy_settings_are_fp32_each_part_alone_and_all() -> None:
-    settings = int8_measure.settings_of(("audio_encoder", "fusion"))
+    settings = precision_measure.settings_of({"audio_encoder": "int8", "fusion": "int8"})
     assert settings == {
-        "fp32": (),
-        "audio_encoder int8": ("audio_encoder",),
-        "fusion int8": ("fusion",),
-        "all int8": ("audio_encoder", "fusion"),
+        "fp32": {},
+        "audio_encoder int8": {"audio_encoder": "int8"},
+        "fusion int8": {"fusion": "int8"},
+        "all chosen": {"audio_encoder": "int8", "fusion": "int8"},
     }

@@ -1,23 +1,29 @@
-"""fp32 against int8, measured as the served model stage runs: `avpenet quantize`'s timing and accuracy.
+"""The exported fp32 graphs against another precision per part, measured as the served model stage runs.
+
+What `avpenet quantize` prints for its int8 graphs, and `python -m ensemble.precision_measure --choose
+audio_frontend=fp32-dft --evaluate DATA` for the frontend's fp32-DFT graph. A choice is {part: precision}
+(configs.PRECISIONS); "fp32" below is every part's model.onnx (the frontend's DFT in float64 inside).
 
 Speed: each part's ONNX Runtime session with ONE intra-op thread and no spinning (its cost per core: under
 load every core holds some stub's work, so a session's own parallelism is not what the box gains), on the
 request shapes the server sees - 1, 8 and 32 stacked one-window requests (the model mix, as the dynamic
 batcher stacks them) and one 60-s clip of 58 windows (the long mix: its sound crosses once and the
-frontend cuts the windows). Each part's fp32 and int8 sessions alternate run by run, so the load of a
-shared machine slows both alike; medians per part, the chain as their sum. The frontend is fp32 (float64
-DFT) in both chains: its share of the chain bounds what int8 can win.
+frontend cuts the windows). Each part's fp32 and chosen sessions alternate run by run, so the load of a
+shared machine slows both alike; medians per part, the chain as their sum. When the frontend is not chosen,
+its share of the chain bounds what the other parts can win.
 
 Accuracy: the headline path of docs/EVALUATION.md - tracked video of the test subjects (evaluate_paths'
-rows and reader, the split `avpenet evaluate` picks) - scored by the fp32 graphs, by each part's int8 graph
-alone and by every chosen part at int8; the clips are read once and scored by each chain.
+rows and reader, the split `avpenet evaluate` picks) - scored by the fp32 graphs, by each chosen part alone
+and by every chosen part together; the clips are read once and scored by each chain.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +32,14 @@ from avpenet import contract
 from ensemble import configs
 from ensemble.ort_chain import OrtChain
 
-INT8_FILE = configs.ONNX_FILES["int8"]
 BATCHES = (1, 8, 32)  # stacked one-window requests (model mix)
 LONG_WINDOWS = 58  # a 60-s clip (long mix)
 ROUNDS = 15
 
 
-def chain_of(repo: Path, int8_parts: tuple[str, ...], threads: int | None = None) -> OrtChain:
-    """The four graphs of the newest versions, `int8_parts` at int8 and the rest fp32."""
-    graphs = {p.name: INT8_FILE if p.name in int8_parts else "model.onnx" for p in contract.PARTS}
+def chain_of(repo: Path, chosen: Mapping[str, str], threads: int | None = None) -> OrtChain:
+    """The four graphs of the newest versions: each part at its `chosen` precision, the rest fp32."""
+    graphs = {p.name: configs.ONNX_FILES[chosen.get(p.name, "fp32")] for p in contract.PARTS}
     return OrtChain(repo, threads=threads, graphs=graphs)
 
 
@@ -68,19 +73,19 @@ def _timed_ms(session, names: list[str], inputs: dict[str, np.ndarray]) -> float
 
 
 def stage_ms(
-    repo: Path, int8_parts: tuple[str, ...], tensors: dict, rounds: int = ROUNDS, shapes: tuple[str, ...] = ()
+    repo: Path, chosen: Mapping[str, str], tensors: dict, rounds: int = ROUNDS, shapes: tuple[str, ...] = ()
 ) -> dict:
-    """{shape: {"fp32"|"int8": {part: median ms, "chain": sum of the parts' medians}, "speedup": x}} for
-    the `shapes` of stage_requests (default all). Each part's fp32 and int8 sessions run back to back, in
+    """{shape: {"fp32"|"chosen": {part: median ms, "chain": sum of the parts' medians}, "speedup": x}} for
+    the `shapes` of stage_requests (default all). Each part's fp32 and chosen sessions run back to back, in
     alternating order, on the same inputs (every tensor of one fp32 pass), so a burst of load elsewhere
     lands on both; the chain is the sum of its parts' medians (steadier than a median of noisy totals)."""
-    chains = {"fp32": chain_of(repo, (), threads=1), "int8": chain_of(repo, int8_parts, threads=1)}
+    chains = {"fp32": chain_of(repo, {}, threads=1), "chosen": chain_of(repo, chosen, threads=1)}
     report: dict[str, dict] = {}
     for shape, request in stage_requests(tensors).items():
         if shapes and shape not in shapes:
             continue
         feeds = chains["fp32"].all_tensors(request)
-        row: dict = {"fp32": {}, "int8": {}}
+        row: dict = {"fp32": {}, "chosen": {}}
         for i, spec in enumerate(contract.PARTS):
             names = [t.name for t in spec.outputs]
             inputs = {t.name: feeds[t.name] for t in spec.inputs}
@@ -89,16 +94,16 @@ def stage_ms(
             for session in sessions.values():
                 session.run(names, inputs)  # warm-up
             for r in range(rounds):
-                for name in ("fp32", "int8") if r % 2 == 0 else ("int8", "fp32"):
+                for name in ("fp32", "chosen") if r % 2 == 0 else ("chosen", "fp32"):
                     times[name].append(_timed_ms(sessions[name], names, inputs))
             for name, t in times.items():
                 row[name][spec.name] = statistics.median(t)
-        for name in ("fp32", "int8"):
+        for name in ("fp32", "chosen"):
             row[name]["chain"] = sum(row[name].values())
-        row["speedup"] = row["fp32"]["chain"] / row["int8"]["chain"]
+        row["speedup"] = row["fp32"]["chain"] / row["chosen"]["chain"]
         frontend = contract.AUDIO_FRONTEND.name
         row["speedup_without_frontend"] = (row["fp32"]["chain"] - row["fp32"][frontend]) / (
-            row["int8"]["chain"] - row["int8"][frontend]
+            row["chosen"]["chain"] - row["chosen"][frontend]
         )
         row["frontend_share_fp32"] = row["fp32"][frontend] / row["fp32"]["chain"]
         report[shape] = row
@@ -125,15 +130,15 @@ class ChainModel:
         return {k: torch.from_numpy(v) for k, v in self.chain(inputs).items()}
 
 
-def settings_of(parts: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """fp32, each part alone at int8, and all of `parts` at int8 (when more than one)."""
-    out = {"fp32": (), **{f"{p} int8": (p,) for p in parts}}
-    if len(parts) > 1:
-        out["all int8"] = parts
+def settings_of(chosen: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """fp32, each chosen part alone at its precision, and all of them together (when more than one)."""
+    out: dict[str, dict[str, str]] = {"fp32": {}, **{f"{p} {v}": {p: v} for p, v in chosen.items()}}
+    if len(chosen) > 1:
+        out["all chosen"] = dict(chosen)
     return out
 
 
-def video_path(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, dict]:
+def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[str, dict]:
     """{setting: video-path metrics on the test subjects + mae_change vs fp32}: EVALUATION.md's headline."""
     from avpenet import data
     from avpenet.evaluate import choose_subjects
@@ -156,8 +161,8 @@ def video_path(repo: Path, data_dir: Path, parts: tuple[str, ...]) -> dict[str, 
     windows = concat_inputs(inputs)
     out: dict[str, dict] = {}
     fp32_windows = None
-    for name, int8_parts in settings_of(parts).items():
-        chain = chain_of(repo, int8_parts)
+    for name, setting in settings_of(chosen).items():
+        chain = chain_of(repo, setting)
         pred = predict_clips(ChainModel(chain), inputs)[contract.SCORE.name]
         row = {**regression_metrics(pred, true), "ci95": subject_bootstrap(pred, true, who)}
         row.update(n_clips=len(clips), n_subjects=len(keep))
@@ -180,12 +185,12 @@ def _window_scores(chain: OrtChain, windows: dict[str, np.ndarray], batch: int =
 def print_report(stage: dict | None, accuracy: dict | None) -> None:
     """The timing and accuracy tables, as docs/EVALUATION.md and ensemble/README.md quote them."""
     if stage:
-        print("model stage, 1 intra-op thread, median ms (fp32 -> int8):")
+        print("model stage, 1 intra-op thread, median ms (fp32 -> chosen):")
         for shape, row in stage.items():
             cells = ", ".join(
-                f"{p.name} {row['fp32'][p.name]:.1f}->{row['int8'][p.name]:.1f}" for p in contract.PARTS
+                f"{p.name} {row['fp32'][p.name]:.1f}->{row['chosen'][p.name]:.1f}" for p in contract.PARTS
             )
-            print(f"  {shape:<16} chain {row['fp32']['chain']:.1f} -> {row['int8']['chain']:.1f} ms "
+            print(f"  {shape:<16} chain {row['fp32']['chain']:.1f} -> {row['chosen']['chain']:.1f} ms "
                   f"({row['speedup']:.2f}x; without the frontend {row['speedup_without_frontend']:.2f}x; "
                   f"frontend {100 * row['frontend_share_fp32']:.0f}% of fp32): "
                   f"{cells}")  # fmt: skip
@@ -195,5 +200,43 @@ def print_report(stage: dict | None, accuracy: dict | None) -> None:
             acc = 100 * row["accuracy_3class"]
             print(f"  {name:<22} MAE {row['mae']:.4f} ({100 * row['mae_change']:+.2f}%), r "
                   f"{row['pearson_r']:.4f}, acc {acc:.1f}% on {row['n_clips']} clips; window scores vs "
-                  f"fp32: max {row['window_score_max_abs_diff']:.3f}, "
-                  f"p99 {row['window_score_p99_abs_diff']:.3f} ({row['n_windows']} windows)")  # fmt: skip
+                  f"fp32: max {row['window_score_max_abs_diff']:.2g}, "
+                  f"p99 {row['window_score_p99_abs_diff']:.2g} ({row['n_windows']} windows)")  # fmt: skip
+
+
+def parse_choice(text: str) -> dict[str, str]:
+    """ "part=precision,..." -> {part: precision}, each checked against configs.PRECISIONS."""
+    chosen = dict(item.split("=", 1) for item in text.split(",") if item.strip())
+    bad = {p: v for p, v in chosen.items() if v == "fp32" or v not in configs.PRECISIONS.get(p, ())}
+    if not chosen or bad:
+        raise SystemExit(f"--choose: {bad or text!r}; choose part=precision from {configs.PRECISIONS}")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ensemble import DEFAULT_REPOSITORY
+    from ensemble.quantize import DEFAULT_CLIPS, calibration_windows
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--choose", required=True, help="part=precision,... e.g. audio_frontend=fp32-dft")
+    parser.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--data", type=Path, required=True, help="AVPE-Synth dataset: the timed windows")
+    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="clips whose windows are timed")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating timing rounds")
+    parser.add_argument("--evaluate", type=Path, default=None, help="rendered dataset: video-path accuracy")
+    parser.add_argument("--json", type=Path, default=None, help="write the report")
+    args = parser.parse_args(argv)
+    chosen = parse_choice(args.choose)
+    report: dict = {"chosen": chosen}
+    tensors = calibration_windows(args.data, args.clips)
+    report["model_stage_ms"] = stage_ms(args.repo, chosen, tensors, args.rounds)
+    if args.evaluate is not None:
+        report["video_path"] = video_path(args.repo, args.evaluate, chosen)
+    print_report(report["model_stage_ms"], report.get("video_path"))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

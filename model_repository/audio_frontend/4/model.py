@@ -26,6 +26,8 @@ import triton_python_backend_utils as pb_utils
 #   intra_op_threads   ORT threads of this instance; the whole box's cores are shared by all stubs
 #   value_ranges       JSON {input: [low, high]}: inclusive bounds checked per request (e.g. an index input)
 #   defer_rejection    "true": a bad request gets NaN outputs, not an error (the first entry step; see above)
+#   clip_rows          JSON {input, window, hop}: that input is one clip laid over its N rows, L = ceil(((N-1)
+#                      * hop + window) / N) samples each: the graph reads N from L
 DEFAULT_THREADS = 2
 
 
@@ -58,6 +60,7 @@ class TritonPythonModel:
         ]
         self.output_dims = {spec["name"]: [int(d) for d in spec["dims"]] for spec in config["output"]}
         self.defer_rejection = _parameter(config, "defer_rejection", "false").lower() == "true"
+        self.clip_rows = json.loads(_parameter(config, "clip_rows", "{}"))
         self.value_ranges = {
             name: (float(low), float(high))
             for name, (low, high) in json.loads(_parameter(config, "value_ranges", "{}")).items()
@@ -90,6 +93,15 @@ class TritonPythonModel:
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1:
             raise ValueError(f"inputs disagree on the batch size: {sorted(rows)}")
+        if self.clip_rows:
+            clip = arrays[self.clip_rows["input"]]
+            n = clip.shape[0]
+            row = -(-((n - 1) * self.clip_rows["hop"] + self.clip_rows["window"]) // max(n, 1))
+            if clip.ndim != 2 or clip.shape[1] != row:
+                raise ValueError(
+                    f"input {self.clip_rows['input']!r} of {n} windows must be [{n}, {row}] (the clip's "
+                    f"samples laid over its rows); got shape {list(clip.shape)}"
+                )
         return arrays
 
     def _reject(self, request, reason: str):
@@ -116,36 +128,42 @@ class TritonPythonModel:
                 good.append((index, self._read(request)))
             except ValueError as exc:
                 responses[index] = self._reject(request, str(exc))
-        if good:
-            feeds = {
-                name: np.concatenate([arrays[name] for _, arrays in good])
-                if len(good) > 1
-                else good[0][1][name]
-                for name, _ in self.inputs
-            }
-            try:
-                results = self.session.run([name for name, _ in self.outputs], feeds)
-            except Exception as exc:  # an ORT failure must answer the callers, not kill the stub
-                error = pb_utils.TritonError(
-                    f"{self.model_name}: inference failed: {exc}", pb_utils.TritonError.INTERNAL
-                )
-                for index, _ in good:
-                    responses[index] = (
-                        self._reject(requests[index], f"inference failed: {exc}")
-                        if self.defer_rejection
-                        else pb_utils.InferenceResponse(error=error)
-                    )
-                return responses
-            start = 0
-            for index, arrays in good:
-                stop = start + next(iter(arrays.values())).shape[0]
-                tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(result[start:stop], dtype=dtype))
-                    for (name, dtype), result in zip(self.outputs, results, strict=True)
-                ]
-                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start = stop
+        # One graph call per shape: Triton batches only requests of one shape, but a stub must not rely on it.
+        groups: dict[tuple, list] = {}
+        for item in good:
+            groups.setdefault(tuple(a.shape[1:] for a in item[1].values()), []).append(item)
+        for group in groups.values():
+            self._run(requests, group, responses)
         return responses
+
+    def _run(self, requests: list, good: list, responses: list) -> None:
+        """One graph call over the requests in `good` (their rows concatenated); fills their responses."""
+        feeds = {
+            name: np.concatenate([arrays[name] for _, arrays in good]) if len(good) > 1 else good[0][1][name]
+            for name, _ in self.inputs
+        }
+        try:
+            results = self.session.run([name for name, _ in self.outputs], feeds)
+        except Exception as exc:  # an ORT failure must answer the callers, not kill the stub
+            error = pb_utils.TritonError(
+                f"{self.model_name}: inference failed: {exc}", pb_utils.TritonError.INTERNAL
+            )
+            for index, _ in good:
+                responses[index] = (
+                    self._reject(requests[index], f"inference failed: {exc}")
+                    if self.defer_rejection
+                    else pb_utils.InferenceResponse(error=error)
+                )
+            return
+        start = 0
+        for index, arrays in good:
+            stop = start + next(iter(arrays.values())).shape[0]
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(result[start:stop], dtype=dtype))
+                for (name, dtype), result in zip(self.outputs, results, strict=True)
+            ]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
 
     def finalize(self) -> None:
         self.session = None
