@@ -28,9 +28,11 @@ from ensemble.ort_chain import OrtChain
 HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."
 INT8_FILE = configs.ONNX_FILES["int8"]
 QUANTISABLE = ("audio_encoder", "visual_encoder", "fusion")
-# Published by default: the encoders. The fusion's int8 MatMuls are no faster than fp32 on AVX2 without VNNI
-# (static QDQ 0.91-1.04x, dynamic 1.10-1.15x on the part, 1 thread; ensemble/README.md *INT8 versions*).
-DEFAULT_PARTS = ("audio_encoder", "visual_encoder")
+# All three are published. The fusion quantises dynamically (the activations of its weight MatMuls are
+# quantised per call, no calibration): static QDQ was no faster than fp32 on either CPU measured (AVX2:
+# 0.91-1.04x; AVX-512 VNNI: 0.97-1.03x on the part), dynamic 1.10-1.15x on AVX2 and 1.17-1.21x with VNNI
+# (ensemble/README.md *INT8 versions*).
+DEFAULT_PARTS = QUANTISABLE
 CALIBRATION_BATCH = 8  # windows per calibration step
 # What each part quantises (chosen on 80 AVPE-Synth clips with the previous weights, MAE change of the clip
 # score vs fp32; with the served reference, video path of the test subjects: audio_encoder +0.00%,
@@ -38,14 +40,22 @@ CALIBRATION_BATCH = 8  # windows per calibration step
 # - audio_encoder: every op but its first convolution, which sees raw log-mel values (int8 there: +3.5% MAE;
 #   kept fp32: +0.01%; with the served reference, int8 there: +3.7% video-path MAE and SLOWER, 71 vs 49 ms
 #   on 32 windows at 1 thread);
-# - fusion: only MatMul/Gemm with constant weights; attention's activation x activation products, softmax and
-#   layer norms stay fp32 (every op int8: +22% MAE; weights only: +0.05%);
+# - fusion: only MatMul/Gemm with constant weights, dynamic; attention's activation x activation products,
+#   softmax and layer norms stay fp32 (every op int8: +22% MAE; weights only: +0.05%);
 # - visual_encoder: every op (+0.4%).
 PART_OPTIONS: dict[str, dict] = {
     "audio_encoder": {"exclude_first_conv": True},
     "visual_encoder": {},
-    "fusion": {"op_types_to_quantize": ["MatMul", "Gemm"], "extra_options": {"MatMulConstBOnly": True}},
+    "fusion": {
+        "dynamic": True,
+        "op_types_to_quantize": ["MatMul", "Gemm"],
+        "extra_options": {"MatMulConstBOnly": True},
+    },
 }
+STATIC_METHOD = "onnxruntime static QDQ, per-channel int8 weights, uint8 activations"
+DYNAMIC_METHOD = (
+    "onnxruntime dynamic, int8 weights of the constant MatMul/Gemm, activations quantised per call"
+)
 DEFAULT_CLIPS = 48
 
 
@@ -86,17 +96,27 @@ class _Reader:
 
 def quantize_part(fp32: bytes, spec: contract.ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
     """The int8 QDQ graph of one part, calibrated on `tensors` (every tensor of the fp32 chain)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(spec, tensors)
     options = dict(PART_OPTIONS.get(spec.name, {}))
     if options.pop("exclude_first_conv", False):
         options["nodes_to_exclude"] = [_first_node(fp32, "Conv")]
+    dynamic = options.pop("dynamic", False)
     with tempfile.TemporaryDirectory(prefix="avpenet-quantize-") as tmp:
         src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(fp32)
         quant_pre_process(str(src), str(pre))
+        if dynamic:
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, **options)
+            return out.read_bytes()
         quantize_static(
             str(pre),
             str(out),
@@ -154,10 +174,13 @@ def quantize_repository(
         manifest = {
             key: previous[key] for key in ("source", "onnx_opset", "inputs", "outputs") if key in previous
         }
+        dynamic = PART_OPTIONS[spec.name].get("dynamic", False)
         manifest["int8"] = {
             "file": INT8_FILE,
-            "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
-            "calibration": calibration or {"windows": int(len(tensors[contract.WAVEFORM.name]))},
+            "method": DYNAMIC_METHOD if dynamic else STATIC_METHOD,
+            "calibration": "none: ranges taken per call"
+            if dynamic
+            else calibration or {"windows": int(len(tensors[contract.WAVEFORM.name]))},
             "max_abs_diff_vs_fp32_on_calibration": _max_diff(spec, (fp32, int8), values),
             "quantized_from_version": current,
         }

@@ -42,9 +42,11 @@ def test_config_chooses_the_precision_per_part(quantized):
     repo, *_ = quantized
     configs.write_configs(repo)  # precision.json as committed: fp32
     assert configured_onnx_file(repo / contract.VISUAL_ENCODER.name) == "model.onnx"
+    # a newest version without an int8 graph (e.g. re-exported since) stays fp32, not a missing file
+    fusion = repo / contract.FUSION.name
+    (fusion / str(versions.latest(fusion)) / quantize.INT8_FILE).unlink(missing_ok=True)
     configs.write_configs(repo, precision={"visual_encoder": "int8", "fusion": "int8"})
     assert configured_onnx_file(repo / contract.VISUAL_ENCODER.name) == quantize.INT8_FILE
-    # fusion has no int8 graph in its newest version: it stays fp32 rather than naming a missing file
     assert configured_onnx_file(repo / contract.FUSION.name) == "model.onnx"
     assert "precision: fp32 (int8 wanted" in (repo / contract.FUSION.name / "config.pbtxt").read_text()
 
