@@ -139,14 +139,17 @@ def part_config(model: contract.ModelSpec, plan: BatchingPlan, precision: str = 
     return config
 
 
-def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelConfig:
-    """NGC-container config of one part: native ONNX Runtime on the GPU, same tensors and batching limits."""
+def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan, precision: str = "fp32") -> mc.ModelConfig:
+    """NGC-container config of one part: native ONNX Runtime on the GPU, same tensors and batching limits.
+
+    The frontend follows the CPU's choice of DFT precision (float64 runs at 1/2 to 1/64 of float32's rate on
+    GPUs); int8 stays a CPU choice, so an int8 part serves its fp32 graph here."""
     config = mc.ModelConfig(
         name=model.name,
         platform="onnxruntime_onnx",
         backend="onnxruntime",
         max_batch_size=contract.MAX_BATCH_SIZE,
-        default_model_filename="model.onnx",
+        default_model_filename=ONNX_FILES["fp32" if precision == "int8" else precision],
     )
     config.version_policy.latest.num_versions = SERVED_VERSIONS
     _add_tensors(config, model)
@@ -219,7 +222,8 @@ def write_configs(
             [generated, "NGC tritonserver:24.10-py3 with --model-config-name=gpu.", *plan.describe_gpu()]
         )
         written.append(folder / "configs" / f"{GPU_CONFIG_NAME}.pbtxt")
-        written[-1].write_text(render(part_gpu_config(part, plan), gpu_header) + "\n" + _TENSORRT_HINT)
+        gpu = part_gpu_config(part, plan, served)
+        written[-1].write_text(render(gpu, gpu_header) + "\n" + _TENSORRT_HINT)
     folder = repo / contract.ENSEMBLE.name
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     text = render(ensemble_config(), f"{generated}\nThe same ensemble serves both config sets.")

@@ -583,8 +583,9 @@ def _md_model_stage(report: Report) -> list[str]:
     lines += [
         "FLOPs per 3 s window (torch.utils.flop_counter.FlopCounterMode, 1 multiply-add = 2 FLOPs): "
         + ", ".join(f"{n} {v / 1e6:.0f} M" for n, v in report.flops.items() if n != "total")
-        + f"; total **{report.flops['total'] / 1e9:.3f} GFLOP**. (The log-mel DFT runs in fp64 for librosa "
-        "parity; its FLOPs are counted against the fp32 limit.)",
+        + f"; total **{report.flops['total'] / 1e9:.3f} GFLOP**. (Counted on the PyTorch model, whose "
+        "log-mel DFT runs in fp64; all FLOPs are counted against the fp32 limit, and the served "
+        "frontend's DFT is fp32 or fp64 as ensemble/precision.json chooses.)",
         "",
         markdown_table(
             ["kernel (fp32, model's own shape, all cores)", "shape", "GFLOP/s"],
