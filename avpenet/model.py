@@ -80,6 +80,8 @@ class AudioFrontend(nn.Module):
     in float64: a 400-term fp32 dot product loses ~1e-3 in the log of quiet mel bands next to loud ones
     (FFT libraries are more accurate), while fp64 keeps parity with librosa ~1e-7 at ~1 ms per window.
     Do not call ``.float()`` on this module: it would round the fp64 basis (``AVPENet`` never does).
+    ``AudioFrontend(torch.float32)`` is that trade made on purpose: the graph `avpenet export` publishes
+    beside the float64 one, about 2x faster, for the serving config to choose (ensemble/README.md).
 
     Two entry points, one result. ``windows`` takes level-normalised windows (training, the PyTorch model).
     ``forward`` is the served graph: the clip once (contract.AUDIO rows) and each window's gain. Windows
@@ -101,7 +103,7 @@ class AudioFrontend(nn.Module):
         super().__init__()
         from avpenet.features import logmel  # the same basis and filters as the feature reference
 
-        self.compute_dtype = dtype  # float64 everywhere but the published fp32-DFT graph (``fp32_dft``)
+        self.compute_dtype = dtype  # float64 but for the fp32-DFT graph (ensemble.export.fp32_dft_frontend)
 
         re, im = logmel.dft_basis()  # Hann-windowed, (n_freq, N_FFT) each
         n_freq = re.shape[0]
