@@ -1,8 +1,9 @@
 """The exported fp32 graphs against another precision per part, measured as the served model stage runs.
 
 What `avpenet quantize` prints for its int8 graphs, and `python -m ensemble.precision_measure --choose
-audio_frontend=fp32-dft --evaluate DATA` for the frontend's fp32-DFT graph. A choice is {part: precision}
-(configs.PRECISIONS); "fp32" below is every part's model.onnx (the frontend's DFT in float64 inside).
+audio_frontend=fp32-dft --data DATA --evaluate DATA` for the frontend's fp32-DFT graph. A choice is
+{part: precision} (configs.PRECISIONS); "fp32" below is every part's model.onnx (the frontend's DFT in
+float64 inside).
 
 Speed: each part's ONNX Runtime session with ONE intra-op thread and no spinning (its cost per core: under
 load every core holds some stub's work, so a session's own parallelism is not what the box gains), on the
@@ -206,7 +207,8 @@ def print_report(stage: dict | None, accuracy: dict | None) -> None:
 
 def parse_choice(text: str) -> dict[str, str]:
     """ "part=precision,..." -> {part: precision}, each checked against configs.PRECISIONS."""
-    chosen = dict(item.split("=", 1) for item in text.split(",") if item.strip())
+    items = [item.strip().partition("=") for item in text.split(",") if item.strip()]
+    chosen = {part: precision for part, _, precision in items}
     bad = {p: v for p, v in chosen.items() if v == "fp32" or v not in configs.PRECISIONS.get(p, ())}
     if not chosen or bad:
         raise SystemExit(f"--choose: {bad or text!r}; choose part=precision from {configs.PRECISIONS}")
