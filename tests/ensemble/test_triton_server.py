@@ -29,8 +29,9 @@ FP32_DFT_SERVED = (
     configured_onnx_file(DEFAULT_REPOSITORY / contract.AUDIO_FRONTEND.name)
     == (configs.ONNX_FILES["fp32-dft"])
 )
-SCORE_TOL = OUTPUT_TOL = 1e-3 if FP32_DFT_SERVED else 1e-4
+SCORE_TOL = OUTPUT_TOL = 1e-3 if FP32_DFT_SERVED else 1e-4  # the ensemble: every window went through it
 LOG_MEL_TOL = export.FP32_DFT_ATOL if FP32_DFT_SERVED else 1e-4
+PART_TOL = 1e-4  # a model part alone, given its own inputs: the frontend's precision does not reach it
 
 
 def _served_source(spec: contract.ModelSpec) -> dict:
@@ -128,7 +129,7 @@ def test_each_part_alone_matches_its_pytorch_module(triton_server: TritonServer,
         part.name, infer_inputs(grpcclient, part, arrays)
     )
     for t in part.outputs:
-        tolerance = LOG_MEL_TOL if t == contract.LOG_MEL else OUTPUT_TOL
+        tolerance = LOG_MEL_TOL if t == contract.LOG_MEL else PART_TOL
         np.testing.assert_allclose(
             result.as_numpy(t.name), expected[t.name], atol=tolerance, rtol=0, err_msg=t.name
         )
