@@ -20,7 +20,7 @@ from ensemble.batching import BatchingPlan, load_plan
 GPU_CONFIG_NAME = "gpu"
 # Precision each part is served at (precision.json): the graph file of the part's newest version it names.
 # "fp32" is the exported graph (model.onnx; the frontend's DFT inside it runs in float64, librosa parity
-# ~1e-7). "int8": the encoders' and fusion's quantised graph, made by `avpenet quantize`. "fp32-dft": the
+# ~1e-6). "int8": the encoders' and fusion's quantised graph, made by `avpenet quantize`. "fp32-dft": the
 # frontend with its DFT in float32, written by `avpenet export` beside model.onnx (~2x faster frontend;
 # log-mel within ~3e-3 of librosa in the quietest bands, ensemble/README.md *Frontend precision*).
 PRECISION_PATH = Path(__file__).resolve().parent / "precision.json"
