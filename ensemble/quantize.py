@@ -30,7 +30,7 @@ INT8_FILE = configs.ONNX_FILES["int8"]
 QUANTISABLE = ("audio_encoder", "visual_encoder", "fusion")
 # All three are published. The fusion quantises dynamically (the activations of its weight MatMuls are
 # quantised per call, no calibration): static QDQ was no faster than fp32 on either CPU measured (AVX2:
-# 0.91-1.04x; AVX-512 VNNI: 0.97-1.03x on the part), dynamic 1.10-1.15x on AVX2 and 1.17-1.21x with VNNI
+# 0.91-1.04x; AVX-512 VNNI: 0.97-1.03x on the part), dynamic 1.10-1.15x on AVX2 and 1.11-1.21x with VNNI
 # (ensemble/README.md *INT8 versions*).
 DEFAULT_PARTS = QUANTISABLE
 CALIBRATION_BATCH = 8  # windows per calibration step
