@@ -11,20 +11,12 @@ from support.gateway import face_track
 
 from avpenet import contract
 from avpenet.features import windows
-from ensemble import DEFAULT_REPOSITORY, configs, export, versions
-from ensemble.ort_chain import OrtChain, configured_onnx_file
+from ensemble import DEFAULT_REPOSITORY, configs, export, precision_measure, versions
+from ensemble.ort_chain import configured_onnx_file
 from loadtests.clips import cry_audio
 
 FRONTEND = contract.AUDIO_FRONTEND.name
 FP32_DFT = configs.ONNX_FILES["fp32-dft"]
-
-
-def _chains(repo) -> tuple[OrtChain, OrtChain]:
-    """(the float64-DFT frontend's chain, the fp32-DFT frontend's), every other part as served."""
-    return (
-        OrtChain(repo, threads=1, graphs={FRONTEND: "model.onnx"}),
-        OrtChain(repo, threads=1, graphs={FRONTEND: FP32_DFT}),
-    )
 
 
 def _requests() -> list[dict[str, np.ndarray]]:
@@ -48,7 +40,8 @@ def test_the_served_frontend_version_holds_both_graphs() -> None:
 def test_fp32_dft_log_mel_and_scores_stay_close_to_the_float64_frontend() -> None:
     """The bounds ensemble/README.md states: log-mel within FP32_DFT_ATOL, window scores within 1e-3 (seen:
     3e-3 and 3e-5 at most); a graph with a bin or a frame out of place misses both by orders of magnitude."""
-    fp64, fp32 = _chains(DEFAULT_REPOSITORY)
+    fp64 = precision_measure.chain_of(DEFAULT_REPOSITORY, {}, threads=1)
+    fp32 = precision_measure.chain_of(DEFAULT_REPOSITORY, {FRONTEND: "fp32-dft"}, threads=1)
     for request in _requests():
         a, b = fp64.all_tensors(request), fp32.all_tensors(request)
         assert np.abs(a[contract.LOG_MEL.name] - b[contract.LOG_MEL.name]).max() <= export.FP32_DFT_ATOL

@@ -38,8 +38,8 @@ def test_new_version_holds_both_graphs_and_the_same_source(quantized):
     assert set(report) == {contract.VISUAL_ENCODER.name}  # other parts untouched
 
 
-def test_config_chooses_the_precision_per_part(quantized):
-    repo, *_ = quantized
+def test_config_chooses_the_precision_per_part(quantized, tmp_path):
+    repo = shutil.copytree(quantized[0], tmp_path / "model_repository")  # the shared fixture stays intact
     configs.write_configs(repo)  # precision.json as committed: fp32
     assert configured_onnx_file(repo / contract.VISUAL_ENCODER.name) == "model.onnx"
     # a newest version without an int8 graph (e.g. re-exported since) stays fp32, not a missing file
