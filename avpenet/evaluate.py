@@ -269,6 +269,10 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
     result["_training"] = {
         k: ckpt.config.get(k) for k in ("best_epoch", "epochs_run", "stopped", "elapsed_s")
     }
+    result["_interval"] = {  # what the interval's scale was fitted on (train, or `avpenet calibrate`)
+        "scale": ckpt.config.get("interval_scale"),
+        "calibration": ckpt.config.get("interval_calibration"),
+    }
     result["_predictions"] = {  # for the report; stripped from the JSON
         C.SCORE.name: fusion_pred[C.SCORE.name],
         "true": scores,

@@ -188,6 +188,22 @@ def _metrics_table(rows: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def _fitted_on(interval: dict) -> str:
+    """Where the interval's scale s came from: the training run's validation clips, or `avpenet calibrate`."""
+    scale = f"= {interval['scale']:.3f} " if interval.get("scale") is not None else ""
+    calib = interval.get("calibration")
+    if not calib:
+        return f"{scale}fitted on the validation subjects' clips"
+    pooled = "".join(
+        f" and {a['clips']} clips of {a['subjects']} fresh subjects (a set of another seed)"
+        for a in calib.get("added", [])
+    )
+    return (
+        f"{scale}fitted by `avpenet calibrate` on {calib['val_clips']} clips of "
+        f"{len(calib['val_subjects'])} validation subjects{pooled}"
+    )
+
+
 def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path:
     """Write out_dir/EVALUATION.md and out_dir/img/*.png; returns the Markdown path."""
     out_dir = Path(out_dir)
@@ -297,7 +313,7 @@ def _robustness_section(r: dict, files: dict[str, str]) -> list[str]:
         "",
         f"90% interval coverage on test clips: {_fmt(r['interval_coverage_90'], pct=True)} (mean width "
         f"{_fmt(r['interval_mean_width'])} points). The interval is score ± z·s·σ, σ from the log-variance "
-        "head, s fitted on the validation subjects' clips.",
+        f"head, s {_fitted_on(r.get('_interval') or {})}.",
         "",
     ]
     return lines

@@ -61,3 +61,52 @@ def test_other_validation_subjects_refit_only_the_scale(tiny_run, tiny_set, tmp_
     moved = [name for name, a in before.items() if not torch.equal(a, after[name])]
     assert moved == ["fusion.interval_scale"]
     assert float(after["fusion.interval_scale"]) == pytest.approx(new["interval_scale"], rel=1e-5)
+
+
+def _fresh_copy(tiny_set, subjects, out):
+    """A dataset holding only `subjects`' rows of tiny_set: other labels, as a set made with another seed."""
+    import csv
+    import shutil
+
+    shutil.copytree(tiny_set, out)
+    rows = [r for r in data.read_labels(tiny_set) if r["subject_id"] in set(subjects)]
+    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def test_added_sets_pool_with_the_validation_clips(tiny_run, tiny_set, tmp_path):
+    from cli.main import main
+
+    run_dir, config = tiny_run
+    split = data.read_split(run_dir / "split.json")
+    fresh = _fresh_copy(tiny_set, split["train"], tmp_path / "fresh")
+    out = tmp_path / "pooled"
+    args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(out)]
+    assert main([*args, "--split", str(run_dir / "split.json"), "--add", str(fresh), "--quiet"]) == 0
+    new = json.loads((out / "config.json").read_text())
+
+    clips = data.load_clips(tiny_set, split["val"], progress=False) + data.load_clips(
+        fresh, None, progress=False
+    )
+    model = load_model(run_dir).model
+    model.fusion.interval_scale.fill_(1.0)
+    pred = predict_clips(model, [dict(c.inputs) for c in clips])
+    y = np.array([c.score for c in clips])
+    z = np.abs(y - pred[C.SCORE.name]) / np.exp(0.5 * pred[C.LOG_VARIANCE.name]) / Z_INTERVAL
+    assert new["interval_scale"] == pytest.approx(float(np.quantile(z, C.INTERVAL_COVERAGE)), rel=1e-4)
+    (added,) = new["interval_calibration"]["added"]
+    assert added["clips"] == len(clips) - new["interval_calibration"]["val_clips"] > 0
+    assert added["subjects"] == len(split["train"])
+
+
+def test_a_set_with_the_training_or_test_subjects_is_refused(tiny_run, tiny_set, tmp_path, capsys):
+    from cli.main import main
+
+    run_dir, _ = tiny_run
+    args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(tmp_path / "x")]
+    with pytest.raises(SystemExit, match="holds training or test subjects"):
+        main([*args, "--split", str(run_dir / "split.json"), "--add", str(tiny_set), "--quiet"])
+    assert not (tmp_path / "x").exists()

@@ -83,6 +83,18 @@ def test_report_has_every_plot(evaluated):
         assert f"img/eval_{name}.png" in md
 
 
+def test_report_says_what_the_interval_was_fitted_on():
+    from avpenet.report import _fitted_on
+
+    assert _fitted_on({"scale": 2.0}) == "= 2.000 fitted on the validation subjects' clips"
+    calib = {"val_clips": 301, "val_subjects": ["S1", "S2"], "added": [{"clips": 326, "subjects": 43}]}
+    said = _fitted_on({"scale": 1.795, "calibration": calib})
+    assert said == (
+        "= 1.795 fitted by `avpenet calibrate` on 301 clips of 2 validation subjects and 326 clips of 43 "
+        "fresh subjects (a set of another seed)"
+    )
+
+
 def _fixed_result(fusion_mae: float, paths: dict | None = None) -> dict:
     block = {"mae": fusion_mae, "pearson_r": 0.9, "accuracy_3class": 0.85}
     r = {
