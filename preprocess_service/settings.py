@@ -35,6 +35,10 @@ class Limits(BaseModel):
     # ... and a clip beyond it waits its turn in the gateway (FIFO, already uploaded) at most this long; a
     # refusal makes its client upload the whole clip again. 0: refuse at once (README, Admission)
     max_video_wait_s: float = Field(15.0, ge=0)
+    # Video clips one FeatureExtractor replica decodes and tracks at once; the others it holds wait inside
+    # it, not in Serve's router (where a waiting call costs its caller CPU and the replica idle gaps: README,
+    # Admission). Its max_ongoing_requests (serve_config.yaml) bounds how many it holds.
+    features_threads: int = Field(4, gt=0)
     retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
     # Slow uploads (slow-loris): the body must keep arriving at this average rate once the grace has passed,
     # else 408. Admission is taken only after the whole body is in, so a slow sender holds no scoring slot.

@@ -28,6 +28,7 @@ def extractor() -> object:
     cls = deployments.FeatureExtractor.func_or_class
     replica = cls.__new__(cls)
     replica.limits = Limits()
+    replica.slots = asyncio.Semaphore(replica.limits.features_threads)
     return replica
 
 
