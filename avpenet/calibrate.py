@@ -14,8 +14,9 @@ digest).
 
 ``--add FRESH_DIR`` pools every clip of another dataset with those validation clips: a set the model has never
 seen, made by `avpenet synth` with a seed of its own. Split conformal calibration is only as good as its
-calibration set is large: 43 subjects put the 90% quantile anywhere in a band about ±12% wide (a subject
-bootstrap), so a fresh set drawn from the same generator narrows it at no risk to the test split. A set with
+calibration set is large: on 43 subjects a subject bootstrap puts the 90% quantile anywhere from about -11%
+to +15% of its value (docs/EVALUATION.md, *The interval*), so a fresh set drawn from the same generator
+narrows it at no risk to the test split. A set with
 the labels of ``--data`` or of the run's training data is refused (it holds training or test subjects).
 `avpenet export` then gives the fusion part (where the scale lives) a new version and leaves the
 other parts unchanged.

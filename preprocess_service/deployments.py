@@ -62,9 +62,9 @@ class FeatureExtractor:
 
     It takes every call the gateways admit (max_ongoing_requests well above its work) and runs
     `limits.features_threads` of them at once; the rest wait here, in order. Calls that wait in Serve's
-    router instead, because the replica is at max_ongoing_requests, are sent again and again while they
-    wait: measured, ~45 ms of the caller's CPU per call against ~9 ms, and the replica idle between a call
-    finishing and the router's next successful send (preprocess_service/README.md, *Admission*).
+    router instead, because the replica is at max_ongoing_requests, are sent, rejected and sent again while
+    they wait: several times the caller's CPU per call, and the replica idle between a call finishing and
+    the router's next successful send (measured: preprocess_service/README.md, *Admission*).
     """
 
     def __init__(self, limits: Mapping[str, Any] | None = None) -> None:

@@ -28,6 +28,16 @@ def _calibrate(run_dir, tiny_set, split_path, out):
     return json.loads((out / "config.json").read_text())
 
 
+def _hand_scale(run_dir, clips) -> float:
+    """The 90% quantile of |error| / (z·σ) of the run's model at scale 1 on these clips, computed by hand."""
+    model = load_model(run_dir).model
+    model.fusion.interval_scale.fill_(1.0)
+    pred = predict_clips(model, [dict(c.inputs) for c in clips])
+    y = np.array([c.score for c in clips])
+    z = np.abs(y - pred[C.SCORE.name]) / np.exp(0.5 * pred[C.LOG_VARIANCE.name]) / Z_INTERVAL
+    return float(np.quantile(z, C.INTERVAL_COVERAGE))
+
+
 def test_own_validation_clips_give_back_the_training_runs_scale(tiny_run, tiny_set, tmp_path):
     run_dir, config = tiny_run
     new = _calibrate(run_dir, tiny_set, run_dir / "split.json", tmp_path / "same")
@@ -49,12 +59,7 @@ def test_other_validation_subjects_refit_only_the_scale(tiny_run, tiny_set, tmp_
     )
     clips = data.load_clips(tiny_set, other["val"], progress=False)
     assert record["val_clips"] == len(clips) > 0
-    model = load_model(run_dir).model
-    model.fusion.interval_scale.fill_(1.0)
-    pred = predict_clips(model, [dict(c.inputs) for c in clips])
-    y = np.array([c.score for c in clips])
-    z = np.abs(y - pred[C.SCORE.name]) / np.exp(0.5 * pred[C.LOG_VARIANCE.name]) / Z_INTERVAL
-    assert new["interval_scale"] == pytest.approx(float(np.quantile(z, C.INTERVAL_COVERAGE)), rel=1e-4)
+    assert new["interval_scale"] == pytest.approx(_hand_scale(run_dir, clips), rel=1e-4)
     assert record["scale_before"] == pytest.approx(config["interval_scale"], rel=1e-5)
 
     before, after = load_model(run_dir).model.state_dict(), load_model(tmp_path / "other").model.state_dict()
@@ -91,12 +96,7 @@ def test_added_sets_pool_with_the_validation_clips(tiny_run, tiny_set, tmp_path)
     clips = data.load_clips(tiny_set, split["val"], progress=False) + data.load_clips(
         fresh, None, progress=False
     )
-    model = load_model(run_dir).model
-    model.fusion.interval_scale.fill_(1.0)
-    pred = predict_clips(model, [dict(c.inputs) for c in clips])
-    y = np.array([c.score for c in clips])
-    z = np.abs(y - pred[C.SCORE.name]) / np.exp(0.5 * pred[C.LOG_VARIANCE.name]) / Z_INTERVAL
-    assert new["interval_scale"] == pytest.approx(float(np.quantile(z, C.INTERVAL_COVERAGE)), rel=1e-4)
+    assert new["interval_scale"] == pytest.approx(_hand_scale(run_dir, clips), rel=1e-4)
     (added,) = new["interval_calibration"]["added"]
     assert added["clips"] == len(clips) - new["interval_calibration"]["val_clips"] > 0
     assert added["subjects"] == len(split["train"])
