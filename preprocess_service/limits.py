@@ -27,20 +27,25 @@ if TYPE_CHECKING:
 
 
 class InFlightLimiter:
-    """Counts requests inside `admit()`; the event loop is single-threaded, so no lock is needed."""
+    """Counts requests inside `admit()`; the event loop is single-threaded, so no lock is needed.
 
-    def __init__(self, limit: int, retry_after_s: int) -> None:
+    `busy` is the refusal's reason, formatted with the count (`n`) and the `limit`."""
+
+    def __init__(
+        self,
+        limit: int,
+        retry_after_s: int,
+        busy: str = "gateway busy: {n} requests in flight (limit {limit}); retry shortly",
+    ) -> None:
         self.limit = limit
         self.retry_after_s = retry_after_s
+        self.busy = busy
         self.in_flight = 0
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
         if self.in_flight >= self.limit:
-            raise Overloaded(
-                f"gateway busy: {self.in_flight} requests in flight (limit {self.limit}); retry shortly",
-                self.retry_after_s,
-            )
+            raise Overloaded(self.busy.format(n=self.in_flight, limit=self.limit), self.retry_after_s)
         self.in_flight += 1
         try:
             yield

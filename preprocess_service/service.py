@@ -65,6 +65,14 @@ class ScoringService:
         memprofile.start("gateway")  # only under `avpenet soak --memprofile`
         self.metrics = telemetry.Metrics()
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
+        limits = settings.limits
+        self.video_requests = InFlightLimiter(  # a video backlog never takes the light uploads' slots
+            limits.video_requests,
+            limits.retry_after_s,
+            busy=f"video uploads busy: {{n}} video requests on this gateway replica (limit {{limit}}; "
+            f"{limits.max_in_flight - limits.video_requests} of its {limits.max_in_flight} request slots are "
+            f"kept for audio and landmark uploads); retry after {limits.retry_after_s} s",
+        )
         # video: by media seconds at the FeatureExtractor, refused before decoding (limits.py)
         self.video_limiter = MediaSecondsLimiter(
             settings.limits.max_video_seconds_in_flight,
@@ -182,10 +190,12 @@ class ScoringService:
             if media_s is None
             else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
         )
-        async with admission as waited_s:
-            extracted = await self._extractor_for(request)(
-                request, telemetry.inject_context(), media_s or 0.0
-            )
+        share = contextlib.nullcontext() if media_s is None else self.video_requests.admit()
+        with share:  # a video holds one of the slots video may take while it waits and is decoded
+            async with admission as waited_s:
+                extracted = await self._extractor_for(request)(
+                    request, telemetry.inject_context(), media_s or 0.0
+                )
         if waited_s is not None:
             extracted.timings_ms["queue"] = waited_s * 1000.0
         t_triton = time.perf_counter()

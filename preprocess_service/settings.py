@@ -29,6 +29,9 @@ class Limits(BaseModel):
     max_duration_s: float = Field(60.0, gt=0)  # media seconds; the default keeps one Triton batch
     max_pixels: int = Field(1920 * 1080, gt=0)  # width * height of coded video frames
     max_in_flight: int = Field(16, gt=0)  # concurrent scoring requests per gateway replica, then 429
+    # ... of which video never takes the last `reserved_for_light` (but always at least one): audio and
+    # landmark uploads keep being scored while videos wait for the FeatureExtractor (README, Admission)
+    reserved_for_light: int = Field(4, ge=0)
     # Video: media seconds a gateway replica may have at the FeatureExtractor at once, then 429 before any
     # decoding (a clip costs there per second of video; a single clip is always admitted): README, Admission
     max_video_seconds_in_flight: float = Field(60.0, gt=0)
@@ -44,6 +47,11 @@ class Limits(BaseModel):
     # else 408. Admission is taken only after the whole body is in, so a slow sender holds no scoring slot.
     min_upload_bytes_per_s: int = Field(16 * 1024, gt=0)
     upload_grace_s: float = Field(5.0, gt=0)
+
+    @property
+    def video_requests(self) -> int:
+        """Request slots per gateway replica that video uploads may hold (`reserved_for_light` kept back)."""
+        return max(1, self.max_in_flight - self.reserved_for_light)
 
 
 class GatewaySettings(BaseModel):

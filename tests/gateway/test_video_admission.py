@@ -356,3 +356,40 @@ def test_a_clip_over_the_budget_waits_and_one_past_the_queue_is_refused_before_t
     assert held == pytest.approx(4.0, abs=0.15) and waiting == pytest.approx(4.0, abs=0.15)
     assert "retry after" in str(refusal)
     assert calls_after == 2  # once the first was done, the waiting clip went to the extractor
+
+
+def test_videos_never_take_the_request_slots_kept_for_light_uploads():
+    limits = {"max_in_flight": 3, "reserved_for_light": 1, "max_video_seconds_in_flight": 60}
+    args = {"triton_url": "127.0.0.1:1", "grpc_enabled": False, "limits": limits}
+    settings = GatewaySettings.load(args, {})
+
+    async def held_video(service: ScoringService, data: bytes) -> None:
+        with service.admit():
+            await service.score(clip(data), protocol="http")
+
+    async def scenario() -> tuple[BaseException, bool, int]:
+        extractor = HeldExtractor()
+        service = ScoringService(settings, extractor)
+        data = mp4_bytes(3.0)
+        videos = [asyncio.create_task(held_video(service, data)) for _ in range(2)]
+        while extractor.calls < 2:
+            await asyncio.sleep(0.01)
+        with service.admit(), pytest.raises(Overloaded) as refused:  # the third slot is not for video
+            await asyncio.wait_for(service.score(clip(data), protocol="http"), 10)  # admitted: it would wait
+        with service.admit():  # ... but an audio or landmarks upload still gets it
+            light_admitted = service.limiter.in_flight == 3
+        extractor.release.set()
+        await asyncio.gather(*videos, return_exceptions=True)
+        await service.close()
+        return refused.value, light_admitted, extractor.calls
+
+    refusal, light_admitted, calls = asyncio.run(scenario())
+    assert status_of(refusal)[0] == 429 and "kept for audio and landmark uploads" in str(refusal)
+    assert "limit 2" in str(refusal) and light_admitted and calls == 2  # refused before the extractor
+
+
+def test_video_keeps_at_least_one_slot_however_many_are_reserved():
+    from preprocess_service.settings import Limits
+
+    assert Limits(max_in_flight=16).video_requests == 12
+    assert Limits(max_in_flight=2, reserved_for_light=4).video_requests == 1
