@@ -66,11 +66,11 @@ class ScoringService:
         self.metrics = telemetry.Metrics()
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
         limits = settings.limits
-        self.video_requests = InFlightLimiter(  # a video backlog never takes the light uploads' slots
-            limits.video_requests,
+        self.video_slots = InFlightLimiter(  # a video backlog never takes the light uploads' slots
+            limits.video_slots,
             limits.retry_after_s,
             busy=f"video uploads busy: {{n}} video requests on this gateway replica (limit {{limit}}; "
-            f"{limits.max_in_flight - limits.video_requests} of its {limits.max_in_flight} request slots are "
+            f"{limits.max_in_flight - limits.video_slots} of its {limits.max_in_flight} request slots are "
             f"kept for audio and landmark uploads); retry after {limits.retry_after_s} s",
         )
         # video: by media seconds at the FeatureExtractor, refused before decoding (limits.py)
@@ -190,8 +190,8 @@ class ScoringService:
             if media_s is None
             else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
         )
-        share = contextlib.nullcontext() if media_s is None else self.video_requests.admit()
-        with share:  # a video holds one of the slots video may take while it waits and is decoded
+        slot = contextlib.nullcontext() if media_s is None else self.video_slots.admit()
+        with slot:  # a video holds one of the slots video may take while it waits and is decoded
             async with admission as waited_s:
                 extracted = await self._extractor_for(request)(
                     request, telemetry.inject_context(), media_s or 0.0

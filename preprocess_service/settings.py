@@ -49,7 +49,7 @@ class Limits(BaseModel):
     upload_grace_s: float = Field(5.0, gt=0)
 
     @property
-    def video_requests(self) -> int:
+    def video_slots(self) -> int:
         """Request slots per gateway replica that video uploads may hold (`reserved_for_light` kept back)."""
         return max(1, self.max_in_flight - self.reserved_for_light)
 

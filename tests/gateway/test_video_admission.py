@@ -391,5 +391,5 @@ def test_videos_never_take_the_request_slots_kept_for_light_uploads():
 def test_video_keeps_at_least_one_slot_however_many_are_reserved():
     from preprocess_service.settings import Limits
 
-    assert Limits(max_in_flight=16).video_requests == 12
-    assert Limits(max_in_flight=2, reserved_for_light=4).video_requests == 1
+    assert Limits(max_in_flight=16).video_slots == 12
+    assert Limits(max_in_flight=2, reserved_for_light=4).video_slots == 1
