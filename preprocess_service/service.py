@@ -191,7 +191,7 @@ class ScoringService:
             else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
         )
         slot = contextlib.nullcontext() if media_s is None else self.video_slots.admit()
-        with slot:  # a video holds one of the slots video may take while it waits and is decoded
+        with slot:  # held while the video waits for the FeatureExtractor and is decoded there
             async with admission as waited_s:
                 extracted = await self._extractor_for(request)(
                     request, telemetry.inject_context(), media_s or 0.0
