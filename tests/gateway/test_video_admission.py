@@ -364,19 +364,22 @@ def test_videos_never_take_the_request_slots_kept_for_light_uploads():
     settings = GatewaySettings.load(args, {})
 
     async def held_video(service: ScoringService, data: bytes) -> None:
-        with service.admit():
+        with service.limiter.admit():  # the replica's request slot (no watchdog: there is no Triton here)
             await service.score(clip(data), protocol="http")
+
+    async def both_held(extractor: HeldExtractor) -> None:
+        while extractor.calls < 2:
+            await asyncio.sleep(0.01)
 
     async def scenario() -> tuple[BaseException, bool, int]:
         extractor = HeldExtractor()
         service = ScoringService(settings, extractor)
         data = mp4_bytes(3.0)
         videos = [asyncio.create_task(held_video(service, data)) for _ in range(2)]
-        while extractor.calls < 2:
-            await asyncio.sleep(0.01)
-        with service.admit(), pytest.raises(Overloaded) as refused:  # the third slot is not for video
+        await asyncio.wait_for(both_held(extractor), 30)
+        with service.limiter.admit(), pytest.raises(Overloaded) as refused:  # the third slot is not for video
             await asyncio.wait_for(service.score(clip(data), protocol="http"), 10)  # admitted: it would wait
-        with service.admit():  # ... but an audio or landmarks upload still gets it
+        with service.limiter.admit():  # ... but an audio or landmarks upload still gets it
             light_admitted = service.limiter.in_flight == 3
         extractor.release.set()
         await asyncio.gather(*videos, return_exceptions=True)
