@@ -24,6 +24,7 @@ from preprocess_service.errors import Overloaded
 
 if TYPE_CHECKING:
     from preprocess_service.protocol import ScoreRequest
+    from preprocess_service.settings import Limits
 
 
 class InFlightLimiter:
@@ -51,6 +52,19 @@ class InFlightLimiter:
             yield
         finally:
             self.in_flight -= 1
+
+
+def video_share(limits: Limits) -> InFlightLimiter:
+    """The request slots of a gateway replica that video uploads may hold; the others are kept for audio and
+    landmark uploads, which a backlog of videos waiting for the FeatureExtractor must not starve."""
+    kept = limits.max_in_flight - limits.video_slots
+    return InFlightLimiter(
+        limits.video_slots,
+        limits.retry_after_s,
+        busy=f"video uploads busy: {{n}} video requests on this gateway replica (limit {{limit}}; {kept} of "
+        f"its {limits.max_in_flight} request slots are kept for audio and landmark uploads); retry after "
+        f"{limits.retry_after_s} s",
+    )
 
 
 class MediaSecondsLimiter:

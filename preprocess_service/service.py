@@ -27,6 +27,7 @@ from preprocess_service.limits import (
     MediaSecondsLimiter,
     check_upload_size,
     video_seconds,
+    video_share,
 )
 from preprocess_service.protocol import (
     Interval,
@@ -65,14 +66,7 @@ class ScoringService:
         memprofile.start("gateway")  # only under `avpenet soak --memprofile`
         self.metrics = telemetry.Metrics()
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
-        limits = settings.limits
-        self.video_slots = InFlightLimiter(  # a video backlog never takes the light uploads' slots
-            limits.video_slots,
-            limits.retry_after_s,
-            busy=f"video uploads busy: {{n}} video requests on this gateway replica (limit {{limit}}; "
-            f"{limits.max_in_flight - limits.video_slots} of its {limits.max_in_flight} request slots are "
-            f"kept for audio and landmark uploads); retry after {limits.retry_after_s} s",
-        )
+        self.video_slots = video_share(settings.limits)  # video never takes the light uploads' slots
         # video: by media seconds at the FeatureExtractor, refused before decoding (limits.py)
         self.video_limiter = MediaSecondsLimiter(
             settings.limits.max_video_seconds_in_flight,
