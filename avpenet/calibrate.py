@@ -68,8 +68,9 @@ def _coverage(model, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) ->
     return regression_metrics(pred[C.SCORE.name], scores), float(np.mean((scores >= lo) & (scores <= hi)))
 
 
-def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) -> list[tuple[Path, list]]:
-    """(dir, clips) of each added set; SystemExit for one that shares labels with the data or training."""
+def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) -> list[tuple[Path, str, list]]:
+    """(dir, labels digest, clips) of each added set; SystemExit for one sharing labels with the data or
+    training."""
     known = {data.labels_digest(data_dir): f"the --data set {data_dir}"}
     trained_on = (config.get("data") or {}).get("labels_sha256")
     if trained_on:
@@ -86,7 +87,7 @@ def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) ->
         clips = data.load_clips(fresh, None, progress=not quiet)
         if not clips:
             raise SystemExit(f"avpenet calibrate: --add {fresh} has no clips")
-        sets.append((fresh, clips))
+        sets.append((fresh, digest, clips))
     return sets
 
 
@@ -114,16 +115,14 @@ def recalibrate(
             f"avpenet calibrate: no clips of the validation subjects of {split_path} in {data_dir}"
         )
     fresh = _fresh_sets(list(added or []), data_dir, config, quiet)
-    parts = [("val", clips), *((str(d), c) for d, c in fresh)]
-    inputs = {name: [restrict(dict(c.inputs), modality) for c in cl] for name, cl in parts}
-    scores = {name: np.array([c.score for c in cl]) for name, cl in parts}
-    pooled_inputs = [x for name, _ in parts for x in inputs[name]]
-    pooled_scores = np.concatenate([scores[name] for name, _ in parts])
+    groups = [clips, *(cl for _, _, cl in fresh)]  # 0: the validation clips, then each added set's
+    inputs = [[restrict(dict(c.inputs), modality) for c in cl] for cl in groups]
+    scores = [np.array([c.score for c in cl]) for cl in groups]
     before_scale = float(model.fusion.interval_scale.item())
-    _, before_cov = _coverage(model, inputs["val"], scores["val"])
-    fresh_before = {name: _coverage(model, inputs[name], scores[name])[1] for name, _ in parts[1:]}
-    scale = calibrate_interval(model, pooled_inputs, pooled_scores)
-    val, after_cov = _coverage(model, inputs["val"], scores["val"])
+    before = [_coverage(model, x, y)[1] for x, y in zip(inputs, scores, strict=True)]
+    scale = calibrate_interval(model, [x for xs in inputs for x in xs], np.concatenate(scores))
+    val, after_cov = _coverage(model, inputs[0], scores[0])
+    after = [after_cov, *(_coverage(model, x, y)[1] for x, y in zip(inputs[1:], scores[1:], strict=True))]
     record = {
         "source": str(checkpoint),
         "data": str(data_dir),
@@ -133,18 +132,18 @@ def recalibrate(
         "val_clips": len(clips),
         "scale_before": before_scale,
         "scale_after": scale,
-        "val_coverage_90_before": before_cov,
-        "val_coverage_90_after": after_cov,
+        "val_coverage_90_before": before[0],
+        "val_coverage_90_after": after[0],
         "added": [
             {
-                "data": name,
-                "labels_sha256": data.labels_digest(Path(name)),
+                "data": str(path),
+                "labels_sha256": digest,
                 "subjects": len({c.subject_id for c in cl}),
                 "clips": len(cl),
-                "coverage_90_before": fresh_before[name],
-                "coverage_90_after": _coverage(model, inputs[name], scores[name])[1],
+                "coverage_90_before": before[i],
+                "coverage_90_after": after[i],
             }
-            for name, cl in parts[1:]
+            for i, (path, digest, cl) in enumerate(fresh, start=1)
         ],
     }
     extra = {k: v for k, v in config.items() if k not in ("model", "params")}

@@ -10,9 +10,9 @@ import threading
 import time
 
 import pytest
+from support.gateway import extractor_replica
 
 from preprocess_service import deployments
-from preprocess_service.settings import Limits
 
 
 @pytest.fixture()
@@ -32,11 +32,7 @@ def replica(monkeypatch):
         return f"features of {request}"
 
     monkeypatch.setattr(deployments, "extract", fake_extract)
-    cls = deployments.FeatureExtractor.func_or_class
-    replica = cls.__new__(cls)  # the deployment's class without its constructor (no tracing, no warm-up)
-    replica.limits = Limits(features_threads=2)
-    replica.slots = asyncio.Semaphore(replica.limits.features_threads)
-    return replica, state
+    return extractor_replica(features_threads=2), state
 
 
 def test_at_most_features_threads_clips_run_at_once_and_the_rest_wait_in_order(replica):

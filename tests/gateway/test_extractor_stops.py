@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from support.gateway import mp4_bytes
+from support.gateway import extractor_replica, mp4_bytes
 
 from avpenet.features.tracker import Stopped
 from preprocess_service import deployments
@@ -21,15 +21,6 @@ PATIENCE_S = 60.0  # generous: only a broken stop waits this long
 
 def clip() -> ScoreRequest:
     return ScoreRequest(clip=MediaPart(data=mp4_bytes(3.0)), age_group="neonate")
-
-
-def extractor() -> object:
-    """The deployment's class without its constructor (no tracing, no warm-up landmarker)."""
-    cls = deployments.FeatureExtractor.func_or_class
-    replica = cls.__new__(cls)
-    replica.limits = Limits()
-    replica.slots = asyncio.Semaphore(replica.limits.features_threads)
-    return replica
 
 
 def test_decoding_stops_at_the_first_frame_after_stop_says_so():
@@ -45,7 +36,7 @@ def test_decoding_stops_at_the_first_frame_after_stop_says_so():
 
 
 def test_a_request_past_its_deadline_is_not_decoded():
-    result = asyncio.run(extractor().extract(clip(), {}, time.time() - 1.0))
+    result = asyncio.run(extractor_replica().extract(clip(), {}, time.time() - 1.0))
     assert result is None
 
 
@@ -65,7 +56,7 @@ def test_cancelling_the_request_stops_the_worker_thread(monkeypatch):
     monkeypatch.setattr(deployments, "extract", working)
 
     async def scenario() -> None:
-        task = asyncio.create_task(extractor().extract(clip(), {}, None))
+        task = asyncio.create_task(extractor_replica().extract(clip(), {}, None))
         while not started.is_set():
             await asyncio.sleep(0.01)
         task.cancel()  # what Serve does on the replica when the Gateway cancels the request

@@ -113,3 +113,18 @@ class MllpEngine:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def extractor_replica(**limits):
+    """The FeatureExtractor deployment's class without Serve and without its constructor (no tracing, no
+    warm-up landmarker): the limits and the decoding slots its constructor would set."""
+    import asyncio
+
+    from preprocess_service import deployments
+    from preprocess_service.settings import Limits
+
+    cls = deployments.FeatureExtractor.func_or_class
+    replica = cls.__new__(cls)
+    replica.limits = Limits(**limits)
+    replica.slots = asyncio.Semaphore(replica.limits.features_threads)
+    return replica
