@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from preprocess_service import fhir, hl7v2, mllp
 from preprocess_service.audit import AuditRecord
+from preprocess_service.budget import RequestBudget
 from preprocess_service.errors import DeliveryNotConfigured, InvalidRequest, NotAcceptable
 from preprocess_service.idempotency import IdempotencyCache
 from preprocess_service.protocol import ScoreRequest, ScoreResponse
@@ -136,13 +138,17 @@ class Clinical:
             return Rendered(hl7v2.oru_r01(result, ctx, self.fhir, self.hl7), hl7v2.MEDIA_TYPE)
         raise ValueError(f"unknown format {fmt!r}")
 
-    async def deliver(self, result: ScoreResponse, request: ScoreRequest) -> str:
-        """Send the ORU^R01 when asked; a one-line outcome for the answer (never raises for a NACK)."""
+    async def deliver(
+        self, result: ScoreResponse, request: ScoreRequest, budget: RequestBudget | None = None
+    ) -> str:
+        """Send the ORU^R01 when asked; a one-line outcome for the answer (never raises for a NACK). No
+        attempt runs past what is left of `budget`, the request's time budget."""
         if not request.deliver_hl7 or self.target is None:
             return ""
         message = (await asyncio.to_thread(self.render, "hl7v2", result, request)).body
         try:
-            done = await mllp.send(self.target, message, result.request_id[:199])
+            left_s = math.inf if budget is None else budget.remaining_s()
+            done = await mllp.send(self.target, message, result.request_id[:199], left_s)
         except mllp.DeliveryError as exc:
             return f"{exc.code} after {exc.attempts} attempt(s): {exc.detail[:120]}"
         return f"{done.code} after {done.attempts} attempt(s)"
@@ -155,15 +161,17 @@ class Clinical:
         fmt: str,
         key: str | None,
         record: AuditRecord,
+        budget: RequestBudget | None = None,
     ) -> Answer:
-        """Score once per Idempotency-Key (deliver HL7 when asked), render `fmt`, fill the audit record."""
+        """Score once per Idempotency-Key (deliver HL7 when asked, within `budget`), render `fmt`, fill the
+        audit record."""
         self.check(request)
         clip = clip_sha256(request)
         record.clip_sha256, record.format = clip, fmt
 
         async def work() -> tuple[ScoreResponse, str]:
             result = await score()
-            return result, await self.deliver(result, request)
+            return result, await self.deliver(result, request, budget)
 
         (result, delivery), replayed = await self.idempotency.run(
             record.api_key_id, key, fingerprint(request, clip), work

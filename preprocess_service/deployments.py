@@ -113,12 +113,14 @@ async def extract_remotely(
     carrier: Mapping[str, str],
     settings: GatewaySettings,
     media_s: float = 0.0,
+    timeout_s: float | None = None,
 ) -> Extracted:
-    """One call to the FeatureExtractor, bounded by `settings.features_deadline_s(media_s)`: a dead,
-    restarting or saturated replica is a 503 + Retry-After then, not a caller waiting for Serve to bring a new
-    one up. The request is cancelled when the caller stops waiting (deadline or disconnect), and the replica
-    also gets the deadline, so it stops decoding and tracking what nobody will read."""
-    timeout = settings.features_deadline_s(media_s)
+    """One call to the FeatureExtractor, bounded by `timeout_s` (default: `settings.features_deadline_s`;
+    the gateway caps it by the request's time budget): a dead, restarting or saturated replica is a 503 +
+    Retry-After then, not a caller waiting for Serve to bring a new one up. The request is cancelled when the
+    caller stops waiting (deadline or disconnect), and the replica also gets the deadline, so it stops
+    decoding and tracking what nobody will read."""
+    timeout = settings.features_deadline_s(media_s) if timeout_s is None else timeout_s
     response = extractor.extract.remote(request, dict(carrier), time.time() + timeout)
     try:
         result = await asyncio.wait_for(response, timeout)
@@ -149,9 +151,9 @@ class Gateway(GrpcMethods):
         logging.getLogger("avpenet").setLevel(self.settings.log_level)
 
         async def remote_extract(
-            request: ScoreRequest, carrier: Mapping[str, str], media_s: float
+            request: ScoreRequest, carrier: Mapping[str, str], media_s: float, timeout_s: float
         ) -> Extracted:
-            return await extract_remotely(extractor, request, carrier, self.settings, media_s)
+            return await extract_remotely(extractor, request, carrier, self.settings, media_s, timeout_s)
 
         self.service = ScoringService(self.settings, remote_extract if extractor is not None else None)
         # This replica's metrics on Ray's metrics port too, which k8s scrapes pod by pod (ray_metrics.py).

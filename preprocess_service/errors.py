@@ -101,6 +101,18 @@ class TritonTimeout(GatewayError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class BudgetSpent(GatewayError):
+    """The request's time budget (budget.py) ran out before it was scored (503 + Retry-After): the service
+    is busy and the clip was fine; the reason names the stage, the budget and the proxy's limit."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 def reason_of(exc: BaseException) -> str:
     """A bounded label for metrics: the error class of this hierarchy, else "InternalError"."""
     return type(exc).__name__ if isinstance(exc, InputError | GatewayError) else "InternalError"

@@ -43,6 +43,7 @@ class GrpcMethods:
     async def Score(self, request, grpc_context):  # noqa: N802
         from avpenet.v1 import scoring_pb2
 
+        budget = self.service.settings.budget()  # the gRPC proxy's request_timeout_s (no per-call header)
         metadata = _metadata(grpc_context)
         try:  # the proxy passes the message unparsed (grpc_wire): malformed bytes are INVALID_ARGUMENT
             request = grpc_wire.parse(scoring_pb2.ScoreRequest, request)
@@ -62,11 +63,14 @@ class GrpcMethods:
             with self.service.admit():
                 parsed = ScoreRequest.from_proto(request, rid)
                 answer = await self.service.clinical.answer(
-                    lambda: self.service.score(parsed, protocol="grpc", trace_headers=metadata),
+                    lambda: self.service.score(
+                        parsed, protocol="grpc", trace_headers=metadata, budget=budget
+                    ),
                     parsed,
                     fmt=fmt,
                     key=key,
                     record=record,
+                    budget=budget,
                 )
         except Exception as exc:
             record.emit(status_of(exc)[1])

@@ -55,6 +55,7 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 async def score(service: ScoringService, request: Request) -> Response:
     """Multipart upload → the score as JSON, FHIR R4 or HL7 v2 (by `Accept`); one audit line per request."""
+    budget = service.settings.budget(request.headers)  # the proxy's clock is running: the body counts too
     rid = new_request_id(request.headers.get("x-request-id"))
     record = audit.AuditRecord(SCORE_ROUTE, "http", rid)
     try:
@@ -69,11 +70,14 @@ async def score(service: ScoringService, request: Request) -> Response:
             parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
             del body
             answer = await service.clinical.answer(
-                lambda: service.score(parsed, protocol="http", trace_headers=dict(request.headers)),
+                lambda: service.score(
+                    parsed, protocol="http", trace_headers=dict(request.headers), budget=budget
+                ),
                 parsed,
                 fmt=fmt,
                 key=key,
                 record=record,
+                budget=budget,
             )
     except Exception as exc:
         record.emit(status_of(exc)[0])

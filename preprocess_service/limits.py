@@ -190,12 +190,12 @@ class MediaSecondsLimiter:
                 self._take(seconds)
                 turn.set_result(None)
 
-    async def _wait_turn(self, seconds: float, deadline_s: float) -> None:
+    async def _wait_turn(self, seconds: float, deadline_s: float, max_wait_s: float) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (seconds, deadline_s, turn)
         self.waiting.append(entry)
         try:
-            async with asyncio.timeout(self.max_wait_s):
+            async with asyncio.timeout(max_wait_s):
                 await turn
         except BaseException as exc:
             if turn.done() and not turn.cancelled():  # started just as it gave up: hand the seconds back
@@ -205,7 +205,7 @@ class MediaSecondsLimiter:
                 self._wake()  # the clip behind it may fit now
             if isinstance(exc, TimeoutError):
                 raise Overloaded(
-                    f"video feature extraction busy: this clip waited {self.max_wait_s:.0f} s (the limit) "
+                    f"video feature extraction busy: this clip waited {max_wait_s:.0f} s (the limit) "
                     f"behind {self.in_flight_s:.0f} s of video in flight and was not started; retry after "
                     f"{self.retry_after_s} s",
                     self.retry_after_s,
@@ -213,8 +213,11 @@ class MediaSecondsLimiter:
             raise
 
     @contextlib.asynccontextmanager
-    async def admit(self, seconds: float, deadline_s: float = math.inf) -> AsyncIterator[float]:
-        """Hold `seconds` of the budget for the block; yields the seconds spent waiting for them."""
+    async def admit(
+        self, seconds: float, deadline_s: float = math.inf, *, max_wait_s: float = math.inf
+    ) -> AsyncIterator[float]:
+        """Hold `seconds` of the budget for the block; yields the seconds spent waiting for them, at most
+        `max_wait_s` (what is left of the request's time budget) or the limiter's own `max_wait_s`."""
         self._tick()
         refusal = self._refusal(seconds, deadline_s)
         if refusal is not None:
@@ -224,7 +227,7 @@ class MediaSecondsLimiter:
             self._take(seconds)
         else:
             t0 = time.perf_counter()
-            await self._wait_turn(seconds, deadline_s)
+            await self._wait_turn(seconds, deadline_s, min(self.max_wait_s, max_wait_s))
             waited_s = time.perf_counter() - t0
         finished = False
         try:

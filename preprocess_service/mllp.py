@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger("avpenet.gateway")
@@ -94,15 +96,22 @@ async def _attempt(target: MllpTarget, message: str, control_id: str) -> tuple[s
             await writer.wait_closed()
 
 
-async def send(target: MllpTarget, message: str, control_id: str) -> Delivery:
-    """Deliver `message` (MSH-10 = `control_id`); raises DeliveryError once retries are spent or on AR/CR."""
+async def send(target: MllpTarget, message: str, control_id: str, budget_s: float = math.inf) -> Delivery:
+    """Deliver `message` (MSH-10 = `control_id`); raises DeliveryError once retries are spent or on AR/CR.
+    `budget_s`: what is left of the request's time budget; no attempt or wait runs past it."""
+    deadline = time.monotonic() + budget_s
     delay = target.backoff_s
-    last = ("UNREACHABLE", "")
-    for attempt in range(1, target.retries + 2):
+    last = ("TIMEOUT", "the request's time budget ran out before the first attempt")
+    attempt = 0
+    while attempt <= target.retries:
+        wait_s = min(target.timeout_s, deadline - time.monotonic())
+        if wait_s <= 0:
+            break
+        attempt += 1
         try:
-            code, text = await asyncio.wait_for(_attempt(target, message, control_id), target.timeout_s)
+            code, text = await asyncio.wait_for(_attempt(target, message, control_id), wait_s)
         except TimeoutError:
-            last = ("TIMEOUT", f"no ACK within {target.timeout_s:.1f} s")
+            last = ("TIMEOUT", f"no ACK within {wait_s:.1f} s")
         except (OSError, asyncio.IncompleteReadError) as exc:
             last = ("UNREACHABLE", type(exc).__name__)
         except Exception as exc:  # an answer that is not a valid ACK to this message
@@ -115,6 +124,8 @@ async def send(target: MllpTarget, message: str, control_id: str) -> Delivery:
                 raise DeliveryError(code, last[1], attempt)
         log.info("HL7 delivery attempt %d failed: %s", attempt, last[0])
         if attempt <= target.retries:
+            if deadline - time.monotonic() <= delay:
+                break  # no time left for the backoff and another attempt
             await asyncio.sleep(delay)
             delay *= 2
-    raise DeliveryError(last[0], last[1], target.retries + 1)
+    raise DeliveryError(last[0], last[1], attempt)

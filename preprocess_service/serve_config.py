@@ -1,6 +1,7 @@
 """serve_config.yaml, the gateway's Serve config (the file KubeRay deploys), and its local overrides.
 
-`localize` is all a machine changes in it: hosts, ports, the Triton address, replica caps and app args.
+`localize` is all a machine changes in it: hosts, ports, the Triton address, replica caps and app args;
+`check_timeouts` refuses a config whose gateway would be cut off by its own proxy.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def localize(
     max_replicas: int = 1,
     args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Serve config with this machine's hosts, ports, Triton address and replica caps (nothing else)."""
+    """The Serve config with this machine's hosts, ports, Triton address and replica caps (nothing else);
+    ValueError when it fails `check_timeouts`."""
     out = copy.deepcopy(dict(config))
     out["proxy_location"] = "HeadOnly"
     out["http_options"] = {**out.get("http_options", {}), "host": host, "port": http_port}
@@ -53,4 +55,21 @@ def localize(
                 scaling["max_replicas"] = max(
                     scaling.get("min_replicas", 1), min(scaling["max_replicas"], max_replicas)
                 )
+    check_timeouts(out)
     return out
+
+
+def check_timeouts(config: Mapping[str, Any]) -> None:
+    """Each app's `request_timeout_s` (GatewaySettings: the time budget it answers within, budget.py) may not
+    exceed a proxy's: the proxy would cut requests off before the gateway gives its reason."""
+    from preprocess_service.settings import GatewaySettings
+
+    for app in config.get("applications", []):
+        budget_s = app.get("args", {}).get("request_timeout_s", GatewaySettings().request_timeout_s)
+        for proxy in ("http_options", "grpc_options"):
+            cut_s = config.get(proxy, {}).get("request_timeout_s")
+            if cut_s is not None and 0 < cut_s < budget_s:
+                raise ValueError(
+                    f"app {app.get('name')!r}: args.request_timeout_s {budget_s} s exceeds "
+                    f"{proxy}.request_timeout_s {cut_s} s; set them equal"
+                )

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from avpenet import contract
-from avpenet.aggregate import aggregate_windows
 from preprocess_service import audit, fhir, memprofile, pinning, telemetry, warmup
 from preprocess_service.auth import ApiKeys
+from preprocess_service.budget import RequestBudget
 from preprocess_service.clinical import Clinical, clip_sha256
 from preprocess_service.errors import TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
@@ -29,23 +28,16 @@ from preprocess_service.limits import (
     video_seconds,
     video_share,
 )
-from preprocess_service.protocol import (
-    Interval,
-    MediaPart,
-    ModalityWeights,
-    ModelInfo,
-    ModelsResponse,
-    ScoreRequest,
-    ScoreResponse,
-    WindowScore,
-)
+from preprocess_service.protocol import MediaPart, ModelInfo, ModelsResponse, ScoreRequest, ScoreResponse
+from preprocess_service.responses import build_response
 from preprocess_service.settings import GatewaySettings
 from preprocess_service.triton_client import InferOutput, TritonClient
 from preprocess_service.watchdog import TritonWatchdog
 
 log = logging.getLogger("avpenet.gateway")
-# (request, trace carrier, the video's declared seconds read once at admission: 0 without video)
-Extractor = Callable[[ScoreRequest, Mapping[str, str], float], Awaitable[Extracted]]
+# (request, trace carrier, the video's declared seconds read once at admission: 0 without video, the hop's
+# deadline in seconds: its own, capped by the request's budget)
+Extractor = Callable[[ScoreRequest, Mapping[str, str], float, float], Awaitable[Extracted]]
 
 
 def media_digest(part: MediaPart) -> str:
@@ -107,8 +99,9 @@ class ScoringService:
         return self.extractor if video else self._extract_in_thread
 
     async def _extract_in_thread(
-        self, request: ScoreRequest, carrier: Mapping[str, str], media_s: float = 0.0
+        self, request: ScoreRequest, carrier: Mapping[str, str], media_s: float = 0.0, timeout_s: float = 0.0
     ) -> Extracted:
+        """Light uploads: tens of milliseconds, bounded by the upload limits rather than a deadline."""
         return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
 
     async def close(self) -> None:
@@ -143,17 +136,24 @@ class ScoringService:
         self.metrics.refusals.labels(reason_of(exc), protocol).inc()
 
     async def score(
-        self, request: ScoreRequest, *, protocol: str, trace_headers: Mapping[str, str] | None = None
+        self,
+        request: ScoreRequest,
+        *,
+        protocol: str,
+        trace_headers: Mapping[str, str] | None = None,
+        budget: RequestBudget | None = None,
     ) -> ScoreResponse:
-        """Score one request (auth and admission done); raises InputError / GatewayError."""
+        """Score one request (auth and admission done); raises InputError / GatewayError. `budget`: the
+        request's time budget, started when the route received it (default: from now)."""
         start = time.perf_counter()
+        budget = budget or self.settings.budget(trace_headers)
         parent = telemetry.extract_context(trace_headers or {})
         tracer = telemetry.tracer()
         with tracer.start_as_current_span("avpenet.score", context=parent, kind=SpanKind.SERVER) as span:
             span.set_attribute("avpenet.request_id", request.request_id)
             span.set_attribute("avpenet.protocol", protocol)
             try:
-                response = await self._score(request, protocol, start)
+                response = await self._score(request, protocol, start, budget)
             except Exception as exc:
                 status, code = status_of(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -168,7 +168,9 @@ class ScoringService:
             span.set_attribute("avpenet.score", response.score)
         return response
 
-    async def _score(self, request: ScoreRequest, protocol: str, start: float) -> ScoreResponse:
+    async def _score(
+        self, request: ScoreRequest, protocol: str, start: float, budget: RequestBudget
+    ) -> ScoreResponse:
         if not self.watchdog.healthy:  # Triton is hung: answer now, not after the full Triton deadline
             raise TritonUnavailable(
                 "inference server not answering (restarting); retry later", self.settings.limits.retry_after_s
@@ -179,23 +181,15 @@ class ScoringService:
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
-        admission = (  # video waits its turn (FIFO) or is refused up front: limits.MediaSecondsLimiter
-            contextlib.nullcontext(None)
-            if media_s is None
-            else self.video_limiter.admit(media_s, self.settings.features_deadline_s(media_s))
-        )
-        slot = contextlib.nullcontext() if media_s is None else self.video_slots.admit()
-        with slot:  # held while the video waits for the FeatureExtractor and is decoded there
-            async with admission as waited_s:
-                extracted = await self._extractor_for(request)(
-                    request, telemetry.inject_context(), media_s or 0.0
-                )
+        extracted, waited_s = await self._extract(request, media_s, budget)
         if waited_s is not None:
             extracted.timings_ms["queue"] = waited_s * 1000.0
         t_triton = time.perf_counter()
         with telemetry.tracer().start_as_current_span("triton", kind=SpanKind.CLIENT) as span:
             span.set_attribute("avpenet.windows", extracted.n_windows)
-            result, versions = await self._infer_pinned(request, extracted)
+            with budget.bounds("waiting for inference", self.settings.limits.retry_after_s):
+                budget.check("before inference", self.settings.limits.retry_after_s)
+                result, versions = await self._infer_pinned(request, extracted, budget)
         timings = dict(extracted.timings_ms)
         timings["triton"] = (time.perf_counter() - t_triton) * 1000.0
         timings["total"] = (time.perf_counter() - start) * 1000.0
@@ -213,20 +207,47 @@ class ScoringService:
         )  # fmt: skip
         return response
 
-    async def _infer_pinned(self, request: ScoreRequest, extracted: Extracted) -> tuple[InferOutput, dict]:
+    async def _extract(
+        self, request: ScoreRequest, media_s: float | None, budget: RequestBudget
+    ) -> tuple[Extracted, float | None]:
+        """The request's features; for video also the seconds it waited for its turn at the extractor."""
+        extractor = self._extractor_for(request)
+        if media_s is None:
+            return await extractor(request, telemetry.inject_context(), 0.0, budget.remaining_s()), None
+        deadline_s = self.settings.features_deadline_s(media_s)
+        retry = self.settings.limits.retry_after_s
+        # video waits its turn (FIFO) or is refused up front: limits.MediaSecondsLimiter
+        admission = self.video_limiter.admit(media_s, budget.cap(deadline_s), max_wait_s=budget.remaining_s())
+        with budget.bounds("in video feature extraction", retry), self.video_slots.admit():
+            async with admission as waited_s:  # the slot is held while the video waits and is decoded
+                budget.check("while the video waited for feature extraction", retry)
+                carrier = telemetry.inject_context()
+                extracted = await extractor(request, carrier, media_s, budget.cap(deadline_s))
+        return extracted, waited_s
+
+    async def _infer_pinned(
+        self, request: ScoreRequest, extracted: Extracted, budget: RequestBudget | None = None
+    ) -> tuple[InferOutput, dict]:
         """One Triton call honouring the request's version pins, with the versions that produced it: read
-        fresh before and after the call, repeated once if a rollout changed them in between (pinning.py)."""
+        fresh before and after the call, repeated once if a rollout changed them in between (pinning.py).
+        What is left of `budget` caps the call's own deadline."""
         pins = request.model_versions
+
+        async def served() -> pinning.Served:  # a shared read (FreshReads): this request waits its budget
+            async with asyncio.timeout(None if budget is None else budget.remaining_s()):
+                return pinning.served(await self.repository.get())
+
         for _ in range(2):
-            before = pinning.served(await self.repository.get())
+            before = await served()
             pinning.check(pins, before, known=set(before))
             result = await self.triton.infer(
                 extracted.inputs,
                 request_id=request.request_id,
                 headers=telemetry.inject_context(),
                 model_version=pins.get(self.settings.model_name, ""),
+                budget_s=None if budget is None else budget.remaining_s(),
             )
-            after = pinning.served(await self.repository.get())
+            after = await served()
             if pinning.in_use(before) == pinning.in_use(after):
                 return result, {**pinning.in_use(after), self.settings.model_name: result.model_version}
         raise TritonUnavailable(
@@ -265,55 +286,3 @@ class ScoringService:
         result, versions = await self._infer_pinned(request, extracted)
         timings = {**extracted.timings_ms, "triton": 0.0, "total": 0.0}
         build_response(request, extracted, result, versions, timings, self.settings.model_name)
-
-
-# --- response building --------------------------------------------------------------------------------------
-def build_response(
-    request: ScoreRequest,
-    extracted: Extracted,
-    result: InferOutput,
-    versions: dict[str, str],
-    timings_ms: dict[str, float],
-    model_name: str,
-) -> ScoreResponse:
-    """Per-window timeline plus the clip aggregate (avpenet.aggregate.aggregate_windows, as evaluation)."""
-    out = result.outputs
-    scores = out[contract.SCORE.name].reshape(-1)
-    probs = out[contract.CLASS_PROBS.name].reshape(-1, len(contract.LEVELS))
-    intervals = out[contract.INTERVAL.name].reshape(-1, 2)
-    weights = out[contract.MODALITY_WEIGHTS.name].reshape(-1, 2)
-    span_end = max(extracted.duration_s, contract.WINDOW_SECONDS)
-    timeline = [
-        WindowScore(
-            index=i,
-            start_s=i * contract.HOP_SECONDS,
-            end_s=min(i * contract.HOP_SECONDS + contract.WINDOW_SECONDS, span_end),
-            score=float(scores[i]),
-            level=contract.level_of(float(scores[i])),
-            class_probs={lvl: float(p) for lvl, p in zip(contract.LEVELS, probs[i], strict=True)},
-            interval_90=Interval(low=float(intervals[i, 0]), high=float(intervals[i, 1])),
-            modality_weights=ModalityWeights(audio=float(weights[i, 0]), visual=float(weights[i, 1])),
-        )
-        for i in range(len(scores))
-    ]
-    clip = aggregate_windows(out[contract.SCORE.name], out[contract.LOG_VARIANCE.name], probs, weights)
-    interval, weights = clip[contract.INTERVAL.name], clip[contract.MODALITY_WEIGHTS.name]
-    score = float(clip[contract.SCORE.name])
-    return ScoreResponse(
-        request_id=request.request_id,
-        score=score,
-        level=contract.level_of(score),
-        class_probs={
-            lvl: float(p) for lvl, p in zip(contract.LEVELS, clip[contract.CLASS_PROBS.name], strict=True)
-        },
-        interval_90=Interval(low=float(interval[0]), high=float(interval[1])),
-        modality_weights=ModalityWeights(audio=float(weights[0]), visual=float(weights[1])),
-        timeline=timeline,
-        duration_s=round(extracted.duration_s, 3),
-        modalities=extracted.modalities,
-        masked=extracted.masked,
-        age_group=request.age_group,
-        model_name=model_name,
-        model_versions=versions,
-        timings_ms={k: round(v, 2) for k, v in timings_ms.items()},
-    )

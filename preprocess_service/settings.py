@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from avpenet import contract
+from preprocess_service.budget import RequestBudget
 from preprocess_service.stream.limits import StreamLimits
 
 ENV_PREFIX = "AVPENET_"
@@ -78,6 +79,11 @@ class GatewaySettings(BaseModel):
     features_timeout_s: float = Field(15.0, gt=0)
     features_timeout_per_media_s: float = Field(0.5, ge=0)
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
+    # The proxies' request_timeout_s (serve_config.yaml http_options and grpc_options; `localize` and
+    # tests/deploy check they agree): every stage above is capped by what is left of it less
+    # `answer_margin_s`, so the gateway answers with its reason before the proxy cuts the request (budget.py)
+    request_timeout_s: float = Field(60.0, gt=0)
+    answer_margin_s: float = Field(3.0, ge=0)
     # Watchdog: a real one-window inference this often; `watchdog_failures` failed in a row = not ready
     watchdog_period_s: float = Field(3.0, gt=0)
     watchdog_timeout_s: float = Field(3.0, gt=0)
@@ -116,7 +122,13 @@ class GatewaySettings(BaseModel):
     def _window_batches(self) -> GatewaySettings:
         if self.limits.max_duration_s > 3600:
             raise ValueError("limits.max_duration_s above one hour is not a per-request clip")
+        if self.answer_margin_s >= self.request_timeout_s:
+            raise ValueError("answer_margin_s must be below request_timeout_s: nothing would be left")
         return self
+
+    def budget(self, headers: Mapping[str, str] | None = None) -> RequestBudget:
+        """The time budget of a request arriving now (budget.py)."""
+        return RequestBudget.of(self.request_timeout_s, self.answer_margin_s, headers)
 
     def features_deadline_s(self, media_s: float) -> float:
         """The FeatureExtractor hop's deadline for a clip of `media_s` seconds (see the fields above)."""

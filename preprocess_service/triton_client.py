@@ -147,16 +147,18 @@ class TritonClient:
         request_id: str = "",
         headers: Mapping[str, str] | None = None,
         model_version: str = "",
+        budget_s: float | None = None,
     ) -> InferOutput:
         """The ensemble's outputs for N windows (inputs keyed by contract names, one row per window);
-        `model_version` pins the ensemble version ("" = Triton's policy)."""
+        `model_version` pins the ensemble version ("" = Triton's policy); `budget_s`, when shorter, replaces
+        the call's deadline (what is left of the request's time budget)."""
         n = len(inputs[contract.AUDIO_PRESENT.name])
         step = contract.MAX_BATCH_SIZE
         if n <= step:
             chunks = [inputs]
         else:  # each chunk's AUDIO re-laid over its own rows (windows.split_rows)
             chunks = [windows.split_rows(inputs, i, min(i + step, n)) for i in range(0, n, step)]
-        budget = self.deadline_s(n)
+        budget = self.deadline_s(n) if budget_s is None else min(self.deadline_s(n), budget_s)
         self._longest_budget_s = max(self._longest_budget_s, budget)
         results = await asyncio.gather(
             *(self._infer_once(c, request_id, headers, model_version, budget) for c in chunks)
@@ -200,7 +202,7 @@ class TritonClient:
 
     async def _call(self, fn, budget_s: float | None = None):
         """Run `fn(remaining_seconds)` under the deadline, retrying UNAVAILABLE with exponential backoff."""
-        budget = budget_s or self.timeout_s
+        budget = self.timeout_s if budget_s is None else budget_s
         deadline = time.monotonic() + budget
         delay = self.backoff_s
         for attempt in range(self.retries + 1):

@@ -18,7 +18,9 @@ class RecordingExtractor:
     def __init__(self) -> None:
         self.seen: list[ScoreRequest] = []
 
-    async def __call__(self, request: ScoreRequest, carrier, media_s: float = 0.0) -> Extracted:
+    async def __call__(
+        self, request: ScoreRequest, carrier, media_s: float = 0.0, timeout_s: float = 0.0
+    ) -> Extracted:
         self.seen.append(request)
         raise AssertionError("not reached in these tests")
 

@@ -16,7 +16,7 @@ from preprocess_service.errors import (
 )
 from preprocess_service.extract import Extracted
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse, new_request_id
-from preprocess_service.service import build_response
+from preprocess_service.responses import build_response
 from preprocess_service.triton_client import InferOutput
 
 

@@ -318,7 +318,9 @@ class HeldExtractor:
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def __call__(self, request: ScoreRequest, carrier, media_s: float = 0.0) -> object:
+    async def __call__(
+        self, request: ScoreRequest, carrier, media_s: float = 0.0, timeout_s: float = 0.0
+    ) -> object:
         self.calls += 1
         await self.release.wait()
         raise RuntimeError("stand-in extractor: never reaches Triton in this test")

@@ -7,7 +7,7 @@ import numpy as np
 from avpenet import contract
 from preprocess_service.extract import Extracted
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
-from preprocess_service.service import build_response
+from preprocess_service.responses import build_response
 from preprocess_service.triton_client import InferOutput
 
 

@@ -1,0 +1,92 @@
+"""Each request's time budget: the gateway answers before Ray Serve's proxy cuts the request off.
+
+The proxy ends a request `request_timeout_s` after it arrived (serve_config.yaml; an HTTP caller may set its
+own with `x-request-timeout-seconds`) with a bare timeout: no reason, no Retry-After, and the work behind it
+runs on for nobody. Each stage has its own deadline, sized for its work: a video's wait for the
+FeatureExtractor (`limits.max_video_wait_s`), the extraction (`features_deadline_s`), the Triton call
+(`deadline_s`) and the HL7 delivery (`hl7_mllp_*`). For a 60-s bedside video under load they add up past 60 s
+(15 + 30 + 29). The budget caps each stage by what is left of `request_timeout_s - answer_margin_s`, so the
+caller gets the gateway's reason, and the FeatureExtractor and Triton stop at that moment too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from preprocess_service.errors import (
+    BudgetSpent,
+    FeaturesUnavailable,
+    Overloaded,
+    TritonTimeout,
+    TritonUnavailable,
+)
+
+# What a stage raises when its (capped) deadline or wait runs out
+TIMED_OUT = (Overloaded, FeaturesUnavailable, TritonTimeout, TritonUnavailable)
+
+PROXY_TIMEOUT_HEADER = "x-request-timeout-seconds"  # Ray Serve's per-request override of request_timeout_s
+SPENT_S = 0.25  # a stage that timed out with less than this left was cut by the budget, not its own deadline
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """`total_s` from `started` (time.monotonic, the event loop's clock); `timeout_s`: the proxy's limit."""
+
+    total_s: float
+    timeout_s: float
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(
+        cls, request_timeout_s: float, margin_s: float, headers: Mapping[str, str] | None = None
+    ) -> RequestBudget:
+        """The budget of a request that reached the gateway now (the proxy's clock started a little earlier:
+        the margin covers that, the answer's rendering and the way back)."""
+        timeout = request_timeout_s
+        raw = (headers or {}).get(PROXY_TIMEOUT_HEADER)
+        if raw is not None:
+            try:
+                asked = float(raw)
+            except ValueError:
+                asked = math.nan  # Ray's proxy ignores a value it cannot parse: so does the budget
+            if math.isfinite(asked):
+                timeout = asked if asked > 0 else math.inf  # 0 or less: the proxy never cuts it off
+        return cls(total_s=max(timeout - margin_s, 0.0), timeout_s=timeout)
+
+    def remaining_s(self) -> float:
+        return self.total_s - (time.monotonic() - self.started)
+
+    def cap(self, stage_s: float) -> float:
+        """A stage's own deadline, or what is left of the budget when that is shorter (never below 0)."""
+        return max(0.0, min(stage_s, self.remaining_s()))
+
+    @property
+    def spent(self) -> bool:
+        return self.remaining_s() < SPENT_S
+
+    def error(self, stage: str, retry_after_s: int) -> BudgetSpent:
+        return BudgetSpent(
+            f"not scored: this request's {self.total_s:.0f} s time budget ran out {stage} (the proxy ends a "
+            f"request at {self.timeout_s:.0f} s); the service is busy, the clip itself was accepted. Send it "
+            f"again after {retry_after_s} s, or send shorter clips",
+            retry_after_s,
+        )
+
+    def check(self, stage: str, retry_after_s: int) -> None:
+        """Raise `BudgetSpent` when nothing is left for `stage`."""
+        if self.spent:
+            raise self.error(stage, retry_after_s)
+
+    @contextlib.contextmanager
+    def bounds(self, stage: str, retry_after_s: int) -> Iterator[None]:
+        """A stage that timed out with the budget spent was cut by the budget, and the answer says so."""
+        try:
+            yield
+        except (*TIMED_OUT, TimeoutError) as exc:
+            if self.spent:
+                raise self.error(stage, retry_after_s) from exc
+            raise

@@ -1,0 +1,169 @@
+"""Each request answers within its time budget (preprocess_service/budget.py): the proxy's `request_timeout_s`
+less `answer_margin_s`, or the caller's `x-request-timeout-seconds`. A stage cut by the budget is a 503 +
+Retry-After naming the stage, the budget and the proxy's limit, and the FeatureExtractor hop, the Triton call
+and HL7 delivery get only what is left. Stand-ins for the FeatureExtractor handle and a silent Triton; the
+real stack's paths are in tests/gateway (end to end) and tests/reliability."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+
+import pytest
+from support.gateway import mp4_bytes, wav_bytes
+from test_extractor_deadline import FakeHandle, FakeResponse
+
+from preprocess_service import mllp, serve_config
+from preprocess_service.budget import RequestBudget
+from preprocess_service.deployments import extract_remotely
+from preprocess_service.errors import BudgetSpent, FeaturesUnavailable, status_of
+from preprocess_service.protocol import MediaPart, ScoreRequest
+from preprocess_service.service import ScoringService
+from preprocess_service.settings import GatewaySettings
+
+WAIT_S = 10.0  # every wait in these tests is bounded: a regression fails instead of hanging
+
+
+def settings(**args) -> GatewaySettings:
+    base = {
+        "triton_url": "127.0.0.1:1",
+        "grpc_enabled": False,
+        "request_timeout_s": 1.5,
+        "answer_margin_s": 0.5,
+    }
+    return GatewaySettings.load({**base, **args}, {})
+
+
+def test_the_budget_is_the_proxy_timeout_less_the_margin_or_the_callers_header():
+    assert RequestBudget.of(60, 3).total_s == 57
+    assert RequestBudget.of(60, 3, {"x-request-timeout-seconds": "20"}).total_s == 17
+    assert RequestBudget.of(60, 3, {"x-request-timeout-seconds": "0"}).total_s == math.inf  # never cut off
+    assert (
+        RequestBudget.of(60, 3, {"x-request-timeout-seconds": "soon"}).total_s == 57
+    )  # ignored, as Ray does
+    assert RequestBudget.of(60, 3, {"x-request-timeout-seconds": "2"}).total_s == 0  # nothing left: refused
+    budget = RequestBudget.of(60, 3)
+    assert budget.cap(15.0) == 15.0 and 56 < budget.cap(100.0) <= 57
+    assert not budget.spent and RequestBudget(0.0, 60).spent
+
+
+def test_a_config_whose_proxy_cuts_before_the_gateway_answers_is_refused():
+    config = serve_config.load_config()
+    serve_config.check_timeouts(config)  # the committed one (and so the k8s RayService) agrees
+    config["grpc_options"]["request_timeout_s"] = 30
+    with pytest.raises(ValueError, match="grpc_options.request_timeout_s 30"):
+        serve_config.localize(config, host="127.0.0.1", http_port=1, grpc_port=2, triton_url="x:1")
+
+
+def video_request() -> ScoreRequest:
+    return ScoreRequest(clip=MediaPart(data=mp4_bytes(3.0)), age_group="adult")
+
+
+def score_with_remote_extractor(
+    service_settings: GatewaySettings, handle: FakeHandle
+) -> tuple[object, float]:
+    """Score a video through `extract_remotely` on `handle`: (what it raised or returned, seconds taken)."""
+
+    async def remote(request, carrier, media_s, timeout_s):
+        return await extract_remotely(handle, request, carrier, service_settings, media_s, timeout_s)
+
+    async def scenario() -> tuple[object, float]:
+        service = ScoringService(service_settings, remote)
+        t0 = time.monotonic()
+        try:
+            result: object = await asyncio.wait_for(service.score(video_request(), protocol="http"), WAIT_S)
+        except Exception as exc:
+            result = exc
+        await service.close()
+        return result, time.monotonic() - t0
+
+    return asyncio.run(scenario())
+
+
+def test_a_video_whose_extraction_outlasts_the_budget_is_a_503_naming_the_budget():
+    s = settings(features_timeout_s=15.0)  # its own deadline would let it run 15 s
+    handle = FakeHandle(FakeResponse("never used", delay_s=30.0))
+    error, took_s = score_with_remote_extractor(s, handle)
+    assert isinstance(error, BudgetSpent), error
+    assert status_of(error) == (503, "UNAVAILABLE") and error.retry_after_s == s.limits.retry_after_s
+    assert "1 s time budget ran out in video feature extraction" in str(error)
+    assert "proxy ends a request at 2 s" in str(error)
+    assert took_s < 1.5  # answered before the proxy's limit
+    assert handle.response.cancelled  # and the extractor's work was abandoned with it
+    assert handle.deadline - time.time() < 0  # the replica was told the capped deadline, which has passed
+
+
+def test_a_stage_that_fails_on_its_own_deadline_keeps_its_own_reason():
+    s = settings(request_timeout_s=30.0, features_timeout_s=0.2)
+    error, _ = score_with_remote_extractor(s, FakeHandle(FakeResponse("never used", delay_s=30.0)))
+    assert isinstance(error, FeaturesUnavailable) and "time budget" not in str(error)
+
+
+def test_a_video_waiting_for_the_extractor_stops_waiting_at_the_budget():
+    """The limiter's own wait (`max_video_wait_s`, 15 s) is longer than the budget: the budget ends it."""
+    s = settings(limits={"max_video_seconds_in_flight": 4, "max_video_wait_s": 15.0})
+
+    async def scenario() -> tuple[BaseException, float, int]:
+        calls = []
+
+        async def held(request, carrier, media_s, timeout_s):  # works until its deadline, as the real hop
+            calls.append(timeout_s)
+            await asyncio.sleep(timeout_s)
+            raise FeaturesUnavailable("stand-in extractor: deadline reached", 2)
+
+        service = ScoringService(s, held)
+        first = asyncio.create_task(service.score(video_request(), protocol="http"))
+        while not calls:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        with pytest.raises(BudgetSpent) as caught:  # 3 s + 3 s is over the 4 s in flight: it waits
+            await asyncio.wait_for(service.score(video_request(), protocol="http"), WAIT_S)
+        took_s = time.monotonic() - t0
+        with pytest.raises(BudgetSpent):  # the first one was cut by its budget too
+            await asyncio.wait_for(first, WAIT_S)
+        await service.close()
+        return caught.value, took_s, len(calls)
+
+    error, took_s, calls = asyncio.run(scenario())
+    assert "ran out" in str(error) and "feature extraction" in str(error)
+    assert took_s < 1.5 and calls == 1  # the second clip never reached the extractor
+
+
+def test_a_silent_triton_is_answered_within_the_budget():
+    """Triton accepts the connection and never answers: the call and the version reads around it give up
+    at the budget, not at `triton_timeout_s` (10 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        s = settings(triton_url=f"127.0.0.1:{silent.getsockname()[1]}", triton_timeout_s=10.0)
+
+        async def scenario() -> tuple[BaseException, float]:
+            service = ScoringService(s)
+            request = ScoreRequest(audio=MediaPart(data=wav_bytes(3.0)), age_group="adult")
+            t0 = time.monotonic()
+            with pytest.raises(BudgetSpent) as caught:
+                await asyncio.wait_for(service.score(request, protocol="grpc"), WAIT_S)
+            took_s = time.monotonic() - t0
+            await service.close()
+            return caught.value, took_s
+
+        error, took_s = asyncio.run(scenario())
+    assert "ran out waiting for inference" in str(error) and took_s < 1.5
+
+
+def test_hl7_delivery_attempts_stop_at_the_budget():
+    """An interface engine that never ACKs: without a budget, 3 attempts of 5 s; with 0.5 s left, one short
+    attempt, reported as a timeout (the score itself is still answered)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        target = mllp.MllpTarget(
+            "127.0.0.1", silent.getsockname()[1], timeout_s=5.0, retries=2, backoff_s=0.1
+        )
+        t0 = time.monotonic()
+        with pytest.raises(mllp.DeliveryError) as caught:
+            asyncio.run(asyncio.wait_for(mllp.send(target, "MSH|^~\\&|", "id-1", 0.5), WAIT_S))
+        took_s = time.monotonic() - t0
+    assert caught.value.code == "TIMEOUT" and caught.value.attempts == 1 and took_s < 1.5
