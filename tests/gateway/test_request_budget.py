@@ -14,6 +14,7 @@ import time
 import pytest
 from support.gateway import mp4_bytes, wav_bytes
 from test_extractor_deadline import FakeHandle, FakeResponse
+from test_gateway import post
 
 from preprocess_service import mllp, serve_config
 from preprocess_service.budget import RequestBudget
@@ -167,3 +168,21 @@ def test_hl7_delivery_attempts_stop_at_the_budget():
             asyncio.run(asyncio.wait_for(mllp.send(target, "MSH|^~\\&|", "id-1", 0.5), WAIT_S))
         took_s = time.monotonic() - t0
     assert caught.value.code == "TIMEOUT" and caught.value.attempts == 1 and took_s < 1.5
+
+
+@pytest.mark.parametrize(
+    ("part", "stage"),
+    [("video", "while the video waited for feature extraction"), ("audio", "before inference")],
+)
+def test_through_the_real_proxy_a_spent_budget_is_a_503_with_its_reason_and_the_next_request_scores(
+    gateway_stack, part, stage
+):
+    """Ray's own per-request header reaches the budget: 3.2 s less the 3-s margin leaves 0.2 s, spent before
+    the first stage boundary; the same upload without it is scored."""
+    files = {"clip": ("v.mp4", mp4_bytes(3.0))} if part == "video" else {"audio": ("a.wav", wav_bytes(3.0))}
+    spent = post(gateway_stack, files=files, headers={"x-request-timeout-seconds": "3.2"})
+    assert spent.status_code == 503, spent.text
+    assert spent.json()["error"] == "BudgetSpent" and stage in spent.json()["detail"]
+    assert "proxy ends a request at 3 s" in spent.json()["detail"]
+    assert int(spent.headers["Retry-After"]) >= 1
+    assert post(gateway_stack, files=files).status_code == 200
