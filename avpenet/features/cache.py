@@ -9,7 +9,8 @@ second run is a no-op and an interrupted run resumes. Files are written atomical
 ``decode_row`` is the ONE reader of a dataset row, for the cache and for ``avpenet.data`` alike, with the
 gateway's source precedence (preprocess_service.extract): the face comes from the MP4 (``video`` column)
 through the real FaceLandmarker when there is one — as when an upload carries both video and landmarks —
-else from the ``.npz`` track (``visual`` column); the audio from ``audio``, else from the MP4's audio track.
+else from the ``.npz`` track (``visual`` column); the audio from ``audio``, else from the MP4's audio track,
+read in the same demux pass as its picture (``avclip``, as the gateway reads a ``clip`` upload).
 A rendered clip is tracked ONCE: ``avpenet synth`` tracks each render to write its ``.npz`` and stamps it
 (``features/tracked.py``); ``decode_row`` takes that ``.npz`` as the video's tracking when the stamp matches
 (same MP4 bytes, file, model and tracking code) and runs the tracker otherwise (a hospital's own files).
@@ -115,7 +116,7 @@ def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
 
 def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     """(wave, track, source) of one labels.csv row with the gateway's precedence (see the module doc)."""
-    from avpenet.features import audio, tracked, tracker
+    from avpenet.features import audio, avclip, tracked, tracker
     from avpenet.features.track import FaceTrack
 
     data_dir = Path(data_dir)
@@ -132,9 +133,13 @@ def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     if video_path is not None:
         video = video_path.read_bytes()
         reused = tracked.stamped_track(video, npz_path) if npz_path is not None else None
-        track, source = reused if reused is not None else tracker.track_video(video), "video"
-        if wave is None:
+        track, source = reused, "video"
+        if wave is None and reused is None:  # the gateway's `clip` upload: sound and picture in one pass
+            wave, track = avclip.decode_clip(video, tracker.VideoLimits(), name=video_path.name)
+        elif wave is None:
             wave = audio.load_audio(video, name=video_path.name)
+        elif reused is None:  # the gateway's `audio` + `video` uploads
+            track = tracker.track_video(video)
     elif npz_path is not None:
         track, source = FaceTrack.load_npz(npz_path), "npz"
     return wave, track, source if track is not None else "none"

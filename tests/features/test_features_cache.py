@@ -85,3 +85,22 @@ def test_changed_source_is_recomputed(dataset):
     manifest = cache.build_cache(dataset, workers=1, progress=False)
     assert manifest["extracted"] == 1
     assert cache.load_cache(dataset, ["c3"])["c3"].wave.size == 2 * contract.SAMPLE_RATE
+
+
+def test_a_row_with_only_a_clip_is_read_in_one_pass_like_the_gateways_clip_upload(dataset, monkeypatch):
+    """Row c1 (an MP4 with sound, no separate audio): opened once, as `avclip` reads a `clip` upload, with
+    the answers of decoding its sound and its picture separately."""
+    from support.opens import count_opens
+
+    from avpenet.features import audio, tracker
+
+    opens = count_opens(monkeypatch)
+    row = next(r for r in cache.read_labels(dataset) if r["clip_id"] == "c1")
+    wave, track, source = cache.decode_row(dataset, row)
+    assert opens["av.open"] == 1 and source == "video"
+    mp4 = (dataset / "video" / "c1.mp4").read_bytes()
+    np.testing.assert_array_equal(wave, audio.load_audio(mp4))
+    separate = tracker.track_video(mp4)
+    assert track.face_present.any()
+    np.testing.assert_array_equal(track.face_present, separate.face_present)
+    np.testing.assert_allclose(track.landmarks, separate.landmarks, atol=1e-5)

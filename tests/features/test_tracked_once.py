@@ -26,14 +26,16 @@ def rendered(tmp_path_factory):
 
 
 def _counting_tracker(monkeypatch) -> list[int]:
+    """One entry per clip tracked: a FaceTracker (one landmarker) is made per tracking, by `track_video` or by
+    `avclip` (a row whose MP4 also carries the sound)."""
     calls: list[int] = []
-    real = tracker.track_video
+    real = tracker.FaceTracker.__init__
 
-    def counted(source, limits=None):
+    def counted(self, *args, **kwargs):
         calls.append(1)
-        return real(source, limits)
+        real(self, *args, **kwargs)
 
-    monkeypatch.setattr(tracker, "track_video", counted)
+    monkeypatch.setattr(tracker.FaceTracker, "__init__", counted)
     return calls
 
 
