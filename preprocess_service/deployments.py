@@ -126,8 +126,9 @@ async def extract_remotely(
         result = await asyncio.wait_for(response, timeout)
     except UNAVAILABLE as exc:
         response.cancel()
+        why = f"did not finish within {timeout:.0f} s" if isinstance(exc, TimeoutError) else "unavailable"
         raise FeaturesUnavailable(
-            f"video feature extraction unavailable ({type(exc).__name__}); send the clip again",
+            f"video feature extraction {why} ({type(exc).__name__}); send the clip again",
             settings.limits.retry_after_s,
         ) from exc
     except asyncio.CancelledError:  # the caller went away: so does the work

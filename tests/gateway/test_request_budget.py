@@ -100,6 +100,7 @@ def test_a_stage_that_fails_on_its_own_deadline_keeps_its_own_reason():
     s = settings(request_timeout_s=30.0, features_timeout_s=0.2)
     error, _ = score_with_remote_extractor(s, FakeHandle(FakeResponse("never used", delay_s=30.0)))
     assert isinstance(error, FeaturesUnavailable) and "time budget" not in str(error)
+    assert "did not finish within 2 s" in str(error)  # its own deadline: 0.5 s per second of the 3-s clip
 
 
 def test_a_video_waiting_for_the_extractor_stops_waiting_at_the_budget():
