@@ -179,7 +179,7 @@ def test_through_the_real_proxy_a_spent_budget_is_a_503_with_its_reason_and_the_
     gateway_stack, part, stage
 ):
     """Ray's own per-request header reaches the budget: 3.2 s less the 3-s margin leaves 0.2 s, spent before
-    the first stage boundary; the same upload without it is scored."""
+    the first stage boundary; the same upload without it, or with 0 (no limit), is scored."""
     files = {"clip": ("v.mp4", mp4_bytes(3.0))} if part == "video" else {"audio": ("a.wav", wav_bytes(3.0))}
     spent = post(gateway_stack, files=files, headers={"x-request-timeout-seconds": "3.2"})
     assert spent.status_code == 503, spent.text
@@ -187,3 +187,5 @@ def test_through_the_real_proxy_a_spent_budget_is_a_503_with_its_reason_and_the_
     assert "proxy ends a request at 3 s" in spent.json()["detail"]
     assert int(spent.headers["Retry-After"]) >= 1
     assert post(gateway_stack, files=files).status_code == 200
+    unbounded = post(gateway_stack, files=files, headers={"x-request-timeout-seconds": "0"})  # Ray: no limit
+    assert unbounded.status_code == 200, unbounded.text
