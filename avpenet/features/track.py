@@ -76,9 +76,11 @@ class FaceTrack:
         np.savez_compressed(path, **self.arrays())
 
     def to_npz_bytes(self) -> bytes:
+        """The upload form: uncompressed, which the gateway parses in a third of the CPU of a compressed
+        one for ~9% more bytes (preprocess_service/README.md, *HTTP*)."""
         buf = io.BytesIO()
         self.validate()
-        np.savez_compressed(buf, **self.arrays())
+        np.savez(buf, **self.arrays())
         return buf.getvalue()
 
     @classmethod
