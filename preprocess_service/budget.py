@@ -39,6 +39,7 @@ class RequestBudget:
     total_s: float
     timeout_s: float
     started: float = field(default_factory=time.monotonic)
+    asked: bool = False  # the caller set `timeout_s` with PROXY_TIMEOUT_HEADER
 
     @classmethod
     def of(
@@ -46,7 +47,7 @@ class RequestBudget:
     ) -> RequestBudget:
         """The budget of a request that reached the gateway now (the proxy's clock started a little earlier:
         the margin covers that, the answer's rendering and the way back)."""
-        timeout = request_timeout_s
+        timeout, asked_by_caller = request_timeout_s, False
         raw = (headers or {}).get(PROXY_TIMEOUT_HEADER)
         if raw is not None:
             try:
@@ -55,7 +56,8 @@ class RequestBudget:
                 asked = math.nan  # Ray's proxy ignores a value it cannot parse: so does the budget
             if math.isfinite(asked):
                 timeout = asked if asked > 0 else math.inf  # 0 or less: the proxy never cuts it off
-        return cls(total_s=max(timeout - margin_s, 0.0), timeout_s=timeout)
+                asked_by_caller = True
+        return cls(total_s=max(timeout - margin_s, 0.0), timeout_s=timeout, asked=asked_by_caller)
 
     def remaining_s(self) -> float:
         return self.total_s - (time.monotonic() - self.started)
@@ -69,10 +71,13 @@ class RequestBudget:
         return self.remaining_s() < SPENT_S
 
     def error(self, stage: str, retry_after_s: int) -> BudgetSpent:
+        if self.asked:
+            why = f"as its {PROXY_TIMEOUT_HEADER} header asks; allow more time, or"
+        else:
+            why = "the service is busy and the clip itself was fine:"
         return BudgetSpent(
-            f"not scored: this request's {self.total_s:.0f} s time budget ran out {stage} (the proxy ends a "
-            f"request at {self.timeout_s:.0f} s); the service is busy, the clip itself was accepted. Send it "
-            f"again after {retry_after_s} s, or send shorter clips",
+            f"not scored: this request's {self.total_s:.0f} s time budget ran out {stage} (the proxy ends it "
+            f"at {self.timeout_s:.0f} s, {why} send it again after {retry_after_s} s, or send shorter clips)",
             retry_after_s,
         )
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from preprocess_service.settings import GatewaySettings
+
 CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
 
 
@@ -62,8 +64,6 @@ def localize(
 def check_timeouts(config: Mapping[str, Any]) -> None:
     """Each app's `request_timeout_s` (GatewaySettings: the time budget it answers within, budget.py) may not
     exceed a proxy's: the proxy would cut requests off before the gateway gives its reason."""
-    from preprocess_service.settings import GatewaySettings
-
     for app in config.get("applications", []):
         budget_s = app.get("args", {}).get("request_timeout_s", GatewaySettings().request_timeout_s)
         for proxy in ("http_options", "grpc_options"):
