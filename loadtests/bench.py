@@ -485,6 +485,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-replicas", type=int, default=1, help="Serve replica cap of the gateway app")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every cell this many times (systems interleaved each round); the tables report the "
+        "round with the median (b)/(a) per mix, and a Rounds table shows them all",
+    )
+    parser.add_argument(
         "--repo", type=Path, default=None, help="model repository to serve (default: the committed one)"
     )
     parser.add_argument(
@@ -548,11 +555,17 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         grid = [(mix, c) for mix in mixes for c in concurrencies]
-        cells = [
-            _measure_best(args, system, mix, c, targets, payloads, kinds, timing, meter, stack)
-            for mix, c in grid
-            for system in br.SYSTEMS
-        ]
+        rounds = []
+        for r in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {r} of {args.rounds}", file=sys.stderr, flush=True)
+            rounds.append([
+                replace(_measure_best(args, system, mix, c, targets, payloads, kinds, timing, meter, stack),
+                        round=r)
+                for mix, c in grid
+                for system in br.SYSTEMS
+            ])  # fmt: skip
+        cells, other_rounds = br.median_round(rounds)
     report = br.Report(
         command=command,
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -565,6 +578,7 @@ def run(args: argparse.Namespace) -> int:
         cells=cells,
         notes=notes(cells) + file_notes(args.notes),
         repository=_repository_label(repo, work),
+        other_rounds=other_rounds,
     )
     return _publish(report, work, markdown_path)
 
@@ -651,8 +665,12 @@ def print_report(report: br.Report) -> None:
             stagetime.model_rows(report.cells),
         ),
         ("CPU ms per clip", br.cpu_rows(report)),
+        (
+            "rounds (the tables above report the median (b)/(a))",
+            br.round_rows(report) if report.other_rounds else [],
+        ),
     ):
-        if len(rows) == 1:  # nothing measured (a run saved before these were recorded)
+        if len(rows) <= 1:  # nothing measured (a run saved before these were recorded), or one round
             continue
         print(f"{title}:")
         print(br.text_table_of(rows))
@@ -727,8 +745,9 @@ def write(report: br.Report, path: Path) -> None:
 
 
 def to_json(report: br.Report) -> str:
-    data = {k: v for k, v in vars(report).items() if k != "cells"}
+    data = {k: v for k, v in vars(report).items() if k not in ("cells", "other_rounds")}
     data["cells"] = [c.to_dict() for c in report.cells]
+    data["other_rounds"] = [c.to_dict() for c in report.other_rounds]
     return json.dumps(data, indent=1, default=_json_default) + "\n"
 
 

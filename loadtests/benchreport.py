@@ -121,6 +121,7 @@ class Cell:
     attempts: int = 1  # measurements taken (a cell disturbed by other users' work is measured again)
     error_kinds: dict[str, int] = field(default_factory=dict)  # failed requests by status / exception
     stage_time: dict[str, dict[str, float]] = field(default_factory=dict)  # stagetime.delta (avpenet cells)
+    round: int = 1  # which round of the run (`avpenet bench --rounds N` measures every cell N times)
 
     @property
     def requests(self) -> int:
@@ -197,6 +198,9 @@ class Report:
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)
     repository: str = "model_repository/ (committed)"  # what Triton served; the naive app runs its weights
+    other_rounds: list[Cell] = field(
+        default_factory=list
+    )  # the rounds not reported in `cells` (median_round)
 
     @property
     def kernel_limit(self) -> float:
@@ -473,12 +477,72 @@ def capacity_rows(
     return [[*header, *(f"cores for {n} beds" for n in beds)], *rows]
 
 
+def median_round(rounds: Sequence[Sequence[Cell]]) -> tuple[list[Cell], list[Cell]]:
+    """(reported cells, the other rounds' cells): per (mix, concurrency) the round whose (b)/(a) is the
+    median (the lower of the middle two for an even count), its three systems kept together, since a round's
+    cells were measured minutes apart on the same machine state and a ratio across rounds would mix states."""
+    chosen: list[Cell] = []
+    others: list[Cell] = []
+    keys = list(dict.fromkeys((c.mix, c.concurrency) for cells in rounds for c in cells))
+    for mix, c in keys:
+        per_round = [[x for x in cells if (x.mix, x.concurrency) == (mix, c)] for cells in rounds]
+        per_round = [cells for cells in per_round if cells]
+
+        def b_over_a(cells: list[Cell]) -> float:
+            tp = {x.system: x.throughput for x in cells}
+            r = ratio(tp.get("avpenet", math.nan), tp.get("naive", math.nan))
+            return -math.inf if math.isnan(r) else r
+
+        ordered = sorted(range(len(per_round)), key=lambda i: b_over_a(per_round[i]))
+        pick = ordered[(len(ordered) - 1) // 2]
+        for i, cells in enumerate(per_round):
+            (chosen if i == pick else others).extend(cells)
+    return chosen, others
+
+
+def round_rows(report: Report) -> list[list[str]]:
+    """Every round's ratios per mix, the reported (median) one marked: the run's own spread."""
+    rows = [["mix", "c", "round", "clips/s (a)", "clips/s (c)", "clips/s (b)", "(b)/(a)", "(b)/(c)",
+             "cores busy (b) %", "other load % (b)", "reported"]]  # fmt: skip
+    every = sorted([*report.cells, *report.other_rounds], key=lambda x: (x.mix, x.concurrency, x.round))
+    reported = {(x.mix, x.concurrency, x.round) for x in report.cells}
+    for key in dict.fromkeys((x.mix, x.concurrency, x.round) for x in every):
+        tp = {x.system: x for x in every if (x.mix, x.concurrency, x.round) == key}
+        a, c, b = (tp.get(s) for s in ("naive", "ort", "avpenet"))
+        if a is None or c is None or b is None:
+            continue
+        rows.append([
+            key[0], str(key[1]), str(key[2]), _f(a.throughput, ".1f"), _f(c.throughput, ".1f"),
+            _f(b.throughput, ".1f"), _f(ratio(b.throughput, a.throughput), ".2f"),
+            _f(ratio(b.throughput, c.throughput), ".2f"), _f(100 * b.cores_busy, ".0f"),
+            _f(100 * b.other_load, ".0f"), "yes" if key in reported else "",
+        ])  # fmt: skip
+    return rows
+
+
+def _md_rounds(report: Report) -> list[str]:
+    if not report.other_rounds:
+        return []
+    header, rows = _split(round_rows(report))
+    return [
+        "## Rounds",
+        "",
+        "Every cell was measured once per round, the three systems interleaved in each; the tables above "
+        "report, per mix, the round whose (b)/(a) is the median, its three systems together. The spread "
+        "between rounds is what one ratio of this run is worth.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
 def markdown(report: Report, plot_path: str | None = None) -> str:
     """docs/BENCHMARKS.md: setup, results, targets with what limits them, model stage, per-stage tables."""
     sections = (
         _md_setup(report),
         _md_results(report, plot_path),  # ends with the Targets heading: the targets table follows it
         _md_targets(report),
+        _md_rounds(report),
         _md_limits(report),
         _md_model_stage(report),
         stagetime.markdown_lines(report.cells, markdown_table),
@@ -678,5 +742,6 @@ def cell_from_dict(data: Mapping) -> Cell:
 
 def report_from_dict(data: Mapping) -> Report:
     """A Report from its JSON form (docs/img/bench.json), to re-render without measuring again."""
-    fields = {k: v for k, v in data.items() if k != "cells"}
-    return Report(**fields, cells=[cell_from_dict(c) for c in data["cells"]])
+    fields = {k: v for k, v in data.items() if k not in ("cells", "other_rounds")}
+    others = [cell_from_dict(c) for c in data.get("other_rounds", [])]
+    return Report(**fields, cells=[cell_from_dict(c) for c in data["cells"]], other_rounds=others)

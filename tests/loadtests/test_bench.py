@@ -240,3 +240,39 @@ def test_capacity_counts_a_long_clip_as_the_bed_seconds_its_windows_serve():
     assert by_mix["model"]["cores for 58 beds"] == str(math.ceil(58 * per_request / 0.6))
     assert by_mix["long"]["cores for 58 beds"] == str(math.ceil(per_request / 0.6))
     assert by_mix["long"]["cores for 580 beds"] == str(math.ceil(10 * per_request / 0.6))
+
+
+def _round(r: int, naive_n: int, ort_n: int, avpenet_n: int, mix: str = "model") -> list[br.Cell]:
+    return [
+        make_cell("naive", mix, n=naive_n, triton={}, round=r),
+        make_cell("ort", mix, n=ort_n, triton={}, round=r),
+        make_cell("avpenet", mix, n=avpenet_n, round=r),
+    ]
+
+
+def test_rounds_report_the_median_ratio_with_its_own_three_systems_and_keep_the_others():
+    # (b)/(a) per round: 1.0, 3.0, 2.0 on the model mix; the video mix has one round
+    rounds = [
+        _round(1, 100, 150, 100) + _round(1, 50, 50, 50, mix="video"),
+        _round(2, 40, 150, 120),
+        _round(3, 60, 90, 120),
+    ]
+    cells, others = br.median_round(rounds)
+    model = {c.system: c for c in cells if c.mix == "model"}
+    assert {c.round for c in model.values()} == {3}  # the median round, all three systems from it
+    assert model["avpenet"].throughput / model["naive"].throughput == pytest.approx(2.0)
+    assert sorted({c.round for c in others}) == [1, 2] and len(others) == 6
+    assert [c.round for c in cells if c.mix == "video"] == [1, 1, 1]
+    assert br.median_round([rounds[0], rounds[1]])[0][0].round == 1  # even count: the lower middle
+
+    report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+    report.cells, report.other_rounds = cells, others
+    rows = br.round_rows(report)
+    assert [r[2] for r in rows[1:] if r[0] == "model"] == ["1", "2", "3"]
+    assert [r[6] for r in rows[1:] if r[0] == "model"] == ["1.00", "3.00", "2.00"]
+    assert [r[-1] for r in rows[1:] if r[0] == "model"] == ["", "", "yes"]
+    md = br.markdown(report)
+    assert "## Rounds" in md and "| model | 32 | 2 | 4.0 | 15.0 | 12.0 | 3.00 | 0.80 |" in md
+    again = br.report_from_dict(json.loads(bench.to_json(report)))
+    assert br.markdown(again) == md  # the other rounds survive the JSON (docs/img/bench.json)
+    assert "## Rounds" not in br.markdown(make_report(naive_rps=5.0, avpenet_rps=20.0))  # one round: none
