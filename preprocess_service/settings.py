@@ -79,8 +79,8 @@ class GatewaySettings(BaseModel):
     features_timeout_s: float = Field(15.0, gt=0)
     features_timeout_per_media_s: float = Field(0.5, ge=0)
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt
-    # The proxies' request_timeout_s (serve_config.yaml http_options and grpc_options; `localize` and
-    # tests/deploy check they agree): every stage above is capped by what is left of it less
+    # The proxies' request_timeout_s (serve_config.yaml http_options and grpc_options; a larger value is
+    # refused by `serve_config.check_timeouts`): every stage above is capped by what is left of it less
     # `answer_margin_s`, so the gateway answers with its reason before the proxy cuts the request (budget.py)
     request_timeout_s: float = Field(60.0, gt=0)
     answer_margin_s: float = Field(3.0, ge=0)
