@@ -246,8 +246,9 @@ def measure_cell(
     per-stage breakdown of AVPENet Serve cells (loadtests/stagetime.py)."""
     staged = stage_urls if system == "avpenet" else ()
 
-    def snap():
-        return meter.snapshot(), triton_counters(triton_metrics_url), stagetime.scrape(staged)
+    def snap():  # with the CPU snapshot's own time: the scrapes after it are not part of the CPU window
+        at, cpu = time.perf_counter(), meter.snapshot()
+        return cpu, triton_counters(triton_metrics_url), stagetime.scrape(staged), at
 
     done, t0, t1, start, end = asyncio.run(closed_loop(url, parts, concurrency, timing, snap, snap))
     ok = [d for d in done if d.ok]
@@ -271,6 +272,7 @@ def measure_cell(
         stages_ms=stage_means,
         cpu_s=cpu,
         machine_busy_s=busy,
+        cpu_seconds=end[3] - start[3],
         cores=meter.cores,
         model_s=model_s,
         triton=triton,

@@ -122,6 +122,7 @@ class Cell:
     error_kinds: dict[str, int] = field(default_factory=dict)  # failed requests by status / exception
     stage_time: dict[str, dict[str, float]] = field(default_factory=dict)  # stagetime.delta (avpenet cells)
     round: int = 1  # which round of the run (`avpenet bench --rounds N` measures every cell N times)
+    cpu_seconds: float = 0.0  # between the CPU snapshots (0: a run saved before it was kept = `seconds`)
 
     @property
     def requests(self) -> int:
@@ -152,9 +153,16 @@ class Cell:
         return self.server_cpu_s / self.requests if self.requests else math.nan
 
     @property
+    def cpu_capacity_s(self) -> float:
+        """Core-seconds the CPU snapshots span: the measured window plus the few ms each snapshot took after
+        or before it (the metrics scrapes sit outside); against `seconds` alone a 4-s quick window read
+        over 100% busy."""
+        return self.cores * (self.cpu_seconds or self.seconds)
+
+    @property
     def cores_busy(self) -> float:
         """Share of the machine's cores the system's processes kept busy (the load generator excluded)."""
-        capacity = self.cores * self.seconds
+        capacity = self.cpu_capacity_s
         return self.server_cpu_s / capacity if capacity else math.nan
 
     @property
@@ -172,7 +180,7 @@ class Cell:
     def other_load(self) -> float:
         """Share of the machine's cores busy with processes outside the bench (other users' work)."""
         ours = sum(self.cpu_s.values())
-        capacity = self.cores * self.seconds
+        capacity = self.cpu_capacity_s
         return max(0.0, self.machine_busy_s - ours) / capacity if capacity else math.nan
 
     def avg_batch(self, model: str) -> float:

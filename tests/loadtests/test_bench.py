@@ -276,3 +276,11 @@ def test_rounds_report_the_median_ratio_with_its_own_three_systems_and_keep_the_
     again = br.report_from_dict(json.loads(bench.to_json(report)))
     assert br.markdown(again) == md  # the other rounds survive the JSON (docs/img/bench.json)
     assert "## Rounds" not in br.markdown(make_report(naive_rps=5.0, avpenet_rps=20.0))  # one round: none
+
+
+def test_cores_busy_counts_the_span_of_the_cpu_snapshots_not_only_the_window():
+    """CPU is read at the snapshots around the window; by the window alone, 4-s cells read >100% busy."""
+    span = make_cell(seconds=4.0, cpu_s={"gateway": 8.4}, machine_busy_s=8.4, cpu_seconds=4.2)
+    assert span.cores_busy == pytest.approx(1.0) and span.other_load == pytest.approx(0.0)
+    saved_before = make_cell(seconds=4.0, cpu_s={"gateway": 8.0}, machine_busy_s=8.0)  # no cpu_seconds kept
+    assert saved_before.cores_busy == pytest.approx(1.0)
