@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
+from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.stream.protocol import STREAM_ROUTE, encode_chunk, landmark_frame_bytes
 
 HOP_SAMPLES_PER_FRAME = contract.SAMPLE_RATE // contract.FPS
@@ -115,7 +116,7 @@ class Stream:
 
 async def open_stream(url: str, api_key: str | None, start: dict, *, timeout_s: float = 30.0) -> Stream:
     """Connect, send `start`, wait for `started`; ConnectionError with the server's reason if refused."""
-    headers = {"x-request-timeout-seconds": "0"}  # Ray's proxy would otherwise end the stream after 60 s
+    headers = {PROXY_TIMEOUT_HEADER: "0"}  # Ray's proxy would otherwise end the stream after 60 s
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     # No permessage-deflate: samples and frames hardly compress; deflating big frames blocks the loop.

@@ -13,6 +13,7 @@ import uuid
 
 from preprocess_service import audit
 from preprocess_service.auth import bearer_token
+from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.service import ScoringService
 from preprocess_service.stream.metrics import StreamMetrics
 from preprocess_service.stream.protocol import (
@@ -27,7 +28,6 @@ from preprocess_service.stream.registry import StreamRegistry
 from preprocess_service.stream.session import Session
 
 log = logging.getLogger("avpenet.gateway.stream")
-PROXY_TIMEOUT_HEADER = "x-request-timeout-seconds"  # Ray Serve's per-request override of request_timeout_s
 
 
 class StreamHub:
