@@ -82,6 +82,13 @@ _GEOMETRY = np.unique(
      *RIGHT_LOWER_LID, *LEFT_UPPER_LID, *LEFT_LOWER_LID, *RIGHT_CHEEK, *LEFT_CHEEK, *RIGHT_NOSE_WING,
      *LEFT_NOSE_WING]
 )  # fmt: skip
+# Every landmark frame_features reads: it gathers these ~100 of the 478 first, so a 60-s track (600 frames) is
+# not converted, cleaned and scaled whole; each gathered point's arithmetic is the full array's, bit for bit.
+_READ = np.unique(np.concatenate([_SUBSET, _STABLE, _RIGID, _GEOMETRY]))
+_COL = np.full(contract.N_LANDMARKS, -1)  # landmark index -> its column among _READ
+_COL[_READ] = np.arange(_READ.size)
+_GEOMETRY_COL = np.full(contract.N_LANDMARKS, -1)  # landmark index -> its column among _GEOMETRY
+_GEOMETRY_COL[_GEOMETRY] = np.arange(_GEOMETRY.size)
 
 
 def canonical_frame(points_px: np.ndarray) -> np.ndarray:
@@ -138,40 +145,46 @@ def align3d(points: np.ndarray, only: np.ndarray | None = None) -> np.ndarray:
 
     `only` (landmark indices): transform just these points (each one exactly as without `only`); the
     others are left 0. A 60-s track is 600 frames x 478 points: turning all of them cost ~20x the work."""
-    src = points[:, _RIGID]
+    if only is None:
+        return _align3d(points[:, _RIGID], points)
+    out = np.zeros(points.shape)
+    out[:, only] = _align3d(points[:, _RIGID], points[:, only])
+    return out
+
+
+def _align3d(src: np.ndarray, turned: np.ndarray) -> np.ndarray:
+    """align3d fitted on the RIGID_POINTS `src` [T, len(RIGID_POINTS), 3], applied to `turned` [T, K, 3]."""
     dst = template3d()[_RIGID]
     mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(0)
     sc, dc = src - mu_s, dst - mu_d
     cov = np.einsum("nd,tne->tde", dc, sc) / len(RIGID_POINTS)  # [T, 3, 3]
     u, sig, vt = np.linalg.svd(cov)
     d = np.sign(np.linalg.det(u @ vt))
-    fix = np.ones((points.shape[0], 3))
+    fix = np.ones((src.shape[0], 3))
     fix[:, 2] = d
     rot = u @ (fix[:, :, None] * vt)
     var = np.maximum(np.sum(sc**2, axis=(1, 2)) / len(RIGID_POINTS), 1e-12)
     scale = np.sum(sig * fix, axis=1) / var
-    if only is None:
-        return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, points - mu_s) + mu_d
-    out = np.zeros(points.shape)
-    out[:, only] = scale[:, None, None] * np.einsum("tde,tne->tnd", rot, points[:, only] - mu_s) + mu_d
-    return out
+    return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, turned - mu_s) + mu_d
 
 
-def _geometry(p: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame geometric measures of aligned landmarks [T, 478, 2] (IOD units, y down)."""
+def _geometry(p: np.ndarray, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-frame geometric measures of aligned landmarks [T, 478, 2 or 3] (IOD units, y down); with `col`,
+    p holds only some landmarks and col maps a landmark index to its column."""
+    at = (lambda idx: idx) if col is None else (lambda idx: col[idx])
 
     def y(idx) -> np.ndarray:
-        return p[:, list(idx), 1].mean(1)
+        return p[:, at(list(idx)), 1].mean(1)
 
     def eye_ratio(upper, lower, a, b) -> np.ndarray:
         gap = y(lower) - y(upper)
-        width = np.linalg.norm(p[:, a] - p[:, b], axis=-1)
+        width = np.linalg.norm(p[:, at(a)] - p[:, at(b)], axis=-1)
         return gap / np.maximum(width, 1e-6)
 
     # Vertical gaps are divided by the eye-line-to-nose-tip height, so face proportions (a neonate's short
     # mid-face) and head pitch cancel to first order; the ratio is scaled back to IOD at the template.
-    eye_line = 0.5 * (p[:, RIGHT_EYE_INNER, 1] + p[:, LEFT_EYE_INNER, 1])
-    nose_len = np.maximum(p[:, NOSE_TIP, 1] - eye_line, 1e-3)
+    eye_line = 0.5 * (p[:, at(RIGHT_EYE_INNER), 1] + p[:, at(LEFT_EYE_INNER), 1])
+    nose_len = np.maximum(p[:, at(NOSE_TIP), 1] - eye_line, 1e-3)
     cheek_gap = 0.5 * ((y(RIGHT_CHEEK) - y(RIGHT_LOWER_LID)) + (y(LEFT_CHEEK) - y(LEFT_LOWER_LID)))
     nose_gap = 0.5 * (y(RIGHT_NOSE_WING) + y(LEFT_NOSE_WING)) - eye_line
     return {
@@ -193,10 +206,14 @@ def align(points: np.ndarray, only: np.ndarray | None = None) -> tuple[np.ndarra
     2-D similarity in complex form: z ↦ a·(z − mean z) + mean q with a = Σ conj(z̃)·q̃ / Σ |z̃|².
     `only` (landmark indices): return just those points, [T, len(only), 2], each exactly as without it.
     """
+    return _align(points[:, _STABLE], points if only is None else points[:, only])
+
+
+def _align(stable: np.ndarray, turned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """align fitted on the STABLE_POINTS `stable` [T, 7, 2], applied to `turned` [T, K, 2]."""
     q = template()[_STABLE]
     q = q[:, 0] + 1j * q[:, 1]
-    zs = points[:, _STABLE, 0] + 1j * points[:, _STABLE, 1]
-    turned = points if only is None else points[:, only]
+    zs = stable[..., 0] + 1j * stable[..., 1]
     z = turned[..., 0] + 1j * turned[..., 1]
     z_mean = zs.mean(1, keepdims=True)
     zc, qc = zs - z_mean, q - q.mean()
@@ -230,11 +247,23 @@ def usable_frames(track: FaceTrack) -> np.ndarray:
     """[T] bool: frames whose face the model may use (see the module doc), for tracked and uploaded tracks."""
     if track.n_frames == 0:
         return np.zeros(0, bool)
+    return _subset_view(track)[-1]
+
+
+def _subset_view(
+    track: FaceTrack,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(the read landmarks [T, len(_READ), 3] in pixels (z in units of width), the LANDMARK_SUBSET aligned
+    to the template [T, len(subset), 2], the image size, the head pose [T, 3], usable [T]): what both
+    usable_frames and frame_features need, so a clip is aligned once."""
     size, known = _image_size(track)
-    lm = np.nan_to_num(np.asarray(track.landmarks, np.float64))[..., :2]
-    aligned, px_per_iod = align(lm * size, only=_SUBSET)
+    # = np.nan_to_num(landmarks as float64) at the points read, the rest never converted.
+    read = np.nan_to_num(np.asarray(track.landmarks)[:, _READ].astype(np.float64))
+    xy = read[..., :2] * size
+    aligned, px_per_iod = _align(xy[:, _COL[_STABLE]], xy[:, _COL[_SUBSET]])
     pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
-    return _usable(track, lm, known, aligned, px_per_iod, pose)
+    usable = _usable(track, read[..., :2], known, aligned, px_per_iod, pose)
+    return read, aligned, size, pose, usable
 
 
 def _usable(
@@ -245,19 +274,40 @@ def _usable(
     px_per_iod: np.ndarray,
     pose: np.ndarray,
 ) -> np.ndarray:
-    """usable_frames from the cleaned landmarks [T, 478, 2], the alignment of their LANDMARK_SUBSET points
-    ([T, len(subset), 2]) and the head pose, which frame_features computes anyway (so a clip is aligned
-    once, not twice)."""
-    present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
+    """usable_frames from the cleaned normalised landmarks at the points read ([T, len(_READ), 2]), the
+    alignment of the LANDMARK_SUBSET and the head pose. The two checks over all 478 points (a face is
+    present, the track is frozen) read the whole track only when the points read cannot decide them."""
+    present = np.asarray(track.face_present, bool) & _any_point_set(track, lm)
     err = np.mean(np.linalg.norm(aligned - template()[_SUBSET], axis=-1), axis=1)
-    sub = lm[:, _SUBSET]
+    sub = lm[:, _COL[_SUBSET]]
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
     usable = present & (in_frame >= MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= MAX_YAW) & (err <= MAX_SHAPE_ERROR)
     usable &= px_per_iod >= (MIN_IOD_PX if known else MIN_IOD_NORM)
-    still = lm[present]
-    if len(still) >= FROZEN_MIN_FRAMES and float(np.ptp(still, axis=0).max()) <= FROZEN_TOLERANCE:
+    if np.count_nonzero(present) >= FROZEN_MIN_FRAMES and _frozen(track, lm, present):
         usable[:] = False
     return usable
+
+
+def _whole_xy(track: FaceTrack, frames: np.ndarray) -> np.ndarray:
+    """All 478 cleaned x, y of the chosen frames, [n, 478, 2] float64."""
+    return np.nan_to_num(np.asarray(track.landmarks)[frames][..., :2].astype(np.float64))
+
+
+def _any_point_set(track: FaceTrack, lm: np.ndarray) -> np.ndarray:
+    """[T] bool: any of the 478 points has a non-zero x or y (an all-zero frame is no face)."""
+    found = np.any(lm != 0, axis=(1, 2))
+    if not found.all():
+        rest = ~found
+        found[rest] = np.any(_whole_xy(track, rest) != 0, axis=(1, 2))
+    return found
+
+
+def _frozen(track: FaceTrack, lm: np.ndarray, present: np.ndarray) -> bool:
+    """Whether no point of any present frame moves by more than FROZEN_TOLERANCE. A point read that moves
+    settles it (the spread over all points is at least the spread over some)."""
+    if float(np.ptp(lm[present], axis=0).max()) > FROZEN_TOLERANCE:
+        return False
+    return float(np.ptp(_whole_xy(track, present), axis=0).max()) <= FROZEN_TOLERANCE
 
 
 def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
@@ -266,15 +316,12 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
     if t == 0:
         return feats.astype(np.float32), np.zeros(0, np.float32)
-    size, known = _image_size(track)
-    lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
-    aligned, px_per_iod = align(lm3[..., :2] * size, only=_SUBSET)  # the points the features keep
-    pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
-    usable = _usable(track, lm3[..., :2], known, aligned, px_per_iod, pose)
+    read, aligned, size, pose, usable = _subset_view(track)
 
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
-    frontal = align3d(lm3 * np.array([*size, size[0]]), only=_GEOMETRY)
-    geo, ref = _geometry(frontal), _template_measures()
+    pts = read * np.array([*size, size[0]])
+    frontal = _align3d(pts[:, _COL[_RIGID]], pts[:, _COL[_GEOMETRY]])  # only the points _geometry reads
+    geo, ref = _geometry(frontal, _GEOMETRY_COL), _template_measures()
     au = {
         "AU4": 0.5 * (bs[:, _BS["browDownLeft"]] + bs[:, _BS["browDownRight"]]),
         "AU6": (ref["cheek_ratio"] - geo["cheek_ratio"]) * ref["nose_len"] * AU_GEOMETRY_GAIN,
