@@ -52,8 +52,8 @@ def warm_up() -> None:
     from avpenet.features import audio, tracker, windows  # noqa: F401
 
     tracker.model_bytes()
-    with tracker.FaceTracker():  # loads mediapipe's graph once; a broken model fails the deploy, loudly
-        pass
+    with tracker.pooled():  # loads mediapipe's graph; a broken model fails the deploy, loudly, and the
+        pass  # landmarker waits in the pool for the first clip
 
 
 @serve.deployment(name="FeatureExtractor", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)

@@ -51,7 +51,7 @@ def decode_clip(
         track = None
         if container.streams.video:
             frames = _video_frames(container, container.streams.video[0], track_audio)
-            with tracker.FaceTracker() as face_tracker:
+            with tracker.pooled() as face_tracker:
                 track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
             _drain(frames)
         elif track_audio is not None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.errors import InputError
+from avpenet.features import tracked
 
 CACHE_VERSION = 2  # bump when decoding or frame_features change meaning (2: the face track is kept)
 TRACK_PREFIX = "track_"  # cache arrays holding the FaceTrack fields
@@ -91,6 +92,8 @@ def _source(data_dir: Path, rel: str | None) -> Path | None:
 
 def _signature(data_dir: Path, row: dict[str, str]) -> dict:
     sig: dict = {"version": CACHE_VERSION, "age_group": row["age_group"]}
+    if (row.get("video") or "").strip():  # a video's face is its tracking: a new tracker makes it stale
+        sig["tracking"] = tracked.TRACKING_VERSION
     for col in ("audio", "visual", "video"):
         p = _source(data_dir, row.get(col))
         if p is not None and p.exists():
@@ -116,7 +119,7 @@ def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
 
 def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     """(wave, track, source) of one labels.csv row with the gateway's precedence (see the module doc)."""
-    from avpenet.features import audio, avclip, tracked, tracker
+    from avpenet.features import audio, avclip, tracker
     from avpenet.features.track import FaceTrack
 
     data_dir = Path(data_dir)

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 TRACKED_SUFFIX = ".tracked.json"
-TRACKING_VERSION = 1  # bump when tracker.py samples or reports frames differently: every stamp goes stale
+TRACKING_VERSION = 2  # bump when tracker.py samples or reports frames differently: every stamp goes stale
+# (2: a clip's first frame is stamped at tracker.FIRST_TIMESTAMP_MS instead of 0)
 
 
 def _sha256(blob: bytes) -> str:

@@ -7,7 +7,8 @@ Set AVPENET_FACE_MODEL to use another file (and AVPENET_FACE_MODEL_SHA256 to pin
 Video is decoded with PyAV from a path or from memory (uploads never touch disk) and sampled at contract.FPS
 by presentation time — the same code for training (MP4 files) and serving (uploaded bytes), so both see the
 same frames. A FaceLandmarker in VIDEO mode tracks across frames and needs strictly increasing timestamps,
-so each stream gets its own FaceTracker.
+so a clip or stream has a FaceTracker to itself while it is tracked; clips take theirs from a per-process
+pool (`pooled`), which tracks a clip exactly as a new one would (FIRST_TIMESTAMP_MS says why).
 
 Every FaceLandmarker this module creates is closed at interpreter exit by `close_landmarkers`, while
 mediapipe can still run the call: a landmarker left to its `__del__` during module teardown calls into
@@ -21,6 +22,7 @@ one place, so no caller can leak one.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -47,6 +49,15 @@ MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff
 MODEL_SIZE = 3_758_596
 
 FRAME_STEP_MS = 1000 // contract.FPS
+# A clip's first frame is stamped one step after 0, never at 0: mediapipe's landmark smoothing takes a first
+# sample at timestamp 0 for no sample (the filter starts a frame later), which a landmarker that has already
+# run can never repeat. From any later first timestamp a fresh landmarker and a reused one reset by a frame
+# without a face track a clip identically, so `pooled` can reuse landmarkers (tests/features/
+# test_landmarker_reuse.py proves the identity; TRACKING_VERSION 2 in tracked.py marks the change).
+FIRST_TIMESTAMP_MS = FRAME_STEP_MS
+# Idle landmarkers `pooled` keeps per process: one per clip tracked at once (limits.features_threads) is
+# enough; more are closed when returned.
+POOL_MAX_IDLE = 8
 # Frames whose long side exceeds this are downscaled before tracking: landmarks are normalised coordinates,
 # and the detector works at 192-256 px anyway, so full 4K frames only cost time.
 TRACK_MAX_SIDE = 1280
@@ -172,6 +183,8 @@ def _close_landmarker(landmarker) -> None:
 def close_landmarkers() -> None:
     """Close every FaceLandmarker this process opened (the shared IMAGE-mode one is re-created on use)."""
     global _image_landmarker_instance
+    for idle in _pool.clear():
+        idle._landmarker = None  # closed below with every other one of this process
     pid = os.getpid()
     with _lifetime_lock:
         mine = [lm for lm, owner in _open_landmarkers.items() if owner == pid]
@@ -301,15 +314,14 @@ def detect_image(rgb: np.ndarray) -> FaceTrack:
 class FaceTracker:
     """A FaceLandmarker in VIDEO mode for ONE stream (frames at contract.FPS); use as a context manager.
 
-    Not thread-safe: create one per request/stream (creation: ~30-40 ms CPU). Not pooled across clips: a
-    reused landmarker cannot reproduce a fresh one's first second (mediapipe's landmark smoothing treats a
-    first timestamp of 0 as no sample), so serving would drift from training; measured in
-    tests/features/test_landmarker_reuse.py.
+    Not thread-safe: one per stream at a time. A clip's tracker comes from `pooled` (creating a landmarker
+    costs ~40-50 ms of CPU, reusing one a single empty frame); a bedside stream keeps its own.
     """
 
     def __init__(self, *, num_faces: int = 1, min_confidence: float = 0.5) -> None:
         self._landmarker = _create_landmarker("VIDEO", num_faces, min_confidence)
-        self._next_ts_ms = 0
+        self._next_ts_ms = FIRST_TIMESTAMP_MS
+        self._last_size: tuple[int, ...] | None = None  # the last frame given to the landmarker
 
     def __enter__(self) -> FaceTracker:
         return self
@@ -330,7 +342,18 @@ class FaceTracker:
         img = _prepare(rgb)
         if img is None:
             return _no_face()
+        self._last_size = img.shape
         return _frame_from_result(self._landmarker.detect_for_video(_mp_image(img), ts))
+
+    def reset(self) -> bool:
+        """Forget the last clip's face: one empty frame makes the landmarker lose the face and restart its
+        smoothing, after which it tracks the next clip as a fresh one would. False if that could not be
+        confirmed (the tracker is then not to be reused)."""
+        if self._last_size is None:  # nothing reached the landmarker: it is as fresh as it was
+            return self._landmarker is not None
+        found = self._track_one(np.zeros(self._last_size, np.uint8)).present
+        self._last_size = None
+        return not found
 
     def track_frames(self, frames: Iterable[np.ndarray]) -> FaceTrack:
         """Track RGB frames [H, W, 3] uint8 that are already sampled at contract.FPS."""
@@ -361,8 +384,56 @@ def track_video(source: media.Source, limits: VideoLimits | None = None) -> Face
     Raises UnsupportedMedia (not MP4/MOV/WebM/MKV, or an undecodable codec), UndecodableMedia (corrupt or
     truncated) and TooLarge (beyond `limits`).
     """
-    with FaceTracker() as tracker:
+    with pooled() as tracker:
         return tracker.track_video(source, limits)
+
+
+class _Pool:
+    """This process's idle VIDEO-mode trackers. A forked child starts with none of its parent's (their
+    mediapipe threads do not exist there)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[FaceTracker] = []
+        self.pid = os.getpid()
+
+    def take(self) -> FaceTracker | None:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.idle, self.pid = [], os.getpid()
+            return self.idle.pop() if self.idle else None
+
+    def give(self, tracker: FaceTracker) -> None:
+        with self.lock:
+            if self.pid == os.getpid() and len(self.idle) < POOL_MAX_IDLE:
+                self.idle.append(tracker)
+                return
+        tracker.close()
+
+    def clear(self) -> list[FaceTracker]:
+        with self.lock:
+            mine = self.idle if self.pid == os.getpid() else []
+            self.idle = []
+        return mine
+
+
+_pool = _Pool()
+
+
+@contextlib.contextmanager
+def pooled() -> Iterator[FaceTracker]:
+    """A FaceTracker for one clip, reused from this process's pool when one is idle (thread-safe). A clip
+    that raised, or whose reset is not confirmed, closes its tracker instead of returning it."""
+    tracker = _pool.take() or FaceTracker()
+    try:
+        yield tracker
+    except BaseException:
+        tracker.close()
+        raise
+    if tracker.reset():
+        _pool.give(tracker)
+    else:
+        tracker.close()
 
 
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

@@ -6,12 +6,10 @@ Layout (contract.VISUAL_FEATURE_SEGMENTS, VISUAL_FEATURE_DIM = 201 columns; `con
   mouth) in the canonical face frame, interleaved [x0, y0, x1, y1, ...]. Each frame's landmarks (in pixels,
   so the image aspect ratio is respected) are mapped by the least-squares similarity transform
   (Procrustes/Umeyama: translation + uniform scale + in-plane rotation) that best fits its STABLE_POINTS
-  (eye corners, nose bridge) to the same points of the canonical template. The template is the neutral
-  face the real FaceLandmarker reports on `skimage.data.astronaut()` (``canonical_face.npy``, rebuilt by
-  ``python -m avpenet.features.visual``), expressed with its origin between the eyes, x along the eye line
-  (toward the subject's left eye, i.e. image right), y down, and unit = inter-ocular distance (IOD). So
-  values are O(1) and position, scale and roll are gone; yaw/pitch remain as shape changes and are given
-  explicitly in ``head_pose``.
+  (eye corners, nose bridge) to the same points of the canonical template (`faceframe`: the neutral face
+  the real FaceLandmarker reports on `skimage.data.astronaut()`, origin between the eyes, x along the eye
+  line, y down, unit = inter-ocular distance, IOD). So values are O(1) and position, scale and roll are
+  gone; yaw/pitch remain as shape changes and are given explicitly in ``head_pose``.
 - ``blendshapes`` (52): the tracker's scores in contract.BLENDSHAPE_NAMES order, 0-1.
 - ``au_proxies`` (6): contract.AU_NAMES. Blendshapes where they work on real faces (docs/ARCHITECTURE.md,
   Platform notes):
@@ -42,25 +40,31 @@ face and its mouth blendshapes collapse; the model sees that in the features, th
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 
 from avpenet import contract
+from avpenet.features.faceframe import (
+    LEFT_EYE_INNER,
+    LEFT_EYE_OUTER,
+    RIGHT_EYE_INNER,
+    RIGHT_EYE_OUTER,
+    RIGID_INDEX,
+    STABLE_INDEX,
+    align3d_at,
+    align_at,
+    head_pose_angles,
+    template,
+    template3d,
+)
 from avpenet.features.track import FaceTrack
 
-TEMPLATE_PATH = Path(__file__).with_name("canonical_face.npy")
-
 # mediapipe face-mesh indices (the subject's right eye is on the image left).
-RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER = 33, 133, 362, 263
 RIGHT_UPPER_LID, RIGHT_LOWER_LID, LEFT_UPPER_LID, LEFT_LOWER_LID = (159, 158, 160), (145, 144, 153), (
     386, 385, 387), (374, 373, 380)  # fmt: skip
 RIGHT_CHEEK, LEFT_CHEEK = (50, 205), (280, 425)
 RIGHT_NOSE_WING, LEFT_NOSE_WING = (129, 98), (358, 327)
 NOSE_TIP = 4
-STABLE_POINTS = (RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER, 168, 6, 197)
-# Points that move little with expression, spread in depth: eye corners, nose bridge, face sides, forehead.
-RIGID_POINTS = (*STABLE_POINTS, 234, 454, 10, 151)
 
 AU_GEOMETRY_GAIN = 20.0  # a 5 % IOD movement → 1.0
 MIN_IOD_PX = 8.0
@@ -74,8 +78,6 @@ FEATURE_LIMIT = 10.0  # features are clipped to ± this (they are O(1); guards a
 
 _BS = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
 _SUBSET = np.asarray(contract.LANDMARK_SUBSET)
-_STABLE = np.asarray(STABLE_POINTS)
-_RIGID = np.asarray(RIGID_POINTS)
 # The points _geometry measures: frame_features turns only these to the frontal template (align3d `only`).
 _GEOMETRY = np.unique(
     [RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER, NOSE_TIP, *RIGHT_UPPER_LID,
@@ -84,88 +86,17 @@ _GEOMETRY = np.unique(
 )  # fmt: skip
 # Every landmark frame_features reads: it gathers these ~100 of the 478 first, so a 60-s track (600 frames) is
 # not converted, cleaned and scaled whole; each gathered point's arithmetic is the full array's, bit for bit.
-_READ = np.unique(np.concatenate([_SUBSET, _STABLE, _RIGID, _GEOMETRY]))
+_READ = np.unique(np.concatenate([_SUBSET, STABLE_INDEX, RIGID_INDEX, _GEOMETRY]))
 _COL = np.full(contract.N_LANDMARKS, -1)  # landmark index -> its column among _READ
 _COL[_READ] = np.arange(_READ.size)
 _GEOMETRY_COL = np.full(contract.N_LANDMARKS, -1)  # landmark index -> its column among _GEOMETRY
 _GEOMETRY_COL[_GEOMETRY] = np.arange(_GEOMETRY.size)
 
 
-def canonical_frame(points_px: np.ndarray) -> np.ndarray:
-    """Express one face's landmarks [478, 2] (pixels) with origin between the eyes, x along the eye line and
-    unit = inter-ocular distance — the frame the template is stored in."""
-    right = points_px[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER]].mean(0)
-    left = points_px[[LEFT_EYE_INNER, LEFT_EYE_OUTER]].mean(0)
-    axis = left - right
-    iod = float(np.hypot(*axis))
-    c, s = axis / iod
-    rot = np.array([[c, s], [-s, c]])  # rotates the eye axis onto +x
-    return ((points_px - (left + right) / 2) @ rot.T) / iod
-
-
-def build_template() -> np.ndarray:
-    """Run the real FaceLandmarker on skimage's astronaut photo → canonical landmarks [478, 2] float32."""
-    from skimage import data
-
-    from avpenet.features.tracker import detect_image
-
-    image = data.astronaut()
-    track = detect_image(image)
-    if not track.face_present[0]:
-        raise RuntimeError("FaceLandmarker found no face on the astronaut photo")
-    h, w = image.shape[:2]
-    px = track.landmarks[0].astype(np.float64) * np.array([w, h, w])  # mediapipe z is in units of width
-    xy = canonical_frame(px[:, :2])
-    left = px[[LEFT_EYE_INNER, LEFT_EYE_OUTER], :2].mean(0)
-    iod = np.linalg.norm(left - px[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER], :2].mean(0))
-    z = (px[:, 2] - px[:, 2].mean()) / iod
-    return np.concatenate([xy, z[:, None]], axis=1).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def template3d() -> np.ndarray:
-    """The canonical template [478, 3] (IOD units; z = mediapipe depth), from the committed asset."""
-    return np.load(TEMPLATE_PATH, allow_pickle=False).astype(np.float64)
-
-
-def template() -> np.ndarray:
-    """The 2-D canonical template [478, 2]: what landmarks_xy are aligned to."""
-    return template3d()[:, :2]
-
-
 @functools.lru_cache(maxsize=1)
 def _template_measures() -> dict[str, float]:
     t = template3d()[None]
     return {k: float(v[0]) for k, v in _geometry(t).items()}
-
-
-def align3d(points: np.ndarray, only: np.ndarray | None = None) -> np.ndarray:
-    """Rigid + scale alignment of landmarks [T, 478, 3] (pixels, z in pixels) to the 3-D template on
-    RIGID_POINTS (Umeyama): removes yaw and pitch too, so AU geometry is measured on a frontal face.
-
-    `only` (landmark indices): transform just these points (each one exactly as without `only`); the
-    others are left 0. A 60-s track is 600 frames x 478 points: turning all of them cost ~20x the work."""
-    if only is None:
-        return _align3d(points[:, _RIGID], points)
-    out = np.zeros(points.shape)
-    out[:, only] = _align3d(points[:, _RIGID], points[:, only])
-    return out
-
-
-def _align3d(src: np.ndarray, turned: np.ndarray) -> np.ndarray:
-    """align3d fitted on the RIGID_POINTS `src` [T, len(RIGID_POINTS), 3], applied to `turned` [T, K, 3]."""
-    dst = template3d()[_RIGID]
-    mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(0)
-    sc, dc = src - mu_s, dst - mu_d
-    cov = np.einsum("nd,tne->tde", dc, sc) / len(RIGID_POINTS)  # [T, 3, 3]
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(u @ vt))
-    fix = np.ones((src.shape[0], 3))
-    fix[:, 2] = d
-    rot = u @ (fix[:, :, None] * vt)
-    var = np.maximum(np.sum(sc**2, axis=(1, 2)) / len(RIGID_POINTS), 1e-12)
-    scale = np.sum(sig * fix, axis=1) / var
-    return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, turned - mu_s) + mu_d
 
 
 def _geometry(p: np.ndarray, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -199,44 +130,6 @@ def _geometry(p: np.ndarray, col: np.ndarray | None = None) -> dict[str, np.ndar
     }
 
 
-def align(points: np.ndarray, only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Similarity-align landmarks [T, 478, 2] (pixels) to the template on STABLE_POINTS.
-
-    Returns the aligned landmarks [T, 478, 2] in template units and each frame's scale (pixels per IOD).
-    2-D similarity in complex form: z ↦ a·(z − mean z) + mean q with a = Σ conj(z̃)·q̃ / Σ |z̃|².
-    `only` (landmark indices): return just those points, [T, len(only), 2], each exactly as without it.
-    """
-    return _align(points[:, _STABLE], points if only is None else points[:, only])
-
-
-def _align(stable: np.ndarray, turned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """align fitted on the STABLE_POINTS `stable` [T, 7, 2], applied to `turned` [T, K, 2]."""
-    q = template()[_STABLE]
-    q = q[:, 0] + 1j * q[:, 1]
-    zs = stable[..., 0] + 1j * stable[..., 1]
-    z = turned[..., 0] + 1j * turned[..., 1]
-    z_mean = zs.mean(1, keepdims=True)
-    zc, qc = zs - z_mean, q - q.mean()
-    denom = np.sum(np.abs(zc) ** 2, axis=1, keepdims=True)
-    a = np.sum(np.conj(zc) * qc[None], axis=1, keepdims=True) / np.maximum(denom, 1e-12)
-    aligned = a * (z - z_mean) + q.mean()
-    scale = 1.0 / np.maximum(np.abs(a[:, 0]), 1e-12)
-    return np.stack([aligned.real, aligned.imag], axis=-1), scale
-
-
-def head_pose_angles(matrices: np.ndarray) -> np.ndarray:
-    """(yaw, pitch, roll) radians [T, 3] from 4×4 facial transforms [T, 4, 4]; zeros for all-zero matrices."""
-    r = np.asarray(matrices, np.float64)[:, :3, :3]
-    norms = np.linalg.norm(r, axis=1, keepdims=True)  # column norms: remove any scale in the transform
-    r = r / np.where(norms > 1e-9, norms, 1.0)
-    yaw = np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0))
-    pitch = np.arctan2(r[:, 2, 1], r[:, 2, 2])
-    roll = np.arctan2(r[:, 1, 0], r[:, 0, 0])
-    out = np.stack([yaw, pitch, roll], axis=1)
-    out[np.all(norms[:, 0] < 1e-9, axis=1)] = 0.0
-    return out
-
-
 def _image_size(track: FaceTrack) -> tuple[np.ndarray, bool]:
     w, h = (int(v) for v in track.image_size)
     known = w > 0 and h > 0
@@ -260,7 +153,7 @@ def _subset_view(
     # = np.nan_to_num(landmarks as float64) at the points read, the rest never converted.
     read = np.nan_to_num(np.asarray(track.landmarks)[:, _READ].astype(np.float64))
     xy = read[..., :2] * size
-    aligned, px_per_iod = _align(xy[:, _COL[_STABLE]], xy[:, _COL[_SUBSET]])
+    aligned, px_per_iod = align_at(xy[:, _COL[STABLE_INDEX]], xy[:, _COL[_SUBSET]])
     pose = np.nan_to_num(head_pose_angles(np.nan_to_num(track.head_pose)))
     usable = _usable(track, read[..., :2], known, aligned, px_per_iod, pose)
     return read, aligned, size, pose, usable
@@ -320,7 +213,8 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
 
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
     pts = read * np.array([*size, size[0]])
-    frontal = _align3d(pts[:, _COL[_RIGID]], pts[:, _COL[_GEOMETRY]])  # only the points _geometry reads
+    # only the points _geometry reads are turned to the frontal template
+    frontal = align3d_at(pts[:, _COL[RIGID_INDEX]], pts[:, _COL[_GEOMETRY]])
     geo, ref = _geometry(frontal, _GEOMETRY_COL), _template_measures()
     au = {
         "AU4": 0.5 * (bs[:, _BS["browDownLeft"]] + bs[:, _BS["browDownRight"]]),
@@ -337,8 +231,3 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     feats = np.clip(np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), -FEATURE_LIMIT, FEATURE_LIMIT)
     feats[~usable] = 0.0
     return feats.astype(np.float32), usable.astype(np.float32)
-
-
-if __name__ == "__main__":  # python -m avpenet.features.visual: rebuild the committed template
-    np.save(TEMPLATE_PATH, build_template())
-    print(f"wrote {TEMPLATE_PATH}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from avpenet import contract
-from avpenet.features import visual
+from avpenet.features import faceframe, visual
 
 
 def test_geometry_reads_only_the_turned_points():
@@ -26,6 +26,6 @@ def test_geometry_reads_only_the_turned_points():
 def test_turned_points_equal_the_full_transform():
     rng = np.random.default_rng(1)
     points = rng.uniform(100, 500, (40, contract.N_LANDMARKS, 3)) + rng.normal(0, 3, (40, 1, 3))
-    full = visual.align3d(points)
-    part = visual.align3d(points, only=visual._GEOMETRY)
+    full = faceframe.align3d(points)
+    part = faceframe.align3d(points, only=visual._GEOMETRY)
     assert np.array_equal(part[:, visual._GEOMETRY], full[:, visual._GEOMETRY])

@@ -26,16 +26,16 @@ def rendered(tmp_path_factory):
 
 
 def _counting_tracker(monkeypatch) -> list[int]:
-    """One entry per clip tracked: a FaceTracker (one landmarker) is made per tracking, by `track_video` or by
-    `avclip` (a row whose MP4 also carries the sound)."""
+    """One entry per clip tracked: `track_frames` runs once per tracking, by `track_video` or by `avclip` (a
+    row whose MP4 also carries the sound), on a new or a pooled landmarker."""
     calls: list[int] = []
-    real = tracker.FaceTracker.__init__
+    real = tracker.FaceTracker.track_frames
 
     def counted(self, *args, **kwargs):
         calls.append(1)
-        real(self, *args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(tracker.FaceTracker, "__init__", counted)
+    monkeypatch.setattr(tracker.FaceTracker, "track_frames", counted)
     return calls
 
 

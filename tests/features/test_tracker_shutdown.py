@@ -29,6 +29,8 @@ SCRIPT = textwrap.dedent(
     assert tracker.detect_image(image).face_present[0]  # the shared IMAGE-mode landmarker
     left_open = tracker.FaceTracker()  # never closed by its owner
     left_open.track_frames([image])
+    with tracker.pooled() as clip_tracker:  # idle in the pool at exit
+        clip_tracker.track_frames([image])
     # a forked worker inherits both landmarkers; it must exit without touching them
     with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
         assert list(pool.map(double, range(3))) == [0, 2, 4]
@@ -53,5 +55,9 @@ def test_close_landmarkers_then_detect_again() -> None:
 
     image = data.astronaut()
     assert tracker.detect_image(image).face_present[0]
-    tracker.close_landmarkers()
+    with tracker.pooled() as clip_tracker:
+        clip_tracker.track_frames([image])
+    tracker.close_landmarkers()  # the pool's idle landmarker too
     assert tracker.detect_image(image).face_present[0]  # re-created on use
+    with tracker.pooled() as after:
+        assert after is not clip_tracker and after.track_frames([image]).face_present[0]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from avpenet import contract
-from avpenet.features import visual
+from avpenet.features import faceframe, visual
 from avpenet.features.track import FaceTrack
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -28,10 +28,10 @@ def _reference(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     size, known = v._image_size(track)
     lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
     lm = lm3[..., :2]
-    aligned, px_per_iod = v.align(lm * size, only=v._SUBSET)
-    pose = np.nan_to_num(v.head_pose_angles(np.nan_to_num(track.head_pose)))
+    aligned, px_per_iod = faceframe.align(lm * size, only=v._SUBSET)
+    pose = np.nan_to_num(faceframe.head_pose_angles(np.nan_to_num(track.head_pose)))
     present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
-    err = np.mean(np.linalg.norm(aligned - v.template()[v._SUBSET], axis=-1), axis=1)
+    err = np.mean(np.linalg.norm(aligned - faceframe.template()[v._SUBSET], axis=-1), axis=1)
     sub = lm[:, v._SUBSET]
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
     usable = present & (in_frame >= v.MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= v.MAX_YAW)
@@ -40,7 +40,8 @@ def _reference(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     if len(still) >= v.FROZEN_MIN_FRAMES and float(np.ptp(still, axis=0).max()) <= v.FROZEN_TOLERANCE:
         usable[:] = False
     bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
-    geo, ref = v._geometry(v.align3d(lm3 * np.array([*size, size[0]]))), v._template_measures()
+    frontal = faceframe.align3d(lm3 * np.array([*size, size[0]]))
+    geo, ref = v._geometry(frontal), v._template_measures()
     au = {
         "AU4": 0.5 * (bs[:, v._BS["browDownLeft"]] + bs[:, v._BS["browDownRight"]]),
         "AU6": (ref["cheek_ratio"] - geo["cheek_ratio"]) * ref["nose_len"] * v.AU_GEOMETRY_GAIN,
