@@ -349,8 +349,10 @@ class FaceTracker:
         """Forget the last clip's face: one empty frame makes the landmarker lose the face and restart its
         smoothing, after which it tracks the next clip as a fresh one would. False if that could not be
         confirmed (the tracker is then not to be reused)."""
+        if self._landmarker is None:
+            return False
         if self._last_size is None:  # nothing reached the landmarker: it is as fresh as it was
-            return self._landmarker is not None
+            return True
         found = self._track_one(np.zeros(self._last_size, np.uint8)).present
         self._last_size = None
         return not found
