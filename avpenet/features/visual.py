@@ -78,7 +78,7 @@ FEATURE_LIMIT = 10.0  # features are clipped to ± this (they are O(1); guards a
 
 _BS = {name: i for i, name in enumerate(contract.BLENDSHAPE_NAMES)}
 _SUBSET = np.asarray(contract.LANDMARK_SUBSET)
-# The points _geometry measures: frame_features turns only these to the frontal template (align3d `only`).
+# The points _geometry measures: frame_features turns only these to the frontal template (`align3d_at`).
 _GEOMETRY = np.unique(
     [RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER, NOSE_TIP, *RIGHT_UPPER_LID,
      *RIGHT_LOWER_LID, *LEFT_UPPER_LID, *LEFT_LOWER_LID, *RIGHT_CHEEK, *LEFT_CHEEK, *RIGHT_NOSE_WING,
