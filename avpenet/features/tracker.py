@@ -56,7 +56,8 @@ FRAME_STEP_MS = 1000 // contract.FPS
 # test_landmarker_reuse.py proves the identity; TRACKING_VERSION 2 in tracked.py marks the change).
 FIRST_TIMESTAMP_MS = FRAME_STEP_MS
 # Idle landmarkers `pooled` keeps per process: one per clip tracked at once (limits.features_threads) is
-# enough; more are closed when returned.
+# enough; more are closed when returned. Each holds ~40 MB (RSS per extra landmarker, measured), which a
+# process tracking that many clips at once holds anyway while it does.
 POOL_MAX_IDLE = 8
 # Frames whose long side exceeds this are downscaled before tracking: landmarks are normalised coordinates,
 # and the detector works at 192-256 px anyway, so full 4K frames only cost time.
