@@ -1,5 +1,5 @@
 """The allocator check behind the soak's fix: RSS of one process tracking the same video over and over on
-worker threads, as the FeatureExtractor replica does (`asyncio.to_thread`, one FaceLandmarker per clip).
+worker threads, as the FeatureExtractor replica does (`asyncio.to_thread`, landmarkers from `tracker.pooled`).
 
     .venv/bin/python -m loadtests.arenas --rounds 60                      # glibc's default arenas
     MALLOC_ARENA_MAX=2 .venv/bin/python -m loadtests.arenas --rounds 60   # what the stack ships
