@@ -119,6 +119,12 @@ def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
 
 def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     """(wave, track, source) of one labels.csv row with the gateway's precedence (see the module doc)."""
+    wave, track, source, _ = _decode(data_dir, row)
+    return wave, track, source
+
+
+def _decode(data_dir: str | os.PathLike, row: dict[str, str]):
+    """decode_row, and whether the tracker ran on the row's MP4 (no stamp matched its `.npz`)."""
     from avpenet.features import audio, avclip, tracker
     from avpenet.features.track import FaceTrack
 
@@ -132,7 +138,7 @@ def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
             raise FileNotFoundError(f"clip {row['clip_id']}: {p} does not exist")
     # bytes in memory, as an upload reaches the gateway (its decoders open no files or protocols)
     wave = audio.load_audio(audio_path.read_bytes(), name=audio_path.name) if audio_path else None
-    track, source = None, "none"
+    track, source, reused = None, "none", None
     if video_path is not None:
         video = video_path.read_bytes()
         reused = tracked.stamped_track(video, npz_path) if npz_path is not None else None
@@ -145,7 +151,8 @@ def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
             track = tracker.track_video(video)
     elif npz_path is not None:
         track, source = FaceTrack.load_npz(npz_path), "npz"
-    return wave, track, source if track is not None else "none"
+    tracked_now = video_path is not None and reused is None
+    return wave, track, source if track is not None else "none", tracked_now
 
 
 def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
@@ -154,7 +161,7 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
     from avpenet.features.windows import frame_window_count
 
     data_dir = Path(data_dir)
-    wave, track, source = decode_row(data_dir, row)
+    wave, track, source, tracked_now = _decode(data_dir, row)
     arrays: dict[str, np.ndarray] = {}
     if wave is not None:
         arrays["wave"] = np.asarray(wave, np.float32)
@@ -168,6 +175,7 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
         "clip_id": row["clip_id"],
         "age_group": row["age_group"],
         "visual_source": source,
+        "tracked_now": tracked_now,
         "signature": _signature(data_dir, row),
         "windows": max(audio.window_count(n_samples), frame_window_count(n_frames)),
         "frames": n_frames,
@@ -239,6 +247,9 @@ def build_cache(
         "errors": errors,
         "windows": int(sum(m.get("windows", 0) for m in metas)),
         "from_video_with_tracker": sum(m["visual_source"] == "video" for m in metas),
+        # MP4s the tracker ran on in this run because no stamp matched (a hospital's own video, an edited
+        # file, another face model or tracking version); the rest reused the render's stamped `.npz`.
+        "tracked_this_run": sum(bool(r.get("tracked_now")) for r in done),
         "tracking_failed": sorted(
             m["clip_id"] for m in metas if m["visual_source"] == "video" and m.get("face_frames", 0) == 0
         ),

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         f"{m['failed']} failed ({time.monotonic() - start:.1f} s). Cache {cache_dir(args.data)}: "
         f"{m['cached']} clips, {m['windows']} windows; face tracks from MP4 via FaceLandmarker: "
         f"{m['from_video_with_tracker']}, from .npz: {m['from_npz_track']}, none: {m['without_visual']}; "
-        f"usable face frames {100 * m['usable_frame_share']:.0f}%"
+        f"usable face frames {100 * m['usable_frame_share']:.0f}%; MP4s tracked in this run (no matching "
+        f"tracking stamp): {m['tracked_this_run']}"
     )
     tracking = {"tracking_failed": "no face in any frame", "tracking_partial": "a face in < 50% of frames"}
     for key, what in tracking.items():

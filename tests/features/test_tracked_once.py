@@ -70,3 +70,15 @@ def test_a_changed_mp4_or_npz_is_tracked_again(rendered, monkeypatch):
         assert calls == [1, 1]  # a stamp naming another MP4 is not trusted
     finally:
         stamp.write_text(text)
+
+
+def test_features_reports_renders_tracked_again_when_the_tracking_changes(rendered, monkeypatch):
+    """`avpenet features` counts the MP4s it had to track: none while the stamp holds, every one once the
+    tracking version moves on (the cache entry goes stale with it)."""
+    root, _ = rendered
+    first = cache.build_cache(root, workers=1, progress=False)
+    assert first["failed"] == 0 and first["tracked_this_run"] == 0
+    calls = _counting_tracker(monkeypatch)
+    monkeypatch.setattr(tracked, "TRACKING_VERSION", tracked.TRACKING_VERSION + 1)
+    again = cache.build_cache(root, workers=1, progress=False)
+    assert again["extracted"] == 1 and again["tracked_this_run"] == 1 and calls == [1]
