@@ -70,21 +70,16 @@ def template() -> np.ndarray:
     return template3d()[:, :2]
 
 
-def align3d(points: np.ndarray, only: np.ndarray | None = None) -> np.ndarray:
+def align3d(points: np.ndarray) -> np.ndarray:
     """Rigid + scale alignment of landmarks [T, 478, 3] (pixels, z in pixels) to the 3-D template on
-    RIGID_POINTS (Umeyama): removes yaw and pitch too, so AU geometry is measured on a frontal face.
-
-    `only` (landmark indices): transform just these points (each one exactly as without `only`); the
-    others are left 0. A 60-s track is 600 frames x 478 points: turning all of them cost ~20x the work."""
-    if only is None:
-        return align3d_at(points[:, RIGID_INDEX], points)
-    out = np.zeros(points.shape)
-    out[:, only] = align3d_at(points[:, RIGID_INDEX], points[:, only])
-    return out
+    RIGID_POINTS (Umeyama): removes yaw and pitch too, so AU geometry is measured on a frontal face."""
+    return align3d_at(points[:, RIGID_INDEX], points)
 
 
 def align3d_at(src: np.ndarray, turned: np.ndarray) -> np.ndarray:
-    """align3d fitted on the RIGID_POINTS `src` [T, len(RIGID_POINTS), 3], applied to `turned` [T, K, 3]."""
+    """align3d fitted on the RIGID_POINTS `src` [T, len(RIGID_POINTS), 3], applied to `turned` [T, K, 3]:
+    each turned point exactly as by align3d (turning all 478 points of a 600-frame track is ~20x the work
+    of the ~25 the AU geometry reads)."""
     dst = template3d()[RIGID_INDEX]
     mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(0)
     sc, dc = src - mu_s, dst - mu_d
@@ -99,18 +94,18 @@ def align3d_at(src: np.ndarray, turned: np.ndarray) -> np.ndarray:
     return scale[:, None, None] * np.einsum("tde,tne->tnd", rot, turned - mu_s) + mu_d
 
 
-def align(points: np.ndarray, only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def align(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Similarity-align landmarks [T, 478, 2] (pixels) to the template on STABLE_POINTS.
 
     Returns the aligned landmarks [T, 478, 2] in template units and each frame's scale (pixels per IOD).
     2-D similarity in complex form: z ↦ a·(z − mean z) + mean q with a = Σ conj(z̃)·q̃ / Σ |z̃|².
-    `only` (landmark indices): return just those points, [T, len(only), 2], each exactly as without it.
     """
-    return align_at(points[:, STABLE_INDEX], points if only is None else points[:, only])
+    return align_at(points[:, STABLE_INDEX], points)
 
 
 def align_at(stable: np.ndarray, turned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """align fitted on the STABLE_POINTS `stable` [T, 7, 2], applied to `turned` [T, K, 2]."""
+    """align fitted on the STABLE_POINTS `stable` [T, 7, 2], applied to `turned` [T, K, 2] (each turned point
+    exactly as by align)."""
     q = template()[STABLE_INDEX]
     q = q[:, 0] + 1j * q[:, 1]
     zs = stable[..., 0] + 1j * stable[..., 1]

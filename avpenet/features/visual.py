@@ -205,17 +205,23 @@ def _frozen(track: FaceTrack, lm: np.ndarray, present: np.ndarray) -> bool:
 
 def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     """(features [T, VISUAL_FEATURE_DIM] float32, mask [T] float32) of a face track (see module doc)."""
-    t = track.n_frames
-    feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
-    if t == 0:
-        return feats.astype(np.float32), np.zeros(0, np.float32)
+    if track.n_frames == 0:
+        return np.zeros((0, contract.VISUAL_FEATURE_DIM), np.float32), np.zeros(0, np.float32)
     read, aligned, size, pose, usable = _subset_view(track)
-
-    bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
     pts = read * np.array([*size, size[0]])
     # only the points _geometry reads are turned to the frontal template
     frontal = align3d_at(pts[:, _COL[RIGID_INDEX]], pts[:, _COL[_GEOMETRY]])
-    geo, ref = _geometry(frontal, _GEOMETRY_COL), _template_measures()
+    return _assemble(track, aligned, _geometry(frontal, _GEOMETRY_COL), pose, usable)
+
+
+def _assemble(
+    track: FaceTrack, aligned: np.ndarray, geo: dict[str, np.ndarray], pose: np.ndarray, usable: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The feature matrix in the module doc's layout from the aligned subset, the AU geometry measures, the
+    head pose and the mask (with the track's blendshapes); unusable frames all zero."""
+    t = track.n_frames
+    bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
+    ref = _template_measures()
     au = {
         "AU4": 0.5 * (bs[:, _BS["browDownLeft"]] + bs[:, _BS["browDownRight"]]),
         "AU6": (ref["cheek_ratio"] - geo["cheek_ratio"]) * ref["nose_len"] * AU_GEOMETRY_GAIN,
@@ -224,6 +230,7 @@ def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
         "AU10": 0.5 * (bs[:, _BS["mouthUpperUpLeft"]] + bs[:, _BS["mouthUpperUpRight"]]),
         "AU43": np.clip(1.0 - geo["eye_ratio"] / ref["eye_ratio"], 0.0, 1.0),
     }
+    feats = np.zeros((t, contract.VISUAL_FEATURE_DIM), np.float64)
     feats[:, contract.feature_slice("landmarks_xy")] = aligned.reshape(t, -1)
     feats[:, contract.feature_slice("blendshapes")] = bs
     feats[:, contract.feature_slice("au_proxies")] = np.stack([au[n] for n in contract.AU_NAMES], axis=1)

@@ -22,13 +22,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _reference(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
-    """frame_features computed on all 478 points of every frame."""
+    """frame_features computed on all 478 points of every frame (the layout from visual._assemble)."""
     v = visual
-    t = track.n_frames
     size, known = v._image_size(track)
     lm3 = np.nan_to_num(np.asarray(track.landmarks, np.float64))
     lm = lm3[..., :2]
-    aligned, px_per_iod = faceframe.align(lm * size, only=v._SUBSET)
+    aligned, px_per_iod = faceframe.align(lm * size)
+    aligned = aligned[:, v._SUBSET]
     pose = np.nan_to_num(faceframe.head_pose_angles(np.nan_to_num(track.head_pose)))
     present = np.asarray(track.face_present, bool) & np.any(lm != 0, axis=(1, 2))
     err = np.mean(np.linalg.norm(aligned - faceframe.template()[v._SUBSET], axis=-1), axis=1)
@@ -39,25 +39,8 @@ def _reference(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     still = lm[present]
     if len(still) >= v.FROZEN_MIN_FRAMES and float(np.ptp(still, axis=0).max()) <= v.FROZEN_TOLERANCE:
         usable[:] = False
-    bs = np.clip(np.nan_to_num(np.asarray(track.blendshapes, np.float64)), 0.0, 1.0)
     frontal = faceframe.align3d(lm3 * np.array([*size, size[0]]))
-    geo, ref = v._geometry(frontal), v._template_measures()
-    au = {
-        "AU4": 0.5 * (bs[:, v._BS["browDownLeft"]] + bs[:, v._BS["browDownRight"]]),
-        "AU6": (ref["cheek_ratio"] - geo["cheek_ratio"]) * ref["nose_len"] * v.AU_GEOMETRY_GAIN,
-        "AU7": 0.5 * (bs[:, v._BS["eyeSquintLeft"]] + bs[:, v._BS["eyeSquintRight"]]),
-        "AU9": (ref["nose_ratio"] - geo["nose_ratio"]) * ref["nose_len"] * v.AU_GEOMETRY_GAIN,
-        "AU10": 0.5 * (bs[:, v._BS["mouthUpperUpLeft"]] + bs[:, v._BS["mouthUpperUpRight"]]),
-        "AU43": np.clip(1.0 - geo["eye_ratio"] / ref["eye_ratio"], 0.0, 1.0),
-    }
-    feats = np.zeros((t, contract.VISUAL_FEATURE_DIM))
-    feats[:, contract.feature_slice("landmarks_xy")] = aligned.reshape(t, -1)
-    feats[:, contract.feature_slice("blendshapes")] = bs
-    feats[:, contract.feature_slice("au_proxies")] = np.stack([au[n] for n in contract.AU_NAMES], axis=1)
-    feats[:, contract.feature_slice("head_pose")] = pose
-    feats = np.clip(np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), -v.FEATURE_LIMIT, v.FEATURE_LIMIT)
-    feats[~usable] = 0.0
-    return feats.astype(np.float32), usable.astype(np.float32)
+    return v._assemble(track, aligned, v._geometry(frontal), pose, usable)
 
 
 def _example() -> FaceTrack:
