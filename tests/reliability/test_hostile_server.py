@@ -20,7 +20,7 @@ import psutil
 import pytest
 import requests
 from corpus import Case, Upload
-from corpus.harness import GRPC_OPTIONS, Answer, grpc_call, http_post
+from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample
 from corpus.wire import BOUNDARY
 from support.gateway import API_KEY, face_track, wav_bytes
 
@@ -48,17 +48,6 @@ def clip(age_group: bytes = b"adult", request_id: str = "") -> tuple[bytes, byte
     )
     message.request_id = request_id
     return corpus.http_request(Case("v", "v", 200, "OK", lambda: upload))[0], message.SerializeToString()
-
-
-def metrics(stack) -> str:
-    return requests.get(f"{stack.http_url}/metrics", timeout=10).text
-
-
-def counter(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the gateway's exposition (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    match = re.search(rf"^{name}\{{{re.escape(want)}\}} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 # --- slow uploads -------------------------------------------------------------------------------------------
@@ -123,7 +112,7 @@ def test_slow_uploads_hold_no_slot_and_are_ended_with_408(gateway_stack):
     """16 slow-loris connections (twice max_in_flight): valid HTTP and gRPC requests meanwhile score."""
     http_body, message = clip()
     assert http_post(gateway_stack.http_url, http_body, CTYPE, key=API_KEY).status == 200  # warm
-    before = metrics(gateway_stack)
+    before = gateway_metrics(gateway_stack)
     loris = SlowLoris(gateway_stack.http_url, SLOW_CONNECTIONS)
     try:
         time.sleep(1.5)  # the slow uploads have reached the gateway
@@ -147,9 +136,9 @@ def test_slow_uploads_hold_no_slot_and_are_ended_with_408(gateway_stack):
         assert raw.startswith(b"HTTP/1.1 408"), raw[:200]
         assert b"upload too slow" in raw
         assert t < SLOW_END_S
-    after = metrics(gateway_stack)
-    slow = counter(after, telemetry.REFUSALS + "_total", protocol="http", reason="SlowUpload")
-    assert slow - counter(before, telemetry.REFUSALS + "_total", protocol="http", reason="SlowUpload") == 16
+    after = gateway_metrics(gateway_stack)
+    slow = sample(after, telemetry.REFUSALS + "_total", protocol="http", reason="SlowUpload")
+    assert slow - sample(before, telemetry.REFUSALS + "_total", protocol="http", reason="SlowUpload") == 16
     print(f"slow uploads ended with 408 after {first_end:.1f}-{max(t for t, _ in answers.values()):.1f} s")
 
 
@@ -195,13 +184,13 @@ def test_malformed_protobuf_is_invalid_argument(gateway_stack, name):
 # --- ids and text fields ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("request_id", ["abc\n", "abc\r\n", "a" * 65, "-leading-dash", "a b"])
 def test_invalid_grpc_request_id_is_refused_before_scoring(gateway_stack, request_id):
-    before = metrics(gateway_stack)
+    before = gateway_metrics(gateway_stack)
     with grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS) as channel:
         answer = grpc_call(channel, clip(request_id=request_id)[1], key=API_KEY)
-    after = metrics(gateway_stack)
+    after = gateway_metrics(gateway_stack)
     assert answer.status == "INVALID_ARGUMENT" and "request_id" in answer.detail, answer
     windows = telemetry.WINDOWS + "_total"
-    assert counter(after, windows, protocol="grpc") == counter(before, windows, protocol="grpc"), (
+    assert sample(after, windows, protocol="grpc") == sample(before, windows, protocol="grpc"), (
         "it was scored"
     )
 
@@ -225,17 +214,17 @@ def test_age_group_whitespace_is_treated_alike_on_both_protocols(gateway_stack, 
 # --- refusals in metrics ------------------------------------------------------------------------------------
 def test_refusals_are_counted_by_reason_on_both_protocols(gateway_stack):
     http_body, message = clip()
-    before = metrics(gateway_stack)
+    before = gateway_metrics(gateway_stack)
     assert http_post(gateway_stack.http_url, http_body, CTYPE, key="wrong").status == 401
     assert http_post(gateway_stack.http_url, b"not multipart", "text/plain", key=API_KEY).status == 415
     with grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS) as channel:
         assert grpc_call(channel, message, key="wrong").status == "UNAUTHENTICATED"
         assert grpc_call(channel, b"\x17abc", key=API_KEY).status == "INVALID_ARGUMENT"
-    after = metrics(gateway_stack)
+    after = gateway_metrics(gateway_stack)
     name = telemetry.REFUSALS + "_total"
     for protocol, reason in [("http", "Unauthenticated"), ("http", "UnsupportedMedia"),
                              ("grpc", "Unauthenticated"), ("grpc", "InvalidRequest")]:  # fmt: skip
-        grown = counter(after, name, protocol=protocol, reason=reason) - counter(
+        grown = sample(after, name, protocol=protocol, reason=reason) - sample(
             before, name, protocol=protocol, reason=reason
         )
         assert grown == 1, (protocol, reason, grown)

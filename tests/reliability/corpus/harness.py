@@ -7,6 +7,7 @@ with the elapsed time, so each test can bound latency as well as check the statu
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -52,6 +53,18 @@ def grpc_call(channel: grpc.Channel, message: bytes, *, key: str | None, timeout
     except grpc.RpcError as exc:
         return Answer(exc.code().name, time.perf_counter() - start, exc.details() or "")
     return Answer("OK", time.perf_counter() - start)
+
+
+def gateway_metrics(stack) -> str:
+    """The gateway's Prometheus exposition (one gateway replica in the test stack)."""
+    return requests.get(f"{stack.http_url}/metrics", timeout=10).text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of an exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    match = re.search(rf"^{name}\{{{re.escape(want)}\}} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 # --- the stack's processes ----------------------------------------------------------------------------------
