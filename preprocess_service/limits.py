@@ -73,7 +73,7 @@ class MediaSecondsLimiter:
     A request's cost there grows with its length (decoding and face tracking per frame: a 60-s clip costs
     about 20 times a 3-s one), so counting requests lets a handful of long clips fill the queue past every
     deadline. A clip **starts** (goes to the FeatureExtractor) when it fits: at most `budget_s` media seconds
-    in flight and, once a rate is measured, those seconds done within `ADMIT_SHARE` of its hop's deadline
+    in flight and, once a rate is measured, those seconds done within `share` of its hop's deadline
     (one clip alone always starts, so a clip up to the length limit runs even with a smaller budget). A clip
     that does not fit **waits** here, first in first out, already uploaded and not yet decoded, for at most
     `max_wait_s`: a refused client sends the whole clip again (proxy and gateway CPU spent again, a few times
@@ -83,16 +83,25 @@ class MediaSecondsLimiter:
     - by the measured rate: the media seconds the FeatureExtractor has been finishing per second of busy time
       (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not read
       as slowness). A clip is refused when the seconds in flight and waiting ahead of it plus its own would
-      not be done, at that rate, within `ADMIT_SHARE` of its wait bound plus its deadline. The Retry-After is
+      not be done, at that rate, within `share` of its wait bound plus its deadline. The Retry-After is
       the time that queue needs to make room, so it grows with the clips already waiting;
     - until `min_busy_s` of busy time is measured: when more than one budget of seconds already waits;
     - with `max_wait_s` 0: whenever it does not fit (nothing waits).
+
+    `share` is the headroom for the rate estimate's error: `ADMIT_SHARE` of the deadline at most. A started
+    clip that still could not be finished in time (the caller reports it: `missed()`) proves the estimate
+    optimistic on this machine, so the share backs off (x `BACKOFF`, down to `MIN_SHARE`); every clip finished
+    gives back `RECOVERY`. On a CPU whose rate swings more than the headroom, clips are then refused up front
+    (429) instead of being cut at their deadline (503) after they cost the extractor up to the whole deadline.
 
     A clip not started within `max_wait_s` (the rate fell meanwhile) leaves the queue with a 429; one whose
     caller gives up leaves it at once. Single-threaded event loop: no lock.
     """
 
-    ADMIT_SHARE = 0.8  # of the deadline: headroom for the rate estimate's noise
+    ADMIT_SHARE = 0.8  # of the deadline, at most: headroom for the rate estimate's noise
+    MIN_SHARE = 0.4  # the least it backs off to
+    BACKOFF = 0.75  # the share's factor for each started clip that missed its deadline
+    RECOVERY = 0.01  # given back for each clip finished (about 20 to undo a miss)
 
     def __init__(
         self,
@@ -115,6 +124,8 @@ class MediaSecondsLimiter:
         # (seconds, the hop's deadline, resolved when the clip may start)
         self.waiting: collections.deque[tuple[float, float, asyncio.Future[None]]] = collections.deque()
         self.done_s = 0.0  # media seconds finished, decayed
+        self.share = self.ADMIT_SHARE
+        self.misses = 0  # started clips reported as not finished in time
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
         self._since = clock()
 
@@ -142,13 +153,13 @@ class MediaSecondsLimiter:
         if not self.requests:
             return True
         ahead, rate = self.in_flight_s + seconds, self.rate
-        return ahead <= self.budget_s and (rate is None or ahead / rate <= self.ADMIT_SHARE * deadline_s)
+        return ahead <= self.budget_s and (rate is None or ahead / rate <= self.share * deadline_s)
 
     def _refusal(self, seconds: float, deadline_s: float) -> Overloaded | None:
         if not self.waiting and self._fits(seconds, deadline_s):
             return None
         ahead, rate = self.in_flight_s + self.waiting_s + seconds, self.rate
-        horizon_s = self.ADMIT_SHARE * (self.max_wait_s + deadline_s)
+        horizon_s = self.share * (self.max_wait_s + deadline_s)
         if rate is not None and ahead / rate > horizon_s:
             retry = min(max(self.retry_after_s, math.ceil((ahead - rate * horizon_s) / rate)), 60)
             return Overloaded(
@@ -172,9 +183,16 @@ class MediaSecondsLimiter:
         self.in_flight_s += seconds
         self.requests += 1
 
+    def missed(self) -> None:
+        """A clip this limiter started could not be finished within its deadline: admit with more headroom."""
+        self.misses += 1
+        self.share = max(self.MIN_SHARE, self.share * self.BACKOFF)
+
     def _release(self, seconds: float, finished: bool) -> None:
         self._tick()
         self.done_s += seconds if finished else 0.0  # only work that finished tells the rate
+        if finished:
+            self.share = min(self.ADMIT_SHARE, self.share + self.RECOVERY)
         self.requests -= 1
         self.in_flight_s = max(0.0, self.in_flight_s - seconds) if self.requests else 0.0
         self._wake()

@@ -19,7 +19,7 @@ from preprocess_service import audit, fhir, memprofile, pinning, telemetry, warm
 from preprocess_service.auth import ApiKeys
 from preprocess_service.budget import RequestBudget
 from preprocess_service.clinical import Clinical, clip_sha256
-from preprocess_service.errors import TritonUnavailable, reason_of, status_of
+from preprocess_service.errors import FeaturesUnavailable, TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.limits import (
     InFlightLimiter,
@@ -222,7 +222,17 @@ class ScoringService:
             async with admission as waited_s:  # the slot is held while the video waits and is decoded
                 budget.check("while the video waited for feature extraction", retry)
                 carrier = telemetry.inject_context()
-                extracted = await extractor(request, carrier, media_s, budget.cap(deadline_s))
+                try:
+                    extracted = await extractor(request, carrier, media_s, budget.cap(deadline_s))
+                except FeaturesUnavailable:  # started, yet not done in time: admit with more headroom
+                    self.video_limiter.missed()
+                    log.warning(
+                        "request %s: video feature extraction not done in time; video admission now keeps "
+                        "its estimate within %.2f of the deadline",
+                        request.request_id,
+                        self.video_limiter.share,
+                    )
+                    raise
         return extracted, waited_s
 
     async def _infer_pinned(

@@ -11,7 +11,8 @@ from support.gateway import mp4_bytes, wav_bytes
 from support.testmedia import noise_frames, video_bytes
 
 from avpenet import contract
-from preprocess_service.errors import Overloaded, status_of
+from avpenet.errors import UndecodableMedia
+from preprocess_service.errors import FeaturesUnavailable, Overloaded, status_of
 from preprocess_service.limits import MediaSecondsLimiter, video_seconds
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.service import ScoringService
@@ -292,6 +293,84 @@ def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measure
     assert limiter.rate is None  # 3 s busy, nothing finished: not measured yet
     asyncio.run(finish())
     assert limiter.rate == pytest.approx(0.5, rel=0.1)  # 3 s of video finished in 6 s of busy time
+
+
+def late_clip_starts_at_once(limiter: MediaSecondsLimiter) -> bool:
+    """Three 3-s clips in flight, then a 3-s clip with an 8-s deadline: 12 s ahead, 6 s at 2 s/s. Whether it
+    started at once; it does start once one of the three is done (9 s ahead, 4.5 s: within any share)."""
+
+    async def scenario() -> bool:
+        Holder.started = []
+        held = [Holder(limiter, str(i), 3.0) for i in range(3)]
+        await settle()
+        late = Holder(limiter, "late", 3.0, deadline_s=8.0)
+        await settle()
+        at_once = "late" in Holder.started
+        held[0].release.set()
+        await settle()
+        assert "late" in Holder.started
+        for h in (*held, late):
+            h.release.set()
+        await asyncio.gather(*(h.task for h in (*held, late)))
+        return at_once
+
+    return asyncio.run(scenario())
+
+
+def test_a_missed_deadline_backs_admission_off_and_finished_clips_give_the_headroom_back():
+    clock = Clock()
+    limiters = []
+    for _ in range(2):  # the same measured rate (2 s of video per second) in both
+        limiters.append(MediaSecondsLimiter(100.0, retry_after_s=2, min_busy_s=5.0, clock=clock))
+        measured(limiters[-1], clock)
+    trusting, burnt = limiters
+    assert trusting.share == burnt.share == MediaSecondsLimiter.ADMIT_SHARE
+    assert late_clip_starts_at_once(trusting)  # 6 s <= 0.8 x 8 s
+
+    burnt.missed()  # a clip it started was cut at its deadline: its estimate is optimistic on this machine
+    assert burnt.misses == 1 and burnt.share == pytest.approx(0.6)
+    assert not late_clip_starts_at_once(burnt)  # 6 s > 0.6 x 8 s: it waits for room instead
+    assert burnt.share == pytest.approx(0.6 + 4 * MediaSecondsLimiter.RECOVERY)  # four clips finished
+
+    for _ in range(20):
+        burnt.missed()
+    assert burnt.share == MediaSecondsLimiter.MIN_SHARE  # backs off no further
+
+    async def finish(n: int) -> None:
+        for _ in range(n):
+            async with burnt.admit(3.0, deadline_s=15.0):
+                clock.now += 1.5
+
+    asyncio.run(finish(100))
+    assert burnt.share == MediaSecondsLimiter.ADMIT_SHARE  # and recovers no further than the default
+
+
+def test_a_clip_the_extractor_could_not_finish_in_time_backs_the_gateway_admission_off():
+    settings = GatewaySettings.load({"triton_url": "127.0.0.1:1", "grpc_enabled": False}, {})
+
+    async def timed_out(
+        request: ScoreRequest, carrier, media_s: float = 0.0, timeout_s: float = 0.0
+    ) -> object:
+        raise FeaturesUnavailable(
+            "video feature extraction did not finish within 15 s; send the clip again", 2
+        )
+
+    async def undecodable(
+        request: ScoreRequest, carrier, media_s: float = 0.0, timeout_s: float = 0.0
+    ) -> object:
+        raise UndecodableMedia("not a readable video")
+
+    async def scenario(extractor) -> tuple[BaseException, int, float]:
+        service = ScoringService(settings, extractor)
+        with pytest.raises(Exception) as failed:
+            await service.score(clip(mp4_bytes(3.0)), protocol="http")
+        await service.close()
+        return failed.value, service.video_limiter.misses, service.video_limiter.share
+
+    error, misses, share = asyncio.run(scenario(timed_out))
+    assert status_of(error)[0] == 503 and misses == 1 and share == pytest.approx(0.6)
+    error, misses, share = asyncio.run(scenario(undecodable))  # the client's file, not the estimate
+    assert status_of(error)[0] == 422 and misses == 0 and share == MediaSecondsLimiter.ADMIT_SHARE
 
 
 def test_a_clip_is_charged_what_its_header_declares_before_decoding():
