@@ -124,9 +124,9 @@ class MediaSecondsLimiter:
         # (seconds, the hop's deadline, resolved when the clip may start)
         self.waiting: collections.deque[tuple[float, float, asyncio.Future[None]]] = collections.deque()
         self.done_s = 0.0  # media seconds finished, decayed
-        self.share = self.ADMIT_SHARE
-        self.misses = 0  # started clips reported as not finished in time
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
+        self.share = self.ADMIT_SHARE  # of a deadline the estimate may fill (backs off on misses)
+        self.misses = 0  # started clips reported as not finished in time
         self._since = clock()
 
     @property
