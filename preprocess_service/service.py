@@ -65,6 +65,7 @@ class ScoringService:
             settings.limits.retry_after_s,
             max_wait_s=settings.limits.max_video_wait_s,
         )
+        self.metrics.video_admit_share.set_function(lambda: self.video_limiter.share)  # read at each scrape
         self.triton = TritonClient(
             settings.triton_url,
             model=settings.model_name,

@@ -25,7 +25,17 @@ WINDOWS = "avpenet_gateway_windows"  # counter: 3 s windows sent to Triton
 IN_FLIGHT = "avpenet_gateway_in_flight_requests"  # gauge
 SCORES = "avpenet_gateway_score"  # histogram of clip scores: model_version (drift watching)
 REFUSALS = "avpenet_gateway_refusals"  # counter: reason (error class), protocol; every non-success answer
-METRIC_NAMES = (REQUESTS, STAGE_SECONDS, CLIP_SECONDS, WINDOWS, IN_FLIGHT, SCORES, REFUSALS)
+VIDEO_ADMIT_SHARE = "avpenet_gateway_video_admit_share"  # gauge: limits.MediaSecondsLimiter.share
+METRIC_NAMES = (
+    REQUESTS,
+    STAGE_SECONDS,
+    CLIP_SECONDS,
+    WINDOWS,
+    IN_FLIGHT,
+    SCORES,
+    REFUSALS,
+    VIDEO_ADMIT_SHARE,
+)
 
 # Latency buckets from 5 ms (a landmarks file) to 30 s (a long video on a busy CPU).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -54,6 +64,12 @@ class Metrics:
         )
         self.refusals = Counter(
             REFUSALS, "Requests refused or failed, by reason", ("reason", "protocol"), registry=r
+        )
+        self.video_admit_share = Gauge(
+            VIDEO_ADMIT_SHARE,
+            "Share of a clip's deadline video admission lets the extractor's estimated time fill "
+            "(0.8 at most; lower after started clips missed their deadline)",
+            registry=r,
         )
         for stage in STAGES:  # series exist from the start, so dashboards and alerts see zeros, not gaps
             for protocol in ("http", "grpc"):

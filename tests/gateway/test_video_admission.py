@@ -12,6 +12,7 @@ from support.testmedia import noise_frames, video_bytes
 
 from avpenet import contract
 from avpenet.errors import UndecodableMedia
+from preprocess_service import telemetry
 from preprocess_service.errors import FeaturesUnavailable, Overloaded, status_of
 from preprocess_service.limits import MediaSecondsLimiter, video_seconds
 from preprocess_service.protocol import MediaPart, ScoreRequest
@@ -365,6 +366,8 @@ def test_a_clip_the_extractor_could_not_finish_in_time_backs_the_gateway_admissi
         with pytest.raises(Exception) as failed:
             await service.score(clip(mp4_bytes(3.0)), protocol="http")
         await service.close()
+        exposed = service.metrics.registry.get_sample_value(telemetry.VIDEO_ADMIT_SHARE)
+        assert exposed == service.video_limiter.share  # what the replica's /metrics shows
         return failed.value, service.video_limiter.misses, service.video_limiter.share
 
     error, misses, share = asyncio.run(scenario(timed_out))
