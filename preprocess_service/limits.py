@@ -126,7 +126,6 @@ class MediaSecondsLimiter:
         self.done_s = 0.0  # media seconds finished, decayed
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
         self.share = self.ADMIT_SHARE  # of a deadline the estimate may fill (backs off on misses)
-        self.misses = 0  # started clips reported as not finished in time
         self._since = clock()
 
     @property
@@ -185,7 +184,6 @@ class MediaSecondsLimiter:
 
     def missed(self) -> None:
         """A clip this limiter started could not be finished within its deadline: admit with more headroom."""
-        self.misses += 1
         self.share = max(self.MIN_SHARE, self.share * self.BACKOFF)
 
     def _release(self, seconds: float, finished: bool) -> None:

@@ -68,7 +68,7 @@ class Metrics:
         self.video_admit_share = Gauge(
             VIDEO_ADMIT_SHARE,
             "Share of a clip's deadline video admission lets the extractor's estimated time fill "
-            "(0.8 at most; lower after started clips missed their deadline)",
+            "(its ceiling unless started clips missed their deadline)",
             registry=r,
         )
         for stage in STAGES:  # series exist from the start, so dashboards and alerts see zeros, not gaps
