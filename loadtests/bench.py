@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from pathlib import Path
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips, stagetime
+from preprocess_service.limits import MediaSecondsLimiter
 
 HELP = "Benchmark naive PyTorch, an ONNX Runtime app and AVPENet Serve (throughput, p50/p99, CPU, batch)."
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,7 @@ TIMEOUT_S = 120.0
 RETRY_OTHER_LOAD = 0.3  # a cell measured while others' work held more of the cores is measured again
 RETRIES_WHEN_BUSY = 1  # ... once (default mode), keeping the less disturbed measurement
 PARITY_TOL = 1e-3  # |score(b) - score(a)| allowed on the same clip (ORT vs PyTorch fp32)
+ADMIT_SHARE_DEFAULT = MediaSecondsLimiter.ADMIT_SHARE  # the video admission's share before any backoff
 BENCH_LIMITS = {"max_in_flight": 64}  # the gateway's per-replica admission bound (16) would 429 at c=32
 
 
@@ -277,7 +279,9 @@ def measure_cell(
         model_s=model_s,
         triton=triton,
         error_kinds=error_kinds(d.detail for d in done if not d.ok),
+        error_ms=error_latencies(d for d in done if not d.ok),
         stage_time=stagetime.delta(start[2], end[2]),
+        admit_share=[stagetime.admit_share(start[2]), stagetime.admit_share(end[2])],
     )
 
 
@@ -304,16 +308,28 @@ def triton_delta(start, end) -> dict:
     return delta
 
 
-def error_kinds(details) -> dict[str, int]:
-    """Failed requests counted by kind: `HTTP 503 Overloaded`, or the client exception's class."""
+def error_kind(detail: str) -> str:
+    """A failed request's kind: `HTTP 503 Overloaded`, or the client exception's class."""
     import re
+
+    found = re.match(r'HTTP (\d+): b?[\'"]?.*?"error": ?"(\w+)"', detail)
+    return f"HTTP {found.group(1)} {found.group(2)}" if found else detail.split(":", 1)[0][:40]
+
+
+def error_kinds(details) -> dict[str, int]:
+    """Failed requests counted by kind."""
     from collections import Counter
 
-    def kind(detail: str) -> str:
-        found = re.match(r'HTTP (\d+): b?[\'"]?.*?"error": ?"(\w+)"', detail)
-        return f"HTTP {found.group(1)} {found.group(2)}" if found else detail.split(":", 1)[0][:40]
+    return dict(Counter(error_kind(d) for d in details))
 
-    return dict(Counter(kind(d) for d in details))
+
+def error_latencies(failed: Iterable[Done]) -> dict[str, list[float]]:
+    """How long each failed request took to be answered, by kind (ms): a refusal answered at admission
+    comes back at once, a clip cut at its deadline after it; the count alone does not tell them apart."""
+    out: dict[str, list[float]] = {}
+    for d in failed:
+        out.setdefault(error_kind(d.detail), []).append(round(d.latency_ms, 1))
+    return out
 
 
 def _parts():
@@ -701,6 +717,27 @@ def file_notes(path: Path | None) -> list[str]:
     return [n.strip() for n in path.read_text().split("\n\n") if n.strip()]
 
 
+NO_KINDS = "kinds not recorded"
+
+
+def _error_kind_note(cell: br.Cell, kind: str, n: int) -> str:
+    """`HTTP 503 X x7, answered after 15.2 s-15.9 s`: when the failures came back tells a refusal at admission
+    from work cut off at a deadline."""
+    ms = sorted(cell.error_ms.get(kind, []))
+    if not ms:
+        return f"{kind} x{n}"
+    span = _duration(ms[0]) if len(ms) == 1 else f"{_duration(ms[0])}-{_duration(ms[-1])}"
+    return f"{kind} x{n}, answered after {span}"
+
+
+def _duration(ms: float) -> str:
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
+def _share(value: float | None) -> str:
+    return "not read" if value is None else f"{value:.2f}"
+
+
 def notes(cells: list[br.Cell]) -> list[str]:
     """What a reader must know to trust this run's figures (busy machine, errors, thin samples)."""
     out = []
@@ -725,10 +762,22 @@ def notes(cells: list[br.Cell]) -> list[str]:
             "Failed requests in: "
             + ", ".join(
                 f"{c.mix} c={c.concurrency} {c.system} ({c.errors}: "
-                + (", ".join(f"{k} x{n}" for k, n in c.error_kinds.items()) or "kinds not recorded")
+                + (", ".join(_error_kind_note(c, k, n) for k, n in c.error_kinds.items()) or NO_KINDS)
                 + ")"
                 for c in failed
             )
+        )
+    backed_off = [c for c in cells if any(v is not None and v < ADMIT_SHARE_DEFAULT for v in c.admit_share)]
+    if backed_off:
+        out.append(
+            "The gateway's video admission share (its headroom against the extraction deadline) was below "
+            f"its default {ADMIT_SHARE_DEFAULT} at a window's start or end in: "
+            + ", ".join(
+                f"{c.mix} c={c.concurrency} round {c.round} ({_share(c.admit_share[0])} -> "
+                f"{_share(c.admit_share[-1])})"
+                for c in backed_off
+            )
+            + "; it backs off on each clip cut at its deadline and recovers with each finished clip."
         )
     thin = [c for c in cells if 0 < c.requests < 100]
     if thin:

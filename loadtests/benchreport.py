@@ -123,6 +123,9 @@ class Cell:
     stage_time: dict[str, dict[str, float]] = field(default_factory=dict)  # stagetime.delta (avpenet cells)
     round: int = 1  # which round of the run (`avpenet bench --rounds N` measures every cell N times)
     cpu_seconds: float = 0.0  # between the CPU snapshots (0: a run saved before it was kept = `seconds`)
+    error_ms: dict[str, list[float]] = field(default_factory=dict)  # failed requests' latencies, by kind
+    # the gateway's video admission share at the window's start and end ([]: not read, or an older run)
+    admit_share: list[float | None] = field(default_factory=list)
 
     @property
     def requests(self) -> int:

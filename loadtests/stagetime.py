@@ -39,14 +39,17 @@ TRITON_STAGE_METRICS = (
 COMPUTE_METRICS = TRITON_STAGE_METRICS[-3:]
 GATEWAY_HISTOGRAM = "avpenet_gateway_stage_seconds"  # = preprocess_service.telemetry.STAGE_SECONDS
 GATEWAY_PREFIX = "gateway:"  # series of the gateway's stages: "gateway:<stage>" -> {"sum_s", "count"}
+ADMIT_SHARE_GAUGE = "avpenet_gateway_video_admit_share"  # = preprocess_service.telemetry.VIDEO_ADMIT_SHARE
+ADMIT_SHARE = GATEWAY_PREFIX + "admit_share"  # its series: {"value"}, a level, not a count (see `delta`)
 SCRAPE_TIMEOUT_S = 5.0
 ENSEMBLE = contract.ENSEMBLE.name
 MODELS = (*(p.name for p in contract.PARTS), ENSEMBLE)  # the rows of the per-model table, in this order
 
 
 def parse(text: str) -> Metrics:
-    """Triton's counters per model (summed over versions and labels) and the gateway's stage histograms per
-    stage (`GATEWAY_PREFIX + stage`: seconds summed and requests counted over protocols) in one exposition."""
+    """Triton's counters per model (summed over versions and labels), the gateway's stage histograms per
+    stage (`GATEWAY_PREFIX + stage`: seconds summed and requests counted over protocols) and its video
+    admission share (`ADMIT_SHARE`) in one exposition."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out: Metrics = {}
@@ -64,6 +67,8 @@ def parse(text: str) -> Metrics:
                 kind = {GATEWAY_HISTOGRAM + "_sum": "sum_s", GATEWAY_HISTOGRAM + "_count": "count"}
                 if sample.name in kind:
                     add(GATEWAY_PREFIX + sample.labels["stage"], kind[sample.name], float(sample.value))
+            elif family.name == ADMIT_SHARE_GAUGE:
+                add(ADMIT_SHARE, "value", float(sample.value))
     return out
 
 
@@ -86,8 +91,14 @@ def scrape(urls: Iterable[str | None]) -> Metrics:
 
 
 def delta(start: Metrics, end: Metrics) -> Metrics:
-    """end - start per series and metric (a series first seen at `end` counts from zero)."""
-    return metrics_delta(start, end)
+    """end - start per series and metric (a series first seen at `end` counts from zero); levels (the video
+    admission's share) are not counts and are left out: `admit_share` reads them."""
+    return metrics_delta(*({k: v for k, v in m.items() if k != ADMIT_SHARE} for m in (start, end)))
+
+
+def admit_share(metrics: Metrics) -> float | None:
+    """The gateway's video admission share (preprocess_service/limits.py) in a scrape; None if not read."""
+    return metrics.get(ADMIT_SHARE, {}).get("value")
 
 
 @dataclass(frozen=True)

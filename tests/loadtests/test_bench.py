@@ -284,3 +284,33 @@ def test_cores_busy_counts_the_span_of_the_cpu_snapshots_not_only_the_window():
     assert span.cores_busy == pytest.approx(1.0) and span.other_load == pytest.approx(0.0)
     saved_before = make_cell(seconds=4.0, cpu_s={"gateway": 8.0}, machine_busy_s=8.0)  # no cpu_seconds kept
     assert saved_before.cores_busy == pytest.approx(1.0)
+
+
+def test_failures_keep_when_they_were_answered_and_the_notes_show_it_with_the_share():
+    def refused(ms: float, status: int, error: str) -> bench.Done:
+        body = json.dumps({"error": error, "detail": "x"}).encode()
+        return bench.Done(1.0, ms, False, detail=f"HTTP {status}: {body!r}")
+
+    failed = [refused(15_400.0, 503, "FeaturesUnavailable"), refused(15_900.0, 503, "FeaturesUnavailable")]
+    failed.append(refused(12.0, 429, "Overloaded"))
+    by_kind = bench.error_latencies(failed)
+    assert by_kind == {"HTTP 503 FeaturesUnavailable": [15_400.0, 15_900.0], "HTTP 429 Overloaded": [12.0]}
+    kinds = bench.error_kinds(d.detail for d in failed)
+    share = [0.8, 0.45]
+    cut = make_cell("avpenet", "video", errors=3, error_kinds=kinds, error_ms=by_kind, admit_share=share)
+    calm = make_cell("avpenet", "model", admit_share=[0.8, 0.8])
+    unread = make_cell("naive", "video")
+    text = " ".join(bench.notes([cut, calm, unread]))
+    assert "HTTP 503 FeaturesUnavailable x2, answered after 15.4 s-15.9 s" in text
+    assert "HTTP 429 Overloaded x1, answered after 12 ms" in text
+    assert f"below its default {bench.ADMIT_SHARE_DEFAULT}" in text
+    assert "video c=32 round 1 (0.80 -> 0.45)" in text
+    assert "model c=32" not in text  # a cell whose share stayed at its default is not named
+    again = br.report_from_dict(json.loads(bench.to_json(_report_with(cut))))
+    assert again.cells[0].error_ms == by_kind and again.cells[0].admit_share == share
+
+
+def _report_with(cell: br.Cell) -> br.Report:
+    report = make_report(10, 20)
+    report.cells[:] = [cell]
+    return report

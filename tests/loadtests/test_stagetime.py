@@ -162,3 +162,22 @@ def test_scrape_merges_endpoints_and_skips_an_unreachable_one(refused_port):
         server.server_close()
     assert got["audio_encoder"]["nv_inference_exec_count"] == 35
     assert got["gateway:total"]["count"] == 3
+
+
+def test_the_video_admission_share_is_read_as_a_level_not_diffed():
+    assert stagetime.ADMIT_SHARE_GAUGE == telemetry.VIDEO_ADMIT_SHARE  # the bench reads the gateway's name
+
+    def exposition(share: float, requests: int) -> stagetime.Metrics:
+        metrics = telemetry.Metrics()
+        metrics.video_admit_share.set(share)
+        for _ in range(requests):
+            metrics.observe_stages({"total": 150.0}, "http")
+        return stagetime.parse(metrics.exposition().decode())
+
+    before, after = exposition(0.8, 10), exposition(0.45, 50)
+    assert stagetime.admit_share(before) == pytest.approx(0.8)
+    assert stagetime.admit_share(after) == pytest.approx(0.45)
+    assert stagetime.admit_share(stagetime.parse(TRITON_AFTER)) is None  # no gateway in that scrape
+    delta = stagetime.delta(before, after)
+    assert stagetime.ADMIT_SHARE not in delta  # a level's difference means nothing
+    assert delta["gateway:total"]["count"] == 40
