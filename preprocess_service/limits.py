@@ -93,6 +93,9 @@ class MediaSecondsLimiter:
     optimistic on this machine, so the share backs off (x `BACKOFF`, down to `MIN_SHARE`); every clip finished
     gives back `RECOVERY`. On a CPU whose rate swings more than the headroom, clips are then refused up front
     (429) instead of being cut at their deadline (503) after they cost the extractor up to the whole deadline.
+    Only a clip started after the last backoff backs off again: clips started together miss together when
+    the extractor slows (15 answered within 1.1 s of each other in one bench round), and none of them tried
+    the lowered share, so one backoff answers them all.
 
     A clip not started within `max_wait_s` (the rate fell meanwhile) leaves the queue with a 429; one whose
     caller gives up leaves it at once. Single-threaded event loop: no lock.
@@ -126,6 +129,7 @@ class MediaSecondsLimiter:
         self.done_s = 0.0  # media seconds finished, decayed
         self.busy_s = 0.0  # seconds with work in flight, decayed the same way
         self.share = self.ADMIT_SHARE  # of a deadline the estimate may fill (backs off on misses)
+        self.backed_off_at = -math.inf  # `clock()` of the last backoff
         self._since = clock()
 
     @property
@@ -182,9 +186,13 @@ class MediaSecondsLimiter:
         self.in_flight_s += seconds
         self.requests += 1
 
-    def missed(self) -> None:
-        """A clip this limiter started could not be finished within its deadline: admit with more headroom."""
+    def missed(self, started_at: float) -> None:
+        """A clip this limiter started at `started_at` (its `clock()`) could not be finished within its
+        deadline: admit with more headroom, unless the clip was started before the last backoff."""
+        if started_at < self.backed_off_at:
+            return
         self.share = max(self.MIN_SHARE, self.share * self.BACKOFF)
+        self.backed_off_at = self.clock()
 
     def _release(self, seconds: float, finished: bool) -> None:
         self._tick()

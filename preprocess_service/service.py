@@ -221,12 +221,13 @@ class ScoringService:
         admission = self.video_limiter.admit(media_s, budget.cap(deadline_s), max_wait_s=budget.remaining_s())
         with budget.bounds("in video feature extraction", retry), self.video_slots.admit():
             async with admission as waited_s:  # the slot is held while the video waits and is decoded
+                started_at = self.video_limiter.clock()
                 budget.check("while the video waited for feature extraction", retry)
                 carrier = telemetry.inject_context()
                 try:
                     extracted = await extractor(request, carrier, media_s, budget.cap(deadline_s))
                 except FeaturesUnavailable:  # started, yet not done in time: admit with more headroom
-                    self.video_limiter.missed()
+                    self.video_limiter.missed(started_at)
                     log.warning(
                         "request %s: video feature extraction not done in time; video admission now keeps "
                         "its estimate within %.2f of the deadline",

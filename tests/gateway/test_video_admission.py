@@ -328,13 +328,14 @@ def test_a_missed_deadline_backs_admission_off_and_finished_clips_give_the_headr
     assert trusting.share == burnt.share == MediaSecondsLimiter.ADMIT_SHARE
     assert late_clip_starts_at_once(trusting)  # 6 s <= 0.8 x 8 s
 
-    burnt.missed()  # a clip it started was cut at its deadline: its estimate is optimistic on this machine
+    burnt.missed(started_at=clock.now)  # a clip it started was cut at its deadline: estimate optimistic
     assert burnt.share == pytest.approx(0.6)
     assert not late_clip_starts_at_once(burnt)  # 6 s > 0.6 x 8 s: it waits for room instead
     assert burnt.share == pytest.approx(0.6 + 4 * MediaSecondsLimiter.RECOVERY)  # four clips finished
 
     for _ in range(20):
-        burnt.missed()
+        clock.now += 1.0
+        burnt.missed(started_at=clock.now)  # each started after the backoff before it
     assert burnt.share == MediaSecondsLimiter.MIN_SHARE  # backs off no further
 
     async def finish(n: int) -> None:
@@ -344,6 +345,20 @@ def test_a_missed_deadline_backs_admission_off_and_finished_clips_give_the_headr
 
     asyncio.run(finish(100))
     assert burnt.share == MediaSecondsLimiter.ADMIT_SHARE  # and recovers no further than the default
+
+
+def test_clips_started_together_back_off_once_and_a_later_one_again():
+    clock = Clock()
+    limiter = MediaSecondsLimiter(100.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    measured(limiter, clock)
+    together = clock.now  # a stall cuts every clip in flight, all started under the same share
+    clock.now += 15.0
+    for _ in range(15):
+        limiter.missed(started_at=together)
+    assert limiter.share == pytest.approx(MediaSecondsLimiter.ADMIT_SHARE * MediaSecondsLimiter.BACKOFF)
+    clock.now += 1.0  # started under the lowered share, and still cut: the estimate is worse than that
+    limiter.missed(started_at=clock.now)
+    assert limiter.share == pytest.approx(MediaSecondsLimiter.ADMIT_SHARE * MediaSecondsLimiter.BACKOFF**2)
 
 
 def test_a_clip_the_extractor_could_not_finish_in_time_backs_the_gateway_admission_off():
@@ -361,17 +376,30 @@ def test_a_clip_the_extractor_could_not_finish_in_time_backs_the_gateway_admissi
     ) -> object:
         raise UndecodableMedia("not a readable video")
 
-    async def scenario(extractor) -> tuple[BaseException, float]:
+    entered: list[int] = []
+
+    async def stalled(request: ScoreRequest, carrier, media_s: float = 0.0, timeout_s: float = 0.0) -> object:
+        entered.append(len(entered))
+        turn = entered[-1]
+        while len(entered) < 2:  # both clips are in the extractor before either is cut
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05 * turn)  # ... and cut one after the other
+        return await timed_out(request, carrier, media_s, timeout_s)
+
+    async def scenario(extractor, clips: int = 1) -> tuple[BaseException, float]:
         service = ScoringService(settings, extractor)
-        with pytest.raises(Exception) as failed:
-            await service.score(clip(mp4_bytes(3.0)), protocol="http")
+        scorings = (service.score(clip(mp4_bytes(3.0)), protocol="http") for _ in range(clips))
+        answers = await asyncio.gather(*scorings, return_exceptions=True)
         await service.close()
+        assert all(isinstance(a, Exception) for a in answers)
         exposed = service.metrics.registry.get_sample_value(telemetry.VIDEO_ADMIT_SHARE)
         assert exposed == service.video_limiter.share  # what the replica's /metrics shows
-        return failed.value, service.video_limiter.share
+        return answers[-1], service.video_limiter.share
 
     error, share = asyncio.run(scenario(timed_out))
     assert status_of(error)[0] == 503 and share == pytest.approx(0.6)  # backed off once
+    error, share = asyncio.run(scenario(stalled, clips=2))
+    assert status_of(error)[0] == 503 and share == pytest.approx(0.6)  # started together: backed off once
     error, share = asyncio.run(scenario(undecodable))  # the client's file, not the estimate
     assert status_of(error)[0] == 422 and share == MediaSecondsLimiter.ADMIT_SHARE
 
