@@ -21,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 HOG = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
 
@@ -33,7 +35,9 @@ def hog(procs: int, seconds: float) -> None:
         p.wait()
 
 
-def summary(done, seconds: float, share: tuple[float | None, float | None]) -> str:
+def summary(done: Sequence[Any], seconds: float, share: tuple[float | None, float | None]) -> str:
+    """What a run did: clips answered (rate, p99), failures by kind with when they were answered (`done`:
+    the bench's `Done` records of the window), the admission share at the window's start and end."""
     from loadtests import bench
 
     ok = sorted(d.latency_ms for d in done if d.ok)
@@ -62,16 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hog-procs", type=int, default=2, help="0: no slowdown (the baseline)")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="avpenet-slowdown-"))
-    clips.build(work / "clips", [next(iter(clips.MIXES["video"]))])
-    parts = bench.payload(work / "clips", "video")
+    with tempfile.TemporaryDirectory(prefix="avpenet-slowdown-") as work:
+        clips.build(Path(work), [next(iter(clips.MIXES["video"]))])
+        parts = bench.payload(Path(work), "video")
     limits = {**bench._default_limits(), **bench.BENCH_LIMITS}
     timing = bench.Timing(
         warmup_s=5.0, measure_s=args.measure_s, warmup_max_s=40.0, min_requests=8,
         measure_max_s=args.measure_s + 60.0,
     )  # fmt: skip
     repo = bench.PROJECT_ROOT / "model_repository"
-    with LocalStack(repo=repo, grpc_port=None, args={"limits": limits}) as stack:
+    with LocalStack(repo=repo, grpc_port=None, max_replicas=1, args={"limits": limits}) as stack:
         url = bench.urls(stack.http_url)["avpenet"]
         gateway = [f"{stack.http_url}/metrics"]
 
