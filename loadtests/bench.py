@@ -734,7 +734,8 @@ def _duration(ms: float) -> str:
     return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
-def _share(value: float | None) -> str:
+def share_text(value: float | None) -> str:
+    """An admission share as the reports print it."""
     return "not read" if value is None else f"{value:.2f}"
 
 
@@ -773,8 +774,8 @@ def notes(cells: list[br.Cell]) -> list[str]:
             "The gateway's video admission share (its headroom against the extraction deadline) was below "
             f"its default {ADMIT_SHARE_DEFAULT} at a window's start or end in: "
             + ", ".join(
-                f"{c.mix} c={c.concurrency} round {c.round} ({_share(c.admit_share[0])} -> "
-                f"{_share(c.admit_share[-1])})"
+                f"{c.mix} c={c.concurrency} round {c.round} ({share_text(c.admit_share[0])} -> "
+                f"{share_text(c.admit_share[-1])})"
                 for c in backed_off
             )
             + "; it backs off on each clip cut at its deadline and recovers with each finished clip."

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from avpenet import contract
 from ensemble.client import metrics_delta
+from preprocess_service import telemetry
 
 Metrics = dict[str, dict[str, float]]  # series -> metric -> value
 
@@ -37,9 +38,9 @@ TRITON_STAGE_METRICS = (
     "nv_inference_compute_output_duration_us",
 )  # fmt: skip
 COMPUTE_METRICS = TRITON_STAGE_METRICS[-3:]
-GATEWAY_HISTOGRAM = "avpenet_gateway_stage_seconds"  # = preprocess_service.telemetry.STAGE_SECONDS
+GATEWAY_HISTOGRAM = telemetry.STAGE_SECONDS
 GATEWAY_PREFIX = "gateway:"  # series of the gateway's stages: "gateway:<stage>" -> {"sum_s", "count"}
-ADMIT_SHARE_GAUGE = "avpenet_gateway_video_admit_share"  # = preprocess_service.telemetry.VIDEO_ADMIT_SHARE
+ADMIT_SHARE_GAUGE = telemetry.VIDEO_ADMIT_SHARE
 ADMIT_SHARE = GATEWAY_PREFIX + "admit_share"  # its series: {"value"}, a level, not a count (see `delta`)
 SCRAPE_TIMEOUT_S = 5.0
 ENSEMBLE = contract.ENSEMBLE.name

@@ -49,8 +49,7 @@ def summary(done: Sequence[Any], seconds: float, share: tuple[float | None, floa
             f"  {kind} x{len(ms)}: answered after {min(ms) / 1000:.1f} s (median "
             f"{statistics.median(ms) / 1000:.1f} s, at most {max(ms) / 1000:.1f} s)"
         )
-    levels = ("not read" if v is None else f"{v:.2f}" for v in share)
-    lines.append("  video admission share: " + " -> ".join(levels))
+    lines.append("  video admission share: " + " -> ".join(bench.share_text(v) for v in share))
     return "\n".join(lines)
 
 
