@@ -308,6 +308,22 @@ def triton_delta(start, end) -> dict:
     return delta
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command a report names: how it was measured, without where it was written (`--markdown PATH`, a
+    scratch path on the machine that ran it, means nothing to a reader re-running it)."""
+    args = argv[2:] if argv[1:2] == ["bench"] else []
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--markdown":
+            skip = True
+        elif not arg.startswith("--markdown="):
+            kept.append(arg)
+    return shlex.join(["avpenet", "bench", *kept])
+
+
 def error_kind(detail: str) -> str:
     """A failed request's kind: `HTTP 503 Overloaded`, or the client exception's class."""
     import re
@@ -538,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
     markdown_path = None if args.no_write else (args.markdown or (None if args.quick else MARKDOWN))
-    command = "avpenet bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "avpenet bench"
+    command = recorded_command(sys.argv)
 
     work = Path(tempfile.mkdtemp(prefix="avpenet-bench-"))
     print("building the benchmark clips ...", file=sys.stderr, flush=True)

@@ -67,6 +67,28 @@ def video_share(limits: Limits) -> InFlightLimiter:
     )
 
 
+class DecayedRate:
+    """Media seconds finished per second of busy time, both exponentially weighted with time constant `tau_s`
+    (the caller advances it only while work is in flight, so idle time does not read as slowness)."""
+
+    def __init__(self, tau_s: float) -> None:
+        self.tau_s = tau_s
+        self.done_s = 0.0  # media seconds finished, decayed
+        self.busy_s = 0.0  # seconds with work in flight, decayed the same way
+
+    def advance(self, dt: float) -> None:
+        decay = math.exp(-dt / self.tau_s)
+        self.done_s *= decay
+        self.busy_s = self.busy_s * decay + dt
+
+    def finished(self, seconds: float) -> None:
+        self.done_s += seconds
+
+    def value(self, min_busy_s: float) -> float | None:
+        """The rate, or None while under `min_busy_s` of busy time or nothing finished is weighed."""
+        return self.done_s / self.busy_s if self.busy_s >= min_busy_s and self.done_s > 0 else None
+
+
 class MediaSecondsLimiter:
     """Admission by the media seconds a replica has sent to the FeatureExtractor and not yet got back.
 
@@ -82,7 +104,9 @@ class MediaSecondsLimiter:
 
     - by the measured rate: the media seconds the FeatureExtractor has been finishing per second of busy time
       (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not read
-      as slowness). A clip is refused when the seconds in flight and waiting ahead of it plus its own would
+      as slowness), or the same over the last few seconds (`fast_tau_s`) when that is lower: the rate falls
+      within a deadline when other work takes the cores, and rises only as fast as the long average. A clip
+      is refused when the seconds in flight and waiting ahead of it plus its own would
       not be done, at that rate, within `share` of its wait bound plus its deadline. The Retry-After is
       the time that queue needs to make room, so it grows with the clips already waiting;
     - until `min_busy_s` of busy time is measured: when more than one budget of seconds already waits;
@@ -105,6 +129,7 @@ class MediaSecondsLimiter:
     MIN_SHARE = 0.4  # the least it backs off to
     BACKOFF = 0.75  # the share's factor for each started clip that missed its deadline
     RECOVERY = 0.01  # given back for each clip finished (about 20 to undo a miss)
+    RECENT_MIN_BUSY_S = 3.0  # busy seconds the recent rate needs before it may lower the estimate
 
     def __init__(
         self,
@@ -113,6 +138,7 @@ class MediaSecondsLimiter:
         *,
         max_wait_s: float = 15.0,
         tau_s: float = 30.0,
+        fast_tau_s: float = 5.0,
         min_busy_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -120,14 +146,13 @@ class MediaSecondsLimiter:
         self.budget_s = budget_s
         self.retry_after_s = retry_after_s
         self.max_wait_s = max_wait_s
-        self.tau_s = tau_s
         self.min_busy_s = min_busy_s
+        self.long = DecayedRate(tau_s)  # what the rate is, smoothed over clips
+        self.recent = DecayedRate(fast_tau_s)  # what it is now: a slowdown shows within a deadline
         self.in_flight_s = 0.0
         self.requests = 0
         # (seconds, the hop's deadline, resolved when the clip may start)
         self.waiting: collections.deque[tuple[float, float, asyncio.Future[None]]] = collections.deque()
-        self.done_s = 0.0  # media seconds finished, decayed
-        self.busy_s = 0.0  # seconds with work in flight, decayed the same way
         self.share = self.ADMIT_SHARE  # of a deadline the estimate may fill (backs off on misses)
         self.backed_off_at = -math.inf  # `clock()` of the last backoff
         self._since = clock()
@@ -139,16 +164,18 @@ class MediaSecondsLimiter:
 
     @property
     def rate(self) -> float | None:
-        """Media seconds finished per busy second, or None while too little is measured."""
-        return self.done_s / self.busy_s if self.busy_s >= self.min_busy_s and self.done_s > 0 else None
+        """Media seconds finished per busy second, or None while too little is measured: the long average, or
+        the recent one when lower (measured: with the long one alone, clips admitted after a slowdown began
+        waited into it, and the p99 doubled; loadtests.video_slowdown, preprocess_service/README.md)."""
+        long = self.long.value(self.min_busy_s)
+        recent = self.recent.value(self.RECENT_MIN_BUSY_S) if long is not None else None
+        return long if recent is None else min(long, recent)
 
     def _tick(self) -> None:
         now = self.clock()
         if self.requests:  # the clock runs only while the extractor has work
-            dt = now - self._since
-            decay = math.exp(-dt / self.tau_s)
-            self.done_s *= decay
-            self.busy_s = self.busy_s * decay + dt
+            self.long.advance(now - self._since)
+            self.recent.advance(now - self._since)
         self._since = now
 
     def _fits(self, seconds: float, deadline_s: float) -> bool:
@@ -196,8 +223,9 @@ class MediaSecondsLimiter:
 
     def _release(self, seconds: float, finished: bool) -> None:
         self._tick()
-        self.done_s += seconds if finished else 0.0  # only work that finished tells the rate
-        if finished:
+        if finished:  # only work that finished tells the rate
+            self.long.finished(seconds)
+            self.recent.finished(seconds)
             self.share = min(self.ADMIT_SHARE, self.share + self.RECOVERY)
         self.requests -= 1
         self.in_flight_s = max(0.0, self.in_flight_s - seconds) if self.requests else 0.0

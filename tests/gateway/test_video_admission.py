@@ -296,6 +296,61 @@ def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measure
     assert limiter.rate == pytest.approx(0.5, rel=0.1)  # 3 s of video finished in 6 s of busy time
 
 
+def slowed(limiter: MediaSecondsLimiter, clock: Clock) -> None:
+    """A minute of 3-s clips at 2 s of video per second, then two at 0.5 s/s: other work took the cores."""
+
+    async def clips(n: int, busy_s: float) -> None:
+        for _ in range(n):
+            async with limiter.admit(3.0, 15.0):
+                clock.now += busy_s
+
+    asyncio.run(clips(40, 1.5))
+    assert limiter.rate == pytest.approx(2.0)
+    asyncio.run(clips(2, 6.0))
+
+
+def test_a_slowdown_lowers_the_rate_within_a_deadline_and_it_rises_again_only_as_the_long_average():
+    clock = Clock()
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    slowed(limiter, clock)
+    assert limiter.long.value(limiter.min_busy_s) > 1.3  # the 30-s average still reads most of the old rate
+    assert limiter.rate < 0.7  # what admission reads: the slowdown, within one 15-s deadline
+
+    async def clips(n: int) -> None:
+        for _ in range(n):
+            async with limiter.admit(3.0, 15.0):
+                clock.now += 1.5  # the cores are back: 2 s/s again
+
+    asyncio.run(clips(10))
+    assert limiter.recent.value(5.0) > 1.9  # the last few seconds read the full rate ...
+    assert limiter.rate == pytest.approx(limiter.long.value(limiter.min_busy_s))  # ... admission the lower
+    assert limiter.rate < 1.8  # trusted again only as fast as the long average rises
+
+
+def test_a_clip_the_long_average_would_start_waits_when_the_recent_rate_says_it_would_miss():
+    clock = Clock()
+    limiter = MediaSecondsLimiter(1000.0, retry_after_s=2, min_busy_s=5.0, clock=clock)
+    slowed(limiter, clock)
+    long, recent = limiter.long.value(limiter.min_busy_s), limiter.rate
+    share = MediaSecondsLimiter.ADMIT_SHARE
+
+    async def scenario() -> None:
+        Holder.started = []
+        held = [Holder(limiter, str(i), 3.0) for i in range(2)]
+        await settle()
+        assert Holder.started == ["0", "1"]
+        late = Holder(limiter, "late", 3.0, deadline_s=12.0)  # 9 s ahead
+        await settle()
+        assert 9.0 / long <= share * 12.0 < 9.0 / recent  # the long average would start it; not the recent
+        assert "late" not in Holder.started and limiter.waiting_s == 3.0
+        for h in (*held, late):
+            h.release.set()
+        await asyncio.gather(*(h.task for h in (*held, late)))
+        assert "late" in Holder.started
+
+    asyncio.run(scenario())
+
+
 def late_clip_starts_at_once(limiter: MediaSecondsLimiter) -> bool:
     """Three 3-s clips in flight, then a 3-s clip with an 8-s deadline: 12 s ahead, 6 s at 2 s/s. Whether it
     started at once; it does start once one of the three is done (9 s ahead, 4.5 s: within 0.6 x 8 s)."""

@@ -314,3 +314,10 @@ def _report_with(cell: br.Cell) -> br.Report:
     report = make_report(10, 20)
     report.cells[:] = [cell]
     return report
+
+
+def test_the_recorded_command_says_how_it_was_measured_not_where_it_was_written():
+    argv = ["avpenet", "bench", "--concurrency", "32", "--markdown", "/tmp/x/B.md", "--mixes", "model"]
+    assert bench.recorded_command(argv) == "avpenet bench --concurrency 32 --mixes model"
+    assert bench.recorded_command([*argv[:2], "--markdown=/tmp/B.md", "--quick"]) == "avpenet bench --quick"
+    assert bench.recorded_command(["python", "-c"]) == "avpenet bench"
