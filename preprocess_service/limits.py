@@ -106,9 +106,9 @@ class MediaSecondsLimiter:
       (exponentially weighted, `tau_s`; while nothing is in flight the clock stops, so idle time does not read
       as slowness), or the same over the last few seconds (`fast_tau_s`) when that is lower: the rate falls
       within a deadline when other work takes the cores, and rises only as fast as the long average. A clip
-      is refused when the seconds in flight and waiting ahead of it plus its own would
-      not be done, at that rate, within `share` of its wait bound plus its deadline. The Retry-After is
-      the time that queue needs to make room, so it grows with the clips already waiting;
+      is refused when the seconds in flight and waiting ahead of it plus its own would not be done, at that
+      rate, within `share` of its wait bound plus its deadline. The Retry-After is the time that queue
+      needs to make room, so it grows with the clips already waiting;
     - until `min_busy_s` of busy time is measured: when more than one budget of seconds already waits;
     - with `max_wait_s` 0: whenever it does not fit (nothing waits).
 
@@ -165,8 +165,9 @@ class MediaSecondsLimiter:
     @property
     def rate(self) -> float | None:
         """Media seconds finished per busy second, or None while too little is measured: the long average, or
-        the recent one when lower (measured: with the long one alone, clips admitted after a slowdown began
-        waited into it, and the p99 doubled; loadtests.video_slowdown, preprocess_service/README.md)."""
+        the recent one when lower. With the long one alone, clips that had waited their turn were started
+        into a slowdown it had not yet seen (p99 29 s against 13 s under loadtests.video_slowdown's hog;
+        preprocess_service/README.md, *Admission*)."""
         long = self.long.value(self.min_busy_s)
         recent = self.recent.value(self.RECENT_MIN_BUSY_S) if long is not None else None
         return long if recent is None else min(long, recent)

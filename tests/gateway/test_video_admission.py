@@ -296,17 +296,22 @@ def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measure
     assert limiter.rate == pytest.approx(0.5, rel=0.1)  # 3 s of video finished in 6 s of busy time
 
 
-def slowed(limiter: MediaSecondsLimiter, clock: Clock) -> None:
-    """A minute of 3-s clips at 2 s of video per second, then two at 0.5 s/s: other work took the cores."""
+def run_clips(limiter: MediaSecondsLimiter, clock: Clock, n: int, busy_s: float) -> None:
+    """`n` 3-s clips one after another, each finished after `busy_s` of the clock."""
 
-    async def clips(n: int, busy_s: float) -> None:
+    async def run() -> None:
         for _ in range(n):
             async with limiter.admit(3.0, 15.0):
                 clock.now += busy_s
 
-    asyncio.run(clips(40, 1.5))
+    asyncio.run(run())
+
+
+def slowed(limiter: MediaSecondsLimiter, clock: Clock) -> None:
+    """A minute of 3-s clips at 2 s of video per second, then two at 0.5 s/s: other work took the cores."""
+    run_clips(limiter, clock, 40, 1.5)
     assert limiter.rate == pytest.approx(2.0)
-    asyncio.run(clips(2, 6.0))
+    run_clips(limiter, clock, 2, 6.0)
 
 
 def test_a_slowdown_lowers_the_rate_within_a_deadline_and_it_rises_again_only_as_the_long_average():
@@ -315,13 +320,7 @@ def test_a_slowdown_lowers_the_rate_within_a_deadline_and_it_rises_again_only_as
     slowed(limiter, clock)
     assert limiter.long.value(limiter.min_busy_s) > 1.3  # the 30-s average still reads most of the old rate
     assert limiter.rate < 0.7  # what admission reads: the slowdown, within one 15-s deadline
-
-    async def clips(n: int) -> None:
-        for _ in range(n):
-            async with limiter.admit(3.0, 15.0):
-                clock.now += 1.5  # the cores are back: 2 s/s again
-
-    asyncio.run(clips(10))
+    run_clips(limiter, clock, 10, 1.5)  # the cores are back: 2 s/s again
     assert limiter.recent.value(5.0) > 1.9  # the last few seconds read the full rate ...
     assert limiter.rate == pytest.approx(limiter.long.value(limiter.min_busy_s))  # ... admission the lower
     assert limiter.rate < 1.8  # trusted again only as fast as the long average rises
