@@ -39,7 +39,7 @@ from pathlib import Path
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips, stagetime
-from preprocess_service.limits import MediaSecondsLimiter
+from preprocess_service.video_admission import MediaSecondsLimiter
 
 HELP = "Benchmark naive PyTorch, an ONNX Runtime app and AVPENet Serve (throughput, p50/p99, CPU, batch)."
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

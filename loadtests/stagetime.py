@@ -98,7 +98,7 @@ def delta(start: Metrics, end: Metrics) -> Metrics:
 
 
 def admit_share(metrics: Metrics) -> float | None:
-    """The gateway's video admission share (preprocess_service/limits.py) in a scrape; None if not read."""
+    """The gateway's video admission share (preprocess_service/video_admission.py) in a scrape, or None."""
     return metrics.get(ADMIT_SHARE, {}).get("value")
 
 

@@ -21,17 +21,12 @@ from preprocess_service.budget import RequestBudget
 from preprocess_service.clinical import Clinical, clip_sha256
 from preprocess_service.errors import FeaturesUnavailable, TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
-from preprocess_service.limits import (
-    InFlightLimiter,
-    MediaSecondsLimiter,
-    check_upload_size,
-    video_seconds,
-    video_share,
-)
+from preprocess_service.limits import InFlightLimiter, check_upload_size, video_share
 from preprocess_service.protocol import MediaPart, ModelInfo, ModelsResponse, ScoreRequest, ScoreResponse
 from preprocess_service.responses import build_response
 from preprocess_service.settings import GatewaySettings
 from preprocess_service.triton_client import InferOutput, TritonClient
+from preprocess_service.video_admission import MediaSecondsLimiter, video_seconds
 from preprocess_service.watchdog import TritonWatchdog
 
 log = logging.getLogger("avpenet.gateway")
@@ -59,7 +54,7 @@ class ScoringService:
         self.metrics = telemetry.Metrics()
         self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
         self.video_slots = video_share(settings.limits)  # video never takes the light uploads' slots
-        # video: by media seconds at the FeatureExtractor, refused before decoding (limits.py)
+        # video: by media seconds at the FeatureExtractor, refused before decoding (video_admission.py)
         self.video_limiter = MediaSecondsLimiter(
             settings.limits.max_video_seconds_in_flight,
             settings.limits.retry_after_s,
@@ -217,7 +212,7 @@ class ScoringService:
             return await extractor(request, telemetry.inject_context(), 0.0, budget.remaining_s()), None
         deadline_s = self.settings.features_deadline_s(media_s)
         retry = self.settings.limits.retry_after_s
-        # video waits its turn (FIFO) or is refused up front: limits.MediaSecondsLimiter
+        # video waits its turn (FIFO) or is refused up front: video_admission.MediaSecondsLimiter
         admission = self.video_limiter.admit(media_s, budget.cap(deadline_s), max_wait_s=budget.remaining_s())
         with budget.bounds("in video feature extraction", retry), self.video_slots.admit():
             async with admission as waited_s:  # the slot is held while the video waits and is decoded

@@ -25,7 +25,7 @@ WINDOWS = "avpenet_gateway_windows"  # counter: 3 s windows sent to Triton
 IN_FLIGHT = "avpenet_gateway_in_flight_requests"  # gauge
 SCORES = "avpenet_gateway_score"  # histogram of clip scores: model_version (drift watching)
 REFUSALS = "avpenet_gateway_refusals"  # counter: reason (error class), protocol; every non-success answer
-VIDEO_ADMIT_SHARE = "avpenet_gateway_video_admit_share"  # gauge: limits.MediaSecondsLimiter.share
+VIDEO_ADMIT_SHARE = "avpenet_gateway_video_admit_share"  # gauge: video_admission.MediaSecondsLimiter.share
 METRIC_NAMES = (
     REQUESTS,
     STAGE_SECONDS,

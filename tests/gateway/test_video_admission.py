@@ -14,10 +14,10 @@ from avpenet import contract
 from avpenet.errors import UndecodableMedia
 from preprocess_service import telemetry
 from preprocess_service.errors import FeaturesUnavailable, Overloaded, status_of
-from preprocess_service.limits import MediaSecondsLimiter, video_seconds
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings
+from preprocess_service.video_admission import MediaSecondsLimiter, video_seconds
 
 
 def clip(data: bytes) -> ScoreRequest:
