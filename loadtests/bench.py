@@ -569,7 +569,7 @@ def run(args: argparse.Namespace) -> int:
     del model
     meter = CpuMeter()
     print("starting the local stack (Triton + Ray Serve) and the peer apps ...", file=sys.stderr, flush=True)
-    limits = {**_default_limits(), **BENCH_LIMITS}
+    limits = stack_limits()
     signal.signal(signal.SIGTERM, _interrupt)  # stop Triton and Ray on `kill` too, not only on Ctrl-C
     triton = {"model_config_name": args.model_config_name} if args.model_config_name else None
     with LocalStack(
@@ -718,12 +718,12 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _default_limits() -> dict:
-    """The limits serve_config.yaml deploys (the bench raises only the admission bound)."""
+def stack_limits() -> dict:
+    """The limits the bench deploys: serve_config.yaml's, only the admission bound raised (BENCH_LIMITS)."""
     from preprocess_service.stack import load_config
 
     (app,) = load_config()["applications"]
-    return dict(app.get("args", {}).get("limits", {}))
+    return {**app.get("args", {}).get("limits", {}), **BENCH_LIMITS}
 
 
 def file_notes(path: Path | None) -> list[str]:

@@ -39,10 +39,11 @@ def summary(done: Sequence[Any], seconds: float, share: tuple[float | None, floa
     """What a run did: clips answered (rate, p99), failures by kind with when they were answered (`done`:
     the bench's `Done` records of the window), the admission share at the window's start and end."""
     from loadtests import bench
+    from loadtests import benchreport as br
 
-    ok = sorted(d.latency_ms for d in done if d.ok)
+    ok = [d.latency_ms for d in done if d.ok]
     failed = [d for d in done if not d.ok]
-    p99 = f"{ok[int(0.99 * (len(ok) - 1))] / 1000:.1f} s" if ok else "-"
+    p99 = f"{br.percentile(ok, 99) / 1000:.1f} s" if ok else "-"
     lines = [f"answered {len(ok)} clips in {seconds:.0f} s ({len(ok) / seconds:.2f} clips/s), p99 {p99}"]
     for kind, ms in sorted(bench.error_latencies(failed).items()):
         lines.append(
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avpenet-slowdown-") as work:
         clips.build(Path(work), [next(iter(clips.MIXES["video"]))])
         parts = bench.payload(Path(work), "video")
-    limits = {**bench._default_limits(), **bench.BENCH_LIMITS}
+    limits = bench.stack_limits()
     timing = bench.Timing(
         warmup_s=5.0, measure_s=args.measure_s, warmup_max_s=40.0, min_requests=8,
         measure_max_s=args.measure_s + 60.0,
@@ -78,18 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         url = bench.urls(stack.http_url)["avpenet"]
         gateway = [f"{stack.http_url}/metrics"]
 
+        def share() -> float | None:
+            return stagetime.admit_share(stagetime.scrape(gateway))
+
         def start() -> float | None:
             if args.hog_procs:
                 later = threading.Timer(args.hog_at, hog, (args.hog_procs, args.hog_s))
                 later.daemon = True
                 later.start()
-            return stagetime.admit_share(stagetime.scrape(gateway))
-
-        def end() -> float | None:
-            return stagetime.admit_share(stagetime.scrape(gateway))
+            return share()
 
         done, t0, t1, first, last = asyncio.run(
-            bench.closed_loop(url, parts, args.concurrency, timing, start, end)
+            bench.closed_loop(url, parts, args.concurrency, timing, start, share)
         )
     print(summary(done, t1 - t0, (first, last)))
     return 0

@@ -1,4 +1,4 @@
-"""Video admission: a clip goes to the FeatureExtractor only when it can be done within its deadline.
+"""Video admission: a clip goes to the FeatureExtractor when it is expected to be done within its deadline.
 
 A video request's cost there grows with its length, so it is admitted by media seconds in flight and by the
 rate the FeatureExtractor has been finishing them, not by a request count (limits.py counts requests). The
@@ -129,8 +129,9 @@ class MediaSecondsLimiter:
     def _tick(self) -> None:
         now = self.clock()
         if self.requests:  # the clock runs only while the extractor has work
-            self.long.advance(now - self._since)
-            self.recent.advance(now - self._since)
+            dt = now - self._since
+            self.long.advance(dt)
+            self.recent.advance(dt)
         self._since = now
 
     def _fits(self, seconds: float, deadline_s: float) -> bool:
