@@ -50,8 +50,10 @@ class _Switch(SpanProcessor):
             self.inner.on_end(span)
 
     def shutdown(self) -> None:
-        self.on = False
-        self.inner.shutdown()
+        """Once: the test ends it, and the provider's exit hook asks again (the exporter would warn)."""
+        if self.on:
+            self.on = False
+            self.inner.shutdown()
 
 
 @pytest.fixture

@@ -286,11 +286,7 @@ def test_cores_busy_counts_the_span_of_the_cpu_snapshots_not_only_the_window():
     assert saved_before.cores_busy == pytest.approx(1.0)
 
 
-def test_failures_keep_when_they_were_answered_and_the_notes_show_it_with_the_share():
-    def refused(ms: float, status: int, error: str) -> bench.Done:
-        body = json.dumps({"error": error, "detail": "x"}).encode()
-        return bench.Done(1.0, ms, False, detail=f"HTTP {status}: {body!r}")
-
+def test_failures_keep_when_they_were_answered_and_the_notes_show_it_with_the_share(refused):
     failed = [refused(15_400.0, 503, "FeaturesUnavailable"), refused(15_900.0, 503, "FeaturesUnavailable")]
     failed.append(refused(12.0, 429, "Overloaded"))
     by_kind = bench.error_latencies(failed)

@@ -66,15 +66,16 @@ def test_window_is_capped_when_the_minimum_never_arrives():
     assert len(done) < 1000 and seconds < 10.0
 
 
-def test_rerendering_twice_keeps_one_copy_of_the_notes_file(tmp_path):
+def test_rerendering_twice_keeps_one_copy_of_the_notes_file_and_drops_a_scratch_output_path(tmp_path):
     import argparse
-    import shutil
 
     from loadtests import benchreport as br
 
     (tmp_path / "img").mkdir()
     saved = tmp_path / "img" / "bench.json"
-    shutil.copy(bench.PROJECT_ROOT / "docs" / "img" / "bench.json", saved)
+    recorded = json.loads((bench.PROJECT_ROOT / "docs" / "img" / "bench.json").read_text())
+    recorded["command"] = "avpenet bench --rounds 3 --markdown /tmp/scratch/B.md --mixes model"
+    saved.write_text(json.dumps(recorded))
     notes_file = tmp_path / "notes.md"
     notes_file.write_text("First paragraph, measured elsewhere.\n\nSecond paragraph.\n")
     args = argparse.Namespace(from_json=saved, notes=notes_file, markdown=tmp_path / "BENCHMARKS.md")
@@ -83,6 +84,8 @@ def test_rerendering_twice_keeps_one_copy_of_the_notes_file(tmp_path):
     report = br.report_from_dict(json.loads(saved.read_text()))
     assert report.notes.count("Second paragraph.") == 1
     assert report.notes[: len(bench.notes(report.cells))] == bench.notes(report.cells)
+    assert report.command == "avpenet bench --rounds 3 --mixes model"  # the scratch path is not the report's
+    assert "/tmp/scratch" not in (tmp_path / "BENCHMARKS.md").read_text()
 
 
 def test_a_triton_that_stops_answering_leaves_the_cell_unmeasured_not_the_bench_aborted():
