@@ -64,7 +64,10 @@ def receiver(monkeypatch):
         provider = trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
             provider = telemetry.setup_tracing("avpenet-gateway")  # exports to rx (the variables above)
-            yield rx
+            try:
+                yield rx
+            finally:  # later tests' spans would go on being posted, and retried, to the closed receiver
+                provider.shutdown()
             return
         switch = _Switch(SimpleSpanProcessor(telemetry._exporter_from_env()))
         provider.add_span_processor(switch)
