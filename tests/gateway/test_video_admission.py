@@ -176,15 +176,20 @@ def test_a_clip_that_cannot_start_within_the_wait_bound_is_refused_with_429(max_
     asyncio.run(scenario())
 
 
-def measured(limiter: MediaSecondsLimiter, clock: Clock) -> None:
-    """Ten 3-s clips, each finished in 1.5 s of busy time: the extractor does 2 s of video per second."""
+def run_clips(limiter: MediaSecondsLimiter, clock: Clock, n: int, busy_s: float) -> None:
+    """`n` 3-s clips one after another, each finished after `busy_s` of the clock."""
 
     async def run() -> None:
-        for _ in range(10):
-            async with limiter.admit(3.0, deadline_s=15.0):
-                clock.now += 1.5
+        for _ in range(n):
+            async with limiter.admit(3.0, 15.0):
+                clock.now += busy_s
 
     asyncio.run(run())
+
+
+def measured(limiter: MediaSecondsLimiter, clock: Clock) -> None:
+    """Ten 3-s clips, each finished in 1.5 s of busy time: the extractor does 2 s of video per second."""
+    run_clips(limiter, clock, 10, 1.5)
     assert limiter.rate == pytest.approx(2.0)
 
 
@@ -296,17 +301,6 @@ def test_failed_work_lowers_the_rate_and_no_rate_is_guessed_before_it_is_measure
     assert limiter.rate == pytest.approx(0.5, rel=0.1)  # 3 s of video finished in 6 s of busy time
 
 
-def run_clips(limiter: MediaSecondsLimiter, clock: Clock, n: int, busy_s: float) -> None:
-    """`n` 3-s clips one after another, each finished after `busy_s` of the clock."""
-
-    async def run() -> None:
-        for _ in range(n):
-            async with limiter.admit(3.0, 15.0):
-                clock.now += busy_s
-
-    asyncio.run(run())
-
-
 def slowed(limiter: MediaSecondsLimiter, clock: Clock) -> None:
     """A minute of 3-s clips at 2 s of video per second, then two at 0.5 s/s: other work took the cores."""
     run_clips(limiter, clock, 40, 1.5)
@@ -391,13 +385,7 @@ def test_a_missed_deadline_backs_admission_off_and_finished_clips_give_the_headr
         clock.now += 1.0
         burnt.missed(started_at=clock.now)  # each started after the backoff before it
     assert burnt.share == MediaSecondsLimiter.MIN_SHARE  # backs off no further
-
-    async def finish(n: int) -> None:
-        for _ in range(n):
-            async with burnt.admit(3.0, deadline_s=15.0):
-                clock.now += 1.5
-
-    asyncio.run(finish(100))
+    run_clips(burnt, clock, 100, 1.5)
     assert burnt.share == MediaSecondsLimiter.ADMIT_SHARE  # and recovers no further than the default
 
 
