@@ -33,6 +33,9 @@ AUDIO_MAX_GAIN_DB: Final = 20.0  # the most a quiet window is amplified (the win
 # forged or broken (1 Hz would stretch a few KB into minutes; GHz rates cost seconds of CPU for nothing).
 AUDIO_MIN_INPUT_RATE: Final = 8_000
 AUDIO_MAX_INPUT_RATE: Final = 192_000
+# Channels an upload may carry: mono to 7.1 (or an 8-microphone array). Ogg Vorbis, Opus and FLAC allow up to
+# 255, and decoding costs CPU per channel: a few hundred KB of 255-channel silence is minutes of decoding.
+AUDIO_MAX_INPUT_CHANNELS: Final = 8
 
 # --- Video / face track ---
 FPS: Final = 10  # face tracks are sampled at 10 frames per second

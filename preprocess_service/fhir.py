@@ -309,8 +309,14 @@ def render(
     return json.dumps(resource, separators=(",", ":"))
 
 
+# No digital clip was recorded before this. Earlier times are typing errors or placeholders (year 0099,
+# 0001-01-01) that would not fit HL7's four-digit year, or would overflow when converted to UTC.
+EARLIEST_RECORDING = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def parse_recorded_at(value: str, now: dt.datetime | None = None, skew_s: float = 300.0) -> str:
-    """A recording time as FHIR dateTime with a time zone; ValueError names the reason (format or future)."""
+    """A recording time as FHIR dateTime with a time zone; ValueError names the reason (format, before
+    EARLIEST_RECORDING, future)."""
     text = value.strip()
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -318,6 +324,8 @@ def parse_recorded_at(value: str, now: dt.datetime | None = None, skew_s: float 
         raise ValueError("is not an ISO 8601 date-time such as 2026-05-01T10:15:00Z") from None
     if when.tzinfo is None:
         raise ValueError("has no time zone; add Z or an offset such as +01:00")
+    if when < EARLIEST_RECORDING:  # compared on the UTC time line without converting (no overflow)
+        raise ValueError(f"is before {EARLIEST_RECORDING.year}; send the time the clip was recorded")
     now = now or dt.datetime.now(dt.UTC)
     if when - now > dt.timedelta(seconds=skew_s):
         raise ValueError(f"is in the future (more than {int(skew_s)} s after the server's clock)")

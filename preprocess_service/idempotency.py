@@ -2,8 +2,9 @@
 
 A bounded TTL cache per gateway replica, keyed by (API key id, Idempotency-Key). The same key with the same
 request (its fingerprint: clip digest and every field) returns the stored answer, marked as a replay; a retry
-that arrives while the first is still running waits for it; the same key with a different request is refused
-(422). Failures are not stored, so a retry after an error runs again. Across replicas nothing is shared: a
+that arrives while the first is still running waits for it (and runs it itself if the first caller goes away
+mid-run); the same key with a different request is refused (422). Failures are not stored, so a retry after
+an error runs again. Across replicas nothing is shared: a
 retry routed to another replica scores again, and the answer is still the same Observation identity only if
 the caller also resends its X-Request-ID (docs/INTEGRATION.md). Entries live `ttl_s` and at most
 `max_entries` are kept (oldest evicted first), so memory stays bounded.
@@ -70,18 +71,27 @@ class IdempotencyCache(Generic[T]):
         now = time.monotonic()
         self._evict(now)
         slot = (scope, key)
-        entry = self._entries.get(slot)
-        if entry is not None:
+        while (entry := self._entries.get(slot)) is not None:
             if entry.fingerprint != fingerprint:
                 raise IdempotencyMismatch(
                     "Idempotency-Key was already used with a different request; use a new key per request"
                 )
-            return await asyncio.shield(entry.future), True
+            try:
+                return await asyncio.shield(entry.future), True
+            except asyncio.CancelledError:
+                if not entry.future.cancelled() or asyncio.current_task().cancelling():
+                    raise  # this request itself was cancelled
+                # the first caller went away mid-run (its slot is gone): this retry runs it, or waits on
+                # another retry that got there first
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._entries[slot] = _Entry(fingerprint, future, expires=float("inf"))
         self._evict(now)
         try:
             answer = await fn()
+        except asyncio.CancelledError:
+            self._entries.pop(slot, None)
+            future.cancel()  # waiting retries see a cancelled run, not an error of theirs, and run it again
+            raise
         except BaseException as exc:
             self._entries.pop(slot, None)  # not stored: a retry runs again
             future.set_exception(exc)

@@ -14,6 +14,8 @@ from preprocess_service.protocol import MEDIA_PARTS, MediaPart, ScoreRequest, pa
 
 TEXT_FIELDS = ("age_group", "subject_ref", "encounter_ref", "recorded_at", "model_versions", "deliver")
 MAX_TEXT_BYTES = 256
+ALLOWED = (*MEDIA_PARTS, *TEXT_FIELDS)
+MAX_PARTS = len(ALLOWED)  # each field at most once: more parts cannot be a valid form
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -39,6 +41,10 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
     ended: list[bool] = []
 
     def on_part_begin() -> None:
+        if len(parts) == MAX_PARTS:  # refused as it is read: a body of empty parts costs ~100x its size
+            raise InvalidRequest(
+                f"more than {MAX_PARTS} parts; each of {', '.join(ALLOWED)} is sent at most once"
+            )
         parts.append(({}, bytearray()))
 
     def on_end() -> None:
@@ -70,6 +76,8 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         parser = MultipartParser(boundary, callbacks)
         parser.write(body)
         parser.finalize()
+    except InvalidRequest:
+        raise
     except Exception as exc:  # python-multipart raises its own error types for malformed bodies
         raise InvalidRequest(f"malformed multipart body ({type(exc).__name__})") from None
     if parts and not ended:  # a body cut off mid-part would otherwise be scored as if it were whole
@@ -97,8 +105,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
             except UnicodeDecodeError:
                 raise InvalidRequest(f"field {name!r} is not UTF-8 text") from None
         else:
-            allowed = ", ".join((*MEDIA_PARTS, *TEXT_FIELDS))
-            raise InvalidRequest(f"unknown part {name[:32]!r}; expected {allowed}")
+            raise InvalidRequest(f"unknown part {name[:32]!r}; expected {', '.join(ALLOWED)}")
     return ScoreRequest(
         **media,
         age_group=fields.get("age_group") or "unknown",

@@ -7,10 +7,11 @@ so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the ba
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). Decoding failures raise ``avpenet.errors`` types.
 
-Hostile samples: a declared rate outside [AUDIO_MIN_INPUT_RATE, AUDIO_MAX_INPUT_RATE] is refused, and so
-are samples beyond ``MAX_SAMPLE_MAGNITUDE`` (float WAVs can hold up to 3.4e38; the resampler's overshoot
-then overflows float32 to Inf/NaN). The waveform is checked for NaN/Inf after every step that can create them
-(decoding, channel mixing, resampling, the window gain), so a poisoned wave never reaches the model.
+Hostile samples: a declared rate outside [AUDIO_MIN_INPUT_RATE, AUDIO_MAX_INPUT_RATE] is refused, and so are
+more than AUDIO_MAX_INPUT_CHANNELS channels and samples beyond ``MAX_SAMPLE_MAGNITUDE`` (float WAVs can hold
+up to 3.4e38; the resampler's overshoot then overflows float32 to Inf/NaN). The waveform is checked for
+NaN/Inf after every step that can create them (decoding, channel mixing, resampling, the window gain), so a
+poisoned wave never reaches the model.
 
 Level normalisation (``normalise_window``): recording gain differs by device and microphone distance, so each
 3 s window is scaled toward ``contract.AUDIO_TARGET_RMS_DBFS`` (-20 dBFS RMS). Plain RMS normalisation would
@@ -25,13 +26,12 @@ from __future__ import annotations
 
 import math
 
-import av
 import numpy as np
 import soundfile as sf
 import soxr
 
 from avpenet import contract
-from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
+from avpenet.errors import TooLarge, UndecodableMedia
 from avpenet.features import media, mp4index
 
 MAX_GAIN_DB = contract.AUDIO_MAX_GAIN_DB  # the most a quiet window is amplified
@@ -40,6 +40,7 @@ MAX_GAIN_DB = contract.AUDIO_MAX_GAIN_DB  # the most a quiet window is amplified
 # float32's limit mixing and resampling overflow.
 MAX_SAMPLE_MAGNITUDE = 1e6
 DEFAULT_MAX_SECONDS = 600.0
+READ_BLOCK_FRAMES = 1 << 16
 _EPS = 1e-12
 
 
@@ -84,6 +85,15 @@ def check_wave(wave: np.ndarray, what: str) -> np.ndarray:
     return wave
 
 
+def check_channels(channels: int, kind: str) -> None:
+    """UndecodableMedia when a header declares more channels than an upload may carry."""
+    if channels > contract.AUDIO_MAX_INPUT_CHANNELS:
+        raise UndecodableMedia(
+            f"{media.describe(kind)} declares {channels} audio channels; at most "
+            f"{contract.AUDIO_MAX_INPUT_CHANNELS} are accepted (mix down to mono or stereo)"
+        )
+
+
 def check_rate(sr: int, kind: str) -> int:
     """`sr` if it is an accepted input sample rate; else UndecodableMedia naming the accepted range."""
     if not contract.AUDIO_MIN_INPUT_RATE <= sr <= contract.AUDIO_MAX_INPUT_RATE:
@@ -103,7 +113,7 @@ def resample(wave: np.ndarray, sr: int) -> np.ndarray:
     return check_wave(out.astype(np.float32), "the resampled samples")
 
 
-def _too_long(seconds: float, limit: float) -> TooLarge:
+def too_long(seconds: float, limit: float) -> TooLarge:
     return TooLarge(f"audio lasts {seconds:.0f} s; the limit is {limit:.0f} s")
 
 
@@ -111,98 +121,34 @@ def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.n
     try:
         with sf.SoundFile(media.as_file(source)) as f:
             sr = check_rate(int(f.samplerate), kind)
+            check_channels(int(f.channels), kind)
             if f.frames > limit * sr:
-                raise _too_long(f.frames / sr, limit)
-            data = f.read(dtype="float32", always_2d=True)
+                raise too_long(f.frames / sr, limit)
+            # mixed down block by block: memory is the mono wave's, however many channels a file has
+            what = f"the samples of this {media.describe(kind)}"
+            mono = [
+                check_wave(block, what).mean(axis=1, dtype=np.float64).astype(np.float32)
+                for block in f.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            ]
     except (TooLarge, UndecodableMedia):
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise UndecodableMedia(f"{media.describe(kind)} cannot be decoded ({type(exc).__name__})") from None
-    check_wave(data, f"the samples of this {media.describe(kind)}")
-    return data.mean(axis=1, dtype=np.float64).astype(np.float32), sr
+    return (np.concatenate(mono) if mono else np.zeros(0, np.float32)), sr
 
 
 def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
+    from avpenet.features import avaudio  # imports this module's checks
+
     container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
     try:
-        track = AvAudio.of(container, kind, limit)
+        track = avaudio.AvAudio.of(container, kind, limit)
         if track is None:
             return None, contract.SAMPLE_RATE
-        demux_all(container, track)
+        avaudio.demux_all(container, track)
         return track.finish()
     finally:
         container.close()
-
-
-def demux_all(container, track: AvAudio) -> None:
-    """Decode `track` alone to its end (a demuxer error ends it like a decoder error)."""
-    try:
-        for packet in container.demux(track.stream):
-            track.feed(packet)
-            if track.ended:
-                break
-    except av.error.FFmpegError as exc:
-        track.stop(exc)
-
-
-class AvAudio:
-    """The audio track of an open PyAV container, decoded packet by packet: alone (`demux_all`), or in the
-    same demux pass as the video track (`avclip`), so a clip's container is opened and read once.
-
-    The track's header is checked when it is found (codec, rate, claimed duration); the decoded length is
-    checked as it grows. A decoder error before any sample is UndecodableMedia; after some, the damaged
-    tail is dropped and the start is kept (a clip cut off mid-upload is still scoreable).
-    """
-
-    def __init__(self, stream, kind: str, limit: float) -> None:
-        if stream.codec_context is None or not stream.codec_context.sample_rate:
-            raise UnsupportedMedia(f"the audio codec in this {media.describe(kind)} is not supported")
-        self.stream, self.kind, self.limit = stream, kind, limit
-        self.rate = check_rate(int(stream.codec_context.sample_rate), kind)
-        if stream.duration and stream.time_base and float(stream.duration * stream.time_base) > limit:
-            raise _too_long(float(stream.duration * stream.time_base), limit)
-        # Downmix with swresample at the native rate; the rate change is soxr's job (better filter).
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-        self._chunks: list[np.ndarray] = []
-        self._total = 0
-        self.ended = False  # an FFmpeg error ended the track: later packets are ignored, no flush
-
-    @classmethod
-    def of(cls, container, kind: str, limit: float) -> AvAudio | None:
-        """The container's first audio track, checked; None when it has none."""
-        return cls(container.streams.audio[0], kind, limit) if container.streams.audio else None
-
-    def feed(self, packet) -> None:
-        """Decode one demuxed packet of this track (the empty packets at the end flush the decoder)."""
-        if self.ended:
-            return
-        try:
-            for frame in packet.decode():
-                for out in self._resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    self._chunks.append(chunk)
-                    self._total += chunk.size
-                if self._total > self.limit * self.rate:
-                    raise _too_long(self._total / self.rate, self.limit)
-        except av.error.FFmpegError as exc:
-            self.stop(exc)
-
-    def stop(self, exc: Exception) -> None:
-        """The track ended in an FFmpeg error: UndecodableMedia when nothing decoded, else keep the start."""
-        if self._total == 0:
-            raise media.av_error(self.kind, exc) from None
-        self.ended = True
-
-    def finish(self) -> tuple[np.ndarray, int]:
-        """(mono float32 samples at the track's rate, that rate)."""
-        if not self.ended:
-            try:
-                self._chunks.extend(out.to_ndarray().reshape(-1) for out in self._resampler.resample(None))
-            except av.error.FFmpegError as exc:
-                self.stop(exc)
-            self.ended = True
-        wave = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-        return wave.astype(np.float32, copy=False), self.rate
 
 
 def to_model_rate(wave: np.ndarray | None, sr: int, kind: str) -> np.ndarray | None:

@@ -3,7 +3,7 @@
 Decoding the audio with `audio.load_audio` and then the video with `tracker.track_video` opened the container
 twice: two copies of the bytes in memory, two walks of an MP4's sample tables, two FFmpeg indexes and two
 reads of every packet. Here the container is opened once (`media.open_av`, with every check it makes) and
-demuxed once: each audio packet goes to `audio.AvAudio`, each video packet is decoded and handed to the
+demuxed once: each audio packet goes to `avaudio.AvAudio`, each video packet is decoded and handed to the
 tracker's sampler as it comes, so the face is tracked while the file is read.
 
 Same answers as the two calls: the same checks and errors (the audio track's header first, then the video's),
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
-from avpenet.features import audio, media, mp4index, tracker
+from avpenet.features import audio, avaudio, media, mp4index, tracker
 from avpenet.features.track import FaceTrack
 
 
@@ -47,7 +47,7 @@ def decode_clip(
         mp4index.check_sample_tables(source, audio_bounds)
     container = media.open_av(source, kind, video_bounds)
     try:
-        track_audio = audio.AvAudio.of(container, kind, audio_limit)
+        track_audio = avaudio.AvAudio.of(container, kind, audio_limit)
         track = None
         if container.streams.video:
             frames = _video_frames(container, container.streams.video[0], track_audio)
@@ -55,7 +55,7 @@ def decode_clip(
                 track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
             _drain(frames)
         elif track_audio is not None:
-            audio.demux_all(container, track_audio)
+            avaudio.demux_all(container, track_audio)
         wave = audio.to_model_rate(*track_audio.finish(), kind) if track_audio is not None else None
     finally:
         container.close()
@@ -71,7 +71,7 @@ def _drain(frames: Iterator[av.VideoFrame]) -> None:
         pass
 
 
-def _video_frames(container, video, track_audio: audio.AvAudio | None) -> Iterator[av.VideoFrame]:
+def _video_frames(container, video, track_audio: avaudio.AvAudio | None) -> Iterator[av.VideoFrame]:
     """Decoded frames of `video`, demuxed in the same pass as the audio track, which is decoded on the way."""
     streams = [video] if track_audio is None else [video, track_audio.stream]
     held: av.error.FFmpegError | None = None  # a video decode error, raised once the audio is read

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from avpenet.features.track import LANDMARK_ABS_LIMIT, FaceTrack
@@ -54,7 +56,28 @@ def decode_image(header: dict, payload: memoryview, max_pixels: int) -> np.ndarr
         return np.frombuffer(payload, np.uint8).reshape(h, w, 3)
     import cv2
 
-    bgr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+    size = _encoded_size(payload)  # from the image's own header, before anything is decoded
+    if size is None:
+        raise StreamRejected("bad_frame", f"frame is not a decodable {fmt} image of {w}x{h}")
+    if size != (w, h):
+        raise StreamRejected("bad_frame", f"the header says {w}x{h}; the {fmt} image is {size[0]}x{size[1]}")
+    try:
+        bgr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
     if bgr is None or bgr.shape[:2] != (h, w):
         raise StreamRejected("bad_frame", f"frame is not a decodable {fmt} image of {w}x{h}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _encoded_size(payload: memoryview) -> tuple[int, int] | None:
+    """(width, height) that a JPEG/PNG declares, None when it is not one: the header's width and height are
+    the client's claim, and a small file can declare gigapixels (a decompression bomb) that imdecode would
+    allocate before its size could be compared."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(payload)) as image:  # parses the header only
+            return image.size if image.format in ("JPEG", "PNG") else None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avpenet import contract
+from avpenet.features.track import MAX_IMAGE_SIDE
 
 STREAM_ROUTE = "/v1/stream"
 EVENT_TYPES = (
@@ -89,7 +90,10 @@ class Start(BaseModel):
         contract.SAMPLE_RATE, ge=contract.AUDIO_MIN_INPUT_RATE, le=contract.AUDIO_MAX_INPUT_RATE
     )
     audio: bool = True  # False: frames only (the audio modality is masked)
-    image_size: tuple[int, int] = (0, 0)  # landmarks mode: (width, height) of the frames the device tracked
+    # landmarks mode: (width, height) of the frames the device tracked; the bounds an uploaded .npz track has
+    image_size: tuple[
+        Annotated[int, Field(ge=0, le=MAX_IMAGE_SIDE)], Annotated[int, Field(ge=0, le=MAX_IMAGE_SIDE)]
+    ] = (0, 0)
     stream_id: str | None = Field(None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     last_event: int = Field(-1, ge=-1)  # resume: events after this seq are sent again (as far as kept)
     config: StreamConfig = StreamConfig()
@@ -121,7 +125,7 @@ def parse_control(text: str) -> dict:
     """A text message after start: handling / end (anything else is refused)."""
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser's stack
         raise StreamRejected("garbage", "text message is not JSON") from None
     if not isinstance(msg, dict) or msg.get("type") not in ("handling", "end"):
         raise StreamRejected("garbage", "text messages after start are {'type': 'handling'|'end'}")
@@ -139,7 +143,7 @@ def parse_chunk(data: bytes) -> tuple[dict, memoryview]:
         raise StreamRejected("garbage", f"chunk header length {size} is not within 2..{MAX_HEADER_BYTES}")
     try:
         header = json.loads(bytes(data[4 : 4 + size]))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StreamRejected("garbage", "chunk header is not JSON") from None
     if not isinstance(header, dict) or header.get("kind") not in ("audio", "frame"):
         raise StreamRejected("garbage", "chunk header needs 'kind': 'audio' or 'frame'")

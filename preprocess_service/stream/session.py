@@ -64,9 +64,10 @@ class Session:
         """Serve the connection until it ends; returns the close code."""
         sender = asyncio.create_task(self._sender())
         processor = asyncio.create_task(self._processor())
-        processor.add_done_callback(self._processor_died)
+        processor.add_done_callback(self._task_died)
         self._started()
         receiver = asyncio.create_task(self._receiver())
+        receiver.add_done_callback(self._task_died)  # a bug there must close the stream, not leave it hung
         await self.done.wait()
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
@@ -86,9 +87,10 @@ class Session:
         sender.cancel()
         return self.close_code
 
-    def _processor_died(self, task: asyncio.Task) -> None:
+    def _task_died(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("stream %s: processing failed", self.entry.stream_id, exc_info=task.exception())
+            log.error("stream %s: %s failed", self.entry.stream_id, task.get_coro().__name__,
+                      exc_info=task.exception())  # fmt: skip
             self.fail(
                 CLOSE_INTERNAL, "internal error while processing the stream; resume to continue", "internal"
             )

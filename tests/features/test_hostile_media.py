@@ -21,6 +21,8 @@ from support.hostile_media import (
     edit_list_bomb,
     forge,
     huge_timescale,
+    joined_mp3,
+    many_channel_ogg,
     many_tracks_mp4,
     two_frame_mp4,
     video,
@@ -76,6 +78,25 @@ def test_accepted_range_ends_decode():
     for rate in (contract.AUDIO_MIN_INPUT_RATE, contract.AUDIO_MAX_INPUT_RATE):
         wave = audio.load_audio(wav(np.zeros(rate, np.float32), rate, "PCM_16"))
         assert wave.shape == (contract.SAMPLE_RATE,)
+
+
+@pytest.mark.parametrize("make", [lambda: many_channel_ogg(255), lambda: wav(np.zeros((16000, 10)), 16000)])
+def test_more_channels_than_a_bedside_recording_has_are_refused_from_the_header(make):
+    with pytest.raises(UndecodableMedia, match=r"declares (255|10) audio channels; at most 8"):
+        audio.load_audio(make())
+
+
+def test_multichannel_audio_is_mixed_down_block_by_block_as_one_read_would():
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (3 * audio.READ_BLOCK_FRAMES + 7, 8)).astype(np.float32)
+    mixed = x.mean(axis=1, dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(audio.load_audio(wav(x, 16000)), mixed)
+
+
+def test_an_mp3_whose_rate_and_layout_change_part_way_is_decoded_whole():
+    wave = audio.load_audio(joined_mp3(2.0))  # was a ValueError from the resampler (500 / INTERNAL)
+    assert abs(wave.size / contract.SAMPLE_RATE - 4.0) < 0.2
+    for half in (wave[: 2 * contract.SAMPLE_RATE - 4000], wave[2 * contract.SAMPLE_RATE + 4000 :]):
+        assert 0.1 < np.sqrt(np.mean(half**2)) < 0.5  # both halves kept: the tone, not silence or a cut
 
 
 # --- FFmpeg: no probing, no protocols ----------------------------------------------------------------------

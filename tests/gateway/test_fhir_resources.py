@@ -112,8 +112,9 @@ class TestRecordedAt:
 
     @pytest.mark.parametrize(
         ("value", "reason"),
-        [("yesterday", "ISO 8601"), ("2026-05-01T10:15:00", "time zone"), ("2026-05-02T10:00:00Z", "future")],
-    )
+        [("yesterday", "ISO 8601"), ("2026-05-01T10:15:00", "time zone"), ("2026-05-02T10:00:00Z", "future"),
+         ("0001-01-01T00:00:00+01:00", "before 1970"), ("0099-01-01T00:00:00Z", "before 1970")],
+    )  # fmt: skip
     def test_bad_values_name_the_reason(self, value, reason):
         with pytest.raises(ValueError, match=reason):
             fhir.parse_recorded_at(value, self.NOW)

@@ -54,6 +54,33 @@ def test_different_request_with_same_key_is_refused_and_failures_are_not_stored(
     assert asyncio.run(run()) == ("ok", False)
 
 
+def test_a_retry_waiting_on_a_cancelled_first_caller_runs_it_itself():
+    async def run():
+        cache = idempotency.IdempotencyCache()
+        started, release = asyncio.Event(), asyncio.Event()
+        calls = []
+
+        async def work():
+            calls.append(1)
+            started.set()
+            await release.wait()
+            return len(calls)
+
+        first = asyncio.create_task(cache.run("k", "key", "fp", work))
+        await started.wait()
+        retry = asyncio.create_task(cache.run("k", "key", "fp", work))  # waits on the first
+        await asyncio.sleep(0)
+        first.cancel()  # the first caller disconnects mid-run
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        release.set()
+        answer = await retry  # neither a CancelledError nor a hang
+        again = await cache.run("k", "key", "fp", work)  # the retry's answer is the stored one
+        return answer, again, len(calls)
+
+    assert asyncio.run(asyncio.wait_for(run(), 10)) == ((2, False), (2, True), 2)
+
+
 def test_bounded_by_ttl_and_size():
     async def run():
         cache = idempotency.IdempotencyCache(ttl_s=0.0, max_entries=2)

@@ -33,3 +33,20 @@ class TestMultipart:
         body, ctype = encode_multipart_formdata(fields)
         with pytest.raises(InvalidRequest):
             parse_score_form(body, ctype, "r")
+
+    def test_parts_beyond_the_form_are_refused_while_the_body_is_read(self, monkeypatch):
+        from preprocess_service import multipart
+
+        part = b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n\r\n'
+        seen = []  # how many parts the parser had begun when it refused
+        real = multipart.MultipartParser
+
+        def counting(boundary, callbacks):
+            begin = callbacks["on_part_begin"]
+            callbacks["on_part_begin"] = lambda: (seen.append(1), begin())
+            return real(boundary, callbacks)
+
+        monkeypatch.setattr(multipart, "MultipartParser", counting)
+        with pytest.raises(InvalidRequest, match=f"more than {multipart.MAX_PARTS} parts"):
+            parse_score_form(part * 100_000 + b"--b--\r\n", "multipart/form-data; boundary=b", "r")
+        assert len(seen) == multipart.MAX_PARTS + 1  # not 100,000 parts collected before the first check

@@ -112,14 +112,40 @@ def test_sequence_rate_and_size_checks():
     state.close()
 
 
+def test_an_image_is_sized_from_its_own_header_before_it_is_decoded():
+    import cv2
+
+    from preprocess_service.stream.frames import decode_image
+
+    header = {"format": "png", "width": 64, "height": 48}
+    _, small = cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))
+    assert decode_image(header, memoryview(small.tobytes()), 64 * 48).shape == (48, 64, 3)
+    # 4 Mpx in ~15 kB, under a header claiming 64x48: refused from the PNG's IHDR, never decoded
+    _, bomb = cv2.imencode(".png", np.zeros((2000, 2000, 3), np.uint8))
+    with pytest.raises(StreamRejected, match="the png image is 2000x2000") as big:
+        decode_image(header, memoryview(bomb.tobytes()), 64 * 48)
+    assert big.value.code == "bad_frame"
+    for payload in (b"", small.tobytes()[:40]):  # no bytes at all (cv2.imdecode raises), a cut-off PNG
+        with pytest.raises(StreamRejected) as bad:
+            decode_image({**header, "format": "jpeg"}, memoryview(payload), 64 * 48)
+        assert bad.value.code == "bad_frame"
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", encode_chunk({"kind": "x", "seq": 0}, b""),
-     encode_chunk({"kind": "audio", "seq": -1}, b""), encode_chunk({"kind": "audio", "seq": True}, b"")],
+     encode_chunk({"kind": "audio", "seq": -1}, b""), encode_chunk({"kind": "audio", "seq": True}, b""),
+     b"\x00\x00\x03\xfc" + b"[" * 1020],  # nested deeper than the JSON parser's stack (RecursionError)
 )  # fmt: skip
 def test_garbage_chunks_are_refused(data):
     with pytest.raises(StreamRejected) as exc:
         protocol.parse_chunk(data)
+    assert exc.value.code == "garbage"
+
+
+def test_deeply_nested_control_message_is_garbage():
+    with pytest.raises(StreamRejected) as exc:
+        protocol.parse_control("[" * 5000)
     assert exc.value.code == "garbage"
 
 
@@ -130,6 +156,11 @@ def test_bad_start_names_the_field():
         protocol.parse_start('{"type": "start", "mode": "audio", "config": {"threshold": 99}}')
     with pytest.raises(StreamRejected):
         protocol.parse_start("garbage")
+    for size in ("[18446744073709551616, 1]", "[-1, 480]", "[640, 16385]"):  # an .npz track's bounds
+        with pytest.raises(StreamRejected, match="image_size"):
+            protocol.parse_start(f'{{"type": "start", "mode": "landmarks", "image_size": {size}}}')
+    start = protocol.parse_start('{"type": "start", "mode": "landmarks", "image_size": [640, 480]}')
+    assert start.image_size == (640, 480)
 
 
 # --- alerts -------------------------------------------------------------------------------------------------

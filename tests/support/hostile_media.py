@@ -42,6 +42,36 @@ def with_rate(data: bytes, rate: int) -> bytes:
     return bytes(raw)
 
 
+def many_channel_ogg(channels: int = 255, seconds: float = 1.0, rate: int = 48000) -> bytes:
+    """Ogg Vorbis of silence in `channels` channels: a few KB a second, decoded to channels x the samples."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((int(seconds * rate), channels), np.float32), rate, format="OGG")
+    return buf.getvalue()
+
+
+def _mp3(rate: int, seconds: float, layout: str) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp3") as out:
+        stream = out.add_stream("mp3", rate=rate)
+        stream.layout = layout
+        t = np.arange(int(seconds * rate)) / rate
+        mono = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+        planes = np.repeat(mono[None], 2 if layout == "stereo" else 1, axis=0)
+        frame = av.AudioFrame.from_ndarray(planes.T.reshape(1, -1).copy(), format="flt", layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    data = buf.getvalue()
+    if data[:3] == b"ID3":  # the ID3v2 tag (syncsafe size) is dropped, as a joining tool would drop it
+        data = data[10 + sum(b << (7 * (3 - i)) for i, b in enumerate(data[6:10])) :]
+    return data
+
+
+def joined_mp3(seconds: float = 2.0) -> bytes:
+    """Two MP3s joined end to end: 44.1 kHz mono, then 48 kHz stereo (the rate and the layout change)."""
+    return _mp3(44100, seconds, "mono") + _mp3(48000, seconds, "stereo")
+
+
 def video(fmt: str, frames: int = 3) -> bytes:
     """A tiny MPEG-4 Part 2 video in container `fmt` (avi, mpegts...)."""
     buf = io.BytesIO()

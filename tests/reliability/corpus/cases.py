@@ -297,6 +297,18 @@ def _multipart_without_close() -> bytes:
     )
 
 
+def _many_parts(n: int) -> bytes:
+    empty = b'--avpenet-corpus-boundary-6b1d\r\nContent-Disposition: form-data; name="x"\r\n\r\n\r\n'
+    return empty * n + b"--avpenet-corpus-boundary-6b1d--\r\n"
+
+
+def _repeated_age_group(n: int) -> bytes:
+    from corpus.wire import MEDIA_DATA, REQUEST_FIELDS, _field
+
+    audio = _field(REQUEST_FIELDS["audio"], _field(MEDIA_DATA, _tone_wav()))
+    return audio + _field(REQUEST_FIELDS["age_group"], b"adult") * n
+
+
 def _truncated_grpc() -> bytes:
     from corpus.wire import _field
 
@@ -459,6 +471,24 @@ def build(limits) -> list[Case]:
             422,
             "INVALID_ARGUMENT",
             u(part("audio", "wav", wav), subject_ref=PHI_TEXT),
+        ),
+        Case(
+            "recorded_at_year_1",
+            "recorded_at 0001-01-01T00:00:00+01:00 (overflowed converting to UTC: a 500)",
+            422,
+            "INVALID_ARGUMENT",
+            u(part("audio", "wav", wav), recorded_at="0001-01-01T00:00:00+01:00"),
+        ),
+        Case(
+            "thousands_of_parts",
+            "20,000 empty parts (each ~100x its bytes once collected) / age_group sent 20,000 times",
+            422,
+            "OK",  # protobuf merges a repeated field: the last one wins
+            lambda: Upload(
+                http_body=_many_parts(20_000),
+                http_content_type=ctype,
+                grpc_raw=_repeated_age_group(20_000),
+            ),
         ),
         # --- bytes and containers ---
         Case(

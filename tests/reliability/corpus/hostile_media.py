@@ -2,7 +2,8 @@
 
 A float WAV at float32's limit wedged Triton; SDP text behind an MP3 or `ftyp` header made FFmpeg listen on
 UDP for 20-30 s; a 1.5 KB MP4 with forged sample tables took gigabytes; forged WAV rates stretched or shrank
-time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landmarks got a "moderate" score.
+time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landmarks got a "moderate" score; a
+255-channel Ogg was decoded whole, every channel; an MP3 that changed its rate part-way was a 500.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def build() -> list[Case]:
          422, BAD, one("audio", "wav", rate(1))),
         ("wav_rate_2_1_ghz", "a WAV header declaring 2.1 GHz",
          422, BAD, one("audio", "wav", rate(2_100_000_000))),
+        ("ogg_255_channels", "1 s of 255-channel Ogg Vorbis silence (KBs; a minute of it decoded to 2.9 GB)",
+         422, BAD, one("audio", "ogg", lambda: hm.many_channel_ogg(255))),
+        ("mp3_rate_changes", "two MP3s joined: 44.1 kHz mono, then 48 kHz stereo (was a 500)",
+         200, "OK", one("audio", "mp3", hm.joined_mp3)),
         ("avi_video", "AVI video in the video part: container not accepted",
          415, BAD, one("video", "avi", lambda: hm.video("avi"))),
         ("mpegts_as_audio", "MPEG-TS video in the audio part: a video container, said so",

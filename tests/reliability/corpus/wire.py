@@ -12,7 +12,7 @@ BOUNDARY = "avpenet-corpus-boundary-6b1d"
 # avpenet.v1.ScoreRequest / MediaFile field numbers (proto/avpenet/v1/scoring.proto).
 REQUEST_FIELDS = {
     "clip": 1, "audio": 2, "video": 3, "landmarks": 4,
-    "age_group": 5, "subject_ref": 6, "encounter_ref": 7, "request_id": 8,
+    "age_group": 5, "subject_ref": 6, "encounter_ref": 7, "request_id": 8, "recorded_at": 9,
 }  # fmt: skip
 UNKNOWN_FIELD = 15  # a field number ScoreRequest does not define (proto3 parsers keep it as unknown)
 MEDIA_DATA, MEDIA_FILENAME = 1, 2

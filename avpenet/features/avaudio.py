@@ -1,0 +1,101 @@
+"""The audio track of a PyAV container (MP3; MP4/MOV/WebM/MKV), decoded packet by packet.
+
+Shared by `audio.load_audio` (the track alone) and `avclip.decode_clip` (the same demux pass as the video, so
+a clip's container is read once). The checks and errors are `audio`'s.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from avpenet.errors import UnsupportedMedia
+from avpenet.features import audio, media
+
+
+def demux_all(container, track: AvAudio) -> None:
+    """Decode `track` alone to its end (a demuxer error ends it like a decoder error)."""
+    try:
+        for packet in container.demux(track.stream):
+            track.feed(packet)
+            if track.ended:
+                break
+    except av.error.FFmpegError as exc:
+        track.stop(exc)
+
+
+class AvAudio:
+    """The audio track of an open PyAV container, decoded packet by packet: alone (`demux_all`), or in the
+    same demux pass as the video track (`avclip`), so a clip's container is opened and read once.
+
+    The track's header is checked when it is found (codec, rate, claimed duration); the decoded length is
+    checked as it grows. A decoder error before any sample is UndecodableMedia; after some, the damaged
+    tail is dropped and the start is kept (a clip cut off mid-upload is still scoreable).
+    """
+
+    def __init__(self, stream, kind: str, limit: float) -> None:
+        if stream.codec_context is None or not stream.codec_context.sample_rate:
+            raise UnsupportedMedia(f"the audio codec in this {media.describe(kind)} is not supported")
+        self.stream, self.kind, self.limit = stream, kind, limit
+        self.rate = audio.check_rate(int(stream.codec_context.sample_rate), kind)
+        audio.check_channels(int(stream.codec_context.channels or 0), kind)
+        if stream.duration and stream.time_base and float(stream.duration * stream.time_base) > limit:
+            raise audio.too_long(float(stream.duration * stream.time_base), limit)
+        # Downmix with swresample at the native rate; the rate change is soxr's job (better filter).
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        self._input: tuple | None = None  # (rate, layout, format) of the frames the resampler was set up for
+        self._chunks: list[np.ndarray] = []
+        self._total = 0
+        self.ended = False  # an FFmpeg error ended the track: later packets are ignored, no flush
+
+    @classmethod
+    def of(cls, container, kind: str, limit: float) -> AvAudio | None:
+        """The container's first audio track, checked; None when it has none."""
+        return cls(container.streams.audio[0], kind, limit) if container.streams.audio else None
+
+    def feed(self, packet) -> None:
+        """Decode one demuxed packet of this track (the empty packets at the end flush the decoder)."""
+        if self.ended:
+            return
+        try:
+            for frame in packet.decode():
+                self._follow(frame)
+                self._keep(self._resampler.resample(frame))
+                if self._total > self.limit * self.rate:
+                    raise audio.too_long(self._total / self.rate, self.limit)
+        except av.error.FFmpegError as exc:
+            self.stop(exc)
+
+    def _follow(self, frame) -> None:
+        """A resampler set up for this frame: the rate or channel layout may change part-way (two MP3s joined,
+        HE-AAC switching to stereo); the old one is flushed and a new one converts to the same output."""
+        now = (frame.sample_rate, frame.layout.name, frame.format.name)
+        if self._input is not None and now != self._input:
+            audio.check_rate(frame.sample_rate, self.kind)
+            audio.check_channels(len(frame.layout.channels), self.kind)
+            self._keep(self._resampler.resample(None))
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        self._input = now
+
+    def _keep(self, frames) -> None:
+        for out in frames:
+            chunk = out.to_ndarray().reshape(-1)
+            self._chunks.append(chunk)
+            self._total += chunk.size
+
+    def stop(self, exc: Exception) -> None:
+        """The track ended in an FFmpeg error: UndecodableMedia when nothing decoded, else keep the start."""
+        if self._total == 0:
+            raise media.av_error(self.kind, exc) from None
+        self.ended = True
+
+    def finish(self) -> tuple[np.ndarray, int]:
+        """(mono float32 samples at the track's rate, that rate)."""
+        if not self.ended:
+            try:
+                self._keep(self._resampler.resample(None))
+            except av.error.FFmpegError as exc:
+                self.stop(exc)
+            self.ended = True
+        wave = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        return wave.astype(np.float32, copy=False), self.rate
