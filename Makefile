@@ -74,10 +74,12 @@ multinode: setup
 	$(BIN)/python -m pytest -q -m slow tests/deploy/test_multinode.py
 
 # The slow hostile-caller checks: `avpenet serve` hung-stub recovery and every stop signal (a stack each),
-# and the hostile campaign at 600 requests (docs/RELIABILITY.md).
+# the hostile campaign at 600 requests, and the first request after readiness against the steady p99
+# (docs/RELIABILITY.md).
 reliability: setup
 	AVPENET_CAMPAIGN_REQUESTS=600 $(BIN)/python -m pytest -q -s -m "slow or integration" \
-	  tests/reliability/test_serve_lifecycle.py tests/reliability/test_hostile_campaign.py
+	  tests/reliability/test_serve_lifecycle.py tests/reliability/test_hostile_campaign.py \
+	  tests/gateway/test_ready_after_warmup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

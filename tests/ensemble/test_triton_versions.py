@@ -99,8 +99,13 @@ def test_new_fusion_version_swaps_in_under_traffic_without_failures(tmp_path: Pa
             assert time.monotonic() < deadline, "version N+1 never became ready"
             time.sleep(0.05)
         swapped_at = len(traffic.scores)
-        time.sleep(1.0)
-        assert not client.is_model_ready(contract.FUSION.name, str(old_version))  # latest {num_versions: 1}
+        deadline = time.monotonic() + SWAP_TIMEOUT_S  # the old version unloads (latest {num_versions: 1}) ...
+        while (
+            client.is_model_ready(contract.FUSION.name, str(old_version))
+            or len(traffic.scores) < swapped_at + 3
+        ):
+            assert time.monotonic() < deadline, "version N stayed loaded, or traffic stopped after the swap"
+            time.sleep(0.05)  # ... while the traffic goes on
         assert client.is_model_ready(contract.ENSEMBLE.name)
 
     assert traffic.failures == []

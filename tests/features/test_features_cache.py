@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +79,8 @@ def test_cli_builds_cache_and_rerun_skips(dataset, capsys):
         cache.load_cache(dataset)  # c4 failed, so the full cache is incomplete
 
 
-def test_changed_source_is_recomputed(dataset):
+def test_changed_source_is_recomputed(dataset, tmp_path):
+    dataset = Path(shutil.copytree(dataset, tmp_path / "ds"))  # a copy: the module's dataset stays as made
     cache.build_cache(dataset, workers=1, progress=False)
     wav = dataset / "audio" / "c3.wav"
     wav.write_bytes(tm.audio_bytes(tm.tone(2.0, 16_000), 16_000))

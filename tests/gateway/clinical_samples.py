@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from avpenet import contract
 from preprocess_service.protocol import Interval, ModalityWeights, ScoreResponse, WindowScore
 
 VERSIONS = {"avpenet": "1", "audio_frontend": "1", "audio_encoder": "2", "visual_encoder": "1", "fusion": "3"}
@@ -11,7 +12,7 @@ CLIP_SHA = "ab" * 32
 def response(
     age_group: str = "neonate", score: float = 6.5, recorded_at: str | None = "2026-05-01T10:15:00Z"
 ):
-    level = "high" if score >= 6 else "moderate" if score >= 3 else "low"
+    level = contract.level_of(score)
     window = WindowScore(
         index=0, start_s=0.0, end_s=3.0, score=score, level=level,
         class_probs={"low": 0.1, "moderate": 0.3, "high": 0.6},

@@ -3,7 +3,8 @@ health report: ScoringService.ready) costs at most 1.5x the steady p99 — for a
 new replica is) against a freshly started Triton. The measurement runs in its own interpreter
 (ready_probe_driver.py), so nothing is imported or allocated before the replica would have it.
 
-A ratio, not a time. Repeat-tolerant: one first request is a single sample on a shared box, so another fresh
+The import check runs in `make test`; the ratio, a speed target, runs with `make reliability` (marked slow). A
+ratio, not a time. Repeat-tolerant: one first request is a single sample on a shared box, so another fresh
 process is measured when one misses, and the best ratio counts.
 
 So that the test can fail, two checks do not depend on timing luck and one control shows the cost is real:
@@ -60,22 +61,37 @@ def probe(triton_url: str, wav: Path, npz: Path, cold: bool = False) -> dict:
     return {**result, "median": float(np.median(steady)), "p99": float(np.percentile(steady, 99))}
 
 
-def test_first_request_after_ready_is_not_a_cold_one(tmp_path):
-    wav, npz = tmp_path / "a.wav", tmp_path / "f.npz"
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("clip")
+    wav, npz = folder / "a.wav", folder / "f.npz"
     wav.write_bytes(wav_bytes(3.5))
     npz.write_bytes(face_track(3.5).to_npz_bytes())
+    return wav, npz
+
+
+def test_first_request_after_ready_imports_nothing(clip):
+    """The deterministic half (make test): the warm-up ran every decoder and feature module the first request
+    needs; without it the first request imports them (the control: this check can fail)."""
+    with TritonServer() as triton:
+        warm, cold = probe(triton.grpc_url, *clip), probe(triton.grpc_url, *clip, cold=True)
+    assert not warm["first_imports"], warm["first_imports"]
+    assert cold["first_imports"], "a cold first request imported nothing: not a cold control"
+
+
+@pytest.mark.slow  # a speed ratio: `make reliability`, not `make test`
+def test_first_request_after_ready_is_not_a_cold_one(clip):
     warm, cold = [], []
     with TritonServer() as triton:  # fresh: its parts have never run
         for _ in range(ATTEMPTS):
-            warm.append(probe(triton.grpc_url, wav, npz))
+            warm.append(probe(triton.grpc_url, *clip))
             if warm[-1]["first"] <= MAX_RATIO * warm[-1]["p99"]:
                 break
         for _ in range(CONTROL_ATTEMPTS):
-            cold.append(probe(triton.grpc_url, wav, npz, cold=True))
+            cold.append(probe(triton.grpc_url, *clip, cold=True))
             if cold[-1]["first"] > COLD_OVER_MEDIAN * cold[-1]["median"]:
                 break
     assert all(not r["first_imports"] for r in warm), [r["first_imports"] for r in warm]
-    assert all(r["first_imports"] for r in cold), "a cold first request imported nothing: not a cold control"
     ratios = [r["first"] / r["p99"] for r in warm]
     assert min(ratios) <= MAX_RATIO, f"first request / steady p99 = {ratios}"
     penalty = [r["first"] / r["median"] for r in cold]

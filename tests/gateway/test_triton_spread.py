@@ -32,15 +32,23 @@ def served(server: TritonServer) -> float:
     return read_metrics(server.metrics_url).get(contract.ENSEMBLE.name, {}).get(SUCCESS, 0.0)
 
 
-async def load(client: TritonClient, n: int) -> list[BaseException | None]:
-    """`n` one-window requests, CONCURRENCY at a time; None for each success, the exception otherwise."""
+async def load(
+    client: TritonClient, n: int, answered: asyncio.Event | None = None
+) -> list[BaseException | None]:
+    """`n` one-window requests, CONCURRENCY at a time; None for each success, the exception otherwise.
+    `answered` is set once CONCURRENCY requests have succeeded (the load is under way, most still to come)."""
     gate = asyncio.Semaphore(CONCURRENCY)
     inputs = probe.probe_inputs()
+    ok = 0
 
     async def one(i: int) -> BaseException | None:
+        nonlocal ok
         async with gate:
             try:
                 await client.infer(inputs, request_id=f"spread-{i}")
+                ok += 1
+                if answered is not None and ok >= CONCURRENCY:
+                    answered.set()
                 return None
             except Exception as exc:  # counted, not raised: the test reports every failure
                 return exc
@@ -68,9 +76,12 @@ async def _scenario(survivor: TritonServer, victim: TritonServer, target: str) -
 
         # 2. one killed mid-load: every request still answered (the retry budget covers those in flight)
         a1 = served(survivor)
-        running = asyncio.create_task(load(client, 4 * ROUND))
-        await asyncio.sleep(0.05)
-        assert not running.done(), "the load ended before the kill; raise ROUND"
+        under_way = asyncio.Event()
+        running = asyncio.create_task(load(client, 4 * ROUND, under_way))
+        await asyncio.wait(
+            {running, asyncio.create_task(under_way.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert not running.done(), "the load ended before the kill"  # 8 of 96 answered: it cannot have
         os.killpg(victim.pid, signal.SIGKILL)
         failures = [e for e in await running if e]
         assert not failures, f"{len(failures)} failed: {failures[:3]}"

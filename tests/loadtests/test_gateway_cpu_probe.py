@@ -17,4 +17,5 @@ def test_form_parses_as_the_gateway_reads_it():
 def test_measures_cpu_per_request_against_triton(triton_server):
     body, ctype = gateway_cpu.form([("audio", "a.wav", clips.wav_bytes(3.0), "audio/wav")])
     ms, scores = asyncio.run(gateway_cpu.measure(body, ctype, triton_server.grpc_url, 3, 2))
-    assert ms > 0 and len(scores) == 3 and len(set(scores)) == 1 and 0.0 <= scores[0] <= 10.0
+    assert ms > 0 and len(scores) == 3 and 0.0 <= scores[0] <= 10.0
+    assert max(scores) - min(scores) <= 1e-5  # the same clip; batched or alone, rounding may differ by CPU

@@ -2,7 +2,10 @@
 action moves its blendshapes monotonically with intensity, through the real FaceLandmarker (IMAGE mode).
 
 Thresholds come from measured renders (docs/DATA.md, "What the tracker reads on the renders"): a step may dip
-by at most STEP_SLACK (tracker noise) and the full action must rise by at least MIN_RISE.
+by at most STEP_SLACK (tracker noise) and the full action must rise by at least MIN_RISE. Another CPU moves
+what the tracker reads: the same renders tracked with numpy's and OpenCV's SIMD paths switched off moved a
+rise by up to 0.006 (Grace Hopper's browDown: 0.051 here, 0.057 so), so no threshold sits closer than 0.016 to
+a measured rise (the smallest margin: the astronaut's talking, 0.046 against 0.03).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from avpenet.synth import sources
 
 LEVELS = (0.0, 0.5, 1.0)
 STEP_SLACK = 0.02
-MIN_RISE = {"talking": 0.03}  # the small mouthing jaw amplitude; every other probe: DEFAULT_RISE
+MIN_RISE = {"talking": 0.03, ("grace_hopper", "AU4"): 0.03}  # small mouthing jaw; a weak brow (0.051)
 DEFAULT_RISE = 0.05
 RESPONSE = {  # probe -> the blendshape (Left/Right averaged) that must rise
     "AU4": "browDown",
@@ -33,6 +36,7 @@ RESPONSE = {  # probe -> the blendshape (Left/Right averaged) that must rise
 # docs/DATA.md says.
 GEOMETRY_ONLY = {("grace_hopper", "AU9/10"), ("grace_hopper", "talking")}
 GEOMETRY = {"AU9/10": (0, 2, -1), "talking": (13, 14, +1)}  # upper lip to nose base; inner lip gap
+GEOMETRY_SLACK, GEOMETRY_RISE = 0.002, 0.015  # IOD; measured full moves 0.035 (AU9/10) and 0.036 (talking)
 
 
 def _blend(b: np.ndarray, name: str) -> float:
@@ -74,11 +78,13 @@ def test_each_action_moves_its_blendshapes_monotonically(neutral, probe):
         for t in tracks:
             p = t.landmarks[0][:, :2] * t.image_size
             dist.append(sign * np.linalg.norm(p[a] - p[b]) / np.linalg.norm(p[468] - p[473]))
-        assert all(y > x for x, y in zip(dist, dist[1:], strict=False)), (name, probe, dist)
+        assert all(y >= x - GEOMETRY_SLACK for x, y in zip(dist, dist[1:], strict=False)), (name, probe, dist)
+        assert dist[-1] - dist[0] >= GEOMETRY_RISE, (name, probe, dist)
         return
     values = [_blend(t.blendshapes[0], RESPONSE[probe]) for t in tracks]
     assert all(b >= a - STEP_SLACK for a, b in zip(values, values[1:], strict=False)), (name, probe, values)
-    assert values[-1] - values[0] >= MIN_RISE.get(probe, DEFAULT_RISE), (name, probe, values)
+    rise = MIN_RISE.get((name, probe), MIN_RISE.get(probe, DEFAULT_RISE))
+    assert values[-1] - values[0] >= rise, (name, probe, values)
 
 
 def test_neonate_proportions_show_in_the_tracked_render(neutral):
