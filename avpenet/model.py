@@ -7,7 +7,7 @@ Follows the AVPENet method (Naouali & El Othmani 2026; docs/ARCHITECTURE.md summ
 log-mel, a convolutional encoder over facial landmarks/AUs, cross-modal attention fusion. Unlike the public
 research code it attends over token SEQUENCES (38 audio steps x 30 video frames, not one token each), encodes
 per-frame landmark/AU features over time instead of a pixel-averaged image, handles a missing or masked
-modality explicitly, and stays around 2M parameters.
+modality explicitly, and stays around 1.2M parameters.
 
 Every part is plain conv/matmul/softmax math with explicit masks, so each exports to ONNX opset 17 with a
 dynamic batch axis (``torch.onnx.export(part.eval(), ..., dynamo=False, opset_version=17)``) and runs on CPU

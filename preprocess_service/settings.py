@@ -72,10 +72,10 @@ class GatewaySettings(BaseModel):
     # (a part's queue holds a call at most MAX_BATCH_SIZE x the default, 32 s: a larger value is capped there)
     triton_timeout_per_window_s: float = Field(contract.DEADLINE_PER_WINDOW_S, ge=0)
     triton_retries: int = Field(3, ge=0)  # extra attempts on UNAVAILABLE
-    # Deadline of the FeatureExtractor hop (video decode + tracking, ~0.22 CPU-s per second of video): past
-    # it, or when its replica dies, the caller gets 503 + Retry-After instead of waiting for a restart, and
-    # the replica stops working on it. `features_timeout_s`, or this much per second of video when longer
-    # (a 60-s clip: 30 s), as the Triton call's deadline scales per window
+    # Deadline of the FeatureExtractor hop (video decode + tracking, 0.18-0.28 CPU-s per second of video):
+    # past it, or when its replica dies, the caller gets 503 + Retry-After instead of waiting for a restart,
+    # and the replica stops working on it. `features_timeout_s`, or this much per second of video when
+    # longer (a 60-s clip: 30 s), as the Triton call's deadline scales per window
     features_timeout_s: float = Field(15.0, gt=0)
     features_timeout_per_media_s: float = Field(0.5, ge=0)
     triton_backoff_s: float = Field(0.1, gt=0)  # first retry delay; doubles each attempt

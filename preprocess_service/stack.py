@@ -5,9 +5,9 @@
     with LocalStack(api_keys=["k"]) as stack:
         stack.http_url, stack.grpc_target, stack.triton.grpc_url
 
-Ray on a small box (docs/ARCHITECTURE.md, Platform notes): `num_cpus` from the machine, no dashboard, a
-private temp dir, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, explicit ports (Ray's default 8000 is also
-Triton's), replicas capped to what fits. The config file is deployed the way KubeRay deploys
+Ray on a small box (docs/ARCHITECTURE.md, Platform notes): `num_cpus` from the machine (at most 2), no
+dashboard, a private temp dir, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, explicit ports (Ray's default 8000 is
+also Triton's), replicas capped to what fits. The config file is deployed the way KubeRay deploys
 serveConfigV2, with local overrides only.
 """
 
