@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.reference import librosa_log_mel
 
 from avpenet import contract as C
 from avpenet.aggregate import aggregate_windows
@@ -29,16 +30,6 @@ def _realistic_window(seed: int) -> np.ndarray:
     )
     w = voice + noise
     return (w / np.sqrt(np.mean(w**2)) * 10 ** (C.AUDIO_TARGET_RMS_DBFS / 20)).astype(np.float32)
-
-
-def _librosa_log_mel(wave: np.ndarray) -> np.ndarray:
-    import librosa
-
-    mel = librosa.feature.melspectrogram(
-        y=wave.astype(np.float64), sr=C.SAMPLE_RATE, n_fft=C.N_FFT, hop_length=C.HOP_LENGTH, n_mels=C.N_MELS,
-        fmin=C.F_MIN, fmax=C.F_MAX, center=True, pad_mode="constant", power=2.0,
-    )  # fmt: skip
-    return np.log(np.maximum(mel, C.LOG_MEL_FLOOR))[None, :, : C.MEL_FRAMES]
 
 
 class TestShapes:
@@ -119,7 +110,7 @@ class TestFrontend:
         wave = _realistic_window(seed)
         with torch.no_grad():
             ours = model.audio_frontend.windows(torch.from_numpy(wave)[None])[0].numpy()
-        assert np.abs(ours - _librosa_log_mel(wave)).max() <= 1e-4
+        assert np.abs(ours - librosa_log_mel(wave)).max() <= 1e-4
 
     def test_fp32_dft_stays_near_librosa(self):
         """The fp32-DFT frontend (a served option, ensemble/README.md *Frontend precision*) rounds the DFT's
@@ -130,7 +121,7 @@ class TestFrontend:
         waves = np.stack([_realistic_window(s) * 10 ** (s / 4 - 2) for s in range(12)])  # -40 to +10 dB
         with torch.no_grad():
             ours = fp32.windows(torch.from_numpy(waves)).numpy()
-        err = np.abs(ours - np.concatenate([_librosa_log_mel(w) for w in waves])[:, None])
+        err = np.abs(ours - np.concatenate([librosa_log_mel(w) for w in waves])[:, None])
         assert err.max() <= 1e-2 and err.mean() <= 1e-4
 
     def test_parity_with_feature_reference(self, model):

@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 import pytest
 from support import testmedia as tm
+from support.reference import librosa_log_mel
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
@@ -152,13 +153,6 @@ def test_silence_and_noise_floor_are_not_turned_into_cries():
 
 
 # --- log-mel ---------------------------------------------------------------------------------------------
-def _librosa_log_mel(window: np.ndarray) -> np.ndarray:
-    mel = librosa.feature.melspectrogram(
-        y=window.astype(np.float64), sr=contract.SAMPLE_RATE, n_fft=contract.N_FFT,
-        hop_length=contract.HOP_LENGTH, window="hann", center=True, pad_mode="constant", power=2.0,
-        n_mels=contract.N_MELS, fmin=contract.F_MIN, fmax=contract.F_MAX, htk=False, norm="slaney",
-    )  # fmt: skip
-    return np.log(np.maximum(mel, contract.LOG_MEL_FLOOR))[None, :, : contract.MEL_FRAMES]
 
 
 def _realistic_windows() -> list[np.ndarray]:
@@ -177,7 +171,7 @@ def test_log_mel_matches_librosa():
     for w in _realistic_windows():
         ref = logmel.reference_log_mel(w)
         assert ref.shape == contract.LOG_MEL.shape and ref.dtype == np.float32
-        assert np.abs(ref - _librosa_log_mel(w)).max() <= 1e-4
+        assert np.abs(ref - librosa_log_mel(w)).max() <= 1e-4
 
 
 def test_log_mel_building_blocks():
