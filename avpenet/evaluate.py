@@ -35,6 +35,7 @@ import numpy as np
 
 from avpenet import contract as C
 from avpenet import data
+from avpenet.argtypes import positive_int
 from avpenet.model import REFERENCE_DIR, load_model
 from avpenet.predict import predict_clips, regression_metrics
 from avpenet.train import mask_audio, mask_face, restrict
@@ -80,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", type=Path, help="split.json whose test subjects to use (see choose_subjects)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the added noise and occlusion")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
         "--paths", action="store_true",
         help="also judge each input path (video, audio+landmarks, audio, landmarks), subject-bootstrap CIs",
@@ -327,6 +328,10 @@ def _jsonable(x):
 def run(args: argparse.Namespace) -> int:
     from avpenet.labelcheck import LabelsError
 
+    if args.json.is_dir():  # checked before scoring, which takes minutes, not after
+        raise ValueError(f"--json {args.json} is a folder; give the file to write")
+    if args.notes is not None and not args.notes.is_file():
+        raise ValueError(f"--notes {args.notes}: no such file")
     try:
         result = evaluate(args)
     except LabelsError as exc:  # bad rows: reported with line numbers, nothing scored

@@ -108,7 +108,7 @@ def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None
     by_age: dict[str, set[str]] = {}
     for r in rows:
         by_age.setdefault(r["age_group"], set()).add(r["subject_id"])
-    counts = ", ".join(f"{age} {len(s)}" for age, s in sorted(by_age.items()))
+    counts = ", ".join(f"{age} {len(s)}" for age, s in sorted(by_age.items())) or "no rows"
     raise SystemExit(
         f"too few subjects for a subject-independent split: no {' / '.join(empty)} subjects. "
         f"Each age group needs at least 3 subjects (one each for training, validation and test; "

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from avpenet import contract as C
 from avpenet import data
 from avpenet.aggregate import Z_INTERVAL
+from avpenet.argtypes import positive_int
 from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
 from avpenet.labelcheck import check_split
 from avpenet.model import AVPENet, save_model
@@ -57,11 +58,13 @@ OBJECTIVES = ("clip", "window")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset directory with labels.csv")
     parser.add_argument("--out", type=Path, required=True, help="run directory to write")
-    parser.add_argument("--epochs", type=int, default=40, help="maximum epochs (early stopping ends sooner)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=40, help="maximum epochs (early stopping ends sooner)"
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds the split, initialisation and augmentation"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument(
         "--modality", choices=MODALITIES, default="both", help="train a single-modality model"
     )
@@ -97,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-minutes", type=float, default=22.0, help="stop (keeping the best epoch) after this"
     )
     parser.add_argument("--split", type=Path, help="split.json to use instead of making one from --seed")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

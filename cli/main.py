@@ -2,12 +2,18 @@
 only when called, so `avpenet --help` stays fast and `avpenet synth` never loads Triton or Ray.
 
 A subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+
+What a user gets wrong (a path that is missing or is a folder, a file that is not what the command reads, a
+URL without its scheme, a value out of range) ends in one line naming it and exit code 2, not a traceback:
+the errors a subcommand does not explain itself (OSError, ValueError and its subclasses such as the input
+and labels errors) are caught here. AVPENET_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, str] = {
@@ -51,7 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(_load(args.command).run(args) or 0)
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except (OSError, ValueError) as exc:
+        if os.environ.get("AVPENET_DEBUG"):
+            raise
+        print(f"avpenet {args.command}: {reason(exc)}", file=sys.stderr)
+        return 2
+
+
+def reason(exc: BaseException) -> str:
+    """One line for a user: an OSError names its file ("No such file or directory: runs/x/config.json")."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
-        "--speed", type=float, default=1.0, help="1 = real time, 4 = 4x faster, 0 = no pacing"
+        "--speed", type=_speed, default=1.0, help="1 = real time, 4 = 4x faster, 0 = no pacing"
     )
     parser.add_argument("--url", default=DEFAULT_HTTP, help=f"gateway HTTP URL (default {DEFAULT_HTTP})")
     parser.add_argument("--api-key", default=None, help=f"API key (default: ${KEY_ENV})")
@@ -43,9 +43,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--windows", type=int, default=5, help="... for this many consecutive windows")
     parser.add_argument("--baseline-s", type=float, default=0.0, help="first seconds: baseline, no alerts")
     parser.add_argument(
-        "--handling", action="append", default=[], metavar="START:END",
+        "--handling", action="append", default=[], metavar="START:END", type=_span,
         help="declare handling (alerts suppressed) from START to END seconds of the recording; repeatable",
     )  # fmt: skip
+
+
+def _speed(text: str) -> float:
+    value = float(text) if text.replace(".", "", 1).isdigit() else -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (no pacing) or a positive factor such as 1 or 4")
+    return value
+
+
+def _span(text: str) -> tuple[float, float]:
+    """START:END seconds, START before END."""
+    try:
+        start, end = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give START:END in seconds, e.g. 30:90") from None
+    if not 0 <= start < end:
+        raise argparse.ArgumentTypeError(f"{text!r}: START must be 0 or more and before END")
+    return start, end
 
 
 def load_recording(path: Path, landmarks: Path | None = None):
@@ -92,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
     from preprocess_service.client import KEY_ENV
     from preprocess_service.stream.client import replay, ws_url
 
+    if not args.url.startswith(("http://", "https://")):
+        raise ValueError(f"--url {args.url}: give the gateway's http(s)://host:port")
     rec = load_recording(args.file, args.landmarks)
-    handling = [tuple(float(v) for v in h.split(":", 1)) for h in args.handling]
     config = {
         "scale": args.scale,
         "threshold": args.threshold,
@@ -108,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stream = asyncio.run(
             replay(ws_url(args.url), key, rec, age_group=args.age_group, speed=args.speed, config=config,
-                   handling=handling, on_event=show, fmt="jpeg")
+                   handling=args.handling, on_event=show, fmt="jpeg")
         )  # fmt: skip
     except (ConnectionError, OSError) as exc:
         print(f"avpenet monitor: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from avpenet import contract
+from avpenet.argtypes import positive_int
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, PROJECT_ROOT, configs, versions
 from ensemble.onnx_export import OPSET, export_part
 
@@ -121,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
     )
     parser.add_argument(
-        "--keep", type=int, default=versions.DEFAULT_KEEP, help="versions kept per part on disk"
+        "--keep", type=positive_int, default=versions.DEFAULT_KEEP, help="versions kept per part on disk"
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the random init fallback")
 

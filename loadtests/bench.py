@@ -551,8 +551,12 @@ def run(args: argparse.Namespace) -> int:
     timing = QUICK if args.quick else DEFAULT
     if args.measure_s:
         timing = replace(timing, measure_s=args.measure_s)
-    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip().isdigit() and int(c) > 0]
+    if len(concurrencies) != len([c for c in args.concurrency.split(",") if c.strip()]):
+        raise ValueError(f"--concurrency {args.concurrency}: give whole numbers of 1 or more, e.g. 1,8,32")
     mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    if unknown := sorted(set(mixes) - set(clips.MIXES)):
+        raise ValueError(f"--mixes: no mix {', '.join(unknown)}; the mixes are {', '.join(clips.MIXES)}")
     markdown_path = None if args.no_write else (args.markdown or (None if args.quick else MARKDOWN))
     command = recorded_command(sys.argv)
 
@@ -620,14 +624,18 @@ def run(args: argparse.Namespace) -> int:
 def _rerender(args: argparse.Namespace) -> int:
     """`--from-json`: the report of an earlier run re-rendered. Its notes are made again from its cells plus
     the `--notes` file as it is now, so re-rendering twice does not repeat the file's paragraphs."""
-    report = br.report_from_dict(json.loads(args.from_json.read_text()))
+    try:
+        report = br.report_from_dict(json.loads(args.from_json.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{args.from_json} is not a saved bench run ({type(exc).__name__}: {exc})") from None
     argv = shlex.split(report.command)
     if argv[:2] == ["avpenet", "bench"]:  # a run recorded before `recorded_command` dropped its `--markdown`
         report.command = recorded_command(argv)
     report.notes = notes(report.cells) + file_notes(args.notes)
     print_report(report)
-    write(report, args.markdown or MARKDOWN)
-    print(f"wrote {args.markdown or MARKDOWN}")
+    if not args.no_write:
+        write(report, args.markdown or MARKDOWN)
+        print(f"wrote {args.markdown or MARKDOWN}")
     return 0
 
 

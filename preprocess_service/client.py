@@ -38,9 +38,14 @@ def part_for(path: Path) -> str:
 
 def request_for(paths: list[Path], age_group: str = "unknown", **refs: str | None) -> ScoreRequest:
     """One request from files, e.g. [clip.mp4] or [audio.wav, face.npz] (one file per part)."""
-    parts = {}
+    parts: dict[str, MediaPart] = {}
     for path in paths:
-        parts[part_for(path)] = MediaPart(data=path.read_bytes(), filename=path.name)
+        part = part_for(path)
+        if part in parts:
+            raise ValueError(
+                f"{parts[part].filename} and {path.name} would both be the {part} part; one file per part"
+            )
+        parts[part] = MediaPart(data=path.read_bytes(), filename=path.name)
     return ScoreRequest(**parts, age_group=age_group, **refs)
 
 
@@ -89,8 +94,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", help="FHIR reference of the patient, e.g. Patient/123")
     parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
     parser.add_argument(
-        "--retries", type=int, default=3, help="retries on 429/503/504 (safe: Idempotency-Key)"
+        "--retries", type=_count, default=3, help="retries on 429/503/504 (safe: Idempotency-Key)"
     )
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
+def _check_target(target: str, grpc: bool) -> None:
+    """An HTTP URL has its scheme; a gRPC target is host:port without one."""
+    has_scheme = target.startswith(("http://", "https://"))
+    if grpc and has_scheme:
+        raise ValueError(f"--url {target}: with --grpc give host:port (e.g. {DEFAULT_GRPC}), not a URL")
+    if not grpc and not has_scheme:
+        raise ValueError(f"--url {target}: give http(s)://host:port (e.g. {DEFAULT_HTTP}), or use --grpc")
 
 
 def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]]) -> str:
@@ -116,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(KEY_ENV)
     groups = [args.files] if args.together else [[f] for f in args.files]
     target = args.url or (DEFAULT_GRPC if args.grpc else DEFAULT_HTTP)
+    _check_target(target, args.grpc)
     client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
     rows = []
     failed = 0
@@ -135,8 +156,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             answer = client.score(request, fmt=args.format)
         except ScoreError as exc:
-            if exc.status == "UNREACHABLE":
-                print(f"avpenet score: cannot reach the gateway ({exc.detail}); is `avpenet serve` up?")
+            if exc.status == "UNREACHABLE" or (args.grpc and "failed to connect" in exc.detail):
+                print(
+                    f"avpenet score: cannot reach the gateway at {target}; is `avpenet serve` up?",
+                    file=sys.stderr,
+                )
                 return 1
             answer, failed = exc, failed + 1
         ms = (time.perf_counter() - t0) * 1000

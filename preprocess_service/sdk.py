@@ -72,6 +72,8 @@ class Client:
         timeout_s: float = 120.0,
         channel: Any = None,
     ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
         self.target, self.api_key, self.grpc = target, api_key, grpc
         self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
         self._channel = channel

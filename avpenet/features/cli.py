@@ -6,12 +6,14 @@ import argparse
 import sys
 import time
 
+from avpenet.argtypes import positive_int
+
 HELP = "decode and face-track the clips of DIR/labels.csv into a feature cache under DIR/features/"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder holding labels.csv")
-    parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--force", action="store_true", help="recompute clips that are already up to date")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any clip fails to decode")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

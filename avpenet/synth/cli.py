@@ -22,6 +22,8 @@ HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ
 
 def _render_count(text: str) -> int | None:
     """--render-video: "all" (None) or a count."""
+    if text != "all" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give all, or a count of clips (0: none)")
     return None if text == "all" else int(text)
 
 
@@ -70,8 +72,15 @@ def _default_split(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     render = args.render_video
-    if args.subjects < 1 or args.workers < 1 or (render is not None and render < 0):
-        print("avpenet synth: --subjects and --workers must be ≥ 1, --render-video ≥ 0", file=sys.stderr)
+    if args.subjects < 1 or args.workers < 1 or (args.clips is not None and args.clips < 1):
+        print("avpenet synth: --subjects, --clips and --workers must be ≥ 1", file=sys.stderr)
+        return 2
+    if not args.resume and args.out.is_dir() and any(args.out.iterdir()):
+        print(
+            f"avpenet synth: {args.out} already holds files; give a new or empty folder, or --resume to "
+            "continue the run that made them",
+            file=sys.stderr,
+        )
         return 2
     start = time.perf_counter()
     try:

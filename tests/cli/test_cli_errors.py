@@ -1,0 +1,91 @@
+"""What a user gets wrong ends in one line naming it and exit code 2, not a traceback (cli/main.py), and no
+command writes or starts anything first. No server is needed: every case is refused before one is reached."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli.main import main
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return code, err
+
+
+@pytest.fixture()
+def wav(tmp_path):
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"RIFF0000WAVE")  # never sent: every case is refused before a request
+    return path
+
+
+def test_a_gateway_url_without_its_scheme_or_with_one_for_grpc(wav, capsys):
+    code, err = run(["score", str(wav), "--url", "127.0.0.1:8080"], capsys)
+    assert code == 2 and "http(s)://host:port" in err and "--grpc" in err
+    code, err = run(["score", str(wav), "--grpc", "--url", "http://127.0.0.1:9090"], capsys)
+    assert code == 2 and "host:port" in err
+
+
+def test_two_files_for_one_part_are_refused_not_silently_replaced(wav, tmp_path, capsys):
+    other = tmp_path / "b.wav"
+    other.write_bytes(wav.read_bytes())
+    code, err = run(["score", str(wav), str(other), "--together", "--url", "http://127.0.0.1:9"], capsys)
+    assert code == 2 and "a.wav and b.wav would both be the audio part" in err
+
+
+def test_an_unreachable_grpc_gateway_is_named(wav, capsys):
+    code, err = run(["score", str(wav), "--grpc", "--url", "127.0.0.1:9", "--retries", "0"], capsys)
+    assert code == 1 and "cannot reach the gateway at 127.0.0.1:9" in err
+
+
+def test_a_folder_or_a_file_of_another_kind_is_named(tmp_path, capsys):
+    code, err = run(["monitor", str(tmp_path)], capsys)
+    assert code == 2 and f"Is a directory: {tmp_path}" in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not media")
+    code, err = run(["monitor", str(notes)], capsys)
+    assert code == 2 and "unsupported audio type" in err
+    code, err = run(["evaluate", "--data", str(tmp_path / "none"), "--json", str(tmp_path)], capsys)
+    assert code == 2 and "is a folder" in err  # checked before any scoring
+
+
+def test_out_of_range_flags_are_refused_when_parsed(tmp_path, capsys):
+    for argv in (
+        ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--threads", "0"],
+        ["export", "--keep", "0", "--repo", str(tmp_path / "repo")],
+        ["monitor", str(tmp_path), "--handling", "5-10"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+    assert not (tmp_path / "run").exists() and not (tmp_path / "repo").exists()
+
+
+def test_bench_rerender_of_something_else_and_no_write(tmp_path, capsys):
+    bogus = tmp_path / "b.json"
+    bogus.write_text("{}")
+    code, err = run(["bench", "--from-json", str(bogus)], capsys)
+    assert code == 2 and "is not a saved bench run" in err
+    from loadtests.bench import RAW
+
+    json.loads(RAW.read_text())  # the committed run re-renders ...
+    out = tmp_path / "B.md"
+    assert main(["bench", "--from-json", str(RAW), "--markdown", str(out), "--no-write"]) == 0
+    assert not out.exists()  # ... and --no-write prints only
+
+
+def test_synth_into_a_folder_holding_another_dataset_is_refused(tmp_path, capsys):
+    (tmp_path / "labels.csv").write_text("clip_id\n")
+    code, err = run(["synth", "--out", str(tmp_path), "--subjects", "1", "--render-video", "0"], capsys)
+    assert code == 2 and "already holds files" in err and "--resume" in err
+
+
+def test_avpenet_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVPENET_DEBUG", "1")
+    with pytest.raises(IsADirectoryError):
+        main(["monitor", str(tmp_path)])
