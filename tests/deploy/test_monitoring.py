@@ -17,6 +17,7 @@ RULES = MONITORING / "rules" / "avpenet-alerts.yml"
 RULE_TESTS = MONITORING / "rules" / "avpenet-alerts.test.yml"
 ALERTS = {
     "AvpenetTritonNotReady",
+    "AvpenetTritonPodDown",
     "AvpenetHighErrorRatio",
     "AvpenetP99LatencyHigh",
     "AvpenetTritonQueueTimeHigh",
