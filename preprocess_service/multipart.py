@@ -83,6 +83,23 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
     if parts and not ended:  # a body cut off mid-part would otherwise be scored as if it were whole
         raise InvalidRequest("multipart body ends before its closing boundary (upload cut off?)")
 
+    media, fields = _sorted_parts(parts)
+    return ScoreRequest(
+        **media,
+        age_group=fields.get("age_group") or "unknown",
+        subject_ref=fields.get("subject_ref") or None,
+        encounter_ref=fields.get("encounter_ref") or None,
+        recorded_at=fields.get("recorded_at") or None,
+        model_versions=parse_pins(fields.get("model_versions", "")),
+        deliver_hl7=_deliver(fields.get("deliver", "")),
+        request_id=request_id,
+    )
+
+
+def _sorted_parts(
+    parts: list[tuple[dict[bytes, bytes], bytearray]],
+) -> tuple[dict[str, MediaPart], dict[str, str]]:
+    """(media parts, text fields) by name; unknown, duplicate, oversized or non-UTF-8 parts are 422."""
     media: dict[str, MediaPart] = {}
     fields: dict[str, str] = {}
     for headers, data in parts:
@@ -106,16 +123,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
                 raise InvalidRequest(f"field {name!r} is not UTF-8 text") from None
         else:
             raise InvalidRequest(f"unknown part {name[:32]!r}; expected {', '.join(ALLOWED)}")
-    return ScoreRequest(
-        **media,
-        age_group=fields.get("age_group") or "unknown",
-        subject_ref=fields.get("subject_ref") or None,
-        encounter_ref=fields.get("encounter_ref") or None,
-        recorded_at=fields.get("recorded_at") or None,
-        model_versions=parse_pins(fields.get("model_versions", "")),
-        deliver_hl7=_deliver(fields.get("deliver", "")),
-        request_id=request_id,
-    )
+    return media, fields
 
 
 def _deliver(value: str) -> bool:

@@ -37,6 +37,7 @@ class Traffic:
         self.scores: list[np.ndarray] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
+        self.clients = clients
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
 
     def _loop(self) -> None:
@@ -99,13 +100,14 @@ def test_new_fusion_version_swaps_in_under_traffic_without_failures(tmp_path: Pa
             assert time.monotonic() < deadline, "version N+1 never became ready"
             time.sleep(0.05)
         swapped_at = len(traffic.scores)
-        deadline = time.monotonic() + SWAP_TIMEOUT_S  # the old version unloads (latest {num_versions: 1}) ...
-        while (
-            client.is_model_ready(contract.FUSION.name, str(old_version))
-            or len(traffic.scores) < swapped_at + 3
-        ):
-            assert time.monotonic() < deadline, "version N stayed loaded, or traffic stopped after the swap"
-            time.sleep(0.05)  # ... while the traffic goes on
+        deadline = time.monotonic() + SWAP_TIMEOUT_S
+        while client.is_model_ready(contract.FUSION.name, str(old_version)):  # latest {num_versions: 1}
+            assert time.monotonic() < deadline, "version N stayed loaded"
+            time.sleep(0.05)
+        unloaded_at = len(traffic.scores)  # each client may still finish one request the old version took
+        while len(traffic.scores) < unloaded_at + traffic.clients + 3:  # ... and the traffic goes on
+            assert time.monotonic() < deadline, "traffic stopped after the swap"
+            time.sleep(0.05)
         assert client.is_model_ready(contract.ENSEMBLE.name)
 
     assert traffic.failures == []
