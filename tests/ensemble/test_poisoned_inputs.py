@@ -60,6 +60,7 @@ def test_the_fast_rejecting_part_is_scheduled_last_and_the_first_entry_step_defe
     assert "defer_rejection" not in configs.part_config(entry[-1], configs.load_plan()).parameters
 
 
+@pytest.mark.integration  # starts a real server
 @pytest.mark.parametrize(
     "kind",
     ["nan_waveform", "inf_waveform", "nan_visual_features", "inf_frame_mask", "age_group_out_of_range"],

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import tritonclient.grpc as grpcclient
 
 from preprocess_service.triton_client import TritonClient
 
 
+@pytest.mark.integration  # starts a real server
 def test_rows_equal_the_json_index(triton_server):
     async def rows() -> list[dict[str, str]]:
         client = TritonClient(triton_server.grpc_url, timeout_s=30.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from loadtests import clips, gateway_cpu
 from preprocess_service.multipart import parse_score_form
 
@@ -14,6 +16,7 @@ def test_form_parses_as_the_gateway_reads_it():
     assert request.audio.data == b"RIFF-bytes" and request.age_group == "neonate"
 
 
+@pytest.mark.integration  # starts a real server
 def test_measures_cpu_per_request_against_triton(triton_server):
     body, ctype = gateway_cpu.form([("audio", "a.wav", clips.wav_bytes(3.0), "audio/wav")])
     ms, scores = asyncio.run(gateway_cpu.measure(body, ctype, triton_server.grpc_url, 3, 2))

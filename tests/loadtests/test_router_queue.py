@@ -7,7 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.integration  # starts a real server
 def test_both_ways_of_waiting_are_measured():
     args = ["--calls", "6", "--concurrency", "4", "--work-ms", "20", "--payload-kb", "4", "--rounds", "1"]
     out = subprocess.run(

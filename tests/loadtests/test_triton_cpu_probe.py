@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.configs import parse
@@ -19,6 +21,7 @@ def test_each_setting_gets_a_copy_whose_parts_ask_for_that_many_threads(tmp_path
         assert (DEFAULT_REPOSITORY / part.name / "config.pbtxt").read_bytes() == configs[part.name]
 
 
+@pytest.mark.integration  # starts a real server
 def test_reads_the_cpu_of_triton_and_its_stubs_per_request(triton_server):
     window = triton_cpu.one_window()
     ms, rate = triton_cpu.triton_cpu_ms(triton_server.grpc_url, triton_server.pid, window, 4, 2)
