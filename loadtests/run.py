@@ -150,6 +150,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if unknown := sorted(set(protocols) - {"http", "grpc"}):
+        raise ValueError(f"--protocols: no protocol {', '.join(unknown)}; give http, grpc or both")
+    if args.url and "grpc" in protocols and not args.grpc_target:  # before the clips are built
+        raise ValueError("--grpc-target is needed for gRPC against --url (or --protocols http)")
     out = args.out or Path(tempfile.mkdtemp(prefix="avpenet-loadtest-"))
     out.mkdir(parents=True, exist_ok=True)
     clip_dir = out / "clips"
