@@ -25,7 +25,7 @@ import pytest
 import requests
 from corpus import Case, Upload
 from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample, serve_replicas
-from corpus.wire import BOUNDARY
+from corpus.wire import CTYPE, valid_clip
 from support.gateway import API_KEY, face_track, wav_bytes
 
 from preprocess_service import telemetry
@@ -38,17 +38,6 @@ RECOVER_S = 90.0  # Serve restarts a replica / the gateway reconnects to Triton 
 
 
 @functools.cache
-def clip(seconds: float = 8.0) -> tuple[bytes, bytes]:
-    """An audio + landmarks request as a multipart body and as protobuf bytes."""
-    wav, npz = wav_bytes(seconds, freq=520.0), face_track(seconds, seed=5).to_npz_bytes()
-    upload = Upload(
-        files=(("audio", "a.wav", wav), ("landmarks", "f.npz", npz)), fields=(("age_group", b"adult"),)
-    )
-    case = Case("load", "a valid 8 s request", 200, "OK", lambda: upload)
-    return corpus.http_request(case)[0], corpus.grpc_message(case)
-
-
-@functools.cache
 def video_clip() -> tuple[bytes, bytes]:
     """A rendered example MP4 (face + cry): the kind of request that needs the FeatureExtractor deployment
     (audio and landmarks uploads are decoded in the Gateway replica)."""
@@ -58,15 +47,14 @@ def video_clip() -> tuple[bytes, bytes]:
     return corpus.http_request(case)[0], corpus.grpc_message(case)
 
 
-CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
-
-
 def score_http(stack, timeout: float = 30.0, body: tuple[bytes, bytes] | None = None) -> Answer:
-    return http_post(stack.http_url, (body or clip())[0], CTYPE, key=API_KEY, timeout=timeout)
+    return http_post(
+        stack.http_url, (body or valid_clip(seconds=8.0))[0], CTYPE, key=API_KEY, timeout=timeout
+    )
 
 
 def score_grpc(channel, timeout: float = 30.0, body: tuple[bytes, bytes] | None = None) -> Answer:
-    return grpc_call(channel, (body or clip())[1], key=API_KEY, timeout=timeout)
+    return grpc_call(channel, (body or valid_clip(seconds=8.0))[1], key=API_KEY, timeout=timeout)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.5) -> float:
@@ -296,7 +284,7 @@ def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack
     restart_on_same_ports(triton_server, repo=repo, model_control="explicit")
     try:
         wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
-        before = http_post(gateway_stack.http_url, clip()[0], CTYPE, key=API_KEY)
+        before = http_post(gateway_stack.http_url, valid_clip(seconds=8.0)[0], CTYPE, key=API_KEY)
         import tritonclient.grpc as grpcclient
 
         client = grpcclient.InferenceServerClient(triton_server.grpc_url)
@@ -308,7 +296,7 @@ def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack
             swapped = len(load.records)
             wait_until(lambda: len(load.records) >= swapped + 3, 60, step=0.1)  # traffic after the swap
         client.close()
-        after = http_post(gateway_stack.http_url, clip()[0], CTYPE, key=API_KEY)
+        after = http_post(gateway_stack.http_url, valid_clip(seconds=8.0)[0], CTYPE, key=API_KEY)
     finally:
         restart_on_same_ports(triton_server, repo=original, model_control="none")
         wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)

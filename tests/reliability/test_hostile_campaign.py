@@ -19,8 +19,8 @@ import grpc
 import psutil
 import pytest
 from corpus.harness import GRPC_OPTIONS, grpc_call, http_post
+from corpus.wire import CTYPE, valid_clip
 from support.gateway import API_KEY
-from test_hostile_server import CTYPE, clip
 
 from preprocess_service.settings import Limits
 
@@ -63,7 +63,7 @@ def send(case, protocol: str, stack, channel) -> str | int:
 
 
 def control_score(stack) -> float:
-    answer = http_post(stack.http_url, clip()[0], CTYPE, key=API_KEY)
+    answer = http_post(stack.http_url, valid_clip()[0], CTYPE, key=API_KEY)
     assert answer.status == 200, answer.detail[:300]
     return float(json.loads(answer.detail)["score"])
 

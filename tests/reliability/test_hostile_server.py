@@ -6,7 +6,6 @@ look valid, and the refusal counters an SRE watches. Media-level attacks live in
 
 from __future__ import annotations
 
-import functools
 import re
 import select
 import socket
@@ -14,15 +13,13 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import corpus
 import grpc
 import psutil
 import pytest
 import requests
-from corpus import Case, Upload
 from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample
-from corpus.wire import BOUNDARY
-from support.gateway import API_KEY, face_track, wav_bytes
+from corpus.wire import CTYPE, valid_clip
+from support.gateway import API_KEY
 
 from avpenet.v1 import scoring_pb2
 from preprocess_service import telemetry
@@ -30,24 +27,9 @@ from preprocess_service.settings import Limits
 
 pytestmark = pytest.mark.integration
 
-CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
 SLOW_CONNECTIONS = 16  # the probe's slow-loris count; twice the fixture's max_in_flight (8)
 DRIP_S = 2.0  # one byte this often, after the headers and 100 bytes
 SLOW_END_S = Limits().upload_grace_s + 15.0  # the gateway ends each slow upload within this (408)
-
-
-@functools.cache
-def clip(age_group: bytes = b"adult", request_id: str = "") -> tuple[bytes, bytes]:
-    """A valid 5 s audio + landmarks request as a multipart body and as protobuf bytes."""
-    wav, npz = wav_bytes(5.0, freq=510.0), face_track(5.0, seed=4).to_npz_bytes()
-    upload = Upload(
-        files=(("audio", "a.wav", wav), ("landmarks", "f.npz", npz)), fields=(("age_group", age_group),)
-    )
-    message = scoring_pb2.ScoreRequest.FromString(
-        corpus.grpc_message(Case("v", "v", 200, "OK", lambda: upload))
-    )
-    message.request_id = request_id
-    return corpus.http_request(Case("v", "v", 200, "OK", lambda: upload))[0], message.SerializeToString()
 
 
 # --- slow uploads -------------------------------------------------------------------------------------------
@@ -110,7 +92,7 @@ class SlowLoris:
 
 def test_slow_uploads_hold_no_slot_and_are_ended_with_408(gateway_stack):
     """16 slow-loris connections (twice max_in_flight): valid HTTP and gRPC requests meanwhile score."""
-    http_body, message = clip()
+    http_body, message = valid_clip()
     assert http_post(gateway_stack.http_url, http_body, CTYPE, key=API_KEY).status == 200  # warm
     before = gateway_metrics(gateway_stack)
     loris = SlowLoris(gateway_stack.http_url, SLOW_CONNECTIONS)
@@ -154,7 +136,7 @@ def test_oversized_grpc_message_is_refused_before_it_is_read(gateway_stack):
     big = scoring_pb2.ScoreRequest(audio=scoring_pb2.MediaFile(data=b"\0" * (64 << 20))).SerializeToString()
     options = [("grpc.max_send_message_length", 128 << 20)]
     with grpc.insecure_channel(gateway_stack.grpc_target, options=options) as channel:
-        grpc_call(channel, clip()[1], key=API_KEY)  # warm
+        grpc_call(channel, valid_clip()[1], key=API_KEY)  # warm
         rss = proxy_rss_mb()
         answers = [grpc_call(channel, big, key=API_KEY, timeout=30) for _ in range(3)]
         grown = proxy_rss_mb() - rss
@@ -176,7 +158,7 @@ MALFORMED = {
 def test_malformed_protobuf_is_invalid_argument(gateway_stack, name):
     with grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS) as channel:
         answer = grpc_call(channel, MALFORMED[name], key=API_KEY, timeout=30)
-        assert grpc_call(channel, clip()[1], key=API_KEY).status == "OK"
+        assert grpc_call(channel, valid_clip()[1], key=API_KEY).status == "OK"
     assert answer.status == "INVALID_ARGUMENT", (answer.status, answer.detail)
     assert "malformed avpenet.v1.ScoreRequest" in answer.detail
 
@@ -186,7 +168,7 @@ def test_malformed_protobuf_is_invalid_argument(gateway_stack, name):
 def test_invalid_grpc_request_id_is_refused_before_scoring(gateway_stack, request_id):
     before = gateway_metrics(gateway_stack)
     with grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS) as channel:
-        answer = grpc_call(channel, clip(request_id=request_id)[1], key=API_KEY)
+        answer = grpc_call(channel, valid_clip(request_id=request_id)[1], key=API_KEY)
     after = gateway_metrics(gateway_stack)
     assert answer.status == "INVALID_ARGUMENT" and "request_id" in answer.detail, answer
     windows = telemetry.WINDOWS + "_total"
@@ -197,7 +179,7 @@ def test_invalid_grpc_request_id_is_refused_before_scoring(gateway_stack, reques
 
 @pytest.mark.parametrize("age_group", [b" adult", b"adult ", b"\tadult\r\n"])
 def test_age_group_whitespace_is_treated_alike_on_both_protocols(gateway_stack, age_group):
-    http_body, message = clip(age_group=age_group)
+    http_body, message = valid_clip(age_group=age_group)
     reply = requests.post(f"{gateway_stack.http_url}/v1/score", data=http_body, timeout=60,
                           headers={"Content-Type": CTYPE, "Authorization": f"Bearer {API_KEY}"})  # fmt: skip
     with grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS) as channel:
@@ -213,7 +195,7 @@ def test_age_group_whitespace_is_treated_alike_on_both_protocols(gateway_stack, 
 
 # --- refusals in metrics ------------------------------------------------------------------------------------
 def test_refusals_are_counted_by_reason_on_both_protocols(gateway_stack):
-    http_body, message = clip()
+    http_body, message = valid_clip()
     before = gateway_metrics(gateway_stack)
     assert http_post(gateway_stack.http_url, http_body, CTYPE, key="wrong").status == 401
     assert http_post(gateway_stack.http_url, b"not multipart", "text/plain", key=API_KEY).status == 415

@@ -17,9 +17,9 @@ import grpc
 import pytest
 import requests
 from corpus.harness import GRPC_OPTIONS, http_post
+from corpus.wire import CTYPE, valid_clip
 from hung_triton import hang_triton, hung_repository
 from support.gateway import API_KEY
-from test_hostile_server import CTYPE, clip
 
 from ensemble import DEFAULT_REPOSITORY
 
@@ -58,7 +58,7 @@ def test_hung_stub_turns_readiness_off_and_the_supervisor_heals_it(gateway_stack
 
     serving = (200, health_pb2.HealthCheckResponse.SERVING)
     not_serving = (503, health_pb2.HealthCheckResponse.NOT_SERVING)
-    body = clip()[0]
+    body = valid_clip()[0]
     restart_on(triton_server, hung_repository(tmp_path))
     try:
         wait_for(lambda: http_post(gateway_stack.http_url, body, CTYPE, key=API_KEY).status == 200, RECOVER_S,

@@ -6,9 +6,12 @@ clients never would: non-UTF-8 text, duplicate or unknown parts, and messages th
 
 from __future__ import annotations
 
-from corpus.cases import Case
+import functools
+
+from corpus.cases import Case, Upload
 
 BOUNDARY = "avpenet-corpus-boundary-6b1d"
+CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
 # avpenet.v1.ScoreRequest / MediaFile field numbers (proto/avpenet/v1/scoring.proto).
 REQUEST_FIELDS = {
     "clip": 1, "audio": 2, "video": 3, "landmarks": 4,
@@ -64,3 +67,22 @@ def grpc_message(case: Case) -> bytes:
     for name, value in up.fields:
         out += _field(REQUEST_FIELDS.get(name, UNKNOWN_FIELD), value)
     return bytes(out)
+
+
+@functools.cache
+def valid_clip(
+    age_group: bytes = b"adult", request_id: str = "", seconds: float = 5.0
+) -> tuple[bytes, bytes]:
+    """A valid audio + landmarks request: a multipart body (Content-Type CTYPE) and protobuf bytes."""
+    from support.gateway import face_track, wav_bytes
+
+    from avpenet.v1 import scoring_pb2
+
+    wav, npz = wav_bytes(seconds, freq=510.0), face_track(seconds, seed=4).to_npz_bytes()
+    upload = Upload(
+        files=(("audio", "a.wav", wav), ("landmarks", "f.npz", npz)), fields=(("age_group", age_group),)
+    )
+    case = Case("v", "v", 200, "OK", lambda: upload)
+    message = scoring_pb2.ScoreRequest.FromString(grpc_message(case))
+    message.request_id = request_id
+    return http_request(case)[0], message.SerializeToString()
