@@ -96,7 +96,7 @@ class AlertMonitor:
         self.handling.forget_before(w.start_s, cfg.handling_grace_s)
         value = on_scale(w.score, cfg.scale)
         events = [self._score_event(w, value, suppressed, in_baseline)]
-        if in_baseline:
+        if in_baseline and not suppressed:  # a window during handling is not the patient's baseline
             self.baseline_scores.append(w.score)
         elif self.baseline is None and self.baseline_scores:
             self.baseline = float(statistics.median(self.baseline_scores))

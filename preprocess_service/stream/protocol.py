@@ -77,7 +77,18 @@ class StreamConfig(BaseModel):
     handling_grace_s: float = Field(contract.WINDOW_SECONDS, ge=0, le=600)  # suppressed after handling ends
     trend_alpha: float = Field(0.3, gt=0, le=1)  # exponential smoothing of the score trend
     trend_every: int = Field(5, ge=1, le=600)  # a trend event every this many windows
-    signal_timeout_s: float = Field(2.0, gt=0, le=60)  # a modality this far behind the other is lost
+    # A modality this far behind the other is lost. More than an audio chunk may hold: a sender of 2-s chunks
+    # has its audio up to 2 s behind its frames by design, and with a shorter timeout every window lost some.
+    signal_timeout_s: float = Field(3.0, gt=MAX_AUDIO_CHUNK_S, le=60)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> StreamConfig:
+        top = contract.SCORE_MAX * (NIPS_PER_POINT if self.scale == "nips" else 1.0)
+        if self.threshold >= top:
+            raise ValueError(
+                f"threshold {self.threshold:g} can never be exceeded on the {self.scale} scale (0-{top:g})"
+            )
+        return self
 
 
 class Start(BaseModel):

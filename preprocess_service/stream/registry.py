@@ -60,7 +60,8 @@ class StreamRegistry:
                 )
             if entry.attached:
                 raise StreamRejected("stream_id_taken", "this stream id is open on another connection")
-            if entry.start.model_dump(exclude={"last_event"}) != start.model_dump(exclude={"last_event"}):
+            same = {"last_event", "stream_id"}  # opened without an id, a stream resumes with the one it got
+            if entry.start.model_dump(exclude=same) != start.model_dump(exclude=same):
                 raise StreamRejected(
                     "bad_start", "a resume must send the same start message (mode, rates, config)"
                 )

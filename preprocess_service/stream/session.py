@@ -109,16 +109,24 @@ class Session:
             await self.ws.close(self.close_code, reason)
 
     def _started(self) -> None:
-        s = self.state
+        s, kept = self.state, list(self.entry.events)
         self.emit({
             "type": "started", "stream_id": self.entry.stream_id, "resumed": self.resumed,
             "next_seq": dict(s.next_seq), "media_s": round(s.media_s, 3), "next_window": s.next_window,
             "config": self.entry.start.config.model_dump(),
+            "alerting": self.monitor.alerting,  # an alert raised in events no longer kept is still on
         }, record=False)  # fmt: skip
         for note in self.notes:
             self.emit(note, record=False)
         if self.resumed:
-            for event in list(self.entry.events):
+            missed = (kept[0]["seq"] if kept else self.entry.event_seq) - self.last_event - 1
+            if missed > 0:  # older than the replay buffer: say so, the client cannot ask for them
+                detail = f"{missed} events after last_event {self.last_event} are no longer kept"
+                self.emit(
+                    {"type": "error", "code": "events_missed", "count": missed, "detail": detail},
+                    record=False,
+                )
+            for event in kept:
                 if event["seq"] > self.last_event:
                     self.emit(event, record=False)
 

@@ -166,9 +166,11 @@ class StreamState:
         return self._tracker.track_frames([rgb])
 
     def _returning(self, modality: str) -> None:
-        """A lost modality's data returns: realign it to the leader (the gap is silence / no face)."""
+        """A lost modality's data returns: realign it to the leader (the gap is silence / no face). Only new
+        data ends a loss: the windows cut during a short stall still hold data from before it."""
         if not self.lost[modality]:
             return
+        self.lost[modality] = False
         if modality == "audio":
             gap = int(round(self.frames_s * contract.SAMPLE_RATE)) - self.n_samples
             if gap > 0:
@@ -273,6 +275,4 @@ class StreamState:
                 kind = "signal_back" if ok else "signal_lost"
                 events.append({"type": kind, "modality": modality, "window": w.index, "at_s": w.start_s})
                 setattr(self, "_signal_" + modality, not ok)
-            if ok:
-                self.lost[modality] = False
         return events

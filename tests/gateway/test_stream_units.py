@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,42 @@ def test_baseline_raises_the_threshold():
     assert [e["window"] for e in kinds(events, "alert")] == [14]
 
 
+def test_handling_during_the_baseline_is_not_the_patients_baseline():
+    cfg = StreamConfig(threshold=6, windows=5, baseline_s=30, handling_grace_s=0)
+    # handling over the first 20 s scores 8 (a nappy change), then the patient is calm, then in pain
+    events = run([8] * 17 + [2] * 20 + [7.5] * 40, cfg, handling=[(0, True), (20, False)])
+    assert kinds(events, "alert")  # the baseline is the calm 2, not the handling's 8: 7.5 > 6 alerts
+
+
+def test_a_camera_stall_past_the_timeout_is_realigned_when_frames_return():
+    """Frames stop for 2.5 s (timeout 2.1 s): the windows cut meanwhile still hold frames from before the
+    stall, and when frames return they are placed after a faceless gap, level with the audio again."""
+    track = FaceTrack.load_npz((EXAMPLES / "adult-S0003-C02.npz").read_bytes())
+    size = tuple(int(v) for v in track.image_size)
+    state = StreamState(start(image_size=size, config={"signal_timeout_s": 2.1}), max_pixels=10**7)
+    sent = 0
+    for tick in range(1, 151):  # 100 ms ticks; no frames from 5.0 to 7.5 s
+        state.add_audio({}, memoryview(np.full(STEP, 0.01, "<f4").tobytes()))
+        if not 50 < tick <= 75:
+            k = sent % track.n_frames
+            payload = protocol.landmark_frame_bytes(
+                track.landmarks[k], track.blendshapes[k], track.head_pose[k], True
+            )
+            state.add_frame({}, memoryview(payload))
+            sent += 1
+        for w in state.ready():
+            state.signal_events(w)
+    assert abs(state.audio_s - state.frames_s) <= 0.15  # was 2.5 s behind for the rest of the stream
+    state.close()
+
+
+def test_stream_config_refuses_what_cannot_work():
+    with pytest.raises(ValueError, match="greater than 2"):  # a 2-s audio chunk would lag past it
+        StreamConfig(signal_timeout_s=2.0)
+    with pytest.raises(ValueError, match="never be exceeded on the nips scale"):
+        StreamConfig(scale="nips", threshold=8)
+
+
 # --- registry -----------------------------------------------------------------------------------------------
 def test_registry_limits_and_resume():
     reg = StreamRegistry(StreamLimits(max_streams=3, max_streams_per_key=2, resume_ttl_s=60), 10**7)
@@ -239,6 +276,39 @@ def test_registry_limits_and_resume():
     reg.detach(a)
     reg.sweep(now=a.detached_at + 61)
     assert "stream-a1" not in reg.streams
+    # opened without a stream_id (the server made one up), resumed with the id `started` gave it
+    b, _ = reg.acquire(s, "stream-b1", "key-1")
+    reg.detach(b)
+    again, resumed = reg.acquire(s.model_copy(update={"stream_id": "stream-b1"}), "stream-b1", "key-1")
+    assert resumed and again is b
+
+
+def test_a_resume_past_the_replay_buffer_says_what_it_missed_and_whether_an_alert_is_on():
+    from types import SimpleNamespace
+
+    from preprocess_service.stream.session import Session
+
+    reg = StreamRegistry(StreamLimits(replay_events=4), 10**7)
+    entry, _ = reg.acquire(start(mode="audio"), "stream-r1", "key-1")
+    for seq in range(10):  # events 0-9 were sent; only the last 4 are kept
+        entry.events.append({"type": "score", "seq": seq})
+    entry.event_seq = 10
+    entry.monitor.alerting = True  # raised by an event no longer kept
+    hub = SimpleNamespace(registry=reg)
+
+    async def resume(last_event: int) -> list[dict]:
+        session = Session(None, hub, entry, resumed=True, last_event=last_event)
+        sent: list[dict] = []
+        session.emit = lambda event, record=True: sent.append(event)
+        session._started()
+        return sent
+
+    sent = asyncio.run(resume(last_event=2))
+    assert sent[0]["type"] == "started" and sent[0]["alerting"] is True
+    assert sent[1]["code"] == "events_missed" and sent[1]["count"] == 3  # seqs 3, 4 and 5
+    assert [e["seq"] for e in sent[2:]] == [6, 7, 8, 9]
+    assert not [e for e in asyncio.run(resume(last_event=5)) if e.get("code") == "events_missed"]
+    reg.drop("stream-r1")
 
 
 def test_inbound_queue_drops_oldest_frames_never_audio():
