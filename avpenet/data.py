@@ -156,9 +156,9 @@ def read_split(path: Path) -> dict[str, list[str]]:
     split = json.loads(Path(path).read_text())
     for part in ("train", "val", "test"):
         split.setdefault(part, [])
-    overlap = set(split["train"]) & set(split["test"])
-    if overlap:
-        raise ValueError(f"{path}: {len(overlap)} subjects are in both train and test")
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        if overlap := set(split[a]) & set(split[b]):
+            raise ValueError(f"{path}: {len(overlap)} subjects are in both {a} and {b}")
     return split
 
 

@@ -88,6 +88,7 @@ def check_rows(path: Path, rows: list[dict[str, str]], fields: list[str]) -> Non
     data_dir = Path(path).parent
     problems: list[str] = []
     first_line: dict[str, int] = {}
+    age_of: dict[str, tuple[str, int]] = {}  # subject -> (age group, line): the split groups subjects by it
     for i, row in enumerate(rows):
         line = i + 2  # the header is line 1
         cid = (row.get("clip_id") or "").strip()
@@ -95,6 +96,13 @@ def check_rows(path: Path, rows: list[dict[str, str]], fields: list[str]) -> Non
         if cid and cid in first_line:
             found.insert(0, f"duplicate clip_id {cid!r} (first at line {first_line[cid]})")
         first_line.setdefault(cid, line)
+        subject, age = (row.get("subject_id") or "").strip(), (row.get("age_group") or "").strip()
+        if subject and subject in age_of and age_of[subject][0] != age:
+            seen, at = age_of[subject]
+            found.append(
+                f"subject {subject!r} is {age!r} here and {seen!r} at line {at}: one age group per subject"
+            )
+        age_of.setdefault(subject, (age, line))
         problems += [f"line {line} (clip {cid or '?'}): {p}" for p in found]
     if problems:
         raise LabelsError(Path(path), problems)

@@ -93,6 +93,7 @@ BAD_ROWS = [
     ("c3", "s2", "elderly", "audio/a.wav", 4),
     ("c4", "s3", "adult", "audio/a.wav", 12),
     ("c5", "s3", "adult", "../a.wav", "n/a"),
+    ("c6", "s3", "neonate", "audio/a.wav", 4),  # the split groups a subject by its age group: one per subject
 ]
 EXPECTED = [
     "line 3 (clip c2): audio file 'audio/missing.wav' does not exist",
@@ -101,6 +102,7 @@ EXPECTED = [
     "line 6 (clip c4): score 12 is outside 0-10",
     "line 7 (clip c5): score 'n/a' is not a number",
     "line 7 (clip c5): audio path '../a.wav' points outside the dataset folder",
+    "line 8 (clip c6): subject 's3' is 'neonate' here and 'adult' at line 6: one age group per subject",
 ]
 
 

@@ -40,6 +40,9 @@ class TestSplit:
         path.write_text(json.dumps({"train": ["a", "b"], "val": [], "test": ["b"]}))
         with pytest.raises(ValueError, match="both train and test"):
             data.read_split(path)
+        path.write_text(json.dumps({"train": ["a"], "val": ["c"], "test": ["b", "c"]}))
+        with pytest.raises(ValueError, match="both val and test"):  # early stopping on a test subject
+            data.read_split(path)
 
 
 class TestAugmentation:

@@ -78,7 +78,9 @@ def test_rerendering_twice_keeps_one_copy_of_the_notes_file_and_drops_a_scratch_
     saved.write_text(json.dumps(recorded))
     notes_file = tmp_path / "notes.md"
     notes_file.write_text("First paragraph, measured elsewhere.\n\nSecond paragraph.\n")
-    args = argparse.Namespace(from_json=saved, notes=notes_file, markdown=tmp_path / "BENCHMARKS.md")
+    args = argparse.Namespace(
+        from_json=saved, notes=notes_file, markdown=tmp_path / "BENCHMARKS.md", no_write=False
+    )
     for _ in range(2):  # the second reads back what the first wrote
         assert bench._rerender(args) == 0
     report = br.report_from_dict(json.loads(saved.read_text()))
