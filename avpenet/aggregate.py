@@ -26,16 +26,30 @@ def aggregate_windows(
     windows' variances (not divided by the window count: overlapping windows of one clip are far from
     independent), and the 90% interval is rebuilt from it (the served log_variance is already calibrated on
     validation clips aggregated exactly this way), clipped to 0-10.
+
+    A window with neither modality (both weights 0: a face lost for 3 s in a clip without sound) scores only
+    the model's age prior (about 5.7), not the patient; it is left out while any window of the clip has a
+    modality, so it cannot pull a calm patient's clip toward "moderate" (`informed_windows`).
     """
-    score = np.asarray(score, dtype=np.float64).reshape(-1)
-    variance = np.exp(np.asarray(log_variance, dtype=np.float64).reshape(-1))
+    keep = informed_windows(modality_weights)
+    score = np.asarray(score, dtype=np.float64).reshape(-1)[keep]
+    variance = np.exp(np.asarray(log_variance, dtype=np.float64).reshape(-1))[keep]
     s = float(score.mean())
     var = float(variance.mean())
     half = Z_INTERVAL * math.sqrt(var)
+    probs = np.asarray(class_probs, dtype=np.float64).reshape(-1, len(C.LEVELS))[keep]
     return {
         C.SCORE.name: s,
         C.LOG_VARIANCE.name: math.log(var),
         C.INTERVAL.name: np.clip([s - half, s + half], C.SCORE_MIN, C.SCORE_MAX),
-        C.CLASS_PROBS.name: np.asarray(class_probs, dtype=np.float64).reshape(-1, len(C.LEVELS)).mean(axis=0),
-        C.MODALITY_WEIGHTS.name: np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).mean(axis=0),
+        C.CLASS_PROBS.name: probs.mean(axis=0),
+        C.MODALITY_WEIGHTS.name: np.asarray(modality_weights, dtype=np.float64)
+        .reshape(-1, 2)[keep]
+        .mean(axis=0),
     }
+
+
+def informed_windows(modality_weights: np.ndarray) -> np.ndarray:
+    """Which windows a clip score reads: those with a modality, or all of them when none has one."""
+    informed = np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).sum(axis=1) > 0
+    return informed if informed.any() else np.ones_like(informed)

@@ -4,7 +4,8 @@
 
 Clips of the test subjects only: --split, DIR/split.json, or the checkpoint's own split when DIR is the
 dataset it was trained on (same labels.csv digest); otherwise every subject is unseen test data.
-A clip's score is the mean of its windows' scores (``aggregate.aggregate_windows``, as the gateway serves it).
+A clip's score is the mean of its windows' scores (``aggregate.aggregate_windows``, as the gateway serves it;
+windows with neither modality left out).
 Figures, under stable JSON keys:
 - ``fusion``, ``audio_only``, ``visual_only`` (the same model with the other modality masked as absent),
   ``audio_only_trained``/``visual_only_trained`` (single-modality models trained alone, when the checkpoint

@@ -214,8 +214,8 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         "",
         f"Checkpoint `{r['checkpoint']}` ({r['params']:,} parameters) on `{r['data']}`: {r['n_clips']} clips "
         f"({r['n_windows']} windows) of {r['n_subjects']} subjects, {r['test_subjects_from']}. "
-        "A clip's score is the mean of its 3 s windows' scores, as the gateway serves it. Regenerate with "
-        "`avpenet evaluate --data DIR --json OUT.json --report docs`.",
+        "A clip's score is the mean of its 3 s windows' scores (those with a modality), as the gateway "
+        "serves it. Regenerate with `avpenet evaluate --data DIR --json OUT.json --report docs`.",
         "",
     ]
     if notes and Path(notes).exists():

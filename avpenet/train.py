@@ -207,11 +207,16 @@ LOSS_WEIGHTS = {"l1": 1.0, "beta_nll": 1.0, "ce": 0.5}
 
 def clip_outputs(out: dict[str, torch.Tensor], owner: torch.Tensor, n_clips: int) -> dict[str, torch.Tensor]:
     """Window outputs -> clip outputs as avpenet.aggregate forms them (mean score, mean variance, mean class
-    probabilities), differentiable; owner[i] is the clip (0..n_clips-1) of window i."""
-    counts = torch.bincount(owner, minlength=n_clips).to(out[C.SCORE.name].dtype).unsqueeze(1)
+    probabilities over the windows with a modality, or all when none has one), differentiable; owner[i] is
+    the clip (0..n_clips-1) of window i."""
+    dtype = out[C.SCORE.name].dtype
+    informed = (out[C.MODALITY_WEIGHTS.name].sum(dim=1) > 0).to(dtype)
+    any_informed = torch.zeros(n_clips, dtype=dtype).index_add(0, owner, informed) > 0
+    weight = torch.where(any_informed[owner], informed, torch.ones_like(informed)).unsqueeze(1)
+    counts = torch.zeros(n_clips, 1, dtype=dtype).index_add(0, owner, weight)
 
     def mean(t: torch.Tensor) -> torch.Tensor:
-        return t.new_zeros(n_clips, t.shape[1]).index_add(0, owner, t) / counts
+        return t.new_zeros(n_clips, t.shape[1]).index_add(0, owner, t * weight) / counts
 
     probs = mean(torch.softmax(out["class_logits"], dim=-1))
     return {

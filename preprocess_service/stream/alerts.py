@@ -7,6 +7,9 @@
 - Suppression: a window overlapping declared handling (or its grace after the end) is suppressed: it is
   reported, it neither counts toward nor clears an alert, and it restarts the run (pain must persist after
   the handling to alert).
+- No signal: a window with neither modality (both weights 0) scores only the model's age prior (about 5.7,
+  NIPS-equivalent 4.0, above common NIPS thresholds): reported with `no_signal`, it neither counts toward nor
+  clears an alert, restarts the run, and is left out of the baseline and the trend.
 - Trend: exponentially smoothed score plus the slope (points per minute) of the last TREND_SPAN windows.
 """
 
@@ -95,14 +98,17 @@ class AlertMonitor:
         suppressed = self.handling.covers(w.start_s, w.end_s, cfg.handling_grace_s)
         self.handling.forget_before(w.start_s, cfg.handling_grace_s)
         value = on_scale(w.score, cfg.scale)
-        events = [self._score_event(w, value, suppressed, in_baseline)]
-        if in_baseline and not suppressed:  # a window during handling is not the patient's baseline
+        # neither modality: the score is the model's age prior (about 5.7, NIPS 4.0), not the patient's
+        no_signal = w.audio_weight + w.visual_weight == 0
+        events = [self._score_event(w, value, suppressed, in_baseline) | {"no_signal": no_signal}]
+        if in_baseline and not (suppressed or no_signal):  # handling or no signal is not the baseline
             self.baseline_scores.append(w.score)
-        elif self.baseline is None and self.baseline_scores:
+        elif not in_baseline and self.baseline is None and self.baseline_scores:
             self.baseline = float(statistics.median(self.baseline_scores))
         if not in_baseline:
-            events += self._alerting(w, value, suppressed)
-        events += self._trend(w)
+            events += self._alerting(w, value, suppressed or no_signal)  # neither counts nor clears
+        if not no_signal:
+            events += self._trend(w)
         return events
 
     def _score_event(self, w: Window, value: float, suppressed: bool, in_baseline: bool) -> dict:

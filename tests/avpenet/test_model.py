@@ -212,6 +212,19 @@ def test_aggregate_windows_is_mean_with_calibrated_interval():
     )
 
 
+def test_a_window_with_neither_modality_does_not_enter_the_clip_score():
+    """Its score is the model's age prior, not the patient: left out while another window has a modality."""
+    agg = aggregate_windows(
+        score=np.array([[1.0], [5.7], [2.0]]), log_variance=np.log([[0.25], [4.0], [0.25]]),
+        class_probs=np.array([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0]]),
+        modality_weights=np.array([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0]]),
+    )  # fmt: skip
+    assert agg["score"] == pytest.approx(1.5) and np.allclose(agg["class_probs"], [1.0, 0, 0])
+    assert agg["log_variance"] == pytest.approx(np.log(0.25))
+    alone = aggregate_windows(np.array([[5.7]]), np.log([[4.0]]), np.array([[0, 1.0, 0]]), np.zeros((1, 2)))
+    assert alone["score"] == pytest.approx(5.7)  # a clip with no modality at all keeps what it has
+
+
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(1)
     model = AVPENet(AVPENetConfig(audio_width=32, n_fusion_layers=1)).eval()

@@ -89,8 +89,12 @@ def test_clip_outputs_aggregate_windows_as_served():
     from avpenet.aggregate import aggregate_windows
 
     model = AVPENet().eval()
+    inputs = dict(zip([t.name for t in C.MODEL_INPUTS], example_inputs(C.MODEL_INPUTS, 5), strict=True))
+    inputs[C.AUDIO_PRESENT.name][3] = 0  # window 3 has neither modality: left out of its clip, as served
+    inputs[C.FRAME_MASK.name][3] = 0
     with torch.no_grad():
-        out = model.predict(*example_inputs(C.MODEL_INPUTS, 5))
+        out = model.predict(*inputs.values())
+        assert float(out[C.MODALITY_WEIGHTS.name][3].sum()) == 0.0
         owner = torch.tensor([0, 0, 1, 1, 1])
         clip = train.clip_outputs(out, owner, 2)
     for j, rows in enumerate(([0, 1], [2, 3, 4])):

@@ -228,6 +228,20 @@ def test_handling_during_the_baseline_is_not_the_patients_baseline():
     assert kinds(events, "alert")  # the baseline is the calm 2, not the handling's 8: 7.5 > 6 alerts
 
 
+def test_windows_without_any_signal_neither_alert_nor_set_the_baseline():
+    """Neither modality: the score is the model's age prior (5.7, NIPS 4.0), not the patient's."""
+    cfg = StreamConfig(scale="nips", threshold=3, windows=3, baseline_s=6)
+    mon, events = AlertMonitor(cfg), []
+    for i, (s, weights) in enumerate(
+        [(1.0, (0.5, 0.5))] * 4 + [(5.7, (0.0, 0.0))] * 6 + [(1.0, (1.0, 0))] * 2
+    ):
+        w = Window(i, float(i), i + 3.0, s, s - 1, s + 1, contract.level_of(s), *weights)
+        events += mon.feed(w)
+    assert not kinds(events, "alert") and mon.baseline == 1.0
+    assert [e["no_signal"] for e in kinds(events, "score")] == [False] * 4 + [True] * 6 + [False] * 2
+    assert not [e for e in kinds(events, "trend") if e["trend"] > 1.0]
+
+
 def test_a_camera_stall_past_the_timeout_is_realigned_when_frames_return():
     """Frames stop for 2.5 s (timeout 2.1 s): the windows cut meanwhile still hold frames from before the
     stall, and when frames return they are placed after a faceless gap, level with the audio again."""
