@@ -38,6 +38,7 @@ class Traffic:
         self.failures: list[str] = []
         self._stop = threading.Event()
         self.clients = clients
+        self.latest: dict[int, np.ndarray] = {}  # each client's last answer
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
 
     def _loop(self) -> None:
@@ -47,6 +48,7 @@ class Traffic:
             try:
                 result = client.infer(contract.ENSEMBLE.name, inputs, client_timeout=10)
                 self.scores.append(result.as_numpy(contract.SCORE.name).copy())
+                self.latest[threading.get_ident()] = self.scores[-1]
             except Exception as exc:  # every failure is the test's business, whatever its type
                 self.failures.append(repr(exc))
         client.close()
@@ -101,12 +103,16 @@ def test_new_fusion_version_swaps_in_under_traffic_without_failures(tmp_path: Pa
             time.sleep(0.05)
         swapped_at = len(traffic.scores)
         deadline = time.monotonic() + SWAP_TIMEOUT_S
-        while client.is_model_ready(contract.FUSION.name, str(old_version)):  # latest {num_versions: 1}
-            assert time.monotonic() < deadline, "version N stayed loaded"
-            time.sleep(0.05)
-        unloaded_at = len(traffic.scores)  # each client may still finish one request the old version took
-        while len(traffic.scores) < unloaded_at + traffic.clients + 3:  # ... and the traffic goes on
-            assert time.monotonic() < deadline, "traffic stopped after the swap"
+
+        def new_answers_only() -> bool:  # EVERY client's last answer came from version N+1
+            last = list(traffic.latest.values())
+            return len(last) == traffic.clients and all(np.allclose(s, new_score, atol=1e-4) for s in last)
+
+        # Triton reports version N not ready when its unload starts, and it still finishes what it holds
+        # (one client's request may come back from N after the other's came from N+1): wait for the unload
+        # (latest {num_versions: 1}) and for an N+1 answer to each client; what they send after is N+1's
+        while client.is_model_ready(contract.FUSION.name, str(old_version)) or not new_answers_only():
+            assert time.monotonic() < deadline, "version N stayed loaded, or N+1 never answered the traffic"
             time.sleep(0.05)
         assert client.is_model_ready(contract.ENSEMBLE.name)
 
