@@ -153,7 +153,12 @@ def write_split(split: dict[str, list[str]], path: Path) -> None:
 
 
 def read_split(path: Path) -> dict[str, list[str]]:
-    split = json.loads(Path(path).read_text())
+    try:
+        split = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a split.json ({exc})") from None
+    if not isinstance(split, dict):
+        raise ValueError(f"{path} is not a split.json (a JSON object of train/val/test subject lists)")
     for part in ("train", "val", "test"):
         split.setdefault(part, [])
     for a, b in (("train", "test"), ("train", "val"), ("val", "test")):

@@ -59,7 +59,11 @@ class StreamRegistry:
                     "stream_id_taken", "this stream id belongs to another API key; use a new id"
                 )
             if entry.attached:
-                raise StreamRejected("stream_id_taken", "this stream id is open on another connection")
+                raise StreamRejected(  # a reconnect before the server saw the old connection break: retry
+                    "stream_id_busy",
+                    "this stream id is open on another connection; retry in a few seconds (a broken "
+                    f"connection is closed after {self.limits.stall_timeout_s:g} s without data)",
+                )
             same = {"last_event", "stream_id"}  # opened without an id, a stream resumes with the one it got
             if entry.start.model_dump(exclude=same) != start.model_dump(exclude=same):
                 raise StreamRejected(

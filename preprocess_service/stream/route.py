@@ -82,7 +82,7 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
     try:
         entry, resumed = hub.registry.acquire(start, sid, record.api_key_id)
     except StreamRejected as exc:
-        code = CLOSE_OVER_LIMIT if exc.code == "over_limit" else CLOSE_BAD_START
+        code = CLOSE_OVER_LIMIT if exc.code in ("over_limit", "stream_id_busy") else CLOSE_BAD_START
         return await _refuse(ws, hub, code, exc.code, exc.detail)
     mode = start.mode
     hub.metrics.active.labels(mode).inc()

@@ -85,6 +85,16 @@ def test_synth_into_a_folder_holding_another_dataset_is_refused(tmp_path, capsys
     assert code == 2 and "already holds files" in err and "--resume" in err
 
 
+def test_a_split_file_that_is_not_json_is_named(tmp_path, capsys):
+    bad = tmp_path / "split.json"
+    bad.write_text("not json")
+    out = tmp_path / "out"
+    code, err = run(
+        ["synth", "--out", str(out), "--subjects", "3", "--parts", "test", "--split", str(bad)], capsys
+    )
+    assert code == 2 and f"{bad} is not a split.json" in err
+
+
 def test_avpenet_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("AVPENET_DEBUG", "1")
     with pytest.raises(IsADirectoryError):

@@ -280,8 +280,9 @@ def test_registry_limits_and_resume():
     reg.acquire(s, "stream-a2", "key-1")
     with pytest.raises(StreamRejected, match="2 open streams"):
         reg.acquire(s, "stream-a3", "key-1")
-    with pytest.raises(StreamRejected, match="another connection"):
+    with pytest.raises(StreamRejected, match="another connection; retry") as busy:
         reg.acquire(s, "stream-a1", "key-1")
+    assert busy.value.code == "stream_id_busy"  # closed 4429 (retry), not 4400 (a bad start message)
     reg.detach(a)
     with pytest.raises(StreamRejected, match="another API key"):
         reg.acquire(s, "stream-a1", "key-2")
