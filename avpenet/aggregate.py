@@ -31,7 +31,8 @@ def aggregate_windows(
     the model's age prior (about 5.7), not the patient; it is left out while any window of the clip has a
     modality, so it cannot pull a calm patient's clip toward "moderate" (`informed_windows`).
     """
-    keep = informed_windows(modality_weights)
+    weights = np.asarray(modality_weights, dtype=np.float64).reshape(-1, *C.MODALITY_WEIGHTS.shape)
+    keep = informed_windows(weights)
     score = np.asarray(score, dtype=np.float64).reshape(-1)[keep]
     variance = np.exp(np.asarray(log_variance, dtype=np.float64).reshape(-1))[keep]
     s = float(score.mean())
@@ -43,13 +44,11 @@ def aggregate_windows(
         C.LOG_VARIANCE.name: math.log(var),
         C.INTERVAL.name: np.clip([s - half, s + half], C.SCORE_MIN, C.SCORE_MAX),
         C.CLASS_PROBS.name: probs.mean(axis=0),
-        C.MODALITY_WEIGHTS.name: np.asarray(modality_weights, dtype=np.float64)
-        .reshape(-1, 2)[keep]
-        .mean(axis=0),
+        C.MODALITY_WEIGHTS.name: weights[keep].mean(axis=0),
     }
 
 
 def informed_windows(modality_weights: np.ndarray) -> np.ndarray:
     """Which windows a clip score reads: those with a modality, or all of them when none has one."""
-    informed = np.asarray(modality_weights, dtype=np.float64).reshape(-1, 2).sum(axis=1) > 0
+    informed = np.asarray(modality_weights).reshape(-1, *C.MODALITY_WEIGHTS.shape).sum(axis=1) > 0
     return informed if informed.any() else np.ones_like(informed)

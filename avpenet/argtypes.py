@@ -6,8 +6,18 @@ from __future__ import annotations
 import argparse
 
 
+def count(text: str, least: int = 0) -> int:
+    """A whole number of at least `least` (retries: 0 or more)."""
+    if not text.strip().isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {least} or more")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     """A whole number of 1 or more (threads, workers, batch size, epochs, versions kept)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return int(text)
+    return count(text, least=1)
+
+
+def positive_ints(text: str) -> list[int]:
+    """A comma list of positive_int, e.g. 1,8,32 (concurrencies)."""
+    return [positive_int(part) for part in text.split(",") if part.strip()]

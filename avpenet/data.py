@@ -152,13 +152,19 @@ def write_split(split: dict[str, list[str]], path: Path) -> None:
     Path(path).write_text(json.dumps(split, indent=1) + "\n")
 
 
-def read_split(path: Path) -> dict[str, list[str]]:
+def split_parts(path: Path) -> dict[str, list[str]]:
+    """A split.json's parts as written (no part added, nothing checked); ValueError naming the file."""
     try:
         split = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not a split.json ({exc})") from None
     if not isinstance(split, dict):
         raise ValueError(f"{path} is not a split.json (a JSON object of train/val/test subject lists)")
+    return split
+
+
+def read_split(path: Path) -> dict[str, list[str]]:
+    split = split_parts(path)
     for part in ("train", "val", "test"):
         split.setdefault(part, [])
     for a, b in (("train", "test"), ("train", "val"), ("val", "test")):

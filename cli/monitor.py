@@ -107,11 +107,10 @@ def describe(event: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess_service.client import KEY_ENV
+    from preprocess_service.client import KEY_ENV, check_target
     from preprocess_service.stream.client import replay, ws_url
 
-    if not args.url.startswith(("http://", "https://")):
-        raise ValueError(f"--url {args.url}: give the gateway's http(s)://host:port")
+    check_target(args.url, grpc=False)
     rec = load_recording(args.file, args.landmarks)
     config = {
         "scale": args.scale,

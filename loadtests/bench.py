@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from avpenet.argtypes import positive_ints
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips, stagetime
@@ -494,7 +495,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="a few seconds per cell; writes no docs by default"
     )
     parser.add_argument(
-        "--concurrency", default=",".join(map(str, CONCURRENCIES)), help="comma list (default: %(default)s)"
+        "--concurrency",
+        type=positive_ints,
+        default=",".join(map(str, CONCURRENCIES)),
+        help="comma list (default: %(default)s)",
     )
     parser.add_argument("--mixes", default=",".join(MIXES), help="comma list of %(default)s")
     parser.add_argument("--measure-s", type=float, default=None, help="measured seconds per cell")
@@ -551,9 +555,7 @@ def run(args: argparse.Namespace) -> int:
     timing = QUICK if args.quick else DEFAULT
     if args.measure_s:
         timing = replace(timing, measure_s=args.measure_s)
-    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip().isdigit() and int(c) > 0]
-    if len(concurrencies) != len([c for c in args.concurrency.split(",") if c.strip()]):
-        raise ValueError(f"--concurrency {args.concurrency}: give whole numbers of 1 or more, e.g. 1,8,32")
+    concurrencies = args.concurrency  # a list: argparse applies positive_ints to the default too
     mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
     if unknown := sorted(set(mixes) - set(clips.MIXES)):
         raise ValueError(f"--mixes: no mix {', '.join(unknown)}; the mixes are {', '.join(clips.MIXES)}")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from avpenet import contract
+from avpenet.argtypes import count
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse, parse_pins
 from preprocess_service.sdk import FORMATS, Client, ScoreError
 
@@ -94,17 +95,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", help="FHIR reference of the patient, e.g. Patient/123")
     parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
     parser.add_argument(
-        "--retries", type=_count, default=3, help="retries on 429/503/504 (safe: Idempotency-Key)"
+        "--retries", type=count, default=3, help="retries on 429/503/504 (safe: Idempotency-Key)"
     )
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return int(text)
-
-
-def _check_target(target: str, grpc: bool) -> None:
+def check_target(target: str, grpc: bool) -> None:
     """An HTTP URL has its scheme; a gRPC target is host:port without one."""
     has_scheme = target.startswith(("http://", "https://"))
     if grpc and has_scheme:
@@ -136,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(KEY_ENV)
     groups = [args.files] if args.together else [[f] for f in args.files]
     target = args.url or (DEFAULT_GRPC if args.grpc else DEFAULT_HTTP)
-    _check_target(target, args.grpc)
+    check_target(target, args.grpc)
     client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
     rows = []
     failed = 0
@@ -156,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             answer = client.score(request, fmt=args.format)
         except ScoreError as exc:
-            if exc.status == "UNREACHABLE" or (args.grpc and "failed to connect" in exc.detail):
+            if exc.status == "UNREACHABLE":
                 print(
                     f"avpenet score: cannot reach the gateway at {target}; is `avpenet serve` up?",
                     file=sys.stderr,

@@ -6,9 +6,10 @@
     result.document       # the FHIR JSON / HL7 v2 text when asked for
 
 Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED (gRPC) and
-connection errors are retried with exponential backoff, honouring Retry-After. Every call sends an
-Idempotency-Key (a fresh one per call unless given), so a retry of a request the gateway already scored gets
-the first answer back instead of a second Observation. Other failures raise ScoreError at once.
+connection errors (status UNREACHABLE on both protocols) are retried with exponential backoff, honouring
+Retry-After. Every call sends an Idempotency-Key (a fresh one per call unless given), so a retry of a request
+the gateway already scored gets the first answer back instead of a second Observation. Other failures raise
+ScoreError at once.
 """
 
 from __future__ import annotations
@@ -178,8 +179,11 @@ class Client:
                 message, metadata=self._metadata(extra), timeout=self.timeout_s
             )
         except grpc.RpcError as exc:
-            error = ScoreError(exc.code().name, exc.details() or "")
-            if exc.code().name in RETRY_GRPC:
+            code, details = exc.code().name, exc.details() or ""
+            if code == "UNAVAILABLE" and "failed to connect" in details:  # nothing listens: as over HTTP
+                code = "UNREACHABLE"
+            error = ScoreError(code, details)
+            if exc.code().name in RETRY_GRPC:  # a connection failure is retried as UNAVAILABLE
                 retry = dict(exc.trailing_metadata() or ()).get("retry-after", "0")
                 raise _Retryable(error, float(retry) if retry.isdigit() else 0.0) from None
             raise error from None

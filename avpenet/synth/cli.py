@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from avpenet.argtypes import count
 from avpenet.synth import dataset, progress
 
 HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ + rendered MP4s)"
@@ -22,9 +23,12 @@ HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ
 
 def _render_count(text: str) -> int | None:
     """--render-video: "all" (None) or a count."""
-    if text != "all" and not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: give all, or a count of clips (0: none)")
-    return None if text == "all" else int(text)
+    if text == "all":
+        return None
+    try:
+        return count(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give all, or a count of clips (0: none)") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -50,10 +50,9 @@ def record(out: Path, clip_id: str, truth: dict) -> None:
 
 def subject_order(split_path: Path, parts: list[str]) -> list[str]:
     """The subjects of `parts` of a split.json, part by part in the given order (each part as listed)."""
-    try:
-        split = json.loads(Path(split_path).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{split_path} is not a split.json ({exc})") from None
+    from avpenet.data import split_parts
+
+    split = split_parts(split_path)
     unknown = [p for p in parts if p not in split]
     if unknown:
         raise ValueError(f"{split_path} has no part {', '.join(unknown)} (parts: {', '.join(split)})")

@@ -61,6 +61,11 @@ class StreamRejected(Exception):
         self.detail = detail
 
 
+def on_scale(score: float, scale: str) -> float:
+    """A 0-10 model score on the stream's threshold scale."""
+    return score * NIPS_PER_POINT if scale == "nips" else score
+
+
 class StreamConfig(BaseModel):
     """Per-stream alerting and flow-control settings (each has a default; send only what differs)."""
 
@@ -83,7 +88,7 @@ class StreamConfig(BaseModel):
 
     @model_validator(mode="after")
     def _reachable(self) -> StreamConfig:
-        top = contract.SCORE_MAX * (NIPS_PER_POINT if self.scale == "nips" else 1.0)
+        top = on_scale(contract.SCORE_MAX, self.scale)
         if self.threshold >= top:
             raise ValueError(
                 f"threshold {self.threshold:g} can never be exceeded on the {self.scale} scale (0-{top:g})"
@@ -176,8 +181,3 @@ def landmark_frame_bytes(
     """One FRAME_LAYOUT payload (a tracked frame in privacy mode)."""
     parts = (landmarks, blendshapes, head_pose, np.array([1.0 if present else 0.0]))
     return b"".join(np.asarray(p, "<f4").reshape(-1).tobytes() for p in parts)
-
-
-def on_scale(score: float, scale: str) -> float:
-    """A 0-10 model score on the stream's threshold scale."""
-    return score * NIPS_PER_POINT if scale == "nips" else score
