@@ -54,12 +54,33 @@ class Inbound:
         return batch
 
 
-def ahead_s(received_s: dict, header: dict, size: int, default_rate: int, opened_at: float) -> float:
-    """Count a chunk into `received_s` (media seconds per kind); seconds the media runs ahead of real time."""
+def chunk_s(header: dict, size: int, default_rate: int) -> float:
+    """Media seconds a chunk of `size` payload bytes carries (float32 audio at its rate, or one frame)."""
     if header["kind"] == "audio":
         rate = header.get("rate")
         rate = rate if isinstance(rate, int) and rate > 0 else default_rate
-        received_s["audio"] += size / 4 / rate
-    else:
-        received_s["frame"] += 1 / contract.FPS
+        return size / 4 / rate
+    return 1 / contract.FPS
+
+
+def ahead_s(received_s: dict, header: dict, size: int, default_rate: int, opened_at: float) -> float:
+    """Count a chunk into `received_s` (media seconds per kind); seconds the media runs ahead of real time."""
+    received_s["audio" if header["kind"] == "audio" else "frame"] += chunk_s(header, size, default_rate)
     return max(received_s.values()) - (time.monotonic() - opened_at)
+
+
+def unaccept(items: list[Item], next_seq: dict, received_s: dict, default_rate: int) -> dict[str, int]:
+    """Give back chunks accepted at receipt but never processed: `next_seq` returns to the first of each kind
+    (a resume then asks for them again) and `received_s` forgets them (the resend is not a flood). Returns how
+    many of each kind."""
+    count = {"audio": 0, "frame": 0}
+    for item in items:
+        kind = "frame" if item.kind == "dropped" else item.kind  # a dropped frame was accepted too
+        if kind not in count:
+            continue  # control messages carry no seq
+        if not count[kind]:
+            next_seq[kind] = item.header["seq"]
+        count[kind] += 1
+        size = 0 if item.payload is None else len(item.payload)
+        received_s[kind] -= chunk_s({**item.header, "kind": kind}, size, default_rate)
+    return count

@@ -106,3 +106,23 @@ class StreamRegistry:
 
     def count(self) -> int:
         return len(self.streams)
+
+
+def resume_events(entry: Entry, resumed: bool, last_event: int) -> tuple[dict, list[dict]]:
+    """The `started` event and, on a resume, what the client missed: the kept events after `last_event`,
+    led by an `events_missed` error when some are older than the replay buffer (it cannot ask for them)."""
+    s, kept = entry.state, list(entry.events)
+    started = {
+        "type": "started", "stream_id": entry.stream_id, "resumed": resumed,
+        "next_seq": dict(s.next_seq), "media_s": round(s.media_s, 3), "next_window": s.next_window,
+        "config": entry.start.config.model_dump(),
+        "alerting": entry.monitor.alerting,  # an alert raised in events no longer kept is still on
+    }  # fmt: skip
+    replay: list[dict] = []
+    if resumed:
+        missed = (kept[0]["seq"] if kept else entry.event_seq) - last_event - 1
+        if missed > 0:
+            detail = f"{missed} events after last_event {last_event} are no longer kept"
+            replay.append({"type": "error", "code": "events_missed", "count": missed, "detail": detail})
+        replay += [event for event in kept if event["seq"] > last_event]
+    return started, replay

@@ -14,6 +14,9 @@ Flow control (stated policy):
   backpressure, so a flooding sender must be cut off early for the proxy's buffer to stay bounded.
 - outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409.
 - stall: no message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
+- drain: after a close or disconnect, chunks already queued are processed for up to `DRAIN_TIMEOUT_S`; those
+  still queued then are given back (`next_seq` returns to the first of them, an error event `not_processed`
+  is recorded), so a resume resends them instead of skipping them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import time
 
 from avpenet.errors import InputError
-from preprocess_service.stream.inbound import Inbound, Item, ahead_s
+from preprocess_service.stream.inbound import Inbound, Item, ahead_s, unaccept
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
     CLOSE_INTERNAL,
@@ -36,14 +39,15 @@ from preprocess_service.stream.protocol import (
     parse_chunk,
     parse_control,
 )
-from preprocess_service.stream.registry import Entry
+from preprocess_service.stream.registry import Entry, resume_events
 from preprocess_service.stream.scoring import score_windows
 from preprocess_service.stream.state import ReadyWindow
 
 log = logging.getLogger("avpenet.gateway.stream")
 GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
 BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
-DRAIN_TIMEOUT_S = 30.0  # after a disconnect, finish the queued chunks within this (their seqs are accepted)
+DRAIN_TIMEOUT_S = 30.0  # after a disconnect, process queued chunks for this long; later ones are given back
+DRAIN_GRACE_S = 30.0  # for the batch under way at the deadline (a Triton call is bounded by its deadline)
 
 
 class Session:
@@ -57,6 +61,7 @@ class Session:
         self.out: asyncio.Queue = asyncio.Queue(self.limits.max_queued_events)
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.connected = True
+        self.drain_by: float | None = None  # set when the stream ends: queued chunks past it are given back
         self.notes: list[dict] = []  # per-connection notices sent right after `started` (not replayed)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -71,12 +76,12 @@ class Session:
         await self.done.wait()
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
+        self.drain_by = time.monotonic() + DRAIN_TIMEOUT_S
         try:
-            await asyncio.wait_for(processor, DRAIN_TIMEOUT_S)
-        except TimeoutError:
-            log.warning(
-                "stream %s: queued chunks not processed in %.0f s", self.entry.stream_id, DRAIN_TIMEOUT_S
-            )
+            await asyncio.wait_for(processor, DRAIN_TIMEOUT_S + DRAIN_GRACE_S)
+        except TimeoutError:  # one batch outlived the grace: its chunks' fate is unknown, so no resume
+            log.error("stream %s: a batch did not finish while draining", self.entry.stream_id)
+            self.entry.finished = True
         if self.connected:
             try:
                 self.out.put_nowait(None)  # flush what is queued, then close
@@ -109,26 +114,9 @@ class Session:
             await self.ws.close(self.close_code, reason)
 
     def _started(self) -> None:
-        s, kept = self.state, list(self.entry.events)
-        self.emit({
-            "type": "started", "stream_id": self.entry.stream_id, "resumed": self.resumed,
-            "next_seq": dict(s.next_seq), "media_s": round(s.media_s, 3), "next_window": s.next_window,
-            "config": self.entry.start.config.model_dump(),
-            "alerting": self.monitor.alerting,  # an alert raised in events no longer kept is still on
-        }, record=False)  # fmt: skip
-        for note in self.notes:
-            self.emit(note, record=False)
-        if self.resumed:
-            missed = (kept[0]["seq"] if kept else self.entry.event_seq) - self.last_event - 1
-            if missed > 0:  # older than the replay buffer: say so, the client cannot ask for them
-                detail = f"{missed} events after last_event {self.last_event} are no longer kept"
-                self.emit(
-                    {"type": "error", "code": "events_missed", "count": missed, "detail": detail},
-                    record=False,
-                )
-            for event in kept:
-                if event["seq"] > self.last_event:
-                    self.emit(event, record=False)
+        started, replay = resume_events(self.entry, self.resumed, self.last_event)
+        for event in [started, *self.notes, *replay]:
+            self.emit(event, record=False)
 
     # --- events ---------------------------------------------------------------------------------------------
     def emit(self, event: dict, *, record: bool = True) -> None:
@@ -224,6 +212,8 @@ class Session:
             await self.wake.wait()
             self.wake.clear()
             while self.inbound.items:
+                if self.drain_by is not None and time.monotonic() > self.drain_by:
+                    return self._give_back()
                 batch = self.inbound.take(BATCH_ITEMS)
                 ready, errors = await asyncio.to_thread(self._process, batch)
                 for event in errors:
@@ -239,6 +229,23 @@ class Session:
                 if any(i.kind == "stop" for i in batch):
                     return
 
+    def _give_back(self) -> None:
+        """Un-accept the chunks still queued at the drain deadline (`handling` marks still apply)."""
+        left = self.inbound.take(len(self.inbound.items))
+        for item in left:
+            if item.kind == "handling":
+                self.monitor.handling.set(item.header["active"], self.state.media_s)
+        e = self.entry
+        n = unaccept(left, self.state.next_seq, e.received_s, e.start.sample_rate)
+        ended = any(i.kind == "end" for i in left)
+        if not (n["audio"] or n["frame"] or ended):
+            return
+        detail = (f"{n['audio']} audio and {n['frame']} frame chunks were received but not processed within "
+                  f"{DRAIN_TIMEOUT_S:g} s; resume and resend from next_seq {self.state.next_seq}"
+                  + (", then end again" if ended else ""))  # fmt: skip
+        log.warning("stream %s: %s", e.stream_id, detail)
+        self.emit({"type": "error", "code": "not_processed", **n, "detail": detail})
+
     def _process(self, batch: list[Item]) -> tuple[list[tuple[ReadyWindow, float]], list[dict]]:
         """Feed a batch to the state (worker thread); the windows it completes and the error events."""
         ready, errors = [], []
@@ -252,18 +259,10 @@ class Session:
                     self.state.add_dropped_frame()
                 elif item.kind == "handling":
                     self.monitor.handling.set(item.header["active"], self.state.media_s)
-            except StreamRejected as exc:
+            except (StreamRejected, InputError) as exc:
+                code = exc.code if isinstance(exc, StreamRejected) else "bad_media"
                 errors.append(
-                    {"type": "error", "code": exc.code, "detail": exc.detail, "chunk": item.header.get("seq")}
-                )
-            except InputError as exc:
-                errors.append(
-                    {
-                        "type": "error",
-                        "code": "bad_media",
-                        "detail": str(exc),
-                        "chunk": item.header.get("seq"),
-                    }
+                    {"type": "error", "code": code, "detail": str(exc), "chunk": item.header.get("seq")}
                 )
             ready += [(w, item.arrived) for w in self.state.ready()]
         return ready, errors

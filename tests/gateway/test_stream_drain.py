@@ -1,0 +1,83 @@
+"""A stream's drain after a disconnect: chunks accepted at receipt but not processed in time are given back.
+
+Without this a resume's `started.next_seq` pointed past chunks the server had dropped, so the client never
+resent them and their audio vanished from the stream without a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from avpenet import contract
+from preprocess_service.stream.inbound import Item
+from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.protocol import Start, encode_chunk
+from preprocess_service.stream.registry import StreamRegistry, resume_events
+from preprocess_service.stream.session import BATCH_ITEMS, Session
+
+CHUNK = contract.SAMPLE_RATE // 20  # 0.05 s: 40 chunks are 2 s, short of a window (nothing to score)
+
+
+class _Counter:
+    def labels(self, *_: str) -> _Counter:
+        return self
+
+    def inc(self, *_: float) -> None:
+        pass
+
+
+def _session() -> Session:
+    reg = StreamRegistry(StreamLimits(), 10**7)
+    start = Start(type="start", mode="audio", age_group="adult")
+    entry, _ = reg.acquire(start, "stream-drain1", "key-1")
+    hub = SimpleNamespace(registry=reg, metrics=SimpleNamespace(events=_Counter(), dropped=_Counter()))
+    session = Session(None, hub, entry, resumed=False)
+    session.connected = False  # the client has gone: events are only recorded, for a resume
+    wave = np.zeros(CHUNK, "<f4").tobytes()
+    for seq in range(40):
+        session._chunk(encode_chunk({"kind": "audio", "seq": seq, "rate": contract.SAMPLE_RATE}, wave))
+    session._enqueue(Item("handling", {"type": "handling", "active": True}, None, time.monotonic()))
+    session._enqueue(Item("stop", {}, None, time.monotonic()))
+    return session
+
+
+def _drain(session: Session, deadline_after_batches: int | None) -> None:
+    """Run the processor as `run()` does after a disconnect; the deadline passes after N batches."""
+    process, batches = session._process, []
+
+    def counted(batch: list[Item]):
+        batches.append(len(batch))
+        if deadline_after_batches is not None and len(batches) >= deadline_after_batches:
+            session.drain_by = time.monotonic() - 1.0
+        return process(batch)
+
+    session._process = counted
+    session.drain_by = time.monotonic() + 3600.0
+    asyncio.run(session._processor())
+
+
+def test_chunks_left_at_the_drain_deadline_are_asked_for_again_on_resume():
+    session = _session()
+    received_before = session.entry.received_s["audio"]
+    _drain(session, deadline_after_batches=1)
+    state, left = session.state, 40 - BATCH_ITEMS
+    assert state.next_seq["audio"] == BATCH_ITEMS  # was 40: a resume would have skipped the last 8
+    assert state.n_samples == BATCH_ITEMS * CHUNK
+    given_back_s = left * CHUNK / contract.SAMPLE_RATE
+    assert np.isclose(session.entry.received_s["audio"], received_before - given_back_s)
+    assert session.monitor.handling.periods == [(state.media_s, None)]  # the handling mark was not lost
+    (event,) = [e for e in session.entry.events if e.get("code") == "not_processed"]
+    assert event["audio"] == left and event["frame"] == 0 and "next_seq" in event["detail"]
+    started, replay = resume_events(session.entry, True, last_event=-1)
+    assert started["next_seq"]["audio"] == BATCH_ITEMS and event in replay
+
+
+def test_a_drain_within_the_deadline_processes_everything_and_says_nothing():
+    session = _session()
+    _drain(session, deadline_after_batches=None)
+    assert session.state.next_seq["audio"] == 40 and session.state.n_samples == 40 * CHUNK
+    assert not [e for e in session.entry.events if e.get("code") == "not_processed"]
