@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split",
         type=Path,
         default=None,
-        help="split.json whose val subjects to use (default: DIR/split.json)",
+        help="split.json whose val subjects to use (default: DIR/split.json, else the run's own when DIR "
+        "holds the subjects it was trained on)",
     )
     parser.add_argument(
         "--add",
@@ -68,22 +69,50 @@ def _coverage(model, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) ->
     return regression_metrics(pred[C.SCORE.name], scores), float(np.mean((scores >= lo) & (scores <= hi)))
 
 
+def _require_dataset(flag: str, path: Path) -> None:
+    """ValueError naming the folder the user gave, not a file inside it (exit 2, cli/main.py)."""
+    if not Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: no such folder")
+    if not (Path(path) / "labels.csv").is_file():
+        raise ValueError(f"{flag} {path} is not a dataset: it has no labels.csv")
+
+
+def _split_path(checkpoint: Path, config: dict, data_dir: Path, split_path: Path | None) -> Path:
+    """--split, else DIR/split.json, else the run's own split when DIR holds the subjects it was trained on
+    (its data, or a render of its plan: data.checkpoint_split)."""
+    if split_path is not None:
+        return split_path
+    if (Path(data_dir) / data.SPLIT_FILE).exists():
+        return Path(data_dir) / data.SPLIT_FILE
+    own = data.checkpoint_split(checkpoint, config, data_dir)
+    if own is None:
+        raise ValueError(
+            f"--data {data_dir} has no {data.SPLIT_FILE} and is not the data {checkpoint} was trained on: "
+            "give --split SPLIT.json"
+        )
+    return own[0]
+
+
 def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) -> list[tuple[Path, str, list]]:
-    """(dir, labels digest, clips) of each added set; SystemExit for one sharing labels with the data or
-    training."""
-    known = {data.labels_digest(data_dir): f"the --data set {data_dir}"}
-    trained_on = (config.get("data") or {}).get("labels_sha256")
-    if trained_on:
-        known.setdefault(trained_on, "the set this run was trained on")
+    """(dir, labels digest, clips) of each added set; SystemExit for one sharing labels or a synthetic plan
+    (the same subjects, whatever parts were rendered) with the data or training."""
+    trained = config.get("data") or {}
+    known = [  # (labels digest, plan, what it is)
+        (data.labels_digest(data_dir), data.read_plan(data_dir), f"the --data set {data_dir}"),
+        (trained.get("labels_sha256"), trained.get("plan"), "the set this run was trained on"),
+    ]
     sets = []
     for fresh in added:
-        digest = data.labels_digest(fresh)
-        if digest in known:
-            raise SystemExit(
-                f"avpenet calibrate: --add {fresh} has the labels of {known[digest]}, so it holds training "
-                f"or test subjects; add a set made with another seed (avpenet synth --seed N)"
-            )
-        known[digest] = f"--add {fresh}"
+        _require_dataset("--add", fresh)
+        digest, plan = data.labels_digest(fresh), data.read_plan(fresh)
+        for other_digest, other_plan, name in known:
+            if digest == other_digest or data.same_subjects(plan, other_plan):
+                same = "has the labels" if digest == other_digest else "is a render of the plan"
+                raise SystemExit(
+                    f"avpenet calibrate: --add {fresh} {same} of {name}, so it holds training or test "
+                    f"subjects; add a set made with another seed (avpenet synth --seed N)"
+                )
+        known.append((digest, plan, f"--add {fresh}"))
         clips = data.load_clips(fresh, None, progress=not quiet)
         if not clips:
             raise SystemExit(f"avpenet calibrate: --add {fresh} has no clips")
@@ -104,10 +133,11 @@ def recalibrate(
     from avpenet.model import load_model, save_model
     from avpenet.train import calibrate_interval, restrict
 
-    split_path = split_path or Path(data_dir) / data.SPLIT_FILE
-    split = data.read_split(split_path)
+    _require_dataset("--data", data_dir)
     loaded = load_model(checkpoint)
     model, config = loaded.model, loaded.config
+    split_path = _split_path(checkpoint, config, data_dir, split_path)
+    split = data.read_split(split_path)
     modality = config.get("modality", "both")
     clips = data.load_clips(data_dir, split["val"], progress=not quiet)
     if not clips:

@@ -19,6 +19,8 @@ import numpy as np
 from avpenet import contract as C
 
 SPLIT_FILE = "split.json"
+PLAN_FILE = "plan.json"  # `avpenet synth` writes it: the plan the set's subjects come from
+PLAN_KEYS = ("generator", "seed", "n_subjects")  # what decides who subject S0001... is (synth.dataset)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train / val / test subjects per age group
 
 
@@ -146,6 +148,45 @@ def labels_digest(data_dir: Path) -> str:
     import hashlib
 
     return hashlib.sha256((Path(data_dir) / "labels.csv").read_bytes()).hexdigest()
+
+
+def write_plan(data_dir: Path, plan: dict) -> None:
+    (Path(data_dir) / PLAN_FILE).write_text(json.dumps(plan, sort_keys=True) + "\n")
+
+
+def read_plan(data_dir: Path) -> dict | None:
+    """The generating plan a synthetic set records; None for other data and sets made before it was."""
+    path = Path(data_dir) / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a plan.json ({exc})") from None
+    return plan if isinstance(plan, dict) else None
+
+
+def same_subjects(a: dict | None, b: dict | None) -> bool:
+    """Two sets of one plan (any of its parts rendered) hold the same subjects under the same ids, though
+    their labels.csv differ; ids alone cannot tell, as every seed numbers its subjects alike."""
+    return bool(a and b) and all(k in a and k in b and a[k] == b[k] for k in PLAN_KEYS)
+
+
+def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Path, str] | None:
+    """(the checkpoint's own split.json, why) when `data_dir` holds the subjects it was trained and validated
+    on: the very data (same labels.csv digest) or another render of that data's plan (e.g. `avpenet synth
+    --parts val`); None for other data, or when either side records no plan and the digests differ."""
+    own = Path(checkpoint) / SPLIT_FILE
+    if not own.exists():
+        return None
+    trained = config.get("data") or {}
+    if trained.get("labels_sha256") == labels_digest(data_dir):
+        return own, "the data it was trained on"
+    plan = read_plan(data_dir)
+    if plan is not None and same_subjects(trained.get("plan"), plan):
+        seed, n = plan["seed"], plan["n_subjects"]
+        return own, f"a render of the plan it was trained on (seed {seed}, {n} subjects)"
+    return None
 
 
 def write_split(split: dict[str, list[str]], path: Path) -> None:

@@ -3,7 +3,8 @@
     avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report DIR]
 
 Clips of the test subjects only: --split, DIR/split.json, or the checkpoint's own split when DIR is the
-dataset it was trained on (same labels.csv digest); otherwise every subject is unseen test data.
+dataset it was trained on (same labels.csv digest) or another render of its plan (DIR/plan.json, e.g.
+`avpenet synth --parts val`: the same subjects); otherwise every subject is unseen test data.
 A clip's score is the mean of its windows' scores (``aggregate.aggregate_windows``, as the gateway serves it;
 windows with neither modality left out).
 Figures, under stable JSON keys:
@@ -94,14 +95,15 @@ def choose_subjects(
     args: argparse.Namespace, config: dict, rows: list[dict[str, str]]
 ) -> tuple[list[str], str]:
     """Test subjects: --split, else DIR/split.json, else — when DIR is the very dataset the checkpoint was
-    trained on (same labels.csv digest) — the checkpoint's own split, else every subject (unseen data)."""
+    trained on (same labels.csv digest) or a render of its plan (any parts) — the checkpoint's own split,
+    else every subject (unseen data)."""
     if getattr(args, "split", None):
         return data.read_split(args.split)["test"], f"{args.split} (test)"
     if (Path(args.data) / data.SPLIT_FILE).exists():
         return data.evaluation_subjects(args.data, rows)
-    own = Path(args.checkpoint) / data.SPLIT_FILE
-    if own.exists() and config.get("data", {}).get("labels_sha256") == data.labels_digest(args.data):
-        return data.read_split(own)["test"], "the checkpoint's split.json (test): the data it was trained on"
+    own = data.checkpoint_split(args.checkpoint, config, args.data)
+    if own is not None:
+        return data.read_split(own[0])["test"], f"the checkpoint's split.json (test): {own[1]}"
     return data.evaluation_subjects(args.data, rows)
 
 
@@ -214,7 +216,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
     subjects, split_source = choose_subjects(args, ckpt.config, rows)
     clips = data.load_clips(args.data, subjects, progress=not args.quiet)
     if not clips:
-        raise SystemExit(f"no clips of the test subjects in {args.data}")
+        raise SystemExit(f"no clips of the test subjects in {args.data} (test subjects from {split_source})")
     scores = np.array([c.score for c in clips])
     ages = np.array([c.age_group for c in clips])
     floor = label_noise_floor(args.data, clips)

@@ -244,7 +244,7 @@ def batches(order: np.ndarray, batch_size: int):
         yield order[lo : lo + batch_size]
 
 
-def _split_clips(args: argparse.Namespace, out_dir: Path) -> tuple[dict, list[data.Clip], list[data.Clip]]:
+def _split_clips(args: argparse.Namespace) -> tuple[dict, list[data.Clip], list[data.Clip]]:
     """The split (given, the dataset's own, or made by subject) and the training and validation clips."""
     if args.split:
         split = data.read_split(args.split)
@@ -254,7 +254,6 @@ def _split_clips(args: argparse.Namespace, out_dir: Path) -> tuple[dict, list[da
         rows = data.read_labels(args.data)
         split = data.make_split(rows, args.seed)
         check_split(split, rows)
-    data.write_split(split, out_dir / data.SPLIT_FILE)
     clips = data.load_clips(args.data, split["train"] + split["val"], progress=not args.quiet)
     train_set = set(split["train"])
     train_clips = [c for c in clips if c.subject_id in train_set]
@@ -422,6 +421,7 @@ def _run_record(args, split: dict, n_clips: tuple[int, int], fit: tuple, scale: 
         "data": {
             "dir": str(args.data),
             "labels_sha256": data.labels_digest(args.data),
+            "plan": data.read_plan(args.data),  # a partial render of this plan holds these subjects too
             "train_subjects": len(split["train"]),
             "val_subjects": len(split["val"]),
             "test_subjects": len(split["test"]),
@@ -447,13 +447,15 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    split, train_clips, val_clips = _split_clips(args, out_dir)
+    split, train_clips, val_clips = _split_clips(args)
     occluded = _occluded_windows(train_clips, rng, args.modality)
     for c in (*train_clips, *val_clips):
         c.track = None  # the raw landmarks are no longer needed: free ~0.3 MB per clip
 
     model, model.frozen_parts = start_model(args)
+    # --out is made only now, when the data and --init have loaded: a refused run leaves no empty folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data.write_split(split, out_dir / data.SPLIT_FILE)
     if args.init is None or args.refit_normalisation:  # a fine-tune keeps its checkpoint's normalisation
         fit_visual_normalisation(model, train_clips)
     model.audio_encoder.to(memory_format=torch.channels_last)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_int
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision_measure, versions
 from ensemble.ort_chain import OrtChain
 
@@ -71,6 +72,8 @@ def calibration_windows(data_dir: Path, n_clips: int, seed: int = 0) -> dict[str
         rows = [r for r in rows if r["subject_id"] in train] or rows
     rng = np.random.default_rng(seed)
     chosen = [rows[i] for i in rng.permutation(len(rows))[:n_clips]]
+    if not chosen:  # numpy would say only "need at least one array to concatenate"
+        raise ValueError(f"--data {data_dir} has no clips to calibrate on (its labels.csv lists none)")
     clips = [data.load_clip(data_dir, r) for r in chosen]
     return {t.name: np.concatenate([c.inputs[t.name] for c in clips]) for t in contract.MODEL_INPUTS}
 
@@ -210,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help="comma list (default: %(default)s)")
     parser.add_argument(
-        "--clips", type=int, default=DEFAULT_CLIPS, help="calibration clips (default: %(default)s)"
+        "--clips", type=positive_int, default=DEFAULT_CLIPS, help="calibration clips (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -232,13 +235,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_calibration(parts: tuple[str, ...], n_windows: int, args: argparse.Namespace) -> None:
+    """ValueError (exit 2) when a statically quantised part would get no calibration batch, before anything
+    is written: onnxruntime would only say "No data is collected"."""
+    static = [p for p in parts if not PART_OPTIONS[p].get("dynamic", False)]
+    if static and not args.measure_only and n_windows < CALIBRATION_BATCH:
+        raise ValueError(
+            f"the calibration clips of --data {args.data} give {n_windows} window(s); calibrating "
+            f"{', '.join(static)} takes {CALIBRATION_BATCH} or more: raise --clips or use a larger dataset"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = set(parts) - set(QUANTISABLE)
-    if unknown:
-        raise SystemExit(f"avpenet quantize: cannot quantise {sorted(unknown)}; choose from {QUANTISABLE}")
+    if unknown:  # a user error: exit 2 with one line (cli/main.py), as every command
+        raise ValueError(f"--parts: cannot quantise {', '.join(sorted(unknown))}; choose from {QUANTISABLE}")
     repo = Path(args.repo)
     tensors = calibration_windows(args.data, args.clips, args.seed)
+    _check_calibration(parts, len(tensors[contract.WAVEFORM.name]), args)
     calibration = {"data": str(args.data), "clips": args.clips, "seed": args.seed,
                    "windows": int(len(tensors[contract.WAVEFORM.name]))}  # fmt: skip
     report: dict = {

@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from avpenet import augment, contract
+from avpenet import augment, contract, data
 from avpenet.features import tracked
 from avpenet.synth import face, noise, sources, vocal
 from avpenet.synth import progress as synth_progress
@@ -38,6 +38,7 @@ DEFAULT_SUBJECTS = 428
 DEFAULT_NEONATES = 215
 DEFAULT_CLIPS = 3247
 MIN_CLIPS_PER_SUBJECT = 3
+GENERATOR = "avpe-synth"  # named in DIR/plan.json with the options that decide the subjects
 DURATION_S = (3.0, 6.0)  # clip length, in steps of one video frame
 SAMPLE_RATES = (16_000, 44_100, 48_000)  # WAV rates as hospitals hand them over; features resample
 LEVEL_MIX = (0.38, 0.31, 0.31)  # average share of low / moderate / high latent pain
@@ -451,8 +452,9 @@ def generate(
     subjects: Sequence[str] | set[str] | None = None,
     resume: bool = False,
 ) -> Summary:
-    """Write labels.csv, truth.csv, audio/, visual/ and video/ under out_dir (only the clips of `subjects`
-    when given: the same files as in the whole set, e.g. one split's subjects rendered on a budget).
+    """Write labels.csv, truth.csv, plan.json, audio/, visual/ and video/ under out_dir (only the clips of
+    `subjects` when given: the same files as in the whole set, e.g. one split's subjects rendered on a
+    budget; plan.json names the whole set's plan, so any of its parts is recognised as that set's subjects).
 
     `subjects` as a list or tuple is also the order the clips are made in (subject by subject). With
     `resume`, clips a previous run of the same options finished (DIR/.progress/, avpenet.synth.progress) are
@@ -461,6 +463,8 @@ def generate(
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
+    # any set of this plan, whichever parts, is recognised as holding these subjects (data.checkpoint_split)
+    recorded = {"generator": GENERATOR, "seed": seed, "n_subjects": n_subjects, "n_clips": len(plans)}
     if subjects is not None:
         chosen = set(subjects)
         unknown = sorted(chosen - {p.subject.subject_id for p in plans})
@@ -480,6 +484,7 @@ def generate(
     _make_clips(plans, todo, out, workers, progress)
     write_labels(out / "labels.csv", plans)
     write_truth(out / "truth.csv", plans)
+    data.write_plan(out, recorded)
     n_subjects = len({p.subject.subject_id for p in plans})
     return Summary(n_subjects, len(plans), sum(p.render for p in plans), str(out))
 

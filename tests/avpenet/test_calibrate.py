@@ -74,6 +74,8 @@ def _fresh_copy(tiny_set, subjects, out):
     import shutil
 
     shutil.copytree(tiny_set, out)
+    plan = data.read_plan(tiny_set)
+    data.write_plan(out, {**plan, "seed": plan["seed"] + 1})  # what a set of another seed records
     rows = [r for r in data.read_labels(tiny_set) if r["subject_id"] in set(subjects)]
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -96,3 +96,63 @@ def test_avpenet_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("AVPENET_DEBUG", "1")
     with pytest.raises(IsADirectoryError):
         main(["monitor", str(tmp_path)])
+
+
+def test_calibrate_names_what_the_data_folder_lacks(tmp_path, capsys):
+    from avpenet.model import REFERENCE_DIR
+
+    out = tmp_path / "new"
+    base = ["calibrate", "--checkpoint", str(REFERENCE_DIR), "--out", str(out), "--quiet", "--data"]
+    code, err = run([*base, str(tmp_path)], capsys)
+    assert code == 2 and f"--data {tmp_path} is not a dataset: it has no labels.csv" in err
+    assert "split.json" not in err  # the folder the user gave, not a file we looked for in it
+    (tmp_path / "labels.csv").write_text("clip_id,subject_id,age_group,score\n")  # not the run's data
+    code, err = run([*base, str(tmp_path)], capsys)
+    assert code == 2 and f"--data {tmp_path} has no split.json" in err and "give --split" in err
+    assert not out.exists()
+
+
+@pytest.fixture()
+def few_clips(tmp_path):
+    """A real AVPE-Synth set of 3 one-clip subjects (no renders: about a second)."""
+    from avpenet.synth import dataset
+
+    out = tmp_path / "few"
+    dataset.generate(out, seed=3, n_subjects=3, n_clips=3, render=0, workers=1, progress=False)
+    return out
+
+
+def test_quantize_refuses_an_empty_calibration_set(few_clips, tmp_path, capsys):
+    from avpenet import contract
+    from ensemble.quantize import CALIBRATION_BATCH
+
+    empty, repo = tmp_path / "empty", tmp_path / "repo"
+    empty.mkdir()
+    (empty / "labels.csv").write_text(",".join(contract.LABEL_COLUMNS) + "\n")
+    code, err = run(["quantize", "--data", str(empty), "--repo", str(repo)], capsys)
+    assert code == 2 and f"--data {empty} has no clips to calibrate on" in err
+    # too few windows for one calibration batch: refused before a part is quantised, not onnxruntime's words
+    code, err = run(["quantize", "--data", str(few_clips), "--clips", "1", "--repo", str(repo)], capsys)
+    assert code == 2 and f"takes {CALIBRATION_BATCH} or more: raise --clips" in err
+    assert not repo.exists()
+
+
+def test_quantize_exits_2_on_an_unknown_part(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    argv = ["quantize", "--data", str(tmp_path), "--parts", "fusion,vocoder", "--repo", str(repo)]
+    code, err = run(argv, capsys)
+    assert code == 2 and "--parts: cannot quantise vocoder" in err and not repo.exists()
+
+
+def test_a_failed_train_leaves_no_folder_it_made_and_keeps_the_users(tmp_path, capsys):
+    missing = str(tmp_path / "no-data")
+    code, err = run(["train", "--data", missing, "--out", str(tmp_path / "runs" / "a")], capsys)
+    assert code == 2 and "labels.csv" in err
+    assert not (tmp_path / "runs").exists()  # a retry finds no half-made run folder
+    empty, notes = tmp_path / "empty", tmp_path / "mine" / "notes.txt"
+    empty.mkdir()
+    notes.parent.mkdir()
+    notes.write_text("keep")
+    for out in (empty, notes.parent):  # folders the user had, and what is in them, are left alone
+        assert run(["train", "--data", missing, "--out", str(out)], capsys)[0] == 2
+    assert empty.is_dir() and notes.read_text() == "keep"

@@ -1,0 +1,82 @@
+"""A render of some parts of the training set's plan (`avpenet synth --parts val`) holds subjects the
+checkpoint trained or validated on, though its labels.csv, so its digest, differs from the training set's:
+evaluate and calibrate recognise it by the plan both record (DIR/plan.json, the run's config "data.plan")
+and use the checkpoint's split, as for the training set itself. Without a recorded plan (checkpoints and sets
+made before it was recorded, such as the committed reference) the digest alone decides, as before."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+
+from avpenet import data, evaluate
+from cli.main import main
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_run, tmp_path_factory):
+    """{part: a render of only that part's subjects of tiny_set's plan (seed 5, 8 subjects, 40 clips)}."""
+    from avpenet.synth import dataset
+
+    split = data.read_split(tiny_run[0] / data.SPLIT_FILE)
+    out = {}
+    for part in ("val", "test"):
+        out[part] = tmp_path_factory.mktemp(part) / "synth"
+        dataset.generate(
+            out[part], seed=5, n_subjects=8, n_clips=40, workers=1, progress=False, subjects=split[part]
+        )
+    return out
+
+
+def _choose(run_dir, config, data_dir):
+    args = argparse.Namespace(data=data_dir, checkpoint=run_dir, split=None)
+    return evaluate.choose_subjects(args, config, data.read_labels(data_dir))
+
+
+def test_evaluate_takes_a_partial_render_of_the_training_plan_as_seen(tiny_run, tiny_set, parts, tmp_path):
+    run_dir, config = tiny_run
+    split = data.read_split(run_dir / data.SPLIT_FILE)
+    plan = data.read_plan(parts["val"])
+    assert plan == data.read_plan(tiny_set) == config["data"]["plan"] and plan["n_clips"] == 40
+    assert data.labels_digest(parts["val"]) != config["data"]["labels_sha256"]
+    for part in ("val", "test"):
+        subjects, source = _choose(run_dir, config, parts[part])
+        assert subjects == split["test"] and "a render of the plan it was trained on (seed 5" in source
+    args = argparse.Namespace(data=parts["val"], checkpoint=run_dir, split=None, quiet=True)
+    with pytest.raises(SystemExit, match="no clips of the test subjects"):  # validation: not held out
+        evaluate.evaluate(args)
+
+    # no plan on either side: the digest decides, as before plans were recorded
+    unplanned = {**config, "data": {k: v for k, v in config["data"].items() if k != "plan"}}
+    old_set = shutil.copytree(parts["val"], tmp_path / "old", ignore=shutil.ignore_patterns(data.PLAN_FILE))
+    for cfg, folder in ((unplanned, parts["val"]), (config, old_set)):
+        subjects, source = _choose(run_dir, cfg, folder)
+        assert subjects == sorted(split["val"]) and "no split.json" in source
+    assert not data.same_subjects(plan, {**plan, "seed": 6})
+    assert data.same_subjects(plan, {**plan, "n_clips": 9})  # other clips of the same subjects
+
+
+def test_calibrate_refuses_to_add_a_partial_render_of_the_training_plan(tiny_run, tiny_set, parts, tmp_path):
+    run_dir, _ = tiny_run
+    out = tmp_path / "x"
+    args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(out), "--quiet"]
+    with pytest.raises(SystemExit, match="is a render of the plan of the --data set.*training or test"):
+        main([*args, "--split", str(run_dir / data.SPLIT_FILE), "--add", str(parts["test"])])
+    assert not out.exists()
+
+
+def test_calibrate_on_a_render_of_the_validation_part_uses_the_runs_split(tiny_run, parts, tmp_path):
+    run_dir, config = tiny_run
+    out = tmp_path / "cal"
+    args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(parts["val"]), "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    new = json.loads((out / "config.json").read_text())
+    record = new["interval_calibration"]
+    assert record["split"] == str(run_dir / data.SPLIT_FILE)
+    assert record["val_subjects"] == sorted(data.read_split(run_dir / data.SPLIT_FILE)["val"])
+    # the same validation clips as the training run's, so the same scale; the plan stays with the run
+    assert new["interval_scale"] == pytest.approx(config["interval_scale"], rel=1e-5)
+    assert new["data"]["plan"] == config["data"]["plan"]
