@@ -1,7 +1,9 @@
 """Writes the manifests that embed another file of the repo, so there is one source for each config.
 
-- `base/gateway-rayservice.yaml`: `templates/gateway-rayservice.yaml` with `serveConfigV2` set to the text of
-  `preprocess_service/serve_config.yaml` (kustomize cannot inline a file into a string field).
+- `base/gateway-rayservice.yaml`: `templates/gateway-rayservice.yaml` with `serveConfigV2` set to the cluster
+  variant of `preprocess_service/serve_config.yaml`: that file with `templates/serve-cluster-overrides.yaml`
+  applied, its `${name}` values computed from the worker pod spec (kustomize can neither inline a file into a
+  string field nor compute; the local file stays sized for one 2-core box).
 - `base/prometheusrule.yaml`: a `PrometheusRule` whose `spec.groups` are the groups of
   `monitoring/rules/avpenet-alerts.yml`, the rule file promtool tests.
 - `base/grafana-dashboard.yaml`: a ConfigMap carrying `monitoring/grafana/avpenet-serve.json` with the label
@@ -14,8 +16,13 @@ Run `python k8s/generate.py` after changing any source; `--check` exits 1 when a
 from __future__ import annotations
 
 import argparse
+import copy
+import math
+import re
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,6 +32,7 @@ SERVE_CONFIG = ROOT / "preprocess_service" / "serve_config.yaml"
 ALERT_RULES = ROOT / "monitoring" / "rules" / "avpenet-alerts.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana" / "avpenet-serve.json"
 RAYSERVICE_TEMPLATE = K8S / "templates" / "gateway-rayservice.yaml"
+CLUSTER_OVERRIDES = K8S / "templates" / "serve-cluster-overrides.yaml"
 RAYSERVICE = K8S / "base" / "gateway-rayservice.yaml"
 PROMETHEUS_RULE = K8S / "base" / "prometheusrule.yaml"
 DASHBOARD_CONFIGMAP = K8S / "base" / "grafana-dashboard.yaml"
@@ -57,14 +65,165 @@ def _dump(document: dict, sources: str) -> str:
     )
 
 
-def rayservice_text(serve_config: Path = SERVE_CONFIG) -> str:
-    """The RayService manifest with serveConfigV2 = the Serve config file's exact text."""
+# --- the cluster variant of the Serve config ---
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+def _named(items: list[dict], name: str, what: str) -> dict:
+    found = [item for item in items if item.get("name") == name]
+    if len(found) != 1:
+        raise ValueError(f"cluster overrides: no single {what} named {name!r} in the Serve config")
+    return found[0]
+
+
+def _merge(base: dict, overrides: Mapping[str, Any]) -> None:
+    """`overrides` into `base`, in place: mappings merge key by key, any other value replaces."""
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _cpus(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def worker_group(rayservice: Mapping[str, Any]) -> dict:
+    groups = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    if len(groups) != 1:
+        raise ValueError(f"the cluster overrides size replicas for one worker group, found {len(groups)}")
+    return groups[0]
+
+
+def ray_cpus(group: Mapping[str, Any]) -> int:
+    """The CPUs Ray gets on a pod of `group`, as KubeRay starts it and Ray's autoscaler plans with them:
+    the group's `resources.cpu`, else rayStartParams num-cpus, else the Ray container's CPU limit, else its
+    request, rounded up (none at all: Ray would count the node's cores, so that is refused)."""
+    group_cpu = {k.lower(): v for k, v in (group.get("resources") or {}).items()}.get("cpu")
+    if group_cpu is not None:
+        return math.ceil(_cpus(group_cpu))
+    if "num-cpus" in (group.get("rayStartParams") or {}):
+        return math.ceil(_cpus(group["rayStartParams"]["num-cpus"]))
+    resources = group["template"]["spec"]["containers"][0].get("resources", {})
+    for kind in ("limits", "requests"):
+        if "cpu" in resources.get(kind, {}):
+            return math.ceil(_cpus(resources[kind]["cpu"]))
+    raise ValueError(f"worker group {group.get('groupName')!r}: no CPU request, limit or num-cpus")
+
+
+def features_threads(app: Mapping[str, Any], group: Mapping[str, Any]) -> int:
+    """limits.features_threads a FeatureExtractor of `app` runs on a `group` pod (AVPENET_* env included)."""
+    from preprocess_service.settings import GatewaySettings
+
+    container = group["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return GatewaySettings.load(app.get("args") or {}, environ=env).limits.features_threads
+
+
+def cluster_quantities(app: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, int]:
+    """What each `${name}` of the overrides stands for (serve-cluster-overrides.yaml says why), from the
+    worker pod spec and the app with its literal overrides applied; ValueError when a pod holds no
+    FeatureExtractor."""
+    gateway = _named(app["deployments"], "Gateway", "deployment")
+    gateway_cpus = gateway.get("ray_actor_options", {}).get("num_cpus")
+    gateways_per_pod = gateway.get("max_replicas_per_node")
+    if not all(isinstance(v, int | float) and v > 0 for v in (gateway_cpus, gateways_per_pod)):
+        raise ValueError("cluster overrides: Gateway needs numbers for num_cpus and max_replicas_per_node")
+    threads = features_threads(app, group)
+    pod_cpus = ray_cpus(group)
+    extractors_per_pod = int((pod_cpus - gateway_cpus * gateways_per_pod) // threads)
+    if extractors_per_pod < 1:
+        raise ValueError(
+            f"a {pod_cpus}-CPU worker pod holding {gateways_per_pod} Gateway(s) of {gateway_cpus} CPU has no "
+            f"room for a FeatureExtractor of {threads} CPUs (limits.features_threads): raise the pod's CPU"
+        )
+    pods_max = group["maxReplicas"]
+    return {
+        "features_threads": threads,
+        "worker_pods_min": group["minReplicas"],
+        "extractors_per_pod": extractors_per_pod,
+        "extractors_max": pods_max * extractors_per_pod,
+        "gateways_max": pods_max * gateways_per_pod,
+    }
+
+
+def _resolve(node: Any, values: Mapping[str, int]) -> Any:
+    if isinstance(node, dict):
+        return {key: _resolve(value, values) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve(value, values) for value in node]
+    if isinstance(node, str) and (match := _PLACEHOLDER.fullmatch(node)):
+        if match[1] not in values:
+            raise ValueError(f"cluster overrides: unknown {node}; known: {', '.join(sorted(values))}")
+        return values[match[1]]
+    return node
+
+
+def cluster_serve_config(
+    serve_config: Path, overrides: Path, rayservice: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Serve config with the overrides applied for the RayService's worker group, nothing else."""
+    from preprocess_service.serve_config import check_timeouts
+
+    config = yaml.safe_load(serve_config.read_text())
+    spec = yaml.safe_load(overrides.read_text()) or {}
+    if set(spec) - {"applications"}:
+        raise ValueError(f"cluster overrides: only `applications` is supported, not {sorted(set(spec))}")
+    group = worker_group(rayservice)
+    for name, app_spec in (spec.get("applications") or {}).items():
+        app = _named(config["applications"], name, "application")
+        for dep_name, dep_spec in (app_spec.get("deployments") or {}).items():
+            _merge(_named(app["deployments"], dep_name, "deployment"), dep_spec)
+        _merge(app, {key: value for key, value in app_spec.items() if key != "deployments"})
+        app.update(_resolve(app, cluster_quantities(app, group)))
+    check_timeouts(config)
+    return config
+
+
+def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, value) of every scalar; lists of named items (applications, deployments) by name."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list) and node and all(isinstance(i, dict) and "name" in i for i in node):
+        for item in node:
+            yield from _leaves({k: v for k, v in item.items() if k != "name"}, f"{path}[{item['name']}]")
+    else:
+        yield path, node
+
+
+def cluster_serve_config_text(serve_config: Path, overrides: Path, rayservice: Mapping[str, Any]) -> str:
+    """The cluster variant as YAML, headed by every value that differs from the local file (for review)."""
+    before = dict(_leaves(yaml.safe_load(serve_config.read_text())))
+    config = cluster_serve_config(serve_config, overrides, rayservice)
+    changed = [
+        f"#   {path}: {before.get(path, '(unset)')} -> {value}\n"
+        for path, value in _leaves(config)
+        if path not in before or before[path] != value
+    ]
+    header = (
+        "# GENERATED by `python k8s/generate.py`: preprocess_service/serve_config.yaml (sized for one\n"
+        "# 2-core box) with k8s/templates/serve-cluster-overrides.yaml applied for this RayService's worker\n"
+        "# pods (why each value: that file). Changed:\n"
+    )
+    return header + "".join(changed) + yaml.safe_dump(config, sort_keys=False, width=110, allow_unicode=True)
+
+
+def rayservice_text(serve_config: Path = SERVE_CONFIG, overrides: Path | None = None) -> str:
+    """The RayService manifest with serveConfigV2 = the cluster variant of the Serve config."""
     document = yaml.safe_load(RAYSERVICE_TEMPLATE.read_text())
-    document["spec"]["serveConfigV2"] = serve_config.read_text()
+    document["spec"]["serveConfigV2"] = cluster_serve_config_text(
+        serve_config, overrides or CLUSTER_OVERRIDES, document
+    )
     comments = "".join(
         line + "\n" for line in RAYSERVICE_TEMPLATE.read_text().splitlines() if line.startswith("#")
     )
-    sources = "k8s/templates/gateway-rayservice.yaml + preprocess_service/serve_config.yaml"
+    sources = (
+        "k8s/templates/gateway-rayservice.yaml + preprocess_service/serve_config.yaml"
+        " + k8s/templates/serve-cluster-overrides.yaml"
+    )
     return comments + _dump(document, sources)
 
 

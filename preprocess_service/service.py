@@ -40,6 +40,11 @@ def media_digest(part: MediaPart) -> str:
     return part.sha256[:16]
 
 
+def has_video(request: ScoreRequest) -> bool:
+    """A `clip` (MP4 with sound) or a `video` part: the FeatureExtractor's path, face tracking included."""
+    return request.clip is not None or request.video is not None
+
+
 class ScoringService:
     def __init__(self, settings: GatewaySettings, extractor: Extractor | None = None) -> None:
         self.settings = settings
@@ -91,8 +96,7 @@ class ScoringService:
         """Video goes to the injected extractor (the FeatureExtractor deployment: face tracking is the CPU
         hog, scaled apart). Light uploads (audio, landmarks) are decoded here on a worker thread: for them
         the hop (pickling the upload, a Ray round trip, another replica's queue) costs more than decoding."""
-        video = request.clip is not None or request.video is not None
-        return self.extractor if video else self._extract_in_thread
+        return self.extractor if has_video(request) else self._extract_in_thread
 
     async def _extract_in_thread(
         self, request: ScoreRequest, carrier: Mapping[str, str], media_s: float = 0.0, timeout_s: float = 0.0
@@ -193,7 +197,8 @@ class ScoringService:
         recorded = fhir.parse_recorded_at(request.recorded_at) if request.recorded_at else None
         response = response.model_copy(update={"clip_sha256": clip_sha256(request), "recorded_at": recorded})
 
-        self.metrics.observe_stages(timings, protocol)
+        kind = telemetry.request_kind(has_video(request), extracted.n_windows)
+        self.metrics.observe_stages(timings, protocol, kind)
         self.metrics.clip_seconds.labels(protocol).inc(extracted.duration_s)
         self.metrics.windows.labels(protocol).inc(extracted.n_windows)
         self.metrics.scores.labels(result.model_version).observe(response.score)

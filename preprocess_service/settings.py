@@ -1,8 +1,8 @@
 """Typed gateway settings: code defaults < Serve config `args` (YAML) < `AVPENET_*` environment variables.
 
-The Serve config (serve_config.yaml, embedded verbatim by the k8s RayService) carries per-environment values;
-the environment carries what operators inject per pod (Triton address, secrets paths). Unknown keys are
-errors, so a typo in YAML fails the deploy instead of silently using a default.
+The Serve config (serve_config.yaml, embedded by the k8s RayService with cluster replica sizes) carries
+per-environment values; the environment carries what operators inject per pod (Triton address, secrets
+paths). Unknown keys are errors, so a typo in YAML fails the deploy instead of silently using a default.
 """
 
 from __future__ import annotations

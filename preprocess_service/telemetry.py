@@ -18,8 +18,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from avpenet import contract
 
 STAGES = ("queue", "decode", "features", "triton", "total")  # queue: a video's wait for admission
+# What was scored, as the stage histogram's `kind` label: latency differs by an order of magnitude between
+# them, so one p99 over all would hide a slow light request under video and long clips (the alert rules set
+# a threshold per kind). `video`: a clip or video part (FeatureExtractor: admission, decode, face tracking);
+# `light`: audio and/or landmarks only, decoded in the gateway. `_long`: more than LONG_WINDOWS windows.
+KINDS = ("light", "light_long", "video", "video_long")
+# 20 windows (a 22-s clip): past it the Triton call's default deadline (10 s) scales per window (0.5 s each);
+# bedside requests (3 s: 1 window, 10 s: 8) stay below, the minute's clip (58 windows) is above.
+LONG_WINDOWS = 20
 REQUESTS = "avpenet_gateway_requests"  # counter (exposed as *_total): route, protocol, status
-STAGE_SECONDS = "avpenet_gateway_stage_seconds"  # histogram: stage, protocol
+STAGE_SECONDS = "avpenet_gateway_stage_seconds"  # histogram: stage, protocol, kind (KINDS)
 CLIP_SECONDS = "avpenet_gateway_clip_seconds"  # counter: media seconds scored, protocol
 WINDOWS = "avpenet_gateway_windows"  # counter: 3 s windows sent to Triton
 IN_FLIGHT = "avpenet_gateway_in_flight_requests"  # gauge
@@ -37,8 +45,9 @@ METRIC_NAMES = (
     VIDEO_ADMIT_SHARE,
 )
 
-# Latency buckets from 5 ms (a landmarks file) to 30 s (a long video on a busy CPU).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Latency buckets from 5 ms (a landmarks file) to 60 s (the proxies' request_timeout_s: nothing is answered
+# later), so a p99 past the 30-s threshold of long videos reads as such instead of capping at 30 (+Inf).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SCORE_BUCKETS = tuple(float(b) for b in range(int(contract.SCORE_MIN) + 1, int(contract.SCORE_MAX) + 1))
 
 
@@ -50,7 +59,11 @@ class Metrics:
         r = self.registry
         self.requests = Counter(REQUESTS, "Requests answered", ("route", "protocol", "status"), registry=r)
         self.stage_seconds = Histogram(
-            STAGE_SECONDS, "Latency per stage", ("stage", "protocol"), buckets=LATENCY_BUCKETS, registry=r
+            STAGE_SECONDS,
+            "Latency per stage and request kind",
+            ("stage", "protocol", "kind"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.clip_seconds = Counter(CLIP_SECONDS, "Seconds of media scored", ("protocol",), registry=r)
         self.windows = Counter(WINDOWS, "3 s windows scored", ("protocol",), registry=r)
@@ -73,15 +86,23 @@ class Metrics:
         )
         for stage in STAGES:  # series exist from the start, so dashboards and alerts see zeros, not gaps
             for protocol in ("http", "grpc"):
-                self.stage_seconds.labels(stage, protocol)
+                for kind in KINDS:
+                    self.stage_seconds.labels(stage, protocol, kind)
 
-    def observe_stages(self, timings_ms: Mapping[str, float], protocol: str) -> None:
+    def observe_stages(self, timings_ms: Mapping[str, float], protocol: str, kind: str) -> None:
+        if kind not in KINDS:  # a bounded label: an unknown value is a bug, not a new series
+            raise ValueError(f"request kind {kind!r} is not one of {KINDS}")
         for stage, ms in timings_ms.items():
             if stage in STAGES:
-                self.stage_seconds.labels(stage, protocol).observe(ms / 1000.0)
+                self.stage_seconds.labels(stage, protocol, kind).observe(ms / 1000.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def request_kind(video: bool, windows: int) -> str:
+    """The `kind` label of a scored request (KINDS): what it sent and how many windows it carried."""
+    return ("video" if video else "light") + ("_long" if windows > LONG_WINDOWS else "")
 
 
 # --- tracing ------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.alert_rules import latency_thresholds_s
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "avpenet-serve.json"
@@ -160,3 +161,21 @@ def test_every_metric_the_dashboard_reads_is_exported(triton_server) -> None:
     assert missing == set(), f"the dashboard reads series nothing exports: {sorted(missing)}"
     library = _triton_library()
     assert all(name.encode() in library for name in GPU_ONLY & used)
+
+
+def test_latency_stat_colours_each_request_kind_at_its_alert_threshold() -> None:
+    """The p99 stat shows one value per kind, each red past the latency alert's threshold for that kind."""
+    record = "avpenet:gateway_latency_p99_seconds:rate5m"
+    (panel,) = [p for p in _dashboard()["panels"] if any(t["expr"] == record for t in p.get("targets", []))]
+    assert [t["legendFormat"] for t in panel["targets"]] == ["{{kind}}"]
+    red = {
+        o["matcher"]["options"]: o["properties"][0]["value"]["steps"][-1]["value"]
+        for o in panel["fieldConfig"]["overrides"]
+    }
+    (alert,) = [
+        r
+        for g in yaml.safe_load(RULES.read_text())["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "AvpenetP99LatencyHigh"
+    ]
+    assert red == latency_thresholds_s(alert["expr"])

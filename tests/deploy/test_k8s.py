@@ -1,7 +1,8 @@
 """Offline validation of k8s/: every overlay renders, every object validates against its upstream schema
 (k8s/validate.py: kubernetes-validate strict for built-in kinds, KubeRay's CRD for the RayService, the
-prometheus-operator and cert-manager models for their kinds), the gateway's serveConfigV2 IS the local Serve
-config, and names cross-refer. Security and exposure checks: tests/deploy/test_k8s_security.py.
+prometheus-operator and cert-manager models for their kinds), the gateway's serveConfigV2 is the local Serve
+config but for its deployments' sizing (that: tests/deploy/test_serve_cluster.py), and names cross-refer.
+Security and exposure checks: tests/deploy/test_k8s_security.py.
 
 No API server can run in CI, so each check uses the best offline authority: those schemas, Ray Serve's own
 config schema for serveConfigV2, promtool for the alert rules.
@@ -181,13 +182,20 @@ def test_rayservice_pod_templates_validate_as_kubernetes_pods(overlay) -> None:
 
 
 # --- the gateway's Serve config ---
-def test_serve_config_v2_is_the_local_serve_config_and_valid(overlay) -> None:
+def test_serve_config_v2_is_the_local_serve_config_but_for_sizing_and_valid(overlay) -> None:
+    """Proxies, app args and import path ARE the local file's; only the deployments' sizing differs."""
     _, docs = overlay
-    embedded = _one(docs, "RayService")["spec"]["serveConfigV2"]
-    assert embedded == generate.SERVE_CONFIG.read_text()
+    text = _one(docs, "RayService")["spec"]["serveConfigV2"]
+    embedded, local = yaml.safe_load(text), yaml.safe_load(generate.SERVE_CONFIG.read_text())
+    sizing = [d for app in embedded["applications"] for d in app["deployments"]]
+    assert sizing != [d for app in local["applications"] for d in app["deployments"]], "no cluster variant"
+    for config in (embedded, local):
+        for app in config["applications"]:
+            app["deployments"] = [d["name"] for d in app["deployments"]]
+    assert embedded == local
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate(yaml.safe_load(embedded))
+    config = ServeDeploySchema.model_validate(yaml.safe_load(text))
     for app in config.applications:
         module = (
             app.import_path.rsplit(":", 1)[0] if ":" in app.import_path else app.import_path.rsplit(".", 1)[0]
@@ -338,7 +346,7 @@ def test_only_the_gateway_reaches_triton(overlay) -> None:
     policy = _one(docs, "NetworkPolicy", "triton-ingress")
     triton = _one(docs, "Deployment", "triton")["spec"]["template"]["metadata"]["labels"]
     assert _matches(policy["spec"]["podSelector"]["matchLabels"], triton)
-    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("egress")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]  # egress: test_k8s_security.py (traces)
     assert not [r for r in policy["spec"]["ingress"] if "http" in {p["port"] for p in r["ports"]}]
     inference_rules = [r for r in policy["spec"]["ingress"] if "grpc" in {p["port"] for p in r["ports"]}]
     (rule,) = inference_rules

@@ -1,8 +1,9 @@
 """What k8s/ exposes and to whom, checked on the rendered overlays: TLS at the ingress and to Triton, only the
 scoring API routed from outside, NetworkPolicies that let only the parties that must talk reach the Ray pods
-(the dashboard, which is also Ray's job-submission API, only from the KubeRay operator), the API token only
-in the autoscaler, a PDB that keeps a gateway worker serving, kube-prometheus-stack's labels, GPU scheduling,
-and comments that name files which exist. Schema validity: tests/deploy/test_k8s.py.
+(the dashboard, which is also Ray's job-submission API, only from the KubeRay operator), only traces leaving
+Triton, the API token only in the autoscaler, a PDB that keeps a gateway worker serving,
+kube-prometheus-stack's labels, GPU scheduling, and comments that name files which exist. Schema validity:
+tests/deploy/test_k8s.py.
 """
 
 from __future__ import annotations
@@ -202,6 +203,49 @@ def test_ray_pods_reach_only_triton_dns_and_each_other(docs) -> None:
     assert selected == ["head"], "only the head (autoscaler) talks to the Kubernetes API"
     deny = _one(docs, "NetworkPolicy", "default-deny")
     assert deny["spec"]["podSelector"] == {} and set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+COLLECTOR = {"app.kubernetes.io/name": "opentelemetry-collector"}  # the collector Helm chart's pod label
+KUBE_DNS = {"k8s-app": "kube-dns"}
+
+
+def _egress_peers(policy: Doc) -> list[tuple[str, dict[str, str], set[tuple[object, str]]]]:
+    """(peer namespace, peer pod labels, {(port, protocol)}) for every peer of every egress rule."""
+    out = []
+    for rule in policy["spec"].get("egress", []):
+        ports = {(p["port"], p.get("protocol", "TCP")) for p in rule.get("ports", [])}
+        for peer in rule.get("to", []):
+            namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+            labels = peer.get("podSelector", {}).get("matchLabels", {})
+            out.append((namespace.get("kubernetes.io/metadata.name", "avpenet"), labels, ports))
+    return out
+
+
+def test_traces_and_their_dns_are_the_only_way_out_of_triton(docs) -> None:
+    """Triton's `--trace-config` exporter posts OTLP/HTTP (4318) to a collector by name: that port on the
+    collector's pods and DNS on kube-dns, nothing else (no other port, no whole namespace, no IP block)."""
+    policy = _one(docs, "NetworkPolicy", "triton-ingress")
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    for rule in policy["spec"]["egress"]:
+        assert rule.get("to") and rule.get("ports"), "an egress rule without peers or ports opens too much"
+    assert sorted(_egress_peers(policy), key=str) == sorted(
+        [
+            ("monitoring", COLLECTOR, {(4318, "TCP")}),
+            ("kube-system", KUBE_DNS, {(53, "UDP"), (53, "TCP")}),
+        ],
+        key=str,
+    )
+
+
+def test_gateway_traces_reach_only_the_collector(docs) -> None:
+    """The gateway's OTLP exporter (gRPC 4317 or HTTP 4318, OTEL_EXPORTER_OTLP_*) reaches the same collector
+    pods as Triton's, not every pod of `monitoring`; the gateway's DNS rule serves its collector name too."""
+    peers = _egress_peers(_one(docs, "NetworkPolicy", "gateway-pods"))
+    otlp = [(ns, labels) for ns, labels, ports in peers if {p for p, _ in ports} & {4317, 4318}]
+    assert otlp == [("monitoring", COLLECTOR)]
+    (ports,) = [ports for _, labels, ports in peers if labels == COLLECTOR]
+    assert ports == {(4317, "TCP"), (4318, "TCP")}
+    assert ("kube-system", KUBE_DNS, {(53, "UDP"), (53, "TCP")}) in peers
 
 
 def test_ray_requires_its_auth_token(docs) -> None:

@@ -18,6 +18,7 @@ RULE_TESTS = MONITORING / "rules" / "avpenet-alerts.test.yml"
 ALERTS = {
     "AvpenetTritonNotReady",
     "AvpenetTritonPodDown",
+    "AvpenetGatewayMetricsAbsent",
     "AvpenetHighErrorRatio",
     "AvpenetP99LatencyHigh",
     "AvpenetTritonQueueTimeHigh",
@@ -39,6 +40,14 @@ def test_rules_pass_promtool_check() -> None:
     rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules if "alert" in r} == ALERTS
     assert all(r.get("annotations", {}).get("runbook") for r in rules if "alert" in r)
+
+
+def test_every_runbook_anchor_exists() -> None:
+    """Each alert's `runbook` names a file and an anchor (`<a id="...">`) that is there."""
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    for rule in rules:
+        path, anchor = rule["annotations"]["runbook"].split("#")
+        assert f'<a id="{anchor}"></a>' in (ROOT / path).read_text(), (rule["alert"], anchor)
 
 
 def test_rule_unit_tests_pass() -> None:
@@ -75,6 +84,7 @@ def test_gateway_metric_names_in_rules_are_the_gateways() -> None:
     text = RULES.read_text()
     assert f"{telemetry.REQUESTS}_total" in text
     assert f"{telemetry.STAGE_SECONDS}_bucket" in text
+    assert f"absent({telemetry.IN_FLIGHT}{{" in text  # the series every replica always exports
     assert "total" in telemetry.STAGES
 
 

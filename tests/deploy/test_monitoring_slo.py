@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from support.alert_rules import latency_thresholds_s
 
 from loadtests import clips
 from loadtests import run as loadtest
+from preprocess_service import telemetry
 
 RULES = Path(__file__).resolve().parents[2] / "monitoring" / "rules" / "avpenet-alerts.yml"
 
@@ -18,16 +20,43 @@ def _alert(name: str) -> dict:
 
 
 def test_slos_equal_alert_thresholds() -> None:
-    assert _alert("AvpenetP99LatencyHigh")["expr"].endswith(f"> {loadtest.SLO_P99_MS / 1000:g}")
+    thresholds = latency_thresholds_s(_alert("AvpenetP99LatencyHigh")["expr"])
+    assert set(thresholds) == set(telemetry.KINDS), "every request kind has its latency threshold"
+    assert thresholds == {kind: ms / 1000 for kind, ms in loadtest.SLO_P99_MS.items()}
     assert _alert("AvpenetHighErrorRatio")["expr"].endswith(f"> {loadtest.SLO_ERROR_RATIO:g}")
 
 
+def test_locust_rows_map_to_the_gateways_request_kinds() -> None:
+    kinds = {name: loadtest.gateway_kind(f"grpc {name}") for name in clips.KINDS}
+    assert kinds == {
+        "av_3s": "video",
+        "av_10s": "video",  # 8 windows
+        "audio_3s": "light",
+        "audio_30s": "light_long",  # 28 windows
+        "landmarks_3s": "light",
+        "landmarks_60s": "light_long",  # 58 windows
+    }
+    assert loadtest.gateway_kind("Aggregated") is None
+
+
 def test_verdict_passes_and_fails() -> None:
-    ok = loadtest.Row("ALL", 1000, 5, 100, 300, 1500, 20)
-    assert loadtest.verdict(ok) == []
-    assert "p99" in loadtest.verdict(loadtest.Row("ALL", 1000, 0, 100, 300, 2500, 20))[0]
-    assert "error ratio" in loadtest.verdict(loadtest.Row("ALL", 1000, 11, 100, 300, 1500, 20))[0]
-    assert loadtest.verdict(loadtest.Row("ALL", 0, 0, 0, 0, 0, 0)) == ["no request completed"]
+    def row(name: str, p99_ms: float, failures: int = 0) -> loadtest.Row:
+        return loadtest.Row(name, 500, failures, 100, 300, p99_ms, 10)
+
+    def rows(*requests: loadtest.Row) -> list[loadtest.Row]:
+        total = loadtest.Row("ALL", sum(r.requests for r in requests), sum(r.failures for r in requests),
+                             100, 300, max(r.p99_ms for r in requests), 20)  # fmt: skip
+        return [*requests, total]
+
+    light, video = "http landmarks_3s", "http av_3s"
+    ok = rows(row(light, 1500, failures=5), row(video, 8000))
+    assert loadtest.verdict(ok) == []  # an 8-s video is within its kind's 10 s, a 1.5-s light within 2 s
+    slow_light = rows(row(light, 2500), row(video, 1))
+    assert loadtest.verdict(slow_light) == ["http landmarks_3s (light) p99 2500 ms > 2000 ms"]
+    assert loadtest.verdict(rows(row(video, 12000))) == ["http av_3s (video) p99 12000 ms > 10000 ms"]
+    assert "p99 8000 ms > 5000 ms" in loadtest.verdict(ok, p99_ms=5000)[0]  # one bound for all (soak)
+    assert "error ratio" in loadtest.verdict(rows(row(light, 1500, failures=11)))[0]
+    assert loadtest.verdict([loadtest.Row("ALL", 0, 0, 0, 0, 0, 0)]) == ["no request completed"]
 
 
 def test_read_stats_parses_locust_csv(tmp_path: Path) -> None:

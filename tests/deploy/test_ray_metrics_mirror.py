@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_prometheus import Prometheus  # tests/deploy/test_prometheus.py: Debian's prometheus on loopback
+from support.prometheus import Prometheus  # Debian's prometheus on loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 PODMONITOR = ROOT / "k8s" / "base" / "podmonitors.yaml"
@@ -48,7 +48,7 @@ def _score_one(http_url: str) -> None:
 
 
 def test_each_replica_exports_its_gateway_metrics_through_rays_port(gateway_stack, tmp_path: Path) -> None:
-    from preprocess_service.telemetry import REQUESTS
+    from preprocess_service.telemetry import IN_FLIGHT, REQUESTS
 
     _score_one(gateway_stack.http_url)
     port = _rays_metrics_port()
@@ -73,6 +73,8 @@ def test_each_replica_exports_its_gateway_metrics_through_rays_port(gateway_stac
     with Prometheus(config, tmp_path) as prometheus:
         series = prometheus.wait_for(f'{REQUESTS}_total{{job="avpenet-gateway", status="200"}}')
         assert all(s["metric"]["deployment"] == "Gateway" and s["metric"]["replica"] for s in series)
+        # what AvpenetGatewayMetricsAbsent watches: a series each replica exports with or without requests
+        assert prometheus.wait_for(f'{IN_FLIGHT}{{job="avpenet-gateway", deployment="Gateway"}}')
         assert prometheus.wait_for('ray_serve_num_http_requests_total{job="ray"}')
         leftover = prometheus.api("query", query='count({__name__=~"ray_avpenet_.*"})')["result"]
         assert leftover == [], "every mirrored series is renamed back"

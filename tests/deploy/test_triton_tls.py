@@ -6,7 +6,6 @@ environment the RayService sets. A throwaway CA stands in for cert-manager's (tm
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import sys
 from pathlib import Path
@@ -14,9 +13,8 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from support.pki import certificate, pem
 
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY
@@ -31,37 +29,12 @@ from render import render  # noqa: E402  (k8s/render.py is a script, not a packa
 pytestmark = pytest.mark.integration
 
 
-def _certificate(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, san=None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(obj) -> bytes:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _pki(directory: Path) -> dict[str, Path]:
     """A CA, Triton's leaf for the loopback address it binds, and an unrelated CA; what the Secret holds."""
     ca_key, other_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _certificate("test-ca", ca_key, "test-ca", ca_key, ca=True)
-    other = _certificate("other-ca", other_key, "other-ca", other_key, ca=True)
-    leaf = _certificate(
+    ca = certificate("test-ca", ca_key, "test-ca", ca_key, ca=True)
+    other = certificate("other-ca", other_key, "other-ca", other_key, ca=True)
+    leaf = certificate(
         "triton",
         leaf_key,
         "test-ca",
@@ -69,7 +42,7 @@ def _pki(directory: Path) -> dict[str, Path]:
         ca=False,
         san=[x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")],
     )
-    files = {"ca.crt": _pem(ca), "tls.crt": _pem(leaf), "tls.key": _pem(leaf_key), "other.crt": _pem(other)}
+    files = {"ca.crt": pem(ca), "tls.crt": pem(leaf), "tls.key": pem(leaf_key), "other.crt": pem(other)}
     for name, data in files.items():
         (directory / name).write_bytes(data)
     return {name: directory / name for name in files}

@@ -57,11 +57,13 @@ TRITON_AFTER = TRITON_TEMPLATE.format(
 
 
 def gateway_text(requests: int) -> str:
-    """The real gateway histogram after `requests` answers of 2 ms decode, 120 ms triton, 150 ms total."""
+    """The real gateway histogram after `requests` answers of 2 ms decode, 120 ms triton, 150 ms total,
+    spread over both protocols and every request kind (the histogram's `kind` label)."""
     metrics = telemetry.Metrics()
     for i in range(requests):
         protocol = "grpc" if i % 4 == 0 else "http"
-        metrics.observe_stages({"decode": 2.0, "triton": 120.0, "total": 150.0}, protocol)
+        kind = telemetry.KINDS[i % len(telemetry.KINDS)]
+        metrics.observe_stages({"decode": 2.0, "triton": 120.0, "total": 150.0}, protocol, kind)
     return metrics.exposition().decode()
 
 
@@ -85,7 +87,7 @@ def test_triton_counters_become_per_request_queue_compute_and_busy_share():
     assert "nv_gpu_utilization" not in json.dumps(delta)
 
 
-def test_gateway_histogram_becomes_mean_ms_per_stage_over_both_protocols():
+def test_gateway_histogram_becomes_mean_ms_per_stage_over_protocols_and_kinds():
     means = stagetime.gateway_means_ms(window())
     assert means == pytest.approx({"decode": 2.0, "triton": 120.0, "total": 150.0})  # features: none
 
@@ -169,7 +171,7 @@ def test_the_video_admission_share_is_read_as_a_level_not_diffed():
         metrics = telemetry.Metrics()
         metrics.video_admit_share.set(share)
         for _ in range(requests):
-            metrics.observe_stages({"total": 150.0}, "http")
+            metrics.observe_stages({"total": 150.0}, "http", "video")
         return stagetime.parse(metrics.exposition().decode())
 
     before, after = exposition(0.8, 10), exposition(0.45, 50)
