@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -153,6 +153,7 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         echo_log: bool = False,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if model_control not in ("none", "explicit", "poll"):
             raise ValueError(f"model_control must be none, explicit or poll; got {model_control!r}")
@@ -165,6 +166,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.echo_log = echo_log
         self.ready_timeout_s = ready_timeout_s
+        self.env = dict(env or {})  # over this process's environment at every start (e.g. a private TMPDIR)
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
@@ -251,7 +253,7 @@ class TritonServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=stub_environment(),
+            env=stub_environment({**os.environ, **self.env}),
             cwd=self._workdir,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton in order
             preexec_fn=_die_with_parent,

@@ -4,12 +4,18 @@ repository) and ONE gateway stack (`gateway_stack`: real Ray Serve in front of t
 Starting Triton costs seconds and hundreds of MB on a 2-core box, so every test that needs it shares this
 one (loopback, free ports). Tests that must change the repository or load/unload models start their own
 `ensemble.server.TritonServer` on a copy instead, never on this one.
+
+Both write their temp files into `stack_tmpdir` (TMPDIR of Triton, its stubs and every Ray process), a folder
+no other process on the machine uses, so a test can tell exactly what the stack put on disk.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.gateway import API_KEY, MllpEngine
@@ -19,9 +25,17 @@ from ensemble.server import TritonServer
 
 
 @pytest.fixture(scope="session")
-def triton_server() -> Iterator[TritonServer]:
+def stack_tmpdir() -> Iterator[Path]:
+    """The session stack's private TMPDIR (short: Python's multiprocessing puts sockets in it)."""
+    folder = Path(tempfile.mkdtemp(prefix="avpenet-stack-tmp-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def triton_server(stack_tmpdir) -> Iterator[TritonServer]:
     """The running server; use `.grpc_url` / `.http_url` (host:port for tritonclient) and `.metrics_url`."""
-    with TritonServer(repo=DEFAULT_REPOSITORY) as server:
+    with TritonServer(repo=DEFAULT_REPOSITORY, env={"TMPDIR": str(stack_tmpdir)}) as server:
         yield server
 
 
@@ -43,9 +57,10 @@ def mllp_engine() -> Iterator[MllpEngine]:
 
 
 @pytest.fixture(scope="session")
-def gateway_stack(triton_server, mllp_engine) -> Iterator:
+def gateway_stack(triton_server, mllp_engine, stack_tmpdir) -> Iterator:
     """Ray Serve running serve_config.yaml against the session's Triton; API keys required (gRPC is on);
-    HL7 v2 delivery goes to the loopback MLLP listener `mllp_engine`."""
+    HL7 v2 delivery goes to the loopback MLLP listener `mllp_engine`; TMPDIR `stack_tmpdir` for every Ray
+    process (set only while Ray starts them, so this process and other tests' subprocesses keep their own)."""
     from preprocess_service.stack import LocalStack
 
     args = {
@@ -55,5 +70,12 @@ def gateway_stack(triton_server, mllp_engine) -> Iterator:
         "hl7_mllp_target": mllp_engine.target,
         "hl7_mllp_retries": 1,
     }
-    with LocalStack(triton=triton_server, api_keys=[API_KEY], args=args) as stack:
+    stack = LocalStack(triton=triton_server, api_keys=[API_KEY], args=args)
+    tempfile.gettempdir()  # cached first: Ray's own session folder stays in the machine's temp dir
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TMPDIR", str(stack_tmpdir))
+        stack.start()  # Ray's processes (and the workers its raylet starts later) inherit TMPDIR
+    try:
         yield stack
+    finally:
+        stack.stop()

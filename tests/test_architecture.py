@@ -135,3 +135,39 @@ def test_modules_and_functions_stay_small() -> None:
                 if length > FUNCTION_LINES and f"{name}:{node.name}" not in KNOWN_LONG:
                     problems.append(f"{name}:{node.lineno} {node.name}() is {length} lines")
     assert not problems, "\n".join(problems)
+
+
+TESTS = ROOT / "tests"
+# Test modules that still import another test module, each in a folder whose owner is reworking it; remove an
+# entry when what it imports has moved to tests/support/ (the check fails while an entry is stale).
+KNOWN_TEST_IMPORTS: set[str] = set()  # "tests/x/test_a.py imports test_b" while a move is pending
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every module name an import in `path` could load: `a.b` for `import a.b`, `a` and `a.x` for `from a
+    import x` (x may be a module), `x` for `from . import x`."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names |= {base} | {f"{base}.{alias.name}".lstrip(".") for alias in node.names}
+    return names - {""}
+
+
+def test_test_modules_import_only_support_code() -> None:
+    """Helpers two test modules share live in tests/support/ (or a folder's helper package such as
+    tests/reliability/corpus/), never in a test module: importing one ties a test to another's file, runs its
+    module code again under a second name, and breaks when pytest's import mode or rootdir changes."""
+    test_modules = {p.stem for p in TESTS.rglob("test_*.py")}
+    found = {
+        f"{path.relative_to(ROOT)} imports {last}"
+        for path in sorted(TESTS.rglob("*.py"))
+        for name in _imported_names(path)
+        if (last := name.rsplit(".", 1)[-1]) in test_modules
+    }
+    new = sorted(found - KNOWN_TEST_IMPORTS)
+    assert not new, "test modules import test modules (share through tests/support/):\n" + "\n".join(new)
+    stale = sorted(KNOWN_TEST_IMPORTS - found)
+    assert not stale, f"fixed, so remove from KNOWN_TEST_IMPORTS: {stale}"

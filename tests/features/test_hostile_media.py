@@ -29,6 +29,7 @@ from support.hostile_media import (
     with_rate,
 )
 from support.hostile_media import float_wav as wav
+from support.processes import receiving_udp_sockets
 
 from avpenet import contract
 from avpenet.errors import InputError, TooLarge, UndecodableMedia, UnsupportedMedia
@@ -100,23 +101,20 @@ def test_an_mp3_whose_rate_and_layout_change_part_way_is_decoded_whole():
 
 
 # --- FFmpeg: no probing, no protocols ----------------------------------------------------------------------
-def _udp_sockets() -> int:
-    """Receiving UDP sockets (no peer), what FFmpeg's RTP demuxer binds; a connected one (a DNS lookup or an
-    address probe by another thread of this process, e.g. the session's Ray driver) is not FFmpeg's."""
-    return sum(1 for c in psutil.Process().net_connections(kind="udp") if not c.raddr)
-
-
 @pytest.mark.parametrize("name", sorted(SDP_PROBES))
 def test_sdp_behind_magic_bytes_opens_no_socket_and_fails_fast(name):
+    # Receiving sockets only: a connected one (a DNS lookup or an address probe by another thread of this
+    # process, e.g. the session's Ray driver) is not FFmpeg's.
+    me = [psutil.Process()]
     seen: list[int] = []
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            seen.append(_udp_sockets())
+            seen.append(receiving_udp_sockets(me))
             time.sleep(0.005)
 
-    before = _udp_sockets()
+    before = receiving_udp_sockets(me)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:

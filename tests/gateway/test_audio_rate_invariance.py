@@ -12,9 +12,8 @@ import io
 
 import numpy as np
 import pytest
-import requests
 import soundfile as sf
-from support.gateway import API_KEY
+from support.gateway import API_KEY, audio_score
 
 from avpenet import contract
 from preprocess_service.client import score_grpc
@@ -49,24 +48,12 @@ def tone_wav(rate: int, subtype: str, channels: int) -> bytes:
     return buf.getvalue()
 
 
-def http_score(url: str, wav: bytes) -> float:
-    response = requests.post(
-        f"{url}/v1/score",
-        files={"audio": ("tone.wav", wav)},
-        data={"age_group": "adult"},
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text[:300]
-    return float(response.json()["score"])
-
-
 def test_every_accepted_rate_and_format_scores_the_same(gateway_stack):
     scores = {}
     for rate, subtype, channels in FORMATS:
         wav = tone_wav(rate, subtype, channels)
         assert len(wav) < 4_000_000  # the session stack takes 4 MiB per request
-        scores[rate, subtype, channels, "http"] = http_score(gateway_stack.http_url, wav)
+        scores[rate, subtype, channels, "http"] = audio_score(gateway_stack, wav)
         request = ScoreRequest(audio=MediaPart(data=wav, filename="tone.wav"), age_group="adult")
         scores[rate, subtype, channels, "grpc"] = score_grpc(
             gateway_stack.grpc_target, request, api_key=API_KEY

@@ -1,7 +1,8 @@
 """The Gateway's hop to the FeatureExtractor is bounded: a replica that is dead, restarting or saturated is
 a 503 + Retry-After (UNAVAILABLE over gRPC) at `features_timeout_s` (longer for long clips); the abandoned
 Serve request is cancelled, also when the caller goes away.
-A fake handle stands in for Ray's DeploymentHandle; the real kill is in tests/reliability/test_faults.py."""
+A fake handle (tests/support/fake_extractor.py) stands in for Ray's DeploymentHandle; the real kill is in
+tests/reliability/test_faults.py."""
 
 from __future__ import annotations
 
@@ -10,39 +11,12 @@ import time
 
 import pytest
 from ray.exceptions import ActorDiedError
+from support.fake_extractor import FakeHandle, FakeResponse
 
 from avpenet.errors import InputError
 from preprocess_service.deployments import extract_remotely
 from preprocess_service.errors import FeaturesUnavailable, status_of
 from preprocess_service.settings import GatewaySettings
-
-
-class FakeResponse:
-    def __init__(self, outcome: object, delay_s: float = 0.0) -> None:
-        self.outcome, self.delay_s, self.cancelled = outcome, delay_s, False
-
-    def __await__(self):
-        return self._wait().__await__()
-
-    async def _wait(self) -> object:
-        await asyncio.sleep(self.delay_s)
-        if isinstance(self.outcome, type) and issubclass(self.outcome, BaseException):
-            raise self.outcome()
-        return self.outcome
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeHandle:
-    def __init__(self, response: FakeResponse) -> None:
-        self.response = response
-        self.extract = self
-
-    def remote(self, request: object, carrier: dict, deadline: float) -> FakeResponse:
-        self.deadline = deadline
-        return self.response
-
 
 SETTINGS = GatewaySettings.load({"features_timeout_s": 0.05, "grpc_enabled": False}, {})
 

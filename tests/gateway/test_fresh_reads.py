@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.event_loop import settle
 
 from preprocess_service.pinning import FreshReads
 
@@ -31,11 +32,6 @@ class Reads:
         if serial in self.fail:
             raise RuntimeError(f"read {serial} failed")
         return serial
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def read_in_flight(fresh: FreshReads, late: int) -> tuple[asyncio.Task, list[asyncio.Task]]:

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
-from support.gateway import API_KEY, audio_and_landmarks, av_request, mp4_bytes
+from support.gateway import API_KEY, audio_and_landmarks, av_request, mp4_bytes, post_score
 
 from avpenet import contract
 from ensemble.client import infer_inputs
@@ -77,12 +77,6 @@ class TestScoring:
         assert result.modality_weights.audio > result.modality_weights.visual
 
 
-def post(stack, files=None, data=None, headers=None, key=API_KEY, **kw):
-    hdrs = {"Authorization": f"Bearer {key}"} if key else {}
-    hdrs.update(headers or {})
-    return requests.post(f"{stack.http_url}/v1/score", files=files, data=data, headers=hdrs, timeout=60, **kw)
-
-
 class TestErrors:
     @pytest.mark.parametrize(
         ("case", "status"),
@@ -111,7 +105,7 @@ class TestErrors:
             data = None
         elif case == "too_large":
             files = {"audio": ("big.wav", b"RIFF" + bytes(5 * 1024 * 1024))}  # limit in the fixture: 4 MiB
-        reply = post(gateway_stack, files=files, data=data, **extra)
+        reply = post_score(gateway_stack, files=files, data=data, **extra)
         assert reply.status_code == status, reply.text
         body = reply.json()
         assert body["detail"] and body["request_id"] == reply.headers["x-request-id"]  # Ray Serve's id
@@ -121,7 +115,7 @@ class TestErrors:
         from support import testmedia
 
         silent_video = testmedia.video_bytes(testmedia.noise_frames(20), 10)  # no audio track, no face
-        reply = post(gateway_stack, files={"video": ("v.mp4", silent_video)})
+        reply = post_score(gateway_stack, files={"video": ("v.mp4", silent_video)})
         assert reply.status_code == 422 and reply.json()["error"] == "NothingToScore"
 
     def test_grpc_codes_match_http(self, gateway_stack):
@@ -139,7 +133,7 @@ class TestAuth:
     @pytest.mark.parametrize("key", [None, "wrong-key"])
     def test_http_rejects_missing_or_wrong_key(self, gateway_stack, key):
         wav, _ = audio_and_landmarks()
-        reply = post(gateway_stack, files={"audio": ("a.wav", wav)}, key=key)
+        reply = post_score(gateway_stack, files={"audio": ("a.wav", wav)}, key=key)
         assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
         models = requests.get(
             f"{gateway_stack.http_url}/v1/models", headers={"Authorization": f"Bearer {key}"} if key else {}
@@ -196,5 +190,7 @@ class TestOperations:
         # The gateway's /metrics is per replica; one replica here sees both protocols.
         assert 'avpenet_gateway_requests_total{protocol="http",route="/v1/score",status="200"}' in text
         assert 'avpenet_gateway_requests_total{protocol="grpc",route="Score",status="OK"}' in text
-        assert 'avpenet_gateway_stage_seconds_count{protocol="grpc",stage="triton"}' in text
+        light = 'avpenet_gateway_stage_seconds_count{kind="light",protocol="grpc",stage="triton"} '
+        (count,) = [float(line.removeprefix(light)) for line in text.splitlines() if line.startswith(light)]
+        assert count >= 1  # the 5-s audio + landmarks request, filed under its kind
         assert 'avpenet_gateway_score_count{model_version="1"}' in text

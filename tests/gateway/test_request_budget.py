@@ -12,9 +12,8 @@ import socket
 import time
 
 import pytest
-from support.gateway import mp4_bytes, wav_bytes
-from test_extractor_deadline import FakeHandle, FakeResponse
-from test_gateway import post
+from support.fake_extractor import FakeHandle, FakeResponse
+from support.gateway import mp4_bytes, post_score, wav_bytes
 
 from preprocess_service import mllp, serve_config
 from preprocess_service.budget import RequestBudget
@@ -181,11 +180,12 @@ def test_through_the_real_proxy_a_spent_budget_is_a_503_with_its_reason_and_the_
     """Ray's own per-request header reaches the budget: 3.2 s less the 3-s margin leaves 0.2 s, spent before
     the first stage boundary; the same upload without it, or with 0 (no limit), is scored."""
     files = {"clip": ("v.mp4", mp4_bytes(3.0))} if part == "video" else {"audio": ("a.wav", wav_bytes(3.0))}
-    spent = post(gateway_stack, files=files, headers={"x-request-timeout-seconds": "3.2"})
+    spent = post_score(gateway_stack, files=files, headers={"x-request-timeout-seconds": "3.2"})
     assert spent.status_code == 503, spent.text
     assert spent.json()["error"] == "BudgetSpent" and stage in spent.json()["detail"]
     assert "proxy ends it at 3 s, as its x-request-timeout-seconds header asks" in spent.json()["detail"]
     assert int(spent.headers["Retry-After"]) >= 1
-    assert post(gateway_stack, files=files).status_code == 200
-    unbounded = post(gateway_stack, files=files, headers={"x-request-timeout-seconds": "0"})  # Ray: no limit
+    assert post_score(gateway_stack, files=files).status_code == 200
+    no_limit = {"x-request-timeout-seconds": "0"}  # Ray: no limit
+    unbounded = post_score(gateway_stack, files=files, headers=no_limit)
     assert unbounded.status_code == 200, unbounded.text

@@ -19,6 +19,8 @@ import psutil
 import pytest
 import requests
 from support.gateway import API_KEY
+from support.processes import descendants
+from support.stream_events import kinds
 
 from avpenet.features import audio, tracker
 from avpenet.features.track import FaceTrack
@@ -47,10 +49,6 @@ def looped(name: str, times: int = 3) -> Recording:
     frames = list(tracker.iter_video_frames(data))
     n = len(frames) * 1600  # audio cut to the frames' length, so loops stay aligned
     return Recording(wave=np.tile(wave[:n], times), frames=frames * times)
-
-
-def kinds(events: list[dict], kind: str) -> list[dict]:
-    return [e for e in events if e["type"] == kind]
 
 
 def run(coro):
@@ -158,14 +156,12 @@ def _rss_mb() -> dict[str, float]:
     the process's own memory; RSS also counts the pages of Ray's shared object store the messages went
     through (a preallocated arena, not growth)."""
     uss = rss = 0
-    for p in psutil.Process().children(recursive=True):
+    for p, _ in descendants("Gateway", "ProxyActor"):
         try:
-            title = " ".join(p.cmdline())
-            if "Gateway" in title or "ProxyActor" in title:
-                info = p.memory_full_info()
-                uss, rss = uss + info.uss, rss + info.rss
+            info = p.memory_full_info()
         except psutil.Error:  # a worker that just exited
             continue
+        uss, rss = uss + info.uss, rss + info.rss
     return {"uss": uss / 2**20, "rss": rss / 2**20}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.stream_events import kinds
 
 from avpenet import contract
 from avpenet.features import audio, windows
@@ -176,10 +177,6 @@ def run(scores, config: StreamConfig, handling=()) -> list[dict]:
         w = Window(i, float(i), i + 3.0, s, max(s - 1, 0), min(s + 1, 10), contract.level_of(s), 0.5, 0.5)
         events += mon.feed(w)
     return events
-
-
-def kinds(events, kind):
-    return [e for e in events if e["type"] == kind]
 
 
 def test_sustained_pain_alerts_once_and_clears():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.event_loop import settle
 from support.gateway import mp4_bytes, wav_bytes
 from support.testmedia import noise_frames, video_bytes
 
@@ -46,11 +47,6 @@ class Holder:
             self.started.append(self.name)
             await self.release.wait()
         return waited_s
-
-
-async def settle() -> None:
-    for _ in range(5):  # let every ready task run; ordering by the event loop, not by time
-        await asyncio.sleep(0)
 
 
 def test_clips_beyond_the_budget_wait_their_turn_first_in_first_out():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_bench import make_cell, make_report  # tests/loadtests/test_bench.py (rootdir-relative import)
+from support.bench_reports import make_cell, make_report
 
 from loadtests import benchreport as br
 from loadtests import clips

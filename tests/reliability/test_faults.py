@@ -15,7 +15,6 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,9 +23,11 @@ import grpc
 import pytest
 import requests
 from corpus import Case, Upload
-from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample, serve_replicas
+from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample
 from corpus.wire import CTYPE, valid_clip
 from support.gateway import API_KEY, face_track, wav_bytes
+from support.polling import wait_until
+from support.processes import serve_replicas
 
 from preprocess_service import telemetry
 
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.integration
 FAST_S = 2.0  # a refusal (429, 503, deadline) must come back within this
 DOWN_S = 5.0  # a request while Triton is down: the client's UNAVAILABLE retries add ~0.7 s of backoff
 RECOVER_S = 90.0  # Serve restarts a replica / the gateway reconnects to Triton within this
+RECOVERING = (requests.RequestException, grpc.RpcError)  # refused calls while it does: "not yet"
 
 
 @functools.cache
@@ -55,19 +57,6 @@ def score_http(stack, timeout: float = 30.0, body: tuple[bytes, bytes] | None = 
 
 def score_grpc(channel, timeout: float = 30.0, body: tuple[bytes, bytes] | None = None) -> Answer:
     return grpc_call(channel, (body or valid_clip(seconds=8.0))[1], key=API_KEY, timeout=timeout)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.5) -> float:
-    """Seconds until predicate() held; fails the test after `timeout`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except (requests.RequestException, grpc.RpcError):
-            pass
-        time.sleep(step)
-    pytest.fail(f"not recovered within {timeout:.0f} s")
 
 
 def scores_ok(stack) -> bool:
@@ -209,13 +198,15 @@ def test_killed_feature_replica_fails_cleanly_and_recovers(gateway_stack):
             os.kill(proc.pid, signal.SIGKILL)
         t_kill = time.monotonic()
         assert scores_ok(gateway_stack), "audio + landmarks need no FeatureExtractor and must keep scoring"
-        recovered = wait_until(lambda: score_http(gateway_stack, body=video).status == 200, RECOVER_S)
+        recovered = wait_until(lambda: score_http(gateway_stack, body=video).status == 200, RECOVER_S,
+                               "video scoring after the kill", ignoring=RECOVERING)  # fmt: skip
     # 429: video admission (the extractor's measured rate) may refuse up front while the replica is replaced
     allowed = {200, "OK", 429, "RESOURCE_EXHAUSTED", 500, 503, "INTERNAL", "UNAVAILABLE"}
     assert {a.status for _, _, a in load.records} <= allowed, {a.status for _, _, a in load.records}
     after = [a for t, _, a in load.records if t > t_kill]
     assert after and max(a.seconds for a in after) < 30.0, "a request hung on the dead replica"
-    wait_until(lambda: bool(serve_replicas("FeatureExtractor")), RECOVER_S)  # Serve starts a new replica
+    wait_until(lambda: bool(serve_replicas("FeatureExtractor")), RECOVER_S, "a new FeatureExtractor replica",
+               ignoring=RECOVERING)  # fmt: skip
     print(f"feature replica killed: video scored again after {recovered:.1f} s")
 
 
@@ -230,7 +221,7 @@ def restart_on_same_ports(server, repo=None, model_control: str | None = None) -
     repo = server.repo if repo is None else repo
     model_control = server.model_control if model_control is None else model_control
     server.stop()  # drains, or reaps a killed process group, and removes its work dir
-    server.__init__(repo, model_control=model_control, **ports)
+    server.__init__(repo, model_control=model_control, env=server.env, **ports)  # env: its private TMPDIR
     server.start()
 
 
@@ -255,7 +246,8 @@ def test_triton_killed_under_load_gives_fast_503_then_recovers(gateway_stack, tr
     assert max(a.seconds for _, a in down) < DOWN_S
     assert {p for p, _ in down} == {"http", "grpc"}
     restart_on_same_ports(triton_server)
-    recovered = wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200, RECOVER_S)
+    recovered = wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200, RECOVER_S,
+                           "gateway ready after Triton's restart", ignoring=RECOVERING)  # fmt: skip
     assert scores_ok(gateway_stack)  # no gateway restart: it reconnected by itself
     print(f"Triton back: gateway ready again {recovered:.1f} s after Triton's restart")
 
@@ -283,7 +275,7 @@ def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack
     original = triton_server.repo
     restart_on_same_ports(triton_server, repo=repo, model_control="explicit")
     try:
-        wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
+        wait_until(lambda: scores_ok(gateway_stack), RECOVER_S, "scoring on fusion N", ignoring=RECOVERING)
         before = http_post(gateway_stack.http_url, valid_clip(seconds=8.0)[0], CTYPE, key=API_KEY)
         import tritonclient.grpc as grpcclient
 
@@ -292,14 +284,16 @@ def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack
             time.sleep(1.0)
             export.export_repository(model, repo, {"kind": "in-memory", "note": "swap test"}, keep=3)
             client.load_model(contract.FUSION.name)
-            wait_until(lambda: client.is_model_ready(contract.FUSION.name, str(old + 1)), 60, step=0.1)
+            new_ready = lambda: client.is_model_ready(contract.FUSION.name, str(old + 1))
+            wait_until(new_ready, 60, "fusion N+1 ready", step_s=0.1, ignoring=RECOVERING)
             swapped = len(load.records)
-            wait_until(lambda: len(load.records) >= swapped + 3, 60, step=0.1)  # traffic after the swap
+            wait_until(lambda: len(load.records) >= swapped + 3, 60, "traffic after the swap", step_s=0.1,
+                       ignoring=RECOVERING)  # fmt: skip
         client.close()
         after = http_post(gateway_stack.http_url, valid_clip(seconds=8.0)[0], CTYPE, key=API_KEY)
     finally:
         restart_on_same_ports(triton_server, repo=original, model_control="none")
-        wait_until(lambda: scores_ok(gateway_stack), RECOVER_S)
+        wait_until(lambda: scores_ok(gateway_stack), RECOVER_S, "scoring restored", ignoring=RECOVERING)
     statuses = [a.status for _, _, a in load.records]
     assert set(statuses) <= {200, "OK"}, statuses
     assert swapped >= 2 and len(load.records) > swapped + 2, "too little traffic around the swap"

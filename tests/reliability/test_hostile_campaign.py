@@ -21,6 +21,7 @@ import pytest
 from corpus.harness import GRPC_OPTIONS, grpc_call, http_post
 from corpus.wire import CTYPE, valid_clip
 from support.gateway import API_KEY
+from support.processes import descendants, rss_mb
 
 from preprocess_service.settings import Limits
 
@@ -31,19 +32,15 @@ GROWTH = 0.20  # allowed RSS growth over the warm figure, per process
 SLACK_MB = 16.0
 LIMITS = Limits(max_upload_bytes=4 * 1024 * 1024, max_duration_s=20, max_in_flight=8)  # = the fixture's
 CASES = [c for c in corpus.build(LIMITS) if c.http_status != 200]  # hostile ones only
+STACK_TITLES = ("ServeReplica:avpenet:Gateway", "ServeReplica:avpenet:FeatureExtractor", "ProxyActor")
 
 
 def stack_processes(triton_pid: int) -> dict[str, psutil.Process]:
     """name -> process for the Serve replicas, the proxy, tritonserver and its stubs."""
     out: dict[str, psutil.Process] = {}
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            title = " ".join(proc.cmdline())
-        except psutil.Error:
-            continue
-        for kind in ("ServeReplica:avpenet:Gateway", "ServeReplica:avpenet:FeatureExtractor", "ProxyActor"):
-            if kind in title:
-                out[f"{kind.rsplit(':', 1)[-1]}-{proc.pid}"] = proc
+    for proc, title in descendants(*STACK_TITLES):
+        kind = next(k for k in STACK_TITLES if k in title)
+        out[f"{kind.rsplit(':', 1)[-1]}-{proc.pid}"] = proc
     triton = psutil.Process(triton_pid)
     out[f"tritonserver-{triton_pid}"] = triton
     for stub in triton.children():
@@ -51,8 +48,11 @@ def stack_processes(triton_pid: int) -> dict[str, psutil.Process]:
     return out
 
 
-def rss_mb(procs: dict[str, psutil.Process]) -> dict[str, float]:
-    return {name: p.memory_info().rss / 2**20 for name, p in procs.items()}
+def rss_by_name(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    """MiB per process; one that ended (a crash the campaign caused) fails the test."""
+    ended = sorted(name for name, proc in procs.items() if not proc.is_running())
+    assert not ended, f"processes ended during the campaign: {ended}"
+    return {name: rss_mb([proc]) for name, proc in procs.items()}
 
 
 def send(case, protocol: str, stack, channel) -> str | int:
@@ -78,7 +78,7 @@ def test_hostile_campaign_leaves_scores_and_memory_as_they_were(gateway_stack, t
         score = control_score(gateway_stack)
         gc.collect()
         procs = stack_processes(triton_server.pid)
-        warm = rss_mb(procs)
+        warm = rss_by_name(procs)
 
         start = time.monotonic()
         unexpected = []
@@ -92,7 +92,7 @@ def test_hostile_campaign_leaves_scores_and_memory_as_they_were(gateway_stack, t
     finally:
         channel.close()
     time.sleep(3.0)  # replicas finish their worker threads and free their buffers
-    after = rss_mb(procs)
+    after = rss_by_name(procs)
     assert not unexpected, unexpected
     assert abs(control_score(gateway_stack) - score) < 1e-4, "the control clip scores differently"
     grown = {n: (warm[n], after[n]) for n in warm if after[n] > warm[n] * (1 + GROWTH) + SLACK_MB}

@@ -12,39 +12,14 @@ import time
 import psutil
 import pytest
 import requests
-from corpus.harness import rss_mb, serve_replicas
 from support import hostile_media as hm
-from support.gateway import API_KEY, wav_bytes
+from support.gateway import audio_score, post_score, wav_bytes
+from support.processes import receiving_udp_sockets, rss_mb, serve_replicas
 
 pytestmark = pytest.mark.integration
 
 ANSWER_BOUND_S = 5.0  # refusals take milliseconds; the SDP demuxer waited 20-30 s
 RSS_SLACK_MB = 150.0  # the forged tables cost FFmpeg 1.7 GB; allocator noise is tens of MB
-
-
-def post(url: str, part: str, name: str, data: bytes) -> requests.Response:
-    return requests.post(
-        f"{url}/v1/score",
-        files={part: (name, data)},
-        data={"age_group": "adult"},
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=60,
-    )
-
-
-def udp_sockets(procs: list[psutil.Process]) -> int:
-    """UDP sockets bound to receive from anyone (no peer): what FFmpeg's RTP demuxer opens for SDP text.
-
-    Connected UDP sockets (a DNS lookup, or a library finding the host's address) have a peer and are not
-    counted: on a CI machine some replica thread opened one while a refused upload ran.
-    """
-    count = 0
-    for proc in procs:
-        try:
-            count += sum(1 for c in proc.net_connections(kind="udp") if not c.raddr)
-        except psutil.Error:
-            continue
-    return count
 
 
 class Watch:
@@ -57,7 +32,7 @@ class Watch:
 
     def _run(self) -> None:
         while not self._done.is_set():
-            self.udp.append(udp_sockets(self.procs))
+            self.udp.append(receiving_udp_sockets(self.procs))
             self.rss.append(rss_mb(self.procs))
             time.sleep(0.01)
 
@@ -70,18 +45,19 @@ class Watch:
         self._thread.join()
 
 
-def control_score(url: str) -> float:
-    reply = post(url, "audio", "control.wav", wav_bytes(3.0, freq=500.0))
-    assert reply.status_code == 200, reply.text[:300]
-    return float(reply.json()["score"])
+def post(stack, part: str, name: str, data: bytes) -> requests.Response:
+    return post_score(stack, files={part: (name, data)}, data={"age_group": "adult"})
+
+
+def control_score(stack) -> float:
+    return audio_score(stack, wav_bytes(3.0, freq=500.0), "control.wav")
 
 
 def test_hostile_media_opens_no_socket_takes_no_memory_and_changes_nothing(gateway_stack):
-    url = gateway_stack.http_url
-    before_score = control_score(url)
+    before_score = control_score(gateway_stack)
     procs = serve_replicas()
     assert procs, "no Serve replica processes found"
-    udp_before, rss_before = udp_sockets(procs), rss_mb(procs)
+    udp_before, rss_before = receiving_udp_sockets(procs), rss_mb(procs)
     uploads = [
         ("audio", "probe.mp3", hm.SDP_PROBES["mp3_frame_header"], 422),
         ("audio", "probe.mp4", hm.SDP_PROBES["ftyp_prefix"], 422),
@@ -91,11 +67,11 @@ def test_hostile_media_opens_no_socket_takes_no_memory_and_changes_nothing(gatew
     for part, name, data, status in uploads:
         with Watch(procs) as watch:
             started = time.perf_counter()
-            reply = post(url, part, name, data)
+            reply = post(gateway_stack, part, name, data)
             seconds = time.perf_counter() - started
         assert reply.status_code == status, f"{name}: {reply.text[:300]}"
         assert seconds < ANSWER_BOUND_S, f"{name} took {seconds:.1f} s"
         assert max(watch.udp, default=udp_before) <= udp_before, f"{name}: a replica opened a UDP socket"
         grown = max(watch.rss, default=rss_before) - rss_before
         assert grown < RSS_SLACK_MB, f"{name}: replicas grew {grown:.0f} MB while it was refused"
-    assert control_score(url) == pytest.approx(before_score, abs=1e-4)
+    assert control_score(gateway_stack) == pytest.approx(before_score, abs=1e-4)

@@ -14,12 +14,12 @@ import time
 from urllib.parse import urlsplit
 
 import grpc
-import psutil
 import pytest
 import requests
 from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample
 from corpus.wire import CTYPE, valid_clip
 from support.gateway import API_KEY
+from support.processes import descendants, rss_mb
 
 from avpenet.v1 import scoring_pb2
 from preprocess_service import telemetry
@@ -126,9 +126,9 @@ def test_slow_uploads_hold_no_slot_and_are_ended_with_408(gateway_stack):
 
 # --- gRPC messages ------------------------------------------------------------------------------------------
 def proxy_rss_mb() -> float:
-    procs = [p for p in psutil.Process().children(recursive=True) if "ProxyActor" in " ".join(p.cmdline())]
+    procs = [proc for proc, _ in descendants("ProxyActor")]
     assert procs, "no Serve proxy process found"
-    return sum(p.memory_info().rss for p in procs) / 2**20
+    return rss_mb(procs)
 
 
 def test_oversized_grpc_message_is_refused_before_it_is_read(gateway_stack):

@@ -2,7 +2,7 @@
 
 A second stack runs in its own process (tests/reliability/corpus/secure_stack.py) with the repo's
 serve_config.yaml plus TLS settings, against a second real Triton whose gRPC endpoint only speaks TLS;
-certificates are made here with `cryptography`. The session's stack covers missing/wrong keys
+certificates are made here (tests/support/pki.py). The session's stack covers missing/wrong keys
 (tests/gateway/test_gateway.py); limits on bytes, duration, resolution and frames are corpus cases
 (tests/reliability/test_reliability_corpus.py); non-root containers are
 tests/deploy/test_k8s.py::test_every_pod_runs_non_root_without_capabilities.
@@ -10,8 +10,6 @@ tests/deploy/test_k8s.py::test_every_pod_runs_non_root_without_capabilities.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import select
@@ -25,6 +23,7 @@ import grpc
 import pytest
 import requests
 from corpus.harness import GRPC_OPTIONS, grpc_call
+from support.pki import self_signed
 
 from avpenet import contract
 from preprocess_service.settings import Limits
@@ -34,43 +33,6 @@ TESTS = Path(__file__).resolve().parents[1]  # tests/, for the `support` helpers
 START_S = 240.0
 KEY_A, KEY_B = "key-a-" + "a" * 26, "key-b-" + "b" * 26
 VALID = corpus.build(Limits())[0]
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for localhost / 127.0.0.1 and its key (PEM)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return certfile, keyfile
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ refused at once with 503 instead of waiting for Triton's deadline. Then `ensembl
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import grpc
@@ -20,6 +19,7 @@ from corpus.harness import GRPC_OPTIONS, http_post
 from corpus.wire import CTYPE, valid_clip
 from hung_triton import hang_triton, hung_repository
 from support.gateway import API_KEY
+from support.polling import wait_until
 
 from ensemble import DEFAULT_REPOSITORY
 
@@ -43,14 +43,6 @@ def restart_on(server, repo) -> None:
     server.restart(stop_timeout_s=0.0)  # SIGKILL: the test needs no drain, and a hung stub allows none
 
 
-def wait_for(predicate, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, what
-        time.sleep(0.5)
-    return time.monotonic() - start
-
-
 def test_hung_stub_turns_readiness_off_and_the_supervisor_heals_it(gateway_stack, triton_server, tmp_path):
     from grpc_health.v1 import health_pb2
 
@@ -61,23 +53,23 @@ def test_hung_stub_turns_readiness_off_and_the_supervisor_heals_it(gateway_stack
     body = valid_clip()[0]
     restart_on(triton_server, hung_repository(tmp_path))
     try:
-        wait_for(lambda: http_post(gateway_stack.http_url, body, CTYPE, key=API_KEY).status == 200, RECOVER_S,
-                 "the gateway does not score on the test repository")  # fmt: skip
+        scores = lambda: http_post(gateway_stack.http_url, body, CTYPE, key=API_KEY).status == 200
+        wait_until(scores, RECOVER_S, "the gateway does not score on the test repository")
         before = http_post(gateway_stack.http_url, body, CTYPE, key=API_KEY)
         assert readiness(gateway_stack) == serving
         hung_pid = triton_server.pid
 
         hang_triton(triton_server.grpc_url)
-        noticed = wait_for(lambda: readiness(gateway_stack) == not_serving, NOT_READY_S,
-                           "readiness still claims SERVING while a stub hangs")  # fmt: skip
+        noticed = wait_until(lambda: readiness(gateway_stack) == not_serving, NOT_READY_S,
+                             "readiness still claims SERVING while a stub hangs")  # fmt: skip
         assert triton_server.is_ready(), "Triton's own health API should still say ready (that is the point)"
         refused = http_post(gateway_stack.http_url, body, CTYPE, key=API_KEY, timeout=30)
         assert refused.status == 503 and refused.seconds < 2.0, (refused.status, refused.seconds)
         assert refused.headers["retry-after"]
 
         supervisor = TritonSupervisor(triton_server)
-        healed = wait_for(lambda: supervisor.check() and readiness(gateway_stack) == serving, RECOVER_S,
-                          "not healed")  # fmt: skip
+        healed = wait_until(lambda: supervisor.check() and readiness(gateway_stack) == serving, RECOVER_S,
+                            "not healed")  # fmt: skip
         assert supervisor.restarts == 1 and triton_server.pid != hung_pid
         after = http_post(gateway_stack.http_url, body, CTYPE, key=API_KEY)
         assert after.status == 200
@@ -85,4 +77,4 @@ def test_hung_stub_turns_readiness_off_and_the_supervisor_heals_it(gateway_stack
         print(f"hung stub: NOT_SERVING after {noticed:.1f} s; healed {healed:.1f} s after supervision began")
     finally:
         restart_on(triton_server, DEFAULT_REPOSITORY)
-        wait_for(lambda: readiness(gateway_stack) == serving, RECOVER_S, "session stack not restored")
+        wait_until(lambda: readiness(gateway_stack) == serving, RECOVER_S, "session stack not restored")

@@ -1,6 +1,6 @@
-"""What tests send to the session gateway (`gateway_stack` in tests/conftest.py): its API key and uploads
+"""What tests send to the session gateway (`gateway_stack` in tests/conftest.py): its API key, uploads
 built in memory with `support.testmedia` (a WAV tone, a face-track .npz shaped like tracker output, an MP4
-with sound)."""
+with sound) and the POST that carries them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
+import requests
 
 from avpenet import contract
 
@@ -75,6 +76,22 @@ def av_request(**fields) -> ScoreRequest:
         age_group="neonate",
         **fields,
     )
+
+
+def post_score(
+    stack, files=None, data=None, headers=None, key: str | None = API_KEY, **kw
+) -> requests.Response:
+    """POST a multipart upload to the stack's /v1/score with `key` as the bearer token (none when None)."""
+    hdrs = {"Authorization": f"Bearer {key}"} if key else {}
+    hdrs.update(headers or {})
+    return requests.post(f"{stack.http_url}/v1/score", files=files, data=data, headers=hdrs, timeout=60, **kw)
+
+
+def audio_score(stack, wav: bytes, filename: str = "tone.wav") -> float:
+    """An adult's score for one audio upload; anything but a 200 fails the test."""
+    reply = post_score(stack, files={"audio": (filename, wav)}, data={"age_group": "adult"})
+    assert reply.status_code == 200, reply.text[:300]
+    return float(reply.json()["score"])
 
 
 class MllpEngine:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from support.digests import tree_digest
 
 from avpenet import augment, contract
 from avpenet.features.track import FaceTrack
@@ -29,20 +29,12 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _digest(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
 class TestDeterminism:
     def test_same_seed_gives_identical_files_for_any_worker_count(self, small_set: Path, tmp_path: Path):
         again = tmp_path / "b"
         dataset.generate(again, seed=11, n_subjects=SMALL, workers=1, progress=False)
         assert (again / "labels.csv").read_bytes() == (small_set / "labels.csv").read_bytes()
-        assert _digest(again) == _digest(small_set)
+        assert tree_digest(again) == tree_digest(small_set)
 
     def test_different_seed_gives_different_labels(self, small_set: Path):
         other = {

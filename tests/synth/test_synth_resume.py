@@ -7,23 +7,15 @@ end byte-identical to the whole run, with no clip made twice, the subjects in th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from support.digests import tree_digest
 
 from avpenet.synth import dataset, progress
 
 SEED, SUBJECTS = 21, 3
-
-
-def _digest(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _generate(out: Path, **kw):
@@ -76,7 +68,7 @@ def test_pieces_and_a_killed_run_end_as_the_whole_run(whole, tmp_path, monkeypat
     rank = {s: k for k, s in enumerate(order)}
     subject_of = {p.clip_id: p.subject.subject_id for p in plans}
     assert [rank[subject_of[c]] for c in made] == sorted(rank[subject_of[c]] for c in made)
-    assert _digest(out) == _digest(whole)
+    assert tree_digest(out) == tree_digest(whole)
 
 
 def test_without_resume_every_clip_is_made_again(whole, tmp_path, monkeypatch):

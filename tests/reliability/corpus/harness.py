@@ -1,4 +1,4 @@
-"""Helpers the reliability, fault and security tests share: raw calls, stack processes, logs, temp files.
+"""Helpers the reliability, fault and security tests share: raw calls, metrics, logs, files written.
 
 Raw calls send the corpus's bytes as they are (no client library fixes them up) and return what came back
 with the elapsed time, so each test can bound latency as well as check the status.
@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import psutil
 import requests
 
 SCORE_METHOD = "/avpenet.v1.Scoring/Score"
@@ -67,31 +65,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-# --- the stack's processes ----------------------------------------------------------------------------------
-def serve_replicas(*names: str) -> list[psutil.Process]:
-    """This session's Ray Serve replica processes (optionally only some deployments), by process title."""
-    out = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            title = " ".join(proc.cmdline())
-        except psutil.Error:
-            continue
-        if "ServeReplica" in title and (not names or any(n in title for n in names)):
-            out.append(proc)
-    return out
-
-
-def rss_mb(procs: Iterable[psutil.Process]) -> float:
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
-
-
-# --- logs and temp files ------------------------------------------------------------------------------------
+# --- logs and files written ---------------------------------------------------------------------------------
 def log_files(ray_dir: str | os.PathLike) -> list[Path]:
     """Every log Ray and Serve wrote for the session (driver, raylet, workers, proxies, replicas)."""
     return [p for p in Path(ray_dir).rglob("*") if p.is_file() and (p.suffix in (".log", ".out", ".err"))]
@@ -112,22 +86,38 @@ def find_in_files(paths: Iterable[Path], needles: Iterable[bytes]) -> dict[str, 
     return hits
 
 
-def temp_listing(skip: Iterable[str | os.PathLike] = ()) -> set[Path]:
-    """Files under the temp dir (3 levels), leaving out trees that are expected to change (Ray's logs)."""
-    root = Path(tempfile.gettempdir())
+Stamps = dict[Path, tuple[int, int]]  # file -> (mtime in ns, size)
+NOT_SCANNED = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def stamps(root: str | os.PathLike, *, depth: int, skip: Iterable[str | os.PathLike] = ()) -> Stamps:
+    """The regular files under `root` (to `depth` levels) with their mtime and size, leaving out the trees in
+    `skip`, pytest's own folders and tool caches; a diff of two says what was written in between."""
     skipped = {Path(s).resolve() for s in skip}
-    return set(_walk(root, skipped, depth=3))
+    return dict(_walk(Path(root).resolve(), skipped, depth))
 
 
-def _walk(folder: Path, skipped: set[Path], depth: int) -> Iterator[Path]:
+def written(before: Stamps, after: Stamps) -> list[Path]:
+    """Files created or rewritten between two `stamps` of the same tree."""
+    return sorted(path for path, stamp in after.items() if before.get(path) != stamp)
+
+
+def _walk(folder: Path, skipped: set[Path], depth: int) -> Iterator[tuple[Path, tuple[int, int]]]:
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
     for entry in entries:
-        path = Path(entry.path)
-        if path.resolve() in skipped or entry.name.startswith("pytest-of-"):
+        if entry.name.startswith("pytest-of-") or entry.name in NOT_SCANNED:
             continue
-        yield path
-        if depth > 1 and entry.is_dir(follow_symlinks=False):
-            yield from _walk(path, skipped, depth - 1)
+        path = Path(entry.path)
+        if path in skipped:
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                yield path, (info.st_mtime_ns, info.st_size)
+            elif depth > 1 and entry.is_dir(follow_symlinks=False):
+                yield from _walk(path, skipped, depth - 1)
+        except OSError:  # gone, or another user's, while it was read
+            continue
