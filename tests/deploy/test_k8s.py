@@ -13,13 +13,13 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from support import k8s_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -28,17 +28,9 @@ GPU_OVERLAYS = ("gpu", "gpu-operator")
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"k8s_{name}", K8S / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load("render")
-generate = _load("generate")
-validate = _load("validate")
+render = k8s_scripts.load("render")
+generate = k8s_scripts.load("generate")
+validate = k8s_scripts.load("validate")
 K8S_VERSION = validate.K8S_VERSION
 
 

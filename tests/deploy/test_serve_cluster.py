@@ -8,7 +8,6 @@ cluster runs here, so whether the autoscaler really grows the group that far is 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import k8s_scripts
 
 from preprocess_service import serve_config
 from preprocess_service.settings import GatewaySettings
@@ -26,16 +26,8 @@ K8S = ROOT / "k8s"
 OVERLAYS = ("cpu", "gpu", "gpu-operator")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"k8s_{name}", K8S / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load("render")
-generate = _load("generate")
+render = k8s_scripts.load("render")
+generate = k8s_scripts.load("generate")
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
