@@ -94,8 +94,8 @@ def _split_path(checkpoint: Path, config: dict, data_dir: Path, split_path: Path
 
 
 def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) -> list[tuple[Path, str, list]]:
-    """(dir, labels digest, clips) of each added set; SystemExit for one sharing labels or a synthetic plan
-    (the same subjects, whatever parts were rendered) with the data or training."""
+    """(dir, labels digest, clips) of each added set; ValueError (exit 2) for an empty one or one sharing
+    labels or a synthetic plan (the same subjects, whatever parts were rendered) with the data or training."""
     trained = config.get("data") or {}
     known = [  # (labels digest, plan, what it is)
         (data.labels_digest(data_dir), data.read_plan(data_dir), f"the --data set {data_dir}"),
@@ -106,16 +106,18 @@ def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) ->
         _require_dataset("--add", fresh)
         digest, plan = data.labels_digest(fresh), data.read_plan(fresh)
         for other_digest, other_plan, name in known:
-            if digest == other_digest or data.same_subjects(plan, other_plan):
+            if digest == other_digest or data.same_subjects(
+                plan, other_plan or data.whole_render(plan, other_digest)
+            ):
                 same = "has the labels" if digest == other_digest else "is a render of the plan"
-                raise SystemExit(
-                    f"avpenet calibrate: --add {fresh} {same} of {name}, so it holds training or test "
+                raise ValueError(
+                    f"--add {fresh} {same} of {name}, so it holds training or test "
                     f"subjects; add a set made with another seed (avpenet synth --seed N)"
                 )
         known.append((digest, plan, f"--add {fresh}"))
         clips = data.load_clips(fresh, None, progress=not quiet)
         if not clips:
-            raise SystemExit(f"avpenet calibrate: --add {fresh} has no clips")
+            raise ValueError(f"--add {fresh} has no clips")
         sets.append((fresh, digest, clips))
     return sets
 
@@ -141,9 +143,7 @@ def recalibrate(
     modality = config.get("modality", "both")
     clips = data.load_clips(data_dir, split["val"], progress=not quiet)
     if not clips:
-        raise SystemExit(
-            f"avpenet calibrate: no clips of the validation subjects of {split_path} in {data_dir}"
-        )
+        raise ValueError(f"no clips of the validation subjects of {split_path} in {data_dir}")
     fresh = _fresh_sets(list(added or []), data_dir, config, quiet)
     groups = [clips, *(cl for _, _, cl in fresh)]  # 0: the validation clips, then each added set's
     inputs = [[restrict(dict(c.inputs), modality) for c in cl] for cl in groups]

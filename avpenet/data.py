@@ -175,7 +175,8 @@ def same_subjects(a: dict | None, b: dict | None) -> bool:
 def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Path, str] | None:
     """(the checkpoint's own split.json, why) when `data_dir` holds the subjects it was trained and validated
     on: the very data (same labels.csv digest) or another render of that data's plan (e.g. `avpenet synth
-    --parts val`); None for other data, or when either side records no plan and the digests differ."""
+    --parts val`; a checkpoint recording no plan is matched through `whole_render`); None for other data, and
+    for a set without plan.json whose digest differs."""
     own = Path(checkpoint) / SPLIT_FILE
     if not own.exists():
         return None
@@ -183,10 +184,24 @@ def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Pa
     if trained.get("labels_sha256") == labels_digest(data_dir):
         return own, "the data it was trained on"
     plan = read_plan(data_dir)
-    if plan is not None and same_subjects(trained.get("plan"), plan):
-        seed, n = plan["seed"], plan["n_subjects"]
-        return own, f"a render of the plan it was trained on (seed {seed}, {n} subjects)"
-    return None
+    if plan is None or not same_subjects(
+        trained.get("plan") or whole_render(plan, trained.get("labels_sha256")), plan
+    ):
+        return None
+    return own, f"a render of the plan it was trained on (seed {plan['seed']}, {plan['n_subjects']} subjects)"
+
+
+def whole_render(plan: dict | None, digest: str | None) -> dict | None:
+    """`plan` when `digest` is the labels.csv digest of a whole render of it: how data that records no plan
+    (a checkpoint trained before plan.json existed, as the committed reference) is matched to a part of it."""
+    from avpenet.synth.dataset import GENERATOR, full_labels_digest
+
+    if not plan or plan.get("generator") != GENERATOR or "render" not in plan or not digest:
+        return None
+    try:
+        return plan if full_labels_digest(plan) == digest else None
+    except (KeyError, TypeError, ValueError):  # a plan.json that names no plan this generator can make
+        return None
 
 
 def write_split(split: dict[str, list[str]], path: Path) -> None:

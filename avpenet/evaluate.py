@@ -216,7 +216,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
     subjects, split_source = choose_subjects(args, ckpt.config, rows)
     clips = data.load_clips(args.data, subjects, progress=not args.quiet)
     if not clips:
-        raise SystemExit(f"no clips of the test subjects in {args.data} (test subjects from {split_source})")
+        raise ValueError(f"no clips of the test subjects in {args.data} (test subjects from {split_source})")
     scores = np.array([c.score for c in clips])
     ages = np.array([c.age_group for c in clips])
     floor = label_noise_floor(args.data, clips)

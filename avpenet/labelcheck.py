@@ -109,7 +109,9 @@ def check_rows(path: Path, rows: list[dict[str, str]], fields: list[str]) -> Non
 
 
 def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None:
-    """A subject-independent split needs subjects for train, validation and test: say so when it cannot."""
+    """A subject-independent split needs subjects for train, validation and test: say so when it cannot.
+
+    A ValueError, as bad rows are: the data cannot serve the request, so the CLI exits 2 (a user error)."""
     empty = [part for part in ("train", "val", "test") if not split.get(part)]
     if not empty:
         return
@@ -117,7 +119,7 @@ def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None
     for r in rows:
         by_age.setdefault(r["age_group"], set()).add(r["subject_id"])
     counts = ", ".join(f"{age} {len(s)}" for age, s in sorted(by_age.items())) or "no rows"
-    raise SystemExit(
+    raise ValueError(
         f"too few subjects for a subject-independent split: no {' / '.join(empty)} subjects. "
         f"Each age group needs at least 3 subjects (one each for training, validation and test; "
         f"better 10 or more); labels.csv has {counts}. Add subjects or give --split split.json."

@@ -259,7 +259,7 @@ def _split_clips(args: argparse.Namespace) -> tuple[dict, list[data.Clip], list[
     train_clips = [c for c in clips if c.subject_id in train_set]
     val_clips = [c for c in clips if c.subject_id not in train_set]
     if not train_clips or not val_clips:
-        raise SystemExit(f"need training and validation clips; got {len(train_clips)} and {len(val_clips)}")
+        raise ValueError(f"need training and validation clips; got {len(train_clips)} and {len(val_clips)}")
     return split, train_clips, val_clips
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_int
 from ensemble import configs
 from ensemble.ort_chain import OrtChain
 
@@ -152,9 +155,14 @@ def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[st
     modality = ckpt.config.get("modality", "both")
     rows = data.read_labels(data_dir)
     args = argparse.Namespace(data=Path(data_dir), checkpoint=REFERENCE_DIR, split=None)
-    subjects, _ = choose_subjects(args, ckpt.config, rows)
+    subjects, source = choose_subjects(args, ckpt.config, rows)
     keep = set(subjects)
     picked = [r for row in rows if row["subject_id"] in keep and (r := path_row(row, "video")) is not None]
+    if not picked:  # numpy would say only "need at least one array to concatenate"
+        raise ValueError(
+            f"--evaluate {data_dir} has no video clips of the test subjects (from {source}): "
+            "give a rendered dataset (avpenet synth --render-video all)"
+        )
     clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
     inputs = [restrict(dict(c.inputs), modality) for c in clips]
     true = np.array([c.score for c in clips])
@@ -211,24 +219,37 @@ def parse_choice(text: str) -> dict[str, str]:
     chosen = {part: precision for part, _, precision in items}
     bad = {p: v for p, v in chosen.items() if v == "fp32" or v not in configs.PRECISIONS.get(p, ())}
     if not chosen or bad:
-        raise SystemExit(f"--choose: {bad or text!r}; choose part=precision from {configs.PRECISIONS}")
+        raise ValueError(f"--choose: {bad or text!r}; choose part=precision from {configs.PRECISIONS}")
     return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     from ensemble import DEFAULT_REPOSITORY
-    from ensemble.quantize import DEFAULT_CLIPS, calibration_windows
+    from ensemble.quantize import DEFAULT_CLIPS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--choose", required=True, help="part=precision,... e.g. audio_frontend=fp32-dft")
     parser.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--data", type=Path, required=True, help="AVPE-Synth dataset: the timed windows")
-    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="clips whose windows are timed")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating timing rounds")
+    parser.add_argument(
+        "--clips", type=positive_int, default=DEFAULT_CLIPS, help="clips whose windows are timed"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=ROUNDS, help="alternating timing rounds")
     parser.add_argument("--evaluate", type=Path, default=None, help="rendered dataset: video-path accuracy")
     parser.add_argument("--json", type=Path, default=None, help="write the report")
     args = parser.parse_args(argv)
-    chosen = parse_choice(args.choose)
+    try:
+        return _measure(args, parse_choice(args.choose))
+    except (OSError, ValueError) as exc:  # e.g. --data without clips: one line and exit 2, as `avpenet` does
+        if os.environ.get("AVPENET_DEBUG"):
+            raise
+        print(f"precision_measure: {(str(exc) or type(exc).__name__).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+def _measure(args: argparse.Namespace, chosen: dict[str, str]) -> int:
+    from ensemble.quantize import calibration_windows
+
     report: dict = {"chosen": chosen}
     tensors = calibration_windows(args.data, args.clips)
     report["model_stage_ms"] = stage_ms(args.repo, chosen, tensors, args.rounds)

@@ -222,7 +222,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add no version: time (and --evaluate) the int8 graphs the newest versions already hold",
     )
     parser.add_argument(
-        "--rounds", type=int, default=precision_measure.ROUNDS, help="alternating timing rounds (%(default)s)"
+        "--rounds",
+        type=positive_int,
+        default=precision_measure.ROUNDS,
+        help="alternating timing rounds (%(default)s)",
     )
     parser.add_argument(
         "--evaluate",

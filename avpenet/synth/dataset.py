@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -464,7 +466,8 @@ def generate(
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
     # any set of this plan, whichever parts, is recognised as holding these subjects (data.checkpoint_split)
-    recorded = {"generator": GENERATOR, "seed": seed, "n_subjects": n_subjects, "n_clips": len(plans)}
+    recorded = {"generator": GENERATOR, "seed": seed, "n_subjects": n_subjects, "n_clips": len(plans),
+                "render": render}  # fmt: skip
     if subjects is not None:
         chosen = set(subjects)
         unknown = sorted(chosen - {p.subject.subject_id for p in plans})
@@ -540,12 +543,17 @@ def label_row(p: ClipPlan) -> dict[str, str]:
     return row
 
 
+def labels_text(plans: list[ClipPlan]) -> str:
+    fh = io.StringIO(newline="")
+    writer = csv.DictWriter(fh, fieldnames=contract.LABEL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for p in plans:
+        writer.writerow(label_row(p))
+    return fh.getvalue()
+
+
 def write_labels(path: Path, plans: list[ClipPlan]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=contract.LABEL_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for p in plans:
-            writer.writerow(label_row(p))
+    Path(path).write_bytes(labels_text(plans).encode())
 
 
 def truth_row(p: ClipPlan) -> dict[str, str]:
@@ -584,3 +592,10 @@ def write_truth(path: Path, plans: list[ClipPlan]) -> None:
 
 def summary_dict(s: Summary) -> dict:
     return asdict(s)
+
+
+def full_labels_digest(recorded: dict) -> str:
+    """sha256 of the labels.csv a whole render of a recorded plan (DIR/plan.json) writes: how a checkpoint
+    trained before plan.json existed, which recorded only that digest, is matched to a part of its data."""
+    plans = plan(recorded["seed"], recorded["n_subjects"], recorded["n_clips"], recorded.get("render"))
+    return hashlib.sha256(labels_text(plans).encode()).hexdigest()

@@ -109,6 +109,8 @@ def test_a_set_with_the_training_or_test_subjects_is_refused(tiny_run, tiny_set,
 
     run_dir, _ = tiny_run
     args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(tmp_path / "x")]
-    with pytest.raises(SystemExit, match="holds training or test subjects"):
-        main([*args, "--split", str(run_dir / "split.json"), "--add", str(tiny_set), "--quiet"])
+    assert main([*args, "--split", str(run_dir / "split.json"), "--add", str(tiny_set), "--quiet"]) == 2
+    err = capsys.readouterr().err  # a user error: one line, exit 2
+    assert f"avpenet calibrate: --add {tiny_set} has the labels of" in err
+    assert "holds training or test subjects" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()

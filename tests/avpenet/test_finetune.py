@@ -130,6 +130,6 @@ def test_too_few_subjects_says_so(tmp_path):
 
     rows = [(f"c{i}", f"s{i % 2}", "adult", "audio/a.wav", 3) for i in range(4)]
     data = _folder(tmp_path, rows)
-    with pytest.raises(SystemExit, match="too few subjects for a subject-independent split.*adult 2"):
+    with pytest.raises(ValueError, match="too few subjects for a subject-independent split.*adult 2"):
         train.main(["--data", str(data), "--out", str(tmp_path / "run"), "--init", str(REFERENCE_DIR)])
     assert not (tmp_path / "run" / "model.pt").exists()

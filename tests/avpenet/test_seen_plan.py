@@ -1,8 +1,9 @@
 """A render of some parts of the training set's plan (`avpenet synth --parts val`) holds subjects the
 checkpoint trained or validated on, though its labels.csv, so its digest, differs from the training set's:
 evaluate and calibrate recognise it by the plan both record (DIR/plan.json, the run's config "data.plan")
-and use the checkpoint's split, as for the training set itself. Without a recorded plan (checkpoints and sets
-made before it was recorded, such as the committed reference) the digest alone decides, as before."""
+and use the checkpoint's split, as for the training set itself. A checkpoint that records no plan (trained
+before plans were, such as the committed reference) is matched by its labels digest against a whole render of
+the set's plan; a set without plan.json is judged by its digest alone, as before."""
 
 from __future__ import annotations
 
@@ -46,25 +47,33 @@ def test_evaluate_takes_a_partial_render_of_the_training_plan_as_seen(tiny_run, 
         subjects, source = _choose(run_dir, config, parts[part])
         assert subjects == split["test"] and "a render of the plan it was trained on (seed 5" in source
     args = argparse.Namespace(data=parts["val"], checkpoint=run_dir, split=None, quiet=True)
-    with pytest.raises(SystemExit, match="no clips of the test subjects"):  # validation: not held out
+    with pytest.raises(ValueError, match="no clips of the test subjects"):  # validation: not held out
         evaluate.evaluate(args)
 
-    # no plan on either side: the digest decides, as before plans were recorded
+    # a checkpoint that records no plan (trained before plans were, as the committed reference): its labels
+    # digest is matched against a whole render of the set's plan, so the partial render is still seen data
     unplanned = {**config, "data": {k: v for k, v in config["data"].items() if k != "plan"}}
+    subjects, source = _choose(run_dir, unplanned, parts["val"])
+    assert subjects == split["test"] and "a render of the plan it was trained on" in source
+    # ... unless that digest is another set's; and a set without plan.json: the digest alone decides
+    other = {**unplanned, "data": {**unplanned["data"], "labels_sha256": "0" * 64}}
     old_set = shutil.copytree(parts["val"], tmp_path / "old", ignore=shutil.ignore_patterns(data.PLAN_FILE))
-    for cfg, folder in ((unplanned, parts["val"]), (config, old_set)):
+    for cfg, folder in ((other, parts["val"]), (config, old_set)):
         subjects, source = _choose(run_dir, cfg, folder)
         assert subjects == sorted(split["val"]) and "no split.json" in source
     assert not data.same_subjects(plan, {**plan, "seed": 6})
     assert data.same_subjects(plan, {**plan, "n_clips": 9})  # other clips of the same subjects
 
 
-def test_calibrate_refuses_to_add_a_partial_render_of_the_training_plan(tiny_run, tiny_set, parts, tmp_path):
+def test_calibrate_refuses_to_add_a_partial_render_of_the_training_plan(
+    tiny_run, tiny_set, parts, tmp_path, capsys
+):
     run_dir, _ = tiny_run
     out = tmp_path / "x"
     args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(out), "--quiet"]
-    with pytest.raises(SystemExit, match="is a render of the plan of the --data set.*training or test"):
-        main([*args, "--split", str(run_dir / data.SPLIT_FILE), "--add", str(parts["test"])])
+    assert main([*args, "--split", str(run_dir / data.SPLIT_FILE), "--add", str(parts["test"])]) == 2
+    err = capsys.readouterr().err
+    assert "is a render of the plan of the --data set" in err and "training or test" in err
     assert not out.exists()
 
 
@@ -80,3 +89,15 @@ def test_calibrate_on_a_render_of_the_validation_part_uses_the_runs_split(tiny_r
     # the same validation clips as the training run's, so the same scale; the plan stays with the run
     assert new["interval_scale"] == pytest.approx(config["interval_scale"], rel=1e-5)
     assert new["data"]["plan"] == config["data"]["plan"]
+
+
+def test_calibrate_refuses_a_part_of_the_set_a_planless_checkpoint_was_trained_on(tiny_run, parts, tmp_path):
+    """The committed reference records only its labels digest: an --add render of part of its plan is still
+    refused (matched through a whole render of the plan), not taken as fresh subjects."""
+    from avpenet import calibrate
+
+    _, config = tiny_run
+    unplanned = {**config, "data": {k: v for k, v in config["data"].items() if k != "plan"}}
+    other = shutil.copytree(parts["val"], tmp_path / "old", ignore=shutil.ignore_patterns(data.PLAN_FILE))
+    with pytest.raises(ValueError, match="is a render of the plan of the set this run was trained on"):
+        calibrate._fresh_sets([parts["test"]], other, unplanned, quiet=True)

@@ -3,6 +3,8 @@ command writes or starts anything first. No server is needed: every case is refu
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cli.main import main
@@ -56,6 +58,7 @@ def test_out_of_range_flags_are_refused_when_parsed(tmp_path, capsys):
     for argv in (
         ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--threads", "0"],
         ["export", "--keep", "0", "--repo", str(tmp_path / "repo")],
+        ["quantize", "--data", str(tmp_path), "--rounds", "0", "--repo", str(tmp_path / "repo")],
         ["monitor", str(tmp_path), "--handling", "5-10"],
     ):
         with pytest.raises(SystemExit) as exit_:
@@ -156,3 +159,69 @@ def test_a_failed_train_leaves_no_folder_it_made_and_keeps_the_users(tmp_path, c
     for out in (empty, notes.parent):  # folders the user had, and what is in them, are left alone
         assert run(["train", "--data", missing, "--out", str(out)], capsys)[0] == 2
     assert empty.is_dir() and notes.read_text() == "keep"
+
+
+def _split(tmp_path, **parts: list[str]) -> str:
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": [], "val": [], "test": [], **parts}))
+    return str(path)
+
+
+def _empty_dataset(path):
+    from avpenet import contract
+
+    path.mkdir()
+    (path / "labels.csv").write_text(",".join(contract.LABEL_COLUMNS) + "\n")
+    return path
+
+
+def test_data_that_cannot_serve_train_or_evaluate_is_a_user_error(few_clips, tmp_path, capsys):
+    """Not SystemExit's exit 1, which scripts read as a crash: too few subjects, no clips of a part."""
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(few_clips), "--out", str(out), "--quiet"]
+    code, err = run(argv, capsys)
+    assert code == 2 and "avpenet train: too few subjects for a subject-independent split" in err
+    code, err = run([*argv, "--split", _split(tmp_path, train=["S0001"], val=["nobody"])], capsys)
+    assert code == 2 and "avpenet train: need training and validation clips; got 1 and 0" in err
+    assert not out.exists()
+    argv = ["evaluate", "--data", str(few_clips), "--json", str(tmp_path / "e.json"), "--quiet", "--split"]
+    code, err = run([*argv, _split(tmp_path, test=["nobody"])], capsys)
+    assert code == 2 and f"avpenet evaluate: no clips of the test subjects in {few_clips}" in err
+
+
+def test_calibrate_refusals_are_user_errors_printed_once(few_clips, tmp_path, capsys):
+    from avpenet.model import REFERENCE_DIR
+
+    out = tmp_path / "new"
+    base = ["calibrate", "--checkpoint", str(REFERENCE_DIR), "--data", str(few_clips), "--out", str(out)]
+    base += ["--quiet", "--split"]
+    code, err = run([*base, _split(tmp_path, val=["nobody"])], capsys)
+    assert code == 2 and "avpenet calibrate: no clips of the validation subjects of" in err
+    split = _split(tmp_path, val=["S0002"])
+    code, err = run([*base, split, "--add", str(few_clips)], capsys)
+    assert code == 2 and f"avpenet calibrate: --add {few_clips} has the labels of the --data set" in err
+    empty = _empty_dataset(tmp_path / "empty")
+    code, err = run([*base, split, "--add", str(empty)], capsys)
+    assert code == 2 and err == f"avpenet calibrate: --add {empty} has no clips\n"  # the prefix once
+    assert not out.exists()
+
+
+def test_precision_measure_refuses_no_clips_before_numpy_does(few_clips, tmp_path, capsys):
+    from ensemble import DEFAULT_REPOSITORY, precision_measure
+
+    for argv in (["--clips", "0"], ["--rounds", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            precision_measure.main(["--choose", "fusion=int8", "--data", str(few_clips), *argv])
+        assert exit_.value.code == 2
+    assert "argument --clips: '0' is not a whole number of 1 or more" in capsys.readouterr().err
+    assert precision_measure.main(["--choose", "fusion=fp64", "--data", str(few_clips)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("precision_measure: --choose: {'fusion': 'fp64'}") and err.count("\n") == 1
+    empty = _empty_dataset(tmp_path / "empty")
+    assert precision_measure.main(["--choose", "fusion=int8", "--data", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"precision_measure: --data {empty} has no clips to calibrate on")
+    assert err.count("\n") == 1  # one line, no traceback
+    with pytest.raises(ValueError, match="has no video clips of the test subjects") as error:
+        precision_measure.video_path(DEFAULT_REPOSITORY, few_clips, {"fusion": "int8"})  # a set without MP4s
+    assert f"--evaluate {few_clips}" in str(error.value) and "--render-video all" in str(error.value)

@@ -153,5 +153,5 @@ def test_a_choice_names_each_part_and_a_precision_it_has(text: str, ok: bool) ->
     if ok:
         assert set(precision_measure.parse_choice(text).values()) <= {"fp32-dft", "int8"}
     else:
-        with pytest.raises(SystemExit, match="--choose"):
+        with pytest.raises(ValueError, match="--choose"):
             precision_measure.parse_choice(text)
