@@ -61,8 +61,9 @@ class StreamRegistry:
             if entry.attached:
                 raise StreamRejected(  # a reconnect before the server saw the old connection break: retry
                     "stream_id_busy",
-                    "this stream id is open on another connection; retry in a few seconds (a broken "
-                    f"connection is closed after {self.limits.stall_timeout_s:g} s without data)",
+                    "this stream id is open on another connection; retry (a broken connection is "
+                    f"closed after {self.limits.stall_timeout_s:g} s without data, then its queued chunks "
+                    "are processed, for up to 30 s)",
                 )
             same = {"last_event", "stream_id"}  # opened without an id, a stream resumes with the one it got
             if entry.start.model_dump(exclude=same) != start.model_dump(exclude=same):

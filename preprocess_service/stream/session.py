@@ -47,7 +47,7 @@ log = logging.getLogger("avpenet.gateway.stream")
 GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
 BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
 DRAIN_TIMEOUT_S = 30.0  # after a disconnect, process queued chunks for this long; later ones are given back
-DRAIN_GRACE_S = 30.0  # for the batch under way at the deadline (a Triton call is bounded by its deadline)
+DRAIN_GRACE_S = 30.0  # then an error is logged for the batch still under way (it is awaited all the same)
 
 
 class Session:
@@ -77,11 +77,12 @@ class Session:
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
         self.drain_by = time.monotonic() + DRAIN_TIMEOUT_S
-        try:
-            await asyncio.wait_for(processor, DRAIN_TIMEOUT_S + DRAIN_GRACE_S)
-        except TimeoutError:  # one batch outlived the grace: its chunks' fate is unknown, so no resume
-            log.error("stream %s: a batch did not finish while draining", self.entry.stream_id)
-            self.entry.finished = True
+        try:  # never cancelled: its worker thread would go on using the state (and the tracker) unseen
+            await asyncio.wait_for(asyncio.shield(processor), DRAIN_TIMEOUT_S + DRAIN_GRACE_S)
+        except TimeoutError:
+            log.error("stream %s: a batch still runs %.0f s into the drain", self.entry.stream_id,
+                      DRAIN_TIMEOUT_S + DRAIN_GRACE_S)  # fmt: skip
+            await processor  # the stream is detached (resumable) only once nothing else touches its state
         if self.connected:
             try:
                 self.out.put_nowait(None)  # flush what is queued, then close
@@ -230,7 +231,8 @@ class Session:
                     return
 
     def _give_back(self) -> None:
-        """Un-accept the chunks still queued at the drain deadline (`handling` marks still apply)."""
+        """Un-accept the chunks still queued at the drain deadline. Their `handling` marks still apply, at the
+        media time processed so far (so a period starts early rather than being lost)."""
         left = self.inbound.take(len(self.inbound.items))
         for item in left:
             if item.kind == "handling":

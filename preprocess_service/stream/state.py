@@ -88,7 +88,8 @@ class StreamState:
     # --- chunks ---------------------------------------------------------------------------------------------
     def check_seq(self, kind: str, seq: int) -> None:
         """Accept chunk `seq` of `kind`, or refuse a duplicate (ignored) or a gap (resend from the expected
-        one). Called on receipt (the event loop), before the chunk is queued; only this changes next_seq."""
+        one). Called on receipt (the event loop), before the chunk is queued; only this advances next_seq
+        (inbound.unaccept moves it back over chunks a drain did not process)."""
         expected = self.next_seq[kind]
         if kind == "audio" and not self.expect_audio:
             raise StreamRejected("unexpected_audio", "this stream was started with audio false")

@@ -81,3 +81,10 @@ def test_mixes_are_distributions_over_known_kinds() -> None:
         assert abs(sum(mix.values()) - 1.0) < 1e-9, name
     used = set().union(*(set(mix) for mix in clips.MIXES.values()))
     assert used == set(clips.KINDS), "every clip kind is sent by some mix"
+
+
+def test_every_latency_threshold_is_a_bucket_edge() -> None:
+    """histogram_quantile interpolates inside a bucket: a threshold between two edges would page on requests
+    below it (all light requests at 1.1 s read as a p99 of 2.49 s with edges 1 and 2.5)."""
+    thresholds = latency_thresholds_s(_alert("AvpenetP99LatencyHigh")["expr"])
+    assert set(thresholds.values()) <= set(telemetry.LATENCY_BUCKETS)

@@ -81,3 +81,31 @@ def test_a_drain_within_the_deadline_processes_everything_and_says_nothing():
     _drain(session, deadline_after_batches=None)
     assert session.state.next_seq["audio"] == 40 and session.state.n_samples == 40 * CHUNK
     assert not [e for e in session.entry.events if e.get("code") == "not_processed"]
+
+
+def test_a_batch_outliving_the_drain_is_awaited_not_cancelled(monkeypatch):
+    """Cancelling the processor would leave its worker thread using the state (and a video stream's tracker)
+    while the stream is detached, resumed or closed."""
+    import threading
+
+    from preprocess_service.stream import session as session_module
+
+    monkeypatch.setattr(session_module, "DRAIN_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(session_module, "DRAIN_GRACE_S", 0.05)
+    session = _session()
+    process, finished = session._process, threading.Event()
+
+    def slow(batch: list[Item]):
+        time.sleep(0.5)  # well past timeout + grace
+        out = process(batch)
+        finished.set()
+        return out
+
+    class GoneClient:
+        async def receive(self) -> dict:
+            return {"type": "websocket.disconnect", "code": 1006}
+
+    session.ws, session._process = GoneClient(), slow
+    asyncio.run(session.run())
+    assert finished.is_set()  # run() returned only after the batch's thread was done with the state
+    assert session.state.next_seq["audio"] == BATCH_ITEMS and session.state.n_samples == BATCH_ITEMS * CHUNK
