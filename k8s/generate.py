@@ -101,7 +101,7 @@ def ray_cpus(group: Mapping[str, Any]) -> int:
     """The CPUs Ray gets on a pod of `group`, as KubeRay starts it and Ray's autoscaler plans with them:
     the group's `resources.cpu`, else rayStartParams num-cpus, else the Ray container's CPU limit, else its
     request, rounded up (none at all: Ray would count the node's cores, so that is refused)."""
-    group_cpu = {k.lower(): v for k, v in (group.get("resources") or {}).items()}.get("cpu")
+    group_cpu = (group.get("resources") or {}).get("CPU")  # Ray's resource name: upper case
     if group_cpu is not None:
         return math.ceil(_cpus(group_cpu))
     if "num-cpus" in (group.get("rayStartParams") or {}):

@@ -2,7 +2,7 @@
 preprocess_service/serve_config.yaml by k8s/generate.py) fits the worker pods it will run on.
 
 Arithmetic on the rendered manifests, as KubeRay and Ray's autoscaler read them (a pod's Ray CPUs: its
-group's resources.cpu, else rayStartParams num-cpus, else the container's CPU limit, else its request); no
+group's resources CPU, else rayStartParams num-cpus, else the container's CPU limit, else its request); no
 cluster runs here, so whether the autoscaler really grows the group that far is not shown by these tests.
 """
 
@@ -55,7 +55,7 @@ def _pod_cpus(group: dict) -> int:
     params = group.get("rayStartParams", {})
     resources = group["template"]["spec"]["containers"][0]["resources"]
     quantity = (
-        (group.get("resources") or {}).get("cpu")
+        (group.get("resources") or {}).get("CPU")
         or params.get("num-cpus")
         or resources.get("limits", {}).get("cpu")
         or resources["requests"]["cpu"]
@@ -165,3 +165,13 @@ def test_generate_refuses_overrides_that_cannot_hold(tmp_path: Path, path, value
     edited.write_text(yaml.safe_dump(overrides))
     with pytest.raises(ValueError, match=error):
         generate.rayservice_text(overrides=edited)
+
+
+def test_ray_cpus_are_stated_and_equal_the_pods_cpu_request(rayservice) -> None:
+    """num-cpus stated: a LimitRange's injected CPU limit would otherwise become Ray's CPUs and leave no room
+    for a FeatureExtractor; equal to the request: the scheduler reserves what Ray hands out."""
+    group = _group(rayservice)
+    requested = group["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+    assert group["rayStartParams"]["num-cpus"] == str(requested)
+    env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+    assert env["OMP_NUM_THREADS"] == "1"  # not the FeatureExtractor's 4 CPUs beside its 4 tracking threads
