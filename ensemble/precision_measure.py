@@ -142,20 +142,19 @@ def settings_of(chosen: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[str, dict]:
-    """{setting: video-path metrics on the test subjects + mae_change vs fp32}: EVALUATION.md's headline."""
+def video_rows(data_dir: Path, config: Mapping | None = None) -> tuple[list[dict[str, str]], set[str]]:
+    """(the test subjects' video clips of an --evaluate set as labels rows, the test subjects); ValueError
+    when there are no such clips, checked before minutes of timing or writing versions."""
     from avpenet import data
     from avpenet.evaluate import choose_subjects
-    from avpenet.evaluate_paths import path_row, subject_bootstrap
-    from avpenet.model import REFERENCE_DIR, load_model
-    from avpenet.predict import concat_inputs, predict_clips, regression_metrics
-    from avpenet.train import restrict
+    from avpenet.evaluate_paths import path_row
+    from avpenet.model import REFERENCE_DIR
 
-    ckpt = load_model(REFERENCE_DIR)
-    modality = ckpt.config.get("modality", "both")
+    if config is None:
+        config = json.loads((REFERENCE_DIR / "config.json").read_text())
     rows = data.read_labels(data_dir)
     args = argparse.Namespace(data=Path(data_dir), checkpoint=REFERENCE_DIR, split=None)
-    subjects, source = choose_subjects(args, ckpt.config, rows)
+    subjects, source = choose_subjects(args, dict(config), rows)
     keep = set(subjects)
     picked = [r for row in rows if row["subject_id"] in keep and (r := path_row(row, "video")) is not None]
     if not picked:  # numpy would say only "need at least one array to concatenate"
@@ -163,6 +162,20 @@ def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[st
             f"--evaluate {data_dir} has no video clips of the test subjects (from {source}): "
             "give a rendered dataset (avpenet synth --render-video all)"
         )
+    return picked, keep
+
+
+def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[str, dict]:
+    """{setting: video-path metrics on the test subjects + mae_change vs fp32}: EVALUATION.md's headline."""
+    from avpenet import data
+    from avpenet.evaluate_paths import subject_bootstrap
+    from avpenet.model import REFERENCE_DIR, load_model
+    from avpenet.predict import concat_inputs, predict_clips, regression_metrics
+    from avpenet.train import restrict
+
+    ckpt = load_model(REFERENCE_DIR)
+    modality = ckpt.config.get("modality", "both")
+    picked, keep = video_rows(data_dir, ckpt.config)
     clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
     inputs = [restrict(dict(c.inputs), modality) for c in clips]
     true = np.array([c.score for c in clips])
@@ -251,6 +264,8 @@ def _measure(args: argparse.Namespace, chosen: dict[str, str]) -> int:
     from ensemble.quantize import calibration_windows
 
     report: dict = {"chosen": chosen}
+    if args.evaluate is not None:
+        video_rows(args.evaluate)
     tensors = calibration_windows(args.data, args.clips)
     report["model_stage_ms"] = stage_ms(args.repo, chosen, tensors, args.rounds)
     if args.evaluate is not None:

@@ -255,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # a user error: exit 2 with one line (cli/main.py), as every command
         raise ValueError(f"--parts: cannot quantise {', '.join(sorted(unknown))}; choose from {QUANTISABLE}")
     repo = Path(args.repo)
+    if args.evaluate is not None:  # refused before versions are written, not after
+        precision_measure.video_rows(args.evaluate)
     tensors = calibration_windows(args.data, args.clips, args.seed)
     _check_calibration(parts, len(tensors[contract.WAVEFORM.name]), args)
     calibration = {"data": str(args.data), "clips": args.clips, "seed": args.seed,

@@ -207,7 +207,7 @@ def test_calibrate_refusals_are_user_errors_printed_once(few_clips, tmp_path, ca
 
 
 def test_precision_measure_refuses_no_clips_before_numpy_does(few_clips, tmp_path, capsys):
-    from ensemble import DEFAULT_REPOSITORY, precision_measure
+    from ensemble import precision_measure
 
     for argv in (["--clips", "0"], ["--rounds", "0"]):
         with pytest.raises(SystemExit) as exit_:
@@ -222,6 +222,13 @@ def test_precision_measure_refuses_no_clips_before_numpy_does(few_clips, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith(f"precision_measure: --data {empty} has no clips to calibrate on")
     assert err.count("\n") == 1  # one line, no traceback
-    with pytest.raises(ValueError, match="has no video clips of the test subjects") as error:
-        precision_measure.video_path(DEFAULT_REPOSITORY, few_clips, {"fusion": "int8"})  # a set without MP4s
-    assert f"--evaluate {few_clips}" in str(error.value) and "--render-video all" in str(error.value)
+    # an --evaluate set without MP4s: refused before any timing (the repo given does not even exist)
+    missing = tmp_path / "no-repo"
+    argv = ["--choose", "fusion=int8", "--data", str(few_clips), "--evaluate", str(few_clips)]
+    assert precision_measure.main([*argv, "--repo", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"--evaluate {few_clips} has no video clips of the test subjects" in err
+    assert "--render-video all" in err
+    quantize = ["quantize", "--data", str(few_clips), "--evaluate", str(few_clips), "--repo", str(missing)]
+    code, err = run(quantize, capsys)
+    assert code == 2 and "has no video clips of the test subjects" in err and not missing.exists()
