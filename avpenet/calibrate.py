@@ -106,10 +106,8 @@ def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) ->
         _require_dataset("--add", fresh)
         digest, plan = data.labels_digest(fresh), data.read_plan(fresh)
         for other_digest, other_plan, name in known:
-            if digest == other_digest or data.same_subjects(
-                plan, other_plan or data.whole_render(plan, other_digest)
-            ):
-                same = "has the labels" if digest == other_digest else "is a render of the plan"
+            if seen := data.seen_as(digest, plan, other_digest, other_plan):
+                same = "has the labels" if seen == "labels" else "is a render of the plan"
                 raise ValueError(
                     f"--add {fresh} {same} of {name}, so it holds training or test "
                     f"subjects; add a set made with another seed (avpenet synth --seed N)"

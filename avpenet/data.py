@@ -184,24 +184,33 @@ def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Pa
     if trained.get("labels_sha256") == labels_digest(data_dir):
         return own, "the data it was trained on"
     plan = read_plan(data_dir)
-    if plan is None or not same_subjects(
-        trained.get("plan") or whole_render(plan, trained.get("labels_sha256")), plan
-    ):
+    if seen_as(None, plan, trained.get("labels_sha256"), trained.get("plan")) is None:
         return None
     return own, f"a render of the plan it was trained on (seed {plan['seed']}, {plan['n_subjects']} subjects)"
 
 
-def whole_render(plan: dict | None, digest: str | None) -> dict | None:
-    """`plan` when `digest` is the labels.csv digest of a whole render of it: how data that records no plan
-    (a checkpoint trained before plan.json existed, as the committed reference) is matched to a part of it."""
+def seen_as(
+    digest: str | None, plan: dict | None, other_digest: str | None, other_plan: dict | None
+) -> str | None:
+    """How a set (labels digest, plan) holds another's subjects: "labels" (the same labels.csv), "plan" (a
+    render of the same plan, any parts; when the other records no plan, as a checkpoint trained before plans
+    were, its digest is matched against a whole render of ours), or None."""
+    if digest is not None and digest == other_digest:
+        return "labels"
+    if same_subjects(plan, other_plan) or (other_plan is None and _is_whole_render(plan, other_digest)):
+        return "plan"
+    return None
+
+
+def _is_whole_render(plan: dict | None, digest: str | None) -> bool:
     from avpenet.synth.dataset import GENERATOR, full_labels_digest
 
     if not plan or plan.get("generator") != GENERATOR or "render" not in plan or not digest:
-        return None
+        return False
     try:
-        return plan if full_labels_digest(plan) == digest else None
+        return full_labels_digest(plan) == digest
     except (KeyError, TypeError, ValueError):  # a plan.json that names no plan this generator can make
-        return None
+        return False
 
 
 def write_split(split: dict[str, list[str]], path: Path) -> None:

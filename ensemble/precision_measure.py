@@ -142,19 +142,21 @@ def settings_of(chosen: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def video_rows(data_dir: Path, config: Mapping | None = None) -> tuple[list[dict[str, str]], set[str]]:
-    """(the test subjects' video clips of an --evaluate set as labels rows, the test subjects); ValueError
-    when there are no such clips, checked before minutes of timing or writing versions."""
+VideoRows = tuple[list[dict[str, str]], set[str]]  # (labels rows of the video clips, the test subjects)
+
+
+def video_rows(data_dir: Path) -> VideoRows:
+    """The reference's test subjects' video clips of an --evaluate set; ValueError when there are none,
+    checked before minutes of timing or writing versions (then handed to `video_path`)."""
     from avpenet import data
     from avpenet.evaluate import choose_subjects
     from avpenet.evaluate_paths import path_row
-    from avpenet.model import REFERENCE_DIR
+    from avpenet.model import CONFIG_FILE, REFERENCE_DIR
 
-    if config is None:
-        config = json.loads((REFERENCE_DIR / "config.json").read_text())
+    config = json.loads((REFERENCE_DIR / CONFIG_FILE).read_text())
     rows = data.read_labels(data_dir)
     args = argparse.Namespace(data=Path(data_dir), checkpoint=REFERENCE_DIR, split=None)
-    subjects, source = choose_subjects(args, dict(config), rows)
+    subjects, source = choose_subjects(args, config, rows)
     keep = set(subjects)
     picked = [r for row in rows if row["subject_id"] in keep and (r := path_row(row, "video")) is not None]
     if not picked:  # numpy would say only "need at least one array to concatenate"
@@ -165,7 +167,7 @@ def video_rows(data_dir: Path, config: Mapping | None = None) -> tuple[list[dict
     return picked, keep
 
 
-def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[str, dict]:
+def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str], rows: VideoRows) -> dict[str, dict]:
     """{setting: video-path metrics on the test subjects + mae_change vs fp32}: EVALUATION.md's headline."""
     from avpenet import data
     from avpenet.evaluate_paths import subject_bootstrap
@@ -175,7 +177,7 @@ def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str]) -> dict[st
 
     ckpt = load_model(REFERENCE_DIR)
     modality = ckpt.config.get("modality", "both")
-    picked, keep = video_rows(data_dir, ckpt.config)
+    picked, keep = rows
     clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
     inputs = [restrict(dict(c.inputs), modality) for c in clips]
     true = np.array([c.score for c in clips])
@@ -264,12 +266,11 @@ def _measure(args: argparse.Namespace, chosen: dict[str, str]) -> int:
     from ensemble.quantize import calibration_windows
 
     report: dict = {"chosen": chosen}
-    if args.evaluate is not None:
-        video_rows(args.evaluate)
+    rows = video_rows(args.evaluate) if args.evaluate is not None else None
     tensors = calibration_windows(args.data, args.clips)
     report["model_stage_ms"] = stage_ms(args.repo, chosen, tensors, args.rounds)
-    if args.evaluate is not None:
-        report["video_path"] = video_path(args.repo, args.evaluate, chosen)
+    if rows is not None:
+        report["video_path"] = video_path(args.repo, args.evaluate, chosen, rows)
     print_report(report["model_stage_ms"], report.get("video_path"))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -255,8 +255,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # a user error: exit 2 with one line (cli/main.py), as every command
         raise ValueError(f"--parts: cannot quantise {', '.join(sorted(unknown))}; choose from {QUANTISABLE}")
     repo = Path(args.repo)
-    if args.evaluate is not None:  # refused before versions are written, not after
-        precision_measure.video_rows(args.evaluate)
+    # an --evaluate set without video is refused before versions are written, not after
+    rows = precision_measure.video_rows(args.evaluate) if args.evaluate is not None else None
     tensors = calibration_windows(args.data, args.clips, args.seed)
     _check_calibration(parts, len(tensors[contract.WAVEFORM.name]), args)
     calibration = {"data": str(args.data), "clips": args.clips, "seed": args.seed,
@@ -271,8 +271,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `avpenet export` (configs)")
     chosen = {part: "int8" for part in parts}
     report["model_stage_ms"] = precision_measure.stage_ms(repo, chosen, tensors, args.rounds)
-    if args.evaluate is not None:
-        report["video_path"] = precision_measure.video_path(repo, args.evaluate, chosen)
+    if rows is not None:
+        report["video_path"] = precision_measure.video_path(repo, args.evaluate, chosen, rows)
     precision_measure.print_report(report["model_stage_ms"], report.get("video_path"))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -162,12 +162,12 @@ def _resolve(node: Any, values: Mapping[str, int]) -> Any:
 
 
 def cluster_serve_config(
-    serve_config: Path, overrides: Path, rayservice: Mapping[str, Any]
+    local: Mapping[str, Any], overrides: Path, rayservice: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The Serve config with the overrides applied for the RayService's worker group, nothing else."""
     from preprocess_service.serve_config import check_timeouts
 
-    config = yaml.safe_load(serve_config.read_text())
+    config = copy.deepcopy(dict(local))
     spec = yaml.safe_load(overrides.read_text()) or {}
     if set(spec) - {"applications"}:
         raise ValueError(f"cluster overrides: only `applications` is supported, not {sorted(set(spec))}")
@@ -196,8 +196,11 @@ def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 def cluster_serve_config_text(serve_config: Path, overrides: Path, rayservice: Mapping[str, Any]) -> str:
     """The cluster variant as YAML, headed by every value that differs from the local file (for review)."""
-    before = dict(_leaves(yaml.safe_load(serve_config.read_text())))
-    config = cluster_serve_config(serve_config, overrides, rayservice)
+    from preprocess_service.serve_config import load_config
+
+    local = load_config(serve_config)
+    before = dict(_leaves(local))
+    config = cluster_serve_config(local, overrides, rayservice)
     changed = [
         f"#   {path}: {before.get(path, '(unset)')} -> {value}\n"
         for path, value in _leaves(config)

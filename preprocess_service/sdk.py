@@ -179,11 +179,10 @@ class Client:
                 message, metadata=self._metadata(extra), timeout=self.timeout_s
             )
         except grpc.RpcError as exc:
-            code, details = exc.code().name, exc.details() or ""
-            if code == "UNAVAILABLE" and "failed to connect" in details:  # nothing listens: as over HTTP
-                code = "UNREACHABLE"
-            error = ScoreError(code, details)
-            if exc.code().name in RETRY_GRPC:  # a connection failure is retried as UNAVAILABLE
+            name, details = exc.code().name, exc.details() or ""
+            unreachable = name == "UNAVAILABLE" and "failed to connect" in details  # nothing listens
+            error = ScoreError("UNREACHABLE" if unreachable else name, details)  # as over HTTP
+            if name in RETRY_GRPC:  # a connection failure is retried as UNAVAILABLE
                 retry = dict(exc.trailing_metadata() or ()).get("retry-after", "0")
                 raise _Retryable(error, float(retry) if retry.isdigit() else 0.0) from None
             raise error from None

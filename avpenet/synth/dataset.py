@@ -498,7 +498,7 @@ def _make_clips(plans: list[ClipPlan], todo: list[int], out: Path, workers: int,
 
     state = sources.neutral_states()
     jobs = [(plans[i], str(out)) for i in todo]
-    bar = tqdm(total=len(jobs), desc="avpe-synth", unit="clip", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=GENERATOR, unit="clip", disable=not progress)
     if workers <= 1:
         _init_worker(state)
         results = map(_work, jobs)
@@ -597,5 +597,12 @@ def summary_dict(s: Summary) -> dict:
 def full_labels_digest(recorded: dict) -> str:
     """sha256 of the labels.csv a whole render of a recorded plan (DIR/plan.json) writes: how a checkpoint
     trained before plan.json existed, which recorded only that digest, is matched to a part of its data."""
-    plans = plan(recorded["seed"], recorded["n_subjects"], recorded["n_clips"], recorded.get("render"))
-    return hashlib.sha256(labels_text(plans).encode()).hexdigest()
+    return _labels_digest(
+        recorded["seed"], recorded["n_subjects"], recorded["n_clips"], recorded.get("render")
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _labels_digest(seed: int, n_subjects: int, n_clips: int, render: int | None) -> str:
+    """Cached: planning the default set takes ~2.5 s, and one command may compare a plan more than once."""
+    return hashlib.sha256(labels_text(plan(seed, n_subjects, n_clips, render)).encode()).hexdigest()

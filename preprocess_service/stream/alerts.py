@@ -101,11 +101,12 @@ class AlertMonitor:
         # neither modality: the score is the model's age prior (about 5.7, NIPS 4.0), not the patient's
         no_signal = w.audio_weight + w.visual_weight == 0
         events = [self._score_event(w, value, suppressed, in_baseline) | {"no_signal": no_signal}]
-        if in_baseline and not (suppressed or no_signal):  # handling or no signal is not the baseline
-            self.baseline_scores.append(w.score)
-        elif not in_baseline and self.baseline is None and self.baseline_scores:
-            self.baseline = float(statistics.median(self.baseline_scores))
-        if not in_baseline:
+        if in_baseline:
+            if not (suppressed or no_signal):  # handling or no signal is not the baseline
+                self.baseline_scores.append(w.score)
+        else:
+            if self.baseline is None and self.baseline_scores:
+                self.baseline = float(statistics.median(self.baseline_scores))
             events += self._alerting(w, value, suppressed or no_signal)  # neither counts nor clears
         if not no_signal:
             events += self._trend(w)

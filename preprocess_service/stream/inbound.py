@@ -82,5 +82,5 @@ def unaccept(items: list[Item], next_seq: dict, received_s: dict, default_rate: 
             next_seq[kind] = item.header["seq"]
         count[kind] += 1
         size = 0 if item.payload is None else len(item.payload)
-        received_s[kind] -= chunk_s({**item.header, "kind": kind}, size, default_rate)
+        received_s[kind] -= chunk_s(item.header, size, default_rate)  # a dropped frame's header says frame
     return count

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DRAIN_TIMEOUT_S = 30.0  # after a disconnect, process queued chunks for this long; later ones are given back
+
 
 class StreamLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

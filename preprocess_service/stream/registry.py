@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from preprocess_service.stream.alerts import AlertMonitor
-from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, StreamLimits
 from preprocess_service.stream.protocol import Start, StreamRejected
 from preprocess_service.stream.state import StreamState
 
@@ -63,7 +63,7 @@ class StreamRegistry:
                     "stream_id_busy",
                     "this stream id is open on another connection; retry (a broken connection is "
                     f"closed after {self.limits.stall_timeout_s:g} s without data, then its queued chunks "
-                    "are processed, for up to 30 s)",
+                    f"are processed, for up to {DRAIN_TIMEOUT_S:g} s)",
                 )
             same = {"last_event", "stream_id"}  # opened without an id, a stream resumes with the one it got
             if entry.start.model_dump(exclude=same) != start.model_dump(exclude=same):

@@ -29,6 +29,7 @@ import time
 
 from avpenet.errors import InputError
 from preprocess_service.stream.inbound import Inbound, Item, ahead_s, unaccept
+from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
     CLOSE_INTERNAL,
@@ -46,7 +47,6 @@ from preprocess_service.stream.state import ReadyWindow
 log = logging.getLogger("avpenet.gateway.stream")
 GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
 BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
-DRAIN_TIMEOUT_S = 30.0  # after a disconnect, process queued chunks for this long; later ones are given back
 DRAIN_GRACE_S = 30.0  # then an error is logged for the batch still under way (it is awaited all the same)
 
 
@@ -77,12 +77,12 @@ class Session:
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
         self.drain_by = time.monotonic() + DRAIN_TIMEOUT_S
-        try:  # never cancelled: its worker thread would go on using the state (and the tracker) unseen
-            await asyncio.wait_for(asyncio.shield(processor), DRAIN_TIMEOUT_S + DRAIN_GRACE_S)
-        except TimeoutError:
-            log.error("stream %s: a batch still runs %.0f s into the drain", self.entry.stream_id,
-                      DRAIN_TIMEOUT_S + DRAIN_GRACE_S)  # fmt: skip
-            await processor  # the stream is detached (resumable) only once nothing else touches its state
+        # never cancelled: its worker thread would go on using the state (and the tracker) unseen; the stream
+        # is detached (resumable) only once nothing else touches its state
+        grace = DRAIN_TIMEOUT_S + DRAIN_GRACE_S
+        if not (await asyncio.wait({processor}, timeout=grace))[0]:
+            log.error("stream %s: a batch still runs %.0f s into the drain", self.entry.stream_id, grace)
+        await processor
         if self.connected:
             try:
                 self.out.put_nowait(None)  # flush what is queued, then close

@@ -18,17 +18,19 @@ from cli.main import main
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_run, tmp_path_factory):
-    """{part: a render of only that part's subjects of tiny_set's plan (seed 5, 8 subjects, 40 clips)}."""
+def parts(tiny_run, tiny_set, tmp_path_factory):
+    """{part: a render of only that part's subjects of tiny_set's plan}."""
     from avpenet.synth import dataset
 
     split = data.read_split(tiny_run[0] / data.SPLIT_FILE)
+    plan = data.read_plan(tiny_set)
     out = {}
     for part in ("val", "test"):
         out[part] = tmp_path_factory.mktemp(part) / "synth"
         dataset.generate(
-            out[part], seed=5, n_subjects=8, n_clips=40, workers=1, progress=False, subjects=split[part]
-        )
+            out[part], seed=plan["seed"], n_subjects=plan["n_subjects"], n_clips=plan["n_clips"],
+            render=plan["render"], workers=1, progress=False, subjects=split[part],
+        )  # fmt: skip
     return out
 
 

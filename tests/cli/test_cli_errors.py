@@ -126,12 +126,9 @@ def few_clips(tmp_path):
 
 
 def test_quantize_refuses_an_empty_calibration_set(few_clips, tmp_path, capsys):
-    from avpenet import contract
     from ensemble.quantize import CALIBRATION_BATCH
 
-    empty, repo = tmp_path / "empty", tmp_path / "repo"
-    empty.mkdir()
-    (empty / "labels.csv").write_text(",".join(contract.LABEL_COLUMNS) + "\n")
+    empty, repo = _empty_dataset(tmp_path / "empty"), tmp_path / "repo"
     code, err = run(["quantize", "--data", str(empty), "--repo", str(repo)], capsys)
     assert code == 2 and f"--data {empty} has no clips to calibrate on" in err
     # too few windows for one calibration batch: refused before a part is quantised, not onnxruntime's words

@@ -287,8 +287,7 @@ def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack
             new_ready = lambda: client.is_model_ready(contract.FUSION.name, str(old + 1))
             wait_until(new_ready, 60, "fusion N+1 ready", step_s=0.1, ignoring=RECOVERING)
             swapped = len(load.records)
-            wait_until(lambda: len(load.records) >= swapped + 3, 60, "traffic after the swap", step_s=0.1,
-                       ignoring=RECOVERING)  # fmt: skip
+            wait_until(lambda: len(load.records) >= swapped + 3, 60, "traffic after the swap", step_s=0.1)
         client.close()
         after = http_post(gateway_stack.http_url, valid_clip(seconds=8.0)[0], CTYPE, key=API_KEY)
     finally:
