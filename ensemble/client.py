@@ -69,3 +69,13 @@ def average_batch(delta: Metrics, model: str) -> float:
     row = delta.get(model, {})
     executions = row.get(EXEC_COUNT, 0.0)
     return row.get(COUNT, 0.0) / executions if executions else 0.0
+
+
+# Triton 2.51's gRPC frontend may crash (SIGSEGV in its cancellation handler) or wedge when a client cancels
+# an inference while the server is completing it: upstream triton-inference-server/server#7368, fixed in 2.53,
+# while nvidia-pytriton 0.7 ships 2.51. A gRPC deadline is such a cancellation, and so is closing a channel
+# with calls on it. So our clients never cancel an inference on a healthy server: they stop *waiting* at their
+# deadline and let the call finish (Triton's per-request `timeout` still takes a late request out of the
+# model queues), and give the call a gRPC deadline only this much later, a backstop that fires only when
+# Triton has stopped answering (then the watchdog and supervisor restart it anyway).
+CANCEL_BACKSTOP_S = 30.0

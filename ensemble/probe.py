@@ -9,6 +9,8 @@ truth. The gateway's watchdog (preprocess_service/watchdog.py) and the local sup
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from avpenet import contract
@@ -33,20 +35,30 @@ def check_outputs(outputs: dict[str, np.ndarray]) -> None:
 
 
 def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = contract.ENSEMBLE.name) -> None:
-    """One probe inference over gRPC (blocking); raises on error, timeout or non-finite outputs."""
+    """One probe inference over gRPC (blocking); raises on error, timeout or non-finite outputs.
+
+    A probe not answered in time is not cancelled (ensemble.client.CANCEL_BACKSTOP_S): its channel is closed
+    by a daemon thread once the call ends, by Triton's answer or by the backstop deadline."""
     import tritonclient.grpc as grpcclient
 
-    from ensemble.client import infer_inputs
+    from ensemble.client import CANCEL_BACKSTOP_S, infer_inputs
 
+    answered = threading.Event()
+    answer: list = []
     client = grpcclient.InferenceServerClient(grpc_url)
-    try:
-        result = client.infer(
-            model,
-            infer_inputs(grpcclient, contract.ENSEMBLE, probe_inputs()),
-            outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
-            request_id=PROBE_REQUEST_ID,
-            client_timeout=timeout_s,
-        )
-        check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
-    finally:
-        client.close()
+    client.async_infer(
+        model,
+        infer_inputs(grpcclient, contract.ENSEMBLE, probe_inputs()),
+        lambda result, error: (answer.extend((result, error)), answered.set()),
+        outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
+        request_id=PROBE_REQUEST_ID,
+        client_timeout=timeout_s + CANCEL_BACKSTOP_S,
+    )
+    if not answered.wait(timeout_s):
+        threading.Thread(target=lambda: (answered.wait(), client.close()), daemon=True).start()
+        raise TimeoutError(f"probe inference not answered within {timeout_s:.1f} s")
+    client.close()
+    result, error = answer
+    if error is not None:
+        raise error
+    check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})

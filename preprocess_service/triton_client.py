@@ -12,15 +12,19 @@ on UNAVAILABLE (Triton restarting, connection refused, a full queue), with expon
 the deadline. Each call also carries its remaining deadline as Triton's per-request `timeout`, which the
 ensemble hands to every part: a request whose caller has given up leaves the parts' queues instead of being
 computed for nobody, and the parts' own queue timeout is only a ceiling (ensemble/configs.py).
+No inference is cancelled (Triton 2.51 may crash: ensemble.client.CANCEL_BACKSTOP_S): at the deadline, or when
+the caller goes away, the gateway stops waiting; the call runs on to Triton's answer or its queue timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -28,12 +32,13 @@ from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
 from avpenet.features import windows
-from ensemble.client import infer_inputs
+from ensemble.client import CANCEL_BACKSTOP_S, infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
 # Triton's UNAVAILABLE message for a request that outlived its queue timeout (core dynamic_batch_scheduler.cc)
 QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,6 +108,7 @@ class TritonClient:
         self._channel_client: grpcclient.InferenceServerClient | None = None
         self._made_at = 0.0
         self._retiring: set[asyncio.Task] = set()
+        self._running: set[asyncio.Task] = set()  # inference calls, awaited or not: never cancelled
         self.answered = 0  # inference calls Triton answered (the watchdog tells busy from hung with it)
 
     @property
@@ -122,10 +128,10 @@ class TritonClient:
         return self._channel_client
 
     def _retire(self, client: grpcclient.InferenceServerClient) -> None:
-        """Close a replaced channel once the calls it carries have reached their deadline."""
+        """Close a replaced channel once the calls it carries have reached their backstop deadline."""
 
         async def close_later() -> None:
-            await asyncio.sleep(self._longest_budget_s)
+            await asyncio.sleep(self._longest_budget_s + CANCEL_BACKSTOP_S)
             await client.close()
 
         task = asyncio.get_running_loop().create_task(close_later())
@@ -135,6 +141,8 @@ class TritonClient:
     async def close(self) -> None:
         for task in list(self._retiring):
             task.cancel()
+        if self._running:  # closing the channel would cancel them; each ends by its backstop deadline
+            await asyncio.wait(list(self._running))
         if self._channel_client is not None:
             await self._channel_client.close()
             self._channel_client = None
@@ -184,12 +192,11 @@ class TritonClient:
                 outputs=requested,
                 request_id=request_id,
                 headers=dict(headers or {}),
-                client_timeout=remaining,
+                client_timeout=remaining + CANCEL_BACKSTOP_S,
                 timeout=queue_timeout_us(remaining),
             ),
             budget_s,
         )
-        self.answered += 1
         outputs = {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
         return InferOutput(outputs, str(result.get_response().model_version))
 
@@ -210,7 +217,9 @@ class TritonClient:
             if remaining <= 0:
                 raise TritonTimeout(f"Triton did not answer within {budget:.1f} s")
             try:
-                return await fn(remaining)
+                return await self._uncancelled(fn(remaining), remaining, counted=True)
+            except TimeoutError:
+                raise TritonTimeout(f"Triton did not answer within {budget:.1f} s") from None
             except InferenceServerException as exc:
                 code = _code(exc)
                 if code == "UNAVAILABLE" and QUEUE_TIMEOUT_MESSAGE in (exc.message() or ""):
@@ -233,6 +242,20 @@ class TritonClient:
                 raise GatewayError(f"inference failed ({code or 'unknown'})") from None
         raise AssertionError("unreachable")
 
+    async def _uncancelled(self, call: Awaitable[T], wait_s: float, *, counted: bool = False) -> T:
+        """`call`'s result within `wait_s` (else TimeoutError); neither that nor our caller's cancellation
+        cancels the call itself. `counted`: its answer, late or not, adds to `answered`."""
+        task = asyncio.ensure_future(call)
+        self._running.add(task)
+        task.add_done_callback(functools.partial(self._finished, counted=counted))
+        return await asyncio.wait_for(asyncio.shield(task), wait_s)
+
+    def _finished(self, task: asyncio.Task, *, counted: bool) -> None:
+        self._running.discard(task)
+        failed = task.cancelled() or task.exception() is not None  # retrieved: a late failure is not logged
+        if counted and not failed:
+            self.answered += 1
+
     # --- health and versions -----------------------------------------------------------------------------
     async def ready(self) -> bool:
         """True when Triton answers and the ensemble is ready to serve (what /readyz reports)."""
@@ -248,14 +271,15 @@ class TritonClient:
         from ensemble import probe
 
         tensors = infer_inputs(grpcclient, contract.ENSEMBLE, probe.probe_inputs())
-        result = await self._client.infer(
+        call = self._client.infer(
             self.model,
             tensors,
             outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
             request_id=probe.PROBE_REQUEST_ID,
-            client_timeout=timeout_s,
+            client_timeout=timeout_s + CANCEL_BACKSTOP_S,
             timeout=queue_timeout_us(timeout_s),
         )
+        result = await self._uncancelled(call, timeout_s)
         probe.check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
 
     async def repository(self) -> list[dict[str, str]]:

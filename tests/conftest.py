@@ -79,3 +79,14 @@ def gateway_stack(triton_server, mllp_engine, stack_tmpdir) -> Iterator:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran against the session's Triton reports that server's last log lines (its crash
+    or its stuck model shows there; the CI log is often all there is to read)."""
+    report = yield
+    server = item.funcargs.get("triton_server") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(server, TritonServer):
+        report.sections.append(("session tritonserver: log tail", server.log_tail() or "(empty)"))
+    return report

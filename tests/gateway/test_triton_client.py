@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from avpenet import contract
+from ensemble.client import CANCEL_BACKSTOP_S
 from preprocess_service.errors import (
     TritonTimeout,
     TritonUnavailable,
@@ -16,6 +17,46 @@ from preprocess_service.errors import (
 from preprocess_service.triton_client import TritonClient
 
 HANG_GUARD_S = 120.0  # far beyond any deadline these tests configure; reaching it means a hang
+
+
+class Result:
+    def as_numpy(self, name):
+        spec = next(s for s in contract.ENSEMBLE.outputs if s.name == name)
+        return np.zeros((58, *spec.shape), spec.numpy_dtype)
+
+    def get_response(self):
+        return type("Response", (), {"model_version": "1"})()
+
+
+class Channel:
+    """A grpc.aio InferenceServerClient whose calls answer once `release` is set (at once by default)."""
+
+    def __init__(self, answer_at_once: bool = True) -> None:
+        self.sent: list[dict] = []
+        self.release = asyncio.Event()
+        if answer_at_once:
+            self.release.set()
+        self.ended: list[str] = []  # "answered" or "cancelled", per call
+        self.closed = False
+
+    async def infer(self, model, inputs, **kwargs):
+        self.sent.append(kwargs)
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.ended.append("cancelled")
+            raise
+        self.ended.append("answered")
+        return Result()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def use_channel(client: TritonClient, channel: Channel) -> Channel:
+    client._channel_client = channel
+    client._made_at = float("inf")  # never remade during the test
+    return channel
 
 
 class TestTritonClient:
@@ -78,29 +119,15 @@ class TestTritonClient:
         """Triton's per-request `timeout` (µs) is what is left of the gateway's deadline, so a call leaves
         the parts' queues when its caller gives up, and a 60-s clip may wait there for its whole 29 s."""
         client = TritonClient("127.0.0.1:1", timeout_s=10, timeout_per_window_s=0.5)
-        sent: list[dict] = []
 
-        class Result:
-            def as_numpy(self, name):
-                spec = next(s for s in contract.ENSEMBLE.outputs if s.name == name)
-                return np.zeros((58, *spec.shape), spec.numpy_dtype)
-
-            def get_response(self):
-                return type("Response", (), {"model_version": "1"})()
-
-        class Channel:
-            async def infer(self, model, inputs, **kwargs):
-                sent.append(kwargs)
-                return Result()
-
-        client._channel_client = Channel()
-        client._made_at = float("inf")  # never remade during the test
-        rows = contract.zero_inputs(contract.ENSEMBLE, 58)
-        asyncio.run(client.infer(rows))
+        channel = use_channel(client, Channel())
+        asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 58)))
         assert client.answered == 1  # the watchdog's evidence that Triton is busy, not hung
-        (kwargs,) = sent
-        assert 10 < kwargs["client_timeout"] <= 29
-        assert kwargs["timeout"] == int(kwargs["client_timeout"] * 1_000_000)
+        (kwargs,) = channel.sent
+        queue_s = kwargs["timeout"] / 1_000_000
+        assert 10 < queue_s <= 29
+        # the gRPC deadline is only the backstop: it would cancel the call (Triton 2.51 may crash then)
+        assert kwargs["client_timeout"] == pytest.approx(queue_s + CANCEL_BACKSTOP_S, abs=1e-5)
 
     def test_a_queue_timeout_rejection_is_a_504_and_not_retried(self):
         from tritonclient.utils import InferenceServerException
@@ -130,3 +157,56 @@ class TestTritonClient:
             timeout_per_window_s=settings.triton_timeout_per_window_s,
         )
         assert client.deadline_s(contract.MAX_BATCH_SIZE) * 1_000_000 <= configs.QUEUE_TIMEOUT_US
+
+
+class TestNoCancellation:
+    """Triton 2.51 may crash when a client cancels an inference it is completing (upstream server#7368): the
+    gateway stops waiting at its deadline or when its caller leaves, but the call runs on to its answer."""
+
+    def test_a_call_past_its_deadline_answers_504_and_is_not_cancelled(self):
+        async def go():
+            client = TritonClient("127.0.0.1:1", timeout_s=0.05, retries=0)
+            channel = use_channel(client, Channel(answer_at_once=False))
+            with pytest.raises(TritonTimeout):
+                await client.infer(contract.zero_inputs(contract.ENSEMBLE, 1))
+            assert channel.ended == [] and client.answered == 0  # still running on Triton
+            closing = asyncio.ensure_future(client.close())
+            await asyncio.sleep(0.05)
+            assert not channel.closed, "closing the channel would cancel the call"
+            channel.release.set()
+            await closing
+            return channel, client
+
+        channel, client = asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+        assert channel.ended == ["answered"] and channel.closed
+        assert client.answered == 1  # a late answer is still evidence that Triton is not hung
+
+    def test_a_caller_that_goes_away_does_not_cancel_the_call(self):
+        async def go():
+            client = TritonClient("127.0.0.1:1", timeout_s=10, retries=0)
+            channel = use_channel(client, Channel(answer_at_once=False))
+            request = asyncio.ensure_future(client.infer(contract.zero_inputs(contract.ENSEMBLE, 1)))
+            await asyncio.sleep(0.05)
+            request.cancel()  # the HTTP client disconnected: Serve cancels the handler
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            await asyncio.sleep(0.05)
+            assert channel.ended == []
+            channel.release.set()
+            await client.close()
+            return channel
+
+        assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
+
+    def test_the_watchdogs_probe_is_not_cancelled_either(self):
+        async def go():
+            client = TritonClient("127.0.0.1:1", timeout_s=10, retries=0)
+            channel = use_channel(client, Channel(answer_at_once=False))
+            with pytest.raises(TimeoutError):
+                await client.probe(0.05)
+            assert channel.sent[0]["client_timeout"] == pytest.approx(0.05 + CANCEL_BACKSTOP_S)
+            channel.release.set()
+            await client.close()
+            return channel
+
+        assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
