@@ -1,8 +1,8 @@
 """Client-side Triton helpers shared by the gateway, the batching tuner, the benchmark and the tests.
 
-`infer_inputs` builds request tensors from the contract; `read_metrics` is the one reader of Triton's
-Prometheus endpoint (counters per model, summed over versions). Kept apart from the launcher (server.py) so a
-client never imports the code that starts a tritonserver.
+`infer_inputs` builds request tensors from the contract, `channel_args` the gRPC channel's settings;
+`read_metrics` is the one reader of Triton's Prometheus endpoint (counters per model, summed over versions).
+Kept apart from the launcher (server.py) so a client never imports the code that starts a tritonserver.
 """
 
 from __future__ import annotations
@@ -32,6 +32,27 @@ def infer_inputs(client_module, spec, arrays: Mapping[str, np.ndarray]) -> list:
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     return tensors
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's defaults (message sizes, keepalive) plus a short reconnect backoff.
+
+    gRPC's default backoff grows to 120 s: after Triton restarts (a crash, the supervisor) the gateway would
+    wait up to minutes for its next connection attempt; capped at 2 s it is back within seconds.
+    """
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
 
 
 def parse_metrics(text: str) -> Metrics:

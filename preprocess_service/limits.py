@@ -11,7 +11,7 @@ reasoning: preprocess_service/README.md, *Admission*.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from avpenet import contract
@@ -25,23 +25,28 @@ if TYPE_CHECKING:
 class InFlightLimiter:
     """Counts requests inside `admit()`; the event loop is single-threaded, so no lock is needed.
 
-    `busy` is the refusal's reason, formatted with the count (`n`) and the `limit`."""
+    `busy` is the refusal's reason, formatted with the count (`n`) and the `limit`. `also` adds work that
+    holds no slot but loads what the slots protect: scoring calls Triton still computes after their caller
+    left (they are never cancelled: triton_client.py)."""
 
     def __init__(
         self,
         limit: int,
         retry_after_s: int,
         busy: str = "gateway busy: {n} requests in flight (limit {limit}); retry shortly",
+        also: Callable[[], int] = lambda: 0,
     ) -> None:
         self.limit = limit
+        self.also = also
         self.retry_after_s = retry_after_s
         self.busy = busy
         self.in_flight = 0
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        if self.in_flight >= self.limit:
-            raise Overloaded(self.busy.format(n=self.in_flight, limit=self.limit), self.retry_after_s)
+        n = self.in_flight + self.also()
+        if n >= self.limit:
+            raise Overloaded(self.busy.format(n=n, limit=self.limit), self.retry_after_s)
         self.in_flight += 1
         try:
             yield

@@ -57,13 +57,13 @@ class ScoringService:
         telemetry.setup_tracing(settings.service_name)
         memprofile.start("gateway")  # only under `avpenet soak --memprofile`
         self.metrics = telemetry.Metrics()
-        self.limiter = InFlightLimiter(settings.limits.max_in_flight, settings.limits.retry_after_s)
-        self.video_slots = video_share(settings.limits)  # video never takes the light uploads' slots
-        # video: by media seconds at the FeatureExtractor, refused before decoding (video_admission.py)
-        self.video_limiter = MediaSecondsLimiter(
-            settings.limits.max_video_seconds_in_flight,
-            settings.limits.retry_after_s,
-            max_wait_s=settings.limits.max_video_wait_s,
+        limits = settings.limits  # request slots count Triton calls whose callers left (limits.py: `also`)
+        self.limiter = InFlightLimiter(
+            limits.max_in_flight, limits.retry_after_s, also=lambda: self.triton.abandoned
+        )
+        self.video_slots = video_share(limits)  # video never takes the light uploads' slots
+        self.video_limiter = MediaSecondsLimiter(  # media seconds at the FeatureExtractor: video_admission.py
+            limits.max_video_seconds_in_flight, limits.retry_after_s, max_wait_s=limits.max_video_wait_s
         )
         self.metrics.video_admit_share.set_function(lambda: self.video_limiter.share)  # read at each scrape
         self.triton = TritonClient(

@@ -32,7 +32,7 @@ from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
 from avpenet.features import windows
-from ensemble.client import CANCEL_BACKSTOP_S, infer_inputs
+from ensemble.client import CANCEL_BACKSTOP_S, channel_args, infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,27 +55,6 @@ def queue_timeout_us(remaining_s: float) -> int:
 def _code(exc: InferenceServerException) -> str:
     """'UNAVAILABLE' from tritonclient's status strings such as 'StatusCode.UNAVAILABLE'."""
     return str(exc.status() or "").rsplit(".", 1)[-1].upper()
-
-
-def channel_args() -> list[tuple[str, int]]:
-    """tritonclient's defaults (message sizes, keepalive) plus a short reconnect backoff.
-
-    gRPC's default backoff grows to 120 s: after Triton restarts (a crash, the supervisor) the gateway would
-    wait up to minutes for its next connection attempt; capped at 2 s it is back within seconds.
-    """
-    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
-
-    keepalive = KeepAliveOptions()
-    return [
-        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
-        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
-        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
-        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
-        ("grpc.initial_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 2000),
-    ]
 
 
 class TritonClient:
@@ -109,6 +88,7 @@ class TritonClient:
         self._made_at = 0.0
         self._retiring: set[asyncio.Task] = set()
         self._running: set[asyncio.Task] = set()  # inference calls, awaited or not: never cancelled
+        self._abandoned: set[asyncio.Task] = set()  # running scoring calls nobody waits for any more
         self.answered = 0  # inference calls Triton answered (the watchdog tells busy from hung with it)
 
     @property
@@ -248,10 +228,20 @@ class TritonClient:
         task = asyncio.ensure_future(call)
         self._running.add(task)
         task.add_done_callback(functools.partial(self._finished, counted=counted))
-        return await asyncio.wait_for(asyncio.shield(task), wait_s)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait_s)
+        finally:
+            if counted and not task.done():  # its deadline passed or its caller left: still Triton's work
+                self._abandoned.add(task)
+
+    @property
+    def abandoned(self) -> int:
+        """Scoring calls still running in Triton whose caller is gone (admission counts them: limits.py)."""
+        return len(self._abandoned)
 
     def _finished(self, task: asyncio.Task, *, counted: bool) -> None:
         self._running.discard(task)
+        self._abandoned.discard(task)
         failed = task.cancelled() or task.exception() is not None  # retrieved: a late failure is not logged
         if counted and not failed:
             self.answered += 1

@@ -170,6 +170,7 @@ class TestNoCancellation:
             with pytest.raises(TritonTimeout):
                 await client.infer(contract.zero_inputs(contract.ENSEMBLE, 1))
             assert channel.ended == [] and client.answered == 0  # still running on Triton
+            assert client.abandoned == 1  # admission counts it (limits.InFlightLimiter `also`)
             closing = asyncio.ensure_future(client.close())
             await asyncio.sleep(0.05)
             assert not channel.closed, "closing the channel would cancel the call"
@@ -180,6 +181,7 @@ class TestNoCancellation:
         channel, client = asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
         assert channel.ended == ["answered"] and channel.closed
         assert client.answered == 1  # a late answer is still evidence that Triton is not hung
+        assert client.abandoned == 0
 
     def test_a_caller_that_goes_away_does_not_cancel_the_call(self):
         async def go():
@@ -191,9 +193,10 @@ class TestNoCancellation:
             with pytest.raises(asyncio.CancelledError):
                 await request
             await asyncio.sleep(0.05)
-            assert channel.ended == []
+            assert channel.ended == [] and client.abandoned == 1
             channel.release.set()
             await client.close()
+            assert client.abandoned == 0
             return channel
 
         assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
@@ -205,6 +208,7 @@ class TestNoCancellation:
             with pytest.raises(TimeoutError):
                 await client.probe(0.05)
             assert channel.sent[0]["client_timeout"] == pytest.approx(0.05 + CANCEL_BACKSTOP_S)
+            assert client.abandoned == 0  # a probe is not a patient's request: it takes no request slot
             channel.release.set()
             await client.close()
             return channel
