@@ -93,10 +93,23 @@ def average_batch(delta: Metrics, model: str) -> float:
 
 
 # Triton 2.51's gRPC frontend may crash (SIGSEGV in its cancellation handler) or wedge when a client cancels
-# an inference while the server is completing it: upstream triton-inference-server/server#7368, fixed in 2.53,
-# while nvidia-pytriton 0.7 ships 2.51. A gRPC deadline is such a cancellation, and so is closing a channel
-# with calls on it. So our clients never cancel an inference on a healthy server: they stop *waiting* at their
-# deadline and let the call finish (Triton's per-request `timeout` still takes a late request out of the
-# model queues), and give the call a gRPC deadline only this much later, a backstop that fires only when
-# Triton has stopped answering (then the watchdog and supervisor restart it anyway).
+# an inference while the server is completing it (upstream triton-inference-server/server#7368, one race
+# fixed in 2.53, a similar one reported later in #8034); nvidia-pytriton 0.7 and NGC 24.10 ship 2.51. A gRPC
+# deadline is such a cancellation, and so is closing a channel with calls on it. So our clients never cancel
+# an inference on a working server: they stop *waiting* at their deadline and let the call end by Triton's
+# answer or its per-request queue `timeout`; the gRPC deadline (`backstop_s`) lies past any answer a working
+# server can give and fires only on a hung one (which the watchdog and the supervisor restart anyway).
 CANCEL_BACKSTOP_S = 30.0
+
+
+def queue_timeout_us(remaining_s: float) -> int:
+    """Triton's per-request `timeout` (µs) for a call with `remaining_s` left; never 0 (which means none)."""
+    return max(1, int(remaining_s * 1_000_000))
+
+
+def backstop_s(remaining_s: float) -> float:
+    """The gRPC deadline of a call whose queue timeout is `remaining_s`: that timeout counts afresh in each
+    part's queue a request enters (at most every part, one after another), then CANCEL_BACKSTOP_S more."""
+    from avpenet import contract
+
+    return len(contract.PARTS) * remaining_s + CANCEL_BACKSTOP_S

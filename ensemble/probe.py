@@ -37,11 +37,11 @@ def check_outputs(outputs: dict[str, np.ndarray]) -> None:
 def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = contract.ENSEMBLE.name) -> None:
     """One probe inference over gRPC (blocking); raises on error, timeout or non-finite outputs.
 
-    A probe not answered in time is not cancelled (ensemble.client.CANCEL_BACKSTOP_S): its channel is closed
-    by a daemon thread once the call ends, by Triton's answer or by the backstop deadline."""
+    A probe not answered in time is not cancelled (ensemble/client.py, CANCEL_BACKSTOP_S): a daemon thread
+    closes its channel once the call ends, by Triton's answer or by the backstop deadline."""
     import tritonclient.grpc as grpcclient
 
-    from ensemble.client import CANCEL_BACKSTOP_S, infer_inputs
+    from ensemble.client import backstop_s, infer_inputs, queue_timeout_us
 
     answered = threading.Event()
     answer: list = []
@@ -52,7 +52,8 @@ def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = con
         lambda result, error: (answer.extend((result, error)), answered.set()),
         outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
         request_id=PROBE_REQUEST_ID,
-        client_timeout=timeout_s + CANCEL_BACKSTOP_S,
+        client_timeout=backstop_s(timeout_s),
+        timeout=queue_timeout_us(timeout_s),  # a probe nobody waits for leaves Triton's queues
     )
     if not answered.wait(timeout_s):
         threading.Thread(target=lambda: (answered.wait(), client.close()), daemon=True).start()

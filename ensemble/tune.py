@@ -49,10 +49,11 @@ async def _closed_loop(url: str, arrays: dict[str, np.ndarray], clients: int, se
             await client.infer(contract.ENSEMBLE.name, infer_inputs(grpcaio, contract.ENSEMBLE, arrays))
             done += 1
 
-    try:
-        await asyncio.gather(*(worker() for _ in range(clients)))
-    finally:
-        await client.close()
+    ended = await asyncio.gather(*(worker() for _ in range(clients)), return_exceptions=True)
+    await client.close()  # after every worker: closing cancels calls in flight (ensemble/client.py)
+    for outcome in ended:
+        if isinstance(outcome, BaseException):
+            raise outcome
     return done
 
 

@@ -12,8 +12,8 @@ on UNAVAILABLE (Triton restarting, connection refused, a full queue), with expon
 the deadline. Each call also carries its remaining deadline as Triton's per-request `timeout`, which the
 ensemble hands to every part: a request whose caller has given up leaves the parts' queues instead of being
 computed for nobody, and the parts' own queue timeout is only a ceiling (ensemble/configs.py).
-No inference is cancelled (Triton 2.51 may crash: ensemble.client.CANCEL_BACKSTOP_S): at the deadline, or when
-the caller goes away, the gateway stops waiting; the call runs on to Triton's answer or its queue timeout.
+No inference is cancelled (Triton 2.51 may crash: ensemble/client.py, CANCEL_BACKSTOP_S): at the deadline, or
+when the caller goes away, the gateway stops waiting; the call runs on to Triton's answer or queue timeout.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
 from avpenet.features import windows
-from ensemble.client import CANCEL_BACKSTOP_S, channel_args, infer_inputs
+from ensemble.client import backstop_s, channel_args, infer_inputs, queue_timeout_us
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,6 @@ T = TypeVar("T")
 class InferOutput:
     outputs: dict[str, np.ndarray]  # contract output name -> [N, ...] one row per window
     model_version: str  # version of the ensemble that answered
-
-
-def queue_timeout_us(remaining_s: float) -> int:
-    """Triton's per-request `timeout` (µs) for a call with `remaining_s` left; never 0 (which means none)."""
-    return max(1, int(remaining_s * 1_000_000))
 
 
 def _code(exc: InferenceServerException) -> str:
@@ -111,7 +106,7 @@ class TritonClient:
         """Close a replaced channel once the calls it carries have reached their backstop deadline."""
 
         async def close_later() -> None:
-            await asyncio.sleep(self._longest_budget_s + CANCEL_BACKSTOP_S)
+            await asyncio.sleep(backstop_s(self._longest_budget_s))
             await client.close()
 
         task = asyncio.get_running_loop().create_task(close_later())
@@ -121,7 +116,7 @@ class TritonClient:
     async def close(self) -> None:
         for task in list(self._retiring):
             task.cancel()
-        if self._running:  # closing the channel would cancel them; each ends by its backstop deadline
+        while self._running:  # closing the channel would cancel them; each ends by its backstop deadline
             await asyncio.wait(list(self._running))
         if self._channel_client is not None:
             await self._channel_client.close()
@@ -172,7 +167,7 @@ class TritonClient:
                 outputs=requested,
                 request_id=request_id,
                 headers=dict(headers or {}),
-                client_timeout=remaining + CANCEL_BACKSTOP_S,
+                client_timeout=backstop_s(remaining),
                 timeout=queue_timeout_us(remaining),
             ),
             budget_s,
@@ -228,15 +223,20 @@ class TritonClient:
         task = asyncio.ensure_future(call)
         self._running.add(task)
         task.add_done_callback(functools.partial(self._finished, counted=counted))
+        deadline = time.monotonic() + wait_s
         try:
             return await asyncio.wait_for(asyncio.shield(task), wait_s)
-        finally:
-            if counted and not task.done():  # its deadline passed or its caller left: still Triton's work
+        except asyncio.CancelledError:  # the caller left: Triton may compute the call until its deadline
+            if counted and not task.done():
                 self._abandoned.add(task)
+                later = max(0.0, deadline - time.monotonic())
+                asyncio.get_running_loop().call_later(later, self._abandoned.discard, task)
+            raise
 
     @property
     def abandoned(self) -> int:
-        """Scoring calls still running in Triton whose caller is gone (admission counts them: limits.py)."""
+        """Scoring calls whose caller left before their deadline, while Triton may still compute them (till
+        then: past it, a hung Triton's calls would hold request slots): admission counts them (limits.py)."""
         return len(self._abandoned)
 
     def _finished(self, task: asyncio.Task, *, counted: bool) -> None:
@@ -266,7 +266,7 @@ class TritonClient:
             tensors,
             outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
             request_id=probe.PROBE_REQUEST_ID,
-            client_timeout=timeout_s + CANCEL_BACKSTOP_S,
+            client_timeout=backstop_s(timeout_s),
             timeout=queue_timeout_us(timeout_s),
         )
         result = await self._uncancelled(call, timeout_s)

@@ -12,7 +12,7 @@ from support.polling import wait_until
 
 from avpenet import contract
 from ensemble import probe
-from ensemble.client import CANCEL_BACKSTOP_S
+from ensemble.client import backstop_s, queue_timeout_us
 
 
 class Result:
@@ -36,7 +36,8 @@ class FakeClient:
     def async_infer(self, model, inputs, callback, **kwargs) -> None:
         self.kwargs, self.callback = kwargs, callback
         if FakeClient.answer is not None:
-            callback(*FakeClient.answer)
+            result, error = FakeClient.answer
+            callback(result=result, error=error)  # as tritonclient calls it: by keyword
 
     def close(self) -> None:
         self.closed = True
@@ -53,9 +54,10 @@ def test_a_probe_past_its_deadline_leaves_the_call_running_and_closes_its_channe
     with pytest.raises(TimeoutError):
         probe.probe("g", timeout_s=0.05)
     (client,) = fake_client.made
-    assert client.kwargs["client_timeout"] == pytest.approx(0.05 + CANCEL_BACKSTOP_S)  # only the backstop
+    assert client.kwargs["client_timeout"] == pytest.approx(backstop_s(0.05))  # only the backstop
+    assert client.kwargs["timeout"] == queue_timeout_us(0.05)  # Triton drops it from its queues meanwhile
     assert not client.closed, "closing the channel would cancel the call"
-    client.callback(Result(), None)  # Triton answers late
+    client.callback(result=Result(), error=None)  # Triton answers late
     wait_until(lambda: client.closed, 10, "the probe's channel closed after the late answer", step_s=0.01)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avpenet import contract
-from ensemble.client import CANCEL_BACKSTOP_S
+from ensemble.client import CANCEL_BACKSTOP_S, backstop_s
 from preprocess_service.errors import (
     TritonTimeout,
     TritonUnavailable,
@@ -126,8 +126,10 @@ class TestTritonClient:
         (kwargs,) = channel.sent
         queue_s = kwargs["timeout"] / 1_000_000
         assert 10 < queue_s <= 29
-        # the gRPC deadline is only the backstop: it would cancel the call (Triton 2.51 may crash then)
-        assert kwargs["client_timeout"] == pytest.approx(queue_s + CANCEL_BACKSTOP_S, abs=1e-5)
+        # the gRPC deadline is only the backstop: it would cancel the call (Triton 2.51 may crash then). The
+        # queue timeout counts afresh in each part's queue, so the backstop lies past all of them.
+        assert kwargs["client_timeout"] == pytest.approx(backstop_s(queue_s), abs=1e-5)
+        assert kwargs["client_timeout"] >= len(contract.PARTS) * queue_s + CANCEL_BACKSTOP_S - 1e-5
 
     def test_a_queue_timeout_rejection_is_a_504_and_not_retried(self):
         from tritonclient.utils import InferenceServerException
@@ -170,7 +172,7 @@ class TestNoCancellation:
             with pytest.raises(TritonTimeout):
                 await client.infer(contract.zero_inputs(contract.ENSEMBLE, 1))
             assert channel.ended == [] and client.answered == 0  # still running on Triton
-            assert client.abandoned == 1  # admission counts it (limits.InFlightLimiter `also`)
+            assert client.abandoned == 0  # past its deadline Triton drops it from its queues: no slot held
             closing = asyncio.ensure_future(client.close())
             await asyncio.sleep(0.05)
             assert not channel.closed, "closing the channel would cancel the call"
@@ -193,7 +195,7 @@ class TestNoCancellation:
             with pytest.raises(asyncio.CancelledError):
                 await request
             await asyncio.sleep(0.05)
-            assert channel.ended == [] and client.abandoned == 1
+            assert channel.ended == [] and client.abandoned == 1  # admission counts it (limits.py `also`)
             channel.release.set()
             await client.close()
             assert client.abandoned == 0
@@ -207,10 +209,32 @@ class TestNoCancellation:
             channel = use_channel(client, Channel(answer_at_once=False))
             with pytest.raises(TimeoutError):
                 await client.probe(0.05)
-            assert channel.sent[0]["client_timeout"] == pytest.approx(0.05 + CANCEL_BACKSTOP_S)
+            assert channel.sent[0]["client_timeout"] == pytest.approx(backstop_s(0.05))
             assert client.abandoned == 0  # a probe is not a patient's request: it takes no request slot
             channel.release.set()
             await client.close()
             return channel
 
         assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
+
+    def test_an_abandoned_call_stops_holding_a_slot_at_its_deadline(self):
+        """Past its deadline a working Triton has dropped the call from its queues; a hung one would otherwise
+        fill every request slot of the replica with calls that wait for the backstop."""
+
+        async def go():
+            client = TritonClient("127.0.0.1:1", timeout_s=0.2, retries=0)
+            channel = use_channel(client, Channel(answer_at_once=False))
+            request = asyncio.ensure_future(client.infer(contract.zero_inputs(contract.ENSEMBLE, 1)))
+            await asyncio.sleep(0.05)
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            counts = [client.abandoned]
+            await asyncio.sleep(0.3)
+            counts.append(client.abandoned)
+            channel.release.set()
+            await client.close()
+            return counts, channel
+
+        counts, channel = asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+        assert counts == [1, 0] and channel.ended == ["answered"]
