@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from avpenet import contract
+
 # The Triton counters the tuner and the benchmark read: items, executions (their ratio is the average batch)
 # and where the time went.
 TRITON_METRICS = (
@@ -110,6 +112,4 @@ def queue_timeout_us(remaining_s: float) -> int:
 def backstop_s(remaining_s: float) -> float:
     """The gRPC deadline of a call whose queue timeout is `remaining_s`: that timeout counts afresh in each
     part's queue a request enters (at most every part, one after another), then CANCEL_BACKSTOP_S more."""
-    from avpenet import contract
-
     return len(contract.PARTS) * remaining_s + CANCEL_BACKSTOP_S

@@ -46,15 +46,19 @@ def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = con
     answered = threading.Event()
     answer: list = []
     client = grpcclient.InferenceServerClient(grpc_url)
-    client.async_infer(
-        model,
-        infer_inputs(grpcclient, contract.ENSEMBLE, probe_inputs()),
-        lambda result, error: (answer.extend((result, error)), answered.set()),
-        outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
-        request_id=PROBE_REQUEST_ID,
-        client_timeout=backstop_s(timeout_s),
-        timeout=queue_timeout_us(timeout_s),  # a probe nobody waits for leaves Triton's queues
-    )
+    try:
+        client.async_infer(
+            model,
+            infer_inputs(grpcclient, contract.ENSEMBLE, probe_inputs()),
+            lambda result, error: (answer.extend((result, error)), answered.set()),
+            outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
+            request_id=PROBE_REQUEST_ID,
+            client_timeout=backstop_s(timeout_s),
+            timeout=queue_timeout_us(timeout_s),  # a probe nobody waits for leaves Triton's queues
+        )
+    except Exception:  # not sent: nothing to cancel
+        client.close()
+        raise
     if not answered.wait(timeout_s):
         threading.Thread(target=lambda: (answered.wait(), client.close()), daemon=True).start()
         raise TimeoutError(f"probe inference not answered within {timeout_s:.1f} s")
