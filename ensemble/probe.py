@@ -34,6 +34,20 @@ def check_outputs(outputs: dict[str, np.ndarray]) -> None:
             raise RuntimeError(f"probe output {spec.name} missing or not finite")
 
 
+def probe_call(client_module, timeout_s: float) -> dict:
+    """The probe's inference arguments for tritonclient's `client_module` (grpc or grpc.aio), beside the model
+    name: one for both probes, so neither sends a gRPC deadline that would cancel it (ensemble/client.py)."""
+    from ensemble.client import backstop_s, infer_inputs, queue_timeout_us
+
+    return {
+        "inputs": infer_inputs(client_module, contract.ENSEMBLE, probe_inputs()),
+        "outputs": [client_module.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
+        "request_id": PROBE_REQUEST_ID,
+        "client_timeout": backstop_s(timeout_s),
+        "timeout": queue_timeout_us(timeout_s),  # a probe nobody waits for leaves Triton's queues
+    }
+
+
 def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = contract.ENSEMBLE.name) -> None:
     """One probe inference over gRPC (blocking); raises on error, timeout or non-finite outputs.
 
@@ -41,20 +55,14 @@ def probe(grpc_url: str, *, timeout_s: float = PROBE_TIMEOUT_S, model: str = con
     closes its channel once the call ends, by Triton's answer or by the backstop deadline."""
     import tritonclient.grpc as grpcclient
 
-    from ensemble.client import backstop_s, infer_inputs, queue_timeout_us
-
     answered = threading.Event()
     answer: list = []
     client = grpcclient.InferenceServerClient(grpc_url)
     try:
         client.async_infer(
             model,
-            infer_inputs(grpcclient, contract.ENSEMBLE, probe_inputs()),
-            lambda result, error: (answer.extend((result, error)), answered.set()),
-            outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
-            request_id=PROBE_REQUEST_ID,
-            client_timeout=backstop_s(timeout_s),
-            timeout=queue_timeout_us(timeout_s),  # a probe nobody waits for leaves Triton's queues
+            callback=lambda result, error: (answer.extend((result, error)), answered.set()),
+            **probe_call(grpcclient, timeout_s),
         )
     except Exception:  # not sent: nothing to cancel
         client.close()

@@ -260,15 +260,7 @@ class TritonClient:
         """One zero window through the whole ensemble (ensemble.probe); raises unless it answers in time."""
         from ensemble import probe
 
-        tensors = infer_inputs(grpcclient, contract.ENSEMBLE, probe.probe_inputs())
-        call = self._client.infer(
-            self.model,
-            tensors,
-            outputs=[grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
-            request_id=probe.PROBE_REQUEST_ID,
-            client_timeout=backstop_s(timeout_s),
-            timeout=queue_timeout_us(timeout_s),
-        )
+        call = self._client.infer(self.model, **probe.probe_call(grpcclient, timeout_s))
         result = await self._uncancelled(call, timeout_s)
         probe.check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
 

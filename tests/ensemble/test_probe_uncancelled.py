@@ -5,20 +5,13 @@ that misses its deadline stops waiting, and its channel is closed only once the 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tritonclient.grpc
 from support.polling import wait_until
+from support.triton_fakes import FakeResult
 
-from avpenet import contract
 from ensemble import probe
 from ensemble.client import backstop_s, queue_timeout_us
-
-
-class Result:
-    def as_numpy(self, name):
-        spec = next(s for s in contract.ENSEMBLE.outputs if s.name == name)
-        return np.zeros((1, *spec.shape), spec.numpy_dtype)
 
 
 class FakeClient:
@@ -57,12 +50,12 @@ def test_a_probe_past_its_deadline_leaves_the_call_running_and_closes_its_channe
     assert client.kwargs["client_timeout"] == pytest.approx(backstop_s(0.05))  # only the backstop
     assert client.kwargs["timeout"] == queue_timeout_us(0.05)  # Triton drops it from its queues meanwhile
     assert not client.closed, "closing the channel would cancel the call"
-    client.callback(result=Result(), error=None)  # Triton answers late
+    client.callback(result=FakeResult(), error=None)  # Triton answers late
     wait_until(lambda: client.closed, 10, "the probe's channel closed after the late answer", step_s=0.01)
 
 
 def test_an_answered_probe_checks_its_outputs_and_closes(fake_client):
-    fake_client.answer = (Result(), None)
+    fake_client.answer = (FakeResult(), None)
     probe.probe("g", timeout_s=0.05)
     assert fake_client.made[0].closed
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
+from support.triton_fakes import FakeResult
 
 from avpenet import contract
 from ensemble.client import CANCEL_BACKSTOP_S, backstop_s
@@ -17,15 +17,6 @@ from preprocess_service.errors import (
 from preprocess_service.triton_client import TritonClient
 
 HANG_GUARD_S = 120.0  # far beyond any deadline these tests configure; reaching it means a hang
-
-
-class Result:
-    def as_numpy(self, name):
-        spec = next(s for s in contract.ENSEMBLE.outputs if s.name == name)
-        return np.zeros((58, *spec.shape), spec.numpy_dtype)
-
-    def get_response(self):
-        return type("Response", (), {"model_version": "1"})()
 
 
 class Channel:
@@ -47,7 +38,7 @@ class Channel:
             self.ended.append("cancelled")
             raise
         self.ended.append("answered")
-        return Result()
+        return FakeResult(58)
 
     async def close(self) -> None:
         self.closed = True
