@@ -161,8 +161,10 @@ class TensorSpec:
 TRITON_TO_NUMPY: Final[dict[str, type]] = {"FP32": np.float32, "INT64": np.int64, "BYTES": np.object_}
 
 MAX_BATCH_SIZE: Final = 64  # every model of the ensemble batches up to this many windows
-# A request's deadline per window it carries (a 60-s clip: 58 windows -> 29 s): the gateway's default, and
-# with MAX_BATCH_SIZE the ceiling of every part's queue timeout (ensemble/configs.py QUEUE_TIMEOUT_US).
+# A Triton call's default deadline (retries included), and per window it carries when that is longer (a 60-s
+# clip: 58 windows -> 29 s): the gateway's defaults, and with MAX_BATCH_SIZE the ceiling of every part's queue
+# timeout (ensemble/configs.py QUEUE_TIMEOUT_US).
+DEADLINE_S: Final = 10.0
 DEADLINE_PER_WINDOW_S: Final = 0.5
 
 # The PyTorch model's audio input (training, evaluation, the naive peer): one normalised 3 s window per row.

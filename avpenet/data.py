@@ -181,11 +181,12 @@ def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Pa
     if not own.exists():
         return None
     trained = config.get("data") or {}
-    if trained.get("labels_sha256") == labels_digest(data_dir):
-        return own, "the data it was trained on"
     plan = read_plan(data_dir)
-    if seen_as(None, plan, trained.get("labels_sha256"), trained.get("plan")) is None:
+    seen = seen_as(labels_digest(data_dir), plan, trained.get("labels_sha256"), trained.get("plan"))
+    if seen is None:
         return None
+    if seen == "labels":
+        return own, "the data it was trained on"
     return own, f"a render of the plan it was trained on (seed {plan['seed']}, {plan['n_subjects']} subjects)"
 
 

@@ -67,7 +67,7 @@ class GatewaySettings(BaseModel):
     triton_url: str = "127.0.0.1:8001"
     triton_lb_policy: str = Field("round_robin", pattern="^(round_robin|pick_first)$")
     triton_refresh_s: float = Field(60.0, ge=0)
-    triton_timeout_s: float = Field(10.0, gt=0)  # deadline of one inference call (all retries included)
+    triton_timeout_s: float = Field(contract.DEADLINE_S, gt=0)  # one inference call, all retries included
     # ... or this much per window when longer (a 60-s clip: 58 windows -> 29 s), so long clips can queue
     # (a part's queue holds a call at most MAX_BATCH_SIZE x the default, 32 s: a larger value is capped there)
     triton_timeout_per_window_s: float = Field(contract.DEADLINE_PER_WINDOW_S, ge=0)

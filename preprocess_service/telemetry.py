@@ -16,7 +16,6 @@ from opentelemetry import context, propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from avpenet import contract
-from preprocess_service.settings import GatewaySettings
 
 STAGES = ("queue", "decode", "features", "triton", "total")  # queue: a video's wait for admission
 # What was scored, as the stage histogram's `kind` label: latency differs by an order of magnitude between
@@ -26,8 +25,7 @@ STAGES = ("queue", "decode", "features", "triton", "total")  # queue: a video's 
 KINDS = ("light", "light_long", "video", "video_long")
 # 20 windows (a 22-s clip): past it the Triton call's default deadline (10 s) scales per window (0.5 s each);
 # bedside requests (3 s: 1 window, 10 s: 8) stay below, the minute's clip (58 windows) is above.
-_TRITON_TIMEOUT_S = GatewaySettings.model_fields["triton_timeout_s"].default
-LONG_WINDOWS = round(_TRITON_TIMEOUT_S / contract.DEADLINE_PER_WINDOW_S)
+LONG_WINDOWS = round(contract.DEADLINE_S / contract.DEADLINE_PER_WINDOW_S)
 REQUESTS = "avpenet_gateway_requests"  # counter (exposed as *_total): route, protocol, status
 STAGE_SECONDS = "avpenet_gateway_stage_seconds"  # histogram: stage, protocol, kind (KINDS)
 CLIP_SECONDS = "avpenet_gateway_clip_seconds"  # counter: media seconds scored, protocol

@@ -58,7 +58,7 @@ class TritonClient:
         url: str,
         *,
         model: str = contract.ENSEMBLE.name,
-        timeout_s: float = 10.0,
+        timeout_s: float = contract.DEADLINE_S,
         timeout_per_window_s: float = 0.0,
         retries: int = 3,
         backoff_s: float = 0.1,

@@ -138,9 +138,6 @@ def test_modules_and_functions_stay_small() -> None:
 
 
 TESTS = ROOT / "tests"
-# Test modules that still import another test module, each in a folder whose owner is reworking it; remove an
-# entry when what it imports has moved to tests/support/ (the check fails while an entry is stale).
-KNOWN_TEST_IMPORTS: set[str] = set()  # "tests/x/test_a.py imports test_b" while a move is pending
 
 
 def _imported_names(path: Path) -> set[str]:
@@ -167,7 +164,6 @@ def test_test_modules_import_only_support_code() -> None:
         for name in _imported_names(path)
         if (last := name.rsplit(".", 1)[-1]) in test_modules
     }
-    new = sorted(found - KNOWN_TEST_IMPORTS)
-    assert not new, "test modules import test modules (share through tests/support/):\n" + "\n".join(new)
-    stale = sorted(KNOWN_TEST_IMPORTS - found)
-    assert not stale, f"fixed, so remove from KNOWN_TEST_IMPORTS: {stale}"
+    assert not found, "test modules import test modules (share through tests/support/):\n" + "\n".join(
+        sorted(found)
+    )
