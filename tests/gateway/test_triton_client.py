@@ -213,7 +213,7 @@ class TestNoCancellation:
         fill every request slot of the replica with calls that wait for the backstop."""
 
         async def go():
-            client = TritonClient("127.0.0.1:1", timeout_s=0.2, retries=0)
+            client = TritonClient("127.0.0.1:1", timeout_s=1.0, retries=0)  # 1 s: a loaded box cancels first
             channel = use_channel(client, Channel(answer_at_once=False))
             request = asyncio.ensure_future(client.infer(contract.zero_inputs(contract.ENSEMBLE, 1)))
             await asyncio.sleep(0.05)
@@ -221,8 +221,12 @@ class TestNoCancellation:
             with pytest.raises(asyncio.CancelledError):
                 await request
             counts = [client.abandoned]
-            await asyncio.sleep(0.3)
+            for _ in range(100):  # the deadline passes within 1 s; the call itself never ends on its own
+                await asyncio.sleep(0.1)
+                if not client.abandoned:
+                    break
             counts.append(client.abandoned)
+            assert channel.ended == []  # freed at the deadline, not because the call ended
             channel.release.set()
             await client.close()
             return counts, channel
