@@ -77,22 +77,6 @@ def _require_dataset(flag: str, path: Path) -> None:
         raise ValueError(f"{flag} {path} is not a dataset: it has no labels.csv")
 
 
-def _split_path(checkpoint: Path, config: dict, data_dir: Path, split_path: Path | None) -> Path:
-    """--split, else DIR/split.json, else the run's own split when DIR holds the subjects it was trained on
-    (its data, or a render of its plan: data.checkpoint_split)."""
-    if split_path is not None:
-        return split_path
-    if (Path(data_dir) / data.SPLIT_FILE).exists():
-        return Path(data_dir) / data.SPLIT_FILE
-    own = data.checkpoint_split(checkpoint, config, data_dir)
-    if own is None:
-        raise ValueError(
-            f"--data {data_dir} has no {data.SPLIT_FILE} and is not the data {checkpoint} was trained on: "
-            "give --split SPLIT.json"
-        )
-    return own[0]
-
-
 def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) -> list[tuple[Path, str, list]]:
     """(dir, labels digest, clips) of each added set; ValueError (exit 2) for an empty one or one sharing
     labels or a synthetic plan (the same subjects, whatever parts were rendered) with the data or training."""
@@ -136,7 +120,13 @@ def recalibrate(
     _require_dataset("--data", data_dir)
     loaded = load_model(checkpoint)
     model, config = loaded.model, loaded.config
-    split_path = _split_path(checkpoint, config, data_dir, split_path)
+    found = data.split_for(data_dir, checkpoint, config, split_path)
+    if found is None:
+        raise ValueError(
+            f"--data {data_dir} has no {data.SPLIT_FILE} and is not the data {checkpoint} was trained on: "
+            "give --split SPLIT.json"
+        )
+    split_path = found[0]
     split = data.read_split(split_path)
     modality = config.get("modality", "both")
     clips = data.load_clips(data_dir, split["val"], progress=not quiet)

@@ -190,6 +190,22 @@ def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Pa
     return own, f"a render of the plan it was trained on (seed {plan['seed']}, {plan['n_subjects']} subjects)"
 
 
+def split_for(
+    data_dir: Path, checkpoint: Path, config: dict, given: Path | None = None
+) -> tuple[Path, str] | None:
+    """The split.json saying which of `data_dir`'s subjects a checkpoint is judged (test) or calibrated
+    (val) on, and where it came from: `given` (--split), else DIR/split.json, else the checkpoint's own when
+    DIR holds the subjects it was trained on (checkpoint_split); None for data it never saw. evaluate and
+    calibrate both ask here, so they cannot disagree on a set."""
+    if given is not None:
+        return Path(given), str(given)
+    path = Path(data_dir) / SPLIT_FILE
+    if path.exists():
+        return path, str(path)
+    own = checkpoint_split(checkpoint, config, data_dir)
+    return None if own is None else (own[0], f"the checkpoint's split.json: {own[1]}")
+
+
 def seen_as(
     digest: str | None, plan: dict | None, other_digest: str | None, other_plan: dict | None
 ) -> str | None:
@@ -237,15 +253,3 @@ def read_split(path: Path) -> dict[str, list[str]]:
         if overlap := set(split[a]) & set(split[b]):
             raise ValueError(f"{path}: {len(overlap)} subjects are in both {a} and {b}")
     return split
-
-
-def evaluation_subjects(data_dir: Path, rows: Sequence[dict[str, str]]) -> tuple[list[str], str]:
-    """The subjects to evaluate on and where that choice came from.
-
-    A dataset with its own split.json is evaluated on its "test" subjects; without one, every subject is
-    unseen test data (a new dataset the model never trained on).
-    """
-    path = Path(data_dir) / SPLIT_FILE
-    if path.exists():
-        return read_split(path)["test"], f"{path} (test)"
-    return sorted({r["subject_id"] for r in rows}), "all subjects (no split.json in the data)"

@@ -94,17 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def choose_subjects(
     args: argparse.Namespace, config: dict, rows: list[dict[str, str]]
 ) -> tuple[list[str], str]:
-    """Test subjects: --split, else DIR/split.json, else — when DIR is the very dataset the checkpoint was
-    trained on (same labels.csv digest) or a render of its plan (any parts) — the checkpoint's own split,
-    else every subject (unseen data)."""
-    if getattr(args, "split", None):
-        return data.read_split(args.split)["test"], f"{args.split} (test)"
-    if (Path(args.data) / data.SPLIT_FILE).exists():
-        return data.evaluation_subjects(args.data, rows)
-    own = data.checkpoint_split(args.checkpoint, config, args.data)
-    if own is not None:
-        return data.read_split(own[0])["test"], f"the checkpoint's split.json (test): {own[1]}"
-    return data.evaluation_subjects(args.data, rows)
+    """Test subjects of the split data.split_for finds (--split, DIR/split.json, or the checkpoint's own when
+    DIR is the data it was trained on or a render of its plan), else every subject (unseen data)."""
+    found = data.split_for(args.data, args.checkpoint, config, getattr(args, "split", None))
+    if found is None:
+        return sorted({r["subject_id"] for r in rows}), "all subjects (no split.json in the data)"
+    return data.read_split(found[0])["test"], f"{found[1]} (test)"
 
 
 def label_noise_floor(data_dir: Path, clips: list[data.Clip]) -> dict[str, float] | None:

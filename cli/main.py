@@ -6,15 +6,16 @@ A subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and `
 What a user gets wrong (a path that is missing or is a folder, a file that is not what the command reads, a
 URL without its scheme, a value out of range) ends in one line naming it and exit code 2, not a traceback:
 the errors a subcommand does not explain itself (OSError, ValueError and its subclasses such as the input
-and labels errors) are caught here. AVPENET_DEBUG=1 shows the traceback.
+and labels errors) are caught here (avpenet.user_errors). AVPENET_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+
+from avpenet.user_errors import exit_code
 
 COMMANDS: dict[str, str] = {
     "synth": "avpenet.synth.cli",
@@ -57,20 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return int(_load(args.command).run(args) or 0)
-    except (OSError, ValueError) as exc:
-        if os.environ.get("AVPENET_DEBUG"):
-            raise
-        print(f"avpenet {args.command}: {reason(exc)}", file=sys.stderr)
-        return 2
-
-
-def reason(exc: BaseException) -> str:
-    """One line for a user: an OSError names its file ("No such file or directory: runs/x/config.json")."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return exit_code(f"avpenet {args.command}", lambda: _load(args.command).run(args))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.argtypes import positive_int
+from avpenet.user_errors import exit_code
 from ensemble import configs
 from ensemble.ort_chain import OrtChain
 
@@ -253,13 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", type=Path, default=None, help="rendered dataset: video-path accuracy")
     parser.add_argument("--json", type=Path, default=None, help="write the report")
     args = parser.parse_args(argv)
-    try:
-        return _measure(args, parse_choice(args.choose))
-    except (OSError, ValueError) as exc:  # e.g. --data without clips: one line and exit 2, as `avpenet` does
-        if os.environ.get("AVPENET_DEBUG"):
-            raise
-        print(f"precision_measure: {(str(exc) or type(exc).__name__).splitlines()[0]}", file=sys.stderr)
-        return 2
+    # e.g. --data without clips: one line and exit 2, as `avpenet` does
+    return exit_code("precision_measure", lambda: _measure(args, parse_choice(args.choose)))
 
 
 def _measure(args: argparse.Namespace, chosen: dict[str, str]) -> int:

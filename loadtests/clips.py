@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from avpenet import contract
+from avpenet.features.audio import window_count
 
 VIDEO_FPS = 25  # camera rate; the gateway samples contract.FPS from it
 FRAME_SIZE = 320  # square frames: a bedside camera crop around the face
@@ -29,6 +30,16 @@ class ClipKind:
     name: str
     fields: tuple[str, ...]  # subset of clip, audio, landmarks
     seconds: float
+
+    @property
+    def has_video(self) -> bool:
+        """An MP4 `clip` part: the gateway's video path (preprocess_service.service.has_video)."""
+        return "clip" in self.fields
+
+    @property
+    def windows(self) -> int:
+        """Windows the gateway cuts from the clip's audio."""
+        return window_count(int(self.seconds * contract.SAMPLE_RATE))
 
 
 KINDS: dict[str, ClipKind] = {

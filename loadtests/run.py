@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from avpenet import contract
-from avpenet.features.audio import window_count
 from loadtests import clips
 from preprocess_service import telemetry
 
@@ -73,8 +71,7 @@ def gateway_kind(name: str) -> str | None:
     clip = clips.KINDS.get(name.rsplit(" ", 1)[-1])
     if clip is None:
         return None
-    video = bool({"clip", "video"} & set(clip.fields))
-    return telemetry.request_kind(video, window_count(int(clip.seconds * contract.SAMPLE_RATE)))
+    return telemetry.request_kind(clip.has_video, clip.windows)
 
 
 def verdict(rows: list[Row], p99_ms: float | None = None, error_ratio: float = SLO_ERROR_RATIO) -> list[str]:

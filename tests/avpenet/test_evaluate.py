@@ -48,7 +48,10 @@ def test_only_test_subjects_of_the_training_data_are_scored(evaluated, tiny_set,
 
 def test_unseen_data_is_all_test_data(tiny_set, tmp_path):
     rows = data.read_labels(tiny_set)
-    subjects, source = data.evaluation_subjects(tmp_path, rows)  # a folder without split.json
+    args = argparse.Namespace(
+        data=tmp_path, checkpoint=tmp_path, split=None
+    )  # no split.json, no checkpoint's
+    subjects, source = evaluate.choose_subjects(args, {}, rows)
     assert subjects == sorted({r["subject_id"] for r in rows}) and "no split" in source
 
 

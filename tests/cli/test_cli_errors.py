@@ -229,3 +229,16 @@ def test_precision_measure_refuses_no_clips_before_numpy_does(few_clips, tmp_pat
     quantize = ["quantize", "--data", str(few_clips), "--evaluate", str(few_clips), "--repo", str(missing)]
     code, err = run(quantize, capsys)
     assert code == 2 and "has no video clips of the test subjects" in err and not missing.exists()
+
+
+def test_the_precision_tool_reports_a_user_error_as_avpenet_does(tmp_path, capsys):
+    """`python -m ensemble.precision_measure` shares the one-line report: a missing file is named."""
+    from ensemble import precision_measure
+
+    missing = tmp_path / "no-such-dataset"
+    code = precision_measure.main(["--choose", "visual_encoder=int8", "--data", str(missing)])
+    err = capsys.readouterr().err
+    assert (
+        code == 2 and err.startswith("precision_measure: No such file or directory: ") and str(missing) in err
+    )
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
