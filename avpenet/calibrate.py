@@ -77,12 +77,14 @@ def _require_dataset(flag: str, path: Path) -> None:
         raise ValueError(f"{flag} {path} is not a dataset: it has no labels.csv")
 
 
-def _fresh_sets(added: list[Path], data_dir: Path, config: dict, quiet: bool) -> list[tuple[Path, str, list]]:
+def _fresh_sets(
+    added: list[Path], data_dir: Path, digest_of_data: str, config: dict, quiet: bool
+) -> list[tuple[Path, str, list]]:
     """(dir, labels digest, clips) of each added set; ValueError (exit 2) for an empty one or one sharing
     labels or a synthetic plan (the same subjects, whatever parts were rendered) with the data or training."""
     trained = config.get("data") or {}
     known = [  # (labels digest, plan, what it is)
-        (data.labels_digest(data_dir), data.read_plan(data_dir), f"the --data set {data_dir}"),
+        (digest_of_data, data.read_plan(data_dir), f"the --data set {data_dir}"),
         (trained.get("labels_sha256"), trained.get("plan"), "the set this run was trained on"),
     ]
     sets = []
@@ -132,7 +134,8 @@ def recalibrate(
     clips = data.load_clips(data_dir, split["val"], progress=not quiet)
     if not clips:
         raise ValueError(f"no clips of the validation subjects of {split_path} in {data_dir}")
-    fresh = _fresh_sets(list(added or []), data_dir, config, quiet)
+    digest = data.labels_digest(data_dir)  # the labels the record names are the ones judged
+    fresh = _fresh_sets(list(added or []), data_dir, digest, config, quiet)
     groups = [clips, *(cl for _, _, cl in fresh)]  # 0: the validation clips, then each added set's
     inputs = [[restrict(dict(c.inputs), modality) for c in cl] for cl in groups]
     scores = [np.array([c.score for c in cl]) for cl in groups]
@@ -144,7 +147,7 @@ def recalibrate(
     record = {
         "source": str(checkpoint),
         "data": str(data_dir),
-        "labels_sha256": data.labels_digest(data_dir),
+        "labels_sha256": digest,
         "split": str(split_path),
         "val_subjects": sorted(split["val"]),
         "val_clips": len(clips),
@@ -155,13 +158,13 @@ def recalibrate(
         "added": [
             {
                 "data": str(path),
-                "labels_sha256": digest,
+                "labels_sha256": fresh_digest,
                 "subjects": len({c.subject_id for c in cl}),
                 "clips": len(cl),
                 "coverage_90_before": before[i],
                 "coverage_90_after": after[i],
             }
-            for i, (path, digest, cl) in enumerate(fresh, start=1)
+            for i, (path, fresh_digest, cl) in enumerate(fresh, start=1)
         ],
     }
     extra = {k: v for k, v in config.items() if k not in ("model", "params")}
@@ -176,9 +179,11 @@ def recalibrate(
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.checkpoint / "config.json").exists():
+    from avpenet.model import CONFIG_FILE
+
+    if not (args.checkpoint / CONFIG_FILE).exists():
         print(
-            f"avpenet calibrate: {args.checkpoint} is not a run directory (no config.json)", file=sys.stderr
+            f"avpenet calibrate: {args.checkpoint} is not a run directory (no {CONFIG_FILE})", file=sys.stderr
         )
         return 2
     r = recalibrate(args.checkpoint, args.data, args.split, args.out, args.quiet, args.add)

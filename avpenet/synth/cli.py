@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from avpenet.argtypes import count
+from avpenet.argtypes import count, positive_int
 from avpenet.synth import dataset, progress
 
 HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ + rendered MP4s)"
@@ -35,11 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
     parser.add_argument(
-        "--subjects", type=int, default=dataset.DEFAULT_SUBJECTS,
+        "--subjects", type=positive_int, default=dataset.DEFAULT_SUBJECTS,
         help=f"number of subjects (default {dataset.DEFAULT_SUBJECTS}: {dataset.DEFAULT_NEONATES} neonates)",
     )  # fmt: skip
     parser.add_argument(
-        "--clips", type=int, default=None,
+        "--clips", type=positive_int, default=None,
         help=f"number of clips (default: subjects × {dataset.DEFAULT_CLIPS}/{dataset.DEFAULT_SUBJECTS})",
     )  # fmt: skip
     parser.add_argument(
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="render every clip that has a face as MP4 (default: all; its .npz is then the tracked MP4), or "
         "only N clean clips spread over the pain range (0: none, fast, synthetic .npz tracks only)",
     )  # fmt: skip
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
     parser.add_argument(
         "--resume", action="store_true",
         help="skip the clips a stopped run with the same options finished (DIR/.progress/)",
@@ -76,9 +76,6 @@ def _default_split(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     render = args.render_video
-    if args.subjects < 1 or args.workers < 1 or (args.clips is not None and args.clips < 1):
-        print("avpenet synth: --subjects, --clips and --workers must be ≥ 1", file=sys.stderr)
-        return 2
     if not args.resume and args.out.is_dir() and any(args.out.iterdir()):
         print(
             f"avpenet synth: {args.out} already holds files; give a new or empty folder, or --resume to "

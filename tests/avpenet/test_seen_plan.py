@@ -102,4 +102,4 @@ def test_calibrate_refuses_a_part_of_the_set_a_planless_checkpoint_was_trained_o
     unplanned = {**config, "data": {k: v for k, v in config["data"].items() if k != "plan"}}
     other = shutil.copytree(parts["val"], tmp_path / "old", ignore=shutil.ignore_patterns(data.PLAN_FILE))
     with pytest.raises(ValueError, match="is a render of the plan of the set this run was trained on"):
-        calibrate._fresh_sets([parts["test"]], other, unplanned, quiet=True)
+        calibrate._fresh_sets([parts["test"]], other, data.labels_digest(other), unplanned, quiet=True)

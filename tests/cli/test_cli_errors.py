@@ -60,11 +60,13 @@ def test_out_of_range_flags_are_refused_when_parsed(tmp_path, capsys):
         ["export", "--keep", "0", "--repo", str(tmp_path / "repo")],
         ["quantize", "--data", str(tmp_path), "--rounds", "0", "--repo", str(tmp_path / "repo")],
         ["monitor", str(tmp_path), "--handling", "5-10"],
+        ["synth", "--out", str(tmp_path / "synth"), "--workers", "0"],
+        ["synth", "--out", str(tmp_path / "synth"), "--subjects", "-1"],
     ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
-    assert not (tmp_path / "run").exists() and not (tmp_path / "repo").exists()
+    assert not any((tmp_path / name).exists() for name in ("run", "repo", "synth"))
 
 
 def test_bench_rerender_of_something_else_and_no_write(tmp_path, capsys):

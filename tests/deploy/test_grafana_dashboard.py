@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.alert_rules import latency_thresholds_s
+from support.alert_rules import alert, latency_thresholds_s, rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "avpenet-serve.json"
-RULES = ROOT / "monitoring" / "rules" / "avpenet-alerts.yml"
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "bargauge", "table"}
 GPU_ONLY = {"nv_gpu_utilization"}  # Triton exports these on GPU nodes only
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless"}
@@ -120,9 +119,7 @@ def _gateway_metrics() -> set[str]:
 
 
 def _recording_rules() -> set[str]:
-    return {
-        r["record"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "record" in r
-    }
+    return {r["record"] for r in rules() if "record" in r}
 
 
 def _triton_library() -> bytes:
@@ -172,10 +169,5 @@ def test_latency_stat_colours_each_request_kind_at_its_alert_threshold() -> None
         o["matcher"]["options"]: o["properties"][0]["value"]["steps"][-1]["value"]
         for o in panel["fieldConfig"]["overrides"]
     }
-    (alert,) = [
-        r
-        for g in yaml.safe_load(RULES.read_text())["groups"]
-        for r in g["rules"]
-        if r.get("alert") == "AvpenetP99LatencyHigh"
-    ]
-    assert red == latency_thresholds_s(alert["expr"])
+    latency = alert("AvpenetP99LatencyHigh")
+    assert red == latency_thresholds_s(latency["expr"])

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.alert_rules import RULES, rules
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
-RULES = MONITORING / "rules" / "avpenet-alerts.yml"
 RULE_TESTS = MONITORING / "rules" / "avpenet-alerts.test.yml"
 ALERTS = {
     "AvpenetTritonNotReady",
@@ -37,15 +37,14 @@ def _promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess
 def test_rules_pass_promtool_check() -> None:
     result = _promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    assert {r["alert"] for r in rules if "alert" in r} == ALERTS
-    assert all(r.get("annotations", {}).get("runbook") for r in rules if "alert" in r)
+    alerts = [r for r in rules() if "alert" in r]
+    assert {r["alert"] for r in alerts} == ALERTS
+    assert all(r.get("annotations", {}).get("runbook") for r in alerts)
 
 
 def test_every_runbook_anchor_exists() -> None:
     """Each alert's `runbook` names a file and an anchor (`<a id="...">`) that is there."""
-    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
-    for rule in rules:
+    for rule in (r for r in rules() if "alert" in r):
         path, anchor = rule["annotations"]["runbook"].split("#")
         assert f'<a id="{anchor}"></a>' in (ROOT / path).read_text(), (rule["alert"], anchor)
 

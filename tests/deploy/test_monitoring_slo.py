@@ -4,26 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from support.alert_rules import latency_thresholds_s
+from support.alert_rules import alert, latency_thresholds_s
 
 from loadtests import clips
 from loadtests import run as loadtest
 from preprocess_service import telemetry
 
-RULES = Path(__file__).resolve().parents[2] / "monitoring" / "rules" / "avpenet-alerts.yml"
-
-
-def _alert(name: str) -> dict:
-    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    return next(r for r in rules if r.get("alert") == name)
-
 
 def test_slos_equal_alert_thresholds() -> None:
-    thresholds = latency_thresholds_s(_alert("AvpenetP99LatencyHigh")["expr"])
+    thresholds = latency_thresholds_s(alert("AvpenetP99LatencyHigh")["expr"])
     assert set(thresholds) == set(telemetry.KINDS), "every request kind has its latency threshold"
     assert thresholds == {kind: ms / 1000 for kind, ms in loadtest.SLO_P99_MS.items()}
-    assert _alert("AvpenetHighErrorRatio")["expr"].endswith(f"> {loadtest.SLO_ERROR_RATIO:g}")
+    assert alert("AvpenetHighErrorRatio")["expr"].endswith(f"> {loadtest.SLO_ERROR_RATIO:g}")
 
 
 def test_locust_rows_map_to_the_gateways_request_kinds() -> None:
@@ -86,5 +78,5 @@ def test_mixes_are_distributions_over_known_kinds() -> None:
 def test_every_latency_threshold_is_a_bucket_edge() -> None:
     """histogram_quantile interpolates inside a bucket: a threshold between two edges would page on requests
     below it (all light requests at 1.1 s read as a p99 of 2.49 s with edges 1 and 2.5)."""
-    thresholds = latency_thresholds_s(_alert("AvpenetP99LatencyHigh")["expr"])
+    thresholds = latency_thresholds_s(alert("AvpenetP99LatencyHigh")["expr"])
     assert set(thresholds.values()) <= set(telemetry.LATENCY_BUCKETS)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import shutil
 import threading
 import time
 import warnings
@@ -13,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from support.fusion_bump import fusion_bump
 
 from avpenet import contract
 from avpenet.features.windows import model_inputs_of
-from ensemble import DEFAULT_REPOSITORY, export, versions
+from ensemble import export
 from ensemble.client import infer_inputs
 from ensemble.onnx_export import valid_inputs
 from ensemble.server import TritonServer
@@ -66,16 +65,8 @@ class Traffic:
 
 def test_new_fusion_version_swaps_in_under_traffic_without_failures(tmp_path: Path) -> None:
     warnings.filterwarnings("ignore")
-    repo = tmp_path / "repo"
-    shutil.copytree(DEFAULT_REPOSITORY, repo)
-    fusion_dir = repo / contract.FUSION.name
-    old_version = versions.latest(fusion_dir)
-    old_model = export.model_from_source(versions.read_manifest(fusion_dir, old_version)["source"])
-    new_model = copy.deepcopy(old_model)
-    with torch.no_grad():
-        new_model.fusion.score_head.bias.add_(
-            1.5
-        )  # a visibly different score: we can tell which version answered
+    bump = fusion_bump(tmp_path)  # a visibly different score: we can tell which version answered
+    repo, old_version, old_model, new_model = bump.repo, bump.old_version, bump.old_model, bump.new_model
     arrays = valid_inputs(contract.ENSEMBLE, batch=2, seed=5)
     windows = model_inputs_of(arrays)  # the same request as the PyTorch model reads it
     with torch.inference_mode():

@@ -25,6 +25,7 @@ import requests
 from corpus import Case, Upload
 from corpus.harness import GRPC_OPTIONS, Answer, gateway_metrics, grpc_call, http_post, sample
 from corpus.wire import CTYPE, valid_clip
+from support.fusion_bump import fusion_bump
 from support.gateway import API_KEY, face_track, wav_bytes
 from support.polling import wait_until
 from support.processes import serve_replicas
@@ -255,23 +256,14 @@ def test_triton_killed_under_load_gives_fast_503_then_recovers(gateway_stack, tr
 # --- a new model version under load -------------------------------------------------------------------------
 def test_model_version_swapped_under_gateway_load_without_failures(gateway_stack, triton_server, tmp_path):
     """Export fusion N+1 and load it while callers score through the gateway: every request succeeds."""
-    import copy
-    import shutil
     import warnings
 
-    import torch
-
     from avpenet import contract
-    from ensemble import DEFAULT_REPOSITORY, export, versions
+    from ensemble import export
 
     warnings.filterwarnings("ignore")
-    repo = tmp_path / "repo"
-    shutil.copytree(DEFAULT_REPOSITORY, repo)
-    fusion = repo / contract.FUSION.name
-    old = versions.latest(fusion)
-    model = copy.deepcopy(export.model_from_source(versions.read_manifest(fusion, old)["source"]))
-    with torch.no_grad():
-        model.fusion.score_head.bias.add_(1.5)  # a visibly different score tells the versions apart
+    bump = fusion_bump(tmp_path)  # a visibly different score tells the versions apart
+    repo, old, model = bump.repo, bump.old_version, bump.new_model
     original = triton_server.repo
     restart_on_same_ports(triton_server, repo=repo, model_control="explicit")
     try:

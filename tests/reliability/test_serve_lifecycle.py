@@ -22,14 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import psutil
 import pytest
-import requests
-from corpus.harness import GRPC_OPTIONS
 from hung_triton import hang_triton, hung_repository
-from support.gateway import API_KEY, face_track, wav_bytes
+from support.gateway import API_KEY, face_track, post_score, readiness, wav_bytes
 
 from ensemble import DEFAULT_REPOSITORY
 
@@ -81,19 +78,9 @@ class Serve:
     def score(self) -> float:
         wav, npz = wav_bytes(6.0, freq=480.0), face_track(6.0, seed=3).to_npz_bytes()
         files = {"audio": ("a.wav", wav), "landmarks": ("f.npz", npz)}
-        reply = requests.post(f"{self.http_url}/v1/score", files=files, data={"age_group": "adult"},
-                              headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)  # fmt: skip
+        reply = post_score(self, files=files, data={"age_group": "adult"})
         assert reply.status_code == 200, reply.text
         return float(reply.json()["score"])
-
-    def ready(self) -> tuple[int, int]:
-        """(/readyz status, gRPC health status enum)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        http = requests.get(f"{self.http_url}/readyz", timeout=10).status_code
-        with grpc.insecure_channel(self.grpc_target, options=GRPC_OPTIONS) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        return http, reply.status
 
     def signal_and_wait(self, sig: int, group: bool) -> float:
         start = time.monotonic()
@@ -134,18 +121,18 @@ def test_hung_stub_is_noticed_and_healed_then_sigterm_to_the_group_stops_everyth
     serve = Serve(hung_repository(tmp_path), private_tmp)
     try:
         before = serve.score()
-        assert serve.ready() == (200, health_pb2.HealthCheckResponse.SERVING)
+        assert readiness(serve) == (200, health_pb2.HealthCheckResponse.SERVING)
         first_triton = serve.stack_processes()
         assert len(first_triton) >= 5, "expected tritonserver and its 4 stubs"
 
         hang_triton(serve.triton_grpc)
         t_hang = time.monotonic()
-        while serve.ready() != (503, health_pb2.HealthCheckResponse.NOT_SERVING):
+        while readiness(serve) != (503, health_pb2.HealthCheckResponse.NOT_SERVING):
             assert time.monotonic() - t_hang < NOT_READY_S, "readiness still claims SERVING on a hung stub"
             time.sleep(0.5)
         noticed = time.monotonic() - t_hang
 
-        while serve.ready()[0] != 200:
+        while readiness(serve)[0] != 200:
             assert time.monotonic() - t_hang < RECOVER_S, f"not recovered:\n{serve.output()[-2000:]}"
             time.sleep(1.0)
         recovered = time.monotonic() - t_hang

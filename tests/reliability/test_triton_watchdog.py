@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grpc
 import pytest
-import requests
-from corpus.harness import GRPC_OPTIONS, http_post
+from corpus.harness import http_post
 from corpus.wire import CTYPE, valid_clip
 from hung_triton import hang_triton, hung_repository
-from support.gateway import API_KEY
+from support.gateway import API_KEY, readiness
 from support.polling import wait_until
 
 from ensemble import DEFAULT_REPOSITORY
@@ -27,15 +25,6 @@ pytestmark = pytest.mark.integration
 
 NOT_READY_S = 20.0  # watchdog: period 3 s + 2 probes of 3 s, on a busy box
 RECOVER_S = 90.0
-
-
-def readiness(stack) -> tuple[int, int]:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    http = requests.get(f"{stack.http_url}/readyz", timeout=10).status_code
-    with grpc.insecure_channel(stack.grpc_target, options=GRPC_OPTIONS) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    return http, reply.status
 
 
 def restart_on(server, repo) -> None:

@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+RULES = Path(__file__).resolve().parents[2] / "monitoring" / "rules" / "avpenet-alerts.yml"
+
+
+def rules(path: Path = RULES) -> list[dict]:
+    """Every rule of every group, recording and alerting alike."""
+    import yaml
+
+    return [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+
+
+def alert(name: str) -> dict:
+    """The alerting rule called `name`."""
+    (rule,) = [r for r in rules() if r.get("alert") == name]
+    return rule
 
 
 def latency_thresholds_s(expr: str) -> dict[str, float]:

@@ -87,6 +87,18 @@ def post_score(
     return requests.post(f"{stack.http_url}/v1/score", files=files, data=data, headers=hdrs, timeout=60, **kw)
 
 
+def readiness(stack) -> tuple[int, int]:
+    """(/readyz's HTTP status, gRPC health's status enum) of a gateway: what a load balancer and a gRPC
+    client each see."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    http = requests.get(f"{stack.http_url}/readyz", timeout=10).status_code
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return http, reply.status
+
+
 def audio_score(stack, wav: bytes, filename: str = "tone.wav") -> float:
     """An adult's score for one audio upload; anything but a 200 fails the test."""
     reply = post_score(stack, files={"audio": (filename, wav)}, data={"age_group": "adult"})
