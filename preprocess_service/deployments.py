@@ -161,6 +161,13 @@ class Gateway(GrpcMethods):
         self.streams = StreamHub(self.service)  # bedside monitoring streams held by this replica
         self.metrics_mirror = RayMirror(self.service.metrics.registry).start()
 
+    async def __del__(self) -> None:
+        """Serve's graceful stop of this replica (scale-down, redeploy), run after its requests drained:
+        Triton calls still running (their callers gone) end before their channels close, because closing a
+        channel under a call cancels it, which Triton 2.51 may not survive (docs/RELIABILITY.md, Faults)."""
+        self.metrics_mirror.stop()
+        await self.service.close()
+
     @api.post(
         SCORE_ROUTE, summary="Score a clip for pain", openapi_extra=SCORE_OPENAPI, responses=SCORE_RESPONSES
     )
