@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ensemble import DEFAULT_REPOSITORY
+from ensemble import DEFAULT_REPOSITORY, shm_regions
 from ensemble.ports import HOST, free_port
 from ensemble.tracing import otel_args
 
@@ -171,6 +171,7 @@ class TritonServer:
         self._workdir: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._reader: threading.Thread | None = None
+        self._shm_prefix: str | None = None  # this launch's shared-memory regions (ensemble/shm_regions.py)
 
     # --- addresses ---------------------------------------------------------------------------------------
     @property
@@ -216,6 +217,8 @@ class TritonServer:
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             f"--model-control-mode={self.model_control}",
         ]
+        if self._shm_prefix is not None:
+            args.append(shm_regions.backend_arg(self._shm_prefix))
         if self.model_control == "explicit":
             args.append("--load-model=*")
         if self.model_config_name:
@@ -227,6 +230,7 @@ class TritonServer:
             raise RuntimeError("this TritonServer is already running")
         if not any(self.repo.glob("*/config.pbtxt")):
             raise TritonStartError(f"{self.repo} holds no model; build it with `avpenet export`")
+        shm_regions.remove_orphans()  # left by launchers killed before they could stop their server
         self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
         make_backend_directory(self._workdir / "backends")
         attempts = 3  # a port picked free can be taken before Triton binds it (models load first)
@@ -248,6 +252,7 @@ class TritonServer:
 
     def _launch(self) -> None:
         self._log_tail.clear()
+        self._shm_prefix = shm_regions.new_prefix()
         self._process = subprocess.Popen(
             self.command(),
             stdout=subprocess.PIPE,
@@ -319,6 +324,9 @@ class TritonServer:
             code = process.returncode
             if self._reader:
                 self._reader.join(timeout=2)
+        if self._shm_prefix is not None:  # a killed server leaves its regions (and their tensors) in RAM
+            shm_regions.remove(self._shm_prefix)
+            self._shm_prefix = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

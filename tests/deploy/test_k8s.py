@@ -235,6 +235,7 @@ def test_triton_deployment_shape(overlay) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    _leftover_regions_go_before_triton_starts(server["command"], server["args"])
     models = mounts["/models"]
     assert any(m["name"] == models for c in spec["initContainers"] for m in c["volumeMounts"])
     assert "--model-repository=/models" in server["args"]
@@ -366,3 +367,27 @@ def test_prometheusrule_passes_promtool(overlay, tmp_path: Path) -> None:
         ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _leftover_regions_go_before_triton_starts(command: list[str], args: list[str]) -> None:
+    """The dshm volume outlives a killed container: the command (run here by sh, against a stand-in
+    tritonserver and a folder for /dev/shm) removes the Python backend's old regions, then execs Triton with
+    every arg."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shm, bin_dir = Path(tmp, "shm"), Path(tmp, "bin")
+        shm.mkdir(), bin_dir.mkdir()
+        (shm / "triton_python_backend_shm_region_5e9c").write_bytes(b"old tensors")
+        (shm / "kept").write_bytes(b"")
+        fake = bin_dir / "tritonserver"
+        fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+        fake.chmod(0o755)
+        shell, flag, script, *rest = command
+        assert (shell, flag) == ("/bin/sh", "-c") and "/dev/shm/" in script
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        ran = subprocess.run([shell, flag, script.replace("/dev/shm/", f"{shm}/"), *rest, *args],
+                             env=env, capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        assert ran.stdout.splitlines() == args
+        assert [p.name for p in shm.iterdir()] == ["kept"]
