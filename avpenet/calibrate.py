@@ -134,7 +134,7 @@ def recalibrate(
     clips = data.load_clips(data_dir, split["val"], progress=not quiet)
     if not clips:
         raise ValueError(f"no clips of the validation subjects of {split_path} in {data_dir}")
-    digest = data.labels_digest(data_dir)  # the labels the record names are the ones judged
+    digest = data.labels_digest(data_dir)  # one digest for the --add checks and the record
     fresh = _fresh_sets(list(added or []), data_dir, digest, config, quiet)
     groups = [clips, *(cl for _, _, cl in fresh)]  # 0: the validation clips, then each added set's
     inputs = [[restrict(dict(c.inputs), modality) for c in cl] for cl in groups]

@@ -192,18 +192,18 @@ def checkpoint_split(checkpoint: Path, config: dict, data_dir: Path) -> tuple[Pa
 
 def split_for(
     data_dir: Path, checkpoint: Path, config: dict, given: Path | None = None
-) -> tuple[Path, str] | None:
-    """The split.json saying which of `data_dir`'s subjects a checkpoint is judged (test) or calibrated
-    (val) on, and where it came from: `given` (--split), else DIR/split.json, else the checkpoint's own when
-    DIR holds the subjects it was trained on (checkpoint_split); None for data it never saw. evaluate and
-    calibrate both ask here, so they cannot disagree on a set."""
+) -> tuple[Path, str, str] | None:
+    """(split.json, where it came from, why) for the subjects of `data_dir` a checkpoint is judged (test) or
+    calibrated (val) on: `given` (--split), else DIR/split.json, else the checkpoint's own when DIR holds the
+    subjects it was trained on (checkpoint_split, the only one with a why); None for data it never saw.
+    evaluate and calibrate both ask here, so they cannot disagree on a set."""
     if given is not None:
-        return Path(given), str(given)
+        return Path(given), str(given), ""
     path = Path(data_dir) / SPLIT_FILE
     if path.exists():
-        return path, str(path)
+        return path, str(path), ""
     own = checkpoint_split(checkpoint, config, data_dir)
-    return None if own is None else (own[0], f"the checkpoint's split.json: {own[1]}")
+    return None if own is None else (own[0], "the checkpoint's split.json", own[1])
 
 
 def seen_as(

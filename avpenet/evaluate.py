@@ -99,7 +99,8 @@ def choose_subjects(
     found = data.split_for(args.data, args.checkpoint, config, getattr(args, "split", None))
     if found is None:
         return sorted({r["subject_id"] for r in rows}), "all subjects (no split.json in the data)"
-    return data.read_split(found[0])["test"], f"{found[1]} (test)"
+    path, source, why = found
+    return data.read_split(path)["test"], f"{source} (test)" + (f": {why}" if why else "")
 
 
 def label_noise_floor(data_dir: Path, clips: list[data.Clip]) -> dict[str, float] | None:

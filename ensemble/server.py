@@ -190,6 +190,11 @@ class TritonServer:
         return f"http://{HOST}:{self.metrics_port}/metrics"
 
     @property
+    def shm_prefix(self) -> str | None:
+        """The name prefix of this launch's shared-memory regions (shm_regions.py); None when stopped."""
+        return self._shm_prefix
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 

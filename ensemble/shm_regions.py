@@ -5,31 +5,41 @@ Triton and its Python-backend stubs pass every tensor through POSIX shared memor
 Linux, RAM). Triton unlinks its regions when it exits cleanly; a server that is killed (the supervisor's
 SIGKILL of a hung stub, a crash, the OOM killer) leaves them behind: 4 MB or more of RAM each, readable by
 every local user, holding the last tensors the stubs exchanged, the patient's waveform among them. So each
-launch names its regions with its own prefix (host, launcher pid, a random token); `TritonServer.stop()`
-removes its launch's regions, and `start()` those of launchers on this host that no longer run.
+launch names its regions with its own prefix (host, PID namespace, launcher pid, a random token):
+`TritonServer.stop()` removes its launch's regions, and `start()` those of launchers that no longer run in
+the same host and PID namespace (where "no longer runs" can be told). /dev/shm is writable by every local
+user, so the sweep touches only regular files and never lets an error stop a start.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import re
 import secrets
 import socket
+import stat
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "avpenet_triton_"
+log = logging.getLogger("avpenet.triton")
 
 
-def _host() -> str:
-    """This host's name as it may appear in a region name (containers sharing /dev/shm have their own)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+def _scope() -> str:
+    """<host>_<pid namespace>: where a launcher's pid means what it says (containers may share /dev/shm and
+    a host name, as with Docker's --ipc=host --network=host, yet each has its own pids)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{host}_{namespace}"
 
 
 def new_prefix() -> str:
-    """The region-name prefix of one launch: avpenet_triton_<host>_<pid>_<token>_."""
-    return f"{PREFIX}{_host()}_{os.getpid()}_{secrets.token_hex(4)}_"
+    """The region-name prefix of one launch: avpenet_triton_<host>_<pidns>_<pid>_<token>_."""
+    return f"{PREFIX}{_scope()}_{os.getpid()}_{secrets.token_hex(4)}_"
 
 
 def backend_arg(prefix: str) -> str:
@@ -39,33 +49,42 @@ def backend_arg(prefix: str) -> str:
 
 def remove(prefix: str, shm_dir: Path = SHM_DIR) -> int:
     """Unlink the regions whose names start with `prefix`; how many were removed."""
-    removed = 0
-    for path in shm_dir.glob(f"{prefix}*"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    return removed
+    return sum(_unlink(path) for path in shm_dir.glob(f"{prefix}*"))
 
 
 def remove_orphans(shm_dir: Path = SHM_DIR) -> int:
-    """Unlink the regions of launchers on this host that no longer run (killed before their stop()); how many.
-    A launcher still running, or one of another host or user, keeps its regions."""
-    mine = re.compile(rf"{re.escape(PREFIX)}{re.escape(_host())}_(\d+)_[0-9a-f]+_")
+    """Unlink the regions of launchers in this host and PID namespace that no longer run (killed before their
+    stop()); how many. A launcher still running, or one of another scope or user, keeps its regions."""
+    mine = re.compile(rf"{re.escape(PREFIX)}{re.escape(_scope())}_(\d{{1,10}})_[0-9a-f]+_")
     removed = 0
     for path in shm_dir.glob(f"{PREFIX}*"):
         match = mine.match(path.name)
         if match and not _running(int(match.group(1))):
-            with contextlib.suppress(FileNotFoundError, PermissionError):
-                path.unlink()
-                removed += 1
+            removed += _unlink(path)
     return removed
 
 
 def _running(pid: int) -> bool:
+    """Whether `pid` names a process; True when that cannot be told (keep the regions)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except (OSError, OverflowError, ValueError):  # another user's process, or a pid the kernel refuses
         return True
+    return True
+
+
+def _unlink(path: Path) -> bool:
+    """Remove `path` if it is a regular file; any failure is logged, never raised (a cleanup must not stop
+    Triton from starting or stopping)."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("could not remove the shared-memory region %s: %s", path.name, exc)
+        return False
     return True

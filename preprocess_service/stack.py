@@ -51,11 +51,7 @@ def _stop_ray(graceful: bool) -> None:
         if graceful and _raylet_alive():
             from ray import serve
 
-            # Deleting the apps drains and stops their replicas (each Gateway closes its service); Ray's
-            # serve.shutdown() would do the same but then kills its controller under its own pending call,
-            # which Ray 2.60 reports on the console as a failed task. ray.shutdown() below ends the rest.
-            for name in serve.status().applications:
-                serve.delete(name)
+            serve.shutdown()
     except Exception as exc:  # noqa: BLE001 (shutting down: go on to ray.shutdown whatever happened)
         log.warning("Serve shutdown failed: %s", exc)
     finally:

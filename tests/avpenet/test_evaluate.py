@@ -43,14 +43,13 @@ def test_only_test_subjects_of_the_training_data_are_scored(evaluated, tiny_set,
     split = json.loads((tiny_run[0] / "split.json").read_text())
     rows = data.read_labels(tiny_set)
     assert 0 < result["n_clips"] == sum(r["subject_id"] in split["test"] for r in rows) < len(rows)
-    assert "checkpoint's split" in result["test_subjects_from"]
+    assert result["test_subjects_from"] == "the checkpoint's split.json (test): the data it was trained on"
 
 
 def test_unseen_data_is_all_test_data(tiny_set, tmp_path):
     rows = data.read_labels(tiny_set)
-    args = argparse.Namespace(
-        data=tmp_path, checkpoint=tmp_path, split=None
-    )  # no split.json, no checkpoint's
+    # a folder without split.json, and a "checkpoint" without one: nothing says which subjects were seen
+    args = argparse.Namespace(data=tmp_path, checkpoint=tmp_path, split=None)
     subjects, source = evaluate.choose_subjects(args, {}, rows)
     assert subjects == sorted({r["subject_id"] for r in rows}) and "no split" in source
 

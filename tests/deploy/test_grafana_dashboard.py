@@ -77,13 +77,14 @@ def test_dashboard_structure() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: `make setup` installs it")
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
-    rules = []
+    queries = []
     for i, expr in enumerate(_queries()):
         for variable, value in GRAFANA_VARIABLES.items():
             expr = expr.replace(variable, value)
         assert "$" not in expr, f"unknown Grafana variable in {expr!r}"
-        rules.append({"record": f"dashboard:query{i}", "expr": expr})
-    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+        queries.append({"record": f"dashboard:query{i}", "expr": expr})
+    groups = {"groups": [{"name": "dashboard", "rules": queries}]}
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(groups))
     result = subprocess.run(
         ["promtool", "check", "rules", str(tmp_path / "queries.yml")],
         capture_output=True,

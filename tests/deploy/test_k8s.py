@@ -374,6 +374,7 @@ def _leftover_regions_go_before_triton_starts(command: list[str], args: list[str
     tritonserver and a folder for /dev/shm) removes the Python backend's old regions, then execs Triton with
     every arg."""
     import os
+    import shlex
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,7 +388,8 @@ def _leftover_regions_go_before_triton_starts(command: list[str], args: list[str
         shell, flag, script, *rest = command
         assert (shell, flag) == ("/bin/sh", "-c") and "/dev/shm/" in script
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-        ran = subprocess.run([shell, flag, script.replace("/dev/shm/", f"{shm}/"), *rest, *args],
-                             env=env, capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        here = script.replace("/dev/shm/", f"{shlex.quote(str(shm))}/")
+        ran = subprocess.run([shell, flag, here, *rest, *args], env=env, capture_output=True, text=True,
+                             timeout=30, check=True)  # fmt: skip
         assert ran.stdout.splitlines() == args
         assert [p.name for p in shm.iterdir()] == ["kept"]

@@ -17,8 +17,9 @@ def rules(path: Path = RULES) -> list[dict]:
 
 def alert(name: str) -> dict:
     """The alerting rule called `name`."""
-    (rule,) = [r for r in rules() if r.get("alert") == name]
-    return rule
+    found = [r for r in rules() if r.get("alert") == name]
+    assert len(found) == 1, f"{len(found)} alerting rules named {name} in {RULES.name}"
+    return found[0]
 
 
 def latency_thresholds_s(expr: str) -> dict[str, float]:

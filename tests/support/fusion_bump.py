@@ -7,8 +7,12 @@ import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avpenet import contract
+
+if TYPE_CHECKING:
+    from avpenet.model import AVPENet
 
 SCORE_SHIFT = 1.5  # added to the fusion score head's bias: far beyond any numeric difference
 
@@ -17,8 +21,8 @@ SCORE_SHIFT = 1.5  # added to the fusion score head's bias: far beyond any numer
 class FusionBump:
     repo: Path  # the copy
     old_version: int  # the fusion version it serves
-    old_model: object  # that version's PyTorch model (avpenet.model.AVPENet)
-    new_model: object  # the same with SCORE_SHIFT on its score head
+    old_model: AVPENet  # that version's PyTorch model
+    new_model: AVPENet  # the same with SCORE_SHIFT on its score head
 
 
 def fusion_bump(tmp_path: Path) -> FusionBump:
