@@ -65,14 +65,14 @@ def remove_orphans(shm_dir: Path = SHM_DIR) -> int:
 
 
 def _running(pid: int) -> bool:
-    """Whether `pid` names a process; True when that cannot be told (keep the regions)."""
+    """Whether `pid` names a process (another user's counts); True when that cannot be told (keep the
+    regions)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError, ValueError):  # another user's process, or a pid the kernel refuses
+        return psutil.pid_exists(pid)
+    except (OverflowError, ValueError):  # a pid the kernel refuses
         return True
-    return True
 
 
 def _unlink(path: Path) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-RULES = Path(__file__).resolve().parents[2] / "monitoring" / "rules" / "avpenet-alerts.yml"
+from support import k8s_scripts
+
+RULES: Path = k8s_scripts.load("generate").ALERT_RULES  # the rules k8s/generate.py puts in the PrometheusRule
 
 
 def rules(path: Path = RULES) -> list[dict]:
