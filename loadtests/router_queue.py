@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
+    from preprocess_service.ray_node import RayNode
+
     ideal_s = args.calls * args.work_ms / 1e3 / args.slots
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    node = RayNode(num_cpus=2)  # a private temp dir, removed after; objects spilled to RAM
+    node.start(ray)
     try:
         print(
             f"{args.calls} calls, {args.concurrency} at a time, to {args.slots} slot(s) of "
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        node.remove()
     return 0
 
 

@@ -6,8 +6,9 @@
         stack.http_url, stack.grpc_target, stack.triton.grpc_url
 
 Ray on a small box (docs/ARCHITECTURE.md, Platform notes): `num_cpus` from the machine (at most 2), no
-dashboard, a private temp dir, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, explicit ports (Ray's default 8000 is
-also Triton's), replicas capped to what fits. The config file is deployed the way KubeRay deploys
+dashboard, a private temp dir, objects spilled to RAM, not disk (ray_node.py),
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, explicit ports (Ray's default 8000 is also Triton's), replicas capped to
+what fits. The config file is deployed the way KubeRay deploys
 serveConfigV2, with local overrides only.
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -25,12 +24,11 @@ from typing import Any
 from ensemble import ports
 from ensemble.server import ALLOCATOR_ENV
 from preprocess_service import grpc_wire
+from preprocess_service.ray_node import RayNode
 from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
 HOST = "127.0.0.1"
 APP_NAME = "avpenet"
-RAY_START_TIMEOUT = "timed out during startup"  # Ray's own message when the raylet misses its window
-RAY_START_ATTEMPTS = 3
 DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
 log = logging.getLogger("avpenet.stack")
@@ -97,7 +95,7 @@ class LocalStack:
         self.triton_kwargs = dict(triton_kwargs or {})
         self.triton = triton  # an already running ensemble.server.TritonServer to use (and leave running)
         self._own_triton = triton is None
-        self._ray_dir: str | None = None
+        self.ray_node = RayNode(self.num_cpus)  # its temp dir: Ray's logs (the tests read the audit lines)
         self._supervisor: Any = None  # ensemble.supervisor.TritonSupervisor, made on the first supervise()
         self._saved_env: dict[str, str | None] = {}
 
@@ -122,7 +120,7 @@ class LocalStack:
         return self
 
     def _stop_serve_attempt(self) -> None:
-        """Ray down, its temp dir gone, the environment restored (the next try sets it again); Triton kept."""
+        """Ray down, its folders gone, the environment restored (the next try sets it again); Triton kept."""
         _stop_ray(graceful=False)
         self._cleanup()
 
@@ -160,7 +158,7 @@ class LocalStack:
         from ray.serve.config import gRPCOptions
         from ray.serve.schema import ServeDeploySchema
 
-        self._init_ray(ray)
+        self.ray_node.start(ray)
         schema = ServeDeploySchema.model_validate(self.serve_config())
         try:  # serve_start waits for the proxies, so a bind failure surfaces here (as a RayTaskError)
             client = serve_start(
@@ -175,35 +173,6 @@ class LocalStack:
             raise
         client.deploy_apps(schema)
         self._wait_running()
-
-    def _init_ray(self, ray: Any) -> None:
-        """ray.init, tried again when the raylet misses Ray's fixed 30 s registration window.
-
-        That window is hard-coded in Ray; a box busy with other work (a CI neighbour, a training run) can miss
-        it once while the next try starts in seconds, so one slow start must not fail the whole stack.
-        """
-        for attempt in range(1, RAY_START_ATTEMPTS + 1):
-            self._ray_dir = tempfile.mkdtemp(prefix="avpenet-ray-")
-            try:
-                ray.init(
-                    num_cpus=self.num_cpus,
-                    include_dashboard=False,
-                    _temp_dir=self._ray_dir,
-                    _node_ip_address=HOST,
-                    configure_logging=False,
-                    log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
-                )
-                return
-            except Exception as exc:
-                if RAY_START_TIMEOUT not in str(exc) or attempt == RAY_START_ATTEMPTS:
-                    raise
-                log.warning(
-                    "Ray node missed its start-up window; starting it again (%d/%d)",
-                    attempt + 1,
-                    RAY_START_ATTEMPTS,
-                )
-                ray.shutdown()  # whatever of the node did start
-                shutil.rmtree(self._ray_dir, ignore_errors=True)
 
     def _max_grpc_message_bytes(self) -> int:
         from preprocess_service.settings import GatewaySettings
@@ -263,7 +232,7 @@ class LocalStack:
         return kwargs
 
     def stop(self, graceful: bool = True) -> None:
-        """Triton first (ours, quick), then Ray, then Ray's temp dir; each step runs if one before fails."""
+        """Triton first (ours, quick), then Ray, then Ray's folders; each step runs if one before fails."""
         try:
             if self.triton is not None and self._own_triton:
                 self.triton.stop()
@@ -275,9 +244,7 @@ class LocalStack:
                 self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._ray_dir:
-            shutil.rmtree(self._ray_dir, ignore_errors=True)
-            self._ray_dir = None
+        self.ray_node.remove()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -241,6 +241,25 @@ def test_triton_deployment_shape(overlay) -> None:
     assert "--model-repository=/models" in server["args"]
 
 
+def test_ray_nodes_spill_objects_to_memory(overlay) -> None:
+    """Uploads cross Ray's object store; what Ray spills (or allocates when it cannot spill) must land in a
+    memory-backed volume, not in the ray-tmp disk volume where the spill would go by default."""
+    _, docs = overlay
+    cluster = _one(docs, "RayService")["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        spill = Path(group["rayStartParams"]["object-spilling-directory"])
+        pod = group["template"]["spec"]
+        (ray,) = pod["containers"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounted = [m for m in ray["volumeMounts"] if spill.is_relative_to(m["mountPath"])]
+        assert len(mounted) == 1, (ray["name"], spill)
+        volume = volumes[mounted[0]["name"]]["emptyDir"]
+        assert volume["medium"] == "Memory", ray["name"]
+        assert mounted[0]["mountPath"] == "/dev/shm"  # where Ray puts its store: both in the one RAM budget
+        assert volume["sizeLimit"] == ray["resources"]["limits"]["memory"], ray["name"]
+
+
 def test_every_pod_runs_non_root_without_capabilities(overlay) -> None:
     _, docs = overlay
     templates = _pod_templates(docs)

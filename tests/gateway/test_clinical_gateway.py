@@ -222,7 +222,7 @@ def _audit_lines(stack, rids, timeout_s: float = 30.0) -> dict[str, list[str]]:
     deadline = time.monotonic() + timeout_s
     while True:
         found: dict[str, list[str]] = {rid: [] for rid in rids}
-        for path in Path(stack._ray_dir).rglob("*"):
+        for path in Path(stack.ray_node.temp_dir).rglob("*"):
             if not path.is_file() or path.suffix not in (".log", ".out", ".err"):
                 continue
             for line in path.read_text(errors="replace").splitlines():

@@ -78,7 +78,7 @@ def kind_of(title: str) -> str:
 def watched(stack, private: Path, cwds: set[str]) -> dict[str, dict]:
     """Stamps of every place the stack's processes can write to: their private TMPDIR, Ray's folder, the
     machine's temp dir (3 levels, as a hard-coded /tmp path would land) and their working dirs."""
-    ray_dir = Path(stack._ray_dir)
+    ray_dir = Path(stack.ray_node.temp_dir)
     places = {"private": stamps(private, depth=64), "ray": stamps(ray_dir, depth=64)}
     places["machine"] = stamps(tempfile.gettempdir(), depth=3, skip=[ray_dir, private])
     for cwd in sorted(cwds):
@@ -89,7 +89,7 @@ def watched(stack, private: Path, cwds: set[str]) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def corpus_run(gateway_stack, stack_tmpdir):
     assert Limits.model_validate(gateway_stack.args["limits"]) == LIMITS, "corpus sized for other limits"
-    ray_dir = gateway_stack._ray_dir
+    ray_dir = gateway_stack.ray_node.temp_dir
     http_url = gateway_stack.http_url
     channel = grpc.insecure_channel(gateway_stack.grpc_target, options=GRPC_OPTIONS)
     warm = next(c for c in CASES if c.name == "two_faces")  # loads the face model in the extractor
