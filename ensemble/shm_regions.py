@@ -37,9 +37,21 @@ def _scope() -> str:
     return f"{host}_{namespace}"
 
 
+def launcher_tag() -> str:
+    """<host>_<pidns>_<pid>_: what names this process as the launcher of something it leaves in /dev/shm."""
+    return f"{_scope()}_{os.getpid()}_"
+
+
+def orphaned(name: str, prefix: str) -> bool:
+    """Whether `name` is `prefix` + the launcher tag of a launcher in this host and PID namespace that no
+    longer runs (killed before it could clean up)."""
+    match = re.match(rf"{re.escape(prefix)}{re.escape(_scope())}_(\d{{1,10}})_", name)
+    return match is not None and not _running(int(match.group(1)))
+
+
 def new_prefix() -> str:
     """The region-name prefix of one launch: avpenet_triton_<host>_<pidns>_<pid>_<token>_."""
-    return f"{PREFIX}{_scope()}_{os.getpid()}_{secrets.token_hex(4)}_"
+    return f"{PREFIX}{launcher_tag()}{secrets.token_hex(4)}_"
 
 
 def backend_arg(prefix: str) -> str:
@@ -55,13 +67,7 @@ def remove(prefix: str, shm_dir: Path = SHM_DIR) -> int:
 def remove_orphans(shm_dir: Path = SHM_DIR) -> int:
     """Unlink the regions of launchers in this host and PID namespace that no longer run (killed before their
     stop()); how many. A launcher still running, or one of another scope or user, keeps its regions."""
-    mine = re.compile(rf"{re.escape(PREFIX)}{re.escape(_scope())}_(\d{{1,10}})_[0-9a-f]+_")
-    removed = 0
-    for path in shm_dir.glob(f"{PREFIX}*"):
-        match = mine.match(path.name)
-        if match and not _running(int(match.group(1))):
-            removed += _unlink(path)
-    return removed
+    return sum(_unlink(path) for path in shm_dir.glob(f"{PREFIX}*") if orphaned(path.name, PREFIX))
 
 
 def _running(pid: int) -> bool:

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ideal_s = args.calls * args.work_ms / 1e3 / args.slots
     node = RayNode(num_cpus=2)  # a private temp dir, removed after; objects spilled to RAM
-    node.start(ray)
     try:
+        node.start(ray)  # inside: a failed start still removes the folders it made
         print(
             f"{args.calls} calls, {args.concurrency} at a time, to {args.slots} slot(s) of "
             f"{args.work_ms:.0f} ms (ideal {ideal_s:.1f} s), {args.payload_kb} KB each",
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     finally:
-        serve.shutdown()
+        if ray.is_initialized():  # serve.shutdown() would start a Ray node of its own to shut down
+            serve.shutdown()
         ray.shutdown()
         node.remove()
     return 0

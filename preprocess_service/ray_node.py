@@ -6,7 +6,9 @@ FeatureExtractor). The store lives in /dev/shm (RAM), but when it is full Ray sp
 when it cannot spill it allocates new ones in files: both in the node's temp dir by default, on disk. A
 patient's audio and video would then be written to disk. This node spills into a private folder in /dev/shm
 instead (Ray's `object_spilling_directory`, also its fallback directory): Ray deletes a spilled object once
-it is freed, and the folder goes when the node stops. When /dev/shm is too small for the store itself (a
+it is freed, and the folder goes when the node stops; a node whose launcher was killed leaves its folder
+behind, so the next start in this host and PID namespace removes it (named as ensemble/shm_regions.py names
+Triton's regions). When /dev/shm is too small for the store itself (a
 container started with Docker's 64 MiB default), Ray puts the store in the temp dir: that is logged as a
 warning naming the fix. The Kubernetes manifests do the same with `ray start` flags (k8s/templates).
 """
@@ -16,9 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from ensemble import shm_regions
 
 SHM_DIR = Path("/dev/shm")
 SPILL_PREFIX = "avpenet-ray-spill-"
@@ -35,6 +40,23 @@ def shm_free_bytes(shm_dir: Path = SHM_DIR) -> int:
     except OSError:
         return 0
     return stats.f_bsize * stats.f_bavail
+
+
+def remove_orphan_spill_dirs(shm_dir: Path = SHM_DIR) -> int:
+    """Delete the spill folders of launchers in this host and PID namespace that no longer run; how many.
+    Only this user's real folders: /dev/shm is writable by every local user."""
+    removed = 0
+    for path in shm_dir.glob(f"{SPILL_PREFIX}*"):
+        try:
+            info = path.lstat()
+            if not (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()):
+                continue
+            if shm_regions.orphaned(path.name, SPILL_PREFIX):
+                shutil.rmtree(path)
+                removed += 1
+        except OSError as exc:  # a cleanup must not stop the stack from starting
+            log.warning("could not remove the spill folder %s: %s", path.name, exc)
+    return removed
 
 
 def store_on_disk_warning(shm_free: int, store_bytes: int, temp_dir: str) -> str | None:
@@ -65,7 +87,9 @@ class RayNode:
         it once while the next try starts in seconds, so one slow start must not fail the whole stack.
         """
         if self.spill_dir is None and SHM_DIR.is_dir():
-            self.spill_dir = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=SHM_DIR)  # mode 0700: this user only
+            remove_orphan_spill_dirs(SHM_DIR)
+            prefix = f"{SPILL_PREFIX}{shm_regions.launcher_tag()}"
+            self.spill_dir = tempfile.mkdtemp(prefix=prefix, dir=SHM_DIR)  # mode 0700: this user only
         shm_free = shm_free_bytes()
         for attempt in range(1, RAY_START_ATTEMPTS + 1):
             self.temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX)

@@ -60,7 +60,9 @@ def test_replicas_on_two_nodes_all_serving(triton_server, tmp_path):
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
     )
     port = free_port()
+    spill_dir = tempfile.mkdtemp(prefix="avpenet-ray-spill-", dir="/dev/shm")  # as the RayService's nodes
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats"]
+    common.append(f"--object-spilling-directory={spill_dir}")
     head = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}"]
     head += [f"--ray-client-server-port={free_port()}", '--resources={"avpenet_node_head": 1}']
     worker = [RAY, "start", f"--address=127.0.0.1:{port}", '--resources={"avpenet_node_worker": 1}']
@@ -83,6 +85,7 @@ def test_replicas_on_two_nodes_all_serving(triton_server, tmp_path):
     finally:
         _stop_nodes(temp_dir, port)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(spill_dir, ignore_errors=True)
     report = json.loads(driver.stdout.strip().splitlines()[-1])
     by_resource = {r: node for node, resources in report["nodes"].items() for r in resources}
     nodes = {by_resource["avpenet_node_head"], by_resource["avpenet_node_worker"]}

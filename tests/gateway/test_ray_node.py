@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ensemble import shm_regions
 from preprocess_service import ray_node
 from preprocess_service.ray_node import RayNode
 
@@ -92,6 +93,39 @@ def test_a_store_that_does_not_fit_in_shm_is_reported(monkeypatch, caplog) -> No
     finally:
         node.remove()
     assert any("does not fit in /dev/shm" in r.getMessage() for r in caplog.records)
+
+
+def _dead_pid() -> int:
+    """A pid no process can have: above the kernel's limit."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+def test_start_removes_the_spill_folders_of_killed_launchers_only(tmp_path, monkeypatch) -> None:
+    """A stack killed with SIGKILL leaves its spill folder (spilled uploads, in RAM) for the next start."""
+    scope, prefix = shm_regions._scope(), ray_node.SPILL_PREFIX
+    dead = tmp_path / f"{prefix}{scope}_{_dead_pid()}_k3x9"
+    kept = {
+        "running launcher": tmp_path / f"{prefix}{scope}_{os.getpid()}_k3x9",
+        "other host or pid namespace": tmp_path / f"{prefix}elsewhere_1_{_dead_pid()}_k3x9",
+        "unnamed (before launcher tags)": tmp_path / f"{prefix}k3x9",
+    }
+    for folder in (dead, *kept.values()):
+        folder.mkdir()
+        (folder / "ray_spilled_objects_1").write_bytes(b"a spilled upload")
+    planted = tmp_path / f"{prefix}{scope}_{_dead_pid()}_link"  # /dev/shm is writable by all
+    planted.symlink_to(kept["running launcher"])
+    monkeypatch.setattr(ray_node, "SHM_DIR", tmp_path)
+    node = RayNode(num_cpus=2)
+    try:
+        node.start(_FlakyRay(misses=0))
+        assert not dead.exists()
+        assert all(folder.is_dir() for folder in kept.values()) and planted.is_symlink()
+        own = Path(node.spill_dir)
+        assert own.parent == tmp_path and shm_regions.orphaned(own.name, prefix) is False
+        assert own.name.startswith(f"{prefix}{scope}_{os.getpid()}_")
+    finally:
+        node.remove()
+    assert ray_node.remove_orphan_spill_dirs(tmp_path) == 0
 
 
 FILL = textwrap.dedent(
