@@ -103,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     finally:
-        if ray.is_initialized():  # serve.shutdown() would start a Ray node of its own to shut down
-            serve.shutdown()
-        ray.shutdown()
-        node.remove()
+        try:
+            if ray.is_initialized():  # serve.shutdown() would start a Ray node of its own to shut down
+                serve.shutdown()
+        finally:
+            ray.shutdown()
+            node.remove()
     return 0
 
 

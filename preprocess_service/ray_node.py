@@ -8,9 +8,9 @@ patient's audio and video would then be written to disk. This node spills into a
 instead (Ray's `object_spilling_directory`, also its fallback directory): Ray deletes a spilled object once
 it is freed, and the folder goes when the node stops; a node whose launcher was killed leaves its folder
 behind, so the next start in this host and PID namespace removes it (named as ensemble/shm_regions.py names
-Triton's regions). When /dev/shm is too small for the store itself (a
-container started with Docker's 64 MiB default), Ray puts the store in the temp dir: that is logged as a
-warning naming the fix. The Kubernetes manifests do the same with `ray start` flags (k8s/templates).
+Triton's regions). /dev/shm is RAM (tmpfs: swappable like any memory). When it is too small for the store
+itself (a container started with Docker's 64 MiB default), Ray puts the store in the temp dir: that is
+logged as a warning naming the fix. The Kubernetes manifests do the same with `ray start` flags.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ class RayNode:
             remove_orphan_spill_dirs(SHM_DIR)
             prefix = f"{SPILL_PREFIX}{shm_regions.launcher_tag()}"
             self.spill_dir = tempfile.mkdtemp(prefix=prefix, dir=SHM_DIR)  # mode 0700: this user only
+        elif self.spill_dir is None:
+            log.warning("no %s: Ray spills objects (upload bytes among them) under its temp dir", SHM_DIR)
         shm_free = shm_free_bytes()
         for attempt in range(1, RAY_START_ATTEMPTS + 1):
             self.temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
@@ -98,6 +100,7 @@ class RayNode:
                 break
             except Exception as exc:
                 if RAY_START_TIMEOUT not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                    ray.shutdown()  # a node half started would outlive the folders remove() deletes
                     raise
                 log.warning(
                     "Ray node missed its start-up window; starting it again (%d/%d)",

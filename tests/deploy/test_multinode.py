@@ -21,7 +21,9 @@ import psutil
 import pytest
 from support.gateway import API_KEY, mp4_bytes, wav_bytes
 
+from ensemble import shm_regions
 from ensemble.ports import free_port
+from preprocess_service import ray_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,7 +62,9 @@ def test_replicas_on_two_nodes_all_serving(triton_server, tmp_path):
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
     )
     port = free_port()
-    spill_dir = tempfile.mkdtemp(prefix="avpenet-ray-spill-", dir="/dev/shm")  # as the RayService's nodes
+    # as the RayService's nodes; named as RayNode names its own, so a killed run's folder is swept
+    spill_prefix = f"{ray_node.SPILL_PREFIX}{shm_regions.launcher_tag()}"
+    spill_dir = tempfile.mkdtemp(prefix=spill_prefix, dir=ray_node.SHM_DIR)
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats"]
     common.append(f"--object-spilling-directory={spill_dir}")
     head = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}"]
