@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
+from support.processes import dead_pid
 
 from avpenet import contract
 from ensemble import DEFAULT_REPOSITORY, shm_regions
@@ -23,15 +24,10 @@ def _regions(prefix: str, shm_dir: Path = shm_regions.SHM_DIR) -> list[Path]:
     return sorted(shm_dir.glob(f"{prefix}*"))
 
 
-def _dead_pid() -> int:
-    """A pid no process can have: above the kernel's limit."""
-    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(not shm_regions.SHM_DIR.is_dir(), reason="no /dev/shm: shared memory lives elsewhere")
 def test_a_killed_servers_regions_hold_the_waveform_until_stop_removes_them():
-    orphan = shm_regions.SHM_DIR / f"{shm_regions.PREFIX}{shm_regions._scope()}_{_dead_pid()}_0a1b2c3d_5e9c"
+    orphan = shm_regions.SHM_DIR / f"{shm_regions.PREFIX}{shm_regions._scope()}_{dead_pid()}_0a1b2c3d_5e9c"
     orphan.write_bytes(b"left by a launcher that was killed")
     arrays = valid_inputs(contract.ENSEMBLE, batch=1, seed=7)
     needle = arrays[contract.AUDIO.name].tobytes()[4000:4064]  # 16 random samples: only where copied
@@ -54,7 +50,7 @@ def test_a_killed_servers_regions_hold_the_waveform_until_stop_removes_them():
 
 
 def test_start_removes_only_the_regions_of_launchers_that_no_longer_run(tmp_path):
-    scope, dead = shm_regions._scope(), _dead_pid()
+    scope, dead = shm_regions._scope(), dead_pid()
     names = {
         "dead launcher": f"{shm_regions.PREFIX}{scope}_{dead}_0a1b2c3d_5e9c",
         "running launcher": f"{shm_regions.PREFIX}{scope}_{os.getpid()}_0a1b2c3d_5e9c",

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.processes import dead_pid
 
 from ensemble import shm_regions
 from preprocess_service import ray_node
@@ -102,24 +103,19 @@ def test_a_store_that_does_not_fit_in_shm_is_reported(monkeypatch, caplog) -> No
     assert any("does not fit in /dev/shm" in r.getMessage() for r in caplog.records)
 
 
-def _dead_pid() -> int:
-    """A pid no process can have: above the kernel's limit."""
-    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
-
-
 def test_start_removes_the_spill_folders_of_killed_launchers_only(tmp_path, monkeypatch, caplog) -> None:
     """A stack killed with SIGKILL leaves its spill folder (spilled uploads, in RAM) for the next start."""
     scope, prefix = shm_regions._scope(), ray_node.SPILL_PREFIX
-    dead = tmp_path / f"{prefix}{scope}_{_dead_pid()}_k3x9"
+    dead = tmp_path / f"{prefix}{scope}_{dead_pid()}_k3x9"
     kept = {
         "running launcher": tmp_path / f"{prefix}{scope}_{os.getpid()}_k3x9",
-        "other host or pid namespace": tmp_path / f"{prefix}elsewhere_1_{_dead_pid()}_k3x9",
+        "other host or pid namespace": tmp_path / f"{prefix}elsewhere_1_{dead_pid()}_k3x9",
         "unnamed (before launcher tags)": tmp_path / f"{prefix}k3x9",
     }
     for folder in (dead, *kept.values()):
         folder.mkdir()
         (folder / "ray_spilled_objects_1").write_bytes(b"a spilled upload")
-    planted = tmp_path / f"{prefix}{scope}_{_dead_pid()}_link"  # /dev/shm is writable by all
+    planted = tmp_path / f"{prefix}{scope}_{dead_pid()}_link"  # /dev/shm is writable by all
     planted.symlink_to(kept["running launcher"])
     monkeypatch.setattr(ray_node, "SHM_DIR", tmp_path)
     node = RayNode(num_cpus=2)
@@ -134,7 +130,7 @@ def test_start_removes_the_spill_folders_of_killed_launchers_only(tmp_path, monk
     finally:
         node.remove()
     assert ray_node.remove_orphan_spill_dirs(tmp_path) == 0
-    another_user = tmp_path / f"{prefix}{scope}_{_dead_pid()}_k3x9"
+    another_user = tmp_path / f"{prefix}{scope}_{dead_pid()}_k3x9"
     another_user.mkdir()
     other_uid = os.getuid() + 1
     monkeypatch.setattr(ray_node.os, "getuid", lambda: other_uid)  # as if the folder were theirs

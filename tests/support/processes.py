@@ -8,6 +8,7 @@ Serve may be replacing a replica at that moment.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import psutil
 
@@ -59,3 +60,8 @@ def receiving_udp_sockets(procs: Iterable[psutil.Process]) -> int:
         except psutil.Error:
             continue
     return count
+
+
+def dead_pid() -> int:
+    """A pid no process can have: above the kernel's limit (for names that claim a launcher that is gone)."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
