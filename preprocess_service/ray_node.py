@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ensemble import shm_regions
+from ensemble import ports, shm_regions
 
 SHM_DIR = Path("/dev/shm")
 SPILL_PREFIX = "avpenet-ray-spill-"
@@ -119,7 +119,7 @@ class RayNode:
             num_cpus=self.num_cpus,
             include_dashboard=False,
             _temp_dir=self.temp_dir,
-            _node_ip_address="127.0.0.1",
+            _node_ip_address=ports.HOST,
             configure_logging=False,
             log_to_driver=bool(os.environ.get("AVPENET_RAY_LOGS")),
         )

@@ -8,8 +8,7 @@
 Ray on a small box (docs/ARCHITECTURE.md, Platform notes): `num_cpus` from the machine (at most 2), no
 dashboard, a private temp dir, objects spilled to RAM, not disk (ray_node.py),
 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, explicit ports (Ray's default 8000 is also Triton's), replicas capped to
-what fits. The config file is deployed the way KubeRay deploys
-serveConfigV2, with local overrides only.
+what fits. The config file is deployed the way KubeRay deploys serveConfigV2, with local overrides only.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from preprocess_service import grpc_wire
 from preprocess_service.ray_node import RayNode
 from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
-HOST = "127.0.0.1"
+HOST = ports.HOST  # loopback only
 APP_NAME = "avpenet"
 DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
