@@ -150,10 +150,11 @@ class AudioFrontend(nn.Module):
         pad = C.N_FFT // 2
         clips = F.pad(audio.reshape(rows // n, n * row_samples), (pad, pad)).to(self.compute_dtype)  # (R, S)
         hop = self.MEL_FRAMES_PER_HOP
-        starts = torch.arange(n, dtype=torch.int64)[:, None]  # window i starts at clip frame i * hop
-        clip_frames = torch.arange((n - 1) * hop + C.MEL_FRAMES, dtype=torch.int64)[:, None] * C.HOP_LENGTH
-        clip_mel = self._mel_power(clips[:, clip_frames + torch.arange(C.N_FFT, dtype=torch.int64)[None, :]])
-        mel = clip_mel[:, starts * hop + torch.arange(C.MEL_FRAMES, dtype=torch.int64)[None, :]]
+        index = {"dtype": torch.int64, "device": audio.device}  # the GPU too (device_stage)
+        starts = torch.arange(n, **index)[:, None]  # window i starts at clip frame i * hop
+        clip_frames = torch.arange((n - 1) * hop + C.MEL_FRAMES, **index)[:, None] * C.HOP_LENGTH
+        clip_mel = self._mel_power(clips[:, clip_frames + torch.arange(C.N_FFT, **index)[None, :]])
+        mel = clip_mel[:, starts * hop + torch.arange(C.MEL_FRAMES, **index)[None, :]]
         edge_samples = starts[:, :, None] * C.HOP_SAMPLES + self.edge_index[None]  # (N, E, N_FFT)
         edge_mel = self._mel_power(clips[:, edge_samples] * self.edge_inside)  # the window's own zero padding
         pieces, done = [], 0

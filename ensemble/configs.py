@@ -139,17 +139,20 @@ def part_config(model: contract.ModelSpec, plan: BatchingPlan, precision: str = 
     return config
 
 
-def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan, precision: str = "fp32") -> mc.ModelConfig:
+def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelConfig:
     """NGC-container config of one part: native ONNX Runtime on the GPU, same tensors and batching limits.
 
-    The frontend follows the CPU's choice of DFT precision (float64 runs at 1/2 to 1/64 of float32's rate on
-    GPUs); int8 stays a CPU choice, so an int8 part serves its fp32 graph here."""
+    Every part serves its fp32 graph, whatever precision.json chooses for the CPU: int8 is a CPU measure, and
+    the frontend keeps its float64 DFT. Its fp32-DFT graph is safe on a CPU but not under TF32, which ONNX
+    Runtime's CUDA provider enables by default (`use_tf32`): measured on an H200 with PyTorch's TF32, the
+    fp32 DFT moved the log-mel by up to 2.65 in quiet bands, while the float64 one matched the CPU exactly and
+    cost 1.0-1.5x the fp32 one per call (docs/DEPLOY.md, *GPU*)."""
     config = mc.ModelConfig(
         name=model.name,
         platform="onnxruntime_onnx",
         backend="onnxruntime",
         max_batch_size=contract.MAX_BATCH_SIZE,
-        default_model_filename=ONNX_FILES["fp32" if precision == "int8" else precision],
+        default_model_filename=ONNX_FILES["fp32"],
     )
     config.version_policy.latest.num_versions = SERVED_VERSIONS
     _add_tensors(config, model)
@@ -222,7 +225,7 @@ def write_configs(
             [generated, "NGC tritonserver:24.10-py3 with --model-config-name=gpu.", *plan.describe_gpu()]
         )
         written.append(folder / "configs" / f"{GPU_CONFIG_NAME}.pbtxt")
-        gpu = part_gpu_config(part, plan, served)
+        gpu = part_gpu_config(part, plan)
         written[-1].write_text(render(gpu, gpu_header) + "\n" + _TENSORRT_HINT)
     folder = repo / contract.ENSEMBLE.name
     (folder / "configs").mkdir(parents=True, exist_ok=True)

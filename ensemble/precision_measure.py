@@ -46,14 +46,16 @@ def chain_of(repo: Path, chosen: Mapping[str, str], threads: int | None = None) 
     return OrtChain(repo, threads=threads, graphs=graphs)
 
 
-def stage_requests(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """{shape name: ensemble request}: BATCHES one-window requests stacked, and one long clip whose sound
+def stage_requests(
+    tensors: dict[str, np.ndarray], batches: tuple[int, ...] = BATCHES
+) -> dict[str, dict[str, np.ndarray]]:
+    """{shape name: ensemble request}: `batches` one-window requests stacked, and one long clip whose sound
     is rebuilt from consecutive windows' first hops (real audio, laid once over its rows)."""
     from avpenet.features.audio import clip_rows
 
     n = len(tensors[contract.WAVEFORM.name])
     out: dict[str, dict[str, np.ndarray]] = {}
-    for b in BATCHES:
+    for b in batches:
         idx = np.arange(b) % n
         out[f"{b} window{'s' * (b > 1)}"] = {k: np.ascontiguousarray(v[idx]) for k, v in tensors.items()}
     idx = np.arange(LONG_WINDOWS + 2) % n

@@ -174,6 +174,17 @@ class TestFrontend:
         # matmuls, which another CPU's kernels may round differently for another batch size
         np.testing.assert_allclose(stacked, np.concatenate(alone), atol=1e-5)
 
+    def test_served_rows_are_cut_on_the_inputs_device(self):
+        """The frontend's window indices are made where the audio is: on a GPU (loadtests.device_stage) they
+        were made on the CPU and the call failed. The meta device stands in for the GPU here."""
+        from avpenet.model import AudioFrontend
+
+        frontend = AudioFrontend(torch.float32).to("meta")
+        n = 3
+        audio = torch.zeros(n, C.audio_row_samples(n), device="meta")
+        out = frontend(audio, torch.ones(n, 1, device="meta"))
+        assert out.device.type == "meta" and out.shape == (n, 1, C.N_MELS, C.MEL_FRAMES)
+
 
 @pytest.mark.parametrize("spec", C.PARTS, ids=lambda s: s.name)
 def test_onnx_export_matches_torch(model, spec, tmp_path):
