@@ -2,7 +2,8 @@
 
 The wheel ships only the Python backend, and its stub must import this venv's numpy/onnxruntime against this
 venv's libpython; getting the backend directory and environment right is the whole point of this module, so
-tests, the gateway's local mode and the demo all start Triton through `TritonServer`.
+tests, the gateway's local mode and the demo all start Triton through `TritonServer`. Which binary and
+backends it runs (the wheel's, or an installed Triton such as the NGC image's): ensemble/triton_install.py.
 
 Why one module over 300 lines: the launcher's process handling (ports, readiness, log, stop)
 and its `avpenet triton` command are one lifecycle.
@@ -30,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ensemble import DEFAULT_REPOSITORY, shm_regions
+from ensemble import DEFAULT_REPOSITORY, shm_regions, triton_install
 from ensemble.ports import HOST, free_port
 from ensemble.tracing import otel_args
 
@@ -73,40 +74,6 @@ class TritonStartError(RuntimeError):
     """tritonserver exited or never became ready; the message carries the tail of its log."""
 
 
-def _pytriton_root() -> Path:
-    import pytriton  # imported here so `avpenet --help` stays fast
-
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
-
-
-def tritonserver_binary() -> Path:
-    return _pytriton_root() / "bin" / "tritonserver"
-
-
-def make_backend_directory(target: Path) -> Path:
-    """`<target>/python/`: links to the wheel's Python backend and its Python 3.11 stub (ensemble/README.md).
-
-    Triton 2.51 ignores a stub placed inside a model folder, so the stub must sit next to the backend library.
-    """
-    root = _pytriton_root()
-    python_dir = target / "python"
-    python_dir.mkdir(parents=True, exist_ok=True)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    sources = [
-        root / "backends" / "python" / "libtriton_python.so",
-        root / "backends" / "python" / "triton_python_backend_utils.py",
-        root / "python_backend_stubs" / version / "triton_python_backend_stub",
-    ]
-    for source in sources:
-        if not source.exists():
-            raise TritonStartError(f"nvidia-pytriton is missing {source}; reinstall it with `make setup`")
-        link = python_dir / source.name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(source)
-    return target
-
-
 # glibc gives each allocating thread its own malloc arena (up to 8 per core) and seldom returns their freed
 # pages: with many short-lived worker threads (gRPC, ORT, mediapipe, asyncio.to_thread) RSS climbs for hours.
 # Two arenas keep it flat (docs/RELIABILITY.md, Soak). Set for Triton, its stubs and the Ray processes.
@@ -122,8 +89,7 @@ def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")]).rstrip(os.pathsep)
-    libs = [str(sysconfig.get_config_var("LIBDIR") or "")]
-    libs.append(str(_pytriton_root().parent.parent / "nvidia_pytriton.libs"))
+    libs = [str(sysconfig.get_config_var("LIBDIR") or ""), *triton_install.library_dirs()]
     if env.get("LD_LIBRARY_PATH"):
         libs.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
@@ -169,6 +135,7 @@ class TritonServer:
         self.env = dict(env or {})  # over this process's environment at every start (e.g. a private TMPDIR)
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
+        self._backends: Path | None = None  # --backend-directory (triton_install.backend_directory)
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._reader: threading.Thread | None = None
         self._shm_prefix: str | None = None  # this launch's shared-memory regions (ensemble/shm_regions.py)
@@ -205,23 +172,23 @@ class TritonServer:
     def command(self) -> list[str]:
         assert self._workdir is not None
         args = [
-            str(tritonserver_binary()),
+            str(triton_install.tritonserver_binary()),
             f"--model-repository={self.repo}",
-            f"--backend-directory={self._workdir / 'backends'}",
+            f"--backend-directory={self._backends}",
             f"--http-address={HOST}",
             f"--http-port={self.http_port}",
             f"--grpc-address={HOST}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={HOST}",
             f"--metrics-port={self.metrics_port}",
-            "--allow-gpu-metrics=false",
-            "--pinned-memory-pool-byte-size=0",
             "--exit-timeout-secs=10",
             f"--log-verbose={self.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             f"--model-control-mode={self.model_control}",
         ]
+        if triton_install.installed_home() is None:  # the wheel: CPU only, no GPU metrics or pinned copies
+            args += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
         if self._shm_prefix is not None:
             args.append(shm_regions.backend_arg(self._shm_prefix))
         if self.model_control == "explicit":
@@ -236,8 +203,7 @@ class TritonServer:
         if not any(self.repo.glob("*/config.pbtxt")):
             raise TritonStartError(f"{self.repo} holds no model; build it with `avpenet export`")
         shm_regions.remove_orphans()  # left by launchers killed before they could stop their server
-        self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
-        make_backend_directory(self._workdir / "backends")
+        self._new_workdir()
         attempts = 3  # a port picked free can be taken before Triton binds it (models load first)
         for attempt in range(attempts):
             self.http_port, self.grpc_port, self.metrics_port = (
@@ -251,9 +217,17 @@ class TritonServer:
                 self.stop()
                 if not clash or attempt == attempts - 1 or all(self._requested_ports):
                     raise
-                self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
-                make_backend_directory(self._workdir / "backends")
+                self._new_workdir()
         raise AssertionError("unreachable")
+
+    def _new_workdir(self) -> None:
+        self._workdir = Path(tempfile.mkdtemp(prefix="avpenet-triton-"))
+        try:
+            self._backends = triton_install.backend_directory(self._workdir / "backends")
+        except triton_install.TritonInstallError as exc:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            raise TritonStartError(str(exc)) from None
 
     def _launch(self) -> None:
         self._log_tail.clear()
