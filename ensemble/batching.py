@@ -56,7 +56,9 @@ class BatchingPlan:
     def describe_gpu(self) -> list[str]:
         return [
             f"max_queue_delay_microseconds: {self.gpu_delay_us} is a starting point for a GPU, where a batch",
-            "costs about what one request costs; re-run python -m ensemble.tune on the target host.",
+            "costs about what one request costs (the four parts in PyTorch on an H200: 5-9 ms for one",
+            "window, 7-12 ms for 64; docs/DEPLOY.md, GPU); re-run python -m ensemble.tune on the target",
+            "host.",
         ]
 
 
