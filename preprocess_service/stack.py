@@ -35,10 +35,15 @@ BIND_FAILURE = "Failed to bind to address"  # what both of Serve's proxies (uvic
 
 
 def _stop_ray(graceful: bool) -> None:
-    """Serve (graceful: lets replicas finish), then the local Ray cluster with all its processes.
+    """Serve (graceful: the calls in flight are answered first), then the local Ray cluster with all its
+    processes.
 
-    After a signal to the whole process group Ray's raylet is already going down and Serve's shutdown waits
-    30 s on its controller: `avpenet serve` stops without it (ray.shutdown kills every actor anyway).
+    `serve.shutdown()` alone stops Serve's proxy with its connections open: six 60-s uploads in flight all
+    lost their connection without an answer (docs/RELIABILITY.md). Deleting the app first drains it while
+    the proxy still relays: its replicas finish their requests (bounded by Serve's graceful-shutdown timeout)
+    and only then does the proxy go. After a signal to the whole process group Ray's raylet is already going
+    down and Serve's shutdown waits 30 s on its controller: `avpenet serve` stops without it (ray.shutdown
+    kills every actor anyway).
     """
     import ray
 
@@ -48,7 +53,10 @@ def _stop_ray(graceful: bool) -> None:
         if graceful and _raylet_alive():
             from ray import serve
 
-            serve.shutdown()
+            try:
+                serve.delete(APP_NAME, _blocking=True)
+            finally:
+                serve.shutdown()
     except Exception as exc:  # noqa: BLE001 (shutting down: go on to ray.shutdown whatever happened)
         log.warning("Serve shutdown failed: %s", exc)
     finally:
@@ -231,16 +239,23 @@ class LocalStack:
         return kwargs
 
     def stop(self, graceful: bool = True) -> None:
-        """Triton first (ours, quick), then Ray, then Ray's folders; each step runs if one before fails."""
+        """Graceful: Serve drains while our Triton still answers, then Triton. Otherwise Triton first (ours,
+        quick), then Ray. Ray's folders last; each step runs if one before fails."""
+        first, second = (lambda: _stop_ray(True), self._stop_own_triton)
+        if not graceful:
+            first, second = self._stop_own_triton, lambda: _stop_ray(False)
         try:
-            if self.triton is not None and self._own_triton:
-                self.triton.stop()
-                self.triton = None
+            first()
         finally:
             try:
-                _stop_ray(graceful)
+                second()
             finally:
                 self._cleanup()
+
+    def _stop_own_triton(self) -> None:
+        if self.triton is not None and self._own_triton:
+            self.triton.stop()
+            self.triton = None
 
     def _cleanup(self) -> None:
         self.ray_node.remove()
