@@ -54,7 +54,7 @@ def _stop_ray(graceful: bool) -> None:
             from ray import serve
 
             try:
-                serve.delete(APP_NAME, _blocking=True)
+                serve.delete(APP_NAME)  # blocks until its replicas have drained and gone
             finally:
                 serve.shutdown()
     except Exception as exc:  # noqa: BLE001 (shutting down: go on to ray.shutdown whatever happened)
