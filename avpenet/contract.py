@@ -235,6 +235,17 @@ def batch_shape(spec: TensorSpec, rows: int) -> tuple[int, ...]:
     return (rows, *spec.shape)
 
 
+def one_window_requests(model_inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The PyTorch model's N windows (MODEL_INPUTS) as N stacked one-window ensemble requests: a window is
+    already level-normalised, so its AUDIO row is the window itself (audio_row_samples(1) == WINDOW_SAMPLES)
+    and its WINDOW_GAIN 1."""
+    out = {k: v for k, v in model_inputs.items() if k != WAVEFORM.name}
+    windows = model_inputs[WAVEFORM.name]
+    out[AUDIO.name] = windows
+    out[WINDOW_GAIN.name] = np.ones((len(windows), 1), np.float32)
+    return out
+
+
 def zero_inputs(model: ModelSpec, rows: int) -> dict[str, np.ndarray]:
     """All-zero inputs of `model` for `rows` windows: silence, no face, age index 0 (valid for every part)."""
     return {t.name: np.zeros(batch_shape(t, rows), t.numpy_dtype) for t in model.inputs}

@@ -81,9 +81,7 @@ class OrtChain:
         one-window clips of gain 1 stacked as Triton stacks requests, which the frontend reads apart."""
         values = dict(inputs)
         if contract.AUDIO.name not in values:
-            windows = values[contract.WAVEFORM.name]
-            values[contract.AUDIO.name] = windows
-            values[contract.WINDOW_GAIN.name] = np.ones((len(windows), 1), np.float32)
+            values |= contract.one_window_requests(values)
         for spec, session in self.parts:
             names = [t.name for t in spec.outputs]
             out = session.run(names, {t.name: values[t.name] for t in spec.inputs})

@@ -45,6 +45,17 @@ def tritonserver_binary() -> Path:
     return (installed_home() or _pytriton_root()) / "bin" / "tritonserver"
 
 
+def wheel_python_backend() -> list[Path]:
+    """The wheel's Python backend library, its utilities and the stub built for this interpreter."""
+    root = _pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return [
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    ]
+
+
 def backend_directory(workdir: Path) -> Path:
     """The `--backend-directory`: an install's own `backends/`, or for the wheel `<workdir>/python/` made of
     links to its Python backend and the stub for this interpreter (ensemble/README.md).
@@ -54,16 +65,9 @@ def backend_directory(workdir: Path) -> Path:
     home = installed_home()
     if home is not None:
         return home / "backends"
-    root = _pytriton_root()
     python_dir = workdir / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    sources = [
-        root / "backends" / "python" / "libtriton_python.so",
-        root / "backends" / "python" / "triton_python_backend_utils.py",
-        root / "python_backend_stubs" / version / "triton_python_backend_stub",
-    ]
-    for source in sources:
+    for source in wheel_python_backend():
         if not source.exists():
             raise TritonInstallError(f"nvidia-pytriton is missing {source}; reinstall it with `make setup`")
         link = python_dir / source.name

@@ -23,7 +23,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 from avpenet.argtypes import positive_ints
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
-from loadtests import clips, stagetime
+from loadtests import clips, host, stagetime
 from preprocess_service.video_admission import MediaSecondsLimiter
 
 HELP = "Benchmark naive PyTorch, an ONNX Runtime app and AVPENet Serve (throughput, p50/p99, CPU, batch)."
@@ -477,18 +476,6 @@ def repository_for_bench(work: Path, repo: Path | None):
     return fresh, served_model(fresh)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
-
-
 # --- CLI --------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -609,7 +596,7 @@ def run(args: argparse.Namespace) -> int:
     report = br.Report(
         command=command,
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=machine(),
+        machine=host.machine(),
         cores=meter.cores,
         quick=args.quick,
         flops=flops,

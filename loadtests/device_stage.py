@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from avpenet import contract
 
 BATCHES = (1, 8, 32, 64)  # stacked one-window requests; 64 is every config's max_batch_size
 MIN_CALLS = 5
+COMPARED = (contract.LOG_MEL.name, *(t.name for t in contract.FUSION.outputs))  # what each stage returns
 
 
 def bench_tensors(seconds: float = 60.0) -> dict[str, np.ndarray]:
@@ -55,10 +54,7 @@ def served_requests(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarra
     from ensemble.precision_measure import stage_requests
 
     stack, clip = stage_requests(tensors, batches=(max(BATCHES),)).values()
-    windows = stack.pop(contract.WAVEFORM.name)  # stacked windows = one-window clips of gain 1
-    stack[contract.AUDIO.name] = windows
-    stack[contract.WINDOW_GAIN.name] = np.ones((len(windows), 1), np.float32)
-    return stack, clip
+    return contract.one_window_requests(stack), clip
 
 
 def request_shapes(stack: dict[str, np.ndarray], clip: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -119,8 +115,7 @@ class TorchStage:
                     x[contract.AUDIO_PRESENT.name],
                     x[contract.AGE_GROUP.name],
                 )
-        names = [contract.LOG_MEL.name, *(t.name for t in contract.FUSION.outputs)]
-        return {k: v.float().cpu().numpy() for k, v in zip(names, (log_mel, *out), strict=True)}
+        return {k: v.float().cpu().numpy() for k, v in zip(COMPARED, (log_mel, *out), strict=True)}
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -134,11 +129,10 @@ class OrtStage:
         from ensemble.ort_chain import OrtChain
 
         self.chain = OrtChain()
-        self.names = [contract.LOG_MEL.name, *(t.name for t in contract.FUSION.outputs)]
 
     def __call__(self, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.chain.all_tensors(request)
-        return {k: values[k] for k in self.names}
+        return {k: values[k] for k in COMPARED}
 
     def synchronize(self) -> None:
         pass
@@ -213,22 +207,11 @@ def machine(device: str) -> dict[str, str]:
     import onnxruntime
     import torch
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    from loadtests.host import machine as host
+
     on_gpu = device.startswith("cuda") and torch.cuda.is_available()  # else its variants say why not
     gpu = torch.cuda.get_device_name(torch.device(device)) if on_gpu else "none"
-    return {
-        "gpu": gpu,
-        "cpu": f"{cpu}, {os.cpu_count()} logical cores",
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    return {"gpu": gpu, "cpu": host(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def markdown(report: dict, info: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ what fits. The config file is deployed the way KubeRay deploys serveConfigV2, wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -241,9 +242,8 @@ class LocalStack:
     def stop(self, graceful: bool = True) -> None:
         """Graceful: Serve drains while our Triton still answers, then Triton. Otherwise Triton first (ours,
         quick), then Ray. Ray's folders last; each step runs if one before fails."""
-        first, second = (lambda: _stop_ray(True), self._stop_own_triton)
-        if not graceful:
-            first, second = self._stop_own_triton, lambda: _stop_ray(False)
+        ray_down = functools.partial(_stop_ray, graceful)
+        first, second = (ray_down, self._stop_own_triton) if graceful else (self._stop_own_triton, ray_down)
         try:
             first()
         finally:

@@ -8,7 +8,6 @@ wheel's libraries on its library path, and the GPU-friendly defaults the wheel's
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,12 +31,7 @@ def _install_from_wheel(home: Path) -> Path:
     (home / "bin" / "tritonserver").symlink_to(wheel / "bin" / "tritonserver")
     python = home / "backends" / "python"
     python.mkdir(parents=True)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for source in (
-        wheel / "backends" / "python" / "libtriton_python.so",
-        wheel / "backends" / "python" / "triton_python_backend_utils.py",
-        wheel / "python_backend_stubs" / version / "triton_python_backend_stub",
-    ):
+    for source in triton_install.wheel_python_backend():
         (python / source.name).symlink_to(source)
     return home
 
