@@ -1,8 +1,11 @@
 """`avpenet serve`: Triton + the Ray Serve gateway on this machine, until Ctrl-C; then both stop cleanly.
 
-SIGINT or SIGTERM (to the process or its whole group) stops Triton and its stubs, then Ray, and removes Ray's
-temp dir; Triton also dies with this process if it is killed outright (see ensemble.server). While running,
-Triton is probed with a real inference every few seconds and restarted when it hangs (LocalStack.supervise).
+SIGINT or SIGTERM stops everything and removes Ray's temp dir. When Ray's processes outlive the signal (any
+signal to this process alone: `docker stop`, systemd, `kill PID`; Ctrl-C to the terminal's group), the calls
+in flight are answered first (Serve drains, then Triton stops); a SIGTERM to the whole group reaches Ray too,
+and Triton and its stubs stop first, then Ray. Triton also dies with this process if it is killed outright
+(see ensemble.server). While running, Triton is probed with a real inference every few seconds and restarted
+when it hangs (LocalStack.supervise).
 
 Ray's gRPC proxy binds all interfaces, so with gRPC on the gateway is reachable from other hosts and API keys
 are mandatory: without AVPENET_API_KEYS / --api-key-file a random key is made for this session and printed
@@ -44,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from preprocess_service.client import KEY_ENV
-    from preprocess_service.stack import CONFIG_PATH, KEYS_ENV, LocalStack
+    from preprocess_service.stack import CONFIG_PATH, KEYS_ENV, LocalStack, ray_untouched
 
     gateway_args = {}
     keys: list[str] = []
@@ -93,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet serve: {exc}", file=sys.stderr)
         return 1
     finally:
-        print("stopping...", file=sys.stderr, flush=True)
-        stack.stop(graceful=False)  # a signal may have reached Ray's processes too: no 30 s Serve drain
+        # A signal to this process alone leaves Ray serving: drain the calls in flight. One to the whole
+        # group reached Ray's processes too: stop at once, without Serve's 30 s wait on a dying controller.
+        graceful = ray_untouched()
+        drain = " (answering the calls in flight first, up to 20 s)" if graceful else ""
+        print(f"stopping{drain}...", file=sys.stderr, flush=True)
+        stack.stop(graceful=graceful)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

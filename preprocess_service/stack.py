@@ -33,6 +33,7 @@ DEPLOY_TIMEOUT_S = 180.0
 KEYS_ENV = "AVPENET_API_KEYS"
 log = logging.getLogger("avpenet.stack")
 BIND_FAILURE = "Failed to bind to address"  # what both of Serve's proxies (uvicorn, grpc) raise
+SIGNAL_SETTLE_S = 1.0  # after a stop signal: long enough for Ray's processes to show they got it too
 
 
 def _stop_ray(graceful: bool) -> None:
@@ -42,16 +43,16 @@ def _stop_ray(graceful: bool) -> None:
     `serve.shutdown()` alone stops Serve's proxy with its connections open: six 60-s uploads in flight all
     lost their connection without an answer (docs/RELIABILITY.md). Deleting the app first drains it while
     the proxy still relays: its replicas finish their requests (bounded by Serve's graceful-shutdown timeout)
-    and only then does the proxy go. After a signal to the whole process group Ray's raylet is already going
-    down and Serve's shutdown waits 30 s on its controller: `avpenet serve` stops without it (ray.shutdown
-    kills every actor anyway).
+    and only then does the proxy go. After a signal to the whole process group Ray's processes are already
+    going down and Serve's shutdown waits 30 s on its controller: `avpenet serve` then stops without it
+    (`ray_untouched`; ray.shutdown kills every actor anyway).
     """
     import ray
 
     if not ray.is_initialized():
         return
     try:
-        if graceful and _raylet_alive():
+        if graceful and _ray_processes_alive():
             from ray import serve
 
             try:
@@ -64,12 +65,26 @@ def _stop_ray(graceful: bool) -> None:
         ray.shutdown()
 
 
-def _raylet_alive() -> bool:
+def _ray_processes_alive() -> bool:
+    """Every process this driver's Ray node started (raylet, GCS, dashboard, log monitor) still runs."""
     import ray
 
     node = getattr(ray._private.worker, "_global_node", None)
-    procs = getattr(node, "all_processes", {}).get("raylet", []) if node is not None else []
-    return all(p.process is None or p.process.poll() is None for p in procs)
+    groups = getattr(node, "all_processes", {}).values() if node is not None else ()
+    return all(p.process is None or p.process.poll() is None for procs in groups for p in procs)
+
+
+def ray_untouched(settle_s: float = SIGNAL_SETTLE_S) -> bool:
+    """Whether a stop signal left the local Ray node running, so a graceful stop can drain it.
+
+    A signal to the whole process group (Ctrl-C in a terminal, `kill -- -PGID`) reaches Ray's processes too,
+    and they begin to exit within moments: give them `settle_s` to show it. A signal to this process alone
+    (`docker stop`, systemd, `kill PID`) leaves them serving the calls in flight, which a graceful stop then
+    answers before it goes (measured: six 60-s uploads in flight at a SIGTERM to the process were all cut
+    when `avpenet serve` stopped Ray at once; docs/RELIABILITY.md).
+    """
+    time.sleep(settle_s)
+    return _ray_processes_alive()
 
 
 class LocalStack:
