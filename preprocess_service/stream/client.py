@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from avpenet import contract
 from avpenet.features.track import FaceTrack
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
-from preprocess_service.stream.protocol import STREAM_ROUTE, encode_chunk, landmark_frame_bytes
+from preprocess_service.stream.protocol import FRAME_TIME, STREAM_ROUTE, encode_chunk, landmark_frame_bytes
 
 HOP_SAMPLES_PER_FRAME = contract.SAMPLE_RATE // contract.FPS
 
@@ -71,14 +71,14 @@ class Stream:
         self.seq["audio"] += 1
         await self.conn.send(encode_chunk(header, np.asarray(samples, "<f4").tobytes()))
 
-    async def send_landmarks(self, track: FaceTrack, i: int) -> None:
+    async def send_landmarks(self, track: FaceTrack, i: int, t: float | None = None) -> None:
+        """Frame i of a track; `t`: its capture time in s since the stream's start (protocol.FRAME_TIME)."""
         payload = landmark_frame_bytes(
             track.landmarks[i], track.blendshapes[i], track.head_pose[i], bool(track.face_present[i])
         )
-        await self.conn.send(encode_chunk({"kind": "frame", "seq": self.seq["frame"]}, payload))
-        self.seq["frame"] += 1
+        await self._send_frame({}, payload, t)
 
-    async def send_image(self, rgb: np.ndarray, fmt: str = "png") -> None:
+    async def send_image(self, rgb: np.ndarray, fmt: str = "png", t: float | None = None) -> None:
         h, w = rgb.shape[:2]
         if fmt == "rgb":
             payload = np.ascontiguousarray(rgb, np.uint8).tobytes()
@@ -87,7 +87,12 @@ class Stream:
 
             ok, buf = cv2.imencode("." + fmt.replace("jpeg", "jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             payload = buf.tobytes()
-        header = {"kind": "frame", "seq": self.seq["frame"], "format": fmt, "width": w, "height": h}
+        await self._send_frame({"format": fmt, "width": w, "height": h}, payload, t)
+
+    async def _send_frame(self, header: dict, payload: bytes, t: float | None) -> None:
+        header = {"kind": "frame", "seq": self.seq["frame"], **header}
+        if t is not None:
+            header[FRAME_TIME] = round(t, 6)
         await self.conn.send(encode_chunk(header, payload))
         self.seq["frame"] += 1
 
@@ -155,11 +160,11 @@ async def send_recording(
             piece = rec.wave[k * HOP_SAMPLES_PER_FRAME : (k + 1) * HOP_SAMPLES_PER_FRAME]
             if piece.size:
                 await stream.send_audio(piece)
-        if k < rec.n_frames:
+        if k < rec.n_frames:  # each with its capture time, as a device with a clock sends it
             if rec.frames is not None:
-                await stream.send_image(rec.frames[k], fmt)
+                await stream.send_image(rec.frames[k], fmt, t=k / contract.FPS)
             else:
-                await stream.send_landmarks(rec.track, k)
+                await stream.send_landmarks(rec.track, k, t=k / contract.FPS)
         if speed > 0:
             delay = t0 + (k - first_tick + 1) / (contract.FPS * speed) - time.monotonic()
             if delay > 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from avpenet import contract
 from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.protocol import frame_time
 
 
 @dataclass
@@ -64,8 +65,14 @@ def chunk_s(header: dict, size: int, default_rate: int) -> float:
 
 
 def ahead_s(received_s: dict, header: dict, size: int, default_rate: int, opened_at: float) -> float:
-    """Count a chunk into `received_s` (media seconds per kind); seconds the media runs ahead of real time."""
-    received_s["audio" if header["kind"] == "audio" else "frame"] += chunk_s(header, size, default_rate)
+    """Count a chunk into `received_s` (media seconds per kind); seconds the media runs ahead of real time.
+    A frame's capture time counts as far as it reaches (a jump is media the stream claims to hold); one that
+    is not a time is refused here, on receipt (StreamRejected: the chunk is skipped, nothing counted)."""
+    kind = "audio" if header["kind"] == "audio" else "frame"
+    t = frame_time(header) if kind == "frame" else None
+    received_s[kind] += chunk_s(header, size, default_rate)
+    if t is not None:
+        received_s[kind] = max(received_s[kind], t + 1 / contract.FPS)
     return max(received_s.values()) - (time.monotonic() - opened_at)
 
 
@@ -83,4 +90,6 @@ def unaccept(items: list[Item], next_seq: dict, received_s: dict, default_rate: 
         count[kind] += 1
         size = 0 if item.payload is None else len(item.payload)
         received_s[kind] -= chunk_s(item.header, size, default_rate)  # a dropped frame's header says frame
+        if kind == "frame" and (t := frame_time(item.header)) is not None:  # back to before its capture time
+            received_s[kind] = min(received_s[kind], t)
     return count

@@ -7,7 +7,9 @@ Client → server:
   `{"kind": "audio", "seq": n, "rate": 16000}` + little-endian float32 mono samples, or
   `{"kind": "frame", "seq": n}` + a landmark frame (FRAME_LAYOUT, float32) in landmarks mode, or
   `{"kind": "frame", "seq": n, "format": "jpeg"|"png"|"rgb", "width": w, "height": h}` + the image in video
-  mode. `seq` counts chunks of that kind from 0; frames are at contract.FPS.
+  mode. `seq` counts chunks of that kind from 0; frames are at contract.FPS. A frame may carry `"t"`, its
+  capture time in seconds since the stream's start (the audio's clock: sample k is at k / rate): it is then
+  placed in its own 1/FPS slot and the slots a camera stall skipped are frames without a face (timeline.py).
 - text `{"type": "handling", "active": true|false}` (a nappy change, suctioning: alerts are suppressed),
   `{"type": "end"}` (score the tail and close).
 
@@ -50,6 +52,8 @@ FRAME_LAYOUT = (
 )
 FRAME_FLOATS = sum(int(np.prod(shape)) for _, shape in FRAME_LAYOUT)
 MAX_AUDIO_CHUNK_S = 2.0  # a chunk longer than this is a file upload, not a live stream
+MAX_FRAME_TIME_S = 1e9  # a frame's `t` beyond this is not a capture time (and would overflow a slot number)
+FRAME_TIME = "t"  # a frame header's capture time (stream.timeline)
 
 
 class StreamRejected(Exception):
@@ -167,6 +171,21 @@ def parse_chunk(data: bytes) -> tuple[dict, memoryview]:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise StreamRejected("garbage", "chunk header needs 'seq': a non-negative integer")
     return header, memoryview(data)[4 + size :]
+
+
+def frame_time(header: dict) -> float | None:
+    """A frame header's capture time in seconds, None when it has none; StreamRejected when it is not one."""
+    t = header.get(FRAME_TIME)
+    if t is None:
+        return None
+    # NaN fails the range test; a huge JSON integer is compared, never converted
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= MAX_FRAME_TIME_S:
+        raise StreamRejected(
+            "bad_frame_time",
+            f"frame {FRAME_TIME!r} must be its capture time in seconds since the stream's start, a number "
+            f"from 0 to {MAX_FRAME_TIME_S:g}; got {str(t)[:40]!r}",
+        )
+    return float(t)
 
 
 def encode_chunk(header: dict, payload: bytes) -> bytes:

@@ -258,7 +258,7 @@ class Session:
                 elif item.kind == "frame":
                     self.state.add_frame(item.header, memoryview(item.payload))
                 elif item.kind == "dropped":
-                    self.state.add_dropped_frame()
+                    self.state.add_dropped_frame(item.header)
                 elif item.kind == "handling":
                     self.monitor.handling.set(item.header["active"], self.state.media_s)
             except (StreamRejected, InputError) as exc:

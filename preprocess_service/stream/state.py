@@ -28,6 +28,7 @@ from preprocess_service.stream.protocol import (
     Start,
     StreamRejected,
 )
+from preprocess_service.stream.timeline import FrameClock
 
 
 @dataclass
@@ -59,6 +60,7 @@ class StreamState:
             tuple(start.image_size) if start.mode == "landmarks" else None
         )
         self.lost = {"audio": False, "visual": False}
+        self.clock = FrameClock(start.config.signal_timeout_s)  # frames with a capture time
         self._resampler = None
         self._tracker = None
         if start.sample_rate != contract.SAMPLE_RATE:
@@ -133,19 +135,24 @@ class StreamState:
         self.n_samples += wave.size
 
     def add_frame(self, header: dict, payload: memoryview) -> None:
+        slot = self.clock.slot(header, self)  # before the frame is decoded and tracked: a refused one is not
         track = (
             landmark_frame(payload, self.image_size or (0, 0))
             if self.start.mode == "landmarks"
             else self._video_frame(header, payload)
         )
-        self._append_frame(track)
+        self._append_frame(track, slot)
 
-    def add_dropped_frame(self) -> None:
+    def add_dropped_frame(self, header: dict) -> None:
         """A frame the flow control dropped unread: it counts as a frame with no face (the timeline holds)."""
-        self._append_frame(FaceTrack.empty(1, self.image_size or (0, 0)))
+        self._append_frame(FaceTrack.empty(1, self.image_size or (0, 0)), self.clock.slot(header, self))
 
-    def _append_frame(self, track: FaceTrack) -> None:
-        self._returning("visual")
+    def _append_frame(self, track: FaceTrack, slot: int | None) -> None:
+        if slot is None:
+            self._returning("visual")
+        else:  # placed by its capture time: the slots a stall skipped are frames without a face
+            self.lost["visual"] = False
+            self._pad_frames(slot - self.n_frames)
         self.frames.append(track)
         self.n_frames += 1
 
@@ -168,31 +175,34 @@ class StreamState:
 
     def _returning(self, modality: str) -> None:
         """A lost modality's data returns: realign it to the leader (the gap is silence / no face). Only new
-        data ends a loss: the windows cut during a short stall still hold data from before it. The part of
-        the gap only windows already cut would read is counted, not held (held, an hour without a camera
-        cost 239 MB at its return, an hour without sound 438 MB), so padding stays under a window."""
+        data ends a loss: the windows cut during a short stall still hold data from before it."""
         if not self.lost[modality]:
             return
         self.lost[modality] = False
-        self._trim()
         if modality == "audio":
-            gap = int(round(self.frames_s * contract.SAMPLE_RATE)) - self.n_samples
-            skip = self._unread(gap, self.audio_buf.size, self.n_samples, contract.HOP_SAMPLES)
-            self.n_samples, self.audio_base = self.n_samples + skip, self.audio_base + skip
-            if gap > skip:
-                self.audio_buf = np.concatenate([self.audio_buf, np.zeros(gap - skip, np.float32)])
-                self.n_samples += gap - skip
+            self._pad_audio(int(round(self.frames_s * contract.SAMPLE_RATE)) - self.n_samples)
         else:
-            gap = int(round(self.audio_s * contract.FPS)) - self.n_frames
-            skip = self._unread(gap, len(self.frames), self.n_frames, contract.FRAMES_PER_HOP)
-            self.n_frames, self.frame_base = self.n_frames + skip, self.frame_base + skip
-            for _ in range(max(0, gap - skip)):
-                self.frames.append(FaceTrack.empty(1, self.image_size or (0, 0)))
-                self.n_frames += 1
+            self._pad_frames(int(round(self.audio_s * contract.FPS)) - self.n_frames)
 
-    def _unread(self, gap: int, held: int, received: int, hop: int) -> int:
-        """How much of a gap only the windows already cut would read (nothing while data is still held)."""
-        return max(0, min(gap, self.next_window * hop - received)) if held == 0 else 0
+    # The part of a gap only windows already cut read is counted, not held (held, an hour without a camera
+    # cost 239 MB at its return, an hour without sound 438 MB): padding stays under a window.
+    def _pad_audio(self, gap: int) -> None:
+        self._trim()
+        unread = 0 if self.audio_buf.size else self.next_window * contract.HOP_SAMPLES - self.n_samples
+        skip = max(0, min(gap, unread))
+        self.n_samples, self.audio_base = self.n_samples + skip, self.audio_base + skip
+        if gap > skip:
+            self.audio_buf = np.concatenate([self.audio_buf, np.zeros(gap - skip, np.float32)])
+            self.n_samples += gap - skip
+
+    def _pad_frames(self, gap: int) -> None:
+        self._trim()
+        unread = 0 if self.frames else self.next_window * contract.FRAMES_PER_HOP - self.n_frames
+        skip = max(0, min(gap, unread))
+        self.n_frames, self.frame_base = self.n_frames + skip, self.frame_base + skip
+        for _ in range(max(0, gap - skip)):
+            self.frames.append(FaceTrack.empty(1, self.image_size or (0, 0)))
+            self.n_frames += 1
 
     # --- windows --------------------------------------------------------------------------------------------
     def _lagging(self) -> dict[str, bool]:

@@ -289,7 +289,7 @@ def test_a_modality_back_after_minutes_is_realigned_without_holding_the_gap(lost
                 if not missing:
                     state.add_frame({}, frame)
                 elif sends_gap:
-                    state.add_dropped_frame()  # a frame without a face
+                    state.add_dropped_frame({})  # a frame without a face
                 state.add_audio({}, sound)
             else:
                 if not missing:
