@@ -185,7 +185,7 @@ class StreamState:
             self._pad_frames(int(round(self.audio_s * contract.FPS)) - self.n_frames)
 
     # The part of a gap only windows already cut read is counted, not held (held, an hour without a camera
-    # cost 239 MB at its return, an hour without sound 438 MB): padding stays under a window.
+    # cost 239 MB at its return: loadtests/stream_gap.py): padding stays under a window.
     def _pad_audio(self, gap: int) -> None:
         self._trim()
         unread = 0 if self.audio_buf.size else self.next_window * contract.HOP_SAMPLES - self.n_samples
