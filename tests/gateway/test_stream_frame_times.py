@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream import protocol
 from preprocess_service.stream.inbound import Item, ahead_s, unaccept
-from preprocess_service.stream.protocol import Start, StreamRejected
+from preprocess_service.stream.protocol import Start, StreamRejected, encode_chunk, parse_chunk
 from preprocess_service.stream.state import StreamState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -116,3 +118,27 @@ def test_a_jump_past_the_timeout_without_audio_is_cut_and_later_frames_keep_the_
     assert state.n_frames == 30 + timeout_slots + 2
     with pytest.raises(StreamRejected):
         state.add_frame({"t": 3600.1}, frame(track, 32))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(t=JSON)
+def test_any_json_as_a_capture_time_is_placed_or_refused_never_a_crash(t):
+    """Whatever a header carries as `t` (through the wire's JSON, NaN and huge integers included), receipt
+    and placement either take the frame or refuse it with a stream error code; the stream stays usable."""
+    state, track = landmarks_stream(audio=False)
+    received = {"audio": 0.0, "frame": 0.0}
+    try:
+        header, _ = parse_chunk(encode_chunk({"kind": "frame", "seq": 0, "t": t}, b""))
+        ahead_s(received, header, 0, 16000, time.monotonic())
+        state.add_frame(header, frame(track, 0))
+    except StreamRejected as exc:  # garbage: a header past its 1 KiB bound
+        assert exc.code in ("bad_frame_time", "frame_time_behind", "garbage")
+    assert state.n_frames <= 1 + state.clock.max_jump
+    state.add_frame({}, frame(track, 1))  # the next frame without a time: the stream goes on

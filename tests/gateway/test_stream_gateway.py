@@ -286,6 +286,11 @@ def test_bad_input_is_refused_with_reasons_and_other_streams_keep_state(gateway_
         await bad.send_image(np.zeros((240, 320, 3), np.uint8), fmt="rgb")  # frame size change
         empty = {"kind": "frame", "seq": 2, "format": "jpeg", "width": 160, "height": 120}
         await bad.conn.send(encode_chunk(empty, b""))  # an image of no bytes: refused, the stream goes on
+        black = np.zeros((120, 160, 3), np.uint8)
+        bad.seq["frame"] = 3  # after the empty image sent by hand
+        await bad.send_image(black, fmt="rgb", t=0.0)  # a capture time in the slot the first frame filled
+        late = {"kind": "frame", "seq": 4, "format": "rgb", "width": 160, "height": 120, "t": float("nan")}
+        await bad.conn.send(encode_chunk(late, black.tobytes()))  # a capture time that is not one
         # a header nested deeper than the JSON parser's stack: garbage, not a hung stream
         nested = b"[" * 1020
         await bad.conn.send(struct.pack(">I", len(nested)) + nested)
@@ -316,7 +321,8 @@ def test_bad_input_is_refused_with_reasons_and_other_streams_keep_state(gateway_
 
     good, bad, refused = run(scenario())
     codes = [e.get("code") for e in kinds(bad.events, "error")]
-    for code in ("duplicate", "out_of_order", "rate_changed", "frame_size_changed", "bad_frame", "garbage"):
+    for code in ("duplicate", "out_of_order", "rate_changed", "frame_size_changed", "bad_frame",
+                 "frame_time_behind", "bad_frame_time", "garbage"):  # fmt: skip
         assert code in codes, codes
     assert bad.close_code == 4415
     assert "unauthenticated" in refused["unauthenticated"] or "API key" in refused["unauthenticated"]
