@@ -68,7 +68,7 @@ def load_audio(
             wave, sr = _read_av(source, kind, limit)  # Ogg with a codec libsndfile lacks
     else:
         wave, sr = _read_av(source, kind, limit)
-    return to_model_rate(wave, sr, kind)
+    return cut_to(to_model_rate(wave, sr, kind), limit)
 
 
 def check_wave(wave: np.ndarray, what: str) -> np.ndarray:
@@ -113,8 +113,19 @@ def resample(wave: np.ndarray, sr: int) -> np.ndarray:
     return check_wave(out.astype(np.float32), "the resampled samples")
 
 
-def too_long(seconds: float, limit: float) -> TooLarge:
-    return TooLarge(f"audio lasts {seconds:.0f} s; the limit is {limit:.0f} s")
+def over_limit(seconds: float, limit: float) -> bool:
+    """Longer than `limit` by more than codec framing explains (media.DURATION_GRACE_S)."""
+    return seconds > limit + media.DURATION_GRACE_S
+
+
+def too_long(seconds: float, limit: float, *, so_far: bool = False) -> TooLarge:
+    """`so_far`: `seconds` were decoded before decoding stopped, the whole may be longer."""
+    return TooLarge(f"audio lasts {'over ' if so_far else ''}{seconds:.1f} s; the limit is {limit:g} s")
+
+
+def cut_to(wave: np.ndarray | None, limit: float) -> np.ndarray | None:
+    """A model-rate wave within `limit` seconds (what codec framing ran past it is dropped); None stays."""
+    return None if wave is None else wave[: int(round(limit * contract.SAMPLE_RATE))]
 
 
 def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int]:
@@ -122,7 +133,7 @@ def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.n
         with sf.SoundFile(media.as_file(source)) as f:
             sr = check_rate(int(f.samplerate), kind)
             check_channels(int(f.channels), kind)
-            if f.frames > limit * sr:
+            if over_limit(f.frames / sr, limit):
                 raise too_long(f.frames / sr, limit)
             # mixed down block by block: memory is the mono wave's, however many channels a file has
             what = f"the samples of this {media.describe(kind)}"

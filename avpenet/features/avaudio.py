@@ -39,8 +39,9 @@ class AvAudio:
         self.stream, self.kind, self.limit = stream, kind, limit
         self.rate = audio.check_rate(int(stream.codec_context.sample_rate), kind)
         audio.check_channels(int(stream.codec_context.channels or 0), kind)
-        if stream.duration and stream.time_base and float(stream.duration * stream.time_base) > limit:
-            raise audio.too_long(float(stream.duration * stream.time_base), limit)
+        claimed = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        if audio.over_limit(claimed, limit):
+            raise audio.too_long(claimed, limit)
         # Downmix with swresample at the native rate; the rate change is soxr's job (better filter).
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
         self._input: tuple | None = None  # (rate, layout, format) of the frames the resampler was set up for
@@ -61,8 +62,8 @@ class AvAudio:
             for frame in packet.decode():
                 self._follow(frame)
                 self._keep(self._resampler.resample(frame))
-                if self._total > self.limit * self.rate:
-                    raise audio.too_long(self._total / self.rate, self.limit)
+                if audio.over_limit(self._total / self.rate, self.limit):
+                    raise audio.too_long(self._total / self.rate, self.limit, so_far=True)
         except av.error.FFmpegError as exc:
             self.stop(exc)
 

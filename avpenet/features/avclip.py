@@ -56,7 +56,9 @@ def decode_clip(
             _drain(frames)
         elif track_audio is not None:
             avaudio.demux_all(container, track_audio)
-        wave = audio.to_model_rate(*track_audio.finish(), kind) if track_audio is not None else None
+        wave = None
+        if track_audio is not None:
+            wave = audio.cut_to(audio.to_model_rate(*track_audio.finish(), kind), audio_limit)
     finally:
         container.close()
     return wave, track

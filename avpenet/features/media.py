@@ -38,6 +38,10 @@ DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "ogg": "ogg"}
 # forged MP4 tracks cost 7.7 s and 840 MB to open; with this cap FFmpeg ignores streams past it (and the MP4
 # walker refuses more tracks with a reason).
 MAX_STREAMS = 16
+# Codec framing runs media a little past its length: an encoder pads its last audio frame (a 60.0-s AAC track
+# decodes to 60.1 s) and a container's duration covers its longest track. Media up to this far past a limit
+# is cut to the limit (audio.cut_to) instead of refused; anything longer is refused as before.
+DURATION_GRACE_S = 0.5
 # Containers recognised only to be refused with a reason (sniff_refused): video the API does not accept.
 REFUSED_VIDEO = {"avi": "AVI", "mpegts": "MPEG-TS", "mpegps": "MPEG-PS", "flv": "FLV", "asf": "ASF/WMV"}
 

@@ -483,8 +483,8 @@ def sample_frames(
     claimed = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
     if claimed is None and container.duration:
         claimed = container.duration / 1e6
-    if claimed is not None and claimed > limits.max_seconds:
-        raise TooLarge(f"video lasts {claimed:.0f} s; the limit is {limits.max_seconds:.0f} s")
+    if claimed is not None and claimed > limits.max_seconds + media.DURATION_GRACE_S:
+        raise TooLarge(f"video lasts {claimed:.1f} s; the limit is {limits.max_seconds:g} s")
     stream.thread_type = "AUTO"
     rate = float(stream.average_rate) if stream.average_rate else 25.0
     max_decoded = int(limits.max_seconds * limits.max_decoded_per_second)

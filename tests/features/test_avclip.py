@@ -83,7 +83,7 @@ def test_a_damaged_tail_keeps_the_same_start_of_each_track():
 
 def test_limits_and_refusals_are_those_of_the_separate_decoders():
     data = _clip(seconds=2.0)
-    with pytest.raises(TooLarge, match="audio lasts 2 s; the limit is 1 s"):
+    with pytest.raises(TooLarge, match="audio lasts 2.0 s; the limit is 1 s"):
         avclip.decode_clip(data, LIMITS, max_audio_seconds=1.0)
     with pytest.raises(TooLarge, match="video lasts"):
         avclip.decode_clip(data, tracker.VideoLimits(max_seconds=1.0), max_audio_seconds=20)
@@ -92,6 +92,20 @@ def test_limits_and_refusals_are_those_of_the_separate_decoders():
         _separately(wav)
     with pytest.raises(type(separate.value), match=str(separate.value)):
         avclip.decode_clip(wav, LIMITS)  # WAV content sent as a clip: no video container
+
+
+@pytest.mark.parametrize("container", ["mp4", "webm"])
+def test_a_clip_exactly_as_long_as_the_limit_is_read_and_cut_to_it(container):
+    """AAC pads its last frame (an MP4's 2.0 s decode to 2.05 s) and a WebM's duration covers its Opus track:
+    both were refused at a 2-s limit ("audio lasts 2 s; the limit is 2 s", "video lasts 2 s ..."). Within
+    media.DURATION_GRACE_S the sound is cut to the limit; 0.6 s more is still refused."""
+    wave, track = avclip.decode_clip(_clip(container, seconds=2.0), tracker.VideoLimits(max_seconds=2.0),
+                                     max_audio_seconds=2.0)  # fmt: skip
+    assert 1.9 * contract.SAMPLE_RATE < wave.size <= 2.0 * contract.SAMPLE_RATE and track.n_frames == 20
+    assert audio.load_audio(_clip(container, seconds=2.0), max_seconds=2.0).size == wave.size
+    with pytest.raises(TooLarge, match="the limit is 2 s"):
+        avclip.decode_clip(_clip(container, seconds=2.6), tracker.VideoLimits(max_seconds=2.0),
+                           max_audio_seconds=2.0)  # fmt: skip
 
 
 def test_the_audio_is_read_to_its_end_even_when_the_video_sampler_stops_early(monkeypatch):

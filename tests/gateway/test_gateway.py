@@ -118,6 +118,20 @@ class TestErrors:
         reply = post_score(gateway_stack, files={"video": ("v.mp4", silent_video)})
         assert reply.status_code == 422 and reply.json()["error"] == "NothingToScore"
 
+    def test_a_clip_as_long_as_the_limit_is_scored_and_a_longer_one_refused(self, gateway_stack):
+        """An MP4 of exactly `max_duration_s` (20 s in this stack): its AAC track decodes about 0.1 s longer
+        (the encoder pads its last frame), which was refused 413 "audio lasts 20 s; the limit is 20 s" only
+        after the whole clip had been decoded and tracked. A clip 1 s longer is still refused, up front."""
+        exact = post_score(
+            gateway_stack, files={"clip": ("c.mp4", mp4_bytes(20.0))}, data={"age_group": "adult"}
+        )
+        assert exact.status_code == 200, exact.text
+        assert len(exact.json()["timeline"]) == 18  # the windows a 20-s clip is cut into: 1 + (20 - 3) / 1
+        longer = post_score(
+            gateway_stack, files={"clip": ("c.mp4", mp4_bytes(21.0))}, data={"age_group": "adult"}
+        )
+        assert longer.status_code == 413 and "the limit is 20 s" in longer.json()["detail"], longer.text
+
     def test_grpc_codes_match_http(self, gateway_stack):
         bad = ScoreRequest(audio=MediaPart(data=b"not audio at all" * 10), age_group="adult")
         with pytest.raises(ScoreError) as info:
