@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         # A signal to this process alone leaves Ray serving: drain the calls in flight. One to the whole
         # group reached Ray's processes too: stop at once, without Serve's 30 s wait on a dying controller.
         graceful = ray_untouched()
-        drain = " (answering the calls in flight first, up to 20 s)" if graceful else ""
+        drain = " (answering the calls in flight first: at most one request budget)" if graceful else ""
         print(f"stopping{drain}...", file=sys.stderr, flush=True)
         stack.stop(graceful=graceful)
         for sig, handler in previous.items():

@@ -1,7 +1,8 @@
 """serve_config.yaml, the gateway's Serve config (the file KubeRay deploys), and its local overrides.
 
 `localize` is all a machine changes in it: hosts, ports, the Triton address, replica caps and app args;
-`check_timeouts` refuses a config whose gateway would be cut off by its own proxy.
+`check_timeouts` refuses a config whose gateway would be cut off by its own proxy, or whose replicas a drain
+would stop before the requests they hold are due.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 from preprocess_service.settings import GatewaySettings
 
 CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
+RAY_DRAIN_DEFAULT_S = 20.0  # Ray Serve's graceful_shutdown_timeout_s when a deployment sets none
 
 
 def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
@@ -63,9 +65,19 @@ def localize(
 
 def check_timeouts(config: Mapping[str, Any]) -> None:
     """Each app's `request_timeout_s` (GatewaySettings: the time budget it answers within, budget.py) may not
-    exceed a proxy's: the proxy would cut requests off before the gateway gives its reason."""
+    exceed a proxy's: the proxy would cut requests off before the gateway gives its reason. Nor may it exceed
+    a deployment's graceful_shutdown_timeout_s: a drain (scale-down, redeploy, a node leaving, a local stop)
+    kills a replica that long after it began, with the requests it still holds."""
     for app in config.get("applications", []):
         budget_s = app.get("args", {}).get("request_timeout_s", GatewaySettings().request_timeout_s)
+        for dep in app.get("deployments", []):
+            drain_s = dep.get("graceful_shutdown_timeout_s", RAY_DRAIN_DEFAULT_S)
+            if drain_s < budget_s:
+                raise ValueError(
+                    f"app {app.get('name')!r}: deployment {dep.get('name')!r} graceful_shutdown_timeout_s "
+                    f"{drain_s:g} s is under args.request_timeout_s {budget_s} s: a drain would cut requests "
+                    "still within their budget; set it to at least that"
+                )
         for proxy in ("http_options", "grpc_options"):
             cut_s = config.get(proxy, {}).get("request_timeout_s")
             if cut_s is not None and 0 < cut_s < budget_s:

@@ -57,6 +57,25 @@ def test_a_config_whose_proxy_cuts_before_the_gateway_answers_is_refused():
         serve_config.localize(config, host="127.0.0.1", http_port=1, grpc_port=2, triton_url="x:1")
 
 
+def test_a_config_whose_drain_cuts_requests_within_their_budget_is_refused():
+    """Ray's default drain (20 s) is shorter than the 60-s budget: a deployment that does not set its own
+    graceful_shutdown_timeout_s is refused, as is one that sets less."""
+    from ray.serve._private.constants import DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+
+    assert (
+        serve_config.RAY_DRAIN_DEFAULT_S == DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+    )  # the Ray this project pins
+    for change in ({"graceful_shutdown_timeout_s": 30}, None):
+        config = serve_config.load_config()
+        extractor = config["applications"][0]["deployments"][1]
+        if change is None:
+            del extractor["graceful_shutdown_timeout_s"]
+        else:
+            extractor.update(change)
+        with pytest.raises(ValueError, match="'FeatureExtractor' graceful_shutdown_timeout_s (30|20) s"):
+            serve_config.check_timeouts(config)
+
+
 def video_request() -> ScoreRequest:
     return ScoreRequest(clip=MediaPart(data=mp4_bytes(3.0)), age_group="adult")
 
