@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -18,9 +19,18 @@ class PortTaken(RuntimeError):
 
 def free_port() -> int:
     """A currently free loopback TCP port (the OS picks it; a caller that loses a race to bind it retries)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback TCP ports. Every socket stays bound until all are picked: picked one after
+    another, the OS may hand out a port it has just released (Triton was once given one port for both HTTP
+    and metrics, and refused to start)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def retry_on_taken_port(start: Callable[[], None], undo: Callable[[], None], *, picked: bool) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ensemble import DEFAULT_REPOSITORY, shm_regions, triton_install
-from ensemble.ports import HOST, free_port
+from ensemble.ports import HOST, free_ports
 from ensemble.tracing import otel_args
 
 HELP = "Run the real Triton Inference Server on the model repository (loopback only)."
@@ -206,8 +206,9 @@ class TritonServer:
         self._new_workdir()
         attempts = 3  # a port picked free can be taken before Triton binds it (models load first)
         for attempt in range(attempts):
+            picked = iter(free_ports(3))  # distinct: HTTP, gRPC and metrics may not share a port
             self.http_port, self.grpc_port, self.metrics_port = (
-                p or free_port() for p in self._requested_ports
+                p or next(picked) for p in self._requested_ports
             )
             try:
                 self._launch()

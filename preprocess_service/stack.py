@@ -156,9 +156,10 @@ class LocalStack:
 
     def _start_on_ports(self) -> None:
         """One try: pick the ports not given, then start Serve on them."""
-        self.http_port = self._ports[0] or ports.free_port()
+        http, grpc = ports.free_ports(2)  # distinct: both proxies bind at once
+        self.http_port = self._ports[0] or http
         if self._ports[1] is not None:
-            self.grpc_port = self._ports[1] or ports.free_port()
+            self.grpc_port = self._ports[1] or grpc
         self._start_serve()
 
     def _start_serve(self) -> None:

@@ -28,7 +28,7 @@ def _fake_stack(monkeypatch, clashes: int, **kwargs) -> tuple[LocalStack, list[t
     attempts: list[tuple] = []
     events: list[str] = []
     picks = iter(range(41000, 41100))
-    monkeypatch.setattr(ports, "free_port", lambda: next(picks))
+    monkeypatch.setattr(ports, "free_ports", lambda n: [next(picks) for _ in range(n)])
 
     def start_serve(self) -> None:
         attempts.append((self.http_port, self.grpc_port))
@@ -76,13 +76,13 @@ SCRIPT = textwrap.dedent(
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     taken_port = taken.getsockname()[1]
-    real_free_port, calls = ports.free_port, []
+    real_free_ports, calls = ports.free_ports, []
 
-    def first_pick_is_taken():  # another process wins the race for the first port picked
+    def first_pick_is_taken(n):  # another process wins the race for the first port picked
         calls.append(1)
-        return taken_port if len(calls) == 1 else real_free_port()
+        return [taken_port, *real_free_ports(n - 1)] if len(calls) == 1 else real_free_ports(n)
 
-    ports.free_port = first_pick_is_taken
+    ports.free_ports = first_pick_is_taken
     with LocalStack(grpc_port=None) as local:
         assert local.http_port != taken_port
         with urllib.request.urlopen(local.http_url + "/readyz", timeout=30) as reply:
@@ -97,3 +97,10 @@ def test_a_port_taken_for_real_is_retried() -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "ready 200" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+def test_ports_picked_together_are_distinct() -> None:
+    """Every socket is held until all are picked, so the OS cannot hand the same port out twice (picked one
+    after another, it once gave Triton one port for HTTP and metrics, and Triton refused to start)."""
+    picked = ports.free_ports(200)
+    assert len(set(picked)) == 200
