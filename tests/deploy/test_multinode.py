@@ -22,7 +22,7 @@ import pytest
 from support.gateway import API_KEY, mp4_bytes, wav_bytes
 
 from ensemble import shm_regions
-from ensemble.ports import free_port
+from ensemble.ports import free_ports
 from preprocess_service import ray_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -61,14 +61,14 @@ def test_replicas_on_two_nodes_all_serving(triton_server, tmp_path):
         AVPENET_API_KEYS=API_KEY,
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
     )
-    port = free_port()
+    port, client_port, http_port = free_ports(3)  # distinct: picked together
     # as the RayService's nodes; named as RayNode names its own, so a killed run's folder is swept
     spill_prefix = f"{ray_node.SPILL_PREFIX}{shm_regions.launcher_tag()}"
     spill_dir = tempfile.mkdtemp(prefix=spill_prefix, dir=ray_node.SHM_DIR)
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats"]
     common.append(f"--object-spilling-directory={spill_dir}")
     head = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}"]
-    head += [f"--ray-client-server-port={free_port()}", '--resources={"avpenet_node_head": 1}']
+    head += [f"--ray-client-server-port={client_port}", '--resources={"avpenet_node_head": 1}']
     worker = [RAY, "start", f"--address=127.0.0.1:{port}", '--resources={"avpenet_node_worker": 1}']
     (tmp_path / "a.wav").write_bytes(wav_bytes(3.0))
     (tmp_path / "v.mp4").write_bytes(mp4_bytes(3.0))
@@ -82,7 +82,7 @@ def test_replicas_on_two_nodes_all_serving(triton_server, tmp_path):
             assert started.returncode == 0, started.stderr[-3000:]
         driver = subprocess.run(
             [sys.executable, str(Path(__file__).with_name("multinode_driver.py")), f"127.0.0.1:{port}",
-             triton_server.grpc_url, str(free_port()), API_KEY, str(clips)],
+             triton_server.grpc_url, str(http_port), API_KEY, str(clips)],
             env=env, capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S,
         )  # fmt: skip
         assert driver.returncode == 0, driver.stderr[-3000:]
