@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet serve: {exc}", file=sys.stderr)
         return 1
     finally:
-        # A signal to this process alone leaves Ray serving: drain the calls in flight. One to the whole
-        # group reached Ray's processes too: stop at once, without Serve's 30 s wait on a dying controller.
+        # A signal to this process alone, or a SIGINT to the group, leaves Ray serving: drain the calls in
+        # flight. A SIGTERM to the group reached Ray's processes too: stop at once, without Serve's 30 s wait
+        # on a dying controller.
         graceful = ray_untouched()
         drain = " (answering the calls in flight first: at most one request budget)" if graceful else ""
         print(f"stopping{drain}...", file=sys.stderr, flush=True)

@@ -77,11 +77,12 @@ def _ray_processes_alive() -> bool:
 def ray_untouched(settle_s: float = SIGNAL_SETTLE_S) -> bool:
     """Whether a stop signal left the local Ray node running, so a graceful stop can drain it.
 
-    A signal to the whole process group (Ctrl-C in a terminal, `kill -- -PGID`) reaches Ray's processes too,
-    and they begin to exit within moments: give them `settle_s` to show it. A signal to this process alone
-    (`docker stop`, systemd, `kill PID`) leaves them serving the calls in flight, which a graceful stop then
-    answers before it goes (measured: six 60-s uploads in flight at a SIGTERM to the process were all cut
-    when `avpenet serve` stopped Ray at once; docs/RELIABILITY.md).
+    A SIGTERM to the whole process group (`kill -- -PGID`) reaches Ray's processes too, and they begin to
+    exit within moments: give them `settle_s` to show it. A signal to this process alone (`docker stop`,
+    systemd, `kill PID`) leaves them serving the calls in flight, and so does a SIGINT to the group (Ctrl-C in
+    a terminal), which they outlive; a graceful stop then answers those calls before it goes (measured: of six
+    60-s uploads in flight at a SIGTERM to the process, one got a 503 and five lost their connection when
+    `avpenet serve` stopped Ray at once; docs/RELIABILITY.md).
     """
     time.sleep(settle_s)
     return _ray_processes_alive()
