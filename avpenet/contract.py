@@ -41,6 +41,7 @@ AUDIO_MAX_INPUT_CHANNELS: Final = 8
 FPS: Final = 10  # face tracks are sampled at 10 frames per second
 FRAMES_PER_WINDOW: Final = int(FPS * WINDOW_SECONDS)  # 30
 FRAMES_PER_HOP: Final = int(FPS * HOP_SECONDS)  # 10
+SAMPLES_PER_FRAME: Final = SAMPLE_RATE // FPS  # 1600: the audio one frame spans (a stream's tick)
 N_LANDMARKS: Final = 478  # mediapipe FaceLandmarker (468 mesh + 10 iris)
 
 # mediapipe FaceLandmarker blendshape categories, in the order the tracker reports them.

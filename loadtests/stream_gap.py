@@ -30,9 +30,7 @@ def measure(minutes: float, lost: str) -> dict:
     track = FaceTrack.load_npz(EXAMPLE.read_bytes())
     size = tuple(int(v) for v in track.image_size)
     state = StreamState(Start(type="start", mode="landmarks", age_group="adult", image_size=size), 10**7)
-    frame = memoryview(
-        protocol.landmark_frame_bytes(track.landmarks[0], track.blendshapes[0], track.head_pose[0], True)
-    )
+    frame = memoryview(protocol.landmark_frame_bytes(track, 0))
     audio = memoryview(np.full(contract.SAMPLE_RATE * CHUNK_S, 0.01, "<f4").tobytes())
 
     def chunk(with_audio: bool, with_frames: bool) -> None:

@@ -42,7 +42,7 @@ def recording(mode: str, seconds: float):
         tile = lambda a: np.concatenate([a] * loops)[: int(seconds * contract.FPS)]  # noqa: E731
         track = FaceTrack(tile(track.landmarks), tile(track.blendshapes), tile(track.face_present),
                           tile(track.head_pose), track.image_size)  # fmt: skip
-        step = contract.SAMPLE_RATE // contract.FPS
+        step = contract.SAMPLES_PER_FRAME
         wave = np.tile(wave[: (n // loops) * step], loops)[: track.n_frames * step]
         return Recording(wave=wave, track=track)
     data = (EXAMPLES / "neonate-calm-low.mp4").read_bytes()

@@ -23,8 +23,6 @@ from avpenet.features.track import FaceTrack
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.stream.protocol import FRAME_TIME, STREAM_ROUTE, encode_chunk, landmark_frame_bytes
 
-HOP_SAMPLES_PER_FRAME = contract.SAMPLE_RATE // contract.FPS
-
 
 def ws_url(http_url: str) -> str:
     """ws://host:port/v1/stream from the gateway's http://host:port."""
@@ -49,7 +47,7 @@ class Recording:
 
     def ticks(self) -> int:
         samples = 0 if self.wave is None else self.wave.size
-        return max(self.n_frames, -(-samples // HOP_SAMPLES_PER_FRAME))
+        return max(self.n_frames, -(-samples // contract.SAMPLES_PER_FRAME))
 
     def start(self, age_group: str, **extra) -> dict:
         msg = {"type": "start", "mode": self.mode, "age_group": age_group, "audio": self.wave is not None}
@@ -73,10 +71,7 @@ class Stream:
 
     async def send_landmarks(self, track: FaceTrack, i: int, t: float | None = None) -> None:
         """Frame i of a track; `t`: its capture time in s since the stream's start (protocol.FRAME_TIME)."""
-        payload = landmark_frame_bytes(
-            track.landmarks[i], track.blendshapes[i], track.head_pose[i], bool(track.face_present[i])
-        )
-        await self._send_frame({}, payload, t)
+        await self._send_frame({}, landmark_frame_bytes(track, i), t)
 
     async def send_image(self, rgb: np.ndarray, fmt: str = "png", t: float | None = None) -> None:
         h, w = rgb.shape[:2]
@@ -157,7 +152,7 @@ async def send_recording(
         while marks and marks[0][0] <= k / contract.FPS + 1e-9:  # handling declared at its media time
             await stream.control(type="handling", active=marks.pop(0)[1])
         if rec.wave is not None:
-            piece = rec.wave[k * HOP_SAMPLES_PER_FRAME : (k + 1) * HOP_SAMPLES_PER_FRAME]
+            piece = rec.wave[k * contract.SAMPLES_PER_FRAME : (k + 1) * contract.SAMPLES_PER_FRAME]
             if piece.size:
                 await stream.send_audio(piece)
         if k < rec.n_frames:  # each with its capture time, as a device with a clock sends it

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avpenet import contract
-from avpenet.features.track import MAX_IMAGE_SIDE
+from avpenet.features.track import MAX_IMAGE_SIDE, FaceTrack
 
 STREAM_ROUTE = "/v1/stream"
 EVENT_TYPES = (
@@ -194,9 +194,8 @@ def encode_chunk(header: dict, payload: bytes) -> bytes:
     return struct.pack(">I", len(head)) + head + payload
 
 
-def landmark_frame_bytes(
-    landmarks: np.ndarray, blendshapes: np.ndarray, head_pose: np.ndarray, present: bool
-) -> bytes:
-    """One FRAME_LAYOUT payload (a tracked frame in privacy mode)."""
-    parts = (landmarks, blendshapes, head_pose, np.array([1.0 if present else 0.0]))
+def landmark_frame_bytes(track: FaceTrack, i: int) -> bytes:
+    """Frame i of a face track as one FRAME_LAYOUT payload (a tracked frame in privacy mode)."""
+    present = 1.0 if track.face_present[i] else 0.0
+    parts = (track.landmarks[i], track.blendshapes[i], track.head_pose[i], np.array([present]))
     return b"".join(np.asarray(p, "<f4").reshape(-1).tobytes() for p in parts)

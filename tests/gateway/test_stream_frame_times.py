@@ -23,7 +23,7 @@ from preprocess_service.stream.protocol import Start, StreamRejected, encode_chu
 from preprocess_service.stream.state import StreamState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STEP = contract.SAMPLE_RATE // contract.FPS
+STEP = contract.SAMPLES_PER_FRAME
 SOUND = memoryview(np.full(STEP, 0.01, "<f4").tobytes())
 
 
@@ -36,8 +36,7 @@ def landmarks_stream(**kw) -> tuple[StreamState, FaceTrack]:
 
 def frame(track: FaceTrack, k: int) -> memoryview:
     k %= track.n_frames
-    return memoryview(protocol.landmark_frame_bytes(track.landmarks[k], track.blendshapes[k],
-                                                    track.head_pose[k], True))  # fmt: skip
+    return memoryview(protocol.landmark_frame_bytes(track, k))
 
 
 @pytest.mark.parametrize("times", [True, False], ids=["with-t", "without-t"])

@@ -20,7 +20,7 @@ from preprocess_service.stream.registry import StreamRegistry
 from preprocess_service.stream.state import StreamState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STEP = contract.SAMPLE_RATE // contract.FPS
+STEP = contract.SAMPLES_PER_FRAME
 
 
 def feed(state: StreamState, wave: np.ndarray | None, track: FaceTrack | None) -> list:
@@ -34,10 +34,7 @@ def feed(state: StreamState, wave: np.ndarray | None, track: FaceTrack | None) -
             state.add_audio({"rate": contract.SAMPLE_RATE}, memoryview(piece.astype("<f4").tobytes()))
         if track is not None and k < track.n_frames:
             state.check_seq("frame", k)
-            payload = protocol.landmark_frame_bytes(
-                track.landmarks[k], track.blendshapes[k], track.head_pose[k], bool(track.face_present[k])
-            )
-            state.add_frame({}, memoryview(payload))
+            state.add_frame({}, memoryview(protocol.landmark_frame_bytes(track, k)))
         out += state.ready()
     return out + state.finish()
 
@@ -250,10 +247,7 @@ def test_a_camera_stall_past_the_timeout_is_realigned_when_frames_return():
         state.add_audio({}, memoryview(np.full(STEP, 0.01, "<f4").tobytes()))
         if not 50 < tick <= 75:
             k = sent % track.n_frames
-            payload = protocol.landmark_frame_bytes(
-                track.landmarks[k], track.blendshapes[k], track.head_pose[k], True
-            )
-            state.add_frame({}, memoryview(payload))
+            state.add_frame({}, memoryview(protocol.landmark_frame_bytes(track, k)))
             sent += 1
         for w in state.ready():
             state.signal_events(w)
@@ -271,8 +265,7 @@ def test_a_modality_back_after_minutes_is_realigned_without_holding_the_gap(lost
 
     track = FaceTrack.load_npz((EXAMPLES / "adult-S0003-C02.npz").read_bytes())
     size = tuple(int(v) for v in track.image_size)
-    frame = memoryview(protocol.landmark_frame_bytes(track.landmarks[0], track.blendshapes[0],
-                                                     track.head_pose[0], True))  # fmt: skip
+    frame = memoryview(protocol.landmark_frame_bytes(track, 0))
     sound = memoryview(np.full(STEP, 0.01, "<f4").tobytes())
     silence = memoryview(np.zeros(STEP, "<f4").tobytes())
     gone, back = range(50, 1250), 1250  # 100 ms ticks: 5 s, then 120 s without `lost`
