@@ -1,4 +1,5 @@
-"""Frames that carry their capture time (`t`) are placed in their own slot: a camera stall stays a stall.
+"""Gaps in a stream: frames that carry their capture time (`t`) go in their own slot, so a camera stall stays
+a stall; a modality lost for minutes is realigned when it returns without holding its gap.
 
 Without `t` each frame takes the next 1/FPS slot, so after a stall shorter than signal_timeout_s the frames
 trail the audio by the stall for the rest of the stream. These tests run the stream state and the receipt
@@ -39,6 +40,10 @@ def frame(track: FaceTrack, k: int) -> memoryview:
     return memoryview(protocol.landmark_frame_bytes(track, k))
 
 
+def same_inputs(one, other) -> bool:
+    return all(np.array_equal(one.inputs[name], other.inputs[name]) for name in other.inputs)
+
+
 @pytest.mark.parametrize("times", [True, False], ids=["with-t", "without-t"])
 def test_a_short_camera_stall_keeps_the_frames_level_with_the_audio_only_with_capture_times(times):
     """No frames from 5.0 to 7.0 s (under the 3 s timeout), audio throughout. With `t` every window equals
@@ -61,10 +66,53 @@ def test_a_short_camera_stall_keeps_the_frames_level_with_the_audio_only_with_ca
         lag = state.audio_s - state.frames_s
         if not sends_gap:
             assert lag == pytest.approx(0.0 if times else 2.0, abs=1e-9)
-    same = [all(np.array_equal(w.inputs[n], windows_of[True][i].inputs[n]) for n in w.inputs)
-            for i, w in windows_of[False].items()]  # fmt: skip
+    same = [same_inputs(w, windows_of[True][i]) for i, w in windows_of[False].items()]
     assert len(same) == len(windows_of[True]) >= 10
     assert all(same) if times else not all(same)
+
+
+@pytest.mark.parametrize("lost", ["visual", "audio"])
+def test_a_modality_back_after_minutes_is_realigned_without_holding_the_gap(lost):
+    """The camera (or the microphone) is gone for two minutes while the other modality streams on. When it
+    returns, the windows read the gap as faceless (silent), exactly as a stream that sent that gap, but the
+    gap is not held: it used to be allocated whole at the return (an hour without a camera: 239 MB at once).
+    The first stream loses the modality; the second sends the gap as frames without a face (as silence)."""
+    import tracemalloc
+
+    silence = memoryview(np.zeros(STEP, "<f4").tobytes())
+    gone, back = range(50, 1250), 1250  # 100 ms ticks: 5 s, then 120 s without `lost`
+    windows_of = {}
+    for sends_gap in (False, True):
+        state, track = landmarks_stream()
+        cut = windows_of[sends_gap] = {}
+        for tick in range(back + 60):
+            missing = tick in gone
+            if tick == back:
+                tracemalloc.start()
+            # the lost modality first in a tick: a returning one is placed level with the other's last chunk
+            if lost == "visual":
+                if not missing:
+                    state.add_frame({}, frame(track, 0))
+                elif sends_gap:
+                    state.add_dropped_frame({})  # a frame without a face
+                state.add_audio({}, SOUND)
+            else:
+                if not missing:
+                    state.add_audio({}, SOUND)
+                elif sends_gap:
+                    state.add_audio({}, silence)
+                state.add_frame({}, frame(track, 0))
+            for w in state.ready():
+                cut[w.index] = (tick, w)
+            if tick == back:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        assert abs(state.audio_s - state.frames_s) <= 0.15
+        if not sends_gap:
+            assert peak < 2**20, f"the return allocated {peak / 2**20:.1f} MiB"  # held: 8-15 MiB
+    after = [i for i, (tick, _) in windows_of[False].items() if tick >= back]
+    assert len(after) >= 5
+    assert all(same_inputs(windows_of[False][i][1], windows_of[True][i][1]) for i in after)
 
 
 def test_a_frame_in_a_slot_already_filled_is_refused_and_skipped():
