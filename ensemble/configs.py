@@ -34,7 +34,13 @@ PRECISIONS: dict[str, tuple[str, ...]] = {
 # double memory for a rollback that re-exporting (or deleting N+1 and reloading) gives anyway.
 SERVED_VERSIONS = 1
 INSTANCES_CPU = 1  # per part: on a 2-core host a second instance only competes for the same cores
-INSTANCES_GPU = 1
+# GPU instances per part (1 where unnamed). The frontend's float64 DFT bounds a GPU on long clips: with the
+# parts in PyTorch behind Triton on an H200 (loadtests.triton_gpu; docs/BENCHMARKS.md, *Triton on the GPU*),
+# 32 clients of 60-s clips got 40-42 clips/s with one frontend instance (its queue 636-666 ms of a 709-764 ms
+# p50, the other parts' under 1 ms), 92 with two (its queue still 280 ms) and 94-136 with four, where its
+# queue was 1-2 ms and the audio encoder's became the longest. Not measured under the NGC image's
+# onnxruntime backend.
+INSTANCES_GPU = {contract.AUDIO_FRONTEND.name: 4}
 # Beyond this many queued requests a part rejects at once (UNAVAILABLE) instead of queueing.
 QUEUE_BOUND_REQUESTS = 2 * contract.MAX_BATCH_SIZE
 # How long a request may wait in a part's queue before Triton rejects it (UNAVAILABLE "Request timeout
@@ -156,9 +162,26 @@ def part_gpu_config(model: contract.ModelSpec, plan: BatchingPlan) -> mc.ModelCo
     )
     config.version_policy.latest.num_versions = SERVED_VERSIONS
     _add_tensors(config, model)
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=INSTANCES_GPU)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=INSTANCES_GPU.get(model.name, 1))
     _dynamic_batching(config, plan.gpu_delay_us, plan.preferred_batch_sizes)
     _warmup(config, model)
+    return config
+
+
+def part_torch_gpu_config(model: contract.ModelSpec, plan: BatchingPlan, kind: str = "GPU") -> mc.ModelConfig:
+    """The GPU config served by the Python backend, each part in PyTorch on its instance's device
+    (ensemble/backend/torch_model.py), for a tritonserver without the onnxruntime backend
+    (loadtests.triton_gpu).
+
+    Instances and batching are `part_gpu_config`'s; the parameters are the CPU config's at fp32, so the
+    served model.py keeps its checks of every request. `kind` "CPU": the same on the CPU (a harness check)."""
+    config = part_gpu_config(model, plan)
+    config.ClearField("platform")
+    config.ClearField("default_model_filename")
+    config.backend = "python"
+    config.instance_group[0].kind = mc.ModelInstanceGroup.Kind.Value(f"KIND_{kind}")
+    for key, value in part_config(model, plan).parameters.items():
+        config.parameters[key].CopyFrom(value)
     return config
 
 

@@ -38,23 +38,24 @@ CONCURRENCY = 32
 TOLERANCE = 0.10  # throughput within 10% of the best counts as "as good" (the noise on a shared 2-core box)
 
 
-async def _closed_loop(url: str, arrays: dict[str, np.ndarray], clients: int, seconds: float) -> int:
+async def closed_loop(url: str, arrays: dict[str, np.ndarray], clients: int, seconds: float) -> list[float]:
+    """ms of every call `clients` workers completed in `seconds`, each sending its next once answered."""
     client = grpcaio.InferenceServerClient(url)
-    done = 0
+    latencies: list[float] = []
     stop_at = time.monotonic() + seconds
 
     async def worker() -> None:
-        nonlocal done
         while time.monotonic() < stop_at:
+            start = time.perf_counter()
             await client.infer(contract.ENSEMBLE.name, infer_inputs(grpcaio, contract.ENSEMBLE, arrays))
-            done += 1
+            latencies.append(1000.0 * (time.perf_counter() - start))
 
     ended = await asyncio.gather(*(worker() for _ in range(clients)), return_exceptions=True)
     await client.close()  # after every worker: closing cancels calls in flight (ensemble/client.py)
     for outcome in ended:
         if isinstance(outcome, BaseException):
             raise outcome
-    return done
+    return latencies
 
 
 def _set_delay(client: grpcclient.InferenceServerClient, delay_us: int, base: BatchingPlan) -> None:
@@ -85,7 +86,7 @@ def measure(server: TritonServer, delay_us: int, lone: int, seconds: float, conc
         latencies.append((time.perf_counter() - start) * 1000)
     before = read_metrics(server.metrics_url)
     started = time.perf_counter()
-    done = asyncio.run(_closed_loop(server.grpc_url, arrays, concurrency, seconds))
+    done = len(asyncio.run(closed_loop(server.grpc_url, arrays, concurrency, seconds)))
     elapsed = time.perf_counter() - started
     delta = metrics_delta(before, read_metrics(server.metrics_url))
     avg_batch = {part.name: average_batch(delta, part.name) for part in contract.PARTS}
