@@ -207,6 +207,20 @@ def load_mixes(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def parse_instances(parser: argparse.ArgumentParser, text: str) -> dict[str, int]:
+    """`PART=N,...` as {part: N}; a part the contract lacks or a count below 1 is a usage error."""
+    parts = {p.name for p in contract.PARTS}
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition("=")
+        if name not in parts or not count.isdigit() or int(count) < 1:
+            parser.error(
+                f"--instances takes PART=N with N >= 1 and PART one of {sorted(parts)}; got {item!r}"
+            )
+        out[name] = int(count)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from loadtests import device_stage
 
@@ -227,9 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_inputs:
         save_mixes(args.save_inputs, requests)
         return 0
+    instances = parse_instances(parser, args.instances)
+    if args.kind == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("PyTorch sees no CUDA device here; `--kind cpu` checks this harness on the CPU")
     info = device_stage.machine("cuda" if args.kind == "gpu" else "cpu")
     concurrency = [int(c) for c in args.concurrency.split(",")]
-    instances = {k: int(v) for k, v in (i.split("=") for i in args.instances.split(",") if i)}
     report = measure(args.kind.upper(), requests, concurrency, args.seconds, instances, not args.no_baseline)
     print(markdown(report, info))
     if args.json:

@@ -88,3 +88,17 @@ def test_report_has_a_row_per_variant_and_concurrency() -> None:
     assert text.count("| cpu served |") == 2 and text.count("| gpu torch |") == 1
     assert "| gpu torch | 1 | 10.0 | 580 | 50.0 | 80.0 | 2.0 / 3.0 / 0.5 |" in text
     assert "gpu torch, largest difference from cpu served: score 1.0e-06" in text
+
+
+def test_instances_name_a_part_and_a_positive_count() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    assert triton_gpu.parse_instances(parser, "audio_frontend=2,fusion=3") == {
+        "audio_frontend": 2,
+        "fusion": 3,
+    }
+    assert triton_gpu.parse_instances(parser, "") == {}
+    for bad in ("frontend=2", "fusion=0", "fusion=x", "fusion"):
+        with pytest.raises(SystemExit):
+            triton_gpu.parse_instances(parser, bad)
