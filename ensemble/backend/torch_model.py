@@ -5,7 +5,7 @@ Python backend): the served model.py unchanged (its checks, its batching of a dy
 its error answers), with its ONNX Runtime session swapped for the PyTorch module the graph was exported from
 (the reference weights, avpenet/reference). The frontend keeps its float64 DFT and TF32 stays off, as the
 GPU configs serve the fp32 graphs (ensemble/configs.py `part_gpu_config`). `loadtests.triton_gpu` builds a
-repository whose version folders hold a two-line model.py that imports this class; model_repository/ never
+repository whose version folders hold a shim model.py that imports this class; model_repository/ never
 does. The part's ONNX graph is still opened on the CPU by the served model's `initialize`, which checks it
 against the config; the PyTorch module then serves every call.
 
