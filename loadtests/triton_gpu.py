@@ -4,7 +4,9 @@
 same machine, and sends each the bench's `model` mix (one-window requests) and `long` mix (one 60-s clip of
 58 windows per request) from closed-loop clients at each concurrency:
 
-- `cpu served`: model_repository/ as committed, the Python backend running the ONNX graphs on the CPU;
+- `cpu served`: model_repository/ as committed, the Python backend running the ONNX graphs on the CPU (each
+  part's model.py wrapped so that its outputs go to Triton by DLPack: ensemble/backend/torch_model.py
+  `DlpackModel`, for a machine whose NumPy is 2);
 - `gpu torch`: the GPU configs (`<part>/configs/gpu.pbtxt`: instances on the GPU, their dynamic batching)
   with the Python backend in place of the onnxruntime one, each part in PyTorch on the GPU with the weights
   the graphs were exported from (ensemble/backend/torch_model.py, ensemble/configs.py
@@ -115,7 +117,7 @@ def cell(server, request: dict[str, np.ndarray], clients: int, seconds: float) -
 
 
 def run_variant(server, requests: dict, concurrency: list[int], seconds: float) -> tuple[dict, dict]:
-    """({mix: {clients: cell}}, {mix: scores}) of one started server."""
+    """({mix: {clients: cell}}, {mix: {output: array}}) of one started server."""
     import tritonclient.grpc as grpcclient
 
     from ensemble.client import infer_inputs
