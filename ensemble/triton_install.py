@@ -9,6 +9,7 @@ launcher here (`avpenet triton`, `avpenet serve`, `avpenet bench`, the tests) st
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -65,6 +66,7 @@ def backend_directory(workdir: Path) -> Path:
     home = installed_home()
     if home is not None:
         return home / "backends"
+    check_stub_numpy()
     python_dir = workdir / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     for source in wheel_python_backend():
@@ -75,6 +77,29 @@ def backend_directory(workdir: Path) -> Path:
             link.unlink()
         link.symlink_to(source)
     return workdir
+
+
+def _numpy_version() -> str:
+    return importlib.metadata.version("numpy")
+
+
+def check_stub_numpy() -> None:
+    """Refuse NumPy 2 under the wheel's Python-backend stub: every answer would fail, and cryptically.
+
+    The stub is built against NumPy 1 and imports this interpreter's packages (it runs in this venv). Handed
+    a NumPy 2 array as an output, it sizes it 0 bytes, so every ensemble call fails with "input byte size
+    mismatch for input 'log_mel' for model 'audio_encoder'. Expected 153600, got 0" (seen with NumPy 2.4 on
+    the 3.11 stub and 2.5 on the 3.12 one). requirements/constraints.txt pins NumPy 1.26; this catches a venv
+    that something upgraded since.
+    """
+    version = _numpy_version()
+    if int(version.split(".")[0]) >= 2:
+        raise TritonInstallError(
+            f"NumPy {version} is installed in {sys.prefix}, but the nvidia-pytriton wheel's Python-backend "
+            "stub reads NumPy 2 arrays as 0 bytes, so every scoring call would fail ('input byte size "
+            "mismatch ... got 0'). Install the pinned NumPy: pip install -c requirements/constraints.txt "
+            "'numpy<2'"
+        )
 
 
 def library_dirs() -> list[str]:

@@ -69,3 +69,19 @@ def test_an_install_serves_from_its_own_binary_and_backends(tmp_path, monkeypatc
     score = reply.as_numpy(contract.SCORE.name)
     assert score.shape == (2, 1) and np.all((score >= 0) & (score <= 10))
     assert (home / "backends" / "python" / "libtriton_python.so").is_symlink()  # stop() left it alone
+
+
+def test_the_wheels_stub_is_refused_numpy_2_with_the_fix(monkeypatch):
+    """The wheel's stub sizes NumPy 2 outputs as 0 bytes (every call fails): refused before launch."""
+    monkeypatch.delenv(triton_install.HOME_ENV, raising=False)
+    monkeypatch.setattr(triton_install, "_numpy_version", lambda: "2.4.6")
+    with pytest.raises(TritonStartError, match=r"NumPy 2\.4\.6 .*numpy<2"):
+        TritonServer().start()
+    monkeypatch.setattr(triton_install, "_numpy_version", lambda: "1.26.4")
+    triton_install.check_stub_numpy()  # the pinned version passes
+
+
+def test_an_install_brings_its_own_stub_and_is_not_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv(triton_install.HOME_ENV, str(_install_from_wheel(tmp_path / "home")))
+    monkeypatch.setattr(triton_install, "_numpy_version", lambda: "2.4.6")
+    assert triton_install.backend_directory(tmp_path / "work") == tmp_path / "home" / "backends"
