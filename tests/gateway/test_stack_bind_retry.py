@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -104,3 +105,41 @@ def test_ports_picked_together_are_distinct() -> None:
     after another, it once gave Triton one port for HTTP and metrics, and Triton refused to start)."""
     picked = ports.free_ports(200)
     assert len(set(picked)) == 200
+
+
+class _ReusingOS:
+    """An OS that binds port 0 to the lowest port no socket holds now, as Linux may right after a close."""
+
+    def __init__(self) -> None:
+        self.held: set[int] = set()
+
+    def socket(self, *_args):
+        held = self.held
+
+        class Socket:
+            port = 0
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *_exc) -> None:
+                held.discard(self.port)
+
+            def bind(self, _address) -> None:
+                self.port = min(set(range(40000, 40100)) - held)
+                held.add(self.port)
+
+            def getsockname(self):
+                return (ports.HOST, self.port)
+
+        return Socket()
+
+
+def test_ports_are_held_until_all_are_picked(monkeypatch) -> None:
+    """Deterministic: under an OS that reuses a port as soon as it is released, picking one at a time gives
+    the same port thrice, and free_ports(3) three distinct ones."""
+    fake = _ReusingOS()
+    monkeypatch.setattr(ports, "socket", SimpleNamespace(socket=fake.socket, AF_INET=0, SOCK_STREAM=0))
+    assert [ports.free_port() for _ in range(3)] == [40000, 40000, 40000]  # the hazard the fake models
+    assert ports.free_ports(3) == [40000, 40001, 40002]
+    assert not fake.held  # every socket is closed again
