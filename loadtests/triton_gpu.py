@@ -22,6 +22,10 @@ batch, compute ms per execution and queue ms per request. Both variants' answers
 compared (largest difference of each output). R: `python -m loadtests.triton_gpu --save-inputs R` (the bench's
 `landmarks_60s` clip through the gateway's feature code, for a machine without the tracker). `--kind cpu`
 puts the PyTorch parts on the CPU instead: a check of this harness on a machine without a GPU.
+
+The whole stack on such a machine (gateway, Ray Serve, Triton): `--write-repo DIR` writes the PyTorch
+repository into DIR/torch-gpu (or torch-cpu) and prints its path; `avpenet bench --repo DIR/torch-gpu` then
+serves it.
 """
 
 from __future__ import annotations
@@ -232,10 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="where the PyTorch parts run")
     parser.add_argument("--instances", default="", help="PART=N,...: instances of the PyTorch parts")
     parser.add_argument("--no-baseline", action="store_true", help="skip the cpu served variant")
+    parser.add_argument(
+        "--write-repo",
+        type=Path,
+        help="write the PyTorch repository (--kind, --instances) under DIR, print its path and stop",
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma list of closed-loop clients")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    instances = parse_instances(parser, args.instances)
+    if args.write_repo:
+        args.write_repo.mkdir(parents=True, exist_ok=True)
+        print(repository(args.write_repo, args.kind.upper(), instances))
+        return 0
     if args.inputs:
         requests = load_mixes(args.inputs)
     else:
@@ -243,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_inputs:
         save_mixes(args.save_inputs, requests)
         return 0
-    instances = parse_instances(parser, args.instances)
     if args.kind == "gpu":
         import torch
 

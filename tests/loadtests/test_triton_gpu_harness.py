@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
@@ -102,3 +104,14 @@ def test_instances_name_a_part_and_a_positive_count() -> None:
     for bad in ("frontend=2", "fusion=0", "fusion=x", "fusion"):
         with pytest.raises(SystemExit):
             triton_gpu.parse_instances(parser, bad)
+
+
+def test_write_repo_leaves_a_repository_the_bench_can_serve(tmp_path, capsys) -> None:
+    assert triton_gpu.main(["--write-repo", str(tmp_path), "--kind", "cpu", "--instances", "fusion=2"]) == 0
+    repo = Path(capsys.readouterr().out.strip())
+    assert repo == tmp_path / "torch-cpu"
+    for part in contract.PARTS:
+        config = configs.parse(repo / part.name / "config.pbtxt")
+        assert config.backend == "python" and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert configs.parse(repo / contract.FUSION.name / "config.pbtxt").instance_group[0].count == 2
+    assert (repo / contract.ENSEMBLE.name / "config.pbtxt").exists()
