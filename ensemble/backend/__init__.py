@@ -1,1 +1,2 @@
-"""The Python-backend model source copied into every version folder of the repository."""
+"""The Python-backend models: model.py, copied into every version folder of the repository, and
+torch_model.py, the same with the part in PyTorch, which loadtests.triton_gpu's shims import (not copied)."""
