@@ -18,10 +18,11 @@ measures what Triton itself adds on a GPU (gRPC, the ensemble's hops, queueing, 
 the compute that `loadtests.device_stage` times alone, not ONNX Runtime's CUDA provider.
 
 Per cell: requests/s, windows/s, the client's p50 and p99 ms, and from Triton's counters each part's average
-batch, compute ms per execution and queue ms per request. Both variants' answers to the same two requests are
-compared (largest difference of each output). R: `python -m loadtests.triton_gpu --save-inputs R` (the bench's
-`landmarks_60s` clip through the gateway's feature code, for a machine without the tracker). `--kind cpu`
-puts the PyTorch parts on the CPU instead: a check of this harness on a machine without a GPU.
+batch (windows per execution), compute ms per execution and queue ms per request. Both variants' answers to
+the same two requests are compared (largest difference of each output). R: `python -m loadtests.triton_gpu
+--save-inputs R` (the bench's `landmarks_60s` clip through the gateway's feature code, for a machine without
+the tracker). `--kind cpu` puts the PyTorch parts on the CPU instead: a check of this harness on a machine
+without a GPU.
 
 The whole stack on such a machine (gateway, Ray Serve, Triton): `--write-repo DIR` writes the PyTorch
 repository into DIR/torch-gpu (or torch-cpu) and prints its path; `avpenet bench --repo DIR/torch-gpu` then
@@ -86,30 +87,28 @@ def mixes(stack: dict[str, np.ndarray], clip: dict[str, np.ndarray]) -> dict[str
 
 
 def cell(server, request: dict[str, np.ndarray], clients: int, seconds: float) -> dict:
-    """One mix at one concurrency on a running server: the client's figures and Triton's per part."""
-    from ensemble.client import average_batch, metrics_delta, read_metrics
+    """One mix at one concurrency on a running server: the client's figures and Triton's per part (windows
+    per execution; loadtests.stagetime's queue ms per request and compute ms of the batch a request ran in,
+    input + infer + output: Triton's counters add a batch's time once per request in it)."""
+    from ensemble.client import average_batch
     from ensemble.tune import closed_loop
+    from loadtests import stagetime
 
     windows = len(request[contract.WINDOW_GAIN.name])
-    before = read_metrics(server.metrics_url)
+    before = stagetime.scrape([server.metrics_url])
     started = time.perf_counter()
     latencies = asyncio.run(closed_loop(server.grpc_url, request, clients, seconds))
     elapsed = time.perf_counter() - started
-    delta = metrics_delta(before, read_metrics(server.metrics_url))
-    parts = {}
-    for part in contract.PARTS:
-        row = delta.get(part.name, {})
-        executions = row.get("nv_inference_exec_count", 0.0)
-        requests = row.get("nv_inference_request_success", 0.0)
-        parts[part.name] = {
-            "avg_batch": average_batch(delta, part.name),
-            "compute_ms_per_exec": row.get("nv_inference_compute_infer_duration_us", 0.0) / 1000 / executions
-            if executions
-            else 0.0,
-            "queue_ms_per_request": row.get("nv_inference_queue_duration_us", 0.0) / 1000 / requests
-            if requests
-            else 0.0,
+    delta = stagetime.delta(before, stagetime.scrape([server.metrics_url]))
+    times = stagetime.model_times(delta, elapsed, [p.name for p in contract.PARTS])
+    parts = {
+        t.model: {
+            "avg_batch": average_batch(delta, t.model),
+            "compute_ms_per_exec": t.compute_ms,
+            "queue_ms_per_request": t.queue_ms,
         }
+        for t in times
+    }
     return {
         "requests_per_s": len(latencies) / elapsed,
         "windows_per_s": windows * len(latencies) / elapsed,
