@@ -38,7 +38,7 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
-from avpenet.features import media
+from avpenet.features import landmarker_arrays, media
 from avpenet.features.mp4index import SampleBounds
 from avpenet.features.track import FaceTrack
 
@@ -219,29 +219,34 @@ def _no_face() -> _Frame:
     )
 
 
-def _frame_from_result(result) -> _Frame:
-    """The largest face of a FaceLandmarkerResult, in contract order (zeros when none)."""
-    if not result.face_landmarks:
+def _area(points: np.ndarray) -> float:
+    """The face's bounding-box area in normalised units (float64, as from mediapipe's Python floats);
+    -1 when it has no finite extent."""
+    if not len(points):
+        return -1.0
+    w, h = np.ptp(points[:, :2].astype(np.float64), axis=0)
+    area = float(w * h)
+    return area if np.isfinite(area) else -1.0
+
+
+def _frame_from_faces(faces: landmarker_arrays.Faces) -> _Frame:
+    """The largest face of one frame's answer, in contract order (zeros when none)."""
+    if not faces.landmarks:
         return _no_face()
-    best, best_area = 0, -1.0
-    for i, face in enumerate(result.face_landmarks):
-        xs = [p.x for p in face]
-        ys = [p.y for p in face]
-        area = (max(xs) - min(xs)) * (max(ys) - min(ys))
-        if area > best_area:
-            best, best_area = i, area
-    lm = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[best]], np.float32)
+    best = max(range(len(faces.landmarks)), key=lambda i: (_area(faces.landmarks[i]), -i))  # first of equals
+    lm = faces.landmarks[best]
     if lm.shape != (contract.N_LANDMARKS, 3) or not np.all(np.isfinite(lm)):
         return _no_face()
     bs = np.zeros(contract.N_BLENDSHAPES, np.float32)
-    if result.face_blendshapes and len(result.face_blendshapes) > best:
-        for cat in result.face_blendshapes[best]:
-            idx = _BLENDSHAPE_INDEX.get(cat.category_name)
+    if len(faces.blendshapes) > best:
+        names, scores = faces.blendshapes[best]
+        for name, score in zip(names, scores, strict=True):
+            idx = _BLENDSHAPE_INDEX.get(name)
             if idx is not None:
-                bs[idx] = cat.score
+                bs[idx] = score
     pose = np.zeros((4, 4), np.float32)
-    if result.facial_transformation_matrixes and len(result.facial_transformation_matrixes) > best:
-        pose = np.asarray(result.facial_transformation_matrixes[best], np.float32).reshape(4, 4)
+    if len(faces.matrixes) > best:
+        pose = np.asarray(faces.matrixes[best], np.float32).reshape(4, 4)
     bs = np.nan_to_num(bs, nan=0.0, posinf=0.0, neginf=0.0)
     pose = np.nan_to_num(pose, nan=0.0, posinf=0.0, neginf=0.0)
     return _Frame(lm, bs, True, pose)
@@ -308,7 +313,7 @@ def detect_image(rgb: np.ndarray) -> FaceTrack:
         return _to_track([_no_face()], (w, h))
     with _image_lock:  # one shared IMAGE-mode landmarker; calls are serialised
         result = _image_landmarker().detect(_mp_image(img))
-    return _to_track([_frame_from_result(result)], (w, h))
+    return _to_track([_frame_from_faces(landmarker_arrays.faces_of_result(result))], (w, h))
 
 
 # --- video --------------------------------------------------------------------------------------------------
@@ -344,7 +349,8 @@ class FaceTracker:
         if img is None:
             return _no_face()
         self._last_size = img.shape
-        return _frame_from_result(self._landmarker.detect_for_video(_mp_image(img), ts))
+        image = _mp_image(img)  # held until the call returns: the landmarker reads its pixels
+        return _frame_from_faces(landmarker_arrays.detect_for_video(self._landmarker, image, ts))
 
     def reset(self) -> bool:
         """Forget the last clip's face: one empty frame makes the landmarker lose the face and restart its
