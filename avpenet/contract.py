@@ -163,8 +163,7 @@ TRITON_TO_NUMPY: Final[dict[str, type]] = {"FP32": np.float32, "INT64": np.int64
 
 MAX_BATCH_SIZE: Final = 64  # every model of the ensemble batches up to this many windows
 # A Triton call's default deadline (retries included), and per window it carries when that is longer (a 60-s
-# clip: 58 windows -> 29 s): the gateway's defaults, and with MAX_BATCH_SIZE the ceiling of every part's queue
-# timeout (ensemble/configs.py QUEUE_TIMEOUT_US).
+# clip: 58 windows -> 29 s): the gateway's defaults.
 DEADLINE_S: Final = 10.0
 DEADLINE_PER_WINDOW_S: Final = 0.5
 

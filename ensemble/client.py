@@ -99,17 +99,13 @@ def average_batch(delta: Metrics, model: str) -> float:
 # fixed in 2.53, a similar one reported later in #8034); nvidia-pytriton 0.7 and NGC 24.10 ship 2.51. A gRPC
 # deadline is such a cancellation, and so is closing a channel with calls on it. So our clients never cancel
 # an inference on a working server: they stop *waiting* at their deadline and let the call end by Triton's
-# answer or its per-request queue `timeout`; the gRPC deadline (`backstop_s`) lies past any answer a working
-# server can give and fires only on a hung one (which the watchdog and the supervisor restart anyway).
+# answer (the parts have no queue timeout: ensemble/configs.py); the gRPC deadline (`backstop_s`) lies past
+# any answer a working server can give and fires only on a hung one (which the watchdog and the supervisor
+# restart anyway).
 CANCEL_BACKSTOP_S = 30.0
 
 
-def queue_timeout_us(remaining_s: float) -> int:
-    """Triton's per-request `timeout` (µs) for a call with `remaining_s` left; never 0 (which means none)."""
-    return max(1, int(remaining_s * 1_000_000))
-
-
 def backstop_s(remaining_s: float) -> float:
-    """The gRPC deadline of a call whose queue timeout is `remaining_s`: that timeout counts afresh in each
-    part's queue a request enters (at most every part, one after another), then CANCEL_BACKSTOP_S more."""
+    """The gRPC deadline of a call the caller waits `remaining_s` for: that wait once per part it queues in
+    (every part, one after another, on a loaded server), then CANCEL_BACKSTOP_S more."""
     return len(contract.PARTS) * remaining_s + CANCEL_BACKSTOP_S

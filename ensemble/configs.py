@@ -41,17 +41,15 @@ INSTANCES_CPU = 1  # per part: on a 2-core host a second instance only competes 
 # queue was 1-2 ms and the audio encoder's became the longest. Not measured under the NGC image's
 # onnxruntime backend.
 INSTANCES_GPU = {contract.AUDIO_FRONTEND.name: 4}
-# Beyond this many queued requests a part rejects at once (UNAVAILABLE) instead of queueing.
-QUEUE_BOUND_REQUESTS = 2 * contract.MAX_BATCH_SIZE
-# How long a request may wait in a part's queue before Triton rejects it (UNAVAILABLE "Request timeout
-# expired"). A request's own `timeout` may shorten this, never lengthen it (allow_timeout_override: core
-# scheduler_utils.cc PolicyQueue::Enqueue takes the smaller), and the ensemble hands its request's timeout to
-# every step. So this is a ceiling sized for the longest call the gateway makes (MAX_BATCH_SIZE windows at
-# DEADLINE_PER_WINDOW_S: 32 s), and the gateway sends each call's remaining deadline as its timeout: a 3-s
-# clip leaves the queue once its caller's deadline has passed, a 60-s clip may wait its 29 s. A fixed 2 s
-# rejected 58-window clips under load although the gateway would have waited. Overload stays bounded by
-# QUEUE_BOUND_REQUESTS (a full queue answers UNAVAILABLE at once).
-QUEUE_TIMEOUT_US = int(contract.MAX_BATCH_SIZE * contract.DEADLINE_PER_WINDOW_S * 1_000_000)
+# No `default_queue_policy` on any part. Any of its settings (a queue bound, a queue timeout, per-request
+# timeout overrides) turns off Triton's payload prefetching (core scheduler_utils.cc `support_prefetching_`),
+# and without it Triton 2.51's dynamic batcher loses the wake-up of a request that arrives while the part's
+# instance is busy and its queue is empty: the batcher sleeps its 500 ms default (dynamic_batch_scheduler.cc
+# `default_wait_microseconds`) or until the next arrival. With the bound and timeout the parts used to have,
+# `python -m loadtests.queue_stall` measured one call in six of two simultaneous one-window calls held
+# ~0.5 s, and the p99 of a steady 10-60 calls/s 2.4-9.6x its value without them (ensemble/README.md, *No
+# queue policy*). Overload is bounded in front of Triton instead: a Gateway replica's request slots count each
+# Triton call until Triton answers it (preprocess_service/triton_client.py `abandoned`).
 # Inclusive bounds the Python backend checks per request (the ONNX graphs would index out of range otherwise).
 VALUE_RANGES: dict[str, tuple[float, float]] = {
     contract.AGE_GROUP.name: (0, len(contract.AGE_GROUPS) - 1),
@@ -82,12 +80,7 @@ def _add_tensors(config: mc.ModelConfig, model: contract.ModelSpec) -> None:
 def _dynamic_batching(config: mc.ModelConfig, delay_us: int, preferred: list[int]) -> None:
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = delay_us
-    batching.preferred_batch_size.extend(preferred)
-    policy = batching.default_queue_policy
-    policy.max_queue_size = QUEUE_BOUND_REQUESTS
-    policy.timeout_action = mc.ModelQueuePolicy.REJECT
-    policy.default_timeout_microseconds = QUEUE_TIMEOUT_US
-    policy.allow_timeout_override = True
+    batching.preferred_batch_size.extend(preferred)  # no default_queue_policy: the note above VALUE_RANGES
 
 
 def _warmup(config: mc.ModelConfig, model: contract.ModelSpec) -> None:

@@ -37,14 +37,13 @@ def check_outputs(outputs: dict[str, np.ndarray]) -> None:
 def probe_call(client_module, timeout_s: float) -> dict:
     """The probe's inference arguments for tritonclient's `client_module` (grpc or grpc.aio), beside the model
     name: one for both probes, so neither sends a gRPC deadline that would cancel it (ensemble/client.py)."""
-    from ensemble.client import backstop_s, infer_inputs, queue_timeout_us
+    from ensemble.client import backstop_s, infer_inputs
 
     return {
         "inputs": infer_inputs(client_module, contract.ENSEMBLE, probe_inputs()),
         "outputs": [client_module.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs],
         "request_id": PROBE_REQUEST_ID,
         "client_timeout": backstop_s(timeout_s),
-        "timeout": queue_timeout_us(timeout_s),  # a probe nobody waits for leaves Triton's queues
     }
 
 

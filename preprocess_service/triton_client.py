@@ -8,12 +8,11 @@ channel is remade every `refresh_s` to pick up new pods; the old one closes afte
 
 Every request's windows go to Triton in one call (so the dynamic batcher sees them together); only a clip
 longer than `contract.MAX_BATCH_SIZE` windows is split, and its chunks run concurrently. A retry happens only
-on UNAVAILABLE (Triton restarting, connection refused, a full queue), with exponential backoff, and never past
-the deadline. Each call also carries its remaining deadline as Triton's per-request `timeout`, which the
-ensemble hands to every part: a request whose caller has given up leaves the parts' queues instead of being
-computed for nobody, and the parts' own queue timeout is only a ceiling (ensemble/configs.py).
-No inference is cancelled (Triton 2.51 may crash: ensemble/client.py, CANCEL_BACKSTOP_S): at the deadline, or
-when the caller goes away, the gateway stops waiting; the call runs on to Triton's answer or queue timeout.
+on UNAVAILABLE (Triton restarting, connection refused), with exponential backoff, and never past the
+deadline. No inference is cancelled (Triton 2.51 may crash: ensemble/client.py, CANCEL_BACKSTOP_S): at the
+deadline, or when the caller goes away, the gateway stops waiting; the call runs on to Triton's answer, and
+until then it still counts against the replica's request slots (`abandoned`), because the parts have no
+queue timeout that would drop it (ensemble/configs.py says why).
 """
 
 from __future__ import annotations
@@ -32,12 +31,10 @@ from tritonclient.utils import InferenceServerException
 
 from avpenet import contract
 from avpenet.features import windows
-from ensemble.client import backstop_s, channel_args, infer_inputs, queue_timeout_us
+from ensemble.client import backstop_s, channel_args, infer_inputs
 from preprocess_service.errors import GatewayError, Overloaded, TritonTimeout, TritonUnavailable
 
 log = logging.getLogger(__name__)
-# Triton's UNAVAILABLE message for a request that outlived its queue timeout (core dynamic_batch_scheduler.cc)
-QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
 T = TypeVar("T")
 
 
@@ -168,7 +165,6 @@ class TritonClient:
                 request_id=request_id,
                 headers=dict(headers or {}),
                 client_timeout=backstop_s(remaining),
-                timeout=queue_timeout_us(remaining),
             ),
             budget_s,
         )
@@ -197,9 +193,6 @@ class TritonClient:
                 raise TritonTimeout(f"Triton did not answer within {budget:.1f} s") from None
             except InferenceServerException as exc:
                 code = _code(exc)
-                if code == "UNAVAILABLE" and QUEUE_TIMEOUT_MESSAGE in (exc.message() or ""):
-                    # it waited in a part's queue for its whole remaining deadline: nothing left to retry
-                    raise TritonTimeout(f"Triton did not answer within {budget:.1f} s") from None
                 if code == "UNAVAILABLE":
                     if attempt < self.retries and deadline - time.monotonic() > delay:
                         log.info("triton unavailable (attempt %d), retrying in %.2f s", attempt + 1, delay)
@@ -223,20 +216,19 @@ class TritonClient:
         task = asyncio.ensure_future(call)
         self._running.add(task)
         task.add_done_callback(functools.partial(self._finished, counted=counted))
-        deadline = time.monotonic() + wait_s
         try:
             return await asyncio.wait_for(asyncio.shield(task), wait_s)
-        except asyncio.CancelledError:  # the caller left: Triton may compute the call until its deadline
+        except (asyncio.CancelledError, TimeoutError):  # nobody waits; Triton computes it all the same
             if counted and not task.done():
                 self._abandoned.add(task)
-                later = max(0.0, deadline - time.monotonic())
-                asyncio.get_running_loop().call_later(later, self._abandoned.discard, task)
             raise
 
     @property
     def abandoned(self) -> int:
-        """Scoring calls whose caller left before their deadline, while Triton may still compute them (till
-        then: past it, a hung Triton's calls would hold request slots): admission counts them (limits.py)."""
+        """Scoring calls nobody waits for any more (their caller left, or their deadline passed) that Triton
+        has not answered yet. The parts have no queue timeout (ensemble/configs.py says why), so Triton
+        computes every call it was sent: admission counts these until then (limits.py), and what Triton holds
+        stays within a replica's request slots. A hung Triton's calls end at their backstop deadline."""
         return len(self._abandoned)
 
     def _finished(self, task: asyncio.Task, *, counted: bool) -> None:

@@ -10,7 +10,6 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from avpenet import contract
-from avpenet.features import audio
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, versions
 
 REPO = DEFAULT_REPOSITORY
@@ -45,9 +44,7 @@ def test_part_configs_batch_bound_the_queue_and_pick_their_hardware(model: contr
     assert gpu.platform == "onnxruntime_onnx" and gpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     for config in (default, gpu):
         assert config.version_policy.latest.num_versions == configs.SERVED_VERSIONS
-        policy = config.dynamic_batching.default_queue_policy
-        assert 0 < policy.max_queue_size <= 4 * contract.MAX_BATCH_SIZE
-        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.default_timeout_microseconds > 0
+        assert not config.dynamic_batching.HasField("default_queue_policy")  # see the test below
         assert all(1 <= b <= contract.MAX_BATCH_SIZE for b in config.dynamic_batching.preferred_batch_size)
         assert {i for w in config.model_warmup for i in w.inputs} == {t.name for t in model.inputs}
     assert "max_queue_delay_microseconds" in (REPO / model.name / "config.pbtxt").read_text()
@@ -109,17 +106,15 @@ def test_repository_is_small_enough_to_commit() -> None:
 
 
 @pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)
-def test_a_parts_queue_holds_the_longest_call_for_its_whole_deadline(model: contract.ModelSpec) -> None:
-    """A 60-s clip (58 windows, one call) may wait in every part's queue as long as the gateway waits for it.
-
-    Triton lets a request's own timeout shorten the queue timeout, never lengthen it, so the configured one
-    must be the longest call's deadline; a fixed 2 s rejected long clips under load. Overload stays bounded
-    by the queue's length."""
-    longest_call_us = contract.MAX_BATCH_SIZE * contract.DEADLINE_PER_WINDOW_S * 1e6
-    sixty_s_windows = audio.window_count(60 * contract.SAMPLE_RATE)  # as the gateway cuts them
+def test_no_part_turns_off_tritons_payload_prefetching(model: contract.ModelSpec) -> None:
+    """A queue bound, a queue timeout or per-request timeouts turn off Triton's prefetching (core
+    scheduler_utils.cc `support_prefetching_`), and without it Triton 2.51 held a request that arrived while
+    the part's one instance was busy up to 500 ms (`python -m loadtests.queue_stall`; ensemble/configs.py).
+    A 60-s clip therefore waits in a part's queue as long as it must, and overload is bounded in front of
+    Triton (the gateway's request slots), not by Triton rejecting."""
     for path in (REPO / model.name / "config.pbtxt", REPO / model.name / "configs" / "gpu.pbtxt"):
-        policy = configs.parse(path).dynamic_batching.default_queue_policy
-        assert policy.allow_timeout_override, path  # the caller's remaining deadline governs
-        assert policy.default_timeout_microseconds >= longest_call_us, path
-        assert policy.default_timeout_microseconds >= sixty_s_windows * contract.DEADLINE_PER_WINDOW_S * 1e6
-        assert policy.max_queue_size == configs.QUEUE_BOUND_REQUESTS, path
+        batching = configs.parse(path).dynamic_batching
+        policy = batching.default_queue_policy
+        assert not batching.priority_levels and not batching.priority_queue_policy, path
+        assert policy.max_queue_size == 0 and policy.default_timeout_microseconds == 0, path
+        assert not policy.allow_timeout_override, path

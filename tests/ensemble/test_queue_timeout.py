@@ -1,10 +1,10 @@
-"""Long clips queue on the real tritonserver for as long as the gateway waits for them, not a fixed 2 s.
+"""Long clips queue on the real tritonserver for as long as the gateway waits for them: none is rejected.
 
 Each call of a 60-s clip carries 58 windows; concurrent ones run one after another through each part, so the
-later ones wait in a part's queue for several seconds. With the parts' former 2 s queue timeout most of them
+later ones wait in a part's queue for several seconds. With a former fixed 2 s queue timeout most of them
 were rejected ("Request timeout expired": 10 of 12 such calls on the 2-core dev box) although the gateway's
-deadline for them is 29 s. The parts' queue timeout is now the longest call's deadline and each call's own
-remaining deadline shortens it (ensemble/configs.py QUEUE_TIMEOUT_US).
+deadline for them is 29 s. The parts now have no queue timeout at all (ensemble/configs.py says why), and
+this burst, sized to the machine, must be scored whole.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from preprocess_service.triton_client import TritonClient
 pytestmark = pytest.mark.integration
 SIXTY_S_WINDOWS = audio.window_count(60 * contract.SAMPLE_RATE)  # 58, as the gateway cuts them
 QUEUED_WORK_S = 10.0  # aim for about this much queued work: several times the former 2 s queue timeout
-MAX_CALLS = 16  # well under each part's queue bound (configs.QUEUE_BOUND_REQUESTS); ~11 MB of waveform each
+MAX_CALLS = 16  # ~11 MB of waveform each
 
 
 def test_concurrent_60s_clips_wait_in_the_queue_and_are_all_scored(triton_server) -> None:

@@ -106,50 +106,19 @@ class TestTritonClient:
         asyncio.run(client._call(first_budget, client.deadline_s(58)))
         assert 10 < seen[0] <= 29
 
-    def test_each_call_carries_its_remaining_deadline_as_tritons_queue_timeout(self):
-        """Triton's per-request `timeout` (µs) is what is left of the gateway's deadline, so a call leaves
-        the parts' queues when its caller gives up, and a 60-s clip may wait there for its whole 29 s."""
+    def test_a_calls_grpc_deadline_is_only_its_backstop(self):
+        """The gRPC deadline would cancel the call (Triton 2.51 may crash then), so it lies past the time the
+        call may queue in every part on a loaded server; no per-request queue timeout is sent (the parts have
+        no queue policy: ensemble/configs.py)."""
         client = TritonClient("127.0.0.1:1", timeout_s=10, timeout_per_window_s=0.5)
 
         channel = use_channel(client, Channel())
         asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 58)))
         assert client.answered == 1  # the watchdog's evidence that Triton is busy, not hung
         (kwargs,) = channel.sent
-        queue_s = kwargs["timeout"] / 1_000_000
-        assert 10 < queue_s <= 29
-        # the gRPC deadline is only the backstop: it would cancel the call (Triton 2.51 may crash then). The
-        # queue timeout counts afresh in each part's queue, so the backstop lies past all of them.
-        assert kwargs["client_timeout"] == pytest.approx(backstop_s(queue_s), abs=1e-5)
-        assert kwargs["client_timeout"] >= len(contract.PARTS) * queue_s + CANCEL_BACKSTOP_S - 1e-5
-
-    def test_a_queue_timeout_rejection_is_a_504_and_not_retried(self):
-        from tritonclient.utils import InferenceServerException
-
-        client = TritonClient("127.0.0.1:1", retries=3, backoff_s=0.01, timeout_s=5)
-        calls = []
-
-        async def expired(remaining):
-            calls.append(remaining)
-            raise InferenceServerException(
-                "in ensemble 'avpenet', Request timeout expired", status="StatusCode.UNAVAILABLE"
-            )
-
-        with pytest.raises(TritonTimeout) as info:
-            asyncio.run(client._call(expired))
-        assert len(calls) == 1 and status_of(info.value)[0] == 504
-
-    def test_the_parts_queue_timeout_covers_the_gateways_longest_call(self):
-        """With default settings no call's deadline outlasts the queue timeout Triton's parts allow."""
-        from ensemble import configs
-        from preprocess_service.settings import GatewaySettings
-
-        settings = GatewaySettings()
-        client = TritonClient(
-            settings.triton_url,
-            timeout_s=settings.triton_timeout_s,
-            timeout_per_window_s=settings.triton_timeout_per_window_s,
-        )
-        assert client.deadline_s(contract.MAX_BATCH_SIZE) * 1_000_000 <= configs.QUEUE_TIMEOUT_US
+        assert "timeout" not in kwargs
+        assert 10 * len(contract.PARTS) + CANCEL_BACKSTOP_S < kwargs["client_timeout"]
+        assert kwargs["client_timeout"] <= backstop_s(29.0) + 1e-5
 
 
 class TestNoCancellation:
@@ -163,7 +132,7 @@ class TestNoCancellation:
             with pytest.raises(TritonTimeout):
                 await client.infer(contract.zero_inputs(contract.ENSEMBLE, 1))
             assert channel.ended == [] and client.answered == 0  # still running on Triton
-            assert client.abandoned == 0  # past its deadline Triton drops it from its queues: no slot held
+            assert client.abandoned == 1  # Triton computes it all the same: its request slot stays taken
             closing = asyncio.ensure_future(client.close())
             await asyncio.sleep(0.05)
             assert not channel.closed, "closing the channel would cancel the call"
@@ -208,12 +177,13 @@ class TestNoCancellation:
 
         assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
 
-    def test_an_abandoned_call_stops_holding_a_slot_at_its_deadline(self):
-        """Past its deadline a working Triton has dropped the call from its queues; a hung one would otherwise
-        fill every request slot of the replica with calls that wait for the backstop."""
+    def test_an_abandoned_call_holds_its_slot_until_triton_answers_it(self):
+        """The parts have no queue timeout (ensemble/configs.py): Triton computes every call it was sent, so a
+        call whose caller left counts against the replica's request slots until Triton answers it, past its
+        deadline too. Otherwise a replica would keep sending work while Triton still owes it dropped calls."""
 
         async def go():
-            client = TritonClient("127.0.0.1:1", timeout_s=1.0, retries=0)  # 1 s: a loaded box cancels first
+            client = TritonClient("127.0.0.1:1", timeout_s=0.2, retries=0)
             channel = use_channel(client, Channel(answer_at_once=False))
             request = asyncio.ensure_future(client.infer(contract.zero_inputs(contract.ENSEMBLE, 1)))
             await asyncio.sleep(0.05)
@@ -221,15 +191,17 @@ class TestNoCancellation:
             with pytest.raises(asyncio.CancelledError):
                 await request
             counts = [client.abandoned]
-            for _ in range(100):  # the deadline passes within 1 s; the call itself never ends on its own
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # well past the call's 0.2 s deadline
+            counts.append(client.abandoned)
+            assert channel.ended == []
+            channel.release.set()
+            for _ in range(100):
+                await asyncio.sleep(0.01)
                 if not client.abandoned:
                     break
             counts.append(client.abandoned)
-            assert channel.ended == []  # freed at the deadline, not because the call ended
-            channel.release.set()
             await client.close()
             return counts, channel
 
         counts, channel = asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
-        assert counts == [1, 0] and channel.ended == ["answered"]
+        assert counts == [1, 1, 0] and channel.ended == ["answered"]
