@@ -27,7 +27,8 @@ class InFlightLimiter:
 
     `busy` is the refusal's reason, formatted with the count (`n`) and the `limit`. `also` adds work that
     holds no slot but loads what the slots protect: scoring calls Triton still computes after their caller
-    left (they are never cancelled: triton_client.py)."""
+    left or their deadline passed (they are never cancelled, and Triton's parts have no queue timeout that
+    would drop them: triton_client.py `abandoned`)."""
 
     def __init__(
         self,
