@@ -36,9 +36,11 @@ class InFlightLimiter:
         retry_after_s: int,
         busy: str = "gateway busy: {n} requests in flight (limit {limit}); retry shortly",
         also: Callable[[], int] = lambda: 0,
+        full: Callable[[], None] = lambda: None,
     ) -> None:
         self.limit = limit
         self.also = also
+        self.full = full  # called at the limit, before the 429: it may raise a truer refusal instead
         self.retry_after_s = retry_after_s
         self.busy = busy
         self.in_flight = 0
@@ -47,6 +49,7 @@ class InFlightLimiter:
     def admit(self) -> Iterator[None]:
         n = self.in_flight + self.also()
         if n >= self.limit:
+            self.full()
             raise Overloaded(self.busy.format(n=n, limit=self.limit), self.retry_after_s)
         self.in_flight += 1
         try:

@@ -57,10 +57,11 @@ class ScoringService:
         telemetry.setup_tracing(settings.service_name)
         memprofile.start("gateway")  # only under `avpenet soak --memprofile`
         self.metrics = telemetry.Metrics()
-        limits = settings.limits  # request slots count Triton calls whose callers left (limits.py: `also`)
+        limits = settings.limits  # slots count Triton calls nobody waits for; full while Triton hangs: 503
         self.limiter = InFlightLimiter(
-            limits.max_in_flight, limits.retry_after_s, also=lambda: self.triton.abandoned
-        )
+            limits.max_in_flight, limits.retry_after_s, also=lambda: self.triton.abandoned,
+            full=lambda: self.watchdog.refuse_if_hung(limits.retry_after_s),
+        )  # fmt: skip
         self.video_slots = video_share(limits)  # video never takes the light uploads' slots
         self.video_limiter = MediaSecondsLimiter(  # media seconds at the FeatureExtractor: video_admission.py
             limits.max_video_seconds_in_flight, limits.retry_after_s, max_wait_s=limits.max_video_wait_s
@@ -171,10 +172,7 @@ class ScoringService:
     async def _score(
         self, request: ScoreRequest, protocol: str, start: float, budget: RequestBudget
     ) -> ScoreResponse:
-        if not self.watchdog.healthy:  # Triton is hung: answer now, not after the full Triton deadline
-            raise TritonUnavailable(
-                "inference server not answering (restarting); retry later", self.settings.limits.retry_after_s
-            )
+        self.watchdog.refuse_if_hung(self.settings.limits.retry_after_s)
         request.validate_combination()
         check_upload_size(request.upload_bytes, self.settings.limits.max_upload_bytes)
         digests = {name: media_digest(p) for name, p in request.parts().items()}

@@ -23,6 +23,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from preprocess_service.errors import TritonUnavailable
+
 log = logging.getLogger("avpenet.gateway")
 
 
@@ -52,6 +54,11 @@ class TritonWatchdog:
     @property
     def healthy(self) -> bool:
         return self.failures < self.failures_to_trip
+
+    def refuse_if_hung(self, retry_after_s: int) -> None:
+        """503 + Retry-After at once while Triton is found hung, not after the caller's full deadline."""
+        if not self.healthy:
+            raise TritonUnavailable("inference server not answering (restarting); retry later", retry_after_s)
 
     def ensure_started(self) -> None:
         """Start the probe loop on the running event loop (first request or health check of the replica)."""
