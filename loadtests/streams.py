@@ -82,10 +82,19 @@ async def one_stream(url: str, key: str | None, rec, age_group: str) -> dict:
 
 
 async def step(url: str, key: str | None, rec, n: int) -> dict:
-    results = await asyncio.gather(*(one_stream(url, key, rec, "neonate") for _ in range(n)))
+    """One step of the ladder: `n` streams at once. A stream that raised (its handshake timed out, the
+    gateway refused it, its connection broke) fails the step like an abnormal close; the ladder and its
+    report go on."""
+    outcomes = await asyncio.gather(
+        *(one_stream(url, key, rec, "neonate") for _ in range(n)), return_exceptions=True
+    )
+    results = [r for r in outcomes if isinstance(r, dict)]
+    failed = [r for r in outcomes if not isinstance(r, dict)]
     client = np.concatenate([r["client_lag"] for r in results] or [[]])
     server = np.concatenate([r["server_lag"] for r in results] or [[]])
     errors = [c for r in results for c in r["errors"] if c != "proxy_timeout"]
+    if failed:
+        errors.append(f"{len(failed)} streams failed ({type(failed[0]).__name__}: {str(failed[0])[:80]})")
     return {
         "streams": n,
         "windows": int(client.size),
@@ -93,7 +102,7 @@ async def step(url: str, key: str | None, rec, n: int) -> dict:
         "client_lag_p99_s": float(np.percentile(client, 99)) if client.size else None,
         "server_lag_p99_s": float(np.percentile(server, 99)) if server.size else None,
         "errors": sorted(set(errors)),
-        "abnormal_closes": sum(r["close"] != 1000 for r in results),
+        "abnormal_closes": sum(r["close"] != 1000 for r in results) + len(failed),
     }
 
 

@@ -1,0 +1,61 @@
+"""loadtests.streams: a stream that fails to open fails its step; the ladder stops there and still reports.
+
+Found at 96 landmark streams on the 2-core box: one WebSocket handshake timed out, the exception left the
+whole `avpenet stream-bench` run, and the steps already measured were lost with it (no --out written)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from loadtests import streams
+
+
+def fake_streams(monkeypatch: pytest.MonkeyPatch, fail_from: int) -> list[int]:
+    """Streams that answer one window each; those of a step of `fail_from` or more fail to open."""
+    opened: list[int] = []
+
+    async def one_stream(url, key, rec, age_group):
+        opened.append(1)
+        if rec["n"] >= fail_from and len(opened) % 2:
+            raise TimeoutError("timed out during opening handshake")
+        return {"client_lag": [0.05], "server_lag": [0.04], "errors": [], "close": 1000}
+
+    def recording(mode, seconds):
+        return {"n": 0}
+
+    monkeypatch.setattr(streams, "one_stream", one_stream)
+    monkeypatch.setattr(streams, "recording", recording)
+    real_step = streams.step
+
+    async def step(url, key, rec, n):
+        rec["n"] = n
+        return await real_step(url, key, rec, n)
+
+    monkeypatch.setattr(streams, "step", step)
+    return opened
+
+
+def test_a_stream_that_fails_to_open_fails_the_step_and_the_ladder_reports(monkeypatch) -> None:
+    fake_streams(monkeypatch, fail_from=8)
+    result = streams.ladder("ws://127.0.0.1:1", None, "landmarks", 5.0, [2, 4, 8, 16])
+    assert result["max_streams_lag_p99_under_1s"] == 4
+    last = result["steps"][-1]
+    assert last["streams"] == 8 and last["abnormal_closes"] == 4
+    assert last["errors"] == ["4 streams failed (TimeoutError: timed out during opening handshake)"]
+    assert len(result["steps"]) == 3  # stopped at the failed step
+    assert "4 streams failed (TimeoutError" in streams.report([result], "stream-bench", 0.0)
+
+
+def test_a_step_whose_every_stream_failed_has_no_lag() -> None:
+    async def failing(url, key, rec, age_group):
+        raise ConnectionResetError("reset")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(streams, "one_stream", failing)
+    try:
+        row = asyncio.run(streams.step("ws://127.0.0.1:1", None, None, 3))
+    finally:
+        mp.undo()
+    assert row["windows"] == 0 and row["client_lag_p99_s"] is None and row["abnormal_closes"] == 3
