@@ -22,6 +22,7 @@ from loadtests import clips
 
 def main(argv: list[str] | None = None) -> int:
     from avpenet.features import avclip, landmarker_arrays, tracker
+    from avpenet.features.track import FaceTrack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     data = (work / clips.build(work, ["av_3s"])["av_3s"]["clip"]).read_bytes()
     limits = tracker.VideoLimits()
     fast_read = landmarker_arrays.FAST
-    tracks: dict[bool, object] = {}
+    tracks: dict[bool, FaceTrack] = {}
 
     def ms_per_video_second(fast: bool) -> float:
         landmarker_arrays.FAST = fast and fast_read
