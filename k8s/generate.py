@@ -165,7 +165,7 @@ def cluster_serve_config(
     local: Mapping[str, Any], overrides: Path, rayservice: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The Serve config with the overrides applied for the RayService's worker group, nothing else."""
-    from preprocess_service.serve_config import check_timeouts
+    from preprocess_service.serve_config import check_capacity, check_timeouts
 
     config = copy.deepcopy(dict(local))
     spec = yaml.safe_load(overrides.read_text()) or {}
@@ -179,6 +179,7 @@ def cluster_serve_config(
         _merge(app, {key: value for key, value in app_spec.items() if key != "deployments"})
         app.update(_resolve(app, cluster_quantities(app, group)))
     check_timeouts(config)
+    check_capacity(config)
     return config
 
 

@@ -570,6 +570,7 @@ def run(args: argparse.Namespace) -> int:
         grpc_port=None,
         max_replicas=args.max_replicas,
         args={"limits": limits},
+        deployments=stack_deployments(limits),
         triton_kwargs=triton,
     ) as stack:
         deploy_peers(stack)
@@ -724,6 +725,13 @@ def stack_limits() -> dict:
 
     (app,) = load_config()["applications"]
     return {**app.get("args", {}).get("limits", {}), **BENCH_LIMITS}
+
+
+def stack_deployments(limits: dict) -> dict:
+    """The Gateway's Ray cap raised with the admission bound, as `serve_config.check_capacity` asks."""
+    from preprocess_service.serve_config import GATEWAY, local_gateway_slots
+
+    return {GATEWAY: {"max_ongoing_requests": local_gateway_slots({"limits": limits})}}
 
 
 def file_notes(path: Path | None) -> list[str]:

@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         measure_max_s=args.measure_s + 60.0,
     )  # fmt: skip
     repo = bench.PROJECT_ROOT / "model_repository"
-    with LocalStack(repo=repo, grpc_port=None, max_replicas=1, args={"limits": limits}) as stack:
+    deployments = bench.stack_deployments(limits)
+    with LocalStack(
+        repo=repo, grpc_port=None, max_replicas=1, args={"limits": limits}, deployments=deployments
+    ) as stack:
         url = bench.urls(stack.http_url)["avpenet"]
         gateway = [f"{stack.http_url}/metrics"]
 

@@ -39,6 +39,7 @@ from preprocess_service.openapi import (
 )
 from preprocess_service.protocol import ErrorResponse, ModelsResponse, ScoreRequest
 from preprocess_service.ray_metrics import RayMirror
+from preprocess_service.serve_config import GATEWAY, GATEWAY_MAX_ONGOING_REQUESTS
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings, Limits
 from preprocess_service.stream.protocol import STREAM_ROUTE
@@ -144,7 +145,9 @@ async def extract_remotely(
     return result
 
 
-@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.deployment(
+    name=GATEWAY, ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=GATEWAY_MAX_ONGOING_REQUESTS
+)
 @serve.ingress(api)
 class Gateway(GrpcMethods):
     def __init__(self, extractor: DeploymentHandle | None, args: Mapping[str, Any] | None = None) -> None:

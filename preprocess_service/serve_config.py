@@ -2,7 +2,8 @@
 
 `localize` is all a machine changes in it: hosts, ports, the Triton address, replica caps and app args;
 `check_timeouts` refuses a config whose gateway would be cut off by its own proxy, or whose replicas a drain
-would stop before the requests they hold are due.
+would stop before the requests they hold are due; `check_capacity` one whose Gateway replica Ray would stop
+routing to before the gateway's own limits answer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from preprocess_service.settings import GatewaySettings
 
 CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
 RAY_DRAIN_DEFAULT_S = 20.0  # Ray Serve's graceful_shutdown_timeout_s when a deployment sets none
+GATEWAY = "Gateway"  # the ingress deployment (deployments.py)
+GATEWAY_MAX_ONGOING_REQUESTS = 112  # the Gateway's max_ongoing_requests where a config sets none
+# Requests a Gateway replica holds beside its admitted ones and its streams: liveness/readiness probes,
+# /metrics scrapes, uploads whose body is still arriving (admission comes after it), WebSockets before their
+# start message, and refusals (429, 4429) being answered.
+GATEWAY_HEADROOM = 32
 
 
 def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
@@ -35,9 +42,11 @@ def localize(
     triton_url: str,
     max_replicas: int = 1,
     args: Mapping[str, Any] | None = None,
+    deployments: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The Serve config with this machine's hosts, ports, Triton address and replica caps (nothing else);
-    ValueError when it fails `check_timeouts`."""
+    """The Serve config with this machine's hosts, ports, Triton address, replica caps, app args and
+    deployment options by name (nothing else); ValueError when it fails `check_timeouts` or
+    `check_capacity`."""
     out = copy.deepcopy(dict(config))
     out["proxy_location"] = "HeadOnly"
     out["http_options"] = {**out.get("http_options", {}), "host": host, "port": http_port}
@@ -54,13 +63,47 @@ def localize(
             **dict(args or {}),
         }
         for dep in app.get("deployments", []):
+            dep.update(copy.deepcopy(dict((deployments or {}).get(dep.get("name"), {}))))
             scaling = dep.get("autoscaling_config")
             if scaling:
                 scaling["max_replicas"] = max(
                     scaling.get("min_replicas", 1), min(scaling["max_replicas"], max_replicas)
                 )
     check_timeouts(out)
+    check_capacity(out)
     return out
+
+
+def check_capacity(config: Mapping[str, Any]) -> None:
+    """The Gateway's `max_ongoing_requests` must hold `streams.max_streams` + `limits.max_in_flight` +
+    GATEWAY_HEADROOM. A WebSocket holds one of Ray's request slots for as long as its stream runs, so below
+    that, open streams fill the replica: Ray then queues every request to it, probes included, until a
+    stream ends, and neither the 429 of admission nor the 4429 of the stream limit is ever answered."""
+    for app in config.get("applications", []):
+        gateway = next((d for d in app.get("deployments", []) if d.get("name") == GATEWAY), None)
+        if gateway is None:
+            continue
+        settings = GatewaySettings.load(app.get("args"), environ={})
+        held = gateway.get("max_ongoing_requests", GATEWAY_MAX_ONGOING_REQUESTS)
+        if held < (need := gateway_slots(app.get("args"))):
+            raise ValueError(
+                f"app {app.get('name')!r}: deployment {GATEWAY!r} max_ongoing_requests {held} is under "
+                f"args.streams.max_streams {settings.streams.max_streams} + args.limits.max_in_flight "
+                f"{settings.limits.max_in_flight} + {GATEWAY_HEADROOM} (probes, uploads still arriving, "
+                f"refusals): open streams would leave the replica no slot to answer in; set it to {need}"
+            )
+
+
+def gateway_slots(args: Mapping[str, Any] | None) -> int:
+    """The fewest `max_ongoing_requests` a Gateway replica with these app args needs (`check_capacity`)."""
+    settings = GatewaySettings.load(args, environ={})
+    return settings.streams.max_streams + settings.limits.max_in_flight + GATEWAY_HEADROOM
+
+
+def local_gateway_slots(args: Mapping[str, Any], path: str | os.PathLike = CONFIG_PATH) -> int:
+    """`gateway_slots` of the config's app args with `args` laid over them, as `localize` lays them."""
+    (app,) = load_config(path)["applications"]
+    return gateway_slots({**app.get("args", {}), **args})
 
 
 def check_timeouts(config: Mapping[str, Any]) -> None:

@@ -100,6 +100,7 @@ class LocalStack:
         grpc_port: int | None = 0,
         api_keys: Sequence[str] = (),
         args: Mapping[str, Any] | None = None,
+        deployments: Mapping[str, Mapping[str, Any]] | None = None,
         config_path: str | os.PathLike = CONFIG_PATH,
         num_cpus: int | None = None,
         max_replicas: int = 1,
@@ -113,6 +114,7 @@ class LocalStack:
         self.grpc_port = grpc_port
         self.api_keys = tuple(api_keys)
         self.args = dict(args or {})
+        self.deployments = dict(deployments or {})  # deployment options by name (serve_config.localize)
         self.config_path = config_path
         self.num_cpus = num_cpus or min(os.cpu_count() or 2, 2)
         self.max_replicas = max_replicas
@@ -215,6 +217,7 @@ class LocalStack:
             triton_url=self.triton.grpc_url,
             max_replicas=self.max_replicas,
             args=self.args,
+            deployments=self.deployments,
         )
 
     def _wait_running(self) -> None:

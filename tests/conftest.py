@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.gateway import API_KEY, MllpEngine
+from support.gateway import API_KEY, STREAM_KEYS, MllpEngine
 
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.server import TritonServer
@@ -70,7 +70,7 @@ def gateway_stack(triton_server, mllp_engine, stack_tmpdir) -> Iterator:
         "hl7_mllp_target": mllp_engine.target,
         "hl7_mllp_retries": 1,
     }
-    stack = LocalStack(triton=triton_server, api_keys=[API_KEY], args=args)
+    stack = LocalStack(triton=triton_server, api_keys=[API_KEY, *STREAM_KEYS], args=args)
     tempfile.gettempdir()  # cached first: Ray's own session folder stays in the machine's temp dir
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TMPDIR", str(stack_tmpdir))

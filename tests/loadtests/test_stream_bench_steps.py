@@ -54,3 +54,56 @@ def test_a_step_whose_every_stream_failed_has_no_lag(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(streams, "one_stream", failing)
     row = asyncio.run(streams.step("ws://127.0.0.1:1", None, None, 3))
     assert row["windows"] == 0 and row["client_lag_p99_s"] is None and row["abnormal_closes"] == 3
+
+
+def test_streams_that_opened_only_as_others_ended_fail_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found with the Gateway's former Ray cap (32): a step of 48 opened 32, then 16 as those ended; every
+    stream's lag was fine, so the step read as 48 held."""
+    spans = iter([(0.0, 20.0), (0.1, 20.1), (20.2, 40.0)])
+
+    async def one_stream(url, key, rec, age_group):
+        return {"client_lag": [0.05], "server_lag": [0.04], "errors": [], "close": 1000, "span": next(spans)}
+
+    monkeypatch.setattr(streams, "one_stream", one_stream)
+    row = asyncio.run(streams.step("ws://127.0.0.1:1", None, None, 3))
+    assert row["open_at_once"] == 2
+    assert row["errors"] == ["only 2 of 3 streams were open at once"]
+    assert streams.most_at_once([(0.0, 1.0), (1.0, 2.0)]) == 1  # one closing as the next opens: never two
+    assert streams.most_at_once([(0.0, 2.0), (1.0, 3.0), (1.5, 1.6)]) == 3
+
+
+def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_it(
+    monkeypatch, tmp_path
+) -> None:
+    """Every stream of the last step is admitted (none refused 4429) and the Gateway's Ray cap holds them:
+    below it, streams past the cap waited to open while the ones open ran (check_capacity)."""
+    import argparse
+
+    from preprocess_service import stack as stack_module
+    from preprocess_service.serve_config import GATEWAY, GATEWAY_HEADROOM
+    from preprocess_service.settings import Limits
+
+    made: dict = {}
+
+    class FakeStack:
+        http_url = "http://127.0.0.1:1"
+
+        def __init__(self, **kwargs) -> None:
+            made.update(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+    monkeypatch.setattr(stack_module, "LocalStack", FakeStack)
+    monkeypatch.setattr(
+        streams, "ladder", lambda url, key, mode, s, counts: {"mode": mode, "max_streams_lag_p99_under_1s": 0}
+    )
+    parser = argparse.ArgumentParser()
+    streams.add_arguments(parser)
+    assert streams.run(parser.parse_args(["--counts", "8,96", "--modes", "landmarks"])) == 0
+    assert made["args"]["streams"] == {"max_streams": 96, "max_streams_per_key": 96}
+    need = 96 + Limits().max_in_flight + GATEWAY_HEADROOM
+    assert made["deployments"] == {GATEWAY: {"max_ongoing_requests": need}}

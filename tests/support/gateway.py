@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from preprocess_service.protocol import ScoreRequest
 
 API_KEY = "test-key-" + "x" * 24
+# more keys of the session stack: enough to hold every stream one replica may hold at 4 per key (conftest)
+STREAM_KEYS = tuple(f"stream-key-{i:02d}-" + "y" * 20 for i in range(20))
 
 
 def face_track(seconds: float, seed: int = 0):

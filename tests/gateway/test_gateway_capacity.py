@@ -1,0 +1,67 @@
+"""A Gateway replica's Ray cap (`max_ongoing_requests`) holds its streams, its admitted requests and headroom
+(`serve_config.check_capacity`), so the gateway's own limits are what refuse, with their reasons. The real
+stack holding every stream it may: tests/gateway/test_stream_capacity.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from preprocess_service import serve_config
+from preprocess_service.serve_config import GATEWAY, GATEWAY_HEADROOM
+
+
+def _gateway(config: dict) -> dict:
+    (app,) = config["applications"]
+    return next(d for d in app["deployments"] if d["name"] == GATEWAY)
+
+
+def localized(config: dict, **kwargs) -> dict:
+    return serve_config.localize(
+        config, host="127.0.0.1", http_port=1, grpc_port=2, triton_url="x:1", **kwargs
+    )
+
+
+def test_the_committed_config_holds_every_stream_and_admitted_request_with_headroom():
+    config = serve_config.load_config()
+    serve_config.check_capacity(config)  # and so the k8s RayService, generated from it
+    (app,) = config["applications"]
+    limits, streams = app["args"]["limits"], app["args"].get("streams", {})
+    need = streams.get("max_streams", 64) + limits["max_in_flight"] + GATEWAY_HEADROOM
+    assert _gateway(config)["max_ongoing_requests"] >= need == serve_config.gateway_slots(app["args"])
+
+
+def test_a_gateway_that_open_streams_would_fill_is_refused_with_the_cap_it_needs():
+    config = serve_config.load_config()
+    _gateway(config)["max_ongoing_requests"] = 32  # the former value: 32 streams stalled the replica
+    with pytest.raises(ValueError, match="'Gateway' max_ongoing_requests 32 .* set it to 112"):
+        serve_config.check_capacity(config)
+    del _gateway(config)["max_ongoing_requests"]  # unset: the deployment's own default, which suffices
+    serve_config.check_capacity(config)
+
+
+def test_a_machine_raising_the_stream_limit_raises_the_gateways_cap_with_it():
+    config = serve_config.load_config()
+    args = {"streams": {"max_streams": 256}}
+    with pytest.raises(ValueError, match="set it to 304"):
+        localized(config, args=args)
+    out = localized(config, args=args, deployments={GATEWAY: {"max_ongoing_requests": 304}})
+    assert _gateway(out)["max_ongoing_requests"] == 304
+    assert _gateway(config).get("max_ongoing_requests") == 112  # the caller's config is left as it was
+    extractor = next(d for d in out["applications"][0]["deployments"] if d["name"] != GATEWAY)
+    assert extractor["max_ongoing_requests"] == 64  # options go to the deployment they name only
+
+
+def test_the_gateway_deployments_own_default_is_the_one_the_check_assumes():
+    from preprocess_service.deployments import Gateway
+
+    assert Gateway.name == GATEWAY
+    assert Gateway.max_ongoing_requests == serve_config.GATEWAY_MAX_ONGOING_REQUESTS
+
+
+def test_the_bench_raises_the_gateways_cap_with_its_admission_bound():
+    from loadtests import bench
+
+    limits = bench.stack_limits()  # max_in_flight 64: the bench's 32 clients are never refused 429
+    deployments = bench.stack_deployments(limits)
+    assert deployments == {GATEWAY: {"max_ongoing_requests": 64 + limits["max_in_flight"] + GATEWAY_HEADROOM}}
+    localized(serve_config.load_config(), args={"limits": limits}, deployments=deployments)
