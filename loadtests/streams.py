@@ -85,6 +85,7 @@ async def one_stream(url: str, key: str | None, rec, age_group: str) -> dict:
         "errors": errors,
         "close": stream.close_code,
         "span": (opened_at, time.monotonic()),
+        "frames_dropped": sum(e.get("count", 0) for e in stream.events if e.get("code") == "frames_dropped"),
     }
 
 
@@ -120,6 +121,7 @@ async def step(url: str, key: str | None, rec, n: int) -> dict:
     return {
         "streams": n,
         "open_at_once": together,
+        "frames_dropped": sum(r.get("frames_dropped", 0) for r in results),
         "windows": int(client.size),
         "client_lag_p50_s": float(np.percentile(client, 50)) if client.size else None,
         "client_lag_p99_s": float(np.percentile(client, 99)) if client.size else None,
@@ -212,7 +214,8 @@ def report(results: list[dict], command: str, load_at_start: float) -> str:
         for row in r["steps"]:
             cells = [row["client_lag_p50_s"], row["client_lag_p99_s"], row["server_lag_p99_s"]]
             fmt = ["-" if v is None else f"{v:.2f}" for v in cells]
-            errors = ", ".join(row["errors"]) or "-"
+            counted = {"frames_dropped": f"frames_dropped ({row.get('frames_dropped', 0)})"}
+            errors = ", ".join(counted.get(e, e) for e in row["errors"]) or "-"
             lines.append(
                 f"| {r['mode']} | {row['streams']} | {row.get('open_at_once', '-')} | {row['windows']} | "
                 f"{' | '.join(fmt)} | {errors} |"

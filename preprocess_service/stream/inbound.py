@@ -1,10 +1,12 @@
 """The bounded queue between a stream's receiver and its processor, and the real-time pacing check.
 
 Policy (stated in session.py): beyond `max_pending_bytes` the OLDEST queued frames are dropped unread (each
-becomes a frame without a face, so the timeline holds); audio is never dropped. `overflow()` names what is
-still over a bound after that (the session then closes 4409). `ahead_s()` is how far the media received runs
-ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a WebSocket's incoming messages
-without backpressure, so closing a flooding sender early is what bounds the proxy's memory.
+becomes a frame without a face, so the timeline holds), and so is a live stream's frame that is
+`max_frame_wait_s` behind real time by its turn while a score waits on it (`late`); audio is never dropped.
+`overflow()` names what is still over a bound after that (the session then closes 4409). `ahead_s()` is how
+far the media received runs ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a
+WebSocket's incoming messages without backpressure, so closing a flooding sender early is what bounds the
+proxy's memory.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from avpenet import contract
 from preprocess_service.stream.limits import StreamLimits
 from preprocess_service.stream.protocol import frame_time
+
+if TYPE_CHECKING:
+    from preprocess_service.stream.registry import Entry
 
 
 @dataclass
@@ -43,6 +49,19 @@ class Inbound:
                 self.bytes -= len(old.payload or b"")
                 old.kind, old.payload = "dropped", None
                 self.dropped += 1
+
+    def late(self, item: Item, entry: Entry, next_window: int) -> bool:
+        """Whether a live stream's frame is dropped unread when its turn comes: it is `max_frame_wait_s`
+        behind real time (its media time since the stream opened) and has waited that long in this queue,
+        while a score waits on it (the media received has passed the end of the next window). The stream's
+        tracking is then behind, with more video than the replica's CPUs track, and tracking the frame late
+        would leave it further behind. A sender ahead of real time (a recording replayed fast) and a backlog
+        before any window is due (streams opening at once) cost no score its time: nothing is dropped."""
+        t = frame_time(item.header)
+        media_s = item.header["seq"] / contract.FPS if t is None else t
+        behind_s = time.monotonic() - max(item.arrived, entry.opened_at + media_s)
+        due_s = next_window * contract.HOP_SECONDS + contract.WINDOW_SECONDS
+        return behind_s >= self.limits.max_frame_wait_s and max(entry.received_s.values()) >= due_s
 
     def overflow(self) -> str | None:
         if self.bytes > self.limits.max_pending_bytes or len(self.items) > self.limits.max_pending_items:

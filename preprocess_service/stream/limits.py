@@ -17,6 +17,10 @@ class StreamLimits(BaseModel):
     resume_ttl_s: float = Field(60.0, ge=0)  # a dropped stream's state is kept this long for a resume
     max_pending_items: int = Field(300, gt=0)  # chunks received but not yet processed (30 s of frames)
     max_pending_bytes: int = Field(8 * 1024 * 1024, gt=0)  # their payload bytes; beyond: drop oldest frames
+    # A live stream's frame this far behind real time by its turn, while a score waits on it, is dropped
+    # unread (a frame without a face): a replica tracking more video than its CPUs can keeps its scores near
+    # real time instead of falling further behind (Inbound.late). Audio is never dropped.
+    max_frame_wait_s: float = Field(1.0, gt=0)
     # Media received ahead of the wall clock since the stream opened (a resume may catch up on its gap):
     # beyond this the sender is flooding, closed 4409. Serve's HTTP proxy buffers a WebSocket's incoming
     # messages without backpressure, so closing early is what bounds its memory.

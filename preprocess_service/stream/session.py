@@ -6,17 +6,17 @@ windows ready at once, the same ensemble call as clip scoring), the sender write
 
 Flow control (stated policy):
 - inbound: chunks wait in a queue bounded by `max_pending_bytes` and `max_pending_items`. Beyond the byte
-  bound the OLDEST queued frames are dropped unread (each becomes a frame without a face, so the timeline
-  holds; an `error` event `frames_dropped` says how many); when only audio is left to drop, or beyond the item
-  bound, the stream is closed 4409 (audio is never dropped: a gap in sound would change the scores).
+  bound the OLDEST queued frames are dropped unread (each a frame without a face, so the timeline holds; an
+  `error` event `frames_dropped` says how many), as is a live stream's frame `max_frame_wait_s` behind real
+  time by its turn while a score waits on it (Inbound.late); when only audio is left to drop, or beyond the
+  item bound, the stream is closed 4409 (audio is never dropped).
 - pacing: media received more than `max_ahead_s` ahead of the wall clock since the stream opened (a resume
   may catch up on its gap) closes 4409 `too_fast`: Serve's HTTP proxy reads WebSocket messages without
   backpressure, so a flooding sender must be cut off early for the proxy's buffer to stay bounded.
 - outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409.
 - stall: no message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
-- drain: after a close or disconnect, chunks already queued are processed for up to `DRAIN_TIMEOUT_S`; those
-  still queued then are given back (`next_seq` returns to the first of them, an error event `not_processed`
-  is recorded), so a resume resends them instead of skipping them.
+- drain: after a close or disconnect, queued chunks are processed for up to `DRAIN_TIMEOUT_S`; those left
+  are given back (`next_seq` returns to the first, an error event `not_processed`): a resume resends them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ log = logging.getLogger("avpenet.gateway.stream")
 GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
 BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
 DRAIN_GRACE_S = 30.0  # then an error is logged for the batch still under way (it is awaited all the same)
+Ready = list[tuple[ReadyWindow, float]]  # windows completed, each with its last chunk's arrival time
 
 
 class Session:
@@ -97,9 +98,8 @@ class Session:
         if not task.cancelled() and task.exception() is not None:
             log.error("stream %s: %s failed", self.entry.stream_id, task.get_coro().__name__,
                       exc_info=task.exception())  # fmt: skip
-            self.fail(
-                CLOSE_INTERNAL, "internal error while processing the stream; resume to continue", "internal"
-            )
+            reason = "internal error while processing the stream; resume to continue"
+            self.fail(CLOSE_INTERNAL, reason, "internal")
 
     def fail(self, code: int, reason: str, error: str) -> None:
         """End the stream with `code`; the full reason also goes out as an error event first."""
@@ -156,11 +156,8 @@ class Session:
             try:
                 msg = await asyncio.wait_for(self.ws.receive(), stall)
             except TimeoutError:
-                return self.fail(
-                    CLOSE_STALLED,
-                    f"no data for {stall:g} s; reconnect with the stream id to resume",
-                    "stalled",
-                )
+                reason = f"no data for {stall:g} s; reconnect with the stream id to resume"
+                return self.fail(CLOSE_STALLED, reason, "stalled")
             except Exception:  # noqa: BLE001 (the connection broke)
                 msg = {"type": "websocket.disconnect"}
             if msg["type"] == "websocket.disconnect":
@@ -215,10 +212,11 @@ class Session:
             while self.inbound.items:
                 if self.drain_by is not None and time.monotonic() > self.drain_by:
                     return self._give_back()
-                batch = self.inbound.take(BATCH_ITEMS)
-                ready, errors = await asyncio.to_thread(self._process, batch)
+                batch = self.inbound.take(BATCH_ITEMS)  # draining: frames are not dropped late (no one waits)
+                ready, errors, late = await asyncio.to_thread(self._process, batch, self.drain_by is None)
                 for event in errors:
                     self.emit(event)
+                self.inbound.dropped += late
                 if self.inbound.dropped:
                     n, self.inbound.dropped = self.inbound.dropped, 0
                     self.hub.metrics.dropped.inc(n)
@@ -248,16 +246,18 @@ class Session:
         log.warning("stream %s: %s", e.stream_id, detail)
         self.emit({"type": "error", "code": "not_processed", **n, "detail": detail})
 
-    def _process(self, batch: list[Item]) -> tuple[list[tuple[ReadyWindow, float]], list[dict]]:
-        """Feed a batch to the state (worker thread); the windows it completes and the error events."""
-        ready, errors = [], []
+    def _process(self, batch: list[Item], live: bool) -> tuple[Ready, list[dict], int]:
+        """Feed a batch to the state (worker thread): its windows, error events and frames dropped late."""
+        ready, errors, late, e, s = [], [], 0, self.entry, self.state
         for item in batch:
+            skip = live and item.kind == "frame" and self.inbound.late(item, e, s.next_window)
             try:
                 if item.kind == "audio":
                     self.state.add_audio(item.header, memoryview(item.payload))
-                elif item.kind == "frame":
+                elif item.kind == "frame" and not skip:
                     self.state.add_frame(item.header, memoryview(item.payload))
-                elif item.kind == "dropped":
+                elif item.kind in ("dropped", "frame"):
+                    late += item.kind == "frame"
                     self.state.add_dropped_frame(item.header)
                 elif item.kind == "handling":
                     self.monitor.handling.set(item.header["active"], self.state.media_s)
@@ -267,7 +267,7 @@ class Session:
                     {"type": "error", "code": code, "detail": str(exc), "chunk": item.header.get("seq")}
                 )
             ready += [(w, item.arrived) for w in self.state.ready()]
-        return ready, errors
+        return ready, errors, late
 
     async def _finish(self) -> None:
         tail = await asyncio.to_thread(self.state.finish)
@@ -277,7 +277,7 @@ class Session:
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.done.set()
 
-    async def _score(self, ready: list[tuple[ReadyWindow, float]]) -> None:
+    async def _score(self, ready: Ready) -> None:
         if not ready:
             return
         self.hub.service.watchdog.ensure_started()

@@ -23,6 +23,7 @@ ALERTS = {
     "AvpenetP99LatencyHigh",
     "AvpenetTritonQueueTimeHigh",
     "AvpenetProxyRejections",
+    "AvpenetStreamsBehind",
 }
 
 pytestmark = pytest.mark.skipif(

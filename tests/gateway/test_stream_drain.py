@@ -49,11 +49,11 @@ def _drain(session: Session, deadline_after_batches: int | None) -> None:
     """Run the processor as `run()` does after a disconnect; the deadline passes after N batches."""
     process, batches = session._process, []
 
-    def counted(batch: list[Item]):
+    def counted(batch: list[Item], live: bool):
         batches.append(len(batch))
         if deadline_after_batches is not None and len(batches) >= deadline_after_batches:
             session.drain_by = time.monotonic() - 1.0
-        return process(batch)
+        return process(batch, live)
 
     session._process = counted
     session.drain_by = time.monotonic() + 3600.0
@@ -95,9 +95,9 @@ def test_a_batch_outliving_the_drain_is_awaited_not_cancelled(monkeypatch):
     session = _session()
     process, finished = session._process, threading.Event()
 
-    def slow(batch: list[Item]):
+    def slow(batch: list[Item], live: bool):
         time.sleep(0.5)  # well past timeout + grace
-        out = process(batch)
+        out = process(batch, live)
         finished.set()
         return out
 
@@ -109,3 +109,47 @@ def test_a_batch_outliving_the_drain_is_awaited_not_cancelled(monkeypatch):
     asyncio.run(session.run())
     assert finished.is_set()  # run() returned only after the batch's thread was done with the state
     assert session.state.next_seq["audio"] == BATCH_ITEMS and session.state.n_samples == BATCH_ITEMS * CHUNK
+
+
+def test_a_live_stream_drops_frames_late_for_a_due_score_never_audio_and_only_then():
+    """Tracking behind real time (more video streams than the replica's CPUs track): a frame 1 s behind real
+    time that has waited that long by its turn while a score waits on it is dropped unread, so scores stay
+    near real time instead of falling further behind (stream-bench, 12 video streams on 2 cores: lag p99
+    6.0 s before). Nothing is dropped for a backlog before any window is due (streams opening at once), for
+    a sender ahead of real time (a recording replayed fast), or while draining."""
+    from support.gateway import face_track
+
+    from preprocess_service.stream.protocol import landmark_frame_bytes
+
+    def processed(received_s: float, opened_ago_s: float, live: bool = True) -> tuple[Session, int]:
+        reg = StreamRegistry(StreamLimits(max_frame_wait_s=1.0), 10**7)
+        start = Start(type="start", mode="landmarks", age_group="adult", image_size=[640, 480])
+        entry, _ = reg.acquire(start, "stream-late1", "key-1")
+        entry.received_s.update(audio=received_s, frame=received_s)  # media the receiver has taken in
+        track, now = face_track(1.0), time.monotonic()
+        entry.opened_at = now - opened_ago_s
+        session = Session(None, SimpleNamespace(registry=reg), entry, resumed=False)
+        wave = np.zeros(contract.SAMPLES_PER_FRAME, "<f4").tobytes()
+        batch = []
+        for i, age in enumerate((2.0, 1.1, 0.9, 0.1)):  # frames 0-3: media 0.0-0.3 s
+            audio = {"kind": "audio", "seq": i, "rate": contract.SAMPLE_RATE}
+            batch.append(Item("audio", audio, wave, now - age))
+            batch.append(
+                Item("frame", {"kind": "frame", "seq": i}, landmark_frame_bytes(track, i), now - age)
+            )
+        ready, errors, late = session._process(batch, live)
+        assert not ready and not errors
+        assert session.state.n_samples == 4 * contract.SAMPLES_PER_FRAME  # all the audio, late or not
+        return session, late
+
+    window = contract.WINDOW_SECONDS
+    behind, late = processed(received_s=window, opened_ago_s=10.0)  # a window is due, media 10 s old
+    assert late == 2
+    assert [bool(f.face_present[0]) for f in behind.state.frames] == [False, False, True, True]
+    for case in (
+        {"received_s": window - 0.5, "opened_ago_s": 10.0},  # no window due yet
+        {"received_s": window, "opened_ago_s": 0.0},  # sent ahead of real time
+        {"received_s": window, "opened_ago_s": 10.0, "live": False},  # draining
+    ):
+        kept, late = processed(**case)
+        assert late == 0 and [bool(f.face_present[0]) for f in kept.state.frames] == [True] * 4, case

@@ -107,3 +107,15 @@ def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_i
     assert made["args"]["streams"] == {"max_streams": 96, "max_streams_per_key": 96}
     need = 96 + Limits().max_in_flight + GATEWAY_HEADROOM
     assert made["deployments"] == {GATEWAY: {"max_ongoing_requests": need}}
+
+
+def test_a_step_whose_streams_dropped_frames_fails_and_says_how_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def one_stream(url, key, rec, age_group):
+        lag = {"client_lag": [0.05], "server_lag": [0.04], "close": 1000, "span": (0.0, 1.0)}
+        return {**lag, "errors": ["frames_dropped"], "frames_dropped": 7}
+
+    monkeypatch.setattr(streams, "one_stream", one_stream)
+    row = asyncio.run(streams.step("ws://127.0.0.1:1", None, None, 2))
+    assert row["frames_dropped"] == 14 and row["errors"] == ["frames_dropped"]
+    report = streams.report([{"mode": "video", "max_streams_lag_p99_under_1s": 0, "steps": [row]}], "x", 0.0)
+    assert "frames_dropped (14)" in report
