@@ -4,8 +4,8 @@ For each stream count N of a ladder, N clients replay a recording at real time f
 (landmarks streams: the example's audio + face track; video streams: the calm MP4's frames as JPEG plus its
 sound, tracked by the gateway). Lag per window is the server's (`lag_s`: completed window → score event
 queued) and the client's (last chunk of the window sent → score event received). The ladder stops at the first
-N whose client lag p99 reaches 1 s or that drops frames; the largest N before it is reported. Starts its own
-local stack unless `--url` is given.
+N whose client lag p99 reaches 1 s, that drops frames, or whose streams were not all open at one instant; the
+largest N before it is reported. Starts its own local stack unless `--url` is given.
 """
 
 from __future__ import annotations

@@ -72,9 +72,7 @@ def test_streams_that_opened_only_as_others_ended_fail_the_step(monkeypatch: pyt
     assert streams.most_at_once([(0.0, 2.0), (1.0, 3.0), (1.5, 1.6)]) == 3
 
 
-def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_it(
-    monkeypatch, tmp_path
-) -> None:
+def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_it(monkeypatch) -> None:
     """Every stream of the last step is admitted (none refused 4429) and the Gateway's Ray cap holds them:
     below it, streams past the cap waited to open while the ones open ran (check_capacity)."""
     import argparse
