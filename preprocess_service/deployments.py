@@ -39,7 +39,7 @@ from preprocess_service.openapi import (
 )
 from preprocess_service.protocol import ErrorResponse, ModelsResponse, ScoreRequest
 from preprocess_service.ray_metrics import RayMirror
-from preprocess_service.serve_config import GATEWAY, GATEWAY_MAX_ONGOING_REQUESTS
+from preprocess_service.serve_config import GATEWAY, GATEWAY_MAX_ONGOING_REQUESTS, check_slots
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings, Limits
 from preprocess_service.stream.protocol import STREAM_ROUTE
@@ -153,6 +153,9 @@ class Gateway(GrpcMethods):
     def __init__(self, extractor: DeploymentHandle | None, args: Mapping[str, Any] | None = None) -> None:
         self.settings = GatewaySettings.load(args)
         logging.getLogger("avpenet").setLevel(self.settings.log_level)
+        # The deploy-time check again, with this pod's AVPENET_* environment (e.g. AVPENET_MAX_IN_FLIGHT):
+        # a replica whose streams could fill its Ray slots fails to start, with the value to set.
+        check_slots(self.settings, serve.get_replica_context()._deployment_config.max_ongoing_requests)
 
         async def remote_extract(
             request: ScoreRequest, carrier: Mapping[str, str], media_s: float, timeout_s: float

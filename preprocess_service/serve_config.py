@@ -83,20 +83,25 @@ def check_capacity(config: Mapping[str, Any]) -> None:
         gateway = next((d for d in app.get("deployments", []) if d.get("name") == GATEWAY), None)
         if gateway is None:
             continue
-        settings = GatewaySettings.load(app.get("args"), environ={})
         held = gateway.get("max_ongoing_requests", GATEWAY_MAX_ONGOING_REQUESTS)
-        if held < (need := gateway_slots(app.get("args"))):
-            raise ValueError(
-                f"app {app.get('name')!r}: deployment {GATEWAY!r} max_ongoing_requests {held} is under "
-                f"args.streams.max_streams {settings.streams.max_streams} + args.limits.max_in_flight "
-                f"{settings.limits.max_in_flight} + {GATEWAY_HEADROOM} (probes, uploads still arriving, "
-                f"refusals): open streams would leave the replica no slot to answer in; set it to {need}"
-            )
+        check_slots(GatewaySettings.load(app.get("args"), environ={}), held, f"app {app.get('name')!r}: ")
 
 
-def gateway_slots(args: Mapping[str, Any] | None) -> int:
-    """The fewest `max_ongoing_requests` a Gateway replica with these app args needs (`check_capacity`)."""
-    settings = GatewaySettings.load(args, environ={})
+def check_slots(settings: GatewaySettings, held: int, where: str = "") -> None:
+    """`check_capacity`'s rule for one Gateway: at deploy on the config's args, and again in each replica
+    on its settings with its pod's AVPENET_* environment (deployments.Gateway), which the config omits."""
+    if held < (need := gateway_slots(settings)):
+        raise ValueError(
+            f"{where}deployment {GATEWAY!r} max_ongoing_requests {held} is under streams.max_streams "
+            f"{settings.streams.max_streams} + limits.max_in_flight {settings.limits.max_in_flight} + "
+            f"{GATEWAY_HEADROOM} (probes, uploads still arriving, refusals): open streams would leave the "
+            f"replica no slot to answer in; set it to {need}"
+        )
+
+
+def gateway_slots(args: Mapping[str, Any] | GatewaySettings | None) -> int:
+    """The fewest `max_ongoing_requests` a Gateway replica with these app args (or settings) needs."""
+    settings = args if isinstance(args, GatewaySettings) else GatewaySettings.load(args, environ={})
     return settings.streams.max_streams + settings.limits.max_in_flight + GATEWAY_HEADROOM
 
 

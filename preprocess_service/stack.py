@@ -230,8 +230,9 @@ class LocalStack:
             status = app.status if app else None
             if status == "RUNNING":
                 return
-            if status == "DEPLOY_FAILED":
-                raise RuntimeError(f"gateway deploy failed: {app.message}")
+            if status == "DEPLOY_FAILED":  # the deployments' messages carry the replica's exception
+                why = "; ".join(f"{name}: {d.message}" for name, d in app.deployments.items() if d.message)
+                raise RuntimeError(f"gateway deploy failed: {app.message} {why}")
             time.sleep(0.5)
         raise RuntimeError(f"gateway not running after {DEPLOY_TIMEOUT_S:.0f} s (status {status})")
 

@@ -65,3 +65,15 @@ def test_the_bench_raises_the_gateways_cap_with_its_admission_bound():
     deployments = bench.stack_deployments(limits)
     assert deployments == {GATEWAY: {"max_ongoing_requests": 64 + limits["max_in_flight"] + GATEWAY_HEADROOM}}
     localized(serve_config.load_config(), args={"limits": limits}, deployments=deployments)
+
+
+def test_a_replica_checks_the_rule_again_with_its_pods_environment():
+    """The config file passes, but AVPENET_MAX_IN_FLIGHT in a pod's environment (read only by the replica)
+    would let streams fill its slots: the Gateway replica refuses to start with the value to set."""
+    from preprocess_service.settings import GatewaySettings
+
+    (app,) = serve_config.load_config()["applications"]
+    serve_config.check_slots(GatewaySettings.load(app["args"], {}), 112)
+    pod = GatewaySettings.load(app["args"], {"AVPENET_MAX_IN_FLIGHT": "200"})
+    with pytest.raises(ValueError, match="limits.max_in_flight 200 .* set it to 296"):
+        serve_config.check_slots(pod, 112)
