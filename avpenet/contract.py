@@ -99,6 +99,11 @@ VISUAL_FEATURE_SEGMENTS: Final[tuple[tuple[str, int], ...]] = (
 VISUAL_FEATURE_DIM: Final = sum(w for _, w in VISUAL_FEATURE_SEGMENTS)
 
 
+def window_end_s(i: int) -> float:
+    """Where window i of a clip or stream ends, in seconds of media (it starts at i * HOP_SECONDS)."""
+    return i * HOP_SECONDS + WINDOW_SECONDS
+
+
 def feature_slice(segment: str) -> slice:
     """Columns of one named segment inside the per-frame visual feature vector."""
     start = 0

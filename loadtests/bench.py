@@ -729,9 +729,9 @@ def stack_limits() -> dict:
 
 def stack_deployments(limits: dict) -> dict:
     """The Gateway's Ray cap raised with the admission bound, as `serve_config.check_capacity` asks."""
-    from preprocess_service.serve_config import GATEWAY, local_gateway_slots
+    from preprocess_service.serve_config import gateway_deployments
 
-    return {GATEWAY: {"max_ongoing_requests": local_gateway_slots({"limits": limits})}}
+    return gateway_deployments({"limits": limits})
 
 
 def file_notes(path: Path | None) -> list[str]:

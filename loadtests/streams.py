@@ -170,14 +170,13 @@ def run(args: argparse.Namespace) -> int:
     if args.url:
         results = measure(args.url, args.api_key or os.environ.get("AVPENET_API_KEY"))
     else:
-        from preprocess_service.serve_config import GATEWAY, local_gateway_slots
+        from preprocess_service.serve_config import gateway_deployments
         from preprocess_service.stack import LocalStack
 
         key = secrets.token_urlsafe(24)
         most = max(counts)  # every stream of the ladder's last step held at once, none refused
         gateway = {"streams": {"max_streams": most, "max_streams_per_key": most}}
-        deployments = {GATEWAY: {"max_ongoing_requests": local_gateway_slots(gateway)}}
-        with LocalStack(api_keys=[key], args=gateway, deployments=deployments) as stack:
+        with LocalStack(api_keys=[key], args=gateway, deployments=gateway_deployments(gateway)) as stack:
             results = measure(stack.http_url, key)
     summary = {r["mode"]: r["max_streams_lag_p99_under_1s"] for r in results}
     print(json.dumps({"cpus": os.cpu_count(), "max_streams_lag_p99_under_1s": summary}))

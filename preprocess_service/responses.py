@@ -32,7 +32,7 @@ def build_response(
         WindowScore(
             index=i,
             start_s=i * contract.HOP_SECONDS,
-            end_s=min(i * contract.HOP_SECONDS + contract.WINDOW_SECONDS, span_end),
+            end_s=min(contract.window_end_s(i), span_end),
             score=float(scores[i]),
             level=contract.level_of(float(scores[i])),
             class_probs={lvl: float(p) for lvl, p in zip(contract.LEVELS, probs[i], strict=True)},

@@ -99,16 +99,17 @@ def check_slots(settings: GatewaySettings, held: int, where: str = "") -> None:
         )
 
 
-def gateway_slots(args: Mapping[str, Any] | GatewaySettings | None) -> int:
-    """The fewest `max_ongoing_requests` a Gateway replica with these app args (or settings) needs."""
-    settings = args if isinstance(args, GatewaySettings) else GatewaySettings.load(args, environ={})
+def gateway_slots(settings: GatewaySettings) -> int:
+    """The fewest `max_ongoing_requests` a Gateway replica with these settings needs (`check_slots`)."""
     return settings.streams.max_streams + settings.limits.max_in_flight + GATEWAY_HEADROOM
 
 
-def local_gateway_slots(args: Mapping[str, Any], path: str | os.PathLike = CONFIG_PATH) -> int:
-    """`gateway_slots` of the config's app args with `args` laid over them, as `localize` lays them."""
+def gateway_deployments(args: Mapping[str, Any], path: str | os.PathLike = CONFIG_PATH) -> dict[str, Any]:
+    """`localize`'s `deployments` for a stack whose app args raise the gateway's limits: the Gateway's cap
+    raised with them (the config's app args with `args` laid over them, as `localize` lays them)."""
     (app,) = load_config(path)["applications"]
-    return gateway_slots({**app.get("args", {}), **args})
+    settings = GatewaySettings.load({**app.get("args", {}), **args}, environ={})
+    return {GATEWAY: {"max_ongoing_requests": gateway_slots(settings)}}
 
 
 def check_timeouts(config: Mapping[str, Any]) -> None:

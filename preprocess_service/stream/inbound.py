@@ -60,7 +60,7 @@ class Inbound:
         t = frame_time(item.header)
         media_s = item.header["seq"] / contract.FPS if t is None else t
         behind_s = time.monotonic() - max(item.arrived, entry.opened_at + media_s)
-        due_s = next_window * contract.HOP_SECONDS + contract.WINDOW_SECONDS
+        due_s = contract.window_end_s(next_window)
         return behind_s >= self.limits.max_frame_wait_s and max(entry.received_s.values()) >= due_s
 
     def overflow(self) -> str | None:

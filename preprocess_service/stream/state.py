@@ -218,7 +218,7 @@ class StreamState:
         """Windows completed by the data so far (in order)."""
         out = []
         while True:
-            end_s = self.next_window * contract.HOP_SECONDS + contract.WINDOW_SECONDS
+            end_s = contract.window_end_s(self.next_window)
             lag = self._lagging()
             audio_done = not self.expect_audio or self.audio_s >= end_s or lag["audio"]
             frames_done = not self.expect_frames or self.frames_s >= end_s - 1e-9 or lag["visual"]
@@ -264,7 +264,7 @@ class StreamState:
         return ReadyWindow(
             index=i,
             start_s=i * contract.HOP_SECONDS,
-            end_s=i * contract.HOP_SECONDS + contract.WINDOW_SECONDS,
+            end_s=contract.window_end_s(i),
             inputs={k: v[:1] for k, v in inputs.items()},
             audio_ok=wave is not None,
             visual_ok=bool(mask is not None and mask.any()),

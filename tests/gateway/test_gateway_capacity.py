@@ -8,6 +8,8 @@ import pytest
 
 from preprocess_service import serve_config
 from preprocess_service.serve_config import GATEWAY, GATEWAY_HEADROOM
+from preprocess_service.settings import GatewaySettings
+from preprocess_service.stream.limits import StreamLimits
 
 
 def _gateway(config: dict) -> dict:
@@ -26,8 +28,9 @@ def test_the_committed_config_holds_every_stream_and_admitted_request_with_headr
     serve_config.check_capacity(config)  # and so the k8s RayService, generated from it
     (app,) = config["applications"]
     limits, streams = app["args"]["limits"], app["args"].get("streams", {})
-    need = streams.get("max_streams", 64) + limits["max_in_flight"] + GATEWAY_HEADROOM
-    assert _gateway(config)["max_ongoing_requests"] >= need == serve_config.gateway_slots(app["args"])
+    need = streams.get("max_streams", StreamLimits().max_streams) + limits["max_in_flight"] + GATEWAY_HEADROOM
+    settings = GatewaySettings.load(app["args"], {})
+    assert _gateway(config)["max_ongoing_requests"] >= need == serve_config.gateway_slots(settings)
 
 
 def test_a_gateway_that_open_streams_would_fill_is_refused_with_the_cap_it_needs():
@@ -63,15 +66,14 @@ def test_the_bench_raises_the_gateways_cap_with_its_admission_bound():
 
     limits = bench.stack_limits()  # max_in_flight 64: the bench's 32 clients are never refused 429
     deployments = bench.stack_deployments(limits)
-    assert deployments == {GATEWAY: {"max_ongoing_requests": 64 + limits["max_in_flight"] + GATEWAY_HEADROOM}}
+    need = StreamLimits().max_streams + limits["max_in_flight"] + GATEWAY_HEADROOM
+    assert deployments == {GATEWAY: {"max_ongoing_requests": need}}
     localized(serve_config.load_config(), args={"limits": limits}, deployments=deployments)
 
 
 def test_a_replica_checks_the_rule_again_with_its_pods_environment():
     """The config file passes, but AVPENET_MAX_IN_FLIGHT in a pod's environment (read only by the replica)
     would let streams fill its slots: the Gateway replica refuses to start with the value to set."""
-    from preprocess_service.settings import GatewaySettings
-
     (app,) = serve_config.load_config()["applications"]
     serve_config.check_slots(GatewaySettings.load(app["args"], {}), 112)
     pod = GatewaySettings.load(app["args"], {"AVPENET_MAX_IN_FLIGHT": "200"})
