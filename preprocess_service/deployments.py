@@ -42,6 +42,7 @@ from preprocess_service.ray_metrics import RayMirror
 from preprocess_service.serve_config import GATEWAY, GATEWAY_MAX_ONGOING_REQUESTS, check_slots
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings, Limits
+from preprocess_service.stream import affinity
 from preprocess_service.stream.protocol import STREAM_ROUTE
 from preprocess_service.stream.route import StreamHub, serve_stream
 
@@ -146,7 +147,10 @@ async def extract_remotely(
 
 
 @serve.deployment(
-    name=GATEWAY, ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=GATEWAY_MAX_ONGOING_REQUESTS
+    name=GATEWAY,
+    ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=GATEWAY_MAX_ONGOING_REQUESTS,
+    request_router_config=affinity.ROUTER_CONFIG,
 )
 @serve.ingress(api)
 class Gateway(GrpcMethods):
@@ -173,6 +177,10 @@ class Gateway(GrpcMethods):
         channel under a call cancels it, which Triton 2.51 may not survive (docs/RELIABILITY.md, Faults)."""
         self.metrics_mirror.stop()
         await self.service.close()
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """What Serve's routers read (stream/affinity.py): the streams this replica holds, for resumes."""
+        return affinity.routing_stats(list(self.streams.registry.streams.copy()))
 
     @api.post(
         SCORE_ROUTE, summary="Score a clip for pain", openapi_extra=SCORE_OPENAPI, responses=SCORE_RESPONSES

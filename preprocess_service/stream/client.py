@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -21,7 +22,13 @@ from websockets.exceptions import ConnectionClosed
 from avpenet import contract
 from avpenet.features.track import FaceTrack
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
-from preprocess_service.stream.protocol import FRAME_TIME, STREAM_ROUTE, encode_chunk, landmark_frame_bytes
+from preprocess_service.stream.protocol import (
+    FRAME_TIME,
+    STREAM_ID_QUERY,
+    STREAM_ROUTE,
+    encode_chunk,
+    landmark_frame_bytes,
+)
 
 
 def ws_url(http_url: str) -> str:
@@ -120,6 +127,8 @@ async def open_stream(url: str, api_key: str | None, start: dict, *, timeout_s: 
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     # No permessage-deflate: samples and frames hardly compress; deflating big frames blocks the loop.
+    if start.get("stream_id"):  # Serve routes it to the Gateway replica holding that stream (a resume)
+        url = f"{url}?{urlencode({STREAM_ID_QUERY: start['stream_id']})}"
     conn = await connect(
         url, additional_headers=headers, proxy=None, max_size=2**22, open_timeout=timeout_s, compression=None
     )

@@ -2,7 +2,8 @@
 
 Client → server:
 - text `{"type": "start", "mode": "landmarks"|"video"|"audio", "age_group": ..., "sample_rate": 16000,
-  "stream_id": optional (resume), "config": {...StreamConfig}}` — first message, exactly once.
+  "stream_id": optional (resume), "config": {...StreamConfig}}` — first message, exactly once. A resume
+  connects to `/v1/stream?stream_id=<id>` (STREAM_ID_QUERY), so Serve routes it to the replica holding it.
 - binary chunk: 4-byte big-endian header length, a JSON header, then the payload. Header
   `{"kind": "audio", "seq": n, "rate": 16000}` + little-endian float32 mono samples, or
   `{"kind": "frame", "seq": n}` + a landmark frame (FRAME_LAYOUT, float32) in landmarks mode, or
@@ -29,6 +30,9 @@ from avpenet import contract
 from avpenet.features.track import MAX_IMAGE_SIDE, FaceTrack
 
 STREAM_ROUTE = "/v1/stream"
+# A resume's URL may carry ?stream_id=<its id> (the SDK adds it): Serve then routes it to the Gateway replica
+# holding that stream (affinity.py). It must equal the start message's stream_id.
+STREAM_ID_QUERY = "stream_id"
 EVENT_TYPES = (
     "started", "score", "trend", "alert", "alert_cleared", "signal_lost", "signal_back", "error", "end",
 )  # fmt: skip

@@ -1,9 +1,9 @@
 """The replica's monitoring streams: limits per key and per replica, and dropped streams kept for a resume.
 
 A stream's state (buffers, its FaceLandmarker, the alert state) lives in the Gateway replica that accepted
-it. A reconnect with the same stream id reaches that state only on the same replica (Serve's HTTP proxy picks
-a replica per connection; with several Gateway replicas a resume may land elsewhere and then starts afresh
-under the same id, `resumed: false`).
+it. A reconnect with the same stream id reaches that state only on the same replica: the Gateway's request
+router sends a resume whose URL names its stream id there (affinity.py); one that lands elsewhere (the holder
+gone or full, or no id in the URL) starts afresh under the same id, `resumed: false`.
 """
 
 from __future__ import annotations

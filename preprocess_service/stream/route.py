@@ -20,6 +20,7 @@ from preprocess_service.stream.protocol import (
     CLOSE_BAD_START,
     CLOSE_OVER_LIMIT,
     CLOSE_UNAUTHENTICATED,
+    STREAM_ID_QUERY,
     STREAM_ROUTE,
     StreamRejected,
     parse_start,
@@ -77,6 +78,10 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
         )
     except StreamRejected as exc:
         return await _refuse(ws, hub, CLOSE_BAD_START, exc.code, exc.detail)
+    hint = ws.query_params.get(STREAM_ID_QUERY)
+    if hint is not None and hint != start.stream_id:
+        detail = f"the URL's {STREAM_ID_QUERY} must equal the start message's stream_id (it routes a resume)"
+        return await _refuse(ws, hub, CLOSE_BAD_START, "bad_start", detail)
     sid = start.stream_id or uuid.uuid4().hex
     record.request_id = sid
     try:

@@ -1,0 +1,177 @@
+"""A resume reaches the Gateway replica that holds its stream, with several Gateway replicas.
+
+With two replicas, Serve's default routing sent a reconnect to either, and the other one started the stream
+afresh (`resumed: false`: alert state and baseline lost). The Gateway now reports the streams it holds and
+its router sends a WebSocket with `?stream_id=` to the holder (preprocess_service/stream/affinity.py).
+
+The stack under test runs two Gateway replicas in a subprocess of its own (a process holds one Ray cluster,
+the session's stack holds this one), against the session's Triton. Unit tests of the router's parts below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from ray.serve._private.common import StreamingHTTPRequest
+from support.gateway import API_KEY
+from websockets.asyncio.client import connect
+
+from preprocess_service.stream import affinity
+from preprocess_service.stream.client import ws_url
+
+SCRIPT = r"""
+import asyncio, json, sys, time
+from types import SimpleNamespace
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+from preprocess_service.stack import LocalStack
+from preprocess_service.stream.client import Recording, open_stream, send_recording, ws_url
+from preprocess_service.stream.affinity import ROUTER_CONFIG
+
+RESUMES, UNHINTED = 6, 12
+scaling = {"min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 8}
+stack = LocalStack(
+    triton=SimpleNamespace(grpc_url=sys.argv[1]), api_keys=["k"], grpc_port=None, max_replicas=2,
+    deployments={"Gateway": {"autoscaling_config": scaling}},
+).start()
+url = ws_url(stack.http_url)
+rec = Recording(wave=np.zeros(16000, np.float32))
+stats_s = ROUTER_CONFIG["request_routing_stats_period_s"]
+
+
+async def reopen(start):
+    # A resume right after a disconnect may find the old connection not yet detached: retry that one.
+    for _ in range(50):
+        try:
+            return await open_stream(url, "k", start)
+        except ConnectionError as exc:
+            if "stream_id_busy" not in str(exc):
+                raise
+            await asyncio.sleep(0.2)
+    raise RuntimeError("stream id still busy")
+
+
+async def hop(stream):
+    await send_recording(stream, rec, speed=0, end=False)  # 1 s of audio, then the link drops
+    await stream.conn.close()
+
+
+async def plain_resume(sid):
+    # What a client without the hint sends (the URL has no stream_id): Serve's default choice of replica.
+    async with connect(url, additional_headers={"Authorization": "Bearer k"}, proxy=None) as conn:
+        await conn.send(json.dumps(rec.start("adult", stream_id=sid)))
+        return json.loads(await conn.recv())
+
+
+async def main():
+    hinted = []
+    first = await open_stream(url, "k", rec.start("adult", stream_id="bed-12-affinity"))
+    await hop(first)
+    await asyncio.sleep(3 * stats_s)  # the replicas' next routing stats name the stream
+    for _ in range(RESUMES):
+        s = await reopen(rec.start("adult", stream_id="bed-12-affinity"))
+        hinted.append({"resumed": s.started["resumed"], "media_s": s.started["media_s"]})
+        await hop(s)
+    other = await open_stream(url, "k", rec.start("adult", stream_id="bed-14-no-hint"))
+    await hop(other)
+    await asyncio.sleep(3 * stats_s)
+    unhinted = []
+    for _ in range(UNHINTED):
+        for _ in range(50):
+            started = await plain_resume("bed-14-no-hint")
+            if started.get("code") != "stream_id_busy":
+                break
+            await asyncio.sleep(0.2)
+        unhinted.append(started.get("resumed"))
+    return {"hinted": hinted, "unhinted": unhinted}
+
+
+try:
+    print("RESULT " + json.dumps(asyncio.run(main())), flush=True)
+finally:
+    stack.stop()
+"""
+
+
+@pytest.mark.integration
+def test_resumes_reach_the_replica_holding_the_stream(triton_server) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, triton_server.grpc_url], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]  # Ray writes there too
+    result = json.loads(line.removeprefix("RESULT "))
+    hinted = result["hinted"]
+    assert [h["resumed"] for h in hinted] == [True] * 6, hinted
+    # each resume found the seconds sent before it: one state, carried across six reconnects
+    assert [h["media_s"] for h in hinted] == [float(i) for i in range(1, 7)], hinted
+    # without the hint a resume lands on either replica: two replicas really served, so the above is routing
+    assert False in result["unhinted"], result["unhinted"]
+
+
+def test_a_url_hint_other_than_the_start_id_is_refused_with_the_reason(gateway_stack) -> None:
+    async def scenario() -> tuple[dict, int | None]:
+        url = ws_url(gateway_stack.http_url) + "?stream_id=bed-15-other"
+        async with connect(url, additional_headers={"Authorization": f"Bearer {API_KEY}"}, proxy=None) as ws:
+            start = {"type": "start", "mode": "audio", "age_group": "adult", "stream_id": "bed-15-mine"}
+            await ws.send(json.dumps(start))
+            first = json.loads(await ws.recv())
+            await ws.wait_closed()
+            return first, ws.close_code
+
+    first, code = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert first["code"] == "bad_start" and "stream_id" in first["detail"], first
+    assert code == 4400
+
+
+def _scope_pickle(path: str, query: bytes, kind: str = "websocket") -> bytes:
+    scope = {"type": kind, "path": path, "query_string": query, "headers": []}
+    return pickle.dumps(StreamingHTTPRequest(asgi_scope=scope, proxy_actor_name="proxy"))
+
+
+def _pending(arg, http: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(args=[arg], metadata=SimpleNamespace(is_http_request=http))
+
+
+def test_the_hint_is_read_from_a_stream_websocket_only() -> None:
+    key = affinity.routing_key("bed-12-affinity")
+    assert affinity.stream_hint(_pending(_scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))) == key
+    assert affinity.stream_hint(_pending(_scope_pickle("/v1/stream", b"x=1"))) is None
+    upload = _scope_pickle("/v1/score", b"stream_id=bed-12-affinity", "http")
+    assert affinity.stream_hint(_pending(upload)) is None
+    assert affinity.stream_hint(_pending(b"stream_id=not a pickle")) is None
+    assert affinity.stream_hint(_pending("not bytes")) is None
+    hinted = _scope_pickle("/v1/stream", b"stream_id=bed-12-affinity")
+    assert affinity.stream_hint(_pending(hinted, http=False)) is None  # gRPC: its media is never scanned
+    assert affinity.stream_hint(None) is None
+
+
+def test_replicas_report_hashes_and_the_holder_is_found() -> None:
+    stats = affinity.routing_stats(["bed-12-affinity", "bed-14-no-hint"])
+    assert "bed-12-affinity" not in json.dumps(stats)  # a client-chosen id is not passed around as is
+    holder = SimpleNamespace(routing_stats=stats)
+    other = SimpleNamespace(routing_stats={})
+    starting = SimpleNamespace(routing_stats=None)
+    key = affinity.routing_key("bed-12-affinity")
+    assert affinity.holders([other, holder, starting], key) == [holder]
+    assert affinity.holders([other, starting], key) == []
+
+
+def test_the_router_ranks_the_holder_first_and_draws_two_otherwise() -> None:
+    replicas = [SimpleNamespace(replica_id=i, routing_stats={}) for i in range(4)]
+    replicas[2].routing_stats = affinity.routing_stats(["bed-12-affinity"])
+    router = affinity.StreamAffinityRouter.__new__(affinity.StreamAffinityRouter)
+    router.apply_locality_routing = lambda pending: {0, 1, 2, 3}  # every replica equally near
+    resume = _pending(_scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))
+    ranks = asyncio.run(router.choose_replicas(replicas, resume))
+    assert ranks[0] == [replicas[2]] and len(ranks[1]) == 2 and replicas[2] not in ranks[1]
+    ranks = asyncio.run(router.choose_replicas(replicas, _pending(_scope_pickle("/v1/stream", b""))))
+    assert len(ranks) == 1 and len(ranks[0]) == 2
