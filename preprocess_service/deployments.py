@@ -180,7 +180,7 @@ class Gateway(GrpcMethods):
 
     def record_routing_stats(self) -> dict[str, Any]:
         """What Serve's routers read (stream/affinity.py): the streams this replica holds, for resumes."""
-        return affinity.routing_stats(list(self.streams.registry.streams.copy()))
+        return affinity.routing_stats(self.streams.registry.attach_times())
 
     @api.post(
         SCORE_ROUTE, summary="Score a clip for pain", openapi_extra=SCORE_OPENAPI, responses=SCORE_RESPONSES

@@ -10,7 +10,8 @@ replica that reported it. Every other request is routed as by Serve's default ro
 (same node first), the less busy one taken. The holder is ranked first, not alone: one full to its request
 cap lets the resume start afresh on another replica rather than wait. Stats are collected every
 `request_routing_stats_period_s` (serve_config.yaml), so a resume within that time of its stream's first open
-may still land elsewhere.
+may still land elsewhere; the id then has two copies, and the one attached last takes every later resume
+(the other expires `resume_ttl_s` after its last use).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def routing_key(stream_id: str) -> str:
     return hashlib.sha256(stream_id.encode()).hexdigest()[:24]
 
 
-def routing_stats(stream_ids: list[str]) -> dict[str, Any]:
-    """The Gateway's `record_routing_stats` answer: the streams it holds, attached or kept for a resume."""
-    return {STAT: sorted(routing_key(sid) for sid in stream_ids)}
+def routing_stats(attached: dict[str, float]) -> dict[str, Any]:
+    """The Gateway's `record_routing_stats` answer: each stream it holds (attached or kept for a resume) with
+    the wall time of its last open or resume."""
+    return {STAT: {routing_key(sid): at for sid, at in attached.items()}}
 
 
 def stream_hint(pending: PendingRequest | None) -> str | None:
@@ -62,9 +64,12 @@ def stream_hint(pending: PendingRequest | None) -> str | None:
     return routing_key(values[0]) if values else None
 
 
-def holders(candidates: list[RunningReplica], key: str) -> list[RunningReplica]:
-    """The candidate replicas that last reported holding the stream of `key`."""
-    return [r for r in candidates if key in (r.routing_stats or {}).get(STAT, ())]
+def holder(candidates: list[RunningReplica], key: str) -> RunningReplica | None:
+    """The candidate replica that last reported holding the stream of `key`; of two (a resume that once
+    landed elsewhere started a second copy there), the one attached last, so later resumes stay with it."""
+    attached = [(r.routing_stats or {}).get(STAT, {}).get(key) for r in candidates]
+    held = [(at, i) for i, at in enumerate(attached) if at is not None]
+    return candidates[max(held)[1]] if held else None
 
 
 class StreamAffinityRouter(LocalityMixin, RequestRouter):
@@ -75,7 +80,8 @@ class StreamAffinityRouter(LocalityMixin, RequestRouter):
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         key = stream_hint(pending_request)
-        first = holders(candidate_replicas, key) if key is not None else []
+        found = holder(candidate_replicas, key) if key is not None else None
+        first = [found] if found is not None else []
         rest = [r for r in candidate_replicas if r not in first]
         by_id = {r.replica_id: r for r in rest}
         near = [by_id[i] for i in self.apply_locality_routing(pending_request) if i in by_id] or rest

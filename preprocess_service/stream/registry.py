@@ -32,6 +32,7 @@ class Entry:
     opened_at: float = field(default_factory=time.monotonic)
     received_s: dict = field(default_factory=lambda: {"audio": 0.0, "frame": 0.0})  # media seconds received
     attached: bool = True
+    attached_wall: float = field(default_factory=time.time)  # the last open or resume (affinity.py)
     detached_at: float = 0.0
     finished: bool = False
 
@@ -70,7 +71,7 @@ class StreamRegistry:
                 raise StreamRejected(
                     "bad_start", "a resume must send the same start message (mode, rates, config)"
                 )
-            entry.attached = True
+            entry.attached, entry.attached_wall = True, time.time()
             return entry, True
         if len(self.streams) >= self.limits.max_streams:
             raise StreamRejected(
@@ -107,6 +108,10 @@ class StreamRegistry:
 
     def count(self) -> int:
         return len(self.streams)
+
+    def attach_times(self) -> dict[str, float]:
+        """Stream id -> wall time of its last open or resume, for every stream held (read from any thread)."""
+        return {sid: e.attached_wall for sid, e in self.streams.copy().items()}
 
 
 def resume_events(entry: Entry, resumed: bool, last_event: int) -> tuple[dict, list[dict]]:

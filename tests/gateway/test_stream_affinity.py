@@ -155,19 +155,23 @@ def test_the_hint_is_read_from_a_stream_websocket_only() -> None:
 
 
 def test_replicas_report_hashes_and_the_holder_is_found() -> None:
-    stats = affinity.routing_stats(["bed-12-affinity", "bed-14-no-hint"])
+    stats = affinity.routing_stats({"bed-12-affinity": 100.0, "bed-14-no-hint": 90.0})
     assert "bed-12-affinity" not in json.dumps(stats)  # a client-chosen id is not passed around as is
     holder = SimpleNamespace(routing_stats=stats)
     other = SimpleNamespace(routing_stats={})
     starting = SimpleNamespace(routing_stats=None)
     key = affinity.routing_key("bed-12-affinity")
-    assert affinity.holders([other, holder, starting], key) == [holder]
-    assert affinity.holders([other, starting], key) == []
+    assert affinity.holder([other, holder, starting], key) is holder
+    assert affinity.holder([other, starting], key) is None
+    # a second copy (a resume once started afresh elsewhere): the copy attached last keeps the resumes
+    newer = SimpleNamespace(routing_stats=affinity.routing_stats({"bed-12-affinity": 150.0}))
+    assert affinity.holder([holder, newer, other], key) is newer
+    assert affinity.holder([newer, holder], key) is newer
 
 
 def test_the_router_ranks_the_holder_first_and_draws_two_otherwise() -> None:
     replicas = [SimpleNamespace(replica_id=i, routing_stats={}) for i in range(4)]
-    replicas[2].routing_stats = affinity.routing_stats(["bed-12-affinity"])
+    replicas[2].routing_stats = affinity.routing_stats({"bed-12-affinity": 100.0})
     router = affinity.StreamAffinityRouter.__new__(affinity.StreamAffinityRouter)
     router.apply_locality_routing = lambda pending: {0, 1, 2, 3}  # every replica equally near
     resume = _pending(_scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))
