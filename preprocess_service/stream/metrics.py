@@ -16,6 +16,8 @@ LAG = "avpenet_gateway_stream_lag_seconds"  # histogram: mode
 EVENTS = "avpenet_gateway_stream_events"  # counter (*_total): type
 DROPPED = "avpenet_gateway_stream_dropped_frames"  # counter (*_total): frames dropped by flow control
 CLOSES = "avpenet_gateway_stream_closes"  # counter (*_total): code
+# counter (*_total): reconnects (a start with last_event >= 0) by result: resumed, or afresh (no state here)
+RESUMES = "avpenet_gateway_stream_resumes"
 MODES = ("landmarks", "video", "audio")
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -32,6 +34,11 @@ class StreamMetrics:
         self.closes = Counter(
             CLOSES, "Monitoring streams closed, by close code", ("code",), registry=registry
         )
+        self.resumes = Counter(
+            RESUMES, "Stream reconnects, by whether the replica held it", ("result",), registry=registry
+        )
+        for result in ("resumed", "afresh"):
+            self.resumes.labels(result)
         for mode in MODES:  # series exist from the start: dashboards see zeros, not gaps
             self.active.labels(mode)
             self.lag.labels(mode)

@@ -89,6 +89,8 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
     except StreamRejected as exc:
         code = CLOSE_OVER_LIMIT if exc.code in ("over_limit", "stream_id_busy") else CLOSE_BAD_START
         return await _refuse(ws, hub, code, exc.code, exc.detail)
+    if start.last_event >= 0:  # a client reconnecting after events: did it find its stream's state here?
+        hub.metrics.resumes.labels("resumed" if resumed else "afresh").inc()
     mode = start.mode
     hub.metrics.active.labels(mode).inc()
     hub.metrics.held.set(hub.registry.count())

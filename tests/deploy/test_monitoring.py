@@ -24,6 +24,7 @@ ALERTS = {
     "AvpenetTritonQueueTimeHigh",
     "AvpenetProxyRejections",
     "AvpenetStreamsBehind",
+    "AvpenetStreamResumesLost",
 }
 
 pytestmark = pytest.mark.skipif(

@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
+import requests
 from ray.serve._private.common import StreamingHTTPRequest
 from support.gateway import API_KEY
 from websockets.asyncio.client import connect
 
 from preprocess_service.stream import affinity
-from preprocess_service.stream.client import ws_url
+from preprocess_service.stream.client import open_stream, ws_url
+from preprocess_service.stream.metrics import RESUMES
 
 SCRIPT = r"""
 import asyncio, json, sys, time
@@ -130,6 +133,33 @@ def test_a_url_hint_other_than_the_start_id_is_refused_with_the_reason(gateway_s
     first, code = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert first["code"] == "bad_start" and "stream_id" in first["detail"], first
     assert code == 4400
+
+
+def _resumes(http_url: str) -> dict[str, float]:
+    text = requests.get(f"{http_url}/metrics", timeout=5).text
+    return {m[0]: float(m[1]) for m in re.findall(rf'^{RESUMES}_total{{result="(\w+)"}} (\S+)$', text, re.M)}
+
+
+def test_reconnects_are_counted_by_whether_they_found_their_state(gateway_stack) -> None:
+    url, before = ws_url(gateway_stack.http_url), _resumes(gateway_stack.http_url)
+
+    async def scenario() -> None:
+        start = {"type": "start", "mode": "audio", "age_group": "adult", "stream_id": "bed-16-counted"}
+        await (await open_stream(url, API_KEY, start)).conn.close()  # a first open: not a reconnect
+        for sid in ("bed-16-counted", "bed-17-unknown"):  # held here / never opened (expired, elsewhere)
+            for _ in range(50):
+                try:
+                    stream = await open_stream(url, API_KEY, {**start, "stream_id": sid, "last_event": 0})
+                    break
+                except ConnectionError as exc:  # the first connection not yet seen closed
+                    assert "stream_id_busy" in str(exc), exc
+                    await asyncio.sleep(0.2)
+            await stream.control(type="end")
+            await stream.conn.wait_closed()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    after = _resumes(gateway_stack.http_url)
+    assert {k: after[k] - before.get(k, 0.0) for k in after} == {"resumed": 1.0, "afresh": 1.0}
 
 
 def _scope_pickle(path: str, query: bytes, kind: str = "websocket") -> bytes:
