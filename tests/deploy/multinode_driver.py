@@ -1,9 +1,11 @@
 """Driver for test_multinode.py, run in its own interpreter (the test process may hold another Ray):
 joins the two-node cluster, deploys serve_config.yaml (localised as `avpenet serve` does, 2 replicas per
-deployment), and prints one JSON line: nodes, where each replica runs, and the statuses of the requests."""
+deployment), and prints one JSON line: nodes, where each replica runs, the statuses of the requests, and
+what six resumes of one monitoring stream found (the Gateway's request router, stream/affinity.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -16,9 +18,12 @@ from ray import serve
 from ray.serve._private.api import serve_start
 from ray.serve.config import gRPCOptions
 from ray.serve.schema import ServeDeploySchema
+from support.stream_resumes import resume_hops
 
 from preprocess_service.serve_config import localize
 from preprocess_service.stack import APP_NAME, load_config
+from preprocess_service.stream.affinity import ROUTER_CONFIG
+from preprocess_service.stream.client import ws_url
 
 REPLICAS = 2
 REQUESTS = 12
@@ -84,8 +89,11 @@ def main(address: str, triton_url: str, http_port: int, key: str, clips: str) ->
     url = f"http://127.0.0.1:{http_port}"
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(lambda i: score(url, key, uploads[i % 2]), range(REQUESTS)))
+    settle_s = 3 * ROUTER_CONFIG["request_routing_stats_period_s"]
+    resumes = asyncio.run(resume_hops(ws_url(url), key, "bed-21-multinode", 6, settle_s))
     nodes = {n["NodeID"]: sorted(n["Resources"]) for n in ray.nodes() if n["Alive"]}
-    print(json.dumps({"nodes": nodes, "placement": placement(), "statuses": statuses}), flush=True)
+    report = {"nodes": nodes, "placement": placement(), "statuses": statuses, "resumes": resumes}
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

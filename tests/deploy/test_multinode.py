@@ -1,7 +1,8 @@
 """The gateway on a Ray cluster of two nodes: a head and a worker started with `ray start` on loopback, each
 with its own custom resource; serve_config.yaml (what the RayService deploys) with 2 replicas per deployment
-places one of each on each node (Serve spreads replicas), and every request through the head's proxy is
-answered. Slow (two raylets and four replicas on a 2-core box): `make multinode`.
+places one of each on each node (Serve spreads replicas), every request through the head's proxy is
+answered, and a monitoring stream's resumes reach the Gateway replica holding it. Slow (two raylets and four
+replicas on a 2-core box): `make multinode`.
 """
 
 from __future__ import annotations
@@ -97,3 +98,6 @@ def test_replicas_on_two_nodes_all_serving(triton_server, tmp_path):
     for deployment in ("Gateway", "FeatureExtractor"):
         assert set(report["placement"][deployment]) == nodes, (deployment, report["placement"])
     assert report["statuses"] and set(report["statuses"]) == {"200"}, report["statuses"]
+    # a stream resumed six times through the proxy found its state on whichever node holds it each time
+    expected = [{"resumed": True, "media_s": float(i)} for i in range(1, 7)]
+    assert report["resumes"] == expected, report["resumes"]

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -28,72 +30,44 @@ from preprocess_service.stream import affinity
 from preprocess_service.stream.client import open_stream, ws_url
 from preprocess_service.stream.metrics import RESUMES
 
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
-import asyncio, json, sys, time
+import asyncio, json, sys
 from types import SimpleNamespace
 
-import numpy as np
 from websockets.asyncio.client import connect
 
 from preprocess_service.stack import LocalStack
-from preprocess_service.stream.client import Recording, open_stream, send_recording, ws_url
 from preprocess_service.stream.affinity import ROUTER_CONFIG
+from preprocess_service.stream.client import open_stream, ws_url
+from support.stream_resumes import ONE_SECOND, hop, resume_hops
 
-RESUMES, UNHINTED = 6, 12
+UNHINTED = 12
 scaling = {"min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 8}
 stack = LocalStack(
     triton=SimpleNamespace(grpc_url=sys.argv[1]), api_keys=["k"], grpc_port=None, max_replicas=2,
     deployments={"Gateway": {"autoscaling_config": scaling}},
 ).start()
 url = ws_url(stack.http_url)
-rec = Recording(wave=np.zeros(16000, np.float32))
-stats_s = ROUTER_CONFIG["request_routing_stats_period_s"]
-
-
-async def reopen(start):
-    # A resume right after a disconnect may find the old connection not yet detached: retry that one.
-    for _ in range(50):
-        try:
-            return await open_stream(url, "k", start)
-        except ConnectionError as exc:
-            if "stream_id_busy" not in str(exc):
-                raise
-            await asyncio.sleep(0.2)
-    raise RuntimeError("stream id still busy")
-
-
-async def hop(stream):
-    await send_recording(stream, rec, speed=0, end=False)  # 1 s of audio, then the link drops
-    await stream.conn.close()
+settle_s = 3 * ROUTER_CONFIG["request_routing_stats_period_s"]  # the replicas' next stats name the stream
 
 
 async def plain_resume(sid):
     # What a client without the hint sends (the URL has no stream_id): Serve's default choice of replica.
-    async with connect(url, additional_headers={"Authorization": "Bearer k"}, proxy=None) as conn:
-        await conn.send(json.dumps(rec.start("adult", stream_id=sid)))
-        return json.loads(await conn.recv())
+    for _ in range(50):
+        async with connect(url, additional_headers={"Authorization": "Bearer k"}, proxy=None) as conn:
+            await conn.send(json.dumps(ONE_SECOND.start("adult", stream_id=sid)))
+            started = json.loads(await conn.recv())
+        if started.get("code") != "stream_id_busy":
+            return started.get("resumed")
+        await asyncio.sleep(0.2)
 
 
 async def main():
-    hinted = []
-    first = await open_stream(url, "k", rec.start("adult", stream_id="bed-12-affinity"))
-    await hop(first)
-    await asyncio.sleep(3 * stats_s)  # the replicas' next routing stats name the stream
-    for _ in range(RESUMES):
-        s = await reopen(rec.start("adult", stream_id="bed-12-affinity"))
-        hinted.append({"resumed": s.started["resumed"], "media_s": s.started["media_s"]})
-        await hop(s)
-    other = await open_stream(url, "k", rec.start("adult", stream_id="bed-14-no-hint"))
-    await hop(other)
-    await asyncio.sleep(3 * stats_s)
-    unhinted = []
-    for _ in range(UNHINTED):
-        for _ in range(50):
-            started = await plain_resume("bed-14-no-hint")
-            if started.get("code") != "stream_id_busy":
-                break
-            await asyncio.sleep(0.2)
-        unhinted.append(started.get("resumed"))
+    hinted = await resume_hops(url, "k", "bed-12-affinity", 6, settle_s)
+    await hop(await open_stream(url, "k", ONE_SECOND.start("adult", stream_id="bed-14-no-hint")))
+    await asyncio.sleep(settle_s)
+    unhinted = [await plain_resume("bed-14-no-hint") for _ in range(UNHINTED)]
     return {"hinted": hinted, "unhinted": unhinted}
 
 
@@ -106,8 +80,13 @@ finally:
 
 @pytest.mark.integration
 def test_resumes_reach_the_replica_holding_the_stream(triton_server) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}  # support/ too
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, triton_server.grpc_url], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SCRIPT, triton_server.grpc_url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]  # Ray writes there too
