@@ -113,9 +113,12 @@ def _gateway_metrics() -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
     from preprocess_service import telemetry
+    from preprocess_service.stream.metrics import StreamMetrics
 
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
-    text = telemetry.Metrics().exposition().decode()
+    metrics = telemetry.Metrics()
+    StreamMetrics(metrics.registry)  # the monitoring streams' families, in the same registry (stream/route.py)
+    text = metrics.exposition().decode()
     return {f.name + s for f in text_string_to_metric_families(text) for s in suffixes.get(f.type, ("",))}
 
 
