@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -29,6 +30,10 @@ from preprocess_service.stream.protocol import (
     encode_chunk,
     landmark_frame_bytes,
 )
+
+KEEP_BYTES = (
+    16 * 1024 * 1024
+)  # chunks kept for a resend: twice what a server queues (streams.max_pending_bytes)
 
 
 def ws_url(http_url: str) -> str:
@@ -64,17 +69,72 @@ class Recording:
 
 
 class Stream:
-    """An open stream: `send_*` number the chunks; `events` is every event received, in order."""
+    """An open stream: `send_*` number the chunks; `events` is every event received, in order. The chunks
+    sent last are kept (up to KEEP_BYTES) so that `reconnect` can resend what the server never processed."""
 
-    def __init__(self, conn: ClientConnection, started: dict) -> None:
+    def __init__(self, conn: ClientConnection, started: dict, opened: dict | None = None) -> None:
         self.conn, self.started = conn, started
         self.seq = dict(started.get("next_seq", {"audio": 0, "frame": 0}))
         self.events: list[dict] = []
+        self.opened = opened or {}  # open_stream's arguments, for reconnect
+        self.sent: deque[tuple[str, int, bytes]] = deque()  # (kind, seq, chunk) in send order
+        self._sent_bytes = 0
 
     async def send_audio(self, samples: np.ndarray, rate: int = contract.SAMPLE_RATE) -> None:
         header = {"kind": "audio", "seq": self.seq["audio"], "rate": rate}
         self.seq["audio"] += 1
-        await self.conn.send(encode_chunk(header, np.asarray(samples, "<f4").tobytes()))
+        await self._send(header, np.asarray(samples, "<f4").tobytes())
+
+    async def _send(self, header: dict, payload: bytes) -> None:
+        chunk = encode_chunk(header, payload)
+        self._keep(header["kind"], header["seq"], chunk)
+        await self.conn.send(chunk)
+
+    def _keep(self, kind: str, seq: int, chunk: bytes) -> None:
+        self.sent.append((kind, seq, chunk))
+        self._sent_bytes += len(chunk)
+        while self._sent_bytes > KEEP_BYTES:
+            self._sent_bytes -= len(self.sent.popleft()[2])
+
+    @property
+    def last_event(self) -> int:
+        """The seq of the last event received (-1: none), which a resume asks the server to continue after."""
+        return max((e["seq"] for e in self.events if "seq" in e), default=-1)
+
+    async def reconnect(self, *, busy_timeout_s: float = 45.0) -> Stream:
+        """After the connection dropped: open the stream again with its id and the last event received (the
+        URL carries the id, so Serve routes it to the replica holding it), resend every kept chunk from the
+        server's `next_seq` on, and go on numbering where this stream stopped. The server answers
+        `stream_id_busy` until it has seen the old connection break and processed what it had queued (its
+        stall timeout plus its drain): retried for `busy_timeout_s`. A resume that starts afresh
+        (`started.resumed` false: the state was gone) numbers from 0 and resends nothing. ConnectionError
+        when refused, or when the server needs chunks older than those kept."""
+        sid, last = self.started["stream_id"], self.last_event
+        start = {**self.opened["start"], "stream_id": sid, "last_event": last}
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                new = await open_stream(self.opened["url"], self.opened["api_key"], start)
+                break
+            except ConnectionError as exc:
+                if "stream_id_busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        if not new.started["resumed"]:
+            return new
+        resend = [(kind, seq, chunk) for kind, seq, chunk in self.sent if seq >= new.seq[kind]]
+        for kind in new.seq:
+            first = min((seq for k, seq, _ in resend if k == kind), default=self.seq[kind])
+            if first > new.seq[kind]:
+                await new.conn.close()
+                raise ConnectionError(
+                    f"the server needs {kind} chunks from {new.seq[kind]}; kept from {first}"
+                )
+        for kind, seq, chunk in resend:
+            new._keep(kind, seq, chunk)
+            await new.conn.send(chunk)
+        new.seq = dict(self.seq)
+        return new
 
     async def send_landmarks(self, track: FaceTrack, i: int, t: float | None = None) -> None:
         """Frame i of a track; `t`: its capture time in s since the stream's start (protocol.FRAME_TIME)."""
@@ -95,7 +155,7 @@ class Stream:
         header = {"kind": "frame", "seq": self.seq["frame"], **header}
         if t is not None:
             header[FRAME_TIME] = round(t, 6)
-        await self.conn.send(encode_chunk(header, payload))
+        await self._send(header, payload)
         self.seq["frame"] += 1
 
     async def control(self, **msg) -> None:
@@ -141,7 +201,7 @@ async def open_stream(url: str, api_key: str | None, start: dict, *, timeout_s: 
     if first.get("type") != "started":
         await conn.close()
         raise ConnectionError(f"stream refused: {first.get('code')}: {first.get('detail')}")
-    return Stream(conn, first)
+    return Stream(conn, first, {"url": url.split("?")[0], "api_key": api_key, "start": start})
 
 
 async def send_recording(
@@ -150,14 +210,16 @@ async def send_recording(
     *,
     speed: float = 1.0,
     first_tick: int = 0,
+    last_tick: int | None = None,
     handling: list[tuple[float, float]] = (),
     fmt: str = "png",
     end: bool = True,
 ) -> None:
-    """Send ticks first_tick.. of `rec` (one frame + 1/FPS s of audio each), paced by `speed`, then `end`."""
+    """Send ticks first_tick..last_tick (default: to the end) of `rec` (one frame + 1/FPS s of audio each),
+    paced by `speed`, then `end`."""
     t0 = time.monotonic()
     marks = sorted([(b, True) for b, _ in handling] + [(e, False) for _, e in handling])
-    for k in range(first_tick, rec.ticks()):
+    for k in range(first_tick, rec.ticks() if last_tick is None else min(last_tick, rec.ticks())):
         while marks and marks[0][0] <= k / contract.FPS + 1e-9:  # handling declared at its media time
             await stream.control(type="handling", active=marks.pop(0)[1])
         if rec.wave is not None:

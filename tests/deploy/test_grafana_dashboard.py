@@ -117,7 +117,7 @@ def _gateway_metrics() -> set[str]:
 
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     metrics = telemetry.Metrics()
-    StreamMetrics(metrics.registry)  # the monitoring streams' families, in the same registry (stream/route.py)
+    StreamMetrics(metrics.registry)  # the monitoring streams' families (stream/route.py registers them there)
     text = metrics.exposition().decode()
     return {f.name + s for f in text_string_to_metric_families(text) for s in suffixes.get(f.type, ("",))}
 

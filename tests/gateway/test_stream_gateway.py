@@ -265,6 +265,42 @@ def test_resume_after_reconnect(gateway_stack):
     assert sorted(set(windows)) == [0, 1, 2, 3]
 
 
+def test_the_client_reconnects_and_resends_what_the_server_never_got(gateway_stack):
+    """A link that drops with chunks in transit: `Stream.reconnect` resumes from the server's next_seq and
+    resends the kept chunks the server never received, so every window is scored, once."""
+    url = ws_url(gateway_stack.http_url)
+    _, _, rec = adult_clip()
+    half, lost = 35, 5  # 3.5 s: window 0 (0-3 s) is scored before the link drops; then 0.5 s in transit
+
+    async def scenario():
+        first = await open_stream(url, API_KEY, rec.start("adult", stream_id="bed-9-reconnect"))
+        reader = asyncio.create_task(first.receive_all())
+        await send_recording(first, rec, speed=0, end=False, first_tick=0, last_tick=half)
+        await _settled(first.events)
+        delivered = dict(first.seq)
+
+        async def in_transit(chunk: bytes) -> None:  # sent, kept, never delivered: the link is gone
+            return None
+
+        first.conn.send = in_transit
+        await send_recording(first, rec, speed=0, end=False, first_tick=half, last_tick=half + lost)
+        first.conn.transport.abort()
+        await reader
+        second = await first.reconnect()
+        reader = asyncio.create_task(second.receive_all())
+        await send_recording(second, rec, speed=0, first_tick=half + lost)
+        await reader
+        return first, second, delivered
+
+    first, second, delivered = run(scenario())
+    assert second.started["resumed"] is True, (second.started, kinds(first.events, "error"))
+    assert second.started["next_seq"] == delivered  # the server never got the 5 ticks in transit
+    events = first.events + second.events
+    windows = [s["window"] for s in kinds(events, "score")]
+    assert sorted(set(windows)) == list(range(4)) and len(windows) == len(set(windows)), windows
+    assert not [e for e in kinds(events, "error") if e["code"] in ("out_of_order", "duplicate")], events
+
+
 def test_bad_input_is_refused_with_reasons_and_other_streams_keep_state(gateway_stack):
     url = ws_url(gateway_stack.http_url)
     _, _, rec = adult_clip()

@@ -1,5 +1,6 @@
-"""A bedside device on a flaky link: one second of audio, the link drops, a resume with the stream id (the
-Python client puts it in the URL, so Serve routes it to the Gateway replica holding the stream), again."""
+"""A bedside device on a flaky link: one second of audio, the link drops, a resume with the stream id
+(`Stream.reconnect`: the id goes in the URL, so Serve routes it to the Gateway replica holding the stream),
+again."""
 
 from __future__ import annotations
 
@@ -13,18 +14,6 @@ from preprocess_service.stream.client import Recording, Stream, open_stream, sen
 ONE_SECOND = Recording(wave=np.zeros(contract.SAMPLE_RATE, np.float32))
 
 
-async def reopen(url: str, key: str, start: dict) -> Stream:
-    """open_stream, retried while the replica has not yet seen the previous connection close."""
-    for _ in range(50):
-        try:
-            return await open_stream(url, key, start)
-        except ConnectionError as exc:
-            if "stream_id_busy" not in str(exc):
-                raise
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"stream {start.get('stream_id')} still busy after 10 s")
-
-
 async def hop(stream: Stream) -> None:
     """One second of audio at once, then the link drops (no `end`: the stream stays resumable)."""
     await send_recording(stream, ONE_SECOND, speed=0, end=False)
@@ -35,12 +24,12 @@ async def resume_hops(url: str, key: str, stream_id: str, resumes: int, settle_s
     """Open `stream_id`, then resume it `resumes` times; each resume's `resumed` and `media_s` (1 s more each
     time when every resume found the state). `settle_s`: the wait for the replicas' routing stats to name
     the new stream."""
-    start = ONE_SECOND.start("adult", stream_id=stream_id)
-    await hop(await open_stream(url, key, start))
+    stream = await open_stream(url, key, ONE_SECOND.start("adult", stream_id=stream_id))
+    await hop(stream)
     await asyncio.sleep(settle_s)
     out = []
     for _ in range(resumes):
-        stream = await reopen(url, key, start)
+        stream = await stream.reconnect()
         out.append({"resumed": stream.started["resumed"], "media_s": stream.started["media_s"]})
         await hop(stream)
     return out
