@@ -56,7 +56,7 @@ def recording(mode: str, seconds: float):
 async def one_stream(url: str, key: str | None, rec, age_group: str) -> dict:
     from preprocess_service.stream.client import open_stream, send_recording
 
-    stream = await open_stream(url, key, rec.start(age_group))
+    stream = await open_stream(url, key, rec.start(age_group), keep_bytes=0)  # never resumes: keeps nothing
     opened_at = time.monotonic()
     sent_at: dict[int, float] = {}  # tick -> monotonic time sent
     client_lag: list[float] = []

@@ -26,7 +26,7 @@ from ray.serve.request_router import LocalityMixin, PendingRequest, RequestRoute
 
 from preprocess_service.stream.protocol import STREAM_ID_QUERY, STREAM_ROUTE
 
-STAT = "stream_keys"  # the routing-stats entry: routing_key of every stream the replica holds
+STAT = "stream_keys"  # the routing-stats entry: {routing_key: wall time of its last open or resume}
 _HINT = STREAM_ID_QUERY.encode() + b"="
 # The Gateway's request_router_config (also in serve_config.yaml, which KubeRay deploys).
 ROUTER_CONFIG = {
@@ -36,7 +36,8 @@ ROUTER_CONFIG = {
 
 
 def routing_key(stream_id: str) -> str:
-    """What a replica reports for a stream it holds and what the router looks up: a hash of the id."""
+    """What a replica reports for a stream it holds and what the router looks up: a hash of the id (it keeps
+    the id out of Serve's state, not secret: an id from a small space, a bed number, can be guessed back)."""
     return hashlib.sha256(stream_id.encode()).hexdigest()[:24]
 
 

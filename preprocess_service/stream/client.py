@@ -72,13 +72,15 @@ class Stream:
     """An open stream: `send_*` number the chunks; `events` is every event received, in order. The chunks
     sent last are kept (up to KEEP_BYTES) so that `reconnect` can resend what the server never processed."""
 
-    def __init__(self, conn: ClientConnection, started: dict, opened: dict | None = None) -> None:
+    def __init__(
+        self, conn: ClientConnection, started: dict, opened: dict | None = None, keep_bytes: int = KEEP_BYTES
+    ) -> None:
         self.conn, self.started = conn, started
         self.seq = dict(started.get("next_seq", {"audio": 0, "frame": 0}))
         self.events: list[dict] = []
         self.opened = opened or {}  # open_stream's arguments, for reconnect
         self.sent: deque[tuple[str, int, bytes]] = deque()  # (kind, seq, chunk) in send order
-        self._sent_bytes = 0
+        self._sent_bytes, self.keep_bytes = 0, keep_bytes
 
     async def send_audio(self, samples: np.ndarray, rate: int = contract.SAMPLE_RATE) -> None:
         header = {"kind": "audio", "seq": self.seq["audio"], "rate": rate}
@@ -93,7 +95,7 @@ class Stream:
     def _keep(self, kind: str, seq: int, chunk: bytes) -> None:
         self.sent.append((kind, seq, chunk))
         self._sent_bytes += len(chunk)
-        while self._sent_bytes > KEEP_BYTES:
+        while self._sent_bytes > self.keep_bytes:
             self._sent_bytes -= len(self.sent.popleft()[2])
 
     @property
@@ -109,12 +111,14 @@ class Stream:
         stall timeout plus its drain): retried for `busy_timeout_s`. A resume that starts afresh
         (`started.resumed` false: the state was gone) numbers from 0 and resends nothing. ConnectionError
         when refused, or when the server needs chunks older than those kept."""
-        sid, last = self.started["stream_id"], self.last_event
-        start = {**self.opened["start"], "stream_id": sid, "last_event": last}
+        o = self.opened
+        start = {**o["start"], "stream_id": self.started["stream_id"], "last_event": self.last_event}
         deadline = time.monotonic() + busy_timeout_s
         while True:
             try:
-                new = await open_stream(self.opened["url"], self.opened["api_key"], start)
+                new = await open_stream(
+                    o["url"], o["api_key"], start, timeout_s=o["timeout_s"], keep_bytes=self.keep_bytes
+                )
                 break
             except ConnectionError as exc:
                 if "stream_id_busy" not in str(exc) or time.monotonic() > deadline:
@@ -181,8 +185,12 @@ class Stream:
         return self.conn.close_reason
 
 
-async def open_stream(url: str, api_key: str | None, start: dict, *, timeout_s: float = 30.0) -> Stream:
-    """Connect, send `start`, wait for `started`; ConnectionError with the server's reason if refused."""
+async def open_stream(
+    url: str, api_key: str | None, start: dict, *, timeout_s: float = 30.0, keep_bytes: int = KEEP_BYTES
+) -> Stream:
+    """Connect, send `start`, wait for `started`; ConnectionError with the server's reason if refused.
+    `keep_bytes`: how much of what it sends the stream keeps for `reconnect` to resend (0: a load generator
+    that never resumes)."""
     headers = {PROXY_TIMEOUT_HEADER: "0"}  # Ray's proxy would otherwise end the stream after 60 s
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -201,7 +209,8 @@ async def open_stream(url: str, api_key: str | None, start: dict, *, timeout_s: 
     if first.get("type") != "started":
         await conn.close()
         raise ConnectionError(f"stream refused: {first.get('code')}: {first.get('detail')}")
-    return Stream(conn, first, {"url": url.split("?")[0], "api_key": api_key, "start": start})
+    opened = {"url": url.split("?")[0], "api_key": api_key, "start": start, "timeout_s": timeout_s}
+    return Stream(conn, first, opened, keep_bytes)
 
 
 async def send_recording(
