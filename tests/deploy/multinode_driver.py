@@ -22,7 +22,6 @@ from support.stream_resumes import resume_hops
 
 from preprocess_service.serve_config import localize
 from preprocess_service.stack import APP_NAME, load_config
-from preprocess_service.stream.affinity import ROUTER_CONFIG
 from preprocess_service.stream.client import ws_url
 
 REPLICAS = 2
@@ -89,8 +88,7 @@ def main(address: str, triton_url: str, http_port: int, key: str, clips: str) ->
     url = f"http://127.0.0.1:{http_port}"
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(lambda i: score(url, key, uploads[i % 2]), range(REQUESTS)))
-    settle_s = 3 * ROUTER_CONFIG["request_routing_stats_period_s"]
-    resumes = asyncio.run(resume_hops(ws_url(url), key, "bed-21-multinode", 6, settle_s))
+    resumes = asyncio.run(resume_hops(ws_url(url), key, "bed-21-multinode", 6))
     nodes = {n["NodeID"]: sorted(n["Resources"]) for n in ray.nodes() if n["Alive"]}
     report = {"nodes": nodes, "placement": placement(), "statuses": statuses, "resumes": resumes}
     print(json.dumps(report), flush=True)

@@ -38,7 +38,6 @@ from types import SimpleNamespace
 from websockets.asyncio.client import connect
 
 from preprocess_service.stack import LocalStack
-from preprocess_service.stream.affinity import ROUTER_CONFIG
 from preprocess_service.stream.client import open_stream, ws_url
 from support.stream_resumes import ONE_SECOND, hop, resume_hops
 
@@ -49,7 +48,6 @@ stack = LocalStack(
     deployments={"Gateway": {"autoscaling_config": scaling}},
 ).start()
 url = ws_url(stack.http_url)
-settle_s = 3 * ROUTER_CONFIG["request_routing_stats_period_s"]  # the replicas' next stats name the stream
 
 
 async def plain_resume(sid):
@@ -64,9 +62,8 @@ async def plain_resume(sid):
 
 
 async def main():
-    hinted = await resume_hops(url, "k", "bed-12-affinity", 6, settle_s)
+    hinted = await resume_hops(url, "k", "bed-12-affinity", 6)
     await hop(await open_stream(url, "k", ONE_SECOND.start("adult", stream_id="bed-14-no-hint")))
-    await asyncio.sleep(settle_s)
     unhinted = [await plain_resume("bed-14-no-hint") for _ in range(UNHINTED)]
     return {"hinted": hinted, "unhinted": unhinted}
 

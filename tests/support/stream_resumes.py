@@ -9,9 +9,13 @@ import asyncio
 import numpy as np
 
 from avpenet import contract
+from preprocess_service.stream.affinity import ROUTER_CONFIG
 from preprocess_service.stream.client import Recording, Stream, open_stream, send_recording
 
 ONE_SECOND = Recording(wave=np.zeros(contract.SAMPLE_RATE, np.float32))
+# The wait for the replicas' routing stats to name a new stream: five collection periods (the controller
+# collects them every period, then pushes them to the routers), a margin for a loaded 2-core CI box.
+STATS_SETTLE_S = 5 * ROUTER_CONFIG["request_routing_stats_period_s"]
 
 
 async def hop(stream: Stream) -> None:
@@ -20,7 +24,9 @@ async def hop(stream: Stream) -> None:
     await stream.conn.close()
 
 
-async def resume_hops(url: str, key: str, stream_id: str, resumes: int, settle_s: float) -> list[dict]:
+async def resume_hops(
+    url: str, key: str, stream_id: str, resumes: int, settle_s: float = STATS_SETTLE_S
+) -> list[dict]:
     """Open `stream_id`, then resume it `resumes` times; each resume's `resumed` and `media_s` (1 s more each
     time when every resume found the state). `settle_s`: the wait for the replicas' routing stats to name
     the new stream."""
