@@ -31,9 +31,8 @@ from preprocess_service.stream.protocol import (
     landmark_frame_bytes,
 )
 
-KEEP_BYTES = (
-    16 * 1024 * 1024
-)  # chunks kept for a resend: twice what a server queues (streams.max_pending_bytes)
+# Chunks a stream keeps for a resend: twice what a server queues (streams.max_pending_bytes).
+KEEP_BYTES = 16 * 1024 * 1024
 
 
 def ws_url(http_url: str) -> str:
@@ -159,8 +158,8 @@ class Stream:
         header = {"kind": "frame", "seq": self.seq["frame"], **header}
         if t is not None:
             header[FRAME_TIME] = round(t, 6)
+        self.seq["frame"] += 1  # before sending, as for audio: a chunk whose send failed is kept, resent
         await self._send(header, payload)
-        self.seq["frame"] += 1
 
     async def control(self, **msg) -> None:
         await self.conn.send(json.dumps(msg))
@@ -194,9 +193,9 @@ async def open_stream(
     headers = {PROXY_TIMEOUT_HEADER: "0"}  # Ray's proxy would otherwise end the stream after 60 s
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    # No permessage-deflate: samples and frames hardly compress; deflating big frames blocks the loop.
     if start.get("stream_id"):  # Serve routes it to the Gateway replica holding that stream (a resume)
         url = f"{url}?{urlencode({STREAM_ID_QUERY: start['stream_id']})}"
+    # No permessage-deflate: samples and frames hardly compress; deflating big frames blocks the loop.
     conn = await connect(
         url, additional_headers=headers, proxy=None, max_size=2**22, open_timeout=timeout_s, compression=None
     )

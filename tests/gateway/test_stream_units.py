@@ -329,3 +329,39 @@ def test_inbound_queue_drops_oldest_frames_never_audio():
     q.put(Item("audio", {}, b"a" * 700, 0.0))  # only audio left to drop: over the bound
     assert q.overflow() and [i.kind for i in q.items].count("frame") == 0
     assert [i.kind for i in q.take(2)] == ["audio", "dropped"] and q.bytes == 700
+
+
+def test_a_chunk_whose_send_failed_is_kept_for_the_resend_under_its_own_number():
+    """The client's numbering after a send that raised: the chunk is kept (reconnect resends it) and the
+    next chunk of that kind takes the next number, for frames as for audio."""
+    from preprocess_service.stream.client import Stream
+
+    class Link:  # delivers the first chunk of each kind, then the connection is gone
+        def __init__(self) -> None:
+            self.delivered: list[bytes] = []
+
+        async def send(self, chunk: bytes) -> None:
+            if len(self.delivered) >= 2:
+                raise ConnectionError("link down")
+            self.delivered.append(chunk)
+
+    stream = Stream(
+        Link(), {"type": "started", "stream_id": "bed-3-units", "next_seq": {"audio": 0, "frame": 0}}
+    )
+    image = np.zeros((2, 2, 3), np.uint8)
+
+    async def scenario() -> None:
+        await stream.send_audio(np.zeros(STEP, np.float32))
+        await stream.send_image(image, fmt="rgb")
+        for send in (stream.send_audio(np.zeros(STEP, np.float32)), stream.send_image(image, fmt="rgb")):
+            with pytest.raises(ConnectionError):
+                await send
+
+    asyncio.run(scenario())
+    assert stream.seq == {"audio": 2, "frame": 2}
+    assert [(kind, seq) for kind, seq, _ in stream.sent] == [
+        ("audio", 0),
+        ("frame", 0),
+        ("audio", 1),
+        ("frame", 1),
+    ]
