@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 
 from avpenet.features.track import LANDMARK_ABS_LIMIT, FaceTrack
-from preprocess_service.stream.protocol import FRAME_FLOATS, FRAME_LAYOUT, StreamRejected
+from preprocess_service.stream.protocol import FRAME_FLOATS, FRAME_PARTS, StreamRejected
 
 IMAGE_FORMATS = ("jpeg", "png", "rgb")
-# FRAME_LAYOUT as (name, shape, start, stop) in the payload's floats: computed once, not per frame.
-_SIZES = [math.prod(shape) for _, shape in FRAME_LAYOUT]
-_FRAME_PARTS = [
-    (name, shape, sum(_SIZES[:i]), sum(_SIZES[: i + 1])) for i, (name, shape) in enumerate(FRAME_LAYOUT)
-]
 
 
 def landmark_frame(payload: memoryview, image_size: tuple[int, int]) -> FaceTrack:
@@ -27,7 +21,7 @@ def landmark_frame(payload: memoryview, image_size: tuple[int, int]) -> FaceTrac
     flat = np.frombuffer(payload, "<f4").astype(np.float32)
     if not np.isfinite(flat).all():
         raise StreamRejected("bad_frame", "landmark frame holds NaN or Inf")
-    parts = {name: flat[a:b].reshape(shape) for name, shape, a, b in _FRAME_PARTS}
+    parts = {name: flat[a:b].reshape(shape) for name, shape, a, b in FRAME_PARTS}
     if np.abs(parts["landmarks"]).max() > LANDMARK_ABS_LIMIT:
         raise StreamRejected(
             "bad_frame", f"landmarks are normalised image coordinates (within ±{LANDMARK_ABS_LIMIT:g})"

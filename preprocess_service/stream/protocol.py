@@ -20,6 +20,7 @@ Server → client: one JSON object per event with a `type` (EVENT_TYPES). Close 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Annotated, Literal
 
@@ -54,7 +55,12 @@ FRAME_LAYOUT = (
     ("head_pose", (4, 4)),
     ("face_present", (1,)),
 )
-FRAME_FLOATS = sum(int(np.prod(shape)) for _, shape in FRAME_LAYOUT)
+_SIZES = [math.prod(shape) for _, shape in FRAME_LAYOUT]
+# FRAME_LAYOUT as (name, shape, start, stop) in the payload's floats, computed once (frames.py cuts by it)
+FRAME_PARTS = tuple(
+    (name, shape, sum(_SIZES[:i]), sum(_SIZES[: i + 1])) for i, (name, shape) in enumerate(FRAME_LAYOUT)
+)
+FRAME_FLOATS = FRAME_PARTS[-1][3]
 MAX_AUDIO_CHUNK_S = 2.0  # a chunk longer than this is a file upload, not a live stream
 MAX_FRAME_TIME_S = 1e9  # a frame's `t` beyond this is not a capture time (and would overflow a slot number)
 FRAME_TIME = "t"  # a frame header's capture time (stream.timeline)

@@ -185,3 +185,17 @@ def test_the_router_ranks_the_holder_first_and_draws_two_otherwise() -> None:
     assert ranks[0] == [replicas[2]] and len(ranks[1]) == 2 and replicas[2] not in ranks[1]
     ranks = asyncio.run(router.choose_replicas(replicas, _pending(_scope_pickle("/v1/stream", b""))))
     assert len(ranks) == 1 and len(ranks[0]) == 2
+
+
+def test_the_deployed_config_and_the_gateways_default_name_the_same_router() -> None:
+    """serve_config.yaml (what KubeRay and every local stack deploy) and the deployment's decorator default
+    (an app built in code) route resumes alike; the tests' stats wait reads the decorator's period."""
+    from preprocess_service import serve_config
+    from preprocess_service.deployments import Gateway
+
+    (app,) = serve_config.load_config()["applications"]
+    (gateway,) = [d for d in app["deployments"] if d["name"] == serve_config.GATEWAY]
+    assert gateway["request_router_config"] == affinity.ROUTER_CONFIG
+    deployed = Gateway._deployment_config.request_router_config
+    assert deployed.request_router_class == affinity.ROUTER_CONFIG["request_router_class"]
+    assert deployed.request_routing_stats_period_s == affinity.ROUTER_CONFIG["request_routing_stats_period_s"]
