@@ -73,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repo", type=Path, default=None, help="model repository (default: committed)")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="avpenet-gateway-cpu-"))
-    files = clips.build(work, [args.kind])[args.kind]
-    parts = [(f, n, (work / n).read_bytes(), clips.CONTENT_TYPES[Path(n).suffix]) for f, n in files.items()]
+    with tempfile.TemporaryDirectory(prefix="avpenet-gateway-cpu-") as tmp:  # synthetic clips, read once
+        work = Path(tmp)
+        files = clips.build(work, [args.kind])[args.kind]
+        parts = [
+            (f, n, (work / n).read_bytes(), clips.CONTENT_TYPES[Path(n).suffix]) for f, n in files.items()
+        ]
     body, ctype = form(parts)
     with TritonServer(**({"repo": args.repo} if args.repo else {})) as triton:
         ms, scores = asyncio.run(measure(body, ctype, triton.grpc_url, args.requests, args.concurrency))

@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.clips < 1:
         parser.error("--rounds and --clips must be at least 1")
-    work = Path(tempfile.mkdtemp(prefix="avpenet-tracking-cpu-"))
-    data = (work / clips.build(work, ["av_3s"])["av_3s"]["clip"]).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="avpenet-tracking-cpu-") as tmp:  # a synthetic clip, read once
+        work = Path(tmp)
+        data = (work / clips.build(work, ["av_3s"])["av_3s"]["clip"]).read_bytes()
     limits = tracker.VideoLimits()
     fast_read = landmarker_arrays.FAST
     tracks: dict[bool, FaceTrack] = {}

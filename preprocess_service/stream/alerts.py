@@ -11,6 +11,8 @@
   NIPS-equivalent 4.0, above common NIPS thresholds): reported with `no_signal`, it neither counts toward nor
   clears an alert, restarts the run, and is left out of the baseline and the trend.
 - Trend: exponentially smoothed score plus the slope (points per minute) of the last TREND_SPAN windows.
+- Checkpoint: `snapshot` is this state as plain data, `restore` continues it in a new stream whose time 0 is
+  where the snapshot was taken (checkpoints.py: a stream whose replica is gone keeps its alert state).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class AlertMonitor:
         self.trend: float | None = None
         self.recent: list[tuple[float, float]] = []  # (end_s, score) of the last TREND_SPAN windows
         self.n = 0
+        self.origin_s = 0.0  # media seconds monitored before this stream's time 0 (a restored stream)
 
     def threshold(self) -> float:
         """The effective threshold on the stream's scale (the baseline rule included)."""
@@ -94,7 +97,7 @@ class AlertMonitor:
 
     def feed(self, w: Window) -> list[dict]:
         cfg = self.config
-        in_baseline = w.end_s <= cfg.baseline_s
+        in_baseline = w.end_s + self.origin_s <= cfg.baseline_s
         suppressed = self.handling.covers(w.start_s, w.end_s, cfg.handling_grace_s)
         self.handling.forget_before(w.start_s, cfg.handling_grace_s)
         value = on_scale(w.score, cfg.scale)
@@ -111,6 +114,33 @@ class AlertMonitor:
         if not no_signal:
             events += self._trend(w)
         return events
+
+    def snapshot(self, now_s: float) -> dict:
+        """The state as plain data, its times relative to media time `now_s` (so at most 0)."""
+
+        def rel(t: float) -> float:
+            return round(t - now_s, 3)
+
+        waiting = [] if self.baseline is not None else [round(x, 4) for x in self.baseline_scores]
+        return {
+            "elapsed_s": round(now_s + self.origin_s, 3),
+            "baseline": self.baseline, "baseline_scores": waiting, "alerting": self.alerting,
+            "run": self.run, "calm": self.calm, "run_start_s": rel(self.run_start_s),
+            "trend": self.trend, "n": self.n,
+            "recent": [(rel(t), x) for t, x in self.recent],
+            "handling": [(rel(b), None if e is None else rel(e)) for b, e in self.handling.periods],
+        }  # fmt: skip
+
+    def restore(self, snap: dict) -> None:
+        """Continue a `snapshot` from this stream's time 0: the baseline period only for what it had left, the
+        run, an alert on, the trend and an open handling period carry on."""
+        self.origin_s = float(snap["elapsed_s"])
+        self.baseline, self.baseline_scores = snap["baseline"], list(snap["baseline_scores"])
+        self.run, self.calm = int(snap["run"]), int(snap["calm"])
+        self.run_start_s, self.alerting = float(snap["run_start_s"]), bool(snap["alerting"])
+        self.trend, self.n = snap["trend"], int(snap["n"])
+        self.recent = [(float(t), float(x)) for t, x in snap["recent"]]
+        self.handling.periods = [(float(b), None if e is None else float(e)) for b, e in snap["handling"]]
 
     def _score_event(self, w: Window, value: float, suppressed: bool, in_baseline: bool) -> dict:
         return {

@@ -108,7 +108,8 @@ class Stream:
         server's `next_seq` on, and go on numbering where this stream stopped. The server answers
         `stream_id_busy` until it has seen the old connection break and processed what it had queued (its
         stall timeout plus its drain): retried for `busy_timeout_s`. A resume that starts afresh
-        (`started.resumed` false: the state was gone) numbers from 0 and resends nothing. ConnectionError
+        (`started.resumed` false: the state was gone; `started.restored` true when its alert state came from
+        a checkpoint) numbers from 0 and resends nothing. ConnectionError
         when refused, or when the server needs chunks older than those kept."""
         o = self.opened
         start = {**o["start"], "stream_id": self.started["stream_id"], "last_event": self.last_event}

@@ -16,8 +16,10 @@ LAG = "avpenet_gateway_stream_lag_seconds"  # histogram: mode
 EVENTS = "avpenet_gateway_stream_events"  # counter (*_total): type
 DROPPED = "avpenet_gateway_stream_dropped_frames"  # counter (*_total): frames dropped by flow control
 CLOSES = "avpenet_gateway_stream_closes"  # counter (*_total): code
-# counter (*_total): reconnects (a start with last_event >= 0) by result: resumed, or afresh (no state here)
+# counter (*_total): reconnects (a start with last_event >= 0) by result: resumed (its state held here),
+# restored (its alert state from a checkpoint: the holder is gone) or afresh (neither)
 RESUMES = "avpenet_gateway_stream_resumes"
+RESUME_RESULTS = ("resumed", "restored", "afresh")
 MODES = ("landmarks", "video", "audio")
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -37,7 +39,7 @@ class StreamMetrics:
         self.resumes = Counter(
             RESUMES, "Stream reconnects, by whether the replica held it", ("result",), registry=registry
         )
-        for result in ("resumed", "afresh"):
+        for result in RESUME_RESULTS:
             self.resumes.labels(result)
         for mode in MODES:  # series exist from the start: dashboards see zeros, not gaps
             self.active.labels(mode)

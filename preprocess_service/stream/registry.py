@@ -3,7 +3,8 @@
 A stream's state (buffers, its FaceLandmarker, the alert state) lives in the Gateway replica that accepted
 it. A reconnect with the same stream id reaches that state only on the same replica: the Gateway's request
 router sends a resume whose URL names its stream id there (affinity.py); one that lands elsewhere (the holder
-gone or full, or no id in the URL) starts afresh under the same id, `resumed: false`.
+gone or full, or no id in the URL) starts afresh under the same id, `resumed: false`, with the alert state
+of the stream's last checkpoint when one is kept (`restored: true`; checkpoints.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ class Entry:
     attached_wall: float = field(default_factory=time.time)  # the last open or resume (affinity.py)
     detached_at: float = 0.0
     finished: bool = False
+    restored: bool = False  # opened with the alert state of a checkpoint another replica wrote
+
+    def checkpoint(self) -> dict:
+        """What a reconnect that lands on another replica restores (checkpoints.py): no media."""
+        return {
+            "start": resume_fields(self.start),
+            "event_seq": self.event_seq,
+            "alert": self.monitor.snapshot(self.state.media_s),
+        }
+
+
+def resume_fields(start: Start) -> dict:
+    """What a resume must send as it was (mode, rates, config); opened without an id, a stream resumes with
+    the one it got."""
+    return start.model_dump(exclude={"last_event", "stream_id"})
 
 
 class StreamRegistry:
@@ -50,8 +66,12 @@ class StreamRegistry:
             if not entry.attached and now - entry.detached_at > self.limits.resume_ttl_s:
                 self.drop(sid)
 
-    def acquire(self, start: Start, stream_id: str, key_id: str) -> tuple[Entry, bool]:
-        """(entry, resumed): the detached stream of that id and key, or a new one within the limits."""
+    def acquire(
+        self, start: Start, stream_id: str, key_id: str, restore: dict | None = None
+    ) -> tuple[Entry, bool]:
+        """(entry, resumed): the detached stream of that id and key, or a new one within the limits, with the
+        alert state of `restore` (a checkpoint of that id and key) when it was written for the same start. A
+        held copy whose checkpoint another replica took further (more events) gives way to it."""
         self.sweep()
         entry = self.streams.get(stream_id)
         if entry is not None:
@@ -66,13 +86,14 @@ class StreamRegistry:
                     f"closed after {self.limits.stall_timeout_s:g} s without data, then its queued chunks "
                     f"are processed, for up to {DRAIN_TIMEOUT_S:g} s)",
                 )
-            same = {"last_event", "stream_id"}  # opened without an id, a stream resumes with the one it got
-            if entry.start.model_dump(exclude=same) != start.model_dump(exclude=same):
+            if resume_fields(entry.start) != resume_fields(start):
                 raise StreamRejected(
                     "bad_start", "a resume must send the same start message (mode, rates, config)"
                 )
-            entry.attached, entry.attached_wall = True, time.time()
-            return entry, True
+            if restore is None or restore["event_seq"] <= entry.event_seq:
+                entry.attached, entry.attached_wall = True, time.time()
+                return entry, True
+            self.drop(stream_id)  # left behind: the stream went on on another replica
         if len(self.streams) >= self.limits.max_streams:
             raise StreamRejected(
                 "over_limit", f"this replica holds {self.limits.max_streams} streams; retry later"
@@ -91,6 +112,10 @@ class StreamRegistry:
             monitor=AlertMonitor(start.config),
             events=deque(maxlen=self.limits.replay_events),
         )
+        if restore is not None and restore["start"] == resume_fields(start):
+            entry.monitor.restore(restore["alert"])
+            entry.event_seq = max(int(restore["event_seq"]), start.last_event + 1)
+            entry.restored = True
         self.streams[stream_id] = entry
         return entry, False
 
@@ -119,13 +144,13 @@ def resume_events(entry: Entry, resumed: bool, last_event: int) -> tuple[dict, l
     led by an `events_missed` error when some are older than the replay buffer (it cannot ask for them)."""
     s, kept = entry.state, list(entry.events)
     started = {
-        "type": "started", "stream_id": entry.stream_id, "resumed": resumed,
+        "type": "started", "stream_id": entry.stream_id, "resumed": resumed, "restored": entry.restored,
         "next_seq": dict(s.next_seq), "media_s": round(s.media_s, 3), "next_window": s.next_window,
         "config": entry.start.config.model_dump(),
         "alerting": entry.monitor.alerting,  # an alert raised in events no longer kept is still on
     }  # fmt: skip
     replay: list[dict] = []
-    if resumed:
+    if resumed or entry.restored:
         missed = (kept[0]["seq"] if kept else entry.event_seq) - last_event - 1
         if missed > 0:
             detail = f"{missed} events after last_event {last_event} are no longer kept"

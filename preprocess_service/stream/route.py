@@ -15,6 +15,7 @@ from preprocess_service import audit
 from preprocess_service.auth import bearer_token
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.service import ScoringService
+from preprocess_service.stream import checkpoints
 from preprocess_service.stream.metrics import StreamMetrics
 from preprocess_service.stream.protocol import (
     CLOSE_BAD_START,
@@ -32,12 +33,14 @@ log = logging.getLogger("avpenet.gateway.stream")
 
 
 class StreamHub:
-    """What the replica's streams share: the scoring service (keys, Triton), the registry, the metrics."""
+    """What the replica's streams share: the scoring service (keys, Triton), the registry, the metrics and
+    the checkpoint store every replica writes its streams' alert state to."""
 
     def __init__(self, service: ScoringService) -> None:
         self.service = service
         self.registry = StreamRegistry(service.settings.streams, service.settings.limits.max_pixels)
         self.metrics = StreamMetrics(service.metrics.registry)
+        self.checkpoints = checkpoints.connect(service.settings.streams.resume_ttl_s)
 
 
 async def _refuse(ws, hub: StreamHub, code: int, error: str, detail: str) -> int:
@@ -84,17 +87,20 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
         return await _refuse(ws, hub, CLOSE_BAD_START, "bad_start", detail)
     sid = start.stream_id or uuid.uuid4().hex
     record.request_id = sid
+    reconnect = start.stream_id is not None and start.last_event >= 0  # after events: a first open is not
+    restore = await hub.checkpoints.get(sid, record.api_key_id) if reconnect else None
     try:
-        entry, resumed = hub.registry.acquire(start, sid, record.api_key_id)
+        entry, resumed = hub.registry.acquire(start, sid, record.api_key_id, restore)
     except StreamRejected as exc:
         code = CLOSE_OVER_LIMIT if exc.code in ("over_limit", "stream_id_busy") else CLOSE_BAD_START
         return await _refuse(ws, hub, code, exc.code, exc.detail)
-    if start.last_event >= 0:  # a client reconnecting after events: did it find its stream's state here?
-        hub.metrics.resumes.labels("resumed" if resumed else "afresh").inc()
+    how = "resumed" if resumed else "restored" if entry.restored else "afresh" if reconnect else "opened"
+    if reconnect:  # did it find its stream's state here, or its alert state in a checkpoint?
+        hub.metrics.resumes.labels(how).inc()
     mode = start.mode
     hub.metrics.active.labels(mode).inc()
     hub.metrics.held.set(hub.registry.count())
-    log.info("stream %s %s (%s)", sid, "resumed" if resumed else "opened", mode)
+    log.info("stream %s %s (%s)", sid, how, mode)
     try:
         session = Session(ws, hub, entry, resumed, start.last_event)
         if PROXY_TIMEOUT_HEADER not in ws.headers:
@@ -106,5 +112,7 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
         return await session.run()
     finally:
         hub.metrics.active.labels(mode).dec()
+        if not entry.finished:  # its alert state as it is now, for a reconnect that reaches another replica
+            hub.checkpoints.put(sid, entry.key_id, entry.checkpoint(), now=True)
         hub.registry.detach(entry)
         log.info("stream %s closed", sid)

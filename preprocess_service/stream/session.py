@@ -274,6 +274,7 @@ class Session:
         await self._score([(w, time.monotonic()) for w in tail])
         self.emit({"type": "end", "windows": self.state.next_window, "media_s": round(self.state.media_s, 3)})
         self.entry.finished = True
+        self.hub.checkpoints.drop(self.entry.stream_id)  # an ended stream is not resumed
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.done.set()
 
@@ -290,11 +291,10 @@ class Session:
                 self.emit({"type": "error", "code": "unavailable", "window": w.index, "detail": detail})
             return
         for (w, arrived), window in zip(ready, scored, strict=True):
-            for event in self.state.signal_events(w):
-                self.emit(event)
             lag = time.monotonic() - arrived
             self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
-            for event in self.monitor.feed(window):
+            for event in self.state.signal_events(w) + self.monitor.feed(window):
                 if event["type"] == "score":
                     event.update(lag_s=round(lag, 3), model_version=version)
                 self.emit(event)
+        self.hub.checkpoints.put(self.entry.stream_id, self.entry.key_id, self.entry.checkpoint())

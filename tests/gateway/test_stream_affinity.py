@@ -37,8 +37,11 @@ from types import SimpleNamespace
 
 from websockets.asyncio.client import connect
 
+import numpy as np
+
 from preprocess_service.stack import LocalStack
-from preprocess_service.stream.client import open_stream, ws_url
+from preprocess_service.stream.checkpoints import FLUSH_S
+from preprocess_service.stream.client import Recording, open_stream, send_recording, ws_url
 from support.stream_resumes import ONE_SECOND, hop, resume_hops
 
 UNHINTED = 12
@@ -50,22 +53,43 @@ stack = LocalStack(
 url = ws_url(stack.http_url)
 
 
-async def plain_resume(sid):
+async def plain_resume(start):
     # What a client without the hint sends (the URL has no stream_id): Serve's default choice of replica.
     for _ in range(50):
         async with connect(url, additional_headers={"Authorization": "Bearer k"}, proxy=None) as conn:
-            await conn.send(json.dumps(ONE_SECOND.start("adult", stream_id=sid)))
+            await conn.send(json.dumps(start))
             started = json.loads(await conn.recv())
         if started.get("code") != "stream_id_busy":
-            return started.get("resumed")
+            return {k: started.get(k) for k in ("resumed", "restored", "alerting")}
         await asyncio.sleep(0.2)
+
+
+async def alerted_then_dropped(sid):
+    # Three seconds of audio with a threshold every score passes: one window, one alert; then the link drops.
+    rec = Recording(wave=np.zeros(3 * 16000, np.float32))
+    start = rec.start("adult", stream_id=sid, config={"threshold": 0, "windows": 1})
+    stream = await open_stream(url, "k", start)
+    reader = asyncio.create_task(stream.receive_all())
+    await send_recording(stream, rec, speed=0, end=False)
+    for _ in range(300):
+        if any(e["type"] == "alert" for e in stream.events):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2 * FLUSH_S)  # its checkpoint sent, as a replica that crashed now would have
+    await stream.conn.close()
+    await reader
+    return {**start, "last_event": stream.last_event}, [e["type"] for e in stream.events]
 
 
 async def main():
     hinted = await resume_hops(url, "k", "bed-12-affinity", 6)
     await hop(await open_stream(url, "k", ONE_SECOND.start("adult", stream_id="bed-14-no-hint")))
-    unhinted = [await plain_resume("bed-14-no-hint") for _ in range(UNHINTED)]
-    return {"hinted": hinted, "unhinted": unhinted}
+    plain = ONE_SECOND.start("adult", stream_id="bed-14-no-hint")
+    unhinted = [(await plain_resume(plain))["resumed"] for _ in range(UNHINTED)]
+    # The replica that does not hold the stream restores its alert state from the stream's checkpoint.
+    resume, events = await alerted_then_dropped("bed-19-checkpoint")
+    restored = [await plain_resume(resume) for _ in range(UNHINTED)]
+    return {"hinted": hinted, "unhinted": unhinted, "alerted": events, "restored": restored}
 
 
 try:
@@ -94,6 +118,12 @@ def test_resumes_reach_the_replica_holding_the_stream(triton_server) -> None:
     assert [h["media_s"] for h in hinted] == [float(i) for i in range(1, 7)], hinted
     # without the hint a resume lands on either replica: two replicas really served, so the above is routing
     assert False in result["unhinted"], result["unhinted"]
+    # a stream that alerted keeps its alert on whichever replica its reconnect reaches: the holder resumes
+    # it, the other restores it from the checkpoint (before: `alerting` false there, the alert forgotten)
+    assert "alert" in result["alerted"], result["alerted"]
+    restored = result["restored"]
+    assert all(r["alerting"] for r in restored), restored
+    assert {"resumed": False, "restored": True, "alerting": True} in restored, restored
 
 
 def test_a_url_hint_other_than_the_start_id_is_refused_with_the_reason(gateway_stack) -> None:
@@ -135,7 +165,11 @@ def test_reconnects_are_counted_by_whether_they_found_their_state(gateway_stack)
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
     after = _resumes(gateway_stack.http_url)
-    assert {k: after[k] - before.get(k, 0.0) for k in after} == {"resumed": 1.0, "afresh": 1.0}
+    assert {k: after[k] - before.get(k, 0.0) for k in after} == {
+        "resumed": 1.0,
+        "restored": 0.0,
+        "afresh": 1.0,
+    }
 
 
 def _scope_pickle(path: str, query: bytes, kind: str = "websocket") -> bytes:
