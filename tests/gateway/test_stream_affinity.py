@@ -38,6 +38,7 @@ from types import SimpleNamespace
 from websockets.asyncio.client import connect
 
 import numpy as np
+import ray
 
 from preprocess_service.stack import LocalStack
 from preprocess_service.stream.checkpoints import FLUSH_S
@@ -64,8 +65,9 @@ async def plain_resume(start):
         await asyncio.sleep(0.2)
 
 
-async def alerted_then_dropped(sid):
-    # Three seconds of audio with a threshold every score passes: one window, one alert; then the link drops.
+async def alerted(sid, drop=True):
+    # Three seconds of audio with a threshold every score passes: one window, one alert; then the link drops
+    # (drop), or stays open while its replica dies.
     rec = Recording(wave=np.zeros(3 * 16000, np.float32))
     start = rec.start("adult", stream_id=sid, config={"threshold": 0, "windows": 1})
     stream = await open_stream(url, "k", start)
@@ -76,9 +78,23 @@ async def alerted_then_dropped(sid):
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(2 * FLUSH_S)  # its checkpoint sent, as a replica that crashed now would have
-    await stream.conn.close()
-    await reader
+    if drop:
+        await stream.conn.close()
+        await reader
     return {**start, "last_event": stream.last_event}, [e["type"] for e in stream.events]
+
+
+async def after_a_crash(resume):
+    # Both Gateway replicas die (as in a node loss), the stream still open on one; Serve starts new ones,
+    # which hold no stream at all.
+    gateways = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Gateway#" in a["name"]]
+    for actor in gateways:
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+    for _ in range(240):
+        try:
+            return len(gateways), await plain_resume(resume)
+        except Exception:  # the new replicas are not serving yet
+            await asyncio.sleep(0.5)
 
 
 async def main():
@@ -87,9 +103,12 @@ async def main():
     plain = ONE_SECOND.start("adult", stream_id="bed-14-no-hint")
     unhinted = [(await plain_resume(plain))["resumed"] for _ in range(UNHINTED)]
     # The replica that does not hold the stream restores its alert state from the stream's checkpoint.
-    resume, events = await alerted_then_dropped("bed-19-checkpoint")
+    resume, events = await alerted("bed-19-checkpoint")
     restored = [await plain_resume(resume) for _ in range(UNHINTED)]
-    return {"hinted": hinted, "unhinted": unhinted, "alerted": events, "restored": restored}
+    resume, _ = await alerted("bed-20-crash", drop=False)  # open: its replica never sees it end
+    killed, crash = await after_a_crash(resume)
+    return {"hinted": hinted, "unhinted": unhinted, "alerted": events, "restored": restored,
+            "killed": killed, "after_crash": crash}
 
 
 try:
@@ -124,6 +143,9 @@ def test_resumes_reach_the_replica_holding_the_stream(triton_server) -> None:
     restored = result["restored"]
     assert all(r["alerting"] for r in restored), restored
     assert {"resumed": False, "restored": True, "alerting": True} in restored, restored
+    # after both replicas died, the new one restored it from the checkpoint store
+    assert result["killed"] == 2, result
+    assert result["after_crash"] == {"resumed": False, "restored": True, "alerting": True}, result
 
 
 def test_a_url_hint_other_than_the_start_id_is_refused_with_the_reason(gateway_stack) -> None:
