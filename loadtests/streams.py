@@ -26,6 +26,8 @@ HELP = "Drive N concurrent real-time monitoring streams; report the most streams
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LAG_LIMIT_S = 1.0
 MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "STREAM_BENCHMARKS.md"
+# Figures measured outside a run (earlier runs, A/B comparisons), kept in every report written over MARKDOWN.
+NOTES = MARKDOWN.with_name("stream-bench-notes.md")
 
 
 def recording(mode: str, seconds: float):
@@ -153,6 +155,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--counts", default="1,2,4,8,12,16,24,32,48,64")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help=f"write the report here (e.g. {MARKDOWN.name})")
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=NOTES,
+        help="Markdown put in the report after its method (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,12 +191,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
     if args.markdown:
-        args.markdown.write_text(report(results, " ".join(sys.argv[1:]), load_at_start))
+        notes = args.notes.read_text().strip() if args.notes and args.notes.exists() else ""
+        args.markdown.write_text(report(results, " ".join(sys.argv[1:]), load_at_start, notes))
     return 0
 
 
-def report(results: list[dict], command: str, load_at_start: float) -> str:
-    """The markdown report: per mode the most streams held, then every step of the ladder."""
+def report(results: list[dict], command: str, load_at_start: float, notes: str = "") -> str:
+    """The markdown report: the method, `notes`, per mode the most streams held, then every step."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         "# Monitoring streams: how many real-time streams the gateway holds",
@@ -200,6 +209,7 @@ def report(results: list[dict], command: str, load_at_start: float) -> str:
         "score event queued. A step fails at client lag p99 ≥ 1 s, an error event, an abnormal close, or",
         "when fewer than all its streams were open at one instant (at once).",
         "",
+        *([notes, ""] if notes else []),
         "| mode | most streams with lag p99 < 1 s |",
         "|---|---|",
     ]

@@ -1,13 +1,20 @@
 """Bedside monitoring: one WebSocket per bed, audio chunks and face frames in, scores and alerts out.
 
-    protocol.py  the messages (start, chunk headers, control) and events, close codes, per-stream config
-    alerts.py    pure alert logic: baseline, threshold run, suppression during handling, trend
-    state.py     per-stream media buffers: sequence checks, one FaceLandmarker per video stream, windows
-    session.py   one connection: receive loop, bounded queues, stall timeout, scoring, event sender
-    registry.py  the replica's streams: per-key limits, detached streams kept for resume
-    metrics.py   active streams, lag, events by type
-    route.py     the `/v1/stream` WebSocket handler the Gateway ingress declares
-    client.py    a Python client (used by `avpenet monitor`, the tests and the load driver)
+    protocol.py     the messages (start, chunk headers, control) and events, close codes, per-stream config
+    frames.py       a chunk's landmark frame or image, decoded
+    timeline.py     frames placed by their capture time (a camera stall leaves faceless slots)
+    state.py        per-stream media buffers: sequence checks, one FaceLandmarker per video stream, windows
+    alerts.py       pure alert logic: baseline, threshold run, suppression during handling, trend
+    inbound.py      the bounded queue of chunks received, not yet processed; real-time pacing
+    scoring.py      completed windows to Triton: the same ensemble call as clip scoring
+    session.py      one connection: receive loop, bounded queues, stall timeout, scoring, event sender
+    limits.py       per-replica stream limits (Serve config `args.streams`)
+    registry.py     the replica's streams: per-key limits, detached streams kept for resume
+    checkpoints.py  every stream's alert state in a store all replicas share, for a resume elsewhere
+    affinity.py     the Gateway's request router: a resume goes to the replica holding its stream
+    metrics.py      active streams, lag, events by type, reconnects
+    route.py        the `/v1/stream` WebSocket handler the Gateway ingress declares
+    client.py       a Python client (used by `avpenet monitor`, the tests and the load driver)
 
 Windows are cut exactly as clip scoring cuts them (avpenet.features.windows), so a replayed recording gets
 the clip endpoint's window scores.

@@ -73,6 +73,8 @@ class StreamRegistry:
         alert state of `restore` (a checkpoint of that id and key) when it was written for the same start. A
         held copy whose checkpoint another replica took further (more events) gives way to it."""
         self.sweep()
+        if restore is not None and restore["start"] != resume_fields(start):
+            restore = None  # another mode or config: that alert state does not apply
         entry = self.streams.get(stream_id)
         if entry is not None:
             if entry.key_id != key_id:
@@ -112,7 +114,7 @@ class StreamRegistry:
             monitor=AlertMonitor(start.config),
             events=deque(maxlen=self.limits.replay_events),
         )
-        if restore is not None and restore["start"] == resume_fields(start):
+        if restore is not None:
             entry.monitor.restore(restore["alert"])
             entry.event_seq = max(int(restore["event_seq"]), start.last_event + 1)
             entry.restored = True

@@ -112,7 +112,9 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
         return await session.run()
     finally:
         hub.metrics.active.labels(mode).dec()
-        if not entry.finished:  # its alert state as it is now, for a reconnect that reaches another replica
+        if entry.finished:  # ended (or closed for garbage): nothing to resume
+            hub.checkpoints.drop(sid)
+        else:  # its alert state as it is now, for a reconnect that reaches another replica
             hub.checkpoints.put(sid, entry.key_id, entry.checkpoint(), now=True)
         hub.registry.detach(entry)
         log.info("stream %s closed", sid)

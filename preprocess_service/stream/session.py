@@ -274,7 +274,6 @@ class Session:
         await self._score([(w, time.monotonic()) for w in tail])
         self.emit({"type": "end", "windows": self.state.next_window, "media_s": round(self.state.media_s, 3)})
         self.entry.finished = True
-        self.hub.checkpoints.drop(self.entry.stream_id)  # an ended stream is not resumed
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.done.set()
 

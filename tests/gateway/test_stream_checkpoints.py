@@ -161,6 +161,10 @@ def test_a_reconnect_with_another_config_starts_afresh(changed):
     other_cfg = cfg.model_copy(update=changed)
     entry, _ = here.acquire(start(config=other_cfg, last_event=5), "bed-3-ckpt", "key-1", restore=snap)
     assert not entry.restored and not entry.monitor.alerting
+    # nor does a checkpoint of another config displace a copy held here with this one
+    here.detach(entry)
+    again, resumed = here.acquire(start(config=other_cfg, last_event=5), "bed-3-ckpt", "key-1", restore=snap)
+    assert again is entry and resumed
 
 
 def test_a_copy_left_behind_gives_way_to_the_checkpoint_of_one_that_went_on():

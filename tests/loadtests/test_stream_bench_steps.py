@@ -117,3 +117,13 @@ def test_a_step_whose_streams_dropped_frames_fails_and_says_how_many(monkeypatch
     assert row["frames_dropped"] == 14 and row["errors"] == ["frames_dropped"]
     report = streams.report([{"mode": "video", "max_streams_lag_p99_under_1s": 0, "steps": [row]}], "x", 0.0)
     assert "frames_dropped (14)" in report
+
+
+def test_the_notes_file_goes_in_every_report_and_the_committed_one_holds_it() -> None:
+    """Figures measured outside a run (A/B comparisons, earlier runs) live in docs/stream-bench-notes.md, so a
+    new `--markdown` report keeps them; the committed report carries them as they are."""
+    result = {"mode": "landmarks", "max_streams_lag_p99_under_1s": 0, "steps": []}
+    report = streams.report([result], "stream-bench", 0.0, "- **A note.** Measured elsewhere.")
+    assert report.index("(at once).") < report.index("A note.") < report.index("| mode | most streams")
+    notes = streams.NOTES.read_text().strip()
+    assert notes and notes in streams.MARKDOWN.read_text()
