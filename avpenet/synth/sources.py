@@ -59,11 +59,10 @@ SOURCES = {
 DEFAULT_SOURCE = "astronaut"
 
 
-def cropped(name: str) -> np.ndarray:
+def cropped(src: Source) -> np.ndarray:
     """The square face crop of a source photo at face.RENDER_SIZE."""
     import cv2
 
-    src = SOURCES[name]
     x0, y0, side = src.crop
     photo = src.load()
     return cv2.resize(
@@ -109,9 +108,14 @@ def neutralise(nf: face.NeutralFace, unsmile: float) -> np.ndarray:
 @functools.lru_cache(maxsize=len(SOURCES))
 def neutral_face(name: str = DEFAULT_SOURCE) -> face.NeutralFace:
     """The neutral source face: the photo (neutralised where needed) and its tracked mesh."""
-    nf = _detect(cropped(name))
-    if SOURCES[name].unsmile > 0:
-        nf = _detect(neutralise(nf, SOURCES[name].unsmile))
+    return neutral_of(SOURCES[name])
+
+
+def neutral_of(src: Source) -> face.NeutralFace:
+    """neutral_face of any photo, a candidate source included (source_probe.py); not cached."""
+    nf = _detect(cropped(src))
+    if src.unsmile > 0:
+        nf = _detect(neutralise(nf, src.unsmile))
     return nf
 
 
