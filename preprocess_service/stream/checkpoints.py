@@ -4,8 +4,9 @@ A stream's buffers and FaceLandmarker live in the Gateway replica that holds it 
 replica goes (a scale-down, a redeploy, a crash), a resume lands on another replica and starts afresh; before
 this store, its baseline, its sustained-pain run and an alert already raised were lost with it, so a patient
 in pain went unalerted until a new baseline and a new run had been built. Each replica therefore writes the
-alert part of every stream's state (AlertMonitor.snapshot, the event count, the start message) after each
-scored batch to one store every replica reaches; a reconnect that finds no state on its replica restores it
+alert part of every stream's state (AlertMonitor.snapshot, the event count, the start message) to one store
+every replica reaches, as it stands after each scored batch (sent within FLUSH_S) and when the stream's
+connection ends (sent at once); a reconnect that finds no state on its replica restores it
 (`started.restored`). The media buffers are not kept: the restored stream's windows start from its new data.
 
 The store is one detached Ray actor per cluster, on the head node (which a scale-down does not remove), named
