@@ -58,7 +58,11 @@ class Store:
         hit = self.entries.get(key)
         return hit[2] if hit is not None and hit[1] == key_id else None
 
-    def put_many(self, batch: dict[str, tuple[str, dict]]) -> None:
+    def put_many(self, batch: dict[str, tuple[str, dict]], ttl_s: float | None = None) -> None:
+        """Each of `batch`; `ttl_s`: the sender's `resume_ttl_s`, which a config change may have changed (the
+        actor outlives the replicas that made it)."""
+        if ttl_s is not None:
+            self.ttl_s = ttl_s
         for key, (key_id, snapshot) in batch.items():
             self.put(key, key_id, snapshot)
 
@@ -94,8 +98,8 @@ class RayCheckpoints:
     """The cluster's store actor: each stream's latest checkpoint goes out within FLUSH_S, all of a replica's
     streams in one call, without waiting; a read waits at most GET_TIMEOUT_S."""
 
-    def __init__(self, actor, flush_s: float = FLUSH_S) -> None:
-        self.actor, self.flush_s = actor, flush_s
+    def __init__(self, actor, ttl_s: float, flush_s: float = FLUSH_S) -> None:
+        self.actor, self.ttl_s, self.flush_s = actor, ttl_s, flush_s
         self.pending: dict[str, tuple[str, dict]] = {}
         self._flush: asyncio.Task | None = None
 
@@ -114,7 +118,7 @@ class RayCheckpoints:
     def _send(self) -> None:
         batch, self.pending = self.pending, {}
         if batch:
-            self.actor.put_many.remote(batch)
+            self.actor.put_many.remote(batch, self.ttl_s)
 
     async def get(self, stream_id: str, key_id: str) -> dict | None:
         try:
@@ -148,4 +152,4 @@ def connect(ttl_s: float) -> Checkpoints:
         )  # fmt: skip
         .remote(ttl_s)
     )
-    return RayCheckpoints(actor)
+    return RayCheckpoints(actor, ttl_s)

@@ -37,7 +37,10 @@ class StreamMetrics:
             CLOSES, "Monitoring streams closed, by close code", ("code",), registry=registry
         )
         self.resumes = Counter(
-            RESUMES, "Stream reconnects, by whether the replica held it", ("result",), registry=registry
+            RESUMES,
+            "Stream reconnects: state held here, restored from a checkpoint, or lost",
+            ("result",),
+            registry=registry,
         )
         for result in RESUME_RESULTS:
             self.resumes.labels(result)

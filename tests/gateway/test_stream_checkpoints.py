@@ -94,17 +94,20 @@ def test_the_store_keeps_per_key_for_its_ttl_and_forgets_the_oldest_past_its_cap
     store.put_many({"d": ("key-1", {}), "e": ("key-2", {"n": 5})})
     store.drop("d")
     assert list(store.entries) == ["e"]
+    store.put_many({}, ttl_s=5)  # replicas with a new resume_ttl_s: the actor outlived the old ones
+    clock[0] += 6
+    assert store.get("e", "key-2") is None
 
 
 def test_a_replica_sends_each_streams_latest_checkpoint_in_one_call_a_flush():
     calls = []
     actor = SimpleNamespace(
-        put_many=SimpleNamespace(remote=lambda batch: calls.append(("put_many", dict(batch)))),
+        put_many=SimpleNamespace(remote=lambda batch, ttl_s: calls.append(("put_many", dict(batch), ttl_s))),
         drop=SimpleNamespace(remote=lambda key: calls.append(("drop", key))),
     )
 
     async def scenario() -> None:
-        ckpt = RayCheckpoints(actor, flush_s=0.05)
+        ckpt = RayCheckpoints(actor, ttl_s=60.0, flush_s=0.05)
         for n in range(3):  # three windows of bed-1, one of bed-2, one of bed-3 (which then ends)
             ckpt.put("bed-1-ward", "key-1", {"n": n})
         ckpt.put("bed-2-ward", "key-1", {"n": 9})
@@ -120,9 +123,9 @@ def test_a_replica_sends_each_streams_latest_checkpoint_in_one_call_a_flush():
     first, second = routing_key("bed-1-ward"), routing_key("bed-2-ward")
     assert calls == [
         ("drop", routing_key("bed-3-ward")),
-        ("put_many", {first: ("key-1", {"n": 2}), second: ("key-1", {"n": 9})}),
-        ("put_many", {first: ("key-1", {"n": 3})}),
-        ("put_many", {second: ("key-1", {"n": 10})}),
+        ("put_many", {first: ("key-1", {"n": 2}), second: ("key-1", {"n": 9})}, 60.0),
+        ("put_many", {first: ("key-1", {"n": 3})}, 60.0),
+        ("put_many", {second: ("key-1", {"n": 10})}, 60.0),
     ]
 
 
