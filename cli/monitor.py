@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from avpenet import contract
+from avpenet.argtypes import count
 
 HELP = "Replay a recording as a live monitoring stream (WebSocket /v1/stream) and print one event per line."
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".m4v")
@@ -45,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--handling", action="append", default=[], metavar="START:END", type=_span,
         help="declare handling (alerts suppressed) from START to END seconds of the recording; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reconnects", type=count, default=3,
+        help="resume the stream this many times when the link drops (default 3; 0: end with the link)",
     )  # fmt: skip
 
 
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stream = asyncio.run(
             replay(ws_url(args.url), key, rec, age_group=args.age_group, speed=args.speed, config=config,
-                   handling=args.handling, on_event=show, fmt="jpeg")
+                   handling=args.handling, on_event=show, fmt="jpeg", reconnects=args.reconnects)
         )  # fmt: skip
     except (ConnectionError, OSError) as exc:
         print(f"avpenet monitor: {exc}", file=sys.stderr)

@@ -24,6 +24,9 @@ from avpenet import contract
 from avpenet.features.track import FaceTrack
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.stream.protocol import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_STALLED,
     FRAME_TIME,
     STREAM_ID_QUERY,
     STREAM_ROUTE,
@@ -33,6 +36,9 @@ from preprocess_service.stream.protocol import (
 
 # Chunks a stream keeps for a resend: twice what a server queues (streams.max_pending_bytes).
 KEEP_BYTES = 16 * 1024 * 1024
+# Closes a resume may get past: the link lost (1006, no close code), the server going away (1001: a replica
+# stopping) or restarting (1012), an internal error or a stall (each reason says "resume").
+RESUMABLE = {None, 1001, 1006, 1012, CLOSE_INTERNAL, CLOSE_STALLED}
 
 
 def ws_url(http_url: str) -> str:
@@ -223,19 +229,21 @@ async def send_recording(
     handling: list[tuple[float, float]] = (),
     fmt: str = "png",
     end: bool = True,
+    sent: dict[str, int] | None = None,
 ) -> None:
     """Send ticks first_tick..last_tick (default: to the end) of `rec` (one frame + 1/FPS s of audio each),
-    paced by `speed`, then `end`."""
+    paced by `speed`, then `end`. `sent`: per kind, the ticks already sent (their chunks are skipped)."""
+    sent = sent or {}
     t0 = time.monotonic()
     marks = sorted([(b, True) for b, _ in handling] + [(e, False) for _, e in handling])
     for k in range(first_tick, rec.ticks() if last_tick is None else min(last_tick, rec.ticks())):
         while marks and marks[0][0] <= k / contract.FPS + 1e-9:  # handling declared at its media time
             await stream.control(type="handling", active=marks.pop(0)[1])
-        if rec.wave is not None:
+        if rec.wave is not None and k >= sent.get("audio", 0):
             piece = rec.wave[k * contract.SAMPLES_PER_FRAME : (k + 1) * contract.SAMPLES_PER_FRAME]
             if piece.size:
                 await stream.send_audio(piece)
-        if k < rec.n_frames:  # each with its capture time, as a device with a clock sends it
+        if sent.get("frame", 0) <= k < rec.n_frames:  # each with its capture time, as a device sends it
             if rec.frames is not None:
                 await stream.send_image(rec.frames[k], fmt, t=k / contract.FPS)
             else:
@@ -259,12 +267,24 @@ async def replay(
     handling: list[tuple[float, float]] = (),
     on_event: Callable[[dict], None] | None = None,
     fmt: str = "png",
+    reconnects: int = 0,
 ) -> Stream:
-    """Stream a whole recording and collect its events until the server closes (after `end`)."""
+    """Stream a whole recording and collect its events until the server closes (after `end`). Up to
+    `reconnects` times, a link that drops (RESUMABLE) is resumed (`Stream.reconnect`) and the recording goes
+    on from the tick it had reached; the Stream returned is the last connection's."""
     stream = await open_stream(url, api_key, rec.start(age_group, config=config or {}))
-    if on_event:
-        on_event(stream.started)
-    reader = asyncio.create_task(stream.receive_all(on_event))
-    await send_recording(stream, rec, speed=speed, handling=handling, fmt=fmt)
-    await reader
-    return stream
+    kinds = [k for k, has in (("audio", rec.wave is not None), ("frame", rec.n_frames > 0)) if has]
+    done = dict.fromkeys(kinds, 0)  # ticks sent of each kind (a send that raised counts: it is kept)
+    while True:
+        if on_event:
+            on_event(stream.started)
+        reader, before = asyncio.create_task(stream.receive_all(on_event)), dict(stream.seq)
+        with contextlib.suppress(ConnectionClosed):  # the reader has the close code
+            await send_recording(stream, rec, speed=speed, first_tick=min(done.values(), default=0),
+                                 handling=handling, fmt=fmt, sent=done)  # fmt: skip
+        await reader
+        if reconnects <= 0 or stream.close_code == CLOSE_NORMAL or stream.close_code not in RESUMABLE:
+            return stream
+        reconnects -= 1
+        done = {k: done[k] + stream.seq[k] - before[k] for k in kinds}
+        stream = await stream.reconnect()

@@ -1,0 +1,67 @@
+"""`replay(..., reconnects=N)`: a device's link drops mid-recording, the SDK resumes the stream and goes on.
+
+The link is a real loopback TCP proxy that aborts its first connection (no close frame) after some of the
+recording went through (support/cut_link.py); the resume goes through it again to the session's stack."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from support.cut_link import CutLink
+from support.gateway import API_KEY
+
+from avpenet.features import audio
+from avpenet.features.track import FaceTrack
+from preprocess_service.stream.client import Recording, replay, ws_url
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def recording() -> Recording:
+    wave = audio.load_audio((EXAMPLES / "adult-S0003-C02.wav").read_bytes())
+    return Recording(wave=wave, track=FaceTrack.load_npz((EXAMPLES / "adult-S0003-C02.npz").read_bytes()))
+
+
+async def scores(url: str, rec: Recording, reconnects: int) -> tuple[dict[int, float], list[dict], object]:
+    events: list[dict] = []
+    stream = await replay(url, API_KEY, rec, age_group="adult", speed=4.0, on_event=events.append,
+                          reconnects=reconnects)  # fmt: skip
+    windows = [e["window"] for e in events if e["type"] == "score"]
+    assert len(windows) == len(set(windows)), windows  # each window scored once, none replayed twice
+    return {e["window"]: e["score"] for e in events if e["type"] == "score"}, events, stream
+
+
+def test_a_dropped_link_is_resumed_and_every_window_scored_as_without_the_drop(gateway_stack) -> None:
+    rec = recording()
+    target = urlsplit(gateway_stack.http_url).port
+
+    async def scenario():
+        whole, _, _ = await scores(ws_url(gateway_stack.http_url), rec, reconnects=0)
+        async with CutLink(target, cut_after=rec.wave.size * 4 // 2) as link:  # about half the audio
+            cut, events, stream = await scores(f"ws://127.0.0.1:{link.port}/v1/stream", rec, reconnects=2)
+        return whole, cut, events, stream, link
+
+    whole, cut, events, stream, link = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert link.cut and link.connections == 2
+    started = [e for e in events if e["type"] == "started"]
+    assert [s["resumed"] for s in started] == [False, True], started
+    assert stream.close_code == 1000 and events[-1]["type"] == "end"
+    assert sorted(cut) == sorted(whole)
+    np.testing.assert_allclose([cut[w] for w in sorted(whole)], [whole[w] for w in sorted(whole)], atol=1e-4)
+
+
+def test_without_reconnects_a_dropped_link_ends_the_replay(gateway_stack) -> None:
+    rec = recording()
+
+    async def scenario():
+        async with CutLink(urlsplit(gateway_stack.http_url).port, cut_after=rec.wave.size * 2) as link:
+            _, _, stream = await scores(f"ws://127.0.0.1:{link.port}/v1/stream", rec, reconnects=0)
+        return stream, link
+
+    stream, link = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert link.cut and link.connections == 1 and stream.close_code == 1006
