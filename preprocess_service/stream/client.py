@@ -232,10 +232,15 @@ async def send_recording(
     sent: dict[str, int] | None = None,
 ) -> None:
     """Send ticks first_tick..last_tick (default: to the end) of `rec` (one frame + 1/FPS s of audio each),
-    paced by `speed`, then `end`. `sent`: per kind, the ticks already sent (their chunks are skipped)."""
+    paced by `speed`, then `end`. `sent`: per kind, the ticks already sent (their chunks are skipped). From a
+    later first tick (a resume), the handling marks before it go out as one: the state they leave."""
     sent = sent or {}
     t0 = time.monotonic()
     marks = sorted([(b, True) for b, _ in handling] + [(e, False) for _, e in handling])
+    past = [m for m in marks if first_tick and m[0] <= first_tick / contract.FPS + 1e-9]
+    if past:  # the server ignores a state it is already in: right whether it kept the stream or not
+        await stream.control(type="handling", active=past[-1][1])
+        marks = marks[len(past) :]
     for k in range(first_tick, rec.ticks() if last_tick is None else min(last_tick, rec.ticks())):
         while marks and marks[0][0] <= k / contract.FPS + 1e-9:  # handling declared at its media time
             await stream.control(type="handling", active=marks.pop(0)[1])

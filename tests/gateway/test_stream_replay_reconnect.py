@@ -16,7 +16,7 @@ from support.gateway import API_KEY
 
 from avpenet.features import audio
 from avpenet.features.track import FaceTrack
-from preprocess_service.stream.client import Recording, replay, ws_url
+from preprocess_service.stream.client import Recording, replay, send_recording, ws_url
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -65,3 +65,22 @@ def test_without_reconnects_a_dropped_link_ends_the_replay(gateway_stack) -> Non
 
     stream, link = asyncio.run(asyncio.wait_for(scenario(), 120))
     assert link.cut and link.connections == 1 and stream.close_code == 1006
+
+
+def test_a_resume_sends_the_handling_state_once_not_every_mark_before_it() -> None:
+    """Replaying the marks before the resume point (on, off, on) would open and close a period at the
+    resumed media time: a few seconds of windows suppressed for nothing (with the grace after it)."""
+    sent: list[tuple] = []
+
+    class Link:
+        async def control(self, **msg) -> None:
+            sent.append(("handling", msg["active"]))
+
+        async def send_audio(self, piece) -> None:
+            sent.append(("audio",))
+
+    rec = Recording(wave=np.zeros(3 * 16000, np.float32))  # 30 ticks
+    marks = [(0.5, 1.0), (1.5, 2.5)]
+    asyncio.run(send_recording(Link(), rec, speed=0, first_tick=20, handling=marks, end=False))
+    assert [s for s in sent if s[0] == "handling"] == [("handling", True), ("handling", False)]
+    assert sent[0] == ("handling", True) and sent.count(("audio",)) == 10  # on at 2.0 s; off at 2.5 s
