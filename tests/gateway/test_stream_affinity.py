@@ -2,7 +2,9 @@
 
 With two replicas, Serve's default routing sent a reconnect to either, and the other one started the stream
 afresh (`resumed: false`: alert state and baseline lost). The Gateway now reports the streams it holds and
-its router sends a WebSocket with `?stream_id=` to the holder (preprocess_service/stream/affinity.py).
+its router sends a WebSocket with `?stream_id=` to the holder (preprocess_service/stream/affinity.py). A
+reconnect that still reaches another replica (no hint, or the holder gone: both replicas killed) restores the
+stream's alert state from the checkpoint store (preprocess_service/stream/checkpoints.py).
 
 The stack under test runs two Gateway replicas in a subprocess of its own (a process holds one Ray cluster,
 the session's stack holds this one), against the session's Triton. Unit tests of the router's parts below.
