@@ -29,7 +29,8 @@ def _entry():
     start = Start(type="start", mode="landmarks", image_size=(640, 480), config=StreamConfig(baseline_s=30))
     entry, _ = StreamRegistry(StreamLimits(), 10**7).acquire(start, "bed-1-probe", "key")
     for i in range(90):
-        entry.monitor.feed(Window(i, float(i), i + 3.0, 5.0, 4.0, 6.0, contract.level_of(5.0), 0.5, 0.5))
+        end = i + contract.WINDOW_SECONDS
+        entry.monitor.feed(Window(i, float(i), end, 5.0, 4.0, 6.0, contract.level_of(5.0), 0.5, 0.5))
     return entry
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from avpenet import contract
 
+# The neutral test of tests/synth/test_render_actions.py, which reads these.
 NEUTRAL_MAX = {"mouthSmile": 0.1, "jawOpen": 0.1, "eyeBlink": 0.15}
 OTHERS_MAX, SQUINT_MAX = 0.3, 0.6
 

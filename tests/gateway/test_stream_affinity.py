@@ -42,6 +42,7 @@ from websockets.asyncio.client import connect
 import numpy as np
 import ray
 
+from avpenet import contract
 from preprocess_service.stack import LocalStack
 from preprocess_service.stream.checkpoints import FLUSH_S
 from preprocess_service.stream.client import Recording, open_stream, send_recording, ws_url
@@ -68,9 +69,9 @@ async def plain_resume(start):
 
 
 async def alerted(sid, drop=True):
-    # Three seconds of audio with a threshold every score passes: one window, one alert; then the link drops
+    # One window of audio with a threshold every score passes: one window, one alert; then the link drops
     # (drop), or stays open while its replica dies.
-    rec = Recording(wave=np.zeros(3 * 16000, np.float32))
+    rec = Recording(wave=np.zeros(int(contract.WINDOW_SECONDS * contract.SAMPLE_RATE), np.float32))
     start = rec.start("adult", stream_id=sid, config={"threshold": 0, "windows": 1})
     stream = await open_stream(url, "k", start)
     reader = asyncio.create_task(stream.receive_all())

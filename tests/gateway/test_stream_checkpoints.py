@@ -23,7 +23,8 @@ def feed(mon: AlertMonitor, scores, first: int = 0) -> list[dict]:
     """Window i covers media [i, i + 3) s of its own stream (one per second, as streams are cut)."""
     events = []
     for i, s in enumerate(scores, start=first):
-        events += mon.feed(Window(i, float(i), i + 3.0, s, s - 1, s + 1, contract.level_of(s), 0.5, 0.5))
+        end = i + contract.WINDOW_SECONDS
+        events += mon.feed(Window(i, float(i), end, s, s - 1, s + 1, contract.level_of(s), 0.5, 0.5))
     return events
 
 

@@ -14,6 +14,7 @@ import pytest
 from support.cut_link import CutLink
 from support.gateway import API_KEY
 
+from avpenet import contract
 from avpenet.features import audio
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream.client import Recording, replay, send_recording, ws_url
@@ -79,7 +80,7 @@ def test_a_resume_sends_the_handling_state_once_not_every_mark_before_it() -> No
         async def send_audio(self, piece) -> None:
             sent.append(("audio",))
 
-    rec = Recording(wave=np.zeros(3 * 16000, np.float32))  # 30 ticks
+    rec = Recording(wave=np.zeros(3 * contract.SAMPLE_RATE, np.float32))  # 3 s: 30 ticks
     marks = [(0.5, 1.0), (1.5, 2.5)]
     asyncio.run(send_recording(Link(), rec, speed=0, first_tick=20, handling=marks, end=False))
     assert [s for s in sent if s[0] == "handling"] == [("handling", True), ("handling", False)]

@@ -15,6 +15,7 @@ import pytest
 
 from avpenet import contract
 from avpenet.synth import sources
+from avpenet.synth.source_probe import NEUTRAL_MAX, OTHERS_MAX, SQUINT_MAX, blend
 
 LEVELS = (0.0, 0.5, 1.0)
 STEP_SLACK = 0.02
@@ -39,11 +40,6 @@ GEOMETRY = {"AU9/10": (0, 2, -1), "talking": (13, 14, +1)}  # upper lip to nose 
 GEOMETRY_SLACK, GEOMETRY_RISE = 0.002, 0.015  # IOD; measured full moves 0.035 (AU9/10) and 0.036 (talking)
 
 
-def _blend(b: np.ndarray, name: str) -> float:
-    names = [n for n in (name, name + "Left", name + "Right") if n in contract.BLENDSHAPE_NAMES]
-    return float(np.mean([b[contract.BLENDSHAPE_NAMES.index(n)] for n in names]))
-
-
 def _track(frames):
     from avpenet.features.tracker import detect_image
 
@@ -62,10 +58,11 @@ def test_neutral_render_tracks_near_neutral(neutral):
     b = _track(sources.probe_frames(nf, "AU4", [0.0]))[0].blendshapes[0]
     squint = [contract.BLENDSHAPE_NAMES.index(n) for n in ("eyeSquintLeft", "eyeSquintRight")]
     others = np.delete(b, squint)
-    assert others.max() <= 0.3, (name, contract.BLENDSHAPE_NAMES[int(np.argmax(np.where(
+    assert others.max() <= OTHERS_MAX, (name, contract.BLENDSHAPE_NAMES[int(np.argmax(np.where(
         np.isin(np.arange(b.size), squint), 0, b)))])  # fmt: skip
-    assert b[squint].max() <= 0.6  # the tracker's known eyeSquint baseline on neutral faces
-    assert _blend(b, "mouthSmile") <= 0.1 and _blend(b, "jawOpen") <= 0.1 and _blend(b, "eyeBlink") <= 0.15
+    assert b[squint].max() <= SQUINT_MAX  # the tracker's known eyeSquint baseline on neutral faces
+    read = {k: blend(b, k) for k in NEUTRAL_MAX}  # mouthSmile, jawOpen, eyeBlink
+    assert all(read[k] <= limit for k, limit in NEUTRAL_MAX.items()), read
 
 
 @pytest.mark.parametrize("probe", sorted(sources.PROBES))
@@ -81,7 +78,7 @@ def test_each_action_moves_its_blendshapes_monotonically(neutral, probe):
         assert all(y >= x - GEOMETRY_SLACK for x, y in zip(dist, dist[1:], strict=False)), (name, probe, dist)
         assert dist[-1] - dist[0] >= GEOMETRY_RISE, (name, probe, dist)
         return
-    values = [_blend(t.blendshapes[0], RESPONSE[probe]) for t in tracks]
+    values = [blend(t.blendshapes[0], RESPONSE[probe]) for t in tracks]
     assert all(b >= a - STEP_SLACK for a, b in zip(values, values[1:], strict=False)), (name, probe, values)
     rise = MIN_RISE.get((name, probe), MIN_RISE.get(probe, DEFAULT_RISE))
     assert values[-1] - values[0] >= rise, (name, probe, values)
