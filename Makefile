@@ -8,9 +8,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: setup proto demo test lint serve triton loadtest bench soak multinode reliability clean realmedia realmedia-packages
 
-setup: $(STAMP) proto realmedia-packages
+setup: $(STAMP) proto
 
-# Debian packages whose files the real-media smoke set is built from (avpenet.realmedia; docs/DATA.md).
+# Debian packages whose files the real-media smoke set is built from (avpenet.realmedia; docs/DATA.md): the
+# tests and `make realmedia` need them, the demo and the service do not.
 REALMEDIA_PKGS := openarena-data openarena-081-players
 realmedia-packages:
 	@test -e /usr/share/games/openarena/baseoa/pak2-players.pk3 || { \
@@ -18,7 +19,7 @@ realmedia-packages:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(REALMEDIA_PKGS) >/dev/null; fi; }
 
 # The real-media clips (A/V MP4s + clips.csv) and the tracker's detection rate on real faces.
-realmedia: setup
+realmedia: setup realmedia-packages
 	$(BIN)/python -m avpenet.realmedia build --out build/realmedia
 	$(BIN)/python -m avpenet.realmedia detect
 	$(BIN)/python -m cli.realmedia_report --plot build/realmedia/scores.png
@@ -47,7 +48,7 @@ proto: $(STAMP)
 demo: setup
 	$(BIN)/avpenet demo
 
-test: setup
+test: setup realmedia-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
