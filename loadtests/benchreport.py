@@ -286,7 +286,7 @@ def targets(report: Report, c: int = TARGET_CONCURRENCY) -> list[Target]:
                 f"<= {TARGET_FEATURES_MS_PER_S:.0f} ms per s of video",
                 f"{ms:.0f} ms per s",
                 ms <= TARGET_FEATURES_MS_PER_S,
-                "decoding 25 fps H.264 and running mediapipe FaceLandmarker on 10 fps frames in one process",
+                "mediapipe's FaceLandmarker on every 10 fps frame (tracking fewer: see the notes)",
             )
         )
     return out

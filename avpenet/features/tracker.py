@@ -352,6 +352,10 @@ class FaceTracker:
         image = _mp_image(img)  # held until the call returns: the landmarker reads its pixels
         return _frame_from_faces(landmarker_arrays.detect_for_video(self._landmarker, image, ts))
 
+    def skip_frame(self) -> None:
+        """Let one sampled frame pass untracked: the next frame is stamped one step later, as it would be."""
+        self._next_ts_ms += FRAME_STEP_MS
+
     def reset(self) -> bool:
         """Forget the last clip's face: one empty frame makes the landmarker lose the face and restart its
         smoothing, after which it tracks the next clip as a fresh one would. False if that could not be

@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.rendered_set import render_one_clip
 
 from avpenet.features import cache, tracked, tracker
-from avpenet.synth import dataset
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """One AVPE-Synth clip rendered to MP4 (and tracked) by the generator's own code path."""
     root = tmp_path_factory.mktemp("tracked_once")
-    for sub in ("audio", "visual", "video"):
-        (root / sub).mkdir()
-    plans = [p for p in dataset.plan(7, 2, 6, None) if p.render and not p.visual_missing][:1]
-    assert plans, "the plan renders every clip with a face by default"
-    plans[0].truth = dataset.make_clip(plans[0], str(root))
-    dataset.write_labels(root / "labels.csv", plans)
-    return root, cache.read_labels(root)[0]
+    return root, render_one_clip(root)
 
 
 def _counting_tracker(monkeypatch) -> list[int]:
