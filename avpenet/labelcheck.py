@@ -109,18 +109,22 @@ def check_rows(path: Path, rows: list[dict[str, str]], fields: list[str]) -> Non
 
 
 def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None:
-    """A subject-independent split needs subjects for train, validation and test: say so when it cannot.
+    """A subject-independent split needs subjects of every age group for train, validation and test: say so
+    when it cannot (a group of one or two subjects would all train, and its patients go unjudged).
 
     A ValueError, as bad rows are: the data cannot serve the request, so the CLI exits 2 (a user error)."""
-    empty = [part for part in ("train", "val", "test") if not split.get(part)]
-    if not empty:
-        return
     by_age: dict[str, set[str]] = {}
     for r in rows:
         by_age.setdefault(r["age_group"], set()).add(r["subject_id"])
+    empty = [part for part in ("train", "val", "test") if not split.get(part)]
+    short = [age for age, subjects in sorted(by_age.items()) if len(subjects) < 3]
+    if not empty and not short:
+        return
     counts = ", ".join(f"{age} {len(s)}" for age, s in sorted(by_age.items())) or "no rows"
+    missing = " / ".join(empty) if empty else f"{' or '.join(short)} validation/test"
+    what = f"no {missing} subjects"
     raise ValueError(
-        f"too few subjects for a subject-independent split: no {' / '.join(empty)} subjects. "
+        f"too few subjects for a subject-independent split: {what}. "
         f"Each age group needs at least 3 subjects (one each for training, validation and test; "
         f"better 10 or more); labels.csv has {counts}. Add subjects or give --split split.json."
     )

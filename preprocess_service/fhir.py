@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,13 @@ NIPS_MAX = 7  # Neonatal Infant Pain Scale 0-7; neonatal labels were NIPS rescal
 SCORE_UNIT = {"unit": "{score}", "system": UCUM, "code": "{score}"}
 RATIO_UNIT = {"unit": "1", "system": UCUM, "code": "1"}
 UUID_NS = uuid.UUID("7b1d6c52-4a0e-4b8e-9a55-6a1f3c2b9e10")  # stable urn:uuid fullUrls for one request
+FHIR_ID_RE = re.compile(r"^[A-Za-z0-9.-]{1,64}$")  # FHIR's `id` type: no '_', which request ids may hold
+
+
+def resource_id(request_id: str) -> str:
+    """The Observation's `id`: the request id where it is a valid FHIR id, else a uuid5 of it, the same for
+    every retry (the request id itself stays the Observation's identifier, which de-duplicates)."""
+    return request_id if FHIR_ID_RE.fullmatch(request_id) else str(uuid.uuid5(UUID_NS, f"{request_id}/id"))
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,7 @@ def observation(
         notes.append(fallback_note)
     resource: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": result.request_id,
+        "id": resource_id(result.request_id),
         "meta": {"security": [AI_ASSERTED]},
         "identifier": [{"system": cfg.identifier_system, "value": result.request_id}],
         "status": cfg.status,

@@ -19,7 +19,7 @@ from avpenet import contract
 from preprocess_service.errors import InvalidRequest
 
 MEDIA_PARTS = ("clip", "audio", "video", "landmarks")
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid FHIR id
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # not a FHIR id if '_' (fhir.resource_id)
 REF_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}/[A-Za-z0-9.-]{1,64}$")  # FHIR relative reference Type/id
 PIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a Triton model name
 MAX_PINS = 8

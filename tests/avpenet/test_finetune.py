@@ -125,6 +125,18 @@ def test_bad_rows_are_refused_with_line_and_reason(command, tmp_path, capsys):
     assert not (data / "features").exists() and not (tmp_path / "run" / "model.pt").exists()
 
 
+def test_an_age_group_too_small_to_be_tested_says_so(tmp_path):
+    """10 neonates and 2 adults: the adults would all train and the evaluation would hold none."""
+    from avpenet import train
+
+    rows = [(f"c{i}", f"s{i}", "neonate", "audio/a.wav", 3) for i in range(10)]
+    rows += [(f"c{i}", f"s{i}", "adult", "audio/a.wav", 3) for i in range(10, 12)]
+    data = _folder(tmp_path, rows)
+    with pytest.raises(ValueError, match="no adult validation/test subjects.*adult 2, neonate 10"):
+        train.main(["--data", str(data), "--out", str(tmp_path / "run"), "--init", str(REFERENCE_DIR)])
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_too_few_subjects_says_so(tmp_path):
     from avpenet import train
 

@@ -71,9 +71,9 @@ def served_versions(stack) -> dict[str, str]:
 
 class TestFhir:
     def test_http_observation_carries_every_field(self, gateway_stack):
-        reply = post(
-            gateway_stack, headers={"Accept": "application/fhir+json"}, encounter_ref="Encounter/e-3"
-        )
+        rid = f"ehr_{uuid.uuid4().hex[:12]}"  # '_' is a valid request id and not a valid FHIR id (was a 500)
+        headers = {"Accept": "application/fhir+json", "X-Request-ID": rid}
+        reply = post(gateway_stack, headers=headers, encounter_ref="Encounter/e-3")
         assert reply.status_code == 200, reply.text
         assert reply.headers["content-type"] == fhir.CONTENT_TYPE
         Observation.model_validate_json(reply.text)
@@ -81,6 +81,7 @@ class TestFhir:
         assert obs["status"] == "preliminary" and obs["meta"]["security"][0]["code"] == "AIAST"
         assert obs["code"]["coding"][0]["system"] == fhir.DEFAULT_CONFIG.code_system
         assert obs["effectiveDateTime"] == RECORDED and obs["subject"]["reference"] == "Patient/p-17"
+        assert obs["identifier"][0]["value"] == rid and obs["id"] == fhir.resource_id(rid) != rid
         assert obs["derivedFrom"][0]["identifier"]["value"] == clip_digest()
         (device,) = obs["contained"]
         versions = {v["component"]["value"]: v["value"] for v in device["version"]}

@@ -9,6 +9,24 @@ from preprocess_service import fhir
 
 
 class TestFhir:
+    @pytest.mark.parametrize("kind", fhir.KINDS)
+    def test_a_request_id_with_an_underscore_still_renders(self, kind):
+        """Request ids may hold '_' (X-Request-ID, gRPC request_id) and FHIR ids may not: an Observation and a
+        Bundle for one are valid, keep the request id as the identifier, and keep one id across retries."""
+        import json
+
+        from fhir.resources.R4B.observation import Observation
+
+        resp, _ = make_response(3, request_id="ehr_visit.42")
+        texts = [fhir.render(resp, kind=kind) for _ in range(2)]
+        assert texts[0] == texts[1]  # a retry of the same request gives the same resource
+        doc = json.loads(texts[0])
+        entries = [doc] if kind == "observation" else [e["resource"] for e in doc["entry"]]
+        again = Observation.model_validate(next(r for r in entries if r["resourceType"] == "Observation"))
+        assert again.identifier[0].value == "ehr_visit.42"
+        assert "_" not in (again.id or "")  # a Bundle's Observation has no id, its fullUrl is a urn:uuid
+        assert fhir.resource_id("ehr-visit.42") == "ehr-visit.42"  # a valid FHIR id is used as it is
+
     def test_observation_validates_and_says_model_estimate(self):
         from fhir.resources.R4B.observation import Observation
 
