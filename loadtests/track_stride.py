@@ -27,16 +27,25 @@ def track_every(video: bytes, stride: int):
     from avpenet.features import tracker
     from avpenet.features.track import FaceTrack
 
-    frames = list(tracker.iter_video_frames(video))
-    keep = sorted(set(range(0, len(frames), stride)) | {len(frames) - 1})
+    keep: list[int] = []
+    seen: list[FaceTrack] = []
     with tracker.pooled() as face_tracker:
-        seen = []
-        for i, rgb in enumerate(frames):
-            if i in keep:
+
+        def offer(i: int, rgb, last: bool) -> None:
+            if i % stride == 0 or last:
+                keep.append(i)
                 seen.append(face_tracker.track_frames([rgb]))
             else:
                 face_tracker.skip_frame()
-    track = FaceTrack.empty(len(frames), tuple(seen[0].image_size))
+
+        held, n = None, 0  # one frame held back, to know the last one; no clip is kept in memory whole
+        for n, rgb in enumerate(tracker.iter_video_frames(video), start=1):
+            if held is not None:
+                offer(n - 2, held, last=False)
+            held = rgb
+        if held is not None:
+            offer(n - 1, held, last=True)
+    track = FaceTrack.empty(n, tuple(seen[0].image_size))
     for j, i in enumerate(keep):
         track.face_present[i] = seen[j].face_present[0]
         for name in TRACK_ARRAYS:
