@@ -8,7 +8,7 @@ linear interpolation of their tracked neighbours (a frame has a face only where 
 copy of the set whose `.npz` tracks are those and whose labels.csv names no video, so that
 `avpenet evaluate --data S2 --json OUT` scores the served weights on them (the audio + landmarks path), and
 prints the tracking CPU per second of video at stride 1 and at `stride` on the first `--cpu-clips` clips,
-alternated. With `--stride 1` the tracks equal the stamped ones `avpenet synth` wrote.
+one setting after the other. With `--stride 1` the tracks equal the stamped ones `avpenet synth` wrote.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def track_every(video: bytes, stride: int):
             held = rgb
         if held is not None:
             offer(n - 1, held, last=True)
+    if not seen:  # no picture at all
+        return FaceTrack.empty(0)
     track = FaceTrack.empty(n, tuple(seen[0].image_size))
     for j, i in enumerate(keep):
         track.face_present[i] = seen[j].face_present[0]
@@ -82,6 +84,7 @@ def write_set(data: Path, out: Path, stride: int) -> int:
         (out / sub).mkdir(parents=True)
     for row in rows:
         if row["audio"]:  # copied: the dataset reader refuses links that point outside the set
+            (out / row["audio"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data / row["audio"], out / row["audio"])
         elif row["video"]:
             wave = audio.load_audio((data / row["video"]).read_bytes(), name=row["video"])
@@ -89,8 +92,11 @@ def write_set(data: Path, out: Path, stride: int) -> int:
                 row["audio"] = f"audio/{row['clip_id']}.wav"
                 sf.write(out / row["audio"], wave, contract.SAMPLE_RATE, subtype="FLOAT")
         if row["video"]:
+            row["visual"] = row["visual"] or f"visual/{row['clip_id']}.npz"
+            (out / row["visual"]).parent.mkdir(parents=True, exist_ok=True)
             track_every((data / row["video"]).read_bytes(), stride).save_npz(out / row["visual"])
         elif row["visual"]:
+            (out / row["visual"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data / row["visual"], out / row["visual"])
     with open(out / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
