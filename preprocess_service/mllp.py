@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 
 log = logging.getLogger("avpenet.gateway")
 START, END = b"\x0b", b"\x1c\x0d"
 MAX_ACK_BYTES = 64 * 1024
+ACK_CODES = ("AA", "AE", "AR", "CA", "CE", "CR")
 
 
 class DeliveryError(Exception):
@@ -71,16 +73,31 @@ async def read_frame(reader: asyncio.StreamReader) -> str:
 
 
 def ack_code(ack: str, control_id: str) -> tuple[str, str]:
-    """(MSA-1, MSA-3 text) of an ACK to `control_id`; ValueError if it is not one."""
-    from preprocess_service import hl7v2
+    """(MSA-1, the engine's reason) of an ACK to `control_id`; ValueError if it is not one.
 
-    message = hl7v2.parse(ack)
-    msa = message.msa
-    code = msa.msa_1.value
-    if msa.msa_2.value != control_id:
-        raise ValueError(f"ACK is for message {msa.msa_2.value[:32]!r}, not this one")
-    text = msa.msa_3.value if msa.msa_3 else ""
-    return code, text
+    Read by hand, leniently, not with hl7apy's strict parser: engines answer in their own HL7 version (2.3.1,
+    2.9), fill only what they need (MSH-9 `ACK` alone, no MSH-7, an ERR without ERR-3), and separate segments
+    with LF. A strict parse turned such an accepting ACK into BAD_ACK, and the message was sent again and
+    filed twice. Only MSA-1, MSA-2 and the reason (MSA-3, else the ERR segment's text) are used."""
+    segments = [seg for seg in re.split(r"[\r\n]+", ack) if seg]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 5:
+        raise ValueError("the answer does not start with an MSH segment")
+    fs, cs = segments[0][3], segments[0][4]  # field and component separators, as MSH-1/MSH-2 declare them
+    fields = {seg[:3]: seg.split(fs) for seg in reversed(segments)}  # the first of each segment type
+
+    def field(segment: str, i: int) -> str:
+        values = fields.get(segment, [])
+        return values[i].split(cs)[0].strip() if len(values) > i else ""
+
+    if "MSA" not in fields:
+        raise ValueError("the answer has no MSA segment")
+    code = field("MSA", 1)
+    if code not in ACK_CODES:
+        raise ValueError(f"MSA-1 {code[:8]!r} is not an acknowledgement code")
+    if field("MSA", 2) != control_id:
+        raise ValueError(f"ACK is for message {field('MSA', 2)[:32]!r}, not this one")
+    err = "; ".join(v for v in fields.get("ERR", [])[1:] if v.strip())
+    return code, (field("MSA", 3) or err)[:200]
 
 
 async def _attempt(target: MllpTarget, message: str, control_id: str) -> tuple[str, str]:
@@ -89,7 +106,7 @@ async def _attempt(target: MllpTarget, message: str, control_id: str) -> tuple[s
         writer.write(frame(message))
         await writer.drain()
         ack = await read_frame(reader)
-        return await asyncio.to_thread(ack_code, ack, control_id)  # hl7apy parsing is CPU work
+        return ack_code(ack, control_id)
     finally:
         writer.close()
         with contextlib.suppress(OSError):

@@ -11,10 +11,12 @@ from preprocess_service import fhir, hl7v2, mllp
 
 
 class Listener:
-    """An interface engine stand-in: parses each message with hl7apy and answers with `codes` in turn."""
+    """An interface engine stand-in: parses each message with hl7apy and answers with `codes` in turn (or
+    with `answer(control_id)`, an engine's own ACK text)."""
 
-    def __init__(self, codes: list[str]) -> None:
+    def __init__(self, codes: list[str], answer=None) -> None:
         self.codes = codes
+        self.answer = answer
         self.received: list[str] = []
         self.server: asyncio.Server | None = None
 
@@ -26,7 +28,8 @@ class Listener:
             writer.close()
             return
         control_id = hl7v2.parse(payload).msh.msh_10.value
-        writer.write(mllp.frame(hl7v2.ack(control_id, code, "" if code == "AA" else "engine says no")))
+        text = hl7v2.ack(control_id, code, "" if code == "AA" else "engine says no")
+        writer.write(mllp.frame(self.answer(control_id) if self.answer else text))
         await writer.drain()
         writer.close()
 
@@ -82,3 +85,38 @@ def test_unreachable_engine_fails_after_retries(refused_port):
     assert mllp.MllpTarget.parse("engine.example:2575").port == 2575
     with pytest.raises(ValueError, match="host:port"):
         mllp.MllpTarget.parse("engine.example")
+
+
+# ACKs as engines send them: another HL7 version, only what they need, LF between segments.
+ENGINE_ACKS = {
+    "v2.3.1, MSH-9 ACK^R01": "MSH|^~\\&|ENGINE|HOSP|||20260501101500||ACK^R01|A1|P|2.3.1\rMSA|AA|{id}\r",
+    "MSH-9 ACK alone, no MSH-7": "MSH|^~\\&|ENGINE|HOSP|AVPENET|AVPENET|||ACK|A1|P|2.6\rMSA|AA|{id}\r",
+    "v2.9, LF": "MSH|^~\\&|ENGINE|HOSP|||20260501101500||ACK|A1|P|2.9\nMSA|CA|{id}\n",
+}
+
+
+@pytest.mark.parametrize("ack", ENGINE_ACKS.values(), ids=ENGINE_ACKS.keys())
+def test_an_engines_own_accepting_ack_is_delivered_once(ack):
+    """A strict parse took these for bad ACKs: the message went out 3 times and was reported as failed."""
+
+    async def run():
+        listener = Listener(["AA"], answer=lambda control_id: ack.format(id=control_id))
+        async with listener as target:
+            return listener, await mllp.send(target, message(), "req-7f3a")
+
+    listener, delivery = asyncio.run(run())
+    assert delivery.attempts == 1 and delivery.code in ("AA", "CA") and len(listener.received) == 1
+
+
+def test_ack_reading_takes_the_reason_and_refuses_what_is_no_ack():
+    err = "MSH|^~\\&|ENGINE|HOSP|||||ACK|A1|P|2.6\rMSA|AE|req-1\rERR||||E|||database down\r"
+    assert mllp.ack_code(err, "req-1") == ("AE", "E; database down")  # no MSA-3: the ERR segment's text
+    assert mllp.ack_code(hl7v2.ack("req-1", "AR", "unknown patient"), "req-1") == ("AR", "unknown patient")
+    for bad, why in [
+        (hl7v2.ack("req-2"), "not this one"),
+        ("MSH|^~\\&|ENGINE|HOSP|||||ACK|A1|P|2.6\r", "no MSA"),
+        ("MSH|^~\\&|ENGINE|HOSP|||||ACK|A1|P|2.6\rMSA|OK|req-1\r", "not an acknowledgement code"),
+        ("HTTP/1.1 400 Bad Request", "MSH"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            mllp.ack_code(bad, "req-1")
