@@ -6,8 +6,10 @@ that arrives while the first is still running waits for it (and runs it itself i
 mid-run); the same key with a different request is refused (422). Failures are not stored, so a retry after
 an error runs again. Across replicas nothing is shared: a
 retry routed to another replica scores again, and the answer is still the same Observation identity only if
-the caller also resends its X-Request-ID (docs/INTEGRATION.md). Entries live `ttl_s` and at most
-`max_entries` are kept (oldest evicted first), so memory stays bounded.
+the caller also resends its X-Request-ID (docs/INTEGRATION.md). Answers live `ttl_s`, and past `max_entries`
+the oldest answers are evicted first, so memory stays bounded. A request still running is never evicted (its
+retries must find it, and it must find its own entry when it ends); those are bounded by the replica's
+in-flight limit.
 """
 
 from __future__ import annotations
@@ -59,8 +61,14 @@ class IdempotencyCache(Generic[T]):
     def _evict(self, now: float) -> None:
         for k in [k for k, e in self._entries.items() if e.future.done() and e.expires <= now]:
             del self._entries[k]
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        excess = len(self._entries) - self.max_entries
+        if excess > 0:  # the oldest answers first; a request still running stays
+            for k in [k for k, e in self._entries.items() if e.future.done()][:excess]:
+                del self._entries[k]
+
+    def _drop(self, slot: tuple[str, str], entry: _Entry) -> None:
+        if self._entries.get(slot) is entry:
+            del self._entries[slot]
 
     async def run(
         self, scope: str, key: str | None, fingerprint: str, fn: Callable[[], Awaitable[T]]
@@ -84,19 +92,19 @@ class IdempotencyCache(Generic[T]):
                 # the first caller went away mid-run (its slot is gone): this retry runs it, or waits on
                 # another retry that got there first
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._entries[slot] = _Entry(fingerprint, future, expires=float("inf"))
+        self._entries[slot] = entry = _Entry(fingerprint, future, expires=float("inf"))
         self._evict(now)
         try:
             answer = await fn()
         except asyncio.CancelledError:
-            self._entries.pop(slot, None)
+            self._drop(slot, entry)
             future.cancel()  # waiting retries see a cancelled run, not an error of theirs, and run it again
             raise
         except BaseException as exc:
-            self._entries.pop(slot, None)  # not stored: a retry runs again
+            self._drop(slot, entry)  # not stored: a retry runs again
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waited
             raise
         future.set_result(answer)
-        self._entries[slot].expires = time.monotonic() + self.ttl_s
+        entry.expires = time.monotonic() + self.ttl_s
         return answer, False

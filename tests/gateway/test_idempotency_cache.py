@@ -99,6 +99,32 @@ def test_bounded_by_ttl_and_size():
     assert expired == (1, False) and size == 2
 
 
+def test_a_full_cache_never_evicts_a_request_still_running():
+    """Evicting A while it ran let its retry score it again, and B failed (KeyError) when it ended."""
+
+    async def run():
+        cache = idempotency.IdempotencyCache(ttl_s=60, max_entries=1)
+        calls: list[str] = []
+
+        async def slow(tag: str) -> str:
+            calls.append(tag)
+            await asyncio.sleep(0.05)
+            return tag
+
+        a = asyncio.create_task(cache.run("k", "A", "fpA", lambda: slow("A")))
+        await asyncio.sleep(0.01)
+        b = asyncio.create_task(cache.run("k", "B", "fpB", lambda: slow("B")))
+        await asyncio.sleep(0.01)
+        retry = asyncio.create_task(cache.run("k", "A", "fpA", lambda: slow("A again")))
+        answers = await asyncio.gather(a, b, retry)
+        await cache.run("k", "C", "fpC", lambda: slow("C"))  # all done now: the bound holds again
+        return answers, calls, len(cache)
+
+    answers, calls, size = asyncio.run(run())
+    assert answers == [("A", False), ("B", False), ("A", True)] and calls == ["A", "B", "C"]
+    assert size == 1
+
+
 @pytest.mark.parametrize("key", ["has space", "x" * 256, "é"])
 def test_malformed_keys_are_named(key):
     with pytest.raises(InvalidRequest, match="Idempotency-Key"):
