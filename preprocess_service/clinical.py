@@ -145,7 +145,10 @@ class Clinical:
         attempt runs past what is left of `budget`, the request's time budget."""
         if not request.deliver_hl7 or self.target is None:
             return ""
-        message = (await asyncio.to_thread(self.render, "hl7v2", result, request)).body
+        try:
+            message = (await asyncio.to_thread(self.render, "hl7v2", result, request)).body
+        except Exception as exc:  # noqa: BLE001 - a scored answer is never lost to the message build
+            return f"NOT_SENT: the HL7 message could not be built ({type(exc).__name__})"
         try:
             left_s = math.inf if budget is None else budget.remaining_s()
             done = await mllp.send(self.target, message, result.request_id[:199], left_s)

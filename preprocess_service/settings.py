@@ -19,6 +19,14 @@ from preprocess_service.budget import RequestBudget
 from preprocess_service.stream.limits import StreamLimits
 
 ENV_PREFIX = "AVPENET_"
+HL7_NAMES = (
+    "hl7_sending_facility",
+    "hl7_receiving_application",
+    "hl7_receiving_facility",
+    "hl7_assigning_authority",
+)
+HL7_NAME_MAX = 20  # an HD namespace id: hl7apy's strict build refuses a longer one, escapes included
+HL7_DELIMITERS = "|^~\\&"  # each is sent as a 3-character escape (\F\, \S\, \R\, \E\, \T\)
 
 
 class Limits(BaseModel):
@@ -99,8 +107,8 @@ class GatewaySettings(BaseModel):
     api_keys_file: str | None = None  # one key per line; re-read when it changes (revocation without restart)
     # Clinical integration (docs/INTEGRATION.md): the CodeSystem the hospital binds to its flowsheet row,
     # the Observation status until a clinician confirms, HL7 v2 names and the interface engine (host:port).
-    fhir_code_system: str = "urn:avpenet:fhir:CodeSystem:pain-estimate"
-    fhir_code: str = "pain-estimate-0-10"
+    fhir_code_system: str = Field("urn:avpenet:fhir:CodeSystem:pain-estimate", pattern=r"^\S+$")  # a URI
+    fhir_code: str = Field("pain-estimate-0-10", pattern=r"^[^\s|^~\\&]+( [^\s|^~\\&]+)*$")  # FHIR, HL7-safe
     fhir_status: str = Field("preliminary", pattern="^(registered|preliminary|final|amended)$")
     hl7_sending_facility: str = "AVPENET"
     hl7_receiving_application: str = ""
@@ -117,6 +125,21 @@ class GatewaySettings(BaseModel):
     # Observability
     service_name: str = "avpenet-gateway"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _hl7_names(self) -> GatewaySettings:
+        """Refused at load: a name hl7apy cannot build would make every HL7 answer (and delivery) fail."""
+        for name in HL7_NAMES:
+            value = getattr(self, name)
+            if not all(" " <= ch <= "~" for ch in value):
+                raise ValueError(f"{name} must be printable ASCII (no control bytes, no accents): {value!r}")
+            escaped = len(value) + 2 * sum(value.count(ch) for ch in HL7_DELIMITERS)
+            if escaped > HL7_NAME_MAX:
+                raise ValueError(
+                    f"{name} is {escaped} characters once HL7-escaped; an HL7 v2 namespace id holds at most "
+                    f"{HL7_NAME_MAX}: {value!r}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _window_batches(self) -> GatewaySettings:

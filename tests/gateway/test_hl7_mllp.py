@@ -120,3 +120,20 @@ def test_ack_reading_takes_the_reason_and_refuses_what_is_no_ack():
     ]:
         with pytest.raises(ValueError, match=why):
             mllp.ack_code(bad, "req-1")
+
+
+def test_a_message_that_cannot_be_built_is_reported_not_raised(monkeypatch):
+    """The scored answer is never lost to the HL7 build (it used to raise out of `deliver`: a 500)."""
+    from preprocess_service.clinical import Clinical
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+    from preprocess_service.settings import GatewaySettings
+
+    clinical = Clinical(GatewaySettings.load({"hl7_mllp_target": "127.0.0.1:9"}, {}))
+
+    def broken(*_args):
+        raise RuntimeError("hl7apy says no")
+
+    monkeypatch.setattr(clinical, "render", broken)
+    request = ScoreRequest(audio=MediaPart(data=b"x"), deliver_hl7=True)
+    outcome = asyncio.run(clinical.deliver(response(), request))
+    assert outcome == "NOT_SENT: the HL7 message could not be built (RuntimeError)"
