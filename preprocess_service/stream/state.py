@@ -66,7 +66,7 @@ class StreamState:
         if start.sample_rate != contract.SAMPLE_RATE:
             import soxr
 
-            self._resampler = soxr.ResampleStream(start.sample_rate, contract.SAMPLE_RATE, 1, "float32", "HQ")
+            self._resampler = soxr.ResampleStream(start.sample_rate, contract.SAMPLE_RATE, 1, "float64", "HQ")
 
     def close(self) -> None:
         if self._tracker is not None:
@@ -231,7 +231,7 @@ class StreamState:
     def finish(self) -> list[ReadyWindow]:
         """The remaining windows at the end of the stream, counted as clip scoring counts a clip."""
         if self._resampler is not None:  # the resampler's delayed tail
-            tail = self._resampler.resample_chunk(np.zeros(0), last=True).astype(np.float32)
+            tail = self._resampler.resample_chunk(np.zeros(0, np.float64), last=True).astype(np.float32)
             self.audio_buf = np.concatenate([self.audio_buf, tail])
             self.n_samples += tail.size
         out = self.ready()

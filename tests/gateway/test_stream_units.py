@@ -72,6 +72,23 @@ def test_audio_only_and_landmarks_only_streams_match_clips():
         np.testing.assert_allclose(np.concatenate([w.inputs[name] for w in got]), clip[name], atol=1e-6)
 
 
+@pytest.mark.parametrize("rate", [48000, 44100, 8000])
+def test_a_stream_at_another_rate_gives_the_clips_windows(rate):
+    """A device at 48 kHz used to break on its first chunk (the resampler got float64 for float32), and again
+    on every resume: no score at all. Now its windows are the upload path's, resampled the same way."""
+    t = np.arange(int(4.3 * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 0.5 * t)).astype(np.float32)
+    state, step, got = StreamState(start(mode="audio", sample_rate=rate), 10**7), rate // contract.FPS, []
+    for k in range(-(-wave.size // step)):
+        state.check_seq("audio", k)
+        state.add_audio({"rate": rate}, memoryview(wave[k * step : (k + 1) * step].astype("<f4").tobytes()))
+        got += state.ready()
+    got += state.finish()
+    sent = [windows.model_inputs_of(w.inputs)[contract.WAVEFORM.name] for w in got]
+    clip = windows.model_inputs(audio.resample(wave, rate), None, "adult")[contract.WAVEFORM.name]
+    np.testing.assert_allclose(np.concatenate(sent), clip, atol=1e-6)
+
+
 def test_buffers_stay_bounded_on_a_long_stream():
     state = StreamState(start(mode="audio"), 10**7)
     for k in range(600):  # 60 s
