@@ -13,10 +13,10 @@ Flow control (stated policy):
 - pacing: media received more than `max_ahead_s` ahead of the wall clock since the stream opened (a resume
   may catch up on its gap) closes 4409 `too_fast`: Serve's HTTP proxy reads WebSocket messages without
   backpressure, so a flooding sender must be cut off early for the proxy's buffer to stay bounded.
-- outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409.
-- stall: no message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
-- drain: after a close or disconnect, queued chunks are processed for up to `DRAIN_TIMEOUT_S`; those left
-  are given back (`next_seq` returns to the first, an error event `not_processed`): a resume resends them.
+- outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409. stall: no
+  message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
+- drain: after a close or disconnect, queued chunks are processed for up to `DRAIN_TIMEOUT_S`; those left (all
+  if processing failed: 1011) are given back (`next_seq` to the first; event `not_processed`) to be resent.
 """
 
 from __future__ import annotations
@@ -78,12 +78,13 @@ class Session:
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
         self.drain_by = time.monotonic() + DRAIN_TIMEOUT_S
-        # never cancelled: its worker thread would go on using the state (and the tracker) unseen; the stream
-        # is detached (resumable) only once nothing else touches its state
+        # never cancelled: its worker thread would go on using the state unseen (detached only once untouched)
         grace = DRAIN_TIMEOUT_S + DRAIN_GRACE_S
         if not (await asyncio.wait({processor}, timeout=grace))[0]:
             log.error("stream %s: a batch still runs %.0f s into the drain", self.entry.stream_id, grace)
-        await processor
+        await asyncio.wait({processor})
+        if processor.exception():  # it died (logged; the stream failed 1011): what it had queued is given
+            self._give_back()  # back, to be resent by a resume, not lost
         if self.connected:
             try:
                 self.out.put_nowait(None)  # flush what is queued, then close

@@ -15,7 +15,7 @@ import numpy as np
 from avpenet import contract
 from preprocess_service.stream.inbound import Item
 from preprocess_service.stream.limits import StreamLimits
-from preprocess_service.stream.protocol import Start, encode_chunk
+from preprocess_service.stream.protocol import CLOSE_INTERNAL, Start, encode_chunk
 from preprocess_service.stream.registry import StreamRegistry, resume_events
 from preprocess_service.stream.session import BATCH_ITEMS, Session
 
@@ -153,3 +153,47 @@ def test_a_live_stream_drops_frames_late_for_a_due_score_never_audio_and_only_th
     ):
         kept, late = processed(**case)
         assert late == 0 and [bool(f.face_present[0]) for f in kept.state.frames] == [True] * 4, case
+
+
+class _Socket:
+    """A WebSocket that delivers `messages`, then waits; it records what was sent and how it was closed."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        for message in messages:
+            self.inbox.put_nowait(message)
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def receive(self) -> dict:
+        return await self.inbox.get()
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def test_a_processing_failure_closes_1011_and_gives_the_queue_back():
+    """A bug in processing used to raise out of `run`: no 1011 close, and the chunks still queued were
+    neither processed nor given back, so a resume never resent them."""
+    reg = StreamRegistry(StreamLimits(), 10**7)
+    entry, _ = reg.acquire(Start(type="start", mode="audio", age_group="adult"), "stream-crash1", "key-1")
+    hub = SimpleNamespace(registry=reg, metrics=SimpleNamespace(events=_Counter(), dropped=_Counter()))
+    wave = np.zeros(CHUNK, "<f4").tobytes()
+    header = {"kind": "audio", "rate": contract.SAMPLE_RATE}
+    ws = _Socket(
+        [{"type": "websocket.receive", "bytes": encode_chunk({**header, "seq": k}, wave)} for k in range(40)]
+    )
+    session = Session(ws, hub, entry, resumed=False)
+
+    def broken(batch: list[Item], live: bool):
+        raise RuntimeError("a bug in processing")
+
+    session._process = broken
+    code = asyncio.run(asyncio.wait_for(session.run(), 60))
+    assert code == CLOSE_INTERNAL and ws.closed is not None and ws.closed[0] == CLOSE_INTERNAL
+    (event,) = [e for e in entry.events if e.get("code") == "not_processed"]
+    started, _ = resume_events(entry, True, last_event=-1)  # a resume asks for the queued chunks again
+    assert event["audio"] > 0 and started["next_seq"]["audio"] == entry.state.next_seq["audio"] < 40
