@@ -1,9 +1,7 @@
 """A Python client of `/v1/stream` (websockets): open a stream, send chunks, read events; replay a recording.
 
-`replay` sends a recording as a bedside device would: every 1/FPS s one frame and 1/FPS s of audio, at real
-time (`speed` 1), faster (`speed` > 1) or as fast as the server takes it (`speed` 0). `avpenet monitor`, the
-tests and the load driver use it.
-"""
+`replay` sends a recording as a bedside device would (each 1/FPS s a frame and 1/FPS s of audio) at `speed`
+times real time (0: as fast as the server takes it), for `avpenet monitor`, the tests and the load driver."""
 
 from __future__ import annotations
 
@@ -86,6 +84,7 @@ class Stream:
         self.opened = opened or {}  # open_stream's arguments, for reconnect
         self.sent: deque[tuple[str, int, bytes]] = deque()  # (kind, seq, chunk) in send order
         self._sent_bytes, self.keep_bytes = 0, keep_bytes
+        self.event_floor = -1  # the last event of the connection this one resumed, while it numbers on
 
     async def send_audio(self, samples: np.ndarray, rate: int = contract.SAMPLE_RATE) -> None:
         header = {"kind": "audio", "seq": self.seq["audio"], "rate": rate}
@@ -106,17 +105,15 @@ class Stream:
     @property
     def last_event(self) -> int:
         """The seq of the last event received (-1: none), which a resume asks the server to continue after."""
-        return max((e["seq"] for e in self.events if "seq" in e), default=-1)
+        return max((e["seq"] for e in self.events if "seq" in e), default=self.event_floor)
 
     async def reconnect(self, *, busy_timeout_s: float = 45.0) -> Stream:
         """After the connection dropped: open the stream again with its id and the last event received (the
-        URL carries the id, so Serve routes it to the replica holding it), resend every kept chunk from the
-        server's `next_seq` on, and go on numbering where this stream stopped. The server answers
-        `stream_id_busy` until it has seen the old connection break and processed what it had queued (its
-        stall timeout plus its drain): retried for `busy_timeout_s`. A resume that starts afresh
-        (`started.resumed` false: the state was gone; `started.restored` true when its alert state came from
-        a checkpoint) numbers from 0 and resends nothing. ConnectionError
-        when refused, or when the server needs chunks older than those kept."""
+        URL carries the id: Serve routes it to the replica holding it), resend every kept chunk from the
+        server's `next_seq` on, and number on. `stream_id_busy` (the server has not yet seen the old
+        connection break and drained it) is retried for `busy_timeout_s`. A resume that starts afresh
+        (`started.resumed` false; `restored` when its alert state came from a checkpoint) resends nothing.
+        ConnectionError when refused, or when the server needs chunks older than those kept."""
         o = self.opened
         start = {**o["start"], "stream_id": self.started["stream_id"], "last_event": self.last_event}
         deadline = time.monotonic() + busy_timeout_s
@@ -130,6 +127,8 @@ class Stream:
                 if "stream_id_busy" not in str(exc) or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+        if new.started["resumed"] or new.started.get("restored"):  # its events number on from ours
+            new.event_floor = self.last_event  # a second drop before its first event still resumes here
         if not new.started["resumed"]:
             return new
         resend = [(kind, seq, chunk) for kind, seq, chunk in self.sent if seq >= new.seq[kind]]
@@ -230,10 +229,12 @@ async def send_recording(
     fmt: str = "png",
     end: bool = True,
     sent: dict[str, int] | None = None,
+    origin_tick: int = 0,
 ) -> None:
     """Send ticks first_tick..last_tick (default: to the end) of `rec` (one frame + 1/FPS s of audio each),
     paced by `speed`, then `end`. `sent`: per kind, the ticks already sent (their chunks are skipped). From a
-    later first tick (a resume), the handling marks before it go out as one: the state they leave."""
+    later first tick (a resume), the handling marks before it go out as one: the state they leave. Frames
+    carry their capture time from `origin_tick`, the tick at which the server's stream began."""
     sent = sent or {}
     t0 = time.monotonic()
     marks = sorted([(b, True) for b, _ in handling] + [(e, False) for _, e in handling])
@@ -250,9 +251,9 @@ async def send_recording(
                 await stream.send_audio(piece)
         if sent.get("frame", 0) <= k < rec.n_frames:  # each with its capture time, as a device sends it
             if rec.frames is not None:
-                await stream.send_image(rec.frames[k], fmt, t=k / contract.FPS)
+                await stream.send_image(rec.frames[k], fmt, t=(k - origin_tick) / contract.FPS)
             else:
-                await stream.send_landmarks(rec.track, k, t=k / contract.FPS)
+                await stream.send_landmarks(rec.track, k, t=(k - origin_tick) / contract.FPS)
         if speed > 0:
             delay = t0 + (k - first_tick + 1) / (contract.FPS * speed) - time.monotonic()
             if delay > 0:
@@ -280,16 +281,20 @@ async def replay(
     stream = await open_stream(url, api_key, rec.start(age_group, config=config or {}))
     kinds = [k for k, has in (("audio", rec.wave is not None), ("frame", rec.n_frames > 0)) if has]
     done = dict.fromkeys(kinds, 0)  # ticks sent of each kind (a send that raised counts: it is kept)
+    origin = 0  # the tick at which the server's stream began
     while True:
         if on_event:
             on_event(stream.started)
         reader, before = asyncio.create_task(stream.receive_all(on_event)), dict(stream.seq)
         with contextlib.suppress(ConnectionClosed):  # the reader has the close code
             await send_recording(stream, rec, speed=speed, first_tick=min(done.values(), default=0),
-                                 handling=handling, fmt=fmt, sent=done)  # fmt: skip
+                                 handling=handling, fmt=fmt, sent=done, origin_tick=origin)  # fmt: skip
         await reader
         if reconnects <= 0 or stream.close_code == CLOSE_NORMAL or stream.close_code not in RESUMABLE:
             return stream
         reconnects -= 1
         done = {k: done[k] + stream.seq[k] - before[k] for k in kinds}
         stream = await stream.reconnect()
+        if not stream.started["resumed"]:  # a new stream (restored or afresh): its clock starts here, and
+            origin = max(done.values(), default=0)  # both kinds go on from the furthest tick reached
+            done = dict.fromkeys(kinds, origin)

@@ -88,12 +88,16 @@ class StreamRegistry:
                     f"closed after {self.limits.stall_timeout_s:g} s without data, then its queued chunks "
                     f"are processed, for up to {DRAIN_TIMEOUT_S:g} s)",
                 )
-            if resume_fields(entry.start) != resume_fields(start):
+            if (held := resume_fields(entry.start)) != (sent := resume_fields(start)):
+                field = next(k for k in held if held[k] != sent.get(k))
                 raise StreamRejected(
-                    "bad_start", "a resume must send the same start message (mode, rates, config)"
+                    "bad_start",
+                    f"a resume must send the same start message; its {field!r} differs. To start anew, use a "
+                    f"new stream_id (this one is held for {self.limits.resume_ttl_s:g} s after its last use)",
                 )
             if restore is None or restore["event_seq"] <= entry.event_seq:
                 entry.attached, entry.attached_wall = True, time.time()
+                entry.event_seq = max(entry.event_seq, start.last_event + 1)  # it went further elsewhere
                 return entry, True
             self.drop(stream_id)  # left behind: the stream went on on another replica
         if len(self.streams) >= self.limits.max_streams:

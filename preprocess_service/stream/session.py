@@ -103,10 +103,10 @@ class Session:
             self.fail(CLOSE_INTERNAL, reason, "internal")
 
     def fail(self, code: int, reason: str, error: str) -> None:
-        """End the stream with `code`; the full reason also goes out as an error event first."""
+        """End the stream with `code`; the full reason goes out first as an error event (not replayed)."""
         if self.done.is_set():
             return
-        self.emit({"type": "error", "code": error, "detail": reason, "fatal": True})
+        self.emit({"type": "error", "code": error, "detail": reason, "fatal": True}, record=False)
         self.close_code, self.close_reason = code, reason
         self.done.set()
 

@@ -15,7 +15,7 @@ from preprocess_service.stream.affinity import routing_key
 from preprocess_service.stream.alerts import AlertMonitor, Window
 from preprocess_service.stream.checkpoints import RayCheckpoints, Store
 from preprocess_service.stream.limits import StreamLimits
-from preprocess_service.stream.protocol import Start, StreamConfig
+from preprocess_service.stream.protocol import Start, StreamConfig, StreamRejected
 from preprocess_service.stream.registry import StreamRegistry, resume_events
 
 
@@ -183,3 +183,25 @@ def test_a_copy_left_behind_gives_way_to_the_checkpoint_of_one_that_went_on():
     # the holder's own (older or equal) checkpoint does not replace it
     again, resumed = here.acquire(start(config=cfg, last_event=5), "bed-3-ckpt", "key-1", restore=snap)
     assert again is entry and resumed
+
+
+def test_a_copy_left_behind_numbers_on_after_what_the_client_already_holds():
+    """With no newer checkpoint, the copy left at event 99 went on numbering from 100 while the client held
+    events up to 120: a client dropping duplicate seqs lost real scores and alerts."""
+    here = StreamRegistry(StreamLimits(), 10**7)
+    entry, _ = here.acquire(start(), "bed-4-ckpt", "key-1")
+    entry.event_seq = 100
+    here.detach(entry)
+    again, resumed = here.acquire(start(last_event=120), "bed-4-ckpt", "key-1")
+    assert again is entry and resumed and entry.event_seq == 121
+
+
+def test_a_resume_with_another_start_names_the_field_and_the_way_out():
+    here = StreamRegistry(StreamLimits(), 10**7)
+    entry, _ = here.acquire(start(age_group="adult"), "bed-5-ckpt", "key-1")
+    here.detach(entry)
+    with pytest.raises(
+        StreamRejected, match="'age_group' differs. To start anew, use a new stream_id"
+    ) as info:
+        here.acquire(start(age_group="neonate", last_event=3), "bed-5-ckpt", "key-1")
+    assert info.value.code == "bad_start"

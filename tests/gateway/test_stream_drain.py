@@ -195,5 +195,7 @@ def test_a_processing_failure_closes_1011_and_gives_the_queue_back():
     code = asyncio.run(asyncio.wait_for(session.run(), 60))
     assert code == CLOSE_INTERNAL and ws.closed is not None and ws.closed[0] == CLOSE_INTERNAL
     (event,) = [e for e in entry.events if e.get("code") == "not_processed"]
+    assert any('"fatal":true' in text for text in ws.sent)  # told before the close...
+    assert not any(e.get("fatal") for e in entry.events)  # ...and not replayed: a resume would end on it
     started, _ = resume_events(entry, True, last_event=-1)  # a resume asks for the queued chunks again
     assert event["audio"] > 0 and started["next_seq"]["audio"] == entry.state.next_seq["audio"] < 40

@@ -1,0 +1,61 @@
+"""The stream client's own bookkeeping across reconnects, against a fake connection (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from avpenet import contract
+from avpenet.features.track import FaceTrack
+from preprocess_service.stream import client
+from preprocess_service.stream.protocol import FRAME_TIME, parse_chunk
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def send(self, data) -> None:
+        self.sent.append(data)
+
+    async def close(self) -> None:
+        pass
+
+
+def _stream(resumed: bool, restored: bool = False) -> client.Stream:
+    started = {"type": "started", "stream_id": "bed-1", "resumed": resumed, "restored": restored,
+               "next_seq": {"audio": 0, "frame": 0}}  # fmt: skip
+    opened = {"url": "ws://x/v1/stream", "api_key": None, "start": {"type": "start"}, "timeout_s": 1.0}
+    return client.Stream(_Conn(), started, opened)
+
+
+def test_a_second_drop_before_any_event_still_resumes_after_the_last_event(monkeypatch):
+    """The reconnected stream forgot the last event, so the next reconnect asked from -1: the server replayed
+    every kept event (an old alert among them) or, on another replica, did not restore the alert state."""
+    asked: list[int] = []
+
+    async def reopened(url, api_key, start, **_):
+        asked.append(start["last_event"])
+        return _stream(resumed=len(asked) == 1, restored=len(asked) == 2)
+
+    monkeypatch.setattr(client, "open_stream", reopened)
+    first = _stream(resumed=False)
+    first.events = [{"type": "score", "seq": s} for s in range(58)]
+    second = asyncio.run(first.reconnect())  # resumed: events number on
+    third = asyncio.run(second.reconnect())  # restored elsewhere: they number on too
+    asyncio.run(third.reconnect())
+    assert asked == [57, 57, 57]
+    fresh = _stream(resumed=False)  # afresh: numbering starts again, nothing is carried
+    monkeypatch.setattr(client, "open_stream", lambda *a, **k: asyncio.sleep(0, fresh))
+    assert asyncio.run(third.reconnect()).last_event == -1
+
+
+def test_frames_carry_capture_times_from_the_servers_stream_start():
+    """After a resume that began a new stream at tick 300, frame 300 is t=0, not 30 s ahead (closed 4409)."""
+    track = FaceTrack.empty(305, (64, 48))
+    rec = client.Recording(track=track)
+    stream = _stream(resumed=False)
+    asyncio.run(client.send_recording(stream, rec, speed=0, first_tick=300, origin_tick=300, end=False))
+    times = [parse_chunk(c)[0][FRAME_TIME] for c in stream.conn.sent if isinstance(c, bytes)]
+    assert np.allclose(times, np.arange(5) / contract.FPS)
