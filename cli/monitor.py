@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from preprocess_service.client import KEY_ENV, check_target
     from preprocess_service.stream.client import replay, ws_url
 
-    check_target(args.url, grpc=False)
+    check_target(args.url, grpc=False, grpc_flag=False)  # a stream is WebSocket over HTTP only
     rec = load_recording(args.file, args.landmarks)
     config = {
         "scale": args.scale,

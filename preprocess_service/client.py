@@ -39,15 +39,20 @@ def part_for(path: Path) -> str:
 
 def request_for(paths: list[Path], age_group: str = "unknown", **refs: str | None) -> ScoreRequest:
     """One request from files, e.g. [clip.mp4] or [audio.wav, face.npz] (one file per part)."""
-    parts: dict[str, MediaPart] = {}
-    for path in paths:
-        part = part_for(path)
-        if part in parts:
-            raise ValueError(
-                f"{parts[part].filename} and {path.name} would both be the {part} part; one file per part"
-            )
-        parts[part] = MediaPart(data=path.read_bytes(), filename=path.name)
+    check_files(paths)
+    parts = {part_for(path): MediaPart(data=path.read_bytes(), filename=path.name) for path in paths}
     return ScoreRequest(**parts, age_group=age_group, **refs)
+
+
+def check_files(paths: list[Path]) -> None:
+    """ValueError naming a file that is missing, or two files that would be the same part of one request."""
+    parts: dict[str, Path] = {}
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        if (part := part_for(path)) in parts:
+            raise ValueError(f"{parts[part].name} and {path.name} would both be the {part} part (one each)")
+        parts[part] = path
 
 
 def score_http(
@@ -95,17 +100,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", help="FHIR reference of the patient, e.g. Patient/123")
     parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
     parser.add_argument(
-        "--retries", type=count, default=3, help="retries on 429/503/504 (safe: Idempotency-Key)"
+        "--retries", type=count, default=3, help="retries on 429/503/504, timeouts, dropped links (safe)"
     )
 
 
-def check_target(target: str, grpc: bool) -> None:
-    """An HTTP URL has its scheme; a gRPC target is host:port without one."""
+def check_target(target: str, grpc: bool, *, grpc_flag: bool = True) -> None:
+    """An HTTP URL has its scheme, a gRPC target none; `grpc_flag`: the command has --grpc (say so)."""
     has_scheme = target.startswith(("http://", "https://"))
     if grpc and has_scheme:
         raise ValueError(f"--url {target}: with --grpc give host:port (e.g. {DEFAULT_GRPC}), not a URL")
     if not grpc and not has_scheme:
-        raise ValueError(f"--url {target}: give http(s)://host:port (e.g. {DEFAULT_HTTP}), or use --grpc")
+        raise ValueError(
+            f"--url {target}: give http(s)://host:port (e.g. {DEFAULT_HTTP})"
+            + (", or use --grpc" if grpc_flag else "")
+        )
 
 
 def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]]) -> str:
@@ -132,45 +140,47 @@ def run(args: argparse.Namespace) -> int:
     groups = [args.files] if args.together else [[f] for f in args.files]
     target = args.url or (DEFAULT_GRPC if args.grpc else DEFAULT_HTTP)
     check_target(target, args.grpc)
-    client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
-    rows = []
-    failed = 0
-    try:
+    try:  # everything a user can get wrong is said before the first clip is sent
         pins = parse_pins(args.pin)
+        for paths in groups:
+            check_files(paths)
     except ValueError as exc:
         print(f"avpenet score: {exc}", file=sys.stderr)
         return 2
-    for paths in groups:
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            print(f"avpenet score: no such file: {missing[0]}", file=sys.stderr)
-            return 2
-        request = request_for(paths, args.age_group, subject_ref=args.subject, recorded_at=args.recorded_at)
-        request = request.model_copy(update={"model_versions": pins})
-        t0 = time.perf_counter()
-        try:
-            answer = client.score(request, fmt=args.format)
-        except ScoreError as exc:
-            if exc.status == "UNREACHABLE":
-                print(
-                    f"avpenet score: cannot reach the gateway at {target}; is `avpenet serve` up?",
-                    file=sys.stderr,
-                )
-                return 1
-            answer, failed = exc, failed + 1
-        ms = (time.perf_counter() - t0) * 1000
-        name = "+".join(p.name for p in paths)
-        if isinstance(answer, ScoreError):
-            rows.append((name, "grpc" if args.grpc else "http", answer, ms))
-            if args.format != "json":
-                print(f"{name}: error {answer.status}: {answer.detail}", file=sys.stderr)
-        elif answer.document is not None:
-            print(answer.document.replace("\r", "\n") if args.format == "hl7v2" else answer.document)
-        else:
-            rows.append((name, "grpc" if args.grpc else "http", answer.score, ms))
-            if args.json:
-                print(answer.score.model_dump_json(indent=2))
-    client.close()
-    if args.format == "json" and not args.json:
-        print(format_table(rows))
+    client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
+    rows, failed, stopped = [], 0, None
+    try:
+        for paths in groups:
+            request = request_for(
+                paths, args.age_group, subject_ref=args.subject, recorded_at=args.recorded_at
+            )
+            request = request.model_copy(update={"model_versions": pins})
+            t0 = time.perf_counter()
+            try:
+                answer = client.score(request, fmt=args.format)
+            except ScoreError as exc:
+                if exc.status in ("UNREACHABLE", "TIMEOUT"):  # the next clips would fare no better
+                    stopped = exc
+                    break
+                answer, failed = exc, failed + 1
+            ms = (time.perf_counter() - t0) * 1000
+            name, proto = "+".join(p.name for p in paths), "grpc" if args.grpc else "http"
+            if isinstance(answer, ScoreError):
+                rows.append((name, proto, answer, ms))
+                print(f"{name}: error {answer.status}: {answer.detail}", file=sys.stderr)  # in every format
+            elif answer.document is not None:
+                print(answer.document.replace("\r", "\n") if args.format == "hl7v2" else answer.document)
+            else:
+                rows.append((name, proto, answer.score, ms))
+                if args.json:
+                    print(answer.score.model_dump_json(indent=2))
+    finally:
+        client.close()
+    if args.format == "json" and not args.json and (rows or stopped is None):
+        print(format_table(rows))  # what was scored before a stop is shown too
+    if stopped is not None:
+        why = "cannot reach" if stopped.status == "UNREACHABLE" else "no answer in time from"
+        print(f"avpenet score: {why} the gateway at {target} ({stopped.detail}); is `avpenet serve` up? "
+              f"The clips after the {len(rows)} answered were not sent", file=sys.stderr)  # fmt: skip
+        return 1
     return 1 if failed else 0

@@ -5,11 +5,13 @@
     result.score          # ScoreResponse (always over gRPC; over HTTP only for fmt="json")
     result.document       # the FHIR JSON / HL7 v2 text when asked for
 
-Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED (gRPC) and
-connection errors (status UNREACHABLE on both protocols) are retried with exponential backoff, honouring
-Retry-After. Every call sends an Idempotency-Key (a fresh one per call unless given), so a retry of a request
-the gateway already scored gets the first answer back instead of a second Observation. Other failures raise
-ScoreError at once.
+Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED (gRPC), a
+connection that fails (status UNREACHABLE), an answer that does not come within `timeout_s` (TIMEOUT) or is
+cut off (INCOMPLETE) are retried with exponential backoff, honouring Retry-After (up to MAX_RETRY_AFTER_S).
+Not retried: the gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits: sending it
+again cannot help). Every call sends an Idempotency-Key (a fresh one per call unless given), so a retry of a
+request the gateway already scored gets the first answer back instead of a second Observation. Other
+failures raise ScoreError at once; an answer that is not the gateway's (a proxy's page) is BAD_ANSWER.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ ACCEPT = {
 }
 RETRY_HTTP = {429, 503, 504}
 RETRY_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+CONNECT_TIMEOUT_S = 10.0  # a host that drops packets is unreachable after this, not after `timeout_s`
+MAX_RETRY_AFTER_S = 60.0  # the gateway's own Retry-After never exceeds this; a proxy's 3600 does not stall us
 GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
 
@@ -117,12 +121,16 @@ class Client:
     def _http(self, method: str, path: str, **kwargs):
         import requests
 
+        timeout = (min(CONNECT_TIMEOUT_S, self.timeout_s), self.timeout_s)
         try:
-            return requests.request(
-                method, f"{self.target.rstrip('/')}{path}", timeout=self.timeout_s, **kwargs
-            )
+            return requests.request(method, f"{self.target.rstrip('/')}{path}", timeout=timeout, **kwargs)
+        except requests.ReadTimeout:  # reachable, but slow: safe to retry under the Idempotency-Key
+            error = ScoreError("TIMEOUT", f"no answer within {self.timeout_s:g} s")
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retryable(ScoreError("UNREACHABLE", type(exc).__name__), 0.0) from None
+            error = ScoreError("UNREACHABLE", type(exc).__name__)
+        except requests.RequestException as exc:  # e.g. the answer cut off mid-body
+            error = ScoreError("INCOMPLETE", f"the answer was cut off ({type(exc).__name__})")
+        raise _Retryable(error, 0.0) from None
 
     def _score_http(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
         files = {n: (p.filename or n, p.data, p.content_type or None) for n, p in request.parts().items()}
@@ -142,7 +150,7 @@ class Client:
         _raise_for_http(reply)
         ctype = reply.headers.get("content-type", "")
         return ScoreResult(
-            score=ScoreResponse.model_validate(reply.json()) if fmt == "json" else None,
+            score=_gateway_json(reply, ScoreResponse) if fmt == "json" else None,
             document=None if fmt == "json" else reply.text,
             content_type=ctype,
             replayed=reply.headers.get("idempotent-replayed") == "true",
@@ -153,7 +161,7 @@ class Client:
     def _models_http(self) -> ModelsResponse:
         reply = self._http("GET", "/v1/models", headers=self._headers({}))
         _raise_for_http(reply)
-        return ModelsResponse.model_validate(reply.json())
+        return _gateway_json(reply, ModelsResponse)
 
     # --- gRPC -----------------------------------------------------------------------------------------------
     def _stub(self):
@@ -182,9 +190,12 @@ class Client:
             name, details = exc.code().name, exc.details() or ""
             unreachable = name == "UNAVAILABLE" and "failed to connect" in details  # nothing listens
             error = ScoreError("UNREACHABLE" if unreachable else name, details)  # as over HTTP
-            if name in RETRY_GRPC:  # a connection failure is retried as UNAVAILABLE
-                retry = dict(exc.trailing_metadata() or ()).get("retry-after", "0")
-                raise _Retryable(error, float(retry) if retry.isdigit() else 0.0) from None
+            trailing = dict(exc.trailing_metadata() or ())
+            too_large = (  # the gateway's own refusal of a clip over its limits (no proxy queue full)
+                name == "RESOURCE_EXHAUSTED" and "x-request-id" in trailing and "retry-after" not in trailing
+            )
+            if name in RETRY_GRPC and not too_large:  # a connection failure is retried as UNAVAILABLE
+                raise _Retryable(error, _retry_after(trailing.get("retry-after"))) from None
             raise error from None
         return reply, dict(call.trailing_metadata() or ())
 
@@ -225,16 +236,35 @@ class _Retryable(Exception):
         self.retry_after_s = retry_after_s
 
 
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After value (a number; an HTTP date counts as none), at most MAX_RETRY_AFTER_S."""
+    try:
+        return min(max(float(value or 0), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return 0.0
+
+
+def _gateway_json(reply, model):
+    """The gateway's JSON answer as `model`; BAD_ANSWER when it is something else (a proxy's HTML page)."""
+    try:
+        return model.model_validate(reply.json())
+    except ValueError as exc:  # not JSON, or not this model (pydantic's ValidationError is a ValueError)
+        shown = reply.text[:200].strip() or "an empty body"
+        raise ScoreError("BAD_ANSWER", f"HTTP {reply.status_code} {type(exc).__name__}: {shown}") from None
+
+
 def _raise_for_http(reply) -> None:
     if reply.status_code < 400:
         return
     try:
         body = reply.json()
-        detail, error = body.get("detail", reply.text), body.get("error", "")
     except ValueError:
-        detail, error = reply.text, ""
+        body = None
+    if isinstance(body, dict):
+        detail, error = body.get("detail", reply.text), body.get("error", "")
+    else:  # not the gateway's (a proxy's page or a bare string): its text is the reason
+        detail, error = reply.text[:500] or reply.reason, ""
     exc = ScoreError(reply.status_code, str(detail), error)
     if reply.status_code in RETRY_HTTP:
-        retry = reply.headers.get("retry-after", "0")
-        raise _Retryable(exc, float(retry) if retry.isdigit() else 0.0)
+        raise _Retryable(exc, _retry_after(reply.headers.get("retry-after")))
     raise exc

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
@@ -34,9 +34,8 @@ from preprocess_service.stream.protocol import (
 
 # Chunks a stream keeps for a resend: twice what a server queues (streams.max_pending_bytes).
 KEEP_BYTES = 16 * 1024 * 1024
-# Closes a resume may get past: the link lost (1006, no close code), the server going away (1001: a replica
-# stopping) or restarting (1012), an internal error or a stall (each reason says "resume").
-RESUMABLE = {None, 1001, 1006, 1012, CLOSE_INTERNAL, CLOSE_STALLED}
+# Closes a resume may get past: link lost (1006, none), replica stopping (1001) or restarting (1012), 1011
+RESUMABLE = {None, 1001, 1006, 1012, CLOSE_INTERNAL, CLOSE_STALLED}  # and a stall (4408)
 
 
 def ws_url(http_url: str) -> str:
@@ -194,17 +193,18 @@ async def open_stream(
     url: str, api_key: str | None, start: dict, *, timeout_s: float = 30.0, keep_bytes: int = KEEP_BYTES
 ) -> Stream:
     """Connect, send `start`, wait for `started`; ConnectionError with the server's reason if refused.
-    `keep_bytes`: how much of what it sends the stream keeps for `reconnect` to resend (0: a load generator
-    that never resumes)."""
+    `keep_bytes`: what the stream keeps of what it sends, for `reconnect` (0: a load generator, no resume)."""
     headers = {PROXY_TIMEOUT_HEADER: "0"}  # Ray's proxy would otherwise end the stream after 60 s
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     if start.get("stream_id"):  # Serve routes it to the Gateway replica holding that stream (a resume)
         url = f"{url}?{urlencode({STREAM_ID_QUERY: start['stream_id']})}"
     # No permessage-deflate: samples and frames hardly compress; deflating big frames blocks the loop.
-    conn = await connect(
-        url, additional_headers=headers, proxy=None, max_size=2**22, open_timeout=timeout_s, compression=None
-    )
+    kw = {"additional_headers": headers, "proxy": None, "max_size": 2**22, "compression": None}
+    try:
+        conn = await connect(url, open_timeout=timeout_s, **kw)
+    except InvalidHandshake as exc:  # refused at the upgrade (an ingress's 401, 404, 503): no traceback
+        raise ConnectionError(f"stream refused at the WebSocket upgrade: {exc}") from None
     with contextlib.suppress(ConnectionClosed):  # refused before reading it: the reason is queued to read
         await conn.send(json.dumps(start))
     try:

@@ -6,18 +6,19 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 
 import pytest
 from clinical_samples import response
 
 from preprocess_service.protocol import MediaPart, ScoreRequest
-from preprocess_service.sdk import Client, ScoreError
+from preprocess_service.sdk import MAX_RETRY_AFTER_S, Client, ScoreError, _retry_after
 
 
 class Gateway:
     """Answers POST /v1/score with the queued (status, body) pairs and records each request's headers."""
 
-    def __init__(self, answers: list[tuple[int, str]]) -> None:
+    def __init__(self, answers: list[tuple]) -> None:
         self.answers = answers
         self.seen: list[dict[str, str]] = []
         gateway = self
@@ -26,9 +27,13 @@ class Gateway:
             def do_POST(self) -> None:  # noqa: N802
                 self.rfile.read(int(self.headers["content-length"]))
                 gateway.seen.append({k.lower(): v for k, v in self.headers.items()})
-                status, body = gateway.answers[min(len(gateway.seen), len(gateway.answers)) - 1]
+                status, body, *how = gateway.answers[min(len(gateway.seen), len(gateway.answers)) - 1]
+                how = how[0] if how else {}
+                time.sleep(how.get("delay", 0.0))
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", how.get("type", "application/json"))
+                if "cut" in how:  # a body shorter than announced, then the connection closes
+                    self.send_header("Content-Length", str(len(body) + 5000))
                 if status == 503:
                     self.send_header("Retry-After", "0")
                 self.end_headers()
@@ -83,3 +88,97 @@ def test_client_errors_are_not_retried_and_retries_run_out(request_):
         assert info.value.status == 503 and len(gateway.seen) == 3
     finally:
         gateway.close()
+
+
+def test_a_slow_or_cut_off_answer_is_retried_and_named(request_):
+    """Both were UNREACHABLE or a traceback with exit 2: a cut-off body escaped as ChunkedEncodingError."""
+    ok = (200, response().model_dump_json())
+    gateway = Gateway([(200, '{"score": 1', {"cut": True}), (200, "", {"delay": 1.0}), ok])
+    try:
+        result = Client(gateway.url, retries=2, backoff_s=0.01, timeout_s=0.5).score(request_)
+        assert result.attempts == 3 and len({seen["idempotency-key"] for seen in gateway.seen}) == 1
+    finally:
+        gateway.close()
+    gateway = Gateway([(200, "", {"delay": 1.0})])
+    try:
+        with pytest.raises(ScoreError) as info:
+            Client(gateway.url, retries=0, timeout_s=0.3).score(request_)
+        assert info.value.status == "TIMEOUT" and "0.3 s" in info.value.detail  # slow, not unreachable
+    finally:
+        gateway.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "shown"),
+    [
+        ((403, '["forbidden by the WAF"]'), 403, "forbidden by the WAF"),  # JSON, but not an object
+        ((403, "forbidden", {"type": "text/plain"}), 403, "forbidden"),
+        ((200, "<html>sign in</html>", {"type": "text/html"}), "BAD_ANSWER", "sign in"),  # a proxy's page
+    ],
+)
+def test_an_answer_that_is_not_the_gateways_keeps_its_reason(request_, answer, status, shown):
+    gateway = Gateway([answer])
+    try:
+        with pytest.raises(ScoreError) as info:
+            Client(gateway.url, retries=0).score(request_)
+        assert info.value.status == status and shown in info.value.detail
+    finally:
+        gateway.close()
+
+
+def test_retry_after_reads_fractions_caps_long_waits_and_ignores_dates():
+    assert _retry_after("1.5") == 1.5 and _retry_after("3600") == MAX_RETRY_AFTER_S
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and _retry_after(None) == 0.0
+
+
+def _grpc_gateway(code, details: str, trailing: tuple) -> tuple:
+    """A gRPC Scoring service on loopback that refuses every Score call with `code` and `trailing`."""
+    from concurrent import futures
+
+    import grpc
+
+    from avpenet.v1 import scoring_pb2 as pb
+
+    seen: list[int] = []
+
+    def score(_request, context):
+        seen.append(1)
+        context.set_trailing_metadata(trailing)
+        context.abort(code, details)
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        score,
+        request_deserializer=pb.ScoreRequest.FromString,
+        response_serializer=pb.ScoreResponse.SerializeToString,
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("avpenet.v1.Scoring", {"Score": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}", seen
+
+
+@pytest.mark.parametrize(
+    ("trailing", "calls"),
+    [
+        ((("x-request-id", "r1"),), 1),  # the gateway's own refusal (a clip over the limit): final
+        ((("x-request-id", "r1"), ("retry-after", "0")), 3),  # the gateway full: retried
+        ((), 3),  # Ray's proxy with its queue full: retried
+    ],
+)
+def test_grpc_resource_exhausted_is_retried_only_when_it_can_pass(request_, trailing, calls):
+    import grpc
+
+    server, target, seen = _grpc_gateway(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "clip is 95.0 s; the limit is 60 s", trailing
+    )
+    client = Client(target, grpc=True, retries=2, backoff_s=0.01)
+    try:
+        with pytest.raises(ScoreError) as info:
+            client.score(request_)
+        assert info.value.status == "RESOURCE_EXHAUSTED" and len(seen) == calls
+    finally:
+        client.close()
+        server.stop(None)
