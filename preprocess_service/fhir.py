@@ -58,6 +58,12 @@ UUID_NS = uuid.UUID("7b1d6c52-4a0e-4b8e-9a55-6a1f3c2b9e10")  # stable urn:uuid f
 FHIR_ID_RE = re.compile(r"^[A-Za-z0-9.-]{1,64}$")  # FHIR's `id` type: no '_', which request ids may hold
 
 
+def shown_level(result: ScoreResponse) -> str:
+    """The level of the score as the documents show it (2 decimals): 3.004 is shown 3.00, so it reads low,
+    not moderate, beside a legend that says low 0-3."""
+    return contract.level_of(round(result.score, 2))
+
+
 def resource_id(request_id: str) -> str:
     """The Observation's `id`: the request id where it is a valid FHIR id, else a uuid5 of it, the same for
     every retry (the request id itself stays the Observation's identifier, which de-duplicates)."""
@@ -191,7 +197,8 @@ def observation(
 ) -> dict[str, Any]:
     """The Observation (validated). Without `device_ref` the Device is contained, so it stands alone."""
     effective, fallback_note = _effective(result)
-    level_code, level_display = LEVEL_SNOMED[result.level]
+    level = shown_level(result)
+    level_code, level_display = LEVEL_SNOMED[level]
     versions = ", ".join(f"{n} v{v}" for n, v in sorted(result.model_versions.items()))
     notes = [
         f"AI model estimate, not a clinician's rating; to be validated before filing. {len(result.timeline)} "
@@ -214,9 +221,9 @@ def observation(
             {
                 "coding": [
                     {"system": SNOMED, "code": level_code, "display": level_display},
-                    cfg.coding(f"level-{result.level}", f"{result.level} pain"),
+                    cfg.coding(f"level-{level}", f"{level} pain"),
                 ],
-                "text": f"{result.level} pain (model estimate; low 0-3, moderate 3-6, high 6-10)",
+                "text": f"{level} pain (model estimate; low 0-3, moderate 3-6, high 6-10)",
             }
         ],
         "method": {

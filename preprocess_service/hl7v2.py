@@ -80,7 +80,7 @@ def _observations(result: ScoreResponse, cfg: fhir.FhirConfig) -> list[tuple[str
         nips = result.score * fhir.NIPS_MAX / contract.SCORE_MAX
         rows.append(("NM", f"nips-equivalent-estimate^NIPS-equivalent ESTIMATE (not a NIPS rating)^{LOCAL}",
                      f"{nips:.1f}", SCORE_UNITS, "0-7"))  # fmt: skip
-    snomed, display = fhir.LEVEL_SNOMED[result.level]
+    snomed, display = fhir.LEVEL_SNOMED[fhir.shown_level(result)]
     rows.append(("CWE", f"level^pain level^{LOCAL}", f"{snomed}^{display}^SCT", "", ""))
     versions = ";".join(f"{n}={v}" for n, v in sorted(result.model_versions.items()))
     rows.append(("ST", f"model-versions^model versions^{LOCAL}", _escape(versions), "", ""))

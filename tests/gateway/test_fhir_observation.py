@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from support.responses import make_response
 
+from avpenet import contract
 from preprocess_service import fhir
 
 
@@ -39,3 +40,20 @@ class TestFhir:
         assert "model" in again.method.text.lower() and again.device.reference.startswith("#avpenet-")
         assert again.subject.reference == "Patient/p1" and again.encounter.reference == "Encounter/e1"
         assert again.status == "preliminary"
+
+
+@pytest.mark.parametrize(("score", "level"), [(3.004, "low"), (3.006, "moderate"), (6.003, "moderate")])
+def test_the_documents_level_is_that_of_the_score_they_show(score, level):
+    """3.004 was shown as 3.00 and labelled moderate (Moderate in FHIR, 6736007 in HL7) beside 'low 0-3'."""
+    import json
+
+    from preprocess_service import hl7v2
+
+    resp, _ = make_response(3)
+    resp = resp.model_copy(
+        update={"score": score, "level": contract.level_of(score)}
+    )  # as the gateway sets it
+    obs = json.loads(fhir.render(resp))
+    assert obs["interpretation"][0]["coding"][1]["code"] == f"level-{level}"
+    snomed = fhir.LEVEL_SNOMED[level][0]
+    assert "|CWE|level^pain level^" in hl7v2.oru_r01(resp) and f"|{snomed}^" in hl7v2.oru_r01(resp)
