@@ -50,10 +50,12 @@ class MllpTarget:
 
     @classmethod
     def parse(cls, target: str, **kwargs) -> MllpTarget:
-        """`host:port` (the gateway setting `hl7_mllp_target`)."""
+        """`host:port` or `[IPv6]:port` (the gateway setting `hl7_mllp_target`)."""
         host, sep, port = target.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"MLLP target {target!r} is not host:port")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"MLLP target {target!r} is not host:port (a port 1-65535)")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"MLLP target {target!r}: put an IPv6 address in brackets, e.g. [::1]:2575")
         return cls(host.strip("[]"), int(port), **kwargs)
 
 

@@ -123,10 +123,10 @@ class ScoreRequest(BaseModel):
             raise InvalidRequest(f"part(s) {', '.join(empty)} are empty")
         if self.age_group not in contract.AGE_GROUPS:
             raise InvalidRequest(f"age_group must be one of {', '.join(contract.AGE_GROUPS)}")
-        for name in ("subject_ref", "encounter_ref"):
+        for name, kind in (("subject_ref", "Patient"), ("encounter_ref", "Encounter")):  # PID-3, PV1-19
             value = getattr(self, name)
-            if value is not None and not REF_RE.fullmatch(value):
-                raise InvalidRequest(f"{name} must be a FHIR relative reference like Patient/123")
+            if value is not None and not (REF_RE.fullmatch(value) and value.startswith(f"{kind}/")):
+                raise InvalidRequest(f"{name} must be a FHIR reference to a {kind}, like {kind}/123")
         if self.recorded_at is not None:
             from preprocess_service.fhir import parse_recorded_at
 

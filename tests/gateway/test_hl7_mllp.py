@@ -85,6 +85,10 @@ def test_unreachable_engine_fails_after_retries(refused_port):
     assert mllp.MllpTarget.parse("engine.example:2575").port == 2575
     with pytest.raises(ValueError, match="host:port"):
         mllp.MllpTarget.parse("engine.example")
+    assert mllp.MllpTarget.parse("[::1]:2575").host == "::1"
+    for bad, why in [("engine.example:70000", "1-65535"), ("::1", "brackets"), ("fe80::1:2575", "brackets")]:
+        with pytest.raises(ValueError, match=why):  # were read as host ':' port 1, host 'fe80::1' ...
+            mllp.MllpTarget.parse(bad)
 
 
 # ACKs as engines send them: another HL7 version, only what they need, LF between segments.

@@ -73,6 +73,9 @@ class TestScoreRequest:
             {"audio": MediaPart(data=b"")},
             {"audio": MediaPart(data=b"a"), "age_group": "toddler"},
             {"audio": MediaPart(data=b"a"), "subject_ref": "John Smith"},
+            {"audio": MediaPart(data=b"a"), "subject_ref": "Encounter/9"},  # would become PID-3, a patient id
+            {"audio": MediaPart(data=b"a"), "subject_ref": "Group/ward-7"},
+            {"audio": MediaPart(data=b"a"), "subject_ref": "Patient/1", "encounter_ref": "Patient/1"},
         ],
     )
     def test_bad_combinations_are_422(self, fields):
