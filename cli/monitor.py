@@ -75,7 +75,7 @@ def load_recording(path: Path, landmarks: Path | None = None):
     """The Recording a device would stream from this file (decoded and sampled as clip scoring does)."""
     from avpenet.features import audio, tracker
     from avpenet.features.track import FaceTrack
-    from preprocess_service.stream.client import Recording
+    from preprocess_service.stream.replay import Recording
 
     data = path.read_bytes()
     if path.suffix.lower() == ".npz":
@@ -113,7 +113,8 @@ def describe(event: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from preprocess_service.client import KEY_ENV, check_target
-    from preprocess_service.stream.client import replay, ws_url
+    from preprocess_service.stream.client import ws_url
+    from preprocess_service.stream.replay import replay
 
     check_target(args.url, grpc=False, grpc_flag=False)  # a stream is WebSocket over HTTP only
     rec = load_recording(args.file, args.landmarks)
@@ -144,7 +145,8 @@ def demo_session(http_url: str, api_key: str, clip: Path) -> list[str]:
     3 windows above 6; the event lines as `avpenet monitor` prints them."""
     import numpy as np
 
-    from preprocess_service.stream.client import Recording, replay, ws_url
+    from preprocess_service.stream.client import ws_url
+    from preprocess_service.stream.replay import Recording, replay
 
     rec = load_recording(clip)
     step = contract.SAMPLE_RATE // contract.FPS

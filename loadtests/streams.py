@@ -34,7 +34,7 @@ def recording(mode: str, seconds: float):
     """A `seconds`-long recording for `mode` (landmarks | video), the example looped."""
     from avpenet.features import audio, tracker
     from avpenet.features.track import FaceTrack
-    from preprocess_service.stream.client import Recording
+    from preprocess_service.stream.replay import Recording
 
     if mode == "landmarks":
         wave = audio.load_audio((EXAMPLES / "adult-S0003-C02.wav").read_bytes())
@@ -56,7 +56,8 @@ def recording(mode: str, seconds: float):
 
 
 async def one_stream(url: str, key: str | None, rec, age_group: str) -> dict:
-    from preprocess_service.stream.client import open_stream, send_recording
+    from preprocess_service.stream.client import open_stream
+    from preprocess_service.stream.replay import send_recording
 
     stream = await open_stream(url, key, rec.start(age_group), keep_bytes=0)  # never resumes: keeps nothing
     opened_at = time.monotonic()

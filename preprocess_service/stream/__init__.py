@@ -14,7 +14,8 @@
     affinity.py     the Gateway's request router: a resume goes to the replica holding its stream
     metrics.py      active streams, lag, events by type, reconnects
     route.py        the `/v1/stream` WebSocket handler the Gateway ingress declares
-    client.py       a Python client (used by `avpenet monitor`, the tests and the load driver)
+    client.py       a Python client: open a stream, send chunks, read events, resume a dropped link
+    replay.py       a recording streamed as a device sends it (`avpenet monitor`, the tests, the load driver)
 
 Windows are cut exactly as clip scoring cuts them (avpenet.features.windows), so a replayed recording gets
 the clip endpoint's window scores.

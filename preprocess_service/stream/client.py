@@ -1,7 +1,5 @@
-"""A Python client of `/v1/stream` (websockets): open a stream, send chunks, read events; replay a recording.
-
-`replay` sends a recording as a bedside device would (each 1/FPS s a frame and 1/FPS s of audio) at `speed`
-times real time (0: as fast as the server takes it), for `avpenet monitor`, the tests and the load driver."""
+"""A Python client of `/v1/stream` (websockets): open a stream, send chunks, read events, resume a dropped
+link (`Stream.reconnect`). Replaying a whole recording is `replay.py`."""
 
 from __future__ import annotations
 
@@ -11,7 +9,6 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import numpy as np
@@ -23,7 +20,6 @@ from avpenet.features.track import FaceTrack
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.stream.protocol import (
     CLOSE_INTERNAL,
-    CLOSE_NORMAL,
     CLOSE_STALLED,
     FRAME_TIME,
     STREAM_ID_QUERY,
@@ -38,36 +34,19 @@ KEEP_BYTES = 16 * 1024 * 1024
 RESUMABLE = {None, 1001, 1006, 1012, CLOSE_INTERNAL, CLOSE_STALLED}  # and a stall (4408)
 
 
+class StreamRefused(ConnectionError):
+    """The stream was not opened. `retryable`: the gateway may take it in a moment (restarting or full, or
+    still holding the stream id for a connection it has not yet seen break); not when it refused the request
+    itself (the key, the start message, a limit of that key)."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 def ws_url(http_url: str) -> str:
     """ws://host:port/v1/stream from the gateway's http://host:port."""
     return http_url.rstrip("/").replace("https://", "wss://").replace("http://", "ws://") + STREAM_ROUTE
-
-
-@dataclass
-class Recording:
-    """What a device streams: 16 kHz mono audio and/or a face track (privacy mode) or RGB frames (video)."""
-
-    wave: np.ndarray | None = None
-    track: FaceTrack | None = None
-    frames: list[np.ndarray] | None = None  # RGB uint8 at contract.FPS
-
-    @property
-    def mode(self) -> str:
-        return "video" if self.frames is not None else "landmarks" if self.track is not None else "audio"
-
-    @property
-    def n_frames(self) -> int:
-        return len(self.frames) if self.frames is not None else self.track.n_frames if self.track else 0
-
-    def ticks(self) -> int:
-        samples = 0 if self.wave is None else self.wave.size
-        return max(self.n_frames, -(-samples // contract.SAMPLES_PER_FRAME))
-
-    def start(self, age_group: str, **extra) -> dict:
-        msg = {"type": "start", "mode": self.mode, "age_group": age_group, "audio": self.wave is not None}
-        if self.track is not None:
-            msg["image_size"] = [int(v) for v in self.track.image_size]
-        return {**msg, **extra}
 
 
 class Stream:
@@ -109,23 +88,25 @@ class Stream:
     async def reconnect(self, *, busy_timeout_s: float = 45.0) -> Stream:
         """After the connection dropped: open the stream again with its id and the last event received (the
         URL carries the id: Serve routes it to the replica holding it), resend every kept chunk from the
-        server's `next_seq` on, and number on. `stream_id_busy` (the server has not yet seen the old
-        connection break and drained it) is retried for `busy_timeout_s`. A resume that starts afresh
-        (`started.resumed` false; `restored` when its alert state came from a checkpoint) resends nothing.
-        ConnectionError when refused, or when the server needs chunks older than those kept."""
+        server's `next_seq` on, and number on. What may pass in a moment (`stream_id_busy`: the server has
+        not yet seen the old connection break and drained it; a gateway restarting or full; no connection)
+        is retried, with backoff, for `busy_timeout_s`. A resume that starts afresh (`started.resumed` false;
+        `restored` when its alert state came from a checkpoint) resends nothing. ConnectionError when
+        refused, or when the server needs chunks older than those kept."""
         o = self.opened
         start = {**o["start"], "stream_id": self.started["stream_id"], "last_event": self.last_event}
-        deadline = time.monotonic() + busy_timeout_s
+        deadline, delay = time.monotonic() + busy_timeout_s, 0.2
         while True:
             try:
                 new = await open_stream(
                     o["url"], o["api_key"], start, timeout_s=o["timeout_s"], keep_bytes=self.keep_bytes
                 )
                 break
-            except ConnectionError as exc:
-                if "stream_id_busy" not in str(exc) or time.monotonic() > deadline:
+            except (OSError, TimeoutError) as exc:  # a refused or failed connection (StreamRefused is one)
+                if not getattr(exc, "retryable", True) or time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
         if new.started["resumed"] or new.started.get("restored"):  # its events number on from ours
             new.event_floor = self.last_event  # a second drop before its first event still resumes here
         if not new.started["resumed"]:
@@ -204,97 +185,21 @@ async def open_stream(
     try:
         conn = await connect(url, open_timeout=timeout_s, **kw)
     except InvalidHandshake as exc:  # refused at the upgrade (an ingress's 401, 404, 503): no traceback
-        raise ConnectionError(f"stream refused at the WebSocket upgrade: {exc}") from None
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        raise StreamRefused(
+            f"stream refused at the WebSocket upgrade: {exc}", status in (502, 503, 504)
+        ) from None
     with contextlib.suppress(ConnectionClosed):  # refused before reading it: the reason is queued to read
         await conn.send(json.dumps(start))
     try:
         first = json.loads(await asyncio.wait_for(conn.recv(), timeout_s))
     except Exception as exc:  # noqa: BLE001
-        raise ConnectionError(f"stream refused: {conn.close_code} {conn.close_reason}") from exc
+        raise StreamRefused(
+            f"stream refused: {conn.close_code} {conn.close_reason}", conn.close_code in RESUMABLE
+        ) from exc
     if first.get("type") != "started":
         await conn.close()
-        raise ConnectionError(f"stream refused: {first.get('code')}: {first.get('detail')}")
+        busy = first.get("code") in ("stream_id_busy", "over_limit")  # both say: retry
+        raise StreamRefused(f"stream refused: {first.get('code')}: {first.get('detail')}", busy)
     opened = {"url": url.split("?")[0], "api_key": api_key, "start": start, "timeout_s": timeout_s}
     return Stream(conn, first, opened, keep_bytes)
-
-
-async def send_recording(
-    stream: Stream,
-    rec: Recording,
-    *,
-    speed: float = 1.0,
-    first_tick: int = 0,
-    last_tick: int | None = None,
-    handling: list[tuple[float, float]] = (),
-    fmt: str = "png",
-    end: bool = True,
-    sent: dict[str, int] | None = None,
-    origin_tick: int = 0,
-) -> None:
-    """Send ticks first_tick..last_tick (default: to the end) of `rec` (one frame + 1/FPS s of audio each),
-    paced by `speed`, then `end`. `sent`: per kind, the ticks already sent (their chunks are skipped). From a
-    later first tick (a resume), the handling marks before it go out as one: the state they leave. Frames
-    carry their capture time from `origin_tick`, the tick at which the server's stream began."""
-    sent = sent or {}
-    t0 = time.monotonic()
-    marks = sorted([(b, True) for b, _ in handling] + [(e, False) for _, e in handling])
-    past = [m for m in marks if first_tick and m[0] <= first_tick / contract.FPS + 1e-9]
-    if past:  # the server ignores a state it is already in: right whether it kept the stream or not
-        await stream.control(type="handling", active=past[-1][1])
-        marks = marks[len(past) :]
-    for k in range(first_tick, rec.ticks() if last_tick is None else min(last_tick, rec.ticks())):
-        while marks and marks[0][0] <= k / contract.FPS + 1e-9:  # handling declared at its media time
-            await stream.control(type="handling", active=marks.pop(0)[1])
-        if rec.wave is not None and k >= sent.get("audio", 0):
-            piece = rec.wave[k * contract.SAMPLES_PER_FRAME : (k + 1) * contract.SAMPLES_PER_FRAME]
-            if piece.size:
-                await stream.send_audio(piece)
-        if sent.get("frame", 0) <= k < rec.n_frames:  # each with its capture time, as a device sends it
-            if rec.frames is not None:
-                await stream.send_image(rec.frames[k], fmt, t=(k - origin_tick) / contract.FPS)
-            else:
-                await stream.send_landmarks(rec.track, k, t=(k - origin_tick) / contract.FPS)
-        if speed > 0:
-            delay = t0 + (k - first_tick + 1) / (contract.FPS * speed) - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-    if end:
-        await stream.control(type="end")
-
-
-async def replay(
-    url: str,
-    api_key: str | None,
-    rec: Recording,
-    *,
-    age_group: str = "unknown",
-    speed: float = 1.0,
-    config: dict | None = None,
-    handling: list[tuple[float, float]] = (),
-    on_event: Callable[[dict], None] | None = None,
-    fmt: str = "png",
-    reconnects: int = 0,
-) -> Stream:
-    """Stream a whole recording and collect its events until the server closes (after `end`). Up to
-    `reconnects` times, a link that drops (RESUMABLE) is resumed (`Stream.reconnect`) and the recording goes
-    on from the tick it had reached; the Stream returned is the last connection's."""
-    stream = await open_stream(url, api_key, rec.start(age_group, config=config or {}))
-    kinds = [k for k, has in (("audio", rec.wave is not None), ("frame", rec.n_frames > 0)) if has]
-    done = dict.fromkeys(kinds, 0)  # ticks sent of each kind (a send that raised counts: it is kept)
-    origin = 0  # the tick at which the server's stream began
-    while True:
-        if on_event:
-            on_event(stream.started)
-        reader, before = asyncio.create_task(stream.receive_all(on_event)), dict(stream.seq)
-        with contextlib.suppress(ConnectionClosed):  # the reader has the close code
-            await send_recording(stream, rec, speed=speed, first_tick=min(done.values(), default=0),
-                                 handling=handling, fmt=fmt, sent=done, origin_tick=origin)  # fmt: skip
-        await reader
-        if reconnects <= 0 or stream.close_code == CLOSE_NORMAL or stream.close_code not in RESUMABLE:
-            return stream
-        reconnects -= 1
-        done = {k: done[k] + stream.seq[k] - before[k] for k in kinds}
-        stream = await stream.reconnect()
-        if not stream.started["resumed"]:  # a new stream (restored or afresh): its clock starts here, and
-            origin = max(done.values(), default=0)  # both kinds go on from the furthest tick reached
-            done = dict.fromkeys(kinds, origin)

@@ -45,7 +45,8 @@ import ray
 from avpenet import contract
 from preprocess_service.stack import LocalStack
 from preprocess_service.stream.checkpoints import FLUSH_S
-from preprocess_service.stream.client import Recording, open_stream, send_recording, ws_url
+from preprocess_service.stream.client import open_stream, ws_url
+from preprocess_service.stream.replay import Recording, send_recording
 from support.stream_resumes import ONE_SECOND, hop, resume_hops
 
 UNHINTED = 12

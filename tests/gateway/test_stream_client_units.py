@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
-from preprocess_service.stream import client
+from preprocess_service.stream import client, replay
 from preprocess_service.stream.protocol import FRAME_TIME, parse_chunk
 
 
@@ -54,8 +55,34 @@ def test_a_second_drop_before_any_event_still_resumes_after_the_last_event(monke
 def test_frames_carry_capture_times_from_the_servers_stream_start():
     """After a resume that began a new stream at tick 300, frame 300 is t=0, not 30 s ahead (closed 4409)."""
     track = FaceTrack.empty(305, (64, 48))
-    rec = client.Recording(track=track)
+    rec = replay.Recording(track=track)
     stream = _stream(resumed=False)
-    asyncio.run(client.send_recording(stream, rec, speed=0, first_tick=300, origin_tick=300, end=False))
+    asyncio.run(replay.send_recording(stream, rec, speed=0, first_tick=300, origin_tick=300, end=False))
     times = [parse_chunk(c)[0][FRAME_TIME] for c in stream.conn.sent if isinstance(c, bytes)]
     assert np.allclose(times, np.arange(5) / contract.FPS)
+
+
+def test_a_reconnect_rides_out_a_gateway_restart_but_not_a_refusal(monkeypatch):
+    """A connection refused, a 503 at the upgrade or a busy id pass in a moment: retried with backoff. A
+    refusal of the request itself (a bad key) is final at once. Before, only `stream_id_busy` was retried, so
+    `avpenet monitor --reconnects` ended on the first refused connection of a gateway restarting."""
+    outcomes = [
+        ConnectionRefusedError(111, "Connection refused"),
+        client.StreamRefused("stream refused at the WebSocket upgrade: HTTP 503", retryable=True),
+        client.StreamRefused("stream refused: stream_id_busy: retry", retryable=True),
+    ]
+    calls: list[int] = []
+
+    async def reopened(*_args, **_kw):
+        calls.append(1)
+        if outcomes:
+            raise outcomes.pop(0)
+        return _stream(resumed=True)
+
+    monkeypatch.setattr(client, "open_stream", reopened)
+    first = _stream(resumed=False)
+    assert asyncio.run(first.reconnect(busy_timeout_s=10)).started["resumed"] and len(calls) == 4
+    outcomes.append(client.StreamRefused("stream refused: 4401 unknown API key", retryable=False))
+    with pytest.raises(client.StreamRefused, match="4401"):
+        asyncio.run(first.reconnect(busy_timeout_s=10))
+    assert len(calls) == 5

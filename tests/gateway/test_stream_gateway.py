@@ -26,8 +26,9 @@ from avpenet.features import audio, tracker
 from avpenet.features.track import FaceTrack
 from preprocess_service.client import score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
-from preprocess_service.stream.client import Recording, open_stream, replay, send_recording, ws_url
+from preprocess_service.stream.client import open_stream, ws_url
 from preprocess_service.stream.protocol import encode_chunk
+from preprocess_service.stream.replay import Recording, replay, send_recording
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -17,7 +17,8 @@ from support.gateway import API_KEY
 from avpenet import contract
 from avpenet.features import audio
 from avpenet.features.track import FaceTrack
-from preprocess_service.stream.client import Recording, replay, send_recording, ws_url
+from preprocess_service.stream.client import ws_url
+from preprocess_service.stream.replay import Recording, replay, send_recording
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

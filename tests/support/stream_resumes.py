@@ -10,7 +10,8 @@ import numpy as np
 
 from avpenet import contract
 from preprocess_service.stream.affinity import ROUTER_CONFIG
-from preprocess_service.stream.client import Recording, Stream, open_stream, send_recording
+from preprocess_service.stream.client import Stream, open_stream
+from preprocess_service.stream.replay import Recording, send_recording
 
 ONE_SECOND = Recording(wave=np.zeros(contract.SAMPLE_RATE, np.float32))
 # The wait for the replicas' routing stats to name a new stream: five collection periods (the controller
