@@ -2,7 +2,8 @@
 
 Only SHA-256 digests of the keys are kept in memory. Keys come from `AVPENET_API_KEYS` (comma-separated)
 and/or a file (one per line, `#` comments; a Kubernetes Secret mounted as a file). The file is re-read when it
-changes, so removing a line revokes that key without a restart.
+changes, so removing a line revokes that key without a restart. Whether keys are required is decided once, at
+start: a file emptied, deleted or caught mid-rewrite later refuses every request, never lets all in.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class ApiKeys:
         self._static = {_digest(k) for k in keys if k}
         self._file = Path(key_file) if key_file else None
         self._file_digests: set[bytes] = set()
-        self._file_mtime: float | None = None
+        self._file_stamp: tuple[int, int, int] | None = None  # (mtime_ns, size, inode): any rewrite shows
+        self.enforced = bool(self._static) or self._file is not None  # keys required from now on
         self._checked_at = 0.0
         self._lock = threading.Lock()
         self._reload(force=True)
@@ -60,17 +62,18 @@ class ApiKeys:
         with self._lock:
             self._checked_at = now
             try:
-                mtime = self._file.stat().st_mtime
+                st = self._file.stat()
             except FileNotFoundError:
                 if force:
                     raise FileNotFoundError(f"API key file {self._file} does not exist") from None
-                self._file_digests, self._file_mtime = set(), None  # a deleted file revokes its keys
+                self._file_digests, self._file_stamp = set(), None  # a deleted file revokes its keys
                 return
-            if mtime == self._file_mtime:
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp == self._file_stamp:
                 return
-            lines = self._file.read_text(encoding="utf-8").splitlines()
+            lines = self._file.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM is no key
             self._file_digests = {_digest(s) for line in lines if (s := line.split("#", 1)[0].strip())}
-            self._file_mtime = mtime
+            self._file_stamp = stamp
 
     def check(self, token: str | None) -> bool:
         self._reload()
@@ -81,8 +84,9 @@ class ApiKeys:
         return ok and token is not None
 
     def require(self, token: str | None) -> None:
-        """Raise Unauthenticated unless `token` is one of the keys (a no-op when no key is configured)."""
-        if not self.configured:
+        """Raise Unauthenticated unless `token` is one of the keys (a no-op when neither keys nor a key file
+        were given at start; with a key file, an empty or missing one accepts nothing)."""
+        if not self.enforced:
             return
         if token is None:
             raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
