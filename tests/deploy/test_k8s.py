@@ -241,6 +241,14 @@ def test_triton_deployment_shape(overlay) -> None:
     assert "--model-repository=/models" in server["args"]
 
 
+def test_what_an_hpa_scales_carries_no_replica_count(overlay) -> None:
+    """`replicas: 2` on the Triton Deployment put a busy pool of 6 back to 2 on every `kubectl apply`."""
+    _, docs = overlay
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert "replicas" not in _one(docs, ref["kind"], ref["name"])["spec"], ref
+
+
 def _bytes(quantity: str) -> int:
     return int(quantity[:-2]) * {"Mi": 2**20, "Gi": 2**30}[quantity[-2:]]
 
