@@ -71,7 +71,7 @@ def clip_path(data_dir: str | os.PathLike, clip_id: str) -> Path:
 def read_labels(data_dir: str | os.PathLike) -> list[dict[str, str]]:
     """Rows of DIR/labels.csv (columns contract.LABEL_COLUMNS; REQUIRED_COLUMNS must be there)."""
     path = Path(data_dir) / "labels.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -82,7 +82,9 @@ def read_labels(data_dir: str | os.PathLike) -> list[dict[str, str]]:
     from avpenet.labelcheck import check_rows
 
     check_rows(path, rows, list(reader.fieldnames or []))  # every bad row, with its line number and reason
-    return rows
+    # Values as checked (stripped): "S11" and "S11 " (a spreadsheet's trailing space) are one subject, which
+    # the split would otherwise have put in two parts: the same patient in training and in test.
+    return [{k: (v or "").strip() for k, v in row.items()} for row in rows]
 
 
 def _source(data_dir: Path, rel: str | None) -> Path | None:

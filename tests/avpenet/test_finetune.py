@@ -145,3 +145,18 @@ def test_too_few_subjects_says_so(tmp_path):
     with pytest.raises(ValueError, match="too few subjects for a subject-independent split.*adult 2"):
         train.main(["--data", str(data), "--out", str(tmp_path / "run"), "--init", str(REFERENCE_DIR)])
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_a_subject_written_with_a_trailing_space_is_one_subject(tmp_path):
+    """'S11' and 'S11 ' passed the row check (which strips) and then split as two subjects: the same patient
+    in training and in test. An Excel 'CSV UTF-8' file's byte-order mark is not part of the first column."""
+    from avpenet import data
+
+    subjects = [f"S{i % 20:02d}" + (" " if i >= 20 else "") for i in range(40)]
+    rows = [(f"c{i}", subject, "adult", "audio/a.wav", 3) for i, subject in enumerate(subjects)]
+    folder = _folder(tmp_path, rows)
+    text = (folder / "labels.csv").read_text()
+    (folder / "labels.csv").write_text(text, encoding="utf-8-sig")
+    split = data.make_split(data.read_labels(folder), seed=0)
+    parts = [set(split[p]) for p in ("train", "val", "test")]
+    assert sum(map(len, parts)) == 20 and not (parts[0] & parts[2]) and not (parts[0] & parts[1])
