@@ -229,12 +229,15 @@ def clip_outputs(out: dict[str, torch.Tensor], owner: torch.Tensor, n_clips: int
 def calibrate_interval(
     model: AVPENet, val_inputs: list[dict[str, np.ndarray]], val_scores: np.ndarray
 ) -> float:
-    """Set fusion.interval_scale so that the 90% interval of the validation CLIPS covers 90% of them."""
+    """Set fusion.interval_scale by split conformal calibration on the validation CLIPS: the
+    ceil((n+1)·0.9)-th smallest normalised error, so new clips like them are covered at least 90% of the time
+    (the plain 0.9 quantile covers (1 + 0.9(n-1))/(n+1): 87.4% expected on a hospital's 30 clips)."""
     model.fusion.interval_scale.fill_(1.0)
     pred = predict_clips(model, val_inputs)
     sigma = np.exp(0.5 * pred[C.LOG_VARIANCE.name])
-    z = np.abs(val_scores - pred[C.SCORE.name]) / np.maximum(sigma, 1e-6) / Z_INTERVAL
-    scale = float(np.quantile(z, C.INTERVAL_COVERAGE)) if len(z) else 1.0
+    z = np.sort(np.abs(val_scores - pred[C.SCORE.name]) / np.maximum(sigma, 1e-6) / Z_INTERVAL)
+    rank = min(math.ceil((len(z) + 1) * C.INTERVAL_COVERAGE), len(z))
+    scale = float(z[rank - 1]) if len(z) else 1.0
     model.fusion.interval_scale.fill_(max(scale, 1e-3))
     return scale
 
