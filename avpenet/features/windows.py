@@ -77,7 +77,10 @@ def inputs_from_features(
         sound = {contract.AUDIO.name: rows, contract.WINDOW_GAIN.name: gains}
     else:
         sound = {contract.WAVEFORM.name: audio.windows(wave if n_samples else None, n_windows=n)}
-    present = np.array([i * contract.HOP_SAMPLES < n_samples for i in range(n)], np.float32)
+    # A window holds sound only if more than the tail a window count ignores (WINDOW_TAIL_TOLERANCE_S) falls
+    # in it: 0.02 s of audio and 2.98 s of padding, gain-normalised as a whole window, is not sound.
+    heard = n_samples - round(contract.WINDOW_TAIL_TOLERANCE_S * contract.SAMPLE_RATE)
+    present = np.array([i * contract.HOP_SAMPLES < heard for i in range(n)], np.float32)
     visual = np.zeros((n, contract.FRAMES_PER_WINDOW, contract.VISUAL_FEATURE_DIM), np.float32)
     frame_mask = np.zeros((n, contract.FRAMES_PER_WINDOW), np.float32)
     if feats is not None:

@@ -173,6 +173,16 @@ def test_model_inputs_align_audio_and_video(face):
         np.testing.assert_array_equal(again[name], value, err_msg=name)
 
 
+def test_a_window_holding_only_a_sliver_of_sound_is_not_a_window_of_sound(face):
+    """The face runs to 5.5 s, the sound ends at 3.02 s: window 3 (from 3.0 s) held 0.02 s of audio and was
+    marked present, normalised from those samples alone (0.9 points off on the example clip)."""
+    rng = np.random.default_rng(0)
+    for seconds, heard in ((3.02, [1, 1, 1, 0]), (3.12, [1, 1, 1, 1])):  # 0.12 s: more than the 0.1 s tail
+        wave = rng.normal(0, 0.05, int(seconds * contract.SAMPLE_RATE)).astype(np.float32)
+        inputs = windows.model_inputs(wave, _repeat(face, 55), "adult")
+        assert inputs[contract.AUDIO_PRESENT.name][:, 0].tolist() == heard, seconds
+
+
 def test_audio_only_video_only_and_nothing(face):
     audio_only = windows.model_inputs(np.full(contract.SAMPLE_RATE * 2, 0.1, np.float32), None, "adult")
     _check_contract(audio_only, 1)
