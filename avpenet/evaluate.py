@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--paths", action="store_true",
         help="also judge each input path (video, audio+landmarks, audio, landmarks), subject-bootstrap CIs",
     )  # fmt: skip
+    parser.add_argument(
+        "--send-age", choices=C.AGE_GROUPS,
+        help="score every clip as if this age group were sent (unknown: what a request naming none gets)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -101,6 +105,14 @@ def choose_subjects(
         return sorted({r["subject_id"] for r in rows}), "all subjects (no split.json in the data)"
     path, source, why = found
     return data.read_split(path)["test"], f"{source} (test)" + (f": {why}" if why else "")
+
+
+def send_age(clips: list[data.Clip], args: argparse.Namespace) -> list[data.Clip]:
+    """The clips with `--send-age` as the model's age input (their own age group still groups the metrics)."""
+    age = getattr(args, "send_age", None)
+    for clip in clips if age else ():
+        clip.inputs[C.AGE_GROUP.name] = np.full_like(clip.inputs[C.AGE_GROUP.name], C.age_index(age))
+    return clips
 
 
 def label_noise_floor(data_dir: Path, clips: list[data.Clip]) -> dict[str, float] | None:
@@ -210,7 +222,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
     modality = ckpt.config.get("modality", "both")
     rows = data.read_labels(args.data)
     subjects, split_source = choose_subjects(args, ckpt.config, rows)
-    clips = data.load_clips(args.data, subjects, progress=not args.quiet)
+    clips = send_age(data.load_clips(args.data, subjects, progress=not args.quiet), args)
     if not clips:
         raise ValueError(f"no clips of the test subjects in {args.data} (test subjects from {split_source})")
     scores = np.array([c.score for c in clips])

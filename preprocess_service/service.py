@@ -222,16 +222,16 @@ class ScoringService:
                 started_at = self.video_limiter.clock()
                 budget.check("while the video waited for feature extraction", retry)
                 carrier = telemetry.inject_context()
+                given_s = budget.cap(deadline_s)
                 try:
-                    extracted = await extractor(request, carrier, media_s, budget.cap(deadline_s))
-                except FeaturesUnavailable:  # started, yet not done in time: admit with more headroom
+                    extracted = await extractor(request, carrier, media_s, given_s)
+                except FeaturesUnavailable:  # started, not done in time: admit with more headroom, unless
+                    if given_s < deadline_s:  # the request's own short budget cut it (no word on the rate)
+                        raise
                     self.video_limiter.missed(started_at)
-                    log.warning(
-                        "request %s: video feature extraction not done in time; video admission now keeps "
-                        "its estimate within %.2f of the deadline",
-                        request.request_id,
-                        self.video_limiter.share,
-                    )
+                    log.warning("request %s: video features not done in time; video admission now keeps "
+                                "its estimate within %.2f of the deadline", request.request_id,
+                                self.video_limiter.share)  # fmt: skip
                     raise
         return extracted, waited_s
 

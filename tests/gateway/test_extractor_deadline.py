@@ -73,3 +73,36 @@ def test_a_caller_that_goes_away_cancels_the_extraction():
 
     asyncio.run(scenario())
     assert response.cancelled
+
+
+def test_a_clip_cut_by_its_own_short_budget_does_not_back_video_admission_off():
+    """A caller's 3.6-s proxy timeout leaves its clip 0.6 s: missing that says nothing of the extractor's
+    rate, yet each such clip backed admission off (0.6 → 0.45 → 0.4), and every other client got more 429s."""
+    from support.gateway import mp4_bytes
+
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+    from preprocess_service.service import ScoringService
+
+    settings = GatewaySettings.load({"triton_url": "127.0.0.1:1", "grpc_enabled": False}, {})
+    handle = FakeHandle(FakeResponse("never", delay_s=30.0))
+
+    async def remote(request, carrier, media_s, timeout_s):
+        return await extract_remotely(handle, request, carrier, settings, media_s, timeout_s)
+
+    async def run() -> list[float]:
+        service = ScoringService(settings, remote)
+        request = ScoreRequest(clip=MediaPart(data=mp4_bytes(3.0)), age_group="adult")
+        shares = []
+        try:
+            for _ in range(3):
+                with pytest.raises(Exception):  # noqa: B017 - spent or unavailable: its own budget was short
+                    await service.score(
+                        request, protocol="http", budget=settings.budget({"x-request-timeout-seconds": "3.6"})
+                    )
+                shares.append(service.video_limiter.share)
+        finally:
+            await service.close()
+        return shares
+
+    first = ScoringService(settings, remote).video_limiter.share
+    assert asyncio.run(run()) == [first] * 3
