@@ -38,6 +38,14 @@ class DeliveryNotConfigured(InputError):
     grpc_code = "FAILED_PRECONDITION"
 
 
+class ClientGone(InputError):
+    """The caller went away before its request was answered (499, nginx's code; gRPC CANCELLED): counted and
+    audited as the caller's doing, not as a server fault."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"
+
+
 class SlowUpload(InputError):
     """The request body arrived slower than the minimum upload rate (408): a slow-loris or a dead link."""
 

@@ -6,6 +6,7 @@ mixin that `Gateway` inherits; they need only `self.service` (a `ScoringService`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ import grpc
 from preprocess_service import audit, grpc_wire, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import proto_format
-from preprocess_service.errors import InvalidRequest, status_of
+from preprocess_service.errors import ClientGone, InvalidRequest, status_of
 from preprocess_service.protocol import ScoreRequest, new_request_id
 
 if TYPE_CHECKING:
@@ -76,6 +77,10 @@ class GrpcMethods:
             record.emit(status_of(exc)[1])
             self._grpc_error(exc, rid, grpc_context, "Score")
             return scoring_pb2.ScoreResponse(request_id=rid)
+        except asyncio.CancelledError:  # the caller cancelled: still one audit line
+            record.emit(ClientGone.grpc_code)
+            self.service.record("Score", "grpc", ClientGone.grpc_code)
+            raise
         record.emit("OK")
         self.service.record("Score", "grpc", "OK")
         trailing = [("x-request-id", rid)]

@@ -12,12 +12,13 @@ import time
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 
 from avpenet.errors import TooLarge
 from preprocess_service import audit, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import negotiate
-from preprocess_service.errors import SlowUpload, status_of
+from preprocess_service.errors import ClientGone, SlowUpload, status_of
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.openapi import MODELS_ROUTE, SCORE_ROUTE
 from preprocess_service.protocol import ErrorResponse, new_request_id
@@ -43,6 +44,8 @@ async def read_body(request: Request, limits: Limits) -> bytes:
                 chunk = await chunks.__anext__()
         except StopAsyncIteration:
             return bytes(body)
+        except ClientDisconnect:  # flaky ward Wi-Fi, not a server fault: 499, reason ClientGone
+            raise ClientGone(f"the client disconnected after {len(body)} bytes of the upload") from None
         except TimeoutError:
             raise SlowUpload(
                 f"upload too slow: {len(body)} bytes in {time.monotonic() - start:.0f} s; send at least "
@@ -82,6 +85,10 @@ async def score(service: ScoringService, request: Request) -> Response:
     except Exception as exc:
         record.emit(status_of(exc)[0])
         return http_error(service, exc, rid, SCORE_ROUTE)
+    except asyncio.CancelledError:  # Serve cancels a request whose caller left: still one audit line
+        record.emit(ClientGone.http_status)
+        service.record(SCORE_ROUTE, "http", ClientGone.http_status)
+        raise
     record.emit(200)
     service.record(SCORE_ROUTE, "http", 200)
     headers: dict[str, str] = {}  # Ray Serve's proxy sets X-Request-ID (the caller's, or its own = rid)

@@ -29,3 +29,58 @@ def test_one_json_line_with_the_fields_and_no_key(caplog):
     assert data["outcome"] == "200" and data["api_key_id"].startswith("key-")
     assert "secret-key-123" not in line
     assert audit.key_id("secret-key-123") == data["api_key_id"] and audit.key_id(None) == "none"
+
+
+def _request(messages: list[dict]):
+    """A Starlette request for POST /v1/score whose body arrives as `messages`, then nothing more."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=XX")]}  # fmt: skip
+    pending = iter(messages)
+
+    async def receive() -> dict:
+        try:
+            return next(pending)
+        except StopIteration:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable") from None
+
+    return Request(scope, receive)
+
+
+def test_a_caller_gone_is_499_audited_and_not_a_server_fault(caplog):
+    """A disconnect mid-upload was a 500 'internal error' (refusal reason InternalError), and a request Serve
+    cancelled because its caller left wrote no audit line at all."""
+    import asyncio
+
+    import pytest
+
+    from preprocess_service import http_routes
+    from preprocess_service.service import ScoringService
+    from preprocess_service.settings import GatewaySettings
+
+    settings = GatewaySettings.load({"triton_url": "127.0.0.1:1", "grpc_enabled": False}, {})
+
+    async def run() -> tuple[int, list[dict]]:
+        service = ScoringService(settings)
+        try:
+            gone = _request([{"type": "http.request", "body": b"--XX\r\n", "more_body": True},
+                             {"type": "http.disconnect"}])  # fmt: skip
+            status = (await http_routes.score(service, gone)).status_code
+            stuck = asyncio.create_task(http_routes.score(service, _request([])))  # the body never comes
+            await asyncio.sleep(0.2)
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+            reasons = {s.labels["reason"] for s in service.metrics.refusals.collect()[0].samples}
+            assert "ClientGone" in reasons and "InternalError" not in reasons
+        finally:
+            await service.close()
+        return status, [json.loads(r.getMessage()) for r in caplog.records if r.name == audit.log.name]
+
+    with caplog.at_level("INFO", logger=audit.log.name):
+        status, lines = asyncio.run(run())
+    assert status == 499 and [line["outcome"] for line in lines] == ["499", "499"]
