@@ -250,3 +250,21 @@ def write_configs(
         path.write_text(text)
         written.append(path)
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ensemble.configs [--repo DIR]`: rewrite every config for the versions now on disk. After a
+    rollback deleted a part's newest version, its config may still name a graph only that version held (the
+    frontend's fp32-DFT graph, an int8 graph): Triton would then fail to load the part."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ensemble.configs", description="rewrite every config")
+    parser.add_argument("--repo", type=Path, default=Path("model_repository"))
+    args = parser.parse_args(argv)
+    for path in write_configs(args.repo):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -36,6 +36,20 @@ def test_default_and_gpu_configs_declare_the_contract_tensors(model: contract.Mo
     assert _tensors(default.input) == _tensors(gpu.input) and _tensors(default.output) == _tensors(gpu.output)
 
 
+def test_a_rollback_rewrites_the_config_for_the_version_left(tmp_path: Path, capsys) -> None:
+    """The frontend's config names version 4's fp32-DFT graph; with 4 deleted (the documented rollback),
+    Triton could not load version 3 until the configs were rewritten for what is on disk."""
+    copy = tmp_path / "model_repository"
+    shutil.copytree(REPO, copy)
+    newest = max(int(v.name) for v in (copy / "audio_frontend").iterdir() if v.name.isdigit())
+    assert 'string_value: "model.fp32-dft.onnx"' in (copy / "audio_frontend" / "config.pbtxt").read_text()
+    shutil.rmtree(copy / "audio_frontend" / str(newest))
+    assert configs.main(["--repo", str(copy)]) == 0
+    config = (copy / "audio_frontend" / "config.pbtxt").read_text()
+    assert 'string_value: "model.onnx"' in config and "fp32-dft" not in config.split("parameters", 1)[1]
+    assert str(copy / "audio_frontend" / "config.pbtxt") in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)
 def test_part_configs_batch_bound_the_queue_and_pick_their_hardware(model: contract.ModelSpec) -> None:
     default = configs.parse(REPO / model.name / "config.pbtxt")
