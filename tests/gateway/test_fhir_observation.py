@@ -57,3 +57,12 @@ def test_the_documents_level_is_that_of_the_score_they_show(score, level):
     assert obs["interpretation"][0]["coding"][1]["code"] == f"level-{level}"
     snomed = fhir.LEVEL_SNOMED[level][0]
     assert "|CWE|level^pain level^" in hl7v2.oru_r01(resp) and f"|{snomed}^" in hl7v2.oru_r01(resp)
+
+
+def test_an_estimate_without_an_age_group_says_what_that_costs():
+    import json
+
+    resp, _ = make_response(3)
+    unknown = resp.model_copy(update={"age_group": "unknown"})
+    assert fhir.UNKNOWN_AGE_NOTE in [n["text"] for n in json.loads(fhir.render(unknown))["note"]]
+    assert fhir.UNKNOWN_AGE_NOTE not in [n["text"] for n in json.loads(fhir.render(resp))["note"]]
