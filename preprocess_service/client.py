@@ -84,7 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url", help=f"gateway HTTP URL or gRPC host:port (default {DEFAULT_HTTP} / {DEFAULT_GRPC})"
     )
-    parser.add_argument("--age-group", default="unknown", choices=contract.AGE_GROUPS)
+    parser.add_argument(
+        "--age-group", default="unknown", choices=contract.AGE_GROUPS, help="give it: unknown scores less well"
+    )
     parser.add_argument("--api-key", default=None, help=f"API key (default: ${KEY_ENV})")
     parser.add_argument(
         "--together", action="store_true", help="send all files as ONE request (e.g. wav + npz)"
