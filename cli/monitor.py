@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_HTTP, help=f"gateway HTTP URL (default {DEFAULT_HTTP})")
     parser.add_argument("--api-key", default=None, help=f"API key (default: ${KEY_ENV})")
     parser.add_argument(
-        "--age-group", default="unknown", choices=contract.AGE_GROUPS, help="give it: unknown scores less well"
+        "--age-group",
+        default="unknown",
+        choices=contract.AGE_GROUPS,
+        help="give it: unknown is scored less well",
     )
     parser.add_argument(
         "--scale", default="avpenet", choices=("avpenet", "nips"), help="the threshold's scale"

@@ -85,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--url", help=f"gateway HTTP URL or gRPC host:port (default {DEFAULT_HTTP} / {DEFAULT_GRPC})"
     )
     parser.add_argument(
-        "--age-group", default="unknown", choices=contract.AGE_GROUPS, help="give it: unknown scores less well"
+        "--age-group",
+        default="unknown",
+        choices=contract.AGE_GROUPS,
+        help="give it: unknown is scored less well",
     )
     parser.add_argument("--api-key", default=None, help=f"API key (default: ${KEY_ENV})")
     parser.add_argument(
