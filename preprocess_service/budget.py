@@ -53,9 +53,9 @@ class RequestBudget:
             try:
                 asked = float(raw)
             except ValueError:
-                asked = math.nan  # Ray's proxy ignores a value it cannot parse: so does the budget
-            if math.isfinite(asked):
-                timeout = asked if asked > 0 else math.inf  # 0 or less: the proxy never cuts it off
+                pass  # Ray's proxy ignores a value it cannot parse: so does the budget
+            else:  # as Ray's parse_request_timeout_header: above 0 (inf included) a limit, else (NaN) none
+                timeout = asked if asked > 0 else math.inf
                 asked_by_caller = True
         return cls(total_s=max(timeout - margin_s, 0.0), timeout_s=timeout, asked=asked_by_caller)
 
