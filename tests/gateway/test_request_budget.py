@@ -44,8 +44,8 @@ def test_the_budget_is_the_proxy_timeout_less_the_margin_or_the_callers_header()
         RequestBudget.of(60, 3, {"x-request-timeout-seconds": "soon"}).total_s == 57
     )  # ignored, as Ray does
     assert RequestBudget.of(60, 3, {"x-request-timeout-seconds": "2"}).total_s == 0  # nothing left: refused
-    for unlimited in ("inf", "nan", "-1"):  # Ray's proxy never cuts these off; the budget was 57 s for inf, nan
-        assert RequestBudget.of(60, 3, {"x-request-timeout-seconds": unlimited}).total_s == math.inf, unlimited
+    for value in ("inf", "nan", "-1"):  # Ray's proxy never cuts these off (the budget was 57 s for inf, nan)
+        assert RequestBudget.of(60, 3, {"x-request-timeout-seconds": value}).total_s == math.inf, value
     budget = RequestBudget.of(60, 3)
     assert budget.cap(15.0) == 15.0 and 56 < budget.cap(100.0) <= 57
     assert not budget.spent and RequestBudget(0.0, 60).spent
