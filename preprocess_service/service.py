@@ -179,6 +179,8 @@ class ScoringService:
         log.info("request %s %s parts %s", request.request_id, protocol, digests)
 
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
+        if request.model_versions:  # a pin to a version not served is a 404 before any feature work
+            pinning.check(request.model_versions, ok := pinning.served(await self.repository.get()), set(ok))
         extracted, waited_s = await self._extract(request, media_s, budget)
         if waited_s is not None:
             extracted.timings_ms["queue"] = waited_s * 1000.0
@@ -239,8 +241,7 @@ class ScoringService:
         self, request: ScoreRequest, extracted: Extracted, budget: RequestBudget | None = None
     ) -> tuple[InferOutput, dict]:
         """One Triton call honouring the request's version pins, with the versions that produced it: read
-        fresh before and after the call, repeated once if a rollout changed them in between (pinning.py).
-        What is left of `budget` caps the call's own deadline."""
+        before and after the call, repeated once if a rollout changed them (pinning.py); `budget` caps it."""
         pins = request.model_versions
 
         async def served() -> pinning.Served:  # a shared read (FreshReads): this request waits its budget

@@ -106,3 +106,38 @@ def test_a_clip_cut_by_its_own_short_budget_does_not_back_video_admission_off():
 
     first = ScoringService(settings, remote).video_limiter.share
     assert asyncio.run(run()) == [first] * 3
+
+
+def test_a_pin_to_a_version_not_served_is_refused_before_the_video_is_decoded():
+    """It was judged only at inference: a client pinned to a version retired by a rollout burnt up to 30 s
+    of extractor CPU and a video slot per request, to get its 404."""
+    from support.gateway import mp4_bytes
+
+    from preprocess_service.errors import NotFound
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+    from preprocess_service.service import ScoringService
+
+    settings = GatewaySettings.load({"triton_url": "127.0.0.1:1", "grpc_enabled": False}, {})
+    decoded: list[float] = []
+
+    async def extractor(request, carrier, media_s, timeout_s):
+        decoded.append(media_s)
+        raise AssertionError("the pin must be judged first")
+
+    class Repository:
+        async def get(self):
+            return [{"name": settings.model_name, "version": "1", "state": "READY"}]
+
+    async def run() -> None:
+        service = ScoringService(settings, extractor)
+        service.repository = Repository()
+        pinned = {settings.model_name: "2"}
+        request = ScoreRequest(clip=MediaPart(data=mp4_bytes(3.0)), age_group="adult", model_versions=pinned)
+        try:
+            with pytest.raises(NotFound, match="version"):
+                await service.score(request, protocol="http")
+        finally:
+            await service.close()
+
+    asyncio.run(run())
+    assert decoded == []
