@@ -21,6 +21,7 @@ from ensemble.probe import PROBE_TIMEOUT_S, probe
 from ensemble.server import TritonServer
 
 FAILURES_TO_RESTART = 2  # failed probes in a row (one slow probe on a busy box is not a hang)
+MAX_FAILED_RESTARTS = 5  # restarts that could not start Triton, in a row: give up (`avpenet serve` exits 1)
 log = logging.getLogger("avpenet.supervisor")
 
 
@@ -35,6 +36,7 @@ class TritonSupervisor:
         self.timeout_s = timeout_s
         self.failures = 0
         self.restarts = 0
+        self.failed_restarts = 0  # in a row; each doubles the failed probes before the next attempt
         self.busy = 0  # probes that timed out while Triton completed other requests
 
     def completed(self) -> float:
@@ -63,18 +65,25 @@ class TritonSupervisor:
                 return True
             self.failures += 1
             log.warning("Triton probe failed (%d in a row): %s", self.failures, type(exc).__name__)
-            if self.failures >= self.failures_to_restart:
+            if self.failures >= self.failures_to_restart * 2**self.failed_restarts:  # backoff
                 self._restart()
             return False
-        self.failures = 0
+        self.failures = self.failed_restarts = 0
         return True
+
+    @property
+    def gave_up(self) -> bool:
+        """Triton could not be started MAX_FAILED_RESTARTS times in a row: a supervisor (systemd, Docker)
+        above `avpenet serve` should see it fail rather than a gateway answering 503 forever."""
+        return self.failed_restarts >= MAX_FAILED_RESTARTS
 
     def _restart(self) -> None:
         self.failures = 0
         try:
             self.server.restart(stop_timeout_s=0.0)
-        except Exception as exc:  # noqa: BLE001 (the next check tries again)
-            log.error("Triton restart failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 (a later check tries again, after twice as many failures)
+            self.failed_restarts += 1
+            log.error("Triton restart failed (%d in a row): %s", self.failed_restarts, exc)
             return
         self.restarts += 1
         log.warning("Triton restarted (restart %d)", self.restarts)

@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
                 print("avpenet serve: Triton failed a probe inference", file=sys.stderr, flush=True)
             if stack.triton_restarts > restarts:
                 print("avpenet serve: Triton restarted", file=sys.stderr, flush=True)
+            if stack.triton_gave_up:  # exit 1 (everything stopped below): whatever runs this sees it fail
+                print("avpenet serve: Triton could not be started again; stopping", file=sys.stderr)
+                return 1
         return 0
     except Exception as exc:  # start failures: say why, exit non-zero
         print(f"avpenet serve: {exc}", file=sys.stderr)

@@ -254,6 +254,10 @@ class LocalStack:
     def triton_restarts(self) -> int:
         return self._supervisor.restarts if self._supervisor is not None else 0
 
+    @property
+    def triton_gave_up(self) -> bool:
+        return self._supervisor is not None and self._supervisor.gave_up
+
     def _triton_args(self) -> dict[str, Any]:
         kwargs = dict(self.triton_kwargs)
         if self.repo is not None:

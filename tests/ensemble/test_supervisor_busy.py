@@ -56,3 +56,27 @@ def test_a_hung_part_is_restarted_although_earlier_steps_still_execute(triton):
     sup = _supervisor()
     assert [sup.check(), sup.check()] == [False, False]
     assert sup.server.restarted == 1 and sup.busy == 0
+
+
+def test_restarts_that_fail_back_off_and_then_give_up(triton):
+    """A Triton that cannot start was tried every other probe, for ever: `avpenet serve` answered 503 and
+    exited 0 on Ctrl-C, so systemd or Docker never saw it fail."""
+
+    class _Broken(_Server):
+        def restart(self, stop_timeout_s: float = 0.0) -> None:
+            self.restarted += 1
+            raise RuntimeError("tritonserver exited with code 1")
+
+    broken = _Broken(pid=None, grpc_url="g", metrics_url="m", restarted=0)
+    sup = supervisor.TritonSupervisor(broken, failures=2)
+    tried_at = []
+    for n in range(1, 200):
+        attempts = sup.server.restarted
+        assert not sup.check()
+        if sup.server.restarted > attempts:
+            tried_at.append(n)
+        if sup.gave_up:
+            break
+    assert sup.gave_up and len(tried_at) == supervisor.MAX_FAILED_RESTARTS
+    gaps = [b - a for a, b in zip([0, *tried_at], tried_at, strict=False)]
+    assert gaps == [2, 4, 8, 16, 32]  # twice as many failed probes before each next attempt
