@@ -219,6 +219,9 @@ class TritonServer:
                 if not clash or attempt == attempts - 1 or all(self._requested_ports):
                     raise
                 self._new_workdir()
+            except BaseException:  # the launch itself failed (no binary, fork refused): no temp dir is left
+                self.stop()
+                raise
         raise AssertionError("unreachable")
 
     def _new_workdir(self) -> None:

@@ -81,3 +81,21 @@ def test_failed_start_raises_with_the_log_tail(tmp_path: Path) -> None:
     assert "fusion" in str(info.value) and "model.onnx" in str(info.value)
     assert server.pid is None
     assert all(str(repo) not in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+
+def test_a_launch_that_cannot_run_leaves_no_temp_dir(tmp_path: Path, monkeypatch) -> None:
+    """An OSError from Popen (binary missing, fork refused) skipped the clean-up: one avpenet-triton-* dir
+    left in the temp dir per try."""
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def refused(*_args, **_kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(subprocess, "Popen", refused)
+    server = TritonServer(repo=DEFAULT_REPOSITORY)
+    with pytest.raises(OSError, match="Cannot allocate memory"):
+        server.start()
+    assert not list(tmp_path.glob("avpenet-triton-*")) and server.pid is None
