@@ -124,3 +124,10 @@ def test_video_path_is_judged_against_the_landmarks_path_only_when_paths_ran():
     assert close["video_vs_landmarks_mae"]["met"] is True
     assert far["video_vs_landmarks_mae"]["met"] is False
     assert far["video_vs_landmarks_mae"]["measured"] == pytest.approx(0.10)
+
+
+def test_macro_f1_counts_only_the_levels_present():
+    """A level neither the labels nor the predictions hold is not an F1 of 0: a perfect prediction of one
+    low clip scored 0.33 (what a subset such as one age group can hold)."""
+    assert regression_metrics([1.0], [1.0])["macro_f1"] == 1.0
+    assert regression_metrics([1.0, 8.0], [1.0, 8.0])["macro_f1"] == 1.0
