@@ -60,8 +60,11 @@ def predict_clips(model: AVPENet, clip_inputs: Sequence[dict[str, np.ndarray]], 
 
 
 def level_index(scores: np.ndarray) -> np.ndarray:
-    """contract.LEVELS index of each score (low [0,3], moderate (3,6], high (6,10])."""
-    return np.searchsorted(np.asarray(C.LEVEL_UPPER_BOUNDS[:-1]), np.asarray(scores), side="left")
+    """contract.LEVELS index of each score (low [0,3], moderate (3,6], high (6,10]); -1 for NaN, which matches
+    no level (searchsorted put it in "high", so a broken prediction counted as right for high-pain clips)."""
+    scores = np.asarray(scores, float)
+    levels = np.searchsorted(np.asarray(C.LEVEL_UPPER_BOUNDS[:-1]), scores, side="left")
+    return np.where(np.isnan(scores), -1, levels)
 
 
 def icc_a1(pred: np.ndarray, true: np.ndarray) -> float:

@@ -82,6 +82,7 @@ class Client:
         self.target, self.api_key, self.grpc = target, api_key, grpc
         self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
         self._channel = channel
+        self._own_channel = channel is None  # a channel the caller passed in is the caller's to close
 
     # --- public ---------------------------------------------------------------------------------------------
     def score(
@@ -224,9 +225,15 @@ class Client:
         return ModelsResponse.model_validate(MessageToDict(reply, preserving_proto_field_name=True))
 
     def close(self) -> None:
-        if self._channel is not None and hasattr(self._channel, "close"):
+        if self._channel is not None and self._own_channel and hasattr(self._channel, "close"):
             self._channel.close()
-            self._channel = None
+        self._channel = None if self._own_channel else self._channel
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 class _Retryable(Exception):

@@ -131,3 +131,9 @@ def test_macro_f1_counts_only_the_levels_present():
     low clip scored 0.33 (what a subset such as one age group can hold)."""
     assert regression_metrics([1.0], [1.0])["macro_f1"] == 1.0
     assert regression_metrics([1.0, 8.0], [1.0, 8.0])["macro_f1"] == 1.0
+
+
+def test_a_nan_prediction_is_no_level():
+    """It counted as "high" (searchsorted), right for every high-pain clip."""
+    assert level_index(np.array([np.nan, 1.0, 4.0, 9.0])).tolist() == [-1, 0, 1, 2]
+    assert regression_metrics([np.nan, 1.0], [9.0, 1.0])["accuracy_3class"] == 0.5

@@ -182,3 +182,21 @@ def test_grpc_resource_exhausted_is_retried_only_when_it_can_pass(request_, trai
     finally:
         client.close()
         server.stop(None)
+
+
+def test_a_client_closes_its_own_channel_and_never_the_callers():
+    class Channel:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    theirs = Channel()
+    with Client("127.0.0.1:1", grpc=True, channel=theirs) as client:
+        pass
+    assert theirs.closed == 0 and client._channel is theirs  # still the caller's, still usable
+    own = Client("127.0.0.1:1", grpc=True)
+    own._channel = mine = Channel()  # as _stub() would have made it
+    with own:
+        pass
+    assert mine.closed == 1 and own._channel is None
