@@ -235,6 +235,7 @@ class ScoringService:
                                 "its estimate within %.2f of the deadline", request.request_id,
                                 self.video_limiter.share)  # fmt: skip
                     raise
+        self.video_limiter.credit(extracted.duration_s - media_s)  # a header that understated the length
         return extracted, waited_s
 
     async def _infer_pinned(

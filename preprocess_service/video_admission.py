@@ -169,6 +169,13 @@ class MediaSecondsLimiter:
         self.in_flight_s += seconds
         self.requests += 1
 
+    def credit(self, seconds: float) -> None:
+        """Media seconds a finished clip held beyond what its header declared: the extractor did that work
+        too, so the rate counts it (an understated header no longer reads as a slow extractor)."""
+        if seconds > 0:
+            self.long.finished(seconds)
+            self.recent.finished(seconds)
+
     def missed(self, started_at: float) -> None:
         """A clip this limiter started at `started_at` (its `clock()`) could not be finished within its
         deadline: admit with more headroom, unless the clip was started before the last backoff."""

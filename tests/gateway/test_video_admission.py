@@ -546,3 +546,23 @@ def test_video_keeps_at_least_one_slot_however_many_are_reserved():
 
     assert Limits(max_in_flight=16).video_slots == 12
     assert Limits(max_in_flight=2, reserved_for_light=4).video_slots == 1
+
+
+def test_a_finished_clip_longer_than_its_header_counts_its_real_length():
+    """A clip whose MP4 header said 1 s and that held 60 s was credited 1 s of media for 20 s of busy
+    extractor: the rate fell from 3 to under 1 media s/s, and other clients' video was refused sooner."""
+    now = [0.0]
+    limiter = MediaSecondsLimiter(60, 2, clock=lambda: now[0])
+
+    async def clip(declared: float, took: float, real: float) -> None:
+        async with limiter.admit(declared, 60.0):
+            now[0] += took
+        limiter.credit(real - declared)  # what ScoringService does once the extractor says how long it was
+
+    async def run() -> float:
+        for _ in range(20):
+            await clip(3.0, 1.0, 3.0)  # honest 3-s clips at 3 media s per busy s
+        await clip(1.0, 20.0, 60.0)
+        return limiter.rate
+
+    assert asyncio.run(run()) > 2.5
