@@ -89,7 +89,8 @@ def export_repository(
     source = source or {"kind": "in-memory"}
     backend = BACKEND_SOURCE.read_bytes()
     report: dict[str, dict] = {}
-    for spec in contract.PARTS:
+    staged = []  # every part exported and checked before any is published: a part that fails its parity
+    for spec in contract.PARTS:  # check must not leave earlier parts at N+1 beside the old fusion
         onnx_bytes, diff = export_part(model.part(spec.name), spec)
         manifest = {
             "source": source,
@@ -101,6 +102,8 @@ def export_repository(
         files = {"model.onnx": onnx_bytes, "model.py": backend}
         if spec is contract.AUDIO_FRONTEND:  # the fp32-DFT graph beside it: precision.json chooses
             files[FP32_DFT_FILE], manifest["fp32_dft_max_abs_diff_vs_fp64_torch"] = fp32_dft_frontend()
+        staged.append((spec, files, manifest))
+    for spec, files, manifest in staged:
         version, created = versions.add_version(repo / spec.name, files, manifest)
         pruned = versions.prune(repo / spec.name, keep)
         report[spec.name] = {"version": version, "created": created, "pruned": pruned}

@@ -60,3 +60,25 @@ def test_add_version_and_prune(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         versions.prune(folder, keep=0)
     assert versions.add_version(folder, {"model.onnx": b"d"}, {}) == (4, True)  # numbering never reuses
+
+
+def test_an_export_whose_later_part_fails_publishes_no_part(tmp_path, monkeypatch):
+    """A fusion failing its parity check left the encoders at N+1 beside the old fusion: a pairing never
+    validated, served at the next load."""
+    import shutil
+    from types import SimpleNamespace
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(export.DEFAULT_REPOSITORY, repo)
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+
+    def exported(_part, spec):
+        if spec is contract.PARTS[-1]:
+            raise RuntimeError(f"{spec.name}: ONNX and torch differ by 3e-2")
+        return b"a retrained graph", 0.0
+
+    monkeypatch.setattr(export, "export_part", exported)
+    monkeypatch.setattr(export, "fp32_dft_frontend", lambda: (b"its fp32-DFT graph", 0.0))
+    with pytest.raises(RuntimeError, match="differ"):
+        export.export_repository(SimpleNamespace(part=lambda name: None), repo, {"kind": "test"})
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
