@@ -57,10 +57,13 @@ async def serve_stream(hub: StreamHub, ws) -> None:
     token = bearer_token(ws.headers.get("authorization"))
     record = audit.AuditRecord(STREAM_ROUTE, "websocket", uuid.uuid4().hex, api_key_id=audit.key_id(token))
     await ws.accept()
-    code = await _admit_and_run(hub, ws, token, record)
-    hub.metrics.closes.labels(str(code)).inc()
-    hub.metrics.held.set(hub.registry.count())
-    record.emit(code)
+    code = 1006  # unless it returns: Serve cancelled the handler (its request timeout), a lost link
+    try:
+        code = await _admit_and_run(hub, ws, token, record)
+    finally:  # counted and audited however it ended
+        hub.metrics.closes.labels(str(code)).inc()
+        hub.metrics.held.set(hub.registry.count())
+        record.emit(code)
 
 
 async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.AuditRecord) -> int:

@@ -1,22 +1,16 @@
 """One monitoring connection: receive → bounded queue → processing (a worker thread) → Triton → events.
 
-Three tasks share a stream: the receiver checks each message's sequence on arrival and queues it, the
-processor feeds the stream state on a worker thread and scores completed windows (one Triton call for all
-windows ready at once, the same ensemble call as clip scoring), the sender writes events out.
-
-Flow control (stated policy):
-- inbound: chunks wait in a queue bounded by `max_pending_bytes` and `max_pending_items`. Beyond the byte
-  bound the OLDEST queued frames are dropped unread (each a frame without a face, so the timeline holds; an
-  `error` event `frames_dropped` says how many), as is a live stream's frame `max_frame_wait_s` behind real
-  time by its turn while a score waits on it (Inbound.late); when only audio is left to drop, or beyond the
-  item bound, the stream is closed 4409 (audio is never dropped).
-- pacing: media received more than `max_ahead_s` ahead of the wall clock since the stream opened (a resume
-  may catch up on its gap) closes 4409 `too_fast`: Serve's HTTP proxy reads WebSocket messages without
-  backpressure, so a flooding sender must be cut off early for the proxy's buffer to stay bounded.
-- outbound: at most `max_queued_events` unsent events; a client that stops reading is closed 4409. stall: no
-  message for `stall_timeout_s` closes 4408; the state is kept `resume_ttl_s` for a resume.
-- drain: after a close or disconnect, queued chunks are processed for up to `DRAIN_TIMEOUT_S`; those left (all
-  if processing failed: 1011) are given back (`next_seq` to the first; event `not_processed`) to be resent.
+The receiver checks and queues each message; the processor feeds the state on a worker thread and scores the
+windows completed (one ensemble call for all ready), the sender writes events out. Flow control (policy):
+- inbound: a queue bounded by `max_pending_bytes` and `max_pending_items`. Beyond the bytes the OLDEST queued
+  frames are dropped unread (faceless frames, so the timeline holds; event `frames_dropped`), as is a live
+  stream's frame `max_frame_wait_s` behind real time while a score waits on it (Inbound.late); with only
+  audio left to drop, or beyond the items, the stream is closed 4409 (audio is never dropped).
+- pacing: media over `max_ahead_s` ahead of the wall clock since the opening (a resume may catch up its gap)
+  closes 4409 `too_fast` (Serve's proxy reads WebSocket messages without backpressure). outbound: at most
+  `max_queued_events` unsent (a client not reading: 4409). stall: no message for `stall_timeout_s`: 4408.
+- drain: after a close, a disconnect or Serve ending the handler, queued chunks are processed up to
+  `DRAIN_TIMEOUT_S`; the rest (all on a 1011) are given back (`next_seq`, `not_processed`) to be resent.
 """
 
 from __future__ import annotations
@@ -74,7 +68,11 @@ class Session:
         self._started()
         receiver = asyncio.create_task(self._receiver())
         receiver.add_done_callback(self._task_died)  # a bug there must close the stream, not leave it hung
-        await self.done.wait()
+        cancelled = None
+        try:
+            await self.done.wait()
+        except asyncio.CancelledError as exc:  # Serve ended the handler (its request timeout): drained,
+            cancelled, self.connected, self.close_code = exc, False, 1006  # detached as a lost link, raised
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
         self.drain_by = time.monotonic() + DRAIN_TIMEOUT_S
@@ -93,6 +91,8 @@ class Session:
             await asyncio.wait({sender}, timeout=5.0)
             await self._close()
         sender.cancel()
+        if cancelled is not None:
+            raise cancelled
         return self.close_code
 
     def _task_died(self, task: asyncio.Task) -> None:

@@ -11,6 +11,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from avpenet import contract
 from preprocess_service.stream.inbound import Item
@@ -199,3 +200,35 @@ def test_a_processing_failure_closes_1011_and_gives_the_queue_back():
     assert not any(e.get("fatal") for e in entry.events)  # ...and not replayed: a resume would end on it
     started, _ = resume_events(entry, True, last_event=-1)  # a resume asks for the queued chunks again
     assert event["audio"] > 0 and started["next_seq"]["audio"] == entry.state.next_seq["audio"] < 40
+
+
+def test_a_handler_serve_cancels_is_drained_like_a_lost_link():
+    """At its request timeout Serve cancels the handler: `run` stopped at once, leaving its receiver,
+    processor and sender running (a worker thread still changing the state a resume then held) and the
+    chunks queued neither processed nor given back."""
+    reg = StreamRegistry(StreamLimits(), 10**7)
+    entry, _ = reg.acquire(Start(type="start", mode="audio", age_group="adult"), "stream-cancel1", "key-1")
+    hub = SimpleNamespace(registry=reg, metrics=SimpleNamespace(events=_Counter(), dropped=_Counter()))
+    wave = np.zeros(CHUNK, "<f4").tobytes()
+    header = {"kind": "audio", "rate": contract.SAMPLE_RATE}
+    chunks = [encode_chunk({**header, "seq": k}, wave) for k in range(40)]
+    session = Session(_Socket([{"type": "websocket.receive", "bytes": c} for c in chunks]), hub, entry, False)
+    process = session._process
+
+    def slow(batch: list[Item], live: bool):
+        time.sleep(0.05)
+        return process(batch, live)
+
+    session._process = slow
+
+    async def cancelled_mid_stream() -> list[asyncio.Task]:
+        task = asyncio.create_task(session.run())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(cancelled_mid_stream()) == []  # nothing of the session still runs
+    processed = entry.state.n_samples // CHUNK
+    assert session.close_code == 1006 and entry.state.next_seq["audio"] == processed  # the rest: resent
