@@ -15,8 +15,8 @@ from cli.main import main
 
 
 class Server:
-    """Answers every POST with the queued (status, body) in turn, closing itself after `stop_after` answers;
-    every GET (a WebSocket upgrade) with 404."""
+    """Answers every POST with the queued (status, body) in turn; after `stop_after` answers it drops each
+    further connection unanswered (the gateway gone); every GET (a WebSocket upgrade) gets 404."""
 
     def __init__(self, answers: list[tuple[int, dict]], stop_after: int | None = None) -> None:
         self.seen = 0
@@ -28,6 +28,9 @@ class Server:
             def do_POST(self) -> None:  # noqa: N802
                 self.rfile.read(int(self.headers["content-length"]))
                 server.seen += 1
+                if stop_after is not None and server.seen > stop_after:
+                    self.close_connection = True  # no answer at all: the client sees the link drop
+                    return
                 status, body = answers[min(server.seen, len(answers)) - 1]
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -35,8 +38,6 @@ class Server:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                if stop_after is not None and server.seen >= stop_after:
-                    threading.Thread(target=server.close).start()
 
             def do_GET(self) -> None:  # noqa: N802
                 self.send_error(404, "no such route")
@@ -87,7 +88,10 @@ def test_what_was_scored_before_the_gateway_went_away_is_shown(wavs, capsys):
 
     answer = json.loads(make_response(3)[0].model_dump_json())
     server = Server([(200, answer)], stop_after=1)
-    code = main(["score", *map(str, wavs), "--url", server.url, "--retries", "0"])
+    try:
+        code = main(["score", *map(str, wavs), "--url", server.url, "--retries", "0"])
+    finally:
+        server.close()
     out, err = capsys.readouterr()
     assert code == 1 and "a.wav" in out and f"{answer['score']:5.2f}" in out  # the first clip's row
     assert "cannot reach the gateway" in err and "after the 1 answered were not sent" in err
