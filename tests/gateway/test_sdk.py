@@ -3,52 +3,14 @@ Retry-After honoured, client errors not retried, typed results."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-import time
 
 import pytest
 from clinical_samples import response
+from support.fake_gateway import FakeGateway as Gateway
 
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.sdk import MAX_RETRY_AFTER_S, Client, ScoreError, _retry_after
-
-
-class Gateway:
-    """Answers POST /v1/score with the queued (status, body) pairs and records each request's headers."""
-
-    def __init__(self, answers: list[tuple]) -> None:
-        self.answers = answers
-        self.seen: list[dict[str, str]] = []
-        gateway = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["content-length"]))
-                gateway.seen.append({k.lower(): v for k, v in self.headers.items()})
-                status, body, *how = gateway.answers[min(len(gateway.seen), len(gateway.answers)) - 1]
-                how = how[0] if how else {}
-                time.sleep(how.get("delay", 0.0))
-                self.send_response(status)
-                self.send_header("Content-Type", how.get("type", "application/json"))
-                if "cut" in how:  # a body shorter than announced, then the connection closes
-                    self.send_header("Content-Length", str(len(body) + 5000))
-                if status == 503:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""A gateway stand-in on loopback for the client side (SDK, `avpenet score`, `avpenet monitor`): it answers
+POSTs with queued answers and records each request's headers; a GET (a WebSocket upgrade) gets 404."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+
+class FakeGateway:
+    """`answers`: (status, body text[, how]) in turn, the last repeated; `how` may hold `delay` (s before
+    answering), `type` (Content-Type), `cut` (the body ends 5,000 bytes short and the connection closes).
+    After `stop_after` answers every further connection is dropped unanswered (the gateway gone). A 503
+    carries `Retry-After: 0`."""
+
+    def __init__(self, answers: list[tuple], stop_after: int | None = None) -> None:
+        self.seen: list[dict[str, str]] = []
+        gateway = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # as a proxy answers a WebSocket upgrade
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["content-length"]))
+                gateway.seen.append({k.lower(): v for k, v in self.headers.items()})
+                if stop_after is not None and len(gateway.seen) > stop_after:
+                    self.close_connection = True  # no answer at all: the client sees the link drop
+                    return
+                status, body, *how = answers[min(len(gateway.seen), len(answers)) - 1]
+                how = how[0] if how else {}
+                time.sleep(how.get("delay", 0.0))
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", how.get("type", "application/json"))
+                self.send_header("Content-Length", str(len(data) + (5000 if "cut" in how else 0)))
+                if status == 503:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(data)
+                self.close_connection = "cut" in how
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_error(404, "no such route")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
