@@ -49,7 +49,7 @@ def _ts(iso: str) -> str:
     return when.strftime("%Y%m%d%H%M%S%z")
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """HL7 escape sequences for the delimiters, so no free text can break the message structure."""
     out = text.replace("\\", "\\E\\")
     for char, esc in (("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\")):
@@ -64,7 +64,7 @@ def _ref_id(ref: str | None) -> str:
 
 def _observations(result: ScoreResponse, cfg: fhir.FhirConfig) -> list[tuple[str, str, str, str, str]]:
     """(value type, OBX-3 code^text, value, units, range) per OBX, the estimate first."""
-    code = f"{cfg.code}^{_escape(cfg.display)}^{LOCAL}^406127006^Pain intensity^SCT"
+    code = f"{cfg.code}^{escape(cfg.display)}^{LOCAL}^406127006^Pain intensity^SCT"
     rows = [
         ("NM", code, f"{result.score:.2f}", SCORE_UNITS, "0-10"),
         ("NM", f"prediction-interval-90-low^90% prediction interval low^{LOCAL}",
@@ -83,7 +83,7 @@ def _observations(result: ScoreResponse, cfg: fhir.FhirConfig) -> list[tuple[str
     snomed, display = fhir.LEVEL_SNOMED[fhir.shown_level(result)]
     rows.append(("CWE", f"level^pain level^{LOCAL}", f"{snomed}^{display}^SCT", "", ""))
     versions = ";".join(f"{n}={v}" for n, v in sorted(result.model_versions.items()))
-    rows.append(("ST", f"model-versions^model versions^{LOCAL}", _escape(versions), "", ""))
+    rows.append(("ST", f"model-versions^model versions^{LOCAL}", escape(versions), "", ""))
     return rows
 
 
@@ -99,11 +99,11 @@ def oru_r01(
     status = "F" if cfg.status in ("final", "amended") else "R"
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
     msh = msg.msh
-    msh.msh_3, msh.msh_4 = _escape(hl7.sending_application), _escape(hl7.sending_facility)
+    msh.msh_3, msh.msh_4 = escape(hl7.sending_application), escape(hl7.sending_facility)
     if hl7.receiving_application:
-        msh.msh_5 = _escape(hl7.receiving_application)
+        msh.msh_5 = escape(hl7.receiving_application)
     if hl7.receiving_facility:
-        msh.msh_6 = _escape(hl7.receiving_facility)
+        msh.msh_6 = escape(hl7.receiving_facility)
     msh.msh_7 = _ts(result.scored_at)
     msh.msh_9 = "ORU^R01^ORU_R01"
     msh.msh_10 = result.request_id[:199]
@@ -114,7 +114,7 @@ def oru_r01(
     patient_result = msg.add_group("ORU_R01_PATIENT_RESULT")
     patient = patient_result.add_group("ORU_R01_PATIENT")
     if ctx.subject_ref:
-        patient.pid.pid_3 = f"{_ref_id(ctx.subject_ref)}^^^{_escape(hl7.assigning_authority)}^PI"
+        patient.pid.pid_3 = f"{_ref_id(ctx.subject_ref)}^^^{escape(hl7.assigning_authority)}^PI"
     else:
         patient.pid.pid_3 = "UNKNOWN^^^AVPENET^U"
     patient.pid.pid_5 = "^^^^^^U"  # name type U (unspecified): names never leave the gateway
@@ -125,7 +125,7 @@ def oru_r01(
     order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
     order.obr.obr_1 = "1"
     order.obr.obr_3 = f"{result.request_id[:199]}^AVPENET"
-    order.obr.obr_4 = f"{cfg.code}^{_escape(cfg.display)}^{LOCAL}"
+    order.obr.obr_4 = f"{cfg.code}^{escape(cfg.display)}^{LOCAL}"
     order.obr.obr_7 = _ts(effective)
     device = f"{fhir.device_id(result)}^AVPENET"
     for i, (vtype, code, value, units, ref_range) in enumerate(_observations(result, cfg), start=1):
@@ -167,5 +167,5 @@ def ack(message_control_id: str, code: str = "AA", text: str = "") -> str:
     msg.msa.msa_1 = code
     msg.msa.msa_2 = message_control_id
     if text:
-        msg.msa.msa_3 = _escape(text)
+        msg.msa.msa_3 = escape(text)
     return msg.to_er7()

@@ -26,7 +26,6 @@ HL7_NAMES = (
     "hl7_assigning_authority",
 )
 HL7_NAME_MAX = 20  # an HD namespace id: hl7apy's strict build refuses a longer one, escapes included
-HL7_DELIMITERS = "|^~\\&"  # each is sent as a 3-character escape (\F\, \S\, \R\, \E\, \T\)
 
 
 class Limits(BaseModel):
@@ -129,11 +128,13 @@ class GatewaySettings(BaseModel):
     @model_validator(mode="after")
     def _hl7_names(self) -> GatewaySettings:
         """Refused at load: a name hl7apy cannot build would make every HL7 answer (and delivery) fail."""
+        from preprocess_service.hl7v2 import escape  # the one HL7 escaping (lazy: settings import light)
+
         for name in HL7_NAMES:
             value = getattr(self, name)
             if not all(" " <= ch <= "~" for ch in value):
                 raise ValueError(f"{name} must be printable ASCII (no control bytes, no accents): {value!r}")
-            escaped = len(value) + 2 * sum(value.count(ch) for ch in HL7_DELIMITERS)
+            escaped = len(escape(value))  # as the message will carry it
             if escaped > HL7_NAME_MAX:
                 raise ValueError(
                     f"{name} is {escaped} characters once HL7-escaped; an HL7 v2 namespace id holds at most "
