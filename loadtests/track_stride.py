@@ -19,7 +19,14 @@ import shutil
 import time
 from pathlib import Path
 
-TRACK_ARRAYS = ("landmarks", "blendshapes", "head_pose")
+import numpy as np
+
+from avpenet import contract
+
+# A track's per-frame float arrays (contract.TRACK_ARRAYS): what a skipped frame takes from its neighbours
+INTERPOLATED = tuple(
+    k for k, (shape, dtype) in contract.TRACK_ARRAYS.items() if shape[0] == "T" and dtype is np.float32
+)
 
 
 def track_every(video: bytes, stride: int):
@@ -50,7 +57,7 @@ def track_every(video: bytes, stride: int):
     track = FaceTrack.empty(n, tuple(seen[0].image_size))
     for j, i in enumerate(keep):
         track.face_present[i] = seen[j].face_present[0]
-        for name in TRACK_ARRAYS:
+        for name in INTERPOLATED:
             getattr(track, name)[i] = getattr(seen[j], name)[0]
     for a, b in zip(keep, keep[1:], strict=False):
         if not (track.face_present[a] and track.face_present[b]):
@@ -58,7 +65,7 @@ def track_every(video: bytes, stride: int):
         for i in range(a + 1, b):
             w = (i - a) / (b - a)
             track.face_present[i] = True
-            for name in TRACK_ARRAYS:
+            for name in INTERPOLATED:
                 arr = getattr(track, name)
                 arr[i] = (1 - w) * arr[a] + w * arr[b]
     return track
@@ -76,7 +83,6 @@ def write_set(data: Path, out: Path, stride: int) -> int:
     A clip whose sound is only in its MP4 gets it as a WAV (the floats the reader decodes from the MP4)."""
     import soundfile as sf
 
-    from avpenet import contract
     from avpenet.features import audio, cache
 
     rows = cache.read_labels(data)
