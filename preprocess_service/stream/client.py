@@ -20,6 +20,7 @@ from avpenet.features.track import FaceTrack
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.stream.protocol import (
     CLOSE_INTERNAL,
+    CLOSE_LOST,
     CLOSE_STALLED,
     FRAME_TIME,
     STREAM_ID_QUERY,
@@ -31,7 +32,7 @@ from preprocess_service.stream.protocol import (
 # Chunks a stream keeps for a resend: twice what a server queues (streams.max_pending_bytes).
 KEEP_BYTES = 16 * 1024 * 1024
 # Closes a resume may get past: link lost (1006, none), replica stopping (1001) or restarting (1012), 1011
-RESUMABLE = {None, 1001, 1006, 1012, CLOSE_INTERNAL, CLOSE_STALLED}  # and a stall (4408)
+RESUMABLE = {None, 1001, CLOSE_LOST, 1012, CLOSE_INTERNAL, CLOSE_STALLED}  # and a stall (4408)
 
 
 class StreamRefused(ConnectionError):

@@ -19,6 +19,7 @@ from preprocess_service.stream import checkpoints
 from preprocess_service.stream.metrics import StreamMetrics
 from preprocess_service.stream.protocol import (
     CLOSE_BAD_START,
+    CLOSE_LOST,
     CLOSE_OVER_LIMIT,
     CLOSE_UNAUTHENTICATED,
     STREAM_ID_QUERY,
@@ -57,7 +58,7 @@ async def serve_stream(hub: StreamHub, ws) -> None:
     token = bearer_token(ws.headers.get("authorization"))
     record = audit.AuditRecord(STREAM_ROUTE, "websocket", uuid.uuid4().hex, api_key_id=audit.key_id(token))
     await ws.accept()
-    code = 1006  # unless it returns: Serve cancelled the handler (its request timeout), a lost link
+    code = CLOSE_LOST  # unless it returns: Serve cancelled the handler (its request timeout), a lost link
     try:
         code = await _admit_and_run(hub, ws, token, record)
     finally:  # counted and audited however it ended

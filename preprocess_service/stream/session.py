@@ -27,6 +27,7 @@ from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
     CLOSE_INTERNAL,
+    CLOSE_LOST,
     CLOSE_NORMAL,
     CLOSE_SLOW_CONSUMER,
     CLOSE_STALLED,
@@ -63,16 +64,16 @@ class Session:
     async def run(self) -> int:
         """Serve the connection until it ends; returns the close code."""
         sender = asyncio.create_task(self._sender())
-        processor = asyncio.create_task(self._processor())
+        processor = asyncio.create_task(self._processor(), name="processor")
         processor.add_done_callback(self._task_died)
         self._started()
-        receiver = asyncio.create_task(self._receiver())
+        receiver = asyncio.create_task(self._receiver(), name="receiver")
         receiver.add_done_callback(self._task_died)  # a bug there must close the stream, not leave it hung
         cancelled = None
         try:
             await self.done.wait()
-        except asyncio.CancelledError as exc:  # Serve ended the handler (its request timeout): drained,
-            cancelled, self.connected, self.close_code = exc, False, 1006  # detached as a lost link, raised
+        except asyncio.CancelledError as exc:  # Serve ended the handler (its timeout): drained as a lost link
+            cancelled, self.connected, self.close_code = exc, False, CLOSE_LOST
         receiver.cancel()
         self._enqueue(Item("stop", {}, None, time.monotonic()))
         self.drain_by = time.monotonic() + DRAIN_TIMEOUT_S
@@ -97,8 +98,7 @@ class Session:
 
     def _task_died(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("stream %s: %s failed", self.entry.stream_id, task.get_coro().__name__,
-                      exc_info=task.exception())  # fmt: skip
+            log.error("stream %s: %s died", self.entry.stream_id, task.get_name(), exc_info=task.exception())
             reason = "internal error while processing the stream; resume to continue"
             self.fail(CLOSE_INTERNAL, reason, "internal")
 
@@ -163,7 +163,7 @@ class Session:
                 msg = {"type": "websocket.disconnect"}
             if msg["type"] == "websocket.disconnect":
                 self.connected = False
-                self.close_code, self.close_reason = int(msg.get("code") or 1006), "client disconnected"
+                self.close_code, self.close_reason = int(msg.get("code") or CLOSE_LOST), "client disconnected"
                 return self.done.set()
             try:
                 if msg.get("bytes") is not None:

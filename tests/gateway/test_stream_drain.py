@@ -16,7 +16,7 @@ import pytest
 from avpenet import contract
 from preprocess_service.stream.inbound import Item
 from preprocess_service.stream.limits import StreamLimits
-from preprocess_service.stream.protocol import CLOSE_INTERNAL, Start, encode_chunk
+from preprocess_service.stream.protocol import CLOSE_INTERNAL, CLOSE_LOST, Start, encode_chunk
 from preprocess_service.stream.registry import StreamRegistry, resume_events
 from preprocess_service.stream.session import BATCH_ITEMS, Session
 
@@ -231,4 +231,4 @@ def test_a_handler_serve_cancels_is_drained_like_a_lost_link():
 
     assert asyncio.run(cancelled_mid_stream()) == []  # nothing of the session still runs
     processed = entry.state.n_samples // CHUNK
-    assert session.close_code == 1006 and entry.state.next_seq["audio"] == processed  # the rest: resent
+    assert session.close_code == CLOSE_LOST and entry.state.next_seq["audio"] == processed  # the rest: resent
