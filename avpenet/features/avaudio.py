@@ -31,6 +31,11 @@ class AvAudio:
     The track's header is checked when it is found (codec, rate, claimed duration); the decoded length is
     checked as it grows. A decoder error before any sample is UndecodableMedia; after some, the damaged
     tail is dropped and the start is kept (a clip cut off mid-upload is still scoreable).
+
+    Samples are placed by their timestamps, not simply concatenated: a hole in the timestamps (packets a
+    recorder dropped) is filled with silence and a stretch that overlaps what was kept is trimmed, so the
+    n-th second of the wave is the n-th second after `start` and sound stays beside the face shown with it.
+    Differences within `media.TRACK_SLACK_S` are codec framing and left alone.
     """
 
     def __init__(self, stream, kind: str, limit: float) -> None:
@@ -47,6 +52,8 @@ class AvAudio:
         self._input: tuple | None = None  # (rate, layout, format) of the frames the resampler was set up for
         self._chunks: list[np.ndarray] = []
         self._total = 0
+        self.start: float | None = None  # the first decoded frame's time on the container's timeline
+        self._trim = 0  # samples still to drop: the next frame overlaps what was kept
         self.ended = False  # an FFmpeg error ended the track: later packets are ignored, no flush
 
     @classmethod
@@ -61,6 +68,7 @@ class AvAudio:
         try:
             for frame in packet.decode():
                 self._follow(frame)
+                self._place(frame.time)
                 self._keep(self._resampler.resample(frame))
                 if audio.over_limit(self._total / self.rate, self.limit):
                     raise audio.too_long(self._total / self.rate, self.limit, so_far=True)
@@ -78,9 +86,29 @@ class AvAudio:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
         self._input = now
 
+    def _place(self, time: float | None) -> None:
+        """Silence for a hole before a frame starting at `time`, or a trim for an overlap (None: unknown)."""
+        if time is None:
+            return
+        if self.start is None:
+            self.start = float(time)
+            return
+        ahead = time - (self.start + self._total / self.rate)
+        if abs(ahead) <= media.TRACK_SLACK_S:
+            return
+        if ahead < 0:
+            self._trim = int(round(-ahead * self.rate))
+            return
+        if audio.over_limit(self._total / self.rate + ahead, self.limit):  # checked before allocating
+            raise audio.too_long(self._total / self.rate + ahead, self.limit, so_far=True)
+        self._keep([np.zeros(int(round(ahead * self.rate)), np.float32)])
+
     def _keep(self, frames) -> None:
         for out in frames:
-            chunk = out.to_ndarray().reshape(-1)
+            chunk = out if isinstance(out, np.ndarray) else out.to_ndarray().reshape(-1)
+            if self._trim:
+                cut = min(self._trim, chunk.size)
+                chunk, self._trim = chunk[cut:], self._trim - cut
             self._chunks.append(chunk)
             self._total += chunk.size
 

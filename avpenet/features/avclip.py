@@ -11,6 +11,11 @@ and a damaged tail handled per track (a video decode error is held back until th
 end, as the separate audio pass read it; a demuxer error ends both tracks where it occurs, as it ended both
 passes). Content that is not an audio+video container goes through the two calls unchanged, so it is refused
 with the same reasons.
+
+Both tracks are put on one timeline: a container's audio may start after its video (a recorder that opens
+the microphone late, a cut made at a video keyframe) or before it. The track that starts later is led in from
+the earlier start, with silence or with frames where no face is seen, so the wave's second n and the face
+track's second n are the same moment of the recording (`_line_up`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
+from avpenet import contract
+from avpenet.errors import TooLarge
 from avpenet.features import audio, avaudio, media, mp4index, tracker
 from avpenet.features.track import FaceTrack
 
@@ -48,9 +55,9 @@ def decode_clip(
     container = media.open_av(source, kind, video_bounds)
     try:
         track_audio = avaudio.AvAudio.of(container, kind, audio_limit)
-        track = None
+        track, first = None, _FirstTime()
         if container.streams.video:
-            frames = _video_frames(container, container.streams.video[0], track_audio)
+            frames = first.of(_video_frames(container, container.streams.video[0], track_audio))
             with tracker.pooled() as face_tracker:
                 track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
             _drain(frames)
@@ -58,10 +65,58 @@ def decode_clip(
             avaudio.demux_all(container, track_audio)
         wave = None
         if track_audio is not None:
-            wave = audio.cut_to(audio.to_model_rate(*track_audio.finish(), kind), audio_limit)
+            wave = audio.to_model_rate(*track_audio.finish(), kind)
+            if track is not None:
+                wave, track = _line_up(wave, track_audio.start, track, first.time, audio_limit, limits)
+            wave = audio.cut_to(wave, audio_limit)
     finally:
         container.close()
     return wave, track
+
+
+class _FirstTime:
+    """The time of the first frame that passes through `of` (None: none passed, or it had no timestamp)."""
+
+    def __init__(self) -> None:
+        self.time: float | None = None
+        self._seen = False
+
+    def of(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        for frame in frames:
+            if not self._seen:
+                self._seen, self.time = True, frame.time
+            yield frame
+
+
+def _line_up(
+    wave: np.ndarray | None,
+    audio_start: float | None,
+    track: FaceTrack,
+    video_start: float | None,
+    audio_limit: float,
+    limits: tracker.VideoLimits,
+) -> tuple[np.ndarray | None, FaceTrack]:
+    """The wave and the track from the earlier of their two starts: the later one is led in with silence
+    (audio) or with frames where no face is seen (video). Starts within media.TRACK_SLACK_S, or a start
+    without a timestamp, are left as they are; a lead-in that takes the clip past a limit is refused."""
+    if wave is None or audio_start is None or video_start is None:
+        return wave, track
+    lead = audio_start - video_start
+    if abs(lead) <= media.TRACK_SLACK_S:
+        return wave, track
+    if lead > 0:
+        seconds = lead + wave.size / contract.SAMPLE_RATE
+        if audio.over_limit(seconds, audio_limit):
+            raise audio.too_long(seconds, audio_limit)
+        silence = np.zeros(int(round(lead * contract.SAMPLE_RATE)), np.float32)
+        return np.concatenate([silence, wave]), track
+    frames = int(round(-lead * contract.FPS))
+    if frames + track.n_frames > limits.frame_limit:
+        raise TooLarge(
+            f"the video starts {-lead:.1f} s after the audio and the clip then lasts over "
+            f"{limits.max_seconds:g} s, the limit"
+        )
+    return wave, FaceTrack.concat([FaceTrack.empty(frames, tuple(track.image_size)), track])
 
 
 def _drain(frames: Iterator[av.VideoFrame]) -> None:

@@ -42,6 +42,11 @@ MAX_STREAMS = 16
 # decodes to 60.1 s) and a container's duration covers its longest track. Media up to this far past a limit
 # is cut to the limit (audio.cut_to) instead of refused; anything longer is refused as before.
 DURATION_GRACE_S = 0.5
+# How far apart two tracks' starts, or a track's timestamps and its decoded length, may be and still count as
+# one timeline: codec framing and priming (an AAC frame is 64 ms at 16 kHz, Opus pre-skip 6.5 ms, MKV rounds
+# to 1 ms). Larger differences are real (a track that starts late, packets a recorder dropped) and are put
+# right; this is under one sampled video frame (1 / contract.FPS).
+TRACK_SLACK_S = 0.07
 # Containers recognised only to be refused with a reason (sniff_refused): video the API does not accept.
 REFUSED_VIDEO = {"avi": "AVI", "mpegts": "MPEG-TS", "mpegps": "MPEG-PS", "flv": "FLV", "asf": "ASF/WMV"}
 

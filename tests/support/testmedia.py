@@ -64,8 +64,15 @@ def video_bytes(
     container: str = "mp4",
     video_codec: str | None = None,
     audio_codec: str | None = None,
+    audio_start_s: float = 0.0,
+    video_start_s: float = 0.0,
+    audio_jump: tuple[float, float] | None = None,
 ) -> bytes:
-    """Encode RGB frames (and optional mono float audio) into an in-memory container (mp4, webm, matroska)."""
+    """Encode RGB frames (and optional mono float audio) into an in-memory container (mp4, webm, matroska).
+
+    Timestamps as recorders write them: each track may start late (`audio_start_s`, `video_start_s`) and the
+    audio's timestamps may jump by `audio_jump` = (at_s, by_s) after its first `at_s` seconds of samples
+    (by_s > 0: a hole, packets dropped; < 0: an overlap)."""
     vcodec = video_codec or {"webm": "libvpx-vp9"}.get(container, "libx264")
     acodec = audio_codec or {"webm": "libopus"}.get(container, "aac")
     frames = list(frames)
@@ -81,8 +88,12 @@ def video_bytes(
             a_rate = 48_000 if acodec == "libopus" else sr
             a_s = out.add_stream(acodec, rate=a_rate)
             a_s.layout = "mono"
-        for img in frames:
-            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        v_first = int(round(video_start_s * float(rate)))
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if v_first:  # else the encoder numbers the frames, as it always has
+                frame.pts = v_first + i
+            for packet in vs.encode(frame):
                 out.mux(packet)
         if vs is not None:
             out.mux(vs.encode(None))
@@ -97,7 +108,9 @@ def video_bytes(
                 piece = wave[start : start + chunk][None, :]
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp", layout="mono")
                 frame.sample_rate = a_s.rate
-                frame.pts = start
+                frame.pts = start + int(round(audio_start_s * a_s.rate))
+                if audio_jump is not None and start >= audio_jump[0] * a_s.rate:
+                    frame.pts += int(round(audio_jump[1] * a_s.rate))
                 for packet in a_s.encode(frame):
                     out.mux(packet)
             out.mux(a_s.encode(None))
