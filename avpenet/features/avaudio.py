@@ -58,8 +58,9 @@ class AvAudio:
 
     @classmethod
     def of(cls, container, kind: str, limit: float) -> AvAudio | None:
-        """The container's first audio track, checked; None when it has none."""
-        return cls(container.streams.audio[0], kind, limit) if container.streams.audio else None
+        """The container's main audio track (`media.main_stream`), checked; None when it has none."""
+        stream = media.main_stream(container.streams.audio)
+        return None if stream is None else cls(stream, kind, limit)
 
     def feed(self, packet) -> None:
         """Decode one demuxed packet of this track (the empty packets at the end flush the decoder)."""

@@ -56,8 +56,9 @@ def decode_clip(
     try:
         track_audio = avaudio.AvAudio.of(container, kind, audio_limit)
         track, first = None, _FirstTime()
-        if container.streams.video:
-            frames = first.of(_video_frames(container, container.streams.video[0], track_audio))
+        video = media.main_stream(container.streams.video)
+        if video is not None:
+            frames = first.of(_video_frames(container, video, track_audio))
             with tracker.pooled() as face_tracker:
                 track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
             _drain(frames)

@@ -155,3 +155,11 @@ def _reason(exc: Exception) -> str:
 
 def av_error(kind: str, exc: Exception) -> UndecodableMedia:
     return UndecodableMedia(f"{describe(kind)} is corrupt or truncated: {_reason(exc)}")
+
+
+def main_stream(streams):
+    """The track of one type a player would play: not cover art (an attached picture is a one-frame video
+    track, and its face is no patient's), the one flagged default if any, else the first; None when none."""
+    flags = av.stream.Disposition
+    tracks = [s for s in streams if not s.disposition & flags.attached_pic]
+    return next((s for s in tracks if s.disposition & flags.default), next(iter(tracks), None))

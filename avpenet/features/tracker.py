@@ -455,7 +455,7 @@ def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray
 
 
 def iter_video_frames(source: media.Source, limits: VideoLimits | None = None) -> Iterator[np.ndarray]:
-    """RGB frames of the first video stream sampled at contract.FPS by presentation time.
+    """RGB frames of the main video stream (`media.main_stream`) sampled at contract.FPS by presentation time.
 
     Frame k shows what is on screen at k / FPS seconds (the latest frame whose time is ≤ k / FPS); the clip
     lasts until the last frame's time plus one frame duration. Display rotation (phones) is applied. Yields
@@ -481,11 +481,11 @@ def sample_bounds(limits: VideoLimits) -> SampleBounds:
 def sample_frames(
     container, kind: str, limits: VideoLimits, frames: Iterator | None = None
 ) -> Iterator[np.ndarray]:
-    """`iter_video_frames` of an open container. `frames`: the first video stream's decoded frames when
+    """`iter_video_frames` of an open container. `frames`: the main video stream's decoded frames when
     the caller demuxes them itself (`avclip`: one pass for audio and video); default: decoded here."""
-    if not container.streams.video:
+    stream = media.main_stream(container.streams.video)
+    if stream is None:
         return
-    stream = container.streams.video[0]
     ctx = stream.codec_context
     if ctx is None or stream.codec_context.codec is None:
         raise UnsupportedMedia(f"the video codec is not supported; send H.264/H.265/VP8/VP9/AV1 in {kind}")
