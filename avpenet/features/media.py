@@ -11,6 +11,9 @@ merely start like an MP3 frame or an `ftyp` box are never probed as SDP, HLS or 
 every protocol (udp, rtp, http, file...) for nested opens: an upload is bytes in memory and may open nothing.
 An MP4/MOV's sample tables are checked against the file size and the duration limit before FFmpeg allocates
 its index (`mp4index`).
+
+Sniffing is strict where formats share bytes: MPEG-TS and GIF share a first byte (0x47), so MPEG-TS is named
+only when the sync byte repeats at one packet spacing.
 """
 
 from __future__ import annotations
@@ -31,9 +34,14 @@ AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "mp3")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")
 SUPPORTED_AUDIO = "WAV, FLAC, OGG, MP3, or the audio track of MP4/MOV/WebM/MKV"
 SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
-HEAD_BYTES = 64
+# Enough for TS_PACKETS MPEG-TS packets of the longest kind (204 bytes); reading it costs nothing.
+HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
 DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "ogg": "ogg"}
+# MPEG-TS packets: (offset of the first 0x47 sync byte, packet size): 188 bytes; 192 with a 4-byte timecode
+# first (M2TS/AVCHD .mts); 204 with Reed-Solomon bytes. TS_PACKETS syncs in a row name it; one 0x47 does not.
+TS_LAYOUTS = ((0, 188), (4, 192), (0, 192), (0, 204))
+TS_PACKETS = 4
 # A recording has a few streams (video, audio, timecode, metadata). FFmpeg's default cap is 1000, and 990
 # forged MP4 tracks cost 7.7 s and 840 MB to open; with this cap FFmpeg ignores streams past it (and the MP4
 # walker refuses more tracks with a reason).
@@ -74,8 +82,8 @@ def sniff_refused(head: bytes) -> str | None:
     """The name of a video container we recognise but do not accept (AVI, MPEG-TS...), else None."""
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return REFUSED_VIDEO["avi"]
-    if len(head) >= 1 and head[0] == 0x47 and (len(head) < 189 or head[188] == 0x47):
-        return REFUSED_VIDEO["mpegts"]  # 188-byte packets, each starting with the 0x47 sync byte
+    if _mpegts(head):
+        return REFUSED_VIDEO["mpegts"]
     if head[:4] == b"\x00\x00\x01\xba":
         return REFUSED_VIDEO["mpegps"]
     if head[:3] == b"FLV":
@@ -83,6 +91,16 @@ def sniff_refused(head: bytes) -> str | None:
     if head[:4] == b"\x30\x26\xb2\x75":
         return REFUSED_VIDEO["asf"]
     return None
+
+
+def _mpegts(head: bytes) -> bool:
+    """The 0x47 sync byte at every packet start of one TS_LAYOUTS, TS_PACKETS times or more ("GIF89a" and
+    other files merely starting with 0x47 are not MPEG-TS)."""
+    for first, size in TS_LAYOUTS:
+        starts = range(first, len(head), size)
+        if len(starts) >= TS_PACKETS and all(head[i] == 0x47 for i in starts):
+            return True
+    return False
 
 
 def refusal(head: bytes, what: str, supported: str) -> UnsupportedMedia:

@@ -72,13 +72,20 @@ def joined_mp3(seconds: float = 2.0) -> bytes:
     return _mp3(44100, seconds, "mono") + _mp3(48000, seconds, "stereo")
 
 
-def video(fmt: str, frames: int = 3) -> bytes:
-    """A tiny MPEG-4 Part 2 video in container `fmt` (avi, mpegts...)."""
+def video(
+    fmt: str,
+    frames: int = 3,
+    options: dict[str, str] | None = None,
+    codec: str = "mpeg4",
+    pix_fmt: str = "yuv420p",
+) -> bytes:
+    """A tiny video (MPEG-4 Part 2 unless `codec`) in container `fmt` (avi, mpegts, gif...) written with muxer
+    `options`."""
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format=fmt) as out:
-        stream = out.add_stream("mpeg4", rate=10)
+    with av.open(buf, mode="w", format=fmt, options=options or {}) as out:
+        stream = out.add_stream(codec, rate=10)
         stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         for _ in range(frames):
             frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
             for packet in stream.encode(frame):
