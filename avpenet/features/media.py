@@ -10,7 +10,7 @@ merely start like an MP3 frame or an `ftyp` box are never probed as SDP, HLS or 
 `format_whitelist` keeps any demuxer from handing over to another, and an empty `protocol_whitelist` forbids
 every protocol (udp, rtp, http, file...) for nested opens: an upload is bytes in memory and may open nothing.
 An MP4/MOV's sample tables are checked against the file size and the duration limit before FFmpeg allocates
-its index (`mp4index`).
+its index (`mp4index`), whichever box the file starts with.
 
 Sniffing is strict where formats share bytes: MPEG-TS and GIF share a first byte (0x47), so MPEG-TS is named
 only when the sync byte repeats at one packet spacing.
@@ -38,6 +38,10 @@ SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
 HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
 DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "ogg": "ogg"}
+# Top-level boxes an MP4/MOV may start with other than `ftyp` (those FFmpeg's mov probe knows): QuickTime
+# files before `ftyp` existed, and some cameras, start with `wide` then `mdat`; `free`/`skip` pad a header
+# rewritten in place; a file written moov-first may have no `ftyp` at all.
+FIRST_BOXES = {b"moov", b"mdat", b"wide", b"free", b"skip", b"junk", b"pnot", b"udta", b"uuid"}
 # MPEG-TS packets: (offset of the first 0x47 sync byte, packet size): 188 bytes; 192 with a 4-byte timecode
 # first (M2TS/AVCHD .mts); 204 with Reed-Solomon bytes. TS_PACKETS syncs in a row name it; one 0x47 does not.
 TS_LAYOUTS = ((0, 188), (4, 192), (0, 192), (0, 204))
@@ -75,7 +79,21 @@ def sniff(head: bytes) -> str | None:
         return "ebml"
     if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
         return "mp3"
-    return None
+    return "isobmff" if _first_box(head) else None
+
+
+def _first_box(head: bytes) -> bool:
+    """An MP4/MOV starting with a top-level box other than `ftyp` (FIRST_BOXES) of a size a box can have;
+    when the box ends inside `head`, the next box's type must be four printable characters."""
+    if len(head) < 8 or head[4:8] not in FIRST_BOXES:
+        return False
+    size = int.from_bytes(head[:4], "big")
+    if size == 1:  # a 64-bit size follows
+        return len(head) >= 16 and int.from_bytes(head[8:16], "big") >= 16
+    if 0 < size < 8:
+        return False
+    after = head[size + 4 : size + 8] if size else b""
+    return len(after) < 4 or all(0x20 <= b < 0x7F for b in after)
 
 
 def sniff_refused(head: bytes) -> str | None:

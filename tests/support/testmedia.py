@@ -115,3 +115,65 @@ def video_bytes(
                     out.mux(packet)
             out.mux(a_s.encode(None))
     return buf.getvalue()
+
+
+def adts_bytes(wave: np.ndarray, sr: int, *, id3: bool = False) -> bytes:
+    """A raw ADTS AAC file (.aac, as Android and many recorders write), optionally behind an ID3v2 tag."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="adts", options={"write_id3v2": "1"} if id3 else {}) as out:
+        stream = out.add_stream("aac", rate=sr)
+        stream.layout = "mono"
+        wave = np.asarray(wave, np.float32)
+        for start in range(0, wave.size, 1024):
+            frame = av.AudioFrame.from_ndarray(
+                wave[None, start : start + 1024].copy(), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = sr, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def top_level_boxes(data: bytes) -> list[bytes]:
+    """The types of an MP4/MOV's top-level boxes, in order (32-bit sizes, as these test files have)."""
+    return [data[pos + 4 : pos + 8] for pos in _box_starts(data)]
+
+
+def _box_starts(data: bytes) -> list[int]:
+    starts, pos = [], 0
+    while pos + 8 <= len(data):
+        starts.append(pos)
+        pos += int.from_bytes(data[pos : pos + 4], "big")
+    return starts
+
+
+def rearranged(data: bytes, order: list[bytes]) -> bytes:
+    """An MP4/MOV made of its top-level boxes `order` (each type once, others dropped) with the chunk offsets
+    (`stco`) moved with the data: e.g. [wide, mdat, moov] as QuickTime files written before `ftyp` existed,
+    [moov, mdat] as a fast-start file without `ftyp`."""
+    assert b"co64" not in data
+    old = {data[p + 4 : p + 8]: (p, int.from_bytes(data[p : p + 4], "big")) for p in _box_starts(data)}
+    new, out = {}, bytearray()
+    for kind in order:
+        new[kind] = len(out)
+        out += data[old[kind][0] : old[kind][0] + old[kind][1]]
+    at = out.find(b"stco")
+    while at >= 0:
+        count = int.from_bytes(out[at + 8 : at + 12], "big")
+        for entry in range(at + 12, at + 12 + 4 * count, 4):
+            offset = int.from_bytes(out[entry : entry + 4], "big")
+            kind = next(k for k, (p, n) in old.items() if p <= offset < p + n)
+            out[entry : entry + 4] = (offset - old[kind][0] + new[kind]).to_bytes(4, "big")
+        at = out.find(b"stco", at + 12 + 4 * count)
+    return bytes(out)
+
+
+def ftyp_as(data: bytes, kind: bytes) -> bytes:
+    """An MP4/MOV whose leading `ftyp` box is overwritten by a `free`/`skip` box of the same size (a header
+    rewritten in place), so every offset stays right."""
+    assert data[4:8] == b"ftyp"
+    return (
+        data[:4] + kind + bytes(int.from_bytes(data[:4], "big") - 8) + data[int.from_bytes(data[:4], "big") :]
+    )
