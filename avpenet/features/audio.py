@@ -1,8 +1,8 @@
 """Audio decoding to 16 kHz mono and the 3 s / 1 s-hop windows the model scores.
 
-Decoders: soundfile (libsndfile) for WAV/FLAC/OGG, PyAV (FFmpeg) for MP3 and the audio track of
-MP4/MOV/WebM/MKV. Both read from memory when given bytes. Resampling uses soxr (high quality, linear phase),
-so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel sees.
+Decoders: soundfile (libsndfile) for WAV/FLAC/OGG, PyAV (FFmpeg) for MP3, ADTS AAC (.aac) and the audio
+track of MP4/MOV/WebM/MKV. Both read from memory when given bytes. Resampling uses soxr (high quality, linear
+phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). Decoding failures raise ``avpenet.errors`` types.
@@ -55,7 +55,7 @@ def load_audio(
     """
     limit = DEFAULT_MAX_SECONDS if max_seconds is None else float(max_seconds)
     head = media.read_head(source)
-    kind = media.sniff(head)
+    kind = media.audio_kind(source, head)
     if kind is None:
         ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from avpenet.errors import UnsupportedMedia
+from avpenet.errors import UndecodableMedia, UnsupportedMedia
 from avpenet.features import audio, media
 
 
@@ -40,6 +40,10 @@ class AvAudio:
 
     def __init__(self, stream, kind: str, limit: float) -> None:
         if stream.codec_context is None or not stream.codec_context.sample_rate:
+            if kind in media.ONE_CODEC_KINDS:  # the codec is the file type's: its frames are what is broken
+                raise UndecodableMedia(
+                    f"{media.describe(kind)} has no decodable audio frame: corrupt or truncated"
+                )
             raise UnsupportedMedia(f"the audio codec in this {media.describe(kind)} is not supported")
         self.stream, self.kind, self.limit = stream, kind, limit
         self.rate = audio.check_rate(int(stream.codec_context.sample_rate), kind)

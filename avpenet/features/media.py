@@ -12,7 +12,8 @@ every protocol (udp, rtp, http, file...) for nested opens: an upload is bytes in
 An MP4/MOV's sample tables are checked against the file size and the duration limit before FFmpeg allocates
 its index (`mp4index`), whichever box the file starts with.
 
-Sniffing is strict where formats share bytes: MPEG-TS and GIF share a first byte (0x47), so MPEG-TS is named
+Sniffing is strict where formats share bytes: an MPEG audio frame and an ADTS AAC frame share the 0xFFF sync
+(ADTS is layer 00, which MPEG audio reserves); MPEG-TS and GIF share a first byte (0x47), so MPEG-TS is named
 only when the sync byte repeats at one packet spacing.
 """
 
@@ -29,15 +30,16 @@ from avpenet.features.mp4index import SampleBounds, check_sample_tables
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
-# kind -> what to tell an integrator; ISO-BMFF covers MP4/MOV/M4A, EBML covers MKV/WebM.
-AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "mp3")
+# kind -> what to tell an integrator; ISO-BMFF covers MP4/MOV/M4A, EBML covers MKV/WebM; aac is ADTS (.aac).
+AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "mp3", "aac")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")
-SUPPORTED_AUDIO = "WAV, FLAC, OGG, MP3, or the audio track of MP4/MOV/WebM/MKV"
+ONE_CODEC_KINDS = ("mp3", "aac")  # files of one codec's frames: a track FFmpeg cannot read is a broken one
+SUPPORTED_AUDIO = "WAV, FLAC, OGG, MP3, AAC (ADTS), or the audio track of MP4/MOV/WebM/MKV"
 SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
 # Enough for TS_PACKETS MPEG-TS packets of the longest kind (204 bytes); reading it costs nothing.
 HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
-DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "ogg": "ogg"}
+DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg"}
 # Top-level boxes an MP4/MOV may start with other than `ftyp` (those FFmpeg's mov probe knows): QuickTime
 # files before `ftyp` existed, and some cameras, start with `wide` then `mdat`; `free`/`skip` pad a header
 # rewritten in place; a file written moov-first may have no `ftyp` at all.
@@ -77,9 +79,35 @@ def sniff(head: bytes) -> str | None:
         return "isobmff"
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return "ebml"
-    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
+    if head[:3] == b"ID3":
+        return "mp3"  # what the tag labels is read behind it (`audio_kind`)
+    return _mpeg_audio(head) or ("isobmff" if _first_box(head) else None)
+
+
+def audio_kind(source: Source, head: bytes) -> str | None:
+    """`sniff`, looking behind an ID3v2 tag: MP3 and ADTS AAC files may both start with one."""
+    kind = sniff(head)
+    if kind != "mp3" or head[:3] != b"ID3" or len(head) < 10:
+        return kind
+    flags, size = head[5], head[6:10]
+    end = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(size)) + (10 if flags & 0x10 else 0)
+    if isinstance(source, bytes | bytearray | memoryview):
+        behind = bytes(source[end : end + 2])
+    else:
+        with open(source, "rb") as fh:
+            fh.seek(end)
+            behind = fh.read(2)
+    return "aac" if _mpeg_audio(behind) == "aac" else "mp3"
+
+
+def _mpeg_audio(head: bytes) -> str | None:
+    """The kind of an MPEG audio frame header ("mp3") or an ADTS one ("aac"), else None. Both start with an
+    11-bit sync; ADTS has the full 12-bit 0xFFF and layer 00, a layer MPEG audio reserves."""
+    if len(head) < 2 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return None
+    if head[1] & 0x06:
         return "mp3"
-    return "isobmff" if _first_box(head) else None
+    return "aac" if head[1] & 0xF0 == 0xF0 else None
 
 
 def _first_box(head: bytes) -> bool:
@@ -176,6 +204,7 @@ def describe(kind: str) -> str:
         "isobmff": "MP4/MOV container",
         "ebml": "MKV/WebM container",
         "mp3": "MP3 file",
+        "aac": "AAC (ADTS) file",
         "wav": "WAV file",
         "flac": "FLAC file",
         "ogg": "OGG file",

@@ -38,6 +38,13 @@ def test_two_files_for_one_part_are_refused_not_silently_replaced(wav, tmp_path,
     assert code == 2 and "a.wav and b.wav would both be the audio part" in err
 
 
+def test_an_aac_recording_is_sent_as_the_audio_part_not_as_a_clip(wav, tmp_path, capsys):
+    aac = tmp_path / "b.aac"  # ADTS AAC, as Android and many recorders write: sound alone
+    aac.write_bytes(b"\xff\xf1\x50\x80")
+    code, err = run(["score", str(wav), str(aac), "--together", "--url", "http://127.0.0.1:9"], capsys)
+    assert code == 2 and "a.wav and b.aac would both be the audio part" in err
+
+
 def test_an_unreachable_grpc_gateway_is_named(wav, capsys):
     code, err = run(["score", str(wav), "--grpc", "--url", "127.0.0.1:9", "--retries", "0"], capsys)
     assert code == 1 and "cannot reach the gateway at 127.0.0.1:9" in err
