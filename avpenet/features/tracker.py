@@ -502,17 +502,22 @@ def sample_frames(
     eps = 1e-6
     k, decoded, t0 = 0, 0, None
     prev, prev_t, prev_rgb = None, 0.0, None
+    # Video up to media.DURATION_GRACE_S past the limit is cut to it, as audio is (a phone's 600.03-s clip)
+    grace_frames = int(media.DURATION_GRACE_S * contract.FPS)
 
     def emit():
+        """The frame shown at k / FPS, or None past the limit but within the grace (cut)."""
         nonlocal k, prev_rgb
-        if prev_rgb is None:
-            prev_rgb = _frame_rgb(prev, limits)
         k += 1
-        if k > limits.frame_limit:
+        if k > limits.frame_limit + grace_frames:
             raise TooLarge(
                 f"video has more than {limits.frame_limit} frames at {contract.FPS} fps "
                 f"({limits.max_seconds:.0f} s limit)"
             )
+        if k > limits.frame_limit:
+            return None
+        if prev_rgb is None:
+            prev_rgb = _frame_rgb(prev, limits)
         return prev_rgb
 
     try:
@@ -525,10 +530,11 @@ def sample_frames(
             t = frame.time if frame.time is not None else decoded / rate
             t0 = t if t0 is None else t0
             t = max(t - t0, prev_t if prev is not None else 0.0)
-            if t > limits.max_seconds:
+            if t > limits.max_seconds + media.DURATION_GRACE_S:
                 raise TooLarge(f"video lasts more than {limits.max_seconds:.0f} s")
             while prev is not None and k / contract.FPS < t - eps:
-                yield emit()  # target times before this frame still show the previous one
+                if (rgb := emit()) is not None:
+                    yield rgb  # target times before this frame still show the previous one
             prev, prev_t, prev_rgb = frame, t, None
     except (TooLarge, UnsupportedMedia):
         raise
@@ -542,7 +548,8 @@ def sample_frames(
         return
     end = prev_t + 1.0 / rate
     while k / contract.FPS < end - eps:
-        yield emit()
+        if (rgb := emit()) is not None:
+            yield rgb
 
 
 def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:

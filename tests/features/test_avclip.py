@@ -108,6 +108,18 @@ def test_a_clip_exactly_as_long_as_the_limit_is_read_and_cut_to_it(container):
                            max_audio_seconds=2.0)  # fmt: skip
 
 
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_a_video_a_little_past_the_limit_is_cut_to_it_as_its_sound_is(container):
+    """A phone's 600.03-s clip was a 413 for its picture while its sound was cut to 600 s: the video had no
+    grace. Now both are cut within media.DURATION_GRACE_S; past it both are refused."""
+    limits = tracker.VideoLimits(max_seconds=2.0)
+    wave, track = avclip.decode_clip(_clip(container, seconds=2.3), limits, max_audio_seconds=2.0)
+    assert track.n_frames == 20 and wave.size == 2 * contract.SAMPLE_RATE
+    assert tracker.track_video(_clip(container, seconds=2.3), limits).n_frames == 20
+    with pytest.raises(TooLarge, match="limit"):
+        tracker.track_video(_clip(container, seconds=2.6), limits)
+
+
 def test_the_audio_is_read_to_its_end_even_when_the_video_sampler_stops_early(monkeypatch):
     data = _clip(seconds=2.0)
     real = tracker.sample_frames
