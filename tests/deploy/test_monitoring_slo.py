@@ -15,7 +15,10 @@ def test_slos_equal_alert_thresholds() -> None:
     thresholds = latency_thresholds_s(alert("AvpenetP99LatencyHigh")["expr"])
     assert set(thresholds) == set(telemetry.KINDS), "every request kind has its latency threshold"
     assert thresholds == {kind: ms / 1000 for kind, ms in loadtest.SLO_P99_MS.items()}
-    assert alert("AvpenetHighErrorRatio")["expr"].endswith(f"> {loadtest.SLO_ERROR_RATIO:g}")
+    assert (
+        f"avpenet:gateway_error_ratio:rate5m > {loadtest.SLO_ERROR_RATIO:g}\n"
+        in alert("AvpenetHighErrorRatio")["expr"]
+    )
 
 
 def test_locust_rows_map_to_the_gateways_request_kinds() -> None:

@@ -1,0 +1,58 @@
+"""The alerts that page stay quiet on what is not an incident (no promtool needed; the promtool unit tests
+in monitoring/rules/avpenet-alerts.test.yml replay the same cases as series):
+
+- the error-ratio and proxy alerts need a minimum count of failed requests besides their ratio, and their
+  description and runbook say how many (a quiet ward's 2 failures among 20 requests is 10%);
+- a Triton pod's down warning holds longer than a pod takes to start (its target reads up == 0 from the
+  image pull to the end of its model load).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from support.alert_rules import alert
+
+ROOT = Path(__file__).resolve().parents[2]
+TRITON = ROOT / "k8s" / "base" / "triton-deployment.yaml"
+IMAGE_PULL_S = 600  # the NGC tritonserver image pulled onto a new GPU node (the rule's comment says so)
+
+
+def _seconds(duration: str) -> int:
+    value, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()
+    return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+@pytest.mark.parametrize(
+    ("name", "count_rule"),
+    [
+        ("AvpenetHighErrorRatio", "avpenet:gateway_errors:increase5m"),
+        ("AvpenetProxyRejections", "avpenet:proxy_rejections:increase5m"),
+    ],
+)
+def test_error_alerts_need_a_minimum_count_and_say_how_many(name: str, count_rule: str) -> None:
+    rule = alert(name)
+    guard = re.search(rf"\band {re.escape(count_rule)} >= (\d+)\b", rule["expr"])
+    assert guard, f"{name} pages on any ratio over 1%, even 2 failures among a quiet night's 20 requests"
+    count = int(guard.group(1))
+    assert count >= 3, "a couple of failures must not page"
+    assert f"at least {count} " in rule["annotations"]["description"]
+    runbook = (ROOT / "docs" / "DEPLOY.md").read_text()
+    entry = runbook.split(f"**{name}**", 1)[1].split("\n- ", 1)[0]
+    assert f"at least {count} " in entry, f"docs/DEPLOY.md's {name} runbook names the minimum"
+
+
+def test_the_pod_down_hold_outlasts_a_triton_start() -> None:
+    (container,) = yaml.safe_load(TRITON.read_text())["spec"]["template"]["spec"]["containers"]
+    probe = container["startupProbe"]
+    load_s = probe["periodSeconds"] * probe["failureThreshold"]  # the model load the kubelet waits for
+    rule = alert("AvpenetTritonPodDown")
+    hold_s = _seconds(rule["for"])
+    assert hold_s >= load_s + IMAGE_PULL_S, (
+        f"a starting pod reads up == 0 for up to {load_s} s of model load after its image pull: a hold of "
+        f"{hold_s} s warns on every scale-up and model roll"
+    )
+    assert f"for {hold_s // 60} minutes" in rule["annotations"]["description"]
