@@ -17,8 +17,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from starlette.datastructures import Headers
+
 from preprocess_service.errors import (
     BudgetSpent,
+    DuplicateHeader,
     FeaturesUnavailable,
     Overloaded,
     TritonTimeout,
@@ -46,9 +49,10 @@ class RequestBudget:
         cls, request_timeout_s: float, margin_s: float, headers: Mapping[str, str] | None = None
     ) -> RequestBudget:
         """The budget of a request that reached the gateway now (the proxy's clock started a little earlier:
-        the margin covers that, the answer's rendering and the way back)."""
+        the margin covers that, the answer's rendering and the way back). DuplicateHeader (400) when the
+        caller's timeout header comes more than once (`proxy_timeout`)."""
         timeout, asked_by_caller = request_timeout_s, False
-        raw = (headers or {}).get(PROXY_TIMEOUT_HEADER)
+        raw = proxy_timeout(headers)
         if raw is not None:
             try:
                 asked = float(raw)
@@ -95,3 +99,21 @@ class RequestBudget:
             if self.spent:
                 raise self.error(stage, retry_after_s) from exc
             raise
+
+
+def proxy_timeout(headers: Mapping[str, str] | None) -> str | None:
+    """The caller's one `x-request-timeout-seconds` value, or None. Sent twice, Ray's proxy keeps the last
+    (it reads the headers into a dict) and Starlette's `Headers.get` the first, so the proxy could cut a
+    request at a limit the budget never saw. Refused (400) rather than read as Ray does: which value the
+    proxy keeps is its internal detail (and an ingress in front may reorder or merge duplicates), and the
+    caller's intent is unclear; a refusal cannot disagree with the proxy. Only Starlette's `Headers` keep
+    duplicates (the HTTP route passes them); a plain mapping has one value per name."""
+    if isinstance(headers, Headers):
+        values = headers.getlist(PROXY_TIMEOUT_HEADER)
+        if len(values) > 1:
+            raise DuplicateHeader(
+                f"{PROXY_TIMEOUT_HEADER} sent {len(values)} times; send it once (the proxy and the gateway "
+                "would each read a different time limit)"
+            )
+        return values[0] if values else None
+    return (headers or {}).get(PROXY_TIMEOUT_HEADER)

@@ -53,6 +53,13 @@ class SlowUpload(InputError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class DuplicateHeader(InputError):
+    """A header the gateway and Ray Serve's proxy must read alike, sent more than once (400): the proxy keeps
+    the last value, Starlette the first, so the gateway refuses rather than guess which one was meant."""
+
+    http_status = 400
+
+
 class GatewayError(Exception):
     """A request that failed for a reason other than its content."""
 

@@ -58,10 +58,10 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 async def score(service: ScoringService, request: Request) -> Response:
     """Multipart upload → the score as JSON, FHIR R4 or HL7 v2 (by `Accept`); one audit line per request."""
-    budget = service.settings.budget(request.headers)  # the proxy's clock is running: the body counts too
     rid = new_request_id(request.headers.get("x-request-id"))
     record = audit.AuditRecord(SCORE_ROUTE, "http", rid)
     try:
+        budget = service.settings.budget(request.headers)  # the proxy's clock runs: the body counts too
         token = bearer_token(request.headers.get("authorization"))
         service.authenticate(token)
         record.api_key_id = audit.key_id(token)

@@ -88,6 +88,14 @@ SCORE_OPENAPI: dict[str, Any] = {
             "description": "a retry with the same key and request gets the first answer",
         },
         {
+            "name": "x-request-timeout-seconds",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "example": "30"},
+            "description": "seconds Ray Serve's proxy and the gateway give this request (0: no limit); "
+            "send it at most once: twice is 400",
+        },
+        {
             "name": "fhir",
             "in": "query",
             "required": False,
@@ -107,6 +115,7 @@ SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
             hl7v2.MEDIA_TYPE: {"schema": {"type": "string", "description": "HL7 v2.6 ORU^R01 (ER7)"}},
         },
     },
+    400: {"model": ErrorResponse},  # x-request-timeout-seconds sent more than once
     **ERRORS,
 }
 

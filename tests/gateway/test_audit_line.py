@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from support.asgi import score_request
+
 from preprocess_service import audit
 
 
@@ -31,26 +33,6 @@ def test_one_json_line_with_the_fields_and_no_key(caplog):
     assert audit.key_id("secret-key-123") == data["api_key_id"] and audit.key_id(None) == "none"
 
 
-def _request(messages: list[dict]):
-    """A Starlette request for POST /v1/score whose body arrives as `messages`, then nothing more."""
-    import asyncio
-
-    from starlette.requests import Request
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/score", "query_string": b"",
-             "headers": [(b"content-type", b"multipart/form-data; boundary=XX")]}  # fmt: skip
-    pending = iter(messages)
-
-    async def receive() -> dict:
-        try:
-            return next(pending)
-        except StopIteration:
-            await asyncio.sleep(3600)
-            raise AssertionError("unreachable") from None
-
-    return Request(scope, receive)
-
-
 def test_a_caller_gone_is_499_audited_and_not_a_server_fault(caplog):
     """A disconnect mid-upload was a 500 'internal error' (refusal reason InternalError), and a request Serve
     cancelled because its caller left wrote no audit line at all."""
@@ -67,10 +49,10 @@ def test_a_caller_gone_is_499_audited_and_not_a_server_fault(caplog):
     async def run() -> tuple[int, list[dict]]:
         service = ScoringService(settings)
         try:
-            gone = _request([{"type": "http.request", "body": b"--XX\r\n", "more_body": True},
-                             {"type": "http.disconnect"}])  # fmt: skip
+            gone = score_request([{"type": "http.request", "body": b"--XX\r\n", "more_body": True},
+                                  {"type": "http.disconnect"}])  # fmt: skip
             status = (await http_routes.score(service, gone)).status_code
-            stuck = asyncio.create_task(http_routes.score(service, _request([])))  # the body never comes
+            stuck = asyncio.create_task(http_routes.score(service, score_request([])))  # the body never comes
             await asyncio.sleep(0.2)
             stuck.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -7,18 +7,21 @@ real stack's paths are in tests/gateway (end to end) and tests/reliability."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import time
 
 import pytest
+from starlette.datastructures import Headers
+from support.asgi import score_request
 from support.fake_extractor import FakeHandle, FakeResponse
-from support.gateway import mp4_bytes, post_score, wav_bytes
+from support.gateway import API_KEY, mp4_bytes, post_score, wav_bytes
 
-from preprocess_service import mllp, serve_config
+from preprocess_service import http_routes, mllp, serve_config
 from preprocess_service.budget import RequestBudget
 from preprocess_service.deployments import extract_remotely
-from preprocess_service.errors import BudgetSpent, FeaturesUnavailable, status_of
+from preprocess_service.errors import BudgetSpent, DuplicateHeader, FeaturesUnavailable, status_of
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.service import ScoringService
 from preprocess_service.settings import GatewaySettings
@@ -49,6 +52,36 @@ def test_the_budget_is_the_proxy_timeout_less_the_margin_or_the_callers_header()
     budget = RequestBudget.of(60, 3)
     assert budget.cap(15.0) == 15.0 and 56 < budget.cap(100.0) <= 57
     assert not budget.spent and RequestBudget(0.0, 60).spent
+
+
+TIMEOUT = b"x-request-timeout-seconds"
+
+
+def test_the_timeout_header_sent_twice_is_refused_not_read_differently_from_the_proxy():
+    """Ray's proxy cut the request at the last value while the budget (Starlette's `get`) read the first."""
+    twice = Headers(raw=[(TIMEOUT, b"50"), (TIMEOUT, b"5")])
+    with pytest.raises(DuplicateHeader, match="x-request-timeout-seconds sent 2 times; send it once") as info:
+        RequestBudget.of(60, 3, twice)
+    assert status_of(info.value) == (400, "INVALID_ARGUMENT")
+    assert RequestBudget.of(60, 3, Headers(raw=[(TIMEOUT, b"20")])).total_s == 17
+    assert RequestBudget.of(60, 3, Headers(raw=[])).total_s == 57
+
+
+def test_the_score_route_answers_a_doubled_timeout_header_400_and_counts_the_refusal():
+    async def run() -> tuple[int, dict, set[str]]:
+        service = ScoringService(settings())
+        try:
+            body = [{"type": "http.request", "body": b"--XX--\r\n", "more_body": False}]
+            twice = [(TIMEOUT, b"50"), (TIMEOUT, b"5")]
+            response = await http_routes.score(service, score_request(body, headers=twice))
+            reasons = {s.labels["reason"] for s in service.metrics.refusals.collect()[0].samples}
+        finally:
+            await service.close()
+        return response.status_code, json.loads(response.body), reasons
+
+    status, answer, reasons = asyncio.run(run())
+    assert status == 400 and answer["error"] == "DuplicateHeader", answer
+    assert "x-request-timeout-seconds sent 2 times" in answer["detail"] and "DuplicateHeader" in reasons
 
 
 def test_a_config_whose_proxy_cuts_before_the_gateway_answers_is_refused():
@@ -210,3 +243,31 @@ def test_through_the_real_proxy_a_spent_budget_is_a_503_with_its_reason_and_the_
     no_limit = {"x-request-timeout-seconds": "0"}  # Ray: no limit
     unbounded = post_score(gateway_stack, files=files, headers=no_limit)
     assert unbounded.status_code == 200, unbounded.text
+
+
+def test_through_the_real_proxy_a_doubled_timeout_header_is_a_400(gateway_stack):
+    """Ray's proxy hands the replica both values (it cut at the last, the budget read the first)."""
+    import http.client
+    import urllib.parse
+
+    from urllib3 import encode_multipart_formdata
+
+    body, ctype = encode_multipart_formdata({"audio": ("a.wav", wav_bytes(3.0))})
+    url = urllib.parse.urlsplit(gateway_stack.http_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/v1/score")
+        for name, value in [
+            ("Authorization", f"Bearer {API_KEY}"),
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("x-request-timeout-seconds", "50"),
+            ("x-request-timeout-seconds", "5"),
+        ]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        reply = conn.getresponse()
+        status, answer = reply.status, json.loads(reply.read())
+    finally:
+        conn.close()
+    assert status == 400 and answer["error"] == "DuplicateHeader", answer
