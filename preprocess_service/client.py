@@ -15,7 +15,8 @@ from pathlib import Path
 
 from avpenet import contract
 from avpenet.argtypes import count
-from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse, parse_pins
+from preprocess_service import pinning
+from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
 from preprocess_service.sdk import FORMATS, Client, ScoreError
 
 __all__ = ["ScoreError", "request_for", "score_grpc", "score_http"]
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.url or (DEFAULT_GRPC if args.grpc else DEFAULT_HTTP)
     check_target(target, args.grpc)
     try:  # everything a user can get wrong is said before the first clip is sent
-        pins = parse_pins(args.pin)
+        pins = pinning.parse(args.pin)
         for paths in groups:
             check_files(paths)
     except ValueError as exc:

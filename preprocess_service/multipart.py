@@ -9,8 +9,9 @@ from __future__ import annotations
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from avpenet.errors import UnsupportedMedia
+from preprocess_service import pinning
 from preprocess_service.errors import InvalidRequest
-from preprocess_service.protocol import MEDIA_PARTS, MediaPart, ScoreRequest, parse_pins
+from preprocess_service.protocol import MEDIA_PARTS, MediaPart, ScoreRequest
 
 TEXT_FIELDS = ("age_group", "subject_ref", "encounter_ref", "recorded_at", "model_versions", "deliver")
 MAX_TEXT_BYTES = 256
@@ -90,7 +91,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         subject_ref=fields.get("subject_ref") or None,
         encounter_ref=fields.get("encounter_ref") or None,
         recorded_at=fields.get("recorded_at") or None,
-        model_versions=parse_pins(fields.get("model_versions", "")),
+        model_versions=pinning.parse(fields.get("model_versions", "")),  # the rule gRPC's map follows
         deliver_hl7=_deliver(fields.get("deliver", "")),
         request_id=request_id,
     )

@@ -7,6 +7,9 @@ The ensemble pin is also passed to Triton with the call. The versions reported w
 from Triton's repository index right before and right after the call; if a rollout changed them in between,
 the call is repeated (the answer could have come from either), so the report is never a stale cache.
 
+What a pin may be is one rule for both protocols: `normalise` reads HTTP's `name=version,...` field (`parse`)
+and gRPC's map alike, and `validate` checks the result for every request.
+
 Concurrent requests share those reads (`FreshReads`): a request takes the result of a read that STARTED after
 it asked, which is as fresh as one of its own. Each read costs ~0.4 ms of gateway CPU and ~0.2 ms of Triton's
 (loopback); 300 requests 16 at a time (`loadtests.gateway_cpu`'s loop) made 295 reads instead of 600.
@@ -15,13 +18,54 @@ it asked, which is as fresh as one of its own. Each read costs ~0.4 ms of gatewa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
-from preprocess_service.errors import NotFound
+from preprocess_service.errors import InvalidRequest, NotFound
 
 Served = dict[str, list[str]]  # model -> READY versions, ascending
 T = TypeVar("T")
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Triton model name
+VERSION_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits: str.isdigit() also takes "²" and "٢"
+MAX_PINS = 8
+MAX_BYTES = 256  # written as `name=version,...`: HTTP's form field limit (multipart.MAX_TEXT_BYTES), for both
+MALFORMED = "model_versions must be name=version pairs such as avpenet=1,fusion=2"
+
+
+def normalise(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A request's pins, whichever protocol carried them: at most MAX_BYTES written as `name=version,...`
+    (measured as sent), surrounding whitespace of each name and version ignored, each name once. HTTP's
+    multipart field and gRPC's map both come through here, so a pin one protocol takes the other takes."""
+    pairs = list(pairs)
+    if len(",".join(f"{name}={version}" for name, version in pairs).encode()) > MAX_BYTES:
+        raise InvalidRequest(f"model_versions is longer than {MAX_BYTES} bytes (written as name=version,...)")
+    pins: dict[str, str] = {}
+    for name, version in pairs:
+        if name.strip() in pins:
+            raise InvalidRequest(MALFORMED)
+        pins[name.strip()] = version.strip()
+    return pins
+
+
+def parse(text: str) -> dict[str, str]:
+    """`avpenet=1,fusion=2` → {"avpenet": "1", "fusion": "2"} (the HTTP form of version pins)."""
+    pairs = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, version = item.partition("=")
+        if not sep:
+            raise InvalidRequest(MALFORMED)
+        pairs.append((name, version))
+    return normalise(pairs)
+
+
+def validate(pins: Mapping[str, str]) -> None:
+    """InvalidRequest unless every pin is a model name and a version number, at most MAX_PINS of them."""
+    if len(pins) > MAX_PINS:
+        raise InvalidRequest(f"model_versions pins at most {MAX_PINS} models")
+    if not all(NAME_RE.fullmatch(name) and VERSION_RE.fullmatch(version) for name, version in pins.items()):
+        raise InvalidRequest(MALFORMED)
 
 
 class FreshReads(Generic[T]):

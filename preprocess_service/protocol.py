@@ -16,13 +16,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from avpenet import contract
+from preprocess_service import pinning
 from preprocess_service.errors import InvalidRequest
 
 MEDIA_PARTS = ("clip", "audio", "video", "landmarks")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # not a FHIR id if '_' (fhir.resource_id)
 REF_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}/[A-Za-z0-9.-]{1,64}$")  # FHIR relative reference Type/id
-PIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a Triton model name
-MAX_PINS = 8
 AGGREGATION = (
     "mean of the overlapping 3 s windows (1 s hop) for score, class probabilities and modality weights; "
     "the 90% interval is rebuilt from the mean window variance with the model's calibrated scale "
@@ -33,17 +32,6 @@ AGGREGATION = (
 def utc_now() -> str:
     """Now as an ISO 8601 UTC time to the second (a FHIR instant)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_pins(text: str) -> dict[str, str]:
-    """`avpenet=1,fusion=2` → {"avpenet": "1", "fusion": "2"} (the HTTP form of version pins)."""
-    pins: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, version = item.partition("=")
-        if not sep or name.strip() in pins:
-            raise InvalidRequest("model_versions must be name=version pairs such as avpenet=1,fusion=2")
-        pins[name.strip()] = version.strip()
-    return pins
 
 
 def new_request_id(candidate: str | None = None) -> str:
@@ -134,11 +122,7 @@ class ScoreRequest(BaseModel):
                 parse_recorded_at(self.recorded_at)
             except ValueError as exc:
                 raise InvalidRequest(f"recorded_at {exc}") from None
-        if len(self.model_versions) > MAX_PINS:
-            raise InvalidRequest(f"model_versions pins at most {MAX_PINS} models")
-        for name, version in self.model_versions.items():
-            if not PIN_NAME_RE.fullmatch(name) or not version.isdigit() or len(version) > 9:
-                raise InvalidRequest("model_versions must be name=version pairs such as avpenet=1,fusion=2")
+        pinning.validate(self.model_versions)
 
     @classmethod
     def from_proto(cls, msg: Any, request_id: str | None = None) -> ScoreRequest:
@@ -158,7 +142,7 @@ class ScoreRequest(BaseModel):
             subject_ref=msg.subject_ref or None,
             encounter_ref=msg.encounter_ref or None,
             recorded_at=msg.recorded_at or None,
-            model_versions=dict(msg.model_versions),
+            model_versions=pinning.normalise(msg.model_versions.items()),  # the rule HTTP's field follows
             deliver_hl7=msg.deliver_hl7,
             request_id=new_request_id(msg.request_id or request_id),
         )

@@ -6,7 +6,7 @@ import pytest
 
 from preprocess_service import clinical, pinning
 from preprocess_service.errors import InvalidRequest, NotAcceptable, NotFound
-from preprocess_service.protocol import MediaPart, ScoreRequest, parse_pins
+from preprocess_service.protocol import MediaPart, ScoreRequest
 
 
 @pytest.mark.parametrize(
@@ -49,9 +49,9 @@ def test_pins_name_the_model_and_version():
         pinning.check({"fusion": "1"}, ready, set(ready))
     with pytest.raises(NotFound, match="no model named 'fusoin'"):
         pinning.check({"fusoin": "2"}, ready, set(ready))
-    assert parse_pins(" avpenet=1 , fusion=2 ") == {"avpenet": "1", "fusion": "2"}
+    assert pinning.parse(" avpenet=1 , fusion=2 ") == {"avpenet": "1", "fusion": "2"}
     with pytest.raises(InvalidRequest, match="name=version"):
-        parse_pins("fusion")
+        pinning.parse("fusion")
 
 
 def test_request_identity_is_the_clip_and_fields_not_the_request_id():

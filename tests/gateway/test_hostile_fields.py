@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from urllib3 import encode_multipart_formdata
 
 from avpenet.v1 import scoring_pb2
 from preprocess_service import grpc_wire
 from preprocess_service.errors import InvalidRequest, SlowUpload, reason_of
 from preprocess_service.http_routes import read_body
+from preprocess_service.multipart import parse_score_form
 from preprocess_service.protocol import MediaPart, ScoreRequest, new_request_id
 from preprocess_service.settings import Limits
 from preprocess_service.watchdog import TritonWatchdog
@@ -39,6 +41,56 @@ def test_text_fields_are_stripped_the_same_way_for_both_protocols(value):
         assert (request.age_group, request.subject_ref) == ("adult", "Patient/1")
         request.validate_combination()
     assert ScoreRequest(age_group="  ").age_group == "unknown"
+
+
+def _http_pins(text: str) -> dict[str, str]:
+    """The pins of an HTTP upload whose `model_versions` form field is `text`."""
+    body, ctype = encode_multipart_formdata({"audio": ("a.wav", b"x"), "model_versions": text})
+    request = parse_score_form(body, ctype, "r")
+    request.validate_combination()
+    return request.model_versions
+
+
+def _grpc_pins(pins: dict[str, str]) -> dict[str, str]:
+    """The pins of a gRPC ScoreRequest whose `model_versions` map is `pins`."""
+    message = scoring_pb2.ScoreRequest(audio=scoring_pb2.MediaFile(data=b"x"), model_versions=pins)
+    request = ScoreRequest.from_proto(message)
+    request.validate_combination()
+    return request.model_versions
+
+
+def test_pins_are_stripped_for_both_protocols():
+    """HTTP's field was stripped, gRPC's map was not: `{" fusion ": " 2 "}` was a 422 over gRPC only."""
+    assert _http_pins(" fusion = 2 ,avpenet=1\t") == {"fusion": "2", "avpenet": "1"}
+    assert _grpc_pins({" fusion ": " 2 ", "avpenet": "1\t"}) == {"fusion": "2", "avpenet": "1"}
+
+
+def test_a_name_pinned_twice_once_stripped_is_refused_for_both_protocols():
+    with pytest.raises(InvalidRequest, match="name=version pairs"):
+        _http_pins("fusion=1, fusion =2")
+    with pytest.raises(InvalidRequest, match="name=version pairs"):
+        _grpc_pins({"fusion": "1", " fusion ": "2"})
+
+
+def test_pins_past_256_bytes_are_refused_for_both_protocols():
+    """HTTP's field was capped at 256 bytes; gRPC took eight 64-character names (600 bytes)."""
+    long = {f"{i}{'m' * 63}": "1" for i in range(4)}  # 4 x 66 bytes + 3 commas: 267
+    text = ",".join(f"{name}={version}" for name, version in long.items())
+    with pytest.raises(InvalidRequest, match="longer than 256 bytes"):
+        _http_pins(text)
+    with pytest.raises(InvalidRequest, match="longer than 256 bytes"):
+        _grpc_pins(long)
+    fits = dict(list(long.items())[:3])  # 200 bytes
+    assert _http_pins(",".join(f"{n}={v}" for n, v in fits.items())) == _grpc_pins(fits) == fits
+
+
+@pytest.mark.parametrize("version", ["²", "٢", "1234567890", "", "1.0"])
+def test_a_version_is_one_to_nine_ascii_digits_for_both_protocols(version):
+    """`str.isdigit` took "²" and "٢" as versions (then a 404 naming a version Triton cannot have)."""
+    with pytest.raises(InvalidRequest, match="name=version pairs"):
+        _http_pins(f"fusion={version}")
+    with pytest.raises(InvalidRequest, match="name=version pairs"):
+        _grpc_pins({"fusion": version})
 
 
 def test_a_reference_with_a_trailing_newline_is_refused():
