@@ -133,6 +133,13 @@ def reason_of(exc: BaseException) -> str:
     return type(exc).__name__ if isinstance(exc, InputError | GatewayError) else "InternalError"
 
 
+def detail_of(exc: BaseException) -> str:
+    """What an error answer tells the caller: the message of this hierarchy's errors, which the gateway
+    writes for the caller (what was wrong, what to do), whatever their status; "internal error" for any
+    other exception, whose text may carry internals (Ray's backpressure error names its queue sizes)."""
+    return str(exc) if isinstance(exc, InputError | GatewayError) else "internal error"
+
+
 def status_of(exc: BaseException) -> tuple[int, str]:
     """(HTTP status, gRPC code name) for any exception; unknown ones are internal errors."""
     if isinstance(exc, InputError | GatewayError):

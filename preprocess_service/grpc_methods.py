@@ -15,7 +15,7 @@ import grpc
 from preprocess_service import audit, grpc_wire, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import proto_format
-from preprocess_service.errors import ClientGone, InvalidRequest, status_of
+from preprocess_service.errors import ClientGone, InvalidRequest, detail_of, status_of
 from preprocess_service.protocol import ScoreRequest, new_request_id
 
 if TYPE_CHECKING:
@@ -127,13 +127,11 @@ class GrpcMethods:
         return health_pb2.HealthCheckResponse(status=status)
 
     def _grpc_error(self, exc: Exception, rid: str, grpc_context, method: str) -> None:
-        status, code = status_of(exc)
+        _, code = status_of(exc)
         self.service.record(method, "grpc", code)
         self.service.refused(exc, "grpc")
         grpc_context.set_code(grpc.StatusCode[code])
-        grpc_context.set_details(
-            str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"
-        )
+        grpc_context.set_details(detail_of(exc))  # the gateway's own errors' text, else "internal error"
         trailing = [("x-request-id", rid)]
         retry = getattr(exc, "retry_after_s", None)
         if retry:

@@ -18,7 +18,7 @@ from avpenet.errors import TooLarge
 from preprocess_service import audit, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import negotiate
-from preprocess_service.errors import ClientGone, SlowUpload, status_of
+from preprocess_service.errors import ClientGone, SlowUpload, detail_of, reason_of, status_of
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.openapi import MODELS_ROUTE, SCORE_ROUTE
 from preprocess_service.protocol import ErrorResponse, new_request_id
@@ -129,16 +129,15 @@ def metrics(service: ScoringService) -> Response:
 
 
 def http_error(service: ScoringService, exc: Exception, rid: str, route: str) -> Response:
-    """The error as JSON; a 5xx hides its internals unless the caller can act on them (Retry-After)."""
+    """The error as JSON: the gateway's own errors say what happened, anything else only "internal error"."""
     status, _ = status_of(exc)
     service.record(route, "http", status)
     service.refused(exc, "http")
-    detail = str(exc) if status < 500 or hasattr(exc, "retry_after_s") else "internal error"
     headers = {}
     retry = getattr(exc, "retry_after_s", None)
     if retry:
         headers["Retry-After"] = str(retry)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    body = ErrorResponse(error=type(exc).__name__, detail=detail, request_id=rid)
+    body = ErrorResponse(error=reason_of(exc), detail=detail_of(exc), request_id=rid)  # no foreign names
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
