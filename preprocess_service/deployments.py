@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from avpenet.errors import InputError
@@ -106,7 +106,14 @@ class FeatureExtractor:
             return None
 
 
-UNAVAILABLE = (TimeoutError, RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+# BackPressureError: every FeatureExtractor replica's queue is full (max_queued_requests) - busy, not broken
+UNAVAILABLE = (
+    TimeoutError,
+    RayActorError,
+    ReplicaUnavailableError,
+    DeploymentUnavailableError,
+    BackPressureError,
+)
 
 
 async def extract_remotely(
@@ -128,7 +135,8 @@ async def extract_remotely(
         result = await asyncio.wait_for(response, timeout)
     except UNAVAILABLE as exc:
         response.cancel()
-        why = f"did not finish within {timeout:.0f} s" if isinstance(exc, TimeoutError) else "unavailable"
+        why = {TimeoutError: f"did not finish within {timeout:.0f} s", BackPressureError: "is busy"}
+        why = next((text for kind, text in why.items() if isinstance(exc, kind)), "unavailable")
         raise FeaturesUnavailable(
             f"video feature extraction {why} ({type(exc).__name__}); send the clip again",
             settings.limits.retry_after_s,

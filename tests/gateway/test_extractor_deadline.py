@@ -11,6 +11,7 @@ import time
 
 import pytest
 from ray.exceptions import ActorDiedError
+from ray.serve.exceptions import BackPressureError
 from support.fake_extractor import FakeHandle, FakeResponse
 
 from avpenet.errors import InputError
@@ -38,6 +39,19 @@ def test_a_slow_extractor_is_a_503_with_retry_after_and_the_request_is_cancelled
 def test_a_dead_replica_is_a_503_not_an_internal_error():
     with pytest.raises(FeaturesUnavailable):
         call(FakeResponse(ActorDiedError))
+
+
+class _FullQueue(BackPressureError):
+    """What Serve raises when every FeatureExtractor replica's queue is full."""
+
+    def __init__(self) -> None:
+        super().__init__(num_queued_requests=64, max_queued_requests=64)
+
+
+def test_a_full_extractor_queue_is_a_503_busy_with_retry_after_not_an_internal_error():
+    with pytest.raises(FeaturesUnavailable, match="is busy") as caught:
+        call(FakeResponse(_FullQueue))
+    assert status_of(caught.value) == (503, "UNAVAILABLE") and caught.value.retry_after_s
 
 
 def test_results_and_input_errors_pass_through():
