@@ -40,7 +40,9 @@ async def _run(way: str, streams: int, seconds: int) -> tuple[float, bool]:
         store.put = lambda *_: None
     elif way == "per call":
         actor = store.actor
-        store.put = lambda sid, key_id, snap: actor.put.remote(checkpoints.routing_key(sid), key_id, snap)
+        store.put = lambda sid, key_id, snap: actor.put.remote(
+            checkpoints.routing_key(sid, key_id), key_id, snap
+        )
     await store.get("warm-up-id", "key")
     start = time.process_time()
     for _ in range(seconds):

@@ -11,8 +11,10 @@ connection ends (sent at once); a reconnect that finds no state on its replica r
 
 The store is one detached Ray actor per cluster, on the head node (which a scale-down does not remove), named
 STORE_NAME. It holds derived numbers only (scores, counters, times), never media, in memory, for
-`resume_ttl_s` after a stream's last write, keyed by a hash of the stream id and bound to the API key id, as
-a resume is. A store that does not answer within GET_TIMEOUT_S costs a resume its state, never its start.
+`resume_ttl_s` after a stream's last write, keyed by a hash of the stream id within its API key id
+(affinity.routing_key: the same id under two keys is two streams, neither overwriting the other's state) and
+bound to that key id, as a resume is. A store that does not answer within GET_TIMEOUT_S costs a resume its
+state, never its start.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ FLUSH_S = 1.0
 class Checkpoints(Protocol):
     def put(self, stream_id: str, key_id: str, snapshot: dict, now: bool = False) -> None: ...
     async def get(self, stream_id: str, key_id: str) -> dict | None: ...
-    def drop(self, stream_id: str) -> None: ...
+    def drop(self, stream_id: str, key_id: str) -> None: ...
 
 
 class Store:
-    """The checkpoints themselves: hashed stream id -> (write time, API key id, snapshot), oldest first."""
+    """The checkpoints themselves: routing key (a hash of the stream id and its API key id) -> (write time,
+    API key id, snapshot), oldest first."""
 
     def __init__(self, ttl_s: float, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl_s, self.max_entries = ttl_s, max_entries
@@ -85,13 +88,13 @@ class LocalCheckpoints:
         self.store = Store(ttl_s)
 
     def put(self, stream_id: str, key_id: str, snapshot: dict, now: bool = False) -> None:
-        self.store.put(routing_key(stream_id), key_id, snapshot)
+        self.store.put(routing_key(stream_id, key_id), key_id, snapshot)
 
     async def get(self, stream_id: str, key_id: str) -> dict | None:
-        return self.store.get(routing_key(stream_id), key_id)
+        return self.store.get(routing_key(stream_id, key_id), key_id)
 
-    def drop(self, stream_id: str) -> None:
-        self.store.drop(routing_key(stream_id))
+    def drop(self, stream_id: str, key_id: str) -> None:
+        self.store.drop(routing_key(stream_id, key_id))
 
 
 class RayCheckpoints:
@@ -105,7 +108,7 @@ class RayCheckpoints:
 
     def put(self, stream_id: str, key_id: str, snapshot: dict, now: bool = False) -> None:
         """`now`: send what is pending at once (a stream's connection ended: a resume may go elsewhere)."""
-        self.pending[routing_key(stream_id)] = (key_id, snapshot)
+        self.pending[routing_key(stream_id, key_id)] = (key_id, snapshot)
         if now:
             self._send()
         elif self._flush is None or self._flush.done():
@@ -122,15 +125,16 @@ class RayCheckpoints:
 
     async def get(self, stream_id: str, key_id: str) -> dict | None:
         try:
-            ref = self.actor.get.remote(routing_key(stream_id), key_id)
+            ref = self.actor.get.remote(routing_key(stream_id, key_id), key_id)
             return await asyncio.wait_for(ref, GET_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 (the store gone or slow: the resume starts afresh)
             log.warning("stream checkpoint store did not answer (%s): the resume starts afresh", exc)
             return None
 
-    def drop(self, stream_id: str) -> None:
-        self.pending.pop(routing_key(stream_id), None)
-        self.actor.drop.remote(routing_key(stream_id))  # after any earlier send: a caller's calls keep order
+    def drop(self, stream_id: str, key_id: str) -> None:
+        key = routing_key(stream_id, key_id)
+        self.pending.pop(key, None)
+        self.actor.drop.remote(key)  # after any earlier send: a caller's calls keep order
 
 
 def connect(ttl_s: float) -> Checkpoints:

@@ -1,10 +1,12 @@
 """The replica's monitoring streams: limits per key and per replica, and dropped streams kept for a resume.
 
 A stream's state (buffers, its FaceLandmarker, the alert state) lives in the Gateway replica that accepted
-it. A reconnect with the same stream id reaches that state only on the same replica: the Gateway's request
-router sends a resume whose URL names its stream id there (affinity.py); one that lands elsewhere (the holder
-gone or full, or no id in the URL) starts afresh under the same id, `resumed: false`, with the alert state
-of the stream's last checkpoint when one is kept (`restored: true`; checkpoints.py).
+it. Streams are held per (stream id, API key id): an id is the caller's own, so two API keys that chose the
+same id hold two streams. A reconnect with the same stream id and key reaches that state only on the same
+replica: the Gateway's request router sends a resume whose URL names its stream id there (affinity.py); one
+that lands elsewhere (the holder gone or full, or no id in the URL) starts afresh under the same id,
+`resumed: false`, with the alert state of the stream's last checkpoint when one is kept (`restored: true`;
+checkpoints.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class Entry:
     finished: bool = False
     restored: bool = False  # opened with the alert state of a checkpoint another replica wrote
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """The registry's key: a stream id names a stream only within its API key."""
+        return self.stream_id, self.key_id
+
     def checkpoint(self) -> dict:
         """What a reconnect that lands on another replica restores (checkpoints.py): no media."""
         return {
@@ -57,30 +64,31 @@ class StreamRegistry:
     def __init__(self, limits: StreamLimits, max_pixels: int) -> None:
         self.limits = limits
         self.max_pixels = max_pixels
-        self.streams: dict[str, Entry] = {}
+        self.streams: dict[tuple[str, str], Entry] = {}  # (stream id, API key id) -> its stream
 
     def sweep(self, now: float | None = None) -> None:
         """Forget detached streams past their resume window (closing their trackers)."""
         now = time.monotonic() if now is None else now
-        for sid, entry in list(self.streams.items()):
-            if not entry.attached and now - entry.detached_at > self.limits.resume_ttl_s:
-                self.drop(sid)
+        expired = [
+            k
+            for k, e in self.streams.items()
+            if not e.attached and now - e.detached_at > self.limits.resume_ttl_s
+        ]
+        for key in expired:
+            self.drop(key)
 
     def acquire(
         self, start: Start, stream_id: str, key_id: str, restore: dict | None = None
     ) -> tuple[Entry, bool]:
-        """(entry, resumed): the detached stream of that id and key, or a new one within the limits, with the
-        alert state of `restore` (a checkpoint of that id and key) when it was written for the same start. A
-        held copy whose checkpoint another replica took further (more events) gives way to it."""
+        """(entry, resumed): the detached stream of that id and key (another key's stream of the same id is
+        another stream), or a new one within the limits, with the alert state of `restore` (a checkpoint of
+        that id and key) when it was written for the same start. A held copy whose checkpoint another replica
+        took further (more events) gives way to it."""
         self.sweep()
         if restore is not None and restore["start"] != resume_fields(start):
             restore = None  # another mode or config: that alert state does not apply
-        entry = self.streams.get(stream_id)
+        entry = self.streams.get((stream_id, key_id))
         if entry is not None:
-            if entry.key_id != key_id:
-                raise StreamRejected(
-                    "stream_id_taken", "this stream id belongs to another API key; use a new id"
-                )
             if entry.attached:
                 raise StreamRejected(  # a reconnect before the server saw the old connection break: retry
                     "stream_id_busy",
@@ -99,7 +107,7 @@ class StreamRegistry:
                 entry.attached, entry.attached_wall = True, time.time()
                 entry.event_seq = max(entry.event_seq, start.last_event + 1)  # it went further elsewhere
                 return entry, True
-            self.drop(stream_id)  # left behind: the stream went on on another replica
+            self.drop(entry.key)  # left behind: the stream went on on another replica
         if len(self.streams) >= self.limits.max_streams:
             raise StreamRejected(
                 "over_limit", f"this replica holds {self.limits.max_streams} streams; retry later"
@@ -122,7 +130,7 @@ class StreamRegistry:
             entry.monitor.restore(restore["alert"])
             entry.event_seq = max(int(restore["event_seq"]), start.last_event + 1)
             entry.restored = True
-        self.streams[stream_id] = entry
+        self.streams[entry.key] = entry
         return entry, False
 
     def detach(self, entry: Entry) -> None:
@@ -130,19 +138,21 @@ class StreamRegistry:
         entry.attached = False
         entry.detached_at = time.monotonic()
         if entry.finished or self.limits.resume_ttl_s == 0:
-            self.drop(entry.stream_id)
+            self.drop(entry.key)
 
-    def drop(self, stream_id: str) -> None:
-        entry = self.streams.pop(stream_id, None)
+    def drop(self, key: tuple[str, str]) -> None:
+        """Forget the stream of (stream id, API key id), closing its tracker."""
+        entry = self.streams.pop(key, None)
         if entry is not None:
             entry.state.close()
 
     def count(self) -> int:
         return len(self.streams)
 
-    def attach_times(self) -> dict[str, float]:
-        """Stream id -> wall time of its last open or resume, for every stream held (read from any thread)."""
-        return {sid: e.attached_wall for sid, e in self.streams.copy().items()}
+    def attach_times(self) -> dict[tuple[str, str], float]:
+        """(stream id, API key id) -> wall time of its last open or resume, for every stream held (read from
+        any thread)."""
+        return {key: e.attached_wall for key, e in self.streams.copy().items()}
 
 
 def resume_events(entry: Entry, resumed: bool, last_event: int) -> tuple[dict, list[dict]]:

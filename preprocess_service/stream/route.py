@@ -2,7 +2,8 @@
 
 The Gateway ingress declares the route (deployments.py) and calls `serve_stream`. Refusals are sent as an
 `error` event with the full reason, then a close with a 4xxx code (CLOSE_* in protocol.py). One audit line per
-stream (route, key id, stream id, close code), never media.
+stream (route, key id, stream id, close code), never media. A stream id is the caller's: the registry, the
+checkpoint store and the router name a stream by its id and the API key id (affinity.caller).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from preprocess_service.auth import bearer_token
 from preprocess_service.budget import PROXY_TIMEOUT_HEADER
 from preprocess_service.service import ScoringService
 from preprocess_service.stream import checkpoints
+from preprocess_service.stream.affinity import caller
 from preprocess_service.stream.metrics import StreamMetrics
 from preprocess_service.stream.protocol import (
     CLOSE_BAD_START,
@@ -55,12 +57,12 @@ async def _refuse(ws, hub: StreamHub, code: int, error: str, detail: str) -> int
 
 async def serve_stream(hub: StreamHub, ws) -> None:
     """One monitoring connection, from the handshake to the close."""
-    token = bearer_token(ws.headers.get("authorization"))
-    record = audit.AuditRecord(STREAM_ROUTE, "websocket", uuid.uuid4().hex, api_key_id=audit.key_id(token))
+    header = ws.headers.get("authorization")
+    record = audit.AuditRecord(STREAM_ROUTE, "websocket", uuid.uuid4().hex, api_key_id=caller(header))
     await ws.accept()
     code = CLOSE_LOST  # unless it returns: Serve cancelled the handler (its request timeout), a lost link
     try:
-        code = await _admit_and_run(hub, ws, token, record)
+        code = await _admit_and_run(hub, ws, bearer_token(header), record)
     finally:  # counted and audited however it ended
         hub.metrics.closes.labels(str(code)).inc()
         hub.metrics.held.set(hub.registry.count())
@@ -104,7 +106,7 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
     mode = start.mode
     hub.metrics.active.labels(mode).inc()
     hub.metrics.held.set(hub.registry.count())
-    log.info("stream %s %s (%s)", sid, how, mode)
+    log.info("stream %s of %s %s (%s)", sid, record.api_key_id, how, mode)
     try:
         session = Session(ws, hub, entry, resumed, start.last_event)
         if PROXY_TIMEOUT_HEADER not in ws.headers:
@@ -117,8 +119,8 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
     finally:
         hub.metrics.active.labels(mode).dec()
         if entry.finished:  # ended (or closed for garbage): nothing to resume
-            hub.checkpoints.drop(sid)
+            hub.checkpoints.drop(sid, entry.key_id)
         else:  # its alert state as it is now, for a reconnect that reaches another replica
             hub.checkpoints.put(sid, entry.key_id, entry.checkpoint(), now=True)
         hub.registry.detach(entry)
-        log.info("stream %s closed", sid)
+        log.info("stream %s of %s closed", sid, entry.key_id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from ray.serve._private.common import StreamingHTTPRequest
 from support.gateway import API_KEY
+from support.serve_requests import pending, scope_pickle
 from websockets.asyncio.client import connect
 
 from preprocess_service.stream import affinity
@@ -52,7 +51,7 @@ from support.stream_resumes import ONE_SECOND, hop, resume_hops
 UNHINTED = 12
 scaling = {"min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 8}
 stack = LocalStack(
-    triton=SimpleNamespace(grpc_url=sys.argv[1]), api_keys=["k"], grpc_port=None, max_replicas=2,
+    triton=SimpleNamespace(grpc_url=sys.argv[1]), api_keys=["k", "k2"], grpc_port=None, max_replicas=2,
     deployments={"Gateway": {"autoscaling_config": scaling}},
 ).start()
 url = ws_url(stack.http_url)
@@ -103,6 +102,9 @@ async def after_a_crash(resume):
 
 async def main():
     hinted = await resume_hops(url, "k", "bed-12-affinity", 6)
+    # another ward (API key) with the same id: its own stream, wherever the first one is held
+    other_key = await resume_hops(url, "k2", "bed-12-affinity", 2)
+    first_key = await resume_hops(url, "k", "bed-12-affinity", 1)  # reopened, then resumed: 8 s
     await hop(await open_stream(url, "k", ONE_SECOND.start("adult", stream_id="bed-14-no-hint")))
     plain = ONE_SECOND.start("adult", stream_id="bed-14-no-hint")
     unhinted = [(await plain_resume(plain))["resumed"] for _ in range(UNHINTED)]
@@ -111,8 +113,8 @@ async def main():
     restored = [await plain_resume(resume) for _ in range(UNHINTED)]
     resume, _ = await alerted("bed-20-crash", drop=False)  # open: its replica never sees it end
     killed, crash = await after_a_crash(resume)
-    return {"hinted": hinted, "unhinted": unhinted, "alerted": events, "restored": restored,
-            "killed": killed, "after_crash": crash}
+    return {"hinted": hinted, "other_key": other_key, "first_key": first_key, "unhinted": unhinted,
+            "alerted": events, "restored": restored, "killed": killed, "after_crash": crash}
 
 
 try:
@@ -139,6 +141,12 @@ def test_resumes_reach_the_replica_holding_the_stream(triton_server) -> None:
     assert [h["resumed"] for h in hinted] == [True] * 6, hinted
     # each resume found the seconds sent before it: one state, carried across six reconnects
     assert [h["media_s"] for h in hinted] == [float(i) for i in range(1, 7)], hinted
+    # the same id under a second API key is a second stream, and neither disturbs the other's (before: the
+    # router sent the second key's stream to the first one's replica, which refused it 4400)
+    assert result["other_key"] == [{"resumed": True, "media_s": 1.0}, {"resumed": True, "media_s": 2.0}], (
+        result
+    )
+    assert result["first_key"] == [{"resumed": True, "media_s": 8.0}], result
     # without the hint a resume lands on either replica: two replicas really served, so the above is routing
     assert False in result["unhinted"], result["unhinted"]
     # a stream that alerted keeps its alert on whichever replica its reconnect reaches: the holder resumes
@@ -198,52 +206,43 @@ def test_reconnects_are_counted_by_whether_they_found_their_state(gateway_stack)
     }
 
 
-def _scope_pickle(path: str, query: bytes, kind: str = "websocket") -> bytes:
-    scope = {"type": kind, "path": path, "query_string": query, "headers": []}
-    return pickle.dumps(StreamingHTTPRequest(asgi_scope=scope, proxy_actor_name="proxy"))
-
-
-def _pending(arg, http: bool = True) -> SimpleNamespace:
-    return SimpleNamespace(args=[arg], metadata=SimpleNamespace(is_http_request=http))
-
-
 def test_the_hint_is_read_from_a_stream_websocket_only() -> None:
-    key = affinity.routing_key("bed-12-affinity")
-    assert affinity.stream_hint(_pending(_scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))) == key
-    assert affinity.stream_hint(_pending(_scope_pickle("/v1/stream", b"x=1"))) is None
-    upload = _scope_pickle("/v1/score", b"stream_id=bed-12-affinity", "http")
-    assert affinity.stream_hint(_pending(upload)) is None
-    assert affinity.stream_hint(_pending(b"stream_id=not a pickle")) is None
-    assert affinity.stream_hint(_pending("not bytes")) is None
-    hinted = _scope_pickle("/v1/stream", b"stream_id=bed-12-affinity")
-    assert affinity.stream_hint(_pending(hinted, http=False)) is None  # gRPC: its media is never scanned
+    key = affinity.routing_key("bed-12-affinity", affinity.caller(None))  # no Authorization: key id "none"
+    assert affinity.stream_hint(pending(scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))) == key
+    assert affinity.stream_hint(pending(scope_pickle("/v1/stream", b"x=1"))) is None
+    upload = scope_pickle("/v1/score", b"stream_id=bed-12-affinity", "http")
+    assert affinity.stream_hint(pending(upload)) is None
+    assert affinity.stream_hint(pending(b"stream_id=not a pickle")) is None
+    assert affinity.stream_hint(pending("not bytes")) is None
+    hinted = scope_pickle("/v1/stream", b"stream_id=bed-12-affinity")
+    assert affinity.stream_hint(pending(hinted, http=False)) is None  # gRPC: its media is never scanned
     assert affinity.stream_hint(None) is None
 
 
 def test_replicas_report_hashes_and_the_holder_is_found() -> None:
-    stats = affinity.routing_stats({"bed-12-affinity": 100.0, "bed-14-no-hint": 90.0})
+    stats = affinity.routing_stats({("bed-12-affinity", "key-1"): 100.0, ("bed-14-no-hint", "key-1"): 90.0})
     assert "bed-12-affinity" not in json.dumps(stats)  # a client-chosen id is not passed around as is
     holder = SimpleNamespace(routing_stats=stats)
     other = SimpleNamespace(routing_stats={})
     starting = SimpleNamespace(routing_stats=None)
-    key = affinity.routing_key("bed-12-affinity")
+    key = affinity.routing_key("bed-12-affinity", "key-1")
     assert affinity.holder([other, holder, starting], key) is holder
     assert affinity.holder([other, starting], key) is None
     # a second copy (a resume once started afresh elsewhere): the copy attached last keeps the resumes
-    newer = SimpleNamespace(routing_stats=affinity.routing_stats({"bed-12-affinity": 150.0}))
+    newer = SimpleNamespace(routing_stats=affinity.routing_stats({("bed-12-affinity", "key-1"): 150.0}))
     assert affinity.holder([holder, newer, other], key) is newer
     assert affinity.holder([newer, holder], key) is newer
 
 
 def test_the_router_ranks_the_holder_first_and_draws_two_otherwise() -> None:
     replicas = [SimpleNamespace(replica_id=i, routing_stats={}) for i in range(4)]
-    replicas[2].routing_stats = affinity.routing_stats({"bed-12-affinity": 100.0})
+    replicas[2].routing_stats = affinity.routing_stats({("bed-12-affinity", affinity.caller(None)): 100.0})
     router = affinity.StreamAffinityRouter.__new__(affinity.StreamAffinityRouter)
     router.apply_locality_routing = lambda pending: {0, 1, 2, 3}  # every replica equally near
-    resume = _pending(_scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))
+    resume = pending(scope_pickle("/v1/stream", b"stream_id=bed-12-affinity"))
     ranks = asyncio.run(router.choose_replicas(replicas, resume))
     assert ranks[0] == [replicas[2]] and len(ranks[1]) == 2 and replicas[2] not in ranks[1]
-    ranks = asyncio.run(router.choose_replicas(replicas, _pending(_scope_pickle("/v1/stream", b""))))
+    ranks = asyncio.run(router.choose_replicas(replicas, pending(scope_pickle("/v1/stream", b""))))
     assert len(ranks) == 1 and len(ranks[0]) == 2
 
 

@@ -113,7 +113,7 @@ def test_a_replica_sends_each_streams_latest_checkpoint_in_one_call_a_flush():
             ckpt.put("bed-1-ward", "key-1", {"n": n})
         ckpt.put("bed-2-ward", "key-1", {"n": 9})
         ckpt.put("bed-3-ward", "key-1", {"n": 7})
-        ckpt.drop("bed-3-ward")
+        ckpt.drop("bed-3-ward", "key-1")
         assert [c[0] for c in calls] == ["drop"]  # no checkpoint sent before the flush
         await asyncio.sleep(0.2)
         ckpt.put("bed-1-ward", "key-1", {"n": 3})
@@ -121,9 +121,9 @@ def test_a_replica_sends_each_streams_latest_checkpoint_in_one_call_a_flush():
         ckpt.put("bed-2-ward", "key-1", {"n": 10}, now=True)  # its connection ended: sent at once
 
     asyncio.run(scenario())
-    first, second = routing_key("bed-1-ward"), routing_key("bed-2-ward")
+    first, second = routing_key("bed-1-ward", "key-1"), routing_key("bed-2-ward", "key-1")
     assert calls == [
-        ("drop", routing_key("bed-3-ward")),
+        ("drop", routing_key("bed-3-ward", "key-1")),
         ("put_many", {first: ("key-1", {"n": 2}), second: ("key-1", {"n": 9})}, 60.0),
         ("put_many", {first: ("key-1", {"n": 3})}, 60.0),
         ("put_many", {second: ("key-1", {"n": 10})}, 60.0),

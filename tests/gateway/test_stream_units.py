@@ -292,13 +292,13 @@ def test_registry_limits_and_resume():
         reg.acquire(s, "stream-a1", "key-1")
     assert busy.value.code == "stream_id_busy"  # closed 4429 (retry), not 4400 (a bad start message)
     reg.detach(a)
-    with pytest.raises(StreamRejected, match="another API key"):
-        reg.acquire(s, "stream-a1", "key-2")
+    theirs, resumed = reg.acquire(s, "stream-a1", "key-2")  # another key's id: another stream (two wards)
+    assert not resumed and theirs is not a
     again, resumed = reg.acquire(s, "stream-a1", "key-1")
     assert resumed and again is a
     reg.detach(a)
     reg.sweep(now=a.detached_at + 61)
-    assert "stream-a1" not in reg.streams
+    assert ("stream-a1", "key-1") not in reg.streams and ("stream-a1", "key-2") in reg.streams
     # opened without a stream_id (the server made one up), resumed with the id `started` gave it
     b, _ = reg.acquire(s, "stream-b1", "key-1")
     reg.detach(b)
@@ -331,7 +331,7 @@ def test_a_resume_past_the_replay_buffer_says_what_it_missed_and_whether_an_aler
     assert sent[1]["code"] == "events_missed" and sent[1]["count"] == 3  # seqs 3, 4 and 5
     assert [e["seq"] for e in sent[2:]] == [6, 7, 8, 9]
     assert not [e for e in asyncio.run(resume(last_event=5)) if e.get("code") == "events_missed"]
-    reg.drop("stream-r1")
+    reg.drop(("stream-r1", "key-1"))
 
 
 def test_inbound_queue_drops_oldest_frames_never_audio():
