@@ -184,6 +184,7 @@ class Gateway(GrpcMethods):
         Triton calls still running (their callers gone) end before their channels close, because closing a
         channel under a call cancels it, which Triton 2.51 may not survive (docs/RELIABILITY.md, Faults)."""
         self.metrics_mirror.stop()
+        await self.streams.close()
         await self.service.close()
 
     def record_routing_stats(self) -> dict[str, Any]:

@@ -6,13 +6,14 @@ same id hold two streams. A reconnect with the same stream id and key reaches th
 replica: the Gateway's request router sends a resume whose URL names its stream id there (affinity.py); one
 that lands elsewhere (the holder gone or full, or no id in the URL) starts afresh under the same id,
 `resumed: false`, with the alert state of the stream's last checkpoint when one is kept (`restored: true`;
-checkpoints.py).
+checkpoints.py). Detached streams past `resume_ttl_s` are forgotten by `sweep`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from preprocess_service.stream.alerts import AlertMonitor
@@ -61,14 +62,18 @@ def resume_fields(start: Start) -> dict:
 
 
 class StreamRegistry:
-    def __init__(self, limits: StreamLimits, max_pixels: int) -> None:
+    def __init__(
+        self, limits: StreamLimits, max_pixels: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = limits
         self.max_pixels = max_pixels
+        self.clock = clock  # of the resume window (tests drive it)
         self.streams: dict[tuple[str, str], Entry] = {}  # (stream id, API key id) -> its stream
 
-    def sweep(self, now: float | None = None) -> None:
-        """Forget detached streams past their resume window (closing their trackers)."""
-        now = time.monotonic() if now is None else now
+    def sweep(self, now: float | None = None) -> int:
+        """Forget detached streams past their resume window (closing their trackers); how many. Run when a
+        stream is acquired and periodically (route.StreamHub), so a quiet replica lets them go too."""
+        now = self.clock() if now is None else now
         expired = [
             k
             for k, e in self.streams.items()
@@ -76,6 +81,7 @@ class StreamRegistry:
         ]
         for key in expired:
             self.drop(key)
+        return len(expired)
 
     def acquire(
         self, start: Start, stream_id: str, key_id: str, restore: dict | None = None
@@ -136,7 +142,7 @@ class StreamRegistry:
     def detach(self, entry: Entry) -> None:
         """The connection went away: keep the state for `resume_ttl_s` (a finished stream is dropped)."""
         entry.attached = False
-        entry.detached_at = time.monotonic()
+        entry.detached_at = self.clock()
         if entry.finished or self.limits.resume_ttl_s == 0:
             self.drop(entry.key)
 

@@ -9,8 +9,11 @@ checkpoint store and the router name a stream by its id and the API key id (affi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from preprocess_service import audit
 from preprocess_service.auth import bearer_token
@@ -33,17 +36,51 @@ from preprocess_service.stream.registry import StreamRegistry
 from preprocess_service.stream.session import Session
 
 log = logging.getLogger("avpenet.gateway.stream")
+# How often expired detached streams are forgotten: one is held at most `resume_ttl_s` + this.
+SWEEP_S = 5.0
 
 
 class StreamHub:
     """What the replica's streams share: the scoring service (keys, Triton), the registry, the metrics and
     the checkpoint store every replica writes its streams' alert state to."""
 
-    def __init__(self, service: ScoringService) -> None:
+    def __init__(
+        self,
+        service: ScoringService,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """`clock`, `sleep`: of the resume window and the sweep (tests drive them)."""
         self.service = service
-        self.registry = StreamRegistry(service.settings.streams, service.settings.limits.max_pixels)
+        self.registry = StreamRegistry(service.settings.streams, service.settings.limits.max_pixels, clock)
         self.metrics = StreamMetrics(service.metrics.registry)
         self.checkpoints = checkpoints.connect(service.settings.streams.resume_ttl_s)
+        self.sleep = sleep
+        self._sweeper: asyncio.Task | None = None
+
+    def ensure_sweeping(self) -> None:
+        """Start the periodic sweep on the running loop (the replica's first stream). Before it, a stream
+        never resumed was forgotten only when another stream opened: on a quiet replica its tracker stayed
+        open and `streams_held` counted it."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self.sweep_forever(), name="stream-sweep")
+
+    async def sweep_forever(self) -> None:
+        """Every SWEEP_S: forget the streams past their resume window; set `streams_held` to what is left."""
+        while True:
+            await self.sleep(SWEEP_S)
+            try:
+                self.registry.sweep()
+            except Exception:  # noqa: BLE001 (a tracker that failed to close: the next sweep goes on)
+                log.exception("stream sweep failed")
+            self.metrics.held.set(self.registry.count())
+
+    async def close(self) -> None:
+        """The replica stops: end the sweep (a task left pending is reported as destroyed at exit)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
 
 async def _refuse(ws, hub: StreamHub, code: int, error: str, detail: str) -> int:
@@ -59,6 +96,7 @@ async def serve_stream(hub: StreamHub, ws) -> None:
     """One monitoring connection, from the handshake to the close."""
     header = ws.headers.get("authorization")
     record = audit.AuditRecord(STREAM_ROUTE, "websocket", uuid.uuid4().hex, api_key_id=caller(header))
+    hub.ensure_sweeping()
     await ws.accept()
     code = CLOSE_LOST  # unless it returns: Serve cancelled the handler (its request timeout), a lost link
     try:
