@@ -1,7 +1,7 @@
 """`avpenet calibrate`: refit a trained run's 90% interval on validation subjects, weights unchanged.
 
     avpenet calibrate --checkpoint RUN_DIR --data DIR --split SPLIT.json [--add FRESH_DIR ...] \
-        --out NEW_RUN_DIR
+        [--only-unknown-age] --out NEW_RUN_DIR
 
 `avpenet train` fits the interval scale (``fusion.interval_scale``) on its validation clips at the end of a
 run. When that validation set was small (a run on part of a dataset), the scale is noisy and the interval's
@@ -11,6 +11,10 @@ test subjects — and writes a new run directory: the same weights, the new scal
 (config.json with its training history, its training split.json, finetune.json) plus an
 ``interval_calibration`` entry (scale and validation coverage before and after, subjects, clips, labels
 digest).
+
+A request that names no age group has a scale of its own (``fusion.unknown_age_scale``), fitted the same way
+on the same clips sent without their age group (``train.calibrate_unknown_age``). ``--only-unknown-age``
+refits that one alone, so a run published before it had one keeps every other interval bit for bit.
 
 ``--add FRESH_DIR`` pools every clip of another dataset with those validation clips: a set the model has never
 seen, made by `avpenet synth` with a seed of its own. Split conformal calibration is only as good as its
@@ -34,7 +38,7 @@ import numpy as np
 from avpenet import contract as C
 from avpenet import data
 
-HELP = "refit a run's 90% interval scale on the validation subjects of a split (weights unchanged)"
+HELP = "refit a run's 90% interval scales on the validation subjects of a split (weights unchanged)"
 KEPT_FILES = (data.SPLIT_FILE, "finetune.json")  # the source run's training record, true for the new run
 
 
@@ -55,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FRESH_DIR",
         help="also calibrate on every clip of this dataset (fresh subjects, another seed); repeatable",
+    )
+    parser.add_argument(
+        "--only-unknown-age",
+        action="store_true",
+        help="refit only the scale of requests that name no age group (every other interval unchanged)",
     )
     parser.add_argument("--out", type=Path, required=True, help="new run directory to write")
     parser.add_argument("--quiet", action="store_true")
@@ -113,11 +122,12 @@ def recalibrate(
     out: Path,
     quiet: bool = True,
     added: list[Path] | None = None,
+    only_unknown_age: bool = False,
 ) -> dict:
-    """Refit `checkpoint`'s interval scale on the validation clips (and every clip of `added` sets), write
-    the run to `out`; the record."""
-    from avpenet.model import load_model, save_model
-    from avpenet.train import calibrate_interval, restrict
+    """Refit `checkpoint`'s interval scales on the validation clips (and every clip of `added` sets), write
+    the run to `out`; the record. `only_unknown_age`: refit only the scale of requests without an age."""
+    from avpenet.model import UNKNOWN_AGE, load_model, save_model
+    from avpenet.train import calibrate_interval, calibrate_unknown_age, restrict
 
     _require_dataset("--data", data_dir)
     loaded = load_model(checkpoint)
@@ -140,8 +150,16 @@ def recalibrate(
     inputs = [[restrict(dict(c.inputs), modality) for c in cl] for cl in groups]
     scores = [np.array([c.score for c in cl]) for cl in groups]
     before_scale = float(model.fusion.interval_scale.item())
+    before_unknown = float(model.fusion.unknown_age_scale.item())
+    unknown = [{**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], UNKNOWN_AGE)} for x in inputs[0]]
+    unknown_before = _coverage(model, unknown, scores[0])[1]
     before = [_coverage(model, x, y)[1] for x, y in zip(inputs, scores, strict=True)]
-    scale = calibrate_interval(model, [x for xs in inputs for x in xs], np.concatenate(scores))
+    pooled = ([x for xs in inputs for x in xs], np.concatenate(scores))
+    if only_unknown_age:
+        calibrate_unknown_age(model, *pooled)
+        scale = config.get("interval_scale", before_scale)  # as recorded, not read back from float32
+    else:
+        scale = calibrate_interval(model, *pooled)
     val, after_cov = _coverage(model, inputs[0], scores[0])
     after = [after_cov, *(_coverage(model, x, y)[1] for x, y in zip(inputs[1:], scores[1:], strict=True))]
     record = {
@@ -155,6 +173,11 @@ def recalibrate(
         "scale_after": scale,
         "val_coverage_90_before": before[0],
         "val_coverage_90_after": after[0],
+        "only_unknown_age": only_unknown_age,
+        "unknown_age_scale_before": before_unknown,
+        "unknown_age_scale_after": float(model.fusion.unknown_age_scale.item()),
+        "val_unknown_age_coverage_90_before": unknown_before,
+        "val_unknown_age_coverage_90_after": _coverage(model, unknown, scores[0])[1],
         "added": [
             {
                 "data": str(path),
@@ -169,7 +192,10 @@ def recalibrate(
     }
     extra = {k: v for k, v in config.items() if k not in ("model", "params")}
     extra.update(
-        interval_scale=scale, val={**val, "interval_coverage_90": after_cov}, interval_calibration=record
+        interval_scale=scale,
+        unknown_age_interval_scale=record["unknown_age_scale_after"],
+        val={**val, "interval_coverage_90": after_cov},
+        interval_calibration=record,
     )
     save_model(model, out, extra=extra)
     for name in KEPT_FILES:
@@ -186,11 +212,16 @@ def run(args: argparse.Namespace) -> int:
             f"avpenet calibrate: {args.checkpoint} is not a run directory (no {CONFIG_FILE})", file=sys.stderr
         )
         return 2
-    r = recalibrate(args.checkpoint, args.data, args.split, args.out, args.quiet, args.add)
+    r = recalibrate(
+        args.checkpoint, args.data, args.split, args.out, args.quiet, args.add, args.only_unknown_age
+    )
     lines = [
         f"interval scale {r['scale_before']:.3f} -> {r['scale_after']:.3f}",
         f"  {r['val_clips']} clips of {len(r['val_subjects'])} validation subjects: 90% coverage "
         f"{r['val_coverage_90_before']:.1%} -> {r['val_coverage_90_after']:.1%}",
+        f"no age group: scale {r['unknown_age_scale_before']:.3f} -> {r['unknown_age_scale_after']:.3f}, "
+        f"validation clips sent without their age covered {r['val_unknown_age_coverage_90_before']:.1%} -> "
+        f"{r['val_unknown_age_coverage_90_after']:.1%}",
     ]
     for a in r["added"]:
         lines.append(

@@ -340,6 +340,15 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1.0)
 
 
+UNKNOWN_AGE = C.age_index("unknown")
+
+
+def _unknown_age_scale_of_older_runs(state: dict, prefix: str, *args) -> None:
+    """A run saved before requests without an age had their own scale served them with the shared one."""
+    if prefix + "interval_scale" in state and prefix + "unknown_age_scale" not in state:
+        state[prefix + "unknown_age_scale"] = state[prefix + "interval_scale"].clone()
+
+
 class Fusion(nn.Module):
     """Fuse the two token sequences and produce every served output.
 
@@ -351,7 +360,9 @@ class Fusion(nn.Module):
     The served log_variance is calibrated: the buffer ``interval_scale`` (fitted on the validation subjects
     after training so that 90% of clips are covered; 1 while training) is folded into it, so
     interval_90 = score -/+ Z_INTERVAL * exp(log_variance / 2), clipped to 0-10, follows from the outputs
-    alone, for one window here and for a whole clip in ``aggregate_windows``.
+    alone, for one window here and for a whole clip in ``aggregate_windows``. A request without an age group
+    (the third embedding, which no training clip carries) has a scale of its own, ``unknown_age_scale``,
+    fitted on the same clips sent without their age: its errors are larger than its variance says.
     """
 
     def __init__(self, cfg: AVPENetConfig) -> None:
@@ -370,6 +381,8 @@ class Fusion(nn.Module):
         self.class_head = nn.Linear(d, len(C.LEVELS))
         self.logvar_head = nn.Linear(d, 1)
         self.register_buffer("interval_scale", torch.ones(1))  # calibrated on validation after training
+        self.register_buffer("unknown_age_scale", torch.ones(1))  # the same, for requests without an age
+        self._register_load_state_dict_pre_hook(_unknown_age_scale_of_older_runs)
 
     def predict(
         self,
@@ -383,7 +396,8 @@ class Fusion(nn.Module):
         ta = audio_tokens.shape[1]
         a_valid = (audio_present > 0.5).to(audio_tokens.dtype).expand(-1, ta)  # (B, Ta)
         v_valid = (frame_mask > 0.5).to(audio_tokens.dtype)  # (B, Tv)
-        age = self.age(torch.clamp(age_group[:, 0], 0, len(C.AGE_GROUPS) - 1))  # (B, D)
+        age_id = torch.clamp(age_group[:, 0], 0, len(C.AGE_GROUPS) - 1)  # (B,)
+        age = self.age(age_id)  # (B, D)
         x = torch.cat([audio_tokens + self.pos_a, visual_tokens + self.pos_v], dim=1) + age[:, None, :]
         valid = torch.cat([a_valid, v_valid], dim=1)  # (B, Ta+Tv)
         for layer in self.layers:
@@ -400,7 +414,9 @@ class Fusion(nn.Module):
         raw = self.score_head(h)  # (B, 1)
         score = C.SCORE_MAX * torch.sigmoid(raw)  # (B, 1) in [0, 10]
         log_variance = torch.clamp(self.logvar_head(h), -8.0, 6.0)  # (B, 1); clamp keeps exp() sane
-        log_variance = log_variance + 2.0 * torch.log(self.interval_scale)  # calibrated spread
+        unknown = (age_id == UNKNOWN_AGE)[:, None]  # (B, 1)
+        scale = torch.where(unknown, self.unknown_age_scale, self.interval_scale)  # (B, 1)
+        log_variance = log_variance + 2.0 * torch.log(scale)  # calibrated spread
         half = Z_INTERVAL * torch.exp(0.5 * log_variance)
         interval = torch.clamp(torch.cat([score - half, score + half], dim=-1), C.SCORE_MIN, C.SCORE_MAX)
         class_logits = self.class_head(h)  # (B, 3)

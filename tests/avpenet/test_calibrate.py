@@ -29,12 +29,17 @@ def _calibrate(run_dir, tiny_set, split_path, out):
     return json.loads((out / "config.json").read_text())
 
 
-def _hand_scale(run_dir, clips) -> float:
+def _hand_scale(run_dir, clips, age: str | None = None) -> float:
     """The split-conformal 90% rank, ceil((n+1)·0.9), of |error| / (z·σ) of the run's model at scale 1 on
-    these clips, computed by hand (not the plain 0.9 quantile, which covers less than 90% on small sets)."""
+    these clips, computed by hand (not the plain 0.9 quantile, which covers less than 90% on small sets);
+    `age`: the clips sent with that age group instead of their own."""
     model = load_model(run_dir).model
     model.fusion.interval_scale.fill_(1.0)
-    pred = predict_clips(model, [dict(c.inputs) for c in clips])
+    model.fusion.unknown_age_scale.fill_(1.0)
+    inputs = [dict(c.inputs) for c in clips]
+    for x in inputs if age else ():
+        x[C.AGE_GROUP.name] = np.full_like(x[C.AGE_GROUP.name], C.age_index(age))
+    pred = predict_clips(model, inputs)
     y = np.array([c.score for c in clips])
     z = np.sort(np.abs(y - pred[C.SCORE.name]) / np.exp(0.5 * pred[C.LOG_VARIANCE.name]) / Z_INTERVAL)
     return float(z[min(math.ceil((len(z) + 1) * C.INTERVAL_COVERAGE), len(z)) - 1])
@@ -66,8 +71,45 @@ def test_other_validation_subjects_refit_only_the_scale(tiny_run, tiny_set, tmp_
 
     before, after = load_model(run_dir).model.state_dict(), load_model(tmp_path / "other").model.state_dict()
     moved = [name for name, a in before.items() if not torch.equal(a, after[name])]
-    assert moved == ["fusion.interval_scale"]
+    assert moved == ["fusion.interval_scale", "fusion.unknown_age_scale"]
     assert float(after["fusion.interval_scale"]) == pytest.approx(new["interval_scale"], rel=1e-5)
+    unknown = _hand_scale(run_dir, clips, age="unknown")
+    assert new["unknown_age_interval_scale"] == pytest.approx(unknown, rel=1e-4)
+    assert float(after["fusion.unknown_age_scale"]) == pytest.approx(unknown, rel=1e-5)
+
+
+def test_only_unknown_age_refits_that_scale_alone_and_serves_it_to_requests_without_an_age(
+    tiny_run, tiny_set, tmp_path
+):
+    from cli.main import main
+
+    run_dir, config = tiny_run
+    split = data.read_split(run_dir / "split.json")
+    other = {"train": split["val"], "val": split["train"], "test": split["test"]}
+    data.write_split(other, tmp_path / "other.json")
+    out = tmp_path / "unknown"
+    args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(out)]
+    assert main([*args, "--split", str(tmp_path / "other.json"), "--only-unknown-age", "--quiet"]) == 0
+    new = json.loads((out / "config.json").read_text())
+
+    clips = data.load_clips(tiny_set, other["val"], progress=False)
+    unknown = _hand_scale(run_dir, clips, age="unknown")
+    assert new["unknown_age_interval_scale"] == pytest.approx(unknown, rel=1e-4)
+    assert new["interval_scale"] == config["interval_scale"]
+    before, after = load_model(run_dir).model, load_model(out).model
+    moved = [n for n, a in before.state_dict().items() if not torch.equal(a, after.state_dict()[n])]
+    assert moved == ["fusion.unknown_age_scale"]
+
+    own = [dict(c.inputs) for c in clips]
+    withheld = [
+        {**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], C.age_index("unknown"))} for x in own
+    ]
+    for name, value in predict_clips(before, own).items():  # a request naming its age: bit for bit
+        np.testing.assert_array_equal(predict_clips(after, own)[name], value)
+    served = predict_clips(after, withheld)
+    y = np.array([c.score for c in clips])
+    covered = np.mean((y >= served[C.INTERVAL.name][:, 0]) & (y <= served[C.INTERVAL.name][:, 1]))
+    assert covered >= C.INTERVAL_COVERAGE or np.all(served[C.INTERVAL.name] == [C.SCORE_MIN, C.SCORE_MAX])
 
 
 def _fresh_copy(tiny_set, subjects, out):
