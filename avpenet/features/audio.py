@@ -1,8 +1,10 @@
 """Audio decoding to 16 kHz mono and the 3 s / 1 s-hop windows the model scores.
 
-Decoders: soundfile (libsndfile) for WAV/FLAC/OGG, PyAV (FFmpeg) for MP3, ADTS AAC (.aac) and the audio
-track of MP4/MOV/WebM/MKV. Both read from memory when given bytes. Resampling uses soxr (high quality, linear
-phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel sees.
+Decoders: soundfile (libsndfile, `sfaudio`) for WAV/FLAC/OGG, PyAV (FFmpeg, `avaudio`) for MP3, ADTS AAC
+(.aac) and the audio track of MP4/MOV/WebM/MKV (and an Ogg codec libsndfile lacks). Both read from memory when
+given bytes and keep the decoded start of a file with a damaged tail. Resampling uses soxr (high quality,
+linear phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel
+sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). Decoding failures raise ``avpenet.errors`` types.
@@ -27,7 +29,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from avpenet import contract
@@ -40,7 +41,9 @@ MAX_GAIN_DB = contract.AUDIO_MAX_GAIN_DB  # the most a quiet window is amplified
 # float32's limit mixing and resampling overflow.
 MAX_SAMPLE_MAGNITUDE = 1e6
 DEFAULT_MAX_SECONDS = 600.0
-READ_BLOCK_FRAMES = 1 << 16
+# libsndfile reads (sfaudio) of at most this many frames: a decoder error loses the read it ends, so a
+# damaged tail costs at most this much of the decoded start (1 s at 16 kHz).
+READ_BLOCK_FRAMES = 1 << 14
 _EPS = 1e-12
 
 
@@ -60,12 +63,7 @@ def load_audio(
         ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
     if kind in ("wav", "flac", "ogg"):
-        try:
-            wave, sr = _read_soundfile(source, kind, limit)
-        except UndecodableMedia:
-            if kind != "ogg":
-                raise
-            wave, sr = _read_av(source, kind, limit)  # Ogg with a codec libsndfile lacks
+        wave, sr = _read_sound_file(source, kind, limit)
     else:
         wave, sr = _read_av(source, kind, limit)
     return cut_to(to_model_rate(wave, sr, kind), limit)
@@ -128,24 +126,17 @@ def cut_to(wave: np.ndarray | None, limit: float) -> np.ndarray | None:
     return None if wave is None else wave[: int(round(limit * contract.SAMPLE_RATE))]
 
 
-def _read_soundfile(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int]:
+def _read_sound_file(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
+    """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) is decoded by PyAV."""
+    from avpenet.features import sfaudio  # imports this module's checks
+
     try:
-        with sf.SoundFile(media.as_file(source)) as f:
-            sr = check_rate(int(f.samplerate), kind)
-            check_channels(int(f.channels), kind)
-            if over_limit(f.frames / sr, limit):
-                raise too_long(f.frames / sr, limit)
-            # mixed down block by block: memory is the mono wave's, however many channels a file has
-            what = f"the samples of this {media.describe(kind)}"
-            mono = [
-                check_wave(block, what).mean(axis=1, dtype=np.float64).astype(np.float32)
-                for block in f.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            ]
-    except (TooLarge, UndecodableMedia):
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
-        raise UndecodableMedia(f"{media.describe(kind)} cannot be decoded ({type(exc).__name__})") from None
-    return (np.concatenate(mono) if mono else np.zeros(0, np.float32)), sr
+        wave, sr, _ = sfaudio.read(source, kind, limit)
+    except UndecodableMedia:
+        if kind != "ogg":
+            raise
+        return _read_av(source, kind, limit)
+    return wave, sr
 
 
 def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:

@@ -72,6 +72,25 @@ def joined_mp3(seconds: float = 2.0) -> bytes:
     return _mp3(44100, seconds, "mono") + _mp3(48000, seconds, "stereo")
 
 
+def mp3_in_wav(keep: float = 0.5, seconds: float = 3.0, rate: int = 16000) -> bytes:
+    """A WAV of MP3 data (format tag 0x55, as some recorders and converters write) cut after `keep` of its MP3
+    bytes: libsndfile declares the whole length and decodes only the part that is there."""
+    data = _mp3(rate, seconds, "mono")
+    # MPEGLAYER3WAVEFORMAT: WAVEFORMATEX, then cbSize 12, wID 1, flags 2, block size, 1 frame a block, delay
+    fmt = struct.pack("<HHIIHH", 0x55, 1, rate, 4000, 1, 0) + struct.pack("<HHIHHH", 12, 1, 2, 144, 1, 1393)
+    fact = b"fact" + struct.pack("<II", 4, int(seconds * rate))
+    body = b"fmt " + struct.pack("<I", len(fmt)) + fmt + fact + b"data" + struct.pack("<I", len(data)) + data
+    whole = b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+    return whole[: len(whole) - len(data) + int(len(data) * keep)]
+
+
+def gsm_wav(seconds: float = 3.0, subtype: str = "GSM610") -> bytes:
+    """An 8 kHz WAV of a 440 Hz tone in a telephony codec (GSM 6.10, G.721) libsndfile decodes but cannot seek
+    in."""
+    t = np.arange(int(seconds * 8000)) / 8000
+    return float_wav((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), 8000, subtype)
+
+
 def video(
     fmt: str,
     frames: int = 3,

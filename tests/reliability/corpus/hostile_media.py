@@ -3,7 +3,8 @@
 A float WAV at float32's limit wedged Triton; SDP text behind an MP3 or `ftyp` header made FFmpeg listen on
 UDP for 20-30 s; a 1.5 KB MP4 with forged sample tables took gigabytes; forged WAV rates stretched or shrank
 time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landmarks got a "moderate" score; a
-255-channel Ogg was decoded whole, every channel; an MP3 that changed its rate part-way was a 500.
+255-channel Ogg was decoded whole, every channel; an MP3 that changed its rate part-way was a 500; a WAV of
+MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a ValueError.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def build() -> list[Case]:
          422, BAD, one("audio", "ogg", lambda: hm.many_channel_ogg(255))),
         ("mp3_rate_changes", "two MP3s joined: 44.1 kHz mono, then 48 kHz stereo (was a 500)",
          200, "OK", one("audio", "mp3", hm.joined_mp3)),
+        ("mp3_data_in_wav_cut", "a WAV of MP3 data cut mid-file: its decoded start is scored (was 422, 3e38)",
+         200, "OK", one("audio", "wav", lambda: hm.mp3_in_wav(0.5))),
+        ("gsm_wav", "an 8 kHz GSM 6.10 WAV (telephony): decoded and scored (was 422, ValueError)",
+         200, "OK", one("audio", "wav", hm.gsm_wav)),
         ("avi_video", "AVI video in the video part: container not accepted",
          415, BAD, one("video", "avi", lambda: hm.video("avi"))),
         ("mpegts_as_audio", "MPEG-TS video in the audio part: a video container, said so",

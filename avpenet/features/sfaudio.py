@@ -1,0 +1,57 @@
+"""WAV/FLAC/OGG decoded by libsndfile (soundfile), block by block and mixed down as read.
+
+Used by `audio.load_audio`, which decides what an Ogg libsndfile cannot read, or a file that yields no
+sample, becomes. The checks and errors are `audio`'s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+
+from avpenet.errors import TooLarge, UndecodableMedia
+from avpenet.features import audio, media
+
+
+def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int, int]:
+    """(mono float32 samples, their rate, the frames the header declares) of what libsndfile decodes.
+
+    Memory is the mono wave's, however many channels a file has: each block is read into one buffer and
+    mixed down. Only the frames a read returns are used: libsndfile may decode fewer than it declared (a WAV
+    of MP3 data cut short), where `SoundFile.blocks` handed the rest back as unfilled memory (garbage
+    samples). Reads ask for a frame count, so codecs libsndfile cannot seek in (GSM 6.10, G.721) decode too.
+    A decoder error after some samples drops the damaged tail and keeps the start, as `avaudio` does; before
+    any, it is UndecodableMedia.
+    """
+    try:
+        with sf.SoundFile(media.as_file(source)) as f:
+            sr = audio.check_rate(int(f.samplerate), kind)
+            audio.check_channels(int(f.channels), kind)
+            declared = int(f.frames)
+            if audio.over_limit(declared / sr, limit):
+                raise audio.too_long(declared / sr, limit)
+            return _mono(f, kind, declared), sr, declared
+    except (TooLarge, UndecodableMedia):
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        raise UndecodableMedia(f"{media.describe(kind)} cannot be decoded ({type(exc).__name__})") from None
+
+
+def _mono(f: sf.SoundFile, kind: str, declared: int) -> np.ndarray:
+    """The decoded frames of `f` (at most `declared`), checked and mixed down block by block."""
+    what = f"the samples of this {media.describe(kind)}"
+    buf = np.empty((max(1, min(audio.READ_BLOCK_FRAMES, declared)), f.channels), np.float32)
+    mono: list[np.ndarray] = []
+    total = 0
+    while total < declared:
+        try:
+            got = f.read(min(len(buf), declared - total), out=buf)
+        except sf.LibsndfileError:
+            if total == 0:
+                raise
+            break  # a damaged tail
+        if not len(got):
+            break  # decoded less than declared (a truncated file): what decoded is kept
+        mono.append(audio.check_wave(got, what).mean(axis=1, dtype=np.float64).astype(np.float32))
+        total += len(got)
+    return np.concatenate(mono) if mono else np.zeros(0, np.float32)

@@ -1,0 +1,57 @@
+"""WAV/FLAC/OGG through libsndfile when the file is not what its header says: only decoded samples are used,
+a damaged tail keeps the decoded start (as PyAV's decoding does), and codecs libsndfile cannot seek in still
+decode."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from support import testmedia as tm
+from support.hostile_media import gsm_wav, mp3_in_wav
+
+from avpenet import contract
+from avpenet.errors import UndecodableMedia
+from avpenet.features import audio
+
+SR = contract.SAMPLE_RATE
+
+
+def _tone_level(wave: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+
+
+def test_a_wav_of_mp3_data_cut_short_gives_the_decoded_samples_not_unfilled_memory():
+    whole = audio.load_audio(mp3_in_wav(keep=1.0))
+    assert abs(whole.size - 3 * SR) < 0.05 * SR  # the control: libsndfile decodes MP3 in a WAV
+    wave = audio.load_audio(mp3_in_wav(keep=0.5))  # was 422 "samples reach 3e+38", or garbage scored
+    assert 0.35 * 3 * SR < wave.size < 0.6 * 3 * SR  # what decoded, not the declared 3 s
+    assert np.abs(wave).max() < 0.5 and 0.15 < _tone_level(wave) < 0.3  # the 0.3 tone, not memory
+    np.testing.assert_allclose(wave[: SR // 2], whole[: SR // 2], atol=1e-4)
+
+
+def test_a_flac_cut_mid_upload_keeps_its_decoded_start_like_pyav():
+    src = tm.tone(10.0, SR, freq=440.0, amp=0.3)
+    blob = tm.audio_bytes(src, SR, "FLAC")
+    wave = audio.load_audio(blob[: len(blob) * 6 // 10])  # was 422 "cannot be decoded (LibsndfileError)"
+    assert 4.0 * SR < wave.size <= 6.0 * SR  # at most one read of the tail is lost
+    np.testing.assert_allclose(wave, audio.load_audio(blob)[: wave.size], atol=1e-6)
+    with pytest.raises(UndecodableMedia, match="FLAC file cannot be decoded"):
+        audio.load_audio(blob[:2000])  # nothing decodes before the damage
+
+
+@pytest.mark.parametrize("subtype", ["GSM610", "G721_32"])
+def test_telephony_codecs_libsndfile_cannot_seek_in_are_decoded(subtype):
+    wave = audio.load_audio(gsm_wav(2.0, subtype))  # was 422 "cannot be decoded (ValueError)"
+    assert abs(wave.size - 2 * SR) <= 0.02 * SR  # the codec pads its last block
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(wave.size)))
+    assert np.argmax(spectrum) * SR / wave.size == pytest.approx(440.0, abs=5.0)
+    assert 0.1 < _tone_level(wave) < 0.35
+
+
+def test_a_complete_ogg_still_decodes_whole():
+    buf = io.BytesIO()
+    sf.write(buf, tm.tone(3.0, SR, freq=440.0, amp=0.3), SR, format="OGG")
+    assert abs(audio.load_audio(buf.getvalue()).size - 3 * SR) <= 1
