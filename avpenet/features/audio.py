@@ -7,7 +7,9 @@ linear phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and alias noth
 sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
-then scored on the face alone (``audio_present = 0``). Decoding failures raise ``avpenet.errors`` types.
+then scored on the face alone (``audio_present = 0``). A WAV/FLAC/OGG file is audio, so one that yields no
+sample is UndecodableMedia (empty, or corrupt/truncated), never None. Decoding failures raise
+``avpenet.errors`` types.
 
 Hostile samples: a declared rate outside [AUDIO_MIN_INPUT_RATE, AUDIO_MAX_INPUT_RATE] is refused, and so are
 more than AUDIO_MAX_INPUT_CHANNELS channels and samples beyond ``MAX_SAMPLE_MAGNITUDE`` (float WAVs can hold
@@ -50,7 +52,7 @@ _EPS = 1e-12
 def load_audio(
     source: media.Source, *, name: str | None = None, max_seconds: float | None = None
 ) -> np.ndarray | None:
-    """Decode a path or in-memory bytes to float32 mono at contract.SAMPLE_RATE; None if there is no audio.
+    """Decode a path or in-memory bytes to float32 mono at contract.SAMPLE_RATE; None: no audio track.
 
     ``name`` (an upload's file name) is only used for its extension in error messages; patient media and
     names are never logged. Raises UnsupportedMedia (not a format we decode), UndecodableMedia (corrupt,
@@ -127,15 +129,37 @@ def cut_to(wave: np.ndarray | None, limit: float) -> np.ndarray | None:
 
 
 def _read_sound_file(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
-    """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) is decoded by PyAV."""
+    """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) or that yields no
+    sample is tried with PyAV. The file declares audio, so when no sample decodes it is UndecodableMedia,
+    never "no audio" (which would score the clip on the face alone); None only for an Ogg without an audio
+    stream."""
     from avpenet.features import sfaudio  # imports this module's checks
 
+    declared = None
     try:
-        wave, sr, _ = sfaudio.read(source, kind, limit)
+        wave, sr, declared = sfaudio.read(source, kind, limit)
     except UndecodableMedia:
         if kind != "ogg":
             raise
-        return _read_av(source, kind, limit)
+        wave, sr = _read_av(source, kind, limit)  # Ogg with a codec libsndfile lacks: PyAV's errors stand
+        if wave is None:
+            return None, sr
+    else:
+        if wave.size == 0 and kind == "ogg":  # libsndfile reads a Vorbis cut in its first page as 0 frames
+            try:
+                wave, sr = _read_av(source, kind, limit)
+            except UndecodableMedia:
+                wave = None
+    if wave is None or wave.size == 0:
+        if declared == 0 and kind != "ogg":
+            raise UndecodableMedia(
+                f"{media.describe(kind)} holds no audio samples (an empty recording); "
+                "send a recording with sound"
+            )
+        raise UndecodableMedia(
+            f"{media.describe(kind)} declares audio but no sample decodes: it is corrupt or truncated; "
+            "send the complete recording"
+        )
     return wave, sr
 
 

@@ -1,6 +1,7 @@
 """WAV/FLAC/OGG through libsndfile when the file is not what its header says: only decoded samples are used,
-a damaged tail keeps the decoded start (as PyAV's decoding does), and codecs libsndfile cannot seek in still
-decode."""
+a damaged tail keeps the decoded start (as PyAV's decoding does), codecs libsndfile cannot seek in still
+decode, and a file of an audio type that yields no sample is refused with a reason, never taken for "no audio"
+(which would score the clip on the face alone)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from support import testmedia as tm
-from support.hostile_media import gsm_wav, mp3_in_wav
+from support.hostile_media import float_wav, gsm_wav, mp3_in_wav, vorbis_cut_in_first_audio_page
 
 from avpenet import contract
 from avpenet.errors import UndecodableMedia
@@ -49,6 +50,18 @@ def test_telephony_codecs_libsndfile_cannot_seek_in_are_decoded(subtype):
     spectrum = np.abs(np.fft.rfft(wave * np.hanning(wave.size)))
     assert np.argmax(spectrum) * SR / wave.size == pytest.approx(440.0, abs=5.0)
     assert 0.1 < _tone_level(wave) < 0.35
+
+
+def test_an_ogg_cut_before_its_first_audio_page_is_refused_not_taken_for_no_audio():
+    with pytest.raises(
+        UndecodableMedia, match="OGG file declares audio but no sample decodes: it is corrupt"
+    ):
+        audio.load_audio(vorbis_cut_in_first_audio_page())  # was None: the clip scored on the face alone
+
+
+def test_an_empty_wav_is_refused_as_an_empty_recording():
+    with pytest.raises(UndecodableMedia, match="WAV file holds no audio samples \\(an empty recording\\)"):
+        audio.load_audio(float_wav(np.zeros(0, np.float32), SR, "PCM_16"))
 
 
 def test_a_complete_ogg_still_decodes_whole():

@@ -91,6 +91,22 @@ def gsm_wav(seconds: float = 3.0, subtype: str = "GSM610") -> bytes:
     return float_wav((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), 8000, subtype)
 
 
+def vorbis_cut_in_first_audio_page(seconds: float = 3.0, rate: int = 16000) -> bytes:
+    """Ogg Vorbis cut half-way into its first audio page (an upload cut off just after the headers):
+    libsndfile opens it and reads 0 frames without an error; FFmpeg cannot open it."""
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), rate, format="OGG")
+    data, at = buf.getvalue(), 0
+    while True:  # Ogg pages: "OggS", version, flags, granule (8 bytes), serial, sequence, CRC, segment table
+        assert data[at : at + 4] == b"OggS"
+        segments = data[at + 26]
+        size = 27 + segments + sum(data[at + 27 : at + 27 + segments])
+        if int.from_bytes(data[at + 6 : at + 14], "little", signed=True) > 0:  # header pages have granule 0
+            return data[: at + size // 2]
+        at += size
+
+
 def video(
     fmt: str,
     frames: int = 3,

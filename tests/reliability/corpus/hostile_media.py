@@ -4,7 +4,8 @@ A float WAV at float32's limit wedged Triton; SDP text behind an MP3 or `ftyp` h
 UDP for 20-30 s; a 1.5 KB MP4 with forged sample tables took gigabytes; forged WAV rates stretched or shrank
 time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landmarks got a "moderate" score; a
 255-channel Ogg was decoded whole, every channel; an MP3 that changed its rate part-way was a 500; a WAV of
-MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a ValueError.
+MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a ValueError; an Ogg cut before
+its first audio page was "no audio", so its clip was scored on the face alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from support import hostile_media as hm
 
-from corpus.cases import Case, Upload, _named, _npz_with, _tone_wav, _track
+from corpus.cases import Case, Upload, _named, _npz, _npz_with, _tone_wav, _track
 
 BAD = "INVALID_ARGUMENT"
 
@@ -28,6 +29,12 @@ def _landmarks(value: float | None) -> bytes:
 def build() -> list[Case]:
     def one(part: str, ext: str, make: Callable[[], bytes]) -> Callable[[], Upload]:
         return lambda: Upload(files=((part, _named(ext), make()),), fields=(("age_group", b"adult"),))
+
+    def with_face(ext: str, make: Callable[[], bytes]) -> Callable[[], Upload]:
+        return lambda: Upload(
+            files=(("audio", _named(ext), make()), ("landmarks", _named("npz"), _npz())),
+            fields=(("age_group", b"adult"),),
+        )
 
     def rate(hz: int):
         return lambda: hm.with_rate(_tone_wav(), hz)
@@ -59,6 +66,8 @@ def build() -> list[Case]:
          200, "OK", one("audio", "wav", lambda: hm.mp3_in_wav(0.5))),
         ("gsm_wav", "an 8 kHz GSM 6.10 WAV (telephony): decoded and scored (was 422, ValueError)",
          200, "OK", one("audio", "wav", hm.gsm_wav)),
+        ("ogg_cut_before_audio", "an Ogg Vorbis cut in its first audio page, with a face track: refused",
+         422, BAD, with_face("ogg", hm.vorbis_cut_in_first_audio_page)),
         ("avi_video", "AVI video in the video part: container not accepted",
          415, BAD, one("video", "avi", lambda: hm.video("avi"))),
         ("mpegts_as_audio", "MPEG-TS video in the audio part: a video container, said so",
