@@ -16,6 +16,7 @@ from avpenet import contract
 from avpenet.argtypes import positive_int
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, PROJECT_ROOT, configs, versions
 from ensemble.onnx_export import OPSET, export_part
+from ensemble.publish import Publication
 
 HELP = "Export a trained run (default: the committed reference) to the Triton model repository."
 DEFAULT_SEED = 0
@@ -84,12 +85,9 @@ def export_repository(
     model, repo: Path = DEFAULT_REPOSITORY, source: dict | None = None, keep: int = versions.DEFAULT_KEEP
 ) -> dict[str, dict]:
     """Write or update `repo` from `model`; returns {model name: {"version", "created", "pruned"}}."""
-    repo = Path(repo)
-    repo.mkdir(parents=True, exist_ok=True)
     source = source or {"kind": "in-memory"}
     backend = BACKEND_SOURCE.read_bytes()
-    report: dict[str, dict] = {}
-    staged = []  # every part exported and checked before any is published: a part that fails its parity
+    exported = []  # every part exported and checked before any is published: a part that fails its parity
     for spec in contract.PARTS:  # check must not leave earlier parts at N+1 beside the old fusion
         onnx_bytes, diff = export_part(model.part(spec.name), spec)
         manifest = {
@@ -102,18 +100,31 @@ def export_repository(
         files = {"model.onnx": onnx_bytes, "model.py": backend}
         if spec is contract.AUDIO_FRONTEND:  # the fp32-DFT graph beside it: precision.json chooses
             files[FP32_DFT_FILE], manifest["fp32_dft_max_abs_diff_vs_fp64_torch"] = fp32_dft_frontend()
-        staged.append((spec, files, manifest))
-    for spec, files, manifest in staged:
-        version, created = versions.add_version(repo / spec.name, files, manifest)
-        pruned = versions.prune(repo / spec.name, keep)
-        report[spec.name] = {"version": version, "created": created, "pruned": pruned}
-    ensemble_dir = repo / contract.ENSEMBLE.name / "1"  # the graph only; steps use each part's newest version
-    ensemble_dir.mkdir(parents=True, exist_ok=True)
+        exported.append((spec, files, manifest))
+    with Publication() as tx:  # all or nothing: a disk error on any part leaves the repository as it was
+        return _publish(tx, Path(repo), exported, source, keep)
+
+
+def _publish(tx: Publication, repo: Path, exported: list, source: dict, keep: int) -> dict[str, dict]:
+    """Every changed part's new version written (hidden), then renamed into place, then pruned, the records
+    and the configs rewritten last, so no config names a graph before it is on disk."""
+    tx.make_dirs(repo)
+    staged = [(spec, *versions.stage_version(tx, repo / spec.name, f, m)) for spec, f, m in exported]
+    for spec, version, staging in staged:
+        if staging is not None:
+            tx.move(staging, repo / spec.name / str(version))
+    report: dict[str, dict] = {}
+    for spec, version, staging in staged:
+        pruned = versions.prune(repo / spec.name, keep, tx)
+        report[spec.name] = {"version": version, "created": staging is not None, "pruned": pruned}
+    # the ensemble's graph only (version 1); its steps use each part's newest version
     steps = {name: r["version"] for name, r in report.items()}
     record = {"model": contract.ENSEMBLE.name, "version": 1, "steps_served": steps, "source": source}
-    (ensemble_dir / versions.MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    path = repo / contract.ENSEMBLE.name / "1" / versions.MANIFEST
+    tx.write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     report[contract.ENSEMBLE.name] = {"version": 1, "created": False, "pruned": []}
-    configs.write_configs(repo)
+    for path, text in configs.render_configs(repo).items():
+        tx.write_text(path, text)
     return report
 
 

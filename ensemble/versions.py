@@ -10,15 +10,16 @@ stay on disk for rollback until pruned.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
 from ensemble import graph_diff
+from ensemble.publish import Publication
 
 MANIFEST = "manifest.json"
 DEFAULT_KEEP = 2  # newest + one to roll back to; each part version is a few MB of ONNX
@@ -75,24 +76,20 @@ def changed_files(folder: Path, files: dict[str, bytes]) -> dict[str, list[str]]
     return changes
 
 
-def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tuple[int, bool]:
-    """Write `files` as version N+1 unless version N serves the same part (changed_files); (version, created).
+def stage_version(
+    tx: Publication, model_dir: Path, files: dict[str, bytes], manifest: dict
+) -> tuple[int, Path | None]:
+    """Write `files` as the next version into a hidden folder of `model_dir` unless its newest version serves
+    the same part (changed_files); (version, the hidden folder or None when nothing changed).
 
-    The folder is written under a temporary name and renamed into place, so a polling or reloading Triton
-    never sees a half-written version.
-    """
-    model_dir.mkdir(parents=True, exist_ok=True)
+    `tx.move` it to `model_dir / str(version)` to publish it: a polling or reloading Triton never sees a
+    half-written version."""
     hashes = {name: sha256_bytes(data) for name, data in sorted(files.items())}
     current = latest(model_dir)
     changes = changed_files(model_dir / str(current), files) if current is not None else {}
     if current is not None and not changes:
-        return current, False
+        return current, None
     version = (current or 0) + 1
-    staging = model_dir / f".staging-{version}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name, data in files.items():
-        (staging / name).write_bytes(data)
     record = {
         "model": model_dir.name,
         "version": version,
@@ -102,16 +99,29 @@ def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tup
         "changes_from_previous": changes,
         **manifest,
     }
-    (staging / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    staging.rename(model_dir / str(version))
-    return version, True
+    staging = model_dir / f".staging-{version}"
+    tx.stage_folder(
+        staging, {**files, MANIFEST: (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()}
+    )
+    return version, staging
 
 
-def prune(model_dir: Path, keep: int = DEFAULT_KEEP) -> list[int]:
-    """Delete all but the newest `keep` versions; returns the removed version numbers."""
+def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tuple[int, bool]:
+    """`stage_version` and publish it at once (one part alone); (version, created)."""
+    with Publication() as tx:
+        tx.make_dirs(model_dir)
+        version, staging = stage_version(tx, model_dir, files, manifest)
+        if staging is not None:
+            tx.move(staging, model_dir / str(version))
+    return version, staging is not None
+
+
+def prune(model_dir: Path, keep: int = DEFAULT_KEEP, tx: Publication | None = None) -> list[int]:
+    """Delete all but the newest `keep` versions (within `tx`: once it all landed); returns their numbers."""
     if keep < 1:
         raise ValueError("keep must be >= 1: the newest version is the one being served")
     removed = versions(model_dir)[:-keep]
-    for version in removed:
-        shutil.rmtree(model_dir / str(version))
+    with contextlib.nullcontext(tx) if tx is not None else Publication() as publication:
+        for version in removed:
+            publication.retire(model_dir / str(version))
     return removed

@@ -1,0 +1,100 @@
+"""All-or-nothing changes to a model repository: every new version, pruned version, record and config of one
+`avpenet export` lands, or none does.
+
+Why: a disk error (ENOSPC, a permission) while publishing the second part used to leave the first at N+1
+beside the others at N, already pruned, with configs not rewritten: a pairing never validated, served at the
+next load. Here each step is applied at once and remembers how to undo it; the first failure undoes every
+step taken, newest first, and re-raises, so the repository is left byte for byte as it was. New files are
+written under names Triton ignores (a hidden folder is no version: not a number) and renamed into place;
+a file is replaced with `os.replace`, so a polling Triton sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+
+class Publication:
+    """`with Publication() as tx:` apply steps through `tx`; an exception out of the block undoes them all."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], object]] = []
+        self._discard: list[Path] = []  # deleted once everything landed: pruned versions, replaced files
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if error is None:
+            for path in self._discard:  # out of Triton's sight already: a leftover would be harmless
+                _remove(path)
+            return
+        for undo in reversed(self._undo):
+            with contextlib.suppress(OSError):  # undo the rest; the error raised is the one that failed
+                undo()
+
+    def make_dirs(self, folder: Path) -> None:
+        """`folder` and any missing parent; the ones created here are removed on failure."""
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for path in reversed(missing):
+            path.mkdir()
+            self._undo.append(path.rmdir)
+
+    def stage_folder(self, folder: Path, files: dict[str, bytes]) -> None:
+        """Write `files` into `folder` (a hidden name: not a version yet); removed on failure."""
+        self.make_dirs(folder.parent)
+        shutil.rmtree(folder, ignore_errors=True)  # left by an export that was killed
+        self._undo.append(lambda: shutil.rmtree(folder, ignore_errors=True))
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+
+    def move(self, source: Path, target: Path) -> None:
+        """Rename `source` to `target` (which must not exist); renamed back on failure."""
+        if target.exists():
+            raise FileExistsError(f"{target} exists: refusing to replace it")
+        source.rename(target)
+        self._undo.append(lambda: target.rename(source))
+
+    def retire(self, folder: Path) -> None:
+        """Take `folder` out of Triton's sight now (a hidden name) and delete it once everything landed."""
+        hidden = folder.with_name(f".retired-{folder.name}")
+        shutil.rmtree(hidden, ignore_errors=True)
+        self.move(folder, hidden)
+        self._discard.append(hidden)
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Replace `path`'s content (the same text is not rewritten); the old file comes back on failure."""
+        if path.is_file() and path.read_bytes() == text.encode():
+            return
+        self.make_dirs(path.parent)
+        new = path.with_name(f".{path.name}.new")
+        self._undo.append(lambda: new.unlink(missing_ok=True))
+        new.write_text(text)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")  # the same inode: undoing is a rename, no disk space
+            old.unlink(missing_ok=True)
+            try:
+                os.link(path, old)
+            except OSError:  # a file system without hard links
+                shutil.copy2(path, old)
+            self._undo.append(lambda: os.replace(old, path))
+            self._discard.append(old)
+            shutil.copymode(path, new)
+        else:
+            self._undo.append(lambda: path.unlink(missing_ok=True))
+        os.replace(new, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,87 @@
+"""Publishing into the model repository: all parts or none on a disk error.
+
+The ONNX export itself is replaced by stand-in bytes (not comparable as ONNX, so every part changes): these
+tests are about what lands on disk, test_ensemble_versions.py and test_version_identity.py export for real."""
+
+from __future__ import annotations
+
+import errno
+import pathlib
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from avpenet import contract
+from ensemble import DEFAULT_REPOSITORY, export, versions
+
+SECOND = contract.PARTS[1]  # the part whose publishing fails: the first is already written by then
+HIDDEN = (".staging-", ".retired-", ".new", ".old")
+
+
+def _snapshot(repo: Path) -> dict[str, bytes | None]:
+    """Every path under `repo` (hidden ones included): a file's bytes, None for a folder."""
+    return {str(p.relative_to(repo)): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    copy = tmp_path / "model_repository"
+    shutil.copytree(DEFAULT_REPOSITORY, copy)
+    return copy
+
+
+@pytest.fixture
+def retrained(monkeypatch):
+    """A model whose four parts all differ from what the repository serves; `tag` changes them again."""
+    state = {"tag": b"retrained"}
+    monkeypatch.setattr(export, "export_part", lambda _m, spec: (state["tag"] + spec.name.encode(), 0.0))
+    monkeypatch.setattr(export, "fp32_dft_frontend", lambda: (state["tag"] + b" fp32-DFT graph", 0.0))
+    return SimpleNamespace(part=lambda name: None, state=state)
+
+
+def _fail(monkeypatch, method: str, when) -> None:
+    original = getattr(pathlib.Path, method)
+
+    def failing(self, *args, **kwargs):
+        if when(Path(self), *args):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, method, failing)
+
+
+FAILURES = {  # where a disk error strikes, each after the first part was written
+    "writing the second part": ("write_bytes", lambda p, *_: p.parent.parent.name == SECOND.name),
+    "renaming the second part into place": (
+        "rename",
+        lambda p, target: Path(target).parent.name == SECOND.name,
+    ),
+    "writing the ensemble's record": (
+        "write_text",
+        lambda p, *_: p.parent.parent.name == contract.ENSEMBLE.name and "manifest" in p.name,
+    ),
+}
+
+
+@pytest.mark.parametrize("where", FAILURES)
+def test_a_disk_error_while_publishing_leaves_the_repository_byte_for_byte(
+    where: str, repo: Path, retrained, monkeypatch
+) -> None:
+    """The first part used to stay at N+1 (its N-1 already pruned) beside the others at N."""
+    before = _snapshot(repo)
+    _fail(monkeypatch, *FAILURES[where])
+    with pytest.raises(OSError, match="No space left"):
+        export.export_repository(retrained, repo, {"kind": "test"})
+    assert _snapshot(repo) == before
+
+
+def test_a_published_export_moves_every_part_and_leaves_nothing_hidden(repo: Path, retrained) -> None:
+    newest = {p.name: versions.latest(repo / p.name) for p in contract.PARTS}
+    report = export.export_repository(retrained, repo, {"kind": "test"}, keep=2)
+    for part in contract.PARTS:
+        folder = repo / part.name
+        assert versions.versions(folder) == [newest[part.name], newest[part.name] + 1]
+        assert report[part.name]["pruned"] == [newest[part.name] - 1]
+    assert not [p for p in repo.rglob("*") if any(mark in p.name for mark in HIDDEN)]
