@@ -116,6 +116,7 @@ def _publish(tx: Publication, repo: Path, exported: list, source: dict, keep: in
     report: dict[str, dict] = {}
     for spec, version, staging in staged:
         pruned = versions.prune(repo / spec.name, keep, tx)
+        versions.record_highest(tx, repo / spec.name)
         report[spec.name] = {"version": version, "created": staging is not None, "pruned": pruned}
     # the ensemble's graph only (version 1); its steps use each part's newest version
     steps = {name: r["version"] for name, r in report.items()}

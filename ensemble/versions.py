@@ -5,7 +5,7 @@ sha256, model.onnx by structure and by float constants beyond CPU rounding (grap
 the same checkpoint is a no-op on any CPU, retraining one part bumps that part alone, and a changed backend
 bumps its part. The new version's manifest says what changed.
 Triton serves the newest version (`version_policy: latest { num_versions: 1 }`, see configs.py); older folders
-stay on disk for rollback until pruned.
+stay on disk for rollback until pruned. A number is never reused: HIGH_WATER records the highest published.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from ensemble import graph_diff
 from ensemble.publish import Publication
 
 MANIFEST = "manifest.json"
+# Beside config.pbtxt (Triton reads only that, configs/ and numbered folders): the highest version published.
+HIGH_WATER = "highest_version.json"
+HIGH_WATER_NOTE = (
+    "Version numbers up to this one were published. The next version is numbered above it even when those "
+    "folders were deleted (a rollback) or pruned, so a number never names two models. Do not lower it."
+)
 DEFAULT_KEEP = 2  # newest + one to roll back to; each part version is a few MB of ONNX
 _NOT_ONNX = (DecodeError, ValueError)  # bytes that are not a model (a truncated file, test stand-ins)
 
@@ -76,6 +82,22 @@ def changed_files(folder: Path, files: dict[str, bytes]) -> dict[str, list[str]]
     return changes
 
 
+def highest_used(model_dir: Path) -> int:
+    """The highest version number `model_dir` ever published (0: none): its record, or its newest folder.
+
+    A rollback deletes folder N+1 but not the record, so the next export numbers N+2: a client pinned to N+1,
+    a cache or an audit record never gets another model under that number."""
+    path = model_dir / HIGH_WATER
+    recorded = int(json.loads(path.read_text())["highest_version"]) if path.is_file() else 0
+    return max(recorded, latest(model_dir) or 0)
+
+
+def record_highest(tx: Publication, model_dir: Path) -> None:
+    """Write `model_dir`'s high-water mark (after its new version is in place)."""
+    record = {"highest_version": highest_used(model_dir), "note": HIGH_WATER_NOTE}
+    tx.write_text(model_dir / HIGH_WATER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def stage_version(
     tx: Publication, model_dir: Path, files: dict[str, bytes], manifest: dict
 ) -> tuple[int, Path | None]:
@@ -89,7 +111,7 @@ def stage_version(
     changes = changed_files(model_dir / str(current), files) if current is not None else {}
     if current is not None and not changes:
         return current, None
-    version = (current or 0) + 1
+    version = highest_used(model_dir) + 1
     record = {
         "model": model_dir.name,
         "version": version,
@@ -113,6 +135,7 @@ def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tup
         version, staging = stage_version(tx, model_dir, files, manifest)
         if staging is not None:
             tx.move(staging, model_dir / str(version))
+        record_highest(tx, model_dir)
     return version, staging is not None
 
 

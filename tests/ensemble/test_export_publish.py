@@ -1,4 +1,5 @@
-"""Publishing into the model repository: all parts or none on a disk error.
+"""Publishing into the model repository: all parts or none on a disk error, and a version number never names
+two models (rollback).
 
 The ONNX export itself is replaced by stand-in bytes (not comparable as ONNX, so every part changes): these
 tests are about what lands on disk, test_ensemble_versions.py and test_version_identity.py export for real."""
@@ -6,6 +7,7 @@ tests are about what lands on disk, test_ensemble_versions.py and test_version_i
 from __future__ import annotations
 
 import errno
+import json
 import pathlib
 import shutil
 from pathlib import Path
@@ -14,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from avpenet import contract
-from ensemble import DEFAULT_REPOSITORY, export, versions
+from ensemble import DEFAULT_REPOSITORY, configs, export, versions
 
 SECOND = contract.PARTS[1]  # the part whose publishing fails: the first is already written by then
 HIDDEN = (".staging-", ".retired-", ".new", ".old")
@@ -84,4 +86,44 @@ def test_a_published_export_moves_every_part_and_leaves_nothing_hidden(repo: Pat
         folder = repo / part.name
         assert versions.versions(folder) == [newest[part.name], newest[part.name] + 1]
         assert report[part.name]["pruned"] == [newest[part.name] - 1]
+        assert versions.highest_used(folder) == newest[part.name] + 1
     assert not [p for p in repo.rglob("*") if any(mark in p.name for mark in HIDDEN)]
+
+
+def test_a_version_number_is_never_reused_after_a_rollback(repo: Path, retrained) -> None:
+    """A client pinned to N+1 of the rolled-back model used to get the next export's model under N+1."""
+    fusion = repo / contract.FUSION.name
+    served = versions.latest(fusion)
+    rolled_back = export.export_repository(retrained, repo, {"kind": "test"})[contract.FUSION.name]["version"]
+    assert rolled_back == served + 1
+    shutil.rmtree(fusion / str(rolled_back))  # the rollback of ensemble/README.md
+    assert configs.main(["--repo", str(repo)]) == 0
+
+    retrained.state["tag"] = b"retrained again"
+    report = export.export_repository(retrained, repo, {"kind": "test"})
+
+    assert report[contract.FUSION.name]["version"] == rolled_back + 1
+    manifest = versions.read_manifest(fusion, rolled_back + 1)
+    assert manifest["previous_version"] == served
+    assert (
+        json.loads((repo / contract.ENSEMBLE.name / "1" / versions.MANIFEST).read_text())["steps_served"][
+            contract.FUSION.name
+        ]
+        == rolled_back + 1
+    )
+
+
+def test_add_version_numbers_above_a_deleted_newest_version(tmp_path: Path) -> None:
+    folder = tmp_path / "part"
+    assert versions.add_version(folder, {"model.onnx": b"a"}, {}) == (1, True)
+    assert versions.add_version(folder, {"model.onnx": b"b"}, {}) == (2, True)
+    shutil.rmtree(folder / "2")
+    assert versions.add_version(folder, {"model.onnx": b"c"}, {}) == (3, True)
+    assert versions.versions(folder) == [1, 3]
+
+
+def test_the_committed_repository_records_its_highest_versions() -> None:
+    """Without the record a rollback of a committed part would hand its number to the next export."""
+    for part in contract.PARTS:
+        record = json.loads((DEFAULT_REPOSITORY / part.name / versions.HIGH_WATER).read_text())
+        assert record["highest_version"] >= versions.latest(DEFAULT_REPOSITORY / part.name)
