@@ -129,6 +129,34 @@ def _publish(tx: Publication, repo: Path, exported: list, source: dict, keep: in
     return report
 
 
+def _same_weights(recorded: dict, source: dict) -> bool:
+    digest = recorded.get("checkpoint_sha256")
+    return recorded.get("kind") == source["kind"] or (
+        digest is not None and digest == source.get("checkpoint_sha256")
+    )
+
+
+def default_source_refusal(repo: Path, source: dict) -> str | None:
+    """Why an export without --checkpoint (the reference, or a seeded init: `source`) must not publish into
+    `repo`, or None. A repository serving a part exported from a trained run would otherwise get the
+    reference's weights as its next version when all that was wanted was a configs-only re-export."""
+    for spec in contract.PARTS:
+        current = versions.latest(Path(repo) / spec.name)
+        recorded = (
+            versions.read_manifest(Path(repo) / spec.name, current).get("source", {}) if current else {}
+        )
+        if recorded and not _same_weights(recorded, source):
+            was = " ".join(str(recorded.get(k, "")) for k in ("kind", "run_dir")).strip()
+            new = " ".join(str(source.get(k, "")) for k in ("kind", "run_dir")).strip()
+            return (
+                f"{repo} serves {spec.name} version {current} exported from {was}; without --checkpoint this "
+                f"would publish {new} over it. To rewrite the configs only (precision.json, batching.json), "
+                f"run `python -m ensemble.configs --repo {repo}`; to publish weights, pass --checkpoint "
+                "RUN_DIR (--checkpoint avpenet/reference to go back to the reference)."
+            )
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="run directory (model.pt + config.json)"
@@ -154,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet export: {args.checkpoint} is not a run directory (no config.json)", file=sys.stderr)
         return 2
     model, source = load_source(args.checkpoint, args.seed)
+    refusal = None if args.checkpoint is not None else default_source_refusal(args.repo, source)
+    if refusal:
+        print(f"avpenet export: {refusal}", file=sys.stderr)
+        return 2
     report = export_repository(model, args.repo, source, args.keep)
     print(f"model repository {args.repo} from {source['kind']} {source.get('run_dir', '')}".rstrip())
     for name, row in report.items():

@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         state = "new" if row["created"] else "unchanged"
         print(f"  {name:<16} version {row['version']} ({state}), max |int8 - fp32| on the calibration "
               f"windows {row['max_abs_diff_vs_fp32_on_calibration']:.4f}")  # fmt: skip
-    print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `avpenet export` (configs)")
+    print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `python -m ensemble.configs`")
     chosen = {part: "int8" for part in parts}
     report["model_stage_ms"] = precision_measure.stage_ms(repo, chosen, tensors, args.rounds)
     if rows is not None:

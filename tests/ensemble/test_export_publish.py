@@ -1,5 +1,5 @@
-"""Publishing into the model repository: all parts or none on a disk error, and a version number never names
-two models (rollback).
+"""Publishing into the model repository: all parts or none on a disk error, a version number never names two
+models (rollback), and an export without --checkpoint never publishes the reference over a trained run.
 
 The ONNX export itself is replaced by stand-in bytes (not comparable as ONNX, so every part changes): these
 tests are about what lands on disk, test_ensemble_versions.py and test_version_identity.py export for real."""
@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from avpenet import contract
+from cli.main import main
 from ensemble import DEFAULT_REPOSITORY, configs, export, versions
 
 SECOND = contract.PARTS[1]  # the part whose publishing fails: the first is already written by then
@@ -127,3 +128,36 @@ def test_the_committed_repository_records_its_highest_versions() -> None:
     for part in contract.PARTS:
         record = json.loads((DEFAULT_REPOSITORY / part.name / versions.HIGH_WATER).read_text())
         assert record["highest_version"] >= versions.latest(DEFAULT_REPOSITORY / part.name)
+
+
+def _record_source(repo: Path, part: contract.ModelSpec, source: dict) -> None:
+    folder = repo / part.name
+    path = folder / str(versions.latest(folder)) / versions.MANIFEST
+    path.write_text(json.dumps({**json.loads(path.read_text()), "source": source}))
+
+
+def test_export_without_checkpoint_refuses_a_repository_from_a_trained_run(
+    repo: Path, monkeypatch, capsys
+) -> None:
+    """It used to publish the bundled reference over the run's fusion when a configs-only export was meant."""
+    _record_source(repo, contract.FUSION, {"kind": "checkpoint", "run_dir": "runs/hospital-v1"})
+    before = _snapshot(repo)
+
+    def publish(*_args, **_kwargs):
+        raise AssertionError("published the reference over a trained run")
+
+    monkeypatch.setattr(export, "export_repository", publish)
+    assert main(["export", "--repo", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert "fusion" in err and "runs/hospital-v1" in err
+    assert "python -m ensemble.configs" in err and "--checkpoint" in err
+    assert _snapshot(repo) == before
+
+
+def test_export_without_checkpoint_still_publishes_over_the_reference(repo: Path, monkeypatch) -> None:
+    reference = export.load_source(None)[1]  # also as `--checkpoint avpenet/reference` recorded it
+    _record_source(repo, contract.FUSION, {**reference, "kind": "checkpoint"})
+    published = []
+    monkeypatch.setattr(export, "export_repository", lambda *args: published.append(args) or {})
+    assert main(["export", "--repo", str(repo)]) == 0
+    assert len(published) == 1 and published[0][2]["kind"] == "reference"
