@@ -5,8 +5,9 @@ replica goes (a scale-down, a redeploy, a crash), a resume lands on another repl
 this store, its baseline, its sustained-pain run and an alert already raised were lost with it, so a patient
 in pain went unalerted until a new baseline and a new run had been built. Each replica therefore writes the
 alert part of every stream's state (AlertMonitor.snapshot, the event count, the start message) to one store
-every replica reaches, as it stands after each scored batch (sent within FLUSH_S) and when the stream's
-connection ends (sent at once); a reconnect that finds no state on its replica restores it
+every replica reaches, as it stands after each batch of windows, scored or failed (Triton down: the copy
+must outlive an outage longer than its TTL), sent within FLUSH_S, and when the stream's connection ends
+(sent at once); a reconnect that finds no state on its replica restores it
 (`started.restored`). The media buffers are not kept: the restored stream's windows start from its new data.
 
 The store is one detached Ray actor per cluster, on the head node (which a scale-down does not remove), named
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from preprocess_service.stream.affinity import routing_key
@@ -47,13 +49,16 @@ class Store:
     """The checkpoints themselves: routing key (a hash of the stream id and its API key id) -> (write time,
     API key id, snapshot), oldest first."""
 
-    def __init__(self, ttl_s: float, max_entries: int = MAX_ENTRIES) -> None:
-        self.ttl_s, self.max_entries = ttl_s, max_entries
+    def __init__(
+        self, ttl_s: float, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`clock`: of the TTL (tests drive it)."""
+        self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
         self.entries: dict[str, tuple[float, str, dict]] = {}
 
     def put(self, key: str, key_id: str, snapshot: dict) -> None:
         self.entries.pop(key, None)  # re-inserted last: the dict stays in write order
-        self.entries[key] = (time.monotonic(), key_id, snapshot)
+        self.entries[key] = (self.clock(), key_id, snapshot)
         self._sweep()
 
     def get(self, key: str, key_id: str) -> dict | None:
@@ -73,7 +78,7 @@ class Store:
         self.entries.pop(key, None)
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         while self.entries:
             oldest = next(iter(self.entries))
             if now - self.entries[oldest][0] <= self.ttl_s and len(self.entries) <= self.max_entries:
@@ -84,8 +89,8 @@ class Store:
 class LocalCheckpoints:
     """The store in this process: a Gateway outside Ray (unit tests, in-process tools)."""
 
-    def __init__(self, ttl_s: float) -> None:
-        self.store = Store(ttl_s)
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = Store(ttl_s, clock=clock)
 
     def put(self, stream_id: str, key_id: str, snapshot: dict, now: bool = False) -> None:
         self.store.put(routing_key(stream_id, key_id), key_id, snapshot)

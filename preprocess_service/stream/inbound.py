@@ -6,22 +6,26 @@ becomes a frame without a face, so the timeline holds), and so is a live stream'
 `overflow()` names what is still over a bound after that (the session then closes 4409). `ahead_s()` is how
 far the media received runs ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a
 WebSocket's incoming messages without backpressure, so closing a flooding sender early is what bounds the
-proxy's memory.
+proxy's memory. `give_back()` un-accepts the chunks a drain did not process in time, so a resume resends
+them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from avpenet import contract
-from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, StreamLimits
 from preprocess_service.stream.protocol import frame_time
 
 if TYPE_CHECKING:
     from preprocess_service.stream.registry import Entry
+
+log = logging.getLogger("avpenet.gateway.stream")
 
 
 @dataclass
@@ -112,3 +116,22 @@ def unaccept(items: list[Item], next_seq: dict, received_s: dict, default_rate: 
         if kind == "frame" and (t := frame_time(item.header)) is not None:  # back to before its capture time
             received_s[kind] = min(received_s[kind], t)
     return count
+
+
+def give_back(inbound: Inbound, entry: Entry) -> dict | None:
+    """Un-accept the chunks still queued in `inbound` at the drain deadline; the `not_processed` error event
+    that tells the client to resend them, or None when there were none. Their `handling` marks still apply, at
+    the media time processed so far (so a period starts early rather than being lost)."""
+    left = inbound.take(len(inbound.items))
+    for item in left:
+        if item.kind == "handling":
+            entry.monitor.handling.set(item.header["active"], entry.state.media_s)
+    n = unaccept(left, entry.state.next_seq, entry.received_s, entry.start.sample_rate)
+    ended = any(i.kind == "end" for i in left)
+    if not (n["audio"] or n["frame"] or ended):
+        return None
+    detail = (f"{n['audio']} audio and {n['frame']} frame chunks were received but not processed within "
+              f"{DRAIN_TIMEOUT_S:g} s; resume and resend from next_seq {entry.state.next_seq}"
+              + (", then end again" if ended else ""))  # fmt: skip
+    log.warning("stream %s: %s", entry.stream_id, detail)
+    return {"type": "error", "code": "not_processed", **n, "detail": detail}

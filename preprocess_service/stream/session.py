@@ -22,7 +22,7 @@ import logging
 import time
 
 from avpenet.errors import InputError
-from preprocess_service.stream.inbound import Inbound, Item, ahead_s, unaccept
+from preprocess_service.stream.inbound import Inbound, Item, ahead_s, give_back
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
@@ -230,22 +230,9 @@ class Session:
                     return
 
     def _give_back(self) -> None:
-        """Un-accept the chunks still queued at the drain deadline. Their `handling` marks still apply, at the
-        media time processed so far (so a period starts early rather than being lost)."""
-        left = self.inbound.take(len(self.inbound.items))
-        for item in left:
-            if item.kind == "handling":
-                self.monitor.handling.set(item.header["active"], self.state.media_s)
-        e = self.entry
-        n = unaccept(left, self.state.next_seq, e.received_s, e.start.sample_rate)
-        ended = any(i.kind == "end" for i in left)
-        if not (n["audio"] or n["frame"] or ended):
-            return
-        detail = (f"{n['audio']} audio and {n['frame']} frame chunks were received but not processed within "
-                  f"{DRAIN_TIMEOUT_S:g} s; resume and resend from next_seq {self.state.next_seq}"
-                  + (", then end again" if ended else ""))  # fmt: skip
-        log.warning("stream %s: %s", e.stream_id, detail)
-        self.emit({"type": "error", "code": "not_processed", **n, "detail": detail})
+        """Un-accept the chunks still queued at the drain deadline (inbound.give_back); say so, recorded."""
+        if (event := give_back(self.inbound, self.entry)) is not None:
+            self.emit(event)
 
     def _process(self, batch: list[Item], live: bool) -> tuple[Ready, list[dict], int]:
         """Feed a batch to the state (worker thread): its windows, error events and frames dropped late."""
@@ -289,12 +276,14 @@ class Session:
             detail = str(exc) if getattr(exc, "retry_after_s", None) else "inference failed"
             for w, _ in ready:
                 self.emit({"type": "error", "code": "unavailable", "window": w.index, "detail": detail})
-            return
-        for (w, arrived), window in zip(ready, scored, strict=True):
-            lag = time.monotonic() - arrived
-            self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
-            for event in self.state.signal_events(w) + self.monitor.feed(window):
-                if event["type"] == "score":
-                    event.update(lag_s=round(lag, 3), model_version=version)
-                self.emit(event)
+        else:
+            for (w, arrived), window in zip(ready, scored, strict=True):
+                lag = time.monotonic() - arrived
+                self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
+                for event in self.state.signal_events(w) + self.monitor.feed(window):
+                    if event["type"] == "score":
+                        event.update(lag_s=round(lag, 3), model_version=version)
+                    self.emit(event)
+        # Written after a failed batch too: the store keeps a copy `resume_ttl_s` after its last write, and an
+        # inference outage longer than that would let an alert that is on lapse from it while the stream runs.
         self.hub.checkpoints.put(self.entry.stream_id, self.entry.key_id, self.entry.checkpoint())

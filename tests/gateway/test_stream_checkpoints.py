@@ -79,10 +79,9 @@ def test_open_handling_still_suppresses_after_the_restore():
     assert [e["window"] for e in kinds(feed(new, [8] * 4, first=3), "alert")] == [6]  # [5, 8), [6, 9)
 
 
-def test_the_store_keeps_per_key_for_its_ttl_and_forgets_the_oldest_past_its_cap(monkeypatch):
+def test_the_store_keeps_per_key_for_its_ttl_and_forgets_the_oldest_past_its_cap():
     clock = [100.0]
-    monkeypatch.setattr("preprocess_service.stream.checkpoints.time.monotonic", lambda: clock[0])
-    store = Store(ttl_s=60, max_entries=2)
+    store = Store(ttl_s=60, max_entries=2, clock=lambda: clock[0])
     store.put("a", "key-1", {"n": 1})
     assert store.get("a", "key-1") == {"n": 1} and store.get("a", "key-2") is None  # another API key
     clock[0] += 30
