@@ -11,11 +11,12 @@ must outlive an outage longer than its TTL), sent within FLUSH_S, and when the s
 (`started.restored`). The media buffers are not kept: the restored stream's windows start from its new data.
 
 The store is one detached Ray actor per cluster, on the head node (which a scale-down does not remove), named
-STORE_NAME. It holds derived numbers only (scores, counters, times), never media, in memory, for
-`resume_ttl_s` after a stream's last write, keyed by a hash of the stream id within its API key id
-(affinity.routing_key: the same id under two keys is two streams, neither overwriting the other's state) and
-bound to that key id, as a resume is. A store that does not answer within GET_TIMEOUT_S costs a resume its
-state, never its start.
+STORE_NAME. It holds derived numbers only (scores, counters, times), never media, in memory, for the writer's
+`resume_ttl_s` after the write of the copy it keeps (of one stream's copies, the one with the most events: a
+late write from a replica the stream has left neither replaces it nor shortens it), keyed by a hash of the
+stream id within its API key id (affinity.routing_key: the same id under two keys is two streams, neither
+overwriting the other's state) and bound to that key id, as a resume is. A store that does not answer within
+GET_TIMEOUT_S costs a resume its state, never its start.
 """
 
 from __future__ import annotations
@@ -46,44 +47,61 @@ class Checkpoints(Protocol):
 
 
 class Store:
-    """The checkpoints themselves: routing key (a hash of the stream id and its API key id) -> (write time,
-    API key id, snapshot), oldest first."""
+    """The checkpoints themselves: routing key (a hash of the stream id and its API key id) -> (expiry, API
+    key id, snapshot), in the order they were last replaced.
+
+    Writes of one stream can arrive out of order: a replica's late close-write (after a drain) may follow the
+    writes of the replica the stream moved to. The store keeps the copy that went furthest (`supersedes`),
+    with the expiry of its own write: a stale write neither replaces it nor changes its TTL."""
 
     def __init__(
         self, ttl_s: float, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        """`clock`: of the TTL (tests drive it)."""
+        """`ttl_s`: for a write that names none; `clock`: of the TTL (tests drive it)."""
         self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
         self.entries: dict[str, tuple[float, str, dict]] = {}
 
-    def put(self, key: str, key_id: str, snapshot: dict) -> None:
+    def put(self, key: str, key_id: str, snapshot: dict, ttl_s: float | None = None) -> None:
+        """Keep `snapshot` for `ttl_s` (the writer's `resume_ttl_s`) unless the copy held went further."""
+        held = self.entries.get(key)
+        if held is not None and held[1] == key_id and not supersedes(snapshot, held[2]):
+            return
         self.entries.pop(key, None)  # re-inserted last: the dict stays in write order
-        self.entries[key] = (self.clock(), key_id, snapshot)
+        self.entries[key] = (self.clock() + (self.ttl_s if ttl_s is None else ttl_s), key_id, snapshot)
         self._sweep()
 
     def get(self, key: str, key_id: str) -> dict | None:
         self._sweep()
         hit = self.entries.get(key)
-        return hit[2] if hit is not None and hit[1] == key_id else None
+        alive = hit is not None and hit[0] >= self.clock()  # one behind a longer-lived entry: not yet swept
+        return hit[2] if alive and hit[1] == key_id else None
 
     def put_many(self, batch: dict[str, tuple[str, dict]], ttl_s: float | None = None) -> None:
         """Each of `batch`; `ttl_s`: the sender's `resume_ttl_s`, which a config change may have changed (the
-        actor outlives the replicas that made it)."""
-        if ttl_s is not None:
-            self.ttl_s = ttl_s
+        actor outlives the replicas that made it). It applies to the copies this batch writes only."""
         for key, (key_id, snapshot) in batch.items():
-            self.put(key, key_id, snapshot)
+            self.put(key, key_id, snapshot, ttl_s)
 
     def drop(self, key: str) -> None:
         self.entries.pop(key, None)
 
     def _sweep(self) -> None:
+        """Forget from the oldest write on while it has expired or the store is over its cap."""
         now = self.clock()
         while self.entries:
             oldest = next(iter(self.entries))
-            if now - self.entries[oldest][0] <= self.ttl_s and len(self.entries) <= self.max_entries:
+            if self.entries[oldest][0] >= now and len(self.entries) <= self.max_entries:
                 return
             del self.entries[oldest]
+
+
+def supersedes(new: dict, held: dict) -> bool:
+    """Whether checkpoint `new` replaces `held`, of the same stream id and key: one of another start message
+    is another stream (the later write wins); of the same start, the one that went as far or further (its
+    event count: as registry.acquire prefers a checkpoint to a copy it holds only when it has more events)."""
+    if new.get("start") != held.get("start"):
+        return True
+    return int(new.get("event_seq", 0)) >= int(held.get("event_seq", 0))
 
 
 class LocalCheckpoints:

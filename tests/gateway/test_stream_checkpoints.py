@@ -16,7 +16,7 @@ from preprocess_service.stream.alerts import AlertMonitor, Window
 from preprocess_service.stream.checkpoints import RayCheckpoints, Store
 from preprocess_service.stream.limits import StreamLimits
 from preprocess_service.stream.protocol import Start, StreamConfig, StreamRejected
-from preprocess_service.stream.registry import StreamRegistry, resume_events
+from preprocess_service.stream.registry import StreamRegistry, resume_events, resume_fields
 
 
 def feed(mon: AlertMonitor, scores, first: int = 0) -> list[dict]:
@@ -94,9 +94,9 @@ def test_the_store_keeps_per_key_for_its_ttl_and_forgets_the_oldest_past_its_cap
     store.put_many({"d": ("key-1", {}), "e": ("key-2", {"n": 5})})
     store.drop("d")
     assert list(store.entries) == ["e"]
-    store.put_many({}, ttl_s=5)  # replicas with a new resume_ttl_s: the actor outlived the old ones
-    clock[0] += 6
-    assert store.get("e", "key-2") is None
+    store.put_many({"f": ("key-2", {"n": 6})}, ttl_s=5)  # replicas with a new resume_ttl_s: the actor
+    clock[0] += 6  # outlived the old ones; a write keeps its own sender's TTL
+    assert store.get("f", "key-2") is None and store.get("e", "key-2") == {"n": 5}
 
 
 def test_a_replica_sends_each_streams_latest_checkpoint_in_one_call_a_flush():
@@ -204,3 +204,30 @@ def test_a_resume_with_another_start_names_the_field_and_the_way_out():
     ) as info:
         here.acquire(start(age_group="neonate", last_event=3), "bed-5-ckpt", "key-1")
     assert info.value.code == "bad_start"
+
+
+def test_a_late_write_of_a_copy_left_behind_neither_replaces_nor_shortens_the_one_that_went_on():
+    """Replica A's close-write arrived after the writes of replica B, where the stream went on: the store
+    kept A's (fewer events, the alert on again after B had cleared it) and A's shorter TTL (an older
+    config) applied to the stream, so its checkpoint expired while B still wrote it."""
+    cfg = StreamConfig(threshold=6, windows=3, clear_windows=2)
+    _, a_snap = checkpointed(cfg)  # A: the alert on, its last checkpoint
+    b_reg = StreamRegistry(StreamLimits(), 10**7)
+    b_entry, _ = b_reg.acquire(start(config=cfg, last_event=5), "bed-3-ckpt", "key-1", restore=a_snap)
+    for event in feed(b_entry.monitor, [1, 1, 1]):  # on B the patient settles: the alert clears
+        event["seq"] = b_entry.event_seq
+        b_entry.event_seq += 1
+    assert not b_entry.monitor.alerting
+    clock = [0.0]
+    store, key = Store(ttl_s=60, clock=lambda: clock[0]), routing_key("bed-3-ckpt", "key-1")
+    store.put_many({key: ("key-1", b_entry.checkpoint())}, ttl_s=300)  # B runs with resume_ttl_s 300
+    clock[0] += 1
+    store.put_many({key: ("key-1", a_snap)}, ttl_s=60)  # A's late close-write, resume_ttl_s 60
+    kept = store.get(key, "key-1")
+    assert kept is not None and kept["event_seq"] == b_entry.event_seq and not kept["alert"]["alerting"]
+    clock[0] += 120  # past A's TTL, within B's
+    assert store.get(key, "key-1") == b_entry.checkpoint()
+    store.put_many({key: ("key-1", b_entry.checkpoint())}, ttl_s=300)  # as far: B's own rewrite is taken
+    restarted = start(config=cfg.model_copy(update={"threshold": 7}))  # another start: another stream
+    store.put_many({key: ("key-1", {"start": resume_fields(restarted), "event_seq": 0})}, ttl_s=300)
+    assert store.get(key, "key-1")["event_seq"] == 0
