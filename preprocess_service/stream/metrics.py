@@ -17,9 +17,10 @@ EVENTS = "avpenet_gateway_stream_events"  # counter (*_total): type
 DROPPED = "avpenet_gateway_stream_dropped_frames"  # counter (*_total): frames dropped by flow control
 CLOSES = "avpenet_gateway_stream_closes"  # counter (*_total): code
 # counter (*_total): reconnects (a start with last_event >= 0) by result: resumed (its state held here),
-# restored (its alert state from a checkpoint: the holder is gone) or afresh (neither)
+# restored (its alert state from a checkpoint: the holder is gone), afresh (neither) or refused (closed 4400
+# or 4429 after its start message was read: another start, its id still open elsewhere, a limit reached)
 RESUMES = "avpenet_gateway_stream_resumes"
-RESUME_RESULTS = ("resumed", "restored", "afresh")
+RESUME_RESULTS = ("resumed", "restored", "afresh", "refused")
 MODES = ("landmarks", "video", "audio")
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -38,7 +39,7 @@ class StreamMetrics:
         )
         self.resumes = Counter(
             RESUMES,
-            "Stream reconnects: state held here, restored from a checkpoint, or lost",
+            "Stream reconnects: state held here, restored from a checkpoint, lost, or refused",
             ("result",),
             registry=registry,
         )

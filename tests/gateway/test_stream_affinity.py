@@ -182,6 +182,7 @@ def _resumes(http_url: str) -> dict[str, float]:
 
 def test_reconnects_are_counted_by_whether_they_found_their_state(gateway_stack) -> None:
     url, before = ws_url(gateway_stack.http_url), _resumes(gateway_stack.http_url)
+    busy = []
 
     async def scenario() -> None:
         start = {"type": "start", "mode": "audio", "age_group": "adult", "stream_id": "bed-16-counted"}
@@ -193,6 +194,7 @@ def test_reconnects_are_counted_by_whether_they_found_their_state(gateway_stack)
                     break
                 except ConnectionError as exc:  # the first connection not yet seen closed
                     assert "stream_id_busy" in str(exc), exc
+                    busy.append(sid)  # a reconnect refused: counted as such
                     await asyncio.sleep(0.2)
             await stream.control(type="end")
             await stream.conn.wait_closed()
@@ -203,6 +205,7 @@ def test_reconnects_are_counted_by_whether_they_found_their_state(gateway_stack)
         "resumed": 1.0,
         "restored": 0.0,
         "afresh": 1.0,
+        "refused": float(len(busy)),
     }
 
 
