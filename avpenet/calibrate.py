@@ -115,6 +115,25 @@ def _fresh_sets(
     return sets
 
 
+def _split(data_dir: Path, checkpoint: Path, config: dict, split_path: Path | None) -> tuple[Path, dict]:
+    """(path, split) whose validation subjects calibrate: given, the data's own, or the run's."""
+    found = data.split_for(data_dir, checkpoint, config, split_path)
+    if found is None:
+        raise ValueError(
+            f"--data {data_dir} has no {data.SPLIT_FILE} and is not the data {checkpoint} was trained on: "
+            "give --split SPLIT.json"
+        )
+    return found[0], data.read_split(found[0])
+
+
+def _unknown_age_coverage(model, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) -> float:
+    """The 90% interval's coverage of these clips sent without their age group."""
+    from avpenet.model import UNKNOWN_AGE
+
+    withheld = [{**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], UNKNOWN_AGE)} for x in inputs]
+    return _coverage(model, withheld, scores)[1]
+
+
 def recalibrate(
     checkpoint: Path,
     data_dir: Path,
@@ -126,20 +145,13 @@ def recalibrate(
 ) -> dict:
     """Refit `checkpoint`'s interval scales on the validation clips (and every clip of `added` sets), write
     the run to `out`; the record. `only_unknown_age`: refit only the scale of requests without an age."""
-    from avpenet.model import UNKNOWN_AGE, load_model, save_model
+    from avpenet.model import load_model, save_model
     from avpenet.train import calibrate_interval, calibrate_unknown_age, restrict
 
     _require_dataset("--data", data_dir)
     loaded = load_model(checkpoint)
     model, config = loaded.model, loaded.config
-    found = data.split_for(data_dir, checkpoint, config, split_path)
-    if found is None:
-        raise ValueError(
-            f"--data {data_dir} has no {data.SPLIT_FILE} and is not the data {checkpoint} was trained on: "
-            "give --split SPLIT.json"
-        )
-    split_path = found[0]
-    split = data.read_split(split_path)
+    split_path, split = _split(data_dir, checkpoint, config, split_path)
     modality = config.get("modality", "both")
     clips = data.load_clips(data_dir, split["val"], progress=not quiet)
     if not clips:
@@ -151,8 +163,7 @@ def recalibrate(
     scores = [np.array([c.score for c in cl]) for cl in groups]
     before_scale = float(model.fusion.interval_scale.item())
     before_unknown = float(model.fusion.unknown_age_scale.item())
-    unknown = [{**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], UNKNOWN_AGE)} for x in inputs[0]]
-    unknown_before = _coverage(model, unknown, scores[0])[1]
+    unknown_before = _unknown_age_coverage(model, inputs[0], scores[0])
     before = [_coverage(model, x, y)[1] for x, y in zip(inputs, scores, strict=True)]
     pooled = ([x for xs in inputs for x in xs], np.concatenate(scores))
     if only_unknown_age:
@@ -177,7 +188,7 @@ def recalibrate(
         "unknown_age_scale_before": before_unknown,
         "unknown_age_scale_after": float(model.fusion.unknown_age_scale.item()),
         "val_unknown_age_coverage_90_before": unknown_before,
-        "val_unknown_age_coverage_90_after": _coverage(model, unknown, scores[0])[1],
+        "val_unknown_age_coverage_90_after": _unknown_age_coverage(model, inputs[0], scores[0]),
         "added": [
             {
                 "data": str(path),
