@@ -202,12 +202,13 @@ def recalibrate(
         ],
     }
     extra = {k: v for k, v in config.items() if k not in ("model", "params")}
-    extra.update(
-        interval_scale=scale,
-        unknown_age_interval_scale=record["unknown_age_scale_after"],
-        val={**val, "interval_coverage_90": after_cov},
-        interval_calibration=record,
-    )
+    extra["unknown_age_interval_scale"] = record["unknown_age_scale_after"]
+    if only_unknown_age:  # the shared scale's own record (and the run's validation figures) stay
+        extra["unknown_age_calibration"] = record
+    else:
+        extra.update(
+            interval_scale=scale, val={**val, "interval_coverage_90": after_cov}, interval_calibration=record
+        )
     save_model(model, out, extra=extra)
     for name in KEPT_FILES:
         if (Path(checkpoint) / name).exists():

@@ -96,6 +96,9 @@ def test_only_unknown_age_refits_that_scale_alone_and_serves_it_to_requests_with
     unknown = _hand_scale(run_dir, clips, age="unknown")
     assert new["unknown_age_interval_scale"] == pytest.approx(unknown, rel=1e-4)
     assert new["interval_scale"] == config["interval_scale"]
+    assert new.get("interval_calibration") == config.get("interval_calibration")
+    assert new["val"] == config["val"]
+    assert new["unknown_age_calibration"]["only_unknown_age"]
     before, after = load_model(run_dir).model, load_model(out).model
     moved = [n for n, a in before.state_dict().items() if not torch.equal(a, after.state_dict()[n])]
     assert moved == ["fusion.unknown_age_scale"]
