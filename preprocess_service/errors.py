@@ -7,6 +7,8 @@ answer the same failure the same way (`status_of`).
 
 from __future__ import annotations
 
+import math
+
 from avpenet.errors import InputError
 
 
@@ -126,6 +128,25 @@ class BudgetSpent(GatewayError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+PROCESSED_ATTR = "media_seconds_processed"  # set on an extractor's error: the media it decoded before it
+
+
+def report_processed(exc: BaseException, seconds: float) -> BaseException:
+    """`exc`, marked with the media seconds the extractor decoded and tracked before it failed: video
+    admission credits them, so a clip refused after its decode does not read as a slow extractor. An
+    attribute, not a wrapper: the error keeps its class (its status) across Ray's pickling."""
+    setattr(exc, PROCESSED_ATTR, float(seconds))
+    return exc
+
+
+def processed_seconds(exc: BaseException) -> float | None:
+    """The media seconds `report_processed` put on `exc` (at least 0), or None when it says nothing."""
+    value = getattr(exc, PROCESSED_ATTR, None)
+    if not isinstance(value, float) or not math.isfinite(value) or value < 0.0:
+        return None
+    return value
 
 
 def reason_of(exc: BaseException) -> str:

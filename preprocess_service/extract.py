@@ -16,15 +16,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from avpenet import contract
-from avpenet.errors import NothingToScore, UndecodableMedia
+from avpenet.errors import InputError, NothingToScore, UndecodableMedia
 from preprocess_service import masking, telemetry
+from preprocess_service.errors import report_processed
 from preprocess_service.limits import check_duration
 from preprocess_service.protocol import ScoreRequest
 from preprocess_service.settings import Limits
+
+if TYPE_CHECKING:
+    from avpenet.features.track import FaceTrack
 
 
 @dataclass
@@ -51,7 +56,7 @@ def extract(
 
     `stop` (asked before each decoded video frame) ends the work with `tracker.Stopped` once the caller no
     longer waits for it (its deadline passed, or it was cancelled): refused work stops costing CPU."""
-    from avpenet.features import audio, avclip, tracker, windows
+    from avpenet.features import audio, avclip, tracker
     from avpenet.features.track import FaceTrack
 
     tracer = telemetry.tracer()
@@ -88,22 +93,36 @@ def extract(
             0.0 if wave is None else len(wave) / contract.SAMPLE_RATE,
             0.0 if track is None else track.duration_s,
         )
-        check_duration(duration, limits.max_duration_s)
-        if wave is None and track is None:
-            raise NothingToScore("no audio track found; send audio or a video with sound")
-        # The feature code's usability check decides, not the face_present flag: a track of collapsed,
-        # off-frame or frozen landmarks has "a face" in every frame and nothing a model can read.
-        inputs = windows.model_inputs(wave, track, request.age_group, served=True)
-        poisoned = [k for k, v in inputs.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
-        if poisoned:  # the decoders check every step; this is the last gate before Triton
-            raise UndecodableMedia(f"the upload gave non-finite {', '.join(poisoned)}; it cannot be scored")
-        face = bool(np.any(inputs[contract.FRAME_MASK.name]))
-        if wave is None and not face:
-            raise NothingToScore(
-                "no usable face in any frame (none found, or landmarks collapsed, outside the frame or "
-                "frozen) and no audio; send audio, or video where a face is visible"
-            )
+        try:
+            inputs = _model_inputs(request, wave, track, duration, limits)
+        except InputError as exc:  # refused after the decode: video admission credits what it cost
+            report_processed(exc, duration)
+            raise
         span.set_attribute("avpenet.windows", int(len(inputs[contract.AUDIO_PRESENT.name])))
     timings["features"] = (time.perf_counter() - t1) * 1000.0
     modalities, masked = masking.apply(inputs, wave, track)
     return Extracted(inputs, duration, modalities, timings, masked)
+
+
+def _model_inputs(
+    request: ScoreRequest, wave: np.ndarray | None, track: FaceTrack | None, duration: float, limits: Limits
+) -> dict[str, np.ndarray]:
+    """The decoded clip's model inputs, or the InputError that says why it cannot be scored."""
+    from avpenet.features import windows
+
+    check_duration(duration, limits.max_duration_s)
+    if wave is None and track is None:
+        raise NothingToScore("no audio track found; send audio or a video with sound")
+    # The feature code's usability check decides, not the face_present flag: a track of collapsed,
+    # off-frame or frozen landmarks has "a face" in every frame and nothing a model can read.
+    inputs = windows.model_inputs(wave, track, request.age_group, served=True)
+    poisoned = [k for k, v in inputs.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if poisoned:  # the decoders check every step; this is the last gate before Triton
+        raise UndecodableMedia(f"the upload gave non-finite {', '.join(poisoned)}; it cannot be scored")
+    face = bool(np.any(inputs[contract.FRAME_MASK.name]))
+    if wave is None and not face:
+        raise NothingToScore(
+            "no usable face in any frame (none found, or landmarks collapsed, outside the frame or "
+            "frozen) and no audio; send audio, or video where a face is visible"
+        )
+    return inputs

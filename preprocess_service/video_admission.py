@@ -15,32 +15,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from preprocess_service.errors import Overloaded
+from preprocess_service.errors import Overloaded, processed_seconds
+from preprocess_service.extractor_rate import DecayedRate, Held
 
 if TYPE_CHECKING:
     from preprocess_service.protocol import ScoreRequest
-
-
-class DecayedRate:
-    """Media seconds finished per second of busy time, both exponentially weighted with time constant `tau_s`
-    (the caller advances it only while work is in flight, so idle time does not read as slowness)."""
-
-    def __init__(self, tau_s: float) -> None:
-        self.tau_s = tau_s
-        self.done_s = 0.0  # media seconds finished, decayed
-        self.busy_s = 0.0  # seconds with work in flight, decayed the same way
-
-    def advance(self, dt: float) -> None:
-        decay = math.exp(-dt / self.tau_s)
-        self.done_s *= decay
-        self.busy_s = self.busy_s * decay + dt
-
-    def finished(self, seconds: float) -> None:
-        self.done_s += seconds
-
-    def value(self, min_busy_s: float) -> float | None:
-        """The rate, or None while under `min_busy_s` of busy time or nothing finished is weighed."""
-        return self.done_s / self.busy_s if self.busy_s >= min_busy_s and self.done_s > 0 else None
 
 
 class MediaSecondsLimiter:
@@ -76,7 +55,10 @@ class MediaSecondsLimiter:
     the lowered share, so one backoff answers them all.
 
     A clip not started within `max_wait_s` (the rate fell meanwhile) leaves the queue with a 429; one whose
-    caller gives up leaves it at once. Single-threaded event loop: no lock.
+    caller gives up leaves it at once. A started clip that fails tells the rate only what the extractor
+    reports it processed (`_release`): a failure it cannot report has its busy time weighed at the rate of
+    the other work, so repeated failing clips (hostile or not) neither lower the rate for other callers nor
+    raise it. Single-threaded event loop: no lock.
     """
 
     ADMIT_SHARE = 0.8  # of the deadline, at most: headroom for the rate estimate's noise
@@ -104,12 +86,17 @@ class MediaSecondsLimiter:
         self.long = DecayedRate(tau_s)  # what the rate is, smoothed over clips
         self.recent = DecayedRate(fast_tau_s)  # what it is now: a slowdown shows within a deadline
         self.in_flight_s = 0.0
-        self.requests = 0
-        # (seconds, the hop's deadline, resolved when the clip may start)
-        self.waiting: collections.deque[tuple[float, float, asyncio.Future[None]]] = collections.deque()
+        self.held: list[Held] = []  # the clips started and not yet back
+        # (seconds, the hop's deadline, resolved with its Held when the clip may start)
+        self.waiting: collections.deque[tuple[float, float, asyncio.Future[Held]]] = collections.deque()
         self.share = self.ADMIT_SHARE  # of a deadline the estimate may fill (backs off on misses)
         self.backed_off_at = -math.inf  # `clock()` of the last backoff
         self._since = clock()
+
+    @property
+    def requests(self) -> int:
+        """Clips started and not yet back."""
+        return len(self.held)
 
     @property
     def waiting_s(self) -> float:
@@ -127,11 +114,16 @@ class MediaSecondsLimiter:
         return long if recent is None else min(long, recent)
 
     def _tick(self) -> None:
+        """Weigh the busy time since the last tick, shared equally by the clips in flight (they share the
+        extractor's threads), so a clip that fails unreported can be weighed apart from the rest."""
         now = self.clock()
-        if self.requests:  # the clock runs only while the extractor has work
+        if self.held:  # the clock runs only while the extractor has work
             dt = now - self._since
-            self.long.advance(dt)
-            self.recent.advance(dt)
+            share = dt / len(self.held)
+            for i, rate in enumerate((self.long, self.recent)):
+                decay = rate.advance(dt)
+                for held in self.held:
+                    held.busy[i] = held.busy[i] * decay + share
         self._since = now
 
     def _fits(self, seconds: float, deadline_s: float) -> bool:
@@ -164,10 +156,12 @@ class MediaSecondsLimiter:
             )
         return None
 
-    def _take(self, seconds: float) -> None:
+    def _take(self, seconds: float) -> Held:
         self._tick()
         self.in_flight_s += seconds
-        self.requests += 1
+        held = Held(seconds)
+        self.held.append(held)
+        return held
 
     def credit(self, seconds: float) -> None:
         """Media seconds a finished clip held beyond what its header declared: the extractor did that work
@@ -184,14 +178,23 @@ class MediaSecondsLimiter:
         self.share = max(self.MIN_SHARE, self.share * self.BACKOFF)
         self.backed_off_at = self.clock()
 
-    def _release(self, seconds: float, finished: bool) -> None:
+    def _release(self, held: Held, finished: bool, processed_s: float | None = None) -> None:
+        """A clip back from the extractor. The rate weighs only media the extractor says it processed:
+        a finished clip's seconds (`credit` adds any beyond its header), a failed clip's reported ones
+        (`errors.processed_seconds`: refused after its decode); a failed clip without a report (cut at its
+        deadline, its caller gone, the extractor unavailable) has its share of the busy time weighed at the
+        rate of the rest (`DecayedRate.as_the_rest`), so it neither lowers the rate nor raises it."""
         self._tick()
-        if finished:  # only work that finished tells the rate
-            self.long.finished(seconds)
-            self.recent.finished(seconds)
+        if finished:
+            self.credit(held.seconds)
             self.share = min(self.ADMIT_SHARE, self.share + self.RECOVERY)
-        self.requests -= 1
-        self.in_flight_s = max(0.0, self.in_flight_s - seconds) if self.requests else 0.0
+        elif processed_s is not None:
+            self.credit(processed_s)
+        else:
+            self.long.as_the_rest(held.busy[0])
+            self.recent.as_the_rest(held.busy[1])
+        self.held.remove(held)
+        self.in_flight_s = max(0.0, self.in_flight_s - held.seconds) if self.held else 0.0
         self._wake()
 
     def _wake(self) -> None:
@@ -202,19 +205,18 @@ class MediaSecondsLimiter:
                 return
             self.waiting.popleft()
             if not turn.done():
-                self._take(seconds)
-                turn.set_result(None)
+                turn.set_result(self._take(seconds))
 
-    async def _wait_turn(self, seconds: float, deadline_s: float, max_wait_s: float) -> None:
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _wait_turn(self, seconds: float, deadline_s: float, max_wait_s: float) -> Held:
+        turn: asyncio.Future[Held] = asyncio.get_running_loop().create_future()
         entry = (seconds, deadline_s, turn)
         self.waiting.append(entry)
         try:
             async with asyncio.timeout(max_wait_s):
-                await turn
+                return await turn
         except BaseException as exc:
             if turn.done() and not turn.cancelled():  # started just as it gave up: hand the seconds back
-                self._release(seconds, finished=False)
+                self._release(turn.result(), finished=False)
             elif entry in self.waiting:  # (a release may have dropped it already, once cancelled)
                 self.waiting.remove(entry)
                 self._wake()  # the clip behind it may fit now
@@ -232,24 +234,25 @@ class MediaSecondsLimiter:
         self, seconds: float, deadline_s: float = math.inf, *, max_wait_s: float = math.inf
     ) -> AsyncIterator[float]:
         """Hold `seconds` of the budget for the block; yields the seconds spent waiting for them, at most
-        `max_wait_s` (what is left of the request's time budget) or the limiter's own `max_wait_s`."""
+        `max_wait_s` (what is left of the request's time budget) or the limiter's own `max_wait_s`. A block
+        that raises an error carrying `errors.processed_seconds` is credited those media seconds."""
         self._tick()
         refusal = self._refusal(seconds, deadline_s)
         if refusal is not None:
             raise refusal
         waited_s = 0.0
         if not self.waiting and self._fits(seconds, deadline_s):
-            self._take(seconds)
+            held = self._take(seconds)
         else:
             t0 = time.perf_counter()
-            await self._wait_turn(seconds, deadline_s, min(self.max_wait_s, max_wait_s))
+            held = await self._wait_turn(seconds, deadline_s, min(self.max_wait_s, max_wait_s))
             waited_s = time.perf_counter() - t0
-        finished = False
         try:
             yield waited_s
-            finished = True
-        finally:
-            self._release(seconds, finished)
+        except BaseException as exc:  # what the extractor processed rides on its error (extract.py)
+            self._release(held, finished=False, processed_s=processed_seconds(exc))
+            raise
+        self._release(held, finished=True)
 
 
 def video_seconds(request: ScoreRequest, max_duration_s: float) -> float | None:
