@@ -117,7 +117,7 @@ class Clinical:
             else None
         )
         self.idempotency: IdempotencyCache = IdempotencyCache(
-            settings.idempotency_ttl_s, settings.idempotency_max_entries
+            settings.idempotency_ttl_s, settings.idempotency_max_entries, settings.limits.retry_after_s
         )
 
     def check(self, request: ScoreRequest) -> None:
@@ -166,8 +166,8 @@ class Clinical:
         record: AuditRecord,
         budget: RequestBudget | None = None,
     ) -> Answer:
-        """Score once per Idempotency-Key (deliver HL7 when asked, within `budget`), render `fmt`, fill the
-        audit record."""
+        """Score once per Idempotency-Key (deliver HL7 when asked, within `budget`; a retry waits for its
+        first request within its own `budget`), render `fmt`, fill the audit record."""
         self.check(request)
         clip = clip_sha256(request)
         record.clip_sha256, record.format = clip, fmt
@@ -177,7 +177,7 @@ class Clinical:
             return result, await self.deliver(result, request, budget)
 
         (result, delivery), replayed = await self.idempotency.run(
-            record.api_key_id, key, fingerprint(request, clip), work
+            record.api_key_id, key, fingerprint(request, clip), work, budget
         )
         record.model_versions, record.replayed = dict(result.model_versions), replayed
         # Off the event loop: hl7apy builds and validates a message in ~0.1-0.3 s of CPU.

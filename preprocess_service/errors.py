@@ -130,6 +130,12 @@ class BudgetSpent(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class StillRunning(BudgetSpent):
+    """A retry under an Idempotency-Key whose first request was still running when the retry's own time
+    budget ran out (503 + Retry-After); sent again with the same key, it waits for the first one again or
+    gets its answer (or runs again if that one failed)."""
+
+
 PROCESSED_ATTR = "media_seconds_processed"  # set on an extractor's error: the media it decoded before it
 
 

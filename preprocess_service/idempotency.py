@@ -3,7 +3,9 @@
 A bounded TTL cache per gateway replica, keyed by (API key id, Idempotency-Key). The same key with the same
 request (its fingerprint: clip digest and every field) returns the stored answer, marked as a replay; a retry
 that arrives while the first is still running waits for it (and runs it itself if the first caller goes away
-mid-run); the same key with a different request is refused (422). Failures are not stored, so a retry after
+mid-run), for as long as its own time budget allows (budget.py): past it, 503 `StillRunning` + Retry-After,
+not the proxy's bare timeout; the same key with a different request is
+refused (422). Failures are not stored, so a retry after
 an error runs again. Across replicas nothing is shared: a
 retry routed to another replica scores again, and the answer is still the same Observation identity only if
 the caller also resends its X-Request-ID (docs/INTEGRATION.md). Answers live `ttl_s`, and past `max_entries`
@@ -15,6 +17,7 @@ in-flight limit.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections import OrderedDict
@@ -22,7 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from preprocess_service.errors import InvalidRequest
+from preprocess_service.budget import RequestBudget
+from preprocess_service.errors import InvalidRequest, StillRunning
 
 T = TypeVar("T")
 HEADER = "idempotency-key"
@@ -47,12 +51,18 @@ class _Entry(Generic[T]):
     fingerprint: str
     future: asyncio.Future
     expires: float = field(default=0.0)
+    ends_at: float = math.inf  # time.monotonic() when the running request's budget ends
+
+
+def _ends_at(budget: RequestBudget | None) -> float:
+    return math.inf if budget is None else budget.started + budget.total_s
 
 
 class IdempotencyCache(Generic[T]):
-    def __init__(self, ttl_s: float = 24 * 3600.0, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl_s: float = 24 * 3600.0, max_entries: int = 10_000, retry_after_s: int = 1) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.retry_after_s = retry_after_s  # the least Retry-After of a retry that stopped waiting
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -71,9 +81,15 @@ class IdempotencyCache(Generic[T]):
             del self._entries[slot]
 
     async def run(
-        self, scope: str, key: str | None, fingerprint: str, fn: Callable[[], Awaitable[T]]
+        self,
+        scope: str,
+        key: str | None,
+        fingerprint: str,
+        fn: Callable[[], Awaitable[T]],
+        budget: RequestBudget | None = None,
     ) -> tuple[T, bool]:
-        """(answer, replayed): `fn()` once per (scope, key) within the TTL; without a key, always `fn()`."""
+        """(answer, replayed): `fn()` once per (scope, key) within the TTL; without a key, always `fn()`. A
+        retry waits for a first request still running within its own `budget` (StillRunning past it)."""
         if key is None:
             return await fn(), False
         now = time.monotonic()
@@ -85,14 +101,14 @@ class IdempotencyCache(Generic[T]):
                     "Idempotency-Key was already used with a different request; use a new key per request"
                 )
             try:
-                return await asyncio.shield(entry.future), True
+                return await self._wait(entry, budget), True
             except asyncio.CancelledError:
                 if not entry.future.cancelled() or asyncio.current_task().cancelling():
                     raise  # this request itself was cancelled
                 # the first caller went away mid-run (its slot is gone): this retry runs it, or waits on
                 # another retry that got there first
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._entries[slot] = entry = _Entry(fingerprint, future, expires=float("inf"))
+        self._entries[slot] = entry = _Entry(fingerprint, future, expires=math.inf, ends_at=_ends_at(budget))
         self._evict(now)
         try:
             answer = await fn()
@@ -108,3 +124,29 @@ class IdempotencyCache(Generic[T]):
         future.set_result(answer)
         entry.expires = time.monotonic() + self.ttl_s
         return answer, False
+
+    async def _wait(self, entry: _Entry, budget: RequestBudget | None) -> T:
+        """The running request's answer (or its error), waited for at most what is left of `budget`: the
+        proxy would cut the retry off at its end with a bare timeout, and the caller could not tell a
+        retry stuck behind its first request from a lost one."""
+        left_s = math.inf if budget is None else budget.remaining_s()
+        if budget is None or math.isinf(left_s):
+            return await asyncio.shield(entry.future)
+        timeout = asyncio.timeout(max(left_s, 0.0))
+        try:
+            async with timeout:
+                return await asyncio.shield(entry.future)
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # the first request's own error
+        ends_in_s = entry.ends_at - time.monotonic()  # the first one's budget: answered by then
+        retry, latest = self.retry_after_s, ""
+        if 0 < ends_in_s < math.inf:
+            retry = min(retry, math.ceil(ends_in_s))
+            latest = f" (it is answered within {ends_in_s:.0f} s at the latest)"
+        raise StillRunning(
+            f"not scored: the first request with this Idempotency-Key is still running{latest} and this "
+            f"request's {budget.total_s:.0f} s time budget ran out waiting for it; send it again with the "
+            f"same key after {retry} s to get the first request's answer",
+            retry,
+        )

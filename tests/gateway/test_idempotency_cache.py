@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from preprocess_service import idempotency
-from preprocess_service.errors import InvalidRequest
+from preprocess_service.budget import RequestBudget
+from preprocess_service.errors import InvalidRequest, StillRunning, reason_of, status_of
 
 
 def test_same_key_same_request_runs_once_and_replays():
@@ -130,3 +132,59 @@ def test_malformed_keys_are_named(key):
     with pytest.raises(InvalidRequest, match="Idempotency-Key"):
         idempotency.check_key(key)
     assert idempotency.check_key("3f1c-retry-1") == "3f1c-retry-1" and idempotency.check_key(None) is None
+
+
+def test_a_retry_waits_for_its_first_request_only_within_its_own_time_budget():
+    """A retry whose first request was still running waited for it without bound: past the retry's own
+    budget the proxy cut it off with a bare timeout (no reason, no Retry-After). Now it answers 503
+    StillRunning + Retry-After, saying when the first one is answered at the latest, and the same key sent
+    again then gets the first request's answer."""
+
+    async def run():
+        cache = idempotency.IdempotencyCache(retry_after_s=2)
+        started, release = asyncio.Event(), asyncio.Event()
+        calls = []
+
+        async def work():
+            calls.append(1)
+            started.set()
+            await release.wait()
+            return "scored"
+
+        first = asyncio.create_task(cache.run("k", "key", "fp", work, RequestBudget(40.0, 43.0)))
+        await started.wait()
+        with pytest.raises(StillRunning) as caught:  # its budget spent (a 3-s x-request-timeout-seconds)
+            await asyncio.wait_for(cache.run("k", "key", "fp", work, RequestBudget(0.0, 3.0)), 10)
+        release.set()
+        answer = await first
+        replay = await cache.run("k", "key", "fp", work, RequestBudget(0.0, 3.0))  # done: no wait needed
+        return caught.value, answer, replay, len(calls)
+
+    error, answer, replay, calls = asyncio.run(run())
+    assert status_of(error) == (503, "UNAVAILABLE") and reason_of(error) == "StillRunning"
+    assert "first request with this Idempotency-Key is still running" in str(error)
+    assert "send it again with the same key after" in str(error)
+    assert error.retry_after_s == 2  # the cache's own, well before the first request's 40-s budget ends
+    assert re.search(r"still running \(it is answered within (39|40) s at the latest\)", str(error))
+    assert answer == ("scored", False) and replay == ("scored", True) and calls == 1
+
+
+def test_a_retry_that_stops_waiting_passes_on_the_first_requests_own_timeout_error():
+    async def run():
+        cache = idempotency.IdempotencyCache()
+        started = asyncio.Event()
+
+        async def times_out():
+            started.set()
+            await asyncio.sleep(0)
+            raise TimeoutError("the first request's own stage timed out")
+
+        first = asyncio.create_task(cache.run("k", "key", "fp", times_out))
+        await started.wait()
+        retry = cache.run("k", "key", "fp", times_out, RequestBudget(30.0, 33.0))
+        with pytest.raises(TimeoutError, match="own stage"):
+            await asyncio.wait_for(retry, 10)
+        with pytest.raises(TimeoutError):
+            await first
+
+    asyncio.run(run())
