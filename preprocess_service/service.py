@@ -19,8 +19,9 @@ from preprocess_service import audit, fhir, memprofile, pinning, telemetry, warm
 from preprocess_service.auth import ApiKeys
 from preprocess_service.budget import RequestBudget
 from preprocess_service.clinical import Clinical, clip_sha256
-from preprocess_service.errors import FeaturesUnavailable, TritonUnavailable, reason_of, status_of
+from preprocess_service.errors import TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
+from preprocess_service.feature_stage import extract_features
 from preprocess_service.limits import InFlightLimiter, check_upload_size, video_share
 from preprocess_service.protocol import MediaPart, ModelInfo, ModelsResponse, ScoreRequest, ScoreResponse
 from preprocess_service.responses import build_response
@@ -181,7 +182,7 @@ class ScoringService:
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
         if request.model_versions:  # a pin to a version not served is a 404 before any feature work
             pinning.check(request.model_versions, ok := pinning.served(await self.repository.get()), set(ok))
-        extracted, waited_s = await self._extract(request, media_s, budget)
+        extracted, waited_s = await extract_features(self, request, media_s, budget)
         if waited_s is not None:
             extracted.timings_ms["queue"] = waited_s * 1000.0
         t_triton = time.perf_counter()
@@ -207,36 +208,6 @@ class ScoringService:
             timings["total"],
         )  # fmt: skip
         return response
-
-    async def _extract(
-        self, request: ScoreRequest, media_s: float | None, budget: RequestBudget
-    ) -> tuple[Extracted, float | None]:
-        """The request's features; for video also the seconds it waited for its turn at the extractor."""
-        extractor = self._extractor_for(request)
-        if media_s is None:
-            return await extractor(request, telemetry.inject_context(), 0.0, budget.remaining_s()), None
-        deadline_s = self.settings.features_deadline_s(media_s)
-        retry = self.settings.limits.retry_after_s
-        # video waits its turn (FIFO) or is refused up front: video_admission.MediaSecondsLimiter
-        admission = self.video_limiter.admit(media_s, budget.cap(deadline_s), max_wait_s=budget.remaining_s())
-        with budget.bounds("in video feature extraction", retry), self.video_slots.admit():
-            async with admission as waited_s:  # the slot is held while the video waits and is decoded
-                started_at = self.video_limiter.clock()
-                budget.check("while the video waited for feature extraction", retry)
-                carrier = telemetry.inject_context()
-                given_s = budget.cap(deadline_s)
-                try:
-                    extracted = await extractor(request, carrier, media_s, given_s)
-                except FeaturesUnavailable:  # started, not done in time: admit with more headroom, unless
-                    if given_s < deadline_s:  # the request's own short budget cut it (no word on the rate)
-                        raise
-                    self.video_limiter.missed(started_at)
-                    log.warning("request %s: video features not done in time; video admission now keeps "
-                                "its estimate within %.2f of the deadline", request.request_id,
-                                self.video_limiter.share)  # fmt: skip
-                    raise
-        self.video_limiter.credit(extracted.duration_s - media_s)  # a header that understated the length
-        return extracted, waited_s
 
     async def _infer_pinned(
         self, request: ScoreRequest, extracted: Extracted, budget: RequestBudget | None = None
