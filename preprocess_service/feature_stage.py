@@ -1,9 +1,9 @@
 """The feature stage of a scoring request, within its time budget (budget.py).
 
-A light upload (audio, landmarks) is decoded on the gateway's worker thread. A video waits its turn or is
-refused by media seconds (video_admission.py), goes to the FeatureExtractor with a deadline capped by the
-budget, and a clip it could not finish in time backs the admission off (preprocess_service/README.md,
-*Admission*).
+A light upload (audio, landmarks) is decoded on the gateway's worker thread, or refused before decoding when
+the budget is already spent. A video waits its turn or is refused by media seconds (video_admission.py),
+goes to the FeatureExtractor with a deadline capped by the budget, and a clip it could not finish in time
+backs the admission off (preprocess_service/README.md, *Admission*).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ async def extract_features(
     its turn at the extractor."""
     extractor = service._extractor_for(request)
     retry = service.settings.limits.retry_after_s
-    if media_s is None:
+    if media_s is None:  # a budget already spent refuses a light upload before decoding, as it does video
+        budget.check("before decoding", retry)
         return await extractor(request, telemetry.inject_context(), 0.0, budget.remaining_s()), None
     deadline_s = service.settings.features_deadline_s(media_s)
     # video waits its turn (FIFO) or is refused up front: video_admission.MediaSecondsLimiter

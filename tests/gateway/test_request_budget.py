@@ -16,7 +16,7 @@ import pytest
 from starlette.datastructures import Headers
 from support.asgi import score_request
 from support.fake_extractor import FakeHandle, FakeResponse
-from support.gateway import API_KEY, mp4_bytes, post_score, wav_bytes
+from support.gateway import API_KEY, audio_and_landmarks, mp4_bytes, post_score, wav_bytes
 
 from preprocess_service import http_routes, mllp, serve_config
 from preprocess_service.budget import RequestBudget
@@ -186,6 +186,41 @@ def test_a_video_waiting_for_the_extractor_stops_waiting_at_the_budget():
     assert took_s < 5 and calls == 1  # not its 15-s wait; and it never reached the extractor
 
 
+@pytest.mark.parametrize("parts", ["audio", "audio and landmarks"])
+def test_a_light_upload_whose_budget_is_spent_is_refused_before_it_is_decoded(monkeypatch, parts):
+    """Video was refused before decoding once its budget was spent; audio and landmark uploads were decoded
+    first and refused only before inference, the decoding spent for nobody."""
+    from preprocess_service import service as service_module
+
+    decoded = []
+    real_extract = service_module.extract
+
+    def counting_extract(*args, **kwargs):
+        decoded.append(1)
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "extract", counting_extract)
+    wav, npz = audio_and_landmarks()
+    request = ScoreRequest(audio=MediaPart(data=wav), age_group="adult")
+    if parts == "audio and landmarks":
+        request = ScoreRequest(audio=MediaPart(data=wav), landmarks=MediaPart(data=npz), age_group="adult")
+    s = settings()
+
+    async def scenario() -> BaseException:
+        service = ScoringService(s)
+        spent = RequestBudget(0.0, 3.0, asked=True)  # x-request-timeout-seconds: 3, less the 3-s margin
+        try:
+            with pytest.raises(BudgetSpent) as caught:
+                await asyncio.wait_for(service.score(request, protocol="http", budget=spent), WAIT_S)
+        finally:
+            await service.close()
+        return caught.value
+
+    error = asyncio.run(scenario())
+    assert "time budget ran out before decoding" in str(error) and not decoded
+    assert status_of(error) == (503, "UNAVAILABLE") and error.retry_after_s == s.limits.retry_after_s
+
+
 def test_a_silent_triton_is_answered_within_the_budget():
     """Triton accepts the connection and never answers: the call and the version reads around it give up
     at the budget, not at `triton_timeout_s` (10 s)."""
@@ -226,7 +261,7 @@ def test_hl7_delivery_attempts_stop_at_the_budget():
 
 @pytest.mark.parametrize(
     ("part", "stage"),
-    [("video", "while the video waited for feature extraction"), ("audio", "before inference")],
+    [("video", "while the video waited for feature extraction"), ("audio", "before decoding")],
 )
 def test_through_the_real_proxy_a_spent_budget_is_a_503_with_its_reason_and_the_next_request_scores(
     gateway_stack, part, stage
