@@ -262,3 +262,35 @@ def test_calibration_scale_is_folded_into_the_served_spread():
     score = cal[C.SCORE.name]
     expected = torch.clamp(torch.cat([score - half, score + half], dim=-1), C.SCORE_MIN, C.SCORE_MAX)
     assert torch.allclose(cal[C.INTERVAL.name], expected, atol=1e-5)
+
+
+def _with_ages(inputs: tuple[torch.Tensor, ...], ages: list[str]) -> tuple[torch.Tensor, ...]:
+    names = [t.name for t in C.MODEL_INPUTS]
+    at = names.index(C.AGE_GROUP.name)
+    age = torch.tensor([[C.age_index(a)] for a in ages], dtype=torch.int64)
+    return (*inputs[:at], age, *inputs[at + 1 :])
+
+
+def test_requests_without_an_age_get_their_own_scale_and_the_others_keep_theirs():
+    torch.manual_seed(3)
+    model = AVPENet(AVPENetConfig(audio_width=32, n_fusion_layers=1)).eval()
+    inputs = _with_ages(example_inputs(C.MODEL_INPUTS, batch=3), ["neonate", "adult", "unknown"])
+    model.fusion.interval_scale.fill_(1.7)
+    model.fusion.unknown_age_scale.fill_(1.7)
+    with torch.no_grad():
+        shared = model(*inputs)[C.LOG_VARIANCE.name]
+        model.fusion.unknown_age_scale.fill_(3.4)
+        own = model(*inputs)[C.LOG_VARIANCE.name]
+    assert torch.equal(own[:2], shared[:2])
+    assert own[2, 0] == pytest.approx(float(shared[2, 0]) + 2 * np.log(2.0), abs=1e-5)
+
+
+def test_a_run_saved_before_the_unknown_age_scale_serves_such_requests_the_shared_one(tmp_path):
+    torch.manual_seed(4)
+    model = AVPENet(AVPENetConfig(audio_width=32, n_fusion_layers=1)).eval()
+    model.fusion.interval_scale.fill_(1.7)
+    save_model(model, tmp_path)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    del state["fusion.unknown_age_scale"]  # what runs saved before 2026-12-05 hold
+    torch.save(state, tmp_path / "model.pt")
+    assert float(load_model(tmp_path).model.fusion.unknown_age_scale) == pytest.approx(1.7)
