@@ -134,8 +134,9 @@ class StreamRegistry:
         )
         if restore is not None:
             entry.monitor.restore(restore["alert"])
-            entry.event_seq = max(int(restore["event_seq"]), start.last_event + 1)
-            entry.restored = True
+            entry.event_seq, entry.restored = int(restore["event_seq"]), True
+        # restored or afresh, it numbers on from what the client holds (last_event; -1 on a first open)
+        entry.event_seq = max(entry.event_seq, start.last_event + 1)
         self.streams[entry.key] = entry
         return entry, False
 

@@ -100,3 +100,15 @@ def test_the_router_finds_the_key_the_replica_reports_and_each_wards_resume_its_
         resume = pending(scope_pickle(STREAM_ROUTE, query, authorization=authorization))
         ranks = asyncio.run(router.choose_replicas([a_holder, b_holder], resume))
         assert ranks[0] == [holder]  # before: both to b, attached last; ward A's refused there
+
+
+def test_a_resume_that_starts_afresh_numbers_on_after_the_events_the_client_holds():
+    """Its held copy and checkpoint gone (another replica, a store restart), the resume starts afresh: its
+    events were numbered from 0 again, below the client's last_event, so the client's next resume asked for
+    events after a number the new stream had not reached and missed what it had sent."""
+    reg = StreamRegistry(StreamLimits(), 10**7)
+    fresh, resumed = reg.acquire(start(last_event=41), SID, "key-0a0a0a0a0a0a")
+    assert not resumed and fresh.event_seq == 42
+    other = Start(type="start", mode="audio", stream_id="bed-08-other")
+    first, _ = reg.acquire(other, "bed-08-other", "key-0a0a0a0a0a0a")
+    assert first.event_seq == 0
