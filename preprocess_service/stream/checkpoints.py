@@ -30,7 +30,10 @@ from typing import Protocol
 from preprocess_service.stream.affinity import routing_key
 
 log = logging.getLogger("avpenet.gateway.stream")
-STORE_NAME = "avpenet-stream-checkpoints"
+# Versioned with the Store's code and key scheme: a detached actor outlives a Gateway redeploy, so one of the
+# same name would keep running the old code (v2: keys within an API key, the copy that went furthest kept).
+# The store a previous version left is idle; remove it by name with ray.kill (docs/DEPLOY.md).
+STORE_NAME = "avpenet-stream-checkpoints-v2"
 NAMESPACE = "avpenet"
 MAX_ENTRIES = 8192  # streams kept at once across the cluster (64 per replica x 128 replicas)
 GET_TIMEOUT_S = 2.0
@@ -64,7 +67,8 @@ class Store:
     def put(self, key: str, key_id: str, snapshot: dict, ttl_s: float | None = None) -> None:
         """Keep `snapshot` for `ttl_s` (the writer's `resume_ttl_s`) unless the copy held went further."""
         held = self.entries.get(key)
-        if held is not None and held[1] == key_id and not supersedes(snapshot, held[2]):
+        alive = held is not None and held[0] >= self.clock()  # an expired copy no longer stands in the way
+        if alive and held[1] == key_id and not supersedes(snapshot, held[2]):
             return
         self.entries.pop(key, None)  # re-inserted last: the dict stays in write order
         self.entries[key] = (self.clock() + (self.ttl_s if ttl_s is None else ttl_s), key_id, snapshot)

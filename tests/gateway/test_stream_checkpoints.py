@@ -231,3 +231,15 @@ def test_a_late_write_of_a_copy_left_behind_neither_replaces_nor_shortens_the_on
     restarted = start(config=cfg.model_copy(update={"threshold": 7}))  # another start: another stream
     store.put_many({key: ("key-1", {"start": resume_fields(restarted), "event_seq": 0})}, ttl_s=300)
     assert store.get(key, "key-1")["event_seq"] == 0
+
+
+def test_an_expired_copy_does_not_keep_a_later_one_of_the_same_start_out():
+    """An expired copy with more events (a stream that ran long, then stopped) stayed in a quiet store and
+    turned away every write of the same start with fewer events, so a failover found nothing to restore."""
+    clock = [0.0]
+    store, key = Store(ttl_s=60, clock=lambda: clock[0]), routing_key("bed-4-ckpt", "key-1")
+    fields = resume_fields(start())
+    store.put(key, "key-1", {"start": fields, "event_seq": 50})
+    clock[0] += 61  # past its TTL, not yet swept (nothing else was written)
+    store.put(key, "key-1", {"start": fields, "event_seq": 3})
+    assert store.get(key, "key-1") == {"start": fields, "event_seq": 3}
