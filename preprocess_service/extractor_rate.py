@@ -30,14 +30,15 @@ class DecayedRate:
     def finished(self, seconds: float) -> None:
         self.done_s += seconds
 
-    def as_the_rest(self, busy_s: float) -> None:
-        """Weigh `busy_s` of the busy time as done at the rate of the rest, so it neither lowers nor raises
-        the rate (a clip that failed without saying what it processed). Taking it back instead would still
-        age the rest by its time: repeated such clips reset the rate to unmeasured. With nothing else
-        measured it is taken back."""
+    def as_the_rest(self, busy_s: float, at_most_s: float = math.inf) -> None:
+        """Weigh `busy_s` of the busy time as done at the rate of the rest, but at most `at_most_s` (the
+        clip's own length), so it does not raise the rate and lowers it only when the clip took longer than
+        the rest say its length takes (an extractor that really slowed: its clips are cut at their deadline).
+        Taking it back instead would still age the rest by its time: repeated such clips reset the rate to
+        unmeasured. With nothing else measured it is taken back."""
         rest_s = self.busy_s - busy_s
         if rest_s > 1e-9 and self.done_s > 0:
-            self.done_s += self.done_s * busy_s / rest_s
+            self.done_s += min(self.done_s * busy_s / rest_s, at_most_s)
         else:
             self.busy_s = max(0.0, rest_s)
 

@@ -183,7 +183,8 @@ class MediaSecondsLimiter:
         a finished clip's seconds (`credit` adds any beyond its header), a failed clip's reported ones
         (`errors.processed_seconds`: refused after its decode); a failed clip without a report (cut at its
         deadline, its caller gone, the extractor unavailable) has its share of the busy time weighed at the
-        rate of the rest (`DecayedRate.as_the_rest`), so it neither lowers the rate nor raises it."""
+        rate of the rest (`DecayedRate.as_the_rest`) up to its own length, so it does not raise the rate and
+        lowers it only when it took longer than the rest say its length takes."""
         self._tick()
         if finished:
             self.credit(held.seconds)
@@ -191,8 +192,8 @@ class MediaSecondsLimiter:
         elif processed_s is not None:
             self.credit(processed_s)
         else:
-            self.long.as_the_rest(held.busy[0])
-            self.recent.as_the_rest(held.busy[1])
+            self.long.as_the_rest(held.busy[0], held.seconds)
+            self.recent.as_the_rest(held.busy[1], held.seconds)
         self.held.remove(held)
         self.in_flight_s = max(0.0, self.in_flight_s - held.seconds) if self.held else 0.0
         self._wake()
