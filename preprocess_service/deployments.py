@@ -138,7 +138,7 @@ async def extract_remotely(
         why = {TimeoutError: f"did not finish within {timeout:.0f} s", BackPressureError: "is busy"}
         why = next((text for kind, text in why.items() if isinstance(exc, kind)), "unavailable")
         raise FeaturesUnavailable(
-            f"video feature extraction {why} ({type(exc).__name__}); send the clip again",
+            f"video feature extraction {why}; send the clip again",
             settings.limits.retry_after_s,
         ) from exc
     except asyncio.CancelledError:  # the caller went away: so does the work

@@ -61,10 +61,10 @@ async def score(service: ScoringService, request: Request) -> Response:
     rid = new_request_id(request.headers.get("x-request-id"))
     record = audit.AuditRecord(SCORE_ROUTE, "http", rid)
     try:
-        budget = service.settings.budget(request.headers)  # the proxy's clock runs: the body counts too
         token = bearer_token(request.headers.get("authorization"))
-        service.authenticate(token)
+        service.authenticate(token)  # a caller without a valid key hears 401 first, whatever else is wrong
         record.api_key_id = audit.key_id(token)
+        budget = service.settings.budget(request.headers)  # the proxy's clock runs: the body counts too
         fmt = negotiate(request.headers.get("accept"), request.query_params.get("fhir"))
         key = idempotency.check_key(request.headers.get(idempotency.HEADER))
         # The whole body first, then admission: a slow sender holds no scoring slot (min rate in read_body).

@@ -22,6 +22,7 @@ import logging
 import time
 
 from avpenet.errors import InputError
+from preprocess_service import errors
 from preprocess_service.stream.inbound import Inbound, Item, ahead_s, give_back
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
@@ -273,7 +274,7 @@ class Session:
         try:
             scored, version = await score_windows(self.hub.service.triton, [w for w, _ in ready], rid)
         except Exception as exc:  # noqa: BLE001 (Triton down or overloaded: the stream goes on)
-            detail = str(exc) if getattr(exc, "retry_after_s", None) else "inference failed"
+            detail = errors.detail_of(exc)  # the gateway's own message; never a foreign exception's text
             for w, _ in ready:
                 self.emit({"type": "error", "code": "unavailable", "window": w.index, "detail": detail})
         else:

@@ -36,9 +36,10 @@ def test_a_slow_extractor_is_a_503_with_retry_after_and_the_request_is_cancelled
     assert response.cancelled
 
 
-def test_a_dead_replica_is_a_503_not_an_internal_error():
-    with pytest.raises(FeaturesUnavailable):
+def test_a_dead_replica_is_a_503_not_an_internal_error_and_names_no_ray_class():
+    with pytest.raises(FeaturesUnavailable) as caught:
         call(FakeResponse(ActorDiedError))
+    assert str(caught.value) == "video feature extraction unavailable; send the clip again"
 
 
 class _FullQueue(BackPressureError):

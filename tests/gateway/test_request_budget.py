@@ -84,6 +84,21 @@ def test_the_score_route_answers_a_doubled_timeout_header_400_and_counts_the_ref
     assert "x-request-timeout-seconds sent 2 times" in answer["detail"] and "DuplicateHeader" in reasons
 
 
+def test_a_caller_without_a_valid_key_hears_401_before_any_header_problem():
+    async def run() -> tuple[int, dict]:
+        service = ScoringService(settings(api_keys=("k" * 32,)))
+        try:
+            body = [{"type": "http.request", "body": b"--XX--\r\n", "more_body": False}]
+            twice = [(TIMEOUT, b"50"), (TIMEOUT, b"5")]
+            response = await http_routes.score(service, score_request(body, headers=twice))
+        finally:
+            await service.close()
+        return response.status_code, json.loads(response.body)
+
+    status, answer = asyncio.run(run())
+    assert status == 401 and answer["error"] == "Unauthenticated", answer
+
+
 def test_a_config_whose_proxy_cuts_before_the_gateway_answers_is_refused():
     config = serve_config.load_config()
     serve_config.check_timeouts(config)  # the committed one (and so the k8s RayService) agrees

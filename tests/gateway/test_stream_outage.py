@@ -80,3 +80,41 @@ def test_an_alert_stays_checkpointed_through_an_outage_longer_than_the_ttl():
     assert kept is not None, "the checkpoint expired during the outage"
     assert kept["alert"]["alerting"] and kept["event_seq"] == entry.event_seq
     assert len(puts) == 1 + 90  # one write a batch, failed or not: the cadence of a scored stream
+
+
+class _ForeignFailure(Exception):
+    """Not the gateway's: a library exception that happens to carry retry_after_s (Ray's backpressure)."""
+
+    retry_after_s = 1.0
+
+
+class _BrokenTriton:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def infer(self, inputs: dict, request_id: str) -> None:
+        raise self.exc
+
+
+def test_a_failed_window_tells_the_gateways_own_reason_and_never_a_foreign_exceptions_text():
+    reg = StreamRegistry(StreamLimits(resume_ttl_s=TTL_S), 10**7)
+    entry, _ = reg.acquire(Start(type="start", mode="audio", stream_id=SID), SID, KEY)
+    details = []
+    for exc in (
+        TritonUnavailable("Triton is unavailable; retry", retry_after_s=5),
+        _ForeignFailure("q=64/64"),
+    ):
+        service = SimpleNamespace(
+            triton=_BrokenTriton(exc), watchdog=SimpleNamespace(ensure_started=lambda: None)
+        )
+        hub = SimpleNamespace(
+            registry=reg,
+            service=service,
+            checkpoints=LocalCheckpoints(TTL_S),
+            metrics=SimpleNamespace(events=_Counter()),
+        )
+        session = Session(None, hub, entry, resumed=False)
+        session.connected = False
+        asyncio.run(session._score([(_window(len(details)), 0.0)]))
+        details.append(entry.events[-1]["detail"])
+    assert details == ["Triton is unavailable; retry", "internal error"]
