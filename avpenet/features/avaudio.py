@@ -46,7 +46,8 @@ class AvAudio:
     Samples are placed by their timestamps, not simply concatenated: a hole in the timestamps (packets a
     recorder dropped) is filled with silence and a stretch that overlaps what was kept is trimmed, so the
     n-th second of the wave is the n-th second after `start` and sound stays beside the face shown with it.
-    Differences within `media.TRACK_SLACK_S` are codec framing and left alone.
+    Differences within `media.TRACK_SLACK_S` are codec framing and left alone; jumps past
+    `media.TRACK_BREAK_S` are timestamp breaks (`_place`).
     """
 
     def __init__(self, stream, kind: str, limit: float) -> None:
@@ -70,7 +71,9 @@ class AvAudio:
         self._chunks: list[np.ndarray] = []
         self._total = 0
         self.start: float | None = None  # the first decoded frame's time on the container's timeline
+        self._origin = 0.0  # where sample 0 would be on that timeline (moved by a timestamp break)
         self._trim = 0  # samples still to drop: the next frame overlaps what was kept
+        self._silence_s = 0.0  # seconds of silence filled into holes
         self.ended = False  # an FFmpeg error ended the track: later packets are ignored, no flush
 
     @classmethod
@@ -105,21 +108,35 @@ class AvAudio:
         self._input = now
 
     def _place(self, time: float | None) -> None:
-        """Silence for a hole before a frame starting at `time`, or a trim for an overlap (None: unknown)."""
+        """Silence for a hole before a frame starting at `time`, or a trim for an overlap (None: unknown).
+
+        A jump past media.TRACK_BREAK_S, or a hole that would make the silence outgrow the sound by more
+        than that, is a timestamp break (a recorder's clock reset, one corrupt timestamp), not media that
+        went missing: the samples go on where they are. So one bad timestamp neither cuts away every later
+        frame nor fills a minute of silence, and a tiny file cannot decode to more silence than sound."""
         if time is None:
             return
-        if self.start is None:
-            self.start = float(time)
+        if self.start is None:  # samples kept before the first timestamp (rare) come before it
+            self.start = self._origin = float(time) - self._total / self.rate
             return
-        ahead = time - (self.start + self._total / self.rate)
-        if abs(ahead) <= media.TRACK_SLACK_S:
+        ahead = time - (self._origin + self._total / self.rate)
+        sound_s = self._total / self.rate - self._silence_s
+        if (
+            abs(ahead) <= media.TRACK_SLACK_S
+            or abs(ahead) > media.TRACK_BREAK_S
+            or (ahead > 0 and self._silence_s + ahead > sound_s + media.TRACK_BREAK_S)
+        ):
+            if abs(ahead) > media.TRACK_SLACK_S:
+                self._origin += ahead  # a break: the timeline follows the timestamps from here
+            self._trim = 0
             return
         if ahead < 0:
             self._trim = int(round(-ahead * self.rate))
             return
-        if audio.over_limit(self._total / self.rate + ahead, self.limit):  # checked before allocating
+        if audio.over_limit(self._total / self.rate + ahead, self.limit):
             raise audio.too_long(self._total / self.rate + ahead, self.limit, so_far=True)
-        self._keep([np.zeros(int(round(ahead * self.rate)), np.float32)])
+        self._silence_s += ahead
+        self._keep([np.broadcast_to(np.float32(0), (int(round(ahead * self.rate)),))])  # no copy until finish
 
     def _keep(self, frames) -> None:
         for out in frames:

@@ -99,7 +99,8 @@ def _line_up(
 ) -> tuple[np.ndarray | None, FaceTrack]:
     """The wave and the track from the earlier of their two starts: the later one is led in with silence
     (audio) or with frames where no face is seen (video). Starts within media.TRACK_SLACK_S, or a start
-    without a timestamp, are left as they are; a lead-in that takes the clip past a limit is refused."""
+    without a timestamp, are left as they are; a lead-in that takes the clip past a limit is cut to it
+    within media.DURATION_GRACE_S and refused beyond."""
     if wave is None or audio_start is None or video_start is None:
         return wave, track
     lead = audio_start - video_start
@@ -112,12 +113,17 @@ def _line_up(
         silence = np.zeros(int(round(lead * contract.SAMPLE_RATE)), np.float32)
         return np.concatenate([silence, wave]), track
     frames = int(round(-lead * contract.FPS))
-    if frames + track.n_frames > limits.frame_limit:
+    if frames + track.n_frames > limits.frame_limit + int(media.DURATION_GRACE_S * contract.FPS):
         raise TooLarge(
             f"the video starts {-lead:.1f} s after the audio and the clip then lasts over "
             f"{limits.max_seconds:g} s, the limit"
         )
-    return wave, FaceTrack.concat([FaceTrack.empty(frames, tuple(track.image_size)), track])
+    led = FaceTrack.concat([FaceTrack.empty(frames, tuple(track.image_size)), track])
+    if led.n_frames <= limits.frame_limit:
+        return wave, led
+    per_frame = [name for name, (shape, _) in contract.TRACK_ARRAYS.items() if shape[0] == "T"]
+    cut = {name: getattr(led, name)[: limits.frame_limit] for name in per_frame}
+    return wave, FaceTrack(**cut, image_size=led.image_size)  # within the grace: cut, as audio is
 
 
 def _drain(frames: Iterator[av.VideoFrame]) -> None:

@@ -61,6 +61,9 @@ DURATION_GRACE_S = 0.5
 # to 1 ms). Larger differences are real (a track that starts late, packets a recorder dropped) and are put
 # right; this is under one sampled video frame (1 / contract.FPS).
 TRACK_SLACK_S = 0.07
+# A jump in a track's timestamps larger than this is a timestamp break (a clock reset, a corrupt timestamp),
+# not dropped media: no silence is filled for it, nothing is trimmed (avaudio).
+TRACK_BREAK_S = 5.0
 # Containers recognised only to be refused with a reason (sniff_refused): video the API does not accept.
 REFUSED_VIDEO = {"avi": "AVI", "mpegts": "MPEG-TS", "mpegps": "MPEG-PS", "flv": "FLV", "asf": "ASF/WMV"}
 

@@ -16,7 +16,7 @@ from support import testmedia as tm
 
 from avpenet import contract
 from avpenet.errors import TooLarge
-from avpenet.features import audio, avaudio, avclip, tracker
+from avpenet.features import audio, avaudio, avclip, media, tracker
 from avpenet.features.track import FaceTrack
 
 LIMITS = tracker.VideoLimits(max_seconds=20)
@@ -78,21 +78,22 @@ class _Packet:
         return self.frames
 
 
-def _frame(at_s: float, seconds: float, rate: int) -> av.AudioFrame:
-    samples = tm.tone(seconds, rate, freq=500.0)[None, :].astype(np.float32)
+def _frame(at_s: float, seconds: float, rate: int, freq: float = 500.0) -> av.AudioFrame:
+    samples = tm.tone(seconds, rate, freq=freq)[None, :].astype(np.float32)
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout="mono")
     frame.sample_rate, frame.time_base, frame.pts = rate, Fraction(1, rate), int(round(at_s * rate))
     return frame
 
 
 def test_audio_timestamps_that_go_back_are_trimmed_not_played_twice():
-    with av.open(io.BytesIO(_clip("matroska"))) as container:
-        track = avaudio.AvAudio.of(container, "ebml", 20.0)
-        rate = track.rate
-        track.feed(_Packet(_frame(0.0, 1.5, rate), _frame(1.0, 1.5, rate)))  # the second repeats 0.5 s
-        track.feed(_Packet(_frame(2.5, 0.5, rate)))
-        wave, _ = track.finish()
+    rate = 16_000
+    first, second = _frame(0.0, 1.5, rate), _frame(1.0, 1.5, rate, freq=800.0)  # the second repeats 0.5 s
+    wave = _decode((first, second), (_frame(2.5, 0.5, rate),))
     assert wave.size / rate == pytest.approx(3.0, abs=0.001)
+    np.testing.assert_array_equal(wave[: int(1.5 * rate)], first.to_ndarray()[0])  # the first whole
+    np.testing.assert_array_equal(
+        wave[int(1.5 * rate) : int(2.5 * rate)], second.to_ndarray()[0][rate // 2 :]
+    )
 
 
 def test_tracks_that_start_together_are_not_moved():
@@ -102,8 +103,38 @@ def test_tracks_that_start_together_are_not_moved():
 
 
 def test_a_hole_that_takes_the_audio_past_its_limit_is_refused_before_it_is_filled():
-    with pytest.raises(TooLarge, match="limit is 20 s"):
-        audio.load_audio(_clip("matroska", audio_jump=(1.0, 100_000.0)), max_seconds=20)
+    with pytest.raises(TooLarge, match="limit is 3 s"):
+        audio.load_audio(_clip("matroska", audio_jump=(1.0, 2.0)), max_seconds=3)
+
+
+def _decode(*packets: tuple[av.AudioFrame, ...]) -> np.ndarray:
+    with av.open(io.BytesIO(_clip("matroska"))) as container:
+        track = avaudio.AvAudio.of(container, "ebml", 600.0)
+        for frames in packets:
+            track.feed(_Packet(*frames))
+        wave, _ = track.finish()
+    return wave
+
+
+@pytest.mark.parametrize("bad_at_s", [30.0, -50.0, 100_000.0])
+def test_one_corrupt_timestamp_is_a_break_not_a_hole_and_no_later_frame_is_lost(bad_at_s):
+    """Before: a frame stamped 30 s ahead made every later (correct) frame an overlap, cut away (0.7 s of
+    19 s kept); one stamped -50 s left a trim that ate the next frames; 100,000 s ahead was a 413."""
+    rate = 16_000
+    frames = [_frame(i * 0.5, 0.5, rate) for i in range(8)]
+    frames[3] = _frame(bad_at_s, 0.5, rate)
+    wave = _decode(*[(f,) for f in frames])
+    assert wave.size == 8 * rate // 2  # every frame's samples, no silence, nothing trimmed
+    assert _loud(wave, 0.0, 4.0) > 0.1
+
+
+def test_a_tiny_file_cannot_decode_to_much_more_silence_than_sound():
+    """Forty 64-ms frames each 4 s after the last (a 17-KB file could fill 590 s of silence at 192 kHz,
+    1.4 GB): holes are filled only while the silence stays within the sound plus media.TRACK_BREAK_S."""
+    rate = 16_000
+    wave = _decode(*[(_frame(i * 4.0, 0.064, rate),) for i in range(40)])
+    sound_s = 40 * 0.064
+    assert sound_s < wave.size / rate <= 2 * sound_s + media.TRACK_BREAK_S + 4.0
 
 
 @pytest.mark.parametrize(("audio_start", "video_start"), [(30.0, 0.0), (0.0, 30.0)])
@@ -115,3 +146,12 @@ def test_a_lead_in_that_takes_the_clip_past_its_limit_is_refused(audio_start, vi
         avclip._line_up(wave, audio_start, track, video_start, 20.0, LIMITS)
     moved_wave, moved_track = avclip._line_up(wave, audio_start / 10, track, video_start / 10, 20.0, LIMITS)
     assert moved_wave.size + moved_track.n_frames * SR // contract.FPS == 9 * SR
+
+
+def test_a_lead_in_within_the_duration_grace_is_cut_to_the_limit():
+    """A 2.0-s clip (the limit) whose picture starts 0.2 s after its sound: refused 413 before, while the
+    same lengths without the lead-in were cut to the limit."""
+    wave, track = np.zeros(2 * SR, np.float32), FaceTrack.empty(2 * contract.FPS)
+    limits = tracker.VideoLimits(max_seconds=2.0)
+    _, led = avclip._line_up(wave, 0.0, track, 0.2, 2.0, limits)
+    assert led.n_frames == limits.frame_limit == 20 and not led.face_present.any()
