@@ -205,7 +205,8 @@ def recalibrate(
     extra["unknown_age_interval_scale"] = record["unknown_age_scale_after"]
     if only_unknown_age:  # the shared scale's own record (and the run's validation figures) stay
         extra["unknown_age_calibration"] = record
-    else:
+    else:  # both scales refitted: an earlier --only-unknown-age record no longer describes the run
+        extra.pop("unknown_age_calibration", None)
         extra.update(
             interval_scale=scale, val={**val, "interval_coverage_90": after_cov}, interval_calibration=record
         )

@@ -77,7 +77,8 @@ def _span(text: str) -> tuple[float, float]:
 
 
 def load_recording(path: Path, landmarks: Path | None = None):
-    """The Recording a device would stream from this file (decoded and sampled as clip scoring does)."""
+    """The Recording a device would stream from this file (decoded and sampled as clip scoring does, except
+    that a file whose audio and video start apart is streamed as decoded, not lined up: avclip._line_up)."""
     from avpenet.features import audio, tracker
     from avpenet.features.track import FaceTrack
     from preprocess_service.stream.replay import Recording

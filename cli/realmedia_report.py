@@ -22,7 +22,7 @@ from avpenet import realmedia
 
 def score_clips(checkpoint: Path | None = None) -> list[dict]:
     """Build the clips in a temporary folder and score each: fused, audio-only, face-only."""
-    from avpenet.features import audio, tracker, windows
+    from avpenet.features import avclip, tracker, windows
     from avpenet.model import load_model
     from avpenet.predict import predict_clips
     from avpenet.train import mask_audio, mask_face
@@ -33,7 +33,7 @@ def score_clips(checkpoint: Path | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for row in realmedia.build(Path(tmp)):
             data = (Path(tmp) / row["clip"]).read_bytes()
-            wave, track = audio.load_audio(data, name=row["clip"]), tracker.track_video(data)
+            wave, track = avclip.decode_clip(data, tracker.VideoLimits(), name=row["clip"])  # as served
             x = windows.model_inputs(wave, track, "adult")
             used, masked = masking.apply(x, wave, track)
             res = {"fused": x}

@@ -88,7 +88,13 @@ def highest_used(model_dir: Path) -> int:
     A rollback deletes folder N+1 but not the record, so the next export numbers N+2: a client pinned to N+1,
     a cache or an audit record never gets another model under that number."""
     path = model_dir / HIGH_WATER
-    recorded = int(json.loads(path.read_text())["highest_version"]) if path.is_file() else 0
+    try:
+        recorded = int(json.loads(path.read_text())["highest_version"]) if path.is_file() else 0
+    except (ValueError, KeyError, TypeError) as exc:  # a merge conflict, a hand edit: refused, not guessed
+        raise ValueError(
+            f"{path} is not a high-water record ({type(exc).__name__}: {exc}); restore it from version "
+            'control or write {"highest_version": N}, N the highest version this part ever published'
+        ) from None
     return max(recorded, latest(model_dir) or 0)
 
 

@@ -123,6 +123,15 @@ def test_add_version_numbers_above_a_deleted_newest_version(tmp_path: Path) -> N
     assert versions.versions(folder) == [1, 3]
 
 
+@pytest.mark.parametrize("damaged", ["<<<<<<< HEAD\n", '{"version": 3}', '{"highest_version": null}'])
+def test_a_damaged_high_water_record_is_refused_with_its_file_named(tmp_path: Path, damaged: str) -> None:
+    folder = tmp_path / "part"
+    versions.add_version(folder, {"model.onnx": b"a"}, {})
+    (folder / versions.HIGH_WATER).write_text(damaged)
+    with pytest.raises(ValueError, match="is not a high-water record.*restore it"):
+        versions.add_version(folder, {"model.onnx": b"b"}, {})
+
+
 def test_the_committed_repository_records_its_highest_versions() -> None:
     """Without the record a rollback of a committed part would hand its number to the next export."""
     for part in contract.PARTS:
