@@ -209,3 +209,23 @@ def degenerate_landmarks(track, value: float | None = None):
     else:
         arrays["landmarks"] = np.full_like(arrays["landmarks"], value)
     return type(track)(**arrays)
+
+
+def timestamp_jump_mkv(jump_s: float = 590.0, rate: int = 192_000) -> bytes:
+    """Two 0.1-s PCM frames of a 192-kHz Matroska track, the second stamped `jump_s` later: a few KB whose
+    timestamps span ten minutes (filling that hole with silence took 1.4 GB)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        for at_s in (0.0, jump_s):
+            tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 10) / rate)
+            frame = av.AudioFrame.from_ndarray(
+                (tone * 32767).astype(np.int16)[None, :], format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts = rate, int(at_s * rate)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()

@@ -5,7 +5,8 @@ UDP for 20-30 s; a 1.5 KB MP4 with forged sample tables took gigabytes; forged W
 time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landmarks got a "moderate" score; a
 255-channel Ogg was decoded whole, every channel; an MP3 that changed its rate part-way was a 500; a WAV of
 MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a ValueError; an Ogg cut before
-its first audio page was "no audio", so its clip was scored on the face alone.
+its first audio page was "no audio", so its clip was scored on the face alone; a tiny track whose timestamps
+jump minutes filled that hole with gigabytes of silence.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 from support import hostile_media as hm
 
-from corpus.cases import Case, Upload, _named, _npz, _npz_with, _tone_wav, _track
+from corpus.cases import Case, Upload, _named, _npz, _npz_with, _tone_wav, _track, _video
 
 BAD = "INVALID_ARGUMENT"
 
@@ -24,6 +25,13 @@ BAD = "INVALID_ARGUMENT"
 def _landmarks(value: float | None) -> bytes:
     track = hm.degenerate_landmarks(_track(), value)
     return _npz_with(landmarks=track.landmarks, face_present=track.face_present)
+
+
+@functools.cache
+def _late_sound_clip() -> bytes:
+    from support import testmedia
+
+    return _video(testmedia.noise_frames(30, size=(96, 64)), audio=True, audio_start_s=1.0)
 
 
 def build() -> list[Case]:
@@ -68,6 +76,10 @@ def build() -> list[Case]:
          200, "OK", one("audio", "wav", hm.gsm_wav)),
         ("ogg_cut_before_audio", "an Ogg Vorbis cut in its first audio page, with a face track: refused",
          422, BAD, with_face("ogg", hm.vorbis_cut_in_first_audio_page)),
+        ("audio_timestamp_jump", "a 77 KB track: 2nd frame stamped 590 s on (a break; filled, 1.4 GB)",
+         200, "OK", one("audio", "mkv", hm.timestamp_jump_mkv)),
+        ("clip_audio_starts_late", "a clip whose sound starts 1 s after its picture: led in with silence",
+         200, "OK", one("clip", "mp4", _late_sound_clip)),
         ("avi_video", "AVI video in the video part: container not accepted",
          415, BAD, one("video", "avi", lambda: hm.video("avi"))),
         ("mpegts_as_audio", "MPEG-TS video in the audio part: a video container, said so",
