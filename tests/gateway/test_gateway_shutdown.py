@@ -20,6 +20,10 @@ class _Service:
         self.closed = True
 
 
+class _Streams(_Service):
+    """The replica's StreamHub: closing it ends its sweep of expired streams."""
+
+
 class _Mirror:
     stopped = False
 
@@ -33,6 +37,6 @@ class _Mirror:
 def test_serves_destructor_closes_the_service_and_stops_the_metrics_mirror():
     wrapped = Gateway.func_or_class  # what Serve instantiates: Ray's ASGI ingress wrapper around the class
     replica = object.__new__(wrapped)  # no __init__: no Triton, no Ray
-    replica.service, replica.metrics_mirror = _Service(), _Mirror()
+    replica.service, replica.metrics_mirror, replica.streams = _Service(), _Mirror(), _Streams()
     asyncio.run(replica.__del__())  # as Serve's replica shutdown calls it
-    assert replica.service.closed and replica.metrics_mirror.stopped
+    assert replica.service.closed and replica.metrics_mirror.stopped and replica.streams.closed
