@@ -31,14 +31,7 @@ def _mkv(planes: np.ndarray, layout: str) -> bytes:
     with av.open(buf, "w", format="matroska") as out:
         stream = out.add_stream("pcm_f32le", rate=SR)
         stream.layout = layout
-        for start in range(0, planes.shape[1], 1024):
-            piece = np.ascontiguousarray(planes[:, start : start + 1024])
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
-            frame.sample_rate, frame.pts = SR, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        tm.encode_audio(out, stream, planes, layout, SR)
     return buf.getvalue()
 
 

@@ -123,17 +123,21 @@ def adts_bytes(wave: np.ndarray, sr: int, *, id3: bool = False) -> bytes:
     with av.open(buf, mode="w", format="adts", options={"write_id3v2": "1"} if id3 else {}) as out:
         stream = out.add_stream("aac", rate=sr)
         stream.layout = "mono"
-        wave = np.asarray(wave, np.float32)
-        for start in range(0, wave.size, 1024):
-            frame = av.AudioFrame.from_ndarray(
-                wave[None, start : start + 1024].copy(), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = sr, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr)
     return buf.getvalue()
+
+
+def encode_audio(out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024) -> None:
+    """Encode float `planes` [channels, samples] into `stream` of the open container `out`, frame by frame
+    (timestamps from 0), and flush it."""
+    for start in range(0, planes.shape[1], chunk):
+        piece = np.ascontiguousarray(planes[:, start : start + chunk], np.float32)
+        frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts = sr, start
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
 
 
 def top_level_boxes(data: bytes) -> list[bytes]:
