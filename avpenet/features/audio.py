@@ -64,7 +64,9 @@ def load_audio(
     if kind is None:
         ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
-    if kind in ("wav", "flac", "ogg"):
+    if kind == "wav" and media.wav_format_tag(head) in media.WAV_MPEG_TAGS:
+        wave, sr = _read_av(source, kind, limit)  # not libsndfile's mpg123: it logs upload bytes
+    elif kind in ("wav", "flac", "ogg"):
         wave, sr = _read_sound_file(source, kind, limit)
     else:
         wave, sr = _read_av(source, kind, limit)

@@ -39,7 +39,11 @@ SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
 # Enough for TS_PACKETS MPEG-TS packets of the longest kind (204 bytes); reading it costs nothing.
 HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
-DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg"}
+DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav"}
+# WAV format tags of MPEG audio (MPEG-1, MPEG Layer 3). libsndfile hands those to mpg123, which prints to
+# stderr, header bytes of the upload included ("Illegal Audio-MPEG-Header 0x74d8c299"); such a WAV is read by
+# FFmpeg instead, whose log PyAV keeps off: no upload byte reaches a log.
+WAV_MPEG_TAGS = (0x0050, 0x0055)
 # Top-level boxes an MP4/MOV may start with other than `ftyp` (those FFmpeg's mov probe knows): QuickTime
 # files before `ftyp` existed, and some cameras, start with `wide` then `mdat`; `free`/`skip` pad a header
 # rewritten in place; a file written moov-first may have no `ftyp` at all.
@@ -231,3 +235,14 @@ def main_stream(streams):
     flags = av.stream.Disposition
     tracks = [s for s in streams if not s.disposition & flags.attached_pic]
     return next((s for s in tracks if s.disposition & flags.default), next(iter(tracks), None))
+
+
+def wav_format_tag(head: bytes) -> int | None:
+    """The format tag of a RIFF/WAVE's `fmt ` chunk when it lies within `head`; None otherwise."""
+    at = 12
+    while at + 8 <= len(head):
+        size = int.from_bytes(head[at + 4 : at + 8], "little")
+        if head[at : at + 4] == b"fmt ":
+            return int.from_bytes(head[at + 8 : at + 10], "little") if at + 10 <= len(head) else None
+        at += 8 + size + (size & 1)
+    return None
