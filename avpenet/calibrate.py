@@ -5,12 +5,12 @@
 
 `avpenet train` fits the interval scale (``fusion.interval_scale``) on its validation clips at the end of a
 run. When that validation set was small (a run on part of a dataset), the scale is noisy and the interval's
-coverage on unseen subjects can miss its 90%. This command refits only that scale, with the very function the
-training run uses (``train.calibrate_interval``), on the clips of the split's VALIDATION subjects — never the
-test subjects — and writes a new run directory: the same weights, the new scale, and the source run's record
-(config.json with its training history, its training split.json, finetune.json) plus an
-``interval_calibration`` entry (scale and validation coverage before and after, subjects, clips, labels
-digest).
+coverage on unseen subjects can miss its 90%. This command refits only the interval scales, with the
+very function the training run uses (``train.calibrate_interval``), on the clips of the split's VALIDATION
+subjects — never the test subjects — and writes a new run directory: the same weights, the new scale, and
+the source run's record (config.json with its training history, its training split.json, finetune.json)
+plus an ``interval_calibration`` entry (scale and validation coverage before and after, subjects, clips,
+labels digest).
 
 A request that names no age group has a scale of its own (``fusion.unknown_age_scale``), fitted the same way
 on the same clips sent without their age group (``train.calibrate_unknown_age``). ``--only-unknown-age``
@@ -201,20 +201,25 @@ def recalibrate(
             for i, (path, fresh_digest, cl) in enumerate(fresh, start=1)
         ],
     }
-    extra = {k: v for k, v in config.items() if k not in ("model", "params")}
+    skip = ("model", "params") if only_unknown_age else ("model", "params", "unknown_age_calibration")
+    extra = {k: v for k, v in config.items() if k not in skip}  # a full refit: an older no-age record goes
     extra["unknown_age_interval_scale"] = record["unknown_age_scale_after"]
     if only_unknown_age:  # the shared scale's own record (and the run's validation figures) stay
         extra["unknown_age_calibration"] = record
-    else:  # both scales refitted: an earlier --only-unknown-age record no longer describes the run
-        extra.pop("unknown_age_calibration", None)
+    else:
         extra.update(
             interval_scale=scale, val={**val, "interval_coverage_90": after_cov}, interval_calibration=record
         )
     save_model(model, out, extra=extra)
-    for name in KEPT_FILES:
-        if (Path(checkpoint) / name).exists():
-            shutil.copyfile(Path(checkpoint) / name, Path(out) / name)
+    _keep_record(Path(checkpoint), Path(out))
     return record
+
+
+def _keep_record(checkpoint: Path, out: Path) -> None:
+    """The source run's training record, true for the new run too."""
+    for name in KEPT_FILES:
+        if (checkpoint / name).exists():
+            shutil.copyfile(checkpoint / name, out / name)
 
 
 def run(args: argparse.Namespace) -> int:

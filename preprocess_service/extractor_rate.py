@@ -2,7 +2,8 @@
 
 The measurement behind `video_admission.MediaSecondsLimiter` (preprocess_service/README.md, *Admission*): an
 exponentially weighted rate, and each started clip's share of its busy time, so a clip that fails without
-reporting what it processed is weighed at the rate of the rest instead of reading as a slow extractor.
+reporting what it processed is weighed at the rate of the rest (at most its own length) instead of reading
+as media never done.
 """
 
 from __future__ import annotations

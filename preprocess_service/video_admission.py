@@ -57,8 +57,8 @@ class MediaSecondsLimiter:
     A clip not started within `max_wait_s` (the rate fell meanwhile) leaves the queue with a 429; one whose
     caller gives up leaves it at once. A started clip that fails tells the rate only what the extractor
     reports it processed (`_release`): a failure it cannot report has its busy time weighed at the rate of
-    the other work, so repeated failing clips (hostile or not) neither lower the rate for other callers nor
-    raise it. Single-threaded event loop: no lock.
+    the other work, credited at most its own length, so it never raises the rate and lowers it only when the
+    clip took longer than the rest say its length takes. Single-threaded event loop: no lock.
     """
 
     ADMIT_SHARE = 0.8  # of the deadline, at most: headroom for the rate estimate's noise

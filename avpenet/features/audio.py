@@ -8,7 +8,8 @@ sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). A WAV/FLAC/OGG file is audio, so one that yields no
-sample is UndecodableMedia (empty, or corrupt/truncated), never None. Decoding failures raise
+sample is UndecodableMedia (empty, or corrupt/truncated), never None (an Ogg holding no audio stream at all
+is None, as a container). Decoding failures raise
 ``avpenet.errors`` types.
 
 Hostile samples: a declared rate outside [AUDIO_MIN_INPUT_RATE, AUDIO_MAX_INPUT_RATE] is refused, and so are

@@ -1,4 +1,5 @@
-"""The audio track of a PyAV container (MP3; MP4/MOV/WebM/MKV), decoded packet by packet.
+"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, MP3 in a WAV, an Ogg
+libsndfile cannot read, MP4/MOV/WebM/MKV.
 
 Shared by `audio.load_audio` (the track alone) and `avclip.decode_clip` (the same demux pass as the video, so
 a clip's container is read once). The checks and errors are `audio`'s.

@@ -76,7 +76,7 @@ def build() -> list[Case]:
          200, "OK", one("audio", "wav", hm.gsm_wav)),
         ("ogg_cut_before_audio", "an Ogg Vorbis cut in its first audio page, with a face track: refused",
          422, BAD, with_face("ogg", hm.vorbis_cut_in_first_audio_page)),
-        ("audio_timestamp_jump", "a 77 KB track: 2nd frame stamped 590 s on (a break; filled, 1.4 GB)",
+        ("audio_timestamp_jump", "a 77 KB track, 2nd frame stamped 590 s on: a timestamp break (once 1.4 GB)",
          200, "OK", one("audio", "mkv", hm.timestamp_jump_mkv)),
         ("clip_audio_starts_late", "a clip whose sound starts 1 s after its picture: led in with silence",
          200, "OK", one("clip", "mp4", _late_sound_clip)),
