@@ -15,7 +15,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from avpenet import contract
+from ensemble import DEFAULT_REPOSITORY
 from ensemble.batching import BatchingPlan, load_plan
+from ensemble.publish import Publication
 
 GPU_CONFIG_NAME = "gpu"
 # Precision each part is served at (precision.json): the graph file of the part's newest version it names.
@@ -252,11 +254,14 @@ def render_configs(
 def write_configs(
     repo: Path, plan: BatchingPlan | None = None, precision: dict[str, str] | None = None
 ) -> list[Path]:
-    """(Re)write config.pbtxt and configs/gpu.pbtxt of every model (render_configs); returns the files."""
+    """(Re)write config.pbtxt and configs/gpu.pbtxt of every model (render_configs); returns the files.
+
+    All or none, each file replaced whole (a hidden temporary beside it, then `os.replace`): a crash or a full
+    disk mid-write used to leave a truncated config.pbtxt, which Triton refuses to load."""
     texts = render_configs(repo, plan, precision)
-    for path, text in texts.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    with Publication() as tx:
+        for path, text in texts.items():
+            tx.write_text(path, text)
     return list(texts)
 
 
@@ -267,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ensemble.configs", description="rewrite every config")
-    parser.add_argument("--repo", type=Path, default=Path("model_repository"))
+    parser.add_argument(  # the repository `avpenet export` writes, wherever this runs from
+        "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     for path in write_configs(args.repo):
         print(path)

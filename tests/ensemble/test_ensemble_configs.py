@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
+import pathlib
 import shutil
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from avpenet import contract
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, versions
+from ensemble.batching import load_plan
 
 REPO = DEFAULT_REPOSITORY
 DTYPE_NAMES = {"FP32": "TYPE_FP32", "INT64": "TYPE_INT64"}
@@ -48,6 +52,47 @@ def test_a_rollback_rewrites_the_config_for_the_version_left(tmp_path: Path, cap
     config = (copy / "audio_frontend" / "config.pbtxt").read_text()
     assert 'string_value: "model.onnx"' in config and "fp32-dft" not in config.split("parameters", 1)[1]
     assert str(copy / "audio_frontend" / "config.pbtxt") in capsys.readouterr().out
+
+
+def _snapshot(repo: Path) -> dict[str, bytes | None]:
+    """Every path under `repo` (hidden ones included): a file's bytes, None for a folder."""
+    return {str(p.relative_to(repo)): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")}
+
+
+def test_a_disk_error_while_writing_configs_leaves_every_config_whole(tmp_path: Path, monkeypatch) -> None:
+    """Configs were written in place: a full disk mid-write left a truncated config.pbtxt (Triton refuses
+    it) beside configs already rewritten for another plan."""
+    copy = shutil.copytree(REPO, tmp_path / "model_repository")
+    before = _snapshot(copy)
+    original = pathlib.Path.write_text
+
+    def half_then_full(self: Path, text: str, *args, **kwargs) -> int:
+        if self.parent.name == contract.VISUAL_ENCODER.name and "config.pbtxt" in self.name:
+            original(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_full)
+    plan = dataclasses.replace(load_plan(), intra_op_threads=3)  # every part's config changes
+    with pytest.raises(OSError, match="No space left"):
+        configs.write_configs(copy, plan)
+    assert _snapshot(copy) == before
+
+
+def test_configs_default_to_the_repository_export_writes(tmp_path: Path, monkeypatch) -> None:
+    """Run from another folder, `python -m ensemble.configs` used to write a new ./model_repository there and
+    leave the served repository's configs as they were."""
+    copy = shutil.copytree(REPO, tmp_path / "model_repository")
+    monkeypatch.setattr(configs, "DEFAULT_REPOSITORY", copy, raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (copy / contract.FUSION.name / "config.pbtxt").unlink()
+    assert configs.main([]) == 0
+    assert (copy / contract.FUSION.name / "config.pbtxt").read_bytes() == (
+        REPO / contract.FUSION.name / "config.pbtxt"
+    ).read_bytes()
+    assert not list(elsewhere.iterdir())
 
 
 @pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)
