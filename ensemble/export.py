@@ -118,13 +118,9 @@ def _publish(tx: Publication, repo: Path, exported: list, source: dict, keep: in
         pruned = versions.prune(repo / spec.name, keep, tx)
         versions.record_highest(tx, repo / spec.name)
         report[spec.name] = {"version": version, "created": staging is not None, "pruned": pruned}
-    # the ensemble's graph only (version 1); its steps use each part's newest version
-    steps = {name: r["version"] for name, r in report.items()}
-    record = {"model": contract.ENSEMBLE.name, "version": 1, "steps_served": steps, "source": source}
-    path = repo / contract.ENSEMBLE.name / "1" / versions.MANIFEST
-    tx.write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    # the ensemble's graph only (version 1); its steps use each part's newest version, which its record names
     report[contract.ENSEMBLE.name] = {"version": 1, "created": False, "pruned": []}
-    for path, text in configs.render_configs(repo).items():
+    for path, text in configs.render_configs(repo, source=source).items():
         tx.write_text(path, text)
     return report
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from avpenet import contract
 from ensemble import graph_diff
 from ensemble.publish import Publication
 
@@ -96,6 +97,25 @@ def highest_used(model_dir: Path) -> int:
             'control or write {"highest_version": N}, N the highest version this part ever published'
         ) from None
     return max(recorded, latest(model_dir) or 0)
+
+
+def served_record(repo: Path, source: dict | None = None) -> tuple[Path, str] | None:
+    """(path, text) of the ensemble's record `avpenet/1/manifest.json`: `steps_served` names each part's
+    newest version on disk, the one its steps serve. `source`: the run just exported (a fresh record);
+    without it the record's other fields stay (None when there is no record to rewrite), so after a rollback
+    or a quantisation it names what is served, not a deleted version."""
+    path = Path(repo) / contract.ENSEMBLE.name / "1" / MANIFEST
+    if source is None and not path.is_file():
+        return None
+    try:
+        record = {"source": source} if source is not None else dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # a merge conflict, a hand edit: refused, not guessed
+        raise ValueError(
+            f"{path} is not the ensemble's record ({exc}); restore it from version control"
+        ) from None
+    served = {part.name: latest(Path(repo) / part.name) for part in contract.PARTS}
+    record.update(model=contract.ENSEMBLE.name, version=1, steps_served=served)
+    return path, json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 def record_highest(tx: Publication, model_dir: Path) -> None:

@@ -54,6 +54,24 @@ def test_a_rollback_rewrites_the_config_for_the_version_left(tmp_path: Path, cap
     assert str(copy / "audio_frontend" / "config.pbtxt") in capsys.readouterr().out
 
 
+def test_a_rollback_rewrites_the_versions_the_ensemble_records_as_served(tmp_path: Path) -> None:
+    """After the documented rollback the ensemble's record still named the deleted version in
+    `steps_served`; it now names the versions left, and keeps the rest of the record."""
+    copy = shutil.copytree(REPO, tmp_path / "model_repository")
+    path = copy / contract.ENSEMBLE.name / "1" / versions.MANIFEST
+    before = json.loads(path.read_text())
+    fusion = copy / contract.FUSION.name
+    newest = versions.latest(fusion)
+    shutil.rmtree(fusion / str(newest))
+    assert configs.main(["--repo", str(copy)]) == 0
+    after = json.loads(path.read_text())
+    assert after["steps_served"] == {**before["steps_served"], contract.FUSION.name: versions.latest(fusion)}
+    assert after["steps_served"][contract.FUSION.name] < newest
+    assert {k: v for k, v in after.items() if k != "steps_served"} == {
+        k: v for k, v in before.items() if k != "steps_served"
+    }
+
+
 def _snapshot(repo: Path) -> dict[str, bytes | None]:
     """Every path under `repo` (hidden ones included): a file's bytes, None for a folder."""
     return {str(p.relative_to(repo)): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")}
