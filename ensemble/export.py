@@ -17,6 +17,7 @@ from avpenet.argtypes import positive_int
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, PROJECT_ROOT, configs, versions
 from ensemble.onnx_export import OPSET, export_part
 from ensemble.publish import Publication
+from ensemble.publish_parts import publish_parts
 
 HELP = "Export a trained run (default: the committed reference) to the Triton model repository."
 DEFAULT_SEED = 0
@@ -102,26 +103,9 @@ def export_repository(
             files[FP32_DFT_FILE], manifest["fp32_dft_max_abs_diff_vs_fp64_torch"] = fp32_dft_frontend()
         exported.append((spec, files, manifest))
     with Publication() as tx:  # all or nothing: a disk error on any part leaves the repository as it was
-        return _publish(tx, Path(repo), exported, source, keep)
-
-
-def _publish(tx: Publication, repo: Path, exported: list, source: dict, keep: int) -> dict[str, dict]:
-    """Every changed part's new version written (hidden), then renamed into place, then pruned, the records
-    and the configs rewritten last, so no config names a graph before it is on disk."""
-    tx.make_dirs(repo)
-    staged = [(spec, *versions.stage_version(tx, repo / spec.name, f, m)) for spec, f, m in exported]
-    for spec, version, staging in staged:
-        if staging is not None:
-            tx.move(staging, repo / spec.name / str(version))
-    report: dict[str, dict] = {}
-    for spec, version, staging in staged:
-        pruned = versions.prune(repo / spec.name, keep, tx)
-        versions.record_highest(tx, repo / spec.name)
-        report[spec.name] = {"version": version, "created": staging is not None, "pruned": pruned}
+        report = publish_parts(tx, Path(repo), exported, keep, source)
     # the ensemble's graph only (version 1); its steps use each part's newest version, which its record names
     report[contract.ENSEMBLE.name] = {"version": 1, "created": False, "pruned": []}
-    for path, text in configs.render_configs(repo, source=source).items():
-        tx.write_text(path, text)
     return report
 
 

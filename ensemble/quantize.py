@@ -25,6 +25,8 @@ from avpenet import contract
 from avpenet.argtypes import positive_int
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision_measure, versions
 from ensemble.ort_chain import OrtChain
+from ensemble.publish import Publication
+from ensemble.publish_parts import publish_parts
 
 HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."
 INT8_FILE = configs.ONNX_FILES["int8"]
@@ -165,7 +167,7 @@ def quantize_repository(
     """
     fp32_chain = OrtChain(repo, graphs={p.name: "model.onnx" for p in contract.PARTS})
     values = fp32_chain.all_tensors(tensors)
-    report: dict[str, dict] = {}
+    made, int8_rows = [], {}  # every part quantised before any is published
     for spec in contract.PARTS:
         if spec.name not in parts:
             continue
@@ -178,7 +180,7 @@ def quantize_repository(
             key: previous[key] for key in ("source", "onnx_opset", "inputs", "outputs") if key in previous
         }
         dynamic = PART_OPTIONS[spec.name].get("dynamic", False)
-        manifest["int8"] = {
+        manifest["int8"] = int8_rows[spec.name] = {
             "file": INT8_FILE,
             "method": DYNAMIC_METHOD if dynamic else STATIC_METHOD,
             "calibration": "none: ranges taken per call"
@@ -188,22 +190,11 @@ def quantize_repository(
             "quantized_from_version": current,
         }
         files = {"model.onnx": fp32, INT8_FILE: int8, "model.py": BACKEND_SOURCE.read_bytes()}
-        version, created = versions.add_version(model_dir, files, manifest)
-        pruned = versions.prune(model_dir, keep)  # as `avpenet export`: newest + one to roll back to
-        report[spec.name] = {"version": version, "created": created, "pruned": pruned, **manifest["int8"]}
-    _record_steps_served(repo)
-    configs.write_configs(repo)
-    return report
-
-
-def _record_steps_served(repo: Path) -> None:
-    """The ensemble manifest names each part's newest version (what its steps serve), as export does."""
-    path = repo / contract.ENSEMBLE.name / "1" / versions.MANIFEST
-    if not path.exists():
-        return
-    record = json.loads(path.read_text())
-    record["steps_served"] = {p.name: versions.latest(repo / p.name) for p in contract.PARTS}
-    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        made.append((spec, files, manifest))
+    # all or nothing, as `avpenet export`: pruned as it prunes, the ensemble's record and the configs last
+    with Publication() as tx:
+        report = publish_parts(tx, Path(repo), made, keep)
+    return {name: {**row, **int8_rows[name]} for name, row in report.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

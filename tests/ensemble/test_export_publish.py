@@ -17,7 +17,7 @@ import pytest
 
 from avpenet import contract
 from cli.main import main
-from ensemble import DEFAULT_REPOSITORY, configs, export, versions
+from ensemble import DEFAULT_REPOSITORY, configs, export, quantize, versions
 
 SECOND = contract.PARTS[1]  # the part whose publishing fails: the first is already written by then
 HIDDEN = (".staging-", ".retired-", ".new", ".old")
@@ -55,17 +55,22 @@ def _fail(monkeypatch, method: str, when) -> None:
     monkeypatch.setattr(pathlib.Path, method, failing)
 
 
-FAILURES = {  # where a disk error strikes, each after the first part was written
-    "writing the second part": ("write_bytes", lambda p, *_: p.parent.parent.name == SECOND.name),
-    "renaming the second part into place": (
-        "rename",
-        lambda p, target: Path(target).parent.name == SECOND.name,
-    ),
-    "writing the ensemble's record": (
-        "write_text",
-        lambda p, *_: p.parent.parent.name == contract.ENSEMBLE.name and "manifest" in p.name,
-    ),
-}
+def _failures(second: str) -> dict[str, tuple]:
+    """Where a disk error strikes, each after the first part (`second`: the one after it) was written."""
+    return {
+        "writing the second part": ("write_bytes", lambda p, *_: p.parent.parent.name == second),
+        "renaming the second part into place": (
+            "rename",
+            lambda p, target: Path(target).parent.name == second,
+        ),
+        "writing the ensemble's record": (
+            "write_text",
+            lambda p, *_: p.parent.parent.name == contract.ENSEMBLE.name and "manifest" in p.name,
+        ),
+    }
+
+
+FAILURES = _failures(SECOND.name)
 
 
 @pytest.mark.parametrize("where", FAILURES)
@@ -78,6 +83,37 @@ def test_a_disk_error_while_publishing_leaves_the_repository_byte_for_byte(
     with pytest.raises(OSError, match="No space left"):
         export.export_repository(retrained, repo, {"kind": "test"})
     assert _snapshot(repo) == before
+
+
+@pytest.fixture
+def quantizing(monkeypatch) -> None:
+    """`avpenet quantize` with its fp32 chain and ONNX Runtime's quantiser replaced by stand-in bytes."""
+    monkeypatch.setattr(quantize, "OrtChain", lambda *_a, **_k: SimpleNamespace(all_tensors=lambda _t: {}))
+    monkeypatch.setattr(quantize, "quantize_part", lambda _fp32, spec, _v: b"int8 of " + spec.name.encode())
+    monkeypatch.setattr(quantize, "_max_diff", lambda *_args: 0.0)
+
+
+@pytest.mark.parametrize("where", FAILURES)
+def test_a_disk_error_while_quantizing_leaves_the_repository_byte_for_byte(
+    where: str, repo: Path, quantizing, monkeypatch
+) -> None:
+    """Quantize published part by part: its first part stayed at N+1 (N-1 pruned) beside the others."""
+    before = _snapshot(repo)
+    _fail(monkeypatch, *_failures(quantize.QUANTISABLE[1])[where])
+    with pytest.raises(OSError, match="No space left"):
+        quantize.quantize_repository(repo, {}, quantize.QUANTISABLE, calibration={"windows": 0})
+    assert _snapshot(repo) == before
+
+
+def test_a_published_quantisation_records_every_new_version_as_served(repo: Path, quantizing) -> None:
+    newest = {p: versions.latest(repo / p) for p in quantize.QUANTISABLE}
+    report = quantize.quantize_repository(repo, {}, quantize.QUANTISABLE, calibration={"windows": 0})
+    record = json.loads((repo / contract.ENSEMBLE.name / "1" / versions.MANIFEST).read_text())
+    for part in quantize.QUANTISABLE:
+        assert report[part]["version"] == newest[part] + 1 == record["steps_served"][part]
+        assert report[part]["quantized_from_version"] == newest[part]
+        assert report[part]["pruned"] == [newest[part] - 1]
+    assert not [p for p in repo.rglob("*") if any(mark in p.name for mark in HIDDEN)]
 
 
 def test_a_published_export_moves_every_part_and_leaves_nothing_hidden(repo: Path, retrained) -> None:
