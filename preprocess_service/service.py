@@ -181,7 +181,8 @@ class ScoringService:
 
         media_s = video_seconds(request, self.settings.limits.max_duration_s)  # None: no video
         if request.model_versions:  # a pin to a version not served is a 404 before any feature work
-            pinning.check(request.model_versions, ok := pinning.served(await self.repository.get()), set(ok))
+            with budget.bounds("checking the pinned model versions", self.settings.limits.retry_after_s):
+                pinning.check(request.model_versions, ok := await self._served(budget), set(ok))
         extracted, waited_s = await extract_features(self, request, media_s, budget)
         if waited_s is not None:
             extracted.timings_ms["queue"] = waited_s * 1000.0
@@ -215,13 +216,8 @@ class ScoringService:
         """One Triton call honouring the request's version pins, with the versions that produced it: read
         before and after the call, repeated once if a rollout changed them (pinning.py); `budget` caps it."""
         pins = request.model_versions
-
-        async def served() -> pinning.Served:  # a shared read (FreshReads): this request waits its budget
-            async with asyncio.timeout(None if budget is None else budget.remaining_s()):
-                return pinning.served(await self.repository.get())
-
         for _ in range(2):
-            before = await served()
+            before = await self._served(budget)
             pinning.check(pins, before, known=set(before))
             result = await self.triton.infer(
                 extracted.inputs,
@@ -230,13 +226,19 @@ class ScoringService:
                 model_version=pins.get(self.settings.model_name, ""),
                 budget_s=None if budget is None else budget.remaining_s(),
             )
-            after = await served()
+            after = await self._served(budget)
             if pinning.in_use(before) == pinning.in_use(after):
                 return result, {**pinning.in_use(after), self.settings.model_name: result.model_version}
         raise TritonUnavailable(
             "model versions changed during the call (a rollout is in progress); retry",
             self.settings.limits.retry_after_s,
         )
+
+    async def _served(self, budget: RequestBudget | None) -> pinning.Served:
+        """READY versions from a shared read (FreshReads), waited for at most what is left of `budget`: the
+        read's own deadline is Triton's (`triton_timeout_s`, 10 s), past a short budget's end."""
+        async with asyncio.timeout(None if budget is None else budget.remaining_s()):
+            return pinning.served(await self.repository.get())
 
     async def models(self) -> ModelsResponse:
         rows = await self.repository.get()
