@@ -19,6 +19,7 @@ from preprocess_service.audit import AuditRecord
 from preprocess_service.budget import RequestBudget
 from preprocess_service.errors import DeliveryNotConfigured, InvalidRequest, NotAcceptable
 from preprocess_service.idempotency import IdempotencyCache
+from preprocess_service.limits import Slot
 from preprocess_service.protocol import ScoreRequest, ScoreResponse
 from preprocess_service.settings import GatewaySettings
 
@@ -165,9 +166,11 @@ class Clinical:
         key: str | None,
         record: AuditRecord,
         budget: RequestBudget | None = None,
+        slot: Slot | None = None,
     ) -> Answer:
         """Score once per Idempotency-Key (deliver HL7 when asked, within `budget`; a retry waits for its
-        first request within its own `budget`), render `fmt`, fill the audit record."""
+        first request within its own `budget`, its request `slot` given back meanwhile), render `fmt`, fill
+        the audit record."""
         self.check(request)
         clip = clip_sha256(request)
         record.clip_sha256, record.format = clip, fmt
@@ -177,7 +180,7 @@ class Clinical:
             return result, await self.deliver(result, request, budget)
 
         (result, delivery), replayed = await self.idempotency.run(
-            record.api_key_id, key, fingerprint(request, clip), work, budget
+            record.api_key_id, key, fingerprint(request, clip), work, budget, slot
         )
         record.model_versions, record.replayed = dict(result.model_versions), replayed
         # Off the event loop: hl7apy builds and validates a message in ~0.1-0.3 s of CPU.

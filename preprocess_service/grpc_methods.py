@@ -61,7 +61,7 @@ class GrpcMethods:
             record.api_key_id = audit.key_id(token)
             fmt = proto_format(request.format)
             key = idempotency.check_key(metadata.get(idempotency.HEADER))
-            with self.service.admit():
+            with self.service.admit() as slot:
                 parsed = ScoreRequest.from_proto(request, rid)
                 answer = await self.service.clinical.answer(
                     lambda: self.service.score(
@@ -72,6 +72,7 @@ class GrpcMethods:
                     key=key,
                     record=record,
                     budget=budget,
+                    slot=slot,
                 )
         except Exception as exc:
             record.emit(status_of(exc)[1])

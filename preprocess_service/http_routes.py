@@ -69,7 +69,7 @@ async def score(service: ScoringService, request: Request) -> Response:
         key = idempotency.check_key(request.headers.get(idempotency.HEADER))
         # The whole body first, then admission: a slow sender holds no scoring slot (min rate in read_body).
         body = await read_body(request, service.settings.limits)
-        with service.admit():
+        with service.admit() as slot:
             parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
             del body
             answer = await service.clinical.answer(
@@ -81,6 +81,7 @@ async def score(service: ScoringService, request: Request) -> Response:
                 key=key,
                 record=record,
                 budget=budget,
+                slot=slot,
             )
     except Exception as exc:
         record.emit(status_of(exc)[0])

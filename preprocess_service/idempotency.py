@@ -4,7 +4,8 @@ A bounded TTL cache per gateway replica, keyed by (API key id, Idempotency-Key).
 request (its fingerprint: clip digest and every field) returns the stored answer, marked as a replay; a retry
 that arrives while the first is still running waits for it (and runs it itself if the first caller goes away
 mid-run), for as long as its own time budget allows (budget.py): past it, 503 `StillRunning` + Retry-After,
-not the proxy's bare timeout; the same key with a different request is
+not the proxy's bare timeout; meanwhile it gives its request slot back (limits.Slot), so repeats of one
+request cannot fill the replica's `max_in_flight`. The same key with a different request is
 refused (422). Failures are not stored, so a retry after
 an error runs again. Across replicas nothing is shared: a
 retry routed to another replica scores again, and the answer is still the same Observation identity only if
@@ -17,6 +18,7 @@ in-flight limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
@@ -27,6 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from preprocess_service.budget import RequestBudget
 from preprocess_service.errors import InvalidRequest, StillRunning
+from preprocess_service.limits import Slot
 
 T = TypeVar("T")
 HEADER = "idempotency-key"
@@ -87,26 +90,34 @@ class IdempotencyCache(Generic[T]):
         fingerprint: str,
         fn: Callable[[], Awaitable[T]],
         budget: RequestBudget | None = None,
+        held: Slot | None = None,
     ) -> tuple[T, bool]:
         """(answer, replayed): `fn()` once per (scope, key) within the TTL; without a key, always `fn()`. A
-        retry waits for a first request still running within its own `budget` (StillRunning past it)."""
+        retry waits for a first request still running within its own `budget` (StillRunning past it), its
+        request slot `held` given back while it waits (admitted again before it runs `fn()` itself)."""
         if key is None:
             return await fn(), False
         now = time.monotonic()
         self._evict(now)
         slot = (scope, key)
+        waited = False
         while (entry := self._entries.get(slot)) is not None:
             if entry.fingerprint != fingerprint:
                 raise IdempotencyMismatch(
                     "Idempotency-Key was already used with a different request; use a new key per request"
                 )
+            waited = True
             try:
-                return await self._wait(entry, budget), True
+                with contextlib.nullcontext() if held is None else held.released():
+                    answer = await self._wait(entry, budget)
+                return answer, True
             except asyncio.CancelledError:
                 if not entry.future.cancelled() or asyncio.current_task().cancelling():
                     raise  # this request itself was cancelled
                 # the first caller went away mid-run (its slot is gone): this retry runs it, or waits on
                 # another retry that got there first
+        if waited and held is not None:
+            held.readmit()  # its slot was taken back whatever the load: it scores only where admission would
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._entries[slot] = entry = _Entry(fingerprint, future, expires=math.inf, ends_at=_ends_at(budget))
         self._evict(now)

@@ -46,16 +46,43 @@ class InFlightLimiter:
         self.in_flight = 0
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self) -> Iterator[Slot]:
         n = self.in_flight + self.also()
         if n >= self.limit:
             self.full()
             raise Overloaded(self.busy.format(n=n, limit=self.limit), self.retry_after_s)
         self.in_flight += 1
         try:
-            yield
+            yield Slot(self)
         finally:
             self.in_flight -= 1
+
+
+class Slot:
+    """An admitted request's place in an `InFlightLimiter`, which it may give back while it only waits."""
+
+    def __init__(self, limiter: InFlightLimiter) -> None:
+        self.limiter = limiter
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Given back for a wait that loads nothing the slots protect (a retry under an Idempotency-Key
+        waiting for its first request, which holds a slot of its own), so repeats of one request cannot
+        fill the replica; taken back when the wait ends, even at the limit: the answer it waited for is
+        rendered in it, and a retry that goes on to score in its first request's place calls `readmit`."""
+        self.limiter.in_flight -= 1
+        try:
+            yield
+        finally:
+            self.limiter.in_flight += 1
+
+    def readmit(self) -> None:
+        """Overloaded (429) as at admission when the others in flight fill the replica: this slot was taken
+        back past the limit, and must not score there."""
+        limiter = self.limiter
+        if (n := limiter.in_flight - 1 + limiter.also()) >= limiter.limit:
+            limiter.full()
+            raise Overloaded(limiter.busy.format(n=n, limit=limiter.limit), limiter.retry_after_s)
 
 
 def video_share(limits: Limits) -> InFlightLimiter:

@@ -22,7 +22,7 @@ from preprocess_service.clinical import Clinical, clip_sha256
 from preprocess_service.errors import TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.feature_stage import extract_features
-from preprocess_service.limits import InFlightLimiter, check_upload_size, video_share
+from preprocess_service.limits import InFlightLimiter, Slot, check_upload_size, video_share
 from preprocess_service.protocol import MediaPart, ModelInfo, ModelsResponse, ScoreRequest, ScoreResponse
 from preprocess_service.responses import build_response
 from preprocess_service.settings import GatewaySettings
@@ -119,13 +119,14 @@ class ScoringService:
         self.keys.require(token)
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Admission for one request (429 when the replica is full), tracked by the in-flight gauge."""
+    def admit(self) -> Iterator[Slot]:
+        """Admission for one request (429 when the replica is full), tracked by the in-flight gauge; the slot
+        is handed to the Idempotency-Key cache, which gives it back while a retry waits (limits.Slot)."""
         self.watchdog.ensure_started()
-        with self.limiter.admit():
+        with self.limiter.admit() as slot:
             self.metrics.in_flight.inc()
             try:
-                yield
+                yield slot
             finally:
                 self.metrics.in_flight.dec()
 

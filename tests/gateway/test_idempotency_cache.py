@@ -6,10 +6,12 @@ import asyncio
 import re
 
 import pytest
+from support.event_loop import settle
 
 from preprocess_service import idempotency
 from preprocess_service.budget import RequestBudget
-from preprocess_service.errors import InvalidRequest, StillRunning, reason_of, status_of
+from preprocess_service.errors import InvalidRequest, Overloaded, StillRunning, reason_of, status_of
+from preprocess_service.limits import InFlightLimiter
 
 
 def test_same_key_same_request_runs_once_and_replays():
@@ -188,3 +190,42 @@ def test_a_retry_that_stops_waiting_passes_on_the_first_requests_own_timeout_err
             await first
 
     asyncio.run(run())
+
+
+def test_a_waiting_retry_that_scores_for_its_gone_first_request_is_admitted_again():
+    """A retry gives its request slot back while it waits (limits.Slot) and takes it back after, even on a
+    full replica. When its first caller went away mid-run (its Triton call still computing, counted by the
+    limiter) the retry scores in its place only where admission would let a new request in: else 429."""
+    abandoned = [0]
+
+    async def run() -> tuple[BaseException, int, tuple[int, int]]:
+        limiter = InFlightLimiter(2, retry_after_s=1, also=lambda: abandoned[0])
+        cache = idempotency.IdempotencyCache()
+        started, calls = asyncio.Event(), []
+
+        async def work() -> str:
+            calls.append(1)
+            started.set()
+            await asyncio.Event().wait()
+            return "unreachable"
+
+        async def request() -> tuple[str, bool]:
+            with limiter.admit() as slot:
+                return await cache.run("k", "key", "fp", work, held=slot)
+
+        first = asyncio.create_task(request())
+        await asyncio.wait_for(started.wait(), 10)
+        retry = asyncio.create_task(request())
+        await settle()
+        waiting_holds = limiter.in_flight  # the first request only
+        with limiter.admit():  # another caller takes the slot the retry gave back: the replica is full
+            abandoned[0] = 1  # the first caller goes away; its Triton call runs on
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            with pytest.raises(Overloaded) as refused:
+                await asyncio.wait_for(retry, 10)
+        return refused.value, len(calls), (waiting_holds, limiter.in_flight)
+
+    refused, calls, held = asyncio.run(run())
+    assert status_of(refused) == (429, "RESOURCE_EXHAUSTED") and calls == 1 and held == (1, 0)
