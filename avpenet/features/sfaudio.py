@@ -34,7 +34,17 @@ def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int
     except (TooLarge, UndecodableMedia):
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
-        raise UndecodableMedia(f"{media.describe(kind)} cannot be decoded ({type(exc).__name__})") from None
+        why = _reason(exc)
+        raise UndecodableMedia(
+            f"{media.describe(kind)} cannot be decoded ({why}); send the complete, uncorrupted recording"
+        ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """libsndfile's own message ("flac decoder lost sync", "No 'data' chunk marker"): a fixed text of its
+    error table, never bytes of the file; the exception's class for anything else."""
+    text = str(getattr(exc, "error_string", "") or "").removeprefix("Error : ").strip().rstrip(".")
+    return text[:120] or type(exc).__name__
 
 
 def _mono(f: sf.SoundFile, kind: str, declared: int) -> np.ndarray:
