@@ -14,6 +14,20 @@ from preprocess_service.errors import InvalidRequest, Overloaded, StillRunning, 
 from preprocess_service.limits import InFlightLimiter
 
 
+class _FirstRequest:
+    """Work that runs until released, counting its runs: the first request a retry waits on. It answers
+    `answer`, or how many times it ran."""
+
+    def __init__(self, answer: object = None) -> None:
+        self.started, self.release, self.calls, self.answer = asyncio.Event(), asyncio.Event(), 0, answer
+
+    async def __call__(self) -> object:
+        self.calls += 1
+        self.started.set()
+        await self.release.wait()
+        return self.calls if self.answer is None else self.answer
+
+
 def test_same_key_same_request_runs_once_and_replays():
     async def run():
         cache = idempotency.IdempotencyCache(ttl_s=60, max_entries=10)
@@ -61,26 +75,18 @@ def test_different_request_with_same_key_is_refused_and_failures_are_not_stored(
 def test_a_retry_waiting_on_a_cancelled_first_caller_runs_it_itself():
     async def run():
         cache = idempotency.IdempotencyCache()
-        started, release = asyncio.Event(), asyncio.Event()
-        calls = []
-
-        async def work():
-            calls.append(1)
-            started.set()
-            await release.wait()
-            return len(calls)
-
+        work = _FirstRequest()
         first = asyncio.create_task(cache.run("k", "key", "fp", work))
-        await started.wait()
+        await work.started.wait()
         retry = asyncio.create_task(cache.run("k", "key", "fp", work))  # waits on the first
         await asyncio.sleep(0)
         first.cancel()  # the first caller disconnects mid-run
         with pytest.raises(asyncio.CancelledError):
             await first
-        release.set()
+        work.release.set()
         answer = await retry  # neither a CancelledError nor a hang
         again = await cache.run("k", "key", "fp", work)  # the retry's answer is the stored one
-        return answer, again, len(calls)
+        return answer, again, work.calls
 
     assert asyncio.run(asyncio.wait_for(run(), 10)) == ((2, False), (2, True), 2)
 
@@ -144,23 +150,15 @@ def test_a_retry_waits_for_its_first_request_only_within_its_own_time_budget():
 
     async def run():
         cache = idempotency.IdempotencyCache(retry_after_s=2)
-        started, release = asyncio.Event(), asyncio.Event()
-        calls = []
-
-        async def work():
-            calls.append(1)
-            started.set()
-            await release.wait()
-            return "scored"
-
+        work = _FirstRequest("scored")
         first = asyncio.create_task(cache.run("k", "key", "fp", work, RequestBudget(40.0, 43.0)))
-        await started.wait()
+        await work.started.wait()
         with pytest.raises(StillRunning) as caught:  # its budget spent (a 3-s x-request-timeout-seconds)
             await asyncio.wait_for(cache.run("k", "key", "fp", work, RequestBudget(0.0, 3.0)), 10)
-        release.set()
+        work.release.set()
         answer = await first
         replay = await cache.run("k", "key", "fp", work, RequestBudget(0.0, 3.0))  # done: no wait needed
-        return caught.value, answer, replay, len(calls)
+        return caught.value, answer, replay, work.calls
 
     error, answer, replay, calls = asyncio.run(run())
     assert status_of(error) == (503, "UNAVAILABLE") and reason_of(error) == "StillRunning"
@@ -201,20 +199,14 @@ def test_a_waiting_retry_that_scores_for_its_gone_first_request_is_admitted_agai
     async def run() -> tuple[BaseException, int, tuple[int, int]]:
         limiter = InFlightLimiter(2, retry_after_s=1, also=lambda: abandoned[0])
         cache = idempotency.IdempotencyCache()
-        started, calls = asyncio.Event(), []
-
-        async def work() -> str:
-            calls.append(1)
-            started.set()
-            await asyncio.Event().wait()
-            return "unreachable"
+        work = _FirstRequest("unreachable")  # never released
 
         async def request() -> tuple[str, bool]:
             with limiter.admit() as slot:
                 return await cache.run("k", "key", "fp", work, held=slot)
 
         first = asyncio.create_task(request())
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(work.started.wait(), 10)
         retry = asyncio.create_task(request())
         await settle()
         waiting_holds = limiter.in_flight  # the first request only
@@ -225,7 +217,7 @@ def test_a_waiting_retry_that_scores_for_its_gone_first_request_is_admitted_agai
                 await first
             with pytest.raises(Overloaded) as refused:
                 await asyncio.wait_for(retry, 10)
-        return refused.value, len(calls), (waiting_holds, limiter.in_flight)
+        return refused.value, work.calls, (waiting_holds, limiter.in_flight)
 
     refused, calls, held = asyncio.run(run())
     assert status_of(refused) == (429, "RESOURCE_EXHAUSTED") and calls == 1 and held == (1, 0)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-from support.gateway import wav_bytes
+from support.gateway import budget_refusal, wav_bytes
 
 from preprocess_service.budget import RequestBudget
-from preprocess_service.errors import BudgetSpent, status_of
+from preprocess_service.errors import status_of
 from preprocess_service.pinning import FreshReads
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.service import ScoringService
@@ -40,12 +39,7 @@ def test_the_up_front_pin_check_gives_up_at_the_budget_with_the_budgets_reason()
 
         service._extract_in_thread = extract
         budget = RequestBudget(total_s=0.5, timeout_s=3.5)  # x-request-timeout-seconds 3.5, less the margin
-        try:
-            with pytest.raises(BudgetSpent) as caught:
-                await asyncio.wait_for(service.score(request, protocol="http", budget=budget), GUARD_S)
-        finally:
-            await service.close()
-        return caught.value
+        return await budget_refusal(service, request, budget, GUARD_S)
 
     error = asyncio.run(scenario())
     assert "time budget ran out checking the pinned model versions" in str(error)

@@ -16,7 +16,7 @@ import pytest
 from starlette.datastructures import Headers
 from support.asgi import score_request
 from support.fake_extractor import FakeHandle, FakeResponse
-from support.gateway import API_KEY, audio_and_landmarks, mp4_bytes, post_score, wav_bytes
+from support.gateway import API_KEY, audio_and_landmarks, budget_refusal, mp4_bytes, post_score, wav_bytes
 
 from preprocess_service import http_routes, mllp, serve_config
 from preprocess_service.budget import RequestBudget
@@ -222,14 +222,8 @@ def test_a_light_upload_whose_budget_is_spent_is_refused_before_it_is_decoded(mo
     s = settings()
 
     async def scenario() -> BaseException:
-        service = ScoringService(s)
         spent = RequestBudget(0.0, 3.0, asked=True)  # x-request-timeout-seconds: 3, less the 3-s margin
-        try:
-            with pytest.raises(BudgetSpent) as caught:
-                await asyncio.wait_for(service.score(request, protocol="http", budget=spent), WAIT_S)
-        finally:
-            await service.close()
-        return caught.value
+        return await budget_refusal(ScoringService(s), request, spent, WAIT_S)
 
     error = asyncio.run(scenario())
     assert "time budget ran out before decoding" in str(error) and not decoded

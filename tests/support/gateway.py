@@ -159,3 +159,20 @@ def extractor_replica(**limits):
     replica.limits = Limits(**limits)
     replica.slots = asyncio.Semaphore(replica.limits.features_threads)
     return replica
+
+
+async def budget_refusal(service, request: ScoreRequest, budget, guard_s: float) -> BaseException:
+    """The BudgetSpent that `service.score` raises for `request` within `budget` (a refusal not given within
+    `guard_s` fails the test instead of hanging it); the service is closed after."""
+    import asyncio
+
+    import pytest
+
+    from preprocess_service.errors import BudgetSpent
+
+    try:
+        with pytest.raises(BudgetSpent) as caught:
+            await asyncio.wait_for(service.score(request, protocol="http", budget=budget), guard_s)
+    finally:
+        await service.close()
+    return caught.value
