@@ -128,10 +128,9 @@ def _split(data_dir: Path, checkpoint: Path, config: dict, split_path: Path | No
 
 def _unknown_age_coverage(model, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) -> float:
     """The 90% interval's coverage of these clips sent without their age group."""
-    from avpenet.model import UNKNOWN_AGE
+    from avpenet.predict import with_age
 
-    withheld = [{**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], UNKNOWN_AGE)} for x in inputs]
-    return _coverage(model, withheld, scores)[1]
+    return _coverage(model, [with_age(x, C.UNKNOWN_AGE) for x in inputs], scores)[1]
 
 
 def recalibrate(

@@ -117,6 +117,7 @@ def feature_slice(segment: str) -> slice:
 # --- Labels ---
 AGE_GROUPS: Final[tuple[str, ...]] = ("neonate", "adult", "unknown")  # index = the model's age_group input
 LABELLED_AGE_GROUPS: Final = AGE_GROUPS[:2]  # a dataset's clips; "unknown" is only a request value
+UNKNOWN_AGE: Final = AGE_GROUPS.index("unknown")  # a request that names no age group
 SCORE_MIN: Final = 0.0
 SCORE_MAX: Final = 10.0
 LEVELS: Final[tuple[str, ...]] = ("low", "moderate", "high")

@@ -39,7 +39,7 @@ from avpenet import contract as C
 from avpenet import data
 from avpenet.argtypes import positive_int
 from avpenet.model import REFERENCE_DIR, load_model
-from avpenet.predict import predict_clips, regression_metrics
+from avpenet.predict import predict_clips, regression_metrics, with_age
 from avpenet.train import mask_audio, mask_face, restrict
 
 HELP = "evaluate a checkpoint on the test subjects of a dataset (metrics JSON + optional Markdown report)"
@@ -108,10 +108,11 @@ def choose_subjects(
 
 
 def send_age(clips: list[data.Clip], args: argparse.Namespace) -> list[data.Clip]:
-    """The clips with `--send-age` as the model's age input (their own age group still groups the metrics)."""
-    age = getattr(args, "send_age", None)
-    for clip in clips if age else ():
-        clip.inputs[C.AGE_GROUP.name] = np.full_like(clip.inputs[C.AGE_GROUP.name], C.age_index(age))
+    """The clips with `--send-age` as the model's age input (their own age group still groups the metrics);
+    unchanged without it."""
+    if age := getattr(args, "send_age", None):
+        for clip in clips:
+            clip.inputs = with_age(clip.inputs, C.age_index(age))
     return clips
 
 

@@ -340,9 +340,6 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1.0)
 
 
-UNKNOWN_AGE = C.age_index("unknown")
-
-
 def _unknown_age_scale_of_older_runs(state: dict, prefix: str, *args) -> None:
     """A run saved before requests without an age had their own scale served them with the shared one."""
     if prefix + "interval_scale" in state and prefix + "unknown_age_scale" not in state:
@@ -414,7 +411,7 @@ class Fusion(nn.Module):
         raw = self.score_head(h)  # (B, 1)
         score = C.SCORE_MAX * torch.sigmoid(raw)  # (B, 1) in [0, 10]
         log_variance = torch.clamp(self.logvar_head(h), -8.0, 6.0)  # (B, 1); clamp keeps exp() sane
-        unknown = (age_id == UNKNOWN_AGE)[:, None]  # (B, 1)
+        unknown = (age_id == C.UNKNOWN_AGE)[:, None]  # (B, 1)
         scale = torch.where(unknown, self.unknown_age_scale, self.interval_scale)  # (B, 1)
         log_variance = log_variance + 2.0 * torch.log(scale)  # calibrated spread
         half = Z_INTERVAL * torch.exp(0.5 * log_variance)

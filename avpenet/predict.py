@@ -14,6 +14,11 @@ from avpenet.model import AVPENet
 INPUT_NAMES = tuple(t.name for t in C.MODEL_INPUTS)  # the PyTorch model's windows, not the ensemble's rows
 
 
+def with_age(inputs: dict[str, np.ndarray], age_index: int) -> dict[str, np.ndarray]:
+    """A clip's windows sent with another age group (the rest shared, not copied)."""
+    return {**inputs, C.AGE_GROUP.name: np.full_like(inputs[C.AGE_GROUP.name], age_index)}
+
+
 def concat_inputs(inputs: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([x[name] for x in inputs]) for name in INPUT_NAMES}
 

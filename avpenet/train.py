@@ -47,8 +47,8 @@ from avpenet.aggregate import Z_INTERVAL
 from avpenet.argtypes import positive_int
 from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
 from avpenet.labelcheck import check_split
-from avpenet.model import UNKNOWN_AGE, AVPENet, save_model
-from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics
+from avpenet.model import AVPENet, save_model
+from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics, with_age
 
 HELP = "train AVPENet on a dataset directory (subject-independent split, early stopping)"
 MODALITIES = ("both", "audio", "visual")
@@ -246,7 +246,7 @@ def calibrate_unknown_age(
     """Set fusion.unknown_age_scale the same way, on the same clips sent without their age group (what a
     request that names none is scored with): that embedding saw no training clip, so its errors are larger
     than its variance says, and the shared scale covered 70% of such clips, not 90%."""
-    withheld = [{**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], UNKNOWN_AGE)} for x in val_inputs]
+    withheld = [with_age(x, C.UNKNOWN_AGE) for x in val_inputs]
     model.fusion.unknown_age_scale.fill_(1.0)
     scale = _conformal_scale(model, withheld, val_scores)
     model.fusion.unknown_age_scale.fill_(max(scale, 1e-3))

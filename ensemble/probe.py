@@ -22,7 +22,7 @@ PROBE_REQUEST_ID = "avpenet-probe"  # visible in Triton's traces, so probes are 
 def probe_inputs() -> dict[str, np.ndarray]:
     """One all-zero window (silence, no face, age group "unknown"): valid input for every step."""
     arrays = contract.zero_inputs(contract.ENSEMBLE, 1)
-    arrays[contract.AGE_GROUP.name][:] = contract.age_index("unknown")
+    arrays[contract.AGE_GROUP.name][:] = contract.UNKNOWN_AGE
     return arrays
 
 

@@ -63,8 +63,13 @@ class RequestBudget:
                 asked_by_caller = True
         return cls(total_s=max(timeout - margin_s, 0.0), timeout_s=timeout, asked=asked_by_caller)
 
+    @property
+    def ends_at(self) -> float:
+        """time.monotonic() when the budget runs out."""
+        return self.started + self.total_s
+
     def remaining_s(self) -> float:
-        return self.total_s - (time.monotonic() - self.started)
+        return self.ends_at - time.monotonic()
 
     def cap(self, stage_s: float) -> float:
         """A stage's own deadline, or what is left of the budget when that is shorter (never below 0)."""

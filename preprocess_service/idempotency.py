@@ -57,10 +57,6 @@ class _Entry(Generic[T]):
     ends_at: float = math.inf  # time.monotonic() when the running request's budget ends
 
 
-def _ends_at(budget: RequestBudget | None) -> float:
-    return math.inf if budget is None else budget.started + budget.total_s
-
-
 class IdempotencyCache(Generic[T]):
     def __init__(self, ttl_s: float = 24 * 3600.0, max_entries: int = 10_000, retry_after_s: int = 1) -> None:
         self.ttl_s = ttl_s
@@ -119,7 +115,9 @@ class IdempotencyCache(Generic[T]):
         if waited and held is not None:
             held.readmit()  # its slot was taken back whatever the load: it scores only where admission would
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._entries[slot] = entry = _Entry(fingerprint, future, expires=math.inf, ends_at=_ends_at(budget))
+        self._entries[slot] = entry = _Entry(
+            fingerprint, future, expires=math.inf, ends_at=math.inf if budget is None else budget.ends_at
+        )
         self._evict(now)
         try:
             answer = await fn()

@@ -74,6 +74,12 @@ def load_audio(
     return cut_to(to_model_rate(wave, sr, kind), limit)
 
 
+def mix_down(samples: np.ndarray, axis: int) -> np.ndarray:
+    """float32 mono: the mean of the channels along `axis`, summed in float64. Every decoder mixes so
+    (sfaudio, avaudio), so one recording scores the same in any container."""
+    return samples.mean(axis=axis, dtype=np.float64).astype(np.float32)
+
+
 def check_wave(wave: np.ndarray, what: str) -> np.ndarray:
     """`wave` unchanged if every sample is finite and within ±MAX_SAMPLE_MAGNITUDE; else UndecodableMedia."""
     # max/min propagate NaN and need no temporary copy of a long multichannel recording (abs/isfinite would)

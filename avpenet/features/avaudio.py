@@ -30,10 +30,8 @@ def _planar(rate: int) -> av.AudioResampler:
 
 
 def _mono(planes: np.ndarray) -> np.ndarray:
-    """[channels, samples] -> [samples]: the channels' mean, as sfaudio mixes (one channel: unchanged)."""
-    if planes.shape[0] == 1:
-        return planes[0]
-    return planes.mean(axis=0, dtype=np.float64).astype(np.float32)
+    """[channels, samples] -> [samples] (`audio.mix_down`; one channel: unchanged, no copy)."""
+    return planes[0] if planes.shape[0] == 1 else audio.mix_down(planes, axis=0)
 
 
 class AvAudio:

@@ -113,17 +113,13 @@ def _line_up(
         silence = np.zeros(int(round(lead * contract.SAMPLE_RATE)), np.float32)
         return np.concatenate([silence, wave]), track
     frames = int(round(-lead * contract.FPS))
-    if frames + track.n_frames > limits.frame_limit + int(media.DURATION_GRACE_S * contract.FPS):
+    if frames + track.n_frames > limits.grace_frame_limit:
         raise TooLarge(
             f"the video starts {-lead:.1f} s after the audio and the clip then lasts over "
             f"{limits.max_seconds:g} s, the limit"
         )
     led = FaceTrack.concat([FaceTrack.empty(frames, tuple(track.image_size)), track])
-    if led.n_frames <= limits.frame_limit:
-        return wave, led
-    per_frame = [name for name, (shape, _) in contract.TRACK_ARRAYS.items() if shape[0] == "T"]
-    cut = {name: getattr(led, name)[: limits.frame_limit] for name in per_frame}
-    return wave, FaceTrack(**cut, image_size=led.image_size)  # within the grace: cut, as audio is
+    return wave, led.head(limits.frame_limit)  # within the grace: cut, as audio is
 
 
 def _drain(frames: Iterator[av.VideoFrame]) -> None:

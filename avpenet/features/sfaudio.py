@@ -62,6 +62,6 @@ def _mono(f: sf.SoundFile, kind: str, declared: int) -> np.ndarray:
             break  # a damaged tail
         if not len(got):
             break  # decoded less than declared (a truncated file): what decoded is kept
-        mono.append(audio.check_wave(got, what).mean(axis=1, dtype=np.float64).astype(np.float32))
+        mono.append(audio.mix_down(audio.check_wave(got, what), axis=1))
         total += len(got)
     return np.concatenate(mono) if mono else np.zeros(0, np.float32)

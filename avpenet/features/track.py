@@ -67,6 +67,17 @@ class FaceTrack:
             image_size=tracks[0].image_size.copy(),
         )
 
+    def head(self, n_frames: int) -> FaceTrack:
+        """The first `n_frames` frames (all of them when there are fewer)."""
+        if self.n_frames <= n_frames:
+            return self
+        per_frame = {
+            k: getattr(self, k)[:n_frames]
+            for k, (shape, _) in contract.TRACK_ARRAYS.items()
+            if shape[0] == "T"
+        }
+        return FaceTrack(**per_frame, image_size=self.image_size.copy())
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

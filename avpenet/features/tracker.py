@@ -85,6 +85,12 @@ class VideoLimits:
     def frame_limit(self) -> int:
         return self.max_frames if self.max_frames is not None else int(self.max_seconds * contract.FPS)
 
+    @property
+    def grace_frame_limit(self) -> int:
+        """Frames beyond which a video is refused: up to media.DURATION_GRACE_S past the limit it is cut to
+        `frame_limit` instead, as audio is (a phone's 600.03-s clip)."""
+        return self.frame_limit + int(media.DURATION_GRACE_S * contract.FPS)
+
 
 # --- the model file -----------------------------------------------------------------------------------------
 def default_model_path() -> Path:
@@ -502,14 +508,12 @@ def sample_frames(
     eps = 1e-6
     k, decoded, t0 = 0, 0, None
     prev, prev_t, prev_rgb = None, 0.0, None
-    # Video up to media.DURATION_GRACE_S past the limit is cut to it, as audio is (a phone's 600.03-s clip)
-    grace_frames = int(media.DURATION_GRACE_S * contract.FPS)
 
     def emit():
         """The frame shown at k / FPS, or None past the limit but within the grace (cut)."""
         nonlocal k, prev_rgb
         k += 1
-        if k > limits.frame_limit + grace_frames:
+        if k > limits.grace_frame_limit:
             raise TooLarge(
                 f"video has more than {limits.frame_limit} frames at {contract.FPS} fps "
                 f"({limits.max_seconds:.0f} s limit)"

@@ -18,7 +18,7 @@ from avpenet import contract as C
 from avpenet import data
 from avpenet.aggregate import Z_INTERVAL
 from avpenet.model import load_model
-from avpenet.predict import predict_clips
+from avpenet.predict import predict_clips, with_age
 
 
 def _calibrate(run_dir, tiny_set, split_path, out):
@@ -104,9 +104,7 @@ def test_only_unknown_age_refits_that_scale_alone_and_serves_it_to_requests_with
     assert moved == ["fusion.unknown_age_scale"]
 
     own = [dict(c.inputs) for c in clips]
-    withheld = [
-        {**x, C.AGE_GROUP.name: np.full_like(x[C.AGE_GROUP.name], C.age_index("unknown"))} for x in own
-    ]
+    withheld = [with_age(x, C.UNKNOWN_AGE) for x in own]
     for name, value in predict_clips(before, own).items():  # a request naming its age: bit for bit
         np.testing.assert_array_equal(predict_clips(after, own)[name], value)
     served = predict_clips(after, withheld)

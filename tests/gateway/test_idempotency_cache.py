@@ -18,8 +18,10 @@ class _FirstRequest:
     """Work that runs until released, counting its runs: the first request a retry waits on. It answers
     `answer`, or how many times it ran."""
 
-    def __init__(self, answer: object = None) -> None:
+    def __init__(self, answer: object = None, released: bool = False) -> None:
         self.started, self.release, self.calls, self.answer = asyncio.Event(), asyncio.Event(), 0, answer
+        if released:
+            self.release.set()
 
     async def __call__(self) -> object:
         self.calls += 1
@@ -114,24 +116,24 @@ def test_a_full_cache_never_evicts_a_request_still_running():
 
     async def run():
         cache = idempotency.IdempotencyCache(ttl_s=60, max_entries=1)
-        calls: list[str] = []
+        first_a, first_b = _FirstRequest("A"), _FirstRequest("B")  # both run until released
+        again = _FirstRequest("A again")
 
-        async def slow(tag: str) -> str:
-            calls.append(tag)
-            await asyncio.sleep(0.05)
-            return tag
-
-        a = asyncio.create_task(cache.run("k", "A", "fpA", lambda: slow("A")))
-        await asyncio.sleep(0.01)
-        b = asyncio.create_task(cache.run("k", "B", "fpB", lambda: slow("B")))
-        await asyncio.sleep(0.01)
-        retry = asyncio.create_task(cache.run("k", "A", "fpA", lambda: slow("A again")))
-        answers = await asyncio.gather(a, b, retry)
-        await cache.run("k", "C", "fpC", lambda: slow("C"))  # all done now: the bound holds again
-        return answers, calls, len(cache)
+        a = asyncio.create_task(cache.run("k", "A", "fpA", first_a))
+        await first_a.started.wait()
+        b = asyncio.create_task(cache.run("k", "B", "fpB", first_b))  # the cache is full: A still runs
+        await first_b.started.wait()
+        retry = asyncio.create_task(cache.run("k", "A", "fpA", again))
+        await settle()
+        first_a.release.set()
+        first_b.release.set()
+        answers = await asyncio.wait_for(asyncio.gather(a, b, retry), 10)  # a retry run again would hang
+        c = _FirstRequest("C", released=True)
+        await cache.run("k", "C", "fpC", c)  # all done now: the bound holds again
+        return answers, [first_a.calls, first_b.calls, again.calls, c.calls], len(cache)
 
     answers, calls, size = asyncio.run(run())
-    assert answers == [("A", False), ("B", False), ("A", True)] and calls == ["A", "B", "C"]
+    assert answers == [("A", False), ("B", False), ("A", True)] and calls == [1, 1, 0, 1]  # A, B, C ran once
     assert size == 1
 
 
