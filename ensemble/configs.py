@@ -262,8 +262,8 @@ def write_configs(
 
     All or none, each file replaced whole (a hidden temporary beside it, then `os.replace`): a crash or a full
     disk mid-write used to leave a truncated config.pbtxt, which Triton refuses to load."""
-    texts = render_configs(repo, plan, precision)
-    with Publication() as tx:
+    with Publication(repo) as tx:  # rendered under its lock: no writer changes the versions meanwhile
+        texts = render_configs(repo, plan, precision)
         for path, text in texts.items():
             tx.write_text(path, text)
     return list(texts)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from avpenet import contract
 from avpenet.argtypes import positive_int
-from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, PROJECT_ROOT, configs, versions
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, PROJECT_ROOT, configs, repository_lock, versions
 from ensemble.onnx_export import OPSET, export_part
 from ensemble.publish import Publication
 from ensemble.publish_parts import publish_parts
@@ -102,7 +102,7 @@ def export_repository(
         if spec is contract.AUDIO_FRONTEND:  # the fp32-DFT graph beside it: precision.json chooses
             files[FP32_DFT_FILE], manifest["fp32_dft_max_abs_diff_vs_fp64_torch"] = fp32_dft_frontend()
         exported.append((spec, files, manifest))
-    with Publication() as tx:  # all or nothing: a disk error on any part leaves the repository as it was
+    with Publication(repo) as tx:  # all or nothing: a disk error on any part leaves the repository as it was
         report = publish_parts(tx, Path(repo), exported, keep, source)
     # the ensemble's graph only (version 1); its steps use each part's newest version, which its record names
     report[contract.ENSEMBLE.name] = {"version": 1, "created": False, "pruned": []}
@@ -161,12 +161,15 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and not (args.checkpoint / "config.json").exists():
         print(f"avpenet export: {args.checkpoint} is not a run directory (no config.json)", file=sys.stderr)
         return 2
-    model, source = load_source(args.checkpoint, args.seed)
-    refusal = None if args.checkpoint is not None else default_source_refusal(args.repo, source)
-    if refusal:
-        print(f"avpenet export: {refusal}", file=sys.stderr)
-        return 2
-    report = export_repository(model, args.repo, source, args.keep)
+    # one writer at a time, from the refusal's read to the last rename; a second export fails here at once,
+    # not after minutes of exporting (repository_lock.py)
+    with repository_lock.hold(args.repo):
+        model, source = load_source(args.checkpoint, args.seed)
+        refusal = None if args.checkpoint is not None else default_source_refusal(args.repo, source)
+        if refusal:
+            print(f"avpenet export: {refusal}", file=sys.stderr)
+            return 2
+        report = export_repository(model, args.repo, source, args.keep)
     print(f"model repository {args.repo} from {source['kind']} {source.get('run_dir', '')}".rstrip())
     for name, row in report.items():
         state = "new" if row["created"] else "unchanged"

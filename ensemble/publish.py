@@ -7,6 +7,7 @@ next load. Here each step is applied at once and remembers how to undo it; the f
 step taken, newest first, and re-raises, so the repository is left byte for byte as it was. New files are
 written under names Triton ignores (a hidden folder is no version: not a number) and renamed into place;
 a file is replaced with `os.replace`, so a polling Triton sees the old file or the new one, never half of one.
+A Publication holds its repository's lock (repository_lock.py) from entry to exit: one writer at a time.
 """
 
 from __future__ import annotations
@@ -18,20 +19,30 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from ensemble import repository_lock
+
 
 class Publication:
-    """`with Publication() as tx:` apply steps through `tx`; an exception out of the block undoes them all."""
+    """`with Publication(repo) as tx:` apply steps through `tx`; an exception out of the block undoes them
+    all. `repo` is locked for the block: what is read in it to decide the steps is still so when they land."""
 
-    def __init__(self) -> None:
+    def __init__(self, repo: Path) -> None:
+        self._repo = Path(repo)
+        self._lock = contextlib.ExitStack()
         self._undo: list[Callable[[], object]] = []
         self._discard: list[Path] = []  # deleted once everything landed: pruned versions, replaced files
 
     def __enter__(self) -> Publication:
+        self._lock.enter_context(repository_lock.hold(self._repo))  # RepositoryBusy before any step
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with self._lock:  # entered in __enter__: released once the steps landed or were undone
+            self._finish(error)
+
+    def _finish(self, error: BaseException | None) -> None:
         if error is None:
             for path in self._discard:  # out of Triton's sight already: a leftover would be harmless
                 _remove(path)

@@ -165,6 +165,19 @@ def quantize_repository(
 
     `tensors` are ensemble inputs (one row per window); the fp32 chain turns them into every part's inputs.
     """
+    # all or nothing, as `avpenet export`: pruned as it prunes, the ensemble's record and the configs last.
+    # Locked from the read of each newest fp32 graph on: an export landing meanwhile would otherwise be
+    # followed by an int8 version of the graph it replaced (repository_lock.py)
+    with Publication(repo) as tx:
+        made, int8_rows = _quantized_parts(repo, tensors, parts, calibration)
+        report = publish_parts(tx, Path(repo), made, keep)
+    return {name: {**row, **int8_rows[name]} for name, row in report.items()}
+
+
+def _quantized_parts(
+    repo: Path, tensors: dict[str, np.ndarray], parts: tuple[str, ...], calibration: dict | None
+) -> tuple[list, dict[str, dict]]:
+    """(what publish_parts publishes, {part: its int8 record}) for the newest version of each of `parts`."""
     fp32_chain = OrtChain(repo, graphs={p.name: "model.onnx" for p in contract.PARTS})
     values = fp32_chain.all_tensors(tensors)
     made, int8_rows = [], {}  # every part quantised before any is published
@@ -191,10 +204,7 @@ def quantize_repository(
         }
         files = {"model.onnx": fp32, INT8_FILE: int8, "model.py": BACKEND_SOURCE.read_bytes()}
         made.append((spec, files, manifest))
-    # all or nothing, as `avpenet export`: pruned as it prunes, the ensemble's record and the configs last
-    with Publication() as tx:
-        report = publish_parts(tx, Path(repo), made, keep)
-    return {name: {**row, **int8_rows[name]} for name, row in report.items()}
+    return made, int8_rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

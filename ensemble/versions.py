@@ -156,7 +156,7 @@ def stage_version(
 
 def add_version(model_dir: Path, files: dict[str, bytes], manifest: dict) -> tuple[int, bool]:
     """`stage_version` and publish it at once (one part alone); (version, created)."""
-    with Publication() as tx:
+    with Publication(model_dir.parent) as tx:
         tx.make_dirs(model_dir)
         version, staging = stage_version(tx, model_dir, files, manifest)
         if staging is not None:
@@ -170,7 +170,7 @@ def prune(model_dir: Path, keep: int = DEFAULT_KEEP, tx: Publication | None = No
     if keep < 1:
         raise ValueError("keep must be >= 1: the newest version is the one being served")
     removed = versions(model_dir)[:-keep]
-    with contextlib.nullcontext(tx) if tx is not None else Publication() as publication:
+    with contextlib.nullcontext(tx) if tx is not None else Publication(model_dir.parent) as publication:
         for version in removed:
             publication.retire(model_dir / str(version))
     return removed

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.digests import repository_snapshot
 from tritonclient.grpc import model_config_pb2 as mc
 
 from avpenet import contract
@@ -72,16 +73,11 @@ def test_a_rollback_rewrites_the_versions_the_ensemble_records_as_served(tmp_pat
     }
 
 
-def _snapshot(repo: Path) -> dict[str, bytes | None]:
-    """Every path under `repo` (hidden ones included): a file's bytes, None for a folder."""
-    return {str(p.relative_to(repo)): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")}
-
-
 def test_a_disk_error_while_writing_configs_leaves_every_config_whole(tmp_path: Path, monkeypatch) -> None:
     """Configs were written in place: a full disk mid-write left a truncated config.pbtxt (Triton refuses
     it) beside configs already rewritten for another plan."""
     copy = shutil.copytree(REPO, tmp_path / "model_repository")
-    before = _snapshot(copy)
+    before = repository_snapshot(copy)
     original = pathlib.Path.write_text
 
     def half_then_full(self: Path, text: str, *args, **kwargs) -> int:
@@ -94,7 +90,7 @@ def test_a_disk_error_while_writing_configs_leaves_every_config_whole(tmp_path: 
     plan = dataclasses.replace(load_plan(), intra_op_threads=3)  # every part's config changes
     with pytest.raises(OSError, match="No space left"):
         configs.write_configs(copy, plan)
-    assert _snapshot(copy) == before
+    assert repository_snapshot(copy) == before
 
 
 def test_configs_default_to_the_repository_export_writes(tmp_path: Path, monkeypatch) -> None:

@@ -1,5 +1,6 @@
 """Publishing into the model repository: all parts or none on a disk error, a version number never names two
-models (rollback), and an export without --checkpoint never publishes the reference over a trained run.
+models (rollback), one writer at a time, and an export without --checkpoint never publishes the reference
+over a trained run.
 
 The ONNX export itself is replaced by stand-in bytes (not comparable as ONNX, so every part changes): these
 tests are about what lands on disk, test_ensemble_versions.py and test_version_identity.py export for real."""
@@ -8,24 +9,25 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support.digests import repository_snapshot
 
 from avpenet import contract
 from cli.main import main
-from ensemble import DEFAULT_REPOSITORY, configs, export, quantize, versions
+from ensemble import DEFAULT_REPOSITORY, PROJECT_ROOT, configs, export, quantize, repository_lock, versions
 
 SECOND = contract.PARTS[1]  # the part whose publishing fails: the first is already written by then
 HIDDEN = (".staging-", ".retired-", ".new", ".old")
-
-
-def _snapshot(repo: Path) -> dict[str, bytes | None]:
-    """Every path under `repo` (hidden ones included): a file's bytes, None for a folder."""
-    return {str(p.relative_to(repo)): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")}
+LOCK = repository_lock.LOCK_NAME
 
 
 @pytest.fixture
@@ -78,11 +80,11 @@ def test_a_disk_error_while_publishing_leaves_the_repository_byte_for_byte(
     where: str, repo: Path, retrained, monkeypatch
 ) -> None:
     """The first part used to stay at N+1 (its N-1 already pruned) beside the others at N."""
-    before = _snapshot(repo)
+    before = repository_snapshot(repo)
     _fail(monkeypatch, *FAILURES[where])
     with pytest.raises(OSError, match="No space left"):
         export.export_repository(retrained, repo, {"kind": "test"})
-    assert _snapshot(repo) == before
+    assert repository_snapshot(repo) == before
 
 
 @pytest.fixture
@@ -98,11 +100,11 @@ def test_a_disk_error_while_quantizing_leaves_the_repository_byte_for_byte(
     where: str, repo: Path, quantizing, monkeypatch
 ) -> None:
     """Quantize published part by part: its first part stayed at N+1 (N-1 pruned) beside the others."""
-    before = _snapshot(repo)
+    before = repository_snapshot(repo)
     _fail(monkeypatch, *_failures(quantize.QUANTISABLE[1])[where])
     with pytest.raises(OSError, match="No space left"):
         quantize.quantize_repository(repo, {}, quantize.QUANTISABLE, calibration={"windows": 0})
-    assert _snapshot(repo) == before
+    assert repository_snapshot(repo) == before
 
 
 def test_a_published_quantisation_records_every_new_version_as_served(repo: Path, quantizing) -> None:
@@ -186,7 +188,7 @@ def test_export_without_checkpoint_refuses_a_repository_from_a_trained_run(
 ) -> None:
     """It used to publish the bundled reference over the run's fusion when a configs-only export was meant."""
     _record_source(repo, contract.FUSION, {"kind": "checkpoint", "run_dir": "runs/hospital-v1"})
-    before = _snapshot(repo)
+    before = repository_snapshot(repo)
 
     def publish(*_args, **_kwargs):
         raise AssertionError("published the reference over a trained run")
@@ -196,7 +198,7 @@ def test_export_without_checkpoint_refuses_a_repository_from_a_trained_run(
     err = capsys.readouterr().err
     assert "fusion" in err and "runs/hospital-v1" in err
     assert "python -m ensemble.configs" in err and "--checkpoint" in err
-    assert _snapshot(repo) == before
+    assert repository_snapshot(repo) == before
 
 
 def test_export_without_checkpoint_still_publishes_over_the_reference(repo: Path, monkeypatch) -> None:
@@ -206,3 +208,83 @@ def test_export_without_checkpoint_still_publishes_over_the_reference(repo: Path
     monkeypatch.setattr(export, "export_repository", lambda *args: published.append(args) or {})
     assert main(["export", "--repo", str(repo)]) == 0
     assert len(published) == 1 and published[0][2]["kind"] == "reference"
+
+
+def test_a_second_export_is_refused_while_the_first_decides_its_versions(
+    repo: Path, retrained, monkeypatch
+) -> None:
+    """Two exports at once both read highest_version N and both published N+1: one replaced the other."""
+    deciding, resume, first = threading.Event(), threading.Event(), []
+    highest_used = versions.highest_used
+
+    def pausing(model_dir: Path) -> int:
+        if threading.current_thread().name == "first export" and not deciding.is_set():
+            deciding.set()  # the first export has read a high-water mark and not yet written its version
+            assert resume.wait(60)
+        return highest_used(model_dir)
+
+    monkeypatch.setattr(versions, "highest_used", pausing)
+    newest = versions.latest(repo / contract.FUSION.name)
+    thread = threading.Thread(
+        target=lambda: first.append(export.export_repository(retrained, repo, {"kind": "first"})),
+        name="first export",
+    )
+    thread.start()
+    try:
+        assert deciding.wait(60)
+        before = repository_snapshot(repo)
+        with pytest.raises(
+            OSError, match=rf"being written by pid {os.getpid()} .*{LOCK}.*nothing was written"
+        ):
+            export.export_repository(retrained, repo, {"kind": "second"})
+        assert repository_snapshot(repo) == before
+    finally:
+        resume.set()
+        thread.join(60)
+    retrained.state["tag"] = b"retrained again"
+    second = export.export_repository(retrained, repo, {"kind": "second"})
+    fusion = repo / contract.FUSION.name
+    assert [first[0][contract.FUSION.name]["version"], second[contract.FUSION.name]["version"]] == [
+        newest + 1,
+        newest + 2,
+    ]
+    assert (fusion / str(newest + 1) / "model.onnx").read_bytes() == b"retrainedfusion"
+    assert versions.read_manifest(fusion, newest + 1)["source"] == {"kind": "first"}
+    assert (fusion / str(newest + 2) / "model.onnx").read_bytes() == b"retrained againfusion"
+
+
+_HOLDER = """import sys
+from ensemble.repository_lock import hold
+with hold(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_writer_in_another_process_holds_off_every_writer(
+    repo: Path, quantizing, monkeypatch, capsys
+) -> None:
+    """`python -m ensemble.configs`, `avpenet quantize` and `avpenet export` while another process publishes:
+    refused at once,
+    naming the lock and that process's pid (exit 2 and one line from the CLI), and nothing written."""
+    monkeypatch.setattr(export, "export_repository", lambda *_a: pytest.fail("exported under another's lock"))
+    (repo / "fusion" / "config.pbtxt").write_text("# a stale config the configs run would rewrite\n")
+    before = repository_snapshot(repo)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(repo)], cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OSError, match=rf"being written by pid {holder.pid} .*holds {repo / LOCK}"):
+            configs.main(["--repo", str(repo)])
+        with pytest.raises(OSError, match=rf"being written by pid {holder.pid} "):
+            quantize.quantize_repository(repo, {}, quantize.QUANTISABLE, calibration={"windows": 0})
+        assert main(["export", "--repo", str(repo)]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and LOCK in err and len(err.strip().splitlines()) == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(60)
+    assert repository_snapshot(repo) == before
+    assert configs.main(["--repo", str(repo)]) == 0  # the lock went with its holder
