@@ -8,6 +8,11 @@ step taken, newest first, and re-raises, so the repository is left byte for byte
 written under names Triton ignores (a hidden folder is no version: not a number) and renamed into place;
 a file is replaced with `os.replace`, so a polling Triton sees the old file or the new one, never half of one.
 A Publication holds its repository's lock (repository_lock.py) from entry to exit: one writer at a time.
+
+Durable too: a rename reaches the disk in the directory's metadata, the renamed file's bytes separately, and
+a power loss in between left a swapped-in config or manifest empty. So every file written (and a staged
+folder's entries) is fsynced before the rename that makes it visible, and each folder a rename changed is
+fsynced once all renames are done: after a crash either the old or the new version is there, whole.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Publication:
         self._lock = contextlib.ExitStack()
         self._undo: list[Callable[[], object]] = []
         self._discard: list[Path] = []  # deleted once everything landed: pruned versions, replaced files
+        self._renamed_in: dict[Path, None] = {}  # folders whose entries a rename changed, fsynced at the end
 
     def __enter__(self) -> Publication:
         self._lock.enter_context(repository_lock.hold(self._repo))  # RepositoryBusy before any step
@@ -44,6 +50,8 @@ class Publication:
 
     def _finish(self, error: BaseException | None) -> None:
         if error is None:
+            for folder in self._renamed_in:  # the renames on disk before anything is deleted
+                _fsync(folder)
             for path in self._discard:  # out of Triton's sight already: a leftover would be harmless
                 _remove(path)
             return
@@ -66,6 +74,8 @@ class Publication:
         folder.mkdir()
         for name, data in files.items():
             (folder / name).write_bytes(data)
+            _fsync(folder / name)
+        _fsync(folder)  # its entries, before `move` shows it
 
     def move(self, source: Path, target: Path) -> None:
         """Rename `source` to `target` (which must not exist); renamed back on failure."""
@@ -73,6 +83,7 @@ class Publication:
             raise FileExistsError(f"{target} exists: refusing to replace it")
         source.rename(target)
         self._undo.append(lambda: target.rename(source))
+        self._renamed_in.update(dict.fromkeys([source.parent, target.parent]))
 
     def retire(self, folder: Path) -> None:
         """Take `folder` out of Triton's sight now (a hidden name) and delete it once everything landed."""
@@ -89,6 +100,7 @@ class Publication:
         new = path.with_name(f".{path.name}.new")
         self._undo.append(lambda: new.unlink(missing_ok=True))
         new.write_text(text)
+        _fsync(new)
         if path.exists():
             old = path.with_name(f".{path.name}.old")  # the same inode: undoing is a rename, no disk space
             old.unlink(missing_ok=True)
@@ -102,6 +114,17 @@ class Publication:
         else:
             self._undo.append(lambda: path.unlink(missing_ok=True))
         os.replace(new, path)
+        self._renamed_in[path.parent] = None
+
+
+def _fsync(path: Path) -> None:
+    """Flush `path`'s bytes (a file) or entries (a folder) to disk. Linux syncs the inode through any
+    descriptor, so one read-only open serves both."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:

@@ -152,6 +152,44 @@ def test_a_version_number_is_never_reused_after_a_rollback(repo: Path, retrained
     )
 
 
+def test_every_file_is_on_disk_before_its_rename_and_every_rename_before_the_end(
+    repo: Path, retrained, monkeypatch
+) -> None:
+    """Nothing was fsynced: after a power loss a renamed-in config or manifest could be empty (its rename
+    reached the disk, its bytes had not), or a rename be lost while the old version was already deleted."""
+    events: list[tuple[str, object]] = []  # ("fsync", inode) or ("rename", target), in the order they ran
+    fsync, replace, rename = os.fsync, os.replace, pathlib.Path.rename
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def recording_replace(source, target) -> None:
+        replace(source, target)
+        events.append(("rename", Path(target)))
+
+    def recording_rename(self: Path, target) -> Path:
+        moved = rename(self, target)
+        events.append(("rename", Path(target)))
+        return moved
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.setattr(pathlib.Path, "rename", recording_rename)
+    export.export_repository(retrained, repo, {"kind": "test"})
+
+    renames = [(i, target) for i, (kind, target) in enumerate(events) if kind == "rename"]
+    published = [(i, t) for i, t in renames if t.exists()]  # versions retired (moved aside) are deleted now
+    assert len(published) > len(contract.PARTS)  # the parts' new versions, their records, the configs
+    for i, target in published:
+        contents = [target, *target.rglob("*")] if target.is_dir() else [target]
+        unsynced = [p for p in contents if ("fsync", p.stat().st_ino) not in events[:i]]
+        assert not unsynced, f"{target} renamed into place before {unsynced} reached the disk"
+    last = renames[-1][0]
+    for folder in {target.parent for _, target in renames}:
+        assert ("fsync", folder.stat().st_ino) in events[last:], f"{folder}: its renames never synced"
+
+
 def test_add_version_numbers_above_a_deleted_newest_version(tmp_path: Path) -> None:
     folder = tmp_path / "part"
     assert versions.add_version(folder, {"model.onnx": b"a"}, {}) == (1, True)
