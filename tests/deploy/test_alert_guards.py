@@ -4,7 +4,8 @@ in monitoring/rules/avpenet-alerts.test.yml replay the same cases as series):
 - the error-ratio and proxy alerts need a minimum count of failed requests besides their ratio, and their
   description and runbook say how many (a quiet ward's 2 failures among 20 requests is 10%);
 - a Triton pod's down warning holds longer than a pod takes to start (its target reads up == 0 from the
-  image pull to the end of its model load).
+  image pull to the end of its model load), and the no-Triton page spares pods that young which never
+  answered (a first deploy) while paging promptly for one that answered and stopped.
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ def test_error_alerts_need_a_minimum_count_and_say_how_many(name: str, count_rul
     assert f"at least {count} " in entry, f"docs/DEPLOY.md's {name} runbook names the minimum"
 
 
-def test_the_pod_down_hold_outlasts_a_triton_start() -> None:
+def _model_load_s() -> int:
+    """The longest model load the kubelet waits for (the startupProbe's period x failures)."""
     (container,) = yaml.safe_load(TRITON.read_text())["spec"]["template"]["spec"]["containers"]
     probe = container["startupProbe"]
-    load_s = probe["periodSeconds"] * probe["failureThreshold"]  # the model load the kubelet waits for
+    return probe["periodSeconds"] * probe["failureThreshold"]
+
+
+def test_the_pod_down_hold_outlasts_a_triton_start() -> None:
+    load_s = _model_load_s()
     rule = alert("AvpenetTritonPodDown")
     hold_s = _seconds(rule["for"])
     assert hold_s >= load_s + IMAGE_PULL_S, (
@@ -56,3 +62,18 @@ def test_the_pod_down_hold_outlasts_a_triton_start() -> None:
         f"{hold_s} s warns on every scale-up and model roll"
     )
     assert f"for {hold_s // 60} minutes" in rule["annotations"]["description"]
+
+
+def test_the_not_ready_page_spares_a_pod_as_long_as_a_start_takes() -> None:
+    """A target that never answered is starting until it is as old as the offset that proves its age."""
+    rule = alert("AvpenetTritonNotReady")
+    ages = re.findall(r'count by \(job\) \(up\{job="triton"\} offset (\d+[smh])\)', rule["expr"])
+    assert ages, "a first deploy's pods read up == 0 through their image pull and model load: that pages"
+    start_s = _seconds(ages[0])
+    load_s = _model_load_s()
+    assert start_s >= load_s + IMAGE_PULL_S, (
+        f"a starting pod reads up == 0 for up to {IMAGE_PULL_S + load_s} s: sparing it {start_s} s pages "
+        "a first deploy"
+    )
+    assert rule["for"] == "2m", "a pod that served and stopped still pages promptly"
+    assert f"younger than {start_s // 60} minutes" in rule["annotations"]["description"]
