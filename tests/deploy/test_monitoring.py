@@ -20,6 +20,7 @@ ALERTS = {
     "AvpenetTritonPodDown",
     "AvpenetGatewayMetricsAbsent",
     "AvpenetHighErrorRatio",
+    "AvpenetSustainedErrorRatio",
     "AvpenetP99LatencyHigh",
     "AvpenetTritonQueueTimeHigh",
     "AvpenetProxyRejections",
