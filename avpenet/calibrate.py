@@ -12,9 +12,11 @@ the source run's record (config.json with its training history, its training spl
 plus an ``interval_calibration`` entry (scale and validation coverage before and after, subjects, clips,
 labels digest).
 
-A request that names no age group has a scale of its own (``fusion.unknown_age_scale``), fitted the same way
-on the same clips sent without their age group (``train.calibrate_unknown_age``). ``--only-unknown-age``
-refits that one alone, so a run published before it had one keeps every other interval bit for bit.
+A request that names no age group is scored with the age its clip shows (``fusion.age_head``, fitted on the
+same clips, ``avpenet.age_inference``) and has an interval scale of its own (``fusion.unknown_age_scale``),
+fitted the same way on the same clips sent without their age group (``train.calibrate_unknown_age`` does
+both). ``--only-unknown-age`` refits those alone, so a request that names its age group is answered bit for
+bit as before.
 
 ``--add FRESH_DIR`` pools every clip of another dataset with those validation clips: a set the model has never
 seen, made by `avpenet synth` with a seed of its own. Split conformal calibration is only as good as its
@@ -63,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only-unknown-age",
         action="store_true",
-        help="refit only the scale of requests that name no age group (every other interval unchanged)",
+        help="refit only what requests naming no age group are scored with: the age head and their interval "
+        "scale (requests with an age group answered exactly as before)",
     )
     parser.add_argument("--out", type=Path, required=True, help="new run directory to write")
     parser.add_argument("--quiet", action="store_true")
@@ -166,10 +169,10 @@ def recalibrate(
     before = [_coverage(model, x, y)[1] for x, y in zip(inputs, scores, strict=True)]
     pooled = ([x for xs in inputs for x in xs], np.concatenate(scores))
     if only_unknown_age:
-        calibrate_unknown_age(model, *pooled)
         scale = config.get("interval_scale", before_scale)  # as recorded, not read back from float32
     else:
         scale = calibrate_interval(model, *pooled)
+    age_head = calibrate_unknown_age(model, *pooled)["age_head"]
     val, after_cov = _coverage(model, inputs[0], scores[0])
     after = [after_cov, *(_coverage(model, x, y)[1] for x, y in zip(inputs[1:], scores[1:], strict=True))]
     record = {
@@ -188,6 +191,7 @@ def recalibrate(
         "unknown_age_scale_after": float(model.fusion.unknown_age_scale.item()),
         "val_unknown_age_coverage_90_before": unknown_before,
         "val_unknown_age_coverage_90_after": _unknown_age_coverage(model, inputs[0], scores[0]),
+        "age_head": age_head,
         "added": [
             {
                 "data": str(path),
@@ -202,7 +206,7 @@ def recalibrate(
     }
     skip = ("model", "params") if only_unknown_age else ("model", "params", "unknown_age_calibration")
     extra = {k: v for k, v in config.items() if k not in skip}  # a full refit: an older no-age record goes
-    extra["unknown_age_interval_scale"] = record["unknown_age_scale_after"]
+    extra.update(unknown_age_interval_scale=record["unknown_age_scale_after"], age_head=age_head)
     if only_unknown_age:  # the shared scale's own record (and the run's validation figures) stay
         extra["unknown_age_calibration"] = record
     else:
@@ -219,6 +223,15 @@ def _keep_record(checkpoint: Path, out: Path) -> None:
     for name in KEPT_FILES:
         if (checkpoint / name).exists():
             shutil.copyfile(checkpoint / name, out / name)
+
+
+def _age_head_line(record: dict) -> str:
+    if not record["fitted"]:
+        return f"no age group: the age is not read from the clip ({record['why']})"
+    return (
+        f"no age group: the age read from the clip, right for {record['window_accuracy']:.1%} of the "
+        f"{record['windows']} windows it was fitted on"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         f"no age group: scale {r['unknown_age_scale_before']:.3f} -> {r['unknown_age_scale_after']:.3f}, "
         f"validation clips sent without their age covered {r['val_unknown_age_coverage_90_before']:.1%} -> "
         f"{r['val_unknown_age_coverage_90_after']:.1%}",
+        _age_head_line(r["age_head"]),
     ]
     for a in r["added"]:
         lines.append(

@@ -37,6 +37,7 @@ import numpy as np
 
 from avpenet import contract as C
 from avpenet import data
+from avpenet.age_inference import inferred_age_accuracy  # how often the age read from a clip is right
 from avpenet.argtypes import positive_int
 from avpenet.model import REFERENCE_DIR, load_model
 from avpenet.predict import predict_clips, regression_metrics, with_age
@@ -260,6 +261,8 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         age: _with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age))
         for age in C.LABELLED_AGE_GROUPS
     }
+    if getattr(args, "send_age", None) == "unknown" and float(ckpt.model.fusion.infers_age):
+        result["age_inferred"] = inferred_age_accuracy(ckpt.model, base, [c.age_group for c in clips])
     lo, hi = fusion_pred[C.INTERVAL.name][:, 0], fusion_pred[C.INTERVAL.name][:, 1]
     result["interval_coverage_90"] = float(np.mean((scores >= lo) & (scores <= hi)))
     result["interval_mean_width"] = float(np.mean(hi - lo))
@@ -278,14 +281,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         result["paths"] = evaluate_paths(model, Path(args.data), rows, subjects, modality)
     result["targets"] = judge_targets(result)
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
-    result["_history"] = ckpt.config.get("history", [])
-    result["_training"] = {
-        k: ckpt.config.get(k) for k in ("best_epoch", "epochs_run", "stopped", "elapsed_s")
-    }
-    result["_interval"] = {  # what the interval's scale was fitted on (train, or `avpenet calibrate`)
-        "scale": ckpt.config.get("interval_scale"),
-        "calibration": ckpt.config.get("interval_calibration"),
-    }
+    result.update(_run_record(ckpt.config))
     result["_predictions"] = {  # for the report; stripped from the JSON
         C.SCORE.name: fusion_pred[C.SCORE.name],
         "true": scores,
@@ -294,6 +290,18 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         C.MODALITY_WEIGHTS.name: fusion_pred[C.MODALITY_WEIGHTS.name],
     }
     return result
+
+
+def _run_record(config: dict) -> dict:
+    """What the checkpoint says about its training and its interval, for the report (stripped from JSON)."""
+    return {
+        "_history": config.get("history", []),
+        "_training": {k: config.get(k) for k in ("best_epoch", "epochs_run", "stopped", "elapsed_s")},
+        "_interval": {  # what the interval's scale was fitted on (train, or `avpenet calibrate`)
+            "scale": config.get("interval_scale"),
+            "calibration": config.get("interval_calibration"),
+        },
+    }
 
 
 def judge_targets(r: dict) -> dict:

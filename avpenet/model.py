@@ -340,10 +340,28 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1) / torch.clamp(w.sum(dim=1), min=1.0)
 
 
-def _unknown_age_scale_of_older_runs(state: dict, prefix: str, *args) -> None:
-    """A run saved before requests without an age had their own scale served them with the shared one."""
+def _unknown_age_of_older_runs(state: dict, prefix: str, *args) -> None:
+    """A run saved before requests without an age had their own scale served them with the shared one, and
+    one saved before the age was inferred served them with the third embedding (``infers_age`` 0)."""
     if prefix + "interval_scale" in state and prefix + "unknown_age_scale" not in state:
         state[prefix + "unknown_age_scale"] = state[prefix + "interval_scale"].clone()
+    if prefix + "age.weight" in state and prefix + "infers_age" not in state:
+        d = state[prefix + "age.weight"].shape[1]
+        state[prefix + "infers_age"] = torch.zeros(1)
+        state[prefix + "age_head.weight"] = torch.zeros(1, AGE_CUES * d + 2)
+        state[prefix + "age_head.bias"] = torch.zeros(1)
+
+
+AGE_CUES = 2  # the pooled audio and face tokens the age head reads (plus whether each is present)
+
+
+def age_cues(
+    audio_tokens: torch.Tensor, visual_tokens: torch.Tensor, a_valid: torch.Tensor, v_valid: torch.Tensor
+) -> torch.Tensor:
+    """What ``Fusion.age_head`` reads: each modality's encoder tokens pooled over its valid steps and
+    whether it is present, (B, 2D+2). Encoder outputs, before any age embedding is added."""
+    present = torch.stack([a_valid.amax(dim=1), v_valid.amax(dim=1)], dim=1)  # (B, 2)
+    return torch.cat([masked_mean(audio_tokens, a_valid), masked_mean(visual_tokens, v_valid), present], -1)
 
 
 class Fusion(nn.Module):
@@ -360,6 +378,11 @@ class Fusion(nn.Module):
     alone, for one window here and for a whole clip in ``aggregate_windows``. A request without an age group
     (the third embedding, which no training clip carries) has a scale of its own, ``unknown_age_scale``,
     fitted on the same clips sent without their age: its errors are larger than its variance says.
+    Once ``infers_age`` is 1 such a request is not scored with that embedding at all but with the age the
+    clip itself shows: ``age_head``, a logistic regression on the encoders' pooled tokens fitted after
+    training (``avpenet.age_inference``), gives P(adult), and the age vector is the neonate and adult
+    embeddings mixed by it. A cry and a face tell a newborn from an adult far better than the untrained
+    third embedding did (docs/EVALUATION.md, *No age group*).
     """
 
     def __init__(self, cfg: AVPENetConfig) -> None:
@@ -379,7 +402,13 @@ class Fusion(nn.Module):
         self.logvar_head = nn.Linear(d, 1)
         self.register_buffer("interval_scale", torch.ones(1))  # calibrated on validation after training
         self.register_buffer("unknown_age_scale", torch.ones(1))  # the same, for requests without an age
-        self._register_load_state_dict_pre_hook(_unknown_age_scale_of_older_runs)
+        # P(adult) of a clip without an age, fitted after training; built without drawing from the random
+        # stream, so a run of a given seed trains exactly as before the head existed
+        self.age_head = nn.utils.skip_init(nn.Linear, AGE_CUES * d + 2, 1)
+        nn.init.zeros_(self.age_head.weight)
+        nn.init.zeros_(self.age_head.bias)
+        self.register_buffer("infers_age", torch.zeros(1))  # 1 once age_head is fitted (not while training)
+        self._register_load_state_dict_pre_hook(_unknown_age_of_older_runs)
 
     def predict(
         self,
@@ -394,7 +423,8 @@ class Fusion(nn.Module):
         a_valid = (audio_present > 0.5).to(audio_tokens.dtype).expand(-1, ta)  # (B, Ta)
         v_valid = (frame_mask > 0.5).to(audio_tokens.dtype)  # (B, Tv)
         age_id = torch.clamp(age_group[:, 0], 0, len(C.AGE_GROUPS) - 1)  # (B,)
-        age = self.age(age_id)  # (B, D)
+        unknown = (age_id == C.UNKNOWN_AGE)[:, None]  # (B, 1)
+        age = self._age(audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown)  # (B, D)
         x = torch.cat([audio_tokens + self.pos_a, visual_tokens + self.pos_v], dim=1) + age[:, None, :]
         valid = torch.cat([a_valid, v_valid], dim=1)  # (B, Ta+Tv)
         for layer in self.layers:
@@ -411,7 +441,6 @@ class Fusion(nn.Module):
         raw = self.score_head(h)  # (B, 1)
         score = C.SCORE_MAX * torch.sigmoid(raw)  # (B, 1) in [0, 10]
         log_variance = torch.clamp(self.logvar_head(h), -8.0, 6.0)  # (B, 1); clamp keeps exp() sane
-        unknown = (age_id == C.UNKNOWN_AGE)[:, None]  # (B, 1)
         scale = torch.where(unknown, self.unknown_age_scale, self.interval_scale)  # (B, 1)
         log_variance = log_variance + 2.0 * torch.log(scale)  # calibrated spread
         half = Z_INTERVAL * torch.exp(0.5 * log_variance)
@@ -425,6 +454,15 @@ class Fusion(nn.Module):
             C.MODALITY_WEIGHTS.name: weights,
             "class_logits": class_logits,
         }
+
+    def _age(self, audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown) -> torch.Tensor:
+        """Each window's age embedding: its own group's, or for one without a group, once ``infers_age``,
+        the neonate and adult embeddings mixed by the age head's P(adult)."""
+        named = self.age(age_id)  # (B, D)
+        p_adult = torch.sigmoid(self.age_head(age_cues(audio_tokens, visual_tokens, a_valid, v_valid)))
+        neonate, adult = (self.age.weight[C.AGE_GROUPS.index(group)] for group in C.LABELLED_AGE_GROUPS)
+        inferred = neonate + p_adult * (adult - neonate)  # (B, D)
+        return torch.where(unknown & (self.infers_age > 0.5), inferred, named)
 
     def forward(self, audio_tokens, visual_tokens, frame_mask, audio_present, age_group):
         # -> score (B,1), class_probs (B,3), log_variance (B,1), interval_90 (B,2), modality_weights (B,2)

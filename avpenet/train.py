@@ -231,26 +231,29 @@ def calibrate_interval(
 ) -> float:
     """Set fusion.interval_scale by split conformal calibration on the validation CLIPS: the
     ceil((n+1)·0.9)-th smallest normalised error, so new clips like them are covered at least 90% of the time
-    (the plain 0.9 quantile covers (1 + 0.9(n-1))/(n+1): 87.4% expected on a hospital's 30 clips). The scale
-    of requests without an age group follows (`calibrate_unknown_age`)."""
+    (the plain 0.9 quantile covers (1 + 0.9(n-1))/(n+1): 87.4% expected on a hospital's 30 clips). Requests
+    without an age group have their own step (`calibrate_unknown_age`)."""
     model.fusion.interval_scale.fill_(1.0)
     scale = _conformal_scale(model, val_inputs, val_scores)
     model.fusion.interval_scale.fill_(max(scale, 1e-3))
-    calibrate_unknown_age(model, val_inputs, val_scores)
     return scale
 
 
 def calibrate_unknown_age(
     model: AVPENet, val_inputs: list[dict[str, np.ndarray]], val_scores: np.ndarray
-) -> float:
-    """Set fusion.unknown_age_scale the same way, on the same clips sent without their age group (what a
-    request that names none is scored with): that embedding saw no training clip, so its errors are larger
-    than its variance says, and the shared scale covered 70% of such clips, not 90%."""
+) -> dict:
+    """What a request without an age group is scored with, fitted on the validation clips: the age head that
+    reads the age from the clip (`age_inference.fit_age_head`), then fusion.unknown_age_scale, set as the
+    shared scale is on the same clips sent without their age (the inferred age is sometimes wrong, so their
+    errors differ). The record: {"scale", "age_head"}."""
+    from avpenet.age_inference import fit_age_head
+
+    age_head = fit_age_head(model, val_inputs)
     withheld = [with_age(x, C.UNKNOWN_AGE) for x in val_inputs]
     model.fusion.unknown_age_scale.fill_(1.0)
     scale = _conformal_scale(model, withheld, val_scores)
     model.fusion.unknown_age_scale.fill_(max(scale, 1e-3))
-    return scale
+    return {"scale": float(model.fusion.unknown_age_scale.item()), "age_head": age_head}
 
 
 def _conformal_scale(model: AVPENet, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) -> float:
@@ -488,12 +491,13 @@ def train(args: argparse.Namespace) -> dict:
 
     model.audio_encoder.to(memory_format=torch.contiguous_format)
     scale = calibrate_interval(model, val_inputs, val_scores)
+    unknown_age = calibrate_unknown_age(model, val_inputs, val_scores)
     val_pred = predict_clips(model, val_inputs)
     val = regression_metrics(val_pred[C.SCORE.name], val_scores)
     lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]
     val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
     config = _run_record(args, split, (len(train_clips), len(val_clips)), fit, scale, val, t0)
-    config["unknown_age_interval_scale"] = float(model.fusion.unknown_age_scale.item())
+    config.update(unknown_age_interval_scale=unknown_age["scale"], age_head=unknown_age["age_head"])
     if args.init is not None:
         config["finetune"] = before_after(args, model, split, out_dir)
     save_model(model, out_dir, extra=config)

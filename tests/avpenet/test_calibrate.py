@@ -16,9 +16,12 @@ import torch
 
 from avpenet import contract as C
 from avpenet import data
+from avpenet.age_inference import fit_age_head
 from avpenet.aggregate import Z_INTERVAL
 from avpenet.model import load_model
 from avpenet.predict import predict_clips, with_age
+
+AGE_HEAD = ("fusion.age_head.weight", "fusion.age_head.bias")  # refitted whenever the no-age scale is
 
 
 def _calibrate(run_dir, tiny_set, split_path, out):
@@ -32,8 +35,11 @@ def _calibrate(run_dir, tiny_set, split_path, out):
 def _hand_scale(run_dir, clips, age: str | None = None) -> float:
     """The split-conformal 90% rank, ceil((n+1)·0.9), of |error| / (z·σ) of the run's model at scale 1 on
     these clips, computed by hand (not the plain 0.9 quantile, which covers less than 90% on small sets);
-    `age`: the clips sent with that age group instead of their own."""
+    `age`: the clips sent with that age group instead of their own (for "unknown", with the age head
+    refitted on these clips first, as calibration does)."""
     model = load_model(run_dir).model
+    if age == "unknown":
+        fit_age_head(model, [c.inputs for c in clips])
     model.fusion.interval_scale.fill_(1.0)
     model.fusion.unknown_age_scale.fill_(1.0)
     inputs = [dict(c.inputs) for c in clips]
@@ -71,7 +77,8 @@ def test_other_validation_subjects_refit_only_the_scale(tiny_run, tiny_set, tmp_
 
     before, after = load_model(run_dir).model.state_dict(), load_model(tmp_path / "other").model.state_dict()
     moved = [name for name, a in before.items() if not torch.equal(a, after[name])]
-    assert moved == ["fusion.interval_scale", "fusion.unknown_age_scale"]
+    assert set(moved) == {"fusion.interval_scale", "fusion.unknown_age_scale", *AGE_HEAD}
+    assert new["age_head"] == new["interval_calibration"]["age_head"] and new["age_head"]["fitted"]
     assert float(after["fusion.interval_scale"]) == pytest.approx(new["interval_scale"], rel=1e-5)
     unknown = _hand_scale(run_dir, clips, age="unknown")
     assert new["unknown_age_interval_scale"] == pytest.approx(unknown, rel=1e-4)
@@ -101,7 +108,7 @@ def test_only_unknown_age_refits_that_scale_alone_and_serves_it_to_requests_with
     assert new["unknown_age_calibration"]["only_unknown_age"]
     before, after = load_model(run_dir).model, load_model(out).model
     moved = [n for n, a in before.state_dict().items() if not torch.equal(a, after.state_dict()[n])]
-    assert moved == ["fusion.unknown_age_scale"]
+    assert set(moved) == {"fusion.unknown_age_scale", *AGE_HEAD}  # what only requests without an age use
 
     own = [dict(c.inputs) for c in clips]
     withheld = [with_age(x, C.UNKNOWN_AGE) for x in own]

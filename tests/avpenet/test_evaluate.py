@@ -137,3 +137,16 @@ def test_a_nan_prediction_is_no_level():
     """It counted as "high" (searchsorted), right for every high-pain clip."""
     assert level_index(np.array([np.nan, 1.0, 4.0, 9.0])).tolist() == [-1, 0, 1, 2]
     assert regression_metrics([np.nan, 1.0], [9.0, 1.0])["accuracy_3class"] == 0.5
+
+
+def test_clips_sent_without_their_age_report_how_often_the_age_read_from_them_is_right(tiny_set, tiny_run):
+    run_dir, config = tiny_run
+    args = argparse.Namespace(
+        data=tiny_set, checkpoint=run_dir, seed=0, batch_size=32, quiet=True, split=None, send_age="unknown"
+    )
+    result = evaluate.evaluate(args)
+    assert config["age_head"]["fitted"]  # the tiny run's validation subjects hold both age groups
+    inferred = result["age_inferred"]
+    assert set(inferred) == {"window_accuracy", "clip_accuracy"}
+    assert 0.5 < inferred["clip_accuracy"] <= 1.0  # better than a coin on clips of the run's own generator
+    assert "age_inferred" not in evaluate.evaluate(argparse.Namespace(**{**vars(args), "send_age": None}))

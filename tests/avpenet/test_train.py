@@ -128,5 +128,6 @@ def test_tiny_training_run_lowers_its_loss_and_writes_the_run(tiny_run, tiny_set
     assert not set(split["train"]) & set(split["test"])
     loaded = load_model(out)
     assert float(loaded.model.fusion.interval_scale) == pytest.approx(config["interval_scale"], rel=1e-5)
+    assert float(loaded.model.fusion.infers_age) == float(config["age_head"]["fitted"])  # fitted at the end
     assert loaded.model.visual_encoder.feature_std.min() > 0
     assert not torch.all(loaded.model.visual_encoder.feature_mean == 0)  # fitted on the training frames

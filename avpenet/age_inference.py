@@ -1,0 +1,105 @@
+"""The age group of a clip sent without one, read from the clip itself: the fusion's age head.
+
+A request that names no age group (the API's default) used to be scored with the third age embedding, which
+no training clip carries (the data hold neonates and adults only): 13.5% worse than with the age
+(docs/EVALUATION.md, *No age group*). A newborn's cry and face differ plainly from an adult's, so after
+training a logistic regression on the encoders' pooled tokens (``model.age_cues``) learns P(adult) from
+clips whose age is known, and such a request is scored with the neonate and adult embeddings mixed by it.
+It is fitted on the validation clips at the end of `avpenet train` and by `avpenet calibrate
+--only-unknown-age`; the weights of the network do not move, and a request that names its age group is
+answered exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from avpenet import contract as C
+from avpenet.model import AVPENet, age_cues
+from avpenet.predict import INPUT_NAMES, concat_inputs
+
+L2 = 1e-3  # on standardised cues: a few hundred windows per group already separate cleanly
+ADULT = C.age_index("adult")
+
+
+@torch.no_grad()
+def window_cues(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], batch: int = 64) -> np.ndarray:
+    """The age head's input for every window of these clips, (N, 2D+2), through the model's own encoders."""
+    model.eval()
+    x = concat_inputs(inputs)
+    rows = []
+    for lo in range(0, len(x[C.AGE_GROUP.name]), batch):
+        b = dict(
+            zip(
+                INPUT_NAMES,
+                (torch.from_numpy(np.ascontiguousarray(x[k][lo : lo + batch])) for k in INPUT_NAMES),
+                strict=True,
+            )
+        )
+        audio = model.audio_encoder(model.audio_frontend.windows(b[C.WAVEFORM.name]))
+        visual = model.visual_encoder(b[C.VISUAL_FEATURES.name], b[C.FRAME_MASK.name])
+        a_valid = (b[C.AUDIO_PRESENT.name] > 0.5).to(audio.dtype).expand(-1, audio.shape[1])
+        v_valid = (b[C.FRAME_MASK.name] > 0.5).to(audio.dtype)
+        rows.append(age_cues(audio, visual, a_valid, v_valid).numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, model.fusion.age_head.in_features), np.float32)
+
+
+def p_adult(model: AVPENet, cues: np.ndarray) -> np.ndarray:
+    """The fitted head's P(adult) for each row of cues."""
+    with torch.no_grad():
+        return torch.sigmoid(model.fusion.age_head(torch.from_numpy(cues))).numpy()[:, 0]
+
+
+def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dict:
+    """Fit ``fusion.age_head`` on these clips' windows, labelled with the age group each clip carries, and
+    switch the inference on (``fusion.infers_age``); the record (windows, accuracy on them). Clips of one
+    age group only (a run on part of a dataset) leave it off: requests without an age keep the third
+    embedding."""
+    ages = np.concatenate([x[C.AGE_GROUP.name][:, 0] for x in inputs]) if inputs else np.zeros(0, np.int64)
+    if not {C.age_index(a) for a in C.LABELLED_AGE_GROUPS} <= set(ages.tolist()):  # a run on one age group
+        model.fusion.infers_age.fill_(0.0)
+        return {"fitted": False, "why": "the clips hold one age group only", "windows": int(len(ages))}
+    if np.any(ages == C.UNKNOWN_AGE):
+        raise ValueError("fitting the age head needs every clip's own age group; some were sent as unknown")
+    cues = torch.from_numpy(window_cues(model, inputs)).double()
+    y = torch.from_numpy((ages == ADULT).astype(np.float64))
+    mean, std = cues.mean(0), cues.std(0).clamp_min(1e-6)
+    z = (cues - mean) / std
+    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    solver = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        solver.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y) + 0.5 * L2 * (w @ w)
+        value.backward()
+        return value
+
+    solver.step(loss)
+    with torch.no_grad():  # fold the standardisation into the head: it reads raw cues in the graph
+        head = model.fusion.age_head
+        head.weight.copy_((w / std).float()[None, :])
+        head.bias.copy_((b - (mean / std) @ w).float())
+        model.fusion.infers_age.fill_(1.0)
+    right = (p_adult(model, cues.float().numpy()) > 0.5) == (ages == ADULT)
+    return {"fitted": True, "clips": len(inputs), "windows": int(len(ages)),
+            "adult_windows": int((ages == ADULT).sum()), "window_accuracy": float(right.mean())}  # fmt: skip
+
+
+def inferred_age_accuracy(
+    model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], ages: Sequence[str]
+) -> dict:
+    """How often the head names the right group, per window and per clip (mean P over its windows), for clips
+    whose own group is `ages` (their inputs may carry any age: the head does not read it)."""
+    cues = window_cues(model, inputs)
+    p = p_adult(model, cues)
+    bounds = np.cumsum([0] + [len(x[C.AGE_GROUP.name]) for x in inputs])
+    own = np.repeat([a == "adult" for a in ages], np.diff(bounds))
+    clip_p = np.array([p[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    return {
+        "window_accuracy": float(np.mean((p > 0.5) == own)),
+        "clip_accuracy": float(np.mean((clip_p > 0.5) == np.array([a == "adult" for a in ages]))),
+    }

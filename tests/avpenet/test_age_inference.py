@@ -1,0 +1,114 @@
+"""A request without an age group is scored with the age its clip shows (avpenet/age_inference.py): the age
+head reads it from the encoders' tokens, requests that name their age are answered exactly as before, and
+runs saved before the head existed still serve such requests with the third embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avpenet import contract as C
+from avpenet.age_inference import fit_age_head, inferred_age_accuracy
+from avpenet.model import AVPENet, AVPENetConfig, example_inputs, load_model, save_model
+from avpenet.predict import INPUT_NAMES, predict_windows, with_age
+
+SHIFT = 1.5  # the face features of the two groups differ this much: easy to tell apart, as real cries are
+
+
+def _model(seed: int) -> AVPENet:
+    torch.manual_seed(seed)
+    return AVPENet(AVPENetConfig(audio_width=32, n_fusion_layers=1)).eval()
+
+
+def _clip(age: str, windows: int, seed: int) -> dict[str, np.ndarray]:
+    """One clip's windows whose face features carry its age group, sent with that age group."""
+    arrays = example_inputs(C.MODEL_INPUTS, windows, seed)
+    x = {n: t.numpy().copy() for n, t in zip(INPUT_NAMES, arrays, strict=True)}
+    x[C.VISUAL_FEATURES.name] += SHIFT if age == "adult" else -SHIFT
+    x[C.AGE_GROUP.name][:] = C.age_index(age)
+    return x
+
+
+def _clips(seed: int) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+    ages = ["neonate", "adult"] * 6
+    return [_clip(a, 4, seed + i) for i, a in enumerate(ages)], ages
+
+
+def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_before():
+    model = _model(0)
+    train, _ = _clips(100)
+    test, ages = _clips(200)
+    named = [predict_windows(model, x) for x in test]
+    unknown_before = predict_windows(model, with_age(test[0], C.UNKNOWN_AGE))
+
+    record = fit_age_head(model, train)
+
+    assert record["fitted"] and record["windows"] == 48 and record["window_accuracy"] == 1.0
+    assert float(model.fusion.infers_age) == 1.0
+    assert inferred_age_accuracy(model, [with_age(x, C.UNKNOWN_AGE) for x in test], ages) == {
+        "window_accuracy": 1.0,
+        "clip_accuracy": 1.0,
+    }
+    for x, before in zip(test, named, strict=True):
+        after = predict_windows(model, x)
+        for name, value in before.items():  # a request naming its age: every output bit for bit
+            np.testing.assert_array_equal(after[name], value)
+        guessed = predict_windows(model, with_age(x, C.UNKNOWN_AGE))  # scored with (nearly) its own age
+        np.testing.assert_allclose(guessed[C.SCORE.name], before[C.SCORE.name], atol=0.05)
+    unknown_after = predict_windows(model, with_age(test[0], C.UNKNOWN_AGE))
+    assert not np.allclose(unknown_after[C.SCORE.name], unknown_before[C.SCORE.name], atol=0.05)
+
+
+def test_clips_of_one_age_group_leave_the_third_embedding_in_place():
+    model = _model(1)
+    neonates = [_clip("neonate", 4, i) for i in range(3)]
+    before = predict_windows(model, with_age(neonates[0], C.UNKNOWN_AGE))
+    record = fit_age_head(model, neonates)
+    assert not record["fitted"] and "one age group" in record["why"]
+    assert float(model.fusion.infers_age) == 0.0
+    after = predict_windows(model, with_age(neonates[0], C.UNKNOWN_AGE))
+    np.testing.assert_array_equal(after[C.SCORE.name], before[C.SCORE.name])
+    with pytest.raises(ValueError, match="own age group"):
+        fit_age_head(model, [*neonates, with_age(_clip("adult", 4, 9), C.UNKNOWN_AGE), _clip("adult", 4, 8)])
+
+
+def test_a_run_saved_before_the_age_head_serves_requests_without_an_age_as_it_did(tmp_path):
+    model = _model(2)
+    x = with_age(_clip("adult", 3, 5), C.UNKNOWN_AGE)
+    before = predict_windows(model, x)
+    save_model(model, tmp_path)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key in ("fusion.age_head.weight", "fusion.age_head.bias", "fusion.infers_age"):
+        del state[key]  # what runs saved before 2026-12-05 hold
+    torch.save(state, tmp_path / "model.pt")
+    loaded = load_model(tmp_path).model
+    assert float(loaded.fusion.infers_age) == 0.0
+    for name, value in before.items():
+        np.testing.assert_array_equal(predict_windows(loaded, x)[name], value)
+
+
+def test_the_exported_fusion_infers_the_age_as_the_pytorch_model_does(tmp_path):
+    import onnxruntime as ort
+
+    from ensemble.onnx_export import dynamic_axes
+
+    model = _model(3)
+    fit_age_head(model, _clips(300)[0])
+    spec = next(s for s in C.PARTS if s.name == "fusion")
+    inputs = list(example_inputs(spec, batch=4, seed=7))
+    at = [t.name for t in spec.inputs].index(C.AGE_GROUP.name)
+    inputs[at] = torch.tensor([[0], [1], [2], [2]])
+    path = tmp_path / "fusion.onnx"
+    names = [t.name for t in (*spec.inputs, *spec.outputs)]
+    torch.onnx.export(
+        model.fusion, tuple(inputs), str(path), dynamo=False, opset_version=17,
+        input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+        dynamic_axes={n: dynamic_axes(n) for n in names},
+    )  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {t.name: x.numpy() for t, x in zip(spec.inputs, inputs, strict=True)})
+    with torch.no_grad():
+        ref = model.fusion(*inputs)
+    for t, g, r in zip(spec.outputs, got, ref, strict=True):
+        assert np.abs(g - r.numpy()).max() <= 1e-4, t.name
