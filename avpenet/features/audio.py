@@ -36,7 +36,7 @@ import soxr
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia
-from avpenet.features import media, mp4index
+from avpenet.features import media
 
 MAX_GAIN_DB = contract.AUDIO_MAX_GAIN_DB  # the most a quiet window is amplified
 # Full scale is ±1. Float recordings may exceed it (a hot mix; some tools write floats in int16 units, ±32768:
@@ -65,12 +65,14 @@ def load_audio(
     if kind is None:
         ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
+    from avpenet.features import avaudio, sfaudio  # they import this module's checks
+
     if kind == "wav" and media.wav_format_tag(head) in media.WAV_MPEG_TAGS:
-        wave, sr = _read_av(source, kind, limit)  # not libsndfile's mpg123: it logs upload bytes
+        wave, sr = avaudio.read(source, kind, limit)  # not libsndfile's mpg123: it logs upload bytes
     elif kind in ("wav", "flac", "ogg"):
-        wave, sr = _read_sound_file(source, kind, limit)
+        wave, sr = sfaudio.load(source, kind, limit)
     else:
-        wave, sr = _read_av(source, kind, limit)
+        wave, sr = avaudio.read(source, kind, limit)
     return cut_to(to_model_rate(wave, sr, kind), limit)
 
 
@@ -135,55 +137,6 @@ def too_long(seconds: float, limit: float, *, so_far: bool = False) -> TooLarge:
 def cut_to(wave: np.ndarray | None, limit: float) -> np.ndarray | None:
     """A model-rate wave within `limit` seconds (what codec framing ran past it is dropped); None stays."""
     return None if wave is None else wave[: int(round(limit * contract.SAMPLE_RATE))]
-
-
-def _read_sound_file(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
-    """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) or that yields no
-    sample is tried with PyAV. The file declares audio, so when no sample decodes it is UndecodableMedia,
-    never "no audio" (which would score the clip on the face alone); None only for an Ogg without an audio
-    stream."""
-    from avpenet.features import sfaudio  # imports this module's checks
-
-    declared = None
-    try:
-        wave, sr, declared = sfaudio.read(source, kind, limit)
-    except UndecodableMedia:
-        if kind != "ogg":
-            raise
-        wave, sr = _read_av(source, kind, limit)  # Ogg with a codec libsndfile lacks: PyAV's errors stand
-        if wave is None:
-            return None, sr
-    else:
-        if wave.size == 0 and kind == "ogg":  # libsndfile reads a Vorbis cut in its first page as 0 frames
-            try:
-                wave, sr = _read_av(source, kind, limit)
-            except UndecodableMedia:
-                wave = None
-    if wave is None or wave.size == 0:
-        if declared == 0 and kind != "ogg":
-            raise UndecodableMedia(
-                f"{media.describe(kind)} holds no audio samples (an empty recording); "
-                "send a recording with sound"
-            )
-        raise UndecodableMedia(
-            f"{media.describe(kind)} declares audio but no sample decodes: it is corrupt or truncated; "
-            "send the complete recording"
-        )
-    return wave, sr
-
-
-def _read_av(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
-    from avpenet.features import avaudio  # imports this module's checks
-
-    container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
-    try:
-        track = avaudio.AvAudio.of(container, kind, limit)
-        if track is None:
-            return None, contract.SAMPLE_RATE
-        avaudio.demux_all(container, track)
-        return track.finish()
-    finally:
-        container.close()
 
 
 def to_model_rate(wave: np.ndarray | None, sr: int, kind: str) -> np.ndarray | None:

@@ -10,8 +10,23 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from avpenet import contract
 from avpenet.errors import UndecodableMedia, UnsupportedMedia
-from avpenet.features import audio, media
+from avpenet.features import audio, media, mp4index
+
+
+def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
+    """(mono float32 samples, their rate) of the main audio track of a file PyAV opens alone; None (at the
+    model rate) when it has no audio track. Used by `audio.load_audio` and `sfaudio.load`."""
+    container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
+    try:
+        track = AvAudio.of(container, kind, limit)
+        if track is None:
+            return None, contract.SAMPLE_RATE
+        demux_all(container, track)
+        return track.finish()
+    finally:
+        container.close()
 
 
 def demux_all(container, track: AvAudio) -> None:

@@ -1,6 +1,6 @@
 """WAV/FLAC/OGG decoded by libsndfile (soundfile), block by block and mixed down as read.
 
-Used by `audio.load_audio`, which decides what an Ogg libsndfile cannot read, or a file that yields no
+Used by `audio.load_audio`; `load` decides what an Ogg libsndfile cannot read, or a file that yields no
 sample, becomes. The checks and errors are `audio`'s.
 """
 
@@ -10,7 +10,40 @@ import numpy as np
 import soundfile as sf
 
 from avpenet.errors import TooLarge, UndecodableMedia
-from avpenet.features import audio, media
+from avpenet.features import audio, avaudio, media
+
+
+def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
+    """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) or that yields no
+    sample is tried with PyAV. The file declares audio, so when no sample decodes it is UndecodableMedia,
+    never "no audio" (which would score the clip on the face alone); None only for an Ogg without an audio
+    stream."""
+    declared = None
+    try:
+        wave, sr, declared = read(source, kind, limit)
+    except UndecodableMedia:
+        if kind != "ogg":
+            raise
+        wave, sr = avaudio.read(source, kind, limit)  # Ogg with a codec libsndfile lacks: PyAV's errors stand
+        if wave is None:
+            return None, sr
+    else:
+        if wave.size == 0 and kind == "ogg":  # libsndfile reads a Vorbis cut in its first page as 0 frames
+            try:
+                wave, sr = avaudio.read(source, kind, limit)
+            except UndecodableMedia:
+                wave = None
+    if wave is None or wave.size == 0:
+        if declared == 0 and kind != "ogg":
+            raise UndecodableMedia(
+                f"{media.describe(kind)} holds no audio samples (an empty recording); "
+                "send a recording with sound"
+            )
+        raise UndecodableMedia(
+            f"{media.describe(kind)} declares audio but no sample decodes: it is corrupt or truncated; "
+            "send the complete recording"
+        )
+    return wave, sr
 
 
 def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int, int]:
