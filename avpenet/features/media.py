@@ -229,6 +229,12 @@ def av_error(kind: str, exc: Exception) -> UndecodableMedia:
     return UndecodableMedia(f"{describe(kind)} is corrupt or truncated: {_reason(exc)}")
 
 
+def ended_early(err: UndecodableMedia) -> bool:
+    """Whether `open_av` / `av_error` raised `err` for FFmpeg's end of file (the data ran out: a file cut
+    short), not for data it could not parse; `raise ... from None` keeps the FFmpeg error as the context."""
+    return isinstance(err.__context__, av.error.EOFError)
+
+
 def main_stream(streams):
     """The track of one type a player would play: not cover art (an attached picture is a one-frame video
     track, and its face is no patient's), the one flagged default if any, else the first; None when none."""

@@ -15,18 +15,24 @@ from avpenet.features import audio, avaudio, media
 
 def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
     """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) or that yields no
-    sample is tried with PyAV. The file declares audio, so when no sample decodes it is UndecodableMedia,
-    never "no audio" (which would score the clip on the face alone); None only for an Ogg without an audio
-    stream."""
+    sample is tried with PyAV. The file declares audio, so when no sample decodes (also when it is cut
+    before FFmpeg finds its streams) it is UndecodableMedia, never "no audio" (which would score the clip on
+    the face alone); None only for an Ogg without an audio stream."""
     declared = None
     try:
         wave, sr, declared = read(source, kind, limit)
     except UndecodableMedia:
         if kind != "ogg":
             raise
-        wave, sr = avaudio.read(source, kind, limit)  # Ogg with a codec libsndfile lacks: PyAV's errors stand
-        if wave is None:
-            return None, sr
+        try:
+            wave, sr = avaudio.read(source, kind, limit)  # a codec libsndfile lacks: PyAV's errors stand...
+        except UndecodableMedia as err:
+            if not media.ended_early(err):
+                raise
+            wave = None  # ... but one cut in its headers ("End of file") is worded as a cut file is, below
+        else:
+            if wave is None:
+                return None, sr
     else:
         if wave.size == 0 and kind == "ogg":  # libsndfile reads a Vorbis cut in its first page as 0 frames
             try:

@@ -60,6 +60,17 @@ def test_an_ogg_cut_before_its_first_audio_page_is_refused_not_taken_for_no_audi
         audio.load_audio(vorbis_cut_in_first_audio_page())  # was None: the clip scored on the face alone
 
 
+@pytest.mark.parametrize("cut", [5, 30, 200, 1000])
+def test_an_ogg_cut_inside_its_headers_is_refused_as_cut_not_with_ffmpegs_end_of_file(cut):
+    data = vorbis_cut_in_first_audio_page()[:cut]  # the identification, comment and setup pages take 4 KB
+    with pytest.raises(UndecodableMedia) as err:
+        audio.load_audio(data)  # was 422 "OGG file could not be opened: End of file"
+    assert str(err.value) == (
+        "OGG file declares audio but no sample decodes: it is corrupt or truncated; "
+        "send the complete recording"
+    )
+
+
 def test_an_empty_wav_is_refused_as_an_empty_recording():
     with pytest.raises(UndecodableMedia, match="WAV file holds no audio samples \\(an empty recording\\)"):
         audio.load_audio(float_wav(np.zeros(0, np.float32), SR, "PCM_16"))
