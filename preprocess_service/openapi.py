@@ -36,7 +36,8 @@ SCORE_OPENAPI: dict[str, Any] = {
                         "clip": {**_MEDIA, "description": "MP4/MOV/WebM/MKV video with its audio track"},
                         "audio": {
                             **_MEDIA,
-                            "description": "WAV/FLAC/OGG/MP3/AAC (with video/landmarks or alone)",
+                            "description": "WAV/FLAC/OGG/AIFF/CAF/W64/MP3/AAC "
+                            "(with video/landmarks or alone)",
                         },
                         "video": {**_MEDIA, "description": "video without usable sound"},
                         "landmarks": {**_MEDIA, "description": "face-track .npz (privacy mode)"},

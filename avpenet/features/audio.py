@@ -1,16 +1,15 @@
 """Audio decoding to 16 kHz mono and the 3 s / 1 s-hop windows the model scores.
 
-Decoders: soundfile (libsndfile, `sfaudio`) for WAV/FLAC/OGG, PyAV (FFmpeg, `avaudio`) for MP3, ADTS AAC
-(.aac) and the audio track of MP4/MOV/WebM/MKV (and an Ogg codec libsndfile lacks). Both read from memory when
-given bytes and keep the decoded start of a file with a damaged tail. Resampling uses soxr (high quality,
-linear phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel
-sees.
+Decoders: soundfile (libsndfile, `sfaudio`) for WAV/FLAC/OGG/AIFF(-C)/CAF/Wave64, PyAV (FFmpeg, `avaudio`)
+for MP3, ADTS AAC (.aac) and the audio track of MP4/MOV/WebM/MKV (and an Ogg or CAF libsndfile cannot
+read). Both read from memory when given bytes and keep the decoded start of a file with a damaged tail.
+Resampling uses soxr (high quality, linear phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and
+alias nothing into the band the log-mel sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
-then scored on the face alone (``audio_present = 0``). A WAV/FLAC/OGG file is audio, so one that yields no
-sample is UndecodableMedia (empty, or corrupt/truncated), never None (an Ogg holding no audio stream at all
-is None, as a container). Decoding failures raise
-``avpenet.errors`` types.
+then scored on the face alone (``audio_present = 0``). A WAV/FLAC/OGG/AIFF/CAF/W64 file is audio, so one that
+yields no sample is UndecodableMedia (empty, or corrupt/truncated), never None (an Ogg holding no audio
+stream at all is None, as a container). Decoding failures raise ``avpenet.errors`` types.
 
 Hostile samples: a declared rate outside [AUDIO_MIN_INPUT_RATE, AUDIO_MAX_INPUT_RATE] is refused, and so are
 more than AUDIO_MAX_INPUT_CHANNELS channels and samples beyond ``MAX_SAMPLE_MAGNITUDE`` (float WAVs can hold
@@ -69,7 +68,7 @@ def load_audio(
 
     if kind == "wav" and media.wav_format_tag(head) in media.WAV_MPEG_TAGS:
         wave, sr = avaudio.read(source, kind, limit)  # not libsndfile's mpg123: it logs upload bytes
-    elif kind in ("wav", "flac", "ogg"):
+    elif kind in media.SOUND_FILE_KINDS:
         wave, sr = sfaudio.load(source, kind, limit)
     else:
         wave, sr = avaudio.read(source, kind, limit)

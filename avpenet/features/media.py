@@ -30,20 +30,33 @@ from avpenet.features.mp4index import SampleBounds, check_sample_tables
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
-# kind -> what to tell an integrator; ISO-BMFF covers MP4/MOV/M4A, EBML covers MKV/WebM; aac is ADTS (.aac).
-AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "mp3", "aac")
+# kind -> what to tell an integrator; ISO-BMFF covers MP4/MOV/M4A, EBML covers MKV/WebM; aac is ADTS (.aac);
+# aiff covers AIFF and AIFF-C (.aif/.aiff/.aifc), caf Apple's Core Audio Format, w64 Sony Wave64.
+AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64", "mp3", "aac")
+# The kinds libsndfile reads (sfaudio). An Ogg or CAF it cannot read is read by PyAV: both hold codecs it
+# lacks (Ogg Speex; CAF AAC, IMA4, FFmpeg's ALAC), and it calls a CAF cut mid-upload malformed where FFmpeg
+# keeps its decoded start. AIFF and W64 hold what libsndfile decodes, as WAV does: its reasons stand.
+SOUND_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64")
+SOUND_THEN_AV_KINDS = ("ogg", "caf")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")
 ONE_CODEC_KINDS = ("mp3", "aac")  # files of one codec's frames: a track FFmpeg cannot read is a broken one
-SUPPORTED_AUDIO = "WAV, FLAC, OGG, MP3, AAC (ADTS), or the audio track of MP4/MOV/WebM/MKV"
+SUPPORTED_AUDIO = (
+    "WAV, FLAC, OGG, AIFF/AIFC, CAF, Wave64, MP3, AAC (ADTS), or the audio track of MP4/MOV/WebM/MKV"
+)
 SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
 # Enough for TS_PACKETS MPEG-TS packets of the longest kind (204 bytes); reading it costs nothing.
 HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
-DEMUXERS = {"isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav"}
+DEMUXERS = {
+    "isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav", "caf": "caf"
+}  # fmt: skip
 # WAV format tags of MPEG audio (MPEG-1, MPEG Layer 3). libsndfile hands those to mpg123, which prints to
 # stderr, header bytes of the upload included ("Illegal Audio-MPEG-Header 0x74d8c299"); such a WAV is read by
 # FFmpeg instead, whose log PyAV keeps off: no upload byte reaches a log.
 WAV_MPEG_TAGS = (0x0050, 0x0055)
+# Sony Wave64 starts with the GUID of its `riff` chunk, then a 64-bit size and the `wave` GUID.
+W64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")
+W64_WAVE = bytes.fromhex("77617665f3acd3118cd100c04f8edb8a")
 # Top-level boxes an MP4/MOV may start with other than `ftyp` (those FFmpeg's mov probe knows): QuickTime
 # files before `ftyp` existed, and some cameras, start with `wide` then `mdat`; `free`/`skip` pad a header
 # rewritten in place; a file written moov-first may have no `ftyp` at all.
@@ -82,6 +95,12 @@ def sniff(head: bytes) -> str | None:
         return "flac"
     if head[:4] == b"OggS":
         return "ogg"
+    if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[:8] == b"caff\x00\x01\x00\x00":  # version 1, flags 0: the only CAF there is
+        return "caf"
+    if head[:16] == W64_RIFF and head[24:40] == W64_WAVE:
+        return "w64"
     if len(head) >= 12 and head[4:8] == b"ftyp":
         return "isobmff"
     if head[:4] == b"\x1a\x45\xdf\xa3":
@@ -181,12 +200,12 @@ def read_head(source: Source) -> bytes:
     return head
 
 
-def as_file(source: Source) -> io.BytesIO:
-    """What soundfile / PyAV open: always an in-memory file. A path is read first, because FFmpeg is
-    allowed no protocol at all (not even `file`), so a path handed to it would not open."""
+def as_file(source: Source, cls: type[io.BytesIO] = io.BytesIO) -> io.BytesIO:
+    """What soundfile / PyAV open: always an in-memory file (of `cls`). A path is read first, because
+    FFmpeg is allowed no protocol at all (not even `file`), so a path handed to it would not open."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return io.BytesIO(bytes(source))
-    return io.BytesIO(Path(source).read_bytes())
+        return cls(bytes(source))
+    return cls(Path(source).read_bytes())
 
 
 def open_av(source: Source, kind: str, bounds: SampleBounds | None = None) -> av.container.InputContainer:
@@ -215,6 +234,9 @@ def describe(kind: str) -> str:
         "wav": "WAV file",
         "flac": "FLAC file",
         "ogg": "OGG file",
+        "aiff": "AIFF file",
+        "caf": "CAF file",
+        "w64": "Wave64 file",
     }.get(kind, "media")
 
 

@@ -1,29 +1,56 @@
-"""WAV/FLAC/OGG decoded by libsndfile (soundfile), block by block and mixed down as read.
+"""WAV/FLAC/OGG/AIFF/CAF/W64 (`media.SOUND_FILE_KINDS`) decoded by libsndfile (soundfile), block by block
+and mixed down as read.
 
-Used by `audio.load_audio`; `load` decides what an Ogg libsndfile cannot read, or a file that yields no
-sample, becomes. The checks and errors are `audio`'s.
+Used by `audio.load_audio`; `load` decides what an Ogg or CAF libsndfile cannot read, or a file that yields
+no sample, becomes. The checks and errors are `audio`'s.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import soundfile as sf
 
-from avpenet.errors import TooLarge, UndecodableMedia
+from avpenet.errors import InputError, UndecodableMedia
 from avpenet.features import audio, avaudio, media
+
+# What libsndfile's failures surface as through soundfile (a codec that cannot seek raised ValueError).
+LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError)
+
+
+class _Upload(io.BytesIO):
+    """An upload as libsndfile's virtual file. A seek before the start stops at the start: BytesIO raises
+    there, inside soundfile's cffi callback, and Python would print that traceback to stderr for every AIFF
+    cut inside its header (libsndfile's AIFF reader seeks there; it refuses the file either way)."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self.getbuffer() as view:
+            start = (0, self.tell(), view.nbytes)[whence]
+        return super().seek(max(offset, -start), whence)
 
 
 def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
-    """A WAV/FLAC/OGG decoded by libsndfile; an Ogg it cannot open (a codec it lacks) or that yields no
-    sample is tried with PyAV. The file declares audio, so when no sample decodes (also when it is cut
-    before FFmpeg finds its streams) it is UndecodableMedia, never "no audio" (which would score the clip on
-    the face alone); None only for an Ogg without an audio stream."""
+    """A file of `media.SOUND_FILE_KINDS` decoded by libsndfile; an Ogg or CAF it cannot decode (a codec it
+    lacks, a CAF cut short) or that yields no sample is tried with PyAV (`media.SOUND_THEN_AV_KINDS`); one
+    it refuses for a limit (rate, channels, duration) is not, PyAV would refuse it too. The file declares
+    audio, so when no sample decodes (also when it is cut before FFmpeg finds its streams) it is
+    UndecodableMedia, never "no audio" (which would score the clip on the face alone); None only for an Ogg
+    without an audio stream.
+
+    libsndfile's failures are UndecodableMedia with its own message (`_reason`); a decoder error after some
+    samples drops the damaged tail and keeps the start (`_mono`), as `avaudio` does."""
     declared = None
     try:
         wave, sr, declared = read(source, kind, limit)
-    except UndecodableMedia:
-        if kind != "ogg":
-            raise
+    except InputError:
+        raise
+    except LIBSNDFILE_ERRORS as exc:
+        if kind not in media.SOUND_THEN_AV_KINDS:
+            raise UndecodableMedia(
+                f"{media.describe(kind)} cannot be decoded ({_reason(exc)}); "
+                "send the complete, uncorrupted recording"
+            ) from None
         try:
             wave, sr = avaudio.read(source, kind, limit)  # a codec libsndfile lacks: PyAV's errors stand...
         except UndecodableMedia as err:
@@ -34,7 +61,8 @@ def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
             if wave is None:
                 return None, sr
     else:
-        if wave.size == 0 and kind == "ogg":  # libsndfile reads a Vorbis cut in its first page as 0 frames
+        # libsndfile reads a Vorbis cut in its first page as 0 frames
+        if wave.size == 0 and kind in media.SOUND_THEN_AV_KINDS:
             try:
                 wave, sr = avaudio.read(source, kind, limit)
             except UndecodableMedia:
@@ -53,30 +81,21 @@ def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
 
 
 def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int, int]:
-    """(mono float32 samples, their rate, the frames the header declares) of what libsndfile decodes.
+    """(mono float32 samples, their rate, the frames the header declares) of what libsndfile decodes;
+    raises `audio`'s limits and libsndfile's own errors (LIBSNDFILE_ERRORS, which `load` words).
 
     Memory is the mono wave's, however many channels a file has: each block is read into one buffer and
     mixed down. Only the frames a read returns are used: libsndfile may decode fewer than it declared (a WAV
     of MP3 data cut short), where `SoundFile.blocks` handed the rest back as unfilled memory (garbage
     samples). Reads ask for a frame count, so codecs libsndfile cannot seek in (GSM 6.10, G.721) decode too.
-    A decoder error after some samples drops the damaged tail and keeps the start, as `avaudio` does; before
-    any, it is UndecodableMedia.
     """
-    try:
-        with sf.SoundFile(media.as_file(source)) as f:
-            sr = audio.check_rate(int(f.samplerate), kind)
-            audio.check_channels(int(f.channels), kind)
-            declared = int(f.frames)
-            if audio.over_limit(declared / sr, limit):
-                raise audio.too_long(declared / sr, limit)
-            return _mono(f, kind, declared), sr, declared
-    except (TooLarge, UndecodableMedia):
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
-        why = _reason(exc)
-        raise UndecodableMedia(
-            f"{media.describe(kind)} cannot be decoded ({why}); send the complete, uncorrupted recording"
-        ) from None
+    with sf.SoundFile(media.as_file(source, _Upload)) as f:
+        sr = audio.check_rate(int(f.samplerate), kind)
+        audio.check_channels(int(f.channels), kind)
+        declared = int(f.frames)
+        if audio.over_limit(declared / sr, limit):
+            raise audio.too_long(declared / sr, limit)
+        return _mono(f, kind, declared), sr, declared
 
 
 def _reason(exc: Exception) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from support import testmedia
 from support.gateway import face_track, wav_bytes
 
 from preprocess_service.extract import Extracted
@@ -43,6 +45,19 @@ def test_audio_and_landmarks_are_extracted_locally():
     extracted = asyncio.run(chosen(light, {}))
     assert extracted.n_windows == 2 and extracted.modalities == ["audio", "visual"]
     assert not remote.seen
+
+
+@pytest.mark.parametrize("fmt", ["AIFF", "CAF", "W64"])
+def test_apple_and_wave64_audio_is_scored_with_landmarks(fmt):
+    service = service_with(RecordingExtractor())
+    sound = testmedia.audio_bytes(testmedia.tone(3.5, 44_100), 44_100, fmt)
+    request = ScoreRequest(
+        audio=MediaPart(data=sound, filename=f"a.{fmt.lower()}"),
+        landmarks=MediaPart(data=face_track(3.5).to_npz_bytes()),
+        age_group="adult",
+    )
+    extracted = asyncio.run(service._extractor_for(request)(request, {}))  # was 415 "unsupported audio type"
+    assert extracted.n_windows == 2 and extracted.modalities == ["audio", "visual"]
 
 
 def test_video_goes_to_the_extractor_deployment():

@@ -192,10 +192,12 @@ def _silent_long_flac(seconds: float) -> bytes:
     return testmedia.audio_bytes(np.zeros(int(seconds * 8000), np.float32), 8000, fmt="FLAC")
 
 
-def _aiff() -> bytes:
+def _sun_au() -> bytes:
+    """Sun/NeXT AU (`.snd`): an audio container the service does not decode (AIFF, once this case's
+    example, is decoded since libsndfile reads it)."""
     from support import testmedia
 
-    return testmedia.audio_bytes(testmedia.tone(2.0, 16000), 16000, fmt="AIFF")
+    return testmedia.audio_bytes(testmedia.tone(2.0, 16000), 16000, fmt="AU")
 
 
 def _npz_frame_bomb(frames: int) -> bytes:
@@ -514,10 +516,10 @@ def build(limits) -> list[Case]:
         ),
         Case(
             "unsupported_container",
-            "AIFF audio (a container the service does not decode)",
+            "Sun AU audio (a container the service does not decode)",
             415,
             "INVALID_ARGUMENT",
-            u(part("audio", "aiff", _aiff)),
+            u(part("audio", "au", _sun_au)),
         ),
         Case(
             "unsupported_codec",
