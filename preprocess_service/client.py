@@ -1,8 +1,8 @@
 """`avpenet score FILE...`: score clips against a running gateway over HTTP (default) or gRPC with the SDK
 (sdk.py: retries under an Idempotency-Key, typed results); prints a table, or FHIR / HL7 v2 documents.
 
-The part a file is sent as follows its extension: .npz → landmarks, WAV/FLAC/OGG/AIFF/CAF/W64/MP3/AAC →
-audio, a video → clip. `score_http` / `score_grpc` are single-attempt library forms (the demo and the load
+The part a file is sent as follows its extension: .npz → landmarks, WAV/FLAC/OGG/AIFF/CAF/W64/MP3/AAC/AMR
+→ audio, a video → clip. `score_http` / `score_grpc` are single-attempt library forms (the demo and the load
 tests call them).
 """
 
@@ -27,7 +27,7 @@ HTTP_PORT, GRPC_PORT = 8080, 9090  # `avpenet serve` defaults (8000/8001 are Tri
 DEFAULT_HTTP = f"http://127.0.0.1:{HTTP_PORT}"
 DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
 KEY_ENV = "AVPENET_API_KEY"
-AUDIO_EXT = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".mp3", ".aac"}
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".mp3", ".aac", ".amr"}
 
 
 def part_for(path: Path) -> str:

@@ -36,7 +36,7 @@ SCORE_OPENAPI: dict[str, Any] = {
                         "clip": {**_MEDIA, "description": "MP4/MOV/WebM/MKV video with its audio track"},
                         "audio": {
                             **_MEDIA,
-                            "description": "WAV/FLAC/OGG/AIFF/CAF/W64/MP3/AAC "
+                            "description": "WAV/FLAC/OGG/AIFF/CAF/W64/MP3/AAC/AMR "
                             "(with video/landmarks or alone)",
                         },
                         "video": {**_MEDIA, "description": "video without usable sound"},

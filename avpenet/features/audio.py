@@ -1,10 +1,10 @@
 """Audio decoding to 16 kHz mono and the 3 s / 1 s-hop windows the model scores.
 
 Decoders: soundfile (libsndfile, `sfaudio`) for WAV/FLAC/OGG/AIFF(-C)/CAF/Wave64, PyAV (FFmpeg, `avaudio`)
-for MP3, ADTS AAC (.aac) and the audio track of MP4/MOV/WebM/MKV (and an Ogg or CAF libsndfile cannot
-read). Both read from memory when given bytes and keep the decoded start of a file with a damaged tail.
-Resampling uses soxr (high quality, linear phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and
-alias nothing into the band the log-mel sees.
+for MP3, ADTS AAC (.aac), AMR-NB/WB (.amr) and the audio track of MP4/MOV/WebM/MKV (and an Ogg or CAF
+libsndfile cannot read). Both read from memory when given bytes and keep the decoded start of a file with a
+damaged tail. Resampling uses soxr (high quality, linear phase), so 44.1/48 kHz recordings lose nothing below
+8 kHz and alias nothing into the band the log-mel sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). A WAV/FLAC/OGG/AIFF/CAF/W64 file is audio, so one that

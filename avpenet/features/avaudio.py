@@ -1,5 +1,5 @@
-"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, MP3 in a WAV, an Ogg
-libsndfile cannot read, MP4/MOV/WebM/MKV.
+"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, AMR, MP3 in a WAV, an Ogg
+or CAF libsndfile cannot read, MP4/MOV/WebM/MKV.
 
 Shared by `audio.load_audio` (the track alone) and `avclip.decode_clip` (the same demux pass as the video, so
 a clip's container is read once). The checks and errors are `audio`'s.
@@ -17,16 +17,22 @@ from avpenet.features import audio, media, mp4index
 
 def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
     """(mono float32 samples, their rate) of the main audio track of a file PyAV opens alone; None (at the
-    model rate) when it has no audio track. Used by `audio.load_audio` and `sfaudio.load`."""
+    model rate) when it has no audio track. Used by `audio.load_audio` and `sfaudio.load`.
+
+    A file of one codec's frames (`media.ONE_CODEC_KINDS`) that decodes no sample is UndecodableMedia, never
+    "no audio": an AMR header with no frame behind it (an upload cut short) is a broken recording."""
     container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
     try:
         track = AvAudio.of(container, kind, limit)
         if track is None:
             return None, contract.SAMPLE_RATE
         demux_all(container, track)
-        return track.finish()
+        wave, sr = track.finish()
     finally:
         container.close()
+    if not wave.size and kind in media.ONE_CODEC_KINDS:
+        raise UndecodableMedia(f"{media.describe(kind)} has no decodable audio frame: corrupt or truncated")
+    return wave, sr
 
 
 def demux_all(container, track: AvAudio) -> None:
@@ -75,7 +81,7 @@ class AvAudio:
         self.rate = audio.check_rate(int(stream.codec_context.sample_rate), kind)
         audio.check_channels(int(stream.codec_context.channels or 0), kind)
         claimed = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
-        if audio.over_limit(claimed, limit):
+        if audio.over_limit(claimed, limit) and kind not in media.GUESSED_DURATION_KINDS:
             raise audio.too_long(claimed, limit)
         # Planar float at the native rate, channels kept: they are averaged as soundfile's are (sfaudio), not
         # by swresample's matrix (3 dB louder for stereo, 15.5 dB for a 5.1 centre-only voice), so a recording

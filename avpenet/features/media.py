@@ -31,24 +31,31 @@ from avpenet.features.mp4index import SampleBounds, check_sample_tables
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
 # kind -> what to tell an integrator; ISO-BMFF covers MP4/MOV/M4A, EBML covers MKV/WebM; aac is ADTS (.aac);
-# aiff covers AIFF and AIFF-C (.aif/.aiff/.aifc), caf Apple's Core Audio Format, w64 Sony Wave64.
-AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64", "mp3", "aac")
+# aiff covers AIFF and AIFF-C (.aif/.aiff/.aifc), caf Apple's Core Audio Format, w64 Sony Wave64; amr is
+# AMR-NB or AMR-WB in their single-channel storage format (.amr, Android voice recorders: "#!AMR\n").
+AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64", "mp3", "aac", "amr")
 # The kinds libsndfile reads (sfaudio). An Ogg or CAF it cannot read is read by PyAV: both hold codecs it
 # lacks (Ogg Speex; CAF AAC, IMA4, FFmpeg's ALAC), and it calls a CAF cut mid-upload malformed where FFmpeg
 # keeps its decoded start. AIFF and W64 hold what libsndfile decodes, as WAV does: its reasons stand.
 SOUND_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64")
 SOUND_THEN_AV_KINDS = ("ogg", "caf")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")
-ONE_CODEC_KINDS = ("mp3", "aac")  # files of one codec's frames: a track FFmpeg cannot read is a broken one
+# Files of one codec's frames: a track FFmpeg cannot read, or one that decodes no sample, is a broken one.
+ONE_CODEC_KINDS = ("mp3", "aac", "amr")
+# Kinds whose duration FFmpeg guesses from the bit rate, not from a header (an AMR's comes out 3-5% long):
+# only their decoded length is held to the limit, so one within the duration grace is cut, not refused.
+GUESSED_DURATION_KINDS = ("amr",)
 SUPPORTED_AUDIO = (
-    "WAV, FLAC, OGG, AIFF/AIFC, CAF, Wave64, MP3, AAC (ADTS), or the audio track of MP4/MOV/WebM/MKV"
+    "WAV, FLAC, OGG, AIFF/AIFC, CAF, Wave64, MP3, AAC (ADTS), AMR-NB/AMR-WB, "
+    "or the audio track of MP4/MOV/WebM/MKV"
 )
 SUPPORTED_VIDEO = "MP4, MOV, WebM or MKV"
 # Enough for TS_PACKETS MPEG-TS packets of the longest kind (204 bytes); reading it costs nothing.
 HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
 DEMUXERS = {
-    "isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav", "caf": "caf"
+    "isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav",
+    "caf": "caf", "amr": "amr",
 }  # fmt: skip
 # WAV format tags of MPEG audio (MPEG-1, MPEG Layer 3). libsndfile hands those to mpg123, which prints to
 # stderr, header bytes of the upload included ("Illegal Audio-MPEG-Header 0x74d8c299"); such a WAV is read by
@@ -101,6 +108,8 @@ def sniff(head: bytes) -> str | None:
         return "caf"
     if head[:16] == W64_RIFF and head[24:40] == W64_WAVE:
         return "w64"
+    if head[:6] == b"#!AMR\n" or head[:9] == b"#!AMR-WB\n":  # not "#!AMR_MC1.0": FFmpeg reads no multichannel
+        return "amr"
     if len(head) >= 12 and head[4:8] == b"ftyp":
         return "isobmff"
     if head[:4] == b"\x1a\x45\xdf\xa3":
@@ -237,6 +246,7 @@ def describe(kind: str) -> str:
         "aiff": "AIFF file",
         "caf": "CAF file",
         "w64": "Wave64 file",
+        "amr": "AMR file",
     }.get(kind, "media")
 
 

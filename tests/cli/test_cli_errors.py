@@ -45,8 +45,8 @@ def test_an_aac_recording_is_sent_as_the_audio_part_not_as_a_clip(wav, tmp_path,
     assert code == 2 and "a.wav and b.aac would both be the audio part" in err
 
 
-@pytest.mark.parametrize("name", ["b.aif", "b.AIFF", "b.aifc", "b.caf", "b.w64"])
-def test_apple_and_wave64_recordings_are_sent_as_the_audio_part(wav, tmp_path, capsys, name):
+@pytest.mark.parametrize("name", ["b.aif", "b.AIFF", "b.aifc", "b.caf", "b.w64", "b.amr"])
+def test_apple_wave64_and_amr_recordings_are_sent_as_the_audio_part(wav, tmp_path, capsys, name):
     other = tmp_path / name  # was sent as a clip, which the gateway refuses for a sound file
     other.write_bytes(b"FORM")
     code, err = run(["score", str(wav), str(other), "--together", "--url", "http://127.0.0.1:9"], capsys)

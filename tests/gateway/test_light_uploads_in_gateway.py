@@ -47,10 +47,13 @@ def test_audio_and_landmarks_are_extracted_locally():
     assert not remote.seen
 
 
-@pytest.mark.parametrize("fmt", ["AIFF", "CAF", "W64"])
-def test_apple_and_wave64_audio_is_scored_with_landmarks(fmt):
+@pytest.mark.parametrize("fmt", ["AIFF", "CAF", "W64", "AMR"])
+def test_apple_wave64_and_amr_audio_is_scored_with_landmarks(fmt):
     service = service_with(RecordingExtractor())
-    sound = testmedia.audio_bytes(testmedia.tone(3.5, 44_100), 44_100, fmt)
+    if fmt == "AMR":
+        sound = testmedia.amr_nb_bytes(testmedia.tone(3.5, 8000))
+    else:
+        sound = testmedia.audio_bytes(testmedia.tone(3.5, 44_100), 44_100, fmt)
     request = ScoreRequest(
         audio=MediaPart(data=sound, filename=f"a.{fmt.lower()}"),
         landmarks=MediaPart(data=face_track(3.5).to_npz_bytes()),

@@ -46,6 +46,7 @@ def seeds() -> dict[str, bytes]:
         "aiff": testmedia.audio_bytes(tone, contract.SAMPLE_RATE, fmt="AIFF"),
         "caf": testmedia.audio_bytes(tone, contract.SAMPLE_RATE, fmt="CAF"),
         "w64": testmedia.audio_bytes(tone, contract.SAMPLE_RATE, fmt="W64"),
+        "amr": testmedia.amr_nb_bytes(testmedia.tone(1.0, 8000)),
         "mp4": testmedia.video_bytes(frames, 10, audio=testmedia.tone(0.6, contract.SAMPLE_RATE)),
         "mkv": testmedia.video_bytes(frames, 10, container="matroska"),
         "npz": face_track(0.3).to_npz_bytes(),  # 3 frames: a short repr when a case fails
@@ -77,7 +78,7 @@ def only_input_errors(fn, *args, **kwargs):
 @FUZZ
 @given(
     st.one_of(
-        *(mutated(kind) for kind in ("wav", "flac", "ogg", "aiff", "caf", "w64", "mp4")),
+        *(mutated(kind) for kind in ("wav", "flac", "ogg", "aiff", "caf", "w64", "amr", "mp4")),
         st.binary(max_size=2048),
     )
 )
@@ -144,7 +145,7 @@ def test_multipart_parser(body, content_type):
         only_input_errors(request.validate_combination)
 
 
-@pytest.mark.parametrize("kind", ["wav", "flac", "ogg", "aiff", "caf", "w64", "mp4", "mkv", "npz"])
+@pytest.mark.parametrize("kind", ["wav", "flac", "ogg", "aiff", "caf", "w64", "amr", "mp4", "mkv", "npz"])
 def test_seeds_are_valid_media(kind):
     """The fuzzers start from media that decodes, so mutations explore the decoders, not just the sniffer."""
     blob = seeds()[kind]

@@ -1,4 +1,4 @@
-"""Small in-memory media for tests and demos: MP4/WebM/MKV with PyAV, WAV/FLAC/OGG with soundfile.
+"""Small in-memory media for tests and demos: MP4/WebM/MKV/AMR with PyAV, WAV/FLAC/OGG with soundfile.
 
 Nothing here touches disk: tests of the decoders, the gateway and the bad-input corpus build their clips
 with these helpers so every case is reproducible and needs no bundled binaries.
@@ -125,6 +125,33 @@ def adts_bytes(wave: np.ndarray, sr: int, *, id3: bool = False) -> bytes:
         stream.layout = "mono"
         encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr)
     return buf.getvalue()
+
+
+def amr_nb_bytes(wave: np.ndarray, sr: int = 8000) -> bytes:
+    """An AMR-NB file (.amr, "#!AMR\\n" then 20-ms frames: what Android voice recorders write) of a float
+    mono wave at 8 kHz, encoded at 12.2 kbit/s by FFmpeg's libopencore_amrnb."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="amr") as out:
+        stream = out.add_stream("libopencore_amrnb", rate=sr)
+        stream.layout, stream.bit_rate = "mono", 12_200
+        pcm = (np.clip(np.asarray(wave, np.float32), -1, 1) * 32767).astype(np.int16)[None, :]
+        for start in range(0, pcm.shape[1], 160):
+            piece = np.ascontiguousarray(pcm[:, start : start + 160])
+            frame = av.AudioFrame.from_ndarray(piece, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = sr, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def amr_wb_bytes(frames: int, seed: int = 0) -> bytes:
+    """An AMR-WB file ("#!AMR-WB\\n", 16 kHz) of `frames` 20-ms speech frames at 23.85 kbit/s with random
+    payload bits (FFmpeg has no AMR-WB encoder; any bits decode): one header byte (frame type 8, quality
+    bit) and 60 bytes each."""
+    rng = np.random.default_rng(seed)
+    return b"#!AMR-WB\n" + b"".join(bytes([8 << 3 | 4]) + rng.bytes(60) for _ in range(frames))
 
 
 def encode_audio(out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024) -> None:
