@@ -66,6 +66,26 @@ class TestScoring:
         assert set(http.timings_ms) == {"decode", "features", "triton", "total"}
         assert http.request_id == request.request_id  # the caller's X-Request-ID is echoed
 
+    def test_a_request_without_an_age_is_served_as_the_reference_scores_it(self, gateway_stack):
+        """No age group (the API default): the served fusion reads it from the clip, as the PyTorch reference
+        that docs/EVALUATION.md measures does, not with the third embedding it had before."""
+        from avpenet.features import audio, windows
+        from avpenet.features.track import FaceTrack
+        from avpenet.model import load_model
+        from avpenet.predict import predict_windows
+
+        request = av_request(age_group="unknown")
+        served = score_http(gateway_stack.http_url, request, api_key=API_KEY)
+        wav, npz = audio_and_landmarks()
+        inputs = windows.model_inputs(audio.load_audio(wav), FaceTrack.load_npz(npz), "unknown")
+        reference = load_model().model
+        assert float(reference.fusion.infers_age) == 1.0
+        expected = predict_windows(reference, inputs)[contract.SCORE.name][:, 0]
+        np.testing.assert_allclose([w.score for w in served.timeline], expected, atol=1e-4)
+        reference.fusion.infers_age.fill_(0.0)  # what it was scored with before: the untrained embedding
+        before = predict_windows(reference, inputs)[contract.SCORE.name][:, 0]
+        assert np.abs(before - expected).max() > 0.01  # so the match above says which path was served
+
     def test_mp4_clip_with_sound_is_scored(self, gateway_stack):
         request = ScoreRequest(clip=MediaPart(data=mp4_bytes(4.0), filename="bed7.mp4"), age_group="adult")
         result = score_http(gateway_stack.http_url, request, api_key=API_KEY)

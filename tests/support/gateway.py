@@ -68,15 +68,14 @@ def audio_and_landmarks() -> tuple[bytes, bytes]:
 
 
 def av_request(**fields) -> ScoreRequest:
-    """`audio_and_landmarks` as a neonate's ScoreRequest (for the Python clients)."""
+    """`audio_and_landmarks` as a neonate's ScoreRequest (for the Python clients); `fields` may override."""
     from preprocess_service.protocol import MediaPart, ScoreRequest
 
     wav, npz = audio_and_landmarks()
     return ScoreRequest(
         audio=MediaPart(data=wav, filename="cry.wav"),
         landmarks=MediaPart(data=npz, filename="face.npz"),
-        age_group="neonate",
-        **fields,
+        **{"age_group": "neonate", **fields},
     )
 
 
