@@ -56,12 +56,16 @@ def p_adult(model: AVPENet, cues: np.ndarray) -> np.ndarray:
 def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dict:
     """Fit ``fusion.age_head`` on these clips' windows, labelled with the age group each clip carries, and
     switch the inference on (``fusion.infers_age``); the record (windows, accuracy on them). Clips of one
-    age group only (a run on part of a dataset) leave it off: requests without an age keep the third
-    embedding."""
+    age group only (a run on part of a dataset, a hospital's adults-only fine-tune) cannot teach it and
+    leave the model as it was: a head fitted before (the reference's) stays, else the third embedding."""
     ages = np.concatenate([x[C.AGE_GROUP.name][:, 0] for x in inputs]) if inputs else np.zeros(0, np.int64)
     if not {C.age_index(a) for a in C.LABELLED_AGE_GROUPS} <= set(ages.tolist()):  # a run on one age group
-        model.fusion.infers_age.fill_(0.0)
-        return {"fitted": False, "why": "the clips hold one age group only", "windows": int(len(ages))}
+        kept = "the head it had" if float(model.fusion.infers_age) else "the third embedding"
+        return {
+            "fitted": False,
+            "why": f"the clips hold one age group only; kept {kept}",
+            "windows": len(ages),
+        }
     if np.any(ages == C.UNKNOWN_AGE):
         raise ValueError("fitting the age head needs every clip's own age group; some were sent as unknown")
     cues = torch.from_numpy(window_cues(model, inputs)).double()

@@ -60,7 +60,7 @@ def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_
     assert not np.allclose(unknown_after[C.SCORE.name], unknown_before[C.SCORE.name], atol=0.05)
 
 
-def test_clips_of_one_age_group_leave_the_third_embedding_in_place():
+def test_clips_of_one_age_group_leave_the_age_inference_as_it_was():
     model = _model(1)
     neonates = [_clip("neonate", 4, i) for i in range(3)]
     before = predict_windows(model, with_age(neonates[0], C.UNKNOWN_AGE))
@@ -69,6 +69,10 @@ def test_clips_of_one_age_group_leave_the_third_embedding_in_place():
     assert float(model.fusion.infers_age) == 0.0
     after = predict_windows(model, with_age(neonates[0], C.UNKNOWN_AGE))
     np.testing.assert_array_equal(after[C.SCORE.name], before[C.SCORE.name])
+    fit_age_head(model, _clips(400)[0])  # a head fitted before (the reference's), then a one-group fine-tune
+    fitted = model.fusion.age_head.weight.clone()
+    assert not fit_age_head(model, neonates)["fitted"]
+    assert float(model.fusion.infers_age) == 1.0 and torch.equal(model.fusion.age_head.weight, fitted)
     with pytest.raises(ValueError, match="own age group"):
         fit_age_head(model, [*neonates, with_age(_clip("adult", 4, 9), C.UNKNOWN_AGE), _clip("adult", 4, 8)])
 
