@@ -23,6 +23,7 @@ from avpenet.predict import INPUT_NAMES, concat_inputs
 
 L2 = 1e-3  # on standardised cues: a few hundred windows per group already separate cleanly
 ADULT = C.age_index("adult")
+PATHS = ("as_sent", "audio_only", "face_only")  # what the head is fitted and judged on (with_one_modality)
 
 
 @torch.no_grad()
@@ -53,9 +54,23 @@ def p_adult(model: AVPENet, cues: np.ndarray) -> np.ndarray:
         return torch.sigmoid(model.fusion.age_head(torch.from_numpy(cues))).numpy()[:, 0]
 
 
+def with_one_modality(inputs: Sequence[dict[str, np.ndarray]]) -> list[list[dict[str, np.ndarray]]]:
+    """These clips as sent (PATHS[0]), with the face masked, and with the audio masked: a request may carry
+    one modality only, and then the other's pooled tokens are zeros the head must learn to pass over."""
+    from avpenet.train import mask_audio, mask_face
+
+    def masked(x: dict[str, np.ndarray], mask) -> dict[str, np.ndarray]:
+        x = dict(x)
+        mask(x)
+        return x
+
+    return [list(inputs), [masked(x, mask_face) for x in inputs], [masked(x, mask_audio) for x in inputs]]
+
+
 def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dict:
     """Fit ``fusion.age_head`` on these clips' windows, labelled with the age group each clip carries, and
-    switch the inference on (``fusion.infers_age``); the record (windows, accuracy on them). Clips of one
+    switch the inference on (``fusion.infers_age``); the record (windows, accuracy on them per path). It is
+    fitted on them as sent and with one modality masked (``with_one_modality``). Clips of one
     age group only (a run on part of a dataset, a hospital's adults-only fine-tune) cannot teach it and
     leave the model as it was: a head fitted before (the reference's) stays, else the third embedding."""
     ages = np.concatenate([x[C.AGE_GROUP.name][:, 0] for x in inputs]) if inputs else np.zeros(0, np.int64)
@@ -68,8 +83,10 @@ def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dic
         }
     if np.any(ages == C.UNKNOWN_AGE):
         raise ValueError("fitting the age head needs every clip's own age group; some were sent as unknown")
-    cues = torch.from_numpy(window_cues(model, inputs)).double()
-    y = torch.from_numpy((ages == ADULT).astype(np.float64))
+    cues = torch.from_numpy(
+        np.concatenate([window_cues(model, x) for x in with_one_modality(inputs)])
+    ).double()
+    y = torch.from_numpy(np.tile(ages == ADULT, 3).astype(np.float64))
     mean, std = cues.mean(0), cues.std(0).clamp_min(1e-6)
     z = (cues - mean) / std
     w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
@@ -88,16 +105,27 @@ def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dic
         head.weight.copy_((w / std).float()[None, :])
         head.bias.copy_((b - (mean / std) @ w).float())
         model.fusion.infers_age.fill_(1.0)
-    right = (p_adult(model, cues.float().numpy()) > 0.5) == (ages == ADULT)
+    right = ((p_adult(model, cues.float().numpy()) > 0.5) == y.numpy().astype(bool)).reshape(3, -1).mean(1)
     return {"fitted": True, "clips": len(inputs), "windows": int(len(ages)),
-            "adult_windows": int((ages == ADULT).sum()), "window_accuracy": float(right.mean())}  # fmt: skip
+            "adult_windows": int((ages == ADULT).sum()),
+            "window_accuracy": dict(zip(PATHS, map(float, right), strict=True))}  # fmt: skip
 
 
 def inferred_age_accuracy(
     model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], ages: Sequence[str]
-) -> dict:
-    """How often the head names the right group, per window and per clip (mean P over its windows), for clips
-    whose own group is `ages` (their inputs may carry any age: the head does not read it)."""
+) -> dict[str, dict[str, float]]:
+    """How often the head names the right group, for each of PATHS: per window and per clip (mean P over
+    its windows), for clips whose own group is `ages` (their inputs may carry any age: the head reads none).
+    """
+    return {
+        path: _accuracy(model, sent, ages)
+        for path, sent in zip(PATHS, with_one_modality(inputs), strict=True)
+    }
+
+
+def _accuracy(
+    model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], ages: Sequence[str]
+) -> dict[str, float]:
     cues = window_cues(model, inputs)
     p = p_adult(model, cues)
     bounds = np.cumsum([0] + [len(x[C.AGE_GROUP.name]) for x in inputs])

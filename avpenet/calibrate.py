@@ -146,7 +146,7 @@ def recalibrate(
     only_unknown_age: bool = False,
 ) -> dict:
     """Refit `checkpoint`'s interval scales on the validation clips (and every clip of `added` sets), write
-    the run to `out`; the record. `only_unknown_age`: refit only the scale of requests without an age."""
+    the run to `out`; the record. `only_unknown_age`: refit only what requests without an age get."""
     from avpenet.model import load_model, save_model
     from avpenet.train import calibrate_interval, calibrate_unknown_age, restrict
 
@@ -228,10 +228,10 @@ def _keep_record(checkpoint: Path, out: Path) -> None:
 def _age_head_line(record: dict) -> str:
     if not record["fitted"]:
         return f"no age group: the age is not read from the clip ({record['why']})"
-    return (
-        f"no age group: the age read from the clip, right for {record['window_accuracy']:.1%} of the "
-        f"{record['windows']} windows it was fitted on"
+    right = ", ".join(
+        f"{path.replace('_', ' ')} {share:.1%}" for path, share in record["window_accuracy"].items()
     )
+    return f"no age group: the age read from the clip, right for {right} of the {record['windows']} windows"
 
 
 def run(args: argparse.Namespace) -> int:

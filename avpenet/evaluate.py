@@ -262,6 +262,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         for age in C.LABELLED_AGE_GROUPS
     }
     if getattr(args, "send_age", None) == "unknown" and float(ckpt.model.fusion.infers_age):
+        # the checkpoint's head, which a stand-in's graphs carry too (fp32 in int8 ones, ensemble/quantize.py)
         result["age_inferred"] = inferred_age_accuracy(ckpt.model, base, [c.age_group for c in clips])
     lo, hi = fusion_pred[C.INTERVAL.name][:, 0], fusion_pred[C.INTERVAL.name][:, 1]
     result["interval_coverage_90"] = float(np.mean((scores >= lo) & (scores <= hi)))

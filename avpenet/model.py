@@ -407,6 +407,7 @@ class Fusion(nn.Module):
         self.age_head = nn.utils.skip_init(nn.Linear, AGE_CUES * d + 2, 1)
         nn.init.zeros_(self.age_head.weight)
         nn.init.zeros_(self.age_head.bias)
+        self.age_head.requires_grad_(False)  # no loss reaches it: weight decay must not shrink a fitted head
         self.register_buffer("infers_age", torch.zeros(1))  # 1 once age_head is fitted (not while training)
         self._register_load_state_dict_pre_hook(_unknown_age_of_older_runs)
 

@@ -240,15 +240,22 @@ def calibrate_interval(
 
 
 def calibrate_unknown_age(
-    model: AVPENet, val_inputs: list[dict[str, np.ndarray]], val_scores: np.ndarray
+    model: AVPENet,
+    val_inputs: list[dict[str, np.ndarray]],
+    val_scores: np.ndarray,
+    head_kept_valid: bool = True,
 ) -> dict:
     """What a request without an age group is scored with, fitted on the validation clips: the age head that
     reads the age from the clip (`age_inference.fit_age_head`), then fusion.unknown_age_scale, set as the
     shared scale is on the same clips sent without their age (the inferred age is sometimes wrong, so their
-    errors differ). The record: {"scale", "age_head"}."""
+    errors differ). The record: {"scale", "age_head"}. Clips of one age group cannot refit the head;
+    `head_kept_valid` False (the encoders it reads have changed) then turns it off rather than keep it."""
     from avpenet.age_inference import fit_age_head
 
     age_head = fit_age_head(model, val_inputs)
+    if not age_head["fitted"] and not head_kept_valid and float(model.fusion.infers_age):
+        model.fusion.infers_age.fill_(0.0)
+        age_head["why"] = "the clips hold one age group only and the encoders it read changed: turned off"
     withheld = [with_age(x, C.UNKNOWN_AGE) for x in val_inputs]
     model.fusion.unknown_age_scale.fill_(1.0)
     scale = _conformal_scale(model, withheld, val_scores)
@@ -491,7 +498,10 @@ def train(args: argparse.Namespace) -> dict:
 
     model.audio_encoder.to(memory_format=torch.contiguous_format)
     scale = calibrate_interval(model, val_inputs, val_scores)
-    unknown_age = calibrate_unknown_age(model, val_inputs, val_scores)
+    same_encoders = (
+        set(model.frozen_parts) >= {"audio_encoder", "visual_encoder"} and not args.refit_normalisation
+    )
+    unknown_age = calibrate_unknown_age(model, val_inputs, val_scores, head_kept_valid=same_encoders)
     val_pred = predict_clips(model, val_inputs)
     val = regression_metrics(val_pred[C.SCORE.name], val_scores)
     lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]

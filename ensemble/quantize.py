@@ -53,6 +53,7 @@ PART_OPTIONS: dict[str, dict] = {
         "dynamic": True,
         "op_types_to_quantize": ["MatMul", "Gemm"],
         "extra_options": {"MatMulConstBOnly": True},
+        "exclude_age_head": True,
     },
 }
 STATIC_METHOD = "onnxruntime static QDQ, per-channel int8 weights, uint8 activations"
@@ -114,6 +115,8 @@ def quantize_part(fp32: bytes, spec: contract.ModelSpec, tensors: dict[str, np.n
     options = dict(PART_OPTIONS.get(spec.name, {}))
     if options.pop("exclude_first_conv", False):
         options["nodes_to_exclude"] = [_first_node(fp32, "Conv")]
+    if options.pop("exclude_age_head", False):  # 259 weights whose output picks an age embedding
+        options["nodes_to_exclude"] = _age_head_nodes(fp32)
     dynamic = options.pop("dynamic", False)
     with tempfile.TemporaryDirectory(prefix="avpenet-quantize-") as tmp:
         src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -143,6 +146,15 @@ def _first_node(graph: bytes, op_type: str) -> str:
         if node.op_type == op_type:
             return node.name
     raise ValueError(f"the graph has no {op_type} node")
+
+
+def _age_head_nodes(graph: bytes) -> list[str]:
+    """The nodes of the fusion's age head (model.Fusion.age_head), kept fp32: its Gemm, and the MatMul that
+    dynamic quantisation rewrites a Gemm into first (named `<Gemm>_MatMul`)."""
+    import onnx
+
+    names = [n.name for n in onnx.load_from_string(graph).graph.node if "/age_head/" in n.name]
+    return [*names, *(f"{name}_MatMul" for name in names)]
 
 
 def _max_diff(spec: contract.ModelSpec, graphs: tuple[bytes, bytes], tensors: dict[str, np.ndarray]) -> float:
