@@ -1,9 +1,9 @@
 """The alerts that page stay quiet on what is not an incident (no promtool needed; the promtool unit tests
 in monitoring/rules/avpenet-alerts.test.yml replay the same cases as series):
 
-- the error-ratio (5-minute and hourly) and proxy alerts need a minimum count of failed requests besides
+- the error-ratio and proxy alerts (5-minute and hourly) need a minimum count of failed requests besides
   their ratio, and their description and runbook say how many (a quiet ward's 2 failures among 20 requests
-  is 10%); the hourly one also needs failures to go on for longer than one burst stays recent;
+  is 10%); the hourly ones also need failures to go on for longer than one burst stays recent;
 - a Triton pod's down warning holds longer than a pod takes to start (its target reads up == 0 from the
   image pull to the end of its model load), and the no-Triton page spares pods that young which never
   answered (a first deploy) while paging promptly for one that answered and stopped.
@@ -34,6 +34,7 @@ def _seconds(duration: str) -> int:
         ("AvpenetHighErrorRatio", "avpenet:gateway_errors:increase5m"),
         ("AvpenetSustainedErrorRatio", "avpenet:gateway_errors:increase1h"),
         ("AvpenetProxyRejections", "avpenet:proxy_rejections:increase5m"),
+        ("AvpenetSustainedProxyRejections", "avpenet:proxy_rejections:increase1h"),
     ],
 )
 def test_error_alerts_need_a_minimum_count_and_say_how_many(name: str, count_rule: str) -> None:
@@ -81,11 +82,18 @@ def test_the_not_ready_page_spares_a_pod_as_long_as_a_start_takes() -> None:
     assert f"younger than {start_s // 60} minutes" in rule["annotations"]["description"]
 
 
-def test_one_burst_of_failures_does_not_hold_the_hourly_warning() -> None:
+@pytest.mark.parametrize(
+    ("name", "recent_rule"),
+    [
+        ("AvpenetSustainedErrorRatio", "avpenet:gateway_errors:increase"),
+        ("AvpenetSustainedProxyRejections", "avpenet:proxy_rejections:increase"),
+    ],
+)
+def test_one_burst_of_failures_does_not_hold_the_hourly_warning(name: str, recent_rule: str) -> None:
     """A burst stays in the hour's count for an hour: the warning also needs a failure in the last minutes,
     a check that a burst fails within the hold, so only failures that go on warn."""
-    rule = alert("AvpenetSustainedErrorRatio")
-    recent = re.search(r"max_over_time\(avpenet:gateway_errors:increase(\d+m)\[(\d+m)\]\) > 0", rule["expr"])
+    rule = alert(name)
+    recent = re.search(rf"max_over_time\({re.escape(recent_rule)}(\d+m)\[(\d+m)\]\) > 0", rule["expr"])
     assert recent, "one burst of failures (a pod restart) would warn for the hour it stays in the window"
     recent_s = _seconds(recent.group(1)) + _seconds(recent.group(2))
     assert recent_s < _seconds(rule["for"]), "a burst is still recent when the hold ends: it warns"

@@ -24,6 +24,7 @@ ALERTS = {
     "AvpenetP99LatencyHigh",
     "AvpenetTritonQueueTimeHigh",
     "AvpenetProxyRejections",
+    "AvpenetSustainedProxyRejections",
     "AvpenetStreamsBehind",
     "AvpenetStreamResumesLost",
 }
