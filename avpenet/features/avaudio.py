@@ -12,7 +12,7 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.errors import UndecodableMedia, UnsupportedMedia
-from avpenet.features import audio, media, mp4index
+from avpenet.features import audio, media, mp4index, truncation
 
 
 def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
@@ -20,19 +20,32 @@ def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
     model rate) when it has no audio track. Used by `audio.load_audio` and `sfaudio.load`.
 
     A file of one codec's frames (`media.ONE_CODEC_KINDS`) that decodes no sample is UndecodableMedia, never
-    "no audio": an AMR header with no frame behind it (an upload cut short) is a broken recording."""
+    "no audio": an AMR header with no frame behind it (an upload cut short) is a broken recording. When
+    FFmpeg fails before any sample (or none decodes) and the file ends inside its header (`truncation`: a CAF,
+    a WAV of MP3 data, an AMR's first frame), the refusal says it was cut, not FFmpeg's "Invalid data"."""
+    try:
+        wave, sr = _read(source, kind, limit)
+    except UndecodableMedia as err:
+        if isinstance(err.__context__, av.error.FFmpegError) and truncation.cut_short(source, kind):
+            raise truncation.cut(kind) from None
+        raise
+    if wave is not None and not wave.size and kind in media.ONE_CODEC_KINDS:
+        if truncation.cut_short(source, kind):
+            raise truncation.cut(kind)
+        raise UndecodableMedia(f"{media.describe(kind)} has no decodable audio frame: corrupt or truncated")
+    return wave, sr
+
+
+def _read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
     container = media.open_av(source, kind, mp4index.SampleBounds(max_seconds=limit))
     try:
         track = AvAudio.of(container, kind, limit)
         if track is None:
             return None, contract.SAMPLE_RATE
         demux_all(container, track)
-        wave, sr = track.finish()
+        return track.finish()
     finally:
         container.close()
-    if not wave.size and kind in media.ONE_CODEC_KINDS:
-        raise UndecodableMedia(f"{media.describe(kind)} has no decodable audio frame: corrupt or truncated")
-    return wave, sr
 
 
 def demux_all(container, track: AvAudio) -> None:

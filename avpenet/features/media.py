@@ -36,7 +36,8 @@ Source = str | os.PathLike | bytes | bytearray | memoryview
 AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64", "mp3", "aac", "amr")
 # The kinds libsndfile reads (sfaudio). An Ogg or CAF it cannot read is read by PyAV: both hold codecs it
 # lacks (Ogg Speex; CAF AAC, IMA4, FFmpeg's ALAC), and it calls a CAF cut mid-upload malformed where FFmpeg
-# keeps its decoded start. AIFF and W64 hold what libsndfile decodes, as WAV does: its reasons stand.
+# keeps its decoded start. AIFF and W64 hold what libsndfile decodes, as WAV does: its reasons stand (a file
+# cut inside its header is refused as cut instead: truncation).
 SOUND_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64")
 SOUND_THEN_AV_KINDS = ("ogg", "caf")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")

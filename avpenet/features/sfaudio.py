@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from avpenet.errors import InputError, UndecodableMedia
-from avpenet.features import audio, avaudio, media
+from avpenet.features import audio, avaudio, media, truncation
 
 # What libsndfile's failures surface as through soundfile (a codec that cannot seek raised ValueError).
 LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError)
@@ -38,8 +38,9 @@ def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
     UndecodableMedia, never "no audio" (which would score the clip on the face alone); None only for an Ogg
     without an audio stream.
 
-    libsndfile's failures are UndecodableMedia with its own message (`_reason`); a decoder error after some
-    samples drops the damaged tail and keeps the start (`_mono`), as `avaudio` does."""
+    libsndfile's failures are UndecodableMedia with its own message (`_reason`), but a file cut inside its
+    header is refused as cut (`truncation`: its reason for the bytes left misleads); a decoder error after
+    some samples drops the damaged tail and keeps the start (`_mono`), as `avaudio` does."""
     declared = None
     try:
         wave, sr, declared = read(source, kind, limit)
@@ -47,6 +48,8 @@ def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
         raise
     except LIBSNDFILE_ERRORS as exc:
         if kind not in media.SOUND_THEN_AV_KINDS:
+            if truncation.cut_short(source, kind):
+                raise truncation.cut(kind) from None  # libsndfile's reason for a cut header misleads
             raise UndecodableMedia(
                 f"{media.describe(kind)} cannot be decoded ({_reason(exc)}); "
                 "send the complete, uncorrupted recording"
@@ -68,15 +71,12 @@ def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
             except UndecodableMedia:
                 wave = None
     if wave is None or wave.size == 0:
-        if declared == 0 and kind != "ogg":
+        if declared == 0 and kind != "ogg" and not truncation.cut_short(source, kind):
             raise UndecodableMedia(
                 f"{media.describe(kind)} holds no audio samples (an empty recording); "
                 "send a recording with sound"
             )
-        raise UndecodableMedia(
-            f"{media.describe(kind)} declares audio but no sample decodes: it is corrupt or truncated; "
-            "send the complete recording"
-        )
+        raise truncation.cut(kind)
     return wave, sr
 
 

@@ -65,8 +65,11 @@ def test_the_duration_limit_and_its_grace_hold():
 
 @pytest.mark.parametrize("header", [b"#!AMR\n", b"#!AMR-WB\n"])
 def test_a_header_without_frames_is_a_broken_recording_not_silence(header):
-    with pytest.raises(UndecodableMedia, match="AMR file has no decodable audio frame: corrupt or truncated"):
-        audio.load_audio(header)  # "no audio" would score the clip on the face alone
+    # "no audio" would score the clip on the face alone; a cut frame: tests/features/test_cut_headers.py
+    with pytest.raises(
+        UndecodableMedia, match="AMR file declares audio but no sample decodes: it is corrupt"
+    ):
+        audio.load_audio(header)
 
 
 def test_a_recording_cut_mid_upload_keeps_its_decoded_start():

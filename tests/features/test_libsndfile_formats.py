@@ -8,10 +8,6 @@ malformed) is read by PyAV, as an Ogg is.
 
 from __future__ import annotations
 
-import io
-import sys
-
-import av
 import numpy as np
 import pytest
 from support import testmedia as tm
@@ -37,16 +33,6 @@ W64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")  # the GUID a Wave6
 def _dominant_hz(wave: np.ndarray) -> float:
     spec = np.abs(np.fft.rfft(wave * np.hanning(wave.size)))
     return float(np.argmax(spec) * SR / wave.size)
-
-
-def _ffmpeg_caf(codec: str, wave: np.ndarray, rate: int) -> bytes:
-    """A mono CAF written by FFmpeg (codecs libsndfile cannot read: IMA4 as iOS recorders write, ALAC)."""
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="caf") as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        tm.encode_audio(out, stream, wave[None, :], "mono", rate)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize(("fmt", "subtype", "kind", "_what"), FORMATS, ids=IDS)
@@ -77,21 +63,6 @@ def test_the_limits_of_wav_hold(fmt, subtype, _kind, what):
         audio.load_audio(tm.audio_bytes(tm.tone(1.0, 4000), 4000, fmt, subtype))
 
 
-@pytest.mark.parametrize(
-    ("fmt", "cut", "reason"),
-    [
-        ("AIFF", 40, "AIFF file cannot be decoded .Unspecified internal error.; send the complete"),
-        ("W64", 40, "Wave64 file cannot be decoded .Error in W64 file. No 'data' chunk marker.; send the"),
-    ],
-)
-def test_a_file_cut_in_its_header_gets_libsndfiles_reason(fmt, cut, reason, monkeypatch):
-    unraisable = []  # what Python printed to stderr: an exception raised inside soundfile's callbacks
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    with pytest.raises(UndecodableMedia, match=reason):
-        audio.load_audio(tm.audio_bytes(tm.tone(1.0, SR), SR, fmt)[:cut])
-    assert not unraisable  # libsndfile's AIFF reader seeks before the start: no traceback in the log
-
-
 @pytest.mark.parametrize("fmt", ["AIFF", "CAF", "W64"])
 def test_a_file_cut_mid_upload_keeps_its_decoded_start(fmt):
     blob = tm.audio_bytes(tm.tone(4.0, SR), SR, fmt)
@@ -102,14 +73,9 @@ def test_a_file_cut_mid_upload_keeps_its_decoded_start(fmt):
 
 @pytest.mark.parametrize("codec", ["adpcm_ima_qt", "alac"])
 def test_a_caf_of_a_codec_libsndfile_lacks_is_read_by_pyav(codec):
-    wave = audio.load_audio(_ffmpeg_caf(codec, tm.tone(2.0, SR, freq=700.0), SR))
+    wave = audio.load_audio(tm.caf_bytes(codec, tm.tone(2.0, SR, freq=700.0), SR))
     assert abs(wave.size - 2 * SR) <= 0.05 * SR  # ALAC's last 4096-sample packet
     assert _dominant_hz(wave) == pytest.approx(700.0, abs=3.0)
-
-
-def test_a_caf_neither_decoder_opens_is_refused_with_ffmpegs_reason():
-    with pytest.raises(UndecodableMedia, match="CAF file could not be opened: Invalid data found"):
-        audio.load_audio(tm.audio_bytes(tm.tone(1.0, SR), SR, "CAF")[:40])  # cut inside its header
 
 
 @pytest.mark.parametrize("fmt", ["AIFF", "CAF", "W64"])

@@ -154,6 +154,17 @@ def amr_wb_bytes(frames: int, seed: int = 0) -> bytes:
     return b"#!AMR-WB\n" + b"".join(bytes([8 << 3 | 4]) + rng.bytes(60) for _ in range(frames))
 
 
+def caf_bytes(codec: str, wave: np.ndarray, sr: int) -> bytes:
+    """A mono CAF written by FFmpeg, of codecs libsndfile cannot read: IMA4 ("adpcm_ima_qt", as iOS
+    recorders write) or ALAC (its packet table after the audio)."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="caf") as out:
+        stream = out.add_stream(codec, rate=sr)
+        stream.layout = "mono"
+        encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr)
+    return buf.getvalue()
+
+
 def encode_audio(out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024) -> None:
     """Encode float `planes` [channels, samples] into `stream` of the open container `out`, frame by frame
     (timestamps from 0), and flush it."""

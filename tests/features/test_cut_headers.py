@@ -1,0 +1,146 @@
+"""A recording cut inside its header (an upload that stopped early) is refused 422 with the wording an Ogg cut
+in its headers gets: "declares audio but no sample decodes: it is corrupt or truncated; send the complete
+recording". Before, a CAF got FFmpeg's "could not be opened: Invalid data found when processing input", an
+AIFF, Wave64, WAV or FLAC libsndfile's reason for the bytes left ("Channel count is zero", "No 'data' chunk
+marker", "holds no audio samples (an empty recording)"), an AMR "corrupt or truncated: Invalid data found":
+each sent the sender after a format or codec problem that is not there. A whole file with a real problem
+keeps its reason.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from support import testmedia as tm
+
+from avpenet import contract
+from avpenet.errors import UndecodableMedia, UnsupportedMedia
+from avpenet.features import audio, media
+
+SR = contract.SAMPLE_RATE
+CUT = "{} declares audio but no sample decodes: it is corrupt or truncated; send the complete recording"
+W64_DATA = bytes.fromhex("64617461f3acd3118cd100c04f8edb8a")  # the GUID of Wave64's `data` chunk
+
+
+def _tone(fmt: str, subtype: str | None = None) -> bytes:
+    return tm.audio_bytes(tm.tone(1.0, SR), SR, fmt, subtype)
+
+
+# name -> (a whole recording, what the refusals call it, where its header ends: its sample chunk's header (a
+# CAF's edit count after it is read as audio by FFmpeg); for AMR the end of its first frame; FFmpeg's ALAC CAF
+# needs its packet table, after the audio: its header)
+RECORDINGS = {
+    "CAF-PCM_16": (lambda: _tone("CAF"), "CAF file", lambda d: d.index(b"data") + 12),
+    "CAF-ALAC_16": (lambda: _tone("CAF", "ALAC_16"), "CAF file", lambda d: d.index(b"data") + 12),
+    "CAF-IMA4": (
+        lambda: tm.caf_bytes("adpcm_ima_qt", tm.tone(1.0, SR), SR),
+        "CAF file",
+        lambda d: d.index(b"data") + 12,
+    ),
+    "CAF-ALAC-ffmpeg": (
+        lambda: tm.caf_bytes("alac", tm.tone(1.0, SR), SR),
+        "CAF file",
+        lambda d: d.index(b"pakt") + 12,
+    ),
+    "AIFF": (lambda: _tone("AIFF"), "AIFF file", lambda d: d.index(b"SSND") + 16),
+    "AIFF-C": (lambda: _tone("AIFF", "FLOAT"), "AIFF file", lambda d: d.index(b"SSND") + 16),
+    "W64": (lambda: _tone("W64"), "Wave64 file", lambda d: d.index(W64_DATA) + 24),
+    "WAV": (lambda: _tone("WAV"), "WAV file", lambda d: d.index(b"data") + 8),
+    "FLAC": (lambda: _tone("FLAC"), "FLAC file", lambda d: d.index(b"\xff\xf8")),  # the first frame's sync
+    "AMR-NB": (lambda: tm.amr_nb_bytes(tm.tone(1.0, 8000)), "AMR file", lambda d: 6 + 32),  # 12.2 kbit/s
+    "AMR-WB": (lambda: tm.amr_wb_bytes(50), "AMR file", lambda d: 9 + 61),  # 23.85 kbit/s
+}
+
+
+def _header_cuts(data: bytes, end: int) -> list[bytes]:
+    """About 30 cuts of `data` from the first one sniffed as its kind to the end of its header."""
+    start = next(n for n in range(1, len(data)) if media.sniff(data[:n]) is not None)
+    return [data[:n] for n in sorted({*range(start, end, max(1, (end - start) // 30)), end - 1})]
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_a_recording_cut_inside_its_header_is_refused_as_cut(name, monkeypatch):
+    make, what, header_end = RECORDINGS[name]
+    data = make()
+    cuts = _header_cuts(data, header_end(data))
+    unraisable = []  # what Python printed to stderr: an exception raised inside soundfile's callbacks
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    reasons = set()
+    for cut in cuts:
+        with pytest.raises(UndecodableMedia) as err:
+            audio.load_audio(cut)
+        reasons.add(str(err.value))
+    # was e.g. "CAF file could not be opened: Invalid data found when processing input"
+    assert reasons == {CUT.format(what)}, f"{len(cuts)} cuts"
+    assert not unraisable  # libsndfile's AIFF reader seeks before the start: no traceback in the log
+
+
+def test_a_flac_cut_after_its_header_keeps_libsndfiles_reason():
+    """Only a header that ends early is called cut: a FLAC cut inside its first audio frame (its metadata
+    blocks whole) keeps libsndfile's reason."""
+    flac = tm.audio_bytes(tm.tone(1.0, SR), SR, "FLAC")
+    with pytest.raises(UndecodableMedia, match=r"FLAC file cannot be decoded \(flac decoder lost sync\)"):
+        audio.load_audio(flac[:200])
+
+
+def _patched(data: bytes, at: int, new: bytes) -> bytes:
+    return data[:at] + new + data[at + len(new) :]
+
+
+def _caf(fmt_bytes: bytes = b"lpcm", bytes_per_packet: bytes = b"\x00\x00\x00\x02") -> bytes:
+    """A whole CAF whose `desc` chunk (rate, format id, flags, bytes per packet...) is changed."""
+    caf = tm.audio_bytes(tm.tone(1.0, SR), SR, "CAF")
+    at = caf.index(b"lpcm")
+    return _patched(_patched(caf, at, fmt_bytes), at + 8, bytes_per_packet)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "reason"),
+    [
+        (
+            lambda: _caf(bytes_per_packet=bytes(4)),
+            UndecodableMedia,
+            "CAF file could not be opened: Invalid data",
+        ),
+        (
+            lambda: _caf(fmt_bytes=b"zzzz"),
+            UnsupportedMedia,
+            "the audio codec in this CAF file is not supported",
+        ),
+        (
+            lambda: _patched(
+                aifc := tm.audio_bytes(tm.tone(1.0, SR), SR, "AIFF", "FLOAT"), aifc.index(b"FL32"), b"ZZZZ"
+            ),
+            UndecodableMedia,
+            r"AIFF file cannot be decoded \(File contains data in an unimplemented format\)",
+        ),
+        (
+            lambda: _patched(tm.audio_bytes(tm.tone(1.0, SR), SR, "W64"), 66, bytes(2)),  # fmt: tag, channels
+            UndecodableMedia,
+            r"Wave64 file cannot be decoded \(Channel count is zero\)",
+        ),
+        (  # cut mid-upload, but its rate is what no complete upload would fix
+            lambda: tm.audio_bytes(tm.tone(1.0, 4000), 4000, "CAF")[:5000],
+            UndecodableMedia,
+            "CAF file declares a sample rate of 4000 Hz",
+        ),
+    ],
+    ids=[
+        "caf-unreadable-format",
+        "caf-unknown-codec",
+        "aifc-unknown-compression",
+        "w64-no-channels",
+        "caf-rate",
+    ],
+)
+def test_other_failures_keep_their_reasons(make, error, reason):
+    with pytest.raises(error, match=reason):
+        audio.load_audio(make())
+
+
+def test_an_empty_recording_is_still_called_empty():
+    """A whole file of 0 samples is an empty recording, not a cut one."""
+    with pytest.raises(UndecodableMedia, match=r"AIFF file holds no audio samples \(an empty recording\)"):
+        audio.load_audio(tm.audio_bytes(np.zeros(0, np.float32), SR, "AIFF"))
