@@ -12,7 +12,9 @@ A Publication holds its repository's lock (repository_lock.py) from entry to exi
 Durable too: a rename reaches the disk in the directory's metadata, the renamed file's bytes separately, and
 a power loss in between left a swapped-in config or manifest empty. So every file written (and a staged
 folder's entries) is fsynced before the rename that makes it visible, and each folder a rename changed is
-fsynced once all renames are done: after a crash either the old or the new version is there, whole.
+fsynced once all renames are done: after a crash either the old or the new version is there, whole. An undo
+is made durable the same way: each folder its renames and removals changed is fsynced once they are done,
+so a crash after a failed publication finds the repository as it was, not half undone.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Publication:
     def __init__(self, repo: Path) -> None:
         self._repo = Path(repo)
         self._lock = contextlib.ExitStack()
-        self._undo: list[Callable[[], object]] = []
+        # each step's undo, newest last, with the folders whose entries it changes (fsynced once undone)
+        self._undo: list[tuple[Callable[[], object], tuple[Path, ...]]] = []
         self._discard: list[Path] = []  # deleted once everything landed: pruned versions, replaced files
         self._renamed_in: dict[Path, None] = {}  # folders whose entries a rename changed, fsynced at the end
 
@@ -55,22 +58,31 @@ class Publication:
             for path in self._discard:  # out of Triton's sight already: a leftover would be harmless
                 _remove(path)
             return
-        for undo in reversed(self._undo):
+        undone: dict[Path, None] = {}
+        for undo, folders in reversed(self._undo):
+            undone.update(dict.fromkeys(folders))
             with contextlib.suppress(OSError):  # undo the rest; the error raised is the one that failed
                 undo()
+        for folder in undone:  # the undo on disk before the lock is released; a folder it removed is gone
+            with contextlib.suppress(OSError):  # with its entries (its parent is synced): not found
+                _fsync(folder)
+
+    def _on_failure(self, undo: Callable[[], object], *folders: Path) -> None:
+        """Remember how to undo a step and the folders whose entries the undo changes."""
+        self._undo.append((undo, folders))
 
     def make_dirs(self, folder: Path) -> None:
         """`folder` and any missing parent; the ones created here are removed on failure."""
         missing = [p for p in (folder, *folder.parents) if not p.exists()]
         for path in reversed(missing):
             path.mkdir()
-            self._undo.append(path.rmdir)
+            self._on_failure(path.rmdir, path.parent)
 
     def stage_folder(self, folder: Path, files: dict[str, bytes]) -> None:
         """Write `files` into `folder` (a hidden name: not a version yet); removed on failure."""
         self.make_dirs(folder.parent)
         shutil.rmtree(folder, ignore_errors=True)  # left by an export that was killed
-        self._undo.append(lambda: shutil.rmtree(folder, ignore_errors=True))
+        self._on_failure(lambda: shutil.rmtree(folder, ignore_errors=True), folder.parent)
         folder.mkdir()
         for name, data in files.items():
             (folder / name).write_bytes(data)
@@ -82,7 +94,7 @@ class Publication:
         if target.exists():
             raise FileExistsError(f"{target} exists: refusing to replace it")
         source.rename(target)
-        self._undo.append(lambda: target.rename(source))
+        self._on_failure(lambda: target.rename(source), source.parent, target.parent)
         self._renamed_in.update(dict.fromkeys([source.parent, target.parent]))
 
     def retire(self, folder: Path) -> None:
@@ -98,7 +110,7 @@ class Publication:
             return
         self.make_dirs(path.parent)
         new = path.with_name(f".{path.name}.new")
-        self._undo.append(lambda: new.unlink(missing_ok=True))
+        self._on_failure(lambda: new.unlink(missing_ok=True), path.parent)
         new.write_text(text)
         _fsync(new)
         if path.exists():
@@ -108,11 +120,11 @@ class Publication:
                 os.link(path, old)
             except OSError:  # a file system without hard links
                 shutil.copy2(path, old)
-            self._undo.append(lambda: os.replace(old, path))
+            self._on_failure(lambda: os.replace(old, path), path.parent)
             self._discard.append(old)
             shutil.copymode(path, new)
         else:
-            self._undo.append(lambda: path.unlink(missing_ok=True))
+            self._on_failure(lambda: path.unlink(missing_ok=True), path.parent)
         os.replace(new, path)
         self._renamed_in[path.parent] = None
 

@@ -190,6 +190,54 @@ def test_every_file_is_on_disk_before_its_rename_and_every_rename_before_the_end
         assert ("fsync", folder.stat().st_ino) in events[last:], f"{folder}: its renames never synced"
 
 
+def test_an_undone_publication_is_on_disk_before_the_lock_is_released(
+    repo: Path, retrained, monkeypatch
+) -> None:
+    """The undo's renames back and removals were never fsynced: after a crash during or after a failed
+    export, the repository could come back half undone (a part at N+1 beside the others at N)."""
+    events: list[tuple[str, object]] = []  # ("fsync", inode) or ("changed", folder) once the export failed
+    failed: list[Path] = []
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def record_after_failure(owner: object, name: str, folders) -> None:
+        original = getattr(owner, name)
+
+        def recorded(*args, **kwargs):
+            result = original(*args, **kwargs)
+            events.extend(("changed", folder) for folder in (folders(*args) if failed else []))
+            return result
+
+        monkeypatch.setattr(owner, name, recorded)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    record_after_failure(os, "replace", lambda source, target: [Path(target).parent])
+    record_after_failure(pathlib.Path, "rename", lambda path, target: [path.parent, Path(target).parent])
+    record_after_failure(pathlib.Path, "rmdir", lambda path: [path.parent])
+    record_after_failure(pathlib.Path, "unlink", lambda path, *_: [path.parent])
+    record_after_failure(shutil, "rmtree", lambda path, *_, **__: [Path(path).parent])
+    where, when = FAILURES["writing the ensemble's record"]  # the parts are renamed into place by then
+
+    def failing(path: Path, *args) -> bool:
+        if not when(path, *args):
+            return False
+        failed.append(path)  # what runs from here on is the undo
+        return True
+
+    _fail(monkeypatch, where, failing)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_repository(retrained, repo, {"kind": "test"})
+
+    changes = [(i, folder) for i, (kind, folder) in enumerate(events) if kind == "changed"]
+    assert {folder.name for _, folder in changes} >= {p.name for p in contract.PARTS}  # parts renamed back
+    last = changes[-1][0]
+    for folder in {folder for _, folder in changes if folder.exists()}:
+        assert ("fsync", folder.stat().st_ino) in events[last:], f"{folder}: its undo never reached the disk"
+
+
 def test_add_version_numbers_above_a_deleted_newest_version(tmp_path: Path) -> None:
     folder = tmp_path / "part"
     assert versions.add_version(folder, {"model.onnx": b"a"}, {}) == (1, True)
