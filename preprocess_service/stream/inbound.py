@@ -3,15 +3,17 @@
 Policy (stated in session.py): beyond `max_pending_bytes` the OLDEST queued frames are dropped unread (each
 becomes a frame without a face, so the timeline holds), and so is a live stream's frame that is
 `max_frame_wait_s` behind real time by its turn while a score waits on it (`late`); audio is never dropped.
-`overflow()` names what is still over a bound after that (the session then closes 4409). `ahead_s()` is how
-far the media received runs ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a
-WebSocket's incoming messages without backpressure, so closing a flooding sender early is what bounds the
-proxy's memory. `give_back()` un-accepts the chunks a drain did not process in time, so a resume resends
-them.
+While a bound is still passed after that (`full()`: the items, or the bytes with no frame left to drop) the
+receiver reads nothing more until the processor has taken a batch (`room()`, back-pressure): a device's
+resend of the minute it buffered during an outage is queued, not refused. `ahead_s()` is how far the media
+received runs ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a WebSocket's
+incoming messages without backpressure, so closing a flooding sender at once is what bounds the proxy's
+memory. `give_back()` un-accepts the chunks a drain did not process in time, so a resume resends them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -42,6 +44,7 @@ class Inbound:
         self.items: deque[Item] = deque()
         self.bytes = 0
         self.dropped = 0  # frames dropped since the last take()
+        self.taken = asyncio.Event()  # set by take(): a receiver waiting for room looks again
 
     def put(self, item: Item) -> None:
         self.items.append(item)
@@ -67,14 +70,25 @@ class Inbound:
         due_s = contract.window_end_s(next_window)
         return behind_s >= self.limits.max_frame_wait_s and max(entry.received_s.values()) >= due_s
 
-    def overflow(self) -> str | None:
-        if self.bytes > self.limits.max_pending_bytes or len(self.items) > self.limits.max_pending_items:
-            return "sending faster than the stream is processed (queue full); send at real time"
-        return None
+    def full(self) -> bool:
+        """Over the item bound, or the byte bound with no frame left to drop: the receiver stops reading."""
+        return self.bytes > self.limits.max_pending_bytes or len(self.items) > self.limits.max_pending_items
+
+    async def room(self, timeout_s: float) -> bool:
+        """Wait until the processor has brought the queue back within its bounds; False when it took nothing
+        for `timeout_s` (it is stuck: reading on would only grow the proxy's buffer)."""
+        while self.full():
+            self.taken.clear()
+            try:
+                await asyncio.wait_for(self.taken.wait(), timeout_s)
+            except TimeoutError:
+                return False
+        return True
 
     def take(self, n: int) -> list[Item]:
         batch = [self.items.popleft() for _ in range(min(n, len(self.items)))]
         self.bytes -= sum(len(i.payload or b"") for i in batch)
+        self.taken.set()
         return batch
 
 

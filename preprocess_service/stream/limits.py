@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 DRAIN_TIMEOUT_S = 30.0  # after a disconnect, process queued chunks for this long; later ones are given back
+STUCK_S = 30.0  # a full queue the processor takes nothing from for this long: closed 4409 `overloaded`
 
 
 class StreamLimits(BaseModel):
@@ -15,15 +16,19 @@ class StreamLimits(BaseModel):
     start_timeout_s: float = Field(10.0, gt=0)  # the start message must come within this
     stall_timeout_s: float = Field(10.0, gt=0)  # no message for this long: close 4408 (resumable)
     resume_ttl_s: float = Field(60.0, ge=0)  # a dropped stream's state is kept this long for a resume
-    max_pending_items: int = Field(300, gt=0)  # chunks received but not yet processed (30 s of frames)
-    max_pending_bytes: int = Field(8 * 1024 * 1024, gt=0)  # their payload bytes; beyond: drop oldest frames
+    # Chunks received but not yet processed (15 s of 10 fps frames and 0.1-s audio chunks), and their payload
+    # bytes. Beyond the bytes the oldest queued frames are dropped; beyond either with no frame left to drop,
+    # the receiver reads no more until the stream's processing has caught up (a resend after an outage).
+    max_pending_items: int = Field(300, gt=0)
+    max_pending_bytes: int = Field(8 * 1024 * 1024, gt=0)
     # A live stream's frame this far behind real time by its turn, while a score waits on it, is dropped
     # unread (a frame without a face): a replica tracking more video than its CPUs can keeps its scores near
     # real time instead of falling further behind (Inbound.late). Audio is never dropped.
     max_frame_wait_s: float = Field(1.0, gt=0)
-    # Media received ahead of the wall clock since the stream opened (a resume may catch up on its gap):
-    # beyond this the sender is flooding, closed 4409. Serve's HTTP proxy buffers a WebSocket's incoming
-    # messages without backpressure, so closing early is what bounds its memory.
+    # Media received ahead of the wall clock since the stream opened (a resume may resend its whole outage at
+    # once: the wall clock ran on through it): beyond this the sender is flooding, closed 4409 `too_fast`.
+    # Serve's HTTP proxy buffers a WebSocket's incoming messages without backpressure, so closing early is
+    # what bounds its memory.
     max_ahead_s: float = Field(10.0, gt=0)
     max_queued_events: int = Field(256, gt=0)  # events the client has not read; beyond: close 4409
     replay_events: int = Field(64, ge=0)  # last events kept per stream for a resume (`last_event`)

@@ -5,7 +5,9 @@ windows completed (one ensemble call for all ready), the sender writes events ou
 - inbound: a queue bounded by `max_pending_bytes` and `max_pending_items`. Beyond the bytes the OLDEST queued
   frames are dropped unread (faceless frames, so the timeline holds; event `frames_dropped`), as is a live
   stream's frame `max_frame_wait_s` behind real time while a score waits on it (Inbound.late); with only
-  audio left to drop, or beyond the items, the stream is closed 4409 (audio is never dropped).
+  audio left to drop, or beyond the items, the receiver reads no more until processing has caught up
+  (back-pressure: a resend after an outage is taken; audio is never dropped); 4409 only when STUCK_S pass
+  with nothing processed.
 - pacing: media over `max_ahead_s` ahead of the wall clock since the opening (a resume may catch up its gap)
   closes 4409 `too_fast` (Serve's proxy reads WebSocket messages without backpressure). outbound: at most
   `max_queued_events` unsent (a client not reading: 4409). stall: no message for `stall_timeout_s`: 4408.
@@ -24,7 +26,7 @@ import time
 from avpenet.errors import InputError
 from preprocess_service import errors
 from preprocess_service.stream.inbound import Inbound, Item, ahead_s, give_back
-from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
+from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, STUCK_S
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
     CLOSE_INTERNAL,
@@ -177,6 +179,9 @@ class Session:
                 garbage = 0
                 if self.done.is_set():  # closed by the flow control
                     return
+                if self.inbound.full() and not await self.inbound.room(STUCK_S):  # back-pressure
+                    reason = f"none of this stream's chunks was processed for {STUCK_S:g} s (overloaded)"
+                    return self.fail(CLOSE_SLOW_CONSUMER, reason, "overloaded")
             except StreamRejected as exc:
                 self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
                 garbage = garbage + 1 if exc.code == "garbage" else 0
@@ -203,8 +208,6 @@ class Session:
     def _enqueue(self, item: Item) -> None:
         self.inbound.put(item)
         self.wake.set()
-        if reason := self.inbound.overflow():
-            self.fail(CLOSE_SLOW_CONSUMER, reason, "overloaded")
 
     # --- processing -----------------------------------------------------------------------------------------
     async def _processor(self) -> None:

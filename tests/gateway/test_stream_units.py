@@ -342,10 +342,12 @@ def test_inbound_queue_drops_oldest_frames_never_audio():
     for _ in range(3):
         q.put(Item("frame", {}, b"f" * 300, 0.0))
     assert [i.kind for i in q.items] == ["audio", "dropped", "frame", "frame"] and q.dropped == 1
-    assert q.bytes == 1000 and q.overflow() is None
-    q.put(Item("audio", {}, b"a" * 700, 0.0))  # only audio left to drop: over the bound
-    assert q.overflow() and [i.kind for i in q.items].count("frame") == 0
+    assert q.bytes == 1000 and not q.full()
+    q.put(Item("audio", {}, b"a" * 700, 0.0))  # only audio left to drop: over the bound, the receiver waits
+    assert q.full() and [i.kind for i in q.items].count("frame") == 0
+    assert asyncio.run(q.room(0.01)) is False  # the processor took nothing: stuck (closed 4409)
     assert [i.kind for i in q.take(2)] == ["audio", "dropped"] and q.bytes == 700
+    assert not q.full() and asyncio.run(q.room(0.01))
 
 
 def test_a_chunk_whose_send_failed_is_kept_for_the_resend_under_its_own_number():

@@ -1,0 +1,156 @@
+"""A bedside device's resend after an outage: the chunks it buffered while its link was down go out in one
+burst when it resumes.
+
+Before, the gateway closed the stream 4409 `overloaded` as soon as its queue of chunks received but not yet
+processed passed its item bound (300): a device that buffered a 50-s outage (1,000 chunks of audio and
+landmark frames) lost its stream at the moment it recovered. Now the receiver stops reading at the bound until
+the processor catches up (back-pressure), and a burst beyond what any outage explains is still closed 4409
+`too_fast` once it passes `max_ahead_s`, with its reason (before: `overloaded`, 'send at real time', at the
+300th chunk, whether it was a flood or not). The handler runs on a fake WebSocket and a fake Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from avpenet import contract
+from avpenet.features.track import FaceTrack
+from preprocess_service.audit import key_id
+from preprocess_service.budget import PROXY_TIMEOUT_HEADER
+from preprocess_service.stream import protocol
+from preprocess_service.stream.inbound import Inbound
+from preprocess_service.stream.limits import StreamLimits
+from preprocess_service.stream.protocol import CLOSE_NORMAL, CLOSE_SLOW_CONSUMER, encode_chunk
+from preprocess_service.stream.route import StreamHub, serve_stream
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKEN, SID = "ward-9-token", "bed-40-resend"
+LIVE_S, OUTAGE_S = 5, 50  # sent live, then buffered by the device while its link was down
+TICK = contract.SAMPLES_PER_FRAME  # a device sends one frame and 1/FPS s of audio per tick
+LIMITS = StreamLimits()
+DISCONNECT = {"type": "websocket.disconnect", "code": 1006}
+
+
+class _Triton:
+    async def infer(self, inputs: dict, request_id: str) -> SimpleNamespace:
+        outputs = {
+            contract.SCORE.name: np.array([[3.0]], np.float32),
+            contract.INTERVAL.name: np.array([[2.0, 4.0]], np.float32),
+            contract.MODALITY_WEIGHTS.name: np.array([[0.5, 0.5]], np.float32),
+        }
+        return SimpleNamespace(outputs=outputs, model_version="1")
+
+
+class _Socket:
+    """A device's connection: its start message, then `messages` as fast as the server reads them."""
+
+    def __init__(self, start: dict, messages: list[dict]) -> None:
+        self.headers = {"authorization": f"Bearer {TOKEN}", PROXY_TIMEOUT_HEADER: "0"}
+        self.query_params = {"stream_id": SID}
+        self.inbox = deque([{"type": "websocket.receive", "text": json.dumps(start)}, *messages])
+        self.events: list[dict] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def accept(self) -> None:
+        pass
+
+    async def receive(self) -> dict:
+        return self.inbox.popleft() if self.inbox else DISCONNECT
+
+    async def send_text(self, text: str) -> None:
+        self.events.append(json.loads(text))
+
+    async def send_json(self, data: dict) -> None:
+        self.events.append(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def _hub() -> StreamHub:
+    settings = SimpleNamespace(streams=LIMITS, limits=SimpleNamespace(max_pixels=10**7))
+    service = SimpleNamespace(
+        settings=settings,
+        metrics=SimpleNamespace(registry=CollectorRegistry()),
+        authenticate=lambda token: None,
+        triton=_Triton(),
+        watchdog=SimpleNamespace(ensure_started=lambda: None),
+    )
+    return StreamHub(service)
+
+
+def _ticks(track: FaceTrack, first: int, last: int) -> list[dict]:
+    """Ticks first..last-1 as a device sends them: 0.1 s of audio and a landmark frame with its time."""
+    sound = np.full(TICK, 0.01, "<f4").tobytes()
+    out = []
+    for k in range(first, last):
+        frame = protocol.landmark_frame_bytes(track, k % track.n_frames)
+        out.append(encode_chunk({"kind": "audio", "seq": k, "rate": contract.SAMPLE_RATE}, sound))
+        out.append(encode_chunk({"kind": "frame", "seq": k, "t": k / contract.FPS}, frame))
+    return [{"type": "websocket.receive", "bytes": chunk} for chunk in out]
+
+
+def _after_an_outage(resent_s: int) -> tuple[_Socket, _Socket, list[int]]:
+    """LIVE_S of a stream, its link lost for OUTAGE_S, then a resume that sends `resent_s` at once and ends.
+    Returns both connections and the queue's length after each chunk put in it."""
+    track = FaceTrack.load_npz((EXAMPLES / "adult-S0003-C02.npz").read_bytes())
+    start = {"type": "start", "mode": "landmarks", "age_group": "adult", "stream_id": SID,
+             "image_size": [int(v) for v in track.image_size]}  # fmt: skip
+    hub, live = _hub(), _ticks(track, 0, LIVE_S * contract.FPS)
+    queued: list[int] = []
+    put = Inbound.put
+
+    def counted(inbound: Inbound, item) -> None:
+        put(inbound, item)
+        queued.append(len(inbound.items))
+
+    async def device() -> tuple[_Socket, _Socket]:
+        first = _Socket(start, [*live, DISCONNECT])
+        await serve_stream(hub, first)
+        entry = hub.registry.streams[(SID, key_id(TOKEN))]
+        entry.opened_at -= LIVE_S + OUTAGE_S  # the stream opened that long ago: its clock passed the outage
+        backlog = _ticks(track, LIVE_S * contract.FPS, (LIVE_S + resent_s) * contract.FPS)
+        seen = max((e["seq"] for e in first.events if "seq" in e), default=-1)
+        end = {"type": "websocket.receive", "text": json.dumps({"type": "end"})}
+        second = _Socket({**start, "last_event": seen}, [*backlog, end])
+        await serve_stream(hub, second)
+        await hub.close()
+        return first, second
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Inbound, "put", counted)
+        first, second = asyncio.run(device())
+    return first, second, queued
+
+
+def test_a_resend_of_a_50_s_outage_after_a_resume_is_scored_completely():
+    first, second, queued = _after_an_outage(OUTAGE_S)
+    assert second.events[0]["type"] == "started" and second.events[0]["resumed"] is True
+    fatal = [e for e in second.events if e.get("fatal")]
+    assert second.closed == (CLOSE_NORMAL, "stream ended") and not fatal, (second.closed, fatal)
+    (end,) = [e for e in second.events if e["type"] == "end"]
+    assert end["media_s"] == pytest.approx(LIVE_S + OUTAGE_S)
+    scored = [e["window"] for e in first.events + second.events if e["type"] == "score"]
+    assert sorted(scored) == list(range(end["windows"])) and end["windows"] >= LIVE_S + OUTAGE_S - 3
+    # back-pressure: the queue never held more than its bound (and the one chunk that reached it)
+    assert max(queued) <= LIMITS.max_pending_items + 1 and len(queued) > 2 * OUTAGE_S * contract.FPS
+
+
+def test_a_burst_beyond_any_outage_is_still_closed_as_a_flood_with_its_reason():
+    """Six minutes of media a minute after the stream opened: 5 minutes more than the outage explains."""
+    _, second, queued = _after_an_outage(6 * 60)
+    code, reason = second.closed
+    (error,) = [e for e in second.events if e.get("fatal")]
+    assert code == CLOSE_SLOW_CONSUMER and error["code"] == "too_fast", (second.closed, error)
+    assert "ahead of real time" in reason and f"limit {LIMITS.max_ahead_s:g} s" in error["detail"]
+    assert not [e for e in second.events if e["type"] == "end"]
+    most = (LIVE_S + OUTAGE_S + LIMITS.max_ahead_s + 1) * 2 * contract.FPS  # refused at the limit, not later
+    assert len(queued) < most, len(queued)
