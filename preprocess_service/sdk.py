@@ -134,20 +134,21 @@ class Client:
         raise _Retryable(error, 0.0) from None
 
     def _score_http(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
-        files = {n: (p.filename or n, p.data, p.content_type or None) for n, p in request.parts().items()}
-        data = {"age_group": request.age_group}
-        for name in ("subject_ref", "encounter_ref", "recorded_at"):
-            if value := getattr(request, name):
-                data[name] = value
-        if request.model_versions:
-            data["model_versions"] = ",".join(f"{k}={v}" for k, v in request.model_versions.items())
-        if request.deliver_hl7:
-            data["deliver"] = "hl7v2"
+        from preprocess_service.sdk_form import multipart_form  # requests, as `_http`: when first used
+
+        body = multipart_form(request)
         headers = self._headers(
             {"X-Request-ID": request.request_id, "Accept": ACCEPT[fmt], "Idempotency-Key": key}
+            | {"Content-Type": body.content_type}
         )
         params = {"fhir": "bundle"} if fmt == "fhir-bundle" else None
-        reply = self._http("POST", "/v1/score", files=files, data=data, headers=headers, params=params)
+
+        def rewind(reply, **_) -> None:  # requests resends a 307/308's body as it is, and this one is spent
+            if reply.status_code in (307, 308):
+                reply.request.body = multipart_form(request, body.boundary_value)
+
+        hooks = {"response": rewind}
+        reply = self._http("POST", "/v1/score", data=body, headers=headers, params=params, hooks=hooks)
         _raise_for_http(reply)
         ctype = reply.headers.get("content-type", "")
         return ScoreResult(

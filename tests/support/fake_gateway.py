@@ -10,19 +10,23 @@ import time
 
 class FakeGateway:
     """`answers`: (status, body text[, how]) in turn, the last repeated; `how` may hold `delay` (s before
-    answering), `type` (Content-Type), `cut` (the body ends 5,000 bytes short and the connection closes).
-    After `stop_after` answers every further connection is dropped unanswered (the gateway gone). A 503
-    carries `Retry-After: 0`."""
+    answering), `type` (Content-Type), `cut` (the body ends 5,000 bytes short and the connection closes),
+    `location` (a redirect's target). After `stop_after` answers every further connection is dropped
+    unanswered (the gateway gone). A 503 carries `Retry-After: 0`. `read`: each request's body bytes read."""
 
     def __init__(self, answers: list[tuple], stop_after: int | None = None) -> None:
         self.seen: list[dict[str, str]] = []
+        self.read: list[int] = []
         gateway = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # as a proxy answers a WebSocket upgrade
 
             def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["content-length"]))
+                length = left = int(self.headers["content-length"])
+                while left > 0 and (block := self.rfile.read(min(left, 1 << 16))):  # read, never held:
+                    left -= len(block)  # the SDK's memory tests count this process's allocations
+                gateway.read.append(length - left)
                 gateway.seen.append({k.lower(): v for k, v in self.headers.items()})
                 if stop_after is not None and len(gateway.seen) > stop_after:
                     self.close_connection = True  # no answer at all: the client sees the link drop
@@ -36,6 +40,8 @@ class FakeGateway:
                 self.send_header("Content-Length", str(len(data) + (5000 if "cut" in how else 0)))
                 if status == 503:
                     self.send_header("Retry-After", "0")
+                if "location" in how:
+                    self.send_header("Location", how["location"])
                 self.end_headers()
                 self.wfile.write(data)
                 self.close_connection = "cut" in how
