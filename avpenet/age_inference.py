@@ -5,9 +5,9 @@ no training clip carries (the data hold neonates and adults only): 13.5% worse t
 (docs/EVALUATION.md, *No age group*). A newborn's cry and face differ plainly from an adult's, so after
 training a logistic regression on the encoders' pooled tokens (``model.age_cues``) learns P(adult) from
 clips whose age is known, and such a request is scored with the neonate and adult embeddings mixed by it.
-It is fitted on the validation clips at the end of `avpenet train` and by `avpenet calibrate
---only-unknown-age`; the weights of the network do not move, and a request that names its age group is
-answered exactly as before.
+It is fitted on the validation clips, as sent and with either modality masked (a request may carry one
+only), at the end of `avpenet train` and by `avpenet calibrate --only-unknown-age`; the weights of the
+network do not move, and a request that names its age group is answered exactly as before.
 """
 
 from __future__ import annotations
@@ -33,13 +33,7 @@ def window_cues(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], batch: 
     x = concat_inputs(inputs)
     rows = []
     for lo in range(0, len(x[C.AGE_GROUP.name]), batch):
-        b = dict(
-            zip(
-                INPUT_NAMES,
-                (torch.from_numpy(np.ascontiguousarray(x[k][lo : lo + batch])) for k in INPUT_NAMES),
-                strict=True,
-            )
-        )
+        b = {k: torch.from_numpy(np.ascontiguousarray(x[k][lo : lo + batch])) for k in INPUT_NAMES}
         audio = model.audio_encoder(model.audio_frontend.windows(b[C.WAVEFORM.name]))
         visual = model.visual_encoder(b[C.VISUAL_FEATURES.name], b[C.FRAME_MASK.name])
         a_valid = (b[C.AUDIO_PRESENT.name] > 0.5).to(audio.dtype).expand(-1, audio.shape[1])
