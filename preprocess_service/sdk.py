@@ -11,7 +11,8 @@ cut off (INCOMPLETE) are retried with exponential backoff, honouring Retry-After
 Not retried: the gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits: sending it
 again cannot help). Every call sends an Idempotency-Key (a fresh one per call unless given), so a retry of a
 request the gateway already scored gets the first answer back instead of a second Observation. Other
-failures raise ScoreError at once; an answer that is not the gateway's (a proxy's page) is BAD_ANSWER.
+failures raise ScoreError at once; an answer that is not the gateway's (a proxy's page) is BAD_ANSWER, and
+a 307/308 that would take the upload to another origin is REDIRECT_REFUSED (preprocess_service/sdk_form.py).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class Client:
         raise _Retryable(error, 0.0) from None
 
     def _score_http(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
-        from preprocess_service.sdk_form import multipart_form  # requests, as `_http`: when first used
+        from preprocess_service.sdk_form import multipart_form, resend_on_redirect  # requests: when used
 
         body = multipart_form(request)
         headers = self._headers(
@@ -142,12 +143,7 @@ class Client:
             | {"Content-Type": body.content_type}
         )
         params = {"fhir": "bundle"} if fmt == "fhir-bundle" else None
-
-        def rewind(reply, **_) -> None:  # requests resends a 307/308's body as it is, and this one is spent
-            if reply.status_code in (307, 308):
-                reply.request.body = multipart_form(request, body.boundary_value)
-
-        hooks = {"response": rewind}
+        hooks = {"response": resend_on_redirect(request, body)}
         reply = self._http("POST", "/v1/score", data=body, headers=headers, params=params, hooks=hooks)
         _raise_for_http(reply)
         ctype = reply.headers.get("content-type", "")

@@ -13,8 +13,8 @@ from support.fake_gateway import FakeGateway as Gateway
 from preprocess_service.client import request_for
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.protocol import MediaPart, ScoreRequest
-from preprocess_service.sdk import Client
-from preprocess_service.sdk_form import multipart_form
+from preprocess_service.sdk import Client, ScoreError
+from preprocess_service.sdk_form import multipart_form, redirect_refusal
 
 SIZE = 32 << 20
 
@@ -75,3 +75,39 @@ def test_a_redirected_upload_is_sent_whole_again(request_):
         gateway.close()
     assert result.score.score == response().score
     assert [seen["content-length"] for seen in gateway.seen] == [str(n) for n in gateway.read]
+
+
+def test_a_redirect_to_another_host_is_refused_with_nothing_sent_there(request_):
+    """A 307/308 elsewhere had the recording resent to that host (requests dropped only the API key)."""
+    other = Gateway([(200, response().model_dump_json())])
+    port = other.url.rsplit(":", 1)[1]
+    gateway = Gateway([(307, "", {"location": f"http://localhost:{port}/v1/score"})])
+    try:
+        with pytest.raises(ScoreError) as refused:
+            Client(gateway.url, api_key="k", retries=0, timeout_s=5).score(request_)
+    finally:
+        gateway.close()
+        other.close()
+    assert refused.value.status == "REDIRECT_REFUSED" and other.read == [] and other.seen == []
+    assert (
+        f"http://localhost:{port}/v1/score" in refused.value.detail and "another host" in refused.value.detail
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "why"),
+    [
+        ("http://gw:8080/v1/score", "http://gw:8080/v1/score?again=1", ""),
+        ("https://gw/v1/score", "https://GW:443/v2/score", ""),
+        ("http://gw/v1/score", "https://gw/v1/score", ""),  # an ingress's upgrade to TLS, same host
+        ("http://gw:80/v1/score", "https://gw:443/v1/score", ""),
+        ("https://gw/v1/score", "http://gw/v1/score", "leaves TLS"),
+        ("http://gw:8080/v1/score", "https://gw:8443/v1/score", "port 8443"),
+        ("http://gw/v1/score", "http://gw:8080/v1/score", "another port"),
+        ("https://gw/v1/score", "https://evil.example/v1/score", "another host"),
+        ("http://gw/v1/score", "ftp://gw/v1/score", "ftp scheme"),
+    ],
+)
+def test_the_body_follows_a_redirect_only_to_the_same_origin_or_up_to_tls(source, target, why):
+    refusal = redirect_refusal(source, target)
+    assert why in refusal if why else refusal == ""
