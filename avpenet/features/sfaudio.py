@@ -22,12 +22,19 @@ LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EO
 class _Upload(io.BytesIO):
     """An upload as libsndfile's virtual file. A seek before the start stops at the start: BytesIO raises
     there, inside soundfile's cffi callback, and Python would print that traceback to stderr for every AIFF
-    cut inside its header (libsndfile's AIFF reader seeks there; it refuses the file either way)."""
+    cut inside its header (libsndfile's AIFF reader seeks there; it refuses the file either way).
+
+    The size comes from a seek to the end, never `getbuffer()`: exporting the buffer of a BytesIO made from
+    bytes copies them, and the decode would hold every upload twice."""
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        with self.getbuffer() as view:
-            start = (0, self.tell(), view.nbytes)[whence]
-        return super().seek(max(offset, -start), whence)
+        if whence == io.SEEK_CUR:
+            offset += self.tell()
+        elif whence == io.SEEK_END:
+            offset += super().seek(0, io.SEEK_END)
+        elif whence != io.SEEK_SET:
+            return super().seek(offset, whence)  # BytesIO's own error
+        return super().seek(max(offset, 0))
 
 
 def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:

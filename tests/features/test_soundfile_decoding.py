@@ -6,6 +6,7 @@ decode, and a file of an audio type that yields no sample is refused with a reas
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from support.hostile_media import float_wav, gsm_wav, mp3_in_wav, vorbis_cut_in_
 
 from avpenet import contract
 from avpenet.errors import UndecodableMedia
-from avpenet.features import audio
+from avpenet.features import audio, media, sfaudio
 
 SR = contract.SAMPLE_RATE
 
@@ -101,3 +102,20 @@ def test_a_damaged_mp3_in_wav_writes_no_upload_bytes_to_the_log(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "MPEG-Header" not in run.stderr and "0x" not in run.stderr, run.stderr
+
+
+def test_libsndfile_reads_an_upload_without_a_second_copy_of_it():
+    """Its virtual file's seek exported the BytesIO's buffer to learn the size, which copied the whole upload
+    (a 1.9 MB WAV peaked at 1.93 MB): every decode held each upload twice."""
+    blob = tm.audio_bytes(tm.tone(60.0, SR, amp=0.3), SR)  # 1.9 MB
+    buf = np.empty((audio.READ_BLOCK_FRAMES, 1), np.float32)
+    tracemalloc.start()
+    try:
+        with sf.SoundFile(media.as_file(blob, sfaudio._Upload)) as f:
+            frames = sum(len(f.read(out=buf)) for _ in range(0, f.frames, len(buf)))
+            f.seek(0)  # libsndfile seeks through its own virtual-file callbacks
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert frames == 60 * SR and len(blob) > 1_900_000
+    assert peak < 0.05 * len(blob), f"peak {peak / len(blob):.2f}x the file"
