@@ -35,12 +35,14 @@ class _Chunks(NamedTuple):
     align: int = 2  # chunks start at a multiple of this (a pad byte after an odd size)
     size_counts_header: bool = False  # Wave64: a chunk's size includes its id and size
     open_ended: int = -1  # a size meaning "to the end of the file" (a recording not finalised)
+    table: bytes = b""  # CAF's packet table: needed when its packets vary in size, and FFmpeg writes it last
 
 
 LAYOUTS = {
     "wav": _Chunks(12, 4, 4, "little", b"data", open_ended=0xFFFFFFFF),  # RF64 reads its size from ds64
     "aiff": _Chunks(12, 4, 4, "big", b"SSND"),
-    "caf": _Chunks(8, 4, 8, "big", b"data", align=1, open_ended=2**64 - 1),  # -1: CAF's "size unknown"
+    # open_ended -1: CAF's "size unknown"
+    "caf": _Chunks(8, 4, 8, "big", b"data", align=1, open_ended=2**64 - 1, table=b"pakt"),
     "w64": _Chunks(40, 16, 8, "little", W64_DATA, align=8, size_counts_header=True),
 }
 
@@ -55,9 +57,9 @@ def cut(kind: str) -> UndecodableMedia:
 
 
 def cut_short(source: media.Source, kind: str) -> bool:
-    """Whether the file ends inside its own structure: inside a chunk (one of `LAYOUTS`) or before the chunk
-    of its samples, inside FLAC's metadata blocks, or before an AMR's first frame is whole. Kinds without
-    such a structure here (Ogg, MP3, AAC) are never called cut."""
+    """Whether the file ends inside its own structure: before the chunk of its samples (one of `LAYOUTS`)
+    is whole (what follows it is not looked at), inside FLAC's metadata blocks, or before an AMR's first
+    frame is whole. Kinds without such a structure here (Ogg, MP3, AAC) are never called cut."""
     data = media.as_file(source).getvalue()
     if kind in LAYOUTS:
         return _chunks_cut(data, LAYOUTS[kind])
@@ -69,22 +71,38 @@ def cut_short(source: media.Source, kind: str) -> bool:
 
 
 def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
-    at, found = layout.start, False
+    """Cut when the file ends before its samples' chunk is whole. The walk stops at that chunk (a CAF whose
+    packets vary in size goes on to its packet table, which FFmpeg writes after the samples): bytes after it
+    (a few junk bytes, a LIST or id3 chunk cut short) are no cut, and a whole file with them keeps its
+    decoder's reason."""
+    at, found, table_due = layout.start, False, False
     header = layout.id_bytes + layout.size_bytes
     for _ in range(MAX_CHUNKS):
         if at >= len(data):
             return not found  # ended between chunks: cut when before the samples
         if at + header > len(data):
             return True
-        found = found or data[at : at + layout.id_bytes] == layout.samples
+        ident = data[at : at + layout.id_bytes]
         size = int.from_bytes(data[at + layout.id_bytes : at + header], layout.order)
         if size == layout.open_ended or (layout.size_counts_header and size < header):
             return False  # runs to the end of the file; or a Wave64 size no chunk can have
         end = at + size + (0 if layout.size_counts_header else header)
         if end > len(data):
             return True
+        if layout.table and ident == b"desc":
+            table_due = _varying_packets(data[at + header : end])
+        table_due = table_due and ident != layout.table
+        found = found or ident == layout.samples
+        if found and not table_due:
+            return False
         at = end + (-end % layout.align)
     return False
+
+
+def _varying_packets(desc: bytes) -> bool:
+    """A CAF `desc` (rate, format, flags, bytes per packet, frames per packet...) whose packets vary in size
+    or length (a 0 there, as ALAC's and AAC's): their sizes are in a `pakt` chunk the file needs."""
+    return len(desc) >= 24 and bytes(4) in (desc[16:20], desc[20:24])
 
 
 def _flac_cut(data: bytes) -> bool:

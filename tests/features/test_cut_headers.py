@@ -144,3 +144,41 @@ def test_an_empty_recording_is_still_called_empty():
     """A whole file of 0 samples is an empty recording, not a cut one."""
     with pytest.raises(UndecodableMedia, match=r"AIFF file holds no audio samples \(an empty recording\)"):
         audio.load_audio(tm.audio_bytes(np.zeros(0, np.float32), SR, "AIFF"))
+
+
+# A whole file with a real problem, and the reason it keeps (the sample chunk is complete: nothing is cut)
+WHOLE_UNDECODABLE = {
+    "wav-unknown-format": (
+        lambda: _patched(wav := _tone("WAV"), wav.index(b"fmt ") + 8, b"\x34\x12"),  # format tag 0x1234
+        r"WAV file cannot be decoded \(.*Malformed 'fmt ' chunk\)",
+    ),
+    "aifc-unknown-compression": (
+        lambda: _patched(aifc := _tone("AIFF", "FLOAT"), aifc.index(b"FL32"), b"ZZZZ"),
+        r"AIFF file cannot be decoded \(File contains data in an unimplemented format\)",
+    ),
+    "w64-no-channels": (
+        lambda: _patched(_tone("W64"), 66, bytes(2)),
+        r"Wave64 file cannot be decoded \(Channel count is zero\)",
+    ),
+    "caf-no-channels": (  # packets of one size: no packet table is needed after the samples
+        lambda: _patched(caf := _tone("CAF"), caf.index(b"lpcm") + 16, bytes(4)),
+        "CAF file is corrupt or truncated: Invalid argument",
+    ),
+}
+TRAILERS = {
+    "junk": b"\0\0\0",
+    "short-LIST": b"LIST" + (40).to_bytes(4, "little") + b"INFO",  # a chunk cut short
+    "short-ID3": b"ID3 " + (400).to_bytes(4, "big") + b"ID3\x04",
+}
+
+
+@pytest.mark.parametrize("trailer", TRAILERS)
+@pytest.mark.parametrize("name", WHOLE_UNDECODABLE)
+def test_bytes_after_a_whole_sample_chunk_are_no_cut(name, trailer):
+    """The walk went on past the complete sample chunk: a few junk bytes or a short trailing chunk after it
+    had the file called cut ("send the complete recording"), sending the sender after a truncation that is
+    not there, where the same file without them got its decoder's reason."""
+    make, reason = WHOLE_UNDECODABLE[name]
+    for data in (make(), make() + TRAILERS[trailer]):
+        with pytest.raises(UndecodableMedia, match=reason):
+            audio.load_audio(data)
