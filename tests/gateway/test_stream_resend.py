@@ -7,12 +7,18 @@ landmark frames) lost its stream at the moment it recovered. Now the receiver st
 the processor catches up (back-pressure), and a burst beyond what any outage explains is still closed 4409
 `too_fast` once it passes `max_ahead_s`, with its reason (before: `overloaded`, 'send at real time', at the
 300th chunk, whether it was a flood or not). The handler runs on a fake WebSocket and a fake Triton.
+
+The pause is for a backlog a resume accounts for, not for a live stream the service cannot keep up with: one
+whose scoring is slower than real time was taken from now and then, so it paused on and on while its unread
+media piled up in Serve's proxy and its scores fell ever further behind (before the pause, it got 4409 at the
+queue bound). It is closed 4409 `overloaded` once its processing is `max_ahead_s` behind real time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,6 +64,7 @@ class _Socket:
         self.inbox = deque([{"type": "websocket.receive", "text": json.dumps(start)}, *messages])
         self.events: list[dict] = []
         self.closed: tuple[int, str] | None = None
+        self.took_s = 0.0  # wall-clock seconds the connection was served
 
     async def accept(self) -> None:
         pass
@@ -75,13 +82,13 @@ class _Socket:
         self.closed = (code, reason)
 
 
-def _hub() -> StreamHub:
-    settings = SimpleNamespace(streams=LIMITS, limits=SimpleNamespace(max_pixels=10**7))
+def _hub(limits: StreamLimits = LIMITS, triton: _Triton | None = None) -> StreamHub:
+    settings = SimpleNamespace(streams=limits, limits=SimpleNamespace(max_pixels=10**7))
     service = SimpleNamespace(
         settings=settings,
         metrics=SimpleNamespace(registry=CollectorRegistry()),
         authenticate=lambda token: None,
-        triton=_Triton(),
+        triton=triton or _Triton(),
         watchdog=SimpleNamespace(ensure_started=lambda: None),
     )
     return StreamHub(service)
@@ -121,7 +128,9 @@ def _after_an_outage(resent_s: int) -> tuple[_Socket, _Socket, list[int]]:
         seen = max((e["seq"] for e in first.events if "seq" in e), default=-1)
         end = {"type": "websocket.receive", "text": json.dumps({"type": "end"})}
         second = _Socket({**start, "last_event": seen}, [*backlog, end])
+        began = time.monotonic()
         await serve_stream(hub, second)
+        second.took_s = time.monotonic() - began
         await hub.close()
         return first, second
 
@@ -152,5 +161,75 @@ def test_a_burst_beyond_any_outage_is_still_closed_as_a_flood_with_its_reason():
     assert code == CLOSE_SLOW_CONSUMER and error["code"] == "too_fast", (second.closed, error)
     assert "ahead of real time" in reason and f"limit {LIMITS.max_ahead_s:g} s" in error["detail"]
     assert not [e for e in second.events if e["type"] == "end"]
-    most = (LIVE_S + OUTAGE_S + LIMITS.max_ahead_s + 1) * 2 * contract.FPS  # refused at the limit, not later
+    # refused at the limit, not later: the wall clock ran on while the resend was read (a loaded box: seconds)
+    most = (LIVE_S + OUTAGE_S + second.took_s + LIMITS.max_ahead_s + 1) * 2 * contract.FPS
     assert len(queued) < most, len(queued)
+
+
+class _SlowTriton(_Triton):
+    """A saturated Triton: one window at a time, each taking longer than the 1 s of media a window adds."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.lock = asyncio.Lock()
+
+    async def infer(self, inputs: dict, request_id: str) -> SimpleNamespace:
+        async with self.lock:
+            await asyncio.sleep(self.delay_s)
+        return await super().infer(inputs, request_id)
+
+
+class _LiveSocket(_Socket):
+    """A device sending 0.1-s audio chunks at real time for `seconds`, then `end`. A chunk the server has not
+    read yet waits for it, as in Serve's proxy queue; `sent` counts the chunks read."""
+
+    def __init__(self, start: dict, seconds: int) -> None:
+        super().__init__(start, [])
+        self.sent, self.ticks, self.t0 = 0, seconds * contract.FPS, None
+        self.gone = False  # the test gave up: the device disconnects
+
+    async def receive(self) -> dict:
+        if self.inbox:
+            return self.inbox.popleft()  # the start message
+        if self.gone or self.sent > self.ticks:
+            return DISCONNECT
+        if self.sent == self.ticks:
+            self.sent += 1
+            return {"type": "websocket.receive", "text": json.dumps({"type": "end"})}
+        loop = asyncio.get_running_loop()
+        self.t0 = loop.time() if self.t0 is None else self.t0
+        await asyncio.sleep(self.t0 + (self.sent + 1) / contract.FPS - loop.time())  # captured by then
+        header = {"kind": "audio", "seq": self.sent, "rate": contract.SAMPLE_RATE}
+        self.sent += 1
+        return {"type": "websocket.receive", "bytes": encode_chunk(header, np.zeros(TICK, "<f4").tobytes())}
+
+
+def test_a_live_stream_scored_slower_than_real_time_is_closed_overloaded_not_buffered_on():
+    """Each window takes 2 s to score, one at a time: the stream falls 1 s behind real time per window. Small
+    bounds (a queue of 0.5 s of audio, `max_ahead_s` 1 s) keep the test short; the defaults act the same at
+    30 s and 10 s. Before, the receiver paused at the queue bound for as long as the stream ran (here it
+    ended only when the test gave up), the device's media piling up unread."""
+    limits = StreamLimits(max_pending_items=5, max_ahead_s=1.0)
+    scorer = _SlowTriton(delay_s=2.0)
+    hub = _hub(limits, scorer)
+    start = {"type": "start", "mode": "audio", "age_group": "adult", "stream_id": SID}
+    device = _LiveSocket(start, seconds=60)
+
+    async def run() -> bool:
+        served = asyncio.ensure_future(serve_stream(hub, device))
+        closed_in_time = (await asyncio.wait({served}, timeout=30))[0]
+        if not closed_in_time:  # it buffers on: end it (no delay, the device gone) so the test fails fast
+            device.gone, scorer.delay_s = True, 0.0
+        await served
+        await hub.close()
+        return bool(closed_in_time)
+
+    closed_in_time = asyncio.run(run())
+    fatal = [e for e in device.events if e.get("fatal")]
+    assert closed_in_time, f"still open after 30 s: {device.sent} chunks read, {fatal}"
+    code, reason = device.closed
+    assert code == CLOSE_SLOW_CONSUMER and [e["code"] for e in fatal] == ["overloaded"], (code, fatal)
+    assert reason.startswith("the service cannot keep up with this stream in real time"), reason
+    assert "behind (limit 1 s)" in fatal[0]["detail"] and "add scoring capacity" in fatal[0]["detail"]
+    assert [e for e in device.events if e["type"] == "score"]  # it was scored until then
+    assert not [e for e in device.events if e["type"] == "end"] and device.sent < device.ticks

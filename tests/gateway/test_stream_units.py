@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -345,9 +347,12 @@ def test_inbound_queue_drops_oldest_frames_never_audio():
     assert q.bytes == 1000 and not q.full()
     q.put(Item("audio", {}, b"a" * 700, 0.0))  # only audio left to drop: over the bound, the receiver waits
     assert q.full() and [i.kind for i in q.items].count("frame") == 0
-    assert asyncio.run(q.room(0.01)) is False  # the processor took nothing: stuck (closed 4409)
+    live = SimpleNamespace(opened_at=time.monotonic(), state=SimpleNamespace(media_s=0.0))  # at real time
+    assert "was processed for" in asyncio.run(q.room(0.01, live, 60.0))  # it took nothing: stuck (4409)
+    behind = SimpleNamespace(opened_at=time.monotonic() - 100, state=SimpleNamespace(media_s=20.0))
+    assert "cannot keep up" in asyncio.run(q.room(10.0, behind, 60.0))  # 80 s behind: no pause (4409)
     assert [i.kind for i in q.take(2)] == ["audio", "dropped"] and q.bytes == 700
-    assert not q.full() and asyncio.run(q.room(0.01))
+    assert not q.full() and asyncio.run(q.room(0.01, behind, 60.0)) is None
 
 
 def test_a_chunk_whose_send_failed_is_kept_for_the_resend_under_its_own_number():
