@@ -6,7 +6,9 @@ in monitoring/rules/avpenet-alerts.test.yml replay the same cases as series):
   is 10%); the hourly ones also need failures to go on for longer than one burst stays recent;
 - a Triton pod's down warning holds longer than a pod takes to start (its target reads up == 0 from the
   image pull to the end of its model load), and the no-Triton page spares pods that young which never
-  answered (a first deploy) while paging promptly for one that answered and stopped.
+  answered (a first deploy) while paging promptly for one that answered and stopped;
+- with no Triton target at all (a first deploy's pods waiting for a GPU node are none), the page waits
+  longer than a GPU node takes to be added.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from support.alert_rules import alert
 ROOT = Path(__file__).resolve().parents[2]
 TRITON = ROOT / "k8s" / "base" / "triton-deployment.yaml"
 IMAGE_PULL_S = 600  # the NGC tritonserver image pulled onto a new GPU node (the rule's comment says so)
+NODE_SCALE_UP_S = 600  # a GPU node added by the cluster autoscaler (3 to 10 minutes): its pods are no target
 
 
 def _seconds(duration: str) -> int:
@@ -80,6 +83,19 @@ def test_the_not_ready_page_spares_a_pod_as_long_as_a_start_takes() -> None:
     )
     assert rule["for"] == "2m", "a pod that served and stopped still pages promptly"
     assert f"younger than {start_s // 60} minutes" in rule["annotations"]["description"]
+
+
+def test_no_triton_target_pages_only_after_a_gpu_node_could_have_come() -> None:
+    """A first deploy's pods are no target while they wait for a GPU node: a bare `absent(up)` in the prompt
+    page paged every such deploy at 2 minutes."""
+    not_ready = alert("AvpenetTritonNotReady")["expr"]
+    assert not re.search(r"\)\s*or absent\(", not_ready), "no target at all pages at 2 minutes"
+    rule = alert("AvpenetTritonAbsent")
+    hold_s = _seconds(rule["for"])
+    assert rule["expr"].strip() == 'absent(up{job="triton"})'
+    assert hold_s > NODE_SCALE_UP_S, f"a GPU node takes up to {NODE_SCALE_UP_S} s: a {hold_s}-s hold pages"
+    assert hold_s == _seconds(alert("AvpenetTritonPodDown")["for"]), "a pod's start is held alike"
+    assert f"for {hold_s // 60} minutes" in rule["annotations"]["description"]
 
 
 @pytest.mark.parametrize(

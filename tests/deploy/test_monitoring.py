@@ -17,6 +17,7 @@ MONITORING = ROOT / "monitoring"
 RULE_TESTS = MONITORING / "rules" / "avpenet-alerts.test.yml"
 ALERTS = {
     "AvpenetTritonNotReady",
+    "AvpenetTritonAbsent",
     "AvpenetTritonPodDown",
     "AvpenetGatewayMetricsAbsent",
     "AvpenetHighErrorRatio",

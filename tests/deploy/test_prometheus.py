@@ -69,11 +69,12 @@ def test_prometheus_scrapes_triton_series_after_traffic(
     assert count >= baseline + sent
     models = {s["metric"]["model"] for s in prometheus.wait_for('nv_inference_exec_count{job="triton"}')}
     assert {m.name for m in contract.MODELS} <= models
-    # The repo's rules are loaded, and the alert on Triton being down clears while it is up: the first
-    # evaluation may run before the first scrape (absent(up) is true then), so it can be pending at first.
+    # The repo's rules are loaded, and the alerts on Triton being down clear while it is up: the first
+    # evaluation may run before the first scrape (absent(up) is true then), so one can be pending at first.
     groups = {g["name"]: g for g in prometheus.api("rules")["groups"]}
     assert {"avpenet-recording", "avpenet-alerts"} <= groups.keys()
-    assert _alerts_clear(prometheus, "AvpenetTritonNotReady"), prometheus.api("alerts")["alerts"]
+    for name in ("AvpenetTritonNotReady", "AvpenetTritonAbsent"):
+        assert _alerts_clear(prometheus, name), prometheus.api("alerts")["alerts"]
 
 
 def _alerts_clear(prometheus: Prometheus, name: str, timeout_s: float = 30) -> bool:
