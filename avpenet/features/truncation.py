@@ -22,6 +22,7 @@ MAX_CHUNKS = 64
 AMR_NB_FRAME = (12, 13, 15, 17, 19, 20, 26, 31, 5, 0, 0, 0, 0, 0, 0, 0)
 AMR_WB_FRAME = (17, 23, 32, 36, 40, 46, 50, 58, 60, 5, 0, 0, 0, 0, 0, 0)
 W64_DATA = b"data" + media.W64_WAVE[4:]  # Wave64's chunk GUIDs share their last 12 bytes
+W64_FMT = b"fmt " + media.W64_WAVE[4:]
 
 
 class _Chunks(NamedTuple):
@@ -32,6 +33,7 @@ class _Chunks(NamedTuple):
     size_bytes: int
     order: str  # the sizes' byte order
     samples: bytes  # the id of the chunk holding the samples
+    form: bytes  # the id of the chunk describing them (format, channels, rate): it may come after them
     align: int = 2  # chunks start at a multiple of this (a pad byte after an odd size)
     size_counts_header: bool = False  # Wave64: a chunk's size includes its id and size
     open_ended: int = -1  # a size meaning "to the end of the file" (a recording not finalised)
@@ -39,11 +41,11 @@ class _Chunks(NamedTuple):
 
 
 LAYOUTS = {
-    "wav": _Chunks(12, 4, 4, "little", b"data", open_ended=0xFFFFFFFF),  # RF64 reads its size from ds64
-    "aiff": _Chunks(12, 4, 4, "big", b"SSND"),
+    "wav": _Chunks(12, 4, 4, "little", b"data", b"fmt ", open_ended=0xFFFFFFFF),  # RF64: size in ds64
+    "aiff": _Chunks(12, 4, 4, "big", b"SSND", b"COMM"),
     # open_ended -1: CAF's "size unknown"
-    "caf": _Chunks(8, 4, 8, "big", b"data", align=1, open_ended=2**64 - 1, table=b"pakt"),
-    "w64": _Chunks(40, 16, 8, "little", W64_DATA, align=8, size_counts_header=True),
+    "caf": _Chunks(8, 4, 8, "big", b"data", b"desc", align=1, open_ended=2**64 - 1, table=b"pakt"),
+    "w64": _Chunks(40, 16, 8, "little", W64_DATA, W64_FMT, align=8, size_counts_header=True),
 }
 
 
@@ -71,15 +73,15 @@ def cut_short(source: media.Source, kind: str) -> bool:
 
 
 def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
-    """Cut when the file ends before its samples' chunk is whole. The walk stops at that chunk (a CAF whose
-    packets vary in size goes on to its packet table, which FFmpeg writes after the samples): bytes after it
-    (a few junk bytes, a LIST or id3 chunk cut short) are no cut, and a whole file with them keeps its
-    decoder's reason."""
-    at, found, table_due = layout.start, False, False
+    """Cut when the file ends before its samples' chunk and the chunk describing them are whole (AIFF allows
+    COMM after SSND). The walk stops once both are (a CAF whose packets vary in size goes on to its packet
+    table, which FFmpeg writes after the samples): bytes after them (a few junk bytes, a LIST or id3 chunk
+    cut short) are no cut, and a whole file with them keeps its decoder's reason."""
+    at, found, described, table_due = layout.start, False, False, False
     header = layout.id_bytes + layout.size_bytes
     for _ in range(MAX_CHUNKS):
         if at >= len(data):
-            return not found  # ended between chunks: cut when before the samples
+            return not (found and described)  # ended between chunks: cut when before either
         if at + header > len(data):
             return True
         ident = data[at : at + layout.id_bytes]
@@ -93,7 +95,8 @@ def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
             table_due = _varying_packets(data[at + header : end])
         table_due = table_due and ident != layout.table
         found = found or ident == layout.samples
-        if found and not table_due:
+        described = described or ident == layout.form
+        if found and described and not table_due:
             return False
         at = end + (-end % layout.align)
     return False

@@ -172,6 +172,28 @@ TRAILERS = {
 }
 
 
+def _aiff_samples_first() -> bytes:
+    """A whole AIFF with its SSND chunk before its COMM chunk: AIFF allows it, and libsndfile reads it."""
+    aiff = _tone("AIFF")
+    comm, ssnd = aiff.index(b"COMM"), aiff.index(b"SSND")
+    comm_chunk = aiff[comm : comm + 8 + int.from_bytes(aiff[comm + 4 : comm + 8], "big")]
+    ssnd_chunk = aiff[ssnd : ssnd + 8 + int.from_bytes(aiff[ssnd + 4 : ssnd + 8], "big")]
+    body = b"AIFF" + ssnd_chunk + comm_chunk
+    return b"FORM" + len(body).to_bytes(4, "big") + body
+
+
+def test_an_aiff_cut_inside_a_comm_chunk_after_its_samples_is_called_cut():
+    """The walk stopped at the complete SSND, so a file cut in the COMM after it was refused for libsndfile's
+    "Channel count is zero" or "unimplemented format", a format problem that is not there."""
+    whole = _aiff_samples_first()
+    assert audio.load_audio(whole).size == SR  # whole, it decodes
+    comm = whole.index(b"COMM")
+    for end in (comm + 4, comm + 8, comm + 12):
+        with pytest.raises(UndecodableMedia) as err:
+            audio.load_audio(whole[:end])
+        assert str(err.value) == CUT.format("AIFF file"), end
+
+
 @pytest.mark.parametrize("trailer", TRAILERS)
 @pytest.mark.parametrize("name", WHOLE_UNDECODABLE)
 def test_bytes_after_a_whole_sample_chunk_are_no_cut(name, trailer):
