@@ -57,7 +57,10 @@ def redirect_refusal(source: str, target: str) -> str:
     if (old.scheme, new.scheme) == ("https", "http"):
         return "it leaves TLS (https -> http): the recording would go in clear text"
     if (old.scheme, new.scheme) == ("http", "https") and (old_port, new_port) != (80, 443):
-        return f"https on port {new_port}, not 443: requests drops the API key there"
+        return (
+            f"http port {old_port} to https port {new_port}: only http 80 to https 443 keeps the API key "
+            "(requests drops it elsewhere)"
+        )
     if old.scheme == new.scheme and old_port != new_port:
         return f"another port ({new_port}, not {old_port})"
     return ""
