@@ -6,12 +6,12 @@ becomes a frame without a face, so the timeline holds), and so is a live stream'
 While a bound is still passed after that (`full()`: the items, or the bytes with no frame left to drop) the
 receiver reads nothing more until the processor has taken a batch (`room()`, back-pressure): a device's
 resend of the minute it buffered during an outage is queued, not refused. The pause is bounded by how far
-the stream's processing may fall behind the wall clock (`processed_behind_s()`; the bound: Session): a stream
-processed slower than real time is closed 4409 `overloaded`, its media not left piling up unread in Serve's
-proxy. `ahead_s()` is how far the media received runs ahead of the wall clock since the stream opened:
-Serve's HTTP proxy buffers a WebSocket's incoming messages without backpressure, so closing a flooding sender
-at once is what bounds the proxy's memory. `give_back()` un-accepts the chunks a drain did not process in
-time, so a resume resends them.
+the stream's processing may fall behind the wall clock (pause.py): a stream processed slower than real time
+is closed 4409 `overloaded`, its media not left piling up unread in Serve's proxy. `ahead_s()` is how far the
+media received runs ahead of the wall clock since the stream opened: Serve's HTTP proxy buffers a
+WebSocket's incoming messages without backpressure, so closing a flooding sender at once is what bounds the
+proxy's memory. `give_back()` un-accepts the chunks a drain did not process in time, so a resume resends
+them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from avpenet import contract
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, StreamLimits
+from preprocess_service.stream.pause import processed_behind_s
 from preprocess_service.stream.protocol import frame_time
 
 if TYPE_CHECKING:
@@ -77,15 +78,16 @@ class Inbound:
         """Over the item bound, or the byte bound with no frame left to drop: the receiver stops reading."""
         return self.bytes > self.limits.max_pending_bytes or len(self.items) > self.limits.max_pending_items
 
-    async def room(self, stuck_s: float, entry: Entry, bound_s: float) -> str | None:
+    async def room(self, stuck_s: float, entry: Entry) -> str | None:
         """Wait until the processor has brought the queue back within its bounds: None, or why the stream is
         closed 4409 instead. While the receiver waits, what the sender goes on sending piles up unread in
         Serve's proxy (no back-pressure there), so the wait is only for a backlog the stream may have: its
-        processing at most `bound_s` behind the wall clock (`processed_behind_s`). A stream processed slower
-        than real time (a slow Triton) is still taken from now and then, so only this bound stops its lag and
-        the proxy's buffer growing as long as it runs; `stuck_s` with nothing taken: the processor hangs."""
+        processing at most `entry.behind_max_s` behind the wall clock (pause.py).
+        A stream processed slower than real time (a slow Triton) is still taken from now and then, so only
+        this bound stops its lag and the proxy's buffer growing as long as it runs; `stuck_s` with nothing
+        taken: the processor hangs."""
         while self.full():
-            if (lag := processed_behind_s(entry)) > bound_s:
+            if (lag := processed_behind_s(entry)) > (bound_s := entry.behind_max_s):
                 return (
                     "the service cannot keep up with this stream in real time: its processing is "
                     f"{lag:.0f} s behind (limit {bound_s:.0f} s); add scoring capacity or send fewer streams"
@@ -102,11 +104,6 @@ class Inbound:
         self.bytes -= sum(len(i.payload or b"") for i in batch)
         self.taken.set()
         return batch
-
-
-def processed_behind_s(entry: Entry) -> float:
-    """Seconds the stream's processing is behind the wall clock since it opened (its media processed)."""
-    return time.monotonic() - entry.opened_at - entry.state.media_s
 
 
 def chunk_s(header: dict, size: int, default_rate: int) -> float:

@@ -19,7 +19,7 @@ class StreamLimits(BaseModel):
     # Chunks received but not yet processed (15 s of 10 fps frames and 0.1-s audio chunks), and their payload
     # bytes. Beyond the bytes the oldest queued frames are dropped; beyond either with no frame left to drop,
     # the receiver reads no more until the stream's processing has caught up (a resend after an outage), while
-    # that processing is within the lag a resume explains and `max_ahead_s` (Session.behind_max_s).
+    # that processing is within the lag a resume explains and `max_ahead_s` (pause.py: Entry.behind_max_s).
     max_pending_items: int = Field(300, gt=0)
     max_pending_bytes: int = Field(8 * 1024 * 1024, gt=0)
     # A live stream's frame this far behind real time by its turn, while a score waits on it, is dropped

@@ -40,6 +40,11 @@ class Entry:
     detached_at: float = 0.0
     finished: bool = False
     restored: bool = False  # opened with the alert state of a checkpoint another replica wrote
+    # The back-pressure pause's lag bound and its clocks (pause.py): kept across a resume, so
+    # closing and resuming a stream the service cannot keep up with does not raise it.
+    behind_max_s: float = 0.0
+    first_chunk_at: float | None = None  # its first chunk accepted: its processing lag counts from it
+    read_at: float = field(default_factory=time.monotonic)  # its last chunk accepted
 
     @property
     def key(self) -> tuple[str, str]:

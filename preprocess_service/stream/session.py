@@ -7,7 +7,8 @@ windows completed (one ensemble call for all ready), the sender writes events ou
   stream's frame `max_frame_wait_s` behind real time while a score waits on it (Inbound.late); with only
   audio left to drop, or beyond the items, the receiver reads no more until processing has caught up
   (back-pressure: a resend after an outage is taken; audio is never dropped), while the processing is at most
-  `behind_max_s` behind real time (else 4409 `overloaded`: it cannot keep up) and takes a batch per STUCK_S.
+  `Entry.behind_max_s` behind real time (else 4409 `overloaded`: it cannot keep up) and takes a batch per
+  STUCK_S.
 - pacing: media over `max_ahead_s` ahead of the wall clock since the opening (a resume may catch up its gap)
   closes 4409 `too_fast` (Serve's proxy reads WebSocket messages without backpressure). outbound: at most
   `max_queued_events` unsent (a client not reading: 4409). stall: no message for `stall_timeout_s`: 4408.
@@ -25,7 +26,8 @@ import time
 
 from avpenet.errors import InputError
 from preprocess_service import errors
-from preprocess_service.stream.inbound import Inbound, Item, ahead_s, give_back, processed_behind_s
+from preprocess_service.stream import pause
+from preprocess_service.stream.inbound import Inbound, Item, ahead_s, give_back
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, STUCK_S
 from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
@@ -62,11 +64,7 @@ class Session:
         self.connected = True
         self.drain_by: float | None = None  # set when the stream ends: queued chunks past it are given back
         self.notes: list[dict] = []  # per-connection notices sent right after `started` (not replayed)
-        # How far behind real time the processing may fall while the receiver pauses: the backlog a resend can
-        # hold, i.e. the outage this resume makes up (measured, not resume_ttl_s: a live stream with no outage
-        # is allowed no 70-s lag) and `max_ahead_s` sent ahead. Beyond it the stream is processed slower than
-        # real time and its unread media would grow in Serve's proxy for as long as it runs: closed 4409.
-        self.behind_max_s = max(0.0, processed_behind_s(entry) if resumed else 0.0) + self.limits.max_ahead_s
+        pause.behind_bound(entry, resumed, self.limits.max_ahead_s)  # the lag the back-pressure pause allows
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -184,8 +182,7 @@ class Session:
                 garbage = 0
                 if self.done.is_set():  # closed by the flow control
                     return
-                bound = self.behind_max_s  # back-pressure, bounded
-                if self.inbound.full() and (why := await self.inbound.room(STUCK_S, self.entry, bound)):
+                if self.inbound.full() and (why := await self.inbound.room(STUCK_S, self.entry)):  # bounded
                     return self.fail(CLOSE_SLOW_CONSUMER, why, "overloaded")
             except StreamRejected as exc:
                 self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
@@ -198,6 +195,7 @@ class Session:
         header, payload = parse_chunk(data)
         self.state.check_seq(header["kind"], header["seq"])
         self._pace(header, len(payload))
+        pause.chunk_read(self.entry)
         self._enqueue(Item(header["kind"], header, bytes(payload), time.monotonic()))
 
     def _pace(self, header: dict, size: int) -> None:
@@ -233,6 +231,7 @@ class Session:
                     detail = f"{n} frames dropped unread: the stream sends faster than it is tracked"
                     self.emit({"type": "error", "code": "frames_dropped", "count": n, "detail": detail})
                 await self._score(ready)
+                pause.tighten(self.entry, self.limits.max_ahead_s)
                 if any(i.kind == "end" for i in batch):
                     return await self._finish()
                 if any(i.kind == "stop" for i in batch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -105,6 +106,13 @@ def _ticks(track: FaceTrack, first: int, last: int) -> list[dict]:
     return [{"type": "websocket.receive", "bytes": chunk} for chunk in out]
 
 
+def _outage(entry, opened_s: float, outage_s: float) -> None:
+    """Make `entry` a stream opened (its first chunk read) `opened_s` ago, its link lost `outage_s` ago."""
+    entry.opened_at -= opened_s
+    entry.first_chunk_at -= opened_s
+    entry.read_at -= outage_s
+
+
 def _after_an_outage(resent_s: int) -> tuple[_Socket, _Socket, list[int]]:
     """LIVE_S of a stream, its link lost for OUTAGE_S, then a resume that sends `resent_s` at once and ends.
     Returns both connections and the queue's length after each chunk put in it."""
@@ -123,7 +131,7 @@ def _after_an_outage(resent_s: int) -> tuple[_Socket, _Socket, list[int]]:
         first = _Socket(start, [*live, DISCONNECT])
         await serve_stream(hub, first)
         entry = hub.registry.streams[(SID, key_id(TOKEN))]
-        entry.opened_at -= LIVE_S + OUTAGE_S  # the stream opened that long ago: its clock passed the outage
+        _outage(entry, LIVE_S + OUTAGE_S, OUTAGE_S)  # it opened that long ago: its clock passed the outage
         backlog = _ticks(track, LIVE_S * contract.FPS, (LIVE_S + resent_s) * contract.FPS)
         seen = max((e["seq"] for e in first.events if "seq" in e), default=-1)
         end = {"type": "websocket.receive", "text": json.dumps({"type": "end"})}
@@ -180,28 +188,46 @@ class _SlowTriton(_Triton):
 
 
 class _LiveSocket(_Socket):
-    """A device sending 0.1-s audio chunks at real time for `seconds`, then `end`. A chunk the server has not
-    read yet waits for it, as in Serve's proxy queue; `sent` counts the chunks read."""
+    """A device sending 0.1-s audio chunks at real time for `seconds`, then `end`: chunk k captured at
+    `t0` + (k+1)/FPS (the loop's clock; its first chunk's read by default), from `first_seq` (a resume
+    resends at once what it captured meanwhile), disconnecting before chunk `drop_at`. A chunk the server has
+    not read yet waits for it, as in Serve's proxy queue; `sent` counts the chunks read, `first_at` and
+    `last_at` are when the first and the last were."""
 
-    def __init__(self, start: dict, seconds: int) -> None:
+    def __init__(self, start: dict, seconds: int, first_seq: int = 0, t0: float | None = None) -> None:
         super().__init__(start, [])
-        self.sent, self.ticks, self.t0 = 0, seconds * contract.FPS, None
+        self.sent, self.ticks, self.t0 = first_seq, seconds * contract.FPS, t0
+        self.first_at = self.last_at = 0.0
         self.gone = False  # the test gave up: the device disconnects
+        self.drop_at: int | None = None
 
     async def receive(self) -> dict:
         if self.inbox:
             return self.inbox.popleft()  # the start message
-        if self.gone or self.sent > self.ticks:
+        if self.gone or self.sent > self.ticks or self.sent == self.drop_at:
             return DISCONNECT
         if self.sent == self.ticks:
             self.sent += 1
             return {"type": "websocket.receive", "text": json.dumps({"type": "end"})}
         loop = asyncio.get_running_loop()
-        self.t0 = loop.time() if self.t0 is None else self.t0
+        self.t0 = loop.time() - self.sent / contract.FPS if self.t0 is None else self.t0
         await asyncio.sleep(self.t0 + (self.sent + 1) / contract.FPS - loop.time())  # captured by then
         header = {"kind": "audio", "seq": self.sent, "rate": contract.SAMPLE_RATE}
         self.sent += 1
+        self.last_at = loop.time()
+        self.first_at = self.first_at or self.last_at
         return {"type": "websocket.receive", "bytes": encode_chunk(header, np.zeros(TICK, "<f4").tobytes())}
+
+
+async def _served(hub: StreamHub, device: _LiveSocket, scorer: _SlowTriton, timeout_s: float) -> bool:
+    """Serve `device` until its connection ends; False if it was still open after `timeout_s` (then ended at
+    once: the device gone, the scorer fast, so that the test fails fast)."""
+    served = asyncio.ensure_future(serve_stream(hub, device))
+    closed_in_time = (await asyncio.wait({served}, timeout=timeout_s))[0]
+    if not closed_in_time:
+        device.gone, scorer.delay_s = True, 0.0
+    await served
+    return bool(closed_in_time)
 
 
 def test_a_live_stream_scored_slower_than_real_time_is_closed_overloaded_not_buffered_on():
@@ -233,3 +259,70 @@ def test_a_live_stream_scored_slower_than_real_time_is_closed_overloaded_not_buf
     assert "behind (limit 1 s)" in fatal[0]["detail"] and "add scoring capacity" in fatal[0]["detail"]
     assert [e for e in device.events if e["type"] == "score"]  # it was scored until then
     assert not [e for e in device.events if e["type"] == "end"] and device.sent < device.ticks
+
+
+def _overloaded_limit_s(device: _LiveSocket) -> int:
+    """The lag bound in the `overloaded` close of `device`'s connection (asserted to be one)."""
+    fatal = [e for e in device.events if e.get("fatal")]
+    assert device.closed and device.closed[0] == CLOSE_SLOW_CONSUMER, (device.closed, fatal)
+    assert [e["code"] for e in fatal] == ["overloaded"], fatal
+    return int(re.search(r"behind \(limit (\d+) s\)", fatal[0]["detail"]).group(1))
+
+
+def _resume(device: _LiveSocket, hub: StreamHub, start: dict, t0: float) -> _LiveSocket:
+    """The same device reconnecting: from the chunk after the last processed, its events up to the last."""
+    entry = hub.registry.streams[(SID, key_id(TOKEN))]
+    seen = max((e["seq"] for e in device.events if "seq" in e), default=-1)
+    return _LiveSocket({**start, "last_event": seen}, 120, entry.state.next_seq["audio"], t0)
+
+
+def test_a_stream_closed_as_it_cannot_keep_up_gains_no_lag_by_resuming():
+    """Scored slower than real time, closed 4409 `overloaded` at `max_ahead_s` (3 s) behind, the device
+    resumes at once (resending what it captured meanwhile): its bound is the one it had plus that outage, so
+    it is closed again as soon as it falls further behind. Before, the resume's bound was its whole lag so far
+    plus `max_ahead_s`: each close-and-resume let it fall 3 s (10 s by default) further behind."""
+    limits = StreamLimits(max_pending_items=5, max_ahead_s=3.0)
+    scorer = _SlowTriton(delay_s=2.0)
+    hub = _hub(limits, scorer)
+    start = {"type": "start", "mode": "audio", "age_group": "adult", "stream_id": SID}
+    first = _LiveSocket(start, seconds=120)
+
+    async def run() -> _LiveSocket | None:
+        assert await _served(hub, first, scorer, 30), f"still open after 30 s: {first.sent} chunks read"
+        second = _resume(first, hub, start, first.t0)
+        closed_in_time = await _served(hub, second, scorer, 30)
+        await hub.close()
+        return second if closed_in_time else None
+
+    second = asyncio.run(run())
+    assert second is not None, "the resumed stream was still open after 30 s"
+    assert _overloaded_limit_s(first) == 3
+    outage = second.first_at - first.last_at  # from the last chunk read to the resume's first (a bit more)
+    assert _overloaded_limit_s(second) <= 3 + outage + 1, (second.closed, outage)  # +1: rounding
+
+
+def test_a_stream_that_caught_up_after_an_outage_then_slows_is_closed_at_max_ahead_s():
+    """A 20-s outage (its clocks moved back) resent at once and processed: the stream has caught up, so its
+    bound is `max_ahead_s` (2 s) again, and when its scoring then becomes slower than real time it is closed
+    at that, not at the outage's 22 s. Before, a bound raised by an outage stayed for the stream's life."""
+    limits = StreamLimits(max_pending_items=5, max_ahead_s=2.0)
+    scorer = _SlowTriton(delay_s=0.0)
+    hub = _hub(limits, scorer)
+    start = {"type": "start", "mode": "audio", "age_group": "adult", "stream_id": SID}
+    first, outage_s = _LiveSocket(start, seconds=120), 20.0
+    first.drop_at = contract.FPS  # 1 s live, then the link drops
+
+    async def run() -> _LiveSocket | None:
+        await serve_stream(hub, first)
+        _outage(hub.registry.streams[(SID, key_id(TOKEN))], outage_s, outage_s)
+        second = _resume(first, hub, start, first.t0 - outage_s)
+        loop = asyncio.get_running_loop()
+        loop.call_later(3.0, setattr, scorer, "delay_s", 2.0)  # caught up and live for a while: slower
+        closed_in_time = await _served(hub, second, scorer, 25)
+        await hub.close()
+        return second if closed_in_time else None
+
+    second = asyncio.run(run())
+    assert second is not None, "still open 25 s after the resume: its bound stayed at the outage's lag"
+    assert [e for e in second.events if e["type"] == "score"]  # the backlog was scored
+    assert _overloaded_limit_s(second) <= 3  # max_ahead_s and the lag it had caught up to (rounded)

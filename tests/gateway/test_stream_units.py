@@ -347,12 +347,35 @@ def test_inbound_queue_drops_oldest_frames_never_audio():
     assert q.bytes == 1000 and not q.full()
     q.put(Item("audio", {}, b"a" * 700, 0.0))  # only audio left to drop: over the bound, the receiver waits
     assert q.full() and [i.kind for i in q.items].count("frame") == 0
-    live = SimpleNamespace(opened_at=time.monotonic(), state=SimpleNamespace(media_s=0.0))  # at real time
-    assert "was processed for" in asyncio.run(q.room(0.01, live, 60.0))  # it took nothing: stuck (4409)
-    behind = SimpleNamespace(opened_at=time.monotonic() - 100, state=SimpleNamespace(media_s=20.0))
-    assert "cannot keep up" in asyncio.run(q.room(10.0, behind, 60.0))  # 80 s behind: no pause (4409)
+    # at real time: its first chunk came now, however long ago it opened (an idle start is no lag)
+    live = SimpleNamespace(first_chunk_at=time.monotonic(), state=SimpleNamespace(media_s=0.0))
+    live.behind_max_s = 10.0
+    assert "was processed for" in asyncio.run(q.room(0.01, live))  # it took nothing: stuck (4409)
+    behind = SimpleNamespace(first_chunk_at=time.monotonic() - 100, state=SimpleNamespace(media_s=20.0))
+    behind.behind_max_s = 60.0
+    assert "cannot keep up" in asyncio.run(q.room(10.0, behind))  # 80 s behind: no pause (4409)
     assert [i.kind for i in q.take(2)] == ["audio", "dropped"] and q.bytes == 700
-    assert not q.full() and asyncio.run(q.room(0.01, behind, 60.0)) is None
+    assert not q.full() and asyncio.run(q.room(0.01, behind)) is None
+
+
+def test_a_streams_lag_counts_from_its_first_chunk_and_its_bound_comes_down_as_it_catches_up():
+    """A device idle 30 s after opening is not 30 s behind at its first chunk (before, that idle time was
+    lag for the stream's life); a bound an outage raised returns to `max_ahead_s` once its backlog is done."""
+    from preprocess_service.stream import pause
+
+    now = time.monotonic()
+    entry = SimpleNamespace(opened_at=now - 30, first_chunk_at=None, read_at=now - 30, behind_max_s=0.0)
+    entry.state = SimpleNamespace(media_s=0.0)
+    pause.behind_bound(entry, False, 10.0)
+    pause.chunk_read(entry)
+    assert entry.behind_max_s == 10.0 and pause.processed_behind_s(entry) < 1.0
+    entry.first_chunk_at, entry.read_at = now - 100, now - 60  # then a 60-s outage, resumed now
+    entry.state.media_s = 40.0
+    pause.behind_bound(entry, True, 10.0)
+    assert 69.0 < entry.behind_max_s < 71.0  # the outage's backlog may wait
+    entry.state.media_s = 100.0  # processed: caught up
+    pause.tighten(entry, 10.0)
+    assert 10.0 <= entry.behind_max_s < 11.0
 
 
 def test_a_chunk_whose_send_failed_is_kept_for_the_resend_under_its_own_number():
