@@ -9,14 +9,17 @@ Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE
 connection that fails (status UNREACHABLE), an answer that does not come within `timeout_s` (TIMEOUT) or is
 cut off (INCOMPLETE) are retried with exponential backoff, honouring Retry-After (up to MAX_RETRY_AFTER_S).
 Not retried: the gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits: sending it
-again cannot help). Every call sends an Idempotency-Key (a fresh one per call unless given), so a retry of a
-request the gateway already scored gets the first answer back instead of a second Observation. Other
-failures raise ScoreError at once; an answer that is not the gateway's (a proxy's page) is BAD_ANSWER, and
-a 307/308 that would take the upload to another origin is REDIRECT_REFUSED (preprocess_service/sdk_form.py).
+again cannot help), nor grpcio's for a message over a gRPC size limit (the SDK's 64 MiB, or the proxy's): it
+has no x-request-id either, and the ScoreError says to send the clip over HTTP. Every call sends an
+Idempotency-Key (a fresh one per call unless given), so a retry of a request the gateway already scored gets
+the first answer back instead of a second Observation. Other failures raise ScoreError at once; an answer
+that is not the gateway's (a proxy's page) is BAD_ANSWER, and a 307/308 that would take the upload to another
+origin is REDIRECT_REFUSED (preprocess_service/sdk_form.py).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,6 +39,8 @@ RETRY_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
 CONNECT_TIMEOUT_S = 10.0  # a host that drops packets is unreachable after this, not after `timeout_s`
 MAX_RETRY_AFTER_S = 60.0  # the gateway's own Retry-After never exceeds this; a proxy's 3600 does not stall us
 GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+# grpcio's refusal of a message over a channel's or a server's limit: "Sent ... (5006 vs. 1024)"
+OVER_GRPC_LIMIT = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 
 
 class ScoreError(RuntimeError):
@@ -186,6 +191,8 @@ class Client:
             )
         except grpc.RpcError as exc:
             name, details = exc.code().name, exc.details() or ""
+            if too_big := _over_grpc_limit(details, message.ByteSize()):  # the same bytes never pass
+                raise too_big from None
             unreachable = name == "UNAVAILABLE" and "failed to connect" in details  # nothing listens
             error = ScoreError("UNREACHABLE" if unreachable else name, details)  # as over HTTP
             trailing = dict(exc.trailing_metadata() or ())
@@ -246,6 +253,23 @@ def _retry_after(value: str | None) -> float:
         return min(max(float(value or 0), 0.0), MAX_RETRY_AFTER_S)
     except ValueError:
         return 0.0
+
+
+def _over_grpc_limit(details: str, request_bytes: int) -> ScoreError | None:
+    """The final error for a message over a gRPC size limit, else None. It is the request when its size is
+    the one sent (refused by this channel, "Sent", or by the gateway's proxy, "Received"), else the answer."""
+    if not (match := OVER_GRPC_LIMIT.search(details)):
+        return None
+    way, size, limit = match.group(1), int(match.group(2)), int(match.group(3))
+    if size != request_bytes:  # the answer, over this channel's receive limit
+        detail = f"the answer is {size} bytes, over this client's gRPC receive limit of {limit} bytes"
+    else:
+        whose = "this client's" if way == "Sent" else "the gateway's"
+        detail = (
+            f"the clip is too large for gRPC: the request is {size} bytes, over {whose} gRPC message limit "
+            f"of {limit} bytes; send it over HTTP, where the gateway's own upload limit applies"
+        )
+    return ScoreError("RESOURCE_EXHAUSTED", detail, "MessageTooLarge")
 
 
 def _gateway_json(reply, model):

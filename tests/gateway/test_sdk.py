@@ -93,8 +93,9 @@ def test_retry_after_reads_fractions_caps_long_waits_and_ignores_dates():
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and _retry_after(None) == 0.0
 
 
-def _grpc_gateway(code, details: str, trailing: tuple) -> tuple:
-    """A gRPC Scoring service on loopback that refuses every Score call with `code` and `trailing`."""
+def _grpc_gateway(code, details: str, trailing: tuple, options: tuple = ()) -> tuple:
+    """A gRPC Scoring service on loopback that refuses every Score call with `code` and `trailing`;
+    `options`: the server's (e.g. its receive limit, as the gateway's proxy sets it)."""
     from concurrent import futures
 
     import grpc
@@ -113,7 +114,7 @@ def _grpc_gateway(code, details: str, trailing: tuple) -> tuple:
         request_deserializer=pb.ScoreRequest.FromString,
         response_serializer=pb.ScoreResponse.SerializeToString,
     )
-    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=list(options))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("avpenet.v1.Scoring", {"Score": handler}),)
     )
@@ -144,6 +145,39 @@ def test_grpc_resource_exhausted_is_retried_only_when_it_can_pass(request_, trai
     finally:
         client.close()
         server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("channel_limit", "server_limit", "whose"),
+    [(4096, None, "this client's gRPC message limit of 4096 bytes"),  # "Sent message larger than max"
+     (None, 4096, "the gateway's gRPC message limit of 4096 bytes")],  # the proxy's "Received ..."
+)  # fmt: skip
+def test_a_grpc_message_over_the_size_limit_is_sent_once_and_sent_over_http_instead(
+    channel_limit, server_limit, whose
+):
+    """It was retried `retries` times (grpcio's RESOURCE_EXHAUSTED has no x-request-id, as a full queue's)."""
+    import grpc
+
+    options = (("grpc.max_receive_message_length", server_limit),) if server_limit else ()
+    server, target, _ = _grpc_gateway(grpc.StatusCode.INTERNAL, "never reached", (), options)
+    calls: list[str] = []
+
+    class Count(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            calls.append(details.method)
+            return continuation(details, request)
+
+    limit = [("grpc.max_send_message_length", channel_limit)] if channel_limit else []
+    channel = grpc.intercept_channel(grpc.insecure_channel(target, options=limit), Count())
+    clip = ScoreRequest(audio=MediaPart(data=b"\0" * 8192, filename="a.wav"), age_group="adult")
+    try:
+        with pytest.raises(ScoreError) as info:
+            Client(target, grpc=True, retries=2, backoff_s=0.01, channel=channel).score(clip)
+    finally:
+        channel.close()
+        server.stop(None)
+    assert len(calls) == 1 and info.value.status == "RESOURCE_EXHAUSTED"
+    assert whose in info.value.detail and "send it over HTTP" in info.value.detail
 
 
 def test_a_client_closes_its_own_channel_and_never_the_callers():
