@@ -27,6 +27,7 @@ HTTP_PORT, GRPC_PORT = 8080, 9090  # `avpenet serve` defaults (8000/8001 are Tri
 DEFAULT_HTTP = f"http://127.0.0.1:{HTTP_PORT}"
 DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
 KEY_ENV = "AVPENET_API_KEY"
+STOPS = ("UNREACHABLE", "TIMEOUT", "REDIRECT_REFUSED")  # the next clips would fare no better: stop the run
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".mp3", ".aac", ".amr"}
 
 
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 answer = client.score(request, fmt=args.format)
             except ScoreError as exc:
-                if exc.status in ("UNREACHABLE", "TIMEOUT"):  # the next clips would fare no better
+                if exc.status in STOPS:
                     stopped = exc
                     break
                 answer, failed = exc, failed + 1
@@ -186,8 +187,16 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json" and not args.json and (rows or stopped is None):
         print(format_table(rows))  # what was scored before a stop is shown too
     if stopped is not None:
-        why = "cannot reach" if stopped.status == "UNREACHABLE" else "no answer in time from"
-        print(f"avpenet score: {why} the gateway at {target} ({stopped.detail}); is `avpenet serve` up? "
-              f"The clips after the {len(rows)} answered were not sent", file=sys.stderr)  # fmt: skip
+        print(f"avpenet score: {stop_message(stopped, target)}. The clips after the {len(rows)} answered "
+              "were not sent", file=sys.stderr)  # fmt: skip
         return 1
     return 1 if failed else 0
+
+
+def stop_message(stopped: ScoreError, target: str) -> str:
+    """Why the run stopped (a status in STOPS): a redirect the SDK refused is a wrong --url, not a gateway
+    that is down."""
+    if stopped.status == "REDIRECT_REFUSED":
+        return f"the gateway URL {target} redirects the upload elsewhere ({stopped.detail}); fix --url"
+    why = "cannot reach" if stopped.status == "UNREACHABLE" else "no answer in time from"
+    return f"{why} the gateway at {target} ({stopped.detail}); is `avpenet serve` up?"

@@ -57,6 +57,21 @@ def test_what_was_scored_before_the_gateway_went_away_is_shown(wavs, capsys):
     assert "cannot reach the gateway" in err and "after the 1 answered were not sent" in err
 
 
+def test_a_redirect_elsewhere_stops_the_run_at_the_first_clip(wavs, tmp_path, capsys):
+    """Every clip was uploaded and refused REDIRECT_REFUSED in turn, each counted as that clip's failure."""
+    (third := tmp_path / "c.wav").write_bytes(b"RIFF0000WAVE")
+    elsewhere = "http://gateway.example.invalid/v1/score"
+    server = FakeGateway([(307, "", {"location": elsewhere})])
+    try:
+        code = main(["score", *map(str, wavs), str(third), "--url", server.url, "--retries", "0"])
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 1 and len(server.seen) == 1 and "cannot reach" not in err
+    assert f"the gateway URL {server.url} redirects the upload elsewhere" in err and elsewhere in err
+    assert "another host" in err and "fix --url" in err and "after the 0 answered were not sent" in err
+
+
 def test_a_refused_websocket_upgrade_is_one_line(tmp_path, capsys):
     from support.testmedia import audio_bytes, tone
 
