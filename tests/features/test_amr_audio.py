@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 from support import testmedia as tm
+from support.opens import record_av_opens
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
@@ -42,14 +43,7 @@ def test_an_amr_wb_recording_is_decoded():
 
 
 def test_amr_is_opened_with_the_amr_demuxer_alone(monkeypatch):
-    calls = []
-    real_open = av.open
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(media.av, "open", spy)
+    calls = record_av_opens(monkeypatch)
     audio.load_audio(tm.amr_wb_bytes(10))
     assert calls[0]["format"] == "amr" and calls[0]["container_options"]["format_whitelist"] == "amr"
     assert calls[0]["container_options"]["protocol_whitelist"] == ""

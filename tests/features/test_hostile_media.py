@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 
-import av
 import numpy as np
 import psutil
 import pytest
@@ -29,6 +28,7 @@ from support.hostile_media import (
     with_rate,
 )
 from support.hostile_media import float_wav as wav
+from support.opens import record_av_opens
 from support.processes import receiving_udp_sockets
 
 from avpenet import contract
@@ -127,14 +127,7 @@ def test_sdp_behind_magic_bytes_opens_no_socket_and_fails_fast(name):
 
 
 def test_every_av_open_names_its_demuxer_and_forbids_protocols(monkeypatch):
-    calls = []
-    real_open = av.open
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(media.av, "open", spy)
+    calls = record_av_opens(monkeypatch)
     with pytest.raises(InputError):
         audio.load_audio(SDP_PROBES["mp3_frame_header"])
     assert calls and calls[0]["format"] == "mp3"

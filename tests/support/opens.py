@@ -24,3 +24,17 @@ def count_opens(monkeypatch) -> dict[str, int]:
     monkeypatch.setattr(media, "check_sample_tables", counted_walk)
     monkeypatch.setattr(mp4index, "check_sample_tables", counted_walk)
     return counts
+
+
+def record_av_opens(monkeypatch) -> list[dict]:
+    """Patch av.open to record the keyword arguments of each call (demuxer, options); the list fills as
+    they happen."""
+    calls: list[dict] = []
+    real_open = av.open
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(media.av, "open", spy)
+    return calls
