@@ -287,4 +287,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from avpenet.user_errors import exit_code  # a busy repository: one line and exit 2, as avpenet export
+
+    raise SystemExit(exit_code("python -m ensemble.configs", main))

@@ -27,7 +27,7 @@ import tritonclient.grpc.aio as grpcaio
 from google.protobuf import json_format
 
 from avpenet import contract
-from ensemble import DEFAULT_REPOSITORY, configs
+from ensemble import DEFAULT_REPOSITORY, configs, repository_lock
 from ensemble.batching import PLAN_FILE, BatchingPlan, load_plan, save_plan
 from ensemble.client import average_batch, infer_inputs, metrics_delta, read_metrics
 from ensemble.onnx_export import valid_inputs
@@ -169,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             "request": "one 3 s window per request (the worst case for batching)",
             "sweep": rows,
         }
-        save_plan(plan)
-        configs.write_configs(args.repo, plan)
+        with repository_lock.hold(args.repo):  # refused while another writer holds it: nothing written
+            save_plan(plan)
+            configs.write_configs(args.repo, plan)
         print(f"wrote {PLAN_FILE} and the configs of {args.repo}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from avpenet.user_errors import exit_code  # a busy repository: one line and exit 2, as avpenet export
+
+    raise SystemExit(exit_code("python -m ensemble.tune", main))

@@ -364,6 +364,16 @@ def test_a_writer_in_another_process_holds_off_every_writer(
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OSError, match=rf"being written by pid {holder.pid} .*holds {repo / LOCK}"):
             configs.main(["--repo", str(repo)])
+        cli = [
+            sys.executable,
+            "-m",
+            "ensemble.configs",
+            "--repo",
+            str(repo),
+        ]  # as an SRE runs it: no traceback
+        run = subprocess.run(cli, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert run.stderr.startswith("python -m ensemble.configs: ") and f"pid {holder.pid}" in run.stderr
         with pytest.raises(OSError, match=rf"being written by pid {holder.pid} "):
             quantize.quantize_repository(repo, {}, quantize.QUANTISABLE, calibration={"windows": 0})
         assert main(["export", "--repo", str(repo)]) == 2
@@ -374,3 +384,26 @@ def test_a_writer_in_another_process_holds_off_every_writer(
         holder.wait(60)
     assert repository_snapshot(repo) == before
     assert configs.main(["--repo", str(repo)]) == 0  # the lock went with its holder
+
+
+def test_tune_writes_its_batching_plan_only_under_the_repository_lock(repo: Path, monkeypatch) -> None:
+    """`python -m ensemble.tune --write` rewrote ensemble/batching.json before its configs took the lock, so a
+    tune beside another writer changed the plan and then failed; now it is refused before writing either."""
+    from ensemble import tune
+
+    rows = [{"delay_us": 0, "throughput_rps": 10.0}, {"delay_us": 500, "throughput_rps": 10.0}]
+    monkeypatch.setattr(tune, "sweep", lambda *_a: rows)  # no Triton: the sweep's answer is given
+    saved = []
+    monkeypatch.setattr(tune, "save_plan", saved.append)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(repo)], cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OSError, match=rf"being written by pid {holder.pid} "):
+            tune.main(["--repo", str(repo), "--write"])
+    finally:
+        holder.stdin.close()
+        holder.wait(60)
+    assert not saved
