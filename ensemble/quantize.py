@@ -115,7 +115,7 @@ def quantize_part(fp32: bytes, spec: contract.ModelSpec, tensors: dict[str, np.n
     options = dict(PART_OPTIONS.get(spec.name, {}))
     if options.pop("exclude_first_conv", False):
         options["nodes_to_exclude"] = [_first_node(fp32, "Conv")]
-    if options.pop("exclude_age_head", False):  # 259 weights whose output picks an age embedding
+    if options.pop("exclude_age_head", False):  # 259 parameters whose output picks an age embedding
         options["nodes_to_exclude"] = _age_head_nodes(fp32)
     dynamic = options.pop("dynamic", False)
     with tempfile.TemporaryDirectory(prefix="avpenet-quantize-") as tmp:
