@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet score: {exc}", file=sys.stderr)
         return 2
     client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
-    rows, failed, stopped = [], 0, None
+    rows, failed, stopped, answered = [], 0, None, 0
     try:
         for paths in groups:
             request = request_for(
@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
                     stopped = exc
                     break
                 answer, failed = exc, failed + 1
+            answered += 1  # a row, or a document (FHIR, HL7 v2) that makes none
             ms = (time.perf_counter() - t0) * 1000
             name, proto = "+".join(p.name for p in paths), "grpc" if args.grpc else "http"
             if isinstance(answer, ScoreError):
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json" and not args.json and (rows or stopped is None):
         print(format_table(rows))  # what was scored before a stop is shown too
     if stopped is not None:
-        print(f"avpenet score: {stop_message(stopped, target)}. The clips after the {len(rows)} answered "
+        print(f"avpenet score: {stop_message(stopped, target)}. The clips after the {answered} answered "
               "were not sent", file=sys.stderr)  # fmt: skip
         return 1
     return 1 if failed else 0

@@ -57,6 +57,20 @@ def test_what_was_scored_before_the_gateway_went_away_is_shown(wavs, capsys):
     assert "cannot reach the gateway" in err and "after the 1 answered were not sent" in err
 
 
+def test_a_stop_counts_the_clips_answered_as_documents_too(wavs, capsys):
+    """With --format hl7v2 (or FHIR) the answers are documents, not table rows: the stop said "after the 0
+    answered" though one clip had been scored."""
+    message = "MSH|^~\\&|AVPENET|||||20261205||ORU^R01|id-1|P|2.5.1"
+    server = FakeGateway([(200, message, {"type": "x-application/hl7-v2+er7"})], stop_after=1)
+    try:
+        code = main(["score", *map(str, wavs), "--url", server.url, "--retries", "0", "--format", "hl7v2"])
+    finally:
+        server.close()
+    out, err = capsys.readouterr()
+    assert code == 1 and "ORU^R01" in out  # the first clip's message was printed
+    assert "cannot reach the gateway" in err and "after the 1 answered were not sent" in err
+
+
 def test_a_redirect_elsewhere_stops_the_run_at_the_first_clip(wavs, tmp_path, capsys):
     """Every clip was uploaded and refused REDIRECT_REFUSED in turn, each counted as that clip's failure."""
     (third := tmp_path / "c.wav").write_bytes(b"RIFF0000WAVE")
