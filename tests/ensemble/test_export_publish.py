@@ -7,6 +7,7 @@ tests are about what lands on disk, test_ensemble_versions.py and test_version_i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -347,6 +349,21 @@ with hold(sys.argv[1]):
 """
 
 
+@contextlib.contextmanager
+def held_elsewhere(repo: Path) -> Iterator[int]:
+    """`repo`'s lock held by another process for the block; yields that process's pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(repo)], cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(60)
+
+
 def test_a_writer_in_another_process_holds_off_every_writer(
     repo: Path, quantizing, monkeypatch, capsys
 ) -> None:
@@ -356,32 +373,18 @@ def test_a_writer_in_another_process_holds_off_every_writer(
     monkeypatch.setattr(export, "export_repository", lambda *_a: pytest.fail("exported under another's lock"))
     (repo / "fusion" / "config.pbtxt").write_text("# a stale config the configs run would rewrite\n")
     before = repository_snapshot(repo)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(repo)], cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(OSError, match=rf"being written by pid {holder.pid} .*holds {repo / LOCK}"):
+    with held_elsewhere(repo) as pid:
+        with pytest.raises(OSError, match=rf"being written by pid {pid} .*holds {repo / LOCK}"):
             configs.main(["--repo", str(repo)])
-        cli = [
-            sys.executable,
-            "-m",
-            "ensemble.configs",
-            "--repo",
-            str(repo),
-        ]  # as an SRE runs it: no traceback
+        cli = [sys.executable, "-m", "ensemble.configs", "--repo", str(repo)]  # as an SRE runs it
         run = subprocess.run(cli, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
-        assert run.stderr.startswith("python -m ensemble.configs: ") and f"pid {holder.pid}" in run.stderr
-        with pytest.raises(OSError, match=rf"being written by pid {holder.pid} "):
+        assert run.stderr.startswith("python -m ensemble.configs: ") and f"pid {pid}" in run.stderr
+        with pytest.raises(OSError, match=rf"being written by pid {pid} "):
             quantize.quantize_repository(repo, {}, quantize.QUANTISABLE, calibration={"windows": 0})
         assert main(["export", "--repo", str(repo)]) == 2
         err = capsys.readouterr().err
-        assert f"pid {holder.pid}" in err and LOCK in err and len(err.strip().splitlines()) == 1
-    finally:
-        holder.stdin.close()
-        holder.wait(60)
+        assert f"pid {pid}" in err and LOCK in err and len(err.strip().splitlines()) == 1
     assert repository_snapshot(repo) == before
     assert configs.main(["--repo", str(repo)]) == 0  # the lock went with its holder
 
@@ -395,15 +398,6 @@ def test_tune_writes_its_batching_plan_only_under_the_repository_lock(repo: Path
     monkeypatch.setattr(tune, "sweep", lambda *_a: rows)  # no Triton: the sweep's answer is given
     saved = []
     monkeypatch.setattr(tune, "save_plan", saved.append)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(repo)], cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(OSError, match=rf"being written by pid {holder.pid} "):
-            tune.main(["--repo", str(repo), "--write"])
-    finally:
-        holder.stdin.close()
-        holder.wait(60)
+    with held_elsewhere(repo) as pid, pytest.raises(OSError, match=rf"being written by pid {pid} "):
+        tune.main(["--repo", str(repo), "--write"])
     assert not saved

@@ -64,14 +64,7 @@ def test_mp3():
     with av.open(buf, "w", format="mp3") as out:
         stream = out.add_stream("libmp3lame", rate=sr)
         stream.layout = "mono"
-        for start in range(0, src.size, 1152):
-            piece = src[None, start : start + 1152].copy()
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = sr, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        tm.encode_audio(out, stream, src[None, :], "mono", sr, chunk=1152)
     wave = audio.load_audio(buf.getvalue())
     assert _dominant_hz(wave) == pytest.approx(800.0, abs=3.0)
 

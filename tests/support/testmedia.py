@@ -134,15 +134,7 @@ def amr_nb_bytes(wave: np.ndarray, sr: int = 8000) -> bytes:
     with av.open(buf, mode="w", format="amr") as out:
         stream = out.add_stream("libopencore_amrnb", rate=sr)
         stream.layout, stream.bit_rate = "mono", 12_200
-        pcm = (np.clip(np.asarray(wave, np.float32), -1, 1) * 32767).astype(np.int16)[None, :]
-        for start in range(0, pcm.shape[1], 160):
-            piece = np.ascontiguousarray(pcm[:, start : start + 160])
-            frame = av.AudioFrame.from_ndarray(piece, format="s16", layout="mono")
-            frame.sample_rate, frame.pts = sr, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr, 160, "s16")
     return buf.getvalue()
 
 
@@ -165,12 +157,16 @@ def caf_bytes(codec: str, wave: np.ndarray, sr: int) -> bytes:
     return buf.getvalue()
 
 
-def encode_audio(out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024) -> None:
+def encode_audio(
+    out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024, sample_format: str = "fltp"
+) -> None:
     """Encode float `planes` [channels, samples] into `stream` of the open container `out`, frame by frame
-    (timestamps from 0), and flush it."""
+    (timestamps from 0), and flush it. `sample_format` "s16": as 16-bit integers (what AMR encoders take)."""
+    if sample_format == "s16":
+        planes = (np.clip(np.asarray(planes, np.float32), -1, 1) * 32767).astype(np.int16)
     for start in range(0, planes.shape[1], chunk):
-        piece = np.ascontiguousarray(planes[:, start : start + chunk], np.float32)
-        frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+        piece = np.ascontiguousarray(planes[:, start : start + chunk], planes.dtype)
+        frame = av.AudioFrame.from_ndarray(piece, format=sample_format, layout=layout)
         frame.sample_rate, frame.pts = sr, start
         for packet in stream.encode(frame):
             out.mux(packet)
