@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from avpenet import contract as C
-from avpenet.model import AVPENet, age_cues
+from avpenet.model import AVPENet, age_cues, valid_masks
 from avpenet.predict import INPUT_NAMES, concat_inputs
 
 L2 = 1e-3  # on standardised cues: a few hundred windows per group already separate cleanly
@@ -34,10 +34,9 @@ def window_cues(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], batch: 
     rows = []
     for lo in range(0, len(x[C.AGE_GROUP.name]), batch):
         b = {k: torch.from_numpy(np.ascontiguousarray(x[k][lo : lo + batch])) for k in INPUT_NAMES}
-        audio = model.audio_encoder(model.audio_frontend.windows(b[C.WAVEFORM.name]))
-        visual = model.visual_encoder(b[C.VISUAL_FEATURES.name], b[C.FRAME_MASK.name])
-        a_valid = (b[C.AUDIO_PRESENT.name] > 0.5).to(audio.dtype).expand(-1, audio.shape[1])
-        v_valid = (b[C.FRAME_MASK.name] > 0.5).to(audio.dtype)
+        names = (C.WAVEFORM, C.VISUAL_FEATURES, C.FRAME_MASK, C.AUDIO_PRESENT)
+        audio, visual = model.tokens(*(b[t.name] for t in names))
+        a_valid, v_valid = valid_masks(audio, b[C.FRAME_MASK.name], b[C.AUDIO_PRESENT.name])
         rows.append(age_cues(audio, visual, a_valid, v_valid).numpy())
     return np.concatenate(rows) if rows else np.zeros((0, model.fusion.age_head.in_features), np.float32)
 

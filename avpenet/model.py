@@ -355,6 +355,14 @@ def _unknown_age_of_older_runs(state: dict, prefix: str, *args) -> None:
 AGE_CUES = 2  # the pooled audio and face tokens the age head reads (plus whether each is present)
 
 
+def valid_masks(
+    audio_tokens: torch.Tensor, frame_mask: torch.Tensor, audio_present: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which audio steps (B, Ta) and frames (B, Tv) the fusion reads: an absent modality, none of its own."""
+    a_valid = (audio_present > 0.5).to(audio_tokens.dtype).expand(-1, audio_tokens.shape[1])
+    return a_valid, (frame_mask > 0.5).to(audio_tokens.dtype)
+
+
 def age_cues(
     audio_tokens: torch.Tensor, visual_tokens: torch.Tensor, a_valid: torch.Tensor, v_valid: torch.Tensor
 ) -> torch.Tensor:
@@ -421,8 +429,7 @@ class Fusion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """All outputs plus the training-only tensors (class logits, the raw score before squashing)."""
         ta = audio_tokens.shape[1]
-        a_valid = (audio_present > 0.5).to(audio_tokens.dtype).expand(-1, ta)  # (B, Ta)
-        v_valid = (frame_mask > 0.5).to(audio_tokens.dtype)  # (B, Tv)
+        a_valid, v_valid = valid_masks(audio_tokens, frame_mask, audio_present)  # (B, Ta), (B, Tv)
         age_id = torch.clamp(age_group[:, 0], 0, len(C.AGE_GROUPS) - 1)  # (B,)
         unknown = (age_id == C.UNKNOWN_AGE)[:, None]  # (B, 1)
         age = self._age(audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown)  # (B, D)
@@ -491,12 +498,18 @@ class AVPENet(nn.Module):
         self, waveform, visual_features, frame_mask, audio_present, age_group
     ) -> dict[str, torch.Tensor]:
         """The ensemble: every contract output plus ``class_logits`` (used by training)."""
+        audio_tokens, visual_tokens = self.tokens(waveform, visual_features, frame_mask, audio_present)
+        return self.fusion.predict(audio_tokens, visual_tokens, frame_mask, audio_present, age_group)
+
+    def tokens(
+        self, waveform, visual_features, frame_mask, audio_present
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoders' token sequences, (B, 38, D) and (B, 30, D): what the fusion reads."""
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(audio_present.any()):
-            audio_tokens = self.audio_encoder(self.audio_frontend.windows(waveform))  # (B, 38, D)
+            audio_tokens = self.audio_encoder(self.audio_frontend.windows(waveform))
         else:  # no window has audio: the tokens are fully masked in the fusion, skip the costly encoder
             audio_tokens = waveform.new_zeros(waveform.shape[0], C.AUDIO_TOKENS, self.cfg.embed_dim)
-        visual_tokens = self.visual_encoder(visual_features, frame_mask)  # (B, 30, D)
-        return self.fusion.predict(audio_tokens, visual_tokens, frame_mask, audio_present, age_group)
+        return audio_tokens, self.visual_encoder(visual_features, frame_mask)
 
     def forward(
         self, waveform, visual_features, frame_mask, audio_present, age_group
