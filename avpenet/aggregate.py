@@ -52,3 +52,10 @@ def informed_windows(modality_weights: np.ndarray) -> np.ndarray:
     """Which windows a clip score reads: those with a modality, or all of them when none has one."""
     informed = np.asarray(modality_weights).reshape(-1, *C.MODALITY_WEIGHTS.shape).sum(axis=1) > 0
     return informed if informed.any() else np.ones_like(informed)
+
+
+def adult_probability(adult_probability: np.ndarray, modality_weights: np.ndarray) -> float | None:
+    """The clip's P(adult) as read by the age head: its mean over the windows the clip score reads, or None
+    when the model read no age (contract.NOT_READ: a fusion without a fitted head)."""
+    p = np.asarray(adult_probability, dtype=np.float64).reshape(-1)[informed_windows(modality_weights)]
+    return None if np.any(p == C.NOT_READ) else float(p.mean())

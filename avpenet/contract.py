@@ -198,6 +198,11 @@ CLASS_PROBS = TensorSpec("class_probs", "FP32", (len(LEVELS),))  # softmax over 
 LOG_VARIANCE = TensorSpec("log_variance", "FP32", (1,))  # predictive spread of the score
 INTERVAL = TensorSpec("interval_90", "FP32", (2,))  # calibrated 90% interval (low, high), clipped to 0-10
 MODALITY_WEIGHTS = TensorSpec("modality_weights", "FP32", (2,))  # (audio, visual) contributions, sum to 1
+# P(adult) the fusion's age head reads from the window's sound and face: the age a request without an age
+# group is scored as; NOT_READ where the part has no fitted head. Fusion 16 added it: a repository rolled
+# back to an older fusion serves without it, so clients read it only when the answer carries it.
+ADULT_PROBABILITY = TensorSpec("adult_probability", "FP32", (1,))
+NOT_READ: Final = -1.0
 
 
 @dataclass(frozen=True)
@@ -215,13 +220,15 @@ VISUAL_ENCODER = ModelSpec("visual_encoder", (VISUAL_FEATURES, FRAME_MASK), (VIS
 FUSION = ModelSpec(
     "fusion",
     (AUDIO_TOKENS_T, VISUAL_TOKENS_T, FRAME_MASK, AUDIO_PRESENT, AGE_GROUP),
-    (SCORE, CLASS_PROBS, LOG_VARIANCE, INTERVAL, MODALITY_WEIGHTS),
+    (SCORE, CLASS_PROBS, LOG_VARIANCE, INTERVAL, MODALITY_WEIGHTS, ADULT_PROBABILITY),
 )
 ENSEMBLE = ModelSpec(
     "avpenet",
     (AUDIO, WINDOW_GAIN, VISUAL_FEATURES, FRAME_MASK, AUDIO_PRESENT, AGE_GROUP),
     FUSION.outputs,
 )
+# The outputs every served ensemble has (a probe or client that asks for more fails on a rolled-back one).
+REQUIRED_OUTPUTS: Final[tuple[TensorSpec, ...]] = tuple(t for t in ENSEMBLE.outputs if t != ADULT_PROBABILITY)
 # The PyTorch model's inputs, in its argument order: the ensemble's, with the sound as windows.
 MODEL_INPUTS: Final[tuple[TensorSpec, ...]] = (WAVEFORM, *ENSEMBLE.inputs[2:])
 

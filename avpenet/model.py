@@ -432,7 +432,7 @@ class Fusion(nn.Module):
         a_valid, v_valid = valid_masks(audio_tokens, frame_mask, audio_present)  # (B, Ta), (B, Tv)
         age_id = torch.clamp(age_group[:, 0], 0, len(C.AGE_GROUPS) - 1)  # (B,)
         unknown = (age_id == C.UNKNOWN_AGE)[:, None]  # (B, 1)
-        age = self._age(audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown)  # (B, D)
+        age, p_adult = self._age(audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown)  # (B, D)
         x = torch.cat([audio_tokens + self.pos_a, visual_tokens + self.pos_v], dim=1) + age[:, None, :]
         valid = torch.cat([a_valid, v_valid], dim=1)  # (B, Ta+Tv)
         for layer in self.layers:
@@ -460,20 +460,27 @@ class Fusion(nn.Module):
             C.LOG_VARIANCE.name: log_variance,
             C.INTERVAL.name: interval,
             C.MODALITY_WEIGHTS.name: weights,
+            C.ADULT_PROBABILITY.name: p_adult,
             "class_logits": class_logits,
         }
 
-    def _age(self, audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown) -> torch.Tensor:
-        """Each window's age embedding: its own group's, or for one without a group, once ``infers_age``,
-        the neonate and adult embeddings mixed by the age head's P(adult)."""
+    def _age(
+        self, audio_tokens, visual_tokens, a_valid, v_valid, age_id, unknown
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window's age embedding (B, D): its own group's, or for one without a group, once
+        ``infers_age``, the neonate and adult embeddings mixed by the age head's P(adult); and that P(adult)
+        (B, 1) for every window, C.NOT_READ without a fitted head (what the response reports as read)."""
         named = self.age(age_id)  # (B, D)
         p_adult = torch.sigmoid(self.age_head(age_cues(audio_tokens, visual_tokens, a_valid, v_valid)))
         neonate, adult = (self.age.weight[C.AGE_GROUPS.index(group)] for group in C.LABELLED_AGE_GROUPS)
         inferred = neonate + p_adult * (adult - neonate)  # (B, D)
-        return torch.where(unknown & (self.infers_age > 0.5), inferred, named)
+        reads = self.infers_age > 0.5
+        age = torch.where(unknown & reads, inferred, named)
+        return age, torch.where(reads, p_adult, torch.full_like(p_adult, C.NOT_READ))
 
     def forward(self, audio_tokens, visual_tokens, frame_mask, audio_present, age_group):
-        # -> score (B,1), class_probs (B,3), log_variance (B,1), interval_90 (B,2), modality_weights (B,2)
+        # -> score (B,1), class_probs (B,3), log_variance (B,1), interval_90 (B,2), modality_weights (B,2),
+        #    adult_probability (B,1)
         out = self.predict(audio_tokens, visual_tokens, frame_mask, audio_present, age_group)
         return tuple(out[spec.name] for spec in C.FUSION.outputs)
 

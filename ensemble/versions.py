@@ -11,6 +11,7 @@ stay on disk for rollback until pruned. A number is never reused: HIGH_WATER rec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -58,6 +59,15 @@ def latest(model_dir: Path) -> int | None:
 def read_manifest(model_dir: Path, version: int) -> dict:
     path = model_dir / str(version) / MANIFEST
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def served_part(repo: Path, part: contract.ModelSpec) -> contract.ModelSpec:
+    """`part` with the outputs its newest version on disk has (its manifest lists them): after a rollback to a
+    version exported before an output was added (fusion's adult_probability), its config must not name it."""
+    version = latest(Path(repo) / part.name)
+    listed = read_manifest(Path(repo) / part.name, version).get("outputs") if version is not None else None
+    outputs = part.outputs if listed is None else tuple(t for t in part.outputs if t.name in listed)
+    return part if outputs == part.outputs else dataclasses.replace(part, outputs=outputs)
 
 
 def changed_files(folder: Path, files: dict[str, bytes]) -> dict[str, list[str]]:

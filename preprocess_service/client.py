@@ -140,6 +140,12 @@ def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]])
             f"{short:<28} {proto:<5} {result.score:5.2f}  {result.level:<8} {iv:<12} "
             f"{len(result.timeline):>3}  {w:<12} {ms:6.0f}"
         )
+        if result.age_read is not None:  # sent without --age-group: say what it was scored as
+            read = result.age_read
+            lines.append(
+                f"{'':<34} no age group sent; read from the clip as {read.group} "
+                f"(P(adult) {read.adult_probability:.2f}): give --age-group if it is wrong"
+            )
     return "\n".join(lines)
 
 

@@ -56,11 +56,19 @@ SCORE_UNIT = {"unit": "{score}", "system": UCUM, "code": "{score}"}
 RATIO_UNIT = {"unit": "1", "system": UCUM, "code": "1"}
 UUID_NS = uuid.UUID("7b1d6c52-4a0e-4b8e-9a55-6a1f3c2b9e10")  # stable urn:uuid fullUrls for one request
 UNKNOWN_AGE_NOTE = (
-    "No age group was sent: the model read it from the clip (right for 99% of its test clips with sound "
-    "and face, 98% with the face alone, 79% with the sound alone; a wrong one shifts the estimate). "
+    "No age group was sent: the model read it from the clip{read} (right for 99% of its test clips with "
+    "sound and face, 98% with the face alone, 79% with the sound alone; a wrong one shifts the estimate). "
     "Send neonate or adult."
 )
 FHIR_ID_RE = re.compile(r"^[A-Za-z0-9.-]{1,64}$")  # FHIR's `id` type: no '_', which request ids may hold
+
+
+def unknown_age_note(result: ScoreResponse) -> str:
+    """The note on a request without an age group, naming the group read when the model reported it."""
+    read = result.age_read
+    return UNKNOWN_AGE_NOTE.format(
+        read="" if read is None else f" as {read.group} (P(adult) {read.adult_probability:.2f})"
+    )
 
 
 def shown_level(result: ScoreResponse) -> str:
@@ -172,6 +180,15 @@ def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
             for level, p in result.class_probs.items()
         ),
     ]  # fmt: skip
+    if result.age_read is not None:
+        out.append(
+            _component(
+                cfg.coding("age-group-read", "age group read from the clip"),
+                "age group the model read from the clip (no age group was sent); P(adult) "
+                f"{result.age_read.adult_probability:.2f}",
+                valueString=result.age_read.group,
+            )
+        )
     if result.age_group == "neonate":
         nips = round(result.score * NIPS_MAX / contract.SCORE_MAX, 1)
         out.append(
@@ -212,7 +229,7 @@ def observation(
     if fallback_note:
         notes.append(fallback_note)
     if result.age_group == "unknown":  # docs/EVALUATION.md, *No age group*
-        notes.append(UNKNOWN_AGE_NOTE)
+        notes.append(unknown_age_note(result))
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": resource_id(result.request_id),

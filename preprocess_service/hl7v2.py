@@ -76,6 +76,11 @@ def _observations(result: ScoreResponse, cfg: fhir.FhirConfig) -> list[tuple[str
         *(("NM", f"probability-{lvl}^probability of {lvl} pain^{LOCAL}", f"{p:.4f}", RATIO_UNITS, "0-1")
           for lvl, p in result.class_probs.items()),
     ]  # fmt: skip
+    if result.age_read is not None:
+        read = result.age_read.group
+        rows.append(("ST", f"age-group-read^age group read from the clip^{LOCAL}", read, "", ""))
+        rows.append(("NM", f"adult-probability-read^P(adult) read from the clip^{LOCAL}",
+                     f"{result.age_read.adult_probability:.4f}", RATIO_UNITS, "0-1"))  # fmt: skip
     if result.age_group == "neonate":
         nips = result.score * fhir.NIPS_MAX / contract.SCORE_MAX
         rows.append(("NM", f"nips-equivalent-estimate^NIPS-equivalent ESTIMATE (not a NIPS rating)^{LOCAL}",

@@ -178,6 +178,21 @@ class ModalityWeights(BaseModel):
     visual: float
 
 
+class AgeRead(BaseModel):
+    """The age group a request that named none was scored as: read from the clip by the fusion's age head.
+    A clinician who knows the patient's age checks it; a misread one is why such scores are less exact."""
+
+    group: str  # neonate | adult
+    adult_probability: float  # P(adult), mean over the windows the clip score reads
+
+    @classmethod
+    def of(cls, adult_probability: float) -> AgeRead:
+        """The group at 0.5 (each window was scored with its own P(adult), between the two groups)."""
+        neonate, adult = contract.LABELLED_AGE_GROUPS
+        group = adult if adult_probability >= 0.5 else neonate
+        return cls(group=group, adult_probability=round(float(adult_probability), 4))
+
+
 class WindowScore(BaseModel):
     index: int
     start_s: float
@@ -218,6 +233,7 @@ class ScoreResponse(BaseModel):
     modalities: list[str]
     masked: dict[str, str] = {}  # modality -> why it was not used (not sent, no face found, silent)
     age_group: str
+    age_read: AgeRead | None = None  # only for age_group "unknown", when the served model reads it
     aggregation: str = AGGREGATION
     model_name: str
     model_versions: dict[str, str]  # the versions that produced this answer (checked around the call)
@@ -242,6 +258,8 @@ class ScoreResponse(BaseModel):
             for w in data.pop("timeline")
         ]
         data["recorded_at"] = data["recorded_at"] or ""
+        age_read = data.pop("age_read")
+        data["age_read"] = pb.AgeRead(**age_read) if age_read is not None else None
         interval = pb.Interval(**data.pop("interval_90"))
         weights = pb.ModalityWeights(**data.pop("modality_weights"))
         return pb.ScoreResponse(**data, timeline=timeline, interval_90=interval, modality_weights=weights)

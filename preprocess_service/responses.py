@@ -7,9 +7,16 @@ the measured one.
 from __future__ import annotations
 
 from avpenet import contract
-from avpenet.aggregate import aggregate_windows
+from avpenet.aggregate import adult_probability, aggregate_windows
 from preprocess_service.extract import Extracted
-from preprocess_service.protocol import Interval, ModalityWeights, ScoreRequest, ScoreResponse, WindowScore
+from preprocess_service.protocol import (
+    AgeRead,
+    Interval,
+    ModalityWeights,
+    ScoreRequest,
+    ScoreResponse,
+    WindowScore,
+)
 from preprocess_service.triton_client import InferOutput
 
 
@@ -58,7 +65,20 @@ def build_response(
         modalities=extracted.modalities,
         masked=extracted.masked,
         age_group=request.age_group,
+        age_read=age_read(request, out),
         model_name=model_name,
         model_versions=versions,
         timings_ms={k: round(v, 2) for k, v in timings_ms.items()},
     )
+
+
+def age_read(request: ScoreRequest, outputs: dict) -> AgeRead | None:
+    """For a request that named no age group: the group its clip was scored as, when the answering fusion
+    reads one (fusion 16 on; an older one, or one without a fitted head, scores such a request with the
+    embedding of no group, and nothing is reported)."""
+    if request.age_group != "unknown" or contract.ADULT_PROBABILITY.name not in outputs:
+        return None
+    p = adult_probability(outputs[contract.ADULT_PROBABILITY.name], outputs[contract.MODALITY_WEIGHTS.name])
+    if p is None:
+        return None
+    return AgeRead.of(p)

@@ -44,6 +44,17 @@ class InferOutput:
     model_version: str  # version of the ensemble that answered
 
 
+def served_outputs(result) -> dict[str, np.ndarray]:
+    """The contract's outputs in a Triton answer: every required one (a missing one is an error, as a
+    failed inference), and the optional ones the answering version has (a rolled-back fusion has none)."""
+    outputs = {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
+    missing = [spec.name for spec in contract.REQUIRED_OUTPUTS if outputs[spec.name] is None]
+    if missing:
+        log.error("triton answered without %s", ", ".join(missing))
+        raise GatewayError(f"inference failed (the model answered without {', '.join(missing)})")
+    return {name: value for name, value in outputs.items() if value is not None}
+
+
 def _code(exc: InferenceServerException) -> str:
     """'UNAVAILABLE' from tritonclient's status strings such as 'StatusCode.UNAVAILABLE'."""
     return str(exc.status() or "").rsplit(".", 1)[-1].upper()
@@ -155,21 +166,18 @@ class TritonClient:
         budget_s: float | None = None,
     ) -> InferOutput:
         tensors = infer_inputs(grpcclient, contract.ENSEMBLE, inputs)
-        requested = [grpcclient.InferRequestedOutput(spec.name) for spec in contract.ENSEMBLE.outputs]
         result = await self._call(
             lambda remaining: self._client.infer(
                 self.model,
                 tensors,
-                model_version=model_version,
-                outputs=requested,
+                model_version=model_version,  # no outputs named: Triton answers every one the version has
                 request_id=request_id,
                 headers=dict(headers or {}),
                 client_timeout=backstop_s(remaining),
             ),
             budget_s,
         )
-        outputs = {spec.name: result.as_numpy(spec.name) for spec in contract.ENSEMBLE.outputs}
-        return InferOutput(outputs, str(result.get_response().model_version))
+        return InferOutput(served_outputs(result), str(result.get_response().model_version))
 
     def deadline_s(self, windows: int) -> float:
         """One call's deadline: the base, or `timeout_per_window_s` per window when that is longer.
@@ -254,7 +262,7 @@ class TritonClient:
 
         call = self._client.infer(self.model, **probe.probe_call(grpcclient, timeout_s))
         result = await self._uncancelled(call, timeout_s)
-        probe.check_outputs({s.name: result.as_numpy(s.name) for s in contract.ENSEMBLE.outputs})
+        probe.check_outputs(served_outputs(result))
 
     async def repository(self) -> list[dict[str, str]]:
         """Every model version Triton knows: [{name, version, state}], sorted.

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from preprocess_service.protocol import AgeRead
 from preprocess_service.stream.protocol import StreamConfig, on_scale
 
 TREND_SPAN = 60  # windows (one minute) the trend's slope is fitted over
@@ -40,6 +41,7 @@ class Window:
     level: str
     audio_weight: float
     visual_weight: float
+    adult_probability: float | None = None  # P(adult) read, for a stream opened without an age group
 
 
 @dataclass
@@ -143,12 +145,16 @@ class AlertMonitor:
         self.handling.periods = [(float(b), None if e is None else float(e)) for b, e in snap["handling"]]
 
     def _score_event(self, w: Window, value: float, suppressed: bool, in_baseline: bool) -> dict:
+        read = (
+            {} if w.adult_probability is None else {"age_read": AgeRead.of(w.adult_probability).model_dump()}
+        )
         return {
             "type": "score", "window": w.index, "start_s": w.start_s, "end_s": w.end_s,
             "score": round(w.score, 4), "scaled": round(value, 4), "scale": self.config.scale,
             "level": w.level, "interval_90": {"low": round(w.low, 4), "high": round(w.high, 4)},
             "modality_weights": {"audio": round(w.audio_weight, 4), "visual": round(w.visual_weight, 4)},
             "suppressed": suppressed, "baseline": in_baseline,
+            **read,
         }  # fmt: skip
 
     def _alerting(self, w: Window, value: float, suppressed: bool) -> list[dict]:

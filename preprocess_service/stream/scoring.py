@@ -24,7 +24,16 @@ async def score_windows(
         score = float(out[contract.SCORE.name][0, 0])
         low, high = (float(v) for v in out[contract.INTERVAL.name][0])
         audio_w, visual_w = (float(v) for v in out[contract.MODALITY_WEIGHTS.name][0])
-        scored.append(
-            Window(w.index, w.start_s, w.end_s, score, low, high, contract.level_of(score), audio_w, visual_w)
-        )
+        level = contract.level_of(score)
+        read = _read(w, out)
+        scored.append(Window(w.index, w.start_s, w.end_s, score, low, high, level, audio_w, visual_w, read))
     return scored, results[-1].model_version
+
+
+def _read(window: ReadyWindow, outputs: dict) -> float | None:
+    """The window's P(adult) when the stream named no age group and the fusion read one (fusion 16 on)."""
+    if int(window.inputs[contract.AGE_GROUP.name][0, 0]) != contract.UNKNOWN_AGE:
+        return None
+    p = outputs.get(contract.ADULT_PROBABILITY.name)
+    has_modality = float(outputs[contract.MODALITY_WEIGHTS.name][0].sum()) > 0
+    return None if p is None or float(p[0, 0]) == contract.NOT_READ or not has_modality else float(p[0, 0])

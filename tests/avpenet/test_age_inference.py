@@ -54,9 +54,12 @@ def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_
     inferred = inferred_age_accuracy(model, [with_age(x, C.UNKNOWN_AGE) for x in test], ages)
     for path in ("as_sent", "audio_only", "face_only"):  # one modality is what many requests carry
         assert inferred[path] == {"window_accuracy": 1.0, "clip_accuracy": 1.0}, path
-    for x, before in zip(test, named, strict=True):
+    for x, age, before in zip(test, ages, named, strict=True):
         after = predict_windows(model, x)
-        for name, value in before.items():  # a request naming its age: every output bit for bit
+        read = after.pop(C.ADULT_PROBABILITY.name)  # what the head reads, reported whatever was sent
+        assert np.all(before.pop(C.ADULT_PROBABILITY.name) == C.NOT_READ)
+        assert np.all((read > 0.5) == (age == "adult")) and np.all((read >= 0) & (read <= 1))
+        for name, value in before.items():  # a request naming its age: every score output bit for bit
             np.testing.assert_array_equal(after[name], value)
         guessed = predict_windows(model, with_age(x, C.UNKNOWN_AGE))  # scored with (nearly) its own age
         np.testing.assert_allclose(guessed[C.SCORE.name], before[C.SCORE.name], atol=0.05)

@@ -99,3 +99,19 @@ def test_a_refused_websocket_upgrade_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "stream refused at the WebSocket upgrade" in err and "404" in err
     assert "Traceback" not in err
+
+
+def test_a_clip_sent_without_an_age_group_says_which_one_it_was_scored_as(wavs, capsys):
+    from support.responses import make_response
+
+    read = make_response(3, age_group="unknown")[0]  # what the gateway answers the CLI's default request
+    server = FakeGateway([(200, read.model_dump_json())])
+    try:
+        code = main(["score", str(wavs[0]), "--url", server.url, "--retries", "0"])
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert code == 0 and read.age_read is not None
+    assert (
+        f"read from the clip as {read.age_read.group} (P(adult) {read.age_read.adult_probability:.2f})" in out
+    )

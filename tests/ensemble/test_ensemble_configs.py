@@ -73,6 +73,26 @@ def test_a_rollback_rewrites_the_versions_the_ensemble_records_as_served(tmp_pat
     }
 
 
+def test_a_rollback_to_a_fusion_without_the_age_output_drops_it_from_the_configs(tmp_path: Path) -> None:
+    """adult_probability came with fusion 16: rolled back to an older fusion, whose graph lacks it, the
+    configs must not name it (Triton would refuse to load the fusion, and the ensemble with it)."""
+    copy = shutil.copytree(REPO, tmp_path / "model_repository")
+    fusion = copy / contract.FUSION.name
+    shutil.rmtree(fusion / str(versions.latest(fusion)))
+    manifest = fusion / str(versions.latest(fusion)) / versions.MANIFEST  # stands for fusion 15's
+    record = json.loads(manifest.read_text())
+    del record["outputs"][contract.ADULT_PROBABILITY.name]
+    manifest.write_text(json.dumps(record))
+    assert configs.main(["--repo", str(copy)]) == 0
+    older = [t for t in contract.FUSION.outputs if t != contract.ADULT_PROBABILITY]
+    assert older == list(contract.REQUIRED_OUTPUTS)
+    for model in (contract.FUSION, contract.ENSEMBLE):
+        for path in (copy / model.name / "config.pbtxt", copy / model.name / "configs" / "gpu.pbtxt"):
+            assert _tensors(configs.parse(path).output) == _contract_tensors(older), path
+    steps = configs.parse(copy / contract.ENSEMBLE.name / "config.pbtxt").ensemble_scheduling.step
+    assert all(contract.ADULT_PROBABILITY.name not in step.output_map for step in steps)
+
+
 def test_a_disk_error_while_writing_configs_leaves_every_config_whole(tmp_path: Path, monkeypatch) -> None:
     """Configs were written in place: a full disk mid-write left a truncated config.pbtxt (Triton refuses
     it) beside configs already rewritten for another plan."""

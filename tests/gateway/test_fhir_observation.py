@@ -62,7 +62,26 @@ def test_the_documents_level_is_that_of_the_score_they_show(score, level):
 def test_an_estimate_without_an_age_group_says_what_that_costs():
     import json
 
+    from preprocess_service import hl7v2
+    from preprocess_service.protocol import AgeRead
+
     resp, _ = make_response(3)
-    unknown = resp.model_copy(update={"age_group": "unknown"})
-    assert fhir.UNKNOWN_AGE_NOTE in [n["text"] for n in json.loads(fhir.render(unknown))["note"]]
-    assert fhir.UNKNOWN_AGE_NOTE not in [n["text"] for n in json.loads(fhir.render(resp))["note"]]
+    older = resp.model_copy(update={"age_group": "unknown"})  # a fusion before 16 reports no age read
+    read = older.model_copy(update={"age_read": AgeRead(group="adult", adult_probability=0.9731)})
+
+    def notes(r) -> list[str]:
+        return [n["text"] for n in json.loads(fhir.render(r))["note"]]
+
+    assert fhir.UNKNOWN_AGE_NOTE.format(read="") in notes(older)
+    assert not any("No age group" in n for n in notes(resp))
+    read_note = fhir.UNKNOWN_AGE_NOTE.format(read=" as adult (P(adult) 0.97)")
+    assert read_note in notes(read) and read_note.startswith("No age group was sent: the model read it from")
+    components = {c["code"]["coding"][0]["code"]: c for c in json.loads(fhir.render(read))["component"]}
+    assert components["age-group-read"]["valueString"] == "adult"
+    assert "age-group-read" not in {
+        c["code"]["coding"][0]["code"] for c in json.loads(fhir.render(older))["component"]
+    }
+    message = hl7v2.oru_r01(read)
+    assert "|ST|age-group-read^age group read from the clip^" in message and "|adult|" in message
+    assert "|NM|adult-probability-read^" in message and "|0.9731|" in message
+    assert "age-group-read" not in hl7v2.oru_r01(older)

@@ -80,8 +80,15 @@ class TestScoring:
         inputs = windows.model_inputs(audio.load_audio(wav), FaceTrack.load_npz(npz), "unknown")
         reference = load_model().model
         assert float(reference.fusion.infers_age) == 1.0
-        expected = predict_windows(reference, inputs)[contract.SCORE.name][:, 0]
+        predicted = predict_windows(reference, inputs)
+        expected = predicted[contract.SCORE.name][:, 0]
         np.testing.assert_allclose([w.score for w in served.timeline], expected, atol=1e-4)
+        read = float(predicted[contract.ADULT_PROBABILITY.name].mean())  # every window has a modality
+        assert served.age_read is not None  # the answer says which age group the score was made with
+        assert served.age_read.adult_probability == pytest.approx(read, abs=1e-4)
+        assert served.age_read.group == ("adult" if read >= 0.5 else "neonate")
+        named = score_http(gateway_stack.http_url, av_request(age_group="adult"), api_key=API_KEY)
+        assert named.age_read is None  # an age group sent is the one used
         reference.fusion.infers_age.fill_(0.0)  # what it was scored with before: the untrained embedding
         before = predict_windows(reference, inputs)[contract.SCORE.name][:, 0]
         assert np.abs(before - expected).max() > 0.01  # so the match above says which path was served

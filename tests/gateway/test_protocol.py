@@ -27,6 +27,27 @@ class TestScoreResponse:
         assert back == resp
         assert back.to_json() == resp.to_json()
 
+    def test_a_request_without_an_age_group_is_told_the_age_read_from_its_clip(self):
+        resp, out = make_response(5, age_group="unknown")
+        p = out[contract.ADULT_PROBABILITY.name].reshape(-1)
+        assert resp.age_read is not None
+        assert resp.age_read.adult_probability == pytest.approx(float(p.mean()), abs=1e-4)
+        assert resp.age_read.group == ("adult" if p.mean() >= 0.5 else "neonate")
+        assert ScoreResponse.from_proto(resp.to_proto()) == resp  # gRPC carries it too
+        assert make_response(5)[0].age_read is None  # an age group was sent: it is what was used
+
+        def answered(outputs: dict) -> ScoreResponse:
+            request = ScoreRequest(audio=MediaPart(data=b"x"))
+            extracted = Extracted(inputs={}, duration_s=7.0, modalities=["audio", "visual"])
+            return build_response(request, extracted, InferOutput(outputs, "1"), {}, {}, "avpenet")
+
+        older = {k: v for k, v in out.items() if k != contract.ADULT_PROBABILITY.name}  # fusion before 16
+        unread = {**out, contract.ADULT_PROBABILITY.name: np.full_like(p[:, None], contract.NOT_READ)}
+        assert answered(older).age_read is None and answered(unread).age_read is None
+        faceless = {**out, contract.MODALITY_WEIGHTS.name: out[contract.MODALITY_WEIGHTS.name].copy()}
+        faceless[contract.MODALITY_WEIGHTS.name][0] = 0  # a window with neither modality is not read
+        assert answered(faceless).age_read.adult_probability == pytest.approx(float(p[1:].mean()), abs=1e-4)
+
     def test_clip_aggregate_is_the_shared_aggregation(self):
         from avpenet.aggregate import aggregate_windows
 

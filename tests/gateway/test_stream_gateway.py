@@ -98,6 +98,27 @@ def test_replay_scores_each_window_as_the_clip_endpoint(gateway_stack):
     assert sum(lag) >= len(scores)
 
 
+def test_a_stream_without_an_age_group_reports_the_age_read_per_window(gateway_stack):
+    """Each window of a stream started without an age group says which group it was scored as; over the
+    clip's windows it averages to what the clip endpoint reports for the same recording."""
+    wav, npz, rec = adult_clip()
+    request = ScoreRequest(
+        audio=MediaPart(data=wav, filename="a.wav"), landmarks=MediaPart(data=npz, filename="a.npz")
+    )
+    clip = score_http(gateway_stack.http_url, request, api_key=API_KEY)
+    stream = run(replay(ws_url(gateway_stack.http_url), API_KEY, rec, age_group="unknown", speed=0))
+    scores = kinds(stream.events, "score")
+    assert clip.age_read is not None and len(scores) == len(clip.timeline)
+    read = [s["age_read"]["adult_probability"] for s in scores]
+    assert np.mean(read) == pytest.approx(clip.age_read.adult_probability, abs=1e-3)
+    assert all(
+        s["age_read"]["group"] == ("adult" if p >= 0.5 else "neonate")
+        for s, p in zip(scores, read, strict=True)
+    )
+    named = run(replay(ws_url(gateway_stack.http_url), API_KEY, rec, age_group="adult", speed=0))
+    assert kinds(named.events, "score") and not any("age_read" in s for s in kinds(named.events, "score"))
+
+
 def test_sustained_pain_alerts_and_a_calm_recording_does_not(gateway_stack):
     url = ws_url(gateway_stack.http_url)
     pain = run(

@@ -10,6 +10,7 @@ from support.triton_fakes import FakeResult
 from avpenet import contract
 from ensemble.client import CANCEL_BACKSTOP_S, backstop_s
 from preprocess_service.errors import (
+    GatewayError,
     TritonTimeout,
     TritonUnavailable,
     status_of,
@@ -119,6 +120,37 @@ class TestTritonClient:
         assert "timeout" not in kwargs
         assert 10 * len(contract.PARTS) + CANCEL_BACKSTOP_S < kwargs["client_timeout"]
         assert kwargs["client_timeout"] <= backstop_s(29.0) + 1e-5
+
+
+class TestOutputs:
+    """adult_probability came with fusion 16; rolled back to an older fusion, Triton answers without it."""
+
+    def test_an_ensemble_without_the_age_output_still_scores(self):
+        from ensemble import probe
+
+        client = TritonClient("127.0.0.1:1")
+        channel = use_channel(client, Channel())
+        channel.infer = _answer(FakeResult(3, missing=(contract.ADULT_PROBABILITY.name,)), channel)
+        out = asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 3))).outputs
+        assert set(out) == {t.name for t in contract.REQUIRED_OUTPUTS}
+        assert "outputs" not in channel.sent[0]  # none named: Triton answers those the version has
+        probe.check_outputs(out)  # the readiness probe passes too
+
+    def test_an_answer_without_a_score_is_a_failed_inference(self):
+        client = TritonClient("127.0.0.1:1")
+        channel = use_channel(client, Channel())
+        channel.infer = _answer(FakeResult(3, missing=(contract.SCORE.name,)), channel)
+        with pytest.raises(GatewayError, match="without score") as caught:
+            asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 3)))
+        assert status_of(caught.value)[0] >= 500
+
+
+def _answer(result: FakeResult, channel: Channel):
+    async def infer(model, inputs, **kwargs):
+        channel.sent.append(kwargs)
+        return result
+
+    return infer
 
 
 class TestNoCancellation:

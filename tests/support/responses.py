@@ -23,18 +23,20 @@ def window_outputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     interval = np.clip(np.concatenate([score - half, score + half], 1), 0, 10).astype(np.float32)
     probs = rng.dirichlet(np.ones(3), n).astype(np.float32)
     audio_w = rng.uniform(0.2, 0.8, (n, 1)).astype(np.float32)
+    adult = rng.uniform(0, 1, (n, 1)).astype(np.float32)
     return {
         contract.SCORE.name: score,
         contract.CLASS_PROBS.name: probs,
         contract.LOG_VARIANCE.name: logvar,
         contract.INTERVAL.name: interval,
         contract.MODALITY_WEIGHTS.name: np.concatenate([audio_w, 1 - audio_w], 1),
+        contract.ADULT_PROBABILITY.name: adult,
     }
 
 
 def make_response(n: int = 4, **request_fields) -> tuple[ScoreResponse, dict[str, np.ndarray]]:
     out = window_outputs(n)
-    request = ScoreRequest(audio=MediaPart(data=b"x"), age_group="neonate", **request_fields)
+    request = ScoreRequest(audio=MediaPart(data=b"x"), **{"age_group": "neonate", **request_fields})
     extracted = Extracted(inputs={}, duration_s=n + 2.0, modalities=["audio", "visual"])
     timings = {"decode": 1.0, "features": 2.0, "triton": 3.0, "total": 7.0}
     versions = {"avpenet": "1", "fusion": "2"}

@@ -8,12 +8,16 @@ from avpenet import contract
 
 
 class FakeResult:
-    """`rows` windows of zeros for every ensemble output; model version "1"."""
+    """`rows` windows of zeros for every ensemble output but those `missing` (None, as tritonclient answers
+    for an output the version lacks); model version "1"."""
 
-    def __init__(self, rows: int = 1) -> None:
+    def __init__(self, rows: int = 1, missing: tuple[str, ...] = ()) -> None:
         self.rows = rows
+        self.missing = missing
 
-    def as_numpy(self, name: str) -> np.ndarray:
+    def as_numpy(self, name: str) -> np.ndarray | None:
+        if name in self.missing:
+            return None
         spec = next(s for s in contract.ENSEMBLE.outputs if s.name == name)
         return np.zeros((self.rows, *spec.shape), spec.numpy_dtype)
 
