@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avpenet import contract
+from ensemble.publish import replace_text
 
 PLAN_FILE = Path(__file__).resolve().parent / "batching.json"
 UNMEASURED_DELAY_US = 500
@@ -87,4 +88,4 @@ def save_plan(plan: BatchingPlan, path: Path = PLAN_FILE) -> None:
         "gpu_delay_us": plan.gpu_delay_us,
         "measurement": plan.measurement,
     }
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    replace_text(path, json.dumps(data, indent=2) + "\n")  # every config is rendered from it: never half

@@ -34,6 +34,7 @@ from avpenet.argtypes import positive_int
 from avpenet.user_errors import exit_code
 from ensemble import configs
 from ensemble.ort_chain import OrtChain
+from ensemble.publish import replace_text
 
 BATCHES = (1, 8, 32)  # stacked one-window requests (model mix)
 LONG_WINDOWS = 58  # a 60-s clip (long mix)
@@ -269,7 +270,7 @@ def _measure(args: argparse.Namespace, chosen: dict[str, str]) -> int:
         report["video_path"] = video_path(args.repo, args.evaluate, chosen, rows)
     print_report(report["model_stage_ms"], report.get("video_path"))
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        replace_text(args.json, json.dumps(report, indent=2, default=float) + "\n")  # never half a report
     return 0
 
 

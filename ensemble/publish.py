@@ -109,10 +109,8 @@ class Publication:
         if path.is_file() and path.read_bytes() == text.encode():
             return
         self.make_dirs(path.parent)
-        new = path.with_name(f".{path.name}.new")
-        self._on_failure(lambda: new.unlink(missing_ok=True), path.parent)
-        new.write_text(text)
-        _fsync(new)
+        self._on_failure(lambda: _staged_name(path).unlink(missing_ok=True), path.parent)
+        new = _stage(path, text)
         if path.exists():
             old = path.with_name(f".{path.name}.old")  # the same inode: undoing is a rename, no disk space
             old.unlink(missing_ok=True)
@@ -122,11 +120,44 @@ class Publication:
                 shutil.copy2(path, old)
             self._on_failure(lambda: os.replace(old, path), path.parent)
             self._discard.append(old)
-            shutil.copymode(path, new)
         else:
             self._on_failure(lambda: path.unlink(missing_ok=True), path.parent)
         os.replace(new, path)
         self._renamed_in[path.parent] = None
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace the one file `path` whole and durably, outside a Publication (no lock, nothing else to undo):
+    a report or plan the next run or Triton reads. Written in place, a crash or a full disk mid-write left
+    half a file there; now the old file stays until the new one is on disk, then `os.replace` swaps it in
+    and the folder is fsynced so the swap survives a power loss too."""
+    new = _stage(path, text)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _staged_name(path: Path) -> Path:
+    """The hidden file beside `path` its new content is written to (no version, no model to Triton)."""
+    return path.with_name(f".{path.name}.new")
+
+
+def _stage(path: Path, text: str) -> Path:
+    """`text` in `_staged_name(path)`, on disk and with `path`'s mode, ready for `os.replace`; the partial
+    file is removed when writing it fails."""
+    new = _staged_name(path)
+    try:
+        new.write_text(text)
+        _fsync(new)
+        if path.exists():
+            shutil.copymode(path, new)
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    return new
 
 
 def _fsync(path: Path) -> None:

@@ -25,7 +25,7 @@ from avpenet import contract
 from avpenet.argtypes import positive_int
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision_measure, versions
 from ensemble.ort_chain import OrtChain
-from ensemble.publish import Publication
+from ensemble.publish import Publication, replace_text
 from ensemble.publish_parts import publish_parts
 
 HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."
@@ -288,5 +288,5 @@ def run(args: argparse.Namespace) -> int:
         report["video_path"] = precision_measure.video_path(repo, args.evaluate, chosen, rows)
     precision_measure.print_report(report["model_stage_ms"], report.get("video_path"))
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        replace_text(args.json, json.dumps(report, indent=2, default=float) + "\n")  # never half a report
     return 0
