@@ -175,3 +175,15 @@ def test_latency_stat_colours_each_request_kind_at_its_alert_threshold() -> None
     }
     latency = alert("AvpenetP99LatencyHigh")
     assert red == latency_thresholds_s(latency["expr"])
+
+
+def test_every_alert_signal_is_on_the_dashboard() -> None:
+    """An SRE paged by an alert finds the series it compares on some panel: the hourly warnings'
+    avpenet:*:rate1h ratios were on none. The minimum counts (`*:increaseN`) only guard a quiet night."""
+    shown = set().union(*(metric_names(q) for q in _queries()))
+    missing = {}
+    for rule in (r for r in rules() if "alert" in r):
+        signals = {n for n in metric_names(rule["expr"]) if not re.search(r":increase\d+[mh]$", n)}
+        if signals - shown:
+            missing[rule["alert"]] = sorted(signals - shown)
+    assert missing == {}, f"alerts whose signals no panel shows: {missing}"
