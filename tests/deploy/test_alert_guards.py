@@ -8,7 +8,9 @@ in monitoring/rules/avpenet-alerts.test.yml replay the same cases as series):
   image pull to the end of its model load), and the no-Triton page spares pods that young which never
   answered (a first deploy) while paging promptly for one that answered and stopped;
 - with no Triton target at all (a first deploy's pods waiting for a GPU node are none), the page waits
-  longer than a GPU node takes to be added.
+  longer than a GPU node takes to be added;
+- a running pod's not-Ready warning holds longer than a Triton pod loads its models unready and longer than
+  any pod drains when it terminates, and spares pods that are not running yet (an image pull).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import yaml
 from support.alert_rules import alert
 
 ROOT = Path(__file__).resolve().parents[2]
-TRITON = ROOT / "k8s" / "base" / "triton-deployment.yaml"
+BASE = ROOT / "k8s" / "base"
+TRITON = BASE / "triton-deployment.yaml"
+DEFAULT_GRACE_S = 30  # a pod's terminationGracePeriodSeconds when it sets none
 IMAGE_PULL_S = 600  # the NGC tritonserver image pulled onto a new GPU node (the rule's comment says so)
 NODE_SCALE_UP_S = 600  # a GPU node added by the cluster autoscaler (3 to 10 minutes): its pods are no target
 
@@ -114,3 +118,26 @@ def test_one_burst_of_failures_does_not_hold_the_hourly_warning(name: str, recen
     recent_s = _seconds(recent.group(1)) + _seconds(recent.group(2))
     assert recent_s < _seconds(rule["for"]), "a burst is still recent when the hold ends: it warns"
     assert f"the latest in the last {recent_s // 60} minutes" in rule["annotations"]["description"]
+
+
+def _grace_periods_s(node: object) -> list[int]:
+    """Every terminationGracePeriodSeconds set in a manifest (pod templates nest at several depths)."""
+    if isinstance(node, dict):
+        own = [node["terminationGracePeriodSeconds"]] if "terminationGracePeriodSeconds" in node else []
+        return own + [s for value in node.values() for s in _grace_periods_s(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _grace_periods_s(value)]
+    return []
+
+
+def test_the_pod_not_ready_hold_outlasts_a_model_load_and_a_drain() -> None:
+    """Unready but running is also a Triton loading its models (the startupProbe's budget) and any pod
+    draining after SIGTERM: neither is a pod out of service; a pod pulling its image is not running."""
+    rule = alert("AvpenetPodNotReady")
+    hold_s = _seconds(rule["for"])
+    docs = [d for path in sorted(BASE.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+    grace_s = max([DEFAULT_GRACE_S, *_grace_periods_s(docs)])
+    assert hold_s > _model_load_s(), "a scale-up's Triton pod loading its models would warn"
+    assert hold_s > grace_s, f"a pod draining for {grace_s} s after SIGTERM would warn"
+    assert 'phase="Running"' in rule["expr"], "a pod pulling its image (Pending) for minutes would warn"
+    assert f"for {hold_s // 60} minutes" in rule["annotations"]["description"]

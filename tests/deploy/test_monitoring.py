@@ -19,6 +19,7 @@ ALERTS = {
     "AvpenetTritonNotReady",
     "AvpenetTritonAbsent",
     "AvpenetTritonPodDown",
+    "AvpenetPodNotReady",
     "AvpenetGatewayMetricsAbsent",
     "AvpenetHighErrorRatio",
     "AvpenetSustainedErrorRatio",
