@@ -95,13 +95,19 @@ def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray, int
     mixed down. Only the frames a read returns are used: libsndfile may decode fewer than it declared (a WAV
     of MP3 data cut short), where `SoundFile.blocks` handed the rest back as unfilled memory (garbage
     samples). Reads ask for a frame count, so codecs libsndfile cannot seek in (GSM 6.10, G.721) decode too.
+    A limit refused from a description the file ends inside (`truncation.description_cut`) is refused as cut.
     """
     with sf.SoundFile(media.as_file(source, _Upload)) as f:
-        sr = audio.check_rate(int(f.samplerate), kind)
-        audio.check_channels(int(f.channels), kind)
-        declared = int(f.frames)
-        if audio.over_limit(declared / sr, limit):
-            raise audio.too_long(declared / sr, limit)
+        try:
+            sr = audio.check_rate(int(f.samplerate), kind)
+            audio.check_channels(int(f.channels), kind)
+            declared = int(f.frames)
+            if audio.over_limit(declared / sr, limit):
+                raise audio.too_long(declared / sr, limit)
+        except InputError:
+            if truncation.description_cut(source, kind):  # read from a header cut short: not the file's
+                raise truncation.cut(kind) from None
+            raise
         return _mono(f, kind, declared), sr, declared
 
 

@@ -72,6 +72,30 @@ def cut_short(source: media.Source, kind: str) -> bool:
     return False
 
 
+def description_cut(source: media.Source, kind: str) -> bool:
+    """Whether the file ends before the chunk describing its samples (`_Chunks.form`: rate, channels,
+    length) is whole. A decoder still reads a rate from the bytes left (libsndfile reads an AIFF cut inside
+    a COMM chunk that follows its samples as 1 Hz), so a limit refused from that header is the cut's doing,
+    not the sender's recording: `sfaudio` refuses it as cut. A whole description keeps its refusal (a CAF
+    at 4000 Hz cut mid-upload is refused for its rate, which no complete upload would fix)."""
+    layout = LAYOUTS.get(kind)
+    if layout is None:
+        return False
+    data = media.as_file(source).getvalue()
+    at, header = layout.start, layout.id_bytes + layout.size_bytes
+    for _ in range(MAX_CHUNKS):
+        if at + header > len(data):
+            return True  # ended before the description (or inside a chunk's id and size)
+        size = int.from_bytes(data[at + layout.id_bytes : at + header], layout.order)
+        if size == layout.open_ended or (layout.size_counts_header and size < header):
+            return False
+        end = at + size + (0 if layout.size_counts_header else header)
+        if data[at : at + layout.id_bytes] == layout.form or end > len(data):
+            return end > len(data)
+        at = end + (-end % layout.align)
+    return False
+
+
 def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
     """Cut when the file ends before its samples' chunk and the chunk describing them are whole (AIFF allows
     COMM after SSND). The walk stops once both are (a CAF whose packets vary in size goes on to its packet

@@ -22,6 +22,7 @@ from avpenet.features import audio, media
 SR = contract.SAMPLE_RATE
 CUT = "{} declares audio but no sample decodes: it is corrupt or truncated; send the complete recording"
 W64_DATA = bytes.fromhex("64617461f3acd3118cd100c04f8edb8a")  # the GUID of Wave64's `data` chunk
+W64_FMT = b"fmt " + W64_DATA[4:]  # Wave64's chunk GUIDs share their last 12 bytes
 
 
 def _tone(fmt: str, subtype: str | None = None) -> bytes:
@@ -184,14 +185,40 @@ def _aiff_samples_first() -> bytes:
 
 def test_an_aiff_cut_inside_a_comm_chunk_after_its_samples_is_called_cut():
     """The walk stopped at the complete SSND, so a file cut in the COMM after it was refused for libsndfile's
-    "Channel count is zero" or "unimplemented format", a format problem that is not there."""
+    "Channel count is zero" or "unimplemented format", a format problem that is not there; cut inside the
+    COMM's sample rate (its last 10 bytes), libsndfile read 1 Hz and the file was refused with "declares a
+    sample rate of 1 Hz; accepted rates are 8000-192000 Hz"."""
     whole = _aiff_samples_first()
     assert audio.load_audio(whole).size == SR  # whole, it decodes
     comm = whole.index(b"COMM")
-    for end in (comm + 4, comm + 8, comm + 12):
+    for end in range(comm + 1, len(whole)):
         with pytest.raises(UndecodableMedia) as err:
             audio.load_audio(whole[:end])
-        assert str(err.value) == CUT.format("AIFF file"), end
+        assert str(err.value) == CUT.format("AIFF file"), end - comm
+
+
+# name -> (a whole recording, what the refusals call it, the id of the chunk describing its samples)
+DESCRIBED = {
+    "WAV": (lambda: _tone("WAV"), "WAV file", b"fmt "),
+    "WAV-FLOAT": (lambda: _tone("WAV", "FLOAT"), "WAV file", b"fmt "),
+    "W64": (lambda: _tone("W64"), "Wave64 file", W64_FMT),
+    "CAF": (lambda: _tone("CAF"), "CAF file", b"desc"),
+    "AIFF": (lambda: _tone("AIFF"), "AIFF file", b"COMM"),
+    "AIFF-C": (lambda: _tone("AIFF", "FLOAT"), "AIFF file", b"COMM"),
+}
+
+
+@pytest.mark.parametrize("name", DESCRIBED)
+def test_a_recording_cut_at_any_byte_of_its_format_chunk_is_refused_as_cut(name):
+    """No rate or channel count read from a format chunk the file ends inside is held against it (every
+    byte, where the header cuts above sample about 30)."""
+    make, what, ident = DESCRIBED[name]
+    data = make()
+    at = data.index(ident)
+    for end in range(at, at + 24 + len(ident)):
+        with pytest.raises(UndecodableMedia) as err:
+            audio.load_audio(data[:end])
+        assert str(err.value) == CUT.format(what), end - at
 
 
 @pytest.mark.parametrize("trailer", TRAILERS)
