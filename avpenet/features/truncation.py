@@ -21,6 +21,10 @@ MAX_CHUNKS = 64
 # reserved types and NO_DATA carry none).
 AMR_NB_FRAME = (12, 13, 15, 17, 19, 20, 26, 31, 5, 0, 0, 0, 0, 0, 0, 0)
 AMR_WB_FRAME = (17, 23, 32, 36, 40, 46, 50, 58, 60, 5, 0, 0, 0, 0, 0, 0)
+# A FLAC's last frame is looked for this far from its end (a header further back: not whole; header
+# checks and the CRC-16 are Python loops): encoders write blocks of at most 4,608 samples (libFLAC,
+# FFmpeg), under 150 KB for 8 channels of 32 bits.
+MAX_FLAC_FRAME = 1 << 18
 W64_DATA = b"data" + media.W64_WAVE[4:]  # Wave64's chunk GUIDs share their last 12 bytes
 W64_FMT = b"fmt " + media.W64_WAVE[4:]
 
@@ -60,8 +64,8 @@ def cut(kind: str) -> UndecodableMedia:
 
 def cut_short(source: media.Source, kind: str) -> bool:
     """Whether the file ends inside its own structure: before the chunk of its samples (one of `LAYOUTS`)
-    is whole (what follows it is not looked at), inside FLAC's metadata blocks, or before an AMR's first
-    frame is whole. Kinds without such a structure here (Ogg, MP3, AAC) are never called cut."""
+    is whole (what follows it is not looked at), inside FLAC's metadata blocks or frames, or before an
+    AMR's first frame is whole. Kinds without such a structure here (Ogg, MP3, AAC) are never called cut."""
     data = media.as_file(source).getvalue()
     if kind in LAYOUTS:
         return _chunks_cut(data, LAYOUTS[kind])
@@ -133,7 +137,10 @@ def _varying_packets(desc: bytes) -> bool:
 
 
 def _flac_cut(data: bytes) -> bool:
-    """Cut inside the metadata blocks (STREAMINFO, seek table, padding...) before the last one ends."""
+    """Cut inside the metadata blocks (STREAMINFO, seek table, padding...) before the last one ends, or in
+    the frames after them (`_frames_cut`). Asked only when no sample decodes: libsndfile's "flac decoder
+    lost sync" or "Internal psf_fseek() failed" for a FLAC cut within its first read (16,384 frames) sent
+    the sender after a codec problem that is not there."""
     at = 4  # after "fLaC"
     for _ in range(MAX_CHUNKS):
         if at + 4 > len(data):
@@ -143,8 +150,74 @@ def _flac_cut(data: bytes) -> bool:
         if at > len(data):
             return True
         if last:
-            return False
+            return _frames_cut(data, at)
     return False
+
+
+def _frames_cut(data: bytes, first: int) -> bool:
+    """Whether the frames from `first` end inside a frame, or before the samples STREAMINFO declares. A
+    frame has no size, but its last two bytes are the CRC-16 of the rest from its header (the last valid
+    one, `_frame_header`), and that header says which samples it holds. So a whole file of frames no decoder
+    reads is not called cut; one whose tail is unreadable is (the refusal says corrupt or truncated: either
+    way it is not whole audio)."""
+    declared = int.from_bytes(data[21:26], "big") & 0xFFFFFFFFF  # STREAMINFO's total samples (0: unknown)
+    first = max(first, len(data) - MAX_FLAC_FRAME)  # a last frame longer is not whole: not looked for
+    last = {sync: data.rfind(sync, first) for sync in (b"\xff\xf8", b"\xff\xf9")}  # each searched once
+    while (at := max(last.values())) >= 0:
+        held = _frame_header(data, at, int.from_bytes(data[10:12], "big"))  # STREAMINFO's largest block
+        if held is not None:
+            frame = data[at:]
+            whole = _crc16(frame[:-2]) == int.from_bytes(frame[-2:], "big")
+            return not whole or held < declared
+        last[data[at : at + 2]] = data.rfind(data[at : at + 2], first, at + 1)
+    return first < len(data) or declared > 0  # bytes without a frame; or no frame where samples are declared
+
+
+def _frame_header(data: bytes, at: int, fixed_block: int) -> int | None:
+    """The samples up to the end of a FLAC frame whose header is at `at` (its frame or sample number and
+    block size), when that header has values a frame may have and a matching CRC-8; else None."""
+    head = data[at : at + 16]
+    if len(head) < 6 or not head[2] >> 4 or head[2] & 0x0F == 0x0F or head[3] >> 4 > 10:
+        return None
+    if (head[3] >> 1) & 0x07 == 3 or head[3] & 1:  # a reserved sample size; the reserved bit
+        return None
+    lead = 8 - (head[4] ^ 0xFF).bit_length()  # UTF-8 style: the first byte's leading ones count its bytes
+    if lead == 1 or lead > 7 or len(head) < 5 + lead:
+        return None
+    number, pos = head[4] & (0x7F >> lead), 5
+    for byte in head[5 : 4 + lead]:
+        number, pos = number << 6 | byte & 0x3F, pos + 1
+    code, extra = head[2] >> 4, {6: 1, 7: 2}.get(head[2] >> 4, 0)
+    end = pos + extra + {12: 1, 13: 2, 14: 2}.get(head[2] & 0x0F, 0)
+    if end >= len(head) or _crc(head[:end], 8, 0x07) != head[end]:
+        return None
+    block = (
+        int.from_bytes(head[pos : pos + extra], "big") + 1
+        if extra
+        else (192 if code == 1 else 576 << (code - 2) if code < 6 else 256 << (code - 8))
+    )
+    return (number if head[1] & 1 else number * fixed_block) + block
+
+
+def _crc16(data: bytes) -> int:
+    """FLAC's frame CRC-16 (polynomial x^16 + x^15 + x^2 + 1, initial 0), a byte at a time."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+    return crc
+
+
+def _crc(data: bytes, bits: int, poly: int) -> int:
+    """A CRC of `bits` (MSB first, initial 0), bit by bit: for short inputs and the CRC-16 table."""
+    top, mask, crc = 1 << (bits - 1), (1 << bits) - 1, 0
+    for byte in data:
+        crc ^= byte << (bits - 8)
+        for _ in range(8):
+            crc = ((crc << 1) ^ poly) & mask if crc & top else (crc << 1) & mask
+    return crc
+
+
+_CRC16 = [_crc(bytes([n]), 16, 0x8005) for n in range(256)]
 
 
 def _amr_cut(data: bytes) -> bool:

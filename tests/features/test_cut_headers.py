@@ -78,12 +78,40 @@ def test_a_recording_cut_inside_its_header_is_refused_as_cut(name, monkeypatch):
     assert not unraisable  # libsndfile's AIFF reader seeks before the start: no traceback in the log
 
 
-def test_a_flac_cut_after_its_header_keeps_libsndfiles_reason():
-    """Only a header that ends early is called cut: a FLAC cut inside its first audio frame (its metadata
-    blocks whole) keeps libsndfile's reason."""
-    flac = tm.audio_bytes(tm.tone(1.0, SR), SR, "FLAC")
+def _flac_frame_starts(flac: bytes) -> list[int]:
+    """Where the frames of a FLAC written by libsndfile start (a sync code, then a fixed-blocksize frame
+    number byte: 0, 1, 2...)."""
+    starts, at = [], flac.index(b"\xff\xf8")
+    while at >= 0:
+        if flac[at + 4] == len(starts):
+            starts.append(at)
+        at = flac.find(b"\xff\xf8", at + 1)
+    return starts
+
+
+def test_a_flac_cut_inside_its_first_read_is_refused_as_cut():
+    """A FLAC cut after its metadata, inside a frame or between two (1 s at 16 kHz: within libsndfile's
+    first read, so no sample is kept), was refused with libsndfile's "flac decoder lost sync" or "Internal
+    psf_fseek() failed"; it is now refused as cut, as a FLAC cut inside its metadata is."""
+    flac = _tone("FLAC")
+    frames = _flac_frame_starts(flac)
+    assert len(frames) == 4  # 4096 samples a frame
+    ends = {*frames, *range(frames[0] + 1, len(flac), 97), frames[1] - 1, frames[1] + 1, len(flac) - 1}
+    for end in sorted(ends):
+        with pytest.raises(UndecodableMedia) as err:
+            audio.load_audio(flac[:end])
+        assert str(err.value) == CUT.format("FLAC file"), end - frames[0]
+    assert audio.load_audio(flac).size == SR  # whole, it decodes
+
+
+def test_a_whole_flac_whose_first_frame_is_damaged_keeps_libsndfiles_reason():
+    """Only a FLAC that ends early is called cut: one whole but damaged in its first frame keeps
+    libsndfile's reason."""
+    flac = bytearray(tm.audio_bytes(tm.tone(0.5, SR), SR, "FLAC"))
+    at = flac.index(b"\xff\xf8") + 200
+    flac[at : at + 16] = bytes(b ^ 0x5A for b in flac[at : at + 16])
     with pytest.raises(UndecodableMedia, match=r"FLAC file cannot be decoded \(flac decoder lost sync\)"):
-        audio.load_audio(flac[:200])
+        audio.load_audio(bytes(flac))
 
 
 def _patched(data: bytes, at: int, new: bytes) -> bytes:
