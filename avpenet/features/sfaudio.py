@@ -61,6 +61,8 @@ def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
                 f"{media.describe(kind)} cannot be decoded ({_reason(exc)}); "
                 "send the complete, uncorrupted recording"
             ) from None
+        if truncation.before_samples(source, kind):
+            raise truncation.cut(kind) from None  # FFmpeg would read a CAF's edit count as samples
         try:
             wave, sr = avaudio.read(source, kind, limit)  # a codec libsndfile lacks: PyAV's errors stand...
         except UndecodableMedia as err:

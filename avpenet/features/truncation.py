@@ -42,13 +42,14 @@ class _Chunks(NamedTuple):
     size_counts_header: bool = False  # Wave64: a chunk's size includes its id and size
     open_ended: int = -1  # a size meaning "to the end of the file" (a recording not finalised)
     table: bytes = b""  # CAF's packet table: needed when its packets vary in size, and FFmpeg writes it last
+    lead: int = 0  # bytes between the samples' chunk header and its samples (CAF's edit count)
 
 
 LAYOUTS = {
     "wav": _Chunks(12, 4, 4, "little", b"data", b"fmt ", open_ended=0xFFFFFFFF),  # RF64: size in ds64
     "aiff": _Chunks(12, 4, 4, "big", b"SSND", b"COMM"),
     # open_ended -1: CAF's "size unknown"
-    "caf": _Chunks(8, 4, 8, "big", b"data", b"desc", align=1, open_ended=2**64 - 1, table=b"pakt"),
+    "caf": _Chunks(8, 4, 8, "big", b"data", b"desc", align=1, open_ended=2**64 - 1, table=b"pakt", lead=4),
     "w64": _Chunks(40, 16, 8, "little", W64_DATA, W64_FMT, align=8, size_counts_header=True),
 }
 
@@ -83,19 +84,33 @@ def description_cut(source: media.Source, kind: str) -> bool:
     not the sender's recording: `sfaudio` refuses it as cut. A whole description keeps its refusal (a CAF
     at 4000 Hz cut mid-upload is refused for its rate, which no complete upload would fix)."""
     layout = LAYOUTS.get(kind)
-    if layout is None:
-        return False
-    data = media.as_file(source).getvalue()
+    return layout is not None and _ends_before(media.as_file(source).getvalue(), layout, layout.form, None)
+
+
+def before_samples(source: media.Source, kind: str) -> bool:
+    """Whether the file ends before its first sample: inside or before its samples' chunk header and the
+    fields after it (`_Chunks.lead`). FFmpeg decoded a CAF cut inside its edit count as a sample or three
+    of those bytes (0, or -0.98 for mu-law), scored as sound; `sfaudio` refuses it as cut instead."""
+    layout = LAYOUTS.get(kind)
+    return layout is not None and _ends_before(media.as_file(source).getvalue(), layout, layout.samples, 0)
+
+
+def _ends_before(data: bytes, layout: _Chunks, ident: bytes, body: int | None) -> bool:
+    """Whether `data` ends before chunk `ident` is whole (`body` None) or before its first `body` bytes
+    after `layout.lead` are: walking its chunks, also when it ends inside one before it."""
     at, header = layout.start, layout.id_bytes + layout.size_bytes
     for _ in range(MAX_CHUNKS):
         if at + header > len(data):
-            return True  # ended before the description (or inside a chunk's id and size)
+            return True  # ended before the chunk (or inside a chunk's id and size)
         size = int.from_bytes(data[at + layout.id_bytes : at + header], layout.order)
-        if size == layout.open_ended or (layout.size_counts_header and size < header):
-            return False
+        open_ended = size == layout.open_ended or (layout.size_counts_header and size < header)
         end = at + size + (0 if layout.size_counts_header else header)
-        if data[at : at + layout.id_bytes] == layout.form or end > len(data):
-            return end > len(data)
+        if data[at : at + layout.id_bytes] == ident and (body is not None or not open_ended):
+            return (end if body is None else at + header + layout.lead + body) > len(data)
+        if open_ended:
+            return False  # runs to the end of the file; or a Wave64 size no chunk can have
+        if end > len(data):
+            return True
         at = end + (-end % layout.align)
     return False
 
@@ -109,7 +124,7 @@ def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
     header = layout.id_bytes + layout.size_bytes
     for _ in range(MAX_CHUNKS):
         if at >= len(data):
-            return not (found and described)  # ended between chunks: cut when before either
+            return not (found and described) or table_due  # ended between chunks: before one it needs
         if at + header > len(data):
             return True
         ident = data[at : at + layout.id_bytes]
@@ -132,8 +147,9 @@ def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
 
 def _varying_packets(desc: bytes) -> bool:
     """A CAF `desc` (rate, format, flags, bytes per packet, frames per packet...) whose packets vary in size
-    or length (a 0 there, as ALAC's and AAC's): their sizes are in a `pakt` chunk the file needs."""
-    return len(desc) >= 24 and bytes(4) in (desc[16:20], desc[20:24])
+    or length (a 0 there, as ALAC's and AAC's): their sizes are in a `pakt` chunk the file needs. Linear
+    PCM's never vary: an `lpcm` desc saying so is malformed, not a file cut before its table."""
+    return len(desc) >= 24 and desc[8:12] != b"lpcm" and bytes(4) in (desc[16:20], desc[20:24])
 
 
 def _flac_cut(data: bytes) -> bool:

@@ -78,6 +78,28 @@ def test_a_recording_cut_inside_its_header_is_refused_as_cut(name, monkeypatch):
     assert not unraisable  # libsndfile's AIFF reader seeks before the start: no traceback in the log
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "ULAW"])
+def test_a_caf_cut_inside_the_edit_count_after_its_data_header_decodes_no_bogus_sample(subtype):
+    """The 4-byte edit count after a CAF's `data` chunk header is no audio: cut inside it, FFmpeg decoded a
+    sample or three of those bytes (0; -0.98 for mu-law) and the file was scored as sound."""
+    caf = _tone("CAF", subtype)
+    samples = caf.index(b"data") + 12 + 4
+    for end in range(samples - 4, samples):
+        with pytest.raises(UndecodableMedia) as err:
+            audio.load_audio(caf[:end])
+        assert str(err.value) == CUT.format("CAF file"), end - samples
+    assert audio.load_audio(caf[: samples + 4 * 2]).size  # two 16-bit (or 24-bit) samples or more: kept
+
+
+def test_a_caf_of_varying_packets_ending_at_its_data_chunk_is_called_cut():
+    """FFmpeg writes an ALAC CAF's packet table after its samples; the file cut just before it ended
+    between two chunks and was not called cut: "could not be opened: Invalid data found"."""
+    caf = tm.caf_bytes("alac", tm.tone(1.0, SR), SR)
+    with pytest.raises(UndecodableMedia) as err:
+        audio.load_audio(caf[: caf.index(b"pakt")])
+    assert str(err.value) == CUT.format("CAF file")
+
+
 def _flac_frame_starts(flac: bytes) -> list[int]:
     """Where the frames of a FLAC written by libsndfile start (a sync code, then a fixed-blocksize frame
     number byte: 0, 1, 2...)."""
