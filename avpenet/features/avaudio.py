@@ -1,5 +1,5 @@
-"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, AMR, MP3 in a WAV, an Ogg
-or CAF libsndfile cannot read, MP4/MOV/WebM/MKV.
+"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, AMR, MP3 in a WAV or
+Wave64, an Ogg or CAF libsndfile cannot read, MP4/MOV/WebM/MKV.
 
 Shared by `audio.load_audio` (the track alone) and `avclip.decode_clip` (the same demux pass as the video, so
 a clip's container is read once). The checks and errors are `audio`'s.

@@ -56,11 +56,12 @@ HEAD_BYTES = 1024
 # The FFmpeg demuxer of each kind PyAV decodes (ISO-BMFF: "mov,mp4,m4a,3gp,3g2,mj2"; EBML: "matroska,webm").
 DEMUXERS = {
     "isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav",
-    "caf": "caf", "amr": "amr",
+    "caf": "caf", "amr": "amr", "w64": "w64",
 }  # fmt: skip
 # WAV format tags of MPEG audio (MPEG-1, MPEG Layer 3). libsndfile hands those to mpg123, which prints to
 # stderr, header bytes of the upload included ("Illegal Audio-MPEG-Header 0x74d8c299"); such a WAV is read by
-# FFmpeg instead, whose log PyAV keeps off: no upload byte reaches a log.
+# FFmpeg instead, whose log PyAV keeps off: no upload byte reaches a log. So is a Wave64 of them, which
+# libsndfile refused ("unimplemented format", "Malformed 'fmt ' chunk").
 WAV_MPEG_TAGS = (0x0050, 0x0055)
 # Sony Wave64 starts with the GUID of its `riff` chunk, then a 64-bit size and the `wave` GUID.
 W64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")
@@ -276,12 +277,20 @@ def main_stream(streams):
     return next((s for s in tracks if s.disposition & flags.default), next(iter(tracks), None))
 
 
-def wav_format_tag(head: bytes) -> int | None:
-    """The format tag of a RIFF/WAVE's `fmt ` chunk when it lies within `head`; None otherwise."""
-    at = 12
-    while at + 8 <= len(head):
-        size = int.from_bytes(head[at + 4 : at + 8], "little")
-        if head[at : at + 4] == b"fmt ":
-            return int.from_bytes(head[at + 8 : at + 10], "little") if at + 10 <= len(head) else None
-        at += 8 + size + (size & 1)
+def wav_format_tag(head: bytes, kind: str = "wav") -> int | None:
+    """The format tag of a RIFF/WAVE's or a Wave64's (`kind` "w64") `fmt ` chunk when it lies within
+    `head`; None otherwise (a Wave64 chunk's size counts its 24-byte GUID and size; chunks align to 8)."""
+    w64 = kind == "w64"
+    at, ident, header = (40, b"fmt " + W64_WAVE[4:], 24) if w64 else (12, b"fmt ", 8)
+    while at + header <= len(head):
+        size = int.from_bytes(head[at + len(ident) : at + header], "little")
+        if head[at : at + len(ident)] == ident:
+            return (
+                int.from_bytes(head[at + header : at + header + 2], "little")
+                if at + header + 2 <= len(head)
+                else None
+            )
+        if w64 and size < header:
+            return None
+        at += size + (-size % 8) if w64 else header + size + (size & 1)
     return None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from support import testmedia as tm
-from support.hostile_media import float_wav, gsm_wav, mp3_in_wav, vorbis_cut_in_first_audio_page
+from support.hostile_media import as_w64, float_wav, gsm_wav, mp3_in_wav, vorbis_cut_in_first_audio_page
 
 from avpenet import contract
 from avpenet.errors import UndecodableMedia
@@ -75,6 +75,21 @@ def test_an_ogg_cut_inside_its_headers_is_refused_as_cut_not_with_ffmpegs_end_of
 def test_an_empty_wav_is_refused_as_an_empty_recording():
     with pytest.raises(UndecodableMedia, match="WAV file holds no audio samples \\(an empty recording\\)"):
         audio.load_audio(float_wav(np.zeros(0, np.float32), SR, "PCM_16"))
+
+
+@pytest.mark.parametrize("tag", [0x55, 0x50])
+def test_a_wave64_of_mp3_data_decodes_as_the_same_wav_does(tag):
+    """libsndfile refused a Wave64 of MP3 data, 422 "Wave64 file cannot be decoded (File contains data in an
+    unimplemented format)" (or "Malformed 'fmt ' chunk" for MPEG-1's tag), where the same data in a WAV is
+    read by FFmpeg and scored; so is the Wave64 now, cut short too."""
+    wav = bytearray(mp3_in_wav(1.0))
+    wav[20:22] = tag.to_bytes(2, "little")  # the fmt chunk's format tag
+    whole = audio.load_audio(bytes(wav))
+    np.testing.assert_array_equal(audio.load_audio(as_w64(bytes(wav))), whole)
+    cut = as_w64(bytes(wav))
+    wave = audio.load_audio(cut[: len(cut) * 6 // 10])
+    assert 0.4 * whole.size < wave.size < 0.7 * whole.size
+    np.testing.assert_allclose(wave, whole[: wave.size], atol=1e-4)
 
 
 def test_a_complete_ogg_still_decodes_whole():

@@ -84,6 +84,22 @@ def mp3_in_wav(keep: float = 0.5, seconds: float = 3.0, rate: int = 16000) -> by
     return whole[: len(whole) - len(data) + int(len(data) * keep)]
 
 
+W64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")  # Wave64's `riff` GUID, then `wave`'s
+W64_GUID_TAIL = bytes.fromhex("f3acd3118cd100c04f8edb8a")  # its chunk GUIDs: a FourCC, then these 12 bytes
+
+
+def as_w64(wav: bytes) -> bytes:
+    """The chunks of a (whole) RIFF/WAVE in a Sony Wave64: GUID ids, 64-bit sizes counting the 24-byte
+    chunk header, chunks aligned to 8 bytes."""
+    body, at = b"", 12
+    while at + 8 <= len(wav):
+        size = struct.unpack("<I", wav[at + 4 : at + 8])[0]
+        chunk = wav[at : at + 4] + W64_GUID_TAIL + struct.pack("<Q", 24 + size) + wav[at + 8 : at + 8 + size]
+        body += chunk + bytes(-len(chunk) % 8)
+        at += 8 + size + (size & 1)
+    return W64_RIFF + struct.pack("<Q", 40 + len(body)) + b"wave" + W64_GUID_TAIL + body
+
+
 def gsm_wav(seconds: float = 3.0, subtype: str = "GSM610") -> bytes:
     """An 8 kHz WAV of a 440 Hz tone in a telephony codec (GSM 6.10, G.721) libsndfile decodes but cannot seek
     in."""
