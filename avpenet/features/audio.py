@@ -66,7 +66,7 @@ def load_audio(
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
     from avpenet.features import avaudio, sfaudio  # they import this module's checks
 
-    if kind in ("wav", "w64") and media.wav_format_tag(head, kind) in media.WAV_MPEG_TAGS:
+    if kind in media.WAV_KINDS and media.wav_format_tag(head, kind) in media.WAV_MPEG_TAGS:
         wave, sr = avaudio.read(source, kind, limit)  # not libsndfile's mpg123: it logs upload bytes
     elif kind in media.SOUND_FILE_KINDS:
         wave, sr = sfaudio.load(source, kind, limit)

@@ -19,17 +19,21 @@ def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
     """(mono float32 samples, their rate) of the main audio track of a file PyAV opens alone; None (at the
     model rate) when it has no audio track. Used by `audio.load_audio` and `sfaudio.load`.
 
-    A file of one codec's frames (`media.ONE_CODEC_KINDS`) that decodes no sample is UndecodableMedia, never
-    "no audio": an AMR header with no frame behind it (an upload cut short) is a broken recording. When
-    FFmpeg fails before any sample (or none decodes) and the file ends inside its header (`truncation`: a CAF,
-    a WAV of MP3 data, an AMR's first frame), the refusal says it was cut, not FFmpeg's "Invalid data"."""
+    A file of one codec's frames (`media.ONE_CODEC_KINDS`) or a WAV/Wave64 of MP3 data that decodes no
+    sample is UndecodableMedia, never "no audio": an AMR header with no frame behind it (an upload cut short)
+    is a broken recording (a WAV of MP3 data cut after its data chunk header was "no audio", so its clip was
+    scored on the face alone). When FFmpeg fails before any sample (or none decodes) and the file ends inside
+    its header (`truncation`: a CAF, a WAV of MP3 data, an AMR's first frame), the refusal says it was cut,
+    not FFmpeg's "Invalid data"."""
     try:
         wave, sr = _read(source, kind, limit)
     except UndecodableMedia as err:
         if isinstance(err.__context__, av.error.FFmpegError) and truncation.cut_short(source, kind):
             raise truncation.cut(kind) from None
         raise
-    if wave is not None and not wave.size and kind in media.ONE_CODEC_KINDS:
+    if (wave is not None and not wave.size and kind in media.ONE_CODEC_KINDS) or (
+        (wave is None or not wave.size) and kind in media.WAV_KINDS  # its MP3 data: audio, never "none"
+    ):
         if truncation.cut_short(source, kind):
             raise truncation.cut(kind)
         raise UndecodableMedia(f"{media.describe(kind)} has no decodable audio frame: corrupt or truncated")

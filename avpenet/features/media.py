@@ -63,6 +63,7 @@ DEMUXERS = {
 # FFmpeg instead, whose log PyAV keeps off: no upload byte reaches a log. So is a Wave64 of them, which
 # libsndfile refused ("unimplemented format", "Malformed 'fmt ' chunk").
 WAV_MPEG_TAGS = (0x0050, 0x0055)
+WAV_KINDS = ("wav", "w64")  # whose `fmt ` chunk `wav_format_tag` reads
 # Sony Wave64 starts with the GUID of its `riff` chunk, then a 64-bit size and the `wave` GUID.
 W64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")
 W64_WAVE = bytes.fromhex("77617665f3acd3118cd100c04f8edb8a")

@@ -92,6 +92,18 @@ def test_a_wave64_of_mp3_data_decodes_as_the_same_wav_does(tag):
     np.testing.assert_allclose(wave, whole[: wave.size], atol=1e-4)
 
 
+@pytest.mark.parametrize("container", ["wav", "w64"])
+def test_a_wav_of_mp3_data_cut_at_its_data_header_is_refused_not_taken_for_no_audio(container):
+    """Cut just after its data chunk header (no MP3 byte behind it), FFmpeg decoded nothing and the file was
+    "no audio": with a face track the clip was scored on the face alone."""
+    data = mp3_in_wav(1.0)
+    data = as_w64(data) if container == "w64" else data
+    samples = data.index(b"data") + (24 if container == "w64" else 8)
+    for end in range(samples - 8, samples + 4):
+        with pytest.raises(UndecodableMedia, match="declares audio but no sample decodes: it is corrupt"):
+            audio.load_audio(data[:end])
+
+
 def test_a_complete_ogg_still_decodes_whole():
     buf = io.BytesIO()
     sf.write(buf, tm.tone(3.0, SR, freq=440.0, amp=0.3), SR, format="OGG")
