@@ -43,9 +43,10 @@ SOUND_THEN_AV_KINDS = ("ogg", "caf")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")
 # Files of one codec's frames: a track FFmpeg cannot read, or one that decodes no sample, is a broken one.
 ONE_CODEC_KINDS = ("mp3", "aac", "amr")
-# Kinds whose duration FFmpeg guesses from the bit rate, not from a header (an AMR's comes out 3-5% long):
+# Kinds whose duration FFmpeg guesses from the bit rate of the first frames, not from a header (an AMR's
+# comes out 3-5% long; an ADTS AAC or a VBR MP3 without a Xing header that starts quietly, 30-90% long):
 # only their decoded length is held to the limit, so one within the duration grace is cut, not refused.
-GUESSED_DURATION_KINDS = ("amr",)
+GUESSED_DURATION_KINDS = ("amr", "aac", "mp3")
 SUPPORTED_AUDIO = (
     "WAV, FLAC, OGG, AIFF/AIFC, CAF, Wave64, MP3, AAC (ADTS), AMR-NB/AMR-WB, "
     "or the audio track of MP4/MOV/WebM/MKV"

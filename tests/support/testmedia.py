@@ -127,6 +127,22 @@ def adts_bytes(wave: np.ndarray, sr: int, *, id3: bool = False) -> bytes:
     return buf.getvalue()
 
 
+def mp3_bytes(wave: np.ndarray, sr: int, *, vbr_quality: int | None = None, xing: bool = True) -> bytes:
+    """A mono MP3 (libmp3lame): constant 64 kbit/s, or variable at LAME's `vbr_quality` (0 best - 9); `xing`
+    False leaves out the Xing/Info header that tells players a VBR file's length (streaming recorders)."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp3", options={} if xing else {"write_xing": "0"}) as out:
+        stream = out.add_stream("libmp3lame", rate=sr)
+        stream.layout = "mono"
+        if vbr_quality is None:
+            stream.bit_rate = 64_000
+        else:
+            stream.codec_context.qscale = True
+            stream.codec_context.global_quality = vbr_quality * 118  # FF_QP2LAMBDA
+        encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr, 1152)
+    return buf.getvalue()
+
+
 def amr_nb_bytes(wave: np.ndarray, sr: int = 8000) -> bytes:
     """An AMR-NB file (.amr, "#!AMR\\n" then 20-ms frames: what Android voice recorders write) of a float
     mono wave at 8 kHz, encoded at 12.2 kbit/s by FFmpeg's libopencore_amrnb."""
