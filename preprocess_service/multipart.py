@@ -17,6 +17,7 @@ TEXT_FIELDS = ("age_group", "subject_ref", "encounter_ref", "recorded_at", "mode
 MAX_TEXT_BYTES = 256
 ALLOWED = (*MEDIA_PARTS, *TEXT_FIELDS)
 MAX_PARTS = len(ALLOWED)  # each field at most once: more parts cannot be a valid form
+Buffer = bytes | bytearray | memoryview
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -32,10 +33,34 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary
 
 
-def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> ScoreRequest:
-    """ScoreRequest from a multipart body; unknown, duplicate or non-UTF-8 fields are 422."""
+class _Part:
+    """A part as it is parsed: its headers, and where its bytes lie in the body (`start`:`end`), so a media
+    part becomes a read-only view of the body, never a copy: the upload is held once. Bytes that do not lie
+    in the body in one run (python-multipart's look-behind across writes; one write of the whole body never
+    needs it) are gathered in `spill` instead."""
+
+    def __init__(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.start = self.end = 0
+        self.spill: bytearray | None = None
+
+    def add(self, body: Buffer, data: Buffer, start: int, end: int) -> None:
+        if self.spill is None and data is body and (self.start == self.end or start == self.end):
+            self.start, self.end = (start if self.start == self.end else self.start), end
+            return
+        if self.spill is None:
+            self.spill = bytearray(memoryview(body)[self.start : self.end])
+        self.spill.extend(memoryview(data)[start:end])
+
+    def data(self, body: memoryview) -> memoryview:
+        return body[self.start : self.end] if self.spill is None else memoryview(bytes(self.spill))
+
+
+def parse_score_form(body: Buffer, content_type: str | None, request_id: str) -> ScoreRequest:
+    """ScoreRequest from a multipart body; unknown, duplicate or non-UTF-8 fields are 422. Media parts are
+    views of `body`, which must not change afterwards (the gateway drops its own reference)."""
     boundary = boundary_of(content_type)
-    parts: list[tuple[dict[bytes, bytes], bytearray]] = []
+    parts: list[_Part] = []
     header_field = bytearray()
     header_value = bytearray()
 
@@ -46,7 +71,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
             raise InvalidRequest(
                 f"more than {MAX_PARTS} parts; each of {', '.join(ALLOWED)} is sent at most once"
             )
-        parts.append(({}, bytearray()))
+        parts.append(_Part())
 
     def on_end() -> None:
         ended.append(True)
@@ -58,12 +83,12 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
         header_value.extend(data[start:end])
 
     def on_header_end() -> None:
-        parts[-1][0][bytes(header_field).lower()] = bytes(header_value)
+        parts[-1].headers[bytes(header_field).lower()] = bytes(header_value)
         header_field.clear()
         header_value.clear()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        parts[-1][1].extend(memoryview(data)[start:end])  # no intermediate copy of the slice
+        parts[-1].add(body, data, start, end)
 
     callbacks = {
         "on_part_begin": on_part_begin,
@@ -84,7 +109,8 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
     if parts and not ended:  # a body cut off mid-part would otherwise be scored as if it were whole
         raise InvalidRequest("multipart body ends before its closing boundary (upload cut off?)")
 
-    media, fields = _sorted_parts(parts)
+    view = memoryview(body).toreadonly()
+    media, fields = _sorted_parts([(part.headers, part.data(view)) for part in parts])
     return ScoreRequest(
         **media,
         age_group=fields.get("age_group") or "unknown",
@@ -98,7 +124,7 @@ def parse_score_form(body: bytes, content_type: str | None, request_id: str) -> 
 
 
 def _sorted_parts(
-    parts: list[tuple[dict[bytes, bytes], bytearray]],
+    parts: list[tuple[dict[bytes, bytes], memoryview]],
 ) -> tuple[dict[str, MediaPart], dict[str, str]]:
     """(media parts, text fields) by name; unknown, duplicate, oversized or non-UTF-8 parts are 422."""
     media: dict[str, MediaPart] = {}
@@ -114,7 +140,7 @@ def _sorted_parts(
             raise InvalidRequest(f"part {name!r} sent twice")
         if name in MEDIA_PARTS:
             ctype = headers.get(b"content-type", b"").decode("latin-1")
-            media[name] = MediaPart(data=bytes(data), filename=filename, content_type=ctype)
+            media[name] = MediaPart(data=data, filename=filename, content_type=ctype)  # a view, no copy
         elif name in TEXT_FIELDS:
             if len(data) > MAX_TEXT_BYTES:
                 raise InvalidRequest(f"field {name!r} is longer than {MAX_TEXT_BYTES} bytes")

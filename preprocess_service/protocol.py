@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import pickle
 import re
 import uuid
-from typing import Any
+from typing import Any, SupportsIndex
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -42,11 +43,12 @@ def new_request_id(candidate: str | None = None) -> str:
 
 
 class MediaPart(BaseModel):
-    """One uploaded file, in memory only; the filename is a hint, never logged (it may name a patient)."""
+    """One uploaded file, in memory only; the filename is a hint, never logged (it may name a patient).
+    `data` may be a read-only view into the request body (multipart.py): each upload is held once."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    data: bytes
+    data: bytes | memoryview
     filename: str = ""
     content_type: str = ""
 
@@ -60,6 +62,20 @@ class MediaPart(BaseModel):
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("sha256", None)  # a copy may carry other bytes: its digest is computed afresh
         return copy
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        """A view pickles (Ray hands a video to the FeatureExtractor) as the bytes it shows: out of band
+        under protocol 5, so Ray's object store takes them without a pickled copy; inline before it."""
+        if not isinstance(self.data, memoryview):
+            return super().__reduce_ex__(protocol)
+        data = pickle.PickleBuffer(self.data) if int(protocol) >= 5 else bytes(self.data)
+        return _unpickled_part, (data, self.filename, self.content_type)
+
+
+def _unpickled_part(data: Any, filename: str, content_type: str) -> MediaPart:
+    """A MediaPart from `MediaPart.__reduce_ex__`; an out-of-band buffer (Ray's object store) stays a view."""
+    view = data if isinstance(data, bytes) else memoryview(data).toreadonly().cast("B")
+    return MediaPart(data=view, filename=filename, content_type=content_type)
 
 
 class ScoreRequest(BaseModel):
@@ -159,9 +175,9 @@ class ScoreRequest(BaseModel):
             model_versions=self.model_versions,
             deliver_hl7=self.deliver_hl7,
         )
-        for name, part in self.parts().items():
+        for name, p in self.parts().items():  # protobuf takes no view; bytes() of bytes is the same object
             getattr(msg, name).CopyFrom(
-                scoring_pb2.MediaFile(data=part.data, filename=part.filename, content_type=part.content_type)
+                scoring_pb2.MediaFile(data=bytes(p.data), filename=p.filename, content_type=p.content_type)
             )
         return msg
 

@@ -19,13 +19,13 @@ only when the sync byte repeats at one packet spacing.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import av
 
 from avpenet.errors import UndecodableMedia, UnsupportedMedia
+from avpenet.features.memfile import ViewFile
 from avpenet.features.mp4index import SampleBounds, check_sample_tables
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
@@ -213,11 +213,12 @@ def read_head(source: Source) -> bytes:
     return head
 
 
-def as_file(source: Source, cls: type[io.BytesIO] = io.BytesIO) -> io.BytesIO:
-    """What soundfile / PyAV open: always an in-memory file (of `cls`). A path is read first, because
-    FFmpeg is allowed no protocol at all (not even `file`), so a path handed to it would not open."""
+def as_file(source: Source, cls: type[ViewFile] = ViewFile) -> ViewFile:
+    """What soundfile / PyAV open: always an in-memory file (of `cls`), over the caller's buffer (no copy of
+    the upload). A path is read first, because FFmpeg is allowed no protocol at all (not even `file`), so a
+    path handed to it would not open."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return cls(bytes(source))
+        return cls(source)
     return cls(Path(source).read_bytes())
 
 

@@ -7,34 +7,22 @@ no sample, becomes. The checks and errors are `audio`'s.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import soundfile as sf
 
 from avpenet.errors import InputError, UndecodableMedia
-from avpenet.features import audio, avaudio, media, truncation
+from avpenet.features import audio, avaudio, media, memfile, truncation
 
 # What libsndfile's failures surface as through soundfile (a codec that cannot seek raised ValueError).
 LIBSNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError)
 
 
-class _Upload(io.BytesIO):
-    """An upload as libsndfile's virtual file. A seek before the start stops at the start: BytesIO raises
-    there, inside soundfile's cffi callback, and Python would print that traceback to stderr for every AIFF
-    cut inside its header (libsndfile's AIFF reader seeks there; it refuses the file either way).
+class _Upload(memfile.ViewFile):
+    """An upload as libsndfile's virtual file. A seek before the start stops at the start: a ValueError there
+    is raised inside soundfile's cffi callback, and Python would print that traceback to stderr for every
+    AIFF cut inside its header (libsndfile's AIFF reader seeks there; it refuses the file either way)."""
 
-    The size comes from a seek to the end, never `getbuffer()`: exporting the buffer of a BytesIO made from
-    bytes copies them, and the decode would hold every upload twice."""
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self.tell()
-        elif whence == io.SEEK_END:
-            offset += super().seek(0, io.SEEK_END)
-        elif whence != io.SEEK_SET:
-            return super().seek(offset, whence)  # BytesIO's own error
-        return super().seek(max(offset, 0))
+    CLAMP_BEFORE_START = True
 
 
 def load(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:

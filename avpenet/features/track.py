@@ -17,6 +17,7 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia
+from avpenet.features.memfile import Buffer, ViewFile
 
 # Sanity bounds for an uploaded track: a 10-minute clip at FPS, images up to 16k pixels a side.
 MAX_TRACK_FRAMES = 10 * 60 * contract.FPS
@@ -95,7 +96,7 @@ class FaceTrack:
         return buf.getvalue()
 
     @classmethod
-    def load_npz(cls, source: str | os.PathLike | bytes, *, max_frames: int | None = None) -> FaceTrack:
+    def load_npz(cls, source: str | os.PathLike | Buffer, *, max_frames: int | None = None) -> FaceTrack:
         """Read and validate a track from a path or in-memory bytes.
 
         Array headers are checked before anything is decompressed, so a tiny file that would inflate to
@@ -106,7 +107,7 @@ class FaceTrack:
         if isinstance(source, bytes | bytearray | memoryview):
             if len(source) == 0:
                 raise UndecodableMedia("landmarks file is empty; send numpy savez output")
-            handle: io.BytesIO | Path = io.BytesIO(bytes(source))
+            handle: ViewFile | Path = ViewFile(source)  # read where it lies: no copy of the upload
         else:
             handle = Path(source)
         try:

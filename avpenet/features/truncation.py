@@ -67,11 +67,11 @@ def cut_short(source: media.Source, kind: str) -> bool:
     """Whether the file ends inside its own structure: before the chunk of its samples (one of `LAYOUTS`)
     is whole (what follows it is not looked at), inside FLAC's metadata blocks or frames, or before an
     AMR's first frame is whole. Kinds without such a structure here (Ogg, MP3, AAC) are never called cut."""
-    data = media.as_file(source).getvalue()
+    data = media.as_file(source).getbuffer()  # a view: the upload is not copied to be walked
     if kind in LAYOUTS:
         return _chunks_cut(data, LAYOUTS[kind])
-    if kind == "flac":
-        return _flac_cut(data)
+    if kind == "flac":  # searched with bytes.rfind: a copy, on this path only (no sample decoded)
+        return _flac_cut(bytes(data))
     if kind == "amr":
         return _amr_cut(data)
     return False
@@ -84,7 +84,7 @@ def description_cut(source: media.Source, kind: str) -> bool:
     not the sender's recording: `sfaudio` refuses it as cut. A whole description keeps its refusal (a CAF
     at 4000 Hz cut mid-upload is refused for its rate, which no complete upload would fix)."""
     layout = LAYOUTS.get(kind)
-    return layout is not None and _ends_before(media.as_file(source).getvalue(), layout, layout.form, None)
+    return layout is not None and _ends_before(media.as_file(source).getbuffer(), layout, layout.form, None)
 
 
 def before_samples(source: media.Source, kind: str) -> bool:
@@ -92,10 +92,10 @@ def before_samples(source: media.Source, kind: str) -> bool:
     fields after it (`_Chunks.lead`). FFmpeg decoded a CAF cut inside its edit count as a sample or three
     of those bytes (0, or -0.98 for mu-law), scored as sound; `sfaudio` refuses it as cut instead."""
     layout = LAYOUTS.get(kind)
-    return layout is not None and _ends_before(media.as_file(source).getvalue(), layout, layout.samples, 0)
+    return layout is not None and _ends_before(media.as_file(source).getbuffer(), layout, layout.samples, 0)
 
 
-def _ends_before(data: bytes, layout: _Chunks, ident: bytes, body: int | None) -> bool:
+def _ends_before(data: memoryview, layout: _Chunks, ident: bytes, body: int | None) -> bool:
     """Whether `data` ends before chunk `ident` is whole (`body` None) or before its first `body` bytes
     after `layout.lead` are: walking its chunks, also when it ends inside one before it."""
     at, header = layout.start, layout.id_bytes + layout.size_bytes
@@ -115,7 +115,7 @@ def _ends_before(data: bytes, layout: _Chunks, ident: bytes, body: int | None) -
     return False
 
 
-def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
+def _chunks_cut(data: memoryview, layout: _Chunks) -> bool:
     """Cut when the file ends before its samples' chunk and the chunk describing them are whole (AIFF allows
     COMM after SSND). The walk stops once both are (a CAF whose packets vary in size goes on to its packet
     table, which FFmpeg writes after the samples): bytes after them (a few junk bytes, a LIST or id3 chunk
@@ -145,7 +145,7 @@ def _chunks_cut(data: bytes, layout: _Chunks) -> bool:
     return False
 
 
-def _varying_packets(desc: bytes) -> bool:
+def _varying_packets(desc: memoryview) -> bool:
     """A CAF `desc` (rate, format, flags, bytes per packet, frames per packet...) whose packets vary in size
     or length (a 0 there, as ALAC's and AAC's): their sizes are in a `pakt` chunk the file needs. Linear
     PCM's never vary: an `lpcm` desc saying so is malformed, not a file cut before its table."""
@@ -236,9 +236,9 @@ def _crc(data: bytes, bits: int, poly: int) -> int:
 _CRC16 = [_crc(bytes([n]), 16, 0x8005) for n in range(256)]
 
 
-def _amr_cut(data: bytes) -> bool:
+def _amr_cut(data: memoryview) -> bool:
     """Cut before the first frame after the "#!AMR" header is whole (an AMR has no other header)."""
-    wideband = data.startswith(b"#!AMR-WB\n")
+    wideband = data[:9] == b"#!AMR-WB\n"
     at = 9 if wideband else 6
     if at >= len(data):
         return True

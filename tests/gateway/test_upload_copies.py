@@ -1,0 +1,85 @@
+"""The gateway holds each upload once: a media part is a read-only view into the request body (it was
+copied twice, into a bytearray as parsed and then into bytes), and that view decodes, hashes and crosses to
+the FeatureExtractor (pickled) like bytes. Peaks are Python allocations (tracemalloc), deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tracemalloc
+
+import numpy as np
+from support.gateway import face_track, mp4_bytes, wav_bytes
+
+from avpenet.features import audio
+from avpenet.features.track import FaceTrack
+from preprocess_service.multipart import _Part, parse_score_form
+from preprocess_service.protocol import MediaPart
+
+SIZE = 16 << 20
+BOUNDARY = b"upload-copies"
+CTYPE = "multipart/form-data; boundary=upload-copies"
+
+
+def _form(**parts: bytes) -> bytes:
+    body = b"".join(
+        b'--%s\r\nContent-Disposition: form-data; name="%s"; filename="f"\r\n\r\n%s\r\n'
+        % (BOUNDARY, name.encode(), data)
+        for name, data in parts.items()
+    )
+    age = b'--%s\r\nContent-Disposition: form-data; name="age_group"\r\n\r\nadult\r\n' % BOUNDARY
+    return body + age + b"--%s--\r\n" % BOUNDARY
+
+
+def test_a_media_part_is_a_view_of_the_body_not_a_copy():
+    body = _form(clip=b"\x00\x00\x00\x18ftypisom" + bytes(SIZE))
+    tracemalloc.start()
+    try:
+        request = parse_score_form(body, CTYPE, "r")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    data = request.clip.data
+    assert isinstance(data, memoryview) and data.obj is body and data.readonly
+    assert data == b"\x00\x00\x00\x18ftypisom" + bytes(SIZE) and request.age_group == "adult"
+    assert peak < 0.05 * SIZE, f"peak {peak / SIZE:.2f}x the part"  # was 2.0x
+
+
+def test_parts_parsed_as_views_decode_and_hash_as_their_bytes():
+    wav, npz = wav_bytes(3.0), face_track(3.0).to_npz_bytes()
+    request = parse_score_form(bytearray(_form(audio=wav, landmarks=npz)), CTYPE, "r")
+    assert isinstance(request.audio.data, memoryview)
+    assert request.audio.sha256 == hashlib.sha256(wav).hexdigest()
+    assert np.array_equal(audio.load_audio(request.audio.data), audio.load_audio(wav))
+    track = FaceTrack.load_npz(request.landmarks.data)
+    assert np.array_equal(track.landmarks, FaceTrack.load_npz(npz).landmarks)
+    assert request.to_proto().audio.data == wav  # protobuf takes bytes, not the view
+
+
+def test_a_view_pickles_as_its_bytes_out_of_band_where_the_protocol_allows():
+    """Ray pickles a video request to the FeatureExtractor (protocol 5, out-of-band buffers)."""
+    clip = mp4_bytes(2.0)
+    body = b"head" + clip + b"tail"
+    part = MediaPart(data=memoryview(body).toreadonly()[4:-4], filename="c.mp4", content_type="video/mp4")
+    for protocol in (2, 4, 5):
+        again = pickle.loads(pickle.dumps(part, protocol=protocol))
+        assert type(again.data) is bytes and again == part and again.filename == "c.mp4"
+    buffers: list[pickle.PickleBuffer] = []
+    wire = pickle.dumps(part, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1 and len(wire) < 1000  # the bytes travel beside the pickle, not inside it
+    again = pickle.loads(wire, buffers=buffers)
+    assert isinstance(again.data, memoryview) and again.data == clip and again.content_type == "video/mp4"
+    plain = MediaPart(data=clip)
+    assert pickle.loads(pickle.dumps(plain, protocol=5)).data == clip
+
+
+def test_bytes_that_do_not_lie_in_the_body_in_one_run_are_gathered():
+    """python-multipart's look-behind (across writes) hands a part's bytes from its own buffer."""
+    body = b"0123456789abcdef"
+    part = _Part()
+    part.add(body, body, 2, 5)
+    part.add(body, body, 5, 8)
+    assert part.spill is None and part.data(memoryview(body)) == b"234567"
+    part.add(body, b"\r\n--", 0, 2)
+    part.add(body, body, 8, 10)
+    assert part.data(memoryview(body)) == b"234567\r\n89"
