@@ -109,10 +109,12 @@ def _reason(exc: Exception) -> str:
 
 
 def _mono(f: sf.SoundFile, kind: str, declared: int) -> np.ndarray:
-    """The decoded frames of `f` (at most `declared`), checked and mixed down block by block."""
+    """The decoded frames of `f` (at most `declared`), checked and mixed down block by block into one array
+    of the declared length (the duration limit bounds it; pages no sample reaches are never touched), which
+    shrinks in place to what decoded: the mono wave is held once, never as blocks and then their join."""
     what = f"the samples of this {media.describe(kind)}"
     buf = np.empty((max(1, min(audio.READ_BLOCK_FRAMES, declared)), f.channels), np.float32)
-    mono: list[np.ndarray] = []
+    mono = np.empty(max(declared, 0), np.float32)
     total = 0
     while total < declared:
         try:
@@ -123,6 +125,8 @@ def _mono(f: sf.SoundFile, kind: str, declared: int) -> np.ndarray:
             break  # a damaged tail
         if not len(got):
             break  # decoded less than declared (a truncated file): what decoded is kept
-        mono.append(audio.mix_down(audio.check_wave(got, what), axis=1))
+        mono[total : total + len(got)] = audio.mix_down(audio.check_wave(got, what), axis=1)
         total += len(got)
-    return np.concatenate(mono) if mono else np.zeros(0, np.float32)
+    if total < len(mono):
+        mono.resize(total, refcheck=False)  # realloc: no second array, the decoded start stays
+    return mono
