@@ -26,9 +26,10 @@ from preprocess_service.service import ScoringService
 from preprocess_service.settings import Limits
 
 
-async def read_body(request: Request, limits: Limits) -> bytes:
+async def read_body(request: Request, limits: Limits) -> bytearray:
     """The request body, refused with 413 as soon as it passes the upload limit (before it is all in memory)
-    and with 408 when it arrives slower than `min_upload_bytes_per_s` after `upload_grace_s` (slow-loris)."""
+    and with 408 when it arrives slower than `min_upload_bytes_per_s` after `upload_grace_s` (slow-loris).
+    It is the buffer it was read into, not a bytes copy of it: the media parts become views of it."""
     limit = limits.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -43,7 +44,7 @@ async def read_body(request: Request, limits: Limits) -> bytes:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                 chunk = await chunks.__anext__()
         except StopAsyncIteration:
-            return bytes(body)
+            return body
         except ClientDisconnect:  # flaky ward Wi-Fi, not a server fault: 499, reason ClientGone
             raise ClientGone(f"the client disconnected after {len(body)} bytes of the upload") from None
         except TimeoutError:
@@ -71,7 +72,7 @@ async def score(service: ScoringService, request: Request) -> Response:
         body = await read_body(request, service.settings.limits)
         with service.admit() as slot:
             parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
-            del body
+            del body  # the media parts are read-only views of it: nothing else holds or changes it
             answer = await service.clinical.answer(
                 lambda: service.score(
                     parsed, protocol="http", trace_headers=dict(request.headers), budget=budget
