@@ -63,6 +63,9 @@ class GrpcMethods:
             key = idempotency.check_key(metadata.get(idempotency.HEADER))
             with self.service.admit() as slot:
                 parsed = ScoreRequest.from_proto(request, rid)
+                # The parsed message holds protobuf's own copy of every part (and `parsed` another): let it
+                # go before scoring, not after.
+                del request
                 answer = await self.service.clinical.answer(
                     lambda: self.service.score(
                         parsed, protocol="grpc", trace_headers=metadata, budget=budget

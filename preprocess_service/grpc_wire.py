@@ -59,7 +59,7 @@ def parse(message_type: type[M], data: Any) -> M:
         raise InvalidRequest(f"expected a serialized {message_type.DESCRIPTOR.full_name}")
     message = message_type()
     try:
-        message.ParseFromString(bytes(data))
+        message.ParseFromString(bytes(data))  # the proxy forwards bytes: bytes() of bytes is no copy
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise InvalidRequest(
             f"malformed {message_type.DESCRIPTOR.full_name} protobuf ({type(exc).__name__}); "

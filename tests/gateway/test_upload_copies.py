@@ -5,15 +5,22 @@ the FeatureExtractor (pickled) like bytes. Peaks are Python allocations (tracema
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import inspect
 import pickle
 import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
+from google.protobuf.message import Message
 from support.gateway import face_track, mp4_bytes, wav_bytes
 
 from avpenet.features import audio
 from avpenet.features.track import FaceTrack
+from avpenet.v1 import scoring_pb2
+from preprocess_service.errors import InvalidRequest
+from preprocess_service.grpc_methods import GrpcMethods
 from preprocess_service.http_routes import read_body
 from preprocess_service.multipart import _Part, parse_score_form
 from preprocess_service.protocol import MediaPart
@@ -111,3 +118,50 @@ def test_bytes_that_do_not_lie_in_the_body_in_one_run_are_gathered():
     part.add(body, b"\r\n--", 0, 2)
     part.add(body, body, 8, 10)
     assert part.data(memoryview(body)) == b"234567\r\n89"
+
+
+class _Scoring:
+    """What Score asks of its ScoringService; `answer` notes what Score's frame holds while it scores."""
+
+    def __init__(self) -> None:
+        self.settings = SimpleNamespace(budget=lambda: None)
+        self.clinical = SimpleNamespace(answer=self.answer)
+        self.record = self.refused = self.authenticate = lambda *args: None
+        self.held: list[str] = []
+
+    @contextlib.contextmanager
+    def admit(self):
+        yield None
+
+    async def answer(self, fn, parsed, **kwargs):
+        caller = inspect.currentframe().f_back  # Score, waiting for this answer
+        assert caller.f_code.co_name == "Score" and parsed.audio.data == b"RIFF" + bytes(1000)
+        self.held = [name for name, value in caller.f_locals.items() if isinstance(value, Message)]
+        raise InvalidRequest("stop here: only what Score holds while scoring is looked at")
+
+
+class _Context:
+    def invocation_metadata(self):
+        return [("authorization", "Bearer k")]
+
+    def set_code(self, code) -> None:
+        self.code = code.name
+
+    def set_details(self, details: str) -> None:
+        pass
+
+    def set_trailing_metadata(self, trailing) -> None:
+        pass
+
+
+def test_a_grpc_score_lets_the_parsed_message_go_before_scoring():
+    """Score kept the parsed message, protobuf's own copy of every part (upb copies on parse), while the
+    request was scored beside the ScoreRequest's copy: a gRPC upload was held once more than it needs."""
+    message = scoring_pb2.ScoreRequest(
+        age_group="adult", audio=scoring_pb2.MediaFile(data=b"RIFF" + bytes(1000))
+    )
+    methods, context = GrpcMethods(), _Context()
+    methods.service = _Scoring()
+    asyncio.run(methods.Score(message.SerializeToString(), context))
+    assert context.code == "INVALID_ARGUMENT"  # it got as far as scoring
+    assert methods.service.held == [], f"Score held {methods.service.held} while scoring"
