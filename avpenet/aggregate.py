@@ -56,6 +56,9 @@ def informed_windows(modality_weights: np.ndarray) -> np.ndarray:
 
 def adult_probability(adult_probability: np.ndarray, modality_weights: np.ndarray) -> float | None:
     """The clip's P(adult) as read by the age head: its mean over the windows the clip score reads, or None
-    when the model read no age (contract.NOT_READ: a fusion without a fitted head)."""
-    p = np.asarray(adult_probability, dtype=np.float64).reshape(-1)[informed_windows(modality_weights)]
-    return None if np.any(p == C.NOT_READ) else float(p.mean())
+    when the model read no age (contract.NOT_READ: a fusion without a fitted head) or there was nothing to
+    read it from (no window has a modality: the head's answer to empty inputs is not a reading)."""
+    weights = np.asarray(modality_weights).reshape(-1, *C.MODALITY_WEIGHTS.shape)
+    informed = weights.sum(axis=1) > 0
+    p = np.asarray(adult_probability, dtype=np.float64).reshape(-1)[informed]
+    return None if not informed.any() or np.any(p == C.NOT_READ) else float(p.mean())

@@ -78,7 +78,7 @@ def triton_cpu_ms(
 
     from ensemble.client import infer_inputs
 
-    outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.ENSEMBLE.outputs]
+    outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.REQUIRED_OUTPUTS]  # every version
     clients = [grpcclient.InferenceServerClient(url) for _ in range(concurrency)]
 
     def send(client, n: int) -> None:

@@ -180,15 +180,19 @@ def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
             for level, p in result.class_probs.items()
         ),
     ]  # fmt: skip
-    if result.age_read is not None:
-        out.append(
+    if (read := result.age_read) is not None:  # no age group was sent: the one the model read
+        out += [
             _component(
                 cfg.coding("age-group-read", "age group read from the clip"),
-                "age group the model read from the clip (no age group was sent); P(adult) "
-                f"{result.age_read.adult_probability:.2f}",
-                valueString=result.age_read.group,
-            )
-        )
+                "age group the model read from the clip (no age group was sent)",
+                valueString=read.group,
+            ),
+            _component(
+                cfg.coding("adult-probability-read", "P(adult) read from the clip"),
+                "the model's probability that the clip shows an adult",
+                valueQuantity={"value": read.adult_probability, **RATIO_UNIT},
+            ),
+        ]
     if result.age_group == "neonate":
         nips = round(result.score * NIPS_MAX / contract.SCORE_MAX, 1)
         out.append(

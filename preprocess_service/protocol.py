@@ -12,7 +12,7 @@ import hashlib
 import pickle
 import re
 import uuid
-from typing import Any, SupportsIndex
+from typing import Any, Literal, SupportsIndex
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -198,15 +198,16 @@ class AgeRead(BaseModel):
     """The age group a request that named none was scored as: read from the clip by the fusion's age head.
     A clinician who knows the patient's age checks it; a misread one is why such scores are less exact."""
 
-    group: str  # neonate | adult
+    group: Literal["neonate", "adult"]  # contract.LABELLED_AGE_GROUPS
     adult_probability: float  # P(adult), mean over the windows the clip score reads
 
     @classmethod
     def of(cls, adult_probability: float) -> AgeRead:
-        """The group at 0.5 (each window was scored with its own P(adult), between the two groups)."""
+        """The group at 0.5 of the value shown (each window was scored with its own P(adult), between the
+        two groups), so a shown 0.5000 never sits beside "neonate"."""
         neonate, adult = contract.LABELLED_AGE_GROUPS
-        group = adult if adult_probability >= 0.5 else neonate
-        return cls(group=group, adult_probability=round(float(adult_probability), 4))
+        shown = round(float(adult_probability), 4)
+        return cls(group=adult if shown >= 0.5 else neonate, adult_probability=shown)
 
 
 class WindowScore(BaseModel):

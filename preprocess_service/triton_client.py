@@ -154,7 +154,10 @@ class TritonClient:
         results = await asyncio.gather(
             *(self._infer_once(c, request_id, headers, model_version, budget) for c in chunks)
         )
-        outputs = {name: np.concatenate([r.outputs[name] for r in results]) for name in results[0].outputs}
+        # During a rolling update chunks may be answered by fusions with and without an optional output: only
+        # what every chunk has is joined (each has the required ones: served_outputs).
+        names = [name for name in results[0].outputs if all(name in r.outputs for r in results)]
+        outputs = {name: np.concatenate([r.outputs[name] for r in results]) for name in names}
         return InferOutput(outputs, results[0].model_version)
 
     async def _infer_once(

@@ -85,12 +85,37 @@ def test_a_rollback_to_a_fusion_without_the_age_output_drops_it_from_the_configs
     manifest.write_text(json.dumps(record))
     assert configs.main(["--repo", str(copy)]) == 0
     older = [t for t in contract.FUSION.outputs if t != contract.ADULT_PROBABILITY]
-    assert older == list(contract.REQUIRED_OUTPUTS)
     for model in (contract.FUSION, contract.ENSEMBLE):
         for path in (copy / model.name / "config.pbtxt", copy / model.name / "configs" / "gpu.pbtxt"):
             assert _tensors(configs.parse(path).output) == _contract_tensors(older), path
     steps = configs.parse(copy / contract.ENSEMBLE.name / "config.pbtxt").ensemble_scheduling.step
     assert all(contract.ADULT_PROBABILITY.name not in step.output_map for step in steps)
+
+
+def test_the_onnx_chain_runs_a_repository_rolled_back_to_a_fusion_without_the_age_output(
+    tmp_path: Path,
+) -> None:
+    """evaluate --repository, quantize's calibration and the peers run the served graphs with OrtChain,
+    which asked every part for every contract output: a fusion older than 16 has no adult_probability."""
+    import onnx
+
+    from ensemble.ort_chain import OrtChain
+
+    copy = shutil.copytree(REPO, tmp_path / "model_repository")
+    fusion = copy / contract.FUSION.name
+    folder = fusion / str(versions.latest(fusion))
+    graph = onnx.load(folder / "model.onnx")  # made into an older fusion's: the output taken away
+    kept = [o for o in graph.graph.output if o.name != contract.ADULT_PROBABILITY.name]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, folder / "model.onnx")
+    record = json.loads((folder / versions.MANIFEST).read_text())
+    del record["outputs"][contract.ADULT_PROBABILITY.name]
+    (folder / versions.MANIFEST).write_text(json.dumps(record))
+    assert configs.main(["--repo", str(copy)]) == 0
+    out = OrtChain(copy, threads=1)(contract.zero_inputs(contract.ENSEMBLE, 2))
+    assert set(out) == {t.name for t in contract.REQUIRED_OUTPUTS}
+    assert out[contract.SCORE.name].shape == (2, 1)
 
 
 def test_a_disk_error_while_writing_configs_leaves_every_config_whole(tmp_path: Path, monkeypatch) -> None:

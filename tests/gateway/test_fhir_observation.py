@@ -78,6 +78,7 @@ def test_an_estimate_without_an_age_group_says_what_that_costs():
     assert read_note in notes(read) and read_note.startswith("No age group was sent: the model read it from")
     components = {c["code"]["coding"][0]["code"]: c for c in json.loads(fhir.render(read))["component"]}
     assert components["age-group-read"]["valueString"] == "adult"
+    assert components["adult-probability-read"]["valueQuantity"]["value"] == 0.9731
     assert "age-group-read" not in {
         c["code"]["coding"][0]["code"] for c in json.loads(fhir.render(older))["component"]
     }

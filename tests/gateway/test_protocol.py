@@ -47,6 +47,16 @@ class TestScoreResponse:
         faceless = {**out, contract.MODALITY_WEIGHTS.name: out[contract.MODALITY_WEIGHTS.name].copy()}
         faceless[contract.MODALITY_WEIGHTS.name][0] = 0  # a window with neither modality is not read
         assert answered(faceless).age_read.adult_probability == pytest.approx(float(p[1:].mean()), abs=1e-4)
+        empty = {**out, contract.MODALITY_WEIGHTS.name: np.zeros_like(out[contract.MODALITY_WEIGHTS.name])}
+        assert answered(empty).age_read is None  # silence and no face: nothing was read
+
+    @pytest.mark.parametrize(
+        ("p", "group", "shown"), [(0.499996, "adult", 0.5), (0.49994, "neonate", 0.4999)]
+    )
+    def test_the_group_read_agrees_with_the_probability_shown(self, p, group, shown):
+        from preprocess_service.protocol import AgeRead
+
+        assert AgeRead.of(p) == AgeRead(group=group, adult_probability=shown)
 
     def test_clip_aggregate_is_the_shared_aggregation(self):
         from avpenet.aggregate import aggregate_windows

@@ -144,6 +144,18 @@ class TestOutputs:
             asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 3)))
         assert status_of(caught.value)[0] >= 500
 
+    def test_a_long_clip_answered_by_old_and_new_fusions_joins_what_both_have(self):
+        """A rolling update serves fusions with and without adult_probability side by side; a clip over
+        MAX_BATCH_SIZE windows is sent in chunks, which may land on both."""
+        client = TritonClient("127.0.0.1:1")
+        channel = use_channel(client, Channel())
+        answers = iter([FakeResult(64), FakeResult(6, missing=(contract.ADULT_PROBABILITY.name,))])
+        channel.infer = lambda model, inputs, **kwargs: _answer(next(answers), channel)(
+            model, inputs, **kwargs
+        )
+        out = asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 70))).outputs
+        assert set(out) == {t.name for t in contract.REQUIRED_OUTPUTS} and len(out[contract.SCORE.name]) == 70
+
 
 def _answer(result: FakeResult, channel: Channel):
     async def infer(model, inputs, **kwargs):
