@@ -2,9 +2,10 @@
 
 Decoders: soundfile (libsndfile, `sfaudio`) for WAV/FLAC/OGG/AIFF(-C)/CAF/Wave64, PyAV (FFmpeg, `avaudio`)
 for MP3, ADTS AAC (.aac), AMR-NB/WB (.amr) and the audio track of MP4/MOV/WebM/MKV (and an Ogg or CAF
-libsndfile cannot read, a WAV or Wave64 of MP3 data). Both read from memory when given bytes and keep the
-decoded start of a file with a damaged tail. Resampling uses soxr (high quality, linear phase), so 44.1/48 kHz
-recordings lose nothing below 8 kHz and alias nothing into the band the log-mel sees.
+libsndfile cannot read, a WAV or Wave64 of a codec libsndfile lacks: `wavcodec`). Both read from memory when
+given bytes and keep the decoded start of a file with a damaged tail. Resampling uses soxr (high quality,
+linear phase), so 44.1/48 kHz recordings lose nothing below 8 kHz and alias nothing into the band the log-mel
+sees.
 
 A container without an audio stream (or with zero decoded samples) gives **None**, not an error: the clip is
 then scored on the face alone (``audio_present = 0``). A WAV/FLAC/OGG/AIFF/CAF/W64 file is audio, so one that
@@ -64,10 +65,10 @@ def load_audio(
     if kind is None:
         ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
-    from avpenet.features import avaudio, sfaudio  # they import this module's checks
+    from avpenet.features import avaudio, sfaudio, wavcodec  # they import this module's checks
 
-    if kind in media.WAV_KINDS and media.wav_format_tag(head, kind) in media.WAV_MPEG_TAGS:
-        wave, sr = avaudio.read(source, kind, limit)  # not libsndfile's mpg123: it logs upload bytes
+    if kind in media.WAV_KINDS and (codec := wavcodec.for_ffmpeg(head, kind)) is not None:
+        wave, sr = wavcodec.read(source, head, kind, codec, limit)  # a codec libsndfile lacks, or MPEG audio
     elif kind in media.SOUND_FILE_KINDS:
         wave, sr = sfaudio.load(source, kind, limit)
     else:

@@ -1,5 +1,5 @@
-"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, AMR, MP3 in a WAV or
-Wave64, an Ogg or CAF libsndfile cannot read, MP4/MOV/WebM/MKV.
+"""The audio track of a PyAV container, decoded packet by packet: MP3, ADTS AAC, AMR, a WAV or Wave64
+of a codec libsndfile lacks (MP3, WMA...: `wavcodec`), an Ogg or CAF libsndfile cannot read, MP4/MOV/WebM/MKV.
 
 Shared by `audio.load_audio` (the track alone) and `avclip.decode_clip` (the same demux pass as the video, so
 a clip's container is read once). The checks and errors are `audio`'s.
@@ -19,12 +19,12 @@ def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | No
     """(mono float32 samples, their rate) of the main audio track of a file PyAV opens alone; None (at the
     model rate) when it has no audio track. Used by `audio.load_audio` and `sfaudio.load`.
 
-    A file of one codec's frames (`media.ONE_CODEC_KINDS`) or a WAV/Wave64 of MP3 data that decodes no
-    sample is UndecodableMedia, never "no audio": an AMR header with no frame behind it (an upload cut short)
-    is a broken recording (a WAV of MP3 data cut after its data chunk header was "no audio", so its clip was
-    scored on the face alone). When FFmpeg fails before any sample (or none decodes) and the file ends inside
-    its header (`truncation`: a CAF, a WAV of MP3 data, an AMR's first frame), the refusal says it was cut,
-    not FFmpeg's "Invalid data"."""
+    A file of one codec's frames (`media.ONE_CODEC_KINDS`) or a WAV/Wave64 (of MP3 data, or another codec
+    libsndfile lacks) that decodes no sample is UndecodableMedia, never "no audio": an AMR header with no
+    frame behind it (an upload cut short) is a broken recording (a WAV of MP3 data cut after its data chunk
+    header was "no audio", so its clip was scored on the face alone). When FFmpeg fails before any sample (or
+    none decodes) and the file ends inside its header (`truncation`: a CAF, a WAV of MP3 data, an AMR's first
+    frame), the refusal says it was cut, not FFmpeg's "Invalid data"."""
     try:
         wave, sr = _read(source, kind, limit)
     except UndecodableMedia as err:

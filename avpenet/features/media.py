@@ -36,8 +36,9 @@ Source = str | os.PathLike | bytes | bytearray | memoryview
 AUDIO_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64", "mp3", "aac", "amr")
 # The kinds libsndfile reads (sfaudio). An Ogg or CAF it cannot read is read by PyAV: both hold codecs it
 # lacks (Ogg Speex; CAF AAC, IMA4, FFmpeg's ALAC), and it calls a CAF cut mid-upload malformed where FFmpeg
-# keeps its decoded start. AIFF and W64 hold what libsndfile decodes, as WAV does: its reasons stand (a file
-# cut inside its header is refused as cut instead: truncation).
+# keeps its decoded start. AIFF holds what libsndfile decodes, and so do WAV and W64 but for codecs it lacks,
+# which FFmpeg reads (`wavcodec`): its reasons stand (a file cut inside its header is refused as cut instead:
+# truncation).
 SOUND_FILE_KINDS = ("wav", "flac", "ogg", "aiff", "caf", "w64")
 SOUND_THEN_AV_KINDS = ("ogg", "caf")
 AV_CONTAINER_KINDS = ("isobmff", "ebml")
@@ -59,12 +60,7 @@ DEMUXERS = {
     "isobmff": "mov", "ebml": "matroska", "mp3": "mp3", "aac": "aac", "ogg": "ogg", "wav": "wav",
     "caf": "caf", "amr": "amr", "w64": "w64",
 }  # fmt: skip
-# WAV format tags of MPEG audio (MPEG-1, MPEG Layer 3). libsndfile hands those to mpg123, which prints to
-# stderr, header bytes of the upload included ("Illegal Audio-MPEG-Header 0x74d8c299"); such a WAV is read by
-# FFmpeg instead, whose log PyAV keeps off: no upload byte reaches a log. So is a Wave64 of them, which
-# libsndfile refused ("unimplemented format", "Malformed 'fmt ' chunk").
-WAV_MPEG_TAGS = (0x0050, 0x0055)
-WAV_KINDS = ("wav", "w64")  # whose `fmt ` chunk `wav_format_tag` reads
+WAV_KINDS = ("wav", "w64")  # whose `fmt ` chunk names their codec (`wavcodec`)
 # Sony Wave64 starts with the GUID of its `riff` chunk, then a 64-bit size and the `wave` GUID.
 W64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")
 W64_WAVE = bytes.fromhex("77617665f3acd3118cd100c04f8edb8a")
@@ -278,22 +274,3 @@ def main_stream(streams):
     flags = av.stream.Disposition
     tracks = [s for s in streams if not s.disposition & flags.attached_pic]
     return next((s for s in tracks if s.disposition & flags.default), next(iter(tracks), None))
-
-
-def wav_format_tag(head: bytes, kind: str = "wav") -> int | None:
-    """The format tag of a RIFF/WAVE's or a Wave64's (`kind` "w64") `fmt ` chunk when it lies within
-    `head`; None otherwise (a Wave64 chunk's size counts its 24-byte GUID and size; chunks align to 8)."""
-    w64 = kind == "w64"
-    at, ident, header = (40, b"fmt " + W64_WAVE[4:], 24) if w64 else (12, b"fmt ", 8)
-    while at + header <= len(head):
-        size = int.from_bytes(head[at + len(ident) : at + header], "little")
-        if head[at : at + len(ident)] == ident:
-            return (
-                int.from_bytes(head[at + header : at + header + 2], "little")
-                if at + header + 2 <= len(head)
-                else None
-            )
-        if w64 and size < header:
-            return None
-        at += size + (-size % 8) if w64 else header + size + (size & 1)
-    return None

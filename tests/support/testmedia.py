@@ -7,6 +7,7 @@ with these helpers so every case is reproducible and needs no bundled binaries.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterable
 from fractions import Fraction
 
@@ -134,13 +135,49 @@ def mp3_bytes(wave: np.ndarray, sr: int, *, vbr_quality: int | None = None, xing
     with av.open(buf, mode="w", format="mp3", options={} if xing else {"write_xing": "0"}) as out:
         stream = out.add_stream("libmp3lame", rate=sr)
         stream.layout = "mono"
-        if vbr_quality is None:
-            stream.bit_rate = 64_000
-        else:
-            stream.codec_context.qscale = True
-            stream.codec_context.global_quality = vbr_quality * 118  # FF_QP2LAMBDA
+        _set_bit_rate(stream, 64_000, vbr_quality)
         encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr, 1152)
     return buf.getvalue()
+
+
+def riff_bytes(
+    codec: str, wave: np.ndarray, sr: int, *, container: str = "wav", bit_rate: int | None = None,
+    vbr_quality: int | None = None,
+) -> bytes:  # fmt: skip
+    """A mono WAV (`container` "w64": a Sony Wave64) of FFmpeg's `codec` encoder written by FFmpeg's muxer,
+    which names the codec by its format tag (WMA 0x0161, G.722 0x028F, raw AAC frames 0x00FF, MP3 0x0055);
+    `vbr_quality` as in `mp3_bytes`."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=sr)
+        stream.layout = "mono"
+        _set_bit_rate(stream, bit_rate, vbr_quality)
+        chunk = 1152 if "mp3" in codec else 1024
+        encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr, chunk)
+    return buf.getvalue()
+
+
+def wav_of(tag: int, payload: bytes, sr: int, *, byte_rate: int = 0) -> bytes:
+    """A mono RIFF/WAVE whose `fmt ` chunk (a WAVEFORMATEX without extra bytes) names format tag `tag` and
+    whose `data` chunk holds `payload`: coded frames (ADTS AAC...) in a WAV, as some converters write them."""
+    fmt = struct.pack("<HHIIHHH", tag, 1, sr, byte_rate, 1, 0, 0)
+    body = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + len(body) + len(payload) % 2)
+        + b"WAVE"
+        + body
+        + bytes(len(payload) % 2)
+    )
+
+
+def _set_bit_rate(stream, bit_rate: int | None, vbr_quality: int | None) -> None:
+    """A constant `bit_rate` (None: the encoder's default), or LAME's variable `vbr_quality` (0 best - 9)."""
+    if vbr_quality is not None:
+        stream.codec_context.qscale = True
+        stream.codec_context.global_quality = vbr_quality * 118  # FF_QP2LAMBDA
+    elif bit_rate is not None:
+        stream.bit_rate = bit_rate
 
 
 def amr_nb_bytes(wave: np.ndarray, sr: int = 8000) -> bytes:

@@ -6,7 +6,8 @@ time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landma
 255-channel Ogg was decoded whole, every channel; an MP3 that changed its rate part-way was a 500; a WAV of
 MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a ValueError; an Ogg cut before
 its first audio page was "no audio", so its clip was scored on the face alone; a tiny track whose timestamps
-jump minutes filled that hole with gigabytes of silence.
+jump minutes filled that hole with gigabytes of silence; a WAV of a codec libsndfile lacks (WMA, a tag nobody
+knows) got its words, "Malformed 'fmt ' chunk".
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ BAD = "INVALID_ARGUMENT"
 def _landmarks(value: float | None) -> bytes:
     track = hm.degenerate_landmarks(_track(), value)
     return _npz_with(landmarks=track.landmarks, face_present=track.face_present)
+
+
+def _wma_wav() -> bytes:
+    from support import testmedia
+
+    return testmedia.riff_bytes("wmav2", testmedia.tone(4.0, 44_100, freq=450.0), 44_100, bit_rate=64_000)
+
+
+def _unknown_codec_wav() -> bytes:
+    wav = _tone_wav()
+    return wav[:20] + (0x1234).to_bytes(2, "little") + wav[22:]  # the fmt chunk's format tag
 
 
 @functools.cache
@@ -74,6 +86,10 @@ def build() -> list[Case]:
          200, "OK", one("audio", "wav", lambda: hm.mp3_in_wav(0.5))),
         ("gsm_wav", "an 8 kHz GSM 6.10 WAV (telephony): decoded and scored (was 422, ValueError)",
          200, "OK", one("audio", "wav", hm.gsm_wav)),
+        ("wma_in_wav", "a WAV of WMA (format tag 0x0161): decoded by FFmpeg (was 422, malformed fmt chunk)",
+         200, "OK", one("audio", "wav", _wma_wav)),
+        ("unknown_codec_wav", "a WAV whose fmt chunk names format tag 0x1234: 415 naming it and what to send",
+         415, BAD, one("audio", "wav", _unknown_codec_wav)),
         ("ogg_cut_before_audio", "an Ogg Vorbis cut in its first audio page, with a face track: refused",
          422, BAD, with_face("ogg", hm.vorbis_cut_in_first_audio_page)),
         ("audio_timestamp_jump", "a 77 KB track, 2nd frame stamped 590 s on: a timestamp break (once 1.4 GB)",

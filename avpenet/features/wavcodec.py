@@ -1,0 +1,123 @@
+"""Which decoder reads a WAV's (RF64's) or Wave64's samples, by the codec its `fmt ` chunk names.
+
+libsndfile has readers for a few codecs (`SNDFILE_TAGS`). Every other one it refused with "Malformed 'fmt '
+chunk" (WAVE_FORMAT_EXTENSIBLE: "File contains data in an unimplemented format"), words an integrator cannot
+act on, though FFmpeg decodes many of them whole (encoded by FFmpeg's own wav muxer: WMA, AC-3, E-AC-3, FLAC,
+G.722, G.726, Yamaha ADPCM; AAC in ADTS frames). So a WAV or Wave64 of a codec libsndfile lacks is read by
+FFmpeg (`avaudio`), as one of MP3 data already was: libsndfile hands MPEG audio to mpg123, which prints header
+bytes of the upload to stderr ("Illegal Audio-MPEG-Header 0x74d8c299"), where PyAV keeps FFmpeg's log off.
+
+A codec FFmpeg does not decode either is 415 naming its tag and what to send. So is raw AAC (frames without
+ADTS headers): a WAV does not delimit its frames, and FFmpeg decoded the first 64 ms and dropped the rest.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+from avpenet.errors import UnsupportedMedia
+from avpenet.features import avaudio, media
+
+# The format tags libsndfile reads: PCM, MS ADPCM, IEEE float, A-law, mu-law, IMA ADPCM, GSM 6.10, NMS ADPCM,
+# G.721, and WAVE_FORMAT_EXTENSIBLE when its subformat is one of `SNDFILE_SUBFORMATS` (wavlike.c). Not MPEG
+# audio (0x0050, 0x0055), which it does read, but through mpg123 and its log (above).
+SNDFILE_TAGS = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0038, 0x0040})
+EXTENSIBLE = 0xFFFE
+# The tail of the KSDATAFORMAT_SUBTYPE GUIDs (a 2-byte format tag, then these 14 bytes; little-endian fields)
+SUBTYPE_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+AMBISONIC_TAIL = bytes.fromhex("00002107d3118644c8c1ca000000")  # ambisonic B-format (wavlike.c)
+SNDFILE_SUBFORMATS = frozenset(
+    {tag.to_bytes(2, "little") + SUBTYPE_TAIL for tag in (0x0001, 0x0002, 0x0003, 0x0006, 0x0007)}
+    | {tag.to_bytes(2, "little") + AMBISONIC_TAIL for tag in (0x0001, 0x0003)}
+)
+# The tags FFmpeg reads as AAC (riff.c; 0x1602, LATM, has its own sync and is not among them).
+AAC_TAGS = frozenset({0x00FF, 0x1600, 0x1610, 0x4143, 0x706D, 0xA106})
+W64_GUID_TAIL = media.W64_WAVE[4:]
+FMT_MIN = 16  # a WAVEFORMAT: tag, channels, rate, byte rate, block align, bits per sample
+SUBFORMAT_AT = 24  # WAVEFORMATEXTENSIBLE: cbSize, valid bits and channel mask come before its subformat
+
+
+class Codec(NamedTuple):
+    """A `fmt ` chunk's codec."""
+
+    tag: int
+    subformat: bytes = b""  # the GUID of WAVE_FORMAT_EXTENSIBLE's subformat (16 bytes, little-endian fields)
+
+    def name(self) -> str:
+        """How the refusal names it: "format tag 0x00FF", or the extensible subformat as a GUID."""
+        if self.tag != EXTENSIBLE:
+            return f"format tag 0x{self.tag:04X}"
+        return f"format tag 0xFFFE, subformat {uuid.UUID(bytes_le=self.subformat)}"
+
+
+def chunks(head: bytes, kind: str) -> Iterator[tuple[bytes, int, int]]:
+    """(id, offset of the body, size of the body) of each chunk of a RIFF/RF64 WAVE or a Wave64 (`kind`
+    "w64") whose header lies within `head`. A Wave64 chunk's id is a GUID (the FourCC then the 12 bytes all
+    its chunk GUIDs share, `W64_GUID_TAIL`), its size counts its 24-byte header, and chunks align to 8."""
+    w64 = kind == "w64"
+    at, header = (40, 24) if w64 else (12, 8)
+    while at + header <= len(head):
+        size = int.from_bytes(head[at + header - (8 if w64 else 4) : at + header], "little")
+        if w64 and size < header:
+            return  # no chunk has it: the walk cannot go on
+        ident = (
+            head[at : at + 4] if not w64 or head[at + 4 : at + 16] == W64_GUID_TAIL else head[at : at + 16]
+        )
+        yield ident, at + header, size - header if w64 else size
+        at += size + (-size % 8) if w64 else header + size + (size & 1)
+
+
+def codec(head: bytes, kind: str) -> Codec | None:
+    """The codec a `fmt ` chunk lying whole within `head` names; None when it does not (no codec is told
+    from a chunk too short to be one: libsndfile's reason stands)."""
+    for ident, body, size in chunks(head, kind):
+        if ident == b"fmt ":
+            tag = int.from_bytes(head[body : body + 2], "little")
+            if size < FMT_MIN or body + FMT_MIN > len(head) or not tag:  # 0: WAVE_FORMAT_UNKNOWN
+                return None
+            if tag != EXTENSIBLE:
+                return Codec(tag)
+            guid = head[body + SUBFORMAT_AT : body + SUBFORMAT_AT + 16]
+            return Codec(tag, guid) if size >= SUBFORMAT_AT + 16 and len(guid) == 16 else None
+    return None
+
+
+def for_ffmpeg(head: bytes, kind: str) -> Codec | None:
+    """The codec named in `head` when libsndfile has no reader for it (MPEG audio included), else None."""
+    found = codec(head, kind)
+    if found is None:
+        return None
+    known = SNDFILE_SUBFORMATS if found.tag == EXTENSIBLE else SNDFILE_TAGS
+    return None if (found.subformat or found.tag) in known else found
+
+
+def read(
+    source: media.Source, head: bytes, kind: str, found: Codec, limit: float
+) -> tuple[np.ndarray | None, int]:
+    """`avaudio.read` of a WAV or Wave64 whose codec (`found`, `for_ffmpeg`) libsndfile lacks; 415 naming the
+    codec when FFmpeg does not decode it, or when it is AAC without ADTS frame headers (`_raw_aac`)."""
+    if _raw_aac(head, kind, found):
+        raise UnsupportedMedia(
+            f"the audio codec in this {media.describe(kind)} ({found.name()}, AAC without ADTS frame "
+            "headers: a WAV does not delimit its frames) is not supported; send the AAC as an ADTS (.aac) "
+            "or MP4/M4A file, or PCM WAV"
+        )
+    try:
+        return avaudio.read(source, kind, limit)
+    except UnsupportedMedia:
+        raise UnsupportedMedia(
+            f"the audio codec in this {media.describe(kind)} ({found.name()}) is not supported; send PCM WAV "
+            f"or {media.SUPPORTED_AUDIO.removeprefix('WAV, ')}"
+        ) from None
+
+
+def _raw_aac(head: bytes, kind: str, found: Codec) -> bool:
+    """An AAC tag whose `data` chunk, starting within `head`, does not start with an ADTS frame header."""
+    if found.tag not in AAC_TAGS:
+        return False
+    start = next((body for ident, body, _ in chunks(head, kind) if ident == b"data"), None)
+    return start is not None and start + 2 <= len(head) and media.sniff(head[start : start + 2]) != "aac"
