@@ -27,6 +27,9 @@ AMR_WB_FRAME = (17, 23, 32, 36, 40, 46, 50, 58, 60, 5, 0, 0, 0, 0, 0, 0)
 MAX_FLAC_FRAME = 1 << 18
 W64_DATA = b"data" + media.W64_WAVE[4:]  # Wave64's chunk GUIDs share their last 12 bytes
 W64_FMT = b"fmt " + media.W64_WAVE[4:]
+# An RF64 (EBU Tech 3306) starts "RF64", size 0xFFFFFFFF, "WAVE", then a `ds64` chunk whose 64-bit fields hold
+# the sizes a 32-bit field cannot: the RIFF's, then the `data` chunk's (0xFFFFFFFF in its own header).
+RF64_DATA_SIZE = slice(28, 36)
 
 
 class _Chunks(NamedTuple):
@@ -46,7 +49,7 @@ class _Chunks(NamedTuple):
 
 
 LAYOUTS = {
-    "wav": _Chunks(12, 4, 4, "little", b"data", b"fmt ", open_ended=0xFFFFFFFF),  # RF64: size in ds64
+    "wav": _Chunks(12, 4, 4, "little", b"data", b"fmt ", open_ended=0xFFFFFFFF),  # RF64: `_size`
     "aiff": _Chunks(12, 4, 4, "big", b"SSND", b"COMM"),
     # open_ended -1: CAF's "size unknown"
     "caf": _Chunks(8, 4, 8, "big", b"data", b"desc", align=1, open_ended=2**64 - 1, table=b"pakt", lead=4),
@@ -102,7 +105,7 @@ def _ends_before(data: memoryview, layout: _Chunks, ident: bytes, body: int | No
     for _ in range(MAX_CHUNKS):
         if at + header > len(data):
             return True  # ended before the chunk (or inside a chunk's id and size)
-        size = int.from_bytes(data[at + layout.id_bytes : at + header], layout.order)
+        size = _size(data, layout, at)
         open_ended = size == layout.open_ended or (layout.size_counts_header and size < header)
         end = at + size + (0 if layout.size_counts_header else header)
         if data[at : at + layout.id_bytes] == ident and (body is not None or not open_ended):
@@ -128,7 +131,7 @@ def _chunks_cut(data: memoryview, layout: _Chunks) -> bool:
         if at + header > len(data):
             return True
         ident = data[at : at + layout.id_bytes]
-        size = int.from_bytes(data[at + layout.id_bytes : at + header], layout.order)
+        size = _size(data, layout, at)
         if size == layout.open_ended or (layout.size_counts_header and size < header):
             return False  # runs to the end of the file; or a Wave64 size no chunk can have
         end = at + size + (0 if layout.size_counts_header else header)
@@ -143,6 +146,18 @@ def _chunks_cut(data: memoryview, layout: _Chunks) -> bool:
             return False
         at = end + (-end % layout.align)
     return False
+
+
+def _size(data: memoryview, layout: _Chunks, at: int) -> int:
+    """The size of the chunk at `at` (its header within `data`). An RF64's `data` chunk says 0xFFFFFFFF and
+    keeps its size in the `ds64` chunk first after the header (whole: the walk went past it), so one cut just
+    after its data chunk header is called cut, as a WAV is (libsndfile read no frame and no size, and called
+    it "an empty recording"); a ds64 size of 0 (a recording not finalised) runs to the end of the file."""
+    size = int.from_bytes(data[at + layout.id_bytes : at + layout.id_bytes + layout.size_bytes], layout.order)
+    rf64 = data[:4] == b"RF64" and data[12:16] == b"ds64" and layout is LAYOUTS["wav"]
+    if rf64 and size == 0xFFFFFFFF and data[at : at + 4] == b"data":
+        return int.from_bytes(data[RF64_DATA_SIZE], "little") or size
+    return size
 
 
 def _varying_packets(desc: memoryview) -> bool:

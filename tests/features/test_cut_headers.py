@@ -49,6 +49,8 @@ RECORDINGS = {
     "AIFF-C": (lambda: _tone("AIFF", "FLOAT"), "AIFF file", lambda d: d.index(b"SSND") + 16),
     "W64": (lambda: _tone("W64"), "Wave64 file", lambda d: d.index(W64_DATA) + 24),
     "WAV": (lambda: _tone("WAV"), "WAV file", lambda d: d.index(b"data") + 8),
+    # its data chunk's size is in its ds64 chunk: cut up to inside its first sample
+    "RF64": (lambda: _tone("RF64"), "WAV file", lambda d: d.index(b"data") + 10),
     "FLAC": (lambda: _tone("FLAC"), "FLAC file", lambda d: d.index(b"\xff\xf8")),  # the first frame's sync
     "AMR-NB": (lambda: tm.amr_nb_bytes(tm.tone(1.0, 8000)), "AMR file", lambda d: 6 + 32),  # 12.2 kbit/s
     "AMR-WB": (lambda: tm.amr_wb_bytes(50), "AMR file", lambda d: 9 + 61),  # 23.85 kbit/s
@@ -98,6 +100,20 @@ def test_a_caf_of_varying_packets_ending_at_its_data_chunk_is_called_cut():
     with pytest.raises(UndecodableMedia) as err:
         audio.load_audio(caf[: caf.index(b"pakt")])
     assert str(err.value) == CUT.format("CAF file")
+
+
+def test_an_rf64_cut_just_after_its_data_chunk_header_is_called_cut():
+    """An RF64's data chunk header says 0xFFFFFFFF: the chunk's size is in its ds64 chunk. Cut just after
+    that header or inside its first sample, it was "WAV file holds no audio samples (an empty recording)"."""
+    rf64 = _tone("RF64")
+    samples = rf64.index(b"data") + 8
+    for end in (samples, samples + 1):
+        with pytest.raises(UndecodableMedia) as err:
+            audio.load_audio(rf64[:end])
+        assert str(err.value) == CUT.format("WAV file"), end - samples
+    assert audio.load_audio(rf64[: samples + 2]).size == 1  # one 16-bit sample: kept
+    with pytest.raises(UndecodableMedia, match=r"WAV file holds no audio samples \(an empty recording\)"):
+        audio.load_audio(tm.audio_bytes(np.zeros(0, np.float32), SR, "RF64"))  # a whole one is still empty
 
 
 def _flac_frame_starts(flac: bytes) -> list[int]:

@@ -7,7 +7,8 @@ time; AVI/MPEG-TS were called "audio"; a face track of constant or frozen landma
 MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a ValueError; an Ogg cut before
 its first audio page was "no audio", so its clip was scored on the face alone; a tiny track whose timestamps
 jump minutes filled that hole with gigabytes of silence; a WAV of a codec libsndfile lacks (WMA, a tag nobody
-knows) got its words, "Malformed 'fmt ' chunk".
+knows) got its words, "Malformed 'fmt ' chunk"; an RF64 cut after its data chunk header was "an empty
+recording".
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def _wma_wav() -> bytes:
 def _unknown_codec_wav() -> bytes:
     wav = _tone_wav()
     return wav[:20] + (0x1234).to_bytes(2, "little") + wav[22:]  # the fmt chunk's format tag
+
+
+def _rf64_cut_at_data() -> bytes:
+    from support import testmedia
+
+    rf64 = testmedia.audio_bytes(testmedia.tone(4.0, 16_000, freq=450.0), 16_000, "RF64")
+    return rf64[: rf64.index(b"data") + 8]
 
 
 @functools.cache
@@ -90,6 +98,8 @@ def build() -> list[Case]:
          200, "OK", one("audio", "wav", _wma_wav)),
         ("unknown_codec_wav", "a WAV whose fmt chunk names format tag 0x1234: 415 naming it and what to send",
          415, BAD, one("audio", "wav", _unknown_codec_wav)),
+        ("rf64_cut_at_data", "an RF64 WAV cut just after its data chunk header: cut, not an empty recording",
+         422, BAD, one("audio", "wav", _rf64_cut_at_data)),
         ("ogg_cut_before_audio", "an Ogg Vorbis cut in its first audio page, with a face track: refused",
          422, BAD, with_face("ogg", hm.vorbis_cut_in_first_audio_page)),
         ("audio_timestamp_jump", "a 77 KB track, 2nd frame stamped 590 s on: a timestamp break (once 1.4 GB)",
