@@ -46,8 +46,11 @@ AV_CONTAINER_KINDS = ("isobmff", "ebml")
 ONE_CODEC_KINDS = ("mp3", "aac", "amr")
 # Kinds whose duration FFmpeg guesses from the bit rate of the first frames, not from a header (an AMR's
 # comes out 3-5% long; an ADTS AAC or a VBR MP3 without a Xing header that starts quietly, 30-90% long):
-# only their decoded length is held to the limit, so one within the duration grace is cut, not refused.
-GUESSED_DURATION_KINDS = ("amr", "aac", "mp3")
+# only their decoded length is held to the limit, so one within the duration grace is cut, not refused. So
+# is a WAV's or Wave64's that FFmpeg reads (MP3 data or another codec libsndfile lacks: `wavcodec`): from its
+# fmt chunk's byte rate, a nominal one, or when that is 0 from the first frames (FFmpeg ignores a fact
+# chunk's length for MP3), a VBR recording of 19.8 s came out 20.9 s (written by FFmpeg) to 37.5 s.
+GUESSED_DURATION_KINDS = ("amr", "aac", "mp3", "wav", "w64")
 SUPPORTED_AUDIO = (
     "WAV, FLAC, OGG, AIFF/AIFC, CAF, Wave64, MP3, AAC (ADTS), AMR-NB/AMR-WB, "
     "or the audio track of MP4/MOV/WebM/MKV"

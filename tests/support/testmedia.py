@@ -128,11 +128,17 @@ def adts_bytes(wave: np.ndarray, sr: int, *, id3: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def mp3_bytes(wave: np.ndarray, sr: int, *, vbr_quality: int | None = None, xing: bool = True) -> bytes:
+def mp3_bytes(
+    wave: np.ndarray, sr: int, *, vbr_quality: int | None = None, xing: bool = True, id3: bool = True
+) -> bytes:
     """A mono MP3 (libmp3lame): constant 64 kbit/s, or variable at LAME's `vbr_quality` (0 best - 9); `xing`
-    False leaves out the Xing/Info header that tells players a VBR file's length (streaming recorders)."""
+    False leaves out the Xing/Info header that tells players a VBR file's length (streaming recorders), `id3`
+    False the ID3v2 tag FFmpeg writes first (frames alone, as a WAV of MP3 data holds them)."""
+    options = {} if xing else {"write_xing": "0"}
+    if not id3:
+        options["id3v2_version"] = "0"
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp3", options={} if xing else {"write_xing": "0"}) as out:
+    with av.open(buf, mode="w", format="mp3", options=options) as out:
         stream = out.add_stream("libmp3lame", rate=sr)
         stream.layout = "mono"
         _set_bit_rate(stream, 64_000, vbr_quality)
