@@ -216,6 +216,32 @@ def caf_bytes(codec: str, wave: np.ndarray, sr: int) -> bytes:
     return buf.getvalue()
 
 
+def piped_flac_bytes(wave: np.ndarray, sr: int) -> bytes:
+    """A mono FLAC as FFmpeg writes it to a pipe (a streaming encoder, `ffmpeg ... -f flac -`): it cannot
+    seek back to STREAMINFO when done, so the total samples there stay 0 (unknown)."""
+
+    class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def write(self, b) -> int:
+            self.data += b
+            return len(b)
+
+    pipe = Pipe()
+    with av.open(pipe, mode="w", format="flac") as out:
+        stream = out.add_stream("flac", rate=sr)
+        stream.layout = "mono"
+        encode_audio(out, stream, np.asarray(wave, np.float32)[None, :], "mono", sr)
+    return bytes(pipe.data)
+
+
 def encode_audio(
     out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024, sample_format: str = "fltp"
 ) -> None:

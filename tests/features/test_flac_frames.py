@@ -1,0 +1,51 @@
+"""FLAC as uploads come: written to a pipe by a streaming encoder (its length left unknown): decoded whole
+and held to the limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import testmedia as tm
+
+from avpenet import contract
+from avpenet.errors import TooLarge, UndecodableMedia
+from avpenet.features import audio, sfaudio
+
+SR = contract.SAMPLE_RATE
+
+
+def _with_total(flac: bytes, total: int) -> bytes:
+    """`flac` with STREAMINFO's total samples (its last 36 bits at bytes 21-25) set to `total`."""
+    field = (int.from_bytes(flac[21:26], "big") & ~0xFFFFFFFFF) | total
+    return flac[:21] + field.to_bytes(5, "big") + flac[26:]
+
+
+def test_a_flac_a_streaming_encoder_wrote_to_a_pipe_decodes_whole():
+    """STREAMINFO's total 0 (unknown) reads as 2^63 - 1 frames in libsndfile: a 3-s clip was refused 413
+    "audio lasts 576460752303423.5 s". It decodes whole, as the same frames declaring their total do (the
+    last read is not lost to libsndfile's failed seek to an unknown end)."""
+    piped = tm.piped_flac_bytes(tm.tone(3.0, SR), SR)
+    assert int.from_bytes(piped[21:26], "big") & 0xFFFFFFFFF == 0
+    wave = audio.load_audio(piped, max_seconds=20.0)
+    assert wave.size == 3 * SR
+    np.testing.assert_array_equal(wave, audio.load_audio(_with_total(piped, 3 * SR), max_seconds=20.0))
+    assert sfaudio.read(piped, "flac", 20.0)[2] == 0  # no length declared
+
+
+def test_a_flac_of_unknown_length_is_held_to_the_limit_as_it_decodes():
+    """Refused once its decoded length passes the limit and its grace (as FFmpeg's decoding is); within
+    the grace it is cut to the limit."""
+    with pytest.raises(TooLarge, match=r"^audio lasts over 20\.5 s; the limit is 20 s$"):
+        audio.load_audio(tm.piped_flac_bytes(tm.tone(30.0, SR), SR), max_seconds=20.0)
+    wave = audio.load_audio(tm.piped_flac_bytes(tm.tone(20.3, SR), SR), max_seconds=20.0)
+    assert wave.size == 20 * SR
+
+
+def test_a_flac_of_unknown_length_cut_mid_upload_keeps_its_decoded_start():
+    piped = tm.piped_flac_bytes(tm.tone(4.0, SR), SR)
+    whole = audio.load_audio(piped)
+    wave = audio.load_audio(piped[: len(piped) * 6 // 10])
+    assert 1.4 * SR < wave.size < 2.5 * SR  # at most one read of the tail is lost
+    np.testing.assert_array_equal(wave, whole[: wave.size])
+    with pytest.raises(UndecodableMedia, match="^FLAC file declares audio but no sample decodes"):
+        audio.load_audio(piped[:3000])
