@@ -25,6 +25,9 @@ AMR_WB_FRAME = (17, 23, 32, 36, 40, 46, 50, 58, 60, 5, 0, 0, 0, 0, 0, 0)
 # checks and the CRC-16 are Python loops): encoders write blocks of at most 4,608 samples (libFLAC,
 # FFmpeg), under 150 KB for 8 channels of 32 bits.
 MAX_FLAC_FRAME = 1 << 18
+# Sync codes (FF F8 / FF F9) looked at from a FLAC's end for its last frame's header: a real last frame
+# holds a handful in its coded samples (2 in 65,536 byte pairs of random data), a hostile upload thousands.
+MAX_FLAC_HEADERS = 64
 W64_DATA = b"data" + media.W64_WAVE[4:]  # Wave64's chunk GUIDs share their last 12 bytes
 W64_FMT = b"fmt " + media.W64_WAVE[4:]
 # An RF64 (EBU Tech 3306) starts "RF64", size 0xFFFFFFFF, "WAVE", then a `ds64` chunk whose 64-bit fields hold
@@ -190,18 +193,21 @@ def _frames_cut(data: bytes, first: int) -> bool:
     frame has no size, but its last two bytes are the CRC-16 of the rest from its header (the last valid
     one, `_frame_header`), and that header says which samples it holds. So a whole file of frames no decoder
     reads is not called cut; one whose tail is unreadable is (the refusal says corrupt or truncated: either
-    way it is not whole audio)."""
+    way it is not whole audio). At most MAX_FLAC_HEADERS sync codes are looked at, from the end: an upload
+    of thousands of them (each passing for a header until its CRC-8) costs no more, and is not called cut."""
     declared = int.from_bytes(data[21:26], "big") & 0xFFFFFFFFF  # STREAMINFO's total samples (0: unknown)
-    first = max(first, len(data) - MAX_FLAC_FRAME)  # a last frame longer is not whole: not looked for
-    last = {sync: data.rfind(sync, first) for sync in (b"\xff\xf8", b"\xff\xf9")}  # each searched once
-    while (at := max(last.values())) >= 0:
+    end = len(data)
+    first = max(first, end - MAX_FLAC_FRAME)  # a last frame longer is not whole: not looked for
+    last = {sync: data.rfind(sync, first, end) for sync in (b"\xff\xf8", b"\xff\xf9")}  # each searched once
+    for _ in range(MAX_FLAC_HEADERS):
+        if (at := max(last.values())) < 0:
+            return first < end or declared > 0  # bytes but no frame; or no frame where samples are declared
         held = _frame_header(data, at, int.from_bytes(data[10:12], "big"))  # STREAMINFO's largest block
         if held is not None:
-            frame = data[at:]
-            whole = _crc16(frame[:-2]) == int.from_bytes(frame[-2:], "big")
+            whole = _crc16(data[at : end - 2]) == int.from_bytes(data[end - 2 : end], "big")
             return not whole or held < declared
         last[data[at : at + 2]] = data.rfind(data[at : at + 2], first, at + 1)
-    return first < len(data) or declared > 0  # bytes without a frame; or no frame where samples are declared
+    return False
 
 
 def _frame_header(data: bytes, at: int, fixed_block: int) -> int | None:
@@ -220,7 +226,7 @@ def _frame_header(data: bytes, at: int, fixed_block: int) -> int | None:
         number, pos = number << 6 | byte & 0x3F, pos + 1
     code, extra = head[2] >> 4, {6: 1, 7: 2}.get(head[2] >> 4, 0)
     end = pos + extra + {12: 1, 13: 2, 14: 2}.get(head[2] & 0x0F, 0)
-    if end >= len(head) or _crc(head[:end], 8, 0x07) != head[end]:
+    if end >= len(head) or _crc8(head[:end]) != head[end]:
         return None
     block = (
         int.from_bytes(head[pos : pos + extra], "big") + 1
@@ -228,6 +234,14 @@ def _frame_header(data: bytes, at: int, fixed_block: int) -> int | None:
         else (192 if code == 1 else 576 << (code - 2) if code < 6 else 256 << (code - 8))
     )
     return (number if head[1] & 1 else number * fixed_block) + block
+
+
+def _crc8(data: bytes) -> int:
+    """FLAC's frame header CRC-8 (polynomial x^8 + x^2 + x + 1, initial 0), a byte at a time."""
+    crc = 0
+    for byte in data:
+        crc = _CRC8[crc ^ byte]
+    return crc
 
 
 def _crc16(data: bytes) -> int:
@@ -239,7 +253,7 @@ def _crc16(data: bytes) -> int:
 
 
 def _crc(data: bytes, bits: int, poly: int) -> int:
-    """A CRC of `bits` (MSB first, initial 0), bit by bit: for short inputs and the CRC-16 table."""
+    """A CRC of `bits` (MSB first, initial 0), bit by bit: for the tables."""
     top, mask, crc = 1 << (bits - 1), (1 << bits) - 1, 0
     for byte in data:
         crc ^= byte << (bits - 8)
@@ -248,6 +262,7 @@ def _crc(data: bytes, bits: int, poly: int) -> int:
     return crc
 
 
+_CRC8 = [_crc(bytes([n]), 8, 0x07) for n in range(256)]
 _CRC16 = [_crc(bytes([n]), 16, 0x8005) for n in range(256)]
 
 

@@ -1,5 +1,5 @@
-"""FLAC as uploads come: written to a pipe by a streaming encoder (its length left unknown): decoded whole
-and held to the limit."""
+"""FLAC as uploads come: written to a pipe by a streaming encoder (its length left unknown), or hostile
+bytes that pass for frames: decoded whole and held to the limit, and never at unbounded CPU cost."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from support import testmedia as tm
 
 from avpenet import contract
 from avpenet.errors import TooLarge, UndecodableMedia
-from avpenet.features import audio, sfaudio
+from avpenet.features import audio, sfaudio, truncation
 
 SR = contract.SAMPLE_RATE
 
@@ -49,3 +49,23 @@ def test_a_flac_of_unknown_length_cut_mid_upload_keeps_its_decoded_start():
     np.testing.assert_array_equal(wave, whole[: wave.size])
     with pytest.raises(UndecodableMedia, match="^FLAC file declares audio but no sample decodes"):
         audio.load_audio(piped[:3000])
+
+
+def test_a_run_of_sync_codes_after_streaminfo_costs_a_bounded_number_of_header_checks(monkeypatch):
+    """256 KB of `FF F8 7D 08 FE` (each a sync code and a header that fails only its CRC-8) had every one
+    checked bit by bit, 1.2 s of CPU a request; at most MAX_FLAC_HEADERS are now, and the file keeps
+    libsndfile's reason (it is not called cut)."""
+    flac = tm.audio_bytes(tm.tone(1.0, SR), SR, "FLAC")
+    hostile = flac[: flac.index(b"\xff\xf8")] + b"\xff\xf8\x7d\x08\xfe" * 52_500
+    checked = []
+    real = truncation._frame_header
+    monkeypatch.setattr(truncation, "_frame_header", lambda *a: checked.append(a[1]) or real(*a))
+    with pytest.raises(UndecodableMedia, match=r"^FLAC file cannot be decoded \(flac decoder lost sync\)"):
+        audio.load_audio(hostile)
+    assert 0 < len(checked) <= truncation.MAX_FLAC_HEADERS
+
+
+def test_the_header_crc8_table_matches_the_polynomial():
+    data = bytes(range(256)) + b"\xff\xf8\x69\x08\x00\x00"
+    for n in range(len(data)):
+        assert truncation._crc8(data[:n]) == truncation._crc(data[:n], 8, 0x07)
