@@ -193,10 +193,11 @@ def _frames_cut(data: bytes, first: int) -> bool:
     frame has no size, but its last two bytes are the CRC-16 of the rest from its header (the last valid
     one, `_frame_header`), and that header says which samples it holds. So a whole file of frames no decoder
     reads is not called cut; one whose tail is unreadable is (the refusal says corrupt or truncated: either
-    way it is not whole audio). At most MAX_FLAC_HEADERS sync codes are looked at, from the end: an upload
-    of thousands of them (each passing for a header until its CRC-8) costs no more, and is not called cut."""
+    way it is not whole audio). The frames may be followed by a tag (`_tags_start`). At most
+    MAX_FLAC_HEADERS sync codes are looked at, from the end: an upload of thousands of them (each passing
+    for a header until its CRC-8) costs no more, and is not called cut."""
     declared = int.from_bytes(data[21:26], "big") & 0xFFFFFFFFF  # STREAMINFO's total samples (0: unknown)
-    end = len(data)
+    end = _tags_start(data, first)
     first = max(first, end - MAX_FLAC_FRAME)  # a last frame longer is not whole: not looked for
     last = {sync: data.rfind(sync, first, end) for sync in (b"\xff\xf8", b"\xff\xf9")}  # each searched once
     for _ in range(MAX_FLAC_HEADERS):
@@ -208,6 +209,19 @@ def _frames_cut(data: bytes, first: int) -> bool:
             return not whole or held < declared
         last[data[at : at + 2]] = data.rfind(data[at : at + 2], first, at + 1)
     return False
+
+
+def _tags_start(data: bytes, first: int) -> int:
+    """Where tags some taggers append to a FLAC start (an APEv2 tag, then an ID3v1 tag: "TAG" and 125
+    bytes), or its length when it ends with neither: its last frame ends there."""
+    end = len(data)
+    if end - 128 >= first and data[end - 128 : end - 125] == b"TAG":
+        end -= 128
+    if end - 32 >= first and data[end - 32 : end - 24] == b"APETAGEX":  # the APEv2 footer
+        size = int.from_bytes(data[end - 20 : end - 16], "little")  # with the footer, without a header
+        size += 32 if data[end - 9] & 0x80 else 0  # the flags' "has a header"
+        end -= size if 32 <= size <= end - first else 0
+    return end
 
 
 def _frame_header(data: bytes, at: int, fixed_block: int) -> int | None:

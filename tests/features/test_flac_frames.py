@@ -1,5 +1,6 @@
-"""FLAC as uploads come: written to a pipe by a streaming encoder (its length left unknown), or hostile
-bytes that pass for frames: decoded whole and held to the limit, and never at unbounded CPU cost."""
+"""FLAC as uploads come: written to a pipe by a streaming encoder (its length left unknown), followed by a
+tag, or hostile bytes that pass for frames: decoded whole and held to the limit, called cut only when the
+frames end early, and never at unbounded CPU cost."""
 
 from __future__ import annotations
 
@@ -12,12 +13,33 @@ from avpenet.errors import TooLarge, UndecodableMedia
 from avpenet.features import audio, sfaudio, truncation
 
 SR = contract.SAMPLE_RATE
+CUT = (
+    "FLAC file declares audio but no sample decodes: it is corrupt or truncated; send the complete recording"
+)
+ID3V1 = b"TAG" + b"a title".ljust(30, b"\0") + bytes(95)
 
 
 def _with_total(flac: bytes, total: int) -> bytes:
     """`flac` with STREAMINFO's total samples (its last 36 bits at bytes 21-25) set to `total`."""
     field = (int.from_bytes(flac[21:26], "big") & ~0xFFFFFFFFF) | total
     return flac[:21] + field.to_bytes(5, "big") + flac[26:]
+
+
+def _apev2(header: bool) -> bytes:
+    """An APEv2 tag of one item (a footer; a header before it when `header`), as taggers append one."""
+    item = (5).to_bytes(4, "little") + bytes(4) + b"Title\0" + b"hello"
+    size = (len(item) + 32).to_bytes(4, "little")
+
+    def part(flags: int) -> bytes:
+        return (
+            b"APETAGEX"
+            + (2000).to_bytes(4, "little")
+            + size
+            + (1).to_bytes(4, "little")
+            + (flags.to_bytes(4, "little") + bytes(8))
+        )
+
+    return (part(0xA0000000) if header else b"") + item + part(0x80000000 if header else 0)
 
 
 def test_a_flac_a_streaming_encoder_wrote_to_a_pipe_decodes_whole():
@@ -69,3 +91,21 @@ def test_the_header_crc8_table_matches_the_polynomial():
     data = bytes(range(256)) + b"\xff\xf8\x69\x08\x00\x00"
     for n in range(len(data)):
         assert truncation._crc8(data[:n]) == truncation._crc(data[:n], 8, 0x07)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [ID3V1, _apev2(header=False), _apev2(header=True), _apev2(header=True) + ID3V1],
+    ids=["id3v1", "apev2", "apev2-header", "apev2-id3v1"],
+)
+def test_a_whole_damaged_flac_followed_by_a_tag_keeps_libsndfiles_reason(tag):
+    """An ID3v1 or APEv2 tag after the last frame was taken for a cut frame: "corrupt or truncated"."""
+    flac = bytearray(tm.audio_bytes(tm.tone(0.5, SR), SR, "FLAC"))
+    at = flac.index(b"\xff\xf8") + 200
+    flac[at : at + 16] = bytes(b ^ 0x5A for b in flac[at : at + 16])
+    with pytest.raises(UndecodableMedia, match=r"FLAC file cannot be decoded \(flac decoder lost sync\)"):
+        audio.load_audio(bytes(flac) + tag)
+    assert audio.load_audio(tm.audio_bytes(tm.tone(0.5, SR), SR, "FLAC") + tag).size == SR // 2
+    with pytest.raises(UndecodableMedia) as err:  # cut short, a tag after it does not make it whole
+        audio.load_audio(bytes(flac[: len(flac) - 40]) + tag)
+    assert str(err.value) == CUT
