@@ -2,8 +2,9 @@
 
 Fields: event time, route, protocol, request id, API key id (a SHA-256 prefix of the key, never the key),
 clip digest (SHA-256 of the uploaded parts), model versions that produced the answer, outcome (HTTP status or
-gRPC code), format, whether it was an idempotent replay, and latency. Never: media, file names, subject or
-encounter references, recording times or scores, so the audit trail carries no PHI.
+gRPC code), format, whether it was an idempotent replay (and whether that replay sent its HL7 message again,
+the first delivery having failed for a reason that may pass), and latency. Never: media, file names, subject
+or encounter references, recording times or scores, so the audit trail carries no PHI.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class AuditRecord:
     model_versions: dict[str, str] = field(default_factory=dict)
     format: str = "json"
     replayed: bool = False
+    redelivered: bool = False  # a replay that sent the stored answer's HL7 message again (clinical.py)
     started: float = field(default_factory=time.perf_counter, repr=False)
 
     def emit(self, outcome: int | str) -> str:

@@ -18,7 +18,7 @@ from preprocess_service import fhir, hl7v2, mllp
 from preprocess_service.audit import AuditRecord
 from preprocess_service.budget import RequestBudget
 from preprocess_service.errors import DeliveryNotConfigured, InvalidRequest, NotAcceptable
-from preprocess_service.idempotency import IdempotencyCache
+from preprocess_service.idempotency import IdempotencyCache, Redo
 from preprocess_service.limits import Slot
 from preprocess_service.protocol import ScoreRequest, ScoreResponse
 from preprocess_service.settings import GatewaySettings
@@ -81,6 +81,13 @@ def fingerprint(request: ScoreRequest, clip: str) -> str:
     """What makes two requests 'the same' for Idempotency-Key: the clip and every field but the request id."""
     fields = request.model_dump(exclude={"clip", "audio", "video", "landmarks", "request_id"})
     return hashlib.sha256(json.dumps([clip, fields], sort_keys=True).encode()).hexdigest()
+
+
+def may_pass(delivery: str) -> bool:
+    """Whether a delivery outcome (`Clinical.deliver`) failed for a reason that may pass (engine down, timed
+    out, AE/CE), so a retry under the same Idempotency-Key sends the message again; AA/CA (delivered), AR/CR
+    (rejected) and NOT_SENT (the message cannot be built) would only repeat themselves."""
+    return delivery.partition(" ")[0] in mllp.PASSING
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,8 @@ class Clinical:
     ) -> Answer:
         """Score once per Idempotency-Key (deliver HL7 when asked, within `budget`; a retry waits for its
         first request within its own `budget`, its request `slot` given back meanwhile), render `fmt`, fill
-        the audit record."""
+        the audit record. A retry whose stored delivery failed for a reason that may pass sends the same
+        message again within its own `budget` (not scored again); its outcome replaces the stored one."""
         self.check(request)
         clip = clip_sha256(request)
         record.clip_sha256, record.format = clip, fmt
@@ -179,8 +187,13 @@ class Clinical:
             result = await score()
             return result, await self.deliver(result, request, budget)
 
+        async def deliver_again(stored: tuple[ScoreResponse, str]) -> tuple[ScoreResponse, str]:
+            record.redelivered = True  # same result: same message, MSH-10 = its request id
+            return stored[0], await self.deliver(stored[0], request, budget)
+
+        redo = Redo(lambda stored: may_pass(stored[1]), deliver_again, "delivering its HL7 message again")
         (result, delivery), replayed = await self.idempotency.run(
-            record.api_key_id, key, fingerprint(request, clip), work, budget, slot
+            record.api_key_id, key, fingerprint(request, clip), work, budget, slot, redo
         )
         record.model_versions, record.replayed = dict(result.model_versions), replayed
         # Off the event loop: hl7apy builds and validates a message in ~0.1-0.3 s of CPU.

@@ -7,7 +7,9 @@ mid-run), for as long as its own time budget allows (budget.py): past it, 503 `S
 not the proxy's bare timeout; meanwhile it gives its request slot back (limits.Slot), so repeats of one
 request cannot fill the replica's `max_in_flight`. The same key with a different request is
 refused (422). Failures are not stored, so a retry after
-an error runs again. Across replicas nothing is shared: a
+an error runs again. A stored answer its caller marks as out of date (`Redo`: an HL7 delivery that failed for
+a reason that may pass) is brought up to date by the retry that finds it, once; other retries wait for that
+outcome, and the stored answer is replaced by it. Across replicas nothing is shared: a
 retry routed to another replica scores again, and the answer is still the same Observation identity only if
 the caller also resends its X-Request-ID (docs/INTEGRATION.md). Answers live `ttl_s`, and past `max_entries`
 the oldest answers are evicted first, so memory stays bounded. A request still running is never evicted (its
@@ -49,12 +51,24 @@ def check_key(key: str | None) -> str | None:
     return key
 
 
+@dataclass(frozen=True)
+class Redo(Generic[T]):
+    """How a retry brings a stored answer up to date instead of replaying it as is. `needed(answer)` decides
+    at once (no await), so that of two retries only the first starts `run(answer)`; the other waits for its
+    outcome, as for a first request still running."""
+
+    needed: Callable[[T], bool]
+    run: Callable[[T], Awaitable[T]]
+    doing: str  # what the running retry does, for one that stops waiting: 'delivering ... again'
+
+
 @dataclass
 class _Entry(Generic[T]):
     fingerprint: str
     future: asyncio.Future
     expires: float = field(default=0.0)
     ends_at: float = math.inf  # time.monotonic() when the running request's budget ends
+    doing: str = ""  # set while a retry redoes a stored answer (Redo.doing); "" for a first request
 
 
 class IdempotencyCache(Generic[T]):
@@ -87,10 +101,12 @@ class IdempotencyCache(Generic[T]):
         fn: Callable[[], Awaitable[T]],
         budget: RequestBudget | None = None,
         held: Slot | None = None,
+        redo: Redo[T] | None = None,
     ) -> tuple[T, bool]:
         """(answer, replayed): `fn()` once per (scope, key) within the TTL; without a key, always `fn()`. A
         retry waits for a first request still running within its own `budget` (StillRunning past it), its
-        request slot `held` given back while it waits (admitted again before it runs `fn()` itself)."""
+        request slot `held` given back while it waits (admitted again before it runs `fn()` itself). A retry
+        that finds a stored answer `redo` says is out of date runs `redo` on it (still a replay)."""
         if key is None:
             return await fn(), False
         now = time.monotonic()
@@ -102,6 +118,10 @@ class IdempotencyCache(Generic[T]):
                 raise IdempotencyMismatch(
                     "Idempotency-Key was already used with a different request; use a new key per request"
                 )
+            if redo is not None and entry.future.done() and redo.needed(entry.future.result()):
+                if waited and held is not None:
+                    held.readmit()  # as below: it works in its slot only where admission would let it
+                return await self._redo(slot, entry, redo, budget), True
             waited = True
             try:
                 with contextlib.nullcontext() if held is None else held.released():
@@ -110,8 +130,8 @@ class IdempotencyCache(Generic[T]):
             except asyncio.CancelledError:
                 if not entry.future.cancelled() or asyncio.current_task().cancelling():
                     raise  # this request itself was cancelled
-                # the first caller went away mid-run (its slot is gone): this retry runs it, or waits on
-                # another retry that got there first
+                # the first caller (or a retry redoing its answer) went away mid-run: this retry runs it,
+                # or waits on another retry that got there first
         if waited and held is not None:
             held.readmit()  # its slot was taken back whatever the load: it scores only where admission would
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -134,6 +154,30 @@ class IdempotencyCache(Generic[T]):
         entry.expires = time.monotonic() + self.ttl_s
         return answer, False
 
+    async def _redo(
+        self, slot: tuple[str, str], stored: _Entry, redo: Redo[T], budget: RequestBudget | None
+    ) -> T:
+        """`redo.run` on the stored answer, its outcome stored in its place (same expiry: the key's window
+        still starts at its first use). Retries meanwhile wait on it. Cancelled or failed, the stored answer
+        is put back as it was, so a later retry redoes it (a waiting one at once)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ends_at = math.inf if budget is None else budget.ends_at
+        self._entries[slot] = entry = _Entry(stored.fingerprint, future, math.inf, ends_at, redo.doing)
+        try:
+            answer = await redo.run(stored.future.result())
+        except BaseException as exc:
+            if self._entries.get(slot) is entry:
+                self._entries[slot] = stored
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()  # waiting retries find the stored answer again and redo it themselves
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        entry.expires = stored.expires
+        future.set_result(answer)
+        return answer
+
     async def _wait(self, entry: _Entry, budget: RequestBudget | None) -> T:
         """The running request's answer (or its error), waited for at most what is left of `budget`: the
         proxy would cut the retry off at its end with a bare timeout, and the caller could not tell a
@@ -153,9 +197,15 @@ class IdempotencyCache(Generic[T]):
         if 0 < ends_in_s < math.inf:
             retry = min(retry, math.ceil(ends_in_s))
             latest = f" (it is answered within {ends_in_s:.0f} s at the latest)"
+        running = "not scored: the first request with this Idempotency-Key is still running"
+        outcome = "the first request's"
+        if entry.doing:  # a retry redoing the stored answer: there is one, it is being brought up to date
+            running, outcome = (
+                f"not answered: another request with this Idempotency-Key is {entry.doing}",
+                "its",
+            )
         raise StillRunning(
-            f"not scored: the first request with this Idempotency-Key is still running{latest} and this "
-            f"request's {budget.total_s:.0f} s time budget ran out waiting for it; send it again with the "
-            f"same key after {retry} s to get the first request's answer",
+            f"{running}{latest} and this request's {budget.total_s:.0f} s time budget ran out waiting for "
+            f"it; send it again with the same key after {retry} s to get {outcome} answer",
             retry,
         )

@@ -20,6 +20,8 @@ log = logging.getLogger("avpenet.gateway")
 START, END = b"\x0b", b"\x1c\x0d"
 MAX_ACK_BYTES = 64 * 1024
 ACK_CODES = ("AA", "AE", "AR", "CA", "CE", "CR")
+# The failures `send` retries, as DeliveryError.code: another try may pass. AR/CR (rejected) never will.
+PASSING = ("AE", "CE", "TIMEOUT", "UNREACHABLE", "BAD_ACK")
 
 
 class DeliveryError(Exception):

@@ -120,6 +120,20 @@ class TestHl7:
         rejected = post(gateway_stack, deliver="hl7v2", subject_ref="Patient/nack-1")
         assert rejected.status_code == 200 and rejected.headers["x-hl7-delivery"].startswith("AR after 1 ")
 
+    def test_a_failed_delivery_is_sent_again_by_a_retry_with_the_same_key(self, gateway_stack, mllp_engine):
+        """The retry replayed the failure: the ORU^R01 never reached the chart under that key."""
+        key, rid = uuid.uuid4().hex, uuid.uuid4().hex
+        headers = {"Idempotency-Key": key}
+        first = post(gateway_stack, headers=headers, deliver="hl7v2", subject_ref="Patient/down-1")
+        assert first.status_code == 200 and first.headers["x-hl7-delivery"].startswith("UNREACHABLE after 2 ")
+        again = post(gateway_stack, headers={**headers, "X-Request-ID": rid}, deliver="hl7v2",
+                     subject_ref="Patient/down-1")  # fmt: skip
+        assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true"
+        assert again.headers["x-hl7-delivery"] == "AA after 1 attempt(s)" and again.json() == first.json()
+        sent = [m for m in mllp_engine.received if f"|{first.json()['request_id']}|" in m]
+        assert len(sent) == 3 and len(set(sent)) == 1  # the same message: 2 tries, then the retry's
+        assert json.loads(_audit_lines(gateway_stack, [rid])[rid][0])["redelivered"] is True
+
 
 class TestIdempotencyAndPins:
     def test_http_same_key_same_answer_no_second_observation(self, gateway_stack):

@@ -223,3 +223,37 @@ def test_a_waiting_retry_that_scores_for_its_gone_first_request_is_admitted_agai
 
     refused, calls, held = asyncio.run(run())
     assert status_of(refused) == (429, "RESOURCE_EXHAUSTED") and calls == 1 and held == (1, 0)
+
+
+def test_a_redo_runs_once_for_concurrent_retries_and_one_cancelled_leaves_the_stored_answer():
+    """A stored answer `Redo` calls out of date (clinical.py: a failed HL7 delivery) is redone by the retry
+    that finds it; a retry meanwhile waits for that outcome within its own budget (StillRunning saying what
+    runs), and when the redoing caller goes away a waiting retry redoes it in its place."""
+
+    async def run():
+        cache = idempotency.IdempotencyCache(retry_after_s=2)
+        redone = _FirstRequest("delivered")  # runs until released, counting its runs
+        redo = idempotency.Redo(lambda a: a == "failed", lambda _stored: redone(), "delivering it again")
+        stored = await cache.run("k", "key", "fp", _FirstRequest("failed", released=True))
+        first = asyncio.create_task(cache.run("k", "key", "fp", _FirstRequest(), redo=redo))
+        await redone.started.wait()
+        with pytest.raises(StillRunning) as caught:
+            await asyncio.wait_for(
+                cache.run("k", "key", "fp", _FirstRequest(), RequestBudget(0.0, 3.0), redo=redo), 10
+            )
+        waiting = asyncio.create_task(cache.run("k", "key", "fp", _FirstRequest(), redo=redo))
+        await settle()
+        first.cancel()  # its caller went away mid-delivery
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await settle()
+        redone.release.set()
+        answer = await asyncio.wait_for(waiting, 10)
+        replay = await cache.run("k", "key", "fp", _FirstRequest(), redo=redo)  # up to date: as is
+        return stored, caught.value, answer, replay, redone.calls
+
+    stored, error, answer, replay, calls = asyncio.run(asyncio.wait_for(run(), 30))
+    assert stored == ("failed", False) and answer == ("delivered", True) and replay == ("delivered", True)
+    assert calls == 2  # the cancelled redo and the waiting retry's; none for the later replay
+    assert "another request with this Idempotency-Key is delivering it again" in str(error)
+    assert "to get its answer" in str(error) and error.retry_after_s == 2
