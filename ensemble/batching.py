@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avpenet import contract
-from ensemble.publish import replace_text
+from avpenet.durable import replace_text
 
 PLAN_FILE = Path(__file__).resolve().parent / "batching.json"
 UNMEASURED_DELAY_US = 500

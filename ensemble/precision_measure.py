@@ -31,10 +31,10 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.argtypes import positive_int
+from avpenet.durable import replace_text
 from avpenet.user_errors import exit_code
 from ensemble import configs
 from ensemble.ort_chain import OrtChain
-from ensemble.publish import replace_text
 
 BATCHES = (1, 8, 32)  # stacked one-window requests (model mix)
 LONG_WINDOWS = 58  # a 60-s clip (long mix)

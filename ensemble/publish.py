@@ -26,6 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from avpenet.durable import fsync as _fsync
+from avpenet.durable import stage as _stage
+from avpenet.durable import staged_name as _staged_name
 from ensemble import repository_lock
 
 
@@ -124,50 +127,6 @@ class Publication:
             self._on_failure(lambda: path.unlink(missing_ok=True), path.parent)
         os.replace(new, path)
         self._renamed_in[path.parent] = None
-
-
-def replace_text(path: Path, text: str) -> None:
-    """Replace the one file `path` whole and durably, outside a Publication (no lock, nothing else to undo):
-    a report or plan the next run or Triton reads. Written in place, a crash or a full disk mid-write left
-    half a file there; now the old file stays until the new one is on disk, then `os.replace` swaps it in
-    and the folder is fsynced so the swap survives a power loss too."""
-    new = _stage(path, text)
-    try:
-        os.replace(new, path)
-    except BaseException:
-        new.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
-
-
-def _staged_name(path: Path) -> Path:
-    """The hidden file beside `path` its new content is written to (no version, no model to Triton)."""
-    return path.with_name(f".{path.name}.new")
-
-
-def _stage(path: Path, text: str) -> Path:
-    """`text` in `_staged_name(path)`, on disk and with `path`'s mode, ready for `os.replace`; the partial
-    file is removed when writing it fails."""
-    new = _staged_name(path)
-    try:
-        new.write_text(text)
-        _fsync(new)
-        if path.exists():
-            shutil.copymode(path, new)
-    except BaseException:
-        new.unlink(missing_ok=True)
-        raise
-    return new
-
-
-def _fsync(path: Path) -> None:
-    """Flush `path`'s bytes (a file) or entries (a folder) to disk. Linux syncs the inode through any
-    descriptor, so one read-only open serves both."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:

@@ -23,9 +23,10 @@ import numpy as np
 
 from avpenet import contract
 from avpenet.argtypes import positive_int
+from avpenet.durable import replace_text
 from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision_measure, versions
 from ensemble.ort_chain import OrtChain
-from ensemble.publish import Publication, replace_text
+from ensemble.publish import Publication
 from ensemble.publish_parts import publish_parts
 
 HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."

@@ -4,7 +4,9 @@ Layout under ``DIR/features/``: one uncompressed ``clips/<clip>.npz`` per clip (
 features [T, VISUAL_FEATURE_DIM] and mask [T], plus a JSON ``meta`` string with the clip's age group, which
 sources it came from and their size/mtime) and ``manifest.json`` (counts, for people). A clip is recomputed
 only when its cache file is missing, was made by another CACHE_VERSION, or its source files changed — so a
-second run is a no-op and an interrupted run resumes. Files are written atomically (temp file + rename).
+second run is a no-op and an interrupted run resumes. Each file is replaced whole and durably
+(``avpenet.durable``); a clip file that cannot be read back (cut by a crash or a copy) is stale: made
+again, and decoded afresh till then.
 
 ``decode_row`` is the ONE reader of a dataset row, for the cache and for ``avpenet.data`` alike, with the
 gateway's source precedence (preprocess_service.extract): the face comes from the MP4 (``video`` column)
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.durable import replace_bytes, replace_text
 from avpenet.errors import InputError
 from avpenet.features import tracked
 
@@ -110,7 +115,7 @@ def _cached_meta(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return json.loads(str(npz["meta"]))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # EOF: empty; BadZipFile: cut
         return None
 
 
@@ -186,9 +191,9 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
     }
     out = clip_path(data_dir, row["clip_id"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, out)
+    buf = io.BytesIO()  # made whole in memory: a failure mid-way leaves nothing on disk
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    replace_bytes(out, buf.getvalue())
     return meta
 
 
@@ -267,7 +272,7 @@ def build_cache(
         ),
     }
     cache_dir(data_dir).mkdir(parents=True, exist_ok=True)
-    (cache_dir(data_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    replace_text(cache_dir(data_dir) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -1,0 +1,68 @@
+"""Replace one file whole and durably: the one way every command here writes a file the next run reads.
+
+Why: written in place, a crash or a full disk mid-write left half a file (a feature-cache clip, a split.json,
+a report, a checkpoint) that the next run read. Here the new content goes to a hidden file beside the old
+one, is fsynced, takes the old file's mode and is swapped in with `os.replace`; the folder is fsynced after,
+so the swap survives a power loss too: the file is the old one or the new one, whole. The model repository's
+publications (ensemble/publish.py) stage their files with the same `stage`. Standard library only: the
+gateway and every layer above import it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` whole and durably (see the module doc)."""
+    _swap_in(stage(Path(path), text), Path(path))
+
+
+def replace_bytes(path: Path, data: bytes) -> None:
+    """`replace_text` for binary content (a checkpoint, an image, an .npz)."""
+    _swap_in(stage(Path(path), data), Path(path))
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    try:
+        os.replace(new, path)
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    fsync(path.parent)
+
+
+def staged_name(path: Path) -> Path:
+    """The hidden file beside `path` its new content is written to (no version, no model to Triton, no clip
+    to the feature cache)."""
+    return path.with_name(f".{path.name}.new")
+
+
+def stage(path: Path, content: str | bytes) -> Path:
+    """`content` in `staged_name(path)`, on disk and with `path`'s mode, ready for `os.replace`; the partial
+    file is removed when writing it fails."""
+    new = staged_name(path)
+    try:
+        if isinstance(content, str):
+            new.write_text(content)
+        else:
+            new.write_bytes(content)
+        fsync(new)
+        if path.exists():
+            shutil.copymode(path, new)
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    return new
+
+
+def fsync(path: Path) -> None:
+    """Flush `path`'s bytes (a file) or entries (a folder) to disk. Linux syncs the inode through any
+    descriptor, so one read-only open serves both."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
