@@ -39,6 +39,7 @@ from avpenet import contract as C
 from avpenet import data
 from avpenet.age_inference import inferred_age_accuracy  # how often the age read from a clip is right
 from avpenet.argtypes import positive_int
+from avpenet.durable import replace_text
 from avpenet.model import REFERENCE_DIR, load_model
 from avpenet.predict import predict_clips, regression_metrics, with_age
 from avpenet.train import mask_audio, mask_face, restrict
@@ -359,7 +360,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet evaluate: {exc}", file=sys.stderr)
         return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    # whole or not at all: the last figures stay on a failure (`avpenet export` reads RUN_DIR/metrics.json)
+    replace_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
     f, a, v = result["fusion"], result["audio_only"], result["visual_only"]
     print(
         f"fusion MAE {f['mae']:.3f} r {f['pearson_r']:.3f} acc {f['accuracy_3class']:.3f} "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract as C
+from avpenet.durable import replace_text
 
 FREEZE_CHOICES = ("encoders", "none", "audio_encoder", "visual_encoder")
 FINETUNE_LR = 3e-4
@@ -97,7 +98,7 @@ def before_after(args, model, split: dict, out_dir: Path) -> dict:
         "before": before,
         "after": after,
     }
-    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    replace_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(format_report(report), flush=True)
     return report
 
