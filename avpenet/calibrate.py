@@ -31,7 +31,6 @@ other parts unchanged.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from avpenet import contract as C
 from avpenet import data
+from avpenet.durable import replace_bytes
 
 HELP = "refit a run's 90% interval scales on the validation subjects of a split (weights unchanged)"
 KEPT_FILES = (data.SPLIT_FILE, "finetune.json")  # the source run's training record, true for the new run
@@ -222,7 +222,7 @@ def _keep_record(checkpoint: Path, out: Path) -> None:
     """The source run's training record, true for the new run too."""
     for name in KEPT_FILES:
         if (checkpoint / name).exists():
-            shutil.copyfile(checkpoint / name, out / name)
+            replace_bytes(out / name, (checkpoint / name).read_bytes())  # a copy cut short is no split
 
 
 def _age_head_line(record: dict) -> str:

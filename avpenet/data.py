@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract as C
+from avpenet.durable import replace_text
 
 SPLIT_FILE = "split.json"
 PLAN_FILE = "plan.json"  # `avpenet synth` writes it: the plan the set's subjects come from
@@ -151,7 +152,7 @@ def labels_digest(data_dir: Path) -> str:
 
 
 def write_plan(data_dir: Path, plan: dict) -> None:
-    (Path(data_dir) / PLAN_FILE).write_text(json.dumps(plan, sort_keys=True) + "\n")
+    replace_text(Path(data_dir) / PLAN_FILE, json.dumps(plan, sort_keys=True) + "\n")
 
 
 def read_plan(data_dir: Path) -> dict | None:
@@ -231,7 +232,7 @@ def _is_whole_render(plan: dict | None, digest: str | None) -> bool:
 
 
 def write_split(split: dict[str, list[str]], path: Path) -> None:
-    Path(path).write_text(json.dumps(split, indent=1) + "\n")
+    replace_text(Path(path), json.dumps(split, indent=1) + "\n")  # never half: which subjects are test
 
 
 def split_parts(path: Path) -> dict[str, list[str]]:

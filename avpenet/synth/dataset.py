@@ -31,6 +31,7 @@ import soundfile as sf
 from scipy import signal
 
 from avpenet import augment, contract, data
+from avpenet.durable import replace_bytes, replace_text
 from avpenet.features import tracked
 from avpenet.synth import face, noise, sources, vocal
 from avpenet.synth import progress as synth_progress
@@ -553,7 +554,7 @@ def labels_text(plans: list[ClipPlan]) -> str:
 
 
 def write_labels(path: Path, plans: list[ClipPlan]) -> None:
-    Path(path).write_bytes(labels_text(plans).encode())
+    replace_bytes(Path(path), labels_text(plans).encode())  # half a labels.csv could read as fewer clips
 
 
 def truth_row(p: ClipPlan) -> dict[str, str]:
@@ -583,11 +584,12 @@ def truth_row(p: ClipPlan) -> dict[str, str]:
 
 
 def write_truth(path: Path, plans: list[ClipPlan]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for p in plans:
-            writer.writerow(truth_row(p))
+    fh = io.StringIO(newline="")
+    writer = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for p in plans:
+        writer.writerow(truth_row(p))
+    replace_text(Path(path), fh.getvalue())
 
 
 def summary_dict(s: Summary) -> dict:
