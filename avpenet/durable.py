@@ -1,11 +1,13 @@
-"""Replace one file whole and durably: the one way every command here writes a file the next run reads.
+"""Replace a file whole and durably: how the avpenet commands (and ensemble's plans and reports) write a
+file that a later run reads.
 
 Why: written in place, a crash or a full disk mid-write left half a file (a feature-cache clip, a split.json,
 a report, a checkpoint) that the next run read. Here the new content goes to a hidden file beside the old
 one, is fsynced, takes the old file's mode and is swapped in with `os.replace`; the folder is fsynced after,
-so the swap survives a power loss too: the file is the old one or the new one, whole. The model repository's
-publications (ensemble/publish.py) stage their files with the same `stage`. Standard library only: the
-gateway and every layer above import it.
+so the swap survives a power loss too: the file is the old one or the new one, whole. Files read together
+(a checkpoint and its config) are all staged before the first is swapped in (`replace_files`). The model
+repository's publications (ensemble/publish.py) stage their files with the same `stage`. Standard library
+only, so any layer imports it at no cost.
 """
 
 from __future__ import annotations
@@ -17,21 +19,30 @@ from pathlib import Path
 
 def replace_text(path: Path, text: str) -> None:
     """Replace `path` with `text` whole and durably (see the module doc)."""
-    _swap_in(stage(Path(path), text), Path(path))
+    replace_files({Path(path): text})
 
 
 def replace_bytes(path: Path, data: bytes) -> None:
     """`replace_text` for binary content (a checkpoint, an image, an .npz)."""
-    _swap_in(stage(Path(path), data), Path(path))
+    replace_files({Path(path): data})
 
 
-def _swap_in(new: Path, path: Path) -> None:
+def replace_files(contents: dict[Path, str | bytes]) -> None:
+    """Replace several files that are read together (a checkpoint and its config): every one is staged and
+    on disk before the first is swapped in, so a full disk or a failed write leaves them all as they were,
+    never a new one beside an old one."""
+    staged: list[tuple[Path, Path]] = []
     try:
-        os.replace(new, path)
+        for path, content in contents.items():
+            staged.append((stage(Path(path), content), Path(path)))
+        for new, path in staged:
+            os.replace(new, path)
     except BaseException:
-        new.unlink(missing_ok=True)
+        for new, _ in staged:  # the ones not swapped in yet
+            new.unlink(missing_ok=True)
         raise
-    fsync(path.parent)
+    for folder in dict.fromkeys(path.parent for _, path in staged):
+        fsync(folder)
 
 
 def staged_name(path: Path) -> Path:

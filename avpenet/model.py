@@ -577,13 +577,21 @@ class Checkpoint:
 
 def save_model(model: AVPENet, run_dir: Path, extra: dict | None = None) -> None:
     """Write model.pt (state dict, fp32) and config.json (model config + whatever the caller adds)."""
+    import io
     import json
+
+    from avpenet.durable import replace_files
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), run_dir / CHECKPOINT_FILE)
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
     config = {"model": model.cfg.to_dict(), "params": model.num_params(), **(extra or {})}
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # both whole, and swapped in together: a full disk never leaves new weights beside the old config
+    replace_files({
+        run_dir / CHECKPOINT_FILE: weights.getvalue(),
+        run_dir / CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n",
+    })  # fmt: skip
 
 
 def load_model(run_dir: Path | str | None = None) -> Checkpoint:

@@ -7,10 +7,12 @@ import pathlib
 from pathlib import Path
 
 
-def fill_disk_midway(monkeypatch, root: Path) -> None:
-    """Every `Path.write_text` / `Path.write_bytes` under `root` writes half its content, then fails as a
-    full disk does (ENOSPC); writes elsewhere go through."""
-    for name in ("write_text", "write_bytes"):
+def fill_disk_midway(
+    monkeypatch, root: Path, methods: tuple[str, ...] = ("write_text", "write_bytes")
+) -> None:
+    """Every `Path.write_text` / `Path.write_bytes` (of `methods`) under `root` writes half its content, then
+    fails as a full disk does (ENOSPC); writes elsewhere go through."""
+    for name in methods:
         original = getattr(pathlib.Path, name)
 
         def half_then_enospc(self: Path, data, *args, _original=original, **kwargs) -> int:
