@@ -47,8 +47,10 @@ def replace_files(contents: dict[Path, str | bytes]) -> None:
 
 def staged_name(path: Path) -> Path:
     """The hidden file beside `path` its new content is written to (no version, no model to Triton, no clip
-    to the feature cache)."""
-    return path.with_name(f".{path.name}.new")
+    to the feature cache). It names this process: two processes writing the same file at once (two `avpenet
+    features` runs on one dataset) would otherwise write into one staged file, and the first to swap it in
+    could publish the other's half-written bytes."""
+    return path.with_name(f".{path.name}.{os.getpid()}.new")
 
 
 def stage(path: Path, content: str | bytes) -> Path:
