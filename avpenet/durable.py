@@ -13,6 +13,7 @@ only, so any layer imports it at no cost.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -46,16 +47,16 @@ def replace_files(contents: dict[Path, str | bytes]) -> None:
 
 
 def staged_name(path: Path) -> Path:
-    """The hidden file beside `path` its new content is written to (no version, no model to Triton, no clip
-    to the feature cache). It names this process: two processes writing the same file at once (two `avpenet
-    features` runs on one dataset) would otherwise write into one staged file, and the first to swap it in
-    could publish the other's half-written bytes."""
-    return path.with_name(f".{path.name}.{os.getpid()}.new")
+    """A hidden file beside `path` for its new content (no version, no model to Triton, no clip to the
+    feature cache), a new name each time: two writers of the same file at once (two `avpenet features` runs
+    on one dataset, in containers that may share a pid) would otherwise write into one staged file, and the
+    first to swap it in could publish the other's half-written bytes."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
 
 
 def stage(path: Path, content: str | bytes) -> Path:
-    """`content` in `staged_name(path)`, on disk and with `path`'s mode, ready for `os.replace`; the partial
-    file is removed when writing it fails."""
+    """`content` in a new `staged_name(path)`, on disk and with `path`'s mode, ready for `os.replace`; the
+    partial file is removed when writing it fails."""
     new = staged_name(path)
     try:
         if isinstance(content, str):

@@ -28,7 +28,6 @@ from types import TracebackType
 
 from avpenet.durable import fsync as _fsync
 from avpenet.durable import stage as _stage
-from avpenet.durable import staged_name as _staged_name
 from ensemble import repository_lock
 
 
@@ -112,8 +111,10 @@ class Publication:
         if path.is_file() and path.read_bytes() == text.encode():
             return
         self.make_dirs(path.parent)
-        self._on_failure(lambda: _staged_name(path).unlink(missing_ok=True), path.parent)
-        new = _stage(path, text)
+        staged: list[Path] = []  # registered first: the undo fsyncs the folder even when staging failed
+        self._on_failure(lambda: [p.unlink(missing_ok=True) for p in staged], path.parent)
+        new = _stage(path, text)  # removes its own partial file when it fails
+        staged.append(new)
         if path.exists():
             old = path.with_name(f".{path.name}.old")  # the same inode: undoing is a rename, no disk space
             old.unlink(missing_ok=True)

@@ -188,8 +188,11 @@ class Clinical:
             return result, await self.deliver(result, request, budget)
 
         async def deliver_again(stored: tuple[ScoreResponse, str]) -> tuple[ScoreResponse, str]:
-            record.redelivered = True  # same result: same message, MSH-10 = its request id
-            return stored[0], await self.deliver(stored[0], request, budget)
+            delivery = await self.deliver(stored[0], request, budget)  # same message: MSH-10 = its request id
+            if delivery.endswith(" after 0 attempt(s)") or " after 0 attempt(s):" in delivery:
+                return stored  # no time left to send it: the stored reason stands, the next retry sends it
+            record.redelivered = True
+            return stored[0], delivery
 
         redo = Redo(lambda stored: may_pass(stored[1]), deliver_again, "delivering its HL7 message again")
         (result, delivery), replayed = await self.idempotency.run(

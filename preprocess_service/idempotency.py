@@ -126,6 +126,8 @@ class IdempotencyCache(Generic[T]):
             try:
                 with contextlib.nullcontext() if held is None else held.released():
                     answer = await self._wait(entry, budget)
+                if redo is not None and redo.needed(answer) and self._entries.get(slot) is entry:
+                    continue  # the answer waited for is already out of date (its delivery failed): redo it
                 return answer, True
             except asyncio.CancelledError:
                 if not entry.future.cancelled() or asyncio.current_task().cancelling():

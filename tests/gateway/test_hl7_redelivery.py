@@ -116,14 +116,45 @@ def test_a_retry_redelivers_within_its_own_time_budget_and_a_later_one_tries_aga
         async with listener as target:
             clinical, score = clinical_for(target.port), Counted()
             await ask(clinical, score)
-            spent, _ = await ask(clinical, score, RequestBudget(0.0, 3.0))  # nothing left to deliver in
+            spent = await ask(clinical, score, RequestBudget(0.0, 3.0))  # nothing left to deliver in
             sent = len(listener.received)
             again, _ = await ask(clinical, score, RequestBudget(30.0, 33.0))
         return spent, sent, again, len(listener.received)
 
-    spent, sent, again, received = asyncio.run(run())
-    assert spent.replayed and spent.delivery.startswith("TIMEOUT after 0 attempt(s)") and sent == 2
-    assert again.delivery == DELIVERED and received == 3  # a timeout may pass: still sent again
+    (spent, record), sent, again, received = asyncio.run(run())
+    # nothing was sent: the engine's reason stands (not "TIMEOUT after 0 attempt(s)"), no redelivery claimed
+    assert spent.replayed and spent.delivery.startswith("UNREACHABLE after 2 attempt(s)") and sent == 2
+    assert not record.redelivered
+    assert again.delivery == DELIVERED and received == 3  # the next retry sends it
+
+
+def test_a_retry_that_waited_for_the_first_request_sends_its_failed_delivery_again():
+    """The client timed out and retried while the first request was still scoring: the answer it waited for
+    carries a failed delivery, which it sends again instead of replaying."""
+
+    class Slow(Counted):
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = asyncio.Event()
+
+        async def __call__(self) -> ScoreResponse:
+            await self.go.wait()
+            return await super().__call__()
+
+    async def run():
+        listener = Listener(["DROP", "DROP", "AA"])
+        async with listener as target:
+            clinical, score = clinical_for(target.port), Slow()
+            first = asyncio.ensure_future(ask(clinical, score))
+            await asyncio.sleep(0.05)
+            retry = asyncio.ensure_future(ask(clinical, score))  # waits for the first
+            await asyncio.sleep(0.05)
+            score.go.set()
+            return await first, await retry, score.calls, len(listener.received)
+
+    (first, _), (retry, record), calls, received = asyncio.run(run())
+    assert first.delivery.startswith("UNREACHABLE after 2 attempt(s)") and calls == 1
+    assert retry.replayed and retry.delivery == DELIVERED and record.redelivered and received == 3
 
 
 def test_a_rejected_delivery_and_one_never_built_are_replayed_not_sent_again(monkeypatch):
