@@ -23,19 +23,24 @@ def replace_text(path: Path, text: str) -> None:
     replace_files({Path(path): text})
 
 
-def replace_bytes(path: Path, data: bytes) -> None:
+def replace_bytes(path: Path, data: bytes | memoryview) -> None:
     """`replace_text` for binary content (a checkpoint, an image, an .npz)."""
     replace_files({Path(path): data})
 
 
-def replace_files(contents: dict[Path, str | bytes]) -> None:
+def replace_files(contents: dict[Path, str | bytes | memoryview]) -> None:
     """Replace several files that are read together (a checkpoint and its config): every one is staged and
     on disk before the first is swapped in, so a full disk or a failed write leaves them all as they were,
-    never a new one beside an old one."""
+    never a new one beside an old one. A symbolic link is written through (its target is replaced, the
+    link kept), and what is not a regular file (`--json /dev/stdout`, a pipe) is written to as it is."""
     staged: list[tuple[Path, Path]] = []
     try:
         for path, content in contents.items():
-            staged.append((stage(Path(path), content), Path(path)))
+            target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+            if target.exists() and not target.is_file():
+                _write_through(target, content)
+                continue
+            staged.append((stage(target, content), target))
         for new, path in staged:
             os.replace(new, path)
     except BaseException:
@@ -46,6 +51,12 @@ def replace_files(contents: dict[Path, str | bytes]) -> None:
         fsync(folder)
 
 
+def _write_through(path: Path, content: str | bytes | memoryview) -> None:
+    """Write to a device or pipe in place: replacing it would put a regular file where /dev/stdout was."""
+    with open(path, "w" if isinstance(content, str) else "wb") as file:
+        file.write(content)
+
+
 def staged_name(path: Path) -> Path:
     """A hidden file beside `path` for its new content (no version, no model to Triton, no clip to the
     feature cache), a new name each time: two writers of the same file at once (two `avpenet features` runs
@@ -54,7 +65,7 @@ def staged_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
 
 
-def stage(path: Path, content: str | bytes) -> Path:
+def stage(path: Path, content: str | bytes | memoryview) -> Path:
     """`content` in a new `staged_name(path)`, on disk and with `path`'s mode, ready for `os.replace`; the
     partial file is removed when writing it fails."""
     new = staged_name(path)

@@ -577,19 +577,22 @@ class Checkpoint:
 
 def save_model(model: AVPENet, run_dir: Path, extra: dict | None = None) -> None:
     """Write model.pt (state dict, fp32) and config.json (model config + whatever the caller adds)."""
-    import io
     import json
+    import tempfile
 
     from avpenet.durable import replace_files
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    weights = io.BytesIO()
-    torch.save(model.state_dict(), weights)
+    # torch.save names the archive inside after the file ("model/"; a buffer's is "archive/"), so the same
+    # weights keep the same bytes and checkpoint_sha256 in the export manifests
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".save-") as scratch:
+        torch.save(model.state_dict(), Path(scratch) / CHECKPOINT_FILE)
+        weights = (Path(scratch) / CHECKPOINT_FILE).read_bytes()
     config = {"model": model.cfg.to_dict(), "params": model.num_params(), **(extra or {})}
     # both whole, and swapped in together: a full disk never leaves new weights beside the old config
     replace_files({
-        run_dir / CHECKPOINT_FILE: weights.getvalue(),
+        run_dir / CHECKPOINT_FILE: weights,
         run_dir / CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n",
     })  # fmt: skip
 

@@ -193,7 +193,7 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()  # made whole in memory: a failure mid-way leaves nothing on disk
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
-    replace_bytes(out, buf.getvalue())
+    replace_bytes(out, buf.getbuffer())  # a view: the clip's arrays are not held a second time
     return meta
 
 

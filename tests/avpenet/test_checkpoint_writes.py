@@ -35,3 +35,13 @@ def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_whole(
     loaded = load_model(run)
     assert loaded.config["interval_scale"] == 1.0
     torch.testing.assert_close(loaded.model.state_dict(), _model(1).state_dict(), rtol=0, atol=0)
+
+
+def test_a_saved_checkpoint_has_the_bytes_torch_save_gives_it(tmp_path: Path) -> None:
+    """Saved through a buffer, the archive inside was named "archive/" instead of "model/": the same weights
+    got other bytes, and another checkpoint_sha256 in the export manifests."""
+    model = _model(3)
+    save_model(model, tmp_path / "run")
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    assert (tmp_path / "run" / "model.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no scratch left

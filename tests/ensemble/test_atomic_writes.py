@@ -98,3 +98,19 @@ def test_two_writers_of_one_file_stage_it_apart(tmp_path: Path) -> None:
         b"one",
         b"two",
     )
+
+
+def test_a_link_is_written_through_and_a_device_is_written_to_not_replaced(tmp_path: Path) -> None:
+    """`avpenet evaluate --json` through a link replaced the link with a file (its target kept the old
+    report); to /dev/stdout it would have put a regular file in /dev. (A private null device stands in.)"""
+    import stat
+
+    target, link = tmp_path / "report.json", tmp_path / "latest.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    replace_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    replace_text(null, "discarded")
+    assert stat.S_ISCHR(null.stat().st_mode)
