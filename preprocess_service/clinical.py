@@ -18,6 +18,7 @@ from preprocess_service import fhir, hl7v2, mllp
 from preprocess_service.audit import AuditRecord
 from preprocess_service.budget import RequestBudget
 from preprocess_service.errors import DeliveryNotConfigured, InvalidRequest, NotAcceptable
+from preprocess_service.hl7_outcome import may_pass  # the SDK resends on the same outcomes
 from preprocess_service.idempotency import IdempotencyCache, Redo
 from preprocess_service.limits import Slot
 from preprocess_service.protocol import ScoreRequest, ScoreResponse
@@ -81,13 +82,6 @@ def fingerprint(request: ScoreRequest, clip: str) -> str:
     """What makes two requests 'the same' for Idempotency-Key: the clip and every field but the request id."""
     fields = request.model_dump(exclude={"clip", "audio", "video", "landmarks", "request_id"})
     return hashlib.sha256(json.dumps([clip, fields], sort_keys=True).encode()).hexdigest()
-
-
-def may_pass(delivery: str) -> bool:
-    """Whether a delivery outcome (`Clinical.deliver`) failed for a reason that may pass (engine down, timed
-    out, AE/CE), so a retry under the same Idempotency-Key sends the message again; AA/CA (delivered), AR/CR
-    (rejected) and NOT_SENT (the message cannot be built) would only repeat themselves."""
-    return delivery.partition(" ")[0] in mllp.PASSING
 
 
 @dataclass(frozen=True)

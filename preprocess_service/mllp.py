@@ -16,12 +16,13 @@ import re
 import time
 from dataclasses import dataclass
 
+from preprocess_service.hl7_outcome import DELIVERED, REJECTED
+
 log = logging.getLogger("avpenet.gateway")
 START, END = b"\x0b", b"\x1c\x0d"
 MAX_ACK_BYTES = 64 * 1024
 ACK_CODES = ("AA", "AE", "AR", "CA", "CE", "CR")
-# The failures `send` retries, as DeliveryError.code: another try may pass. AR/CR (rejected) never will.
-PASSING = ("AE", "CE", "TIMEOUT", "UNREACHABLE", "BAD_ACK")
+# The failures `send` retries (DeliveryError.code) are hl7_outcome.PASSING; AR/CR (REJECTED) never pass.
 
 
 class DeliveryError(Exception):
@@ -138,10 +139,10 @@ async def send(target: MllpTarget, message: str, control_id: str, budget_s: floa
         except Exception as exc:  # an answer that is not a valid ACK to this message
             last = ("BAD_ACK", str(exc)[:200])
         else:
-            if code in ("AA", "CA"):
+            if code in DELIVERED:
                 return Delivery(code, attempt)
             last = (code, text or "no reason given")
-            if code in ("AR", "CR"):
+            if code in REJECTED:
                 raise DeliveryError(code, last[1], attempt)
         log.info("HL7 delivery attempt %d failed: %s", attempt, last[0])
         if attempt <= target.retries:

@@ -7,25 +7,44 @@
 
 Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED (gRPC), a
 connection that fails (status UNREACHABLE), an answer that does not come within `timeout_s` (TIMEOUT) or is
-cut off (INCOMPLETE) are retried with exponential backoff, honouring Retry-After (up to MAX_RETRY_AFTER_S).
+cut off (INCOMPLETE) are retried with exponential backoff, honouring Retry-After (at most 60 s).
 Not retried: the gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits: sending it
 again cannot help), nor grpcio's for a message over a gRPC size limit (the SDK's 64 MiB, or the proxy's): it
 has no x-request-id either, and the ScoreError says to send the clip over HTTP. Every call sends an
 Idempotency-Key (a fresh one per call unless given), so a retry of a request the gateway already scored gets
 the first answer back instead of a second Observation. Other failures raise ScoreError at once; an answer
-that is not the gateway's (a proxy's page) is BAD_ANSWER, and a 307/308 that would take the upload to another
-origin is REDIRECT_REFUSED (preprocess_service/sdk_form.py).
+that is not the gateway's (a proxy's page) is BAD_ANSWER (sdk_errors.py), and a 307/308 that would take the
+upload to another origin is REDIRECT_REFUSED (sdk_form.py).
+
+HL7 delivery (`ScoreRequest(deliver_hl7=True)`): an answer whose delivery failed for a reason that may pass
+(hl7_outcome.may_pass, the gateway's own rule: engine down, timeout, AE/CE) is sent again under the same key
+and request id, within the same `retries` and backoff: the gateway sends the same message again without
+scoring the clip again, until it is delivered or rejected. When the retries run out, or a resend fails, the
+last answer comes back with its outcome: the clip was scored. `result.hl7_deliveries` holds every round's.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from preprocess_service.hl7_outcome import may_pass
 from preprocess_service.protocol import ModelsResponse, ScoreRequest, ScoreResponse
+from preprocess_service.sdk_errors import (
+    Retryable,
+    ScoreError,
+    gateway_json,
+    grpc_error,
+    over_grpc_limit,
+    raise_for_http,
+)
+
+__all__ = ["FORMATS", "Client", "ScoreError", "ScoreResult"]
+T = TypeVar("T")
 
 FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")
 ACCEPT = {
@@ -34,23 +53,8 @@ ACCEPT = {
     "fhir-bundle": "application/fhir+json",
     "hl7v2": "x-application/hl7-v2+er7",
 }
-RETRY_HTTP = {429, 503, 504}
-RETRY_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
 CONNECT_TIMEOUT_S = 10.0  # a host that drops packets is unreachable after this, not after `timeout_s`
-MAX_RETRY_AFTER_S = 60.0  # the gateway's own Retry-After never exceeds this; a proxy's 3600 does not stall us
 GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-# grpcio's refusal of a message over a channel's or a server's limit: "Sent ... (5006 vs. 1024)"
-OVER_GRPC_LIMIT = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
-
-
-class ScoreError(RuntimeError):
-    """The gateway refused a request: the HTTP status or gRPC code, the error class and its reason."""
-
-    def __init__(self, status: int | str, detail: str, error: str = "") -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,14 @@ class ScoreResult:
     document: str | None  # FHIR JSON or HL7 v2 ER7 text, when asked for
     content_type: str
     replayed: bool  # the gateway answered from its Idempotency-Key cache
-    attempts: int
-    hl7_delivery: str = ""  # MLLP outcome when deliver_hl7 was asked for
+    attempts: int  # sends of the request, all told: retries and delivery rounds included
+    hl7_delivery: str = ""  # the last MLLP outcome when deliver_hl7 was asked for
+    hl7_deliveries: tuple[str, ...] = ()  # every delivery round's outcome, first to last
+
+    @property
+    def delivery_rounds(self) -> int:
+        """How many answers carried a delivery outcome: 1 when the first delivery settled it."""
+        return len(self.hl7_deliveries)
 
     def fhir(self) -> dict[str, Any]:
         """The FHIR resource as a dict (fmt fhir-observation / fhir-bundle)."""
@@ -94,28 +104,47 @@ class Client:
     def score(
         self, request: ScoreRequest, *, fmt: str = "json", idempotency_key: str | None = None
     ) -> ScoreResult:
-        """Score one request; retried safely under one Idempotency-Key. Raises ScoreError."""
+        """Score one request; retried safely under one Idempotency-Key, and sent again while its HL7 delivery
+        failed for a reason that may pass (not scored again). Raises ScoreError."""
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)}")
         key = idempotency_key or uuid.uuid4().hex
         call = self._score_grpc if self.grpc else self._score_http
-        return self._retrying(lambda attempt: call(request, fmt, key, attempt))
+        rounds: list[str] = []
+
+        def send(attempt: int) -> ScoreResult:
+            result = call(request, fmt, key, attempt)
+            rounds.extend([result.hl7_delivery] if result.hl7_delivery else [])
+            return dataclasses.replace(result, hl7_deliveries=tuple(rounds))
+
+        undelivered = (lambda result: may_pass(result.hl7_delivery)) if request.deliver_hl7 else None
+        return self._retrying(send, undelivered)
 
     def models(self) -> ModelsResponse:
         """The ensemble and every model version Triton serves."""
         return self._retrying(lambda _: self._models_grpc() if self.grpc else self._models_http())
 
     # --- retries --------------------------------------------------------------------------------------------
-    def _retrying(self, fn):
-        delay = self.backoff_s
+    def _retrying(self, fn: Callable[[int], T], again: Callable[[T], bool] | None = None) -> T:
+        """fn(attempt) at most `retries` + 1 times, with backoff, until it answers and `again` (if given)
+        does not ask for another send. Once there is an answer, a send that fails or the retries running out
+        return the last answer rather than raise: the request was answered (e.g. scored, not delivered)."""
+        delay, answer = self.backoff_s, None
         for attempt in range(1, self.retries + 2):
             try:
-                return fn(attempt)
-            except _Retryable as exc:
+                answer = fn(attempt)
+            except Retryable as exc:
                 if attempt > self.retries:
-                    raise exc.error from None
-                time.sleep(max(delay, exc.retry_after_s))
-                delay *= 2
+                    return _last(answer, exc.error)
+                wait_s = max(delay, exc.retry_after_s)
+            except ScoreError as exc:
+                return _last(answer, exc)
+            else:
+                if again is None or not again(answer) or attempt > self.retries:
+                    return answer
+                wait_s = delay
+            time.sleep(wait_s)
+            delay *= 2
         raise AssertionError("unreachable")
 
     # --- HTTP -----------------------------------------------------------------------------------------------
@@ -137,7 +166,7 @@ class Client:
             error = ScoreError("UNREACHABLE", type(exc).__name__)
         except requests.RequestException as exc:  # e.g. the answer cut off mid-body
             error = ScoreError("INCOMPLETE", f"the answer was cut off ({type(exc).__name__})")
-        raise _Retryable(error, 0.0) from None
+        raise Retryable(error, 0.0) from None
 
     def _score_http(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
         from preprocess_service.sdk_form import multipart_form, resend_on_redirect  # requests: when used
@@ -150,10 +179,10 @@ class Client:
         params = {"fhir": "bundle"} if fmt == "fhir-bundle" else None
         hooks = {"response": resend_on_redirect(request, body)}
         reply = self._http("POST", "/v1/score", data=body, headers=headers, params=params, hooks=hooks)
-        _raise_for_http(reply)
+        raise_for_http(reply)
         ctype = reply.headers.get("content-type", "")
         return ScoreResult(
-            score=_gateway_json(reply, ScoreResponse) if fmt == "json" else None,
+            score=gateway_json(reply, ScoreResponse) if fmt == "json" else None,
             document=None if fmt == "json" else reply.text,
             content_type=ctype,
             replayed=reply.headers.get("idempotent-replayed") == "true",
@@ -163,8 +192,8 @@ class Client:
 
     def _models_http(self) -> ModelsResponse:
         reply = self._http("GET", "/v1/models", headers=self._headers({}))
-        _raise_for_http(reply)
-        return _gateway_json(reply, ModelsResponse)
+        raise_for_http(reply)
+        return gateway_json(reply, ModelsResponse)
 
     # --- gRPC -----------------------------------------------------------------------------------------------
     def _stub(self):
@@ -190,18 +219,10 @@ class Client:
                 message, metadata=self._metadata(extra), timeout=self.timeout_s
             )
         except grpc.RpcError as exc:
-            name, details = exc.code().name, exc.details() or ""
-            if too_big := _over_grpc_limit(details, message.ByteSize()):  # the same bytes never pass
+            details = exc.details() or ""
+            if too_big := over_grpc_limit(details, message.ByteSize()):  # the same bytes never pass
                 raise too_big from None
-            unreachable = name == "UNAVAILABLE" and "failed to connect" in details  # nothing listens
-            error = ScoreError("UNREACHABLE" if unreachable else name, details)  # as over HTTP
-            trailing = dict(exc.trailing_metadata() or ())
-            too_large = (  # the gateway's own refusal of a clip over its limits (no proxy queue full)
-                name == "RESOURCE_EXHAUSTED" and "x-request-id" in trailing and "retry-after" not in trailing
-            )
-            if name in RETRY_GRPC and not too_large:  # a connection failure is retried as UNAVAILABLE
-                raise _Retryable(error, _retry_after(trailing.get("retry-after"))) from None
-            raise error from None
+            raise grpc_error(exc.code().name, details, dict(exc.trailing_metadata() or ())) from None
         return reply, dict(call.trailing_metadata() or ())
 
     def _score_grpc(self, request: ScoreRequest, fmt: str, key: str, attempt: int) -> ScoreResult:
@@ -240,59 +261,8 @@ class Client:
         self.close()
 
 
-class _Retryable(Exception):
-    def __init__(self, error: ScoreError, retry_after_s: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after_s = retry_after_s
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After value (a number; an HTTP date counts as none), at most MAX_RETRY_AFTER_S."""
-    try:
-        return min(max(float(value or 0), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        return 0.0
-
-
-def _over_grpc_limit(details: str, request_bytes: int) -> ScoreError | None:
-    """The final error for a message over a gRPC size limit, else None. It is the request when its size is
-    the one sent (refused by this channel, "Sent", or by the gateway's proxy, "Received"), else the answer."""
-    if not (match := OVER_GRPC_LIMIT.search(details)):
-        return None
-    way, size, limit = match.group(1), int(match.group(2)), int(match.group(3))
-    if size != request_bytes:  # the answer, over this channel's receive limit
-        detail = f"the answer is {size} bytes, over this client's gRPC receive limit of {limit} bytes"
-    else:
-        whose = "this client's" if way == "Sent" else "the gateway's"
-        detail = (
-            f"the clip is too large for gRPC: the request is {size} bytes, over {whose} gRPC message limit "
-            f"of {limit} bytes; send it over HTTP, where the gateway's own upload limit applies"
-        )
-    return ScoreError("RESOURCE_EXHAUSTED", detail, "MessageTooLarge")
-
-
-def _gateway_json(reply, model):
-    """The gateway's JSON answer as `model`; BAD_ANSWER when it is something else (a proxy's HTML page)."""
-    try:
-        return model.model_validate(reply.json())
-    except ValueError as exc:  # not JSON, or not this model (pydantic's ValidationError is a ValueError)
-        shown = reply.text[:200].strip() or "an empty body"
-        raise ScoreError("BAD_ANSWER", f"HTTP {reply.status_code} {type(exc).__name__}: {shown}") from None
-
-
-def _raise_for_http(reply) -> None:
-    if reply.status_code < 400:
-        return
-    try:
-        body = reply.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        detail, error = body.get("detail", reply.text), body.get("error", "")
-    else:  # not the gateway's (a proxy's page or a bare string): its text is the reason
-        detail, error = reply.text[:500] or reply.reason, ""
-    exc = ScoreError(reply.status_code, str(detail), error)
-    if reply.status_code in RETRY_HTTP:
-        raise _Retryable(exc, _retry_after(reply.headers.get("retry-after")))
-    raise exc
+def _last(answer: T | None, error: ScoreError) -> T:
+    """The answer already in hand (a send after it failed), else `error` raised."""
+    if answer is None:
+        raise error from None
+    return answer

@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 from requests_toolbelt import MultipartEncoder
 
 from preprocess_service.protocol import ScoreRequest
-from preprocess_service.sdk import ScoreError
+from preprocess_service.sdk_errors import ScoreError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

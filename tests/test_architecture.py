@@ -110,6 +110,28 @@ def test_the_gateway_imports_no_torch() -> None:
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
 
 
+# What a client installing the SDK loads of this project: the SDK's modules and the wire types they share.
+SDK_MODULES = {"avpenet", "avpenet.contract", "avpenet.errors", "preprocess_service"} | {
+    f"preprocess_service.{name}"
+    for name in ("errors", "hl7_outcome", "pinning", "protocol", "sdk", "sdk_errors", "sdk_form")
+}
+GATEWAY_ONLY = ("ray", "starlette", "fastapi", "uvicorn", "hl7apy", "tritonclient", "torch")
+
+
+def test_the_sdk_imports_no_gateway_module():
+    """The SDK shares the gateway's rules (hl7_outcome.may_pass) through stdlib-only modules: importing them
+    from clinical.py or mllp.py would load the gateway (hl7apy, settings, the idempotency cache) into every
+    client. Checked in a fresh interpreter, as a client's process imports it."""
+    code = (
+        "import json, sys\nimport preprocess_service.sdk, preprocess_service.sdk_form\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{('avpenet', 'preprocess_service', *GATEWAY_ONLY)!r})))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert set(json.loads(run.stdout.strip().splitlines()[-1])) - SDK_MODULES == set()
+
+
 MODULE_LINES, FUNCTION_LINES = 300, 80
 SLACK = 1.07  # "about": a module a few lines over is not split for the sake of a number
 REASON = "Why one module over 300 lines:"

@@ -10,7 +10,9 @@ from clinical_samples import response
 from support.fake_gateway import FakeGateway as Gateway
 
 from preprocess_service.protocol import MediaPart, ScoreRequest
-from preprocess_service.sdk import MAX_RETRY_AFTER_S, Client, ScoreError, _retry_after
+from preprocess_service.sdk import Client, ScoreError
+from preprocess_service.sdk_errors import MAX_RETRY_AFTER_S
+from preprocess_service.sdk_errors import retry_after as _retry_after
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""A gateway stand-in on loopback for the client side (SDK, `avpenet score`, `avpenet monitor`): it answers
-POSTs with queued answers and records each request's headers; a GET (a WebSocket upgrade) gets 404."""
+"""Gateway stand-ins on loopback for the client side (SDK, `avpenet score`, `avpenet monitor`): FakeGateway
+answers POSTs with queued answers and records each request's headers; a GET (a WebSocket upgrade) gets 404.
+FakeGrpcGateway answers avpenet.v1.Scoring/Score with queued answers and records each call."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import time
 class FakeGateway:
     """`answers`: (status, body text[, how]) in turn, the last repeated; `how` may hold `delay` (s before
     answering), `type` (Content-Type), `cut` (the body ends 5,000 bytes short and the connection closes),
-    `location` (a redirect's target). After `stop_after` answers every further connection is dropped
-    unanswered (the gateway gone). A 503 carries `Retry-After: 0`. `read`: each request's body bytes read."""
+    `location` (a redirect's target), `headers` (more headers, e.g. X-HL7-Delivery). After `stop_after`
+    answers every further connection is dropped unanswered (the gateway gone). A 503 carries
+    `Retry-After: 0`. `read`: each request's body bytes read."""
 
     def __init__(self, answers: list[tuple], stop_after: int | None = None) -> None:
         self.seen: list[dict[str, str]] = []
@@ -42,6 +44,8 @@ class FakeGateway:
                     self.send_header("Retry-After", "0")
                 if "location" in how:
                     self.send_header("Location", how["location"])
+                for name, value in how.get("headers", {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
                 self.close_connection = "cut" in how
@@ -59,3 +63,36 @@ class FakeGateway:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeGrpcGateway:
+    """avpenet.v1.Scoring/Score on loopback: `answers` (ScoreResponse messages) in turn, the last repeated.
+    `seen`: each call's (metadata dict, request_id field)."""
+
+    def __init__(self, answers: list) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        from avpenet.v1 import scoring_pb2 as pb
+
+        self.seen: list[tuple[dict[str, str], str]] = []
+
+        def score(request, context):
+            self.seen.append((dict(context.invocation_metadata()), request.request_id))
+            return answers[min(len(self.seen), len(answers)) - 1]
+
+        handler = grpc.unary_unary_rpc_method_handler(
+            score,
+            request_deserializer=pb.ScoreRequest.FromString,
+            response_serializer=pb.ScoreResponse.SerializeToString,
+        )
+        self.server = grpc.server(futures.ThreadPoolExecutor(2))
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("avpenet.v1.Scoring", {"Score": handler}),)
+        )
+        self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(None)

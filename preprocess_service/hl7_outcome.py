@@ -1,0 +1,27 @@
+"""What an HL7 delivery outcome means, shared by the gateway (mllp.py sends, clinical.py redelivers on a
+retry) and the SDK (sdk.py resends the request while the outcome may pass). Standard library only, and no
+gateway module: the SDK imports it and must stay light (no asyncio, hl7apy or Ray for a client).
+
+An outcome is the one line the gateway answers in `X-HL7-Delivery` (HTTP) or `hl7_delivery` (gRPC): the MSA-1
+code or the failure, then how many attempts, e.g. `AA after 1 attempt(s)`, `UNREACHABLE after 3 attempt(s):
+ConnectionRefusedError`, `NOT_SENT: the HL7 message could not be built (...)`; "" when none was asked for.
+"""
+
+from __future__ import annotations
+
+DELIVERED = ("AA", "CA")  # the engine accepted the message
+REJECTED = ("AR", "CR")  # the engine refused it: the same message would be refused again
+# Failures another try may pass: the engine failed (AE/CE), was down or slow, or answered with no valid ACK.
+PASSING = ("AE", "CE", "TIMEOUT", "UNREACHABLE", "BAD_ACK")
+
+
+def code(outcome: str) -> str:
+    """The outcome's first word: an MSA-1 code, TIMEOUT, UNREACHABLE, BAD_ACK or NOT_SENT ("" for none)."""
+    return outcome.partition(" ")[0].rstrip(":")
+
+
+def may_pass(outcome: str) -> bool:
+    """Whether a delivery failed for a reason that may pass (engine down, timed out, AE/CE), so sending the
+    request again under the same Idempotency-Key sends the message again; AA/CA (delivered), AR/CR (rejected)
+    and NOT_SENT (the message cannot be built) would only repeat themselves."""
+    return code(outcome) in PASSING
