@@ -14,6 +14,12 @@ from avpenet import contract
 from avpenet.errors import UndecodableMedia, UnsupportedMedia
 from avpenet.features import audio, media, mp4index, truncation
 
+# The numpy dtype of each FFmpeg sample format, packed or planar (its name without the "p": "fltp" -> "flt").
+SAMPLE_DTYPES = {
+    "u8": np.dtype(np.uint8), "s16": np.dtype(np.int16), "s32": np.dtype(np.int32), "s64": np.dtype(np.int64),
+    "flt": np.dtype(np.float32), "dbl": np.dtype(np.float64),
+}  # fmt: skip
+
 
 def read(source: media.Source, kind: str, limit: float) -> tuple[np.ndarray | None, int]:
     """(mono float32 samples, their rate) of the main audio track of a file PyAV opens alone; None (at the
@@ -70,6 +76,22 @@ def _planar(rate: int) -> av.AudioResampler:
 def _mono(planes: np.ndarray) -> np.ndarray:
     """[channels, samples] -> [samples] (`audio.mix_down`; one channel: unchanged, no copy)."""
     return planes[0] if planes.shape[0] == 1 else audio.mix_down(planes, axis=0)
+
+
+def channels(frame: av.AudioFrame) -> np.ndarray:
+    """[channels, samples] of a decoded or resampled audio frame, in its sample format's dtype: planar, one
+    plane per channel of its layout; packed, its one interleaved plane split by channel.
+
+    Not `frame.to_ndarray()`: PyAV counts a frame's planes up to the first null pointer, and FFmpeg holds 8
+    inline, so an 8-channel planar frame (7.1 AAC, an 8-channel WAV) reports a 9th plane made of the frame's
+    line sizes, and reading it segfaulted the process (a gateway replica, by one upload). Only the planes the
+    layout names are read, each for the frame's samples (a plane is padded past them)."""
+    dtype = SAMPLE_DTYPES[frame.format.name.removesuffix("p")]
+    count, samples = len(frame.layout.channels), frame.samples
+    if frame.format.is_planar:
+        return np.stack([np.frombuffer(plane, dtype, samples) for plane in frame.planes[:count]])
+    packed = np.frombuffer(frame.planes[0], dtype, samples * count)
+    return np.ascontiguousarray(packed.reshape(samples, count).T)
 
 
 class AvAudio:
@@ -137,9 +159,12 @@ class AvAudio:
         """A resampler set up for this frame: the rate or channel layout may change part-way (two MP3s joined,
         HE-AAC switching to stereo); the old one is flushed and a new one converts to the same output."""
         now = (frame.sample_rate, frame.layout.name, frame.format.name)
-        if self._input is not None and now != self._input:
+        if now == self._input:
+            return
+        # the first frame's too, not only the header's: `channels` reads as many planes as its layout names
+        audio.check_channels(len(frame.layout.channels), self.kind)
+        if self._input is not None:
             audio.check_rate(frame.sample_rate, self.kind)
-            audio.check_channels(len(frame.layout.channels), self.kind)
             self._keep(self._resampler.resample(None))
             self._resampler = _planar(self.rate)
         self._input = now
@@ -177,7 +202,7 @@ class AvAudio:
 
     def _keep(self, frames) -> None:
         for out in frames:
-            chunk = out if isinstance(out, np.ndarray) else _mono(out.to_ndarray())
+            chunk = out if isinstance(out, np.ndarray) else _mono(channels(out))
             if self._trim:
                 cut = min(self._trim, chunk.size)
                 chunk, self._trim = chunk[cut:], self._trim - cut

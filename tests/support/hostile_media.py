@@ -100,6 +100,39 @@ def as_w64(wav: bytes) -> bytes:
     return W64_RIFF + struct.pack("<Q", 40 + len(body)) + b"wave" + W64_GUID_TAIL + body
 
 
+def eight_channel_wav(tag: int = 0x4C55, seconds: float | None = None, rate: int = 48_000) -> bytes:
+    """An 8-channel WAV (the most accepted) whose `fmt ` chunk names `tag`, a codec libsndfile lacks so FFmpeg
+    reads it (0x4C55: mu-law to FFmpeg), at `rate`: 4 KB of random bytes (`seconds` None: the reviewer's
+    probe, byte for byte) or a mu-law 440 Hz tone. FFmpeg decodes it to 8-channel frames, whose 9th plane
+    PyAV's `to_ndarray` read: a segfault."""
+    if seconds is None:
+        payload = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    else:
+        t = np.arange(int(seconds * rate)) / rate
+        tone = np.repeat((0.3 * np.sin(2 * np.pi * 440.0 * t))[:, None], 8, axis=1)  # [samples, channels]
+        buf = io.BytesIO()
+        sf.write(buf, tone, rate, format="RAW", subtype="ULAW")
+        payload = buf.getvalue()
+    fmt = struct.pack("<HHIIHH", tag, 8, rate, 8 * rate if seconds else 0, 8, 8) + b"\0\0"
+    body = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def surround_mp4(layout: str = "7.1", seconds: float = 2.0, rate: int = 48_000) -> bytes:
+    """An MP4 of one AAC track in `layout` (7.1: 8 channels, what a camera or an editor's export may carry),
+    every channel the same 0.3 tone at 440 Hz."""
+    from support import testmedia
+
+    channels = len(av.AudioLayout(layout).channels)
+    planes = np.repeat(testmedia.tone(seconds, rate, noise_dbfs=-90.0)[None], channels, axis=0)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = layout
+        testmedia.encode_audio(out, stream, planes, layout, rate, sample_format="flt")
+    return buf.getvalue()
+
+
 def gsm_wav(seconds: float = 3.0, subtype: str = "GSM610") -> bytes:
     """An 8 kHz WAV of a 440 Hz tone in a telephony codec (GSM 6.10, G.721) libsndfile decodes but cannot seek
     in."""

@@ -246,11 +246,14 @@ def encode_audio(
     out, stream, planes: np.ndarray, layout: str, sr: int, chunk: int = 1024, sample_format: str = "fltp"
 ) -> None:
     """Encode float `planes` [channels, samples] into `stream` of the open container `out`, frame by frame
-    (timestamps from 0), and flush it. `sample_format` "s16": as 16-bit integers (what AMR encoders take)."""
+    (timestamps from 0), and flush it. `sample_format` "s16": as 16-bit integers (what AMR encoders take);
+    a packed one ("s16", "flt") is handed over interleaved (PyAV cannot fill 8 planar channels: 7.1)."""
     if sample_format == "s16":
         planes = (np.clip(np.asarray(planes, np.float32), -1, 1) * 32767).astype(np.int16)
     for start in range(0, planes.shape[1], chunk):
         piece = np.ascontiguousarray(planes[:, start : start + chunk], planes.dtype)
+        if not av.AudioFormat(sample_format).is_planar:
+            piece = piece.T.reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(piece, format=sample_format, layout=layout)
         frame.sample_rate, frame.pts = sr, start
         for packet in stream.encode(frame):

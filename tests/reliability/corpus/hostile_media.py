@@ -8,7 +8,7 @@ MP3 data cut short was refused for samples from unfilled memory, a GSM WAV for a
 its first audio page was "no audio", so its clip was scored on the face alone; a tiny track whose timestamps
 jump minutes filled that hole with gigabytes of silence; a WAV of a codec libsndfile lacks (WMA, a tag nobody
 knows) got its words, "Malformed 'fmt ' chunk"; an RF64 cut after its data chunk header was "an empty
-recording".
+recording"; an 8-channel WAV that FFmpeg decodes, or a 7.1 AAC track, segfaulted the replica.
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ def build() -> list[Case]:
          200, "OK", one("audio", "wav", _wma_wav)),
         ("unknown_codec_wav", "a WAV whose fmt chunk names format tag 0x1234: 415 naming it and what to send",
          415, BAD, one("audio", "wav", _unknown_codec_wav)),
+        ("eight_channel_wav", "an 8-channel WAV FFmpeg decodes (tag 0x4C55, mu-law): scored (was a segfault)",
+         200, "OK", one("audio", "wav", lambda: hm.eight_channel_wav(seconds=4.0))),
+        ("aac_7_1_in_mp4", "an MP4 of a 7.1 AAC track: mixed down and scored (segfaulted the replica)",
+         200, "OK", one("audio", "mp4", lambda: hm.surround_mp4("7.1", seconds=4.0))),
         ("rf64_cut_at_data", "an RF64 WAV cut just after its data chunk header: cut, not an empty recording",
          422, BAD, one("audio", "wav", _rf64_cut_at_data)),
         ("ogg_cut_before_audio", "an Ogg Vorbis cut in its first audio page, with a face track: refused",
