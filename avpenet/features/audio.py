@@ -67,8 +67,8 @@ def load_audio(
         raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
     from avpenet.features import avaudio, sfaudio, wavcodec  # they import this module's checks
 
-    if kind in media.WAV_KINDS and (codec := wavcodec.for_ffmpeg(head, kind)) is not None:
-        wave, sr = wavcodec.read(source, head, kind, codec, limit)  # a codec libsndfile lacks, or MPEG audio
+    if kind in media.WAV_KINDS and (codec := wavcodec.for_ffmpeg(source, kind)) is not None:
+        wave, sr = wavcodec.read(source, kind, codec, limit)  # a codec libsndfile lacks, or MPEG audio
     elif kind in media.SOUND_FILE_KINDS:
         wave, sr = sfaudio.load(source, kind, limit)
     else:

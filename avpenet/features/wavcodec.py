@@ -9,6 +9,11 @@ bytes of the upload to stderr ("Illegal Audio-MPEG-Header 0x74d8c299"), where Py
 
 A codec FFmpeg does not decode either is 415 naming its tag and what to send. So is raw AAC (frames without
 ADTS headers): a WAV does not delimit its frames, and FFmpeg decoded the first 64 ms and dropped the rest.
+
+The chunks are walked over the whole upload (a view of it, not a copy), not its first `media.HEAD_BYTES`:
+a Broadcast WAV's `bext`, an `iXML` or a `JUNK` pad of over a kilobyte before `fmt ` sent a WMA or MP3 WAV
+back to libsndfile (its "Malformed 'fmt ' chunk", its mpg123 log); one before `data` let raw AAC be scored
+on its first 64 ms.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from avpenet.errors import UnsupportedMedia
-from avpenet.features import avaudio, media
+from avpenet.features import avaudio, media, truncation
 
 # The format tags libsndfile reads: PCM, MS ADPCM, IEEE float, A-law, mu-law, IMA ADPCM, GSM 6.10, NMS ADPCM,
 # G.721, and WAVE_FORMAT_EXTENSIBLE when its subformat is one of `SNDFILE_SUBFORMATS` (wavlike.c). Not MPEG
@@ -54,53 +59,53 @@ class Codec(NamedTuple):
         return f"format tag 0xFFFE, subformat {uuid.UUID(bytes_le=self.subformat)}"
 
 
-def chunks(head: bytes, kind: str) -> Iterator[tuple[bytes, int, int]]:
+def chunks(data: bytes | memoryview, kind: str) -> Iterator[tuple[bytes, int, int]]:
     """(id, offset of the body, size of the body) of each chunk of a RIFF/RF64 WAVE or a Wave64 (`kind`
-    "w64") whose header lies within `head`. A Wave64 chunk's id is a GUID (the FourCC then the 12 bytes all
-    its chunk GUIDs share, `W64_GUID_TAIL`), its size counts its 24-byte header, and chunks align to 8."""
+    "w64") whose header lies within `data`, the first `truncation.MAX_CHUNKS` of them (thousands of empty
+    chunks cost no more). A Wave64 chunk's id is a GUID (the FourCC then the 12 bytes all its chunk GUIDs
+    share, `W64_GUID_TAIL`), its size counts its 24-byte header, and chunks align to 8."""
     w64 = kind == "w64"
     at, header = (40, 24) if w64 else (12, 8)
-    while at + header <= len(head):
-        size = int.from_bytes(head[at + header - (8 if w64 else 4) : at + header], "little")
+    for _ in range(truncation.MAX_CHUNKS):
+        if at + header > len(data):
+            return
+        size = int.from_bytes(data[at + header - (8 if w64 else 4) : at + header], "little")
         if w64 and size < header:
             return  # no chunk has it: the walk cannot go on
-        ident = (
-            head[at : at + 4] if not w64 or head[at + 4 : at + 16] == W64_GUID_TAIL else head[at : at + 16]
-        )
-        yield ident, at + header, size - header if w64 else size
+        short = not w64 or data[at + 4 : at + 16] == W64_GUID_TAIL
+        yield bytes(data[at : at + (4 if short else 16)]), at + header, size - header if w64 else size
         at += size + (-size % 8) if w64 else header + size + (size & 1)
 
 
-def codec(head: bytes, kind: str) -> Codec | None:
-    """The codec a `fmt ` chunk lying whole within `head` names; None when it does not (no codec is told
+def codec(data: bytes | memoryview, kind: str) -> Codec | None:
+    """The codec a `fmt ` chunk lying whole within `data` names; None when it does not (no codec is told
     from a chunk too short to be one: libsndfile's reason stands)."""
-    for ident, body, size in chunks(head, kind):
+    for ident, body, size in chunks(data, kind):
         if ident == b"fmt ":
-            tag = int.from_bytes(head[body : body + 2], "little")
-            if size < FMT_MIN or body + FMT_MIN > len(head) or not tag:  # 0: WAVE_FORMAT_UNKNOWN
+            tag = int.from_bytes(data[body : body + 2], "little")
+            if size < FMT_MIN or body + FMT_MIN > len(data) or not tag:  # 0: WAVE_FORMAT_UNKNOWN
                 return None
             if tag != EXTENSIBLE:
                 return Codec(tag)
-            guid = head[body + SUBFORMAT_AT : body + SUBFORMAT_AT + 16]
+            guid = bytes(data[body + SUBFORMAT_AT : body + SUBFORMAT_AT + 16])
             return Codec(tag, guid) if size >= SUBFORMAT_AT + 16 and len(guid) == 16 else None
     return None
 
 
-def for_ffmpeg(head: bytes, kind: str) -> Codec | None:
-    """The codec named in `head` when libsndfile has no reader for it (MPEG audio included), else None."""
-    found = codec(head, kind)
+def for_ffmpeg(source: media.Source, kind: str) -> Codec | None:
+    """The codec a WAV or Wave64 names (its chunks walked over the whole upload, however far its `fmt `
+    chunk lies) when libsndfile has no reader for it (MPEG audio included), else None."""
+    found = codec(media.as_file(source).getbuffer(), kind)  # a view: the upload is not copied
     if found is None:
         return None
     known = SNDFILE_SUBFORMATS if found.tag == EXTENSIBLE else SNDFILE_TAGS
     return None if (found.subformat or found.tag) in known else found
 
 
-def read(
-    source: media.Source, head: bytes, kind: str, found: Codec, limit: float
-) -> tuple[np.ndarray | None, int]:
+def read(source: media.Source, kind: str, found: Codec, limit: float) -> tuple[np.ndarray | None, int]:
     """`avaudio.read` of a WAV or Wave64 whose codec (`found`, `for_ffmpeg`) libsndfile lacks; 415 naming the
     codec when FFmpeg does not decode it, or when it is AAC without ADTS frame headers (`_raw_aac`)."""
-    if _raw_aac(head, kind, found):
+    if _raw_aac(source, kind, found):
         raise UnsupportedMedia(
             f"the audio codec in this {media.describe(kind)} ({found.name()}, AAC without ADTS frame "
             "headers: a WAV does not delimit its frames) is not supported; send the AAC as an ADTS (.aac) "
@@ -115,9 +120,11 @@ def read(
         ) from None
 
 
-def _raw_aac(head: bytes, kind: str, found: Codec) -> bool:
-    """An AAC tag whose `data` chunk, starting within `head`, does not start with an ADTS frame header."""
+def _raw_aac(source: media.Source, kind: str, found: Codec) -> bool:
+    """An AAC tag whose `data` chunk (however far into the upload) does not start with an ADTS header."""
     if found.tag not in AAC_TAGS:
         return False
-    start = next((body for ident, body, _ in chunks(head, kind) if ident == b"data"), None)
-    return start is not None and start + 2 <= len(head) and media.sniff(head[start : start + 2]) != "aac"
+    data = media.as_file(source).getbuffer()  # a view: the upload is not copied
+    start = next((body for ident, body, _ in chunks(data, kind) if ident == b"data"), None)
+    first = b"" if start is None else bytes(data[start : start + 2])
+    return len(first) == 2 and media.sniff(first) != "aac"
