@@ -123,8 +123,15 @@ def _accuracy(
     p = p_adult(model, cues)
     bounds = np.cumsum([0] + [len(x[C.AGE_GROUP.name]) for x in inputs])
     own = np.repeat([a == "adult" for a in ages], np.diff(bounds))
-    clip_p = np.array([p[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    # a clip's reading as the gateway reports it (aggregate.adult_probability): the mean over the windows
+    # with a modality; a clip without one reports none, so it is not counted
+    informed = np.concatenate([(x[C.AUDIO_PRESENT.name][:, 0] > 0.5) | (x[C.FRAME_MASK.name].max(1) > 0.5)
+                               for x in inputs])  # fmt: skip
+    spans = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    read = [i for i, span in enumerate(spans) if informed[span].any()]
+    clip_p = np.array([p[spans[i]][informed[spans[i]]].mean() for i in read])
     return {
         "window_accuracy": float(np.mean((p > 0.5) == own)),
-        "clip_accuracy": float(np.mean((clip_p > 0.5) == np.array([a == "adult" for a in ages]))),
+        "clip_accuracy": float(np.mean((clip_p > 0.5) == np.array([ages[i] == "adult" for i in read]))),
+        "clips_read": len(read),
     }

@@ -53,7 +53,7 @@ def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_
     assert record["window_accuracy"] == {"as_sent": 1.0, "audio_only": 1.0, "face_only": 1.0}
     inferred = inferred_age_accuracy(model, [with_age(x, C.UNKNOWN_AGE) for x in test], ages)
     for path in ("as_sent", "audio_only", "face_only"):  # one modality is what many requests carry
-        assert inferred[path] == {"window_accuracy": 1.0, "clip_accuracy": 1.0}, path
+        assert inferred[path] == {"window_accuracy": 1.0, "clip_accuracy": 1.0, "clips_read": 12}, path
     for x, age, before in zip(test, ages, named, strict=True):
         after = predict_windows(model, x)
         read = after.pop(C.ADULT_PROBABILITY.name)  # what the head reads, reported whatever was sent
@@ -65,6 +65,20 @@ def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_
         np.testing.assert_allclose(guessed[C.SCORE.name], before[C.SCORE.name], atol=0.05)
     unknown_after = predict_windows(model, with_age(test[0], C.UNKNOWN_AGE))
     assert not np.allclose(unknown_after[C.SCORE.name], unknown_before[C.SCORE.name], atol=0.05)
+
+
+def test_a_clip_is_read_as_the_gateway_reports_it_from_the_windows_with_a_modality():
+    """The gateway's age_read is the mean over the windows with a modality, and none for a clip without one;
+    the evaluation's clip accuracy counts the same readings."""
+    model = _model(2)
+    fit_age_head(model, _clips(300)[0])
+    test, ages = _clips(500)
+    test = [with_age(x, C.UNKNOWN_AGE) for x in test]
+    test[0][C.FRAME_MASK.name][:] = 0  # no face anywhere: on the face-only path nothing is read
+    test[1][C.FRAME_MASK.name][:2] = 0  # two faceless windows: on the face-only path only the rest count
+    inferred = inferred_age_accuracy(model, test, ages)
+    assert inferred["as_sent"]["clips_read"] == 12 and inferred["face_only"]["clips_read"] == 11
+    assert inferred["audio_only"]["clips_read"] == 12
 
 
 def test_clips_of_one_age_group_leave_the_age_inference_as_it_was():
