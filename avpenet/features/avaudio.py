@@ -127,7 +127,7 @@ class AvAudio:
         # scores the same as WAV and as MP4. The rate change is soxr's job (better filter).
         self._resampler = _planar(self.rate)
         self._input: tuple | None = None  # (rate, layout, format) of the frames the resampler was set up for
-        self._chunks: list[np.ndarray] = []
+        self._wave = np.empty(0, np.float32)  # the samples kept so far, then spare room (`_keep`)
         self._total = 0
         self.start: float | None = None  # the first decoded frame's time on the container's timeline
         self._origin = 0.0  # where sample 0 would be on that timeline (moved by a timestamp break)
@@ -198,16 +198,22 @@ class AvAudio:
         if audio.over_limit(self._total / self.rate + ahead, self.limit):
             raise audio.too_long(self._total / self.rate + ahead, self.limit, so_far=True)
         self._silence_s += ahead
-        self._keep([np.broadcast_to(np.float32(0), (int(round(ahead * self.rate)),))])  # no copy until finish
+        self._keep([np.broadcast_to(np.float32(0), (int(round(ahead * self.rate)),))])
 
     def _keep(self, frames) -> None:
+        """Each frame's mono samples written after those kept, into one array grown a quarter at a time
+        (realloc, which moves a large block's pages without copying them), so the wave is never held as
+        pieces and their join (twice its size) before it is resampled."""
         for out in frames:
             chunk = out if isinstance(out, np.ndarray) else _mono(channels(out))
             if self._trim:
                 cut = min(self._trim, chunk.size)
                 chunk, self._trim = chunk[cut:], self._trim - cut
-            self._chunks.append(chunk)
-            self._total += chunk.size
+            end = self._total + chunk.size
+            if end > self._wave.size:
+                self._wave.resize(max(end, self._wave.size + self._wave.size // 4, 1 << 14), refcheck=False)
+            self._wave[self._total : end] = chunk
+            self._total = end
 
     def stop(self, exc: Exception) -> None:
         """The track ended in an FFmpeg error: UndecodableMedia when nothing decoded, else keep the start."""
@@ -216,12 +222,14 @@ class AvAudio:
         self.ended = True
 
     def finish(self) -> tuple[np.ndarray, int]:
-        """(mono float32 samples at the track's rate, that rate)."""
+        """(mono float32 samples at the track's rate, that rate), once: the track lets its wave go (`avclip`
+        keeps the track while the wave is resampled)."""
         if not self.ended:
             try:
                 self._keep(self._resampler.resample(None))
             except av.error.FFmpegError as exc:
                 self.stop(exc)
             self.ended = True
-        wave = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-        return wave.astype(np.float32, copy=False), self.rate
+        wave, self._wave = self._wave, np.empty(0, np.float32)
+        wave.resize(self._total, refcheck=False)  # the spare room given back (realloc), no copy
+        return wave, self.rate
