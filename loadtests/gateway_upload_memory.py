@@ -1,11 +1,12 @@
 """How much memory the gateway holds for one upload, as multiples of the uploaded file's size, per stage.
 
 `python -m loadtests.gateway_upload_memory --mb 64 --kind wav --protocol http` writes a file of about `--mb`
-MiB (loadtests/upload_media.py) and what the gateway receives for it, then, in a fresh process, drives the
-gateway's own request path in-process with no Ray and no Triton: a `ScoringService` (its watchdog not
-started) behind `http_routes.score`, fed the multipart body in 64 KiB chunks through the ASGI receive of a
-starlette Request as the proxy does; or behind `GrpcMethods.Score`, given the serialized message as bytes
-as Ray's gRPC proxy hands it (held, as the proxy's call holds it, until Score returns). The request runs
+MiB (loadtests/upload_media.py; `--rate`, `--channels`, `--bits` set a WAV's or FLAC's format) and what the
+gateway receives for it, then, in a fresh process, drives the gateway's own request path in-process with no
+Ray and no Triton: a `ScoringService` (its watchdog not started) behind `http_routes.score`, fed the
+multipart body in 64 KiB chunks through the ASGI receive of a starlette Request as the proxy does; or behind
+`GrpcMethods.Score`, given the serialized message as bytes as Ray's gRPC proxy hands it (held, as the
+proxy's call holds it, until Score returns). The request runs
 through the body read, the form parse (or the protobuf parse and `ScoreRequest.from_proto`) and the
 extract step's decode, and is stopped where Triton would be called (answered 503 "stopped before Triton").
 It prints, per stage and overall, the peak of Python's allocations (tracemalloc) and the peak RSS rise
@@ -265,17 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--baseline", type=Path, help="a checkout to measure beside this one (same files)")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # protocol, request, warm-up request
-    args = parser.parse_args(argv)
-    if args.measure:
+    args = parser.parse_known_args(argv)[0]
+    if args.measure:  # run on a baseline's code too, which may lack upload_media's options
         protocol, request, warm = args.measure
         print(json.dumps(measure(protocol, Path(request), Path(warm))))
         return 0
-    from loadtests.upload_media import write_media, write_request
+    from loadtests.upload_media import add_sound_options, sound_format, write_media, write_request
 
+    add_sound_options(parser)
+    args = parser.parse_args(argv)
+    sound = {"rate": args.rate, "channels": args.channels, "bits": args.bits}
     with tempfile.TemporaryDirectory(prefix="avpenet-upload-memory-") as tmp:
         work = Path(tmp)
         for name, size in (("upload", args.mb << 20), ("warm", WARM_BYTES)):
-            write_media(work / f"{name}.{args.kind}", args.kind, size)
+            write_media(work / f"{name}.{args.kind}", args.kind, size, **sound)
             write_request(work / f"{name}.{args.kind}", args.kind, args.protocol, work / f"{name}.request")
         size = (work / f"upload.{args.kind}").stat().st_size
         sent = (work / "upload.request").stat().st_size
@@ -283,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [probe(tree, args.protocol, work / "upload.request", work / "warm.request") for tree in trees]
     what = "body" if args.protocol == "http" else "message"
     title = (
-        f"{args.protocol} {args.kind}: file {size / (1 << 20):.1f} MiB, {what} {sent / (1 << 20):.1f} MiB; "
+        f"{args.protocol} {args.kind}: file {size / (1 << 20):.1f} MiB{sound_format(args.kind, **sound)}, "
+        f"{what} {sent / (1 << 20):.1f} MiB; "
         "peaks above the process before the request, as multiples of the file"
         + (f" (base: {trees[-1]})" if args.baseline else "")
     )

@@ -5,10 +5,13 @@ decoded wave stays small beside it (the probe measures what the gateway holds of
 a WAV of 8 channels at 192 kHz, 32-bit (6.1 MB/s); a FLAC of 8 channels at 192 kHz, 24-bit white noise
 (which FLAC cannot compress); an MP4 (H.264 lossless noise at 480x480, 25 fps, and a mono AAC tone) whose
 picture has no face, so its sound is scored. Files are written block by block: the writer never holds one.
+`--rate`, `--channels` and `--bits` (`add_sound_options`) make a WAV or FLAC of another format, such as a
+hospital's 48 kHz stereo 16-bit WAV, whose decoded wave is large beside the file (the decode's own memory).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -18,26 +21,51 @@ import numpy as np
 from avpenet import contract
 
 KINDS = {"wav": ("audio", "audio/wav"), "flac": ("audio", "audio/flac"), "mp4": ("clip", "video/mp4")}
-SOUND = {"wav": ("WAV", "PCM_32", 4), "flac": ("FLAC", "PCM_24", 3)}  # format, subtype, bytes per sample
+SOUND = {"wav": ("WAV", 32), "flac": ("FLAC", 24)}  # format, default bits per sample
 RATE, CHANNELS = 192_000, 8
 VIDEO_SIZE, VIDEO_FPS = 480, 25
 BOUNDARY = b"gateway-upload-memory"
 CONTENT_TYPE = "multipart/form-data; boundary=" + BOUNDARY.decode()
 
 
-def write_media(path: Path, kind: str, size: int, seed: int = 0) -> None:
-    """A `kind` file at `path` of about `size` bytes (a FLAC's size is what its noise compresses to)."""
+def add_sound_options(parser: argparse.ArgumentParser) -> None:
+    """The WAV's or FLAC's format, as `write_media` takes it (an MP4's sound is a fixed mono AAC tone)."""
+    parser.add_argument("--rate", type=int, default=RATE, help="WAV/FLAC sample rate, Hz")
+    parser.add_argument("--channels", type=int, default=CHANNELS, help="WAV/FLAC channels")
+    parser.add_argument("--bits", type=int, choices=(16, 24, 32), help="WAV/FLAC bits (default: 32, FLAC 24)")
+
+
+def sound_format(kind: str, rate: int = RATE, channels: int = CHANNELS, bits: int | None = None) -> str:
+    """What `write_media` writes for these options, in words and brackets ("" for an MP4)."""
+    if kind not in SOUND:
+        return ""
+    return f" ({rate} Hz, {channels} channel(s), {bits or SOUND[kind][1]}-bit)"
+
+
+def write_media(
+    path: Path,
+    kind: str,
+    size: int,
+    seed: int = 0,
+    *,
+    rate: int = RATE,
+    channels: int = CHANNELS,
+    bits: int | None = None,
+) -> None:
+    """A `kind` file at `path` of about `size` bytes (a FLAC's size is what its noise compresses to); a WAV
+    or FLAC at `rate` with `channels` of `bits` (None: 32 for a WAV, 24 for a FLAC)."""
     rng = np.random.default_rng(seed)
     if kind == "mp4":
         _write_mp4(path, size, rng)
         return
     import soundfile as sf
 
-    fmt, subtype, width = SOUND[kind]
-    frames = max(size // (CHANNELS * width), RATE // 10)
-    with sf.SoundFile(path, "w", RATE, CHANNELS, subtype, format=fmt) as f:
-        for start in range(0, frames, RATE):
-            block = rng.uniform(-0.5, 0.5, (min(RATE, frames - start), CHANNELS)).astype(np.float32)
+    fmt, default_bits = SOUND[kind]
+    bits = bits or default_bits
+    frames = max(size // (channels * bits // 8), rate // 10)
+    with sf.SoundFile(path, "w", rate, channels, f"PCM_{bits}", format=fmt) as f:
+        for start in range(0, frames, rate):
+            block = rng.uniform(-0.5, 0.5, (min(rate, frames - start), channels)).astype(np.float32)
             f.write(block)
 
 

@@ -2,7 +2,8 @@
 
 Run as the docs run it, in a fresh process. The bounds are loose, but the old gateway fails them: it copied
 an HTTP upload into bytes once read and twice more while parsing the form (3.0x the file at the parse), and
-a gRPC Score held the parsed protobuf message, its own copy of the upload, while it decoded."""
+a gRPC Score held the parsed protobuf message, its own copy of the upload, while it decoded; and the decode of
+a 48 kHz WAV made its whole mono wave float64 to resample it (4.0x a stereo 16-bit file)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^(\w[\w ]*?) +(\d+\.\d\d)x +(\d+\.\d\d)x$", re.MULTILINE)
 
 
-def _probe(protocol: str) -> tuple[str, dict[str, tuple[float, float]]]:
-    cmd = [sys.executable, "-m", "loadtests.gateway_upload_memory", "--mb", "16", "--protocol", protocol]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
-    assert out.startswith(f"{protocol} wav: file 16.0 MiB"), out
+def _probe(protocol: str, mb: int = 16, *sound: str) -> tuple[str, dict[str, tuple[float, float]]]:
+    cmd = [sys.executable, "-m", "loadtests.gateway_upload_memory", "--mb", str(mb), "--protocol", protocol]
+    cmd += sound
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    out = done.stdout
+    assert out.startswith(f"{protocol} wav: file {mb}.0 MiB"), out
     return out, {m[1]: (float(m[2]), float(m[3])) for m in ROW.finditer(out)}
 
 
@@ -40,3 +43,10 @@ def test_a_grpc_score_lets_the_parsed_message_go_before_decoding():
     assert rows["decode"][1] < rows["from_proto"][1] - 0.3, (
         out
     )  # the old gateway: the message held, 0.5 above
+
+
+def test_a_48khz_stereo_wav_is_resampled_without_a_float64_copy_of_it():
+    out, rows = _probe("http", 4, "--rate", "48000", "--channels", "2", "--bits", "16")
+    assert "(48000 Hz, 2 channel(s), 16-bit)" in out.splitlines()[0], out
+    # the body (1x), the mono wave at 48 kHz (1x), its 16 kHz result (0.33x) and blocks; before, 4.0x
+    assert 2.0 < rows["decode"][0] < 3.2, out
