@@ -1,5 +1,6 @@
-"""Replace a file whole and durably: how the avpenet commands (and ensemble's plans and reports) write a
-file that a later run reads.
+"""Replace a file whole and durably: how the avpenet commands (and ensemble's plans and reports) write the
+reports, checkpoints, splits, label files and feature-cache clips a later run reads (a synth clip's own media
+are still written in place, guarded by its progress record, written after them).
 
 Why: written in place, a crash or a full disk mid-write left half a file (a feature-cache clip, a split.json,
 a report, a checkpoint) that the next run read. Here the new content goes to a hidden file beside the old
