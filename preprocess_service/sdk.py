@@ -34,7 +34,11 @@ from typing import Any, TypeVar
 
 from preprocess_service.hl7_outcome import may_pass
 from preprocess_service.protocol import ModelsResponse, ScoreRequest, ScoreResponse
-from preprocess_service.sdk_errors import (
+from preprocess_service.sdk_errors import (  # the retry constants stay importable from here, as before
+    MAX_RETRY_AFTER_S,  # noqa: F401
+    OVER_GRPC_LIMIT,  # noqa: F401
+    RETRY_GRPC,  # noqa: F401
+    RETRY_HTTP,  # noqa: F401
     Retryable,
     ScoreError,
     gateway_json,
@@ -111,14 +115,18 @@ class Client:
         key = idempotency_key or uuid.uuid4().hex
         call = self._score_grpc if self.grpc else self._score_http
         rounds: list[str] = []
+        sends = [0]
 
         def send(attempt: int) -> ScoreResult:
+            sends[0] = attempt
             result = call(request, fmt, key, attempt)
             rounds.extend([result.hl7_delivery] if result.hl7_delivery else [])
             return dataclasses.replace(result, hl7_deliveries=tuple(rounds))
 
         undelivered = (lambda result: may_pass(result.hl7_delivery)) if request.deliver_hl7 else None
-        return self._retrying(send, undelivered)
+        result = self._retrying(send, undelivered)
+        # an earlier answer returned after later sends failed (a 503 after a failed delivery) counts them too
+        return dataclasses.replace(result, attempts=sends[0]) if result.attempts != sends[0] else result
 
     def models(self) -> ModelsResponse:
         """The ensemble and every model version Triton serves."""

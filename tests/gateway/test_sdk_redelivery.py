@@ -81,6 +81,9 @@ def test_resends_share_the_retry_budget_and_a_failed_resend_keeps_the_scored_ans
     finally:
         gateway.close()
     assert len(gateway.seen) == 3 and result.hl7_delivery == DOWN and result.score.score == response().score
+    assert result.attempts == 3  # the sends after the answer count too
+    result, seen = score([scored(DOWN), busy, busy], request_, retries=2)
+    assert len(seen) == 3 and result.hl7_delivery == DOWN and result.attempts == 3
 
 
 def test_without_deliver_hl7_an_outcome_is_never_a_reason_to_resend(request_):
