@@ -1,5 +1,8 @@
 """`avpenet score FILE...`: score clips against a running gateway over HTTP (default) or gRPC with the SDK
 (sdk.py: retries under an Idempotency-Key, typed results); prints a table, or FHIR / HL7 v2 documents.
+`--deliver hl7v2` (the form field `deliver=hl7v2`) also has the gateway send each result to its interface
+engine over MLLP: the SDK sends a failed delivery again while it may pass, and the outcome of every round is
+shown (a line under the row, the JSON's `hl7_delivery`/`hl7_deliveries`, stderr beside documents).
 
 The part a file is sent as follows its extension: .npz → landmarks, WAV/FLAC/OGG/AIFF/CAF/W64/MP3/AAC/AMR
 → audio, a video → clip. `score_http` / `score_grpc` are single-attempt library forms (the demo and the load
@@ -9,6 +12,7 @@ tests call them).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -16,9 +20,9 @@ from pathlib import Path
 
 from avpenet import contract
 from avpenet.argtypes import count
-from preprocess_service import pinning
+from preprocess_service import hl7_outcome, pinning
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
-from preprocess_service.sdk import FORMATS, Client, ScoreError
+from preprocess_service.sdk import FORMATS, Client, ScoreError, ScoreResult
 
 __all__ = ["ScoreError", "request_for", "score_grpc", "score_http"]
 
@@ -28,6 +32,9 @@ DEFAULT_HTTP = f"http://127.0.0.1:{HTTP_PORT}"
 DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
 KEY_ENV = "AVPENET_API_KEY"
 STOPS = ("UNREACHABLE", "TIMEOUT", "REDIRECT_REFUSED")  # the next clips would fare no better: stop the run
+DELIVERIES = ("hl7v2",)  # what --deliver (the form field `deliver`) may name
+NO_OUTCOME = "no delivery outcome in the answer"
+ROW_INDENT, TABLE_WIDTH = 34, 110  # a note under a row is indented past file and proto; delivery lines cut
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".mp3", ".aac", ".amr"}
 
 
@@ -108,6 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject", help="FHIR reference of the patient, e.g. Patient/123")
     parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
     parser.add_argument(
+        "--deliver",
+        choices=DELIVERIES,
+        help="also have the gateway send each result to its interface engine (MLLP), sent again while a "
+        "failed delivery may pass; the outcome of each round is shown",
+    )
+    parser.add_argument(
         "--retries", type=count, default=3, help="retries on 429/503/504, timeouts, dropped links (safe)"
     )
 
@@ -124,12 +137,16 @@ def check_target(target: str, grpc: bool, *, grpc_flag: bool = True) -> None:
         )
 
 
-def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]]) -> str:
-    """Fixed-width table: file, protocol, score, level, interval, windows, weights, latency (or error)."""
+Row = tuple[str, str, ScoreResponse | ScoreError, float, tuple[str, ...] | None]  # the last: HL7 rounds
+
+
+def format_table(rows: list[Row]) -> str:
+    """Fixed-width table: file, protocol, score, level, interval, windows, weights, latency (or error); under
+    a row, the age group read from the clip and each HL7 delivery round's outcome (None: not asked for)."""
     head = f"{'file':<28} {'proto':<5} {'score':>5}  {'level':<8} {'90% interval':<12} {'win':>3}  "
     head += f"{'audio/visual':<12} {'ms':>6}"
     lines = [head, "-" * len(head)]
-    for name, proto, result, ms in rows:
+    for name, proto, result, ms, deliveries in rows:
         short = name if len(name) <= 28 else "…" + name[-27:]
         if isinstance(result, ScoreError):
             lines.append(f"{short:<28} {proto:<5} error {result.status}: {result.detail[:60]}")
@@ -143,10 +160,71 @@ def format_table(rows: list[tuple[str, str, ScoreResponse | ScoreError, float]])
         if result.age_read is not None:  # sent without --age-group: say what it was scored as
             read = result.age_read
             lines.append(
-                f"{'':<34} no age group sent; read from the clip as {read.group} "
+                f"{'':<{ROW_INDENT}} no age group sent; read from the clip as {read.group} "
                 f"(P(adult) {read.adult_probability:.2f}): give --age-group if it is wrong"
             )
+        if deliveries is not None:
+            lines.extend(delivery_lines(deliveries))
     return "\n".join(lines)
+
+
+def delivery_lines(deliveries: tuple[str, ...]) -> list[str]:
+    """One line per delivery round under a row (`HL7 delivery 2/3: ...` when there were several), each cut to
+    the table's width, which the usual outcomes fit (--json has them whole)."""
+    if len(deliveries) <= 1:
+        texts = [f"HL7 delivery: {deliveries[0] if deliveries else NO_OUTCOME}"]
+    else:
+        n = len(deliveries)
+        texts = [f"HL7 delivery {i}/{n}: {outcome}" for i, outcome in enumerate(deliveries, 1)]
+    room = TABLE_WIDTH - ROW_INDENT - 1
+    return [f"{'':<{ROW_INDENT}} {text if len(text) <= room else text[: room - 1] + '…'}" for text in texts]
+
+
+def delivered(result: ScoreResult) -> bool:
+    """Whether the last delivery round reached the interface engine (AA/CA)."""
+    return hl7_outcome.code(result.hl7_delivery) in hl7_outcome.DELIVERED
+
+
+def as_json(result: ScoreResult, deliver: bool) -> str:
+    """The JSON answer; with --deliver, plus the SDK's delivery outcome: the last, every round's, how many."""
+    if not deliver:
+        return result.score.model_dump_json(indent=2)
+    extra = {"hl7_delivery": result.hl7_delivery, "hl7_deliveries": list(result.hl7_deliveries)}
+    document = result.score.model_dump(mode="json") | extra | {"delivery_rounds": result.delivery_rounds}
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def show(
+    args: argparse.Namespace, name: str, answer: ScoreResult | ScoreError, ms: float, rows: list[Row]
+) -> bool:
+    """Print one answer, or keep it as a table row; True when it failed: refused, or (--deliver) scored but
+    not delivered, which stderr says in every format (beside documents, a delivered outcome too)."""
+    proto = "grpc" if args.grpc else "http"
+    if isinstance(answer, ScoreError):
+        rows.append((name, proto, answer, ms, None))
+        print(f"{name}: error {answer.status}: {answer.detail}", file=sys.stderr)  # in every format
+        return True
+    if answer.document is not None:
+        print(answer.document.replace("\r", "\n") if args.format == "hl7v2" else answer.document)
+    else:
+        rows.append((name, proto, answer.score, ms, answer.hl7_deliveries if args.deliver else None))
+        if args.json:
+            print(as_json(answer, bool(args.deliver)))
+    if not args.deliver:
+        return False
+    ok = delivered(answer)
+    if not ok or answer.document is not None:
+        n = answer.delivery_rounds
+        rounds = f" (round {n}/{n})" if n > 1 else ""
+        what = "HL7 delivery" if ok else "HL7 not delivered"
+        print(f"{name}: {what}: {answer.hl7_delivery or NO_OUTCOME}{rounds}", file=sys.stderr)
+    return not ok
+
+
+def stops(exc: ScoreError) -> bool:
+    """Whether the next clips would fare no better: the gateway unreachable, too slow or elsewhere, or it has
+    no interface engine for --deliver (422 DeliveryNotConfigured over HTTP, FAILED_PRECONDITION over gRPC)."""
+    return exc.status in STOPS or exc.error == "DeliveryNotConfigured" or exc.status == "FAILED_PRECONDITION"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,33 +240,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"avpenet score: {exc}", file=sys.stderr)
         return 2
     client = Client(target, api_key=api_key, grpc=args.grpc, retries=args.retries)
-    rows, failed, stopped, answered = [], 0, None, 0
+    rows: list[Row] = []
+    failed, stopped, answered = 0, None, 0
     try:
         for paths in groups:
             request = request_for(
                 paths, args.age_group, subject_ref=args.subject, recorded_at=args.recorded_at
             )
-            request = request.model_copy(update={"model_versions": pins})
+            request = request.model_copy(update={"model_versions": pins, "deliver_hl7": bool(args.deliver)})
             t0 = time.perf_counter()
             try:
                 answer = client.score(request, fmt=args.format)
             except ScoreError as exc:
-                if exc.status in STOPS:
+                if stops(exc):
                     stopped = exc
                     break
-                answer, failed = exc, failed + 1
+                answer = exc
             answered += 1  # a row, or a document (FHIR, HL7 v2) that makes none
             ms = (time.perf_counter() - t0) * 1000
-            name, proto = "+".join(p.name for p in paths), "grpc" if args.grpc else "http"
-            if isinstance(answer, ScoreError):
-                rows.append((name, proto, answer, ms))
-                print(f"{name}: error {answer.status}: {answer.detail}", file=sys.stderr)  # in every format
-            elif answer.document is not None:
-                print(answer.document.replace("\r", "\n") if args.format == "hl7v2" else answer.document)
-            else:
-                rows.append((name, proto, answer.score, ms))
-                if args.json:
-                    print(answer.score.model_dump_json(indent=2))
+            failed += show(args, "+".join(p.name for p in paths), answer, ms, rows)
     finally:
         client.close()
     if args.format == "json" and not args.json and (rows or stopped is None):
@@ -201,9 +271,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def stop_message(stopped: ScoreError, target: str) -> str:
-    """Why the run stopped (a status in STOPS): a redirect the SDK refused is a wrong --url, not a gateway
+    """Why the run stopped (`stops`): a redirect the SDK refused is a wrong --url, not a gateway
     that is down."""
     if stopped.status == "REDIRECT_REFUSED":
         return f"the gateway URL {target} redirects the upload elsewhere ({stopped.detail}); fix --url"
+    if stopped.status not in STOPS:  # no interface engine: every clip would be refused before scoring
+        return f"the gateway at {target} refused --deliver ({stopped.status}: {stopped.detail})"
     why = "cannot reach" if stopped.status == "UNREACHABLE" else "no answer in time from"
     return f"{why} the gateway at {target} ({stopped.detail}); is `avpenet serve` up?"

@@ -14,11 +14,15 @@ class FakeGateway:
     answering), `type` (Content-Type), `cut` (the body ends 5,000 bytes short and the connection closes),
     `location` (a redirect's target), `headers` (more headers, e.g. X-HL7-Delivery). After `stop_after`
     answers every further connection is dropped unanswered (the gateway gone). A 503 carries
-    `Retry-After: 0`. `read`: each request's body bytes read."""
+    `Retry-After: 0`. `read`: each request's body bytes read; `bodies`: each body, when `keep_bodies` (off:
+    the SDK's memory tests count this process's allocations)."""
 
-    def __init__(self, answers: list[tuple], stop_after: int | None = None) -> None:
+    def __init__(
+        self, answers: list[tuple], stop_after: int | None = None, keep_bodies: bool = False
+    ) -> None:
         self.seen: list[dict[str, str]] = []
         self.read: list[int] = []
+        self.bodies: list[bytes] = []
         gateway = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -26,8 +30,11 @@ class FakeGateway:
 
             def do_POST(self) -> None:  # noqa: N802
                 length = left = int(self.headers["content-length"])
-                while left > 0 and (block := self.rfile.read(min(left, 1 << 16))):  # read, never held:
-                    left -= len(block)  # the SDK's memory tests count this process's allocations
+                kept = []  # held only when asked: the SDK's memory tests count this process's allocations
+                while left > 0 and (block := self.rfile.read(min(left, 1 << 16))):
+                    left -= len(block)
+                    kept += [block] if keep_bodies else []
+                gateway.bodies += [b"".join(kept)] if keep_bodies else []
                 gateway.read.append(length - left)
                 gateway.seen.append({k.lower(): v for k, v in self.headers.items()})
                 if stop_after is not None and len(gateway.seen) > stop_after:
@@ -67,7 +74,7 @@ class FakeGateway:
 
 class FakeGrpcGateway:
     """avpenet.v1.Scoring/Score on loopback: `answers` (ScoreResponse messages) in turn, the last repeated.
-    `seen`: each call's (metadata dict, request_id field)."""
+    `seen`: each call's (metadata dict, request_id field); `requests`: each call's ScoreRequest message."""
 
     def __init__(self, answers: list) -> None:
         from concurrent import futures
@@ -77,8 +84,10 @@ class FakeGrpcGateway:
         from avpenet.v1 import scoring_pb2 as pb
 
         self.seen: list[tuple[dict[str, str], str]] = []
+        self.requests: list = []
 
         def score(request, context):
+            self.requests.append(request)
             self.seen.append((dict(context.invocation_metadata()), request.request_id))
             return answers[min(len(self.seen), len(answers)) - 1]
 
