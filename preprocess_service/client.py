@@ -160,8 +160,8 @@ def format_table(rows: list[Row]) -> str:
         if result.age_read is not None:  # sent without --age-group: say what it was scored as
             read = result.age_read
             lines.append(
-                f"{'':<{ROW_INDENT}} no age group sent; read from the clip as {read.group} "
-                f"(P(adult) {read.adult_probability:.2f}): give --age-group if it is wrong"
+                f"{'':<{ROW_INDENT}} age read from the clip as {read.group} "
+                f"(P(adult) {read.adult_probability:.2f}); send --age-group"
             )
         if deliveries is not None:
             lines.extend(delivery_lines(deliveries))
