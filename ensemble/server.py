@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -260,9 +261,14 @@ class TritonServer:
                 print(line, file=sys.stderr, flush=True)
 
     def is_ready(self) -> bool:
+        """Ready, and its metrics port open too: Triton starts the metrics service last, after
+        /v2/health/ready already answers, so a caller reading metrics at once was refused (a flaky test)."""
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
+                if response.status != 200:
+                    return False
+            with socket.create_connection((HOST, self.metrics_port), timeout=2):
+                return True
         except (urllib.error.URLError, OSError):
             return False
 
