@@ -50,15 +50,19 @@ def aggregate_windows(
 
 def informed_windows(modality_weights: np.ndarray) -> np.ndarray:
     """Which windows a clip score reads: those with a modality, or all of them when none has one."""
-    informed = np.asarray(modality_weights).reshape(-1, *C.MODALITY_WEIGHTS.shape).sum(axis=1) > 0
+    informed = _with_a_modality(modality_weights)
     return informed if informed.any() else np.ones_like(informed)
+
+
+def _with_a_modality(modality_weights: np.ndarray) -> np.ndarray:
+    """[n] bool: the windows with sound or a face (an absent modality's weight is exactly 0)."""
+    return np.asarray(modality_weights).reshape(-1, *C.MODALITY_WEIGHTS.shape).sum(axis=1) > 0
 
 
 def adult_probability(adult_probability: np.ndarray, modality_weights: np.ndarray) -> float | None:
     """The clip's P(adult) as read by the age head: its mean over the windows the clip score reads, or None
     when the model read no age (contract.NOT_READ: a fusion without a fitted head) or there was nothing to
     read it from (no window has a modality: the head's answer to empty inputs is not a reading)."""
-    weights = np.asarray(modality_weights).reshape(-1, *C.MODALITY_WEIGHTS.shape)
-    informed = weights.sum(axis=1) > 0
+    informed = _with_a_modality(modality_weights)
     p = np.asarray(adult_probability, dtype=np.float64).reshape(-1)[informed]
     return None if not informed.any() or np.any(p == C.NOT_READ) else float(p.mean())

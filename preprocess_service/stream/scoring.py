@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from avpenet import contract
+from avpenet.aggregate import adult_probability
 from preprocess_service.stream.alerts import Window
 from preprocess_service.stream.state import ReadyWindow
 from preprocess_service.triton_client import TritonClient
@@ -31,9 +32,9 @@ async def score_windows(
 
 
 def _read(window: ReadyWindow, outputs: dict) -> float | None:
-    """The window's P(adult) when the stream named no age group and the fusion read one (fusion 16 on)."""
-    if int(window.inputs[contract.AGE_GROUP.name][0, 0]) != contract.UNKNOWN_AGE:
-        return None
+    """The window's P(adult) when the stream named no age group and the fusion read one (fusion 16 on), by
+    the clip answer's rule (`aggregate.adult_probability`: none without a modality or a fitted head)."""
     p = outputs.get(contract.ADULT_PROBABILITY.name)
-    has_modality = float(outputs[contract.MODALITY_WEIGHTS.name][0].sum()) > 0
-    return None if p is None or float(p[0, 0]) == contract.NOT_READ or not has_modality else float(p[0, 0])
+    if p is None or int(window.inputs[contract.AGE_GROUP.name][0, 0]) != contract.UNKNOWN_AGE:
+        return None
+    return adult_probability(p[:1], outputs[contract.MODALITY_WEIGHTS.name][:1])

@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.fake_gateway import FakeGateway
+from support.fake_gateway import FakeGateway, placeholder_wavs
 
 from cli.main import main
 
 
 @pytest.fixture()
 def wavs(tmp_path):
-    paths = [tmp_path / f"{name}.wav" for name in "ab"]
-    for path in paths:
-        path.write_bytes(b"RIFF0000WAVE")
-    return paths
+    return placeholder_wavs(tmp_path)
 
 
 DETAIL = "recorded_at has no time zone; send +01:00 or Z"
@@ -73,7 +70,7 @@ def test_a_stop_counts_the_clips_answered_as_documents_too(wavs, capsys):
 
 def test_a_redirect_elsewhere_stops_the_run_at_the_first_clip(wavs, tmp_path, capsys):
     """Every clip was uploaded and refused REDIRECT_REFUSED in turn, each counted as that clip's failure."""
-    (third := tmp_path / "c.wav").write_bytes(b"RIFF0000WAVE")
+    (third,) = placeholder_wavs(tmp_path, "c")
     elsewhere = "http://gateway.example.invalid/v1/score"
     server = FakeGateway([(307, "", {"location": elsewhere})])
     try:

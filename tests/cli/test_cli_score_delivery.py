@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.fake_gateway import FakeGateway, FakeGrpcGateway
+from support.fake_gateway import FakeGateway, FakeGrpcGateway, delivered, placeholder_wavs
 from support.responses import make_response
 
 from cli.main import main
@@ -21,16 +21,11 @@ NO_ENGINE = "deliver=hl7v2 needs an interface engine: the gateway has no hl7_mll
 
 @pytest.fixture()
 def wavs(tmp_path):
-    paths = [tmp_path / f"{name}.wav" for name in "ab"]
-    for path in paths:
-        path.write_bytes(b"RIFF0000WAVE")
-    return paths
+    return placeholder_wavs(tmp_path)
 
 
 def scored(delivery: str, replayed: bool = False) -> tuple:
-    """The gateway's 200 for a scored request whose delivery outcome is `delivery`."""
-    headers = {"X-HL7-Delivery": delivery} | ({"Idempotent-Replayed": "true"} if replayed else {})
-    return 200, make_response(3)[0].model_dump_json(), {"headers": headers}
+    return delivered(make_response(3)[0].model_dump_json(), delivery, replayed)
 
 
 def score(gateway: FakeGateway, *argv: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from clinical_samples import response
-from support.fake_gateway import FakeGateway, FakeGrpcGateway
+from support.fake_gateway import FakeGateway, FakeGrpcGateway, delivered
 
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.sdk import Client
@@ -25,9 +25,7 @@ def request_() -> ScoreRequest:
 
 
 def scored(delivery: str, replayed: bool = False) -> tuple:
-    """The gateway's 200 for a scored request with `delivery` as its outcome."""
-    headers = {"X-HL7-Delivery": delivery} | ({"Idempotent-Replayed": "true"} if replayed else {})
-    return 200, response().model_dump_json(), {"headers": headers}
+    return delivered(response().model_dump_json(), delivery, replayed)
 
 
 def score(answers: list[tuple], request: ScoreRequest, retries: int = 3) -> tuple:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from pathlib import Path
 
 
 class FakeGateway:
@@ -105,3 +106,18 @@ class FakeGrpcGateway:
 
     def close(self) -> None:
         self.server.stop(None)
+
+
+def placeholder_wavs(folder: Path, names: str = "ab") -> list[Path]:
+    """Files `avpenet score` accepts and sends as they are (a stand-in gateway never decodes them)."""
+    paths = [folder / f"{name}.wav" for name in names]
+    for path in paths:
+        path.write_bytes(b"RIFF0000WAVE")
+    return paths
+
+
+def delivered(body: str, delivery: str, replayed: bool = False) -> tuple:
+    """A FakeGateway answer: the gateway's 200 for a scored request whose HL7 delivery outcome is `delivery`
+    (X-HL7-Delivery), marked as an Idempotency-Key replay when `replayed`."""
+    headers = {"X-HL7-Delivery": delivery} | ({"Idempotent-Replayed": "true"} if replayed else {})
+    return 200, body, {"headers": headers}
