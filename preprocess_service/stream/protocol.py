@@ -139,6 +139,12 @@ class Start(BaseModel):
     def _something(self) -> Start:
         if self.mode == "audio" and not self.audio:
             raise ValueError("mode 'audio' with audio false sends nothing to score")
+        if self.mode == "landmarks" and 0 in self.image_size:
+            raise ValueError(
+                "mode 'landmarks' needs image_size [width, height]: the pixels of the frames the device "
+                "tracked (landmarks are fractions of each side; without the frame's shape the face is "
+                "distorted)"
+            )
         return self
 
 

@@ -76,6 +76,18 @@ def test_bad_arrays_raise_undecodable(mutate, needle):
         FaceTrack.load_npz(_npz(**arrays))
 
 
+def test_a_track_with_a_face_needs_the_frame_size():
+    """Landmarks are fractions of each side: without the frame's size the face would be aligned squeezed
+    into a square (a portrait track's score moved by 3 points), so such an upload is refused."""
+    arrays = {k: v.copy() for k, v in _track(6).arrays().items()}
+    for size in ([0, 0], [640, 0]):
+        arrays["image_size"] = np.array(size, np.int32)
+        with pytest.raises(UndecodableMedia, match=r"image_size .*width, height"):
+            FaceTrack.load_npz(_npz(**arrays))
+    arrays["face_present"][:] = False  # no face to align: nothing is distorted, the visual part is masked
+    assert FaceTrack.load_npz(_npz(**arrays)).n_frames == 6
+
+
 @pytest.mark.parametrize("blob", [b"", b"garbage" * 10, b"PK\x03\x04" + bytes(40)])
 def test_not_an_npz(blob):
     with pytest.raises(UndecodableMedia):

@@ -181,6 +181,17 @@ def test_bad_start_names_the_field():
     assert start.image_size == (640, 480)
 
 
+def test_a_landmarks_stream_must_say_its_frame_size():
+    """Without it every face would be aligned squeezed into a square (scores off by up to 3 points)."""
+    for size in ("", ', "image_size": [0, 0]', ', "image_size": [640, 0]'):
+        with pytest.raises(StreamRejected, match=r"image_size \[width, height\]") as err:
+            protocol.parse_start(f'{{"type": "start", "mode": "landmarks"{size}}}')
+        assert err.value.code == "bad_start"
+    # video frames carry their own size, and an audio stream has none
+    assert protocol.parse_start('{"type": "start", "mode": "video"}').image_size == (0, 0)
+    assert protocol.parse_start('{"type": "start", "mode": "audio"}').mode == "audio"
+
+
 # --- alerts -------------------------------------------------------------------------------------------------
 def run(scores, config: StreamConfig, handling=()) -> list[dict]:
     """Window i completes (and is fed) at media time i + 3 s; handling declared by then applies first."""

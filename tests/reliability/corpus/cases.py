@@ -644,6 +644,13 @@ def build(limits) -> list[Case]:
             u(part("landmarks", "npz", lambda: _npz_with(landmarks=np.zeros((40, 68, 3), np.float32)))),
         ),
         Case(
+            "landmarks_without_image_size",
+            "a face track whose image_size is 0x0 (its aspect ratio unknown)",
+            422,
+            "INVALID_ARGUMENT",
+            u(part("landmarks", "npz", lambda: _npz_with(image_size=np.zeros(2, np.int32)))),
+        ),
+        Case(
             "landmarks_missing_arrays",
             "an npz without head_pose",
             422,
