@@ -132,7 +132,9 @@ def _gateway(max_upload: int):
     service._infer_pinned = stop
     http_routes.read_body = _staged("read body", http_routes.read_body)
     http_routes.parse_score_form = _staged("parse form", http_routes.parse_score_form)
-    grpc_wire.parse = _staged("parse message", grpc_wire.parse)
+    for name in ("parse", "parse_views"):  # a baseline's Score may call `parse` only (before parse_views)
+        if hasattr(grpc_wire, name):
+            setattr(grpc_wire, name, _staged("parse message", getattr(grpc_wire, name)))
     from_proto = _staged("from_proto", ScoreRequest.from_proto)
     ScoreRequest.from_proto = classmethod(lambda cls, *args, **kwargs: from_proto(*args, **kwargs))
     audio.load_audio = _staged("decode", audio.load_audio)

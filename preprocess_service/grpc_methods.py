@@ -16,7 +16,7 @@ from preprocess_service import audit, grpc_wire, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import proto_format
 from preprocess_service.errors import ClientGone, InvalidRequest, detail_of, status_of
-from preprocess_service.protocol import ScoreRequest, new_request_id
+from preprocess_service.protocol import MEDIA_PARTS, ScoreRequest, new_request_id
 
 if TYPE_CHECKING:
     from preprocess_service.service import ScoringService
@@ -47,7 +47,7 @@ class GrpcMethods:
         budget = self.service.settings.budget()  # the gRPC proxy's request_timeout_s (no per-call header)
         metadata = _metadata(grpc_context)
         try:  # the proxy passes the message unparsed (grpc_wire): malformed bytes are INVALID_ARGUMENT
-            request = grpc_wire.parse(scoring_pb2.ScoreRequest, request)
+            request, views = grpc_wire.parse_views(scoring_pb2.ScoreRequest, request, MEDIA_PARTS)
         except InvalidRequest as exc:
             rid = new_request_id(metadata.get("x-request-id"))
             audit.AuditRecord("Score", "grpc", rid).emit(status_of(exc)[1])
@@ -62,9 +62,9 @@ class GrpcMethods:
             fmt = proto_format(request.format)
             key = idempotency.check_key(metadata.get(idempotency.HEADER))
             with self.service.admit() as slot:
-                parsed = ScoreRequest.from_proto(request, rid)
-                # The parsed message holds protobuf's own copy of every part (and `parsed` another): let it
-                # go before scoring, not after.
+                parsed = ScoreRequest.from_proto(request, rid, views)  # the parts: views into the message
+                # A message that parse_views parsed whole holds protobuf's own copy of every part (and
+                # `parsed` another): let it go before scoring, not after.
                 del request
                 answer = await self.service.clinical.answer(
                     lambda: self.service.score(

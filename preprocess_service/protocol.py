@@ -141,13 +141,15 @@ class ScoreRequest(BaseModel):
         pinning.validate(self.model_versions)
 
     @classmethod
-    def from_proto(cls, msg: Any, request_id: str | None = None) -> ScoreRequest:
-        """From an `avpenet.v1.ScoreRequest`; unset media fields stay None."""
-        parts = {}
+    def from_proto(cls, msg: Any, request_id: str | None = None, views: Any = None) -> ScoreRequest:
+        """From an `avpenet.v1.ScoreRequest`; unset media fields stay None. `views`: each part's data as a
+        view into the raw message, `msg` parsed without it (grpc_wire.parse_views)."""
+        parts, views = {}, views or {}
         for name in MEDIA_PARTS:
             if msg.HasField(name):
                 f = getattr(msg, name)
-                parts[name] = MediaPart(data=f.data, filename=f.filename, content_type=f.content_type)
+                data = views.get(name, f.data)  # f.data is b"" where the view was taken out
+                parts[name] = MediaPart(data=data, filename=f.filename, content_type=f.content_type)
         if msg.request_id and not REQUEST_ID_RE.fullmatch(msg.request_id):
             raise InvalidRequest(
                 "request_id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
