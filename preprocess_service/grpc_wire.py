@@ -35,12 +35,8 @@ MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 # Protobuf framing around the media parts (field tags, lengths, text fields): well under this.
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
 M = TypeVar("M", bound=Message)
-VARINT, FIXED64, LEN, FIXED32 = (
-    0,
-    1,
-    2,
-    5,
-)  # the wire types the walk takes; groups (3, 4) it leaves to protobuf
+# The wire types the walk takes; groups (3, 4) it leaves to protobuf.
+VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
 MAX_LEN = (1 << 31) - 1  # protobuf's own bound on a length-delimited field
 
 
