@@ -171,8 +171,11 @@ def window_count(n_samples: int) -> int:
 
 
 def _count(n: int, window: int, hop: int, per_second: float) -> int:
-    """Windows covering n items; a tail of at most WINDOW_TAIL_TOLERANCE_S past the last window is dropped,
-    so a 3 s clip whose container pads a few milliseconds (AAC priming) stays one window, not two."""
+    """Windows covering n items; a tail of at most WINDOW_TAIL_TOLERANCE_S past the last window is dropped.
+
+    A tail of exactly the tolerance (a 3.1-s clip: 0.1 s past its one window) adds none, and one sample more
+    adds one, so the count needs the recording's exact length: a container's codec padding is cut by the
+    decoder (`avaudio`: an MP4's AAC ends at its declared duration, as its WAV does), not forgiven here."""
     if n <= 0:
         return 0
     tolerance = int(round(contract.WINDOW_TAIL_TOLERANCE_S * per_second))

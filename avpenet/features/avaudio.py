@@ -69,6 +69,19 @@ def demux_all(container, track: AvAudio) -> None:
         track.stop(exc)
 
 
+def _declared_end(stream, kind: str) -> float | None:
+    """Where the container says `stream` ends on its timeline, in seconds (its start_time plus its duration),
+    or None when it says nothing reliable. An MP4/MOV's is the edit list's (FFmpeg's mov demuxer caps the
+    stream's duration at the edit's end): the samples the encoder was given, without the priming or the last
+    frame's padding. Matroska/WebM declares none per track (None: as decoded); a duration FFmpeg guesses
+    from the bit rate (`media.GUESSED_DURATION_KINDS`) is no declaration."""
+    if kind in media.GUESSED_DURATION_KINDS or not stream.duration or not stream.time_base:
+        return None
+    if stream.start_time is None:
+        return None
+    return float((stream.start_time + stream.duration) * stream.time_base)
+
+
 def _planar(rate: int) -> av.AudioResampler:
     return av.AudioResampler(format="fltp", rate=rate)
 
@@ -107,6 +120,11 @@ class AvAudio:
     n-th second of the wave is the n-th second after `start` and sound stays beside the face shown with it.
     Differences within `media.TRACK_SLACK_S` are codec framing and left alone; jumps past
     `media.TRACK_BREAK_S` are timestamp breaks (`_place`).
+
+    The wave ends where the container says the track ends (`_declared_end`), not where the codec's last
+    frame does: an AAC encoder pads its last 1024-sample frame, and FFmpeg trims the priming at the start (by
+    the MP4 edit list) but decodes that padding, so a clip's MP4 decoded 3-60 ms longer than its WAV and a
+    3.1-s clip got a second window the WAV never had.
     """
 
     def __init__(self, stream, kind: str, limit: float) -> None:
@@ -133,6 +151,8 @@ class AvAudio:
         self._origin = 0.0  # where sample 0 would be on that timeline (moved by a timestamp break)
         self._trim = 0  # samples still to drop: the next frame overlaps what was kept
         self._silence_s = 0.0  # seconds of silence filled into holes
+        self._frame = 0  # samples (at self.rate) of the longest decoded frame: the most padding one holds
+        self._end = _declared_end(stream, kind)
         self.ended = False  # an FFmpeg error ended the track: later packets are ignored, no flush
 
     @classmethod
@@ -148,6 +168,7 @@ class AvAudio:
         try:
             for frame in packet.decode():
                 self._follow(frame)
+                self._frame = max(self._frame, -(-frame.samples * self.rate // frame.sample_rate))
                 self._place(frame.time)
                 self._keep(self._resampler.resample(frame))
                 if audio.over_limit(self._total / self.rate, self.limit):
@@ -221,6 +242,15 @@ class AvAudio:
             raise media.av_error(self.kind, exc) from None
         self.ended = True
 
+    def _padding(self) -> int:
+        """Samples decoded past the track's declared end: at most one codec frame (the last one's padding;
+        FFmpeg drops whole packets past an edit list's end). More, or a track declaring no end, or one that
+        went through a timestamp break, is not padding: 0, nothing is cut."""
+        if self._end is None or self.start is None:
+            return 0
+        past = self._total - int(round((self._end - self._origin) * self.rate))
+        return past if 0 < past <= self._frame else 0
+
     def finish(self) -> tuple[np.ndarray, int]:
         """(mono float32 samples at the track's rate, that rate), once: the track lets its wave go (`avclip`
         keeps the track while the wave is resampled)."""
@@ -230,6 +260,7 @@ class AvAudio:
             except av.error.FFmpegError as exc:
                 self.stop(exc)
             self.ended = True
+            self._total -= self._padding()
         wave, self._wave = self._wave, np.empty(0, np.float32)
         wave.resize(self._total, refcheck=False)  # the spare room given back (realloc), no copy
         return wave, self.rate

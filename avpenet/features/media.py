@@ -80,7 +80,8 @@ TS_PACKETS = 4
 # walker refuses more tracks with a reason).
 MAX_STREAMS = 16
 # Codec framing runs media a little past its length: an encoder pads its last audio frame (a 60.0-s AAC track
-# decodes to 60.1 s) and a container's duration covers its longest track. Media up to this far past a limit
+# in ADTS or MKV decodes up to one frame longer; an MP4's is cut to its declared duration, `avaudio`) and a
+# container's duration covers its longest track. Media up to this far past a limit
 # is cut to the limit (audio.cut_to) instead of refused; anything longer is refused as before.
 DURATION_GRACE_S = 0.5
 # How far apart two tracks' starts, or a track's timestamps and its decoded length, may be and still count as
