@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from avpenet import contract
+from avpenet.synth.render import h264_options
 
 
 def tone(seconds: float, sr: int, *, freq: float = 440.0, amp: float = 0.3, noise_dbfs: float = -50.0,
@@ -84,6 +85,10 @@ def video_bytes(
         if vs is not None:
             vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
             vs.pix_fmt = "yuv420p"
+            if vcodec == "libx264":  # the same bytes for the same frames on any CPU (h264_options says why)
+                vs.options = h264_options()
+            else:
+                vs.codec_context.thread_count = 1
         a_s = None
         if audio is not None:
             a_rate = 48_000 if acodec == "libopus" else sr

@@ -127,3 +127,21 @@ def test_generated_rendered_clip_npz_is_its_tracked_mp4(tmp_path: Path):
     np.testing.assert_array_equal(stored.face_present, recovered.face_present)
     np.testing.assert_allclose(stored.landmarks, recovered.landmarks, atol=1e-5)
     np.testing.assert_allclose(stored.blendshapes, recovered.blendshapes, atol=1e-5)
+
+
+def test_the_same_frames_encode_to_the_same_bytes_every_time(tmp_path):
+    """x264's AVX-512 code encoded the same small frames differently from call to call on a Zen 4 EPYC (one
+    thread, same options), so renders and test clips were not reproducible there; h264_options keeps x264
+    to code that is. On a CPU without AVX-512 this passes either way."""
+    from skimage import data as images
+    from support import testmedia as tm
+
+    from avpenet.synth.render import write_mp4
+
+    frames = np.stack(tm.face_frames(images.astronaut(), 40, size=(160, 160)))
+    digests = set()
+    for i in range(6):
+        path = tmp_path / f"{i}.mp4"
+        write_mp4(path, frames)
+        digests.add(path.read_bytes())
+    assert len(digests) == 1
