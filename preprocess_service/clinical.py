@@ -14,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from preprocess_service import fhir, hl7v2, mllp
+from preprocess_service import fhir, hl7_outcome, hl7v2, mllp
 from preprocess_service.audit import AuditRecord
 from preprocess_service.budget import RequestBudget
 from preprocess_service.errors import DeliveryNotConfigured, InvalidRequest, NotAcceptable
@@ -155,7 +155,7 @@ class Clinical:
             left_s = math.inf if budget is None else budget.remaining_s()
             done = await mllp.send(self.target, message, result.request_id[:199], left_s)
         except mllp.DeliveryError as exc:
-            return f"{exc.code} after {exc.attempts} attempt(s): {exc.detail[:120]}"
+            return f"{exc.code} after {exc.attempts} attempt(s): {hl7_outcome.text(exc.detail, 120)}"
         return f"{done.code} after {done.attempts} attempt(s)"
 
     async def answer(

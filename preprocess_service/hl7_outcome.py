@@ -5,9 +5,13 @@ gateway module: the SDK imports it and must stay light (no asyncio, hl7apy or Ra
 An outcome is the one line the gateway answers in `X-HL7-Delivery` (HTTP) or `hl7_delivery` (gRPC): the MSA-1
 code or the failure, then how many attempts, e.g. `AA after 1 attempt(s)`, `UNREACHABLE after 3 attempt(s):
 ConnectionRefusedError`, `NOT_SENT: the HL7 message could not be built (...)`; "" when none was asked for.
+The engine's own reason in it is `text`-cleaned (no control characters, bounded), and `header` makes the line
+ASCII for HTTP: an engine's reject text in any language or charset must never break the answer.
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 DELIVERED = ("AA", "CA")  # the engine accepted the message
 REJECTED = ("AR", "CR")  # the engine refused it: the same message would be refused again
@@ -25,3 +29,19 @@ def may_pass(outcome: str) -> bool:
     request again under the same Idempotency-Key sends the message again; AA/CA (delivered), AR/CR (rejected)
     and NOT_SENT (the message cannot be built) would only repeat themselves."""
     return code(outcome) in PASSING
+
+
+def text(value: str, limit: int = 200) -> str:
+    """`value` as one line of at most `limit` characters: control and line-separator characters (an
+    engine's CR/LF, C1 controls from Latin-1 bytes, NUL) become spaces, runs of spaces one. Letters of any
+    script stay."""
+    kept = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
+    line = " ".join(kept.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def header(outcome: str) -> str:
+    """`outcome` as an HTTP header value (`X-HL7-Delivery`): one line, every character beyond ASCII written
+    as a Python escape (`Prüfung` → `Pr\\xfcfung`), so no text from an interface engine can fail the answer.
+    gRPC's `hl7_delivery` carries the same line unescaped."""
+    return text(outcome, 400).encode("ascii", "backslashreplace").decode("ascii")

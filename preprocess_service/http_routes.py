@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect
 
 from avpenet.errors import TooLarge
-from preprocess_service import audit, idempotency
+from preprocess_service import audit, hl7_outcome, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import negotiate
 from preprocess_service.errors import ClientGone, SlowUpload, detail_of, reason_of, status_of
@@ -97,7 +97,7 @@ async def score(service: ScoringService, request: Request) -> Response:
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
     if answer.delivery:
-        headers["X-HL7-Delivery"] = answer.delivery
+        headers["X-HL7-Delivery"] = hl7_outcome.header(answer.delivery)  # ASCII, whatever the engine said
     return Response(answer.rendered.body, media_type=answer.rendered.content_type, headers=headers)
 
 

@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from preprocess_service import hl7_outcome
 from preprocess_service.hl7_outcome import DELIVERED, REJECTED
 
 log = logging.getLogger("avpenet.gateway")
@@ -74,7 +75,18 @@ async def read_frame(reader: asyncio.StreamReader) -> str:
     start = data.find(START)
     if start < 0:
         raise ValueError("frame without a <VT> start byte")
-    return data[start + 1 : -len(END)].decode("utf-8", "replace")
+    return decode(data[start + 1 : -len(END)])
+
+
+def decode(payload: bytes) -> str:
+    """An engine's bytes as text, nothing lost: UTF-8, else Windows-1252 / ISO-8859-1, which engines that
+    declare MSH-18 `8859/1` send (decoding those as UTF-8 turned their reject text into U+FFFD)."""
+    for charset in ("utf-8", "cp1252"):
+        try:
+            return payload.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return payload.decode("latin-1")  # every byte is a character: never fails
 
 
 def ack_code(ack: str, control_id: str) -> tuple[str, str]:
@@ -102,7 +114,7 @@ def ack_code(ack: str, control_id: str) -> tuple[str, str]:
     if field("MSA", 2) != control_id:
         raise ValueError(f"ACK is for message {field('MSA', 2)[:32]!r}, not this one")
     err = "; ".join(v for v in fields.get("ERR", [])[1:] if v.strip())
-    return code, (field("MSA", 3) or err)[:200]
+    return code, hl7_outcome.text(field("MSA", 3) or err)
 
 
 async def _attempt(target: MllpTarget, message: str, control_id: str) -> tuple[str, str]:
@@ -137,7 +149,7 @@ async def send(target: MllpTarget, message: str, control_id: str, budget_s: floa
         except (OSError, asyncio.IncompleteReadError) as exc:
             last = ("UNREACHABLE", type(exc).__name__)
         except Exception as exc:  # an answer that is not a valid ACK to this message
-            last = ("BAD_ACK", str(exc)[:200])
+            last = ("BAD_ACK", hl7_outcome.text(str(exc)))
         else:
             if code in DELIVERED:
                 return Delivery(code, attempt)
