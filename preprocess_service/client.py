@@ -33,6 +33,10 @@ DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
 KEY_ENV = "AVPENET_API_KEY"
 STOPS = ("UNREACHABLE", "TIMEOUT", "REDIRECT_REFUSED")  # the next clips would fare no better: stop the run
 DELIVERIES = ("hl7v2",)  # what --deliver (the form field `deliver`) may name
+NO_SUBJECT = (
+    "--deliver hl7v2 needs --subject, the patient's FHIR reference (e.g. Patient/123) that the message's "
+    "PID-3 names: the interface engine files the result under it"
+)
 NO_OUTCOME = "no delivery outcome in the answer"
 ROW_INDENT, TABLE_WIDTH = 34, 110  # a note under a row is indented past file and proto; delivery lines cut
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".mp3", ".aac", ".amr"}
@@ -112,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print FHIR R4 or HL7 v2 documents instead of a table",
     )
     parser.add_argument("--recorded-at", help="when the clips were recorded (ISO 8601 with a zone)")
-    parser.add_argument("--subject", help="FHIR reference of the patient, e.g. Patient/123")
+    parser.add_argument("--subject", help="the patient's FHIR reference, e.g. Patient/123 (for --deliver)")
     parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
     parser.add_argument(
         "--deliver",
@@ -234,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
     check_target(target, args.grpc)
     try:  # everything a user can get wrong is said before the first clip is sent
         pins = pinning.parse(args.pin)
+        if args.deliver and not args.subject:
+            raise ValueError(NO_SUBJECT)
         for paths in groups:
             check_files(paths)
     except ValueError as exc:

@@ -123,11 +123,14 @@ class Clinical:
         )
 
     def check(self, request: ScoreRequest) -> None:
-        """Refuse before scoring what cannot be honoured after it (delivery without an engine)."""
+        """Refuse before scoring what cannot be honoured after it: delivery without an engine, or without a
+        patient (an ORU^R01 without PID-3 would file every such score under one made-up patient)."""
         if request.deliver_hl7 and self.target is None:
             raise DeliveryNotConfigured(
                 "deliver=hl7v2 needs an interface engine: the gateway has no hl7_mllp_target configured"
             )
+        if request.deliver_hl7 and not request.subject_ref:
+            raise InvalidRequest(hl7_outcome.NO_SUBJECT)
 
     def render(self, fmt: str, result: ScoreResponse, request: ScoreRequest) -> Rendered:
         ctx = fhir.Context(request.subject_ref, request.encounter_ref)

@@ -17,6 +17,11 @@ DELIVERED = ("AA", "CA")  # the engine accepted the message
 REJECTED = ("AR", "CR")  # the engine refused it: the same message would be refused again
 # Failures another try may pass: the engine failed (AE/CE), was down or slow, or answered with no valid ACK.
 PASSING = ("AE", "CE", "TIMEOUT", "UNREACHABLE", "BAD_ACK")
+# Why a delivery without a patient is refused: 422 / INVALID_ARGUMENT before scoring; the SDK, before sending
+NO_SUBJECT = (
+    "deliver=hl7v2 (gRPC deliver_hl7) needs subject_ref: the patient's identifier for PID-3, as a FHIR "
+    "reference like Patient/123; without it the interface engine cannot file the result under a patient"
+)
 
 
 def code(outcome: str) -> str:

@@ -63,7 +63,8 @@ SCORE_OPENAPI: dict[str, Any] = {
                         "deliver": {
                             "type": "string",
                             "enum": ["hl7v2"],
-                            "description": "also send the ORU^R01 to the interface engine (MLLP)",
+                            "description": "also send the ORU^R01 to the interface engine (MLLP); needs "
+                            "subject_ref (PID-3), else 422",
                         },
                     },
                 }

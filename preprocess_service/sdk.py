@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from preprocess_service.hl7_outcome import may_pass
+from preprocess_service.hl7_outcome import NO_SUBJECT, may_pass
 from preprocess_service.protocol import ModelsResponse, ScoreRequest, ScoreResponse
 from preprocess_service.sdk_errors import (  # the retry constants stay importable from here, as before
     MAX_RETRY_AFTER_S,  # noqa: F401
@@ -109,9 +109,12 @@ class Client:
         self, request: ScoreRequest, *, fmt: str = "json", idempotency_key: str | None = None
     ) -> ScoreResult:
         """Score one request; retried safely under one Idempotency-Key, and sent again while its HL7 delivery
-        failed for a reason that may pass (not scored again). Raises ScoreError."""
+        failed for a reason that may pass (not scored again). Raises ScoreError; ValueError, before anything
+        is sent, for a `fmt` it does not know or a delivery without `subject_ref` (the patient of PID-3)."""
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)}")
+        if request.deliver_hl7 and not request.subject_ref:  # the gateway refuses it (422 / INVALID_ARGUMENT)
+            raise ValueError(NO_SUBJECT)
         key = idempotency_key or uuid.uuid4().hex
         call = self._score_grpc if self.grpc else self._score_http
         rounds: list[str] = []

@@ -16,6 +16,7 @@ from cli.main import main
 
 DELIVERED = "AA after 1 attempt(s)"
 DOWN = "UNREACHABLE after 3 attempt(s): ConnectionRefusedError"
+DELIVER = ("--deliver", "hl7v2", "--subject", "Patient/p-17")  # PID-3 names the patient
 NO_ENGINE = "deliver=hl7v2 needs an interface engine: the gateway has no hl7_mllp_target configured"
 
 
@@ -37,7 +38,7 @@ def score(gateway: FakeGateway, *argv: str) -> int:
 
 def test_each_request_carries_the_delivery_field_and_the_table_shows_the_outcome(wavs, capsys):
     gateway = FakeGateway([scored(DELIVERED)], keep_bodies=True)
-    code = score(gateway, *map(str, wavs), "--deliver", "hl7v2")
+    code = score(gateway, *map(str, wavs), *DELIVER)
     out = capsys.readouterr().out
     field = b'name="deliver"\r\n\r\nhl7v2\r\n'
     assert code == 0 and len(gateway.bodies) == 2 and all(field in body for body in gateway.bodies)
@@ -53,7 +54,7 @@ def test_each_request_carries_the_delivery_field_and_the_table_shows_the_outcome
 def test_a_failed_then_delivered_sequence_shows_every_round(wavs, capsys):
     answers = [scored(DOWN), scored(DOWN, True), scored(DELIVERED, True)]
     gateway = FakeGateway(answers)
-    code = score(gateway, str(wavs[0]), "--deliver", "hl7v2", "--retries", "3")
+    code = score(gateway, str(wavs[0]), *DELIVER, "--retries", "3")
     out = capsys.readouterr().out
     assert code == 0 and len(gateway.seen) == 3
     assert len({seen["idempotency-key"] for seen in gateway.seen}) == 1  # the gateway sends it again
@@ -63,7 +64,7 @@ def test_a_failed_then_delivered_sequence_shows_every_round(wavs, capsys):
         f"HL7 delivery 2/3: {DOWN}",
         f"HL7 delivery 3/3: {DELIVERED}",
     ]
-    code = score(FakeGateway(answers), str(wavs[0]), "--deliver", "hl7v2", "--json")
+    code = score(FakeGateway(answers), str(wavs[0]), *DELIVER, "--json")
     answer = json.loads(capsys.readouterr().out)
     assert code == 0 and answer["score"] == make_response(3)[0].score
     assert answer["hl7_delivery"] == DELIVERED and answer["delivery_rounds"] == 3
@@ -71,7 +72,7 @@ def test_a_failed_then_delivered_sequence_shows_every_round(wavs, capsys):
 
 
 def test_a_delivery_never_made_fails_the_run_and_says_so(wavs, capsys):
-    code = score(FakeGateway([scored(DOWN)]), str(wavs[0]), "--deliver", "hl7v2", "--retries", "1")
+    code = score(FakeGateway([scored(DOWN)]), str(wavs[0]), *DELIVER, "--retries", "1")
     out, err = capsys.readouterr()
     assert code == 1 and f"HL7 delivery 2/2: {DOWN}" in out  # scored, shown, not delivered
     assert f"a.wav: HL7 not delivered: {DOWN} (round 2/2)" in err
@@ -80,7 +81,7 @@ def test_a_delivery_never_made_fails_the_run_and_says_so(wavs, capsys):
 def test_a_gateway_without_an_interface_engine_refuses_and_the_run_stops(wavs, capsys):
     refused = (422, json.dumps({"error": "DeliveryNotConfigured", "detail": NO_ENGINE, "request_id": "r"}))
     gateway = FakeGateway([refused])
-    code = score(gateway, *map(str, wavs), "--deliver", "hl7v2")
+    code = score(gateway, *map(str, wavs), *DELIVER)
     err = capsys.readouterr().err
     assert code == 1 and NO_ENGINE in err and "refused --deliver" in err
     assert len(gateway.seen) == 1 and "after the 0 answered were not sent" in err  # each would be refused
@@ -89,7 +90,7 @@ def test_a_gateway_without_an_interface_engine_refuses_and_the_run_stops(wavs, c
 def test_beside_documents_the_outcome_goes_to_stderr(wavs, capsys):
     message = "MSH|^~\\&|AVPENET|||||20261205||ORU^R01|id-1|P|2.5.1"
     answer = (200, message, {"type": "x-application/hl7-v2+er7", "headers": {"X-HL7-Delivery": DELIVERED}})
-    code = score(FakeGateway([answer]), str(wavs[0]), "--deliver", "hl7v2", "--format", "hl7v2")
+    code = score(FakeGateway([answer]), str(wavs[0]), *DELIVER, "--format", "hl7v2")
     out, err = capsys.readouterr()
     assert code == 0 and "ORU^R01" in out and "HL7 delivery" not in out
     assert f"a.wav: HL7 delivery: {DELIVERED}" in err
@@ -100,8 +101,35 @@ def test_grpc_asks_for_delivery_and_shows_the_outcome(wavs, capsys):
     message.hl7_delivery = DELIVERED
     gateway = FakeGrpcGateway([message])
     try:
-        code = main(["score", str(wavs[0]), "--grpc", "--url", gateway.target, "--deliver", "hl7v2"])
+        code = main(["score", str(wavs[0]), "--grpc", "--url", gateway.target, *DELIVER])
     finally:
         gateway.close()
-    assert code == 0 and [request.deliver_hl7 for request in gateway.requests] == [True]
+    assert code == 0 and [(r.deliver_hl7, r.subject_ref) for r in gateway.requests] == [
+        (True, "Patient/p-17")
+    ]
     assert f"HL7 delivery: {DELIVERED}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_delivery_without_a_patient_is_refused_before_any_clip_is_sent(wavs, capsys, protocol):
+    """The gateway refuses it (422 / INVALID_ARGUMENT: the ORU^R01's PID-3 would name no patient); the CLI
+    says so before sending anything, naming the option that is missing."""
+    gateway = FakeGateway([scored(DELIVERED)]) if protocol == "http" else FakeGrpcGateway([])
+    target = gateway.url if protocol == "http" else gateway.target
+    try:
+        code = main(
+            [
+                "score",
+                *map(str, wavs),
+                "--url",
+                target,
+                "--deliver",
+                "hl7v2",
+                *(["--grpc"] * (protocol == "grpc")),
+            ]
+        )
+    finally:
+        gateway.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "--deliver hl7v2 needs --subject" in err and "PID-3" in err
+    assert (gateway.seen if protocol == "http" else gateway.requests) == []

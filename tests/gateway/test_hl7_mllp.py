@@ -106,6 +106,6 @@ def test_a_message_that_cannot_be_built_is_reported_not_raised(monkeypatch):
         raise RuntimeError("hl7apy says no")
 
     monkeypatch.setattr(clinical, "render", broken)
-    request = ScoreRequest(audio=MediaPart(data=b"x"), deliver_hl7=True)
+    request = ScoreRequest(audio=MediaPart(data=b"x"), deliver_hl7=True, subject_ref="Patient/p-17")
     outcome = asyncio.run(clinical.deliver(response(), request))
     assert outcome == "NOT_SENT: the HL7 message could not be built (RuntimeError)"

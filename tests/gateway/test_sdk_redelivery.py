@@ -21,7 +21,9 @@ DOWN = "UNREACHABLE after 3 attempt(s): ConnectionRefusedError"
 
 @pytest.fixture
 def request_() -> ScoreRequest:
-    return ScoreRequest(audio=MediaPart(data=b"RIFF....", filename="a.wav"), deliver_hl7=True)
+    return ScoreRequest(
+        audio=MediaPart(data=b"RIFF....", filename="a.wav"), deliver_hl7=True, subject_ref="Patient/p-17"
+    )
 
 
 def scored(delivery: str, replayed: bool = False) -> tuple:
@@ -108,3 +110,17 @@ def test_grpc_sends_a_failed_delivery_again_under_the_same_key_and_request_id(re
         assert len(gateway.seen) == sends and result.hl7_delivery.startswith(final)
         assert len({md["idempotency-key"] for md, _ in gateway.seen}) == 1
         assert {rid for _, rid in gateway.seen} == {request_.request_id}
+
+
+@pytest.mark.parametrize("grpc", [False, True])
+def test_a_delivery_without_a_patient_is_refused_before_anything_is_sent(request_, grpc):
+    """The gateway refuses it (422 / INVALID_ARGUMENT): the ORU^R01's PID-3 would name no patient."""
+    gateway = FakeGrpcGateway([]) if grpc else FakeGateway([scored(DELIVERED)])
+    client = Client(gateway.target if grpc else gateway.url, grpc=grpc, retries=0)
+    try:
+        with pytest.raises(ValueError, match=r"deliver=hl7v2 \(gRPC deliver_hl7\) needs subject_ref.*PID-3"):
+            client.score(request_.model_copy(update={"subject_ref": None}))
+    finally:
+        client.close()
+        gateway.close()
+    assert gateway.seen == []
