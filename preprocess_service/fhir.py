@@ -8,6 +8,8 @@ Why these choices (docs/INTEGRATION.md has the full reasoning):
   nothing else is emitted. The content type says `fhirVersion=4.0`.
 - `code` is a local code in a CodeSystem the deployment sets (no LOINC/SNOMED code means "a model's 0-10
   estimate of observer-rated pain"), with SNOMED CT 406127006 |Pain intensity| as the broader concept.
+  That system is the hospital's (e.g. its flowsheet rows): only the Observation's own code goes there. The
+  product's sub-codes (components, method, level) are in its own fixed CodeSystem, `PRODUCT_SYSTEM`.
 - `status` is preliminary until a clinician confirms; `meta.security` carries AIAST (AI asserted).
 
 Why one module over 300 lines: the four resources reference each other and are validated together
@@ -54,6 +56,9 @@ LEVEL_SNOMED = {
 NIPS_MAX = 7  # Neonatal Infant Pain Scale 0-7; neonatal labels were NIPS rescaled x10/7
 SCORE_UNIT = {"unit": "{score}", "system": UCUM, "code": "{score}"}
 RATIO_UNIT = {"unit": "1", "system": UCUM, "code": "1"}
+# The product's own codes (components, method, level): fixed, whatever CodeSystem the deployment binds its
+# Observation code to, so no code is claimed in a hospital's system that does not exist there.
+PRODUCT_SYSTEM = "urn:avpenet:fhir:CodeSystem:pain-estimate"
 UUID_NS = uuid.UUID("7b1d6c52-4a0e-4b8e-9a55-6a1f3c2b9e10")  # stable urn:uuid fullUrls for one request
 UNKNOWN_AGE_NOTE = (
     "No age group was sent: the model read it from the clip{read} (right for 99% of its test clips with "
@@ -85,9 +90,10 @@ def resource_id(request_id: str) -> str:
 
 @dataclass(frozen=True)
 class FhirConfig:
-    """What a deployment binds: its CodeSystem URI (so the hospital maps the code to a flowsheet row)."""
+    """What a deployment binds: the CodeSystem URI and code of the Observation's own `code` (so the hospital
+    maps it to a flowsheet row). Sub-codes are the product's (`product`), never in that system."""
 
-    code_system: str = "urn:avpenet:fhir:CodeSystem:pain-estimate"
+    code_system: str = PRODUCT_SYSTEM
     code: str = "pain-estimate-0-10"
     display: str = "Pain severity 0-10, estimated by the AVPENet audio-visual model (not a rating)"
     status: str = "preliminary"
@@ -97,12 +103,14 @@ class FhirConfig:
         if self.status not in STATUSES:
             raise ValueError(f"fhir status must be one of {', '.join(STATUSES)}")
 
-    def local(self, code: str) -> str:
-        """URI of a local sub-concept (components, method) in the deployment's CodeSystem."""
-        return f"{self.code_system}#{code}"
+    def coding(self) -> dict[str, str]:
+        """The Observation's own code, in the deployment's CodeSystem."""
+        return {"system": self.code_system, "code": self.code, "display": self.display}
 
-    def coding(self, code: str, display: str) -> dict[str, str]:
-        return {"system": self.code_system, "code": code, "display": display}
+
+def product(code: str, display: str) -> dict[str, str]:
+    """A sub-code of the product (a component, the method, the level) in `PRODUCT_SYSTEM`."""
+    return {"system": PRODUCT_SYSTEM, "code": code, "display": display}
 
 
 @dataclass(frozen=True)
@@ -153,19 +161,19 @@ def _component(coding: dict[str, str], text: str, **value: Any) -> dict[str, Any
     return {"code": {"coding": [coding], "text": text}, **value}
 
 
-def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
+def _components(result: ScoreResponse) -> list[dict[str, Any]]:
     low, high = result.interval_90.low, result.interval_90.high
     pct = int(round(contract.INTERVAL_COVERAGE * 100))
     out = [
         _component(
-            cfg.coding("prediction-interval-90", f"{pct}% prediction interval"),
+            product("prediction-interval-90", f"{pct}% prediction interval"),
             f"{pct}% prediction interval of the estimate",
             valueRange={"low": {"value": round(low, 2), **SCORE_UNIT},
                         "high": {"value": round(high, 2), **SCORE_UNIT}},
         ),
         *(
             _component(
-                cfg.coding(f"modality-weight-{m}", f"{m} modality weight"),
+                product(f"modality-weight-{m}", f"{m} modality weight"),
                 f"share of the {m} modality in the fused estimate",
                 valueQuantity={"value": round(getattr(result.modality_weights, m), 4), **RATIO_UNIT},
             )
@@ -173,7 +181,7 @@ def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
         ),
         *(
             _component(
-                cfg.coding(f"probability-{level}", f"probability of {level} pain"),
+                product(f"probability-{level}", f"probability of {level} pain"),
                 f"model probability of {level} pain",
                 valueQuantity={"value": round(p, 4), **RATIO_UNIT},
             )
@@ -183,12 +191,12 @@ def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
     if (read := result.age_read) is not None:  # no age group was sent: the one the model read
         out += [
             _component(
-                cfg.coding("age-group-read", "age group read from the clip"),
+                product("age-group-read", "age group read from the clip"),
                 "age group the model read from the clip (no age group was sent)",
                 valueString=read.group,
             ),
             _component(
-                cfg.coding("adult-probability-read", "P(adult) read from the clip"),
+                product("adult-probability-read", "P(adult) read from the clip"),
                 "the model's probability that the clip shows an adult",
                 valueQuantity={"value": read.adult_probability, **RATIO_UNIT},
             ),
@@ -197,7 +205,7 @@ def _components(result: ScoreResponse, cfg: FhirConfig) -> list[dict[str, Any]]:
         nips = round(result.score * NIPS_MAX / contract.SCORE_MAX, 1)
         out.append(
             _component(
-                cfg.coding("nips-equivalent-estimate", "NIPS-equivalent estimate (0-7)"),
+                product("nips-equivalent-estimate", "NIPS-equivalent estimate (0-7)"),
                 "ESTIMATE on the NIPS 0-7 scale (model score x 7/10), not a NIPS assessment by an observer",
                 valueQuantity={"value": nips, **SCORE_UNIT},
             )
@@ -241,7 +249,7 @@ def observation(
         "identifier": [{"system": cfg.identifier_system, "value": result.request_id}],
         "status": cfg.status,
         "category": [{"coding": [{"system": OBS_CATEGORY, "code": "survey", "display": "Survey"}]}],
-        "code": {"coding": [cfg.coding(cfg.code, cfg.display), PAIN_INTENSITY], "text": cfg.display},
+        "code": {"coding": [cfg.coding(), PAIN_INTENSITY], "text": cfg.display},
         "effectiveDateTime": effective,
         "issued": result.scored_at,
         "valueQuantity": {"value": round(result.score, 2), **SCORE_UNIT},
@@ -249,18 +257,18 @@ def observation(
             {
                 "coding": [
                     {"system": SNOMED, "code": level_code, "display": level_display},
-                    cfg.coding(f"level-{level}", f"{level} pain"),
+                    product(f"level-{level}", f"{level} pain"),
                 ],
                 "text": f"{level} pain (model estimate; low 0-3, moderate 3-6, high 6-10)",
             }
         ],
         "method": {
-            "coding": [cfg.coding("avpenet-audio-visual-model", "AVPENet audio-visual model estimate")],
+            "coding": [product("avpenet-audio-visual-model", "AVPENet audio-visual model estimate")],
             "text": "Automated estimate by an AI model from non-speech sound and facial expression",
         },
         "referenceRange": [{"low": {"value": contract.SCORE_MIN, **SCORE_UNIT},
                             "high": {"value": contract.SCORE_MAX, **SCORE_UNIT}, "text": "scale 0-10"}],
-        "component": _components(result, cfg),
+        "component": _components(result),
         "note": [{"text": n} for n in notes],
     }  # fmt: skip
     if result.clip_sha256:

@@ -11,6 +11,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
 from preprocess_service import fhir
+from preprocess_service.protocol import AgeRead
 
 CTX = fhir.Context(subject_ref="Patient/p-17", encounter_ref="Encounter/e-3")
 
@@ -74,6 +75,34 @@ class TestObservation:
         assert obs["status"] == "final" and obs["code"]["coding"][0]["code"] == "R123"
         with pytest.raises(ValueError, match="status"):
             fhir.FhirConfig(status="done")
+
+    def test_only_the_observations_own_code_is_in_the_deployments_code_system(self):
+        """The product's sub-codes (components, method, level) were put in the hospital's CodeSystem (its
+        flowsheet rows), claiming codes that do not exist there; they are in the product's own system."""
+        cfg = fhir.FhirConfig(
+            code_system="https://fhir.hospital.example/CodeSystem/flowsheet-rows", code="4711"
+        )
+        obs = fhir.observation(response(age_group="neonate"), CTX, cfg)
+        unknown = response(age_group="unknown").model_copy(
+            update={"age_read": AgeRead(group="adult", adult_probability=0.9)}
+        )
+        read = fhir.observation(unknown, CTX, cfg)  # with the age-read components
+        concepts = [c["code"] for c in obs["component"] + read["component"]]
+        concepts += [obs["method"], *obs["interpretation"], obs["code"]]
+        in_system = {c["system"]: set() for concept in concepts for c in concept["coding"]}
+        for concept in concepts:
+            for c in concept["coding"]:
+                in_system[c["system"]].add(c["code"])
+        assert in_system[cfg.code_system] == {"4711"}
+        product = in_system[fhir.PRODUCT_SYSTEM]
+        assert {
+            "prediction-interval-90",
+            "modality-weight-audio",
+            "probability-high",
+            "age-group-read",
+        } <= product
+        assert {"adult-probability-read", "nips-equivalent-estimate", "avpenet-audio-visual-model"} <= product
+        assert "level-high" in product and fhir.PRODUCT_SYSTEM == "urn:avpenet:fhir:CodeSystem:pain-estimate"
 
 
 class TestBundle:
