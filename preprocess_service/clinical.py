@@ -33,6 +33,7 @@ CONTENT_TYPES = {
     "hl7v2": hl7v2.MEDIA_TYPE,
 }
 ACCEPTED = f"{JSON_TYPE}, {fhir.MEDIA_TYPE} or {hl7v2.MEDIA_TYPE}"
+FHIR_VERSIONS = ("4.0", "4.0.1")  # an Accept `fhirVersion` the gateway answers (R4; fhir.CONTENT_TYPE)
 PROTO_FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")  # index = avpenet.v1.Format value
 
 
@@ -44,20 +45,29 @@ def proto_format(value: int) -> str:
 
 
 def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
-    """The format for an `Accept` header (q-values honoured; none or */* = JSON); NotAcceptable names it."""
+    """The format for an `Accept` header (q-values honoured; none or */* = JSON); NotAcceptable names it.
+
+    `fhir_kind` (the `?fhir=` query) is checked whatever the answer's format: a value other than observation
+    or bundle is 422 naming them, even when the answer is JSON or HL7 v2, which it does not change. A FHIR
+    range with a `fhirVersion` other than 4.0 (R4) is not one the gateway can answer (FHIR's rule: 406)."""
     if fhir_kind not in (None, "", *fhir.KINDS):
-        raise NotAcceptable(f"fhir must be {' or '.join(fhir.KINDS)}")
-    ranges = []
+        shown = repr(fhir_kind[:32])
+        raise InvalidRequest(f"fhir must be {' or '.join(fhir.KINDS)} (the FHIR answer's kind), not {shown}")
+    ranges, unserved_fhir = [], False
     for i, item in enumerate((accept or "").split(",")):
         media, *params = (p.strip().lower() for p in item.split(";"))
         q = next((p[2:] for p in params if p.startswith("q=")), "1")
+        version = next((p.partition("=")[2].strip('"') for p in params if p.startswith("fhirversion=")), "")
         try:
             weight = float(q)
         except ValueError:
             weight = 0.0
+        if media == fhir.MEDIA_TYPE and version and version not in FHIR_VERSIONS:
+            unserved_fhir = unserved_fhir or weight > 0
+            continue
         if media and weight > 0:
             ranges.append((-weight, i, media))
-    if not ranges:
+    if not ranges and not unserved_fhir:
         return "json"
     for _, _, media in sorted(ranges):
         if media in (JSON_TYPE, "*/*", "application/*"):
@@ -66,6 +76,8 @@ def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
             return "fhir-bundle" if fhir_kind == "bundle" else "fhir-observation"
         if media == hl7v2.MEDIA_TYPE:
             return "hl7v2"
+    if unserved_fhir:
+        raise NotAcceptable(f"this gateway answers FHIR R4 only: ask for {fhir.MEDIA_TYPE}; fhirVersion=4.0")
     shown = ", ".join(m for _, _, m in sorted(ranges))[:80]
     raise NotAcceptable(f"Accept: {shown!r} is not supported; ask for {ACCEPTED}")
 

@@ -80,7 +80,8 @@ SCORE_OPENAPI: dict[str, Any] = {
                 "type": "string",
                 "enum": ["application/json", "application/fhir+json", "x-application/hl7-v2+er7"],
             },
-            "description": "answer format; anything else is 406",
+            "description": "answer format; anything else is 406, as is FHIR with a fhirVersion "
+            "other than 4.0",
         },
         {
             "name": "Idempotency-Key",
@@ -102,7 +103,8 @@ SCORE_OPENAPI: dict[str, Any] = {
             "in": "query",
             "required": False,
             "schema": {"type": "string", "enum": ["observation", "bundle"]},
-            "description": "with FHIR: a transaction Bundle (Observation, Device, Provenance)",
+            "description": "with FHIR: a transaction Bundle (Observation, Device, Provenance); any other "
+            "value is 422 whatever the Accept",
         },
     ],
 }

@@ -19,6 +19,9 @@ from preprocess_service.protocol import MediaPart, ScoreRequest
         ("application/fhir+json; fhirVersion=4.0", "bundle", "fhir-bundle"),
         ("application/json;q=0.5, x-application/hl7-v2+er7", None, "hl7v2"),  # q-values decide
         ("x-application/hl7-v2+er7;q=0, application/json", None, "json"),  # q=0 means "not this"
+        ("application/json", "bundle", "json"),  # a valid ?fhir= is ignored when the answer is not FHIR
+        ("application/fhir+json; fhirVersion=4.0.1", None, "fhir-observation"),
+        ("application/fhir+json; fhirVersion=5.0, application/json;q=0.5", None, "json"),  # R5 not served
     ],
 )
 def test_accept_negotiation(accept, kind, fmt):
@@ -28,11 +31,32 @@ def test_accept_negotiation(accept, kind, fmt):
 def test_unsupported_accept_and_kind_are_named():
     with pytest.raises(NotAcceptable, match="text/csv.*application/fhir\\+json"):
         clinical.negotiate("text/csv")
-    with pytest.raises(NotAcceptable, match="observation or bundle"):
+    with pytest.raises(InvalidRequest, match="fhir must be observation or bundle .*not 'document'"):
         clinical.negotiate("application/fhir+json", "document")
     with pytest.raises(InvalidRequest, match="format 9"):
         clinical.proto_format(9)
     assert clinical.proto_format(2) == "fhir-bundle"
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/json", None, "x-application/hl7-v2+er7", "application/fhir+json"]
+)
+def test_a_bad_fhir_kind_is_422_naming_the_values_whatever_the_format(accept):
+    """It was 406 ("fhir must be observation or bundle") though the client asked for JSON: a bad field value
+    is 422 everywhere else. It is checked whatever the format, so a typo is never silently ignored."""
+    with pytest.raises(InvalidRequest, match="fhir must be observation or bundle .*not 'Bundle'") as caught:
+        clinical.negotiate(accept, "Bundle")
+    assert caught.value.http_status == 422
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/fhir+json; fhirVersion=5.0", "application/fhir+json;fhirversion=3.0"]
+)
+def test_a_fhir_version_other_than_r4_is_406_naming_4_0(accept):
+    """The gateway answered R4 to a client that asked for R5: FHIR's rule is 406 for a version not served."""
+    with pytest.raises(NotAcceptable, match="FHIR R4 only.*fhirVersion=4.0") as caught:
+        clinical.negotiate(accept, "bundle")
+    assert caught.value.http_status == 406
 
 
 def test_pins_name_the_model_and_version():
