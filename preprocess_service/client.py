@@ -209,7 +209,8 @@ def show(
         print(f"{name}: error {answer.status}: {answer.detail}", file=sys.stderr)  # in every format
         return True
     if answer.document is not None:
-        print(answer.document.replace("\r", "\n") if args.format == "hl7v2" else answer.document)
+        hl7 = args.format == "hl7v2"  # its segments end with CR, the last one too: one line each
+        print(answer.document.replace("\r", "\n").rstrip("\n") if hl7 else answer.document)
     else:
         rows.append((name, proto, answer.score, ms, answer.hl7_deliveries if args.deliver else None))
         if args.json:

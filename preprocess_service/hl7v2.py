@@ -29,6 +29,7 @@ PCD01_PROFILE = "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
 LOCAL = "L"  # HL7 table 0396: locally defined codes
 SCORE_UNITS = "{score}^{score}^UCUM"
 RATIO_UNITS = "1^1^UCUM"
+SEGMENT_END = "\r"  # every segment, the last one included, ends with a carriage return
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def oru_r01(
     cfg: fhir.FhirConfig = fhir.DEFAULT_CONFIG,
     hl7: Hl7Config | None = None,
 ) -> str:
-    """The ER7 text of a validated ORU^R01 (segments separated by CR)."""
+    """The ER7 text of a validated ORU^R01: every segment ends with CR, the last one too (HL7 v2 chapter 2:
+    CR terminates a segment; a receiver may drop or refuse an unterminated last one)."""
     hl7 = hl7 or Hl7Config()
     effective, _ = fhir._effective(result)
     status = "F" if cfg.status in ("final", "amended") else "R"
@@ -148,7 +150,7 @@ def oru_r01(
         obx.obx_18 = device
         obx.obx_19 = _ts(result.scored_at)
     msg.validate()
-    return msg.to_er7()
+    return msg.to_er7() + SEGMENT_END  # hl7apy ends the last segment without one
 
 
 def parse(er7: str):
@@ -173,4 +175,4 @@ def ack(message_control_id: str, code: str = "AA", text: str = "") -> str:
     msg.msa.msa_2 = message_control_id
     if text:
         msg.msa.msa_3 = escape(text)
-    return msg.to_er7()
+    return msg.to_er7() + SEGMENT_END

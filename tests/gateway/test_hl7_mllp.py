@@ -109,3 +109,29 @@ def test_a_message_that_cannot_be_built_is_reported_not_raised(monkeypatch):
     request = ScoreRequest(audio=MediaPart(data=b"x"), deliver_hl7=True, subject_ref="Patient/p-17")
     outcome = asyncio.run(clinical.deliver(response(), request))
     assert outcome == "NOT_SENT: the HL7 message could not be built (RuntimeError)"
+
+
+def test_every_segment_ends_with_cr_in_the_http_body_and_the_mllp_payload():
+    """The last segment had no <CR> (hl7apy's to_er7 separates segments): HL7 v2 terminates every segment
+    with CR, and a receiver may drop or refuse an unterminated last OBX. The frame is now
+    <VT>MSH...<CR>...OBX...<CR><FS><CR>."""
+    from preprocess_service.clinical import Clinical
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+    from preprocess_service.settings import GatewaySettings
+
+    request = ScoreRequest(audio=MediaPart(data=b"x"), deliver_hl7=True, subject_ref="Patient/p-17")
+
+    async def run():
+        listener = Listener(["AA"])
+        async with listener as target:
+            clinical = Clinical(GatewaySettings.load({"hl7_mllp_target": f"127.0.0.1:{target.port}"}, {}))
+            body = clinical.render("hl7v2", response(), request).body
+            outcome = await clinical.deliver(response(), request)
+        return body, outcome, listener.received
+
+    body, outcome, (payload,) = asyncio.run(run())
+    assert outcome == "AA after 1 attempt(s)" and payload == body
+    for text in (body, payload, hl7v2.ack("req-7f3a")):
+        segments = text.split("\r")
+        assert segments[-1] == "" and all(seg[:3].isalnum() for seg in segments[:-1]), segments[-2:]
+    assert mllp.frame(body).endswith(b"\r\x1c\r")
