@@ -32,11 +32,13 @@ from preprocess_service.grpc_methods import GrpcMethods
 from preprocess_service.openapi import (
     API_INFO,
     ERRORS,
+    MODELS_OPENAPI,
     MODELS_ROUTE,
     SCORE_OPENAPI,
     SCORE_RESPONSES,
     SCORE_ROUTE,
 )
+from preprocess_service.openapi import complete as complete_openapi
 from preprocess_service.protocol import ErrorResponse, ModelsResponse, ScoreRequest
 from preprocess_service.ray_metrics import RayMirror
 from preprocess_service.serve_config import GATEWAY, GATEWAY_MAX_ONGOING_REQUESTS, check_slots
@@ -47,6 +49,17 @@ from preprocess_service.stream.protocol import STREAM_ROUTE
 from preprocess_service.stream.route import StreamHub, serve_stream
 
 api = FastAPI(**API_INFO)
+_generate_openapi = api.openapi
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document of the routes, with the security scheme they name (openapi.complete); cached."""
+    if api.openapi_schema is None:
+        complete_openapi(_generate_openapi())  # FastAPI keeps the document it made in api.openapi_schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
 
 
 def warm_up() -> None:
@@ -198,7 +211,13 @@ class Gateway(GrpcMethods):
         """Multipart upload → JSON score (or a FHIR R4 Observation with `Accept: application/fhir+json`)."""
         return await http_routes.score(self.service, request)
 
-    @api.get(MODELS_ROUTE, response_model=ModelsResponse, responses=ERRORS, summary="Model versions served")
+    @api.get(
+        MODELS_ROUTE,
+        response_model=ModelsResponse,
+        responses=ERRORS,
+        summary="Model versions served",
+        openapi_extra=MODELS_OPENAPI,
+    )
     async def list_models(self, request: Request) -> Response:
         return await http_routes.list_models(self.service, request)
 

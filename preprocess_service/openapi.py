@@ -24,8 +24,29 @@ API_INFO: dict[str, str] = {
     ),
 }
 
+BEARER = "bearerAuth"
+SECURITY_SCHEMES: dict[str, Any] = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key of the deployment (AVPENET_API_KEYS / AVPENET_API_KEYS_FILE): "
+        "`Authorization: Bearer <key>`; missing or not accepted is 401 (no keys configured: not checked)",
+    }
+}
+SECURED: list[dict[str, list[str]]] = [{BEARER: []}]  # the routes that read the key: score and models
+REQUEST_ID: dict[str, Any] = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+    "description": "the request's id, echoed in the answer, the audit line and (scoring) the Observation "
+    "identifier and MSH-10; one that does not match is replaced by a fresh id: send the same valid id "
+    "with every retry",
+}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds before a retry"}}
 _MEDIA = {"type": "string", "format": "binary"}
 SCORE_OPENAPI: dict[str, Any] = {
+    "security": SECURED,
     "requestBody": {
         "required": True,
         "content": {
@@ -72,6 +93,7 @@ SCORE_OPENAPI: dict[str, Any] = {
         },
     },
     "parameters": [
+        REQUEST_ID,
         {
             "name": "Accept",
             "in": "header",
@@ -108,8 +130,15 @@ SCORE_OPENAPI: dict[str, Any] = {
         },
     ],
 }
+MODELS_OPENAPI: dict[str, Any] = {"security": SECURED, "parameters": [REQUEST_ID]}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string", "example": "Bearer"}}},
+    429: RETRY_AFTER,
+    503: RETRY_AFTER,
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 404, 406, 413, 415, 422, 429, 503, 504)
+    code: {"model": ErrorResponse, **({"headers": _ERROR_HEADERS[code]} if code in _ERROR_HEADERS else {})}
+    for code in (401, 404, 406, 413, 415, 422, 429, 503, 504)
 }
 SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -118,10 +147,29 @@ SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
             fhir.MEDIA_TYPE: {"schema": {"type": "object", "description": "FHIR R4 Observation or Bundle"}},
             hl7v2.MEDIA_TYPE: {"schema": {"type": "string", "description": "HL7 v2.6 ORU^R01 (ER7)"}},
         },
+        "headers": {
+            "X-HL7-Delivery": {
+                "schema": {"type": "string", "example": "AA after 1 attempt(s)"},
+                "description": "with deliver=hl7v2: the MLLP delivery's outcome, one ASCII line (the "
+                "engine's text with Python escapes beyond ASCII), e.g. `AR after 1 attempt(s): <reason>`",
+            },
+            "Idempotent-Replayed": {
+                "schema": {"type": "string", "enum": ["true"]},
+                "description": "the first answer stored under this Idempotency-Key: not scored again",
+            },
+        },
     },
     400: {"model": ErrorResponse},  # x-request-timeout-seconds sent more than once
+    408: {"model": ErrorResponse, "description": "the upload arrived slower than the minimum rate"},
     **ERRORS,
 }
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """What FastAPI's generator does not write from the routes: the Bearer scheme the routes' `security`
+    names (deployments.py calls it on the document it serves, so docs/openapi.json has it too)."""
+    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    return document
 
 
 def document() -> dict[str, Any]:
