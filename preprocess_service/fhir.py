@@ -318,19 +318,23 @@ def provenance(result: ScoreResponse, target_ref: str, device_ref: str) -> dict[
 def bundle(
     result: ScoreResponse, ctx: Context = NO_CONTEXT, cfg: FhirConfig = DEFAULT_CONFIG
 ) -> dict[str, Any]:
-    """A transaction Bundle: Device (created only if absent), Observation, Provenance, linked by urn:uuid."""
+    """A transaction Bundle of Device, Observation and Provenance, each created only if absent (a retry
+    files nothing twice), linked by urn:uuid."""
     urls = {k: f"urn:uuid:{uuid.uuid5(UUID_NS, f'{result.request_id}/{k}')}" for k in ("obs", "dev", "prov")}
     dev = device(result)
     dev.pop("id")
     ident = dev["identifier"][0]
     obs = observation(result, ctx, cfg, device_ref=urls["dev"])
     obs.pop("id")
+    obs_ident = f"identifier={cfg.identifier_system}|{result.request_id}"
+    # A re-scored retry (another replica) creates no second Provenance: one exists if its target does (a
+    # chained search on Provenance's `target`, R4 search syntax; the server must support chaining there).
     entries = [
         (urls["dev"], dev, {"method": "POST", "url": "Device",
                             "ifNoneExist": f"identifier={ident['system']}|{ident['value']}"}),
-        (urls["obs"], obs, {"method": "POST", "url": "Observation",
-                            "ifNoneExist": f"identifier={cfg.identifier_system}|{result.request_id}"}),
-        (urls["prov"], provenance(result, urls["obs"], urls["dev"]), {"method": "POST", "url": "Provenance"}),
+        (urls["obs"], obs, {"method": "POST", "url": "Observation", "ifNoneExist": obs_ident}),
+        (urls["prov"], provenance(result, urls["obs"], urls["dev"]),
+         {"method": "POST", "url": "Provenance", "ifNoneExist": f"target:Observation.{obs_ident}"}),
     ]  # fmt: skip
     resource = {
         "resourceType": "Bundle",

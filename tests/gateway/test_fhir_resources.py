@@ -119,6 +119,10 @@ class TestBundle:
         assert prov["resource"]["agent"][0]["who"]["reference"] == dev["fullUrl"]
         assert prov["resource"]["entity"][0]["what"]["identifier"]["value"] == CLIP_SHA
         assert dev["request"]["ifNoneExist"].startswith("identifier=")  # one Device per model build
+        # a retry scored again (another replica) files no second Observation, nor a second Provenance
+        assert obs["request"]["ifNoneExist"] == "identifier=urn:avpenet:fhir:observation-id|req-7f3a"
+        target = "target:Observation.identifier=urn:avpenet:fhir:observation-id|req-7f3a"
+        assert prov["request"] == {"method": "POST", "url": "Provenance", "ifNoneExist": target}
         assert fhir.render(response(), CTX, kind="bundle") == text  # deterministic: replays are identical
 
 
