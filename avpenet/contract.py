@@ -28,6 +28,10 @@ LOG_MEL_FLOOR: Final = 1e-10  # log(max(mel_power, floor)); natural log
 WINDOW_TAIL_TOLERANCE_S: Final = 0.1  # a tail of at most this after the last window adds no window
 AUDIO_TARGET_RMS_DBFS: Final = -20.0  # windows are RMS-normalised to this level (silence is left as is)
 AUDIO_SILENCE_DBFS: Final = -60.0  # below this RMS a window counts as silent (no normalisation gain)
+# Below this RMS a window holds no recording (a muted or dead input, zero padding; 16-bit dither: ~-96 dBFS),
+# and beside a face its audio is masked (features.windows). Training's quietest rooms are about -67 dBFS (the
+# test render's quietest window: -62.9): audio the model learned from, silence that is information, stays.
+AUDIO_NO_SIGNAL_DBFS: Final = -80.0
 AUDIO_MAX_GAIN_DB: Final = 20.0  # the most a quiet window is amplified (the window_gain input's bound)
 # Sample rates an upload may declare: telephone-band 8 kHz up to studio 192 kHz. Outside them a header is
 # forged or broken (1 Hz would stretch a few KB into minutes; GHz rates cost seconds of CPU for nothing).

@@ -250,7 +250,7 @@ class ScoreResponse(BaseModel):
     timeline: list[WindowScore]
     duration_s: float
     modalities: list[str]
-    masked: dict[str, str] = {}  # modality -> why it was not used (not sent, no face found, silent)
+    masked: dict[str, str] = {}  # modality -> why no window used it (not sent, no face, silent: masking.py)
     age_group: str
     age_read: AgeRead | None = None  # only for age_group "unknown", when the served model reads it
     aggregation: str = AGGREGATION

@@ -28,9 +28,15 @@ Mask: 1 where the frame is usable — a face was found, its inter-ocular distanc
 pixels, at least MIN_IN_FRAME of the subset lies inside the image, |yaw| ≤ MAX_YAW, and the aligned shape is
 plausible (mean distance of the aligned subset to the template ≤ MAX_SHAPE_ERROR IOD; catches tracker
 failures, not identity or pose). When the image size is unknown (an uploaded track may carry 0 × 0) the
-inter-ocular distance must be at least MIN_IOD_NORM of the frame instead. A track whose landmarks never move
-(every present frame identical over at least FROZEN_MIN_FRAMES) is a copied frame or a fabricated file, not a
-tracked face: no frame of it is usable. Masked frames have all-zero features. All values are finite float32.
+inter-ocular distance must be at least MIN_IOD_NORM of the frame instead. Landmarks that do not move are a
+copied frame or a fabricated file, not a tracked face (real trackers jitter): a still run — at least
+FROZEN_MIN_FRAMES consecutive present frames, each within FROZEN_TOLERANCE of the one before — is unusable,
+except its first frame when a present frame precedes it (the last position tracked; the device repeated it).
+A frame without a face ends a run, and a whole track that never moves is unusable in every frame. The rule is
+per frame and reads at most CONTEXT_FRAMES (FROZEN_MIN_FRAMES - 1) frames on either side, so a window's mask
+is the same whether the track comes whole (a clip, training) or window by window with that context (the
+stream; `unsettled` says when later frames can no longer change it). Masked frames have all-zero features.
+All values are finite float32.
 `usable_frames` is this one check; the gateway refuses a clip with no audio and no usable frame (422),
 whether its track came from the tracker or from an uploaded `.npz`.
 Not detected here: a mask or pacifier over the mouth — mediapipe then hallucinates a plausible, still lower
@@ -71,6 +77,7 @@ MIN_IOD_PX = 8.0
 MIN_IOD_NORM = 0.01  # of the frame width, when the image size is unknown (8 px of a 800 px frame)
 FROZEN_MIN_FRAMES = contract.FPS  # a face exactly still for 1 s has not been tracked; real trackers jitter
 FROZEN_TOLERANCE = 1e-6  # normalised units: far below any tracker's frame-to-frame noise (~1e-4)
+CONTEXT_FRAMES = FROZEN_MIN_FRAMES - 1  # a frame's mask reads at most this many frames on either side
 MIN_IN_FRAME = 0.8
 MAX_YAW = np.deg2rad(50.0)  # beyond this one half of the face is hidden
 MAX_SHAPE_ERROR = 0.6  # IOD; neonate proportions at 35° yaw reach ~0.35, at 50° ~0.5
@@ -169,16 +176,14 @@ def _usable(
 ) -> np.ndarray:
     """usable_frames from the cleaned normalised landmarks at the points read ([T, len(_READ), 2]), the
     alignment of the LANDMARK_SUBSET and the head pose. The two checks over all 478 points (a face is
-    present, the track is frozen) read the whole track only when the points read cannot decide them."""
+    present, a frame is still) read every point only of the frames the points read cannot decide."""
     present = np.asarray(track.face_present, bool) & _any_point_set(track, lm)
     err = np.mean(np.linalg.norm(aligned - template()[_SUBSET], axis=-1), axis=1)
     sub = lm[:, _COL[_SUBSET]]
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
     usable = present & (in_frame >= MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= MAX_YAW) & (err <= MAX_SHAPE_ERROR)
     usable &= px_per_iod >= (MIN_IOD_PX if known else MIN_IOD_NORM)
-    if np.count_nonzero(present) >= FROZEN_MIN_FRAMES and _frozen(track, lm, present):
-        usable[:] = False
-    return usable
+    return usable & ~_frozen(track, lm, present)
 
 
 def _whole_xy(track: FaceTrack, frames: np.ndarray) -> np.ndarray:
@@ -195,12 +200,57 @@ def _any_point_set(track: FaceTrack, lm: np.ndarray) -> np.ndarray:
     return found
 
 
-def _frozen(track: FaceTrack, lm: np.ndarray, present: np.ndarray) -> bool:
-    """Whether no point of any present frame moves by more than FROZEN_TOLERANCE. A point read that moves
-    settles it (the spread over all points is at least the spread over some)."""
-    if float(np.ptp(lm[present], axis=0).max()) > FROZEN_TOLERANCE:
-        return False
-    return float(np.ptp(_whole_xy(track, present), axis=0).max()) <= FROZEN_TOLERANCE
+def _still(track: FaceTrack, lm: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """[T] bool: a present frame after a present frame, no point moved by more than FROZEN_TOLERANCE. A point
+    read that moves settles it; only the frames whose read points are still are read whole."""
+    still = np.zeros(track.n_frames, bool)
+    if track.n_frames < 2:
+        return still
+    pair = present[1:] & present[:-1]
+    pair &= np.abs(lm[1:] - lm[:-1]).max(axis=(1, 2), initial=0.0) <= FROZEN_TOLERANCE
+    after = np.flatnonzero(pair) + 1
+    if after.size:
+        moved = np.abs(_whole_xy(track, after) - _whole_xy(track, after - 1)).max(axis=(1, 2))
+        still[after] = moved <= FROZEN_TOLERANCE
+    return still
+
+
+def _runs(track: FaceTrack, lm: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[T] each: still (`_still`), the length of the still run a frame is in (0 without a face), and whether
+    that run's first frame follows a present frame (module doc)."""
+    still = _still(track, lm, present)
+    first = present & ~still  # a face that moved, or the first after no face: a run starts
+    run = np.maximum(np.cumsum(first) - 1, 0)  # the run a present frame is in
+    n_runs = max(int(first.sum()), 1)
+    length = np.where(present, np.bincount(run[present], minlength=n_runs)[run], 0)
+    after_face = np.concatenate([[False], present[:-1]])
+    follows = np.zeros(n_runs, bool)
+    follows[run[first]] = after_face[first]
+    return still, length, present & follows[run]
+
+
+def _frozen(track: FaceTrack, lm: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """[T] bool: frames of a still run of at least FROZEN_MIN_FRAMES, its first one too unless it follows a
+    present frame (module doc)."""
+    still, length, led = _runs(track, lm, present)
+    return (length >= FROZEN_MIN_FRAMES) & (still | ~led)
+
+
+def unsettled(track: FaceTrack) -> int:
+    """How many of the last frames of `track` could still change their mask when frames follow: those of
+    the still run it ends in while the run is shorter than FROZEN_MIN_FRAMES (its first frame not, when it
+    follows a present frame: it is usable however long the run grows). 0 when it ends in a frame without a
+    face. Give the whole track or at least its last FROZEN_MIN_FRAMES frames (a run filling them is frozen).
+    """
+    if track.n_frames == 0:
+        return 0
+    lm = np.nan_to_num(np.asarray(track.landmarks)[:, _READ, :2].astype(np.float64))
+    present = np.asarray(track.face_present, bool) & _any_point_set(track, lm)
+    if not present[-1]:
+        return 0
+    _, length, led = _runs(track, lm, present)
+    n = int(length[-1])
+    return 0 if n >= FROZEN_MIN_FRAMES else n - int(led[-1])
 
 
 def frame_features(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:

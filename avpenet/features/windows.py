@@ -5,6 +5,15 @@ video frames [i*FRAMES_PER_HOP, +FRAMES_PER_WINDOW). N = the larger window count
 the shorter one is zero-padded (audio_present 0 for windows holding no audio sample, frame_mask 0 for
 frames past the end or without a usable face). Every clip is decoded and tracked once; overlapping windows
 share the frames.
+
+Digital silence: a window whose own samples are below contract.AUDIO_NO_SIGNAL_DBFS RMS (-80: a muted or dead
+input, zero padding) while the window has a usable face frame is scored from the face alone — its audio is
+masked (audio_present 0, its sound zeroed) as training's modality dropout masks it. Such a window holds no
+recording, and the model never heard one in training (its clips always carry room noise, the quietest about
+-67 dBFS). A quiet room above the threshold stays audio (the model learned from it: the absence of a cry is
+information), and so does a silent window without a face (a window is never left with nothing). The rule
+reads only the window's own samples and frames, so a clip scored whole, the same media streamed window by
+window, training and evaluation all mask the same windows (`silent_windows`).
 """
 
 from __future__ import annotations
@@ -77,10 +86,7 @@ def inputs_from_features(
         sound = {contract.AUDIO.name: rows, contract.WINDOW_GAIN.name: gains}
     else:
         sound = {contract.WAVEFORM.name: audio.windows(wave if n_samples else None, n_windows=n)}
-    # A window holds sound only if more than the tail a window count ignores (WINDOW_TAIL_TOLERANCE_S) falls
-    # in it: 0.02 s of audio and 2.98 s of padding, gain-normalised as a whole window, is not sound.
-    heard = n_samples - round(contract.WINDOW_TAIL_TOLERANCE_S * contract.SAMPLE_RATE)
-    present = np.array([i * contract.HOP_SAMPLES < heard for i in range(n)], np.float32)
+    present = sound_windows(n_samples, n).astype(np.float32)
     visual = np.zeros((n, contract.FRAMES_PER_WINDOW, contract.VISUAL_FEATURE_DIM), np.float32)
     frame_mask = np.zeros((n, contract.FRAMES_PER_WINDOW), np.float32)
     if feats is not None:
@@ -90,6 +96,10 @@ def inputs_from_features(
             k = max(0, piece.stop - piece.start)
             visual[i, :k] = feats[piece]
             frame_mask[i, :k] = mask[piece]
+    hushed = silent_windows(wave if n_samples else None, present, frame_mask)
+    if hushed.any():  # masked as training's modality dropout masks audio (module doc)
+        present[hushed] = 0.0
+        sound[contract.WINDOW_GAIN.name if served else contract.WAVEFORM.name][hushed] = 0.0
     return {
         **sound,
         contract.VISUAL_FEATURES.name: visual,
@@ -97,6 +107,27 @@ def inputs_from_features(
         contract.AUDIO_PRESENT.name: present[:, None],
         contract.AGE_GROUP.name: np.full((n, 1), age, np.int64),
     }
+
+
+def sound_windows(n_samples: int, n: int) -> np.ndarray:
+    """[n] bool: which of n windows hold the audio's sound. A window holds sound only if more than the tail a
+    window count ignores (WINDOW_TAIL_TOLERANCE_S) falls in it: 0.02 s of audio and 2.98 s of padding,
+    gain-normalised as a whole window, is not sound."""
+    heard = n_samples - round(contract.WINDOW_TAIL_TOLERANCE_S * contract.SAMPLE_RATE)
+    return np.array([i * contract.HOP_SAMPLES < heard for i in range(n)], bool)
+
+
+def silent_windows(wave: np.ndarray | None, present: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
+    """[N] bool: windows whose audio is masked as silent (module doc): it holds sound (`present`) below
+    contract.AUDIO_NO_SIGNAL_DBFS RMS over the window's own samples, and the window a usable face frame."""
+    out = np.zeros(len(present), bool)
+    if wave is None:
+        return out
+    wave = np.asarray(wave, np.float32).reshape(-1)
+    for i in np.flatnonzero((np.asarray(present).reshape(-1) > 0.5) & np.any(frame_mask > 0.5, axis=1)):
+        piece = wave[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
+        out[i] = audio.rms_dbfs(piece) < contract.AUDIO_NO_SIGNAL_DBFS
+    return out
 
 
 def model_inputs(

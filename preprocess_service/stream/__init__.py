@@ -3,6 +3,7 @@
     protocol.py     the messages (start, chunk headers, control) and events, close codes, per-stream config
     frames.py       a chunk's landmark frame or image, decoded
     timeline.py     frames placed by their capture time (a camera stall leaves faceless slots)
+    faces.py        a window's face features read with the frames around it; when later frames settle them
     state.py        per-stream media buffers: sequence checks, one FaceLandmarker per video stream, windows
     alerts.py       pure alert logic: baseline, threshold run, suppression during handling, trend
     inbound.py      the bounded queue of chunks received, not yet processed; real-time pacing
@@ -17,6 +18,6 @@
     client.py       a Python client: open a stream, send chunks, read events, resume a dropped link
     replay.py       a recording streamed as a device sends it (`avpenet monitor`, the tests, the load driver)
 
-Windows are cut exactly as clip scoring cuts them (avpenet.features.windows), so a replayed recording gets
-the clip endpoint's window scores.
+Windows are cut and masked exactly as clip scoring cuts and masks them (avpenet.features.windows, .visual),
+so a replayed recording gets the clip endpoint's window scores.
 """

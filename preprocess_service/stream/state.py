@@ -1,11 +1,12 @@
 """One stream's media state: sequence checks, the audio and frame buffers, and windows as they complete.
 
 Window i covers audio samples [i*HOP, +WINDOW) and frames [i*FRAMES_PER_HOP, +FRAMES_PER_WINDOW), exactly as
-clip scoring cuts a clip (windows.inputs_from_features on the window's own samples and frames), so a replayed
-recording gets the clip endpoint's window scores. A window is complete when every expected modality has
-reached its end, or when a modality lags the other by more than `signal_timeout_s` of media (it is lost: the
-window is scored without it, and when it returns it is realigned to the leader, the gap silent / faceless).
-Buffers keep only what the next window needs: memory per stream is bounded whatever the stream's length.
+clip scoring cuts a clip (windows.inputs_from_features on the window's own samples and frames, read with the
+neighbours their masks need: `faces`), so a replayed recording gets the clip endpoint's window scores. A
+window is complete when every expected modality has reached its end (frames: with their masks settled), or
+when a modality lags the other by more than `signal_timeout_s` of media (it is lost: the window is scored
+without it, and when it returns it is realigned to the leader, the gap silent / faceless). Buffers keep
+only what the next window needs: memory per stream is bounded whatever the stream's length.
 Video frames are tracked once each by ONE FaceLandmarker in VIDEO mode owned by this state (so the state must
 stay on the replica that created it). Not thread-safe: the session calls it from one worker at a time.
 """
@@ -21,7 +22,7 @@ from avpenet.errors import InputError
 from avpenet.features import audio as faudio
 from avpenet.features import windows
 from avpenet.features.track import FaceTrack
-from avpenet.features.visual import frame_features
+from preprocess_service.stream import faces
 from preprocess_service.stream.frames import decode_image, landmark_frame
 from preprocess_service.stream.protocol import (
     MAX_AUDIO_CHUNK_S,
@@ -197,7 +198,7 @@ class StreamState:
 
     def _pad_frames(self, gap: int) -> None:
         self._trim()
-        unread = 0 if self.frames else self.next_window * contract.FRAMES_PER_HOP - self.n_frames
+        unread = self.next_window * contract.FRAMES_PER_HOP - faces.HISTORY - self.n_frames  # _trim's keep_f
         skip = max(0, min(gap, unread))
         self.n_frames, self.frame_base = self.n_frames + skip, self.frame_base + skip
         for _ in range(max(0, gap - skip)):
@@ -221,12 +222,17 @@ class StreamState:
             end_s = contract.window_end_s(self.next_window)
             lag = self._lagging()
             audio_done = not self.expect_audio or self.audio_s >= end_s or lag["audio"]
-            frames_done = not self.expect_frames or self.frames_s >= end_s - 1e-9 or lag["visual"]
+            frames_done = not self.expect_frames or lag["visual"] or self._frames_in(end_s)
             if not (audio_done and frames_done) or self.media_s < end_s:
                 return out
             self.lost["audio"] |= lag["audio"]
             self.lost["visual"] |= lag["visual"]
             out.append(self._window(self.next_window))
+
+    def _frames_in(self, end_s: float) -> bool:
+        """The window's frames are in, and the frames after it can no longer change their masks (`faces`)."""
+        end = round(end_s * contract.FPS)
+        return self.frames_s >= end_s - 1e-9 and faces.settled(self.frames, self.n_frames, end)
 
     def finish(self) -> list[ReadyWindow]:
         """The remaining windows at the end of the stream, counted as clip scoring counts a clip."""
@@ -245,13 +251,11 @@ class StreamState:
         wave = (
             self.audio_buf[max(s0, 0) : max(s0 + contract.WINDOW_SAMPLES, 0)] if self.expect_audio else None
         )
-        f0 = i * contract.FRAMES_PER_HOP - self.frame_base
-        frames = (
-            self.frames[max(f0, 0) : max(f0 + contract.FRAMES_PER_WINDOW, 0)] if self.expect_frames else []
-        )
+        f0 = max(i * contract.FRAMES_PER_HOP - self.frame_base, 0)
+        count = min(contract.FRAMES_PER_WINDOW, len(self.frames) - f0) if self.expect_frames else 0
         feats = mask = None
-        if self.expect_frames:
-            feats, mask = frame_features(FaceTrack.concat(frames)) if frames else (
+        if self.expect_frames:  # read with the frames around it (`faces`)
+            feats, mask = faces.window_features(self.frames, f0, count) if count > 0 else (
                 np.zeros((0, contract.VISUAL_FEATURE_DIM), np.float32), np.zeros(0, np.float32))  # fmt: skip
         if wave is not None and wave.size == 0:
             wave = None
@@ -277,7 +281,7 @@ class StreamState:
             cut = min(keep_s - self.audio_base, self.audio_buf.size)
             self.audio_buf = self.audio_buf[cut:].copy()
             self.audio_base += cut
-        keep_f = self.next_window * contract.FRAMES_PER_HOP
+        keep_f = self.next_window * contract.FRAMES_PER_HOP - faces.HISTORY  # the next window's, its history
         if keep_f > self.frame_base:
             cut = min(keep_f - self.frame_base, len(self.frames))
             del self.frames[:cut]

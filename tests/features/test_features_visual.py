@@ -198,9 +198,11 @@ def test_audio_only_video_only_and_nothing(face):
     with pytest.raises(NothingToScore):
         windows.model_inputs(np.zeros(0, np.float32), None, "adult", require_signal=True)
 
-    silent = windows.model_inputs(np.zeros(contract.WINDOW_SAMPLES, np.float32), _repeat(face, 30), 0)
-    _check_contract(silent, 1)
+    silent = windows.model_inputs(np.zeros(contract.WINDOW_SAMPLES, np.float32), None, 0)
+    _check_contract(silent, 1)  # silence alone is scored from the audio
     assert silent[contract.AUDIO_PRESENT.name][0, 0] == 1 and not silent[contract.WAVEFORM.name].any()
+    with_face = windows.model_inputs(np.zeros(contract.WINDOW_SAMPLES, np.float32), _repeat(face, 30), 0)
+    assert with_face[contract.AUDIO_PRESENT.name][0, 0] == 0  # with a face, from the face (silent_windows)
     with pytest.raises(ValueError):
         windows.model_inputs(None, face, "toddler")
 
@@ -238,6 +240,31 @@ def test_frozen_track_is_unusable_but_a_short_still_is_not(face):
     short = FaceTrack.concat([face] * (visual.FROZEN_MIN_FRAMES - 1))
     assert visual.usable_frames(short).all()
     assert visual.usable_frames(_repeat(face, 40)).all()  # tracker jitter: usable
+
+
+def test_a_still_run_masks_its_copies_and_keeps_the_last_tracked_frame(face):
+    """A device repeating its last landmarks mid-track: the repeats are unusable, the frame they copy (the
+    last position tracked) is not; after a frame without a face nothing shows it was tracked."""
+    track = _repeat(face, 60)
+    track.landmarks[10:40] = track.landmarks[10]
+    usable = visual.usable_frames(track)
+    assert usable[:11].all() and not usable[11:40].any() and usable[40:].all()
+    track.face_present[9] = False
+    assert not visual.usable_frames(track)[10:40].any()
+    moving = track.landmarks[10 + visual.FROZEN_MIN_FRAMES - 1 : 40]
+    moving += np.random.default_rng(1).normal(0, 1e-5, moving.shape).astype(np.float32)
+    assert visual.usable_frames(track)[10:40].all()  # a still run one frame too short, then a moving face
+
+
+def test_unsettled_counts_the_last_frames_later_ones_can_still_mask(face):
+    track = _repeat(face, 20)
+    assert visual.unsettled(track) == 0  # a moving face is decided at once
+    track.landmarks[15:] = track.landmarks[15]
+    assert visual.unsettled(track) == 4  # the copies of frame 15 (frame 15 stays usable in any case)
+    track.landmarks[20 - visual.FROZEN_MIN_FRAMES :] = track.landmarks[20 - visual.FROZEN_MIN_FRAMES]
+    assert visual.unsettled(track) == 0  # the run is long enough: frozen, whatever follows
+    assert visual.unsettled(FaceTrack.concat([face] * 3)) == 3  # a first face: no frame before shows it moved
+    assert visual.unsettled(FaceTrack.concat([track, FaceTrack.empty(1, (512, 512))])) == 0
 
 
 def test_a_request_over_the_batch_bound_splits_into_requests_of_its_own_windows():

@@ -4,7 +4,7 @@ Converting, cleaning and scaling all 478 points of a 60-s track (600 frames) was
 features' cost, in the gateway and in training alike. These tests keep the gathered computation exact: the
 features and the mask equal, bit for bit, those of the computation on every point (the reference below,
 the function as it was before the gathering), including the two checks that do read every point (a face is
-present, the track is frozen).
+present, a frame is still).
 """
 
 from __future__ import annotations
@@ -41,11 +41,26 @@ def _on_every_point(track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
     in_frame = np.mean(np.all((sub >= 0) & (sub <= 1), axis=-1), axis=1)
     usable = present & (in_frame >= v.MIN_IN_FRAME) & (np.abs(pose[:, 0]) <= v.MAX_YAW)
     usable &= (err <= v.MAX_SHAPE_ERROR) & (px_per_iod >= (v.MIN_IOD_PX if known else v.MIN_IOD_NORM))
-    still = lm[present]
-    if len(still) >= v.FROZEN_MIN_FRAMES and float(np.ptp(still, axis=0).max()) <= v.FROZEN_TOLERANCE:
-        usable[:] = False
+    usable &= ~_still_runs(lm, present)
     frontal = faceframe.align3d(lm3 * np.array([*size, size[0]]))
     return v._assemble(track, aligned, v._geometry(frontal), pose, usable)
+
+
+def _still_runs(lm: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The module doc's still-run rule, frame by frame on every point: runs of at least FROZEN_MIN_FRAMES
+    present frames each within FROZEN_TOLERANCE of the one before, their first frame kept after a face."""
+    frozen, t = np.zeros(len(lm), bool), 0
+    while t < len(lm):
+        end = t + 1
+        while present[t] and end < len(lm) and present[end]:
+            if np.abs(lm[end] - lm[end - 1]).max() > visual.FROZEN_TOLERANCE:
+                break
+            end += 1
+        if present[t] and end - t >= visual.FROZEN_MIN_FRAMES:
+            frozen[t + 1 : end] = True
+            frozen[t] = not (t > 0 and present[t - 1])
+        t = end
+    return frozen
 
 
 def _example() -> FaceTrack:
@@ -87,8 +102,14 @@ def _edits() -> dict[str, FaceTrack]:
     frozen.landmarks[:] = frozen.landmarks[0]
     cases["frozen"] = frozen
     moving = FaceTrack.concat([frozen])
-    moving.landmarks[20:, unread[0], 0] += 0.01  # only an unread point moves: no longer frozen
+    moving.landmarks[:, unread[0], 0] += 1e-3 * np.arange(len(moving.landmarks))  # only an unread point moves
     cases["frozen but one unread point moves"] = moving
+    still = FaceTrack.concat([base])
+    still.landmarks[100:140] = still.landmarks[100]  # the device repeats one frame for 4 s
+    still.landmarks[300:305] = still.landmarks[300]  # a short still: not frozen
+    still.face_present[400] = False
+    still.landmarks[401:420] = still.landmarks[401]  # a still run right after a frame without a face
+    cases["still runs mid-track"] = still
 
     unknown = FaceTrack.concat([base])
     unknown.image_size = np.zeros(2, np.int32)
@@ -116,7 +137,9 @@ def test_the_edge_cases_reach_both_answers():
     """The edits above are not vacuous: frozen tracks are refused, moving and unread-only ones are not."""
     cases = _edits()
     assert not visual.usable_frames(cases["frozen"]).any()
-    assert visual.usable_frames(cases["frozen but one unread point moves"]).any()
+    assert visual.usable_frames(cases["frozen but one unread point moves"]).all()
+    usable = visual.usable_frames(cases["still runs mid-track"])
+    assert usable[100] and not usable[101:140].any() and usable[300:305].all() and not usable[400:420].any()
     track = cases["only unread points set"]
     read = np.asarray(track.landmarks)[:, visual._READ, :2].astype(np.float64)
     present = visual._any_point_set(track, read)

@@ -32,9 +32,42 @@ def test_both_used():
 
 
 def test_silent_audio_with_a_face_is_masked_and_zeroed():
-    inputs, used, masked = _apply(np.zeros(3 * SR, np.float32), face_track(3.0))
-    assert used == ["visual"] and masked == {"audio": masking.SILENT}
-    assert not inputs[C.AUDIO_PRESENT.name].any() and not inputs[C.AUDIO.name].any()
+    dither = np.random.default_rng(1).normal(0, 10 ** (-96 / 20), 3 * SR).astype(np.float32)  # 16-bit LSBs
+    for wave in (np.zeros(3 * SR, np.float32), dither):
+        inputs, used, masked = _apply(wave, face_track(3.0))
+        assert used == ["visual"] and masked == {"audio": masking.SILENT}
+        assert not inputs[C.AUDIO_PRESENT.name].any()
+        assert not windows.model_inputs_of(inputs)[C.WAVEFORM.name].any()  # the windows the model reads
+
+
+def test_silence_is_masked_window_by_window_and_named_only_when_every_window_was():
+    """6 s: a cry for 3 s, then digital silence; a face throughout. Windows 0-2 hold some of the cry,
+    window 3 (3-6 s) only silence: it alone is scored from the face, and the clip answer used the audio."""
+    wave = np.concatenate([_cry(3.0), np.zeros(3 * SR, np.float32)])
+    inputs, used, masked = _apply(wave, face_track(6.0))
+    assert inputs[C.AUDIO_PRESENT.name][:, 0].tolist() == [1, 1, 1, 0]
+    assert used == ["audio", "visual"] and masked == {}
+    model = windows.model_inputs_of(inputs)[C.WAVEFORM.name]
+    assert model[:3].any(axis=1).all() and not model[3].any()
+
+
+def test_a_silent_window_without_a_face_keeps_its_audio():
+    track = face_track(6.0)
+    track.face_present[30:] = False  # the face leaves after 3 s
+    inputs, used, _ = _apply(np.zeros(6 * SR, np.float32), track)
+    assert inputs[C.AUDIO_PRESENT.name][:, 0].tolist() == [0, 0, 0, 1]  # windows 0-2 hold a face
+    assert used == ["audio", "visual"]
+
+
+def test_the_silence_threshold_is_the_windows_own_level():
+    """Below AUDIO_NO_SIGNAL_DBFS (-80) a window holds no recording; a quiet room (-62, -70 dBFS: the test
+    render's quietest windows are -63) is audio the model learned from."""
+    rng = np.random.default_rng(2)
+    for level_db, masked in ((-82, True), (-78, False), (-70, False), (-62, False)):
+        wave = rng.normal(0, 10 ** (level_db / 20), 3 * SR).astype(np.float32)
+        face, no_face = np.ones((1, C.FRAMES_PER_WINDOW)), np.zeros((1, C.FRAMES_PER_WINDOW))
+        assert windows.silent_windows(wave, np.ones(1), face).tolist() == [masked]
+        assert not windows.silent_windows(wave, np.ones(1), no_face).any()
 
 
 def test_silence_alone_is_still_scored_from_the_audio():

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from support.stream_events import kinds
+from support.stream_feed import STEP, feed, start
 
 from avpenet import contract
 from avpenet.features import audio, windows
@@ -17,32 +18,11 @@ from avpenet.features.track import FaceTrack
 from preprocess_service.stream import protocol
 from preprocess_service.stream.alerts import AlertMonitor, Window
 from preprocess_service.stream.limits import StreamLimits
-from preprocess_service.stream.protocol import Start, StreamConfig, StreamRejected, encode_chunk
+from preprocess_service.stream.protocol import StreamConfig, StreamRejected, encode_chunk
 from preprocess_service.stream.registry import StreamRegistry
 from preprocess_service.stream.state import StreamState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STEP = contract.SAMPLES_PER_FRAME
-
-
-def feed(state: StreamState, wave: np.ndarray | None, track: FaceTrack | None) -> list:
-    """Send a recording tick by tick (1/FPS s of audio, one frame) as a device would; its windows."""
-    out = []
-    ticks = max(0 if track is None else track.n_frames, 0 if wave is None else -(-wave.size // STEP))
-    for k in range(ticks):
-        if wave is not None and k * STEP < wave.size:
-            state.check_seq("audio", k)
-            piece = wave[k * STEP : (k + 1) * STEP]
-            state.add_audio({"rate": contract.SAMPLE_RATE}, memoryview(piece.astype("<f4").tobytes()))
-        if track is not None and k < track.n_frames:
-            state.check_seq("frame", k)
-            state.add_frame({}, memoryview(protocol.landmark_frame_bytes(track, k)))
-        out += state.ready()
-    return out + state.finish()
-
-
-def start(**kw) -> Start:
-    return Start(**{"type": "start", "mode": "landmarks", "age_group": "adult", **kw})
 
 
 def test_stream_windows_equal_clip_windows():
