@@ -15,6 +15,7 @@ import argparse
 import atexit
 import collections
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -73,6 +74,18 @@ def _die_with_parent() -> None:
 
 class TritonStartError(RuntimeError):
     """tritonserver exited or never became ready; the message carries the tail of its log."""
+
+
+def check_repository(repo: str | os.PathLike) -> None:
+    """FileNotFoundError, NotADirectoryError or ValueError naming a model repository Triton could not serve,
+    before anything starts (`avpenet triton`, `avpenet serve`: one line and exit 2)."""
+    repo = Path(repo)
+    if not repo.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such model repository", str(repo))
+    if not repo.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a model repository is a folder, not a file", str(repo))
+    if not any(repo.glob("*/config.pbtxt")):
+        raise ValueError(f"{repo} holds no model; build it with `avpenet export`")
 
 
 # glibc gives each allocating thread its own malloc arena (up to 8 per core) and seldom returns their freed
@@ -373,6 +386,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_repository(args.repo)  # a missing or empty one: one line and exit 2, before Triton starts
     server = TritonServer(
         repo=args.repo,
         http_port=args.http_port,

@@ -45,6 +45,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key-file", type=Path, default=None, help="file of API keys, one per line")
 
 
+def check_inputs(args: argparse.Namespace, gateway_args: dict) -> None:
+    """What the user named, read before Triton or Ray starts: the key file as the gateway reads it
+    (preprocess_service.auth), the Serve config as the stack deploys it, the model repository. An OSError or
+    ValueError naming it (avpenet's one line and exit 2), not Serve failing three times in Ray's log."""
+    import yaml
+
+    from ensemble import DEFAULT_REPOSITORY
+    from ensemble.server import check_repository
+    from preprocess_service.auth import ApiKeys
+    from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
+
+    if args.api_key_file:
+        try:
+            keys = ApiKeys(key_file=args.api_key_file)
+        except UnicodeDecodeError:
+            raise ValueError(f"--api-key-file {args.api_key_file} is not text (one key per line)") from None
+        if not keys.configured:
+            raise ValueError(
+                f"--api-key-file {args.api_key_file} holds no key: every request would be refused"
+            )
+    path = args.config or CONFIG_PATH
+    try:
+        config = load_config(path)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path} is not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("applications"), list):
+        raise ValueError(f"--config {path} is not a Serve config (no `applications` list)")
+    grpc_port = None if args.no_grpc else args.grpc_port
+    localize(
+        config,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=grpc_port,
+        triton_url="",
+        args=gateway_args,
+    )
+    check_repository(args.repo or DEFAULT_REPOSITORY)
+
+
 def run(args: argparse.Namespace) -> int:
     from preprocess_service.client import KEY_ENV
     from preprocess_service.stack import CONFIG_PATH, KEYS_ENV, LocalStack, ray_untouched
@@ -57,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         args.no_grpc and args.host in ("127.0.0.1", "localhost", "::1")
     ):
         keys = [secrets.token_urlsafe(24)]
+    check_inputs(args, gateway_args)  # before anything starts
     stack = LocalStack(
         repo=args.repo,
         host=args.host,

@@ -259,3 +259,30 @@ def test_the_precision_tool_reports_a_user_error_as_avpenet_does(tmp_path, capsy
         code == 2 and err.startswith("precision_measure: No such file or directory: ") and str(missing) in err
     )
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tmp_path, monkeypatch, capsys):
+    """`serve --api-key-file /nonexistent` started Triton and Ray, Serve failed three times, then ~30 lines
+    of Ray traceback and exit 1; a missing --config or --repo said one line but exited 1."""
+    from ensemble import server
+    from preprocess_service import stack
+
+    def started(*args, **kwargs):
+        raise AssertionError("started before checking its arguments")
+
+    monkeypatch.setattr(stack, "LocalStack", started)
+    monkeypatch.setattr(server, "TritonServer", started)
+    (tmp_path / "empty.keys").write_text("# no key yet\n")
+    (tmp_path / "bad.yaml").write_text("a: [")
+    for argv, says in (
+        (["serve", "--api-key-file", str(tmp_path / "none.keys")], "none.keys does not exist"),
+        (["serve", "--api-key-file", str(tmp_path)], f"Is a directory: {tmp_path}"),
+        (["serve", "--api-key-file", str(tmp_path / "empty.keys")], "holds no key"),
+        (["serve", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
+        (["serve", "--config", str(tmp_path / "bad.yaml")], "bad.yaml is not YAML"),
+        (["serve", "--repo", str(tmp_path / "repo")], "no such model repository"),
+        (["triton", "--repo", str(tmp_path / "repo")], "no such model repository"),
+        (["triton", "--repo", str(tmp_path)], "holds no model"),
+    ):
+        code, err = run(argv, capsys)
+        assert code == 2 and says in err, (argv, err)
