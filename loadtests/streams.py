@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_ints
 
 HELP = "Drive N concurrent real-time monitoring streams; report the most streams held with lag p99 < 1 s."
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LAG_LIMIT_S = 1.0
+MODES = ("landmarks", "video")
 MARKDOWN = Path(__file__).resolve().parent.parent / "docs" / "STREAM_BENCHMARKS.md"
 # Figures measured outside a run (earlier runs, A/B comparisons), kept in every report written over MARKDOWN.
 NOTES = MARKDOWN.with_name("stream-bench-notes.md")
@@ -148,12 +150,31 @@ def ladder(url: str, key: str | None, mode: str, seconds: float, counts: list[in
     return {"mode": mode, "seconds": seconds, "max_streams_lag_p99_under_1s": held, "steps": rows}
 
 
+def mode_list(text: str) -> list[str]:
+    """--modes: a comma list of MODES (any other name ran as video)."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or (unknown := [m for m in modes if m not in MODES]):
+        named = f"no mode {', '.join(unknown)}" if modes else "no mode given"
+        raise argparse.ArgumentTypeError(f"{named}; the modes are {', '.join(MODES)}")
+    return modes
+
+
+def unmeasured(results: list[dict]) -> list[str]:
+    """The modes whose every step measured no window (every stream failed to open or broke first)."""
+    return [r["mode"] for r in results if not any(row["windows"] for row in r["steps"])]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="gateway HTTP URL (default: start a local stack)")
     parser.add_argument("--api-key", default=None)
-    parser.add_argument("--modes", default="landmarks,video")
+    parser.add_argument("--modes", type=mode_list, default=",".join(MODES), help="comma list of %(default)s")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each stream")
-    parser.add_argument("--counts", default="1,2,4,8,12,16,24,32,48,64")
+    parser.add_argument(
+        "--counts",
+        type=positive_ints,
+        default="1,2,4,8,12,16,24,32,48,64",
+        help="the ladder's stream counts (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help=f"write the report here (e.g. {MARKDOWN.name})")
     parser.add_argument(
@@ -170,8 +191,9 @@ def run(args: argparse.Namespace) -> int:
     from preprocess_service.stream.client import ws_url
 
     load_at_start = os.getloadavg()[0]
-    counts = [int(c) for c in args.counts.split(",")]
-    modes = args.modes.split(",")
+    counts, modes = args.counts, args.modes  # lists: argparse applies the types to the defaults too
+    if not counts:
+        raise ValueError("--counts: give at least one stream count, e.g. 1,2,4")
 
     def measure(url: str, key: str | None) -> list[dict]:
         return [ladder(ws_url(url), key, m, args.seconds, counts) for m in modes]
@@ -191,6 +213,14 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"cpus": os.cpu_count(), "max_streams_lag_p99_under_1s": summary}))
     if args.out:
         args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
+    if failed := unmeasured(results):  # a report of zeros would read as "the box holds no stream"
+        errors = (e for r in results if r["mode"] in failed for row in r["steps"] for e in row["errors"])
+        first = next(errors, "no window scored")
+        kept = f"; {args.markdown} left as it was" if args.markdown else ""
+        print(
+            f"avpenet stream-bench: nothing measured for {', '.join(failed)} ({first}){kept}", file=sys.stderr
+        )
+        return 1
     if args.markdown:
         notes = args.notes.read_text().strip() if args.notes and args.notes.exists() else ""
         args.markdown.write_text(report(results, " ".join(sys.argv[1:]), load_at_start, notes))

@@ -96,8 +96,11 @@ def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_i
             return None
 
     monkeypatch.setattr(stack_module, "LocalStack", FakeStack)
+    steps = [{"windows": 3}]
     monkeypatch.setattr(
-        streams, "ladder", lambda url, key, mode, s, counts: {"mode": mode, "max_streams_lag_p99_under_1s": 0}
+        streams,
+        "ladder",
+        lambda url, key, mode, s, counts: {"mode": mode, "max_streams_lag_p99_under_1s": 0, "steps": steps},
     )
     parser = argparse.ArgumentParser()
     streams.add_arguments(parser)
@@ -127,3 +130,48 @@ def test_the_notes_file_goes_in_every_report_and_the_committed_one_holds_it() ->
     assert report.index("(at once).") < report.index("A note.") < report.index("| mode | most streams")
     notes = streams.NOTES.read_text().strip()
     assert notes and notes in streams.MARKDOWN.read_text()
+
+
+def test_unknown_modes_and_counts_are_refused_naming_the_flag(capsys) -> None:
+    """`--modes foo` ran foo as video and reported {"foo": 0}; `--counts x` was a ValueError from int()."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    streams.add_arguments(parser)
+    for argv, says in ((["--modes", "foo"], "no mode foo; the modes are landmarks, video"),
+                       (["--counts", "x"], "argument --counts: 'x'")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert parser.parse_args([]).modes == ["landmarks", "video"]
+
+
+def test_a_run_that_measured_nothing_fails_and_keeps_the_report(monkeypatch, tmp_path, capsys) -> None:
+    """Every stream refused (a wrong --url): exit 0 and a report of zeros written over --markdown, which read
+    as "the box holds no stream"."""
+    import argparse
+
+    async def refused(url, key, rec, age_group):
+        raise ConnectionRefusedError("Connect call failed")
+
+    monkeypatch.setattr(streams, "one_stream", refused)
+    monkeypatch.setattr(streams, "recording", lambda mode, seconds: None)
+    report = tmp_path / "STREAMS.md"
+    report.write_text("the last real run\n")
+    parser = argparse.ArgumentParser()
+    streams.add_arguments(parser)
+    argv = [
+        "--url",
+        "http://127.0.0.1:1",
+        "--modes",
+        "landmarks",
+        "--counts",
+        "1,2",
+        "--markdown",
+        str(report),
+    ]
+    assert streams.run(parser.parse_args(argv)) == 1
+    assert report.read_text() == "the last real run\n"
+    assert (
+        "nothing measured for landmarks (1 streams failed (ConnectionRefusedError" in capsys.readouterr().err
+    )
