@@ -30,7 +30,7 @@ import numpy as np
 from avpenet import contract as C
 
 OPENARENA = Path("/usr/share/games/openarena")
-DEBIAN_PACKAGES = ("openarena-data", "openarena-081-players")  # installed by `make setup`
+DEBIAN_PACKAGES = ("openarena-data", "openarena-081-players")  # installed by `make realmedia-packages`
 CLIP_SECONDS = 4.0
 GAP_S = 0.15
 FRAME_SIZE = 320
@@ -74,7 +74,7 @@ FACES = ("astronaut", "grace_hopper")
 def _missing() -> str:
     return (
         f"the real-media sounds come from Debian's {' and '.join(DEBIAN_PACKAGES)} (under {OPENARENA}); "
-        f"install them: apt-get install {' '.join(DEBIAN_PACKAGES)} (make setup does)"
+        f"install them: apt-get install {' '.join(DEBIAN_PACKAGES)} (or: make realmedia-packages)"
     )
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def real_clips(tmp_path_factory):
     if not realmedia.available():
-        pytest.fail(realmedia._missing())  # make setup installs the packages: missing is a setup error
+        pytest.fail(realmedia._missing())  # make test installs the packages: missing is a setup error
     out = tmp_path_factory.mktemp("realmedia")
     rows = realmedia.build(out)
     return [{**r, "data": (out / r["clip"]).read_bytes()} for r in rows]
