@@ -21,3 +21,10 @@ def positive_int(text: str) -> int:
 def positive_ints(text: str) -> list[int]:
     """A comma list of positive_int, e.g. 1,8,32 (concurrencies)."""
     return [positive_int(part) for part in text.split(",") if part.strip()]
+
+
+def port(text: str) -> int:
+    """A TCP port, 1 to 65535, or 0: a free one is picked (`avpenet triton`, `avpenet serve`)."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535, or 0 for a free one)")
+    return int(text)

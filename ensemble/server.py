@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from avpenet.argtypes import port
 from ensemble import DEFAULT_REPOSITORY, shm_regions, triton_install
 from ensemble.ports import HOST, free_ports
 from ensemble.tracing import otel_args
@@ -357,13 +358,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
     )
     parser.add_argument(
-        "--http-port", type=int, default=8000, help="0 picks a free port (default: %(default)s)"
+        "--http-port", type=port, default=8000, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument(
-        "--grpc-port", type=int, default=8001, help="0 picks a free port (default: %(default)s)"
+        "--grpc-port", type=port, default=8001, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=8002, help="0 picks a free port (default: %(default)s)"
+        "--metrics-port", type=port, default=8002, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument(
         "--model-control-mode",

@@ -22,6 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
+from avpenet.argtypes import port
 from preprocess_service.client import GRPC_PORT, HTTP_PORT
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -32,10 +33,10 @@ HELP = "Start Triton + the Ray Serve gateway locally (HTTP and gRPC), print the 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: %(default)s)")
     parser.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help="0 picks a free port (default: %(default)s)"
+        "--http-port", type=port, default=HTTP_PORT, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument(
-        "--grpc-port", type=int, default=GRPC_PORT, help="0 picks a free port (default: %(default)s)"
+        "--grpc-port", type=port, default=GRPC_PORT, help="0 picks a free port (default: %(default)s)"
     )
     parser.add_argument("--no-grpc", action="store_true", help="HTTP only (loopback then needs no API key)")
     parser.add_argument(

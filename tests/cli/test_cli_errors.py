@@ -261,9 +261,8 @@ def test_the_precision_tool_reports_a_user_error_as_avpenet_does(tmp_path, capsy
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tmp_path, monkeypatch, capsys):
-    """`serve --api-key-file /nonexistent` started Triton and Ray, Serve failed three times, then ~30 lines
-    of Ray traceback and exit 1; a missing --config or --repo said one line but exited 1."""
+def never_started(monkeypatch) -> None:
+    """Triton and the stack fail the test if a command gets as far as starting them."""
     from ensemble import server
     from preprocess_service import stack
 
@@ -272,6 +271,12 @@ def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tm
 
     monkeypatch.setattr(stack, "LocalStack", started)
     monkeypatch.setattr(server, "TritonServer", started)
+
+
+def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tmp_path, monkeypatch, capsys):
+    """`serve --api-key-file /nonexistent` started Triton and Ray, Serve failed three times, then ~30 lines
+    of Ray traceback and exit 1; a missing --config or --repo said one line but exited 1."""
+    never_started(monkeypatch)
     (tmp_path / "empty.keys").write_text("# no key yet\n")
     (tmp_path / "bad.yaml").write_text("a: [")
     for argv, says in (
@@ -286,3 +291,21 @@ def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tm
     ):
         code, err = run(argv, capsys)
         assert code == 2 and says in err, (argv, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["triton", "--http-port", "99999"],
+        ["triton", "--metrics-port", "-1"],
+        ["serve", "--grpc-port", "65536"],
+        ["serve", "--http-port", "http"],
+    ],
+)
+def test_a_port_out_of_range_is_refused_when_parsed(argv, capsys, monkeypatch):
+    """`avpenet triton --http-port 99999` went on to log "Started HTTPService at 127.0.0.1:99999"."""
+    never_started(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {argv[1]}: '{argv[2]}' is not a port (1-65535" in err
