@@ -309,3 +309,23 @@ def test_a_port_out_of_range_is_refused_when_parsed(argv, capsys, monkeypatch):
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and f"argument {argv[1]}: '{argv[2]}' is not a port (1-65535" in err
+
+
+def test_bench_refuses_a_mix_of_several_kinds_naming_the_ones_it_runs(monkeypatch, capsys):
+    """`bench --mixes ward --no-write --quick` built the clips, then failed "too many values to unpack
+    (expected 1)": the bench measures one request kind per mix, and --help named only those."""
+    from loadtests import bench, clips
+
+    def built(*args, **kwargs):
+        raise AssertionError("clips built before --mixes was checked")
+
+    monkeypatch.setattr(clips, "build", built)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--mixes", "ward", "--no-write", "--quick"])
+    err = capsys.readouterr().err
+    assert (
+        exit_.value.code == 2
+        and "argument --mixes: no mix ward in the bench; it runs model, long, video" in err
+    )
+    assert "`avpenet loadtest --mix` runs ward" in err
+    assert bench.mix_list("video, model") == ["video", "model"]
