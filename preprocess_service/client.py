@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from avpenet import contract
 from avpenet.argtypes import count
@@ -139,6 +140,18 @@ def check_target(target: str, grpc: bool, *, grpc_flag: bool = True) -> None:
             f"--url {target}: give http(s)://host:port (e.g. {DEFAULT_HTTP})"
             + (", or use --grpc" if grpc_flag else "")
         )
+    address, example = (
+        urlsplit(target if has_scheme else f"//{target}"),
+        DEFAULT_GRPC if grpc else DEFAULT_HTTP,
+    )
+    try:  # urlsplit reads the port only when asked: "host:notaport" went on to the SDK as a cut-off answer
+        port_ok = address.port != 0
+    except ValueError:
+        port_ok = False
+    if not address.hostname:
+        raise ValueError(f"--url {target}: no host (e.g. {example})")
+    if not port_ok:
+        raise ValueError(f"--url {target}: the port is not a number from 1 to 65535 (e.g. {example})")
 
 
 Row = tuple[str, str, ScoreResponse | ScoreError, float, tuple[str, ...] | None]  # the last: HL7 rounds

@@ -329,3 +329,22 @@ def test_bench_refuses_a_mix_of_several_kinds_naming_the_ones_it_runs(monkeypatc
     )
     assert "`avpenet loadtest --mix` runs ward" in err
     assert bench.mix_list("video, model") == ["video", "model"]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:notaport", "the port is not a number from 1 to 65535"),
+        ("http://127.0.0.1:70000", "the port is not a number from 1 to 65535"),
+        ("http://", "no host"),
+        ("https://:8080", "no host"),
+    ],
+)
+def test_a_url_without_a_host_or_with_a_bad_port_is_named_before_a_request(wav, capsys, url, says):
+    """`--url http://127.0.0.1:notaport` sent nothing, then printed a row `error INCOMPLETE: the answer was
+    cut off (InvalidURL)` and exited 1."""
+    code, err = run(["score", str(wav), "--url", url, "--retries", "0"], capsys)
+    assert code == 2 and f"--url {url}: {says}" in err
+    if target := url.partition("//")[2]:  # the same address as a gRPC target (host:port)
+        code, err = run(["score", str(wav), "--grpc", "--url", target, "--retries", "0"], capsys)
+        assert code == 2 and says in err
