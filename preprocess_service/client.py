@@ -118,7 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--recorded-at", help="when the clips were recorded (ISO 8601 with a zone)")
     parser.add_argument("--subject", help="the patient's FHIR reference, e.g. Patient/123 (for --deliver)")
-    parser.add_argument("--pin", default="", help="version pins, e.g. avpenet=1,fusion=2")
+    parser.add_argument(
+        "--pin",
+        default="",
+        help="version pins NAME=VERSION,... (e.g. avpenet=1); a part is pinned to the version it serves, "
+        "which every answer names (--json: model_versions)",
+    )
     parser.add_argument(
         "--deliver",
         choices=DELIVERIES,

@@ -78,7 +78,7 @@ SCORE_OPENAPI: dict[str, Any] = {
                         },
                         "model_versions": {
                             "type": "string",
-                            "example": "avpenet=1,fusion=1",
+                            "example": "avpenet=1",
                             "description": "version pins (ensemble or parts); 404 if not served",
                         },
                         "deliver": {

@@ -31,7 +31,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Triton model name
 VERSION_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits: str.isdigit() also takes "²" and "٢"
 MAX_PINS = 8
 MAX_BYTES = 256  # written as `name=version,...`: HTTP's form field limit (multipart.MAX_TEXT_BYTES), for both
-MALFORMED = "model_versions must be name=version pairs such as avpenet=1,fusion=2"
+MALFORMED = "model_versions must be name=version pairs, comma-separated, such as avpenet=1"
 
 
 def normalise(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -50,7 +50,7 @@ def normalise(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def parse(text: str) -> dict[str, str]:
-    """`avpenet=1,fusion=2` → {"avpenet": "1", "fusion": "2"} (the HTTP form of version pins)."""
+    """`avpenet=1,fusion=17` → {"avpenet": "1", "fusion": "17"} (the HTTP form of version pins)."""
     pairs = []
     for item in filter(None, (p.strip() for p in text.split(","))):
         name, sep, version = item.partition("=")

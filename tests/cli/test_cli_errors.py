@@ -348,3 +348,20 @@ def test_a_url_without_a_host_or_with_a_bad_port_is_named_before_a_request(wav, 
     if target := url.partition("//")[2]:  # the same address as a gRPC target (host:port)
         code, err = run(["score", str(wav), "--grpc", "--url", target, "--retries", "0"], capsys)
         assert code == 2 and says in err
+
+
+def test_the_version_pin_examples_name_versions_the_repository_serves(capsys):
+    """`score --help` offered `--pin avpenet=1,fusion=2`, refused 404 (fusion serves its newest version)."""
+    import re
+
+    from ensemble import DEFAULT_REPOSITORY, PROJECT_ROOT
+    from preprocess_service import pinning
+
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    texts = [capsys.readouterr().out, pinning.MALFORMED, (PROJECT_ROOT / "docs" / "openapi.json").read_text()]
+    pins = [pin for text in texts for pin in re.findall(r"\b([a-z_]+)=(\d+)\b", text)]
+    assert len(pins) >= 3
+    for name, version in pins:  # version_policy latest 1: the newest version folder is the one served
+        versions = [int(p.name) for p in (DEFAULT_REPOSITORY / name).iterdir() if p.name.isdigit()]
+        assert int(version) == max(versions), (name, version, versions)
