@@ -63,6 +63,8 @@ def check_files(paths: list[Path]) -> None:
     """ValueError naming a file that is missing, or two files that would be the same part of one request."""
     parts: dict[str, Path] = {}
     for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: give the clips in it, e.g. {path / '*.wav'}")
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
         if (part := part_for(path)) in parts:

@@ -53,6 +53,12 @@ def test_apple_wave64_and_amr_recordings_are_sent_as_the_audio_part(wav, tmp_pat
     assert code == 2 and f"a.wav and {name} would both be the audio part" in err
 
 
+def test_a_folder_given_to_score_is_called_a_folder(tmp_path, capsys):
+    """`avpenet score examples` said "no such file: examples"."""
+    code, err = run(["score", str(tmp_path), "--url", "http://127.0.0.1:9"], capsys)
+    assert code == 2 and f"{tmp_path} is a folder: give the clips in it, e.g. {tmp_path}/*.wav" in err
+
+
 def test_an_unreachable_grpc_gateway_is_named(wav, capsys):
     code, err = run(["score", str(wav), "--grpc", "--url", "127.0.0.1:9", "--retries", "0"], capsys)
     assert code == 1 and "cannot reach the gateway at 127.0.0.1:9" in err
