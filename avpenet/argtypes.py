@@ -4,6 +4,7 @@ with the flag's name, and not as a traceback from torch, range() or a half-writt
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def count(text: str, least: int = 0) -> int:
@@ -21,6 +22,17 @@ def positive_int(text: str) -> int:
 def positive_ints(text: str) -> list[int]:
     """A comma list of positive_int, e.g. 1,8,32 (concurrencies)."""
     return [positive_int(part) for part in text.split(",") if part.strip()]
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0 (rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
 
 
 def port(text: str) -> int:

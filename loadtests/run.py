@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from avpenet.argtypes import positive_int, positive_number
 from loadtests import clips
 from preprocess_service import telemetry
 
@@ -152,8 +153,10 @@ def stack_or_url(args: argparse.Namespace) -> Iterator[tuple[str, str | None, st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=4, help="concurrent locust users (default: %(default)s)")
-    parser.add_argument("--spawn-rate", type=float, default=4.0, help="users started per second")
+    parser.add_argument(
+        "--users", type=positive_int, default=4, help="concurrent locust users (default: %(default)s)"
+    )
+    parser.add_argument("--spawn-rate", type=positive_number, default=4.0, help="users started per second")
     parser.add_argument(
         "--duration", default="30s", help="locust run time, e.g. 30s, 10m (default: %(default)s)"
     )
@@ -168,7 +171,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for locust CSVs (default: a temp dir)")
     parser.add_argument("--url", default=None, help="test a running gateway instead of starting one")
     parser.add_argument("--grpc-target", default=None, help="host:port of that gateway's gRPC proxy")
-    parser.add_argument("--max-replicas", type=int, default=1, help="Serve replica cap for the local stack")
+    parser.add_argument(
+        "--max-replicas", type=positive_int, default=1, help="Serve replica cap for the local stack"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -371,3 +371,20 @@ def test_the_version_pin_examples_name_versions_the_repository_serves(capsys):
     for name, version in pins:  # version_policy latest 1: the newest version folder is the one served
         versions = [int(p.name) for p in (DEFAULT_REPOSITORY / name).iterdir() if p.name.isdigit()]
         assert int(version) == max(versions), (name, version, versions)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--users", "-1"], ["--users", "0"], ["--spawn-rate", "0"], ["--max-replicas", "-2"]]
+)
+def test_loadtest_refuses_no_users_before_building_anything(argv, monkeypatch, capsys):
+    """`avpenet loadtest --users -1` built the clips, started the stack and ran locust with -1 users."""
+    from loadtests import clips
+
+    def built(*args, **kwargs):
+        raise AssertionError("clips built before the flags were checked")
+
+    monkeypatch.setattr(clips, "build", built)
+    never_started(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(["loadtest", *argv])
+    assert exit_.value.code == 2 and f"argument {argv[0]}: '{argv[1]}' is not" in capsys.readouterr().err
