@@ -8,6 +8,7 @@ Both in float32 units in the last place of each tensor's largest magnitude, the 
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import warnings
 
@@ -58,7 +59,12 @@ def fold_spread(model: torch.nn.Module) -> tuple[int, float]:
     return len(pairs), worst
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        prog="python -m ensemble.identity_report",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        epilog="Takes no options: it exports the reference on this CPU and prints both figures.",
+    ).parse_args(argv)
     warnings.filterwarnings("ignore")
     model, _ = export.load_source(None)
     pairs, worst = fold_spread(model)

@@ -9,6 +9,7 @@ checks that this renderer and `kubectl kustomize` produce the same objects.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 from pathlib import Path
@@ -143,13 +144,18 @@ def _set_images(node: Any, image: dict[str, str]) -> None:
             _set_images(item, image)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python k8s/render.py DIR   (e.g. k8s/overlays/gpu)", file=sys.stderr)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="k8s/render.py", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a kustomization folder, e.g. k8s/overlays/gpu")
+    args = parser.parse_args(argv)
+    if not (args.dir / "kustomization.yaml").is_file():
+        print(
+            f"k8s/render.py: {args.dir} holds no kustomization.yaml (e.g. k8s/overlays/gpu)", file=sys.stderr
+        )
         return 2
-    print(yaml.safe_dump_all(render(argv[0]), sort_keys=False), end="")
+    print(yaml.safe_dump_all(render(args.dir), sort_keys=False), end="")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -13,11 +13,12 @@ A CRD schema leaves unknown fields to the API server, which prunes them silently
 is closed (`additionalProperties: false` unless the CRD says `x-kubernetes-preserve-unknown-fields`), so a
 misspelt field fails as `kubectl apply --validate=strict` would. The KubeRay files are the `v1`
 openAPIV3Schema of `ray-operator/config/crd/bases/ray.io_rayservices.yaml` at the release tags (Apache-2.0),
-unchanged. Usage: `python k8s/validate.py k8s/overlays/gpu` (exit 1 and one line per error).
+unchanged. Usage: `.venv/bin/python k8s/validate.py k8s/overlays/gpu` (exit 1 and one line per error).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import sys
@@ -117,13 +118,19 @@ def validate_all(docs: list[Doc]) -> list[str]:
     return [line for doc in docs for line in errors(doc)]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     from render import render  # k8s/render.py, beside this file
 
-    if len(argv) != 1:
-        print("usage: python k8s/validate.py DIR   (e.g. k8s/overlays/gpu)", file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="k8s/validate.py", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a kustomization folder, e.g. k8s/overlays/gpu")
+    args = parser.parse_args(argv)
+    if not (args.dir / "kustomization.yaml").is_file():
+        print(
+            f"k8s/validate.py: {args.dir} holds no kustomization.yaml (e.g. k8s/overlays/gpu)",
+            file=sys.stderr,
+        )
         return 2
-    docs = render(argv[0])
+    docs = render(args.dir)
     bad = validate_all(docs)
     for line in bad:
         print(line, file=sys.stderr)
@@ -132,4 +139,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

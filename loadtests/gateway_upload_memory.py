@@ -262,20 +262,22 @@ def report(title: str, size: int, now: dict, base: dict | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --measure (protocol, request, warm-up request) is the probe's run in a fresh process, on a baseline's
+    # code too: read before importing upload_media, whose options that code may lack.
+    inner = argparse.ArgumentParser(add_help=False)
+    inner.add_argument("--measure", nargs=3)
+    if measuring := inner.parse_known_args(argv)[0].measure:
+        protocol, request, warm = measuring
+        print(json.dumps(measure(protocol, Path(request), Path(warm))))
+        return 0
+    from loadtests.upload_media import add_sound_options, sound_format, write_media, write_request
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=64, help="upload size, MiB")
     parser.add_argument("--kind", choices=("wav", "flac", "mp4"), default="wav")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--baseline", type=Path, help="a checkout to measure beside this one (same files)")
-    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # protocol, request, warm-up request
-    args = parser.parse_known_args(argv)[0]
-    if args.measure:  # run on a baseline's code too, which may lack upload_media's options
-        protocol, request, warm = args.measure
-        print(json.dumps(measure(protocol, Path(request), Path(warm))))
-        return 0
-    from loadtests.upload_media import add_sound_options, sound_format, write_media, write_request
-
-    add_sound_options(parser)
+    add_sound_options(parser)  # --rate, --channels, --bits: in --help too
     args = parser.parse_args(argv)
     sound = {"rate": args.rate, "channels": args.channels, "bits": args.bits}
     with tempfile.TemporaryDirectory(prefix="avpenet-upload-memory-") as tmp:
