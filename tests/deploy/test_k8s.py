@@ -92,7 +92,7 @@ def test_renderer_refuses_unknown_kustomize_features(tmp_path: Path) -> None:
 
 def test_generated_manifests_are_fresh() -> None:
     """base/gateway-rayservice.yaml and base/prometheusrule.yaml equal what their sources generate now."""
-    assert generate.stale() == [], "run: python k8s/generate.py"
+    assert generate.stale() == [], "run: .venv/bin/python k8s/generate.py"
 
 
 # --- schemas ---
