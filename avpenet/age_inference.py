@@ -130,8 +130,14 @@ def _accuracy(
     spans = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     read = [i for i, span in enumerate(spans) if informed[span].any()]
     clip_p = np.array([p[spans[i]][informed[spans[i]]].mean() for i in read])
+    adult = np.array([ages[i] == "adult" for i in read])
+    p_own = np.where(adult, clip_p, 1.0 - clip_p)  # P(the clip's own group)
     return {
         "window_accuracy": float(np.mean((p > 0.5) == own)),
-        "clip_accuracy": float(np.mean((clip_p > 0.5) == np.array([ages[i] == "adult" for i in read]))),
+        "clip_accuracy": float(np.mean((clip_p > 0.5) == adult)),
         "clips_read": len(read),
+        # a request naming the clip's own group that the gateway would question (a false alarm), and one
+        # naming the other group that it would (a mistyped age caught): contract.AGE_CONTRADICTED_BELOW
+        "questioned_named_right": int(np.sum(p_own < C.AGE_CONTRADICTED_BELOW)),
+        "questioned_named_wrong": int(np.sum(1.0 - p_own < C.AGE_CONTRADICTED_BELOW)),
     }

@@ -181,8 +181,12 @@ def format_table(rows: list[Row]) -> str:
             f"{short:<28} {proto:<5} {result.score:5.2f}  {result.level:<8} {iv:<12} "
             f"{len(result.timeline):>3}  {w:<12} {ms:6.0f}"
         )
-        if result.age_read is not None:  # sent without --age-group: say what it was scored as
-            read = result.age_read
+        if (read := result.age_read) is not None and read.contradicts_age_group:  # a mistyped --age-group?
+            lines.append(
+                f"{'':<{ROW_INDENT}} clip reads as {read.group} (P(adult) {read.adult_probability:.2f}), "
+                f"not {result.age_group}: check --age-group"
+            )
+        elif read is not None:  # sent without --age-group: say what it was scored as
             lines.append(
                 f"{'':<{ROW_INDENT}} age read from the clip as {read.group} "
                 f"(P(adult) {read.adult_probability:.2f}); send --age-group"

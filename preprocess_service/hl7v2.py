@@ -82,6 +82,9 @@ def _observations(result: ScoreResponse, cfg: fhir.FhirConfig) -> list[tuple[str
         rows.append(("ST", f"age-group-read^age group read from the clip^{LOCAL}", read, "", ""))
         rows.append(("NM", f"adult-probability-read^P(adult) read from the clip^{LOCAL}",
                      f"{result.age_read.adult_probability:.4f}", RATIO_UNITS, "0-1"))  # fmt: skip
+        if result.age_read.contradicts_age_group:  # a mistyped age: the estimate is conditioned on it
+            rows.append(("ST", f"age-group-contradicted^clip contradicts the age group sent^{LOCAL}",
+                         f"{result.age_group} sent, {read} read", "", ""))  # fmt: skip
     if result.age_group == "neonate":
         nips = result.score * fhir.NIPS_MAX / contract.SCORE_MAX
         rows.append(("NM", f"nips-equivalent-estimate^NIPS-equivalent ESTIMATE (not a NIPS rating)^{LOCAL}",

@@ -2,6 +2,9 @@
 
 HTTP and gRPC build the same `ScoreRequest`, the service answers one `ScoreResponse`, and the edges convert
 (`to_json` / `to_proto` / `from_proto`; FHIR in fhir.py), so both protocols carry identical numbers.
+
+Why one module over 300 lines: the API's types are one file a client author reads whole, as KServe's
+protocol types are; split, the request's and the answer's rules would be read apart.
 """
 
 from __future__ import annotations
@@ -197,19 +200,33 @@ class ModalityWeights(BaseModel):
 
 
 class AgeRead(BaseModel):
-    """The age group a request that named none was scored as: read from the clip by the fusion's age head.
-    A clinician who knows the patient's age checks it; a misread one is why such scores are less exact."""
+    """The age group the clip reads as, by the fusion's age head: for a request that named none, the group
+    it was scored as (a clinician who knows the patient's age checks it; a misread one is why such scores
+    are less exact); for one that named its group, reported only when the clip surely reads as the other
+    (`contradicts_age_group`: a mistyped age, which conditions the estimate and its scale)."""
 
     group: Literal["neonate", "adult"]  # contract.LABELLED_AGE_GROUPS
     adult_probability: float  # P(adult), mean over the windows the clip score reads
+    contradicts_age_group: bool = False  # the request named the other group (contract.AGE_CONTRADICTED_BELOW)
 
     @classmethod
-    def of(cls, adult_probability: float) -> AgeRead:
+    def of(cls, adult_probability: float, named: str = "unknown") -> AgeRead:
         """The group at 0.5 of the value shown (each window was scored with its own P(adult), between the
-        two groups), so a shown 0.5000 never sits beside "neonate"."""
+        two groups), so a shown 0.5000 never sits beside "neonate"; `named`: the request's age group."""
         neonate, adult = contract.LABELLED_AGE_GROUPS
         shown = round(float(adult_probability), 4)
-        return cls(group=adult if shown >= 0.5 else neonate, adult_probability=shown)
+        return cls(
+            group=adult if shown >= 0.5 else neonate,
+            adult_probability=shown,
+            contradicts_age_group=named != "unknown" and contradicted(adult_probability, named),
+        )
+
+
+def contradicted(adult_probability: float, named: str) -> bool:
+    """Whether a clip read with this P(adult) surely is not of the `named` group (a request's age group):
+    P(the named group) below `contract.AGE_CONTRADICTED_BELOW`."""
+    p_named = adult_probability if named == contract.LABELLED_AGE_GROUPS[1] else 1.0 - adult_probability
+    return p_named < contract.AGE_CONTRADICTED_BELOW
 
 
 class WindowScore(BaseModel):

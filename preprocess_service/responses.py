@@ -16,6 +16,7 @@ from preprocess_service.protocol import (
     ScoreRequest,
     ScoreResponse,
     WindowScore,
+    contradicted,
 )
 from preprocess_service.triton_client import InferOutput
 
@@ -73,12 +74,12 @@ def build_response(
 
 
 def age_read(request: ScoreRequest, outputs: dict) -> AgeRead | None:
-    """For a request that named no age group: the group its clip was scored as, when the answering fusion
-    reads one (fusion 16 on; an older one, or one without a fitted head, scores such a request with the
-    embedding of no group, and nothing is reported)."""
-    if request.age_group != "unknown" or contract.ADULT_PROBABILITY.name not in outputs:
+    """The age group the clip reads as, when the answering fusion reads one (fusion 16 on; an older one, or
+    one without a fitted head, reads none): for a request that named no age group, the group its clip was
+    scored as; for one that named its group, only when the clip surely reads as the other (a mistyped age)."""
+    if contract.ADULT_PROBABILITY.name not in outputs:
         return None
     p = adult_probability(outputs[contract.ADULT_PROBABILITY.name], outputs[contract.MODALITY_WEIGHTS.name])
-    if p is None:
+    if p is None or (request.age_group != "unknown" and not contradicted(p, request.age_group)):
         return None
-    return AgeRead.of(p)
+    return AgeRead.of(p, request.age_group)

@@ -53,7 +53,11 @@ def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_
     assert record["window_accuracy"] == {"as_sent": 1.0, "audio_only": 1.0, "face_only": 1.0}
     inferred = inferred_age_accuracy(model, [with_age(x, C.UNKNOWN_AGE) for x in test], ages)
     for path in ("as_sent", "audio_only", "face_only"):  # one modality is what many requests carry
-        assert inferred[path] == {"window_accuracy": 1.0, "clip_accuracy": 1.0, "clips_read": 12}, path
+        assert inferred[path] == {
+            "window_accuracy": 1.0, "clip_accuracy": 1.0, "clips_read": 12,
+            # separable clips read surely: every mistyped age group is questioned, none named right
+            "questioned_named_right": 0, "questioned_named_wrong": 12,
+        }, path  # fmt: skip
     for x, age, before in zip(test, ages, named, strict=True):
         after = predict_windows(model, x)
         read = after.pop(C.ADULT_PROBABILITY.name)  # what the head reads, reported whatever was sent

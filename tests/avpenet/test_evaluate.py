@@ -148,8 +148,10 @@ def test_clips_sent_without_their_age_report_how_often_the_age_read_from_them_is
     assert config["age_head"]["fitted"]  # the tiny run's validation subjects hold both age groups
     inferred = result["age_inferred"]
     assert set(inferred) == {"as_sent", "audio_only", "face_only"}  # what a request may carry
-    assert all(set(path) == {"window_accuracy", "clip_accuracy", "clips_read"} for path in inferred.values())
+    counts = {"clips_read", "questioned_named_right", "questioned_named_wrong"}
+    assert all(set(path) == {"window_accuracy", "clip_accuracy", *counts} for path in inferred.values())
     shares = [path[k] for path in inferred.values() for k in ("window_accuracy", "clip_accuracy")]
     assert all(0.0 <= share <= 1.0 for share in shares)
     assert all(0 < path["clips_read"] <= result["n_clips"] for path in inferred.values())
+    assert all(path[k] <= path["clips_read"] for path in inferred.values() for k in counts)
     assert "age_inferred" not in evaluate.evaluate(argparse.Namespace(**{**vars(args), "send_age": None}))

@@ -21,8 +21,11 @@ def test_avpenet_score_prints_a_table(gateway_stack, tmp_path, capsys, protocol)
     argv += ["--api-key", API_KEY, "--age-group", "neonate"] + (["--grpc"] if protocol == "grpc" else [])
     assert main(argv) == 0
     expected = score_http(gateway_stack.http_url, av_request(), api_key=API_KEY)
-    row = capsys.readouterr().out.splitlines()[-1].split()
-    assert row[0] == "cry.wav+face.npz" and row[1] == protocol
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.startswith("cry.wav+face.npz")).split()
+    assert row[1] == protocol
+    # the example is an adult's: the neonate sent is questioned under its row
+    assert " ".join(out[-1].split()) == "clip reads as adult (P(adult) 1.00), not neonate: check --age-group"
     assert float(row[2]) == pytest.approx(expected.score, abs=0.006) and row[3] == expected.level
     assert main([*argv, "--api-key", "wrong"]) == 1  # the last --api-key wins: refused, exit code 1
 

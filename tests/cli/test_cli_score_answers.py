@@ -112,3 +112,20 @@ def test_a_clip_sent_without_an_age_group_says_which_one_it_was_scored_as(wavs, 
     assert (
         f"read from the clip as {read.age_read.group} (P(adult) {read.age_read.adult_probability:.2f})" in out
     )
+
+
+def test_a_clip_whose_age_group_the_model_contradicts_says_to_check_it(wavs, capsys):
+    from support.responses import make_response
+
+    from preprocess_service.protocol import AgeRead
+
+    named, _ = make_response(3, age_group="adult")
+    questioned = named.model_copy(update={"age_read": AgeRead.of(0.012, "adult")})
+    server = FakeGateway([(200, questioned.model_dump_json())])
+    try:
+        code = main(["score", str(wavs[0]), "--url", server.url, "--retries", "0", "--age-group", "adult"])
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert code == 0 and max(map(len, out.splitlines())) <= 110
+    assert "clip reads as neonate (P(adult) 0.01), not adult: check --age-group" in out

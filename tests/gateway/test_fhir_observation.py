@@ -86,3 +86,30 @@ def test_an_estimate_without_an_age_group_says_what_that_costs():
     assert "|ST|age-group-read^age group read from the clip^" in message and "|adult|" in message
     assert "|NM|adult-probability-read^" in message and "|0.9731|" in message
     assert "age-group-read" not in hl7v2.oru_r01(older)
+
+
+def test_a_named_age_group_the_clip_contradicts_is_questioned_in_every_document():
+    """A clip named neonate that surely reads as an adult: FHIR's note and components and HL7's rows say so,
+    so a chart reader sees the age group to check, not only an API client."""
+    import json
+
+    from preprocess_service import hl7v2
+    from preprocess_service.protocol import AgeRead
+
+    resp, _ = make_response(3)  # named neonate
+    read = AgeRead.of(0.991, "neonate")
+    assert read.contradicts_age_group and read.group == "adult"
+    questioned = resp.model_copy(update={"age_read": read})
+    document = json.loads(fhir.render(questioned))
+    notes = [n["text"] for n in document["note"]]
+    assert fhir.contradicted_age_note(questioned) in notes
+    assert "reads as adult (P(adult) 0.99), not as the neonate" in fhir.contradicted_age_note(questioned)
+    assert "NIPS-equivalent" in fhir.contradicted_age_note(questioned)  # a neonate's scale was reported
+    assert not any("No age group" in n for n in notes)
+    components = {c["code"]["coding"][0]["code"]: c for c in document["component"]}
+    assert components["age-group-read"]["valueString"] == "adult"
+    assert "contradicts the age group sent" in components["age-group-read"]["code"]["text"]
+    assert not any("Check the age group" in n["text"] for n in json.loads(fhir.render(resp))["note"])
+    message = hl7v2.oru_r01(questioned)
+    assert "|ST|age-group-contradicted^" in message and "|neonate sent, adult read|" in message
+    assert "age-group-contradicted" not in hl7v2.oru_r01(resp)

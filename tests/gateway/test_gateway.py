@@ -88,7 +88,11 @@ class TestScoring:
         assert served.age_read.adult_probability == pytest.approx(read, abs=1e-4)
         assert served.age_read.group == ("adult" if read >= 0.5 else "neonate")
         named = score_http(gateway_stack.http_url, av_request(age_group="adult"), api_key=API_KEY)
-        assert named.age_read is None  # an age group sent is the one used
+        assert named.age_read is None  # an age group sent is the one used, and the clip agrees with it
+        assert read > 1 - contract.AGE_CONTRADICTED_BELOW  # the example is surely an adult's
+        mistyped = score_http(gateway_stack.http_url, av_request(age_group="neonate"), api_key=API_KEY)
+        assert mistyped.age_read is not None and mistyped.age_read.contradicts_age_group
+        assert mistyped.age_read.group == "adult"  # the answer questions the age group it was told
         reference.fusion.infers_age.fill_(0.0)  # what it was scored with before: the untrained embedding
         before = predict_windows(reference, inputs)[contract.SCORE.name][:, 0]
         assert np.abs(before - expected).max() > 0.01  # so the match above says which path was served

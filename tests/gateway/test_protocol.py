@@ -34,7 +34,7 @@ class TestScoreResponse:
         assert resp.age_read.adult_probability == pytest.approx(float(p.mean()), abs=1e-4)
         assert resp.age_read.group == ("adult" if p.mean() >= 0.5 else "neonate")
         assert ScoreResponse.from_proto(resp.to_proto()) == resp  # gRPC carries it too
-        assert make_response(5)[0].age_read is None  # an age group was sent: it is what was used
+        assert make_response(5)[0].age_read is None  # an age group was sent, and the clip may be of it
 
         def answered(outputs: dict) -> ScoreResponse:
             request = ScoreRequest(audio=MediaPart(data=b"x"))
@@ -49,6 +49,36 @@ class TestScoreResponse:
         assert answered(faceless).age_read.adult_probability == pytest.approx(float(p[1:].mean()), abs=1e-4)
         empty = {**out, contract.MODALITY_WEIGHTS.name: np.zeros_like(out[contract.MODALITY_WEIGHTS.name])}
         assert answered(empty).age_read is None  # silence and no face: nothing was read
+
+    @pytest.mark.parametrize(
+        ("named", "p", "reported"),
+        [
+            ("neonate", 0.96, True),  # P(neonate) 0.04: surely not a newborn
+            ("neonate", 0.94, False),  # P(neonate) 0.06: not sure enough to question the request
+            ("adult", 0.04, True),
+            ("adult", 0.06, False),
+            ("adult", 0.97, False),  # it agrees
+        ],
+    )
+    def test_a_named_age_group_the_clip_surely_contradicts_is_questioned(self, named, p, reported):
+        """A mistyped age group conditions the estimate (and, for neonates, its NIPS scale): the answer says
+        so when the clip reads as the other group with P(the named one) below AGE_CONTRADICTED_BELOW."""
+        out = window_outputs(4)
+        out[contract.ADULT_PROBABILITY.name][:] = p
+        request = ScoreRequest(audio=MediaPart(data=b"x"), age_group=named)
+        extracted = Extracted(inputs={}, duration_s=6.0, modalities=["audio", "visual"])
+        resp = build_response(request, extracted, InferOutput(out, "1"), {}, {}, "avpenet")
+        if not reported:
+            assert resp.age_read is None
+            return
+        other = "adult" if named == "neonate" else "neonate"
+        assert resp.age_read.group == other and resp.age_read.contradicts_age_group
+        assert resp.age_read.adult_probability == pytest.approx(p, abs=1e-4)
+        assert ScoreResponse.from_proto(resp.to_proto()) == resp  # gRPC carries the flag too
+        unknown = build_response(
+            ScoreRequest(audio=MediaPart(data=b"x")), extracted, InferOutput(out, "1"), {}, {}, "avpenet"
+        )
+        assert not unknown.age_read.contradicts_age_group  # nothing was named to contradict
 
     @pytest.mark.parametrize(
         ("p", "group", "shown"), [(0.499996, "adult", 0.5), (0.49994, "neonate", 0.4999)]
