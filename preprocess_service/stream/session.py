@@ -27,31 +27,27 @@ import time
 from avpenet.errors import InputError
 from preprocess_service import errors
 from preprocess_service.stream import pause
-from preprocess_service.stream.inbound import Inbound, Item, ahead_s, give_back
-from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, STUCK_S
+from preprocess_service.stream.inbound import Inbound, Item, give_back
+from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
-    CLOSE_GARBAGE,
     CLOSE_INTERNAL,
     CLOSE_LOST,
     CLOSE_NORMAL,
     CLOSE_SLOW_CONSUMER,
-    CLOSE_STALLED,
     StreamRejected,
-    parse_chunk,
-    parse_control,
 )
+from preprocess_service.stream.receiving import Receiving
 from preprocess_service.stream.registry import Entry, resume_events
 from preprocess_service.stream.scoring import score_windows
 from preprocess_service.stream.state import ReadyWindow
 
 log = logging.getLogger("avpenet.gateway.stream")
-GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
 BATCH_ITEMS = 32  # queued chunks processed per worker-thread hop
 DRAIN_GRACE_S = 30.0  # then an error is logged for the batch still under way (it is awaited all the same)
 Ready = list[tuple[ReadyWindow, float]]  # windows completed, each with its last chunk's arrival time
 
 
-class Session:
+class Session(Receiving):
     def __init__(self, ws, hub, entry: Entry, resumed: bool, last_event: int = -1) -> None:
         self.ws, self.hub, self.entry, self.resumed, self.last_event = ws, hub, entry, resumed, last_event
         self.limits = hub.registry.limits
@@ -154,59 +150,6 @@ class Session:
                 self.connected = False
                 self.done.set()
                 return
-
-    # --- receiving ------------------------------------------------------------------------------------------
-    async def _receiver(self) -> None:
-        garbage = 0
-        stall = self.limits.stall_timeout_s
-        while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), stall)
-            except TimeoutError:
-                reason = f"no data for {stall:g} s; reconnect with the stream id to resume"
-                return self.fail(CLOSE_STALLED, reason, "stalled")
-            except Exception:  # noqa: BLE001 (the connection broke)
-                msg = {"type": "websocket.disconnect"}
-            if msg["type"] == "websocket.disconnect":
-                self.connected = False
-                self.close_code, self.close_reason = int(msg.get("code") or CLOSE_LOST), "client disconnected"
-                return self.done.set()
-            try:
-                if msg.get("bytes") is not None:
-                    self._chunk(msg["bytes"])
-                elif msg.get("text") is not None:
-                    control = parse_control(msg["text"])
-                    self._enqueue(Item(control["type"], control, None, time.monotonic()))
-                    if control["type"] == "end":
-                        return
-                garbage = 0
-                if self.done.is_set():  # closed by the flow control
-                    return
-                if self.inbound.full() and (why := await self.inbound.room(STUCK_S, self.entry)):  # bounded
-                    return self.fail(CLOSE_SLOW_CONSUMER, why, "overloaded")
-            except StreamRejected as exc:
-                self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
-                garbage = garbage + 1 if exc.code == "garbage" else 0
-                if garbage >= GARBAGE_LIMIT:
-                    self.entry.finished = True  # nothing worth resuming
-                    return self.fail(CLOSE_GARBAGE, f"{garbage} unreadable messages in a row", "garbage")
-
-    def _chunk(self, data: bytes) -> None:
-        header, payload = parse_chunk(data)
-        self.state.check_seq(header["kind"], header["seq"])
-        self._pace(header, len(payload))
-        pause.chunk_read(self.entry)
-        self._enqueue(Item(header["kind"], header, bytes(payload), time.monotonic()))
-
-    def _pace(self, header: dict, size: int) -> None:
-        """Close a stream whose media runs more than `max_ahead_s` ahead of the wall clock (a flood)."""
-        e, limit = self.entry, self.limits.max_ahead_s
-        ahead = ahead_s(e.received_s, header, size, e.start.sample_rate, e.opened_at)
-        if ahead > limit:
-            reason = (
-                f"media arrives {ahead:.0f} s ahead of real time (limit {limit:g} s); stream at real time"
-            )
-            self.fail(CLOSE_SLOW_CONSUMER, reason, "too_fast")
 
     def _enqueue(self, item: Item) -> None:
         self.inbound.put(item)
