@@ -46,19 +46,27 @@ class Window:
 
 @dataclass
 class Handling:
-    """Declared handling periods in media seconds; an open period has end None."""
+    """Declared handling periods in media seconds; an open period has end None. Bounded: a period reopened
+    within `grace_s` of its end goes on (exactly the same windows are suppressed: one suppressed by neither
+    would start after the old end plus the grace and end before the new start), and the windows fed drop the
+    periods no later window can reach (`forget_before`). Before, each off/on pair added a period until a
+    window was scored: a client toggling it between windows grew the list, and each checkpoint's copy of it,
+    without limit (200,000 periods: 0.23 s per checkpoint, on the event loop)."""
 
     periods: list[tuple[float, float | None]] = field(default_factory=list)
+    grace_s: float = 0.0
 
     def set(self, active: bool, at_s: float) -> bool:
         """Open or close a period at media time at_s; False when nothing changes (already in that state)."""
         open_ = bool(self.periods) and self.periods[-1][1] is None
         if active == open_:
             return False
-        if active:
-            self.periods.append((at_s, None))
-        else:
+        if not active:
             self.periods[-1] = (self.periods[-1][0], max(at_s, self.periods[-1][0]))
+        elif self.periods and at_s <= self.periods[-1][1] + self.grace_s:
+            self.periods[-1] = (self.periods[-1][0], None)
+        else:
+            self.periods.append((at_s, None))
         return True
 
     def covers(self, start_s: float, end_s: float, grace_s: float) -> bool:
@@ -68,7 +76,7 @@ class Handling:
         return False
 
     def forget_before(self, t_s: float, grace_s: float) -> None:
-        """Drop closed periods no later window can touch (keeps the list bounded on long streams)."""
+        """Drop closed periods no window starting at t_s or later can touch (keeps the list bounded)."""
         self.periods = [p for p in self.periods if p[1] is None or p[1] + grace_s > t_s]
 
 
@@ -77,7 +85,7 @@ class AlertMonitor:
 
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
-        self.handling = Handling()
+        self.handling = Handling(grace_s=config.handling_grace_s)
         self.baseline_scores: list[float] = []
         self.baseline: float | None = None
         self.run = 0  # consecutive counted windows above the threshold

@@ -14,7 +14,7 @@ class StreamLimits(BaseModel):
     max_streams: int = Field(64, gt=0)  # attached + detached streams per Gateway replica, then close 4429
     max_streams_per_key: int = Field(16, gt=0)  # per API key (per replica), then close 4429
     start_timeout_s: float = Field(10.0, gt=0)  # the start message must come within this
-    stall_timeout_s: float = Field(10.0, gt=0)  # no message for this long: close 4408 (resumable)
+    stall_timeout_s: float = Field(10.0, gt=0)  # no chunk accepted for this long: close 4408 (resumable)
     resume_ttl_s: float = Field(60.0, ge=0)  # a dropped stream's state is kept this long for a resume
     # Chunks received but not yet processed (15 s of 10 fps frames and 0.1-s audio chunks), and their payload
     # bytes. Beyond the bytes the oldest queued frames are dropped; beyond either with no frame left to drop,

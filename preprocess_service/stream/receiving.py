@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from preprocess_service.stream import pause
 from preprocess_service.stream.inbound import Item, ahead_s
@@ -20,7 +21,34 @@ from preprocess_service.stream.protocol import (
     parse_control,
 )
 
+if TYPE_CHECKING:
+    from preprocess_service.stream.registry import Entry
+
 GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is closed 4415
+# Text control messages a connection may send: CONTROL_BURST, and CONTROLS_PER_S more for each second of wall
+# time or of media received since it opened (whichever is more: a resend after an outage brings its marks).
+# Handling changes a few times an hour; a client toggling it thousands of times a second grew the stream's
+# handling periods, and each checkpoint's copy of them, without bound.
+CONTROL_BURST = 20
+CONTROLS_PER_S = 2.0
+
+
+class ControlBudget:
+    def __init__(self, entry: Entry) -> None:
+        self.entry, self.spent = entry, 0
+        self.opened_at, self.media_at_open = time.monotonic(), max(entry.received_s.values())
+
+    def spend(self) -> str | None:
+        """Count one control message: None, or why the stream is closed 4409 `control_flood`."""
+        self.spent += 1
+        media_s = max(self.entry.received_s.values()) - self.media_at_open
+        span_s = max(time.monotonic() - self.opened_at, media_s)
+        if self.spent <= CONTROL_BURST + CONTROLS_PER_S * span_s:
+            return None
+        return (
+            f"{self.spent} control messages in {span_s:.0f} s (limit {CONTROL_BURST} and "
+            f"{CONTROLS_PER_S:g} a second); send handling only when it changes"
+        )
 
 
 class Receiving:
@@ -28,16 +56,12 @@ class Receiving:
     _enqueue)."""
 
     async def _receiver(self) -> None:
-        garbage = 0
-        stall = self.limits.stall_timeout_s
+        garbage, controls = 0, ControlBudget(self.entry)
+        heard = time.monotonic()  # the last chunk accepted (Entry.read_at), the opening or a pause's end
         while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), stall)
-            except TimeoutError:
-                reason = f"no data for {stall:g} s; reconnect with the stream id to resume"
-                return self.fail(CLOSE_STALLED, reason, "stalled")
-            except Exception:  # noqa: BLE001 (the connection broke)
-                msg = {"type": "websocket.disconnect"}
+            heard = max(heard, self.entry.read_at)
+            if (msg := await self._read(heard)) is None:
+                return
             if msg["type"] == "websocket.disconnect":
                 self.connected = False
                 self.close_code, self.close_reason = int(msg.get("code") or CLOSE_LOST), "client disconnected"
@@ -47,20 +71,40 @@ class Receiving:
                     self._chunk(msg["bytes"])
                 elif msg.get("text") is not None:
                     control = parse_control(msg["text"])
+                    if why := controls.spend():
+                        return self.fail(CLOSE_SLOW_CONSUMER, why, "control_flood")
                     self._enqueue(Item(control["type"], control, None, time.monotonic()))
                     if control["type"] == "end":
                         return
                 garbage = 0
                 if self.done.is_set():  # closed by the flow control
                     return
-                if self.inbound.full() and (why := await self.inbound.room(STUCK_S, self.entry)):  # bounded
-                    return self.fail(CLOSE_SLOW_CONSUMER, why, "overloaded")
+                if self.inbound.full():  # bounded (inbound.room); the pause is not the sender's silence
+                    if why := await self.inbound.room(STUCK_S, self.entry):
+                        return self.fail(CLOSE_SLOW_CONSUMER, why, "overloaded")
+                    heard = time.monotonic()
             except StreamRejected as exc:
                 self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
                 garbage = garbage + 1 if exc.code == "garbage" else 0
                 if garbage >= GARBAGE_LIMIT:
                     self.entry.finished = True  # nothing worth resuming
                     return self.fail(CLOSE_GARBAGE, f"{garbage} unreadable messages in a row", "garbage")
+
+    async def _read(self, heard: float) -> dict | None:
+        """The next message, or None once no chunk has been accepted for `stall_timeout_s` since `heard` (the
+        stream is closed 4408): only media keeps a stream open, not text (a client toggling `handling` or
+        sending anything else held its slot, and its replica's request slot, for ever)."""
+        stall = self.limits.stall_timeout_s
+        try:
+            if (left := heard + stall - time.monotonic()) <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(self.ws.receive(), left)
+        except TimeoutError:
+            reason = f"no audio or frame chunk for {stall:g} s; reconnect with the stream id to resume"
+            self.fail(CLOSE_STALLED, reason, "stalled")
+            return None
+        except Exception:  # noqa: BLE001 (the connection broke)
+            return {"type": "websocket.disconnect"}
 
     def _chunk(self, data: bytes) -> None:
         header, payload = parse_chunk(data)
