@@ -99,6 +99,11 @@ class Inbound:
                 return f"none of this stream's chunks was processed for {stuck_s:g} s (overloaded)"
         return None
 
+    def put_back(self, items: list[Item]) -> None:
+        """Return items taken but not processed to the head of the queue, in their order."""
+        self.items.extendleft(reversed(items))
+        self.bytes += sum(len(i.payload or b"") for i in items)
+
     def take(self, n: int) -> list[Item]:
         batch = [self.items.popleft() for _ in range(min(n, len(self.items)))]
         self.bytes -= sum(len(i.payload or b"") for i in batch)
@@ -146,10 +151,11 @@ def unaccept(items: list[Item], next_seq: dict, received_s: dict, default_rate: 
     return count
 
 
-def give_back(inbound: Inbound, entry: Entry) -> dict | None:
-    """Un-accept the chunks still queued in `inbound` at the drain deadline; the `not_processed` error event
-    that tells the client to resend them, or None when there were none. Their `handling` marks still apply, at
-    the media time processed so far (so a period starts early rather than being lost)."""
+def give_back(inbound: Inbound, entry: Entry, failed: bool = False) -> dict | None:
+    """Un-accept the chunks still queued in `inbound` at the drain deadline, or once the processing `failed`;
+    the `not_processed` error event that tells the client to resend them, or None when there were none. Their
+    `handling` marks still apply, at the media time processed so far (so a period starts early rather than
+    being lost)."""
     left = inbound.take(len(inbound.items))
     for item in left:
         if item.kind == "handling":
@@ -158,8 +164,10 @@ def give_back(inbound: Inbound, entry: Entry) -> dict | None:
     ended = any(i.kind == "end" for i in left)
     if not (n["audio"] or n["frame"] or ended):
         return None
-    detail = (f"{n['audio']} audio and {n['frame']} frame chunks were received but not processed within "
-              f"{DRAIN_TIMEOUT_S:g} s; resume and resend from next_seq {entry.state.next_seq}"
-              + (", then end again" if ended else ""))  # fmt: skip
+    why = "the server failed processing this stream" if failed else f"not within {DRAIN_TIMEOUT_S:g} s"
+    detail = (
+        f"{n['audio']} audio and {n['frame']} frame chunks were received but not processed ({why}); resume "
+        f"and resend from next_seq {entry.state.next_seq}" + (", then end again" if ended else "")
+    )
     log.warning("stream %s: %s", entry.stream_id, detail)
     return {"type": "error", "code": "not_processed", **n, "detail": detail}

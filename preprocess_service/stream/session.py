@@ -14,7 +14,8 @@ windows completed (one ensemble call for all ready), the sender writes events ou
   `max_queued_events` unsent (a client not reading: 4409). stall: no chunk accepted for `stall_timeout_s`
   (text does not count): 4408. controls: at most receiving.CONTROL_BURST + CONTROLS_PER_S a second, else 4409.
 - drain: after a close, a disconnect or Serve ending the handler, queued chunks are processed up to
-  `DRAIN_TIMEOUT_S`; the rest (all on a 1011) are given back (`next_seq`, `not_processed`) to be resent.
+  `DRAIN_TIMEOUT_S`; the rest are given back (`next_seq`, `not_processed`) to be resent; on a 1011 (the
+  processing failed) every chunk not processed, from the one it failed on.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Session(Receiving):
         self.connected = True
         self.drain_by: float | None = None  # set when the stream ends: queued chunks past it are given back
         self.notes: list[dict] = []  # per-connection notices sent right after `started` (not replayed)
+        self.fed, self.made = 0, ([], [])  # the batch being processed: items done, (windows, errors) made
         pause.behind_bound(entry, resumed, self.limits.max_ahead_s)  # the lag the back-pressure pause allows
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -85,8 +87,8 @@ class Session(Receiving):
         if not (await asyncio.wait({processor}, timeout=grace))[0]:
             log.error("stream %s: a batch still runs %.0f s into the drain", self.entry.stream_id, grace)
         await asyncio.wait({processor})
-        if processor.exception():  # it died (logged; the stream failed 1011): what it had queued is given
-            self._give_back()  # back, to be resent by a resume, not lost
+        if processor.exception():  # it died (logged; the stream failed 1011): what it had not processed is
+            self._give_back(failed=True)  # given back, to be resent by a resume, not lost
         if self.connected:
             try:
                 self.out.put_nowait(None)  # flush what is queued, then close
@@ -165,7 +167,7 @@ class Session(Receiving):
                 if self.drain_by is not None and time.monotonic() > self.drain_by:
                     return self._give_back()
                 batch = self.inbound.take(BATCH_ITEMS)  # draining: frames are not dropped late (no one waits)
-                ready, errors, late = await asyncio.to_thread(self._process, batch, self.drain_by is None)
+                ready, errors, late, failure = await self._run_batch(batch)
                 for event in errors:
                     self.emit(event)
                 self.inbound.dropped += late
@@ -176,19 +178,35 @@ class Session(Receiving):
                     self.emit({"type": "error", "code": "frames_dropped", "count": n, "detail": detail})
                 await self._score(ready)
                 pause.tighten(self.entry, self.limits.max_ahead_s)
+                if failure is not None:  # the processor dies (1011): run() gives what is queued back
+                    raise failure
                 if any(i.kind == "end" for i in batch):
                     return await self._finish()
                 if any(i.kind == "stop" for i in batch):
                     return
 
-    def _give_back(self) -> None:
-        """Un-accept the chunks still queued at the drain deadline (inbound.give_back); say so, recorded."""
-        if (event := give_back(self.inbound, self.entry)) is not None:
+    async def _run_batch(self, batch: list[Item]) -> tuple[Ready, list[dict], int, Exception | None]:
+        """`_process` on a worker thread, and None; after a failure there (a bug), what the items before it
+        made and the failure, the batch from the item it failed on put back in the queue (run() gives it
+        back): before, those items were lost, and a resume's next_seq passed them."""
+        self.fed, self.made = 0, ([], [])
+        try:
+            return (*await asyncio.to_thread(self._process, batch, self.drain_by is None), None)
+        except Exception as exc:  # noqa: BLE001 (re-raised by the processor once the rest is done)
+            self.inbound.put_back(batch[self.fed :])
+            return *self.made, 0, exc
+
+    def _give_back(self, failed: bool = False) -> None:
+        """Un-accept the chunks still queued at the drain deadline, or after the processing `failed`
+        (inbound.give_back); say so, recorded."""
+        if (event := give_back(self.inbound, self.entry, failed)) is not None:
             self.emit(event)
 
     def _process(self, batch: list[Item], live: bool) -> tuple[Ready, list[dict], int]:
-        """Feed a batch to the state (worker thread): its windows, error events and frames dropped late."""
-        ready, errors, late, e, s = [], [], 0, self.entry, self.state
+        """Feed a batch to the state (worker thread): its windows, error events and frames dropped late.
+        `fed` counts the items done and `made` holds what they made, for a failure midway (_run_batch)."""
+        (ready, errors), late, e, s = self.made, 0, self.entry, self.state
+        self.fed = 0
         for item in batch:
             skip = live and item.kind == "frame" and self.inbound.late(item, e, s.next_window)
             try:
@@ -206,6 +224,7 @@ class Session(Receiving):
                 errors.append(
                     {"type": "error", "code": code, "detail": str(exc), "chunk": item.header.get("seq")}
                 )
+            self.fed += 1
             ready += [(w, item.arrived) for w in self.state.ready()]
         return ready, errors, late
 

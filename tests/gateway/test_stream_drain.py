@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from support.stream_session import TICK, Socket, audio, hub, open_stream, run
 
 from avpenet import contract
 from preprocess_service.stream.inbound import Item
@@ -232,3 +233,28 @@ def test_a_handler_serve_cancels_is_drained_like_a_lost_link():
     assert asyncio.run(cancelled_mid_stream()) == []  # nothing of the session still runs
     processed = entry.state.n_samples // CHUNK
     assert session.close_code == CLOSE_LOST and entry.state.next_seq["audio"] == processed  # the rest: resent
+
+
+def test_a_failure_midway_through_a_batch_gives_back_the_batch_from_the_chunk_it_failed_on():
+    """A bug on audio chunk 45: before, the 32-chunk batch it was in was lost (chunks 45-63 neither
+    processed nor given back: the resume asked from 64) and the event blamed the drain's 30 s. Now every
+    chunk read from 45 on is given back, the event says the server failed, and the window the batch
+    completed before the failure is scored."""
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-crash2")
+    add_audio = entry.state.add_audio
+
+    def buggy(header: dict, payload: memoryview) -> None:
+        if header["seq"] == 45:
+            raise RuntimeError("a bug in processing")
+        add_audio(header, payload)
+
+    entry.state.add_audio = buggy
+    socket = Socket([audio(k) for k in range(100)])
+    assert run(the_hub, entry, socket) == CLOSE_INTERNAL
+    (event,) = [e for e in entry.events if e.get("code") == "not_processed"]
+    read = 100 - len(socket.messages)  # the receiver stops at the close
+    assert event["audio"] == read - 45 > 0
+    assert "server failed" in event["detail"] and "30 s" not in event["detail"]
+    assert entry.state.next_seq["audio"] == 45 and entry.state.n_samples == 45 * TICK
+    assert [e["window"] for e in entry.events if e["type"] == "score"] == [0, 1]  # 1 ends at chunk 40
