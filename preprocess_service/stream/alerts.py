@@ -10,6 +10,11 @@
 - No signal: a window with neither modality (both weights 0) scores only the model's age prior (about 5.7,
   NIPS-equivalent 4.0, above common NIPS thresholds): reported with `no_signal`, it neither counts toward nor
   clears an alert, restarts the run, and is left out of the baseline and the trend.
+- Unscored: a window the model could not score (Triton down: the session's `unavailable` error) is unknown
+  as well (`unscored`): it restarts the run, so an outage no longer joins the pain before and after it into
+  one sustained alert (10 minutes apart: 3 windows and 2 alerted at `windows` 5).
+- A window that neither counts nor clears (suppressed, no signal, unscored) also restarts the calm run of an
+  alert that is on: `clear_windows` calm windows in a row clear it, not calm windows on both sides of a gap.
 - Trend: exponentially smoothed score plus the slope (points per minute) of the last TREND_SPAN windows.
 - Checkpoint: `snapshot` is this state as plain data, `restore` continues it in a new stream whose time 0 is
   where the snapshot was taken (checkpoints.py: a stream whose replica is gone keeps its alert state).
@@ -125,6 +130,11 @@ class AlertMonitor:
             events += self._trend(w)
         return events
 
+    def unscored(self, start_s: float) -> None:
+        """A window that was not scored (Triton down): unknown, so both runs restart (as for no signal)."""
+        self._alerting(None, 0.0, True)
+        self.handling.forget_before(start_s, self.config.handling_grace_s)
+
     def snapshot(self, now_s: float) -> dict:
         """The state as plain data, its times relative to media time `now_s` (so at most 0)."""
 
@@ -165,10 +175,10 @@ class AlertMonitor:
             **read,
         }  # fmt: skip
 
-    def _alerting(self, w: Window, value: float, suppressed: bool) -> list[dict]:
+    def _alerting(self, w: Window | None, value: float, suppressed: bool) -> list[dict]:
         cfg = self.config
-        if suppressed:
-            self.run = 0
+        if suppressed:  # unknown: neither run goes on across it
+            self.run = self.calm = 0
             return []
         limit = self.threshold()
         if value > limit:
