@@ -123,7 +123,8 @@ def chunk_s(header: dict, size: int, default_rate: int) -> float:
 def ahead_s(received_s: dict, header: dict, size: int, default_rate: int, opened_at: float) -> float:
     """Count a chunk into `received_s` (media seconds per kind); seconds the media runs ahead of real time.
     A frame's capture time counts as far as it reaches (a jump is media the stream claims to hold); one that
-    is not a time is refused here, on receipt (StreamRejected: the chunk is skipped, nothing counted)."""
+    is not a time is refused here (StreamRejected, nothing counted; the receiver checks it first and counts
+    the frame without its time)."""
     kind = "audio" if header["kind"] == "audio" else "frame"
     t = frame_time(header) if kind == "frame" else None
     received_s[kind] += chunk_s(header, size, default_rate)

@@ -17,6 +17,7 @@ from preprocess_service.stream.protocol import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_STALLED,
     StreamRejected,
+    frame_time,
     parse_chunk,
     parse_control,
 )
@@ -107,11 +108,24 @@ class Receiving:
             return {"type": "websocket.disconnect"}
 
     def _chunk(self, data: bytes) -> None:
+        """Accept a chunk (its seq) and queue it; one refused on receipt (a `t` that is not a time) keeps its
+        time all the same: a frame without a face in the next slot, as the flow control drops frames."""
         header, payload = parse_chunk(data)
         self.state.check_seq(header["kind"], header["seq"])
-        self._pace(header, len(payload))
+        try:
+            if header["kind"] == "frame":
+                frame_time(header)
+        except StreamRejected:
+            self._accept({"kind": "frame", "seq": header["seq"]}, None)
+            raise
+        self._accept(header, payload)
+
+    def _accept(self, header: dict, payload: memoryview | None) -> None:
+        """Count a chunk toward the pacing and queue it (`dropped`: a frame without a face, no payload)."""
+        self._pace(header, 0 if payload is None else len(payload))
         pause.chunk_read(self.entry)
-        self._enqueue(Item(header["kind"], header, bytes(payload), time.monotonic()))
+        kind, data = ("dropped", None) if payload is None else (header["kind"], bytes(payload))
+        self._enqueue(Item(kind, header, data, time.monotonic()))
 
     def _pace(self, header: dict, size: int) -> None:
         """Close a stream whose media runs more than `max_ahead_s` ahead of the wall clock (a flood)."""

@@ -25,10 +25,10 @@ from avpenet.features.track import FaceTrack
 from preprocess_service.stream import faces
 from preprocess_service.stream.frames import decode_image, landmark_frame
 from preprocess_service.stream.protocol import (
-    MAX_AUDIO_CHUNK_S,
     Start,
     StreamRejected,
 )
+from preprocess_service.stream.samples import audio_wave, refused_samples
 from preprocess_service.stream.timeline import FrameClock
 
 
@@ -108,27 +108,18 @@ class StreamState:
             raise StreamRejected(
                 "out_of_order", f"{kind} chunk {seq} arrived before {expected}; resend from {expected}"
             )
-        self.next_seq[kind] += 1  # accepted at receipt: a chunk refused later (bad payload) is skipped
+        self.next_seq[kind] += 1  # accepted at receipt: a chunk refused later (payload) keeps its time
 
     def add_audio(self, header: dict, payload: memoryview) -> None:
-        rate = header.get("rate", self.start.sample_rate)
-        if rate != self.start.sample_rate:
-            raise StreamRejected(
-                "rate_changed",
-                f"audio chunk at {rate} Hz in a stream started at {self.start.sample_rate} Hz; open a new "
-                "stream",
-            )
-        if len(payload) % 4:
-            raise StreamRejected("bad_audio", "audio payload must be little-endian float32 samples")
-        wave = np.frombuffer(payload, "<f4").astype(np.float32)
-        if wave.size > MAX_AUDIO_CHUNK_S * self.start.sample_rate:
-            raise StreamRejected(
-                "bad_audio", f"audio chunk longer than {MAX_AUDIO_CHUNK_S} s; send smaller chunks"
-            )
+        """A chunk refused (StreamRejected) still takes its time, as silence (else the audio trails)."""
         try:
-            faudio.check_wave(wave, "the audio chunk's samples")
-        except InputError as exc:
-            raise StreamRejected("bad_audio", str(exc)) from None
+            wave = audio_wave(header, payload, self.start.sample_rate)
+        except StreamRejected:
+            self._append_audio(np.zeros(refused_samples(header, len(payload), self.start.sample_rate), "f4"))
+            raise
+        self._append_audio(wave)
+
+    def _append_audio(self, wave: np.ndarray) -> None:
         if self._resampler is not None:
             wave = self._resampler.resample_chunk(wave.astype(np.float64)).astype(np.float32)
         self._returning("audio")
@@ -137,11 +128,15 @@ class StreamState:
 
     def add_frame(self, header: dict, payload: memoryview) -> None:
         slot = self.clock.slot(header, self)  # before the frame is decoded and tracked: a refused one is not
-        track = (
-            landmark_frame(payload, self.image_size or (0, 0))
-            if self.start.mode == "landmarks"
-            else self._video_frame(header, payload)
-        )
+        try:
+            track = (
+                landmark_frame(payload, self.image_size or (0, 0))
+                if self.start.mode == "landmarks"
+                else self._video_frame(header, payload)
+            )
+        except (StreamRejected, InputError):  # refused: its slot holds a frame without a face
+            self._append_frame(FaceTrack.empty(1, self.image_size or (0, 0)), slot)
+            raise
         self._append_frame(track, slot)
 
     def add_dropped_frame(self, header: dict) -> None:

@@ -1,0 +1,41 @@
+"""One audio chunk's samples, checked (rate, float32, length, finite and in range), and the time a refused
+one stands for: it is kept on the stream's timeline as silence, so the audio stays level with the frames."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avpenet.errors import InputError
+from avpenet.features import audio as faudio
+from preprocess_service.stream.protocol import MAX_AUDIO_CHUNK_S, StreamRejected
+
+
+def audio_wave(header: dict, payload: memoryview, sample_rate: int) -> np.ndarray:
+    """The chunk's float32 samples at the stream's `sample_rate`; StreamRejected when they are not usable."""
+    rate = header.get("rate", sample_rate)
+    if rate != sample_rate:
+        raise StreamRejected(
+            "rate_changed",
+            f"audio chunk at {rate} Hz in a stream started at {sample_rate} Hz; open a new stream",
+        )
+    if len(payload) % 4:
+        raise StreamRejected("bad_audio", "audio payload must be little-endian float32 samples")
+    wave = np.frombuffer(payload, "<f4").astype(np.float32)
+    if wave.size > MAX_AUDIO_CHUNK_S * sample_rate:
+        raise StreamRejected(
+            "bad_audio", f"audio chunk longer than {MAX_AUDIO_CHUNK_S} s; send smaller chunks"
+        )
+    try:
+        faudio.check_wave(wave, "the audio chunk's samples")
+    except InputError as exc:
+        raise StreamRejected("bad_audio", str(exc)) from None
+    return wave
+
+
+def refused_samples(header: dict, size: int, sample_rate: int) -> int:
+    """Samples at the stream's rate that a refused chunk of `size` payload bytes stands for: its float32
+    samples at the rate its header names (the stream's when that is not a rate), at most MAX_AUDIO_CHUNK_S."""
+    rate = header.get("rate")
+    rate = rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else sample_rate
+    seconds = min(size // 4 / rate, MAX_AUDIO_CHUNK_S)
+    return int(round(seconds * sample_rate))
