@@ -87,9 +87,9 @@ class Receiving:
             except StreamRejected as exc:
                 self.emit({"type": "error", "code": exc.code, "detail": exc.detail})
                 garbage = garbage + 1 if exc.code == "garbage" else 0
-                if garbage >= GARBAGE_LIMIT:
-                    self.entry.finished = True  # nothing worth resuming
-                    return self.fail(CLOSE_GARBAGE, f"{garbage} unreadable messages in a row", "garbage")
+                if garbage >= GARBAGE_LIMIT:  # its state is kept for a resume (an alert that is on included)
+                    why = f"{garbage} unreadable messages in a row; the stream can be resumed"
+                    return self.fail(CLOSE_GARBAGE, why, "garbage")
 
     async def _read(self, heard: float) -> dict | None:
         """The next message, or None once no chunk has been accepted for `stall_timeout_s` since `heard` (the

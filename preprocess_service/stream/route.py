@@ -165,7 +165,7 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
         return await session.run()
     finally:
         hub.metrics.active.labels(mode).dec()
-        if entry.finished:  # ended (or closed for garbage): nothing to resume
+        if entry.finished:  # ended: nothing to resume
             hub.checkpoints.drop(sid, entry.key_id)
         else:  # its alert state as it is now, for a reconnect that reaches another replica
             hub.checkpoints.put(sid, entry.key_id, entry.checkpoint(), now=True)

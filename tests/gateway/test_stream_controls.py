@@ -17,7 +17,13 @@ from support.stream_session import Socket, audio, hub, open_stream, run, text
 
 from preprocess_service.stream.alerts import AlertMonitor, Handling
 from preprocess_service.stream.limits import StreamLimits
-from preprocess_service.stream.protocol import CLOSE_SLOW_CONSUMER, CLOSE_STALLED, StreamConfig
+from preprocess_service.stream.protocol import (
+    CLOSE_GARBAGE,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_STALLED,
+    Start,
+    StreamConfig,
+)
 from preprocess_service.stream.receiving import CONTROL_BURST
 
 ON, OFF = text({"type": "handling", "active": True}), text({"type": "handling", "active": False})
@@ -88,3 +94,19 @@ def test_a_stream_sending_only_text_is_closed_as_stalled():
     assert run(the_hub, entry, socket) == CLOSE_STALLED
     assert time.monotonic() - began < 3.0
     assert socket.errors("stalled") and "no audio or frame chunk" in socket.errors("stalled")[0]["detail"]
+
+
+def test_unreadable_messages_close_4415_and_keep_the_stream_for_a_resume():
+    """A device sending unknown keep-alive text while its media paused: before, the close 4415 marked the
+    stream finished, so its state and checkpoint were dropped and an alert that was on was forgotten."""
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-garbage1")
+    entry.monitor.alerting = True
+    socket = Socket([audio(0)] + [text({"type": "keepalive"})] * 25)
+    assert run(the_hub, entry, socket) == CLOSE_GARBAGE
+    assert not entry.finished  # before: finished, its state dropped at the detach
+    assert "resumed" in socket.errors("garbage")[-1]["detail"]
+    the_hub.registry.detach(entry)
+    start = Start(type="start", mode="audio", age_group="adult", stream_id="stream-garbage1", last_event=0)
+    again, resumed = the_hub.registry.acquire(start, "stream-garbage1", "key-1")
+    assert resumed and again is entry and again.monitor.alerting and again.state.next_seq["audio"] == 1
