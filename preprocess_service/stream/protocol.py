@@ -176,8 +176,14 @@ def parse_chunk(data: bytes) -> tuple[dict, memoryview]:
     if len(data) < 4:
         raise StreamRejected("garbage", "binary message shorter than its 4-byte header length")
     (size,) = struct.unpack(">I", data[:4])
-    if not 2 <= size <= MAX_HEADER_BYTES or len(data) < 4 + size:
+    if not 2 <= size <= MAX_HEADER_BYTES:
         raise StreamRejected("garbage", f"chunk header length {size} is not within 2..{MAX_HEADER_BYTES}")
+    if len(data) < 4 + size:
+        raise StreamRejected(
+            "garbage",
+            f"binary message of {len(data)} bytes is cut short: its header length says a {size}-byte JSON "
+            f"header follows the first 4 bytes ({4 + size} bytes at least)",
+        )
     try:
         header = json.loads(bytes(data[4 : 4 + size]))
     except (ValueError, RecursionError):

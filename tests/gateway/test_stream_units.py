@@ -141,6 +141,14 @@ def test_garbage_chunks_are_refused(data):
     assert exc.value.code == "garbage"
 
 
+def test_a_chunk_cut_short_says_so():
+    """Before: 'chunk header length 40 is not within 2..1024' for a message shorter than its header."""
+    whole = encode_chunk({"kind": "audio", "seq": 0, "rate": 16000}, b"")
+    with pytest.raises(StreamRejected, match=f"{len(whole) - 5} bytes is cut short") as exc:
+        protocol.parse_chunk(whole[:-5])
+    assert f"{len(whole) - 4}-byte JSON header" in exc.value.detail and "not within" not in exc.value.detail
+
+
 def test_deeply_nested_control_message_is_garbage():
     with pytest.raises(StreamRejected) as exc:
         protocol.parse_control("[" * 5000)
