@@ -35,6 +35,23 @@ def landmark_frame(payload: memoryview, image_size: tuple[int, int]) -> FaceTrac
     )
 
 
+def check_size(header: dict, size: int, mode: str, max_pixels: int) -> None:
+    """Refuse a frame larger than its mode allows as it arrives, before it is queued: a landmark frame is
+    exactly FRAME_FLOATS float32; a video frame at most raw RGB at the `max_pixels` limit (a JPEG or PNG is
+    far smaller). Before, any frame up to the proxy's 16 MiB message limit was queued and counted as 0.1 s,
+    so a stream could hold about 100 of them (1.6 GiB) before its flood check closed it."""
+    if mode == "landmarks" and size != FRAME_FLOATS * 4:
+        raise StreamRejected(
+            "bad_frame", f"a landmark frame is {FRAME_FLOATS} float32 ({FRAME_FLOATS * 4} bytes); got {size}"
+        )
+    if mode == "video" and size > max_pixels * 3:
+        raise StreamRejected(
+            "bad_frame",
+            f"a video frame is at most {max_pixels * 3} bytes (raw RGB at the {max_pixels}-pixel limit); "
+            f"got {size}",
+        )
+
+
 def decode_image(header: dict, payload: memoryview, max_pixels: int) -> np.ndarray:
     """A video frame (JPEG, PNG or raw RGB as its header says) as RGB uint8, within max_pixels."""
     fmt, w, h = header.get("format"), header.get("width"), header.get("height")

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from preprocess_service.stream import pause
+from preprocess_service.stream.frames import check_size
 from preprocess_service.stream.inbound import Item, ahead_s
 from preprocess_service.stream.limits import STUCK_S
 from preprocess_service.stream.protocol import (
@@ -16,6 +17,7 @@ from preprocess_service.stream.protocol import (
     CLOSE_LOST,
     CLOSE_SLOW_CONSUMER,
     CLOSE_STALLED,
+    FRAME_TIME,
     StreamRejected,
     frame_time,
     parse_chunk,
@@ -108,16 +110,20 @@ class Receiving:
             return {"type": "websocket.disconnect"}
 
     def _chunk(self, data: bytes) -> None:
-        """Accept a chunk (its seq) and queue it; one refused on receipt (a `t` that is not a time) keeps its
-        time all the same: a frame without a face in the next slot, as the flow control drops frames."""
+        """Accept a chunk (its seq) and queue it. A frame refused on receipt (a `t` that is not a time, a size
+        its mode cannot have) keeps its time all the same: a frame without a face in its `t` slot or the next
+        one, as the flow control drops frames; its payload is not queued."""
         header, payload = parse_chunk(data)
         self.state.check_seq(header["kind"], header["seq"])
-        try:
-            if header["kind"] == "frame":
-                frame_time(header)
-        except StreamRejected:
-            self._accept({"kind": "frame", "seq": header["seq"]}, None)
-            raise
+        if header["kind"] == "frame":
+            kept = {"kind": "frame", "seq": header["seq"]}
+            try:
+                if frame_time(header) is not None:
+                    kept[FRAME_TIME] = header[FRAME_TIME]
+                check_size(header, len(payload), self.entry.start.mode, self.state.max_pixels)
+            except StreamRejected:
+                self._accept(kept, None)
+                raise
         self._accept(header, payload)
 
     def _accept(self, header: dict, payload: memoryview | None) -> None:

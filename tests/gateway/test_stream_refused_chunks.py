@@ -19,6 +19,7 @@ from avpenet.features import windows
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream import protocol
 from preprocess_service.stream.protocol import CLOSE_NORMAL, Start, StreamRejected
+from preprocess_service.stream.session import Session
 from preprocess_service.stream.state import StreamState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -97,3 +98,38 @@ def test_a_frame_refused_on_receipt_keeps_its_slot_and_the_next_one_is_taken():
     assert run(the_hub, entry, socket) == CLOSE_NORMAL
     assert [e["code"] for e in socket.sent if e["type"] == "error"] == ["bad_frame_time"]
     assert entry.state.n_frames == 40 and entry.state.frames_s == entry.state.audio_s
+
+
+@pytest.mark.parametrize(
+    ("mode", "header", "size"),
+    [
+        ("landmarks", {"t": 0.5}, 16 * 2**20),
+        ("landmarks", {}, 6011),
+        ("video", {"format": "jpeg"}, 30_000_001),
+    ],
+    ids=["landmarks-16MiB", "landmarks-short", "video-over-raw-rgb"],
+)
+def test_a_frame_larger_than_its_mode_allows_is_refused_on_receipt_unqueued(mode, header, size):
+    """Before, every frame up to the proxy's 16 MiB message limit was queued (and counted as 0.1 s by the
+    flood check): about 100 of them per stream before it was closed. Now its payload is never queued; the
+    frame keeps its slot without a face."""
+    the_hub = hub()
+    start = {"mode": mode, "image_size": list(SIZE)} if mode == "landmarks" else {"mode": mode}
+    session = Session(None, the_hub, open_stream(the_hub, **start), resumed=False)
+    chunk = frame({"seq": 0, "width": 4000, "height": 2500, **header}, bytes(size))["bytes"]
+    with pytest.raises(StreamRejected, match="bytes") as exc:
+        session._chunk(chunk)
+    assert exc.value.code == "bad_frame"
+    (item,) = session.inbound.items
+    assert item.kind == "dropped" and item.payload is None and session.inbound.bytes == 0
+    kept = {"kind": "frame", "seq": 0, **({"t": header["t"]} if "t" in header else {})}  # its slot
+    assert item.header == kept and session.state.next_seq["frame"] == 1
+
+
+def test_frames_within_their_modes_size_are_queued():
+    the_hub = hub()
+    session = Session(None, the_hub, open_stream(the_hub, mode="video"), resumed=False)
+    session._chunk(
+        frame({"seq": 0, "format": "rgb", "width": 1920, "height": 1080}, bytes(1920 * 1080 * 3))["bytes"]
+    )
+    assert [i.kind for i in session.inbound.items] == ["frame"]
