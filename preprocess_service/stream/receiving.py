@@ -139,6 +139,8 @@ class Receiving:
         ahead = ahead_s(e.received_s, header, size, e.start.sample_rate, e.opened_at)
         if ahead > limit:
             reason = (
-                f"media arrives {ahead:.0f} s ahead of real time (limit {limit:g} s); stream at real time"
+                f"media arrives {ahead:.0f} s ahead of real time (limit {limit:g} s); stream at real time, "
+                f"a frame's {FRAME_TIME!r} in seconds since this stream's start (from 0 again after a "
+                "resume whose started.resumed is false)"
             )
             self.fail(CLOSE_SLOW_CONSUMER, reason, "too_fast")

@@ -13,7 +13,7 @@ import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.stream_session import Socket, audio, hub, open_stream, run, text
+from support.stream_session import Socket, audio, frame, hub, open_stream, run, text
 
 from preprocess_service.stream.alerts import AlertMonitor, Handling
 from preprocess_service.stream.limits import StreamLimits
@@ -110,3 +110,14 @@ def test_unreadable_messages_close_4415_and_keep_the_stream_for_a_resume():
     start = Start(type="start", mode="audio", age_group="adult", stream_id="stream-garbage1", last_event=0)
     again, resumed = the_hub.registry.acquire(start, "stream-garbage1", "key-1")
     assert resumed and again is entry and again.monitor.alerting and again.state.next_seq["audio"] == 1
+
+
+def test_frames_ahead_by_their_capture_time_are_told_t_restarts_after_a_new_stream():
+    """A device resumed onto a new stream (started.resumed false) that keeps its clock sends t = 500 s: the
+    close 4409 too_fast said only 'stream at real time'; it now names `t` and its restart from 0."""
+    the_hub = hub()
+    entry = open_stream(the_hub, mode="landmarks", image_size=[640, 480], audio=False)
+    socket = Socket([frame({"seq": 0, "t": 500.0}, bytes(6012))])
+    assert run(the_hub, entry, socket) == CLOSE_SLOW_CONSUMER
+    (error,) = socket.errors("too_fast")
+    assert "'t'" in error["detail"] and "from 0 again" in error["detail"] and "resumed" in error["detail"]
