@@ -38,6 +38,10 @@ M = TypeVar("M", bound=Message)
 # The wire types the walk takes; groups (3, 4) it leaves to protobuf.
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
 MAX_LEN = (1 << 31) - 1  # protobuf's own bound on a length-delimited field
+# Fields the walk reads before it hands the message to protobuf's parse instead. A Score message has about 20
+# (its text fields, the media and their names, a few version pins); the walk is Python, about 2 us a field
+# against protobuf's C, so 50 MiB of empty fields (26 million) would hold the event loop for a minute.
+MAX_WALKED_FIELDS = 256
 
 
 def max_message_bytes(max_upload_bytes: int) -> int:
@@ -81,9 +85,11 @@ def parse_views(message_type: type[M], data: Any, fields: Iterable[str]) -> tupl
     """
     if isinstance(data, message_type) or not isinstance(data, bytes | bytearray | memoryview):
         return parse(message_type, data), {}
-    raw = memoryview(data).toreadonly().cast("B")
+    raw = memoryview(data)
+    if not raw.c_contiguous:
+        return parse(message_type, bytes(raw)), {}
     try:
-        small, views = _without_payloads(raw, _payload_numbers(message_type, fields))
+        small, views = _without_payloads(raw.toreadonly().cast("B"), _payload_numbers(message_type, fields))
     except _Unwalkable:
         return _parsed(message_type, bytes(data)), {}
     return _parsed(message_type, small), views
@@ -142,9 +148,15 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _fields(raw: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Each field of `raw[pos:end]`: (number, wire type, its start, its value's start, its end)."""
+def _fields(
+    raw: memoryview, pos: int, end: int, budget: list[int]
+) -> Iterator[tuple[int, int, int, int, int]]:
+    """Each field of `raw[pos:end]`: (number, wire type, its start, its value's start, its end); `budget`
+    holds the fields the walk may still read (MAX_WALKED_FIELDS)."""
     while pos < end:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _Unwalkable  # not a Score message a client makes: protobuf parses it in C
         tag, value = _varint(raw, pos, end)
         number, wire = tag >> 3, tag & 7
         if wire == VARINT:
@@ -177,14 +189,14 @@ def _without_payloads(
     """`raw` less the payload of each of the `media` fields (as `_payload_numbers` gives them), each
     occurrence's length written anew, and the payloads as views (a later one replaces an earlier, as
     protobuf's merge does)."""
-    small, views, copied = bytearray(), {}, 0
-    for number, wire, start, value, end in _fields(raw, 0, len(raw)):
+    small, views, copied, budget = bytearray(), {}, 0, [MAX_WALKED_FIELDS]
+    for number, wire, start, value, end in _fields(raw, 0, len(raw), budget):
         if wire != LEN or number not in media:
             continue  # copied as it is, with the run it is in
         _check_header(raw, number, start, value, end)
         name, payload = media[number]
         inner, kept = bytearray(), value
-        for inner_number, inner_wire, inner_start, data, inner_end in _fields(raw, value, end):
+        for inner_number, inner_wire, inner_start, data, inner_end in _fields(raw, value, end, budget):
             if inner_number == payload and inner_wire == LEN:
                 _check_header(raw, payload, inner_start, data, inner_end)
                 inner += raw[kept:inner_start]

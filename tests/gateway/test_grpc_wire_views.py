@@ -248,3 +248,34 @@ def test_a_parsed_message_or_other_buffers_are_taken_too():
         grpc_wire.parse_views(pb.ScoreRequest, "text", MEDIA_PARTS)
     with pytest.raises(TypeError, match="singular"):
         grpc_wire.parse_views(pb.ScoreResponse, b"", ["timeline"])  # repeated, and no `data`
+
+
+def test_a_message_of_many_fields_is_left_to_protobufs_parse(monkeypatch):
+    """The walk is Python: a message of millions of empty fields (50 MiB, before the key is checked) held a
+    replica's event loop for a minute. Past MAX_WALKED_FIELDS the walk stops and protobuf parses it in C."""
+    walked = []
+    real = grpc_wire._fields
+
+    def counted(*args):
+        for field in real(*args):
+            walked.append(field)
+            yield field
+
+    monkeypatch.setattr(grpc_wire, "_fields", counted)
+    many = _len_field(1, b"") * 100_000 + _len_field(2, _len_field(1, b"sound"))  # empty clips, then audio
+    message, views = grpc_wire.parse_views(pb.ScoreRequest, many, MEDIA_PARTS)
+    assert len(walked) <= grpc_wire.MAX_WALKED_FIELDS  # then protobuf's parse, which keeps the data
+    assert views == {} and message.audio.data == b"sound" and message.HasField("clip")
+    _same(many)
+    usual = pb.ScoreRequest(audio=pb.MediaFile(data=b"x", filename="a.wav"), model_versions={"avpenet": "1"})
+    assert (
+        bytes(grpc_wire.parse_views(pb.ScoreRequest, usual.SerializeToString(), MEDIA_PARTS)[1]["audio"])
+        == b"x"
+    )
+
+
+def test_a_buffer_that_is_not_contiguous_is_parsed_too():
+    raw = pb.ScoreRequest(clip=pb.MediaFile(data=b"abc")).SerializeToString()
+    spread = memoryview(bytes(b for c in raw for b in (c, 0)))[::2]  # every other byte: raw, not contiguous
+    message, views = grpc_wire.parse_views(pb.ScoreRequest, spread, MEDIA_PARTS)
+    assert message.clip.data == b"abc" and views == {}
