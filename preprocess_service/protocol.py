@@ -225,7 +225,8 @@ class AgeRead(BaseModel):
 def contradicted(adult_probability: float, named: str) -> bool:
     """Whether a clip read with this P(adult) surely is not of the `named` group (a request's age group):
     P(the named group) below `contract.AGE_CONTRADICTED_BELOW`."""
-    p_named = adult_probability if named == contract.LABELLED_AGE_GROUPS[1] else 1.0 - adult_probability
+    shown = round(float(adult_probability), 4)  # decided on the value the answer shows, as AgeRead.group is
+    p_named = shown if named == contract.LABELLED_AGE_GROUPS[1] else 1.0 - shown
     return p_named < contract.AGE_CONTRADICTED_BELOW
 
 
@@ -269,7 +270,7 @@ class ScoreResponse(BaseModel):
     modalities: list[str]
     masked: dict[str, str] = {}  # modality -> why no window used it (not sent, no face, silent: masking.py)
     age_group: str
-    age_read: AgeRead | None = None  # only for age_group "unknown", when the served model reads it
+    age_read: AgeRead | None = None  # age_group "unknown" and read, or a named group contradicted
     aggregation: str = AGGREGATION
     model_name: str
     model_versions: dict[str, str]  # the versions that produced this answer (checked around the call)

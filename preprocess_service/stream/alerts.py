@@ -164,7 +164,9 @@ class AlertMonitor:
 
     def _score_event(self, w: Window, value: float, suppressed: bool, in_baseline: bool) -> dict:
         read = (
-            {} if w.adult_probability is None else {"age_read": AgeRead.of(w.adult_probability).model_dump()}
+            {}
+            if w.adult_probability is None
+            else {"age_read": AgeRead.of(w.adult_probability).model_dump(exclude={"contradicts_age_group"})}
         )
         return {
             "type": "score", "window": w.index, "start_s": w.start_s, "end_s": w.end_s,

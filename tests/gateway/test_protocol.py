@@ -80,6 +80,15 @@ class TestScoreResponse:
         )
         assert not unknown.age_read.contradicts_age_group  # nothing was named to contradict
 
+    def test_the_flag_agrees_with_the_probability_shown(self):
+        """An integrator who checks P(the named group) < 0.05 on the value shown gets the gateway's answer."""
+        from preprocess_service.protocol import AgeRead
+
+        for p in (0.95004, 0.95, 0.94996):
+            read = AgeRead.of(p, "neonate")
+            assert read.adult_probability == 0.95 and not read.contradicts_age_group
+        assert AgeRead.of(0.95006, "neonate").contradicts_age_group  # shown 0.9501: P(neonate) 0.0499
+
     @pytest.mark.parametrize(
         ("p", "group", "shown"), [(0.499996, "adult", 0.5), (0.49994, "neonate", 0.4999)]
     )

@@ -110,6 +110,7 @@ def test_a_stream_without_an_age_group_reports_the_age_read_per_window(gateway_s
     scores = kinds(stream.events, "score")
     assert clip.age_read is not None and len(scores) == len(clip.timeline)
     read = [s["age_read"]["adult_probability"] for s in scores]
+    assert all(set(s["age_read"]) == {"group", "adult_probability"} for s in scores)  # streams question none
     assert np.mean(read) == pytest.approx(clip.age_read.adult_probability, abs=1e-3)
     assert all(
         s["age_read"]["group"] == ("adult" if p >= 0.5 else "neonate")
