@@ -58,13 +58,16 @@ def check_inputs(args: argparse.Namespace, gateway_args: dict) -> None:
     from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
     if args.api_key_file:
-        try:
-            keys = ApiKeys(key_file=args.api_key_file)
+        from preprocess_service.stack import KEYS_ENV
+
+        try:  # as the gateway reads them: the file's keys and those of AVPENET_API_KEYS together
+            keys = ApiKeys(os.environ.get(KEYS_ENV, "").split(","), key_file=args.api_key_file)
         except UnicodeDecodeError:
             raise ValueError(f"--api-key-file {args.api_key_file} is not text (one key per line)") from None
         if not keys.configured:
             raise ValueError(
-                f"--api-key-file {args.api_key_file} holds no key: every request would be refused"
+                f"--api-key-file {args.api_key_file} holds no key (nor does {KEYS_ENV}): every request "
+                "would be refused"
             )
     path = args.config or CONFIG_PATH
     try:

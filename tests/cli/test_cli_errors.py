@@ -299,6 +299,15 @@ def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tm
         assert code == 2 and says in err, (argv, err)
 
 
+def test_an_empty_key_file_beside_keys_in_the_environment_is_not_refused(tmp_path, monkeypatch):
+    """The gateway reads AVPENET_API_KEYS and the file together: an empty file is then no reason to stop."""
+    never_started(monkeypatch)
+    (tmp_path / "empty.keys").write_text("# rotated in later\n")
+    monkeypatch.setenv("AVPENET_API_KEYS", "abc123")
+    with pytest.raises(AssertionError, match="started before checking"):  # it went on to start the stack
+        main(["serve", "--api-key-file", str(tmp_path / "empty.keys"), "--no-grpc"])
+
+
 @pytest.mark.parametrize(
     "argv",
     [
