@@ -252,8 +252,8 @@ def show(
 
 def stops(exc: ScoreError) -> bool:
     """Whether the next clips would fare no better: the gateway unreachable, too slow or elsewhere, or it has
-    no interface engine for --deliver (422 DeliveryNotConfigured over HTTP, FAILED_PRECONDITION over gRPC)."""
-    return exc.status in STOPS or exc.error == "DeliveryNotConfigured" or exc.status == "FAILED_PRECONDITION"
+    no interface engine for --deliver (DeliveryNotConfigured, which HTTP and gRPC name alike)."""
+    return exc.status in STOPS or exc.error == "DeliveryNotConfigured"
 
 
 def run(args: argparse.Namespace) -> int:

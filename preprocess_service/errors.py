@@ -2,7 +2,9 @@
 
 Input problems come from `avpenet.errors` (raised by the shared feature code); these cover the rest: the
 request's shape, auth, overload and Triton. Every class carries `http_status` and `grpc_code` so HTTP and gRPC
-answer the same failure the same way (`status_of`).
+answer the same failure the same way (`status_of`), and both name its class (`reason_of`): HTTP in the body's
+`error`, gRPC in the trailing metadata `avpenet-error` (`grpc_trailing`), which the SDK reads into
+`ScoreError.error` alike.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class StillRunning(BudgetSpent):
     gets its answer (or runs again if that one failed)."""
 
 
+ERROR_KEY = "avpenet-error"  # gRPC trailing metadata: the error class, HTTP's body `error`
 PROCESSED_ATTR = "media_seconds_processed"  # set on an extractor's error: the media it decoded before it
 
 
@@ -172,3 +175,12 @@ def status_of(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, InputError | GatewayError):
         return int(exc.http_status), str(exc.grpc_code)
     return 500, "INTERNAL"
+
+
+def grpc_trailing(exc: BaseException, rid: str) -> list[tuple[str, str]]:
+    """The trailing metadata of a gRPC error answer: the request id, the error class under ERROR_KEY (what
+    HTTP's body names `error`) and, for an error that may pass later, its `retry-after` seconds."""
+    trailing = [("x-request-id", rid), (ERROR_KEY, reason_of(exc))]
+    if retry := getattr(exc, "retry_after_s", None):
+        trailing.append(("retry-after", str(retry)))
+    return trailing

@@ -15,7 +15,7 @@ import grpc
 from preprocess_service import audit, grpc_wire, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import proto_format
-from preprocess_service.errors import ClientGone, InvalidRequest, detail_of, status_of
+from preprocess_service.errors import ClientGone, InvalidRequest, detail_of, grpc_trailing, status_of
 from preprocess_service.protocol import MEDIA_PARTS, ScoreRequest, new_request_id
 
 if TYPE_CHECKING:
@@ -136,8 +136,4 @@ class GrpcMethods:
         self.service.refused(exc, "grpc")
         grpc_context.set_code(grpc.StatusCode[code])
         grpc_context.set_details(detail_of(exc))  # the gateway's own errors' text, else "internal error"
-        trailing = [("x-request-id", rid)]
-        retry = getattr(exc, "retry_after_s", None)
-        if retry:
-            trailing.append(("retry-after", str(retry)))
-        grpc_context.set_trailing_metadata(trailing)
+        grpc_context.set_trailing_metadata(grpc_trailing(exc, rid))  # request id, error class, retry-after

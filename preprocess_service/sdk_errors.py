@@ -3,11 +3,14 @@ reason, marked retryable (`Retryable`, with the Retry-After to honour) where sen
 may pass: 429/503/504 over HTTP, RESOURCE_EXHAUSTED/UNAVAILABLE/DEADLINE_EXCEEDED over gRPC, but not the
 gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits) nor grpcio's for a message over
 a gRPC size limit. An answer that is not the gateway's (a proxy's page) keeps its own text as the reason.
+The error class is the same over both protocols: HTTP's body `error`, gRPC's trailing `avpenet-error`.
 """
 
 from __future__ import annotations
 
 import re
+
+from preprocess_service.errors import ERROR_KEY
 
 RETRY_HTTP = {429, 503, 504}
 RETRY_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
@@ -63,7 +66,8 @@ def over_grpc_limit(details: str, request_bytes: int) -> ScoreError | None:
 def grpc_error(name: str, details: str, trailing: dict[str, str]) -> ScoreError | Retryable:
     """A gRPC refusal (status code `name`) as the SDK raises it: Retryable where it may pass."""
     unreachable = name == "UNAVAILABLE" and "failed to connect" in details  # nothing listens
-    error = ScoreError("UNREACHABLE" if unreachable else name, details)  # as over HTTP
+    # the class the gateway names, as HTTP's body does; none from a proxy or a gateway before it sent one
+    error = ScoreError("UNREACHABLE" if unreachable else name, details, trailing.get(ERROR_KEY, ""))
     too_large = (  # the gateway's own refusal of a clip over its limits (no proxy queue full)
         name == "RESOURCE_EXHAUSTED" and "x-request-id" in trailing and "retry-after" not in trailing
     )

@@ -87,6 +87,22 @@ def test_a_gateway_without_an_interface_engine_refuses_and_the_run_stops(wavs, c
     assert len(gateway.seen) == 1 and "after the 0 answered were not sent" in err  # each would be refused
 
 
+def test_a_grpc_gateway_without_an_interface_engine_stops_the_run_by_the_error_class(wavs, capsys):
+    """The run stopped on FAILED_PRECONDITION, a gRPC code; it now stops on the class the gateway names in its
+    `avpenet-error` trailer, DeliveryNotConfigured, as over HTTP."""
+    import grpc
+
+    trailing = (("x-request-id", "r"), ("avpenet-error", "DeliveryNotConfigured"))
+    gateway = FakeGrpcGateway([(grpc.StatusCode.FAILED_PRECONDITION, NO_ENGINE, trailing)])
+    try:
+        code = main(["score", *map(str, wavs), "--grpc", "--url", gateway.target, *DELIVER])
+    finally:
+        gateway.close()
+    err = capsys.readouterr().err
+    assert code == 1 and NO_ENGINE in err and "refused --deliver" in err
+    assert len(gateway.seen) == 1 and "after the 0 answered were not sent" in err
+
+
 def test_beside_documents_the_outcome_goes_to_stderr(wavs, capsys):
     message = "MSH|^~\\&|AVPENET|||||20261205||ORU^R01|id-1|P|2.5.1"
     answer = (200, message, {"type": "x-application/hl7-v2+er7", "headers": {"X-HL7-Delivery": DELIVERED}})

@@ -10,11 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 from ray.serve.exceptions import BackPressureError
+from support.gateway import API_KEY, av_request
 
 from avpenet.errors import TooLarge
 from preprocess_service import http_routes
 from preprocess_service.errors import BudgetSpent, GatewayError, InvalidRequest, TritonTimeout
 from preprocess_service.grpc_methods import GrpcMethods
+from preprocess_service.protocol import MediaPart, ScoreRequest
+from preprocess_service.sdk import Client, ScoreError
 
 SERVICE = SimpleNamespace(record=lambda *args: None, refused=lambda *args: None)  # the counters, unread here
 OWN = [
@@ -63,6 +66,8 @@ def test_the_gateways_own_errors_say_what_happened_over_both_protocols(exc, stat
     context = _grpc(exc)
     assert (context.code, context.details) == (code, str(exc))
     assert context.trailing.get("retry-after") == retry
+    # the class, as HTTP's body names it: gRPC's code alone leaves BudgetSpent and TritonUnavailable alike
+    assert context.trailing["avpenet-error"] == body["error"] and context.trailing["x-request-id"] == "rid-1"
 
 
 @pytest.mark.parametrize("exc", FOREIGN, ids=lambda v: type(v).__name__)
@@ -72,3 +77,29 @@ def test_any_other_exception_is_an_internal_error_over_both_protocols(exc):
     assert (http_status, body["error"], body["detail"]) == (500, "InternalError", "internal error")
     context = _grpc(exc)
     assert (context.code, context.details) == ("INTERNAL", "internal error")
+    assert context.trailing["avpenet-error"] == "InternalError" and "retry-after" not in context.trailing
+
+
+REFUSED = [  # (what the SDK is given, the request, built when used, the class both protocols name)
+    ({"api_key": "wrong-key"}, av_request, "Unauthenticated"),
+    ({}, lambda: av_request(recorded_at="2026-13-40"), "InvalidRequest"),
+    ({}, lambda: av_request(model_versions={"fusion": "77"}), "NotFound"),
+    ({}, lambda: ScoreRequest(audio=MediaPart(data=b"not audio" * 20)), "UnsupportedMedia"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("client", "request_", "error"), REFUSED, ids=["key", "time", "pin", "media"])
+def test_the_sdk_names_the_same_error_class_over_http_and_grpc(gateway_stack, client, request_, error):
+    """`ScoreError.error` held the class over HTTP (the body's `error`) and "" over gRPC, whose answer carried
+    only its code and details: the real gateway now sends it as the trailer `avpenet-error`."""
+    named = {}
+    for protocol, target in (("http", gateway_stack.http_url), ("grpc", gateway_stack.grpc_target)):
+        sdk = Client(target, grpc=protocol == "grpc", retries=0, **{"api_key": API_KEY, **client})
+        try:
+            with pytest.raises(ScoreError) as info:
+                sdk.score(request_())
+        finally:
+            sdk.close()
+        named[protocol] = info.value.error
+    assert named == {"http": error, "grpc": error}

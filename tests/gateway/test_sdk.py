@@ -150,6 +150,31 @@ def test_grpc_resource_exhausted_is_retried_only_when_it_can_pass(request_, trai
 
 
 @pytest.mark.parametrize(
+    ("code", "trailing", "error"),
+    [
+        ("FAILED_PRECONDITION", (("avpenet-error", "DeliveryNotConfigured"),), "DeliveryNotConfigured"),
+        ("INVALID_ARGUMENT", (("x-request-id", "r1"), ("avpenet-error", "InvalidRequest")), "InvalidRequest"),
+        ("UNAVAILABLE", (("avpenet-error", "BudgetSpent"), ("retry-after", "0")), "BudgetSpent"),
+        ("INVALID_ARGUMENT", (), ""),  # a proxy's refusal names no class
+    ],
+)
+def test_a_grpc_refusal_names_its_error_class_as_over_http(request_, code, trailing, error):
+    """`ScoreError.error` was "" over gRPC, which carried only the code and details: a caller had to test
+    FAILED_PRECONDITION there and DeliveryNotConfigured over HTTP. It is the gateway's `avpenet-error`."""
+    import grpc
+
+    server, target, _ = _grpc_gateway(grpc.StatusCode[code], "refused", trailing)
+    client = Client(target, grpc=True, retries=1, backoff_s=0.01)
+    try:
+        with pytest.raises(ScoreError) as info:
+            client.score(request_)
+        assert (info.value.status, info.value.error, info.value.detail) == (code, error, "refused")
+    finally:
+        client.close()
+        server.stop(None)
+
+
+@pytest.mark.parametrize(
     ("channel_limit", "server_limit", "whose"),
     [(4096, None, "this client's gRPC message limit of 4096 bytes"),  # "Sent message larger than max"
      (None, 4096, "the gateway's gRPC message limit of 4096 bytes")],  # the proxy's "Received ..."

@@ -74,8 +74,9 @@ class FakeGateway:
 
 
 class FakeGrpcGateway:
-    """avpenet.v1.Scoring/Score on loopback: `answers` (ScoreResponse messages) in turn, the last repeated.
-    `seen`: each call's (metadata dict, request_id field); `requests`: each call's ScoreRequest message."""
+    """avpenet.v1.Scoring/Score on loopback: `answers` (ScoreResponse messages, or refusals as (StatusCode,
+    details, trailing metadata)) in turn, the last repeated. `seen`: each call's (metadata dict, request_id
+    field); `requests`: each call's ScoreRequest message."""
 
     def __init__(self, answers: list) -> None:
         from concurrent import futures
@@ -90,7 +91,12 @@ class FakeGrpcGateway:
         def score(request, context):
             self.requests.append(request)
             self.seen.append((dict(context.invocation_metadata()), request.request_id))
-            return answers[min(len(self.seen), len(answers)) - 1]
+            answer = answers[min(len(self.seen), len(answers)) - 1]
+            if isinstance(answer, tuple):
+                code, details, trailing = answer
+                context.set_trailing_metadata(trailing)
+                context.abort(code, details)
+            return answer
 
         handler = grpc.unary_unary_rpc_method_handler(
             score,
