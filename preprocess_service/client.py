@@ -17,20 +17,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from avpenet import contract
 from avpenet.argtypes import count
 from preprocess_service import hl7_outcome, pinning
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
 from preprocess_service.sdk import FORMATS, Client, ScoreError, ScoreResult
+from preprocess_service.sdk_target import GRPC_EXAMPLE, HTTP_EXAMPLE, target_problem
 
 __all__ = ["ScoreError", "request_for", "score_grpc", "score_http"]
 
 HELP = "Score clips (video, audio, landmarks .npz) against a running gateway; prints a table."
-HTTP_PORT, GRPC_PORT = 8080, 9090  # `avpenet serve` defaults (8000/8001 are Triton's)
-DEFAULT_HTTP = f"http://127.0.0.1:{HTTP_PORT}"
-DEFAULT_GRPC = f"127.0.0.1:{GRPC_PORT}"
+DEFAULT_HTTP, DEFAULT_GRPC = HTTP_EXAMPLE, GRPC_EXAMPLE  # `avpenet serve`'s ports on loopback
 KEY_ENV = "AVPENET_API_KEY"
 STOPS = ("UNREACHABLE", "TIMEOUT", "REDIRECT_REFUSED")  # the next clips would fare no better: stop the run
 DELIVERIES = ("hl7v2",)  # what --deliver (the form field `deliver`) may name
@@ -138,27 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_target(target: str, grpc: bool, *, grpc_flag: bool = True) -> None:
-    """An HTTP URL has its scheme, a gRPC target none; `grpc_flag`: the command has --grpc (say so)."""
-    has_scheme = target.startswith(("http://", "https://"))
-    if grpc and has_scheme:
-        raise ValueError(f"--url {target}: with --grpc give host:port (e.g. {DEFAULT_GRPC}), not a URL")
-    if not grpc and not has_scheme:
-        raise ValueError(
-            f"--url {target}: give http(s)://host:port (e.g. {DEFAULT_HTTP})"
-            + (", or use --grpc" if grpc_flag else "")
-        )
-    address, example = (
-        urlsplit(target if has_scheme else f"//{target}"),
-        DEFAULT_GRPC if grpc else DEFAULT_HTTP,
-    )
-    try:  # urlsplit reads the port only when asked: "host:notaport" went on to the SDK as a cut-off answer
-        port_ok = address.port != 0
-    except ValueError:
-        port_ok = False
-    if not address.hostname:
-        raise ValueError(f"--url {target}: no host (e.g. {example})")
-    if not port_ok:
-        raise ValueError(f"--url {target}: the port is not a number from 1 to 65535 (e.g. {example})")
+    """ValueError naming what is wrong with --url (the SDK's rule, sdk_target.py); `grpc_flag`: the command
+    has --grpc (say so)."""
+    if problem := target_problem(target, grpc, "--grpc" if grpc_flag else None):
+        raise ValueError(f"--url {target}: {problem}")
 
 
 Row = tuple[str, str, ScoreResponse | ScoreError, float, tuple[str, ...] | None]  # the last: HL7 rounds

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from avpenet.argtypes import port
-from preprocess_service.client import GRPC_PORT, HTTP_PORT
+from preprocess_service.sdk_target import GRPC_PORT, HTTP_PORT
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SUPERVISE_PERIOD_S = 3.0  # a probe inference this often; two failures in a row restart Triton

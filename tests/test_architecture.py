@@ -113,7 +113,16 @@ def test_the_gateway_imports_no_torch() -> None:
 # What a client installing the SDK loads of this project: the SDK's modules and the wire types they share.
 SDK_MODULES = {"avpenet", "avpenet.contract", "avpenet.errors", "preprocess_service"} | {
     f"preprocess_service.{name}"
-    for name in ("errors", "hl7_outcome", "pinning", "protocol", "sdk", "sdk_errors", "sdk_form")
+    for name in (
+        "errors",
+        "hl7_outcome",
+        "pinning",
+        "protocol",
+        "sdk",
+        "sdk_errors",
+        "sdk_form",
+        "sdk_target",
+    )
 }
 GATEWAY_ONLY = ("ray", "starlette", "fastapi", "uvicorn", "hl7apy", "tritonclient", "torch")
 

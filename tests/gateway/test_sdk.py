@@ -223,3 +223,40 @@ def test_a_client_closes_its_own_channel_and_never_the_callers():
     with own:
         pass
     assert mine.closed == 1 and own._channel is None
+
+
+@pytest.mark.parametrize(
+    ("target", "grpc", "says"),
+    [
+        ("http://127.0.0.1:notaport", False, "the port is not a number from 1 to 65535"),
+        ("http://127.0.0.1:0", False, "the port is not a number from 1 to 65535"),
+        ("http://", False, "no host"),
+        ("https://:8080", False, "no host"),
+        ("127.0.0.1:8080", False, "give http(s)://host:port (e.g. http://127.0.0.1:8080), or use grpc=True"),
+        ("http://127.0.0.1:9090", True, "with grpc=True give host:port (e.g. 127.0.0.1:9090), not a URL"),
+        ("127.0.0.1:notaport", True, "the port is not a number from 1 to 65535"),
+        (":9090", True, "no host"),
+    ],
+)
+def test_a_client_refuses_a_target_nothing_can_be_sent_to_when_made(target, grpc, says):
+    """`Client("http://127.0.0.1:notaport")` was made, then each score sent nothing, was retried and raised
+    `INCOMPLETE: the answer was cut off (InvalidURL)`; `avpenet score` checked --url, other callers not."""
+    with pytest.raises(ValueError) as info:
+        Client(target, grpc=grpc)
+    assert str(info.value).startswith(f"target {target}: {says}")  # then an example, where none is said
+
+
+@pytest.mark.parametrize(
+    ("target", "grpc"),
+    [
+        ("https://gateway.example.org/avpenet", False),  # behind an ingress path, its default port
+        ("http://[::1]:8080", False),
+        ("gateway.example.org", True),  # grpcio's default port
+        ("[::1]:9090", True),
+        ("dns:///gateway.example.org:443", True),  # grpcio's name-resolver targets, grpcio reads them
+        ("unix:/run/avpenet/grpc.sock", True),
+        ("ipv4:127.0.0.1:9090", True),
+    ],
+)
+def test_a_client_takes_every_target_form_it_can_send_to(target, grpc):
+    Client(target, grpc=grpc).close()

@@ -1,0 +1,42 @@
+"""Where the SDK sends: an HTTP URL (`http(s)://host[:port][/path]`) or a gRPC target (`host[:port]`, or a
+grpcio name-resolver target such as `dns:///host:443` or `unix:/run/gateway.sock`, left to grpcio).
+
+The SDK's Client checks it when it is made, and `avpenet score` / `avpenet monitor` check `--url` with the
+same rule: `http://127.0.0.1:notaport` or `http://` used to go out as a request, fail inside requests, and
+come back as a retried `INCOMPLETE: the answer was cut off (InvalidURL)`. Standard library only: the SDK's
+clients import it.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+HTTP_PORT, GRPC_PORT = 8080, 9090  # `avpenet serve`'s defaults (8000/8001 are Triton's)
+HTTP_EXAMPLE, GRPC_EXAMPLE = f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}"
+# grpcio's own target forms (its name resolvers): passed on as they are, grpcio reads them
+GRPC_RESOLVER = re.compile(r"(dns|unix|unix-abstract|ipv4|ipv6|vsock|xds):", re.IGNORECASE)
+
+
+def target_problem(target: str, grpc: bool, flag: str | None = "grpc=True") -> str:
+    """What is wrong with `target` as an HTTP URL, or as a gRPC target when `grpc` ("" when nothing): a
+    scheme where gRPC takes none or none where HTTP needs one, no host, a port that is not 1 to 65535.
+    `flag` is how the caller asks for gRPC (the CLI's --grpc), named where it would help; None: not at all."""
+    has_scheme = target.startswith(("http://", "https://"))
+    if grpc and has_scheme:
+        return f"{f'with {flag} ' if flag else ''}give host:port (e.g. {GRPC_EXAMPLE}), not a URL"
+    if grpc and GRPC_RESOLVER.match(target):
+        return ""
+    if not grpc and not has_scheme:
+        return f"give http(s)://host:port (e.g. {HTTP_EXAMPLE})" + (f", or use {flag}" if flag else "")
+    address = urlsplit(target if has_scheme else f"//{target}")
+    example = GRPC_EXAMPLE if grpc else HTTP_EXAMPLE
+    try:  # urlsplit reads the port only when asked
+        port_ok = address.port != 0
+    except ValueError:
+        port_ok = False
+    if not address.hostname:
+        return f"no host (e.g. {example})"
+    if not port_ok:
+        return f"the port is not a number from 1 to 65535 (e.g. {example})"
+    return ""
