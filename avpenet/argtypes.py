@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def count(text: str, least: int = 0) -> int:
@@ -24,15 +25,33 @@ def positive_ints(text: str) -> list[int]:
     return [positive_int(part) for part in text.split(",") if part.strip()]
 
 
+def _number(text: str) -> float:
+    """`text` as a float; NaN (refused by every check) when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def positive_number(text: str) -> float:
     """A finite number above 0 (rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
     return value
+
+
+def seconds_from(least: float, why: str) -> Callable[[str], float]:
+    """The type of a length in seconds of at least `least`, `why` said when refused (a bench stream shorter
+    than one scoring window measures nothing)."""
+
+    def seconds(text: str) -> float:
+        value = _number(text)
+        if not (math.isfinite(value) and value >= least):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {least:g} seconds or more: {why}")
+        return value
+
+    return seconds
 
 
 def port(text: str) -> int:

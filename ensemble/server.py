@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from avpenet.argtypes import port
+from avpenet.argtypes import port, positive_int
 from ensemble import DEFAULT_REPOSITORY, shm_regions, triton_install
 from ensemble.ports import HOST, free_ports
 from ensemble.tracing import otel_args
@@ -383,7 +383,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="export Triton's OpenTelemetry spans to this OTLP/HTTP endpoint (host:port/v1/traces)",
     )
-    parser.add_argument("--trace-rate", type=int, default=1000, help="trace 1 request in N")
+    parser.add_argument("--trace-rate", type=positive_int, default=1000, help="trace 1 request in N")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from avpenet.argtypes import positive_ints
+from avpenet.argtypes import positive_int, positive_ints
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips, host, stagetime
@@ -528,10 +528,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Markdown file whose paragraphs are added to the report's notes (figures measured outside it)",
     )
-    parser.add_argument("--max-replicas", type=int, default=1, help="Serve replica cap of the gateway app")
+    parser.add_argument(
+        "--max-replicas", type=positive_int, default=1, help="Serve replica cap of the gateway app"
+    )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=1,
         help="measure every cell this many times (systems interleaved each round); the tables report the "
         "round with the median (b)/(a) per mix, and a Rounds table shows them all",

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
-from avpenet.argtypes import positive_ints
+from avpenet.argtypes import positive_ints, seconds_from
 
 HELP = "Drive N concurrent real-time monitoring streams; report the most streams held with lag p99 < 1 s."
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -168,7 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="gateway HTTP URL (default: start a local stack)")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--modes", type=mode_list, default=",".join(MODES), help="comma list of %(default)s")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each stream")
+    parser.add_argument(
+        "--seconds",
+        type=seconds_from(contract.WINDOW_SECONDS, "a shorter stream is scored no window"),
+        default=30.0,
+        help=f"length of each stream, at least one window ({contract.WINDOW_SECONDS:g} s)",
+    )
     parser.add_argument(
         "--counts",
         type=positive_ints,

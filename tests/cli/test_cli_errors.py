@@ -326,6 +326,36 @@ def test_a_port_out_of_range_is_refused_when_parsed(argv, capsys, monkeypatch):
     assert exit_.value.code == 2 and f"argument {argv[1]}: '{argv[2]}' is not a port (1-65535" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["bench", "--rounds", "0"], "is not a whole number of 1 or more"),
+        (["bench", "--rounds", "-3"], "is not a whole number of 1 or more"),
+        (["bench", "--max-replicas", "0"], "is not a whole number of 1 or more"),
+        (["stream-bench", "--seconds", "0"], "is not a number of 3 seconds or more: a shorter stream is"),
+        (["stream-bench", "--seconds", "2.5"], "is not a number of 3 seconds or more"),
+        (["stream-bench", "--seconds", "nan"], "is not a number of 3 seconds or more"),
+        (["triton", "--trace-rate", "0"], "is not a whole number of 1 or more"),
+        (["triton", "--trace-rate", "-5"], "is not a whole number of 1 or more"),
+    ],
+)
+def test_bench_and_triton_counts_and_lengths_are_range_checked_when_parsed(argv, says, monkeypatch, capsys):
+    """`bench --rounds 0` and `--max-replicas 0`, `stream-bench --seconds 0` (a stream shorter than one
+    window) and `triton --trace-rate 0` were taken as given and failed, or measured nothing, after starting
+    the stack, Triton or building clips."""
+    from loadtests import clips
+
+    def built(*args, **kwargs):
+        raise AssertionError("clips built before the flags were checked")
+
+    monkeypatch.setattr(clips, "build", built)
+    never_started(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {argv[1]}: '{argv[2]}' {says}" in err
+
+
 def test_bench_refuses_a_mix_of_several_kinds_naming_the_ones_it_runs(monkeypatch, capsys):
     """`bench --mixes ward --no-write --quick` built the clips, then failed "too many values to unpack
     (expected 1)": the bench measures one request kind per mix, and --help named only those."""
