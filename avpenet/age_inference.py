@@ -131,7 +131,8 @@ def _accuracy(
     read = [i for i, span in enumerate(spans) if informed[span].any()]
     clip_p = np.array([p[spans[i]][informed[spans[i]]].mean() for i in read])
     adult = np.array([ages[i] == "adult" for i in read])
-    p_own = np.where(adult, clip_p, 1.0 - clip_p)  # P(the clip's own group)
+    shown = np.round(clip_p, 4)  # the gateway decides on the P its answer shows (protocol.contradicted)
+    p_own = np.where(adult, shown, 1.0 - shown)  # P(the clip's own group)
     return {
         "window_accuracy": float(np.mean((p > 0.5) == own)),
         "clip_accuracy": float(np.mean((clip_p > 0.5) == adult)),
