@@ -7,16 +7,23 @@ a report, a checkpoint) that the next run read. Here the new content goes to a h
 one, is fsynced, takes the old file's mode and is swapped in with `os.replace`; the folder is fsynced after,
 so the swap survives a power loss too: the file is the old one or the new one, whole. Files read together
 (a checkpoint and its config) are all staged before the first is swapped in (`replace_files`). The model
-repository's publications (ensemble/publish.py) stage their files with the same `stage`. Standard library
-only, so any layer imports it at no cost.
+repository's publications (ensemble/publish.py) stage their files with the same `stage`. A staged file a
+crash left behind is removed by a later replacement of its file once an hour old (`sweep_stale`). Standard
+library only, so any layer imports it at no cost.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
+
+STALE_STAGED_S = 3600.0  # a staged file untouched this long was left by a crash (sweep_stale)
+STAGED_TOKEN = re.compile(r"[0-9a-f]{16}")  # staged_name's random part
 
 
 def replace_text(path: Path, text: str) -> None:
@@ -50,6 +57,26 @@ def replace_files(contents: dict[Path, str | bytes | memoryview]) -> None:
         raise
     for folder in dict.fromkeys(path.parent for _, path in staged):
         fsync(folder)
+    for _, path in staged:
+        sweep_stale(path)
+
+
+def sweep_stale(path: Path, older_than_s: float = STALE_STAGED_S) -> list[Path]:
+    """Remove staged files of `path` that a crashed writer left (`staged_name`'s pattern, untouched for
+    `older_than_s`): nothing reads them, but a feature cache or checkpoint folder rewritten after many crashes
+    would keep every one. A writer at work now touches its staged file within seconds, so it is left alone."""
+    removed, now = [], time.time()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.new"):
+        token = leftover.name[len(path.name) + 2 : -len(".new")]
+        if not STAGED_TOKEN.fullmatch(token):
+            continue
+        try:
+            if now - leftover.stat().st_mtime > older_than_s:
+                leftover.unlink()
+                removed.append(leftover)
+        except FileNotFoundError:  # another writer swept or swapped it in
+            continue
+    return removed
 
 
 def _write_through(path: Path, content: str | bytes | memoryview) -> None:
@@ -62,7 +89,8 @@ def staged_name(path: Path) -> Path:
     """A hidden file beside `path` for its new content (no version, no model to Triton, no clip to the
     feature cache), a new name each time: two writers of the same file at once (two `avpenet features` runs
     on one dataset, in containers that may share a pid) would otherwise write into one staged file, and the
-    first to swap it in could publish the other's half-written bytes."""
+    first to swap it in could publish the other's half-written bytes. One left by a crash is removed by a
+    later replacement of `path` once stale (sweep_stale)."""
     return path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
 
 

@@ -114,3 +114,22 @@ def test_a_link_is_written_through_and_a_device_is_written_to_not_replaced(tmp_p
     os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     replace_text(null, "discarded")
     assert stat.S_ISCHR(null.stat().st_mode)
+
+
+def test_a_staged_file_left_by_a_crash_is_swept_by_a_later_write_once_stale(tmp_path: Path) -> None:
+    """A writer killed between staging and swapping leaves `.<name>.<token>.new`; a feature cache or a
+    checkpoint folder rewritten after many crashes kept every one. Only stale ones are removed: a writer at
+    work now has just written its own."""
+    from avpenet.durable import STALE_STAGED_S, staged_name
+
+    target = tmp_path / "split.json"
+    stale, fresh = staged_name(target), staged_name(target)
+    other = tmp_path / ".split.json.not-a-token.new"  # not this module's name: someone else's file
+    for leftover in (stale, fresh, other):
+        leftover.write_text("half")
+    old = os.stat(stale).st_mtime - STALE_STAGED_S - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    replace_text(target, "{}")
+    assert target.read_text() == "{}"
+    assert not stale.exists() and fresh.exists() and other.exists()
