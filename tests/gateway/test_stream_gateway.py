@@ -373,17 +373,23 @@ def test_bad_input_is_refused_with_reasons_and_other_streams_keep_state(gateway_
             refused["over_limit"] = str(exc)
         for s in held:
             await s.control(type="end")
+        # 20 unreadable messages (4415) keep the stream's state for a resume: it resumes, and ends
+        sid = bad.started["stream_id"]
+        again = await open_stream(url, API_KEY, {**bad.opened["start"], "stream_id": sid})
+        resumed = again.started.get("resumed")
+        await again.control(type="end")
+        await again.receive_all()
         rest = Recording(rec.wave, track=rec.track)
         await send_recording(good, rest, speed=0, first_tick=half)
         await good_reader
-        return good, bad, refused
+        return good, bad, refused, resumed
 
-    good, bad, refused = run(scenario())
+    good, bad, refused, resumed = run(scenario())
     codes = [e.get("code") for e in kinds(bad.events, "error")]
     for code in ("duplicate", "out_of_order", "rate_changed", "frame_size_changed", "bad_frame",
                  "frame_time_behind", "bad_frame_time", "garbage"):  # fmt: skip
         assert code in codes, codes
-    assert bad.close_code == 4415
+    assert bad.close_code == 4415 and resumed
     assert "unauthenticated" in refused["unauthenticated"] or "API key" in refused["unauthenticated"]
     assert "mode" in refused["bad_start"]
     assert "open streams" in refused["over_limit"]
