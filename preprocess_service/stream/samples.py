@@ -1,5 +1,6 @@
 """One audio chunk's samples, checked (rate, float32, length, finite and in range), and the time a refused
-one stands for: it is kept on the stream's timeline as silence, so the audio stays level with the frames."""
+one stands for: it is kept on the stream's timeline as silence, so the audio stays level with the frames, and
+counted as no sound (`Unheard`)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,31 @@ def refused_samples(header: dict, size: int, sample_rate: int) -> int:
     rate = rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else sample_rate
     seconds = min(size // 4 / rate, MAX_AUDIO_CHUNK_S)
     return int(round(seconds * sample_rate))
+
+
+class Unheard:
+    """The spans of a stream's 16 kHz audio timeline that hold no sound received: the silence refused chunks
+    stand for (state.StreamState.add_audio; at their resampled length). They keep the timeline, but a window
+    more than half made of them (`mostly_in`) is a window without audio, as a window of frames without a face
+    is one without a face: audio_present 0, signal_lost, no_signal when the face is absent too. Before, such a
+    window was scored from digital zeros as a calm, silent patient. [start, stop) sample numbers, in order."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int]] = []
+
+    def add(self, start: int, stop: int) -> None:
+        if stop <= start:
+            return
+        if self.spans and self.spans[-1][1] >= start:  # joins the last one (refused chunks in a row)
+            self.spans[-1] = (self.spans[-1][0], max(stop, self.spans[-1][1]))
+        else:
+            self.spans.append((start, stop))
+
+    def mostly_in(self, start: int, stop: int) -> bool:
+        """Whether more than half of the samples [start, stop) a window holds are unheard."""
+        unheard = sum(max(0, min(b, stop) - max(a, start)) for a, b in self.spans)
+        return 2 * unheard > stop - start
+
+    def forget_before(self, at: int) -> None:
+        """Drop what lies before sample `at` (no later window reads it): the list stays bounded."""
+        self.spans = [(max(a, at), b) for a, b in self.spans if b > at]

@@ -28,7 +28,8 @@ from preprocess_service.stream.protocol import (
     Start,
     StreamRejected,
 )
-from preprocess_service.stream.samples import audio_wave, refused_samples
+from preprocess_service.stream.samples import Unheard, audio_wave, refused_samples
+from preprocess_service.stream.signals import Signals
 from preprocess_service.stream.timeline import FrameClock
 
 
@@ -54,6 +55,7 @@ class StreamState:
         self.n_frames = 0
         self.audio_buf = np.zeros(0, np.float32)  # samples from audio_base on
         self.audio_base = 0
+        self.unheard = Unheard()  # refused chunks' silence: no sound (samples.Unheard)
         self.frames: list[FaceTrack] = []  # 1-frame tracks from frame_base on
         self.frame_base = 0
         self.next_window = 0
@@ -62,6 +64,7 @@ class StreamState:
         )
         self.lost = {"audio": False, "visual": False}
         self.clock = FrameClock(start.config.signal_timeout_s)  # frames with a capture time
+        self.signals = Signals(self.expect_audio, self.expect_frames)
         self._resampler = None
         self._tracker = None
         if start.sample_rate != contract.SAMPLE_RATE:
@@ -111,18 +114,21 @@ class StreamState:
         self.next_seq[kind] += 1  # accepted at receipt: a chunk refused later (payload) keeps its time
 
     def add_audio(self, header: dict, payload: memoryview) -> None:
-        """A chunk refused (StreamRejected) still takes its time, as silence (else the audio trails)."""
+        """A chunk refused (StreamRejected) keeps its time as unheard silence (else the audio trails)."""
         try:
             wave = audio_wave(header, payload, self.start.sample_rate)
         except StreamRejected:
-            self._append_audio(np.zeros(refused_samples(header, len(payload), self.start.sample_rate), "f4"))
+            size = refused_samples(header, len(payload), self.start.sample_rate)
+            self._append_audio(np.zeros(size, "f4"), heard=False)
             raise
         self._append_audio(wave)
 
-    def _append_audio(self, wave: np.ndarray) -> None:
+    def _append_audio(self, wave: np.ndarray, heard: bool = True) -> None:
         if self._resampler is not None:
             wave = self._resampler.resample_chunk(wave.astype(np.float64)).astype(np.float32)
         self._returning("audio")
+        if not heard:
+            self.unheard.add(self.n_samples, self.n_samples + wave.size)
         self.audio_buf = np.concatenate([self.audio_buf, wave])
         self.n_samples += wave.size
 
@@ -252,7 +258,8 @@ class StreamState:
         if self.expect_frames:  # read with the frames around it (`faces`)
             feats, mask = faces.window_features(self.frames, f0, count) if count > 0 else (
                 np.zeros((0, contract.VISUAL_FEATURE_DIM), np.float32), np.zeros(0, np.float32))  # fmt: skip
-        if wave is not None and wave.size == 0:
+        at = max(s0, 0) + self.audio_base  # no sound: none received, or mostly refused chunks' (`Unheard`)
+        if wave is not None and (wave.size == 0 or self.unheard.mostly_in(at, at + wave.size)):
             wave = None
         inputs = windows.inputs_from_features(wave, feats, mask, self.age, served=True)
         if len(inputs[contract.AUDIO_PRESENT.name]) == 0:  # neither modality holds anything for this window
@@ -276,6 +283,7 @@ class StreamState:
             cut = min(keep_s - self.audio_base, self.audio_buf.size)
             self.audio_buf = self.audio_buf[cut:].copy()
             self.audio_base += cut
+        self.unheard.forget_before(keep_s)
         keep_f = self.next_window * contract.FRAMES_PER_HOP - faces.HISTORY  # the next window's, its history
         if keep_f > self.frame_base:
             cut = min(keep_f - self.frame_base, len(self.frames))
@@ -284,16 +292,4 @@ class StreamState:
 
     def signal_events(self, w: ReadyWindow) -> list[dict]:
         """signal_lost / signal_back when a window's modality content changes from the previous window."""
-        events = []
-        for modality, expected, ok in (
-            ("audio", self.expect_audio, w.audio_ok),
-            ("visual", self.expect_frames, w.visual_ok),
-        ):
-            if not expected:
-                continue
-            was_lost = getattr(self, "_signal_" + modality, False)
-            if was_lost == ok:  # changed
-                kind = "signal_back" if ok else "signal_lost"
-                events.append({"type": kind, "modality": modality, "window": w.index, "at_s": w.start_s})
-                setattr(self, "_signal_" + modality, not ok)
-        return events
+        return self.signals.events(w.index, w.start_s, w.audio_ok, w.visual_ok)
