@@ -57,15 +57,18 @@ class FaceTrack:
 
     @classmethod
     def concat(cls, tracks: list[FaceTrack]) -> FaceTrack:
-        """Frames of several tracks one after the other (image_size of the first)."""
+        """Frames of several tracks one after the other, with the image_size of the first track that has one
+        (both sides above 0): a track padded with faceless frames of unknown size (0x0, e.g. a stream's frames
+        before its first decoded image) reads its faces at their own size, not squeezed to a 1x1 square."""
         if not tracks:
             return cls.empty(0)
+        sized = next((t for t in tracks if np.all(t.image_size > 0)), tracks[0])
         return cls(
             landmarks=np.concatenate([t.landmarks for t in tracks]),
             blendshapes=np.concatenate([t.blendshapes for t in tracks]),
             face_present=np.concatenate([t.face_present for t in tracks]),
             head_pose=np.concatenate([t.head_pose for t in tracks]),
-            image_size=tracks[0].image_size.copy(),
+            image_size=sized.image_size.copy(),
         )
 
     def head(self, n_frames: int) -> FaceTrack:

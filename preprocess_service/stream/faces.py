@@ -19,11 +19,11 @@ HISTORY = CONTEXT_FRAMES  # frames the buffer keeps before the next window's fir
 
 def window_features(frames: list[FaceTrack], first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """frame_features rows of frames[first:first + count] (1-frame tracks), read with the frames within
-    CONTEXT_FRAMES of them that `frames` holds."""
+    CONTEXT_FRAMES of them that `frames` holds, at the size of the frames that have one (FaceTrack.concat:
+    a frame padded before the first decoded image is 0x0; before, a window starting with one read every face
+    in it squeezed to a square)."""
     lo, hi = max(first - CONTEXT_FRAMES, 0), min(first + count + CONTEXT_FRAMES, len(frames))
-    track = FaceTrack.concat(frames[lo:hi])
-    track.image_size = frames[first].image_size.copy()  # the window's own frame size, as read alone
-    feats, mask = frame_features(track)
+    feats, mask = frame_features(FaceTrack.concat(frames[lo:hi]))
     return feats[first - lo : first - lo + count], mask[first - lo : first - lo + count]
 
 
