@@ -10,11 +10,16 @@
 - No signal: a window with neither modality (both weights 0) scores only the model's age prior (about 5.7,
   NIPS-equivalent 4.0, above common NIPS thresholds): reported with `no_signal`, it neither counts toward nor
   clears an alert, restarts the run, and is left out of the baseline and the trend.
-- Unscored: a window the model could not score (Triton down: the session's `unavailable` error) is unknown
-  as well (`unscored`): it restarts the run, so an outage no longer joins the pain before and after it into
-  one sustained alert (10 minutes apart: 3 windows and 2 alerted at `windows` 5).
-- A window that neither counts nor clears (suppressed, no signal, unscored) also restarts the calm run of an
-  alert that is on: `clear_windows` calm windows in a row clear it, not calm windows on both sides of a gap.
+- Unscored: a window the model could not score (the session's `unavailable` error: Triton down, or one call
+  refused while overloaded) neither counts nor clears, nor by itself breaks a run: the run and the calm count
+  go on across it (with 1 window in 4 unscored, sustained pain still alerts). Unscored windows in a row whose
+  starts span `signal_timeout_s` (a window hop, 1 s, each: 3 windows at the 3-s default, the time after which
+  a lagging modality is lost) are a gap: they restart both runs, so an outage does not join the pain before
+  and after it into one sustained alert (10 minutes apart: 3 windows and 2 alerted at `windows` 5). Before
+  5d1cd91 it was never fed here (an outage joined the bouts); 5d1cd91 made every unscored window restart
+  both runs (1 in 4 unscored: no alert).
+- A window that neither counts nor clears and is scored (suppressed, no signal) also restarts the calm run of
+  an alert that is on: `clear_windows` calm windows in a row clear it, not calm windows on both sides of it.
 - Trend: exponentially smoothed score plus the slope (points per minute) of the last TREND_SPAN windows.
 - Checkpoint: `snapshot` is this state as plain data, `restore` continues it in a new stream whose time 0 is
   where the snapshot was taken (checkpoints.py: a stream whose replica is gone keeps its alert state).
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from avpenet import contract
 from preprocess_service.protocol import AgeRead
 from preprocess_service.stream.protocol import StreamConfig, on_scale
 
@@ -95,6 +101,7 @@ class AlertMonitor:
         self.baseline: float | None = None
         self.run = 0  # consecutive counted windows above the threshold
         self.calm = 0  # consecutive windows at or below it while alerting
+        self.unscored_s = 0.0  # media seconds of the unscored windows in a row just before (`unscored`)
         self.run_start_s = 0.0
         self.alerting = False
         self.trend: float | None = None
@@ -112,6 +119,7 @@ class AlertMonitor:
 
     def feed(self, w: Window) -> list[dict]:
         cfg = self.config
+        self.unscored_s = 0.0
         in_baseline = w.end_s + self.origin_s <= cfg.baseline_s
         suppressed = self.handling.covers(w.start_s, w.end_s, cfg.handling_grace_s)
         self.handling.forget_before(w.start_s, cfg.handling_grace_s)
@@ -131,8 +139,11 @@ class AlertMonitor:
         return events
 
     def unscored(self, start_s: float) -> None:
-        """A window that was not scored (Triton down): unknown, so both runs restart (as for no signal)."""
-        self._alerting(None, 0.0, True)
+        """A window that was not scored: unknown, neither extending nor breaking a run by itself; once the
+        unscored windows in a row span `signal_timeout_s` (a hop each: a gap), both runs restart."""
+        self.unscored_s += contract.HOP_SECONDS
+        if self.unscored_s >= self.config.signal_timeout_s - 1e-9:
+            self._alerting(None, 0.0, True)
         self.handling.forget_before(start_s, self.config.handling_grace_s)
 
     def snapshot(self, now_s: float) -> dict:
@@ -146,6 +157,7 @@ class AlertMonitor:
             "elapsed_s": round(now_s + self.origin_s, 3),
             "baseline": self.baseline, "baseline_scores": waiting, "alerting": self.alerting,
             "run": self.run, "calm": self.calm, "run_start_s": rel(self.run_start_s),
+            "unscored_s": self.unscored_s,
             "trend": self.trend, "n": self.n,
             "recent": [(rel(t), x) for t, x in self.recent],
             "handling": [(rel(b), None if e is None else rel(e)) for b, e in self.handling.periods],
@@ -157,6 +169,7 @@ class AlertMonitor:
         self.origin_s = float(snap["elapsed_s"])
         self.baseline, self.baseline_scores = snap["baseline"], list(snap["baseline_scores"])
         self.run, self.calm = int(snap["run"]), int(snap["calm"])
+        self.unscored_s = float(snap.get("unscored_s", 0.0))  # absent from checkpoints written before it
         self.run_start_s, self.alerting = float(snap["run_start_s"]), bool(snap["alerting"])
         self.trend, self.n = snap["trend"], int(snap["n"])
         self.recent = [(float(t), float(x)) for t, x in snap["recent"]]

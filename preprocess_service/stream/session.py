@@ -245,7 +245,7 @@ class Session(Receiving):
             scored, version = await score_windows(self.hub.service.triton, [w for w, _ in ready], rid)
         except Exception as exc:  # noqa: BLE001 (Triton down or overloaded: the stream goes on)
             detail = errors.detail_of(exc)  # the gateway's own message; never a foreign exception's text
-            for w, _ in ready:  # unknown to the alert logic, as a window without signal is
+            for w, _ in ready:  # unknown to the alert logic: a gap only when they last (alerts.py)
                 self.monitor.unscored(w.start_s)
                 self.emit({"type": "error", "code": "unavailable", "window": w.index, "detail": detail})
         else:

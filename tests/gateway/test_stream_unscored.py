@@ -1,6 +1,11 @@
-"""A window the model could not score (Triton down: `unavailable`) is unknown to the alert logic, as a window
-without signal is. Before, it was simply never fed to it, so the windows on both sides of an outage counted
-as one run: 3 s of pain, a 10-minute outage, 2 s of pain raised a `sustained` alert (at `windows` 5)."""
+"""A window the model could not score (`unavailable`: Triton down, or a call refused while overloaded) is
+unknown to the alert logic: by itself it neither extends nor breaks a run, and unscored windows in a row
+covering `signal_timeout_s` (3 windows by default) are a gap that restarts both runs.
+
+Before 5d1cd91 such windows were never fed to it, so the windows on both sides of an outage counted as one
+run: 3 s of pain, a 10-minute outage, 2 s of pain raised a `sustained` alert (at `windows` 5). 5d1cd91 made
+every unscored window restart the runs: with 1 window in 4 unscored, 120 windows of severe pain raised
+none."""
 
 from __future__ import annotations
 
@@ -31,23 +36,55 @@ def test_an_outage_between_two_bouts_of_pain_does_not_join_them_into_an_alert():
     assert [e["window"] for e in kinds(events, "alert")] == [607]
 
 
+def test_sustained_pain_with_one_window_in_four_unscored_alerts():
+    mon, events = AlertMonitor(CONFIG), []
+    for i in range(120):
+        if i % 4 == 3:  # e.g. refused while the model is overloaded
+            mon.unscored(float(i))
+        else:
+            events += mon.feed(window(i, 8.5))
+    assert [e["window"] for e in kinds(events, "alert")] == [5]  # 0-2 and 4-5: five counted windows
+    assert mon.alerting  # before: no alert at all, the run restarted every fourth window
+
+
+def test_unscored_windows_restart_the_run_once_they_span_signal_timeout_s():
+    for gap, alerted in ((2, [6]), (3, [10])):  # 2 unscored windows: the run goes on; 3 (3 s): it restarts
+        mon, events = AlertMonitor(CONFIG), []
+        for i in range(3):
+            events += mon.feed(window(i, 8.0))
+        for i in range(3, 3 + gap):
+            mon.unscored(float(i))
+        for i in range(3 + gap, 11):
+            events += mon.feed(window(i, 8.0))
+        assert [e["window"] for e in kinds(events, "alert")][:1] == alerted, gap
+    mon = AlertMonitor(StreamConfig(threshold=6, windows=5, signal_timeout_s=5))
+    for i in range(3):
+        mon.feed(window(i, 8.0))
+    for i in range(3, 7):  # 4 s < 5 s
+        mon.unscored(float(i))
+    assert mon.run == 3
+
+
 def test_calm_on_both_sides_of_an_unknown_window_does_not_clear_an_alert():
-    for unknown in ("unscored", "no_signal"):
+    for unknown, cleared in (("unscored", 15), ("no_signal", 13), ("one_unscored", 10)):
         mon, events = AlertMonitor(CONFIG), []
         for i in range(5):
             events += mon.feed(window(i, 8.0))
         assert kinds(events, "alert")
         for i in range(5, 8):
             events += mon.feed(window(i, 2.0))
-        if unknown == "unscored":
+        if unknown == "unscored":  # a gap: 3 windows (signal_timeout_s)
+            for i in range(8, 11):
+                mon.unscored(float(i))
+        elif unknown == "one_unscored":  # by itself it breaks nothing: 8 is left out of the calm run
             mon.unscored(8.0)
         else:
             events += mon.feed(window(8, 5.7, weight=0.0))
-        for i in range(9, 13):
+        for i in range(11 if unknown == "unscored" else 9, cleared):
             events += mon.feed(window(i, 2.0))
         assert not kinds(events, "alert_cleared") and mon.alerting, unknown
-        events += mon.feed(window(13, 2.0))
-        assert [e["window"] for e in kinds(events, "alert_cleared")] == [13], unknown
+        events += mon.feed(window(cleared, 2.0))
+        assert [e["window"] for e in kinds(events, "alert_cleared")] == [cleared], unknown
 
 
 class _DownFrom(Triton):
@@ -62,6 +99,18 @@ class _DownFrom(Triton):
         return await super().infer(inputs, request_id)
 
 
+def test_an_unscored_gap_survives_a_checkpoint():
+    mon = AlertMonitor(CONFIG)
+    for i in range(3):
+        mon.feed(window(i, 8.0))
+    for i in range(3, 5):
+        mon.unscored(float(i))
+    restored = AlertMonitor(CONFIG)
+    restored.restore(mon.snapshot(5.0))
+    restored.unscored(5.0)  # the third in a row
+    assert restored.run == 0
+
+
 def test_the_session_tells_the_alert_logic_of_a_window_it_could_not_score():
     the_hub = hub(triton=_DownFrom(3))
     entry = open_stream(the_hub, config=CONFIG.model_dump())
@@ -70,3 +119,25 @@ def test_the_session_tells_the_alert_logic_of_a_window_it_could_not_score():
     assert run(the_hub, entry, socket) == CLOSE_NORMAL
     assert kinds(socket.sent, "score") and socket.errors("unavailable")
     assert entry.monitor.run == 0  # before: the windows scored before the outage, still counting
+
+
+class _DownAt(Triton):
+    """Scores 8; the call that begins at window `window` fails (refused while overloaded, say)."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(8.0)
+        self.window = window
+
+    async def infer(self, inputs: dict, request_id: str | None = None):
+        self.down = int(str(request_id).rsplit("-", 1)[1]) == self.window
+        return await super().infer(inputs, request_id)
+
+
+def test_one_window_the_session_could_not_score_does_not_break_the_run():
+    the_hub = hub(triton=_DownAt(3))
+    entry = open_stream(the_hub, config=CONFIG.model_dump())
+    socket = Socket([audio(k) for k in range(100)], pace_s=0.005)
+    socket.messages.append({"type": "websocket.receive", "text": '{"type": "end"}'})
+    assert run(the_hub, entry, socket) == CLOSE_NORMAL
+    assert socket.errors("unavailable")
+    assert kinds(socket.sent, "alert")  # before: the run restarted at window 3, 4 counted windows after it
