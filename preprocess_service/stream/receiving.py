@@ -31,7 +31,8 @@ GARBAGE_LIMIT = 20  # consecutive unreadable messages before the stream is close
 # Text control messages a connection may send: CONTROL_BURST, and CONTROLS_PER_S more for each second of wall
 # time or of media received since it opened (whichever is more: a resend after an outage brings its marks).
 # Handling changes a few times an hour; a client toggling it thousands of times a second grew the stream's
-# handling periods, and each checkpoint's copy of them, without bound.
+# handling periods, and each checkpoint's copy of them, without bound. `end` is not counted: it is the last
+# message (sent after the budget was spent, it closed the stream 4409 instead of ending it).
 CONTROL_BURST = 20
 CONTROLS_PER_S = 2.0
 
@@ -74,7 +75,7 @@ class Receiving:
                     self._chunk(msg["bytes"])
                 elif msg.get("text") is not None:
                     control = parse_control(msg["text"])
-                    if why := controls.spend():
+                    if control["type"] != "end" and (why := controls.spend()):  # the last one: let through
                         return self.fail(CLOSE_SLOW_CONSUMER, why, "control_flood")
                     self._enqueue(Item(control["type"], control, None, time.monotonic()))
                     if control["type"] == "end":

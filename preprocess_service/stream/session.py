@@ -12,7 +12,8 @@ windows completed (one ensemble call for all ready), the sender writes events ou
 - pacing: media over `max_ahead_s` ahead of the wall clock since the opening (a resume may catch up its gap)
   closes 4409 `too_fast` (Serve's proxy reads WebSocket messages without backpressure). outbound: at most
   `max_queued_events` unsent (a client not reading: 4409). stall: no chunk accepted for `stall_timeout_s`
-  (text does not count): 4408. controls: at most receiving.CONTROL_BURST + CONTROLS_PER_S a second, else 4409.
+  (text does not count): 4408. controls: at most receiving.CONTROL_BURST + CONTROLS_PER_S a second (`end`
+  aside), else 4409.
 - drain: after a close, a disconnect or Serve ending the handler, queued chunks are processed up to
   `DRAIN_TIMEOUT_S`; the rest are given back (`next_seq`, `not_processed`) to be resent; on a 1011 (the
   processing failed) every chunk not processed, from the one it failed on.

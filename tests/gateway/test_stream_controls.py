@@ -121,3 +121,16 @@ def test_frames_ahead_by_their_capture_time_are_told_t_restarts_after_a_new_stre
     assert run(the_hub, entry, socket) == CLOSE_SLOW_CONSUMER
     (error,) = socket.errors("too_fast")
     assert "'t'" in error["detail"] and "from 0 again" in error["detail"] and "resumed" in error["detail"]
+
+
+def test_an_end_after_the_control_budget_is_spent_ends_the_stream():
+    """`end` is the last message: sent after the budget was spent, it closed the stream 4409 `control_flood`
+    (and left it unfinished) instead of ending it."""
+    the_hub = hub()
+    entry = open_stream(the_hub)
+    socket = Socket([audio(0)] + [ON, OFF] * (CONTROL_BURST // 2) + [text({"type": "end"})])
+    assert run(the_hub, entry, socket) == 1000
+    assert not socket.errors("control_flood") and entry.finished
+    assert [e["type"] for e in socket.sent][-1] == "end"
+    flood = Socket([audio(0)] + [ON, OFF] * (CONTROL_BURST // 2) + [ON, text({"type": "end"})])
+    assert run(the_hub, open_stream(the_hub, "stream-unit-2"), flood) == CLOSE_SLOW_CONSUMER  # one more still
