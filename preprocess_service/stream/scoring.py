@@ -15,12 +15,22 @@ from preprocess_service.triton_client import TritonClient
 
 
 async def score_windows(
-    triton: TritonClient, ready: list[ReadyWindow], request_id: str
-) -> tuple[list[Window], str]:
-    """(a scored Window per ready window, the ensemble version that answered); raises as TritonClient."""
-    results = await asyncio.gather(*(triton.infer(w.inputs, request_id=request_id) for w in ready))
-    scored = []
+    triton: TritonClient, ready: list[ReadyWindow], stream_id: str
+) -> tuple[list[Window | Exception], str | None]:
+    """(per ready window its scored Window, or the exception its call raised; the ensemble version that
+    answered, None when no call did). One refused call fails its own window only: a batch thrown away whole
+    turned one overload refusal in a backlog into a gap that restarted the pain run (alerts.py)."""
+    calls = (triton.infer(w.inputs, request_id=f"{stream_id}-{w.index}") for w in ready)  # one id a window
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    scored: list[Window | Exception] = []
+    version = None
     for w, result in zip(ready, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):  # cancellation and the like are not a window's failure
+                raise result
+            scored.append(result)
+            continue
+        version = result.model_version
         out = result.outputs
         score = float(out[contract.SCORE.name][0, 0])
         low, high = (float(v) for v in out[contract.INTERVAL.name][0])
@@ -28,7 +38,7 @@ async def score_windows(
         level = contract.level_of(score)
         read = _read(w, out)
         scored.append(Window(w.index, w.start_s, w.end_s, score, low, high, level, audio_w, visual_w, read))
-    return scored, results[-1].model_version
+    return scored, version
 
 
 def _read(window: ReadyWindow, outputs: dict) -> float | None:

@@ -241,22 +241,21 @@ class Session(Receiving):
         if not ready:
             return
         self.hub.service.watchdog.ensure_started()
-        rid = f"{self.entry.stream_id}-{ready[0][0].index}"
-        try:
-            scored, version = await score_windows(self.hub.service.triton, [w for w, _ in ready], rid)
-        except Exception as exc:  # noqa: BLE001 (Triton down or overloaded: the stream goes on)
-            detail = errors.detail_of(exc)  # the gateway's own message; never a foreign exception's text
-            for w, _ in ready:  # unknown to the alert logic: a gap only when they last (alerts.py)
-                self.monitor.unscored(w.start_s)
+        scored, version = await score_windows(
+            self.hub.service.triton, [w for w, _ in ready], self.entry.stream_id
+        )
+        for (w, arrived), window in zip(ready, scored, strict=True):
+            if isinstance(window, Exception):  # Triton down or overloaded for this window: the stream goes on
+                detail = errors.detail_of(window)  # the gateway's own message; never a foreign exception's
+                self.monitor.unscored(w.start_s)  # unknown to the alert logic: a gap only when they last
                 self.emit({"type": "error", "code": "unavailable", "window": w.index, "detail": detail})
-        else:
-            for (w, arrived), window in zip(ready, scored, strict=True):
-                lag = time.monotonic() - arrived
-                self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
-                for event in self.state.signal_events(w) + self.monitor.feed(window):
-                    if event["type"] == "score":
-                        event.update(lag_s=round(lag, 3), model_version=version)
-                    self.emit(event)
+                continue
+            lag = time.monotonic() - arrived
+            self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
+            for event in self.state.signal_events(w) + self.monitor.feed(window):
+                if event["type"] == "score":
+                    event.update(lag_s=round(lag, 3), model_version=version)
+                self.emit(event)
         # Written after a failed batch too: the store keeps a copy `resume_ttl_s` after its last write, and an
         # inference outage longer than that would let an alert that is on lapse from it while the stream runs.
         self.hub.checkpoints.put(self.entry.stream_id, self.entry.key_id, self.entry.checkpoint())

@@ -124,11 +124,14 @@ class StreamState:
         self._append_audio(wave)
 
     def _append_audio(self, wave: np.ndarray, heard: bool = True) -> None:
+        lead = tail = 0  # output samples soxr holds back, before and after this chunk (its time lags by them)
         if self._resampler is not None:
+            lead = round(self._resampler.delay())
             wave = self._resampler.resample_chunk(wave.astype(np.float64)).astype(np.float32)
+            tail = round(self._resampler.delay())
         self._returning("audio")
-        if not heard:
-            self.unheard.add(self.n_samples, self.n_samples + wave.size)
+        if not heard:  # the chunk's own time, not that of the delayed output this call gave
+            self.unheard.add(self.n_samples + lead, self.n_samples + wave.size + tail)
         self.audio_buf = np.concatenate([self.audio_buf, wave])
         self.n_samples += wave.size
 

@@ -8,6 +8,7 @@ from digital zeros as a calm, silent patient (audio_present 1, audio_ok true, no
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,22 @@ def test_a_window_is_audio_while_at_most_half_of_it_was_refused():
     kinds = [[(e["type"], e["modality"]) for e in state.signal_events(w)] for w in cut]
     assert kinds == [[("signal_lost", "audio")], [("signal_back", "audio")], [], []]
     assert state.unheard.spans == []  # forgotten once no window reads them
+
+
+def test_a_resampled_streams_refused_span_is_where_its_chunks_were():
+    """soxr holds back 0.03-0.1 s of output, so a refused chunk's span was marked where the delayed output of
+    its call landed: real sound before it counted as unheard and a window exactly half refused lost its
+    audio at 44.1 and 8 kHz, not at 16 kHz. Refused chunks cover 2.5-4.1 s: only window [2, 5) is mostly
+    refused, at every rate (the sixth window waits on soxr's delay at 44.1 and 8 kHz)."""
+    for rate in (16000, 44100, 8000):
+        state, ready = StreamState(start(mode="audio", sample_rate=rate), 10**7), []
+        rng = np.random.default_rng(0)
+        for k in range(80):  # 0.1-s chunks
+            wave = (rng.standard_normal(rate // 10) * 0.3).astype("<f4")
+            if 25 <= k < 41:
+                wave[0] = np.nan
+            state.check_seq("audio", k)
+            with contextlib.suppress(StreamRejected):  # the refused chunk: its time kept as unheard
+                state.add_audio({"rate": rate}, memoryview(wave.tobytes()))
+            ready += state.ready()
+        assert [int(w.audio_ok) for w in ready[:5]] == [1, 1, 0, 1, 1], rate  # before: 1, 0, 0 at 44.1 and 8

@@ -47,7 +47,7 @@ def test_sustained_pain_with_one_window_in_four_unscored_alerts():
     assert mon.alerting  # before: no alert at all, the run restarted every fourth window
 
 
-def test_unscored_windows_restart_the_run_once_they_span_signal_timeout_s():
+def test_unscored_windows_restart_the_run_once_they_span_three_seconds():
     for gap, alerted in ((2, [6]), (3, [10])):  # 2 unscored windows: the run goes on; 3 (3 s): it restarts
         mon, events = AlertMonitor(CONFIG), []
         for i in range(3):
@@ -57,12 +57,14 @@ def test_unscored_windows_restart_the_run_once_they_span_signal_timeout_s():
         for i in range(3 + gap, 11):
             events += mon.feed(window(i, 8.0))
         assert [e["window"] for e in kinds(events, "alert")][:1] == alerted, gap
-    mon = AlertMonitor(StreamConfig(threshold=6, windows=5, signal_timeout_s=5))
+    # the span is fixed, not signal_timeout_s: a stream that allows its modalities 60 s of lag would otherwise
+    # join pain across a minute-long outage into one run
+    mon = AlertMonitor(StreamConfig(threshold=6, windows=5, signal_timeout_s=60))
     for i in range(3):
         mon.feed(window(i, 8.0))
-    for i in range(3, 7):  # 4 s < 5 s
+    for i in range(3, 6):
         mon.unscored(float(i))
-    assert mon.run == 3
+    assert mon.run == 0
 
 
 def test_calm_on_both_sides_of_an_unknown_window_does_not_clear_an_alert():
@@ -73,7 +75,7 @@ def test_calm_on_both_sides_of_an_unknown_window_does_not_clear_an_alert():
         assert kinds(events, "alert")
         for i in range(5, 8):
             events += mon.feed(window(i, 2.0))
-        if unknown == "unscored":  # a gap: 3 windows (signal_timeout_s)
+        if unknown == "unscored":  # a gap: 3 windows (alerts.OUTAGE_GAP_S)
             for i in range(8, 11):
                 mon.unscored(float(i))
         elif unknown == "one_unscored":  # by itself it breaks nothing: 8 is left out of the calm run
@@ -141,3 +143,46 @@ def test_one_window_the_session_could_not_score_does_not_break_the_run():
     assert run(the_hub, entry, socket) == CLOSE_NORMAL
     assert socket.errors("unavailable")
     assert kinds(socket.sent, "alert")  # before: the run restarted at window 3, 4 counted windows after it
+
+
+def test_a_refused_call_fails_its_own_window_not_the_batch_it_went_with():
+    """A stream catching up sends several windows at once; one call refused while the model is overloaded
+    failed the whole batch, so 3 windows went unscored (a gap) and severe pain with 1 call in 6 refused
+    never alerted."""
+    import asyncio
+
+    import numpy as np
+
+    from avpenet import contract
+    from preprocess_service.stream.scoring import score_windows
+    from preprocess_service.stream.state import ReadyWindow
+
+    class Overloaded(Triton):
+        def __init__(self) -> None:
+            super().__init__(8.5)
+            self.ids: list[str] = []
+
+        async def infer(self, inputs: dict, request_id: str | None = None):
+            self.ids.append(str(request_id))
+            self.down = len(self.ids) % 6 == 0  # one call in six refused
+            return await super().infer(inputs, request_id)
+
+    triton, mon, events, unscored = Overloaded(), AlertMonitor(CONFIG), [], 0
+    inputs = {contract.AGE_GROUP.name: np.array([[1]])}
+
+    async def stream() -> None:
+        nonlocal events, unscored
+        for batch in range(20):
+            ready = [ReadyWindow(i, i, i + 3, inputs, True, True) for i in range(3 * batch, 3 * batch + 3)]
+            scored, version = await score_windows(triton, ready, "bed-1")
+            assert version is not None
+            for w, got in zip(ready, scored, strict=True):
+                if isinstance(got, Exception):
+                    mon.unscored(w.start_s)
+                    unscored += 1
+                else:
+                    events += mon.feed(got)
+
+    asyncio.run(stream())
+    assert unscored == 10 and triton.ids[:3] == ["bed-1-0", "bed-1-1", "bed-1-2"]  # one id a window
+    assert kinds(events, "alert")  # before: 30 windows unscored and no alert
