@@ -113,12 +113,18 @@ def test_an_unscored_gap_survives_a_checkpoint():
     assert restored.run == 0
 
 
-def test_the_session_tells_the_alert_logic_of_a_window_it_could_not_score():
-    the_hub = hub(triton=_DownFrom(3))
+def _session(triton: Triton, chunks: int):
+    """`chunks` audio chunks and `end` through the session, scored by `triton`: (entry, socket)."""
+    the_hub = hub(triton=triton)
     entry = open_stream(the_hub, config=CONFIG.model_dump())
-    socket = Socket([audio(k) for k in range(80)], pace_s=0.005)
+    socket = Socket([audio(k) for k in range(chunks)], pace_s=0.005)
     socket.messages.append({"type": "websocket.receive", "text": '{"type": "end"}'})
     assert run(the_hub, entry, socket) == CLOSE_NORMAL
+    return entry, socket
+
+
+def test_the_session_tells_the_alert_logic_of_a_window_it_could_not_score():
+    entry, socket = _session(_DownFrom(3), 80)
     assert kinds(socket.sent, "score") and socket.errors("unavailable")
     assert entry.monitor.run == 0  # before: the windows scored before the outage, still counting
 
@@ -136,11 +142,7 @@ class _DownAt(Triton):
 
 
 def test_one_window_the_session_could_not_score_does_not_break_the_run():
-    the_hub = hub(triton=_DownAt(3))
-    entry = open_stream(the_hub, config=CONFIG.model_dump())
-    socket = Socket([audio(k) for k in range(100)], pace_s=0.005)
-    socket.messages.append({"type": "websocket.receive", "text": '{"type": "end"}'})
-    assert run(the_hub, entry, socket) == CLOSE_NORMAL
+    _, socket = _session(_DownAt(3), 100)
     assert socket.errors("unavailable")
     assert kinds(socket.sent, "alert")  # before: the run restarted at window 3, 4 counted windows after it
 
