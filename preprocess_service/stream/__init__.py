@@ -5,10 +5,13 @@
     timeline.py     frames placed by their capture time (a camera stall leaves faceless slots)
     faces.py        a window's face features read with the frames around it; when later frames settle them
     state.py        per-stream media buffers: sequence checks, one FaceLandmarker per video stream, windows
+    samples.py      an audio chunk's samples, checked; a refused chunk's span kept as unheard (no sound)
+    signals.py      signal_lost / signal_back events when a modality stops or returns
     alerts.py       pure alert logic: baseline, threshold run, suppression during handling, trend
     inbound.py      the bounded queue of chunks received, not yet processed; real-time pacing
     scoring.py      completed windows to Triton: the same ensemble call as clip scoring
     session.py      one connection: receive loop, bounded queues, stall timeout, scoring, event sender
+    receiving.py    the session's receiving side: chunk checks, control-message limit, pacing
     limits.py       per-replica stream limits (Serve config `args.streams`)
     registry.py     the replica's streams: per-key limits, detached streams kept for resume
     checkpoints.py  every stream's alert state in a store all replicas share, for a resume elsewhere
