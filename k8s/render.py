@@ -144,16 +144,23 @@ def _set_images(node: Any, image: dict[str, str]) -> None:
             _set_images(item, image)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="k8s/render.py", description=__doc__.splitlines()[0])
+def kustomization_arg(prog: str, description: str, argv: list[str] | None) -> Path | None:
+    """The kustomization folder a k8s/ tool was given (`--help` works), or None after saying in one line
+    why it is not one (the tool then exits 2)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("dir", type=Path, help="a kustomization folder, e.g. k8s/overlays/gpu")
-    args = parser.parse_args(argv)
-    if not (args.dir / "kustomization.yaml").is_file():
-        print(
-            f"k8s/render.py: {args.dir} holds no kustomization.yaml (e.g. k8s/overlays/gpu)", file=sys.stderr
-        )
+    folder = parser.parse_args(argv).dir
+    if (folder / "kustomization.yaml").is_file():
+        return folder
+    print(f"{prog}: {folder} holds no kustomization.yaml (e.g. k8s/overlays/gpu)", file=sys.stderr)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    folder = kustomization_arg("k8s/render.py", __doc__.splitlines()[0], argv)
+    if folder is None:
         return 2
-    print(yaml.safe_dump_all(render(args.dir), sort_keys=False), end="")
+    print(yaml.safe_dump_all(render(folder), sort_keys=False), end="")
     return 0
 
 

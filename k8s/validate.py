@@ -18,7 +18,6 @@ unchanged. Usage: `.venv/bin/python k8s/validate.py k8s/overlays/gpu` (exit 1 an
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -119,18 +118,12 @@ def validate_all(docs: list[Doc]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from render import render  # k8s/render.py, beside this file
+    from render import kustomization_arg, render  # k8s/render.py, beside this file
 
-    parser = argparse.ArgumentParser(prog="k8s/validate.py", description=__doc__.splitlines()[0])
-    parser.add_argument("dir", type=Path, help="a kustomization folder, e.g. k8s/overlays/gpu")
-    args = parser.parse_args(argv)
-    if not (args.dir / "kustomization.yaml").is_file():
-        print(
-            f"k8s/validate.py: {args.dir} holds no kustomization.yaml (e.g. k8s/overlays/gpu)",
-            file=sys.stderr,
-        )
+    folder = kustomization_arg("k8s/validate.py", __doc__.splitlines()[0], argv)
+    if folder is None:
         return 2
-    docs = render(args.dir)
+    docs = render(folder)
     bad = validate_all(docs)
     for line in bad:
         print(line, file=sys.stderr)
