@@ -160,18 +160,26 @@ class Clinical:
     ) -> str:
         """Send the ORU^R01 when asked; a one-line outcome for the answer (never raises for a NACK). No
         attempt runs past what is left of `budget`, the request's time budget."""
+        return (await self._deliver(result, request, budget))[0]
+
+    async def _deliver(
+        self, result: ScoreResponse, request: ScoreRequest, budget: RequestBudget | None
+    ) -> tuple[str, int]:
+        """(`deliver`'s outcome, the attempts made: 0 when none was asked for, none could be built, or no
+        time was left for one)."""
         if not request.deliver_hl7 or self.target is None:
-            return ""
+            return "", 0
         try:
             message = (await asyncio.to_thread(self.render, "hl7v2", result, request)).body
         except Exception as exc:  # noqa: BLE001 - a scored answer is never lost to the message build
-            return f"NOT_SENT: the HL7 message could not be built ({type(exc).__name__})"
+            return f"NOT_SENT: the HL7 message could not be built ({type(exc).__name__})", 0
         try:
             left_s = math.inf if budget is None else budget.remaining_s()
             done = await mllp.send(self.target, message, result.request_id[:199], left_s)
         except mllp.DeliveryError as exc:
-            return f"{exc.code} after {exc.attempts} attempt(s): {hl7_outcome.text(exc.detail, 120)}"
-        return f"{done.code} after {done.attempts} attempt(s)"
+            detail = hl7_outcome.text(exc.detail, 120)
+            return f"{exc.code} after {exc.attempts} attempt(s): {detail}", exc.attempts
+        return f"{done.code} after {done.attempts} attempt(s)", done.attempts
 
     async def answer(
         self,
@@ -197,9 +205,11 @@ class Clinical:
             return result, await self.deliver(result, request, budget)
 
         async def deliver_again(stored: tuple[ScoreResponse, str]) -> tuple[ScoreResponse, str]:
-            delivery = await self.deliver(stored[0], request, budget)  # same message: MSH-10 = its request id
-            if delivery.endswith(" after 0 attempt(s)") or " after 0 attempt(s):" in delivery:
-                return stored  # no time left to send it: the stored reason stands, the next retry sends it
+            if budget is not None and budget.remaining_s() <= 0:
+                return stored  # no time left to send it (nor to build it): the stored reason stands
+            delivery, attempts = await self._deliver(stored[0], request, budget)  # MSH-10: its request id
+            if attempts == 0:
+                return stored  # the time ran out while it was built: the next retry sends it
             record.redelivered = True
             return stored[0], delivery
 
