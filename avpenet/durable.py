@@ -8,13 +8,12 @@ one, is fsynced, takes the old file's mode and is swapped in with `os.replace`; 
 so the swap survives a power loss too: the file is the old one or the new one, whole. Files read together
 (a checkpoint and its config) are all staged before the first is swapped in (`replace_files`). The model
 repository's publications (ensemble/publish.py) stage their files with the same `stage`. A staged file a
-crash left behind is removed by a later replacement of its file once an hour old (`sweep_stale`). Standard
-library only, so any layer imports it at no cost.
+crash left behind is removed, once an hour old, by a process's first replacement of a file in its folder
+(`sweep_stale`). Standard library only, so any layer imports it at no cost.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import secrets
@@ -23,7 +22,8 @@ import time
 from pathlib import Path
 
 STALE_STAGED_S = 3600.0  # a staged file untouched this long was left by a crash (sweep_stale)
-STAGED_TOKEN = re.compile(r"[0-9a-f]{16}")  # staged_name's random part
+STAGED_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.new")  # staged_name's pattern
+_SWEPT: set[Path] = set()  # folders sweep_stale has swept in this process
 
 
 def replace_text(path: Path, text: str) -> None:
@@ -57,18 +57,21 @@ def replace_files(contents: dict[Path, str | bytes | memoryview]) -> None:
         raise
     for folder in dict.fromkeys(path.parent for _, path in staged):
         fsync(folder)
-    for _, path in staged:
-        sweep_stale(path)
+    for folder in dict.fromkeys(path.parent for _, path in staged):
+        sweep_stale(folder)
 
 
-def sweep_stale(path: Path, older_than_s: float = STALE_STAGED_S) -> list[Path]:
-    """Remove staged files of `path` that a crashed writer left (`staged_name`'s pattern, untouched for
-    `older_than_s`): nothing reads them, but a feature cache or checkpoint folder rewritten after many crashes
-    would keep every one. A writer at work now touches its staged file within seconds, so it is left alone."""
+def sweep_stale(folder: Path, older_than_s: float = STALE_STAGED_S) -> list[Path]:
+    """Remove the staged files a crashed writer left in `folder` (`staged_name`'s pattern, untouched for
+    `older_than_s`), once per folder and process: nothing reads them, but a feature cache or checkpoint folder
+    rewritten after many crashes would keep every one, and listing a 3,000-clip folder after each write would
+    cost the cache build O(N^2). A writer at work now touches its staged file within seconds: left alone."""
+    if folder in _SWEPT:
+        return []
+    _SWEPT.add(folder)
     removed, now = [], time.time()
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.new"):
-        token = leftover.name[len(path.name) + 2 : -len(".new")]
-        if not STAGED_TOKEN.fullmatch(token):
+    for leftover in folder.glob(".*.new"):
+        if not STAGED_NAME.fullmatch(leftover.name):
             continue
         try:
             if now - leftover.stat().st_mtime > older_than_s:
@@ -89,8 +92,8 @@ def staged_name(path: Path) -> Path:
     """A hidden file beside `path` for its new content (no version, no model to Triton, no clip to the
     feature cache), a new name each time: two writers of the same file at once (two `avpenet features` runs
     on one dataset, in containers that may share a pid) would otherwise write into one staged file, and the
-    first to swap it in could publish the other's half-written bytes. One left by a crash is removed by a
-    later replacement of `path` once stale (sweep_stale)."""
+    first to swap it in could publish the other's half-written bytes. One left by a crash is removed once
+    stale (sweep_stale)."""
     return path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
 
 
