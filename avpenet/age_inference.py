@@ -131,7 +131,7 @@ def _accuracy(
     read = [i for i, span in enumerate(spans) if informed[span].any()]
     clip_p = np.array([p[spans[i]][informed[spans[i]]].mean() for i in read])
     adult = np.array([ages[i] == "adult" for i in read])
-    shown = np.round(clip_p, 4)  # the gateway decides on the P its answer shows (protocol.contradicted)
+    shown = np.round(clip_p, C.PROBABILITY_DECIMALS)  # the gateway decides on the P its answer shows
     p_own = np.where(adult, shown, 1.0 - shown)  # P(the clip's own group)
     return {
         "window_accuracy": float(np.mean((p > 0.5) == own)),

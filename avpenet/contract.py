@@ -211,6 +211,7 @@ NOT_READ: Final = -1.0
 # group) below it. Chosen before it was measured; on the 313 test clips it questioned none named right, and
 # 93% of those named wrong with sound and face (docs/EVALUATION.md, *A named age group questioned*).
 AGE_CONTRADICTED_BELOW: Final = 0.05
+PROBABILITY_DECIMALS: Final = 4  # a P(adult) as answers show it; the age checks decide on that value
 
 
 @dataclass(frozen=True)

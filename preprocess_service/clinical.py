@@ -33,7 +33,8 @@ CONTENT_TYPES = {
     "hl7v2": hl7v2.MEDIA_TYPE,
 }
 ACCEPTED = f"{JSON_TYPE}, {fhir.MEDIA_TYPE} or {hl7v2.MEDIA_TYPE}"
-FHIR_VERSIONS = ("4.0", "4.0.1")  # an Accept `fhirVersion` the gateway answers (R4; fhir.CONTENT_TYPE)
+# an Accept `fhirVersion` the gateway answers: R4, as fhir.CONTENT_TYPE names it or in full
+FHIR_VERSIONS = (fhir.CONTENT_TYPE.rsplit("=", 1)[1], fhir.FHIR_VERSION)
 PROTO_FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")  # index = avpenet.v1.Format value
 
 
@@ -77,7 +78,7 @@ def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
         if media == hl7v2.MEDIA_TYPE:
             return "hl7v2"
     if unserved_fhir:
-        raise NotAcceptable(f"this gateway answers FHIR R4 only: ask for {fhir.MEDIA_TYPE}; fhirVersion=4.0")
+        raise NotAcceptable(f"this gateway answers FHIR R4 only: ask for {fhir.CONTENT_TYPE}")
     shown = ", ".join(m for _, _, m in sorted(ranges))[:80]
     raise NotAcceptable(f"Accept: {shown!r} is not supported; ask for {ACCEPTED}")
 

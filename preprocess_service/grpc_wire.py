@@ -22,6 +22,7 @@ message, which refuses it as before, or accepts it and holds the payloads (as be
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -89,7 +90,9 @@ def parse_views(message_type: type[M], data: Any, fields: Iterable[str]) -> tupl
     if not raw.c_contiguous:
         return parse(message_type, bytes(raw)), {}
     try:
-        small, views = _without_payloads(raw.toreadonly().cast("B"), _payload_numbers(message_type, fields))
+        small, views = _without_payloads(
+            raw.toreadonly().cast("B"), _payload_numbers(message_type, tuple(fields))
+        )
     except _Unwalkable:
         return _parsed(message_type, bytes(data)), {}
     return _parsed(message_type, small), views
@@ -107,7 +110,8 @@ def _parsed(message_type: type[M], data: bytes) -> M:
     return message
 
 
-def _payload_numbers(message_type: type[Message], fields: Iterable[str]) -> dict[int, tuple[str, int]]:
+@functools.cache  # the schema never changes: read once, not on every Score call
+def _payload_numbers(message_type: type[Message], fields: tuple[str, ...]) -> dict[int, tuple[str, int]]:
     """Field number -> (name, its message's `data` field number), checked against the schema: a repeated
     field or a `data` that is not singular bytes would parse otherwise than the walk assumes."""
     numbers = {}

@@ -214,7 +214,7 @@ class AgeRead(BaseModel):
         """The group at 0.5 of the value shown (each window was scored with its own P(adult), between the
         two groups), so a shown 0.5000 never sits beside "neonate"; `named`: the request's age group."""
         neonate, adult = contract.LABELLED_AGE_GROUPS
-        shown = round(float(adult_probability), 4)
+        shown = round(float(adult_probability), contract.PROBABILITY_DECIMALS)
         return cls(
             group=adult if shown >= 0.5 else neonate,
             adult_probability=shown,
@@ -225,7 +225,9 @@ class AgeRead(BaseModel):
 def contradicted(adult_probability: float, named: str) -> bool:
     """Whether a clip read with this P(adult) surely is not of the `named` group (a request's age group):
     P(the named group) below `contract.AGE_CONTRADICTED_BELOW`."""
-    shown = round(float(adult_probability), 4)  # decided on the value the answer shows, as AgeRead.group is
+    shown = round(
+        float(adult_probability), contract.PROBABILITY_DECIMALS
+    )  # decided on the value the answer shows, as AgeRead.group is
     p_named = shown if named == contract.LABELLED_AGE_GROUPS[1] else 1.0 - shown
     return p_named < contract.AGE_CONTRADICTED_BELOW
 

@@ -13,7 +13,7 @@
 - Unscored: a window the model could not score (the session's `unavailable` error: Triton down, or one call
   refused while overloaded) neither counts nor clears, nor by itself breaks a run: the run and the calm count
   go on across it (with 1 window in 4 unscored, sustained pain still alerts). Unscored windows in a row whose
-  starts span OUTAGE_GAP_S (3 s: a hop, 1 s, each, so 3 windows; a fixed span, not a stream setting) are a
+  hops add up to OUTAGE_GAP_S (3 s: a hop, 1 s, each, so 3 windows; a fixed span, not a stream setting) are a
   gap: they restart both runs, so an outage does not join the pain before and after it into one sustained
   alert (10 minutes apart: 3 windows and 2 alerted at `windows` 5). Before 5d1cd91 it was never fed here (an
   outage joined the bouts); 5d1cd91 made every unscored window restart both runs (1 in 4 unscored: no alert).
@@ -39,7 +39,7 @@ from preprocess_service.stream.protocol import StreamConfig, on_scale
 TREND_SPAN = 60  # windows (one minute) the trend's slope is fitted over
 
 
-# Unscored windows in a row whose starts span this are an outage, not a lost call: the runs restart.
+# Unscored windows in a row whose hops add up to this are an outage, not a lost call: the runs restart.
 OUTAGE_GAP_S: float = contract.WINDOW_SECONDS
 
 
@@ -144,7 +144,7 @@ class AlertMonitor:
 
     def unscored(self, start_s: float) -> None:
         """A window that was not scored: unknown, neither extending nor breaking a run by itself; once the
-        unscored windows in a row span OUTAGE_GAP_S (a hop each: a gap), both runs restart."""
+        unscored windows in a row add up to OUTAGE_GAP_S (a hop each: a gap), both runs restart."""
         self.unscored_s += contract.HOP_SECONDS
         if self.unscored_s >= OUTAGE_GAP_S - 1e-9:
             self._alerting(None, 0.0, True)

@@ -111,12 +111,16 @@ class Inbound:
         return batch
 
 
+def header_rate(header: dict, default_rate: int) -> int:
+    """An audio chunk's rate as its header names it, or the stream's when it names none (a bool is none)."""
+    rate = header.get("rate")
+    return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else default_rate
+
+
 def chunk_s(header: dict, size: int, default_rate: int) -> float:
     """Media seconds a chunk of `size` payload bytes carries (float32 audio at its rate, or one frame)."""
     if header["kind"] == "audio":
-        rate = header.get("rate")
-        rate = rate if isinstance(rate, int) and rate > 0 else default_rate
-        return size / 4 / rate
+        return size / 4 / header_rate(header, default_rate)
     return 1 / contract.FPS
 
 

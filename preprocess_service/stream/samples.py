@@ -8,6 +8,7 @@ import numpy as np
 
 from avpenet.errors import InputError
 from avpenet.features import audio as faudio
+from preprocess_service.stream.inbound import header_rate
 from preprocess_service.stream.protocol import MAX_AUDIO_CHUNK_S, StreamRejected
 
 
@@ -36,9 +37,7 @@ def audio_wave(header: dict, payload: memoryview, sample_rate: int) -> np.ndarra
 def refused_samples(header: dict, size: int, sample_rate: int) -> int:
     """Samples at the stream's rate that a refused chunk of `size` payload bytes stands for: its float32
     samples at the rate its header names (the stream's when that is not a rate), at most MAX_AUDIO_CHUNK_S."""
-    rate = header.get("rate")
-    rate = rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else sample_rate
-    seconds = min(size // 4 / rate, MAX_AUDIO_CHUNK_S)
+    seconds = min(size // 4 / header_rate(header, sample_rate), MAX_AUDIO_CHUNK_S)
     return int(round(seconds * sample_rate))
 
 

@@ -21,6 +21,7 @@ from preprocess_service.stream.protocol import (
     CLOSE_GARBAGE,
     CLOSE_SLOW_CONSUMER,
     CLOSE_STALLED,
+    FRAME_FLOATS,
     Start,
     StreamConfig,
 )
@@ -117,7 +118,7 @@ def test_frames_ahead_by_their_capture_time_are_told_t_restarts_after_a_new_stre
     close 4409 too_fast said only 'stream at real time'; it now names `t` and its restart from 0."""
     the_hub = hub()
     entry = open_stream(the_hub, mode="landmarks", image_size=[640, 480], audio=False)
-    socket = Socket([frame({"seq": 0, "t": 500.0}, bytes(6012))])
+    socket = Socket([frame({"seq": 0, "t": 500.0}, bytes(FRAME_FLOATS * 4))])
     assert run(the_hub, entry, socket) == CLOSE_SLOW_CONSUMER
     (error,) = socket.errors("too_fast")
     assert "'t'" in error["detail"] and "from 0 again" in error["detail"] and "resumed" in error["detail"]

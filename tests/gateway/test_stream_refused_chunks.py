@@ -104,7 +104,7 @@ def test_a_frame_refused_on_receipt_keeps_its_slot_and_the_next_one_is_taken():
     ("mode", "header", "size"),
     [
         ("landmarks", {"t": 0.5}, 16 * 2**20),
-        ("landmarks", {}, 6011),
+        ("landmarks", {}, protocol.FRAME_FLOATS * 4 - 1),
         ("video", {"format": "jpeg"}, 30_000_001),
     ],
     ids=["landmarks-16MiB", "landmarks-short", "video-over-raw-rgb"],

@@ -1,6 +1,6 @@
 """A window the model could not score (`unavailable`: Triton down, or a call refused while overloaded) is
 unknown to the alert logic: by itself it neither extends nor breaks a run, and unscored windows in a row
-covering `signal_timeout_s` (3 windows by default) are a gap that restarts both runs.
+adding up to 3 s of hops (alerts.OUTAGE_GAP_S: 3 windows) are a gap that restarts both runs.
 
 Before 5d1cd91 such windows were never fed to it, so the windows on both sides of an outage counted as one
 run: 3 s of pain, a 10-minute outage, 2 s of pain raised a `sustained` alert (at `windows` 5). 5d1cd91 made
