@@ -74,7 +74,8 @@ def score_http(
     url: str, request: ScoreRequest, *, api_key: str | None = None, fhir: bool = False, timeout_s: float = 120
 ) -> ScoreResponse | dict:
     """POST /v1/score once (no retries); a ScoreResponse, or the Observation dict when `fhir`. Raises
-    ScoreError. The SDK (`preprocess_service.sdk.Client`) is the retrying, all-formats form."""
+    ScoreError, a bad `url` too (TargetError, also a ValueError); ValueError: `deliver_hl7` without
+    `subject_ref`. The SDK (`preprocess_service.sdk.Client`) is the retrying, all-formats form."""
     client = Client(url, api_key=api_key, retries=0, timeout_s=timeout_s)
     result = client.score(request, fmt="fhir-observation" if fhir else "json")
     return result.fhir() if fhir else result.score
@@ -83,7 +84,8 @@ def score_http(
 def score_grpc(
     target: str, request: ScoreRequest, *, api_key: str | None = None, timeout_s: float = 120, channel=None
 ) -> ScoreResponse:
-    """avpenet.v1.Scoring/Score once (no retries) on an insecure channel (or `channel`); raises ScoreError."""
+    """avpenet.v1.Scoring/Score once (no retries) on an insecure channel (or `channel`). Raises ScoreError,
+    a bad `target` too (TargetError, also a ValueError); ValueError: `deliver_hl7` without `subject_ref`."""
     client = Client(target, api_key=api_key, grpc=True, retries=0, timeout_s=timeout_s, channel=channel)
     try:
         return client.score(request).score

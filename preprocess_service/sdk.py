@@ -15,7 +15,8 @@ Idempotency-Key (a fresh one per call unless given), so a retry of a request the
 the first answer back instead of a second Observation. Other failures raise ScoreError at once; an answer
 that is not the gateway's (a proxy's page) is BAD_ANSWER (sdk_errors.py), and a 307/308 that would take the
 upload to another origin is REDIRECT_REFUSED (sdk_form.py). A target nothing can be sent to (no host, a port
-not 1-65535, a URL with grpc=True, none over HTTP) is a ValueError when the Client is made (sdk_target.py).
+not 1-65535, a URL with grpc=True, none over HTTP) is a TargetError when the Client is made (sdk_target.py):
+a ScoreError with status BAD_TARGET, and a ValueError.
 
 HL7 delivery (`ScoreRequest(deliver_hl7=True)`): an answer whose delivery failed for a reason that may pass
 (hl7_outcome.may_pass, the gateway's own rule: engine down, timeout, AE/CE) is sent again under the same key
@@ -42,6 +43,7 @@ from preprocess_service.sdk_errors import (  # the retry constants stay importab
     RETRY_HTTP,  # noqa: F401
     Retryable,
     ScoreError,
+    TargetError,
     gateway_json,
     grpc_error,
     over_grpc_limit,
@@ -49,7 +51,7 @@ from preprocess_service.sdk_errors import (  # the retry constants stay importab
 )
 from preprocess_service.sdk_target import target_problem
 
-__all__ = ["FORMATS", "Client", "ScoreError", "ScoreResult"]
+__all__ = ["FORMATS", "Client", "ScoreError", "ScoreResult", "TargetError"]
 T = TypeVar("T")
 
 FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")
@@ -102,7 +104,7 @@ class Client:
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         if problem := target_problem(target, grpc):  # not sent, retried and named INCOMPLETE
-            raise ValueError(f"target {target}: {problem}")
+            raise TargetError(target, problem)
         self.target, self.api_key, self.grpc = target, api_key, grpc
         self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
         self._channel = channel

@@ -3,6 +3,7 @@ reason, marked retryable (`Retryable`, with the Retry-After to honour) where sen
 may pass: 429/503/504 over HTTP, RESOURCE_EXHAUSTED/UNAVAILABLE/DEADLINE_EXCEEDED over gRPC, but not the
 gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits) nor grpcio's for a message over
 a gRPC size limit. An answer that is not the gateway's (a proxy's page) keeps its own text as the reason.
+A target nothing can be sent to is a TargetError (BAD_TARGET) before anything is sent.
 The error class is the same over both protocols: HTTP's body `error`, gRPC's trailing `avpenet-error`.
 """
 
@@ -27,6 +28,14 @@ class ScoreError(RuntimeError):
         self.status = status
         self.detail = detail
         self.error = error
+
+
+class TargetError(ScoreError, ValueError):
+    """A target nothing can be sent to (sdk_target.py), refused when the Client is made (status BAD_TARGET):
+    a ScoreError, which score_http/score_grpc document, and a ValueError, which it was before."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        super().__init__("BAD_TARGET", f"target {target}: {problem}")
 
 
 class Retryable(Exception):

@@ -9,8 +9,9 @@ import pytest
 from clinical_samples import response
 from support.fake_gateway import FakeGateway as Gateway
 
+from preprocess_service.client import score_grpc, score_http
 from preprocess_service.protocol import MediaPart, ScoreRequest
-from preprocess_service.sdk import Client, ScoreError
+from preprocess_service.sdk import Client, ScoreError, TargetError
 from preprocess_service.sdk_errors import MAX_RETRY_AFTER_S
 from preprocess_service.sdk_errors import retry_after as _retry_after
 
@@ -241,9 +242,21 @@ def test_a_client_closes_its_own_channel_and_never_the_callers():
 def test_a_client_refuses_a_target_nothing_can_be_sent_to_when_made(target, grpc, says):
     """`Client("http://127.0.0.1:notaport")` was made, then each score sent nothing, was retried and raised
     `INCOMPLETE: the answer was cut off (InvalidURL)`; `avpenet score` checked --url, other callers not."""
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(TargetError) as info:
         Client(target, grpc=grpc)
-    assert str(info.value).startswith(f"target {target}: {says}")  # then an example, where none is said
+    assert info.value.status == "BAD_TARGET" and isinstance(info.value, ScoreError | ValueError)
+    assert info.value.detail.startswith(f"target {target}: {says}")  # then an example, where none is said
+
+
+def test_the_single_attempt_forms_raise_the_score_error_they_document(request_):
+    """score_http / score_grpc document ScoreError, but a bad target raised a bare ValueError, which an
+    integrator catching ScoreError did not catch."""
+    with pytest.raises(ScoreError, match="BAD_TARGET: target 127.0.0.1:8080: give http"):
+        score_http("127.0.0.1:8080", request_)
+    with pytest.raises(ScoreError, match="BAD_TARGET: target http://127.0.0.1:9090: .*not a URL"):
+        score_grpc("http://127.0.0.1:9090", request_)
+    with pytest.raises(ValueError, match="no host"):  # still a ValueError, as it was
+        score_http("http://", request_)
 
 
 @pytest.mark.parametrize(
