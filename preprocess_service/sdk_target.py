@@ -1,5 +1,7 @@
-"""Where the SDK sends: an HTTP URL (`http(s)://host[:port][/path]`) or a gRPC target (`host[:port]`, or a
+"""Where the SDK sends: an HTTP URL (`http(s)://host[:port][/path]`) or a gRPC target (`host:port`, or a
 grpcio name-resolver target such as `dns:///host:443` or `unix:/run/gateway.sock`, left to grpcio).
+A bare gRPC host is refused: grpcio would take port 443, where the SDK's plain-text channel reaches no
+gateway (`avpenet serve` listens on 9090, the cluster's Service on 9000), and fail as UNAVAILABLE.
 
 The SDK's Client checks it when it is made, and `avpenet score` / `avpenet monitor` check `--url` with the
 same rule: `http://127.0.0.1:notaport` or `http://` used to go out as a request, fail inside requests, and
@@ -20,7 +22,8 @@ GRPC_RESOLVER = re.compile(r"(dns|unix|unix-abstract|ipv4|ipv6|vsock|xds):", re.
 
 def target_problem(target: str, grpc: bool, flag: str | None = "grpc=True") -> str:
     """What is wrong with `target` as an HTTP URL, or as a gRPC target when `grpc` ("" when nothing): a
-    scheme where gRPC takes none or none where HTTP needs one, no host, a port that is not 1 to 65535.
+    scheme where gRPC takes none or none where HTTP needs one, no host, a port that is not 1 to 65535, or
+    (gRPC) none.
     `flag` is how the caller asks for gRPC (the CLI's --grpc), named where it would help; None: not at all."""
     has_scheme = target.startswith(("http://", "https://"))
     if grpc and has_scheme:
@@ -32,11 +35,14 @@ def target_problem(target: str, grpc: bool, flag: str | None = "grpc=True") -> s
     address = urlsplit(target if has_scheme else f"//{target}")
     example = GRPC_EXAMPLE if grpc else HTTP_EXAMPLE
     try:  # urlsplit reads the port only when asked
-        port_ok = address.port != 0
+        port: int | None = address.port
+        port_ok = port != 0
     except ValueError:
-        port_ok = False
+        port, port_ok = None, False
     if not address.hostname:
         return f"no host (e.g. {example})"
     if not port_ok:
         return f"the port is not a number from 1 to 65535 (e.g. {example})"
+    if grpc and port is None:
+        return f"no port: give host:port (e.g. {GRPC_EXAMPLE}); grpcio would try 443, a TLS ingress's port"
     return ""

@@ -31,6 +31,13 @@ def test_a_gateway_url_without_its_scheme_or_with_one_for_grpc(wav, capsys):
     assert code == 2 and "host:port" in err
 
 
+def test_a_grpc_target_without_its_port_is_refused_before_a_request(wav, capsys):
+    """`score --grpc --url gateway.example.org` was sent to port 443 (grpcio's default), where no plain-text
+    gateway listens: a retried UNAVAILABLE row instead of the form to give."""
+    code, err = run(["score", str(wav), "--grpc", "--url", "gateway.example.org", "--retries", "0"], capsys)
+    assert code == 2 and "--url gateway.example.org: no port: give host:port (e.g. 127.0.0.1:9090)" in err
+
+
 def test_two_files_for_one_part_are_refused_not_silently_replaced(wav, tmp_path, capsys):
     other = tmp_path / "b.wav"
     other.write_bytes(wav.read_bytes())

@@ -259,12 +259,25 @@ def test_the_single_attempt_forms_raise_the_score_error_they_document(request_):
         score_http("http://", request_)
 
 
+@pytest.mark.parametrize("target", ["gateway.example.org", "127.0.0.1", "127.0.0.1:", "[::1]"])
+def test_a_grpc_target_without_its_port_is_refused_naming_the_form(target):
+    """`Client("gateway.example.org", grpc=True)` was taken: grpcio sent it to port 443, where the SDK's
+    plain-text channel reaches no gateway (a TLS ingress, or nothing), and every score failed UNAVAILABLE."""
+    with pytest.raises(TargetError) as info:
+        Client(target, grpc=True)
+    assert info.value.detail == (
+        f"target {target}: no port: give host:port (e.g. 127.0.0.1:9090); grpcio would try 443, a TLS "
+        "ingress's port"
+    )
+    Client(f"http://{target}").close()  # a URL's scheme names its port
+
+
 @pytest.mark.parametrize(
     ("target", "grpc"),
     [
         ("https://gateway.example.org/avpenet", False),  # behind an ingress path, its default port
         ("http://[::1]:8080", False),
-        ("gateway.example.org", True),  # grpcio's default port
+        ("gateway.example.org:9000", True),
         ("[::1]:9090", True),
         ("dns:///gateway.example.org:443", True),  # grpcio's name-resolver targets, grpcio reads them
         ("unix:/run/avpenet/grpc.sock", True),
