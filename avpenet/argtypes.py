@@ -34,7 +34,7 @@ def _number(text: str) -> float:
 
 
 def positive_number(text: str) -> float:
-    """A finite number above 0 (rates)."""
+    """A finite number above 0 (rates, measured seconds)."""
     value = _number(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from avpenet.argtypes import port, positive_int
+from avpenet.argtypes import count, port, positive_int
 from ensemble import DEFAULT_REPOSITORY, shm_regions, triton_install
 from ensemble.ports import HOST, free_ports
 from ensemble.tracing import otel_args
@@ -377,7 +377,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="read <model>/configs/NAME.pbtxt instead of config.pbtxt (e.g. gpu)",
     )
-    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--log-verbose", type=count, default=0, help="Triton's verbose log level, 0 (off) or more"
+    )
     parser.add_argument(
         "--trace-endpoint",
         default=None,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from avpenet.argtypes import positive_int, positive_ints
+from avpenet.argtypes import positive_int, positive_ints, positive_number
 from ensemble.client import metrics_delta, read_metrics
 from loadtests import benchreport as br
 from loadtests import clips, host, stagetime
@@ -508,7 +508,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(MIXES),
         help="comma list of %(default)s (one request kind each: `avpenet loadtest --mix` runs ward)",
     )
-    parser.add_argument("--measure-s", type=float, default=None, help="measured seconds per cell")
+    parser.add_argument(
+        "--measure-s", type=positive_number, default=None, help="measured seconds per cell (above 0)"
+    )
     parser.add_argument(
         "--markdown",
         type=Path,
@@ -562,7 +564,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_json is not None:
         return _rerender(args)
     timing = QUICK if args.quick else DEFAULT
-    if args.measure_s:
+    if args.measure_s is not None:
         timing = replace(timing, measure_s=args.measure_s)
     concurrencies = args.concurrency  # a list: argparse applies positive_ints to the default too
     mixes = args.mixes  # a list: argparse applies mix_list to the default too
