@@ -6,6 +6,7 @@ whole `avpenet stream-bench` run, and the steps already measured were lost with 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -72,7 +73,9 @@ def test_streams_that_opened_only_as_others_ended_fail_the_step(monkeypatch: pyt
     assert streams.most_at_once([(0.0, 2.0), (1.0, 3.0), (1.5, 1.6)]) == 3
 
 
-def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_it(monkeypatch) -> None:
+def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_it(
+    monkeypatch, tmp_path
+) -> None:
     """Every stream of the last step is admitted (none refused 4429) and the Gateway's Ray cap holds them:
     below it, streams past the cap waited to open while the ones open ran (check_capacity)."""
     import argparse
@@ -104,7 +107,11 @@ def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_i
     )
     parser = argparse.ArgumentParser()
     streams.add_arguments(parser)
-    assert streams.run(parser.parse_args(["--counts", "8,96", "--modes", "landmarks"])) == 0
+    out = tmp_path / "results.json"
+    assert (
+        streams.run(parser.parse_args(["--counts", "8,96", "--modes", "landmarks", "--out", str(out)])) == 0
+    )
+    assert json.loads(out.read_text())["results"][0]["steps"] == steps  # a measured run writes its results
     assert made["args"]["streams"] == {"max_streams": 96, "max_streams_per_key": 96}
     need = 96 + Limits().max_in_flight + GATEWAY_HEADROOM
     assert made["deployments"] == {GATEWAY: {"max_ongoing_requests": need}}
@@ -148,7 +155,7 @@ def test_unknown_modes_and_counts_are_refused_naming_the_flag(capsys) -> None:
 
 def test_a_run_that_measured_nothing_fails_and_keeps_the_report(monkeypatch, tmp_path, capsys) -> None:
     """Every stream refused (a wrong --url): exit 0 and a report of zeros written over --markdown, which read
-    as "the box holds no stream"."""
+    as "the box holds no stream"; then exit 1, but results of zeros still replaced the last run's --out."""
     import argparse
 
     async def refused(url, key, rec, age_group):
@@ -156,8 +163,9 @@ def test_a_run_that_measured_nothing_fails_and_keeps_the_report(monkeypatch, tmp
 
     monkeypatch.setattr(streams, "one_stream", refused)
     monkeypatch.setattr(streams, "recording", lambda mode, seconds: None)
-    report = tmp_path / "STREAMS.md"
+    report, results = tmp_path / "STREAMS.md", tmp_path / "results.json"
     report.write_text("the last real run\n")
+    results.write_text('{"results": "the last real run"}')
     parser = argparse.ArgumentParser()
     streams.add_arguments(parser)
     argv = [
@@ -169,9 +177,12 @@ def test_a_run_that_measured_nothing_fails_and_keeps_the_report(monkeypatch, tmp
         "1,2",
         "--markdown",
         str(report),
+        "--out",
+        str(results),
     ]
     assert streams.run(parser.parse_args(argv)) == 1
     assert report.read_text() == "the last real run\n"
-    assert (
-        "nothing measured for landmarks (1 streams failed (ConnectionRefusedError" in capsys.readouterr().err
-    )
+    assert results.read_text() == '{"results": "the last real run"}'
+    err = capsys.readouterr().err
+    assert "nothing measured for landmarks (1 streams failed (ConnectionRefusedError" in err
+    assert err.rstrip().endswith(f"; {results} and {report} not written")
