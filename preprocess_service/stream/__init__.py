@@ -9,6 +9,7 @@
     signals.py      signal_lost / signal_back events when a modality stops or returns
     alerts.py       pure alert logic: baseline, threshold run, suppression during handling, trend
     inbound.py      the bounded queue of chunks received, not yet processed; real-time pacing
+    poison.py       a chunk whose processing fails again after a resume is refused, not given back again
     scoring.py      completed windows to Triton: the same ensemble call as clip scoring
     session.py      one connection: receive loop, bounded queues, stall timeout, scoring, event sender
     receiving.py    the session's receiving side: chunk checks, control-message limit, pacing

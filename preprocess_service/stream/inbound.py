@@ -137,6 +137,9 @@ def ahead_s(received_s: dict, header: dict, size: int, default_rate: int, opened
     return max(received_s.values()) - (time.monotonic() - opened_at)
 
 
+CHUNK_ITEMS = ("audio", "frame", "dropped")  # the items a chunk made: their seqs were accepted at receipt
+
+
 def unaccept(items: list[Item], next_seq: dict, received_s: dict, default_rate: int) -> dict[str, int]:
     """Give back chunks accepted at receipt but never processed: `next_seq` returns to the first of each kind
     (a resume then asks for them again) and `received_s` forgets them (the resend is not a flood). Returns how
@@ -174,5 +177,8 @@ def give_back(inbound: Inbound, entry: Entry, failed: bool = False) -> dict | No
         f"{n['audio']} audio and {n['frame']} frame chunks were received but not processed ({why}); resume "
         f"and resend from next_seq {entry.state.next_seq}" + (", then end again" if ended else "")
     )
+    first = next(((i.header["kind"], i.header["seq"]) for i in left if i.kind in CHUNK_ITEMS), None)
+    if failed and first is not None and first == entry.failed_chunk:  # poison.py
+        detail += f"; {first[0]} chunk {first[1]}, which it failed on, is refused if it fails again"
     log.warning("stream %s: %s", entry.stream_id, detail)
     return {"type": "error", "code": "not_processed", **n, "detail": detail}

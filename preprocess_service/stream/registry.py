@@ -45,6 +45,9 @@ class Entry:
     behind_max_s: float = 0.0
     first_chunk_at: float | None = None  # its first chunk accepted: its processing lag counts from it
     read_at: float = field(default_factory=time.monotonic)  # its last chunk accepted
+    # (kind, seq) of the chunk its processing last failed on (1011): given back once, refused if it fails
+    # again after the resume (poison.py). Not checkpointed: a restored stream's seqs start afresh.
+    failed_chunk: tuple[str, int] | None = None
 
     @property
     def key(self) -> tuple[str, str]:

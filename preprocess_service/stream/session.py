@@ -16,7 +16,8 @@ windows completed (one ensemble call for all ready), the sender writes events ou
   aside), else 4409.
 - drain: after a close, a disconnect or Serve ending the handler, queued chunks are processed up to
   `DRAIN_TIMEOUT_S`; the rest are given back (`next_seq`, `not_processed`) to be resent; on a 1011 (the
-  processing failed) every chunk not processed, from the one it failed on.
+  processing failed) every chunk not processed, from the one it failed on, once: a chunk that fails again
+  after the resume is refused, its time kept, and the stream goes on (poison.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 
 from avpenet.errors import InputError
 from preprocess_service import errors
-from preprocess_service.stream import pause
+from preprocess_service.stream import pause, poison
 from preprocess_service.stream.inbound import Inbound, Item, give_back
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
@@ -210,6 +211,7 @@ class Session(Receiving):
         self.fed = 0
         for item in batch:
             skip = live and item.kind == "frame" and self.inbound.late(item, e, s.next_window)
+            media = (s.n_samples, s.n_frames)  # before the item: a refused poison chunk keeps its time once
             try:
                 if item.kind == "audio":
                     self.state.add_audio(item.header, memoryview(item.payload))
@@ -225,6 +227,10 @@ class Session(Receiving):
                 errors.append(
                     {"type": "error", "code": code, "detail": str(exc), "chunk": item.header.get("seq")}
                 )
+            except Exception:  # a bug: 1011, the chunk given back once; refused if it fails again (poison.py)
+                if (event := poison.refuse(e, item, media)) is None:
+                    raise
+                errors.append(event)
             self.fed += 1
             ready += [(w, item.arrived) for w in self.state.ready()]
         return ready, errors, late

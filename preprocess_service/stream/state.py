@@ -24,10 +24,7 @@ from avpenet.features import windows
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream import faces
 from preprocess_service.stream.frames import decode_image, landmark_frame
-from preprocess_service.stream.protocol import (
-    Start,
-    StreamRejected,
-)
+from preprocess_service.stream.protocol import Start, StreamRejected
 from preprocess_service.stream.samples import Unheard, audio_wave, refused_samples
 from preprocess_service.stream.signals import Signals
 from preprocess_service.stream.timeline import FrameClock
@@ -118,10 +115,13 @@ class StreamState:
         try:
             wave = audio_wave(header, payload, self.start.sample_rate)
         except StreamRejected:
-            size = refused_samples(header, len(payload), self.start.sample_rate)
-            self._append_audio(np.zeros(size, "f4"), heard=False)
+            self.refuse_audio(header, len(payload))
             raise
         self._append_audio(wave)
+
+    def refuse_audio(self, header: dict, size: int) -> None:
+        """A refused chunk of `size` payload bytes: silence of its length, unheard (samples.Unheard)."""
+        self._append_audio(np.zeros(refused_samples(header, size, self.start.sample_rate), "f4"), heard=False)
 
     def _append_audio(self, wave: np.ndarray, heard: bool = True) -> None:
         lead = tail = 0  # output samples soxr holds back, before and after this chunk (its time lags by them)
