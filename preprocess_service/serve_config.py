@@ -3,7 +3,7 @@
 `localize` is all a machine changes in it: hosts, ports, the Triton address, replica caps and app args;
 `check_timeouts` refuses a config whose gateway would be cut off by its own proxy, or whose replicas a drain
 would stop before the requests they hold are due; `check_capacity` one whose Gateway replica Ray would stop
-routing to before the gateway's own limits answer.
+routing to, or whose connections it would refuse, before the gateway's own limits answer.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from preprocess_service.settings import GatewaySettings
 
 CONFIG_PATH = Path(__file__).resolve().parent / "serve_config.yaml"
 RAY_DRAIN_DEFAULT_S = 20.0  # Ray Serve's graceful_shutdown_timeout_s when a deployment sets none
+RAY_UNBOUNDED_QUEUE = -1  # Ray Serve's max_queued_requests when a deployment sets none
 GATEWAY = "Gateway"  # the ingress deployment (deployments.py)
 GATEWAY_MAX_ONGOING_REQUESTS = 112  # the Gateway's max_ongoing_requests where a config sets none
 # Requests a Gateway replica holds beside its admitted ones and its streams: liveness/readiness probes,
@@ -84,7 +85,9 @@ def check_capacity(config: Mapping[str, Any]) -> None:
         if gateway is None:
             continue
         held = gateway.get("max_ongoing_requests", GATEWAY_MAX_ONGOING_REQUESTS)
-        check_slots(GatewaySettings.load(app.get("args"), environ={}), held, f"app {app.get('name')!r}: ")
+        where = f"app {app.get('name')!r}: "
+        check_slots(GatewaySettings.load(app.get("args"), environ={}), held, where)
+        check_queue(held, gateway.get("max_queued_requests", RAY_UNBOUNDED_QUEUE), where)
 
 
 def check_slots(settings: GatewaySettings, held: int, where: str = "") -> None:
@@ -99,6 +102,21 @@ def check_slots(settings: GatewaySettings, held: int, where: str = "") -> None:
         )
 
 
+def check_queue(held: int, queued: int, where: str = "") -> None:
+    """The Gateway's `max_queued_requests` must take a burst of as many connections as one replica holds:
+    Ray's router counts every request not yet handed to a replica as queued, so connections arriving
+    together (a ward's monitors reconnecting after a network blip) queue for an instant even when the replica
+    has room, and past the bound Ray refuses them. An upload then gets 503, but a WebSocket gets HTTP 500 at
+    the upgrade with no reason (Ray 2.60's proxy sends an HTTP answer on a WebSocket scope): 23 of 60
+    simultaneous handshakes to a replica with room for all, under a bound of 4."""
+    if queued != RAY_UNBOUNDED_QUEUE and queued < held:
+        raise ValueError(
+            f"{where}deployment {GATEWAY!r} max_queued_requests {queued} is under its max_ongoing_requests "
+            f"{held}: connections arriving together that the replica could hold would be refused by Ray's "
+            f"router (a WebSocket with HTTP 500 at the upgrade); set it to at least {held}"
+        )
+
+
 def gateway_slots(settings: GatewaySettings) -> int:
     """The fewest `max_ongoing_requests` a Gateway replica with these settings needs (`check_slots`)."""
     return settings.streams.max_streams + settings.limits.max_in_flight + GATEWAY_HEADROOM
@@ -109,7 +127,8 @@ def gateway_deployments(args: Mapping[str, Any], path: str | os.PathLike = CONFI
     raised with them (the config's app args with `args` laid over them, as `localize` lays them)."""
     (app,) = load_config(path)["applications"]
     settings = GatewaySettings.load({**app.get("args", {}), **args}, environ={})
-    return {GATEWAY: {"max_ongoing_requests": gateway_slots(settings)}}
+    slots = gateway_slots(settings)
+    return {GATEWAY: {"max_ongoing_requests": slots, "max_queued_requests": slots}}
 
 
 def check_timeouts(config: Mapping[str, Any]) -> None:

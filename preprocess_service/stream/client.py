@@ -33,6 +33,10 @@ from preprocess_service.stream.protocol import (
 KEEP_BYTES = 16 * 1024 * 1024
 # Closes a resume may get past: link lost (1006, none), replica stopping (1001) or restarting (1012), 1011
 RESUMABLE = {None, 1001, CLOSE_LOST, 1012, CLOSE_INTERNAL, CLOSE_STALLED}  # and a stall (4408)
+# Upgrade statuses that may pass: a gateway restarting or full (502-504), and 500, which is what Serve's proxy
+# answers a WebSocket it could not hand to a replica (its router's queue full, a replica that failed): the
+# gateway itself accepts every upgrade and refuses with a close code and its reason.
+UPGRADE_RETRYABLE = (500, 502, 503, 504)
 
 
 class StreamRefused(ConnectionError):
@@ -188,7 +192,7 @@ async def open_stream(
     except InvalidHandshake as exc:  # refused at the upgrade (an ingress's 401, 404, 503): no traceback
         status = getattr(getattr(exc, "response", None), "status_code", None)
         raise StreamRefused(
-            f"stream refused at the WebSocket upgrade: {exc}", status in (502, 503, 504)
+            f"stream refused at the WebSocket upgrade: {exc}", status in UPGRADE_RETRYABLE
         ) from None
     with contextlib.suppress(ConnectionClosed):  # refused before reading it: the reason is queued to read
         await conn.send(json.dumps(start))

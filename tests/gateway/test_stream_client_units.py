@@ -86,3 +86,21 @@ def test_a_reconnect_rides_out_a_gateway_restart_but_not_a_refusal(monkeypatch):
     with pytest.raises(client.StreamRefused, match="4401"):
         asyncio.run(first.reconnect(busy_timeout_s=10))
     assert len(calls) == 5
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(500, True), (503, True), (401, False), (404, False)])
+def test_an_upgrade_serves_proxy_could_not_hand_to_a_replica_is_retried(monkeypatch, status, retryable):
+    """Serve's proxy answers HTTP 500 to a WebSocket it could not hand to a replica (its router's queue
+    full: a burst of monitors reconnecting at once), while the gateway refuses with close codes. Before, a
+    500 was final, so `Stream.reconnect` gave up on a burst that a moment later had room."""
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    async def refused(*_args, **_kw):
+        raise InvalidStatus(Response(status, "refused", Headers(), b""))
+
+    monkeypatch.setattr(client, "connect", refused)
+    with pytest.raises(client.StreamRefused, match=f"HTTP {status}") as info:
+        asyncio.run(client.open_stream("ws://127.0.0.1:1/v1/stream", "k", {"type": "start", "mode": "audio"}))
+    assert info.value.retryable is retryable

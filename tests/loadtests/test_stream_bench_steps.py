@@ -114,7 +114,7 @@ def test_the_local_stack_holds_the_ladders_last_step_and_the_gateways_cap_with_i
     assert json.loads(out.read_text())["results"][0]["steps"] == steps  # a measured run writes its results
     assert made["args"]["streams"] == {"max_streams": 96, "max_streams_per_key": 96}
     need = 96 + Limits().max_in_flight + GATEWAY_HEADROOM
-    assert made["deployments"] == {GATEWAY: {"max_ongoing_requests": need}}
+    assert made["deployments"] == {GATEWAY: {"max_ongoing_requests": need, "max_queued_requests": need}}
 
 
 def test_a_step_whose_streams_dropped_frames_fails_and_says_how_many(monkeypatch: pytest.MonkeyPatch) -> None:
