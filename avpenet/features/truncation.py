@@ -9,14 +9,10 @@ Ogg cut in its headers gets. A file that is whole keeps its decoder's reason (a 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from avpenet.errors import UndecodableMedia
 from avpenet.features import media
+from avpenet.features.chunkwalk import LAYOUTS, MAX_CHUNKS, Layout, walk
 
-# A real header has a handful of chunks before its samples; past this many a walk stops (an upload of
-# thousands of empty chunks costs no more) and the file is not called cut.
-MAX_CHUNKS = 64
 # Bytes of an AMR frame after its table-of-contents byte, by frame type (3GPP TS 26.101 / 26.201; the
 # reserved types and NO_DATA carry none).
 AMR_NB_FRAME = (12, 13, 15, 17, 19, 20, 26, 31, 5, 0, 0, 0, 0, 0, 0, 0)
@@ -28,36 +24,6 @@ MAX_FLAC_FRAME = 1 << 18
 # Sync codes (FF F8 / FF F9) looked at from a FLAC's end for its last frame's header: a real last frame
 # holds a handful in its coded samples (2 in 65,536 byte pairs of random data), a hostile upload thousands.
 MAX_FLAC_HEADERS = 64
-W64_DATA = b"data" + media.W64_WAVE[4:]  # Wave64's chunk GUIDs share their last 12 bytes
-W64_FMT = b"fmt " + media.W64_WAVE[4:]
-# An RF64 (EBU Tech 3306) starts "RF64", size 0xFFFFFFFF, "WAVE", then a `ds64` chunk whose 64-bit fields hold
-# the sizes a 32-bit field cannot: the RIFF's, then the `data` chunk's (0xFFFFFFFF in its own header).
-RF64_DATA_SIZE = slice(28, 36)
-
-
-class _Chunks(NamedTuple):
-    """How a chunked container lays out its chunks: an id, then a size of `size_bytes`."""
-
-    start: int  # where the first chunk starts
-    id_bytes: int
-    size_bytes: int
-    order: str  # the sizes' byte order
-    samples: bytes  # the id of the chunk holding the samples
-    form: bytes  # the id of the chunk describing them (format, channels, rate): it may come after them
-    align: int = 2  # chunks start at a multiple of this (a pad byte after an odd size)
-    size_counts_header: bool = False  # Wave64: a chunk's size includes its id and size
-    open_ended: int = -1  # a size meaning "to the end of the file" (a recording not finalised)
-    table: bytes = b""  # CAF's packet table: needed when its packets vary in size, and FFmpeg writes it last
-    lead: int = 0  # bytes between the samples' chunk header and its samples (CAF's edit count)
-
-
-LAYOUTS = {
-    "wav": _Chunks(12, 4, 4, "little", b"data", b"fmt ", open_ended=0xFFFFFFFF),  # RF64: `_size`
-    "aiff": _Chunks(12, 4, 4, "big", b"SSND", b"COMM"),
-    # open_ended -1: CAF's "size unknown"
-    "caf": _Chunks(8, 4, 8, "big", b"data", b"desc", align=1, open_ended=2**64 - 1, table=b"pakt", lead=4),
-    "w64": _Chunks(40, 16, 8, "little", W64_DATA, W64_FMT, align=8, size_counts_header=True),
-}
 
 
 def cut(kind: str) -> UndecodableMedia:
@@ -84,7 +50,7 @@ def cut_short(source: media.Source, kind: str) -> bool:
 
 
 def description_cut(source: media.Source, kind: str) -> bool:
-    """Whether the file ends before the chunk describing its samples (`_Chunks.form`: rate, channels,
+    """Whether the file ends before the chunk describing its samples (`Layout.form`: rate, channels,
     length) is whole. A decoder still reads a rate from the bytes left (libsndfile reads an AIFF cut inside
     a COMM chunk that follows its samples as 1 Hz), so a limit refused from that header is the cut's doing,
     not the sender's recording: `sfaudio` refuses it as cut. A whole description keeps its refusal (a CAF
@@ -95,72 +61,48 @@ def description_cut(source: media.Source, kind: str) -> bool:
 
 def before_samples(source: media.Source, kind: str) -> bool:
     """Whether the file ends before its first sample: inside or before its samples' chunk header and the
-    fields after it (`_Chunks.lead`). FFmpeg decoded a CAF cut inside its edit count as a sample or three
+    fields after it (`Layout.lead`). FFmpeg decoded a CAF cut inside its edit count as a sample or three
     of those bytes (0, or -0.98 for mu-law), scored as sound; `sfaudio` refuses it as cut instead."""
     layout = LAYOUTS.get(kind)
     return layout is not None and _ends_before(media.as_file(source).getbuffer(), layout, layout.samples, 0)
 
 
-def _ends_before(data: memoryview, layout: _Chunks, ident: bytes, body: int | None) -> bool:
+def _ends_before(data: memoryview, layout: Layout, ident: bytes, body: int | None) -> bool:
     """Whether `data` ends before chunk `ident` is whole (`body` None) or before its first `body` bytes
     after `layout.lead` are: walking its chunks, also when it ends inside one before it."""
-    at, header = layout.start, layout.id_bytes + layout.size_bytes
-    for _ in range(MAX_CHUNKS):
-        if at + header > len(data):
+    for chunk in walk(data, layout):
+        if not chunk.ident:
             return True  # ended before the chunk (or inside a chunk's id and size)
-        size = _size(data, layout, at)
-        open_ended = size == layout.open_ended or (layout.size_counts_header and size < header)
-        end = at + size + (0 if layout.size_counts_header else header)
-        if data[at : at + layout.id_bytes] == ident and (body is not None or not open_ended):
-            return (end if body is None else at + header + layout.lead + body) > len(data)
-        if open_ended:
+        if chunk.ident == ident and (body is not None or not chunk.open_ended):
+            return (chunk.end if body is None else chunk.body + layout.lead + body) > len(data)
+        if chunk.open_ended:
             return False  # runs to the end of the file; or a Wave64 size no chunk can have
-        if end > len(data):
+        if chunk.end > len(data):
             return True
-        at = end + (-end % layout.align)
     return False
 
 
-def _chunks_cut(data: memoryview, layout: _Chunks) -> bool:
+def _chunks_cut(data: memoryview, layout: Layout) -> bool:
     """Cut when the file ends before its samples' chunk and the chunk describing them are whole (AIFF allows
     COMM after SSND). The walk stops once both are (a CAF whose packets vary in size goes on to its packet
     table, which FFmpeg writes after the samples): bytes after them (a few junk bytes, a LIST or id3 chunk
     cut short) are no cut, and a whole file with them keeps its decoder's reason."""
-    at, found, described, table_due = layout.start, False, False, False
-    header = layout.id_bytes + layout.size_bytes
-    for _ in range(MAX_CHUNKS):
-        if at >= len(data):
-            return not (found and described) or table_due  # ended between chunks: before one it needs
-        if at + header > len(data):
-            return True
-        ident = data[at : at + layout.id_bytes]
-        size = _size(data, layout, at)
-        if size == layout.open_ended or (layout.size_counts_header and size < header):
+    found, described, table_due = False, False, False
+    for chunk in walk(data, layout):
+        if not chunk.ident:  # ended between chunks (before one it needs), or inside a chunk's id and size
+            return chunk.at < len(data) or not (found and described) or table_due
+        if chunk.open_ended:
             return False  # runs to the end of the file; or a Wave64 size no chunk can have
-        end = at + size + (0 if layout.size_counts_header else header)
-        if end > len(data):
+        if chunk.end > len(data):
             return True
-        if layout.table and ident == b"desc":
-            table_due = _varying_packets(data[at + header : end])
-        table_due = table_due and ident != layout.table
-        found = found or ident == layout.samples
-        described = described or ident == layout.form
+        if layout.table and chunk.ident == b"desc":
+            table_due = _varying_packets(data[chunk.body : chunk.end])
+        table_due = table_due and chunk.ident != layout.table
+        found = found or chunk.ident == layout.samples
+        described = described or chunk.ident == layout.form
         if found and described and not table_due:
             return False
-        at = end + (-end % layout.align)
     return False
-
-
-def _size(data: memoryview, layout: _Chunks, at: int) -> int:
-    """The size of the chunk at `at` (its header within `data`). An RF64's `data` chunk says 0xFFFFFFFF and
-    keeps its size in the `ds64` chunk first after the header (whole: the walk went past it), so one cut just
-    after its data chunk header is called cut, as a WAV is (libsndfile read no frame and no size, and called
-    it "an empty recording"); a ds64 size of 0 (a recording not finalised) runs to the end of the file."""
-    size = int.from_bytes(data[at + layout.id_bytes : at + layout.id_bytes + layout.size_bytes], layout.order)
-    rf64 = data[:4] == b"RF64" and data[12:16] == b"ds64" and layout is LAYOUTS["wav"]
-    if rf64 and size == 0xFFFFFFFF and data[at : at + 4] == b"data":
-        return int.from_bytes(data[RF64_DATA_SIZE], "little") or size
-    return size
 
 
 def _varying_packets(desc: memoryview) -> bool:

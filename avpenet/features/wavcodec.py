@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from avpenet.errors import UnsupportedMedia
-from avpenet.features import avaudio, media, truncation
+from avpenet.features import avaudio, chunkwalk, media
 
 # The format tags libsndfile reads: PCM, MS ADPCM, IEEE float, A-law, mu-law, IMA ADPCM, GSM 6.10, NMS ADPCM,
 # G.721, and WAVE_FORMAT_EXTENSIBLE when its subformat is one of `SNDFILE_SUBFORMATS` (wavlike.c). Not MPEG
@@ -41,7 +41,6 @@ SNDFILE_SUBFORMATS = frozenset(
 )
 # The tags FFmpeg reads as AAC (riff.c; 0x1602, LATM, has its own sync and is not among them).
 AAC_TAGS = frozenset({0x00FF, 0x1600, 0x1610, 0x4143, 0x706D, 0xA106})
-W64_GUID_TAIL = media.W64_WAVE[4:]
 FMT_MIN = 16  # a WAVEFORMAT: tag, channels, rate, byte rate, block align, bits per sample
 SUBFORMAT_AT = 24  # WAVEFORMATEXTENSIBLE: cbSize, valid bits and channel mask come before its subformat
 
@@ -59,29 +58,24 @@ class Codec(NamedTuple):
         return f"format tag 0xFFFE, subformat {uuid.UUID(bytes_le=self.subformat)}"
 
 
-def chunks(data: bytes | memoryview, kind: str) -> Iterator[tuple[bytes, int, int]]:
-    """(id, offset of the body, size of the body) of each chunk of a RIFF/RF64 WAVE or a Wave64 (`kind`
-    "w64") whose header lies within `data`, the first `truncation.MAX_CHUNKS` of them (thousands of empty
-    chunks cost no more). A Wave64 chunk's id is a GUID (the FourCC then the 12 bytes all its chunk GUIDs
-    share, `W64_GUID_TAIL`), its size counts its 24-byte header, and chunks align to 8."""
-    w64 = kind == "w64"
-    at, header = (40, 24) if w64 else (12, 8)
-    for _ in range(truncation.MAX_CHUNKS):
-        if at + header > len(data):
+def chunks(data: bytes | memoryview, kind: str) -> Iterator[chunkwalk.Chunk]:
+    """The chunks of a WAV (RF64) or Wave64 `data` whose id and size lie within it: `chunkwalk.walk`, the
+    walk that tells a cut, less a Wave64 size under its own header's (no body to read). An RF64 `data` chunk
+    whose header says 0xFFFFFFFF (its size in `ds64`) ends this walk, as it always has: a `fmt ` after it is
+    not looked for, and such a file goes to libsndfile."""
+    for chunk in chunkwalk.walk(data, chunkwalk.LAYOUTS[kind]):
+        if chunk.ident and chunk.end >= chunk.body:
+            yield chunk
+        if chunk.ident == b"data" and data[chunk.body - 4 : chunk.body] == b"\xff\xff\xff\xff":
             return
-        size = int.from_bytes(data[at + header - (8 if w64 else 4) : at + header], "little")
-        if w64 and size < header:
-            return  # no chunk has it: the walk cannot go on
-        short = not w64 or data[at + 4 : at + 16] == W64_GUID_TAIL
-        yield bytes(data[at : at + (4 if short else 16)]), at + header, size - header if w64 else size
-        at += size + (-size % 8) if w64 else header + size + (size & 1)
 
 
 def codec(data: bytes | memoryview, kind: str) -> Codec | None:
     """The codec a `fmt ` chunk lying whole within `data` names; None when it does not (no codec is told
     from a chunk too short to be one: libsndfile's reason stands)."""
-    for ident, body, size in chunks(data, kind):
-        if ident == b"fmt ":
+    for chunk in chunks(data, kind):
+        if chunk.ident == chunkwalk.LAYOUTS[kind].form:
+            body, size = chunk.body, chunk.end - chunk.body
             tag = int.from_bytes(data[body : body + 2], "little")
             if size < FMT_MIN or body + FMT_MIN > len(data) or not tag:  # 0: WAVE_FORMAT_UNKNOWN
                 return None
@@ -125,6 +119,7 @@ def _raw_aac(source: media.Source, kind: str, found: Codec) -> bool:
     if found.tag not in AAC_TAGS:
         return False
     data = media.as_file(source).getbuffer()  # a view: the upload is not copied
-    start = next((body for ident, body, _ in chunks(data, kind) if ident == b"data"), None)
+    samples = chunkwalk.LAYOUTS[kind].samples
+    start = next((c.body for c in chunks(data, kind) if c.ident == samples), None)
     first = b"" if start is None else bytes(data[start : start + 2])
     return len(first) == 2 and media.sniff(first) != "aac"

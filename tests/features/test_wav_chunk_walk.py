@@ -20,7 +20,7 @@ from support.hostile_media import as_w64, mp3_in_wav
 
 from avpenet import contract
 from avpenet.errors import UnsupportedMedia
-from avpenet.features import audio, media, truncation, wavcodec
+from avpenet.features import audio, chunkwalk, media, truncation, wavcodec
 
 SR = contract.SAMPLE_RATE
 ROOT = Path(__file__).parents[2]
@@ -31,7 +31,7 @@ CODECS = {"wmav2": (44_100, 64_000), "adpcm_g722": (SR, None), "libmp3lame": (SR
 def _with_chunk(wav: bytes, ident: bytes, size: int, before: bytes) -> bytes:
     """A RIFF/WAVE with a chunk `ident` of `size` bytes (a Broadcast WAV's `bext`, a `JUNK` pad) put before
     its chunk `before`; the RIFF size follows."""
-    at = next(body for name, body, _ in wavcodec.chunks(wav, "wav") if name == before) - 8
+    at = next(c.body for c in wavcodec.chunks(wav, "wav") if c.ident == before) - 8
     chunk = ident + struct.pack("<I", size) + bytes(size + size % 2)
     body = wav[12:at] + chunk + wav[at:]
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
@@ -83,7 +83,7 @@ def test_a_damaged_mp3_wav_behind_a_bext_writes_no_upload_bytes_to_the_log(tmp_p
 def test_the_walk_stops_after_max_chunks_and_copies_no_upload():
     many = b"".join(b"LIST" + struct.pack("<I", 0) for _ in range(10_000))
     wav = b"RIFF" + struct.pack("<I", 4 + len(many)) + b"WAVE" + many
-    assert len(list(wavcodec.chunks(memoryview(wav), "wav"))) == truncation.MAX_CHUNKS
+    assert len(list(wavcodec.chunks(memoryview(wav), "wav"))) == chunkwalk.MAX_CHUNKS
     big = _with_chunk(
         tm.riff_bytes("wmav2", tm.tone(60.0, 44_100), 44_100, bit_rate=64_000), b"JUNK", 2000, b"fmt "
     )
@@ -94,3 +94,18 @@ def test_the_walk_stops_after_max_chunks_and_copies_no_upload():
     finally:
         tracemalloc.stop()
     assert peak < 0.05 * len(big), f"peak {peak / len(big):.2f}x the upload"
+
+
+def test_the_codec_and_the_cut_read_one_walk_that_ends_at_the_same_chunk():
+    """`wavcodec` and `truncation` walk the chunks by one rule (`chunkwalk.walk`): a JUNK chunk claiming
+    more bytes than the upload holds ends the walk for both (its `fmt ` is not looked for, and the file is
+    cut), and so does a Wave64 size under its own 24-byte header (no codec is told, and it is not cut)."""
+    wma = tm.riff_bytes("wmav2", tm.tone(1.0, 44_100), 44_100, bit_rate=64_000)
+    padded = _with_chunk(wma, b"JUNK", 100, b"fmt ")
+    oversized = padded[:16] + struct.pack("<I", len(padded)) + padded[20:]  # the JUNK's size
+    assert wavcodec.for_ffmpeg(padded, "wav") is not None and not truncation.cut_short(padded, "wav")
+    assert wavcodec.for_ffmpeg(oversized, "wav") is None and truncation.cut_short(oversized, "wav")
+    w64 = as_w64(wma)
+    short = w64[:56] + struct.pack("<Q", 8) + w64[64:]  # the first chunk's size
+    assert wavcodec.codec(w64, "w64") is not None and not truncation.cut_short(w64, "w64")
+    assert wavcodec.codec(short, "w64") is None and not truncation.cut_short(short, "w64")

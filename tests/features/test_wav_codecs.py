@@ -14,7 +14,7 @@ from support.hostile_media import as_w64
 
 from avpenet import contract
 from avpenet.errors import UndecodableMedia, UnsupportedMedia
-from avpenet.features import audio, media, wavcodec
+from avpenet.features import audio, chunkwalk, media, wavcodec
 
 SR = contract.SAMPLE_RATE
 TONE_HZ = 440.0
@@ -43,7 +43,7 @@ def _peak_hz(wave: np.ndarray) -> float:
 def _relabelled(data: bytes, tag: int) -> bytes:
     """`data` (a whole WAV or Wave64) with its `fmt ` chunk's format tag changed to `tag`."""
     kind = media.sniff(data)
-    body = next(at for ident, at, _ in wavcodec.chunks(data, kind) if ident == b"fmt ")
+    body = next(c.body for c in wavcodec.chunks(data, kind) if c.ident == chunkwalk.LAYOUTS[kind].form)
     return data[:body] + tag.to_bytes(2, "little") + data[body + 2 :]
 
 
@@ -100,7 +100,7 @@ def test_an_extensible_wav_names_its_subformat():
     data = tm.audio_bytes(tm.tone(1.0, SR), SR, "WAVEX")
     assert wavcodec.codec(data, "wav") == (0xFFFE, bytes.fromhex("0100000000001000800000aa00389b71"))
     assert wavcodec.for_ffmpeg(data, "wav") is None  # extensible PCM stays libsndfile's
-    guid = next(at for ident, at, _ in wavcodec.chunks(data, "wav") if ident == b"fmt ") + 24
+    guid = next(c.body for c in wavcodec.chunks(data, "wav") if c.ident == b"fmt ") + 24
     data = data[:guid] + b"\x34\x12" + data[guid + 2 :]
     with pytest.raises(UnsupportedMedia) as err:
         audio.load_audio(data)  # was 422 "cannot be decoded (File contains data in an unimplemented format)"
@@ -115,6 +115,6 @@ def test_libsndfile_keeps_the_codecs_it_reads_and_a_wav_cut_at_its_data_header_i
         data = tm.audio_bytes(tm.tone(0.5, rate), rate, "WAV", subtype)
         assert wavcodec.for_ffmpeg(data[: media.HEAD_BYTES], "wav") is None, subtype
     data = tm.riff_bytes("wmav2", tm.tone(1.0, 44_100), 44_100, bit_rate=64_000)
-    samples = next(at for ident, at, _ in wavcodec.chunks(data, "wav") if ident == b"data")
+    samples = next(c.body for c in wavcodec.chunks(data, "wav") if c.ident == b"data")
     with pytest.raises(UndecodableMedia, match="WAV file declares audio but no sample decodes"):
         audio.load_audio(data[:samples])
