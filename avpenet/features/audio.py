@@ -205,20 +205,24 @@ def normalise_window(window: np.ndarray) -> np.ndarray:
     return (np.asarray(window, np.float64) * gain).astype(np.float32)
 
 
-def window_gains(wave: np.ndarray | None, n: int) -> np.ndarray:
-    """[n] float32 level-normalisation gain of each window: what `windows` multiplies window i by.
-
-    The level of a padded window is measured on its real samples only, so padding does not make a short tail
-    look quieter and earn extra gain. Windows without audio get gain 1 (they are all zeros anyway)."""
-    gains = np.ones(n, np.float32)
+def window_levels(wave: np.ndarray | None, n: int) -> np.ndarray:
+    """[n] float64 `rms_dbfs` of each window's real samples: measured once per clip for both its gain
+    (`window_gains`) and the silence rule (`windows.silent_windows`). Padding is not measured, so a short tail
+    does not look quieter and earn extra gain; a window holding no sample reads as `rms_dbfs` of none."""
     if wave is None:
-        return gains
-    wave = np.asarray(wave, np.float32).reshape(-1)
-    for i in range(n):
-        piece = wave[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
-        if piece.size:
-            gains[i] = np.float32(10.0 ** (normalisation_gain_db(rms_dbfs(piece)) / 20.0))
-    return gains
+        return np.full(n, rms_dbfs(np.zeros(0, np.float32)))
+    wave, hop = np.asarray(wave, np.float32).reshape(-1), contract.HOP_SAMPLES
+    return np.array(
+        [rms_dbfs(wave[i * hop : i * hop + contract.WINDOW_SAMPLES]) for i in range(n)], np.float64
+    )
+
+
+def window_gains(levels: np.ndarray) -> np.ndarray:
+    """[n] float32 level-normalisation gain of each window of `window_levels`: what `windows` multiplies
+    window i by (1 for a window without audio, all zeros anyway)."""
+    return np.array(
+        [np.float32(10.0 ** (normalisation_gain_db(float(db)) / 20.0)) for db in levels], np.float32
+    )
 
 
 def windows(wave: np.ndarray | None, n_windows: int | None = None) -> np.ndarray:
@@ -233,14 +237,17 @@ def windows(wave: np.ndarray | None, n_windows: int | None = None) -> np.ndarray
     return windows_from_rows(rows, gains)
 
 
-def clip_rows(wave: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ensemble's AUDIO [n, audio_row_samples(n)] and WINDOW_GAIN [n, 1] for n windows of `wave`.
+def clip_rows(
+    wave: np.ndarray | None, n: int, levels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble's AUDIO [n, audio_row_samples(n)] and WINDOW_GAIN [n, 1] for n windows of `wave`
+    (`levels`: its `window_levels`, when the caller measured them already).
 
     AUDIO is the clip's samples laid row-major over the n rows, zero-padded past the end (or all zeros
     without audio): each sample crosses to Triton once, where `windows` would send most of them three times.
     """
     out = np.zeros(contract.batch_shape(contract.AUDIO, n), np.float32)
-    gains = window_gains(wave, n)
+    gains = window_gains(window_levels(wave, n) if levels is None else levels)
     if wave is not None and n:
         flat = out.reshape(-1)
         wave = np.asarray(wave, np.float32).reshape(-1)[: flat.size]

@@ -81,11 +81,12 @@ def inputs_from_features(
         )
     n = max(audio.window_count(n_samples), frame_window_count(n_frames))
 
+    levels = audio.window_levels(wave if n_samples else None, n)  # for the gains and the silence rule
+    rows, gains = audio.clip_rows(wave if n_samples else None, n, levels)
     if served:
-        rows, gains = audio.clip_rows(wave if n_samples else None, n)
         sound = {contract.AUDIO.name: rows, contract.WINDOW_GAIN.name: gains}
-    else:
-        sound = {contract.WAVEFORM.name: audio.windows(wave if n_samples else None, n_windows=n)}
+    else:  # what audio.windows gives
+        sound = {contract.WAVEFORM.name: audio.windows_from_rows(rows, gains)}
     present = sound_windows(n_samples, n).astype(np.float32)
     visual = np.zeros((n, contract.FRAMES_PER_WINDOW, contract.VISUAL_FEATURE_DIM), np.float32)
     frame_mask = np.zeros((n, contract.FRAMES_PER_WINDOW), np.float32)
@@ -96,7 +97,7 @@ def inputs_from_features(
             k = max(0, piece.stop - piece.start)
             visual[i, :k] = feats[piece]
             frame_mask[i, :k] = mask[piece]
-    hushed = silent_windows(wave if n_samples else None, present, frame_mask)
+    hushed = silent_windows(levels, present, frame_mask)
     if hushed.any():  # masked as training's modality dropout masks audio (module doc)
         present[hushed] = 0.0
         sound[contract.WINDOW_GAIN.name if served else contract.WAVEFORM.name][hushed] = 0.0
@@ -117,17 +118,12 @@ def sound_windows(n_samples: int, n: int) -> np.ndarray:
     return np.array([i * contract.HOP_SAMPLES < heard for i in range(n)], bool)
 
 
-def silent_windows(wave: np.ndarray | None, present: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
+def silent_windows(levels: np.ndarray, present: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
     """[N] bool: windows whose audio is masked as silent (module doc): it holds sound (`present`) below
-    contract.AUDIO_NO_SIGNAL_DBFS RMS over the window's own samples, and the window a usable face frame."""
-    out = np.zeros(len(present), bool)
-    if wave is None:
-        return out
-    wave = np.asarray(wave, np.float32).reshape(-1)
-    for i in np.flatnonzero((np.asarray(present).reshape(-1) > 0.5) & np.any(frame_mask > 0.5, axis=1)):
-        piece = wave[i * contract.HOP_SAMPLES : i * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES]
-        out[i] = audio.rms_dbfs(piece) < contract.AUDIO_NO_SIGNAL_DBFS
-    return out
+    contract.AUDIO_NO_SIGNAL_DBFS RMS over the window's own samples (`levels`: `audio.window_levels`, the
+    levels its gain was read from, not measured again), and the window a usable face frame."""
+    heard = (np.asarray(present).reshape(-1) > 0.5) & np.any(frame_mask > 0.5, axis=1)
+    return heard & (np.asarray(levels, np.float64).reshape(-1) < contract.AUDIO_NO_SIGNAL_DBFS)
 
 
 def model_inputs(

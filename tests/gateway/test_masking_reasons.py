@@ -6,7 +6,7 @@ import numpy as np
 from support.gateway import face_track
 
 from avpenet import contract as C
-from avpenet.features import windows
+from avpenet.features import audio, windows
 from avpenet.features.track import FaceTrack
 from preprocess_service import masking
 
@@ -66,8 +66,9 @@ def test_the_silence_threshold_is_the_windows_own_level():
     for level_db, masked in ((-82, True), (-78, False), (-70, False), (-62, False)):
         wave = rng.normal(0, 10 ** (level_db / 20), 3 * SR).astype(np.float32)
         face, no_face = np.ones((1, C.FRAMES_PER_WINDOW)), np.zeros((1, C.FRAMES_PER_WINDOW))
-        assert windows.silent_windows(wave, np.ones(1), face).tolist() == [masked]
-        assert not windows.silent_windows(wave, np.ones(1), no_face).any()
+        levels = audio.window_levels(wave, 1)
+        assert windows.silent_windows(levels, np.ones(1), face).tolist() == [masked]
+        assert not windows.silent_windows(levels, np.ones(1), no_face).any()
 
 
 def test_silence_alone_is_still_scored_from_the_audio():
