@@ -100,20 +100,26 @@ def test_two_writers_of_one_file_stage_it_apart(tmp_path: Path) -> None:
     )
 
 
-def test_a_link_is_written_through_and_a_device_is_written_to_not_replaced(tmp_path: Path) -> None:
+def test_a_link_is_written_through_and_a_pipe_is_written_to_not_replaced(tmp_path: Path) -> None:
     """`avpenet evaluate --json` through a link replaced the link with a file (its target kept the old
-    report); to /dev/stdout it would have put a regular file in /dev. (A private null device stands in.)"""
+    report); to /dev/stdout it would have put a regular file in /dev. (A named pipe stands in, as /dev/stdout
+    is when piped: any user may make one, where a device node needs root.)"""
     import stat
+    import threading
 
     target, link = tmp_path / "report.json", tmp_path / "latest.json"
     target.write_text("old")
     link.symlink_to(target)
     replace_text(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
-    null = tmp_path / "null"
-    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    replace_text(null, "discarded")
-    assert stat.S_ISCHR(null.stat().st_mode)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    replace_text(pipe, "written through")
+    reader.join(10)
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and read == [b"written through"]
 
 
 def test_a_staged_file_left_by_a_crash_is_swept_by_a_later_write_once_stale(tmp_path: Path) -> None:

@@ -51,15 +51,16 @@ class TestScoring:
             [w.score for w in http.timeline], direct[contract.SCORE.name][:, 0], atol=1e-5
         )
         np.testing.assert_allclose(
-            [w.score for w in rpc.timeline], [w.score for w in http.timeline], atol=1e-6
+            [w.score for w in rpc.timeline], [w.score for w in http.timeline], atol=1e-5
         )
         assert http.score == pytest.approx(float(direct[contract.SCORE.name].mean()), abs=1e-5)
         # Within float32 rounding, not bit for bit: Triton may batch either call with another request (the
-        # watchdog's probe), and a kernel's rounding can depend on the batch size on some CPUs.
-        assert rpc.score == pytest.approx(http.score, abs=1e-6)
+        # watchdog's probe), and a kernel's rounding can depend on the batch size on some CPUs; 1e-5 is about
+        # 10 float32 steps at these scores (8.3-8.5, 1 step = 9.5e-7), as against Triton directly above.
+        assert rpc.score == pytest.approx(http.score, abs=1e-5)
         interval = (rpc.interval_90.low, rpc.interval_90.high)
         assert interval == pytest.approx((http.interval_90.low, http.interval_90.high), abs=1e-5)
-        assert rpc.class_probs == pytest.approx(http.class_probs, abs=1e-6)
+        assert rpc.class_probs == pytest.approx(http.class_probs, abs=1e-5)
         assert http.level == contract.level_of(http.score) and http.modalities == ["audio", "visual"]
         assert http.interval_90.low <= http.score <= http.interval_90.high
         assert http.model_versions[contract.ENSEMBLE.name] == "1"
