@@ -11,8 +11,10 @@ STUCK_S = 30.0  # a full queue the processor takes nothing from for this long: c
 class StreamLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_streams: int = Field(64, gt=0)  # attached + detached streams per Gateway replica, then close 4429
-    max_streams_per_key: int = Field(16, gt=0)  # per API key (per replica), then close 4429
+    # Attached + detached streams per Gateway replica, and per API key (per replica): a new stream takes the
+    # place of a detached one (registry._make_room); with every stream attached, close 4429.
+    max_streams: int = Field(64, gt=0)
+    max_streams_per_key: int = Field(16, gt=0)
     start_timeout_s: float = Field(10.0, gt=0)  # the start message must come within this
     stall_timeout_s: float = Field(10.0, gt=0)  # no chunk accepted for this long: close 4408 (resumable)
     resume_ttl_s: float = Field(60.0, ge=0)  # a dropped stream's state is kept this long for a resume

@@ -6,11 +6,13 @@ same id hold two streams. A reconnect with the same stream id and key reaches th
 replica: the Gateway's request router sends a resume whose URL names its stream id there (affinity.py); one
 that lands elsewhere (the holder gone or full, or no id in the URL) starts afresh under the same id,
 `resumed: false`, with the alert state of the stream's last checkpoint when one is kept (`restored: true`;
-checkpoints.py). Detached streams past `resume_ttl_s` are forgotten by `sweep`.
+checkpoints.py). Detached streams past `resume_ttl_s` are forgotten by `sweep`, and sooner when a new
+stream needs their place under a limit.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from preprocess_service.stream.alerts import AlertMonitor
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, StreamLimits
 from preprocess_service.stream.protocol import Start, StreamRejected
 from preprocess_service.stream.state import StreamState
+
+log = logging.getLogger("avpenet.gateway.stream")
 
 
 @dataclass
@@ -122,16 +126,7 @@ class StreamRegistry:
                 entry.event_seq = max(entry.event_seq, start.last_event + 1)  # it went further elsewhere
                 return entry, True
             self.drop(entry.key)  # left behind: the stream went on on another replica
-        if len(self.streams) >= self.limits.max_streams:
-            raise StreamRejected(
-                "over_limit", f"this replica holds {self.limits.max_streams} streams; retry later"
-            )
-        mine = sum(1 for e in self.streams.values() if e.key_id == key_id)
-        if mine >= self.limits.max_streams_per_key:
-            raise StreamRejected(
-                "over_limit",
-                f"this API key has {self.limits.max_streams_per_key} open streams; end one first",
-            )
+        self._make_room(key_id)
         entry = Entry(
             stream_id=stream_id,
             key_id=key_id,
@@ -147,6 +142,33 @@ class StreamRegistry:
         entry.event_seq = max(entry.event_seq, start.last_event + 1)
         self.streams[entry.key] = entry
         return entry, False
+
+    def _make_room(self, key_id: str) -> None:
+        """Room for a new stream within both limits. A stream kept only for a resume gives way to a new one,
+        the longest detached first (its key's own for the per-key limit, any for the replica's): its alert
+        state stays in its checkpoint, so a later resume is `restored`, losing only its unscored samples.
+        Only attached streams refuse it (4429). Before, held streams counted as open ones for `resume_ttl_s`:
+        a central station restarted with new stream ids had its whole ward refused for up to a minute."""
+        if len(self.streams) >= self.limits.max_streams and not self._give_way(None):
+            raise StreamRejected(
+                "over_limit", f"this replica holds {self.limits.max_streams} streams; retry later"
+            )
+        mine = sum(1 for e in self.streams.values() if e.key_id == key_id)
+        if mine >= self.limits.max_streams_per_key and not self._give_way(key_id):
+            raise StreamRejected(
+                "over_limit",
+                f"this API key has {self.limits.max_streams_per_key} open streams; end one first",
+            )
+
+    def _give_way(self, key_id: str | None) -> bool:
+        """Forget the longest-detached stream (of `key_id`; None: of any key); False when none is detached."""
+        held = [e for e in self.streams.values() if not e.attached and key_id in (None, e.key_id)]
+        if not held:
+            return False
+        oldest = min(held, key=lambda e: e.detached_at)
+        log.info("stream %s of %s, detached, gave way to a new stream", oldest.stream_id, oldest.key_id)
+        self.drop(oldest.key)
+        return True
 
     def detach(self, entry: Entry) -> None:
         """The connection went away: keep the state for `resume_ttl_s` (a finished stream is dropped)."""

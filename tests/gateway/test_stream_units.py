@@ -307,6 +307,34 @@ def test_registry_limits_and_resume():
     assert resumed and again is b
 
 
+def test_a_new_stream_takes_the_place_of_a_detached_one_at_a_limit():
+    """A central station restarted opens its ward's streams under new ids while the old ones are still held
+    for a resume. Before, each new stream was refused 4429 until the old ones expired (`resume_ttl_s`)."""
+    ticks = iter(range(100))
+    reg = StreamRegistry(
+        StreamLimits(max_streams=3, max_streams_per_key=2, resume_ttl_s=60), 10**7, clock=lambda: next(ticks)
+    )
+    s = start(mode="audio")
+    old_1, _ = reg.acquire(s, "bed-1", "key-1")
+    old_2, _ = reg.acquire(s, "bed-2", "key-1")
+    reg.detach(old_1)
+    reg.detach(old_2)
+    closed: list[str] = []
+    old_1.state.close = lambda: closed.append("bed-1")
+    _, resumed = reg.acquire(s, "bed-1-new", "key-1")
+    assert not resumed and closed == ["bed-1"]  # the longest detached gave way, its tracker closed
+    assert set(reg.streams) == {("bed-2", "key-1"), ("bed-1-new", "key-1")}
+    reg.acquire(s, "bed-2-new", "key-1")
+    with pytest.raises(StreamRejected, match="2 open streams"):  # all of the key's streams attached
+        reg.acquire(s, "bed-3", "key-1")
+    theirs, _ = reg.acquire(s, "bed-9", "key-2")  # the replica's 3
+    reg.detach(theirs)
+    reg.acquire(s, "bed-8", "key-3")  # another key's detached stream gives way at the replica's limit
+    assert ("bed-9", "key-2") not in reg.streams and reg.count() == 3
+    with pytest.raises(StreamRejected, match="holds 3 streams"):  # every stream attached
+        reg.acquire(s, "bed-7", "key-2")
+
+
 def test_a_resume_past_the_replay_buffer_says_what_it_missed_and_whether_an_alert_is_on():
     from types import SimpleNamespace
 
