@@ -5,9 +5,9 @@ For each stream count N of a ladder, N clients replay a recording at real time f
 sound, tracked by the gateway). Lag per window is the server's (`lag_s`: completed window → score event
 queued) and the client's (last chunk of the window sent → score event received). The ladder stops at the first
 N whose client lag p99 reaches 1 s, that drops frames, or whose streams were not all open at one instant; the
-largest N before it is reported. Starts its own local stack unless `--url` is given. `--out` and `--markdown`
-are written only when every mode scored a window: a run that measured nothing (a wrong `--url`) exits 1 and
-leaves them as they were, since its zeros would read as "the box holds no stream".
+largest N before it is reported. Starts its own local stack unless `--url` is given. A mode that scored no
+window fails the run (exit 1): `--markdown` is then left as it was, and `--out` too when no mode measured
+anything (a wrong `--url`), since zeros alone would read as "the box holds no stream".
 """
 
 from __future__ import annotations
@@ -182,7 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="1,2,4,8,12,16,24,32,48,64",
         help="the ladder's stream counts (default: %(default)s)",
     )
-    parser.add_argument("--out", type=Path, help="write the results as JSON here (not when nothing measured)")
+    parser.add_argument(
+        "--out", type=Path, help="write the results as JSON here (not when no mode measured anything)"
+    )
     parser.add_argument("--markdown", type=Path, help=f"write the report here (e.g. {MARKDOWN.name})")
     parser.add_argument(
         "--notes",
@@ -218,17 +220,19 @@ def run(args: argparse.Namespace) -> int:
             results = measure(stack.http_url, key)
     summary = {r["mode"]: r["max_streams_lag_p99_under_1s"] for r in results}
     print(json.dumps({"cpus": os.cpu_count(), "max_streams_lag_p99_under_1s": summary}))
-    if failed := unmeasured(results):  # results or a report of zeros would read as "the box holds no stream"
+    failed = unmeasured(results)
+    if args.out and len(failed) < len(results):  # every mode's steps, a failed mode's errors included
+        args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
+    if failed:  # a report (or results) of zeros alone would read as "the box holds no stream"
         errors = (e for r in results if r["mode"] in failed for row in r["steps"] for e in row["errors"])
         first = next(errors, "no window scored")
-        kept = " and ".join(str(path) for path in (args.out, args.markdown) if path)
+        kept = [args.out if len(failed) == len(results) else None, args.markdown]
+        kept = " and ".join(str(path) for path in kept if path)
         kept = f"; {kept} not written" if kept else ""
         print(
             f"avpenet stream-bench: nothing measured for {', '.join(failed)} ({first}){kept}", file=sys.stderr
         )
         return 1
-    if args.out:
-        args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
     if args.markdown:
         notes = args.notes.read_text().strip() if args.notes and args.notes.exists() else ""
         args.markdown.write_text(report(results, " ".join(sys.argv[1:]), load_at_start, notes))

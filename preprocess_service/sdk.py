@@ -103,7 +103,9 @@ class Client:
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
-        if problem := target_problem(target, grpc):  # not sent, retried and named INCOMPLETE
+        # Not sent, retried and named INCOMPLETE. A gRPC channel the caller made (TLS to an ingress on 443)
+        # goes where it was made for: its target is a label then, and needs no port.
+        if not (grpc and channel is not None) and (problem := target_problem(target, grpc)):
             raise TargetError(target, problem)
         self.target, self.api_key, self.grpc = target, api_key, grpc
         self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s

@@ -11,9 +11,9 @@ client looped for ever, the patient's stream never scored past that chunk.
 
 One chunk per stream is remembered (`Entry.failed_chunk`, the last one a failure was blamed on), with the
 stream on its replica for a resume. It is not in the checkpoint: a stream restored on another replica starts
-its media and its seqs afresh, so an old seq names no chunk there (a poison chunk resent there costs one
-more 1011). A failure outside a chunk's own processing (scoring, a window's features) names no chunk: it
-closes 1011 each time, as before.
+its media and its seqs afresh, so an old seq names no chunk there (and the client resends nothing to a
+stream that started afresh). A failure outside a chunk's own processing (scoring, a window's features)
+names no chunk: it closes 1011 each time, as before.
 """
 
 from __future__ import annotations

@@ -270,6 +270,8 @@ def test_a_grpc_target_without_its_port_is_refused_naming_the_form(target):
         "ingress's port"
     )
     Client(f"http://{target}").close()  # a URL's scheme names its port
+    with Client(target, grpc=True, channel=object()) as client:  # the caller's channel (TLS to 443): a label
+        assert client.target == target
 
 
 @pytest.mark.parametrize(

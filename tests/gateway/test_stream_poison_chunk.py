@@ -124,3 +124,29 @@ def test_a_frame_failing_again_is_a_frame_without_a_face_in_its_slot(monkeypatch
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level("CRITICAL", "avpenet.gateway.stream")
+
+
+def test_a_chunk_failing_after_its_samples_were_taken_keeps_its_time_once(monkeypatch):
+    """The second failure comes after the chunk's samples joined the stream: its refusal adds no silence on
+    top of them (the first failed before they did, so the resend's are its only ones)."""
+    the_hub = hub()
+    entry = open_stream(the_hub, SID)
+    add_audio, failures = state_module.StreamState.add_audio, []
+
+    def buggy(self, header: dict, payload: memoryview) -> None:
+        if header.get("seq") == 45:
+            failures.append(45)
+            if len(failures) == 1:
+                raise RuntimeError("a bug before the append")
+            add_audio(self, header, payload)
+            raise RuntimeError("a bug after the append")
+        add_audio(self, header, payload)
+
+    monkeypatch.setattr(state_module.StreamState, "add_audio", buggy)
+    code, first = _connect(the_hub, entry, [audio(k) for k in range(100)], resumed=False)
+    assert code == CLOSE_INTERNAL
+    last = _resume(the_hub, entry, first)
+    messages = [audio(k) for k in range(entry.state.next_seq["audio"], 100)] + [text({"type": "end"})]
+    code, second = _connect(the_hub, entry, messages, True, last)
+    assert code == CLOSE_NORMAL and second.errors("processing_failed")
+    assert entry.state.n_samples == 100 * TICK  # not a chunk's silence more

@@ -186,3 +186,26 @@ def test_a_run_that_measured_nothing_fails_and_keeps_the_report(monkeypatch, tmp
     err = capsys.readouterr().err
     assert "nothing measured for landmarks (1 streams failed (ConnectionRefusedError" in err
     assert err.rstrip().endswith(f"; {results} and {report} not written")
+
+
+def test_a_run_one_of_whose_modes_measured_nothing_fails_and_writes_its_results(monkeypatch, tmp_path):
+    """Video streams refused, landmark streams measured: the results (the refused mode's errors beside the
+    measured mode's steps) are written, the report is not, and the run fails."""
+    import argparse
+
+    async def one_stream(url, key, rec, age_group):
+        if rec == "video":
+            raise ConnectionRefusedError("Connect call failed")
+        return {"client_lag": [0.05], "server_lag": [0.04], "errors": [], "close": 1000}
+
+    monkeypatch.setattr(streams, "one_stream", one_stream)
+    monkeypatch.setattr(streams, "recording", lambda mode, seconds: mode)
+    report, results = tmp_path / "STREAMS.md", tmp_path / "results.json"
+    report.write_text("the last real run\n")
+    parser = argparse.ArgumentParser()
+    streams.add_arguments(parser)
+    argv = ["--url", "http://127.0.0.1:1", "--modes", "landmarks,video", "--counts", "1"]
+    assert streams.run(parser.parse_args([*argv, "--markdown", str(report), "--out", str(results)])) == 1
+    assert report.read_text() == "the last real run\n"
+    written = {r["mode"]: r for r in json.loads(results.read_text())["results"]}
+    assert written["landmarks"]["steps"][0]["windows"] and not written["video"]["steps"][0]["windows"]
