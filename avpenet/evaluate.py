@@ -1,6 +1,6 @@
 """`avpenet evaluate`: judge a checkpoint on unseen subjects, with robustness and calibration figures.
 
-    avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report DIR]
+    avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report REPORT_DIR]
 
 Clips of the test subjects only: --split, DIR/split.json, or the checkpoint's own split when DIR is the
 dataset it was trained on (same labels.csv digest) or another render of its plan (DIR/plan.json, e.g.
@@ -76,8 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, required=True, help="where to write the metrics JSON")
     parser.add_argument(
-        "--report", type=Path, help="write EVALUATION.md and img/*.png plots into this folder"
-    )
+        "--report", type=Path, metavar="REPORT_DIR",
+        help="write EVALUATION.md and img/*.png plots into this folder of their own (refused where an "
+        "EVALUATION.md it did not write lies, e.g. docs/)",
+    )  # fmt: skip
     parser.add_argument(
         "--notes", type=Path, help="Markdown to include in the report (discussion of results)"
     )
@@ -354,6 +356,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--json {args.json} is a folder; give the file to write")
     if args.notes is not None and not args.notes.is_file():
         raise ValueError(f"--notes {args.notes}: no such file")
+    if args.report is not None:
+        from avpenet.report import check_overwritable
+
+        check_overwritable(args.report)  # a hand-written EVALUATION.md is refused before minutes of scoring
     try:
         result = evaluate(args)
     except LabelsError as exc:  # bad rows: reported with line numbers, nothing scored

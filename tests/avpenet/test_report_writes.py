@@ -31,7 +31,8 @@ def test_evaluate_json_leaves_the_previous_metrics_whole_when_the_disk_fills(tmp
 
 
 def test_the_report_leaves_the_previous_evaluation_md_whole_when_the_disk_fills(tmp_path: Path, monkeypatch):
-    (tmp_path / "EVALUATION.md").write_text("# AVPENet evaluation\n\nthe last one\n")
+    last = f"{report.GENERATED_MARKER}\n\n# AVPENet evaluation\n\nthe last one\n"  # a report it wrote
+    (tmp_path / "EVALUATION.md").write_text(last)
     before = files(tmp_path)
     monkeypatch.setattr(report, "plots", lambda _result, _img: {})
     for section in ("_targets_section", "_accuracy_section", "_robustness_section"):
