@@ -18,7 +18,9 @@ Figures, under stable JSON keys:
 - ``interval_coverage_90``: share of clips whose label lies in the served 90% interval;
 - ``label_noise_floor_mae``: MAE of the rater-median label against the latent pain (DIR/truth.csv, synthetic
   data only; null otherwise) — what outputting the latent pain would score (not a floor, docs/DATA.md);
-- ``targets``: each accuracy target the model is held to, with the measured figure and whether it is met.
+- ``targets``: each accuracy target the model is held to (avpenet.targets), with the measured figure and
+  whether it is met; ``met`` is null, with ``not_judged`` saying why, when nothing was measured or the set
+  has too few test subjects to judge it (MIN_TEST_SUBJECTS, per age group MIN_AGE_GROUP_SUBJECTS).
 
 Why one module over 300 lines: one evaluation procedure (which subjects, which conditions, which targets)
 whose JSON keys are listed above.
@@ -42,28 +44,12 @@ from avpenet.argtypes import positive_int
 from avpenet.durable import replace_text
 from avpenet.model import REFERENCE_DIR, load_model
 from avpenet.predict import predict_clips, regression_metrics, with_age
+from avpenet.targets import judge_targets, unjudged_line
 from avpenet.train import mask_audio, mask_face, restrict
 
 HELP = "evaluate a checkpoint on the test subjects of a dataset (metrics JSON + optional Markdown report)"
 SNRS_DB = (20.0, 10.0, 5.0, 0.0)
 SINGLE_MODALITY_DIRS = {"audio_only_trained": "audio_only", "visual_only_trained": "visual_only"}
-TARGETS = {  # the model issue's targets: key -> (description, comparison, threshold)
-    "fusion_mae": ("fusion MAE", "<=", 0.89),
-    "fusion_mae_ceiling": ("fusion MAE, never above", "<=", 0.95),
-    "fusion_pearson_r": ("fusion Pearson r", ">=", 0.89),
-    "fusion_accuracy_3class": ("fusion 3-class accuracy", ">=", 0.814),
-    "fusion_gain_over_best_single": ("fusion MAE reduction vs best single modality", ">=", 0.15),
-    "neonate_mae": ("neonate MAE", "<=", 0.95),
-    "adult_mae": ("adult MAE", "<=", 0.95),
-    "snr_0_mae_rise": ("MAE rise at SNR 0 dB", "<=", 0.20),
-    "occlusion_mae_rise": ("MAE rise with lower face occluded", "<=", 0.20),
-    "interval_coverage_low": ("90% interval coverage (lower bound)", ">=", 0.88),
-    "interval_coverage_high": ("90% interval coverage (upper bound)", "<=", 0.92),
-}
-PATH_TARGETS = {  # judged only with --paths (the dataset must carry renders): key -> same shape as TARGETS
-    # the same clip uploaded as video vs as audio + its landmarks file: both carry the sound
-    "video_vs_landmarks_mae": ("video-path MAE above the audio+landmarks-path MAE (relative)", "<=", 0.05),
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -260,8 +246,11 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         "visual_only": _with_floor(metrics(run([_masked(x, mask_audio) for x in base])), floor_all),
     }
     result.update(_single_modality_models(args, clips, scores, floor_all))
-    result["by_age"] = {
-        age: _with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age))
+    result["by_age"] = {  # n_subjects: who judge_targets counts before judging a group's target
+        age: {
+            **_with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age)),
+            "n_subjects": len({c.subject_id for c in clips if c.age_group == age}),
+        }
         for age in C.LABELLED_AGE_GROUPS
     }
     if getattr(args, "send_age", None) == "unknown" and float(ckpt.model.fusion.infers_age):
@@ -308,35 +297,6 @@ def _run_record(config: dict) -> dict:
     }
 
 
-def judge_targets(r: dict) -> dict:
-    singles = [r[k]["mae"] for k in ("audio_only", "visual_only", *SINGLE_MODALITY_DIRS) if k in r]
-    best_single = min(singles)
-    measured = {
-        "fusion_mae": r["fusion"]["mae"],
-        "fusion_mae_ceiling": r["fusion"]["mae"],
-        "fusion_pearson_r": r["fusion"]["pearson_r"],
-        "fusion_accuracy_3class": r["fusion"]["accuracy_3class"],
-        "fusion_gain_over_best_single": 1.0 - r["fusion"]["mae"] / best_single,
-        "neonate_mae": r["by_age"]["neonate"]["mae"],
-        "adult_mae": r["by_age"]["adult"]["mae"],
-        "snr_0_mae_rise": r["robustness"]["snr_0db"]["mae_change"],
-        "occlusion_mae_rise": r["robustness"]["lower_face_occluded"]["mae_change"],
-        "interval_coverage_low": r["interval_coverage_90"],
-        "interval_coverage_high": r["interval_coverage_90"],
-    }
-    targets = dict(TARGETS)
-    paths = r.get("paths", {})
-    if "video" in paths and "audio_landmarks" in paths:
-        targets.update(PATH_TARGETS)
-        measured["video_vs_landmarks_mae"] = paths["video"]["mae"] / paths["audio_landmarks"]["mae"] - 1.0
-    out = {}
-    for key, (desc, op, threshold) in targets.items():
-        value = measured[key]
-        met = bool(value <= threshold if op == "<=" else value >= threshold) if np.isfinite(value) else False
-        out[key] = {"description": desc, "target": f"{op} {threshold:g}", "measured": value, "met": met}
-    return out
-
-
 def _jsonable(x):
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items() if not k.startswith("_")}
@@ -374,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
         f"on {result['n_clips']} clips; audio-only MAE {a['mae']:.3f}, visual-only {v['mae']:.3f}; "
         f"90% coverage {result['interval_coverage_90']:.3f}; wrote {args.json}"
     )
+    if line := unjudged_line(result.get("targets", {})):
+        print(line)
     if args.report:
         from avpenet.report import write_report
 

@@ -10,7 +10,9 @@ one dataset reader (``features.cache.decode_row``: the gateway's precedence), so
 - ``audio_landmarks``: the WAV and the ``.npz`` track; ``audio_only``: the WAV; ``landmarks_only``: the .npz.
 A path is judged on the clips that can take it (no MP4: no video path), and on every one of them: a clip
 whose face is never found is scored with its visual modality masked, as the gateway scores it.
-Confidence intervals resample SUBJECTS with replacement (clips of one subject are not independent).
+Confidence intervals resample SUBJECTS with replacement (clips of one subject are not independent); below
+MIN_BOOTSTRAP_SUBJECTS subjects ``ci95`` is null and ``ci95_not_given`` says why: resampling one subject gives
+a zero-width "95% CI", and a few give one that only lists them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ PATHS = {  # path -> (columns kept, column that must be present)
     "landmarks_only": (("visual",), "visual"),
 }
 BOOTSTRAP = 1000
+MIN_BOOTSTRAP_SUBJECTS = 5  # fewer: no interval (docs/EVALUATION.md)
 
 
 def path_row(row: dict[str, str], path: str) -> dict[str, str] | None:
@@ -61,6 +64,16 @@ def subject_bootstrap(
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
 
 
+def subject_ci(pred: np.ndarray, true: np.ndarray, subjects: Sequence[str]) -> dict:
+    """{"ci95": subject_bootstrap's intervals}, or {"ci95": None, "ci95_not_given": why} when there are fewer
+    than MIN_BOOTSTRAP_SUBJECTS subjects."""
+    n = len(set(subjects))
+    if n < MIN_BOOTSTRAP_SUBJECTS:
+        need = f"a subject-bootstrap interval needs at least {MIN_BOOTSTRAP_SUBJECTS}"
+        return {"ci95": None, "ci95_not_given": f"{n} subject{'' if n == 1 else 's'}; {need}"}
+    return {"ci95": subject_bootstrap(pred, true, subjects)}
+
+
 def evaluate_paths(model, data_dir: Path, rows: list[dict[str, str]], subjects: Sequence[str], modality: str):
     """{path: metrics + ci95 + n_clips + clips whose tracked face was never found} for the test subjects."""
     from avpenet import contract as C
@@ -82,7 +95,7 @@ def evaluate_paths(model, data_dir: Path, rows: list[dict[str, str]], subjects: 
         no_face = [c.clip_id for c, r in zip(clips, picked, strict=True) if r["video"] and not _has_face(c)]
         out[path] = {
             **regression_metrics(pred, true),
-            "ci95": subject_bootstrap(pred, true, who),
+            **subject_ci(pred, true, who),
             "n_subjects": len(set(who)),
             "face_never_found": no_face,
         }

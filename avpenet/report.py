@@ -125,10 +125,13 @@ def _targets_section(r: dict) -> list[str]:
         lines.append(
             f"| {t['description']} | {t['target']} | {_fmt(t['measured'], pct=pct)} | {_fmt(t['met'])} |"
         )
-    targets = r["targets"].values()
-    unjudged = [f"{t['description']} ({t['not_judged']})" for t in targets if t.get("not_judged")]
-    if unjudged:  # "—": no verdict, and why (avpenet.targets)
-        lines += ["", "Not judged (—): " + "; ".join(unjudged) + "."]
+    by_reason: dict[str, list[str]] = {}  # "—": no verdict, and why (avpenet.targets)
+    for t in r["targets"].values():
+        if t.get("not_judged"):
+            by_reason.setdefault(t["not_judged"], []).append(t["description"])
+    for why, names in by_reason.items():
+        which = "every target" if len(names) == len(r["targets"]) else ", ".join(names)
+        lines += ["", f"Not judged (—): {which}: {why}."]
     return lines
 
 

@@ -172,7 +172,7 @@ def video_rows(data_dir: Path) -> VideoRows:
 def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str], rows: VideoRows) -> dict[str, dict]:
     """{setting: video-path metrics on the test subjects + mae_change vs fp32}: EVALUATION.md's headline."""
     from avpenet import data
-    from avpenet.evaluate_paths import subject_bootstrap
+    from avpenet.evaluate_paths import subject_ci
     from avpenet.model import REFERENCE_DIR, load_model
     from avpenet.predict import concat_inputs, predict_clips, regression_metrics
     from avpenet.train import restrict
@@ -190,7 +190,7 @@ def video_path(repo: Path, data_dir: Path, chosen: Mapping[str, str], rows: Vide
     for name, setting in settings_of(chosen).items():
         chain = chain_of(repo, setting)
         pred = predict_clips(ChainModel(chain), inputs)[contract.SCORE.name]
-        row = {**regression_metrics(pred, true), "ci95": subject_bootstrap(pred, true, who)}
+        row = {**regression_metrics(pred, true), **subject_ci(pred, true, who)}
         row.update(n_clips=len(clips), n_subjects=len(keep))
         scores = _window_scores(chain, windows)  # per window: what the parity tests compare
         fp32_windows = scores if fp32_windows is None else fp32_windows

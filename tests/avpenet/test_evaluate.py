@@ -68,7 +68,11 @@ def test_json_has_the_stable_keys(evaluated):
     assert all("mae" in v for v in result["robustness"].values())
     assert 0.0 <= result["interval_coverage_90"] <= 1.0
     assert result["label_noise_floor_mae"] > 0  # truth.csv is present in synthetic data
-    assert all(t["met"] in (True, False) for t in result["targets"].values())
+    assert all(block["n_subjects"] >= 1 for block in result["by_age"].values())
+    # the tiny run's test part is a few subjects: too few to judge any target (test_small_sets_...)
+    assert all(
+        t["met"] is None and "a verdict needs at least" in t["not_judged"] for t in result["targets"].values()
+    )
 
 
 def test_noise_changes_the_prediction(evaluated):
@@ -97,11 +101,13 @@ def test_report_says_what_the_interval_was_fitted_on():
     )
 
 
-def _fixed_result(fusion_mae: float, paths: dict | None = None) -> dict:
+def _fixed_result(fusion_mae: float, paths: dict | None = None, subjects: tuple[int, int] = (22, 21)) -> dict:
+    """An evaluation's figures; `subjects`: test subjects (neonates, adults), the reference's by default."""
     block = {"mae": fusion_mae, "pearson_r": 0.9, "accuracy_3class": 0.85}
     r = {
         "fusion": block, "audio_only": {"mae": 1.5}, "visual_only": {"mae": 1.4},
-        "by_age": {"neonate": {"mae": 0.9}, "adult": {"mae": 0.9}},
+        "by_age": {"neonate": {"mae": 0.9, "n_subjects": subjects[0]},
+                   "adult": {"mae": 0.9, "n_subjects": subjects[1]}},
         "robustness": {"snr_0db": {"mae_change": 0.1}, "lower_face_occluded": {"mae_change": 0.1}},
         "interval_coverage_90": 0.9,
     }  # fmt: skip
@@ -155,3 +161,61 @@ def test_clips_sent_without_their_age_report_how_often_the_age_read_from_them_is
     assert all(0 < path["clips_read"] <= result["n_clips"] for path in inferred.values())
     assert all(path[k] <= path["clips_read"] for path in inferred.values() for k in counts)
     assert "age_inferred" not in evaluate.evaluate(argparse.Namespace(**{**vars(args), "send_age": None}))
+
+
+def test_small_sets_get_no_target_verdicts():
+    """4 subjects "met" the fusion MAE target the 43 held-out subjects of the default set miss: below
+    MIN_TEST_SUBJECTS every verdict is withheld (met null, and why), and the printed line says so."""
+    from avpenet.targets import MIN_TEST_SUBJECTS, judge_targets, unjudged_line
+
+    small = judge_targets(_fixed_result(0.5, subjects=(2, 2)))
+    assert all(t["met"] is None for t in small.values())
+    assert (
+        small["fusion_mae"]["not_judged"] == f"4 test subjects; a verdict needs at least {MIN_TEST_SUBJECTS}"
+    )
+    assert small["fusion_mae"]["measured"] == 0.5  # the figure is still reported
+    assert unjudged_line(small).startswith("the set is too small to judge the targets (4 test subjects;")
+    assert unjudged_line(judge_targets(_fixed_result(0.5))) is None
+
+
+def test_an_age_group_of_few_subjects_gets_no_verdict_of_its_own():
+    from avpenet.targets import judge_targets, unjudged_line
+
+    judged = judge_targets(_fixed_result(0.5, subjects=(20, 6)))
+    assert judged["adult_mae"]["met"] is None and "6 adult test subjects" in judged["adult_mae"]["not_judged"]
+    assert judged["neonate_mae"]["met"] is True and judged["fusion_mae"]["met"] is True
+    assert unjudged_line(judged).startswith("targets not judged: adult MAE (6 adult test subjects;")
+
+
+def test_a_figure_not_measured_is_no_verdict_rather_than_a_miss():
+    """A set without adults reported adult MAE "measured: None, met: False", which reads as a failure."""
+    from avpenet.targets import judge_targets
+
+    r = _fixed_result(0.5, subjects=(20, 0))
+    r["by_age"]["adult"]["mae"] = float("nan")
+    adult = judge_targets(r)["adult_mae"]
+    assert adult["met"] is None and adult["not_judged"] == "not measured: no adult clips"
+
+
+def test_the_reference_verdicts_are_unchanged():
+    """avpenet/reference/metrics.json (43 test subjects: 22 neonates, 21 adults, the 10% of each group the
+    split takes) judged again gives the verdicts it carries."""
+    from avpenet.model import REFERENCE_DIR
+    from avpenet.targets import judge_targets
+
+    ref = json.loads((REFERENCE_DIR / "metrics.json").read_text())
+    assert ref["n_subjects"] == 43
+    for age, n in (("neonate", 22), ("adult", 21)):
+        ref["by_age"][age].setdefault("n_subjects", n)
+    again = judge_targets(ref)
+    assert {k: t["met"] for k, t in again.items()} == {k: t["met"] for k, t in ref["targets"].items()}
+    assert all("not_judged" not in t for t in again.values())
+
+
+def test_the_report_says_why_a_target_has_no_verdict():
+    from avpenet.report import _targets_section
+    from avpenet.targets import judge_targets
+
+    lines = _targets_section({"targets": judge_targets(_fixed_result(0.5, subjects=(2, 2)))})
+    assert "| fusion MAE | <= 0.89 | 0.500 | — |" in lines  # the figure, and no verdict
+    assert "Not judged (—): every target: 4 test subjects; a verdict needs at least 10." in lines

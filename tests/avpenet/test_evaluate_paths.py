@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from avpenet import data
-from avpenet.evaluate_paths import PATHS, evaluate_paths, path_row, subject_bootstrap
+from avpenet.evaluate_paths import PATHS, evaluate_paths, path_row, subject_bootstrap, subject_ci
 from avpenet.model import REFERENCE_DIR, load_model
 
 ROW = {"clip_id": "c", "subject_id": "s", "audio": "a.wav", "visual": "v.npz", "video": "m.mp4"}
@@ -39,5 +39,15 @@ def test_each_path_on_a_synthetic_set(tiny_set):
         need = PATHS[path][1]
         expected = sum(1 for r in rows if r["subject_id"] in subjects and r[need])
         assert out[path]["n"] == expected
-        lo, hi = out[path]["ci95"]["mae"]
-        assert lo <= out[path]["mae"] <= hi
+        assert out[path]["ci95"] is None  # 4 subjects: no interval (test_no_interval_on_too_few_subjects)
+        assert out[path]["ci95_not_given"] == "4 subjects; a subject-bootstrap interval needs at least 5"
+
+
+def test_no_interval_on_too_few_subjects():
+    """One subject gave a zero-width "95% CI" (every resample is that subject)."""
+    true = np.repeat([2.0, 5.0, 8.0, 3.0, 6.0], 4)
+    pred = true + np.repeat([0.1, 0.4, 0.1, 3.0, 0.2], 4)
+    one = subject_ci(pred[:4], true[:4], ["a"] * 4)
+    assert one == {"ci95": None, "ci95_not_given": "1 subject; a subject-bootstrap interval needs at least 5"}
+    five = subject_ci(pred, true, np.repeat(list("abcde"), 4))["ci95"]
+    assert five["mae"][0] < np.abs(pred - true).mean() < five["mae"][1]
