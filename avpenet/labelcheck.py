@@ -108,6 +108,9 @@ def check_rows(path: Path, rows: list[dict[str, str]], fields: list[str]) -> Non
         raise LabelsError(Path(path), problems)
 
 
+MIN_SUBJECTS_PER_AGE_GROUP = 3  # one each for train, validation and test (docs/DATA.md, README)
+
+
 def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None:
     """A subject-independent split needs subjects of every age group for train, validation and test: say so
     when it cannot (a group of one or two subjects would all train, and its patients go unjudged).
@@ -117,7 +120,7 @@ def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None
     for r in rows:
         by_age.setdefault(r["age_group"], set()).add(r["subject_id"])
     empty = [part for part in ("train", "val", "test") if not split.get(part)]
-    short = [age for age, subjects in sorted(by_age.items()) if len(subjects) < 3]
+    short = [age for age, subjects in sorted(by_age.items()) if len(subjects) < MIN_SUBJECTS_PER_AGE_GROUP]
     if not empty and not short:
         return
     counts = ", ".join(f"{age} {len(s)}" for age, s in sorted(by_age.items())) or "no rows"
@@ -125,6 +128,7 @@ def check_split(split: dict[str, list[str]], rows: list[dict[str, str]]) -> None
     what = f"no {missing} subjects"
     raise ValueError(
         f"too few subjects for a subject-independent split: {what}. "
-        f"Each age group needs at least 3 subjects (one each for training, validation and test; "
-        f"better 10 or more); labels.csv has {counts}. Add subjects or give --split split.json."
+        f"Each age group needs at least {MIN_SUBJECTS_PER_AGE_GROUP} subjects (one each for training, "
+        f"validation and test; better 10 or more); labels.csv has {counts}. Add subjects or give --split "
+        "split.json."
     )
