@@ -2,7 +2,7 @@
 
 What `avpenet quantize` prints for its int8 graphs, and `python -m ensemble.precision_measure --choose
 audio_frontend=fp32-dft --data DATA --evaluate DATA` for the frontend's fp32-DFT graph. A choice is
-{part: precision} (configs.PRECISIONS); "fp32" below is every part's model.onnx (the frontend's DFT in
+{part: precision} (precision.PRECISIONS); "fp32" below is every part's model.onnx (the frontend's DFT in
 float64 inside).
 
 Speed: each part's ONNX Runtime session with ONE intra-op thread and no spinning (its cost per core: under
@@ -33,7 +33,7 @@ from avpenet import contract
 from avpenet.argtypes import positive_int
 from avpenet.durable import replace_text
 from avpenet.user_errors import exit_code
-from ensemble import configs
+from ensemble import configs, precision
 from ensemble.ort_chain import OrtChain
 
 BATCHES = (1, 8, 32)  # stacked one-window requests (model mix)
@@ -231,12 +231,12 @@ def print_report(stage: dict | None, accuracy: dict | None) -> None:
 
 
 def parse_choice(text: str) -> dict[str, str]:
-    """ "part=precision,..." -> {part: precision}, each checked against configs.PRECISIONS."""
-    items = [item.strip().partition("=") for item in text.split(",") if item.strip()]
-    chosen = {part: precision for part, _, precision in items}
-    bad = {p: v for p, v in chosen.items() if v == "fp32" or v not in configs.PRECISIONS.get(p, ())}
-    if not chosen or bad:
-        raise ValueError(f"--choose: {bad or text!r}; choose part=precision from {configs.PRECISIONS}")
+    """ "part=precision,..." -> {part: precision} other than fp32 (what is measured against fp32), each
+    checked against precision.PRECISIONS."""
+    chosen = precision.parse_choice(text, "--choose")
+    same = {p: v for p, v in chosen.items() if v == "fp32"}
+    if same:
+        raise ValueError(f"--choose: {same}; choose part=precision from {precision.PRECISIONS}")
     return chosen
 
 

@@ -4,11 +4,12 @@ Static QDQ quantisation with onnxruntime.quantization (per-channel int8 weights,
 ranges come from calibration windows run through the fp32 chain). Dynamic quantisation was measured first
 and rejected: on this CPU (AVX2, no VNNI) ONNX Runtime's ConvInteger made the audio encoder ~3x SLOWER;
 the QDQ graph runs MLAS's int8 convolutions. The frontend has no weights to quantise; its own faster option is
-the fp32-DFT graph `avpenet export` writes (configs.PRECISIONS).
+the fp32-DFT graph `avpenet export` writes (precision.PRECISIONS).
 
 Each quantised part gets a new version holding both graphs - `model.onnx` (fp32, unchanged) and
-`model.int8.onnx` - so the serving config chooses the precision per part (ensemble/precision.json, read by
-configs.py into each config's `onnx_file`) without another export, and rolling back is a config change.
+`model.int8.onnx` - so the serving config chooses the precision per part (the repository's precision choice,
+ensemble/precision.py, written by configs.py into each config's `onnx_file`) without another export, and
+rolling back is a config change. A new version serves fp32 until that choice names int8 for its part.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from avpenet import contract
 from avpenet.argtypes import positive_int
 from avpenet.durable import replace_text
-from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision_measure, versions
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision, precision_measure, versions
 from ensemble.ort_chain import OrtChain
 from ensemble.publish import Publication
 from ensemble.publish_parts import publish_parts
@@ -282,7 +283,9 @@ def run(args: argparse.Namespace) -> int:
         state = "new" if row["created"] else "unchanged"
         print(f"  {name:<16} version {row['version']} ({state}), max |int8 - fp32| on the calibration "
               f"windows {row['max_abs_diff_vs_fp32_on_calibration']:.4f}")  # fmt: skip
-    print(f"serve int8 per part: ensemble/{configs.PRECISION_PATH.name}, then `python -m ensemble.configs`")
+    if report["versions"]:  # made, not yet served: the repository's precision choice decides (precision.py)
+        made = {name: row["version"] for name, row in report["versions"].items()}
+        print(precision.int8_note(repo, made, str(args.repo)))
     chosen = {part: "int8" for part in parts}
     report["model_stage_ms"] = precision_measure.stage_ms(repo, chosen, tensors, args.rounds)
     if rows is not None:

@@ -11,7 +11,7 @@ from support.gateway import face_track
 
 from avpenet import contract
 from avpenet.features import windows
-from ensemble import DEFAULT_REPOSITORY, configs, export, precision_measure, versions
+from ensemble import DEFAULT_REPOSITORY, configs, export, precision, precision_measure, versions
 from ensemble.ort_chain import configured_onnx_file
 from loadtests.clips import cry_audio
 
@@ -75,4 +75,4 @@ def test_a_precision_the_part_does_not_have_is_refused(tmp_path, parts) -> None:
     path = tmp_path / "precision.json"
     path.write_text(json.dumps({"parts": parts}))
     with pytest.raises(ValueError, match="unknown parts or precisions"):
-        configs.load_precision(path)
+        precision.load_precision(path)

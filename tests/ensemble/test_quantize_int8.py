@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from support.digests import tree_digest
 from support.gateway import face_track, wav_bytes
 
 from avpenet import contract
 from avpenet.features import audio, windows
-from ensemble import DEFAULT_REPOSITORY, configs, precision_measure, quantize, versions
+from ensemble import DEFAULT_REPOSITORY, configs, precision, precision_measure, quantize, versions
 from ensemble.ort_chain import OrtChain, configured_onnx_file
 
 
@@ -63,11 +64,34 @@ def test_int8_scores_stay_close_to_fp32(quantized):
     assert abs(float(np.mean(a) - np.mean(b))) < 0.3  # the clip score
 
 
+def test_a_copy_of_the_repository_carries_its_own_precision_choice(quantized, tmp_path) -> None:
+    """`avpenet quantize --repo COPY` says the new versions still serve fp32 and names the command for COPY
+    (it used to say "edit ensemble/precision.json, then `python -m ensemble.configs`": the committed
+    repository's choice and configs). That command writes COPY/precision.json, which the configs an export
+    or a quantisation rewrites keep, and leaves ensemble/precision.json and the committed repository alone."""
+    repo = shutil.copytree(quantized[0], tmp_path / "copy")
+    committed = precision.PRECISION_PATH.read_bytes(), tree_digest(DEFAULT_REPOSITORY)
+    made = {"visual_encoder": quantized[2]["visual_encoder"]["version"]}
+    note = precision.int8_note(repo, made, "copy")
+    assert "still serves fp32" in note and "--repo copy --precision visual_encoder=int8" in note
+    assert f"{repo} has no precision.json of its own" in note and f"writes {repo / 'precision.json'}" in note
+    assert configs.main(["--repo", str(repo), "--precision", "visual_encoder=int8"]) == 0
+    own = precision.load_precision(repo / "precision.json")
+    assert own == {**precision.load_precision(), "visual_encoder": "int8"}  # the rest as the copy served it
+    configs.write_configs(repo)  # what `avpenet export` / `quantize` into the copy render: the choice holds
+    assert configured_onnx_file(repo / contract.VISUAL_ENCODER.name) == quantize.INT8_FILE
+    assert precision.int8_note(repo, made).startswith("served at int8: visual_encoder version")
+    assert (precision.PRECISION_PATH.read_bytes(), tree_digest(DEFAULT_REPOSITORY)) == committed
+    assert precision.own_path(DEFAULT_REPOSITORY) == precision.PRECISION_PATH  # its choice stays tracked
+    with pytest.raises(ValueError, match="--precision"):
+        configs.main(["--repo", str(repo), "--precision", "audio_frontend=int8"])
+
+
 def test_unknown_precision_is_refused(tmp_path):
     path = tmp_path / "precision.json"
     path.write_text('{"parts": {"audio_frontend": "int4"}}')
     with pytest.raises(ValueError, match="int4"):
-        configs.load_precision(path)
+        precision.load_precision(path)
 
 
 def test_the_committed_int8_versions_keep_the_fp32_graph_they_were_made_from() -> None:
@@ -85,7 +109,7 @@ def test_the_committed_int8_versions_keep_the_fp32_graph_they_were_made_from() -
         assert manifest["files"][quantize.INT8_FILE] == versions.sha256_file(
             folder / str(newest) / quantize.INT8_FILE
         )
-    served = configs.load_precision()
+    served = precision.load_precision()
     assert {served[p] for p in quantize.QUANTISABLE} == {"fp32"}, "int8 by default breaks the parity tests"
 
 
