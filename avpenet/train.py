@@ -22,7 +22,8 @@ Losses (all on the clip's rater-median score y, the only label a hospital has):
 - cross-entropy of the 3 pain levels of y: the class head the contract serves.
 Early stopping on the validation subjects' clip MAE (clip score = mean of its windows, as served); then the
 interval scale is fitted on the validation clips so 90% of them are covered. The run directory gets
-model.pt, config.json (model + training config + history + validation metrics) and split.json.
+model.pt, config.json (model + training config + history + validation metrics) and split.json; a RUN_DIR
+that already holds a run is refused unless ``--force`` (``check_out``).
 
 Why one module over 300 lines: the augmenter, the losses, the loop and the interval calibration
 are one training recipe, recorded together in config.json.
@@ -46,6 +47,7 @@ from avpenet import data
 from avpenet.aggregate import Z_INTERVAL
 from avpenet.argtypes import positive_int
 from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
+from avpenet.finetune import REPORT_FILE as FINETUNE_REPORT
 from avpenet.labelcheck import check_split
 from avpenet.model import AVPENet, save_model
 from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics, with_age
@@ -102,6 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", type=Path, help="split.json to use instead of making one from --seed")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run an --out folder already holds (model.pt, split.json)",
+    )
 
 
 # --- augmentation ------------------------------------------------------------------------------------------
@@ -472,8 +479,22 @@ def _run_record(args, split: dict, n_clips: tuple[int, int], fit: tuple, scale: 
     }
 
 
+def check_out(out: Path, force: bool) -> None:
+    """Refuse (ValueError: exit 2) an --out that already holds a run, before anything is loaded: a second
+    run used to replace its model.pt and its split.json (another test set) silently, even once exported."""
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE
+
+    held = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (Path(out) / name).exists()]
+    if held and not force:
+        raise ValueError(
+            f"--out {out} already holds a run ({', '.join(held)}); give a new folder, or --force to "
+            "replace it"
+        )
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run one training; returns the config written to RUN_DIR/config.json."""
+    check_out(args.out, args.force)
     t0 = time.monotonic()
     args.lr = learning_rate(args)  # recorded in config.json as used
     torch.set_num_threads(args.threads)
@@ -488,6 +509,7 @@ def train(args: argparse.Namespace) -> dict:
     model, model.frozen_parts = start_model(args)
     # --out is made only now, when the data and --init have loaded: a refused run leaves no empty folder
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / FINETUNE_REPORT).unlink(missing_ok=True)  # a replaced (--force) fine-tune's: not this run's
     data.write_split(split, out_dir / data.SPLIT_FILE)
     if args.init is None or args.refit_normalisation:  # a fine-tune keeps its checkpoint's normalisation
         fit_visual_normalisation(model, train_clips)

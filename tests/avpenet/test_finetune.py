@@ -49,6 +49,24 @@ def test_finetune_freezes_the_encoders_and_reports_before_after(finetuned):
     assert config["finetune"]["after"]["mae"] == pytest.approx(report["after"]["mae"])
 
 
+def test_a_run_replaced_with_force_keeps_no_record_of_the_fine_tune_it_replaced(
+    finetuned, tiny_set, tmp_path
+):
+    """`train --force` over a fine-tune's folder without --init: its finetune.json (which `avpenet calibrate`
+    copies as the run's record) would describe a model no longer there."""
+    import shutil
+
+    from avpenet import train
+
+    out = shutil.copytree(finetuned[0], tmp_path / "run")
+    args = ["--data", str(tiny_set), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--quiet"]
+    with pytest.raises(ValueError, match="already holds a run"):
+        train.main(args)
+    config = train.main([*args, "--force"])
+    assert "finetune" not in config and not (out / "finetune.json").exists()
+    assert load_model(out).config["train"]["init"] is None
+
+
 def test_finetuned_run_evaluates_and_exports_only_the_fusion(finetuned, tiny_set, tmp_path):
     from cli.main import main
 

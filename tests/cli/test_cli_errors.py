@@ -188,6 +188,23 @@ def test_a_failed_train_leaves_no_folder_it_made_and_keeps_the_users(tmp_path, c
     assert empty.is_dir() and notes.read_text() == "keep"
 
 
+def test_train_refuses_an_out_folder_holding_a_run_unless_forced(tmp_path, capsys):
+    """A second `train --out RUN` silently replaced RUN's model.pt and its split.json (another test set),
+    even after RUN was exported; now it is refused before anything is read, and --force gets past it."""
+    run_dir = tmp_path / "RUN"
+    run_dir.mkdir()
+    held = {"model.pt": b"the exported run", "split.json": b'{"test": ["S0001"]}'}
+    for name, content in held.items():
+        (run_dir / name).write_bytes(content)
+    missing = str(tmp_path / "no-data")  # read only once the folder is accepted
+    code, err = run(["train", "--data", missing, "--out", str(run_dir)], capsys)
+    assert code == 2 and f"avpenet train: --out {run_dir} already holds a run (model.pt)" in err
+    assert "--force" in err and "labels.csv" not in err
+    assert {name: (run_dir / name).read_bytes() for name in held} == held
+    code, err = run(["train", "--data", missing, "--out", str(run_dir), "--force"], capsys)
+    assert code == 2 and "labels.csv" in err  # past the check: the data is read
+
+
 def _split(tmp_path, **parts: list[str]) -> str:
     path = tmp_path / "split.json"
     path.write_text(json.dumps({"train": [], "val": [], "test": [], **parts}))
