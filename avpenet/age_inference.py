@@ -6,7 +6,8 @@ no training clip carries (the data hold neonates and adults only): 13.5% worse t
 training a logistic regression on the encoders' pooled tokens (``model.age_cues``) learns P(adult) from
 clips whose age is known, and such a request is scored with the neonate and adult embeddings mixed by it.
 It is fitted on the validation clips, as sent and with either modality masked (a request may carry one
-only), at the end of `avpenet train` and by `avpenet calibrate --only-unknown-age`; the weights of the
+only), at the end of `avpenet train` and by `avpenet calibrate --only-unknown-age`, when they hold enough
+subjects of each age group (MIN_SUBJECTS_PER_GROUP); the weights of the
 network do not move, and a request that names its age group is answered exactly as before.
 """
 
@@ -22,6 +23,14 @@ from avpenet.model import AVPENet, age_cues, valid_masks
 from avpenet.predict import INPUT_NAMES, concat_inputs
 
 L2 = 1e-3  # on standardised cues: a few hundred windows per group already separate cleanly
+# Subjects of EACH age group the head is fitted on, at least. Its ~2D+2 weights separate any handful of
+# subjects by who they are rather than by their age: a 1-epoch run on 6 subjects fitted it on one neonate and
+# one adult, called its fit 100% right, and then read an adult clip as a neonate (P(adult) 0.01), so the
+# gateway questioned a correct age group. Below this the head is left as it was (unfitted: adult_probability
+# contract.NOT_READ, no age group questioned, the third embedding for requests without one). 5 is a judgement
+# (one atypical subject is at most a fifth of its group), not a measurement; the reference's was fitted on
+# ~20 validation subjects per group and many more fresh ones (docs/EVALUATION.md, *No age group*).
+MIN_SUBJECTS_PER_GROUP = 5
 ADULT = C.age_index("adult")
 PATHS = ("as_sent", "audio_only", "face_only")  # what the head is fitted and judged on (with_one_modality)
 
@@ -60,22 +69,32 @@ def with_one_modality(inputs: Sequence[dict[str, np.ndarray]]) -> list[list[dict
     return [list(inputs), [masked(x, mask_face) for x in inputs], [masked(x, mask_audio) for x in inputs]]
 
 
-def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dict:
+def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], subjects: Sequence[str]) -> dict:
     """Fit ``fusion.age_head`` on these clips' windows, labelled with the age group each clip carries, and
-    switch the inference on (``fusion.infers_age``); the record (windows, accuracy on them per path). It is
-    fitted on them as sent and with one modality masked (``with_one_modality``). Clips of one
-    age group only (a run on part of a dataset, a hospital's adults-only fine-tune) cannot teach it and
-    leave the model as it was: a head fitted before (the reference's) stays, else the third embedding."""
+    switch the inference on (``fusion.infers_age``); the record (subjects per group, windows, accuracy per
+    path on the very windows it was fitted on: in-sample, not a validation figure; `avpenet evaluate
+    --send-age unknown` measures it on the test subjects). It is fitted on them as sent and with one
+    modality masked (``with_one_modality``). `subjects`: each clip's subject. Fewer than
+    MIN_SUBJECTS_PER_GROUP subjects of either group (a run on part of a dataset, a hospital's adults-only
+    fine-tune) cannot teach it and leave the model as it was: a head fitted before (the reference's)
+    stays, else the third embedding."""
     ages = np.concatenate([x[C.AGE_GROUP.name][:, 0] for x in inputs]) if inputs else np.zeros(0, np.int64)
-    if not {C.age_index(a) for a in C.LABELLED_AGE_GROUPS} <= set(ages.tolist()):  # a run on one age group
-        kept = "the head it had" if float(model.fusion.infers_age) else "the third embedding"
-        return {
-            "fitted": False,
-            "why": f"the clips hold one age group only; kept {kept}",
-            "windows": len(ages),
-        }
     if np.any(ages == C.UNKNOWN_AGE):
         raise ValueError("fitting the age head needs every clip's own age group; some were sent as unknown")
+    count = {
+        group: len({s for x, s in zip(inputs, subjects, strict=True) if x[C.AGE_GROUP.name][0, 0] == index})
+        for group, index in ((g, C.age_index(g)) for g in C.LABELLED_AGE_GROUPS)
+    }
+    if min(count.values()) < MIN_SUBJECTS_PER_GROUP:
+        kept = "the head it had" if float(model.fusion.infers_age) else "the third embedding"
+        held = " and ".join(f"{n} {group}" for group, n in count.items())
+        why = "one age group only" if min(count.values()) == 0 else "too few subjects"
+        return {
+            "fitted": False,
+            "why": f"{why}: {held} subject(s), {MIN_SUBJECTS_PER_GROUP} of each needed; kept {kept}",
+            "subjects": count,
+            "windows": len(ages),
+        }
     cues = torch.from_numpy(
         np.concatenate([window_cues(model, x) for x in with_one_modality(inputs)])
     ).double()
@@ -99,9 +118,9 @@ def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]]) -> dic
         head.bias.copy_((b - (mean / std) @ w).float())
         model.fusion.infers_age.fill_(1.0)
     right = ((p_adult(model, cues.float().numpy()) > 0.5) == y.numpy().astype(bool)).reshape(3, -1).mean(1)
-    return {"fitted": True, "clips": len(inputs), "windows": int(len(ages)),
+    return {"fitted": True, "clips": len(inputs), "subjects": count, "windows": int(len(ages)),
             "adult_windows": int((ages == ADULT).sum()),
-            "window_accuracy": dict(zip(PATHS, map(float, right), strict=True))}  # fmt: skip
+            "in_sample_window_accuracy": dict(zip(PATHS, map(float, right), strict=True))}  # fmt: skip
 
 
 def inferred_age_accuracy(

@@ -172,7 +172,7 @@ def recalibrate(
         scale = config.get("interval_scale", before_scale)  # as recorded, not read back from float32
     else:
         scale = calibrate_interval(model, *pooled)
-    age_head = calibrate_unknown_age(model, *pooled)["age_head"]
+    age_head = calibrate_unknown_age(model, *pooled, _subjects(groups))["age_head"]
     val, after_cov = _coverage(model, inputs[0], scores[0])
     after = [after_cov, *(_coverage(model, x, y)[1] for x, y in zip(inputs[1:], scores[1:], strict=True))]
     record = {
@@ -218,6 +218,11 @@ def recalibrate(
     return record
 
 
+def _subjects(groups: list[list[data.Clip]]) -> list[str]:
+    """Each pooled clip's subject, told apart by set: two sets of other seeds number their subjects alike."""
+    return [f"{i}:{c.subject_id}" for i, clips in enumerate(groups) for c in clips]
+
+
 def _keep_record(checkpoint: Path, out: Path) -> None:
     """The source run's training record, true for the new run too."""
     for name in KEPT_FILES:
@@ -229,9 +234,12 @@ def _age_head_line(record: dict) -> str:
     if not record["fitted"]:
         return f"no age group: the age is not read from the clip ({record['why']})"
     right = ", ".join(
-        f"{path.replace('_', ' ')} {share:.1%}" for path, share in record["window_accuracy"].items()
+        f"{path.replace('_', ' ')} {share:.1%}" for path, share in record["in_sample_window_accuracy"].items()
     )
-    return f"no age group: the age read from the clip, right for {right} of the {record['windows']} windows"
+    return (
+        f"no age group: the age read from the clip, right for {right} of the {record['windows']} windows it "
+        "was fitted on (in-sample; `avpenet evaluate --send-age unknown` measures the test subjects)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

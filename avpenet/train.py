@@ -250,19 +250,22 @@ def calibrate_unknown_age(
     model: AVPENet,
     val_inputs: list[dict[str, np.ndarray]],
     val_scores: np.ndarray,
+    subjects: list[str],
     head_kept_valid: bool = True,
 ) -> dict:
-    """What a request without an age group is scored with, fitted on the validation clips: the age head that
-    reads the age from the clip (`age_inference.fit_age_head`), then fusion.unknown_age_scale, set as the
-    shared scale is on the same clips sent without their age (the inferred age is sometimes wrong, so their
-    errors differ). The record: {"scale", "age_head"}. Clips of one age group cannot refit the head;
-    `head_kept_valid` False (the encoders it reads have changed) then turns it off rather than keep it."""
+    """What a request without an age group is scored with, fitted on the validation clips (`subjects`: each
+    one's subject): the age head that reads the age from the clip (`age_inference.fit_age_head`), then
+    fusion.unknown_age_scale, set as the shared scale is on the same clips sent without their age (the
+    inferred age is sometimes wrong, so their errors differ). The record: {"scale", "age_head"}. Clips of one
+    age group, or of too few subjects of either, cannot refit the head; `head_kept_valid` False (the encoders
+    it reads have changed) then turns it off rather than keep it."""
     from avpenet.age_inference import fit_age_head
 
-    age_head = fit_age_head(model, val_inputs)
+    age_head = fit_age_head(model, val_inputs, subjects)
     if not age_head["fitted"] and not head_kept_valid and float(model.fusion.infers_age):
         model.fusion.infers_age.fill_(0.0)
-        age_head["why"] = "the clips hold one age group only and the encoders it read changed: turned off"
+        reason = age_head["why"].rpartition("; kept")[0]
+        age_head["why"] = f"{reason}, and the encoders the head it had read changed: turned off"
     withheld = [with_age(x, C.UNKNOWN_AGE) for x in val_inputs]
     model.fusion.unknown_age_scale.fill_(1.0)
     scale = _conformal_scale(model, withheld, val_scores)
@@ -523,7 +526,10 @@ def train(args: argparse.Namespace) -> dict:
     same_encoders = (
         set(model.frozen_parts) >= {"audio_encoder", "visual_encoder"} and not args.refit_normalisation
     )
-    unknown_age = calibrate_unknown_age(model, val_inputs, val_scores, head_kept_valid=same_encoders)
+    subjects = [c.subject_id for c in val_clips]
+    unknown_age = calibrate_unknown_age(
+        model, val_inputs, val_scores, subjects, head_kept_valid=same_encoders
+    )
     val_pred = predict_clips(model, val_inputs)
     val = regression_metrics(val_pred[C.SCORE.name], val_scores)
     lo, hi = val_pred[C.INTERVAL.name][:, 0], val_pred[C.INTERVAL.name][:, 1]
@@ -538,6 +544,8 @@ def train(args: argparse.Namespace) -> dict:
         f"interval scale {scale:.3f}; wrote {out_dir} in {config['elapsed_s'] / 60:.1f} min",
         flush=True,
     )
+    if not unknown_age["age_head"]["fitted"]:  # requests without an age: read no age, question none
+        print(f"age head not fitted on the validation clips ({unknown_age['age_head']['why']})", flush=True)
     return config
 
 

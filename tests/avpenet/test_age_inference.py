@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from avpenet import contract as C
-from avpenet.age_inference import fit_age_head, inferred_age_accuracy
+from avpenet.age_inference import MIN_SUBJECTS_PER_GROUP, fit_age_head, inferred_age_accuracy
+from avpenet.aggregate import adult_probability
 from avpenet.model import AVPENet, AVPENetConfig, example_inputs, load_model, save_model
 from avpenet.predict import INPUT_NAMES, predict_windows, with_age
 
@@ -36,8 +37,20 @@ def _clip(age: str, windows: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _clips(seed: int) -> tuple[list[dict[str, np.ndarray]], list[str]]:
-    ages = ["neonate", "adult"] * 6
+    ages = [
+        "neonate",
+        "adult",
+    ] * 6  # one clip per subject: 6 of each group (age_inference.MIN_SUBJECTS_PER_GROUP)
     return [_clip(a, 4, seed + i) for i, a in enumerate(ages)], ages
+
+
+def _each_own(clips: list) -> list[str]:
+    """A subject per clip."""
+    return [f"S{i:04d}" for i in range(len(clips))]
+
+
+def _fit(model: AVPENet, clips: list[dict[str, np.ndarray]]) -> dict:
+    return fit_age_head(model, clips, _each_own(clips))
 
 
 def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_before():
@@ -47,10 +60,11 @@ def test_a_request_without_an_age_is_scored_as_its_clip_shows_and_the_others_as_
     named = [predict_windows(model, x) for x in test]
     unknown_before = predict_windows(model, with_age(test[0], C.UNKNOWN_AGE))
 
-    record = fit_age_head(model, train)
+    record = _fit(model, train)
 
     assert record["fitted"] and record["windows"] == 48 and float(model.fusion.infers_age) == 1.0
-    assert record["window_accuracy"] == {"as_sent": 1.0, "audio_only": 1.0, "face_only": 1.0}
+    assert record["in_sample_window_accuracy"] == {"as_sent": 1.0, "audio_only": 1.0, "face_only": 1.0}
+    assert record["subjects"] == {"neonate": 6, "adult": 6}
     inferred = inferred_age_accuracy(model, [with_age(x, C.UNKNOWN_AGE) for x in test], ages)
     for path in ("as_sent", "audio_only", "face_only"):  # one modality is what many requests carry
         assert inferred[path] == {
@@ -75,7 +89,7 @@ def test_a_clip_is_read_as_the_gateway_reports_it_from_the_windows_with_a_modali
     """The gateway's age_read is the mean over the windows with a modality, and none for a clip without one;
     the evaluation's clip accuracy counts the same readings."""
     model = _model(2)
-    fit_age_head(model, _clips(300)[0])
+    _fit(model, _clips(300)[0])
     test, ages = _clips(500)
     test = [with_age(x, C.UNKNOWN_AGE) for x in test]
     test[0][C.FRAME_MASK.name][:] = 0  # no face anywhere: on the face-only path nothing is read
@@ -89,17 +103,17 @@ def test_clips_of_one_age_group_leave_the_age_inference_as_it_was():
     model = _model(1)
     neonates = [_clip("neonate", 4, i) for i in range(3)]
     before = predict_windows(model, with_age(neonates[0], C.UNKNOWN_AGE))
-    record = fit_age_head(model, neonates)
+    record = _fit(model, neonates)
     assert not record["fitted"] and "one age group" in record["why"]
     assert float(model.fusion.infers_age) == 0.0
     after = predict_windows(model, with_age(neonates[0], C.UNKNOWN_AGE))
     np.testing.assert_array_equal(after[C.SCORE.name], before[C.SCORE.name])
-    fit_age_head(model, _clips(400)[0])  # a head fitted before (the reference's), then a one-group fine-tune
+    _fit(model, _clips(400)[0])  # a head fitted before (the reference's), then a one-group fine-tune
     fitted = model.fusion.age_head.weight.clone()
-    assert not fit_age_head(model, neonates)["fitted"]
+    assert not _fit(model, neonates)["fitted"]
     assert float(model.fusion.infers_age) == 1.0 and torch.equal(model.fusion.age_head.weight, fitted)
     with pytest.raises(ValueError, match="own age group"):
-        fit_age_head(model, [*neonates, with_age(_clip("adult", 4, 9), C.UNKNOWN_AGE), _clip("adult", 4, 8)])
+        _fit(model, [*neonates, with_age(_clip("adult", 4, 9), C.UNKNOWN_AGE), _clip("adult", 4, 8)])
 
 
 @pytest.mark.parametrize("encoders_changed", [False, True])
@@ -109,10 +123,10 @@ def test_a_one_age_group_fine_tune_keeps_the_head_only_if_what_it_reads_is_uncha
     from avpenet.train import calibrate_unknown_age
 
     model = _model(5)
-    fit_age_head(model, _clips(500)[0])
+    _fit(model, _clips(500)[0])
     adults = [_clip("adult", 4, 600 + i) for i in range(3)]
     record = calibrate_unknown_age(
-        model, adults, np.array([5.0, 6.0, 7.0]), head_kept_valid=not encoders_changed
+        model, adults, np.array([5.0, 6.0, 7.0]), _each_own(adults), head_kept_valid=not encoders_changed
     )
     assert not record["age_head"]["fitted"]
     assert float(model.fusion.infers_age) == (0.0 if encoders_changed else 1.0)
@@ -133,13 +147,37 @@ def test_a_run_saved_before_the_age_head_serves_requests_without_an_age_as_it_di
         np.testing.assert_array_equal(predict_windows(loaded, x)[name], value)
 
 
-def test_the_exported_fusion_infers_the_age_as_the_pytorch_model_does(tmp_path):
+def test_a_head_is_not_fitted_on_too_few_subjects_of_a_group():
+    """A tiny run's validation clips (one subject per group) were told apart by who the subjects are: the head
+    fitted on them called itself 100% right, then read an adult clip as a neonate (P(adult) 0.01) and the
+    gateway questioned the age group named. Below MIN_SUBJECTS_PER_GROUP it is left unfitted: the fusion
+    reads no age (NOT_READ), so the gateway questions none."""
+    model = _model(4)
+    clips, ages = _clips(700)  # 6 clips of each group, but of two subjects each
+    subjects = [f"{age}-{i // 2 % 2}" for i, age in enumerate(ages)]
+    record = fit_age_head(model, clips, subjects)
+    assert not record["fitted"] and record["subjects"] == {"neonate": 2, "adult": 2}
+    assert (
+        f"too few subjects: 2 neonate and 2 adult subject(s), {MIN_SUBJECTS_PER_GROUP} of each"
+        in record["why"]
+    )
+    assert float(model.fusion.infers_age) == 0.0 and "in_sample_window_accuracy" not in record
+    for x in clips:
+        out = predict_windows(model, with_age(x, C.UNKNOWN_AGE))
+        assert np.all(out[C.ADULT_PROBABILITY.name] == C.NOT_READ)
+        assert adult_probability(out[C.ADULT_PROBABILITY.name], out[C.MODALITY_WEIGHTS.name]) is None
+
+
+@pytest.mark.parametrize("fitted", [True, False])
+def test_the_exported_fusion_infers_the_age_as_the_pytorch_model_does(tmp_path, fitted):
+    """...and an unfitted head exports as it serves in PyTorch: every adult_probability NOT_READ."""
     import onnxruntime as ort
 
     from ensemble.onnx_export import dynamic_axes
 
     model = _model(3)
-    fit_age_head(model, _clips(300)[0])
+    if fitted:
+        _fit(model, _clips(300)[0])
     spec = next(s for s in C.PARTS if s.name == "fusion")
     inputs = list(example_inputs(spec, batch=4, seed=7))
     at = [t.name for t in spec.inputs].index(C.AGE_GROUP.name)
@@ -157,3 +195,5 @@ def test_the_exported_fusion_infers_the_age_as_the_pytorch_model_does(tmp_path):
         ref = model.fusion(*inputs)
     for t, g, r in zip(spec.outputs, got, ref, strict=True):
         assert np.abs(g - r.numpy()).max() <= 1e-4, t.name
+    read = got[[t.name for t in spec.outputs].index(C.ADULT_PROBABILITY.name)]
+    assert np.all((read >= 0) & (read <= 1)) if fitted else np.all(read == C.NOT_READ)
