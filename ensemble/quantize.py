@@ -1,15 +1,14 @@
-"""`avpenet quantize`: INT8 versions of the encoders and the fusion, calibrated on AVPE-Synth windows.
+"""`avpenet quantize`: INT8 versions of the encoders (calibrated on AVPE-Synth windows) and the fusion.
 
-Static QDQ quantisation with onnxruntime.quantization (per-channel int8 weights, uint8 activations whose
-ranges come from calibration windows run through the fp32 chain). Dynamic quantisation was measured first
-and rejected: on this CPU (AVX2, no VNNI) ONNX Runtime's ConvInteger made the audio encoder ~3x SLOWER;
-the QDQ graph runs MLAS's int8 convolutions. The frontend has no weights to quantise; its own faster option is
-the fp32-DFT graph `avpenet export` writes (precision.PRECISIONS).
+The encoders: static QDQ quantisation with onnxruntime.quantization (per-channel int8 weights, uint8
+activations whose ranges come from calibration windows run through the fp32 chain). The fusion: dynamic
+(activations of its weight MatMuls quantised per call, no calibration; PART_OPTIONS). Dynamic quantisation
+of the encoders was measured first and rejected: on this CPU (AVX2, no VNNI) ONNX Runtime's ConvInteger
+made the audio encoder ~3x SLOWER; the QDQ graph runs MLAS's int8 convolutions. (The frontend has no weights.)
 
 Each quantised part gets a new version holding both graphs - `model.onnx` (fp32, unchanged) and
-`model.int8.onnx` - so the serving config chooses the precision per part (the repository's precision choice,
-ensemble/precision.py, written by configs.py into each config's `onnx_file`) without another export, and
-rolling back is a config change. A new version serves fp32 until that choice names int8 for its part.
+`model.int8.onnx` - so the repository's precision choice (ensemble/precision.py) picks the graph per part
+without another export, and rolling back is a config change. A new version serves fp32 until it names int8.
 """
 
 from __future__ import annotations
@@ -30,7 +29,10 @@ from ensemble.ort_chain import OrtChain
 from ensemble.publish import Publication
 from ensemble.publish_parts import publish_parts
 
-HELP = "INT8 versions of the encoders and fusion (static ONNX Runtime quantisation, calibrated on data)."
+HELP = (
+    "INT8 versions: the encoders quantised statically (calibrated on --data), the fusion dynamically (no "
+    "calibration)"
+)
 INT8_FILE = configs.ONNX_FILES["int8"]
 QUANTISABLE = ("audio_encoder", "visual_encoder", "fusion")
 # All three are published. The fusion quantises dynamically (the activations of its weight MatMuls are
@@ -222,7 +224,9 @@ def _quantized_parts(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="AVPE-Synth dataset for calibration windows")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="AVPE-Synth set: encoder calibration windows"
+    )
     parser.add_argument(
         "--repo", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
     )

@@ -278,8 +278,13 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json" and not args.json and (rows or stopped is None):
         print(format_table(rows))  # what was scored before a stop is shown too
     if stopped is not None:
-        print(f"avpenet score: {stop_message(stopped, target)}. The clips after the {answered} answered "
-              "were not sent", file=sys.stderr)  # fmt: skip
+        n, unsent = len(groups), len(groups) - answered - 1  # the one that stopped it was sent, unanswered
+        where = (
+            f"stopped after {answered} of {n} clips{f' ({unsent} not sent)' if unsent else ''}: "
+            if n > 1
+            else ""
+        )
+        print(f"avpenet score: {where}{stop_message(stopped, target)}", file=sys.stderr)
         return 1
     return 1 if failed else 0
 

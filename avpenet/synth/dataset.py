@@ -41,6 +41,7 @@ DEFAULT_SUBJECTS = 428
 DEFAULT_NEONATES = 215
 DEFAULT_CLIPS = 3247
 MIN_CLIPS_PER_SUBJECT = 3
+RENDER_ALL = "all"  # plan.json's "render" for `--render-video all` (the default), as the option is written
 GENERATOR = "avpe-synth"  # named in DIR/plan.json with the options that decide the subjects
 DURATION_S = (3.0, 6.0)  # clip length, in steps of one video frame
 SAMPLE_RATES = (16_000, 44_100, 48_000)  # WAV rates as hospitals hand them over; features resample
@@ -468,7 +469,7 @@ def generate(
     plans = plan(seed, n_subjects, n_clips, render)
     # any set of this plan, whichever parts, is recognised as holding these subjects (data.checkpoint_split)
     recorded = {"generator": GENERATOR, "seed": seed, "n_subjects": n_subjects, "n_clips": len(plans),
-                "render": render}  # fmt: skip
+                "render": RENDER_ALL if render is None else render}  # fmt: skip
     if subjects is not None:
         chosen = set(subjects)
         unknown = sorted(chosen - {p.subject.subject_id for p in plans})
@@ -596,11 +597,18 @@ def summary_dict(s: Summary) -> dict:
     return asdict(s)
 
 
+def recorded_render(recorded: dict) -> int | None:
+    """A plan.json's render choice as `plan` takes it: "all" (null in sets made before it was written) is
+    None, else the count."""
+    value = recorded.get("render")
+    return None if value in (None, RENDER_ALL) else int(value)
+
+
 def full_labels_digest(recorded: dict) -> str:
     """sha256 of the labels.csv a whole render of a recorded plan (DIR/plan.json) writes: how a checkpoint
     trained before plan.json existed, which recorded only that digest, is matched to a part of its data."""
     return _labels_digest(
-        recorded["seed"], recorded["n_subjects"], recorded["n_clips"], recorded.get("render")
+        recorded["seed"], recorded["n_subjects"], recorded["n_clips"], recorded_render(recorded)
     )
 
 

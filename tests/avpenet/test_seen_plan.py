@@ -29,7 +29,7 @@ def parts(tiny_run, tiny_set, tmp_path_factory):
         out[part] = tmp_path_factory.mktemp(part) / "synth"
         dataset.generate(
             out[part], seed=plan["seed"], n_subjects=plan["n_subjects"], n_clips=plan["n_clips"],
-            render=plan["render"], workers=1, progress=False, subjects=split[part],
+            render=dataset.recorded_render(plan), workers=1, progress=False, subjects=split[part],
         )  # fmt: skip
     return out
 

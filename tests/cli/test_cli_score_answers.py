@@ -51,7 +51,7 @@ def test_what_was_scored_before_the_gateway_went_away_is_shown(wavs, capsys):
         server.close()
     out, err = capsys.readouterr()
     assert code == 1 and "a.wav" in out and f"{scored.score:5.2f}" in out  # the first clip's row
-    assert "cannot reach the gateway" in err and "after the 1 answered were not sent" in err
+    assert "stopped after 1 of 2 clips: cannot reach the gateway" in err and "up?." not in err
 
 
 def test_a_stop_counts_the_clips_answered_as_documents_too(wavs, capsys):
@@ -65,7 +65,7 @@ def test_a_stop_counts_the_clips_answered_as_documents_too(wavs, capsys):
         server.close()
     out, err = capsys.readouterr()
     assert code == 1 and "ORU^R01" in out  # the first clip's message was printed
-    assert "cannot reach the gateway" in err and "after the 1 answered were not sent" in err
+    assert "stopped after 1 of 2 clips: cannot reach the gateway" in err and "up?." not in err
 
 
 def test_a_redirect_elsewhere_stops_the_run_at_the_first_clip(wavs, tmp_path, capsys):
@@ -80,7 +80,7 @@ def test_a_redirect_elsewhere_stops_the_run_at_the_first_clip(wavs, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 1 and len(server.seen) == 1 and "cannot reach" not in err
     assert f"the gateway URL {server.url} redirects the upload elsewhere" in err and elsewhere in err
-    assert "another host" in err and "fix --url" in err and "after the 0 answered were not sent" in err
+    assert "another host" in err and "fix --url" in err and "stopped after 0 of 3 clips (2 not sent)" in err
 
 
 def test_a_refused_websocket_upgrade_is_one_line(tmp_path, capsys):

@@ -84,7 +84,9 @@ def test_a_gateway_without_an_interface_engine_refuses_and_the_run_stops(wavs, c
     code = score(gateway, *map(str, wavs), *DELIVER)
     err = capsys.readouterr().err
     assert code == 1 and NO_ENGINE in err and "refused --deliver" in err
-    assert len(gateway.seen) == 1 and "after the 0 answered were not sent" in err  # each would be refused
+    assert (
+        len(gateway.seen) == 1 and "stopped after 0 of 2 clips (1 not sent)" in err
+    )  # each would be refused
 
 
 def test_a_grpc_gateway_without_an_interface_engine_stops_the_run_by_the_error_class(wavs, capsys):
@@ -100,7 +102,7 @@ def test_a_grpc_gateway_without_an_interface_engine_stops_the_run_by_the_error_c
         gateway.close()
     err = capsys.readouterr().err
     assert code == 1 and NO_ENGINE in err and "refused --deliver" in err
-    assert len(gateway.seen) == 1 and "after the 0 answered were not sent" in err
+    assert len(gateway.seen) == 1 and "stopped after 0 of 2 clips (1 not sent)" in err
 
 
 def test_beside_documents_the_outcome_goes_to_stderr(wavs, capsys):

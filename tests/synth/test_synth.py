@@ -188,3 +188,22 @@ class TestOcclusion:
         jaw = face.BS["jawOpen"]
         assert occ.blendshapes[both][:, jaw].max() < 0.25
         assert np.all(occ.landmarks[~occ.face_present] == 0)
+
+
+@pytest.mark.parametrize("render", [None, 0, 2])
+def test_plan_json_names_the_render_video_choice(tmp_path, monkeypatch, render):
+    """`--render-video all` (the default, render None) was recorded as "render": null; it is written as the
+    option is, and a plan.json of either form is read back as the same plan (its labels digest)."""
+    import json
+
+    from avpenet import data
+
+    monkeypatch.setattr(dataset, "_make_clips", lambda *_args: None)  # the plan files only, no media
+    dataset.generate(tmp_path, seed=3, n_subjects=4, n_clips=8, render=render, workers=1, progress=False)
+    recorded = json.loads((tmp_path / data.PLAN_FILE).read_text())
+    assert recorded["render"] == ("all" if render is None else render)
+    assert dataset.recorded_render(recorded) == render
+    digest = data.labels_digest(tmp_path)
+    assert dataset.full_labels_digest(recorded) == digest
+    if render is None:  # a set made before: null
+        assert dataset.full_labels_digest({**recorded, "render": None}) == digest
