@@ -4,7 +4,9 @@ part's config.pbtxt names (configs.py writes it as `onnx_file`).
 Each repository carries its own choice. The committed one's is `ensemble/precision.json` (tracked, reviewed
 with the code); any other repository (a copy, a hospital's export) may hold a `precision.json` at its top,
 beside the model folders (Triton loads model folders only, so it ignores the file). A repository without one
-follows ensemble/precision.json: a copy of the committed repository serves as the original does. Why per
+follows ensemble/precision.json, and takes a copy of that choice the first time its configs are written
+(configs.render_configs: export, quantize, `ensemble.configs`), so a later change to the tracked file does not
+switch its served graphs unannounced; a copy of the committed repository serves as the original did. Why per
 repository: `avpenet quantize --repo COPY` used to say "edit ensemble/precision.json", which changed the
 committed repository's choice and left the copy's new int8 versions serving fp32 unnoticed.
 `python -m ensemble.configs --repo R --precision part=int8,...` writes R's choice and rewrites its configs.

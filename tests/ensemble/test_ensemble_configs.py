@@ -14,7 +14,7 @@ from support.digests import repository_snapshot
 from tritonclient.grpc import model_config_pb2 as mc
 
 from avpenet import contract
-from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, versions
+from ensemble import BACKEND_SOURCE, DEFAULT_REPOSITORY, configs, precision, versions
 from ensemble.batching import load_plan
 
 REPO = DEFAULT_REPOSITORY
@@ -192,9 +192,29 @@ def test_committed_configs_are_what_the_generator_writes_now(tmp_path: Path) -> 
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("config.pbtxt", "configs"))
     for written in configs.write_configs(copy):
         relative = written.relative_to(copy)
+        if relative == Path(precision.PRECISION_FILE):  # the copy's own choice: the committed one, copied
+            assert precision.load_precision(written) == precision.load_precision()
+            continue
         assert (REPO / relative).read_text() == written.read_text(), (
             f"{relative} is stale: run avpenet export"
         )
+
+
+def test_another_repository_keeps_the_choice_it_followed_when_the_tracked_one_changes(tmp_path, monkeypatch):
+    """A hospital's repository without a precision.json of its own followed ensemble/precision.json, so a
+    change to that tracked file (a `git pull`) switched its served graphs at its next export, quantisation or
+    config rewrite, unannounced. Its first config write now keeps a copy of the choice it followed."""
+    copy = tmp_path / "hospital"
+    shutil.copytree(REPO, copy)
+    tracked = tmp_path / "tracked-precision.json"
+    tracked.write_text(precision.choice_text({"audio_frontend": "fp32"}))
+    monkeypatch.setattr(precision, "PRECISION_PATH", tracked)
+    configs.write_configs(copy)
+    assert precision.load_precision(copy / precision.PRECISION_FILE)["audio_frontend"] == "fp32"
+    before = (copy / contract.AUDIO_FRONTEND.name / "config.pbtxt").read_text()
+    tracked.write_text(precision.choice_text({"audio_frontend": "fp32-dft"}))  # the tracked choice moves on
+    configs.write_configs(copy)
+    assert (copy / contract.AUDIO_FRONTEND.name / "config.pbtxt").read_text() == before
 
 
 @pytest.mark.parametrize("model", contract.PARTS, ids=lambda m: m.name)

@@ -67,14 +67,15 @@ def test_int8_scores_stay_close_to_fp32(quantized):
 def test_a_copy_of_the_repository_carries_its_own_precision_choice(quantized, tmp_path) -> None:
     """`avpenet quantize --repo COPY` says the new versions still serve fp32 and names the command for COPY
     (it used to say "edit ensemble/precision.json, then `python -m ensemble.configs`": the committed
-    repository's choice and configs). That command writes COPY/precision.json, which the configs an export
-    or a quantisation rewrites keep, and leaves ensemble/precision.json and the committed repository alone."""
+    repository's choice and configs). The quantisation left COPY its own precision.json (the choice it
+    followed); that command rewrites it, the configs an export or a quantisation rewrites keep it, and
+    ensemble/precision.json and the committed repository are left alone."""
     repo = shutil.copytree(quantized[0], tmp_path / "copy")
     committed = precision.PRECISION_PATH.read_bytes(), tree_digest(DEFAULT_REPOSITORY)
     made = {"visual_encoder": quantized[2]["visual_encoder"]["version"]}
     note = precision.int8_note(repo, made, "copy")
     assert "still serves fp32" in note and "--repo copy --precision visual_encoder=int8" in note
-    assert f"{repo} has no precision.json of its own" in note and f"writes {repo / 'precision.json'}" in note
+    assert f"{repo / 'precision.json'} chooses fp32" in note and f"writes {repo / 'precision.json'}" in note
     assert configs.main(["--repo", str(repo), "--precision", "visual_encoder=int8"]) == 0
     own = precision.load_precision(repo / "precision.json")
     assert own == {**precision.load_precision(), "visual_encoder": "int8"}  # the rest as the copy served it
