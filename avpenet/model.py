@@ -564,6 +564,8 @@ def example_inputs(
 
 CHECKPOINT_FILE = "model.pt"
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"  # `avpenet evaluate --json RUN/metrics.json`: the figures export records
+SINGLE_MODALITY_RUNS = ("audio_only", "visual_only")  # subfolders: single-modality runs on the run's split
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"  # the committed reference run
 
 

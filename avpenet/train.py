@@ -23,7 +23,8 @@ Losses (all on the clip's rater-median score y, the only label a hospital has):
 Early stopping on the validation subjects' clip MAE (clip score = mean of its windows, as served); then the
 interval scale is fitted on the validation clips so 90% of them are covered. The run directory gets
 model.pt, config.json (model + training config + history + validation metrics) and split.json; a RUN_DIR
-that already holds a run is refused unless ``--force`` (``check_out``).
+that already holds a run is refused unless ``--force`` (``check_out``), which first removes all the old run
+says of its model (``clear_replaced_run``); the committed reference and the --init run are always refused.
 
 Why one module over 300 lines: the augmenter, the losses, the loop and the interval calibration
 are one training recipe, recorded together in config.json.
@@ -107,7 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace the run an --out folder already holds (model.pt, split.json)",
+        help="replace the run an --out folder already holds: once the data has loaded, its model.pt, "
+        "config.json, split.json, metrics.json, finetune.json, audio_only/ and visual_only/ are removed "
+        "(never the committed reference or the --init run)",
     )
 
 
@@ -482,12 +485,24 @@ def _run_record(args, split: dict, n_clips: tuple[int, int], fit: tuple, scale: 
     }
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse (ValueError: exit 2) an --out that already holds a run, before anything is loaded: a second
-    run used to replace its model.pt and its split.json (another test set) silently, even once exported."""
-    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE
+def check_out(out: Path, force: bool, init: Path | None = None) -> None:
+    """Refuse (ValueError: exit 2), before anything is loaded, an --out that already holds a run unless
+    `force` (a second run used to replace its model.pt and split.json, another test set, silently, even once
+    exported), and, forced or not, one that is the committed reference or the --init run (or would remove it:
+    ``clear_replaced_run``)."""
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, REFERENCE_DIR, SINGLE_MODALITY_RUNS
 
-    held = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (Path(out) / name).exists()]
+    where = Path(out).resolve()
+    if where.is_relative_to(REFERENCE_DIR):
+        raise ValueError(f"--out {out} is the committed reference run ({REFERENCE_DIR}); give a new folder")
+    start = Path(init).resolve() if init is not None else None
+    if start is not None and (
+        start == where or any(start.is_relative_to(where / s) for s in SINGLE_MODALITY_RUNS)
+    ):
+        raise ValueError(
+            f"--out {out} is or holds the --init run {init}; give a new folder for the fine-tune"
+        )
+    held = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (where / name).exists()]
     if held and not force:
         raise ValueError(
             f"--out {out} already holds a run ({', '.join(held)}); give a new folder, or --force to "
@@ -495,9 +510,26 @@ def check_out(out: Path, force: bool) -> None:
         )
 
 
+def clear_replaced_run(out_dir: Path) -> None:
+    """--force: remove what the replaced run says of its model before this run writes anything, so a run
+    cut short leaves no folder mixing it with the new split: its test figures (`avpenet export` records
+    metrics.json), its fine-tune record (`avpenet calibrate` copies finetune.json), its single-modality
+    runs (`avpenet evaluate` scores them on the new split). model.pt and config.json go last: until then
+    the folder is still refused as a run."""
+    import shutil
+
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SINGLE_MODALITY_RUNS
+
+    for sub in SINGLE_MODALITY_RUNS:
+        if (out_dir / sub).is_dir():
+            shutil.rmtree(out_dir / sub)
+    for name in (METRICS_FILE, FINETUNE_REPORT, data.SPLIT_FILE, CONFIG_FILE, CHECKPOINT_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run one training; returns the config written to RUN_DIR/config.json."""
-    check_out(args.out, args.force)
+    check_out(args.out, args.force, args.init)
     t0 = time.monotonic()
     args.lr = learning_rate(args)  # recorded in config.json as used
     torch.set_num_threads(args.threads)
@@ -512,7 +544,9 @@ def train(args: argparse.Namespace) -> dict:
     model, model.frozen_parts = start_model(args)
     # --out is made only now, when the data and --init have loaded: a refused run leaves no empty folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / FINETUNE_REPORT).unlink(missing_ok=True)  # a replaced (--force) fine-tune's: not this run's
+    if args.force:
+        clear_replaced_run(out_dir)
+    (out_dir / FINETUNE_REPORT).unlink(missing_ok=True)  # a fine-tune cut short before its model.pt: not ours
     data.write_split(split, out_dir / data.SPLIT_FILE)
     if args.init is None or args.refit_normalisation:  # a fine-tune keeps its checkpoint's normalisation
         fit_visual_normalisation(model, train_clips)

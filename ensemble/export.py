@@ -36,14 +36,14 @@ def load_source(checkpoint: Path | None = None, seed: int = DEFAULT_SEED):
     """(model in eval mode, source record for manifests); falls back to the reference, then a seeded init."""
     import torch
 
-    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, REFERENCE_DIR, AVPENet, load_model
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, REFERENCE_DIR, AVPENet, load_model
 
     run_dir = Path(checkpoint) if checkpoint is not None else REFERENCE_DIR
     if checkpoint is not None or (run_dir / CHECKPOINT_FILE).exists():
         loaded = load_model(run_dir)
         metrics = loaded.config.get("metrics")
-        if metrics is None and (run_dir / "metrics.json").exists():
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+        if metrics is None and (run_dir / METRICS_FILE).exists():
+            metrics = json.loads((run_dir / METRICS_FILE).read_text())
         source = {
             "kind": "checkpoint" if checkpoint is not None else "reference",
             "run_dir": _display_path(run_dir),

@@ -134,3 +134,27 @@ def test_tiny_training_run_lowers_its_loss_and_writes_the_run(tiny_run, tiny_set
     assert float(loaded.model.fusion.infers_age) == 0.0
     assert loaded.model.visual_encoder.feature_std.min() > 0
     assert not torch.all(loaded.model.visual_encoder.feature_mean == 0)  # fitted on the training frames
+
+
+def test_force_first_removes_all_the_replaced_run_says_of_its_model(tiny_set, tmp_path, monkeypatch):
+    """`train --force` removed only finetune.json, and wrote the new split.json at the start and model.pt at
+    the end: a run cut short left the old model beside the new split, and the old metrics.json (which
+    `avpenet export` records) and single-modality runs (which `avpenet evaluate` scores on the new split)
+    stayed even after it finished. Now they are removed once the data has loaded, before anything is
+    written."""
+    out = tmp_path / "run"
+    old = ["model.pt", "config.json", "metrics.json", "finetune.json", "split.json", "notes.txt"]
+    for sub in ("", "audio_only/", "visual_only/"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for name in old[:2] if sub else old:
+            (out / sub / name).write_text("old run")
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_fit", cut_short)
+    args = ["--data", str(tiny_set), "--out", str(out), "--epochs", "1", "--quiet", "--force"]
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "split.json"]  # the user's file stays
+    assert (out / "split.json").read_text() != "old run"  # the new run's, alone

@@ -205,6 +205,28 @@ def test_train_refuses_an_out_folder_holding_a_run_unless_forced(tmp_path, capsy
     assert code == 2 and "labels.csv" in err  # past the check: the data is read
 
 
+def test_train_never_replaces_the_committed_reference_or_its_init_run(tmp_path, capsys):
+    """`train --out avpenet/reference --force` (or --out equal to --init) replaced the committed reference
+    or the run being fine-tuned: refused, forced or not, before anything is read."""
+    from avpenet.model import REFERENCE_DIR
+
+    missing = str(tmp_path / "no-data")
+    init = tmp_path / "RUN"
+    (init / "audio_only").mkdir(parents=True)
+    cases = [
+        (["--out", str(REFERENCE_DIR)], "is the committed reference run"),
+        (["--out", str(REFERENCE_DIR / "audio_only")], "is the committed reference run"),
+        (["--out", "avpenet/../avpenet/reference"], "is the committed reference run"),
+        (["--init", str(init), "--out", str(init)], "is or holds the --init run"),
+        (["--init", str(init / "audio_only"), "--out", str(init)], "is or holds the --init run"),
+    ]
+    for out, message in cases:
+        for force in ([], ["--force"]):
+            code, err = run(["train", "--data", missing, *out, *force], capsys)
+            assert code == 2 and message in err and "labels.csv" not in err, (out, err)
+    assert (init / "audio_only").is_dir()
+
+
 def _split(tmp_path, **parts: list[str]) -> str:
     path = tmp_path / "split.json"
     path.write_text(json.dumps({"train": [], "val": [], "test": [], **parts}))
