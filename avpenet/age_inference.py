@@ -26,8 +26,9 @@ L2 = 1e-3  # on standardised cues: a few hundred windows per group already separ
 # Subjects of EACH age group the head is fitted on, at least. Its ~2D+2 weights separate any handful of
 # subjects by who they are rather than by their age: a 1-epoch run on 6 subjects fitted it on one neonate and
 # one adult, called its fit 100% right, and then read an adult clip as a neonate (P(adult) 0.01), so the
-# gateway questioned a correct age group. Below this the head is left as it was (unfitted: adult_probability
-# contract.NOT_READ, no age group questioned, the third embedding for requests without one). 5 is a judgement
+# gateway questioned a correct age group. Below this the head is left as it was: a head fitted before stays
+# and reads the age; else none (adult_probability contract.NOT_READ, no age group questioned, the third
+# embedding for requests without one). 5 is a judgement
 # (one atypical subject is at most a fifth of its group), not a measurement; the reference's was fitted on
 # ~20 validation subjects per group and many more fresh ones (docs/EVALUATION.md, *No age group*).
 MIN_SUBJECTS_PER_GROUP = 5
@@ -91,6 +92,7 @@ def fit_age_head(model: AVPENet, inputs: Sequence[dict[str, np.ndarray]], subjec
         why = "one age group only" if min(count.values()) == 0 else "too few subjects"
         return {
             "fitted": False,
+            "kept_head": bool(float(model.fusion.infers_age)),  # still reads the age, from its earlier fit
             "why": f"{why}: {held} subject(s), {MIN_SUBJECTS_PER_GROUP} of each needed; kept {kept}",
             "subjects": count,
             "windows": len(ages),

@@ -231,6 +231,13 @@ def _keep_record(checkpoint: Path, out: Path) -> None:
 
 
 def _age_head_line(record: dict) -> str:
+    """What requests without an age group get from the age head: refitted, the earlier head kept (it still
+    reads the age), or no age read at all (adult_probability NOT_READ)."""
+    if not record["fitted"] and record.get("kept_head"):
+        why = record["why"].rpartition("; kept")[0]
+        return (
+            f"no age group: the age is read from the clip by the head the run had, kept (not refitted: {why})"
+        )
     if not record["fitted"]:
         return f"no age group: the age is not read from the clip ({record['why']})"
     right = ", ".join(

@@ -269,6 +269,7 @@ def calibrate_unknown_age(
         model.fusion.infers_age.fill_(0.0)
         reason = age_head["why"].rpartition("; kept")[0]
         age_head["why"] = f"{reason}, and the encoders the head it had read changed: turned off"
+        age_head["kept_head"] = False
     withheld = [with_age(x, C.UNKNOWN_AGE) for x in val_inputs]
     model.fusion.unknown_age_scale.fill_(1.0)
     scale = _conformal_scale(model, withheld, val_scores)

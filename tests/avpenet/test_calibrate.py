@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from avpenet import age_inference, data
 from avpenet import contract as C
-from avpenet import data
 from avpenet.age_inference import fit_age_head
 from avpenet.aggregate import Z_INTERVAL
 from avpenet.model import load_model
@@ -24,14 +24,13 @@ from avpenet.predict import predict_clips, with_age
 # refitted whenever the no-age scale is; the tiny run had none (1 validation subject per group), so it is
 # switched on too
 AGE_HEAD = ("fusion.age_head.weight", "fusion.age_head.bias", "fusion.infers_age")
+REAL_MIN_SUBJECTS = age_inference.MIN_SUBJECTS_PER_GROUP  # before the fixture below lowers it
 
 
 @pytest.fixture(autouse=True)
 def _few_subjects_fit_the_head(monkeypatch):
     """The tiny set's splits hold 1-2 subjects per age group, too few for a real head
     (age_inference.MIN_SUBJECTS_PER_GROUP): these tests check what is refitted, not how well."""
-    from avpenet import age_inference
-
     monkeypatch.setattr(age_inference, "MIN_SUBJECTS_PER_GROUP", 1)
 
 
@@ -129,6 +128,36 @@ def test_only_unknown_age_refits_that_scale_alone_and_serves_it_to_requests_with
     y = np.array([c.score for c in clips])
     covered = np.mean((y >= served[C.INTERVAL.name][:, 0]) & (y <= served[C.INTERVAL.name][:, 1]))
     assert covered >= C.INTERVAL_COVERAGE or np.all(served[C.INTERVAL.name] == [C.SCORE_MIN, C.SCORE_MAX])
+
+
+def test_too_few_subjects_keep_the_head_the_run_had_and_say_it_still_reads_the_age(
+    tiny_run, tiny_set, tmp_path, capsys, monkeypatch
+):
+    """At the real minimum, the tiny split's 1 validation subject per group refits no head. calibrate printed
+    "the age is not read from the clip (...; kept the head it had)" for the reference, whose kept head the
+    gateway goes on reading the age with; "not read" only for a run that has no head (the tiny run)."""
+    from avpenet.model import REFERENCE_DIR
+    from cli.main import main
+
+    monkeypatch.setattr(age_inference, "MIN_SUBJECTS_PER_GROUP", REAL_MIN_SUBJECTS)
+    run_dir, _ = tiny_run
+    for source, reads in ((REFERENCE_DIR, True), (run_dir, False)):
+        out = tmp_path / source.name
+        args = ["calibrate", "--checkpoint", str(source), "--data", str(tiny_set), "--out", str(out)]
+        assert main([*args, "--split", str(run_dir / "split.json"), "--only-unknown-age", "--quiet"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if "age is" in x)
+        before, after = load_model(source).model.state_dict(), load_model(out).model.state_dict()
+        assert all(torch.equal(before[name], after[name]) for name in AGE_HEAD)  # the head as it was
+        assert float(after["fusion.infers_age"]) == float(reads)
+        record = json.loads((out / "config.json").read_text())["age_head"]
+        assert not record["fitted"] and record["kept_head"] is reads
+        if reads:
+            assert line.startswith(
+                "no age group: the age is read from the clip by the head the run had, kept"
+            )
+            assert "too few subjects: 1 neonate and 1 adult subject(s)" in line and "not read" not in line
+        else:
+            assert line.startswith("no age group: the age is not read from the clip (too few subjects")
 
 
 def _fresh_copy(tiny_set, subjects, out):
