@@ -158,3 +158,26 @@ def test_force_first_removes_all_the_replaced_run_says_of_its_model(tiny_set, tm
         train.main(args)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "split.json"]  # the user's file stays
     assert (out / "split.json").read_text() != "old run"  # the new run's, alone
+
+
+def test_training_fits_the_age_head_on_each_validation_clips_own_subject(tiny_set, tmp_path, monkeypatch):
+    """The tiny run ends with the head unfitted (too few subjects), so nothing checked that train gives
+    fit_age_head each validation clip's own subject and fits the head once enough subjects are there: with
+    the minimum at 2 and 2 validation subjects per group it must be fitted, and one subject id for every
+    clip (1 per group) would leave it unfitted."""
+    from avpenet import age_inference
+
+    monkeypatch.setattr(age_inference, "MIN_SUBJECTS_PER_GROUP", 2)
+    rows = data.read_labels(tiny_set)
+    by_age = {
+        age: sorted({r["subject_id"] for r in rows if r["age_group"] == age}) for age in ("neonate", "adult")
+    }
+    assert all(len(subjects) == 4 for subjects in by_age.values())
+    split = {part: [s for subjects in by_age.values() for s in subjects[lo:hi]]
+             for part, (lo, hi) in {"val": (0, 2), "test": (2, 3), "train": (3, 4)}.items()}  # fmt: skip
+    data.write_split(split, tmp_path / "split.json")
+    out = tmp_path / "run"
+    args = ["--data", str(tiny_set), "--out", str(out), "--split", str(tmp_path / "split.json")]
+    config = train.main([*args, "--epochs", "1", "--batch-size", "8", "--quiet"])
+    assert config["age_head"]["fitted"] and config["age_head"]["subjects"] == {"neonate": 2, "adult": 2}
+    assert float(load_model(out).model.fusion.infers_age) == 1.0
