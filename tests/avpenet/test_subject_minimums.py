@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from avpenet import data
+from avpenet.age_inference import MIN_SUBJECTS_PER_GROUP
 from avpenet.labelcheck import MIN_SUBJECTS_PER_AGE_GROUP, check_split
 from avpenet.synth.dataset import make_subjects
 from avpenet.targets import MIN_TEST_SUBJECTS
@@ -43,3 +44,36 @@ def test_the_docs_state_the_minimums_beside_synth_subjects():
     assert "`--subjects 6` or more" in synth_row and "**`--subjects 6`**" in data_md
     assert f"judges targets only on {MIN_TEST_SUBJECTS}+ test subjects" in synth_row
     assert f"judges no target below {MIN_TEST_SUBJECTS} test subjects" in data_md
+
+
+def _val_subjects_per_group(n_subjects: int) -> int:
+    rows = _rows(n_subjects)
+    age = {r["subject_id"]: r["age_group"] for r in rows}
+    val = [age[s] for s in data.make_split(rows, 0)["val"]]
+    return min(val.count(group) for group in set(age.values()))
+
+
+def test_the_docs_state_how_many_subjects_fit_the_age_head():
+    """The age head is fitted only on MIN_SUBJECTS_PER_GROUP validation subjects of each group; DATA.md gave
+    train's and evaluate's minimums but not this one, which a set needs for requests without an age."""
+    smallest = next(n for n in range(6, 1000) if _val_subjects_per_group(n) >= MIN_SUBJECTS_PER_GROUP)
+    assert smallest == 92 and all(
+        _val_subjects_per_group(n) >= MIN_SUBJECTS_PER_GROUP for n in range(92, 130)
+    )
+    data_md = " ".join((ROOT / "docs" / "DATA.md").read_text().split())
+    assert f"at least {MIN_SUBJECTS_PER_GROUP} validation subjects of each age group" in data_md
+    assert f"**`--subjects {smallest}`**" in data_md
+
+
+def test_evaluation_md_names_the_older_key_of_the_age_heads_in_sample_accuracy():
+    """Records written before the rename (the committed reference's config.json) say window_accuracy."""
+    import json
+
+    from avpenet.model import REFERENCE_DIR
+
+    assert "window_accuracy" in json.loads((REFERENCE_DIR / "config.json").read_text())["age_head"]
+    text = " ".join((ROOT / "docs" / "EVALUATION.md").read_text().split())
+    assert (
+        "`in_sample_window_accuracy`" in text
+        and "`avpenet/reference/config.json`, call it `window_accuracy`" in text
+    )
