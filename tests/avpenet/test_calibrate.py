@@ -206,3 +206,16 @@ def test_a_set_with_the_training_or_test_subjects_is_refused(tiny_run, tiny_set,
     assert f"avpenet calibrate: --add {tiny_set} has the labels of" in err
     assert "holds training or test subjects" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_an_out_folder_holding_a_run_is_refused_and_left_as_it_was(tiny_run, tiny_set, capsys):
+    """`calibrate --out` wrote its model over a run already there (the --checkpoint itself, an exported run),
+    beside that run's own split and records."""
+    from cli.main import main
+
+    run_dir, _ = tiny_run
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    args = ["calibrate", "--checkpoint", str(run_dir), "--data", str(tiny_set), "--out", str(run_dir)]
+    assert main([*args, "--quiet"]) == 2
+    assert f"--out {run_dir} already holds a run (model.pt, config.json)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
