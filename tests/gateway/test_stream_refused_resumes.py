@@ -80,8 +80,10 @@ def test_reconnects_refused_after_their_start_are_counted_as_refused_and_first_o
         ]
         hub.registry.detach(held)
         closes.append(await connect(_start(age_group="neonate", last_event=4)))  # another start than held
+        hub.registry.acquire(Start.model_validate(_start(last_event=4)), SID, key_id(TOKEN))  # attached again
         hub.registry.acquire(Start.model_validate(_start(stream_id="bed-32-refused")), "bed-32-refused", "k")
-        closes.append(await connect(_start(stream_id="bed-33-refused", last_event=9)))  # replica full
+        # replica full of attached streams (a detached one would give way to the new stream)
+        closes.append(await connect(_start(stream_id="bed-33-refused", last_event=9)))
         await hub.close()
         return closes
 
