@@ -250,7 +250,7 @@ def _age_head_line(record: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE
+    from avpenet.model import CONFIG_FILE
 
     if not (args.checkpoint / CONFIG_FILE).exists():
         print(
@@ -259,7 +259,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # A run there (the --checkpoint itself, the committed reference, an exported run) would be replaced in
     # part: its model beside the split and records it had, as `avpenet train --out` used to.
-    if held := [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (args.out / name).exists()]:
+    from avpenet.train import held_run
+
+    if held := held_run(args.out):
         print(
             f"avpenet calibrate: --out {args.out} already holds a run ({', '.join(held)}); give a new folder",
             file=sys.stderr,

@@ -42,14 +42,13 @@ from avpenet import data
 from avpenet.age_inference import inferred_age_accuracy  # how often the age read from a clip is right
 from avpenet.argtypes import positive_int
 from avpenet.durable import replace_text
-from avpenet.model import REFERENCE_DIR, SINGLE_MODALITY_RUNS, load_model
+from avpenet.model import REFERENCE_DIR, load_model
 from avpenet.predict import predict_clips, regression_metrics, with_age
-from avpenet.targets import judge_targets, unjudged_line
+from avpenet.targets import SINGLE_MODALITY_DIRS, judge_targets, unjudged_line
 from avpenet.train import mask_audio, mask_face, restrict
 
 HELP = "evaluate a checkpoint on the test subjects of a dataset (metrics JSON + optional Markdown report)"
 SNRS_DB = (20.0, 10.0, 5.0, 0.0)
-SINGLE_MODALITY_DIRS = {f"{sub}_trained": sub for sub in SINGLE_MODALITY_RUNS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from avpenet import contract as C
+from avpenet.model import SINGLE_MODALITY_RUNS
+
+# evaluate's keys of the single-modality runs trained beside a run (RUN/audio_only, RUN/visual_only)
+SINGLE_MODALITY_DIRS = {f"{sub}_trained": sub for sub in SINGLE_MODALITY_RUNS}
 
 MIN_TEST_SUBJECTS = 10  # scored test subjects before any target is judged (docs/EVALUATION.md)
 MIN_AGE_GROUP_SUBJECTS = 10  # test subjects of the group before its own target is judged
@@ -37,8 +41,7 @@ AGE_TARGETS = {f"{age}_mae": age for age in C.LABELLED_AGE_GROUPS}  # judged on 
 
 
 def _measured(r: dict) -> dict[str, float]:
-    singles = [r[k]["mae"] for k in ("audio_only", "visual_only", "audio_only_trained", "visual_only_trained")
-               if k in r]  # fmt: skip
+    singles = [r[k]["mae"] for k in ("audio_only", "visual_only", *SINGLE_MODALITY_DIRS) if k in r]
     measured = {
         "fusion_mae": r["fusion"]["mae"],
         "fusion_mae_ceiling": r["fusion"]["mae"],

@@ -491,7 +491,7 @@ def check_out(out: Path, force: bool, init: Path | None = None) -> None:
     `force` (a second run used to replace its model.pt and split.json, another test set, silently, even once
     exported), and, forced or not, one that is the committed reference or the --init run (or would remove it:
     ``clear_replaced_run``)."""
-    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, REFERENCE_DIR, SINGLE_MODALITY_RUNS
+    from avpenet.model import REFERENCE_DIR, SINGLE_MODALITY_RUNS
 
     where = Path(out).resolve()
     if where.is_relative_to(REFERENCE_DIR):
@@ -503,12 +503,20 @@ def check_out(out: Path, force: bool, init: Path | None = None) -> None:
         raise ValueError(
             f"--out {out} is or holds the --init run {init}; give a new folder for the fine-tune"
         )
-    held = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (where / name).exists()]
+    held = held_run(where)
     if held and not force:
         raise ValueError(
             f"--out {out} already holds a run ({', '.join(held)}); give a new folder, or --force to "
             "replace it"
         )
+
+
+def held_run(folder: Path) -> list[str]:
+    """The files that make `folder` a run (model.pt, config.json) found there: a run `train --out` and
+    `calibrate --out` would replace."""
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE
+
+    return [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (Path(folder) / name).exists()]
 
 
 def clear_replaced_run(out_dir: Path) -> None:
