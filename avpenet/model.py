@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from avpenet import contract as C
+from avpenet import cpus
 from avpenet.aggregate import Z_INTERVAL
+
+# Every command that runs the model comes through here: its pool must not outnumber the CPUs a container
+# grants (avpenet.cpus; a lower count chosen on purpose stays).
+cpus.cap_torch_threads(torch)
 
 # Additive attention mask: finite, so a row with every key masked stays finite (no NaN).
 MASK_NEG: float = -1e9

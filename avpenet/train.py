@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from avpenet import contract as C
-from avpenet import data
+from avpenet import cpus, data
 from avpenet.aggregate import Z_INTERVAL
 from avpenet.argtypes import positive_int
 from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
@@ -103,7 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-minutes", type=float, default=22.0, help="stop (keeping the best epoch) after this"
     )
     parser.add_argument("--split", type=Path, help="split.json to use instead of making one from --seed")
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads (default 2, or fewer when fewer CPUs are available to this process)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--force",
@@ -541,7 +546,7 @@ def train(args: argparse.Namespace) -> dict:
     check_out(args.out, args.force, args.init)
     t0 = time.monotonic()
     args.lr = learning_rate(args)  # recorded in config.json as used
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(cpus.threads(args.threads, default=2))
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out_dir = Path(args.out)

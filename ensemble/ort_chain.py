@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avpenet import contract
+from avpenet import contract, cpus
 from ensemble.versions import latest, served_part
 
 DEFAULT_ONNX_FILE = "model.onnx"
@@ -56,7 +56,7 @@ class OrtChain:
 
         self.repo = Path(repo) if repo is not None else DEFAULT_REPOSITORY
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or cpus.available()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # As the Triton backend: spinning intra-op pools of concurrent runs burn the cores they wait for.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from avpenet import cpus
 from preprocess_service.openapi import SCORE_ROUTE
 
 APP_NAME = "naive"
@@ -109,8 +110,8 @@ class NaiveScorer:
         from preprocess_service.deployments import warm_up
         from preprocess_service.settings import Limits
 
-        # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); a user outside Ray gets every core: give it that.
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); a user outside Ray gets every CPU it may use.
+        torch.set_num_threads(threads or cpus.available())
         self.model = served_model(repo)
         self.limits = Limits()
         warm_up()

@@ -8,10 +8,11 @@ fusion projection if that is larger), both at a Triton-sized batch. The larger r
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from avpenet import cpus
 
 KERNEL_BATCH = 32  # windows per kernel call: what Triton's dynamic batcher forms at concurrency 32
 
@@ -122,7 +123,7 @@ def measure(model, seconds: float = 2.0, batch: int = KERNEL_BATCH) -> list[Kern
     import torch.nn.functional as F
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(cpus.available())
     try:
         (c_in, h, w, c_out, stride), (m, k, n) = heaviest_shapes(model)
         gen = torch.Generator().manual_seed(0)

@@ -11,6 +11,7 @@ no other process on the machine uses, so a test can tell exactly what the stack 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -22,6 +23,15 @@ from support.gateway import API_KEY, STREAM_KEYS, MllpEngine
 
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.server import TritonServer
+
+
+def pytest_configure(config) -> None:
+    """One OpenMP thread for PyTorch in the tests and the processes they start, set before any test module
+    imports torch. Its default pool (one thread per core) waits at barriers while the tests' own servers hold
+    the cores: tests/avpenet/test_model.py and test_train.py took 72-78 s with the default against 25-36 s
+    with one thread on the 2-core build box (both orders, another session's tests beside them). A value the
+    caller set stays."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
