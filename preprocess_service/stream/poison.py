@@ -1,19 +1,26 @@
 """A chunk whose processing fails with an unexpected error (a bug its content triggers, not a refusal the
-checks name) fails its stream once, not on every resume.
+checks name) fails its stream once, not on every resume, and a stream whose chunks keep failing ends.
 
 The first failure closes the stream 1011 and gives that chunk back, with every one after it, to be resent
 on resume (session.py): the fault may pass (a worker short of memory), and the chunk is then processed as
-sent. If the same chunk (kind and seq) fails again, it is refused as a chunk instead: its time kept as any
-refused chunk's is (audio: unheard silence of its length; a frame: a frame without a face in its slot), an
-`error` event `processing_failed` names it, and the stream goes on. Before, every failure gave the chunk
-back: each resume resent it and failed again, so `avpenet monitor` stopped after its reconnects and any other
-client looped for ever, the patient's stream never scored past that chunk.
+sent. That is done once per stream: a chunk that fails after it (the same one again after the resume, or any
+later one) is refused as a chunk instead: its time kept as any refused chunk's is (audio: unheard silence of
+its length; a frame: a frame without a face in its slot), an `error` event `processing_failed` names it, and
+the stream goes on. Before, each failure gave the chunk back: each resume resent it and failed again; once
+that was mended, a stream whose every chunk failed still reconnected once per chunk, for ever.
 
-One chunk per stream is remembered (`Entry.failed_chunk`, the last one a failure was blamed on), with the
-stream on its replica for a resume. It is not in the checkpoint: a stream restored on another replica starts
-its media and its seqs afresh, so an old seq names no chunk there (and the client resends nothing to a
-stream that started afresh). A failure outside a chunk's own processing (scoring, a window's features)
-names no chunk: it closes 1011 each time, as before.
+MAX_FAILED_IN_A_ROW failures of one kind (audio, or frames) with no chunk of that kind processed between
+them end the stream with CLOSE_UNPROCESSABLE (4500) and a fatal `unprocessable` event: the server cannot
+process what the stream sends (a broken tracker, content that always triggers a bug); it is not scored, and a
+definitive close tells the bedside integration so, where refusing every chunk would go on unscored. Per kind,
+so that audio taken between failing frames does not hide them. A failure cutting a window (it names no chunk
+to refuse: 1011, as before) counts against the chunk that completed it, so a window failing on every resume
+ends the stream too.
+
+The chunk given back (`Entry.failed_chunk`) and the counts (`Entry.failing`) stay with the stream on its
+replica for a resume. They are not in the checkpoint: a stream restored on another replica starts its media
+and its seqs afresh, so an old seq names no chunk there (and the client resends nothing to a stream that
+started afresh). A failure outside a chunk's processing and its windows (scoring) closes 1011 each time.
 """
 
 from __future__ import annotations
@@ -26,31 +33,70 @@ from preprocess_service.stream.protocol import StreamRejected
 if TYPE_CHECKING:
     from preprocess_service.stream.inbound import Item
     from preprocess_service.stream.registry import Entry
+    from preprocess_service.stream.state import ReadyWindow
 
 log = logging.getLogger("avpenet.gateway.stream")
-CODE = "processing_failed"
+CODE = "processing_failed"  # a chunk refused
+FATAL = "unprocessable"  # the stream ended (CLOSE_UNPROCESSABLE)
+MAX_FAILED_IN_A_ROW = 10  # chunks of one kind: 1 s of frames at 10 fps, of 0.1-s audio chunks
+
+
+class Unprocessable(Exception):
+    """Chunks of one kind kept failing: the stream ends with CLOSE_UNPROCESSABLE, `str()` its reason."""
 
 
 def refuse(entry: Entry, item: Item, media: tuple[int, int]) -> dict | None:
-    """Called as processing `item` raised (a bug): None the first time that chunk fails (the caller re-raises:
-    1011, the chunk given back), or, when it failed before, the `processing_failed` event of its refusal.
-    `media`: the state's samples and frames before the item (time the failed call kept is not kept twice)."""
+    """Called as processing `item` raised (a bug): None the first time a chunk of the stream fails (the caller
+    re-raises: 1011, the chunk given back), after it the `processing_failed` event of its refusal; raises
+    Unprocessable at the bound. `media`: the state's samples and frames before the item (time the failed call
+    kept is not kept twice)."""
     kind, seq = item.header.get("kind"), item.header.get("seq")
     if kind not in ("audio", "frame") or type(seq) is not int:
         return None  # a control message: no chunk to refuse
-    if entry.failed_chunk != (kind, seq):
+    _count(entry, kind)
+    if entry.failed_chunk is None:
         entry.failed_chunk = (kind, seq)
         return None
-    log.error("stream %s: %s chunk %d failed again; refused", entry.stream_id, kind, seq, exc_info=True)
+    again = entry.failed_chunk == (kind, seq)
+    log.error("stream %s: %s chunk %d failed%s; refused", entry.stream_id, kind, seq, again * " again",
+              exc_info=True)  # fmt: skip
     gap = "silence counted as no sound" if kind == "audio" else "a frame without a face"
     if not _keep_time(entry, item, media):
         gap = "nothing: the stream's timeline could not take it"
+    why = "again after the resume" if again else "after the stream was resumed once for such a failure"
     detail = (
-        f"{kind} chunk {seq} failed processing again after the resume (a server fault, logged with this "
-        f"stream id): refused, its time kept as {gap}; do not resend it. The stream goes on; report the "
-        "stream id and chunk to the service's operators"
+        f"{kind} chunk {seq} failed processing {why} (a server fault, logged with this stream id): refused, "
+        f"its time kept as {gap}; do not resend it. The stream goes on; report the stream id and chunk to "
+        "the service's operators"
     )
     return {"type": "error", "code": CODE, "kind": kind, "chunk": seq, "detail": detail}
+
+
+def windows(entry: Entry, item: Item, taken: bool) -> list[ReadyWindow]:
+    """The windows the state completes after `item`. A failure there counts against the item's kind (and is
+    raised: 1011, or Unprocessable at the bound); with none, a chunk `taken` (processed without a fault)
+    clears its kind's count."""
+    kind = item.header.get("kind")
+    try:
+        made = entry.state.ready()
+    except Exception:
+        if kind in ("audio", "frame"):
+            _count(entry, kind)
+        raise
+    if taken:
+        entry.failing[kind] = 0
+    return made
+
+
+def _count(entry: Entry, kind: str) -> None:
+    entry.failing[kind] += 1
+    if (n := entry.failing[kind]) >= MAX_FAILED_IN_A_ROW:
+        log.error("stream %s: %d %s chunks in a row failed; ended", entry.stream_id, n, kind, exc_info=True)
+        raise Unprocessable(  # the close reason is its first 120 bytes
+            f"{n} {kind} chunks in a row failed processing on the server: stream ended, do not resume it; "
+            "report the stream id to the service's operators (a server fault, logged with it). The stream is "
+            "not scored further; a new stream may be opened"
+        )
 
 
 def _keep_time(entry: Entry, item: Item, media: tuple[int, int]) -> bool:

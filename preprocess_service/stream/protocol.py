@@ -46,6 +46,9 @@ CLOSE_STALLED = 4408
 CLOSE_SLOW_CONSUMER = 4409
 CLOSE_OVER_LIMIT = 4429
 CLOSE_INTERNAL = 1011
+# Chunks of one kind failed processing 10 times in a row (stream/poison.py): the server cannot process this
+# stream; ended for good (the shipped clients do not resume it), unlike a 1011.
+CLOSE_UNPROCESSABLE = 4500
 CLOSE_LOST = 1006  # no close frame: the link dropped (also a handler Serve cancelled)
 MAX_HEADER_BYTES = 1024
 NIPS_PER_POINT = 0.7  # NIPS (0-7) rescaled to the model's 0-10: nips = score * 0.7

@@ -49,9 +49,11 @@ class Entry:
     behind_max_s: float = 0.0
     first_chunk_at: float | None = None  # its first chunk accepted: its processing lag counts from it
     read_at: float = field(default_factory=time.monotonic)  # its last chunk accepted
-    # (kind, seq) of the chunk its processing last failed on (1011): given back once, refused if it fails
-    # again after the resume (poison.py). Not checkpointed: a restored stream's seqs start afresh.
+    # (kind, seq) of the chunk a processing failure gave back (1011), once per stream: every chunk failing
+    # after it is refused; and failures in a row per kind, the stream ended at poison.MAX_FAILED_IN_A_ROW
+    # (poison.py). Not checkpointed: a restored stream's seqs start afresh.
     failed_chunk: tuple[str, int] | None = None
+    failing: dict = field(default_factory=lambda: {"audio": 0, "frame": 0})
 
     @property
     def key(self) -> tuple[str, str]:

@@ -16,8 +16,9 @@ windows completed (one ensemble call for all ready), the sender writes events ou
   aside), else 4409.
 - drain: after a close, a disconnect or Serve ending the handler, queued chunks are processed up to
   `DRAIN_TIMEOUT_S`; the rest are given back (`next_seq`, `not_processed`) to be resent; on a 1011 (the
-  processing failed) every chunk not processed, from the one it failed on, once: a chunk that fails again
-  after the resume is refused, its time kept, and the stream goes on (poison.py).
+  processing failed) every chunk not processed, from the one it failed on, once per stream: a chunk that
+  fails after that is refused, its time kept, and the stream goes on; 10 of one kind failing in a row end
+  it, 4500 (poison.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from preprocess_service.stream.protocol import (
     CLOSE_LOST,
     CLOSE_NORMAL,
     CLOSE_SLOW_CONSUMER,
+    CLOSE_UNPROCESSABLE,
     StreamRejected,
 )
 from preprocess_service.stream.receiving import Receiving
@@ -104,10 +106,13 @@ class Session(Receiving):
         return self.close_code
 
     def _task_died(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("stream %s: %s died", self.entry.stream_id, task.get_name(), exc_info=task.exception())
-            reason = "internal error while processing the stream; resume to continue"
-            self.fail(CLOSE_INTERNAL, reason, "internal")
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, poison.Unprocessable):  # chunks of one kind kept failing (logged): ended for good
+            return self.fail(CLOSE_UNPROCESSABLE, str(exc), poison.FATAL)
+        log.error("stream %s: %s died", self.entry.stream_id, task.get_name(), exc_info=exc)
+        reason = "internal error while processing the stream; resume to continue"
+        self.fail(CLOSE_INTERNAL, reason, "internal")
 
     def fail(self, code: int, reason: str, error: str) -> None:
         """End the stream with `code`; the full reason goes out first as an error event (not replayed)."""
@@ -200,8 +205,9 @@ class Session(Receiving):
 
     def _give_back(self, failed: bool = False) -> None:
         """Un-accept the chunks still queued at the drain deadline, or after the processing `failed`
-        (inbound.give_back); say so, recorded."""
-        if (event := give_back(self.inbound, self.entry, failed)) is not None:
+        (inbound.give_back); say so, recorded, unless the stream ended for good (nothing to resend)."""
+        event = give_back(self.inbound, self.entry, failed)
+        if event is not None and self.close_code != CLOSE_UNPROCESSABLE:
             self.emit(event)
 
     def _process(self, batch: list[Item], live: bool) -> tuple[Ready, list[dict], int]:
@@ -212,6 +218,7 @@ class Session(Receiving):
         for item in batch:
             skip = live and item.kind == "frame" and self.inbound.late(item, e, s.next_window)
             media = (s.n_samples, s.n_frames)  # before the item: a refused poison chunk keeps its time once
+            taken = False  # a chunk processed without a fault: its kind's failures in a row end (poison.py)
             try:
                 if item.kind == "audio":
                     self.state.add_audio(item.header, memoryview(item.payload))
@@ -227,12 +234,14 @@ class Session(Receiving):
                 errors.append(
                     {"type": "error", "code": code, "detail": str(exc), "chunk": item.header.get("seq")}
                 )
-            except Exception:  # a bug: 1011, the chunk given back once; refused if it fails again (poison.py)
+            except Exception:  # a bug: 1011, the stream's first such chunk given back; later ones refused
                 if (event := poison.refuse(e, item, media)) is None:
                     raise
                 errors.append(event)
+            else:
+                taken = item.kind in ("audio", "frame") and not skip
             self.fed += 1
-            ready += [(w, item.arrived) for w in self.state.ready()]
+            ready += [(w, item.arrived) for w in poison.windows(e, item, taken)]
         return ready, errors, late
 
     async def _finish(self) -> None:

@@ -8,39 +8,21 @@ time kept, its span unheard / faceless, an `error` `processing_failed` naming it
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from support.stream_session import TICK, Socket, audio, frame, hub, open_stream, text
+from support.stream_session import TICK, audio, connect, frame, hub, open_stream, resume, text
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream import protocol
 from preprocess_service.stream import state as state_module
-from preprocess_service.stream.protocol import CLOSE_INTERNAL, CLOSE_NORMAL, Start
-from preprocess_service.stream.session import Session
+from preprocess_service.stream.protocol import CLOSE_INTERNAL, CLOSE_NORMAL
 
 SID = "stream-poison1"
 TRACK = FaceTrack.load_npz(
     (Path(__file__).resolve().parents[2] / "examples/adult-S0003-C02.npz").read_bytes()
 )
-
-
-def _connect(the_hub, entry, messages: list, resumed: bool, last_event: int = -1) -> tuple[int, Socket]:
-    socket = Socket(messages)
-    session = Session(socket, the_hub, entry, resumed=resumed, last_event=last_event)
-    return asyncio.run(asyncio.wait_for(session.run(), 60)), socket
-
-
-def _resume(the_hub, entry, socket: Socket, **start):
-    """Detach the stream as the route does at a close, and reconnect with the last event received."""
-    the_hub.registry.detach(entry)
-    last = max(e["seq"] for e in socket.sent if "seq" in e)
-    fields = {"type": "start", "mode": "audio", "age_group": "adult", "last_event": last, **start}
-    again, resumed = the_hub.registry.acquire(Start(**fields), SID, "key-1")
-    assert resumed and again is entry
-    return last
 
 
 def _poison_audio(monkeypatch, seq: int, times: int = 10**9) -> list[int]:
@@ -61,10 +43,10 @@ def test_a_chunk_failing_again_after_the_resume_is_refused_and_the_stream_goes_o
     the_hub = hub()
     entry = open_stream(the_hub, SID)
     failed = _poison_audio(monkeypatch, 45)
-    code, first = _connect(the_hub, entry, [audio(k) for k in range(100)], resumed=False)
+    code, first = connect(the_hub, entry, [audio(k) for k in range(100)], resumed=False)
     assert code == CLOSE_INTERNAL and entry.state.next_seq["audio"] == 45  # given back once, from 45
-    last = _resume(the_hub, entry, first)
-    code, second = _connect(
+    last = resume(the_hub, entry, first)
+    code, second = connect(
         the_hub, entry, [audio(k) for k in range(45, 100)] + [text({"type": "end"})], True, last
     )
     assert code == CLOSE_NORMAL, second.sent[-3:]  # before: 1011 again, next_seq 45 again, for ever
@@ -80,15 +62,15 @@ def test_a_chunk_failing_again_after_the_resume_is_refused_and_the_stream_goes_o
     assert "audio chunk 45" in given["detail"] and "refused" in given["detail"]  # told at the first 1011
 
 
-def test_a_chunk_that_failed_once_is_processed_on_the_resume(monkeypatch):
+def test_a_chunk_that_failed_once_is_processed_on_theresume(monkeypatch):
     """A failure that does not recur (a passing fault) costs nothing: the chunk is processed as sent."""
     the_hub = hub()
     entry = open_stream(the_hub, SID)
     failed = _poison_audio(monkeypatch, 45, times=1)
-    code, first = _connect(the_hub, entry, [audio(k) for k in range(60)], resumed=False)
+    code, first = connect(the_hub, entry, [audio(k) for k in range(60)], resumed=False)
     assert code == CLOSE_INTERNAL and entry.state.next_seq["audio"] == 45
-    last = _resume(the_hub, entry, first)
-    code, second = _connect(
+    last = resume(the_hub, entry, first)
+    code, second = connect(
         the_hub, entry, [audio(k) for k in range(45, 60)] + [text({"type": "end"})], True, last
     )
     assert code == CLOSE_NORMAL and failed == [45] and not second.errors("processing_failed")
@@ -111,10 +93,10 @@ def test_a_frame_failing_again_is_a_frame_without_a_face_in_its_slot(monkeypatch
     frames = [
         frame({"seq": k, "t": k / contract.FPS}, protocol.landmark_frame_bytes(TRACK, k)) for k in range(40)
     ]
-    code, first = _connect(the_hub, entry, frames, resumed=False)
+    code, first = connect(the_hub, entry, frames, resumed=False)
     assert code == CLOSE_INTERNAL and entry.state.next_seq["frame"] == 12
-    last = _resume(the_hub, entry, first, **start)
-    code, second = _connect(the_hub, entry, frames[12:] + [text({"type": "end"})], True, last)
+    last = resume(the_hub, entry, first, **start)
+    code, second = connect(the_hub, entry, frames[12:] + [text({"type": "end"})], True, last)
     assert code == CLOSE_NORMAL and failed == [12, 12]
     (refused,) = second.errors("processing_failed")
     assert (refused["kind"], refused["chunk"]) == ("frame", 12)
@@ -143,10 +125,10 @@ def test_a_chunk_failing_after_its_samples_were_taken_keeps_its_time_once(monkey
         add_audio(self, header, payload)
 
     monkeypatch.setattr(state_module.StreamState, "add_audio", buggy)
-    code, first = _connect(the_hub, entry, [audio(k) for k in range(100)], resumed=False)
+    code, first = connect(the_hub, entry, [audio(k) for k in range(100)], resumed=False)
     assert code == CLOSE_INTERNAL
-    last = _resume(the_hub, entry, first)
+    last = resume(the_hub, entry, first)
     messages = [audio(k) for k in range(entry.state.next_seq["audio"], 100)] + [text({"type": "end"})]
-    code, second = _connect(the_hub, entry, messages, True, last)
+    code, second = connect(the_hub, entry, messages, True, last)
     assert code == CLOSE_NORMAL and second.errors("processing_failed")
     assert entry.state.n_samples == 100 * TICK  # not a chunk's silence more

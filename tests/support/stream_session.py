@@ -108,3 +108,23 @@ def frame(header: dict, payload: bytes) -> dict:
 
 def text(message: dict) -> dict:
     return {"type": "websocket.receive", "text": json.dumps(message)}
+
+
+def connect(
+    the_hub: SimpleNamespace, entry: Entry, messages: list, resumed: bool, last_event: int = -1
+) -> tuple[int, Socket]:
+    """One connection of `entry`'s stream: its close code and the socket (the events it got)."""
+    socket = Socket(messages)
+    session = Session(socket, the_hub, entry, resumed=resumed, last_event=last_event)
+    return asyncio.run(asyncio.wait_for(session.run(), 60)), socket
+
+
+def resume(the_hub: SimpleNamespace, entry: Entry, socket: Socket, **start) -> int:
+    """Detach the stream as the route does at a close, and reconnect with the last event `socket` received
+    (audio mode unless `start` says otherwise); that event's seq."""
+    the_hub.registry.detach(entry)
+    last = max(e["seq"] for e in socket.sent if "seq" in e)
+    fields = {"type": "start", "mode": "audio", "age_group": "adult", "last_event": last, **start}
+    again, resumed = the_hub.registry.acquire(Start(**fields), entry.stream_id, entry.key_id)
+    assert resumed and again is entry
+    return last

@@ -1,0 +1,140 @@
+"""A stream whose chunks keep failing processing (a bug on the server, or content that always triggers one)
+is bounded: one resume, then failing chunks are refused at once, and a kind failing 10 chunks in a row ends
+the stream with close 4500, which the shipped clients do not resume.
+
+Before, each new failing chunk was given back (1011) and refused only after the resume: a stream whose every
+chunk failed reconnected once per chunk, for ever, and its patient was never scored; a window whose features
+failed did the same, one reconnect per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.stream_session import TICK, audio, connect, frame, hub, open_stream, resume, text
+
+from avpenet import contract
+from avpenet.features.track import FaceTrack
+from preprocess_service.stream import poison, protocol
+from preprocess_service.stream import state as state_module
+from preprocess_service.stream.client import RESUMABLE
+from preprocess_service.stream.protocol import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_UNPROCESSABLE
+
+TRACK = FaceTrack.load_npz(
+    (Path(__file__).resolve().parents[2] / "examples/adult-S0003-C02.npz").read_bytes()
+)
+LANDMARKS = {"mode": "landmarks", "image_size": [int(v) for v in TRACK.image_size]}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog):
+    caplog.set_level("CRITICAL", "avpenet.gateway.stream")
+
+
+def _until_final(the_hub, entry, messages: Callable[[dict], list], limit: int = 15, **start) -> list:
+    """Connect, then resume as the shipped client does after a close it resumes (resending from next_seq),
+    until a close it does not resume or `limit` connections: [(close code, socket)]."""
+    runs = [connect(the_hub, entry, messages(entry.state.next_seq), resumed=False)]
+    while runs[-1][0] in RESUMABLE and len(runs) < limit:
+        last = resume(the_hub, entry, runs[-1][1], **start)
+        runs.append(connect(the_hub, entry, messages(entry.state.next_seq), True, last))
+    return runs
+
+
+def _audio_from(n: int) -> Callable[[dict], list]:
+    return lambda next_seq: [audio(k) for k in range(next_seq["audio"], n)] + [text({"type": "end"})]
+
+
+def _failing_audio(monkeypatch, fails: Callable[[int], bool]) -> list[int]:
+    """The feature code raises on every audio chunk whose seq `fails` (a bug its content triggers)."""
+    wave, failed = state_module.audio_wave, []
+
+    def buggy(header: dict, payload: memoryview, rate: int):
+        if fails(header["seq"]):
+            failed.append(header["seq"])
+            raise RuntimeError("a bug in the feature code")
+        return wave(header, payload, rate)
+
+    monkeypatch.setattr(state_module, "audio_wave", buggy)
+    return failed
+
+
+def test_a_stream_whose_every_chunk_fails_ends_4500_after_one_resume(monkeypatch):
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-failing1")
+    failed = _failing_audio(monkeypatch, lambda seq: True)
+    runs = _until_final(the_hub, entry, _audio_from(100))
+    codes = [code for code, _ in runs]
+    assert codes == [CLOSE_INTERNAL, CLOSE_UNPROCESSABLE], codes  # before: 1011 per chunk, for ever
+    assert CLOSE_UNPROCESSABLE not in RESUMABLE  # `replay` and `avpenet monitor` stop there
+    last = runs[-1][1]
+    assert last.closed[0] == CLOSE_UNPROCESSABLE
+    (fatal,) = last.errors("unprocessable")
+    assert fatal["fatal"] and "10 audio chunks in a row" in fatal["detail"]
+    assert "do not resume" in last.closed[1]  # within the close reason's 120 bytes
+    assert [e["chunk"] for e in last.errors("processing_failed")] == list(range(8))  # 0 again, then 1-7
+    assert failed == [0, *range(9)]  # chunk 0 twice (given back once), 10 failures in a row in all
+    assert not last.errors("not_processed")  # nothing to resend: the stream is over
+
+
+def test_later_failing_chunks_are_refused_at_once_not_given_back_each(monkeypatch):
+    """Every fourth chunk fails: one resume (the first failure may be a passing fault), then each failing
+    chunk is refused as it comes, its time kept, and the stream is scored to its end."""
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-failing2")
+    failed = _failing_audio(monkeypatch, lambda seq: seq % 4 == 3)
+    runs = _until_final(the_hub, entry, _audio_from(100))
+    codes = [code for code, _ in runs]
+    assert codes == [CLOSE_INTERNAL, CLOSE_NORMAL], codes  # before: a 1011 and a resume per failing chunk
+    refused = [e["chunk"] for e in runs[1][1].errors("processing_failed")]
+    assert refused == list(range(3, 100, 4)) and failed == [3, *refused]
+    assert entry.state.n_samples == 100 * TICK  # each refused chunk's time kept once
+    end = next(e for e in runs[1][1].sent if e["type"] == "end")
+    scored = [e["window"] for _, socket in runs for e in socket.sent if e["type"] == "score"]
+    assert scored == list(range(end["windows"]))
+
+
+def test_frames_failing_every_time_end_the_stream_though_its_audio_is_fine(monkeypatch):
+    """The count is per kind: audio chunks taken between the failing frames do not hide them."""
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-failing3", **LANDMARKS)
+
+    def broken(payload: memoryview, size: tuple[int, int]) -> FaceTrack:
+        raise ValueError("a bug in the landmark code")
+
+    monkeypatch.setattr(state_module, "landmark_frame", broken)
+
+    def messages(next_seq: dict) -> list:
+        out = []
+        for k in range(40):
+            if k >= next_seq["audio"]:
+                out.append(audio(k))
+            if k >= next_seq["frame"]:
+                landmarks = protocol.landmark_frame_bytes(TRACK, k)
+                out.append(frame({"seq": k, "t": k / contract.FPS}, landmarks))
+        return [*out, text({"type": "end"})]
+
+    runs = _until_final(the_hub, entry, messages, **LANDMARKS)
+    codes = [code for code, _ in runs]
+    assert codes == [CLOSE_INTERNAL, CLOSE_UNPROCESSABLE], codes
+    (fatal,) = runs[-1][1].errors("unprocessable")
+    assert "frame chunks in a row" in fatal["detail"]
+
+
+def test_a_window_failing_every_time_ends_the_stream_after_10_chunks(monkeypatch):
+    """A failure cutting a window names no chunk to refuse: each closes 1011 and the resume's next chunk
+    meets it again. Counted against the chunk that completed the window, it ends the stream at the bound."""
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-failing4")
+
+    def broken(self, i: int):
+        raise RuntimeError("a bug in the window features")
+
+    monkeypatch.setattr(state_module.StreamState, "_window", broken)
+    runs = _until_final(the_hub, entry, _audio_from(100), limit=20)
+    codes = [code for code, _ in runs]
+    assert codes == [CLOSE_INTERNAL] * 9 + [CLOSE_UNPROCESSABLE], codes  # before: 1011 on every resume
+    assert poison.MAX_FAILED_IN_A_ROW == 10
+    assert entry.state.n_samples == 39 * TICK  # 30 to complete window 0, then one a connection: each once
