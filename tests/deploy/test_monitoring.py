@@ -29,6 +29,7 @@ ALERTS = {
     "AvpenetSustainedProxyRejections",
     "AvpenetStreamsBehind",
     "AvpenetStreamResumesLost",
+    "AvpenetStreamsUnprocessable",
 }
 
 pytestmark = pytest.mark.skipif(
