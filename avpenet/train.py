@@ -50,10 +50,21 @@ from avpenet.argtypes import positive_int
 from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
 from avpenet.finetune import REPORT_FILE as FINETUNE_REPORT
 from avpenet.labelcheck import check_split
-from avpenet.model import AVPENet, save_model
+from avpenet.model import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SINGLE_MODALITY_RUNS,
+    AVPENet,
+    save_model,
+)
 from avpenet.predict import INPUT_NAMES, predict_clips, regression_metrics, with_age
 
 HELP = "train AVPENet on a dataset directory (subject-independent split, early stopping)"
+# what avpenet writes into a run folder (train: split.json, model.pt, config.json; `avpenet export` records
+# metrics.json, `avpenet calibrate` copies finetune.json) and so what --force removes, in this order:
+# model.pt and config.json last, so a folder cut short is still refused as a run
+RUN_FILES = (METRICS_FILE, FINETUNE_REPORT, data.SPLIT_FILE, CONFIG_FILE, CHECKPOINT_FILE)
 MODALITIES = ("both", "audio", "visual")
 OBJECTIVES = ("clip", "window")
 
@@ -113,9 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace the run an --out folder already holds: once the data has loaded, its model.pt, "
-        "config.json, split.json, metrics.json, finetune.json, audio_only/ and visual_only/ are removed "
-        "(never the committed reference or the --init run)",
+        help="replace the run an --out folder already holds: once the data has loaded, its "
+        f"{', '.join(reversed(RUN_FILES))} are removed, and the same files in its "
+        f"{' and '.join(s + '/' for s in SINGLE_MODALITY_RUNS)} runs (each folder only if then empty; "
+        "other files stay); never the committed reference or the --init run",
     )
 
 
@@ -496,7 +508,7 @@ def check_out(out: Path, force: bool, init: Path | None = None) -> None:
     `force` (a second run used to replace its model.pt and split.json, another test set, silently, even once
     exported), and, forced or not, one that is the committed reference or the --init run (or would remove it:
     ``clear_replaced_run``)."""
-    from avpenet.model import REFERENCE_DIR, SINGLE_MODALITY_RUNS
+    from avpenet.model import REFERENCE_DIR
 
     where = Path(out).resolve()
     if where.is_relative_to(REFERENCE_DIR):
@@ -519,8 +531,6 @@ def check_out(out: Path, force: bool, init: Path | None = None) -> None:
 def held_run(folder: Path) -> list[str]:
     """The files that make `folder` a run (model.pt, config.json) found there: a run `train --out` and
     `calibrate --out` would replace."""
-    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE
-
     return [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (Path(folder) / name).exists()]
 
 
@@ -529,16 +539,19 @@ def clear_replaced_run(out_dir: Path) -> None:
     cut short leaves no folder mixing it with the new split: its test figures (`avpenet export` records
     metrics.json), its fine-tune record (`avpenet calibrate` copies finetune.json), its single-modality
     runs (`avpenet evaluate` scores them on the new split). model.pt and config.json go last: until then
-    the folder is still refused as a run."""
-    import shutil
-
-    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SINGLE_MODALITY_RUNS
-
+    the folder is still refused as a run. Only RUN_FILES go: a single-modality folder is removed once
+    empty, and what else a user keeps there (notes, plots) stays with it."""
     for sub in SINGLE_MODALITY_RUNS:
         if (out_dir / sub).is_dir():
-            shutil.rmtree(out_dir / sub)
-    for name in (METRICS_FILE, FINETUNE_REPORT, data.SPLIT_FILE, CONFIG_FILE, CHECKPOINT_FILE):
-        (out_dir / name).unlink(missing_ok=True)
+            _remove_run_files(out_dir / sub)
+            if not any((out_dir / sub).iterdir()):
+                (out_dir / sub).rmdir()
+    _remove_run_files(out_dir)
+
+
+def _remove_run_files(folder: Path) -> None:
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
 
 
 def train(args: argparse.Namespace) -> dict:

@@ -160,6 +160,28 @@ def test_force_first_removes_all_the_replaced_run_says_of_its_model(tiny_set, tm
     assert (out / "split.json").read_text() != "old run"  # the new run's, alone
 
 
+def test_force_keeps_the_users_own_files_in_the_single_modality_folders(tiny_set, tmp_path, monkeypatch):
+    """`train --force` removed RUN/audio_only/ and RUN/visual_only/ whole, with the notes and plots a user
+    kept there. Now only the files a run holds (train.RUN_FILES) go there, and a folder only once empty."""
+    out = tmp_path / "run"
+    for sub in ("", *train.SINGLE_MODALITY_RUNS):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for name in train.RUN_FILES:
+            (out / sub / name).write_text("old run")
+    audio_only, visual_only = (out / sub for sub in train.SINGLE_MODALITY_RUNS)
+    (audio_only / "notes.txt").write_text("mine")
+    (audio_only / "plots").mkdir()
+    (audio_only / "plots" / "mae.png").write_text("mine")
+    monkeypatch.setattr(train, "_fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    args = ["--data", str(tiny_set), "--out", str(out), "--epochs", "1", "--quiet", "--force"]
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    assert sorted(p.name for p in audio_only.iterdir()) == ["notes.txt", "plots"]
+    assert (audio_only / "plots" / "mae.png").read_text() == "mine"
+    assert not visual_only.exists()  # nothing of the user's there: the emptied folder goes
+    assert sorted(p.name for p in out.iterdir()) == ["audio_only", "split.json"]
+
+
 def test_training_fits_the_age_head_on_each_validation_clips_own_subject(tiny_set, tmp_path, monkeypatch):
     """The tiny run ends with the head unfitted (too few subjects), so nothing checked that train gives
     fit_age_head each validation clip's own subject and fits the head once enough subjects are there: with
