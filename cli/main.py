@@ -12,9 +12,11 @@ and labels errors) are caught here (avpenet.user_errors). AVPENET_DEBUG=1 shows 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
+from avpenet import native_logs
 from avpenet.user_errors import exit_code
 
 COMMANDS: dict[str, str] = {
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return exit_code(f"avpenet {args.command}", lambda: _load(args.command).run(args))
+    quiet = getattr(args, "quiet", False)  # and the C++ lines mediapipe prints (avpenet.native_logs)
+    with native_logs.hiding() if quiet else contextlib.nullcontext():
+        return exit_code(f"avpenet {args.command}", lambda: _load(args.command).run(args))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--force", action="store_true", help="recompute clips that are already up to date")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any clip fails to decode")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, nor mediapipe's log lines")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from avpenet import contract
+from avpenet import contract, native_logs
 from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import landmarker_arrays, media
 from avpenet.features.mp4index import SampleBounds
@@ -161,7 +161,8 @@ def _create_landmarker(mode: str, num_faces: int, min_confidence: float):
     from mediapipe.tasks.python import vision
 
     global _exit_hook_registered
-    landmarker = vision.FaceLandmarker.create_from_options(_options(mode, num_faces, min_confidence))
+    with native_logs.hidden():  # its C++ log lines, under --quiet
+        landmarker = vision.FaceLandmarker.create_from_options(_options(mode, num_faces, min_confidence))
     with _lifetime_lock:
         _open_landmarkers[landmarker] = os.getpid()
         if not _exit_hook_registered:

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", type=Path, default=None,
         help="with --parts: a split.json (default: the split `avpenet train --seed SEED` makes of the set)",
     )  # fmt: skip
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, nor mediapipe's log lines")
 
 
 def _default_split(args: argparse.Namespace) -> Path:
