@@ -17,10 +17,14 @@ so that audio taken between failing frames does not hide them. A failure cutting
 to refuse: 1011, as before) counts against the chunk that completed it, so a window failing on every resume
 ends the stream too.
 
-The chunk given back (`Entry.failed_chunk`) and the counts (`Entry.failing`) stay with the stream on its
-replica for a resume. They are not in the checkpoint: a stream restored on another replica starts its media
-and its seqs afresh, so an old seq names no chunk there (and the client resends nothing to a stream that
-started afresh). A failure outside a chunk's processing and its windows (scoring) closes 1011 each time.
+Any other failure of the stream's processing (scoring a window, its alert logic) closes 1011 and the client
+resumes; MAX_FAILED_IN_A_ROW such closes with no window scored between them end it with 4500 too
+(`internal_close`), so a bug no chunk is blamed for cannot loop a stream through reconnects for ever either.
+
+The chunk given back (`Entry.failed_chunk`) and the counts (`Entry.failing`, `Entry.closed_1011`) stay with
+the stream on its replica for a resume. They are not in the checkpoint: a stream restored on another replica
+starts its media and its seqs afresh, so an old seq names no chunk there (and the client resends nothing to a
+stream that started afresh).
 """
 
 from __future__ import annotations
@@ -86,6 +90,26 @@ def windows(entry: Entry, item: Item, taken: bool) -> list[ReadyWindow]:
     if taken:
         entry.failing[kind] = 0
     return made
+
+
+def internal_close(entry: Entry) -> str | None:
+    """Called as the stream's processing died of an unexpected error (logged): None to close it 1011 (the
+    client resumes), or at the bound the reason to end it 4500. A window scored (`scored`) resets it."""
+    entry.closed_1011 += 1
+    if (n := entry.closed_1011) < MAX_FAILED_IN_A_ROW:
+        return None
+    log.error(
+        "stream %s: its processing failed %d times in a row with no window scored; ended", entry.stream_id, n
+    )
+    return (
+        f"processing failed on the server {n} times in a row, no window scored: stream ended, do not resume "
+        "it; report the stream id to the service's operators (a server fault, logged with it)"
+    )
+
+
+def scored(entry: Entry) -> None:
+    """A window of the stream was scored: its processing works, so earlier 1011s are not in a row."""
+    entry.closed_1011 = 0
 
 
 def _count(entry: Entry, kind: str) -> None:

@@ -54,6 +54,7 @@ class Entry:
     # (poison.py). Not checkpointed: a restored stream's seqs start afresh.
     failed_chunk: tuple[str, int] | None = None
     failing: dict = field(default_factory=lambda: {"audio": 0, "frame": 0})
+    closed_1011: int = 0  # internal-error closes since a window was last scored (poison.internal_close)
 
     @property
     def key(self) -> tuple[str, str]:

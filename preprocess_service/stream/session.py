@@ -111,6 +111,8 @@ class Session(Receiving):
         if isinstance(exc, poison.Unprocessable):  # chunks of one kind kept failing (logged): ended for good
             return self.fail(CLOSE_UNPROCESSABLE, str(exc), poison.FATAL)
         log.error("stream %s: %s died", self.entry.stream_id, task.get_name(), exc_info=exc)
+        if (ended := poison.internal_close(self.entry)) is not None:  # 1011 after 1011, nothing scored
+            return self.fail(CLOSE_UNPROCESSABLE, ended, poison.FATAL)
         reason = "internal error while processing the stream; resume to continue"
         self.fail(CLOSE_INTERNAL, reason, "internal")
 
@@ -271,6 +273,7 @@ class Session(Receiving):
                 if event["type"] == "score":
                     event.update(lag_s=round(lag, 3), model_version=version)
                 self.emit(event)
+            poison.scored(self.entry)
         # Written after a failed batch too: the store keeps a copy `resume_ttl_s` after its last write, and an
         # inference outage longer than that would let an alert that is on lapse from it while the stream runs.
         self.hub.checkpoints.put(self.entry.stream_id, self.entry.key_id, self.entry.checkpoint())

@@ -20,6 +20,7 @@ from avpenet.features.track import FaceTrack
 from preprocess_service.stream import poison, protocol
 from preprocess_service.stream import state as state_module
 from preprocess_service.stream.client import RESUMABLE
+from preprocess_service.stream.limits import StreamLimits
 from preprocess_service.stream.protocol import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_UNPROCESSABLE
 
 TRACK = FaceTrack.load_npz(
@@ -45,6 +46,17 @@ def _until_final(the_hub, entry, messages: Callable[[dict], list], limit: int = 
 
 def _audio_from(n: int) -> Callable[[dict], list]:
     return lambda next_seq: [audio(k) for k in range(next_seq["audio"], n)] + [text({"type": "end"})]
+
+
+def _audio_paced(n: int, burst: int = 50) -> Callable[[dict], list]:
+    """Up to `burst` chunks a connection (a connection that meets no failure waits for more), then the end
+    once the last is sent."""
+
+    def messages(next_seq: dict) -> list:
+        last = min(next_seq["audio"] + burst, n)
+        return [audio(k) for k in range(next_seq["audio"], last)] + ([text({"type": "end"})] * (last == n))
+
+    return messages
 
 
 def _failing_audio(monkeypatch, fails: Callable[[int], bool]) -> list[int]:
@@ -138,3 +150,47 @@ def test_a_window_failing_every_time_ends_the_stream_after_10_chunks(monkeypatch
     assert codes == [CLOSE_INTERNAL] * 9 + [CLOSE_UNPROCESSABLE], codes  # before: 1011 on every resume
     assert poison.MAX_FAILED_IN_A_ROW == 10
     assert entry.state.n_samples == 39 * TICK  # 30 to complete window 0, then one a connection: each once
+
+
+def test_scoring_failing_every_time_ends_the_stream_after_10_closes(monkeypatch):
+    """A bug outside a chunk and its windows (here the alert logic, on every window) names nothing to refuse:
+    each closes 1011. Ten such closes with no window scored between them end the stream 4500."""
+    from preprocess_service.stream import alerts
+
+    the_hub = hub(StreamLimits(max_ahead_s=60))  # the test sends 30 s of media at once
+    entry = open_stream(the_hub, "stream-failing5")
+
+    def broken(self, window):
+        raise RuntimeError("a bug in the alert logic")
+
+    monkeypatch.setattr(alerts.AlertMonitor, "feed", broken)
+    runs = _until_final(the_hub, entry, _audio_paced(300), limit=20)
+    codes = [code for code, _ in runs]
+    assert codes == [CLOSE_INTERNAL] * 9 + [CLOSE_UNPROCESSABLE], codes  # before: 1011 on every resume
+    (fatal,) = runs[-1][1].errors("unprocessable")
+    assert "10 times in a row, no window scored" in fatal["detail"]
+    assert "do not resume" in runs[-1][1].closed[1]
+
+
+def test_a_window_scored_between_failures_keeps_the_stream_resuming(monkeypatch):
+    """Failures that leave windows scored between them are not in a row: the stream is still being scored."""
+    from preprocess_service.stream import alerts
+
+    the_hub = hub(StreamLimits(max_ahead_s=60))
+    entry = open_stream(the_hub, "stream-failing6")
+    feed, calls = alerts.AlertMonitor.feed, []
+
+    def every_other(self, window):
+        calls.append(window)
+        if len(calls) % 2 == 0:
+            raise RuntimeError("a bug in the alert logic, every other window")
+        return feed(self, window)
+
+    monkeypatch.setattr(alerts.AlertMonitor, "feed", every_other)
+    runs = _until_final(the_hub, entry, _audio_paced(400), limit=40)
+    codes = [code for code, _ in runs]
+    assert CLOSE_UNPROCESSABLE not in codes and codes[-1] == CLOSE_NORMAL, codes
+    assert codes.count(CLOSE_INTERNAL) >= MAX_IN_A_ROW, codes  # more 1011s than the bound, none in a row
+
+
+MAX_IN_A_ROW = poison.MAX_FAILED_IN_A_ROW

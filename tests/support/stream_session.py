@@ -123,7 +123,7 @@ def resume(the_hub: SimpleNamespace, entry: Entry, socket: Socket, **start) -> i
     """Detach the stream as the route does at a close, and reconnect with the last event `socket` received
     (audio mode unless `start` says otherwise); that event's seq."""
     the_hub.registry.detach(entry)
-    last = max(e["seq"] for e in socket.sent if "seq" in e)
+    last = max((e["seq"] for e in socket.sent if "seq" in e), default=entry.event_seq - 1)  # none on it
     fields = {"type": "start", "mode": "audio", "age_group": "adult", "last_event": last, **start}
     again, resumed = the_hub.registry.acquire(Start(**fields), entry.stream_id, entry.key_id)
     assert resumed and again is entry
