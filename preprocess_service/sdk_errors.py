@@ -5,6 +5,9 @@ gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits) no
 a gRPC size limit. An answer that is not the gateway's (a proxy's page) keeps its own text as the reason.
 A target nothing can be sent to is a TargetError (BAD_TARGET) before anything is sent.
 The error class is the same over both protocols: HTTP's body `error`, gRPC's trailing `avpenet-error`.
+Every one of them survives pickle (a ProcessPoolExecutor, multiprocessing or Celery worker sends its
+exception back pickled) with its status, detail, error and text: `_rebuilt` restores it without calling a
+constructor whose signature is not its `args`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class ScoreError(RuntimeError):
         self.detail = detail
         self.error = error
 
+    def __reduce__(self):
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
 
 class TargetError(ScoreError, ValueError):
     """A target nothing can be sent to (sdk_target.py), refused when the Client is made (status BAD_TARGET):
@@ -36,6 +42,7 @@ class TargetError(ScoreError, ValueError):
 
     def __init__(self, target: str, problem: str) -> None:
         super().__init__("BAD_TARGET", f"target {target}: {problem}")
+        self.target, self.problem = target, problem
 
 
 class Retryable(Exception):
@@ -45,6 +52,18 @@ class Retryable(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after_s = retry_after_s
+
+    def __reduce__(self):
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
+    """An exception unpickled: its args and attributes as they were, its __init__ not called again (pickle's
+    default calls cls(*args), and these take other arguments than the text their args hold)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 def retry_after(value: str | None) -> float:
