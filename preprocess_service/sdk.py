@@ -15,8 +15,9 @@ Idempotency-Key (a fresh one per call unless given), so a retry of a request the
 the first answer back instead of a second Observation. Other failures raise ScoreError at once; an answer
 that is not the gateway's (a proxy's page) is BAD_ANSWER (sdk_errors.py), and a 307/308 that would take the
 upload to another origin is REDIRECT_REFUSED (sdk_form.py). A target nothing can be sent to (no host, a port
-not 1-65535, a URL with grpc=True, none over HTTP, a gRPC host without its port) is a TargetError when the
-Client is made (sdk_target.py): a ScoreError with status BAD_TARGET, and a ValueError.
+not 1-65535, a URL with grpc=True, none over HTTP, a gRPC host without its port, an IPv6 address without its
+brackets) is a TargetError when the Client is made (sdk_target.py): a ScoreError with status BAD_TARGET, and
+a ValueError.
 
 HL7 delivery (`ScoreRequest(deliver_hl7=True)`): an answer whose delivery failed for a reason that may pass
 (hl7_outcome.may_pass, the gateway's own rule: engine down, timeout, AE/CE) is sent again under the same key
