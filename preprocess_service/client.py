@@ -22,7 +22,7 @@ from avpenet import contract
 from avpenet.argtypes import count
 from preprocess_service import hl7_outcome, pinning
 from preprocess_service.protocol import MediaPart, ScoreRequest, ScoreResponse
-from preprocess_service.sdk import FORMATS, Client, ScoreError, ScoreResult
+from preprocess_service.sdk import FORMATS, Client, ScoreError, ScoreResult, TargetError
 from preprocess_service.sdk_target import GRPC_EXAMPLE, HTTP_EXAMPLE, target_problem
 
 __all__ = ["ScoreError", "request_for", "score_grpc", "score_http"]
@@ -76,6 +76,8 @@ def score_http(
     """POST /v1/score once (no retries); a ScoreResponse, or the Observation dict when `fhir`. Raises
     ScoreError, a bad `url` too (TargetError, also a ValueError); ValueError: `deliver_hl7` without
     `subject_ref`. The SDK (`preprocess_service.sdk.Client`) is the retrying, all-formats form."""
+    if problem := target_problem(url, False, "score_grpc"):  # this caller's gRPC is score_grpc, not grpc=True
+        raise TargetError(url, problem)
     client = Client(url, api_key=api_key, retries=0, timeout_s=timeout_s)
     result = client.score(request, fmt="fhir-observation" if fhir else "json")
     return result.fhir() if fhir else result.score
@@ -86,6 +88,8 @@ def score_grpc(
 ) -> ScoreResponse:
     """avpenet.v1.Scoring/Score once (no retries) on an insecure channel (or `channel`). Raises ScoreError,
     a bad `target` too (TargetError, also a ValueError); ValueError: `deliver_hl7` without `subject_ref`."""
+    if channel is None and (problem := target_problem(target, True, None, "score_http")):  # a URL: score_http
+        raise TargetError(target, problem)
     client = Client(target, api_key=api_key, grpc=True, retries=0, timeout_s=timeout_s, channel=channel)
     try:
         return client.score(request).score

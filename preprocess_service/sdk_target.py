@@ -25,15 +25,19 @@ GRPC_RESOLVER = re.compile(r"(dns|unix|unix-abstract|ipv4|ipv6|vsock|xds):", re.
 PARTS = re.compile(r"(?P<scheme>https?://)?(?P<user>[^/?#@]*@)?(?P<address>[^/?#]*)(?P<rest>.*)", re.DOTALL)
 
 
-def target_problem(target: str, grpc: bool, flag: str | None = "grpc=True") -> str:
+def target_problem(
+    target: str, grpc: bool, flag: str | None = "grpc=True", url_flag: str | None = None
+) -> str:
     """What is wrong with `target` as an HTTP URL, or as a gRPC target when `grpc` ("" when nothing): a
     scheme where gRPC takes none or none where HTTP needs one, an IPv6 address without its brackets (the
     target written with them) or with brackets that do not close, no host, a port that is not 1 to 65535,
     or (gRPC) none.
-    `flag` is how the caller asks for gRPC (the CLI's --grpc), named where it would help; None: not at all."""
+    `flag` is how the caller asks for gRPC (the CLI's --grpc, score_http's score_grpc), named where it would
+    help; None: not at all. `url_flag`: how it sends to a URL instead (score_grpc's score_http), if it can."""
     has_scheme = target.startswith(("http://", "https://"))
     if grpc and has_scheme:
-        return f"{f'with {flag} ' if flag else ''}give host:port (e.g. {GRPC_EXAMPLE}), not a URL"
+        instead = f", or use {url_flag}" if url_flag else ""
+        return f"{f'with {flag} ' if flag else ''}give host:port (e.g. {GRPC_EXAMPLE}), not a URL{instead}"
     if grpc and GRPC_RESOLVER.match(target):
         return ""
     if not grpc and not has_scheme:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from preprocess_service.client import check_target
+from preprocess_service.client import check_target, score_grpc, score_http
+from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.sdk import Client, TargetError
 
 
@@ -41,3 +42,17 @@ def test_brackets_that_do_not_close_or_hold_no_address_are_a_target_error():
 def test_the_cli_says_the_same_for_its_url():
     with pytest.raises(ValueError, match=r"--url ::1:9090: an IPv6 address needs brackets: \[::1\]:9090"):
         check_target("::1:9090", grpc=True)
+
+
+def test_the_single_attempt_forms_name_each_other_not_a_client_argument():
+    """score_http("127.0.0.1:8080") said "or use grpc=True", an argument score_http does not take: its gRPC
+    form is score_grpc; and score_grpc("http://...") said "with grpc=True", naming no way to send a URL."""
+    request = ScoreRequest(audio=MediaPart(data=b"RIFF....", filename="a.wav"))
+    with pytest.raises(TargetError) as info:
+        score_http("127.0.0.1:8080", request)
+    assert info.value.problem == "give http(s)://host:port (e.g. http://127.0.0.1:8080), or use score_grpc"
+    with pytest.raises(TargetError) as info:
+        score_grpc("http://127.0.0.1:9090", request)
+    assert info.value.problem == "give host:port (e.g. 127.0.0.1:9090), not a URL, or use score_http"
+    with pytest.raises(TargetError, match="or use grpc=True"):  # the Client's own switch, still named
+        Client("127.0.0.1:8080")
