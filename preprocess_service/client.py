@@ -74,8 +74,9 @@ def score_http(
     url: str, request: ScoreRequest, *, api_key: str | None = None, fhir: bool = False, timeout_s: float = 120
 ) -> ScoreResponse | dict:
     """POST /v1/score once (no retries); a ScoreResponse, or the Observation dict when `fhir`. Raises
-    ScoreError, a bad `url` too (TargetError, also a ValueError); ValueError: `deliver_hl7` without
-    `subject_ref`. The SDK (`preprocess_service.sdk.Client`) is the retrying, all-formats form."""
+    ScoreError, a bad `url` too (TargetError, also a ValueError), and `deliver_hl7` without `subject_ref`
+    (RequestError, also a ValueError). The SDK (`preprocess_service.sdk.Client`) is the retrying, all-formats
+    form."""
     if problem := target_problem(url, False, "score_grpc"):  # this caller's gRPC is score_grpc, not grpc=True
         raise TargetError(url, problem)
     client = Client(url, api_key=api_key, retries=0, timeout_s=timeout_s)
@@ -87,7 +88,8 @@ def score_grpc(
     target: str, request: ScoreRequest, *, api_key: str | None = None, timeout_s: float = 120, channel=None
 ) -> ScoreResponse:
     """avpenet.v1.Scoring/Score once (no retries) on an insecure channel (or `channel`). Raises ScoreError,
-    a bad `target` too (TargetError, also a ValueError); ValueError: `deliver_hl7` without `subject_ref`."""
+    a bad `target` too (TargetError, also a ValueError), and `deliver_hl7` without `subject_ref`
+    (RequestError, also a ValueError)."""
     if channel is None and (problem := target_problem(target, True, None, "score_http")):  # a URL: score_http
         raise TargetError(target, problem)
     client = Client(target, api_key=api_key, grpc=True, retries=0, timeout_s=timeout_s, channel=channel)

@@ -17,7 +17,8 @@ that is not the gateway's (a proxy's page) is BAD_ANSWER (sdk_errors.py), and a 
 upload to another origin is REDIRECT_REFUSED (sdk_form.py). A target nothing can be sent to (no host, a port
 not 1-65535, a URL with grpc=True, none over HTTP, a gRPC host without its port, an IPv6 address without its
 brackets) is a TargetError when the Client is made (sdk_target.py): a ScoreError with status BAD_TARGET, and
-a ValueError.
+a ValueError. A request the gateway would refuse as InvalidRequest that the SDK can tell before sending it
+(deliver_hl7 without subject_ref, an unknown fmt) is a RequestError: status BAD_REQUEST, also a ValueError.
 
 HL7 delivery (`ScoreRequest(deliver_hl7=True)`): an answer whose delivery failed for a reason that may pass
 (hl7_outcome.may_pass, the gateway's own rule: engine down, timeout, AE/CE) is sent again under the same key
@@ -42,6 +43,7 @@ from preprocess_service.sdk_errors import (  # the retry constants stay importab
     OVER_GRPC_LIMIT,  # noqa: F401
     RETRY_GRPC,  # noqa: F401
     RETRY_HTTP,  # noqa: F401
+    RequestError,
     Retryable,
     ScoreError,
     TargetError,
@@ -52,7 +54,7 @@ from preprocess_service.sdk_errors import (  # the retry constants stay importab
 )
 from preprocess_service.sdk_target import target_problem
 
-__all__ = ["FORMATS", "Client", "ScoreError", "ScoreResult", "TargetError"]
+__all__ = ["FORMATS", "Client", "RequestError", "ScoreError", "ScoreResult", "TargetError"]
 T = TypeVar("T")
 
 FORMATS = ("json", "fhir-observation", "fhir-bundle", "hl7v2")
@@ -118,12 +120,13 @@ class Client:
         self, request: ScoreRequest, *, fmt: str = "json", idempotency_key: str | None = None
     ) -> ScoreResult:
         """Score one request; retried safely under one Idempotency-Key, and sent again while its HL7 delivery
-        failed for a reason that may pass (not scored again). Raises ScoreError; ValueError, before anything
-        is sent, for a `fmt` it does not know or a delivery without `subject_ref` (the patient of PID-3)."""
+        failed for a reason that may pass (not scored again). Raises ScoreError: RequestError (BAD_REQUEST,
+        also a ValueError) before anything is sent, for a `fmt` it does not know or a delivery without
+        `subject_ref` (the patient of PID-3)."""
         if fmt not in FORMATS:
-            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}")
+            raise RequestError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
         if request.deliver_hl7 and not request.subject_ref:  # the gateway refuses it (422 / INVALID_ARGUMENT)
-            raise ValueError(NO_SUBJECT)
+            raise RequestError(NO_SUBJECT)
         key = idempotency_key or uuid.uuid4().hex
         call = self._score_grpc if self.grpc else self._score_http
         rounds: list[str] = []

@@ -3,7 +3,9 @@ reason, marked retryable (`Retryable`, with the Retry-After to honour) where sen
 may pass: 429/503/504 over HTTP, RESOURCE_EXHAUSTED/UNAVAILABLE/DEADLINE_EXCEEDED over gRPC, but not the
 gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits) nor grpcio's for a message over
 a gRPC size limit. An answer that is not the gateway's (a proxy's page) keeps its own text as the reason.
-A target nothing can be sent to is a TargetError (BAD_TARGET) before anything is sent.
+A target nothing can be sent to is a TargetError (BAD_TARGET) before anything is sent, and a request the
+gateway would refuse as InvalidRequest that the SDK can tell (HL7 delivery without subject_ref, an unknown
+fmt) a RequestError (BAD_REQUEST); both are ValueErrors too, as they were before they were ScoreErrors.
 The error class is the same over both protocols: HTTP's body `error`, gRPC's trailing `avpenet-error`.
 Every one of them survives pickle (a ProcessPoolExecutor, multiprocessing or Celery worker sends its
 exception back pickled) with its status, detail, error and text: `_rebuilt` restores it without calling a
@@ -43,6 +45,15 @@ class TargetError(ScoreError, ValueError):
     def __init__(self, target: str, problem: str) -> None:
         super().__init__("BAD_TARGET", f"target {target}: {problem}")
         self.target, self.problem = target, problem
+
+
+class RequestError(ScoreError, ValueError):
+    """A request refused before it is sent (status BAD_REQUEST, error InvalidRequest: the class the gateway
+    would answer it with, 422 / INVALID_ARGUMENT), e.g. HL7 delivery without subject_ref: a ScoreError, which
+    Client.score and score_http/score_grpc document, and a ValueError, which it was before."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("BAD_REQUEST", detail, "InvalidRequest")
 
 
 class Retryable(Exception):

@@ -11,7 +11,7 @@ import pickle
 
 import pytest
 
-from preprocess_service.sdk import ScoreError, TargetError
+from preprocess_service.sdk import RequestError, ScoreError, TargetError
 from preprocess_service.sdk_errors import Retryable
 
 
@@ -25,6 +25,7 @@ def round_trip(exc: BaseException) -> BaseException:
         ScoreError(503, "triton down", "Unavailable"),
         ScoreError("UNREACHABLE", "ConnectionError"),
         TargetError("::1:8001", "an IPv6 address needs brackets"),
+        RequestError("fmt must be one of json"),
     ],
 )
 def test_score_errors_survive_pickle_with_status_detail_and_error(exc):

@@ -13,7 +13,7 @@ from clinical_samples import response
 from support.fake_gateway import FakeGateway, FakeGrpcGateway, delivered
 
 from preprocess_service.protocol import MediaPart, ScoreRequest
-from preprocess_service.sdk import Client
+from preprocess_service.sdk import Client, RequestError, ScoreError
 
 DELIVERED = "AA after 1 attempt(s)"
 DOWN = "UNREACHABLE after 3 attempt(s): ConnectionRefusedError"
@@ -114,13 +114,21 @@ def test_grpc_sends_a_failed_delivery_again_under_the_same_key_and_request_id(re
 
 @pytest.mark.parametrize("grpc", [False, True])
 def test_a_delivery_without_a_patient_is_refused_before_anything_is_sent(request_, grpc):
-    """The gateway refuses it (422 / INVALID_ARGUMENT): the ORU^R01's PID-3 would name no patient."""
+    """The gateway refuses it (422 / INVALID_ARGUMENT): the ORU^R01's PID-3 would name no patient. It was a
+    bare ValueError, which an integrator catching the ScoreError that Client.score documents did not catch:
+    now a RequestError, a ScoreError with the gateway's error class, and still a ValueError."""
     gateway = FakeGrpcGateway([]) if grpc else FakeGateway([scored(DELIVERED)])
     client = Client(gateway.target if grpc else gateway.url, grpc=grpc, retries=0)
     try:
-        with pytest.raises(ValueError, match=r"deliver=hl7v2 \(gRPC deliver_hl7\) needs subject_ref.*PID-3"):
+        with pytest.raises(
+            ScoreError, match=r"deliver=hl7v2 \(gRPC deliver_hl7\) needs subject_ref.*PID-3"
+        ) as info:
             client.score(request_.model_copy(update={"subject_ref": None}))
+        with pytest.raises(ScoreError, match="BAD_REQUEST: fmt must be one of json, .*, not 'xml'"):
+            client.score(request_, fmt="xml")
     finally:
         client.close()
         gateway.close()
     assert gateway.seen == []
+    assert isinstance(info.value, RequestError) and isinstance(info.value, ValueError)  # as it was
+    assert (info.value.status, info.value.error) == ("BAD_REQUEST", "InvalidRequest")
