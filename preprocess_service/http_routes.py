@@ -97,7 +97,7 @@ async def score(service: ScoringService, request: Request) -> Response:
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
     if answer.delivery:
-        headers["X-HL7-Delivery"] = hl7_outcome.header(answer.delivery)  # ASCII, whatever the engine said
+        headers["X-HL7-Delivery"] = hl7_outcome.header(answer.delivery)  # ASCII (%-encoded), whatever it said
     return Response(answer.rendered.body, media_type=answer.rendered.content_type, headers=headers)
 
 

@@ -150,8 +150,10 @@ SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {
             "X-HL7-Delivery": {
                 "schema": {"type": "string", "example": "AA after 1 attempt(s)"},
-                "description": "with deliver=hl7v2: the MLLP delivery's outcome, one ASCII line (the "
-                "engine's text with Python escapes beyond ASCII), e.g. `AR after 1 attempt(s): <reason>`",
+                "description": "with deliver=hl7v2: the MLLP delivery's outcome, one ASCII line, e.g. "
+                "`AR after 1 attempt(s): <reason>`; the UTF-8 bytes of every character beyond printable "
+                "ASCII, and of `%` and `+`, are percent-encoded (RFC 3986): `Pr%C3%BCfung` is `Prüfung`. "
+                "The JSON body does not carry it",
             },
             "Idempotent-Replayed": {
                 "schema": {"type": "string", "enum": ["true"]},

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from preprocess_service.hl7_outcome import NO_SUBJECT, may_pass
+from preprocess_service.hl7_outcome import NO_SUBJECT, from_header, may_pass
 from preprocess_service.protocol import ModelsResponse, ScoreRequest, ScoreResponse
 from preprocess_service.sdk_errors import (  # the retry constants stay importable from here, as before
     MAX_RETRY_AFTER_S,  # noqa: F401
@@ -210,7 +210,7 @@ class Client:
             content_type=ctype,
             replayed=reply.headers.get("idempotent-replayed") == "true",
             attempts=attempt,
-            hl7_delivery=reply.headers.get("x-hl7-delivery", ""),
+            hl7_delivery=from_header(reply.headers.get("x-hl7-delivery", "")),  # as gRPC's, not %-encoded
         )
 
     def _models_http(self) -> ModelsResponse:
