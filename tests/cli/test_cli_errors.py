@@ -323,6 +323,9 @@ def never_started(monkeypatch) -> None:
 
     monkeypatch.setattr(stack, "LocalStack", started)
     monkeypatch.setattr(server, "TritonServer", started)
+    # the session's gateway stack sets its keys in this process's environment while it runs (LocalStack):
+    # a command here must see only what its test gives it, whichever test file ran first
+    monkeypatch.delenv(stack.KEYS_ENV, raising=False)
 
 
 def test_serve_and_triton_check_what_they_were_given_before_starting_anything(tmp_path, monkeypatch, capsys):
