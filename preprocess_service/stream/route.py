@@ -38,6 +38,14 @@ from preprocess_service.stream.session import Session
 log = logging.getLogger("avpenet.gateway.stream")
 # How often expired detached streams are forgotten: one is held at most `resume_ttl_s` + this.
 SWEEP_S = 5.0
+# The close after the registry refuses a stream (its error event's code -> close code): a limit or the id
+# still open elsewhere is retried (4429), any other refusal is the start message's (4400). The README's error
+# code table is checked against it (tests/gateway/test_stream_doc.py).
+REFUSAL_CLOSES = {
+    "over_limit": CLOSE_OVER_LIMIT,
+    "stream_id_busy": CLOSE_OVER_LIMIT,
+    "bad_start": CLOSE_BAD_START,
+}
 
 
 class StreamHub:
@@ -145,7 +153,7 @@ async def _admit_and_run(hub: StreamHub, ws, token: str | None, record: audit.Au
     try:
         entry, resumed = hub.registry.acquire(start, sid, record.api_key_id, restore)
     except StreamRejected as exc:
-        code = CLOSE_OVER_LIMIT if exc.code in ("over_limit", "stream_id_busy") else CLOSE_BAD_START
+        code = REFUSAL_CLOSES.get(exc.code, CLOSE_BAD_START)
         return await _refuse_reconnect(ws, hub, reconnect, code, exc.code, exc.detail)
     how = "resumed" if resumed else "restored" if entry.restored else "afresh" if reconnect else "opened"
     if reconnect:  # did it find its stream's state here, or its alert state in a checkpoint?
