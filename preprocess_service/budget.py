@@ -7,6 +7,15 @@ FeatureExtractor (`limits.max_video_wait_s`), the extraction (`features_deadline
 (`deadline_s`) and the HL7 delivery (`hl7_mllp_*`). For a 60-s bedside video under load they add up past 60 s
 (15 + 30 + 29). The budget caps each stage by what is left of `request_timeout_s - answer_margin_s`, so the
 caller gets the gateway's reason, and the FeatureExtractor and Triton stop at that moment too.
+
+A caller's own `x-request-timeout-seconds` T keeps a margin of T/4 when that is less than `answer_margin_s`
+(3 s): a 3-s limit kept whole 3 s back, so its budget was spent from the start and every try was a 503
+with a Retry-After (a loop for a client that honours it), while a gRPC call with a 2-s deadline scored. A
+quarter of a short limit still covers what the margin is for (the answer's rendering, the way back and a
+short wait in Serve's router: milliseconds on a healthy stack); a longer wait is what the caller chose with a
+short limit, and the proxy then ends it (408). Below `MIN_TIMEOUT_S` (1 s) the header is refused (400
+`TimeoutTooShort`, no Retry-After): 0.75 s less the 0.25 s a stage needs left (`SPENT_S`) is too little to
+decode and score a clip, and a retry would fail alike.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from preprocess_service.errors import (
     DuplicateHeader,
     FeaturesUnavailable,
     Overloaded,
+    TimeoutTooShort,
     TritonTimeout,
     TritonUnavailable,
 )
@@ -33,6 +43,8 @@ TIMED_OUT = (Overloaded, FeaturesUnavailable, TritonTimeout, TritonUnavailable)
 
 PROXY_TIMEOUT_HEADER = "x-request-timeout-seconds"  # Ray Serve's per-request override of request_timeout_s
 SPENT_S = 0.25  # a stage that timed out with less than this left was cut by the budget, not its own deadline
+MIN_TIMEOUT_S = 1.0  # the shortest x-request-timeout-seconds the gateway accepts (0 or less: no limit)
+SHORT_MARGIN = 0.25  # a caller's limit T keeps min(answer_margin_s, T * SHORT_MARGIN) for the answer
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,8 @@ class RequestBudget:
     ) -> RequestBudget:
         """The budget of a request that reached the gateway now (the proxy's clock started a little earlier:
         the margin covers that, the answer's rendering and the way back). DuplicateHeader (400) when the
-        caller's timeout header comes more than once (`proxy_timeout`)."""
+        caller's timeout header comes more than once (`proxy_timeout`), TimeoutTooShort (400) when it asks
+        for less than MIN_TIMEOUT_S; a caller's limit keeps a quarter of itself when below `margin_s`."""
         timeout, asked_by_caller = request_timeout_s, False
         raw = proxy_timeout(headers)
         if raw is not None:
@@ -61,6 +74,8 @@ class RequestBudget:
             else:  # as Ray's parse_request_timeout_header: above 0 (inf included) a limit, else (NaN) none
                 timeout = asked if asked > 0 else math.inf
                 asked_by_caller = True
+                _refuse_too_short(asked, margin_s)
+                margin_s = min(margin_s, timeout * SHORT_MARGIN)
         return cls(total_s=max(timeout - margin_s, 0.0), timeout_s=timeout, asked=asked_by_caller)
 
     @property
@@ -104,6 +119,16 @@ class RequestBudget:
             if self.spent:
                 raise self.error(stage, retry_after_s) from exc
             raise
+
+
+def _refuse_too_short(asked: float, margin_s: float) -> None:
+    """TimeoutTooShort (400) for a caller's limit under MIN_TIMEOUT_S (0 or less is no limit, as for Ray)."""
+    if 0 < asked < MIN_TIMEOUT_S:
+        raise TimeoutTooShort(
+            f"{PROXY_TIMEOUT_HEADER} {asked:g} is below the minimum of {MIN_TIMEOUT_S:g} s: the gateway "
+            f"keeps a quarter of a short limit (at most {margin_s:g} s) to answer before the proxy cuts the "
+            "request, and what is left is too little to decode and score a clip; send 1 or more (0: no limit)"
+        )
 
 
 def proxy_timeout(headers: Mapping[str, str] | None) -> str | None:

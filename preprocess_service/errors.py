@@ -64,6 +64,13 @@ class DuplicateHeader(InputError):
     http_status = 400
 
 
+class TimeoutTooShort(InputError):
+    """An `x-request-timeout-seconds` below the gateway's minimum (budget.MIN_TIMEOUT_S), refused before any
+    work (400): no budget could be left for scoring, so a retry would fail alike (no Retry-After)."""
+
+    http_status = 400
+
+
 class GatewayError(Exception):
     """A request that failed for a reason other than its content."""
 

@@ -118,7 +118,9 @@ SCORE_OPENAPI: dict[str, Any] = {
             "required": False,
             "schema": {"type": "string", "example": "30"},
             "description": "seconds Ray Serve's proxy and the gateway give this request (0: no limit); "
-            "send it at most once: twice is 400",
+            "at least 1 (less is 400 TimeoutTooShort: the gateway keeps min(3 s, a quarter of it) to answer "
+            "before the proxy cuts the request, and the rest would be too little to score); "
+            "send it at most once: twice is 400 DuplicateHeader",
         },
         {
             "name": "fhir",
@@ -161,7 +163,7 @@ SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
             },
         },
     },
-    400: {"model": ErrorResponse},  # x-request-timeout-seconds sent more than once
+    400: {"model": ErrorResponse},  # x-request-timeout-seconds sent more than once, or below 1 s
     408: {"model": ErrorResponse, "description": "the upload arrived slower than the minimum rate"},
     **ERRORS,
 }
