@@ -57,16 +57,16 @@ def load_audio(
 ) -> np.ndarray | None:
     """Decode a path or in-memory bytes to float32 mono at contract.SAMPLE_RATE; None: no audio track.
 
-    ``name`` (an upload's file name) is only used for its extension in error messages; patient media and
-    names are never logged. Raises UnsupportedMedia (not a format we decode), UndecodableMedia (corrupt,
-    truncated, non-finite samples) and TooLarge (longer than ``max_seconds``, default 600 s).
+    ``name`` (an upload's file name) is not read: the content decides (a refusal says what the bytes look
+    like, content_hint); patient media and names are never logged. Raises UnsupportedMedia (not a format
+    we decode), UndecodableMedia (corrupt, truncated, non-finite samples) and TooLarge (longer than
+    ``max_seconds``, default 600 s).
     """
     limit = DEFAULT_MAX_SECONDS if max_seconds is None else float(max_seconds)
     head = media.read_head(source)
     kind = media.audio_kind(source, head)
     if kind is None:
-        ext = f" ({name.rsplit('.', 1)[-1][:8]!r} content)" if name and "." in name else ""
-        raise media.refusal(head, f"audio type{ext}", media.SUPPORTED_AUDIO)
+        raise media.refusal(head, "audio type", media.SUPPORTED_AUDIO)
     from avpenet.features import avaudio, sfaudio, wavcodec  # they import this module's checks
 
     if kind in media.WAV_KINDS and (codec := wavcodec.for_ffmpeg(source, kind)) is not None:

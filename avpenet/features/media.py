@@ -193,7 +193,11 @@ def refusal(head: bytes, what: str, supported: str) -> UnsupportedMedia:
     container = sniff_refused(head)
     if container is not None:
         return UnsupportedMedia(f"{container} video containers are not accepted; send {SUPPORTED_VIDEO}")
-    return UnsupportedMedia(f"unsupported {what}; send {supported}")
+    from avpenet.features.content_hint import described
+
+    return UnsupportedMedia(
+        f"unsupported {what}; send {supported} ({described(head)}; the content decides, not the file name)"
+    )
 
 
 def read_head(source: Source) -> bytes:

@@ -4,6 +4,7 @@ decoding its audio and its video separately: the same wave, the same face track,
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_a_damaged_tail_keeps_the_same_start_of_each_track():
     cut = data[: len(data) * 3 // 4]  # moov at the end is lost: both ways refuse it the same way
     with pytest.raises(InputError) as separate:
         _separately(cut)
-    with pytest.raises(type(separate.value), match=str(separate.value)):
+    with pytest.raises(type(separate.value), match=re.escape(str(separate.value))):
         avclip.decode_clip(cut, LIMITS, max_audio_seconds=20)
     webm = _clip("webm", seconds=3.0)  # clusters in order: a cut keeps a decodable start
     cut = webm[: len(webm) * 3 // 4]
@@ -90,7 +91,7 @@ def test_limits_and_refusals_are_those_of_the_separate_decoders():
     wav = tm.audio_bytes(tm.tone(2.0, contract.SAMPLE_RATE), contract.SAMPLE_RATE)
     with pytest.raises(InputError) as separate:
         _separately(wav)
-    with pytest.raises(type(separate.value), match=str(separate.value)):
+    with pytest.raises(type(separate.value), match=re.escape(str(separate.value))):
         avclip.decode_clip(wav, LIMITS)  # WAV content sent as a clip: no video container
 
 
