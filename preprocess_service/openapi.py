@@ -142,6 +142,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, **({"headers": _ERROR_HEADERS[code]} if code in _ERROR_HEADERS else {})}
     for code in (401, 404, 406, 413, 415, 422, 429, 503, 504)
 }
+PROXY_408_EXAMPLE = "Request 6c8f0a1e-6a2b-4f57-9f3c-1d2e3f4a5b6c timed out after 3.0s."
 SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": ScoreResponse,
@@ -164,7 +165,13 @@ SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     400: {"model": ErrorResponse},  # x-request-timeout-seconds sent more than once, or below 1 s
-    408: {"model": ErrorResponse, "description": "the upload arrived slower than the minimum rate"},
+    408: {
+        "model": ErrorResponse,
+        "description": "the gateway's JSON (SlowUpload): the upload arrived slower than the minimum rate; or "
+        "Ray Serve's proxy, in text/plain and not JSON, when the request outlasted its request_timeout_s "
+        "(or x-request-timeout-seconds) before the gateway answered: `Request <id> timed out after <n>s.`",
+        "content": {"text/plain": {"schema": {"type": "string", "example": PROXY_408_EXAMPLE}}},
+    },
     **ERRORS,
 }
 
