@@ -28,6 +28,20 @@ def _metadata(grpc_context) -> dict[str, str]:
     return {str(k).lower(): v for k, v in (grpc_context.invocation_metadata() or []) if isinstance(v, str)}
 
 
+def _request_id(*candidates: str | None) -> str:
+    """The caller's first id given (new_request_id checks it), else the id Ray Serve's gRPC proxy gave this
+    call, which it sends back as the `request_id` trailer: with no id sent, `request_id` and the gateway's
+    `x-request-id` are then one id, not two unrelated UUIDs (new_request_id makes one outside Serve)."""
+    given = next((c for c in candidates if c), None)
+    return new_request_id(given if given is not None else _serve_request_id())
+
+
+def _serve_request_id() -> str | None:
+    from ray.serve import context  # Serve's own request context: its proxy's id for this request
+
+    return context._get_serve_request_context().request_id or None
+
+
 def _grpc_token(metadata: Mapping[str, str]) -> str | None:
     """`authorization: Bearer <key>` metadata (a bare key too: some tools add no scheme)."""
     value = metadata.get("authorization")
@@ -49,11 +63,11 @@ class GrpcMethods:
         try:  # the proxy passes the message unparsed (grpc_wire): malformed bytes are INVALID_ARGUMENT
             request, views = grpc_wire.parse_views(scoring_pb2.ScoreRequest, request, MEDIA_PARTS)
         except InvalidRequest as exc:
-            rid = new_request_id(metadata.get("x-request-id"))
+            rid = _request_id(metadata.get("x-request-id"), metadata.get("request_id"))
             audit.AuditRecord("Score", "grpc", rid).emit(status_of(exc)[1])
             self._grpc_error(exc, rid, grpc_context, "Score")
             return scoring_pb2.ScoreResponse()
-        rid = new_request_id(request.request_id or metadata.get("x-request-id") or metadata.get("request_id"))
+        rid = _request_id(request.request_id, metadata.get("x-request-id"), metadata.get("request_id"))
         record = audit.AuditRecord("Score", "grpc", rid)
         try:
             token = _grpc_token(metadata)
@@ -101,7 +115,7 @@ class GrpcMethods:
         from avpenet.v1 import scoring_pb2
 
         metadata = _metadata(grpc_context)
-        rid = new_request_id(metadata.get("x-request-id"))
+        rid = _request_id(metadata.get("x-request-id"), metadata.get("request_id"))
         record = audit.AuditRecord("ListModels", "grpc", rid)
         try:
             grpc_wire.parse(scoring_pb2.ListModelsRequest, request)
