@@ -137,10 +137,13 @@ class Clinical:
 
     def check(self, request: ScoreRequest) -> None:
         """Refuse before scoring what cannot be honoured after it: delivery without an engine, or without a
-        patient (an ORU^R01 without PID-3 would file every such score under one made-up patient)."""
+        patient (an ORU^R01 without PID-3 would file every such score under one made-up patient). The engine
+        first: without one no request can be delivered, so fixing `subject_ref` first would only lead to this
+        refusal; the reason says that `subject_ref` is needed too, so one fix round is enough."""
         if request.deliver_hl7 and self.target is None:
             raise DeliveryNotConfigured(
-                "deliver=hl7v2 needs an interface engine: the gateway has no hl7_mllp_target configured"
+                "deliver=hl7v2 needs an interface engine: the gateway has no hl7_mllp_target configured (ask "
+                "its operator, or send without deliver); a delivering request also needs subject_ref"
             )
         if request.deliver_hl7 and not request.subject_ref:
             raise InvalidRequest(hl7_outcome.NO_SUBJECT)

@@ -100,3 +100,19 @@ def test_grpc_delivery_without_a_subject_is_invalid_argument_before_scoring():
     context, scored = asyncio.run(run())
     assert context.code == "INVALID_ARGUMENT" and scored == []
     assert "needs subject_ref" in context.details and "PID-3" in context.details
+
+
+def test_with_no_engine_configured_delivery_is_refused_first_naming_subject_ref_too():
+    """The documented order (INTEGRATION.md): DeliveryNotConfigured before the missing subject_ref, and its
+    reason says subject_ref is needed too, so an integrator fixes both in one round."""
+    from preprocess_service.errors import DeliveryNotConfigured
+    from preprocess_service.protocol import MediaPart, ScoreRequest
+
+    no_engine = ScoringService(GatewaySettings.load({**SETTINGS, "hl7_mllp_target": ""}, {}))
+    request = ScoreRequest(audio=MediaPart(data=b"RIFFxxxx"), age_group="adult", deliver_hl7=True)
+    try:
+        with pytest.raises(DeliveryNotConfigured, match="no hl7_mllp_target configured") as info:
+            no_engine.clinical.check(request)
+    finally:
+        asyncio.run(no_engine.close())
+    assert "also needs subject_ref" in str(info.value)
