@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.stream_session import TICK, audio, connect, frame, hub, open_stream, resume, text
+from support.stream_session import TICK, audio, connect, failing_audio, frame, hub, open_stream, resume, text
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
@@ -59,24 +59,10 @@ def _audio_paced(n: int, burst: int = 50) -> Callable[[dict], list]:
     return messages
 
 
-def _failing_audio(monkeypatch, fails: Callable[[int], bool]) -> list[int]:
-    """The feature code raises on every audio chunk whose seq `fails` (a bug its content triggers)."""
-    wave, failed = state_module.audio_wave, []
-
-    def buggy(header: dict, payload: memoryview, rate: int):
-        if fails(header["seq"]):
-            failed.append(header["seq"])
-            raise RuntimeError("a bug in the feature code")
-        return wave(header, payload, rate)
-
-    monkeypatch.setattr(state_module, "audio_wave", buggy)
-    return failed
-
-
 def test_a_stream_whose_every_chunk_fails_ends_4500_after_one_resume(monkeypatch):
     the_hub = hub()
     entry = open_stream(the_hub, "stream-failing1")
-    failed = _failing_audio(monkeypatch, lambda seq: True)
+    failed = failing_audio(monkeypatch, lambda seq: True)
     runs = _until_final(the_hub, entry, _audio_from(100))
     codes = [code for code, _ in runs]
     assert codes == [CLOSE_INTERNAL, CLOSE_UNPROCESSABLE], codes  # before: 1011 per chunk, for ever
@@ -96,7 +82,7 @@ def test_later_failing_chunks_are_refused_at_once_not_given_back_each(monkeypatc
     chunk is refused as it comes, its time kept, and the stream is scored to its end."""
     the_hub = hub()
     entry = open_stream(the_hub, "stream-failing2")
-    failed = _failing_audio(monkeypatch, lambda seq: seq % 4 == 3)
+    failed = failing_audio(monkeypatch, lambda seq: seq % 4 == 3)
     runs = _until_final(the_hub, entry, _audio_from(100))
     codes = [code for code, _ in runs]
     assert codes == [CLOSE_INTERNAL, CLOSE_NORMAL], codes  # before: a 1011 and a resume per failing chunk

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.stream_session import TICK, audio, connect, frame, hub, open_stream, resume, text
+from support.stream_session import TICK, audio, connect, failing_audio, frame, hub, open_stream, resume, text
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
@@ -27,16 +27,15 @@ TRACK = FaceTrack.load_npz(
 
 def _poison_audio(monkeypatch, seq: int, times: int = 10**9) -> list[int]:
     """The feature code raises on audio chunk `seq`, `times` times (a bug its content triggers)."""
-    wave, failed = state_module.audio_wave, []
+    left = [times]
 
-    def buggy(header: dict, payload: memoryview, rate: int):
-        if header.get("seq") == seq and len(failed) < times:
-            failed.append(seq)
-            raise RuntimeError("a bug in the feature code")
-        return wave(header, payload, rate)
+    def fails(chunk: int) -> bool:
+        if chunk != seq or left[0] == 0:
+            return False
+        left[0] -= 1
+        return True
 
-    monkeypatch.setattr(state_module, "audio_wave", buggy)
-    return failed
+    return failing_audio(monkeypatch, fails)
 
 
 def test_a_chunk_failing_again_after_the_resume_is_refused_and_the_stream_goes_on(monkeypatch):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
 
 from avpenet import contract
+from preprocess_service.stream import state as state_module
 from preprocess_service.stream.checkpoints import LocalCheckpoints
 from preprocess_service.stream.limits import StreamLimits
 from preprocess_service.stream.protocol import Start, encode_chunk
@@ -128,3 +130,18 @@ def resume(the_hub: SimpleNamespace, entry: Entry, socket: Socket, **start) -> i
     again, resumed = the_hub.registry.acquire(Start(**fields), entry.stream_id, entry.key_id)
     assert resumed and again is entry
     return last
+
+
+def failing_audio(monkeypatch, fails: Callable[[int], bool]) -> list[int]:
+    """The feature code raises on every audio chunk whose seq `fails` (a bug its content triggers); the seqs
+    it raised on, in order."""
+    wave, failed = state_module.audio_wave, []
+
+    def buggy(header: dict, payload: memoryview, rate: int):
+        if fails(header["seq"]):
+            failed.append(header["seq"])
+            raise RuntimeError("a bug in the feature code")
+        return wave(header, payload, rate)
+
+    monkeypatch.setattr(state_module, "audio_wave", buggy)
+    return failed
