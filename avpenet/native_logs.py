@@ -12,7 +12,10 @@ and TF_CPP_MIN_LOG_LEVEL do not reach them (mediapipe's absl logging reads neith
 sys.stderr never sees them. So under --quiet (`hiding`, around the command the CLI runs, set in the
 environment so the spawned workers of `avpenet features` and `avpenet synth` inherit it) `hidden()` points
 descriptor 2 at a temporary file for the call it wraps, then writes back every line that is not one of
-NOISE; if the call raises, everything, so an error's own lines are never lost. Otherwise it does nothing.
+NOISE; if the call raises, everything, so a Python error's own lines are never lost. Otherwise it does
+nothing. Not covered: a native crash inside the call (an abort, a segfault) ends the process before the lines
+are written back, so its last words are lost under --quiet (run the command again without it); when no
+temporary file can be made, nothing is hidden.
 """
 
 from __future__ import annotations
@@ -60,7 +63,12 @@ def hidden() -> Iterator[None]:
     if os.environ.get(ENV) != "1":
         yield
         return
-    with _lock, tempfile.TemporaryFile() as caught:
+    try:
+        caught = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the `with` below)
+    except OSError:  # TMPDIR full or read-only: the lines show, the command runs
+        yield
+        return
+    with _lock, caught:
         sys.stderr.flush()  # Python's own pending output goes out first, where it was meant to
         saved = os.dup(2)
         os.dup2(caught.fileno(), 2)

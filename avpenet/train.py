@@ -559,7 +559,8 @@ def train(args: argparse.Namespace) -> dict:
     check_out(args.out, args.force, args.init)
     t0 = time.monotonic()
     args.lr = learning_rate(args)  # recorded in config.json as used
-    torch.set_num_threads(cpus.threads(args.threads, default=2))
+    args.threads = cpus.threads(args.threads, default=2)  # config.json records the count used
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out_dir = Path(args.out)

@@ -110,9 +110,9 @@ class NaiveScorer:
         from preprocess_service.deployments import warm_up
         from preprocess_service.settings import Limits
 
+        self.model = served_model(repo)  # first: importing the model caps the pool, not `threads` after it
         # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); a user outside Ray gets every CPU it may use.
         torch.set_num_threads(threads or cpus.available())
-        self.model = served_model(repo)
         self.limits = Limits()
         warm_up()
 

@@ -37,9 +37,14 @@ def _request_id(*candidates: str | None) -> str:
 
 
 def _serve_request_id() -> str | None:
-    from ray.serve import context  # Serve's own request context: its proxy's id for this request
+    """Ray Serve's id for this request, read through a private Ray surface (pinned Ray 2.60): None if it
+    moved, so a Ray upgrade costs the two trailers' agreement, never the call."""
+    try:
+        from ray.serve import context  # Serve's own request context: its proxy's id for this request
 
-    return context._get_serve_request_context().request_id or None
+        return context._get_serve_request_context().request_id or None
+    except Exception:  # noqa: BLE001 (any change of a private API: fall back to a fresh id)
+        return None
 
 
 def _grpc_token(metadata: Mapping[str, str]) -> str | None:

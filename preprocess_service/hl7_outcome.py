@@ -62,5 +62,6 @@ def header(outcome: str) -> str:
 
 def from_header(value: str) -> str:
     """The outcome an `X-HL7-Delivery` value carries, percent-decoded (`header` undone): the same text gRPC's
-    `hl7_delivery` has. A value from a gateway that wrote Python escapes has no `%XX` in it: left as it is."""
+    `hl7_delivery` has. A value from an older gateway (Python escapes) is left as it is, unless the engine's
+    text in it held `%` and two hex digits, which are then read as an escape."""
     return unquote(value)

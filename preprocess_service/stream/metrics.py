@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from preprocess_service.stream.protocol import EVENT_TYPES
+from preprocess_service.stream.protocol import CLOSE_CODES, EVENT_TYPES
 
 ACTIVE = "avpenet_gateway_streams_active"  # gauge: connected streams; mode
 HELD = "avpenet_gateway_streams_held"  # gauge: streams whose state this replica holds (connected + resumable)
@@ -50,3 +50,5 @@ class StreamMetrics:
             self.lag.labels(mode)
         for kind in EVENT_TYPES:
             self.events.labels(kind)
+        for code in CLOSE_CODES:  # a counter first seen at 1 has no increase: AvpenetStreamsUnprocessable
+            self.closes.labels(str(code))  # would miss a replica's first 4500

@@ -19,7 +19,9 @@ ends the stream too.
 
 Any other failure of the stream's processing (scoring a window, its alert logic) closes 1011 and the client
 resumes; MAX_FAILED_IN_A_ROW such closes with no window scored between them end it with 4500 too
-(`internal_close`), so a bug no chunk is blamed for cannot loop a stream through reconnects for ever either.
+(`internal_close`), so a bug no chunk is blamed for cannot loop a stream through reconnects for ever on one
+replica either (a replica that dies is not counted: its client sees 1006, and a stream restored elsewhere
+counts afresh).
 
 The chunk given back (`Entry.failed_chunk`) and the counts (`Entry.failing`, `Entry.closed_1011`) stay with
 the stream on its replica for a resume. They are not in the checkpoint: a stream restored on another replica

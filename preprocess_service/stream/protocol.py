@@ -50,6 +50,19 @@ CLOSE_INTERNAL = 1011
 # stream; ended for good (the shipped clients do not resume it), unlike a 1011.
 CLOSE_UNPROCESSABLE = 4500
 CLOSE_LOST = 1006  # no close frame: the link dropped (also a handler Serve cancelled)
+# every close the server counts (metrics.py creates their series at 0: an alert's `increase` sees the first)
+CLOSE_CODES = (
+    CLOSE_NORMAL,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_BAD_START,
+    CLOSE_GARBAGE,
+    CLOSE_STALLED,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_OVER_LIMIT,
+    CLOSE_INTERNAL,
+    CLOSE_UNPROCESSABLE,
+    CLOSE_LOST,
+)
 MAX_HEADER_BYTES = 1024
 NIPS_PER_POINT = 0.7  # NIPS (0-7) rescaled to the model's 0-10: nips = score * 0.7
 # One landmark frame: landmarks [478, 3], blendshapes [52], head_pose [4, 4], face_present [1] as float32.

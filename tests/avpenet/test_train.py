@@ -126,6 +126,7 @@ def test_tiny_training_run_lowers_its_loss_and_writes_the_run(tiny_run, tiny_set
         assert (out / name).exists()
     split = json.loads((out / "split.json").read_text())
     assert not set(split["train"]) & set(split["test"])
+    assert isinstance(config["train"]["threads"], int)  # the count used, also when --threads was not given
     loaded = load_model(out)
     assert float(loaded.model.fusion.interval_scale) == pytest.approx(config["interval_scale"], rel=1e-5)
     # the age head is fitted at the end only on enough validation subjects of each group; the tiny set's

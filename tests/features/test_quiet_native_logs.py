@@ -79,3 +79,16 @@ def test_hidden_drops_only_the_known_noise_and_nothing_when_the_call_fails(monke
     assert capfd.readouterr().err == written.decode()  # a failure's lines are all shown
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"  # descriptor 2 is back
+
+
+def test_hidden_hides_nothing_when_no_temporary_file_can_be_made(monkeypatch, capfd):
+    """A full or read-only TMPDIR: --quiet must not stop the command, only stop hiding the lines."""
+    monkeypatch.setenv(native_logs.ENV, "1")
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(native_logs.tempfile, "TemporaryFile", no_space)
+    with native_logs.hidden():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert capfd.readouterr().err == "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"

@@ -180,3 +180,15 @@ def test_a_window_scored_between_failures_keeps_the_stream_resuming(monkeypatch)
 
 
 MAX_IN_A_ROW = poison.MAX_FAILED_IN_A_ROW
+
+
+def test_a_fresh_replica_exports_the_4500_count_at_zero():
+    """AvpenetStreamsUnprocessable reads `increase` of this counter: a series first scraped at 1 has none, so
+    without its 0 from the start the alert missed a replica's first 4500 (most real cases)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from preprocess_service.stream.metrics import StreamMetrics
+
+    registry = CollectorRegistry()
+    StreamMetrics(registry)
+    assert 'avpenet_gateway_stream_closes_total{code="4500"} 0.0' in generate_latest(registry).decode()
