@@ -23,10 +23,10 @@ def described(head: bytes) -> str:
 
     kind = media.sniff(head)
     if kind is not None:
-        return f"its bytes are a {media.describe(kind)}"
+        return f"its bytes are of another kind: {media.describe(kind)}"  # no article: "a MP4" misreads
     inner = _base64_of(head)
     if inner is not None:
-        return f"its bytes are base64 text of a {inner}: send the file's own bytes, not base64"
+        return f"its bytes are base64 text of a media file ({inner}): send the file's own bytes, not base64"
     if head.isascii() and all(c >= 0x20 or c in b"\t\r\n" for c in head):
         return "its bytes are text, not a known audio or video container"
     return "its bytes are not a known audio or video container"

@@ -37,10 +37,11 @@ def test_bytes_that_are_no_audio_are_not_called_wav_content_whatever_the_name():
 )
 def test_base64_text_of_a_wav_is_named_as_such(encode):
     message = refused_audio(encode(wav_bytes(1.0)))
-    assert "its bytes are base64 text of a WAV file: send the file's own bytes, not base64" in message
+    said = "its bytes are base64 text of a media file (WAV file): send the file's own bytes, not base64"
+    assert said in message
 
 
 def test_a_video_refusal_says_what_the_bytes_are():
     with pytest.raises(UnsupportedMedia, match="unsupported video type; send MP4") as err:
         list(tracker.iter_video_frames(wav_bytes(1.0)))
-    assert "its bytes are a WAV file" in str(err.value)
+    assert "its bytes are of another kind: WAV file" in str(err.value)
