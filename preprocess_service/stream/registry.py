@@ -55,6 +55,7 @@ class Entry:
     failed_chunk: tuple[str, int] | None = None
     failing: dict = field(default_factory=lambda: {"audio": 0, "frame": 0})
     closed_1011: int = 0  # internal-error closes since a window was last scored (poison.internal_close)
+    ended: str = ""  # why it was ended 4500 (poison.py): a resume is refused with it, as its close said
 
     @property
     def key(self) -> tuple[str, str]:
@@ -117,6 +118,8 @@ class StreamRegistry:
                     f"closed after {self.limits.stall_timeout_s:g} s without data, then its queued chunks "
                     f"are processed, for up to {DRAIN_TIMEOUT_S:g} s)",
                 )
+            if entry.ended:  # closed 4500 "do not resume": a client that resumes anyway is told so again
+                raise StreamRejected("unprocessable", entry.ended)
             if (held := resume_fields(entry.start)) != (sent := resume_fields(start)):
                 field = next(k for k in held if held[k] != sent.get(k))
                 raise StreamRejected(

@@ -27,6 +27,7 @@ from preprocess_service.stream.protocol import (
     CLOSE_LOST,
     CLOSE_OVER_LIMIT,
     CLOSE_UNAUTHENTICATED,
+    CLOSE_UNPROCESSABLE,
     STREAM_ID_QUERY,
     STREAM_ROUTE,
     StreamRejected,
@@ -45,6 +46,7 @@ REFUSAL_CLOSES = {
     "over_limit": CLOSE_OVER_LIMIT,
     "stream_id_busy": CLOSE_OVER_LIMIT,
     "bad_start": CLOSE_BAD_START,
+    "unprocessable": CLOSE_UNPROCESSABLE,  # a resume of a stream ended 4500 (poison.py)
 }
 
 

@@ -122,6 +122,8 @@ class Session(Receiving):
             return
         self.emit({"type": "error", "code": error, "detail": reason, "fatal": True}, record=False)
         self.close_code, self.close_reason = code, reason
+        if code == CLOSE_UNPROCESSABLE:
+            self.entry.ended = reason  # its resumes are refused alike (registry.acquire)
         self.done.set()
 
     async def _close(self) -> None:

@@ -17,7 +17,7 @@ from support.stream_session import TICK, audio, connect, failing_audio, frame, h
 
 from avpenet import contract
 from avpenet.features.track import FaceTrack
-from preprocess_service.stream import poison, protocol
+from preprocess_service.stream import poison, protocol, route
 from preprocess_service.stream import state as state_module
 from preprocess_service.stream.client import RESUMABLE
 from preprocess_service.stream.limits import StreamLimits
@@ -192,3 +192,19 @@ def test_a_fresh_replica_exports_the_4500_count_at_zero():
     registry = CollectorRegistry()
     StreamMetrics(registry)
     assert 'avpenet_gateway_stream_closes_total{code="4500"} 0.0' in generate_latest(registry).decode()
+
+
+def test_a_resume_of_a_stream_ended_4500_is_refused_with_its_reason(monkeypatch):
+    """A client that ignores the 4500 and resumes is told again at once, not given a reconnect per failing
+    chunk of that kind while the state is kept."""
+    the_hub = hub()
+    entry = open_stream(the_hub, "stream-failing7")
+    failing_audio(monkeypatch, lambda seq: True)
+    runs = _until_final(the_hub, entry, _audio_from(100))
+    assert runs[-1][0] == CLOSE_UNPROCESSABLE
+    the_hub.registry.detach(entry)
+    start = {"type": "start", "mode": "audio", "age_group": "adult", "last_event": entry.event_seq - 1}
+    with pytest.raises(protocol.StreamRejected) as refused:
+        the_hub.registry.acquire(protocol.Start(**start), entry.stream_id, entry.key_id)
+    assert refused.value.code == "unprocessable" and "do not resume" in refused.value.detail
+    assert route.REFUSAL_CLOSES["unprocessable"] == CLOSE_UNPROCESSABLE
