@@ -100,8 +100,9 @@ class RequestBudget:
         else:
             why = "the service is busy and the clip itself was fine:"
         return BudgetSpent(
-            f"not scored: this request's {self.total_s:.0f} s time budget ran out {stage} (the proxy ends it "
-            f"at {self.timeout_s:.0f} s, {why} send it again after {retry_after_s} s, or send shorter clips)",
+            f"not scored: this request's {seconds(self.total_s)} s time budget ran out {stage} (the proxy "
+            f"ends it at {seconds(self.timeout_s)} s, {why} send it again after {retry_after_s} s, or send "
+            "shorter clips)",
             retry_after_s,
         )
 
@@ -119,6 +120,11 @@ class RequestBudget:
             if self.spent:
                 raise self.error(stage, retry_after_s) from exc
             raise
+
+
+def seconds(value: float) -> str:
+    """A budget in seconds as a caller reads it: 0.75, 2.25, 57 (a whole-second rounding read 0.75 as 1)."""
+    return f"{round(value, 2):g}"
 
 
 def _refuse_too_short(asked: float, margin_s: float) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from preprocess_service.budget import RequestBudget
+from preprocess_service.budget import RequestBudget, seconds
 from preprocess_service.errors import InvalidRequest, StillRunning
 from preprocess_service.limits import Slot
 
@@ -207,7 +207,7 @@ class IdempotencyCache(Generic[T]):
                 "its",
             )
         raise StillRunning(
-            f"{running}{latest} and this request's {budget.total_s:.0f} s time budget ran out waiting for "
-            f"it; send it again with the same key after {retry} s to get {outcome} answer",
+            f"{running}{latest} and this request's {seconds(budget.total_s)} s time budget ran out waiting "
+            f"for it; send it again with the same key after {retry} s to get {outcome} answer",
             retry,
         )

@@ -49,3 +49,9 @@ def test_the_score_route_refuses_a_too_short_limit_400_without_retry_after():
     answer = json.loads(response.body)
     assert response.status_code == 400 and answer["error"] == "TimeoutTooShort", answer
     assert "retry-after" not in response.headers and "minimum of 1 s" in answer["detail"]
+
+
+def test_a_spent_budget_names_its_seconds_as_they_are():
+    """A 1-s limit leaves 0.75 s: the refusal said "1 s time budget", rounding to whole seconds."""
+    error = RequestBudget.of(60, 3, {TIMEOUT: "1.5"}).error("in decoding", 2)
+    assert "this request's 1.12 s time budget ran out in decoding (the proxy ends it at 1.5 s" in str(error)
