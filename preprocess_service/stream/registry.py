@@ -118,8 +118,6 @@ class StreamRegistry:
                     f"closed after {self.limits.stall_timeout_s:g} s without data, then its queued chunks "
                     f"are processed, for up to {DRAIN_TIMEOUT_S:g} s)",
                 )
-            if entry.ended:  # closed 4500 "do not resume": a client that resumes anyway is told so again
-                raise StreamRejected("unprocessable", entry.ended)
             if (held := resume_fields(entry.start)) != (sent := resume_fields(start)):
                 field = next(k for k in held if held[k] != sent.get(k))
                 raise StreamRejected(
@@ -128,6 +126,8 @@ class StreamRegistry:
                     f"new stream_id (this one is held for {self.limits.resume_ttl_s:g} s after its last use)",
                 )
             if restore is None or restore["event_seq"] <= entry.event_seq:
+                if entry.ended:  # closed 4500 "do not resume" here: a client resuming anyway is told again
+                    raise StreamRejected("unprocessable", entry.ended)
                 entry.attached, entry.attached_wall = True, time.time()
                 entry.event_seq = max(entry.event_seq, start.last_event + 1)  # it went further elsewhere
                 return entry, True

@@ -208,3 +208,7 @@ def test_a_resume_of_a_stream_ended_4500_is_refused_with_its_reason(monkeypatch)
         the_hub.registry.acquire(protocol.Start(**start), entry.stream_id, entry.key_id)
     assert refused.value.code == "unprocessable" and "do not resume" in refused.value.detail
     assert route.REFUSAL_CLOSES["unprocessable"] == CLOSE_UNPROCESSABLE
+    # ...unless the stream went further on another replica since (its checkpoint is newer): that copy wins
+    newer = {**entry.checkpoint(), "event_seq": entry.event_seq + 5}
+    again, resumed = the_hub.registry.acquire(protocol.Start(**start), entry.stream_id, entry.key_id, newer)
+    assert again is not entry and not resumed and again.restored and not again.ended
