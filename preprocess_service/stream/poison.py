@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from preprocess_service.stream.protocol import StreamRejected
+from preprocess_service.stream.protocol import CHUNK_KINDS, StreamRejected
 
 if TYPE_CHECKING:
     from preprocess_service.stream.inbound import Item
@@ -57,7 +57,7 @@ def refuse(entry: Entry, item: Item, media: tuple[int, int]) -> dict | None:
     Unprocessable at the bound. `media`: the state's samples and frames before the item (time the failed call
     kept is not kept twice)."""
     kind, seq = item.header.get("kind"), item.header.get("seq")
-    if kind not in ("audio", "frame") or type(seq) is not int:
+    if kind not in CHUNK_KINDS or type(seq) is not int:
         return None  # a control message: no chunk to refuse
     _count(entry, kind)
     if entry.failed_chunk is None:
@@ -86,7 +86,7 @@ def windows(entry: Entry, item: Item, taken: bool) -> list[ReadyWindow]:
     try:
         made = entry.state.ready()
     except Exception:
-        if kind in ("audio", "frame"):
+        if kind in CHUNK_KINDS:
             _count(entry, kind)
         raise
     if taken:

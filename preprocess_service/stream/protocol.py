@@ -63,6 +63,7 @@ CLOSE_CODES = (
     CLOSE_UNPROCESSABLE,
     CLOSE_LOST,
 )
+CHUNK_KINDS = ("audio", "frame")  # a binary message's header `kind`: the media chunks a stream sends
 MAX_HEADER_BYTES = 1024
 NIPS_PER_POINT = 0.7  # NIPS (0-7) rescaled to the model's 0-10: nips = score * 0.7
 # One landmark frame: landmarks [478, 3], blendshapes [52], head_pose [4, 4], face_present [1] as float32.
@@ -204,7 +205,7 @@ def parse_chunk(data: bytes) -> tuple[dict, memoryview]:
         header = json.loads(bytes(data[4 : 4 + size]))
     except (ValueError, RecursionError):
         raise StreamRejected("garbage", "chunk header is not JSON") from None
-    if not isinstance(header, dict) or header.get("kind") not in ("audio", "frame"):
+    if not isinstance(header, dict) or header.get("kind") not in CHUNK_KINDS:
         raise StreamRejected("garbage", "chunk header needs 'kind': 'audio' or 'frame'")
     seq = header.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:

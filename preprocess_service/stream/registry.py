@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from preprocess_service.stream.alerts import AlertMonitor
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S, StreamLimits
-from preprocess_service.stream.protocol import Start, StreamRejected
+from preprocess_service.stream.protocol import CHUNK_KINDS, Start, StreamRejected
 from preprocess_service.stream.state import StreamState
 
 log = logging.getLogger("avpenet.gateway.stream")
@@ -53,7 +53,7 @@ class Entry:
     # after it is refused; and failures in a row per kind, the stream ended at poison.MAX_FAILED_IN_A_ROW
     # (poison.py). Not checkpointed: a restored stream's seqs start afresh.
     failed_chunk: tuple[str, int] | None = None
-    failing: dict = field(default_factory=lambda: {"audio": 0, "frame": 0})
+    failing: dict = field(default_factory=lambda: dict.fromkeys(CHUNK_KINDS, 0))
     closed_1011: int = 0  # internal-error closes since a window was last scored (poison.internal_close)
     ended: str = ""  # why it was ended 4500 (poison.py): a resume is refused with it, as its close said
 

@@ -35,6 +35,7 @@ from preprocess_service.stream import pause, poison
 from preprocess_service.stream.inbound import Inbound, Item, give_back
 from preprocess_service.stream.limits import DRAIN_TIMEOUT_S
 from preprocess_service.stream.protocol import (
+    CHUNK_KINDS,
     CLOSE_INTERNAL,
     CLOSE_LOST,
     CLOSE_NORMAL,
@@ -243,7 +244,7 @@ class Session(Receiving):
                     raise
                 errors.append(event)
             else:
-                taken = item.kind in ("audio", "frame") and not skip
+                taken = item.kind in CHUNK_KINDS and not skip
             self.fed += 1
             ready += [(w, item.arrived) for w in poison.windows(e, item, taken)]
         return ready, errors, late
