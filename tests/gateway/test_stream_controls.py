@@ -9,8 +9,6 @@ toggles held its slot and its replica's request slot for ever.
 
 from __future__ import annotations
 
-import time
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.stream_session import Socket, audio, frame, hub, open_stream, run, text
@@ -91,9 +89,10 @@ def test_a_stream_sending_only_text_is_closed_as_stalled():
     the_hub = hub(StreamLimits(stall_timeout_s=0.5))
     entry = open_stream(the_hub)
     socket = Socket([audio(0)] + [ON, OFF] * 200, pace_s=0.05)
-    began = time.monotonic()
     assert run(the_hub, entry, socket) == CLOSE_STALLED
-    assert time.monotonic() - began < 3.0
+    # Closed while the client was still toggling (most of its 20 s of toggles unsent), not by the stall after
+    # its last message: counted in messages, not in wall time, so a slow or loaded machine reads the same.
+    assert len(socket.messages) > 200
     assert socket.errors("stalled") and "no audio or frame chunk" in socket.errors("stalled")[0]["detail"]
 
 
