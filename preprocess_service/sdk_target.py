@@ -40,8 +40,13 @@ def target_problem(
         return f"{f'with {flag} ' if flag else ''}give host:port (e.g. {GRPC_EXAMPLE}), not a URL{instead}"
     if grpc and GRPC_RESOLVER.match(target):
         return ""
-    if not grpc and not has_scheme:
-        return f"give http(s)://host:port (e.g. {HTTP_EXAMPLE})" + (f", or use {flag}" if flag else "")
+    if not grpc and not has_scheme:  # an unbracketed IPv6 host:port gets both hints, not one per try
+        ipv6 = ipv6_problem(target, True) if flag else ""
+        return (
+            f"give http(s)://host:port (e.g. {HTTP_EXAMPLE})"
+            + (f", or use {flag}" if flag else "")
+            + (f"; as a gRPC target, {ipv6}" if ipv6 else "")
+        )
     if ipv6 := ipv6_problem(target, grpc):
         return ipv6
     example = GRPC_EXAMPLE if grpc else HTTP_EXAMPLE

@@ -56,3 +56,17 @@ def test_the_single_attempt_forms_name_each_other_not_a_client_argument():
     assert info.value.problem == "give host:port (e.g. 127.0.0.1:9090), not a URL, or use score_http"
     with pytest.raises(TargetError, match="or use grpc=True"):  # the Client's own switch, still named
         Client("127.0.0.1:8080")
+
+
+def test_an_unbracketed_ipv6_target_without_a_scheme_gets_both_hints_at_once():
+    """Client("::1:8001") said only "give http(s)://... or use grpc=True"; a user who then passed grpc=True
+    was refused again, for the brackets. Now the first refusal says both."""
+    with pytest.raises(TargetError) as info:
+        Client("::1:8001")
+    assert info.value.problem == (
+        "give http(s)://host:port (e.g. http://127.0.0.1:8080), or use grpc=True; "
+        "as a gRPC target, an IPv6 address needs brackets: [::1]:8001"
+    )
+    with pytest.raises(TargetError) as info:
+        Client("127.0.0.1:8001")  # an IPv4 host:port: the one hint, as before
+    assert info.value.problem == "give http(s)://host:port (e.g. http://127.0.0.1:8080), or use grpc=True"
