@@ -55,10 +55,11 @@ def test_a_retry_behind_its_running_first_request_answers_503_still_running_with
             # 3.5 s less the 3-s margin: half a second to wait for the first request, then the answer
             retry = http_routes.score(service, posted(key, (b"x-request-timeout-seconds", b"3.5")))
             response = await asyncio.wait_for(retry, GUARD_S)
-        finally:
+        finally:  # the first request released and both clean-ups bounded: a hang fails here, not at 600 s
+            release.set()
             first.cancel()
-            await asyncio.gather(first, return_exceptions=True)
-            await service.close()
+            await asyncio.wait_for(asyncio.gather(first, return_exceptions=True), GUARD_S)
+            await asyncio.wait_for(service.close(), GUARD_S)
         return response.status_code, dict(response.headers), json.loads(response.body)
 
     status, headers, answer = asyncio.run(run())
