@@ -104,7 +104,7 @@ async def score_upload(request: Request, limits: Any, infer: Any) -> JSONRespons
 class NaiveScorer:
     """Parse, extract features, run eager PyTorch: each request through the model alone, nothing batched."""
 
-    def __init__(self, repo: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, repo: str | None = None, threads: int | None = None, track_every: int = 1) -> None:
         import torch
 
         from preprocess_service.deployments import warm_up
@@ -113,7 +113,7 @@ class NaiveScorer:
         self.model = served_model(repo)  # first: importing the model caps the pool, not `threads` after it
         # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); a user outside Ray gets every CPU it may use.
         torch.set_num_threads(threads or cpus.available())
-        self.limits = Limits()
+        self.limits = Limits(track_every=track_every)  # the feature code as the gateway's runs it
         warm_up()
 
     def _infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -133,22 +133,23 @@ class NaiveScorer:
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
-    """Application builder (import path IMPORT_PATH); args: `repo`, `threads`."""
+    """Application builder (import path IMPORT_PATH); args: `repo`, `threads`, `track_every`."""
     args = dict(args or {})
-    return NaiveScorer.bind(args.get("repo"), args.get("threads"))
+    return NaiveScorer.bind(args.get("repo"), args.get("threads"), args.get("track_every", 1))
 
 
 def peer_app_entry(
-    name: str, prefix: str, import_path: str, repo: str | os.PathLike | None
+    name: str, prefix: str, import_path: str, repo: str | os.PathLike | None, track_every: int = 1
 ) -> dict[str, Any]:
-    """A peer app as a ServeDeploySchema application entry (deployed beside the gateway's)."""
+    """A peer app as a ServeDeploySchema application entry (deployed beside the gateway's); `track_every`:
+    the gateway's `limits.track_every`, so that every system tracks the same frames."""
     return {
         "name": name,
         "route_prefix": prefix,
         "import_path": import_path,
-        "args": {"repo": None if repo is None else str(repo)},
+        "args": {"repo": None if repo is None else str(repo), "track_every": track_every},
     }
 
 
-def app_config(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    return peer_app_entry(APP_NAME, ROUTE_PREFIX, IMPORT_PATH, repo)
+def app_config(repo: str | os.PathLike | None = None, track_every: int = 1) -> dict[str, Any]:
+    return peer_app_entry(APP_NAME, ROUTE_PREFIX, IMPORT_PATH, repo, track_every)

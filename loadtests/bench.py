@@ -355,8 +355,9 @@ def _parts():
 
 
 # --- the three systems --------------------------------------------------------------------------------------
-def deploy_peers(stack) -> None:
-    """Add the naive and ONNX Runtime apps to the stack's Serve (same proxy), the gateway app unchanged."""
+def deploy_peers(stack, track_every: int = 1) -> None:
+    """Add the naive and ONNX Runtime apps to the stack's Serve (same proxy), the gateway app unchanged;
+    they track the frames the gateway's `limits.track_every` says."""
     from ray import serve
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
@@ -364,7 +365,10 @@ def deploy_peers(stack) -> None:
     from loadtests import baseline, ort_peer
 
     config = stack.serve_config()
-    config["applications"] += [baseline.app_config(stack.repo), ort_peer.app_config(stack.repo)]
+    config["applications"] += [
+        baseline.app_config(stack.repo, track_every),
+        ort_peer.app_config(stack.repo, track_every),
+    ]
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
     deadline = time.monotonic() + 180
     pending = {baseline.APP_NAME, ort_peer.APP_NAME}
@@ -550,6 +554,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "backend and a GPU, as in the NGC container)",
     )
     parser.add_argument(
+        "--track-every",
+        type=int,
+        choices=(1, 2, 3),
+        default=None,
+        help="limits.track_every of every system: the landmarker on every N-th video frame (default: "
+        "serve_config.yaml's)",
+    )
+    parser.add_argument(
         "--parity-tol",
         type=float,
         default=PARITY_TOL,
@@ -584,7 +596,7 @@ def run(args: argparse.Namespace) -> int:
     del model
     meter = CpuMeter()
     print("starting the local stack (Triton + Ray Serve) and the peer apps ...", file=sys.stderr, flush=True)
-    limits = stack_limits()
+    limits = stack_limits(args.track_every)
     signal.signal(signal.SIGTERM, _interrupt)  # stop Triton and Ray on `kill` too, not only on Ctrl-C
     triton = {"model_config_name": args.model_config_name} if args.model_config_name else None
     with LocalStack(
@@ -595,7 +607,7 @@ def run(args: argparse.Namespace) -> int:
         deployments=stack_deployments(limits),
         triton_kwargs=triton,
     ) as stack:
-        deploy_peers(stack)
+        deploy_peers(stack, limits.get("track_every", 1))
         targets = urls(stack.http_url)
         diffs = {m: parity(targets, payloads[m]) for m in mixes}
         print("same clip, |score(b) - score(a)|: " + ", ".join(f"{m} {d:.1e}" for m, d in diffs.items()))
@@ -741,12 +753,14 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def stack_limits() -> dict:
-    """The limits the bench deploys: serve_config.yaml's, only the admission bound raised (BENCH_LIMITS)."""
+def stack_limits(track_every: int | None = None) -> dict:
+    """The limits the bench deploys: serve_config.yaml's, only the admission bound raised (BENCH_LIMITS), and
+    `track_every` when given (`--track-every`)."""
     from preprocess_service.stack import load_config
 
     (app,) = load_config()["applications"]
-    return {**app.get("args", {}).get("limits", {}), **BENCH_LIMITS}
+    chosen = {} if track_every is None else {"track_every": track_every}
+    return {**app.get("args", {}).get("limits", {}), **BENCH_LIMITS, **chosen}
 
 
 def stack_deployments(limits: dict) -> dict:

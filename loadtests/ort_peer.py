@@ -37,13 +37,13 @@ api = FastAPI(title="AVPENet one-process ONNX Runtime peer")
 class OrtScorer:
     """Parse, extract features, run the ONNX chain: each request alone, nothing batched across requests."""
 
-    def __init__(self, repo: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, repo: str | None = None, threads: int | None = None, track_every: int = 1) -> None:
         from ensemble.ort_chain import OrtChain
         from preprocess_service.deployments import warm_up
         from preprocess_service.settings import Limits
 
         self.chain = OrtChain(repo, threads)
-        self.limits = Limits()
+        self.limits = Limits(track_every=track_every)  # the feature code as the gateway's runs it
         warm_up()
 
     @api.post(SCORE_ROUTE)
@@ -52,10 +52,10 @@ class OrtScorer:
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
-    """Application builder (import path IMPORT_PATH); args: `repo`, `threads`."""
+    """Application builder (import path IMPORT_PATH); args: `repo`, `threads`, `track_every`."""
     args = dict(args or {})
-    return OrtScorer.bind(args.get("repo"), args.get("threads"))
+    return OrtScorer.bind(args.get("repo"), args.get("threads"), args.get("track_every", 1))
 
 
-def app_config(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    return peer_app_entry(APP_NAME, ROUTE_PREFIX, IMPORT_PATH, repo)
+def app_config(repo: str | os.PathLike | None = None, track_every: int = 1) -> dict[str, Any]:
+    return peer_app_entry(APP_NAME, ROUTE_PREFIX, IMPORT_PATH, repo, track_every)

@@ -1,14 +1,15 @@
-"""What tracking fewer video frames would save in CPU and cost in accuracy, measured, not guessed.
+"""What tracking fewer video frames saves in CPU and costs in accuracy, measured, not guessed.
 
 The video path's feature CPU is the FaceLandmarker's landmark model on every sampled frame (contract.FPS), so
-the one lever left for issue 15's 60 ms per second of video is to track fewer frames. `python -m
-loadtests.track_stride --data S --stride 2 --out S2` re-tracks every rendered MP4 of a dataset (`avpenet
-synth`), giving the landmarker every `stride`-th sampled frame and the last, and fills the frames between by
-linear interpolation of their tracked neighbours (a frame has a face only where both have one). It writes a
-copy of the set whose `.npz` tracks are those and whose labels.csv names no video, so that
-`avpenet evaluate --data S2 --json OUT` scores the served weights on them (the audio + landmarks path), and
-prints the tracking CPU per second of video at stride 1 and at `stride` on the first `--cpu-clips` clips,
-one setting after the other. With `--stride 1` the tracks equal the stamped ones `avpenet synth` wrote.
+the one lever left for issue 15's 60 ms per second of video is to track fewer frames: the gateway's
+`track_every` setting (settings.Limits; FaceTracker.track_frames gives the landmarker every N-th sampled frame
+and the last and fills the frames between by linear interpolation of their tracked neighbours, a face only
+where both have one). `python -m loadtests.track_stride --data S --stride 2 --out S2` re-tracks every rendered
+MP4 of a dataset (`avpenet synth`) with that code at `stride`. It writes a copy of the set whose `.npz`
+tracks are those and whose labels.csv names no video, so that `avpenet evaluate --data S2 --json OUT` scores
+the served weights on them (the audio + landmarks path), and prints the tracking CPU per second of video at
+stride 1 and at `stride` on the first `--cpu-clips` clips, one setting after the other. With `--stride 1`
+the tracks equal the stamped ones `avpenet synth` wrote.
 """
 
 from __future__ import annotations
@@ -19,56 +20,14 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from avpenet import contract
-
-# A track's per-frame float arrays (contract.TRACK_ARRAYS): what a skipped frame takes from its neighbours
-INTERPOLATED = tuple(
-    k for k, (shape, dtype) in contract.TRACK_ARRAYS.items() if shape[0] == "T" and dtype is np.float32
-)
 
 
 def track_every(video: bytes, stride: int):
-    """The FaceTrack of an MP4 whose landmarker saw every `stride`-th sampled frame and the last."""
+    """The FaceTrack the gateway serves for an MP4 with `track_every: stride` (settings.Limits)."""
     from avpenet.features import tracker
-    from avpenet.features.track import FaceTrack
 
-    keep: list[int] = []
-    seen: list[FaceTrack] = []
-    with tracker.pooled() as face_tracker:
-
-        def offer(i: int, rgb, last: bool) -> None:
-            if i % stride == 0 or last:
-                keep.append(i)
-                seen.append(face_tracker.track_frames([rgb]))
-            else:
-                face_tracker.skip_frame()
-
-        held, n = None, 0  # one frame held back, to know the last one; no clip is kept in memory whole
-        for n, rgb in enumerate(tracker.iter_video_frames(video), start=1):
-            if held is not None:
-                offer(n - 2, held, last=False)
-            held = rgb
-        if held is not None:
-            offer(n - 1, held, last=True)
-    if not seen:  # no picture at all
-        return FaceTrack.empty(0)
-    track = FaceTrack.empty(n, tuple(seen[0].image_size))
-    for j, i in enumerate(keep):
-        track.face_present[i] = seen[j].face_present[0]
-        for name in INTERPOLATED:
-            getattr(track, name)[i] = getattr(seen[j], name)[0]
-    for a, b in zip(keep, keep[1:], strict=False):
-        if not (track.face_present[a] and track.face_present[b]):
-            continue
-        for i in range(a + 1, b):
-            w = (i - a) / (b - a)
-            track.face_present[i] = True
-            for name in INTERPOLATED:
-                arr = getattr(track, name)
-                arr[i] = (1 - w) * arr[a] + w * arr[b]
-    return track
+    return tracker.track_video(video, tracker.VideoLimits(track_every=stride))
 
 
 def cpu_ms_per_video_second(videos: list[bytes], stride: int) -> float:

@@ -63,7 +63,10 @@ def extract(
     parent = telemetry.extract_context(carrier or {})
     timings: dict[str, float] = {}
     video_limits = tracker.VideoLimits(
-        max_seconds=limits.max_duration_s, max_pixels=limits.max_pixels, stop=stop
+        max_seconds=limits.max_duration_s,
+        max_pixels=limits.max_pixels,
+        stop=stop,
+        track_every=limits.track_every,
     )
     if stop is not None and stop():  # given up while it waited for a thread
         raise tracker.Stopped("the caller stopped waiting before extraction started")

@@ -50,6 +50,11 @@ class Limits(BaseModel):
     # it, not in Serve's router (where a waiting call costs its caller CPU and the replica idle gaps: README,
     # Admission). Its max_ongoing_requests (serve_config.yaml) bounds how many it holds.
     features_threads: int = Field(4, gt=0)
+    # The landmarker reads every N-th sampled video frame (and the last), the frames between interpolated:
+    # about N times less tracking CPU per second of video. 1 (every frame) is what the reference was trained
+    # and evaluated on; 2 and 3 were measured on its test and validation subjects (docs/EVALUATION.md,
+    # *Tracking fewer frames*); larger strides were not, so they are refused.
+    track_every: int = Field(1, ge=1, le=3)
     retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
     # Slow uploads (slow-loris): the body must keep arriving at this average rate once the grace has passed,
     # else 408. Admission is taken only after the whole body is in, so a slow sender holds no scoring slot.

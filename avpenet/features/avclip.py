@@ -60,7 +60,9 @@ def decode_clip(
         if video is not None:
             frames = first.of(_video_frames(container, video, track_audio))
             with tracker.pooled() as face_tracker:
-                track = face_tracker.track_sampled(tracker.sample_frames(container, kind, limits, frames))
+                track = face_tracker.track_sampled(
+                    tracker.sample_frames(container, kind, limits, frames), limits.track_every
+                )
             _drain(frames)
         elif track_audio is not None:
             avaudio.demux_all(container, track_audio)

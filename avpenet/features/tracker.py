@@ -72,7 +72,8 @@ class Stopped(Exception):
 
 @dataclass(frozen=True)
 class VideoLimits:
-    """Resource limits for one video; beyond any of them decoding stops with TooLarge."""
+    """How one video is read: resource limits (beyond any of them decoding stops with TooLarge) and how many
+    of its sampled frames the landmarker reads (`track_every`, the CPU a second of video costs)."""
 
     max_seconds: float = 600.0
     max_frames: int | None = None  # sampled frames at FPS; default max_seconds * FPS
@@ -80,6 +81,9 @@ class VideoLimits:
     max_decoded_per_second: int = 240  # raw frames per second of media (guards against bogus timestamps)
     # Asked before each decoded frame: True stops decoding with `Stopped` (the caller stopped waiting)
     stop: Callable[[], bool] | None = field(default=None, compare=False)
+    # The landmarker reads every N-th sampled frame and the last; the frames between are interpolated
+    # (FaceTracker.track_frames). 1: every frame, as the reference was trained and evaluated.
+    track_every: int = 1
 
     @property
     def frame_limit(self) -> int:
@@ -259,6 +263,26 @@ def _frame_from_faces(faces: landmarker_arrays.Faces) -> _Frame:
     return _Frame(lm, bs, True, pose)
 
 
+def _fill_between(frames: list[_Frame | None]) -> list[_Frame]:
+    """Untracked frames (None) from their tracked neighbours: linear in every array where both have a face,
+    no face otherwise. The first and the last frame are always tracked (FaceTracker.track_frames)."""
+    kept = [i for i, f in enumerate(frames) if f is not None]
+    filled: list[_Frame] = [f if f is not None else _no_face() for f in frames]
+    for a, b in zip(kept, kept[1:], strict=False):
+        fa, fb = filled[a], filled[b]
+        if b - a < 2 or not (fa.present and fb.present):
+            continue
+        for i in range(a + 1, b):
+            w = (i - a) / (b - a)
+            filled[i] = _Frame(
+                (1 - w) * fa.landmarks + w * fb.landmarks,
+                (1 - w) * fa.blendshapes + w * fb.blendshapes,
+                True,
+                (1 - w) * fa.head_pose + w * fb.head_pose,
+            )
+    return filled
+
+
 def _to_track(frames: list[_Frame], image_size: tuple[int, int]) -> FaceTrack:
     if not frames:
         return FaceTrack.empty(0, image_size)
@@ -375,27 +399,47 @@ class FaceTracker:
         self._last_size = None
         return not found
 
-    def track_frames(self, frames: Iterable[np.ndarray]) -> FaceTrack:
-        """Track RGB frames [H, W, 3] uint8 that are already sampled at contract.FPS."""
-        out: list[_Frame] = []
+    def track_frames(self, frames: Iterable[np.ndarray], every: int = 1) -> FaceTrack:
+        """Track RGB frames [H, W, 3] uint8 that are already sampled at contract.FPS.
+
+        `every` > 1: the landmarker reads frames 0, every, 2 x every, ... and the last (it is stamped as if
+        it had seen the others, `skip_frame`); each frame between takes the straight line between its two
+        tracked neighbours, with a face only where both have one (`_fill_between`). The CPU of a second of
+        video falls nearly by `every`; what it costs in accuracy is measured (loadtests/track_stride.py)."""
+        if every < 1:
+            raise ValueError(f"every must be 1 or more, not {every}")
+        out: list[_Frame | None] = []
         size = (0, 0)
+        held: np.ndarray | None = None  # one frame held back: only the next one tells it is not the last
         for rgb in frames:
-            if not out:
+            if held is None:
                 size = (int(rgb.shape[1]), int(rgb.shape[0]))
-            out.append(self._track_one(rgb))
-        return _to_track(out, size)
+            else:
+                out.append(self._offer(held, len(out), every))
+            held = rgb
+        if held is not None:
+            out.append(self._track_one(held))
+        return _to_track(_fill_between(out), size)
+
+    def _offer(self, rgb: np.ndarray, index: int, every: int) -> _Frame | None:
+        """Frame `index` tracked when it is one the landmarker reads, else skipped (None: filled later)."""
+        if index % every == 0:
+            return self._track_one(rgb)
+        self.skip_frame()
+        return None
 
     def track_video(self, source: media.Source, limits: VideoLimits | None = None) -> FaceTrack | None:
         """Decode a video (path or bytes), sample at contract.FPS and track it; None if it has no video."""
-        return self.track_sampled(iter_video_frames(source, limits))
+        every = (limits or VideoLimits()).track_every
+        return self.track_sampled(iter_video_frames(source, limits), every)
 
-    def track_sampled(self, frames: Iterator[np.ndarray]) -> FaceTrack | None:
+    def track_sampled(self, frames: Iterator[np.ndarray], every: int = 1) -> FaceTrack | None:
         """Track frames sampled at contract.FPS (`iter_video_frames`, `sample_frames`); None when none."""
         try:
             first = next(frames)
         except StopIteration:
             return None
-        return self.track_frames(_chain(first, frames))
+        return self.track_frames(_chain(first, frames), every)
 
 
 def track_video(source: media.Source, limits: VideoLimits | None = None) -> FaceTrack | None:

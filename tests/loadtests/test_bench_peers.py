@@ -71,3 +71,19 @@ def test_failed_requests_are_counted_by_kind_and_named_in_the_notes():
     assert kinds == {"HTTP 503 Overloaded": 2, "ServerDisconnectedError()": 1}
     cell = make_cell(errors=3, error_kinds=kinds)
     assert any("HTTP 503 Overloaded x2" in note for note in bench.notes([cell]))
+
+
+def test_track_every_reaches_the_stack_and_both_peers():
+    import argparse
+
+    from loadtests import baseline, bench, ort_peer
+
+    assert bench.stack_limits()["track_every"] == 1  # serve_config.yaml's: every frame
+    assert bench.stack_limits(3)["track_every"] == 3
+    for peer in (baseline, ort_peer):
+        assert peer.app_config("repo", 3)["args"] == {"repo": "repo", "track_every": 3}
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert parser.parse_args(["--track-every", "2"]).track_every == 2
+    with pytest.raises(SystemExit):  # strides nobody measured are refused, as the gateway refuses them
+        parser.parse_args(["--track-every", "4"])
