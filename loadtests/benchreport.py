@@ -286,7 +286,8 @@ def targets(report: Report, c: int = TARGET_CONCURRENCY) -> list[Target]:
                 f"<= {TARGET_FEATURES_MS_PER_S:.0f} ms per s of video",
                 f"{ms:.0f} ms per s",
                 ms <= TARGET_FEATURES_MS_PER_S,
-                "mediapipe's FaceLandmarker on every 10 fps frame (tracking fewer: see the notes)",
+                "mediapipe's FaceLandmarker on each tracked frame (10 a second unless `--track-every`), the "
+                "video's decode and the rest of the feature code (see the notes)",
             )
         )
     return out
