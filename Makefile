@@ -10,13 +10,18 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP) proto
 
+# Debian packages $(1) through apt-get: as root, else through sudo, else a message saying what to ask for.
+define apt_install
+if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+else echo "make: Debian packages needed: $(1). This user is not root and has no sudo: ask an administrator to run 'apt-get install -y $(1)', then run make again." >&2; exit 1; fi
+endef
+
 # Debian packages whose files the real-media smoke set is built from (avpenet.realmedia; docs/DATA.md): the
 # tests and `make realmedia` need them, the demo and the service do not.
 REALMEDIA_PKGS := openarena-data openarena-081-players
 realmedia-packages:
-	@test -e /usr/share/games/openarena/baseoa/pak2-players.pk3 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(REALMEDIA_PKGS) >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(REALMEDIA_PKGS) >/dev/null; fi; }
+	@test -e /usr/share/games/openarena/baseoa/pak2-players.pk3 || { $(call apt_install,$(REALMEDIA_PKGS)); }
 
 # The real-media clips (A/V MP4s + clips.csv) and the tracker's detection rate on real faces.
 realmedia: setup realmedia-packages
@@ -26,9 +31,7 @@ realmedia: setup realmedia-packages
 
 # One venv from pinned, verified versions; Debian packages the stack shells out to (prometheus/promtool).
 $(STAMP): pyproject.toml requirements/base.txt requirements/nodeps.txt requirements/constraints.txt
-	@command -v promtool >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; fi; }
+	@command -v promtool >/dev/null || { $(call apt_install,prometheus); }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U "pip>=24"
 	$(BIN)/pip install -q torch==2.13.0
