@@ -40,3 +40,9 @@ class NothingToScore(InputError):
 
     http_status = 422
     grpc_code = "INVALID_ARGUMENT"
+
+
+class FaceModelError(RuntimeError):
+    """The face model file is missing, not the one pinned by its digest, or one MediaPipe cannot open: the
+    operator's to fix, never the request's (not an InputError). The CLI prints it as one line (user_errors);
+    the gateway's replicas fail to start on it (deployments.warm_up)."""

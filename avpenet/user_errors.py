@@ -1,7 +1,8 @@
 """One line and exit 2 for what a user got wrong, shared by `avpenet` and the `python -m` tools beside it.
 
 The errors a command does not explain itself (OSError, ValueError and its subclasses such as the input and
-labels errors) end in one line naming what was wrong, not a traceback; AVPENET_DEBUG=1 shows the traceback.
+labels errors, and a face model that is missing, mismatched or unreadable: FaceModelError) end in one line
+naming what was wrong, not a traceback; AVPENET_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+
+from avpenet.errors import FaceModelError
 
 
 def reason(exc: BaseException) -> str:
@@ -22,7 +25,7 @@ def exit_code(prog: str, command: Callable[[], int | None]) -> int:
     """Run `command`; a user error is printed as "prog: reason" and returns 2."""
     try:
         return int(command() or 0)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, FaceModelError) as exc:
         if os.environ.get("AVPENET_DEBUG"):
             raise
         print(f"{prog}: {reason(exc)}", file=sys.stderr)

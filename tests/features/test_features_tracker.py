@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from skimage import data
 from support import testmedia as tm
 
-from avpenet import contract
-from avpenet.errors import TooLarge, UndecodableMedia, UnsupportedMedia
+from avpenet import contract, user_errors
+from avpenet.errors import FaceModelError, TooLarge, UndecodableMedia, UnsupportedMedia
 from avpenet.features import tracker
 from avpenet.features.tracker import VideoLimits
 
@@ -32,8 +34,23 @@ def test_model_sha_mismatch_is_refused(monkeypatch, tmp_path):
     fake = tmp_path / "face_landmarker.task"
     fake.write_bytes(b"not a model")
     monkeypatch.setenv(tracker.MODEL_ENV, str(fake))
-    with pytest.raises(RuntimeError, match="sha256"):
+    with pytest.raises(FaceModelError, match="sha256"):
         tracker.model_bytes()
+
+
+def test_a_face_model_mediapipe_cannot_open_is_one_line_for_a_cli_user(monkeypatch, tmp_path, capsys):
+    """A file whose digest the operator pinned (AVPENET_FACE_MODEL_SHA256) but which is no model: MediaPipe's
+    RuntimeError became a traceback and exit 1 in `avpenet features`; now one line naming the file, exit 2."""
+    fake = tmp_path / "face_landmarker.task"
+    fake.write_bytes(b"not a model")
+    monkeypatch.setenv(tracker.MODEL_ENV, str(fake))
+    monkeypatch.setenv(tracker.MODEL_SHA256_ENV, hashlib.sha256(b"not a model").hexdigest())
+    assert user_errors.exit_code("avpenet features", tracker.FaceTracker) == 2
+    printed = capsys.readouterr().err.strip().splitlines()[-1]
+    assert printed.startswith(f"avpenet features: MediaPipe cannot open face model {fake}")
+    monkeypatch.delenv(tracker.MODEL_SHA256_ENV)
+    assert user_errors.exit_code("avpenet features", tracker.FaceTracker) == 2  # the digest refused, one line
+    assert "has sha256" in capsys.readouterr().err
 
 
 def test_detect_image_finds_the_astronaut(astronaut):
