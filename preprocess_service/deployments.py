@@ -62,6 +62,19 @@ def _openapi() -> dict[str, Any]:
 api.openapi = _openapi  # type: ignore[method-assign]
 
 
+def announce_tracking(limits: Limits) -> None:
+    """A replica told to track fewer video frames than the reference was evaluated on says so at start: the
+    scores then come from tracks the published figures do not describe (docs/EVALUATION.md)."""
+    if limits.track_every != 1:
+        logging.getLogger("avpenet.features").warning(
+            "limits.track_every=%d: the face landmarker reads every %d. video frame, the frames between "
+            "interpolated; the reference was trained and evaluated on every frame (docs/EVALUATION.md, "
+            "Tracking fewer frames)",
+            limits.track_every,
+            limits.track_every,
+        )
+
+
 def warm_up() -> None:
     """Import the feature stack and verify the face model file now, not on a patient's first request."""
     from avpenet.features import audio, tracker, windows  # noqa: F401
@@ -87,6 +100,7 @@ class FeatureExtractor:
 
         self.limits = Limits.model_validate(dict(limits or {}))
         self.slots = asyncio.Semaphore(self.limits.features_threads)
+        announce_tracking(self.limits)
         telemetry.setup_tracing("avpenet-features")
         memprofile.start("features")  # only under `avpenet soak --memprofile`
         warm_up()

@@ -100,3 +100,14 @@ def test_the_gateway_setting_reaches_the_tracker_and_refuses_unmeasured_strides(
             Limits(track_every=bad)
     with tracker.FaceTracker() as face_tracker, pytest.raises(ValueError, match="every must be 1 or more"):
         face_tracker.track_frames([], every=0)
+
+
+def test_a_replica_tracking_fewer_frames_says_so_at_start(caplog):
+    from preprocess_service.deployments import announce_tracking
+
+    with caplog.at_level("WARNING", logger="avpenet.features"):
+        announce_tracking(Limits())
+        assert not caplog.records  # every frame: what the figures describe, nothing to say
+        announce_tracking(Limits(track_every=3))
+    (record,) = caplog.records
+    assert "track_every=3" in record.getMessage() and "evaluated on every frame" in record.getMessage()
