@@ -31,7 +31,7 @@ def frames(mp4: bytes) -> list[np.ndarray]:
     return list(tracker.iter_video_frames(mp4))
 
 
-def _every_frame_by_hand(frames: list[np.ndarray], every: int) -> tuple[list[int], list]:
+def _read_by_hand(frames: list[np.ndarray], every: int) -> tuple[list[int], list]:
     """The frames a stride reads, each tracked on its own, the others skipped: (indices, one-frame tracks)."""
     read = sorted({*range(0, len(frames), every), len(frames) - 1})
     tracks = []
@@ -47,7 +47,7 @@ def _every_frame_by_hand(frames: list[np.ndarray], every: int) -> tuple[list[int
 def test_every_frame_is_the_default_and_tracks_as_one_frame_at_a_time(mp4, frames):
     assert Limits().track_every == 1 and tracker.VideoLimits().track_every == 1
     served = tracker.track_video(mp4)
-    read, by_hand = _every_frame_by_hand(frames, 1)
+    read, by_hand = _read_by_hand(frames, 1)
     assert read == list(range(len(frames)))
     for name in (*ARRAYS, "face_present"):
         joined = np.concatenate([getattr(t, name) for t in by_hand])
@@ -56,7 +56,7 @@ def test_every_frame_is_the_default_and_tracks_as_one_frame_at_a_time(mp4, frame
 
 def test_every_third_frame_reads_those_frames_and_interpolates_between(mp4, frames):
     _, clip_track = avclip.decode_clip(mp4, tracker.VideoLimits(track_every=3))
-    read, by_hand = _every_frame_by_hand(frames, 3)
+    read, by_hand = _read_by_hand(frames, 3)
     assert (len(frames) - 1) % 3, "the example's last frame should fall between two strides (it is read)"
     assert clip_track.n_frames == len(frames) and clip_track.face_present.all()
     for i, one in zip(read, by_hand, strict=True):  # the read frames: as the landmarker gave them
