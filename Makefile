@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup proto demo test lint serve triton loadtest bench soak multinode reliability clean realmedia realmedia-packages
+.PHONY: setup proto photos demo test lint serve triton loadtest bench soak multinode reliability clean realmedia realmedia-packages
 
-setup: $(STAMP) proto
+setup: $(STAMP) proto photos
 
 # Debian packages $(1) through apt-get: as root, else through sudo, else a message saying what to ask for.
 define apt_install
@@ -42,6 +42,12 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/nodeps.txt requireme
 	  if [ -n "$$out" ]; then echo "pip check found unexpected problems:"; echo "$$out"; exit 1; fi
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Face photos the generator may render that ship inside Debian packages: each read out of its pinned .deb
+# from the Debian archive, no package installed, no root (avpenet/synth/photos.py; docs/DATA.md, Face).
+# Nothing is fetched when they are here already.
+photos: $(STAMP)
+	@$(BIN)/python -m avpenet.synth.photos >/dev/null
 
 # gRPC code is generated, never committed; regenerated on every setup (well under a second).
 proto: $(STAMP)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from avpenet.argtypes import count, positive_int
-from avpenet.synth import dataset, progress
+from avpenet.synth import dataset, progress, sources
 
 HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ + rendered MP4s)"
 
@@ -60,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", type=Path, default=None,
         help="with --parts: a split.json (default: the split `avpenet train --seed SEED` makes of the set)",
     )  # fmt: skip
+    parser.add_argument(
+        "--faces", default=",".join(sources.DEFAULT_FACES),
+        help="comma-separated source photos each subject's face is drawn from (default: the reference's "
+        f"training data's; known: {', '.join(sorted(sources.SOURCES))}; docs/DATA.md, Face)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, nor mediapipe's log lines")
 
 
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         summary = dataset.generate(
             args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips, render=render,
             workers=args.workers, progress=not args.quiet, subjects=subjects, resume=args.resume,
+            faces=tuple(f for f in args.faces.split(",") if f),
         )  # fmt: skip
     except ValueError as exc:  # a split of another set, an unknown part, a resume with other options
         print(f"avpenet synth: {exc}", file=sys.stderr)

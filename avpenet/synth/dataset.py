@@ -123,6 +123,7 @@ class ClipPlan:
     visual_missing: bool
     raters: tuple[float, float, float]
     render: bool = False
+    faces: tuple[str, ...] = sources.DEFAULT_FACES  # the photos its subject's face may come from
     truth: dict = field(default_factory=dict)
 
     @property
@@ -282,9 +283,11 @@ def choose_renders(plans: list[ClipPlan], n: int | None) -> list[ClipPlan]:
 
 # --- one clip's signals ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=64)
-def _subject_identity(seed: int, subject_index: int, age_group: str) -> tuple[vocal.Voice, face.Identity]:
+def _subject_identity(
+    seed: int, subject_index: int, age_group: str, faces: tuple[str, ...]
+) -> tuple[vocal.Voice, face.Identity]:
     rng = _rng(seed, _IDENTITY, subject_index)
-    neutral = _worker_neutral(sources.subject_source(seed, subject_index))
+    neutral = _worker_neutral(sources.subject_source(seed, subject_index, faces))
     return vocal.make_voice(age_group, rng), face.make_identity(age_group, neutral, rng)
 
 
@@ -378,14 +381,14 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
     """Synthesise and write one clip's files; returns its truth row."""
     rng = _rng(plan_.seed, _CLIP_SIGNAL, plan_.index)
     subject = plan_.subject
-    voice, identity = _subject_identity(plan_.seed, subject.index, subject.age_group)
+    voice, identity = _subject_identity(plan_.seed, subject.index, subject.age_group, plan_.faces)
     episodes = _episodes(plan_.latent_pain, plan_.duration_s, rng)
     wave, voiced = _audio(plan_, voice, episodes, rng)
     out = Path(out_dir)
     if not plan_.audio_missing:
         sf.write(out / "audio" / f"{plan_.clip_id}.wav", wave, plan_.sample_rate, subtype="PCM_16")
     n = plan_.n_frames
-    neutral = _worker_neutral(sources.subject_source(plan_.seed, subject.index))
+    neutral = _worker_neutral(sources.subject_source(plan_.seed, subject.index, plan_.faces))
     expr = face.expression(
         identity, subject.age_group, plan_.face_arousal, episodes, _voiced_frames(voiced, n),
         plan_.face_confounders, n, rng, pose_scale=0.5 if plan_.render else 1.0,
@@ -455,6 +458,7 @@ def generate(
     progress: bool = True,
     subjects: Sequence[str] | set[str] | None = None,
     resume: bool = False,
+    faces: tuple[str, ...] = sources.DEFAULT_FACES,
 ) -> Summary:
     """Write labels.csv, truth.csv, plan.json, audio/, visual/ and video/ under out_dir (only the clips of
     `subjects` when given: the same files as in the whole set, e.g. one split's subjects rendered on a
@@ -462,11 +466,15 @@ def generate(
 
     `subjects` as a list or tuple is also the order the clips are made in (subject by subject). With
     `resume`, clips a previous run of the same options finished (DIR/.progress/, avpenet.synth.progress) are
-    not made again."""
+    not made again. `faces`: the source photos subjects' faces are drawn from (sources.subject_source); only
+    a set made with others than sources.DEFAULT_FACES records them, so the reference's sets read as before."""
+    faces = sources.check_faces(faces)
     out = Path(out_dir)
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
+    for p in plans:
+        p.faces = faces
     # any set of this plan, whichever parts, is recognised as holding these subjects (data.checkpoint_split)
     recorded = {"generator": GENERATOR, "seed": seed, "n_subjects": n_subjects, "n_clips": len(plans),
                 "render": RENDER_ALL if render is None else render}  # fmt: skip
@@ -477,6 +485,8 @@ def generate(
             raise ValueError(f"subjects not in this set (seed {seed}, {n_subjects} subjects): {unknown}")
         plans = [p for p in plans if p.subject.subject_id in chosen]
     params = {"seed": seed, "n_subjects": n_subjects, "n_clips": n_clips, "render": render}
+    if faces != sources.DEFAULT_FACES:  # the same subjects with other faces: a resume must keep them
+        recorded["faces"] = params["faces"] = list(faces)
     done = synth_progress.start(out, params, resume)
     todo = [i for i, p in enumerate(plans) if p.clip_id not in done]
     for p in plans:
@@ -486,7 +496,7 @@ def generate(
         todo.sort(key=lambda i: (rank[plans[i].subject.subject_id], plans[i].index))
     else:  # rendered clips are slow: start them first so they do not trail at the end
         todo.sort(key=lambda i: not plans[i].render)
-    _make_clips(plans, todo, out, workers, progress)
+    _make_clips(plans, todo, out, workers, progress, faces)
     write_labels(out / "labels.csv", plans)
     write_truth(out / "truth.csv", plans)
     data.write_plan(out, recorded)
@@ -494,11 +504,13 @@ def generate(
     return Summary(n_subjects, len(plans), sum(p.render for p in plans), str(out))
 
 
-def _make_clips(plans: list[ClipPlan], todo: list[int], out: Path, workers: int, progress: bool) -> None:
+def _make_clips(
+    plans: list[ClipPlan], todo: list[int], out: Path, workers: int, progress: bool, faces: tuple[str, ...]
+) -> None:
     """Make plans[i] for i in `todo`, in that order; each clip's truth recorded as soon as it is written."""
     from tqdm import tqdm
 
-    state = sources.neutral_states()
+    state = sources.neutral_states(faces)
     jobs = [(plans[i], str(out)) for i in todo]
     bar = tqdm(total=len(jobs), desc=GENERATOR, unit="clip", disable=not progress)
     if workers <= 1:

@@ -1,12 +1,13 @@
 """Whether a candidate face photo can become a source: its neutral render, as the real tracker reads it.
 
-    python -m avpenet.synth.source_probe PHOTO --crop X0,Y0,SIDE --unsmile 0,2,6
+    python -m avpenet.synth.source_probe PHOTO --crop X0,Y0,SIDE --unsmile 0,2,6 [--close-mouth --gaze=DX,DY]
 
 A source photo must render neutral (tests/synth/test_render_actions.py: `mouthSmile`, `jawOpen` <= 0.1,
 `eyeBlink` <= 0.15, every other blendshape but `eyeSquint` <= 0.3), or every rendered frame, a high-pain cry
 included, carries the photo's expression. For each smile reversal it makes the photo neutral as
-`sources.neutral_face` does and prints what the FaceLandmarker reads on the neutral render, and whether that
-passes. docs/DATA.md, *Face*, records the photos tried this way.
+`sources.neutral_face` does (with the lips closed for an open mouth, and the irises moved for a sideways
+gaze, when asked) and prints what the FaceLandmarker reads on the neutral render, and whether that passes.
+docs/DATA.md, *Face*, records the photos tried this way.
 """
 
 from __future__ import annotations
@@ -38,12 +39,19 @@ def verdict(b: np.ndarray) -> list[str]:
     return faults
 
 
-def probe(photo: np.ndarray, crop: tuple[int, int, int], unsmile: float) -> np.ndarray:
+def probe(
+    photo: np.ndarray,
+    crop: tuple[int, int, int],
+    unsmile: float,
+    close_mouth: bool = False,
+    gaze: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """The tracked blendshapes of the photo's neutral render after reversing `unsmile` of smile."""
     from avpenet.features.tracker import detect_image
     from avpenet.synth import sources
 
-    nf = sources.neutral_of(sources.Source("candidate", lambda: photo, crop, unsmile))
+    src = sources.Source("candidate", lambda: photo, crop, unsmile, open_mouth=close_mouth, gaze=gaze)
+    nf = sources.neutral_of(src)
     return detect_image(sources.probe_frames(nf, "AU4", [0.0])[0]).blendshapes[0]
 
 
@@ -54,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("photo", help="an image file (any format OpenCV reads)")
     parser.add_argument("--crop", required=True, help="X0,Y0,SIDE: the square around the face, in pixels")
     parser.add_argument("--unsmile", default="0", help="comma-separated smile reversals to try")
+    parser.add_argument("--close-mouth", action="store_true", help="close an open mouth (teeth inpainted)")
+    parser.add_argument("--gaze", default="0,0", help="DX,DY: move both irises (pixels of the 384-px crop)")
     args = parser.parse_args(argv)
     bgr = cv2.imread(args.photo, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -61,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     crop = tuple(int(v) for v in args.crop.split(","))
     if len(crop) != 3:
         parser.error("--crop is X0,Y0,SIDE")
+    gaze = tuple(float(v) for v in args.gaze.split(","))
+    if len(gaze) != 2:
+        parser.error("--gaze is DX,DY")
     passed = False
     for unsmile in (float(v) for v in args.unsmile.split(",")):
-        b = probe(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), crop, unsmile)
+        b = probe(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), crop, unsmile, args.close_mouth, gaze)  # type: ignore[arg-type]
         faults = verdict(b)
         passed |= not faults
         read = ", ".join(f"{k} {blend(b, k):.2f}" for k in ("mouthSmile", "jawOpen", "browDown", "eyeBlink"))

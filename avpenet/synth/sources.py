@@ -1,11 +1,16 @@
 """Real face photos the renderer animates, each made neutral first: one subject's face comes from one of them.
 
-Only photos shipped inside installed registry packages are used (nothing is downloaded; source and licence of
-each in docs/DATA.md). A photo whose person smiles or shows teeth is made neutral before anything else: the
-teeth are inpainted with the surrounding lip colour, the inner lips are brought together and the smile field
-of ``face.action_fields`` is applied in reverse (mouth corners in and down); the real FaceLandmarker then runs
-again on the neutralised photo, whose mesh becomes the source mesh. Why: the tracker reports exactly what
-it is shown, so a smiling source photo turns every rendered frame — a high-pain cry included — into a smile.
+Only photos shipped inside registry packages are used (nothing is downloaded at run time; a photo from a
+Debian package is fetched once by `make setup`, avpenet.synth.photos; source and licence of each in
+docs/DATA.md). A photo whose person smiles, shows teeth or looks aside is made neutral before anything else:
+the teeth are inpainted with the surrounding lip colour, the inner lips are brought together, the smile
+field of ``face.action_fields`` is applied in reverse (mouth corners in and down) and the irises are moved
+to look ahead; the real FaceLandmarker then runs again on the neutralised photo, whose mesh becomes the
+source mesh. Why: the tracker reports exactly what it is shown, so a smiling source photo turns every
+rendered frame — a high-pain cry included — into a smile.
+
+Which faces a dataset's subjects get is a choice of `avpenet synth --faces` (DEFAULT_FACES: the two the
+reference was trained on).
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ class Source:
     load: object  # () -> RGB uint8 array
     crop: tuple[int, int, int]
     unsmile: float  # intensity of the reversed smile field (0: the photo's mouth is already neutral)
+    open_mouth: bool = False  # teeth inpainted and lips closed though there is no smile to undo
+    gaze: tuple[float, float] = (0.0, 0.0)  # iris shift (render pixels, +x right, +y down) to look ahead
+
+    @property
+    def neutralised(self) -> bool:
+        return self.unsmile > 0 or self.open_mouth or self.gaze != (0.0, 0.0)
 
 
 def _astronaut() -> np.ndarray:
@@ -49,14 +60,25 @@ def _grace_hopper() -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _jesper_pedersen() -> np.ndarray:
+    import cv2
+
+    from avpenet.synth import photos
+
+    bgr = cv2.imdecode(np.frombuffer(photos.read("jesper_pedersen"), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 SOURCES = {
     s.name: s
     for s in (
         Source("astronaut", _astronaut, (118, 22, 212), 4.0),
         Source("grace_hopper", _grace_hopper, (52, 23, 420), 0.0),
+        Source("jesper_pedersen", _jesper_pedersen, (190, 40, 410), 0.0, open_mouth=True, gaze=(-8.0, 6.0)),
     )
 }
 DEFAULT_SOURCE = "astronaut"
+DEFAULT_FACES = ("astronaut", "grace_hopper")  # the faces of the reference's training data
 
 
 def cropped(src: Source) -> np.ndarray:
@@ -83,8 +105,9 @@ def _detect(image: np.ndarray) -> face.NeutralFace:
     )
 
 
-def neutralise(nf: face.NeutralFace, unsmile: float) -> np.ndarray:
-    """The photo with teeth inpainted, lips closed and the smile reversed (RGB uint8, same size)."""
+def neutralise(nf: face.NeutralFace, unsmile: float, gaze: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The photo with teeth inpainted, lips closed, the smile reversed and the irises moved by `gaze`
+    (RGB uint8, same size)."""
     import cv2
 
     from avpenet.synth import render
@@ -102,7 +125,33 @@ def neutralise(nf: face.NeutralFace, unsmile: float) -> np.ndarray:
     base = face._neutral_from(
         filled, pts / np.array([*nf.image.shape[1::-1], nf.image.shape[1]]), nf.head_pose
     )
-    return render.Renderer(base).frame(nf.to_image(shape), np.zeros(2))
+    frame = render.Renderer(base).frame(nf.to_image(shape), np.zeros(2))
+    return shift_irises(frame, pts, gaze) if gaze != (0.0, 0.0) else frame
+
+
+def shift_irises(image: np.ndarray, points_px: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """Both irises moved by `shift` pixels inside their eye openings (the lids stay): a smooth warp centred
+    on each iris's new place, fading out at the opening's edge."""
+    import cv2
+
+    from avpenet.synth import render
+
+    h, w = image.shape[:2]
+    d = np.asarray(shift, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x, map_y = xx.copy(), yy.copy()
+    for opening, iris in zip(render._eye_polygons(), (face.IRIS_RIGHT, face.IRIS_LEFT), strict=True):
+        centre = points_px[iris[0], :2] + d
+        radius = np.linalg.norm(points_px[list(iris[1:]), :2] - points_px[iris[0], :2], axis=1).mean()
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [np.round(points_px[list(opening), :2]).astype(np.int32)], 255)
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(np.float32) / 255
+        weight = cv2.GaussianBlur(mask, (5, 5), 0) * np.exp(
+            -0.5 * ((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (1.6 * radius) ** 2
+        )
+        map_x -= weight * d[0]
+        map_y -= weight * d[1]
+    return cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
 @functools.lru_cache(maxsize=len(SOURCES))
@@ -114,8 +163,8 @@ def neutral_face(name: str = DEFAULT_SOURCE) -> face.NeutralFace:
 def neutral_of(src: Source) -> face.NeutralFace:
     """neutral_face of any photo, a candidate source included (source_probe.py); not cached."""
     nf = _detect(cropped(src))
-    if src.unsmile > 0:
-        nf = _detect(neutralise(nf, src.unsmile))
+    if src.neutralised:
+        nf = _detect(neutralise(nf, src.unsmile, src.gaze))
     return nf
 
 
@@ -153,16 +202,25 @@ def probe_frames(nf: face.NeutralFace, probe: str, levels, shape: np.ndarray | N
     return render.render_frames(nf, face.driven_points(ident, expr, face.render_camera(nf)), closure)
 
 
-def subject_source(seed: int, subject_index: int) -> str:
-    """The source photo of a subject: its own random stream (no other draw of the generator moves)."""
-    names = sorted(SOURCES)
+def subject_source(seed: int, subject_index: int, faces: tuple[str, ...] = DEFAULT_FACES) -> str:
+    """The source photo of a subject, one of `faces`: its own random stream (no other draw of the generator
+    moves, so a subject's voice, face shape and expressions are the same whichever faces are chosen)."""
+    names = sorted(faces)
     return names[int(np.random.default_rng([int(seed) & 0xFFFFFFFF, 7, subject_index]).integers(len(names)))]
 
 
-def neutral_states() -> dict[str, dict[str, np.ndarray]]:
-    """Every source's neutral face as plain arrays, so worker processes need no mediapipe run of their own."""
+def check_faces(faces: tuple[str, ...]) -> tuple[str, ...]:
+    """`faces` sorted and without repeats; ValueError naming the known ones for an unknown name."""
+    unknown = sorted(set(faces) - set(SOURCES))
+    if unknown or not faces:
+        raise ValueError(f"unknown face source(s) {unknown}; known: {', '.join(sorted(SOURCES))}")
+    return tuple(sorted(set(faces)))
+
+
+def neutral_states(faces: tuple[str, ...] = DEFAULT_FACES) -> dict[str, dict[str, np.ndarray]]:
+    """These sources' neutral faces as plain arrays: worker processes need no mediapipe run of their own."""
     out = {}
-    for name in SOURCES:
+    for name in faces:
         nf = neutral_face(name)
         h, w = nf.image.shape[:2]
         out[name] = {

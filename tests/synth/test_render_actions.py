@@ -5,7 +5,9 @@ Thresholds come from measured renders (docs/DATA.md, "What the tracker reads on 
 by at most STEP_SLACK (tracker noise) and the full action must rise by at least MIN_RISE. Another CPU moves
 what the tracker reads: the same renders tracked with numpy's and OpenCV's SIMD paths switched off moved a
 rise by up to 0.006 (Grace Hopper's browDown: 0.051 here, 0.057 so), so no threshold sits closer than 0.016 to
-a measured rise (the smallest margin: the astronaut's talking, 0.046 against 0.03).
+a measured rise (the smallest margin: the astronaut's talking, 0.046 against 0.03). The geometry checks'
+smallest margin is Jesper Pedersen's AU9/10: his upper lip-nose gap shrinks by 0.027 IOD against the 0.015
+asked (docs/DATA.md).
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ RESPONSE = {  # probe -> the blendshape (Left/Right averaged) that must rise
     "yawn": "jawOpen",
 }
 # Grace Hopper's thin, closed lips: mouthUpperUp stays 0 for a 5% IOD lip raise (0.19 only at 3x) and
-# jawOpen stays 0 for the small talking jaw; those two are checked on the tracked lip geometry instead
+# jawOpen stays 0 for the small talking jaw; Jesper Pedersen's closed lips give mouthUpperUp 0.01 for the
+# lip raise; those are checked on the tracked lip geometry instead
 # (GEOMETRY: two landmarks' distance in inter-ocular distances, and whether it must grow or shrink), as
 # docs/DATA.md says.
-GEOMETRY_ONLY = {("grace_hopper", "AU9/10"), ("grace_hopper", "talking")}
+GEOMETRY_ONLY = {("grace_hopper", "AU9/10"), ("grace_hopper", "talking"), ("jesper_pedersen", "AU9/10")}
 GEOMETRY = {"AU9/10": (0, 2, -1), "talking": (13, 14, +1)}  # upper lip to nose base; inner lip gap
-GEOMETRY_SLACK, GEOMETRY_RISE = 0.002, 0.015  # IOD; measured full moves 0.035 (AU9/10) and 0.036 (talking)
+GEOMETRY_SLACK, GEOMETRY_RISE = 0.002, 0.015  # IOD; measured full moves 0.035 (AU9/10) and 0.036 (talking),
+# Jesper Pedersen's AU9/10 0.027
 
 
 def _track(frames):

@@ -37,3 +37,22 @@ def test_a_file_that_is_no_image_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         source_probe.main([str(bad), "--crop", "0,0,10"])
     assert exc.value.code == 2
+
+
+def test_jesper_pedersen_is_neutral_only_with_his_mouth_closed_and_his_gaze_moved(
+    tmp_path: Path, capsys
+) -> None:
+    from avpenet.synth import photos
+
+    photo = tmp_path / "jesper.jpg"
+    photo.write_bytes(photos.read("jesper_pedersen"))
+    src = sources.SOURCES["jesper_pedersen"]
+    crop = ",".join(str(v) for v in src.crop)
+    gaze = ",".join(f"{v:g}" for v in src.gaze)
+    assert source_probe.main([str(photo), "--crop", crop]) == 1
+    as_shipped = capsys.readouterr().out
+    assert "jawOpen 0.1" in as_shipped and "eyeLookInRight" in as_shipped, as_shipped
+    assert source_probe.main([str(photo), "--crop", crop, "--close-mouth"]) == 1  # the gaze alone fails it
+    assert "jawOpen" not in capsys.readouterr().out.split("not neutral:")[1]
+    assert source_probe.main([str(photo), "--crop", crop, "--close-mouth", f"--gaze={gaze}"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; neutral")

@@ -1,0 +1,78 @@
+"""`avpenet synth --faces`: the same subjects drawn on other source photos (docs/DATA.md, *Face*).
+
+A subject's voice, labels, face shape and expressions come from its own random streams, so a clip made with
+other faces differs from the default one in its face pixels only: that is what lets the reference be judged
+on a face it was not trained on, subject for subject."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avpenet.synth import cli, dataset, sources
+
+OTHER = ("jesper_pedersen",)
+
+
+def _first_frame(mp4: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(mp4)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.int16)
+
+
+def test_other_faces_change_the_face_and_nothing_else(tmp_path: Path) -> None:
+    plan = next(
+        p for p in dataset.plan(7, 2, 6, None) if p.render and not (p.visual_missing or p.audio_missing)
+    )
+    made = {}
+    for faces in (sources.DEFAULT_FACES, OTHER):
+        root = tmp_path / faces[0]
+        for sub in ("audio", "visual", "video"):
+            (root / sub).mkdir(parents=True)
+        clip = copy.deepcopy(plan)
+        clip.faces = faces
+        made[faces] = (root, dataset.make_clip(clip, str(root)))
+    (default, truth_a), (other, truth_b) = made[sources.DEFAULT_FACES], made[OTHER]
+    wav = f"audio/{plan.clip_id}.wav"
+    assert (default / wav).read_bytes() == (other / wav).read_bytes()
+    assert truth_a["voiced_fraction"] == truth_b["voiced_fraction"]
+    assert sources.subject_source(7, plan.subject.index) != OTHER[0]
+    diff = np.abs(
+        _first_frame(default / f"video/{plan.clip_id}.mp4")
+        - _first_frame(other / f"video/{plan.clip_id}.mp4")
+    )
+    assert diff.mean() > 20, diff.mean()  # another person's photo, not a shade of the same one
+    assert truth_b["face_missing_fraction"] < 0.5  # the tracker follows the new face
+
+
+def _generate(out: Path, **kw) -> dataset.Summary:
+    return dataset.generate(out, seed=21, n_subjects=3, render=0, workers=1, progress=False, **kw)
+
+
+def test_a_set_records_its_faces_only_when_they_are_not_the_default(tmp_path: Path) -> None:
+    _generate(tmp_path / "default")
+    assert "faces" not in json.loads((tmp_path / "default" / "plan.json").read_text())
+    _generate(tmp_path / "other", faces=OTHER)
+    assert json.loads((tmp_path / "other" / "plan.json").read_text())["faces"] == list(OTHER)
+    assert (tmp_path / "default" / "labels.csv").read_text() == (
+        tmp_path / "other" / "labels.csv"
+    ).read_text()
+    with pytest.raises(ValueError, match="resume with the same options"):
+        _generate(tmp_path / "other", resume=True)  # the default faces now: not the run it continues
+
+
+def test_an_unknown_face_is_refused_with_the_known_ones(tmp_path: Path, capsys) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "s"), "--subjects", "3", "--faces", "astronaut,nobody"])
+    assert cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown face source(s) ['nobody']" in err
+    assert all(name in err for name in sources.SOURCES)
