@@ -1,0 +1,137 @@
+"""The same clips with another face: what a model does on a source photo it was not trained on.
+
+    python -m cli.face_swap_report --default S --other SJ [--checkpoint RUN_DIR] [--json OUT.json]
+
+S and SJ are two renders of one plan's subjects, e.g. `avpenet synth --out S --parts test` and the same with
+`--faces jesper_pedersen`: labels, sound, face shape and driven expressions are the same clip for clip, only
+the photo differs (tests/synth/test_faces.py). Every clip of the checkpoint's test subjects that has an MP4 in
+both is scored on the video path, as `avpenet evaluate --paths` scores it (the MP4 tracked, its sound, a face
+never found masked), in both sets. Printed: MAE in each set and their difference, with a 95% interval from
+resampling subjects (paired: a resample takes a subject's clips from both sets), and the bias (mean score -
+label) in each, overall, by the face each subject has in S and by age group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BOOTSTRAP = 1000
+
+
+def video_scores(model, data_dir: Path, rows: list[dict[str, str]], modality: str) -> dict[str, float]:
+    """{clip_id: the video path's score}."""
+    from avpenet import contract as C
+    from avpenet import data
+    from avpenet.evaluate_paths import path_row
+    from avpenet.predict import predict_clips
+    from avpenet.train import restrict
+
+    picked = [r for row in rows if (r := path_row(row, "video")) is not None]
+    clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
+    pred = predict_clips(model, [restrict(dict(c.inputs), modality) for c in clips])[C.SCORE.name]
+    return {c.clip_id: float(p) for c, p in zip(clips, pred, strict=True)}
+
+
+def paired(err_a: np.ndarray, err_b: np.ndarray, subjects: np.ndarray, seed: int = 0) -> dict:
+    """From signed errors (score - label): MAE and bias of each, the MAE's change b - a and its
+    subject-bootstrap 95% interval."""
+    bias_a, bias_b = float(err_a.mean()), float(err_b.mean())
+    err_a, err_b = np.abs(err_a), np.abs(err_b)
+    ids = np.unique(subjects)
+    members = [np.flatnonzero(subjects == s) for s in ids]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+        diffs.append(float(err_b[idx].mean() - err_a[idx].mean()))
+    return {
+        "n_clips": int(err_a.size),
+        "n_subjects": int(ids.size),
+        "mae_default": float(err_a.mean()),
+        "mae_other": float(err_b.mean()),
+        "difference": float(err_b.mean() - err_a.mean()),
+        "difference_ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+        "bias_default": bias_a,
+        "bias_other": bias_b,
+    }
+
+
+def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
+    from avpenet import data
+    from avpenet.model import REFERENCE_DIR, load_model
+    from avpenet.synth import sources
+
+    checkpoint = Path(checkpoint) if checkpoint is not None else REFERENCE_DIR
+    ckpt = load_model(checkpoint)
+    modality = ckpt.config.get("modality", "both")
+    found = data.split_for(default, checkpoint, ckpt.config)
+    if found is None or data.split_for(other, checkpoint, ckpt.config) is None:
+        raise ValueError("both sets must hold the checkpoint's test subjects (renders of its plan)")
+    test = set(data.read_split(found[0])["test"])
+    plan = data.read_plan(default) or {}
+    rows = {d: [r for r in data.read_labels(d) if r["subject_id"] in test] for d in (default, other)}
+    scores = {d: video_scores(ckpt.model, d, rows[d], modality) for d in (default, other)}
+    common = sorted(set(scores[default]) & set(scores[other]))
+    truth = {r["clip_id"]: r for r in rows[default]}
+    true = np.array([float(truth[c]["score"]) for c in common])
+    err_a = np.array([scores[default][c] for c in common]) - true
+    err_b = np.array([scores[other][c] for c in common]) - true
+    subjects = np.array([truth[c]["subject_id"] for c in common])
+    faces = tuple(plan.get("faces", sources.DEFAULT_FACES))
+    index = {r["subject_id"]: int(r["subject_id"][1:]) - 1 for r in rows[default]}
+    face = np.array([sources.subject_source(plan.get("seed", 0), index[s], faces) for s in subjects])
+    age = np.array([truth[c]["age_group"] for c in common])
+    out = {"checkpoint": str(checkpoint), "default": str(default), "other": str(other),
+           "all": paired(err_a, err_b, subjects)}  # fmt: skip
+    for key, groups in (("face_in_default", face), ("age_group", age)):
+        out[key] = {
+            g: paired(err_a[groups == g], err_b[groups == g], subjects[groups == g])
+            for g in sorted(set(groups))
+        }
+    return out
+
+
+def lines(result: dict) -> list[str]:
+    def row(name: str, r: dict) -> str:
+        lo, hi = r["difference_ci95"]
+        return (
+            f"{name}: {r['n_clips']} clips of {r['n_subjects']} subjects, MAE {r['mae_default']:.3f} -> "
+            f"{r['mae_other']:.3f} ({r['difference']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}); bias "
+            f"{r['bias_default']:+.2f} -> {r['bias_other']:+.2f}"
+        )
+
+    out = [row("all", result["all"])]
+    for key in ("face_in_default", "age_group"):
+        out += [row(f"{key} {g}", r) for g, r in result[key].items()]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default", required=True, type=Path, help="a render with the default faces")
+    parser.add_argument(
+        "--other", required=True, type=Path, help="the same subjects rendered with other faces"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="run directory (default: the reference)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    try:
+        result = report(args.default, args.other, args.checkpoint)
+    except (OSError, ValueError) as exc:
+        print(f"face_swap_report: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines(result)))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""cli.face_swap_report: the MAE change between two renders of the same clips, with a subject-bootstrap
+interval (a subject's clips are resampled together, so one subject's change cannot pass for everyone's)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cli import face_swap_report
+
+
+def test_a_uniform_change_is_reported_exactly() -> None:
+    err = np.linspace(0.0, 2.0, 12)
+    r = face_swap_report.paired(err, err + 0.1, np.repeat(["S1", "S2", "S3", "S4"], 3))
+    assert r["n_clips"] == 12 and r["n_subjects"] == 4
+    assert np.isclose(r["difference"], 0.1) and np.allclose(r["difference_ci95"], [0.1, 0.1])
+    assert np.isclose(r["bias_other"] - r["bias_default"], 0.1)
+    low = face_swap_report.paired(err, -err, np.repeat(["S1", "S2", "S3", "S4"], 3))  # scores as far below
+    assert np.isclose(low["difference"], 0.0) and np.isclose(low["bias_other"], -1.0)
+
+
+def test_one_subjects_change_is_not_read_as_everyones() -> None:
+    subjects = np.array(["S1"] * 6 + ["S2", "S3", "S4", "S5"])
+    err = np.zeros(10)
+    worse = np.where(subjects == "S1", 1.0, 0.0)  # six of ten clips, all one subject's
+    r = face_swap_report.paired(err, worse, subjects)
+    assert np.isclose(r["difference"], 0.6)
+    lo, hi = r["difference_ci95"]
+    assert lo == 0.0 and hi > 0.6  # resamples without S1 change nothing; resampling clips would not reach 0
+    assert face_swap_report.lines({"all": r, "face_in_default": {}, "age_group": {}})[0].startswith(
+        "all: 10 clips of 5 subjects, MAE 0.000 -> 0.600 (+0.600"
+    ) and face_swap_report.lines({"all": r, "face_in_default": {}, "age_group": {}})[0].endswith(
+        "bias +0.00 -> +0.60"
+    )
