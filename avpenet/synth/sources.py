@@ -204,7 +204,8 @@ def probe_frames(nf: face.NeutralFace, probe: str, levels, shape: np.ndarray | N
 
 def subject_source(seed: int, subject_index: int, faces: tuple[str, ...] = DEFAULT_FACES) -> str:
     """The source photo of a subject, one of `faces`: its own random stream (no other draw of the generator
-    moves, so a subject's voice, face shape and expressions are the same whichever faces are chosen)."""
+    moves, so a subject's voice, expressions and the proportions applied to the photo's mesh are the same
+    whichever faces are chosen)."""
     names = sorted(faces)
     return names[int(np.random.default_rng([int(seed) & 0xFFFFFFFF, 7, subject_index]).integers(len(names)))]
 
@@ -213,7 +214,8 @@ def check_faces(faces: tuple[str, ...]) -> tuple[str, ...]:
     """`faces` sorted and without repeats; ValueError naming the known ones for an unknown name."""
     unknown = sorted(set(faces) - set(SOURCES))
     if unknown or not faces:
-        raise ValueError(f"unknown face source(s) {unknown}; known: {', '.join(sorted(SOURCES))}")
+        which = f"unknown face source(s) {unknown}" if unknown else "no face source given"
+        raise ValueError(f"{which}; known: {', '.join(sorted(SOURCES))}")
     return tuple(sorted(set(faces)))
 
 

@@ -1,8 +1,8 @@
 """`avpenet synth --faces`: the same subjects drawn on other source photos (docs/DATA.md, *Face*).
 
-A subject's voice, labels, face shape and expressions come from its own random streams, so a clip made with
-other faces differs from the default one in its face pixels only: that is what lets the reference be judged
-on a face it was not trained on, subject for subject."""
+A subject's voice, labels, expressions and the proportions applied to its photo's mesh come from its own
+random streams, so a clip made with other faces differs from the default one in its face only: that is what
+lets the reference be judged on a face it was not trained on, subject for subject."""
 
 from __future__ import annotations
 
