@@ -429,7 +429,7 @@ def _init_worker(neutral_states: dict) -> None:
 
 @functools.lru_cache(maxsize=len(sources.SOURCES))
 def _worker_neutral(name: str) -> face.NeutralFace:
-    if _NEUTRAL_STATE is None:
+    if _NEUTRAL_STATE is None or name not in _NEUTRAL_STATE:  # a clip made outside generate()'s workers
         return sources.neutral_face(name)
     return face.neutral_from_arrays(_NEUTRAL_STATE[name])
 
