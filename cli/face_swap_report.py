@@ -67,6 +67,10 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     from avpenet.model import REFERENCE_DIR, load_model
     from avpenet.synth import sources
 
+    if not data.same_subjects(data.read_plan(default), data.read_plan(other)):  # ids alone match any seed's
+        raise ValueError(
+            f"{default} and {other} are not renders of one plan (plan.json: seed, subjects, clips)"
+        )
     checkpoint = Path(checkpoint) if checkpoint is not None else REFERENCE_DIR
     ckpt = load_model(checkpoint)
     modality = ckpt.config.get("modality", "both")

@@ -31,3 +31,12 @@ def test_one_subjects_change_is_not_read_as_everyones() -> None:
     ) and face_swap_report.lines({"all": r, "face_in_default": {}, "age_group": {}})[0].endswith(
         "bias +0.00 -> +0.60"
     )
+
+
+def test_sets_of_two_plans_are_refused_before_anything_is_scored(tmp_path, capsys) -> None:
+    from avpenet.synth import dataset
+
+    for name, seed in (("a", 21), ("b", 22)):  # the same subject and clip ids, other clips
+        dataset.generate(tmp_path / name, seed=seed, n_subjects=3, render=0, workers=1, progress=False)
+    assert face_swap_report.main(["--default", str(tmp_path / "a"), "--other", str(tmp_path / "b")]) == 2
+    assert "are not renders of one plan" in capsys.readouterr().err
