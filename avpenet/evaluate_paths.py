@@ -17,7 +17,7 @@ a zero-width "95% CI", and a few give one that only lists them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +42,26 @@ def path_row(row: dict[str, str], path: str) -> dict[str, str] | None:
     return {**row, **{c: (row[c] if c in keep else "") for c in ("audio", "visual", "video")}}
 
 
+def subject_resamples(subjects: Sequence[str], n: int = BOOTSTRAP, seed: int = 0) -> Iterator[np.ndarray]:
+    """`n` index arrays, each the clips of as many subjects as there are, drawn with replacement: a subject's
+    clips are resampled together (they are not independent)."""
+    subjects = np.asarray(subjects)
+    ids = np.unique(subjects)
+    members = [np.flatnonzero(subjects == s) for s in ids]
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+
+
 def subject_bootstrap(
     pred: np.ndarray, true: np.ndarray, subjects: Sequence[str], n: int = BOOTSTRAP, seed: int = 0
 ) -> dict[str, list[float]]:
     """95% percentile intervals of MAE, Pearson r and 3-class accuracy over subject resamples."""
     from avpenet.predict import level_index
 
-    subjects = np.asarray(subjects)
-    ids = np.unique(subjects)
-    members = [np.flatnonzero(subjects == s) for s in ids]
     hit = level_index(pred) == level_index(true)
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {"mae": [], "pearson_r": [], "accuracy_3class": []}
-    for _ in range(n):
-        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+    for idx in subject_resamples(subjects, n, seed):
         p, t = pred[idx], true[idx]
         draws["mae"].append(float(np.abs(p - t).mean()))
         ok = p.std() > 0 and t.std() > 0
@@ -74,25 +80,33 @@ def subject_ci(pred: np.ndarray, true: np.ndarray, subjects: Sequence[str]) -> d
     return {"ci95": subject_bootstrap(pred, true, subjects)}
 
 
-def evaluate_paths(model, data_dir: Path, rows: list[dict[str, str]], subjects: Sequence[str], modality: str):
-    """{path: metrics + ci95 + n_clips + clips whose tracked face was never found} for the test subjects."""
+def path_scores(model, data_dir: Path, rows: list[dict[str, str]], path: str, modality: str):
+    """(clips, scores) of the `rows` that can take `path`, each decoded as that upload would be and scored."""
     from avpenet import contract as C
     from avpenet import data
-    from avpenet.predict import predict_clips, regression_metrics
+    from avpenet.predict import predict_clips
     from avpenet.train import restrict
 
+    clips = [data.load_clip(data_dir, r, keep_track=False) for row in rows if (r := path_row(row, path))]
+    if not clips:
+        return [], np.zeros(0)
+    return clips, predict_clips(model, [restrict(dict(c.inputs), modality) for c in clips])[C.SCORE.name]
+
+
+def evaluate_paths(model, data_dir: Path, rows: list[dict[str, str]], subjects: Sequence[str], modality: str):
+    """{path: metrics + ci95 + n_clips + clips whose tracked face was never found} for the test subjects."""
+    from avpenet.predict import regression_metrics
+
     keep = set(subjects)
+    mine = [row for row in rows if row["subject_id"] in keep]
     out: dict[str, dict] = {}
     for path in PATHS:
-        picked = [r for row in rows if row["subject_id"] in keep and (r := path_row(row, path)) is not None]
-        if not picked:
+        clips, pred = path_scores(model, data_dir, mine, path, modality)
+        if not clips:
             continue
-        clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
-        inputs = [restrict(dict(c.inputs), modality) for c in clips]
-        pred = predict_clips(model, inputs)[C.SCORE.name]
         true = np.array([c.score for c in clips])
         who = [c.subject_id for c in clips]
-        no_face = [c.clip_id for c, r in zip(clips, picked, strict=True) if r["video"] and not _has_face(c)]
+        no_face = [c.clip_id for c in clips if path == "video" and not _has_face(c)]  # only it tracks
         out[path] = {
             **regression_metrics(pred, true),
             **subject_ci(pred, true, who),

@@ -21,38 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-BOOTSTRAP = 1000
-
 
 def video_scores(model, data_dir: Path, rows: list[dict[str, str]], modality: str) -> dict[str, float]:
-    """{clip_id: the video path's score}."""
-    from avpenet import contract as C
-    from avpenet import data
-    from avpenet.evaluate_paths import path_row
-    from avpenet.predict import predict_clips
-    from avpenet.train import restrict
+    """{clip_id: the video path's score}, as `avpenet evaluate --paths` scores it."""
+    from avpenet.evaluate_paths import path_scores
 
-    picked = [r for row in rows if (r := path_row(row, "video")) is not None]
-    clips = [data.load_clip(data_dir, r, keep_track=False) for r in picked]
-    pred = predict_clips(model, [restrict(dict(c.inputs), modality) for c in clips])[C.SCORE.name]
+    clips, pred = path_scores(model, data_dir, rows, "video", modality)
     return {c.clip_id: float(p) for c, p in zip(clips, pred, strict=True)}
 
 
 def paired(err_a: np.ndarray, err_b: np.ndarray, subjects: np.ndarray, seed: int = 0) -> dict:
     """From signed errors (score - label): MAE and bias of each, the MAE's change b - a and its
     subject-bootstrap 95% interval."""
+    from avpenet.evaluate_paths import subject_resamples
+
     bias_a, bias_b = float(err_a.mean()), float(err_b.mean())
     err_a, err_b = np.abs(err_a), np.abs(err_b)
-    ids = np.unique(subjects)
-    members = [np.flatnonzero(subjects == s) for s in ids]
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(BOOTSTRAP):
-        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
-        diffs.append(float(err_b[idx].mean() - err_a[idx].mean()))
+    diffs = [float(err_b[i].mean() - err_a[i].mean()) for i in subject_resamples(subjects, seed=seed)]
     return {
         "n_clips": int(err_a.size),
-        "n_subjects": int(ids.size),
+        "n_subjects": len(set(subjects)),
         "mae_default": float(err_a.mean()),
         "mae_other": float(err_b.mean()),
         "difference": float(err_b.mean() - err_a.mean()),
@@ -65,9 +53,10 @@ def paired(err_a: np.ndarray, err_b: np.ndarray, subjects: np.ndarray, seed: int
 def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     from avpenet import data
     from avpenet.model import REFERENCE_DIR, load_model
-    from avpenet.synth import sources
+    from avpenet.synth import dataset, sources
 
-    if not data.same_subjects(data.read_plan(default), data.read_plan(other)):  # ids alone match any seed's
+    plan = data.read_plan(default)
+    if not data.same_subjects(plan, data.read_plan(other)):  # ids alone match any seed's
         raise ValueError(
             f"{default} and {other} are not renders of one plan (plan.json: seed, subjects, clips)"
         )
@@ -78,7 +67,6 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     if found is None or data.split_for(other, checkpoint, ckpt.config) is None:
         raise ValueError("both sets must hold the checkpoint's test subjects (renders of its plan)")
     test = set(data.read_split(found[0])["test"])
-    plan = data.read_plan(default) or {}
     rows = {d: [r for r in data.read_labels(d) if r["subject_id"] in test] for d in (default, other)}
     scores = {d: video_scores(ckpt.model, d, rows[d], modality) for d in (default, other)}
     common = sorted(set(scores[default]) & set(scores[other]))
@@ -88,8 +76,8 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     err_b = np.array([scores[other][c] for c in common]) - true
     subjects = np.array([truth[c]["subject_id"] for c in common])
     faces = tuple(plan.get("faces", sources.DEFAULT_FACES))
-    index = {r["subject_id"]: int(r["subject_id"][1:]) - 1 for r in rows[default]}
-    face = np.array([sources.subject_source(plan.get("seed", 0), index[s], faces) for s in subjects])
+    index = {s.subject_id: s.index for s in dataset.make_subjects(plan["seed"], plan["n_subjects"])}
+    face = np.array([sources.subject_source(plan["seed"], index[s], faces) for s in subjects])
     age = np.array([truth[c]["age_group"] for c in common])
     out = {"checkpoint": str(checkpoint), "default": str(default), "other": str(other),
            "all": paired(err_a, err_b, subjects)}  # fmt: skip
