@@ -150,7 +150,10 @@ def test_scoring_failing_every_time_ends_the_stream_after_10_closes(monkeypatch)
         raise RuntimeError("a bug in the alert logic")
 
     monkeypatch.setattr(alerts.AlertMonitor, "feed", broken)
-    runs = _until_final(the_hub, entry, _audio_paced(300), limit=20)
+    # More media than ten connections can take (50 chunks each, never the `end`): a connection's failed
+    # batch loses its windows, so with 300 chunks a run whose batches came large (the receiver ahead of the
+    # processor) used them all up and its 10th connection ended 1000 with nothing left to score.
+    runs = _until_final(the_hub, entry, _audio_paced(1000), limit=20)
     codes = [code for code, _ in runs]
     assert codes == [CLOSE_INTERNAL] * 9 + [CLOSE_UNPROCESSABLE], codes  # before: 1011 on every resume
     (fatal,) = runs[-1][1].errors("unprocessable")
