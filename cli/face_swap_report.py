@@ -75,7 +75,7 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     err_a = np.array([scores[default][c] for c in common]) - true
     err_b = np.array([scores[other][c] for c in common]) - true
     subjects = np.array([truth[c]["subject_id"] for c in common])
-    faces = tuple(plan.get("faces", sources.DEFAULT_FACES))
+    faces = sources.plan_faces(plan)
     index = {s.subject_id: s.index for s in dataset.make_subjects(plan["seed"], plan["n_subjects"])}
     face = np.array([sources.subject_source(plan["seed"], index[s], faces) for s in subjects])
     age = np.array([truth[c]["age_group"] for c in common])

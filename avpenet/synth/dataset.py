@@ -466,8 +466,9 @@ def generate(
 
     `subjects` as a list or tuple is also the order the clips are made in (subject by subject). With
     `resume`, clips a previous run of the same options finished (DIR/.progress/, avpenet.synth.progress) are
-    not made again. `faces`: the source photos subjects' faces are drawn from (sources.subject_source); only
-    a set made with others than sources.DEFAULT_FACES records them, so the reference's sets read as before."""
+    not made again. `faces`: the source photos subjects' faces are drawn from (sources.subject_source); a set
+    records them unless they are sources.TWO_FACES, so the sets made before faces were recorded (with those
+    two) read and resume as before, and a resume of one with other faces is refused."""
     faces = sources.check_faces(faces)
     out = Path(out_dir)
     for sub in ("audio", "visual", "video"):
@@ -485,7 +486,7 @@ def generate(
             raise ValueError(f"subjects not in this set (seed {seed}, {n_subjects} subjects): {unknown}")
         plans = [p for p in plans if p.subject.subject_id in chosen]
     params = {"seed": seed, "n_subjects": n_subjects, "n_clips": n_clips, "render": render}
-    if faces != sources.DEFAULT_FACES:  # the same subjects with other faces: a resume must keep them
+    if faces != sources.TWO_FACES:  # the same subjects with other faces: a resume must keep them
         recorded["faces"] = params["faces"] = list(faces)
     done = synth_progress.start(out, params, resume)
     todo = [i for i, p in enumerate(plans) if p.clip_id not in done]

@@ -9,7 +9,7 @@ to look ahead; the real FaceLandmarker then runs again on the neutralised photo,
 source mesh. Why: the tracker reports exactly what it is shown, so a smiling source photo turns every
 rendered frame — a high-pain cry included — into a smile.
 
-Which faces a dataset's subjects get is a choice of `avpenet synth --faces` (DEFAULT_FACES: the two the
+Which faces a dataset's subjects get is a choice of `avpenet synth --faces` (DEFAULT_FACES: the three the
 reference was trained on).
 """
 
@@ -78,7 +78,9 @@ SOURCES = {
     )
 }
 DEFAULT_SOURCE = "astronaut"
-DEFAULT_FACES = ("astronaut", "grace_hopper")  # the faces of the reference's training data
+DEFAULT_FACES = ("astronaut", "grace_hopper", "jesper_pedersen")  # the faces of the reference's training data
+# The faces of every set made before a third was added (their plan.json records none; docs/DATA.md, *Face*)
+TWO_FACES = ("astronaut", "grace_hopper")
 
 
 def cropped(src: Source) -> np.ndarray:
@@ -208,6 +210,11 @@ def subject_source(seed: int, subject_index: int, faces: tuple[str, ...] = DEFAU
     whichever faces are chosen)."""
     names = sorted(faces)
     return names[int(np.random.default_rng([int(seed) & 0xFFFFFFFF, 7, subject_index]).integers(len(names)))]
+
+
+def plan_faces(plan: dict) -> tuple[str, ...]:
+    """The faces a set's subjects were drawn from, as its plan.json says (a set recording none: TWO_FACES)."""
+    return tuple(plan.get("faces", TWO_FACES))
 
 
 def check_faces(faces: tuple[str, ...]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import pytest
 
 from avpenet.synth import cli, dataset, sources
 
-OTHER = ("jesper_pedersen",)
+ONE, OTHER = ("astronaut",), ("jesper_pedersen",)  # a face each: the subject's source is known
 
 
 def _generate(out: Path, **kw) -> dataset.Summary:
@@ -30,41 +30,44 @@ def _first_frame(mp4: Path) -> np.ndarray:
 
 
 def test_other_faces_change_the_face_and_nothing_else(tmp_path: Path) -> None:
-    _generate(tmp_path / "before")  # a set made in this process first leaves its faces' states behind
+    # a set made in this process first leaves its faces' states behind, without OTHER's (_worker_neutral)
+    _generate(tmp_path / "before", faces=ONE)
     plan = next(
         p for p in dataset.plan(7, 2, 6, None) if p.render and not (p.visual_missing or p.audio_missing)
     )
     made = {}
-    for faces in (sources.DEFAULT_FACES, OTHER):
+    for faces in (ONE, OTHER):
         root = tmp_path / faces[0]
         for sub in ("audio", "visual", "video"):
             (root / sub).mkdir(parents=True)
         clip = copy.deepcopy(plan)
         clip.faces = faces
         made[faces] = (root, dataset.make_clip(clip, str(root)))
-    (default, truth_a), (other, truth_b) = made[sources.DEFAULT_FACES], made[OTHER]
+    (one, truth_a), (other, truth_b) = made[ONE], made[OTHER]
     wav = f"audio/{plan.clip_id}.wav"
-    assert (default / wav).read_bytes() == (other / wav).read_bytes()
+    assert (one / wav).read_bytes() == (other / wav).read_bytes()
     assert truth_a["voiced_fraction"] == truth_b["voiced_fraction"]
-    assert sources.subject_source(7, plan.subject.index) != OTHER[0]
     diff = np.abs(
-        _first_frame(default / f"video/{plan.clip_id}.mp4")
-        - _first_frame(other / f"video/{plan.clip_id}.mp4")
+        _first_frame(one / f"video/{plan.clip_id}.mp4") - _first_frame(other / f"video/{plan.clip_id}.mp4")
     )
     assert diff.mean() > 20, diff.mean()  # another person's photo, not a shade of the same one
     assert truth_b["face_missing_fraction"] < 0.5  # the tracker follows the new face
 
 
-def test_a_set_records_its_faces_only_when_they_are_not_the_default(tmp_path: Path) -> None:
+def test_a_set_records_its_faces_unless_they_are_the_two_of_older_sets(tmp_path: Path) -> None:
+    """Sets made before faces were recorded drew from sources.TWO_FACES and record none: read so, and
+    resumable with those two; any other choice, the default included, is recorded and kept on a resume."""
     _generate(tmp_path / "default")
-    assert "faces" not in json.loads((tmp_path / "default" / "plan.json").read_text())
-    _generate(tmp_path / "other", faces=OTHER)
-    assert json.loads((tmp_path / "other" / "plan.json").read_text())["faces"] == list(OTHER)
-    assert (tmp_path / "default" / "labels.csv").read_text() == (
-        tmp_path / "other" / "labels.csv"
-    ).read_text()
+    recorded = json.loads((tmp_path / "default" / "plan.json").read_text())
+    assert recorded["faces"] == sorted(sources.DEFAULT_FACES)
+    assert sources.plan_faces(recorded) == tuple(sorted(sources.DEFAULT_FACES))
+    _generate(tmp_path / "two", faces=sources.TWO_FACES)
+    older = json.loads((tmp_path / "two" / "plan.json").read_text())
+    assert "faces" not in older and sources.plan_faces(older) == sources.TWO_FACES
+    assert (tmp_path / "default" / "labels.csv").read_text() == (tmp_path / "two" / "labels.csv").read_text()
+    _generate(tmp_path / "two", faces=sources.TWO_FACES, resume=True)  # an older set resumes as it was made
     with pytest.raises(ValueError, match="resume with the same options"):
-        _generate(tmp_path / "other", resume=True)  # the default faces now: not the run it continues
+        _generate(tmp_path / "two", resume=True)  # the default faces now: not the run it continues
 
 
 def test_an_unknown_face_is_refused_with_the_known_ones(tmp_path: Path, capsys) -> None:
