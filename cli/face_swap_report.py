@@ -2,14 +2,14 @@
 
     python -m cli.face_swap_report --default S --other SJ [--checkpoint RUN_DIR] [--json OUT.json]
 
-S and SJ are two renders of one plan's subjects, e.g. `avpenet synth --out S --parts test` and the same with
-`--faces jesper_pedersen`: labels, sound, driven expressions and the proportions applied to the photo's mesh
-are the same clip for clip, only the photo and its mesh differ (tests/synth/test_faces.py). Every clip of the
-checkpoint's test subjects that has an MP4 in both is scored on the video path, as `avpenet evaluate --paths`
-scores it (the MP4 tracked, its sound, a face never found masked), in both sets. Printed: MAE in each set and
-their difference, with a 95% interval from resampling subjects (paired: a resample takes a subject's clips
-from both sets), and the bias (mean score - label) in each, overall, by the face each subject has in S and by
-age group.
+S and SJ are two renders of one plan's subjects with other faces, e.g. `avpenet synth --out S --parts test
+--faces astronaut,grace_hopper` and the same with `--faces jesper_pedersen`: labels, sound, driven expressions
+and the proportions applied to the photo's mesh are the same clip for clip, only the photo and its mesh differ
+(tests/synth/test_faces.py). Every clip of the checkpoint's test subjects that has an MP4 in both is scored on
+the video path, as `avpenet evaluate --paths` scores it (the MP4 tracked, its sound, a face never found
+masked), in both sets. Printed: MAE in each set and their difference, with a 95% interval from resampling
+subjects (paired: a resample takes a subject's clips from both sets), and the bias (mean score - label) in
+each, overall, by the face each subject has in S and by age group.
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def lines(result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--default", required=True, type=Path, help="a render with the default faces")
+    parser.add_argument(
+        "--default", required=True, type=Path, help="a render of the subjects with the faces compared against"
+    )
     parser.add_argument(
         "--other", required=True, type=Path, help="the same subjects rendered with other faces"
     )
