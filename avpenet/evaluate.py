@@ -1,10 +1,11 @@
 """`avpenet evaluate`: judge a checkpoint on unseen subjects, with robustness and calibration figures.
 
-    avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report REPORT_DIR]
+    avpenet evaluate --data DIR [--checkpoint RUN_DIR] --json OUT.json [--report REPORT_DIR] [--part val]
 
 Clips of the test subjects only: --split, DIR/split.json, or the checkpoint's own split when DIR is the
 dataset it was trained on (same labels.csv digest) or another render of its plan (DIR/plan.json, e.g.
-`avpenet synth --parts val`: the same subjects); otherwise every subject is unseen test data.
+`avpenet synth --parts val`: the same subjects); otherwise every subject is unseen test data. `--part val`
+judges that split's validation subjects instead, the ones candidates are chosen on.
 A clip's score is the mean of its windows' scores (``aggregate.aggregate_windows``, as the gateway serves it;
 windows with neither modality left out).
 Figures, under stable JSON keys:
@@ -71,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split", type=Path, help="split.json whose test subjects to use (see choose_subjects)"
     )
+    parser.add_argument(
+        "--part", choices=("test", "val"), default="test",
+        help="the split's part to judge: val to choose between candidates (the test subjects never choose), "
+        "test (default) for the figures reported",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seeds the added noise and occlusion")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
@@ -87,13 +93,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def choose_subjects(
     args: argparse.Namespace, config: dict, rows: list[dict[str, str]]
 ) -> tuple[list[str], str]:
-    """Test subjects of the split data.split_for finds (--split, DIR/split.json, or the checkpoint's own when
-    DIR is the data it was trained on or a render of its plan), else every subject (unseen data)."""
+    """Test subjects (`--part val`: validation subjects) of the split data.split_for finds (--split,
+    DIR/split.json, or the checkpoint's own when DIR is the data it was trained on or a render of its plan),
+    else every subject (unseen data; no validation part to take)."""
+    part = getattr(args, "part", "test")
     found = data.split_for(args.data, args.checkpoint, config, getattr(args, "split", None))
     if found is None:
+        if part != "test":
+            raise ValueError(
+                f"--part {part}: no split says which subjects of {args.data} are {part} subjects (give "
+                "--split, or a checkpoint trained on this data or on another render of its plan)"
+            )
         return sorted({r["subject_id"] for r in rows}), "all subjects (no split.json in the data)"
     path, source, why = found
-    return data.read_split(path)["test"], f"{source} (test)" + (f": {why}" if why else "")
+    return data.read_split(path)[part], f"{source} ({part})" + (f": {why}" if why else "")
 
 
 def send_age(clips: list[data.Clip], args: argparse.Namespace) -> list[data.Clip]:
@@ -214,7 +227,8 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
     subjects, split_source = choose_subjects(args, ckpt.config, rows)
     clips = send_age(data.load_clips(args.data, subjects, progress=not args.quiet), args)
     if not clips:
-        raise ValueError(f"no clips of the test subjects in {args.data} (test subjects from {split_source})")
+        part = getattr(args, "part", "test")
+        raise ValueError(f"no clips of the {part} subjects in {args.data} (subjects from {split_source})")
     scores = np.array([c.score for c in clips])
     ages = np.array([c.age_group for c in clips])
     floor = label_noise_floor(args.data, clips)

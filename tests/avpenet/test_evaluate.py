@@ -46,6 +46,20 @@ def test_only_test_subjects_of_the_training_data_are_scored(evaluated, tiny_set,
     assert result["test_subjects_from"] == "the checkpoint's split.json (test): the data it was trained on"
 
 
+def test_part_val_judges_the_validation_subjects_of_the_same_split(tiny_set, tiny_run, tmp_path):
+    """Candidates are chosen on validation subjects: `--part val` takes them from the split the test figures
+    come from, instead of a hand-made copy of split.json with its parts swapped."""
+    rows = data.read_labels(tiny_set)
+    split = json.loads((tiny_run[0] / "split.json").read_text())
+    args = argparse.Namespace(data=tiny_set, checkpoint=tiny_run[0], split=None, part="val")
+    subjects, source = evaluate.choose_subjects(args, tiny_run[1], rows)
+    assert subjects == split["val"] and not set(subjects) & set(split["test"])
+    assert source == "the checkpoint's split.json (val): the data it was trained on"
+    unseen = argparse.Namespace(data=tmp_path, checkpoint=tmp_path, split=None, part="val")
+    with pytest.raises(ValueError, match="--part val: no split says which subjects"):
+        evaluate.choose_subjects(unseen, {}, rows)  # unseen data has no validation part to judge
+
+
 def test_unseen_data_is_all_test_data(tiny_set, tmp_path):
     rows = data.read_labels(tiny_set)
     # a folder without split.json, and a "checkpoint" without one: nothing says which subjects were seen
