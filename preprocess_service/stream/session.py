@@ -257,6 +257,13 @@ class Session(Receiving):
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.done.set()
 
+    def _not_scored(self, windows: list[ReadyWindow]) -> None:
+        """Windows cut but not scored because scoring them failed on the server: an error event each,
+        recorded (a resume replays it), so the client learns of the gap instead of missing those scores."""
+        detail = "not scored: the server failed while scoring this window (logged; report the stream id)"
+        for w in windows:
+            self.emit({"type": "error", "code": "not_scored", "window": w.index, "detail": detail})
+
     async def _score(self, ready: Ready) -> None:
         if not ready:
             return
@@ -264,7 +271,8 @@ class Session(Receiving):
         scored, version = await score_windows(
             self.hub.service.triton, [w for w, _ in ready], self.entry.stream_id
         )
-        for (w, arrived), window in zip(ready, scored, strict=True):
+        pairs = list(zip(ready, scored, strict=True))
+        for n, ((w, arrived), window) in enumerate(pairs):
             if isinstance(window, Exception):  # Triton down or overloaded for this window: the stream goes on
                 detail = errors.detail_of(window)  # the gateway's own message; never a foreign exception's
                 self.monitor.unscored(w.start_s)  # unknown to the alert logic: a gap only when they last
@@ -272,7 +280,12 @@ class Session(Receiving):
                 continue
             lag = time.monotonic() - arrived
             self.hub.metrics.lag.labels(self.entry.start.mode).observe(lag)
-            for event in self.state.signal_events(w) + self.monitor.feed(window):
+            try:
+                events = self.state.signal_events(w) + self.monitor.feed(window)
+            except Exception:  # a server fault: the processor dies (1011), the resume goes on past these
+                self._not_scored([v for (v, _), _ in pairs[n:]])
+                raise
+            for event in events:
                 if event["type"] == "score":
                     event.update(lag_s=round(lag, 3), model_version=version)
                 self.emit(event)

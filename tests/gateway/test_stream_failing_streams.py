@@ -180,6 +180,14 @@ def test_a_window_scored_between_failures_keeps_the_stream_resuming(monkeypatch)
     codes = [code for code, _ in runs]
     assert CLOSE_UNPROCESSABLE not in codes and codes[-1] == CLOSE_NORMAL, codes
     assert codes.count(CLOSE_INTERNAL) >= MAX_IN_A_ROW, codes  # more 1011s than the bound, none in a row
+    # Each failure cost the windows its batch had cut: each is named in a `not_scored` error event, so every
+    # window of the stream is either scored or named (before, the client saw a gap in the window indices).
+    sent = [e for _, socket in runs for e in socket.sent]
+    end = next(e for e in sent if e["type"] == "end")
+    scored = {e["window"] for e in sent if e["type"] == "score"}
+    named = {e["window"] for e in sent if e["type"] == "error" and e["code"] == "not_scored"}
+    assert named and not scored & named, (scored, named)
+    assert scored | named == set(range(end["windows"])), sorted(set(range(end["windows"])) - scored - named)
 
 
 MAX_IN_A_ROW = poison.MAX_FAILED_IN_A_ROW
