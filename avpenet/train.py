@@ -19,7 +19,11 @@ Losses (all on the clip's rater-median score y, the only label a hospital has):
 - L1(score, y): the MAE the service is judged on, robust to the rater noise in y;
 - beta-NLL (Seitzer et al. 2022, beta = 0.5) of y under N(score, exp(log_variance)): learns the spread used
   for the interval without letting high-variance windows stop learning the mean (plain NLL's failure mode);
-- cross-entropy of the 3 pain levels of y: the class head the contract serves.
+- cross-entropy of the 3 pain levels of y: the class head the contract serves;
+- with ``--modality-loss W``, W times the same three terms on each clip with both modalities scored from
+  its sound alone and from its face alone (the fusion over the same tokens with the other modality masked,
+  as an audio-only or landmarks-only upload is scored): an objective of its own for each branch, on every
+  step rather than on the share of clips modality dropout draws.
 Early stopping on the validation subjects' clip MAE (clip score = mean of its windows, as served); then the
 interval scale is fitted on the validation clips so 90% of them are covered. The run directory gets
 model.pt, config.json (model + training config + history + validation metrics) and split.json; a RUN_DIR
@@ -102,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drop-face", type=float, default=None,
         help=f"share of clips trained with the face masked (default {Augmenter.p_drop_face})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--modality-loss", type=float, default=0.0,
+        help="weight of the auxiliary per-modality losses (clips scored from each modality alone; default 0)",
     )  # fmt: skip
     parser.add_argument(
         "--refit-normalisation", action="store_true",
@@ -230,6 +238,39 @@ def loss_terms(out: dict[str, torch.Tensor], y: torch.Tensor, level: torch.Tenso
 
 
 LOSS_WEIGHTS = {"l1": 1.0, "beta_nll": 1.0, "ce": 0.5}
+ALONE = ("audio_alone", "face_alone")  # the auxiliary per-modality terms (--modality-loss)
+
+
+def batch_loss(
+    model: AVPENet, batch, owner: torch.Tensor, y: torch.Tensor, level: torch.Tensor, weight: float
+):
+    """(loss, terms) of a batch of clips: the fused clip terms and, with `weight`, each modality's own
+    (the three terms weighted alike, summed) on the clips that have both. The encoders run once; a modality
+    is masked in the fusion only, which is what the served masks do (its tokens are then never attended)."""
+    waveform, visual, frame_mask, audio_present, age = batch
+    audio_tokens, visual_tokens = model.tokens(waveform, visual, frame_mask, audio_present)
+
+    def clips(mask: torch.Tensor, present: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = model.fusion.predict(audio_tokens, visual_tokens, mask, present, age)
+        return clip_outputs(out, owner, len(y))
+
+    terms = loss_terms(clips(frame_mask, audio_present), y, level)
+    loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
+    if weight > 0:
+        per_clip = torch.zeros(len(y), 2).index_add(
+            0, owner, torch.stack([audio_present.amax(dim=1), frame_mask.amax(dim=1)], dim=1)
+        )
+        both = (per_clip > 0).all(dim=1)
+        if both.any():
+            masks = {"audio_alone": (torch.zeros_like(frame_mask), audio_present)}
+            masks["face_alone"] = (frame_mask, torch.zeros_like(audio_present))
+            for name, (mask, present) in masks.items():
+                alone = {k: v[both] for k, v in clips(mask, present).items()}
+                terms[name] = sum(
+                    LOSS_WEIGHTS[k] * v for k, v in loss_terms(alone, y[both], level[both]).items()
+                )
+                loss = loss + weight * terms[name]
+    return loss, terms
 
 
 def clip_outputs(out: dict[str, torch.Tensor], owner: torch.Tensor, n_clips: int) -> dict[str, torch.Tensor]:
@@ -396,8 +437,7 @@ def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: 
         batch, owner = _clip_batch(clips, occluded, idx, augment, rng, args.objective)
         y = torch.tensor([[clips[i].score] for i in idx], dtype=torch.float32)
         level = torch.tensor([clips[i].level for i in idx], dtype=torch.int64)
-        terms = loss_terms(clip_outputs(model.predict(*batch), owner, len(idx)), y, level)
-        loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
+        loss, terms = batch_loss(model, batch, owner, y, level, getattr(args, "modality_loss", 0.0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)

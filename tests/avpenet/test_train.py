@@ -118,6 +118,35 @@ def test_losses_are_finite_and_penalise_error():
     assert far["l1"] > near["l1"] and far["beta_nll"] > near["beta_nll"]
 
 
+def test_modality_losses_score_each_clip_as_its_masked_upload_is_scored():
+    """--modality-loss: each clip with both modalities is also judged on the score its sound alone and its
+    face alone get as served (the masked inputs through the whole model); a clip without a face is not."""
+    model = AVPENet().eval()
+    names = [t.name for t in C.MODEL_INPUTS]
+    inputs = dict(zip(names, example_inputs(C.MODEL_INPUTS, 5), strict=True))
+    inputs[C.FRAME_MASK.name][3:] = 0  # clip 1 (windows 3 and 4) has no face
+    owner, y, level = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([[7.0], [2.0]]), torch.tensor([2, 0])
+
+    def served(masked: dict[str, torch.Tensor]) -> float:
+        out = train.clip_outputs(model.predict(*masked.values()), owner, 2)
+        alone = train.loss_terms({k: v[:1] for k, v in out.items()}, y[:1], level[:1])
+        return float(sum(train.LOSS_WEIGHTS[k] * v for k, v in alone.items()))
+
+    with torch.no_grad():
+        plain, fused = train.batch_loss(model, list(inputs.values()), owner, y, level, 0.0)
+        loss, terms = train.batch_loss(model, list(inputs.values()), owner, y, level, 0.5)
+        no_face = {**inputs, C.FRAME_MASK.name: torch.zeros_like(inputs[C.FRAME_MASK.name])}
+        no_face[C.VISUAL_FEATURES.name] = torch.zeros_like(inputs[C.VISUAL_FEATURES.name])
+        no_audio = {**inputs, C.AUDIO_PRESENT.name: torch.zeros_like(inputs[C.AUDIO_PRESENT.name])}
+        no_audio[C.WAVEFORM.name] = torch.zeros_like(inputs[C.WAVEFORM.name])
+        audio_alone, face_alone = served(no_face), served(no_audio)
+    assert set(fused) == {"l1", "beta_nll", "ce"} and set(terms) == {*fused, *train.ALONE}
+    assert float(terms["audio_alone"]) == pytest.approx(audio_alone, rel=1e-5)
+    assert float(terms["face_alone"]) == pytest.approx(face_alone, rel=1e-5)
+    assert audio_alone != pytest.approx(face_alone, rel=1e-3)
+    assert float(loss) == pytest.approx(float(plain) + 0.5 * (audio_alone + face_alone), rel=1e-5)
+
+
 def test_tiny_training_run_lowers_its_loss_and_writes_the_run(tiny_run, tiny_set):
     out, config = tiny_run
     losses = [h["train"]["loss"] for h in config["history"]]
