@@ -23,7 +23,9 @@ Losses (all on the clip's rater-median score y, the only label a hospital has):
 - with ``--modality-loss W``, W times the same three terms on each clip with both modalities scored from
   its sound alone and from its face alone (the fusion over the same tokens with the other modality masked,
   as an audio-only or landmarks-only upload is scored): an objective of its own for each branch, on every
-  step rather than on the share of clips modality dropout draws.
+  step rather than on the share of clips modality dropout draws. Off by default: on the reference's data it
+  improved each modality alone a little and the fused score not at all (docs/EVALUATION.md, *How it was
+  chosen*).
 Early stopping on the validation subjects' clip MAE (clip score = mean of its windows, as served); then the
 interval scale is fitted on the validation clips so 90% of them are covered. The run directory gets
 model.pt, config.json (model + training config + history + validation metrics) and split.json; a RUN_DIR
