@@ -563,7 +563,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--parity-tol",
-        type=float,
+        type=positive_number,  # NaN would pass every score (no difference is above it)
         default=PARITY_TOL,
         help="largest |score - naive score| accepted (default: %(default)s; raise it for int8 parts)",
     )

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from avpenet.argtypes import count, positive_int, positive_number, seconds_from
+
 HOG = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
 
 
@@ -59,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     from preprocess_service.stack import LocalStack
 
     parser = argparse.ArgumentParser(prog="python -m loadtests.video_slowdown", description=__doc__)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--measure-s", type=float, default=90.0)
-    parser.add_argument("--hog-at", type=float, default=20.0, help="seconds into the window")
-    parser.add_argument("--hog-s", type=float, default=25.0)
-    parser.add_argument("--hog-procs", type=int, default=2, help="0: no slowdown (the baseline)")
+    # checked when parsed, before the clips are built and the stack started
+    parser.add_argument("--concurrency", type=positive_int, default=32)
+    parser.add_argument("--measure-s", type=positive_number, default=90.0)
+    parser.add_argument(
+        "--hog-at", type=seconds_from(0.0, "seconds into the window"), default=20.0,
+        help="seconds into the window",
+    )  # fmt: skip
+    parser.add_argument("--hog-s", type=positive_number, default=25.0)
+    parser.add_argument("--hog-procs", type=count, default=2, help="0: no slowdown (the baseline)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="avpenet-slowdown-") as work:

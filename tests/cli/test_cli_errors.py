@@ -389,6 +389,8 @@ def test_a_port_out_of_range_is_refused_when_parsed(argv, capsys, monkeypatch):
         (["bench", "--measure-s", "0"], "is not a number above 0"),
         (["bench", "--measure-s", "-5"], "is not a number above 0"),
         (["bench", "--measure-s", "nan"], "is not a number above 0"),
+        (["bench", "--parity-tol", "nan"], "is not a number above 0"),
+        (["bench", "--parity-tol", "-1"], "is not a number above 0"),
         (["triton", "--log-verbose", "-1"], "is not a whole number of 0 or more"),
         (["triton", "--log-verbose", "1.5"], "is not a whole number of 0 or more"),
     ],
@@ -397,7 +399,8 @@ def test_bench_and_triton_counts_and_lengths_are_range_checked_when_parsed(argv,
     """`bench --rounds 0` and `--max-replicas 0`, `stream-bench --seconds 0` (a stream shorter than one
     window) and `triton --trace-rate 0` were taken as given and failed, or measured nothing, after starting
     the stack, Triton or building clips; `bench --measure-s 0` silently measured the default length, -5 or
-    nan no time (only until the minimum request count), and `triton --log-verbose -1` went to Triton."""
+    nan no time (only until the minimum request count), `bench --parity-tol nan` passed every score (no
+    difference is above NaN), and `triton --log-verbose -1` went to Triton."""
     from loadtests import clips
 
     def built(*args, **kwargs):

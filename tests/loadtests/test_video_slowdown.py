@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from loadtests import bench, video_slowdown
+import pytest
+
+from loadtests import bench, clips, video_slowdown
 
 
 def test_the_hog_keeps_its_processes_busy_for_the_time_given_and_stops():
@@ -22,3 +24,22 @@ def test_the_summary_reads_clips_failures_by_kind_and_the_share(refused):
     assert "HTTP 503 FeaturesUnavailable x1: answered after 21.0 s" in text
     assert "HTTP 429 Overloaded x1: answered after 0.1 s" in text
     assert text.endswith("video admission share: 0.80 -> not read")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--measure-s", "nan"], "is not a number above 0"),
+        (["--hog-s", "0"], "is not a number above 0"),
+        (["--hog-at", "-1"], "is not a number of 0 seconds or more"),
+        (["--hog-procs", "-2"], "is not a whole number of 0 or more"),
+        (["--concurrency", "0"], "is not a whole number of 1 or more"),
+    ],
+)
+def test_bad_numbers_are_refused_when_parsed_before_the_stack_starts(argv, says, monkeypatch, capsys):
+    """A NaN window measured nothing and a negative hog ran none, after the clips were built and the stack
+    had started (minutes); now the parser refuses them."""
+    monkeypatch.setattr(clips, "build", lambda *a: pytest.fail("clips built"))
+    with pytest.raises(SystemExit) as exit_:
+        video_slowdown.main(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
