@@ -41,6 +41,22 @@ def positive_number(text: str) -> float:
     return value
 
 
+def non_negative_number(text: str) -> float:
+    """A finite number of 0 or more (loss weights, weight decay)."""
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
+def share(text: str) -> float:
+    """A finite number from 0 to 1 (the share of clips an augmentation draws)."""
+    value = _number(text)
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1")
+    return value
+
+
 def seconds_from(least: float, why: str) -> Callable[[str], float]:
     """The type of a length in seconds of at least `least`, `why` said when refused (a bench stream shorter
     than one scoring window measures nothing)."""

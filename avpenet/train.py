@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from avpenet import contract as C
 from avpenet import cpus, data
 from avpenet.aggregate import Z_INTERVAL
-from avpenet.argtypes import positive_int
+from avpenet.argtypes import non_negative_number, positive_int, positive_number, share
 from avpenet.finetune import FREEZE_CHOICES, before_after, keep_frozen_eval, learning_rate, start_model
 from avpenet.finetune import REPORT_FILE as FINETUNE_REPORT
 from avpenet.labelcheck import check_split
@@ -89,7 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modality", choices=MODALITIES, default="both", help="train a single-modality model"
     )
     parser.add_argument(
-        "--lr", type=float, default=None, help="AdamW peak learning rate (default 2e-3; 3e-4 with --init)"
+        "--lr",
+        type=positive_number,
+        default=None,
+        help="AdamW peak learning rate (default 2e-3; 3e-4 with --init)",
     )
     parser.add_argument(
         "--init", type=Path, help="fine-tune: start from this run directory (e.g. avpenet/reference)"
@@ -100,17 +103,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="encoders",
         help="with --init: parts kept fixed (default: both encoders; only the fusion adapts)",
     )
-    parser.add_argument("--weight-decay", type=float, default=0.02)
+    parser.add_argument("--weight-decay", type=non_negative_number, default=0.02)
     parser.add_argument(
         "--objective", choices=OBJECTIVES, default="clip",
         help="loss on the clip's aggregated windows (default, as served) or on one random window",
     )  # fmt: skip
     parser.add_argument(
-        "--drop-face", type=float, default=None,
+        "--drop-face", type=share, default=None,
         help=f"share of clips trained with the face masked (default {Augmenter.p_drop_face})",
     )  # fmt: skip
     parser.add_argument(
-        "--modality-loss", type=float, default=0.0,
+        "--modality-loss", type=non_negative_number, default=0.0,
         help="weight of the auxiliary per-modality losses (clips scored from each modality alone; default 0)",
     )  # fmt: skip
     parser.add_argument(
@@ -118,10 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --init: refit the visual feature normalisation on this data (e.g. tracked faces)",
     )  # fmt: skip
     parser.add_argument(
-        "--patience", type=int, default=6, help="epochs without validation gain before stopping"
+        "--patience", type=positive_int, default=6, help="epochs without validation gain before stopping"
     )
     parser.add_argument(
-        "--max-minutes", type=float, default=22.0, help="stop (keeping the best epoch) after this"
+        "--max-minutes", type=positive_number, default=22.0, help="stop (keeping the best epoch) after this"
     )
     parser.add_argument("--split", type=Path, help="split.json to use instead of making one from --seed")
     parser.add_argument(

@@ -85,6 +85,18 @@ def test_a_folder_or_a_file_of_another_kind_is_named(tmp_path, capsys):
 def test_out_of_range_flags_are_refused_when_parsed(tmp_path, capsys):
     for argv in (
         ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--threads", "0"],
+        *(
+            ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), flag, value]
+            for flag, value in (
+                ("--lr", "-1e-4"),
+                ("--lr", "nan"),
+                ("--weight-decay", "-0.1"),
+                ("--drop-face", "1.5"),
+                ("--modality-loss", "nan"),
+                ("--patience", "0"),
+                ("--max-minutes", "0"),
+            )
+        ),
         ["export", "--keep", "0", "--repo", str(tmp_path / "repo")],
         ["quantize", "--data", str(tmp_path), "--rounds", "0", "--repo", str(tmp_path / "repo")],
         ["monitor", str(tmp_path), "--handling", "5-10"],
