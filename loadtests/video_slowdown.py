@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=positive_int, default=32)
     parser.add_argument("--measure-s", type=positive_number, default=90.0)
     parser.add_argument(
-        "--hog-at", type=seconds_from(0.0, "seconds into the window"), default=20.0,
+        "--hog-at", type=seconds_from(0.0, "the hog starts this far into the measured window"), default=20.0,
         help="seconds into the window",
     )  # fmt: skip
     parser.add_argument("--hog-s", type=positive_number, default=25.0)
