@@ -442,7 +442,7 @@ def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: 
         batch, owner = _clip_batch(clips, occluded, idx, augment, rng, args.objective)
         y = torch.tensor([[clips[i].score] for i in idx], dtype=torch.float32)
         level = torch.tensor([clips[i].level for i in idx], dtype=torch.int64)
-        loss, terms = batch_loss(model, batch, owner, y, level, getattr(args, "modality_loss", 0.0))
+        loss, terms = batch_loss(model, batch, owner, y, level, args.modality_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
