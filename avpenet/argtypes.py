@@ -25,36 +25,30 @@ def positive_ints(text: str) -> list[int]:
     return [positive_int(part) for part in text.split(",") if part.strip()]
 
 
-def _number(text: str) -> float:
-    """`text` as a float; NaN (refused by every check) when it is not one."""
+def _number(text: str, holds: Callable[[float], bool], what: str) -> float:
+    """`text` as a finite float for which `holds` is true, else refused as not `what`."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        return math.nan
+        value = math.nan
+    if not (math.isfinite(value) and holds(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
 
 
 def positive_number(text: str) -> float:
     """A finite number above 0 (rates, measured seconds)."""
-    value = _number(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
-    return value
+    return _number(text, lambda v: v > 0, "a number above 0")
 
 
 def non_negative_number(text: str) -> float:
     """A finite number of 0 or more (loss weights, weight decay)."""
-    value = _number(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
-    return value
+    return _number(text, lambda v: v >= 0, "a number of 0 or more")
 
 
 def share(text: str) -> float:
     """A finite number from 0 to 1 (the share of clips an augmentation draws)."""
-    value = _number(text)
-    if not (math.isfinite(value) and 0 <= value <= 1):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1")
-    return value
+    return _number(text, lambda v: 0 <= v <= 1, "a share from 0 to 1")
 
 
 def seconds_from(least: float, why: str) -> Callable[[str], float]:
@@ -62,10 +56,7 @@ def seconds_from(least: float, why: str) -> Callable[[str], float]:
     than one scoring window measures nothing)."""
 
     def seconds(text: str) -> float:
-        value = _number(text)
-        if not (math.isfinite(value) and value >= least):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {least:g} seconds or more: {why}")
-        return value
+        return _number(text, lambda v: v >= least, f"a number of {least:g} seconds or more: {why}")
 
     return seconds
 

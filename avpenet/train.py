@@ -267,9 +267,11 @@ def batch_loss(
         )
         both = (per_clip > 0).all(dim=1)
         if both.any():
-            masks = {"audio_alone": (torch.zeros_like(frame_mask), audio_present)}
-            masks["face_alone"] = (frame_mask, torch.zeros_like(audio_present))
-            for name, (mask, present) in masks.items():
+            alone_masks = (  # in ALONE's order: the face masked, then the sound
+                (torch.zeros_like(frame_mask), audio_present),
+                (frame_mask, torch.zeros_like(audio_present)),
+            )
+            for name, (mask, present) in zip(ALONE, alone_masks, strict=True):
                 alone = {k: v[both] for k, v in clips(mask, present).items()}
                 terms[name] = sum(
                     LOSS_WEIGHTS[k] * v for k, v in loss_terms(alone, y[both], level[both]).items()

@@ -271,8 +271,7 @@ class Session(Receiving):
         scored, version = await score_windows(
             self.hub.service.triton, [w for w, _ in ready], self.entry.stream_id
         )
-        pairs = list(zip(ready, scored, strict=True))
-        for n, ((w, arrived), window) in enumerate(pairs):
+        for n, ((w, arrived), window) in enumerate(zip(ready, scored, strict=True)):
             if isinstance(window, Exception):  # Triton down or overloaded for this window: the stream goes on
                 detail = errors.detail_of(window)  # the gateway's own message; never a foreign exception's
                 self.monitor.unscored(w.start_s)  # unknown to the alert logic: a gap only when they last
@@ -283,7 +282,7 @@ class Session(Receiving):
             try:
                 events = self.state.signal_events(w) + self.monitor.feed(window)
             except Exception:  # a server fault: the processor dies (1011), the resume goes on past these
-                self._not_scored([v for (v, _), _ in pairs[n:]])
+                self._not_scored([v for v, _ in ready[n:]])
                 raise
             for event in events:
                 if event["type"] == "score":
