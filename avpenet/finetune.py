@@ -11,7 +11,9 @@ throw away what the reference learned. Fine-tuning therefore starts from a check
   the validation subjects and the 90% interval calibration on them.
 After training, the start checkpoint and the fine-tuned one are both scored on the held-out TEST subjects of
 the hospital's own split (never seen in training or early stopping), written to RUN_DIR/finetune.json and
-printed, so the hospital sees whether fine-tuning helped before it exports anything.
+printed, so the hospital sees whether fine-tuning helped before it exports anything. Candidate runs of a
+search pass ``--no-test-report``: chosen on the validation subjects, only the one kept is scored on the test
+subjects (by ``avpenet evaluate``), so the test figure stays an estimate for unseen patients.
 """
 
 from __future__ import annotations

@@ -117,6 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of the auxiliary per-modality losses (clips scored from each modality alone; default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--no-test-report", action="store_true",
+        help="with --init: leave the test subjects unscored (when choosing among candidates on the "
+        "validation subjects; score the chosen run with `avpenet evaluate`)",
+    )  # fmt: skip
+    parser.add_argument(
         "--refit-normalisation", action="store_true",
         help="with --init: refit the visual feature normalisation on this data (e.g. tracked faces)",
     )  # fmt: skip
@@ -249,9 +254,10 @@ ALONE = ("audio_alone", "face_alone")  # the auxiliary per-modality terms (--mod
 def batch_loss(
     model: AVPENet, batch, owner: torch.Tensor, y: torch.Tensor, level: torch.Tensor, weight: float
 ):
-    """(loss, terms) of a batch of clips: the fused clip terms and, with `weight`, each modality's own
-    (the three terms weighted alike, summed) on the clips that have both. The encoders run once; a modality
-    is masked in the fusion only, which is what the served masks do (its tokens are then never attended)."""
+    """(loss, terms, clips) of a batch of clips: the fused clip terms and, with `weight`, each modality's own
+    (the three terms weighted alike, summed) on the clips that have both; `clips` is how many clips each
+    term is the mean over. The encoders run once; a modality is masked in the fusion only, which is what
+    the served masks do (its tokens are then never attended)."""
     waveform, visual, frame_mask, audio_present, age = batch
     audio_tokens, visual_tokens = model.tokens(waveform, visual, frame_mask, audio_present)
 
@@ -260,6 +266,7 @@ def batch_loss(
         return clip_outputs(out, owner, len(y))
 
     terms = loss_terms(clips(frame_mask, audio_present), y, level)
+    counts = dict.fromkeys(terms, len(y))
     loss = sum(LOSS_WEIGHTS[k] * v for k, v in terms.items())
     if weight > 0:
         per_clip = torch.zeros(len(y), 2).index_add(
@@ -276,8 +283,9 @@ def batch_loss(
                 terms[name] = sum(
                     LOSS_WEIGHTS[k] * v for k, v in loss_terms(alone, y[both], level[both]).items()
                 )
+                counts[name] = int(both.sum())
                 loss = loss + weight * terms[name]
-    return loss, terms
+    return loss, terms, counts
 
 
 def clip_outputs(out: dict[str, torch.Tensor], owner: torch.Tensor, n_clips: int) -> dict[str, torch.Tensor]:
@@ -431,29 +439,33 @@ def _clip_batch(clips, occluded, idx, augment, rng, objective: str):
 
 
 def _train_epoch(model, clips, occluded, augment, opt, sched, rng, args, epoch: int) -> dict[str, float]:
-    """Every training clip once (its windows aggregated, or one window), augmented; the mean loss terms."""
+    """Every training clip once (its windows aggregated, or one window), augmented; each loss term's mean
+    over the clips it was computed on (the per-modality terms: the clips with both)."""
     from tqdm import tqdm
 
     model.train()
     keep_frozen_eval(model, getattr(model, "frozen_parts", ()))
     order = rng.permutation(len(clips))
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     desc = f"epoch {epoch + 1}/{args.epochs}"
     bar = tqdm(list(batches(order, args.batch_size)), desc=desc, disable=args.quiet)
     for idx in bar:
         batch, owner = _clip_batch(clips, occluded, idx, augment, rng, args.objective)
         y = torch.tensor([[clips[i].score] for i in idx], dtype=torch.float32)
         level = torch.tensor([clips[i].level for i in idx], dtype=torch.int64)
-        loss, terms = batch_loss(model, batch, owner, y, level, args.modality_loss)
+        loss, terms, clips_of = batch_loss(model, batch, owner, y, level, args.modality_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
         opt.step()
         sched.step()
         for k, v in {"loss": loss, **terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            n = clips_of.get(k, len(idx))
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            counts[k] = counts.get(k, 0) + n
         bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{terms['l1'].item():.3f}")
-    return {k: v / len(clips) for k, v in sums.items()}
+    return {k: v / counts[k] for k, v in sums.items()}
 
 
 def _stop_reason(
@@ -645,7 +657,7 @@ def train(args: argparse.Namespace) -> dict:
     val["interval_coverage_90"] = float(np.mean((val_scores >= lo) & (val_scores <= hi)))
     config = _run_record(args, split, (len(train_clips), len(val_clips)), fit, scale, val, t0)
     config.update(unknown_age_interval_scale=unknown_age["scale"], age_head=unknown_age["age_head"])
-    if args.init is not None:
+    if args.init is not None and not args.no_test_report:
         config["finetune"] = before_after(args, model, split, out_dir)
     save_model(model, out_dir, extra=config)
     print(
@@ -653,6 +665,8 @@ def train(args: argparse.Namespace) -> dict:
         f"interval scale {scale:.3f}; wrote {out_dir} in {config['elapsed_s'] / 60:.1f} min",
         flush=True,
     )
+    if args.init is not None and args.no_test_report:
+        print("test subjects not scored (--no-test-report): `avpenet evaluate` scores the run", flush=True)
     if not unknown_age["age_head"]["fitted"]:  # requests without an age: read no age, question none
         print(f"age head not fitted on the validation clips ({unknown_age['age_head']['why']})", flush=True)
     return config

@@ -67,6 +67,20 @@ def test_a_run_replaced_with_force_keeps_no_record_of_the_fine_tune_it_replaced(
     assert load_model(out).config["train"]["init"] is None
 
 
+def test_a_candidate_run_leaves_the_test_subjects_unscored(tiny_set, tmp_path, capsys):
+    """`--no-test-report`: a fine-tune among candidates chosen on the validation subjects neither scores nor
+    prints the test subjects (`avpenet evaluate` scores the one chosen)."""
+    from avpenet import train
+
+    out = tmp_path / "candidate"
+    args = ["--data", str(tiny_set), "--out", str(out), "--init", str(REFERENCE_DIR), "--no-test-report"]
+    config = train.main([*args, "--epochs", "1", "--batch-size", "8", "--quiet"])
+    assert "finetune" not in config and not (out / "finetune.json").exists()
+    assert config["train"]["no_test_report"] and load_model(out).config["train"]["init"] == str(REFERENCE_DIR)
+    printed = capsys.readouterr().out
+    assert "test subjects not scored" in printed and "held-out test subjects" not in printed
+
+
 def test_finetuned_run_evaluates_and_exports_only_the_fusion(finetuned, tiny_set, tmp_path):
     from cli.main import main
 

@@ -133,14 +133,16 @@ def test_modality_losses_score_each_clip_as_its_masked_upload_is_scored():
         return float(sum(train.LOSS_WEIGHTS[k] * v for k, v in alone.items()))
 
     with torch.no_grad():
-        plain, fused = train.batch_loss(model, list(inputs.values()), owner, y, level, 0.0)
-        loss, terms = train.batch_loss(model, list(inputs.values()), owner, y, level, 0.5)
+        plain, fused, _ = train.batch_loss(model, list(inputs.values()), owner, y, level, 0.0)
+        loss, terms, clips = train.batch_loss(model, list(inputs.values()), owner, y, level, 0.5)
         no_face = {**inputs, C.FRAME_MASK.name: torch.zeros_like(inputs[C.FRAME_MASK.name])}
         no_face[C.VISUAL_FEATURES.name] = torch.zeros_like(inputs[C.VISUAL_FEATURES.name])
         no_audio = {**inputs, C.AUDIO_PRESENT.name: torch.zeros_like(inputs[C.AUDIO_PRESENT.name])}
         no_audio[C.WAVEFORM.name] = torch.zeros_like(inputs[C.WAVEFORM.name])
         audio_alone, face_alone = served(no_face), served(no_audio)
     assert set(fused) == {"l1", "beta_nll", "ce"} and set(terms) == {*fused, *train.ALONE}
+    # what the epoch's history averages each term over: the clips it is the mean of
+    assert clips == {"l1": 2, "beta_nll": 2, "ce": 2, "audio_alone": 1, "face_alone": 1}
     assert float(terms["audio_alone"]) == pytest.approx(audio_alone, rel=1e-5)
     assert float(terms["face_alone"]) == pytest.approx(face_alone, rel=1e-5)
     assert audio_alone != pytest.approx(face_alone, rel=1e-3)
