@@ -25,6 +25,11 @@ def positive_ints(text: str) -> list[int]:
     return [positive_int(part) for part in text.split(",") if part.strip()]
 
 
+def counts(text: str) -> list[int]:
+    """A comma list of count, e.g. 0,1 (thread settings, where 0 is the library's default)."""
+    return [count(part) for part in text.split(",") if part.strip()]
+
+
 def _number(text: str, holds: Callable[[float], bool], what: str) -> float:
     """`text` as a finite float for which `holds` is true, else refused as not `what`."""
     try:
@@ -44,6 +49,11 @@ def positive_number(text: str) -> float:
 def non_negative_number(text: str) -> float:
     """A finite number of 0 or more (loss weights, weight decay)."""
     return _number(text, lambda v: v >= 0, "a number of 0 or more")
+
+
+def positive_numbers(text: str) -> list[float]:
+    """A comma list of positive_number, e.g. 10,30,60 (arrival rates)."""
+    return [positive_number(part) for part in text.split(",") if part.strip()]
 
 
 def share(text: str) -> float:

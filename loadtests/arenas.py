@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from avpenet.argtypes import positive_int
+
 CLIP = Path(__file__).resolve().parents[1] / "examples" / "neonate-cry-high.mp4"
 
 
@@ -29,7 +31,7 @@ def rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=positive_int, default=60)
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) after each clip")
     parser.add_argument("--clip", type=Path, default=CLIP)
     args = parser.parse_args(argv)

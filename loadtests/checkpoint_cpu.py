@@ -15,6 +15,7 @@ import asyncio
 import time
 
 from avpenet import contract
+from avpenet.argtypes import positive_int
 from preprocess_service.stream import checkpoints
 from preprocess_service.stream.alerts import Window
 from preprocess_service.stream.limits import StreamLimits
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=40)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--streams", type=positive_int, default=40)
+    parser.add_argument("--seconds", type=positive_int, default=10)
     args = parser.parse_args(argv)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:

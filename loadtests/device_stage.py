@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_number
 
 BATCHES = (1, 8, 32, 64)  # stacked one-window requests; 64 is every config's max_batch_size
 MIN_CALLS = 5
@@ -239,7 +240,9 @@ def markdown(report: dict, info: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="torch device beside the CPU (cpu: the CPU alone)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant and shape")
+    parser.add_argument(
+        "--seconds", type=positive_number, default=1.0, help="timed seconds per variant and shape"
+    )
     parser.add_argument("--inputs", type=Path, help="requests saved by --save-inputs (no tracker needed)")
     parser.add_argument("--save-inputs", type=Path, help="write the bench clip's requests here and stop")
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from avpenet.argtypes import positive_int
 from loadtests import clips
 
 BOUNDARY = "gateway-cpu-boundary"
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="landmarks_3s", choices=sorted(clips.KINDS))
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=positive_int, default=200)
+    parser.add_argument("--concurrency", type=positive_int, default=16)
     parser.add_argument("--repo", type=Path, default=None, help="model repository (default: committed)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="avpenet-gateway-cpu-") as tmp:  # synthetic clips, read once

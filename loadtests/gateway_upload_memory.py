@@ -27,6 +27,8 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
+from avpenet.argtypes import positive_int
+
 CHUNK = 64 << 10  # what one ASGI http.request message carries
 WARM_BYTES = 2 << 20  # a small upload of the same kind first: imports, the tracker's model, thread pools
 RUNNER = (
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from loadtests.upload_media import add_sound_options, sound_format, write_media, write_request
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mb", type=int, default=64, help="upload size, MiB")
+    parser.add_argument("--mb", type=positive_int, default=64, help="upload size, MiB")
     parser.add_argument("--kind", choices=("wav", "flac", "mp4"), default="wav")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--baseline", type=Path, help="a checkout to measure beside this one (same files)")

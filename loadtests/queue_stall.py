@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_int, positive_number, positive_numbers
 
 SLOW_MS = 300.0
 FORMER_QUEUE_BOUND = 2 * contract.MAX_BATCH_SIZE
@@ -51,7 +52,7 @@ def with_former_policy(repo: Path, out: Path) -> Path:
     return out
 
 
-async def latencies(url: str, load: str, args: argparse.Namespace) -> np.ndarray:
+async def latencies(url: str, load: str | float, args: argparse.Namespace) -> np.ndarray:
     """Milliseconds of each call of one load ("pairs" or a rate), after 5 warm-up calls."""
     from preprocess_service.triton_client import TritonClient
 
@@ -89,13 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     from ensemble.server import TritonServer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=40)
-    parser.add_argument("--rates", default="10,30,60", help="Poisson arrivals per second, comma list")
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--pairs", type=positive_int, default=40)
+    parser.add_argument(
+        "--rates", type=positive_numbers, default="10,30,60", help="Poisson arrivals per second, comma list"
+    )
+    parser.add_argument("--seconds", type=positive_number, default=15.0)
     args = parser.parse_args(argv)
-    rates = [r for r in args.rates.split(",") if r]
-    if args.pairs < 1 or args.seconds <= 0 or any(float(r) <= 0 for r in rates):
-        parser.error("--pairs, --seconds and every rate must be positive")
     work = Path(tempfile.mkdtemp(prefix="avpenet-queue-stall-"))
     variants = {
         "committed": DEFAULT_REPOSITORY,
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, repo in variants.items():
             with TritonServer(repo=repo) as triton:
-                for load in ["pairs", *rates]:
+                for load in ["pairs", *args.rates]:
                     ms = asyncio.run(latencies(triton.grpc_url, load, args))
                     shown = "two at once" if load == "pairs" else f"{float(load):g}/s Poisson"
                     p50, p99 = np.percentile(ms, [50, 99])

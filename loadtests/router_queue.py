@@ -22,6 +22,8 @@ import asyncio
 import os
 import time
 
+from avpenet.argtypes import count, non_negative_number, positive_int
+
 MAX_ONGOING_INSIDE = 64
 
 
@@ -68,12 +70,12 @@ def build(slots: int, work_s: float, inside: bool):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--slots", type=int, default=1)
-    parser.add_argument("--work-ms", type=float, default=200.0)
-    parser.add_argument("--payload-kb", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--calls", type=positive_int, default=40)
+    parser.add_argument("--concurrency", type=positive_int, default=16)
+    parser.add_argument("--slots", type=positive_int, default=1)
+    parser.add_argument("--work-ms", type=non_negative_number, default=200.0)
+    parser.add_argument("--payload-kb", type=count, default=300)
+    parser.add_argument("--rounds", type=positive_int, default=2)
     args = parser.parse_args(argv)
 
     import ray

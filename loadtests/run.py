@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import csv
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from avpenet.argtypes import positive_int, positive_number
+from avpenet.argtypes import positive_int, positive_number, share
 from loadtests import clips
 from preprocess_service import telemetry
 
@@ -27,6 +28,25 @@ HELP = "Load-test the gateway (HTTP + gRPC locust users, a realistic clip mix) a
 # p99 per request kind of the gateway's stage histogram (telemetry.KINDS): alert AvpenetP99LatencyHigh's
 SLO_P99_MS = {"light": 2000.0, "light_long": 10000.0, "video": 10000.0, "video_long": 30000.0}
 SLO_ERROR_RATIO = 0.01
+# locust's --run-time: whole seconds, or hours/minutes/seconds as 1h20m, 90s (locust.util.timespan; not
+# imported here, see above)
+TIMESPAN = re.compile(r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
+
+
+def run_time(text: str) -> str:
+    """A locust run time above 0 (`--duration`), refused when parsed: locust refused a bad one only after the
+    stack had started, and read a zero one as no limit (a run without end)."""
+    spec = text.strip()
+    match = TIMESPAN.fullmatch(spec)
+    seconds = int(spec) if spec.isdigit() else 0
+    if match and not spec.isdigit():
+        hours, minutes, secs = (int(v or 0) for v in match.group("h", "m", "s"))
+        seconds = 3600 * hours + 60 * minutes + secs
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run time above 0 (e.g. 90, 30s, 10m, 1h30m)")
+    return spec
+
+
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 API_KEY = "loadtest-key"
 
@@ -158,16 +178,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--spawn-rate", type=positive_number, default=4.0, help="users started per second")
     parser.add_argument(
-        "--duration", default="30s", help="locust run time, e.g. 30s, 10m (default: %(default)s)"
+        "--duration",
+        type=run_time,
+        default="30s",
+        help="locust run time, e.g. 30s, 10m (default: %(default)s)",
     )
     parser.add_argument(
         "--mix", choices=sorted(clips.MIXES), default="ward", help="request mix (default: ward)"
     )
     parser.add_argument("--protocols", default="http,grpc", help="comma list of http, grpc (default: both)")
     parser.add_argument(
-        "--slo-p99-ms", type=float, default=None, help="one p99 bound for all (default: per kind, SLO_P99_MS)"
+        "--slo-p99-ms",
+        type=positive_number,
+        default=None,
+        help="one p99 bound for all (default: per kind, SLO_P99_MS)",
     )
-    parser.add_argument("--slo-error-ratio", type=float, default=SLO_ERROR_RATIO)
+    parser.add_argument("--slo-error-ratio", type=share, default=SLO_ERROR_RATIO)
     parser.add_argument("--out", type=Path, default=None, help="folder for locust CSVs (default: a temp dir)")
     parser.add_argument("--url", default=None, help="test a running gateway instead of starting one")
     parser.add_argument("--grpc-target", default=None, help="host:port of that gateway's gRPC proxy")

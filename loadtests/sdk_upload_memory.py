@@ -15,6 +15,8 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
+from avpenet.argtypes import positive_int
+
 
 def serve(protocol: str) -> None:
     """The stand-in: prints its port, then reads each upload and discards it (HTTP 413 / INVALID_ARGUMENT)."""
@@ -107,7 +109,7 @@ def measure(protocol: str, mb: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    parser.add_argument("--mb", type=int, default=200, help="file size, MiB")
+    parser.add_argument("--mb", type=positive_int, default=200, help="file size, MiB")
     parser.add_argument("--serve", choices=("http", "grpc"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from avpenet.argtypes import non_negative_number, positive_number
 from loadtests import run as loadtest
 
 HELP = "Soak: an hour of mixed load (--duration); zero errors, no process's RSS slope above a bound."
@@ -139,12 +140,21 @@ def _sampler(series: Series, stop: threading.Event, period_s: float) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     loadtest.add_arguments(parser)
     parser.set_defaults(duration="60m", users=4, slo_error_ratio=0.0)
-    parser.add_argument("--warmup", type=float, default=WARMUP_S, help="seconds not judged (default: 300)")
-    parser.add_argument("--sample-s", type=float, default=10.0, help="RSS sampling period in seconds")
     parser.add_argument(
-        "--max-slope", type=float, default=MAX_SLOPE_PCT_PER_MIN, help="%% of RSS per minute (default: 0.05)"
+        "--warmup", type=non_negative_number, default=WARMUP_S, help="seconds not judged (default: 300)"
     )
-    parser.add_argument("--memprofile", type=float, default=0.0, help="tracemalloc sample period in replicas")
+    parser.add_argument(
+        "--sample-s", type=positive_number, default=10.0, help="RSS sampling period in seconds"
+    )
+    parser.add_argument(
+        "--max-slope",
+        type=non_negative_number,
+        default=MAX_SLOPE_PCT_PER_MIN,
+        help="%% of RSS per minute (default: 0.05)",
+    )
+    parser.add_argument(
+        "--memprofile", type=non_negative_number, default=0.0, help="tracemalloc sample period in replicas"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

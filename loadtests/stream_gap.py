@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_number
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream import protocol
 from preprocess_service.stream.protocol import Start
@@ -53,11 +54,11 @@ def measure(minutes: float, lost: str) -> dict:
             "samples_held": int(state.audio_buf.size)}  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=60.0, help="how long the modality is gone")
+    parser.add_argument("--minutes", type=positive_number, default=60.0, help="how long the modality is gone")
     parser.add_argument("--lost", choices=("visual", "audio"), default="visual")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     got = measure(args.minutes, args.lost)
     print(
         f"{args.lost} lost for {args.minutes:g} min: its return took {got['took_s']:.2f} s, peak RSS "

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from avpenet import contract
+from avpenet.argtypes import count, positive_int
 
 
 def track_every(video: bytes, stride: int):
@@ -73,12 +74,10 @@ def write_set(data: Path, out: Path, stride: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a rendered set (avpenet synth)")
-    parser.add_argument("--stride", type=int, default=2, help="track every N-th sampled frame")
+    parser.add_argument("--stride", type=positive_int, default=2, help="track every N-th sampled frame")
     parser.add_argument("--out", type=Path, required=True, help="where the copy with strided tracks goes")
-    parser.add_argument("--cpu-clips", type=int, default=20, help="clips the CPU is measured on (0: none)")
+    parser.add_argument("--cpu-clips", type=count, default=20, help="clips the CPU is measured on (0: none)")
     args = parser.parse_args(argv)
-    if args.stride < 1 or args.cpu_clips < 0:
-        parser.error("--stride must be at least 1 and --cpu-clips at least 0")
     if args.out.exists():
         parser.error(f"--out {args.out} exists; give a new folder")
     videos = sorted((args.data / "video").glob("*.mp4"))[: args.cpu_clips]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avpenet.argtypes import positive_int
 from loadtests import clips
 
 
@@ -25,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     from avpenet.features.track import FaceTrack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--clips", type=int, default=20, help="decode_clip calls per setting and round")
+    parser.add_argument("--rounds", type=positive_int, default=4)
+    parser.add_argument(
+        "--clips", type=positive_int, default=20, help="decode_clip calls per setting and round"
+    )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.clips < 1:
-        parser.error("--rounds and --clips must be at least 1")
     with tempfile.TemporaryDirectory(prefix="avpenet-tracking-cpu-") as tmp:  # a synthetic clip, read once
         work = Path(tmp)
         data = (work / clips.build(work, ["av_3s"])["av_3s"]["clip"]).read_bytes()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import counts, positive_int, positive_ints
 
 WARM_UP = 5
 
@@ -153,14 +154,19 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=DEFAULT_REPOSITORY)
-    parser.add_argument("--threads", default="0,1", help="comma list of intra_op_threads settings")
-    parser.add_argument("--concurrency", default="1,8", help="comma list of concurrent clients")
-    parser.add_argument("--requests", type=int, default=200, help="per setting, round and concurrency")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=counts, default="0,1", help="comma list of intra_op_threads settings"
+    )
+    parser.add_argument(
+        "--concurrency", type=positive_ints, default="1,8", help="comma list of concurrent clients"
+    )
+    parser.add_argument(
+        "--requests", type=positive_int, default=200, help="per setting, round and concurrency"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=2)
     args = parser.parse_args(argv)
-    settings = [int(t) for t in args.threads.split(",")]
-    concurrency = [int(c) for c in args.concurrency.split(",")]
-    rows = measure(args.repo, settings, concurrency, args.requests, args.rounds)
+    concurrency = args.concurrency  # lists: argparse applies the types to the defaults too
+    rows = measure(args.repo, args.threads, concurrency, args.requests, args.rounds)
     print(f"CPU ms per one-window request, median of {args.rounds} alternated rounds of {args.requests}:")
     print(report(rows, concurrency))
     return 0

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_ints, positive_number
 
 # The model.py of each part's newest version: Triton starts the stub in a scratch folder and its Python
 # ignores PYTHONPATH, so the shim puts the project on sys.path itself.
@@ -240,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="write the PyTorch repository (--kind, --instances) under DIR, print its path and stop",
     )
-    parser.add_argument("--concurrency", default="1,8,32", help="comma list of closed-loop clients")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
+    parser.add_argument(
+        "--concurrency", type=positive_ints, default="1,8,32", help="comma list of closed-loop clients"
+    )
+    parser.add_argument("--seconds", type=positive_number, default=10.0, help="measured seconds per cell")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     instances = parse_instances(parser, args.instances)
@@ -262,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error("PyTorch sees no CUDA device here; `--kind cpu` checks this harness on the CPU")
     info = device_stage.machine("cuda" if args.kind == "gpu" else "cpu")
-    concurrency = [int(c) for c in args.concurrency.split(",")]
-    report = measure(args.kind.upper(), requests, concurrency, args.seconds, instances, not args.no_baseline)
+    report = measure(
+        args.kind.upper(), requests, args.concurrency, args.seconds, instances, not args.no_baseline
+    )
     print(markdown(report, info))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, **report}, indent=2) + "\n")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract
+from avpenet.argtypes import positive_int
 
 KINDS = {"wav": ("audio", "audio/wav"), "flac": ("audio", "audio/flac"), "mp4": ("clip", "video/mp4")}
 SOUND = {"wav": ("WAV", 32), "flac": ("FLAC", 24)}  # format, default bits per sample
@@ -30,8 +31,8 @@ CONTENT_TYPE = "multipart/form-data; boundary=" + BOUNDARY.decode()
 
 def add_sound_options(parser: argparse.ArgumentParser) -> None:
     """The WAV's or FLAC's format, as `write_media` takes it (an MP4's sound is a fixed mono AAC tone)."""
-    parser.add_argument("--rate", type=int, default=RATE, help="WAV/FLAC sample rate, Hz")
-    parser.add_argument("--channels", type=int, default=CHANNELS, help="WAV/FLAC channels")
+    parser.add_argument("--rate", type=positive_int, default=RATE, help="WAV/FLAC sample rate, Hz")
+    parser.add_argument("--channels", type=positive_int, default=CHANNELS, help="WAV/FLAC channels")
     parser.add_argument("--bits", type=int, choices=(16, 24, 32), help="WAV/FLAC bits (default: 32, FLAC 24)")
 
 
