@@ -1,9 +1,10 @@
 """config.pbtxt for every model of the repository, built as Triton `ModelConfig` protobufs from the contract.
 
-Two sets with identical tensors: `config.pbtxt` (Python backend + onnxruntime on CPU: this machine and any CPU
-host) and `configs/gpu.pbtxt` (native `onnxruntime_onnx` on `KIND_GPU` in the NGC 24.10 container, chosen with
-`tritonserver --model-config-name=gpu`). Building protobufs rather than text means a typo in a field name
-fails here, not at server start.
+Three sets with identical tensors: `config.pbtxt` (Python backend + onnxruntime on CPU: this machine and any
+CPU host), `configs/pod.pbtxt` (the same, each part's ONNX Runtime threads sized to the CPU overlay's Triton
+pod: `tritonserver --model-config-name=pod`) and `configs/gpu.pbtxt` (native `onnxruntime_onnx` on `KIND_GPU`
+in the NGC 24.10 container: `tritonserver --model-config-name=gpu`). Building protobufs rather than text means
+a typo in a field name fails here, not at server start.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from ensemble.precision import MADE_BY, ONNX_FILES, served_precision
 from ensemble.publish import Publication
 
 GPU_CONFIG_NAME = "gpu"
+POD_CONFIG_NAME = "pod"
+# The CPU overlay's Triton pod (k8s/overlays/cpu) requests POD_CPUS and sets no CPU limit; tests/deploy keeps
+# the two in step. ONNX Runtime's default (intra_op_threads 0) is a thread per physical core of the NODE, not
+# of the pod: on a 64-core node each of the four parts would get a 64-thread pool for a 4-CPU share. The pod
+# set gives each part POD_CPUS // parts threads, at least 1. On a 2-core box (`python -m loadtests.triton_cpu
+# --threads 0,1,2,4,8 --concurrency 1,8,32 --rounds 3`, ensemble/README.md *Threads per part*), 8 threads per
+# part cost Triton 42-61% more CPU per one-window request than 1 and 22-27% of its throughput.
+POD_CPUS = 4
 # Only the newest version of a part is served. A swap is zero-downtime because Triton loads version N+1 while
 # N keeps serving, then retires N once N+1 is ready; in-flight requests finish on N. Two served versions would
 # double memory for a rollback that re-exporting (or deleting N+1 and reloading) gives anyway.
@@ -197,8 +206,9 @@ def render_configs(
     precision: dict[str, str] | None = None,
     source: dict | None = None,
 ) -> dict[Path, str]:
-    """{path: text} of config.pbtxt and configs/gpu.pbtxt of every model, for the versions now on disk, and of
-    the ensemble's record of the part versions served (versions.served_record; `source`: a new export's run).
+    """{path: text} of config.pbtxt, configs/pod.pbtxt and configs/gpu.pbtxt of every model, for the versions
+    now on disk, and of the ensemble's record of the part versions served (versions.served_record; `source`: a
+    new export's run).
 
     `precision`: {part: one of PRECISIONS[part]} over the repository's own choice (precision.py). A
     repository other than the committed one without a precision.json of its own gets one: the choice it
@@ -220,6 +230,11 @@ def render_configs(
             wanted = precision[part.name]
             header += f"\nprecision: {served} ({wanted} wanted; its graph is made by {MADE_BY[wanted]})"
         texts[folder / "config.pbtxt"] = render(part_config(part, plan, served), header)
+        pod = dataclasses.replace(plan, intra_op_threads=pod_threads())
+        pod_header = f"{header}\n{POD_NOTE.format(cpus=POD_CPUS, threads=pod.intra_op_threads)}"
+        texts[folder / "configs" / f"{POD_CONFIG_NAME}.pbtxt"] = render(
+            part_config(part, pod, served), pod_header
+        )
         gpu_header = "\n".join(
             [generated, "NGC tritonserver:24.10-py3 with --model-config-name=gpu.", *plan.describe_gpu()]
         )
@@ -229,10 +244,21 @@ def render_configs(
         )
     folder = repo / contract.ENSEMBLE.name
     fusion = versions.served_part(repo, contract.FUSION)
-    text = render(ensemble_config(fusion), f"{generated}\nThe same ensemble serves both config sets.")
-    for path in (folder / "config.pbtxt", folder / "configs" / f"{GPU_CONFIG_NAME}.pbtxt"):
-        texts[path] = text
+    text = render(ensemble_config(fusion), f"{generated}\nThe same ensemble serves every config set.")
+    for name in ("config.pbtxt", f"configs/{POD_CONFIG_NAME}.pbtxt", f"configs/{GPU_CONFIG_NAME}.pbtxt"):
+        texts[folder / name] = text
     return texts
+
+
+POD_NOTE = (
+    "tritonserver --model-config-name=pod (k8s/overlays/cpu): intra_op_threads {threads}, "
+    "the pod's {cpus} CPUs shared by the parts"
+)
+
+
+def pod_threads() -> int:
+    """ONNX Runtime threads per part in the CPU overlay's pod: its CPUs shared by the parts, at least 1."""
+    return max(1, POD_CPUS // len(contract.PARTS))
 
 
 def write_configs(
@@ -241,9 +267,9 @@ def write_configs(
     precision: dict[str, str] | None = None,
     keep_precision: bool = False,
 ) -> list[Path]:
-    """(Re)write config.pbtxt and configs/gpu.pbtxt of every model and the ensemble's record of the versions
-    served (render_configs); returns the files. `keep_precision`: `precision` also becomes the repository's
-    own choice (precision.own_path), so a later export or quantisation into it serves the same graphs.
+    """(Re)write every config set of every model and the ensemble's record of the versions served
+    (render_configs); returns the files. `keep_precision`: `precision` also becomes the repository's own
+    choice (precision.own_path), so a later export or quantisation into it serves the same graphs.
 
     All or none, each file replaced whole (a hidden temporary beside it, then `os.replace`): a crash or a full
     disk mid-write used to leave a truncated config.pbtxt, which Triton refuses to load."""

@@ -1,8 +1,9 @@
 """`avpenet export`: a trained run (or the committed reference) -> the Triton model repository.
 
 Each of the four AVPENet parts becomes an ONNX graph served by the Python backend (ensemble/backend/model.py,
-copied beside it), with config.pbtxt + configs/gpu.pbtxt from the contract, and the `avpenet` ensemble chains
-them. Only parts whose bytes changed get a new version, so a retrained visual encoder is rolled out alone.
+copied beside it), with config.pbtxt + configs/{pod,gpu}.pbtxt from the contract, and the `avpenet` ensemble
+chains them. Only parts whose bytes changed get a new version, so a retrained visual encoder is rolled out
+alone.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ import pytest
 import yaml
 from support import k8s_scripts
 
+from ensemble import configs
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("cpu", "gpu", "gpu-operator")
@@ -218,7 +220,10 @@ def test_triton_deployment_shape(overlay) -> None:
     name, docs = overlay
     spec = _one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
     (server,) = spec["containers"]
-    assert ("--model-config-name=gpu" in server["args"]) == (name in GPU_OVERLAYS)
+    variant = [a.split("=", 1)[1] for a in server["args"] if a.startswith("--model-config-name=")]
+    assert variant == (["gpu"] if name in GPU_OVERLAYS else [configs.POD_CONFIG_NAME])
+    if name not in GPU_OVERLAYS:  # the pod configs' ONNX Runtime threads are sized to this request
+        assert generate._cpus(server["resources"]["requests"]["cpu"]) == configs.POD_CPUS
     if name in GPU_OVERLAYS:
         assert server["image"] == TRITON_IMAGE
         assert (

@@ -1,4 +1,4 @@
-"""The committed model repository: both config sets agree with each other and with the contract; current."""
+"""The committed model repository: every config set agrees with each other and with the contract; current."""
 
 from __future__ import annotations
 
