@@ -24,7 +24,7 @@ from typing import Any
 from ensemble import ports
 from ensemble.server import ALLOCATOR_ENV
 from preprocess_service import grpc_wire
-from preprocess_service.ray_node import RayNode
+from preprocess_service.ray_node import SLOW_START_ENV, RayNode
 from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
 HOST = ports.HOST  # loopback only
@@ -170,7 +170,7 @@ class LocalStack:
         # (never written into the Serve config, which Ray stores).
         self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
-        for name, value in ALLOCATOR_ENV.items():  # bounded malloc arenas (ensemble/server.py), unless set
+        for name, value in {**ALLOCATOR_ENV, **SLOW_START_ENV}.items():  # arenas, proxy start (unless set)
             self._set_env(name, os.environ.get(name, value))
         # Picked ports bind without SO_REUSEPORT, so a clash fails (and is retried) instead of two servers
         # sharing the port; explicit ones keep Ray's default, whose SO_REUSEADDR lets a restart rebind them.
