@@ -18,6 +18,7 @@ import textwrap
 
 import pytest
 
+from preprocess_service import stack as stack_mod
 from preprocess_service.ray_node import SLOW_START_ENV, RayNode
 from preprocess_service.stack import LocalStack
 
@@ -43,6 +44,8 @@ def test_rays_processes_get_a_minute_for_the_proxy_unless_set(monkeypatch, user_
         raise _Started(os.environ.get(READY_ENV))
 
     monkeypatch.setattr(RayNode, "start", start)
+    # the failed start's stop must not reach Ray: in this process it may be the session's gateway stack
+    monkeypatch.setattr(stack_mod, "_stop_ray", lambda graceful: None)
     with pytest.raises(_Started) as started:
         LocalStack(triton=_FakeTriton(), http_port=8100, grpc_port=None).start()
     assert started.value.args[0] == (user_value or SLOW_START_ENV[READY_ENV])
