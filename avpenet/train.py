@@ -14,7 +14,10 @@ degraded upload is degraded as a whole, so such inputs at serving time are not n
 - hospital noise (``avpenet.synth.noise``) mixed into each normalised window at the clip's random SNR, then
   the window re-normalised exactly as the feature code does;
 - lower-face occlusion: the visual features of a copy of the clip's face track passed through
-  ``avpenet.augment.occlude_lower_face`` (mask, pacifier, hand) replace the clean ones.
+  ``avpenet.augment.occlude_lower_face`` (mask, pacifier, hand) replace the clean ones;
+- with ``--identity-jitter K``, half the clips with a face get a new identity: one offset on all their usable
+  frames, drawn with K^2 times the covariance of the training subjects' resting faces (``identity_basis``).
+  Every patient's face is one the model never saw; off by default (docs/EVALUATION.md, *Faces*).
 Losses (all on the clip's rater-median score y, the only label a hospital has):
 - L1(score, y): the MAE the service is judged on, robust to the rater noise in y;
 - beta-NLL (Seitzer et al. 2022, beta = 0.5) of y under N(score, exp(log_variance)): learns the spread used
@@ -117,6 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of the auxiliary per-modality losses (clips scored from each modality alone; default 0)",
     )  # fmt: skip
     parser.add_argument(
+        "--identity-jitter", type=non_negative_number, default=0.0,
+        help="scale of the new-identity offset added to half the clips' face features (default 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-test-report", action="store_true",
         help="with --init: leave the test subjects unscored (when choosing among candidates on the "
         "validation subjects; score the chosen run with `avpenet evaluate`)",
@@ -161,12 +168,17 @@ class Augmenter:
     snr_db = (-5.0, 25.0)  # uniform SNR of the added noise (the data already carries -5..30 dB)
     p_occlude = 0.25  # lower face occluded (when the clip has a face track)
     n_noise_bank = 48  # pre-generated noise windows (generating per step would dominate a step's time)
+    p_identity = 0.5  # with --identity-jitter: a new identity's offset on the clip's face features
 
-    def __init__(self, rng: np.random.Generator, modality: str) -> None:
+    def __init__(
+        self, rng: np.random.Generator, modality: str, identity: np.ndarray | None = None, jitter: float = 0.0
+    ) -> None:
         from avpenet.synth.noise import hospital_noise
 
         self.rng = rng
         self.modality = modality
+        self.identity = identity  # identity_basis(training clips), read with jitter > 0
+        self.jitter = jitter
         self.bank = np.stack([hospital_noise(2 * C.WINDOW_SAMPLES, rng) for _ in range(self.n_noise_bank)])
 
     def noise_window(self) -> np.ndarray:
@@ -184,6 +196,8 @@ class Augmenter:
         has_face = x[C.FRAME_MASK.name].max() > 0.5
         if occluded is not None and rng.uniform() < self.p_occlude:
             x[C.VISUAL_FEATURES.name], x[C.FRAME_MASK.name] = occluded[0].copy(), occluded[1].copy()
+        if self.jitter > 0 and has_face and rng.uniform() < self.p_identity:
+            new_identity(x, self.jitter * rng.standard_normal(len(self.identity)) @ self.identity)
         if has_audio and rng.uniform() < self.p_noise:
             snr = rng.uniform(*self.snr_db)
             for w, window in enumerate(x[C.WAVEFORM.name]):
@@ -195,6 +209,35 @@ class Augmenter:
             elif u < self.p_drop_audio + self.p_drop_face:
                 mask_face(x)
         restrict(x, self.modality)
+
+
+BLENDSHAPES = C.feature_slice("blendshapes")
+
+
+def identity_basis(clips: list[data.Clip]) -> np.ndarray:
+    """[subjects, VISUAL_FEATURE_DIM]: each training subject's resting face (the mean features of its usable
+    frames in its low-pain clips, or all its clips without one) less their mean, over sqrt(subjects - 1), so
+    z @ basis with z ~ N(0, I) is an offset drawn with the subjects' between-identity covariance."""
+    rest: dict[str, dict[bool, list[np.ndarray]]] = {}
+    for c in clips:
+        usable = c.inputs[C.FRAME_MASK.name] > 0.5
+        if usable.any():
+            means = rest.setdefault(c.subject_id, {True: [], False: []})
+            means[c.level == 0].append(c.inputs[C.VISUAL_FEATURES.name][usable].mean(axis=0))
+    rows = np.array([np.mean(m[True] or m[False], axis=0) for m in rest.values()])
+    if len(rows) < 2:
+        raise ValueError("--identity-jitter needs training clips with a face from at least 2 subjects")
+    return (rows - rows.mean(axis=0)) / np.sqrt(len(rows) - 1)
+
+
+def new_identity(x: dict[str, np.ndarray], offset: np.ndarray) -> None:
+    """Add one offset to the usable frames of the clip's windows (a face the tracker never saw: its shape and
+    resting expression moved together), the blendshapes kept in 0-1 as the tracker reports them. An unseen
+    face cost a model trained without it 22% (docs/EVALUATION.md, *Faces*)."""
+    usable = x[C.FRAME_MASK.name] > 0.5
+    features = x[C.VISUAL_FEATURES.name]
+    features[usable] += offset.astype(features.dtype)
+    features[usable, BLENDSHAPES] = np.clip(features[usable, BLENDSHAPES], 0.0, 1.0)
 
 
 def mask_audio(x: dict[str, np.ndarray]) -> None:
@@ -489,7 +532,8 @@ def _fit(
     """The epochs with early stopping; returns (best, history, plan, why it stopped) with the best weights."""
     steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
     opt, sched, plan = _optimiser(model, args, steps_per_epoch)
-    augment = Augmenter(rng, args.modality)
+    identity = identity_basis(train_clips) if args.identity_jitter > 0 else None
+    augment = Augmenter(rng, args.modality, identity, args.identity_jitter)
     if getattr(args, "drop_face", None) is not None:
         augment.p_drop_face = args.drop_face
     history: list[dict] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -147,6 +148,48 @@ def test_modality_losses_score_each_clip_as_its_masked_upload_is_scored():
     assert float(terms["face_alone"]) == pytest.approx(face_alone, rel=1e-5)
     assert audio_alone != pytest.approx(face_alone, rel=1e-3)
     assert float(loss) == pytest.approx(float(plain) + 0.5 * (audio_alone + face_alone), rel=1e-5)
+
+
+def _face_clip(subject: str, score: float, col0: float, windows: int = 2) -> SimpleNamespace:
+    """A clip whose usable frames read `col0` in feature 0 and 0.9 in the first blendshape; frame 0 of each
+    window is unusable (all-zero features, as the feature code leaves it)."""
+    frames, dim = C.VISUAL_FEATURES.shape
+    features = np.zeros((windows, frames, dim), np.float32)
+    mask = np.ones((windows, frames), np.float32)
+    features[:, :, 0], features[:, :, train.BLENDSHAPES.start] = col0, 0.9
+    features[:, 0], mask[:, 0] = 0.0, 0.0
+    inputs = {C.VISUAL_FEATURES.name: features, C.FRAME_MASK.name: mask}
+    inputs[C.WAVEFORM.name] = np.zeros((windows, C.WINDOW_SAMPLES), np.float32)
+    inputs[C.AUDIO_PRESENT.name] = np.zeros((windows, 1), np.float32)
+    return SimpleNamespace(subject_id=subject, level=C.LEVELS.index(C.level_of(score)), inputs=inputs)
+
+
+def test_identity_jitter_moves_a_clips_face_by_one_offset_drawn_from_the_subjects_spread():
+    """--identity-jitter: a new identity is one offset on every usable frame of the clip, drawn with the
+    covariance of the training subjects' resting faces (their low-pain clips, else all their clips)."""
+    clips = [
+        _face_clip("A", 1.0, col0=1.0), _face_clip("A", 9.0, col0=7.0),  # A rests at 1 (not its high clip)
+        _face_clip("B", 2.0, col0=3.0), _face_clip("C", 8.0, col0=5.0),  # C has no low clip: all of it
+    ]  # fmt: skip
+    basis = train.identity_basis(clips)
+    assert basis.shape == (3, C.VISUAL_FEATURE_DIM)
+    np.testing.assert_allclose(basis[:, 0], np.array([-2.0, 0.0, 2.0]) / np.sqrt(2), atol=1e-6)
+    assert np.abs(basis[:, 1:]).max() < 1e-6  # every subject rests alike elsewhere
+    augment = train.Augmenter(np.random.default_rng(0), "both", basis, jitter=1.5)
+    augment.p_drop_audio = augment.p_drop_face = 0.0
+    augment.p_identity = 1.0
+    x = {k: v.copy() for k, v in _face_clip("D", 1.0, col0=1.0, windows=3).inputs.items()}
+    augment(x, None)
+    moved = x[C.VISUAL_FEATURES.name][:, 1:, 0] - 1.0
+    assert np.ptp(moved) < 1e-6 and abs(moved[0, 0]) > 1e-3  # one offset for the whole clip
+    assert not x[C.VISUAL_FEATURES.name][:, 0].any()  # unusable frames stay empty
+    blend = x[C.VISUAL_FEATURES.name][:, 1:, train.BLENDSHAPES]
+    assert blend.min() >= 0.0 and blend.max() <= 1.0
+    off = train.Augmenter(np.random.default_rng(0), "both", basis, jitter=0.0)
+    off.p_drop_audio = off.p_drop_face = 0.0
+    y = {k: v.copy() for k, v in _face_clip("D", 1.0, col0=1.0).inputs.items()}
+    off(y, None)
+    assert (y[C.VISUAL_FEATURES.name][:, 1:, 0] == 1.0).all()  # off by default
 
 
 def test_tiny_training_run_lowers_its_loss_and_writes_the_run(tiny_run, tiny_set):
