@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def count(text: str, least: int = 0) -> int:
@@ -20,14 +23,19 @@ def positive_int(text: str) -> int:
     return count(text, least=1)
 
 
+def _comma_list(text: str, item: Callable[[str], T]) -> list[T]:
+    """Each non-empty part of a comma list, checked by `item`."""
+    return [item(part) for part in text.split(",") if part.strip()]
+
+
 def positive_ints(text: str) -> list[int]:
     """A comma list of positive_int, e.g. 1,8,32 (concurrencies)."""
-    return [positive_int(part) for part in text.split(",") if part.strip()]
+    return _comma_list(text, positive_int)
 
 
 def counts(text: str) -> list[int]:
     """A comma list of count, e.g. 0,1 (thread settings, where 0 is the library's default)."""
-    return [count(part) for part in text.split(",") if part.strip()]
+    return _comma_list(text, count)
 
 
 def _number(text: str, holds: Callable[[float], bool], what: str) -> float:
@@ -53,7 +61,7 @@ def non_negative_number(text: str) -> float:
 
 def positive_numbers(text: str) -> list[float]:
     """A comma list of positive_number, e.g. 10,30,60 (arrival rates)."""
-    return [positive_number(part) for part in text.split(",") if part.strip()]
+    return _comma_list(text, positive_number)
 
 
 def share(text: str) -> float:

@@ -165,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=positive_int, default=2)
     args = parser.parse_args(argv)
-    concurrency = args.concurrency  # lists: argparse applies the types to the defaults too
-    rows = measure(args.repo, args.threads, concurrency, args.requests, args.rounds)
+    # lists: argparse applies the types to the string defaults too
+    rows = measure(args.repo, args.threads, args.concurrency, args.requests, args.rounds)
     print(f"CPU ms per one-window request, median of {args.rounds} alternated rounds of {args.requests}:")
-    print(report(rows, concurrency))
+    print(report(rows, args.concurrency))
     return 0
 
 
