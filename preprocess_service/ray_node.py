@@ -33,7 +33,8 @@ RAY_START_ATTEMPTS = 3
 # Serve's controller kills a proxy that is not ready this many seconds after it was created, its worker's
 # start included (Ray's default 5 s), and `serve_start` then fails with ActorDiedError ("killed by `ray.kill`
 # ... never ran"): on a 2-core box busy with other work (training, a test run) the proxy's worker took longer
-# than that to start, and the whole stack failed. LocalStack sets it for Ray's processes unless it is set.
+# than that to start, and the whole stack failed. LocalStack sets it for Ray's processes unless it is set;
+# the RayService's pods set the same (k8s/templates/gateway-rayservice.yaml; tests/deploy/test_k8s.py).
 SLOW_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 log = logging.getLogger("avpenet.stack")
 

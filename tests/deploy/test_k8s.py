@@ -215,6 +215,18 @@ def test_gateway_pod_environment_is_accepted_by_gateway_settings(overlay) -> Non
             assert settings.triton_ssl and settings.triton_root_certificates, "gateway -> Triton is TLS"
 
 
+def test_ray_pods_give_a_slow_proxy_start_the_local_stacks_time(overlay) -> None:
+    """Serve's controller kills a proxy not ready 5 s after its creation; LocalStack gives it longer
+    (ray_node.SLOW_START_ENV) because a busy node's worker start took more: every Ray pod does the same."""
+    _, docs = overlay
+    from preprocess_service import ray_node
+
+    for owner, template in _pod_templates(docs):
+        if owner.startswith("RayService"):
+            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+            assert {k: env.get(k) for k in ray_node.SLOW_START_ENV} == ray_node.SLOW_START_ENV, owner
+
+
 # --- Triton and security ---
 def test_triton_deployment_shape(overlay) -> None:
     name, docs = overlay
