@@ -19,10 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import cpython_ast
 from support.gateway import API_KEY, STREAM_KEYS, MllpEngine
 
 from ensemble import DEFAULT_REPOSITORY
 from ensemble.server import TritonServer
+
+cpython_ast.serialise_ast_parse()  # before any test runs: CPython 3.11.7's parses race (see the module)
 
 
 def pytest_configure(config) -> None:
