@@ -117,19 +117,40 @@ def describe(event: dict) -> str:
     return f"{'':14}{kind} {json.dumps(rest)}"
 
 
-def run(args: argparse.Namespace) -> int:
-    from preprocess_service.client import KEY_ENV, check_target
-    from preprocess_service.stream.client import ws_url
-    from preprocess_service.stream.replay import replay
+def stream_config(args: argparse.Namespace) -> dict:
+    """The stream's alert settings, checked as the gateway checks them at the stream's start (its own
+    model), so a threshold the scale cannot reach or a zero window count is refused before the recording is
+    read or a stream opened; ValueError names the flag."""
+    from pydantic import ValidationError
 
-    check_target(args.url, grpc=False, grpc_flag=False)  # a stream is WebSocket over HTTP only
-    rec = load_recording(args.file, args.landmarks)
+    from preprocess_service.stream.protocol import StreamConfig
+
     config = {
         "scale": args.scale,
         "threshold": args.threshold,
         "windows": args.windows,
         "baseline_s": args.baseline_s,
     }
+    try:
+        StreamConfig(**config)
+    except ValidationError as exc:
+        reasons = [
+            (f"--{e['loc'][0].replace('_', '-')} {e['input']}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        ]
+        raise ValueError("; ".join(reasons)) from None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from preprocess_service.client import KEY_ENV, check_target
+    from preprocess_service.stream.client import ws_url
+    from preprocess_service.stream.replay import replay
+
+    check_target(args.url, grpc=False, grpc_flag=False)  # a stream is WebSocket over HTTP only
+    config = stream_config(args)
+    rec = load_recording(args.file, args.landmarks)
 
     def show(event: dict) -> None:
         print(json.dumps(event) if args.json else describe(event), flush=True)

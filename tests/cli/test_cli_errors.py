@@ -82,6 +82,19 @@ def test_a_folder_or_a_file_of_another_kind_is_named(tmp_path, capsys):
     assert code == 2 and "is a folder" in err  # checked before any scoring
 
 
+def test_monitor_alert_settings_the_gateway_would_refuse_are_refused_before_streaming(wav, capsys):
+    """They were sent, and the gateway refused the stream at its start; now the same model checks them
+    first (the recording is never read: `wav` is not one)."""
+    for flags, says in (
+        (["--threshold", "12"], "--threshold 12.0: Input should be less than or equal to 10"),
+        (["--scale", "nips", "--threshold", "7"], "threshold 7 can never be exceeded on the nips scale"),
+        (["--windows", "0"], "--windows 0: Input should be greater than or equal to 1"),
+        (["--baseline-s", "-1"], "--baseline-s -1.0: Input should be greater than or equal to 0"),
+    ):
+        code, err = run(["monitor", str(wav), "--url", "http://127.0.0.1:9", *flags], capsys)
+        assert code == 2 and says in err, err
+
+
 def test_out_of_range_flags_are_refused_when_parsed(tmp_path, capsys):
     for argv in (
         ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--threads", "0"],
