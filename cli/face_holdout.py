@@ -80,6 +80,7 @@ def by_face(
 
 
 def score(data_dir: Path, runs: dict[str, Path], pairs: list[tuple[str, str]], split: dict) -> dict:
+    """`by_face` of each run's video-path errors on the split's validation and test subjects."""
     from avpenet import data
     from avpenet.evaluate_paths import path_scores
     from avpenet.model import load_model
@@ -95,10 +96,8 @@ def score(data_dir: Path, runs: dict[str, Path], pairs: list[tuple[str, str]], s
             ids = [c.clip_id for c in clips]
             subjects = np.array([c.subject_id for c in clips])
             true = np.array([c.score for c in clips])
-        elif [c.clip_id for c in clips] != ids:  # a single-modality run scores fewer clips on this path
-            raise ValueError(
-                f"run {name} scores other clips than the first run; compare runs of one modality"
-            )
+        elif [c.clip_id for c in clips] != ids:  # errors are paired clip by clip: never across other clips
+            raise ValueError(f"run {name} scores other clips than the first run")
         errors[name] = np.abs(np.asarray(pred) - true)
     return by_face(errors, subjects, np.array([face[s] for s in subjects]), pairs)
 
