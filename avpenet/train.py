@@ -233,7 +233,7 @@ def identity_basis(clips: list[data.Clip]) -> np.ndarray:
 def new_identity(x: dict[str, np.ndarray], offset: np.ndarray) -> None:
     """Add one offset to the usable frames of the clip's windows (a face the tracker never saw: its shape and
     resting expression moved together), the blendshapes kept in 0-1 as the tracker reports them. An unseen
-    face cost a model trained without it 5-58% by face; this took most of that away for one face of three
+    face cost a model trained without it 8-51% by face; this took most of that away for one face of three
     (docs/EVALUATION.md, *Faces*)."""
     usable = x[C.FRAME_MASK.name] > 0.5
     features = x[C.VISUAL_FEATURES.name]
