@@ -80,17 +80,28 @@ def subject_ci(pred: np.ndarray, true: np.ndarray, subjects: Sequence[str]) -> d
     return {"ci95": subject_bootstrap(pred, true, subjects)}
 
 
-def path_scores(model, data_dir: Path, rows: list[dict[str, str]], path: str, modality: str):
-    """(clips, scores) of the `rows` that can take `path`, each decoded as that upload would be and scored."""
-    from avpenet import contract as C
+def path_clips(data_dir: Path, rows: list[dict[str, str]], path: str) -> list:
+    """The `rows` that can take `path`, each decoded as that upload would be."""
     from avpenet import data
+
+    return [data.load_clip(data_dir, r, keep_track=False) for row in rows if (r := path_row(row, path))]
+
+
+def clip_scores(model, clips: list, modality: str) -> np.ndarray:
+    """The served score of each clip (its inputs restricted to the model's modality)."""
+    from avpenet import contract as C
     from avpenet.predict import predict_clips
     from avpenet.train import restrict
 
-    clips = [data.load_clip(data_dir, r, keep_track=False) for row in rows if (r := path_row(row, path))]
     if not clips:
-        return [], np.zeros(0)
-    return clips, predict_clips(model, [restrict(dict(c.inputs), modality) for c in clips])[C.SCORE.name]
+        return np.zeros(0)
+    return predict_clips(model, [restrict(dict(c.inputs), modality) for c in clips])[C.SCORE.name]
+
+
+def path_scores(model, data_dir: Path, rows: list[dict[str, str]], path: str, modality: str):
+    """(clips, scores) of the `rows` that can take `path`, each decoded as that upload would be and scored."""
+    clips = path_clips(data_dir, rows, path)
+    return clips, clip_scores(model, clips, modality)
 
 
 def evaluate_paths(model, data_dir: Path, rows: list[dict[str, str]], subjects: Sequence[str], modality: str):

@@ -80,25 +80,21 @@ def by_face(
 
 
 def score(data_dir: Path, runs: dict[str, Path], pairs: list[tuple[str, str]], split: dict) -> dict:
-    """`by_face` of each run's video-path errors on the split's validation and test subjects."""
+    """`by_face` of each run's video-path errors on the split's validation and test subjects (the clips
+    decoded once, every run scoring the same ones)."""
     from avpenet import data
-    from avpenet.evaluate_paths import path_scores
+    from avpenet.evaluate_paths import clip_scores, path_clips
     from avpenet.model import load_model
 
     face = faces_of(data_dir)
     keep = set(split["val"]) | set(split["test"])
-    rows = [r for r in data.read_labels(data_dir) if r["subject_id"] in keep]
-    errors, ids = {}, None
+    clips = path_clips(data_dir, [r for r in data.read_labels(data_dir) if r["subject_id"] in keep], "video")
+    true = np.array([c.score for c in clips])
+    errors = {}
     for name, run in runs.items():
         ckpt = load_model(run)
-        clips, pred = path_scores(ckpt.model, data_dir, rows, "video", ckpt.config.get("modality", "both"))
-        if ids is None:
-            ids = [c.clip_id for c in clips]
-            subjects = np.array([c.subject_id for c in clips])
-            true = np.array([c.score for c in clips])
-        elif [c.clip_id for c in clips] != ids:  # errors are paired clip by clip: never across other clips
-            raise ValueError(f"run {name} scores other clips than the first run")
-        errors[name] = np.abs(np.asarray(pred) - true)
+        errors[name] = np.abs(clip_scores(ckpt.model, clips, ckpt.config.get("modality", "both")) - true)
+    subjects = np.array([c.subject_id for c in clips])
     return by_face(errors, subjects, np.array([face[s] for s in subjects]), pairs)
 
 

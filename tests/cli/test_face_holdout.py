@@ -86,9 +86,9 @@ def test_bad_requests_exit_2_with_the_reason(tmp_path, capsys) -> None:
         face_holdout.main(["score", "--data", str(tmp_path), "--run", "no-equals-sign"])
 
 
-def _fake_runs(monkeypatch, preds: dict[str, list[float]], clips_of: dict[str, int] | None = None) -> None:
-    """score() with its model and data readers faked: run NAME predicts preds[NAME] on the first
-    clips_of[NAME] clips (all by default) of six subjects x two clips, each labelled 5."""
+def _fake_runs(monkeypatch, preds: dict[str, list[float]]) -> list[str]:
+    """score() with its model and data readers faked: run NAME predicts preds[NAME] on six subjects x two
+    clips, each labelled 5; returns the list the fake decoder appends to on each call."""
     from types import SimpleNamespace
 
     import avpenet.data
@@ -97,29 +97,30 @@ def _fake_runs(monkeypatch, preds: dict[str, list[float]], clips_of: dict[str, i
 
     rows = [{"subject_id": f"S{i // 2:02d}", "clip_id": f"c{i}"} for i in range(12)]
     clips = [SimpleNamespace(clip_id=r["clip_id"], subject_id=r["subject_id"], score=5.0) for r in rows]
+    decoded: list[str] = []
     monkeypatch.setattr(avpenet.data, "read_labels", lambda d: rows)
     monkeypatch.setattr(face_holdout, "faces_of", lambda d: FACE)
     monkeypatch.setattr(avpenet.model, "load_model", lambda run: SimpleNamespace(model=str(run), config={}))
 
-    def path_scores(model, data_dir, rows_, path, modality):
-        assert path == "video" and modality == "both" and rows_ == rows
-        n = (clips_of or {}).get(model, len(clips))
-        return clips[:n], np.array(preds[model][:n])
+    def path_clips(data_dir, rows_, path):
+        assert path == "video" and rows_ == rows
+        decoded.append(path)
+        return clips
 
-    monkeypatch.setattr(avpenet.evaluate_paths, "path_scores", path_scores)
+    def clip_scores(model, clips_, modality):
+        assert clips_ is clips and modality == "both"
+        return np.array(preds[model])
+
+    monkeypatch.setattr(avpenet.evaluate_paths, "path_clips", path_clips)
+    monkeypatch.setattr(avpenet.evaluate_paths, "clip_scores", clip_scores)
+    return decoded
 
 
 def test_score_reads_each_runs_video_path_errors_by_face(monkeypatch) -> None:
     faces = [FACE[f"S{i // 2:02d}"] for i in range(12)]
-    _fake_runs(monkeypatch, {"A": [5.5] * 12, "B": [6.0 if f == "bob" else 5.5 for f in faces]})
+    decoded = _fake_runs(monkeypatch, {"A": [5.5] * 12, "B": [6.0 if f == "bob" else 5.5 for f in faces]})
     split = {"train": [], "val": ["S00", "S01", "S02"], "test": ["S03", "S04", "S05"]}
     out = face_holdout.score(Path("set"), {"A": Path("A"), "B": Path("B")}, [("B", "A")], split)
     assert out["bob"]["A"] == 0.5 and out["bob"]["B"] == 1.0 and out["bob"]["B/A %"] == 100.0
     assert out["ann"]["B/A %"] == 0.0 and out["all"]["clips"] == 12 and out["all"]["subjects"] == 6
-
-
-def test_runs_that_score_other_clips_are_refused(monkeypatch) -> None:
-    _fake_runs(monkeypatch, {"A": [5.0] * 12, "B": [5.0] * 12}, clips_of={"B": 10})
-    split = {"train": [], "val": ["S00", "S01", "S02"], "test": ["S03", "S04", "S05"]}
-    with pytest.raises(ValueError, match="run B scores other clips than the first run"):
-        face_holdout.score(Path("set"), {"A": Path("A"), "B": Path("B")}, [], split)
+    assert decoded == ["video"]  # the clips are decoded once, every run scores the same ones
