@@ -223,7 +223,7 @@ def identity_basis(clips: list[data.Clip]) -> np.ndarray:
         usable = c.inputs[C.FRAME_MASK.name] > 0.5
         if usable.any():
             means = rest.setdefault(c.subject_id, {True: [], False: []})
-            means[c.level == 0].append(c.inputs[C.VISUAL_FEATURES.name][usable].mean(axis=0))
+            means[C.LEVELS[c.level] == "low"].append(c.inputs[C.VISUAL_FEATURES.name][usable].mean(axis=0))
     rows = np.array([np.mean(m[True] or m[False], axis=0) for m in rest.values()])
     if len(rows) < 2:
         raise ValueError("--identity-jitter needs training clips with a face from at least 2 subjects")
