@@ -5,11 +5,13 @@
 S and SJ are two renders of one plan's subjects with other faces, e.g. `avpenet synth --out S --parts test
 --faces astronaut,grace_hopper` and the same with `--faces jesper_pedersen`: labels, sound, driven expressions
 and the proportions applied to the photo's mesh are the same clip for clip, only the photo and its mesh differ
-(tests/synth/test_faces.py). Every clip of the checkpoint's test subjects that has an MP4 in both is scored on
-the video path, as `avpenet evaluate --paths` scores it (the MP4 tracked, its sound, a face never found
-masked), in both sets. Printed: MAE in each set and their difference, with a 95% interval from resampling
-subjects (paired: a resample takes a subject's clips from both sets), and the bias (mean score - label) in
-each, overall, by the face each subject has in S and by age group.
+(tests/synth/test_faces.py). Or the same faces with darker skin (`avpenet synth --skin-tone N`,
+tests/synth/test_skin_tone.py): only the skin's colour differs. Every clip of the checkpoint's test subjects
+that has an MP4 in both is scored on the video path, as `avpenet evaluate --paths` scores it (the MP4
+tracked, its sound, a face never found masked), in both sets. Printed: MAE in each set and their difference,
+with a 95% interval from resampling subjects (paired: a resample takes a subject's clips from both sets), the
+bias (mean score - label) in each, and the share of its windows' frames in which the tracker found a usable
+face, overall, by the face each subject has in S and by age group.
 """
 
 from __future__ import annotations
@@ -22,23 +24,39 @@ from pathlib import Path
 import numpy as np
 
 
-def video_scores(model, data_dir: Path, rows: list[dict[str, str]], modality: str) -> dict[str, float]:
-    """{clip_id: the video path's score}, as `avpenet evaluate --paths` scores it."""
+def video_scores(
+    model, data_dir: Path, rows: list[dict[str, str]], modality: str
+) -> dict[str, tuple[float, float]]:
+    """{clip_id: (the video path's score, the share of its windows' frames with a usable face)}, as
+    `avpenet evaluate --paths` scores it."""
+    from avpenet import contract as C
     from avpenet.evaluate_paths import path_scores
 
     clips, pred = path_scores(model, data_dir, rows, "video", modality)
-    return {c.clip_id: float(p) for c, p in zip(clips, pred, strict=True)}
+    return {
+        c.clip_id: (float(p), float(c.inputs[C.FRAME_MASK.name].mean()))
+        for c, p in zip(clips, pred, strict=True)
+    }
 
 
-def paired(err_a: np.ndarray, err_b: np.ndarray, subjects: np.ndarray, seed: int = 0) -> dict:
+def paired(
+    err_a: np.ndarray,
+    err_b: np.ndarray,
+    subjects: np.ndarray,
+    seed: int = 0,
+    faces: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict:
     """From signed errors (score - label): MAE and bias of each, the MAE's change b - a and its
-    subject-bootstrap 95% interval."""
+    subject-bootstrap 95% interval; with `faces` (each clip's share of frames with a usable face in a and
+    in b), their means."""
     from avpenet.evaluate_paths import subject_resamples
 
     bias_a, bias_b = float(err_a.mean()), float(err_b.mean())
     err_a, err_b = np.abs(err_a), np.abs(err_b)
     diffs = [float(err_b[i].mean() - err_a[i].mean()) for i in subject_resamples(subjects, seed=seed)]
-    return {
+    shares = {} if faces is None else {"face_frames_default": float(faces[0].mean()),
+                                       "face_frames_other": float(faces[1].mean())}  # fmt: skip
+    return shares | {
         "n_clips": int(err_a.size),
         "n_subjects": len(set(subjects)),
         "mae_default": float(err_a.mean()),
@@ -72,30 +90,35 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     common = sorted(set(scores[default]) & set(scores[other]))
     truth = {r["clip_id"]: r for r in rows[default]}
     true = np.array([float(truth[c]["score"]) for c in common])
-    err_a = np.array([scores[default][c] for c in common]) - true
-    err_b = np.array([scores[other][c] for c in common]) - true
+    (err_a, face_a), (err_b, face_b) = (np.array([scores[d][c] for c in common]).T for d in (default, other))
+    err_a, err_b = err_a - true, err_b - true
     subjects = np.array([truth[c]["subject_id"] for c in common])
     faces = sources.plan_faces(plan)
     index = {s.subject_id: s.index for s in dataset.make_subjects(plan["seed"], plan["n_subjects"])}
     face = np.array([sources.subject_source(plan["seed"], index[s], faces) for s in subjects])
     age = np.array([truth[c]["age_group"] for c in common])
     out = {"checkpoint": str(checkpoint), "default": str(default), "other": str(other),
-           "all": paired(err_a, err_b, subjects)}  # fmt: skip
+           "all": paired(err_a, err_b, subjects, faces=(face_a, face_b))}  # fmt: skip
     for key, groups in (("face_in_default", face), ("age_group", age)):
-        out[key] = {
-            g: paired(err_a[groups == g], err_b[groups == g], subjects[groups == g])
-            for g in sorted(set(groups))
-        }
+        out[key] = {}
+        for g in sorted(set(groups)):
+            k = groups == g
+            out[key][g] = paired(err_a[k], err_b[k], subjects[k], faces=(face_a[k], face_b[k]))
     return out
 
 
 def lines(result: dict) -> list[str]:
     def row(name: str, r: dict) -> str:
         lo, hi = r["difference_ci95"]
+        faces = (
+            f"; usable face in {r['face_frames_default']:.1%} -> {r['face_frames_other']:.1%} of frames"
+            if "face_frames_default" in r
+            else ""
+        )
         return (
             f"{name}: {r['n_clips']} clips of {r['n_subjects']} subjects, MAE {r['mae_default']:.3f} -> "
             f"{r['mae_other']:.3f} ({r['difference']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}); bias "
-            f"{r['bias_default']:+.2f} -> {r['bias_other']:+.2f}"
+            f"{r['bias_default']:+.2f} -> {r['bias_other']:+.2f}{faces}"
         )
 
     out = [row("all", result["all"])]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from avpenet.argtypes import count, positive_int
-from avpenet.synth import dataset, progress, sources
+from avpenet.synth import dataset, progress, skin, sources
 
 HELP = "generate the AVPE-Synth dataset (labels.csv + audio WAV + face-track NPZ + rendered MP4s)"
 
@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated source photos each subject's face is drawn from (default: the reference's "
         f"training data's; known: {', '.join(sorted(sources.SOURCES))}; docs/DATA.md, Face)",
     )  # fmt: skip
+    parser.add_argument(
+        "--skin-tone", type=int, default=None, choices=range(1, len(skin.MONK_SWATCHES) + 1), metavar="1-10",
+        help="recolour every face's skin to this Monk Skin Tone (a check of the tracker and the model on "
+        "darker skin colour; the same faces, not other people: docs/DATA.md, Skin tone)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, nor mediapipe's log lines")
 
 
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         summary = dataset.generate(
             args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips, render=render,
             workers=args.workers, progress=not args.quiet, subjects=subjects, resume=args.resume,
-            faces=tuple(f for f in args.faces.split(",") if f),
+            faces=tuple(f for f in args.faces.split(",") if f), skin_tone=args.skin_tone,
         )  # fmt: skip
     except ValueError as exc:  # a split of another set, an unknown part, a resume with other options
         print(f"avpenet synth: {exc}", file=sys.stderr)

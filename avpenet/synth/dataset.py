@@ -33,7 +33,7 @@ from scipy import signal
 from avpenet import augment, contract, data
 from avpenet.durable import replace_bytes, replace_text
 from avpenet.features import tracked
-from avpenet.synth import face, noise, sources, vocal
+from avpenet.synth import face, noise, skin, sources, vocal
 from avpenet.synth import progress as synth_progress
 
 # --- defaults mirror the paper: 428 subjects (215 neonates, 213 adults), 3,247 clips ------------------------
@@ -459,6 +459,7 @@ def generate(
     subjects: Sequence[str] | set[str] | None = None,
     resume: bool = False,
     faces: tuple[str, ...] = sources.DEFAULT_FACES,
+    skin_tone: int | None = None,
 ) -> Summary:
     """Write labels.csv, truth.csv, plan.json, audio/, visual/ and video/ under out_dir (only the clips of
     `subjects` when given: the same files as in the whole set, e.g. one split's subjects rendered on a
@@ -468,8 +469,11 @@ def generate(
     `resume`, clips a previous run of the same options finished (DIR/.progress/, avpenet.synth.progress) are
     not made again. `faces`: the source photos subjects' faces are drawn from (sources.subject_source); a set
     records them unless they are sources.TWO_FACES, so the sets made before faces were recorded (with those
-    two) read and resume as before, and a resume of one with other faces is refused."""
+    two) read and resume as before, and a resume of one with other faces is refused. `skin_tone`: every
+    face's skin recoloured to that Monk Skin Tone (avpenet.synth.skin; recorded, None: as photographed)."""
     faces = sources.check_faces(faces)
+    if skin_tone is not None:
+        skin.swatch_lab(skin_tone)  # ValueError for a tone off the scale, before anything is made
     out = Path(out_dir)
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -488,6 +492,8 @@ def generate(
     params = {"seed": seed, "n_subjects": n_subjects, "n_clips": n_clips, "render": render}
     if faces != sources.TWO_FACES:  # the same subjects with other faces: a resume must keep them
         recorded["faces"] = params["faces"] = list(faces)
+    if skin_tone is not None:  # another colour of the same subjects' faces: a resume must keep it
+        recorded["skin_tone"] = params["skin_tone"] = skin_tone
     done = synth_progress.start(out, params, resume)
     todo = [i for i, p in enumerate(plans) if p.clip_id not in done]
     for p in plans:
@@ -497,7 +503,7 @@ def generate(
         todo.sort(key=lambda i: (rank[plans[i].subject.subject_id], plans[i].index))
     else:  # rendered clips are slow: start them first so they do not trail at the end
         todo.sort(key=lambda i: not plans[i].render)
-    _make_clips(plans, todo, out, workers, progress, faces)
+    _make_clips(plans, todo, out, workers, progress, faces, skin_tone)
     write_labels(out / "labels.csv", plans)
     write_truth(out / "truth.csv", plans)
     data.write_plan(out, recorded)
@@ -506,12 +512,18 @@ def generate(
 
 
 def _make_clips(
-    plans: list[ClipPlan], todo: list[int], out: Path, workers: int, progress: bool, faces: tuple[str, ...]
+    plans: list[ClipPlan],
+    todo: list[int],
+    out: Path,
+    workers: int,
+    progress: bool,
+    faces: tuple[str, ...],
+    skin_tone: int | None,
 ) -> None:
     """Make plans[i] for i in `todo`, in that order; each clip's truth recorded as soon as it is written."""
     from tqdm import tqdm
 
-    state = sources.neutral_states(faces)
+    state = sources.neutral_states(faces, skin_tone)
     jobs = [(plans[i], str(out)) for i in todo]
     bar = tqdm(total=len(jobs), desc=GENERATOR, unit="clip", disable=not progress)
     if workers <= 1:

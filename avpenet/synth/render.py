@@ -75,7 +75,7 @@ class Renderer:
         self.image = cv2.resize(neutral.image, (w * ss, h * ss), interpolation=cv2.INTER_CUBIC).astype(
             np.float32
         )
-        self.eye_deltas = [self._closed_eye_delta(lids) for lids in _eye_polygons()]
+        self.eye_deltas = [self._closed_eye_delta(lids) for lids in eye_polygons()]
         yy, xx = np.mgrid[0 : h * ss, 0 : w * ss]
         self.grid = (np.stack([xx.ravel(), yy.ravel(), np.ones(xx.size)], 1) + [0.5, 0.5, 0]).astype(
             np.float32
@@ -197,7 +197,7 @@ def _inverse_affines(tri_dst: np.ndarray, tri_src: np.ndarray) -> np.ndarray:
     return out
 
 
-def _eye_polygons() -> tuple[tuple[int, ...], tuple[int, ...]]:
+def eye_polygons() -> tuple[tuple[int, ...], tuple[int, ...]]:
     right = (
         face.RIGHT_EYE_CORNERS[0],
         *face.RIGHT_UPPER_LID,

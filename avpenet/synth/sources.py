@@ -142,7 +142,7 @@ def shift_irises(image: np.ndarray, points_px: np.ndarray, shift: tuple[float, f
     d = np.asarray(shift, np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     map_x, map_y = xx.copy(), yy.copy()
-    for opening, iris in zip(render._eye_polygons(), (face.IRIS_RIGHT, face.IRIS_LEFT), strict=True):
+    for opening, iris in zip(render.eye_polygons(), (face.IRIS_RIGHT, face.IRIS_LEFT), strict=True):
         centre = points_px[iris[0], :2] + d
         radius = np.linalg.norm(points_px[list(iris[1:]), :2] - points_px[iris[0], :2], axis=1).mean()
         mask = np.zeros((h, w), np.uint8)
@@ -226,14 +226,20 @@ def check_faces(faces: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(faces)))
 
 
-def neutral_states(faces: tuple[str, ...] = DEFAULT_FACES) -> dict[str, dict[str, np.ndarray]]:
-    """These sources' neutral faces as plain arrays: worker processes need no mediapipe run of their own."""
+def neutral_states(
+    faces: tuple[str, ...] = DEFAULT_FACES, skin_tone: int | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """These sources' neutral faces as plain arrays: worker processes need no mediapipe run of their own.
+    `skin_tone`: each photo's skin recoloured to that Monk Skin Tone (avpenet.synth.skin), the mesh kept."""
+    from avpenet.synth import skin
+
     out = {}
     for name in faces:
         nf = neutral_face(name)
         h, w = nf.image.shape[:2]
+        image = nf.image if skin_tone is None else skin.recolour(nf.image, nf.points_px, nf.iod_px, skin_tone)
         out[name] = {
-            "image": nf.image,
+            "image": image,
             "landmarks": nf.points_px / np.array([w, h, w]),
             "head_pose": nf.head_pose,
         }

@@ -40,3 +40,14 @@ def test_sets_of_two_plans_are_refused_before_anything_is_scored(tmp_path, capsy
         dataset.generate(tmp_path / name, seed=seed, n_subjects=3, render=0, workers=1, progress=False)
     assert face_swap_report.main(["--default", str(tmp_path / "a"), "--other", str(tmp_path / "b")]) == 2
     assert "are not renders of one plan" in capsys.readouterr().err
+
+
+def test_the_share_of_frames_with_a_face_is_reported_for_each_set() -> None:
+    err = np.zeros(4)
+    subjects = np.array(["S1", "S1", "S2", "S2"])
+    r = face_swap_report.paired(err, err, subjects, faces=(np.array([1.0, 1.0, 0.5, 0.5]), np.full(4, 0.25)))
+    assert np.isclose(r["face_frames_default"], 0.75) and np.isclose(r["face_frames_other"], 0.25)
+    assert face_swap_report.lines({"all": r, "face_in_default": {}, "age_group": {}})[0].endswith(
+        "usable face in 75.0% -> 25.0% of frames"
+    )
+    assert "face_frames_default" not in face_swap_report.paired(err, err, subjects)
