@@ -79,12 +79,9 @@ def _track(frames) -> list | None:
 
 def check_source(name: str, skin_tone: int | None = None) -> list[tuple[str, str, list[float], list[str]]]:
     """[(check, what was read, values, faults)] of one source: its neutral render, then every probe."""
-    from avpenet.synth import face, skin, sources
+    from avpenet.synth import sources
 
-    nf = sources.neutral_face(name)
-    if skin_tone is not None:
-        image = skin.recolour(nf.image, nf.points_px, nf.iod_px, skin_tone)
-        nf = face.NeutralFace(**{**vars(nf), "image": image})
+    nf = sources.toned(sources.neutral_face(name), skin_tone)
     rows = []
     neutral = _track(sources.probe_frames(nf, "AU4", [0.0]))
     b = None if neutral is None else neutral[0].blendshapes[0]

@@ -31,6 +31,18 @@ def _render_count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{text!r}: give all, or a count of clips (0: none)") from None
 
 
+def _skin_tones(text: str) -> tuple[int | None, ...]:
+    """`--skin-tone`: comma-separated Monk Skin Tones 1-10 or 'photo'."""
+    try:
+        return skin.check_tones(
+            tuple(None if t.strip() == skin.AS_PHOTOGRAPHED else int(t) for t in text.split(",") if t.strip())
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give Monk Skin Tones 1-10 or {skin.AS_PHOTOGRAPHED!r}, comma-separated"
+        ) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
@@ -66,9 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"training data's; known: {', '.join(sorted(sources.SOURCES))}; docs/DATA.md, Face)",
     )  # fmt: skip
     parser.add_argument(
-        "--skin-tone", type=int, default=None, choices=range(1, len(skin.MONK_SWATCHES) + 1), metavar="1-10",
-        help="recolour every face's skin to this Monk Skin Tone (a check of the tracker and the model on "
-        "darker skin colour; the same faces, not other people: docs/DATA.md, Skin tone)",
+        "--skin-tone", type=_skin_tones, default=(None,), metavar="N[,N...]",
+        help="recolour the faces' skin to this Monk Skin Tone (1-10), or to one of several drawn per subject "
+        f"('{skin.AS_PHOTOGRAPHED}': as photographed, the default); a check of the tracker and the model on "
+        "darker skin colour, the same faces, not other people (docs/DATA.md, Skin tone)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, nor mediapipe's log lines")
 
@@ -102,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         summary = dataset.generate(
             args.out, seed=args.seed, n_subjects=args.subjects, n_clips=args.clips, render=render,
             workers=args.workers, progress=not args.quiet, subjects=subjects, resume=args.resume,
-            faces=tuple(f for f in args.faces.split(",") if f), skin_tone=args.skin_tone,
+            faces=tuple(f for f in args.faces.split(",") if f), skin_tones=args.skin_tone,
         )  # fmt: skip
     except ValueError as exc:  # a split of another set, an unknown part, a resume with other options
         print(f"avpenet synth: {exc}", file=sys.stderr)

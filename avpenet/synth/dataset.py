@@ -124,6 +124,7 @@ class ClipPlan:
     raters: tuple[float, float, float]
     render: bool = False
     faces: tuple[str, ...] = sources.DEFAULT_FACES  # the photos its subject's face may come from
+    skin_tones: tuple[int | None, ...] = (None,)  # the Monk Skin Tones it may be recoloured to (None: none)
     truth: dict = field(default_factory=dict)
 
     @property
@@ -287,7 +288,7 @@ def _subject_identity(
     seed: int, subject_index: int, age_group: str, faces: tuple[str, ...]
 ) -> tuple[vocal.Voice, face.Identity]:
     rng = _rng(seed, _IDENTITY, subject_index)
-    neutral = _worker_neutral(sources.subject_source(seed, subject_index, faces))
+    neutral = _worker_neutral(sources.subject_source(seed, subject_index, faces))  # the mesh: any tone's
     return vocal.make_voice(age_group, rng), face.make_identity(age_group, neutral, rng)
 
 
@@ -388,7 +389,10 @@ def make_clip(plan_: ClipPlan, out_dir: str) -> dict:
     if not plan_.audio_missing:
         sf.write(out / "audio" / f"{plan_.clip_id}.wav", wave, plan_.sample_rate, subtype="PCM_16")
     n = plan_.n_frames
-    neutral = _worker_neutral(sources.subject_source(plan_.seed, subject.index, plan_.faces))
+    neutral = _worker_neutral(
+        sources.subject_source(plan_.seed, subject.index, plan_.faces),
+        skin.subject_tone(plan_.seed, subject.index, plan_.skin_tones),
+    )
     expr = face.expression(
         identity, subject.age_group, plan_.face_arousal, episodes, _voiced_frames(voiced, n),
         plan_.face_confounders, n, rng, pose_scale=0.5 if plan_.render else 1.0,
@@ -427,11 +431,11 @@ def _init_worker(neutral_states: dict) -> None:
     _worker_neutral.cache_clear()
 
 
-@functools.lru_cache(maxsize=len(sources.SOURCES))
-def _worker_neutral(name: str) -> face.NeutralFace:
-    if _NEUTRAL_STATE is None or name not in _NEUTRAL_STATE:  # a clip made outside generate()'s workers
-        return sources.neutral_face(name)
-    return face.neutral_from_arrays(_NEUTRAL_STATE[name])
+@functools.lru_cache(maxsize=4 * len(sources.SOURCES))
+def _worker_neutral(name: str, skin_tone: int | None = None) -> face.NeutralFace:
+    if _NEUTRAL_STATE is None or (name, skin_tone) not in _NEUTRAL_STATE:  # made outside generate()'s workers
+        return sources.toned(sources.neutral_face(name), skin_tone)
+    return face.neutral_from_arrays(_NEUTRAL_STATE[name, skin_tone])
 
 
 def _work(args: tuple[ClipPlan, str]) -> dict:
@@ -459,7 +463,7 @@ def generate(
     subjects: Sequence[str] | set[str] | None = None,
     resume: bool = False,
     faces: tuple[str, ...] = sources.DEFAULT_FACES,
-    skin_tone: int | None = None,
+    skin_tones: tuple[int | None, ...] = (None,),
 ) -> Summary:
     """Write labels.csv, truth.csv, plan.json, audio/, visual/ and video/ under out_dir (only the clips of
     `subjects` when given: the same files as in the whole set, e.g. one split's subjects rendered on a
@@ -469,17 +473,17 @@ def generate(
     `resume`, clips a previous run of the same options finished (DIR/.progress/, avpenet.synth.progress) are
     not made again. `faces`: the source photos subjects' faces are drawn from (sources.subject_source); a set
     records them unless they are sources.TWO_FACES, so the sets made before faces were recorded (with those
-    two) read and resume as before, and a resume of one with other faces is refused. `skin_tone`: every
-    face's skin recoloured to that Monk Skin Tone (avpenet.synth.skin; recorded, None: as photographed)."""
+    two) read and resume as before, and a resume of one with other faces is refused. `skin_tones`: the Monk
+    Skin Tones each subject's face is recoloured to, one drawn per subject (avpenet.synth.skin; None: as
+    photographed, the default and all a set recording none holds)."""
     faces = sources.check_faces(faces)
-    if skin_tone is not None:
-        skin.swatch_lab(skin_tone)  # ValueError for a tone off the scale, before anything is made
+    skin_tones = skin.check_tones(skin_tones)  # ValueError for a tone off the scale, before anything is made
     out = Path(out_dir)
     for sub in ("audio", "visual", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = plan(seed, n_subjects, n_clips, render)
     for p in plans:
-        p.faces = faces
+        p.faces, p.skin_tones = faces, skin_tones
     # any set of this plan, whichever parts, is recognised as holding these subjects (data.checkpoint_split)
     recorded = {"generator": GENERATOR, "seed": seed, "n_subjects": n_subjects, "n_clips": len(plans),
                 "render": RENDER_ALL if render is None else render}  # fmt: skip
@@ -492,8 +496,8 @@ def generate(
     params = {"seed": seed, "n_subjects": n_subjects, "n_clips": n_clips, "render": render}
     if faces != sources.TWO_FACES:  # the same subjects with other faces: a resume must keep them
         recorded["faces"] = params["faces"] = list(faces)
-    if skin_tone is not None:  # another colour of the same subjects' faces: a resume must keep it
-        recorded["skin_tone"] = params["skin_tone"] = skin_tone
+    if skin_tones != (None,):  # another colour of the same subjects' faces: a resume must keep it
+        recorded["skin_tones"] = params["skin_tones"] = list(skin_tones)
     done = synth_progress.start(out, params, resume)
     todo = [i for i, p in enumerate(plans) if p.clip_id not in done]
     for p in plans:
@@ -503,7 +507,7 @@ def generate(
         todo.sort(key=lambda i: (rank[plans[i].subject.subject_id], plans[i].index))
     else:  # rendered clips are slow: start them first so they do not trail at the end
         todo.sort(key=lambda i: not plans[i].render)
-    _make_clips(plans, todo, out, workers, progress, faces, skin_tone)
+    _make_clips(plans, todo, out, workers, progress, faces, skin_tones)
     write_labels(out / "labels.csv", plans)
     write_truth(out / "truth.csv", plans)
     data.write_plan(out, recorded)
@@ -518,12 +522,12 @@ def _make_clips(
     workers: int,
     progress: bool,
     faces: tuple[str, ...],
-    skin_tone: int | None,
+    skin_tones: tuple[int | None, ...],
 ) -> None:
     """Make plans[i] for i in `todo`, in that order; each clip's truth recorded as soon as it is written."""
     from tqdm import tqdm
 
-    state = sources.neutral_states(faces, skin_tone)
+    state = sources.neutral_states(faces, skin_tones)
     jobs = [(plans[i], str(out)) for i in todo]
     bar = tqdm(total=len(jobs), desc=GENERATOR, unit="clip", disable=not progress)
     if workers <= 1:

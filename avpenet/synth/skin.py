@@ -4,7 +4,8 @@ Every source photo shows a light-skinned person (docs/DATA.md, *Face*), and no p
 person with a licence that allows rendering was found in a registry package. This is a check, not that
 person: the same three faces, lighting, expressions and sound, only the colour of the skin changed, so
 `avpenet synth --skin-tone N` and `cli.face_swap_report` measure how the tracker and the model respond to
-darker skin colour alone. A darker-skinned person's face shape, how the skin reflects light and how a
+darker skin colour alone; `--skin-tone photo,6,8,10` draws one of those tones for each subject (training data
+with darker skin colour). A darker-skinned person's face shape, how the skin reflects light and how a
 camera exposes it are not in it.
 
 The skin (all of the face inside its mesh outline but the whites of the eyes; past the outline, to the
@@ -32,6 +33,28 @@ NECK_IOD = 1.0  # how far below the jaw
 CHROMA_TOLERANCE = 14.0  # CIELAB a*b* distance from the face's skin at which a pixel's weight halves
 FEATHER_PX = 2.0
 SCLERA_CHROMA = 0.5  # of the skin's CIELAB chroma: a paler pixel in an eye opening is the eye's white
+
+
+AS_PHOTOGRAPHED = "photo"  # the name of "no recolouring" among a set's tones
+
+
+def check_tones(tones: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """`tones` (None: as photographed) without repeats, as photographed first; ValueError for one off the
+    scale or none at all."""
+    if not tones:
+        raise ValueError("no skin tone given")
+    for tone in tones:
+        if tone is not None:
+            swatch_lab(tone)
+    return tuple(sorted(set(tones), key=lambda t: -1 if t is None else t))
+
+
+def subject_tone(seed: int, subject_index: int, tones: tuple[int | None, ...]) -> int | None:
+    """The skin tone of a subject's face, one of `tones`: its own random stream (as sources.subject_source),
+    so nothing else a subject is drawn moves with the tones chosen."""
+    if len(tones) == 1:
+        return tones[0]
+    return tones[int(np.random.default_rng([int(seed) & 0xFFFFFFFF, 11, subject_index]).integers(len(tones)))]
 
 
 def swatch_lab(tone: int) -> np.ndarray:

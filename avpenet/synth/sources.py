@@ -226,21 +226,31 @@ def check_faces(faces: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(faces)))
 
 
-def neutral_states(
-    faces: tuple[str, ...] = DEFAULT_FACES, skin_tone: int | None = None
-) -> dict[str, dict[str, np.ndarray]]:
-    """These sources' neutral faces as plain arrays: worker processes need no mediapipe run of their own.
-    `skin_tone`: each photo's skin recoloured to that Monk Skin Tone (avpenet.synth.skin), the mesh kept."""
+def toned(nf: face.NeutralFace, skin_tone: int | None) -> face.NeutralFace:
+    """`nf` with its photo's skin recoloured to Monk Skin Tone `skin_tone` (avpenet.synth.skin; None: as
+    photographed), its mesh kept."""
     from avpenet.synth import skin
 
+    if skin_tone is None:
+        return nf
+    return face.NeutralFace(
+        **{**vars(nf), "image": skin.recolour(nf.image, nf.points_px, nf.iod_px, skin_tone)}
+    )
+
+
+def neutral_states(
+    faces: tuple[str, ...] = DEFAULT_FACES, skin_tones: tuple[int | None, ...] = (None,)
+) -> dict[tuple[str, int | None], dict[str, np.ndarray]]:
+    """These sources' neutral faces at each skin tone, {(name, tone): plain arrays}: worker processes need no
+    mediapipe run of their own."""
     out = {}
     for name in faces:
-        nf = neutral_face(name)
-        h, w = nf.image.shape[:2]
-        image = nf.image if skin_tone is None else skin.recolour(nf.image, nf.points_px, nf.iod_px, skin_tone)
-        out[name] = {
-            "image": image,
-            "landmarks": nf.points_px / np.array([w, h, w]),
-            "head_pose": nf.head_pose,
-        }
+        plain = neutral_face(name)
+        h, w = plain.image.shape[:2]
+        for tone in skin_tones:
+            out[name, tone] = {
+                "image": toned(plain, tone).image,
+                "landmarks": plain.points_px / np.array([w, h, w]),
+                "head_pose": plain.head_pose,
+            }
     return out

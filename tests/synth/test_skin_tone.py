@@ -60,35 +60,35 @@ def _generate(out: Path, **kw) -> dataset.Summary:
     return dataset.generate(out, seed=21, n_subjects=3, render=0, workers=1, progress=False, faces=ONE, **kw)
 
 
-def test_a_set_records_its_skin_tone_and_keeps_it_on_a_resume(tmp_path: Path) -> None:
+def test_a_set_records_its_skin_tones_and_keeps_them_on_a_resume(tmp_path: Path) -> None:
     _generate(tmp_path / "photo")
-    _generate(tmp_path / "dark", skin_tone=8)
-    photo, dark = (json.loads((tmp_path / d / "plan.json").read_text()) for d in ("photo", "dark"))
-    assert dark["skin_tone"] == 8 and "skin_tone" not in photo
+    _generate(tmp_path / "dark", skin_tones=(8,))
+    _generate(tmp_path / "mixed", skin_tones=(10, None, 6, 10))
+    photo, dark, mixed = (
+        json.loads((tmp_path / d / "plan.json").read_text()) for d in ("photo", "dark", "mixed")
+    )
+    assert dark["skin_tones"] == [8] and mixed["skin_tones"] == [None, 6, 10] and "skin_tones" not in photo
     assert data.same_subjects(photo, dark)  # the same subjects: cli.face_swap_report pairs their clips
     assert (tmp_path / "photo" / "labels.csv").read_text() == (tmp_path / "dark" / "labels.csv").read_text()
-    _generate(tmp_path / "dark", skin_tone=8, resume=True)
+    _generate(tmp_path / "dark", skin_tones=(8,), resume=True)
     with pytest.raises(ValueError, match="resume with the same options"):
-        _generate(tmp_path / "dark", skin_tone=6, resume=True)
+        _generate(tmp_path / "dark", skin_tones=(6,), resume=True)
 
 
 def test_a_rendered_clip_changes_in_its_skin_only(tmp_path: Path) -> None:
-    import av
-
     plan = next(
         p for p in dataset.plan(7, 2, 6, None) if p.render and not (p.visual_missing or p.audio_missing)
     )
     frames, made = {}, {}
     for tone in (None, 8):
         root = tmp_path / str(tone)
-        dataset._init_worker(sources.neutral_states(ONE, tone))  # as generate() hands it to its workers
+        dataset._init_worker(sources.neutral_states(ONE, (tone,)))  # as generate() hands it to its workers
         for sub in ("audio", "visual", "video"):
             (root / sub).mkdir(parents=True)
         clip = copy.deepcopy(plan)
-        clip.faces = ONE
+        clip.faces, clip.skin_tones = ONE, (tone,)
         made[tone] = dataset.make_clip(clip, str(root))
-        with av.open(str(root / f"video/{plan.clip_id}.mp4")) as container:
-            frames[tone] = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.int16)
+        frames[tone] = _first_frame(root / f"video/{plan.clip_id}.mp4")
     wav = f"audio/{plan.clip_id}.wav"
     assert (tmp_path / "None" / wav).read_bytes() == (tmp_path / "8" / wav).read_bytes()
     diff = np.abs(frames[None] - frames[8]).max(axis=-1)
@@ -97,10 +97,53 @@ def test_a_rendered_clip_changes_in_its_skin_only(tmp_path: Path) -> None:
     assert made[8]["face_missing_fraction"] < 0.5  # the tracker still follows the face
 
 
-def test_a_tone_off_the_scale_is_refused_by_the_command(tmp_path: Path, capsys) -> None:
+def test_each_subject_draws_one_of_several_tones_from_its_own_stream(tmp_path: Path) -> None:
+    tones = skin.check_tones((None, 6, 10))
+    drawn = [skin.subject_tone(5, i, tones) for i in range(300)]
+    assert {t: drawn.count(t) for t in tones} == pytest.approx({t: 100 for t in tones}, abs=30)
+    assert drawn == [skin.subject_tone(5, i, tones) for i in range(300)]  # a subject's tone is its own
+    assert {skin.subject_tone(5, i, (8,)) for i in range(20)} == {8}
+    # a subject drawn MST 10 in a mixed set wears what a set of MST 10 alone gives it; one drawn as
+    # photographed, the photo
+    for drawn_tone in (10, None):
+        plan = next(
+            p for p in dataset.plan(7, 9, 27, None)
+            if p.render and not (p.visual_missing or p.audio_missing)
+            and skin.subject_tone(7, p.subject.index, tones) == drawn_tone
+        )  # fmt: skip
+        frames = []
+        for made_with in ((drawn_tone,), tones):
+            root = tmp_path / f"{drawn_tone}-{len(made_with)}"
+            for sub in ("audio", "visual", "video"):
+                (root / sub).mkdir(parents=True)
+            dataset._init_worker(sources.neutral_states(ONE, made_with))
+            clip = copy.deepcopy(plan)
+            clip.faces, clip.skin_tones = ONE, made_with
+            dataset.make_clip(clip, str(root))
+            frames.append(_first_frame(root / f"video/{plan.clip_id}.mp4"))
+        assert np.array_equal(frames[0], frames[1]), drawn_tone
+
+
+def _first_frame(mp4: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(mp4)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.int16)
+
+
+@pytest.mark.parametrize("text", ["11", "0", "dark", "", "photo,"])
+def test_a_tone_off_the_scale_is_refused_by_the_command(tmp_path: Path, capsys, text: str) -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
+    if text == "photo,":  # a trailing comma is no tone: as photographed alone
+        assert parser.parse_args(["--out", str(tmp_path / "s"), "--skin-tone", text]).skin_tone == (None,)
+        return
     with pytest.raises(SystemExit) as exit_:
-        parser.parse_args(["--out", str(tmp_path / "s"), "--skin-tone", "11"])
+        parser.parse_args(["--out", str(tmp_path / "s"), "--skin-tone", text])
     assert exit_.value.code == 2
     assert "--skin-tone" in capsys.readouterr().err
+    assert parser.parse_args(["--out", str(tmp_path / "s"), "--skin-tone", "10,photo,6"]).skin_tone == (
+        None,
+        6,
+        10,
+    )
