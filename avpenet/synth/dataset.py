@@ -431,7 +431,7 @@ def _init_worker(neutral_states: dict) -> None:
     _worker_neutral.cache_clear()
 
 
-@functools.lru_cache(maxsize=4 * len(sources.SOURCES))
+@functools.lru_cache(maxsize=(len(skin.MONK_SWATCHES) + 1) * len(sources.SOURCES))  # every face at every tone
 def _worker_neutral(name: str, skin_tone: int | None = None) -> face.NeutralFace:
     if _NEUTRAL_STATE is None or (name, skin_tone) not in _NEUTRAL_STATE:  # made outside generate()'s workers
         return sources.toned(sources.neutral_face(name), skin_tone)

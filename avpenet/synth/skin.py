@@ -33,9 +33,7 @@ NECK_IOD = 1.0  # how far below the jaw
 CHROMA_TOLERANCE = 14.0  # CIELAB a*b* distance from the face's skin at which a pixel's weight halves
 FEATHER_PX = 2.0
 SCLERA_CHROMA = 0.5  # of the skin's CIELAB chroma: a paler pixel in an eye opening is the eye's white
-
-
-AS_PHOTOGRAPHED = "photo"  # the name of "no recolouring" among a set's tones
+AS_PHOTOGRAPHED = "photo"  # what `avpenet synth --skin-tone` calls no recolouring (None here)
 
 
 def check_tones(tones: tuple[int | None, ...]) -> tuple[int | None, ...]:
