@@ -97,11 +97,11 @@ def check_source(name: str, skin_tone: int | None = None) -> list[tuple[str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avpenet.synth import sources
+    from avpenet.synth import skin, sources
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--skin-tone", type=int, default=None, choices=range(1, 11), metavar="1-10",
+        "--skin-tone", type=int, default=None, choices=range(1, len(skin.MONK_SWATCHES) + 1), metavar="1-10",
         help="every face's skin recoloured to this Monk Skin Tone first (default: as photographed)",
     )  # fmt: skip
     parser.add_argument(
