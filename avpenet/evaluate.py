@@ -14,6 +14,8 @@ Figures, under stable JSON keys:
   directory holds ``audio_only/`` and ``visual_only/`` runs): mae, rmse, pearson_r, icc, accuracy_3class,
   macro_f1, n, label_noise_floor_mae;
 - ``by_age.neonate`` / ``by_age.adult``: the fusion figures per age group;
+- ``by_skin_tone`` (a set rendered with ``avpenet synth --skin-tone``): the fusion figures per skin tone its
+  subjects wear, keyed as --skin-tone names them ("photo", "6", ...);
 - ``robustness``: per condition (clean, hospital noise at SNR 20/10/5/0 dB, lower face occluded, audio
   missing, face missing) the figures and ``mae_change`` relative to clean;
 - ``interval_coverage_90``: share of clips whose label lies in the served 90% interval;
@@ -216,6 +218,33 @@ def _robustness(result: dict, base: list, occluded, score, seed: int) -> dict:
     return robustness
 
 
+def _by_group(data_dir: Path, clips: list[data.Clip], metrics, floor: dict | None) -> dict:
+    """The fusion figures per age group ("by_age"), and per skin tone the subjects wear ("by_skin_tone") in a
+    set rendered with --skin-tone: whether darker skin is scored worse is read as the age groups are
+    (docs/EVALUATION.md, *Faces*). n_subjects: who judge_targets counts before judging a group's target."""
+    from avpenet.synth.dataset import subject_skin_tones
+    from avpenet.synth.skin import AS_PHOTOGRAPHED
+
+    ages = np.array([c.age_group for c in clips])
+    groups = {
+        "by_age": {
+            age: {
+                **_with_floor(metrics(ages == age), None if floor is None else floor.get(age)),
+                "n_subjects": len({c.subject_id for c in clips if c.age_group == age}),
+            }
+            for age in C.LABELLED_AGE_GROUPS
+        }
+    }
+    tones = subject_skin_tones(data.read_plan(data_dir), sorted({c.subject_id for c in clips}))
+    if tones is not None:
+        worn = np.array([tones[c.subject_id] for c in clips])
+        order = sorted(set(tones.values()), key=lambda t: -1 if t == AS_PHOTOGRAPHED else int(t))
+        groups["by_skin_tone"] = {
+            t: {**metrics(worn == t), "n_subjects": sum(v == t for v in tones.values())} for t in order
+        }
+    return groups
+
+
 def evaluate(args: argparse.Namespace, model=None) -> dict:
     """`model`: a stand-in called like AVPENet (e.g. the ONNX graphs a repository serves, fp32 or int8, from
     `avpenet quantize --evaluate`); by default the checkpoint's PyTorch model."""
@@ -259,13 +288,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         "visual_only": _with_floor(metrics(run([_masked(x, mask_audio) for x in base])), floor_all),
     }
     result.update(_single_modality_models(args, clips, scores, floor_all))
-    result["by_age"] = {  # n_subjects: who judge_targets counts before judging a group's target
-        age: {
-            **_with_floor(metrics(fusion_pred, ages == age), None if floor is None else floor.get(age)),
-            "n_subjects": len({c.subject_id for c in clips if c.age_group == age}),
-        }
-        for age in C.LABELLED_AGE_GROUPS
-    }
+    result.update(_by_group(args.data, clips, lambda sel: metrics(fusion_pred, sel), floor))
     if getattr(args, "send_age", None) == "unknown" and float(ckpt.model.fusion.infers_age):
         # the checkpoint's head, which a stand-in's graphs carry too (fp32 in int8 ones, ensemble/quantize.py)
         result["age_inferred"] = inferred_age_accuracy(ckpt.model, base, [c.age_group for c in clips])

@@ -135,6 +135,11 @@ def _targets_section(r: dict) -> list[str]:
     return lines
 
 
+def _tone_name(tone: str) -> str:
+    """A `by_skin_tone` key as the report names it: "photo" or a Monk Skin Tone number."""
+    return "as photographed" if tone == "photo" else f"MST {tone}"
+
+
 def _accuracy_section(r: dict, files: dict[str, str]) -> list[str]:
     lines = ["", "## Accuracy", ""]
     rows = [("fusion", r["fusion"]), ("audio only (same model, face masked)", r["audio_only"])]
@@ -144,6 +149,7 @@ def _accuracy_section(r: dict, files: dict[str, str]) -> list[str]:
         if key in r:
             rows.append((name, r[key]))
     rows += [(f"fusion, {age}s", r["by_age"][age]) for age in C.LABELLED_AGE_GROUPS]
+    rows += [(f"fusion, skin {_tone_name(t)}", v) for t, v in r.get("by_skin_tone", {}).items()]
     lines += _metrics_table(rows)
     lines += [
         "",

@@ -633,6 +633,21 @@ def recorded_render(recorded: dict) -> int | None:
     return None if value in (None, RENDER_ALL) else int(value)
 
 
+def subject_skin_tones(recorded: dict | None, subject_ids: Sequence[str]) -> dict[str, str] | None:
+    """Each subject's skin as its set was rendered: skin.AS_PHOTOGRAPHED or the Monk Skin Tone as text (how
+    `--skin-tone` names them), from the set's plan.json (`data.read_plan`); None for a set made without
+    --skin-tone, or not by `avpenet synth`. How an evaluation reports a set by the skin its subjects wear."""
+    if not recorded or recorded.get("generator") != GENERATOR or not recorded.get("skin_tones"):
+        return None
+    seed, tones = int(recorded["seed"]), tuple(recorded["skin_tones"])  # in the order the render drew from
+    index = {s.subject_id: s.index for s in make_subjects(seed, int(recorded["n_subjects"]))}
+    unknown = sorted(set(subject_ids) - set(index))
+    if unknown:
+        raise ValueError(f"subjects {', '.join(unknown[:3])} are not in the set's plan.json")
+    drawn = {sid: skin.subject_tone(seed, index[sid], tones) for sid in subject_ids}
+    return {sid: skin.AS_PHOTOGRAPHED if t is None else str(t) for sid, t in drawn.items()}
+
+
 def full_labels_digest(recorded: dict) -> str:
     """sha256 of the labels.csv a whole render of a recorded plan (DIR/plan.json) writes: how a checkpoint
     trained before plan.json existed, which recorded only that digest, is matched to a part of its data."""

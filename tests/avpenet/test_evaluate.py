@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -77,6 +78,7 @@ def test_json_has_the_stable_keys(evaluated):
         assert set(block) >= METRICS
         assert block["mae"] >= 0
     assert set(result["by_age"]) == set(C.LABELLED_AGE_GROUPS)
+    assert "by_skin_tone" not in result  # a set made without --skin-tone
     assert {"clean", "snr_20db", "snr_10db", "snr_5db", "snr_0db", "lower_face_occluded", "audio_missing",
             "face_missing"} <= set(result["robustness"])  # fmt: skip
     assert all("mae" in v for v in result["robustness"].values())
@@ -87,6 +89,35 @@ def test_json_has_the_stable_keys(evaluated):
     assert all(
         t["met"] is None and "a verdict needs at least" in t["not_judged"] for t in result["targets"].values()
     )
+
+
+def test_a_set_rendered_with_skin_tones_is_judged_per_tone_as_well(tiny_set, tiny_run, tmp_path):
+    """A set made with `avpenet synth --skin-tone photo,6,10` is also judged per tone its subjects wear (its
+    plan.json says which), so darker skin scored worse shows in the JSON and the report."""
+    from avpenet.synth.dataset import subject_skin_tones
+
+    toned = tmp_path / "toned"
+    shutil.copytree(tiny_set, toned)
+    plan = {**data.read_plan(tiny_set), "skin_tones": [None, 6, 10]}
+    data.write_plan(toned, plan)
+    rows = data.read_labels(toned)
+    subjects = sorted({r["subject_id"] for r in rows})  # every subject judged: more than one tone among them
+    (tmp_path / "split.json").write_text(json.dumps({"train": [], "val": [], "test": subjects}))
+    args = argparse.Namespace(
+        data=toned, checkpoint=tiny_run[0], json=tmp_path / "eval.json", report=tmp_path / "report",
+        notes=None, seed=0, batch_size=32, quiet=True, split=tmp_path / "split.json",
+    )  # fmt: skip
+    assert evaluate.run(args) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    worn = subject_skin_tones(plan, subjects)
+    clips_per_tone = {t: sum(worn[r["subject_id"]] == t for r in rows) for t in sorted(set(worn.values()))}
+    assert len(clips_per_tone) > 1
+    assert {t: b["n"] for t, b in result["by_skin_tone"].items()} == clips_per_tone
+    assert sum(clips_per_tone.values()) == result["n_clips"]
+    md = (tmp_path / "report" / "EVALUATION.md").read_text()
+    for tone in clips_per_tone:
+        name = "as photographed" if tone == "photo" else f"MST {tone}"
+        assert f"| fusion, skin {name} |" in md
 
 
 def test_noise_changes_the_prediction(evaluated):

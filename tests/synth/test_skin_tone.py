@@ -124,6 +124,22 @@ def test_each_subject_draws_one_of_several_tones_from_its_own_stream(tmp_path: P
         assert np.array_equal(frames[0], frames[1]), drawn_tone
 
 
+def test_a_set_names_the_tone_each_of_its_subjects_wears() -> None:
+    """What `avpenet evaluate` groups a mixed set by: each subject's tone as its render drew it (the subject's
+    own stream at its index), named as `--skin-tone` names it; nothing for a set made without tones."""
+    recorded = {"generator": dataset.GENERATOR, "seed": 7, "n_subjects": 30, "n_clips": 90}
+    subjects = dataset.make_subjects(7, 30)
+    ids = [s.subject_id for s in subjects]
+    named = dataset.subject_skin_tones({**recorded, "skin_tones": [None, 6, 10]}, ids)
+    for subject in subjects:
+        tone = skin.subject_tone(7, subject.index, (None, 6, 10))
+        assert named[subject.subject_id] == (skin.AS_PHOTOGRAPHED if tone is None else str(tone))
+    assert set(named.values()) == {skin.AS_PHOTOGRAPHED, "6", "10"}
+    assert dataset.subject_skin_tones(recorded, ids) is None and dataset.subject_skin_tones(None, ids) is None
+    with pytest.raises(ValueError, match="S0031 are not in the set's plan.json"):
+        dataset.subject_skin_tones({**recorded, "skin_tones": [None, 6]}, ["S0031"])
+
+
 def _first_frame(mp4: Path) -> np.ndarray:
     import av
 
