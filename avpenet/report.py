@@ -136,8 +136,10 @@ def _targets_section(r: dict) -> list[str]:
 
 
 def _tone_name(tone: str) -> str:
-    """A `by_skin_tone` key as the report names it: "photo" or a Monk Skin Tone number."""
-    return "as photographed" if tone == "photo" else f"MST {tone}"
+    """A `by_skin_tone` key as the report names it: as photographed, or a Monk Skin Tone."""
+    from avpenet.synth.skin import AS_PHOTOGRAPHED
+
+    return "as photographed" if tone == AS_PHOTOGRAPHED else f"MST {tone}"
 
 
 def _accuracy_section(r: dict, files: dict[str, str]) -> list[str]:
