@@ -11,7 +11,8 @@ that has an MP4 in both is scored on the video path, as `avpenet evaluate --path
 tracked, its sound, a face never found masked), in both sets. Printed: MAE in each set and their difference,
 with a 95% interval from resampling subjects (paired: a resample takes a subject's clips from both sets), the
 bias (mean score - label) in each, and the share of its windows' frames in which the tracker found a usable
-face, overall, by the face each subject has in S and by age group.
+face, overall, by the face each subject has in S, by age group and, where the other set drew a skin tone per
+subject, by that tone.
 """
 
 from __future__ import annotations
@@ -68,10 +69,27 @@ def paired(
     }
 
 
+def groupings(plan: dict, other_plan: dict | None, subjects: np.ndarray, age: np.ndarray) -> dict:
+    """Each clip's group under every grouping reported: the face its subject wears in the default set, its
+    age group, and, where the other set's subjects each drew one of several skin tones (`synth --skin-tone
+    photo,6,8,10`), the tone it wears there."""
+    from avpenet.synth import dataset, sources
+
+    seed, faces = plan["seed"], sources.plan_faces(plan)
+    index = {s.subject_id: s.index for s in dataset.make_subjects(seed, plan["n_subjects"])}
+    out = {
+        "face_in_default": np.array([sources.subject_source(seed, index[s], faces) for s in subjects]),
+        "age_group": age,
+    }
+    worn = dataset.subject_skin_tones(other_plan, sorted(set(subjects)))
+    if worn is not None and len(set(worn.values())) > 1:
+        out["skin_tone_in_other"] = np.array([worn[s] for s in subjects])
+    return out
+
+
 def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     from avpenet import data
     from avpenet.model import REFERENCE_DIR, load_model
-    from avpenet.synth import dataset, sources
 
     plan = data.read_plan(default)
     if not data.same_subjects(plan, data.read_plan(other)):  # ids alone match any seed's
@@ -93,13 +111,10 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     (err_a, face_a), (err_b, face_b) = (np.array([scores[d][c] for c in common]).T for d in (default, other))
     err_a, err_b = err_a - true, err_b - true
     subjects = np.array([truth[c]["subject_id"] for c in common])
-    faces = sources.plan_faces(plan)
-    index = {s.subject_id: s.index for s in dataset.make_subjects(plan["seed"], plan["n_subjects"])}
-    face = np.array([sources.subject_source(plan["seed"], index[s], faces) for s in subjects])
     age = np.array([truth[c]["age_group"] for c in common])
     out = {"checkpoint": str(checkpoint), "default": str(default), "other": str(other),
            "all": paired(err_a, err_b, subjects, faces=(face_a, face_b))}  # fmt: skip
-    for key, groups in (("face_in_default", face), ("age_group", age)):
+    for key, groups in groupings(plan, data.read_plan(other), subjects, age).items():
         out[key] = {}
         for g in sorted(set(groups)):
             k = groups == g
@@ -122,8 +137,8 @@ def lines(result: dict) -> list[str]:
         )
 
     out = [row("all", result["all"])]
-    for key in ("face_in_default", "age_group"):
-        out += [row(f"{key} {g}", r) for g, r in result[key].items()]
+    for key in ("face_in_default", "age_group", "skin_tone_in_other"):
+        out += [row(f"{key} {g}", r) for g, r in result.get(key, {}).items()]
     return out
 
 

@@ -51,3 +51,20 @@ def test_the_share_of_frames_with_a_face_is_reported_for_each_set() -> None:
         "usable face in 75.0% -> 25.0% of frames"
     )
     assert "face_frames_default" not in face_swap_report.paired(err, err, subjects)
+
+
+def test_a_set_with_tones_drawn_per_subject_is_also_grouped_by_tone() -> None:
+    """Against a mixed set (`synth --skin-tone photo,6,10`), each clip is also grouped by the tone its subject
+    wears there (as the render drew it); a set of one tone, or none, adds no such grouping."""
+    from avpenet.synth import dataset, skin
+
+    plan = {"generator": dataset.GENERATOR, "seed": 7, "n_subjects": 30, "n_clips": 90}
+    subjects = np.array([s.subject_id for s in dataset.make_subjects(7, 30) for _ in range(2)])
+    age = np.array(["adult"] * len(subjects))
+    groups = face_swap_report.groupings(plan, {**plan, "skin_tones": [None, 6, 10]}, subjects, age)
+    tones = (None, 6, 10)
+    want = [skin.subject_tone(7, int(s[1:]) - 1, tones) for s in subjects]
+    assert list(groups["skin_tone_in_other"]) == [skin.AS_PHOTOGRAPHED if t is None else str(t) for t in want]
+    assert set(groups) == {"face_in_default", "age_group", "skin_tone_in_other"}
+    for other in ({**plan, "skin_tones": [10]}, plan, None):
+        assert set(face_swap_report.groupings(plan, other, subjects, age)) == {"face_in_default", "age_group"}
