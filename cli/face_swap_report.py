@@ -87,6 +87,17 @@ def groupings(plan: dict, other_plan: dict | None, subjects: np.ndarray, age: np
     return out
 
 
+def group_order(groups: np.ndarray) -> list[str]:
+    """A grouping's groups in the order printed: by name, skin tones as photographed first and then by number
+    (MST 6 before MST 10)."""
+    from avpenet.synth.skin import AS_PHOTOGRAPHED
+
+    def key(g: str) -> tuple:
+        return (-1, 0) if g == AS_PHOTOGRAPHED else (0, int(g)) if g.isdigit() else (1, g)
+
+    return sorted({str(g) for g in groups}, key=key)
+
+
 def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
     from avpenet import data
     from avpenet.model import REFERENCE_DIR, load_model
@@ -116,7 +127,7 @@ def report(default: Path, other: Path, checkpoint: Path | None) -> dict:
            "all": paired(err_a, err_b, subjects, faces=(face_a, face_b))}  # fmt: skip
     for key, groups in groupings(plan, data.read_plan(other), subjects, age).items():
         out[key] = {}
-        for g in sorted(set(groups)):
+        for g in group_order(groups):
             k = groups == g
             out[key][g] = paired(err_a[k], err_b[k], subjects[k], faces=(face_a[k], face_b[k]))
     return out

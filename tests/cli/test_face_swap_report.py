@@ -66,5 +66,6 @@ def test_a_set_with_tones_drawn_per_subject_is_also_grouped_by_tone() -> None:
     want = [skin.subject_tone(7, int(s[1:]) - 1, tones) for s in subjects]
     assert list(groups["skin_tone_in_other"]) == [skin.AS_PHOTOGRAPHED if t is None else str(t) for t in want]
     assert set(groups) == {"face_in_default", "age_group", "skin_tone_in_other"}
+    assert face_swap_report.group_order(groups["skin_tone_in_other"]) == [skin.AS_PHOTOGRAPHED, "6", "10"]
     for other in ({**plan, "skin_tones": [10]}, plan, None):
         assert set(face_swap_report.groupings(plan, other, subjects, age)) == {"face_in_default", "age_group"}
