@@ -223,7 +223,7 @@ def _by_group(data_dir: Path, clips: list[data.Clip], metrics, floor: dict | Non
     set rendered with --skin-tone: whether darker skin is scored worse is read as the age groups are
     (docs/EVALUATION.md, *Faces*). n_subjects: who judge_targets counts before judging a group's target."""
     from avpenet.synth.dataset import subject_skin_tones
-    from avpenet.synth.skin import AS_PHOTOGRAPHED
+    from avpenet.synth.skin import tone_order
 
     ages = np.array([c.age_group for c in clips])
     groups = {
@@ -238,7 +238,7 @@ def _by_group(data_dir: Path, clips: list[data.Clip], metrics, floor: dict | Non
     tones = subject_skin_tones(data.read_plan(data_dir), sorted({c.subject_id for c in clips}))
     if tones is not None:
         worn = np.array([tones[c.subject_id] for c in clips])
-        order = sorted(set(tones.values()), key=lambda t: -1 if t == AS_PHOTOGRAPHED else int(t))
+        order = sorted(set(tones.values()), key=tone_order)
         groups["by_skin_tone"] = {
             t: {**metrics(worn == t), "n_subjects": sum(v == t for v in tones.values())} for t in order
         }

@@ -90,10 +90,10 @@ def groupings(plan: dict, other_plan: dict | None, subjects: np.ndarray, age: np
 def group_order(groups: np.ndarray) -> list[str]:
     """A grouping's groups in the order printed: by name, skin tones as photographed first and then by number
     (MST 6 before MST 10)."""
-    from avpenet.synth.skin import AS_PHOTOGRAPHED
+    from avpenet.synth.skin import AS_PHOTOGRAPHED, tone_order
 
     def key(g: str) -> tuple:
-        return (-1, 0) if g == AS_PHOTOGRAPHED else (0, int(g)) if g.isdigit() else (1, g)
+        return (0, tone_order(g), "") if g == AS_PHOTOGRAPHED or g.isdigit() else (1, 0, g)
 
     return sorted({str(g) for g in groups}, key=key)
 

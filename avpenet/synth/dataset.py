@@ -634,9 +634,9 @@ def recorded_render(recorded: dict) -> int | None:
 
 
 def subject_skin_tones(recorded: dict | None, subject_ids: Sequence[str]) -> dict[str, str] | None:
-    """Each subject's skin as its set was rendered: skin.AS_PHOTOGRAPHED or the Monk Skin Tone as text (how
-    `--skin-tone` names them), from the set's plan.json (`data.read_plan`); None for a set made without
-    --skin-tone, or not by `avpenet synth`. How an evaluation reports a set by the skin its subjects wear."""
+    """Each subject's skin as its set was rendered, named as `--skin-tone` names it (`skin.tone_name`), from
+    the set's plan.json (`data.read_plan`); None for a set made without --skin-tone, or not by `avpenet
+    synth`. How an evaluation reports a set by the skin its subjects wear."""
     if not recorded or recorded.get("generator") != GENERATOR or not recorded.get("skin_tones"):
         return None
     seed, tones = int(recorded["seed"]), tuple(recorded["skin_tones"])  # in the order the render drew from
@@ -645,7 +645,7 @@ def subject_skin_tones(recorded: dict | None, subject_ids: Sequence[str]) -> dic
     if unknown:
         raise ValueError(f"subjects {', '.join(unknown[:3])} are not in the set's plan.json")
     drawn = {sid: skin.subject_tone(seed, index[sid], tones) for sid in subject_ids}
-    return {sid: skin.AS_PHOTOGRAPHED if t is None else str(t) for sid, t in drawn.items()}
+    return {sid: skin.tone_name(t) for sid, t in drawn.items()}
 
 
 def full_labels_digest(recorded: dict) -> str:

@@ -47,6 +47,16 @@ def check_tones(tones: tuple[int | None, ...]) -> tuple[int | None, ...]:
     return tuple(sorted(set(tones), key=lambda t: -1 if t is None else t))
 
 
+def tone_name(tone: int | None) -> str:
+    """A tone as `--skin-tone` names it and results are keyed by it: AS_PHOTOGRAPHED, or the swatch number."""
+    return AS_PHOTOGRAPHED if tone is None else str(tone)
+
+
+def tone_order(name: str) -> int:
+    """Sort key of a tone's name: as photographed first, then lightest to darkest (MST 6 before MST 10)."""
+    return -1 if name == AS_PHOTOGRAPHED else int(name)
+
+
 def subject_tone(seed: int, subject_index: int, tones: tuple[int | None, ...]) -> int | None:
     """The skin tone of a subject's face, one of `tones`: its own random stream (as sources.subject_source),
     so nothing else a subject is drawn moves with the tones chosen."""
