@@ -234,6 +234,29 @@ def test_every_version_matches_its_manifest_and_serves_the_current_backend(model
     )
 
 
+def test_versions_exported_from_the_committed_reference_name_its_files() -> None:
+    """Every record whose weights are the committed reference's names its config.json and metrics too: a
+    reference file edited after export (a machine's paths dropped, say) leaves them naming another file."""
+    from avpenet.model import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, REFERENCE_DIR
+
+    weights = versions.sha256_file(REFERENCE_DIR / CHECKPOINT_FILE)
+    config = versions.sha256_file(REFERENCE_DIR / CONFIG_FILE)
+    metrics = json.loads((REFERENCE_DIR / METRICS_FILE).read_text())
+    records = {
+        f"{part.name} {version}": versions.read_manifest(REPO / part.name, version)["source"]
+        for part in contract.PARTS
+        for version in versions.versions(REPO / part.name)
+    }
+    records["ensemble"] = json.loads((REPO / contract.ENSEMBLE.name / "1" / versions.MANIFEST).read_text())[
+        "source"
+    ]
+    ours = {where: source for where, source in records.items() if source.get("checkpoint_sha256") == weights}
+    assert "ensemble" in ours and len(ours) > 1, "the served ensemble was not exported from avpenet/reference"
+    for where, source in ours.items():
+        assert source["config_sha256"] == config, f"{where}: config.json changed since its export"
+        assert source["metrics"] == metrics, f"{where}: metrics.json changed since its export"
+
+
 def test_repository_is_small_enough_to_commit() -> None:
     total = sum(p.stat().st_size for p in REPO.rglob("*") if p.is_file())
     assert total < 25 * 1024 * 1024
