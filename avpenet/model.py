@@ -80,10 +80,11 @@ class AVPENetConfig:
 class AudioFrontend(nn.Module):
     """librosa-equivalent log-mel: centre zero-pad, periodic Hann, |rfft|^2, Slaney mel, natural log.
 
-    The STFT is framing (a Gather with fixed indices) and one MatMul with the Hann-windowed cos/sin DFT
-    basis, so the ONNX graph has no STFT/complex op that an execution provider may lack. The transform runs
-    in float64: a 400-term fp32 dot product loses ~1e-3 in the log of quiet mel bands next to loud ones
-    (FFT libraries are more accurate), while fp64 keeps parity with librosa ~1e-7 at ~1 ms per window.
+    The STFT is framing (slices of the signal cut into hops, `frames`) and one MatMul with the Hann-windowed
+    cos/sin DFT basis, so the ONNX graph has no STFT/complex op that an execution provider may lack. The
+    transform runs in float64: a 400-term fp32 dot product loses ~1e-3 in the log of quiet mel bands next to
+    loud ones (FFT libraries are more accurate), while fp64 keeps parity with librosa ~1e-7 at ~1 ms per
+    window.
     Do not call ``.float()`` on this module: it would round the fp64 basis (``AVPENet`` never does).
     ``AudioFrontend(torch.float32)`` is that trade made on purpose: the graph `avpenet export` publishes
     beside the float64 one, about 2x faster, for the serving config to choose (ensemble/README.md).
@@ -113,18 +114,30 @@ class AudioFrontend(nn.Module):
         re, im = logmel.dft_basis()  # Hann-windowed, (n_freq, N_FFT) each
         n_freq = re.shape[0]
         n = np.arange(C.N_FFT)
-        frames = np.arange(C.MEL_FRAMES)[:, None] * C.HOP_LENGTH + n[None, :]  # (300, N_FFT) sample indices
+        samples = np.arange(C.MEL_FRAMES)[:, None] * C.HOP_LENGTH + n[None, :]  # (300, N_FFT) of each frame
         # fixed, derived from the contract: not trained, not stored in checkpoints
-        self.register_buffer("frame_index", torch.tensor(frames, dtype=torch.int64), persistent=False)
         basis = np.concatenate([re, im]).T  # (N_FFT, 2*n_freq)
         self.register_buffer("dft", torch.tensor(basis, dtype=dtype), persistent=False)
         mel = logmel.mel_filterbank().T  # (n_freq, N_MELS)
         self.register_buffer("mel", torch.tensor(mel, dtype=dtype), persistent=False)
-        edges = frames[list(self.EDGE_FRAMES)]  # (E, N_FFT) indices into a window padded by N_FFT // 2
+        edges = samples[list(self.EDGE_FRAMES)]  # (E, N_FFT) indices into a window padded by N_FFT // 2
         inside = (edges >= C.N_FFT // 2) & (edges < C.WINDOW_SAMPLES + C.N_FFT // 2)
         self.register_buffer("edge_index", torch.tensor(edges, dtype=torch.int64), persistent=False)
         self.register_buffer("edge_inside", torch.tensor(inside, dtype=dtype), persistent=False)
         self.n_freq = n_freq
+
+    @staticmethod
+    def frames(signal: torch.Tensor, count: int) -> torch.Tensor:
+        """(B, S) -> (B, count, N_FFT): frame k is signal[:, k*HOP_LENGTH : k*HOP_LENGTH + N_FFT].
+
+        Cut from the signal split into hops, as slices and one concatenation: N_FFT = q hops + r samples, so
+        frame k is hops k .. k+q-1 and the first r samples of hop k+q. The same frames as a Gather of
+        count x N_FFT sample indices, which took 29% of the served frontend graph's time in ONNX Runtime on a
+        60-s clip (ensemble/README.md, *Framing without a Gather*). Needs S >= HOP_LENGTH * (count + q)."""
+        q, r = divmod(C.N_FFT, C.HOP_LENGTH)
+        hops = signal[:, : C.HOP_LENGTH * (count + q)].reshape(signal.shape[0], count + q, C.HOP_LENGTH)
+        parts = [hops[:, j : j + count] for j in range(q)] + ([hops[:, q : q + count, :r]] if r else [])
+        return torch.cat(parts, dim=2)
 
     def _mel_power(self, frames: torch.Tensor) -> torch.Tensor:
         """(..., N_FFT) float64 frames -> (..., N_MELS) mel power."""
@@ -142,7 +155,7 @@ class AudioFrontend(nn.Module):
         """Normalised windows (B, WINDOW_SAMPLES) -> log_mel (B, 1, N_MELS, MEL_FRAMES)."""
         x = F.pad(waveform, (C.N_FFT // 2, C.N_FFT // 2)).to(self.compute_dtype)  # (B, S + N_FFT), centred
         # the contract keeps the first 300 of 301 frames
-        return self._log(self._mel_power(x[:, self.frame_index])).to(waveform.dtype)
+        return self._log(self._mel_power(self.frames(x, C.MEL_FRAMES))).to(waveform.dtype)
 
     def forward(self, audio: torch.Tensor, window_gain: torch.Tensor) -> torch.Tensor:
         """AUDIO rows (R*N, L) + WINDOW_GAIN (R*N, 1) -> log_mel (R*N, 1, N_MELS, MEL_FRAMES), as ``windows``.
@@ -157,8 +170,7 @@ class AudioFrontend(nn.Module):
         hop = self.MEL_FRAMES_PER_HOP
         index = {"dtype": torch.int64, "device": audio.device}  # the GPU too (device_stage)
         starts = torch.arange(n, **index)[:, None]  # window i starts at clip frame i * hop
-        clip_frames = torch.arange((n - 1) * hop + C.MEL_FRAMES, **index)[:, None] * C.HOP_LENGTH
-        clip_mel = self._mel_power(clips[:, clip_frames + torch.arange(C.N_FFT, **index)[None, :]])
+        clip_mel = self._mel_power(self.frames(clips, (n - 1) * hop + C.MEL_FRAMES))
         mel = clip_mel[:, starts * hop + torch.arange(C.MEL_FRAMES, **index)[None, :]]
         edge_samples = starts[:, :, None] * C.HOP_SAMPLES + self.edge_index[None]  # (N, E, N_FFT)
         edge_mel = self._mel_power(clips[:, edge_samples] * self.edge_inside)  # the window's own zero padding

@@ -124,6 +124,18 @@ class TestFrontend:
         err = np.abs(ours - np.concatenate([librosa_log_mel(w) for w in waves])[:, None])
         assert err.max() <= 1e-2 and err.mean() <= 1e-4
 
+    @pytest.mark.parametrize("count", [1, 2, C.MEL_FRAMES, 5 * 100 + C.MEL_FRAMES])
+    def test_frames_are_the_signal_at_every_hop(self, count):
+        """`frames` cuts by slices what indexing the signal at k*HOP_LENGTH + [0, N_FFT) gives, bit for bit,
+        from the shortest signal it needs (the served clip of 6 windows has 5 hops of 100 frames before
+        its last window's 300)."""
+        from avpenet.model import AudioFrontend
+
+        q = C.N_FFT // C.HOP_LENGTH
+        signal = torch.randn(3, C.HOP_LENGTH * (count + q), dtype=torch.float64)
+        index = torch.arange(count)[:, None] * C.HOP_LENGTH + torch.arange(C.N_FFT)[None, :]
+        assert torch.equal(AudioFrontend.frames(signal, count), signal[:, index])
+
     def test_parity_with_feature_reference(self, model):
         from avpenet.features import logmel
 

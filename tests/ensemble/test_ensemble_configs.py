@@ -42,17 +42,22 @@ def test_default_and_gpu_configs_declare_the_contract_tensors(model: contract.Mo
 
 
 def test_a_rollback_rewrites_the_config_for_the_version_left(tmp_path: Path, capsys) -> None:
-    """The frontend's config names version 4's fp32-DFT graph; with 4 deleted (the documented rollback),
-    Triton could not load version 3 until the configs were rewritten for what is on disk."""
+    """The frontend's config names the fp32-DFT graph. After the documented rollback (the newest version
+    deleted) it names what the version left holds: that graph where the version has it, else `model.onnx`,
+    as for version 3, which predates it and which Triton could not load until the configs were rewritten."""
     copy = tmp_path / "model_repository"
     shutil.copytree(REPO, copy)
-    newest = max(int(v.name) for v in (copy / "audio_frontend").iterdir() if v.name.isdigit())
-    assert 'string_value: "model.fp32-dft.onnx"' in (copy / "audio_frontend" / "config.pbtxt").read_text()
-    shutil.rmtree(copy / "audio_frontend" / str(newest))
+    frontend = copy / contract.AUDIO_FRONTEND.name
+    dft32 = 'string_value: "model.fp32-dft.onnx"'
+    assert dft32 in (frontend / "config.pbtxt").read_text()
+    shutil.rmtree(frontend / str(versions.latest(frontend)))
     assert configs.main(["--repo", str(copy)]) == 0
-    config = (copy / "audio_frontend" / "config.pbtxt").read_text()
+    assert dft32 in (frontend / "config.pbtxt").read_text()  # the version left has the graph too
+    assert str(frontend / "config.pbtxt") in capsys.readouterr().out
+    (frontend / str(versions.latest(frontend)) / configs.ONNX_FILES["fp32-dft"]).unlink()  # as 3 had not
+    assert configs.main(["--repo", str(copy)]) == 0
+    config = (frontend / "config.pbtxt").read_text()
     assert 'string_value: "model.onnx"' in config and "fp32-dft" not in config.split("parameters", 1)[1]
-    assert str(copy / "audio_frontend" / "config.pbtxt") in capsys.readouterr().out
 
 
 def test_a_rollback_rewrites_the_versions_the_ensemble_records_as_served(tmp_path: Path) -> None:
