@@ -113,14 +113,13 @@ class AudioFrontend(nn.Module):
 
         re, im = logmel.dft_basis()  # Hann-windowed, (n_freq, N_FFT) each
         n_freq = re.shape[0]
-        n = np.arange(C.N_FFT)
-        samples = np.arange(C.MEL_FRAMES)[:, None] * C.HOP_LENGTH + n[None, :]  # (300, N_FFT) of each frame
         # fixed, derived from the contract: not trained, not stored in checkpoints
         basis = np.concatenate([re, im]).T  # (N_FFT, 2*n_freq)
         self.register_buffer("dft", torch.tensor(basis, dtype=dtype), persistent=False)
         mel = logmel.mel_filterbank().T  # (n_freq, N_MELS)
         self.register_buffer("mel", torch.tensor(mel, dtype=dtype), persistent=False)
-        edges = samples[list(self.EDGE_FRAMES)]  # (E, N_FFT) indices into a window padded by N_FFT // 2
+        # (E, N_FFT) sample indices of the edge frames, into a window padded by N_FFT // 2
+        edges = np.array(self.EDGE_FRAMES)[:, None] * C.HOP_LENGTH + np.arange(C.N_FFT)[None, :]
         inside = (edges >= C.N_FFT // 2) & (edges < C.WINDOW_SAMPLES + C.N_FFT // 2)
         self.register_buffer("edge_index", torch.tensor(edges, dtype=torch.int64), persistent=False)
         self.register_buffer("edge_inside", torch.tensor(inside, dtype=dtype), persistent=False)

@@ -44,7 +44,7 @@ def check_tones(tones: tuple[int | None, ...]) -> tuple[int | None, ...]:
     for tone in tones:
         if tone is not None:
             swatch_lab(tone)
-    return tuple(sorted(set(tones), key=lambda t: -1 if t is None else t))
+    return tuple(sorted(set(tones), key=lambda t: tone_order(tone_name(t))))
 
 
 def tone_name(tone: int | None) -> str:

@@ -9,7 +9,7 @@ from support.reference import librosa_log_mel
 
 from avpenet import contract as C
 from avpenet.aggregate import aggregate_windows
-from avpenet.model import AVPENet, AVPENetConfig, example_inputs, load_model, save_model
+from avpenet.model import AudioFrontend, AVPENet, AVPENetConfig, example_inputs, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,6 @@ class TestFrontend:
     def test_fp32_dft_stays_near_librosa(self):
         """The fp32-DFT frontend (a served option, ensemble/README.md *Frontend precision*) rounds the DFT's
         400-term sums: quiet bands next to loud ones lose ~1e-3 in the log, the rest ~1e-6."""
-        from avpenet.model import AudioFrontend
-
         fp32 = AudioFrontend(torch.float32).eval()
         waves = np.stack([_realistic_window(s) * 10 ** (s / 4 - 2) for s in range(12)])  # -40 to +10 dB
         with torch.no_grad():
@@ -124,13 +122,13 @@ class TestFrontend:
         err = np.abs(ours - np.concatenate([librosa_log_mel(w) for w in waves])[:, None])
         assert err.max() <= 1e-2 and err.mean() <= 1e-4
 
-    @pytest.mark.parametrize("count", [1, 2, C.MEL_FRAMES, 5 * 100 + C.MEL_FRAMES])
+    @pytest.mark.parametrize(
+        "count", [1, 2, C.MEL_FRAMES, 5 * AudioFrontend.MEL_FRAMES_PER_HOP + C.MEL_FRAMES]
+    )
     def test_frames_are_the_signal_at_every_hop(self, count):
         """`frames` cuts by slices what indexing the signal at k*HOP_LENGTH + [0, N_FFT) gives, bit for bit,
         from the shortest signal it needs (the served clip of 6 windows has 5 hops of 100 frames before
         its last window's 300)."""
-        from avpenet.model import AudioFrontend
-
         q = C.N_FFT // C.HOP_LENGTH
         signal = torch.randn(3, C.HOP_LENGTH * (count + q), dtype=torch.float64)
         index = torch.arange(count)[:, None] * C.HOP_LENGTH + torch.arange(C.N_FFT)[None, :]
@@ -189,8 +187,6 @@ class TestFrontend:
     def test_served_rows_are_cut_on_the_inputs_device(self):
         """The frontend's window indices are made where the audio is: on a GPU (loadtests.device_stage) they
         were made on the CPU and the call failed. The meta device stands in for the GPU here."""
-        from avpenet.model import AudioFrontend
-
         frontend = AudioFrontend(torch.float32).to("meta")
         n = 3
         audio = torch.zeros(n, C.audio_row_samples(n), device="meta")
