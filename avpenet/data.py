@@ -35,6 +35,7 @@ class Clip:
     score: float  # rater-median label, 0-10
     inputs: dict[str, np.ndarray]  # features.windows.inputs_from_features of the decoded clip
     track: object | None = None  # the FaceTrack (kept for occlusion robustness); None = no face track
+    tracked_on: str | None = None  # the machine that tracked its video (cache.Decoded); None: no video
 
     @property
     def level(self) -> int:
@@ -72,18 +73,18 @@ def read_labels(data_dir: Path) -> list[dict[str, str]]:
 
 
 def _decode(data_dir: Path, row: dict[str, str]):
-    """(wave, features, mask, track) of a clip: from the feature cache when it is up to date (``avpenet
-    features``), else decoded now by the cache's own reader (``cache.decode_row``: the gateway's precedence,
-    the MP4 through the real tracker before any .npz track)."""
+    """(wave, features, mask, track, tracked_on) of a clip: from the feature cache when it is up to date
+    (``avpenet features``), else decoded now by the cache's own reader (``cache.decode``: the gateway's
+    precedence, the MP4 through the real tracker before any .npz track)."""
     from avpenet.features import cache
     from avpenet.features.visual import frame_features
 
     if cache.is_fresh(data_dir, row):
         c = cache.load_clip(cache.clip_path(data_dir, row["clip_id"]))
-        return c.wave, c.features, c.mask, c.track
-    wave, track, _ = cache.decode_row(data_dir, row)
-    features, mask = frame_features(track) if track is not None else (None, None)
-    return wave, features, mask, track
+        return c.wave, c.features, c.mask, c.track, c.tracked_on
+    d = cache.decode(data_dir, row)
+    features, mask = frame_features(d.track) if d.track is not None else (None, None)
+    return d.wave, features, mask, d.track, d.tracked_on
 
 
 def load_clip(data_dir: Path, row: dict[str, str], keep_track: bool = True) -> Clip:
@@ -95,7 +96,7 @@ def load_clip(data_dir: Path, row: dict[str, str], keep_track: bool = True) -> C
     from avpenet.features.windows import inputs_from_features
 
     data_dir = Path(data_dir)
-    wave, features, mask, track = _decode(data_dir, row)
+    wave, features, mask, track, tracked_on = _decode(data_dir, row)
     return Clip(
         clip_id=row["clip_id"],
         subject_id=row["subject_id"],
@@ -103,6 +104,7 @@ def load_clip(data_dir: Path, row: dict[str, str], keep_track: bool = True) -> C
         score=float(row["score"]),
         inputs=inputs_from_features(wave, features, mask, row["age_group"]),
         track=track if keep_track else None,
+        tracked_on=tracked_on,
     )
 
 

@@ -21,6 +21,8 @@ Figures, under stable JSON keys:
 - ``interval_coverage_90``: share of clips whose label lies in the served 90% interval;
 - ``label_noise_floor_mae``: MAE of the rater-median label against the latent pain (DIR/truth.csv, synthetic
   data only; null otherwise) — what outputting the latent pain would score (not a floor, docs/DATA.md);
+- ``machines``: ``evaluated_on`` (this machine: CPU, vector flags, torch, onnxruntime) and ``tracked_on``
+  ({machine: clips}: which rendered and tracked the videos scored, from their stamps; avpenet/machine.py);
 - ``targets``: each accuracy target the model is held to (avpenet.targets), with the measured figure and
   whether it is met; ``met`` is null, with ``not_judged`` saying why, when nothing was measured or the set
   has too few test subjects to judge it (MIN_TEST_SUBJECTS, per age group MIN_AGE_GROUP_SUBJECTS).
@@ -41,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from avpenet import contract as C
-from avpenet import data
+from avpenet import data, machine
 from avpenet.age_inference import inferred_age_accuracy  # how often the age read from a clip is right
 from avpenet.argtypes import positive_int
 from avpenet.durable import replace_text
@@ -308,6 +310,10 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
 
         say("input paths: video, audio+landmarks, audio only, landmarks only")
         result["paths"] = evaluate_paths(model, Path(args.data), rows, subjects, modality)
+    result["machines"] = {  # the same render tracked or scored on another CPU reads a little differently
+        "evaluated_on": machine.describe(machine.SCORING_PACKAGES),
+        "tracked_on": machine.count(c.tracked_on for c in clips if c.tracked_on is not None),
+    }
     result["targets"] = judge_targets(result)
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result.update(_run_record(ckpt.config))
@@ -370,6 +376,8 @@ def run(args: argparse.Namespace) -> int:
         f"on {result['n_clips']} clips; audio-only MAE {a['mae']:.3f}, visual-only {v['mae']:.3f}; "
         f"90% coverage {result['interval_coverage_90']:.3f}; wrote {args.json}"
     )
+    m = result["machines"]
+    print(f"scored on {m['evaluated_on']}; its videos tracked on: {machine.per_machine(m['tracked_on'])}")
     if line := unjudged_line(result.get("targets", {})):
         print(line)
     if args.report:

@@ -14,6 +14,7 @@ import numpy as np
 
 from avpenet import contract as C
 from avpenet.durable import replace_text
+from avpenet.machine import per_machine
 from avpenet.report_plots import plots
 
 METRIC_KEYS = ("mae", "rmse", "pearson_r", "icc", "accuracy_3class", "macro_f1")
@@ -104,6 +105,12 @@ def write_report(result: dict, out_dir: Path, notes: Path | None = None) -> Path
         "(a folder of its own: its EVALUATION.md is rewritten whole).",
         "",
     ]
+    if machines := r.get("machines"):  # absent in figures saved before it was recorded
+        lines += [
+            f"Scored on {machines['evaluated_on']}; the videos' face tracks made on: "
+            f"{per_machine(machines['tracked_on'])}.",
+            "",
+        ]
     if notes and Path(notes).exists():
         lines += [Path(notes).read_text().strip(), ""]
     lines += _targets_section(r) + _accuracy_section(r, files) + _robustness_section(r, files)

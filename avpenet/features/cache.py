@@ -20,6 +20,9 @@ The cache keeps the face track itself too (occlusion augmentation and robustness
 clip whose tracker finds no face in any frame is listed under ``tracking_failed`` in the manifest (and one
 with a face in under half its frames under ``tracking_partial``): it stays in the data with its visual
 modality masked, as the gateway masks it, and is never dropped silently.
+
+Why one module over 300 lines: the row reader and the cache built from it share one notion of a row (its
+columns, its sources' signature, the gateway's precedence, where its face track came from).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avpenet import contract
+from avpenet import contract, machine
 from avpenet.durable import replace_bytes, replace_text
 from avpenet.errors import InputError
 from avpenet.features import tracked
@@ -59,6 +62,7 @@ class ClipFeatures:
     mask: np.ndarray | None  # float32 [T]
     visual_source: str = "none"  # "video" (tracked MP4), "npz" (track file) or "none"
     track: object | None = None  # the FaceTrack the features came from (None: no video/track)
+    tracked_on: str | None = None  # the machine whose tracker made a video's face (Decoded.tracked_on)
 
 
 def cache_dir(data_dir: str | os.PathLike) -> Path:
@@ -126,12 +130,22 @@ def is_fresh(data_dir: str | os.PathLike, row: dict[str, str]) -> bool:
 
 def decode_row(data_dir: str | os.PathLike, row: dict[str, str]):
     """(wave, track, source) of one labels.csv row with the gateway's precedence (see the module doc)."""
-    wave, track, source, _ = _decode(data_dir, row)
-    return wave, track, source
+    d = decode(data_dir, row)
+    return d.wave, d.track, d.source
 
 
-def _decode(data_dir: str | os.PathLike, row: dict[str, str]):
-    """decode_row, and whether the tracker ran on the row's MP4 (no stamp matched its `.npz`)."""
+@dataclass
+class Decoded:
+    """decode_row's answer, and where the video's face track came from."""
+
+    wave: np.ndarray | None
+    track: object | None
+    source: str  # as ClipFeatures.visual_source
+    tracked_now: bool  # the tracker ran on the row's MP4 (no stamp matched its `.npz`)
+    tracked_on: str | None  # the machine whose tracker made the video's face (None: no MP4)
+
+
+def decode(data_dir: str | os.PathLike, row: dict[str, str]) -> Decoded:
     from avpenet.features import audio, avclip, tracker
     from avpenet.features.track import FaceTrack
 
@@ -149,7 +163,7 @@ def _decode(data_dir: str | os.PathLike, row: dict[str, str]):
     if video_path is not None:
         video = video_path.read_bytes()
         reused = tracked.stamped_track(video, npz_path) if npz_path is not None else None
-        track, source = reused, "video"
+        track, source = reused[0] if reused else None, "video"
         if wave is None and reused is None:  # the gateway's `clip` upload: sound and picture in one pass
             wave, track = avclip.decode_clip(video, tracker.VideoLimits(), name=video_path.name)
         elif wave is None:
@@ -159,7 +173,10 @@ def _decode(data_dir: str | os.PathLike, row: dict[str, str]):
     elif npz_path is not None:
         track, source = FaceTrack.load_npz(npz_path), "npz"
     tracked_now = video_path is not None and reused is None
-    return wave, track, source if track is not None else "none", tracked_now
+    tracked_on = (
+        reused[1] if reused else (machine.describe(machine.TRACKING_PACKAGES) if tracked_now else None)
+    )
+    return Decoded(wave, track, source if track is not None else "none", tracked_now, tracked_on)
 
 
 def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
@@ -168,7 +185,8 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
     from avpenet.features.windows import frame_window_count
 
     data_dir = Path(data_dir)
-    wave, track, source, tracked_now = _decode(data_dir, row)
+    decoded = decode(data_dir, row)
+    wave, track = decoded.wave, decoded.track
     arrays: dict[str, np.ndarray] = {}
     if wave is not None:
         arrays["wave"] = np.asarray(wave, np.float32)
@@ -181,8 +199,9 @@ def extract_clip(data_dir: str | os.PathLike, row: dict[str, str]) -> dict:
     meta = {
         "clip_id": row["clip_id"],
         "age_group": row["age_group"],
-        "visual_source": source,
-        "tracked_now": tracked_now,
+        "visual_source": decoded.source,
+        "tracked_now": decoded.tracked_now,
+        "tracked_on": decoded.tracked_on,
         "signature": _signature(data_dir, row),
         "windows": max(audio.window_count(n_samples), frame_window_count(n_frames)),
         "frames": n_frames,
@@ -265,6 +284,7 @@ def build_cache(
             for m in metas
             if m["visual_source"] == "video" and 0 < m.get("face_frames", 0) < PARTIAL_TRACKING * m["frames"]
         ),
+        "tracked_on": machine.count(_tracked_on(m) for m in metas if m["visual_source"] == "video"),
         "from_npz_track": sum(m["visual_source"] == "npz" for m in metas),
         "without_visual": sum(m["visual_source"] == "none" for m in metas),
         "usable_frame_share": (
@@ -287,7 +307,13 @@ def load_clip(path: str | os.PathLike) -> ClipFeatures:
             mask=npz["mask"] if "mask" in npz.files else None,
             visual_source=meta.get("visual_source", "none"),
             track=_track_from(npz),
+            tracked_on=_tracked_on(meta),
         )
+
+
+def _tracked_on(meta: dict) -> str | None:
+    """A cached clip's Decoded.tracked_on (a cache made before it was recorded: NOT_RECORDED for a video)."""
+    return meta.get("tracked_on", tracked.NOT_RECORDED if meta.get("visual_source") == "video" else None)
 
 
 def _track_from(npz) -> object | None:

@@ -5,6 +5,9 @@
 TRACKING_VERSION. ``cache.decode_row`` reuses the ``.npz`` as the video's face only when every field matches
 what it would compute now — same MP4 bytes, same file, same model, same tracking code — and runs the tracker
 otherwise (a hospital's own MP4 and landmarks, an edited file, another model).
+The stamp also names the machine that rendered and tracked the clip (``avpenet/machine.py``): reported by
+``avpenet features`` and ``avpenet evaluate``, never compared, since a track made on another CPU is still
+this MP4's tracking (it differs from one made here only in the last bits of its floats).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 from pathlib import Path
 
 TRACKED_SUFFIX = ".tracked.json"
+MACHINE_KEY = "machine"  # who rendered and tracked the clip: reported, not part of the match
+NOT_RECORDED = "not recorded (made before machines were)"
 TRACKING_VERSION = 2  # bump when tracker.py samples or reports frames differently: every stamp goes stale
 # (2: a clip's first frame is stamped at tracker.FIRST_TIMESTAMP_MS instead of 0)
 
@@ -39,12 +44,16 @@ def stamp_path(npz_path: str | os.PathLike) -> Path:
 
 def write_tracking_stamp(video: bytes, npz_path: str | os.PathLike) -> None:
     """Record that the .npz at npz_path is track_video(video) (called by the writer right after saving it)."""
+    from avpenet import machine
+
     stamp = _tracking_stamp(video, Path(npz_path).read_bytes())
+    stamp[MACHINE_KEY] = machine.describe(machine.TRACKING_PACKAGES)
     stamp_path(npz_path).write_text(json.dumps(stamp, indent=1) + "\n")
 
 
 def stamped_track(video: bytes, npz_path: Path):
-    """The .npz's FaceTrack when its stamp says it is this MP4's tracking by this tracker; else None."""
+    """(the .npz's FaceTrack, the machine that made it) when its stamp says it is this MP4's tracking by this
+    tracker; else None."""
     from avpenet.features.track import FaceTrack
 
     try:
@@ -52,6 +61,7 @@ def stamped_track(video: bytes, npz_path: Path):
         blob = npz_path.read_bytes()
     except (OSError, ValueError):
         return None
+    made_on = stamp.pop(MACHINE_KEY, NOT_RECORDED) if isinstance(stamp, dict) else None
     if stamp != _tracking_stamp(video, blob):
         return None
-    return FaceTrack.load_npz(blob)
+    return FaceTrack.load_npz(blob), made_on

@@ -8,9 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
+from support.rendered_set import render_one_clip
 
 from avpenet import contract as C
-from avpenet import data, evaluate
+from avpenet import data, evaluate, machine
+from avpenet.features import tracked
+from avpenet.model import REFERENCE_DIR
 from avpenet.predict import icc_a1, level_index, regression_metrics
 
 METRICS = {"mae", "rmse", "pearson_r", "icc", "accuracy_3class", "macro_f1"}
@@ -45,6 +48,29 @@ def test_only_test_subjects_of_the_training_data_are_scored(evaluated, tiny_set,
     rows = data.read_labels(tiny_set)
     assert 0 < result["n_clips"] == sum(r["subject_id"] in split["test"] for r in rows) < len(rows)
     assert result["test_subjects_from"] == "the checkpoint's split.json (test): the data it was trained on"
+
+
+def test_the_figures_name_the_machine_that_scored(evaluated):
+    """The same render scored on another CPU reads a little differently: the JSON and the report say where."""
+    result, out = evaluated
+    assert result["machines"]["evaluated_on"] == machine.describe(machine.SCORING_PACKAGES)
+    assert result["machines"]["tracked_on"] == {}  # the tiny set renders no video
+    assert result["machines"]["evaluated_on"] in (out / "report" / "EVALUATION.md").read_text()
+
+
+def test_the_figures_name_the_machine_that_tracked_each_video(tmp_path):
+    """...and which machines rendered and tracked the videos it scored: the one its tracking stamp names, not
+    the one reading it (a render tracked elsewhere is reused as it is, avpenet/features/tracked.py)."""
+    row = render_one_clip(tmp_path)
+    stamp = tracked.stamp_path(tmp_path / row["visual"])
+    other = "Another CPU [avx2 fma avx512f]; mediapipe 1.2.3"
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), tracked.MACHINE_KEY: other}))
+    args = argparse.Namespace(
+        data=tmp_path, checkpoint=REFERENCE_DIR, json=tmp_path / "eval.json", report=None, notes=None,
+        seed=0, batch_size=32, quiet=True, split=None,
+    )  # fmt: skip
+    assert evaluate.run(args) == 0
+    assert json.loads(args.json.read_text())["machines"]["tracked_on"] == {other: 1}
 
 
 def test_part_val_judges_the_validation_subjects_of_the_same_split(tiny_set, tiny_run, tmp_path):

@@ -5,10 +5,13 @@ tracker."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from support.rendered_set import render_one_clip
 
+from avpenet import machine
 from avpenet.features import cache, tracked, tracker
 
 
@@ -66,12 +69,35 @@ def test_a_changed_mp4_or_npz_is_tracked_again(rendered, monkeypatch):
         stamp.write_text(text)
 
 
+def test_the_stamp_names_the_machine_and_another_machines_stamp_still_holds(rendered, monkeypatch):
+    """A track made on another CPU is still this MP4's tracking (it differs in its last bits only): it is
+    reused, and the machine its stamp names is what the reader reports, not the one reading it."""
+    root, row = rendered
+    stamp = tracked.stamp_path(root / row["visual"])
+    text = stamp.read_text()
+    here = machine.describe(machine.TRACKING_PACKAGES)
+    assert json.loads(text)[tracked.MACHINE_KEY] == here
+    assert cache.decode(root, row).tracked_on == here
+    calls = _counting_tracker(monkeypatch)
+    other = {**json.loads(text), tracked.MACHINE_KEY: "Another CPU [avx2 fma avx512f]; mediapipe 1.2.3"}
+    try:
+        stamp.write_text(json.dumps(other))
+        assert cache.decode(root, row).tracked_on == other[tracked.MACHINE_KEY]
+        del other[tracked.MACHINE_KEY]  # a stamp written before machines were recorded
+        stamp.write_text(json.dumps(other))
+        assert cache.decode(root, row).tracked_on == tracked.NOT_RECORDED
+        assert calls == []  # neither sent the MP4 back to the tracker
+    finally:
+        stamp.write_text(text)
+
+
 def test_features_reports_renders_tracked_again_when_the_tracking_changes(rendered, monkeypatch):
     """`avpenet features` counts the MP4s it had to track: none while the stamp holds, every one once the
     tracking version moves on (the cache entry goes stale with it)."""
     root, _ = rendered
     first = cache.build_cache(root, workers=1, progress=False)
     assert first["failed"] == 0 and first["tracked_this_run"] == 0
+    assert first["tracked_on"] == {machine.describe(machine.TRACKING_PACKAGES): 1}
     calls = _counting_tracker(monkeypatch)
     monkeypatch.setattr(tracked, "TRACKING_VERSION", tracked.TRACKING_VERSION + 1)
     again = cache.build_cache(root, workers=1, progress=False)
