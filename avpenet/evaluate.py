@@ -5,7 +5,7 @@
 Clips of the test subjects only: --split, DIR/split.json, or the checkpoint's own split when DIR is the
 dataset it was trained on (same labels.csv digest) or another render of its plan (DIR/plan.json, e.g.
 `avpenet synth --parts val`: the same subjects); otherwise every subject is unseen test data. `--part val`
-judges that split's validation subjects instead, the ones candidates are chosen on.
+judges that split's validation subjects instead, the ones candidates are chosen on (figures, no verdicts).
 A clip's score is the mean of its windows' scores (``aggregate.aggregate_windows``, as the gateway serves it;
 windows with neither modality left out).
 Figures, under stable JSON keys:
@@ -23,6 +23,7 @@ Figures, under stable JSON keys:
   data only; null otherwise) — what outputting the latent pain would score (not a floor, docs/DATA.md);
 - ``machines``: ``evaluated_on`` (this machine: CPU, vector flags, torch, onnxruntime) and ``tracked_on``
   ({machine: clips}: which rendered and tracked the videos scored, from their stamps; avpenet/machine.py);
+- ``part``: "test", or "val" (`--part val`), whose targets all get ``not_judged`` (targets.VALIDATION_PART);
 - ``targets``: each accuracy target the model is held to (avpenet.targets), with the measured figure and
   whether it is met; ``met`` is null, with ``not_judged`` saying why, when nothing was measured or the set
   has too few test subjects to judge it (MIN_TEST_SUBJECTS, per age group MIN_AGE_GROUP_SUBJECTS).
@@ -285,6 +286,7 @@ def evaluate(args: argparse.Namespace, model=None) -> dict:
         "checkpoint_modality": modality,
         "data": str(args.data),
         "test_subjects_from": split_source,
+        "part": getattr(args, "part", "test"),  # val: the targets get no verdict (targets.VALIDATION_PART)
         "fusion": _with_floor(metrics(fusion_pred), floor_all),
         "audio_only": _with_floor(metrics(run([_masked(x, mask_face) for x in base])), floor_all),
         "visual_only": _with_floor(metrics(run([_masked(x, mask_audio) for x in base])), floor_all),

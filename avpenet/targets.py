@@ -6,6 +6,8 @@ set "met" the fusion MAE target the 43 held-out subjects of the default set miss
 scored test subjects (MIN_AGE_GROUP_SUBJECTS of that group for the per-group targets) a target's ``met`` is
 null and ``not_judged`` says why; a figure that could not be measured (no adult clips, a constant
 prediction's Pearson r) is null too, not a miss. The figures themselves are still reported.
+Figures of validation subjects (`avpenet evaluate --part val`) get no verdict either: candidates are chosen on
+them, so they read better than new subjects would, and the targets are the test subjects' (VALIDATION_PART).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ PATH_TARGETS = {  # judged only with --paths (the dataset must carry renders): k
     "video_vs_landmarks_mae": ("video-path MAE above the audio+landmarks-path MAE (relative)", "<=", 0.05),
 }
 AGE_TARGETS = {f"{age}_mae": age for age in C.LABELLED_AGE_GROUPS}  # judged on that group's subjects
+VALIDATION_PART = (
+    "validation subjects, on which candidates are chosen: the targets are judged on the test subjects only"
+)
 
 
 def _measured(r: dict) -> dict[str, float]:
@@ -71,6 +76,8 @@ def _why_not_judged(key: str, value, r: dict) -> str | None:
     total = sum(subjects.values())
     if value is None or not np.isfinite(value):
         return "not measured" + (f": no {AGE_TARGETS[key]} clips" if key in AGE_TARGETS else "")
+    if r.get("part") == "val":
+        return VALIDATION_PART
     if total < MIN_TEST_SUBJECTS:
         return f"{_subjects(total)}; a verdict needs at least {MIN_TEST_SUBJECTS}"
     if key in AGE_TARGETS and subjects[AGE_TARGETS[key]] < MIN_AGE_GROUP_SUBJECTS:
@@ -102,6 +109,8 @@ def unjudged_line(targets: dict) -> str | None:
     sized = [t["not_judged"] for t in unjudged if not t["not_judged"].startswith("not measured")]
     if not unjudged:
         return None
+    if {t["not_judged"] for t in unjudged} == {VALIDATION_PART}:
+        return f"no target is judged on {VALIDATION_PART}"
     if len(unjudged) == len(targets) and sized:
         return (
             f"the set is too small to judge the targets ({sized[0]}): met is null in the JSON, and the "

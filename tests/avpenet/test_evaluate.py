@@ -272,6 +272,18 @@ def test_an_age_group_of_few_subjects_gets_no_verdict_of_its_own():
     assert unjudged_line(judged).startswith("targets not judged: adult MAE (6 adult test subjects;")
 
 
+def test_validation_figures_get_no_verdict():
+    """`--part val` scores the subjects candidates are chosen on: a "met" there would read as the test
+    subjects' verdict, so every target is left unjudged, with the reason, and the figures stay."""
+    from avpenet.targets import VALIDATION_PART, judge_targets, unjudged_line
+
+    judged = judge_targets({**_fixed_result(0.5), "part": "val"})
+    assert {t["not_judged"] for t in judged.values()} == {VALIDATION_PART}
+    assert all(t["met"] is None for t in judged.values()) and judged["fusion_mae"]["measured"] == 0.5
+    assert unjudged_line(judged) == f"no target is judged on {VALIDATION_PART}"
+    assert all(t["met"] is True for t in judge_targets({**_fixed_result(0.5), "part": "test"}).values())
+
+
 def test_a_figure_not_measured_is_no_verdict_rather_than_a_miss():
     """A set without adults reported adult MAE "measured: None, met: False", which reads as a failure."""
     from avpenet.targets import judge_targets
