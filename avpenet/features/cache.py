@@ -146,6 +146,7 @@ class Decoded:
 
 
 def decode(data_dir: str | os.PathLike, row: dict[str, str]) -> Decoded:
+    """decode_row's reading, with whether the tracker ran now and which machine's tracker made the face."""
     from avpenet.features import audio, avclip, tracker
     from avpenet.features.track import FaceTrack
 

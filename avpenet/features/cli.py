@@ -40,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
         f"usable face frames {100 * m['usable_frame_share']:.0f}%; MP4s tracked in this run (no matching "
         f"tracking stamp): {m['tracked_this_run']}"
     )
-    if m[
-        "tracked_on"
-    ]:  # the same render tracked on another CPU differs in its last bits (avpenet/machine.py)
+    # The same render tracked on another CPU differs in its last bits (avpenet/machine.py).
+    if m["tracked_on"]:
         print(f"  face tracks made on: {per_machine(m['tracked_on'])}")
     tracking = {"tracking_failed": "no face in any frame", "tracking_partial": "a face in < 50% of frames"}
     for key, what in tracking.items():
