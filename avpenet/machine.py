@@ -10,6 +10,7 @@ and `avpenet evaluate` reports which machines made the tracks it scored, beside 
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections import Counter
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ def _version(package: str) -> str:
         return "absent"
 
 
+@functools.cache  # fixed for the process: read once, not per clip tracked or stamped
 def describe(packages: tuple[str, ...] = ()) -> str:
     """One line, e.g. 'AMD EPYC [avx2 fma]; mediapipe 1.2.3, ...': the CPU, its VECTOR_FLAGS, the packages."""
     name, flags = _cpuinfo()

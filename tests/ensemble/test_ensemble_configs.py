@@ -48,16 +48,17 @@ def test_a_rollback_rewrites_the_config_for_the_version_left(tmp_path: Path, cap
     copy = tmp_path / "model_repository"
     shutil.copytree(REPO, copy)
     frontend = copy / contract.AUDIO_FRONTEND.name
-    dft32 = 'string_value: "model.fp32-dft.onnx"'
+    dft32 = f'string_value: "{precision.ONNX_FILES["fp32-dft"]}"'
     assert dft32 in (frontend / "config.pbtxt").read_text()
     shutil.rmtree(frontend / str(versions.latest(frontend)))
     assert configs.main(["--repo", str(copy)]) == 0
     assert dft32 in (frontend / "config.pbtxt").read_text()  # the version left has the graph too
     assert str(frontend / "config.pbtxt") in capsys.readouterr().out
-    (frontend / str(versions.latest(frontend)) / configs.ONNX_FILES["fp32-dft"]).unlink()  # as 3 had not
+    (frontend / str(versions.latest(frontend)) / precision.ONNX_FILES["fp32-dft"]).unlink()  # as 3 had not
     assert configs.main(["--repo", str(copy)]) == 0
     config = (frontend / "config.pbtxt").read_text()
-    assert 'string_value: "model.onnx"' in config and "fp32-dft" not in config.split("parameters", 1)[1]
+    assert f'string_value: "{precision.ONNX_FILES["fp32"]}"' in config
+    assert "fp32-dft" not in config.split("parameters", 1)[1]
 
 
 def test_a_rollback_rewrites_the_versions_the_ensemble_records_as_served(tmp_path: Path) -> None:
