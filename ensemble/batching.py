@@ -25,9 +25,10 @@ class BatchingPlan:
     preferred_batch_sizes: list[int] = field(
         default_factory=lambda: [contract.MAX_BATCH_SIZE // 2, contract.MAX_BATCH_SIZE]
     )
-    intra_op_threads: int = (
-        0  # 0: ORT's default, one thread per physical core (spinning is off in the backend)
-    )
+    # One ONNX Runtime thread per part: the local stack's parts share the host's cores with the Gateway and
+    # each other, and a pool per part only competes for them (ensemble/README.md, *Threads per part*). 0 is
+    # ORT's default, one thread per physical core (spinning is off in the backend).
+    intra_op_threads: int = 1
     gpu_delay_us: int = 100  # starting point for GPUs; re-tune on the target with the same sweep
     measurement: dict = field(default_factory=dict)
 
@@ -73,7 +74,7 @@ def load_plan(path: Path = PLAN_FILE) -> BatchingPlan:
         preferred_batch_sizes=[
             int(x) for x in data.get("preferred_batch_sizes", BatchingPlan().preferred_batch_sizes)
         ],
-        intra_op_threads=int(data.get("intra_op_threads", 0)),
+        intra_op_threads=int(data.get("intra_op_threads", BatchingPlan.intra_op_threads)),
         gpu_delay_us=int(data.get("gpu_delay_us", 100)),
         measurement=data.get("measurement", {}),
     )
