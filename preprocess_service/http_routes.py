@@ -71,7 +71,7 @@ async def score(service: ScoringService, request: Request) -> Response:
         # The whole body first, then admission: a slow sender holds no scoring slot (min rate in read_body).
         body = await read_body(request, service.settings.limits)
         with service.admit() as slot:
-            parsed = await service.on_worker(parse_score_form, body, request.headers.get("content-type"), rid)
+            parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
             del body  # the media parts are read-only views of it: nothing else holds or changes it
             answer = await service.clinical.answer(
                 lambda: service.score(

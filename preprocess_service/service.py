@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -34,7 +33,6 @@ from preprocess_service.watchdog import TritonWatchdog
 log = logging.getLogger("avpenet.gateway")
 # (request, trace carrier, the video's declared seconds read once at admission: 0 without video, the hop's
 # deadline in seconds: its own, capped by the request's budget)
-T = TypeVar("T")
 Extractor = Callable[[ScoreRequest, Mapping[str, str], float, float], Awaitable[Extracted]]
 
 
@@ -66,7 +64,6 @@ class ScoringService:
             full=lambda: self.watchdog.refuse_if_hung(limits.retry_after_s),
         )  # fmt: skip
         self.video_slots = video_share(limits)  # video never takes the light uploads' slots
-        self.worker_slots = asyncio.Semaphore(limits.light_threads)  # on_worker
         self.video_limiter = MediaSecondsLimiter(  # media seconds at the FeatureExtractor: video_admission.py
             limits.max_video_seconds_in_flight, limits.retry_after_s, max_wait_s=limits.max_video_wait_s
         )
@@ -107,13 +104,7 @@ class ScoringService:
         self, request: ScoreRequest, carrier: Mapping[str, str], media_s: float = 0.0, timeout_s: float = 0.0
     ) -> Extracted:
         """Light uploads: tens of milliseconds, bounded by the upload limits rather than a deadline."""
-        return await self.on_worker(extract, request, self.settings.limits, carrier)
-
-    async def on_worker(self, fn: Callable[..., T], /, *args: Any) -> T:
-        """`fn(*args)` on a worker thread, at most `limits.light_threads` at once (parsing uploads, decoding
-        light ones): the rest wait here, without a thread to wake, for that work holds the GIL."""
-        async with self.worker_slots:
-            return await asyncio.to_thread(fn, *args)
+        return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
 
     async def close(self) -> None:
         if self._warm is not None:

@@ -50,10 +50,6 @@ class Limits(BaseModel):
     # it, not in Serve's router (where a waiting call costs its caller CPU and the replica idle gaps: README,
     # Admission). Its max_ongoing_requests (serve_config.yaml) bounds how many it holds.
     features_threads: int = Field(4, gt=0)
-    # Uploads a gateway replica parses, and light ones (audio, landmarks) it decodes, on worker threads at
-    # once; the others wait in its event loop. This work holds the GIL: more threads only wake each other to
-    # hand it over, leaving cores idle in between (docs/bench-notes.md, *Where the idle gaps are*).
-    light_threads: int = Field(1, gt=0)
     # The landmarker reads every N-th sampled video frame (and the last), the frames between interpolated:
     # about N times less tracking CPU per second of video. 1 (every frame) is what the reference was trained
     # and evaluated on; 2 and 3 were measured on its test and validation subjects (docs/EVALUATION.md,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 import pytest
 from support import testmedia
@@ -71,28 +69,3 @@ def test_video_goes_to_the_extractor_deployment():
     for field in ("clip", "video"):
         request = ScoreRequest(**{field: MediaPart(data=b"\x00" * 16)}, age_group="adult")
         assert service._extractor_for(request) is remote
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_at_most_light_threads_uploads_are_parsed_or_decoded_at_once(threads):
-    """Parsing and light decoding hold the GIL: more threads at once only wake each other to pass it."""
-    settings = GatewaySettings.load(
-        {"triton_url": "127.0.0.1:1", "grpc_enabled": False, "limits": {"light_threads": threads}}, {}
-    )
-    service = ScoringService(settings, RecordingExtractor())
-    lock, running, most = threading.Lock(), [0], [0]
-
-    def work(n: int) -> int:
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return n
-
-    async def six_at_once() -> list[int]:
-        return await asyncio.gather(*(service.on_worker(work, n) for n in range(6)))
-
-    assert asyncio.run(six_at_once()) == list(range(6))
-    assert most[0] == threads
