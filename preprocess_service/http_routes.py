@@ -18,6 +18,7 @@ from avpenet.errors import TooLarge
 from preprocess_service import audit, hl7_outcome, idempotency
 from preprocess_service.auth import bearer_token
 from preprocess_service.clinical import negotiate
+from preprocess_service.cpu_work import here_if, small
 from preprocess_service.errors import ClientGone, SlowUpload, detail_of, reason_of, status_of
 from preprocess_service.multipart import parse_score_form
 from preprocess_service.openapi import MODELS_ROUTE, SCORE_ROUTE
@@ -71,7 +72,9 @@ async def score(service: ScoringService, request: Request) -> Response:
         # The whole body first, then admission: a slow sender holds no scoring slot (min rate in read_body).
         body = await read_body(request, service.settings.limits)
         with service.admit() as slot:
-            parsed = await asyncio.to_thread(parse_score_form, body, request.headers.get("content-type"), rid)
+            content_type = request.headers.get("content-type")
+            limits = service.settings.limits
+            parsed = await here_if(small(len(body), limits), parse_score_form, body, content_type, rid)
             del body  # the media parts are read-only views of it: nothing else holds or changes it
             answer = await service.clinical.answer(
                 lambda: service.score(

@@ -19,6 +19,7 @@ from preprocess_service import audit, fhir, memprofile, pinning, telemetry, warm
 from preprocess_service.auth import ApiKeys
 from preprocess_service.budget import RequestBudget
 from preprocess_service.clinical import Clinical, clip_sha256
+from preprocess_service.cpu_work import cheap_to_decode, here_if
 from preprocess_service.errors import TritonUnavailable, reason_of, status_of
 from preprocess_service.extract import Extracted, extract
 from preprocess_service.feature_stage import extract_features
@@ -103,8 +104,10 @@ class ScoringService:
     async def _extract_in_thread(
         self, request: ScoreRequest, carrier: Mapping[str, str], media_s: float = 0.0, timeout_s: float = 0.0
     ) -> Extracted:
-        """Light uploads: tens of milliseconds, bounded by the upload limits rather than a deadline."""
-        return await asyncio.to_thread(extract, request, self.settings.limits, carrier)
+        """Light uploads: tens of milliseconds, bounded by the upload limits rather than a deadline; a small
+        raw one on the event loop (cpu_work.py)."""
+        limits = self.settings.limits
+        return await here_if(cheap_to_decode(request, limits), extract, request, limits, carrier)
 
     async def close(self) -> None:
         if self._warm is not None:
