@@ -10,7 +10,9 @@ raw (a PCM WAV, an uncompressed `.npz`), whose decoding costs about its size. Co
 decodes to (59 s of Opus fit in 177 KB and took 337 ms to decode and resample on the Zen 3 box; a deflated
 `.npz` of a minute's track, 4.5 KB and 44 ms), and a minute of raw sound is megabytes: both go to a thread,
 so the loop keeps answering probes, streams and the other requests' Triton calls meanwhile. One slot for
-every upload was measured worse for that reason (long clips queued behind it).
+every upload was measured worse for that reason (long clips queued behind it). On the model mix the loop
+scored more clips than a thread per upload in four alternated pairs of four, for no more CPU per clip, though
+the cores' idle share stayed as it was (docs/bench-notes.md, *Small raw uploads on the event loop*).
 """
 
 from __future__ import annotations

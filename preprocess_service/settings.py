@@ -57,8 +57,8 @@ class Limits(BaseModel):
     track_every: int = Field(1, ge=1, le=3)
     # Uploads of at most this many bytes are parsed, and light ones stored raw (PCM WAV, uncompressed .npz)
     # decoded, on the replica's event loop (about 5 ms for a 3-s clip with landmarks); the rest on a worker
-    # thread, so a minute of sound never stalls the loop. A thread hand-off per small upload left the cores
-    # idle between the replica's threads (preprocess_service/cpu_work.py). 0: every upload on a thread.
+    # thread, so a minute of sound never stalls the loop. No thread hand-off per small upload: more clips
+    # on the model mix for no more CPU (preprocess_service/cpu_work.py). 0: every upload on a thread.
     inline_bytes: int = Field(384 * 1024, ge=0)
     retry_after_s: int = Field(2, ge=1)  # Retry-After on 429 / 503
     # Slow uploads (slow-loris): the body must keep arriving at this average rate once the grace has passed,
