@@ -22,10 +22,8 @@ import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-import soundfile as sf
-
-from avpenet.features import media
-from avpenet.features.memfile import Buffer, ViewFile
+from avpenet.features import media, wavcodec
+from avpenet.features.memfile import Buffer
 
 if TYPE_CHECKING:
     from preprocess_service.protocol import ScoreRequest
@@ -34,9 +32,9 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# libsndfile sample encodings whose decoding is a copy or a table lookup per sample (cost follows the bytes);
-# ADPCM and GSM in a WAV are codecs (60 s of GSM 6.10: 98 KB, 66 ms).
-RAW_AUDIO = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"})
+# WAV format tags whose decoding is a copy or a table lookup per sample (cost follows the bytes): PCM, IEEE
+# float, A-law, mu-law. ADPCM and GSM in a WAV are codecs (60 s of GSM 6.10: 98 KB, 66 ms).
+RAW_WAV_TAGS = frozenset({0x0001, 0x0003, 0x0006, 0x0007})
 
 
 def small(size: int, limits: Limits) -> bool:
@@ -54,19 +52,25 @@ def cheap_to_decode(request: ScoreRequest, limits: Limits) -> bool:
 
 
 def raw_wav(data: Buffer) -> bool:
-    """A WAV or Wave64 of raw samples, by its header; anything unreadable is not (a thread refuses it)."""
+    """A WAV or Wave64 of raw samples, by the codec its `fmt ` chunk names (`wavcodec.codec`, what decoding
+    reads too); anything unreadable is not (a thread refuses it)."""
     try:
-        if media.audio_kind(data, media.read_head(data)) not in media.WAV_KINDS:
-            return False
-        return sf.info(ViewFile(data)).subtype in RAW_AUDIO
+        kind = media.audio_kind(data, media.read_head(data))
+        found = wavcodec.codec(data, kind) if kind in media.WAV_KINDS else None
     except Exception:
         return False
+    if found is None:
+        return False
+    if found.tag == wavcodec.EXTENSIBLE:  # the subformat GUID starts with the tag it stands for
+        tag = int.from_bytes(found.subformat[:2], "little")
+        return found.subformat in wavcodec.SNDFILE_SUBFORMATS and tag in RAW_WAV_TAGS
+    return found.tag in RAW_WAV_TAGS
 
 
 def stored_npz(data: Buffer) -> bool:
     """A ZIP whose every member is stored, not deflated, by its central directory."""
     try:
-        with zipfile.ZipFile(ViewFile(data)) as archive:
+        with zipfile.ZipFile(media.as_file(data)) as archive:
             return all(m.compress_type == zipfile.ZIP_STORED for m in archive.infolist())
     except Exception:
         return False
