@@ -14,6 +14,7 @@ import soundfile as sf
 from support.gateway import audio_and_landmarks, mp4_bytes
 from support.hostile_media import mp3_in_wav
 
+from avpenet.features import wavcodec
 from preprocess_service.cpu_work import cheap_to_decode, here_if, small
 from preprocess_service.protocol import MediaPart, ScoreRequest
 from preprocess_service.settings import Limits
@@ -29,6 +30,14 @@ def _wav(subtype: str, seconds: float = 2.0, rate: int = 8000) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.zeros(int(seconds * rate), np.float32), rate, format="WAV", subtype=subtype)
     return buf.getvalue()
+
+
+def _extensible(subformat_tag: int) -> bytes:
+    """A WAVE_FORMAT_EXTENSIBLE file whose subformat GUID names `subformat_tag` (PCM data either way)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(8000, np.float32), 8000, format="WAVEX", subtype="PCM_16")
+    pcm = (1).to_bytes(2, "little") + wavcodec.SUBTYPE_TAIL
+    return buf.getvalue().replace(pcm, subformat_tag.to_bytes(2, "little") + wavcodec.SUBTYPE_TAIL, 1)
 
 
 def _deflated(npz: bytes) -> bytes:
@@ -50,13 +59,14 @@ def test_small_raw_light_uploads_are_cheap_to_decode():
     assert cheap_to_decode(_request(audio=wav, landmarks=npz), limits)
     assert cheap_to_decode(_request(landmarks=npz), limits)
     assert cheap_to_decode(_request(audio=_wav("PCM_U8")), limits)
+    assert cheap_to_decode(_request(audio=_extensible(0x0003)), limits)  # float, by its subformat
     assert not cheap_to_decode(_request(audio=wav, landmarks=npz), LIMITS)
     assert not cheap_to_decode(_request(audio=wav, landmarks=npz), Limits(inline_bytes=len(wav)))
 
 
 @pytest.mark.parametrize(
     "case",
-    ["gsm_wav", "mp3_in_wav", "deflated_npz", "video", "not_media"],
+    ["gsm_wav", "mp3_in_wav", "adpcm_extensible", "deflated_npz", "video", "not_media"],
 )
 def test_compressed_or_unreadable_media_goes_to_a_thread(case):
     """Its decoding costs what it decodes to, not its size (a minute of GSM in a WAV: 98 KB, 66 ms)."""
@@ -65,6 +75,7 @@ def test_compressed_or_unreadable_media_goes_to_a_thread(case):
     parts = {
         "gsm_wav": {"audio": _wav("GSM610")},
         "mp3_in_wav": {"audio": mp3_in_wav(keep=1.0)},
+        "adpcm_extensible": {"audio": _extensible(0x0002)},
         "deflated_npz": {"audio": wav, "landmarks": _deflated(npz)},
         "video": {"video": mp4_bytes(1.0)},
         "not_media": {"audio": b"RIFF....WAVEnot really"},
