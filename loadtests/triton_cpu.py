@@ -2,12 +2,14 @@
 
 `python -m loadtests.triton_cpu --threads 0,1 --rounds 2` copies the model repository once per setting of the
 parts' `intra_op_threads` (0 = ONNX Runtime's default, one thread per physical core), starts a real Triton on
-each copy in turn and sends one-window requests (`concurrency` clients, each waiting for its answer, as the
-gateway's callers do), then reads the CPU time of Triton's whole process tree (server and Python-backend
-stubs) per request. The same requests through `ensemble.ort_chain.OrtChain` in this process, with the same
-thread count, give the graphs' own cost: the difference is what the gRPC call, the ensemble scheduler and
-the stubs' shared-memory hops add. Settings alternate round by round, so a shared box's other load falls on
-both alike. It answers "how many threads should each part's session have" on the machine it runs on.
+each copy in turn and sends requests of `--windows` windows (one by default: a 3-s clip; 58: a 60-s clip,
+the long mix's), `concurrency` clients each waiting for its answer as the gateway's callers do, then reads
+the CPU time of Triton's whole process tree (server and Python-backend stubs) per request. The same
+requests through `ensemble.ort_chain.OrtChain` in this process, with the same thread count, give the
+graphs' own cost: the difference is what the gRPC call, the ensemble scheduler and the stubs'
+shared-memory hops add. Settings alternate round by round, so a shared box's other load falls on both
+alike. It answers "how many threads should each part's session have" on the machine it runs on, and what
+a clip's graphs cost on one core before any serving is added (the chain column).
 """
 
 from __future__ import annotations
@@ -30,13 +32,20 @@ WARM_UP = 5
 
 
 def one_window(seed: int = 0) -> dict[str, np.ndarray]:
-    """An ensemble request of one 3-s window: noise for sound, random face features, every frame present."""
+    """An ensemble request of one 3-s window (`clip_request(1)`)."""
+    return clip_request(1, seed)
+
+
+def clip_request(windows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """An ensemble request of a clip of `windows` windows, laid out as the gateway sends it: noise for sound,
+    random face features, every frame present."""
     from avpenet.features import audio
 
     rng = np.random.default_rng(seed)
-    inputs = contract.zero_inputs(contract.ENSEMBLE, 1)
-    wave = (0.1 * rng.standard_normal(contract.WINDOW_SAMPLES)).astype(np.float32)
-    inputs[contract.AUDIO.name], inputs[contract.WINDOW_GAIN.name] = audio.clip_rows(wave, 1)
+    inputs = contract.zero_inputs(contract.ENSEMBLE, windows)
+    samples = (windows - 1) * contract.HOP_SAMPLES + contract.WINDOW_SAMPLES
+    wave = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+    inputs[contract.AUDIO.name], inputs[contract.WINDOW_GAIN.name] = audio.clip_rows(wave, windows)
     shape = inputs[contract.VISUAL_FEATURES.name].shape
     inputs[contract.VISUAL_FEATURES.name] = rng.standard_normal(shape).astype(np.float32)
     inputs[contract.FRAME_MASK.name][:] = 1.0
@@ -114,11 +123,13 @@ def repository_with_threads(source: Path, threads: int, into: Path) -> Path:
     return repo
 
 
-def measure(source: Path, settings: list[int], concurrency: list[int], requests: int, rounds: int) -> list:
+def measure(
+    source: Path, settings: list[int], concurrency: list[int], requests: int, rounds: int, windows: int = 1
+) -> list:
     """Rows (threads, round, chain ms, {concurrency: (triton ms, req/s)}), settings alternated per round."""
     from ensemble.server import TritonServer
 
-    inputs = one_window()
+    inputs = clip_request(windows)
     rows = []
     with tempfile.TemporaryDirectory(prefix="avpenet-triton-cpu-") as work:
         repos = {t: repository_with_threads(source, t, Path(work)) for t in settings}
@@ -149,6 +160,15 @@ def report(rows: list, concurrency: list[int]) -> str:
     return "\n".join(lines)
 
 
+def window_count(text: str) -> int:
+    """Windows per request: 1 to the ensemble's largest batch (a request is one batch)."""
+    n = positive_int(text)
+    if n > contract.MAX_BATCH_SIZE:
+        limit = contract.MAX_BATCH_SIZE
+        raise argparse.ArgumentTypeError(f"{text!r} windows: a request holds at most {limit}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     from ensemble import DEFAULT_REPOSITORY
 
@@ -164,10 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         "--requests", type=positive_int, default=200, help="per setting, round and concurrency"
     )
     parser.add_argument("--rounds", type=positive_int, default=2)
+    parser.add_argument(
+        "--windows",
+        type=window_count,
+        default=1,
+        help=f"windows per request: 1 = a 3-s clip, 58 = a 60-s one (at most {contract.MAX_BATCH_SIZE})",
+    )
     args = parser.parse_args(argv)
     # lists: argparse applies the types to the string defaults too
-    rows = measure(args.repo, args.threads, args.concurrency, args.requests, args.rounds)
-    print(f"CPU ms per one-window request, median of {args.rounds} alternated rounds of {args.requests}:")
+    rows = measure(args.repo, args.threads, args.concurrency, args.requests, args.rounds, args.windows)
+    what = "one-window request" if args.windows == 1 else f"request of {args.windows} windows"
+    print(f"CPU ms per {what}, median of {args.rounds} alternated rounds of {args.requests}:")
     print(report(rows, args.concurrency))
     return 0
 

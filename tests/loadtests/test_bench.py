@@ -157,6 +157,30 @@ class TestReport:
         assert bound["bound"] == pytest.approx(2.5)  # 100 ms / (60 - 20) ms
         assert "**2.5x**" in br.markdown(report)
 
+    def test_a_missed_ratio_says_what_the_target_leaves_and_the_heaviest_stage_spent(self):
+        # naive: 600 ms per clip (50 clips) with both cells at the same busy share; 3x leaves 200 ms
+        a = make_cell("naive", "long", n=50, cpu_s={"naive": 30.0}, cores=2, seconds=20.0)
+        b = make_cell("avpenet", "long", n=120, cpu_s={"gateway": 6.0, "triton": 24.0}, cores=2, seconds=20.0)
+        text = br.ratio_limit(a, b, 3.0)
+        assert text.startswith("the target leaves (b) 200 ms of CPU per clip (naive's 600 / 3")
+        assert "Triton alone spent 200 (" in text and "--windows 58" in text
+        # (b) keeping fewer cores busy than naive leaves it less CPU per clip for the same rate
+        b.cpu_s = {"gateway": 3.0, "triton": 12.0}  # 125 ms per clip at half naive's busy share
+        assert br.ratio_limit(a, b, 3.0).startswith("the target leaves (b) 100 ms")
+        video = make_cell("avpenet", "video", n=120, cpu_s={"features": 48.0, "triton": 1.0}, seconds=20.0)
+        naive_video = make_cell("naive", "video", n=50, cpu_s={"naive": 30.0}, seconds=20.0)
+        assert "FeatureExtractor alone spent 400 (face tracking" in br.ratio_limit(naive_video, video, 1.5)
+        model = make_cell("avpenet", "model", n=120, seconds=20.0)
+        assert br.ratio_limit(make_cell("naive", n=50, seconds=20.0), model, 1.3) == br.RATIO_LIMIT
+        # the report's long-mix target carries it
+        report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+        report.cells += [
+            a,
+            make_cell("avpenet", "long", n=120, cpu_s={"gateway": 6.0, "triton": 24.0}, seconds=20.0),
+        ]
+        long_ratio = next(t for t in br.targets(report) if t.name.startswith("long: throughput (b)/(a)"))
+        assert not long_ratio.met and long_ratio.limit == br.ratio_limit(a, report.cells[-1], 3.0)
+
     def test_json_round_trip_renders_the_same(self):
         report = make_report(naive_rps=5.0, avpenet_rps=20.0)
         again = br.report_from_dict(json.loads(bench.to_json(report)))

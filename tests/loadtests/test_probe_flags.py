@@ -50,6 +50,8 @@ PROBES = [
     ("tracking_cpu", ["--clips", "0"], "is not a whole number of 1 or more"),
     ("triton_cpu", ["--threads", "0,-1"], "is not a whole number of 0 or more"),
     ("triton_cpu", ["--concurrency", "1,0"], "is not a whole number of 1 or more"),
+    ("triton_cpu", ["--windows", "0"], "is not a whole number of 1 or more"),
+    ("triton_cpu", ["--windows", "65"], "a request holds at most 64"),
     ("triton_gpu", ["--concurrency", "x"], "is not a whole number of 1 or more"),
     ("triton_gpu", ["--seconds", "-10"], "is not a number above 0"),
 ]

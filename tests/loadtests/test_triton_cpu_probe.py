@@ -28,6 +28,26 @@ def test_reads_the_cpu_of_triton_and_its_stubs_per_request(triton_server):
     assert ms > 0 and rate > 0
 
 
+def test_a_clip_request_is_laid_out_as_the_gateway_sends_its_clip():
+    """N windows: the clip's samples laid once over N rows (what Triton's frontend reads), each window's gain,
+    every other input with N rows; 1 window is `one_window`."""
+    from avpenet.features.audio import windows_from_rows
+
+    clip = triton_cpu.clip_request(58)
+    assert set(clip) == {t.name for t in contract.ENSEMBLE.inputs}
+    assert {a.shape[0] for a in clip.values()} == {58}
+    assert clip[contract.AUDIO.name].shape == (58, contract.audio_row_samples(58))
+    windows = windows_from_rows(clip[contract.AUDIO.name], clip[contract.WINDOW_GAIN.name])
+    # window i starts i hops in: its first 2 s are window i-1's last 2 s (the rows hold the clip, not copies)
+    gains = clip[contract.WINDOW_GAIN.name]
+    hop = contract.HOP_SAMPLES
+    assert windows[1, : 2 * hop] / gains[1] == pytest.approx(windows[0, hop:] / gains[0], rel=1e-5)
+    assert (windows != 0).mean(axis=1).min() > 0.99  # every window holds sound, the last one too
+    assert clip[contract.FRAME_MASK.name].all() and clip[contract.AUDIO_PRESENT.name].all()
+    one = triton_cpu.one_window()
+    assert all((one[k] == v).all() for k, v in triton_cpu.clip_request(1).items())
+
+
 def test_report_has_one_row_per_setting():
     rows = [(0, 0, 16.0, {1: (21.0, 60.0)}), (1, 0, 12.0, {1: (20.0, 50.0)}), (1, 1, 13.0, {1: (22.0, 48.0)})]
     text = triton_cpu.report(rows, [1])
