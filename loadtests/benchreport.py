@@ -336,8 +336,7 @@ def _mix_targets(report: Report, mix: str, c: int) -> list[Target]:
                 f">= {TARGET_RATIO_ORT:g}x",
                 f"{r:.2f}x",
                 r >= TARGET_RATIO_ORT,
-                "(c) runs the same graphs without the gRPC call and the Python-backend stubs; batching 3 s "
-                "clips cannot win that back on 2 cores",
+                peer_limit(o, b),
             )
         )
     if a:
@@ -365,6 +364,26 @@ def ratio_limit(a: Cell, b: Cell, target: float) -> str:
     return (
         f"the target leaves (b) {allowed_ms:.0f} ms of CPU per clip (naive's {1000 * a.cpu_s_per_clip:.0f} / "
         f"{target:g}, at the two systems' busy shares); (b)'s {name} alone spent {spent_ms:.0f} ({what})"
+    )
+
+
+def peer_limit(o: Cell, b: Cell) -> str:
+    """Why (b)/(c) falls short, split as the throughput ratio splits: clips/s = the cores kept busy / CPU per
+    clip, so (b)/(c) is (b)'s busy share over (c)'s times (c)'s CPU per clip over (b)'s (to within the few ms
+    the CPU snapshots add to the window)."""
+    if not (o.requests and b.requests):
+        return RATIO_LIMIT
+
+    def ms(cell: Cell, group: str) -> float:
+        return 1000.0 * cell.cpu_s.get(group, 0.0) / cell.requests
+
+    return (
+        f"busy {b.cores_busy:.0%} against (c)'s {o.cores_busy:.0%} "
+        f"({ratio(b.cores_busy, o.cores_busy):.2f}x) and {1000 * b.cpu_s_per_clip:.0f} ms of CPU per clip "
+        f"against {1000 * o.cpu_s_per_clip:.0f} ({ratio(o.cpu_s_per_clip, b.cpu_s_per_clip):.2f}x): (b)'s "
+        f"gateway {ms(b, 'gateway'):.0f}, Triton {ms(b, 'triton'):.0f}, proxy {ms(b, 'proxy'):.0f}, Ray "
+        f"{ms(b, 'ray'):.0f} against (c)'s one replica {ms(o, 'ort'):.0f} (the same feature code and "
+        f"graphs), proxy {ms(o, 'proxy'):.0f}, Ray {ms(o, 'ray'):.0f}"
     )
 
 

@@ -181,6 +181,23 @@ class TestReport:
         long_ratio = next(t for t in br.targets(report) if t.name.startswith("long: throughput (b)/(a)"))
         assert not long_ratio.met and long_ratio.limit == br.ratio_limit(a, report.cells[-1], 3.0)
 
+    def test_a_missed_peer_ratio_is_split_into_busy_share_and_cpu_per_clip(self):
+        # (c): 100 clips, 4 CPU-s in 10 s on 2 cores = 40 ms a clip, 20% busy; (b): 60 clips, 3.6 CPU-s =
+        # 60 ms a clip, 18% busy: 6 against 10 clips/s = 0.9 (busy) x 0.667 (CPU per clip)
+        o = make_cell("ort", n=100, cpu_s={"ort": 3.0, "proxy": 0.6, "ray": 0.4})
+        b = make_cell("avpenet", n=60, cpu_s={"gateway": 1.8, "triton": 0.9, "proxy": 0.6, "ray": 0.3})
+        text = br.peer_limit(o, b)
+        assert text.startswith(
+            "busy 18% against (c)'s 20% (0.90x) and 60 ms of CPU per clip against 40 (0.67x)"
+        )
+        assert "gateway 30, Triton 15, proxy 10, Ray 5 against (c)'s one replica 30" in text
+        assert text.endswith("proxy 6, Ray 4")
+        report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+        report.cells = [c for c in report.cells if c.mix != "model" or c.concurrency != 32] + [o, b]
+        report.cells.append(make_cell("naive", n=50, triton={}))
+        peer = next(t for t in br.targets(report) if t.name.startswith("model: throughput (b)/(c)"))
+        assert peer.measured == "0.60x" and not peer.met and peer.limit == text
+
     def test_json_round_trip_renders_the_same(self):
         report = make_report(naive_rps=5.0, avpenet_rps=20.0)
         again = br.report_from_dict(json.loads(bench.to_json(report)))
