@@ -44,7 +44,8 @@ TARGET_BATCH = 8.0  # Triton average executed batch at concurrency 32
 TARGET_EFFICIENCY = 0.70  # model stage / measured kernel limit
 TARGET_FEATURES_MS_PER_S = 60.0  # feature-extraction CPU per second of video
 TARGET_CONCURRENCY = 32
-# The one stage of (b) that each CPU-bound mix's (b)/(a) target is limited by, and what it is (the CPU table).
+# Per CPU-bound mix, the stage of (b) a missed (b)/(a) is set beside: where that mix's CPU goes most (the CPU
+# table), and what it is.
 RATIO_STAGES = {
     "long": ("triton", "Triton", "a 60-s clip's graphs: `python -m loadtests.triton_cpu --windows 58`"),
     "video": ("features", "FeatureExtractor", "face tracking, the code every system runs; `--track-every`"),
@@ -353,8 +354,9 @@ def _mix_targets(report: Report, mix: str, c: int) -> list[Target]:
 
 
 def ratio_limit(a: Cell, b: Cell, target: float) -> str:
-    """Why (b)/(a) falls short of `target`, from the cells' CPU: the CPU per clip the target leaves (b) at
-    naive's busy share, against what (b)'s heaviest stage of that mix spent alone (RATIO_STAGES)."""
+    """Why (b)/(a) falls short of `target`, from the cells' CPU: the CPU per clip the target leaves (b) at the
+    two systems' busy shares (clips/s = the cores kept busy / CPU per clip), against what (b)'s heaviest stage
+    of that mix spent alone (RATIO_STAGES)."""
     stage = RATIO_STAGES.get(b.mix)
     if stage is None or not (a.requests and b.requests):
         return RATIO_LIMIT
