@@ -315,7 +315,7 @@ def _mix_targets(report: Report, mix: str, c: int) -> list[Target]:
             f"{b.cores_busy:.0%}",
             b.cores_busy >= TARGET_CORES_BUSY,
             "requests wait on something other than a core (a hop, a lock, a per-replica cap) while others' "
-            "work also holds the shared cores (the `other load` column)",
+            "work also holds the shared cores (the `other load` column)" + _others_busy(a, o),
         )
     ]
     if a and mix in TARGET_RATIOS:
@@ -351,6 +351,13 @@ def _mix_targets(report: Report, mix: str, c: int) -> list[Target]:
             )
         )
     return out
+
+
+def _others_busy(a: Cell | None, o: Cell | None) -> str:
+    """The busy shares naive and the peer kept in the same round and mix: whether the idle share is (b)'s own
+    or every system's on this box."""
+    shares = [f"{name} {cell.cores_busy:.0%}" for name, cell in (("naive", a), ("the peer", o)) if cell]
+    return f"; in the same round: {' and '.join(shares)}" if shares else ""
 
 
 def ratio_limit(a: Cell, b: Cell, target: float) -> str:

@@ -198,6 +198,15 @@ class TestReport:
         peer = next(t for t in br.targets(report) if t.name.startswith("model: throughput (b)/(c)"))
         assert peer.measured == "0.60x" and not peer.met and peer.limit == text
 
+    def test_a_missed_busy_share_names_the_other_systems_share_in_the_same_round(self):
+        report = make_report(naive_rps=5.0, avpenet_rps=20.0)
+        busy = next(t for t in br.targets(report) if t.name == "model: cores busy (b) at c=32")
+        naive = report.cell("naive", "model", 32)
+        assert not busy.met and busy.limit.endswith(f"; in the same round: naive {naive.cores_busy:.0%}")
+        report.cells.append(make_cell("ort", cpu_s={"ort": 6.0}))  # 6 CPU-s in 10 s on 2 cores
+        busy = next(t for t in br.targets(report) if t.name == "model: cores busy (b) at c=32")
+        assert busy.limit.endswith(f"naive {naive.cores_busy:.0%} and the peer 30%")
+
     def test_json_round_trip_renders_the_same(self):
         report = make_report(naive_rps=5.0, avpenet_rps=20.0)
         again = br.report_from_dict(json.loads(bench.to_json(report)))
