@@ -75,6 +75,11 @@ def announce_tracking(limits: Limits) -> None:
         )
 
 
+# The Gateway's health check waits at most this for its warm-up clip: under Serve's health-check timeout
+# (30 s by default), past which Serve counts the replica as failed and replaces it.
+WARM_UP_WAIT_S = 20.0
+
+
 def warm_up() -> None:
     """Import the feature stack and verify the face model file now, not on a patient's first request."""
     from avpenet.features import audio, tracker, windows  # noqa: F401
@@ -205,6 +210,14 @@ class Gateway(GrpcMethods):
         # This replica's metrics on Ray's metrics port too, which k8s scrapes pod by pod (ray_metrics.py).
         self.streams = StreamHub(self.service)  # bedside monitoring streams held by this replica
         self.metrics_mirror = RayMirror(self.service.metrics.registry).start()
+
+    async def check_health(self) -> None:
+        """Serve's health check, which Serve also runs once before the replica takes any request: the warm-up
+        clip is scored here (warmup.py), so a new replica's first patient request is not a cold one (it paid
+        ~0.7 s of imports and first runs). `/readyz` alone did not ensure it: Serve routes to a replica
+        whether or not a probe ever reached it. Never fails for Triton: a replica that cannot reach it stays
+        up, answers 503 with the reason and reports not ready; later checks try the warm-up again."""
+        await self.service.warm(min(self.settings.triton_timeout_s, WARM_UP_WAIT_S))
 
     async def __del__(self) -> None:
         """Serve's graceful stop of this replica (scale-down, redeploy), run after its requests drained:

@@ -252,11 +252,18 @@ class ScoringService:
         """Triton's ensemble is loaded, the watchdog's last probe inferences answered (watchdog.py) AND this
         replica has scored its warm-up clip (warmup.py), so the first patient request is not a cold one."""
         self.watchdog.ensure_started()
-        warm = self._start_warm_up(asyncio.get_running_loop())
-        with contextlib.suppress(Exception):  # a failed or slow warm-up is "not ready"; retried next time
-            await asyncio.wait_for(asyncio.shield(warm), self.settings.triton_timeout_s)
-        warmed = warm.done() and not warm.cancelled() and warm.exception() is None
+        warmed = await self.warm()
         return warmed and self.watchdog.healthy and await self.triton.ready()
+
+    async def warm(self, wait_s: float | None = None) -> bool:
+        """Score the warm-up clip unless this replica has (a failed one is tried again), waiting at most
+        `wait_s` (one Triton deadline by default); True once it has been scored. Never raises: not warm is
+        not ready, not an error."""
+        warm = self._start_warm_up(asyncio.get_running_loop())
+        wait_s = self.settings.triton_timeout_s if wait_s is None else wait_s
+        with contextlib.suppress(Exception):  # a failed or slow warm-up is "not ready"; retried next time
+            await asyncio.wait_for(asyncio.shield(warm), wait_s)
+        return warm.done() and not warm.cancelled() and warm.exception() is None
 
     def _start_warm_up(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
         failed = (

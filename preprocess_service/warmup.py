@@ -1,4 +1,5 @@
-"""The gateway's warm-up: one synthetic clip through its own scoring path before `/readyz` says ready.
+"""The gateway's warm-up: one synthetic clip through its own scoring path before the replica takes a request
+(Serve's first health check, `Gateway.check_health`) and before `/readyz` says ready.
 
 A fresh replica's first request otherwise pays for lazy imports (decoders, feature code), first allocations
 and Triton's first runs of each part: ~3x a steady request on the reference box. The clip is made here (a

@@ -6,6 +6,9 @@ certificates are made here (tests/support/pki.py). The session's stack covers mi
 (tests/gateway/test_gateway.py); limits on bytes, duration, resolution and frames are corpus cases
 (tests/reliability/test_reliability_corpus.py); non-root containers are
 tests/deploy/test_k8s.py::test_every_pod_runs_non_root_without_capabilities.
+
+Its Triton serves only this module's stack, so the module's first test also checks, on Triton's counters,
+that the stack's Gateway scored its warm-up clip before it was sent anything (Gateway.check_health).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from corpus.harness import GRPC_OPTIONS, grpc_call
 from support.pki import self_signed
 
 from avpenet import contract
+from ensemble.client import REQUEST_SUCCESS, read_metrics
 from preprocess_service.settings import Limits
 
 pytestmark = pytest.mark.integration
@@ -101,6 +105,15 @@ def https_score(stack, key: str | None) -> requests.Response:
 def grpc_score(stack, key: str | None) -> str:
     with grpc.insecure_channel(stack["grpc"], options=GRPC_OPTIONS) as channel:
         return str(grpc_call(channel, corpus.grpc_message(VALID), key=key).status)
+
+
+def test_the_gateway_scored_its_warm_up_clip_before_any_request(secure_stack, tls_triton):
+    """Serve runs a replica's health check once before routing to it; the Gateway's scores the warm-up clip
+    there, so a new replica's first patient request is not a cold one (it paid ~0.7 s of imports and first
+    runs). Before, the clip ran only when a /readyz probe reached the replica, which Serve does not wait for:
+    this Triton had answered nothing when the stack was up. Runs first: nothing has been sent yet."""
+    answered = read_metrics(tls_triton.metrics_url).get(contract.ENSEMBLE.name, {})
+    assert answered.get(REQUEST_SUCCESS, 0.0) >= 1, answered
 
 
 def test_https_scores_through_a_tls_only_triton(secure_stack, tls_triton):
