@@ -108,10 +108,10 @@ def grpc_score(stack, key: str | None) -> str:
 
 
 def test_the_gateway_scored_its_warm_up_clip_before_any_request(secure_stack, tls_triton):
-    """Serve runs a replica's health check once before routing to it; the Gateway's scores the warm-up clip
-    there, so a new replica's first patient request is not a cold one (it paid ~0.7 s of imports and first
-    runs). Before, the clip ran only when a /readyz probe reached the replica, which Serve does not wait for:
-    this Triton had answered nothing when the stack was up. Runs first: nothing has been sent yet."""
+    """Serve runs a replica's health check once before routing to it, and the Gateway's health check scores
+    the warm-up clip, so a new replica's first patient request is not a cold one (it paid ~0.7 s of imports
+    and first runs). Before, the clip ran only when a /readyz probe reached the replica, which Serve does not
+    wait for: this Triton had answered nothing when the stack was up. Runs first: nothing was sent yet."""
     answered = read_metrics(tls_triton.metrics_url).get(contract.ENSEMBLE.name, {})
     assert answered.get(REQUEST_SUCCESS, 0.0) >= 1, answered
 
