@@ -47,8 +47,16 @@ TARGET_CONCURRENCY = 32
 # Per CPU-bound mix, the stage of (b) a missed (b)/(a) is set beside: where that mix's CPU goes most (the CPU
 # table), and what it is.
 RATIO_STAGES = {
-    "long": ("triton", "Triton", "a 60-s clip's graphs: `python -m loadtests.triton_cpu --windows 58`"),
-    "video": ("features", "FeatureExtractor", "face tracking, the code every system runs; `--track-every`"),
+    "long": (
+        "triton",
+        "Triton",
+        "a 60-s clip's graphs; `python -m loadtests.triton_cpu --windows 58` times them alone",
+    ),
+    "video": (
+        "features",
+        "FeatureExtractor",
+        "face tracking, the code every system runs; `--track-every` tracks fewer frames",
+    ),
 }
 RATIO_LIMIT = (
     "every process shares the same cores: (b) wins only what its model stage saves over eager PyTorch minus "
