@@ -190,6 +190,10 @@ class Cell:
     def loadgen_cpu_s_per_clip(self) -> float:
         return self.cpu_s.get("loadgen", 0.0) / self.requests if self.requests else math.nan
 
+    def cpu_ms_per_clip(self, group: str) -> float:
+        """CPU of one process group (GROUPS) per completed clip, ms (the CPU table's cells)."""
+        return 1000.0 * self.cpu_s.get(group, 0.0) / self.requests if self.requests else math.nan
+
     @property
     def features_ms_per_media_s(self) -> float:
         """CPU of the feature stage per second of media: the FeatureExtractor (b; video uploads go there) or
@@ -377,7 +381,7 @@ def ratio_limit(a: Cell, b: Cell, target: float) -> str:
         return RATIO_LIMIT
     group, name, what = stage
     allowed_ms = 1000.0 * a.cpu_s_per_clip * b.cores_busy / a.cores_busy / target
-    spent_ms = 1000.0 * b.cpu_s.get(group, 0.0) / b.requests
+    spent_ms = b.cpu_ms_per_clip(group)
     return (
         f"the target leaves (b) {allowed_ms:.0f} ms of CPU per clip (naive's {1000 * a.cpu_s_per_clip:.0f} / "
         f"{target:g}, at the two systems' busy shares); (b)'s {name} alone spent {spent_ms:.0f} ({what})"
@@ -390,10 +394,7 @@ def peer_limit(o: Cell, b: Cell) -> str:
     the CPU snapshots add to the window)."""
     if not (o.requests and b.requests):
         return RATIO_LIMIT
-
-    def ms(cell: Cell, group: str) -> float:
-        return 1000.0 * cell.cpu_s.get(group, 0.0) / cell.requests
-
+    ms = Cell.cpu_ms_per_clip
     return (
         f"busy {b.cores_busy:.0%} against (c)'s {o.cores_busy:.0%} "
         f"({ratio(b.cores_busy, o.cores_busy):.2f}x) and {1000 * b.cpu_s_per_clip:.0f} ms of CPU per clip "
@@ -497,7 +498,7 @@ def stage_rows(report: Report) -> list[list[str]]:
 def cpu_rows(report: Report) -> list[list[str]]:
     rows = []
     for c in report.cells:
-        per = [_f(1000 * c.cpu_s.get(g, 0.0) / c.requests, ".0f") if c.requests else "-" for g in GROUPS]
+        per = [_f(c.cpu_ms_per_clip(g), ".0f") if c.requests else "-" for g in GROUPS]
         rows.append([c.mix, str(c.concurrency), c.system, *per, _f(c.features_ms_per_media_s, ".0f")])
     return [
         ["mix", "c", "system", *(f"{g} ms" for g in GROUPS), "feature CPU ms per s of media"],
