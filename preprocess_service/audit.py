@@ -1,4 +1,6 @@
-"""One audit line per request, as JSON on the `avpenet.audit` logger (stderr: the pod log / Ray worker log).
+"""One audit line per request, as JSON on the `avpenet.audit` logger, to the replica's stderr: the container
+log in the RayService's pods and the output of `avpenet serve` (ray_node.SERVICE_LOG_ENV), a file in Ray's
+temp dir in the tests, the demo and the bench (where the tests read it).
 
 Fields: event time, route, protocol, request id, API key id (a SHA-256 prefix of the key, never the key),
 clip digest (SHA-256 of the uploaded parts), model versions that produced the answer, outcome (HTTP status or

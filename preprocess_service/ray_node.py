@@ -36,6 +36,16 @@ RAY_START_ATTEMPTS = 3
 # than that to start, and the whole stack failed. LocalStack sets it for Ray's processes unless it is set;
 # the RayService's pods set the same (k8s/templates/gateway-rayservice.yaml; tests/deploy/test_k8s.py).
 SLOW_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+# Ray's processes as a service (`avpenet serve`, the RayService's pods): the workers' stdout and stderr, the
+# Gateway's audit lines among them, go to the launcher's stderr (journald, `docker logs`, the container log a
+# cluster's log agent ships), not into files in Ray's temp dir, which `avpenet serve` removes when it stops
+# and which in a pod is an emptyDir deleted with it (docs/DEPLOY.md, Logs and the audit trail). What Ray
+# still writes to files (Serve's proxy and replica logs) rotates at 128 MiB with 3 old files kept.
+SERVICE_LOG_ENV = {
+    "RAY_LOG_TO_STDERR": "1",
+    "RAY_ROTATION_MAX_BYTES": str(128 * 2**20),
+    "RAY_ROTATION_BACKUP_COUNT": "3",
+}
 log = logging.getLogger("avpenet.stack")
 
 

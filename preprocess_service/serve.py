@@ -7,6 +7,9 @@ and Triton and its stubs stop first, then Ray. Triton also dies with this proces
 (see ensemble.server). While running, Triton is probed with a real inference every few seconds and restarted
 when it hangs (LocalStack.supervise).
 
+Ray's workers write their output, the gateway's audit lines (one per request) among it, to this command's
+stderr (ray_node.SERVICE_LOG_ENV): journald or `docker logs` keep them after the stop removes Ray's temp dir.
+
 Ray's gRPC proxy binds all interfaces, so with gRPC on the gateway is reachable from other hosts and API keys
 are mandatory: without AVPENET_API_KEYS / --api-key-file a random key is made for this session and printed
 once (like a notebook token). `--no-grpc` on loopback runs without keys.
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         api_keys=keys,
         args=gateway_args,
         config_path=args.config or CONFIG_PATH,
+        logs_to_stderr=True,  # the audit trail outlives the stop (journald, docker logs), not Ray's temp dir
     )
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}

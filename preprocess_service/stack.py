@@ -24,7 +24,7 @@ from typing import Any
 from ensemble import ports
 from ensemble.server import ALLOCATOR_ENV
 from preprocess_service import grpc_wire
-from preprocess_service.ray_node import SLOW_START_ENV, RayNode
+from preprocess_service.ray_node import SERVICE_LOG_ENV, SLOW_START_ENV, RayNode
 from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
 HOST = ports.HOST  # loopback only
@@ -106,6 +106,7 @@ class LocalStack:
         max_replicas: int = 1,
         triton_kwargs: Mapping[str, Any] | None = None,
         triton: Any = None,
+        logs_to_stderr: bool = False,
     ) -> None:
         self.repo = repo
         self.host = host
@@ -122,6 +123,7 @@ class LocalStack:
         self.triton = triton  # an already running ensemble.server.TritonServer to use (and leave running)
         self._own_triton = triton is None
         self.ray_node = RayNode(self.num_cpus)  # its temp dir: Ray's logs (the tests read the audit lines)
+        self._log_env = SERVICE_LOG_ENV if logs_to_stderr else {}  # else in the temp dir (`avpenet serve`)
         self._supervisor: Any = None  # ensemble.supervisor.TritonSupervisor, made on the first supervise()
         self._saved_env: dict[str, str | None] = {}
 
@@ -170,7 +172,7 @@ class LocalStack:
         # (never written into the Serve config, which Ray stores).
         self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("RAY_USAGE_STATS_ENABLED", "0")
-        for name, value in {**ALLOCATOR_ENV, **SLOW_START_ENV}.items():  # arenas, proxy start (unless set)
+        for name, value in {**ALLOCATOR_ENV, **SLOW_START_ENV, **self._log_env}.items():  # unless set
             self._set_env(name, os.environ.get(name, value))
         # Picked ports bind without SO_REUSEPORT, so a clash fails (and is retried) instead of two servers
         # sharing the port; explicit ones keep Ray's default, whose SO_REUSEADDR lets a restart rebind them.
@@ -259,10 +261,7 @@ class LocalStack:
         return self._supervisor is not None and self._supervisor.gave_up
 
     def _triton_args(self) -> dict[str, Any]:
-        kwargs = dict(self.triton_kwargs)
-        if self.repo is not None:
-            kwargs["repo"] = self.repo
-        return kwargs
+        return {**self.triton_kwargs, **({"repo": self.repo} if self.repo is not None else {})}
 
     def stop(self, graceful: bool = True) -> None:
         """Graceful: Serve drains while our Triton still answers, then Triton. Otherwise Triton first (ours,

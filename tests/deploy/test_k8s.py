@@ -227,6 +227,18 @@ def test_ray_pods_give_a_slow_proxy_start_the_local_stacks_time(overlay) -> None
             assert {k: env.get(k) for k in ray_node.SLOW_START_ENV} == ray_node.SLOW_START_ENV, owner
 
 
+def test_ray_pods_write_worker_logs_to_the_container_log(overlay) -> None:
+    """The audit lines (one per request) reach the container log, which a cluster's log agent ships, as
+    `avpenet serve` sends them to its stderr; not files in the ray-tmp emptyDir, which goes with the pod."""
+    _, docs = overlay
+    from preprocess_service import ray_node
+
+    for owner, template in _pod_templates(docs):
+        if owner.startswith("RayService"):
+            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+            assert {k: env.get(k) for k in ray_node.SERVICE_LOG_ENV} == ray_node.SERVICE_LOG_ENV, owner
+
+
 # --- Triton and security ---
 def test_triton_deployment_shape(overlay) -> None:
     name, docs = overlay

@@ -230,6 +230,33 @@ def test_one_audit_line_per_request_without_phi(gateway_stack):
     assert ok["latency_ms"] > 0 and "audit-canary-991" not in lines[rid][0]
 
 
+def test_the_replica_logs_a_request_once_the_proxy_too(gateway_stack):
+    """The Gateway's audit line is its record of a request: Serve's access line in the replica (written
+    twice, to its log file and its stderr) is off (serve_config.yaml); the proxy's, which also records what
+    it refuses before a replica sees it, stays."""
+    import time
+
+    rid = uuid.uuid4().hex
+    assert post(gateway_stack, headers={"X-Request-ID": rid}).status_code == 200
+    assert len(_audit_lines(gateway_stack, [rid])[rid]) == 1
+    deadline = time.monotonic() + 30.0  # Ray's log files are written asynchronously
+    lines = _log_lines(gateway_stack, rid)
+    while not any("proxy" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        lines = _log_lines(gateway_stack, rid)
+    assert any("proxy" in line and "POST /v1/score 200" in line for line in lines), lines
+    assert not [line for line in lines if "avpenet_Gateway" in line], lines
+
+
+def _log_lines(stack, text: str) -> list[str]:
+    """Every line of Ray's log files that holds `text`."""
+    found = []
+    for path in Path(stack.ray_node.temp_dir).rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".out", ".err"):
+            found += [line for line in path.read_text(errors="replace").splitlines() if text in line]
+    return found
+
+
 def _audit_lines(stack, rids, timeout_s: float = 30.0) -> dict[str, list[str]]:
     """Audit lines by request id from every Ray log file (replica stderr lands there, asynchronously)."""
     import time
@@ -237,16 +264,11 @@ def _audit_lines(stack, rids, timeout_s: float = 30.0) -> dict[str, list[str]]:
     deadline = time.monotonic() + timeout_s
     while True:
         found: dict[str, list[str]] = {rid: [] for rid in rids}
-        for path in Path(stack.ray_node.temp_dir).rglob("*"):
-            if not path.is_file() or path.suffix not in (".log", ".out", ".err"):
-                continue
-            for line in path.read_text(errors="replace").splitlines():
-                if '"event": "avpenet.request"' not in line:
-                    continue
-                start = line.find("{")
-                rid = json.loads(line[start:]).get("request_id")
-                if rid in found:
-                    found[rid].append(line[start:])
+        for line in _log_lines(stack, '"event": "avpenet.request"'):
+            start = line.find("{")
+            rid = json.loads(line[start:]).get("request_id")
+            if rid in found:
+                found[rid].append(line[start:])
         if all(found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.5)

@@ -5,12 +5,14 @@ of the model repository whose audio_frontend is `hung_stub_model.py`: the real m
 request hangs its stub forever. The test checks that readiness turns NOT_SERVING within seconds, that the
 supervisor restarts Triton by itself and a control clip scores the same again, and that a signal leaves no
 tritonserver, no stub and no temp dir behind. TMPDIR points at a private folder, so "no temp dir" is exact.
+The drain test also finds each request's audit line in the command's output after it stopped.
 Each test starts a whole stack (~1-2 min here), so they are `slow`: `make reliability` runs them; the quick
 watchdog/supervisor fault test on the session stack is test_triton_watchdog.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -208,5 +210,10 @@ def test_sigterm_to_the_process_alone_answers_the_uploads_in_flight(private_tmp)
         assert any(at > signalled for _, at in answers), answers
         assert "answering the calls in flight" in serve.output()
         assert_all_gone(procs, private_tmp)
+        # the audit trail is in the command's output, where journald or `docker logs` keep it, and so
+        # outlives the stop, which removed Ray's temp dir: one line per scoring, the first clip's included
+        audited = [line for line in serve.output().splitlines() if '"event": "avpenet.request"' in line]
+        outcomes = [json.loads(line[line.index("{") :])["outcome"] for line in audited]
+        assert outcomes == ["200"] * (1 + UPLOADS_IN_FLIGHT), audited
     finally:
         serve.stop()

@@ -1,0 +1,59 @@
+"""Where Ray's processes log: `avpenet serve` (LocalStack with `logs_to_stderr`) sends the workers' output,
+the gateway's audit lines among it, to its own stderr, because the stop removes Ray's temp dir and the files
+in it; the tests and the bench keep Ray's files, where the tests read the audit lines. That the lines really
+reach the command's output and stay after it stopped: test_serve_lifecycle.py (slow, `make reliability`)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from preprocess_service import stack as stack_mod
+from preprocess_service.ray_node import SERVICE_LOG_ENV, RayNode
+from preprocess_service.stack import LocalStack
+
+
+class _Started(Exception):
+    """Raised by the fake Ray start with the environment Ray's processes would have inherited."""
+
+
+class _FakeTriton:
+    grpc_url = "127.0.0.1:1"
+
+
+@pytest.mark.parametrize("to_stderr", [False, True])
+def test_only_a_service_stack_sends_rays_logs_to_stderr(monkeypatch, to_stderr) -> None:
+    for name in SERVICE_LOG_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    def start(self, ray) -> None:
+        raise _Started({name: os.environ.get(name) for name in SERVICE_LOG_ENV})
+
+    monkeypatch.setattr(RayNode, "start", start)
+    # the failed start's stop must not reach Ray: in this process it may be the session's gateway stack
+    monkeypatch.setattr(stack_mod, "_stop_ray", lambda graceful: None)
+    with pytest.raises(_Started) as started:
+        LocalStack(triton=_FakeTriton(), http_port=8100, grpc_port=None, logs_to_stderr=to_stderr).start()
+    expected = SERVICE_LOG_ENV if to_stderr else dict.fromkeys(SERVICE_LOG_ENV)
+    assert started.value.args[0] == expected
+    assert all(name not in os.environ for name in SERVICE_LOG_ENV)  # the stack's stop restored it
+
+
+def test_avpenet_serve_runs_a_service_stack(monkeypatch) -> None:
+    import argparse
+
+    from preprocess_service import serve
+
+    made: dict = {}
+
+    def fake_stack(**kwargs):
+        made.update(kwargs)
+        raise _Started()
+
+    monkeypatch.setattr(stack_mod, "LocalStack", fake_stack)
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    with pytest.raises(_Started):
+        serve.run(parser.parse_args(["--no-grpc"]))
+    assert made["logs_to_stderr"] is True
