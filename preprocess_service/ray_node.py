@@ -46,6 +46,14 @@ SERVICE_LOG_ENV = {
     "RAY_ROTATION_MAX_BYTES": str(128 * 2**20),
     "RAY_ROTATION_BACKUP_COUNT": "3",
 }
+# ... and for `avpenet serve`, Ray's own components at warnings: on one machine Ray's autoscaler monitor runs
+# beside the workers and printed its status to the same stderr every 5 s (288 lines an idle minute, measured;
+# 0 with these). In the pods it runs in KubeRay's autoscaler container, and Ray's defaults stay.
+QUIET_RAY_ENV = {
+    "RAY_ENABLE_CLUSTER_STATUS_LOG": "0",
+    "RAY_LOGGER_LEVEL": "warning",
+    "RAY_BACKEND_LOG_LEVEL": "warning",
+}
 log = logging.getLogger("avpenet.stack")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from ensemble import ports
 from ensemble.server import ALLOCATOR_ENV
 from preprocess_service import grpc_wire
-from preprocess_service.ray_node import SERVICE_LOG_ENV, SLOW_START_ENV, RayNode
+from preprocess_service.ray_node import QUIET_RAY_ENV, SERVICE_LOG_ENV, SLOW_START_ENV, RayNode
 from preprocess_service.serve_config import CONFIG_PATH, load_config, localize
 
 HOST = ports.HOST  # loopback only
@@ -123,7 +123,7 @@ class LocalStack:
         self.triton = triton  # an already running ensemble.server.TritonServer to use (and leave running)
         self._own_triton = triton is None
         self.ray_node = RayNode(self.num_cpus)  # its temp dir: Ray's logs (the tests read the audit lines)
-        self._log_env = SERVICE_LOG_ENV if logs_to_stderr else {}  # else in the temp dir (`avpenet serve`)
+        self._log_env = {**SERVICE_LOG_ENV, **QUIET_RAY_ENV} if logs_to_stderr else {}  # `avpenet serve`
         self._supervisor: Any = None  # ensemble.supervisor.TritonSupervisor, made on the first supervise()
         self._saved_env: dict[str, str | None] = {}
 

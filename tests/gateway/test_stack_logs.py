@@ -1,6 +1,7 @@
 """Where Ray's processes log: `avpenet serve` (LocalStack with `logs_to_stderr`) sends the workers' output,
-the gateway's audit lines among it, to its own stderr, because the stop removes Ray's temp dir and the files
-in it; the tests and the bench keep Ray's files, where the tests read the audit lines. That the lines really
+the gateway's audit lines among it, to its own stderr (Ray's own components at warnings), because the stop
+removes Ray's temp dir and the files in it; the tests and the bench keep Ray's files, where the tests read the
+audit lines. That the lines really
 reach the command's output and stay after it stopped: test_serve_lifecycle.py (slow, `make reliability`)."""
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import os
 import pytest
 
 from preprocess_service import stack as stack_mod
-from preprocess_service.ray_node import SERVICE_LOG_ENV, RayNode
+from preprocess_service.ray_node import QUIET_RAY_ENV, SERVICE_LOG_ENV, RayNode
 from preprocess_service.stack import LocalStack
+
+LOG_ENV = {**SERVICE_LOG_ENV, **QUIET_RAY_ENV}
 
 
 class _Started(Exception):
@@ -24,20 +27,19 @@ class _FakeTriton:
 
 @pytest.mark.parametrize("to_stderr", [False, True])
 def test_only_a_service_stack_sends_rays_logs_to_stderr(monkeypatch, to_stderr) -> None:
-    for name in SERVICE_LOG_ENV:
+    for name in LOG_ENV:
         monkeypatch.delenv(name, raising=False)
 
     def start(self, ray) -> None:
-        raise _Started({name: os.environ.get(name) for name in SERVICE_LOG_ENV})
+        raise _Started({name: os.environ.get(name) for name in LOG_ENV})
 
     monkeypatch.setattr(RayNode, "start", start)
     # the failed start's stop must not reach Ray: in this process it may be the session's gateway stack
     monkeypatch.setattr(stack_mod, "_stop_ray", lambda graceful: None)
     with pytest.raises(_Started) as started:
         LocalStack(triton=_FakeTriton(), http_port=8100, grpc_port=None, logs_to_stderr=to_stderr).start()
-    expected = SERVICE_LOG_ENV if to_stderr else dict.fromkeys(SERVICE_LOG_ENV)
-    assert started.value.args[0] == expected
-    assert all(name not in os.environ for name in SERVICE_LOG_ENV)  # the stack's stop restored it
+    assert started.value.args[0] == (LOG_ENV if to_stderr else dict.fromkeys(LOG_ENV))
+    assert all(name not in os.environ for name in LOG_ENV)  # the stack's stop restored it
 
 
 def test_avpenet_serve_runs_a_service_stack(monkeypatch) -> None:
