@@ -230,7 +230,7 @@ def test_one_audit_line_per_request_without_phi(gateway_stack):
     assert ok["latency_ms"] > 0 and "audit-canary-991" not in lines[rid][0]
 
 
-def test_the_replica_logs_a_request_once_the_proxy_too(gateway_stack):
+def test_a_request_is_logged_once_by_the_replica_and_once_by_the_proxy(gateway_stack):
     """The Gateway's audit line is its record of a request: Serve's access line in the replica (written
     twice, to its log file and its stderr) is off (serve_config.yaml); the proxy's, which also records what
     it refuses before a replica sees it, stays."""
