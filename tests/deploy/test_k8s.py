@@ -61,6 +61,15 @@ def _pod_templates(docs: list[dict]) -> list[tuple[str, dict]]:
     return out
 
 
+def _ray_container_envs(docs: list[dict]) -> list[tuple[str, dict[str, str | None]]]:
+    """(owner, the Ray container's environment) for every Ray group of the RayService."""
+    return [
+        (owner, {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]})
+        for owner, template in _pod_templates(docs)
+        if owner.startswith("RayService")
+    ]
+
+
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -218,25 +227,19 @@ def test_gateway_pod_environment_is_accepted_by_gateway_settings(overlay) -> Non
 def test_ray_pods_give_a_slow_proxy_start_the_local_stacks_time(overlay) -> None:
     """Serve's controller kills a proxy not ready 5 s after its creation; LocalStack gives it longer
     (ray_node.SLOW_START_ENV) because a busy node's worker start took more: every Ray pod does the same."""
-    _, docs = overlay
     from preprocess_service import ray_node
 
-    for owner, template in _pod_templates(docs):
-        if owner.startswith("RayService"):
-            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
-            assert {k: env.get(k) for k in ray_node.SLOW_START_ENV} == ray_node.SLOW_START_ENV, owner
+    for owner, env in _ray_container_envs(overlay[1]):
+        assert {k: env.get(k) for k in ray_node.SLOW_START_ENV} == ray_node.SLOW_START_ENV, owner
 
 
 def test_ray_pods_write_worker_logs_to_the_container_log(overlay) -> None:
     """The audit lines (one per request) reach the container log, which a cluster's log agent ships, as
     `avpenet serve` sends them to its stderr; not files in the ray-tmp emptyDir, which goes with the pod."""
-    _, docs = overlay
     from preprocess_service import ray_node
 
-    for owner, template in _pod_templates(docs):
-        if owner.startswith("RayService"):
-            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
-            assert {k: env.get(k) for k in ray_node.SERVICE_LOG_ENV} == ray_node.SERVICE_LOG_ENV, owner
+    for owner, env in _ray_container_envs(overlay[1]):
+        assert {k: env.get(k) for k in ray_node.SERVICE_LOG_ENV} == ray_node.SERVICE_LOG_ENV, owner
 
 
 # --- Triton and security ---

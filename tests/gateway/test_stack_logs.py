@@ -9,36 +9,24 @@ from __future__ import annotations
 import os
 
 import pytest
+from support.stack_env import env_at_ray_start
 
 from preprocess_service import stack as stack_mod
-from preprocess_service.ray_node import QUIET_RAY_ENV, SERVICE_LOG_ENV, RayNode
-from preprocess_service.stack import LocalStack
+from preprocess_service.ray_node import QUIET_RAY_ENV, SERVICE_LOG_ENV
 
 LOG_ENV = {**SERVICE_LOG_ENV, **QUIET_RAY_ENV}
 
 
 class _Started(Exception):
-    """Raised by the fake Ray start with the environment Ray's processes would have inherited."""
-
-
-class _FakeTriton:
-    grpc_url = "127.0.0.1:1"
+    """Raised by the fake LocalStack that `avpenet serve` builds."""
 
 
 @pytest.mark.parametrize("to_stderr", [False, True])
 def test_only_a_service_stack_sends_rays_logs_to_stderr(monkeypatch, to_stderr) -> None:
     for name in LOG_ENV:
         monkeypatch.delenv(name, raising=False)
-
-    def start(self, ray) -> None:
-        raise _Started({name: os.environ.get(name) for name in LOG_ENV})
-
-    monkeypatch.setattr(RayNode, "start", start)
-    # the failed start's stop must not reach Ray: in this process it may be the session's gateway stack
-    monkeypatch.setattr(stack_mod, "_stop_ray", lambda graceful: None)
-    with pytest.raises(_Started) as started:
-        LocalStack(triton=_FakeTriton(), http_port=8100, grpc_port=None, logs_to_stderr=to_stderr).start()
-    assert started.value.args[0] == (LOG_ENV if to_stderr else dict.fromkeys(LOG_ENV))
+    got = env_at_ray_start(monkeypatch, LOG_ENV, logs_to_stderr=to_stderr)
+    assert got == (LOG_ENV if to_stderr else dict.fromkeys(LOG_ENV))
     assert all(name not in os.environ for name in LOG_ENV)  # the stack's stop restored it
 
 

@@ -17,20 +17,11 @@ import sys
 import textwrap
 
 import pytest
+from support.stack_env import env_at_ray_start
 
-from preprocess_service import stack as stack_mod
-from preprocess_service.ray_node import SLOW_START_ENV, RayNode
-from preprocess_service.stack import LocalStack
+from preprocess_service.ray_node import SLOW_START_ENV
 
 READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
-
-
-class _Started(Exception):
-    """Raised by the fake Ray start with the environment Ray's processes would have inherited."""
-
-
-class _FakeTriton:
-    grpc_url = "127.0.0.1:1"
 
 
 @pytest.mark.parametrize("user_value", [None, "12"])
@@ -39,16 +30,7 @@ def test_rays_processes_get_a_minute_for_the_proxy_unless_set(monkeypatch, user_
         monkeypatch.delenv(READY_ENV, raising=False)
     else:
         monkeypatch.setenv(READY_ENV, user_value)
-
-    def start(self, ray) -> None:
-        raise _Started(os.environ.get(READY_ENV))
-
-    monkeypatch.setattr(RayNode, "start", start)
-    # the failed start's stop must not reach Ray: in this process it may be the session's gateway stack
-    monkeypatch.setattr(stack_mod, "_stop_ray", lambda graceful: None)
-    with pytest.raises(_Started) as started:
-        LocalStack(triton=_FakeTriton(), http_port=8100, grpc_port=None).start()
-    assert started.value.args[0] == (user_value or SLOW_START_ENV[READY_ENV])
+    assert env_at_ray_start(monkeypatch, [READY_ENV]) == {READY_ENV: user_value or SLOW_START_ENV[READY_ENV]}
     assert os.environ.get(READY_ENV) == user_value  # the stack's stop restored the environment
 
 
