@@ -45,7 +45,8 @@ from avpenet.durable import replace_bytes, replace_text
 from avpenet.errors import InputError
 from avpenet.features import tracked
 
-CACHE_VERSION = 3  # bump when decoding or frame_features change meaning (2: track kept; 3: still runs)
+CACHE_VERSION = 4  # bump when decoding or frame_features change meaning (2: track kept; 3: still runs;
+# 4: video with non-square pixels tracked as shown, features/pixel_aspect.py)
 TRACK_PREFIX = "track_"  # cache arrays holding the FaceTrack fields
 PARTIAL_TRACKING = 0.5  # a tracked MP4 with a face in fewer frames than this share is reported
 REQUIRED_COLUMNS = ("clip_id", "age_group", "audio", "visual", "video")

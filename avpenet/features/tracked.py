@@ -22,6 +22,8 @@ MACHINE_KEY = "machine"  # who rendered and tracked the clip: reported, not part
 NOT_RECORDED = "not recorded (made before machines were)"
 TRACKING_VERSION = 2  # bump when tracker.py samples or reports frames differently: every stamp goes stale
 # (2: a clip's first frame is stamped at tracker.FIRST_TIMESTAMP_MS instead of 0)
+# (not bumped for non-square pixels, features/pixel_aspect.py: only `avpenet synth` stamps, and its
+# renders have square pixels, tracked as before)
 
 
 def _sha256(blob: bytes) -> str:

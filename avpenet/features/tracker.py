@@ -31,6 +31,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -38,7 +39,7 @@ import numpy as np
 
 from avpenet import contract, native_logs
 from avpenet.errors import FaceModelError, TooLarge, UndecodableMedia, UnsupportedMedia
-from avpenet.features import landmarker_arrays, media
+from avpenet.features import landmarker_arrays, media, pixel_aspect
 from avpenet.features.mp4index import SampleBounds
 from avpenet.features.track import FaceTrack
 
@@ -513,8 +514,9 @@ def iter_video_frames(source: media.Source, limits: VideoLimits | None = None) -
     """RGB frames of the main video stream (`media.main_stream`) sampled at contract.FPS by presentation time.
 
     Frame k shows what is on screen at k / FPS seconds (the latest frame whose time is ≤ k / FPS); the clip
-    lasts until the last frame's time plus one frame duration. Display rotation (phones) is applied. Yields
-    nothing when the container has no video stream.
+    lasts until the last frame's time plus one frame duration. Display rotation (phones) and non-square
+    pixels (`pixel_aspect`: HDV, DV, SD capture) are applied, so the landmarker sees what a player shows.
+    Yields nothing when the container has no video stream.
     """
     limits = limits or VideoLimits()
     head = media.read_head(source)
@@ -545,6 +547,7 @@ def sample_frames(
     if ctx is None or stream.codec_context.codec is None:
         raise UnsupportedMedia(f"the video codec is not supported; send H.264/H.265/VP8/VP9/AV1 in {kind}")
     _check_pixels(ctx.width, ctx.height, limits)
+    ratio = pixel_aspect.stream_ratio(stream, f"the video of the {media.describe(kind)}")
     claimed = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
     if claimed is None and container.duration:
         claimed = container.duration / 1e6
@@ -570,7 +573,7 @@ def sample_frames(
         if k > limits.frame_limit:
             return None
         if prev_rgb is None:
-            prev_rgb = _frame_rgb(prev, limits)
+            prev_rgb = _frame_rgb(prev, limits, ratio)
         return prev_rgb
 
     try:
@@ -610,9 +613,16 @@ def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
         raise TooLarge(f"video frames are {width}x{height}; the limit is {limits.max_pixels:,} pixels")
 
 
-def _frame_rgb(frame, limits: VideoLimits) -> np.ndarray:
+def _frame_rgb(frame, limits: VideoLimits, ratio: Fraction) -> np.ndarray:
+    """The frame as a player shows it: square pixels (`pixel_aspect`), display rotation applied."""
     _check_pixels(frame.width, frame.height, limits)
-    rgb = frame.to_ndarray(format="rgb24")
+    if ratio == 1:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        width, height = pixel_aspect.display_size(frame.width, frame.height, ratio, limits.max_pixels)
+        rgb = frame.to_ndarray(
+            format="rgb24", width=width, height=height, interpolation=pixel_aspect.INTERPOLATION
+        )
     rotation = getattr(frame, "rotation", 0) or 0
     turns = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb

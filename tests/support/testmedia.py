@@ -69,12 +69,14 @@ def video_bytes(
     audio_start_s: float = 0.0,
     video_start_s: float = 0.0,
     audio_jump: tuple[float, float] | None = None,
+    sample_aspect: Fraction | None = None,
 ) -> bytes:
     """Encode RGB frames (and optional mono float audio) into an in-memory container (mp4, webm, matroska).
 
     Timestamps as recorders write them: each track may start late (`audio_start_s`, `video_start_s`) and the
     audio's timestamps may jump by `audio_jump` = (at_s, by_s) after its first `at_s` seconds of samples
-    (by_s > 0: a hole, packets dropped; < 0: an overlap)."""
+    (by_s > 0: a hole, packets dropped; < 0: an overlap). `sample_aspect`: the width:height of a pixel the
+    video declares (an anamorphic recording; the frames as given are the coded ones)."""
     vcodec = video_codec or {"webm": "libvpx-vp9"}.get(container, "libx264")
     acodec = audio_codec or {"webm": "libopus"}.get(container, "aac")
     frames = list(frames)
@@ -85,6 +87,8 @@ def video_bytes(
         if vs is not None:
             vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
             vs.pix_fmt = "yuv420p"
+            if sample_aspect is not None:
+                vs.codec_context.sample_aspect_ratio = sample_aspect
             if vcodec == "libx264":  # the same bytes for the same frames on any CPU (h264_options says why)
                 vs.options = h264_options()
             else:

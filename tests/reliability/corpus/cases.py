@@ -615,6 +615,21 @@ def build(limits) -> list[Case]:
             u(part("video", "mp4", _tiny_frames)),
         ),
         Case(
+            "impossible_pixel_shape",
+            "a clip with sound whose video declares pixels 5 times as wide as tall (5:1): a forged header",
+            422,
+            "INVALID_ARGUMENT",
+            u(
+                part(
+                    "clip",
+                    "mp4",
+                    lambda: _video(
+                        testmedia.noise_frames(30, size=(96, 64)), audio=True, sample_aspect=Fraction(5)
+                    ),
+                )
+            ),
+        ),
+        Case(
             "video_without_face",
             "noise frames, no sound track: nothing to score",
             422,
