@@ -14,8 +14,8 @@ from fractions import Fraction
 
 from avpenet.errors import UndecodableMedia
 
-# Past 4:1 either way no camera's pixels (H.264's table of ratios stops at 2:1); such a ratio is a damaged or
-# forged header, and the face it would show is not one a player would show.
+# Past 4:1 either way no camera's pixels (the widest in H.264's table of ratios is 32:11, about 2.9: 352 x 576
+# shown at 16:9); such a ratio is a damaged or forged header.
 MAX_RATIO = 4
 INTERPOLATION = "BICUBIC"  # FFmpeg's scaler default, as ffplay and the scale filter draw it
 

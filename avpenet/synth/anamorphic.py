@@ -57,9 +57,12 @@ def reencode(src: Path, dst: Path, ratio: Fraction) -> None:
 
 def _ratio(text: str) -> Fraction:
     width, _, height = text.partition(":")
-    ratio = Fraction(int(width), int(height or 1))
+    try:
+        ratio = Fraction(int(width), int(height or 1))
+    except (ValueError, ZeroDivisionError):
+        ratio = Fraction(0)
     if not Fraction(1, 4) <= ratio <= 4:
-        raise argparse.ArgumentTypeError(f"{text}: a pixel shape from 1:4 to 4:1 (width:height)")
+        raise argparse.ArgumentTypeError(f"{text}: a pixel shape from 1:4 to 4:1 (width:height, e.g. 4:3)")
     return ratio
 
 
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratio", type=_ratio, required=True, help="width:height of one pixel, e.g. 4:3")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    if not (args.src / "labels.csv").is_file():
+        parser.error(f"{args.src} holds no labels.csv; give a rendered set (avpenet synth --out DIR)")
     if args.dst.exists():
         parser.error(f"{args.dst} exists; give a new folder")
     shutil.copytree(args.src, args.dst, ignore=shutil.ignore_patterns("features", "video"))

@@ -43,7 +43,18 @@ def test_pictures_are_stored_with_the_declared_pixels_and_shown_as_before(tmp_pa
     assert (tmp_path / "dst" / "labels.csv").read_text() == (tmp_path / "src" / "labels.csv").read_text()
 
 
-def test_a_pixel_shape_no_camera_has_is_refused(tmp_path, capsys) -> None:
-    with pytest.raises(SystemExit):
-        anamorphic.main([str(tmp_path), str(tmp_path / "dst"), "--ratio", "9:1"])
+@pytest.mark.parametrize("ratio", ["9:1", "4:0", "wide"])
+def test_a_pixel_shape_no_camera_has_is_refused(tmp_path, capsys, ratio: str) -> None:
+    _set(tmp_path / "src")
+    with pytest.raises(SystemExit) as stopped:
+        anamorphic.main([str(tmp_path / "src"), str(tmp_path / "dst"), "--ratio", ratio])
+    assert stopped.value.code == 2
     assert "1:4 to 4:1" in capsys.readouterr().err
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_folder_that_is_no_rendered_set_is_refused(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        anamorphic.main([str(tmp_path / "nothing"), str(tmp_path / "dst"), "--ratio", "4:3"])
+    assert stopped.value.code == 2
+    assert "no labels.csv" in capsys.readouterr().err
