@@ -79,3 +79,17 @@ def test_an_impossible_pixel_shape_is_refused_with_the_accepted_range(ratio: Fra
         UndecodableMedia, match=rf"pixel shape of {ratio.numerator}:{ratio.denominator} .*1:4 to 4:1"
     ):
         list(tracker.iter_video_frames(video))
+
+
+def test_the_pixel_shape_is_applied_before_the_display_rotation() -> None:
+    """A phone's upright recording with non-square pixels: the shape belongs to the coded frame, so the
+    frame is stretched first and turned after (turning first would stretch the shown frame's height)."""
+    coded = [np.zeros((64, 72, 3), np.uint8) for _ in range(3)]  # 72 x 64 pixels of 4:3: 96 x 64 shown
+    for frame in coded:
+        frame[:8, :12] = 255  # a mark in the coded top-left corner
+    video = tm.turned_clockwise(tm.video_bytes(coded, contract.FPS, sample_aspect=Fraction(4, 3)))
+    shown = next(tracker.iter_video_frames(video))
+    assert shown.shape == (96, 64, 3)  # upright: as wide as the coded frame is tall
+    rows, cols = np.nonzero(shown[:, :, 0] > 128)
+    assert rows.min() == 0 and cols.max() == 63  # the mark turned to the top-right corner ...
+    assert 14 <= rows.max() + 1 <= 18 and 6 <= 64 - cols.min() <= 10  # ... 12 px widened to 16, 8 kept
