@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avpenet.features import pixel_aspect
 from avpenet.synth.render import h264_options
 
 
@@ -61,8 +62,11 @@ def _ratio(text: str) -> Fraction:
         ratio = Fraction(int(width), int(height or 1))
     except (ValueError, ZeroDivisionError):
         ratio = Fraction(0)
-    if not Fraction(1, 4) <= ratio <= 4:
-        raise argparse.ArgumentTypeError(f"{text}: a pixel shape from 1:4 to 4:1 (width:height, e.g. 4:3)")
+    most = pixel_aspect.MAX_RATIO  # the shapes the service accepts
+    if not Fraction(1, most) <= ratio <= most:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a pixel shape from 1:{most} to {most}:1 (width:height, e.g. 4:3)"
+        )
     return ratio
 
 
