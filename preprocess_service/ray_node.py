@@ -46,13 +46,18 @@ SERVICE_LOG_ENV = {
     "RAY_ROTATION_MAX_BYTES": str(128 * 2**20),
     "RAY_ROTATION_BACKUP_COUNT": "3",
 }
-# ... and for `avpenet serve`, Ray's own components at warnings: on one machine Ray's autoscaler monitor runs
-# beside the workers and printed its status to the same stderr every 5 s (288 lines an idle minute, measured;
-# 0 with these). In the pods it runs in KubeRay's autoscaler container, and Ray's defaults stay.
+# ... and for `avpenet serve`, Ray's own Python components at warnings: on one machine Ray's autoscaler
+# monitor runs beside the workers and printed its status to the same stderr every 5 s (288 lines an idle
+# minute, measured; 0 with these). Its C++ processes (raylet, GCS, each worker's core) at errors: at
+# warnings they printed 25 records, 73 lines, over a start and a stop with nothing wrong (names looked up
+# before Serve made them, multi-line dumps of the actors Serve's stop kills, "Quick exit"), more of Ray's
+# routine than of the service in the stderr an operator reads. RAY_BACKEND_LOG_LEVEL=warning set by the
+# operator shows them again (LocalStack keeps what is set). In the pods KubeRay's autoscaler container runs
+# the monitor, and Ray's defaults stay.
 QUIET_RAY_ENV = {
     "RAY_ENABLE_CLUSTER_STATUS_LOG": "0",
     "RAY_LOGGER_LEVEL": "warning",
-    "RAY_BACKEND_LOG_LEVEL": "warning",
+    "RAY_BACKEND_LOG_LEVEL": "error",
 }
 log = logging.getLogger("avpenet.stack")
 

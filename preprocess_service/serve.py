@@ -9,8 +9,9 @@ when it hangs (LocalStack.supervise).
 
 Ray's workers write their output, the gateway's audit lines (one per request) among it, to this command's
 stderr (ray_node.SERVICE_LOG_ENV): journald or `docker logs` keep them after the stop removes Ray's temp dir.
-Ray's own components log warnings only (QUIET_RAY_ENV): their INFO lines, the autoscaler's status every
-5 s, were 288 an idle minute.
+Ray's own Python components log warnings only and its C++ processes errors only (QUIET_RAY_ENV): the
+autoscaler's status every 5 s was 288 lines an idle minute, the C++ warnings of a start and a stop with
+nothing wrong 73.
 
 Ray's gRPC proxy binds all interfaces, so with gRPC on the gateway is reachable from other hosts and API keys
 are mandatory: without AVPENET_API_KEYS / --api-key-file a random key is made for this session and printed

@@ -1,8 +1,8 @@
 """Where Ray's processes log: `avpenet serve` (LocalStack with `logs_to_stderr`) sends the workers' output,
-the gateway's audit lines among it, to its own stderr (Ray's own components at warnings), because the stop
-removes Ray's temp dir and the files in it; the tests and the bench keep Ray's files, where the tests read the
-audit lines. That the lines really reach the command's output and stay after it stopped:
-test_serve_lifecycle.py (slow, `make reliability`)."""
+the gateway's audit lines among it, to its own stderr (Ray's own components at warnings, its C++ processes
+at errors), because the stop removes Ray's temp dir and the files in it; the tests and the bench keep Ray's
+files, where the tests read the audit lines. That the lines really reach the command's output and stay after
+it stopped: test_serve_lifecycle.py (slow, `make reliability`)."""
 
 from __future__ import annotations
 

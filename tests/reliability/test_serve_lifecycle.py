@@ -41,6 +41,8 @@ NOT_READY_S = 20.0  # hung stub -> /readyz 503 and NOT_SERVING (watchdog: 2 prob
 RECOVER_S = 90.0  # -> Triton restarted by the supervisor and the gateway ready again
 STOP_S = 60.0  # signal -> every process gone
 ORT_SESSION_FILE = ".ses"  # onnxruntime's tiny session-id file in TMPDIR: no media, not ours to remove
+# a record of Ray's C++ logging at warning level: "[2026-12-07 22:47:23,383 W 8767 8767] actor_manager.cc:..."
+RAY_CPP_WARNING = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ W \d+ \d+\] ")
 UPLOADS_IN_FLIGHT = 8  # 60-s clips (58 windows each): still in flight half a second after they were sent
 
 
@@ -217,5 +219,8 @@ def test_sigterm_to_the_process_alone_answers_the_uploads_in_flight(private_tmp)
         assert outcomes == ["200"] * (1 + UPLOADS_IN_FLIGHT), audited
         # Ray's autoscaler monitor printed a status block and two INFO lines every 5 s: ray_node.QUIET_RAY_ENV
         assert "Autoscaler status" not in serve.output() and "INFO (monitor)" not in serve.output()
+        # ... and Ray's C++ processes 25 warnings (73 lines) over a start and a stop with nothing wrong
+        cpp_warnings = [line for line in serve.output().splitlines() if RAY_CPP_WARNING.match(line)]
+        assert not cpp_warnings, cpp_warnings[:5]
     finally:
         serve.stop()
