@@ -610,7 +610,10 @@ def sample_frames(
 
 def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
     if width and height and width * height > limits.max_pixels:
-        raise TooLarge(f"video frames are {width}x{height}; the limit is {limits.max_pixels:,} pixels")
+        raise TooLarge(
+            f"video frames are {width}x{height}; the limit is {limits.max_pixels:,} pixels a frame "
+            f"(1920x1080 is {1920 * 1080:,}): send the video at a lower resolution"
+        )
 
 
 def _frame_rgb(frame, limits: VideoLimits, ratio: Fraction) -> np.ndarray:

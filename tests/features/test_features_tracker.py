@@ -102,7 +102,9 @@ def test_audio_only_container_has_no_track():
 
 
 def test_limits(face_mp4):
-    with pytest.raises(TooLarge):
+    # what a hospital integrator reads in the 413: the frame size sent, the limit, and what to do
+    refused = r"^video frames are \d+x\d+; the limit is 10,000 pixels a frame \(1920x1080 is 2,073,600\): "
+    with pytest.raises(TooLarge, match=refused + "send the video at a lower resolution$"):
         tracker.track_video(face_mp4, VideoLimits(max_pixels=100 * 100))
     with pytest.raises(TooLarge):
         tracker.track_video(face_mp4, VideoLimits(max_seconds=1.0))
