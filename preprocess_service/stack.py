@@ -37,15 +37,15 @@ SIGNAL_SETTLE_S = 1.0  # after a stop signal: long enough for Ray's processes to
 
 
 def _stop_ray(graceful: bool) -> None:
-    """Serve (graceful: the calls in flight are answered first), then the local Ray cluster with all its
-    processes.
+    """Serve's app (graceful: the calls in flight are answered first), then the local Ray node, all of it.
 
     `serve.shutdown()` alone stops Serve's proxy with its connections open: six 60-s uploads in flight all
     lost their connection without an answer (docs/RELIABILITY.md). Deleting the app first drains it while
-    the proxy still relays: its replicas finish their requests (bounded by Serve's graceful-shutdown timeout)
-    and only then does the proxy go. After a signal to the whole process group Ray's processes are already
-    going down and Serve's shutdown waits 30 s on its controller: `avpenet serve` then stops without it
-    (`ray_untouched`; ray.shutdown kills every actor anyway).
+    the proxy still relays: its replicas finish their requests (bounded by Serve's graceful-shutdown timeout).
+    Then the node goes, Serve's actors in it: `serve.shutdown()` added only a line that read like a fault
+    ("Task ServeController.graceful_shutdown failed ... will be retried": its controller kills itself while
+    the driver's call is in flight). After a signal to the whole process group Ray's processes are already
+    going down: `avpenet serve` then skips the drain (`ray_untouched`).
     """
     import ray
 
@@ -55,14 +55,15 @@ def _stop_ray(graceful: bool) -> None:
         if graceful and _ray_processes_alive():
             from ray import serve
 
-            try:
-                serve.delete(APP_NAME)  # blocks until its replicas have drained and gone
-            finally:
-                serve.shutdown()
+            serve.delete(APP_NAME)  # blocks until its replicas have drained and gone
     except Exception as exc:  # noqa: BLE001 (shutting down: go on to ray.shutdown whatever happened)
         log.warning("Serve shutdown failed: %s", exc)
     finally:
         ray.shutdown()
+        # forget the stopped controller, as serve.shutdown did (the next node's first job id is the same)
+        from ray.serve import context
+
+        context._set_global_client(None)
 
 
 def _ray_processes_alive() -> bool:
