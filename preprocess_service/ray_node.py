@@ -49,11 +49,11 @@ SERVICE_LOG_ENV = {
 # ... and for `avpenet serve`, Ray's own Python components at warnings: on one machine Ray's autoscaler
 # monitor runs beside the workers and printed its status to the same stderr every 5 s (288 lines an idle
 # minute, measured; 0 with these). Its C++ processes (raylet, GCS, each worker's core) at errors: at
-# warnings they printed 25 records, 73 lines, over a start and a stop with nothing wrong (names looked up
-# before Serve made them, multi-line dumps of the actors Serve's stop kills, "Quick exit"), more of Ray's
-# routine than of the service in the stderr an operator reads. RAY_BACKEND_LOG_LEVEL=warning set by the
-# operator shows them again (LocalStack keeps what is set). In the pods KubeRay's autoscaler container runs
-# the monitor, and Ray's defaults stay.
+# warnings they printed 18 records over a start and a stop with nothing wrong (names looked up before Serve
+# made them, "Quick exit", a client of the object store gone; 25 records, 73 lines, while the stop still
+# called serve.shutdown()) and none while 30 clips were scored: Ray's routine, not the service's.
+# RAY_BACKEND_LOG_LEVEL=warning set by the operator shows them again (LocalStack keeps what is set). In the
+# pods KubeRay's autoscaler container runs the monitor, and Ray's defaults stay.
 QUIET_RAY_ENV = {
     "RAY_ENABLE_CLUSTER_STATUS_LOG": "0",
     "RAY_LOGGER_LEVEL": "warning",

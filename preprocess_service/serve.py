@@ -10,8 +10,8 @@ when it hangs (LocalStack.supervise).
 Ray's workers write their output, the gateway's audit lines (one per request) among it, to this command's
 stderr (ray_node.SERVICE_LOG_ENV): journald or `docker logs` keep them after the stop removes Ray's temp dir.
 Ray's own Python components log warnings only and its C++ processes errors only (QUIET_RAY_ENV): the
-autoscaler's status every 5 s was 288 lines an idle minute, the C++ warnings of a start and a stop with
-nothing wrong 73.
+autoscaler's status every 5 s was 288 lines an idle minute; the C++ warnings, 18 records over a start and a
+stop with nothing wrong, were all Ray's routine.
 
 Ray's gRPC proxy binds all interfaces, so with gRPC on the gateway is reachable from other hosts and API keys
 are mandatory: without AVPENET_API_KEYS / --api-key-file a random key is made for this session and printed
