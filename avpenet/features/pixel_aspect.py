@@ -20,13 +20,18 @@ MAX_RATIO = 4
 INTERPOLATION = "BICUBIC"  # FFmpeg's scaler default, as ffplay and the scale filter draw it
 
 
+def accepted(ratio: Fraction) -> bool:
+    """A pixel shape some camera has: from 1:MAX_RATIO to MAX_RATIO:1."""
+    return Fraction(1, MAX_RATIO) <= ratio <= MAX_RATIO
+
+
 def stream_ratio(stream, what: str) -> Fraction:
     """Width:height of one coded pixel as a player shows it (FFmpeg's guess from the container's and the
     codec's sample aspect ratio); 1 when the file declares none. A ratio past MAX_RATIO: UndecodableMedia."""
     sar = stream.sample_aspect_ratio
     if not sar or sar <= 0:
         return Fraction(1)
-    if not Fraction(1, MAX_RATIO) <= sar <= MAX_RATIO:
+    if not accepted(sar):
         raise UndecodableMedia(
             f"{what} declares a pixel shape of {sar.numerator}:{sar.denominator} (width:height of one pixel, "
             f"its sample aspect ratio); accepted shapes are 1:{MAX_RATIO} to {MAX_RATIO}:1"

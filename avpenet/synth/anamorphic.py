@@ -62,8 +62,8 @@ def _ratio(text: str) -> Fraction:
         ratio = Fraction(int(width), int(height or 1))
     except (ValueError, ZeroDivisionError):
         ratio = Fraction(0)
-    most = pixel_aspect.MAX_RATIO  # the shapes the service accepts
-    if not Fraction(1, most) <= ratio <= most:
+    if not pixel_aspect.accepted(ratio):  # the shapes the service accepts
+        most = pixel_aspect.MAX_RATIO
         raise argparse.ArgumentTypeError(
             f"{text}: a pixel shape from 1:{most} to {most}:1 (width:height, e.g. 4:3)"
         )
