@@ -46,7 +46,8 @@ def proto_format(value: int) -> str:
 
 
 def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
-    """The format for an `Accept` header (q-values honoured; none or */* = JSON); NotAcceptable names it.
+    """The format for an `Accept` header (q-values honoured; none or */* = JSON; every range at q=0 accepts
+    nothing); NotAcceptable names it.
 
     `fhir_kind` (the `?fhir=` query) is checked whatever the answer's format: a value other than observation
     or bundle is 422 naming them, even when the answer is JSON or HL7 v2, which it does not change. A FHIR
@@ -54,7 +55,7 @@ def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
     if fhir_kind not in (None, "", *fhir.KINDS):
         shown = repr(fhir_kind[:32])
         raise InvalidRequest(f"fhir must be {' or '.join(fhir.KINDS)} (the FHIR answer's kind), not {shown}")
-    ranges, unserved_fhir = [], False
+    ranges, refused, unserved_fhir = [], [], False
     for i, item in enumerate((accept or "").split(",")):
         media, *params = (p.strip().lower() for p in item.split(";"))
         q = next((p[2:] for p in params if p.startswith("q=")), "1")
@@ -63,12 +64,16 @@ def negotiate(accept: str | None, fhir_kind: str | None = None) -> str:
             weight = float(q)
         except ValueError:
             weight = 0.0
-        if media == fhir.MEDIA_TYPE and version and version not in FHIR_VERSIONS:
-            unserved_fhir = unserved_fhir or weight > 0
-            continue
-        if media and weight > 0:
+        if media and not weight > 0:  # q=0 (or a q that is no number): "not this type"
+            refused.append(media)
+        elif media == fhir.MEDIA_TYPE and version and version not in FHIR_VERSIONS:
+            unserved_fhir = True
+        elif media:
             ranges.append((-weight, i, media))
     if not ranges and not unserved_fhir:
+        if refused:  # every range the client named it refuses: answering JSON would ignore it
+            shown = ", ".join(refused)[:80]
+            raise NotAcceptable(f"Accept: {shown!r} accepts no type (q=0); ask for {ACCEPTED}")
         return "json"
     for _, _, media in sorted(ranges):
         if media in (JSON_TYPE, "*/*", "application/*"):

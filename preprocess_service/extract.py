@@ -128,4 +128,12 @@ def _model_inputs(
             "no usable face in any frame (none found, or landmarks collapsed, outside the frame or "
             "frozen) and no audio; send audio, or video where a face is visible"
         )
+    if not face and not np.any(inputs[contract.AUDIO_PRESENT.name]):  # a window would be scored from nothing
+        seconds = np.asarray(wave).size / contract.SAMPLE_RATE
+        raise NothingToScore(
+            f"the audio lasts {seconds:.2f} s, too short to score (more than "
+            f"{contract.WINDOW_TAIL_TOLERANCE_S:g} s is needed), and "
+            + ("the upload has no face track" if track is None else "no frame has a usable face")
+            + "; send a longer recording (3 s or more where you can)"
+        )
     return inputs

@@ -8,6 +8,8 @@ level and the model versions. Every OBX names the model in OBX-18 (equipment ins
 units (UCUM) and the reference range, and result status R (not verified) until a clinician confirms, or F
 if the deployment configured `final`. There is no IEEE 11073 (MDC) term for a pain estimate, so OBX-3 is
 the deployment's local code (coding system L) with SNOMED CT 406127006 |Pain intensity| as its alternate.
+OBX-14 is when the patient was recorded (`recorded_at`); a request without it leaves OBX-14 empty, and an NTE
+says that OBR-7 holds the scoring time (as the FHIR Observation's note says of its effectiveDateTime).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ PCD01_PROFILE = "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
 LOCAL = "L"  # HL7 table 0396: locally defined codes
 SCORE_UNITS = "{score}^{score}^UCUM"
 RATIO_UNITS = "1^1^UCUM"
+NO_RECORDING_TIME_NOTE = (
+    "The request gave no recording time: OBR-7 is the time the gateway scored the clip, and OBX-14 is empty."
+)
 SEGMENT_END = "\r"  # every segment, the last one included, ends with a carriage return
 
 
@@ -105,7 +110,7 @@ def oru_r01(
     """The ER7 text of a validated ORU^R01: every segment ends with CR, the last one too (HL7 v2 chapter 2:
     CR terminates a segment; a receiver may drop or refuse an unterminated last one)."""
     hl7 = hl7 or Hl7Config()
-    effective, _ = fhir._effective(result)
+    effective, fallback_note = fhir._effective(result)
     status = "F" if cfg.status in ("final", "amended") else "R"
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
     msh = msg.msh
@@ -137,6 +142,9 @@ def oru_r01(
     order.obr.obr_3 = f"{result.request_id[:199]}^AVPENET"
     order.obr.obr_4 = f"{cfg.code}^{escape(cfg.display)}^{LOCAL}"
     order.obr.obr_7 = _ts(effective)
+    if fallback_note:  # no recording time: OBR-7 (required) holds the scoring time, and says so; no OBX-14
+        nte = order.add_segment("NTE")
+        nte.nte_1, nte.nte_2, nte.nte_3 = "1", "L", escape(NO_RECORDING_TIME_NOTE)
     device = f"{fhir.device_id(result)}^AVPENET"
     for i, (vtype, code, value, units, ref_range) in enumerate(_observations(result, cfg), start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
@@ -148,7 +156,8 @@ def oru_r01(
         if ref_range:
             obx.obx_7 = ref_range
         obx.obx_11 = status
-        obx.obx_14 = _ts(effective)
+        if not fallback_note:
+            obx.obx_14 = _ts(effective)  # the recording time: when the patient was observed
         obx.obx_17 = f"avpenet-audio-visual-model^AVPENet audio-visual model estimate^{LOCAL}"
         obx.obx_18 = device
         obx.obx_19 = _ts(result.scored_at)

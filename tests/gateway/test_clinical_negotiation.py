@@ -39,6 +39,18 @@ def test_unsupported_accept_and_kind_are_named():
 
 
 @pytest.mark.parametrize(
+    "accept",
+    ["application/json;q=0", "*/*;q=0", "application/fhir+json;q=0, x-application/hl7-v2+er7;q=0",
+     "application/json;q=abc", "application/fhir+json; fhirVersion=5.0;q=0"],
+)  # fmt: skip
+def test_an_accept_that_refuses_every_type_is_406_not_json(accept):
+    """Every range the client named at q=0 ("not this type"): it was answered JSON, as if it had sent none."""
+    with pytest.raises(NotAcceptable, match="accepts no type \\(q=0\\); ask for application/json") as caught:
+        clinical.negotiate(accept)
+    assert caught.value.http_status == 406
+
+
+@pytest.mark.parametrize(
     "accept", ["application/json", None, "x-application/hl7-v2+er7", "application/fhir+json"]
 )
 def test_a_bad_fhir_kind_is_422_naming_the_values_whatever_the_format(accept):

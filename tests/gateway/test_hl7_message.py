@@ -35,6 +35,21 @@ def test_message_parses_validates_and_has_the_pcd01_shape():
     assert values["model-versions"] == ";".join(f"{k}={v}" for k, v in sorted(VERSIONS.items()))
 
 
+def test_without_a_recording_time_no_obx_claims_one_and_a_note_says_obr7_is_the_scoring_time():
+    """FHIR labels its fallback effectiveDateTime with a note; HL7 put the scoring time in OBX-14, "recording
+    time" by INTEGRATION.md, with nothing to tell it apart, so a flowsheet charted it as when the patient was
+    observed."""
+    message = hl7v2.parse(hl7v2.oru_r01(response(recorded_at=None), CTX))
+    order = message.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_7.value.startswith("20260501101602")  # the scoring time: OBR-7 is required
+    assert [r.obx_14.value for r in obx_rows(message)] == [""] * len(obx_rows(message))
+    (note,) = [c for c in order.children if c.name == "NTE"]
+    assert note.nte_3.value == hl7v2.escape(hl7v2.NO_RECORDING_TIME_NOTE)
+    assert "OBR-7 is the time the gateway scored the clip" in hl7v2.NO_RECORDING_TIME_NOTE
+    timed = hl7v2.parse(hl7v2.oru_r01(response(), CTX)).oru_r01_patient_result.oru_r01_order_observation
+    assert not [c for c in timed.children if c.name == "NTE"]  # with a recording time: no note
+
+
 def test_adult_final_and_no_subject():
     er7 = hl7v2.oru_r01(response(age_group="adult"), cfg=fhir.FhirConfig(status="final"))
     rows = obx_rows(hl7v2.parse(er7))

@@ -94,3 +94,11 @@ def test_no_face_and_unusable_face_are_told_apart():
 def test_audio_not_sent():
     _, used, masked = _apply(None, face_track(3.0))
     assert used == ["visual"] and masked == {"audio": masking.NOT_SENT_AUDIO}
+
+
+def test_audio_too_short_for_any_window_is_named_beside_a_face():
+    """0.05 s of a cry and a 3-s face: no window counts the sound (windows.sound_windows), so the clip is
+    scored from the face alone; the answer said it used the audio."""
+    inputs, used, masked = _apply(_cry(0.05), face_track(3.0))
+    assert not inputs[C.AUDIO_PRESENT.name].any()
+    assert used == ["visual"] and masked == {"audio": masking.TOO_SHORT}

@@ -563,6 +563,13 @@ def build(limits) -> list[Case]:
             "INVALID_ARGUMENT",
             u(part("audio", "wav", lambda: _wav(np.zeros(0, np.float32)))),
         ),
+        Case(
+            "audio_a_tenth_of_a_second",
+            "a tenth of a second of tone, no face: no window counts it as sound",
+            422,
+            "INVALID_ARGUMENT",
+            u(part("audio", "wav", lambda: _tone_wav(0.1))),
+        ),
         # --- limits ---
         Case(
             "huge_upload",
