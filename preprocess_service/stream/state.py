@@ -196,8 +196,9 @@ class StreamState:
         unread = 0 if self.audio_buf.size else self.next_window * contract.HOP_SAMPLES - self.n_samples
         skip = max(0, min(gap, unread))
         self.n_samples, self.audio_base = self.n_samples + skip, self.audio_base + skip
-        if gap > skip:
+        if gap > skip:  # silence nobody heard: a window mostly made of it is one without audio (Unheard)
             self.audio_buf = np.concatenate([self.audio_buf, np.zeros(gap - skip, np.float32)])
+            self.unheard.add(self.n_samples, self.n_samples + gap - skip)
             self.n_samples += gap - skip
 
     def _pad_frames(self, gap: int) -> None:

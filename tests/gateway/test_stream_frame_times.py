@@ -74,9 +74,10 @@ def test_a_short_camera_stall_keeps_the_frames_level_with_the_audio_only_with_ca
 @pytest.mark.parametrize("lost", ["visual", "audio"])
 def test_a_modality_back_after_minutes_is_realigned_without_holding_the_gap(lost):
     """The camera (or the microphone) is gone for two minutes while the other modality streams on. When it
-    returns, the windows read the gap as faceless (silent), exactly as a stream that sent that gap, but the
+    returns, the windows read the gap as faceless (unheard), exactly as a stream that sent that gap, but the
     gap is not held: it used to be allocated whole at the return (an hour without a camera: 239 MB at once).
-    The first stream loses the modality; the second sends the gap as frames without a face (as silence)."""
+    The first stream loses the modality; the second sends the gap as frames without a face (as audio chunks
+    refused, whose silence nobody heard: samples.Unheard)."""
     import tracemalloc
 
     silence = memoryview(np.zeros(STEP, "<f4").tobytes())
@@ -100,7 +101,7 @@ def test_a_modality_back_after_minutes_is_realigned_without_holding_the_gap(lost
                 if not missing:
                     state.add_audio({}, SOUND)
                 elif sends_gap:
-                    state.add_audio({}, silence)
+                    state.refuse_audio({}, len(silence))
                 state.add_frame({}, frame(track, 0))
             for w in state.ready():
                 cut[w.index] = (tick, w)
