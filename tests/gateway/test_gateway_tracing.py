@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.event_loop import within
 from support.gateway import face_track, wav_bytes
 
 from preprocess_service.errors import TritonUnavailable, status_of
@@ -96,8 +97,8 @@ def test_triton_down_is_503_and_not_ready(spans, refused_port):
         finally:
             await service.close()
 
-    with pytest.raises(TritonUnavailable) as info:  # a hang guard, not a speed check
-        asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+    with pytest.raises(TritonUnavailable) as info:  # `within`: a hang guard, not a speed check
+        asyncio.run(within(go(), HANG_GUARD_S))
     assert status_of(info.value) == (503, "UNAVAILABLE") and info.value.retry_after_s >= 1
     failed = [s for s in spans.get_finished_spans() if s.name == "avpenet.score" and not s.status.is_ok]
     assert failed

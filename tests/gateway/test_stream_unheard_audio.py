@@ -120,10 +120,10 @@ def test_a_resampled_streams_refused_span_is_where_its_chunks_were():
 
 def test_the_silence_a_returning_microphone_is_realigned_over_is_unheard():
     """The microphone drops out from 4 s to 9 s while the camera goes on: past signal_timeout_s the audio is
-    lost, and when it returns the gap is filled with silence to realign it. That silence was scored as heard
-    sound: window [7, 10), two thirds of it the gap, came out audio_ok with a calm, silent patient in it, and a
-    pain run broke on it. Now the gap is unheard (samples.Unheard), as refused chunks are: [7, 10) has no
-    audio, [8, 11) (a third of it the gap) has."""
+    lost, and when it returns the gap is filled with silence to realign it. That silence was scored as
+    heard sound: window [7, 10), two thirds of it the gap, came out audio_ok with a calm, silent patient in
+    it, and a pain run broke on it. Now the gap is unheard (samples.Unheard), as refused chunks are: [7, 10)
+    has no audio, [8, 11) (a third of it the gap) has."""
     state, cut = StreamState(start(image_size=SIZE), 10**7), []
     rng = np.random.default_rng(0)
     audio_seq = 0
@@ -137,7 +137,7 @@ def test_the_silence_a_returning_microphone_is_realigned_over_is_unheard():
         state.add_frame({}, memoryview(protocol.landmark_frame_bytes(TRACK, k % TRACK.n_frames)))
         cut += state.ready()
     audio = {w.index: w.audio_ok for w in cut}
-    assert [audio[i] for i in range(4, 10)] == [False, False, False, False, True, True], audio  # before: [7] True
+    assert [audio[i] for i in range(4, 10)] == [False, False, False, False, True, True], audio  # [7] was True
     assert all(w.visual_ok for w in cut)
     events = [(e["type"], e["modality"], w.index) for w in cut for e in state.signal_events(w)]
     assert events == [("signal_lost", "audio", 4), ("signal_back", "audio", 8)]  # before: back at 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.event_loop import within
 from support.triton_fakes import FakeResult
 
 from avpenet import contract
@@ -92,7 +93,7 @@ class TestTritonClient:
 
         # A hang guard, not a speed check: the deadline's arithmetic is tested above without a clock.
         with pytest.raises((TritonUnavailable, TritonTimeout)):
-            asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+            asyncio.run(within(go(), HANG_GUARD_S))
 
     def test_long_clips_get_a_deadline_per_window(self):
         client = TritonClient("127.0.0.1:1", timeout_s=10, timeout_per_window_s=0.5)
@@ -184,7 +185,7 @@ class TestNoCancellation:
             await closing
             return channel, client
 
-        channel, client = asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+        channel, client = asyncio.run(within(go(), HANG_GUARD_S))
         assert channel.ended == ["answered"] and channel.closed
         assert client.answered == 1  # a late answer is still evidence that Triton is not hung
         assert client.abandoned == 0
@@ -205,7 +206,7 @@ class TestNoCancellation:
             assert client.abandoned == 0
             return channel
 
-        assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
+        assert asyncio.run(within(go(), HANG_GUARD_S)).ended == ["answered"]
 
     def test_the_watchdogs_probe_is_not_cancelled_either(self):
         async def go():
@@ -219,7 +220,7 @@ class TestNoCancellation:
             await client.close()
             return channel
 
-        assert asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S)).ended == ["answered"]
+        assert asyncio.run(within(go(), HANG_GUARD_S)).ended == ["answered"]
 
     def test_an_abandoned_call_holds_its_slot_until_triton_answers_it(self):
         """The parts have no queue timeout (ensemble/configs.py): Triton computes every call it was sent, so a
@@ -247,5 +248,5 @@ class TestNoCancellation:
             await client.close()
             return counts, channel
 
-        counts, channel = asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
+        counts, channel = asyncio.run(within(go(), HANG_GUARD_S))
         assert counts == [1, 1, 0] and channel.ended == ["answered"]
