@@ -60,9 +60,10 @@ RATIO_UNIT = {"unit": "1", "system": UCUM, "code": "1"}
 # Observation code to, so no code is claimed in a hospital's system that does not exist there.
 PRODUCT_SYSTEM = "urn:avpenet:fhir:CodeSystem:pain-estimate"
 UUID_NS = uuid.UUID("7b1d6c52-4a0e-4b8e-9a55-6a1f3c2b9e10")  # stable urn:uuid fullUrls for one request
-# The figures in these notes, written into a patient's record, are the served reference's (fusion 22) on its
-# 313 test clips: `avpenet evaluate --data S --json OUT --send-age unknown`, `age_inferred` (docs/EVALUATION.md,
-# *No age group* and *A named age group questioned*). A new reference measures them again and changes them.
+# The figures in these notes, written into a patient's record, are the served reference's (fusion 22) on
+# its 313 test clips: `avpenet evaluate --data S --json OUT --send-age unknown`, `age_inferred`
+# (docs/EVALUATION.md, *No age group* and *A named age group questioned*). A new reference measures them
+# again and changes them.
 UNKNOWN_AGE_NOTE = (
     "No age group was sent: the model read it from the clip{read} (right for 99% of its test clips with "
     "sound and face, 94% with the face alone, 79% with the sound alone; a wrong one shifts the estimate). "
