@@ -81,7 +81,7 @@ def load_recording(path: Path, landmarks: Path | None = None):
     that a file whose audio and video start apart is streamed as decoded, not lined up: avclip._line_up)."""
     from avpenet.features import audio, tracker
     from avpenet.features.track import FaceTrack
-    from preprocess_service.stream.replay import Recording
+    from preprocess_service.stream.replay import Recording, VideoFrames
 
     data = path.read_bytes()
     if path.suffix.lower() == ".npz":
@@ -89,7 +89,7 @@ def load_recording(path: Path, landmarks: Path | None = None):
     track = FaceTrack.load_npz(landmarks.read_bytes()) if landmarks else None
     wave = audio.load_audio(data, name=path.name, max_seconds=24 * 3600)
     if path.suffix.lower() in VIDEO_SUFFIXES and track is None:
-        frames = list(tracker.iter_video_frames(data, tracker.VideoLimits(max_seconds=24 * 3600)))
+        frames = VideoFrames(data, tracker.VideoLimits(max_seconds=24 * 3600))  # decoded as sent, not held
         return Recording(wave=wave, frames=frames or None)
     return Recording(wave=wave, track=track)
 
@@ -178,7 +178,7 @@ def demo_session(http_url: str, api_key: str, clip: Path) -> list[str]:
     rec = load_recording(clip)
     step = contract.SAMPLE_RATE // contract.FPS
     wave = None if rec.wave is None else np.tile(rec.wave[: rec.n_frames * step], 2)
-    looped = Recording(wave=wave, frames=(rec.frames or []) * 2 or None)
+    looped = Recording(wave=wave, frames=list(rec.frames or []) * 2 or None)  # a 4-s clip: held
     lines: list[str] = []
     config = {"threshold": 6.0, "windows": 3, "trend_every": 3}
     asyncio.run(
