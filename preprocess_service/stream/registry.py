@@ -68,6 +68,7 @@ class Entry:
             "start": resume_fields(self.start),
             "event_seq": self.event_seq,
             "alert": self.monitor.snapshot(self.state.media_s),
+            "signals_lost": dict(self.state.signals.lost),  # so a modality lost before gets its signal_back
         }
 
 
@@ -144,6 +145,7 @@ class StreamRegistry:
         if restore is not None:
             entry.monitor.restore(restore["alert"])
             entry.event_seq, entry.restored = int(restore["event_seq"]), True
+            entry.state.signals.restore(restore.get("signals_lost", {}))  # absent: a checkpoint from before
         # restored or afresh, it numbers on from what the client holds (last_event; -1 on a first open)
         entry.event_seq = max(entry.event_seq, start.last_event + 1)
         self.streams[entry.key] = entry

@@ -8,6 +8,12 @@ class Signals:
         self.expected = {"audio": expect_audio, "visual": expect_frames}
         self.lost = {"audio": False, "visual": False}
 
+    def restore(self, lost: dict) -> None:
+        """The lost modalities of a checkpoint (registry.Entry.checkpoint): a stream restored on another
+        replica says signal_back when one returns, as the replica that lost it would have."""
+        for modality in self.lost:
+            self.lost[modality] = bool(lost.get(modality, False)) and self.expected[modality]
+
     def events(self, index: int, start_s: float, audio_ok: bool, visual_ok: bool) -> list[dict]:
         events = []
         for modality, ok in (("audio", audio_ok), ("visual", visual_ok)):

@@ -243,3 +243,24 @@ def test_an_expired_copy_does_not_keep_a_later_one_of_the_same_start_out():
     clock[0] += 61  # past its TTL, not yet swept (nothing else was written)
     store.put(key, "key-1", {"start": fields, "event_seq": 3})
     assert store.get(key, "key-1") == {"start": fields, "event_seq": 3}
+
+
+def test_a_modality_lost_before_the_restore_gets_its_signal_back_after_it():
+    """The camera was lost on replica A (signal_lost), A died, the resume was restored on B: B's stream
+    started with nothing lost, so the camera's return said nothing and a bedside "video lost" indicator
+    stayed on."""
+    start = Start(type="start", mode="landmarks", image_size=(640, 480), stream_id="bed-21-signal")
+    held, _ = StreamRegistry(StreamLimits(), 10**7).acquire(start, "bed-21-signal", "key-1")
+    held.state.signals.events(0, 0.0, True, True)
+    assert kinds(held.state.signals.events(1, 1.0, True, False), "signal_lost")
+    checkpoint = held.checkpoint()  # as the store keeps it (pickled through Ray)
+    resume = start.model_copy(update={"last_event": held.event_seq - 1})
+    restored, resumed = StreamRegistry(StreamLimits(), 10**7).acquire(
+        resume, "bed-21-signal", "key-1", checkpoint
+    )
+    assert not resumed and restored.restored
+    back = restored.state.signals.events(0, 0.0, True, True)
+    assert [(e["type"], e["modality"]) for e in back] == [("signal_back", "visual")]
+    del checkpoint["signals_lost"]  # a checkpoint written before the field: nothing lost, as before
+    older, _ = StreamRegistry(StreamLimits(), 10**7).acquire(resume, "bed-21-signal", "key-1", checkpoint)
+    assert older.state.signals.events(0, 0.0, True, True) == []
