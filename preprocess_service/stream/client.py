@@ -112,8 +112,9 @@ class Stream:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 2.0)
-        if new.started["resumed"] or new.started.get("restored"):  # its events number on from ours
-            new.event_floor = self.last_event  # a second drop before its first event still resumes here
+        # Resumed, restored or afresh, the server numbers its events on after our last (registry.acquire), so
+        # a second drop before the new connection's first event still asks from here, not as a first open.
+        new.event_floor = self.last_event
         if not new.started["resumed"]:
             return new
         resend = [(kind, seq, chunk) for kind, seq, chunk in self.sent if seq >= new.seq[kind]]

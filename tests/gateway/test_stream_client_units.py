@@ -47,9 +47,9 @@ def test_a_second_drop_before_any_event_still_resumes_after_the_last_event(monke
     third = asyncio.run(second.reconnect())  # restored elsewhere: they number on too
     asyncio.run(third.reconnect())
     assert asked == [57, 57, 57]
-    fresh = _stream(resumed=False)  # afresh: numbering starts again, nothing is carried
+    fresh = _stream(resumed=False)  # afresh (no state, no checkpoint): the server numbers on after 57 too
     monkeypatch.setattr(client, "open_stream", lambda *a, **k: asyncio.sleep(0, fresh))
-    assert asyncio.run(third.reconnect()).last_event == -1
+    assert asyncio.run(third.reconnect()).last_event == 57  # was -1: a second drop then asked as a first open
 
 
 def test_frames_carry_capture_times_from_the_servers_stream_start():
