@@ -142,7 +142,7 @@ async def replay(
             on_event(stream.started)
         reader, before = asyncio.create_task(stream.receive_all(on_event)), dict(stream.seq)
         with contextlib.suppress(ConnectionClosed):  # the reader has the close code
-            await send_recording(stream, rec, speed=speed, first_tick=min(done.values(), default=0),
+            await send_recording(stream, rec, speed=speed, first_tick=resume_tick(rec, done),
                                  handling=handling, fmt=fmt, sent=done, origin_tick=origin)  # fmt: skip
         await reader
         if reconnects <= 0 or stream.close_code == CLOSE_NORMAL or stream.close_code not in RESUMABLE:
@@ -153,3 +153,14 @@ async def replay(
         if not stream.started["resumed"]:  # a new stream (restored or afresh): its clock starts here, and
             origin = max(done.values(), default=0)  # both kinds go on from the furthest tick reached
             done = dict.fromkeys(kinds, origin)
+
+
+def resume_tick(rec: Recording, done: dict[str, int]) -> int:
+    """The tick a resume sends from: the least advanced kind that still has chunks to send. A kind sent to its
+    end (a recording whose sound stops before its picture) does not hold it back: from there the resume
+    slept through ticks it had sent, sending nothing (past `stall_timeout_s` the server closed the stream),
+    and declared handling marks again at the wrong media time."""
+    ends = {"audio": -(-(0 if rec.wave is None else rec.wave.size) // contract.SAMPLES_PER_FRAME),
+            "frame": rec.n_frames}  # fmt: skip
+    pending = [n for kind, n in done.items() if n < ends[kind]]
+    return min(pending, default=max(done.values(), default=0))

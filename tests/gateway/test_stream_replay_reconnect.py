@@ -18,7 +18,7 @@ from avpenet import contract
 from avpenet.features import audio
 from avpenet.features.track import FaceTrack
 from preprocess_service.stream.client import ws_url
-from preprocess_service.stream.replay import Recording, replay, send_recording
+from preprocess_service.stream.replay import Recording, replay, resume_tick, send_recording
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -86,3 +86,15 @@ def test_a_resume_sends_the_handling_state_once_not_every_mark_before_it() -> No
     asyncio.run(send_recording(Link(), rec, speed=0, first_tick=20, handling=marks, end=False))
     assert [s for s in sent if s[0] == "handling"] == [("handling", True), ("handling", False)]
     assert sent[0] == ("handling", True) and sent.count(("audio",)) == 10  # on at 2.0 s; off at 2.5 s
+
+
+def test_a_resume_goes_on_from_the_kind_still_sending_not_one_that_ended():
+    """0.5 s of sound beside 5.5 s of face, the link dropped at tick 50: the resume went on from tick 5, where
+    the sound had ended, and slept through the 4.5 s of frames already sent, sending nothing (the server
+    closes a stream silent for stall_timeout_s) and declaring handling marks again at the wrong time."""
+    track = FaceTrack.empty(55, (640, 480))
+    rec = Recording(wave=np.zeros(5 * contract.SAMPLES_PER_FRAME, np.float32), track=track)
+    assert resume_tick(rec, {"audio": 5, "frame": 50}) == 50
+    assert resume_tick(rec, {"audio": 4, "frame": 50}) == 4  # sound still to send: it leads
+    assert resume_tick(rec, {"audio": 5, "frame": 55}) == 55  # both sent to their end
+    assert resume_tick(Recording(track=track), {"frame": 30}) == 30
