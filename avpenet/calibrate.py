@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # A run there (the --checkpoint itself, the committed reference, an exported run) would be replaced in
     # part: its model beside the split and records it had, as `avpenet train --out` used to.
-    from avpenet.train import held_run
+    from avpenet.train import conformal_shortfall, held_run
 
     if held := held_run(args.out):
         print(
@@ -284,5 +284,8 @@ def run(args: argparse.Namespace) -> int:
             f"  + {a['clips']} clips of {a['subjects']} fresh subjects ({a['data']}): 90% coverage "
             f"{a['coverage_90_before']:.1%} -> {a['coverage_90_after']:.1%}"
         )
+    pooled = r["val_clips"] + sum(a["clips"] for a in r["added"])
+    if not args.only_unknown_age and (shortfall := conformal_shortfall(pooled)):
+        lines.append(shortfall)
     print("\n".join([*lines, f"wrote {args.out}"]), flush=True)
     return 0

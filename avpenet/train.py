@@ -394,6 +394,21 @@ def calibrate_unknown_age(
     return {"scale": float(model.fusion.unknown_age_scale.item()), "age_head": age_head}
 
 
+def conformal_shortfall(n: int) -> str | None:
+    """What a split-conformal 90% interval fitted on `n` clips guarantees, when it is less than 90%: the rank
+    ceil((n+1)·0.9) needs at least 9 clips; with fewer the scale is their largest error, which is guaranteed
+    to cover n / (n+1) of new clips like them (5 clips: 83%), not 90%. None from 9 clips on."""
+    if n == 0:
+        return "no calibration clips: the interval scale is 1, uncalibrated"
+    if math.ceil((n + 1) * C.INTERVAL_COVERAGE) <= n:  # the rank _conformal_scale takes exists
+        return None
+    needed = next(k for k in range(n, 10**4) if math.ceil((k + 1) * C.INTERVAL_COVERAGE) <= k)
+    return (
+        f"the 90% interval was calibrated on {n} clip(s), fewer than the {needed} it needs: it is guaranteed "
+        f"to cover {n / (n + 1):.0%} of new clips like them, not 90% (add clips: avpenet calibrate --add DIR)"
+    )
+
+
 def _conformal_scale(model: AVPENet, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) -> float:
     """The ceil((n+1)·0.9)-th smallest |error| / (Z · sigma) of the clips (1 with none)."""
     pred = predict_clips(model, inputs)
@@ -714,6 +729,8 @@ def train(args: argparse.Namespace) -> dict:
         print("test subjects not scored (--no-test-report): `avpenet evaluate` scores the run", flush=True)
     if not unknown_age["age_head"]["fitted"]:  # requests without an age: read no age, question none
         print(f"age head not fitted on the validation clips ({unknown_age['age_head']['why']})", flush=True)
+    if shortfall := conformal_shortfall(len(val_clips)):
+        print(shortfall, flush=True)
     return config
 
 
