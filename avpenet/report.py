@@ -219,7 +219,8 @@ def _robustness_section(r: dict, files: dict[str, str]) -> list[str]:
         ),
         "## Interval",
         "",
-        f"90% interval coverage on test clips: {_fmt(r['interval_coverage_90'], pct=True)} (mean width "
+        f"90% interval coverage on {r.get('part', 'test')} clips: "
+        f"{_fmt(r['interval_coverage_90'], pct=True)} (mean width "
         f"{_fmt(r['interval_mean_width'])} points). The interval is score ± z·s·σ, σ from the log-variance "
         f"head, s {_fitted_on(r.get('_interval') or {})}.",
         "",
