@@ -52,6 +52,13 @@ def served_outputs(result) -> dict[str, np.ndarray]:
     if missing:
         log.error("triton answered without %s", ", ".join(missing))
         raise GatewayError(f"inference failed (the model answered without {', '.join(missing)})")
+    # A NaN score reads as "high" (contract.level_of) and as invalid JSON: a broken version fails, not serves
+    broken = [
+        n for n, v in outputs.items() if v is not None and v.dtype.kind == "f" and not np.isfinite(v).all()
+    ]
+    if broken:
+        log.error("triton answered non-finite %s", ", ".join(broken))
+        raise GatewayError(f"inference failed (the model answered non-finite {', '.join(broken)})")
     return {name: value for name, value in outputs.items() if value is not None}
 
 

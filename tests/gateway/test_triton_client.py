@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from support.event_loop import within
 from support.triton_fakes import FakeResult
@@ -16,7 +17,7 @@ from preprocess_service.errors import (
     TritonUnavailable,
     status_of,
 )
-from preprocess_service.triton_client import TritonClient
+from preprocess_service.triton_client import TritonClient, served_outputs
 
 HANG_GUARD_S = 120.0  # far beyond any deadline these tests configure; reaching it means a hang
 
@@ -144,6 +145,25 @@ class TestOutputs:
         with pytest.raises(GatewayError, match="without score") as caught:
             asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 3)))
         assert status_of(caught.value)[0] >= 500
+
+    def test_an_answer_with_a_non_finite_output_is_a_failed_inference_not_a_high_score(self):
+        """A broken model version's NaN score was served: level "high" (NaN fails every `<=`) in JSON no
+        strict parser reads; the readiness probe, which reads the same outputs, now fails on it too."""
+        from ensemble import probe
+
+        class NanScore(FakeResult):
+            def as_numpy(self, name):
+                out = super().as_numpy(name)
+                return np.full_like(out, np.nan) if name == contract.SCORE.name else out
+
+        client = TritonClient("127.0.0.1:1")
+        channel = use_channel(client, Channel())
+        channel.infer = _answer(NanScore(3), channel)
+        with pytest.raises(GatewayError, match="non-finite score") as caught:
+            asyncio.run(client.infer(contract.zero_inputs(contract.ENSEMBLE, 3)))
+        assert status_of(caught.value)[0] >= 500
+        with pytest.raises(GatewayError, match="non-finite"):
+            probe.check_outputs(served_outputs(NanScore(1)))
 
     def test_a_long_clip_answered_by_old_and_new_fusions_joins_what_both_have(self):
         """A rolling update serves fusions with and without adult_probability side by side; a clip over
