@@ -209,7 +209,8 @@ ADULT_PROBABILITY = TensorSpec("adult_probability", "FP32", (1,))
 NOT_READ: Final = -1.0
 # A request that names its age group is told when the clip reads as the other group this surely: P(the named
 # group) below it. Chosen before it was measured; on the 313 test clips it questioned none named right, and
-# 93% of those named wrong with sound and face (docs/EVALUATION.md, *A named age group questioned*).
+# 93% of those named wrong with sound and face with fusion 16, 90% with the served fusion 22
+# (docs/EVALUATION.md, *A named age group questioned*).
 AGE_CONTRADICTED_BELOW: Final = 0.05
 PROBABILITY_DECIMALS: Final = 4  # a P(adult) as answers show it; the age checks decide on that value
 
