@@ -6,8 +6,9 @@
     result.document       # the FHIR JSON / HL7 v2 text when asked for
 
 Retries: 429, 503 and 504 (HTTP) or RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED (gRPC), a
-connection that fails (status UNREACHABLE), an answer that does not come within `timeout_s` (TIMEOUT) or is
-cut off (INCOMPLETE) are retried with exponential backoff, honouring Retry-After (at most 60 s).
+connection that fails (status UNREACHABLE), an answer that does not come within `timeout_s` (TIMEOUT; over
+gRPC a DEADLINE_EXCEEDED the gateway did not send) or is cut off (INCOMPLETE) are retried with exponential
+backoff, honouring Retry-After (at most 60 s).
 Not retried: the gateway's own RESOURCE_EXHAUSTED without Retry-After (a clip over its limits: sending it
 again cannot help), nor grpcio's for a message over a gRPC size limit (the SDK's 64 MiB, or the proxy's): it
 has no x-request-id either, and the ScoreError says to send the clip over HTTP. Every call sends an

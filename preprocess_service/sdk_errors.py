@@ -20,6 +20,8 @@ from preprocess_service.errors import ERROR_KEY
 
 RETRY_HTTP = {429, 503, 504}
 RETRY_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+# grpcio's details when no connection could be made: nothing listens, or the name does not resolve
+NOT_REACHED = ("failed to connect", "errors resolving", "DNS resolution failed")
 MAX_RETRY_AFTER_S = 60.0  # the gateway's own Retry-After never exceeds this; a proxy's 3600 does not stall us
 # grpcio's refusal of a message over a channel's or a server's limit: "Sent ... (5006 vs. 1024)"
 OVER_GRPC_LIMIT = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
@@ -104,9 +106,13 @@ def over_grpc_limit(details: str, request_bytes: int) -> ScoreError | None:
 
 def grpc_error(name: str, details: str, trailing: dict[str, str]) -> ScoreError | Retryable:
     """A gRPC refusal (status code `name`) as the SDK raises it: Retryable where it may pass."""
-    unreachable = name == "UNAVAILABLE" and "failed to connect" in details  # nothing listens
+    status = name
+    if name == "UNAVAILABLE" and any(m in details for m in NOT_REACHED):  # nothing listens, or no such host
+        status = "UNREACHABLE"
+    elif name == "DEADLINE_EXCEEDED" and ERROR_KEY not in trailing:  # this client's deadline or a proxy's,
+        status = "TIMEOUT"  # not the gateway's own refusal (which names its class): as HTTP's read timeout
     # the class the gateway names, as HTTP's body does; none from a proxy or a gateway before it sent one
-    error = ScoreError("UNREACHABLE" if unreachable else name, details, trailing.get(ERROR_KEY, ""))
+    error = ScoreError(status, details, trailing.get(ERROR_KEY, ""))
     too_large = (  # the gateway's own refusal of a clip over its limits (no proxy queue full)
         name == "RESOURCE_EXHAUSTED" and "x-request-id" in trailing and "retry-after" not in trailing
     )
