@@ -25,6 +25,7 @@ from preprocess_service.errors import InvalidRequest
 
 MEDIA_PARTS = ("clip", "audio", "video", "landmarks")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # not a FHIR id if '_' (fhir.resource_id)
+REQUEST_ID_RULE = "request_id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 REF_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}/[A-Za-z0-9.-]{1,64}$")  # FHIR relative reference Type/id
 AGGREGATION = (
     "mean of the overlapping 3 s windows (1 s hop) for score, class probabilities and modality weights; "
@@ -154,9 +155,7 @@ class ScoreRequest(BaseModel):
                 data = views.get(name, f.data)  # f.data is b"" where the view was taken out
                 parts[name] = MediaPart(data=data, filename=f.filename, content_type=f.content_type)
         if msg.request_id and not REQUEST_ID_RE.fullmatch(msg.request_id):
-            raise InvalidRequest(
-                "request_id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
+            raise InvalidRequest(REQUEST_ID_RULE)
         return cls(
             **parts,
             age_group=msg.age_group or "unknown",

@@ -19,7 +19,8 @@ upload to another origin is REDIRECT_REFUSED (sdk_form.py). A target nothing can
 not 1-65535, a URL with grpc=True, none over HTTP, a gRPC host without its port, an IPv6 address without its
 brackets) is a TargetError when the Client is made (sdk_target.py): a ScoreError with status BAD_TARGET, and
 a ValueError. A request the gateway would refuse as InvalidRequest that the SDK can tell before sending it
-(deliver_hl7 without subject_ref, an unknown fmt) is a RequestError: status BAD_REQUEST, also a ValueError.
+(deliver_hl7 without subject_ref, an unknown fmt, a request_id the gateway refuses) is a RequestError: status
+BAD_REQUEST, also a ValueError.
 
 HL7 delivery (`ScoreRequest(deliver_hl7=True)`): an answer whose delivery failed for a reason that may pass
 (hl7_outcome.may_pass, the gateway's own rule: engine down, timeout, AE/CE) is sent again under the same key
@@ -38,7 +39,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from preprocess_service.hl7_outcome import NO_SUBJECT, from_header, may_pass
-from preprocess_service.protocol import ModelsResponse, ScoreRequest, ScoreResponse
+from preprocess_service.protocol import (
+    REQUEST_ID_RE,
+    REQUEST_ID_RULE,
+    ModelsResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 from preprocess_service.sdk_errors import (  # the retry constants stay importable from here, as before
     MAX_RETRY_AFTER_S,  # noqa: F401
     OVER_GRPC_LIMIT,  # noqa: F401
@@ -128,6 +135,8 @@ class Client:
             raise RequestError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
         if request.deliver_hl7 and not request.subject_ref:  # the gateway refuses it (422 / INVALID_ARGUMENT)
             raise RequestError(NO_SUBJECT)
+        if request.request_id and not REQUEST_ID_RE.fullmatch(request.request_id):  # gRPC refuses it; HTTP
+            raise RequestError(REQUEST_ID_RULE)  # would answer each retry under a new id: a second record
         key = idempotency_key or uuid.uuid4().hex
         call = self._score_grpc if self.grpc else self._score_http
         rounds: list[str] = []

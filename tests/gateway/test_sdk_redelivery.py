@@ -132,3 +132,18 @@ def test_a_delivery_without_a_patient_is_refused_before_anything_is_sent(request
     assert gateway.seen == []
     assert isinstance(info.value, RequestError) and isinstance(info.value, ValueError)  # as it was
     assert (info.value.status, info.value.error) == ("BAD_REQUEST", "InvalidRequest")
+
+
+@pytest.mark.parametrize("grpc", [False, True])
+def test_a_request_id_the_gateway_refuses_is_refused_before_anything_is_sent(request_, grpc):
+    """gRPC refused it with INVALID_ARGUMENT after sending; over HTTP the gateway replaced it with a fresh id
+    on every attempt, so a retry that reached another replica filed a second Observation."""
+    gateway = FakeGrpcGateway([]) if grpc else FakeGateway([scored(DELIVERED)])
+    client = Client(gateway.target if grpc else gateway.url, grpc=grpc, retries=0)
+    try:
+        with pytest.raises(RequestError, match="BAD_REQUEST: request_id must be 1-64 letters"):
+            client.score(request_.model_copy(update={"request_id": "ward 7/req#1"}))
+    finally:
+        client.close()
+        gateway.close()
+    assert gateway.seen == []
