@@ -400,13 +400,18 @@ def conformal_shortfall(n: int) -> str | None:
     to cover n / (n+1) of new clips like them (5 clips: 83%), not 90%. None from 9 clips on."""
     if n == 0:
         return "no calibration clips: the interval scale is 1, uncalibrated"
-    if math.ceil((n + 1) * C.INTERVAL_COVERAGE) <= n:  # the rank _conformal_scale takes exists
+    if _conformal_rank(n) <= n:  # the rank _conformal_scale takes exists
         return None
-    needed = next(k for k in range(n, 10**4) if math.ceil((k + 1) * C.INTERVAL_COVERAGE) <= k)
+    needed = next(k for k in range(n, 10**4) if _conformal_rank(k) <= k)
     return (
         f"the 90% interval was calibrated on {n} clip(s), fewer than the {needed} it needs: it is guaranteed "
         f"to cover {n / (n + 1):.0%} of new clips like them, not 90% (add clips: avpenet calibrate --add DIR)"
     )
+
+
+def _conformal_rank(n: int) -> int:
+    """Split conformal's rank among n sorted errors: ceil((n+1)·0.9), past the last one below 9 clips."""
+    return math.ceil((n + 1) * C.INTERVAL_COVERAGE)
 
 
 def _conformal_scale(model: AVPENet, inputs: list[dict[str, np.ndarray]], scores: np.ndarray) -> float:
@@ -414,7 +419,7 @@ def _conformal_scale(model: AVPENet, inputs: list[dict[str, np.ndarray]], scores
     pred = predict_clips(model, inputs)
     sigma = np.exp(0.5 * pred[C.LOG_VARIANCE.name])
     z = np.sort(np.abs(scores - pred[C.SCORE.name]) / np.maximum(sigma, 1e-6) / Z_INTERVAL)
-    rank = min(math.ceil((len(z) + 1) * C.INTERVAL_COVERAGE), len(z))
+    rank = min(_conformal_rank(len(z)), len(z))
     return float(z[rank - 1]) if len(z) else 1.0
 
 

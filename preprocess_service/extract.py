@@ -123,17 +123,17 @@ def _model_inputs(
     if poisoned:  # the decoders check every step; this is the last gate before Triton
         raise UndecodableMedia(f"the upload gave non-finite {', '.join(poisoned)}; it cannot be scored")
     face = bool(np.any(inputs[contract.FRAME_MASK.name]))
-    if wave is None and not face:
+    if face or np.any(inputs[contract.AUDIO_PRESENT.name]):
+        return inputs
+    if wave is None:  # no window holds either modality: one would be scored from nothing
         raise NothingToScore(
             "no usable face in any frame (none found, or landmarks collapsed, outside the frame or "
             "frozen) and no audio; send audio, or video where a face is visible"
         )
-    if not face and not np.any(inputs[contract.AUDIO_PRESENT.name]):  # a window would be scored from nothing
-        seconds = np.asarray(wave).size / contract.SAMPLE_RATE
-        raise NothingToScore(
-            f"the audio lasts {seconds:.2f} s, too short to score (more than "
-            f"{contract.WINDOW_TAIL_TOLERANCE_S:g} s is needed), and "
-            + ("the upload has no face track" if track is None else "no frame has a usable face")
-            + "; send a longer recording (3 s or more where you can)"
-        )
-    return inputs
+    seconds = np.asarray(wave).size / contract.SAMPLE_RATE  # at most the tail no window counts as sound
+    raise NothingToScore(
+        f"the audio lasts {seconds:.2f} s, too short to score (more than "
+        f"{contract.WINDOW_TAIL_TOLERANCE_S:g} s is needed), and "
+        + ("the upload has no face track" if track is None else "no frame has a usable face")
+        + "; send a longer recording (3 s or more where you can)"
+    )

@@ -62,9 +62,13 @@ class Recording:
     def n_frames(self) -> int:
         return len(self.frames) if self.frames is not None else self.track.n_frames if self.track else 0
 
+    @property
+    def audio_ticks(self) -> int:
+        """Ticks holding sound: the last one may be a part of a tick."""
+        return -(-(0 if self.wave is None else self.wave.size) // contract.SAMPLES_PER_FRAME)
+
     def ticks(self) -> int:
-        samples = 0 if self.wave is None else self.wave.size
-        return max(self.n_frames, -(-samples // contract.SAMPLES_PER_FRAME))
+        return max(self.n_frames, self.audio_ticks)
 
     def start(self, age_group: str, **extra) -> dict:
         msg = {"type": "start", "mode": self.mode, "age_group": age_group, "audio": self.wave is not None}
@@ -160,7 +164,6 @@ def resume_tick(rec: Recording, done: dict[str, int]) -> int:
     end (a recording whose sound stops before its picture) does not hold it back: from there the resume
     slept through ticks it had sent, sending nothing (past `stall_timeout_s` the server closed the stream),
     and declared handling marks again at the wrong media time."""
-    ends = {"audio": -(-(0 if rec.wave is None else rec.wave.size) // contract.SAMPLES_PER_FRAME),
-            "frame": rec.n_frames}  # fmt: skip
+    ends = {"audio": rec.audio_ticks, "frame": rec.n_frames}
     pending = [n for kind, n in done.items() if n < ends[kind]]
     return min(pending, default=max(done.values(), default=0))
